@@ -1,0 +1,88 @@
+"""The audio processor: any rate in, mono at the model rate, bad inputs as zoo errors."""
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from zoo.audio import AudioProcessor
+from zoo.errors import InputError
+
+
+def test_resamples_and_mixes_to_mono():
+    processor = AudioProcessor(sampling_rate=16000)
+    stereo = np.stack([np.ones(8000), -np.ones(8000) * 0.5]).astype(np.float32)
+    wave = processor.prepare(stereo, sampling_rate=8000)
+    assert wave.shape == (16000,)
+    assert abs(float(wave[4000:12000].mean()) - 0.25) < 1e-3
+
+
+def test_samples_first_and_int16_arrays():
+    processor = AudioProcessor(sampling_rate=16000)
+    samples_first = np.zeros((1000, 2), dtype=np.int16)
+    samples_first[:, 0] = 16384
+    wave = processor.prepare(samples_first, sampling_rate=16000)
+    assert wave.shape == (1000,) and torch.allclose(wave, torch.full((1000,), 0.25))
+
+
+def test_reads_files_at_their_own_rate(tmp_path):
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, np.sin(np.arange(22050) / 10).astype(np.float32), 44100)
+    wave = AudioProcessor(sampling_rate=16000).prepare(str(path))
+    assert wave.shape == (8000,)
+
+
+def test_dict_input_as_datasets_gives_it():
+    wave = AudioProcessor().prepare({"array": np.zeros(3200, dtype=np.float32), "sampling_rate": 16000})
+    assert wave.shape == (3200,)
+
+
+def test_normalize_and_short_input_padding():
+    processor = AudioProcessor(do_normalize=True, min_samples=400)
+    wave = processor.prepare(np.linspace(-3, 5, 100, dtype=np.float32), sampling_rate=16000)
+    assert wave.shape == (400,)
+    assert abs(float(wave[:100].mean())) < 1e-5 and abs(float(wave[:100].std(unbiased=False)) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (np.zeros(0, dtype=np.float32), "empty"),
+    (np.array([0.0, np.nan, 1.0], dtype=np.float32), "NaN"),
+    (np.zeros((2, 3, 4), dtype=np.float32), "shape"),
+    (np.zeros((20, 30), dtype=np.float32), "channels"),
+    ([1, 2, 3], "not supported"),
+])
+def test_bad_arrays_raise_input_errors(bad, fragment):
+    with pytest.raises(InputError, match=fragment):
+        AudioProcessor().prepare(bad, sampling_rate=16000)
+
+
+def test_array_without_rate_and_bad_files(tmp_path):
+    with pytest.raises(InputError, match="sampling_rate"):
+        AudioProcessor().prepare(np.zeros(100, dtype=np.float32))
+    with pytest.raises(InputError, match="does not exist"):
+        AudioProcessor().prepare(tmp_path / "missing.wav")
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all")
+    with pytest.raises(InputError, match="cannot decode"):
+        AudioProcessor().prepare(junk)
+
+
+def test_long_recordings_split_into_equal_windows():
+    processor = AudioProcessor(sampling_rate=100, chunk_seconds=10)
+    pieces = processor.split(torch.arange(2500.0))
+    assert [p.numel() for p in pieces] == [834, 834, 832]
+    assert torch.equal(torch.cat(pieces), torch.arange(2500.0))
+    assert len(processor.split(torch.zeros(1000))) == 1
+
+
+def test_collate_pads_and_masks():
+    batch = AudioProcessor()([np.ones(500, dtype=np.float32), np.ones(700, dtype=np.float32)], sampling_rate=16000)
+    assert batch["input_values"].shape == (2, 700)
+    assert batch["attention_mask"].sum(1).tolist() == [500, 700]
+    assert float(batch["input_values"][0, 500:].abs().sum()) == 0.0
+
+
+def test_processor_round_trips_through_json(tmp_path):
+    processor = AudioProcessor(sampling_rate=24000, do_normalize=True, chunk_seconds=5.0)
+    processor.save(tmp_path)
+    assert AudioProcessor.from_file(tmp_path / "preprocessor_config.json") == processor

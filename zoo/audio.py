@@ -1,0 +1,160 @@
+"""Audio in: files or arrays at any sampling rate -> mono float32 at the model's rate.
+
+torchaudio (resampling) and soundfile (decoding) are imported on first use, so that
+`import zoo` stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from zoo.errors import InputError
+from zoo.processing import Processor
+
+#: most channels an array may have; a larger "channel" axis is surely the time axis
+MAX_CHANNELS = 8
+
+
+def read_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Decode a wav/flac/ogg file into (channels, samples) float32 and its sampling rate."""
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"audio file {str(path)!r} does not exist; check the path")
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises several unrelated types for unreadable files
+        raise InputError(
+            f"cannot decode audio file {str(path)!r} ({err}); use wav, flac or ogg, "
+            "or pass the samples as an array with sampling_rate="
+        ) from err
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+def to_channels_first(samples: Any) -> torch.Tensor:
+    """An array of 1 or 2 dims as a float32 (channels, samples) tensor.
+
+    Two-dimensional input may be (channels, samples) or (samples, channels); the shorter
+    axis is taken as channels, and it may hold at most `MAX_CHANNELS`.
+    """
+    if isinstance(samples, np.ndarray):
+        if samples.dtype == np.int16:
+            samples = samples.astype(np.float32) / 32768.0
+        elif samples.dtype == np.int32:
+            samples = samples.astype(np.float32) / 2147483648.0
+        tensor = torch.from_numpy(np.ascontiguousarray(samples))
+    elif isinstance(samples, torch.Tensor):
+        tensor = samples.detach().cpu()
+    else:
+        raise InputError(
+            f"audio input of type {type(samples).__name__} is not supported; pass a file path, "
+            "a numpy array, a torch tensor or a dict with 'array' and 'sampling_rate'"
+        )
+    tensor = tensor.to(torch.float32)
+    if tensor.dim() == 1:
+        return tensor.unsqueeze(0)
+    if tensor.dim() != 2:
+        raise InputError(f"audio array has shape {tuple(tensor.shape)}; expected (samples,) or (channels, samples)")
+    if tensor.shape[0] > tensor.shape[1]:
+        tensor = tensor.T
+    if tensor.shape[0] > MAX_CHANNELS:
+        raise InputError(
+            f"audio array has shape {tuple(tensor.shape)}: neither axis looks like channels "
+            f"(at most {MAX_CHANNELS}); pass (samples,) or (channels, samples)"
+        )
+    return tensor
+
+
+def check_waveform(wave: torch.Tensor) -> None:
+    if wave.numel() == 0:
+        raise InputError("audio input is empty (0 samples); drop it or pass a longer recording")
+    if not torch.isfinite(wave).all():
+        bad = int((~torch.isfinite(wave)).sum())
+        raise InputError(f"audio input has {bad} NaN or infinite samples; clean it (e.g. np.nan_to_num) first")
+
+
+def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> torch.Tensor:
+    """One raw audio input as a mono float32 waveform at `target_rate`.
+
+    Args:
+        item: a path, an array/tensor, or a dict with "array" and "sampling_rate" (as the
+            `datasets` Audio feature gives).
+        sampling_rate: rate of array inputs; files and dicts carry their own.
+        target_rate: the model's rate; other rates are resampled with torchaudio.
+    """
+    if isinstance(item, (str, Path)):
+        wave, rate = read_audio_file(item)
+    elif isinstance(item, dict) and "array" in item:
+        wave, rate = to_channels_first(item["array"]), item.get("sampling_rate", sampling_rate)
+    else:
+        wave, rate = to_channels_first(item), sampling_rate
+    if rate is None:
+        raise InputError(
+            "an audio array was given without its sampling rate; pass sampling_rate=... "
+            f"(the model expects {target_rate} Hz and resamples anything else)"
+        )
+    check_waveform(wave)
+    wave = wave.mean(dim=0)
+    if int(rate) != target_rate:
+        import torchaudio.functional
+
+        wave = torchaudio.functional.resample(wave, int(rate), target_rate)
+    return wave
+
+
+@dataclasses.dataclass
+class AudioProcessor(Processor):
+    """Waveforms for speech and audio encoders.
+
+    Args:
+        sampling_rate: the model's rate in Hz; inputs at other rates are resampled.
+        do_normalize: zero-mean unit-variance per recording (as `Wav2Vec2FeatureExtractor`),
+            applied to the whole recording before it is chunked.
+        chunk_seconds: longest piece the encoder sees at once; longer recordings are cut
+            into equal pieces so that an hour of audio embeds in bounded memory.
+        min_samples: recordings shorter than this (the front end's receptive field) are
+            zero-padded up to it so that they give one frame.
+    """
+
+    processor_type = "audio"
+
+    sampling_rate: int = 16000
+    do_normalize: bool = False
+    chunk_seconds: float = 30.0
+    min_samples: int = 400
+
+    def prepare(self, item: Any, sampling_rate: Optional[int] = None) -> torch.Tensor:
+        wave = load_waveform(item, sampling_rate, self.sampling_rate)
+        if self.do_normalize:
+            wave = (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + 1e-7)
+        if wave.numel() < self.min_samples:
+            wave = torch.nn.functional.pad(wave, (0, self.min_samples - wave.numel()))
+        return wave
+
+    def split(self, item: torch.Tensor) -> list[torch.Tensor]:
+        window = int(self.chunk_seconds * self.sampling_rate)
+        if item.numel() <= window:
+            return [item]
+        pieces = math.ceil(item.numel() / window)
+        size = math.ceil(item.numel() / pieces)
+        return list(item.split(size))
+
+    def size(self, piece: torch.Tensor) -> int:
+        return piece.numel()
+
+    def collate(self, pieces: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Zero-pad to the longest piece; `attention_mask` marks real samples."""
+        longest = max(piece.numel() for piece in pieces)
+        input_values = torch.zeros(len(pieces), longest)
+        attention_mask = torch.zeros(len(pieces), longest, dtype=torch.long)
+        for row, piece in enumerate(pieces):
+            input_values[row, : piece.numel()] = piece
+            attention_mask[row, : piece.numel()] = 1
+        return {"input_values": input_values, "attention_mask": attention_mask}

@@ -1,0 +1,1 @@
+"""Embedded checkpoints: one folder per zoo name, shipped inside the package."""

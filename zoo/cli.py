@@ -1,0 +1,178 @@
+"""The `zoo` command line: list, info, embed, convert, pretrain, probe."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from zoo import registry
+from zoo.errors import ZooError
+
+
+def format_params(count: Optional[int]) -> str:
+    if count is None:
+        return "?"
+    return f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
+
+
+def model_table(modality: Optional[str] = None) -> str:
+    """The Markdown model table of the README, made from hub_configs/."""
+    lines = ["| name | modality | params | source | licence |", "|---|---|---|---|---|"]
+    for name in registry.list_models(modality=modality):
+        entry = registry.get_entry(name)
+        where = "embedded in the package" if entry.embedded else f"Hub `{entry.repo_id}`" if entry.repo_id else "upstream file"
+        lines.append(f"| `{name}` | {entry.modality} | {format_params(entry.params)} | {where} | {entry.license} |")
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    if args.markdown:
+        print(model_table(args.modality))
+        return
+    for name in registry.list_models(args.pattern, args.modality):
+        entry = registry.get_entry(name)
+        print(f"{name:28s} {entry.modality:8s} {format_params(entry.params):>8s}  {entry.description}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    print(json.dumps(registry.info(args.name), indent=2))
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from zoo.embed_job import run_embed_job
+    from zoo.hub import load
+
+    encoder = load(args.name, revision=args.revision, device=args.device)
+    inputs = expand_inputs(args.inputs)
+    kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
+    shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool,
+                          batch_size=args.batch_size, shard_size=args.shard_size, **kwargs)
+    print(f"wrote {args.output}: {len(inputs)} inputs, {shape}", file=sys.stderr)
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from zoo.hub import load_folder
+
+    family = registry.get_family(args.family)
+    if not family.converters:
+        raise ZooError(f"family {args.family!r} has no upstream converter")
+    fmt = args.format or next(iter(family.converters))
+    if fmt not in family.converters:
+        raise ZooError(f"family {args.family!r} converts formats {sorted(family.converters)}, not {fmt!r}")
+    encoder = family.converters[fmt](Path(args.upstream_file))
+    encoder.save_pretrained(args.out_dir)
+    verify_round_trip(encoder, load_folder(Path(args.out_dir)))
+    print(f"converted {args.upstream_file} ({fmt}) -> {args.out_dir} "
+          f"({sum(p.numel() for p in encoder.parameters()):,} parameters, reload verified)")
+
+
+def verify_round_trip(original, reloaded) -> None:
+    """The saved folder must rebuild exactly the converted weights."""
+    saved = reloaded.state_dict()
+    for key, value in original.state_dict().items():
+        if not value.equal(saved[key]):
+            raise ZooError(f"converted checkpoint does not reload identically: {key} differs")
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """Paths as given; a folder stands for every file under it, in sorted order."""
+    expanded = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            expanded.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
+        else:
+            expanded.append(item)
+    if not expanded:
+        raise ZooError(f"no input files found in {list(inputs)}")
+    return expanded
+
+
+def parse_layer(text: Optional[str]):
+    """--layer: empty (last), an int, a comma-separated list, or 'all'."""
+    if text is None or text == "all":
+        return text
+    parts = [int(part) for part in text.split(",")]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def family_module(family: str, module: str):
+    modules = registry.family_modules()
+    if family not in modules:
+        raise ZooError(f"unknown family {family!r}; known families: {sorted(modules)}")
+    try:
+        return importlib.import_module(f"{modules[family]}.{module}")
+    except ModuleNotFoundError as err:
+        raise ZooError(f"family {family!r} has no {module} module yet") from err
+
+
+def add_pretrain_parsers(commands, recipe: Optional[str]) -> None:
+    """`zoo pretrain FAMILY ...`: the chosen family's pretrain.py adds its own options
+    (only that family is imported)."""
+    pretrain = commands.add_parser("pretrain", help="pretrain an encoder with its family's SSL objective")
+    recipes = pretrain.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
+    for family in registry.family_modules():
+        sub = recipes.add_parser(family, help=f"{family} pretraining (zoo pretrain {family} -h for its options)")
+        if family == recipe:
+            module = family_module(family, "pretrain")
+            module.add_arguments(sub)
+            sub.set_defaults(func=module.run)
+
+
+def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders behind one API")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    listing = commands.add_parser("list", help="list the known checkpoints")
+    listing.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'hubert-*'")
+    listing.add_argument("--modality", choices=registry.MODALITIES)
+    listing.add_argument("--markdown", action="store_true", help="print the README's model table")
+    listing.set_defaults(func=cmd_list)
+
+    info = commands.add_parser("info", help="show a checkpoint's hub_config")
+    info.add_argument("name")
+    info.set_defaults(func=cmd_info)
+
+    embed = commands.add_parser("embed", help="embed inputs into a .npy or .parquet file")
+    embed.add_argument("name", help="zoo name, Hub repo id or local folder")
+    embed.add_argument("inputs", nargs="+", help="input files or folders")
+    embed.add_argument("-o", "--output", required=True, help="out.npy or out.parquet")
+    embed.add_argument("--layer", help="layer index, comma-separated list or 'all' (default: last)")
+    embed.add_argument("--pool", default="mean", choices=["mean", "cls", "none"])
+    embed.add_argument("--batch-size", type=int, default=8)
+    embed.add_argument("--shard-size", type=int, default=1024,
+                       help="inputs per shard; a rerun after an interruption skips finished shards")
+    embed.add_argument("--sampling-rate", type=int, help="rate of raw array inputs (files carry their own)")
+    embed.add_argument("--revision", help="Hub revision")
+    embed.add_argument("--device", help="e.g. cpu or cuda")
+    embed.set_defaults(func=cmd_embed)
+
+    convert = commands.add_parser("convert", help="convert an upstream checkpoint into a zoo folder")
+    convert.add_argument("family")
+    convert.add_argument("upstream_file")
+    convert.add_argument("out_dir")
+    convert.add_argument("--format", help="upstream format (default: the family's first)")
+    convert.set_defaults(func=cmd_convert)
+
+    add_pretrain_parsers(commands, recipe)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    recipe = argv[1] if len(argv) > 1 and argv[0] == "pretrain" else None
+    try:
+        args = build_parser(recipe).parse_args(argv)
+        args.func(args)
+    except ZooError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Encoder configs: small dataclasses that round-trip through `config.json`.
+
+Each family subclasses `EncoderConfig`, lists its architecture fields with defaults and
+checks cross-field rules in `__post_init__`. The JSON file also records the family and the
+zoo version that wrote it, so a folder alone says how to rebuild its model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from zoo._version import __version__
+from zoo.errors import ConfigError
+from zoo.io import atomic_write_text
+
+C = TypeVar("C", bound="EncoderConfig")
+
+#: keys `config.json` carries besides the dataclass fields
+META_KEYS = ("family", "zoo_version", "head")
+
+
+@dataclasses.dataclass
+class EncoderConfig:
+    """Base class of every family's config.
+
+    Subclasses must define `family` and the properties `embed_dim` and `num_layers`.
+    """
+
+    family: ClassVar[str] = ""
+
+    @property
+    def embed_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def num_layers(self) -> int:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fields as plain JSON values, plus `family` and `zoo_version`."""
+        return {"family": self.family, "zoo_version": __version__, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        """Build from a `config.json` dict; unknown keys are an error, not ignored."""
+        data = {k: v for k, v in data.items() if k not in META_KEYS}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__} got unknown keys {unknown}; valid keys are {sorted(names)}. "
+                "Was this config written for another family or a newer zoo version?"
+            )
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                value = data[f.name]
+                values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / "config.json"
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """Read a JSON file, turning a parse error into a `ConfigError` that names the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}); re-download or re-save it") from err

@@ -1,0 +1,66 @@
+"""`zoo embed` as a resumable job: inputs are embedded shard by shard into `OUT.parts/`,
+each shard written atomically, and joined into OUT at the end, so an interrupted job
+rerun with the same arguments skips the shards it already wrote."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from zoo.errors import InputError
+from zoo.io import atomic_write_with
+
+FORMATS = (".npy", ".parquet")
+
+
+def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None, pool: str = "mean",
+                  batch_size: int = 8, shard_size: int = 1024, **prepare_kwargs: Any) -> str:
+    """Embed `inputs` into `output` (.npy or .parquet); returns a description of the shape."""
+    if output.suffix not in FORMATS:
+        raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
+    if output.suffix == ".npy" and pool == "none":
+        raise InputError("pool='none' gives one array per input of varying length; write .parquet instead of .npy")
+    parts = output.with_name(output.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for start in range(0, len(inputs), shard_size):
+        shard = parts / f"shard-{start // shard_size:05d}.npz"
+        if not shard.is_file():
+            rows = encoder.embed(list(inputs[start : start + shard_size]), layer=layer, pool=pool,
+                                 batch_size=batch_size, **prepare_kwargs)
+            arrays = [row.numpy() for row in rows]
+            atomic_write_with(shard, lambda tmp: _save_npz(tmp, arrays))
+        shards.append(shard)
+    rows = [array for shard in shards for array in _load_npz(shard)]
+    atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, inputs, rows))
+    shutil.rmtree(parts)
+    return f"{len(rows)} rows of shape {rows[0].shape}" if pool == "none" else f"array {np.stack(rows).shape}"
+
+
+def _save_npz(path: Path, arrays: list[np.ndarray]) -> None:
+    with path.open("wb") as handle:
+        np.savez(handle, *arrays)
+
+
+def _load_npz(path: Path) -> list[np.ndarray]:
+    with np.load(path) as data:
+        return [data[f"arr_{index}"] for index in range(len(data.files))]
+
+
+def _write_output(path: Path, suffix: str, inputs: Sequence[Any], rows: list[np.ndarray]) -> None:
+    if suffix == ".npy":
+        with path.open("wb") as handle:
+            np.save(handle, np.stack(rows))
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "input": [str(item) for item in inputs],
+        "shape": [list(row.shape) for row in rows],
+        "embedding": [row.astype(np.float32).ravel() for row in rows],
+    })
+    pq.write_table(table, path)

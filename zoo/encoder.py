@@ -1,0 +1,209 @@
+"""The `Encoder` base class every family subclasses.
+
+Shapes: B items, K selected layers, T tokens, D width, N inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.config import EncoderConfig
+from zoo.errors import InputError, ZooError
+from zoo.outputs import EncoderOutput
+from zoo.pooling import POOLS, LayerSpec, layer_indices, select_layers
+from zoo.processing import Processor
+
+#: raw inputs prepared at once before they are sorted by size into batches
+PREPARE_GROUP = 64
+
+
+class Encoder(nn.Module):
+    """A self-supervised encoder: raw inputs in, token features and embeddings out.
+
+    Subclasses set `family`, `modality`, `config_class`, `processor_class` and implement
+    `forward(**batch, output_hidden_states=False) -> EncoderOutput`.
+    """
+
+    family: ClassVar[str] = ""
+    modality: ClassVar[str] = ""
+    config_class: ClassVar[type[EncoderConfig]] = EncoderConfig
+    processor_class: ClassVar[type[Processor]] = Processor
+
+    def __init__(self, config: EncoderConfig, processor: Optional[Processor] = None) -> None:
+        super().__init__()
+        self.config = config
+        self.processor = processor if processor is not None else self.processor_class()
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def preprocess(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Raw inputs -> the keyword arguments of `forward` (one batch, no chunking)."""
+        return self.processor(inputs, **kwargs)
+
+    def forward(self, output_hidden_states: bool = False, **batch: torch.Tensor) -> EncoderOutput:
+        raise NotImplementedError
+
+    def as_item_list(self, inputs: Any) -> list[Any]:
+        """Split `inputs` into items; a single item (path, array, dict) becomes a list of one."""
+        if isinstance(inputs, (list, tuple)):
+            return list(inputs)
+        if isinstance(inputs, (str, bytes, Path, dict, np.ndarray, torch.Tensor)) or not isinstance(
+            inputs, Iterable
+        ):
+            return [inputs]
+        return list(inputs)
+
+    @torch.no_grad()
+    def embed(
+        self,
+        inputs: Any,
+        layer: LayerSpec = None,
+        pool: str = "mean",
+        batch_size: int = 8,
+        device: Optional[str | torch.device] = None,
+        progress: bool = True,
+        **prepare_kwargs: Any,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Embed raw inputs: one row per item, whatever the batching.
+
+        Items are prepared in groups, cut into pieces (long recordings into windows),
+        sorted by size so that batches need little padding, and run in eval mode; only
+        valid tokens reach the pooling, so padding never changes a row.
+
+        Args:
+            inputs: raw items (paths, arrays, graphs, rows...) or a single item.
+            layer: None (last layer), an int (0 = input embeddings, negative from the end),
+                a list of ints or "all".
+            pool: "mean" over valid tokens, "cls" (first token) or "none" (all tokens).
+            batch_size: pieces per forward pass.
+            device: where to run; defaults to where the encoder is.
+            progress: show a tqdm bar over items.
+            **prepare_kwargs: passed to the processor (e.g. `sampling_rate=44100`).
+
+        Returns:
+            (N, D) for one layer, (N, K, D) for several; with pool="none" a list of N
+            tensors (T_i, D) or (K, T_i, D).
+        """
+        if pool not in POOLS:
+            raise InputError(f"pool={pool!r} is not one of {POOLS}")
+        indices = layer_indices(layer, self.num_layers)
+        items = self.as_item_list(inputs)
+        if not items:
+            raise InputError("embed() got no inputs; pass at least one item")
+        if device is not None:
+            self.to(device)
+        was_training = self.training
+        self.eval()
+        try:
+            rows = self._embed_items(items, indices, pool, batch_size, progress, prepare_kwargs)
+        finally:
+            self.train(was_training)
+        squeeze = indices is None or isinstance(layer, int)
+        if squeeze:
+            rows = [row[0] for row in rows]
+        return rows if pool == "none" else torch.stack(rows)
+
+    def _embed_items(self, items, indices, pool, batch_size, progress, prepare_kwargs) -> list[torch.Tensor]:
+        from tqdm.auto import tqdm
+
+        rows: list[torch.Tensor] = []
+        with tqdm(total=len(items), unit="item", disable=not progress, desc=f"embed {self.family}") as bar:
+            for start in range(0, len(items), PREPARE_GROUP):
+                group = items[start : start + PREPARE_GROUP]
+                rows.extend(self._embed_group(group, start, indices, pool, batch_size, prepare_kwargs))
+                bar.update(len(group))
+        return rows
+
+    def _embed_group(self, group, offset, indices, pool, batch_size, prepare_kwargs) -> list[torch.Tensor]:
+        pieces = []  # (item index in group, piece)
+        for position, item in enumerate(group):
+            try:
+                prepared = self.processor.prepare(item, **prepare_kwargs)
+            except ZooError as err:
+                raise type(err)(f"input {offset + position}: {err}") from err
+            pieces.extend((position, order, piece) for order, piece in enumerate(self.processor.split(prepared)))
+        pieces.sort(key=lambda entry: -self.processor.size(entry[2]))
+        accumulators = [_Accumulator(pool) for _ in group]
+        for start in range(0, len(pieces), batch_size):
+            chunk = pieces[start : start + batch_size]
+            batch = self.processor.collate([piece for _, _, piece in chunk])
+            batch = {key: value.to(self.device) for key, value in batch.items()}
+            output = self(**batch, output_hidden_states=indices is not None)
+            features = select_layers(output, indices).float().cpu()
+            mask = output.mask.cpu()
+            for row, (position, order, _) in enumerate(chunk):
+                accumulators[position].add(order, features[row][:, mask[row]])
+        return [accumulator.result() for accumulator in accumulators]
+
+    def config_dict_to_save(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def save_pretrained(self, folder: str | Path, model_card: Optional[str] = None) -> Path:
+        """Write config.json, model.safetensors, preprocessor_config.json and README.md atomically."""
+        from zoo.hub import save_folder
+
+        return save_folder(self, folder, model_card=model_card)
+
+    def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, **kwargs: Any) -> str:
+        """Save to a temporary folder and upload it with huggingface_hub; returns the commit URL."""
+        from zoo.hub import push_folder
+
+        return push_folder(self, repo_id, model_card=model_card, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> "Encoder":
+        """Load by zoo name, Hub repo id or local folder (see `zoo.load`)."""
+        from zoo.hub import load
+
+        encoder = load(name_or_path, **kwargs)
+        if not isinstance(encoder, cls):
+            raise ZooError(
+                f"{name_or_path!r} holds a {type(encoder).__name__} (family {encoder.family!r}), "
+                f"not a {cls.__name__}; use zoo.load() to get whatever it holds"
+            )
+        return encoder
+
+
+class _Accumulator:
+    """Collects the (K, T, D) valid tokens of an item's pieces, in any order, and pools them.
+
+    Mean pooling keeps a running sum so that long recordings never hold all their tokens.
+    """
+
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+        self.parts: dict[int, torch.Tensor] = {}
+        self.total: Optional[torch.Tensor] = None
+        self.count = 0
+
+    def add(self, order: int, tokens: torch.Tensor) -> None:
+        if self.pool == "mean":
+            summed = tokens.sum(dim=1)
+            self.total = summed if self.total is None else self.total + summed
+            self.count += tokens.shape[1]
+        elif self.pool == "cls" and order == 0:
+            self.parts[0] = tokens[:, 0]
+        elif self.pool == "none":
+            self.parts[order] = tokens
+
+    def result(self) -> torch.Tensor:
+        if self.pool == "mean":
+            return self.total / max(self.count, 1)
+        if self.pool == "cls":
+            return self.parts[0]
+        return torch.cat([self.parts[order] for order in sorted(self.parts)], dim=1)

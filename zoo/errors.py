@@ -1,0 +1,28 @@
+"""Error classes of the zoo: every message names the bad value and says how to fix it."""
+
+
+class ZooError(Exception):
+    """Base class of every error the zoo raises on purpose."""
+
+
+class UnknownModelError(ZooError, KeyError):
+    """A model name, repo id or folder that resolves to nothing."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(ZooError):
+    """A checkpoint that is corrupt, incomplete or does not match its config."""
+
+
+class ConfigError(ZooError, ValueError):
+    """A configuration value out of range or inconsistent with another."""
+
+
+class InputError(ZooError, ValueError):
+    """An input the processor cannot turn into tensors (empty, NaN, wrong shape, unreadable)."""
+
+
+class OfflineError(ZooError):
+    """Files that are neither cached nor downloadable (offline mode or no network)."""

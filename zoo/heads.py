@@ -1,0 +1,171 @@
+"""Fine-tuning heads: an encoder plus a linear layer on its pooled features.
+
+They are plain `nn.Module`s: train them in your own loop or in transformers' `Trainer`
+(forward takes the batch and `labels`, returns `loss` and `logits`), and save or load
+them like any zoo checkpoint (config.json carries the encoder config and a "head" entry).
+Shapes: B items, T tokens, D width, L layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from zoo.errors import ConfigError
+from zoo.pooling import layer_indices, pool_tokens
+
+#: None (last layer), an int, or "weighted" (learned softmax-weighted sum of all layers)
+HeadLayer = Union[None, int, str]
+
+
+class LayerWeights(nn.Module):
+    """Learned softmax weights over the L+1 hidden states (SUPERB / s3prl's Featurizer)."""
+
+    def __init__(self, num_states: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_states))
+
+    def forward(self, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
+        weights = torch.softmax(self.logits, dim=0)
+        return sum(weight * state for weight, state in zip(weights, hidden_states))
+
+
+class EncoderWithHead(nn.Module):
+    """Shared part of the classification and regression heads."""
+
+    task = ""
+
+    def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "mean", layer: HeadLayer = None,
+                 freeze: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        if pool not in ("mean", "cls"):
+            raise ConfigError(f"head pool={pool!r}; use 'mean' or 'cls'")
+        if layer != "weighted":
+            layer_indices(layer, encoder.num_layers)  # validates the index
+        if num_outputs < 1:
+            raise ConfigError(f"a head needs at least one output, got {num_outputs}")
+        self.encoder = encoder
+        self.processor = encoder.processor
+        self.pool, self.layer, self.freeze, self.num_outputs, self.dropout_rate = pool, layer, freeze, num_outputs, dropout
+        self.layer_weights = LayerWeights(encoder.num_layers + 1) if layer == "weighted" else None
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.embed_dim, num_outputs)
+        encoder.requires_grad_(not freeze)
+
+    def train(self, mode: bool = True) -> "EncoderWithHead":
+        super().train(mode)
+        if self.freeze:
+            self.encoder.eval()  # a frozen encoder keeps its dropout off
+        return self
+
+    def features(self, **batch: torch.Tensor) -> torch.Tensor:
+        """(B, D) pooled features of the chosen layer (or learned mix of layers)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            output = self.encoder(**batch, output_hidden_states=self.layer is not None)
+        if self.layer is None:
+            tokens = output.last_hidden_state
+        elif self.layer == "weighted":
+            tokens = self.layer_weights(output.hidden_states)
+        else:
+            tokens = output.hidden_states[self.layer]
+        return pool_tokens(tokens, output.mask, self.pool)
+
+    def forward(self, labels: Optional[torch.Tensor] = None, **batch: torch.Tensor):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        logits = self.head(self.dropout(self.features(**batch)))
+        loss = self.loss(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def collate(self, examples: Sequence[dict[str, Any]], **prepare_kwargs: Any) -> dict[str, torch.Tensor]:
+        """A `data_collator` for `Trainer`: examples {"input": raw item, "label": target} -> batch."""
+        batch = self.processor([example["input"] for example in examples], **prepare_kwargs)
+        batch["labels"] = torch.tensor([example["label"] for example in examples], dtype=self.label_dtype)
+        return batch
+
+    def head_config(self) -> dict[str, Any]:
+        return {"task": self.task, "num_outputs": self.num_outputs, "pool": self.pool, "layer": self.layer,
+                "freeze": self.freeze, "dropout": self.dropout_rate}
+
+    def config_dict_to_save(self) -> dict[str, Any]:
+        return {**self.encoder.config.to_dict(), "head": self.head_config()}
+
+    def save_pretrained(self, folder: str | Path, model_card: Optional[str] = None) -> Path:
+        from zoo.hub import save_folder
+
+        return save_folder(self, folder, model_card=model_card)
+
+    def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, **kwargs: Any) -> str:
+        from zoo.hub import push_folder
+
+        return push_folder(self, repo_id, model_card=model_card, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> "EncoderWithHead":
+        from zoo.hub import load
+
+        model = load(name_or_path, **kwargs)
+        if not isinstance(model, cls):
+            raise ConfigError(f"{name_or_path!r} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+class EncoderForClassification(EncoderWithHead):
+    """Single-label classification: cross-entropy over `num_outputs` classes."""
+
+    task = "classification"
+    label_dtype = torch.long
+
+    @property
+    def num_labels(self) -> int:
+        return self.num_outputs
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, labels.to(logits.device))
+
+
+class EncoderForRegression(EncoderWithHead):
+    """Regression: mean squared error on `num_outputs` targets."""
+
+    task = "regression"
+    label_dtype = torch.float32
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.to(logits.device, logits.dtype)
+        return nn.functional.mse_loss(logits.view_as(labels) if labels.dim() == 1 else logits, labels)
+
+
+HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegression)}
+
+
+def head_from_config(encoder: nn.Module, config: dict[str, Any]) -> EncoderWithHead:
+    config = dict(config)
+    task = config.pop("task")
+    if task not in HEADS:
+        raise ConfigError(f"head task {task!r} is not one of {sorted(HEADS)}")
+    return HEADS[task](encoder, **config)
+
+
+def for_classification(encoder: nn.Module, num_labels: int, pool: str = "mean", layer: HeadLayer = None,
+                       freeze: bool = True, dropout: float = 0.0) -> EncoderForClassification:
+    """A classifier on top of `encoder`.
+
+    Args:
+        num_labels: number of classes.
+        pool: "mean" over valid tokens or "cls".
+        layer: None (last), an int, or "weighted" (learned weighted sum of all layers).
+        freeze: keep the encoder's weights fixed (linear probe) or fine-tune them too.
+    """
+    return EncoderForClassification(encoder, num_labels, pool=pool, layer=layer, freeze=freeze, dropout=dropout)
+
+
+def for_regression(encoder: nn.Module, num_targets: int = 1, pool: str = "mean", layer: HeadLayer = None,
+                   freeze: bool = True, dropout: float = 0.0) -> EncoderForRegression:
+    """A regressor on top of `encoder`; arguments as `for_classification`."""
+    return EncoderForRegression(encoder, num_targets, pool=pool, layer=layer, freeze=freeze, dropout=dropout)

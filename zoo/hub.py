@@ -1,0 +1,295 @@
+"""Checkpoint I/O: local folders, the Hugging Face Hub (through huggingface_hub and its
+cache) and upstream files converted once and cached.
+
+A zoo checkpoint folder holds config.json, model.safetensors, preprocessor_config.json
+and README.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from zoo import registry
+from zoo.config import read_json
+from zoo.errors import CheckpointError, OfflineError, UnknownModelError
+from zoo.io import atomic_folder, atomic_path
+from zoo.processing import FILE_NAME as PROCESSOR_FILE
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
+CARD_FILE = "README.md"
+
+
+def is_offline() -> bool:
+    import huggingface_hub
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    return flag or bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+
+
+def load(
+    name_or_path: str | Path,
+    revision: Optional[str] = None,
+    cache_dir: Optional[str | Path] = None,
+    local_files_only: bool = False,
+    device: Optional[str | torch.device] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> Any:
+    """Load an encoder (or a fine-tuned head model) by zoo name, Hub repo id or local folder.
+
+    Args:
+        name_or_path: a folder, a name from `zoo.list_models()`, or "org/repo".
+        revision: Hub branch, tag or commit (default: the hub_config's, else "main").
+        cache_dir: Hugging Face cache folder (default: huggingface_hub's).
+        local_files_only: never reach the network; use the cache only.
+        device / dtype: where and in which precision to put the weights.
+    """
+    path = Path(name_or_path)
+    entry = registry.find(str(name_or_path))
+    if path.is_dir():
+        model = load_folder(path)
+    elif entry is not None:
+        model = load_folder(entry_folder(entry, revision, cache_dir, local_files_only), entry)
+    elif isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not path.exists():
+        model = load_folder(download_repo(name_or_path, revision or "main", cache_dir, local_files_only))
+    else:
+        registry.get_entry(str(name_or_path))  # raises with suggestions
+    model.eval()
+    return model.to(device=device, dtype=dtype) if (device or dtype) else model
+
+
+def entry_folder(entry: registry.ModelEntry, revision, cache_dir, local_files_only) -> Path:
+    """Where the files of a published checkpoint are, fetching or converting them if needed."""
+    if entry.embedded:
+        folder = registry.package_files("zoo.checkpoints") / entry.name
+        if not (folder / CONFIG_FILE).is_file():
+            raise CheckpointError(f"embedded checkpoint {entry.name!r} is missing from {folder}; reinstall ssl-zoo")
+        return folder
+    if entry.upstream is not None:
+        return converted_folder(entry, cache_dir, local_files_only)
+    return download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only)
+
+
+def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_only) -> Path:
+    """One file through huggingface_hub, with zoo errors that say how to get it."""
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    try:
+        return Path(huggingface_hub.hf_hub_download(
+            repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+        ))
+    except errors.LocalEntryNotFoundError as err:
+        raise OfflineError(
+            f"{filename} of Hub repo {repo_id!r} (revision {revision!r}) is not in the Hugging Face cache "
+            f"({cache_dir or huggingface_hub.constants.HF_HUB_CACHE}) and the Hub cannot be reached "
+            "(offline mode or no network). On a machine with network run "
+            f"`hf download {repo_id} --revision {revision}` and copy the cache here, or pass a local folder."
+        ) from err
+    except errors.RevisionNotFoundError as err:
+        raise UnknownModelError(f"Hub repo {repo_id!r} has no revision {revision!r}; check the branch, tag or commit") from err
+    except errors.RepositoryNotFoundError as err:
+        raise UnknownModelError(
+            f"Hub repo {repo_id!r} does not exist or is private; check the id or log in with `hf auth login`"
+        ) from err
+    except errors.EntryNotFoundError as err:
+        raise CheckpointError(f"Hub repo {repo_id!r} (revision {revision!r}) has no file {filename}") from err
+
+
+def download_repo(repo_id: str, revision: str, cache_dir=None, local_files_only: bool = False) -> Path:
+    """Fetch config, preprocessor config and weights of a Hub repo; returns the snapshot folder."""
+    config = _fetch(repo_id, CONFIG_FILE, revision, cache_dir, local_files_only)
+    for optional in (PROCESSOR_FILE, CARD_FILE):
+        try:
+            _fetch(repo_id, optional, revision, cache_dir, local_files_only)
+        except (OfflineError, CheckpointError):
+            pass  # optional files: the processor falls back to the hub_config's settings
+    try:
+        _fetch(repo_id, WEIGHTS_FILE, revision, cache_dir, local_files_only)
+    except (OfflineError, CheckpointError) as missing_safetensors:
+        try:
+            _fetch(repo_id, LEGACY_WEIGHTS_FILE, revision, cache_dir, local_files_only)
+        except CheckpointError:
+            raise missing_safetensors
+    return config.parent
+
+
+def converted_root(cache_dir: Optional[str | Path] = None) -> Path:
+    import huggingface_hub
+
+    base = Path(cache_dir) if cache_dir else Path(huggingface_hub.constants.HF_HOME)
+    return base / "ssl-zoo"
+
+
+def converted_folder(entry: registry.ModelEntry, cache_dir=None, local_files_only: bool = False) -> Path:
+    """The zoo checkpoint made from an upstream file: downloaded, checked and converted once."""
+    upstream = entry.upstream
+    sha256 = upstream["sha256"]
+    folder = converted_root(cache_dir) / "converted" / entry.name / sha256[:16]
+    if (folder / WEIGHTS_FILE).is_file():
+        return folder
+    source = download_upstream(entry.name, upstream, cache_dir, local_files_only)
+    check_sha256(source, sha256)
+    converter = registry.get_family(entry.family).converters.get(upstream["format"])
+    if converter is None:
+        raise CheckpointError(f"family {entry.family!r} has no converter for format {upstream['format']!r}")
+    save_folder(converter(source), folder, model_card=model_card_text(entry.name))
+    return folder
+
+
+def download_upstream(name: str, upstream: dict[str, Any], cache_dir, local_files_only: bool) -> Path:
+    """The upstream file of a hub_config: a Hub repo file (HF cache) or a URL (zoo cache)."""
+    if "repo_id" in upstream:
+        return _fetch(upstream["repo_id"], upstream["filename"], upstream.get("revision", "main"),
+                      cache_dir, local_files_only)
+    url = upstream["url"]
+    target = converted_root(cache_dir) / "downloads" / upstream["sha256"] / url.split("?")[0].rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    if local_files_only or is_offline():
+        raise OfflineError(
+            f"upstream file of {name!r} ({url}) is not cached at {target} and downloads are off "
+            f"(offline mode). Download it on a machine with network, place it at {target}, "
+            f"or run `zoo convert {upstream['format']} FILE OUT_DIR` and load OUT_DIR."
+        )
+    from huggingface_hub.file_download import http_get
+
+    with atomic_path(target) as tmp, tmp.open("wb") as handle:
+        http_get(url, handle)
+    return target
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise CheckpointError(
+            f"{path} has sha256 {digest.hexdigest()}, expected {expected}: the download is corrupt or "
+            "the upstream file changed; delete it and download again"
+        )
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors (or a transformers pytorch_model.bin) as a state dict."""
+    safetensors_path, legacy_path = folder / WEIGHTS_FILE, folder / LEGACY_WEIGHTS_FILE
+    try:
+        if safetensors_path.is_file():
+            from safetensors.torch import load_file
+
+            return load_file(str(safetensors_path))
+        if legacy_path.is_file():
+            return torch.load(legacy_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors and pickle raise several unrelated types
+        raise CheckpointError(f"cannot read the weights in {folder} ({err}); the file is corrupt, download it again") from err
+    raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (nor {LEGACY_WEIGHTS_FILE})")
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: Path | str) -> None:
+    """`load_state_dict(strict=True)` whose failure lists every missing, unexpected or mis-shaped key."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{key}: {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
+        for key in set(state) & set(expected) if state[key].shape != expected[key].shape
+    )
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"weights in {where} do not match the config: missing {missing[:10]}{'...' if len(missing) > 10 else ''} "
+            f"({len(missing)}), unexpected {unexpected[:10]} ({len(unexpected)}), wrong shapes {shapes[:10]}"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None) -> Any:
+    """Build the model a checkpoint folder describes and load its weights strictly."""
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{folder} has no {CONFIG_FILE}; is it a checkpoint folder?")
+    config_dict = read_json(folder / CONFIG_FILE)
+    state = read_weights(folder)
+    if "family" in config_dict:
+        family = registry.get_family(config_dict["family"])
+        config = family.encoder_class.config_class.from_dict(config_dict)
+    elif "model_type" in config_dict:
+        family = registry.family_for_model_type(config_dict["model_type"])
+        config, state = family.from_transformers(config_dict, state)
+    else:
+        raise CheckpointError(f"{folder / CONFIG_FILE} names neither a zoo family nor a transformers model_type")
+    encoder = family.encoder_class(config, read_processor(folder, family.encoder_class, entry))
+    model = encoder
+    if "head" in config_dict:
+        from zoo.heads import head_from_config
+
+        model = head_from_config(encoder, config_dict["head"])
+    load_state(model, state, folder)
+    return model
+
+
+def read_processor(folder: Path, encoder_class: type, entry: Optional[registry.ModelEntry]):
+    """The folder's preprocessor_config.json, else the hub_config's settings, else defaults."""
+    processor_class = encoder_class.processor_class
+    path = folder / PROCESSOR_FILE
+    if path.is_file():
+        data = read_json(path)
+        if "processor_type" in data:
+            return processor_class.from_dict(data)
+        names = processor_class.__dataclass_fields__
+        settings = {key: value for key, value in data.items() if key in names}  # transformers feature extractor
+        return processor_class(**{**(entry.preprocessing if entry else {}), **settings})
+    return processor_class(**(entry.preprocessing if entry else {}))
+
+
+def model_card_text(name: str) -> Optional[str]:
+    """The model card shipped in `model_cards/<name>.md`, if any."""
+    path = registry.package_files("zoo.model_cards") / f"{name}.md"
+    return path.read_text() if path.is_file() else None
+
+
+def default_card(model: Any) -> str:
+    encoder = getattr(model, "encoder", model)
+    return (
+        f"---\nlibrary_name: ssl-zoo\ntags:\n- ssl-zoo\n- {encoder.modality}\n- {encoder.family}\n---\n\n"
+        f"# {encoder.family} encoder\n\nSaved with ssl-zoo. Load it with:\n\n"
+        "```python\nimport zoo\nencoder = zoo.load(\"PATH_OR_REPO_ID\")\n```\n"
+    )
+
+
+def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None) -> Path:
+    """Write a checkpoint folder atomically: it appears whole or not at all."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    with atomic_folder(folder) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(model.config_dict_to_save(), indent=2) + "\n")
+        state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        processor = getattr(model, "processor", None) or model.encoder.processor
+        processor.save(tmp)
+        (tmp / CARD_FILE).write_text(model_card or default_card(model))
+    return folder
+
+
+def push_folder(model: Any, repo_id: str, model_card: Optional[str] = None, private: bool = False,
+                revision: Optional[str] = None, commit_message: str = "Upload with ssl-zoo") -> str:
+    """Save into a temporary folder and upload it as one commit; returns the commit URL."""
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_folder(model, Path(tmp) / "checkpoint", model_card=model_card)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                                   commit_message=commit_message)
+    return str(getattr(commit, "commit_url", commit))

@@ -1,0 +1,38 @@
+"""Output containers shared by every family.
+
+Shapes: B items, T tokens (frames, patches, nodes, features), D embedding width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class EncoderOutput:
+    """What every `Encoder.forward` returns.
+
+    Attributes:
+        last_hidden_state: (B, T, D) token features of the last layer.
+        mask: (B, T) bool, True where a token is real (not padding).
+        pooled: (B, D) the family's canonical per-item embedding.
+        hidden_states: tuple of L+1 tensors (B, T, D), layer 0 = input embeddings;
+            filled only when `output_hidden_states=True`. The last entry equals
+            `last_hidden_state`.
+    """
+
+    last_hidden_state: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+    hidden_states: Optional[tuple[torch.Tensor, ...]] = None
+
+
+@dataclass
+class PretrainOutput:
+    """What a pretraining objective returns for one batch: the loss and scalars to log."""
+
+    loss: torch.Tensor
+    logs: dict[str, float]

@@ -1,0 +1,64 @@
+"""Layer selection and pooling over valid tokens.
+
+Shapes: B items, K selected layers, T tokens, D width.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+
+from zoo.errors import ConfigError
+from zoo.outputs import EncoderOutput
+
+#: None = last layer; int (negative counts from the end); list of ints; "all"
+LayerSpec = Union[None, int, Sequence[int], str]
+POOLS = ("mean", "cls", "none")
+
+
+def layer_indices(layer: LayerSpec, num_layers: int) -> list[int] | None:
+    """Turn a layer spec into non-negative indices into `hidden_states` (L+1 entries).
+
+    Returns None for the last layer (no hidden states needed).
+    """
+    total = num_layers + 1
+    if layer is None:
+        return None
+    if layer == "all":
+        return list(range(total))
+    if isinstance(layer, str):
+        raise ConfigError(f"layer={layer!r} is not understood; use an int, a list of ints, 'all' or None")
+    many = [layer] if isinstance(layer, int) else list(layer)
+    indices = []
+    for index in many:
+        if not isinstance(index, int) or not -total <= index < total:
+            raise ConfigError(
+                f"layer {index!r} is out of range: this encoder has {total} hidden states "
+                f"(0 = input embeddings .. {num_layers} = last layer; negative counts from the end)"
+            )
+        indices.append(index % total)
+    return indices
+
+
+def select_layers(output: EncoderOutput, indices: list[int] | None) -> torch.Tensor:
+    """(B, K, T, D) features of the chosen layers (K=1 for the last layer)."""
+    if indices is None:
+        return output.last_hidden_state.unsqueeze(1)
+    if output.hidden_states is None:
+        raise ConfigError("layer selection needs output_hidden_states=True in forward")
+    return torch.stack([output.hidden_states[i] for i in indices], dim=1)
+
+
+def pool_tokens(tokens: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Tensor:
+    """Pool (..., T, D) tokens whose valid positions are `mask` (..., T).
+
+    "mean" averages valid tokens only, so padding never changes the result; "cls" takes
+    the first token.
+    """
+    if pool == "mean":
+        weights = mask.to(tokens.dtype).unsqueeze(-1)
+        return (tokens * weights).sum(-2) / weights.sum(-2).clamp(min=1.0)
+    if pool == "cls":
+        return tokens[..., 0, :]
+    raise ConfigError(f"pool={pool!r} is not one of {POOLS}")

@@ -1,0 +1,75 @@
+"""The processor protocol: raw inputs -> validated items -> pieces -> padded batch tensors.
+
+A processor is saved as `preprocessor_config.json`. `Encoder.embed` drives it in four
+steps so that every modality gets batching, chunking and progress for free:
+
+1. `prepare(item, **kwargs)`: read and validate one raw input (a path, an array, a graph...);
+2. `split(item)`: cut it into pieces the model can take at once (long audio -> windows);
+3. `size(piece)`: a length used to batch pieces of similar size together;
+4. `collate(pieces)`: pad pieces into the keyword arguments of `Encoder.forward`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Sequence, TypeVar
+
+import torch
+
+from zoo.config import read_json
+from zoo.errors import ConfigError
+from zoo.io import atomic_write_text
+
+P = TypeVar("P", bound="Processor")
+
+FILE_NAME = "preprocessor_config.json"
+
+
+@dataclasses.dataclass
+class Processor:
+    """Base class; subclasses are dataclasses whose fields are their saved settings."""
+
+    processor_type: ClassVar[str] = ""
+
+    def prepare(self, item: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def split(self, item: Any) -> list[Any]:
+        return [item]
+
+    def size(self, piece: Any) -> int:
+        return 1
+
+    def collate(self, pieces: Sequence[Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, inputs: Sequence[Any] | Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Turn a list of raw inputs into one batch (no chunking)."""
+        if not isinstance(inputs, (list, tuple)):
+            inputs = [inputs]
+        return self.collate([self.prepare(item, **kwargs) for item in inputs])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"processor_type": self.processor_type, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls: type[P], data: dict[str, Any]) -> P:
+        data = {k: v for k, v in data.items() if k != "processor_type"}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__} got unknown {FILE_NAME} keys {unknown}; valid keys are {sorted(names)}"
+            )
+        return cls(**data)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / FILE_NAME
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_file(cls: type[P], path: str | Path) -> P:
+        return cls.from_dict(read_json(path))

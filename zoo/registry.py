@@ -1,0 +1,206 @@
+"""The pretrained table and the family registry.
+
+`hub_configs/*.json` (one file per published checkpoint, stem = zoo name) are read once
+into `ModelEntry`s. Families live in `modalities/<modality>/<family>/`; the folder name is
+the family name, so the zoo finds a family without importing it and imports it only when
+a checkpoint of that family is built. On import a family calls `register_family`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import functools
+import importlib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from zoo.config import read_json
+from zoo.errors import ConfigError, UnknownModelError
+
+MODALITIES = ("speech", "audio", "vision", "graph", "tabular")
+#: folder of each modality under `modalities/`
+MODALITY_FOLDERS = {"speech": "speech", "audio": "audio", "vision": "vision", "graph": "graphs", "tabular": "tabular"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One published checkpoint (a `hub_configs/<name>.json` file).
+
+    Args:
+        name: zoo name, e.g. "hubert-base-ls960".
+        family / modality: which encoder family builds it.
+        description: one line for `zoo list`.
+        format: "zoo" (config.json in zoo format), "transformers" (a transformers
+            checkpoint the family reads directly) or an upstream converter name.
+        repo_id / revision: where the checkpoint lives on the Hugging Face Hub.
+        upstream: a file to download and convert instead of a ready repo:
+            {"url"| "repo_id"+"filename" [+"revision"], "format", "sha256"}.
+        embedded: the checkpoint ships inside the package (zoo/checkpoints/<name>/).
+        architecture: the fully resolved encoder config.
+        preprocessing: the processor settings (sampling rate, normalisation...).
+        params: number of parameters; license, citation, source, metrics: for cards and `zoo info`.
+    """
+
+    name: str
+    family: str
+    modality: str
+    description: str
+    format: str = "zoo"
+    repo_id: Optional[str] = None
+    revision: str = "main"
+    upstream: Optional[dict[str, Any]] = None
+    embedded: bool = False
+    architecture: dict[str, Any] = dataclasses.field(default_factory=dict)
+    preprocessing: dict[str, Any] = dataclasses.field(default_factory=dict)
+    params: Optional[int] = None
+    license: str = "unknown"
+    citation: str = ""
+    source: str = ""
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"hub_config {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
+        if not (self.embedded or self.repo_id or self.upstream):
+            raise ConfigError(f"hub_config {self.name!r} names no location: set embedded, repo_id or upstream")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ModelEntry":
+        data = read_json(path)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"hub_config {path} has unknown keys {unknown}; valid keys are {sorted(names)}")
+        if data.get("name") != Path(path).stem:
+            raise ConfigError(f"hub_config {path}: name {data.get('name')!r} must equal the file stem")
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class Family:
+    """What a family registers: its encoder class, named sizes and upstream converters.
+
+    `converters` maps an upstream format name to a function `(path) -> Encoder`.
+    `from_transformers`, when set, turns a transformers checkpoint (config dict, state
+    dict) into (zoo config, zoo state dict).
+    """
+
+    encoder_class: type
+    variants: dict[str, dict[str, Any]]
+    converters: dict[str, Callable[..., Any]]
+    from_transformers: Optional[Callable[..., Any]] = None
+    transformers_model_types: tuple[str, ...] = ()
+
+
+_FAMILIES: dict[str, Family] = {}
+_EXTRA_CONFIGS: list[Path] = []
+
+
+def register_family(
+    encoder_class: type,
+    variants: dict[str, dict[str, Any]],
+    converters: Optional[dict[str, Callable[..., Any]]] = None,
+    from_transformers: Optional[Callable[..., Any]] = None,
+    transformers_model_types: tuple[str, ...] = (),
+) -> None:
+    """Called by a family's package on import."""
+    _FAMILIES[encoder_class.family] = Family(
+        encoder_class, variants, converters or {}, from_transformers, transformers_model_types
+    )
+
+
+def package_files(package: str) -> Path:
+    """Folder of a data package (zoo.hub_configs, zoo.model_cards, zoo.checkpoints).
+
+    In a wheel, hub_configs/ and model_cards/ are installed as zoo.hub_configs and
+    zoo.model_cards; in a source tree they sit beside zoo/ at the repository's top level.
+    """
+    try:
+        return Path(str(resources.files(package)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / package.split(".")[-1]
+
+
+def family_modules() -> dict[str, str]:
+    """family name -> module path, from the folders under `modalities/` (nothing imported)."""
+    root = package_files("modalities")
+    modules = {}
+    for modality_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for family_dir in sorted(p for p in modality_dir.iterdir() if (p / "__init__.py").is_file()):
+            modules[family_dir.name] = f"modalities.{modality_dir.name}.{family_dir.name}"
+    return modules
+
+
+def get_family(family: str) -> Family:
+    """Import a family on first use and return what it registered."""
+    if family not in _FAMILIES:
+        modules = family_modules()
+        if family not in modules:
+            raise UnknownModelError(f"unknown family {family!r}; known families: {sorted(modules)}")
+        importlib.import_module(modules[family])
+    return _FAMILIES[family]
+
+
+def family_for_model_type(model_type: str) -> Family:
+    """The family that reads transformers checkpoints of `model_type` (e.g. "hubert")."""
+    for name in family_modules():
+        family = get_family(name)
+        if model_type in family.transformers_model_types:
+            return family
+    raise UnknownModelError(
+        f"no zoo family reads transformers checkpoints of model_type {model_type!r}; "
+        "convert the checkpoint with `zoo convert` first"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_entries() -> dict[str, ModelEntry]:
+    folder = package_files("zoo.hub_configs")
+    return {path.stem: ModelEntry.from_file(path) for path in sorted(folder.glob("*.json"))}
+
+
+def entries() -> dict[str, ModelEntry]:
+    """Every known checkpoint: the package's hub_configs plus those added at run time."""
+    table = dict(_builtin_entries())
+    for path in _EXTRA_CONFIGS:
+        table[path.stem] = ModelEntry.from_file(path)
+    return table
+
+
+def add_model_config(path: str | Path) -> ModelEntry:
+    """Register a hub_config JSON file of your own (as open_clip's `add_model_config`)."""
+    entry = ModelEntry.from_file(path)
+    _EXTRA_CONFIGS.append(Path(path))
+    return entry
+
+
+def find(name: str) -> Optional[ModelEntry]:
+    return entries().get(name)
+
+
+def get_entry(name: str) -> ModelEntry:
+    entry = find(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, list(entries()), n=3)
+        hint = f"; did you mean {close}?" if close else "; run `zoo list` to see them"
+        raise UnknownModelError(f"unknown model {name!r}{hint}")
+    return entry
+
+
+def list_models(pattern: Optional[str] = None, modality: Optional[str] = None) -> list[str]:
+    """Zoo names, optionally filtered by an fnmatch pattern ("hubert-*") and a modality."""
+    if modality is not None and modality not in MODALITIES:
+        raise ConfigError(f"modality {modality!r} is not one of {MODALITIES}")
+    return sorted(
+        name
+        for name, entry in entries().items()
+        if (pattern is None or fnmatch.fnmatch(name, pattern)) and (modality is None or entry.modality == modality)
+    )
+
+
+def info(name: str) -> dict[str, Any]:
+    """Everything the hub_config says about a checkpoint, as a dict."""
+    return dataclasses.asdict(get_entry(name))
