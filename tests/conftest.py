@@ -1,32 +1,10 @@
-"""Shared fixtures: tiny HuBERT configs, the shared data folder, and a Hugging Face cache
-populated the way huggingface_hub lays it out (blobs, snapshots, refs)."""
+"""Shared fixtures: tiny HuBERT encoders and an offline Hugging Face cache."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared; the test is skipped with the reason when it is absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent: these tests need the ../shared folder beside the repository")
-    return path
-
-
-MICRO_HUBERT = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-    conv_dim=(32, 32, 32), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-)
+from helpers import MICRO_HUBERT
 
 
 @pytest.fixture
@@ -48,31 +26,23 @@ def micro_hubert_stable():
     return HubertEncoder(config).eval()
 
 
-def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
-    """Copy `folder`'s files into `cache` as huggingface_hub stores a downloaded snapshot."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (repo / "blobs").mkdir(exist_ok=True)
-    for path in folder.iterdir():
-        blob = repo / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
-        shutil.copyfile(path, blob)
-        os.symlink(os.path.relpath(blob, snapshot), snapshot / path.name)
-    (repo / "refs").mkdir(exist_ok=True)
-    for ref in refs:
-        (repo / "refs" / ref).write_text(commit)
-    return snapshot
-
-
 @pytest.fixture
 def offline_cache(tmp_path, monkeypatch):
     """An empty HF cache with huggingface_hub in offline mode (as HF_HUB_OFFLINE=1)."""
-    import huggingface_hub
+    from huggingface_hub import constants
 
     cache = tmp_path / "hf-cache"
     cache.mkdir()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf-home"))
     return cache
+
+
+@pytest.fixture(autouse=True)
+def forget_added_model_configs(monkeypatch):
+    """hub_configs a test adds with zoo.add_model_config stay within that test."""
+    from zoo import registry
+
+    monkeypatch.setattr(registry, "_ADDED_ENTRIES", {})

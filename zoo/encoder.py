@@ -51,6 +51,17 @@ class Encoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Move a batch to the encoder's device; floating inputs also take its dtype."""
+        return {
+            key: value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
+            for key, value in batch.items()
+        }
+
     def preprocess(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Raw inputs -> the keyword arguments of `forward` (one batch, no chunking)."""
         return self.processor(inputs, **kwargs)
@@ -142,7 +153,7 @@ class Encoder(nn.Module):
         for start in range(0, len(pieces), batch_size):
             chunk = pieces[start : start + batch_size]
             batch = self.processor.collate([piece for _, _, piece in chunk])
-            batch = {key: value.to(self.device) for key, value in batch.items()}
+            batch = self.to_device(batch)
             output = self(**batch, output_hidden_states=indices is not None)
             features = select_layers(output, indices).float().cpu()
             mask = output.mask.cpu()

@@ -37,6 +37,8 @@ class EncoderWithHead(nn.Module):
     """Shared part of the classification and regression heads."""
 
     task = ""
+    #: tells transformers' Trainer that the loss is a plain mean (no num_items_in_batch)
+    accepts_loss_kwargs = False
 
     def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "mean", layer: HeadLayer = None,
                  freeze: bool = True, dropout: float = 0.0) -> None:

@@ -28,10 +28,10 @@ CARD_FILE = "README.md"
 
 
 def is_offline() -> bool:
-    import huggingface_hub
+    from huggingface_hub import constants
 
     flag = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-    return flag or bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+    return flag or bool(constants.HF_HUB_OFFLINE)
 
 
 def load(
@@ -80,7 +80,7 @@ def entry_folder(entry: registry.ModelEntry, revision, cache_dir, local_files_on
 def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_only) -> Path:
     """One file through huggingface_hub, with zoo errors that say how to get it."""
     import huggingface_hub
-    from huggingface_hub import errors
+    from huggingface_hub import constants, errors
 
     try:
         return Path(huggingface_hub.hf_hub_download(
@@ -89,7 +89,7 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
     except errors.LocalEntryNotFoundError as err:
         raise OfflineError(
             f"{filename} of Hub repo {repo_id!r} (revision {revision!r}) is not in the Hugging Face cache "
-            f"({cache_dir or huggingface_hub.constants.HF_HUB_CACHE}) and the Hub cannot be reached "
+            f"({cache_dir or constants.HF_HUB_CACHE}) and the Hub cannot be reached "
             "(offline mode or no network). On a machine with network run "
             f"`hf download {repo_id} --revision {revision}` and copy the cache here, or pass a local folder."
         ) from err
@@ -122,9 +122,9 @@ def download_repo(repo_id: str, revision: str, cache_dir=None, local_files_only:
 
 
 def converted_root(cache_dir: Optional[str | Path] = None) -> Path:
-    import huggingface_hub
+    from huggingface_hub import constants
 
-    base = Path(cache_dir) if cache_dir else Path(huggingface_hub.constants.HF_HOME)
+    base = Path(cache_dir) if cache_dir else Path(constants.HF_HOME)
     return base / "ssl-zoo"
 
 
@@ -204,10 +204,16 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: P
     )
     if missing or unexpected or shapes:
         raise CheckpointError(
-            f"weights in {where} do not match the config: missing {missing[:10]}{'...' if len(missing) > 10 else ''} "
-            f"({len(missing)}), unexpected {unexpected[:10]} ({len(unexpected)}), wrong shapes {shapes[:10]}"
+            f"weights in {where} do not match its config: {_listing('missing', missing)}, "
+            f"{_listing('unexpected', unexpected)}, {_listing('wrong shapes', shapes)}. The config.json and "
+            "the weights come from different models; re-download the checkpoint or save it again."
         )
     module.load_state_dict(state, strict=True)
+
+
+def _listing(what: str, keys: list[str], shown: int = 10) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{len(keys)} {what} {keys[:shown]}{more}"
 
 
 def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None) -> Any:

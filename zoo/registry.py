@@ -96,7 +96,7 @@ class Family:
 
 
 _FAMILIES: dict[str, Family] = {}
-_EXTRA_CONFIGS: list[Path] = []
+_ADDED_ENTRIES: dict[str, ModelEntry] = {}
 
 
 def register_family(
@@ -164,16 +164,13 @@ def _builtin_entries() -> dict[str, ModelEntry]:
 
 def entries() -> dict[str, ModelEntry]:
     """Every known checkpoint: the package's hub_configs plus those added at run time."""
-    table = dict(_builtin_entries())
-    for path in _EXTRA_CONFIGS:
-        table[path.stem] = ModelEntry.from_file(path)
-    return table
+    return {**_builtin_entries(), **_ADDED_ENTRIES}
 
 
 def add_model_config(path: str | Path) -> ModelEntry:
     """Register a hub_config JSON file of your own (as open_clip's `add_model_config`)."""
     entry = ModelEntry.from_file(path)
-    _EXTRA_CONFIGS.append(Path(path))
+    _ADDED_ENTRIES[entry.name] = entry
     return entry
 
 

@@ -34,14 +34,17 @@ _DIRECTION = f"{_POS_CONV}.parametrizations.weight.original1"
 
 KEY_MAP: list[tuple[str, str]] = [
     # Conv front end: fairseq blocks are Sequential(conv, Dropout, norm, GELU).
-    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)",
-     r"feature_extractor.conv_layers.\1.conv.\2"),
+    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
     # extractor_mode="layer_norm": norm = Sequential(TransposeLast, LayerNorm, TransposeLast).
-    (r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)",
-     r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (
+        r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)",
+        r"feature_extractor.conv_layers.\1.layer_norm.\2",
+    ),
     # extractor_mode="default": a GroupNorm after the first conv only.
-    (r"feature_extractor\.conv_layers\.0\.2\.(weight|bias)",
-     r"feature_extractor.conv_layers.0.layer_norm.\1"),
+    (
+        r"feature_extractor\.conv_layers\.0\.2\.(weight|bias)",
+        r"feature_extractor.conv_layers.0.layer_norm.\1",
+    ),
     (r"layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
     (r"post_extract_proj\.(weight|bias)", r"feature_projection.projection.\1"),
     # Weight norm: legacy hook names (what fairseq saves) or torch's parametrization names.
@@ -49,16 +52,14 @@ KEY_MAP: list[tuple[str, str]] = [
     (r"encoder\.pos_conv\.0\.(?:weight_v|parametrizations\.weight\.original1)", _DIRECTION),
     (r"encoder\.pos_conv\.0\.bias", f"{_POS_CONV}.bias"),
     (r"encoder\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.(k|v|q|out)_proj\.(weight|bias)",
-     r"encoder.layers.\1.attention.\2_proj.\3"),
-    (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)",
-     r"encoder.layers.\1.layer_norm.\2"),
-    (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)",
-     r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
-    (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)",
-     r"encoder.layers.\1.feed_forward.output_dense.\2"),
-    (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)",
-     r"encoder.layers.\1.final_layer_norm.\2"),
+    (
+        r"encoder\.layers\.(\d+)\.self_attn\.(k|v|q|out)_proj\.(weight|bias)",
+        r"encoder.layers.\1.attention.\2_proj.\3",
+    ),
+    (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"encoder.layers.\1.layer_norm.\2"),
+    (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)", r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
+    (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)", r"encoder.layers.\1.feed_forward.output_dense.\2"),
+    (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
     (r"mask_emb", "masked_spec_embed"),
 ]
 
@@ -104,10 +105,10 @@ _FAIRSEQ_DEFAULTS: dict[str, Any] = {
     "conv_pos_batch_norm": False,
     "pos_conv_depth": 1,
 }
-# Features of fairseq's encoder that HubertModel does not implement: field -> only value it can load.
+# fairseq encoder features HubertModel lacks: each field converts only at its default.
 _REQUIRED = ("activation_fn", "layer_type", "conv_pos_batch_norm", "pos_conv_depth")
 _EXTRACTOR_NORM = {"default": "group", "layer_norm": "layer"}
-_FAIRSEQ_LAYER_NORM_EPS = 1e-5  # fairseq's LayerNorm/GroupNorm default; not a config field
+_FAIRSEQ_LAYER_NORM_EPS = 1e-5  # fairseq's LayerNorm/GroupNorm eps; not a config field
 
 # Pickled objects a fairseq checkpoint holds outside `model` and `cfg`: task_state keeps
 # fairseq `Dictionary` objects, extra_state may keep numpy scalars/arrays. They are
@@ -223,7 +224,8 @@ def config_from_fairseq(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     mode = _field(model, "extractor_mode")
     if mode not in _EXTRACTOR_NORM:
         raise CheckpointError(f"fairseq extractor_mode={mode!r}; expected one of {sorted(_EXTRACTOR_NORM)}")
-    conv_dim, conv_kernel, conv_stride = zip(*parse_conv_layers(_field(model, "conv_feature_layers")))
+    layers = parse_conv_layers(_field(model, "conv_feature_layers"))
+    conv_dim, conv_kernel, conv_stride = (tuple(column) for column in zip(*layers, strict=True))
     model_config = {
         "hidden_size": _field(model, "encoder_embed_dim"),
         "num_hidden_layers": _field(model, "encoder_layers"),
@@ -260,15 +262,20 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
     try:
         layers = _eval_layers(ast.parse(spec, mode="eval").body)
     except (SyntaxError, TypeError, ValueError) as err:
-        raise CheckpointError(f"fairseq conv_feature_layers={spec!r} is not a list expression: {err}") from err
-    if not isinstance(layers, list) or not layers or not all(_is_int_triple(layer) for layer in layers):
         raise CheckpointError(
-            f"fairseq conv_feature_layers={spec!r} must give a non-empty list of (dim, kernel, stride)"
+            f"fairseq conv_feature_layers={spec!r} is not a list expression: {err}"
+        ) from err
+    if not (isinstance(layers, list) and layers and all(map(_is_int_triple, layers))):
+        raise CheckpointError(
+            f"fairseq conv_feature_layers={spec!r} must give a non-empty list of "
+            "(dim, kernel, stride) with positive ints"
         )
     return [tuple(layer) for layer in layers]
 
 
-def load_fairseq_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_fairseq_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Reads a fairseq HuBERT `.pt` (or s3prl's fairseq-free copy of one) without fairseq.
 
     The file is opened with `torch.load(weights_only=True)`. Besides tensors and builtin
@@ -320,7 +327,9 @@ def _matches_any(key: str, patterns: dict[str, str]) -> bool:
 
 
 def _check_expected(
-    converted: dict[str, torch.Tensor], expected: dict[str, torch.Size] | None, sources: dict[str, str]
+    converted: dict[str, torch.Tensor],
+    expected: dict[str, torch.Size] | None,
+    sources: dict[str, str],
 ) -> list[str]:
     """Missing and mis-shaped target keys, one line each (none when `expected` is None)."""
     if expected is None:
@@ -432,10 +441,41 @@ def _fairseq_cfg(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
 
 def _check_loaded(path: Path, state_dict: Any, cfg: Any) -> None:
     """Fails with the path when the weights or the config are not what they should be."""
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+    tensors = isinstance(state_dict, dict) and all(isinstance(v, torch.Tensor) for v in state_dict.values())
+    if not tensors:
         raise CheckpointError(f"{path}: the model weights are not a dict of tensors")
-    if not isinstance(cfg, dict) or not all(isinstance(cfg.get(s), dict) for s in ("model", "task")):
+    if not (isinstance(cfg, dict) and all(isinstance(cfg.get(s), dict) for s in ("model", "task"))):
         raise CheckpointError(
             f"{path}: no fairseq config found; expected 'cfg' with dict sections 'model' "
             "and 'task' (or an argparse 'args'; s3prl: 'model_cfg' and 'task_cfg')"
         )
+
+
+def encoder_from_fairseq(path: str | os.PathLike) -> "HubertEncoder":
+    """A fairseq (or s3prl-converted) HuBERT checkpoint file as a zoo `HubertEncoder`.
+
+    The processor repeats the checkpoint's waveform normalisation (`task.normalize`).
+    """
+    from zoo.audio import AudioProcessor
+
+    from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
+
+    state_dict, cfg = load_fairseq_checkpoint(path)
+    model_config, do_normalize = config_from_fairseq(cfg)
+    encoder = HubertEncoder(HubertEncoderConfig(**model_config), AudioProcessor(do_normalize=do_normalize))
+    expected = {key: value.shape for key, value in encoder.model.state_dict().items()}
+    encoder.model.load_state_dict(convert_state_dict(state_dict, expected), strict=True)
+    return encoder
+
+
+def from_transformers_checkpoint(
+    config: dict[str, Any], state_dict: dict[str, torch.Tensor]
+) -> tuple["HubertEncoderConfig", dict[str, torch.Tensor]]:
+    """A transformers HuBERT repo (config.json dict + weights) as a zoo config and state dict."""
+    from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
+
+    zoo_config = HubertEncoderConfig.from_transformers(config)
+    with torch.device("meta"):
+        expected = {key: value.shape for key, value in HubertEncoder(zoo_config).model.state_dict().items()}
+    normalized = normalize_transformers_state_dict(state_dict, expected)
+    return zoo_config, {f"model.{key}": value for key, value in normalized.items()}

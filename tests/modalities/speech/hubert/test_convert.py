@@ -18,6 +18,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fairseq_hubert import (
+    DIM,
+    FFN,
+    HEADS,
+    LAYERS,
+    MODES,
+    POS_GROUPS,
+    POS_KERNEL,
+    PRETRAINING_HEADS,
+    fairseq_model_cfg,
+    fairseq_state_dict,
+)
 from torch.nn.utils import parametrize
 from transformers import HubertConfig, HubertModel
 
@@ -31,77 +43,6 @@ from modalities.speech.hubert.convert import (
 from zoo.errors import CheckpointError
 
 TOLERANCE = 1e-5  # float32 outputs of two models holding identical weights
-CONV_LAYERS = "[(24,10,5)] + [(24,3,2)] * 2"  # conv width 24 != hidden 32, so post_extract_proj exists
-DIM, FFN, HEADS, LAYERS, POS_KERNEL, POS_GROUPS, FINAL_DIM = 32, 64, 4, 2, 16, 4, 8
-PRETRAINING_HEADS = {"label_embs_concat", "final_proj.weight", "final_proj.bias"}
-MODES = {  # fairseq (extractor_mode, layer_norm_first, conv_bias): base-like and large-like
-    "group_post_ln": ("default", False, False),
-    "layer_pre_ln": ("layer_norm", True, True),
-}
-
-
-def fairseq_model_cfg(mode: str) -> dict:
-    """fairseq `cfg["model"]` of a tiny HuBERT in the given mode."""
-    extractor_mode, layer_norm_first, conv_bias = MODES[mode]
-    return {
-        "_name": "hubert",
-        "extractor_mode": extractor_mode,
-        "layer_norm_first": layer_norm_first,
-        "conv_bias": conv_bias,
-        "conv_feature_layers": CONV_LAYERS,
-        "encoder_layers": LAYERS,
-        "encoder_embed_dim": DIM,
-        "encoder_ffn_embed_dim": FFN,
-        "encoder_attention_heads": HEADS,
-        "conv_pos": POS_KERNEL,
-        "conv_pos_groups": POS_GROUPS,
-        "final_dim": FINAL_DIM,
-    }
-
-
-def fairseq_shapes(mode: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of fairseq's HubertModel.state_dict() for the tiny config."""
-    extractor_mode, _, conv_bias = MODES[mode]
-    shapes: dict[str, tuple[int, ...]] = {}
-    in_dim = 1
-    for i, (dim, kernel, _) in enumerate([(24, 10, 5), (24, 3, 2), (24, 3, 2)]):
-        shapes[f"feature_extractor.conv_layers.{i}.0.weight"] = (dim, in_dim, kernel)
-        if conv_bias:
-            shapes[f"feature_extractor.conv_layers.{i}.0.bias"] = (dim,)
-        if extractor_mode == "layer_norm":  # Sequential(TransposeLast, Fp32LayerNorm, TransposeLast)
-            norm = f"feature_extractor.conv_layers.{i}.2.1"
-        else:  # Fp32GroupNorm in the first block only
-            norm = "feature_extractor.conv_layers.0.2" if i == 0 else None
-        if norm:
-            shapes[f"{norm}.weight"] = shapes[f"{norm}.bias"] = (dim,)
-        in_dim = dim
-    shapes["mask_emb"] = (DIM,)
-    shapes["post_extract_proj.weight"], shapes["post_extract_proj.bias"] = (DIM, in_dim), (DIM,)
-    shapes["layer_norm.weight"] = shapes["layer_norm.bias"] = (in_dim,)
-    shapes["encoder.pos_conv.0.bias"] = (DIM,)
-    shapes["encoder.pos_conv.0.weight_g"] = (1, 1, POS_KERNEL)  # weight_norm(dim=2)
-    shapes["encoder.pos_conv.0.weight_v"] = (DIM, DIM // POS_GROUPS, POS_KERNEL)
-    for i in range(LAYERS):
-        layer = f"encoder.layers.{i}"
-        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
-            shapes[f"{layer}.self_attn.{proj}.weight"] = (DIM, DIM)
-            shapes[f"{layer}.self_attn.{proj}.bias"] = (DIM,)
-        shapes[f"{layer}.fc1.weight"], shapes[f"{layer}.fc1.bias"] = (FFN, DIM), (FFN,)
-        shapes[f"{layer}.fc2.weight"], shapes[f"{layer}.fc2.bias"] = (DIM, FFN), (DIM,)
-        for norm in ("self_attn_layer_norm", "final_layer_norm"):
-            shapes[f"{layer}.{norm}.weight"] = shapes[f"{layer}.{norm}.bias"] = (DIM,)
-    shapes["encoder.layer_norm.weight"] = shapes["encoder.layer_norm.bias"] = (DIM,)
-    shapes["final_proj.weight"], shapes["final_proj.bias"] = (FINAL_DIM, DIM), (FINAL_DIM,)
-    shapes["label_embs_concat"] = (5, FINAL_DIM)
-    return shapes
-
-
-def fairseq_state_dict(mode: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random fairseq-layout weights; g is kept positive like a real weight-norm magnitude."""
-    generator = torch.Generator().manual_seed(seed)
-    sd = {key: 0.3 * torch.randn(shape, generator=generator) for key, shape in fairseq_shapes(mode).items()}
-    sd["encoder.pos_conv.0.weight_g"] = sd["encoder.pos_conv.0.weight_g"].abs() + 0.5
-    return sd
 
 
 def hf_config(mode: str) -> dict:
@@ -149,7 +90,8 @@ def reference_model(sd: dict[str, torch.Tensor], config: dict) -> tuple[HubertMo
     for i, block in enumerate(model.feature_extractor.conv_layers):
         put_linear_or_norm(block.conv, f"feature_extractor.conv_layers.{i}.0")
         if hasattr(block, "layer_norm"):
-            norm = f"feature_extractor.conv_layers.{i}.2" + (".1" if config["feat_extract_norm"] == "layer" else "")
+            layer_norm = config["feat_extract_norm"] == "layer"
+            norm = f"feature_extractor.conv_layers.{i}.2" + (".1" if layer_norm else "")
             put_linear_or_norm(block.layer_norm, norm)
     put_linear_or_norm(model.feature_projection.layer_norm, "layer_norm")
     put_linear_or_norm(model.feature_projection.projection, "post_extract_proj")
@@ -158,7 +100,7 @@ def reference_model(sd: dict[str, torch.Tensor], config: dict) -> tuple[HubertMo
     conv = model.encoder.pos_conv_embed.conv
     parametrize.remove_parametrizations(conv, "weight")
     g, v = sd["encoder.pos_conv.0.weight_g"], sd["encoder.pos_conv.0.weight_v"]
-    conv.weight.copy_(g * v / v.norm(dim=(0, 1), keepdim=True))  # weight_norm, dim=2
+    conv.weight = torch.nn.Parameter(g * v / v.norm(dim=(0, 1), keepdim=True))  # weight_norm, dim=2
     used |= {"encoder.pos_conv.0.weight_g", "encoder.pos_conv.0.weight_v"}
     filled.add(id(conv.weight))
     put(conv.bias, "encoder.pos_conv.0.bias")
@@ -189,8 +131,11 @@ def max_output_diff(model_a: HubertModel, model_b: HubertModel) -> float:
     wav = torch.randn(1, 4000, generator=torch.Generator().manual_seed(1))
     out_a = model_a(wav, output_hidden_states=True)
     out_b = model_b(wav, output_hidden_states=True)
-    pairs = [(out_a.last_hidden_state, out_b.last_hidden_state), *zip(out_a.hidden_states, out_b.hidden_states)]
-    assert len(out_a.hidden_states) == LAYERS + 1
+    assert len(out_a.hidden_states) == len(out_b.hidden_states) == LAYERS + 1
+    pairs = [
+        (out_a.last_hidden_state, out_b.last_hidden_state),
+        *zip(out_a.hidden_states, out_b.hidden_states, strict=True),
+    ]
     return max((a - b).abs().max().item() for a, b in pairs)
 
 
@@ -201,7 +146,8 @@ def test_convert_matches_reference(mode: str) -> None:
     assert used == set(sd) - PRETRAINING_HEADS  # every non-head key consumed
     model = converted_model(sd, config)
     assert torch.equal(model.masked_spec_embed, sd["mask_emb"])
-    assert torch.allclose(model.encoder.pos_conv_embed.conv.weight, reference.encoder.pos_conv_embed.conv.weight)
+    pos_conv, reference_pos_conv = model.encoder.pos_conv_embed.conv, reference.encoder.pos_conv_embed.conv
+    assert torch.allclose(pos_conv.weight, reference_pos_conv.weight)
     diff = max_output_diff(model, reference)
     print(f"{mode}: max abs diff {diff:.3g}")
     assert diff <= 1e-5, diff
@@ -209,7 +155,8 @@ def test_convert_matches_reference(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_config_from_fairseq(mode: str) -> None:
-    model_config, do_normalize = config_from_fairseq({"model": fairseq_model_cfg(mode), "task": {"normalize": True}})
+    cfg = {"model": fairseq_model_cfg(mode), "task": {"normalize": True}}
+    model_config, do_normalize = config_from_fairseq(cfg)
     assert model_config == hf_config(mode)
     assert do_normalize is True
 
@@ -268,12 +215,16 @@ def fake_fairseq(monkeypatch: pytest.MonkeyPatch) -> type:
     return dictionary
 
 
-def test_load_real_fairseq_layout(tmp_path: Path, fake_fairseq: type, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_real_fairseq_layout(
+    tmp_path: Path, fake_fairseq: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """args Namespace, fairseq Dictionary objects and numpy values load without fairseq."""
     labels = fake_fairseq()
     labels.symbols = ["<s>", "0", "1"]
     sd = fairseq_state_dict("group_post_ln")
-    args = argparse.Namespace(**fairseq_model_cfg("group_post_ln"), normalize=False, task="hubert_pretraining")
+    args = argparse.Namespace(
+        **fairseq_model_cfg("group_post_ln"), normalize=False, task="hubert_pretraining"
+    )
     checkpoint = {
         "args": args,
         "cfg": None,
@@ -334,7 +285,8 @@ def test_parametrization_names_accepted() -> None:
     sd["encoder.pos_conv.0.parametrizations.weight.original0"] = sd.pop("encoder.pos_conv.0.weight_g")
     sd["encoder.pos_conv.0.parametrizations.weight.original1"] = sd.pop("encoder.pos_conv.0.weight_v")
     converted = convert_state_dict(sd, expected_shapes(hf_config("group_post_ln")))
-    assert converted["encoder.pos_conv_embed.conv.parametrizations.weight.original0"].shape == (1, 1, POS_KERNEL)
+    magnitude = converted["encoder.pos_conv_embed.conv.parametrizations.weight.original0"]
+    assert magnitude.shape == (1, 1, POS_KERNEL)
 
 
 def test_truncated_file(tmp_path: Path) -> None:
@@ -355,7 +307,7 @@ def test_file_without_model(tmp_path: Path) -> None:
 def test_file_with_foreign_code(tmp_path: Path) -> None:
     path = tmp_path / "pickled_code.pt"
     torch.save({"model": {}, "cfg": {"model": {}, "task": {}}, "hook": Path("x")}, path)
-    with pytest.raises(CheckpointError, match=r"pickled_code\.pt.*pathlib"):
+    with pytest.raises(CheckpointError, match=r"(?s)pickled_code\.pt.*pathlib"):
         load_fairseq_checkpoint(path)
 
 

@@ -1,0 +1,104 @@
+"""The encoder contract on tiny models: batch invariance, layers, pooling, chunking, save/load."""
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo.errors import ConfigError, InputError
+
+RATE = 16000
+
+
+def waves(*lengths, seed=0):
+    generator = np.random.default_rng(seed)
+    return [generator.standard_normal(n).astype(np.float32) for n in lengths]
+
+
+@pytest.mark.parametrize("fixture", ["micro_hubert", "micro_hubert_stable"])
+def test_padding_never_changes_a_row(fixture, request):
+    """Each item alone equals the same item inside any padded batch (max abs diff <= 1e-5)."""
+    encoder = request.getfixturevalue(fixture)
+    items = waves(16000, 4410, 9000, 1234, 16000, 700)
+    alone = torch.cat([encoder.embed([item], sampling_rate=RATE, progress=False) for item in items])
+    for batch_size in (2, 3, 6):
+        batched = encoder.embed(items, sampling_rate=RATE, batch_size=batch_size, progress=False)
+        assert (batched - alone).abs().max() <= 1e-5
+    tokens_alone = encoder.embed([items[3]], pool="none", layer="all", sampling_rate=RATE, progress=False)[0]
+    tokens_batched = encoder.embed(items, pool="none", layer="all", sampling_rate=RATE, batch_size=6, progress=False)[3]
+    assert tokens_alone.shape == tokens_batched.shape
+    assert (tokens_alone - tokens_batched).abs().max() <= 1e-5
+
+
+def test_forward_in_one_padded_batch_equals_items_alone(micro_hubert):
+    items = waves(8000, 3000)
+    batch = micro_hubert.preprocess(items, sampling_rate=RATE)
+    with torch.no_grad():
+        out = micro_hubert(**batch, output_hidden_states=True)
+        short = micro_hubert(**micro_hubert.preprocess(items[1:], sampling_rate=RATE), output_hidden_states=True)
+    frames = int(out.mask[1].sum())
+    assert frames == short.last_hidden_state.shape[1]
+    for padded, alone in zip(out.hidden_states, short.hidden_states):
+        assert (padded[1, :frames] - alone[0]).abs().max() <= 1e-5
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+    assert (out.pooled[1] - short.pooled[0]).abs().max() <= 1e-5
+
+
+def test_layer_selection_shapes(micro_hubert):
+    items = waves(4000, 6000)
+    dim, layers = micro_hubert.embed_dim, micro_hubert.num_layers
+    assert micro_hubert.embed(items, sampling_rate=RATE, progress=False).shape == (2, dim)
+    assert micro_hubert.embed(items, layer=0, sampling_rate=RATE, progress=False).shape == (2, dim)
+    assert micro_hubert.embed(items, layer=[0, -1], sampling_rate=RATE, progress=False).shape == (2, 2, dim)
+    assert micro_hubert.embed(items, layer="all", sampling_rate=RATE, progress=False).shape == (2, layers + 1, dim)
+    last = micro_hubert.embed(items, sampling_rate=RATE, progress=False)
+    assert torch.allclose(micro_hubert.embed(items, layer=-1, sampling_rate=RATE, progress=False), last)
+    cls = micro_hubert.embed(items, pool="cls", sampling_rate=RATE, progress=False)
+    tokens = micro_hubert.embed(items, pool="none", sampling_rate=RATE, progress=False)
+    assert torch.allclose(cls[1], tokens[1][0]) and torch.allclose(last[1], tokens[1].mean(0), atol=1e-6)
+    with pytest.raises(ConfigError, match="out of range"):
+        micro_hubert.embed(items, layer=layers + 1, sampling_rate=RATE, progress=False)
+    with pytest.raises(InputError, match="pool"):
+        micro_hubert.embed(items, pool="max", sampling_rate=RATE, progress=False)
+
+
+def test_long_inputs_are_chunked_and_pooled_over_all_frames(micro_hubert):
+    micro_hubert.processor.chunk_seconds = 0.5
+    item = waves(40000)[0]
+    pieces = micro_hubert.processor.split(torch.from_numpy(item))
+    assert len(pieces) == 5
+    tokens = micro_hubert.embed([item], pool="none", sampling_rate=RATE, progress=False)[0]
+    per_piece = [micro_hubert.embed([p.numpy()], pool="none", sampling_rate=RATE, progress=False)[0] for p in pieces]
+    assert torch.allclose(tokens, torch.cat(per_piece), atol=1e-5)
+    mean = micro_hubert.embed([item], sampling_rate=RATE, progress=False)[0]
+    assert torch.allclose(mean, tokens.mean(0), atol=1e-5)
+
+
+def test_bad_items_are_named_by_index(micro_hubert):
+    with pytest.raises(InputError, match="input 1: audio input is empty"):
+        micro_hubert.embed(waves(4000) + [np.zeros(0, dtype=np.float32)], sampling_rate=RATE, progress=False)
+    with pytest.raises(InputError, match="no inputs"):
+        micro_hubert.embed([], progress=False)
+
+
+@pytest.mark.parametrize("fixture", ["micro_hubert", "micro_hubert_stable"])
+def test_save_and_load_round_trip(fixture, request, tmp_path):
+    encoder = request.getfixturevalue(fixture)
+    encoder.processor.do_normalize = True
+    encoder.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    loaded = zoo.load(tmp_path / "ckpt")
+    assert type(loaded) is type(encoder) and loaded.config == encoder.config
+    assert loaded.processor == encoder.processor
+    items = waves(5000, 3000)
+    assert torch.equal(loaded.embed(items, sampling_rate=RATE, progress=False),
+                       encoder.embed(items, sampling_rate=RATE, progress=False))
+
+
+def test_dtype_and_device_on_load(micro_hubert, tmp_path):
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+    half = zoo.load(tmp_path / "ckpt", dtype=torch.bfloat16, device="cpu")
+    assert next(half.parameters()).dtype == torch.bfloat16
+    rows = half.embed(waves(4000), sampling_rate=RATE, progress=False)
+    assert rows.dtype == torch.float32 and torch.isfinite(rows).all()

@@ -1,0 +1,95 @@
+"""Fine-tuning heads: they learn in a plain loop and in transformers' Trainer, and save/load."""
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo.errors import ConfigError
+
+RATE = 16000
+
+
+def tones(count: int, seed: int = 0):
+    """Two classes of noisy sine tones (300 Hz vs 2 kHz) of random lengths."""
+    generator = np.random.default_rng(seed)
+    items, labels = [], []
+    for index in range(count):
+        label = index % 2
+        length = int(generator.integers(3000, 6000))
+        time = np.arange(length) / RATE
+        wave = np.sin(2 * np.pi * (300 if label == 0 else 2000) * time) + 0.1 * generator.standard_normal(length)
+        items.append(wave.astype(np.float32))
+        labels.append(label)
+    return items, labels
+
+
+def test_classifier_learns_in_a_plain_loop(micro_hubert):
+    classifier = zoo.for_classification(micro_hubert, num_labels=2, layer="weighted")
+    assert not any(p.requires_grad for p in classifier.encoder.parameters())
+    items, labels = tones(16)
+    batch = classifier.processor(items, sampling_rate=RATE)
+    optimizer = torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=0.05)
+    classifier.train()
+    losses = []
+    for _ in range(40):
+        loss = classifier(**batch, labels=torch.tensor(labels)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert not classifier.encoder.training  # a frozen encoder keeps dropout off
+
+
+def test_fine_tuning_updates_the_encoder(micro_hubert):
+    classifier = zoo.for_classification(micro_hubert, num_labels=2, freeze=False, pool="cls", layer=1)
+    before = classifier.encoder.model.encoder.layers[0].feed_forward.output_dense.weight.clone()
+    items, labels = tones(4)
+    loss = classifier(**classifier.processor(items, sampling_rate=RATE), labels=torch.tensor(labels)).loss
+    loss.backward()
+    torch.optim.SGD(classifier.parameters(), lr=0.1).step()
+    assert not torch.equal(before, classifier.encoder.model.encoder.layers[0].feed_forward.output_dense.weight)
+
+
+def test_trainer_runs_the_head(micro_hubert, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    classifier = zoo.for_classification(micro_hubert, num_labels=2)
+    items, labels = tones(16)
+    dataset = [{"input": item, "label": label} for item, label in zip(items, labels)]
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=8, num_train_epochs=8,
+                             learning_rate=0.05, logging_steps=1, report_to=[], save_strategy="no",
+                             remove_unused_columns=False, use_cpu=True)
+    trainer = Trainer(model=classifier, args=args, train_dataset=dataset,
+                      data_collator=lambda examples: classifier.collate(examples, sampling_rate=RATE))
+    result = trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert np.isfinite(result.training_loss) and losses[-1] < losses[0], losses
+
+
+def test_heads_save_and_load_like_checkpoints(micro_hubert, tmp_path):
+    regressor = zoo.for_regression(micro_hubert, num_targets=1, layer="weighted")
+    torch.nn.init.normal_(regressor.head.weight)
+    regressor.save_pretrained(tmp_path / "reg")
+    loaded = zoo.load(tmp_path / "reg")
+    assert isinstance(loaded, zoo.EncoderForRegression) and loaded.layer == "weighted"
+    items, targets = tones(3)
+    batch = regressor.processor(items, sampling_rate=RATE)
+    regressor.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, regressor(**batch).logits)
+        loss = loaded(**batch, labels=torch.tensor(targets, dtype=torch.float32)).loss
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert isinstance(zoo.EncoderForRegression.from_pretrained(tmp_path / "reg"), zoo.EncoderForRegression)
+    with pytest.raises(ConfigError, match="not a EncoderForClassification"):
+        zoo.EncoderForClassification.from_pretrained(tmp_path / "reg")
+
+
+def test_bad_head_arguments(micro_hubert):
+    with pytest.raises(ConfigError, match="out of range"):
+        zoo.for_classification(micro_hubert, num_labels=2, layer=9)
+    with pytest.raises(ConfigError, match="pool"):
+        zoo.for_classification(micro_hubert, num_labels=2, pool="max")
+    with pytest.raises(ConfigError, match="at least one output"):
+        zoo.for_classification(micro_hubert, num_labels=0)

@@ -1,0 +1,206 @@
+"""Checkpoint I/O through huggingface_hub: populated caches offline, revisions, upstream
+files converted once, corrupt or mismatched files, atomic writes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from helpers import MICRO_HUBERT, put_in_hf_cache
+
+import zoo
+from zoo import hub
+from zoo.errors import CheckpointError, OfflineError, UnknownModelError
+
+RATE = 16000
+
+
+def transformers_hubert(seed: int, folder: Path):
+    """A transformers HubertModel with random weights, saved as a Hub repo would hold it."""
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(seed)
+    config = {key: list(value) if isinstance(value, tuple) else value for key, value in MICRO_HUBERT.items()}
+    model = HubertModel(HubertConfig(**config)).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def reference_frames(model, wave: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.from_numpy(wave)[None]).last_hidden_state[0]
+
+
+def test_repo_id_from_populated_cache_offline(offline_cache, tmp_path):
+    reference = transformers_hubert(0, tmp_path / "repo")
+    put_in_hf_cache(offline_cache, "test-org/hubert-micro", tmp_path / "repo", commit="a" * 40)
+    encoder = zoo.load("test-org/hubert-micro", cache_dir=offline_cache)
+    wave = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    tokens = encoder.embed([wave], pool="none", sampling_rate=RATE, progress=False)[0]
+    assert (tokens - reference_frames(reference, wave)).abs().max() <= 1e-5
+
+
+def test_revisions_select_the_snapshot(offline_cache, tmp_path):
+    first = transformers_hubert(0, tmp_path / "v1")
+    second = transformers_hubert(1, tmp_path / "v2")
+    put_in_hf_cache(offline_cache, "test-org/hubert-micro", tmp_path / "v1", commit="1" * 40, refs=("v1",))
+    put_in_hf_cache(offline_cache, "test-org/hubert-micro", tmp_path / "v2", commit="2" * 40, refs=("main",))
+    wave = np.random.default_rng(1).standard_normal(6000).astype(np.float32)
+    for revision, reference in (("v1", first), ("1" * 40, first), ("main", second), (None, second)):
+        encoder = zoo.load("test-org/hubert-micro", revision=revision, cache_dir=offline_cache)
+        tokens = encoder.embed([wave], pool="none", sampling_rate=RATE, progress=False)[0]
+        assert (tokens - reference_frames(reference, wave)).abs().max() <= 1e-5, revision
+
+
+def test_offline_without_cache_names_the_repo_and_the_fix(offline_cache):
+    with pytest.raises(OfflineError, match=r"test-org/absent.*hf download test-org/absent"):
+        zoo.load("test-org/absent", cache_dir=offline_cache)
+
+
+def test_zoo_name_resolves_through_its_hub_config(offline_cache, tmp_path, micro_hubert):
+    micro_hubert.save_pretrained(tmp_path / "zoo-repo")
+    put_in_hf_cache(offline_cache, "test-org/zoo-micro", tmp_path / "zoo-repo", commit="c" * 40)
+    entry = {"name": "micro-test-model", "family": "hubert", "modality": "speech", "description": "test",
+             "repo_id": "test-org/zoo-micro", "architecture": {}}
+    (tmp_path / "micro-test-model.json").write_text(json.dumps(entry))
+    zoo.add_model_config(tmp_path / "micro-test-model.json")
+    assert "micro-test-model" in zoo.list_models("micro-*")
+    loaded = zoo.load("micro-test-model", cache_dir=offline_cache)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), micro_hubert.state_dict().values()))
+
+
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(UnknownModelError, match="did you mean.*hubert-base-ls960"):
+        zoo.load("hubert-base-ls96")
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path, micro_hubert):
+    folder = tmp_path / "ckpt"
+    micro_hubert.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 64, "num_attention_heads": 4}))
+    with pytest.raises(CheckpointError, match=r"wrong shapes \[.model.encoder.layer_norm.bias: \(32,\) != \(64,\)"):
+        zoo.load(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    with pytest.raises(CheckpointError, match=r"0 missing \[\], [0-9]+ unexpected \[.model.encoder.layers.1"):
+        zoo.load(folder)
+    (folder / "config.json").write_text(json.dumps(config))
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        zoo.load(folder)
+    (folder / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        zoo.load(folder)
+
+
+def test_a_failed_save_leaves_the_old_folder_whole(tmp_path, micro_hubert, monkeypatch):
+    folder = tmp_path / "ckpt"
+    micro_hubert.save_pretrained(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("safetensors.torch.save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        micro_hubert.save_pretrained(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_push_to_hub_uploads_the_checkpoint_folder(micro_hubert, monkeypatch):
+    """The upload itself needs the Hub; this checks what would be sent, through HfApi's own calls."""
+    from huggingface_hub import HfApi
+
+    sent = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: sent.setdefault("repo", repo_id))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, repo_id, folder_path, **kw: sent.update(
+        files=sorted(os.listdir(folder_path)), card=Path(folder_path, "README.md").read_text()) or "url")
+    micro_hubert.push_to_hub("me/my-encoder", model_card="# my card\n")
+    assert sent == {"repo": "me/my-encoder", "card": "# my card\n",
+                    "files": ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]}
+
+
+def test_cli_embed_offline_from_the_cache(tmp_path):
+    """`zoo embed REPO_ID file -o e.npy` in a fresh process with HF_HUB_OFFLINE=1."""
+    cache = tmp_path / "cache"
+    reference = transformers_hubert(0, tmp_path / "repo")
+    put_in_hf_cache(cache, "test-org/hubert-micro", tmp_path / "repo", commit="d" * 40)
+    wave = np.random.default_rng(2).standard_normal(8000).astype(np.float32)
+    soundfile.write(tmp_path / "a.wav", wave, RATE, subtype="FLOAT")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-m", "zoo.cli", "embed", "test-org/hubert-micro", str(tmp_path / "a.wav"),
+                             "-o", str(tmp_path / "e.npy")], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    expected = reference_frames(reference, wave).mean(0)
+    assert np.abs(np.load(tmp_path / "e.npy")[0] - expected.numpy()).max() <= 1e-5
+    missing = subprocess.run([sys.executable, "-m", "zoo.cli", "embed", "test-org/other", str(tmp_path / "a.wav"),
+                              "-o", str(tmp_path / "f.npy")], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2 and "hf download test-org/other" in missing.stderr
+    assert not (tmp_path / "f.npy").exists()
+
+
+def upstream_entry(tmp_path: Path, sha256: str) -> str:
+    """A hub_config whose weights are a fairseq file in a Hub repo (converted on first load)."""
+    entry = {"name": "hubert-upstream-test", "family": "hubert", "modality": "speech", "description": "test",
+             "format": "fairseq", "upstream": {"repo_id": "test-org/fairseq-hubert", "filename": "hubert.pt",
+                                               "format": "fairseq", "sha256": sha256}}
+    path = tmp_path / "hubert-upstream-test.json"
+    path.write_text(json.dumps(entry))
+    zoo.add_model_config(path)
+    return entry["name"]
+
+
+def fairseq_repo(tmp_path: Path) -> tuple[Path, str]:
+    import hashlib
+
+    from fairseq_hubert import fairseq_model_cfg, fairseq_state_dict
+
+    folder = tmp_path / "fairseq-repo"
+    folder.mkdir()
+    torch.save({"cfg": {"model": fairseq_model_cfg("group_post_ln"), "task": {"normalize": False}},
+                "model": fairseq_state_dict("group_post_ln")}, folder / "hubert.pt")
+    return folder, hashlib.sha256((folder / "hubert.pt").read_bytes()).hexdigest()
+
+
+def test_upstream_file_is_checked_converted_once_and_cached(offline_cache, tmp_path, monkeypatch):
+    folder, sha256 = fairseq_repo(tmp_path)
+    put_in_hf_cache(offline_cache, "test-org/fairseq-hubert", folder, commit="e" * 40)
+    name = upstream_entry(tmp_path, sha256)
+    first = zoo.load(name, cache_dir=offline_cache)
+    converted = hub.converted_root(offline_cache) / "converted" / name / sha256[:16]
+    assert (converted / "model.safetensors").is_file() and (converted / "README.md").is_file()
+
+    from zoo import registry
+
+    def no_second_conversion(path):
+        raise AssertionError("converted again")
+
+    monkeypatch.setitem(registry.get_family("hubert").converters, "fairseq", no_second_conversion)
+    second = zoo.load(name, cache_dir=offline_cache)
+    wave = np.random.default_rng(3).standard_normal(5000).astype(np.float32)
+    assert torch.equal(first.embed([wave], sampling_rate=RATE, progress=False),
+                       second.embed([wave], sampling_rate=RATE, progress=False))
+
+
+def test_upstream_file_with_the_wrong_sha256_is_refused(offline_cache, tmp_path):
+    folder, sha256 = fairseq_repo(tmp_path)
+    put_in_hf_cache(offline_cache, "test-org/fairseq-hubert", folder, commit="f" * 40)
+    name = upstream_entry(tmp_path, "0" * 64)
+    with pytest.raises(CheckpointError, match=f"has sha256 {sha256}, expected 0000"):
+        zoo.load(name, cache_dir=offline_cache)
+
+
+def test_upstream_url_offline_says_where_to_put_the_file(offline_cache, tmp_path):
+    entry = {"name": "hubert-url-test", "family": "hubert", "modality": "speech", "description": "test",
+             "upstream": {"url": "https://example.org/files/hubert.pt?sig=1", "format": "fairseq", "sha256": "ab" * 32}}
+    (tmp_path / "hubert-url-test.json").write_text(json.dumps(entry))
+    zoo.add_model_config(tmp_path / "hubert-url-test.json")
+    with pytest.raises(OfflineError, match=r"https://example.org/files/hubert.pt.*place it at .*abab.*/hubert.pt"):
+        zoo.load("hubert-url-test", cache_dir=offline_cache)
