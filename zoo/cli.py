@@ -1,4 +1,4 @@
-"""The `zoo` command line: list, info, embed, convert, pretrain, probe."""
+"""The `zoo` command line: list, info, embed, demo, convert, pretrain."""
 
 from __future__ import annotations
 
@@ -52,6 +52,12 @@ def cmd_embed(args: argparse.Namespace) -> None:
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool,
                           batch_size=args.batch_size, shard_size=args.shard_size, **kwargs)
     print(f"wrote {args.output}: {len(inputs)} inputs, {shape}", file=sys.stderr)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from zoo.demo import run_demo
+
+    run_demo()
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -150,6 +156,9 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     embed.add_argument("--revision", help="Hub revision")
     embed.add_argument("--device", help="e.g. cpu or cuda")
     embed.set_defaults(func=cmd_embed)
+
+    demo = commands.add_parser("demo", help="embed the bundled examples with every embedded checkpoint")
+    demo.set_defaults(func=cmd_demo)
 
     convert = commands.add_parser("convert", help="convert an upstream checkpoint into a zoo folder")
     convert.add_argument("family")

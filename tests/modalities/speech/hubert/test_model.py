@@ -1,0 +1,93 @@
+"""HuBERT encoder: same numbers as transformers' HubertModel on the same weights, variants
+that agree with hub_configs, and the embedded hubert-tiny-fsdd checkpoint."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from helpers import MICRO_HUBERT, shared_path
+
+import zoo
+from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
+from zoo import registry
+from zoo.errors import ConfigError
+
+TOLERANCE = 1e-5  # float32, identical weights, same operations in the same order
+
+
+def wave(length: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal(length).astype(np.float32))
+
+
+@pytest.mark.parametrize("fixture", ["micro_hubert", "micro_hubert_stable"])
+def test_item_alone_equals_transformers_hubert(fixture, request):
+    encoder = request.getfixturevalue(fixture)
+    item = wave(7000)[None]
+    with torch.no_grad():
+        ours = encoder(input_values=item, output_hidden_states=True)
+        reference = encoder.model(item, output_hidden_states=True)
+    assert (ours.last_hidden_state - reference.last_hidden_state).abs().max() <= TOLERANCE
+    # transformers 5 records the last hidden state of pre-LN models before the final
+    # LayerNorm; the zoo's last entry is always last_hidden_state
+    compared = len(ours.hidden_states) - (1 if encoder.config.do_stable_layer_norm else 0)
+    for index in range(compared):
+        assert (ours.hidden_states[index] - reference.hidden_states[index]).abs().max() <= TOLERANCE, index
+    assert torch.equal(ours.hidden_states[-1], ours.last_hidden_state)
+
+
+def test_transformers_batched_output_depends_on_padding_but_the_zoo_does_not(micro_hubert):
+    """The GroupNorm front end of HuBERT-base lets padding into real frames in transformers."""
+    short, long = wave(3000, 1), wave(12000, 2)
+    batch = micro_hubert.preprocess([short.numpy(), long.numpy()], sampling_rate=16000)
+    with torch.no_grad():
+        alone = micro_hubert.model(short[None]).last_hidden_state[0]
+        theirs = micro_hubert.model(**batch).last_hidden_state[0, : len(alone)]
+        ours = micro_hubert(**batch).last_hidden_state[0, : len(alone)]
+    assert (theirs - alone).abs().max() > 1e-3
+    assert (ours - alone).abs().max() <= TOLERANCE
+
+
+def test_mask_embedding_replaces_masked_frames_only(micro_hubert):
+    item = wave(4000)[None]
+    with torch.no_grad():
+        features = micro_hubert.model.feature_projection(micro_hubert.extract_features(item, torch.tensor([4000])))
+        masked = torch.zeros(features.shape[:2], dtype=torch.bool)
+        masked[0, 5:9] = True
+        with_mask = micro_hubert(input_values=item, mask_time_indices=masked).last_hidden_state
+        without = micro_hubert(input_values=item).last_hidden_state
+    assert not torch.allclose(with_mask, without)
+
+
+@pytest.mark.parametrize("name, variant", [("hubert-base-ls960", "base"), ("hubert-large-ll60k", "large"),
+                                           ("hubert-xlarge-ll60k", "xlarge")])
+def test_variants_agree_with_hub_configs(name, variant):
+    entry = registry.get_entry(name)
+    resolved = dataclasses.asdict(HubertEncoderConfig(**VARIANTS[variant]))
+    assert HubertEncoderConfig.from_dict(entry.architecture) == HubertEncoderConfig(**VARIANTS[variant])
+    assert set(entry.architecture) == set(resolved)
+
+
+def test_config_checks_name_the_values():
+    with pytest.raises(ConfigError, match="hidden_size 30 is not divisible by num_attention_heads 4"):
+        HubertEncoderConfig(**{**MICRO_HUBERT, "hidden_size": 30})
+    with pytest.raises(ConfigError, match="one entry per conv layer"):
+        HubertEncoderConfig(**{**MICRO_HUBERT, "conv_kernel": (10, 3)})
+    with pytest.raises(ConfigError, match="feat_extract_norm='batch'"):
+        HubertEncoderConfig(**{**MICRO_HUBERT, "feat_extract_norm": "batch"})
+    with pytest.raises(ConfigError, match="unknown keys"):
+        HubertEncoderConfig.from_dict({"hidden_size": 32, "hiden_layers": 2})
+
+
+def test_embedded_checkpoint_rows_do_not_depend_on_the_batch():
+    encoder = zoo.load("hubert-tiny-fsdd")
+    assert isinstance(encoder, HubertEncoder) and encoder.processor.sampling_rate == 16000
+    recordings = sorted(shared_path("data", "fsdd", "recordings").glob("*_jackson_0.wav"))[:6]
+    alone = torch.cat([encoder.embed([path], progress=False) for path in recordings])
+    assert alone.shape == (6, encoder.embed_dim) and torch.isfinite(alone).all()
+    for batch_size in (2, 4, 6):
+        batched = encoder.embed(recordings, batch_size=batch_size, progress=False)
+        assert (batched - alone).abs().max() <= TOLERANCE
+    mixed = encoder.embed([recordings[0], wave(48000).numpy() * 0.05, recordings[1]], sampling_rate=16000,
+                          batch_size=3, progress=False)
+    assert (mixed[[0, 2]] - alone[:2]).abs().max() <= TOLERANCE

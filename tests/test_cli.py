@@ -1,0 +1,103 @@
+"""The `zoo` command line: list, info, embed (npy, parquet, resumable shards), convert."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+import torch
+
+import zoo
+from zoo.cli import main, model_table
+
+RATE = 16000
+
+
+@pytest.fixture
+def wav_folder(tmp_path):
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    generator = np.random.default_rng(0)
+    for index, length in enumerate((4000, 9000, 6000)):
+        soundfile.write(folder / f"clip{index}.wav", generator.standard_normal(length).astype(np.float32) * 0.1,
+                        RATE, subtype="FLOAT")
+    return folder
+
+
+@pytest.fixture
+def checkpoint(tmp_path, micro_hubert):
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+def test_list_and_info(capsys):
+    assert main(["list", "--modality", "speech"]) == 0
+    assert "hubert-base-ls960" in capsys.readouterr().out
+    assert main(["info", "hubert-base-ls960"]) == 0
+    assert json.loads(capsys.readouterr().out)["repo_id"] == "facebook/hubert-base-ls960"
+    assert main(["info", "no-such-model"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_readme_model_table_is_generated_from_hub_configs():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert model_table() in readme, "README's model table is stale: paste `zoo list --markdown`"
+
+
+def test_embed_to_npy_and_parquet(checkpoint, wav_folder, tmp_path):
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "e.npy")]) == 0
+    rows = np.load(tmp_path / "e.npy")
+    expected = zoo.load(checkpoint).embed(sorted(str(p) for p in wav_folder.iterdir()), progress=False)
+    assert rows.shape == (3, 32) and np.abs(rows - expected.numpy()).max() <= 1e-6
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "t.parquet"),
+                 "--pool", "none", "--layer", "0,-1"]) == 0
+    table = pq.read_table(tmp_path / "t.parquet").to_pylist()
+    assert [Path(row["input"]).name for row in table] == ["clip0.wav", "clip1.wav", "clip2.wav"]
+    assert table[1]["shape"] == [2, 449, 32] and len(table[1]["embedding"]) == 2 * 449 * 32
+    assert not list(tmp_path.glob("*.parts"))
+
+
+def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_path, monkeypatch):
+    output = tmp_path / "e.npy"
+    calls = []
+    original = zoo.Encoder.embed
+
+    def crash_on_second_shard(self, inputs, **kwargs):
+        calls.append(len(inputs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, inputs, **kwargs)
+
+    monkeypatch.setattr(zoo.Encoder, "embed", crash_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"])
+    assert not output.exists() and len(list((tmp_path / "e.npy.parts").iterdir())) == 1
+    calls.clear()
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]) == 0
+    assert calls == [1] and np.load(output).shape == (3, 32)
+
+
+def test_embed_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, dtype=np.float32), RATE)
+    assert main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.npy")]) == 2
+    assert "input 0: audio input is empty" in capsys.readouterr().err
+    assert main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.csv")]) == 2
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_convert_writes_a_verified_zoo_checkpoint(tmp_path, capsys):
+    from fairseq_hubert import fairseq_model_cfg, fairseq_state_dict
+
+    upstream = tmp_path / "hubert.pt"
+    torch.save({"cfg": {"model": fairseq_model_cfg("layer_pre_ln"), "task": {"normalize": True}},
+                "model": fairseq_state_dict("layer_pre_ln")}, upstream)
+    assert main(["convert", "hubert", str(upstream), str(tmp_path / "out")]) == 0
+    assert "reload verified" in capsys.readouterr().out
+    encoder = zoo.load(tmp_path / "out")
+    assert encoder.processor.do_normalize and encoder.config.do_stable_layer_norm
+    upstream.write_bytes(b"garbage")
+    assert main(["convert", "hubert", str(upstream), str(tmp_path / "out2")]) == 2
+    assert "hubert.pt" in capsys.readouterr().err and not (tmp_path / "out2").exists()

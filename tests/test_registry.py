@@ -1,0 +1,65 @@
+"""hub_configs drive list_models/info/load; families are imported only when needed."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import zoo
+from zoo import registry
+from zoo.errors import ConfigError, UnknownModelError
+
+
+def test_list_models_filters_by_pattern_and_modality():
+    everything = zoo.list_models()
+    assert "hubert-base-ls960" in everything and everything == sorted(everything)
+    assert zoo.list_models("hubert-*") == [name for name in everything if name.startswith("hubert-")]
+    assert set(zoo.list_models(modality="speech")) >= {"hubert-base-ls960", "hubert-large-ll60k"}
+    assert zoo.list_models(modality="vision") == [n for n in everything if registry.get_entry(n).modality == "vision"]
+    with pytest.raises(ConfigError, match="modality 'speach'"):
+        zoo.list_models(modality="speach")
+
+
+def test_info_returns_the_hub_config():
+    info = zoo.info("hubert-large-ll60k")
+    assert info["repo_id"] == "facebook/hubert-large-ll60k" and info["preprocessing"]["do_normalize"] is True
+    with pytest.raises(UnknownModelError, match="unknown model 'hubert-huge'"):
+        zoo.info("hubert-huge")
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_hub_config_builds_its_model_with_the_stated_size(name):
+    """The architecture in each hub_config is complete, valid, and has `params` parameters."""
+    entry = registry.get_entry(name)
+    family = registry.get_family(entry.family)
+    config = family.encoder_class.config_class.from_dict(entry.architecture)
+    with torch.device("meta"):
+        encoder = family.encoder_class(config, family.encoder_class.processor_class(**entry.preprocessing))
+    assert sum(p.numel() for p in encoder.parameters()) == entry.params
+    assert entry.license and entry.citation and entry.source
+
+
+def test_hub_configs_validate_their_keys(tmp_path):
+    path = tmp_path / "bad-entry.json"
+    path.write_text(json.dumps({"name": "bad-entry", "family": "hubert", "modality": "speech",
+                                "description": "x", "repo_id": "a/b", "weights": "?"}))
+    with pytest.raises(ConfigError, match=r"unknown keys \['weights'\]"):
+        zoo.add_model_config(path)
+    path.write_text(json.dumps({"name": "other", "family": "hubert", "modality": "speech", "description": "x"}))
+    with pytest.raises(ConfigError, match="must equal the file stem"):
+        zoo.add_model_config(path)
+
+
+def test_unknown_family_is_named():
+    with pytest.raises(UnknownModelError, match="unknown family 'wav2vec9'.*hubert"):
+        registry.get_family("wav2vec9")
+
+
+def test_importing_zoo_stays_light():
+    """`import zoo` and listing models import no family, torchaudio nor torch_geometric."""
+    code = ("import sys, zoo; zoo.list_models(); zoo.info('hubert-base-ls960'); "
+            "print(sorted(m for m in ('torchaudio', 'torch_geometric', 'modalities.speech.hubert') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
