@@ -63,3 +63,12 @@ def test_importing_zoo_stays_light():
             "print(sorted(m for m in ('torchaudio', 'torch_geometric', 'modalities.speech.hubert') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_checkpoint_has_a_model_card(name):
+    from zoo.hub import model_card_text
+
+    card = model_card_text(name)
+    assert card is not None, f"model_cards/{name}.md is missing"
+    assert card.startswith("---\n") and "library_name: ssl-zoo" in card and f"# {name}" in card

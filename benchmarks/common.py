@@ -1,0 +1,189 @@
+"""Helpers shared by the benchmarks: machine description, timing, peak memory, subprocess
+workers and Markdown tables.
+
+Peak memory is resident set size (RSS) read from /proc/self/status: `VmHWM` (the
+process's high-water mark) minus `VmRSS` just before the measured call, after the peak
+was reset by writing "5" to /proc/self/clear_refs (Linux >= 4.0). Where that file cannot
+be written, `ru_maxrss` is used instead, which is only right in a fresh process whose
+set-up never went above what the measured call adds. Either way each measured case
+should run in its own subprocess (`run_worker`), so that memory freed by an earlier case
+but kept by the allocator does not hide the next case's peak.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+MIB = 1024 * 1024
+#: prefix of the one stdout line through which a worker returns its result
+RESULT_PREFIX = "BENCH_RESULT "
+
+
+def cpu_model() -> str:
+    """The CPU model name as /proc/cpuinfo gives it (platform.processor() elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info(threads: Optional[int] = None) -> dict[str, Any]:
+    """What a result table needs to be compared with another run."""
+    import torch
+
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": threads if threads is not None else torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _status_kib(field_name: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def current_rss() -> int:
+    """Resident set size now, in bytes."""
+    kib = _status_kib("VmRSS")
+    if kib is None:  # no procfs: the best available is the peak so far
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return kib * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss() -> int:
+    """Highest RSS since the last reset (or process start), in bytes."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib * 1024
+
+
+@dataclass
+class PeakMemory:
+    """Context manager: `added` = peak RSS during the block minus RSS at its start (bytes).
+
+    The baseline is taken after a garbage collection, so it holds what the caller keeps
+    alive (model, inputs) and nothing else.
+    """
+
+    baseline: int = 0
+    peak: int = 0
+    method: str = ""
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        self.baseline = current_rss()
+        self.method = "VmHWM after clear_refs" if reset_peak_rss() else "ru_maxrss (no reset)"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.peak = peak_rss()
+
+    @property
+    def added(self) -> int:
+        return max(self.peak - self.baseline, 0)
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds of repeated calls; `median` is the number to report."""
+
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        return min(self.seconds), max(self.seconds)
+
+
+def time_call(function: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> Timing:
+    """Run `function` `warmup` times untimed, then `repeats` times timed."""
+    for _ in range(warmup):
+        function()
+    timing = Timing()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        timing.seconds.append(time.perf_counter() - start)
+    return timing
+
+
+def run_worker(script: str | Path, payload: dict[str, Any], timeout: Optional[float] = None) -> dict[str, Any]:
+    """Run `python script --worker JSON` in a fresh process and return the dict it reports.
+
+    The worker reports by calling `report(result)`; anything else it prints is passed
+    through to stderr so that progress stays visible.
+    """
+    completed = subprocess.run(
+        [sys.executable, str(script), "--worker", json.dumps(payload)],
+        stdout=subprocess.PIPE, text=True, timeout=timeout,
+    )
+    result = None
+    for line in completed.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX):])
+        else:
+            print(line, file=sys.stderr)
+    if completed.returncode != 0 or result is None:
+        raise RuntimeError(f"benchmark worker {payload} failed with exit code {completed.returncode}")
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    """Hand a worker's result back to `run_worker`."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mib(num_bytes: float) -> str:
+    return f"{num_bytes / MIB:,.0f}"
