@@ -68,7 +68,7 @@ def load(
 def entry_folder(entry: registry.ModelEntry, revision, cache_dir, local_files_only) -> Path:
     """Where the files of a published checkpoint are, fetching or converting them if needed."""
     if entry.embedded:
-        folder = registry.package_files("zoo.checkpoints") / entry.name
+        folder = registry.data_folder("checkpoints") / entry.name
         if not (folder / CONFIG_FILE).is_file():
             raise CheckpointError(f"embedded checkpoint {entry.name!r} is missing from {folder}; reinstall ssl-zoo")
         return folder
@@ -257,7 +257,7 @@ def read_processor(folder: Path, encoder_class: type, entry: Optional[registry.M
 
 def model_card_text(name: str) -> Optional[str]:
     """The model card shipped in `model_cards/<name>.md`, if any."""
-    path = registry.package_files("zoo.model_cards") / f"{name}.md"
+    path = registry.data_folder("model_cards") / f"{name}.md"
     return path.read_text() if path.is_file() else None
 
 

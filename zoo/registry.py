@@ -112,21 +112,19 @@ def register_family(
     )
 
 
-def package_files(package: str) -> Path:
-    """Folder of a data package (zoo.hub_configs, zoo.model_cards, zoo.checkpoints).
+def data_folder(name: str) -> Path:
+    """A folder of zoo data: "hub_configs", "model_cards" or "checkpoints".
 
-    In a wheel, hub_configs/ and model_cards/ are installed as zoo.hub_configs and
-    zoo.model_cards; in a source tree they sit beside zoo/ at the repository's top level.
+    In a wheel, hub_configs/ and model_cards/ are installed inside the zoo package; in a
+    source tree they sit beside zoo/ at the repository's top level.
     """
-    try:
-        return Path(str(resources.files(package)))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[1] / package.split(".")[-1]
+    inside = Path(__file__).resolve().parent / name
+    return inside if inside.is_dir() else Path(__file__).resolve().parents[1] / name
 
 
 def family_modules() -> dict[str, str]:
     """family name -> module path, from the folders under `modalities/` (nothing imported)."""
-    root = package_files("modalities")
+    root = Path(str(resources.files("modalities")))
     modules = {}
     for modality_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for family_dir in sorted(p for p in modality_dir.iterdir() if (p / "__init__.py").is_file()):
@@ -158,7 +156,7 @@ def family_for_model_type(model_type: str) -> Family:
 
 @functools.lru_cache(maxsize=1)
 def _builtin_entries() -> dict[str, ModelEntry]:
-    folder = package_files("zoo.hub_configs")
+    folder = data_folder("hub_configs")
     return {path.stem: ModelEntry.from_file(path) for path in sorted(folder.glob("*.json"))}
 
 

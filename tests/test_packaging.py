@@ -1,0 +1,31 @@
+"""A non-editable wheel carries hub_configs, model cards, embedded checkpoints and examples."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_install_has_its_data(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("ssl_zoo-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
+                    str(wheel)], check=True, capture_output=True)
+    code = ("import zoo, json; from zoo.hub import model_card_text, load; from zoo.demo import example_inputs; "
+            "names = zoo.list_models(); "
+            "embedded = [n for n in names if zoo.info(n)['embedded']]; "
+            "[load(n) for n in embedded]; "
+            "print(json.dumps([zoo.__file__, names, all(model_card_text(n) for n in names), "
+            "len(example_inputs('speech')), embedded]))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    import json
+
+    location, names, cards, examples, embedded = json.loads(result.stdout)
+    assert location.startswith(str(tmp_path / "site"))
+    assert names == sorted(p.stem for p in (ROOT / "hub_configs").glob("*.json"))
+    assert cards and examples == 6
+    assert embedded == sorted(p.parent.name for p in (ROOT / "zoo" / "checkpoints").glob("*/config.json"))

@@ -1,0 +1,327 @@
+"""The pretraining loop every family shares.
+
+A family supplies an objective, an `nn.Module` whose `forward(batch)` returns a
+`PretrainOutput(loss, logs)`, and a source of batches; `train` does the rest: AdamW with
+linear warmup and cosine decay, gradient clipping, optional bf16 autocast on CUDA, a
+progress bar, a per-step `log.jsonl`, a loss curve, and a checkpoint that lets an
+interrupted run continue exactly where it stopped.
+
+Files written to the output folder:
+
+- `checkpoint.pt`: objective, optimizer, scheduler, step, RNG states, the batch source's
+  state and the wall time so far; written atomically every `checkpoint_every` steps and
+  at the end. When it is present, `train` resumes from it.
+- `log.jsonl`: one JSON record per step (`step`, `loss`, `lr`, `grad_norm`, `elapsed`
+  seconds, and the objective's logs).
+- `loss.png`: the loss curve, redrawn at every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo.errors import CheckpointError, ConfigError, ZooError
+from zoo.io import atomic_write_text, atomic_write_with
+from zoo.outputs import PretrainOutput
+
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+PLOT_FILE = "loss.png"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one pretraining run.
+
+    Args:
+        steps: total optimizer steps (a resumed run counts the steps already done).
+        lr: peak learning rate, reached after the warmup (default: 5e-4, HuBERT-base's).
+        weight_decay: AdamW decay of weight matrices; parameters with fewer than two
+            dimensions (biases, norm scales, mask embeddings) are never decayed (default: 0.01).
+        betas / eps: AdamW moments (defaults: (0.9, 0.98) / 1e-6, as fairseq's HuBERT).
+        warmup_steps: steps of linear warmup from lr/warmup_steps to lr (default: 0).
+        min_lr_ratio: the cosine decays from lr to lr * min_lr_ratio at the last step (default: 0).
+        max_grad_norm: clip the global gradient norm to this; None logs the norm without
+            clipping (default: 10.0, fairseq's clip_norm for HuBERT).
+        checkpoint_every: steps between checkpoints; the last step always writes one (default: 100).
+        seed: seeds torch, numpy and Python's RNGs at the start of a fresh run (default: 0).
+        device: where to train, e.g. "cpu" or "cuda:0" (default: "cpu").
+        bf16: bfloat16 autocast for the forward pass; CUDA only (default: False).
+        progress: show a tqdm bar with the loss (default: True).
+    """
+
+    steps: int
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    max_grad_norm: Optional[float] = 10.0
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps={self.steps}; train for at least one step")
+        if self.lr <= 0:
+            raise ConfigError(f"lr={self.lr}; the learning rate must be positive")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ConfigError(f"warmup_steps={self.warmup_steps} must lie in [0, steps={self.steps}]")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every={self.checkpoint_every}; use a positive number of steps")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(f"max_grad_norm={self.max_grad_norm}; use a positive norm or None for no clipping")
+        if self.bf16 and torch.device(self.device).type != "cuda":
+            raise ConfigError(f"bf16 autocast is for CUDA devices, not device={self.device!r}; drop bf16 on CPU")
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the peak lr at 0-based `step`: linear warmup, then a cosine to `min_lr_ratio`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW that decays weight matrices only (decaying norms and biases only hurts)."""
+    decay = [p for p in module.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in module.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Tensors of a (nested) dict/list/tuple batch moved to `device`; anything else as is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: move_to(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(value, device) for value in batch)
+    return batch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of every RNG a step may draw from (masks, dropout, crops), as plain values."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    random.setstate(state["python"])
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a `log.jsonl`; a half-written last line (a crash mid-write) is dropped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
+    """Draw the loss curve (raw and a moving average) into a PNG without touching pyplot's backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = np.array([record["step"] for record in records])
+    losses = np.array([record["loss"] for record in records])
+    window = max(1, len(losses) // 50)
+    smoothed = np.convolve(losses, np.ones(window) / window, mode="valid")
+    figure = Figure(figsize=(6, 3.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="loss")
+    axes.plot(steps[window - 1 :], smoothed, color="tab:blue", label=f"mean of {window}")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    atomic_write_with(path, lambda tmp: figure.savefig(tmp, format="png"))
+
+
+class Trainer:
+    """State of one run: the objective, its optimizer and schedule, and the output files."""
+
+    def __init__(self, objective: nn.Module, batches: Iterable[Any], out_dir: Path, config: TrainConfig) -> None:
+        self.objective = objective
+        self.batches = batches
+        self.out_dir = out_dir
+        self.config = config
+        self.device = torch.device(config.device)
+        self.objective.to(self.device)
+        self.optimizer = make_optimizer(objective, config)
+        schedule = partial(lr_factor, warmup_steps=config.warmup_steps, total_steps=config.steps,
+                           min_lr_ratio=config.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.step = 0
+        self.elapsed = 0.0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / LOG_FILE
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "batches": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
+            "config": dataclasses.asdict(self.config),
+        }
+        atomic_write_with(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        plot_losses(read_log(self.log_path), self.out_dir / PLOT_FILE)
+
+    def resume(self) -> None:
+        """Load `checkpoint.pt` and drop log records of steps after it (they are redone)."""
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch.load raises several unrelated types for corrupt files
+            raise CheckpointError(
+                f"cannot read {self.checkpoint_path} ({err}); delete it to start over or use another output folder"
+            ) from err
+        try:
+            self.objective.load_state_dict(state["objective"])
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"{self.checkpoint_path} was written for a different model ({err}); "
+                "use another output folder or delete the checkpoint to start over"
+            ) from err
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        if state["batches"] is not None and hasattr(self.batches, "load_state_dict"):
+            self.batches.load_state_dict(state["batches"])
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        kept = [record for record in read_log(self.log_path) if record["step"] <= self.step]
+        atomic_write_text(self.log_path, "".join(json.dumps(record) + "\n" for record in kept))
+
+    def start(self) -> None:
+        """Resume from the folder's checkpoint, or seed the RNGs and start a fresh log."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.checkpoint_path.is_file():
+            self.resume()
+        else:
+            seed_everything(self.config.seed)
+            atomic_write_text(self.log_path, "")
+
+    def train_step(self, batch: Any) -> dict[str, Any]:
+        """One optimizer step; returns the step's log record."""
+        autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16)
+        with autocast:
+            output: PretrainOutput = self.objective(move_to(batch, self.device))
+        loss = output.loss
+        if not torch.isfinite(loss):
+            raise ZooError(
+                f"the loss is {loss.item()} at step {self.step + 1}; lower the learning rate (lr={self.config.lr}) "
+                f"or clip gradients harder. The last checkpoint in {self.out_dir} is kept for a restart."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), max_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), **output.logs}
+
+    def batch_stream(self) -> Iterator[Any]:
+        """Batches without end: a finite source (a DataLoader) is iterated again for each epoch."""
+        while True:
+            empty = True
+            for batch in self.batches:
+                empty = False
+                yield batch
+            if empty:
+                raise ConfigError("the batch source yielded no batches; check the data folder and the batch size")
+
+    def run(self) -> list[dict[str, Any]]:
+        from tqdm.auto import tqdm
+
+        self.start()
+        self.objective.train()
+        stream = self.batch_stream()
+        with self.log_path.open("a") as log, tqdm(
+            total=self.config.steps, initial=self.step, disable=not self.config.progress, desc="pretrain",
+            unit="step", dynamic_ncols=True,
+        ) as bar:
+            while self.step < self.config.steps:
+                started = time.monotonic()
+                record = self.train_step(next(stream))
+                self.step += 1
+                self.elapsed += time.monotonic() - started
+                log.write(json.dumps({"step": self.step, **record, "elapsed": round(self.elapsed, 3)}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+                bar.update()
+                if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                    self.save_checkpoint()
+        return read_log(self.log_path)
+
+
+def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path, config: TrainConfig) -> list[dict[str, Any]]:
+    """Pretrain `objective` for `config.steps` steps, resuming from `out_dir/checkpoint.pt` if present.
+
+    Args:
+        objective: an `nn.Module` whose `forward(batch)` returns a `PretrainOutput`; it owns
+            the encoder, so its state dict is what the checkpoint saves.
+        batches: an iterable of batches (dicts, lists or tensors; moved to `config.device`).
+            A finite one is iterated again when it runs out. If it has `state_dict()` and
+            `load_state_dict()` (as torchdata's `StatefulDataLoader`), its state is
+            checkpointed too, so that a resumed run sees the batches it would have seen;
+            otherwise it restarts from its beginning on resume.
+        out_dir: folder for checkpoint.pt, log.jsonl and loss.png.
+        config: the optimization settings.
+
+    Returns:
+        The log records of steps 1..`config.steps` (`step`, `loss`, `lr`, `grad_norm`,
+        `elapsed`, and the objective's logs).
+    """
+    return Trainer(objective, batches, Path(out_dir), config).run()
