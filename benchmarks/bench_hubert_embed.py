@@ -188,25 +188,18 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 def long_file(encoder, spec: dict[str, Any]) -> dict[str, Any]:
     """Embed one wav file (zoo), then measure what decoding it alone costs."""
     path = spec["file"]
-    pieces = len(encoder.processor.split(torch_empty(CASES[spec["case"]].audio_seconds, encoder)))
     with PeakMemory() as memory:
         start = time.perf_counter()
         encoder.embed([path], batch_size=spec["batch_size"], progress=False)
         seconds = time.perf_counter() - start
     with PeakMemory() as decode:
         wave = encoder.processor.prepare(path)
+    pieces = len(encoder.processor.split(wave))
     return {
         "baseline_rss": memory.baseline, "peak_added": memory.added, "memory_method": memory.method,
         "seconds": [seconds], "median_s": seconds, "decode_peak_added": decode.added,
         "waveform_bytes": wave.numel() * wave.element_size(), "pieces": pieces,
     }
-
-
-def torch_empty(seconds: float, encoder):
-    """A placeholder waveform of `seconds`, only to count the pieces `split` makes."""
-    import torch
-
-    return torch.empty(int(round(seconds * encoder.processor.sampling_rate)))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -333,6 +326,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
         args.variant = [name.strip() for name in args.variant.split(",") if name.strip()]
+        from modalities.speech.hubert.model import VARIANTS
+
+        if [name for name in args.variant if name not in VARIANTS]:
+            parser.error(f"unknown variant in {args.variant}; choose from {list(VARIANTS)}")
         if args.repeats < 1:
             parser.error("--repeats must be at least 1")
     return args

@@ -204,3 +204,14 @@ def test_upstream_url_offline_says_where_to_put_the_file(offline_cache, tmp_path
     zoo.add_model_config(tmp_path / "hubert-url-test.json")
     with pytest.raises(OfflineError, match=r"https://example.org/files/hubert.pt.*place it at .*abab.*/hubert.pt"):
         zoo.load("hubert-url-test", cache_dir=offline_cache)
+
+
+def test_published_name_offline_without_cache_names_its_repo(offline_cache):
+    with pytest.raises(OfflineError, match="facebook/hubert-base-ls960"):
+        zoo.load("hubert-base-ls960", cache_dir=offline_cache)
+
+
+def test_a_file_is_not_a_checkpoint_folder(tmp_path):
+    (tmp_path / "hubert.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="zoo convert FAMILY FILE OUT_DIR"):
+        zoo.load(tmp_path / "hubert.pt")

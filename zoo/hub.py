@@ -59,6 +59,11 @@ def load(
         model = load_folder(entry_folder(entry, revision, cache_dir, local_files_only), entry)
     elif isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not path.exists():
         model = load_folder(download_repo(name_or_path, revision or "main", cache_dir, local_files_only))
+    elif path.is_file():
+        raise CheckpointError(
+            f"{path} is a file, but a zoo checkpoint is a folder (config.json, model.safetensors, ...); "
+            "to read an upstream checkpoint file run `zoo convert FAMILY FILE OUT_DIR` and load OUT_DIR"
+        )
     else:
         registry.get_entry(str(name_or_path))  # raises with suggestions
     model.eval()
