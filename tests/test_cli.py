@@ -101,3 +101,33 @@ def test_convert_writes_a_verified_zoo_checkpoint(tmp_path, capsys):
     upstream.write_bytes(b"garbage")
     assert main(["convert", "hubert", str(upstream), str(tmp_path / "out2")]) == 2
     assert "hubert.pt" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def tone_set(folder: Path, layout: str) -> None:
+    """Low and high noisy tones; split by folders ("folders") or by file names ("names")."""
+    generator = np.random.default_rng(0)
+    for index in range(24):
+        label = "low" if index % 2 else "high"
+        split = "test" if index >= 16 else "train"
+        time = np.arange(4000) / RATE
+        wave = np.sin(2 * np.pi * (200 if label == "low" else 3000) * time) + 0.2 * generator.standard_normal(4000)
+        path = folder / split / label / f"{index}.wav" if layout == "folders" else folder / f"{label}_{split}_{index}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path, wave.astype(np.float32), RATE, subtype="FLOAT")
+
+
+@pytest.mark.parametrize("layout", ["folders", "names"])
+def test_probe_reports_accuracy_and_rankme(checkpoint, tmp_path, capsys, layout):
+    tone_set(tmp_path / "data", layout)
+    regexes = ["--label-regex", r"^(\w+?)_", "--test-regex", "_test_"] if layout == "names" else []
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), *regexes]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["train_items"] == 16 and report["test_items"] == 8 and report["classes"] == 2
+    assert report["linear_probe_accuracy"] == 1.0 and report["knn_accuracy"] >= 0.75
+    assert 1.0 <= report["rankme"] <= 32
+
+
+def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):
+    tone_set(tmp_path / "data", "names")
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", r"^(\w+?)_"]) == 2
+    assert "no train/test split" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The `zoo` command line: list, info, embed, demo, convert, pretrain."""
+"""The `zoo` command line: list, info, embed, probe, demo, convert, pretrain."""
 
 from __future__ import annotations
 
@@ -52,6 +52,16 @@ def cmd_embed(args: argparse.Namespace) -> None:
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool,
                           batch_size=args.batch_size, shard_size=args.shard_size, **kwargs)
     print(f"wrote {args.output}: {len(inputs)} inputs, {shape}", file=sys.stderr)
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from zoo.hub import load
+    from zoo.probe_job import labelled_files, run_probe
+
+    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex)
+    encoder = load(args.name, device=args.device)
+    results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k)
+    print(json.dumps({"model": args.name, "layer": args.layer, **results}, indent=2))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -156,6 +166,18 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     embed.add_argument("--revision", help="Hub revision")
     embed.add_argument("--device", help="e.g. cpu or cuda")
     embed.set_defaults(func=cmd_embed)
+
+    probe = commands.add_parser("probe", help="linear probe, k-NN and RankMe on a labelled set of files")
+    probe.add_argument("name", help="zoo name, Hub repo id or local folder")
+    probe.add_argument("--data", required=True, help="folder of input files")
+    probe.add_argument("--label-regex", help="regex whose first group is the label (default: parent folder name)")
+    probe.add_argument("--test-regex", help="file names matching it form the test split (default: a test/ folder)")
+    probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")
+    probe.add_argument("--batch-size", type=int, default=8)
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--k", type=int, default=20, help="neighbours for k-NN (at most the training items)")
+    probe.add_argument("--device")
+    probe.set_defaults(func=cmd_probe)
 
     demo = commands.add_parser("demo", help="embed the bundled examples with every embedded checkpoint")
     demo.set_defaults(func=cmd_demo)
