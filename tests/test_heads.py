@@ -82,7 +82,7 @@ def test_heads_save_and_load_like_checkpoints(micro_hubert, tmp_path):
         loss = loaded(**batch, labels=torch.tensor(targets, dtype=torch.float32)).loss
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert isinstance(zoo.EncoderForRegression.from_pretrained(tmp_path / "reg"), zoo.EncoderForRegression)
-    with pytest.raises(ConfigError, match="not a EncoderForClassification"):
+    with pytest.raises(zoo.ZooError, match="not a EncoderForClassification"):
         zoo.EncoderForClassification.from_pretrained(tmp_path / "reg")
 
 

@@ -6,7 +6,7 @@ Shapes: B items, K selected layers, T tokens, D width, N inputs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Optional, Sequence
+from typing import Any, ClassVar, Iterable, Optional
 
 import numpy as np
 import torch
@@ -17,12 +17,13 @@ from zoo.errors import InputError, ZooError
 from zoo.outputs import EncoderOutput
 from zoo.pooling import POOLS, LayerSpec, layer_indices, select_layers
 from zoo.processing import Processor
+from zoo.saving import Checkpointable
 
 #: raw inputs prepared at once before they are sorted by size into batches
 PREPARE_GROUP = 64
 
 
-class Encoder(nn.Module):
+class Encoder(Checkpointable, nn.Module):
     """A self-supervised encoder: raw inputs in, token features and embeddings out.
 
     Subclasses set `family`, `modality`, `config_class`, `processor_class` and implement
@@ -163,31 +164,6 @@ class Encoder(nn.Module):
 
     def config_dict_to_save(self) -> dict[str, Any]:
         return self.config.to_dict()
-
-    def save_pretrained(self, folder: str | Path, model_card: Optional[str] = None) -> Path:
-        """Write config.json, model.safetensors, preprocessor_config.json and README.md atomically."""
-        from zoo.hub import save_folder
-
-        return save_folder(self, folder, model_card=model_card)
-
-    def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, **kwargs: Any) -> str:
-        """Save to a temporary folder and upload it with huggingface_hub; returns the commit URL."""
-        from zoo.hub import push_folder
-
-        return push_folder(self, repo_id, model_card=model_card, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> "Encoder":
-        """Load by zoo name, Hub repo id or local folder (see `zoo.load`)."""
-        from zoo.hub import load
-
-        encoder = load(name_or_path, **kwargs)
-        if not isinstance(encoder, cls):
-            raise ZooError(
-                f"{name_or_path!r} holds a {type(encoder).__name__} (family {encoder.family!r}), "
-                f"not a {cls.__name__}; use zoo.load() to get whatever it holds"
-            )
-        return encoder
 
 
 class _Accumulator:

@@ -8,7 +8,6 @@ Shapes: B items, T tokens, D width, L layers.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -16,6 +15,7 @@ from torch import nn
 
 from zoo.errors import ConfigError
 from zoo.pooling import layer_indices, pool_tokens
+from zoo.saving import Checkpointable
 
 #: None (last layer), an int, or "weighted" (learned softmax-weighted sum of all layers)
 HeadLayer = Union[None, int, str]
@@ -33,7 +33,7 @@ class LayerWeights(nn.Module):
         return sum(weight * state for weight, state in zip(weights, hidden_states))
 
 
-class EncoderWithHead(nn.Module):
+class EncoderWithHead(Checkpointable, nn.Module):
     """Shared part of the classification and regression heads."""
 
     task = ""
@@ -97,25 +97,6 @@ class EncoderWithHead(nn.Module):
 
     def config_dict_to_save(self) -> dict[str, Any]:
         return {**self.encoder.config.to_dict(), "head": self.head_config()}
-
-    def save_pretrained(self, folder: str | Path, model_card: Optional[str] = None) -> Path:
-        from zoo.hub import save_folder
-
-        return save_folder(self, folder, model_card=model_card)
-
-    def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, **kwargs: Any) -> str:
-        from zoo.hub import push_folder
-
-        return push_folder(self, repo_id, model_card=model_card, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> "EncoderWithHead":
-        from zoo.hub import load
-
-        model = load(name_or_path, **kwargs)
-        if not isinstance(model, cls):
-            raise ConfigError(f"{name_or_path!r} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
 
 
 class EncoderForClassification(EncoderWithHead):

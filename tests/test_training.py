@@ -1,0 +1,126 @@
+"""The shared pretraining loop on a toy objective: schedule, logs, checkpoints, resume."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from zoo.errors import CheckpointError, ConfigError, ZooError
+from zoo.outputs import PretrainOutput
+from zoo.training import CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, lr_factor, train
+
+
+class Regression(nn.Module):
+    """Least squares with dropout, so that the RNG state matters for exact resumes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+        self.dropout = nn.Dropout(0.2)
+
+    def forward(self, batch) -> PretrainOutput:
+        x, y = batch
+        loss = (self.linear(self.dropout(x)).squeeze(-1) - y).pow(2).mean()
+        return PretrainOutput(loss=loss, logs={"mean_target": float(y.mean())})
+
+
+def toy_batches(count: int = 5):
+    """A finite list of batches: the loop must iterate it again when it runs out."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    batches = []
+    for _ in range(count):
+        x = torch.randn(16, 4, generator=generator)
+        batches.append((x, x @ weight + 1.0))
+    return batches
+
+
+def make_objective() -> Regression:
+    torch.manual_seed(0)
+    return Regression()
+
+
+def test_warmup_then_cosine_schedule():
+    assert lr_factor(0, 4, 20, 0.1) == pytest.approx(0.25)
+    assert lr_factor(3, 4, 20, 0.1) == pytest.approx(1.0)
+    assert lr_factor(12, 4, 20, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
+    assert lr_factor(0, 0, 10, 0.0) == pytest.approx(1.0)
+
+
+def test_loss_falls_and_every_file_is_written(tmp_path):
+    config = TrainConfig(steps=60, lr=0.05, warmup_steps=5, checkpoint_every=25, progress=False)
+    records = train(make_objective(), toy_batches(), tmp_path, config)
+    assert [r["step"] for r in records] == list(range(1, 61))
+    assert records[-1]["loss"] < 0.1 * records[0]["loss"]
+    assert {"loss", "lr", "grad_norm", "elapsed", "mean_target"} <= set(records[0])
+    assert (tmp_path / PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert state["step"] == 60 and state["optimizer"]["state"]
+    assert [json.loads(line)["step"] for line in (tmp_path / LOG_FILE).read_text().splitlines()] == list(range(1, 61))
+
+
+class Interrupted(Exception):
+    pass
+
+
+class Interrupting:
+    """Yields `after` batches, then fails as a killed job would."""
+
+    def __init__(self, batches, after: int) -> None:
+        self.batches, self.after = batches, after
+
+    def __iter__(self):
+        for index, batch in enumerate(self.batches * 100):
+            if index == self.after:
+                raise Interrupted
+            yield batch
+
+
+def test_resume_continues_as_if_never_stopped(tmp_path):
+    config = TrainConfig(steps=12, lr=0.05, warmup_steps=2, checkpoint_every=4, progress=False)
+    whole = make_objective()
+    train(whole, toy_batches(4), tmp_path / "whole", config)
+
+    stopped = make_objective()
+    with pytest.raises(Interrupted):
+        # dies while fetching the batch of step 7, after the checkpoint at step 4
+        train(stopped, Interrupting(toy_batches(4), after=6), tmp_path / "stopped", config)
+    resumed = make_objective()
+    records = train(resumed, toy_batches(4), tmp_path / "stopped", config)
+
+    assert [r["step"] for r in records] == list(range(1, 13))
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert torch.load(tmp_path / "stopped" / CHECKPOINT_FILE, weights_only=True)["scheduler"]["last_epoch"] == 12
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path):
+    config = TrainConfig(steps=3, checkpoint_every=10, progress=False)
+    train(make_objective(), toy_batches(), tmp_path, config)
+    again = make_objective()
+    records = train(again, toy_batches(), tmp_path, config)
+    assert len(records) == 3 and not torch.equal(again.linear.weight, make_objective().linear.weight)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    train(make_objective(), toy_batches(), tmp_path, TrainConfig(steps=2, progress=False))
+    other = nn.Module()
+    other.linear = nn.Linear(3, 1)
+    other.forward = make_objective().forward
+    with pytest.raises(CheckpointError, match="different model"):
+        train(other, toy_batches(), tmp_path, TrainConfig(steps=4, progress=False))
+
+
+def test_bad_settings_and_divergence_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="bf16"):
+        TrainConfig(steps=1, bf16=True, device="cpu")
+    with pytest.raises(ConfigError, match="warmup_steps=5"):
+        TrainConfig(steps=4, warmup_steps=5)
+    with pytest.raises(ConfigError, match="no batches"):
+        train(make_objective(), [], tmp_path / "empty", TrainConfig(steps=1, progress=False))
+    nan_batch = [(torch.full((2, 4), float("nan")), torch.zeros(2))]
+    with pytest.raises(ZooError, match="loss is nan at step 1"):
+        train(make_objective(), nan_batch, tmp_path / "nan", TrainConfig(steps=1, progress=False))

@@ -1,0 +1,43 @@
+"""`save_pretrained` / `push_to_hub` / `from_pretrained` for every zoo model (encoders and
+heads alike); the work is done by zoo.hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+from zoo.errors import ZooError
+
+M = TypeVar("M", bound="Checkpointable")
+
+
+class Checkpointable:
+    """Mixin of models that save as a zoo checkpoint folder; they define `config_dict_to_save`."""
+
+    def config_dict_to_save(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save_pretrained(self, folder: str | Path, model_card: Optional[str] = None) -> Path:
+        """Write config.json, model.safetensors, preprocessor_config.json and README.md atomically."""
+        from zoo.hub import save_folder
+
+        return save_folder(self, folder, model_card=model_card)
+
+    def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, **kwargs: Any) -> str:
+        """Save to a temporary folder and upload it with huggingface_hub; returns the commit URL."""
+        from zoo.hub import push_folder
+
+        return push_folder(self, repo_id, model_card=model_card, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls: type[M], name_or_path: str | Path, **kwargs: Any) -> M:
+        """Load by zoo name, Hub repo id or local folder (see `zoo.load`); it must hold a `cls`."""
+        from zoo.hub import load
+
+        model = load(name_or_path, **kwargs)
+        if not isinstance(model, cls):
+            raise ZooError(
+                f"{name_or_path!r} holds a {type(model).__name__}, not a {cls.__name__}; "
+                "use zoo.load() to get whatever it holds"
+            )
+        return model
