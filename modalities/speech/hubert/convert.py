@@ -22,11 +22,14 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from zoo.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
 
 _POS_CONV = "encoder.pos_conv_embed.conv"
 _MAGNITUDE = f"{_POS_CONV}.parametrizations.weight.original0"
@@ -456,9 +459,8 @@ def encoder_from_fairseq(path: str | os.PathLike) -> "HubertEncoder":
 
     The processor repeats the checkpoint's waveform normalisation (`task.normalize`).
     """
-    from zoo.audio import AudioProcessor
-
     from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
+    from zoo.audio import AudioProcessor
 
     state_dict, cfg = load_fairseq_checkpoint(path)
     model_config, do_normalize = config_from_fairseq(cfg)
