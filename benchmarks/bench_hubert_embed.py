@@ -1,15 +1,18 @@
 """HuBERT embedding: the zoo's `HubertEncoder.embed` against transformers' `HubertModel`
-called by hand on the same weights and inputs.
+called by hand on the same (random-init) weights and the same inputs.
 
-Short cases time both paths and compare their rows:
+Clip cases time both paths, measure their peak memory and compare their rows:
 - zoo: `encoder.embed(waves, sampling_rate=16000, batch_size=B, progress=False)`;
 - transformers: `Wav2Vec2FeatureExtractor` padding + `HubertModel(input_values,
   attention_mask)` on `encoder.model` in batches of B, then a mean over valid frames.
-Long cases (`10min`, `1h`) embed one wav file through the zoo only (chunked into 30 s
-windows) and report time and peak memory.
+File cases (`10min`, `1h`) embed one 16-bit wav file through the zoo only (cut into 30 s
+pieces) and report time and peak memory.
 
-Every (variant, case, path) runs in a fresh subprocess: one untimed first call whose
-peak RSS is the memory figure, then `--repeats` timed calls (median reported).
+Each (variant, case) runs in a fresh subprocess. After a short warm-up of both paths,
+`--repeats` rounds run both paths back to back (order alternating); every call is timed
+and its peak RSS measured (VmHWM, reset before the call, minus RSS before it; see
+common.py). The speed ratio is the median over rounds of the two calls' time ratio,
+which cancels most of the drift in load on a shared machine.
 
     python benchmarks/bench_hubert_embed.py --markdown
     python benchmarks/bench_hubert_embed.py --variant tiny --cases 10min,1h --markdown
@@ -19,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +34,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker, time_call  # noqa: E402
+from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker  # noqa: E402
 
 RATE = 16000
 SEED = 0
@@ -40,23 +43,19 @@ PATHS = ("zoo", "transformers")
 
 @dataclass(frozen=True)
 class Case:
-    """Clips of the given lengths (seconds), embedded as one list."""
+    """Clips of the given lengths (seconds) embedded as one list, or one wav file."""
 
     name: str
     description: str
     seconds: tuple[float, ...] = ()
     #: override of the zoo's AudioProcessor.chunk_seconds (None: keep its 30 s)
     chunk_seconds: Optional[float] = None
-    #: one wav file of this many seconds, zoo only
+    #: length of the one wav file of a file case (zoo only)
     file_seconds: Optional[float] = None
 
     @property
     def audio_seconds(self) -> float:
         return self.file_seconds or sum(self.seconds)
-
-    @property
-    def equal_lengths(self) -> bool:
-        return len(set(self.seconds)) == 1
 
 
 CASES = {
@@ -64,11 +63,12 @@ CASES = {
     for case in (
         Case("1s", "8 × 1 s", (1.0,) * 8),
         Case("10s", "4 × 10 s", (10.0,) * 4),
-        Case("60s", "2 × 60 s", (60.0,) * 2),
-        # the same clips with chunking off, so that both paths compute the same thing
-        Case("60s-whole", "2 × 60 s, zoo chunking off", (60.0,) * 2, chunk_seconds=3600.0),
-        # one batch of 8 distinct lengths, given unsorted
-        Case("mixed", "8 clips of 1.3–29.8 s", (11.2, 1.3, 23.4, 4.1, 29.8, 7.6, 16.9, 2.7)),
+        # the zoo cuts it into two 30 s pieces (one batch), transformers takes it whole
+        Case("60s", "1 × 60 s", (60.0,)),
+        # the same clip with the zoo's chunking off: both paths compute the same thing
+        Case("60s-whole", "1 × 60 s, zoo chunking off", (60.0,), chunk_seconds=3600.0),
+        # one batch of 8 distinct lengths, unsorted
+        Case("mixed", "8 clips of 0.9–11.8 s", (6.1, 0.9, 11.8, 2.4, 8.6, 1.6, 4.5, 3.3)),
         Case("10min", "one 10-min wav file", file_seconds=600.0),
         Case("1h", "one 1-hour wav file", file_seconds=3600.0),
     )
@@ -80,7 +80,10 @@ DEFAULT_CASES = ("1s", "10s", "60s", "mixed")
 
 
 def synthetic_wave(seconds: float, rng: np.random.Generator, start: int = 0) -> np.ndarray:
-    """Speech-band tones plus noise, float32 in [-1, 1]; `start` continues a longer recording."""
+    """A gliding tone with a syllable-rate envelope plus noise, float32 in [-1, 1].
+
+    `start` (in samples) continues the tone of a longer recording written block by block.
+    """
     t = (start + np.arange(int(round(seconds * RATE)))) / RATE
     pitch = 140.0 + 40.0 * np.sin(2 * np.pi * 0.3 * t)
     tone = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / RATE) * (0.6 + 0.4 * np.sin(2 * np.pi * 2.0 * t))
@@ -94,28 +97,29 @@ def make_waves(case: Case) -> list[np.ndarray]:
 
 
 def write_recording(path: Path, seconds: float, block_seconds: float = 60.0) -> None:
-    """A mono 16-bit wav of `seconds`, written block by block so it never sits in memory."""
+    """A mono 16-bit wav of `seconds`, written block by block so that it never sits in memory."""
     import soundfile
 
     rng = np.random.default_rng(SEED)
     with soundfile.SoundFile(str(path), "w", samplerate=RATE, channels=1, subtype="PCM_16") as sink:
-        done = 0.0
-        while done < seconds:
-            length = min(block_seconds, seconds - done)
-            block = synthetic_wave(length, rng, start=int(round(done * RATE)))
+        done = 0
+        total = int(round(seconds * RATE))
+        while done < total:
+            length = min(int(block_seconds * RATE), total - done)
+            block = synthetic_wave(length / RATE, rng, start=done)
             sink.write((block * 32767).astype(np.int16))
             done += length
 
 
-# ----------------------------------------------------------------------------- worker
+# ----------------------------------------------------------------------------- the two paths
 
 
-def build_encoder(variant: str, chunk_seconds: Optional[float]):
+def build_encoder(variant: str, chunk_seconds: Optional[float] = None):
     import torch
 
     from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
 
-    torch.manual_seed(SEED)  # random init, the same weights in every worker
+    torch.manual_seed(SEED)  # random init; speed and memory do not depend on the values
     encoder = HubertEncoder(HubertEncoderConfig(**VARIANTS[variant])).eval()
     if chunk_seconds is not None:
         encoder.processor.chunk_seconds = chunk_seconds
@@ -153,40 +157,61 @@ def transformers_embedder(encoder, waves: list[np.ndarray], batch_size: int) -> 
     return embed
 
 
+# ----------------------------------------------------------------------------- workers
+
+
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(spec["threads"])
     case = CASES[spec["case"]]
     encoder = build_encoder(spec["variant"], case.chunk_seconds)
-    checksum = float(sum(p.double().sum() for p in encoder.parameters()))
-    result: dict[str, Any] = {**spec, "weights_checksum": checksum}
     with torch.inference_mode():
         if case.file_seconds is not None:
-            return {**result, **long_file(encoder, spec)}
-        waves = make_waves(case)
-        make = zoo_embedder if spec["path"] == "zoo" else transformers_embedder
-        embed = make(encoder, waves, spec["batch_size"])
-        with PeakMemory() as memory:
-            start = time.perf_counter()
-            rows = embed()
-            first_seconds = time.perf_counter() - start
-        timing = time_call(embed, repeats=spec["repeats"], warmup=0)
-        out = Path(spec["out"])
-        np.save(out / f"{spec['variant']}-{case.name}-{spec['path']}.npy", rows.float().numpy())
-        if spec["path"] == "transformers" and not case.equal_lengths:
-            # each clip alone: the reference the zoo's batched rows must equal
-            alone = torch.cat([transformers_embedder(encoder, [wave], 1)() for wave in waves])
-            np.save(out / f"{spec['variant']}-{case.name}-alone.npy", alone.float().numpy())
-    return {
-        **result,
-        "baseline_rss": memory.baseline, "peak_added": memory.added, "memory_method": memory.method,
-        "first_call_s": first_seconds, "seconds": timing.seconds, "median_s": timing.median,
+            return {**spec, **file_case(encoder, spec)}
+        return {**spec, **clip_case(encoder, case, spec)}
+
+
+def clip_case(encoder, case: Case, spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    waves = make_waves(case)
+    embedders = {
+        "zoo": zoo_embedder(encoder, waves, spec["batch_size"]),
+        "transformers": transformers_embedder(encoder, waves, spec["batch_size"]),
     }
+    for path in PATHS:  # thread pools, oneDNN kernels, lazy imports
+        (zoo_embedder if path == "zoo" else transformers_embedder)(encoder, [waves[0][:RATE]], 1)()
+    seconds: dict[str, list[float]] = {path: [] for path in PATHS}
+    peaks: dict[str, list[int]] = {path: [] for path in PATHS}
+    baseline = 0
+    rows: dict[str, torch.Tensor] = {}
+    for round_index in range(spec["repeats"]):
+        for path in PATHS if round_index % 2 == 0 else PATHS[::-1]:
+            with PeakMemory() as memory:
+                start = time.perf_counter()
+                rows[path] = embedders[path]()
+                seconds[path].append(time.perf_counter() - start)
+            peaks[path].append(memory.added)
+            baseline = max(baseline, memory.baseline)
+    ratios = [ref / zoo for zoo, ref in zip(seconds["zoo"], seconds["transformers"])]
+    result: dict[str, Any] = {
+        "seconds": seconds, "peak_added": {path: max(peaks[path]) for path in PATHS},
+        "peaks_added": peaks, "baseline_rss": baseline, "memory_method": memory.method,
+        "speed_ratio": statistics.median(ratios), "speed_ratios": ratios,
+        "row_max_abs": float(rows["zoo"].abs().max()),
+        "max_abs_diff": float((rows["zoo"] - rows["transformers"]).abs().max()),
+    }
+    if len(set(case.seconds)) > 1:
+        # each clip alone through transformers: what the zoo's batched rows must equal
+        alone = torch.cat([transformers_embedder(encoder, [wave], 1)() for wave in waves])
+        result["max_abs_diff_alone"] = float((rows["zoo"] - alone).abs().max())
+        result["max_abs_diff_batched_vs_alone"] = float((rows["transformers"] - alone).abs().max())
+    return result
 
 
-def long_file(encoder, spec: dict[str, Any]) -> dict[str, Any]:
-    """Embed one wav file (zoo), then measure what decoding it alone costs."""
+def file_case(encoder, spec: dict[str, Any]) -> dict[str, Any]:
+    """Embed one wav file through the zoo, then measure what decoding it alone costs."""
     path = spec["file"]
     with PeakMemory() as memory:
         start = time.perf_counter()
@@ -194,62 +219,48 @@ def long_file(encoder, spec: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     with PeakMemory() as decode:
         wave = encoder.processor.prepare(path)
-    pieces = len(encoder.processor.split(wave))
     return {
-        "baseline_rss": memory.baseline, "peak_added": memory.added, "memory_method": memory.method,
-        "seconds": [seconds], "median_s": seconds, "decode_peak_added": decode.added,
-        "waveform_bytes": wave.numel() * wave.element_size(), "pieces": pieces,
+        "seconds": {"zoo": [seconds]}, "peak_added": {"zoo": memory.added}, "baseline_rss": memory.baseline,
+        "memory_method": memory.method, "decode_peak_added": decode.added,
+        "waveform_bytes": wave.numel() * wave.element_size(), "pieces": len(encoder.processor.split(wave)),
     }
 
 
 # ----------------------------------------------------------------------------- driver
 
 
-def max_abs_diff(out: Path, name_a: str, name_b: str) -> Optional[float]:
-    a, b = out / f"{name_a}.npy", out / f"{name_b}.npy"
-    if not (a.exists() and b.exists()):
-        return None
-    return float(np.abs(np.load(a) - np.load(b)).max())
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     script = Path(__file__).resolve()
-    out = Path(tempfile.mkdtemp(prefix="bench_hubert_"))
+    scratch = Path(tempfile.mkdtemp(prefix="bench_hubert_"))
     results: list[dict[str, Any]] = []
+    machine = machine_info(args.threads)
+    started = time.perf_counter()
     try:
         for variant in args.variant:
             for name in args.cases:
                 case = CASES[name]
                 spec = dict(variant=variant, case=name, threads=args.threads, batch_size=args.batch_size,
-                            repeats=args.repeats, out=str(out))
+                            repeats=args.repeats)
                 if case.file_seconds is not None:
-                    file = out / f"{name}.wav"
-                    if not file.exists():
-                        write_recording(file, case.file_seconds)
-                    runs = [run_worker(script, {**spec, "path": "zoo", "file": str(file)})]
-                else:
-                    runs = [run_worker(script, {**spec, "path": path}) for path in PATHS]
-                    if len({r["weights_checksum"] for r in runs}) != 1:
-                        raise RuntimeError(f"{variant}/{name}: the two workers built different weights")
-                    stem = f"{variant}-{name}"
-                    runs[0]["max_abs_diff"] = max_abs_diff(out, f"{stem}-zoo", f"{stem}-transformers")
-                    runs[0]["max_abs_diff_alone"] = max_abs_diff(out, f"{stem}-zoo", f"{stem}-alone")
-                    runs[0]["max_abs_diff_batched_vs_alone"] = max_abs_diff(out, f"{stem}-transformers", f"{stem}-alone")
-                    runs[0]["row_max_abs"] = float(np.abs(np.load(out / f"{stem}-zoo.npy")).max())
-                for r in runs:
-                    print(f"{variant:5s} {name:9s} {r['path']:12s} median {r['median_s']:7.2f} s  "
-                          f"peak +{mib(r['peak_added'])} MiB", file=sys.stderr, flush=True)
-                results.extend(runs)
+                    spec["file"] = str(scratch / f"{name}.wav")
+                    if not Path(spec["file"]).exists():
+                        write_recording(Path(spec["file"]), case.file_seconds)
+                result = run_worker(script, spec)
+                results.append(result)
+                times = ", ".join(f"{path} {statistics.median(s):.2f} s" for path, s in result["seconds"].items())
+                peaks = ", ".join(f"{path} +{mib(p)} MiB" for path, p in result["peak_added"].items())
+                print(f"{variant} {name}: {times}; peak {peaks}", file=sys.stderr, flush=True)
     finally:
-        shutil.rmtree(out, ignore_errors=True)
-    return {"machine": machine_info(args.threads), "args": vars(args), "results": results}
+        shutil.rmtree(scratch, ignore_errors=True)
+    machine["load_average_1min_end"] = machine_info(args.threads)["load_average_1min"]
+    machine["total_seconds"] = round(time.perf_counter() - started)
+    return {"machine": machine, "args": {**vars(args), "json": str(args.json)}, "results": results}
 
 
-def fmt_seconds(r: dict[str, Any]) -> str:
-    if len(r["seconds"]) == 1:
-        return f"{r['median_s']:.2f}"
-    low, high = min(r["seconds"]), max(r["seconds"])
-    return f"{r['median_s']:.2f} ({low:.2f}–{high:.2f})"
+def fmt_seconds(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
 
 def fmt_diff(value: Optional[float]) -> str:
@@ -257,54 +268,61 @@ def fmt_diff(value: Optional[float]) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    machine = summary["machine"]
+    machine, args = summary["machine"], summary["args"]
     lines = [
-        f"{machine['date']}, {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
-        f"({machine['torch_threads']} threads), transformers {machine.get('transformers')}, "
-        f"batch size {summary['args']['batch_size']}, {summary['args']['repeats']} timed repeats after one "
-        f"untimed first call (time: median (min–max)); peak = RSS high-water mark of the first call "
-        f"minus RSS before it; ratios are zoo / transformers.",
+        f"{machine['date']}; {machine['cpu']}, {machine['cores']} cores shared with other jobs (1-min load "
+        f"average {machine['load_average_1min']:.1f} at start, {machine['load_average_1min_end']:.1f} at end); "
+        f"torch {machine['torch']} with {machine['torch_threads']} threads, transformers "
+        f"{machine.get('transformers')}; batch size {args['batch_size']}; {machine['total_seconds']} s in all.",
         "",
     ]
-    results = summary["results"]
-    short = [r for r in results if "file" not in r]
-    if short:
+    clips = [r for r in summary["results"] if "file" not in r]
+    if clips:
         rows = []
-        by_key = {(r["variant"], r["case"], r["path"]): r for r in short}
-        for (variant, name, path), zoo in by_key.items():
-            if path != "zoo":
-                continue
-            ref = by_key[(variant, name, "transformers")]
-            audio = CASES[name].audio_seconds
+        for r in clips:
+            audio = CASES[r["case"]].audio_seconds
+            zoo, ref = r["seconds"]["zoo"], r["seconds"]["transformers"]
+            peak_zoo, peak_ref = r["peak_added"]["zoo"], r["peak_added"]["transformers"]
             rows.append([
-                variant, CASES[name].description, f"{audio:g}",
-                fmt_seconds(zoo), fmt_seconds(ref),
-                f"{audio / zoo['median_s']:.1f}", f"{audio / ref['median_s']:.1f}",
-                f"{ref['median_s'] / zoo['median_s']:.2f}",
-                mib(zoo["peak_added"]), mib(ref["peak_added"]), f"{zoo['peak_added'] / ref['peak_added']:.2f}",
-                fmt_diff(zoo["max_abs_diff"]), fmt_diff(zoo["max_abs_diff_alone"]),
-                fmt_diff(zoo["max_abs_diff_batched_vs_alone"]),
+                r["variant"], CASES[r["case"]].description, f"{audio:g}", fmt_seconds(zoo), fmt_seconds(ref),
+                f"{audio / statistics.median(zoo):.1f}", f"{audio / statistics.median(ref):.1f}",
+                f"{r['speed_ratio']:.2f}", mib(peak_zoo), mib(peak_ref), f"{peak_zoo / peak_ref:.2f}",
+                fmt_diff(r["max_abs_diff"]), fmt_diff(r.get("max_abs_diff_alone")),
+                fmt_diff(r.get("max_abs_diff_batched_vs_alone")),
             ])
-        lines.append(markdown_table(
-            ["variant", "case", "audio s", "zoo s", "transformers s", "zoo audio-s/s", "transformers audio-s/s",
-             "throughput zoo/tf", "zoo peak MiB", "tf peak MiB", "peak zoo/tf",
-             "max abs diff zoo vs tf", "zoo vs tf item alone", "tf batched vs tf alone"],
-            rows,
-        ))
-        lines.append("")
-    long = [r for r in results if "file" in r]
-    if long:
-        rows = [[
-            r["variant"], CASES[r["case"]].description, f"{CASES[r['case']].audio_seconds:g}", r["pieces"],
-            f"{r['median_s']:.1f}", f"{CASES[r['case']].audio_seconds / r['median_s']:.1f}",
-            mib(r["peak_added"]), mib(r["decode_peak_added"]), mib(r["waveform_bytes"]),
-        ] for r in long]
-        lines.append(markdown_table(
-            ["variant", "input", "audio s", "30 s pieces", "wall s", "audio-s/s", "peak MiB",
-             "decode-only peak MiB", "float32 waveform MiB"],
-            rows,
-        ))
-        lines.append("")
+        lines += [
+            f"Clips, {args['repeats']} round(s) per case; time = median (min–max) s per call; "
+            "speed zoo/tf = median of per-round transformers time / zoo time (>1: zoo faster); "
+            "peak = most RSS added by a call (MiB).",
+            "",
+            markdown_table(
+                ["variant", "case", "audio s", "zoo s", "transformers s", "zoo audio-s/s", "tf audio-s/s",
+                 "speed zoo/tf", "zoo peak", "tf peak", "peak zoo/tf", "max abs diff zoo vs tf",
+                 "zoo vs tf, each clip alone", "tf batched vs tf alone"],
+                rows,
+            ),
+            "",
+        ]
+    files = [r for r in summary["results"] if "file" in r]
+    if files:
+        rows = []
+        for r in files:
+            audio, seconds = CASES[r["case"]].audio_seconds, r["seconds"]["zoo"][0]
+            rows.append([
+                r["variant"], CASES[r["case"]].description, f"{audio:g}", r["pieces"], f"{seconds:.1f}",
+                f"{audio / seconds:.1f}", mib(r["baseline_rss"]), mib(r["peak_added"]),
+                mib(r["decode_peak_added"]), mib(r["waveform_bytes"]),
+            ])
+        lines += [
+            "Files, zoo only, one call each; MiB of RSS.",
+            "",
+            markdown_table(
+                ["variant", "input", "audio s", "pieces", "wall s", "audio-s/s", "RSS before",
+                 "peak added", "decode-only peak added", "float32 waveform"],
+                rows,
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -313,7 +331,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES),
                         help=f"comma-separated, from {', '.join(CASES)} (default: %(default)s)")
     parser.add_argument("--variant", default="tiny,base", help="comma-separated HuBERT variants (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per path after the first (default: 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of both paths per clip case (default: 3)")
     parser.add_argument("--batch-size", type=int, default=8, help="items per forward, both paths (default: 8)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables instead of JSON")
@@ -325,11 +343,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         unknown = [name for name in args.cases if name not in CASES]
         if unknown:
             parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
-        args.variant = [name.strip() for name in args.variant.split(",") if name.strip()]
         from modalities.speech.hubert.model import VARIANTS
 
-        if [name for name in args.variant if name not in VARIANTS]:
-            parser.error(f"unknown variant in {args.variant}; choose from {list(VARIANTS)}")
+        args.variant = [name.strip() for name in args.variant.split(",") if name.strip()]
+        unknown = [name for name in args.variant if name not in VARIANTS]
+        if unknown:
+            parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
         if args.repeats < 1:
             parser.error("--repeats must be at least 1")
     return args
@@ -342,8 +361,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         return
     summary = run(args)
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2, default=str))
-    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2, default=str))
+        args.json.write_text(json.dumps(summary, indent=2))
+    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

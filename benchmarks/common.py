@@ -5,9 +5,9 @@ Peak memory is resident set size (RSS) read from /proc/self/status: `VmHWM` (the
 process's high-water mark) minus `VmRSS` just before the measured call, after the peak
 was reset by writing "5" to /proc/self/clear_refs (Linux >= 4.0). Where that file cannot
 be written, `ru_maxrss` is used instead, which is only right in a fresh process whose
-set-up never went above what the measured call adds. Either way each measured case
-should run in its own subprocess (`run_worker`), so that memory freed by an earlier case
-but kept by the allocator does not hide the next case's peak.
+set-up never went above what the measured call adds. Before each baseline the free heap
+is returned to the OS (`malloc_trim`), and each case should still run in its own
+subprocess (`run_worker`), so that one case's allocator state cannot hide another's peak.
 """
 
 from __future__ import annotations
@@ -100,12 +100,27 @@ def peak_rss() -> int:
     return kib * 1024
 
 
+def release_free_memory() -> None:
+    """Collect garbage and hand the allocator's free heap back to the OS (glibc malloc_trim).
+
+    Called before a baseline so that memory freed by an earlier call but kept by malloc
+    neither inflates the baseline nor hides the next call's peak.
+    """
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class PeakMemory:
     """Context manager: `added` = peak RSS during the block minus RSS at its start (bytes).
 
-    The baseline is taken after a garbage collection, so it holds what the caller keeps
-    alive (model, inputs) and nothing else.
+    The baseline is taken after a garbage collection and a malloc_trim, so it holds what
+    the caller keeps alive (model, inputs) and little else.
     """
 
     baseline: int = 0
@@ -113,7 +128,7 @@ class PeakMemory:
     method: str = ""
 
     def __enter__(self) -> "PeakMemory":
-        gc.collect()
+        release_free_memory()
         self.baseline = current_rss()
         self.method = "VmHWM after clear_refs" if reset_peak_rss() else "ru_maxrss (no reset)"
         return self

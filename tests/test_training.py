@@ -54,7 +54,7 @@ def test_loss_falls_and_every_file_is_written(tmp_path):
     config = TrainConfig(steps=60, lr=0.05, warmup_steps=5, checkpoint_every=25, progress=False)
     records = train(make_objective(), toy_batches(), tmp_path, config)
     assert [r["step"] for r in records] == list(range(1, 61))
-    assert records[-1]["loss"] < 0.1 * records[0]["loss"]
+    assert records[-1]["loss"] < 0.2 * records[0]["loss"]
     assert {"loss", "lr", "grad_norm", "elapsed", "mean_target"} <= set(records[0])
     assert (tmp_path / PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)

@@ -1,0 +1,551 @@
+"""HuBERT pretraining (Hsu et al. 2021, https://arxiv.org/abs/2106.07447): masked prediction
+of k-means cluster labels.
+
+The recipe runs in iterations. Iteration 1 clusters MFCC frames (13 cepstra + deltas +
+delta-deltas) with k-means and trains an encoder to predict the cluster of masked
+frames; iteration 2 clusters the frames of a middle layer of the iteration-1 encoder
+and trains a fresh encoder on those labels.
+
+Frame alignment: the conv front end's frame t sees samples [hop*t, hop*t + field) (hop
+320, receptive field 400 at 16 kHz: 50 Hz frames of 25 ms). MFCCs are computed with the
+same framing (Kaldi MFCC, 25 ms windows every 20 ms, no padding at the edges), so MFCC
+frame t and encoder frame t cover the same samples and a recording of S samples has
+1 + (S - 400) // 320 of both. (fairseq computes MFCC labels at 100 Hz and takes every
+second one; this gives the same frame count with windows aligned to the encoder's.)
+Random crops start on a frame boundary, so cropping the labels is slicing them.
+
+Shapes: B items, S samples, T frames, D width, P final_dim, K clusters, F feature dims,
+M masked frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fnmatch
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
+from zoo.audio import AudioProcessor
+from zoo.errors import CheckpointError, ConfigError, InputError
+from zoo.io import atomic_write_text, atomic_write_with
+from zoo.outputs import PretrainOutput
+from zoo.training import TrainConfig, train
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+#: label of padding frames; cross-entropy never sees them
+IGNORE_LABEL = -100
+LABELS_FILE = "labels.pt"
+#: batches whose recordings are sorted by length together (see `CropBatches`)
+POOL_BATCHES = 32
+ENCODER_FOLDER = "encoder"
+
+
+def check_mask_settings(mask_prob: float, mask_length: int, min_masks: int) -> None:
+    if not 0.0 <= mask_prob <= 1.0:
+        raise ConfigError(f"mask_prob={mask_prob} must lie in [0, 1]")
+    if mask_length < 1 or min_masks < 0:
+        raise ConfigError(f"mask_length={mask_length} must be >= 1 and min_masks={min_masks} >= 0")
+
+
+def compute_span_mask(
+    frame_lengths: torch.Tensor,
+    num_frames: int,
+    mask_prob: float,
+    mask_length: int,
+    min_masks: int = 0,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Spans of frames to mask, fairseq's `compute_mask_indices` ("static" spans, overlaps allowed).
+
+    Convention, for an item with n valid frames:
+
+    - a span covers `mask_length` frames, or all n if n is shorter;
+    - the number of spans is floor(mask_prob * n / mask_length + u), u ~ U[0, 1) (so its
+      mean is mask_prob * n / mask_length), at least `min_masks`, at most the number of
+      distinct start positions;
+    - starts are drawn without replacement, uniformly among the positions where the whole
+      span fits inside the valid frames, so padding frames are never masked;
+    - spans may overlap, so the masked fraction is below `mask_prob` (about 0.5 of the
+      frames for HuBERT's 0.8 / 10 on long recordings), and every run of masked frames is
+      at least one span long.
+
+    Args:
+        frame_lengths: (B,) valid frames per item.
+        num_frames: T, the padded length of the mask.
+        mask_prob: span starts per frame times `mask_length` (HuBERT: 0.8).
+        mask_length: frames per span (HuBERT: 10, i.e. 200 ms).
+        min_masks: fewest spans per item (fairseq's HuBERT uses 2).
+        generator: torch RNG to draw from; None uses the global one (which the training
+            loop checkpoints, so that resumed runs draw the same masks).
+
+    Returns:
+        (B, T) bool, True for frames replaced by the mask embedding.
+    """
+    check_mask_settings(mask_prob, mask_length, min_masks)
+    lengths = frame_lengths.tolist()
+    if lengths and max(lengths) > num_frames:
+        raise InputError(f"an item has {max(lengths)} valid frames but the mask has num_frames={num_frames}")
+    mask = torch.zeros(len(lengths), num_frames, dtype=torch.bool)
+    for row, length in enumerate(lengths):
+        if length <= 0:
+            continue
+        span = min(mask_length, length)
+        positions = length - span + 1
+        wanted = int(mask_prob * length / mask_length + float(torch.rand((), generator=generator)))
+        count = min(max(min_masks, wanted), positions)
+        starts = torch.randperm(positions, generator=generator)[:count]
+        mask[row, (starts[:, None] + torch.arange(span)).flatten()] = True
+    return mask.to(frame_lengths.device)
+
+
+# ---------------------------------------------------------------------------------------
+# Labels: features -> k-means -> one cluster id per encoder frame
+
+
+def frame_geometry(config: HubertEncoderConfig) -> tuple[int, int]:
+    """(receptive field, hop) of the conv front end in samples: (400, 320) for HuBERT."""
+    field, jump = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field, jump
+
+
+def frame_count(num_samples: int, field: int, hop: int) -> int:
+    """Frames of an unpadded conv stack with this receptive field and hop (at least 1)."""
+    return 1 + max(num_samples - field, 0) // hop
+
+
+def mfcc_features(wave: torch.Tensor, sampling_rate: int, field: int, hop: int) -> torch.Tensor:
+    """(S,) waveform -> (T, 39) MFCC + deltas + delta-deltas, frame t over samples [hop*t, hop*t+field).
+
+    Kaldi MFCC as fairseq's `dump_mfcc_feature.py` (13 cepstra, 23 mel bins, no energy
+    term, no dither), with window and shift set to the encoder's framing.
+    """
+    import torchaudio.compliance.kaldi as kaldi
+    import torchaudio.functional
+
+    if wave.numel() < field:
+        wave = F.pad(wave, (0, field - wave.numel()))
+    cepstra = kaldi.mfcc(
+        wave[None].float(), sample_frequency=sampling_rate, frame_length=1000.0 * field / sampling_rate,
+        frame_shift=1000.0 * hop / sampling_rate, num_ceps=13, use_energy=False, dither=0.0,
+    ).T
+    deltas = torchaudio.functional.compute_deltas(cepstra)
+    delta_deltas = torchaudio.functional.compute_deltas(deltas)
+    return torch.cat([cepstra, deltas, delta_deltas]).T
+
+
+def layer_features(encoder: HubertEncoder, waves: Sequence[torch.Tensor], layer: int, batch_size: int = 16,
+                   progress: bool = True) -> list[torch.Tensor]:
+    """(T_i, D) frames of hidden state `layer` (0 = input embeddings) of a trained encoder."""
+    return encoder.embed(list(waves), layer=layer, pool="none", batch_size=batch_size, progress=progress,
+                         sampling_rate=encoder.processor.sampling_rate)
+
+
+@dataclasses.dataclass
+class Clusters:
+    """K-means centroids over standardised features: `assign` gives each frame its nearest one.
+
+    Features are standardised with the mean and std of the frames k-means was fitted on,
+    so that no feature dimension (e.g. MFCC c0, the log energy) dominates the distance.
+    """
+
+    centers: torch.Tensor  # (K, F), in standardised units
+    mean: torch.Tensor  # (F,)
+    std: torch.Tensor  # (F,)
+
+    def assign(self, features: torch.Tensor) -> torch.Tensor:
+        """(T, F) features -> (T,) cluster ids."""
+        scaled = (features.float() - self.mean) / self.std
+        return torch.cdist(scaled, self.centers).argmin(dim=1)
+
+
+def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames: int = 100_000,
+                 seed: int = 0) -> Clusters:
+    """MiniBatchKMeans (as fairseq's `learn_kmeans.py`) on at most `max_frames` frames drawn at random."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    frames = torch.cat([f.float() for f in features])
+    if len(frames) < num_clusters:
+        raise ConfigError(f"{len(frames)} frames cannot make {num_clusters} clusters; use fewer clusters or more data")
+    rng = np.random.default_rng(seed)
+    if len(frames) > max_frames:
+        frames = frames[torch.from_numpy(np.sort(rng.choice(len(frames), max_frames, replace=False)))]
+    mean, std = frames.mean(0), frames.std(0).clamp(min=1e-5)
+    kmeans = MiniBatchKMeans(n_clusters=num_clusters, batch_size=10_000, max_iter=100, n_init=3,
+                             max_no_improvement=100, reassignment_ratio=0.0, random_state=seed)
+    kmeans.fit(((frames - mean) / std).numpy())
+    return Clusters(torch.from_numpy(kmeans.cluster_centers_).float(), mean, std)
+
+
+def cluster_labels(features: Sequence[torch.Tensor], clusters: Clusters) -> list[torch.Tensor]:
+    return [clusters.assign(f) for f in features]
+
+
+# ---------------------------------------------------------------------------------------
+# Data: a folder of recordings -> random frame-aligned crops -> equal-length batches
+
+
+def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Path]:
+    """Audio files under `folder` (recursively, sorted), minus names matching an `exclude` pattern.
+
+    Patterns are fnmatch patterns on the path relative to `folder`, e.g. "*_[0-4].wav"
+    drops the FSDD test split (takes 0-4 of each speaker and digit).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"--data {str(root)!r} is not a folder; pass a folder of audio files")
+    files = [
+        path for path in sorted(root.rglob("*"))
+        if path.suffix.lower() in AUDIO_SUFFIXES
+        and not any(fnmatch.fnmatch(str(path.relative_to(root)), pattern) for pattern in exclude)
+    ]
+    if not files:
+        raise InputError(f"no {'/'.join(AUDIO_SUFFIXES)} files in {str(root)!r} (excluding {list(exclude)})")
+    return files
+
+
+def load_waves(files: Sequence[Path], processor: AudioProcessor) -> list[torch.Tensor]:
+    """Every recording as a mono waveform at the model's rate, held in memory."""
+    return [processor.prepare(path) for path in files]
+
+
+class CropBatches:
+    """Endless batches of equal-length random crops with their frame labels; resumable.
+
+    Each epoch shuffles the recordings, sorts them by length within pools of
+    `batch_size * POOL_BATCHES`, cuts the pools into batches and shuffles the batches.
+    Every recording of a batch is cut to a random run of T frames starting on a frame
+    boundary, T = the frames of the batch's shortest recording (at most `max_frames`), and
+    its labels are sliced alike. So a batch needs no padding and the conv front end runs
+    on it at once (fairseq crops to the shortest recording the same way, its
+    `pad_audio=False` default); the tails cut off are short because a batch holds
+    recordings of similar length. Batch i depends only on (seed, i), and `state_dict()`
+    holds the number of batches drawn, so a resumed run sees the same batches as an
+    uninterrupted one.
+
+    Yields:
+        {"input_values": (B, S), "attention_mask": (B, S), "labels": (B, T)}.
+    """
+
+    def __init__(self, waves: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], batch_size: int,
+                 max_frames: int, field: int, hop: int, seed: int = 0) -> None:
+        if len(waves) != len(labels) or not waves:
+            raise InputError(f"got {len(waves)} recordings and {len(labels)} label sequences; pass one per recording")
+        if batch_size < 1 or max_frames < 1:
+            raise ConfigError(f"batch_size={batch_size} and max_frames={max_frames} must be positive")
+        for index, (wave, frames) in enumerate(zip(waves, labels)):
+            if frame_count(wave.numel(), field, hop) != len(frames):
+                raise InputError(
+                    f"recording {index} has {frame_count(wave.numel(), field, hop)} frames but {len(frames)} "
+                    "labels; make the labels with the same encoder framing"
+                )
+        self.waves, self.labels = list(waves), list(labels)
+        self.frames = np.array([len(frames) for frames in labels])
+        self.batch_size, self.max_frames = batch_size, max_frames
+        self.field, self.hop = field, hop
+        self.seed = seed
+        self.batches_drawn = 0
+        self._epoch: tuple[int, list[np.ndarray]] = (-1, [])
+        self.batches_per_epoch = len(self.epoch_batches(0))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_drawn": self.batches_drawn, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["seed"] != self.seed:
+            raise CheckpointError(f"the checkpoint's batches used seed {state['seed']}, this run seed {self.seed}")
+        self.batches_drawn = state["batches_drawn"]
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The recordings of each batch of `epoch`, in the order they are drawn."""
+        if self._epoch[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.waves))
+            pool = self.batch_size * POOL_BATCHES
+            batches = []
+            for start in range(0, len(order), pool):
+                members = order[start : start + pool]
+                members = members[np.argsort(self.frames[members], kind="stable")]
+                batches.extend(members[i : i + self.batch_size] for i in range(0, len(members) - self.batch_size + 1,
+                                                                                 self.batch_size))
+            batches = batches or [order]
+            self._epoch = (epoch, [batches[i] for i in rng.permutation(len(batches))])
+        return self._epoch[1]
+
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Batch number `index` (0-based) of the endless stream."""
+        items = self.epoch_batches(index // self.batches_per_epoch)[index % self.batches_per_epoch]
+        frames = min(int(self.frames[items].min()), self.max_frames)
+        samples = (frames - 1) * self.hop + self.field
+        rng = np.random.default_rng([self.seed, index, 1])
+        waves, targets = [], []
+        for item in items:
+            first = int(rng.integers(0, self.frames[item] - frames + 1))
+            wave = self.waves[item][first * self.hop : first * self.hop + samples]
+            waves.append(F.pad(wave, (0, samples - wave.numel())))  # pads only recordings shorter than `field`
+            targets.append(self.labels[item][first : first + frames])
+        input_values = torch.stack(waves)
+        return {
+            "input_values": input_values,
+            "attention_mask": torch.ones_like(input_values, dtype=torch.long),
+            "labels": torch.stack(targets),
+        }
+
+    def __iter__(self):
+        while True:
+            index = self.batches_drawn
+            self.batches_drawn += 1
+            yield self.batch(index)
+
+
+# ---------------------------------------------------------------------------------------
+# The objective
+
+
+class HubertPretraining(nn.Module):
+    """HuBERT's masked prediction objective around a `HubertEncoder`.
+
+    Spans of frames (`compute_span_mask`) are replaced by the encoder's learned mask
+    embedding before the transformer; the last layer's output h_t of each masked frame
+    is projected (`final_proj`, D -> P) and scored against one embedding e_k per cluster:
+
+        logit_k = cos(W h_t + b, e_k) / logit_temp,    loss = mean over masked t of CE(logits, y_t)
+
+    Only masked frames count (fairseq's pred_masked_weight 1, pred_nomask_weight 0).
+    Label embeddings start uniform in [0, 1), as fairseq's `label_embs_concat`.
+
+    Args:
+        encoder: the encoder to pretrain (`encoder.save_pretrained` afterwards).
+        num_clusters: K, the number of k-means clusters of the labels.
+        final_dim: P, width of the prediction space (HuBERT-base: 256).
+        mask_prob / mask_length / min_masks: see `compute_span_mask` (HuBERT: 0.8 / 10 / 2).
+        logit_temp: temperature of the cosine logits (HuBERT: 0.1).
+    """
+
+    def __init__(self, encoder: HubertEncoder, num_clusters: int, final_dim: int = 256, mask_prob: float = 0.8,
+                 mask_length: int = 10, min_masks: int = 2, logit_temp: float = 0.1) -> None:
+        super().__init__()
+        if num_clusters < 2 or final_dim < 1 or logit_temp <= 0:
+            raise ConfigError(
+                f"num_clusters={num_clusters} must be >= 2, final_dim={final_dim} >= 1 and logit_temp={logit_temp} > 0"
+            )
+        check_mask_settings(mask_prob, mask_length, min_masks)
+        self.encoder = encoder
+        self.final_proj = nn.Linear(encoder.embed_dim, final_dim)
+        self.label_embeddings = nn.Parameter(torch.rand(num_clusters, final_dim))
+        self.mask_prob, self.mask_length, self.min_masks = mask_prob, mask_length, min_masks
+        self.logit_temp = logit_temp
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(M, D) frame features -> (M, K) cosine logits, in float32 even under autocast."""
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            projected = F.normalize(self.final_proj(hidden.float()), dim=-1)
+            return projected @ F.normalize(self.label_embeddings.float(), dim=-1).T / self.logit_temp
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> PretrainOutput:
+        """Masked prediction loss of one batch (from `CropBatches`, or any padded batch whose
+        labels are -100 on padding frames).
+
+        Shapes:
+            input_values (B, S), attention_mask (B, S), labels (B, T).
+        """
+        input_values, attention_mask, labels = batch["input_values"], batch["attention_mask"], batch["labels"]
+        frame_lengths = self.encoder.frame_lengths(attention_mask.sum(-1))
+        num_frames = int(frame_lengths.max())
+        if labels.shape[1] != num_frames:
+            raise InputError(f"labels have {labels.shape[1]} frames but the audio gives {num_frames}; check the framing")
+        mask = compute_span_mask(frame_lengths.cpu(), num_frames, self.mask_prob, self.mask_length,
+                                 self.min_masks).to(labels.device)
+        output = self.encoder(input_values, attention_mask, mask_time_indices=mask)
+        targets = mask & (labels != IGNORE_LABEL)
+        logits = self.logits(output.last_hidden_state[targets])
+        loss = F.cross_entropy(logits, labels[targets])
+        accuracy = (logits.argmax(-1) == labels[targets]).float().mean()
+        logs = {
+            "accuracy": accuracy.item(),
+            "masked_fraction": (targets.sum() / frame_lengths.sum()).item(),
+        }
+        return PretrainOutput(loss=loss, logs=logs)
+
+
+# ---------------------------------------------------------------------------------------
+# Command line: zoo pretrain hubert ...
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `zoo pretrain hubert`."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", required=True, help="folder of audio files (wav/flac/ogg, any rate; searched recursively)")
+    data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, encoder/")
+    data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                      help="fnmatch pattern of files to leave out, relative to --data (repeatable); "
+                           "FSDD's test split is '*_[0-4].wav'")
+    data.add_argument("--max-seconds", type=float, default=5.0, help="longest random crop (default: 5.0)")
+
+    labels = parser.add_argument_group("labels")
+    labels.add_argument("--iteration", type=int, choices=(1, 2), default=1,
+                        help="1: k-means on MFCC frames; 2: k-means on a layer of --labels-from (default: 1)")
+    labels.add_argument("--labels-from", help="iteration 2: the iteration-1 run folder or its encoder/ folder")
+    labels.add_argument("--layer", type=int,
+                        help="iteration 2: hidden state to cluster, 0 = input embeddings (default: the middle "
+                             "layer, as HuBERT-base clusters layer 6 of 12)")
+    labels.add_argument("--clusters", type=int, default=100,
+                        help="k-means clusters K (HuBERT-base: 100 on MFCC, 500 on features) (default: 100)")
+    labels.add_argument("--kmeans-frames", type=int, default=100_000, help="frames k-means is fitted on (default: 100000)")
+
+    model = parser.add_argument_group("model and objective")
+    model.add_argument("--variant", default="tiny", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
+    model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
+                       help="override a config field of the variant, e.g. --set 'conv_dim=[128,128,128,128,128,128,128]'")
+    model.add_argument("--final-dim", type=int, default=256, help="prediction space width (default: 256)")
+    model.add_argument("--mask-prob", type=float, default=0.8, help="see compute_span_mask (default: 0.8)")
+    model.add_argument("--mask-length", type=int, default=10,
+                       help="frames per masked span; shorten it for short utterances (default: 10)")
+    model.add_argument("--logit-temp", type=float, default=0.1, help="cosine logit temperature (default: 0.1)")
+
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: 1000)")
+    optim.add_argument("--batch-size", type=int, default=16, help="recordings per batch (default: 16)")
+    optim.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: 5e-4)")
+    optim.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
+    optim.add_argument("--warmup-steps", type=int, help="linear warmup steps (default: 8%% of --steps, as HuBERT)")
+    optim.add_argument("--max-grad-norm", type=float, default=10.0, help="gradient clipping norm (default: 10)")
+    optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
+    optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    optim.add_argument("--threads", type=int,
+                       help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
+    optim.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def encoder_config(variant: str, overrides: Sequence[str]) -> HubertEncoderConfig:
+    """The variant's config with `FIELD=JSON` overrides applied."""
+    fields = dict(VARIANTS[variant])
+    for override in overrides:
+        name, separator, text = override.partition("=")
+        if not separator:
+            raise ConfigError(f"--set {override!r} is not FIELD=VALUE, e.g. --set hidden_size=256")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        fields[name] = tuple(value) if isinstance(value, list) else value
+    valid = {f.name for f in dataclasses.fields(HubertEncoderConfig)}
+    unknown = sorted(set(fields) - valid)
+    if unknown:
+        raise ConfigError(f"--set names unknown config fields {unknown}; valid fields are {sorted(valid)}")
+    return HubertEncoderConfig(**fields)
+
+
+def check_iteration(args: argparse.Namespace) -> None:
+    if args.iteration == 2 and not args.labels_from:
+        raise ConfigError("--iteration 2 clusters a trained encoder's features; pass --labels-from ITERATION1_RUN")
+    if args.iteration == 1 and (args.labels_from or args.layer is not None):
+        raise ConfigError("--labels-from and --layer are for --iteration 2; iteration 1 clusters MFCCs")
+
+
+def load_teacher(path: str | Path) -> HubertEncoder:
+    """The encoder of an earlier iteration: a run folder (its encoder/) or an encoder folder."""
+    from zoo.hub import load
+
+    folder = Path(path)
+    if (folder / ENCODER_FOLDER / "config.json").is_file():
+        folder = folder / ENCODER_FOLDER
+    if not (folder / "config.json").is_file():
+        raise InputError(f"--labels-from {str(path)!r} holds no encoder; pass the iteration-1 run folder")
+    encoder = load(folder)
+    if not isinstance(encoder, HubertEncoder):
+        raise InputError(f"--labels-from {str(path)!r} holds a {type(encoder).__name__}, not a HuBERT encoder")
+    return encoder
+
+
+def log(message: str) -> None:
+    print(f"[hubert pretrain] {message}", file=sys.stderr, flush=True)
+
+
+def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Sequence[torch.Tensor]) -> dict[str, Any]:
+    """Fit k-means on the iteration's features and label every frame of every recording."""
+    field, hop = frame_geometry(encoder.config)
+    rate = encoder.processor.sampling_rate
+    if args.iteration == 1:
+        log(f"MFCC features of {len(waves)} recordings")
+        features = [mfcc_features(wave, rate, field, hop) for wave in waves]
+        source = "mfcc"
+    else:
+        teacher = load_teacher(args.labels_from)
+        if frame_geometry(teacher.config) != (field, hop) or teacher.processor.sampling_rate != rate:
+            raise ConfigError(
+                f"--labels-from {args.labels_from!r} frames audio differently (rate {teacher.processor.sampling_rate}, "
+                f"field/hop {frame_geometry(teacher.config)}) than this encoder (rate {rate}, field/hop {(field, hop)})"
+            )
+        layer = teacher.num_layers // 2 if args.layer is None else args.layer
+        log(f"layer {layer} features of {len(waves)} recordings from {args.labels_from}")
+        features = layer_features(teacher, waves, layer, progress=not args.no_progress)
+        source = f"layer {layer} of {args.labels_from}"
+    log(f"k-means: {args.clusters} clusters on up to {args.kmeans_frames} of {sum(len(f) for f in features)} frames")
+    clusters = fit_clusters(features, args.clusters, args.kmeans_frames, args.seed)
+    return {"labels": cluster_labels(features, clusters), "source": source, **dataclasses.asdict(clusters)}
+
+
+def cached_labels(folder: Path, files: Sequence[Path], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`folder/labels.pt` if it was made for these files, else computed and saved (a resumed run reuses it)."""
+    path = folder / LABELS_FILE
+    names = [str(file) for file in files]
+    if path.is_file():
+        stored = torch.load(path, weights_only=True)
+        if stored["files"] != names:
+            raise CheckpointError(
+                f"{path} labels a different set of files than --data/--exclude give now; "
+                "use another output folder or delete the file"
+            )
+        return stored
+    result = {"files": names, **compute()}
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_with(path, lambda tmp: torch.save(result, tmp))
+    return result
+
+
+def run(args: argparse.Namespace) -> None:
+    """`zoo pretrain hubert`: make the iteration's labels, pretrain, save `OUTPUT/encoder`."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    check_iteration(args)
+    out = Path(args.output)
+    files = list_audio_files(args.data, args.exclude)
+    torch.manual_seed(args.seed)
+    encoder = HubertEncoder(encoder_config(args.variant, args.overrides))
+    field, hop = frame_geometry(encoder.config)
+    log(f"{len(files)} recordings in {args.data}")
+    waves = load_waves(files, encoder.processor)
+    labels = cached_labels(out, files, lambda: make_labels(args, encoder, waves))
+    max_frames = frame_count(int(args.max_seconds * encoder.processor.sampling_rate), field, hop)
+    batches = CropBatches(waves, labels["labels"], args.batch_size, max_frames, field, hop, args.seed)
+    objective = HubertPretraining(encoder, len(labels["centers"]), args.final_dim, args.mask_prob,
+                                  args.mask_length, logit_temp=args.logit_temp)
+    warmup = round(0.08 * args.steps) if args.warmup_steps is None else args.warmup_steps
+    config = TrainConfig(
+        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
+        max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        device=args.device, bf16=args.bf16, progress=not args.no_progress,
+    )
+    settings = {key: value for key, value in vars(args).items() if not callable(value)}
+    atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
+    records = train(objective, batches, out, config)
+    encoder.save_pretrained(out / ENCODER_FOLDER)
+    window = max(1, min(50, len(records) // 10))
+    first = np.mean([r["loss"] for r in records[:window]])
+    last = np.mean([r["loss"] for r in records[-window:]])
+    log(f"done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss {first:.3f} -> {last:.3f} "
+        f"(means of the first/last {window} steps); encoder saved to {out / ENCODER_FOLDER}")
