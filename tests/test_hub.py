@@ -215,3 +215,12 @@ def test_a_file_is_not_a_checkpoint_folder(tmp_path):
     (tmp_path / "hubert.pt").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="zoo convert FAMILY FILE OUT_DIR"):
         zoo.load(tmp_path / "hubert.pt")
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path, micro_hubert):
+    """Atomic writes go through private temp files; the results must not stay private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = micro_hubert.save_pretrained(tmp_path / "ckpt")
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all(path.stat().st_mode & 0o777 == 0o666 & ~umask for path in folder.iterdir())

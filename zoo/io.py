@@ -10,6 +10,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _normal_permissions(path: Path, base: int) -> None:
+    """mkstemp/mkdtemp (and safetensors) create private 0600/0700 entries; give them the usual mode."""
+    path.chmod(base & ~_umask())
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
@@ -20,6 +31,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _normal_permissions(tmp_path, 0o666)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -44,6 +56,8 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         yield tmp
+        for entry in [tmp, *tmp.rglob("*")]:
+            _normal_permissions(entry, 0o777 if entry.is_dir() else 0o666)
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
             os.replace(folder, old / "x")

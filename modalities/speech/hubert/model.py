@@ -114,7 +114,9 @@ class HubertEncoderConfig(EncoderConfig):
         fields["conv_dim"], fields["conv_kernel"], fields["conv_stride"] = (
             list(self.conv_dim), list(self.conv_kernel), list(self.conv_stride)
         )
-        return HubertConfig(**fields)
+        # transformers allocates `masked_spec_embed` only when a mask probability is > 0;
+        # the zoo applies masks itself (pretraining) but needs that parameter in every model
+        return HubertConfig(**fields, mask_time_prob=0.05)
 
     @classmethod
     def from_transformers(cls, config: dict) -> "HubertEncoderConfig":
@@ -126,7 +128,7 @@ class HubertEncoderConfig(EncoderConfig):
 VARIANTS = {
     "tiny": dict(
         hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
-        conv_dim=(256,) * 7, num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16,
+        conv_dim=(128,) * 7, num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16,
     ),
     "base": dict(),
     "large": dict(
