@@ -166,6 +166,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     case = CASES[spec["case"]]
     encoder = build_encoder(spec["variant"], case.chunk_seconds)
+    config = encoder.config
+    spec = {**spec, "architecture": (
+        f"{config.num_hidden_layers} layers × {config.hidden_size}, conv {len(config.conv_dim)} × "
+        f"{config.conv_dim[0]} ({config.feat_extract_norm} norm), "
+        f"{sum(p.numel() for p in encoder.parameters()) / 1e6:.1f} M parameters"
+    )}
     with torch.inference_mode():
         if case.file_seconds is not None:
             return {**spec, **file_case(encoder, spec)}
@@ -254,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
     machine["load_average_1min_end"] = machine_info(args.threads)["load_average_1min"]
     machine["total_seconds"] = round(time.perf_counter() - started)
-    return {"machine": machine, "args": {**vars(args), "json": str(args.json)}, "results": results}
+    return {"machine": machine, "args": {**vars(args), "json": str(args.json), "render": None}, "results": results}
 
 
 def fmt_seconds(values: list[float]) -> str:
@@ -276,6 +282,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{machine.get('transformers')}; batch size {args['batch_size']}; {machine['total_seconds']} s in all.",
         "",
     ]
+    architectures = {r["variant"]: r.get("architecture") for r in summary["results"]}
+    lines += [f"- {variant}: {text}" for variant, text in architectures.items() if text] + [""]
     clips = [r for r in summary["results"] if "file" not in r]
     if clips:
         rows = []
@@ -310,7 +318,7 @@ def markdown(summary: dict[str, Any]) -> str:
             audio, seconds = CASES[r["case"]].audio_seconds, r["seconds"]["zoo"][0]
             rows.append([
                 r["variant"], CASES[r["case"]].description, f"{audio:g}", r["pieces"], f"{seconds:.1f}",
-                f"{audio / seconds:.1f}", mib(r["baseline_rss"]), mib(r["peak_added"]),
+                f"{audio / seconds:.1f}", mib(r["baseline_rss"]), mib(r["peak_added"]["zoo"]),
                 mib(r["decode_peak_added"]), mib(r["waveform_bytes"]),
             ])
         lines += [
@@ -336,6 +344,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables instead of JSON")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="print the tables of a results file written by --json, running nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is None:
@@ -358,6 +368,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     if args.worker is not None:
         report(worker(json.loads(args.worker)))
+        return
+    if args.render is not None:
+        print(markdown(json.loads(args.render.read_text())))
         return
     summary = run(args)
     if args.json:
