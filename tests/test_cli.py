@@ -131,3 +131,19 @@ def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):
     tone_set(tmp_path / "data", "names")
     assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", r"^(\w+?)_"]) == 2
     assert "no train/test split" in capsys.readouterr().err
+
+
+def test_embed_with_the_embedded_checkpoint_offline(tmp_path):
+    """`zoo embed hubert-tiny-fsdd some.wav -o e.npy` in a fresh process, offline, empty cache."""
+    import os
+    import subprocess
+    import sys
+
+    example = sorted((Path(zoo.__file__).parent / "examples" / "speech").glob("*.wav"))[0]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-home")}
+    result = subprocess.run([sys.executable, "-m", "zoo.cli", "embed", "hubert-tiny-fsdd", str(example),
+                             "-o", str(tmp_path / "e.npy")], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = np.load(tmp_path / "e.npy")
+    assert rows.shape == (1, 192) and np.isfinite(rows).all()
+    assert np.abs(rows - zoo.load("hubert-tiny-fsdd").embed([str(example)], progress=False).numpy()).max() <= 1e-6
