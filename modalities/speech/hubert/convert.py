@@ -22,7 +22,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -135,20 +135,7 @@ def convert_state_dict(
     Raises:
         CheckpointError: listing every unmapped, doubly mapped, missing or mis-shaped key.
     """
-    converted, sources, problems = {}, {}, []
-    for key, tensor in sd.items():
-        if _matches_any(key, DROPPED):
-            continue
-        target = _rename(key)
-        if target is None:
-            problems.append(f"unmapped key {key!r} (no KEY_MAP rule, not in DROPPED)")
-        elif target in converted:
-            problems.append(f"keys {sources[target]!r} and {key!r} both map to {target!r}")
-        else:
-            converted[target], sources[target] = tensor, key
-    problems += _check_expected(converted, expected, sources)
-    _raise_if_any(problems, "fairseq HuBERT state dict")
-    return converted
+    return _rename_all(sd, _fairseq_target, expected, "fairseq HuBERT state dict")
 
 
 def normalize_transformers_state_dict(
@@ -170,22 +157,50 @@ def normalize_transformers_state_dict(
     Raises:
         CheckpointError: listing every unknown, duplicated, missing or mis-shaped key.
     """
-    normalized, sources, problems = {}, {}, []
+    return _rename_all(sd, _transformers_target, expected, "transformers HuBERT state dict")
+
+
+def _fairseq_target(key: str) -> tuple[str | None, str | None]:
+    """(HubertModel key, None), (None, None) for a key dropped on purpose, or (None, problem)."""
+    if _matches_any(key, DROPPED):
+        return None, None
+    target = _rename(key)
+    return (target, None) if target else (None, f"unmapped key {key!r} (no KEY_MAP rule, not in DROPPED)")
+
+
+def _transformers_target(key: str) -> tuple[str | None, str | None]:
+    """As `_fairseq_target`, for a key of a transformers HuBERT checkpoint."""
+    target = key.removeprefix("hubert.")
+    if _matches_any(target, TRANSFORMERS_DROPPED):
+        return None, None
+    target = re.sub(r"\.weight_g$", ".parametrizations.weight.original0", target)
+    target = re.sub(r"\.weight_v$", ".parametrizations.weight.original1", target)
+    if not _HUBERT_MODEL_KEY.fullmatch(target):
+        return None, f"unknown key {key!r} (not a HubertModel key, not a known head)"
+    return target, None
+
+
+def _rename_all(
+    sd: dict[str, torch.Tensor],
+    target_of: Callable[[str], tuple[str | None, str | None]],
+    expected: dict[str, torch.Size] | None,
+    what: str,
+) -> dict[str, torch.Tensor]:
+    """Rename every key with `target_of`; raise one error listing every problem found."""
+    renamed, sources, problems = {}, {}, []
     for key, tensor in sd.items():
-        target = key.removeprefix("hubert.")
-        if _matches_any(target, TRANSFORMERS_DROPPED):
+        target, problem = target_of(key)
+        if problem:
+            problems.append(problem)
+        elif target is None:
             continue
-        target = re.sub(r"\.weight_g$", ".parametrizations.weight.original0", target)
-        target = re.sub(r"\.weight_v$", ".parametrizations.weight.original1", target)
-        if not _HUBERT_MODEL_KEY.fullmatch(target):
-            problems.append(f"unknown key {key!r} (not a HubertModel key, not a known head)")
-        elif target in normalized:
+        elif target in renamed:
             problems.append(f"keys {sources[target]!r} and {key!r} both map to {target!r}")
         else:
-            normalized[target], sources[target] = tensor, key
-    problems += _check_expected(normalized, expected, sources)
-    _raise_if_any(problems, "transformers HuBERT state dict")
-    return normalized
+            renamed[target], sources[target] = tensor, key
+    problems += _check_expected(renamed, expected, sources)
+    _raise_if_any(problems, what)
+    return renamed
 
 
 def config_from_fairseq(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
