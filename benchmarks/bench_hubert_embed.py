@@ -27,14 +27,15 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker  # noqa: E402
+from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker
 
 RATE = 16000
 SEED = 0
@@ -49,9 +50,9 @@ class Case:
     description: str
     seconds: tuple[float, ...] = ()
     #: override of the zoo's AudioProcessor.chunk_seconds (None: keep its 30 s)
-    chunk_seconds: Optional[float] = None
+    chunk_seconds: float | None = None
     #: length of the one wav file of a file case (zoo only)
-    file_seconds: Optional[float] = None
+    file_seconds: float | None = None
 
     @property
     def audio_seconds(self) -> float:
@@ -84,7 +85,7 @@ def synthetic_wave(seconds: float, rng: np.random.Generator, start: int = 0) -> 
 
     `start` (in samples) continues the tone of a longer recording written block by block.
     """
-    t = (start + np.arange(int(round(seconds * RATE)))) / RATE
+    t = (start + np.arange(round(seconds * RATE))) / RATE
     pitch = 140.0 + 40.0 * np.sin(2 * np.pi * 0.3 * t)
     tone = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / RATE) * (0.6 + 0.4 * np.sin(2 * np.pi * 2.0 * t))
     wave = tone + 0.05 * rng.standard_normal(t.shape)
@@ -103,7 +104,7 @@ def write_recording(path: Path, seconds: float, block_seconds: float = 60.0) -> 
     rng = np.random.default_rng(SEED)
     with soundfile.SoundFile(str(path), "w", samplerate=RATE, channels=1, subtype="PCM_16") as sink:
         done = 0
-        total = int(round(seconds * RATE))
+        total = round(seconds * RATE)
         while done < total:
             length = min(int(block_seconds * RATE), total - done)
             block = synthetic_wave(length / RATE, rng, start=done)
@@ -114,7 +115,7 @@ def write_recording(path: Path, seconds: float, block_seconds: float = 60.0) -> 
 # ----------------------------------------------------------------------------- the two paths
 
 
-def build_encoder(variant: str, chunk_seconds: Optional[float] = None):
+def build_encoder(variant: str, chunk_seconds: float | None = None):
     import torch
 
     from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
@@ -245,8 +246,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for variant in args.variant:
             for name in args.cases:
                 case = CASES[name]
-                spec = dict(variant=variant, case=name, threads=args.threads, batch_size=args.batch_size,
-                            repeats=args.repeats)
+                spec = {"variant": variant, "case": name, "threads": args.threads,
+                        "batch_size": args.batch_size, "repeats": args.repeats}
                 if case.file_seconds is not None:
                     spec["file"] = str(scratch / f"{name}.wav")
                     if not Path(spec["file"]).exists():
@@ -269,17 +270,19 @@ def fmt_seconds(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
 
-def fmt_diff(value: Optional[float]) -> str:
+def fmt_diff(value: float | None) -> str:
     return "—" if value is None else f"{value:.1e}"
 
 
 def markdown(summary: dict[str, Any]) -> str:
     machine, args = summary["machine"], summary["args"]
     lines = [
-        f"{machine['date']}; {machine['cpu']}, {machine['cores']} cores shared with other jobs (1-min load "
-        f"average {machine['load_average_1min']:.1f} at start, {machine['load_average_1min_end']:.1f} at end); "
-        f"torch {machine['torch']} with {machine['torch_threads']} threads, transformers "
-        f"{machine.get('transformers')}; batch size {args['batch_size']}; {machine['total_seconds']} s in all.",
+        (
+            f"{machine['date']}; {machine['cpu']}, {machine['cores']} cores shared with other jobs (1-min load "
+            f"average {machine['load_average_1min']:.1f} at start, {machine['load_average_1min_end']:.1f} at end); "
+            f"torch {machine['torch']} with {machine['torch_threads']} threads, transformers "
+            f"{machine.get('transformers')}; batch size {args['batch_size']}; {machine['total_seconds']} s in all."
+        ),
         "",
     ]
     architectures = {r["variant"]: r.get("architecture") for r in summary["results"]}
@@ -299,9 +302,11 @@ def markdown(summary: dict[str, Any]) -> str:
                 fmt_diff(r.get("max_abs_diff_batched_vs_alone")),
             ])
         lines += [
-            f"Clips, {args['repeats']} round(s) per case; time = median (min–max) s per call; "
-            "speed zoo/tf = median of per-round transformers time / zoo time (>1: zoo faster); "
-            "peak = most RSS added by a call (MiB).",
+            (
+                f"Clips, {args['repeats']} round(s) per case; time = median (min–max) s per call; "
+                "speed zoo/tf = median of per-round transformers time / zoo time (>1: zoo faster); "
+                "peak = most RSS added by a call (MiB)."
+            ),
             "",
             markdown_table(
                 ["variant", "case", "audio s", "zoo s", "transformers s", "zoo audio-s/s", "tf audio-s/s",
@@ -334,7 +339,7 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES),
                         help=f"comma-separated, from {', '.join(CASES)} (default: %(default)s)")
@@ -364,7 +369,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker is not None:
         report(worker(json.loads(args.worker)))

@@ -22,9 +22,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 MIB = 1024 * 1024
 #: prefix of the one stdout line through which a worker returns its result
@@ -42,7 +43,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine_info(threads: Optional[int] = None) -> dict[str, Any]:
+def machine_info(threads: int | None = None) -> dict[str, Any]:
     """What a result table needs to be compared with another run."""
     import torch
 
@@ -64,7 +65,7 @@ def machine_info(threads: Optional[int] = None) -> dict[str, Any]:
     return info
 
 
-def _status_kib(field_name: str) -> Optional[int]:
+def _status_kib(field_name: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field_name + ":"):
@@ -127,13 +128,13 @@ class PeakMemory:
     peak: int = 0
     method: str = ""
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         release_free_memory()
         self.baseline = current_rss()
         self.method = "VmHWM after clear_refs" if reset_peak_rss() else "ru_maxrss (no reset)"
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.peak = peak_rss()
 
     @property
@@ -168,7 +169,7 @@ def time_call(function: Callable[[], Any], repeats: int = 3, warmup: int = 1) ->
     return timing
 
 
-def run_worker(script: str | Path, payload: dict[str, Any], timeout: Optional[float] = None) -> dict[str, Any]:
+def run_worker(script: str | Path, payload: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
     """Run `python script --worker JSON` in a fresh process and return the dict it reports.
 
     The worker reports by calling `report(result)`; anything else it prints is passed
@@ -176,7 +177,7 @@ def run_worker(script: str | Path, payload: dict[str, Any], timeout: Optional[fl
     """
     completed = subprocess.run(
         [sys.executable, str(script), "--worker", json.dumps(payload)],
-        stdout=subprocess.PIPE, text=True, timeout=timeout,
+        stdout=subprocess.PIPE, text=True, timeout=timeout, check=False,
     )
     result = None
     for line in completed.stdout.splitlines():
