@@ -86,3 +86,10 @@ def test_processor_round_trips_through_json(tmp_path):
     processor = AudioProcessor(sampling_rate=24000, do_normalize=True, chunk_seconds=5.0)
     processor.save(tmp_path)
     assert AudioProcessor.from_file(tmp_path / "preprocessor_config.json") == processor
+
+
+def test_unknown_processor_keys_are_named():
+    from zoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"preprocessor_config.json of AudioProcessor has unknown keys \['rate'\]"):
+        AudioProcessor.from_dict({"processor_type": "audio", "rate": 16000})

@@ -47,13 +47,8 @@ class EncoderConfig:
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:
         """Build from a `config.json` dict; unknown keys are an error, not ignored."""
         data = {k: v for k, v in data.items() if k not in META_KEYS}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(
-                f"{cls.__name__} got unknown keys {unknown}; valid keys are {sorted(names)}. "
-                "Was this config written for another family or a newer zoo version?"
-            )
+        check_keys(cls, data, f"{cls.__name__} config",
+                   "Was this config written for another family or a newer zoo version?")
         values = {}
         for f in dataclasses.fields(cls):
             if f.name in data:
@@ -69,6 +64,14 @@ class EncoderConfig:
         path = Path(folder) / "config.json"
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+
+def check_keys(cls: type, data: dict[str, Any], where: str, hint: str = "") -> None:
+    """Refuse keys that are not fields of the dataclass `cls`, naming them and the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {unknown}; valid keys are {sorted(names)}. {hint}".rstrip())
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -284,8 +284,7 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config_dict_to_save(), indent=2) + "\n")
         state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        processor = getattr(model, "processor", None) or model.encoder.processor
-        processor.save(tmp)
+        model.processor.save(tmp)
         (tmp / CARD_FILE).write_text(model_card or default_card(model))
     return folder
 

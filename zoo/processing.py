@@ -18,8 +18,7 @@ from typing import Any, ClassVar, Sequence, TypeVar
 
 import torch
 
-from zoo.config import read_json
-from zoo.errors import ConfigError
+from zoo.config import check_keys, read_json
 from zoo.io import atomic_write_text
 
 P = TypeVar("P", bound="Processor")
@@ -57,12 +56,7 @@ class Processor:
     @classmethod
     def from_dict(cls: type[P], data: dict[str, Any]) -> P:
         data = {k: v for k, v in data.items() if k != "processor_type"}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(
-                f"{cls.__name__} got unknown {FILE_NAME} keys {unknown}; valid keys are {sorted(names)}"
-            )
+        check_keys(cls, data, f"{FILE_NAME} of {cls.__name__}")
         return cls(**data)
 
     def save(self, folder: str | Path) -> Path:

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from zoo.config import read_json
+from zoo.config import check_keys, read_json
 from zoo.errors import ConfigError, UnknownModelError
 
 MODALITIES = ("speech", "audio", "vision", "graph", "tabular")
@@ -70,10 +70,7 @@ class ModelEntry:
     @classmethod
     def from_file(cls, path: str | Path) -> "ModelEntry":
         data = read_json(path)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"hub_config {path} has unknown keys {unknown}; valid keys are {sorted(names)}")
+        check_keys(cls, data, f"hub_config {path}")
         if data.get("name") != Path(path).stem:
             raise ConfigError(f"hub_config {path}: name {data.get('name')!r} must equal the file stem")
         return cls(**data)
