@@ -24,9 +24,17 @@ def model_table(modality: Optional[str] = None) -> str:
     lines = ["| name | modality | params | source | licence |", "|---|---|---|---|---|"]
     for name in registry.list_models(modality=modality):
         entry = registry.get_entry(name)
-        where = "embedded in the package" if entry.embedded else f"Hub `{entry.repo_id}`" if entry.repo_id else "upstream file"
+        where = location(entry)
         lines.append(f"| `{name}` | {entry.modality} | {format_params(entry.params)} | {where} | {entry.license} |")
     return "\n".join(lines)
+
+
+def location(entry: registry.ModelEntry) -> str:
+    if entry.embedded:
+        return "embedded in the package"
+    if entry.repo_id:
+        return f"Hub `{entry.repo_id}`"
+    return "upstream file" if entry.upstream else "recipe only (`zoo pretrain`), no weights yet"
 
 
 def cmd_list(args: argparse.Namespace) -> None:

@@ -72,6 +72,12 @@ def load(
 
 def entry_folder(entry: registry.ModelEntry, revision, cache_dir, local_files_only) -> Path:
     """Where the files of a published checkpoint are, fetching or converting them if needed."""
+    if not entry.has_weights:
+        dataset = entry.pretraining.get("dataset", "DATASET")
+        raise CheckpointError(
+            f"{entry.name!r} is a pretraining recipe with no published weights yet; make them with "
+            f"`zoo pretrain {entry.family} --dataset {dataset} -o OUT` and load OUT/encoder"
+        )
     if entry.embedded:
         folder = registry.data_folder("checkpoints") / entry.name
         if not (folder / CONFIG_FILE).is_file():

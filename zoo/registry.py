@@ -42,6 +42,9 @@ class ModelEntry:
         architecture: the fully resolved encoder config.
         preprocessing: the processor settings (sampling rate, normalisation...).
         params: number of parameters; license, citation, source, metrics: for cards and `zoo info`.
+        pretraining: the recipe that made (or makes) the checkpoint: dataset and
+            optimisation settings that `zoo pretrain FAMILY --dataset D` reads. An entry
+            with a recipe but no location is a recipe only: no weights are published yet.
     """
 
     name: str
@@ -60,12 +63,19 @@ class ModelEntry:
     citation: str = ""
     source: str = ""
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pretraining: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ConfigError(f"hub_config {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
-        if not (self.embedded or self.repo_id or self.upstream):
-            raise ConfigError(f"hub_config {self.name!r} names no location: set embedded, repo_id or upstream")
+        if not (self.has_weights or self.pretraining):
+            raise ConfigError(
+                f"hub_config {self.name!r} names no location: set embedded, repo_id or upstream (or a pretraining recipe)"
+            )
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.embedded or self.repo_id or self.upstream)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ModelEntry":
@@ -180,6 +190,16 @@ def get_entry(name: str) -> ModelEntry:
         hint = f"; did you mean {close}?" if close else "; run `zoo list` to see them"
         raise UnknownModelError(f"unknown model {name!r}{hint}")
     return entry
+
+
+def recipe(family: str, dataset: str) -> ModelEntry:
+    """The entry whose pretraining recipe is `family` on `dataset` (case-insensitive)."""
+    matches = [entry for entry in entries().values()
+               if entry.family == family and str(entry.pretraining.get("dataset", "")).lower() == dataset.lower()]
+    if not matches:
+        known = sorted(e.pretraining["dataset"] for e in entries().values() if e.family == family and e.pretraining)
+        raise UnknownModelError(f"no {family} recipe for dataset {dataset!r}; hub_configs have recipes for {known}")
+    return matches[0]
 
 
 def list_models(pattern: Optional[str] = None, modality: Optional[str] = None) -> list[str]:

@@ -38,6 +38,7 @@ from zoo.outputs import PretrainOutput
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
+OPTIMIZERS = ("adamw", "adam")
 
 
 @dataclasses.dataclass
@@ -59,6 +60,8 @@ class TrainConfig:
         device: where to train, e.g. "cpu" or "cuda:0" (default: "cpu").
         bf16: bfloat16 autocast for the forward pass; CUDA only (default: False).
         progress: show a tqdm bar with the loss (default: True).
+        optimizer: "adamw" (decoupled decay of weight matrices only) or "adam" (L2 decay
+            of every parameter, as the GraphMAE recipes use) (default: "adamw").
     """
 
     steps: int
@@ -74,8 +77,11 @@ class TrainConfig:
     device: str = "cpu"
     bf16: bool = False
     progress: bool = True
+    optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
         if self.steps < 1:
             raise ConfigError(f"steps={self.steps}; train for at least one step")
         if self.lr <= 0:
@@ -100,8 +106,13 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW that decays weight matrices only (decaying norms and biases only hurts)."""
+def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW that decays weight matrices only (decaying norms and biases only hurts), or
+    Adam with L2 decay of every parameter where a recipe was tuned with it."""
+    if config.optimizer == "adam":
+        params = [p for p in module.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps,
+                                weight_decay=config.weight_decay)
     decay = [p for p in module.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in module.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

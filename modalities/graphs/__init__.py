@@ -1,0 +1,1 @@
+"""Graph encoders on PyTorch Geometric: tokens are nodes, pooled is the graph readout."""

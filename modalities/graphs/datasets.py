@@ -1,0 +1,124 @@
+"""The graph datasets of the papers' recipes, loaded through PyG from a local folder.
+
+`--data ROOT` holds each dataset as PyG expects it (`ROOT/Cora/raw/...`). PyG writes its
+processed files next to the raw ones, so the raw files are first copied into a zoo cache
+folder: a read-only data folder (such as a shared mount) is never written to. Without
+the raw files PyG downloads them, where the network allows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from zoo.errors import InputError
+
+#: zoo dataset name -> (PyG class name, name argument)
+PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
+#: zoo dataset name -> TUDataset name (graph classification sets of the GraphMAE paper)
+TU = {name.lower(): name for name in ("MUTAG", "NCI1", "PROTEINS", "IMDB-BINARY", "IMDB-MULTI", "COLLAB",
+                                      "REDDIT-BINARY")}
+#: GraphMAE clips one-hot degree features at this degree
+MAX_DEGREE = 400
+
+
+def cache_root() -> Path:
+    """Where datasets are copied and processed: $HF_HOME/ssl-zoo/datasets."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("ZOO_DATASETS", Path(constants.HF_HOME) / "ssl-zoo" / "datasets"))
+
+
+def working_root(data_root: Optional[str | Path], folder: str) -> Path:
+    """A writable root holding a copy of `data_root/folder/raw` (PyG then processes it there)."""
+    target = cache_root()
+    if data_root is None:
+        return target
+    source = Path(data_root) / folder / "raw"
+    if not source.is_dir():
+        raise InputError(f"{source} does not exist; --data must hold {folder}/raw/ as PyG lays it out")
+    copy = target / folder / "raw"
+    if not copy.is_dir():
+        staging = target / folder / ".raw-partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        staging.rename(copy)
+    return target
+
+
+def load_planetoid(name: str, data_root: Optional[str | Path]) -> Any:
+    from torch_geometric.datasets import Planetoid
+
+    folder = PLANETOID[name]
+    return Planetoid(str(working_root(data_root, folder)), folder)[0]
+
+
+def load_ogbn_arxiv(data_root: Optional[str | Path]) -> Any:
+    """ogbn-arxiv with GraphMAE's preprocessing: undirected, features standardised, OGB split as masks."""
+    try:
+        from ogb.nodeproppred import PygNodePropPredDataset
+    except ImportError as err:
+        raise InputError("ogbn-arxiv needs the `ogb` package: pip install ogb") from err
+    import torch
+
+    dataset = PygNodePropPredDataset("ogbn-arxiv", root=str(working_root(data_root, "ogbn_arxiv")))
+    data = dataset[0]
+    x = data.x
+    data.x = (x - x.mean(0)) / x.std(0, unbiased=False).clamp(min=1e-12)
+    data.y = data.y.view(-1)
+    for split, index in dataset.get_idx_split().items():
+        mask = torch.zeros(data.num_nodes, dtype=torch.bool)
+        mask[index] = True
+        data[f"{'val' if split == 'valid' else split}_mask"] = mask
+    return data
+
+
+def load_reddit(data_root: Optional[str | Path]) -> Any:
+    from torch_geometric.datasets import Reddit
+
+    return Reddit(str(working_root(data_root, "Reddit") / "Reddit"))[0]
+
+
+def load_ppi(data_root: Optional[str | Path]) -> list[Any]:
+    """PPI's 20 training graphs, the ones GraphMAE pretrains on (inductive setting)."""
+    from torch_geometric.datasets import PPI
+
+    return list(PPI(str(working_root(data_root, "PPI") / "PPI"), split="train"))
+
+
+def load_tu(name: str, data_root: Optional[str | Path]) -> list[Any]:
+    """A TU graph-classification set as a list of graphs with `y`; sets without node
+    features get one-hot degrees clipped at `MAX_DEGREE`, as GraphMAE does."""
+    import torch
+    import torch.nn.functional as F
+    from torch_geometric.datasets import TUDataset
+    from torch_geometric.utils import degree
+
+    folder = TU[name]
+    graphs = list(TUDataset(str(working_root(data_root, folder)), folder))
+    if graphs[0].x is None:
+        degrees = [degree(g.edge_index[1], g.num_nodes).long().clamp(max=MAX_DEGREE) for g in graphs]
+        width = int(max(int(d.max()) if d.numel() else 0 for d in degrees)) + 1
+        for graph, value in zip(graphs, degrees):
+            graph.x = F.one_hot(value, width).to(torch.float32)
+    return graphs
+
+
+LOADERS: dict[str, Callable[[Optional[str | Path]], Any]] = {
+    **{name: (lambda root, name=name: load_planetoid(name, root)) for name in PLANETOID},
+    "ogbn-arxiv": load_ogbn_arxiv,
+    "reddit": load_reddit,
+    "ppi": load_ppi,
+    **{name: (lambda root, name=name: load_tu(name, root)) for name in TU},
+}
+
+
+def load_dataset(name: str, data_root: Optional[str | Path] = None) -> Any:
+    """A node-task dataset as one `Data` (with y and train/val/test masks); PPI as its
+    training graphs; a TU set as its list of labelled graphs."""
+    key = name.lower()
+    if key not in LOADERS:
+        raise InputError(f"unknown graph dataset {name!r}; known: {sorted(LOADERS)}")
+    return LOADERS[key](data_root)

@@ -1,0 +1,170 @@
+"""`GraphEncoder`: what graph families share on top of `zoo.Encoder`.
+
+Tokens are nodes. `forward` takes PyG's `x, edge_index, batch` (a disjoint union of
+graphs), runs the family's message-passing layers and pads each graph's nodes into
+(B, T, D) with a node mask; `pooled` is the graph readout. `embed` adds what graphs
+need beyond the shared contract: node embeddings of one graph as one tensor, sum and
+max readouts, and exact mini-batch inference over seed nodes for graphs too large to
+run at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch_geometric.data import Data
+from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+from torch_geometric.utils import to_dense_batch
+
+from modalities.graphs.neighbors import node_loader
+from modalities.graphs.processing import GraphProcessor
+from zoo.encoder import Encoder
+from zoo.errors import InputError
+from zoo.outputs import EncoderOutput
+from zoo.pooling import LayerSpec, layer_indices, select_layers
+
+#: "none" = one row per node; the others read a graph out into one row
+GRAPH_POOLS = ("none", "mean", "sum", "max")
+READOUTS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
+
+
+def readout(nodes: torch.Tensor, pool: str) -> torch.Tensor:
+    """One graph's (..., N, D) node features -> (..., D)."""
+    if pool == "mean":
+        return nodes.mean(dim=-2)
+    if pool == "sum":
+        return nodes.sum(dim=-2)
+    return nodes.amax(dim=-2)
+
+
+class GraphEncoder(Encoder):
+    """Base class of graph encoders; subclasses implement `node_layers`.
+
+    The config must have `pooling` ("none" for node-level checkpoints, else the graph
+    readout the checkpoint was trained with) and `in_dim`.
+    """
+
+    modality = "graph"
+    processor_class = GraphProcessor
+
+    def node_layers(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's node features (N, D), first layer first."""
+        raise NotImplementedError
+
+    @property
+    def readout_pool(self) -> str:
+        return "mean" if self.config.pooling == "none" else self.config.pooling
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        batch: Optional[torch.Tensor] = None,
+        output_hidden_states: bool = False,
+    ) -> EncoderOutput:
+        """Node features of a (batch of) graph(s).
+
+        Args:
+            x: (N, in_dim) node features of all graphs.
+            edge_index: (2, E) edges, source row first, as the processor prepares them.
+            batch: (N,) graph index of each node; None for a single graph.
+            output_hidden_states: also return every layer; layer 0 is `x` itself, whose
+                width is the input feature width, not the embedding width.
+
+        Returns:
+            last_hidden_state (B, T, D) with T the largest graph's node count, `mask`
+            (B, T), pooled (B, D) the readout of the last layer.
+        """
+        layers = self.node_layers(x, edge_index)
+        if batch is None:
+            batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        last, mask = to_dense_batch(layers[-1], batch)
+        pooled = READOUTS[self.readout_pool](layers[-1], batch)
+        hidden = None
+        if output_hidden_states:
+            hidden = tuple(to_dense_batch(h, batch)[0] for h in [x, *layers[:-1]]) + (last,)
+        return EncoderOutput(last_hidden_state=last, mask=mask, pooled=pooled, hidden_states=hidden)
+
+    def as_item_list(self, inputs: Any) -> list[Any]:
+        """A `Data` is one graph (PyG makes it iterable over its attributes); datasets and lists are many."""
+        if isinstance(inputs, Data):
+            return [inputs]
+        return super().as_item_list(inputs)
+
+    @torch.no_grad()
+    def embed(
+        self,
+        inputs: Any,
+        layer: LayerSpec = None,
+        pool: Optional[str] = None,
+        batch_size: int = 32,
+        node_batch_size: Optional[int] = None,
+        device: Optional[str | torch.device] = None,
+        progress: bool = True,
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Embed graphs: node embeddings, or one readout row per graph.
+
+        Args:
+            inputs: a `Data`, a list of them or a PyG dataset.
+            layer: None (last), an int (0 = input features), a list of ints or "all"
+                (layers of the same width only).
+            pool: None for the checkpoint's own ("none" for node-level checkpoints),
+                "none" for node embeddings, or a readout: "mean", "sum" or "max".
+            batch_size: graphs per forward pass.
+            node_batch_size: embed one large graph this many seed nodes at a time, each
+                with its whole neighbourhood (exactly the full-graph result, in bounded memory).
+            device: where to run; progress: show a tqdm bar.
+
+        Returns:
+            pool="none": a single graph gives (N, D) (or (N, K, D) for several layers),
+            several graphs a list of those; a readout gives (num_graphs, D) or (num_graphs, K, D).
+        """
+        pool = self.config.pooling if pool is None else pool
+        if pool not in GRAPH_POOLS:
+            raise InputError(f"pool={pool!r} is not one of {GRAPH_POOLS} for graph encoders")
+        indices = layer_indices(layer, self.num_layers)
+        if indices is not None and 0 in indices and len(indices) > 1:
+            raise InputError(
+                f"layer={layer!r} mixes layer 0 (the {self.config.in_dim} input features) with encoder layers of "
+                f"width {self.embed_dim}; select layer 0 on its own"
+            )
+        single = isinstance(inputs, Data)
+        graphs = self.as_item_list(inputs)
+        if node_batch_size is not None:
+            if not single:
+                raise InputError("node_batch_size embeds one large graph in pieces; pass a single Data")
+            nodes = [self.embed_nodes(graphs[0], indices, node_batch_size, device, progress)]
+        else:
+            nodes = super().embed(graphs, layer=indices, pool="none", batch_size=batch_size, device=device,
+                                  progress=progress)
+            nodes = [n.unsqueeze(0) for n in nodes] if indices is None else nodes
+        squeeze = indices is None or isinstance(layer, int)
+        if pool == "none":
+            nodes = [n[0] if squeeze else n.transpose(0, 1) for n in nodes]
+            return nodes[0] if single else nodes
+        rows = torch.stack([readout(n, pool) for n in nodes])
+        return rows[:, 0] if squeeze else rows
+
+    def embed_nodes(self, graph: Data, indices, node_batch_size: int, device, progress: bool) -> torch.Tensor:
+        """(K, N, D) node features of one graph, computed a batch of seed nodes at a time."""
+        from tqdm.auto import tqdm
+
+        if device is not None:
+            self.to(device)
+        prepared = self.processor.prepare(graph)
+        was_training = self.training
+        self.eval()
+        result = None
+        try:
+            loader = node_loader(prepared, self.num_layers, node_batch_size)
+            for batch in tqdm(loader, disable=not progress, desc=f"embed {self.family} nodes", unit="batch"):
+                output = self(**self.to_device({"x": batch.x, "edge_index": batch.edge_index}),
+                              output_hidden_states=indices is not None)
+                features = select_layers(output, indices)[0][:, : batch.batch_size].float().cpu()
+                if result is None:
+                    result = torch.empty(features.shape[0], prepared.num_nodes, features.shape[-1])
+                result[:, batch.n_id[: batch.batch_size]] = features
+        finally:
+            self.train(was_training)
+        return result

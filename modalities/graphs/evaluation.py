@@ -1,0 +1,82 @@
+"""GraphMAE's node-classification protocol on frozen embeddings (`zoo probe NAME --dataset cora`).
+
+A linear layer is trained full-batch on the training nodes with Adam (lr `lr_f`, L2
+decay `weight_decay_f`) for `max_epoch_f` epochs, as `graphmae/evaluation.py` does. Two
+test accuracies are reported, as upstream: at the last epoch ("final") and at the epoch
+with the best validation accuracy, later epochs winning ties ("early-stopped").
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from zoo.errors import InputError
+
+#: GraphMAE's probe settings for Cora (lr_f, weight_decay_f, max_epoch_f)
+PROBE_DEFAULTS = {"lr": 0.01, "weight_decay": 1e-4, "epochs": 300}
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(dim=1) == labels).float().mean().item()
+
+
+def node_probe(embeddings: torch.Tensor, labels: torch.Tensor, train_mask: torch.Tensor, val_mask: torch.Tensor,
+               test_mask: torch.Tensor, lr: float = 0.01, weight_decay: float = 1e-4, epochs: int = 300,
+               seed: int = 0) -> dict[str, float]:
+    """Train a linear classifier on frozen node embeddings; accuracies in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    classifier = nn.Linear(embeddings.shape[1], int(labels.max()) + 1)
+    with torch.no_grad():
+        bound = 1 / embeddings.shape[1] ** 0.5
+        classifier.weight.uniform_(-bound, bound, generator=generator)
+        classifier.bias.uniform_(-bound, bound, generator=generator)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    best = {"val": -1.0, "epoch": -1, "test": 0.0}
+    for epoch in range(epochs):
+        loss = nn.functional.cross_entropy(classifier(embeddings[train_mask]), labels[train_mask])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            logits = classifier(embeddings)
+        val, test = accuracy(logits[val_mask], labels[val_mask]), accuracy(logits[test_mask], labels[test_mask])
+        if val >= best["val"]:
+            best = {"val": val, "epoch": epoch, "test": test}
+    return {"final_acc": test, "early_stopped_acc": best["test"], "best_val_acc": best["val"],
+            "best_epoch": best["epoch"]}
+
+
+def check_split(data: Any, name: str) -> None:
+    missing = [key for key in ("y", "train_mask", "val_mask", "test_mask") if getattr(data, key, None) is None]
+    if missing:
+        raise InputError(f"dataset {name!r} has no {missing}; the node probe needs labels and a train/val/test split")
+
+
+def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str] = None, seeds: tuple[int, ...] = (0,),
+                  device: Optional[str] = None, settings: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Embed a dataset's nodes once and probe them with each seed; accuracies in %.
+
+    `settings` overrides `PROBE_DEFAULTS` (lr, weight_decay, epochs); by default the
+    checkpoint's recipe gives them, when it has one.
+    """
+    from modalities.graphs.datasets import load_dataset
+
+    data = load_dataset(dataset, data_root)
+    if isinstance(data, list):
+        raise InputError(f"dataset {dataset!r} is a set of graphs; the node probe needs one graph with a split")
+    check_split(data, dataset)
+    options = {**PROBE_DEFAULTS, **(settings or {})}
+    embeddings = encoder.embed(data, pool="none", device=device, progress=False).float()
+    runs = [node_probe(embeddings, data.y, data.train_mask, data.val_mask, data.test_mask, seed=seed, **options)
+            for seed in seeds]
+    summary = {"dataset": dataset, "protocol": "linear probe (GraphMAE)", "seeds": list(seeds), **options}
+    for key in ("final_acc", "early_stopped_acc"):
+        values = [100 * run[key] for run in runs]
+        summary[key] = round(statistics.mean(values), 2)
+        summary[f"{key}_std"] = round(statistics.pstdev(values), 2)
+        summary[f"{key}_runs"] = [round(value, 2) for value in values]
+    return summary

@@ -1,0 +1,125 @@
+"""Graphs in: PyG `Data` objects checked and normalised the way the checkpoint was trained.
+
+GraphMAE's and ParetoGNN's node encoders were trained on undirected graphs with one
+self-loop per node (GraphMAE: `dgl.to_bidirected`, then remove and re-add self-loops)
+and, for the Planetoid sets, row-normalised bag-of-words features. The processor applies
+the same steps to any graph a user passes, so raw PyG datasets give the embeddings the
+checkpoint was trained to give.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import torch
+
+from zoo.errors import InputError
+from zoo.processing import Processor
+
+FEATURE_NORMS = (None, "row")
+
+
+@dataclasses.dataclass
+class GraphProcessor(Processor):
+    """Validates and normalises graphs; batches several into one disjoint graph.
+
+    Args:
+        in_dim: node feature width the encoder takes; None accepts any width.
+        to_undirected: add the reverse of every edge (the encoders were trained on
+            undirected graphs; a directed input would otherwise see half its neighbours).
+        self_loops: drop the self-loops a graph has and add exactly one per node, so
+            isolated nodes still attend to themselves and no node counts itself twice.
+        feature_norm: None, or "row" to divide each node's features by their sum
+            (DGL's Planetoid loader does this; a row of zeros stays zero).
+    """
+
+    processor_type = "graph"
+
+    in_dim: Optional[int] = None
+    to_undirected: bool = True
+    self_loops: bool = True
+    feature_norm: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.feature_norm not in FEATURE_NORMS:
+            raise InputError(f"feature_norm={self.feature_norm!r} is not one of {FEATURE_NORMS}")
+
+    def prepare(self, item: Any, **kwargs: Any) -> Any:
+        """Check one graph and return a normalised copy holding only `x` and `edge_index`."""
+        from torch_geometric.data import Data
+
+        if kwargs:
+            raise InputError(f"graph inputs take no options, got {sorted(kwargs)}")
+        x, edge_index = check_graph(item, self.in_dim)
+        edge_index = self.normalise_edges(edge_index, x.shape[0])
+        if self.feature_norm == "row":
+            x = x / x.sum(dim=1, keepdim=True).clamp(min=1e-12)
+        return Data(x=x, edge_index=edge_index)
+
+    def normalise_edges(self, edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+        from torch_geometric.utils import add_self_loops, coalesce, remove_self_loops, to_undirected
+
+        if self.to_undirected:
+            edge_index = to_undirected(edge_index, num_nodes=num_nodes)
+        else:
+            edge_index = coalesce(edge_index, num_nodes=num_nodes)
+        if self.self_loops:
+            edge_index, _ = remove_self_loops(edge_index)
+            edge_index, _ = add_self_loops(edge_index, num_nodes=num_nodes)
+        return edge_index
+
+    def size(self, piece: Any) -> int:
+        return piece.num_nodes
+
+    def collate(self, pieces: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Graphs -> one disjoint union: `x`, `edge_index` and `batch` (graph of each node)."""
+        from torch_geometric.data import Batch
+
+        batch = Batch.from_data_list(list(pieces))
+        return {"x": batch.x, "edge_index": batch.edge_index, "batch": batch.batch}
+
+
+def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float node features and long edge index of a graph, or an `InputError` saying what is wrong."""
+    from torch_geometric.data import Data
+
+    if not isinstance(item, Data):
+        raise InputError(
+            f"graph input of type {type(item).__name__} is not supported; pass a torch_geometric.data.Data "
+            "with x (num_nodes, num_features) and edge_index (2, num_edges)"
+        )
+    x = getattr(item, "x", None)
+    if x is None:
+        raise InputError("graph has no node features `x`; set data.x (e.g. one-hot degrees with T.OneHotDegree)")
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise InputError(f"graph has x of shape {tuple(x.shape)}; expected (num_nodes > 0, num_features)")
+    if in_dim is not None and x.shape[1] != in_dim:
+        raise InputError(
+            f"graph has {x.shape[1]} node features but this encoder was trained on {in_dim}; "
+            "use a checkpoint trained on this dataset or pretrain one (zoo pretrain)"
+        )
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise InputError(f"graph has {int((~torch.isfinite(x)).sum())} NaN or infinite features; clean x first")
+    return x, check_edge_index(item, x.shape[0])
+
+
+def check_edge_index(item: Any, num_nodes: int) -> torch.Tensor:
+    edge_index = getattr(item, "edge_index", None)
+    if edge_index is None:
+        raise InputError(
+            "graph has no `edge_index`; set data.edge_index (2, num_edges), e.g. from a sparse adjacency "
+            "with torch_geometric.utils.to_edge_index (an empty torch.empty(2, 0, dtype=torch.long) for no edges)"
+        )
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise InputError(f"edge_index has shape {tuple(edge_index.shape)}; expected (2, num_edges)")
+    if edge_index.is_floating_point():
+        raise InputError(f"edge_index has dtype {edge_index.dtype}; node indices must be integers")
+    edge_index = edge_index.long()
+    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= num_nodes):
+        raise InputError(
+            f"edge_index refers to node {int(edge_index.max())} (min {int(edge_index.min())}) but the graph "
+            f"has {num_nodes} nodes; indices must lie in [0, {num_nodes - 1}]"
+        )
+    return edge_index

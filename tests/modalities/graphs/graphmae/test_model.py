@@ -1,0 +1,154 @@
+"""GraphMAE encoders through the shared API: node and graph embeddings, mini-batch
+inference, batch invariance, saving, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.data import Data
+
+import zoo
+from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
+from modalities.graphs.neighbors import FullNeighborSampler, has_compiled_sampler, node_loader
+from zoo.errors import ConfigError, InputError
+
+SMALL_GAT = GraphMAEConfig(in_dim=6, num_hidden=8, num_heads=2, num_layers=2)
+SMALL_GIN = GraphMAEConfig(in_dim=6, num_hidden=8, num_layers=3, encoder_type="gin", norm="batchnorm",
+                           pooling="sum", residual=True)
+
+
+def random_graph(num_nodes: int, num_edges: int, in_dim: int = 6, seed: int = 0) -> Data:
+    g = torch.Generator().manual_seed(seed)
+    return Data(x=torch.rand(num_nodes, in_dim, generator=g),
+                edge_index=torch.randint(0, num_nodes, (2, num_edges), generator=g))
+
+
+def encoder(config: GraphMAEConfig = SMALL_GAT) -> GraphMAEEncoder:
+    torch.manual_seed(0)
+    model = GraphMAEEncoder(config).eval()
+    if config.norm == "batchnorm":  # non-trivial running statistics
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.BatchNorm1d):
+                layer.running_mean.uniform_(-0.5, 0.5)
+                layer.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_node_embeddings_of_one_graph_are_one_tensor():
+    graph = random_graph(30, 80)
+    nodes = encoder().embed(graph, progress=False)
+    assert nodes.shape == (30, 8) and torch.isfinite(nodes).all()
+    layers = encoder().embed(graph, layer=[1, 2], progress=False)
+    assert layers.shape == (30, 2, 8)
+    assert torch.allclose(layers[:, 1], nodes)
+    assert encoder().embed(graph, layer=0, progress=False).shape == (30, 6)
+    with pytest.raises(InputError, match="layer 0"):
+        encoder().embed(graph, layer="all", progress=False)
+
+
+@pytest.mark.parametrize("config", [SMALL_GAT, SMALL_GIN], ids=["gat", "gin"])
+def test_mini_batch_inference_equals_the_full_graph(config):
+    graph = random_graph(300, 900, seed=3)
+    model = encoder(config)
+    full = model.embed(graph, progress=False)
+    batched = model.embed(graph, node_batch_size=37, progress=False)
+    assert torch.allclose(batched, full, rtol=1e-5, atol=1e-5)  # float32 sums in another order
+    several = model.embed(graph, layer=[1, 3] if config.num_layers == 3 else [1, 2], node_batch_size=64,
+                          progress=False)
+    assert torch.allclose(several[:, -1], full, rtol=1e-5, atol=1e-5)
+
+
+def test_full_neighbor_sampler_takes_exactly_the_l_hop_in_neighbourhood():
+    edges = torch.tensor([[1, 2, 3, 4, 5], [0, 1, 2, 3, 4]])  # a path 5 -> 4 -> ... -> 0
+    data = Data(x=torch.zeros(6, 1), edge_index=edges)
+    batch = next(iter(node_loader(data, num_layers=2, batch_size=1)))
+    assert batch.n_id.tolist() == [0, 1, 2] and batch.batch_size == 1
+    assert sorted(map(tuple, batch.n_id[batch.edge_index].T.tolist())) == [(1, 0), (2, 1)]
+    assert isinstance(FullNeighborSampler(data, 2), FullNeighborSampler)
+
+
+@pytest.mark.skipif(not has_compiled_sampler(), reason="PyG's NeighborLoader needs pyg-lib or torch-sparse")
+def test_pyg_neighbor_loader_gives_the_same_embeddings():
+    from torch_geometric.loader import NeighborLoader
+
+    graph = random_graph(200, 600, seed=4)
+    model = encoder()
+    prepared = model.processor.prepare(graph)
+    full = model.embed(graph, progress=False)
+    for batch in NeighborLoader(prepared, num_neighbors=[-1, -1], batch_size=50):
+        out = model(x=batch.x, edge_index=batch.edge_index).last_hidden_state[0, : batch.batch_size]
+        assert (out - full[batch.n_id[: batch.batch_size]]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("config", [SMALL_GAT, SMALL_GIN], ids=["gat", "gin"])
+def test_graph_readouts_do_not_depend_on_the_batch(config):
+    graphs = [random_graph(n, 3 * n, seed=n) for n in (5, 17, 9, 30, 1)]
+    model = encoder(config)
+    alone = torch.cat([model.embed([g], pool="max", progress=False) for g in graphs])
+    together = model.embed(graphs, pool="max", batch_size=3, progress=False)
+    assert together.shape == (5, 8) and (together - alone).abs().max() < 1e-5
+    nodes = model.embed(graphs, pool="none", batch_size=4, progress=False)
+    assert [n.shape[0] for n in nodes] == [5, 17, 9, 30, 1]
+    assert torch.allclose(model.embed(graphs, pool="mean", progress=False)[1], nodes[1].mean(0), atol=1e-6)
+    assert torch.allclose(model.embed(graphs, pool="sum", progress=False)[3], nodes[3].sum(0), atol=1e-4)
+
+
+def test_default_pool_follows_the_checkpoint():
+    graphs = [random_graph(7, 20, seed=1), random_graph(4, 8, seed=2)]
+    assert encoder(SMALL_GIN).embed(graphs, progress=False).shape == (2, 8)  # pooling="sum"
+    assert [n.shape for n in encoder().embed(graphs, progress=False)] == [(7, 8), (4, 8)]
+
+
+def test_forward_pads_graphs_and_masks_the_padding():
+    model = encoder()
+    batch = model.preprocess([random_graph(3, 4), random_graph(5, 9)])
+    out = model(**batch, output_hidden_states=True)
+    assert out.last_hidden_state.shape == (2, 5, 8) and out.mask.sum(1).tolist() == [3, 5]
+    assert out.pooled.shape == (2, 8) and len(out.hidden_states) == 3
+    assert out.hidden_states[0].shape == (2, 5, 6)
+
+
+def test_edges_are_made_undirected_with_one_self_loop_per_node():
+    model = encoder()
+    graph = random_graph(20, 40, seed=5)
+    undirected = Data(x=graph.x, edge_index=torch.cat([graph.edge_index, graph.edge_index.flip(0)], 1))
+    looped = Data(x=graph.x, edge_index=torch.cat([graph.edge_index, torch.arange(20).repeat(2, 1)], 1))
+    reference = model.embed(graph, progress=False)
+    assert torch.allclose(model.embed(undirected, progress=False), reference, atol=1e-6)
+    assert torch.allclose(model.embed(looped, progress=False), reference, atol=1e-6)
+    isolated = Data(x=torch.rand(4, 6), edge_index=torch.empty(2, 0, dtype=torch.long))
+    assert torch.isfinite(model.embed(isolated, progress=False)).all()
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = encoder(SMALL_GIN)
+    model.save_pretrained(tmp_path / "gin")
+    loaded = zoo.load(tmp_path / "gin")
+    graph = random_graph(12, 30)
+    assert torch.equal(model.embed(graph, progress=False), loaded.embed(graph, progress=False))
+
+
+@pytest.mark.parametrize("graph,message", [
+    (Data(x=torch.rand(4, 6)), "no `edge_index`"),
+    (Data(edge_index=torch.zeros(2, 1, dtype=torch.long), num_nodes=2), "no node features"),
+    (Data(x=torch.rand(4, 5), edge_index=torch.zeros(2, 1, dtype=torch.long)), "5 node features but"),
+    (Data(x=torch.empty(0, 6), edge_index=torch.empty(2, 0, dtype=torch.long)), "num_nodes > 0"),
+    (Data(x=torch.full((2, 6), float("nan")), edge_index=torch.zeros(2, 1, dtype=torch.long)), "NaN"),
+    (Data(x=torch.rand(2, 6), edge_index=torch.tensor([[0], [7]])), "refers to node 7"),
+    (Data(x=torch.rand(2, 6), edge_index=torch.zeros(3, 1, dtype=torch.long)), r"shape \(3, 1\)"),
+    ("graph.pt", "not supported"),
+], ids=["no-edges", "no-x", "width", "empty", "nan", "out-of-range", "edge-shape", "not-a-graph"])
+def test_bad_graphs_raise_input_errors(graph, message):
+    with pytest.raises(InputError, match=message):
+        encoder().embed(graph, progress=False)
+
+
+def test_bad_configs_and_options_are_refused():
+    with pytest.raises(ConfigError, match="multiple of num_heads"):
+        GraphMAEConfig(num_hidden=10, num_heads=4)
+    with pytest.raises(ConfigError, match="encoder_type"):
+        GraphMAEConfig(encoder_type="gcn")
+    with pytest.raises(InputError, match="pool="):
+        encoder().embed(random_graph(3, 3), pool="cls", progress=False)
+    with pytest.raises(InputError, match="single Data"):
+        encoder().embed([random_graph(3, 3)], node_batch_size=2, progress=False)
