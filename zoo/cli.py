@@ -66,10 +66,39 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from zoo.hub import load
     from zoo.probe_job import labelled_files, run_probe
 
+    if args.dataset:
+        print(json.dumps({"model": args.name, **probe_dataset(args)}, indent=2))
+        return
+    if not args.data:
+        raise ZooError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph dataset)")
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex)
     encoder = load(args.name, device=args.device)
     results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k)
     print(json.dumps({"model": args.name, "layer": args.layer, **results}, indent=2))
+
+
+def probe_dataset(args: argparse.Namespace) -> dict:
+    """The protocol of a named dataset, run by the encoder's modality (graphs: GraphMAE's linear probe)."""
+    from zoo.hub import load
+
+    encoder = load(args.name, device=args.device)
+    try:
+        module = importlib.import_module(f"modalities.{registry.MODALITY_FOLDERS[encoder.modality]}.evaluation")
+    except ModuleNotFoundError as err:
+        raise ZooError(f"{encoder.modality} encoders have no --dataset protocols; use --data DIR") from err
+    return module.probe_dataset(encoder, args.dataset, args.data, seeds=tuple(args.seeds), device=args.device,
+                                settings=probe_settings(args.name, encoder.family, args.dataset))
+
+
+def probe_settings(name: str, family: str, dataset: str) -> Optional[dict]:
+    """The probe settings of the checkpoint's recipe, else of its family's recipe for the dataset."""
+    entry = registry.find(name)
+    if entry is None or "probe" not in entry.pretraining:
+        try:
+            entry = registry.recipe(family, dataset)
+        except ZooError:
+            return None
+    return entry.pretraining.get("probe")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -175,9 +204,11 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     embed.add_argument("--device", help="e.g. cpu or cuda")
     embed.set_defaults(func=cmd_embed)
 
-    probe = commands.add_parser("probe", help="linear probe, k-NN and RankMe on a labelled set of files")
+    probe = commands.add_parser("probe", help="linear probe, k-NN and RankMe on labelled files or a named dataset")
     probe.add_argument("name", help="zoo name, Hub repo id or local folder")
-    probe.add_argument("--data", required=True, help="folder of input files")
+    probe.add_argument("--data", help="folder of labelled input files; with --dataset, the dataset's root folder")
+    probe.add_argument("--dataset", help="a named dataset with its paper's protocol, e.g. cora (graph encoders)")
+    probe.add_argument("--seeds", type=int, nargs="+", default=[0], help="probe seeds for --dataset")
     probe.add_argument("--label-regex", help="regex whose first group is the label (default: parent folder name)")
     probe.add_argument("--test-regex", help="file names matching it form the test split (default: a test/ folder)")
     probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")

@@ -65,8 +65,7 @@ def load_ogbn_arxiv(data_root: Optional[str | Path]) -> Any:
 
     dataset = PygNodePropPredDataset("ogbn-arxiv", root=str(working_root(data_root, "ogbn_arxiv")))
     data = dataset[0]
-    x = data.x
-    data.x = (x - x.mean(0)) / x.std(0, unbiased=False).clamp(min=1e-12)
+    data.x = standardise(data.x)
     data.y = data.y.view(-1)
     for split, index in dataset.get_idx_split().items():
         mask = torch.zeros(data.num_nodes, dtype=torch.bool)
@@ -75,10 +74,19 @@ def load_ogbn_arxiv(data_root: Optional[str | Path]) -> Any:
     return data
 
 
+def standardise(x: Any) -> Any:
+    """Zero mean, unit variance per feature, as upstream's StandardScaler."""
+    return (x - x.mean(0)) / x.std(0, unbiased=False).clamp(min=1e-12)
+
+
 def load_reddit(data_root: Optional[str | Path]) -> Any:
+    """Reddit with features standardised as GraphMAE does (it pretrains on the training nodes'
+    subgraph; here on the whole graph, transductively)."""
     from torch_geometric.datasets import Reddit
 
-    return Reddit(str(working_root(data_root, "Reddit") / "Reddit"))[0]
+    data = Reddit(str(working_root(data_root, "Reddit") / "Reddit"))[0]
+    data.x = standardise(data.x)
+    return data
 
 
 def load_ppi(data_root: Optional[str | Path]) -> list[Any]:

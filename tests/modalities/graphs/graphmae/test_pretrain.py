@@ -1,0 +1,91 @@
+"""GraphMAE's objective and `zoo pretrain graphmae` / `zoo probe --dataset` on Planetoid Cora."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch_geometric.data import Data
+
+import zoo
+from helpers import shared_path
+from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
+from modalities.graphs.graphmae.objective import GraphMAEPretraining, mask_nodes, sce_loss
+from zoo.cli import main
+from zoo.errors import CheckpointError, ConfigError
+from zoo.training import TrainConfig, train
+
+
+def test_sce_loss_is_the_scaled_cosine_error():
+    prediction = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    target = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    expected = ((1 - 2**-0.5) ** 3 + 0.0) / 2
+    assert sce_loss(prediction, target, alpha=3).item() == pytest.approx(expected)
+
+
+def test_masking_counts_and_corruption():
+    x = torch.arange(200.0).view(100, 2)
+    token = torch.tensor([[1000.0, 1000.0]])
+    corrupted, masked = mask_nodes(x, 0.5, 0.1, token, torch.Generator().manual_seed(0))
+    assert masked.numel() == 50 and masked.unique().numel() == 50
+    changed = (corrupted != x).any(dim=1)
+    assert not changed[torch.tensor([i for i in range(100) if i not in set(masked.tolist())])].any()
+    tokened = (corrupted == 1000.0).all(dim=1)
+    assert int(tokened.sum()) == 45  # 50 masked - int(0.1 * 50) replaced
+
+
+def community_graph(seed: int = 0) -> Data:
+    """Two dense communities whose nodes carry noisy copies of their community's feature vector."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(60) % 2
+    prototypes = torch.rand(2, 12, generator=g)
+    x = prototypes[labels] + 0.05 * torch.rand(60, 12, generator=g)
+    source, target = torch.randint(0, 60, (2, 600), generator=g)
+    keep = labels[source] == labels[target]
+    return Data(x=x, edge_index=torch.stack([source[keep], target[keep]]))
+
+
+def test_pretraining_lowers_the_reconstruction_loss(tmp_path):
+    torch.manual_seed(0)
+    config = GraphMAEConfig(in_dim=12, num_hidden=16, num_heads=2, num_layers=2)
+    encoder = GraphMAEEncoder(config)
+    prepared = encoder.processor.prepare(community_graph())
+    objective = GraphMAEPretraining(encoder, mask_rate=0.5, replace_rate=0.1, alpha_l=2)
+    batches = [{"x": prepared.x, "edge_index": prepared.edge_index}]
+    records = train(objective, batches, tmp_path, TrainConfig(steps=60, lr=0.01, optimizer="adam", progress=False,
+                                                               max_grad_norm=None, checkpoint_every=30))
+    first, last = records[0]["loss"], sum(r["loss"] for r in records[-10:]) / 10
+    assert last < 0.5 * first, (first, last)
+
+
+def test_objective_refuses_bad_rates():
+    encoder = GraphMAEEncoder(GraphMAEConfig(in_dim=4, num_hidden=4, num_heads=1))
+    with pytest.raises(ConfigError, match="mask_rate"):
+        GraphMAEPretraining(encoder, mask_rate=1.0)
+
+
+def test_recipes_without_weights_say_how_to_make_them():
+    with pytest.raises(CheckpointError, match="zoo pretrain graphmae --dataset citeseer"):
+        zoo.load("graphmae-citeseer")
+
+
+def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
+    root = shared_path("data", "planetoid")
+    out = tmp_path / "run"
+    args = ["pretrain", "graphmae", "--dataset", "cora", "--data", str(root), "-o", str(out), "--set", "num_hidden=16",
+            "--set", "num_heads=2", "--checkpoint-every", "2", "--no-progress", "--epochs"]
+    assert main([*args, "4"]) == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4] and records[0]["masked_nodes"] == 1354
+    assert main([*args, "6"]) == 0  # resumes at step 4
+    assert len((out / "log.jsonl").read_text().splitlines()) == 6
+    encoder = zoo.load(out / "encoder")
+    assert encoder.processor.feature_norm == "row" and encoder.config.num_hidden == 16
+    capsys.readouterr()
+    assert main(["probe", str(out / "encoder"), "--dataset", "cora", "--data", str(root), "--seeds", "0", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["seeds"] == [0, 1] and result["epochs"] == 300 and 20 < result["early_stopped_acc"] <= 100
+    assert main(["pretrain", "graphmae", "--dataset", "cora", "--data", str(root), "-o", str(tmp_path / "x"),
+                 "--set", "in_dim=10"]) == 2  # the dataset's feature width is checked
+    assert main(["pretrain", "graphmae", "--dataset", "squirrel", "-o", str(tmp_path / "y")]) == 2
