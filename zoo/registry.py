@@ -70,7 +70,8 @@ class ModelEntry:
             raise ConfigError(f"hub_config {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
         if not (self.has_weights or self.pretraining):
             raise ConfigError(
-                f"hub_config {self.name!r} names no location: set embedded, repo_id or upstream (or a pretraining recipe)"
+                f"hub_config {self.name!r} names no location: set embedded, repo_id or upstream "
+                "(or a pretraining recipe)"
             )
 
     @property

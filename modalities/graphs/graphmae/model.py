@@ -8,7 +8,7 @@ over `num_heads` GAT heads); `pooling` says what the checkpoint embeds by defaul
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import nn
