@@ -53,6 +53,17 @@ class GraphEncoder(Encoder):
         raise NotImplementedError
 
     @property
+    def layer_widths(self) -> list[int]:
+        """Width of each hidden state: layer 0 is the input features."""
+        return [self.config.in_dim] + [self.embed_dim] * self.num_layers
+
+    @property
+    def neighbourhood_hops(self) -> int:
+        """Hops of in-edges a node's output depends on: one per message-passing layer.
+        Layers that normalise by the source's degree (GCN) need one more."""
+        return self.num_layers
+
+    @property
     def readout_pool(self) -> str:
         return "mean" if self.config.pooling == "none" else self.config.pooling
 
@@ -124,10 +135,11 @@ class GraphEncoder(Encoder):
         if pool not in GRAPH_POOLS:
             raise InputError(f"pool={pool!r} is not one of {GRAPH_POOLS} for graph encoders")
         indices = layer_indices(layer, self.num_layers)
-        if indices is not None and 0 in indices and len(indices) > 1:
+        widths = self.layer_widths
+        if indices is not None and len({widths[i] for i in indices}) > 1:
             raise InputError(
-                f"layer={layer!r} mixes layer 0 (the {self.config.in_dim} input features) with encoder layers of "
-                f"width {self.embed_dim}; select layer 0 on its own"
+                f"layer={layer!r} selects hidden states of different widths {[widths[i] for i in indices]} "
+                "(layer 0 is the input features); select layers of one width, or one layer at a time"
             )
         single = isinstance(inputs, Data)
         graphs = self.as_item_list(inputs)
@@ -157,7 +169,7 @@ class GraphEncoder(Encoder):
         self.eval()
         result = None
         try:
-            loader = node_loader(prepared, self.num_layers, node_batch_size)
+            loader = node_loader(prepared, self.neighbourhood_hops, node_batch_size)
             for batch in tqdm(loader, disable=not progress, desc=f"embed {self.family} nodes", unit="batch"):
                 output = self(**self.to_device({"x": batch.x, "edge_index": batch.edge_index}),
                               output_hidden_states=indices is not None)

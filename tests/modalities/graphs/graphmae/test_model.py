@@ -42,7 +42,7 @@ def test_node_embeddings_of_one_graph_are_one_tensor():
     assert layers.shape == (30, 2, 8)
     assert torch.allclose(layers[:, 1], nodes)
     assert encoder().embed(graph, layer=0, progress=False).shape == (30, 6)
-    with pytest.raises(InputError, match="layer 0"):
+    with pytest.raises(InputError, match="different widths"):
         encoder().embed(graph, layer="all", progress=False)
 
 

@@ -1,0 +1,126 @@
+"""What the graph families' `zoo pretrain` commands share: options, overrides and batches.
+
+A recipe lives in the `pretraining` section of a hub_config; `--set key=value` overrides
+any recipe or architecture setting. One step is one full-batch epoch on a single graph
+(transductive sets), or one mini-batch of graphs (PPI, TU sets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from modalities.graphs.processing import GraphProcessor
+from zoo import registry
+from zoo.errors import ConfigError, InputError
+from zoo.io import atomic_write_text
+from zoo.training import TrainConfig, train
+
+ENCODER_FOLDER = "encoder"
+
+
+def resolve_recipe(family: str, config_class: type, dataset: str, overrides: dict[str, Any],
+                   recipe_keys: Sequence[str]) -> tuple[Any, GraphProcessor, dict[str, Any]]:
+    """The encoder config, processor and recipe of `family` for `dataset`, with `--set` overrides applied."""
+    entry = registry.recipe(family, dataset)
+    arch_keys = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(overrides) - arch_keys - set(recipe_keys))
+    if unknown:
+        raise ConfigError(f"--set names unknown settings {unknown}; valid: {sorted(arch_keys | set(recipe_keys))}")
+    architecture = {**entry.architecture, **{k: v for k, v in overrides.items() if k in arch_keys}}
+    recipe = {**entry.pretraining, **{k: v for k, v in overrides.items() if k in recipe_keys}}
+    config = config_class.from_dict(architecture)
+    processor = GraphProcessor.from_dict({**entry.preprocessing, "in_dim": config.in_dim})
+    return config, processor, recipe
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="a dataset with a recipe in hub_configs, e.g. cora")
+    parser.add_argument("--data", help="folder holding the dataset as PyG lays it out (e.g. ROOT/Cora/raw); "
+                                       "default: the zoo's dataset cache, downloading where possible")
+    parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe or architecture setting, e.g. --set lr=0.0005")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+    return values
+
+
+class GraphBatches:
+    """Prepared graphs as training batches: the one graph every step, or shuffled mini-batches of graphs."""
+
+    def __init__(self, graphs: Sequence[Any], batch_size: int, seed: int) -> None:
+        self.graphs, self.batch_size, self.seed, self.epoch = list(graphs), batch_size, seed, 0
+
+    def __len__(self) -> int:
+        return -(-len(self.graphs) // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        from torch_geometric.data import Batch
+
+        order = list(range(len(self.graphs)))
+        if len(order) > 1:
+            random.Random(self.seed + self.epoch).shuffle(order)
+        self.epoch += 1
+        for start in range(0, len(order), self.batch_size):
+            batch = Batch.from_data_list([self.graphs[i] for i in order[start: start + self.batch_size]])
+            yield {"x": batch.x, "edge_index": batch.edge_index}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = state["epoch"]
+
+
+def prepare_graphs(data: Any, processor: Any, dataset: str) -> list[Any]:
+    """The dataset's graph(s), checked against the encoder's input width and normalised by its processor."""
+    graphs = data if isinstance(data, list) else [data]
+    width = graphs[0].x.shape[1]
+    if width != processor.in_dim:
+        raise InputError(
+            f"dataset {dataset!r} has {width} node features but the recipe's encoder takes in_dim={processor.in_dim}; "
+            f"pass --set in_dim={width}"
+        )
+    return [processor.prepare(graph) for graph in graphs]
+
+
+def run_and_save(objective: nn.Module, encoder: Any, batches: GraphBatches, config: TrainConfig,
+                 args: argparse.Namespace, recipe: dict[str, Any]) -> None:
+    """Write the run's settings, train (resuming from the folder's checkpoint) and save `OUTPUT/encoder`."""
+    out = Path(args.output)
+    settings = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "recipe": recipe,
+                "architecture": encoder.config.to_dict()}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
+    graphs = batches.graphs
+    log = f"[{encoder.family} pretrain]"
+    print(f"{log} {args.dataset}: {len(graphs)} graph(s), {sum(g.num_nodes for g in graphs)} nodes; "
+          f"{config.steps} steps", file=sys.stderr, flush=True)
+    records = train(objective, batches, out, config)
+    encoder.save_pretrained(out / ENCODER_FOLDER)
+    print(f"{log} done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss {records[0]['loss']:.4f} -> "
+          f"{records[-1]['loss']:.4f}; encoder saved to {out / ENCODER_FOLDER}", file=sys.stderr, flush=True)
