@@ -6,6 +6,10 @@ Upstream's GAT layer keeps `fc.weight` (all heads' projections), `attn_l` / `att
 `lin.weight`, `att_src`, `att_dst` and `bias` with the same (heads, channels) order, so
 conversion renames keys. The decoder, the [MASK] token and `encoder_to_decoder` are
 pretraining-only and dropped. The architecture is read off the tensor shapes.
+
+Upstream's Planetoid loaders (DGL) row-normalise the features; a checkpoint trained on
+Cora, CiteSeer or PubMed therefore wants `encoder.processor.feature_norm = "row"` before
+it embeds raw PyG data (the file does not say which dataset it was trained on).
 """
 
 from __future__ import annotations

@@ -113,3 +113,18 @@ def test_corrupt_and_foreign_files_raise_checkpoint_errors(tmp_path):
     torch.save(state, odd)
     with pytest.raises(CheckpointError, match="unexpected key"):
         encoder_from_graphmae(odd)
+
+
+def test_zoo_convert_writes_a_checkpoint_that_reloads(tmp_path):
+    from torch_geometric.data import Data
+
+    import zoo
+    from zoo.cli import main
+
+    state = upstream_state(in_dim=10, head_dim=4, heads=3, layers=2, residual=False, norm=False)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert main(["convert", "graphmae", str(tmp_path / "checkpoint.pt"), str(tmp_path / "out")]) == 0
+    x, edges = fixed_graph()
+    direct = encoder_from_graphmae(tmp_path / "checkpoint.pt").embed(Data(x=x, edge_index=edges), progress=False)
+    reloaded = zoo.load(tmp_path / "out").embed(Data(x=x, edge_index=edges), progress=False)
+    assert torch.equal(direct, reloaded)
