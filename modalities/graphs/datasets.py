@@ -129,4 +129,10 @@ def load_dataset(name: str, data_root: Optional[str | Path] = None) -> Any:
     key = name.lower()
     if key not in LOADERS:
         raise InputError(f"unknown graph dataset {name!r}; known: {sorted(LOADERS)}")
-    return LOADERS[key](data_root)
+    try:
+        return LOADERS[key](data_root)
+    except (OSError, RuntimeError) as err:  # PyG's download and processing errors (no network, bad files)
+        raise InputError(
+            f"could not load dataset {name!r} ({type(err).__name__}: {err}); without network, put its raw files "
+            f"where PyG expects them under a folder ROOT and pass --data ROOT"
+        ) from err

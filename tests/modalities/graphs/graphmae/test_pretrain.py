@@ -89,3 +89,13 @@ def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
     assert main(["pretrain", "graphmae", "--dataset", "cora", "--data", str(root), "-o", str(tmp_path / "x"),
                  "--set", "in_dim=10"]) == 2  # the dataset's feature width is checked
     assert main(["pretrain", "graphmae", "--dataset", "squirrel", "-o", str(tmp_path / "y")]) == 2
+
+
+def test_datasets_are_named_and_located_clearly(tmp_path):
+    from modalities.graphs.datasets import load_dataset
+    from zoo.errors import InputError
+
+    with pytest.raises(InputError, match="unknown graph dataset 'squirrel'"):
+        load_dataset("squirrel")
+    with pytest.raises(InputError, match="must hold CiteSeer/raw"):
+        load_dataset("citeseer", tmp_path)
