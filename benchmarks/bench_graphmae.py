@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULT_PREFIX, PeakMemory, machine_info, markdown_table, mib, report, run_worker
+from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker
 
 SEED = 0
 #: the paper's Cora recipe (THUDM/GraphMAE configs.yml); the zoo's GraphMAEConfig defaults are its architecture
@@ -203,21 +201,6 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- drivers
 
 
-def run_with(python: str, spec: dict[str, Any], env: dict[str, str], cwd: str | None = None) -> dict[str, Any]:
-    """`common.run_worker` under another interpreter (the official side's environment)."""
-    completed = subprocess.run([python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                               stdout=subprocess.PIPE, text=True, env={**os.environ, **env}, cwd=cwd, check=False)
-    result = None
-    for line in completed.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX):])
-        else:
-            print(line, file=sys.stderr)
-    if completed.returncode != 0 or result is None:
-        raise RuntimeError(f"{spec['task']} worker failed with exit code {completed.returncode}")
-    return result
-
-
 def save_cora(data_root: str, path: Path) -> int:
     """Cora as the zoo prepares it for GraphMAE, saved for both sides; returns its edge count."""
     import torch
@@ -242,10 +225,10 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
                 spec = {"task": side, "graph": str(graph), "epochs": args.epochs, "warmup": args.warmup,
                         "threads": args.threads, "seed": SEED + index, "official": args.official}
                 if side == "zoo":
-                    result = run_with(sys.executable, spec, threads)
+                    result = run_worker(__file__, spec, env=threads)
                 else:
-                    result = run_with(args.official_python, spec,
-                                      {**threads, "PYTHONPATH": args.official, "DGLBACKEND": "pytorch"}, args.official)
+                    result = run_worker(__file__, spec, python=args.official_python, cwd=args.official,
+                                        env={**threads, "PYTHONPATH": args.official, "DGLBACKEND": "pytorch"})
                 results[side].append(result)
                 print(f"round {index + 1} {side}: {statistics.median(result['seconds']):.3f} s/epoch",
                       file=sys.stderr, flush=True)

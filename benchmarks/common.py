@@ -169,15 +169,19 @@ def time_call(function: Callable[[], Any], repeats: int = 3, warmup: int = 1) ->
     return timing
 
 
-def run_worker(script: str | Path, payload: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+def run_worker(script: str | Path, payload: dict[str, Any], timeout: float | None = None,
+               python: str = sys.executable, env: dict[str, str] | None = None,
+               cwd: str | None = None) -> dict[str, Any]:
     """Run `python script --worker JSON` in a fresh process and return the dict it reports.
 
     The worker reports by calling `report(result)`; anything else it prints is passed
-    through to stderr so that progress stays visible.
+    through to stderr so that progress stays visible. `python`, `env` (added to the
+    current environment) and `cwd` let a worker run under another interpreter, e.g. an
+    upstream project's own environment.
     """
     completed = subprocess.run(
-        [sys.executable, str(script), "--worker", json.dumps(payload)],
-        stdout=subprocess.PIPE, text=True, timeout=timeout, check=False,
+        [python, str(script), "--worker", json.dumps(payload)],
+        stdout=subprocess.PIPE, text=True, timeout=timeout, check=False, env={**os.environ, **(env or {})}, cwd=cwd,
     )
     result = None
     for line in completed.stdout.splitlines():

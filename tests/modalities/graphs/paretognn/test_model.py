@@ -20,13 +20,6 @@ from zoo.training import TrainConfig, train
 SMALL = ParetoGNNConfig(in_dim=12, hidden_dims=(16, 8))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def community_graph(seed: int = 0) -> Data:
     g = torch.Generator().manual_seed(seed)

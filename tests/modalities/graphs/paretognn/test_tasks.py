@@ -25,14 +25,6 @@ IN_DIM, HIDDEN, PREDICTOR_DIM = 16, (32, 16), 32
 MAX_LOSS_RATIO = {"p_recon": 0.5, "p_ming": 0.85, "p_decor": 0.6, "p_minsg": 0.8, "p_link": 0.85}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: far faster than two on a machine other jobs share."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def graph() -> Data:
