@@ -1,0 +1,41 @@
+"""The embedded Cora checkpoints: load offline, match their hub_configs and cards, and
+their node embeddings reach the accuracy their cards report (GraphMAE's linear probe)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import zoo
+from helpers import shared_path
+from modalities.graphs.evaluation import node_probe
+from zoo.registry import data_folder
+
+#: checkpoint -> the early-stopped accuracy (probe seed 0) its card reports, in %
+REPORTED = {"graphmae-cora": 84.3, "paretognn-cora": 80.3}
+
+
+@pytest.mark.parametrize("name", sorted(REPORTED))
+def test_loads_offline_and_matches_its_hub_config(offline_cache, name):
+    encoder = zoo.load(name)
+    entry = zoo.info(name)
+    assert entry["embedded"] and encoder.family == entry["family"]
+    saved = {k: v for k, v in encoder.config.to_dict().items() if k not in ("family", "zoo_version")}
+    assert json.loads(json.dumps(saved)) == entry["architecture"]
+    assert entry["preprocessing"] == {k: v for k, v in encoder.processor.to_dict().items() if k != "processor_type"}
+    assert sum(p.numel() for p in encoder.parameters()) == entry["params"]
+    folder = data_folder("checkpoints") / name
+    assert (folder / "README.md").read_text() == (data_folder("model_cards") / f"{name}.md").read_text()
+    assert (folder / "model.safetensors").stat().st_size < 8_000_000
+
+
+@pytest.mark.parametrize("name", sorted(REPORTED))
+def test_node_embeddings_reach_the_reported_accuracy(name):
+    from modalities.graphs.datasets import load_dataset
+
+    data = load_dataset("cora", shared_path("data", "planetoid"))
+    nodes = zoo.load(name).embed(data, progress=False)
+    assert nodes.shape == (2708, zoo.load(name).embed_dim)
+    result = node_probe(nodes, data.y, data.train_mask, data.val_mask, data.test_mask, seed=0)
+    assert 100 * result["early_stopped_acc"] == pytest.approx(REPORTED[name], abs=0.2)
