@@ -1,9 +1,13 @@
-"""GraphMAE's node-classification protocol on frozen embeddings (`zoo probe NAME --dataset cora`).
+"""GraphMAE's protocols on frozen embeddings (`zoo probe NAME --dataset D`).
 
-A linear layer is trained full-batch on the training nodes with Adam (lr `lr_f`, L2
-decay `weight_decay_f`) for `max_epoch_f` epochs, as `graphmae/evaluation.py` does. Two
-test accuracies are reported, as upstream: at the last epoch ("final") and at the epoch
-with the best validation accuracy, later epochs winning ties ("early-stopped").
+Node classification (`graphmae/evaluation.py`): a linear layer is trained full-batch on
+the training nodes with Adam (lr `lr_f`, L2 decay `weight_decay_f`) for `max_epoch_f`
+epochs. Two test accuracies are reported, as upstream: at the last epoch ("final") and at
+the epoch with the best validation accuracy, later epochs winning ties ("early-stopped").
+
+Graph classification (`main_graph.py`, "svm-10fold"): one readout row per graph, 10-fold
+stratified cross-validation (shuffled, random_state 0); in each fold an RBF SVM whose C
+is chosen from {1e-3, ..., 10} by an inner 5-fold grid search; accuracy mean ± std over folds.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from zoo.errors import InputError
 
 #: GraphMAE's probe settings for Cora (lr_f, weight_decay_f, max_epoch_f)
 PROBE_DEFAULTS = {"lr": 0.01, "weight_decay": 1e-4, "epochs": 300}
+SVM_C_GRID = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -50,6 +55,35 @@ def node_probe(embeddings: torch.Tensor, labels: torch.Tensor, train_mask: torch
             "best_epoch": best["epoch"]}
 
 
+def svm_10fold(embeddings: Any, labels: Any) -> dict[str, Any]:
+    """Upstream's graph-classification score: accuracy (%) mean and std over 10 stratified folds."""
+    import numpy as np
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import SVC
+
+    x, y = np.asarray(embeddings, dtype=np.float64), np.asarray(labels)
+    folds = StratifiedKFold(n_splits=10, shuffle=True, random_state=0)
+    scores = []
+    for train, test in folds.split(x, y):
+        search = GridSearchCV(SVC(random_state=42), {"C": SVM_C_GRID}).fit(x[train], y[train])
+        scores.append(100 * float((search.predict(x[test]) == y[test]).mean()))
+    return {"accuracy": round(float(np.mean(scores)), 2), "accuracy_std": round(float(np.std(scores)), 2),
+            "folds": [round(score, 2) for score in scores]}
+
+
+def probe_graphs(encoder: Any, graphs: list[Any], dataset: str, device: Optional[str]) -> dict[str, Any]:
+    """The svm-10fold protocol on a set of labelled graphs, read out as the checkpoint was trained."""
+    import torch
+
+    if any(getattr(graph, "y", None) is None for graph in graphs):
+        raise InputError(f"dataset {dataset!r} has graphs without a label y; the graph probe needs one per graph")
+    pool = "mean" if encoder.config.pooling == "none" else encoder.config.pooling
+    rows = encoder.embed(graphs, pool=pool, device=device, progress=False).float()
+    labels = torch.cat([graph.y.view(-1) for graph in graphs])
+    return {"dataset": dataset, "protocol": "svm-10fold (GraphMAE)", "pool": pool, "graphs": len(graphs),
+            **svm_10fold(rows.numpy(), labels.numpy())}
+
+
 def check_split(data: Any, name: str) -> None:
     missing = [key for key in ("y", "train_mask", "val_mask", "test_mask") if getattr(data, key, None) is None]
     if missing:
@@ -61,15 +95,17 @@ def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str] = None, s
     """Embed a dataset's nodes once and probe them with each seed; accuracies in %.
 
     `settings` overrides `PROBE_DEFAULTS` (lr, weight_decay, epochs); by default the
-    checkpoint's recipe gives them, when it has one.
+    checkpoint's recipe gives them, when it has one. A set of graphs (the TU sets) is
+    scored with the svm-10fold protocol instead (deterministic, so `seeds` is unused).
     """
     from modalities.graphs.datasets import load_dataset
 
     data = load_dataset(dataset, data_root)
     if isinstance(data, list):
-        raise InputError(f"dataset {dataset!r} is a set of graphs; the node probe needs one graph with a split")
+        return probe_graphs(encoder, data, dataset, device)
     check_split(data, dataset)
     options = {**PROBE_DEFAULTS, **(settings or {})}
+    options.pop("protocol", None)
     embeddings = encoder.embed(data, pool="none", device=device, progress=False).float()
     runs = [node_probe(embeddings, data.y, data.train_mask, data.val_mask, data.test_mask, seed=seed, **options)
             for seed in seeds]

@@ -99,3 +99,15 @@ def test_datasets_are_named_and_located_clearly(tmp_path):
         load_dataset("squirrel")
     with pytest.raises(InputError, match="must hold CiteSeer/raw"):
         load_dataset("citeseer", tmp_path)
+
+
+def test_graph_sets_are_probed_with_the_svm_protocol(tmp_path, capsys):
+    root = shared_path("data", "tu")
+    out = tmp_path / "mutag"
+    assert main(["pretrain", "graphmae", "--dataset", "mutag", "--data", str(root), "-o", str(out), "--epochs", "2",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["probe", str(out / "encoder"), "--dataset", "mutag", "--data", str(root)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["protocol"].startswith("svm-10fold") and result["pool"] == "sum" and result["graphs"] == 188
+    assert len(result["folds"]) == 10 and 50 < result["accuracy"] <= 100
