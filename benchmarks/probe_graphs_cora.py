@@ -58,14 +58,24 @@ def main() -> None:
     first = next(iter(encoders.values()))
     raw = first.processor.prepare(data).x
     rows.append(("raw features (row-normalised)", "-", probe_rows(raw, data, args.probe_seeds)))
+    families: dict[str, list[dict]] = {}
     for name, encoder in encoders.items():
-        torch.manual_seed(0)
-        random_init = type(encoder)(encoder.config, encoder.processor).eval()
-        rows.append((f"{encoder.family} random init", "-", probe_rows(random_init.embed(data, progress=False), data,
-                                                                     args.probe_seeds)))
-        rows.append((name, run_facts(Path(args.run[list(encoders).index(name)])),
-                     probe_rows(encoder.embed(data, progress=False), data, args.probe_seeds)))
-    print(f"probe seeds {args.probe_seeds}; accuracy % (mean ± std over probe seeds)\n")
+        if encoder.family not in families:
+            torch.manual_seed(0)
+            random_init = type(encoder)(encoder.config, encoder.processor).eval()
+            rows.append((f"{encoder.family} random init", "-",
+                         probe_rows(random_init.embed(data, progress=False), data, args.probe_seeds)))
+            families[encoder.family] = []
+        result = probe_rows(encoder.embed(data, progress=False), data, args.probe_seeds)
+        families[encoder.family].append(result)
+        rows.append((name, run_facts(Path(args.run[list(encoders).index(name)])), result))
+    for family, results in families.items():
+        if len(results) > 1:
+            across = {key: (statistics.mean(r[key][0] for r in results), statistics.pstdev(r[key][0] for r in results))
+                      for key in ("final_acc", "early_stopped_acc")}
+            rows.append((f"{family}, across {len(results)} pretraining seeds", "-", across))
+    print(f"probe seeds {args.probe_seeds}; accuracy % (mean ± std over probe seeds; the 'across' rows: mean ± std "
+          "over pretraining seeds of the per-run means)\n")
     print("| features | pretraining | final | early-stopped |\n|---|---|---|---|")
     for name, facts, result in rows:
         final, stopped = result["final_acc"], result["early_stopped_acc"]
