@@ -56,7 +56,20 @@ class GATLayer(nn.Module):
         return self.activation(self.norm(out))
 
 
-class GAT(nn.Module):
+class LayerStack(nn.Module):
+    """Message-passing layers applied in turn; `forward` returns every layer's output, first layer first."""
+
+    layers: nn.ModuleList
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for layer in self.layers:
+            x = layer(x, edge_index)
+            outputs.append(x)
+        return outputs
+
+
+class GAT(LayerStack):
     """A stack of `GATLayer`s: every layer has `heads` heads of `hidden // heads` features,
     except that the last one maps to `out_dim` with `out_heads` heads. As upstream, a
     single-layer stack has no activation even when encoding."""
@@ -76,12 +89,6 @@ class GAT(nn.Module):
                 activation=activation if (not last or (encoding and num_layers > 1)) else None,
             ))
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for layer in self.layers:
-            x = layer(x, edge_index)
-            outputs.append(x)
-        return outputs
 
 
 class GINMLP(nn.Module):
@@ -125,7 +132,7 @@ class GINLayer(nn.Module):
         return out if self.residual is None else out + self.residual(x)
 
 
-class GIN(nn.Module):
+class GIN(LayerStack):
     """A stack of `GINLayer`s. As upstream, the last layer's MLP gets the extra norm and
     activation only in an encoding stack that has a norm."""
 
@@ -141,9 +148,3 @@ class GIN(nn.Module):
                 apply = GINApply(apply, width_out, activation, norm)
             self.layers.append(GINLayer(apply, width_in, width_out, dropout, residual and (encoding or not last)))
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for layer in self.layers:
-            x = layer(x, edge_index)
-            outputs.append(x)
-        return outputs

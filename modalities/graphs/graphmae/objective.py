@@ -13,18 +13,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from modalities.graphs.graphmae.model import GraphMAEEncoder
+from modalities.graphs.losses import sce_loss
 from zoo.errors import ConfigError
 from zoo.outputs import PretrainOutput
-
-
-def sce_loss(prediction: torch.Tensor, target: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Scaled cosine error: mean over rows of (1 - cos)^alpha; alpha > 1 down-weights easy rows."""
-    cosine = (F.normalize(prediction, dim=-1) * F.normalize(target, dim=-1)).sum(dim=-1)
-    return (1 - cosine).pow(alpha).mean()
 
 
 def mask_nodes(x: torch.Tensor, mask_rate: float, replace_rate: float, mask_token: torch.Tensor,

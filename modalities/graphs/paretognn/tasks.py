@@ -57,6 +57,8 @@ from torch_geometric.data import Data
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import negative_sampling
 
+from modalities.graphs.losses import sce_loss
+
 Encoder = Callable[[Tensor, Tensor], Tensor]
 #: the tasks every upstream pretraining script uses (`--tasks`)
 SCRIPT_TASKS = ("p_recon", "p_ming", "p_decor", "p_minsg", "p_link")
@@ -94,6 +96,14 @@ def feature_dropout(x: Tensor, ratio: float, generator: torch.Generator | None =
     return x * keep / (1.0 - ratio)
 
 
+def augmented_view(
+    encoder: Encoder, data: Data, edge_drop_ratio: float, feature_drop_ratio: float, generator: torch.Generator | None
+) -> Tensor:
+    """Node embeddings of one view with edges dropped and feature columns masked (GRACE, CCA-SSG)."""
+    edge_index = drop_edges(data.edge_index, edge_drop_ratio, generator)
+    return encoder(mask_feature_columns(data.x, feature_drop_ratio, generator), edge_index)
+
+
 def sample_negative_edges(
     edge_index: Tensor, num_nodes: int, count: int, generator: torch.Generator | None = None
 ) -> Tensor:
@@ -120,12 +130,6 @@ def xavier_init_(module: nn.Module) -> None:
             nn.init.xavier_uniform_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-
-
-def scaled_cosine_error(prediction: Tensor, target: Tensor, alpha: float = 3.0) -> Tensor:
-    """GraphMAE's SCE: mean of (1 - cos)^alpha, which down-weights rows already well reconstructed."""
-    cosine = (F.normalize(prediction, dim=-1) * F.normalize(target, dim=-1)).sum(dim=-1)
-    return (1.0 - cosine).pow(alpha).mean()
 
 
 def cosine_similarity_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -179,7 +183,7 @@ class FeatureReconstruction(PretextTask):
         h = self.encoder_to_decoder(encoder(corrupted, edge_index))
         h = h.masked_fill(is_masked[:, None], 0.0)
         reconstruction = self.decoder(h, edge_index)[masked]
-        return scaled_cosine_error(reconstruction, x[masked], self.alpha)
+        return sce_loss(reconstruction, x[masked], self.alpha)
 
 
 class NodeGraphInfomax(PretextTask):
@@ -222,9 +226,7 @@ class SubgraphContrast(PretextTask):
 
     def _view(self, encoder: Encoder, data: Data, generator: torch.Generator | None) -> Tensor:
         """Projected embeddings of one augmented view."""
-        edge_index = drop_edges(data.edge_index, self.edge_drop_ratio, generator)
-        x = mask_feature_columns(data.x, self.feature_drop_ratio, generator)
-        return self.projector(encoder(x, edge_index))
+        return self.projector(augmented_view(encoder, data, self.edge_drop_ratio, self.feature_drop_ratio, generator))
 
     def loss(self, encoder: Encoder, data: Data, generator: torch.Generator | None = None) -> Tensor:
         h1, h2 = self._view(encoder, data, generator), self._view(encoder, data, generator)
@@ -244,9 +246,7 @@ class Decorrelation(PretextTask):
 
     def _view(self, encoder: Encoder, data: Data, generator: torch.Generator | None) -> Tensor:
         """Standardised embeddings of one augmented view."""
-        edge_index = drop_edges(data.edge_index, self.edge_drop_ratio, generator)
-        x = mask_feature_columns(data.x, self.feature_drop_ratio, generator)
-        return standardize(encoder(x, edge_index))
+        return standardize(augmented_view(encoder, data, self.edge_drop_ratio, self.feature_drop_ratio, generator))
 
     def loss(self, encoder: Encoder, data: Data, generator: torch.Generator | None = None) -> Tensor:
         z1, z2 = self._view(encoder, data, generator), self._view(encoder, data, generator)

@@ -11,7 +11,8 @@ from torch_geometric.data import Data
 import zoo
 from helpers import shared_path
 from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
-from modalities.graphs.graphmae.objective import GraphMAEPretraining, mask_nodes, sce_loss
+from modalities.graphs.graphmae.objective import GraphMAEPretraining, mask_nodes
+from modalities.graphs.losses import sce_loss
 from zoo.cli import main
 from zoo.errors import CheckpointError, ConfigError
 from zoo.training import TrainConfig, train
