@@ -42,6 +42,23 @@ def resolve_recipe(family: str, config_class: type, dataset: str, overrides: dic
     return config, processor, recipe
 
 
+def start_run(args: argparse.Namespace, family: str, config_class: type, recipe_keys: Sequence[str],
+              length_key: str, length: int | None) -> tuple[Any, GraphProcessor, dict[str, Any], list[Any]]:
+    """What every `zoo pretrain` run of a graph family does first: threads, `--set` overrides
+    (and `--epochs`/`--steps` as `length_key`), the recipe, the prepared graphs; then it seeds torch."""
+    from modalities.graphs.datasets import load_dataset
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = parse_overrides(args.overrides)
+    if length is not None:
+        overrides[length_key] = length
+    config, processor, recipe = resolve_recipe(family, config_class, args.dataset, overrides, recipe_keys)
+    graphs = prepare_graphs(load_dataset(args.dataset, args.data), processor, args.dataset)
+    torch.manual_seed(args.seed)
+    return config, processor, recipe, graphs
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="a dataset with a recipe in hub_configs, e.g. cora")
     parser.add_argument("--data", help="folder holding the dataset as PyG lays it out (e.g. ROOT/Cora/raw); "

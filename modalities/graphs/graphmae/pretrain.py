@@ -11,19 +11,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
-
-from modalities.graphs.datasets import load_dataset
 from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from modalities.graphs.graphmae.objective import GraphMAEPretraining
-from modalities.graphs.pretraining import (
-    GraphBatches,
-    add_common_arguments,
-    parse_overrides,
-    prepare_graphs,
-    resolve_recipe,
-    run_and_save,
-)
+from modalities.graphs.pretraining import GraphBatches, add_common_arguments, run_and_save, start_run
 from zoo.errors import ConfigError
 from zoo.training import TrainConfig
 
@@ -50,15 +40,8 @@ def train_config(recipe: dict[str, Any], steps: int, args: argparse.Namespace) -
 
 def run(args: argparse.Namespace) -> None:
     """Pretrain GraphMAE on a dataset with its recipe; save `OUTPUT/encoder`."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides = parse_overrides(args.overrides)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    config, processor, recipe = resolve_recipe("graphmae", GraphMAEConfig, args.dataset, overrides, RECIPE_KEYS)
-    graphs = prepare_graphs(load_dataset(args.dataset, args.data), processor, args.dataset)
+    config, processor, recipe, graphs = start_run(args, "graphmae", GraphMAEConfig, RECIPE_KEYS, "epochs", args.epochs)
     batches = GraphBatches(graphs, recipe.get("batch_size") or 1, args.seed)
-    torch.manual_seed(args.seed)
     encoder = GraphMAEEncoder(config, processor)
     objective = GraphMAEPretraining(encoder, **{key: recipe[key] for key in OBJECTIVE_KEYS})
     run_and_save(objective, encoder, batches, train_config(recipe, recipe["epochs"] * len(batches), args), args, recipe)

@@ -11,19 +11,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
-
-from modalities.graphs.datasets import load_dataset
 from modalities.graphs.paretognn.model import ParetoGNNConfig, ParetoGNNEncoder
 from modalities.graphs.paretognn.objective import ParetoGNNPretraining
-from modalities.graphs.pretraining import (
-    GraphBatches,
-    add_common_arguments,
-    parse_overrides,
-    prepare_graphs,
-    resolve_recipe,
-    run_and_save,
-)
+from modalities.graphs.pretraining import GraphBatches, add_common_arguments, run_and_save, start_run
 from zoo.training import TrainConfig
 
 RECIPE_KEYS = ("dataset", "steps", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "tasks", "grad_norm",
@@ -47,14 +37,7 @@ def train_config(recipe: dict[str, Any], args: argparse.Namespace) -> TrainConfi
 
 def run(args: argparse.Namespace) -> None:
     """Pretrain ParetoGNN on a dataset with its recipe; save `OUTPUT/encoder`."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides = parse_overrides(args.overrides)
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    config, processor, recipe = resolve_recipe("paretognn", ParetoGNNConfig, args.dataset, overrides, RECIPE_KEYS)
-    graphs = prepare_graphs(load_dataset(args.dataset, args.data), processor, args.dataset)
-    torch.manual_seed(args.seed)
+    config, processor, recipe, graphs = start_run(args, "paretognn", ParetoGNNConfig, RECIPE_KEYS, "steps", args.steps)
     encoder = ParetoGNNEncoder(config, processor)
     objective = ParetoGNNPretraining(encoder, recipe["tasks"], use_pareto=not args.no_pareto,
                                      grad_norm=recipe["grad_norm"], predictor_dim=recipe["predictor_dim"],
