@@ -1,15 +1,23 @@
 """Official GraphMAE checkpoints (DGL, `torch.save(model.state_dict())` of `PreModel`) -> zoo encoders.
 
-Upstream's GAT layer keeps `fc.weight` (all heads' projections), `attn_l` / `attn_r`
-(attention vectors of the source / destination node), `bias`, an optional `res_fc.weight`,
-`norm.*` and the PReLU's `activation.weight`. PyG's GATConv holds the same tensors as
-`lin.weight`, `att_src`, `att_dst` and `bias` with the same (heads, channels) order, so
-conversion renames keys. The decoder, the [MASK] token and `encoder_to_decoder` are
-pretraining-only and dropped. The architecture is read off the tensor shapes.
+GAT encoders (node tasks): upstream's layer keeps `fc.weight` (all heads' projections),
+`attn_l` / `attn_r` (attention vectors of the source / destination node), `bias`, an
+optional `res_fc.weight`, `norm.*` and the PReLU's `activation.weight`. PyG's GATConv holds
+the same tensors as `lin.weight`, `att_src`, `att_dst` and `bias` with the same
+(heads, channels) order, so conversion renames keys.
+
+GIN encoders (graph tasks): upstream's layer keeps `eps` and an `apply_func` that is a
+two-layer MLP (`linears`, `norms.0`, `activations.0`) wrapped, in every layer but a
+norm-free last one, by a norm and an activation (`mlp.*`, `norm.*`, `act.*`); the zoo's
+GIN layer has the same parts under `conv.nn`.
+
+The decoder, the [MASK] token and `encoder_to_decoder` are pretraining-only and dropped.
+The architecture is read off the tensor shapes.
 
 Upstream's Planetoid loaders (DGL) row-normalise the features; a checkpoint trained on
 Cora, CiteSeer or PubMed therefore wants `encoder.processor.feature_norm = "row"` before
-it embeds raw PyG data (the file does not say which dataset it was trained on).
+it embeds raw PyG data (the file does not say which dataset it was trained on). A GIN
+file does not say its readout either: pass `pooling=` (upstream's default is "mean").
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from zoo.errors import CheckpointError
 
 #: upstream suffix inside `encoder.gat_layers.{i}.` -> zoo suffix inside `gnn.layers.{i}.`
-KEY_MAP = {
+GAT_KEYS = {
     "fc.weight": "conv.lin.weight",
     "attn_l": "conv.att_src",
     "attn_r": "conv.att_dst",
@@ -33,9 +41,23 @@ KEY_MAP = {
     "activation.weight": "activation.weight",
 }
 NORM_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+NORM = "(" + "|".join(NORM_SUFFIXES) + ")"
+#: upstream suffix inside `encoder.layers.{i}.` (a regular expression) -> zoo suffix inside `gnn.layers.{i}.`
+GIN_KEYS = {
+    r"eps": "conv.eps",
+    r"res_fc\.weight": "residual.weight",
+    r"apply_func\.mlp\.linears\.([01])\.(weight|bias)": r"conv.nn.mlp.linears.\1.\2",
+    r"apply_func\.mlp\.norms\.0\." + NORM: r"conv.nn.mlp.norm.\1",
+    r"apply_func\.mlp\.activations\.0\.weight": "conv.nn.mlp.activation.weight",
+    r"apply_func\.norm\." + NORM: r"conv.nn.norm.\1",
+    r"apply_func\.act\.weight": "conv.nn.activation.weight",
+    r"apply_func\.linears\.([01])\.(weight|bias)": r"conv.nn.linears.\1.\2",
+    r"apply_func\.norms\.0\." + NORM: r"conv.nn.norm.\1",
+    r"apply_func\.activations\.0\.weight": "conv.nn.activation.weight",
+}
 #: pretraining-only parts of upstream's PreModel
 DROPPED_PREFIXES = ("decoder.", "encoder_to_decoder.", "enc_mask_token")
-LAYER_KEY = re.compile(r"^encoder\.gat_layers\.(\d+)\.(.+)$")
+LAYER_KEY = re.compile(r"^encoder\.(gat_layers|layers)\.(\d+)\.(.+)$")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -46,10 +68,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"cannot read GraphMAE checkpoint {str(path)!r} ({err}); re-download it") from err
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    if not isinstance(state, dict) or not any(key.startswith("encoder.gat_layers.") for key in state):
+    if not isinstance(state, dict) or not any(isinstance(key, str) and LAYER_KEY.match(key) for key in state):
         raise CheckpointError(
-            f"{str(path)!r} is not a GraphMAE GAT checkpoint (no encoder.gat_layers.* keys); "
-            "it must be the state_dict of upstream's PreModel with a GAT encoder"
+            f"{str(path)!r} is not a GraphMAE checkpoint (no encoder.gat_layers.* or encoder.layers.* keys); "
+            "it must be the state_dict of upstream's PreModel with a GAT or GIN encoder"
         )
     return state
 
@@ -60,12 +82,26 @@ def rename_key(key: str) -> Optional[str]:
         return None
     match = LAYER_KEY.match(key)
     if match:
-        index, suffix = match.groups()
-        if suffix in KEY_MAP:
-            return f"gnn.layers.{index}.{KEY_MAP[suffix]}"
-        if suffix.startswith("norm.") and suffix[5:] in NORM_SUFFIXES:
-            return f"gnn.layers.{index}.{suffix}"
-    raise CheckpointError(f"unexpected key {key!r} in a GraphMAE checkpoint; is it a GAT encoder?")
+        stack, index, suffix = match.groups()
+        name = gat_suffix(suffix) if stack == "gat_layers" else gin_suffix(suffix)
+        if name is not None:
+            return f"gnn.layers.{index}.{name}"
+    raise CheckpointError(f"unexpected key {key!r} in a GraphMAE checkpoint; is it a GAT or GIN encoder?")
+
+
+def gat_suffix(suffix: str) -> Optional[str]:
+    if suffix in GAT_KEYS:
+        return GAT_KEYS[suffix]
+    if suffix.startswith("norm.") and suffix[5:] in NORM_SUFFIXES:
+        return suffix
+    return None
+
+
+def gin_suffix(suffix: str) -> Optional[str]:
+    for pattern, replacement in GIN_KEYS.items():
+        if re.fullmatch(pattern, suffix):
+            return re.sub(pattern, replacement, suffix)
+    return None
 
 
 def config_from_state(state: dict[str, torch.Tensor], **overrides: Any) -> GraphMAEConfig:
@@ -73,23 +109,36 @@ def config_from_state(state: dict[str, torch.Tensor], **overrides: Any) -> Graph
 
     A parameter-free activation is taken as "relu" (PReLU leaves a weight), and a residual
     is seen only where it is a linear map (an identity residual, between equal widths,
-    leaves no tensor): pass `activation=` or `residual=True` when they differ.
+    leaves no tensor): pass `activation=` or `residual=True` when they differ. A GIN
+    file's readout is upstream's default ("mean") unless `pooling=` says otherwise.
     """
-    layers = sorted({int(LAYER_KEY.match(key).group(1)) for key in state if LAYER_KEY.match(key)})
-    first = f"encoder.gat_layers.{layers[0]}."
-    _, heads, head_dim = state[first + "attn_l"].shape
-    norm = None
-    if first + "norm.running_mean" in state:
-        norm = "batchnorm"
-    elif first + "norm.weight" in state:
-        norm = "layernorm"
-    inferred = {
-        "in_dim": state[first + "fc.weight"].shape[1], "num_hidden": heads * head_dim, "num_heads": heads,
-        "num_layers": len(layers), "encoder_type": "gat", "norm": norm,
-        "activation": "prelu" if first + "activation.weight" in state else "relu",
-        "residual": any(LAYER_KEY.match(key) and ".res_fc." in key for key in state),
-    }
+    layer_keys = [LAYER_KEY.match(key) for key in state]
+    layers = sorted({int(match.group(2)) for match in layer_keys if match})
+    stack = next(match.group(1) for match in layer_keys if match)
+    inferred = (gat_config if stack == "gat_layers" else gin_config)(state, f"encoder.{stack}.{layers[0]}.")
+    residual = any(match and match.group(3).startswith("res_fc.") for match in layer_keys)
+    inferred.update(num_layers=len(layers), residual=residual)
     return GraphMAEConfig(**{**inferred, **overrides})
+
+
+def gat_config(state: dict[str, torch.Tensor], first: str) -> dict[str, Any]:
+    _, heads, head_dim = state[first + "attn_l"].shape
+    return {"in_dim": state[first + "fc.weight"].shape[1], "num_hidden": heads * head_dim, "num_heads": heads,
+            "encoder_type": "gat", "norm": norm_of(state, first + "norm."),
+            "activation": "prelu" if first + "activation.weight" in state else "relu"}
+
+
+def gin_config(state: dict[str, torch.Tensor], first: str) -> dict[str, Any]:
+    mlp = first + "apply_func.mlp." if first + "apply_func.mlp.linears.0.weight" in state else first + "apply_func."
+    hidden, in_dim = state[mlp + "linears.0.weight"].shape
+    return {"in_dim": in_dim, "num_hidden": hidden, "encoder_type": "gin", "norm": norm_of(state, mlp + "norms.0."),
+            "activation": "prelu" if mlp + "activations.0.weight" in state else "relu", "pooling": "mean"}
+
+
+def norm_of(state: dict[str, torch.Tensor], prefix: str) -> Optional[str]:
+    if prefix + "running_mean" in state:
+        return "batchnorm"
+    return "layernorm" if prefix + "weight" in state else None
 
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -85,9 +85,6 @@ class GraphMAEConfig(EncoderConfig):
                    self.norm, encoding)
 
 
-
-
-
 class GraphMAEEncoder(GraphEncoder):
     """The GraphMAE encoder: node features of every layer; the last layer is the embedding."""
 
@@ -98,7 +95,7 @@ class GraphMAEEncoder(GraphEncoder):
     def __init__(self, config: GraphMAEConfig, processor: Optional[GraphProcessor] = None) -> None:
         super().__init__(config, processor if processor is not None else GraphProcessor(in_dim=config.in_dim))
         self.gnn = config.build_backbone(config.in_dim, config.num_hidden, config.num_layers, encoding=True,
-                                             heads=config.num_heads, out_heads=config.num_heads)
+                                         heads=config.num_heads, out_heads=config.num_heads)
 
     def node_layers(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
         return self.gnn(x, edge_index)

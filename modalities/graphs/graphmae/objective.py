@@ -28,20 +28,21 @@ def mask_nodes(x: torch.Tensor, mask_rate: float, replace_rate: float, mask_toke
     Counts are truncated as upstream: int(mask_rate * N) masked, int(replace_rate * masked)
     of them replaced by the features of nodes drawn without replacement from all nodes, the
     rest given the token (upstream truncates both shares, which can leave one masked node
-    with its own features; here none is left).
+    with its own features; here none is left). The random draws are upstream's, in its
+    order, so a seeded step masks the same nodes.
     """
     num_nodes = x.shape[0]
-    perm = torch.randperm(num_nodes, device=x.device, generator=generator)
-    num_masked = int(mask_rate * num_nodes)
-    masked = perm[:num_masked]
-    num_noise = int(replace_rate * num_masked)
-    order = torch.randperm(num_masked, device=x.device, generator=generator)
-    token_nodes = masked[order[: num_masked - num_noise]]
-    noise_nodes = masked[order[num_masked - num_noise:]]
-    sources = torch.randperm(num_nodes, device=x.device, generator=generator)[:num_noise]
+    masked = torch.randperm(num_nodes, device=x.device, generator=generator)[: int(mask_rate * num_nodes)]
     corrupted = x.clone()
+    token_nodes = masked
+    if replace_rate > 0:
+        num_noise = int(replace_rate * len(masked))
+        order = torch.randperm(len(masked), device=x.device, generator=generator)
+        token_nodes = masked[order[: len(masked) - num_noise]]
+        noise_nodes = masked[order[len(masked) - num_noise:]]
+        sources = torch.randperm(num_nodes, device=x.device, generator=generator)[:num_noise]
+        corrupted[noise_nodes] = x[sources]
     corrupted[token_nodes] = 0.0
-    corrupted[noise_nodes] = x[sources]
     corrupted[token_nodes] += mask_token
     return corrupted, masked
 
