@@ -98,19 +98,19 @@ def load_ppi(data_root: Optional[str | Path]) -> list[Any]:
 
 def load_tu(name: str, data_root: Optional[str | Path]) -> list[Any]:
     """A TU graph-classification set as a list of graphs with `y`; sets without node
-    features get one-hot degrees clipped at `MAX_DEGREE`, as GraphMAE does."""
-    import torch
-    import torch.nn.functional as F
+    features get one-hot degrees clipped at `MAX_DEGREE`, as GraphMAE does (the encoders'
+    processors compute the same features themselves)."""
     from torch_geometric.datasets import TUDataset
-    from torch_geometric.utils import degree
+
+    from modalities.graphs.processing import neighbour_counts, one_hot_degrees
 
     folder = TU[name]
     graphs = list(TUDataset(str(working_root(data_root, folder)), folder))
     if graphs[0].x is None:
-        degrees = [degree(g.edge_index[1], g.num_nodes).long().clamp(max=MAX_DEGREE) for g in graphs]
-        width = int(max(int(d.max()) if d.numel() else 0 for d in degrees)) + 1
-        for graph, value in zip(graphs, degrees):
-            graph.x = F.one_hot(value, width).to(torch.float32)
+        most = max(int(neighbour_counts(g.edge_index, g.num_nodes).max()) for g in graphs)
+        width = min(most, MAX_DEGREE) + 1
+        for graph in graphs:
+            graph.x = one_hot_degrees(graph.edge_index, graph.num_nodes, width)
     return graphs
 
 

@@ -4,7 +4,8 @@ GraphMAE's and ParetoGNN's node encoders were trained on undirected graphs with 
 self-loop per node (GraphMAE: `dgl.to_bidirected`, then remove and re-add self-loops)
 and, for the Planetoid sets, row-normalised bag-of-words features. The processor applies
 the same steps to any graph a user passes, so raw PyG datasets give the embeddings the
-checkpoint was trained to give.
+checkpoint was trained to give. Checkpoints of sets without node features (the IMDB,
+COLLAB and REDDIT sets) take one-hot node degrees, which the processor computes itself.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from zoo.errors import InputError
 from zoo.processing import Processor
 
 FEATURE_NORMS = (None, "row")
+NODE_FEATURES = ("x", "degree")
 
 
 @dataclasses.dataclass
@@ -32,6 +34,9 @@ class GraphProcessor(Processor):
             isolated nodes still attend to themselves and no node counts itself twice.
         feature_norm: None, or "row" to divide each node's features by their sum
             (DGL's Planetoid loader does this; a row of zeros stays zero).
+        node_features: "x" (the graph's own features) or "degree": one-hot numbers of
+            distinct neighbours, clipped at `in_dim - 1`, computed from the edges (any `x`
+            is ignored); GraphMAE's features for sets that have none.
     """
 
     processor_type = "graph"
@@ -40,10 +45,15 @@ class GraphProcessor(Processor):
     to_undirected: bool = True
     self_loops: bool = True
     feature_norm: Optional[str] = None
+    node_features: str = "x"
 
     def __post_init__(self) -> None:
         if self.feature_norm not in FEATURE_NORMS:
             raise InputError(f"feature_norm={self.feature_norm!r} is not one of {FEATURE_NORMS}")
+        if self.node_features not in NODE_FEATURES:
+            raise InputError(f"node_features={self.node_features!r} is not one of {NODE_FEATURES}")
+        if self.node_features == "degree" and self.in_dim is None:
+            raise InputError("node_features='degree' needs in_dim (the width of the one-hot degrees)")
 
     def prepare(self, item: Any, **kwargs: Any) -> Any:
         """Check one graph and return a normalised copy holding only `x` and `edge_index`."""
@@ -51,6 +61,8 @@ class GraphProcessor(Processor):
 
         if kwargs:
             raise InputError(f"graph inputs take no options, got {sorted(kwargs)}")
+        if self.node_features == "degree":
+            item = with_degree_features(item, self.in_dim)
         x, edge_index = check_graph(item, self.in_dim)
         edge_index = self.normalise_edges(edge_index, x.shape[0])
         if self.feature_norm == "row":
@@ -78,6 +90,36 @@ class GraphProcessor(Processor):
 
         batch = Batch.from_data_list(list(pieces))
         return {"x": batch.x, "edge_index": batch.edge_index, "batch": batch.batch}
+
+
+def neighbour_counts(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """Distinct neighbours of each node: self-loops and repeated or reverse edges not counted."""
+    from torch_geometric.utils import degree, remove_self_loops, to_undirected
+
+    edges, _ = remove_self_loops(to_undirected(edge_index, num_nodes=num_nodes))
+    return degree(edges[0], num_nodes, dtype=torch.long)
+
+
+def one_hot_degrees(edge_index: torch.Tensor, num_nodes: int, width: int) -> torch.Tensor:
+    """(num_nodes, width) one-hot `neighbour_counts`, clipped at width - 1."""
+    import torch.nn.functional as F
+
+    counts = neighbour_counts(edge_index, num_nodes).clamp(max=width - 1)
+    return F.one_hot(counts, width).to(torch.float32)
+
+
+def with_degree_features(item: Any, width: int) -> Any:
+    """A copy of a graph whose `x` is its one-hot degrees; the node count comes from
+    `num_nodes` (or the edges, or `x`, as PyG infers it)."""
+    from torch_geometric.data import Data
+
+    if not isinstance(item, Data):
+        check_graph(item, width)
+    num_nodes = item.num_nodes
+    if not num_nodes:
+        raise InputError("graph has no nodes; set data.num_nodes (this encoder computes degree features itself)")
+    edge_index = check_edge_index(item, num_nodes)
+    return Data(x=one_hot_degrees(edge_index, num_nodes, width), edge_index=edge_index)
 
 
 def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:

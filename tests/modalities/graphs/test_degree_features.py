@@ -1,0 +1,71 @@
+"""Degree features: GraphMAE's node features for graph sets that have none (IMDB, COLLAB,
+REDDIT), computed by the processor so a featureless user graph embeds as the set did."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import shared_path
+from torch_geometric.data import Data
+
+from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
+from modalities.graphs.processing import GraphProcessor
+from zoo.errors import InputError
+
+STAR = torch.tensor([[0, 0, 0, 0, 1, 1, 2], [1, 2, 3, 4, 0, 0, 2]])  # node 0 has 4 neighbours; a repeat, a loop
+
+
+def test_degrees_count_distinct_neighbours_and_clip_at_the_width():
+    processor = GraphProcessor(in_dim=3, node_features="degree")
+    x = processor.prepare(Data(edge_index=STAR, num_nodes=6)).x
+    assert x.shape == (6, 3)
+    assert x.argmax(dim=1).tolist() == [2, 1, 1, 1, 1, 0]  # 4 -> clipped to 2; the loop on 2 is not counted
+    assert torch.equal(x.sum(dim=1), torch.ones(6))
+
+
+def test_given_features_are_replaced_by_degrees():
+    processor = GraphProcessor(in_dim=5, node_features="degree")
+    with_x = Data(x=torch.rand(6, 11), edge_index=STAR)
+    assert torch.equal(processor.prepare(with_x).x, processor.prepare(Data(edge_index=STAR, num_nodes=6)).x)
+
+
+def test_degree_processors_refuse_graphs_they_cannot_count():
+    with pytest.raises(InputError, match="needs in_dim"):
+        GraphProcessor(node_features="degree")
+    with pytest.raises(InputError, match="node_features='labels'"):
+        GraphProcessor(in_dim=3, node_features="labels")
+    processor = GraphProcessor(in_dim=3, node_features="degree")
+    with pytest.raises(InputError, match="graph has no nodes"):
+        processor.prepare(Data(edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=0))
+    with pytest.raises(InputError, match="refers to node 5"):
+        processor.prepare(Data(edge_index=torch.tensor([[0], [5]]), num_nodes=3))
+    with pytest.raises(InputError, match="not supported"):
+        processor.prepare({"edge_index": STAR})
+
+
+def test_a_featureless_graph_embeds_like_its_loaded_copy():
+    torch.manual_seed(0)
+    encoder = GraphMAEEncoder(GraphMAEConfig(in_dim=4, num_hidden=8, num_layers=2, encoder_type="gin",
+                                             norm="batchnorm", pooling="mean"),
+                              GraphProcessor(in_dim=4, node_features="degree")).eval()
+    featureless = [Data(edge_index=STAR, num_nodes=6), Data(edge_index=torch.empty(2, 0, dtype=torch.long),
+                                                            num_nodes=1)]
+    rows = encoder.embed(featureless, progress=False)
+    assert rows.shape == (2, 8) and torch.isfinite(rows).all()
+
+
+@pytest.mark.parametrize("name, width", [("imdb-binary", 136), ("imdb-multi", 89)])
+def test_imdb_loader_and_processor_agree_on_the_recipe_width(name, width):
+    """The loader's one-hot degrees have the width the recipe's in_dim says, and the processor
+    gives the same features from the edges alone."""
+    import json
+    from pathlib import Path
+
+    from modalities.graphs.datasets import load_dataset
+
+    graphs = load_dataset(name, shared_path("data", "tu"))
+    recipe = json.loads((Path(__file__).parents[3] / "hub_configs" / f"graphmae-{name}.json").read_text())
+    assert graphs[0].x.shape[1] == recipe["architecture"]["in_dim"] == width
+    processor = GraphProcessor.from_dict({**recipe["preprocessing"], "in_dim": width})
+    assert all(torch.equal(processor.prepare(Data(edge_index=g.edge_index, num_nodes=g.num_nodes)).x, g.x)
+               for g in graphs[:200])
