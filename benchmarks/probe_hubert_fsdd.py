@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, per_layer = [], {}
     for name, model in (("pretrained", encoder), ("random init", random_encoder)):
-        model_rows, per_layer[name] = evaluate_encoder(name, encoder_layers(model, waves, args.batch_size), data, args.seed)
+        layers = encoder_layers(model, waves, args.batch_size)
+        model_rows, per_layer[name] = evaluate_encoder(name, layers, data, args.seed)
         rows.extend(model_rows)
     for name, features in classic_features(waves, encoder.processor.sampling_rate, field, hop).items():
         rows.append({"features": name, "dim": features.shape[1],

@@ -111,7 +111,8 @@ def tone_set(folder: Path, layout: str) -> None:
         split = "test" if index >= 16 else "train"
         time = np.arange(4000) / RATE
         wave = np.sin(2 * np.pi * (200 if label == "low" else 3000) * time) + 0.2 * generator.standard_normal(4000)
-        path = folder / split / label / f"{index}.wav" if layout == "folders" else folder / f"{label}_{split}_{index}.wav"
+        name = f"{index}.wav" if layout == "folders" else f"{label}_{split}_{index}.wav"
+        path = folder / split / label / name if layout == "folders" else folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(path, wave.astype(np.float32), RATE, subtype="FLOAT")
 

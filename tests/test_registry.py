@@ -60,7 +60,8 @@ def test_unknown_family_is_named():
 def test_importing_zoo_stays_light():
     """`import zoo` and listing models import no family, torchaudio nor torch_geometric."""
     code = ("import sys, zoo; zoo.list_models(); zoo.info('hubert-base-ls960'); "
-            "print(sorted(m for m in ('torchaudio', 'torch_geometric', 'modalities.speech.hubert') if m in sys.modules))")
+            "print(sorted(m for m in ('torchaudio', 'torch_geometric', 'modalities.speech.hubert') "
+            "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

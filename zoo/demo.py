@@ -38,8 +38,8 @@ def run_demo() -> int:
         encoder = load(name)
         rows = encoder.embed([str(path) for path in inputs], progress=False)
         layers = encoder.embed([str(path) for path in inputs[:1]], layer="all", progress=False)
-        print(f"\n== {name} ({entry.modality}, {entry.family}): {len(inputs)} inputs -> embeddings {tuple(rows.shape)}, "
-              f"all layers {tuple(layers.shape)}")
+        print(f"\n== {name} ({entry.modality}, {entry.family}): {len(inputs)} inputs -> "
+              f"embeddings {tuple(rows.shape)}, all layers {tuple(layers.shape)}")
         print(similarity_table([path.stem for path in inputs], rows))
         shown += 1
     if not shown:

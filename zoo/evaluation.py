@@ -44,7 +44,8 @@ def probe_inputs(train_x, train_y, test_x, test_y) -> tuple[np.ndarray, np.ndarr
     train = as_features(train_x, "train_x")
     test = as_features(test_x, "test_x")
     if train.shape[1] != test.shape[1]:
-        raise InputError(f"train_x has {train.shape[1]} features but test_x has {test.shape[1]}; embed both the same way")
+        raise InputError(
+            f"train_x has {train.shape[1]} features but test_x has {test.shape[1]}; embed both the same way")
     return train, as_labels(train_y, len(train), "train_y"), test, as_labels(test_y, len(test), "test_y")
 
 

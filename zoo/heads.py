@@ -51,7 +51,8 @@ class EncoderWithHead(Checkpointable, nn.Module):
             raise ConfigError(f"a head needs at least one output, got {num_outputs}")
         self.encoder = encoder
         self.processor = encoder.processor
-        self.pool, self.layer, self.freeze, self.num_outputs, self.dropout_rate = pool, layer, freeze, num_outputs, dropout
+        self.pool, self.layer, self.freeze = pool, layer, freeze
+        self.num_outputs, self.dropout_rate = num_outputs, dropout
         self.layer_weights = LayerWeights(encoder.num_layers + 1) if layer == "weighted" else None
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.embed_dim, num_outputs)

@@ -105,7 +105,8 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
             f"`hf download {repo_id} --revision {revision}` and copy the cache here, or pass a local folder."
         ) from err
     except errors.RevisionNotFoundError as err:
-        raise UnknownModelError(f"Hub repo {repo_id!r} has no revision {revision!r}; check the branch, tag or commit") from err
+        raise UnknownModelError(
+            f"Hub repo {repo_id!r} has no revision {revision!r}; check the branch, tag or commit") from err
     except errors.RepositoryNotFoundError as err:
         raise UnknownModelError(
             f"Hub repo {repo_id!r} does not exist or is private; check the id or log in with `hf auth login`"
@@ -200,7 +201,8 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         if legacy_path.is_file():
             return torch.load(legacy_path, map_location="cpu", weights_only=True)
     except Exception as err:  # safetensors and pickle raise several unrelated types
-        raise CheckpointError(f"cannot read the weights in {folder} ({err}); the file is corrupt, download it again") from err
+        raise CheckpointError(
+            f"cannot read the weights in {folder} ({err}); the file is corrupt, download it again") from err
     raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (nor {LEGACY_WEIGHTS_FILE})")
 
 

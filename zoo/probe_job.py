@@ -53,7 +53,8 @@ def run_probe(encoder: Any, rows: list[tuple[Path, str, bool]], layer=None, batc
     test = np.array([is_test for _, _, is_test in rows])
     k = min(k, int((~test).sum()))
     return {
-        "linear_probe_accuracy": linear_probe(embeddings[~test], labels[~test], embeddings[test], labels[test], seed=seed),
+        "linear_probe_accuracy": linear_probe(embeddings[~test], labels[~test], embeddings[test], labels[test],
+                                              seed=seed),
         "knn_accuracy": knn_accuracy(embeddings[~test], labels[~test], embeddings[test], labels[test], k=k),
         "knn_k": k,
         "rankme": rankme(embeddings),

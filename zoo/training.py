@@ -317,7 +317,8 @@ class Trainer:
         return read_log(self.log_path)
 
 
-def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path, config: TrainConfig) -> list[dict[str, Any]]:
+def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path,
+          config: TrainConfig) -> list[dict[str, Any]]:
     """Pretrain `objective` for `config.steps` steps, resuming from `out_dir/checkpoint.pt` if present.
 
     Args:

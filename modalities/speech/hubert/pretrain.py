@@ -364,7 +364,8 @@ class HubertPretraining(nn.Module):
         frame_lengths = self.encoder.frame_lengths(attention_mask.sum(-1))
         num_frames = int(frame_lengths.max())
         if labels.shape[1] != num_frames:
-            raise InputError(f"labels have {labels.shape[1]} frames but the audio gives {num_frames}; check the framing")
+            raise InputError(
+                f"labels have {labels.shape[1]} frames but the audio gives {num_frames}; check the framing")
         mask = compute_span_mask(frame_lengths.cpu(), num_frames, self.mask_prob, self.mask_length,
                                  self.min_masks).to(labels.device)
         output = self.encoder(input_values, attention_mask, mask_time_indices=mask)
@@ -386,8 +387,10 @@ class HubertPretraining(nn.Module):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `zoo pretrain hubert`."""
     data = parser.add_argument_group("data")
-    data.add_argument("--data", required=True, help="folder of audio files (wav/flac/ogg, any rate; searched recursively)")
-    data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, encoder/")
+    data.add_argument("--data", required=True,
+                      help="folder of audio files (wav/flac/ogg, any rate; searched recursively)")
+    data.add_argument("-o", "--output", required=True,
+                      help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, encoder/")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to --data (repeatable); "
                            "FSDD's test split is '*_[0-4].wav'")
@@ -402,12 +405,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "layer, as HuBERT-base clusters layer 6 of 12)")
     labels.add_argument("--clusters", type=int, default=100,
                         help="k-means clusters K (HuBERT-base: 100 on MFCC, 500 on features) (default: 100)")
-    labels.add_argument("--kmeans-frames", type=int, default=100_000, help="frames k-means is fitted on (default: 100000)")
+    labels.add_argument("--kmeans-frames", type=int, default=100_000,
+                        help="frames k-means is fitted on (default: 100000)")
 
     model = parser.add_argument_group("model and objective")
     model.add_argument("--variant", default="tiny", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
-                       help="override a config field of the variant, e.g. --set 'conv_dim=[128,128,128,128,128,128,128]'")
+                       help="override a config field of the variant, "
+                            "e.g. --set 'conv_dim=[128,128,128,128,128,128,128]'")
     model.add_argument("--final-dim", type=int, default=256, help="prediction space width (default: 256)")
     model.add_argument("--mask-prob", type=float, default=0.8, help="see compute_span_mask (default: 0.8)")
     model.add_argument("--mask-length", type=int, default=10,
