@@ -16,7 +16,9 @@ from zoo.errors import ZooError
 def format_params(count: Optional[int]) -> str:
     if count is None:
         return "?"
-    return f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
+    if count >= 1e9:
+        return f"{count / 1e9:.2f}B"
+    return f"{count / 1e6:.1f}M" if count >= 1e5 else f"{count / 1e3:.1f}K"
 
 
 def model_table(modality: Optional[str] = None) -> str:
