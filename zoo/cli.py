@@ -89,7 +89,8 @@ def probe_dataset(args: argparse.Namespace) -> dict:
     except ModuleNotFoundError as err:
         raise ZooError(f"{encoder.modality} encoders have no --dataset protocols; use --data DIR") from err
     return module.probe_dataset(encoder, args.dataset, args.data, seeds=tuple(args.seeds), device=args.device,
-                                settings=probe_settings(args.name, encoder.family, args.dataset))
+                                settings=probe_settings(args.name, encoder.family, args.dataset),
+                                protocol=args.protocol)
 
 
 def probe_settings(name: str, family: str, dataset: str) -> Optional[dict]:
@@ -211,6 +212,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--data", help="folder of labelled input files; with --dataset, the dataset's root folder")
     probe.add_argument("--dataset", help="a named dataset with its paper's protocol, e.g. cora (graph encoders)")
     probe.add_argument("--seeds", type=int, nargs="+", default=[0], help="probe seeds for --dataset")
+    probe.add_argument("--protocol", help="with --dataset: the paper's protocol, linear-probe (node datasets) or "
+                       "svm-10fold (sets of graphs); default: the dataset's own")
     probe.add_argument("--label-regex", help="regex whose first group is the label (default: parent folder name)")
     probe.add_argument("--test-regex", help="file names matching it form the test split (default: a test/ folder)")
     probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")

@@ -22,6 +22,8 @@ from zoo.errors import InputError
 
 #: GraphMAE's probe settings for Cora (lr_f, weight_decay_f, max_epoch_f)
 PROBE_DEFAULTS = {"lr": 0.01, "weight_decay": 1e-4, "epochs": 300}
+#: `zoo probe --protocol`: node datasets take the linear probe, sets of graphs the SVM
+PROTOCOLS = ("linear-probe", "svm-10fold")
 SVM_C_GRID = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 
 
@@ -91,16 +93,24 @@ def check_split(data: Any, name: str) -> None:
 
 
 def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str] = None, seeds: tuple[int, ...] = (0,),
-                  device: Optional[str] = None, settings: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                  device: Optional[str] = None, settings: Optional[dict[str, Any]] = None,
+                  protocol: Optional[str] = None) -> dict[str, Any]:
     """Embed a dataset's nodes once and probe them with each seed; accuracies in %.
 
     `settings` overrides `PROBE_DEFAULTS` (lr, weight_decay, epochs); by default the
     checkpoint's recipe gives them, when it has one. A set of graphs (the TU sets) is
     scored with the svm-10fold protocol instead (deterministic, so `seeds` is unused).
+    `protocol`, when given, must be the dataset's own (one of `PROTOCOLS`).
     """
     from modalities.graphs.datasets import load_dataset
 
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise InputError(f"protocol {protocol!r} is not one of {PROTOCOLS}")
     data = load_dataset(dataset, data_root)
+    own = "svm-10fold" if isinstance(data, list) else "linear-probe"
+    if protocol not in (None, own):
+        raise InputError(f"dataset {dataset!r} is scored with GraphMAE's {own} protocol, not {protocol!r}; "
+                         f"drop --protocol or pass --protocol {own}")
     if isinstance(data, list):
         return probe_graphs(encoder, data, dataset, device)
     check_split(data, dataset)

@@ -14,7 +14,7 @@ from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from modalities.graphs.graphmae.objective import GraphMAEPretraining, mask_nodes
 from modalities.graphs.losses import sce_loss
 from zoo.cli import main
-from zoo.errors import CheckpointError, ConfigError
+from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.training import TrainConfig, train
 
 
@@ -108,7 +108,15 @@ def test_graph_sets_are_probed_with_the_svm_protocol(tmp_path, capsys):
     assert main(["pretrain", "graphmae", "--dataset", "mutag", "--data", str(root), "-o", str(out), "--epochs", "2",
                  "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["probe", str(out / "encoder"), "--dataset", "mutag", "--data", str(root)]) == 0
+    assert main(["probe", str(out / "encoder"), "--dataset", "mutag", "--data", str(root),
+                 "--protocol", "svm-10fold"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["protocol"].startswith("svm-10fold") and result["pool"] == "sum" and result["graphs"] == 188
     assert len(result["folds"]) == 10 and 50 < result["accuracy"] <= 100
+    from modalities.graphs.evaluation import probe_dataset
+    from zoo.hub import load
+
+    with pytest.raises(InputError, match="scored with GraphMAE's svm-10fold protocol, not 'linear-probe'"):
+        probe_dataset(load(out / "encoder"), "mutag", str(root), protocol="linear-probe")
+    with pytest.raises(InputError, match="protocol 'knn' is not one of"):
+        probe_dataset(load(out / "encoder"), "mutag", str(root), protocol="knn")
