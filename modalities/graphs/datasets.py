@@ -96,16 +96,19 @@ def load_ppi(data_root: Optional[str | Path]) -> list[Any]:
     return list(PPI(str(working_root(data_root, "PPI") / "PPI"), split="train"))
 
 
-def load_tu(name: str, data_root: Optional[str | Path]) -> list[Any]:
+def tu_dataset(folder: str, data_root: Optional[str | Path]) -> Any:
+    from torch_geometric.datasets import TUDataset
+
+    return TUDataset(str(working_root(data_root, folder)), folder)
+
+
+def load_tu(folder: str, data_root: Optional[str | Path]) -> list[Any]:
     """A TU graph-classification set as a list of graphs with `y`; sets without node
     features get one-hot degrees clipped at `MAX_DEGREE`, as GraphMAE does (the encoders'
     processors compute the same features themselves)."""
-    from torch_geometric.datasets import TUDataset
-
     from modalities.graphs.processing import neighbour_counts, one_hot_degrees
 
-    folder = TU[name]
-    graphs = list(TUDataset(str(working_root(data_root, folder)), folder))
+    graphs = list(tu_dataset(folder, data_root))
     if graphs[0].x is None:
         most = max(int(neighbour_counts(g.edge_index, g.num_nodes).max()) for g in graphs)
         width = min(most, MAX_DEGREE) + 1
@@ -114,23 +117,44 @@ def load_tu(name: str, data_root: Optional[str | Path]) -> list[Any]:
     return graphs
 
 
+def tu_folder(name: str, data_root: Optional[str | Path]) -> Optional[str]:
+    """The TUDataset name of `name`: a GraphMAE set, or any TU set whose raw files `data_root` holds."""
+    if name.lower() in TU:
+        return TU[name.lower()]
+    if data_root is not None and (Path(data_root) / name / "raw" / f"{name}_A.txt").is_file():
+        return name
+    return None
+
+
+def has_node_features(name: str, data_root: Optional[str | Path] = None) -> bool:
+    """Whether a TU set comes with node labels or attributes (else GraphMAE uses degrees)."""
+    folder = tu_folder(name, data_root)
+    if folder is None:
+        return True
+    dataset = tu_dataset(folder, data_root)
+    return dataset.num_node_labels + dataset.num_node_attributes > 0
+
+
 LOADERS: dict[str, Callable[[Optional[str | Path]], Any]] = {
     **{name: (lambda root, name=name: load_planetoid(name, root)) for name in PLANETOID},
     "ogbn-arxiv": load_ogbn_arxiv,
     "reddit": load_reddit,
     "ppi": load_ppi,
-    **{name: (lambda root, name=name: load_tu(name, root)) for name in TU},
 }
 
 
 def load_dataset(name: str, data_root: Optional[str | Path] = None) -> Any:
     """A node-task dataset as one `Data` (with y and train/val/test masks); PPI as its
-    training graphs; a TU set as its list of labelled graphs."""
-    key = name.lower()
-    if key not in LOADERS:
-        raise InputError(f"unknown graph dataset {name!r}; known: {sorted(LOADERS)}")
+    training graphs; a TU set (GraphMAE's, or any whose raw files `data_root` holds, named
+    as TUDataset names it, e.g. ENZYMES) as its list of labelled graphs."""
+    key, folder = name.lower(), tu_folder(name, data_root)
+    if key not in LOADERS and folder is None:
+        raise InputError(
+            f"unknown graph dataset {name!r}; known: {sorted([*LOADERS, *TU])}, or any TU set whose raw files "
+            f"ROOT/{name}/raw/{name}_A.txt ... hold (--data ROOT)"
+        )
     try:
-        return LOADERS[key](data_root)
+        return LOADERS[key](data_root) if folder is None else load_tu(folder, data_root)
     except (OSError, RuntimeError) as err:  # PyG's download and processing errors (no network, bad files)
         raise InputError(
             f"could not load dataset {name!r} ({type(err).__name__}: {err}); without network, put its raw files "

@@ -13,14 +13,14 @@ import json
 import random
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
 from modalities.graphs.processing import GraphProcessor
 from zoo import registry
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError, InputError, UnknownModelError
 from zoo.io import atomic_write_text
 from zoo.training import TrainConfig, train
 
@@ -45,7 +45,10 @@ def resolve_recipe(family: str, config_class: type, dataset: str, overrides: dic
 def start_run(args: argparse.Namespace, family: str, config_class: type, recipe_keys: Sequence[str],
               length_key: str, length: int | None) -> tuple[Any, GraphProcessor, dict[str, Any], list[Any]]:
     """What every `zoo pretrain` run of a graph family does first: threads, `--set` overrides
-    (and `--epochs`/`--steps` as `length_key`), the recipe, the prepared graphs; then it seeds torch."""
+    (and `--epochs`/`--steps` as `length_key`), the recipe, the prepared graphs; then it seeds torch.
+
+    `--recipe NAME` trains on `--dataset` with the recipe of the set NAME; the input width
+    then follows the dataset (its features, or one-hot degrees when it has none)."""
     from modalities.graphs.datasets import load_dataset
 
     if args.threads:
@@ -53,14 +56,36 @@ def start_run(args: argparse.Namespace, family: str, config_class: type, recipe_
     overrides = parse_overrides(args.overrides)
     if length is not None:
         overrides[length_key] = length
-    config, processor, recipe = resolve_recipe(family, config_class, args.dataset, overrides, recipe_keys)
-    graphs = prepare_graphs(load_dataset(args.dataset, args.data), processor, args.dataset)
+    try:
+        config, processor, recipe = resolve_recipe(family, config_class, args.recipe or args.dataset, overrides,
+                                                   recipe_keys)
+    except UnknownModelError as err:
+        raise UnknownModelError(f"{err}; to train on another set, borrow the recipe of a similar one with "
+                                "--recipe NAME") from err
+    data = load_dataset(args.dataset, args.data)
+    if args.recipe and args.recipe.lower() != args.dataset.lower() and "in_dim" not in overrides:
+        config, processor = fit_to_dataset(config, processor, data, args.dataset, args.data)
+    graphs = prepare_graphs(data, processor, args.dataset)
     torch.manual_seed(args.seed)
     return config, processor, recipe, graphs
 
 
+def fit_to_dataset(config: Any, processor: GraphProcessor, data: Any, dataset: str,
+                   data_root: Optional[str]) -> tuple[Any, GraphProcessor]:
+    """A borrowed recipe's config and processor with the input width of `dataset`."""
+    from modalities.graphs.datasets import has_node_features
+
+    width = (data[0] if isinstance(data, list) else data).x.shape[1]
+    node_features = "x" if has_node_features(dataset, data_root) else "degree"
+    return (dataclasses.replace(config, in_dim=width),
+            dataclasses.replace(processor, in_dim=width, node_features=node_features))
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="a dataset with a recipe in hub_configs, e.g. cora")
+    parser.add_argument("--dataset", required=True,
+                        help="a dataset with a recipe in hub_configs (e.g. cora, mutag), or any TU set in --data")
+    parser.add_argument("--recipe", help="use the recipe of this dataset (default: --dataset's own), e.g. "
+                                         "--dataset ENZYMES --recipe proteins")
     parser.add_argument("--data", help="folder holding the dataset as PyG lays it out (e.g. ROOT/Cora/raw); "
                                        "default: the zoo's dataset cache, downloading where possible")
     parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")

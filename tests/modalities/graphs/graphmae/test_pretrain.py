@@ -120,3 +120,40 @@ def test_graph_sets_are_probed_with_the_svm_protocol(tmp_path, capsys):
         probe_dataset(load(out / "encoder"), "mutag", str(root), protocol="linear-probe")
     with pytest.raises(InputError, match="protocol 'knn' is not one of"):
         probe_dataset(load(out / "encoder"), "mutag", str(root), protocol="knn")
+
+
+def write_tu_set(root, name: str, graphs: int = 40) -> None:
+    """A featureless TU set in the TU file format: cycles (label 1) and stars (label 2) of 5-9 nodes."""
+    folder = root / name / "raw"
+    folder.mkdir(parents=True)
+    edges, indicator, labels, offset = [], [], [], 1
+    for index in range(graphs):
+        size, star = 5 + index % 5, index % 2 == 0
+        pairs = [(0, k) for k in range(1, size)] if star else [(k, (k + 1) % size) for k in range(size)]
+        edges += [f"{a + offset}, {b + offset}" for u, v in pairs for a, b in ((u, v), (v, u))]
+        indicator += [str(index + 1)] * size
+        labels.append("2" if star else "1")
+        offset += size
+    for suffix, lines in (("A", edges), ("graph_indicator", indicator), ("graph_labels", labels)):
+        (folder / f"{name}_{suffix}.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_any_tu_set_pretrains_with_a_borrowed_recipe(tmp_path, capsys, monkeypatch):
+    """`--dataset NAME --recipe mutag` on a TU set without node features: one-hot degrees, in_dim from the data."""
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    write_tu_set(tmp_path / "data", "TOY")
+    out = tmp_path / "toy"
+    assert main(["pretrain", "graphmae", "--dataset", "TOY", "--data", str(tmp_path / "data"), "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "no graphmae recipe for dataset 'TOY'" in error and "--recipe NAME" in error
+    assert main(["pretrain", "graphmae", "--dataset", "TOY", "--recipe", "mutag", "--data", str(tmp_path / "data"),
+                 "-o", str(out), "--epochs", "2", "--no-progress"]) == 0
+    encoder = zoo.load(out / "encoder")
+    assert encoder.config.in_dim == 9 and encoder.config.encoder_type == "gin"  # a star of 9 nodes: degree 8
+    assert encoder.processor.node_features == "degree"
+    star = Data(edge_index=torch.tensor([[0, 0, 1, 2], [1, 2, 0, 0]]), num_nodes=3)
+    assert encoder.embed(star, progress=False).shape == (1, 32)
+    capsys.readouterr()
+    assert main(["probe", str(out / "encoder"), "--dataset", "TOY", "--data", str(tmp_path / "data")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["graphs"] == 40 and result["accuracy"] == 100.0  # cycles and stars differ in their degrees
