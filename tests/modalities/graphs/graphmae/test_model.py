@@ -152,3 +152,16 @@ def test_bad_configs_and_options_are_refused():
         encoder().embed(random_graph(3, 3), pool="cls", progress=False)
     with pytest.raises(InputError, match="single Data"):
         encoder().embed([random_graph(3, 3)], node_batch_size=2, progress=False)
+
+
+def test_graph_sets_with_one_node_graphs_empty_lists_and_mixed_widths():
+    """One-node graphs embed (alone or batched, the same row); an empty list or a graph of another width is an
+    InputError naming it."""
+    model = encoder(SMALL_GIN)
+    lone = Data(x=torch.rand(1, 6), edge_index=torch.empty(2, 0, dtype=torch.long))
+    rows = model.embed([random_graph(5, 8), lone], progress=False)
+    assert rows.shape == (2, 8) and torch.allclose(rows[1], model.embed(lone, progress=False)[0], atol=1e-6)
+    with pytest.raises(InputError, match="got no inputs"):
+        model.embed([], progress=False)
+    with pytest.raises(InputError, match="input 1: graph has 5 node features but this encoder was trained on 6"):
+        model.embed([random_graph(4, 4), random_graph(4, 4, in_dim=5)], progress=False)
