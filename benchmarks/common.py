@@ -199,6 +199,13 @@ def report(result: dict[str, Any]) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
+def run_facts(folder: Path) -> str:
+    """Steps and training wall time of a `zoo pretrain` run folder, read off the last line of its log."""
+    last = json.loads((Path(folder) / "log.jsonl").read_text().splitlines()[-1])
+    elapsed = last["elapsed"]
+    return f"{last['step']} steps, " + (f"{elapsed / 60:.1f} min" if elapsed >= 600 else f"{elapsed:.0f} s")
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

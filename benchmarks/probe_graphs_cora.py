@@ -17,11 +17,11 @@ and a randomly initialised encoder of the same config.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import torch
+from common import run_facts
 
 from modalities.graphs.datasets import load_dataset
 from modalities.graphs.evaluation import PROBE_DEFAULTS, node_probe
@@ -37,13 +37,6 @@ def probe_rows(embeddings: torch.Tensor, data, seeds: list[int]) -> dict[str, fl
         values = [100 * run[key] for run in runs]
         result[key] = (statistics.mean(values), statistics.pstdev(values))
     return result
-
-
-def run_facts(folder: Path) -> str:
-    """Steps and pretraining wall time from the run's log."""
-    lines = (folder / "log.jsonl").read_text().splitlines()
-    last = json.loads(lines[-1])
-    return f"{last['step']} steps, {last['elapsed'] / 60:.1f} min"
 
 
 def main() -> None:

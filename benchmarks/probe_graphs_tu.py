@@ -19,22 +19,16 @@ initialised encoder of the same config.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import torch
+from common import run_facts
 
 from modalities.graphs.datasets import load_dataset
 from modalities.graphs.evaluation import probe_graphs, svm_10fold
 from modalities.graphs.encoder import readout
 from zoo.hub import load
-
-
-def run_facts(folder: Path) -> str:
-    """Steps and pretraining wall time from the run's log."""
-    last = json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
-    return f"{last['step']} steps, {last['elapsed']:.0f} s"
 
 
 def raw_features(encoder, graphs: list) -> dict:

@@ -75,8 +75,6 @@ def svm_10fold(embeddings: Any, labels: Any) -> dict[str, Any]:
 
 def probe_graphs(encoder: Any, graphs: list[Any], dataset: str, device: Optional[str]) -> dict[str, Any]:
     """The svm-10fold protocol on a set of labelled graphs, read out as the checkpoint was trained."""
-    import torch
-
     if any(getattr(graph, "y", None) is None for graph in graphs):
         raise InputError(f"dataset {dataset!r} has graphs without a label y; the graph probe needs one per graph")
     pool = "mean" if encoder.config.pooling == "none" else encoder.config.pooling

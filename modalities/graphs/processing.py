@@ -113,8 +113,7 @@ def with_degree_features(item: Any, width: int) -> Any:
     `num_nodes` (or the edges, or `x`, as PyG infers it)."""
     from torch_geometric.data import Data
 
-    if not isinstance(item, Data):
-        check_graph(item, width)
+    check_is_data(item)
     num_nodes = item.num_nodes
     if not num_nodes:
         raise InputError("graph has no nodes; set data.num_nodes (this encoder computes degree features itself)")
@@ -122,8 +121,7 @@ def with_degree_features(item: Any, width: int) -> Any:
     return Data(x=one_hot_degrees(edge_index, num_nodes, width), edge_index=edge_index)
 
 
-def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float node features and long edge index of a graph, or an `InputError` saying what is wrong."""
+def check_is_data(item: Any) -> None:
     from torch_geometric.data import Data
 
     if not isinstance(item, Data):
@@ -131,6 +129,11 @@ def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.T
             f"graph input of type {type(item).__name__} is not supported; pass a torch_geometric.data.Data "
             "with x (num_nodes, num_features) and edge_index (2, num_edges)"
         )
+
+
+def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float node features and long edge index of a graph, or an `InputError` saying what is wrong."""
+    check_is_data(item)
     x = getattr(item, "x", None)
     if x is None:
         raise InputError("graph has no node features `x`; set data.x (e.g. one-hot degrees with T.OneHotDegree)")
