@@ -148,3 +148,10 @@ def test_embed_with_the_embedded_checkpoint_offline(tmp_path):
     rows = np.load(tmp_path / "e.npy")
     assert rows.shape == (1, 192) and np.isfinite(rows).all()
     assert np.abs(rows - zoo.load("hubert-tiny-fsdd").embed([str(example)], progress=False).numpy()).max() <= 1e-6
+
+
+def test_demo_embeds_the_bundled_examples_and_names_what_it_skips(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "== hubert-tiny-fsdd (speech, hubert): 6 inputs -> embeddings (6, 192)" in out
+    assert "skipped, no bundled inputs" in out and "graphmae-mutag (graph)" in out

@@ -1,5 +1,6 @@
 """`zoo demo`: embed the bundled example inputs with every embedded checkpoint, offline,
-and print the embedding shapes and a cosine-similarity table."""
+and print the embedding shapes and a cosine-similarity table. Embedded checkpoints of a
+modality without bundled inputs (graphs: they need a dataset) are named as skipped."""
 
 from __future__ import annotations
 
@@ -30,10 +31,13 @@ def run_demo() -> int:
     """Returns how many checkpoints were demonstrated."""
     from zoo.hub import load
 
-    shown = 0
+    shown, skipped = 0, []
     for name, entry in registry.entries().items():
         inputs = example_inputs(entry.modality)
-        if not entry.embedded or not inputs:
+        if not entry.embedded:
+            continue
+        if not inputs:
+            skipped.append(f"{name} ({entry.modality})")
             continue
         encoder = load(name)
         rows = encoder.embed([str(path) for path in inputs], progress=False)
@@ -42,6 +46,8 @@ def run_demo() -> int:
               f"embeddings {tuple(rows.shape)}, all layers {tuple(layers.shape)}")
         print(similarity_table([path.stem for path in inputs], rows))
         shown += 1
+    if skipped:
+        print(f"\nskipped, no bundled inputs for their modality (see the README's examples): {', '.join(skipped)}")
     if not shown:
         print("no embedded checkpoint has example inputs")
     return shown
