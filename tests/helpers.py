@@ -42,3 +42,15 @@ def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: 
     for ref in refs:
         (repo / "refs" / ref).write_text(commit)
     return snapshot
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run torch on one thread: on a 2-core machine other jobs share, that is far faster than
+    two for small graphs and tables. A conftest.py that imports it applies it to its folder."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

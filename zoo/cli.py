@@ -72,7 +72,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         print(json.dumps({"model": args.name, **probe_dataset(args)}, indent=2))
         return
     if not args.data:
-        raise ZooError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph dataset)")
+        raise ZooError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table dataset)")
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex)
     encoder = load(args.name, device=args.device)
     results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k)
@@ -210,10 +210,11 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="linear probe, k-NN and RankMe on labelled files or a named dataset")
     probe.add_argument("name", help="zoo name, Hub repo id or local folder")
     probe.add_argument("--data", help="folder of labelled input files; with --dataset, the dataset's root folder")
-    probe.add_argument("--dataset", help="a named dataset with its paper's protocol, e.g. cora (graph encoders)")
+    probe.add_argument("--dataset", help="a named dataset with its paper's protocol, e.g. cora or mutag (graph "
+                       "encoders), adult (tabular encoders)")
     probe.add_argument("--seeds", type=int, nargs="+", default=[0], help="probe seeds for --dataset")
-    probe.add_argument("--protocol", help="with --dataset: the paper's protocol, linear-probe (node datasets) or "
-                       "svm-10fold (sets of graphs); default: the dataset's own")
+    probe.add_argument("--protocol", help="with --dataset: the paper's protocol, linear-probe (node datasets), "
+                       "svm-10fold (sets of graphs), mlp, mlp-raw or xgboost (tables); default: the dataset's own")
     probe.add_argument("--label-regex", help="regex whose first group is the label (default: parent folder name)")
     probe.add_argument("--test-regex", help="file names matching it form the test split (default: a test/ folder)")
     probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")

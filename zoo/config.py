@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Sequence, TypeVar
 
 from zoo._version import __version__
 from zoo.errors import ConfigError
@@ -80,3 +80,18 @@ def read_json(path: str | Path) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path} is not valid JSON ({err}); re-download or re-save it") from err
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` options as a dict; values are read as JSON where they parse (numbers,
+    booleans, lists), else kept as text."""
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+    return values

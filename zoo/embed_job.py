@@ -1,6 +1,7 @@
 """`zoo embed` as a resumable job: inputs are embedded shard by shard into `OUT.parts/`,
 each shard written atomically, and joined into OUT at the end, so an interrupted job
-rerun with the same arguments skips the shards it already wrote."""
+rerun with the same arguments skips the shards it already wrote. Table encoders (those
+with `table_chunks`) give one row per table row, and a shard is a chunk of rows."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     """Embed `inputs` into `output` (.npy or .parquet); returns a description of the shape."""
     if output.suffix not in FORMATS:
         raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
-    if output.suffix == ".npy" and pool == "none":
+    if output.suffix == ".npy" and pool == "none" and not hasattr(encoder, "table_chunks"):
         raise InputError("pool='none' gives one array per input of varying length; write .parquet instead of .npy")
     parts = output.with_name(output.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
+    if hasattr(encoder, "table_chunks"):
+        return _run_table_job(encoder, inputs, output, parts, layer, pool, batch_size, shard_size)
     shards = []
     for start in range(0, len(inputs), shard_size):
         shard = parts / f"shard-{start // shard_size:05d}.npz"
@@ -38,6 +41,29 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, inputs, rows))
     shutil.rmtree(parts)
     return f"{len(rows)} rows of shape {rows[0].shape}" if pool == "none" else f"array {np.stack(rows).shape}"
+
+
+def _run_table_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, layer, pool: str,
+                   batch_size: int, shard_size: int) -> str:
+    """Tables: one output row per table row; a shard is `shard_size` rows of the input files read in order."""
+    shards = []
+    for index, frame in enumerate(encoder.table_chunks(list(inputs), shard_size)):
+        shard = parts / f"shard-{index:05d}.npy"
+        if not shard.is_file():
+            rows = encoder.embed(frame, layer=layer, pool=pool, batch_size=batch_size, progress=False).numpy()
+            atomic_write_with(shard, lambda tmp: _save_npy(tmp, rows))
+        shards.append(shard)
+    if not shards:
+        raise InputError(f"the tables {list(inputs)} hold no rows")
+    rows = np.concatenate([np.load(shard) for shard in shards])
+    atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, range(len(rows)), list(rows)))
+    shutil.rmtree(parts)
+    return f"array {rows.shape}"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as handle:
+        np.save(handle, array)
 
 
 def _save_npz(path: Path, arrays: list[np.ndarray]) -> None:

@@ -1,7 +1,8 @@
 """The pretraining loop every family shares.
 
 A family supplies an objective, an `nn.Module` whose `forward(batch)` returns a
-`PretrainOutput(loss, logs)`, and a source of batches; `train` does the rest: AdamW with
+`PretrainOutput(loss, logs)` (and, optionally, an `after_step()` run after each optimizer
+step, e.g. an EMA update of a teacher), and a source of batches; `train` does the rest: AdamW with
 linear warmup and cosine decay, gradient clipping, optional bf16 autocast on CUDA, a
 progress bar, a per-step `log.jsonl`, a loss curve, and a checkpoint that lets an
 interrupted run continue exactly where it stopped.
@@ -55,6 +56,8 @@ class TrainConfig:
         min_lr_ratio: the cosine decays from lr to lr * min_lr_ratio at the last step (default: 0).
         max_grad_norm: clip the global gradient norm to this; None logs the norm without
             clipping (default: 10.0, fairseq's clip_norm for HuBERT).
+        max_grad_value: clamp every gradient element to [-value, value] before the norm
+            clipping; None leaves them (default: None; T-JEPA's recipe clamps at 1.0).
         checkpoint_every: steps between checkpoints; the last step always writes one (default: 100).
         seed: seeds torch, numpy and Python's RNGs at the start of a fresh run (default: 0).
         device: where to train, e.g. "cpu" or "cuda:0" (default: "cpu").
@@ -72,6 +75,7 @@ class TrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     max_grad_norm: Optional[float] = 10.0
+    max_grad_value: Optional[float] = None
     checkpoint_every: int = 100
     seed: int = 0
     device: str = "cpu"
@@ -94,6 +98,8 @@ class TrainConfig:
             raise ConfigError(f"checkpoint_every={self.checkpoint_every}; use a positive number of steps")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError(f"max_grad_norm={self.max_grad_norm}; use a positive norm or None for no clipping")
+        if self.max_grad_value is not None and self.max_grad_value <= 0:
+            raise ConfigError(f"max_grad_value={self.max_grad_value}; use a positive value or None for no clamping")
         if self.bf16 and torch.device(self.device).type != "cuda":
             raise ConfigError(f"bf16 autocast is for CUDA devices, not device={self.device!r}; drop bf16 on CPU")
 
@@ -276,11 +282,15 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.config.max_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(self.objective.parameters(), self.config.max_grad_value)
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), max_norm)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
+        if hasattr(self.objective, "after_step"):
+            self.objective.after_step()
         return {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), **output.logs}
 
     def batch_stream(self) -> Iterator[Any]:

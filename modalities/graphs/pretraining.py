@@ -20,6 +20,7 @@ from torch import nn
 
 from modalities.graphs.processing import GraphProcessor
 from zoo import registry
+from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError, UnknownModelError
 from zoo.io import atomic_write_text
 from zoo.training import TrainConfig, train
@@ -96,19 +97,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    values = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE")
-        try:
-            values[key] = json.loads(text)
-        except json.JSONDecodeError:
-            values[key] = text
-    return values
 
 
 class GraphBatches:

@@ -1,0 +1,75 @@
+"""The tabular sets the zoo's recipes and probes know by name.
+
+- "adult": UCI Adult (census income) from a folder holding `adult.data` (32 561 training
+  rows) and `adult.test` (16 281 test rows) with a header line; `?` marks a missing value
+  and the test labels end with a dot, which is dropped. Target: income > 50K (binary).
+- "diabetes": scikit-learn's diabetes set (442 rows, 10 numeric features, a numeric
+  disease-progression target), shipped inside scikit-learn; split 80/20 with seed 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from modalities.tabular.tables import read_table
+from zoo.errors import InputError, UnknownModelError
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+@dataclasses.dataclass
+class TableSplits:
+    """A labelled table split into train and test, with the task its target defines."""
+
+    name: str
+    train: pd.DataFrame
+    test: pd.DataFrame
+    target: str
+    task: str
+    categorical: tuple[str, ...] = ()
+
+    def labels(self, frame: pd.DataFrame) -> np.ndarray:
+        """Targets as numbers: class indices (classes sorted as in the training split) or floats."""
+        if self.task == "regression":
+            return frame[self.target].to_numpy(np.float32)
+        classes = sorted(self.train[self.target].unique())
+        return pd.Categorical(frame[self.target], categories=classes).codes.astype(np.int64)
+
+
+def load_adult(folder: str | Path) -> TableSplits:
+    folder = Path(folder)
+    files = [folder / "adult.data", folder / "adult.test"]
+    absent = [str(path) for path in files if not path.is_file()]
+    if absent:
+        raise InputError(f"Adult needs {absent}; pass --data pointing at the folder with adult.data and adult.test "
+                         "(../shared/data/adult in the project checkout)")
+    train, test = (read_table(path) for path in files)
+    for frame in (train, test):
+        frame["target"] = frame["target"].str.rstrip(".")
+    return TableSplits("adult", train, test, "target", "binary")
+
+
+def load_diabetes() -> TableSplits:
+    from sklearn.datasets import load_diabetes as sklearn_diabetes
+    from sklearn.model_selection import train_test_split
+
+    frame = sklearn_diabetes(as_frame=True, scaled=False).frame
+    train, test = train_test_split(frame, test_size=0.2, random_state=0)
+    return TableSplits("diabetes", train.reset_index(drop=True), test.reset_index(drop=True), "target", "regression")
+
+
+def load_dataset(name: str, folder: Optional[str | Path] = None) -> TableSplits:
+    """A named tabular set; `folder` holds its files where the set is not shipped with a library."""
+    key = name.lower()
+    if key == "adult":
+        if folder is None:
+            raise InputError("the adult set needs --data DIR (the folder with adult.data and adult.test)")
+        return load_adult(folder)
+    if key == "diabetes":
+        return load_diabetes()
+    raise UnknownModelError(f"unknown tabular dataset {name!r}; known: ['adult', 'diabetes']")

@@ -1,0 +1,113 @@
+"""`TabularEncoder`: what tabular families share on top of `zoo.Encoder`.
+
+Tokens are a row's features (after the family's extra tokens, such as T-JEPA's
+regularization tokens); every row has the same tokens, so there is no padding. Tables
+can be far larger than memory: `iter_embed` streams a table chunk by chunk and yields
+each chunk's rows, and `embed` joins them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+
+from modalities.tabular.processing import TableProcessor
+from modalities.tabular.tables import CHUNK_ROWS, iter_frames
+from zoo.encoder import Encoder
+from zoo.errors import InputError
+from zoo.pooling import POOLS, LayerSpec, layer_indices, select_layers
+
+
+def iter_tables(inputs: Any, chunk_rows: int) -> Iterator[Any]:
+    """Chunks of one table, or of several table files one after another (as `zoo embed` passes them)."""
+    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(item, (str, Path)) for item in inputs):
+        for path in inputs:
+            yield from iter_frames(path, chunk_rows)
+        return
+    yield from iter_frames(inputs, chunk_rows)
+
+
+class TabularEncoder(Encoder):
+    """Base class of tabular encoders: inputs are whole tables, outputs one row per table row."""
+
+    modality = "tabular"
+    processor_class = TableProcessor
+
+    @staticmethod
+    def table_chunks(inputs: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[Any]:
+        """The rows of `inputs` (a table, or a list of table files) as DataFrames of `chunk_rows` rows."""
+        return iter_tables(inputs, chunk_rows)
+
+    @torch.no_grad()
+    def iter_embed(
+        self,
+        table: Any,
+        layer: LayerSpec = None,
+        pool: str = "mean",
+        batch_size: int = 1024,
+        device: Optional[str | torch.device] = None,
+        progress: bool = True,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> Iterator[torch.Tensor]:
+        """Embed a table chunk by chunk in bounded memory; yields each chunk's rows in order.
+
+        Shapes as `embed`, with N the chunk's rows.
+        """
+        from tqdm.auto import tqdm
+
+        if pool not in POOLS:
+            raise InputError(f"pool={pool!r} is not one of {POOLS}")
+        indices = layer_indices(layer, self.num_layers)
+        if device is not None:
+            self.to(device)
+        was_training = self.training
+        self.eval()
+        try:
+            with tqdm(unit="row", disable=not progress, desc=f"embed {self.family}") as bar:
+                for frame in iter_tables(table, chunk_rows):
+                    batch = self.processor.transform(frame)
+                    yield self._embed_batch(batch, indices, pool, batch_size, squeeze=indices is None
+                                            or isinstance(layer, int))
+                    bar.update(len(frame))
+        finally:
+            self.train(was_training)
+
+    def _embed_batch(self, batch: dict[str, torch.Tensor], indices, pool: str, batch_size: int,
+                     squeeze: bool) -> torch.Tensor:
+        rows = next(iter(batch.values())).shape[0]
+        parts = []
+        for start in range(0, rows, batch_size):
+            piece = self.to_device({key: value[start : start + batch_size] for key, value in batch.items()})
+            output = self(**piece, output_hidden_states=indices is not None)
+            features = select_layers(output, indices).float()
+            if pool == "mean":
+                features = features.mean(dim=2)
+            elif pool == "cls":
+                features = features[:, :, 0]
+            parts.append((features[:, 0] if squeeze else features).cpu())
+        return torch.cat(parts)
+
+    def embed(
+        self,
+        inputs: Any,
+        layer: LayerSpec = None,
+        pool: str = "mean",
+        batch_size: int = 1024,
+        device: Optional[str | torch.device] = None,
+        progress: bool = True,
+        chunk_rows: int = CHUNK_ROWS,
+        **ignored: Any,
+    ) -> torch.Tensor:
+        """Embed every row of a table: a DataFrame, Arrow table, CSV/Parquet path (or a list
+        of them), a dict or a list of row dicts. Columns are matched by name.
+
+        Returns:
+            (N, D) for one layer, (N, K, D) for several; with pool="none" (N, T, D) tokens,
+            or (N, K, T, D). "mean" averages all tokens, "cls" takes the first extra token.
+        """
+        chunks = list(self.iter_embed(inputs, layer, pool, batch_size, device, progress, chunk_rows))
+        if not chunks or sum(len(chunk) for chunk in chunks) == 0:
+            raise InputError("embed() got a table with no rows; pass at least one row")
+        return torch.cat(chunks)

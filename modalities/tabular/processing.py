@@ -1,0 +1,188 @@
+"""`TableProcessor`: a column schema fitted on a table and saved with the checkpoint.
+
+Fitting records, for every feature column, its kind and what turning it into numbers
+needs: numeric columns their training minimum and maximum (T-JEPA scales each numeric
+feature to [0, 1] with a min-max scaler) and the training mean that stands in for a
+missing value; categorical columns their vocabulary. Index 0 of every vocabulary is the
+unknown bucket: missing values and categories never seen in training both land there,
+so a row with a new category still embeds. The fitted state is written to
+`preprocessor_config.json` and restored by `from_pretrained`.
+
+At embed time columns are matched by name (any order); extra columns and the target are
+ignored; a missing feature column, or text in a numeric column, is an `InputError`
+naming the column. Numeric values outside the training range are scaled, not clipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modalities.tabular.tables import read_table, to_frame
+from zoo.errors import InputError
+from zoo.processing import Processor
+
+KINDS = ("numeric", "categorical")
+UNKNOWN = 0
+
+
+@dataclasses.dataclass
+class TableProcessor(Processor):
+    """Turns table rows into T-JEPA's inputs: scaled numerics and category indices.
+
+    Args:
+        columns: the fitted schema, one dict per feature column in table order:
+            {"name", "kind": "numeric", "min", "max", "fill"} or
+            {"name", "kind": "categorical", "categories": [...]} (index i + 1 is categories[i]).
+        target: the label column excluded from the features, if the table had one.
+    """
+
+    processor_type = "table"
+
+    columns: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    target: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for column in self.columns:
+            if column.get("kind") not in KINDS:
+                raise InputError(f"column {column.get('name')!r} has kind {column.get('kind')!r}, not one of {KINDS}")
+
+    @classmethod
+    def fit(cls, table: Any, target: Optional[str] = None, categorical: Iterable[str] = (),
+            ignore: Iterable[str] = ()) -> "TableProcessor":
+        """Fit the schema on a table (DataFrame, Arrow table, CSV/Parquet path, dicts).
+
+        Args:
+            target: label column to leave out of the features.
+            categorical: columns to treat as categorical although their values are numbers
+                (text and boolean columns are categorical anyway).
+            ignore: other columns to leave out (ids, timestamps).
+        """
+        frame = read_table(table) if not isinstance(table, pd.DataFrame) else table
+        if len(frame) == 0:
+            raise InputError("cannot fit a table processor on a table with no rows")
+        skip = set(ignore) | ({target} if target else set())
+        missing = sorted((skip | set(categorical)) - set(frame.columns) - set(ignore))
+        if missing:
+            raise InputError(f"columns {missing} are not in the table; its columns are {list(frame.columns)}")
+        forced = set(categorical)
+        columns = [fit_column(name, frame[name], name in forced) for name in frame.columns if name not in skip]
+        if not columns:
+            raise InputError(f"the table has no feature columns besides the target {target!r}")
+        return cls(columns=columns, target=target)
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.columns)
+
+    @property
+    def numeric_names(self) -> list[str]:
+        return [column["name"] for column in self.columns if column["kind"] == "numeric"]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return [column["name"] for column in self.columns if column["kind"] == "categorical"]
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Embedding rows of each categorical column: its vocabulary plus the unknown bucket."""
+        return [len(column["categories"]) + 1 for column in self.columns if column["kind"] == "categorical"]
+
+    @property
+    def token_names(self) -> list[str]:
+        """Feature names in token order: numeric columns first, then categorical (as T-JEPA)."""
+        return self.numeric_names + self.categorical_names
+
+    def transform(self, table: Any) -> dict[str, torch.Tensor]:
+        """Rows -> {"numeric": (B, n_numeric) float32, "categorical": (B, n_categorical) int64}."""
+        if not self.is_fitted:
+            raise InputError("this table processor is not fitted; call TableProcessor.fit(table) first")
+        frame = to_frame(table)
+        absent = [column["name"] for column in self.columns if column["name"] not in frame.columns]
+        if absent:
+            raise InputError(f"columns {absent} are missing from the input; the model was fitted on "
+                             f"{[column['name'] for column in self.columns]} (any order, extra columns are ignored)")
+        numeric = [scale_numeric(frame[column["name"]], column) for column in self.columns
+                   if column["kind"] == "numeric"]
+        categorical = [encode_categories(frame[column["name"]], column) for column in self.columns
+                       if column["kind"] == "categorical"]
+        rows = len(frame)
+        return {
+            "numeric": torch.from_numpy(np.stack(numeric, axis=1) if numeric else np.zeros((rows, 0), np.float32)),
+            "categorical": torch.from_numpy(np.stack(categorical, axis=1) if categorical
+                                            else np.zeros((rows, 0), np.int64)),
+        }
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """A whole table (or one row dict) as one batch."""
+        return self.transform(read_table(inputs) if not isinstance(inputs, pd.DataFrame) else inputs)
+
+    def prepare(self, item: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        return self.transform(item)
+
+    def size(self, piece: Any) -> int:
+        return len(piece["numeric"])
+
+    def collate(self, pieces: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {key: torch.cat([piece[key] for piece in pieces]) for key in ("numeric", "categorical")}
+
+
+def fit_column(name: str, values: pd.Series, categorical: bool) -> dict[str, Any]:
+    """One column's schema entry: numeric statistics or the sorted vocabulary."""
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and not categorical:
+        present = values.dropna().astype(np.float64)
+        if not np.isfinite(present).all():
+            raise InputError(f"column {name!r} holds infinite values; replace them before fitting")
+        if len(present) == 0:
+            return {"name": name, "kind": "numeric", "min": 0.0, "max": 0.0, "fill": 0.0}
+        return {"name": name, "kind": "numeric", "min": float(present.min()), "max": float(present.max()),
+                "fill": float(present.mean())}
+    categories = sorted(set(category_keys(values).dropna()))
+    return {"name": name, "kind": "categorical", "categories": categories}
+
+
+def category_key(value: Any) -> str:
+    """Categories are stored as text, so 3, 3.0 and "3" are one category in JSON and at embed time."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def scale_numeric(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
+    """Min-max scale with the training range; missing values take the training mean first."""
+    try:
+        numbers = pd.to_numeric(values, errors="raise").astype(np.float64)
+    except (ValueError, TypeError) as err:
+        bad = next(value for value in values if not _is_number(value))
+        raise InputError(f"column {column['name']!r} is numeric in the fitted schema but holds {bad!r}; "
+                         "pass numbers (missing values may be NaN or None)") from err
+    numbers = numbers.fillna(column["fill"]).to_numpy()
+    if not np.isfinite(numbers).all():
+        raise InputError(f"column {column['name']!r} holds infinite values; replace them with numbers or NaN")
+    span = column["max"] - column["min"]
+    return ((numbers - column["min"]) / (span if span > 0 else 1.0)).astype(np.float32)
+
+
+def encode_categories(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
+    """Vocabulary indices (1-based); missing and unseen values map to the unknown bucket 0."""
+    codes = pd.Index(column["categories"]).get_indexer(category_keys(values))
+    return (codes.astype(np.int64) + 1).clip(min=UNKNOWN)
+
+
+def category_keys(values: pd.Series) -> pd.Series:
+    """Each value's text key (NaN where missing), converting each distinct value once."""
+    keys = {value: category_key(value) for value in values.dropna().unique()}
+    return values.map(keys)
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

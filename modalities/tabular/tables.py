@@ -1,0 +1,72 @@
+"""Table inputs read as pandas chunks of bounded size.
+
+A table may be a pandas DataFrame, a pyarrow Table, a CSV or Parquet path, a dict (one
+row of scalars, or columns of equal length) or a list of row dicts. Everything is read
+in chunks of at most `chunk_rows` rows, so a file larger than memory streams through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from zoo.errors import InputError
+
+#: rows per chunk when a table is streamed
+CHUNK_ROWS = 65_536
+#: strings read as missing values in CSV files (UCI sets mark them with "?")
+NA_VALUES = ("?", "")
+
+
+def iter_frames(table: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Yield the table's rows as DataFrames of at most `chunk_rows` rows, in order."""
+    if chunk_rows < 1:
+        raise InputError(f"chunk_rows={chunk_rows}; use a positive number of rows")
+    if isinstance(table, (str, Path)):
+        yield from _file_frames(Path(table), chunk_rows)
+        return
+    frame = to_frame(table)
+    for start in range(0, len(frame), chunk_rows):
+        yield frame.iloc[start : start + chunk_rows]
+
+
+def to_frame(table: Any) -> pd.DataFrame:
+    """An in-memory table as a DataFrame (files go through `iter_frames`)."""
+    if isinstance(table, pd.DataFrame):
+        return table
+    if isinstance(table, dict):
+        scalar = all(np.ndim(value) == 0 for value in table.values())
+        return pd.DataFrame([table]) if scalar else pd.DataFrame(table)
+    if isinstance(table, list) and all(isinstance(row, dict) for row in table):
+        return pd.DataFrame(table)
+    if type(table).__module__.startswith("pyarrow"):
+        return table.to_pandas()
+    raise InputError(
+        f"cannot read a table from {type(table).__name__}; pass a pandas DataFrame, a pyarrow Table, "
+        "a CSV or Parquet path, a dict of columns or a list of row dicts"
+    )
+
+
+def read_table(table: Any) -> pd.DataFrame:
+    """The whole table as one DataFrame (for fitting a processor, not for streaming)."""
+    return pd.concat(list(iter_frames(table)), ignore_index=True)
+
+
+def _file_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    if not path.is_file():
+        raise InputError(f"table file {str(path)!r} does not exist")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+        return
+    if path.suffix not in (".csv", ".data", ".test", ".txt", ".gz"):
+        raise InputError(f"table file {str(path)!r}: read .csv (or .data/.test/.txt, optionally .gz) or .parquet")
+    try:
+        yield from pd.read_csv(path, chunksize=chunk_rows, skipinitialspace=True, na_values=list(NA_VALUES))
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot parse {str(path)!r} as CSV ({err})") from err

@@ -1,0 +1,238 @@
+"""T-JEPA's row encoder (Thimonier et al., ICLR 2025): feature tokenizer + post-LN transformer.
+
+Token order follows the official code: the regularization tokens first, then one token
+per numeric column, then one per categorical column. A numeric value x of column j
+becomes `w_j * x + b_j`; a category becomes its embedding plus the column's bias; a
+regularization token is a learned vector (`w` times 1, no bias). A sinusoidal position
+code (base 100, as upstream) is added to every token, and optionally a learned
+feature-type embedding (numeric / categorical) to the feature tokens. The transformer
+layers are torch's post-LN `TransformerEncoderLayer`; after them come dropout,
+LayerNorm, a linear map, dropout and LayerNorm, as in the official `TabularEncoder`.
+
+Shapes: B rows, T = num_reg_tokens + feature tokens, D = hidden_dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from modalities.tabular.encoder import TabularEncoder
+from modalities.tabular.processing import TableProcessor
+from zoo.config import EncoderConfig
+from zoo.errors import ConfigError, InputError
+from zoo.outputs import EncoderOutput
+
+ACTIVATIONS = ("relu", "gelu")
+#: base of the sinusoidal position code (the official PositionalEncoding uses log(100))
+POSITION_BASE = 100.0
+
+
+@dataclasses.dataclass
+class TJEPAConfig(EncoderConfig):
+    """T-JEPA encoder architecture.
+
+    Args:
+        num_numeric: numeric feature columns.
+        cardinalities: embedding rows of each categorical column (vocabulary + unknown bucket).
+        hidden_dim: token width.
+        num_layers / num_heads / dim_feedforward: the transformer layers.
+        dropout: dropout inside the layers and after them.
+        num_reg_tokens: regularization tokens prepended to the features (the paper's
+            [REG] tokens, `n_cls_tokens` in the official code).
+        feature_type_embedding: add a learned numeric/categorical embedding to feature
+            tokens (used only when the table has both kinds, as upstream).
+        activation: of the feed-forward blocks.
+        layer_norm_eps: of every LayerNorm.
+    """
+
+    family = "tjepa"
+
+    num_numeric: int = 0
+    cardinalities: tuple[int, ...] = ()
+    hidden_dim: int = 64
+    num_layers: int = 4
+    num_heads: int = 2
+    dim_feedforward: int = 256
+    dropout: float = 0.0
+    num_reg_tokens: int = 1
+    feature_type_embedding: bool = False
+    activation: str = "relu"
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        self.cardinalities = tuple(int(size) for size in self.cardinalities)
+        if self.num_numeric + len(self.cardinalities) == 0:
+            raise ConfigError("a T-JEPA encoder needs at least one feature column (num_numeric or cardinalities)")
+        if any(size < 1 for size in self.cardinalities):
+            raise ConfigError(f"cardinalities={self.cardinalities}: every categorical column needs >= 1 row")
+        if self.hidden_dim % self.num_heads:
+            raise ConfigError(f"hidden_dim={self.hidden_dim} must be divisible by num_heads={self.num_heads}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation={self.activation!r} is not one of {ACTIVATIONS}")
+        if self.num_reg_tokens < 0:
+            raise ConfigError(f"num_reg_tokens={self.num_reg_tokens} must be >= 0")
+
+    @property
+    def embed_dim(self) -> int:
+        return self.hidden_dim
+
+    @property
+    def num_features(self) -> int:
+        return self.num_numeric + len(self.cardinalities)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_reg_tokens + self.num_features
+
+    @classmethod
+    def for_table(cls, processor: TableProcessor, **architecture) -> "TJEPAConfig":
+        """The config whose inputs are the columns of a fitted processor."""
+        return cls(num_numeric=len(processor.numeric_names), cardinalities=tuple(processor.cardinalities),
+                   **architecture)
+
+
+def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
+    """(length, width) position code: sin on even channels, cos on odd ones, base 100."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(POSITION_BASE) / width))
+    code = torch.zeros(length, width)
+    code[:, 0::2] = torch.sin(position * frequency)
+    code[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return code
+
+
+def init_weights(module: nn.Module) -> None:
+    """The official `init_weights("trunc_normal")`: linear maps and embeddings N(0, 0.02)
+    truncated at +-2, zero biases, unit LayerNorms. The tokenizer's own vectors keep their
+    Kaiming init and the attention input projections torch's Xavier init, as upstream."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.trunc_normal_(module.weight, std=0.02, a=-2.0, b=2.0)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class TokenTransformer(nn.Module):
+    """Post-LN transformer layers, then dropout, LayerNorm, linear, dropout, LayerNorm:
+    the official `TabularEncoder`, used by both the encoder and the predictor."""
+
+    def __init__(self, width: int, depth: int, heads: int, feedforward: int, dropout: float, activation: str,
+                 eps: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, heads, feedforward, dropout, activation=activation,
+                                       layer_norm_eps=eps, batch_first=True)
+            for _ in range(depth)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(width, eps=eps)
+        self.fc = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, eps=eps)
+
+    def forward(self, tokens: torch.Tensor, output_hidden_states: bool = False) -> list[torch.Tensor]:
+        """[last output], or every hidden state: the input tokens first, and the last one
+        after the final norm-linear-norm."""
+        states = [tokens]
+        hidden = tokens
+        for layer in self.layers:
+            hidden = layer(hidden)
+            states.append(hidden)
+        states[-1] = self.norm2(self.dropout(self.fc(self.norm1(self.dropout(hidden)))))
+        return states if output_hidden_states else states[-1:]
+
+
+class FeatureTokenizer(nn.Module):
+    """Numeric values, category indices and regularization tokens -> (B, T, D) tokens."""
+
+    def __init__(self, config: TJEPAConfig) -> None:
+        super().__init__()
+        self.num_reg_tokens = config.num_reg_tokens
+        self.weight = nn.Parameter(torch.empty(config.num_reg_tokens + config.num_numeric, config.hidden_dim))
+        self.bias = nn.Parameter(torch.empty(config.num_features, config.hidden_dim))
+        self.category_embeddings = nn.ModuleList(nn.Embedding(size, config.hidden_dim)
+                                                 for size in config.cardinalities)
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(self.bias, a=math.sqrt(5))
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        ones = numeric.new_ones(numeric.shape[0], self.num_reg_tokens)
+        tokens = self.weight * torch.cat([ones, numeric], dim=1).unsqueeze(-1)
+        if self.category_embeddings:
+            embedded = [embedding(categorical[:, i]) for i, embedding in enumerate(self.category_embeddings)]
+            tokens = torch.cat([tokens, torch.stack(embedded, dim=1)], dim=1)
+        bias = torch.cat([self.bias.new_zeros(self.num_reg_tokens, self.bias.shape[1]), self.bias])
+        return tokens + bias
+
+
+class TJEPAEncoder(TabularEncoder):
+    """T-JEPA's encoder; `pooled` is the mean over all tokens of the last layer."""
+
+    family = "tjepa"
+    config_class = TJEPAConfig
+
+    def __init__(self, config: TJEPAConfig, processor: Optional[TableProcessor] = None) -> None:
+        super().__init__(config, processor)
+        self.check_processor()
+        self.tokenizer = FeatureTokenizer(config)
+        mixed = config.num_numeric > 0 and len(config.cardinalities) > 0
+        self.feature_type_embedding = (nn.Embedding(2, config.hidden_dim)
+                                       if config.feature_type_embedding and mixed else None)
+        self.register_buffer("positions", sinusoidal_positions(config.num_tokens, config.hidden_dim),
+                             persistent=False)
+        self.register_buffer("feature_types", torch.tensor([0] * config.num_numeric + [1] * len(config.cardinalities)),
+                             persistent=False)
+        self.transformer = TokenTransformer(config.hidden_dim, config.num_layers, config.num_heads,
+                                            config.dim_feedforward, config.dropout, config.activation,
+                                            config.layer_norm_eps)
+        self.apply(init_weights)
+
+    def check_processor(self) -> None:
+        """A fitted processor must produce exactly the columns the weights expect."""
+        if not self.processor.is_fitted:
+            return
+        numeric, cardinalities = len(self.processor.numeric_names), tuple(self.processor.cardinalities)
+        if (numeric, cardinalities) != (self.config.num_numeric, self.config.cardinalities):
+            raise ConfigError(
+                f"the table processor gives {numeric} numeric columns and categories {cardinalities}, but the "
+                f"encoder expects {self.config.num_numeric} and {self.config.cardinalities}; fit the processor on "
+                "the table the encoder was built for"
+            )
+
+    def check_inputs(self, numeric: torch.Tensor, categorical: torch.Tensor) -> None:
+        if numeric.shape[1] != self.config.num_numeric or categorical.shape[1] != len(self.config.cardinalities):
+            raise InputError(f"got {numeric.shape[1]} numeric and {categorical.shape[1]} categorical columns; this "
+                             f"encoder takes {self.config.num_numeric} and {len(self.config.cardinalities)}")
+        if not torch.isfinite(numeric).all():
+            raise InputError("numeric inputs hold NaN or infinite values; the table processor fills missing values")
+        sizes = categorical.new_tensor(self.config.cardinalities)
+        if categorical.numel() and ((categorical < 0) | (categorical >= sizes)).any():
+            raise InputError(f"a category index is outside [0, cardinality) for cardinalities "
+                             f"{self.config.cardinalities}; encode categories with the encoder's table processor")
+
+    def embed_tokens(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) input tokens: tokenizer, position code and feature-type embedding."""
+        self.check_inputs(numeric, categorical)
+        tokens = self.tokenizer(numeric, categorical) + self.positions
+        if self.feature_type_embedding is not None:
+            types = self.feature_type_embedding(self.feature_types)
+            tokens = tokens + torch.cat([types.new_zeros(self.config.num_reg_tokens, types.shape[1]), types])
+        return tokens
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor,
+                output_hidden_states: bool = False) -> EncoderOutput:
+        """Rows as the processor's tensors: numeric (B, n_numeric) float, categorical (B, n_categorical) long."""
+        states = self.transformer(self.embed_tokens(numeric, categorical), output_hidden_states)
+        last = states[-1]
+        return EncoderOutput(
+            last_hidden_state=last,
+            mask=torch.ones(last.shape[:2], dtype=torch.bool, device=last.device),
+            pooled=last.mean(dim=1),
+            hidden_states=tuple(states) if output_hidden_states else None,
+        )

@@ -1,0 +1,153 @@
+"""`zoo pretrain tjepa --dataset adult --data DIR -o OUT`: T-JEPA on a table, with a hub_config recipe.
+
+The hub_config whose `pretraining.dataset` names the recipe gives the architecture and
+the recipe (epochs, batch size, AdamW with warmup and cosine decay, gradient clamping,
+mask shares, predictor, EMA momentum); `--set key=value` overrides any of them. The table
+is a named set's training split (`--dataset`), or any CSV/Parquet file (`--table`, with
+`--target` naming the label column to leave out). The processor is fitted on that table,
+so the encoder's columns follow it. The run resumes from `OUT/checkpoint.pt` and saves
+the target encoder, with its fitted processor, to `OUT/encoder`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modalities.tabular.processing import TableProcessor
+from modalities.tabular.tjepa.masking import MaskSampler
+from modalities.tabular.tjepa.model import TJEPAConfig, TJEPAEncoder
+from modalities.tabular.tjepa.objective import TJEPAPretraining
+from zoo import registry
+from zoo.config import parse_overrides
+from zoo.errors import ConfigError, InputError
+from zoo.io import atomic_write_text
+from zoo.training import TrainConfig, train
+
+ENCODER_FOLDER = "encoder"
+MASK_KEYS = ("min_context_share", "max_context_share", "min_target_share", "max_target_share", "num_preds")
+RECIPE_KEYS = ("dataset", "epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "max_grad_value",
+               "ema_start", "ema_end", "mask_scope", "predictor", "probe", *MASK_KEYS)
+#: architecture fields that come from the fitted table, never from a recipe
+TABLE_KEYS = ("num_numeric", "cardinalities")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="a named table with a recipe (adult) or known to the zoo (diabetes)")
+    parser.add_argument("--table", help="instead of --dataset: a CSV or Parquet file of your own")
+    parser.add_argument("--target", help="with --table: the label column to leave out of the features")
+    parser.add_argument("--recipe", default=None, help="use this dataset's recipe (default: --dataset, else adult)")
+    parser.add_argument("--data", help="folder holding the dataset's files (adult: adult.data and adult.test)")
+    parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe or architecture setting, e.g. --set num_layers=8")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def resolve_recipe(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(architecture settings, recipe) of the tjepa recipe for `name`, with overrides applied."""
+    entry = registry.recipe("tjepa", name)
+    arch_keys = {f.name for f in dataclasses.fields(TJEPAConfig)} - set(TABLE_KEYS)
+    unknown = sorted(set(overrides) - arch_keys - set(RECIPE_KEYS))
+    if unknown:
+        raise ConfigError(f"--set names unknown settings {unknown}; valid: {sorted(arch_keys | set(RECIPE_KEYS))}")
+    architecture = {k: v for k, v in entry.architecture.items() if k not in TABLE_KEYS}
+    architecture.update({k: v for k, v in overrides.items() if k in arch_keys})
+    recipe = {**entry.pretraining, **{k: v for k, v in overrides.items() if k in RECIPE_KEYS}}
+    return architecture, recipe
+
+
+def training_table(args: argparse.Namespace) -> tuple[pd.DataFrame, TableProcessor]:
+    """The rows to pretrain on (a named set's training split, or --table) and the processor fitted on them."""
+    from modalities.tabular.datasets import load_dataset
+    from modalities.tabular.tables import read_table
+
+    if bool(args.dataset) == bool(args.table):
+        raise InputError("pass exactly one of --dataset NAME or --table FILE")
+    if args.table:
+        frame = read_table(args.table)
+        return frame, TableProcessor.fit(frame, target=args.target)
+    splits = load_dataset(args.dataset, args.data)
+    return splits.train, TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
+
+
+class TableBatches:
+    """Shuffled mini-batches of a table's rows, resumable mid-epoch (epoch and position are checkpointed)."""
+
+    def __init__(self, inputs: dict[str, torch.Tensor], batch_size: int, seed: int) -> None:
+        self.inputs, self.batch_size, self.seed = inputs, batch_size, seed
+        self.rows = len(inputs["numeric"])
+        self.epoch, self.position = 0, 0
+
+    def __len__(self) -> int:
+        return -(-self.rows // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The rest of the current epoch, or the next epoch when the current one is done."""
+        if self.position >= len(self):
+            self.epoch, self.position = self.epoch + 1, 0
+        order = torch.from_numpy(np.random.default_rng([self.seed, self.epoch]).permutation(self.rows))
+        while self.position < len(self):
+            index = order[self.position * self.batch_size : (self.position + 1) * self.batch_size]
+            self.position += 1
+            yield {key: value[index] for key, value in self.inputs.items()}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+
+
+def train_config(recipe: dict[str, Any], steps_per_epoch: int, args: argparse.Namespace) -> TrainConfig:
+    steps = recipe["epochs"] * steps_per_epoch
+    return TrainConfig(
+        steps=steps, lr=recipe["lr"], weight_decay=recipe["weight_decay"], betas=(0.9, 0.999), eps=1e-8,
+        warmup_steps=min(steps, round(recipe["warmup_epochs"] * steps_per_epoch)), max_grad_norm=None,
+        max_grad_value=recipe["max_grad_value"], checkpoint_every=args.checkpoint_every, seed=args.seed,
+        device=args.device, bf16=args.bf16, progress=not args.no_progress,
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    """Pretrain T-JEPA with a recipe; save `OUTPUT/encoder` (the EMA target encoder)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = parse_overrides(args.overrides)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    architecture, recipe = resolve_recipe(args.recipe or args.dataset or "adult", overrides)
+    frame, processor = training_table(args)
+    torch.manual_seed(args.seed)
+    encoder = TJEPAEncoder(TJEPAConfig.for_table(processor, **architecture), processor)
+    batches = TableBatches(processor.transform(frame), recipe["batch_size"], args.seed)
+    config = train_config(recipe, len(batches), args)
+    masks = MaskSampler(encoder.config.num_features, **{key: recipe[key] for key in MASK_KEYS})
+    objective = TJEPAPretraining(encoder, masks, recipe["predictor"], config.steps, recipe["ema_start"],
+                                 recipe["ema_end"], recipe.get("mask_scope", "features"))
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "recipe": recipe,
+                "architecture": encoder.config.to_dict()}
+    atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
+    print(f"[tjepa pretrain] {len(frame)} rows, {encoder.config.num_features} features; {config.steps} steps",
+          file=sys.stderr, flush=True)
+    records = train(objective, batches, out, config)
+    objective.target_encoder.save_pretrained(out / ENCODER_FOLDER)
+    print(f"[tjepa pretrain] done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss "
+          f"{records[0]['loss']:.4f} -> {records[-1]['loss']:.4f}; encoder saved to {out / ENCODER_FOLDER}",
+          file=sys.stderr, flush=True)

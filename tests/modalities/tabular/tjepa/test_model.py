@@ -1,0 +1,114 @@
+"""The T-JEPA encoder through the shared API: shapes, batch invariance, layers, save/load, errors."""
+
+import pandas as pd
+import pytest
+import torch
+
+from modalities.tabular.processing import TableProcessor
+from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder
+from zoo.errors import ConfigError, InputError
+from zoo.hub import load_folder
+
+TINY = dict(hidden_dim=16, num_layers=2, num_heads=2, dim_feedforward=32, num_reg_tokens=2)
+
+
+@pytest.fixture
+def table():
+    return pd.DataFrame({
+        "x": [0.5, 1.5, 2.0, 3.0, -1.0, 4.0],
+        "colour": ["red", "blue", "red", "green", None, "blue"],
+        "y": [1, 2, 3, 4, 5, 6],
+        "label": [0, 1, 0, 1, 1, 0],
+    })
+
+
+@pytest.fixture
+def encoder(table):
+    torch.manual_seed(0)
+    processor = TableProcessor.fit(table, target="label")
+    return TJEPAEncoder(TJEPAConfig.for_table(processor, **TINY), processor).eval()
+
+
+def test_tokens_are_reg_tokens_then_numeric_then_categorical(encoder, table):
+    output = encoder(**encoder.preprocess(table), output_hidden_states=True)
+    assert encoder.processor.token_names == ["x", "y", "colour"]
+    assert output.last_hidden_state.shape == (6, 2 + 3, 16)
+    assert output.mask.all()
+    assert len(output.hidden_states) == 3 and output.hidden_states[-1] is output.last_hidden_state
+    assert torch.allclose(output.pooled, output.last_hidden_state.mean(1))
+
+
+def test_reg_tokens_do_not_depend_on_the_row_before_attention(encoder, table):
+    tokens = encoder.embed_tokens(**encoder.preprocess(table))
+    assert torch.equal(tokens[0, :2], tokens[3, :2])
+    assert not torch.equal(tokens[0, 2:], tokens[3, 2:])
+
+
+def test_a_row_embeds_the_same_alone_or_in_any_batch(encoder, table):
+    together = encoder.embed(table, progress=False)
+    alone = torch.cat([encoder.embed(table.iloc[[i]], progress=False) for i in range(len(table))])
+    small_batches = encoder.embed(table, batch_size=4, chunk_rows=5, progress=False)
+    assert (together - alone).abs().max() < 1e-5
+    assert (together - small_batches).abs().max() < 1e-5
+
+
+def test_pools_and_layers(encoder, table):
+    assert encoder.embed(table, pool="none", progress=False).shape == (6, 5, 16)
+    assert encoder.embed(table, layer="all", progress=False).shape == (6, 3, 16)
+    cls = encoder.embed(table, pool="cls", progress=False)
+    tokens = encoder.embed(table, pool="none", progress=False)
+    assert torch.equal(cls, tokens[:, 0])
+    chunks = list(encoder.iter_embed(table, chunk_rows=4, progress=False))
+    assert [len(chunk) for chunk in chunks] == [4, 2]
+
+
+def test_inputs_of_every_table_kind_agree(encoder, table, tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "rows.csv"
+    table.to_csv(path, index=False)
+    reference = encoder.embed(table, progress=False)
+    for source in (pa.Table.from_pandas(table), str(path), table.to_dict(orient="list"),
+                   table.to_dict(orient="records")):
+        assert (encoder.embed(source, progress=False) - reference).abs().max() < 1e-5
+
+
+def test_save_and_reload_gives_the_same_embeddings(encoder, table, tmp_path):
+    encoder.save_pretrained(tmp_path / "enc")
+    reloaded = load_folder(tmp_path / "enc")
+    assert reloaded.processor == encoder.processor
+    assert torch.equal(reloaded.embed(table, progress=False), encoder.embed(table, progress=False))
+
+
+def test_errors(encoder, table):
+    with pytest.raises(InputError, match="no rows"):
+        encoder.embed(table.iloc[:0], progress=False)
+    with pytest.raises(InputError, match=r"\['colour'\] are missing"):
+        encoder.embed(table.drop(columns="colour"), progress=False)
+    with pytest.raises(InputError, match="NaN"):
+        encoder(numeric=torch.tensor([[float("nan"), 0.0]]), categorical=torch.tensor([[1]]))
+    with pytest.raises(InputError, match="category index"):
+        encoder(numeric=torch.zeros(1, 2), categorical=torch.tensor([[9]]))
+    other = TableProcessor.fit(table.drop(columns="y"), target="label")
+    with pytest.raises(ConfigError, match="fit the processor"):
+        TJEPAEncoder(encoder.config, other)
+    with pytest.raises(ConfigError, match="divisible"):
+        TJEPAConfig(num_numeric=1, hidden_dim=10, num_heads=3)
+
+
+def test_zoo_embed_writes_one_row_per_table_row_and_resumes(encoder, table, tmp_path):
+    import numpy as np
+
+    from zoo.cli import main
+
+    encoder.save_pretrained(tmp_path / "enc")
+    paths = []
+    for part, rows in enumerate((table.iloc[:4], table.iloc[4:])):
+        paths.append(tmp_path / f"part{part}.csv")
+        rows.to_csv(paths[-1], index=False)
+    out = tmp_path / "emb.npy"
+    assert main(["embed", str(tmp_path / "enc"), *map(str, paths), "-o", str(out), "--shard-size", "3"]) == 0
+    expected = encoder.embed(table, progress=False).numpy()
+    assert np.allclose(np.load(out), expected, atol=1e-5)
+    assert main(["embed", str(tmp_path / "enc"), str(paths[0]), "-o", str(tmp_path / "t.npy"), "--pool", "none"]) == 0
+    assert np.load(tmp_path / "t.npy").shape == (4, 5, 16)

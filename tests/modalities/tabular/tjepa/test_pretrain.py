@@ -1,0 +1,124 @@
+"""T-JEPA pretraining: masks, the objective, EMA, the CLI run and its exact resume."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from modalities.tabular.processing import TableProcessor
+from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder
+from modalities.tabular.tjepa.masking import MaskSampler
+from modalities.tabular.tjepa.objective import TJEPAPretraining
+from zoo.cli import main
+from zoo.errors import ConfigError
+
+PREDICTOR = dict(width=8, depth=1, heads=2, feedforward=16, dropout=0.0)
+TINY_SETTINGS = ["--set", "hidden_dim=16", "--set", "num_layers=1", "--set", "dim_feedforward=16",
+                 "--set", "batch_size=64", "--set", 'predictor={"width": 8, "depth": 1, "heads": 2, '
+                 '"feedforward": 16, "dropout": 0.0}']
+
+
+def synthetic_table(rows: int = 256, seed: int = 0) -> pd.DataFrame:
+    """Columns that depend on one another, so that one subset predicts another."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=rows)
+    return pd.DataFrame({
+        "a": base, "b": 2 * base + 0.1 * rng.normal(size=rows), "c": rng.normal(size=rows),
+        "d": np.where(base > 0, "up", "down"), "e": rng.choice(["x", "y", "z"], size=rows),
+        "f": base ** 2,
+    })
+
+
+def test_masks_are_disjoint_and_sized_by_the_shares():
+    sampler = MaskSampler(14, 0.136, 0.368, 0.156, 0.622, num_preds=4)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        masks = sampler(32, generator)
+        n_context, n_target = masks.context.shape[1], masks.targets.shape[2]
+        assert sampler.min_context <= n_context <= sampler.max_context
+        assert sampler.min_target <= n_target <= sampler.max_target and n_context + n_target <= 14
+        assert masks.targets.shape[:2] == (4, 32)
+        for row in range(32):
+            context = set(masks.context[row].tolist())
+            assert len(context) == n_context
+            for subset in masks.targets[:, row]:
+                assert len(set(subset.tolist())) == n_target and not context & set(subset.tolist())
+
+
+def test_mask_shares_that_cannot_fit_are_refused():
+    with pytest.raises(ConfigError, match="at least one"):
+        MaskSampler(4, 0.01, 0.05, 0.2, 0.5)
+    with pytest.raises(ConfigError, match="do not fit"):
+        MaskSampler(4, 0.7, 0.9, 0.7, 0.9)
+
+
+def make_objective(scope="features", steps=100):
+    torch.manual_seed(0)
+    table = synthetic_table()
+    processor = TableProcessor.fit(table)
+    encoder = TJEPAEncoder(TJEPAConfig.for_table(processor, hidden_dim=16, num_layers=1, dim_feedforward=16,
+                                                 num_reg_tokens=1), processor)
+    masks = MaskSampler(6, 0.2, 0.5, 0.2, 0.5, num_preds=2)
+    return TJEPAPretraining(encoder, masks, PREDICTOR, total_steps=steps, mask_scope=scope), processor(table)
+
+
+@pytest.mark.parametrize("scope", ["features", "official"])
+def test_the_loss_falls_and_only_the_context_side_is_trained(scope):
+    objective, batch = make_objective(scope)
+    optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = objective(batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        objective.after_step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    assert all(p.grad is None for p in objective.target_encoder.parameters())
+
+
+def test_ema_moves_the_target_towards_the_context_encoder():
+    objective, _ = make_objective(steps=4)
+    with torch.no_grad():
+        for p in objective.encoder.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in objective.target_encoder.parameters()]
+    objective.after_step()
+    online = list(objective.encoder.parameters())
+    for old, new, context in zip(before, objective.target_encoder.parameters(), online):
+        assert torch.allclose(new, 0.996 * old + 0.004 * context)
+    assert objective.momentum(4) == pytest.approx(1.0)
+
+
+def run_cli(table_path, out, epochs):
+    return main(["pretrain", "tjepa", "--table", str(table_path), "-o", str(out), "--epochs", str(epochs),
+                 "--no-progress", "--checkpoint-every", "2", *TINY_SETTINGS])
+
+
+def test_cli_run_resumes_exactly(tmp_path, monkeypatch):
+    from zoo.training import Trainer
+
+    table_path = tmp_path / "table.csv"
+    synthetic_table(200).to_csv(table_path, index=False)
+    assert run_cli(table_path, tmp_path / "straight", 2) == 0
+    straight = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert len(straight) == 8 and straight[-1]["loss"] < straight[0]["loss"]
+
+    step = Trainer.train_step
+
+    def interrupted(self, batch):
+        if self.step == 5:
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(table_path, tmp_path / "split", 2)
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert run_cli(table_path, tmp_path / "split", 2) == 0  # resumes at step 4, mid-epoch
+    split = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in split] == [r["loss"] for r in straight]
+    assert (tmp_path / "split" / "encoder" / "model.safetensors").is_file()
