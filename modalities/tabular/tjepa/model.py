@@ -46,6 +46,10 @@ class TJEPAConfig(EncoderConfig):
             [REG] tokens, `n_cls_tokens` in the official code).
         feature_type_embedding: add a learned numeric/categorical embedding to feature
             tokens (used only when the table has both kinds, as upstream).
+        feature_types: the type (0 or 1) of each feature token; empty = 0 for numeric and
+            1 for categorical tokens. (The official code assigns types in the table's column
+            order while its tokens are numeric-first, so a converted official checkpoint
+            with mixed column order sets these explicitly to reproduce it.)
         activation: of the feed-forward blocks.
         layer_norm_eps: of every LayerNorm.
     """
@@ -61,11 +65,16 @@ class TJEPAConfig(EncoderConfig):
     dropout: float = 0.0
     num_reg_tokens: int = 1
     feature_type_embedding: bool = False
+    feature_types: tuple[int, ...] = ()
     activation: str = "relu"
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         self.cardinalities = tuple(int(size) for size in self.cardinalities)
+        self.feature_types = tuple(int(kind) for kind in self.feature_types)
+        if self.feature_types and (len(self.feature_types) != self.num_features or set(self.feature_types) - {0, 1}):
+            raise ConfigError(f"feature_types={self.feature_types} must give 0 or 1 for each of the "
+                              f"{self.num_features} feature tokens (or be empty)")
         if self.num_numeric + len(self.cardinalities) == 0:
             raise ConfigError("a T-JEPA encoder needs at least one feature column (num_numeric or cardinalities)")
         if any(size < 1 for size in self.cardinalities):
@@ -186,8 +195,8 @@ class TJEPAEncoder(TabularEncoder):
                                        if config.feature_type_embedding and mixed else None)
         self.register_buffer("positions", sinusoidal_positions(config.num_tokens, config.hidden_dim),
                              persistent=False)
-        self.register_buffer("feature_types", torch.tensor([0] * config.num_numeric + [1] * len(config.cardinalities)),
-                             persistent=False)
+        types = config.feature_types or [0] * config.num_numeric + [1] * len(config.cardinalities)
+        self.register_buffer("feature_types", torch.tensor(types), persistent=False)
         self.transformer = TokenTransformer(config.hidden_dim, config.num_layers, config.num_heads,
                                             config.dim_feedforward, config.dropout, config.activation,
                                             config.layer_norm_eps)
