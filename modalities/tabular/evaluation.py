@@ -99,8 +99,8 @@ def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str], seeds: S
     else:
         processor = TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
         train_inputs, test_inputs = (raw_features(processor, frame) for frame in (splits.train, splits.test))
-    scores = [run_protocol(protocol, splits, seed, train_inputs, test_inputs, (settings or {}).get(protocol))
-              for seed in seeds]
+    chosen = {**splits.downstream.get(protocol, {}), **(settings or {}).get(protocol, {})}
+    scores = [run_protocol(protocol, splits, seed, train_inputs, test_inputs, chosen) for seed in seeds]
     metric = "rmse" if splits.task == "regression" else "accuracy"
     return {"dataset": splits.name, "protocol": protocol, "metric": metric, "seeds": list(seeds), "scores": scores,
             "mean": float(np.mean(scores)), "std": float(np.std(scores))}

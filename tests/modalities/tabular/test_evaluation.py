@@ -1,0 +1,34 @@
+"""The downstream protocol: regression (RMSE) on scikit-learn's diabetes set, through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from modalities.tabular.datasets import load_dataset
+from zoo.cli import main
+from zoo.errors import UnknownModelError
+
+TINY = ["--set", "hidden_dim=16", "--set", "num_layers=1", "--set", "dim_feedforward=16", "--set", "batch_size=64",
+        "--set", 'predictor={"width": 8, "depth": 1, "heads": 2, "feedforward": 16, "dropout": 0.0}']
+
+
+def test_regression_targets_pretrain_and_probe_with_rmse(tmp_path, capsys):
+    out = tmp_path / "diabetes"
+    assert main(["pretrain", "tjepa", "--dataset", "diabetes", "--recipe", "adult", "-o", str(out), "--epochs", "3",
+                 "--no-progress", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["probe", str(out / "encoder"), "--dataset", "diabetes", "--seeds", "0", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metric"] == "rmse" and result["protocol"] == "mlp" and len(result["scores"]) == 2
+    test_target = load_dataset("diabetes").test["target"].to_numpy()
+    predict_the_mean = float(np.sqrt(np.mean((test_target - test_target.mean()) ** 2)))
+    assert result["mean"] < 0.9 * predict_the_mean  # the MLP on T-JEPA tokens explains part of the target
+    assert main(["probe", str(out / "encoder"), "--dataset", "diabetes", "--protocol", "xgboost"]) == 0
+    assert json.loads(capsys.readouterr().out)["mean"] < predict_the_mean
+    assert main(["probe", str(out / "encoder"), "--dataset", "diabetes", "--protocol", "svm"]) == 2
+
+
+def test_unknown_table_dataset():
+    with pytest.raises(UnknownModelError, match="unknown tabular dataset 'iris'"):
+        load_dataset("iris")
