@@ -1,6 +1,7 @@
 """`zoo demo`: embed the bundled example inputs with every embedded checkpoint, offline,
-and print the embedding shapes and a cosine-similarity table. Embedded checkpoints of a
-modality without bundled inputs (graphs: they need a dataset) are named as skipped."""
+and print the embedding shapes and a cosine-similarity table (of the inputs, or of the
+rows of a table). Embedded checkpoints of a modality without bundled inputs (graphs: they
+need a dataset) are named as skipped."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def run_demo() -> int:
         layers = encoder.embed([str(path) for path in inputs[:1]], layer="all", progress=False)
         print(f"\n== {name} ({entry.modality}, {entry.family}): {len(inputs)} inputs -> "
               f"embeddings {tuple(rows.shape)}, all layers {tuple(layers.shape)}")
-        print(similarity_table([path.stem for path in inputs], rows))
+        labels = [path.stem for path in inputs] if len(rows) == len(inputs) else [f"row{i}" for i in range(len(rows))]
+        print(similarity_table(labels, rows))
         shown += 1
     if skipped:
         print(f"\nskipped, no bundled inputs for their modality (see the README's examples): {', '.join(skipped)}")

@@ -112,3 +112,17 @@ def test_zoo_embed_writes_one_row_per_table_row_and_resumes(encoder, table, tmp_
     assert np.allclose(np.load(out), expected, atol=1e-5)
     assert main(["embed", str(tmp_path / "enc"), str(paths[0]), "-o", str(tmp_path / "t.npy"), "--pool", "none"]) == 0
     assert np.load(tmp_path / "t.npy").shape == (4, 5, 16)
+
+
+def test_fine_tuning_heads_take_tables(encoder, table, tmp_path):
+    import zoo
+
+    classifier = zoo.for_classification(encoder, num_labels=2)
+    output = classifier(**classifier.processor(table), labels=torch.tensor(table["label"].to_numpy()))
+    assert output.logits.shape == (6, 2) and output.loss.requires_grad
+    classifier.save_pretrained(tmp_path / "clf")
+    reloaded = zoo.load(tmp_path / "clf")
+    assert torch.allclose(reloaded(**reloaded.processor(table)).logits, classifier.eval()(
+        **classifier.processor(table)).logits, atol=1e-6)
+    examples = [{"input": row, "label": 1} for row in table.drop(columns="label").to_dict(orient="records")]
+    assert classifier.collate(examples)["numeric"].shape == (6, 2)
