@@ -68,8 +68,10 @@ def summary(scores: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="folder with adult.data and adult.test")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="baseline seeds")
-    parser.add_argument("--random-seeds", type=int, nargs="+", default=[0], help="random-init encoder seeds")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                        help="raw-feature baseline seeds (none: skip the baselines)")
+    parser.add_argument("--random-seeds", type=int, nargs="*", default=[0],
+                        help="random-init encoder seeds (none: skip that baseline)")
     parser.add_argument("--cache", type=Path, default=Path("runs/probe_tabular_adult.json"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("runs", nargs="*", help="zoo pretrain output folders")
@@ -85,7 +87,7 @@ def main() -> None:
         return run_protocol("mlp", splits, seed, *tokens)
 
     random_row = None
-    if args.runs:
+    if args.runs and args.random_seeds:
         first = load(Path(args.runs[0]) / "encoder")
 
         def random_init(seed: int) -> float:
@@ -107,7 +109,7 @@ def main() -> None:
         "MLP on raw features": lambda seed: run_protocol("mlp-raw", splits, seed, *raw),
         "XGBoost on raw features": lambda seed: run_protocol("xgboost", splits, seed, *raw),
     }
-    for name, compute in baselines.items():
+    for name, compute in baselines.items() if args.seeds else ():
         key = name.split()[0].lower()
         scores = [cache.get(f"{key}:{seed}", lambda seed=seed: compute(seed)) for seed in args.seeds]
         rows.append([name, summary(scores), "", PAPER["mlp" if key == "mlp" else "xgboost"]])

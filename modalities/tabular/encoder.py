@@ -98,7 +98,6 @@ class TabularEncoder(Encoder):
         device: Optional[str | torch.device] = None,
         progress: bool = True,
         chunk_rows: int = CHUNK_ROWS,
-        **ignored: Any,
     ) -> torch.Tensor:
         """Embed every row of a table: a DataFrame, Arrow table, CSV/Parquet path (or a list
         of them), a dict or a list of row dicts. Columns are matched by name.

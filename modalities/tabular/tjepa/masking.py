@@ -6,10 +6,11 @@ context size is drawn uniformly in [min, max] of the context share and a target 
 its own random context subset and `num_preds` target subsets drawn from the features
 outside its context (targets may overlap one another, never the context).
 
-Indices are feature indices 0..F-1; the objective shifts them past the regularization
-tokens, which every context keeps. (The official code indexes the token sequence with
-feature indices, so there the first regularization token can be masked and the last
-feature never is; the zoo masks exactly the features.)
+Indices are feature indices 0..F-1. With the recipe's `mask_scope: "features"` the
+objective shifts them past the regularization tokens, which every context keeps. The
+official code indexes the token sequence with the feature indices, so there the first
+regularization token can be context or target and the last feature is never masked;
+`mask_scope: "official"` does the same.
 """
 
 from __future__ import annotations
