@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="a named table with a recipe (adult) or known to the zoo (diabetes)")
     parser.add_argument("--table", help="instead of --dataset: a CSV or Parquet file of your own")
     parser.add_argument("--target", help="with --table: the label column to leave out of the features")
-    parser.add_argument("--recipe", default=None, help="use this dataset's recipe (default: --dataset's own; with --table, adult's); "
+    parser.add_argument("--recipe", default=None,
+                        help="use this dataset's recipe (default: --dataset's own; with --table, adult's); "
                         "e.g. --dataset diabetes --recipe adult")
     parser.add_argument("--data", help="folder holding the dataset's files (adult: adult.data and adult.test)")
     parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")

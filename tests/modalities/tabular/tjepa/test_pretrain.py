@@ -122,3 +122,14 @@ def test_cli_run_resumes_exactly(tmp_path, monkeypatch):
     split = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in split] == [r["loss"] for r in straight]
     assert (tmp_path / "split" / "encoder" / "model.safetensors").is_file()
+
+
+def test_mask_scopes_map_features_to_token_positions():
+    objective, _ = make_objective("features")
+    context, targets = torch.tensor([[0, 3]]), torch.tensor([[[5]], [[1]]])
+    tokens, wanted = objective.token_positions(context, targets)
+    # one regularization token: it leads every context, and feature j is token j + 1
+    assert tokens.tolist() == [[0, 1, 4]] and wanted.tolist() == [[[6]], [[2]]]
+    official, _ = make_objective("official")
+    tokens, wanted = official.token_positions(context, targets)
+    assert tokens.tolist() == [[0, 3]] and wanted.tolist() == [[[5]], [[1]]]
