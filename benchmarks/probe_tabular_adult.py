@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, run_facts  # noqa: E402
 
 from modalities.tabular.datasets import load_adult  # noqa: E402
-from modalities.tabular.evaluation import encoder_tokens, raw_features, run_protocol, standardise  # noqa: E402
-from modalities.tabular.processing import TableProcessor  # noqa: E402
+from modalities.tabular.evaluation import protocol_inputs, run_protocol  # noqa: E402
 from zoo.hub import load  # noqa: E402
 from zoo.io import atomic_write_text  # noqa: E402
 
@@ -79,12 +78,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     splits = load_adult(args.data)
     cache = Cache(args.cache)
-    processor = TableProcessor.fit(splits.train, target=splits.target)
-    raw = [raw_features(processor, frame) for frame in (splits.train, splits.test)]
+    raw = protocol_inputs("mlp-raw", splits)
 
     def on_tokens(encoder, seed: int) -> float:
-        tokens = standardise(*(encoder_tokens(encoder, frame) for frame in (splits.train, splits.test)))
-        return run_protocol("mlp", splits, seed, *tokens)
+        return run_protocol("mlp", splits, seed, *protocol_inputs("mlp", splits, encoder))
 
     random_row = None
     if args.runs and args.random_seeds:

@@ -128,10 +128,10 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 409
     return torch.cat([model(part) for part in inputs.split(batch_size)])
 
 
-def score(predicted: np.ndarray, target: np.ndarray, task: Task, target_std: float = 1.0) -> float:
-    """Accuracy for classification; RMSE (in the target's units) for regression."""
+def score(predicted: np.ndarray, target: np.ndarray, task: Task) -> float:
+    """Accuracy for classification; RMSE for regression."""
     if task.kind == "regression":
-        return float(np.sqrt(np.mean((predicted - target) ** 2)) * target_std)
+        return float(np.sqrt(np.mean((predicted - target) ** 2)))
     return float(np.mean(predicted == target))
 
 

@@ -17,7 +17,7 @@ from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tables import CHUNK_ROWS, iter_frames
 from zoo.encoder import Encoder
 from zoo.errors import InputError
-from zoo.pooling import POOLS, LayerSpec, layer_indices, select_layers
+from zoo.pooling import POOLS, LayerSpec, layer_indices, pool_tokens, select_layers
 
 
 def iter_tables(inputs: Any, chunk_rows: int) -> Iterator[Any]:
@@ -66,7 +66,7 @@ class TabularEncoder(Encoder):
         self.eval()
         try:
             with tqdm(unit="row", disable=not progress, desc=f"embed {self.family}") as bar:
-                for frame in iter_tables(table, chunk_rows):
+                for frame in self.table_chunks(table, chunk_rows):
                     batch = self.processor.transform(frame)
                     yield self._embed_batch(batch, indices, pool, batch_size, squeeze=indices is None
                                             or isinstance(layer, int))
@@ -82,10 +82,8 @@ class TabularEncoder(Encoder):
             piece = self.to_device({key: value[start : start + batch_size] for key, value in batch.items()})
             output = self(**piece, output_hidden_states=indices is not None)
             features = select_layers(output, indices).float()
-            if pool == "mean":
-                features = features.mean(dim=2)
-            elif pool == "cls":
-                features = features[:, :, 0]
+            if pool != "none":
+                features = pool_tokens(features, output.mask.unsqueeze(1), pool)
             parts.append((features[:, 0] if squeeze else features).cpu())
         return torch.cat(parts)
 

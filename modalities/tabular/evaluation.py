@@ -66,6 +66,16 @@ def standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, 
     return (train - mean) / std, (test - mean) / std
 
 
+def protocol_inputs(protocol: str, splits: TableSplits, encoder: Any = None,
+                    device: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and test inputs of a protocol: the encoder's standardised tokens for "mlp",
+    the raw features (the encoder unused) for the baselines."""
+    if protocol == "mlp":
+        return standardise(*(encoder_tokens(encoder, frame, device) for frame in (splits.train, splits.test)))
+    processor = TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
+    return raw_features(processor, splits.train), raw_features(processor, splits.test)
+
+
 def run_protocol(protocol: str, splits: TableSplits, seed: int, train_inputs: torch.Tensor,
                  test_inputs: torch.Tensor, settings: Optional[dict[str, Any]] = None) -> float:
     """Train one downstream model with `seed` and return its test score."""
@@ -93,12 +103,7 @@ def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str], seeds: S
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol {protocol!r} is not one of {PROTOCOLS}")
     splits = load_dataset(dataset, data_root)
-    if protocol == "mlp":
-        train_inputs, test_inputs = standardise(*(encoder_tokens(encoder, frame, device)
-                                                  for frame in (splits.train, splits.test)))
-    else:
-        processor = TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
-        train_inputs, test_inputs = (raw_features(processor, frame) for frame in (splits.train, splits.test))
+    train_inputs, test_inputs = protocol_inputs(protocol, splits, encoder, device)
     chosen = {**splits.downstream.get(protocol, {}), **(settings or {}).get(protocol, {})}
     scores = [run_protocol(protocol, splits, seed, train_inputs, test_inputs, chosen) for seed in seeds]
     metric = "rmse" if splits.task == "regression" else "accuracy"

@@ -62,7 +62,7 @@ class TableProcessor(Processor):
                 (text and boolean columns are categorical anyway).
             ignore: other columns to leave out (ids, timestamps).
         """
-        frame = read_table(table) if not isinstance(table, pd.DataFrame) else table
+        frame = read_table(table)
         if len(frame) == 0:
             raise InputError("cannot fit a table processor on a table with no rows")
         skip = set(ignore) | ({target} if target else set())
@@ -119,7 +119,7 @@ class TableProcessor(Processor):
 
     def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """A whole table (or one row dict) as one batch."""
-        return self.transform(read_table(inputs) if not isinstance(inputs, pd.DataFrame) else inputs)
+        return self.transform(read_table(inputs))
 
     def prepare(self, item: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         return self.transform(item)

@@ -51,7 +51,10 @@ def to_frame(table: Any) -> pd.DataFrame:
 
 
 def read_table(table: Any) -> pd.DataFrame:
-    """The whole table as one DataFrame (for fitting a processor, not for streaming)."""
+    """The whole table as one DataFrame (for fitting a processor, not for streaming); a
+    DataFrame is returned as it is."""
+    if isinstance(table, pd.DataFrame):
+        return table
     return pd.concat(list(iter_frames(table)), ignore_index=True)
 
 
