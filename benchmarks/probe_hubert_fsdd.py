@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from modalities.speech.hubert.model import HubertEncoder
-from modalities.speech.hubert.pretrain import frame_geometry, list_audio_files, load_waves, mfcc_features
+from modalities.speech.hubert.pretrain import frame_geometry, mfcc_features
+from zoo.audio_crops import list_audio_files, load_waves
 from zoo.evaluation import knn_accuracy, linear_probe, rankme
 from zoo.hub import load
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fnmatch
 import json
 import sys
 from pathlib import Path
@@ -34,18 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
-from zoo.audio import AudioProcessor
+from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.outputs import PretrainOutput
 from zoo.training import TrainConfig, train
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100
 LABELS_FILE = "labels.pt"
-#: batches whose recordings are sorted by length together (see `CropBatches`)
-POOL_BATCHES = 32
 ENCODER_FOLDER = "encoder"
 
 
@@ -120,11 +116,6 @@ def frame_geometry(config: HubertEncoderConfig) -> tuple[int, int]:
     return field, jump
 
 
-def frame_count(num_samples: int, field: int, hop: int) -> int:
-    """Frames of an unpadded conv stack with this receptive field and hop (at least 1)."""
-    return 1 + max(num_samples - field, 0) // hop
-
-
 def mfcc_features(wave: torch.Tensor, sampling_rate: int, field: int, hop: int) -> torch.Tensor:
     """(S,) waveform -> (T, 39) MFCC + deltas + delta-deltas, frame t over samples [hop*t, hop*t+field).
 
@@ -194,119 +185,6 @@ def cluster_labels(features: Sequence[torch.Tensor], clusters: Clusters) -> list
 
 # ---------------------------------------------------------------------------------------
 # Data: a folder of recordings -> random frame-aligned crops -> equal-length batches
-
-
-def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Path]:
-    """Audio files under `folder` (recursively, sorted), minus names matching an `exclude` pattern.
-
-    Patterns are fnmatch patterns on the path relative to `folder`, e.g. "*_[0-4].wav"
-    drops the FSDD test split (takes 0-4 of each speaker and digit).
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise InputError(f"--data {str(root)!r} is not a folder; pass a folder of audio files")
-    files = [
-        path for path in sorted(root.rglob("*"))
-        if path.suffix.lower() in AUDIO_SUFFIXES
-        and not any(fnmatch.fnmatch(str(path.relative_to(root)), pattern) for pattern in exclude)
-    ]
-    if not files:
-        raise InputError(f"no {'/'.join(AUDIO_SUFFIXES)} files in {str(root)!r} (excluding {list(exclude)})")
-    return files
-
-
-def load_waves(files: Sequence[Path], processor: AudioProcessor) -> list[torch.Tensor]:
-    """Every recording as a mono waveform at the model's rate, held in memory."""
-    return [processor.prepare(path) for path in files]
-
-
-class CropBatches:
-    """Endless batches of equal-length random crops with their frame labels; resumable.
-
-    Each epoch shuffles the recordings, sorts them by length within pools of
-    `batch_size * POOL_BATCHES`, cuts the pools into batches and shuffles the batches.
-    Every recording of a batch is cut to a random run of T frames starting on a frame
-    boundary, T = the frames of the batch's shortest recording (at most `max_frames`), and
-    its labels are sliced alike. So a batch needs no padding and the conv front end runs
-    on it at once (fairseq crops to the shortest recording the same way, its
-    `pad_audio=False` default); the tails cut off are short because a batch holds
-    recordings of similar length. Batch i depends only on (seed, i), and `state_dict()`
-    holds the number of batches drawn, so a resumed run sees the same batches as an
-    uninterrupted one.
-
-    Yields:
-        {"input_values": (B, S), "attention_mask": (B, S), "labels": (B, T)}.
-    """
-
-    def __init__(self, waves: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], batch_size: int,
-                 max_frames: int, field: int, hop: int, seed: int = 0) -> None:
-        if len(waves) != len(labels) or not waves:
-            raise InputError(f"got {len(waves)} recordings and {len(labels)} label sequences; pass one per recording")
-        if batch_size < 1 or max_frames < 1:
-            raise ConfigError(f"batch_size={batch_size} and max_frames={max_frames} must be positive")
-        for index, (wave, frames) in enumerate(zip(waves, labels)):
-            if frame_count(wave.numel(), field, hop) != len(frames):
-                raise InputError(
-                    f"recording {index} has {frame_count(wave.numel(), field, hop)} frames but {len(frames)} "
-                    "labels; make the labels with the same encoder framing"
-                )
-        self.waves, self.labels = list(waves), list(labels)
-        self.frames = np.array([len(frames) for frames in labels])
-        self.batch_size, self.max_frames = batch_size, max_frames
-        self.field, self.hop = field, hop
-        self.seed = seed
-        self.batches_drawn = 0
-        self._epoch: tuple[int, list[np.ndarray]] = (-1, [])
-        self.batches_per_epoch = len(self.epoch_batches(0))
-
-    def state_dict(self) -> dict[str, int]:
-        return {"batches_drawn": self.batches_drawn, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state["seed"] != self.seed:
-            raise CheckpointError(f"the checkpoint's batches used seed {state['seed']}, this run seed {self.seed}")
-        self.batches_drawn = state["batches_drawn"]
-
-    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """The recordings of each batch of `epoch`, in the order they are drawn."""
-        if self._epoch[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            order = rng.permutation(len(self.waves))
-            pool = self.batch_size * POOL_BATCHES
-            batches = []
-            for start in range(0, len(order), pool):
-                members = order[start : start + pool]
-                members = members[np.argsort(self.frames[members], kind="stable")]
-                batches.extend(members[i : i + self.batch_size] for i in range(0, len(members) - self.batch_size + 1,
-                                                                                 self.batch_size))
-            batches = batches or [order]
-            self._epoch = (epoch, [batches[i] for i in rng.permutation(len(batches))])
-        return self._epoch[1]
-
-    def batch(self, index: int) -> dict[str, torch.Tensor]:
-        """Batch number `index` (0-based) of the endless stream."""
-        items = self.epoch_batches(index // self.batches_per_epoch)[index % self.batches_per_epoch]
-        frames = min(int(self.frames[items].min()), self.max_frames)
-        samples = (frames - 1) * self.hop + self.field
-        rng = np.random.default_rng([self.seed, index, 1])
-        waves, targets = [], []
-        for item in items:
-            first = int(rng.integers(0, self.frames[item] - frames + 1))
-            wave = self.waves[item][first * self.hop : first * self.hop + samples]
-            waves.append(F.pad(wave, (0, samples - wave.numel())))  # pads only recordings shorter than `field`
-            targets.append(self.labels[item][first : first + frames])
-        input_values = torch.stack(waves)
-        return {
-            "input_values": input_values,
-            "attention_mask": torch.ones_like(input_values, dtype=torch.long),
-            "labels": torch.stack(targets),
-        }
-
-    def __iter__(self):
-        while True:
-            index = self.batches_drawn
-            self.batches_drawn += 1
-            yield self.batch(index)
 
 
 # ---------------------------------------------------------------------------------------

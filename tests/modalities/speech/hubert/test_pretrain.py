@@ -13,19 +13,16 @@ import torch
 from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
 from modalities.speech.hubert.pretrain import (
     IGNORE_LABEL,
-    CropBatches,
     HubertPretraining,
     add_arguments,
     cluster_labels,
     compute_span_mask,
     fit_clusters,
-    frame_count,
     frame_geometry,
-    list_audio_files,
-    load_waves,
     mfcc_features,
     run,
 )
+from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
 from zoo.errors import ConfigError
 from zoo.training import CHECKPOINT_FILE, TrainConfig, train
 

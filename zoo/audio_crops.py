@@ -1,0 +1,144 @@
+"""Random crops of recordings for audio pretraining, shared by the audio families.
+
+A family lists its recordings (`list_audio_files`), holds them in memory at the model's
+rate (`load_waves`) and draws equal-length crops from them (`CropBatches`), which a
+`zoo.training.Trainer` resumes exactly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zoo.audio import AudioProcessor
+from zoo.errors import CheckpointError, ConfigError, InputError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+#: batches whose recordings are sorted by length together (see `CropBatches`)
+POOL_BATCHES = 32
+
+
+def frame_count(num_samples: int, field: int, hop: int) -> int:
+    """Frames of an unpadded conv stack with this receptive field and hop (at least 1)."""
+    return 1 + max(num_samples - field, 0) // hop
+
+
+def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Path]:
+    """Audio files under `folder` (recursively, sorted), minus names matching an `exclude` pattern.
+
+    Patterns are fnmatch patterns on the path relative to `folder`, e.g. "*_[0-4].wav"
+    drops the FSDD test split (takes 0-4 of each speaker and digit).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"--data {str(root)!r} is not a folder; pass a folder of audio files")
+    files = [
+        path for path in sorted(root.rglob("*"))
+        if path.suffix.lower() in AUDIO_SUFFIXES
+        and not any(fnmatch.fnmatch(str(path.relative_to(root)), pattern) for pattern in exclude)
+    ]
+    if not files:
+        raise InputError(f"no {'/'.join(AUDIO_SUFFIXES)} files in {str(root)!r} (excluding {list(exclude)})")
+    return files
+
+
+def load_waves(files: Sequence[Path], processor: AudioProcessor) -> list[torch.Tensor]:
+    """Every recording as a mono waveform at the model's rate, held in memory."""
+    return [processor.prepare(path) for path in files]
+
+
+class CropBatches:
+    """Endless batches of equal-length random crops with their frame labels; resumable.
+
+    Each epoch shuffles the recordings, sorts them by length within pools of
+    `batch_size * POOL_BATCHES`, cuts the pools into batches and shuffles the batches.
+    Every recording of a batch is cut to a random run of T frames starting on a frame
+    boundary, T = the frames of the batch's shortest recording (at most `max_frames`), and
+    its labels are sliced alike. So a batch needs no padding and the conv front end runs
+    on it at once (fairseq crops to the shortest recording the same way, its
+    `pad_audio=False` default); the tails cut off are short because a batch holds
+    recordings of similar length. Batch i depends only on (seed, i), and `state_dict()`
+    holds the number of batches drawn, so a resumed run sees the same batches as an
+    uninterrupted one.
+
+    `labels` may be None when the objective labels its batches itself (BEATs' tokenizers).
+
+    Yields:
+        {"input_values": (B, S), "attention_mask": (B, S)[, "labels": (B, T)]}.
+    """
+
+    def __init__(self, waves: Sequence[torch.Tensor], labels: Optional[Sequence[torch.Tensor]], batch_size: int,
+                 max_frames: int, field: int, hop: int, seed: int = 0) -> None:
+        if not waves or (labels is not None and len(waves) != len(labels)):
+            count = "no" if labels is None else len(labels)
+            raise InputError(f"got {len(waves)} recordings and {count} label sequences; pass one per recording")
+        if batch_size < 1 or max_frames < 1:
+            raise ConfigError(f"batch_size={batch_size} and max_frames={max_frames} must be positive")
+        for index, (wave, frames) in enumerate(zip(waves, labels or [])):
+            if frame_count(wave.numel(), field, hop) != len(frames):
+                raise InputError(
+                    f"recording {index} has {frame_count(wave.numel(), field, hop)} frames but {len(frames)} "
+                    "labels; make the labels with the same encoder framing"
+                )
+        self.waves, self.labels = list(waves), None if labels is None else list(labels)
+        self.frames = np.array([frame_count(wave.numel(), field, hop) for wave in waves])
+        self.batch_size, self.max_frames = batch_size, max_frames
+        self.field, self.hop = field, hop
+        self.seed = seed
+        self.batches_drawn = 0
+        self._epoch: tuple[int, list[np.ndarray]] = (-1, [])
+        self.batches_per_epoch = len(self.epoch_batches(0))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_drawn": self.batches_drawn, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["seed"] != self.seed:
+            raise CheckpointError(f"the checkpoint's batches used seed {state['seed']}, this run seed {self.seed}")
+        self.batches_drawn = state["batches_drawn"]
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The recordings of each batch of `epoch`, in the order they are drawn."""
+        if self._epoch[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.waves))
+            pool = self.batch_size * POOL_BATCHES
+            batches = []
+            for start in range(0, len(order), pool):
+                members = order[start : start + pool]
+                members = members[np.argsort(self.frames[members], kind="stable")]
+                batches.extend(members[i : i + self.batch_size] for i in range(0, len(members) - self.batch_size + 1,
+                                                                                 self.batch_size))
+            batches = batches or [order]
+            self._epoch = (epoch, [batches[i] for i in rng.permutation(len(batches))])
+        return self._epoch[1]
+
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Batch number `index` (0-based) of the endless stream."""
+        items = self.epoch_batches(index // self.batches_per_epoch)[index % self.batches_per_epoch]
+        frames = min(int(self.frames[items].min()), self.max_frames)
+        samples = (frames - 1) * self.hop + self.field
+        rng = np.random.default_rng([self.seed, index, 1])
+        waves, targets = [], []
+        for item in items:
+            first = int(rng.integers(0, self.frames[item] - frames + 1))
+            wave = self.waves[item][first * self.hop : first * self.hop + samples]
+            waves.append(F.pad(wave, (0, samples - wave.numel())))  # pads only recordings shorter than `field`
+            if self.labels is not None:
+                targets.append(self.labels[item][first : first + frames])
+        input_values = torch.stack(waves)
+        batch = {"input_values": input_values, "attention_mask": torch.ones_like(input_values, dtype=torch.long)}
+        if self.labels is not None:
+            batch["labels"] = torch.stack(targets)
+        return batch
+
+    def __iter__(self):
+        while True:
+            index = self.batches_drawn
+            self.batches_drawn += 1
+            yield self.batch(index)
