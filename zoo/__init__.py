@@ -13,7 +13,9 @@ from zoo._version import __version__
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
 from zoo.errors import CheckpointError, ConfigError, InputError, OfflineError, UnknownModelError, ZooError
-from zoo.heads import EncoderForClassification, EncoderForRegression, for_classification, for_regression
+from zoo.heads import (
+    EncoderForClassification, EncoderForRegression, EncoderForTagging, for_classification, for_regression, for_tagging,
+)
 from zoo.hub import load
 from zoo.outputs import EncoderOutput, PretrainOutput
 from zoo.registry import add_model_config, info, list_models
@@ -22,5 +24,6 @@ __all__ = [
     "__version__", "Encoder", "EncoderConfig", "EncoderOutput", "PretrainOutput",
     "ZooError", "UnknownModelError", "CheckpointError", "ConfigError", "InputError", "OfflineError",
     "load", "list_models", "info", "add_model_config",
-    "for_classification", "for_regression", "EncoderForClassification", "EncoderForRegression",
+    "for_classification", "for_regression", "for_tagging",
+    "EncoderForClassification", "EncoderForRegression", "EncoderForTagging",
 ]

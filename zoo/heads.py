@@ -125,7 +125,49 @@ class EncoderForRegression(EncoderWithHead):
         return nn.functional.mse_loss(logits.view_as(labels) if labels.dim() == 1 else logits, labels)
 
 
-HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegression)}
+class EncoderForTagging(EncoderWithHead):
+    """Multi-label tagging (e.g. AudioSet): one sigmoid per label, binary cross-entropy.
+
+    `labels` names the outputs in order; `predict()` returns the top-k names with their
+    probabilities. The logits are those of the pooled features, which for a linear head
+    equals averaging per-token logits (how BEATs' fine-tuned models score a clip).
+    """
+
+    task = "tagging"
+    label_dtype = torch.float32
+
+    def __init__(self, encoder: nn.Module, num_outputs: int, labels: Optional[Sequence[str]] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(encoder, num_outputs, **kwargs)
+        if labels is not None and len(labels) != num_outputs:
+            raise ConfigError(f"{len(labels)} label names for {num_outputs} outputs; give one name per output")
+        self.labels = list(labels) if labels is not None else [str(index) for index in range(num_outputs)]
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, logits.dtype))
+
+    @torch.no_grad()
+    def probabilities(self, inputs: Any, batch_size: int = 8, progress: bool = False,
+                      **prepare_kwargs: Any) -> torch.Tensor:
+        """Raw inputs -> (N, num_outputs) label probabilities, one row per item."""
+        if self.layer is not None or self.pool != "mean":
+            raise ConfigError("probabilities() reads the mean-pooled last layer; this head uses "
+                              f"layer={self.layer!r}, pool={self.pool!r}: call the model on a batch instead")
+        features = self.encoder.embed(inputs, batch_size=batch_size, progress=progress, **prepare_kwargs)
+        return torch.sigmoid(self.head(features.to(self.head.weight.device, self.head.weight.dtype))).float().cpu()
+
+    def predict(self, inputs: Any, top_k: int = 5, **kwargs: Any) -> list[list[tuple[str, float]]]:
+        """Raw inputs -> for each item, its `top_k` (label name, probability), most likely first."""
+        probabilities = self.probabilities(inputs, **kwargs)
+        scores, indices = probabilities.topk(min(top_k, self.num_outputs), dim=-1)
+        return [[(self.labels[i], float(p)) for p, i in zip(row_scores, row_indices)]
+                for row_scores, row_indices in zip(scores.tolist(), indices.tolist())]
+
+    def head_config(self) -> dict[str, Any]:
+        return {**super().head_config(), "labels": self.labels}
+
+
+HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegression, EncoderForTagging)}
 
 
 def head_from_config(encoder: nn.Module, config: dict[str, Any]) -> EncoderWithHead:
@@ -153,3 +195,11 @@ def for_regression(encoder: nn.Module, num_targets: int = 1, pool: str = "mean",
                    freeze: bool = True, dropout: float = 0.0) -> EncoderForRegression:
     """A regressor on top of `encoder`; arguments as `for_classification`."""
     return EncoderForRegression(encoder, num_targets, pool=pool, layer=layer, freeze=freeze, dropout=dropout)
+
+
+def for_tagging(encoder: nn.Module, labels: Sequence[str] | int, pool: str = "mean", layer: HeadLayer = None,
+                freeze: bool = True, dropout: float = 0.0) -> EncoderForTagging:
+    """A multi-label tagger on top of `encoder`: `labels` is a list of names or their number."""
+    names = None if isinstance(labels, int) else list(labels)
+    count = labels if isinstance(labels, int) else len(names)
+    return EncoderForTagging(encoder, count, labels=names, pool=pool, layer=layer, freeze=freeze, dropout=dropout)

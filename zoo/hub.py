@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +26,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
 CARD_FILE = "README.md"
+
+logger = logging.getLogger(__name__)
 
 
 def is_offline() -> bool:
@@ -143,7 +146,12 @@ def converted_root(cache_dir: Optional[str | Path] = None) -> Path:
 def converted_folder(entry: registry.ModelEntry, cache_dir=None, local_files_only: bool = False) -> Path:
     """The zoo checkpoint made from an upstream file: downloaded, checked and converted once."""
     upstream = entry.upstream
-    sha256 = upstream["sha256"]
+    sha256 = upstream.get("sha256")
+    if sha256 is None:
+        source = download_upstream(entry.name, upstream, cache_dir, local_files_only)
+        sha256 = file_sha256(source)
+        logger.warning("the upstream file of %r has sha256 %s; its hub_config pins no digest yet: "
+                       "pin this one (\"sha256\") once it is checked against the original", entry.name, sha256)
     folder = converted_root(cache_dir) / "converted" / entry.name / sha256[:16]
     if (folder / WEIGHTS_FILE).is_file():
         return folder
@@ -162,7 +170,8 @@ def download_upstream(name: str, upstream: dict[str, Any], cache_dir, local_file
         return _fetch(upstream["repo_id"], upstream["filename"], upstream.get("revision", "main"),
                       cache_dir, local_files_only)
     url = upstream["url"]
-    target = converted_root(cache_dir) / "downloads" / upstream["sha256"] / url.split("?")[0].rsplit("/", 1)[-1]
+    digest = upstream.get("sha256") or "unpinned"
+    target = converted_root(cache_dir) / "downloads" / digest / url.split("?")[0].rsplit("/", 1)[-1]
     if target.is_file():
         return target
     if local_files_only or is_offline():
@@ -178,14 +187,19 @@ def download_upstream(name: str, upstream: dict[str, Any], cache_dir, local_file
     return target
 
 
-def check_sha256(path: Path, expected: str) -> None:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    if digest.hexdigest() != expected:
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    actual = file_sha256(path)
+    if actual != expected:
         raise CheckpointError(
-            f"{path} has sha256 {digest.hexdigest()}, expected {expected}: the download is corrupt or "
+            f"{path} has sha256 {actual}, expected {expected}: the download is corrupt or "
             "the upstream file changed; delete it and download again"
         )
 
