@@ -93,3 +93,18 @@ def test_bad_head_arguments(micro_hubert):
         zoo.for_classification(micro_hubert, num_labels=2, pool="max")
     with pytest.raises(ConfigError, match="at least one output"):
         zoo.for_classification(micro_hubert, num_labels=0)
+
+
+def test_tagging_head_scores_multi_label_targets(micro_hubert, tmp_path):
+    tagger = zoo.for_tagging(micro_hubert, labels=["a", "b", "c"])
+    batch = tagger.processor([np.zeros(4000, np.float32), np.ones(4000, np.float32) * 0.1], sampling_rate=16000)
+    output = tagger(**batch, labels=torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        output.logits, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    assert torch.allclose(output.loss, expected)
+    tagger.save_pretrained(tmp_path / "t")
+    assert zoo.load(tmp_path / "t").labels == ["a", "b", "c"]
+    with pytest.raises(ConfigError, match="2 label names for 3 outputs"):
+        zoo.EncoderForTagging(micro_hubert, 3, labels=["a", "b"])
+    with pytest.raises(ConfigError, match="probabilities\\(\\) reads the mean-pooled last layer"):
+        zoo.for_tagging(micro_hubert, labels=2, layer=0).probabilities([np.zeros(4000, np.float32)])

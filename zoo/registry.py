@@ -37,7 +37,8 @@ class ModelEntry:
             checkpoint the family reads directly) or an upstream converter name.
         repo_id / revision: where the checkpoint lives on the Hugging Face Hub.
         upstream: a file to download and convert instead of a ready repo:
-            {"url"| "repo_id"+"filename" [+"revision"], "format", "sha256"}.
+            {"url"| "repo_id"+"filename" [+"revision"], "format", "sha256"}; sha256 is
+            null where upstream publishes none and no download was checked yet.
         embedded: the checkpoint ships inside the package (zoo/checkpoints/<name>/).
         architecture: the fully resolved encoder config.
         preprocessing: the processor settings (sampling rate, normalisation...).
