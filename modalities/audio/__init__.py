@@ -1,0 +1,1 @@
+"""Audio encoders (music and general sound): MERT, BEATs."""

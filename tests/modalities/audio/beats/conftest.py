@@ -1,0 +1,3 @@
+"""BEATs tests run on one thread: the golden outputs were made that way."""
+
+from helpers import one_thread  # noqa: F401

@@ -1,0 +1,137 @@
+"""The BEATs encoder through the shared API: batch invariance, layers, frames, bad input,
+the tagging head and the codebook (random tiny weights; parity is in test_parity.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zoo
+from zoo.errors import ConfigError, InputError
+
+MICRO = dict(encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64, encoder_attention_heads=4,
+             embed_dim_patches=48, conv_pos=16, conv_pos_groups=4, dropout=0.0, attention_dropout=0.0)
+
+
+@pytest.fixture
+def micro_beats():
+    from modalities.audio.beats.model import BEATsConfig, BEATsEncoder
+
+    torch.manual_seed(0)
+    return BEATsEncoder(BEATsConfig(**MICRO)).eval()
+
+
+def waves(*seconds: float, rate: int = 16000) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [(0.3 * rng.standard_normal(int(s * rate))).astype(np.float32) for s in seconds]
+
+
+def test_rows_do_not_depend_on_the_batch(micro_beats):
+    items = waves(1.0, 2.3, 0.7, 0.2)
+    together = micro_beats.embed(items, sampling_rate=16000, batch_size=4, progress=False)
+    alone = torch.cat([micro_beats.embed([item], sampling_rate=16000, progress=False) for item in items])
+    assert together.shape == (4, 32)
+    assert (together - alone).abs().max() < 1e-5
+
+
+def test_tokens_layers_and_frames(micro_beats):
+    item = waves(2.3)[0]
+    tokens = micro_beats.embed([item], sampling_rate=16000, pool="none", progress=False)[0]
+    frames = 1 + (len(item) - 400) // 160
+    assert tokens.shape == (8 * (frames // 16), 32)
+    states = micro_beats.embed([item], sampling_rate=16000, layer="all", progress=False)
+    assert states.shape == (1, 3, 32)
+    columns = micro_beats.embed_frames([item], sampling_rate=16000, progress=False)[0]
+    assert columns.shape == (frames // 16, 32)
+    assert torch.allclose(columns[0], tokens[:8].mean(0), atol=1e-6)
+    with torch.no_grad():
+        output = micro_beats(torch.from_numpy(item)[None])
+    view, mask = micro_beats.frames(output.last_hidden_state, output.mask)
+    assert view.shape == (1, frames // 16, 32) and bool(mask.all())
+
+
+def test_other_rates_are_resampled(micro_beats):
+    item = waves(1.0, rate=8000)[0]
+    import torchaudio.functional
+
+    resampled = torchaudio.functional.resample(torch.from_numpy(item), 8000, 16000).numpy()
+    assert torch.allclose(micro_beats.embed([item], sampling_rate=8000, progress=False),
+                          micro_beats.embed([resampled], sampling_rate=16000, progress=False), atol=1e-6)
+
+
+def test_bad_audio_raises_zoo_errors(micro_beats):
+    with pytest.raises(InputError, match="at least 2800 samples"):
+        micro_beats(torch.zeros(1, 1000))
+    short = micro_beats.embed(waves(0.05), sampling_rate=16000, pool="none", progress=False)[0]
+    assert short.shape == (8, 32)  # padded up to one column
+    with pytest.raises(InputError, match="empty"):
+        micro_beats.embed([np.zeros(0, np.float32)], sampling_rate=16000, progress=False)
+    with pytest.raises(InputError, match="NaN"):
+        micro_beats.embed([np.full(4000, np.nan, np.float32)], sampling_rate=16000, progress=False)
+    with pytest.raises(ConfigError, match="not a tokenizer"):
+        micro_beats.tokenize(waves(1.0), sampling_rate=16000)
+
+
+def test_config_errors_name_the_fix():
+    from modalities.audio.beats.model import BEATsConfig
+
+    with pytest.raises(ConfigError, match="not divisible by encoder_attention_heads"):
+        BEATsConfig(**{**MICRO, "encoder_attention_heads": 5})
+    with pytest.raises(ConfigError, match="attn_implementation='flash'"):
+        BEATsConfig(**{**MICRO, "attn_implementation": "flash"})
+    with pytest.raises(ConfigError, match="codebook_size 8 and codebook_dim 0"):
+        BEATsConfig(**{**MICRO, "codebook_size": 8})
+
+
+def test_bfloat16_runs_close_to_float32(micro_beats):
+    items = waves(1.0, 1.5)
+    reference = micro_beats.embed(items, sampling_rate=16000, progress=False)
+    half = micro_beats.to(torch.bfloat16).embed(items, sampling_rate=16000, progress=False)
+    assert half.dtype == torch.float32 and (half - reference).abs().max() < 0.1
+
+
+def test_tagging_head_learns_saves_and_predicts(micro_beats, tmp_path):
+    tagger = zoo.for_tagging(micro_beats, labels=["low", "high", "noise"], freeze=False)
+    t = np.arange(16000) / 16000
+    items = [np.sin(2 * np.pi * 200 * t).astype(np.float32), np.sin(2 * np.pi * 3000 * t).astype(np.float32)]
+    targets = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    batch = tagger.processor(items, sampling_rate=16000)
+    optimizer = torch.optim.Adam(tagger.parameters(), lr=3e-3)
+    tagger.train()
+    losses = []
+    for _ in range(30):
+        loss = tagger(**batch, labels=targets).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    tagger.eval()
+    tagger.save_pretrained(tmp_path / "tagger")
+    loaded = zoo.load(tmp_path / "tagger")
+    assert loaded.labels == ["low", "high", "noise"]
+    top = loaded.predict(items, top_k=2, sampling_rate=16000)
+    assert {name for name, _ in top[0]} == {"noise", "low"} and {name for name, _ in top[1]} == {"noise", "high"}
+    assert all(score > 0.5 for row in top for _, score in row)
+    assert torch.allclose(loaded.probabilities(items, sampling_rate=16000),
+                          tagger.probabilities(items, sampling_rate=16000), atol=1e-6)
+
+
+def test_codebook_kmeans_and_ema_keep_unit_codes():
+    from modalities.audio.beats.quantizer import CosineCodebook
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=-1)
+    points = (centres.repeat_interleave(50, 0) + 0.05 * torch.randn(200, 8, generator=generator))
+    codebook = CosineCodebook(4, 8)
+    codebook.kmeans_init(points, generator=generator)
+    codes = codebook.nearest(points)
+    assert len(codes.unique()) == 4
+    assert all(len(codes[i * 50:(i + 1) * 50].unique()) == 1 for i in range(4))
+    before = codebook.embed.clone()
+    codebook.update(points[:50] + 0.5, codes[:50])
+    assert torch.allclose(codebook.embed.norm(dim=-1), torch.ones(4), atol=1e-5)
+    moved = codes[0].item()
+    assert not torch.equal(codebook.embed[moved], before[moved])
+    unused = [i for i in range(4) if i != moved]
+    assert torch.equal(codebook.embed[unused], before[unused])

@@ -1,0 +1,102 @@
+"""BEATs' iterations on FSDD: random-projection labels, masked label prediction, tokenizer
+distillation and the second iteration, through `zoo pretrain beats` (micro sizes)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import zoo
+from helpers import shared_path
+from zoo.cli import main
+from zoo.errors import ConfigError, InputError
+
+MICRO = ["--set", "encoder_layers=2", "--set", "encoder_embed_dim=32", "--set", "encoder_ffn_embed_dim=64",
+         "--set", "encoder_attention_heads=4", "--set", "embed_dim_patches=48", "--set", "conv_pos=16",
+         "--set", "conv_pos_groups=4", "--codebook-size", "64", "--codebook-dim", "16", "--head-layers", "1",
+         "--threads", "1", "--no-progress", "--batch-size", "8", "--seed", "0"]
+
+
+def fsdd_args(tmp_path, name: str, steps: int, *extra: str) -> list[str]:
+    data = shared_path("data", "fsdd", "recordings")
+    return ["pretrain", "beats", "--data", str(data), "--exclude", "[!01]_*", "--exclude", "*_[0-4].wav",
+            "-o", str(tmp_path / name), "--steps", str(steps), "--checkpoint-every", "10", *MICRO, *extra]
+
+
+def losses(folder) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_patch_rows_follow_the_token_order():
+    from modalities.audio.beats.pretrain import patch_rows
+
+    fbanks = torch.randn(2, 40, 128)
+    rows = patch_rows(fbanks, 16)
+    assert rows.shape == (2, 2 * 8, 256)
+    assert torch.equal(rows[1, 1 * 8 + 3], fbanks[1, 16:32, 48:64].flatten())
+
+
+def test_keep_positions_leave_a_quarter_visible():
+    from modalities.audio.beats.pretrain import keep_positions
+
+    keep = keep_positions(3, 40, 0.75)
+    assert keep.shape == (3, 10)
+    assert all(len(row.unique()) == 10 and bool((row.diff() > 0).all()) for row in keep)
+
+
+def test_three_stages_train_and_chain(tmp_path):
+    assert main(fsdd_args(tmp_path, "iter1", 80)) == 0
+    first = losses(tmp_path / "iter1")
+    assert sum(first[-5:]) / 5 < 0.9 * math.log(64) < sum(first[:5]) / 5  # from chance to well below it
+    encoder = zoo.load(tmp_path / "iter1" / "encoder")
+    assert encoder.config.encoder_embed_dim == 32 and encoder.config.codebook_size == 0
+
+    assert main(fsdd_args(tmp_path, "tok", 30, "--stage", "tokenizer", "--teacher", str(tmp_path / "iter1"))) == 0
+    distill = [json.loads(line) for line in (tmp_path / "tok" / "log.jsonl").read_text().splitlines()]
+    assert distill[-1]["cosine"] > distill[0]["cosine"] + 0.1
+    tokenizer = zoo.load(tmp_path / "tok" / "tokenizer")
+    wave = torch.randn(16000).numpy() * 0.1
+    labels = tokenizer.tokenize([wave], sampling_rate=16000)[0]
+    assert labels.shape == (8 * 6,) and int(labels.max()) < 64
+    assert torch.allclose(tokenizer.codebook.embed.norm(dim=-1), torch.ones(64), atol=1e-5)
+
+    assert main(fsdd_args(tmp_path, "iter2", 30, "--tokenizer", str(tmp_path / "tok"))) == 0
+    second = losses(tmp_path / "iter2")
+    assert sum(second[-5:]) / 5 < sum(second[:5]) / 5
+
+
+def test_an_interrupted_stage_resumes_with_the_same_losses(tmp_path, monkeypatch):
+    from zoo.training import Trainer
+
+    assert main(fsdd_args(tmp_path, "whole", 20)) == 0
+    step = Trainer.train_step
+
+    def interrupted(self, batch):
+        if self.step == 13:
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(fsdd_args(tmp_path, "parts", 20))
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert main(fsdd_args(tmp_path, "parts", 20)) == 0  # resumes from the checkpoint of step 10
+    assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
+
+
+def test_stage_arguments_are_checked(tmp_path):
+    import argparse
+
+    from modalities.audio.beats.pretrain import add_arguments, make_objective
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--data", str(tmp_path), "-o", str(tmp_path / "out")]
+    with pytest.raises(ConfigError, match="pass --teacher"):
+        make_objective(parser.parse_args(base + ["--stage", "tokenizer"]))
+    with pytest.raises(ConfigError, match="--teacher is for --stage tokenizer"):
+        make_objective(parser.parse_args(base + ["--teacher", str(tmp_path)]))
+    with pytest.raises(InputError, match="holds no BEATs checkpoint"):
+        make_objective(parser.parse_args(base + ["--tokenizer", str(tmp_path)]))
