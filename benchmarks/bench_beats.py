@@ -1,0 +1,193 @@
+"""Speed and peak memory of the zoo's BEATs against the official unilm code, same weights.
+
+A BEATs of the released iter3 shape (12 layers, 768, 90.3 M parameters) gets seeded random
+weights inside the official `BEATs` class, is saved as an official `{'cfg', 'model'}` file
+and converted with the zoo's converter, so the three paths below run the same weights:
+
+- zoo (SDPA): `BEATsEncoder(input_values, attention_mask)`, fused attention;
+- zoo (eager): the same with explicit softmax attention;
+- official: `BEATs.extract_features(source, padding_mask)` from microsoft/unilm `beats/`
+  (BEATS_SRC, default /tmp/unilm_beats; run beside the project, never copied into it).
+
+Each case (a batch of equal-length 16 kHz clips) runs in its own subprocess; the paths
+alternate order across rounds. Reported: seconds of audio per second (median round),
+the official/zoo time ratio, peak RSS added by the call, and the max abs difference of
+the last-layer features against the official ones.
+
+    python benchmarks/bench_beats.py --markdown --json runs/bench_beats_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker
+
+RATE = 16000
+CASES = {"1s": 1.0, "10s": 10.0, "60s": 60.0}
+PATHS = ("zoo-sdpa", "zoo-eager", "official")
+ITER3_CFG = dict(
+    input_patch_size=16, embed_dim=512, conv_bias=False, encoder_layers=12, encoder_embed_dim=768,
+    encoder_ffn_embed_dim=3072, encoder_attention_heads=12, activation_fn="gelu", layer_norm_first=False,
+    deep_norm=True, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, encoder_layerdrop=0.05,
+    dropout_input=0.0, conv_pos=128, conv_pos_groups=16, relative_position_embedding=True, num_buckets=320,
+    max_distance=800, gru_rel_pos=True, layer_wise_gradient_decay_ratio=0.6, finetuned_model=False,
+)
+
+
+def official_source() -> Path:
+    return Path(os.environ.get("BEATS_SRC", "/tmp/unilm_beats"))
+
+
+def build_models(device: str):
+    """The official model with seeded random weights and the zoo models converted from its file."""
+    import torch
+
+    sys.path.insert(0, str(official_source()))
+    from BEATs import BEATs, BEATsConfig
+
+    from modalities.audio.beats.convert import encoder_from_official
+
+    torch.manual_seed(0)
+    official = BEATs(BEATsConfig(ITER3_CFG)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "beats_iter3_random.pt"
+        torch.save({"cfg": ITER3_CFG, "model": official.state_dict()}, path)
+        sdpa = encoder_from_official(path)
+        eager = encoder_from_official(path)
+    for layer in eager.transformer.layers:
+        layer.self_attn.implementation = "eager"
+    return {"zoo-sdpa": sdpa.to(device), "zoo-eager": eager.to(device), "official": official.to(device)}
+
+
+def runner(path: str, model, waves, bf16: bool) -> Callable[[], Any]:
+    """One forward over the batch; returns the last-layer features (B, N, D) in float32."""
+    import torch
+
+    def zoo_call():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            return model(waves, torch.ones_like(waves, dtype=torch.long)).last_hidden_state.float()
+
+    def official_call():
+        return model.extract_features(waves, padding_mask=torch.zeros_like(waves, dtype=torch.bool))[0]
+
+    return official_call if path == "official" else zoo_call
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    device = spec["device"]
+    models = build_models(device)
+    generator = torch.Generator().manual_seed(1)
+    samples = int(CASES[spec["case"]] * RATE)
+    waves = (0.1 * torch.randn(spec["batch_size"], samples, generator=generator)).to(device)
+    calls = {path: runner(path, models[path], waves, spec["bf16"] and path != "official") for path in PATHS}
+    seconds: dict[str, list[float]] = {path: [] for path in PATHS}
+    peaks: dict[str, int] = {path: 0 for path in PATHS}
+    outputs = {}
+    with torch.inference_mode():
+        for path in PATHS:  # warm-up: thread pools, kernels, lazy imports
+            runner(path, models[path], waves[:1, :RATE], False)()
+        for round_index in range(spec["repeats"]):
+            for path in PATHS if round_index % 2 == 0 else PATHS[::-1]:
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                with PeakMemory() as memory:
+                    start = time.perf_counter()
+                    outputs[path] = calls[path]()
+                    if device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    seconds[path].append(time.perf_counter() - start)
+                peaks[path] = max(peaks[path], memory.added)
+    audio = spec["batch_size"] * CASES[spec["case"]]
+    reference = outputs["official"].float().cpu()
+    return {
+        **spec, "audio_seconds": audio, "seconds": seconds, "peak_added": peaks, "memory_method": memory.method,
+        "audio_per_second": {path: audio / statistics.median(values) for path, values in seconds.items()},
+        "ratio_official_over": {path: statistics.median(
+            [o / z for o, z in zip(seconds["official"], seconds[path])]) for path in PATHS if path != "official"},
+        "max_abs_diff": {path: float((outputs[path].float().cpu() - reference).abs().max())
+                         for path in PATHS if path != "official"},
+        "tokens": int(reference.shape[1]),
+    }
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    machine = summary["machine"]
+    lines = [f"{machine['cpu']}, {machine['torch_threads']} thread(s), torch {machine['torch']}, "
+             f"device {summary['args']['device']}, load {machine['load_average_1min']:.1f}; "
+             f"{machine['total_seconds']} s in all\n"]
+    rows = []
+    for result in summary["results"]:
+        for path in PATHS:
+            ratio = result["ratio_official_over"].get(path)
+            diff = result["max_abs_diff"].get(path)
+            rows.append([f"{result['batch_size']} x {result['case']}", path,
+                         f"{result['audio_per_second'][path]:.1f}", f"{ratio:.2f}" if ratio else "1",
+                         mib(result["peak_added"][path]), f"{diff:.1e}" if diff is not None else "reference"])
+    lines.append(markdown_table(["batch", "path", "audio s / s", "official time / path time", "peak RSS added (MiB)",
+                                 "max abs diff vs official"], rows))
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, from %(default)s")
+    parser.add_argument("--batch-size", type=int, default=4, help="clips per forward (default: 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per path (default: 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--bf16", action="store_true", help="zoo paths under bf16 autocast (CUDA)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead of JSON")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="print the table of a --json file, run nothing")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is None and args.render is None:
+        args.cases = [name.strip() for name in args.cases.split(",") if name.strip()]
+        unknown = sorted(set(args.cases) - set(CASES))
+        if unknown:
+            parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+        if not (official_source() / "BEATs.py").is_file():
+            parser.error(f"the official BEATs code is not at {official_source()}: copy microsoft/unilm beats/*.py "
+                         "there (or set BEATS_SRC)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker is not None:
+        report(worker(json.loads(args.worker)))
+        return
+    if args.render is not None:
+        print(markdown(json.loads(args.render.read_text())))
+        return
+    started = time.perf_counter()
+    machine = machine_info(args.threads)
+    results = []
+    for case in args.cases:
+        spec = {"case": case, "batch_size": args.batch_size, "repeats": args.repeats, "threads": args.threads,
+                "device": args.device, "bf16": args.bf16}
+        results.append(run_worker(Path(__file__).resolve(), spec))
+        speeds = ", ".join(f"{path} {value:.1f}" for path, value in results[-1]["audio_per_second"].items())
+        print(f"{case}: audio s/s {speeds}", file=sys.stderr, flush=True)
+    machine["total_seconds"] = round(time.perf_counter() - started)
+    summary = {"machine": machine, "args": {**vars(args), "json": str(args.json), "render": None},
+               "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Music made here: General-MIDI notes and music21 scores rendered by FluidSynth.
+
+The zoo commits no audio. This module makes two sets for the audio families (BEATs,
+MERT) from Debian's `fluidsynth` and its General-MIDI soundfont (FluidR3_GM.sf2):
+
+- `notes`: an NSynth-like labelled set of single notes: several GM programs per
+  instrument family (program // 8), pitches over three octaves at one velocity; labels
+  family, program, pitch, pitch class, velocity in notes.csv;
+- `clips`: the music21 corpus (Bach chorales, Haydn, Mozart, ...) with seeded GM
+  instruments per part, cut into non-overlapping clips listed in clips.csv.
+
+Every file is written under a temporary name and renamed, and existing files are
+skipped, so an interrupted run resumes:
+
+    python -m modalities.audio.rendering notes -o runs/notes16k
+    python -m modalities.audio.rendering clips -o runs/clips16k --max-scores 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from zoo.errors import ConfigError, InputError
+
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+FAMILIES = ("piano", "chromatic_percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass", "reed",
+            "pipe", "synth_lead", "synth_pad", "synth_effects", "ethnic", "percussive", "sound_effects")
+#: the families whose notes have a clear pitch (sound effects and percussion are left out)
+PITCHED_FAMILIES = FAMILIES[:13]
+PROGRAMS_PER_FAMILY = 4
+PITCHES = tuple(range(48, 84))
+VELOCITIES = (100,)
+SILENT_PEAK = 1e-3
+
+
+def ensure_fluidsynth() -> None:
+    """Install Debian's fluidsynth and GM soundfont if missing (needs root and a Debian mirror)."""
+    if shutil.which("fluidsynth") and SOUNDFONT.is_file():
+        return
+    install = ["apt-get", "install", "-y", "-q", "fluidsynth", "fluid-soundfont-gm"]
+    if subprocess.run(install, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+        subprocess.run(install, capture_output=True)
+    if not (shutil.which("fluidsynth") and SOUNDFONT.is_file()):
+        raise ConfigError(f"fluidsynth or {SOUNDFONT} is missing and could not be installed; run "
+                          "`apt-get install fluidsynth fluid-soundfont-gm` as root")
+
+
+def family_of(program: int) -> str:
+    """General-MIDI family of a program number 0-127 (8 programs per family)."""
+    if not 0 <= program < 128:
+        raise InputError(f"GM program {program} is out of range 0-127")
+    return FAMILIES[program // 8]
+
+
+def note_grid(programs_per_family: int = PROGRAMS_PER_FAMILY, pitches: Sequence[int] = PITCHES,
+              velocities: Sequence[int] = VELOCITIES) -> list[tuple[int, int, int]]:
+    """(program, pitch, velocity) of every note: the first programs of each pitched family."""
+    programs = [8 * family + offset for family in range(len(PITCHED_FAMILIES)) for offset in range(programs_per_family)]
+    return [(program, pitch, velocity) for program in programs for pitch in pitches for velocity in velocities]
+
+
+def render_midi(midi: Path, wav: Path, sampling_rate: int) -> np.ndarray:
+    """FluidSynth render of a MIDI file, mixed to mono float32."""
+    import soundfile
+
+    subprocess.run(["fluidsynth", "-ni", "-g", "0.8", "-F", str(wav), "-r", str(sampling_rate), str(SOUNDFONT),
+                    str(midi)], check=True, capture_output=True)
+    audio, _ = soundfile.read(str(wav), dtype="float32", always_2d=True)
+    return audio.mean(axis=1)
+
+
+def write_flac(path: Path, audio: np.ndarray, sampling_rate: int) -> None:
+    """Write atomically: a temporary file in the same folder, then a rename."""
+    import soundfile
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    soundfile.write(str(tmp), audio, sampling_rate, format="FLAC")
+    os.replace(tmp, path)
+
+
+def note_name(program: int, pitch: int, velocity: int) -> str:
+    return f"p{program:03d}_n{pitch:03d}_v{velocity:03d}.flac"
+
+
+def render_note(job: tuple[int, int, int, str, int, float]) -> Optional[str]:
+    """Render one note (held 75 % of the clip) unless its file exists; None when it is silent."""
+    import mido
+
+    program, pitch, velocity, folder, sampling_rate, seconds = job
+    target = Path(folder) / note_name(program, pitch, velocity)
+    if target.exists():
+        return target.name
+    ticks = 480
+    song = mido.MidiFile(ticks_per_beat=ticks)
+    track = mido.MidiTrack()
+    song.tracks.append(track)
+    held = int(mido.second2tick(0.75 * seconds, ticks, 500000))
+    track.extend([mido.Message("program_change", program=program, time=0),
+                  mido.Message("note_on", note=pitch, velocity=velocity, time=0),
+                  mido.Message("note_off", note=pitch, velocity=0, time=held)])
+    with tempfile.TemporaryDirectory() as tmp:
+        midi = Path(tmp) / "note.mid"
+        song.save(str(midi))
+        audio = render_midi(midi, Path(tmp) / "note.wav", sampling_rate)
+    length = int(seconds * sampling_rate)
+    audio = np.pad(audio[:length], (0, max(0, length - len(audio))))
+    if np.abs(audio).max() < SILENT_PEAK:
+        return None
+    write_flac(target, audio, sampling_rate)
+    return target.name
+
+
+def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float = 2.0, limit: Optional[int] = None,
+                 workers: int = 2, progress: bool = True) -> Path:
+    """Render the note grid into `out_dir` and write notes.csv; returns the folder."""
+    from tqdm.auto import tqdm
+
+    ensure_fluidsynth()
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    grid = note_grid()[:limit]
+    jobs = [(program, pitch, velocity, str(folder), sampling_rate, seconds) for program, pitch, velocity in grid]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        names = list(tqdm(pool.map(render_note, jobs, chunksize=8), total=len(jobs), disable=not progress,
+                          desc="render notes"))
+    rows = [dict(file=name, program=program, family=family_of(program), pitch=pitch, pitch_class=pitch % 12,
+                 velocity=velocity) for name, (program, pitch, velocity) in zip(names, grid) if name is not None]
+    write_csv(folder / "notes.csv", rows)
+    print(f"{len(rows)} notes ({len(grid) - len(rows)} silent dropped), {len(rows) * seconds:.0f} s of audio "
+          f"in {folder}", file=sys.stderr)
+    return folder
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def load_notes(folder: str | Path):
+    """(files, table) of a rendered notes folder; the table has the notes.csv columns."""
+    import pandas as pd
+
+    path = Path(folder) / "notes.csv"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; make the notes with "
+                         f"`python -m modalities.audio.rendering notes -o {folder}`")
+    table = pd.read_csv(path)
+    return [Path(folder) / name for name in table["file"]], table
+
+
+CORPUS_COMPOSERS = ("bach", "haydn", "mozart", "beethoven", "handel", "schubert", "joplin", "chopin")
+#: GM programs the clips draw from for each part: pianos, organs, guitars, strings, brass, reeds, pipes
+CLIP_PROGRAMS = (0, 1, 4, 6, 16, 19, 24, 25, 32, 40, 41, 42, 48, 56, 57, 60, 64, 65, 68, 71, 73, 74)
+
+
+def corpus_paths(max_scores: Optional[int]) -> list[Path]:
+    """Score files of the music21 corpus, composers interleaved so that any prefix is varied."""
+    from music21 import corpus
+
+    lists = [sorted(Path(str(p)) for p in corpus.getComposer(name)) for name in CORPUS_COMPOSERS]
+    longest = max(len(lst) for lst in lists)
+    interleaved = [lst[i] for i in range(longest) for lst in lists if i < len(lst)]
+    return interleaved[:max_scores]
+
+
+def render_score(job: tuple[str, str, int, float, int]) -> list[tuple[str, float]]:
+    """Render one score with seeded GM instruments and cut it into clips; (file, start) of each."""
+    from music21 import converter, instrument
+
+    score_path, folder, sampling_rate, clip_seconds, seed = job
+    stem = f"{Path(score_path).parent.name}_{Path(score_path).stem}".replace(" ", "_")
+    done = sorted(Path(folder).glob(f"{stem}_*.flac"))
+    if done:
+        return [(path.name, float(path.stem.rsplit("_", 1)[1]) * clip_seconds) for path in done]
+    rng = np.random.default_rng([seed, zlib.crc32(stem.encode())])
+    try:
+        score = converter.parse(score_path)
+        for part in score.parts:
+            for old in part.recurse().getElementsByClass(instrument.Instrument):
+                part.remove(old, recurse=True)
+            chosen = instrument.instrumentFromMidiProgram(int(rng.choice(CLIP_PROGRAMS)))
+            part.insert(0, chosen)
+        with tempfile.TemporaryDirectory() as tmp:
+            midi = Path(tmp) / "score.mid"
+            score.write("midi", fp=str(midi))
+            audio = render_midi(midi, Path(tmp) / "score.wav", sampling_rate)
+    except Exception as err:  # music21 raises many types for scores it cannot read or write
+        print(f"skipped {score_path}: {err}", file=sys.stderr)
+        return []
+    length = int(clip_seconds * sampling_rate)
+    clips = []
+    for index in range(len(audio) // length):
+        piece = audio[index * length : (index + 1) * length]
+        if np.abs(piece).max() < SILENT_PEAK:
+            continue
+        name = f"{stem}_{index:04d}.flac"
+        write_flac(Path(folder) / name, piece, sampling_rate)
+        clips.append((name, index * clip_seconds))
+    return clips
+
+
+def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: float = 5.0,
+                 max_scores: Optional[int] = None, seed: int = 0, workers: int = 2, progress: bool = True) -> Path:
+    """Render music21 corpus scores into clips and write clips.csv; returns the folder."""
+    from tqdm.auto import tqdm
+
+    ensure_fluidsynth()
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = corpus_paths(max_scores)
+    jobs = [(str(path), str(folder), sampling_rate, clip_seconds, seed) for path in scores]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = list(tqdm(pool.map(render_score, jobs), total=len(jobs), disable=not progress,
+                            desc="render scores"))
+    rows = [dict(file=name, score=f"{path.parent.name}/{path.name}", start_seconds=start)
+            for path, clips in zip(scores, results) for name, start in clips]
+    if not rows:
+        raise InputError(f"no clip was rendered from {len(scores)} scores; see the messages above")
+    write_csv(folder / "clips.csv", rows)
+    skipped = sum(1 for clips in results if not clips)
+    print(f"{len(rows)} clips ({len(rows) * clip_seconds / 60:.1f} min) from {len(scores) - skipped} scores "
+          f"({skipped} skipped) in {folder}", file=sys.stderr)
+    return folder
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sets = parser.add_subparsers(dest="set", required=True)
+    notes = sets.add_parser("notes", help="labelled single notes (notes.csv)")
+    notes.add_argument("--limit", type=int, help="render only the first N notes of the grid")
+    notes.add_argument("--seconds", type=float, default=2.0, help="length of each note file (default: 2.0)")
+    clips = sets.add_parser("clips", help="music21 corpus clips (clips.csv)")
+    clips.add_argument("--max-scores", type=int, help="render only the first N scores")
+    clips.add_argument("--clip-seconds", type=float, default=5.0, help="clip length (default: 5.0)")
+    for sub in (notes, clips):
+        sub.add_argument("-o", "--output", required=True, help="folder to write")
+        sub.add_argument("--sampling-rate", type=int, default=16000, help="Hz (default: 16000)")
+        sub.add_argument("--workers", type=int, default=2, help="render processes (default: 2)")
+    args = parser.parse_args(argv)
+    if args.set == "notes":
+        render_notes(args.output, args.sampling_rate, args.seconds, args.limit, args.workers)
+    else:
+        render_clips(args.output, args.sampling_rate, args.clip_seconds, args.max_scores, workers=args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Rendered music data: the note grid and its labels, the CSV loader, and (where Debian's
+fluidsynth and GM soundfont are installed) an end-to-end render of a few notes."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from zoo.errors import InputError
+
+
+def test_gm_families_and_the_note_grid():
+    from modalities.audio.rendering import FAMILIES, PITCHED_FAMILIES, family_of, note_grid
+
+    assert len(FAMILIES) == 16
+    assert family_of(0) == "piano" and family_of(40) == "strings" and family_of(127) == "sound_effects"
+    with pytest.raises(InputError, match="GM program 128"):
+        family_of(128)
+    grid = note_grid(programs_per_family=2, pitches=(60, 61), velocities=(100,))
+    assert len(grid) == len(PITCHED_FAMILIES) * 2 * 2
+    assert {family_of(program) for program, _, _ in grid} == set(PITCHED_FAMILIES)
+
+
+def test_load_notes_names_the_command_when_missing(tmp_path):
+    from modalities.audio.rendering import load_notes
+
+    with pytest.raises(InputError, match="modalities.audio.rendering notes -o"):
+        load_notes(tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="needs Debian's fluidsynth and fluid-soundfont-gm "
+                    "(apt-get install fluidsynth fluid-soundfont-gm)")
+def test_render_a_few_notes_end_to_end(tmp_path):
+    import soundfile
+    from modalities.audio.rendering import SOUNDFONT, load_notes, render_notes
+
+    if not SOUNDFONT.is_file():
+        pytest.skip(f"{SOUNDFONT} is absent: apt-get install fluid-soundfont-gm")
+    render_notes(tmp_path, sampling_rate=16000, seconds=1.0, limit=3, workers=1, progress=False)
+    files, table = load_notes(tmp_path)
+    assert list(table["pitch"]) == [48, 49, 50] and set(table["family"]) == {"piano"}
+    assert list(table["pitch_class"]) == [0, 1, 2]
+    for path in files:
+        audio, rate = soundfile.read(str(path))
+        assert rate == 16000 and audio.ndim == 1 and len(audio) == 16000 and np.abs(audio).max() > 1e-3
+    first = files[0].stat().st_mtime_ns
+    render_notes(tmp_path, sampling_rate=16000, seconds=1.0, limit=3, workers=1, progress=False)
+    assert files[0].stat().st_mtime_ns == first  # resumed: existing notes are not rendered again
