@@ -18,14 +18,15 @@ def test_wheel_install_has_its_data(tmp_path):
             "embedded = [n for n in names if zoo.info(n)['embedded']]; "
             "[load(n) for n in embedded]; "
             "print(json.dumps([zoo.__file__, names, all(model_card_text(n) for n in names), "
-            "len(example_inputs('speech')), embedded]))")
+            "[len(example_inputs(m)) for m in ('speech', 'audio')], embedded, "
+            "len(__import__('modalities.audio.beats.labels', fromlist=['x']).audioset_display_names())]))")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     import json
 
-    location, names, cards, examples, embedded = json.loads(result.stdout)
+    location, names, cards, examples, embedded, audioset_names = json.loads(result.stdout)
     assert location.startswith(str(tmp_path / "site"))
     assert names == sorted(p.stem for p in (ROOT / "hub_configs").glob("*.json"))
-    assert cards and examples == 6
+    assert cards and examples == [6, 4] and audioset_names == 632
     assert embedded == sorted(p.parent.name for p in (ROOT / "zoo" / "checkpoints").glob("*/config.json"))

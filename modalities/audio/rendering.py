@@ -43,6 +43,8 @@ PROGRAMS_PER_FAMILY = 4
 PITCHES = tuple(range(48, 84))
 VELOCITIES = (100,)
 SILENT_PEAK = 1e-3
+#: seconds a FluidSynth render may take before the score is skipped
+RENDER_TIMEOUT = 300
 
 
 def ensure_fluidsynth() -> None:
@@ -77,7 +79,7 @@ def render_midi(midi: Path, wav: Path, sampling_rate: int) -> np.ndarray:
     import soundfile
 
     subprocess.run(["fluidsynth", "-ni", "-g", "0.8", "-F", str(wav), "-r", str(sampling_rate), str(SOUNDFONT),
-                    str(midi)], check=True, capture_output=True)
+                    str(midi)], check=True, capture_output=True, timeout=RENDER_TIMEOUT)
     audio, _ = soundfile.read(str(wav), dtype="float32", always_2d=True)
     return audio.mean(axis=1)
 

@@ -23,9 +23,9 @@ class CosineCodebook(nn.Module):
         decay: EMA decay of the codes and usage counts in `update`.
     """
 
-    def __init__(self, size: int, dim: int, decay: float = 0.99, eps: float = 1e-5) -> None:
+    def __init__(self, size: int, dim: int, decay: float = 0.99) -> None:
         super().__init__()
-        self.decay, self.eps = decay, eps
+        self.decay = decay
         self.register_buffer("embed", F.normalize(torch.randn(size, dim), dim=-1))
         self.register_buffer("cluster_size", torch.zeros(size))
 
