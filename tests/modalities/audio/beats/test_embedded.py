@@ -1,0 +1,37 @@
+"""The embedded beats-tiny encoder and tokenizer: offline loading by name, float16 storage
+within the 12 MB budget, and the shared API on the bundled example notes."""
+
+from __future__ import annotations
+
+import torch
+import zoo
+from zoo.demo import example_inputs
+from zoo.registry import data_folder
+
+
+def test_embedded_pair_loads_offline_from_float16_files(offline_cache):
+    from safetensors import safe_open
+
+    total = 0
+    for name in ("beats-tiny", "beats-tiny-tokenizer"):
+        folder = data_folder("checkpoints") / name
+        with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+            assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float16}
+        total += sum(path.stat().st_size for path in folder.iterdir())
+        model = zoo.load(name)
+        assert next(model.parameters()).dtype == torch.float32
+        assert sum(p.numel() for p in model.parameters()) == zoo.info(name)["params"]
+    assert total <= 12 * 1024 * 1024
+
+
+def test_embedded_pair_embeds_and_tokenizes_the_example_notes():
+    notes = [str(path) for path in example_inputs("audio")]
+    encoder, tokenizer = zoo.load("beats-tiny"), zoo.load("beats-tiny-tokenizer")
+    rows = encoder.embed(notes, progress=False)
+    assert rows.shape == (4, 192) and torch.isfinite(rows).all()
+    columns = (1 + (24000 - 400) // 160) // 16  # 1.5 s at 16 kHz: 148 fbank frames, 9 columns
+    frames = encoder.embed_frames(notes[:1], progress=False)[0]
+    assert frames.shape == (columns, 192)
+    labels = tokenizer.tokenize(notes)
+    assert all(len(item) == 8 * frames.shape[0] for item in labels)
+    assert all(int(item.max()) < 1024 for item in labels) and len(torch.cat(labels).unique()) > 1
