@@ -347,3 +347,22 @@ def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path,
         `elapsed`, and the objective's logs).
     """
     return Trainer(objective, batches, Path(out_dir), config).run()
+
+
+def train_and_save(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path, config: TrainConfig,
+                   model: Any, folder: str, settings: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    """A `zoo pretrain` run: write `settings` to args.json, `train`, save `model` to `out_dir/folder`
+    and print the loss at the start and the end (means of the first and last 10 %, at most 50 steps)."""
+    import sys
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
+    records = train(objective, batches, out, config)
+    model.save_pretrained(out / folder)
+    window = max(1, min(50, len(records) // 10))
+    first = np.mean([r["loss"] for r in records[:window]])
+    last = np.mean([r["loss"] for r in records[-window:]])
+    print(f"[{tag}] done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss {first:.3f} -> {last:.3f} "
+          f"(means of the first/last {window} steps); saved {out / folder}", file=sys.stderr, flush=True)
+    return records

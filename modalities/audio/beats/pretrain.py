@@ -22,12 +22,10 @@ Shapes: B items, N patch tokens, V visible tokens, M masked, D width, K codes, C
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -37,9 +35,8 @@ from modalities.audio.beats.quantizer import CosineCodebook
 from zoo.audio_crops import CropBatches, list_audio_files, load_waves
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.io import atomic_write_text
 from zoo.outputs import PretrainOutput
-from zoo.training import TrainConfig, train
+from zoo.training import TrainConfig, train_and_save
 
 STAGES = ("ssl", "tokenizer")
 
@@ -293,7 +290,6 @@ def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    out = Path(args.output)
     objective, model, folder_name = make_objective(args)
     waves = collect_waves(args.data, args.exclude, model)
     config = model.config
@@ -307,11 +303,4 @@ def run(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     settings = {key: value for key, value in vars(args).items() if not callable(value)}
-    atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
-    records = train(objective, batches, out, train_config)
-    model.save_pretrained(out / folder_name)
-    window = max(1, min(50, len(records) // 10))
-    first = np.mean([r["loss"] for r in records[:window]])
-    last = np.mean([r["loss"] for r in records[-window:]])
-    log(f"done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss {first:.3f} -> {last:.3f} "
-        f"(means of the first/last {window} steps); saved {out / folder_name}")
+    train_and_save(objective, batches, args.output, train_config, model, folder_name, settings, "beats pretrain")

@@ -35,9 +35,9 @@ from torch import nn
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
 from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.io import atomic_write_text, atomic_write_with
+from zoo.io import atomic_write_with
 from zoo.outputs import PretrainOutput
-from zoo.training import TrainConfig, train
+from zoo.training import TrainConfig, train_and_save
 
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100
@@ -424,11 +424,4 @@ def run(args: argparse.Namespace) -> None:
         device=args.device, bf16=args.bf16, progress=not args.no_progress,
     )
     settings = {key: value for key, value in vars(args).items() if not callable(value)}
-    atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
-    records = train(objective, batches, out, config)
-    encoder.save_pretrained(out / ENCODER_FOLDER)
-    window = max(1, min(50, len(records) // 10))
-    first = np.mean([r["loss"] for r in records[:window]])
-    last = np.mean([r["loss"] for r in records[-window:]])
-    log(f"done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss {first:.3f} -> {last:.3f} "
-        f"(means of the first/last {window} steps); encoder saved to {out / ENCODER_FOLDER}")
+    train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "hubert pretrain")
