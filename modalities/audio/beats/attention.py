@@ -79,15 +79,18 @@ class GatedRelativeAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, position_bias: Optional[torch.Tensor],
                 key_padding: Optional[torch.Tensor]) -> torch.Tensor:
-        """Attend over `x` (B, N, D); `position_bias` (H or B x H, N, N) ungated; `key_padding` (B, N) True = pad."""
+        """Attend over `x` (B, N, D); `position_bias` (H or B x H, N, N) ungated; `key_padding` (B, N) True = pad.
+
+        The bias takes the queries' dtype, which autocast may have lowered below `x`'s.
+        """
         queries, keys, values = self.heads(self.q_proj(x)), self.heads(self.k_proj(x)), self.heads(self.v_proj(x))
         bias = None
         if position_bias is not None:
-            bias = (position_bias if position_bias.dim() == 4 else position_bias.unsqueeze(0)).to(x.dtype)
+            bias = (position_bias if position_bias.dim() == 4 else position_bias.unsqueeze(0)).to(queries.dtype)
             if self.gated:
                 bias = self.gate(queries) * bias
         if key_padding is not None:
-            padding = torch.zeros(key_padding.shape, dtype=x.dtype, device=x.device)
+            padding = torch.zeros(key_padding.shape, dtype=queries.dtype, device=x.device)
             padding = padding.masked_fill(key_padding, float("-inf"))[:, None, None, :]
             bias = padding if bias is None else bias + padding
         dropout = self.dropout if self.training else 0.0
@@ -97,7 +100,7 @@ class GatedRelativeAttention(nn.Module):
             scores = queries @ keys.transpose(-1, -2) * self.head_dim**-0.5
             if bias is not None:
                 scores = scores + bias
-            weights = F.dropout(torch.softmax(scores.float(), dim=-1).to(x.dtype), dropout, self.training)
+            weights = F.dropout(torch.softmax(scores.float(), dim=-1).to(values.dtype), dropout, self.training)
             context = weights @ values
         context = context.transpose(1, 2).reshape(x.shape)
         return self.out_proj(context)

@@ -46,7 +46,7 @@ class BEATsConfig(EncoderConfig):
 
     Args:
         input_patch_size: side of the square fbank patches (default: 16).
-        embed_dim: patch embedding width P (default: 512).
+        embed_dim_patches: patch embedding width P, upstream's `embed_dim` (default: 512).
         conv_bias: whether the patch Conv2d has a bias (default: False).
         encoder_layers / encoder_embed_dim / encoder_ffn_embed_dim / encoder_attention_heads:
             transformer depth, width D, feed-forward width, heads (defaults: 12 / 768 / 3072 / 12).

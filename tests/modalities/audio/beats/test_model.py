@@ -83,11 +83,20 @@ def test_config_errors_name_the_fix():
         BEATsConfig(**{**MICRO, "codebook_size": 8})
 
 
-def test_bfloat16_runs_close_to_float32(micro_beats):
+def test_bfloat16_weights_and_autocast_run_close_to_float32(micro_beats):
     items = waves(1.0, 1.5)
     reference = micro_beats.embed(items, sampling_rate=16000, progress=False)
     half = micro_beats.to(torch.bfloat16).embed(items, sampling_rate=16000, progress=False)
     assert half.dtype == torch.float32 and (half - reference).abs().max() < 0.1
+    micro_beats.float()
+    batch = micro_beats.processor(items, sampling_rate=16000)
+    for implementation in ("sdpa", "eager"):  # autocast lowers q/k/v below the float32 bias
+        for layer in micro_beats.transformer.layers:
+            layer.self_attn.implementation = implementation
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            output = micro_beats(**batch)
+        assert output.last_hidden_state.dtype == torch.bfloat16
+        assert (output.pooled.float() - reference).abs().max() < 0.1
 
 
 def test_tagging_head_learns_saves_and_predicts(micro_beats, tmp_path):
