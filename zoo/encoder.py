@@ -38,7 +38,14 @@ class Encoder(Checkpointable, nn.Module):
     def __init__(self, config: EncoderConfig, processor: Optional[Processor] = None) -> None:
         super().__init__()
         self.config = config
-        self.processor = processor if processor is not None else self.processor_class()
+        self.processor = processor if processor is not None else self.processor_class(
+            **self.default_processor_settings(config))
+
+    @classmethod
+    def default_processor_settings(cls, config: EncoderConfig) -> dict[str, Any]:
+        """Processor settings a config implies (e.g. MERT's sample_rate), used where a
+        checkpoint ships no preprocessor_config.json."""
+        return {}
 
     @property
     def embed_dim(self) -> int:

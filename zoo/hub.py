@@ -258,7 +258,7 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None) -> An
         config, state = family.from_transformers(config_dict, state)
     else:
         raise CheckpointError(f"{folder / CONFIG_FILE} names neither a zoo family nor a transformers model_type")
-    encoder = family.encoder_class(config, read_processor(folder, family.encoder_class, entry))
+    encoder = family.encoder_class(config, read_processor(folder, family.encoder_class, config, entry))
     model = encoder
     if "head" in config_dict:
         from zoo.heads import head_from_config
@@ -268,18 +268,19 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None) -> An
     return model
 
 
-def read_processor(folder: Path, encoder_class: type, entry: Optional[registry.ModelEntry]):
-    """The folder's preprocessor_config.json, else the hub_config's settings, else defaults."""
+def read_processor(folder: Path, encoder_class: type, config: Any, entry: Optional[registry.ModelEntry]):
+    """The folder's preprocessor_config.json, over the hub_config's settings, over what the
+    model config implies (`default_processor_settings`), over the processor's defaults."""
     processor_class = encoder_class.processor_class
+    settings = {**encoder_class.default_processor_settings(config), **(entry.preprocessing if entry else {})}
     path = folder / PROCESSOR_FILE
     if path.is_file():
         data = read_json(path)
         if "processor_type" in data:
             return processor_class.from_dict(data)
         names = processor_class.__dataclass_fields__
-        settings = {key: value for key, value in data.items() if key in names}  # transformers feature extractor
-        return processor_class(**{**(entry.preprocessing if entry else {}), **settings})
-    return processor_class(**(entry.preprocessing if entry else {}))
+        settings.update({key: value for key, value in data.items() if key in names})  # transformers feature extractor
+    return processor_class(**settings)
 
 
 def model_card_text(name: str) -> Optional[str]:

@@ -13,7 +13,7 @@ Shapes: B items, S samples, T frames (50 Hz at 16 kHz), C conv channels, D width
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from transformers import HubertConfig, HubertModel
@@ -24,6 +24,7 @@ from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
 from zoo.errors import ConfigError
 from zoo.outputs import EncoderOutput
+from zoo.pooling import LayerSpec
 
 
 @dataclasses.dataclass
@@ -109,8 +110,17 @@ class HubertEncoderConfig(EncoderConfig):
             hop *= stride
         return hop
 
+    @property
+    def receptive_field(self) -> int:
+        """Samples one frame sees: frame t covers [t * frame_hop, t * frame_hop + receptive_field) (400)."""
+        field, jump = 1, 1
+        for kernel, stride in zip(self.conv_kernel, self.conv_stride):
+            field += (kernel - 1) * jump
+            jump *= stride
+        return field
+
     def to_transformers(self) -> HubertConfig:
-        fields = dataclasses.asdict(self)
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(HubertEncoderConfig)}
         fields["conv_dim"], fields["conv_kernel"], fields["conv_stride"] = (
             list(self.conv_dim), list(self.conv_kernel), list(self.conv_stride)
         )
@@ -157,6 +167,32 @@ class HubertEncoder(Encoder):
         super().__init__(config, processor)
         self.model = HubertModel(config.to_transformers())
 
+    def embed_frames(
+        self, inputs: Any, layer: LayerSpec = None, sampling_rate: Optional[int] = None, **embed_kwargs: Any
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw audio in; per item `(times, features)`: time-stamped frame embeddings.
+
+        `times` (T_i,) are seconds at the centre of each frame's receptive field (frame t
+        of a window starting at sample s covers [s + t * hop, s + t * hop + field)), and
+        `features` is (T_i, D), or (K, T_i, D) when `layer` names several layers. Long
+        recordings are cut into the processor's windows; each window's frames keep their
+        own times, so the stamps stay exact across window edges (where a frame or two
+        that would straddle the edge is missing).
+        """
+        items = self.as_item_list(inputs)
+        features = self.embed(items, layer=layer, pool="none", sampling_rate=sampling_rate, **embed_kwargs)
+        hop, field = self.config.frame_hop, self.config.receptive_field
+        rate = self.processor.sampling_rate
+        stamped = []
+        for item, item_features in zip(items, features):
+            times, offset = [], 0
+            for piece in self.processor.split(self.processor.prepare(item, sampling_rate=sampling_rate)):
+                count = int(self.frame_lengths(torch.tensor([piece.numel()]))[0])
+                times.append((offset + hop * torch.arange(count) + field / 2) / rate)
+                offset += piece.numel()
+            stamped.append((torch.cat(times), item_features))
+        return stamped
+
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         """Number of frames the conv front end makes of `sample_lengths` samples."""
         return self.model._get_feat_extract_output_lengths(sample_lengths).long()
@@ -202,9 +238,24 @@ class HubertEncoder(Encoder):
         else:
             sample_lengths = attention_mask.sum(-1)
         features = self.extract_features(input_values, sample_lengths)
+        return self.encode_features(features, input_values, sample_lengths, output_hidden_states, mask_time_indices)
+
+    def encode_features(
+        self,
+        features: torch.Tensor,
+        input_values: torch.Tensor,
+        sample_lengths: torch.Tensor,
+        output_hidden_states: bool = False,
+        mask_time_indices: Optional[torch.Tensor] = None,
+    ) -> EncoderOutput:
+        """(B, T, C) conv features -> the encoder's output (the rest of `forward`).
+
+        Split from `forward` so that a pretraining objective can see the conv features
+        (e.g. MERT's feature penalty) without running the front end twice.
+        """
         frames = torch.arange(features.shape[1], device=features.device)
         mask = frames[None, :] < self.frame_lengths(sample_lengths)[:, None]
-        hidden = self.model.feature_projection(features)
+        hidden = self.project_features(features, input_values)
         if mask_time_indices is not None:
             hidden = torch.where(mask_time_indices[..., None], self.model.masked_spec_embed.to(hidden.dtype), hidden)
         states = self.run_transformer(hidden, mask)
@@ -215,6 +266,16 @@ class HubertEncoder(Encoder):
             last_hidden_state=last, mask=mask, pooled=pooled,
             hidden_states=tuple(states) if output_hidden_states else None,
         )
+
+    def project_features(self, features: torch.Tensor, input_values: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) conv features -> (B, T, D) transformer inputs (`input_values` for
+        families whose projection also reads the waveform)."""
+        return self.model.feature_projection(features)
+
+    def run_layer(self, layer: torch.nn.Module, hidden: torch.Tensor,
+                  attention: Optional[torch.Tensor]) -> torch.Tensor:
+        """One transformer layer; a family with another residual rule overrides it."""
+        return layer(hidden, attention_mask=attention)
 
     def run_transformer(self, hidden: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """Positional conv + layers; returns the L+1 states, the last after any final LayerNorm."""
@@ -230,7 +291,7 @@ class HubertEncoder(Encoder):
             if self.training and self.config.layerdrop > 0 and torch.rand([]) < self.config.layerdrop:
                 states.append(hidden)
                 continue
-            hidden = layer(hidden, attention_mask=attention)
+            hidden = self.run_layer(layer, hidden, attention)
             states.append(hidden)
         if self.config.do_stable_layer_norm:
             states[-1] = encoder.layer_norm(states[-1])

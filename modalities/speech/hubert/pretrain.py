@@ -109,11 +109,7 @@ def compute_span_mask(
 
 def frame_geometry(config: HubertEncoderConfig) -> tuple[int, int]:
     """(receptive field, hop) of the conv front end in samples: (400, 320) for HuBERT."""
-    field, jump = 1, 1
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        field += (kernel - 1) * jump
-        jump *= stride
-    return field, jump
+    return config.receptive_field, config.frame_hop
 
 
 def mfcc_features(wave: torch.Tensor, sampling_rate: int, field: int, hop: int) -> torch.Tensor:
@@ -313,9 +309,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def encoder_config(variant: str, overrides: Sequence[str]) -> HubertEncoderConfig:
-    """The variant's config with `FIELD=JSON` overrides applied."""
-    fields = dict(VARIANTS[variant])
+def encoder_config(variant: str, overrides: Sequence[str], variants: Optional[dict[str, dict]] = None,
+                   config_class: type[HubertEncoderConfig] = HubertEncoderConfig) -> HubertEncoderConfig:
+    """The variant's config with `FIELD=JSON` overrides applied (HuBERT's variants unless
+    `variants` and `config_class` name a family built on it, e.g. MERT)."""
+    fields = dict((VARIANTS if variants is None else variants)[variant])
     for override in overrides:
         name, separator, text = override.partition("=")
         if not separator:
@@ -325,11 +323,11 @@ def encoder_config(variant: str, overrides: Sequence[str]) -> HubertEncoderConfi
         except json.JSONDecodeError:
             value = text
         fields[name] = tuple(value) if isinstance(value, list) else value
-    valid = {f.name for f in dataclasses.fields(HubertEncoderConfig)}
+    valid = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(fields) - valid)
     if unknown:
         raise ConfigError(f"--set names unknown config fields {unknown}; valid fields are {sorted(valid)}")
-    return HubertEncoderConfig(**fields)
+    return config_class(**fields)
 
 
 def check_iteration(args: argparse.Namespace) -> None:
