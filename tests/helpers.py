@@ -27,6 +27,12 @@ MICRO_HUBERT = dict(
     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
 )
 
+#: a MERT with the real conv stack (320-sample hop at 16 kHz), so that the CQT front end fits
+MICRO_MERT = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16,) * 7,
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, sample_rate=16000,
+)
+
 
 def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
     """Copy `folder`'s files into `cache` as huggingface_hub stores a downloaded snapshot."""
