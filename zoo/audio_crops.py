@@ -67,25 +67,30 @@ class CropBatches:
     uninterrupted one.
 
     `labels` may be None when the objective labels its batches itself (BEATs' tokenizers).
+    `extra` holds further per-frame targets, (T, ...) per recording, cropped alike and
+    batched under their own names (MERT's CQT frames).
 
     Yields:
-        {"input_values": (B, S), "attention_mask": (B, S)[, "labels": (B, T)]}.
+        {"input_values": (B, S), "attention_mask": (B, S)[, "labels": (B, T, ...)][, name: (B, T, ...)]}.
     """
 
     def __init__(self, waves: Sequence[torch.Tensor], labels: Optional[Sequence[torch.Tensor]], batch_size: int,
-                 max_frames: int, field: int, hop: int, seed: int = 0) -> None:
-        if not waves or (labels is not None and len(waves) != len(labels)):
-            count = "no" if labels is None else len(labels)
-            raise InputError(f"got {len(waves)} recordings and {count} label sequences; pass one per recording")
+                 max_frames: int, field: int, hop: int, seed: int = 0,
+                 extra: Optional[dict[str, Sequence[torch.Tensor]]] = None) -> None:
+        targets = {**({"labels": labels} if labels is not None else {}), **(extra or {})}
+        if not waves or any(len(waves) != len(frames) for frames in targets.values()):
+            counts = {name: len(frames) for name, frames in targets.items()}
+            raise InputError(f"got {len(waves)} recordings and target sequences {counts}; pass one per recording")
         if batch_size < 1 or max_frames < 1:
             raise ConfigError(f"batch_size={batch_size} and max_frames={max_frames} must be positive")
-        for index, (wave, frames) in enumerate(zip(waves, labels or [])):
-            if frame_count(wave.numel(), field, hop) != len(frames):
-                raise InputError(
-                    f"recording {index} has {frame_count(wave.numel(), field, hop)} frames but {len(frames)} "
-                    "labels; make the labels with the same encoder framing"
-                )
-        self.waves, self.labels = list(waves), None if labels is None else list(labels)
+        for name, sequences in targets.items():
+            for index, (wave, frames) in enumerate(zip(waves, sequences)):
+                if frame_count(wave.numel(), field, hop) != len(frames):
+                    raise InputError(
+                        f"recording {index} has {frame_count(wave.numel(), field, hop)} frames but {len(frames)} "
+                        f"{name}; make them with the same encoder framing"
+                    )
+        self.waves, self.targets = list(waves), {name: list(frames) for name, frames in targets.items()}
         self.frames = np.array([frame_count(wave.numel(), field, hop) for wave in waves])
         self.batch_size, self.max_frames = batch_size, max_frames
         self.field, self.hop = field, hop
@@ -124,18 +129,16 @@ class CropBatches:
         frames = min(int(self.frames[items].min()), self.max_frames)
         samples = (frames - 1) * self.hop + self.field
         rng = np.random.default_rng([self.seed, index, 1])
-        waves, targets = [], []
+        waves, targets = [], {name: [] for name in self.targets}
         for item in items:
             first = int(rng.integers(0, self.frames[item] - frames + 1))
             wave = self.waves[item][first * self.hop : first * self.hop + samples]
             waves.append(F.pad(wave, (0, samples - wave.numel())))  # pads only recordings shorter than `field`
-            if self.labels is not None:
-                targets.append(self.labels[item][first : first + frames])
+            for name, sequences in self.targets.items():
+                targets[name].append(sequences[item][first : first + frames])
         input_values = torch.stack(waves)
         batch = {"input_values": input_values, "attention_mask": torch.ones_like(input_values, dtype=torch.long)}
-        if self.labels is not None:
-            batch["labels"] = torch.stack(targets)
-        return batch
+        return {**batch, **{name: torch.stack(crops) for name, crops in targets.items()}}
 
     def __iter__(self):
         while True:

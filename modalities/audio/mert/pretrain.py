@@ -1,0 +1,373 @@
+"""MERT pretraining (Li et al. 2023, https://arxiv.org/abs/2306.00107): masked prediction
+of an acoustic teacher's codes plus reconstruction of a musical teacher's CQT.
+
+Per crop of music the encoder sees the waveform, with 50 % of the crops mixed with 1-3
+segments of other crops of the batch (in-batch noise), and spans of frames replaced by
+the mask embedding (mask prob 0.8, span 5). On the masked frames it predicts:
+
+- the acoustic teacher's codes, one cross-entropy per codebook over cosine logits, as
+  HuBERT does for its one label set (`final_proj` untied: one slice per codebook);
+- the musical teacher's CQT (336 bins, 48 per octave from 32.7 Hz) through one linear
+  layer, by mean squared error, computed on the clean crop (before noise mixing).
+
+loss = sum over codebooks of CE + 10 * mean(conv features^2) + 1 * CQT MSE, the
+weights of MERT's `loss_weights [10, 1]` (feature penalty, CQT).
+
+Acoustic teachers:
+
+- `encodec`: the codes of transformers' `EncodecModel` (MERT-v1: the 24 kHz model at
+  6 kbps, 8 codebooks of 1024 at 75 Hz). It needs EnCodec's weights (a Hub repo id in
+  the HF cache, or a local folder);
+- `kmeans`: a residual k-means over log-mel + chroma frames, trained here on the
+  pretraining set itself, as MERT-v0 used k-means over hand-made features. Each
+  codebook quantises what the codebooks before it left (a residual vector quantiser).
+
+Frame alignment: encoder frame t sees samples [hop t, hop t + field) (320 / 400 at
+24 kHz: 75 Hz frames). Log-mel frames use that window; the CQT and chroma, whose
+frames are centred (nnAudio's center=True), are computed on the waveform shifted by
+field / 2, so their frame t is centred where encoder frame t is. Teacher targets are
+computed once per recording and stored in OUTPUT/labels.pt; crops start on frame
+boundaries, so cropping the targets is slicing them.
+
+Shapes: B items, S samples, T frames, D width, C codebooks, K codes per codebook, P
+final_dim, Q CQT bins, M masked frames, F teacher features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalities.audio.mert.model import CQT_OCTAVES, VARIANTS, MertEncoder, MertEncoderConfig, constant_q
+from modalities.speech.hubert.pretrain import (
+    Clusters, cached_labels, check_mask_settings, compute_span_mask, encoder_config, fit_clusters,
+)
+from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
+from zoo.errors import ConfigError, InputError
+from zoo.outputs import PretrainOutput
+from zoo.training import TrainConfig, train_and_save
+
+ENCODER_FOLDER = "encoder"
+#: MERT's CQT teacher: 7 octaves of 48 bins from 32.7 Hz
+CQT_BINS = 336
+MEL_BINS = 64
+CHROMA_BINS_PER_OCTAVE = 12
+#: EnCodec's bandwidth for MERT-v1's 8 codebooks
+ENCODEC_BANDWIDTH = 6.0
+
+
+# ---------------------------------------------------------------------------------------
+# Teachers: one (T, C) code sequence and one (T, Q) CQT per recording
+
+
+def centred_cqt(cqt: nn.Module, wave: torch.Tensor, field: int, frames: int) -> torch.Tensor:
+    """(S,) waveform -> (frames, Q) CQT magnitudes, frame t centred on encoder frame t."""
+    with torch.no_grad():
+        spectrum = cqt(wave[field // 2 :][None].float())[0].T
+    if len(spectrum) < frames:
+        raise InputError(f"the CQT gave {len(spectrum)} frames for {frames} encoder frames; check the framing")
+    return spectrum[:frames]
+
+
+def acoustic_features(wave: torch.Tensor, rate: int, field: int, hop: int, chroma_cqt: nn.Module) -> torch.Tensor:
+    """(S,) waveform -> (T, 64 + 12) log-mel (Kaldi fbank, the encoder's window) + chroma.
+
+    Chroma folds an 84-bin CQT (12 per octave) onto the 12 pitch classes and scales
+    each frame to a maximum of 1, so it says which notes sound, not how loud.
+    """
+    import torchaudio.compliance.kaldi as kaldi
+
+    frames = frame_count(wave.numel(), field, hop)
+    padded = F.pad(wave, (0, max(field - wave.numel(), 0)))
+    log_mel = kaldi.fbank(padded[None].float(), sample_frequency=rate, frame_length=1000.0 * field / rate,
+                          frame_shift=1000.0 * hop / rate, num_mel_bins=MEL_BINS, dither=0.0,
+                          snip_edges=True)[:frames]
+    cqt = centred_cqt(chroma_cqt, padded, field, frames)
+    chroma = cqt.view(frames, -1, CHROMA_BINS_PER_OCTAVE).sum(1)
+    chroma = chroma / chroma.amax(dim=1, keepdim=True).clamp(min=1e-6)
+    return torch.cat([log_mel, chroma], dim=1)
+
+
+@dataclasses.dataclass
+class ResidualKMeans:
+    """A residual vector quantiser fitted by k-means: codebook c quantises the residual
+    that codebooks 0..c-1 leave."""
+
+    stages: list[Clusters]
+
+    def codes(self, features: torch.Tensor) -> torch.Tensor:
+        """(T, F) features -> (T, C) codes."""
+        residual, columns = features.float(), []
+        for stage in self.stages:
+            ids = stage.assign(residual)
+            columns.append(ids)
+            residual = residual - (stage.centers[ids] * stage.std + stage.mean)
+        return torch.stack(columns, dim=1)
+
+
+def fit_residual_kmeans(features: Sequence[torch.Tensor], codebooks: int, clusters: int, max_frames: int,
+                        seed: int) -> ResidualKMeans:
+    """`codebooks` rounds of k-means, each on the residual of the rounds before."""
+    residuals, stages = [f.float() for f in features], []
+    for round_ in range(codebooks):
+        stage = fit_clusters(residuals, clusters, max_frames, seed + round_)
+        stages.append(stage)
+        residuals = [r - (stage.centers[stage.assign(r)] * stage.std + stage.mean) for r in residuals]
+    return ResidualKMeans(stages)
+
+
+def load_encodec(name_or_path: str):
+    """transformers' EncodecModel from a local folder or a Hub repo id (through the HF cache)."""
+    from transformers import EncodecModel
+
+    try:
+        return EncodecModel.from_pretrained(name_or_path).eval()
+    except OSError as err:
+        raise InputError(
+            f"--encodec {name_or_path!r}: cannot load EnCodec's weights ({err}); pass a local folder or a repo id "
+            "in the Hugging Face cache (facebook/encodec_24khz), or use --teacher kmeans"
+        ) from err
+
+
+def encodec_codes(model, wave: torch.Tensor, frames: int, bandwidth: float = ENCODEC_BANDWIDTH) -> torch.Tensor:
+    """(S,) waveform at EnCodec's rate -> (frames, C) codes (EnCodec frame t starts at sample hop t)."""
+    with torch.no_grad():
+        encoded = model.encode(wave[None, None].float(), bandwidth=bandwidth)
+    codes = encoded.audio_codes.reshape(-1, encoded.audio_codes.shape[-1]).T  # one chunk: (T', C)
+    if len(codes) < frames:
+        raise InputError(f"EnCodec gave {len(codes)} frames for {frames} encoder frames; its hop must be the encoder's")
+    return codes[:frames].long()
+
+
+# ---------------------------------------------------------------------------------------
+# In-batch noise
+
+
+def mix_in_batch_noise(waves: torch.Tensor, mixture_prob: float, length_range: tuple[int, int],
+                       count_range: tuple[int, int], volume: float = 1.0) -> torch.Tensor:
+    """Add to a `mixture_prob` share of the crops 1-3 segments cut from the other crops.
+
+    Each segment's length is drawn from `length_range` samples (capped at the crop
+    length), its source position anywhere in the other crops laid end to end, and its
+    target position anywhere in the crop. (MERT's code mixes when rand > mixture_prob,
+    so its 0.5 is also a 50 % share.) Draws use torch's global RNG, which the training
+    loop checkpoints.
+    """
+    mixed = waves.clone()
+    batch, samples = waves.shape
+    if batch < 2:
+        return mixed
+    for row in range(batch):
+        if float(torch.rand(())) >= mixture_prob:
+            continue
+        pool = torch.cat([waves[:row], waves[row + 1 :]]).flatten()
+        for _ in range(int(torch.randint(count_range[0], count_range[1] + 1, ()))):
+            high = min(length_range[1], samples)
+            length = int(torch.randint(min(length_range[0], high), high + 1, ()))
+            source = int(torch.randint(0, pool.numel() - length + 1, ()))
+            target = int(torch.randint(0, samples - length + 1, ()))
+            mixed[row, target : target + length] += volume * pool[source : source + length]
+    return mixed
+
+
+# ---------------------------------------------------------------------------------------
+# The objective
+
+
+class MertPretraining(nn.Module):
+    """MERT's objective around a `MertEncoder` (see the module docstring).
+
+    Args:
+        encoder: the encoder to pretrain.
+        codebook_sizes: K of each of the C codebooks of the acoustic teacher.
+        cqt_bins: Q of the CQT targets; 0 drops the CQT loss.
+        final_dim: P per codebook (MERT-95M: 64).
+        mask_prob / mask_length: span masking (MERT-v1: 0.8 / 5).
+        logit_temp: temperature of the cosine logits (0.1).
+        feature_penalty / cqt_weight: MERT's loss_weights (10 / 1).
+        mixture_prob: share of crops mixed with in-batch noise (0.5); 0 turns it off.
+        noise_length: segment length range in samples (MERT-95M: 12000-24000 at 24 kHz).
+        noise_count: segments per mixed crop (1-3).
+    """
+
+    def __init__(self, encoder: MertEncoder, codebook_sizes: Sequence[int], cqt_bins: int = CQT_BINS,
+                 final_dim: int = 64, mask_prob: float = 0.8, mask_length: int = 5, logit_temp: float = 0.1,
+                 feature_penalty: float = 10.0, cqt_weight: float = 1.0, mixture_prob: float = 0.5,
+                 noise_length: tuple[int, int] = (12000, 24000), noise_count: tuple[int, int] = (1, 3)) -> None:
+        super().__init__()
+        if not codebook_sizes or min(codebook_sizes) < 2 or final_dim < 1 or logit_temp <= 0:
+            raise ConfigError(f"codebook_sizes={list(codebook_sizes)} must be >= 2 each, final_dim={final_dim} >= 1 "
+                              f"and logit_temp={logit_temp} > 0")
+        if not 0.0 <= mixture_prob <= 1.0 or min(*noise_length, *noise_count) < 1:
+            raise ConfigError(f"mixture_prob={mixture_prob} must lie in [0, 1]; noise_length={noise_length} and "
+                              f"noise_count={noise_count} must be positive ranges")
+        check_mask_settings(mask_prob, mask_length, 0)
+        self.encoder = encoder
+        self.codebook_sizes = list(codebook_sizes)
+        self.final_proj = nn.Linear(encoder.embed_dim, final_dim * len(self.codebook_sizes))
+        self.label_embeddings = nn.Parameter(torch.rand(sum(self.codebook_sizes), final_dim))
+        self.cqt_head = nn.Linear(encoder.embed_dim, cqt_bins) if cqt_bins else None
+        self.mask_prob, self.mask_length, self.logit_temp = mask_prob, mask_length, logit_temp
+        self.feature_penalty, self.cqt_weight = feature_penalty, cqt_weight
+        self.mixture_prob, self.noise_length, self.noise_count = mixture_prob, tuple(noise_length), tuple(noise_count)
+
+    def code_losses(self, hidden: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+        """(M, D) masked frames, (M, C) codes -> sum of the C cross-entropies and each accuracy."""
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            projections = self.final_proj(hidden.float()).chunk(len(self.codebook_sizes), dim=-1)
+            embeddings = self.label_embeddings.float().split(self.codebook_sizes)
+            total, accuracies = hidden.new_zeros((), dtype=torch.float32), []
+            for book, (projected, embedding) in enumerate(zip(projections, embeddings)):
+                logits = F.normalize(projected, dim=-1) @ F.normalize(embedding, dim=-1).T / self.logit_temp
+                total = total + F.cross_entropy(logits, codes[:, book])
+                accuracies.append((logits.argmax(-1) == codes[:, book]).float().mean().item())
+        return total, accuracies
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> PretrainOutput:
+        """Loss of one batch of equal-length crops (from `CropBatches`).
+
+        Shapes:
+            input_values (B, S), attention_mask (B, S), labels (B, T, C) codes, cqt (B, T, Q).
+        """
+        input_values, attention_mask, codes = batch["input_values"], batch["attention_mask"], batch["labels"]
+        sample_lengths = attention_mask.sum(-1)
+        if self.training and self.mixture_prob > 0:
+            input_values = mix_in_batch_noise(input_values, self.mixture_prob, self.noise_length, self.noise_count)
+        features = self.encoder.extract_features(input_values, sample_lengths)
+        frame_lengths = self.encoder.frame_lengths(sample_lengths)
+        if codes.shape[1] != features.shape[1]:
+            raise InputError(f"targets have {codes.shape[1]} frames but the audio gives {features.shape[1]}")
+        mask = compute_span_mask(frame_lengths.cpu(), features.shape[1], self.mask_prob,
+                                 self.mask_length).to(codes.device)
+        output = self.encoder.encode_features(features, input_values, sample_lengths, mask_time_indices=mask)
+        hidden = output.last_hidden_state[mask]
+        code_loss, accuracies = self.code_losses(hidden, codes[mask])
+        penalty = features.float().pow(2).mean()
+        loss = code_loss + self.feature_penalty * penalty
+        logs = {"code_loss": code_loss.item(), "accuracy": sum(accuracies) / len(accuracies),
+                "feature_penalty": penalty.item(), "masked_fraction": (mask.sum() / frame_lengths.sum()).item()}
+        if self.cqt_head is not None:
+            cqt_loss = F.mse_loss(self.cqt_head(hidden).float(), batch["cqt"][mask].float())
+            loss = loss + self.cqt_weight * cqt_loss
+            logs["cqt_mse"] = cqt_loss.item()
+        return PretrainOutput(loss=loss, logs=logs)
+
+
+# ---------------------------------------------------------------------------------------
+# Command line: zoo pretrain mert ...
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `zoo pretrain mert`."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", required=True, help="folder of music files (wav/flac/ogg, any rate; recursive)")
+    data.add_argument("-o", "--output", required=True,
+                      help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, encoder/")
+    data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                      help="fnmatch pattern of files to leave out, relative to --data (repeatable)")
+    data.add_argument("--max-seconds", type=float, default=5.0, help="longest random crop (MERT: 5 s) (default: 5.0)")
+
+    teacher = parser.add_argument_group("teachers")
+    teacher.add_argument("--teacher", choices=("kmeans", "encodec"), default="kmeans",
+                         help="acoustic codes: residual k-means on log-mel + chroma, or EnCodec (default: kmeans)")
+    teacher.add_argument("--encodec", default="facebook/encodec_24khz",
+                         help="--teacher encodec: EnCodec folder or Hub repo id (default: facebook/encodec_24khz)")
+    teacher.add_argument("--codebooks", type=int, default=8, help="--teacher kmeans: codebooks C (default: 8)")
+    teacher.add_argument("--clusters", type=int, default=256, help="--teacher kmeans: codes K (default: 256)")
+    teacher.add_argument("--kmeans-frames", type=int, default=100_000, help="frames k-means is fitted on")
+    teacher.add_argument("--no-cqt", action="store_true", help="drop the CQT reconstruction loss")
+
+    model = parser.add_argument_group("model and objective")
+    model.add_argument("--variant", default="tiny", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
+    model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
+                       help="override a config field of the variant, e.g. --set num_hidden_layers=2")
+    model.add_argument("--final-dim", type=int, default=64, help="prediction width per codebook (default: 64)")
+    model.add_argument("--mask-prob", type=float, default=0.8, help="(default: 0.8)")
+    model.add_argument("--mask-length", type=int, default=5, help="frames per masked span (default: 5)")
+    model.add_argument("--mixture-prob", type=float, default=0.5, help="share of crops mixed with in-batch noise")
+    model.add_argument("--noise-seconds", type=float, nargs=2, default=(0.5, 1.0),
+                       help="noise segment length range (MERT-95M: 12000-24000 samples at 24 kHz) (default: 0.5 1.0)")
+
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: 1000)")
+    optim.add_argument("--batch-size", type=int, default=16, help="crops per batch (default: 16)")
+    optim.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (MERT-95M: 5e-4)")
+    optim.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
+    optim.add_argument("--warmup-steps", type=int, help="linear warmup (default: 8%% of --steps, as 32k of 400k)")
+    optim.add_argument("--max-grad-norm", type=float, default=10.0, help="gradient clipping (MERT-95M: 10)")
+    optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
+    optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    optim.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    optim.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def log(message: str) -> None:
+    print(f"[mert pretrain] {message}", file=sys.stderr, flush=True)
+
+
+def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence[torch.Tensor]) -> dict[str, Any]:
+    """Both teachers' targets for every recording: codes (T, C) and, unless --no-cqt, CQT (T, Q) in fp16."""
+    field, hop = encoder.config.receptive_field, encoder.config.frame_hop
+    rate = encoder.processor.sampling_rate
+    frames = [frame_count(wave.numel(), field, hop) for wave in waves]
+    if args.teacher == "encodec":
+        model = load_encodec(args.encodec)
+        if model.config.sampling_rate != rate:
+            raise ConfigError(f"EnCodec runs at {model.config.sampling_rate} Hz but the encoder at {rate} Hz")
+        log(f"EnCodec codes of {len(waves)} recordings ({args.encodec}, {ENCODEC_BANDWIDTH} kbps)")
+        codes = [encodec_codes(model, wave, count) for wave, count in zip(waves, frames)]
+        sizes = [model.config.codebook_size] * codes[0].shape[1]
+        source = f"encodec {args.encodec}"
+    else:
+        chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE)
+        log(f"log-mel + chroma of {len(waves)} recordings")
+        features = [acoustic_features(wave, rate, field, hop, chroma_cqt) for wave in waves]
+        log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
+        quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed)
+        codes = [quantiser.codes(f) for f in features]
+        sizes = [args.clusters] * args.codebooks
+        source = "residual k-means on log-mel + chroma"
+    targets: dict[str, Any] = {"labels": codes, "codebook_sizes": sizes, "source": source}
+    if not args.no_cqt:
+        log(f"CQT targets ({CQT_BINS} bins) of {len(waves)} recordings")
+        cqt = constant_q(rate, hop, CQT_BINS)
+        targets["cqt"] = [centred_cqt(cqt, wave, field, count).half() for wave, count in zip(waves, frames)]
+    return targets
+
+
+def run(args: argparse.Namespace) -> None:
+    """`zoo pretrain mert`: compute the teachers' targets, pretrain, save `OUTPUT/encoder`."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.output)
+    files = list_audio_files(args.data, args.exclude)
+    torch.manual_seed(args.seed)
+    encoder = MertEncoder(encoder_config(args.variant, args.overrides, VARIANTS, MertEncoderConfig))
+    field, hop = encoder.config.receptive_field, encoder.config.frame_hop
+    rate = encoder.processor.sampling_rate
+    log(f"{len(files)} recordings in {args.data}, at {rate} Hz")
+    waves = load_waves(files, encoder.processor)
+    targets = cached_labels(out, files, lambda: make_targets(args, encoder, waves))
+    extra = {"cqt": targets["cqt"]} if "cqt" in targets else None
+    max_frames = frame_count(int(args.max_seconds * rate), field, hop)
+    batches = CropBatches(waves, targets["labels"], args.batch_size, max_frames, field, hop, args.seed, extra=extra)
+    noise = tuple(int(seconds * rate) for seconds in args.noise_seconds)
+    objective = MertPretraining(encoder, targets["codebook_sizes"], 0 if extra is None else CQT_BINS, args.final_dim,
+                                args.mask_prob, args.mask_length, mixture_prob=args.mixture_prob, noise_length=noise)
+    warmup = round(0.08 * args.steps) if args.warmup_steps is None else args.warmup_steps
+    config = TrainConfig(
+        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
+        max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        device=args.device, bf16=args.bf16, progress=not args.no_progress,
+    )
+    settings = {key: value for key, value in vars(args).items() if not callable(value)}
+    train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "mert pretrain")

@@ -1,0 +1,181 @@
+"""MERT pretraining: teachers (residual k-means, EnCodec, CQT), in-batch noise, the objective,
+and `zoo pretrain mert` end to end (the loss falls; an interrupted run resumes exactly)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import MICRO_MERT
+
+from zoo.errors import ConfigError, InputError
+
+RATE = 24000
+
+
+def tone(frequency: float, seconds: float, rate: int = RATE) -> torch.Tensor:
+    time = torch.arange(int(seconds * rate)) / rate
+    return 0.5 * torch.sin(2 * math.pi * frequency * time)
+
+
+def test_in_batch_noise_adds_segments_of_other_crops():
+    from modalities.audio.mert.pretrain import mix_in_batch_noise
+
+    torch.manual_seed(0)
+    waves = torch.stack([torch.zeros(2000), torch.ones(2000), 2 * torch.ones(2000)])
+    mixed = mix_in_batch_noise(waves, 1.0, (100, 300), (1, 3))
+    assert torch.equal(waves, torch.stack([torch.zeros(2000), torch.ones(2000), 2 * torch.ones(2000)]))
+    added = mixed - waves
+    for row in range(3):
+        assert added[row].abs().sum() > 0
+        assert 100 <= int((added[row] != 0).sum()) <= 3 * 300 + 1
+        assert set(added[row].unique().tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0} - {float(row)} | {0.0}
+    assert torch.equal(mix_in_batch_noise(waves, 0.0, (100, 300), (1, 3)), waves)
+
+
+def test_noise_segments_never_exceed_the_crop():
+    from modalities.audio.mert.pretrain import mix_in_batch_noise
+
+    torch.manual_seed(1)
+    mixed = mix_in_batch_noise(torch.ones(2, 50), 1.0, (12000, 24000), (1, 3))
+    assert mixed.shape == (2, 50) and bool((mixed >= 2).all())
+
+
+def test_cqt_and_chroma_frames_line_up_with_encoder_frames():
+    from modalities.audio.mert.model import constant_q
+    from modalities.audio.mert.pretrain import CQT_BINS, acoustic_features, centred_cqt
+
+    wave = tone(440.0, 1.0)
+    frames = 1 + (len(wave) - 400) // 320
+    cqt = centred_cqt(constant_q(RATE, 320, CQT_BINS), wave, 400, frames)
+    assert cqt.shape == (frames, CQT_BINS)
+    peak_bin = int(cqt[frames // 2].argmax())
+    assert round(32.7 * 2 ** (peak_bin / 48)) in range(435, 446)
+    features = acoustic_features(wave, RATE, 400, 320, constant_q(RATE, 320, 84))
+    assert features.shape == (frames, 64 + 12)
+    assert int(features[frames // 2, 64:].argmax()) == 9  # A is pitch class 9 counted from C
+
+
+def test_residual_kmeans_codebooks_refine_each_other():
+    from modalities.audio.mert.pretrain import fit_residual_kmeans
+
+    generator = torch.Generator().manual_seed(0)
+    features = [torch.randn(400, 6, generator=generator) for _ in range(3)]
+    quantiser = fit_residual_kmeans(features, codebooks=3, clusters=8, max_frames=10_000, seed=0)
+    codes = quantiser.codes(features[0])
+    assert codes.shape == (400, 3) and int(codes.max()) < 8
+
+    def error(stages):
+        residual = features[0].clone()
+        for stage in stages:
+            residual -= stage.centers[stage.assign(residual)] * stage.std + stage.mean
+        return float(residual.pow(2).mean())
+
+    errors = [error(quantiser.stages[:count]) for count in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_encodec_teacher_through_transformers(tmp_path):
+    from transformers import EncodecConfig, EncodecModel
+
+    from modalities.audio.mert.pretrain import encodec_codes, load_encodec
+
+    torch.manual_seed(0)
+    config = EncodecConfig(num_filters=4, hidden_size=16, codebook_size=1024, codebook_dim=16, num_lstm_layers=1,
+                           target_bandwidths=[1.5, 6.0])
+    EncodecModel(config).save_pretrained(tmp_path / "encodec")
+    model = load_encodec(str(tmp_path / "encodec"))
+    codes = encodec_codes(model, tone(220.0, 1.0), frames=74)
+    assert codes.shape == (74, 8) and codes.dtype == torch.long and int(codes.max()) < 1024
+    with pytest.raises(InputError, match="--teacher kmeans"):
+        load_encodec(str(tmp_path / "missing"))
+
+
+def micro_objective(**kwargs):
+    from modalities.audio.mert.model import MertEncoder, MertEncoderConfig
+    from modalities.audio.mert.pretrain import MertPretraining
+
+    torch.manual_seed(0)
+    encoder = MertEncoder(MertEncoderConfig(**{**MICRO_MERT, "sample_rate": RATE}))
+    return MertPretraining(encoder, [8, 8], cqt_bins=12, final_dim=4, **kwargs)
+
+
+def test_objective_combines_codes_penalty_and_cqt():
+    objective = micro_objective()
+    frames = 1 + (RATE - 400) // 320
+    batch = {"input_values": torch.randn(3, RATE) * 0.1, "attention_mask": torch.ones(3, RATE, dtype=torch.long),
+             "labels": torch.randint(0, 8, (3, frames, 2)), "cqt": torch.rand(3, frames, 12)}
+    torch.manual_seed(0)
+    output = objective(batch)
+    logs = output.logs
+    expected = logs["code_loss"] + 10 * logs["feature_penalty"] + logs["cqt_mse"]
+    assert output.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert 0.2 < logs["masked_fraction"] < 0.9
+    output.loss.backward()
+    assert objective.cqt_head.weight.grad is not None and objective.label_embeddings.grad is not None
+    with pytest.raises(InputError, match="frames"):
+        objective({**batch, "labels": batch["labels"][:, :-1]})
+
+
+def test_objective_refuses_bad_settings():
+    with pytest.raises(ConfigError, match="mixture_prob"):
+        micro_objective(mixture_prob=1.5)
+    with pytest.raises(ConfigError, match="mask_prob"):
+        micro_objective(mask_prob=-0.1)
+
+
+@pytest.fixture(scope="module")
+def music_folder(tmp_path_factory):
+    """Twelve 1.5 s two-note chords at 24 kHz as FLAC files."""
+    import soundfile
+
+    folder = tmp_path_factory.mktemp("music")
+    rng = np.random.default_rng(0)
+    for index in range(12):
+        low, high = 110 * 2 ** (rng.integers(0, 24) / 12), 220 * 2 ** (rng.integers(0, 24) / 12)
+        wave = (tone(low, 1.5) + tone(high, 1.5)).numpy() * 0.5
+        soundfile.write(str(folder / f"chord_{index:02d}.flac"), wave, RATE)
+    return folder
+
+
+def pretrain(folder, out, *extra: str) -> list[float]:
+    from zoo.cli import main
+
+    micro = [f"--set={name}={json.dumps(value)}" for name, value in MICRO_MERT.items() if name != "sample_rate"]
+    assert main(["pretrain", "mert", "--data", str(folder), "-o", str(out), "--batch-size", "4",
+                 "--codebooks", "2", "--clusters", "8", "--final-dim", "8", "--max-seconds", "1.0",
+                 "--noise-seconds", "0.1", "0.3", "--no-progress", *micro, *extra]) == 0
+    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_loss_falls_and_encoder_loads(music_folder, tmp_path):
+    import zoo
+
+    losses = pretrain(music_folder, tmp_path / "run", "--steps", "60", "--lr", "2e-3", "--warmup-steps", "5")
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    encoder = zoo.load(tmp_path / "run" / "encoder")
+    assert type(encoder).__name__ == "MertEncoder" and encoder.processor.sampling_rate == RATE
+    targets = torch.load(tmp_path / "run" / "labels.pt", weights_only=True)
+    assert targets["codebook_sizes"] == [8, 8] and targets["cqt"][0].shape[1] == 336
+
+
+def test_interrupted_run_resumes_exactly(music_folder, tmp_path, monkeypatch):
+    from zoo.training import Trainer
+
+    straight = pretrain(music_folder, tmp_path / "straight", "--steps", "6", "--checkpoint-every", "2")
+    step = Trainer.train_step
+
+    def interrupted(self, batch):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(music_folder, tmp_path / "resumed", "--steps", "6", "--checkpoint-every", "2")
+    monkeypatch.setattr(Trainer, "train_step", step)
+    resumed = pretrain(music_folder, tmp_path / "resumed", "--steps", "6", "--checkpoint-every", "2")
+    assert resumed == straight  # noise mixing, masks and crops are drawn again identically from step 2
