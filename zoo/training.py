@@ -19,6 +19,8 @@ Files written to the output folder:
 
 from __future__ import annotations
 
+import argparse
+
 import dataclasses
 import json
 import math
@@ -102,6 +104,36 @@ class TrainConfig:
             raise ConfigError(f"max_grad_value={self.max_grad_value}; use a positive value or None for no clamping")
         if self.bf16 and torch.device(self.device).type != "cuda":
             raise ConfigError(f"bf16 autocast is for CUDA devices, not device={self.device!r}; drop bf16 on CPU")
+
+
+def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
+                               lr: float = 5e-4, max_grad_norm: float = 10.0) -> None:
+    """The optimisation options the audio pretrain commands share (`train_config_from_args` reads them)."""
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default: {steps})")
+    optim.add_argument("--batch-size", type=int, default=batch_size, help=f"crops per batch (default: {batch_size})")
+    optim.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
+    optim.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
+    optim.add_argument("--warmup-steps", type=int, help="linear warmup steps (default: 8%% of --steps, as HuBERT)")
+    optim.add_argument("--max-grad-norm", type=float, default=max_grad_norm,
+                       help=f"gradient clipping norm (default: {max_grad_norm:g})")
+    optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
+    optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    optim.add_argument("--threads", type=int,
+                       help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
+    optim.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of `add_optimization_arguments`' options."""
+    warmup = round(0.08 * args.steps) if args.warmup_steps is None else args.warmup_steps
+    return TrainConfig(
+        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
+        max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        device=args.device, bf16=args.bf16, progress=not args.no_progress,
+    )
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:

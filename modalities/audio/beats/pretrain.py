@@ -36,7 +36,7 @@ from zoo.audio_crops import CropBatches, list_audio_files, load_waves
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
-from zoo.training import TrainConfig, train_and_save
+from zoo.training import add_optimization_arguments, train_and_save, train_config_from_args
 
 STAGES = ("ssl", "tokenizer")
 
@@ -215,18 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field, e.g. --set encoder_layers=2")
 
-    optim = parser.add_argument_group("optimization")
-    optim.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
-    optim.add_argument("--batch-size", type=int, default=16, help="crops per batch (default: 16)")
-    optim.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: 5e-4)")
-    optim.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
-    optim.add_argument("--warmup-steps", type=int, help="linear warmup (default: 8%% of --steps)")
-    optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
-    optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    optim.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    optim.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_optimization_arguments(parser, steps=2000)
 
 
 def log(message: str) -> None:
@@ -296,11 +285,6 @@ def run(args: argparse.Namespace) -> None:
     column = config.input_patch_size * HOP
     max_columns = max(1, int(args.max_seconds * 16000 - config.min_samples) // column + 1)
     batches = CropBatches(waves, None, args.batch_size, max_columns, config.min_samples, column, args.seed)
-    warmup = round(0.08 * args.steps) if args.warmup_steps is None else args.warmup_steps
-    train_config = TrainConfig(
-        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device, bf16=args.bf16,
-        progress=not args.no_progress,
-    )
+    train_config = train_config_from_args(args)
     settings = {key: value for key, value in vars(args).items() if not callable(value)}
     train_and_save(objective, batches, args.output, train_config, model, folder_name, settings, "beats pretrain")

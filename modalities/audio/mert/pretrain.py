@@ -52,7 +52,7 @@ from modalities.speech.hubert.pretrain import (
 from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
-from zoo.training import TrainConfig, train_and_save
+from zoo.training import add_optimization_arguments, train_and_save, train_config_from_args
 
 ENCODER_FOLDER = "encoder"
 #: MERT's CQT teacher: 7 octaves of 48 bins from 32.7 Hz
@@ -295,19 +295,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--noise-seconds", type=float, nargs=2, default=(0.5, 1.0),
                        help="noise segment length range (MERT-95M: 12000-24000 samples at 24 kHz) (default: 0.5 1.0)")
 
-    optim = parser.add_argument_group("optimization")
-    optim.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: 1000)")
-    optim.add_argument("--batch-size", type=int, default=16, help="crops per batch (default: 16)")
-    optim.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (MERT-95M: 5e-4)")
-    optim.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
-    optim.add_argument("--warmup-steps", type=int, help="linear warmup (default: 8%% of --steps, as 32k of 400k)")
-    optim.add_argument("--max-grad-norm", type=float, default=10.0, help="gradient clipping (MERT-95M: 10)")
-    optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
-    optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    optim.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    optim.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_optimization_arguments(parser)
 
 
 def log(message: str) -> None:
@@ -363,11 +351,6 @@ def run(args: argparse.Namespace) -> None:
     noise = tuple(int(seconds * rate) for seconds in args.noise_seconds)
     objective = MertPretraining(encoder, targets["codebook_sizes"], 0 if extra is None else CQT_BINS, args.final_dim,
                                 args.mask_prob, args.mask_length, mixture_prob=args.mixture_prob, noise_length=noise)
-    warmup = round(0.08 * args.steps) if args.warmup_steps is None else args.warmup_steps
-    config = TrainConfig(
-        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
-        max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        device=args.device, bf16=args.bf16, progress=not args.no_progress,
-    )
+    config = train_config_from_args(args)
     settings = {key: value for key, value in vars(args).items() if not callable(value)}
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "mert pretrain")

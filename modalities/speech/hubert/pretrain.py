@@ -37,7 +37,7 @@ from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_wav
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.outputs import PretrainOutput
-from zoo.training import TrainConfig, train_and_save
+from zoo.training import add_optimization_arguments, train_and_save, train_config_from_args
 
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100
@@ -293,20 +293,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="frames per masked span; shorten it for short utterances (default: 10)")
     model.add_argument("--logit-temp", type=float, default=0.1, help="cosine logit temperature (default: 0.1)")
 
-    optim = parser.add_argument_group("optimization")
-    optim.add_argument("--steps", type=int, default=1000, help="optimizer steps (default: 1000)")
-    optim.add_argument("--batch-size", type=int, default=16, help="recordings per batch (default: 16)")
-    optim.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default: 5e-4)")
-    optim.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
-    optim.add_argument("--warmup-steps", type=int, help="linear warmup steps (default: 8%% of --steps, as HuBERT)")
-    optim.add_argument("--max-grad-norm", type=float, default=10.0, help="gradient clipping norm (default: 10)")
-    optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
-    optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    optim.add_argument("--threads", type=int,
-                       help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
-    optim.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_optimization_arguments(parser)
 
 
 def encoder_config(variant: str, overrides: Sequence[str], variants: Optional[dict[str, dict]] = None,
@@ -415,11 +402,6 @@ def run(args: argparse.Namespace) -> None:
     batches = CropBatches(waves, labels["labels"], args.batch_size, max_frames, field, hop, args.seed)
     objective = HubertPretraining(encoder, len(labels["centers"]), args.final_dim, args.mask_prob,
                                   args.mask_length, logit_temp=args.logit_temp)
-    warmup = round(0.08 * args.steps) if args.warmup_steps is None else args.warmup_steps
-    config = TrainConfig(
-        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
-        max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        device=args.device, bf16=args.bf16, progress=not args.no_progress,
-    )
+    config = train_config_from_args(args)
     settings = {key: value for key, value in vars(args).items() if not callable(value)}
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "hubert pretrain")
