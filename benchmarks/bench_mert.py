@@ -1,0 +1,179 @@
+"""Speed and peak memory of the zoo's MERT against transformers' HubertModel, same weights.
+
+A MERT of the MERT-v1-95M shape (12 layers, 768, 24 kHz; 94.4 M parameters) gets seeded
+random weights; transformers' `HubertModel` (what MERT's remote code subclasses) loads the
+very same state dict. Three paths per case:
+
+- zoo forward: `MertEncoder(input_values, attention_mask)` on the whole clip;
+- zoo embed: `MertEncoder.embed(clips, pool="none")`, what a user calls: recordings longer
+  than the processor's 30 s window are cut into windows, so memory stays bounded;
+- transformers: `HubertModel(input_values)` on the whole clip (SDPA attention, as the zoo).
+
+Each case runs in its own subprocess; paths alternate order across rounds. Reported:
+seconds of audio per second (median round), the transformers/zoo time ratio, peak RSS
+added by the call, and the max abs difference of the zoo forward's last layer against
+transformers' (the embed path's windows differ from the whole clip by design).
+
+    python benchmarks/bench_mert.py --markdown --json runs/bench_mert_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker
+
+RATE = 24000
+#: case -> (seconds per clip, clips per batch)
+CASES = {"5s": (5.0, 4), "30s": (30.0, 1), "5min": (300.0, 1)}
+PATHS = ("zoo-forward", "zoo-embed", "transformers")
+
+
+def build_models(device: str):
+    """A zoo MERT of the v1-95M shape with seeded weights, and HubertModel holding the same weights."""
+    import torch
+    from transformers import HubertModel
+
+    from modalities.audio.mert.model import VARIANTS, MertEncoder, MertEncoderConfig
+
+    torch.manual_seed(0)
+    zoo_model = MertEncoder(MertEncoderConfig(**VARIANTS["95m"])).eval()
+    reference = HubertModel(zoo_model.config.to_transformers()).eval()
+    reference.load_state_dict(zoo_model.model.state_dict(), strict=True)
+    return zoo_model.to(device), reference.to(device)
+
+
+def runner(path: str, zoo_model, reference, waves, bf16: bool) -> Callable[[], Any]:
+    """One pass over the batch; returns last-layer features in float32 (a list for embed)."""
+    import torch
+
+    device_type = waves.device.type
+
+    def autocast():
+        return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
+
+    def zoo_forward():
+        with autocast():
+            return zoo_model(waves, torch.ones_like(waves, dtype=torch.long)).last_hidden_state.float()
+
+    def zoo_embed():
+        with autocast():
+            return zoo_model.embed(list(waves), pool="none", batch_size=len(waves), progress=False,
+                                   sampling_rate=RATE)
+
+    def transformers_forward():
+        with autocast():
+            return reference(waves).last_hidden_state.float()
+
+    return {"zoo-forward": zoo_forward, "zoo-embed": zoo_embed, "transformers": transformers_forward}[path]
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    device = spec["device"]
+    zoo_model, reference = build_models(device)
+    seconds_per_clip, batch = CASES[spec["case"]]
+    generator = torch.Generator().manual_seed(1)
+    waves = (0.1 * torch.randn(batch, int(seconds_per_clip * RATE), generator=generator)).to(device)
+    calls = {path: runner(path, zoo_model, reference, waves, spec["bf16"]) for path in PATHS}
+    seconds: dict[str, list[float]] = {path: [] for path in PATHS}
+    peaks: dict[str, int] = {path: 0 for path in PATHS}
+    outputs = {}
+    with torch.inference_mode():
+        for path in PATHS:  # warm-up: thread pools, kernels, lazy imports
+            runner(path, zoo_model, reference, waves[:1, :RATE], False)()
+        for round_index in range(spec["repeats"]):
+            for path in PATHS if round_index % 2 == 0 else PATHS[::-1]:
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                with PeakMemory() as memory:
+                    start = time.perf_counter()
+                    outputs[path] = calls[path]()
+                    if device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    seconds[path].append(time.perf_counter() - start)
+                peaks[path] = max(peaks[path], memory.added)
+    audio = batch * seconds_per_clip
+    return {
+        **spec, "audio_seconds": audio, "seconds": seconds, "peak_added": peaks, "memory_method": memory.method,
+        "audio_per_second": {path: audio / statistics.median(values) for path, values in seconds.items()},
+        "ratio_transformers_over": {path: statistics.median(
+            [t / z for t, z in zip(seconds["transformers"], seconds[path])]) for path in PATHS[:2]},
+        "max_abs_diff": float((outputs["zoo-forward"].cpu() - outputs["transformers"].cpu()).abs().max()),
+        "frames": int(outputs["transformers"].shape[1]),
+    }
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    machine = summary["machine"]
+    lines = [f"{machine['cpu']}, {machine['torch_threads']} thread(s), torch {machine['torch']}, "
+             f"device {summary['args']['device']}{' bf16' if summary['args']['bf16'] else ''}, "
+             f"load {machine['load_average_1min']:.1f}; {machine['total_seconds']} s in all\n"]
+    rows = []
+    for result in summary["results"]:
+        for path in PATHS:
+            ratio = result["ratio_transformers_over"].get(path)
+            diff = f"{result['max_abs_diff']:.1e}" if path == "zoo-forward" else ""
+            rows.append([f"{result['case']} (batch {CASES[result['case']][1]})", path,
+                         f"{result['audio_per_second'][path]:.1f}", f"{ratio:.2f}" if ratio else "1",
+                         mib(result["peak_added"][path]), diff])
+    lines.append(markdown_table(["clips", "path", "audio s / s", "transformers time / path time",
+                                 "peak RSS added (MiB)", "max abs diff vs transformers"], rows))
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, from %(default)s")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per path (default: 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--bf16", action="store_true", help="every path under bf16 autocast (CUDA)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead of JSON")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="print the table of a --json file, run nothing")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is None and args.render is None:
+        args.cases = [name.strip() for name in args.cases.split(",") if name.strip()]
+        unknown = sorted(set(args.cases) - set(CASES))
+        if unknown:
+            parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker is not None:
+        report(worker(json.loads(args.worker)))
+        return
+    if args.render is not None:
+        print(markdown(json.loads(args.render.read_text())))
+        return
+    started = time.perf_counter()
+    machine = machine_info(args.threads)
+    results = []
+    for case in args.cases:
+        spec = {"case": case, "repeats": args.repeats, "threads": args.threads, "device": args.device,
+                "bf16": args.bf16}
+        results.append(run_worker(Path(__file__).resolve(), spec))
+        speeds = ", ".join(f"{path} {value:.1f}" for path, value in results[-1]["audio_per_second"].items())
+        print(f"{case}: audio s/s {speeds}", file=sys.stderr, flush=True)
+    machine["total_seconds"] = round(time.perf_counter() - started)
+    summary = {"machine": machine, "args": {**vars(args), "json": str(args.json), "render": None},
+               "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
