@@ -291,6 +291,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--final-dim", type=int, default=64, help="prediction width per codebook (default: 64)")
     model.add_argument("--mask-prob", type=float, default=0.8, help="(default: 0.8)")
     model.add_argument("--mask-length", type=int, default=5, help="frames per masked span (default: 5)")
+    model.add_argument("--feature-penalty", type=float, default=10.0,
+                       help="weight of mean(conv features^2) (MERT: 10; see the mert-tiny card) (default: 10.0)")
+    model.add_argument("--cqt-weight", type=float, default=1.0, help="weight of the CQT MSE (MERT: 1) (default: 1.0)")
     model.add_argument("--mixture-prob", type=float, default=0.5, help="share of crops mixed with in-batch noise")
     model.add_argument("--noise-seconds", type=float, nargs=2, default=(0.5, 1.0),
                        help="noise segment length range (MERT-95M: 12000-24000 samples at 24 kHz) (default: 0.5 1.0)")
@@ -350,7 +353,8 @@ def run(args: argparse.Namespace) -> None:
     batches = CropBatches(waves, targets["labels"], args.batch_size, max_frames, field, hop, args.seed, extra=extra)
     noise = tuple(int(seconds * rate) for seconds in args.noise_seconds)
     objective = MertPretraining(encoder, targets["codebook_sizes"], 0 if extra is None else CQT_BINS, args.final_dim,
-                                args.mask_prob, args.mask_length, mixture_prob=args.mixture_prob, noise_length=noise)
+                                args.mask_prob, args.mask_length, feature_penalty=args.feature_penalty,
+                                cqt_weight=args.cqt_weight, mixture_prob=args.mixture_prob, noise_length=noise)
     config = train_config_from_args(args)
     settings = {key: value for key, value in vars(args).items() if not callable(value)}
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "mert pretrain")

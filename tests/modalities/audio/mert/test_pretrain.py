@@ -148,14 +148,19 @@ def pretrain(folder, out, *extra: str) -> list[float]:
     assert main(["pretrain", "mert", "--data", str(folder), "-o", str(out), "--batch-size", "4",
                  "--codebooks", "2", "--clusters", "8", "--final-dim", "8", "--max-seconds", "1.0",
                  "--noise-seconds", "0.1", "0.3", "--no-progress", *micro, *extra]) == 0
-    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def mean_of(rows: list[dict], key: str) -> float:
+    return float(np.mean([row[key] for row in rows]))
 
 
 def test_pretrain_loss_falls_and_encoder_loads(music_folder, tmp_path):
     import zoo
 
-    losses = pretrain(music_folder, tmp_path / "run", "--steps", "60", "--lr", "2e-3", "--warmup-steps", "5")
-    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    log = pretrain(music_folder, tmp_path / "run", "--steps", "60", "--lr", "2e-3", "--warmup-steps", "5")
+    for key in ("loss", "code_loss", "cqt_mse"):  # each teacher's term falls, not only the feature penalty
+        assert mean_of(log[-10:], key) < 0.8 * mean_of(log[:10], key), key
     encoder = zoo.load(tmp_path / "run" / "encoder")
     assert type(encoder).__name__ == "MertEncoder" and encoder.processor.sampling_rate == RATE
     targets = torch.load(tmp_path / "run" / "labels.pt", weights_only=True)
@@ -178,4 +183,11 @@ def test_interrupted_run_resumes_exactly(music_folder, tmp_path, monkeypatch):
         pretrain(music_folder, tmp_path / "resumed", "--steps", "6", "--checkpoint-every", "2")
     monkeypatch.setattr(Trainer, "train_step", step)
     resumed = pretrain(music_folder, tmp_path / "resumed", "--steps", "6", "--checkpoint-every", "2")
-    assert resumed == straight  # noise mixing, masks and crops are drawn again identically from step 2
+    losses = [row["loss"] for row in resumed]
+    assert losses == [row["loss"] for row in straight]  # noise, masks and crops are drawn again identically
+
+
+def test_loss_weights_come_from_the_command_line(music_folder, tmp_path):
+    log = pretrain(music_folder, tmp_path / "run", "--steps", "2", "--feature-penalty", "0", "--cqt-weight", "2")
+    for row in log:
+        assert row["loss"] == pytest.approx(row["code_loss"] + 2 * row["cqt_mse"], rel=1e-5)
