@@ -83,6 +83,11 @@ class GmmlConfig(EncoderConfig):
             raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.pool not in POOLED:
             raise ConfigError(f"pool={self.pool!r}; use one of {POOLED}")
+        if self.reconstruction_head:
+            self.check_recons_blocks()
+
+    def check_recons_blocks(self) -> None:
+        """Checked where reconstruction is used, so that shallow encoders keep the default."""
         bad = [block for block in self.recons_blocks if not 1 <= block <= self.depth]
         if bad or not self.recons_blocks:
             raise ConfigError(f"recons_blocks {self.recons_blocks} must be 1-based block numbers in 1..{self.depth}")
@@ -175,6 +180,7 @@ class GmmlEncoder(Encoder):
     def reconstruction_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, T, D): the final LayerNorm of the mean of the `recons_blocks`
         outputs, cls included (upstream's `backbone(x, recons_blocks=...)` before it drops cls)."""
+        self.config.check_recons_blocks()
         states = self.block_states(pixel_values)
         average = sum(states[block] for block in self.config.recons_blocks) / len(self.config.recons_blocks)
         return self.backbone.norm(average)
