@@ -73,8 +73,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and safetensors errors have many types
-        raise CheckpointError(f"cannot read {str(path)!r} as a checkpoint ({err}); is the file complete? "
-                              "Only tensors, plain containers and GMML's argparse args are loaded") from err
+        raise CheckpointError(f"cannot read {str(path)!r} as a checkpoint: the file is corrupt or incomplete "
+                              "(download it again), or it pickles classes other than tensors, plain containers "
+                              f"and GMML's argparse args, which are never unpickled. Reader's message: {err}") from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     return checkpoint
