@@ -155,7 +155,7 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(patch_size, in_channels, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, (image_size // patch_size) ** 2 + 1, dim))
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = [drop_path_rate * index / max(depth - 1, 1) for index in range(depth)]
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias, eps, rate) for rate in rates)
         self.norm = nn.LayerNorm(dim, eps=eps)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
