@@ -126,7 +126,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], fmt: str) -> dict[str, to
     return converted
 
 
-def tensor(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+def required(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in state:
         raise CheckpointError(f"the checkpoint has no {key!r}, which every GMML ViT has; the file is incomplete "
                               "or not a ViT")
@@ -141,8 +141,8 @@ def heads_for(width: int, upstream_model: str | None) -> int | None:
 
 def infer_config(state: dict[str, torch.Tensor], upstream_args: dict[str, Any], **overrides: Any) -> GmmlConfig:
     """The config the converted (zoo-named) weights imply, with `overrides` on top."""
-    width, channels, patch, _ = tensor(state, "backbone.patch_embed.proj.weight").shape
-    stored = tensor(state, "backbone.pos_embed").shape[1] - 1
+    width, channels, patch, _ = required(state, "backbone.patch_embed.proj.weight").shape
+    stored = required(state, "backbone.pos_embed").shape[1] - 1
     side = math.isqrt(stored)
     if side * side != stored:
         raise CheckpointError(f"pos_embed holds {stored} patch positions, not a square grid (plus cls)")
@@ -150,7 +150,7 @@ def infer_config(state: dict[str, torch.Tensor], upstream_args: dict[str, Any], 
                     default=-1)
     inferred: dict[str, Any] = dict(
         image_size=side * patch, patch_size=patch, in_channels=channels, hidden_size=width, depth=depth,
-        mlp_ratio=tensor(state, "backbone.blocks.0.mlp.fc1.weight").shape[0] / width,
+        mlp_ratio=required(state, "backbone.blocks.0.mlp.fc1.weight").shape[0] / width,
         qkv_bias="backbone.blocks.0.attn.qkv.bias" in state,
         reconstruction_head=any(key.startswith("reconstruction.") for key in state),
         num_heads=heads_for(width, upstream_args.get("model")),

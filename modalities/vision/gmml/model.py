@@ -101,14 +101,6 @@ class GmmlConfig(EncoderConfig):
         return self.depth
 
 
-#: the paper's sizes (upstream's vit_tiny / vit_small / vit_base); `<family>-<variant>` names them
-VARIANTS = {
-    "vit-tiny-patch16": dict(hidden_size=192, depth=12, num_heads=3),
-    "vit-small-patch16": dict(hidden_size=384, depth=12, num_heads=6),
-    "vit-base-patch16": dict(hidden_size=768, depth=12, num_heads=12),
-}
-
-
 def patch_positions(rows: int, cols: int) -> torch.Tensor:
     """(rows * cols, 2) (row, column) of each patch token, in token order (row-major)."""
     grid = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"), dim=-1)
@@ -199,7 +191,8 @@ class GmmlEncoder(Encoder):
         return expand_images(inputs)
 
     @torch.no_grad()
-    def embed(self, inputs: Any, layer: LayerSpec = None, pool: str = "mean", **embed_kwargs: Any):
+    def embed(self, inputs: Any, layer: LayerSpec = None, pool: str = "mean",
+              **embed_kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
         """Raw images in, one row per image out (see `Encoder.embed`).
 
         `pool` is "mean" (of the patch tokens: the cls token is left out), "cls", or
@@ -224,3 +217,11 @@ class GmmlEncoder(Encoder):
         features = self.embed(inputs, layer=layer, pool="none", **embed_kwargs)
         rows, cols = self.patch_grid(self.processor.crop_size, self.processor.crop_size)
         return [(patch_positions(rows, cols), item) for item in features]
+
+
+#: the paper's sizes (upstream's vit_tiny / vit_small / vit_base); `<family>-<variant>` names them
+VARIANTS = {
+    "vit-tiny-patch16": dict(hidden_size=192, depth=12, num_heads=3),
+    "vit-small-patch16": dict(hidden_size=384, depth=12, num_heads=6),
+    "vit-base-patch16": dict(hidden_size=768, depth=12, num_heads=12),
+}

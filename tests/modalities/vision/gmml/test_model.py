@@ -120,8 +120,13 @@ def test_embed_pools_layers_and_batches_give_the_same_rows(tiny):
         tiny.embed(items, pool="max", progress=False)
 
 
-def test_embed_patches_gives_grid_positions(tiny):
+def test_embed_patches_gives_grid_positions(tiny, tmp_path):
+    from PIL import Image
+
     stack = np.stack(images(3))
+    for index, image in enumerate(stack):
+        Image.fromarray(image).save(tmp_path / f"{index}.png")
+    assert torch.equal(tiny.embed(tmp_path, progress=False), tiny.embed(stack, progress=False))
     patches = tiny.embed_patches(stack, progress=False)
     assert len(patches) == 3
     positions, features = patches[1]
