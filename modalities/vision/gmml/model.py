@@ -10,7 +10,9 @@ checkpoints and for pretraining.
 Tokens: `last_hidden_state` is (B, T, D) with the cls token first and the h x w patches
 after it in row-major order; `hidden_states` are the input tokens, then each block's
 output, the last one after the final LayerNorm (so it equals `last_hidden_state`, as in
-every zoo family). `pooled` is the cls token or the mean of the patches (`pool`).
+every zoo family). `pooled` is the cls token or the mean of the patches (`pool`), and so
+is `embed(pool=...)`; `mask` is all True, so the heads of zoo.heads with pool="mean"
+average the cls token in as well (use pool="cls" there for DINO's feature).
 
 Shapes: B images, H x W pixels, p patch side, h x w = H // p x W // p patch grid,
 N = h * w patches, T = N + 1 tokens, D width, K selected layers.
