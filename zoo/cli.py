@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from zoo import registry
+from zoo.config import parse_overrides
 from zoo.errors import ZooError
 
 
@@ -119,11 +121,21 @@ def cmd_convert(args: argparse.Namespace) -> None:
     fmt = args.format or next(iter(family.converters))
     if fmt not in family.converters:
         raise ZooError(f"family {args.family!r} converts formats {sorted(family.converters)}, not {fmt!r}")
-    encoder = family.converters[fmt](Path(args.upstream_file))
+    encoder = call_converter(family.converters[fmt], Path(args.upstream_file), parse_overrides(args.overrides))
     encoder.save_pretrained(args.out_dir)
     verify_round_trip(encoder, load_folder(Path(args.out_dir)))
     print(f"converted {args.upstream_file} ({fmt}) -> {args.out_dir} "
           f"({sum(p.numel() for p in encoder.parameters()):,} parameters, reload verified)")
+
+
+def call_converter(convert, path: Path, overrides: dict):
+    """Run a converter, passing `--set` overrides only to converters that take keyword settings."""
+    if overrides:
+        parameters = inspect.signature(convert).parameters.values()
+        if not any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+            raise ZooError(f"this converter reads every setting from the file and takes no --set options "
+                           f"(got {sorted(overrides)})")
+    return convert(path, **overrides)
 
 
 def verify_round_trip(original, reloaded) -> None:
@@ -232,6 +244,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     convert.add_argument("upstream_file")
     convert.add_argument("out_dir")
     convert.add_argument("--format", help="upstream format (default: the family's first)")
+    convert.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="a config setting the weights do not tell, e.g. --set num_heads=6 (repeatable)")
     convert.set_defaults(func=cmd_convert)
 
     add_pretrain_parsers(commands, recipe)

@@ -215,6 +215,28 @@ def list_models(pattern: Optional[str] = None, modality: Optional[str] = None) -
     )
 
 
+def list_architectures(family: Optional[str] = None) -> list[str]:
+    """Named sizes without weights, "<family>-<variant>" (e.g. "gmml-vit-tiny-patch16"),
+    of one family or of all (which imports every family)."""
+    families = [family] if family is not None else list(family_modules())
+    return sorted(f"{name}-{variant}" for name in families for variant in get_family(name).variants)
+
+
+def architecture_config(name: str, **overrides: Any) -> Any:
+    """The config of a named size ("gmml-vit-tiny-patch16"), with `overrides` on top: an
+    architecture to build and pretrain, where `get_entry` gives published checkpoints."""
+    for family_name in sorted(family_modules(), key=len, reverse=True):
+        if name.startswith(f"{family_name}-"):
+            family = get_family(family_name)
+            variant = name[len(family_name) + 1:]
+            if variant in family.variants:
+                return family.encoder_class.config_class(**{**family.variants[variant], **overrides})
+            raise UnknownModelError(f"family {family_name!r} has no size {variant!r}; its sizes are "
+                                    f"{list_architectures(family_name)}")
+    raise UnknownModelError(f"{name!r} names no family; architecture names are '<family>-<size>', "
+                            f"families: {sorted(family_modules())}")
+
+
 def info(name: str) -> dict[str, Any]:
     """Everything the hub_config says about a checkpoint, as a dict."""
     return dataclasses.asdict(get_entry(name))

@@ -1,0 +1,1 @@
+"""Vision encoders: GMML (masked image modelling by reconstruction of corrupted regions)."""

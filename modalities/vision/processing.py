@@ -1,0 +1,214 @@
+"""Images in: PIL images, arrays, tensors, files or folders -> normalised (3, S, S) crops.
+
+Every input becomes a float32 RGB tensor in [0, 1] first, whatever its type, so that the
+same picture gives the same crop from a PNG, a uint8 array or a float tensor. Then, as in
+DINO's evaluation transform: resize the shorter side to `resize_size` (bicubic with
+antialiasing, torch's kernel, clamped back to [0, 1] as an 8-bit image would be), take the
+central `crop_size` square and normalise with `image_mean` / `image_std`.
+
+Greyscale gains three equal channels; an alpha channel is dropped (not composited).
+Arrays are HWC (numpy's and PIL's layout), tensors are CHW (torch's); a 4-dimensional
+array or tensor is a batch of images, a folder stands for the image files in it.
+
+Shapes: C channels, H x W pixels, S crop side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zoo.errors import ConfigError, InputError
+from zoo.processing import Processor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: file name endings read as images when a folder is given
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: channel counts an image may have: grey, RGB, RGBA
+CHANNELS = (1, 3, 4)
+#: how far a float image may stray outside [0, 1] (rounding of upstream maths)
+RANGE_SLACK = 1e-3
+#: integer dtypes and the value of full white
+INTEGER_WHITE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under `folder` (recursively), sorted; an empty folder is an error."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"folder {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def expand_images(inputs: Any) -> list[Any]:
+    """Raw inputs as a list of single images: folders become their files, 4-d arrays and
+    tensors their images; anything else is one image."""
+    if isinstance(inputs, (list, tuple)):
+        return [image for item in inputs for image in expand_images(item)]
+    if isinstance(inputs, (str, Path)) and Path(inputs).is_dir():
+        return [str(path) for path in image_files(Path(inputs))]
+    if isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == 4:
+        return list(inputs)
+    return [inputs]
+
+
+def read_image_file(path: str | Path) -> torch.Tensor:
+    """Decode an image file with PIL into a (C, H, W) float tensor in [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file {str(path)!r} does not exist; check the path")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return pil_to_tensor(image, str(path))
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL's errors for broken files
+        raise InputError(f"cannot decode image file {str(path)!r} ({err}); is it a complete image?") from err
+
+
+def pil_to_tensor(image: Any, name: str = "PIL image") -> torch.Tensor:
+    """A PIL image as (C, H, W) float in [0, 1]: 16-bit and float modes keep their range,
+    palette and other modes go through RGB (RGBA and LA keep alpha, dropped later)."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        return array_to_tensor(np.asarray(image, dtype=np.float64) / 65535.0, name)
+    if image.mode == "F":
+        return array_to_tensor(np.asarray(image, dtype=np.float32), name)
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    return array_to_tensor(np.asarray(image), name)
+
+
+def array_to_tensor(array: np.ndarray, name: str = "array") -> torch.Tensor:
+    """An HW or HWC array (uint8, uint16 or float in [0, 1]) as (C, H, W) float32."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise InputError(f"{name} has shape {array.shape}; an image array is (H, W) or (H, W, C)")
+    if array.shape[-1] not in CHANNELS and array.shape[0] in CHANNELS:
+        raise InputError(f"{name} has shape {array.shape}, which looks channels-first; numpy images are "
+                         "(H, W, C): pass array.transpose(1, 2, 0), or a torch tensor (C, H, W)")
+    if array.dtype in INTEGER_WHITE:
+        return torch.from_numpy(array.astype(np.float32) / INTEGER_WHITE[array.dtype]).permute(2, 0, 1)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"{name} has dtype {array.dtype}; pass uint8, uint16 or float in [0, 1]")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)
+
+
+def tensor_to_image(tensor: torch.Tensor, name: str = "tensor") -> torch.Tensor:
+    """An HW or CHW tensor (uint8 or float in [0, 1]) as (C, H, W) float32."""
+    tensor = tensor.detach().cpu()
+    if tensor.dim() == 2:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != 3:
+        raise InputError(f"{name} has shape {tuple(tensor.shape)}; an image tensor is (H, W), (C, H, W) "
+                         "or a batch (B, C, H, W)")
+    if tensor.dtype == torch.uint8:
+        return tensor.float() / 255.0
+    if not tensor.is_floating_point():
+        raise InputError(f"{name} has dtype {tensor.dtype}; pass uint8 or float in [0, 1]")
+    return tensor.float()
+
+
+def to_rgb(image: torch.Tensor, name: str) -> torch.Tensor:
+    """Check a (C, H, W) float image and make it RGB: grey repeated, alpha dropped."""
+    channels, height, width = image.shape
+    if channels not in CHANNELS:
+        hint = " (grey + alpha? convert it to 'L' or 'RGB' first)" if channels == 2 else ""
+        raise InputError(f"{name} has {channels} channels{hint}; images need 1 (grey), 3 (RGB) or 4 (RGBA)")
+    if height == 0 or width == 0:
+        raise InputError(f"{name} is empty ({height} x {width} pixels); drop it")
+    if not torch.isfinite(image).all():
+        bad = int((~torch.isfinite(image)).sum())
+        raise InputError(f"{name} has {bad} NaN or infinite values; clean it (e.g. np.nan_to_num) first")
+    low, high = float(image.min()), float(image.max())
+    if low < -RANGE_SLACK or high > 1 + RANGE_SLACK:
+        raise InputError(f"{name} has values in [{low:.3g}, {high:.3g}]; float images must be in [0, 1] "
+                         "(divide 0-255 values by 255, and pass raw pixels, not normalised ones)")
+    image = image.clamp(0.0, 1.0)
+    return image.expand(3, -1, -1) if channels == 1 else image[:3]
+
+
+def load_image(item: Any) -> torch.Tensor:
+    """One raw image (path, PIL image, HWC array, CHW tensor) as (3, H, W) float in [0, 1]."""
+    if isinstance(item, (str, Path)):
+        return to_rgb(read_image_file(item), f"image file {str(item)!r}")
+    if isinstance(item, np.ndarray):
+        return to_rgb(array_to_tensor(item), f"image array of shape {item.shape}")
+    if isinstance(item, torch.Tensor):
+        return to_rgb(tensor_to_image(item), f"image tensor of shape {tuple(item.shape)}")
+    if type(item).__module__.startswith("PIL."):
+        return to_rgb(pil_to_tensor(item), f"PIL image ({item.mode}, {item.size[0]} x {item.size[1]})")
+    raise InputError(f"image input of type {type(item).__name__} is not supported; pass a file path, a folder, "
+                     "a PIL image, a numpy array (H, W, C) or a torch tensor (C, H, W)")
+
+
+def resize_shorter_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) -> the shorter side `size`, aspect kept (torchvision's rounding); no-op if it already is."""
+    height, width = image.shape[-2:]
+    if min(height, width) == size:
+        return image
+    if height <= width:
+        target = (size, int(size * width / height))
+    else:
+        target = (int(size * height / width), size)
+    resized = F.interpolate(image[None], size=target, mode="bicubic", align_corners=False, antialias=True)
+    return resized[0].clamp(0.0, 1.0)
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The central size x size square (torchvision's rounding); smaller images are an error."""
+    height, width = image.shape[-2:]
+    if height < size or width < size:
+        raise InputError(f"image of {height} x {width} pixels is smaller than the {size}-pixel crop")
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return image[:, top : top + size, left : left + size]
+
+
+@dataclasses.dataclass
+class ImageProcessor(Processor):
+    """Images for vision encoders.
+
+    Args:
+        resize_size: the shorter side is resized to this (default: 256).
+        crop_size: side of the central square crop the encoder sees (default: 224).
+        image_mean / image_std: per-channel normalisation (default: ImageNet's).
+    """
+
+    processor_type = "image"
+
+    resize_size: int = 256
+    crop_size: int = 224
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
+        if self.resize_size < self.crop_size or self.crop_size < 1:
+            raise ConfigError(f"resize_size {self.resize_size} must be at least crop_size {self.crop_size} (> 0)")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ConfigError(f"image_mean {self.image_mean} and image_std {self.image_std} need 3 values "
+                              "each, std positive")
+
+    def prepare(self, item: Any) -> torch.Tensor:
+        """One image -> (3, S, S) normalised crop."""
+        image = center_crop(resize_shorter_side(load_image(item), self.resize_size), self.crop_size)
+        mean = torch.tensor(self.image_mean).view(3, 1, 1)
+        std = torch.tensor(self.image_std).view(3, 1, 1)
+        return (image - mean) / std
+
+    def size(self, piece: torch.Tensor) -> int:
+        return piece.shape[-1] * piece.shape[-2]
+
+    def collate(self, pieces: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"pixel_values": torch.stack(list(pieces))}
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Images, folders or batches -> one batch {"pixel_values": (B, 3, S, S)}."""
+        return self.collate([self.prepare(item, **kwargs) for item in expand_images(inputs)])

@@ -1,0 +1,180 @@
+"""GmmlEncoder on tiny configs: sizes, the encoder contract, interpolation, reconstruction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo import registry
+from zoo.errors import ConfigError, InputError, UnknownModelError
+
+#: the paper's sizes at 224 pixels: (width, heads, parameters) of upstream's vit_tiny / small / base
+PAPER_SIZES = {"vit-tiny-patch16": (192, 3, 5_524_416), "vit-small-patch16": (384, 6, 21_665_664),
+               "vit-base-patch16": (768, 12, 85_798_656)}
+
+
+@pytest.fixture
+def tiny():
+    """Patch 4 on 32 x 32 images (an 8 x 8 grid), width 24, 4 blocks, reconstruction head."""
+    from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
+    from modalities.vision.processing import ImageProcessor
+
+    torch.manual_seed(0)
+    config = GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=4, num_heads=3,
+                        recons_blocks=(2, 4), reconstruction_head=True)
+    encoder = GmmlEncoder(config, ImageProcessor(resize_size=36, crop_size=32)).eval()
+    with torch.no_grad():
+        encoder.backbone.pos_embed.normal_()
+    return encoder
+
+
+def images(count: int, size: tuple[int, int] = (40, 48), seed: int = 0) -> list[np.ndarray]:
+    generator = np.random.default_rng(seed)
+    return [generator.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_SIZES))
+def test_architecture_names_build_the_paper_sizes(name):
+    from modalities.vision.gmml.model import GmmlEncoder
+
+    width, heads, params = PAPER_SIZES[name]
+    config = registry.architecture_config(f"gmml-{name}")
+    assert (config.hidden_size, config.num_heads, config.depth, config.patch_size) == (width, heads, 12, 16)
+    with torch.device("meta"):
+        encoder = GmmlEncoder(config)
+    assert sum(p.numel() for p in encoder.parameters()) == params
+
+
+def test_architecture_names_are_listed_and_checked():
+    assert registry.list_architectures("gmml") == [f"gmml-{name}" for name in sorted(PAPER_SIZES)]
+    config = registry.architecture_config("gmml-vit-small-patch16", image_size=32, patch_size=4)
+    assert config.image_size == 32 and config.hidden_size == 384
+    with pytest.raises(UnknownModelError, match="no size 'vit-huge'.*gmml-vit-base-patch16"):
+        registry.architecture_config("gmml-vit-huge")
+    with pytest.raises(UnknownModelError, match="names no family"):
+        registry.architecture_config("vit-tiny")
+    assert not zoo.list_models("gmml-*")  # GMML released no weights: no hub_configs
+
+
+def test_config_checks_name_the_bad_value():
+    from modalities.vision.gmml.model import GmmlConfig
+
+    with pytest.raises(ConfigError, match="hidden_size 24 is not divisible by num_heads 5"):
+        GmmlConfig(hidden_size=24, num_heads=5)
+    with pytest.raises(ConfigError, match="image_size 30 is not a multiple of patch_size 4"):
+        GmmlConfig(image_size=30, patch_size=4)
+    with pytest.raises(ConfigError, match="pool='max'"):
+        GmmlConfig(pool="max")
+    with pytest.raises(ConfigError, match=r"recons_blocks \(6, 8\) must be 1-based block numbers in 1..4"):
+        GmmlConfig(depth=4, recons_blocks=(6, 8), reconstruction_head=True)
+
+
+def test_forward_shapes_pooling_and_hidden_states(tiny):
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        output = tiny(pixels, output_hidden_states=True)
+        mean = tiny(pixels, pool="mean").pooled
+    assert output.last_hidden_state.shape == (2, 65, 24) and output.mask.all()
+    assert len(output.hidden_states) == 5 and torch.equal(output.hidden_states[-1], output.last_hidden_state)
+    assert torch.equal(output.pooled, output.last_hidden_state[:, 0])
+    assert torch.allclose(mean, output.last_hidden_state[:, 1:].mean(1))
+
+
+def test_other_image_sizes_interpolate_positions(tiny):
+    """32 x 32 at patch 4 uses the stored grid; other sizes resample it, DINO's way."""
+    from modalities.vision.gmml.vit import interpolate_pos_embed
+
+    stored = tiny.backbone.pos_embed
+    assert interpolate_pos_embed(stored, 32, 32, 4) is stored
+    for height, width in ((48, 48), (32, 48), (20, 36), (35, 33)):
+        positions = interpolate_pos_embed(stored, height, width, 4)
+        assert positions.shape == (1, (height // 4) * (width // 4) + 1, 24)
+        assert torch.equal(positions[:, 0], stored[:, 0])
+        with torch.no_grad():
+            assert tiny(torch.randn(1, 3, height, width)).last_hidden_state.shape[1] == positions.shape[1]
+    # a non-square image with the stored number of patches is still resampled (DINO's test needs H == W)
+    resampled = interpolate_pos_embed(stored, 16, 64, 4)
+    assert resampled.shape == stored.shape and not torch.equal(resampled, stored)
+    expected = torch.nn.functional.interpolate(
+        stored[:, 1:].reshape(1, 8, 8, 24).permute(0, 3, 1, 2), scale_factor=(4.1 / 8, 16.1 / 8), mode="bicubic")
+    assert torch.equal(resampled[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, 64, 24))
+
+
+def test_embed_pools_layers_and_batches_give_the_same_rows(tiny):
+    items = images(5)
+    alone = torch.cat([tiny.embed([item], progress=False) for item in items])
+    for batch_size in (2, 5):
+        assert (tiny.embed(items, batch_size=batch_size, progress=False) - alone).abs().max() <= 1e-5
+    tokens = tiny.embed(items, pool="none", progress=False)
+    assert tokens[0].shape == (64, 24) and torch.allclose(alone[0], tokens[0].mean(0), atol=1e-6)
+    cls = tiny.embed(items, pool="cls", progress=False)
+    with torch.no_grad():
+        output = tiny(**tiny.preprocess(items))
+    assert torch.allclose(cls, output.last_hidden_state[:, 0], atol=1e-6)
+    assert tiny.embed(items, layer="all", progress=False).shape == (5, 5, 24)
+    assert tiny.embed(items, layer=[0, -1], pool="none", progress=False)[0].shape == (2, 64, 24)
+    assert torch.allclose(tiny.embed(items, layer=-1, progress=False), alone, atol=1e-6)
+    with pytest.raises(InputError, match="pool='max'"):
+        tiny.embed(items, pool="max", progress=False)
+
+
+def test_embed_patches_gives_grid_positions(tiny, tmp_path):
+    from PIL import Image
+
+    stack = np.stack(images(3))
+    for index, image in enumerate(stack):
+        Image.fromarray(image).save(tmp_path / f"{index}.png")
+    assert torch.equal(tiny.embed(tmp_path, progress=False), tiny.embed(stack, progress=False))
+    patches = tiny.embed_patches(stack, progress=False)
+    assert len(patches) == 3
+    positions, features = patches[1]
+    assert positions.shape == (64, 2) and features.shape == (64, 24)
+    assert positions[:9].tolist() == [[0, c] for c in range(8)] + [[1, 0]]
+    with torch.no_grad():
+        tokens = tiny(**tiny.preprocess(list(stack))).last_hidden_state[1, 1:]
+    row, col = 3, 5
+    assert torch.allclose(features[(positions == torch.tensor([row, col])).all(1)][0],
+                          tokens.view(8, 8, 24)[row, col], atol=1e-6)
+
+
+def test_reconstruction_round_trips_an_image_shape(tiny):
+    pixels = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        features = tiny.reconstruction_features(pixels)
+        states = tiny.block_states(pixels)
+        image = tiny.reconstruct(pixels)
+    assert torch.allclose(features, tiny.backbone.norm((states[2] + states[4]) / 2), atol=1e-6)
+    assert image.shape == (2, 3, 32, 40)
+
+
+def test_reconstruct_needs_the_head():
+    from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
+
+    encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=2, num_heads=3))
+    with pytest.raises(ConfigError, match="no reconstruction head"):
+        encoder.reconstruct(torch.randn(1, 3, 32, 32))
+    with pytest.raises(InputError, match="smaller than one 4-pixel patch"):
+        encoder(torch.randn(1, 3, 2, 32))
+
+
+def test_save_and_load_round_trip(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "ckpt")
+    loaded = zoo.load(tmp_path / "ckpt")
+    assert type(loaded) is type(tiny) and loaded.config == tiny.config and loaded.processor == tiny.processor
+    items = images(2)
+    assert torch.equal(loaded.embed(items, progress=False), tiny.embed(items, progress=False))
+    half = zoo.load(tmp_path / "ckpt", dtype=torch.bfloat16)
+    rows = half.embed(items, progress=False)
+    assert rows.dtype == torch.float32 and (rows - tiny.embed(items, progress=False)).abs().max() < 0.1
+    with torch.no_grad():
+        assert half(torch.randn(1, 3, 48, 40)).last_hidden_state.dtype == torch.bfloat16
+
+
+def test_default_processor_follows_the_image_size():
+    from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
+
+    encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3))
+    assert (encoder.processor.resize_size, encoder.processor.crop_size) == (36, 32)
+    assert (GmmlEncoder.default_processor_settings(GmmlConfig()) == {"crop_size": 224, "resize_size": 256})

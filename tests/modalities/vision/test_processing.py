@@ -1,0 +1,127 @@
+"""ImageProcessor: every input type to the same normalised crop, and clear errors for the rest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modalities.vision.processing import IMAGENET_MEAN, IMAGENET_STD, ImageProcessor
+from zoo.errors import ConfigError, InputError
+
+
+@pytest.fixture
+def picture() -> np.ndarray:
+    """A 40 x 56 RGB uint8 picture."""
+    return np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def processor() -> ImageProcessor:
+    return ImageProcessor(resize_size=36, crop_size=32)
+
+
+def expected_crop(picture: np.ndarray, processor: ImageProcessor) -> torch.Tensor:
+    """Resize (bicubic, antialiased) the shorter side, centre-crop, normalise: by hand."""
+    image = torch.from_numpy(picture).permute(2, 0, 1).float()[None] / 255
+    resized = torch.nn.functional.interpolate(image, size=(36, 50), mode="bicubic", antialias=True).clamp(0, 1)
+    crop = resized[0, :, 2:34, 9:41]
+    return (crop - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def test_every_input_type_gives_the_same_crop(picture, processor, tmp_path):
+    Image.fromarray(picture).save(tmp_path / "a.png")
+    expected = expected_crop(picture, processor)
+    as_float = picture.astype(np.float32) / 255
+    inputs = [picture, as_float, Image.fromarray(picture), str(tmp_path / "a.png"), tmp_path / "a.png",
+              torch.from_numpy(picture).permute(2, 0, 1), torch.from_numpy(as_float).permute(2, 0, 1),
+              np.concatenate([picture, np.full((40, 56, 1), 7, np.uint8)], axis=-1),
+              Image.fromarray(picture).convert("RGBA")]
+    for item in inputs:
+        assert (processor.prepare(item) - expected).abs().max() <= 1e-5, type(item)
+
+
+def test_batches_and_folders_expand_to_images(picture, processor, tmp_path):
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(picture).save(tmp_path / "b.jpg", quality=95)
+    Image.fromarray(picture).save(tmp_path / "sub" / "a.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert processor(tmp_path)["pixel_values"].shape == (2, 3, 32, 32)
+    assert processor(np.stack([picture] * 3))["pixel_values"].shape == (3, 3, 32, 32)
+    tensors = torch.from_numpy(np.stack([picture] * 2)).permute(0, 3, 1, 2)
+    assert processor([tensors, picture])["pixel_values"].shape == (3, 3, 32, 32)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no image files"):
+        processor(tmp_path / "empty")
+
+
+def test_greyscale_becomes_three_equal_channels(picture, processor):
+    grey = picture[..., 0]
+    for item in (grey, grey[..., None], Image.fromarray(grey), torch.from_numpy(grey),
+                 Image.fromarray((grey.astype(np.uint16) * 257)).convert("I;16")):
+        crop = processor.prepare(item)
+        unnormalised = crop * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        assert torch.allclose(unnormalised[0], unnormalised[1], atol=1e-6)
+        assert torch.allclose(unnormalised[0], unnormalised[2], atol=1e-6)
+
+
+def test_palette_images_go_through_rgb(picture, processor):
+    palette = Image.fromarray(picture).quantize(16)
+    assert processor.prepare(palette).shape == (3, 32, 32)
+
+
+def test_no_resize_when_the_shorter_side_already_fits(picture):
+    processor = ImageProcessor(resize_size=40, crop_size=40)
+    crop = processor.prepare(picture)
+    expected = torch.from_numpy(picture[:, 8:48]).permute(2, 0, 1).float() / 255
+    assert torch.allclose(crop * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1),
+                          expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("item, message", [
+    (np.zeros((8, 8, 2), np.uint8), "2 channels .grey \\+ alpha"),
+    (torch.zeros(2, 8, 8), "2 channels"),
+    (np.zeros((0, 8, 3), np.uint8), "empty \\(0 x 8 pixels\\)"),
+    (torch.zeros(3, 8, 0), "empty \\(8 x 0 pixels\\)"),
+    (np.full((8, 8, 3), np.nan, np.float32), "192 NaN or infinite"),
+    (np.full((8, 8, 3), 200.0, np.float32), "values in \\[200, 200\\].*divide 0-255 values by 255"),
+    (np.zeros((3, 16, 16), np.uint8), "looks channels-first"),
+    (np.zeros((8, 8, 3), np.int64), "dtype int64"),
+    (np.zeros((2, 2, 8, 8, 3), np.uint8), "shape \\(2, 2, 8, 8, 3\\)"),
+    (torch.zeros(3, 8, 8, dtype=torch.int32), "dtype torch.int32"),
+    ({"image": 1}, "type dict is not supported"),
+])
+def test_bad_inputs_are_named(item, message):
+    with pytest.raises(InputError, match=message):
+        ImageProcessor(resize_size=8, crop_size=8).prepare(item)
+
+
+def test_bad_files_are_named(tmp_path, processor):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(InputError, match="cannot decode image file '.*broken.png'"):
+        processor.prepare(tmp_path / "broken.png")
+    with pytest.raises(InputError, match="'.*missing.jpg' does not exist"):
+        processor.prepare(str(tmp_path / "missing.jpg"))
+
+
+def test_errors_name_the_input_and_bad_settings_are_refused(processor):
+    with pytest.raises(InputError, match="image array of shape \\(4, 2, 3\\) has"):
+        processor.prepare(np.zeros((4, 2, 3), np.float32) + np.nan)
+    with pytest.raises(ConfigError, match="resize_size 16 must be at least crop_size 32"):
+        ImageProcessor(resize_size=16, crop_size=32)
+    with pytest.raises(ConfigError, match="image_std"):
+        ImageProcessor(image_std=(0.2, 0.0, 0.2))
+
+
+def test_settings_round_trip_through_json(processor, tmp_path):
+    processor.save(tmp_path)
+    assert ImageProcessor.from_file(tmp_path / "preprocessor_config.json") == processor
+
+
+def test_embed_names_the_bad_item(picture):
+    from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
+
+    encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3))
+    with pytest.raises(InputError, match="input 1: image array .* 2 channels"):
+        encoder.embed([picture, np.zeros((40, 40, 2), np.uint8)], progress=False)
