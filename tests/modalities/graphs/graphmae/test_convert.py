@@ -201,8 +201,25 @@ def test_gin_pretraining_step_matches_the_official_loss_and_gradients(variant):
     torch.manual_seed(3)  # make.py's LOSS_SEED
     loss = model({"x": batch.x, "edge_index": batch.edge_index}).loss
     loss.backward()
-    assert abs(loss.item() - official["loss"].item()) < 1e-6, (loss.item(), official["loss"].item())  # measured: 0
+    # measured: 0 (AMD AVX2, Intel AVX-512), 1.2e-7 with MKL_CBWR=AVX2 on the Intel CPU
+    assert abs(loss.item() - official["loss"].item()) < 1e-6, (loss.item(), official["loss"].item())
     params = dict(model.named_parameters())
-    worst = max(((params[pretraining_key(key)].grad - grad).abs().max() / grad.abs().max().clamp(min=1e-12)).item()
-                for key, grad in official["grads"].items())
-    assert worst < 1e-5, f"max relative gradient diff {worst:.2e}"  # measured: 0
+    largest = max(grad.abs().max() for grad in official["grads"].values())
+    # A Linear bias feeding a training-mode BatchNorm has a gradient of exactly 0 (the norm removes any
+    # constant shift): upstream's are float32 noise (<= 6.4e-8 of the largest gradient; the smallest real
+    # one is 8.6e-5 of it), so a relative diff of noise vs noise is ~1-3 on any CPU but the fixture's.
+    # Those must be ~0 here too (measured <= 1.2e-7 of the largest, on AVX2 and AVX-512 paths).
+    vanishing = {key for key, grad in official["grads"].items() if grad.abs().max() < 1e-6 * largest}
+    assert all(key.endswith(".bias") for key in vanishing), vanishing
+    assert (len(vanishing) > 0) == (variant == "gin3_batchnorm"), vanishing
+    for key in vanishing:
+        assert params[pretraining_key(key)].grad.abs().max() < 1e-6 * largest, key
+    # Every other gradient relative to its own scale. Measured worst: 1.1e-5 (gin2) / 1.25e-5 (gin3) on
+    # AVX-512 (Intel Xeon), 2.2e-5 (gin2) with MKL_CBWR=AVX2 (+ ATEN_CPU_CAPABILITY=avx2) there, 0 on
+    # AVX2 (AMD EPYC, per the earlier bound), always the first PReLU weight: its gradient (1.7e-4,
+    # vs 2.0 the largest in gin2) sums terms of both signs over every node and channel.
+    worst, where = max(
+        (((params[pretraining_key(key)].grad - grad).abs().max() / grad.abs().max()).item(), key)
+        for key, grad in official["grads"].items() if key not in vanishing
+    )
+    assert worst < 5e-5, f"max relative gradient diff {worst:.2e} in {where}"
