@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from zoo.numerics import grouped_conv1d
+
 #: attention implementations a config may name
 ATTENTION_PATHS = ("sdpa", "eager")
 
@@ -136,13 +138,8 @@ class PositionalConv(nn.Module):
 
     The weight norm's magnitude is per kernel tap (dim=2), as upstream stores it.
 
-    In bfloat16 on CPU (bfloat16 weights, or bfloat16 autocast) the conv itself runs in
-    float32 and its output is cast back: oneDNN's bfloat16 grouped Conv1d on AVX-512-BF16 /
-    AMX CPUs (e.g. Sapphire Rapids) returns wrong numbers when a group has few channels
-    (2-12) and a long kernel, e.g. 4 channels per group with kernel 32: max abs error 4.6 on
-    outputs of scale 2.4 (the golden tiny fixture's shape, and the "tiny" variant's 12 x 64),
-    while the float32 conv of the same bfloat16-rounded numbers differs from a bfloat16 one
-    by rounding only (~0.015). AVX2 CPUs take torch's native conv, which is right.
+    The conv goes through `zoo.numerics.grouped_conv1d`: in bfloat16 on an AVX-512-BF16
+    CPU, oneDNN's own kernel is wrong for this shape.
     """
 
     def __init__(self, embed_dim: int, kernel_size: int, groups: int) -> None:
@@ -153,15 +150,7 @@ class PositionalConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, N, D)."""
-        if x.device.type == "cpu" and (x.dtype == torch.bfloat16 or (
-                torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)):
-            conv = self.conv
-            bias = None if conv.bias is None else conv.bias.float()
-            with torch.autocast("cpu", enabled=False):
-                out = F.conv1d(x.transpose(1, 2).float(), conv.weight.float(), bias, conv.stride, conv.padding,
-                               conv.dilation, conv.groups).to(torch.bfloat16)
-        else:
-            out = self.conv(x.transpose(1, 2))
+        out = grouped_conv1d(self.conv, x.transpose(1, 2))
         if self.trim:
             out = out[:, :, : -self.trim]
         return F.gelu(out).transpose(1, 2)

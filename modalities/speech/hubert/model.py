@@ -23,6 +23,7 @@ from zoo.audio import AudioProcessor
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
 from zoo.errors import ConfigError
+from zoo.numerics import grouped_conv1d
 from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec
 
@@ -277,12 +278,23 @@ class HubertEncoder(Encoder):
         """One transformer layer; a family with another residual rule overrides it."""
         return layer(hidden, attention_mask=attention)
 
+    def positional_embedding(self, hidden: torch.Tensor) -> torch.Tensor:
+        """transformers' HubertPositionalConvEmbedding, step by step, with its conv through
+        `zoo.numerics.grouped_conv1d` (oneDNN's bfloat16 kernel is wrong for the tiny
+        models' 12 channels per group on AVX-512-BF16 CPUs)."""
+        positional = self.model.encoder.pos_conv_embed
+        hidden = hidden.transpose(1, 2)
+        if positional.batch_norm is not None:
+            hidden = positional.batch_norm(hidden)
+        hidden = positional.activation(positional.padding(grouped_conv1d(positional.conv, hidden)))
+        return hidden.transpose(1, 2)
+
     def run_transformer(self, hidden: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """Positional conv + layers; returns the L+1 states, the last after any final LayerNorm."""
         encoder = self.model.encoder
         hidden = hidden.masked_fill(~mask[..., None], 0.0)
         attention = create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden, attention_mask=mask)
-        hidden = hidden + encoder.pos_conv_embed(hidden)
+        hidden = hidden + self.positional_embedding(hidden)
         if not self.config.do_stable_layer_norm:
             hidden = encoder.layer_norm(hidden)
         hidden = encoder.dropout(hidden)
