@@ -1,0 +1,95 @@
+"""Linear-probe MERT checkpoints on rendered notes (instrument family, pitch class), against
+a random-init MERT of the same shape, log-mel and CQT features.
+
+Notes: the NSynth-like set that `python -m modalities.audio.rendering notes --sampling-rate
+24000` makes (notes.csv), split as probe_beats.py does (stratified 80/20 by family, seeded;
+the best layer is chosen on a 20 % validation part of the train split). Every feature set is
+mean-pooled over time into one vector per note and scored with `zoo.evaluation.linear_probe`
+and `knn_accuracy` (cosine, k=20).
+
+    python benchmarks/probe_mert.py --checkpoint mert-tiny --notes runs/notes24k --json runs/probe_mert.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from probe_beats import evaluate_notes, notes_markdown
+
+from modalities.audio.mert.model import CQT_OCTAVES, MertEncoder, constant_q
+from zoo.audio_crops import load_waves
+from zoo.hub import load
+
+LOG_MEL_BINS = 128
+CQT_BINS_PER_OCTAVE = 12
+
+
+def layers_of(encoder: MertEncoder, waves: list[torch.Tensor], batch_size: int) -> np.ndarray:
+    """(N, L+1, D) mean-pooled hidden states of every layer."""
+    rate = encoder.processor.sampling_rate
+    return encoder.embed(waves, layer="all", batch_size=batch_size, progress=False, sampling_rate=rate).numpy()
+
+
+def mean_std(frames: torch.Tensor) -> np.ndarray:
+    return torch.cat([frames.mean(0), frames.std(0, unbiased=False)]).numpy()
+
+
+def logmel(waves: list[torch.Tensor], rate: int) -> np.ndarray:
+    """Mean and std over time of a 128-bin log-mel (Kaldi fbank, 25 / 10 ms): 256 values."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    return np.stack([mean_std(kaldi.fbank(wave[None], sample_frequency=rate, num_mel_bins=LOG_MEL_BINS,
+                                          dither=0.0)) for wave in waves])
+
+
+def log_cqt(waves: list[torch.Tensor], rate: int, hop: int) -> np.ndarray:
+    """Mean and std over time of a log-magnitude CQT, 7 octaves x 12 bins from 32.7 Hz: 168 values."""
+    cqt = constant_q(rate, hop, CQT_OCTAVES * CQT_BINS_PER_OCTAVE)
+    with torch.no_grad():
+        return np.stack([mean_std(torch.log1p(100 * cqt(wave[None])[0].T)) for wave in waves])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="zoo name or folder of a MERT encoder")
+    parser.add_argument("--compare", action="append", default=[], help="more MERT encoders to probe (repeatable)")
+    parser.add_argument("--notes", required=True, help="rendered notes folder (notes.csv)")
+    parser.add_argument("--seed", type=int, default=0, help="random init of the baseline and probe seed")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--json", help="also write every number to this JSON file")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from modalities.audio.rendering import load_notes
+
+    started = time.monotonic()
+    encoders = {str(name): load(name) for name in [args.checkpoint, *args.compare]}
+    first = encoders[str(args.checkpoint)]
+    torch.manual_seed(args.seed)
+    encoders["random init"] = MertEncoder(first.config, first.processor).eval()
+    files, table = load_notes(args.notes)
+    rate = first.processor.sampling_rate
+    waves = load_waves(files, first.processor)
+    rows = [evaluate_notes(name, layers_of(encoder, waves, args.batch_size), table, args.seed)
+            for name, encoder in encoders.items()]
+    rows.append(evaluate_notes(f"log-mel mean+std ({2 * LOG_MEL_BINS})", logmel(waves, rate), table, args.seed))
+    bins = CQT_OCTAVES * CQT_BINS_PER_OCTAVE
+    rows.append(evaluate_notes(f"log-CQT mean+std ({2 * bins})", log_cqt(waves, rate, first.config.frame_hop),
+                               table, args.seed))
+    print(f"Notes: {len(files)} rendered notes at {rate} Hz, {table['family'].nunique()} families\n")
+    print(notes_markdown(rows))
+    print(f"\n{time.monotonic() - started:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"checkpoints": list(encoders), "notes": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
