@@ -20,7 +20,6 @@ the last-layer features against the official ones.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker
+from common import PeakMemory, add_case_arguments, check_cases, markdown_table, mib, run_cases
 
 RATE = 16000
 CASES = {"1s": 1.0, "10s": 10.0, "60s": 60.0}
@@ -142,22 +141,11 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, from %(default)s")
+    add_case_arguments(parser, list(CASES), "zoo paths under bf16 autocast (CUDA)")
     parser.add_argument("--batch-size", type=int, default=4, help="clips per forward (default: 4)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per path (default: 3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--bf16", action="store_true", help="zoo paths under bf16 autocast (CUDA)")
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead of JSON")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--render", type=Path, metavar="JSON", help="print the table of a --json file, run nothing")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is None and args.render is None:
-        args.cases = [name.strip() for name in args.cases.split(",") if name.strip()]
-        unknown = sorted(set(args.cases) - set(CASES))
-        if unknown:
-            parser.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+        check_cases(parser, args, list(CASES))
         if not (official_source() / "BEATs.py").is_file():
             parser.error(f"the official BEATs code is not at {official_source()}: copy microsoft/unilm beats/*.py "
                          "there (or set BEATS_SRC)")
@@ -166,27 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.worker is not None:
-        report(worker(json.loads(args.worker)))
-        return
-    if args.render is not None:
-        print(markdown(json.loads(args.render.read_text())))
-        return
-    started = time.perf_counter()
-    machine = machine_info(args.threads)
-    results = []
-    for case in args.cases:
-        spec = {"case": case, "batch_size": args.batch_size, "repeats": args.repeats, "threads": args.threads,
-                "device": args.device, "bf16": args.bf16}
-        results.append(run_worker(Path(__file__).resolve(), spec))
-        speeds = ", ".join(f"{path} {value:.1f}" for path, value in results[-1]["audio_per_second"].items())
-        print(f"{case}: audio s/s {speeds}", file=sys.stderr, flush=True)
-    machine["total_seconds"] = round(time.perf_counter() - started)
-    summary = {"machine": machine, "args": {**vars(args), "json": str(args.json), "render": None},
-               "results": results}
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
-    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
+    run_cases(Path(__file__).resolve(), args, worker, markdown, batch_size=args.batch_size)
 
 
 if __name__ == "__main__":

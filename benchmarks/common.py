@@ -12,6 +12,7 @@ subprocess (`run_worker`), so that one case's allocator state cannot hide anothe
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import gc
 import json
@@ -214,3 +215,51 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def mib(num_bytes: float) -> str:
     return f"{num_bytes / MIB:,.0f}"
+
+
+def add_case_arguments(parser: argparse.ArgumentParser, cases: Sequence[str], bf16_help: str) -> None:
+    """The options of a benchmark that runs named cases, each in its own worker process."""
+    parser.add_argument("--cases", default=",".join(cases), help="comma-separated, from %(default)s")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per path (default: 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--bf16", action="store_true", help=bf16_help)
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead of JSON")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="print the table of a --json file, run nothing")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def check_cases(parser: argparse.ArgumentParser, args: argparse.Namespace, cases: Sequence[str]) -> None:
+    """Turn `--cases` into a list, refusing names the benchmark does not know."""
+    args.cases = [name.strip() for name in args.cases.split(",") if name.strip()]
+    unknown = sorted(set(args.cases) - set(cases))
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {list(cases)}")
+
+
+def run_cases(script: Path, args: argparse.Namespace, worker: Callable[[dict[str, Any]], dict[str, Any]],
+              markdown: Callable[[dict[str, Any]], str], **spec: Any) -> None:
+    """The main of a case benchmark: be the worker (`--worker`), render a saved run
+    (`--render`), or run every case in a fresh worker process and print the summary.
+    `spec` adds fields to what each worker gets; workers report `audio_per_second`."""
+    if args.worker is not None:
+        report(worker(json.loads(args.worker)))
+        return
+    if args.render is not None:
+        print(markdown(json.loads(args.render.read_text())))
+        return
+    started = time.perf_counter()
+    machine = machine_info(args.threads)
+    results = []
+    for case in args.cases:
+        results.append(run_worker(script, {"case": case, "repeats": args.repeats, "threads": args.threads,
+                                           "device": args.device, "bf16": args.bf16, **spec}))
+        speeds = ", ".join(f"{path} {value:.1f}" for path, value in results[-1]["audio_per_second"].items())
+        print(f"{case}: audio s/s {speeds}", file=sys.stderr, flush=True)
+    machine["total_seconds"] = round(time.perf_counter() - started)
+    summary = {"machine": machine, "args": {**vars(args), "json": str(args.json), "render": None},
+               "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
