@@ -189,7 +189,9 @@ def encoder_config(args: argparse.Namespace) -> GmmlConfig:
         raise ConfigError(f"--variant {args.variant!r}; use one of {sorted(SHORT_VARIANTS)} or {sorted(VARIANTS)}")
     fields = {**VARIANTS[variant], "drop_path_rate": 0.1, **parse_overrides(args.overrides)}
     depth = fields.get("depth", GmmlConfig.depth)
-    fields["recons_blocks"] = parse_blocks(args.recons_blocks) if args.recons_blocks else default_recons_blocks(depth)
+    if args.recons_blocks:
+        fields["recons_blocks"] = parse_blocks(args.recons_blocks)
+    fields.setdefault("recons_blocks", default_recons_blocks(depth))
     return GmmlConfig.from_dict({**fields, "reconstruction_head": True})
 
 

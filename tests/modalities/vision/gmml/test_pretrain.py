@@ -124,7 +124,10 @@ def test_bad_settings_are_zoo_errors(tmp_path):
         encoder_config(parser.parse_args(base + ["--set", "depth=2", "--recons-blocks", "6-8"]))
     with pytest.raises(ConfigError, match="--variant 'huge'"):
         encoder_config(parser.parse_args(base + ["--variant", "huge"]))
-    assert encoder_config(parser.parse_args(base + ["--variant", "small"])).hidden_size == 384
+    assert encoder_config(parser.parse_args(base + ["--variant", "small"])).recons_blocks == (6, 8, 10, 12)
+    assert encoder_config(parser.parse_args(base + ["--set", "depth=6", "--set", "recons_blocks=[2,6]"])) \
+        .recons_blocks == (2, 6)
+    assert encoder_config(parser.parse_args(base + ["--set", "depth=6"])).recons_blocks == (3, 4, 5, 6)
     with pytest.raises(ConfigError, match="drop_perc=1.5"):
         CorruptionConfig(drop_perc=1.5)
     with pytest.raises(InputError, match="holds no image files"):
@@ -143,3 +146,14 @@ def test_checkpoint_error_class_is_used_for_data_settings(image_folder):
     first = batches[3]
     assert torch.equal(first["corrupted"], batches[3]["corrupted"])  # a batch is a function of (seed, index)
     assert first["clean"].shape == (8, 3, 32, 32) and first["mask"].shape == (8, 1, 32, 32)
+
+
+def test_worker_processes_make_the_same_batches(image_folder):
+    from modalities.vision.gmml.pretrain import GmmlBatches
+    from modalities.vision.image_sets import open_images
+
+    images = open_images(image_folder)
+    in_process, in_workers = (iter(GmmlBatches(images, 4, 32, (0.5,) * 3, (0.5,) * 3, workers=workers))
+                              for workers in (0, 1))
+    for _ in range(2):
+        assert torch.equal(next(in_process)["corrupted"], next(in_workers)["corrupted"])
