@@ -9,7 +9,8 @@ from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.outputs import PretrainOutput
-from zoo.training import CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, lr_factor, train
+from zoo.training import (CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, lr_factor, train,
+                          weight_decay_at)
 
 
 class Regression(nn.Module):
@@ -48,6 +49,21 @@ def test_warmup_then_cosine_schedule():
     assert lr_factor(12, 4, 20, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
     assert lr_factor(0, 0, 10, 0.0) == pytest.approx(1.0)
+
+
+def test_weight_decay_schedule_rises_on_decayed_groups_only(tmp_path):
+    assert weight_decay_at(0, 0.04, 0.4, 10) == pytest.approx(0.04)
+    assert weight_decay_at(5, 0.04, 0.4, 10) == pytest.approx(0.22)
+    assert weight_decay_at(10, 0.04, 0.4, 10) == pytest.approx(0.4)
+    config = TrainConfig(steps=10, lr=0.05, weight_decay=0.04, weight_decay_end=0.4, checkpoint_every=10,
+                         progress=False)
+    objective = make_objective()
+    records = train(objective, toy_batches(), tmp_path, config)
+    assert [r["weight_decay"] for r in records] == pytest.approx([weight_decay_at(s, 0.04, 0.4, 10) for s in range(10)])
+    groups = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["optimizer"]["param_groups"]
+    assert groups[0]["weight_decay"] == pytest.approx(records[-1]["weight_decay"]) and groups[1]["weight_decay"] == 0
+    assert "weight_decay" not in train(make_objective(), toy_batches(), tmp_path / "constant",
+                                       TrainConfig(steps=2, progress=False))[0]
 
 
 def test_loss_falls_and_every_file_is_written(tmp_path):

@@ -53,6 +53,9 @@ class TrainConfig:
         lr: peak learning rate, reached after the warmup (default: 5e-4, HuBERT-base's).
         weight_decay: AdamW decay of weight matrices; parameters with fewer than two
             dimensions (biases, norm scales, mask embeddings) are never decayed (default: 0.01).
+        weight_decay_end: if set, the decay follows a cosine from `weight_decay` at the first
+            step to this value at the end, as DINO and GMML raise it (0.04 -> 0.4) so that
+            late training is regularised harder; None keeps it constant (default: None).
         betas / eps: AdamW moments (defaults: (0.9, 0.98) / 1e-6, as fairseq's HuBERT).
         warmup_steps: steps of linear warmup from lr/warmup_steps to lr (default: 0).
         min_lr_ratio: the cosine decays from lr to lr * min_lr_ratio at the last step (default: 0).
@@ -72,6 +75,7 @@ class TrainConfig:
     steps: int
     lr: float = 5e-4
     weight_decay: float = 0.01
+    weight_decay_end: Optional[float] = None
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     warmup_steps: int = 0
@@ -96,6 +100,8 @@ class TrainConfig:
             raise ConfigError(f"warmup_steps={self.warmup_steps} must lie in [0, steps={self.steps}]")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+        if self.weight_decay_end is not None and self.weight_decay_end < 0:
+            raise ConfigError(f"weight_decay_end={self.weight_decay_end}; use a decay >= 0 or None for a constant one")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every={self.checkpoint_every}; use a positive number of steps")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
@@ -107,13 +113,14 @@ class TrainConfig:
 
 
 def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
-                               lr: float = 5e-4, max_grad_norm: float = 10.0) -> None:
+                               lr: float = 5e-4, max_grad_norm: float = 10.0, weight_decay: float = 0.01) -> None:
     """The optimisation options the audio pretrain commands share (`train_config_from_args` reads them)."""
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default: {steps})")
     optim.add_argument("--batch-size", type=int, default=batch_size, help=f"crops per batch (default: {batch_size})")
     optim.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
-    optim.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
+    optim.add_argument("--weight-decay", type=float, default=weight_decay,
+                       help=f"AdamW weight decay (default: {weight_decay:g})")
     optim.add_argument("--warmup-steps", type=int, help="linear warmup steps (default: 8%% of --steps, as HuBERT)")
     optim.add_argument("--max-grad-norm", type=float, default=max_grad_norm,
                        help=f"gradient clipping norm (default: {max_grad_norm:g})")
@@ -144,16 +151,24 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def weight_decay_at(step: int, start: float, end: float, total_steps: int) -> float:
+    """Weight decay at 0-based `step`: a cosine from `start` (step 0) towards `end` (DINO's
+    `cosine_scheduler` without warmup: it reaches `end` one step after the last)."""
+    progress = min(1.0, step / max(1, total_steps))
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW that decays weight matrices only (decaying norms and biases only hurts), or
     Adam with L2 decay of every parameter where a recipe was tuned with it."""
     if config.optimizer == "adam":
         params = [p for p in module.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps,
-                                weight_decay=config.weight_decay)
+        return torch.optim.Adam([{"params": params, "scheduled_decay": True}], lr=config.lr, betas=config.betas,
+                                eps=config.eps, weight_decay=config.weight_decay)
     decay = [p for p in module.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in module.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": config.weight_decay, "scheduled_decay": True},
+              {"params": no_decay, "weight_decay": 0.0, "scheduled_decay": False}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
 
 
@@ -319,11 +334,23 @@ class Trainer:
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), max_norm)
         lr = self.optimizer.param_groups[0]["lr"]
+        decay = self.schedule_weight_decay()
         self.optimizer.step()
         self.scheduler.step()
         if hasattr(self.objective, "after_step"):
             self.objective.after_step()
-        return {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), **output.logs}
+        decay_log = {} if decay is None else {"weight_decay": decay}
+        return {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), **decay_log, **output.logs}
+
+    def schedule_weight_decay(self) -> Optional[float]:
+        """Set this step's decay on the decayed parameter groups; None when it is constant."""
+        if self.config.weight_decay_end is None:
+            return None
+        decay = weight_decay_at(self.step, self.config.weight_decay, self.config.weight_decay_end, self.config.steps)
+        for group in self.optimizer.param_groups:
+            if group.get("scheduled_decay"):
+                group["weight_decay"] = decay
+        return decay
 
     def batch_stream(self) -> Iterator[Any]:
         """Batches without end: a finite source (a DataLoader) is iterated again for each epoch."""

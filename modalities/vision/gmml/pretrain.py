@@ -1,0 +1,255 @@
+"""GMML pretraining (`zoo pretrain gmml`): group masked model learning, as in Atito, Awais and
+Kittler, "GMML is All you Need" (https://arxiv.org/abs/2205.14986) and Sara-Ahmed/GMML.
+
+Each image gives `views` (2) random crops (augmentation.py, GMML's settings). Each crop is
+corrupted (corruption.py): 50-75 % of its pixels in random rectangles of Gaussian noise,
+and half the crops are instead given rectangles pasted from another crop of the batch. The
+ViT reads the corrupted crop; the reconstruction head, on the final LayerNorm of the mean of
+blocks `recons_blocks` (6, 8, 10, 12), must give back the clean normalised crop:
+
+    loss = mean over corrupted pixels p and channels c of |reconstruction[c, p] - clean[c, p]|
+
+(upstream's `drop_only=1`; `--all-pixels` averages over every pixel). Optimisation is
+upstream's: AdamW (betas 0.9 / 0.999), lr warmup then cosine to 1e-6, weight decay cosine
+0.04 -> 0.4 on weight matrices, gradient clipping at 3, drop path 0.1. The differences:
+steps instead of epochs, global-norm clipping instead of DINO's per-tensor clipping, and the
+lr is not scaled by batch size / 256 for you (upstream: 5e-4 * images / 256).
+
+Batch i is a pure function of (seed, i), so a resumed run sees exactly the batches it would
+have seen. Shapes: B images, V views, S crop side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import sys
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from modalities.vision.augmentation import AugmentConfig, augment
+from modalities.vision.gmml.corruption import corrupt_batch, parse_drop_types
+from modalities.vision.gmml.model import VARIANTS, GmmlConfig, GmmlEncoder
+from modalities.vision.image_sets import ImageSet, open_images
+from zoo.config import parse_overrides
+from zoo.errors import CheckpointError, ConfigError
+from zoo.outputs import PretrainOutput
+from zoo.training import add_optimization_arguments, train_and_save, train_config_from_args
+
+#: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
+UPSTREAM_RECONS_BLOCKS = (6, 8, 10, 12)
+#: upstream warms up for 10 of its 800 epochs
+WARMUP_SHARE = 10 / 800
+#: `--variant tiny` etc. stand for the paper's patch-16 architectures
+SHORT_VARIANTS = {name.split("-")[1]: name for name in VARIANTS}
+
+
+@dataclasses.dataclass
+class CorruptionConfig:
+    """GMML's corruption settings (upstream's `--drop_perc`, `--drop_type`, `--drop_replace`, `--drop_align`)."""
+
+    drop_perc: float = 0.75
+    drop_type: str = "noise"
+    replace_perc: float = 0.3
+    align: int = 1
+
+    def __post_init__(self) -> None:
+        parse_drop_types(self.drop_type)
+        if not 0 < self.drop_perc < 1:
+            raise ConfigError(f"drop_perc={self.drop_perc}; use a share of pixels in (0, 1), upstream's is 0.75")
+        if not 0 <= self.replace_perc < 1:
+            raise ConfigError(f"drop_replace={self.replace_perc}; use a share in [0, 1), 0 turns pasting off")
+        if self.align < 1:
+            raise ConfigError(f"drop_align={self.align}; use 1 (free rectangles) or the patch size")
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor,
+                        corrupted_only: bool = True) -> torch.Tensor:
+    """L1 between (B, 3, S, S) images, averaged over the (B, 1, S, S) corrupted pixels or over all."""
+    error = (reconstruction.float() - clean.float()).abs()
+    if not corrupted_only:
+        return error.mean()
+    weight = mask.to(error.dtype).expand_as(error)
+    return (error * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+class GmmlPretraining(nn.Module):
+    """The encoder (with its reconstruction head) and GMML's L1 reconstruction loss."""
+
+    def __init__(self, encoder: GmmlEncoder, corrupted_only: bool = True) -> None:
+        super().__init__()
+        if not encoder.config.reconstruction_head:
+            raise ConfigError("GMML pretraining needs an encoder built with reconstruction_head=True")
+        encoder.config.check_recons_blocks()
+        self.encoder, self.corrupted_only = encoder, corrupted_only
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> PretrainOutput:
+        reconstruction = self.encoder.reconstruct(batch["corrupted"])
+        loss = reconstruction_loss(reconstruction, batch["clean"], batch["mask"], self.corrupted_only)
+        return PretrainOutput(loss=loss, logs={"corrupted": round(float(batch["mask"].float().mean()), 4)})
+
+
+class GmmlBatches(torch.utils.data.Dataset):
+    """Endless batches {"clean", "corrupted": (V * B, 3, S, S), "mask": (V * B, 1, S, S)}, view-major.
+
+    Batch i takes the images at positions [i * B, (i + 1) * B) of the epoch orders (one seeded
+    permutation per epoch, the last incomplete batch dropped, as upstream's `drop_last`) and
+    draws its crops and corruption from a generator seeded by (seed, i). `state_dict()` counts
+    the batches used, for the trainer's checkpoint. As a map-style Dataset (item i = batch i)
+    it also runs in DataLoader workers.
+    """
+
+    def __init__(self, images: ImageSet, batch_size: int, image_size: int, mean: tuple[float, ...],
+                 std: tuple[float, ...], views: int = 2, corruption: CorruptionConfig = CorruptionConfig(),
+                 augmentation: AugmentConfig = AugmentConfig(), seed: int = 0, workers: int = 0) -> None:
+        if batch_size < 1 or views < 1:
+            raise ConfigError(f"batch_size={batch_size}, views={views}; both must be at least 1")
+        if len(images) < batch_size:
+            raise ConfigError(f"{images.name} holds {len(images)} images, fewer than --batch-size {batch_size}; "
+                              "lower the batch size or add images")
+        self.images, self.batch_size, self.image_size, self.views = images, batch_size, image_size, views
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+        self.corruption, self.augmentation = corruption, augmentation
+        self.drop_types = parse_drop_types(corruption.drop_type)
+        self.seed, self.workers = seed, workers
+        self.batches_drawn = 0
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the batches; a resumed run must use the same."""
+        return {"seed": self.seed, "images": len(self.images), "batch_size": self.batch_size,
+                "image_size": self.image_size, "views": self.views, "corruption": dataclasses.asdict(self.corruption),
+                "augmentation": dataclasses.asdict(self.augmentation)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches_drawn": self.batches_drawn, "settings": self.settings()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved, current = state["settings"], self.settings()
+        changed = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
+        if changed:
+            described = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
+            raise CheckpointError(f"the checkpoint's data settings differ from this run's ({described}); rerun "
+                                  "with the checkpoint's settings (see args.json) or use another output folder")
+        self.batches_drawn = state["batches_drawn"]
+
+    def positions(self, index: int) -> np.ndarray:
+        """Indices of the images of batch `index`."""
+        per_epoch = len(self.images) // self.batch_size
+        epoch, offset = divmod(index, per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+        return order[offset * self.batch_size : (offset + 1) * self.batch_size]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, 1, index])
+        images = [self.images.load(int(i)) for i in self.positions(index)]
+        clean, corrupted, masks = [], [], []
+        for _ in range(self.views):
+            crops = torch.stack([augment(image, self.image_size, self.augmentation, rng) for image in images])
+            crops = (crops - self.mean) / self.std
+            broken, mask = corrupt_batch(crops, rng, self.corruption.drop_perc, self.drop_types,
+                                         self.corruption.replace_perc, self.corruption.align)
+            clean.append(crops)
+            corrupted.append(broken)
+            masks.append(mask)
+        return {"clean": torch.cat(clean), "corrupted": torch.cat(corrupted), "mask": torch.cat(masks)}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.workers == 0:
+            source = map(self.__getitem__, itertools.count(self.batches_drawn))
+        else:
+            source = iter(torch.utils.data.DataLoader(self, batch_size=None, num_workers=self.workers,
+                                                      sampler=itertools.count(self.batches_drawn)))
+        for batch in source:
+            self.batches_drawn += 1
+            yield batch
+
+
+def default_recons_blocks(depth: int) -> tuple[int, ...]:
+    """Upstream's (6, 8, 10, 12) for 12 blocks; for other depths the same relative places."""
+    return tuple(sorted({max(1, round(block * depth / 12)) for block in UPSTREAM_RECONS_BLOCKS}))
+
+
+def parse_blocks(text: str) -> tuple[int, ...]:
+    """Upstream's '6-8-10-12' notation."""
+    try:
+        return tuple(int(part) for part in text.split("-"))
+    except ValueError as err:
+        raise ConfigError(f"--recons-blocks {text!r}; write 1-based block numbers joined by '-', e.g. 6-8-10-12") \
+            from err
+
+
+def encoder_config(args: argparse.Namespace) -> GmmlConfig:
+    """The variant, GMML's drop path 0.1, the `--set` overrides, and the reconstruction head."""
+    variant = SHORT_VARIANTS.get(args.variant, args.variant)
+    if variant not in VARIANTS:
+        raise ConfigError(f"--variant {args.variant!r}; use one of {sorted(SHORT_VARIANTS)} or {sorted(VARIANTS)}")
+    fields = {**VARIANTS[variant], "drop_path_rate": 0.1, **parse_overrides(args.overrides)}
+    depth = fields.get("depth", GmmlConfig.depth)
+    if args.recons_blocks:
+        fields["recons_blocks"] = parse_blocks(args.recons_blocks)
+    fields.setdefault("recons_blocks", default_recons_blocks(depth))
+    return GmmlConfig.from_dict({**fields, "reconstruction_head": True})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `zoo pretrain gmml`."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", required=True, help="an image folder (recursive), a parquet file or folder (Hugging "
+                      "Face image layout, e.g. ../shared/data/cifar10), an MNIST idx folder, or a `datasets` "
+                      "dataset saved with save_to_disk")
+    data.add_argument("--split", default="train", help="split of a parquet folder, a DatasetDict or MNIST's test set "
+                      "(train = the MANIFEST's stratified 80 %%, test, all) (default: train)")
+    data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, encoder/")
+    data.add_argument("--workers", type=int, default=0, help="DataLoader processes making batches (default: 0)")
+
+    gmml = parser.add_argument_group("GMML")
+    gmml.add_argument("--views", type=int, default=2, help="crops per image (upstream: 2 global crops)")
+    gmml.add_argument("--drop-perc", type=float, default=0.75,
+                      help="corrupt U(min(0.5, p), p) of each crop's pixels (default: 0.75)")
+    gmml.add_argument("--drop-type", default="noise", help="fill of the rectangles: noise, zeros, replace (from the "
+                      "same crop), or several joined by '-' (default: noise)")
+    gmml.add_argument("--drop-replace", type=float, default=0.3, help="share pasted from another crop of the batch, "
+                      "for 1 / (fills + 1) of the crops; 0 turns it off (default: 0.3)")
+    gmml.add_argument("--drop-align", type=int, default=1, help="rectangle grid in pixels; 1 ignores the patches, "
+                      "as upstream's default (default: 1)")
+    gmml.add_argument("--recons-blocks", help="1-based blocks averaged for the head, e.g. 6-8-10-12 (default: "
+                      "upstream's for 12 blocks, the same relative places for other depths)")
+    gmml.add_argument("--all-pixels", action="store_true", help="L1 over every pixel (upstream drop_only=0), not "
+                      "only the corrupted ones")
+    gmml.add_argument("--min-lr", type=float, default=1e-6, help="lr at the end of the cosine (default: 1e-6)")
+    gmml.add_argument("--weight-decay-end", type=float, default=0.4, help="weight decay at the end (default: 0.4)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--variant", default="tiny", help=f"{sorted(SHORT_VARIANTS)} or {sorted(VARIANTS)} "
+                       "(default: tiny)")
+    model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
+                       help="override a config field, e.g. --set image_size=32 --set patch_size=4 --set depth=6")
+
+    add_optimization_arguments(parser, steps=1000, batch_size=64, lr=5e-4, max_grad_norm=3.0, weight_decay=0.04)
+
+
+def run(args: argparse.Namespace) -> None:
+    """`zoo pretrain gmml`: saves OUTPUT/encoder, with its reconstruction head."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    encoder = GmmlEncoder(encoder_config(args))
+    objective = GmmlPretraining(encoder, corrupted_only=not args.all_pixels)
+    images = open_images(args.data, args.split)
+    print(f"[gmml pretrain] {len(images)} images from {images.name}; {encoder.config.image_size} px crops, "
+          f"recons_blocks {encoder.config.recons_blocks}", file=sys.stderr, flush=True)
+    corruption = CorruptionConfig(args.drop_perc, args.drop_type, args.drop_replace, args.drop_align)
+    processor = encoder.processor
+    batches = GmmlBatches(images, args.batch_size, processor.crop_size, processor.image_mean, processor.image_std,
+                          args.views, corruption, AugmentConfig(), args.seed, args.workers)
+    if args.warmup_steps is None:
+        args.warmup_steps = max(1, round(WARMUP_SHARE * args.steps))
+    train_config = dataclasses.replace(train_config_from_args(args), betas=(0.9, 0.999), eps=1e-8,
+                                       min_lr_ratio=min(1.0, args.min_lr / args.lr),
+                                       weight_decay_end=args.weight_decay_end)
+    settings = {key: value for key, value in vars(args).items() if not callable(value)}
+    train_and_save(objective, batches, args.output, train_config, encoder, "encoder", settings, "gmml pretrain")

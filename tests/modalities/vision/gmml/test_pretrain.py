@@ -1,0 +1,159 @@
+"""`zoo pretrain gmml` on tiny ViTs: the loss falls, runs resume exactly, the result loads,
+embeds and reconstructs, and bad input is refused with a zoo error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import zoo
+from zoo.cli import main
+from zoo.errors import CheckpointError, ConfigError, InputError
+
+TINY = ["--set", "image_size=32", "--set", "patch_size=4", "--set", "depth=2", "--set", "hidden_size=24",
+        "--set", "num_heads=2", "--threads", "1", "--no-progress", "--seed", "0"]
+
+
+def write_images(folder, count: int = 12, size: int = 40) -> None:
+    """Smooth two-colour gradients: easy to inpaint from the pixels left, so the loss must fall."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, size)[None, :, None]
+    for index in range(count):
+        start, end = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        pixels = np.broadcast_to(start + (end - start) * ramp, (size, size, 3))
+        if index % 2:
+            pixels = pixels.transpose(1, 0, 2)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{index:02d}.png")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    write_images(folder)
+    return folder
+
+
+def run_args(data, out, steps: int, *extra: str) -> list[str]:
+    return ["pretrain", "gmml", "--data", str(data), "-o", str(out), "--steps", str(steps), "--batch-size", "8",
+            "--checkpoint-every", "5", *TINY, *extra]
+
+
+def losses(folder) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_the_encoder_loads_embeds_and_reconstructs(image_folder, tmp_path):
+    assert main(run_args(image_folder, tmp_path / "run", 200, "--lr", "2e-3", "--views", "1")) == 0
+    curve = losses(tmp_path / "run")
+    assert np.mean(curve[-10:]) < 0.6 * np.mean(curve[:10])
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    encoder = zoo.load(tmp_path / "run" / "encoder")
+    assert encoder.config.recons_blocks == (1, 2) and encoder.config.reconstruction_head
+    embeddings = encoder.embed(str(image_folder), progress=False)
+    assert embeddings.shape == (12, 24) and bool(torch.isfinite(embeddings).all())
+    batch = encoder.preprocess([str(image_folder / "00.png")])["pixel_values"]
+    with torch.no_grad():
+        image = encoder.reconstruct(batch)[0]
+    std, mean = torch.tensor(encoder.processor.image_std), torch.tensor(encoder.processor.image_mean)
+    pixels = ((image * std[:, None, None] + mean[:, None, None]).clamp(0, 1) * 255).byte()
+    from PIL import Image
+
+    Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(tmp_path / "reconstruction.png")
+    assert pixels.shape == (3, 32, 32)
+
+
+def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path, monkeypatch):
+    from zoo.training import Trainer
+
+    assert main(run_args(image_folder, tmp_path / "whole", 12)) == 0
+    step = Trainer.train_step
+
+    def interrupted(self, batch):
+        if self.step == 8:
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(run_args(image_folder, tmp_path / "parts", 12))
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert main(run_args(image_folder, tmp_path / "parts", 12)) == 0  # resumes from the checkpoint of step 5
+    assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
+    records = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
+    assert records[0]["weight_decay"] == pytest.approx(0.04) and records[-1]["weight_decay"] > 0.35
+
+
+def test_mismatched_or_corrupt_checkpoints_are_refused(image_folder, tmp_path, capsys):
+    assert main(run_args(image_folder, tmp_path / "run", 2)) == 0
+    assert main(run_args(image_folder, tmp_path / "run", 4, "--drop-perc", "0.6")) == 2
+    assert "drop_perc" in capsys.readouterr().err
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(run_args(image_folder, tmp_path / "run", 4)) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_cli_help_and_a_parquet_run(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "gmml", "-h"])
+    assert "--drop-perc" in capsys.readouterr().out
+    write_images(tmp_path / "png", count=4)
+    rows = [{"bytes": path.read_bytes(), "path": path.name} for path in sorted((tmp_path / "png").iterdir())]
+    pq.write_table(pa.table({"img": rows, "label": list(range(4))}), tmp_path / "train-00000-of-00001.parquet")
+    assert main(run_args(tmp_path / "train-00000-of-00001.parquet", tmp_path / "run", 2, "--batch-size", "2")) == 0
+    assert len(losses(tmp_path / "run")) == 2
+
+
+def test_bad_settings_are_zoo_errors(tmp_path):
+    import argparse
+
+    from modalities.vision.gmml.pretrain import CorruptionConfig, add_arguments, encoder_config
+    from modalities.vision.image_sets import open_images
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--data", str(tmp_path), "-o", str(tmp_path / "out")]
+    with pytest.raises(ConfigError, match="recons_blocks"):
+        encoder_config(parser.parse_args(base + ["--set", "depth=2", "--recons-blocks", "6-8"]))
+    with pytest.raises(ConfigError, match="--variant 'huge'"):
+        encoder_config(parser.parse_args(base + ["--variant", "huge"]))
+    assert encoder_config(parser.parse_args(base + ["--variant", "small"])).recons_blocks == (6, 8, 10, 12)
+    assert encoder_config(parser.parse_args(base + ["--set", "depth=6", "--set", "recons_blocks=[2,6]"])) \
+        .recons_blocks == (2, 6)
+    assert encoder_config(parser.parse_args(base + ["--set", "depth=6"])).recons_blocks == (3, 4, 5, 6)
+    with pytest.raises(ConfigError, match="drop_perc=1.5"):
+        CorruptionConfig(drop_perc=1.5)
+    with pytest.raises(InputError, match="holds no image files"):
+        open_images(tmp_path)
+
+
+def test_checkpoint_error_class_is_used_for_data_settings(image_folder):
+    from modalities.vision.gmml.pretrain import GmmlBatches
+    from modalities.vision.image_sets import open_images
+
+    images = open_images(image_folder)
+    batches = GmmlBatches(images, 4, 32, (0.5,) * 3, (0.5,) * 3, seed=0)
+    other = GmmlBatches(images, 4, 32, (0.5,) * 3, (0.5,) * 3, seed=1)
+    with pytest.raises(CheckpointError, match="seed 0 -> 1"):
+        other.load_state_dict(batches.state_dict())
+    first = batches[3]
+    assert torch.equal(first["corrupted"], batches[3]["corrupted"])  # a batch is a function of (seed, index)
+    assert first["clean"].shape == (8, 3, 32, 32) and first["mask"].shape == (8, 1, 32, 32)
+
+
+def test_worker_processes_make_the_same_batches(image_folder):
+    from modalities.vision.gmml.pretrain import GmmlBatches
+    from modalities.vision.image_sets import open_images
+
+    images = open_images(image_folder)
+    in_process, in_workers = (iter(GmmlBatches(images, 4, 32, (0.5,) * 3, (0.5,) * 3, workers=workers))
+                              for workers in (0, 1))
+    for _ in range(2):
+        assert torch.equal(next(in_process)["corrupted"], next(in_workers)["corrupted"])
