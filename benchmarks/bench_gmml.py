@@ -10,9 +10,10 @@ same weights (modalities/vision/gmml/transformers_vit.py). Three paths per case:
   224 and normalised by the processor, encoded and pooled;
 - transformers: `ViTModel(pixel_values)` on the processor's crops (the forward's input).
 
-Each case runs in its own subprocess; paths alternate order across rounds. Reported:
-images per second (median round), the transformers/zoo time ratio, peak RSS added by the
-call, and the max abs difference against transformers of the zoo forward's last hidden
+Each case runs in its own subprocess; paths alternate order across rounds, and a round
+calls a path on at least 16 images (16 calls at batch 1). Reported: images per second
+(median round), the transformers/zoo time ratio (median over rounds), peak RSS added by
+the call, and the max abs difference against transformers of the zoo forward's last hidden
 state and of the embed path's cls rows. `--device cuda --bf16` runs every path under
 bf16 autocast (the issue's reference: a transformers ViT-B/16, SDPA, bf16, about 8000
 images/s on an H100).
@@ -36,6 +37,9 @@ CASES = {"b1": 1, "b16": 16, "b64": 64, "b256": 256}
 DEFAULT_CASES = ("b1", "b256")
 SIZES = {"tiny": "vit-tiny-patch16", "small": "vit-small-patch16", "base": "vit-base-patch16"}
 PATHS = ("zoo-forward", "zoo-embed", "transformers")
+#: a round calls a path until it has seen at least this many images, so that batch-1 rounds
+#: last long enough for a shared machine's noise to average out
+ROUND_IMAGES = 16
 
 
 def build_models(size: str, device: str):
@@ -85,8 +89,8 @@ def runner(path: str, zoo_model, reference, images, pixel_values, bf16: bool) ->
     return {"zoo-forward": zoo_forward, "zoo-embed": zoo_embed, "transformers": transformers_forward}[path]
 
 
-def timed_rounds(calls: dict[str, Callable[[], Any]], repeats: int, device: str):
-    """Median-ready seconds, peak RSS added and the last output of every path, order alternating."""
+def timed_rounds(calls: dict[str, Callable[[], Any]], repeats: int, device: str, calls_per_round: int):
+    """Seconds per round, peak RSS added and the last output of every path, order alternating."""
     import torch
 
     seconds: dict[str, list[float]] = {path: [] for path in PATHS}
@@ -99,7 +103,8 @@ def timed_rounds(calls: dict[str, Callable[[], Any]], repeats: int, device: str)
                 torch.cuda.synchronize()
             with PeakMemory() as memory:
                 start = time.perf_counter()
-                outputs[path] = calls[path]()
+                for _ in range(calls_per_round):
+                    outputs[path] = calls[path]()
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 seconds[path].append(time.perf_counter() - start)
@@ -119,12 +124,14 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         for path in PATHS:  # warm-up: thread pools, kernels, lazy imports
             runner(path, zoo_model, reference, images[:1], pixel_values[:1], spec["bf16"])()
         calls = {path: runner(path, zoo_model, reference, images, pixel_values, spec["bf16"]) for path in PATHS}
-        seconds, peaks, outputs, method = timed_rounds(calls, spec["repeats"], device)
+        per_round = max(1, ROUND_IMAGES // batch)
+        seconds, peaks, outputs, method = timed_rounds(calls, spec["repeats"], device, per_round)
     theirs = outputs["transformers"].cpu()
     return {
-        **spec, "size": size, "batch": batch, "seconds": seconds, "peak_added": peaks, "memory_method": method,
+        **spec, "size": size, "batch": batch, "calls_per_round": per_round, "seconds": seconds,
+        "peak_added": peaks, "memory_method": method,
         "parameters": sum(p.numel() for p in zoo_model.backbone.parameters()),
-        "images_per_second": {path: batch / statistics.median(values) for path, values in seconds.items()},
+        "images_per_second": {path: per_round * batch / statistics.median(values) for path, values in seconds.items()},
         "ratio_transformers_over": {path: statistics.median(
             [t / z for t, z in zip(seconds["transformers"], seconds[path])]) for path in PATHS[:2]},
         "max_abs_diff": float((outputs["zoo-forward"].cpu() - theirs).abs().max()),
