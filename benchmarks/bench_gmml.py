@@ -18,6 +18,8 @@ state and of the embed path's cls rows. `--device cuda --bf16` runs every path u
 bf16 autocast (the issue's reference: a transformers ViT-B/16, SDPA, bf16, about 8000
 images/s on an H100).
 
+Cases are batch sizes: b1, b16, b64, b256 (default: b1,b256).
+
     python benchmarks/bench_gmml.py --sizes tiny,base --cases b1,b16 --markdown --json runs/bench_gmml_cpu.json
 """
 
