@@ -153,8 +153,10 @@ def score(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
     started = time.perf_counter()
     knn = knn_accuracy(train_x, train_y, test_x, test_y, k=K)
     linear = linear_probe(train_x, train_y, test_x, test_y, seed=seed, max_iter=max_iter)
-    return {"features": name, "dim": int(train_x.shape[1]), "knn": knn, "linear": linear,
-            "probe_seconds": round(time.perf_counter() - started, 1)}
+    seconds = round(time.perf_counter() - started, 1)
+    print(f"[probe] {name}: k-NN {100 * knn:.1f} %, linear {100 * linear:.1f} % ({seconds} s)", file=sys.stderr,
+          flush=True)
+    return {"features": name, "dim": int(train_x.shape[1]), "knn": knn, "linear": linear, "probe_seconds": seconds}
 
 
 def random_init_like(encoder: GmmlEncoder, seed: int) -> GmmlEncoder:
