@@ -33,14 +33,15 @@ def test_probe_scores_caches_and_draws(tmp_path, monkeypatch):
     assert names == ["checkpoint cls", "checkpoint mean", "random init cls", "random init mean",
                      "raw pixels (standardised)"]
     assert all(0.0 <= row["knn"] <= 1.0 and 0.0 <= row["linear"] <= 1.0 for row in report["results"])
-    assert len(list((tmp_path / "run").glob("*.npz"))) == 4
+    assert len(list((tmp_path / "run").glob("*.npz"))) == 4 and len(list((tmp_path / "run").glob("*.json"))) == 1
 
     from PIL import Image
 
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.size == (4 * 128, 3 * 128)
-    assert main([*args, "--no-pixels"]) == 0
+    assert main(args) == 0
     again = json.loads((tmp_path / "r.json").read_text())
     assert all(seconds == 0.0 for seconds in again["timings"].values())  # every embedding came from the cache
+    assert again["results"][-1] == report["results"][-1]  # so did the raw-pixel scores
     assert [(row["knn"], row["linear"]) for row in again["results"]] == [
-        (row["knn"], row["linear"]) for row in report["results"][:4]]
+        (row["knn"], row["linear"]) for row in report["results"]]
