@@ -239,10 +239,12 @@ def check_cases(parser: argparse.ArgumentParser, args: argparse.Namespace, cases
 
 
 def run_cases(script: Path, args: argparse.Namespace, worker: Callable[[dict[str, Any]], dict[str, Any]],
-              markdown: Callable[[dict[str, Any]], str], **spec: Any) -> None:
+              markdown: Callable[[dict[str, Any]], str], speed_key: str = "audio_per_second",
+              **spec: Any) -> None:
     """The main of a case benchmark: be the worker (`--worker`), render a saved run
     (`--render`), or run every case in a fresh worker process and print the summary.
-    `spec` adds fields to what each worker gets; workers report `audio_per_second`."""
+    `spec` adds fields to what each worker gets; workers report their speed per path under
+    `speed_key` (`audio_per_second` unless told), which the progress lines print."""
     if args.worker is not None:
         report(worker(json.loads(args.worker)))
         return
@@ -255,8 +257,8 @@ def run_cases(script: Path, args: argparse.Namespace, worker: Callable[[dict[str
     for case in args.cases:
         results.append(run_worker(script, {"case": case, "repeats": args.repeats, "threads": args.threads,
                                            "device": args.device, "bf16": args.bf16, **spec}))
-        speeds = ", ".join(f"{path} {value:.1f}" for path, value in results[-1]["audio_per_second"].items())
-        print(f"{case}: audio s/s {speeds}", file=sys.stderr, flush=True)
+        speeds = ", ".join(f"{path} {value:.1f}" for path, value in results[-1][speed_key].items())
+        print(f"{case}: {speed_key.replace('_', ' ')} {speeds}", file=sys.stderr, flush=True)
     machine["total_seconds"] = round(time.perf_counter() - started)
     summary = {"machine": machine, "args": {**vars(args), "json": str(args.json), "render": None},
                "results": results}

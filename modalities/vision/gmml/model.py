@@ -138,10 +138,11 @@ class GmmlEncoder(Encoder):
             raise InputError(f"images of {height} x {width} pixels are smaller than one {patch}-pixel patch")
         return height // patch, width // patch
 
-    def block_states(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) -> the L + 1 states (B, T, D): input tokens, then every block's raw output."""
+    def block_states(self, pixel_values: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> the L + 1 states (B, T, D): input tokens, then every block's raw output
+        (only the last block's with `keep_all=False`)."""
         self.patch_grid(*pixel_values.shape[-2:])
-        return self.backbone(pixel_values.to(self.backbone.cls_token.dtype))
+        return self.backbone(pixel_values.to(self.backbone.cls_token.dtype), keep_all=keep_all)
 
     def pool(self, tokens: torch.Tensor, pool: str) -> torch.Tensor:
         """(..., T, D) -> (..., D): the cls token or the mean of the patch tokens."""
@@ -164,7 +165,7 @@ class GmmlEncoder(Encoder):
         Shapes:
             last_hidden_state (B, T, D) (cls first), mask (B, T) all True, pooled (B, D).
         """
-        states = self.block_states(pixel_values)
+        states = self.block_states(pixel_values, keep_all=output_hidden_states)
         states[-1] = self.backbone.norm(states[-1])
         last = states[-1]
         mask = torch.ones(last.shape[:2], dtype=torch.bool, device=last.device)

@@ -172,10 +172,14 @@ class VisionTransformer(nn.Module):
         cls = self.cls_token.expand(patches.shape[0], -1, -1)
         return torch.cat([cls, patches], dim=1) + self.positions_for(*images.shape[-2:])
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, images: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
         """(B, C, H, W) -> the depth + 1 states (B, T, D): input tokens, then each block's
-        output before any norm (apply `norm` to what you need)."""
+        output before any norm (apply `norm` to what you need). With `keep_all=False` only
+        the last block's output, so that earlier states are freed as soon as they are used
+        (a ViT-Ti batch of 256 at 224 px otherwise holds about 0.5 GB of states for nothing)."""
         states = [self.prepare_tokens(images)]
         for block in self.blocks:
             states.append(block(states[-1]))
+            if not keep_all:
+                del states[0]
         return states
