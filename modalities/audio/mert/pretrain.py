@@ -181,6 +181,14 @@ def mix_in_batch_noise(waves: torch.Tensor, mixture_prob: float, length_range: t
 # The objective
 
 
+def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """`x` unchanged forward, its gradient times `factor` backward (fairseq's GradMultiply):
+    MERT and HuBERT train the conv front end ten times slower than the transformer."""
+    if factor == 1.0:
+        return x
+    return x * factor + x.detach() * (1.0 - factor)
+
+
 class MertPretraining(nn.Module):
     """MERT's objective around a `MertEncoder` (see the module docstring).
 
@@ -192,6 +200,8 @@ class MertPretraining(nn.Module):
         mask_prob / mask_length: span masking (MERT-v1: 0.8 / 5).
         logit_temp: temperature of the cosine logits (0.1).
         feature_penalty / cqt_weight: MERT's loss_weights (10 / 1).
+        feature_grad_mult: scale of the gradient that reaches the conv front end
+            (MERT-95M and HuBERT-base: 0.1), the penalty's included.
         mixture_prob: share of crops mixed with in-batch noise (0.5); 0 turns it off.
         noise_length: segment length range in samples (MERT-95M: 12000-24000 at 24 kHz).
         noise_count: segments per mixed crop (1-3).
@@ -200,7 +210,8 @@ class MertPretraining(nn.Module):
     def __init__(self, encoder: MertEncoder, codebook_sizes: Sequence[int], cqt_bins: int = CQT_BINS,
                  final_dim: int = 64, mask_prob: float = 0.8, mask_length: int = 5, logit_temp: float = 0.1,
                  feature_penalty: float = 10.0, cqt_weight: float = 1.0, mixture_prob: float = 0.5,
-                 noise_length: tuple[int, int] = (12000, 24000), noise_count: tuple[int, int] = (1, 3)) -> None:
+                 noise_length: tuple[int, int] = (12000, 24000), noise_count: tuple[int, int] = (1, 3),
+                 feature_grad_mult: float = 0.1) -> None:
         super().__init__()
         if not codebook_sizes or min(codebook_sizes) < 2 or final_dim < 1 or logit_temp <= 0:
             raise ConfigError(f"codebook_sizes={list(codebook_sizes)} must be >= 2 each, final_dim={final_dim} >= 1 "
@@ -208,6 +219,8 @@ class MertPretraining(nn.Module):
         if not 0.0 <= mixture_prob <= 1.0 or min(*noise_length, *noise_count) < 1:
             raise ConfigError(f"mixture_prob={mixture_prob} must lie in [0, 1]; noise_length={noise_length} and "
                               f"noise_count={noise_count} must be positive ranges")
+        if not 0.0 <= feature_grad_mult <= 1.0:
+            raise ConfigError(f"feature_grad_mult={feature_grad_mult} must lie in [0, 1] (MERT-95M: 0.1)")
         check_mask_settings(mask_prob, mask_length, 0)
         self.encoder = encoder
         self.codebook_sizes = list(codebook_sizes)
@@ -216,6 +229,7 @@ class MertPretraining(nn.Module):
         self.cqt_head = nn.Linear(encoder.embed_dim, cqt_bins) if cqt_bins else None
         self.mask_prob, self.mask_length, self.logit_temp = mask_prob, mask_length, logit_temp
         self.feature_penalty, self.cqt_weight = feature_penalty, cqt_weight
+        self.feature_grad_mult = feature_grad_mult
         self.mixture_prob, self.noise_length, self.noise_count = mixture_prob, tuple(noise_length), tuple(noise_count)
 
     def code_losses(self, hidden: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
@@ -240,7 +254,7 @@ class MertPretraining(nn.Module):
         sample_lengths = attention_mask.sum(-1)
         if self.training and self.mixture_prob > 0:
             input_values = mix_in_batch_noise(input_values, self.mixture_prob, self.noise_length, self.noise_count)
-        features = self.encoder.extract_features(input_values, sample_lengths)
+        features = scale_gradient(self.encoder.extract_features(input_values, sample_lengths), self.feature_grad_mult)
         frame_lengths = self.encoder.frame_lengths(sample_lengths)
         if codes.shape[1] != features.shape[1]:
             raise InputError(f"targets have {codes.shape[1]} frames but the audio gives {features.shape[1]}")
@@ -294,6 +308,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--feature-penalty", type=float, default=10.0,
                        help="weight of mean(conv features^2) (MERT: 10; see the mert-tiny card) (default: 10.0)")
     model.add_argument("--cqt-weight", type=float, default=1.0, help="weight of the CQT MSE (MERT: 1) (default: 1.0)")
+    model.add_argument("--feature-grad-mult", type=float, default=0.1,
+                       help="gradient scale into the conv front end (MERT-95M: 0.1) (default: 0.1)")
     model.add_argument("--mixture-prob", type=float, default=0.5, help="share of crops mixed with in-batch noise")
     model.add_argument("--noise-seconds", type=float, nargs=2, default=(0.5, 1.0),
                        help="noise segment length range (MERT-95M: 12000-24000 samples at 24 kHz) (default: 0.5 1.0)")
@@ -354,7 +370,8 @@ def run(args: argparse.Namespace) -> None:
     noise = tuple(int(seconds * rate) for seconds in args.noise_seconds)
     objective = MertPretraining(encoder, targets["codebook_sizes"], 0 if extra is None else CQT_BINS, args.final_dim,
                                 args.mask_prob, args.mask_length, feature_penalty=args.feature_penalty,
-                                cqt_weight=args.cqt_weight, mixture_prob=args.mixture_prob, noise_length=noise)
+                                cqt_weight=args.cqt_weight, mixture_prob=args.mixture_prob, noise_length=noise,
+                                feature_grad_mult=args.feature_grad_mult)
     config = train_config_from_args(args)
     settings = {key: value for key, value in vars(args).items() if not callable(value)}
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "mert pretrain")

@@ -120,9 +120,28 @@ def test_objective_combines_codes_penalty_and_cqt():
         objective({**batch, "labels": batch["labels"][:, :-1]})
 
 
+def test_front_end_gradient_is_scaled_by_feature_grad_mult():
+    """The same batch, the same draws: the conv front end's gradient is 0.1 times the
+    unscaled one (MERT's feature_grad_mult), the transformer's is unchanged."""
+    frames = 1 + (RATE - 400) // 320
+    batch = {"input_values": torch.randn(2, RATE) * 0.1, "attention_mask": torch.ones(2, RATE, dtype=torch.long),
+             "labels": torch.randint(0, 8, (2, frames, 2)), "cqt": torch.rand(2, frames, 12)}
+    grads = {}
+    for mult in (1.0, 0.1):
+        objective = micro_objective(feature_grad_mult=mult, mixture_prob=0.0).eval()
+        torch.manual_seed(1)
+        objective(batch).loss.backward()
+        front = objective.encoder.model.feature_extractor.conv_layers[-1].conv.weight.grad
+        grads[mult] = (front, objective.encoder.model.encoder.layers[0].attention.q_proj.weight.grad)
+    assert torch.allclose(grads[0.1][0], 0.1 * grads[1.0][0], rtol=1e-4, atol=1e-9)
+    assert torch.allclose(grads[0.1][1], grads[1.0][1], rtol=1e-4, atol=1e-9)
+
+
 def test_objective_refuses_bad_settings():
     with pytest.raises(ConfigError, match="mixture_prob"):
         micro_objective(mixture_prob=1.5)
+    with pytest.raises(ConfigError, match="feature_grad_mult"):
+        micro_objective(feature_grad_mult=2.0)
     with pytest.raises(ConfigError, match="mask_prob"):
         micro_objective(mask_prob=-0.1)
 
