@@ -306,7 +306,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--mask-prob", type=float, default=0.8, help="(default: 0.8)")
     model.add_argument("--mask-length", type=int, default=5, help="frames per masked span (default: 5)")
     model.add_argument("--feature-penalty", type=float, default=10.0,
-                       help="weight of mean(conv features^2) (MERT: 10; see the mert-tiny card) (default: 10.0)")
+                       help="weight of mean(conv features^2) (MERT: 10) (default: 10.0)")
     model.add_argument("--cqt-weight", type=float, default=1.0, help="weight of the CQT MSE (MERT: 1) (default: 1.0)")
     model.add_argument("--feature-grad-mult", type=float, default=0.1,
                        help="gradient scale into the conv front end (MERT-95M: 0.1) (default: 0.1)")
