@@ -7,7 +7,7 @@ the best layer is chosen on a 20 % validation part of the train split). Every fe
 mean-pooled over time into one vector per note and scored with `zoo.evaluation.linear_probe`
 and `knn_accuracy` (cosine, k=20).
 
-    python benchmarks/probe_mert.py --checkpoint runs/mert-tiny/encoder --notes runs/notes24k --json runs/probe_mert.json
+    python benchmarks/probe_mert.py --checkpoint runs/mert-tiny/encoder --notes runs/notes24k --json runs/probe.json
 """
 
 from __future__ import annotations
