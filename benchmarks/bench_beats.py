@@ -24,11 +24,10 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-from common import PeakMemory, add_case_arguments, check_cases, markdown_table, mib, run_cases
+from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, timed_rounds
 
 RATE = 16000
 CASES = {"1s": 1.0, "10s": 10.0, "60s": 60.0}
@@ -91,27 +90,14 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     samples = int(CASES[spec["case"]] * RATE)
     waves = (0.1 * torch.randn(spec["batch_size"], samples, generator=generator)).to(device)
     calls = {path: runner(path, models[path], waves, spec["bf16"] and path != "official") for path in PATHS}
-    seconds: dict[str, list[float]] = {path: [] for path in PATHS}
-    peaks: dict[str, int] = {path: 0 for path in PATHS}
-    outputs = {}
     with torch.inference_mode():
         for path in PATHS:  # warm-up: thread pools, kernels, lazy imports
             runner(path, models[path], waves[:1, :RATE], False)()
-        for round_index in range(spec["repeats"]):
-            for path in PATHS if round_index % 2 == 0 else PATHS[::-1]:
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                with PeakMemory() as memory:
-                    start = time.perf_counter()
-                    outputs[path] = calls[path]()
-                    if device.startswith("cuda"):
-                        torch.cuda.synchronize()
-                    seconds[path].append(time.perf_counter() - start)
-                peaks[path] = max(peaks[path], memory.added)
+        seconds, peaks, outputs, method = timed_rounds(calls, spec["repeats"], device)
     audio = spec["batch_size"] * CASES[spec["case"]]
     reference = outputs["official"].float().cpu()
     return {
-        **spec, "audio_seconds": audio, "seconds": seconds, "peak_added": peaks, "memory_method": memory.method,
+        **spec, "audio_seconds": audio, "seconds": seconds, "peak_added": peaks, "memory_method": method,
         "audio_per_second": {path: audio / statistics.median(values) for path, values in seconds.items()},
         "ratio_official_over": {path: statistics.median(
             [o / z for o, z in zip(seconds["official"], seconds[path])]) for path in PATHS if path != "official"},

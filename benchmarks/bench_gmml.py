@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-from common import PeakMemory, add_case_arguments, check_cases, markdown_table, mib, run_cases
+from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, timed_rounds
 
 IMAGE_SIZE = 224
 #: case -> images per batch
@@ -89,29 +88,6 @@ def runner(path: str, zoo_model, reference, images, pixel_values, bf16: bool) ->
             return reference(pixel_values=pixel_values).last_hidden_state.float()
 
     return {"zoo-forward": zoo_forward, "zoo-embed": zoo_embed, "transformers": transformers_forward}[path]
-
-
-def timed_rounds(calls: dict[str, Callable[[], Any]], repeats: int, device: str, calls_per_round: int):
-    """Seconds per round, peak RSS added and the last output of every path, order alternating."""
-    import torch
-
-    seconds: dict[str, list[float]] = {path: [] for path in PATHS}
-    peaks: dict[str, int] = {path: 0 for path in PATHS}
-    outputs: dict[str, Any] = {}
-    method = ""
-    for round_index in range(repeats):
-        for path in PATHS if round_index % 2 == 0 else PATHS[::-1]:
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            with PeakMemory() as memory:
-                start = time.perf_counter()
-                for _ in range(calls_per_round):
-                    outputs[path] = calls[path]()
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                seconds[path].append(time.perf_counter() - start)
-            peaks[path], method = max(peaks[path], memory.added), memory.method
-    return seconds, peaks, outputs, method
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:

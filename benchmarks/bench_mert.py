@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-from common import PeakMemory, add_case_arguments, check_cases, markdown_table, mib, run_cases
+from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, timed_rounds
 
 RATE = 24000
 #: case -> (seconds per clip, clips per batch)
@@ -82,26 +81,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(1)
     waves = (0.1 * torch.randn(batch, int(seconds_per_clip * RATE), generator=generator)).to(device)
     calls = {path: runner(path, zoo_model, reference, waves, spec["bf16"]) for path in PATHS}
-    seconds: dict[str, list[float]] = {path: [] for path in PATHS}
-    peaks: dict[str, int] = {path: 0 for path in PATHS}
-    outputs = {}
     with torch.inference_mode():
         for path in PATHS:  # warm-up: thread pools, kernels, lazy imports
             runner(path, zoo_model, reference, waves[:1, :RATE], False)()
-        for round_index in range(spec["repeats"]):
-            for path in PATHS if round_index % 2 == 0 else PATHS[::-1]:
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                with PeakMemory() as memory:
-                    start = time.perf_counter()
-                    outputs[path] = calls[path]()
-                    if device.startswith("cuda"):
-                        torch.cuda.synchronize()
-                    seconds[path].append(time.perf_counter() - start)
-                peaks[path] = max(peaks[path], memory.added)
+        seconds, peaks, outputs, method = timed_rounds(calls, spec["repeats"], device)
     audio = batch * seconds_per_clip
     return {
-        **spec, "audio_seconds": audio, "seconds": seconds, "peak_added": peaks, "memory_method": memory.method,
+        **spec, "audio_seconds": audio, "seconds": seconds, "peak_added": peaks, "memory_method": method,
         "audio_per_second": {path: audio / statistics.median(values) for path, values in seconds.items()},
         "ratio_transformers_over": {path: statistics.median(
             [t / z for t, z in zip(seconds["transformers"], seconds[path])]) for path in PATHS[:2]},

@@ -265,3 +265,28 @@ def run_cases(script: Path, args: argparse.Namespace, worker: Callable[[dict[str
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
+
+
+def timed_rounds(calls: dict[str, Callable[[], Any]], repeats: int, device: str, calls_per_round: int = 1):
+    """Seconds per round, peak RSS added and the last output of every path (the keys of
+    `calls`), in rounds whose order alternates so that neither path always runs warm."""
+    import torch
+
+    paths = list(calls)
+    seconds: dict[str, list[float]] = {path: [] for path in paths}
+    peaks: dict[str, int] = {path: 0 for path in paths}
+    outputs: dict[str, Any] = {}
+    method = ""
+    for round_index in range(repeats):
+        for path in paths if round_index % 2 == 0 else paths[::-1]:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            with PeakMemory() as memory:
+                start = time.perf_counter()
+                for _ in range(calls_per_round):
+                    outputs[path] = calls[path]()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                seconds[path].append(time.perf_counter() - start)
+            peaks[path], method = max(peaks[path], memory.added), memory.method
+    return seconds, peaks, outputs, method
