@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from modalities.vision.processing import image_files, pil_to_tensor, read_image_file, to_rgb
+from modalities.vision.processing import array_to_tensor, decode_image, image_files, read_image_file, to_rgb
 from zoo.errors import InputError
 
 #: MNIST's idx files (the only MNIST data in ../shared/data is the 10000-image test set)
@@ -53,15 +53,8 @@ class EncodedImages:
         return len(self.blobs)
 
     def load(self, index: int) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
-
         where = f"image {index} of {self.name}"
-        try:
-            with Image.open(io.BytesIO(self.blobs[index])) as image:
-                image.load()
-                return to_rgb(pil_to_tensor(image, where), where)
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise InputError(f"cannot decode {where} ({err}); drop that row or re-encode it") from err
+        return to_rgb(decode_image(io.BytesIO(self.blobs[index]), where, "drop that row or re-encode it"), where)
 
 
 class ArrayImages:
@@ -74,9 +67,8 @@ class ArrayImages:
         return len(self.array)
 
     def load(self, index: int) -> torch.Tensor:
-        image = torch.from_numpy(self.array[index].astype(np.float32) / 255.0)
-        image = image[None] if image.dim() == 2 else image.permute(2, 0, 1)
-        return to_rgb(image, f"image {index} of {self.name}")
+        where = f"image {index} of {self.name}"
+        return to_rgb(array_to_tensor(self.array[index], where), where)
 
 
 ImageSet = ImageFiles | EncodedImages | ArrayImages

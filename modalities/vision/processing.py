@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 import torch
@@ -60,17 +60,23 @@ def expand_images(inputs: Any) -> list[Any]:
 
 def read_image_file(path: str | Path) -> torch.Tensor:
     """Decode an image file with PIL into a (C, H, W) float tensor in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file {str(path)!r} does not exist; check the path")
+    return decode_image(path, f"image file {str(path)!r}", "is it a complete image?")
+
+
+def decode_image(source: str | Path | BinaryIO, where: str, fix: str) -> torch.Tensor:
+    """Decode an encoded image (a file or a buffer of its bytes) with PIL into (C, H, W) in
+    [0, 1]; PIL's errors for broken data become one `InputError` naming `where` and `fix`."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()
-            return pil_to_tensor(image, str(path))
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL's errors for broken files
-        raise InputError(f"cannot decode image file {str(path)!r} ({err}); is it a complete image?") from err
+            return pil_to_tensor(image, where)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL's errors for broken data
+        raise InputError(f"cannot decode {where} ({err}); {fix}") from err
 
 
 def pil_to_tensor(image: Any, name: str = "PIL image") -> torch.Tensor:
