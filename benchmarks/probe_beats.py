@@ -32,9 +32,33 @@ from zoo.hub import load
 NOTE_TASKS = ("family", "pitch_class")
 
 
-def layers_of(encoder: BEATsEncoder, waves: list[torch.Tensor], batch_size: int) -> np.ndarray:
-    """(N, L+1, D) mean-pooled hidden states of every layer."""
-    return encoder.embed(waves, layer="all", batch_size=batch_size, progress=False, sampling_rate=16000).numpy()
+def layers_of(encoder, waves: list[torch.Tensor], batch_size: int) -> np.ndarray:
+    """(N, L+1, D) mean-pooled hidden states of every layer of an audio encoder; `waves`
+    are at the encoder's own sampling rate."""
+    rate = encoder.processor.sampling_rate
+    return encoder.embed(waves, layer="all", batch_size=batch_size, progress=False, sampling_rate=rate).numpy()
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser, family: str) -> None:
+    """The options every audio probe script takes: checkpoints, seed, threads, batch, JSON."""
+    parser.add_argument("--checkpoint", required=True, help=f"zoo name or folder of a {family} encoder")
+    parser.add_argument("--compare", action="append", default=[], help=f"more {family} encoders to probe (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="random init of the baseline and probe seed")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--json", help="also write every number to this JSON file")
+
+
+def encoders_to_probe(args: argparse.Namespace, encoder_class) -> dict:
+    """--checkpoint and --compare loaded, then a random init of the first one's shape
+    ("random init", seeded by --seed); --threads applied."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    encoders = {str(name): load(name) for name in [args.checkpoint, *args.compare]}
+    first = encoders[str(args.checkpoint)]
+    torch.manual_seed(args.seed)
+    encoders["random init"] = encoder_class(first.config, first.processor).eval()
+    return encoders
 
 
 def logmel(waves: list[torch.Tensor]) -> np.ndarray:
@@ -102,22 +126,13 @@ def notes_markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="zoo name or folder of a BEATs encoder")
-    parser.add_argument("--compare", action="append", default=[], help="more BEATs encoders to probe (repeatable)")
+    add_probe_arguments(parser, "BEATs")
     parser.add_argument("--fsdd", help="FSDD recordings folder ({digit}_{speaker}_{index}.wav)")
     parser.add_argument("--notes", help="rendered notes folder (notes.csv)")
-    parser.add_argument("--seed", type=int, default=0, help="random init of the baseline and probe seed")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--json", help="also write every number to this JSON file")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     started = time.monotonic()
-    encoders = {str(name): load(name) for name in [args.checkpoint, *args.compare]}
+    encoders = encoders_to_probe(args, BEATsEncoder)
     first = encoders[str(args.checkpoint)]
-    torch.manual_seed(args.seed)
-    encoders["random init"] = BEATsEncoder(first.config, first.processor).eval()
     results: dict = {"checkpoints": list(encoders)}
     if args.fsdd:
         data = Recordings.from_folder(Path(args.fsdd))

@@ -20,20 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from probe_beats import evaluate_notes, notes_markdown
+from probe_beats import add_probe_arguments, encoders_to_probe, evaluate_notes, layers_of, notes_markdown
 
 from modalities.audio.mert.model import CQT_OCTAVES, MertEncoder, constant_q
 from zoo.audio_crops import load_waves
-from zoo.hub import load
 
 LOG_MEL_BINS = 128
 CQT_BINS_PER_OCTAVE = 12
-
-
-def layers_of(encoder: MertEncoder, waves: list[torch.Tensor], batch_size: int) -> np.ndarray:
-    """(N, L+1, D) mean-pooled hidden states of every layer."""
-    rate = encoder.processor.sampling_rate
-    return encoder.embed(waves, layer="all", batch_size=batch_size, progress=False, sampling_rate=rate).numpy()
 
 
 def mean_std(frames: torch.Tensor) -> np.ndarray:
@@ -57,23 +50,14 @@ def log_cqt(waves: list[torch.Tensor], rate: int, hop: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="zoo name or folder of a MERT encoder")
-    parser.add_argument("--compare", action="append", default=[], help="more MERT encoders to probe (repeatable)")
+    add_probe_arguments(parser, "MERT")
     parser.add_argument("--notes", required=True, help="rendered notes folder (notes.csv)")
-    parser.add_argument("--seed", type=int, default=0, help="random init of the baseline and probe seed")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--json", help="also write every number to this JSON file")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from modalities.audio.rendering import load_notes
 
     started = time.monotonic()
-    encoders = {str(name): load(name) for name in [args.checkpoint, *args.compare]}
+    encoders = encoders_to_probe(args, MertEncoder)
     first = encoders[str(args.checkpoint)]
-    torch.manual_seed(args.seed)
-    encoders["random init"] = MertEncoder(first.config, first.processor).eval()
     files, table = load_notes(args.notes)
     rate = first.processor.sampling_rate
     waves = load_waves(files, first.processor)
