@@ -7,7 +7,9 @@ early stopping on 10 % of the training split (downstream seed N, the run's own s
 scored on the official test split. Baselines, with downstream seeds `--seeds`: the same
 MLP on raw features (min-max numerics, one-hot categories), XGBoost with the official
 settings on the same features, and the MLP on the tokens of a random-init encoder of the
-same architecture. Paper (README of jose-melo/t-jepa, 20 seeds, its own split): MLP .825
+architecture of `--architecture` (default: the embedded tjepa-adult). The ResNet of the
+paper runs through `zoo probe tjepa-adult --dataset adult --protocol resnet` (and
+`resnet-raw`). Paper (README of jose-melo/t-jepa, 20 seeds, its own split): MLP .825
 -> .866 with T-JEPA, XGBoost .874.
 
 Every score is cached in `--cache` as soon as it is known, so an interrupted run picks up
@@ -71,6 +73,8 @@ def main() -> None:
                         help="raw-feature baseline seeds (none: skip the baselines)")
     parser.add_argument("--random-seeds", type=int, nargs="*", default=[0],
                         help="random-init encoder seeds (none: skip that baseline)")
+    parser.add_argument("--architecture", default="tjepa-adult",
+                        help="the encoder whose architecture the random-init baseline copies (its weights unused)")
     parser.add_argument("--cache", type=Path, default=Path("runs/probe_tabular_adult.json"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("runs", nargs="*", help="zoo pretrain output folders")
@@ -84,8 +88,8 @@ def main() -> None:
         return run_protocol("mlp", splits, seed, *protocol_inputs("mlp", splits, encoder))
 
     random_row = None
-    if args.runs and args.random_seeds:
-        first = load(Path(args.runs[0]) / "encoder")
+    if args.random_seeds:
+        first = load(args.architecture)
 
         def random_init(seed: int) -> float:
             torch.manual_seed(seed)

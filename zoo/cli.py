@@ -226,7 +226,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
                        "encoders), adult (tabular encoders)")
     probe.add_argument("--seeds", type=int, nargs="+", default=[0], help="probe seeds for --dataset")
     probe.add_argument("--protocol", help="with --dataset: the paper's protocol, linear-probe (node datasets), "
-                       "svm-10fold (sets of graphs), mlp, mlp-raw or xgboost (tables); default: the dataset's own")
+                       "svm-10fold (sets of graphs), mlp, resnet, mlp-raw, resnet-raw or xgboost (tables); default: the "
+                       "dataset's own")
     probe.add_argument("--label-regex", help="regex whose first group is the label (default: parent folder name)")
     probe.add_argument("--test-regex", help="file names matching it form the test split (default: a test/ folder)")
     probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")

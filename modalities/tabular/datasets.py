@@ -5,7 +5,7 @@
   and the test labels end with a dot, which is dropped. Target: income > 50K (binary).
 - "diabetes": scikit-learn's diabetes set (442 rows, 10 numeric features, a numeric
   disease-progression target), shipped inside scikit-learn; split 80/20 with seed 0. Its
-  downstream MLP is smaller than Adult's (see `DIABETES_MLP`).
+  downstream MLP and ResNet are smaller than Adult's (`DIABETES_MLP`, `DIABETES_RESNET`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ TASKS = ("binary", "multiclass", "regression")
 #: a small MLP for 318 training rows (the Adult-tuned one takes one step per epoch there and stops untrained)
 DIABETES_MLP = {"n_hidden": 2, "hidden_dim": 64, "dropout": 0.1, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 32,
                 "max_epochs": 300, "patience": 30}
+#: a small ResNet for the same reason, with its cosine over the epoch budget
+DIABETES_RESNET = {"n_blocks": 1, "d_block": 64, "d_hidden_multiplier": 2, "d_out": 32, "lr": 1e-3,
+                   "weight_decay": 1e-4, "batch_size": 32, "max_epochs": 300, "patience": 30, "cosine_steps": None}
 
 
 @dataclasses.dataclass
@@ -66,7 +69,8 @@ def load_diabetes() -> TableSplits:
     frame = sklearn_diabetes(as_frame=True, scaled=False).frame
     train, test = train_test_split(frame, test_size=0.2, random_state=0)
     return TableSplits("diabetes", train.reset_index(drop=True), test.reset_index(drop=True), "target", "regression",
-                       downstream={"mlp": DIABETES_MLP, "mlp-raw": DIABETES_MLP})
+                       downstream={"mlp": DIABETES_MLP, "mlp-raw": DIABETES_MLP, "resnet": DIABETES_RESNET,
+                                   "resnet-raw": DIABETES_RESNET})
 
 
 def load_dataset(name: str, folder: Optional[str | Path] = None) -> TableSplits:

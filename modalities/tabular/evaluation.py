@@ -7,8 +7,9 @@ set's test split: accuracy for classification, RMSE for regression. The zoo hold
 official test split; the official code tests on a random 10 % of train + test and
 stops on that same split, so its numbers are not strictly comparable.
 
-Protocols: "mlp" (the official MLP, tuned for Adult) on the encoder's tokens; "mlp-raw"
-and "xgboost" on the raw features (the baselines; the encoder is not used).
+Protocols: "mlp" and "resnet" (the official MLP and ResNet, tuned for Adult) on the
+encoder's tokens; "mlp-raw", "resnet-raw" and "xgboost" on the raw features (the
+baselines; the encoder is not used).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import pandas as pd
 import torch
 
 from modalities.tabular.datasets import TableSplits, load_dataset
-from modalities.tabular.downstream import Task, fit_mlp, fit_xgboost, predict_logits, score
+from modalities.tabular.downstream import Task, fit_network, fit_xgboost, predict_logits, score
 from modalities.tabular.processing import TableProcessor
 from zoo.errors import ConfigError
 
-PROTOCOLS = ("mlp", "mlp-raw", "xgboost")
+PROTOCOLS = ("mlp", "resnet", "mlp-raw", "resnet-raw", "xgboost")
 VALIDATION_SHARE = 0.1
 
 
@@ -68,9 +69,9 @@ def standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, 
 
 def protocol_inputs(protocol: str, splits: TableSplits, encoder: Any = None,
                     device: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training and test inputs of a protocol: the encoder's standardised tokens for "mlp",
-    the raw features (the encoder unused) for the baselines."""
-    if protocol == "mlp":
+    """The training and test inputs of a protocol: the encoder's standardised tokens for "mlp"
+    and "resnet", the raw features (the encoder unused) for the baselines."""
+    if protocol in ("mlp", "resnet"):
         return standardise(*(encoder_tokens(encoder, frame, device) for frame in (splits.train, splits.test)))
     processor = TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
     return raw_features(processor, splits.train), raw_features(processor, splits.test)
@@ -87,8 +88,8 @@ def run_protocol(protocol: str, splits: TableSplits, seed: int, train_inputs: to
         model = fit_xgboost((train_inputs.numpy(), labels), task, seed, settings)
         return score(model.predict(test_inputs.numpy()), test_labels, task)
     targets = torch.from_numpy((labels - mean) / std)
-    model = fit_mlp((train_inputs[train_rows], targets[train_rows]), (train_inputs[val_rows], targets[val_rows]),
-                    task, seed, settings)
+    train, val = ((train_inputs[rows], targets[rows]) for rows in (train_rows, val_rows))
+    model = fit_network(protocol.removesuffix("-raw"), train, val, task, seed, settings)
     predicted = task.predict(predict_logits(model, test_inputs)).numpy()
     if task.kind == "regression":
         predicted = predicted * std + mean

@@ -1,4 +1,4 @@
-"""The downstream protocol: regression (RMSE) on scikit-learn's diabetes set, through the CLI."""
+"""The downstream protocols: regression (RMSE) on scikit-learn's diabetes set, through the CLI."""
 
 import json
 
@@ -24,6 +24,10 @@ def test_regression_targets_pretrain_and_probe_with_rmse(tmp_path, capsys):
     test_target = load_dataset("diabetes").test["target"].to_numpy()
     predict_the_mean = float(np.sqrt(np.mean((test_target - test_target.mean()) ** 2)))
     assert result["mean"] < 0.9 * predict_the_mean  # the MLP on T-JEPA tokens explains part of the target
+    for protocol in ("resnet", "resnet-raw"):
+        assert main(["probe", str(out / "encoder"), "--dataset", "diabetes", "--protocol", protocol]) == 0
+        resnet = json.loads(capsys.readouterr().out)
+        assert resnet["protocol"] == protocol and resnet["mean"] < 0.9 * predict_the_mean, resnet
     assert main(["probe", str(out / "encoder"), "--dataset", "diabetes", "--protocol", "xgboost"]) == 0
     assert json.loads(capsys.readouterr().out)["mean"] < predict_the_mean
     assert main(["probe", str(out / "encoder"), "--dataset", "diabetes", "--protocol", "svm"]) == 2
