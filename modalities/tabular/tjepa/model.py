@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -52,6 +52,13 @@ class TJEPAConfig(EncoderConfig):
             with mixed column order sets these explicitly to reproduce it.)
         activation: of the feed-forward blocks.
         layer_norm_eps: of every LayerNorm.
+        standardize_output: scale the last layer's tokens per position and channel to zero
+            mean and unit variance over the pretraining rows (buffers `output_mean` and
+            `output_std`, set by `with_output_scale`). T-JEPA's targets end in a LayerNorm
+            and its tokens vary little from row to row around a per-position mean (std ~0.006
+            for tjepa-adult), so without it every pooled row is nearly the same vector
+            (cosine similarity 0.99999). Converted official checkpoints leave it off and give
+            the official outputs.
     """
 
     family = "tjepa"
@@ -68,6 +75,7 @@ class TJEPAConfig(EncoderConfig):
     feature_types: tuple[int, ...] = ()
     activation: str = "relu"
     layer_norm_eps: float = 1e-5
+    standardize_output: bool = False
 
     def __post_init__(self) -> None:
         self.cardinalities = tuple(int(size) for size in self.cardinalities)
@@ -200,6 +208,9 @@ class TJEPAEncoder(TabularEncoder):
         self.transformer = TokenTransformer(config.hidden_dim, config.num_layers, config.num_heads,
                                             config.dim_feedforward, config.dropout, config.activation,
                                             config.layer_norm_eps)
+        if config.standardize_output:
+            self.register_buffer("output_mean", torch.zeros(config.num_tokens, config.hidden_dim))
+            self.register_buffer("output_std", torch.ones(config.num_tokens, config.hidden_dim))
         self.apply(init_weights)
 
     def check_processor(self) -> None:
@@ -238,6 +249,8 @@ class TJEPAEncoder(TabularEncoder):
                 output_hidden_states: bool = False) -> EncoderOutput:
         """Rows as the processor's tensors: numeric (B, n_numeric) float, categorical (B, n_categorical) long."""
         states = self.transformer(self.embed_tokens(numeric, categorical), output_hidden_states)
+        if self.config.standardize_output:
+            states[-1] = (states[-1] - self.output_mean) / self.output_std
         last = states[-1]
         return EncoderOutput(
             last_hidden_state=last,
@@ -245,3 +258,23 @@ class TJEPAEncoder(TabularEncoder):
             pooled=last.mean(dim=1),
             hidden_states=tuple(states) if output_hidden_states else None,
         )
+
+
+@torch.no_grad()
+def with_output_scale(encoder: TJEPAEncoder, table: Any, chunk_rows: int = 65536) -> TJEPAEncoder:
+    """A copy of `encoder` that standardises its last-layer tokens with the mean and standard
+    deviation of each token channel over the rows of `table` (streamed in chunks)."""
+    raw = TJEPAEncoder(dataclasses.replace(encoder.config, standardize_output=False), encoder.processor)
+    raw.load_state_dict({k: v for k, v in encoder.state_dict().items() if not k.startswith("output_")})
+    total, squares, rows = 0.0, 0.0, 0
+    for tokens in raw.iter_embed(table, pool="none", progress=False, chunk_rows=chunk_rows):
+        tokens = tokens.double()
+        total, squares, rows = total + tokens.sum(dim=0), squares + tokens.square().sum(dim=0), rows + len(tokens)
+    if rows < 2:
+        raise InputError(f"the output scale needs at least 2 rows; the table has {rows}")
+    mean = total / rows
+    variance = (squares - rows * mean.square()) / (rows - 1)
+    scaled = TJEPAEncoder(dataclasses.replace(encoder.config, standardize_output=True), encoder.processor)
+    scaled.load_state_dict({**raw.state_dict(), "output_mean": mean.float(),
+                            "output_std": variance.clamp(min=1e-24).sqrt().float()})
+    return scaled.to(next(encoder.parameters()).dtype)

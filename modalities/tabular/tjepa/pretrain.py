@@ -6,7 +6,8 @@ mask shares, predictor, EMA momentum); `--set key=value` overrides any of them. 
 is a named set's training split (`--dataset`), or any CSV/Parquet file (`--table`, with
 `--target` naming the label column to leave out). The processor is fitted on that table,
 so the encoder's columns follow it. The run resumes from `OUT/checkpoint.pt` and saves
-the target encoder, with its fitted processor, to `OUT/encoder`.
+the target encoder, with its fitted processor, to `OUT/encoder`, its output standardised
+over the training rows (`standardize_output`; training itself runs on the raw tokens).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tjepa.masking import MaskSampler
-from modalities.tabular.tjepa.model import TJEPAConfig, TJEPAEncoder
+from modalities.tabular.tjepa.model import TJEPAConfig, TJEPAEncoder, with_output_scale
 from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo import registry
 from zoo.config import parse_overrides
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> None:
     architecture, recipe = resolve_recipe(args.recipe or args.dataset or "adult", overrides)
     frame, processor = training_table(args)
     torch.manual_seed(args.seed)
+    architecture = {**architecture, "standardize_output": False}
     encoder = TJEPAEncoder(TJEPAConfig.for_table(processor, **architecture), processor)
     batches = TableBatches(processor.transform(frame), recipe["batch_size"], args.seed)
     config = train_config(recipe, len(batches), args)
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"[tjepa pretrain] {len(frame)} rows, {encoder.config.num_features} features; {config.steps} steps",
           file=sys.stderr, flush=True)
     records = train(objective, batches, out, config)
-    objective.target_encoder.save_pretrained(out / ENCODER_FOLDER)
+    with_output_scale(objective.target_encoder, frame).save_pretrained(out / ENCODER_FOLDER)
     print(f"[tjepa pretrain] done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss "
           f"{records[0]['loss']:.4f} -> {records[-1]['loss']:.4f}; encoder saved to {out / ENCODER_FOLDER}",
           file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ from modalities.tabular.tjepa.masking import MaskSampler
 from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo.cli import main
 from zoo.errors import ConfigError
+from zoo.hub import load_folder
 
 PREDICTOR = dict(width=8, depth=1, heads=2, feedforward=16, dropout=0.0)
 TINY_SETTINGS = ["--set", "hidden_dim=16", "--set", "num_layers=1", "--set", "dim_feedforward=16",
@@ -121,7 +122,10 @@ def test_cli_run_resumes_exactly(tmp_path, monkeypatch):
     assert run_cli(table_path, tmp_path / "split", 2) == 0  # resumes at step 4, mid-epoch
     split = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in split] == [r["loss"] for r in straight]
-    assert (tmp_path / "split" / "encoder" / "model.safetensors").is_file()
+    encoder = load_folder(tmp_path / "split" / "encoder")
+    assert encoder.config.standardize_output  # the saved encoder's tokens are scaled over the training rows
+    tokens = encoder.embed(synthetic_table(200), pool="none", progress=False)
+    assert tokens.mean(dim=0).abs().max() < 1e-3 and (tokens.std(dim=0) - 1).abs().max() < 1e-3
 
 
 def test_mask_scopes_map_features_to_token_positions():
