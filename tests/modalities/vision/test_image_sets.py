@@ -56,6 +56,20 @@ def test_parquet_files_and_splits(tmp_path):
         open_images(tmp_path / "broken.parquet")
 
 
+def test_a_parquet_row_that_is_not_an_image_is_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet_of(tmp_path, "good.parquet", 1)
+    good = pq.read_table(tmp_path / "good.parquet").to_pylist()[0]["img"]
+    rows = [good, {"bytes": b"\x89PNG truncated", "path": "bad.png"}]
+    pq.write_table(pa.table({"img": rows, "label": [0, 1]}), tmp_path / "mixed.parquet")
+    images = open_images(tmp_path / "mixed.parquet")
+    assert images.load(0).shape == (3, 5, 6)
+    with pytest.raises(InputError, match=r"cannot decode image 1 of .*mixed.parquet.*drop that row or re-encode it"):
+        images.load(1)
+
+
 def test_mnist_idx_and_its_manifest_split(tmp_path):
     images = np.arange(20 * 4 * 4, dtype=np.uint8).reshape(20, 4, 4)
     labels = np.repeat(np.arange(2, dtype=np.uint8), 10)
