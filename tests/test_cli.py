@@ -39,6 +39,8 @@ def test_list_and_info(capsys):
     assert json.loads(capsys.readouterr().out)["repo_id"] == "facebook/hubert-base-ls960"
     assert main(["info", "no-such-model"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert main(["list", "--architectures", "gmml-*"]) == 0
+    assert capsys.readouterr().out.split() == ["gmml-vit-base-patch16", "gmml-vit-small-patch16", "gmml-vit-tiny-patch16"]
 
 
 def test_readme_model_table_is_generated_from_hub_configs():

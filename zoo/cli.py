@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib
 import inspect
 import json
@@ -42,6 +43,11 @@ def location(entry: registry.ModelEntry) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    if args.architectures:
+        for name in registry.list_architectures():
+            if args.pattern is None or fnmatch.fnmatch(name, args.pattern):
+                print(name)
+        return
     if args.markdown:
         print(model_table(args.modality))
         return
@@ -199,6 +205,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     listing.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'hubert-*'")
     listing.add_argument("--modality", choices=registry.MODALITIES)
     listing.add_argument("--markdown", action="store_true", help="print the README's model table")
+    listing.add_argument("--architectures", action="store_true",
+                         help="list the named sizes without weights instead (zoo.registry.architecture_config builds one)")
     listing.set_defaults(func=cmd_list)
 
     info = commands.add_parser("info", help="show a checkpoint's hub_config")
