@@ -206,7 +206,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     listing.add_argument("--modality", choices=registry.MODALITIES)
     listing.add_argument("--markdown", action="store_true", help="print the README's model table")
     listing.add_argument("--architectures", action="store_true",
-                         help="list the named sizes without weights instead (zoo.registry.architecture_config builds one)")
+                         help="list the named sizes without weights instead "
+                              "(zoo.registry.architecture_config builds one)")
     listing.set_defaults(func=cmd_list)
 
     info = commands.add_parser("info", help="show a checkpoint's hub_config")
@@ -234,8 +235,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
                        "encoders), adult (tabular encoders)")
     probe.add_argument("--seeds", type=int, nargs="+", default=[0], help="probe seeds for --dataset")
     probe.add_argument("--protocol", help="with --dataset: the paper's protocol, linear-probe (node datasets), "
-                       "svm-10fold (sets of graphs), mlp, resnet, mlp-raw, resnet-raw or xgboost (tables); default: the "
-                       "dataset's own")
+                       "svm-10fold (sets of graphs), mlp, resnet, mlp-raw, resnet-raw or xgboost (tables); "
+                       "default: the dataset's own")
     probe.add_argument("--label-regex", help="regex whose first group is the label (default: parent folder name)")
     probe.add_argument("--test-regex", help="file names matching it form the test split (default: a test/ folder)")
     probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")

@@ -16,8 +16,9 @@ Training: AdamW with a cosine schedule, batches of 512, early stopping on the va
 loss (patience 16), and the weights of the best validation loss kept for testing. The MLP's
 cosine spans the epoch budget; the official ResNet never passes its step count to the
 schedule, which keeps its default period of 10 steps (`cosine_steps`): the learning rate
-falls to 0 and rises again every 20 steps, and the zoo does the same to reproduce it. Classification uses cross-entropy (a logit for binary targets);
-regression the MSE of standardised targets, reported as RMSE in the target's own units.
+falls to 0 and rises again every 20 steps, and the zoo does the same to reproduce it.
+Classification uses cross-entropy (a logit for binary targets); regression the MSE of
+standardised targets, reported as RMSE in the target's own units.
 """
 
 from __future__ import annotations
