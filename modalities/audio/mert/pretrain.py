@@ -8,7 +8,11 @@ the mask embedding (mask prob 0.8, span 5). On the masked frames it predicts:
 - the acoustic teacher's codes, one cross-entropy per codebook over cosine logits, as
   HuBERT does for its one label set (`final_proj` untied: one slice per codebook);
 - the musical teacher's CQT (336 bins, 48 per octave from 32.7 Hz) through one linear
-  layer, by mean squared error, computed on the clean crop (before noise mixing).
+  layer, by mean squared error, computed on the clean crop (before noise mixing). MERT
+  regresses the magnitudes; `cqt_target="log"` regresses log magnitudes standardised
+  per bin over the pretraining set instead, so that quiet bins and quiet notes weigh as
+  much as the loud ones (raw magnitudes are mostly near 0, and a small model learns only
+  their mean).
 
 loss = sum over codebooks of CE + 10 * mean(conv features^2) + 1 * CQT MSE, the
 weights of MERT's `loss_weights [10, 1]` (feature penalty, CQT).
@@ -61,6 +65,9 @@ MEL_BINS = 64
 CHROMA_BINS_PER_OCTAVE = 12
 #: EnCodec's bandwidth for MERT-v1's 8 codebooks
 ENCODEC_BANDWIDTH = 6.0
+#: floor of the CQT magnitudes before the log of `cqt_target="log"` (-80 dB of a unit magnitude)
+CQT_FLOOR = 1e-4
+CQT_TARGETS = ("magnitude", "log")
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,6 +128,17 @@ def fit_residual_kmeans(features: Sequence[torch.Tensor], codebooks: int, cluste
         stages.append(stage)
         residuals = [r - (stage.centers[stage.assign(r)] * stage.std + stage.mean) for r in residuals]
     return ResidualKMeans(stages)
+
+
+def log_cqt(cqt: torch.Tensor) -> torch.Tensor:
+    """CQT magnitudes -> their log, floored at `CQT_FLOOR`."""
+    return cqt.float().clamp(min=CQT_FLOOR).log()
+
+
+def cqt_bin_statistics(cqts: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each bin of the log CQT over all frames, (Q,) each."""
+    frames = torch.cat([log_cqt(cqt).double() for cqt in cqts])
+    return frames.mean(0).float(), frames.std(0).clamp(min=1e-6).float()
 
 
 def load_encodec(name_or_path: str):
@@ -202,6 +220,8 @@ class MertPretraining(nn.Module):
         feature_penalty / cqt_weight: MERT's loss_weights (10 / 1).
         feature_grad_mult: scale of the gradient that reaches the conv front end
             (MERT-95M and HuBERT-base: 0.1), the penalty's included.
+        cqt_target: "magnitude" (MERT) or "log": log magnitudes standardised per bin by
+            `fit_cqt_scale`.
         mixture_prob: share of crops mixed with in-batch noise (0.5); 0 turns it off.
         noise_length: segment length range in samples (MERT-95M: 12000-24000 at 24 kHz).
         noise_count: segments per mixed crop (1-3).
@@ -211,7 +231,7 @@ class MertPretraining(nn.Module):
                  final_dim: int = 64, mask_prob: float = 0.8, mask_length: int = 5, logit_temp: float = 0.1,
                  feature_penalty: float = 10.0, cqt_weight: float = 1.0, mixture_prob: float = 0.5,
                  noise_length: tuple[int, int] = (12000, 24000), noise_count: tuple[int, int] = (1, 3),
-                 feature_grad_mult: float = 0.1) -> None:
+                 feature_grad_mult: float = 0.1, cqt_target: str = "magnitude") -> None:
         super().__init__()
         if not codebook_sizes or min(codebook_sizes) < 2 or final_dim < 1 or logit_temp <= 0:
             raise ConfigError(f"codebook_sizes={list(codebook_sizes)} must be >= 2 each, final_dim={final_dim} >= 1 "
@@ -221,16 +241,31 @@ class MertPretraining(nn.Module):
                               f"noise_count={noise_count} must be positive ranges")
         if not 0.0 <= feature_grad_mult <= 1.0:
             raise ConfigError(f"feature_grad_mult={feature_grad_mult} must lie in [0, 1] (MERT-95M: 0.1)")
+        if cqt_target not in CQT_TARGETS:
+            raise ConfigError(f"cqt_target={cqt_target!r}: choose one of {CQT_TARGETS}")
         check_mask_settings(mask_prob, mask_length, 0)
         self.encoder = encoder
         self.codebook_sizes = list(codebook_sizes)
         self.final_proj = nn.Linear(encoder.embed_dim, final_dim * len(self.codebook_sizes))
         self.label_embeddings = nn.Parameter(torch.rand(sum(self.codebook_sizes), final_dim))
         self.cqt_head = nn.Linear(encoder.embed_dim, cqt_bins) if cqt_bins else None
+        self.cqt_target = cqt_target
+        self.register_buffer("cqt_mean", torch.zeros(cqt_bins))
+        self.register_buffer("cqt_std", torch.ones(cqt_bins))
         self.mask_prob, self.mask_length, self.logit_temp = mask_prob, mask_length, logit_temp
         self.feature_penalty, self.cqt_weight = feature_penalty, cqt_weight
         self.feature_grad_mult = feature_grad_mult
         self.mixture_prob, self.noise_length, self.noise_count = mixture_prob, tuple(noise_length), tuple(noise_count)
+
+    def fit_cqt_scale(self, cqts: Sequence[torch.Tensor]) -> None:
+        """Set the per-bin statistics that standardise the log CQT targets (`cqt_target="log"`)."""
+        self.cqt_mean, self.cqt_std = cqt_bin_statistics(cqts)
+
+    def cqt_targets(self, cqt: torch.Tensor) -> torch.Tensor:
+        """(M, Q) CQT magnitudes -> the regression targets of `cqt_target`."""
+        if self.cqt_target == "magnitude":
+            return cqt.float()
+        return (log_cqt(cqt) - self.cqt_mean) / self.cqt_std
 
     def code_losses(self, hidden: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         """(M, D) masked frames, (M, C) codes -> sum of the C cross-entropies and each accuracy."""
@@ -268,7 +303,7 @@ class MertPretraining(nn.Module):
         logs = {"code_loss": code_loss.item(), "accuracy": sum(accuracies) / len(accuracies),
                 "feature_penalty": penalty.item(), "masked_fraction": (mask.sum() / frame_lengths.sum()).item()}
         if self.cqt_head is not None:
-            cqt_loss = F.mse_loss(self.cqt_head(hidden).float(), batch["cqt"][mask].float())
+            cqt_loss = F.mse_loss(self.cqt_head(hidden).float(), self.cqt_targets(batch["cqt"][mask]))
             loss = loss + self.cqt_weight * cqt_loss
             logs["cqt_mse"] = cqt_loss.item()
         return PretrainOutput(loss=loss, logs=logs)
@@ -297,6 +332,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     teacher.add_argument("--clusters", type=int, default=256, help="--teacher kmeans: codes K (default: 256)")
     teacher.add_argument("--kmeans-frames", type=int, default=100_000, help="frames k-means is fitted on")
     teacher.add_argument("--no-cqt", action="store_true", help="drop the CQT reconstruction loss")
+    teacher.add_argument("--cqt-target", choices=CQT_TARGETS, default="magnitude",
+                         help="CQT regression target: magnitudes (MERT) or log magnitudes standardised per bin "
+                              "(default: magnitude)")
 
     model = parser.add_argument_group("model and objective")
     model.add_argument("--variant", default="tiny", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
@@ -371,7 +409,9 @@ def run(args: argparse.Namespace) -> None:
     objective = MertPretraining(encoder, targets["codebook_sizes"], 0 if extra is None else CQT_BINS, args.final_dim,
                                 args.mask_prob, args.mask_length, feature_penalty=args.feature_penalty,
                                 cqt_weight=args.cqt_weight, mixture_prob=args.mixture_prob, noise_length=noise,
-                                feature_grad_mult=args.feature_grad_mult)
+                                feature_grad_mult=args.feature_grad_mult, cqt_target=args.cqt_target)
+    if extra is not None and args.cqt_target == "log":
+        objective.fit_cqt_scale(targets["cqt"])
     config = train_config_from_args(args)
     settings = {key: value for key, value in vars(args).items() if not callable(value)}
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "mert pretrain")

@@ -137,6 +137,18 @@ def test_front_end_gradient_is_scaled_by_feature_grad_mult():
     assert torch.allclose(grads[0.1][1], grads[1.0][1], rtol=1e-4, atol=1e-9)
 
 
+def test_log_cqt_targets_are_standardised_per_bin():
+    """cqt_target="log": over the frames the scale was fitted on, each bin's target has
+    mean 0 and standard deviation 1, whatever the bin's loudness."""
+    objective = micro_objective(cqt_target="log")
+    loudness = torch.logspace(-3, 0, 12)  # bins 1,000x apart
+    cqts = [torch.rand(50, 12) * loudness, torch.rand(30, 12) * loudness]
+    objective.fit_cqt_scale(cqts)
+    targets = objective.cqt_targets(torch.cat(cqts))
+    assert targets.mean(0).abs().max() < 1e-5 and (targets.std(0) - 1).abs().max() < 1e-5
+    assert torch.equal(micro_objective().cqt_targets(cqts[0]), cqts[0])  # MERT's default: the magnitudes
+
+
 def test_objective_refuses_bad_settings():
     with pytest.raises(ConfigError, match="mixture_prob"):
         micro_objective(mixture_prob=1.5)
@@ -144,6 +156,8 @@ def test_objective_refuses_bad_settings():
         micro_objective(feature_grad_mult=2.0)
     with pytest.raises(ConfigError, match="mask_prob"):
         micro_objective(mask_prob=-0.1)
+    with pytest.raises(ConfigError, match="cqt_target='db'"):
+        micro_objective(cqt_target="db")
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +198,13 @@ def test_pretrain_loss_falls_and_encoder_loads(music_folder, tmp_path):
     assert type(encoder).__name__ == "MertEncoder" and encoder.processor.sampling_rate == RATE
     targets = torch.load(tmp_path / "run" / "labels.pt", weights_only=True)
     assert targets["codebook_sizes"] == [8, 8] and targets["cqt"][0].shape[1] == 336
+
+
+def test_log_cqt_loss_falls(music_folder, tmp_path):
+    log = pretrain(music_folder, tmp_path / "run", "--steps", "40", "--lr", "2e-3", "--warmup-steps", "5",
+                   "--cqt-target", "log", "--feature-penalty", "0")
+    assert mean_of(log[:5], "cqt_mse") > 0.5  # standardised targets: an untrained head is off by about 1 per bin
+    assert mean_of(log[-10:], "cqt_mse") < 0.8 * mean_of(log[:10], "cqt_mse")
 
 
 def test_interrupted_run_resumes_exactly(music_folder, tmp_path, monkeypatch):
