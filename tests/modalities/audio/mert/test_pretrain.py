@@ -201,10 +201,16 @@ def test_pretrain_loss_falls_and_encoder_loads(music_folder, tmp_path):
 
 
 def test_log_cqt_loss_falls(music_folder, tmp_path):
+    from modalities.audio.mert.pretrain import cqt_bin_statistics
+
     log = pretrain(music_folder, tmp_path / "run", "--steps", "40", "--lr", "2e-3", "--warmup-steps", "5",
                    "--cqt-target", "log", "--feature-penalty", "0")
     assert mean_of(log[:5], "cqt_mse") > 0.5  # standardised targets: an untrained head is off by about 1 per bin
     assert mean_of(log[-10:], "cqt_mse") < 0.8 * mean_of(log[:10], "cqt_mse")
+    # the run standardised with the statistics of its own CQT targets
+    objective = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["objective"]
+    mean, std = cqt_bin_statistics(torch.load(tmp_path / "run" / "labels.pt", weights_only=True)["cqt"])
+    assert torch.equal(objective["cqt_mean"], mean) and torch.equal(objective["cqt_std"], std)
 
 
 def test_interrupted_run_resumes_exactly(music_folder, tmp_path, monkeypatch):
