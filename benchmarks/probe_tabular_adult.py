@@ -39,6 +39,8 @@ from modalities.tabular.evaluation import protocol_inputs, run_protocol  # noqa:
 from zoo.hub import load  # noqa: E402
 from zoo.io import atomic_write_text  # noqa: E402
 
+#: downstream networks trained on tokens, by their names in tables
+NETWORK_NAMES = {"mlp": "MLP", "resnet": "ResNet"}
 PAPER = {"mlp": 0.825, "mlp+tjepa": 0.866, "resnet+tjepa": 0.865, "xgboost": 0.874}
 
 
@@ -76,7 +78,7 @@ def main() -> None:
                         help="random-init encoder seeds (none: skip that baseline)")
     parser.add_argument("--architecture", default="tjepa-adult",
                         help="the encoder whose architecture the random-init baseline copies (its weights unused)")
-    parser.add_argument("--network", choices=("mlp", "resnet"), default="mlp",
+    parser.add_argument("--network", choices=NETWORK_NAMES, default="mlp",
                         help="the downstream model trained on tokens (default: mlp)")
     parser.add_argument("--cache", type=Path, default=Path("runs/probe_tabular_adult.json"))
     parser.add_argument("--threads", type=int, default=1)
@@ -87,8 +89,7 @@ def main() -> None:
     cache = Cache(args.cache)
     raw = protocol_inputs("mlp-raw", splits)
 
-    network = args.network
-    name = network.upper() if network == "mlp" else "ResNet"
+    network, name = args.network, NETWORK_NAMES[args.network]
 
     def on_tokens(encoder, seed: int) -> float:
         return run_protocol(network, splits, seed, *protocol_inputs(network, splits, encoder))
