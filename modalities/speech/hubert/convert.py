@@ -220,49 +220,64 @@ def config_from_fairseq(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         CheckpointError: the config is not a pretrained HuBERT's, uses an encoder feature
             HubertModel lacks, or has a value of the wrong type.
     """
+    model, task = fairseq_sections(cfg, "hubert", "fine-tuned 'hubert_ctc' checkpoints nest the encoder "
+                                   "under w2v_encoder.w2v_model")
+    return encoder_fields_from_fairseq(model), fairseq_field(task, "normalize", False)
+
+
+def fairseq_sections(cfg: dict[str, Any], name: str, hint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The "model" and "task" sections of a fairseq config whose model is registered as `name`.
+
+    Raises:
+        CheckpointError: a section is missing, or the model is another fairseq model
+            (`hint` says what such a checkpoint probably is).
+    """
     if "model" not in cfg or "task" not in cfg:
         raise CheckpointError(
             f"fairseq config needs sections 'model' and 'task', found {sorted(cfg)}; "
             "pass the checkpoint's whole cfg, not cfg['model']"
         )
-    model, task = cfg["model"], cfg["task"]
-    name = model.get("_name", "hubert")
-    if name != "hubert":
-        raise CheckpointError(
-            f"fairseq model {name!r} is not a pretrained HuBERT ('hubert'); fine-tuned "
-            "'hubert_ctc' checkpoints nest the encoder under w2v_encoder.w2v_model"
-        )
+    model = cfg["model"]
+    found = model.get("_name", name)
+    if found != name:
+        raise CheckpointError(f"fairseq model {found!r} is not a pretrained {name!r} model; {hint}")
+    return model, cfg["task"]
+
+
+def encoder_fields_from_fairseq(model: dict[str, Any]) -> dict[str, Any]:
+    """The HubertConfig fields of a fairseq wav2vec 2.0-style encoder config (HuBERT's, MERT's).
+
+    Raises:
+        CheckpointError: the config uses an encoder feature HubertModel lacks, or has a
+            value of the wrong type.
+    """
     for field in _REQUIRED:
-        value = _field(model, field)
+        value = fairseq_field(model, field)
         if value != _FAIRSEQ_DEFAULTS[field]:
             raise CheckpointError(
                 f"fairseq {field}={value!r} is not supported by HubertModel; "
                 f"only {_FAIRSEQ_DEFAULTS[field]!r} converts"
             )
-    mode = _field(model, "extractor_mode")
+    mode = fairseq_field(model, "extractor_mode")
     if mode not in _EXTRACTOR_NORM:
         raise CheckpointError(f"fairseq extractor_mode={mode!r}; expected one of {sorted(_EXTRACTOR_NORM)}")
-    layers = parse_conv_layers(_field(model, "conv_feature_layers"))
+    layers = parse_conv_layers(fairseq_field(model, "conv_feature_layers"))
     conv_dim, conv_kernel, conv_stride = (tuple(column) for column in zip(*layers, strict=True))
-    model_config = {
-        "hidden_size": _field(model, "encoder_embed_dim"),
-        "num_hidden_layers": _field(model, "encoder_layers"),
-        "num_attention_heads": _field(model, "encoder_attention_heads"),
-        "intermediate_size": _field(model, "encoder_ffn_embed_dim"),
+    return {
+        "hidden_size": fairseq_field(model, "encoder_embed_dim"),
+        "num_hidden_layers": fairseq_field(model, "encoder_layers"),
+        "num_attention_heads": fairseq_field(model, "encoder_attention_heads"),
+        "intermediate_size": fairseq_field(model, "encoder_ffn_embed_dim"),
         "conv_dim": conv_dim,
         "conv_kernel": conv_kernel,
         "conv_stride": conv_stride,
-        "conv_bias": _field(model, "conv_bias"),
+        "conv_bias": fairseq_field(model, "conv_bias"),
         "feat_extract_norm": _EXTRACTOR_NORM[mode],
-        "do_stable_layer_norm": _field(model, "layer_norm_first"),
-        "num_conv_pos_embeddings": _field(model, "conv_pos"),
-        "num_conv_pos_embedding_groups": _field(model, "conv_pos_groups"),
+        "do_stable_layer_norm": fairseq_field(model, "layer_norm_first"),
+        "num_conv_pos_embeddings": fairseq_field(model, "conv_pos"),
+        "num_conv_pos_embedding_groups": fairseq_field(model, "conv_pos_groups"),
         "layer_norm_eps": _FAIRSEQ_LAYER_NORM_EPS,
     }
-    do_normalize = task.get("normalize", False)
-    if not isinstance(do_normalize, bool):
-        raise CheckpointError(f"fairseq task.normalize={do_normalize!r}; expected a bool")
-    return model_config, do_normalize
 
 
 def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
@@ -294,7 +309,7 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
 def load_fairseq_checkpoint(
     path: str | os.PathLike,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Reads a fairseq HuBERT `.pt` (or s3prl's fairseq-free copy of one) without fairseq.
+    """Reads a fairseq HuBERT or MERT `.pt` (or s3prl's fairseq-free copy of one) without fairseq.
 
     The file is opened with `torch.load(weights_only=True)`. Besides tensors and builtin
     containers it may hold `argparse.Namespace` (the `args` of pre-2021 checkpoints),
@@ -324,7 +339,7 @@ def load_fairseq_checkpoint(
         state_dict, cfg = checkpoint["model"], _fairseq_cfg(checkpoint)
     else:
         raise CheckpointError(
-            f"{path} is not a fairseq HuBERT checkpoint: expected keys 'model' and 'cfg' "
+            f"{path} is not a fairseq checkpoint: expected keys 'model' and 'cfg' "
             f"(fairseq) or 'model_weight' and 'model_cfg' (s3prl), found {sorted(checkpoint)}"
         )
     _check_loaded(path, state_dict, cfg)
@@ -371,14 +386,19 @@ def _raise_if_any(problems: list[str], what: str) -> None:
         raise CheckpointError(f"{what} does not convert ({len(problems)} problems):\n  {listing}")
 
 
-def _field(section: dict[str, Any], name: str) -> Any:
-    """A fairseq config value, defaulted as fairseq does, with the default's type enforced."""
-    default = _FAIRSEQ_DEFAULTS[name]
+def fairseq_field(section: dict[str, Any], name: str, default: Any = None) -> Any:
+    """A fairseq config value, defaulted as fairseq does, with the default's type enforced.
+
+    `default` is needed only for fields outside fairseq's HubertConfig defaults table; an
+    int is accepted where the default is a float (YAML writes 32 for 32.0).
+    """
+    default = _FAIRSEQ_DEFAULTS[name] if default is None else default
     value = section.get(name, default)
+    if isinstance(default, float) and type(value) is int:
+        value = float(value)
     if type(value) is not type(default):
         raise CheckpointError(
-            f"fairseq model.{name}={value!r} has type {type(value).__name__}, "
-            f"expected {type(default).__name__}"
+            f"fairseq {name}={value!r} has type {type(value).__name__}, expected {type(default).__name__}"
         )
     return value
 
@@ -440,7 +460,7 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise CheckpointError(
-            f"cannot read {path} as a fairseq HuBERT checkpoint (a torch.save file): {err}"
+            f"cannot read {path} as a fairseq checkpoint (a torch.save file): {err}"
         ) from err
 
 
