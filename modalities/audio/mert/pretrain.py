@@ -25,6 +25,9 @@ Acoustic teachers:
 - `kmeans`: a residual k-means over log-mel + chroma frames, trained here on the
   pretraining set itself, as MERT-v0 used k-means over hand-made features. Each
   codebook quantises what the codebooks before it left (a residual vector quantiser).
+  Every feature is standardised; `chroma_weight` scales the 12 chroma features in the
+  distance, where the 64 log-mel features otherwise outweigh them (sqrt(64 / 12) = 2.31
+  gives the two groups equal shares).
 
 Frame alignment: encoder frame t sees samples [hop t, hop t + field) (320 / 400 at
 24 kHz: 75 Hz frames). Log-mel frames use that window; the CQT and chroma, whose
@@ -120,14 +123,24 @@ class ResidualKMeans:
 
 
 def fit_residual_kmeans(features: Sequence[torch.Tensor], codebooks: int, clusters: int, max_frames: int,
-                        seed: int) -> ResidualKMeans:
-    """`codebooks` rounds of k-means, each on the residual of the rounds before."""
+                        seed: int, weights: torch.Tensor | None = None) -> ResidualKMeans:
+    """`codebooks` rounds of k-means, each on the residual of the rounds before.
+
+    `weights` (F,) scales each standardised feature in the distance (`fit_clusters`).
+    """
     residuals, stages = [f.float() for f in features], []
     for round_ in range(codebooks):
-        stage = fit_clusters(residuals, clusters, max_frames, seed + round_)
+        stage = fit_clusters(residuals, clusters, max_frames, seed + round_, weights)
         stages.append(stage)
         residuals = [r - (stage.centers[stage.assign(r)] * stage.std + stage.mean) for r in residuals]
     return ResidualKMeans(stages)
+
+
+def feature_weights(chroma_weight: float) -> torch.Tensor:
+    """(64 + 12,) k-means weights of `acoustic_features`: 1 per log-mel bin, `chroma_weight` per pitch class."""
+    if not chroma_weight > 0:
+        raise ConfigError(f"--chroma-weight={chroma_weight} must be > 0 (1 = every feature counts the same)")
+    return torch.cat([torch.ones(MEL_BINS), torch.full((CHROMA_BINS_PER_OCTAVE,), float(chroma_weight))])
 
 
 def log_cqt(cqt: torch.Tensor) -> torch.Tensor:
@@ -331,6 +344,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     teacher.add_argument("--codebooks", type=int, default=8, help="--teacher kmeans: codebooks C (default: 8)")
     teacher.add_argument("--clusters", type=int, default=256, help="--teacher kmeans: codes K (default: 256)")
     teacher.add_argument("--kmeans-frames", type=int, default=100_000, help="frames k-means is fitted on")
+    teacher.add_argument("--chroma-weight", type=float, default=1.0,
+                         help="--teacher kmeans: weight of the 12 standardised chroma features against the 64 "
+                              "log-mel ones in the k-means distance; 2.31 = equal shares (default: 1.0)")
     teacher.add_argument("--no-cqt", action="store_true", help="drop the CQT reconstruction loss")
     teacher.add_argument("--cqt-target", choices=CQT_TARGETS, default="magnitude",
                          help="CQT regression target: magnitudes (MERT) or log magnitudes standardised per bin "
@@ -373,14 +389,16 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
         sizes = [model.config.codebook_size] * codes[0].shape[1]
         source = f"encodec {args.encodec}"
     else:
+        weights = feature_weights(args.chroma_weight)
         chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE)
         log(f"log-mel + chroma of {len(waves)} recordings")
         features = [acoustic_features(wave, rate, field, hop, chroma_cqt) for wave in waves]
         log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
-        quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed)
+        quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed,
+                                        weights)
         codes = [quantiser.codes(f) for f in features]
         sizes = [args.clusters] * args.codebooks
-        source = "residual k-means on log-mel + chroma"
+        source = f"residual k-means on log-mel + chroma (chroma weight {args.chroma_weight:g})"
     targets: dict[str, Any] = {"labels": codes, "codebook_sizes": sizes, "source": source}
     if not args.no_cqt:
         log(f"CQT targets ({CQT_BINS} bins) of {len(waves)} recordings")

@@ -158,8 +158,12 @@ class Clusters:
 
 
 def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames: int = 100_000,
-                 seed: int = 0) -> Clusters:
-    """MiniBatchKMeans (as fairseq's `learn_kmeans.py`) on at most `max_frames` frames drawn at random."""
+                 seed: int = 0, weights: Optional[torch.Tensor] = None) -> Clusters:
+    """MiniBatchKMeans (as fairseq's `learn_kmeans.py`) on at most `max_frames` frames drawn at random.
+
+    `weights` (F,) scales each standardised feature in the distance (default: all 1); it
+    is folded into `Clusters.std`, so `assign` needs nothing more.
+    """
     from sklearn.cluster import MiniBatchKMeans
 
     frames = torch.cat([f.float() for f in features])
@@ -169,6 +173,8 @@ def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames
     if len(frames) > max_frames:
         frames = frames[torch.from_numpy(np.sort(rng.choice(len(frames), max_frames, replace=False)))]
     mean, std = frames.mean(0), frames.std(0).clamp(min=1e-5)
+    if weights is not None:
+        std = std / weights
     kmeans = MiniBatchKMeans(n_clusters=num_clusters, batch_size=10_000, max_iter=100, n_init=3,
                              max_no_improvement=100, reassignment_ratio=0.0, random_state=seed)
     kmeans.fit(((frames - mean) / std).numpy())

@@ -78,6 +78,32 @@ def test_residual_kmeans_codebooks_refine_each_other():
     assert errors[0] > errors[1] > errors[2]
 
 
+def test_feature_weights_decide_what_the_codes_split():
+    """Two independent features, two codes: the codes follow the feature weighted up."""
+    from modalities.speech.hubert.pretrain import fit_clusters
+
+    generator = torch.Generator().manual_seed(0)
+    signs = torch.randint(0, 2, (2000, 2), generator=generator).float() * 2 - 1
+    features = [signs + 0.1 * torch.randn(2000, 2, generator=generator)]
+    for heavy in (0, 1):
+        weights = torch.ones(2)
+        weights[heavy] = 3.0
+        codes = fit_clusters(features, 2, seed=0, weights=weights).assign(features[0])
+        agreement = (codes == (signs[:, heavy] > 0).long()).float().mean().item()
+        assert max(agreement, 1 - agreement) > 0.99, heavy  # the split is along the heavy feature
+
+
+def test_chroma_weight_scales_the_twelve_chroma_features():
+    from modalities.audio.mert.pretrain import MEL_BINS, feature_weights
+
+    weights = feature_weights(2.31)
+    assert weights.shape == (MEL_BINS + 12,)
+    assert torch.all(weights[:MEL_BINS] == 1) and torch.allclose(weights[MEL_BINS:], torch.tensor(2.31))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="--chroma-weight"):
+            feature_weights(bad)
+
+
 def test_encodec_teacher_through_transformers(tmp_path):
     from transformers import EncodecConfig, EncodecModel
 
@@ -198,6 +224,15 @@ def test_pretrain_loss_falls_and_encoder_loads(music_folder, tmp_path):
     assert type(encoder).__name__ == "MertEncoder" and encoder.processor.sampling_rate == RATE
     targets = torch.load(tmp_path / "run" / "labels.pt", weights_only=True)
     assert targets["codebook_sizes"] == [8, 8] and targets["cqt"][0].shape[1] == 336
+
+
+def test_chroma_weight_changes_the_teacher(music_folder, tmp_path):
+    runs = {weight: tmp_path / f"chroma-{weight}" for weight in ("1", "5")}
+    for weight, out in runs.items():
+        pretrain(music_folder, out, "--steps", "1", "--no-cqt", "--codebooks", "1", "--chroma-weight", weight)
+    targets = {weight: torch.load(out / "labels.pt", weights_only=True) for weight, out in runs.items()}
+    assert targets["5"]["source"].endswith("(chroma weight 5)")
+    assert any(not torch.equal(a, b) for a, b in zip(targets["1"]["labels"], targets["5"]["labels"]))
 
 
 def test_log_cqt_loss_falls(music_folder, tmp_path):
