@@ -7,6 +7,11 @@ the best layer is chosen on a 20 % validation part of the train split). Every fe
 mean-pooled over time into one vector per note and scored with `zoo.evaluation.linear_probe`
 and `knn_accuracy` (cosine, k=20).
 
+`--teacher-clips` also scores the acoustic teacher itself: the residual k-means of `zoo
+pretrain mert --teacher kmeans` (one codebook, fitted on those clips with the same seed,
+clusters and frames, so it is the run's own teacher) assigns each note's frames a code,
+and the note's histogram of codes is the feature; one row per `--chroma-weights` value.
+
     python benchmarks/probe_mert.py --checkpoint runs/mert-tiny/encoder --notes runs/notes24k --json runs/probe.json
 """
 
@@ -23,7 +28,13 @@ import torch
 from probe_beats import add_probe_arguments, encoders_to_probe, evaluate_notes, layers_of, notes_markdown
 
 from modalities.audio.mert.model import CQT_OCTAVES, MertEncoder, constant_q
-from zoo.audio_crops import load_waves
+from modalities.audio.mert.pretrain import (
+    CHROMA_BINS_PER_OCTAVE,
+    acoustic_features,
+    feature_weights,
+    fit_residual_kmeans,
+)
+from zoo.audio_crops import list_audio_files, load_waves
 
 LOG_MEL_BINS = 128
 CQT_BINS_PER_OCTAVE = 12
@@ -48,10 +59,37 @@ def log_cqt(waves: list[torch.Tensor], rate: int, hop: int) -> np.ndarray:
         return np.stack([mean_std(torch.log1p(100 * cqt(wave[None])[0].T)) for wave in waves])
 
 
+def teacher_rows(args: argparse.Namespace, encoder: MertEncoder, waves: list[torch.Tensor], table) -> list[dict]:
+    """Scores of the k-means teacher's code histograms, one row per chroma weight."""
+    config, rate = encoder.config, encoder.processor.sampling_rate
+    chroma = constant_q(rate, config.frame_hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE)
+
+    def features(recordings):
+        with torch.no_grad():
+            return [acoustic_features(wave, rate, config.receptive_field, config.frame_hop, chroma)
+                    for wave in recordings]
+
+    clips = features(load_waves(list_audio_files(args.teacher_clips), encoder.processor))
+    notes = features(waves)
+    rows = []
+    for weight in args.chroma_weights:
+        quantiser = fit_residual_kmeans(clips, 1, args.clusters, args.kmeans_frames, args.seed, feature_weights(weight))
+        histograms = np.stack([np.bincount(quantiser.codes(note)[:, 0].numpy(), minlength=args.clusters) / len(note)
+                               for note in notes])
+        name = f"k-means teacher, chroma weight {weight:g}: code histogram ({args.clusters})"
+        rows.append(evaluate_notes(name, histograms, table, args.seed))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_probe_arguments(parser, "MERT")
     parser.add_argument("--notes", required=True, help="rendered notes folder (notes.csv)")
+    parser.add_argument("--teacher-clips", help="also score the k-means teacher fitted on this clips folder")
+    parser.add_argument("--chroma-weights", type=lambda text: [float(v) for v in text.split(",")], default=[1.0],
+                        help="comma-separated --chroma-weight values of the teachers scored (default: 1)")
+    parser.add_argument("--clusters", type=int, default=256, help="teacher codes, as the run's --clusters")
+    parser.add_argument("--kmeans-frames", type=int, default=50_000, help="as the run's --kmeans-frames")
     args = parser.parse_args(argv)
     from modalities.audio.rendering import load_notes
 
@@ -67,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     bins = CQT_OCTAVES * CQT_BINS_PER_OCTAVE
     rows.append(evaluate_notes(f"log-CQT mean+std ({2 * bins})", log_cqt(waves, rate, first.config.frame_hop),
                                table, args.seed))
+    if args.teacher_clips:
+        rows += teacher_rows(args, first, waves, table)
     print(f"Notes: {len(files)} rendered notes at {rate} Hz, {table['family'].nunique()} families\n")
     print(notes_markdown(rows))
     print(f"\n{time.monotonic() - started:.0f} s")
