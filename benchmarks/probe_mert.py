@@ -8,8 +8,8 @@ mean-pooled over time into one vector per note and scored with `zoo.evaluation.l
 and `knn_accuracy` (cosine, k=20).
 
 `--teacher-clips` also scores the acoustic teacher itself: the residual k-means of `zoo
-pretrain mert --teacher kmeans` (one codebook, fitted on those clips with the same seed,
-clusters and frames, so it is the run's own teacher) assigns each note's frames a code,
+pretrain mert --teacher kmeans` (its first codebook, fitted on those clips with the same
+seed, clusters and frames, so it is a one-codebook run's own teacher) assigns each note's frames a code,
 and the note's histogram of codes is the feature; one row per `--chroma-weights` value.
 
     python benchmarks/probe_mert.py --checkpoint runs/mert-tiny/encoder --notes runs/notes24k --json runs/probe.json
@@ -28,12 +28,8 @@ import torch
 from probe_beats import add_probe_arguments, encoders_to_probe, evaluate_notes, layers_of, notes_markdown
 
 from modalities.audio.mert.model import CQT_OCTAVES, MertEncoder, constant_q
-from modalities.audio.mert.pretrain import (
-    CHROMA_BINS_PER_OCTAVE,
-    acoustic_features,
-    feature_weights,
-    fit_residual_kmeans,
-)
+from modalities.audio.mert.pretrain import feature_weights, teacher_features
+from modalities.speech.hubert.pretrain import fit_clusters
 from zoo.audio_crops import list_audio_files, load_waves
 
 LOG_MEL_BINS = 128
@@ -61,20 +57,13 @@ def log_cqt(waves: list[torch.Tensor], rate: int, hop: int) -> np.ndarray:
 
 def teacher_rows(args: argparse.Namespace, encoder: MertEncoder, waves: list[torch.Tensor], table) -> list[dict]:
     """Scores of the k-means teacher's code histograms, one row per chroma weight."""
-    config, rate = encoder.config, encoder.processor.sampling_rate
-    chroma = constant_q(rate, config.frame_hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE)
-
-    def features(recordings):
-        with torch.no_grad():
-            return [acoustic_features(wave, rate, config.receptive_field, config.frame_hop, chroma)
-                    for wave in recordings]
-
-    clips = features(load_waves(list_audio_files(args.teacher_clips), encoder.processor))
-    notes = features(waves)
+    geometry = (encoder.processor.sampling_rate, encoder.config.receptive_field, encoder.config.frame_hop)
+    clips = teacher_features(load_waves(list_audio_files(args.teacher_clips), encoder.processor), *geometry)
+    notes = teacher_features(waves, *geometry)
     rows = []
     for weight in args.chroma_weights:
-        quantiser = fit_residual_kmeans(clips, 1, args.clusters, args.kmeans_frames, args.seed, feature_weights(weight))
-        histograms = np.stack([np.bincount(quantiser.codes(note)[:, 0].numpy(), minlength=args.clusters) / len(note)
+        clusters = fit_clusters(clips, args.clusters, args.kmeans_frames, args.seed, feature_weights(weight))
+        histograms = np.stack([np.bincount(clusters.assign(note).numpy(), minlength=args.clusters) / len(note)
                                for note in notes])
         name = f"k-means teacher, chroma weight {weight:g}: code histogram ({args.clusters})"
         rows.append(evaluate_notes(name, histograms, table, args.seed))

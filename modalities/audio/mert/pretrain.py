@@ -105,6 +105,13 @@ def acoustic_features(wave: torch.Tensor, rate: int, field: int, hop: int, chrom
     return torch.cat([log_mel, chroma], dim=1)
 
 
+def teacher_features(waves: Sequence[torch.Tensor], rate: int, field: int, hop: int) -> list[torch.Tensor]:
+    """`acoustic_features` of every recording, all through one chroma CQT."""
+    chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE)
+    with torch.no_grad():
+        return [acoustic_features(wave, rate, field, hop, chroma_cqt) for wave in waves]
+
+
 @dataclasses.dataclass
 class ResidualKMeans:
     """A residual vector quantiser fitted by k-means: codebook c quantises the residual
@@ -390,9 +397,8 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
         source = f"encodec {args.encodec}"
     else:
         weights = feature_weights(args.chroma_weight)
-        chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE)
         log(f"log-mel + chroma of {len(waves)} recordings")
-        features = [acoustic_features(wave, rate, field, hop, chroma_cqt) for wave in waves]
+        features = teacher_features(waves, rate, field, hop)
         log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
         quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed,
                                         weights)

@@ -147,9 +147,9 @@ class Clusters:
     so that no feature dimension (e.g. MFCC c0, the log energy) dominates the distance.
     """
 
-    centers: torch.Tensor  # (K, F), in standardised units
+    centers: torch.Tensor  # (K, F), in standardised units (times `fit_clusters`' weights)
     mean: torch.Tensor  # (F,)
-    std: torch.Tensor  # (F,)
+    std: torch.Tensor  # (F,), divided by `fit_clusters`' weights
 
     def assign(self, features: torch.Tensor) -> torch.Tensor:
         """(T, F) features -> (T,) cluster ids."""
