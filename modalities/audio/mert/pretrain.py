@@ -125,7 +125,7 @@ class ResidualKMeans:
         for stage in self.stages:
             ids = stage.assign(residual)
             columns.append(ids)
-            residual = residual - (stage.centers[ids] * stage.std + stage.mean)
+            residual = residual - stage.centroids(ids)
         return torch.stack(columns, dim=1)
 
 
@@ -139,7 +139,7 @@ def fit_residual_kmeans(features: Sequence[torch.Tensor], codebooks: int, cluste
     for round_ in range(codebooks):
         stage = fit_clusters(residuals, clusters, max_frames, seed + round_, weights)
         stages.append(stage)
-        residuals = [r - (stage.centers[stage.assign(r)] * stage.std + stage.mean) for r in residuals]
+        residuals = [r - stage.centroids(stage.assign(r)) for r in residuals]
     return ResidualKMeans(stages)
 
 

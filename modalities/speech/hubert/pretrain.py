@@ -156,6 +156,10 @@ class Clusters:
         scaled = (features.float() - self.mean) / self.std
         return torch.cdist(scaled, self.centers).argmin(dim=1)
 
+    def centroids(self, ids: torch.Tensor) -> torch.Tensor:
+        """(T,) cluster ids -> (T, F) their centres in feature units (what a residual stage subtracts)."""
+        return self.centers[ids] * self.std + self.mean
+
 
 def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames: int = 100_000,
                  seed: int = 0, weights: Optional[torch.Tensor] = None) -> Clusters:
@@ -183,10 +187,6 @@ def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames
 
 def cluster_labels(features: Sequence[torch.Tensor], clusters: Clusters) -> list[torch.Tensor]:
     return [clusters.assign(f) for f in features]
-
-
-# ---------------------------------------------------------------------------------------
-# Data: a folder of recordings -> random frame-aligned crops -> equal-length batches
 
 
 # ---------------------------------------------------------------------------------------
