@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, timed_rounds
+from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, summary_header, timed_rounds
 
 RATE = 16000
 CASES = {"1s": 1.0, "10s": 10.0, "60s": 60.0}
@@ -108,10 +108,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    machine = summary["machine"]
-    lines = [f"{machine['cpu']}, {machine['torch_threads']} thread(s), torch {machine['torch']}, "
-             f"device {summary['args']['device']}, load {machine['load_average_1min']:.1f}; "
-             f"{machine['total_seconds']} s in all\n"]
+    lines = [summary_header(summary)]
     rows = []
     for result in summary["results"]:
         for path in PATHS:

@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, timed_rounds
+from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, summary_header, timed_rounds
 
 RATE = 24000
 #: case -> (seconds per clip, clips per batch)
@@ -97,10 +97,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    machine = summary["machine"]
-    lines = [f"{machine['cpu']}, {machine['torch_threads']} thread(s), torch {machine['torch']}, "
-             f"device {summary['args']['device']}{' bf16' if summary['args']['bf16'] else ''}, "
-             f"load {machine['load_average_1min']:.1f}; {machine['total_seconds']} s in all\n"]
+    lines = [summary_header(summary)]
     rows = []
     for result in summary["results"]:
         for path in PATHS:

@@ -267,6 +267,17 @@ def run_cases(script: Path, args: argparse.Namespace, worker: Callable[[dict[str
     print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
 
 
+def summary_header(summary: dict[str, Any]) -> str:
+    """The line above a `run_cases` table: machine, versions, device and load, so that
+    rows from different runs can be told apart."""
+    machine, args = summary["machine"], summary["args"]
+    versions = f"torch {machine['torch']}" + (f", transformers {machine['transformers']}"
+                                              if "transformers" in machine else "")
+    return (f"{machine['cpu']}, {machine['torch_threads']} thread(s), {versions}, device {args['device']}"
+            f"{' bf16' if args.get('bf16') else ''}, load {machine['load_average_1min']:.1f}; "
+            f"{machine['total_seconds']} s in all\n")
+
+
 def timed_rounds(calls: dict[str, Callable[[], Any]], repeats: int, device: str, calls_per_round: int = 1):
     """Seconds per round, peak RSS added and the last output of every path (the keys of
     `calls`), in rounds whose order alternates so that neither path always runs warm."""
