@@ -157,4 +157,5 @@ def test_demo_embeds_the_bundled_examples_and_names_what_it_skips(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "== hubert-tiny-fsdd (speech, hubert): 6 inputs -> embeddings (6, 192)" in out
+    assert "== gmml-vit-tiny-cifar10 (vision, gmml): 4 inputs -> embeddings (4, 192), all layers (1, 13, 192)" in out
     assert "skipped, no bundled inputs" in out and "graphmae-mutag (graph)" in out
