@@ -55,7 +55,7 @@ def test_architecture_names_are_listed_and_checked():
         registry.architecture_config("gmml-vit-huge")
     with pytest.raises(UnknownModelError, match="names no family"):
         registry.architecture_config("vit-tiny")
-    assert not zoo.list_models("gmml-*")  # GMML released no weights: no hub_configs
+    assert zoo.list_models("gmml-*") == ["gmml-vit-tiny-cifar10"]  # GMML released none: only the zoo's own
 
 
 def test_config_checks_name_the_bad_value():
