@@ -34,6 +34,24 @@ MICRO_MERT = dict(
 )
 
 
+def check_embedded_entry(name: str):
+    """Load the embedded checkpoint `name` and check that its config, parameter count and
+    card are what its hub_config and model_cards/ say; returns (encoder, hub_config entry)."""
+    import json
+
+    import zoo
+    from zoo.registry import data_folder
+
+    encoder, entry = zoo.load(name), zoo.info(name)
+    assert entry["embedded"]
+    saved = {k: v for k, v in encoder.config.to_dict().items() if k not in ("family", "zoo_version")}
+    assert json.loads(json.dumps(saved)) == entry["architecture"]
+    assert sum(p.numel() for p in encoder.parameters()) == entry["params"]
+    card = (data_folder("checkpoints") / name / "README.md").read_text()
+    assert card == (data_folder("model_cards") / f"{name}.md").read_text()
+    return encoder, entry
+
+
 def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
     """Copy `folder`'s files into `cache` as huggingface_hub stores a downloaded snapshot."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
