@@ -1,5 +1,6 @@
 """The shared pretraining loop on a toy objective: schedule, logs, checkpoints, resume."""
 
+import dataclasses
 import json
 import math
 
@@ -111,6 +112,25 @@ def test_resume_continues_as_if_never_stopped(tmp_path):
     for key, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     assert torch.load(tmp_path / "stopped" / CHECKPOINT_FILE, weights_only=True)["scheduler"]["last_epoch"] == 12
+
+
+def test_a_time_limit_stops_with_a_checkpoint_and_a_rerun_goes_on(tmp_path):
+    """time_limit=0 lets one step through per call: six calls of one step equal one run of six
+    (one batch, since a plain list restarts from its first on resume)."""
+    config = TrainConfig(steps=6, lr=0.05, warmup_steps=2, checkpoint_every=100, progress=False)
+    whole = make_objective()
+    train(whole, toy_batches(1), tmp_path / "whole", config)
+
+    sliced = dataclasses.replace(config, time_limit=0.0)
+    for step in range(1, 7):
+        resumed = make_objective()
+        records = train(resumed, toy_batches(1), tmp_path / "sliced", sliced)
+        assert [r["step"] for r in records] == list(range(1, step + 1))
+        assert torch.load(tmp_path / "sliced" / CHECKPOINT_FILE, weights_only=True)["step"] == step
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    with pytest.raises(ConfigError, match="time_limit=-1"):
+        TrainConfig(steps=1, time_limit=-1)
 
 
 def test_a_finished_run_is_not_trained_again(tmp_path):

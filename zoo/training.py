@@ -11,7 +11,9 @@ Files written to the output folder:
 
 - `checkpoint.pt`: objective, optimizer, scheduler, step, RNG states, the batch source's
   state and the wall time so far; written atomically every `checkpoint_every` steps and
-  at the end. When it is present, `train` resumes from it.
+  at the end. When it is present, `train` resumes from it. A run given a `time_limit`
+  writes one and stops when its time is up, so that machines lent for a few minutes at a
+  time can carry a long run forward in slices.
 - `log.jsonl`: one JSON record per step (`step`, `loss`, `lr`, `grad_norm`, `elapsed`
   seconds, and the objective's logs).
 - `loss.png`: the loss curve, redrawn at every checkpoint.
@@ -70,6 +72,9 @@ class TrainConfig:
         progress: show a tqdm bar with the loss (default: True).
         optimizer: "adamw" (decoupled decay of weight matrices only) or "adam" (L2 decay
             of every parameter, as the GraphMAE recipes use) (default: "adamw").
+        time_limit: seconds of wall time for this call; once they have passed, the step
+            under way finishes, a checkpoint is written and `train` returns early, so that a
+            rerun continues the run; None trains to the end (default: None).
     """
 
     steps: int
@@ -88,6 +93,7 @@ class TrainConfig:
     bf16: bool = False
     progress: bool = True
     optimizer: str = "adamw"
+    time_limit: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -108,6 +114,8 @@ class TrainConfig:
             raise ConfigError(f"max_grad_norm={self.max_grad_norm}; use a positive norm or None for no clipping")
         if self.max_grad_value is not None and self.max_grad_value <= 0:
             raise ConfigError(f"max_grad_value={self.max_grad_value}; use a positive value or None for no clamping")
+        if self.time_limit is not None and self.time_limit < 0:
+            raise ConfigError(f"time_limit={self.time_limit}; use seconds >= 0 or None to train to the end")
         if self.bf16 and torch.device(self.device).type != "cuda":
             raise ConfigError(f"bf16 autocast is for CUDA devices, not device={self.device!r}; drop bf16 on CPU")
 
@@ -128,6 +136,9 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     optim.add_argument("--seed", type=int, default=0)
     optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
     optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    optim.add_argument("--time-limit", type=float, metavar="SECONDS",
+                       help="stop with a checkpoint (and the encoder saved) after this much wall time; "
+                            "rerun the same command to continue (default: train to the end)")
     optim.add_argument("--threads", type=int,
                        help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
     optim.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -139,7 +150,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
         max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        device=args.device, bf16=args.bf16, progress=not args.no_progress,
+        device=args.device, bf16=args.bf16, progress=not args.no_progress, time_limit=args.time_limit,
     )
 
 
@@ -368,6 +379,7 @@ class Trainer:
         self.start()
         self.objective.train()
         stream = self.batch_stream()
+        begun = time.monotonic()
         with self.log_path.open("a") as log, tqdm(
             total=self.config.steps, initial=self.step, disable=not self.config.progress, desc="pretrain",
             unit="step", dynamic_ncols=True,
@@ -381,8 +393,11 @@ class Trainer:
                 log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
                 bar.update()
-                if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                out_of_time = self.config.time_limit is not None and time.monotonic() - begun >= self.config.time_limit
+                if out_of_time or self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
                     self.save_checkpoint()
+                if out_of_time:
+                    break
         return read_log(self.log_path)
 
 
@@ -402,8 +417,9 @@ def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path,
         config: the optimization settings.
 
     Returns:
-        The log records of steps 1..`config.steps` (`step`, `loss`, `lr`, `grad_norm`,
-        `elapsed`, and the objective's logs).
+        The log records of steps 1..`config.steps`, or of the steps done so far when
+        `config.time_limit` stopped the run (`step`, `loss`, `lr`, `grad_norm`, `elapsed`,
+        and the objective's logs).
     """
     return Trainer(objective, batches, Path(out_dir), config).run()
 
@@ -411,7 +427,10 @@ def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path,
 def train_and_save(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path, config: TrainConfig,
                    model: Any, folder: str, settings: dict[str, Any], tag: str) -> list[dict[str, Any]]:
     """A `zoo pretrain` run: write `settings` to args.json, `train`, save `model` to `out_dir/folder`
-    and print the loss at the start and the end (means of the first and last 10 %, at most 50 steps)."""
+    and print the loss at the start and the end (means of the first and last 10 %, at most 50 steps).
+
+    A run its time limit stopped saves the encoder of the step it reached too, so that it can
+    be probed before the run goes on."""
     import sys
 
     out = Path(out_dir)
@@ -422,6 +441,10 @@ def train_and_save(objective: nn.Module, batches: Iterable[Any], out_dir: str | 
     window = max(1, min(50, len(records) // 10))
     first = np.mean([r["loss"] for r in records[:window]])
     last = np.mean([r["loss"] for r in records[-window:]])
-    print(f"[{tag}] done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss {first:.3f} -> {last:.3f} "
+    done = records[-1]["step"]
+    status = "done" if done == config.steps else f"time limit reached at step {done} of {config.steps}"
+    print(f"[{tag}] {status}: {done} steps in {records[-1]['elapsed']:.0f} s, loss {first:.3f} -> {last:.3f} "
           f"(means of the first/last {window} steps); saved {out / folder}", file=sys.stderr, flush=True)
+    if done < config.steps:
+        print(f"[{tag}] rerun the same command to continue from {out / CHECKPOINT_FILE}", file=sys.stderr, flush=True)
     return records

@@ -88,6 +88,19 @@ def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path,
     assert records[0]["weight_decay"] == pytest.approx(0.04) and records[-1]["weight_decay"] > 0.35
 
 
+def test_a_time_limited_run_stops_with_its_encoder_and_goes_on(image_folder, tmp_path, capsys):
+    """--time-limit 0 stops after one step with a checkpoint and the encoder; reruns continue exactly."""
+    assert main(run_args(image_folder, tmp_path / "whole", 6)) == 0
+    for step in (1, 2):
+        assert main(run_args(image_folder, tmp_path / "sliced", 6, "--time-limit", "0")) == 0
+        assert f"time limit reached at step {step} of 6" in capsys.readouterr().err
+        assert len(losses(tmp_path / "sliced")) == step
+    assert zoo.load(tmp_path / "sliced" / "encoder").embed(str(image_folder), progress=False).shape == (12, 24)
+    assert main(run_args(image_folder, tmp_path / "sliced", 6)) == 0
+    assert "done: 6 steps" in capsys.readouterr().err
+    assert losses(tmp_path / "sliced") == losses(tmp_path / "whole")
+
+
 def test_mismatched_or_corrupt_checkpoints_are_refused(image_folder, tmp_path, capsys):
     assert main(run_args(image_folder, tmp_path / "run", 2)) == 0
     assert main(run_args(image_folder, tmp_path / "run", 4, "--drop-perc", "0.6")) == 2
