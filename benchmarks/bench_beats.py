@@ -11,7 +11,7 @@ and converted with the zoo's converter, so the three paths below run the same we
 
 Each case (a batch of equal-length 16 kHz clips) runs in its own subprocess; the paths
 alternate order across rounds. Reported: seconds of audio per second (median round),
-the official/zoo time ratio, peak RSS added by the call, and the max abs difference of
+the official/zoo time ratio, peak RSS added by the call (on CUDA: GPU memory), and the max abs difference of
 the last-layer features against the official ones.
 
     python benchmarks/bench_beats.py --markdown --json runs/bench_beats_cpu.json
@@ -27,7 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, summary_header, timed_rounds
+from common import (add_case_arguments, check_cases, markdown_table, memory_header, mib, run_cases,
+                    summary_header, timed_rounds)
 
 RATE = 16000
 CASES = {"1s": 1.0, "10s": 10.0, "60s": 60.0}
@@ -117,7 +118,7 @@ def markdown(summary: dict[str, Any]) -> str:
             rows.append([f"{result['batch_size']} x {result['case']}", path,
                          f"{result['audio_per_second'][path]:.1f}", f"{ratio:.2f}" if ratio else "1",
                          mib(result["peak_added"][path]), f"{diff:.1e}" if diff is not None else "reference"])
-    lines.append(markdown_table(["batch", "path", "audio s / s", "official time / path time", "peak RSS added (MiB)",
+    lines.append(markdown_table(["batch", "path", "audio s / s", "official time / path time", memory_header(summary),
                                  "max abs diff vs official"], rows))
     return "\n".join(lines)
 

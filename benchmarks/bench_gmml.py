@@ -13,8 +13,8 @@ same weights (modalities/vision/gmml/transformers_vit.py). Three paths per case:
 Each case runs in its own subprocess; paths alternate order across rounds, and a round
 calls a path on at least 16 images (16 calls at batch 1). Reported: images per second
 (median round), the transformers/zoo time ratio (median over rounds), peak RSS added by
-the call, and the max abs difference against transformers of the zoo forward's last hidden
-state and of the embed path's cls rows. `--device cuda --bf16` runs every path under
+the call (on CUDA: GPU memory), and the max abs difference against transformers of the zoo
+forward's last hidden state and of the embed path's cls rows. `--device cuda --bf16` runs every path under
 bf16 autocast (the issue's reference: a transformers ViT-B/16, SDPA, bf16, about 8000
 images/s on an H100).
 
@@ -30,7 +30,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, summary_header, timed_rounds
+from common import (add_case_arguments, check_cases, markdown_table, memory_header, mib, run_cases,
+                    summary_header, timed_rounds)
 
 IMAGE_SIZE = 224
 #: case -> images per batch
@@ -129,7 +130,7 @@ def markdown(summary: dict[str, Any]) -> str:
                          f"{result['images_per_second'][path]:.1f}", f"{ratio:.2f}" if ratio else "1",
                          mib(result["peak_added"][path]), diff])
     lines.append(markdown_table(["model, images", "path", "images / s", "transformers time / path time",
-                                 "peak RSS added (MiB)", "max abs diff vs transformers"], rows))
+                                 memory_header(summary), "max abs diff vs transformers"], rows))
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ very same state dict. Three paths per case:
 
 Each case runs in its own subprocess; paths alternate order across rounds. Reported:
 seconds of audio per second (median round), the transformers/zoo time ratio, peak RSS
-added by the call, and the max abs difference of the zoo forward's last layer against
+added by the call (on CUDA: GPU memory), and the max abs difference of the zoo forward's last layer against
 transformers' (the embed path's windows differ from the whole clip by design).
 
     python benchmarks/bench_mert.py --markdown --json runs/bench_mert_cpu.json
@@ -24,7 +24,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from common import add_case_arguments, check_cases, markdown_table, mib, run_cases, summary_header, timed_rounds
+from common import (add_case_arguments, check_cases, markdown_table, memory_header, mib, run_cases,
+                    summary_header, timed_rounds)
 
 RATE = 24000
 #: case -> (seconds per clip, clips per batch)
@@ -107,7 +108,7 @@ def markdown(summary: dict[str, Any]) -> str:
                          f"{result['audio_per_second'][path]:.1f}", f"{ratio:.2f}" if ratio else "1",
                          mib(result["peak_added"][path]), diff])
     lines.append(markdown_table(["clips", "path", "audio s / s", "transformers time / path time",
-                                 "peak RSS added (MiB)", "max abs diff vs transformers"], rows))
+                                 memory_header(summary), "max abs diff vs transformers"], rows))
     return "\n".join(lines)
 
 

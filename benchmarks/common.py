@@ -143,6 +143,31 @@ class PeakMemory:
         return max(self.peak - self.baseline, 0)
 
 
+class CudaPeakMemory(PeakMemory):
+    """`PeakMemory` of the GPU: the caching allocator's peak during the block minus what
+    was allocated at its start, since on CUDA the host's RSS says nothing of the model's work."""
+
+    def __enter__(self) -> CudaPeakMemory:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self.baseline = torch.cuda.memory_allocated()
+        self.method = "torch.cuda.max_memory_allocated"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+        self.peak = torch.cuda.max_memory_allocated()
+
+
+def memory_header(summary: dict[str, Any]) -> str:
+    """The memory column's title: GPU memory for a CUDA run, the process's RSS otherwise."""
+    return "peak GPU memory added (MiB)" if summary["args"]["device"].startswith("cuda") else "peak RSS added (MiB)"
+
+
 @dataclass
 class Timing:
     """Wall-clock seconds of repeated calls; `median` is the number to report."""
@@ -279,8 +304,9 @@ def summary_header(summary: dict[str, Any]) -> str:
 
 
 def timed_rounds(calls: dict[str, Callable[[], Any]], repeats: int, device: str, calls_per_round: int = 1):
-    """Seconds per round, peak RSS added and the last output of every path (the keys of
-    `calls`), in rounds whose order alternates so that neither path always runs warm."""
+    """Seconds per round, peak memory added (RSS, or GPU memory on CUDA) and the last output
+    of every path (the keys of `calls`), in rounds whose order alternates so that neither
+    path always runs warm."""
     import torch
 
     paths = list(calls)
@@ -288,11 +314,12 @@ def timed_rounds(calls: dict[str, Callable[[], Any]], repeats: int, device: str,
     peaks: dict[str, int] = {path: 0 for path in paths}
     outputs: dict[str, Any] = {}
     method = ""
+    measure = CudaPeakMemory if device.startswith("cuda") else PeakMemory
     for round_index in range(repeats):
         for path in paths if round_index % 2 == 0 else paths[::-1]:
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            with PeakMemory() as memory:
+            with measure() as memory:
                 start = time.perf_counter()
                 for _ in range(calls_per_round):
                     outputs[path] = calls[path]()
