@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU work of issues 6 and 8 as two prepared device calls, since a task lent a machine
+# gets 15 minutes of it in all and one command at most 10 (benchmarks/README.md, "GPU runs").
+#
+#   bash benchmarks/device_run.sh prepare    # here: CIFAR-10 train split, zstd-packed, into data_local/
+#   bash benchmarks/device_run.sh pretrain   # there, carry ["data_local"]: GMML ViT-Ti for PRETRAIN_SECONDS
+#   bash benchmarks/device_run.sh bench      # there: bench_gmml (bf16, fp32) and bench_mert (bf16)
+#
+# Results land in $OUT (the device tool's folder that comes back; runs/device here).
+# DEVICE=cpu runs the same stages on a CPU (without bf16), to check the script itself.
+set -euo pipefail
+
+STAGE=${1:?usage: device_run.sh prepare|pretrain|bench}
+OUT=${OUT:-runs/device}
+DEVICE=${DEVICE:-cuda}
+PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-300}
+BATCH=${BATCH:-256}
+WORKERS=${WORKERS:-14}
+DATA=data_local/cifar10
+PYTHON=${PYTHON:-python3}
+export PYTHONPATH=.:benchmarks PYTHONUNBUFFERED=1
+BF16=()
+if [[ $DEVICE == cuda* ]]; then BF16=(--bf16); fi
+mkdir -p "$OUT"
+
+prepare() {
+    # The parquet's JPEG bytes, unchanged, recompressed with zstd: 46 MB -> 15 MB, small
+    # enough to travel beside the checkout (64 MiB in all).
+    mkdir -p "$DATA"
+    "$PYTHON" -c 'import sys, pyarrow.parquet as pq
+pq.write_table(pq.read_table(sys.argv[1]), sys.argv[2], compression="zstd", compression_level=19)' \
+        ../shared/data/cifar10/train-00000-of-00001.parquet "$DATA/train-00000-of-00001.parquet"
+    ls -l "$DATA"
+}
+
+pretrain() {
+    # Measure first, then size the run so that its cosine schedule ends inside the time:
+    # steps = 90 % of what the measured training rate allows in PRETRAIN_SECONDS.
+    "$PYTHON" benchmarks/bench_gmml_pretrain.py --data "$DATA" --device "$DEVICE" "${BF16[@]}" --workers "$WORKERS" \
+        --batch-size "$BATCH" --steps 20 --warmup 5 --threads 4 --markdown --json "$OUT/bench_gmml_pretrain.json" \
+        | tee "$OUT/bench_gmml_pretrain.md"
+    steps=$("$PYTHON" -c 'import json, sys
+rate = json.load(open(sys.argv[1]))["images_per_second"]["vit-tiny (12 x 192)"]["training"]
+print(max(10, int(0.9 * rate * float(sys.argv[2]) / int(sys.argv[3]))))' \
+        "$OUT/bench_gmml_pretrain.json" "$PRETRAIN_SECONDS" "$BATCH")
+    echo "pretraining for $steps steps of $BATCH images"
+    "$PYTHON" -m zoo.cli pretrain gmml --data "$DATA" --split train -o runs/gmml-device --variant tiny \
+        --set image_size=32 --set patch_size=4 --steps "$steps" --batch-size "$BATCH" --workers "$WORKERS" \
+        --device "$DEVICE" "${BF16[@]}" --time-limit $((PRETRAIN_SECONDS + 60)) --seed 0 --no-progress
+    # float16 with the mean of patches as default pool, as the embedded checkpoint stores it;
+    # the fp32 folder (22 MB) is over the 16 MiB a returned file may hold.
+    "$PYTHON" -c 'import dataclasses, sys, zoo
+encoder = zoo.load(sys.argv[1])
+encoder.config = dataclasses.replace(encoder.config, pool="mean")
+encoder.half().save_pretrained(sys.argv[2])' runs/gmml-device/encoder "$OUT/encoder"
+    cp runs/gmml-device/log.jsonl runs/gmml-device/loss.png "$OUT/"
+}
+
+bench() {
+    "$PYTHON" benchmarks/bench_gmml.py --device "$DEVICE" "${BF16[@]}" --sizes base --cases b1,b256 --repeats 5 \
+        --markdown --json "$OUT/bench_gmml_bf16.json"
+    "$PYTHON" benchmarks/bench_gmml.py --device "$DEVICE" --sizes base --cases b1,b256 --repeats 5 \
+        --markdown --json "$OUT/bench_gmml_fp32.json"
+    "$PYTHON" benchmarks/bench_mert.py --device "$DEVICE" "${BF16[@]}" --markdown --json "$OUT/bench_mert_bf16.json"
+}
+
+case $STAGE in
+    prepare | pretrain | bench) "$STAGE" ;;
+    *) echo "unknown stage '$STAGE'; use prepare, pretrain or bench" >&2; exit 2 ;;
+esac
