@@ -136,12 +136,17 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     optim.add_argument("--seed", type=int, default=0)
     optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
     optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    optim.add_argument("--time-limit", type=float, metavar="SECONDS",
-                       help="stop with a checkpoint (and the encoder saved) after this much wall time; "
-                            "rerun the same command to continue (default: train to the end)")
+    add_time_limit_argument(optim)
     optim.add_argument("--threads", type=int,
                        help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
     optim.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_time_limit_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--time-limit`, which every `zoo pretrain` command takes (TrainConfig.time_limit)."""
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="stop with a checkpoint (and the encoder saved) after this much wall time; "
+                             "rerun the same command to continue (default: train to the end)")
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -427,24 +432,32 @@ def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path,
 def train_and_save(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path, config: TrainConfig,
                    model: Any, folder: str, settings: dict[str, Any], tag: str) -> list[dict[str, Any]]:
     """A `zoo pretrain` run: write `settings` to args.json, `train`, save `model` to `out_dir/folder`
-    and print the loss at the start and the end (means of the first and last 10 %, at most 50 steps).
+    and report it (`report_run`).
 
     A run its time limit stopped saves the encoder of the step it reached too, so that it can
     be probed before the run goes on."""
-    import sys
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
     records = train(objective, batches, out, config)
     model.save_pretrained(out / folder)
+    report_run(tag, records, config, out / folder)
+    return records
+
+
+def report_run(tag: str, records: list[dict[str, Any]], config: TrainConfig, saved: Path) -> None:
+    """Print how a `zoo pretrain` run ended: steps, seconds, the loss at the start and the end
+    (means of the first and last 10 % of the steps, at most 50) and where the encoder went;
+    when the time limit stopped it, how to go on."""
+    import sys
+
     window = max(1, min(50, len(records) // 10))
     first = np.mean([r["loss"] for r in records[:window]])
     last = np.mean([r["loss"] for r in records[-window:]])
     done = records[-1]["step"]
     status = "done" if done == config.steps else f"time limit reached at step {done} of {config.steps}"
-    print(f"[{tag}] {status}: {done} steps in {records[-1]['elapsed']:.0f} s, loss {first:.3f} -> {last:.3f} "
-          f"(means of the first/last {window} steps); saved {out / folder}", file=sys.stderr, flush=True)
+    print(f"[{tag}] {status}: {done} steps in {records[-1]['elapsed']:.0f} s, loss {first:.4g} -> {last:.4g} "
+          f"(means of the first/last {window} steps); saved {saved}", file=sys.stderr, flush=True)
     if done < config.steps:
-        print(f"[{tag}] rerun the same command to continue from {out / CHECKPOINT_FILE}", file=sys.stderr, flush=True)
-    return records
+        print(f"[{tag}] rerun the same command to continue from {saved.parent / CHECKPOINT_FILE}",
+              file=sys.stderr, flush=True)

@@ -23,7 +23,7 @@ from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError, UnknownModelError
 from zoo.io import atomic_write_text
-from zoo.training import TrainConfig, train
+from zoo.training import TrainConfig, add_time_limit_argument, report_run, train
 
 ENCODER_FOLDER = "encoder"
 
@@ -95,6 +95,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--checkpoint-every", type=int, default=100)
+    add_time_limit_argument(parser)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -147,10 +148,9 @@ def run_and_save(objective: nn.Module, encoder: Any, batches: GraphBatches, conf
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
     graphs = batches.graphs
-    log = f"[{encoder.family} pretrain]"
-    print(f"{log} {args.dataset}: {len(graphs)} graph(s), {sum(g.num_nodes for g in graphs)} nodes; "
+    tag = f"{encoder.family} pretrain"
+    print(f"[{tag}] {args.dataset}: {len(graphs)} graph(s), {sum(g.num_nodes for g in graphs)} nodes; "
           f"{config.steps} steps", file=sys.stderr, flush=True)
     records = train(objective, batches, out, config)
     encoder.save_pretrained(out / ENCODER_FOLDER)
-    print(f"{log} done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss {records[0]['loss']:.4f} -> "
-          f"{records[-1]['loss']:.4f}; encoder saved to {out / ENCODER_FOLDER}", file=sys.stderr, flush=True)
+    report_run(tag, records, config, out / ENCODER_FOLDER)

@@ -34,7 +34,7 @@ def train_config(recipe: dict[str, Any], steps: int, args: argparse.Namespace) -
         steps=steps, lr=recipe["lr"], weight_decay=recipe["weight_decay"], optimizer=recipe["optimizer"],
         betas=(0.9, 0.999), eps=1e-8, min_lr_ratio=0.0 if recipe["scheduler"] == "cosine" else 1.0,
         max_grad_norm=None, checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-        progress=not args.no_progress,
+        progress=not args.no_progress, time_limit=args.time_limit,
     )
 
 

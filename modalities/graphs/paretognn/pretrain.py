@@ -31,7 +31,7 @@ def train_config(recipe: dict[str, Any], args: argparse.Namespace) -> TrainConfi
         steps=recipe["steps"], lr=recipe["lr"], weight_decay=recipe["weight_decay"],
         warmup_steps=recipe["warmup_steps"], min_lr_ratio=1.0, max_grad_norm=recipe["max_grad_norm"],
         betas=(0.9, 0.999), eps=1e-8, checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-        progress=not args.no_progress,
+        progress=not args.no_progress, time_limit=args.time_limit,
     )
 
 

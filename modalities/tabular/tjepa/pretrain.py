@@ -31,7 +31,7 @@ from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.io import atomic_write_text
-from zoo.training import TrainConfig, train
+from zoo.training import TrainConfig, add_time_limit_argument, report_run, train
 
 ENCODER_FOLDER = "encoder"
 MASK_KEYS = ("min_context_share", "max_context_share", "min_target_share", "max_target_share", "num_preds")
@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     parser.add_argument("--checkpoint-every", type=int, default=100)
+    add_time_limit_argument(parser)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -122,7 +123,7 @@ def train_config(recipe: dict[str, Any], steps_per_epoch: int, args: argparse.Na
         steps=steps, lr=recipe["lr"], weight_decay=recipe["weight_decay"], betas=(0.9, 0.999), eps=1e-8,
         warmup_steps=min(steps, round(recipe["warmup_epochs"] * steps_per_epoch)), max_grad_norm=None,
         max_grad_value=recipe["max_grad_value"], checkpoint_every=args.checkpoint_every, seed=args.seed,
-        device=args.device, bf16=args.bf16, progress=not args.no_progress,
+        device=args.device, bf16=args.bf16, progress=not args.no_progress, time_limit=args.time_limit,
     )
 
 
@@ -152,6 +153,4 @@ def run(args: argparse.Namespace) -> None:
           file=sys.stderr, flush=True)
     records = train(objective, batches, out, config)
     with_output_scale(objective.target_encoder, frame).save_pretrained(out / ENCODER_FOLDER)
-    print(f"[tjepa pretrain] done: {len(records)} steps in {records[-1]['elapsed']:.0f} s, loss "
-          f"{records[0]['loss']:.4f} -> {records[-1]['loss']:.4f}; encoder saved to {out / ENCODER_FOLDER}",
-          file=sys.stderr, flush=True)
+    report_run("tjepa pretrain", records, config, out / ENCODER_FOLDER)

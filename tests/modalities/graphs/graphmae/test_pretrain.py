@@ -79,7 +79,9 @@ def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
     assert main([*args, "4"]) == 0
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4] and records[0]["masked_nodes"] == 1354
-    assert main([*args, "6"]) == 0  # resumes at step 4
+    assert main([*args, "6", "--time-limit", "0"]) == 0  # resumes at step 4, stops after one step
+    assert "time limit reached at step 5 of 6" in capsys.readouterr().err
+    assert main([*args, "6"]) == 0
     assert len((out / "log.jsonl").read_text().splitlines()) == 6
     encoder = zoo.load(out / "encoder")
     assert encoder.processor.feature_norm == "row" and encoder.config.num_hidden == 16

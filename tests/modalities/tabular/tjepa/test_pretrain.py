@@ -94,9 +94,9 @@ def test_ema_moves_the_target_towards_the_context_encoder():
     assert objective.momentum(4) == pytest.approx(1.0)
 
 
-def run_cli(table_path, out, epochs):
+def run_cli(table_path, out, epochs, *extra):
     return main(["pretrain", "tjepa", "--table", str(table_path), "-o", str(out), "--epochs", str(epochs),
-                 "--no-progress", "--checkpoint-every", "2", *TINY_SETTINGS])
+                 "--no-progress", "--checkpoint-every", "2", *TINY_SETTINGS, *extra])
 
 
 def test_cli_run_resumes_exactly(tmp_path, monkeypatch):
@@ -122,6 +122,10 @@ def test_cli_run_resumes_exactly(tmp_path, monkeypatch):
     assert run_cli(table_path, tmp_path / "split", 2) == 0  # resumes at step 4, mid-epoch
     split = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in split] == [r["loss"] for r in straight]
+    assert run_cli(table_path, tmp_path / "sliced", 2, "--time-limit", "0") == 0  # one step, then a checkpoint
+    assert run_cli(table_path, tmp_path / "sliced", 2) == 0
+    sliced = [json.loads(line) for line in (tmp_path / "sliced" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in sliced] == [r["loss"] for r in straight]
     encoder = load_folder(tmp_path / "split" / "encoder")
     assert encoder.config.standardize_output  # the saved encoder's tokens are scaled over the training rows
     tokens = encoder.embed(synthetic_table(200), pool="none", progress=False)
