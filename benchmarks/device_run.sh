@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# The GPU work of issues 6 and 8 as two prepared device calls, since a task lent a machine
-# gets 15 minutes of it in all and one command at most 10 (benchmarks/README.md, "GPU runs").
+# The GPU work of issues 6 and 8 as prepared device calls, since a task lent a machine gets
+# 15 minutes of it in all and one command at most 10 (benchmarks/README.md, "GPU runs"): a
+# session has time for `pretrain` and `bench`, or for `mert` and one of them.
 #
-#   bash benchmarks/device_run.sh prepare    # here: CIFAR-10 train split, zstd-packed, into data_local/
-#   bash benchmarks/device_run.sh pretrain   # there, carry ["data_local"]: GMML ViT-Ti for PRETRAIN_SECONDS
-#   bash benchmarks/device_run.sh bench      # there: bench_gmml (bf16, fp32) and bench_mert (bf16)
+#   bash benchmarks/device_run.sh prepare       # here: CIFAR-10 train split, zstd-packed, into data_local/cifar10
+#   bash benchmarks/device_run.sh pretrain      # there, carry ["data_local/cifar10"]: GMML ViT-Ti, PRETRAIN_SECONDS
+#   bash benchmarks/device_run.sh bench         # there: bench_gmml (bf16, fp32) and bench_mert (bf16)
+#   bash benchmarks/device_run.sh prepare_mert  # here: rendered clips as Ogg and the wheels the device lacks
+#   bash benchmarks/device_run.sh mert          # there, carry ["data_local/mert"]: MERT tiny, PRETRAIN_SECONDS
 #
 # Results land in $OUT (the device tool's folder that comes back; runs/device here).
-# Settings (environment): PRETRAIN_SECONDS (300), BATCH (256), WORKERS (14), FALLBACK_STEPS (5000,
-# used if the throughput measurement fails), DEVICE (cuda; cpu runs the stages without bf16,
-# to check the script itself).
+# Settings (environment): PRETRAIN_SECONDS (300), BATCH (GMML, 256), MERT_BATCH (64), WORKERS
+# (14), FALLBACK_STEPS (5000, if the throughput measurement fails), DEVICE (cuda; cpu runs
+# the stages without bf16, to check the script itself).
 set -euo pipefail
 
-STAGE=${1:?usage: device_run.sh prepare|pretrain|bench}
+STAGE=${1:?usage: device_run.sh prepare|pretrain|bench|prepare_mert|mert}
 OUT=${OUT:-runs/device}
 DEVICE=${DEVICE:-cuda}
 PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-300}
 BATCH=${BATCH:-256}
 WORKERS=${WORKERS:-14}
 DATA=data_local/cifar10
+MERT_DATA=data_local/mert
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH=.:benchmarks PYTHONUNBUFFERED=1
 BF16=()
@@ -59,6 +63,52 @@ encoder.half().save_pretrained(sys.argv[2])' runs/gmml-device/encoder "$OUT/enco
     cp runs/gmml-device/log.jsonl runs/gmml-device/loss.png "$OUT/"
 }
 
+prepare_mert() {
+    # The device has neither soundfile (with its cffi) nor nnAudio; the clips travel as Ogg
+    # Vorbis, since the 466 five-second FLAC clips (67 MB) are over what the checkout leaves.
+    [[ -f runs/clips24k/clips.csv ]] || "$PYTHON" -m modalities.audio.rendering clips -o runs/clips24k \
+        --sampling-rate 24000 --max-scores 13
+    mkdir -p "$MERT_DATA/clips" "$MERT_DATA/wheels"
+    "$PYTHON" -c 'import pathlib, sys, soundfile
+out = pathlib.Path(sys.argv[2])
+for clip in sorted(pathlib.Path(sys.argv[1]).glob("*.flac")):
+    audio, rate = soundfile.read(clip, dtype="float32")
+    soundfile.write(out / (clip.stem + ".ogg"), audio, rate, format="OGG", subtype="VORBIS", compression_level=0.5)' \
+        runs/clips24k "$MERT_DATA/clips"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform any -d "$MERT_DATA/wheels" soundfile cffi pycparser nnAudio
+    du -sh "$MERT_DATA"/*
+}
+
+mert() {
+    # Sized like `pretrain`, from the rate of a 30-step run in a scratch folder; the recipe is
+    # the best measured on CPU (benchmarks/README.md, "MERT pretrained here on CPU") at the
+    # lower lr that longer runs need. The encoder and log come back; probe it here with
+    # probe_mert.py.
+    if ! "$PYTHON" -c "import soundfile, nnAudio" 2>/dev/null; then
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            "$MERT_DATA"/wheels/*.whl
+        export PYTHONPATH=$PYTHONPATH:/tmp/site
+    fi
+    recipe=(--data "$MERT_DATA/clips" --variant tiny --codebooks 1 --clusters 256 --kmeans-frames 50000
+            --chroma-weight 2.31 --feature-penalty 10 --feature-grad-mult 0.1 --max-seconds 2
+            --batch-size "${MERT_BATCH:-64}"
+            --lr 5e-4 --device "$DEVICE" "${BF16[@]}" --threads 8 --seed 0 --no-progress)
+    "$PYTHON" -m zoo.cli pretrain mert "${recipe[@]}" -o runs/mert-rate --steps 30
+    steps=$("$PYTHON" -c 'import json, sys
+log = [json.loads(line) for line in open(sys.argv[1])]
+per_step = (log[-1]["elapsed"] - log[9]["elapsed"]) / (len(log) - 10)
+print(max(10, int(0.9 * float(sys.argv[2]) / per_step)))' runs/mert-rate/log.jsonl "$PRETRAIN_SECONDS" \
+        || echo "${FALLBACK_STEPS:-5000}")
+    echo "pretraining for $steps steps"
+    "$PYTHON" -m zoo.cli pretrain mert "${recipe[@]}" -o runs/mert-device --steps "$steps" \
+        --time-limit $((PRETRAIN_SECONDS + 60))
+    mkdir -p "$OUT/encoder"
+    cp runs/mert-device/encoder/* "$OUT/encoder/"
+    cp runs/mert-device/log.jsonl runs/mert-device/loss.png "$OUT/"
+}
+
 bench() {
     "$PYTHON" benchmarks/bench_gmml.py --device "$DEVICE" "${BF16[@]}" --sizes base --cases b1,b256 --repeats 5 \
         --markdown --json "$OUT/bench_gmml_bf16.json"
@@ -68,6 +118,6 @@ bench() {
 }
 
 case $STAGE in
-    prepare | pretrain | bench) "$STAGE" ;;
-    *) echo "unknown stage '$STAGE'; use prepare, pretrain or bench" >&2; exit 2 ;;
+    prepare | pretrain | bench | prepare_mert | mert) "$STAGE" ;;
+    *) echo "unknown stage '$STAGE'; use prepare, pretrain, bench, prepare_mert or mert" >&2; exit 2 ;;
 esac
