@@ -142,8 +142,9 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     optim.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def add_time_limit_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """`--time-limit`, which every `zoo pretrain` command takes (TrainConfig.time_limit)."""
+def add_time_limit_argument(parser: Any) -> None:
+    """`--time-limit` on a parser or an argument group: every `zoo pretrain` command takes it
+    (TrainConfig.time_limit)."""
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="stop with a checkpoint (and the encoder saved) after this much wall time; "
                              "rerun the same command to continue (default: train to the end)")
@@ -434,8 +435,8 @@ def train_and_save(objective: nn.Module, batches: Iterable[Any], out_dir: str | 
     """A `zoo pretrain` run: write `settings` to args.json, `train`, save `model` to `out_dir/folder`
     and report it (`report_run`).
 
-    A run its time limit stopped saves the encoder of the step it reached too, so that it can
-    be probed before the run goes on."""
+    When the time limit stops a run, the encoder of the step reached is saved too, so that it
+    can be probed before the run goes on."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
