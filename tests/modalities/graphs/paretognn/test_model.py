@@ -98,7 +98,9 @@ def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["pretrain", "paretognn", "--dataset", "cora", "--data", str(root), "-o", str(out), "--steps", "2",
             "--set", "hidden_dims=[16, 8]", "--set", "predictor_dim=8", "--set", "warmup_steps=1", "--no-progress"]
-    assert main(args) == 0
+    assert main([*args, "--time-limit", "0"]) == 0
+    assert "time limit reached at step 1 of 2" in capsys.readouterr().err
+    assert main(args) == 0  # resumes at step 1
     record = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     tasks = ("p_recon", "p_ming", "p_decor", "p_minsg", "p_link")
     assert record["step"] == 2 and {f"weight_{task}" for task in tasks} <= set(record)

@@ -123,6 +123,7 @@ def test_cli_run_resumes_exactly(tmp_path, monkeypatch):
     split = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in split] == [r["loss"] for r in straight]
     assert run_cli(table_path, tmp_path / "sliced", 2, "--time-limit", "0") == 0  # one step, then a checkpoint
+    assert len((tmp_path / "sliced" / "log.jsonl").read_text().splitlines()) == 1
     assert run_cli(table_path, tmp_path / "sliced", 2) == 0
     sliced = [json.loads(line) for line in (tmp_path / "sliced" / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in sliced] == [r["loss"] for r in straight]
