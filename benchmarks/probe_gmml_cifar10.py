@@ -14,7 +14,7 @@ standardised with the training set's mean and std. Scores (zoo.evaluation):
 `knn_accuracy` (cosine, k=20, majority vote with ties broken by summed similarity: the zoo
 has no DINO-style temperature-weighted vote) and `linear_probe` (standardised features,
 L-BFGS logistic regression). Embeddings are cached in `--output` and reused when the
-checkpoint, processor and image selection are unchanged; so are the raw-pixel scores,
+weights (hashed, not named), processor and image selection are unchanged; so are the raw-pixel scores,
 whose 3072-d probe is the slow part of a full run.
 
 `--reconstructions grid.png` also saves a grid of test images: clean crops, the same crops
@@ -96,29 +96,25 @@ def embed_pools(encoder: GmmlEncoder, images: list[torch.Tensor], batch_size: in
     return {pool: torch.cat(parts).float().numpy() for pool, parts in rows.items()}
 
 
-def fingerprint(encoder: GmmlEncoder, source: str, indices: np.ndarray) -> str:
-    """What decides the embeddings: weights source, config, processor and image selection."""
+def fingerprint(encoder: GmmlEncoder, indices: np.ndarray) -> str:
+    """What decides the embeddings: the weights themselves (a registry name or a folder may
+    hold other weights tomorrow), config, processor and image selection."""
     digest = hashlib.sha256()
-    for part in (source, json.dumps(encoder.config.to_dict(), sort_keys=True, default=str),
-                 json.dumps(encoder.processor.to_dict(), sort_keys=True, default=str), indices.tobytes()):
-        digest.update(part.encode() if isinstance(part, str) else part)
+    for key, tensor in sorted(encoder.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for part in (json.dumps(encoder.config.to_dict(), sort_keys=True, default=str),
+                 json.dumps(encoder.processor.to_dict(), sort_keys=True, default=str)):
+        digest.update(part.encode())
+    digest.update(indices.tobytes())
     return digest.hexdigest()[:16]
 
 
-def checkpoint_source(path: str) -> str:
-    """A checkpoint folder's identity for the cache: its path and its files' sizes and mtimes."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return path
-    stats = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
-    return f"{folder.resolve()} {stats}"
-
-
-def cached_embeddings(encoder: GmmlEncoder, source: str, images: EncodedImages, indices: np.ndarray,
-                      cache: Path, name: str) -> tuple[dict[str, np.ndarray], float]:
+def cached_embeddings(encoder: GmmlEncoder, images: EncodedImages, indices: np.ndarray, cache: Path,
+                      name: str) -> tuple[dict[str, np.ndarray], float]:
     """Pooled embeddings of `indices`, from `cache/<name>-<fingerprint>.npz` when present; also
     the seconds spent embedding (0 when cached)."""
-    path = cache / f"{name}-{fingerprint(encoder, source, indices)}.npz"
+    path = cache / f"{name}-{fingerprint(encoder, indices)}.npz"
     if path.is_file():
         with np.load(path) as stored:
             return {pool: stored[pool] for pool in POOLS}, 0.0
@@ -254,14 +250,14 @@ def evaluate(args: argparse.Namespace, encoder: GmmlEncoder) -> dict[str, Any]:
     train_idx = stratified_subset(train_labels, args.train_limit, args.seed)
     test_idx = stratified_subset(test_labels, args.test_limit, args.seed)
     train_y, test_y = train_labels[train_idx], test_labels[test_idx]
-    encoders = {"checkpoint": (encoder, checkpoint_source(args.checkpoint))}
+    encoders = {"checkpoint": encoder}
     if not args.no_random_init:
-        encoders["random init"] = (random_init_like(encoder, args.seed), f"random init seed {args.seed}")
+        encoders["random init"] = random_init_like(encoder, args.seed)
     results, timings = [], {}
-    for name, (model, source) in encoders.items():
+    for name, model in encoders.items():
         slug = name.replace(" ", "-")
-        train, train_s = cached_embeddings(model, source, train_images, train_idx, args.output, f"{slug}-train")
-        test, test_s = cached_embeddings(model, source, test_images, test_idx, args.output, f"{slug}-test")
+        train, train_s = cached_embeddings(model, train_images, train_idx, args.output, f"{slug}-train")
+        test, test_s = cached_embeddings(model, test_images, test_idx, args.output, f"{slug}-test")
         timings[f"embed {name} (s, 0 = cached)"] = round(train_s + test_s, 1)
         print(f"[probe] {name}: embedded {len(train_idx)} + {len(test_idx)} images in {train_s + test_s:.0f} s",
               file=sys.stderr, flush=True)

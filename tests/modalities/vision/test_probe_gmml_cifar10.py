@@ -45,3 +45,10 @@ def test_probe_scores_caches_and_draws(tmp_path, monkeypatch):
     assert again["results"][-1] == report["results"][-1]  # so did the raw-pixel scores
     assert [(row["knn"], row["linear"]) for row in again["results"]] == [
         (row["knn"], row["linear"]) for row in report["results"]]
+
+    torch.manual_seed(1)
+    save_folder(GmmlEncoder(config), tmp_path / "encoder")  # other weights under the same path
+    assert main(args) == 0
+    timings = json.loads((tmp_path / "r.json").read_text())["timings"]
+    assert timings["embed checkpoint (s, 0 = cached)"] > 0 and timings["embed random init (s, 0 = cached)"] == 0
+
