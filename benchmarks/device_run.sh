@@ -75,7 +75,7 @@ for clip in sorted(pathlib.Path(sys.argv[1]).glob("*.flac")):
     audio, rate = soundfile.read(clip, dtype="float32")
     soundfile.write(out / (clip.stem + ".ogg"), audio, rate, format="OGG", subtype="VORBIS", compression_level=0.5)' \
         runs/clips24k "$MERT_DATA/clips"
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         --platform any -d "$MERT_DATA/wheels" soundfile cffi pycparser nnAudio
     du -sh "$MERT_DATA"/*

@@ -14,8 +14,8 @@ standardised with the training set's mean and std. Scores (zoo.evaluation):
 `knn_accuracy` (cosine, k=20, majority vote with ties broken by summed similarity: the zoo
 has no DINO-style temperature-weighted vote) and `linear_probe` (standardised features,
 L-BFGS logistic regression). Embeddings are cached in `--output` and reused when the
-weights (hashed, not named), processor and image selection are unchanged; so are the raw-pixel scores,
-whose 3072-d probe is the slow part of a full run.
+weights (hashed, not named), processor and image selection are unchanged; so are the
+raw-pixel scores, whose 3072-d probe is the slow part of a full run.
 
 `--reconstructions grid.png` also saves a grid of test images: clean crops, the same crops
 corrupted as in pretraining (settings from the run's args.json when found, seeded), and

@@ -51,4 +51,3 @@ def test_probe_scores_caches_and_draws(tmp_path, monkeypatch):
     assert main(args) == 0
     timings = json.loads((tmp_path / "r.json").read_text())["timings"]
     assert timings["embed checkpoint (s, 0 = cached)"] > 0 and timings["embed random init (s, 0 = cached)"] == 0
-
