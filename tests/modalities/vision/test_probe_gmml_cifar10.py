@@ -41,7 +41,7 @@ def test_probe_scores_caches_and_draws(tmp_path, monkeypatch):
         assert grid.size == (4 * 128, 3 * 128)
     assert main(args) == 0
     again = json.loads((tmp_path / "r.json").read_text())
-    assert all(seconds == 0.0 for seconds in again["timings"].values())  # every embedding came from the cache
+    assert set(again["timings"].values()) == {"cached"}  # every embedding came from the cache
     assert again["results"][-1] == report["results"][-1]  # so did the raw-pixel scores
     assert [(row["knn"], row["linear"]) for row in again["results"]] == [
         (row["knn"], row["linear"]) for row in report["results"]]
@@ -50,4 +50,4 @@ def test_probe_scores_caches_and_draws(tmp_path, monkeypatch):
     save_folder(GmmlEncoder(config), tmp_path / "encoder")  # other weights under the same path
     assert main(args) == 0
     timings = json.loads((tmp_path / "r.json").read_text())["timings"]
-    assert timings["embed checkpoint (s, 0 = cached)"] > 0 and timings["embed random init (s, 0 = cached)"] == 0
+    assert isinstance(timings["embed checkpoint (s)"], float) and timings["embed random init (s)"] == "cached"
