@@ -92,7 +92,7 @@ mert() {
         export PYTHONPATH=$PYTHONPATH:/tmp/site
     fi
     recipe=(--data "$MERT_DATA/clips" --variant tiny --codebooks 1 --clusters 256 --kmeans-frames 50000
-            --chroma-weight 2.31 --feature-penalty 10 --feature-grad-mult 0.1 --max-seconds 2
+            --chroma-weight 2.31 --feature-penalty 10 --feature-grad-mult 0.1 --cqt-target log --max-seconds 2
             --batch-size "${MERT_BATCH:-64}"
             --lr 5e-4 --device "$DEVICE" "${BF16[@]}" --threads 8 --seed 0 --no-progress)
     "$PYTHON" -m zoo.cli pretrain mert "${recipe[@]}" -o runs/mert-rate --steps 30
