@@ -261,8 +261,8 @@ def evaluate(args: argparse.Namespace, encoder: GmmlEncoder) -> dict[str, Any]:
         test, test_s = cached_embeddings(model, test_images, test_idx, args.output, f"{slug}-test")
         spent = [seconds for seconds in (train_s, test_s) if seconds is not None]
         timings[f"embed {name} (s)"] = round(sum(spent), 1) if spent else "cached"
-        print(f"[probe] {name}: {len(train_idx)} + {len(test_idx)} images, embedding {timings[f'embed {name} (s)']}"
-              f"{' s' if spent else ''}", file=sys.stderr, flush=True)
+        took = f"embedded in {sum(spent):.0f} s" if spent else "from the cache"
+        print(f"[probe] {name}: {len(train_idx)} + {len(test_idx)} images {took}", file=sys.stderr, flush=True)
         for pool in POOLS:
             results.append(score(f"{name} {pool}", train[pool], train_y, test[pool], test_y, args.seed, args.max_iter))
     if not args.no_pixels:
