@@ -96,9 +96,10 @@ def embed_pools(encoder: GmmlEncoder, images: list[torch.Tensor], batch_size: in
     return {pool: torch.cat(parts).float().numpy() for pool, parts in rows.items()}
 
 
-def fingerprint(encoder: GmmlEncoder, indices: np.ndarray) -> str:
-    """What decides the embeddings: the weights themselves (a registry name or a folder may
-    hold other weights tomorrow), config, processor and image selection."""
+def fingerprint(encoder: GmmlEncoder) -> str:
+    """What decides an encoder's embeddings: the weights themselves (a registry name or a
+    folder may hold other weights tomorrow), config and processor. Hashed once per encoder
+    and shared by its splits."""
     digest = hashlib.sha256()
     for key, tensor in sorted(encoder.state_dict().items()):
         digest.update(key.encode())
@@ -106,16 +107,17 @@ def fingerprint(encoder: GmmlEncoder, indices: np.ndarray) -> str:
     for part in (json.dumps(encoder.config.to_dict(), sort_keys=True, default=str),
                  json.dumps(encoder.processor.to_dict(), sort_keys=True, default=str)):
         digest.update(part.encode())
-    digest.update(indices.tobytes())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
-def cached_embeddings(encoder: GmmlEncoder, images: EncodedImages, indices: np.ndarray, cache: Path,
-                      name: str) -> tuple[dict[str, np.ndarray], Optional[float]]:
-    """Pooled embeddings of `indices`, from `cache/<name>-<fingerprint>.npz` when present; also
-    the seconds spent embedding, None when they came from the cache (a flag, not a timing, so
-    that fast embedding is never mistaken for a cache hit)."""
-    path = cache / f"{name}-{fingerprint(encoder, indices)}.npz"
+def cached_embeddings(encoder: GmmlEncoder, encoder_fingerprint: str, images: EncodedImages, indices: np.ndarray,
+                      cache: Path, name: str) -> tuple[dict[str, np.ndarray], Optional[float]]:
+    """Pooled embeddings of `indices`, from `cache/<name>-<key>.npz` when present, the key
+    hashing the encoder's fingerprint and the image selection; also the seconds spent
+    embedding, None when they came from the cache (a flag, not a timing, so that fast
+    embedding is never mistaken for a cache hit)."""
+    key = hashlib.sha256(encoder_fingerprint.encode() + indices.tobytes()).hexdigest()[:16]
+    path = cache / f"{name}-{key}.npz"
     if path.is_file():
         with np.load(path) as stored:
             return {pool: stored[pool] for pool in POOLS}, None
@@ -257,8 +259,9 @@ def evaluate(args: argparse.Namespace, encoder: GmmlEncoder) -> dict[str, Any]:
     results, timings = [], {}
     for name, model in encoders.items():
         slug = name.replace(" ", "-")
-        train, train_s = cached_embeddings(model, train_images, train_idx, args.output, f"{slug}-train")
-        test, test_s = cached_embeddings(model, test_images, test_idx, args.output, f"{slug}-test")
+        weights = fingerprint(model)
+        train, train_s = cached_embeddings(model, weights, train_images, train_idx, args.output, f"{slug}-train")
+        test, test_s = cached_embeddings(model, weights, test_images, test_idx, args.output, f"{slug}-test")
         spent = [seconds for seconds in (train_s, test_s) if seconds is not None]
         timings[f"embed {name} (s)"] = round(sum(spent), 1) if spent else "cached"
         took = f"embedded in {sum(spent):.0f} s" if spent else "from the cache"
