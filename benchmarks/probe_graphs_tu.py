@@ -31,17 +31,18 @@ from modalities.graphs.encoder import readout
 from zoo.hub import load
 
 
-def raw_features(encoder, graphs: list) -> dict:
+def raw_features(encoder, graphs: list, jobs: int) -> dict:
     """The svm-10fold score of the processed input features, read out with the encoder's pooling."""
     prepared = [encoder.processor.prepare(graph) for graph in graphs]
     rows = torch.stack([readout(graph.x, encoder.config.pooling) for graph in prepared])
-    return svm_10fold(rows.numpy(), torch.cat([graph.y.view(-1) for graph in graphs]).numpy())
+    return svm_10fold(rows.numpy(), torch.cat([graph.y.view(-1) for graph in graphs]).numpy(), jobs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, help="mutag, nci1, imdb-binary, imdb-multi, ...")
     parser.add_argument("--data", required=True, help="root holding <NAME>/raw")
+    parser.add_argument("--jobs", type=int, default=1, help="processes per grid search (scores do not change)")
     parser.add_argument("runs", nargs="+", help="zoo pretrain output folders")
     args = parser.parse_args()
     graphs = load_dataset(args.dataset, args.data)
@@ -49,11 +50,11 @@ def main() -> None:
     first = next(iter(encoders.values()))
     torch.manual_seed(0)
     random_init = type(first)(first.config, first.processor).eval()
-    rows = [("input features, same readout", "-", raw_features(first, graphs)),
-            ("random init", "-", probe_graphs(random_init, graphs, args.dataset, None))]
+    rows = [("input features, same readout", "-", raw_features(first, graphs, args.jobs)),
+            ("random init", "-", probe_graphs(random_init, graphs, args.dataset, None, args.jobs))]
     scores = []
     for folder, encoder in encoders.items():
-        result = probe_graphs(encoder, graphs, args.dataset, None)
+        result = probe_graphs(encoder, graphs, args.dataset, None, args.jobs)
         scores.append(result["accuracy"])
         rows.append((folder.name, run_facts(folder), result))
     print(f"{args.dataset}: {len(graphs)} graphs, pooling {first.config.pooling}; accuracy % (mean ± std over "
