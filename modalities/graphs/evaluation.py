@@ -61,7 +61,7 @@ def svm_10fold(embeddings: Any, labels: Any, jobs: int = 1) -> dict[str, Any]:
     """Upstream's graph-classification score: accuracy (%) mean and std over 10 stratified folds.
 
     `jobs` runs each fold's grid search in that many processes; the scores do not depend on it
-    (NCI1's 4,110 graphs take about 4 CPU-minutes per scoring, hence the option)."""
+    (NCI1's 4,110 graphs take 4-6 CPU-minutes per scoring, hence the option)."""
     import numpy as np
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.svm import SVC
