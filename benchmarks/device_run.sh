@@ -8,14 +8,18 @@
 #   bash benchmarks/device_run.sh bench         # there: bench_gmml (bf16, fp32) and bench_mert (bf16)
 #   bash benchmarks/device_run.sh prepare_mert  # here: rendered clips as Ogg and the wheels the device lacks
 #   bash benchmarks/device_run.sh mert          # there, carry ["data_local/mert"]: MERT tiny, PRETRAIN_SECONDS
+#   bash benchmarks/device_run.sh all bench:150 pretrain   # there: the stages named, in order, each cut
+#                                                          # at its seconds (STAGE_TIMEOUT if none) and packed
+#                                                          # with its log into $OUT/STAGE.tar (a call brings
+#                                                          # back 8 files at most)
 #
 # Results land in $OUT (the device tool's folder that comes back; runs/device here).
 # Settings (environment): PRETRAIN_SECONDS (300), BATCH (GMML, 256), MERT_BATCH (64), WORKERS
 # (14), FALLBACK_STEPS (5000, if the throughput measurement fails), DEVICE (cuda; cpu runs
-# the stages without bf16, to check the script itself).
+# the stages without bf16, to check the script itself), STAGE_TIMEOUT (`all`: seconds, 600).
 set -euo pipefail
 
-STAGE=${1:?usage: device_run.sh prepare|pretrain|bench|prepare_mert|mert}
+STAGE=${1:?usage: device_run.sh prepare|pretrain|bench|prepare_mert|mert|all STAGE...}
 OUT=${OUT:-runs/device}
 DEVICE=${DEVICE:-cuda}
 PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-300}
@@ -117,7 +121,23 @@ bench() {
     "$PYTHON" benchmarks/bench_mert.py --device "$DEVICE" "${BF16[@]}" --markdown --json "$OUT/bench_mert_bf16.json"
 }
 
+all() {
+    # One device call for several stages: a stage that fails or runs past STAGE_TIMEOUT
+    # still leaves its tar, and the next stage runs.
+    local scratch stage limit
+    scratch=$(mktemp -d)
+    for stage in "$@"; do
+        limit=${STAGE_TIMEOUT:-600}
+        if [[ $stage == *:* ]]; then limit=${stage#*:}; stage=${stage%%:*}; fi
+        mkdir -p "$scratch/$stage"
+        OUT="$scratch/$stage" timeout "$limit" bash "$0" "$stage" 2>&1 \
+            | tee "$scratch/$stage/$stage.log" || echo "stage $stage failed or ran past ${limit} s" >&2
+        tar -C "$scratch" -cf "$OUT/$stage.tar" "$stage"
+    done
+}
+
 case $STAGE in
     prepare | pretrain | bench | prepare_mert | mert) "$STAGE" ;;
-    *) echo "unknown stage '$STAGE'; use prepare, pretrain, bench, prepare_mert or mert" >&2; exit 2 ;;
+    all) shift; all "$@" ;;
+    *) echo "unknown stage '$STAGE'; use prepare, pretrain, bench, prepare_mert, mert or all" >&2; exit 2 ;;
 esac
