@@ -130,10 +130,10 @@ def to_rgb(image: torch.Tensor, name: str) -> torch.Tensor:
         raise InputError(f"{name} has {channels} channels{hint}; images need 1 (grey), 3 (RGB) or 4 (RGBA)")
     if height == 0 or width == 0:
         raise InputError(f"{name} is empty ({height} x {width} pixels); drop it")
-    if not torch.isfinite(image).all():
+    low, high = (float(value) for value in torch.aminmax(image))
+    if not (np.isfinite(low) and np.isfinite(high)):  # min and max are NaN or infinite iff some value is
         bad = int((~torch.isfinite(image)).sum())
         raise InputError(f"{name} has {bad} NaN or infinite values; clean it (e.g. np.nan_to_num) first")
-    low, high = float(image.min()), float(image.max())
     if low < -RANGE_SLACK or high > 1 + RANGE_SLACK:
         raise InputError(f"{name} has values in [{low:.3g}, {high:.3g}]; float images must be in [0, 1] "
                          "(divide 0-255 values by 255, and pass raw pixels, not normalised ones)")
