@@ -45,13 +45,17 @@ pq.write_table(pq.read_table(sys.argv[1]), sys.argv[2], compression="zstd", comp
 
 pretrain() {
     # Measure first, then size the run so that its cosine schedule ends inside the time:
-    # steps = 90 % of what the measured training rate allows in PRETRAIN_SECONDS (FALLBACK_STEPS
-    # if the measurement fails, so that a broken benchmark does not cost the run).
+    # steps = 90 % of what the slower of the measured training and batch-making rates allows
+    # in PRETRAIN_SECONDS (FALLBACK_STEPS if the measurement fails, so that a broken benchmark
+    # does not cost the run). A 20-step measurement of training runs on batches the workers
+    # made ahead, so alone it overstates a whole run: 4,899 against 3,307 images/s on an H200,
+    # where batch making measured 3,517.
     "$PYTHON" benchmarks/bench_gmml_pretrain.py --data "$DATA" --device "$DEVICE" "${BF16[@]}" --workers "$WORKERS" \
         --batch-size "$BATCH" --steps 20 --warmup 5 --threads 2 --markdown --json "$OUT/bench_gmml_pretrain.json" \
         | tee "$OUT/bench_gmml_pretrain.md" || echo "bench_gmml_pretrain failed" >&2
     steps=$("$PYTHON" -c 'import json, sys
-rate = json.load(open(sys.argv[1]))["images_per_second"]["vit-tiny (12 x 192)"]["training"]
+rates = json.load(open(sys.argv[1]))["images_per_second"]["vit-tiny (12 x 192)"]
+rate = min(rates["training"], rates["batch_making"])
 print(max(10, int(0.9 * rate * float(sys.argv[2]) / int(sys.argv[3]))))' \
         "$OUT/bench_gmml_pretrain.json" "$PRETRAIN_SECONDS" "$BATCH" || echo "${FALLBACK_STEPS:-5000}")
     echo "pretraining for $steps steps of $BATCH images"
@@ -106,6 +110,10 @@ per_step = (log[-1]["elapsed"] - log[9]["elapsed"]) / (len(log) - 10)
 print(max(10, int(0.9 * float(sys.argv[2]) / per_step)))' runs/mert-rate/log.jsonl "$PRETRAIN_SECONDS" \
         || echo "${FALLBACK_STEPS:-5000}")
     echo "pretraining for $steps steps"
+    # The teachers' targets (labels.pt) are the rate run's: same clips, recipe and seed. On the
+    # H200 they took about 2 minutes; computing them twice did not fit a 265 s stage.
+    mkdir -p runs/mert-device
+    cp runs/mert-rate/labels.pt runs/mert-device/
     "$PYTHON" -m zoo.cli pretrain mert "${recipe[@]}" -o runs/mert-device --steps "$steps" \
         --time-limit $((PRETRAIN_SECONDS + 60))
     mkdir -p "$OUT/encoder"
