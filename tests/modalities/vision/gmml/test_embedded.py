@@ -67,7 +67,7 @@ def test_reconstructs_corrupted_test_images():
     with torch.no_grad():
         loss = float(reconstruction_loss(encoder.reconstruct(corrupted), clean, mask))
     mean_guess = float(reconstruction_loss(torch.zeros_like(clean), clean, mask))  # 0 = the normalised mean
-    assert loss < 0.5 * mean_guess, (loss, mean_guess)  # measured: 0.388 vs 0.908
+    assert loss < 0.5 * mean_guess, (loss, mean_guess)  # measured: 0.393 vs 0.908
 
 
 def test_knn_beats_a_random_init_vit_on_unseen_images():
@@ -81,4 +81,4 @@ def test_knn_beats_a_random_init_vit_on_unseen_images():
     scores = [knn_accuracy(model.embed(train, progress=False).numpy(), train_y,
                            model.embed(test, progress=False).numpy(), test_y, k=20)
               for model in (encoder, random_init)]
-    assert scores[0] > scores[1] + 0.05, scores  # measured: 0.328 vs 0.246 (seed 1: 0.236)
+    assert scores[0] > scores[1] + 0.05, scores  # measured: 0.356 vs 0.246 (random init seed 1: 0.236)
