@@ -121,15 +121,21 @@ class TrainConfig:
 
 
 def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
-                               lr: float = 5e-4, max_grad_norm: float = 10.0, weight_decay: float = 0.01) -> None:
-    """The optimisation options the audio pretrain commands share (`train_config_from_args` reads them)."""
+                               lr: float = 5e-4, max_grad_norm: float = 10.0, weight_decay: float = 0.01,
+                               batch_unit: str = "crops", warmup_default: str = "8%% of --steps, as HuBERT") -> None:
+    """The optimisation options the pretrain commands share (`train_config_from_args` reads them).
+
+    `batch_unit` and `warmup_default` say in --help what a recipe's batch counts and how it
+    picks its warmup when --warmup-steps is not given.
+    """
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default: {steps})")
-    optim.add_argument("--batch-size", type=int, default=batch_size, help=f"crops per batch (default: {batch_size})")
+    optim.add_argument("--batch-size", type=int, default=batch_size,
+                       help=f"{batch_unit} per batch (default: {batch_size})")
     optim.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
     optim.add_argument("--weight-decay", type=float, default=weight_decay,
                        help=f"AdamW weight decay (default: {weight_decay:g})")
-    optim.add_argument("--warmup-steps", type=int, help="linear warmup steps (default: 8%% of --steps, as HuBERT)")
+    optim.add_argument("--warmup-steps", type=int, help=f"linear warmup steps (default: {warmup_default})")
     optim.add_argument("--max-grad-norm", type=float, default=max_grad_norm,
                        help=f"gradient clipping norm (default: {max_grad_norm:g})")
     optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
