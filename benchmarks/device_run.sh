@@ -103,6 +103,7 @@ mert() {
             --chroma-weight 2.31 --feature-penalty 10 --feature-grad-mult 0.1 --cqt-target log --max-seconds 2
             --batch-size "${MERT_BATCH:-64}"
             --lr 5e-4 --device "$DEVICE" "${BF16[@]}" --threads 8 --seed 0 --no-progress)
+    rm -rf runs/mert-rate runs/mert-device  # a run left there would resume instead of measuring
     "$PYTHON" -m zoo.cli pretrain mert "${recipe[@]}" -o runs/mert-rate --steps 30
     steps=$("$PYTHON" -c 'import json, sys
 log = [json.loads(line) for line in open(sys.argv[1])]
