@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -41,10 +42,17 @@ def working_root(data_root: Optional[str | Path], folder: str) -> Path:
         raise InputError(f"{source} does not exist; --data must hold {folder}/raw/ as PyG lays it out")
     copy = target / folder / "raw"
     if not copy.is_dir():
-        staging = target / folder / ".raw-partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging)
-        staging.rename(copy)
+        # a staging folder of its own, so that runs started together (one per seed) do not
+        # copy into each other's; the first rename wins and the others drop their copy
+        (target / folder).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".raw-partial-", dir=target / folder))
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        try:
+            staging.rename(copy)
+        except OSError:
+            if not copy.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
