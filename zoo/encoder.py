@@ -5,22 +5,25 @@ Shapes: B items, K selected layers, T tokens, D width, N inputs.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Optional
+from typing import Any, ClassVar, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from zoo.config import EncoderConfig
-from zoo.errors import InputError, ZooError
+from zoo.errors import InputError, naming_input
 from zoo.outputs import EncoderOutput
-from zoo.pooling import POOLS, LayerSpec, layer_indices, select_layers
+from zoo.pooling import LayerSpec, check_pool, is_single_layer, layer_indices, select_layers
 from zoo.processing import Processor
 from zoo.saving import Checkpointable
 
 #: raw inputs prepared at once before they are sorted by size into batches
 PREPARE_GROUP = 64
+#: pieces per forward pass in `embed` unless the caller says
+EMBED_BATCH_SIZE = 8
 
 
 class Encoder(Checkpointable, nn.Module):
@@ -93,7 +96,7 @@ class Encoder(Checkpointable, nn.Module):
         inputs: Any,
         layer: LayerSpec = None,
         pool: str = "mean",
-        batch_size: int = 8,
+        batch_size: int = EMBED_BATCH_SIZE,
         device: Optional[str | torch.device] = None,
         progress: bool = True,
         **prepare_kwargs: Any,
@@ -118,30 +121,39 @@ class Encoder(Checkpointable, nn.Module):
             (N, D) for one layer, (N, K, D) for several; with pool="none" a list of N
             tensors (T_i, D) or (K, T_i, D).
         """
-        if pool not in POOLS:
-            raise InputError(f"pool={pool!r} is not one of {POOLS}")
+        check_pool(pool)
         indices = layer_indices(layer, self.num_layers)
         items = self.as_item_list(inputs)
         if not items:
             raise InputError("embed() got no inputs; pass at least one item")
+        with self.embedding(device):
+            rows = self._embed_items(items, indices, pool, batch_size, progress, prepare_kwargs)
+        if is_single_layer(layer):
+            rows = [row[0] for row in rows]
+        return rows if pool == "none" else torch.stack(rows)
+
+    @contextmanager
+    def embedding(self, device: Optional[str | torch.device] = None) -> Iterator[None]:
+        """Move to `device` (if given) and switch to eval mode for the block, then restore the
+        caller's mode: embeddings must not depend on dropout or on whether the caller was training."""
         if device is not None:
             self.to(device)
         was_training = self.training
         self.eval()
         try:
-            rows = self._embed_items(items, indices, pool, batch_size, progress, prepare_kwargs)
+            yield
         finally:
             self.train(was_training)
-        squeeze = indices is None or isinstance(layer, int)
-        if squeeze:
-            rows = [row[0] for row in rows]
-        return rows if pool == "none" else torch.stack(rows)
 
-    def _embed_items(self, items, indices, pool, batch_size, progress, prepare_kwargs) -> list[torch.Tensor]:
+    def progress_bar(self, total: int, progress: bool) -> Any:
+        """The tqdm bar `embed` shows over `total` items (a silent one without `progress`)."""
         from tqdm.auto import tqdm
 
+        return tqdm(total=total, unit="item", disable=not progress, desc=f"embed {self.family}")
+
+    def _embed_items(self, items, indices, pool, batch_size, progress, prepare_kwargs) -> list[torch.Tensor]:
         rows: list[torch.Tensor] = []
-        with tqdm(total=len(items), unit="item", disable=not progress, desc=f"embed {self.family}") as bar:
+        with self.progress_bar(len(items), progress) as bar:
             for start in range(0, len(items), PREPARE_GROUP):
                 group = items[start : start + PREPARE_GROUP]
                 rows.extend(self._embed_group(group, start, indices, pool, batch_size, prepare_kwargs))
@@ -151,10 +163,8 @@ class Encoder(Checkpointable, nn.Module):
     def _embed_group(self, group, offset, indices, pool, batch_size, prepare_kwargs) -> list[torch.Tensor]:
         pieces = []  # (item index in group, piece)
         for position, item in enumerate(group):
-            try:
+            with naming_input(offset + position):
                 prepared = self.processor.prepare(item, **prepare_kwargs)
-            except ZooError as err:
-                raise type(err)(f"input {offset + position}: {err}") from err
             pieces.extend((position, order, piece) for order, piece in enumerate(self.processor.split(prepared)))
         pieces.sort(key=lambda entry: -self.processor.size(entry[2]))
         accumulators = [_Accumulator(pool) for _ in group]

@@ -1,5 +1,10 @@
 """Error classes of the zoo: every message names the bad value and says how to fix it."""
 
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class ZooError(Exception):
     """Base class of every error the zoo raises on purpose."""
@@ -26,3 +31,13 @@ class InputError(ZooError, ValueError):
 
 class OfflineError(ZooError):
     """Files that are neither cached nor downloadable (offline mode or no network)."""
+
+
+@contextmanager
+def naming_input(index: int) -> Iterator[None]:
+    """Prefix a zoo error raised inside with `input {index}: `, so that the one bad item of a
+    long list or batch can be found."""
+    try:
+        yield
+    except ZooError as err:
+        raise type(err)(f"input {index}: {err}") from err

@@ -9,7 +9,7 @@ from typing import Sequence, Union
 
 import torch
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
 
 #: None = last layer; int (negative counts from the end); list of ints; "all"
@@ -39,6 +39,18 @@ def layer_indices(layer: LayerSpec, num_layers: int) -> list[int] | None:
             )
         indices.append(index % total)
     return indices
+
+
+def check_pool(pool: str) -> None:
+    """Refuse a pool name `embed` does not know, before any work is done."""
+    if pool not in POOLS:
+        raise InputError(f"pool={pool!r} is not one of {POOLS}")
+
+
+def is_single_layer(layer: LayerSpec) -> bool:
+    """Whether `layer` names one layer (None or an int), so that `embed` drops the K axis;
+    a list, even of one layer, keeps it."""
+    return layer is None or isinstance(layer, int)
 
 
 def select_layers(output: EncoderOutput, indices: list[int] | None) -> torch.Tensor:

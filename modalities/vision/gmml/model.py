@@ -29,10 +29,10 @@ from modalities.vision.gmml.reconstruction import ReconstructionHead
 from modalities.vision.gmml.vit import VisionTransformer
 from modalities.vision.processing import ImageProcessor, expand_images
 from zoo.config import EncoderConfig
-from zoo.encoder import Encoder
+from zoo.encoder import EMBED_BATCH_SIZE, Encoder
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import POOLS, LayerSpec
+from zoo.pooling import LayerSpec, check_pool, is_single_layer, layer_indices, select_layers
 
 #: what `pooled` can be: the cls token or the mean of the patch tokens
 POOLED = ("cls", "mean")
@@ -201,13 +201,46 @@ class GmmlEncoder(Encoder):
         `pool` is "mean" (of the patch tokens: the cls token is left out), "cls", or
         "none" for each image's patch tokens (N, D) or (K, N, D) in row-major grid order
         (`embed_patches` adds their grid positions).
+
+        A single (B, C, H, W) torch tensor (uint8, or float in [0, 1]) is prepared on the
+        encoder's device, a `batch_size` chunk at a time (`ImageProcessor.prepare_batch`),
+        and pooled there, so that only the rows come back; the rows are those of the same
+        images passed one by one. Other inputs (lists, arrays, files) are prepared image by
+        image on the CPU.
         """
-        if pool not in POOLS:
-            raise InputError(f"pool={pool!r} is not one of {POOLS}")
+        check_pool(pool)
+        if isinstance(inputs, torch.Tensor) and inputs.dim() == 4 and len(inputs):
+            return self._embed_batch(inputs, layer, pool, **embed_kwargs)
         tokens = super().embed(inputs, layer=layer, pool="none", **embed_kwargs)
         if pool == "none":
             return [item[..., 1:, :] for item in tokens]
         return torch.stack([self.pool(item, pool) for item in tokens])
+
+    def _embed_batch(self, images: torch.Tensor, layer: LayerSpec, pool: str, batch_size: int = EMBED_BATCH_SIZE,
+                     device: Optional[str | torch.device] = None, progress: bool = True
+                     ) -> torch.Tensor | list[torch.Tensor]:
+        """`embed` of a (B, C, H, W) tensor: prepared, encoded and pooled on the device, `batch_size`
+        images at a time; only the pooled rows (or the patch tokens for pool="none") come back."""
+        indices, single_layer = layer_indices(layer, self.num_layers), is_single_layer(layer)
+        chunks = []
+        with self.embedding(device), self.progress_bar(len(images), progress) as bar:
+            for start in range(0, len(images), batch_size):
+                chunk = images[start : start + batch_size]
+                chunks.append(self._embed_chunk(chunk, start, indices, single_layer, pool))
+                bar.update(len(chunk))
+        rows = torch.cat(chunks)
+        return list(rows) if pool == "none" else rows
+
+    def _embed_chunk(self, images: torch.Tensor, first_index: int, indices: Optional[list[int]],
+                     single_layer: bool, pool: str) -> torch.Tensor:
+        """(b, C, H, W) raw images -> (b, [K,] D) pooled rows or (b, [K,] N, D) patch tokens, on the CPU."""
+        pixel_values = self.processor.prepare_batch(images, self.device, first_index)
+        output = self(**self.to_device({"pixel_values": pixel_values}), output_hidden_states=indices is not None)
+        features = select_layers(output, indices).float()
+        if single_layer:
+            features = features[:, 0]
+        pooled = features[..., 1:, :] if pool == "none" else self.pool(features, pool)
+        return pooled.cpu()
 
     def embed_patches(self, inputs: Any, layer: LayerSpec = None,
                       **embed_kwargs: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -125,3 +125,20 @@ def test_embed_names_the_bad_item(picture):
     encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3))
     with pytest.raises(InputError, match="input 1: image array .* 2 channels"):
         encoder.embed([picture, np.zeros((40, 40, 2), np.uint8)], progress=False)
+
+
+def test_prepare_batch_equals_prepare_image_by_image(processor):
+    batch = torch.randint(0, 256, (4, 4, 50, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    alone = torch.stack([processor.prepare(image) for image in batch])
+    for images in (batch, batch.float() / 255):
+        prepared = processor.prepare_batch(images, "cpu")
+        assert prepared.shape == (4, 3, 32, 32) and (prepared - alone).abs().max() <= 1e-6
+
+
+def test_prepare_batch_refuses_what_is_not_a_batch(processor):
+    with pytest.raises(InputError, match="image batch of shape \\(3, 8, 8\\) is not a batch"):
+        processor.prepare_batch(torch.zeros(3, 8, 8))
+    with pytest.raises(InputError, match="image batch of shape \\(0, 3, 8, 8\\) is not a batch"):
+        processor.prepare_batch(torch.zeros(0, 3, 8, 8))
+    with pytest.raises(InputError, match="input 12: image tensor of shape \\(3, 8, 8\\) has values in"):
+        processor.prepare_batch(torch.stack([torch.zeros(3, 8, 8), torch.full((3, 8, 8), 2.0)]), first_index=11)

@@ -178,3 +178,67 @@ def test_default_processor_follows_the_image_size():
     encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3))
     assert (encoder.processor.resize_size, encoder.processor.crop_size) == (36, 32)
     assert (GmmlEncoder.default_processor_settings(GmmlConfig()) == {"crop_size": 224, "resize_size": 256})
+
+
+def embed_both_ways(encoder, batch, **kwargs):
+    """`embed` of a (B, C, H, W) tensor (the batched path) and of its images as a list (per image)."""
+    return encoder.embed(batch, progress=False, **kwargs), encoder.embed(list(batch), progress=False, **kwargs)
+
+
+def max_abs_diff(batched, alone) -> float:
+    if isinstance(batched, list):
+        assert [row.shape for row in batched] == [row.shape for row in alone]
+        return max(float((x - y).abs().max()) for x, y in zip(batched, alone))
+    assert batched.shape == alone.shape
+    return float((batched - alone).abs().max())
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("size", [(300, 260), (36, 44)], ids=["resize", "crop-only"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_embed_of_a_tensor_batch_equals_embed_image_by_image(tiny, channels, size, dtype, monkeypatch):
+    batch = torch.randint(0, 256, (5, channels, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    if dtype.is_floating_point:
+        batch = batch.to(dtype) / 255
+    prepare_batch, chunks = tiny.processor.prepare_batch, []
+
+    def counting_prepare_batch(images, *args):
+        chunks.append(len(images))
+        return prepare_batch(images, *args)
+
+    monkeypatch.setattr(tiny.processor, "prepare_batch", counting_prepare_batch)
+    for pool in ("mean", "cls", "none"):
+        for layer in (None, [0, -1], "all"):
+            batched, alone = embed_both_ways(tiny, batch, layer=layer, pool=pool, batch_size=2)
+            # measured 0.0 on CPU (torch 2.14, one thread): the same kernels on the same values;
+            # 1e-6 leaves room for a kernel that vectorises a batch differently
+            assert max_abs_diff(batched, alone) <= 1e-6, (pool, layer)
+    assert chunks == [2, 2, 1] * 9  # only the tensor batches went through prepare_batch, in chunks of 2
+
+
+def test_embed_of_a_tensor_batch_keeps_the_embed_options(tiny):
+    batch = torch.randint(0, 256, (3, 3, 40, 48), dtype=torch.uint8)
+    tiny.train()
+    rows = tiny.embed(batch, batch_size=2, device="cpu", progress=True)
+    assert tiny.training and rows.shape == (3, 24)
+    patches = tiny.embed_patches(batch, layer=[1, 2], progress=False)
+    assert len(patches) == 3 and patches[0][0].shape == (64, 2) and patches[0][1].shape == (2, 64, 24)
+    with pytest.raises(TypeError, match="sampling_rate"):
+        tiny.embed(batch, sampling_rate=16000, progress=False)
+
+
+def test_bad_images_in_a_tensor_batch_are_named_as_image_by_image(tiny):
+    nan_in_third = torch.rand(8, 3, 36, 36)
+    nan_in_third[3, 1, 2, 2] = float("nan")
+    out_of_range = torch.rand(8, 3, 36, 36)
+    out_of_range[5] *= 255
+    cases = [(nan_in_third, "input 3: image tensor of shape \\(3, 36, 36\\) has 1 NaN or infinite values"),
+             (out_of_range, "input 5: image tensor .* has values in \\[.*, 255\\]; float images must be in \\[0, 1\\]"),
+             (torch.rand(8, 2, 36, 36), "input 0: image tensor .* has 2 channels \\(grey \\+ alpha"),
+             (torch.rand(8, 3, 0, 36), "input 0: image tensor .* is empty \\(0 x 36 pixels\\)"),
+             (torch.zeros(4, 3, 36, 36, dtype=torch.int32), "input 0: tensor has dtype torch.int32"),
+             (torch.rand(0, 3, 36, 36), "embed\\(\\) got no inputs")]
+    for batch, message in cases:
+        for inputs in (batch, list(batch)):
+            with pytest.raises(InputError, match=message):
+                tiny.embed(inputs, batch_size=3, progress=False)
