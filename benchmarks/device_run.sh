@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU work of issues 6 and 8 as prepared device calls, since a task lent a machine gets
+# The GPU work of issues 6, 8 and 9 as prepared device calls, since a task lent a machine gets
 # 15 minutes of it in all and one command at most 10 (benchmarks/README.md, "GPU runs"): a
 # session has time for `pretrain` and `bench`, or for `mert` and one of them.
 #
