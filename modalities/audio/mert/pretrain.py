@@ -413,6 +413,16 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
     return targets
 
 
+def teacher_settings(args: argparse.Namespace, encoder: MertEncoder) -> dict[str, Any]:
+    """What the teachers' targets depend on besides the files: frames and each teacher's options."""
+    settings = {"sampling_rate": encoder.processor.sampling_rate, "receptive_field": encoder.config.receptive_field,
+                "frame_hop": encoder.config.frame_hop, "teacher": args.teacher, "cqt": not args.no_cqt}
+    if args.teacher == "encodec":
+        return {**settings, "encodec": args.encodec}
+    return {**settings, "codebooks": args.codebooks, "clusters": args.clusters, "chroma_weight": args.chroma_weight,
+            "kmeans_frames": args.kmeans_frames, "seed": args.seed}
+
+
 def run(args: argparse.Namespace) -> None:
     """`zoo pretrain mert`: compute the teachers' targets, pretrain, save `OUTPUT/encoder`."""
     if args.threads:
@@ -425,7 +435,7 @@ def run(args: argparse.Namespace) -> None:
     rate = encoder.processor.sampling_rate
     log(f"{len(files)} recordings in {args.data}, at {rate} Hz")
     waves = load_waves(files, encoder.processor)
-    targets = cached_labels(out, files, lambda: make_targets(args, encoder, waves))
+    targets = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_targets(args, encoder, waves))
     extra = {"cqt": targets["cqt"]} if "cqt" in targets else None
     max_frames = frame_count(int(args.max_seconds * rate), field, hop)
     batches = CropBatches(waves, targets["labels"], args.batch_size, max_frames, field, hop, args.seed, extra=extra)

@@ -373,8 +373,12 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Sequenc
     return {"labels": cluster_labels(features, clusters), "source": source, **dataclasses.asdict(clusters)}
 
 
-def cached_labels(folder: Path, files: Sequence[Path], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """`folder/labels.pt` if it was made for these files, else computed and saved (a resumed run reuses it)."""
+def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
+                  compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`folder/labels.pt` if it was made for these files with these teacher `settings`, else
+    computed and saved (a resumed run reuses it). Another file list or other settings are an
+    error rather than a silent reuse: a rerun with, say, another --clusters in the same folder
+    would otherwise train on the old teacher's labels."""
     path = folder / LABELS_FILE
     names = [str(file) for file in files]
     if path.is_file():
@@ -384,11 +388,27 @@ def cached_labels(folder: Path, files: Sequence[Path], compute: Callable[[], dic
                 f"{path} labels a different set of files than --data/--exclude give now; "
                 "use another output folder or delete the file"
             )
+        if stored.get("settings") != settings:
+            before = stored.get("settings") or {}
+            changed = ", ".join(f"{key}={before.get(key)!r} then, {value!r} now"
+                                for key, value in settings.items() if before.get(key) != value)
+            raise CheckpointError(
+                f"{path} was made by a teacher with other settings ({changed or 'settings not recorded'}); "
+                "use another output folder, or delete the file (and checkpoint.pt) to start over"
+            )
         return stored
-    result = {"files": names, **compute()}
+    result = {"files": names, "settings": settings, **compute()}
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_with(path, lambda tmp: torch.save(result, tmp))
     return result
+
+
+def teacher_settings(args: argparse.Namespace, encoder: HubertEncoder) -> dict[str, Any]:
+    """What the iteration's labels depend on besides the files: frames, features and k-means."""
+    field, hop = frame_geometry(encoder.config)
+    return {"sampling_rate": encoder.processor.sampling_rate, "receptive_field": field, "frame_hop": hop,
+            "iteration": args.iteration, "labels_from": args.labels_from, "layer": args.layer,
+            "clusters": args.clusters, "kmeans_frames": args.kmeans_frames, "seed": args.seed}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -403,7 +423,7 @@ def run(args: argparse.Namespace) -> None:
     field, hop = frame_geometry(encoder.config)
     log(f"{len(files)} recordings in {args.data}")
     waves = load_waves(files, encoder.processor)
-    labels = cached_labels(out, files, lambda: make_labels(args, encoder, waves))
+    labels = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_labels(args, encoder, waves))
     max_frames = frame_count(int(args.max_seconds * encoder.processor.sampling_rate), field, hop)
     batches = CropBatches(waves, labels["labels"], args.batch_size, max_frames, field, hop, args.seed)
     objective = HubertPretraining(encoder, len(labels["centers"]), args.final_dim, args.mask_prob,

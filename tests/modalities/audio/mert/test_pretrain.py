@@ -226,13 +226,17 @@ def test_pretrain_loss_falls_and_encoder_loads(music_folder, tmp_path):
     assert targets["codebook_sizes"] == [8, 8] and targets["cqt"][0].shape[1] == 336
 
 
-def test_chroma_weight_changes_the_teacher(music_folder, tmp_path):
+def test_chroma_weight_changes_the_teacher(music_folder, tmp_path, capsys):
     runs = {weight: tmp_path / f"chroma-{weight}" for weight in ("1", "5")}
     for weight, out in runs.items():
         pretrain(music_folder, out, "--steps", "1", "--no-cqt", "--codebooks", "1", "--chroma-weight", weight)
     targets = {weight: torch.load(out / "labels.pt", weights_only=True) for weight, out in runs.items()}
     assert targets["5"]["source"].endswith("(chroma weight 5)")
     assert any(not torch.equal(a, b) for a, b in zip(targets["1"]["labels"], targets["5"]["labels"]))
+    # rerun in the first folder with the second teacher: refused, not trained on the old labels
+    with pytest.raises(AssertionError):
+        pretrain(music_folder, runs["1"], "--steps", "2", "--no-cqt", "--codebooks", "1", "--chroma-weight", "5")
+    assert "other settings (chroma_weight=1.0 then, 5.0 now)" in capsys.readouterr().err
 
 
 def test_log_cqt_loss_falls(music_folder, tmp_path):

@@ -23,7 +23,7 @@ from modalities.speech.hubert.pretrain import (
     run,
 )
 from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
-from zoo.errors import ConfigError
+from zoo.errors import CheckpointError, ConfigError
 from zoo.training import CHECKPOINT_FILE, TrainConfig, train
 
 FSDD = Path(__file__).resolve().parents[4] / ".." / "shared" / "data" / "fsdd" / "recordings"
@@ -269,5 +269,7 @@ def test_cli_runs_both_iterations_and_resumes(tmp_path):
     assert len(stored["files"]) == 10 and stored["source"].startswith("layer 1 of")
     run(parser.parse_args([*common, "-o", str(tmp_path / "iter1")]))  # finished: resumes, trains nothing
     assert len((tmp_path / "iter1" / "log.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(CheckpointError, match=r"other settings \(clusters=4 then, 6 now\)"):
+        run(parser.parse_args([*common, "-o", str(tmp_path / "iter1"), "--clusters", "6"]))  # not the old labels
     with pytest.raises(ConfigError, match="--labels-from"):
         run(parser.parse_args([*common, "-o", str(tmp_path / "bad"), "--iteration", "2"]))
