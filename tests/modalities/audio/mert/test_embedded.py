@@ -64,7 +64,7 @@ def rendered_notes(folder) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
 @pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="needs Debian's fluidsynth and fluid-soundfont-gm "
                     "(apt-get install fluidsynth fluid-soundfont-gm)")
 def test_tells_pitch_class_on_an_unseen_octave_better_than_a_random_init(tmp_path):
-    # about 5 minutes here, 4 of them rendering 468 notes through FluidSynth
+    # 2-5 minutes here (137 s alone), most of it rendering 468 notes through FluidSynth
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
