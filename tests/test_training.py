@@ -160,3 +160,16 @@ def test_bad_settings_and_divergence_are_errors(tmp_path):
     nan_batch = [(torch.full((2, 4), float("nan")), torch.zeros(2))]
     with pytest.raises(ZooError, match="loss is nan at step 1"):
         train(make_objective(), nan_batch, tmp_path / "nan", TrainConfig(steps=1, progress=False))
+
+
+def test_default_warmup_is_the_recipes_share_of_the_steps():
+    import argparse
+
+    from zoo.training import add_optimization_arguments, train_config_from_args
+
+    for share, steps, warmup in ((0.08, 1000, 80), (10 / 800, 4650, 58)):  # HuBERT's; GMML's 10 of 800 epochs
+        parser = argparse.ArgumentParser()
+        add_optimization_arguments(parser, warmup_share=share, warmup_source="test")
+        assert train_config_from_args(parser.parse_args(["--steps", str(steps)])).warmup_steps == warmup
+        assert f"{100 * share:g}% of --steps" in " ".join(parser.format_help().split())
+        assert train_config_from_args(parser.parse_args(["--warmup-steps", "3"])).warmup_steps == 3

@@ -122,11 +122,13 @@ class TrainConfig:
 
 def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
                                lr: float = 5e-4, max_grad_norm: float = 10.0, weight_decay: float = 0.01,
-                               batch_unit: str = "crops", warmup_default: str = "8%% of --steps, as HuBERT") -> None:
+                               batch_unit: str = "crops", warmup_share: float = 0.08,
+                               warmup_source: str = "HuBERT's") -> None:
     """The optimisation options the pretrain commands share (`train_config_from_args` reads them).
 
-    `batch_unit` and `warmup_default` say in --help what a recipe's batch counts and how it
-    picks its warmup when --warmup-steps is not given.
+    `batch_unit` says in --help what a recipe's batch counts. Without --warmup-steps the
+    warmup is `warmup_share` of --steps (`warmup_source` says whose share it is): one number
+    gives both the help text and the value.
     """
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default: {steps})")
@@ -135,7 +137,9 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     optim.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
     optim.add_argument("--weight-decay", type=float, default=weight_decay,
                        help=f"AdamW weight decay (default: {weight_decay:g})")
-    optim.add_argument("--warmup-steps", type=int, help=f"linear warmup steps (default: {warmup_default})")
+    optim.add_argument("--warmup-steps", type=int,
+                       help=f"linear warmup steps (default: {100 * warmup_share:g}%% of --steps, {warmup_source})")
+    parser.set_defaults(warmup_share=warmup_share)
     optim.add_argument("--max-grad-norm", type=float, default=max_grad_norm,
                        help=f"gradient clipping norm (default: {max_grad_norm:g})")
     optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
@@ -158,7 +162,7 @@ def add_time_limit_argument(parser: Any) -> None:
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of `add_optimization_arguments`' options."""
-    warmup = round(0.08 * args.steps) if args.warmup_steps is None else args.warmup_steps
+    warmup = round(args.warmup_share * args.steps) if args.warmup_steps is None else args.warmup_steps
     return TrainConfig(
         steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
         max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,

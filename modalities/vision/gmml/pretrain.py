@@ -231,7 +231,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_optimization_arguments(parser, steps=1000, batch_size=64, lr=5e-4, max_grad_norm=3.0, weight_decay=0.04,
                                batch_unit="images (each gives --views crops)",
-                               warmup_default="1.25%% of --steps, as upstream's 10 of 800 epochs")
+                               warmup_share=WARMUP_SHARE, warmup_source="upstream's 10 of 800 epochs")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -248,8 +248,6 @@ def run(args: argparse.Namespace) -> None:
     processor = encoder.processor
     batches = GmmlBatches(images, args.batch_size, processor.crop_size, processor.image_mean, processor.image_std,
                           args.views, corruption, AugmentConfig(), args.seed, args.workers)
-    if args.warmup_steps is None:
-        args.warmup_steps = max(1, round(WARMUP_SHARE * args.steps))
     train_config = dataclasses.replace(train_config_from_args(args), betas=(0.9, 0.999), eps=1e-8,
                                        min_lr_ratio=min(1.0, args.min_lr / args.lr),
                                        weight_decay_end=args.weight_decay_end)
