@@ -1,5 +1,6 @@
 """The shared pretraining loop on a toy objective: schedule, logs, checkpoints, resume."""
 
+import argparse
 import dataclasses
 import json
 import math
@@ -10,8 +11,8 @@ from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.outputs import PretrainOutput
-from zoo.training import (CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, lr_factor, train,
-                          weight_decay_at)
+from zoo.training import (CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, add_optimization_arguments, lr_factor,
+                          train, train_config_from_args, weight_decay_at)
 
 
 class Regression(nn.Module):
@@ -163,10 +164,6 @@ def test_bad_settings_and_divergence_are_errors(tmp_path):
 
 
 def test_default_warmup_is_the_recipes_share_of_the_steps():
-    import argparse
-
-    from zoo.training import add_optimization_arguments, train_config_from_args
-
     for share, steps, warmup in ((0.08, 1000, 80), (10 / 800, 4650, 58)):  # HuBERT's; GMML's 10 of 800 epochs
         parser = argparse.ArgumentParser()
         add_optimization_arguments(parser, warmup_share=share, warmup_source="test")
