@@ -52,6 +52,22 @@ def check_embedded_entry(name: str):
     return encoder, entry
 
 
+def check_float16_within_budget(name: str, budget_mb: int = 12) -> None:
+    """The embedded checkpoint `name` stores float16 weights (loaded as float32) and its
+    folder stays within the package's per-model budget."""
+    import torch
+    from safetensors import safe_open
+
+    import zoo
+    from zoo.registry import data_folder
+
+    folder = data_folder("checkpoints") / name
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float16}
+    assert next(zoo.load(name).parameters()).dtype == torch.float32
+    assert sum(path.stat().st_size for path in folder.iterdir()) <= budget_mb * 1024 * 1024
+
+
 def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
     """Copy `folder`'s files into `cache` as huggingface_hub stores a downloaded snapshot."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"

@@ -11,25 +11,18 @@ import numpy as np
 import torch
 
 import zoo
-from helpers import check_embedded_entry, shared_path
+from helpers import check_embedded_entry, check_float16_within_budget, shared_path
 from zoo.demo import example_inputs
-from zoo.registry import data_folder
 
 NAME = "gmml-vit-tiny-cifar10"
 
 
 def test_loads_offline_from_float16_and_matches_its_hub_config(offline_cache):
-    from safetensors import safe_open
-
     encoder, entry = check_embedded_entry(NAME)
     assert encoder.family == "gmml" and encoder.modality == "vision"
     processor = {k: v for k, v in encoder.processor.to_dict().items() if k != "processor_type"}
     assert json.loads(json.dumps(processor)) == entry["preprocessing"]
-    assert next(encoder.parameters()).dtype == torch.float32
-    folder = data_folder("checkpoints") / NAME
-    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
-        assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float16}
-    assert sum(path.stat().st_size for path in folder.iterdir()) <= 12 * 1024 * 1024
+    check_float16_within_budget(NAME)
 
 
 def test_embeds_the_example_images():
