@@ -138,16 +138,16 @@ nci1() {
     # 107 minutes each on one CPU core here), one process per seed sharing the GPU, each with
     # the recipe of graphmae-nci1 unchanged (fp32). A seed that its time limit stops brings
     # back its checkpoint (16 MB) to be finished here: `zoo pretrain graphmae` resumes it on
-    # CPU. Its encoder is probed here (benchmarks/README.md, "GraphMAE on the TU sets").
-    local seed
+    # CPU. Its encoder is probed here (benchmarks/README.md, "TU graph classification").
+    local seed seconds=${NCI1_SECONDS:-420}
     # PyG processes the raw files once, before the seeds start
     "$PYTHON" -c 'import sys; from modalities.graphs.datasets import load_dataset; load_dataset("nci1", sys.argv[1])' \
         "$TU_DATA"
-    local seconds=${NCI1_SECONDS:-420}
     if [[ -n ${STAGE_DEADLINE:-} ]]; then
         # the seeds' start (imports, loading) and the copying below need about a minute of the
         # stage; a stage cut by `all` before it copied brought nothing back (2026-12-04)
-        seconds=$(( STAGE_DEADLINE - $(date +%s) - 60 < seconds ? STAGE_DEADLINE - $(date +%s) - 60 : seconds ))
+        local left=$(( STAGE_DEADLINE - $(date +%s) - 60 ))
+        if (( left < seconds )); then seconds=$left; fi
     fi
     echo "each seed trains for $seconds s at most"
     for seed in ${NCI1_SEEDS:-2 3 4}; do
