@@ -388,12 +388,13 @@ def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
                 f"{path} labels a different set of files than --data/--exclude give now; "
                 "use another output folder or delete the file"
             )
-        if stored.get("settings") != settings:
-            before = stored.get("settings") or {}
-            changed = ", ".join(f"{key}={before.get(key)!r} then, {value!r} now"
-                                for key, value in settings.items() if before.get(key) != value)
+        before = stored.get("settings")
+        if before != settings:
+            changed = "none recorded: an older zoo made it" if before is None else ", ".join(
+                f"{key}={before.get(key)!r} then, {settings.get(key)!r} now"
+                for key in sorted(before.keys() | settings.keys()) if before.get(key) != settings.get(key))
             raise CheckpointError(
-                f"{path} was made by a teacher with other settings ({changed or 'settings not recorded'}); "
+                f"{path} was made by a teacher with other settings ({changed}); "
                 "use another output folder, or delete the file (and checkpoint.pt) to start over"
             )
         return stored

@@ -271,5 +271,9 @@ def test_cli_runs_both_iterations_and_resumes(tmp_path):
     assert len((tmp_path / "iter1" / "log.jsonl").read_text().splitlines()) == 3
     with pytest.raises(CheckpointError, match=r"other settings \(clusters=4 then, 6 now\)"):
         run(parser.parse_args([*common, "-o", str(tmp_path / "iter1"), "--clusters", "6"]))  # not the old labels
+    labels = torch.load(tmp_path / "iter1" / "labels.pt", weights_only=True)
+    torch.save({key: value for key, value in labels.items() if key != "settings"}, tmp_path / "iter1" / "labels.pt")
+    with pytest.raises(CheckpointError, match="other settings \\(none recorded: an older zoo made it\\)"):
+        run(parser.parse_args([*common, "-o", str(tmp_path / "iter1")]))
     with pytest.raises(ConfigError, match="--labels-from"):
         run(parser.parse_args([*common, "-o", str(tmp_path / "bad"), "--iteration", "2"]))
