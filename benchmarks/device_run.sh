@@ -139,7 +139,7 @@ nci1() {
     # the recipe of graphmae-nci1 unchanged (fp32). A seed that its time limit stops brings
     # back its checkpoint (16 MB) to be finished here: `zoo pretrain graphmae` resumes it on
     # CPU. Its encoder is probed here (benchmarks/README.md, "TU graph classification").
-    local seed seconds=${NCI1_SECONDS:-420}
+    local seed seeds=${NCI1_SEEDS:-2 3 4} seconds=${NCI1_SECONDS:-420}
     # PyG processes the raw files once, before the seeds start
     "$PYTHON" -c 'import sys; from modalities.graphs.datasets import load_dataset; load_dataset("nci1", sys.argv[1])' \
         "$TU_DATA"
@@ -150,13 +150,13 @@ nci1() {
         if (( left < seconds )); then seconds=$left; fi
     fi
     echo "each seed trains for $seconds s at most"
-    for seed in ${NCI1_SEEDS:-2 3 4}; do
+    for seed in $seeds; do
         "$PYTHON" -m zoo.cli pretrain graphmae --dataset nci1 --data "$TU_DATA" -o "runs/graphmae-nci1-s$seed" \
             --seed "$seed" --device "$DEVICE" --threads 1 --checkpoint-every 10000 \
             --time-limit "$seconds" --no-progress > "$OUT/s$seed.log" 2>&1 &
     done
     wait || true
-    for seed in ${NCI1_SEEDS:-2 3 4}; do
+    for seed in $seeds; do
         mkdir -p "$OUT/s$seed"
         cp -r runs/graphmae-nci1-s"$seed"/{args.json,log.jsonl,loss.png,encoder} "$OUT/s$seed/" || true
         if grep -q "time limit reached" "$OUT/s$seed.log"; then  # unfinished: its encoder is a partial one

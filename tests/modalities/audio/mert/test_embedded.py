@@ -23,7 +23,7 @@ def test_loads_offline_from_float16_and_matches_its_hub_config(offline_cache):
     assert encoder.family == "mert" and encoder.modality == "audio"
     processor = {k: v for k, v in encoder.processor.to_dict().items() if k != "processor_type"}
     assert processor == entry["preprocessing"] and processor["sampling_rate"] == 24000
-    check_float16_within_budget(NAME)
+    check_float16_within_budget(NAME, encoder)
 
 
 def test_embeds_the_example_notes_at_75_hz():

@@ -22,7 +22,7 @@ def test_loads_offline_from_float16_and_matches_its_hub_config(offline_cache):
     assert encoder.family == "gmml" and encoder.modality == "vision"
     processor = {k: v for k, v in encoder.processor.to_dict().items() if k != "processor_type"}
     assert json.loads(json.dumps(processor)) == entry["preprocessing"]
-    check_float16_within_budget(NAME)
+    check_float16_within_budget(NAME, encoder)
 
 
 def test_embeds_the_example_images():
