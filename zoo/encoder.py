@@ -145,11 +145,12 @@ class Encoder(Checkpointable, nn.Module):
         finally:
             self.train(was_training)
 
-    def progress_bar(self, total: int, progress: bool) -> Any:
-        """The tqdm bar `embed` shows over `total` items (a silent one without `progress`)."""
+    def progress_bar(self, total: Optional[int], progress: bool, unit: str = "item") -> Any:
+        """The tqdm bar `embed` shows over `total` units (None: not known ahead), or a silent one
+        without `progress`."""
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, unit="item", disable=not progress, desc=f"embed {self.family}")
+        return tqdm(total=total, unit=unit, disable=not progress, desc=f"embed {self.family}")
 
     def _embed_items(self, items, indices, pool, batch_size, progress, prepare_kwargs) -> list[torch.Tensor]:
         rows: list[torch.Tensor] = []

@@ -22,7 +22,7 @@ from modalities.graphs.processing import GraphProcessor
 from zoo.encoder import Encoder
 from zoo.errors import InputError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, layer_indices, select_layers
+from zoo.pooling import LayerSpec, is_single_layer, layer_indices, select_layers
 
 #: "none" = one row per node; the others read a graph out into one row
 GRAPH_POOLS = ("none", "mean", "sum", "max")
@@ -151,7 +151,7 @@ class GraphEncoder(Encoder):
             nodes = super().embed(graphs, layer=indices, pool="none", batch_size=batch_size, device=device,
                                   progress=progress)
             nodes = [n.unsqueeze(0) for n in nodes] if indices is None else nodes
-        squeeze = indices is None or isinstance(layer, int)
+        squeeze = is_single_layer(layer)
         if pool == "none":
             nodes = [n[0] if squeeze else n.transpose(0, 1) for n in nodes]
             return nodes[0] if single else nodes
@@ -160,23 +160,16 @@ class GraphEncoder(Encoder):
 
     def embed_nodes(self, graph: Data, indices, node_batch_size: int, device, progress: bool) -> torch.Tensor:
         """(K, N, D) node features of one graph, computed a batch of seed nodes at a time."""
-        from tqdm.auto import tqdm
-
-        if device is not None:
-            self.to(device)
         prepared = self.processor.prepare(graph)
-        was_training = self.training
-        self.eval()
         result = None
-        try:
-            loader = node_loader(prepared, self.neighbourhood_hops, node_batch_size)
-            for batch in tqdm(loader, disable=not progress, desc=f"embed {self.family} nodes", unit="batch"):
+        loader = node_loader(prepared, self.neighbourhood_hops, node_batch_size)
+        with self.embedding(device), self.progress_bar(len(loader), progress, unit="batch") as bar:
+            for batch in loader:
                 output = self(**self.to_device({"x": batch.x, "edge_index": batch.edge_index}),
                               output_hidden_states=indices is not None)
                 features = select_layers(output, indices)[0][:, : batch.batch_size].float().cpu()
                 if result is None:
                     result = torch.empty(features.shape[0], prepared.num_nodes, features.shape[-1])
                 result[:, batch.n_id[: batch.batch_size]] = features
-        finally:
-            self.train(was_training)
+                bar.update(1)
         return result

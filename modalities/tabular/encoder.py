@@ -17,7 +17,7 @@ from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tables import CHUNK_ROWS, iter_frames
 from zoo.encoder import Encoder
 from zoo.errors import InputError
-from zoo.pooling import POOLS, LayerSpec, layer_indices, pool_tokens, select_layers
+from zoo.pooling import LayerSpec, check_pool, is_single_layer, layer_indices, pool_tokens, select_layers
 
 
 def iter_tables(inputs: Any, chunk_rows: int) -> Iterator[Any]:
@@ -55,24 +55,12 @@ class TabularEncoder(Encoder):
 
         Shapes as `embed`, with N the chunk's rows.
         """
-        from tqdm.auto import tqdm
-
-        if pool not in POOLS:
-            raise InputError(f"pool={pool!r} is not one of {POOLS}")
-        indices = layer_indices(layer, self.num_layers)
-        if device is not None:
-            self.to(device)
-        was_training = self.training
-        self.eval()
-        try:
-            with tqdm(unit="row", disable=not progress, desc=f"embed {self.family}") as bar:
-                for frame in self.table_chunks(table, chunk_rows):
-                    batch = self.processor.transform(frame)
-                    yield self._embed_batch(batch, indices, pool, batch_size, squeeze=indices is None
-                                            or isinstance(layer, int))
-                    bar.update(len(frame))
-        finally:
-            self.train(was_training)
+        check_pool(pool)
+        indices, squeeze = layer_indices(layer, self.num_layers), is_single_layer(layer)
+        with self.embedding(device), self.progress_bar(None, progress, unit="row") as bar:
+            for frame in self.table_chunks(table, chunk_rows):
+                yield self._embed_batch(self.processor.transform(frame), indices, pool, batch_size, squeeze)
+                bar.update(len(frame))
 
     def _embed_batch(self, batch: dict[str, torch.Tensor], indices, pool: str, batch_size: int,
                      squeeze: bool) -> torch.Tensor:
