@@ -17,7 +17,10 @@
 #
 # Results land in $OUT (the device tool's folder that comes back; runs/device here).
 # Settings (environment): PRETRAIN_SECONDS (300), BATCH (GMML, 256), MERT_BATCH (64), WORKERS
-# (14), FALLBACK_STEPS (5000, if the throughput measurement fails), DEVICE (cuda; cpu runs
+# (14), FALLBACK_STEPS (5000, if the throughput measurement fails), GMML_INIT (a checkpoint
+# `pretrain` goes on from, e.g. gmml-vit-tiny-cifar10: `zoo pretrain gmml --init`, since the
+# run's own checkpoint.pt is too large to travel back; default: a random init), GMML_SEED (0; give
+# a run that goes on from GMML_INIT another, so that it draws other crops and corruptions), DEVICE (cuda; cpu runs
 # the stages without bf16, to check the script itself), STAGE_TIMEOUT (`all`: seconds, 600),
 # NCI1_SEEDS ("2 3 4"), NCI1_SECONDS (420: each seed's time limit; under `all`, at most the
 # stage's seconds less one minute).
@@ -64,9 +67,12 @@ rate = min(rates["training"], rates["batch_making"])
 print(max(10, int(0.9 * rate * float(sys.argv[2]) / int(sys.argv[3]))))' \
         "$OUT/bench_gmml_pretrain.json" "$PRETRAIN_SECONDS" "$BATCH" || echo "${FALLBACK_STEPS:-5000}")
     echo "pretraining for $steps steps of $BATCH images"
-    "$PYTHON" -m zoo.cli pretrain gmml --data "$DATA" --split train -o runs/gmml-device --variant tiny \
-        --set image_size=32 --set patch_size=4 --steps "$steps" --batch-size "$BATCH" --workers "$WORKERS" \
-        --device "$DEVICE" "${BF16[@]}" --threads 2 --time-limit $((PRETRAIN_SECONDS + 60)) --seed 0 --no-progress
+    local model=(--variant tiny --set image_size=32 --set patch_size=4)
+    if [[ -n ${GMML_INIT:-} ]]; then model=(--init "$GMML_INIT"); fi
+    "$PYTHON" -m zoo.cli pretrain gmml --data "$DATA" --split train -o runs/gmml-device "${model[@]}" \
+        --steps "$steps" --batch-size "$BATCH" --workers "$WORKERS" \
+        --device "$DEVICE" "${BF16[@]}" --threads 2 --time-limit $((PRETRAIN_SECONDS + 60)) --seed "${GMML_SEED:-0}" \
+        --no-progress
     # float16 with the mean of patches as default pool, as the embedded checkpoint stores it;
     # the fp32 folder (22 MB) is over the 16 MiB a returned file may hold.
     "$PYTHON" -c 'import dataclasses, sys, zoo

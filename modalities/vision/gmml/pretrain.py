@@ -184,7 +184,7 @@ def parse_blocks(text: str) -> tuple[int, ...]:
 
 def encoder_config(args: argparse.Namespace) -> GmmlConfig:
     """The variant, GMML's drop path 0.1, the `--set` overrides, and the reconstruction head."""
-    variant = SHORT_VARIANTS.get(args.variant, args.variant)
+    variant = SHORT_VARIANTS.get(args.variant or "tiny", args.variant)
     if variant not in VARIANTS:
         raise ConfigError(f"--variant {args.variant!r}; use one of {sorted(SHORT_VARIANTS)} or {sorted(VARIANTS)}")
     fields = {**VARIANTS[variant], "drop_path_rate": 0.1, **parse_overrides(args.overrides)}
@@ -193,6 +193,31 @@ def encoder_config(args: argparse.Namespace) -> GmmlConfig:
         fields["recons_blocks"] = parse_blocks(args.recons_blocks)
     fields.setdefault("recons_blocks", default_recons_blocks(depth))
     return GmmlConfig.from_dict({**fields, "reconstruction_head": True})
+
+
+def initial_encoder(args: argparse.Namespace) -> GmmlEncoder:
+    """A random-init encoder of `--variant`, or the weights of `--init` to go on pretraining.
+
+    `--init` is how a run outlives the machine it ran on when its checkpoint.pt (weights and
+    AdamW's moments, 3x the weights) cannot travel: the saved encoder can, and a new run
+    starts from it with fresh moments and a fresh warmup and cosine. A checkpoint without a
+    reconstruction head (a converted DINO or timm ViT) gets a new one.
+    """
+    if not args.init:
+        return GmmlEncoder(encoder_config(args))
+    if args.variant is not None or args.overrides:
+        raise ConfigError(f"--init {args.init} brings its own architecture; drop --variant and --set")
+    loaded = GmmlEncoder.from_pretrained(args.init, dtype=torch.float32)
+    if args.recons_blocks:
+        blocks = parse_blocks(args.recons_blocks)
+    elif loaded.config.reconstruction_head:
+        blocks = loaded.config.recons_blocks
+    else:
+        blocks = default_recons_blocks(loaded.config.depth)
+    config = loaded.config.replace(drop_path_rate=0.1, reconstruction_head=True, recons_blocks=blocks)
+    encoder = GmmlEncoder(config, loaded.processor)
+    encoder.load_state_dict(loaded.state_dict(), strict=loaded.config.reconstruction_head)
+    return encoder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -224,8 +249,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gmml.add_argument("--weight-decay-end", type=float, default=0.4, help="weight decay at the end (default: 0.4)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--variant", default="tiny", help=f"{sorted(SHORT_VARIANTS)} or {sorted(VARIANTS)} "
-                       "(default: tiny)")
+    model.add_argument("--variant", help=f"{sorted(SHORT_VARIANTS)} or {sorted(VARIANTS)} (default: tiny)")
+    model.add_argument("--init", metavar="NAME_OR_DIR",
+                       help="start from these weights (a zoo name, a folder or a Hub repo id) instead of a random "
+                       "init, with a fresh optimiser and schedule: continued pretraining, where rerunning in the "
+                       "same output folder resumes exactly")
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field, e.g. --set image_size=32 --set patch_size=4 --set depth=6")
 
@@ -239,11 +267,12 @@ def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    encoder = GmmlEncoder(encoder_config(args))
+    encoder = initial_encoder(args)
     objective = GmmlPretraining(encoder, corrupted_only=not args.all_pixels)
     images = open_images(args.data, args.split)
     print(f"[gmml pretrain] {len(images)} images from {images.name}; {encoder.config.image_size} px crops, "
-          f"recons_blocks {encoder.config.recons_blocks}", file=sys.stderr, flush=True)
+          f"recons_blocks {encoder.config.recons_blocks}, from {args.init or 'a random init'}",
+          file=sys.stderr, flush=True)
     corruption = CorruptionConfig(args.drop_perc, args.drop_type, args.drop_replace, args.drop_align)
     processor = encoder.processor
     batches = GmmlBatches(images, args.batch_size, processor.crop_size, processor.image_mean, processor.image_std,

@@ -10,7 +10,7 @@ import pytest
 import torch
 import zoo
 from zoo.cli import main
-from zoo.errors import CheckpointError, ConfigError, InputError
+from zoo.errors import CheckpointError, ConfigError, InputError, ZooError
 
 TINY = ["--set", "image_size=32", "--set", "patch_size=4", "--set", "depth=2", "--set", "hidden_size=24",
         "--set", "num_heads=2", "--threads", "1", "--no-progress", "--seed", "0"]
@@ -99,6 +99,47 @@ def test_a_time_limited_run_stops_with_its_encoder_and_goes_on(image_folder, tmp
     assert main(run_args(image_folder, tmp_path / "sliced", 6)) == 0
     assert "done: 6 steps" in capsys.readouterr().err
     assert losses(tmp_path / "sliced") == losses(tmp_path / "whole")
+
+
+def test_init_goes_on_from_the_weights_a_run_saved(image_folder, tmp_path, capsys):
+    """--init starts a new run (fresh AdamW and schedule) from a saved encoder and its head, so
+    its loss starts near where the first run's ended, not where a random init starts."""
+    first = tmp_path / "first"
+    assert main(run_args(image_folder, first, 60, "--lr", "2e-3", "--views", "1")) == 0
+    again = ["pretrain", "gmml", "--data", str(image_folder), "-o", str(tmp_path / "again"), "--steps", "10",
+             "--batch-size", "8", "--lr", "2e-3", "--views", "1", "--init", str(first / "encoder"),
+             "--threads", "1", "--no-progress", "--seed", "0"]
+    assert main(again) == 0
+    assert f"from {first / 'encoder'}" in capsys.readouterr().err
+    fresh, continued = losses(first), losses(tmp_path / "again")
+    assert np.mean(continued[:5]) < 0.85 * np.mean(fresh[:5])  # the same batches (seed 0): 0.70 against 0.90
+    assert np.mean(continued[:5]) < 1.1 * np.mean(fresh[-5:])  # where the first run ended: 0.72
+    assert json.loads((tmp_path / "again" / "args.json").read_text())["init"] == str(first / "encoder")
+
+
+def test_init_loads_every_weight_and_gives_a_headless_vit_a_head(tmp_path):
+    import argparse
+
+    from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
+    from modalities.vision.gmml.pretrain import add_arguments, initial_encoder
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--data", str(tmp_path), "-o", str(tmp_path / "out"), "--init"]
+    config = GmmlConfig(image_size=32, patch_size=4, depth=2, hidden_size=24, num_heads=2)
+    for head in (True, False):
+        saved = GmmlEncoder(config.replace(reconstruction_head=head, recons_blocks=(1, 2))).half()
+        saved.save_pretrained(tmp_path / f"head-{head}")
+        encoder = initial_encoder(parser.parse_args(base + [str(tmp_path / f"head-{head}")]))
+        assert encoder.config.reconstruction_head and encoder.config.drop_path_rate == 0.1
+        assert encoder.config.recons_blocks == (1, 2)
+        for name, value in saved.state_dict().items():
+            assert torch.equal(encoder.state_dict()[name], value.float()), name
+        assert encoder.reconstruction.to_pixels.weight.dtype == torch.float32
+    with pytest.raises(ConfigError, match="drop --variant and --set"):
+        initial_encoder(parser.parse_args(base + [str(tmp_path / "head-True"), "--set", "depth=3"]))
+    with pytest.raises(ZooError, match="not a GmmlEncoder"):
+        initial_encoder(parser.parse_args(base + ["tjepa-adult"]))
 
 
 def test_mismatched_or_corrupt_checkpoints_are_refused(image_folder, tmp_path, capsys):
