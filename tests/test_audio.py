@@ -59,6 +59,9 @@ def test_bad_arrays_raise_input_errors(bad, fragment):
 def test_array_without_rate_and_bad_files(tmp_path):
     with pytest.raises(InputError, match="sampling_rate"):
         AudioProcessor().prepare(np.zeros(100, dtype=np.float32))
+    for rate in (0, -16000, "16k"):
+        with pytest.raises(InputError, match=f"sampling_rate={rate!r}; pass the recording's rate in Hz"):
+            AudioProcessor().prepare(np.zeros(100, dtype=np.float32), sampling_rate=rate)
     with pytest.raises(InputError, match="does not exist"):
         AudioProcessor().prepare(tmp_path / "missing.wav")
     junk = tmp_path / "junk.wav"

@@ -100,6 +100,8 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
             "an audio array was given without its sampling rate; pass sampling_rate=... "
             f"(the model expects {target_rate} Hz and resamples anything else)"
         )
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or not rate >= 1:
+        raise InputError(f"sampling_rate={rate!r}; pass the recording's rate in Hz (e.g. 44100)")
     check_waveform(wave)
     wave = wave.mean(dim=0)
     if int(rate) != target_rate:

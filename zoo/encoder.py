@@ -16,7 +16,7 @@ from torch import nn
 from zoo.config import EncoderConfig
 from zoo.errors import InputError, naming_input
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, check_pool, is_single_layer, layer_indices, select_layers
+from zoo.pooling import LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, select_layers
 from zoo.processing import Processor
 from zoo.saving import Checkpointable
 
@@ -122,6 +122,7 @@ class Encoder(Checkpointable, nn.Module):
             tensors (T_i, D) or (K, T_i, D).
         """
         check_pool(pool)
+        check_batch_sizes(batch_size=batch_size)
         indices = layer_indices(layer, self.num_layers)
         items = self.as_item_list(inputs)
         if not items:

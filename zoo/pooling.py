@@ -5,7 +5,7 @@ Shapes: B items, K selected layers, T tokens, D width.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -45,6 +45,14 @@ def check_pool(pool: str) -> None:
     """Refuse a pool name `embed` does not know, before any work is done."""
     if pool not in POOLS:
         raise InputError(f"pool={pool!r} is not one of {POOLS}")
+
+
+def check_batch_sizes(**sizes: Optional[int]) -> None:
+    """Refuse a batch size that is not a positive int (None: not used), before any work is
+    done: `range(0, n, 0)` would otherwise fail deep inside `embed` with a bare ValueError."""
+    for name, size in sizes.items():
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise InputError(f"{name}={size!r}; use a positive number of items per forward pass")
 
 
 def is_single_layer(layer: LayerSpec) -> bool:

@@ -22,7 +22,7 @@ from modalities.graphs.processing import GraphProcessor
 from zoo.encoder import Encoder
 from zoo.errors import InputError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, is_single_layer, layer_indices, select_layers
+from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer, layer_indices, select_layers
 
 #: "none" = one row per node; the others read a graph out into one row
 GRAPH_POOLS = ("none", "mean", "sum", "max")
@@ -131,6 +131,7 @@ class GraphEncoder(Encoder):
             pool="none": a single graph gives (N, D) (or (N, K, D) for several layers),
             several graphs a list of those; a readout gives (num_graphs, D) or (num_graphs, K, D).
         """
+        check_batch_sizes(batch_size=batch_size, node_batch_size=node_batch_size)
         pool = self.config.pooling if pool is None else pool
         if pool not in GRAPH_POOLS:
             raise InputError(f"pool={pool!r} is not one of {GRAPH_POOLS} for graph encoders")

@@ -17,7 +17,8 @@ from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tables import CHUNK_ROWS, iter_frames
 from zoo.encoder import Encoder
 from zoo.errors import InputError
-from zoo.pooling import LayerSpec, check_pool, is_single_layer, layer_indices, pool_tokens, select_layers
+from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
+                         select_layers)
 
 
 def iter_tables(inputs: Any, chunk_rows: int) -> Iterator[Any]:
@@ -56,6 +57,7 @@ class TabularEncoder(Encoder):
         Shapes as `embed`, with N the chunk's rows.
         """
         check_pool(pool)
+        check_batch_sizes(batch_size=batch_size)
         indices, squeeze = layer_indices(layer, self.num_layers), is_single_layer(layer)
         with self.embedding(device), self.progress_bar(None, progress, unit="row") as bar:
             for frame in self.table_chunks(table, chunk_rows):

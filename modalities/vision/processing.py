@@ -117,6 +117,9 @@ def tensor_to_image(tensor: torch.Tensor, name: str = "tensor") -> torch.Tensor:
     if tensor.dim() != 3:
         raise InputError(f"{name} has shape {tuple(tensor.shape)}; an image tensor is (H, W), (C, H, W) "
                          "or a batch (B, C, H, W)")
+    if tensor.shape[0] not in CHANNELS and tensor.shape[-1] in CHANNELS:
+        raise InputError(f"{name} looks channels-last; torch images are (C, H, W): pass tensor.permute(2, 0, 1) "
+                         "(a batch: permute(0, 3, 1, 2)), or a numpy array (H, W, C)")
     return to_float(tensor, name)
 
 
@@ -153,9 +156,11 @@ def load_image(item: Any) -> torch.Tensor:
     if isinstance(item, (str, Path)):
         return to_rgb(read_image_file(item), f"image file {str(item)!r}")
     if isinstance(item, np.ndarray):
-        return to_rgb(array_to_tensor(item), f"image array of shape {item.shape}")
+        name = f"image array of shape {item.shape}"
+        return to_rgb(array_to_tensor(item, name), name)
     if isinstance(item, torch.Tensor):
-        return to_rgb(tensor_to_image(item), f"image tensor of shape {tuple(item.shape)}")
+        name = f"image tensor of shape {tuple(item.shape)}"
+        return to_rgb(tensor_to_image(item, name), name)
     if type(item).__module__.startswith("PIL."):
         return to_rgb(pil_to_tensor(item), f"PIL image ({item.mode}, {item.size[0]} x {item.size[1]})")
     raise InputError(f"image input of type {type(item).__name__} is not supported; pass a file path, a folder, "

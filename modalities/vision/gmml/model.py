@@ -32,7 +32,7 @@ from zoo.config import EncoderConfig
 from zoo.encoder import EMBED_BATCH_SIZE, Encoder
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, check_pool, is_single_layer, layer_indices, select_layers
+from zoo.pooling import LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, select_layers
 
 #: what `pooled` can be: the cls token or the mean of the patch tokens
 POOLED = ("cls", "mean")
@@ -221,6 +221,7 @@ class GmmlEncoder(Encoder):
                      ) -> torch.Tensor | list[torch.Tensor]:
         """`embed` of a (B, C, H, W) tensor: prepared, encoded and pooled on the device, `batch_size`
         images at a time; only the pooled rows (or the patch tokens for pool="none") come back."""
+        check_batch_sizes(batch_size=batch_size)
         indices, single_layer = layer_indices(layer, self.num_layers), is_single_layer(layer)
         chunks = []
         with self.embedding(device), self.progress_bar(len(images), progress) as bar:

@@ -90,6 +90,7 @@ def test_no_resize_when_the_shorter_side_already_fits(picture):
     (np.zeros((8, 8, 3), np.int64), "dtype int64"),
     (np.zeros((2, 2, 8, 8, 3), np.uint8), "shape \\(2, 2, 8, 8, 3\\)"),
     (torch.zeros(3, 8, 8, dtype=torch.int32), "dtype torch.int32"),
+    (torch.zeros(8, 8, 3), "looks channels-last; torch images are \\(C, H, W\\)"),
     ({"image": 1}, "type dict is not supported"),
 ])
 def test_bad_inputs_are_named(item, message):

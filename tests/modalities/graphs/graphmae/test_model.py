@@ -152,6 +152,9 @@ def test_bad_configs_and_options_are_refused():
         encoder().embed(random_graph(3, 3), pool="cls", progress=False)
     with pytest.raises(InputError, match="single Data"):
         encoder().embed([random_graph(3, 3)], node_batch_size=2, progress=False)
+    for sizes, message in [({"batch_size": 0}, "batch_size=0"), ({"node_batch_size": -4}, "node_batch_size=-4")]:
+        with pytest.raises(InputError, match=f"{message}; use a positive number"):
+            encoder().embed(random_graph(3, 3), progress=False, **sizes)
 
 
 def test_graph_sets_with_one_node_graphs_empty_lists_and_mixed_widths():

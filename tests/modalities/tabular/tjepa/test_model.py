@@ -102,6 +102,8 @@ def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, tabl
 def test_errors(encoder, table):
     with pytest.raises(InputError, match="no rows"):
         encoder.embed(table.iloc[:0], progress=False)
+    with pytest.raises(InputError, match="batch_size=0; use a positive number"):
+        encoder.embed(table, batch_size=0, progress=False)
     with pytest.raises(InputError, match=r"\['colour'\] are missing"):
         encoder.embed(table.drop(columns="colour"), progress=False)
     with pytest.raises(InputError, match="NaN"):

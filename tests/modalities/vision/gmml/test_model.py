@@ -236,9 +236,13 @@ def test_bad_images_in_a_tensor_batch_are_named_as_image_by_image(tiny):
              (out_of_range, "input 5: image tensor .* has values in \\[.*, 255\\]; float images must be in \\[0, 1\\]"),
              (torch.rand(8, 2, 36, 36), "input 0: image tensor .* has 2 channels \\(grey \\+ alpha"),
              (torch.rand(8, 3, 0, 36), "input 0: image tensor .* is empty \\(0 x 36 pixels\\)"),
-             (torch.zeros(4, 3, 36, 36, dtype=torch.int32), "input 0: tensor has dtype torch.int32"),
+             (torch.zeros(4, 3, 36, 36, dtype=torch.int32), "input 0: image tensor .* has dtype torch.int32"),
+             (torch.zeros(4, 36, 36, 3), "input 0: image tensor .* looks channels-last.*permute\\(0, 3, 1, 2\\)"),
              (torch.rand(0, 3, 36, 36), "embed\\(\\) got no inputs")]
     for batch, message in cases:
         for inputs in (batch, list(batch)):
             with pytest.raises(InputError, match=message):
                 tiny.embed(inputs, batch_size=3, progress=False)
+    for batch_size in (0, 2.5):
+        with pytest.raises(InputError, match=f"batch_size={batch_size}; use a positive number"):
+            tiny.embed(torch.rand(2, 3, 36, 36), batch_size=batch_size, progress=False)
