@@ -65,6 +65,10 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from zoo.hub import load
 
     encoder = load(args.name, revision=args.revision, device=args.device)
+    if args.ignore_extra_columns:
+        if not hasattr(encoder.processor, "extra_columns"):
+            raise ZooError(f"--ignore-extra-columns is for table encoders; {args.name} takes {encoder.modality} inputs")
+        encoder.processor.extra_columns = "ignore"
     inputs = expand_inputs(args.inputs)
     kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool,
@@ -224,6 +228,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     embed.add_argument("--shard-size", type=int, default=1024,
                        help="inputs per shard; a rerun after an interruption skips finished shards")
     embed.add_argument("--sampling-rate", type=int, help="rate of raw array inputs (files carry their own)")
+    embed.add_argument("--ignore-extra-columns", action="store_true",
+                       help="tables: skip columns the checkpoint's schema does not know (default: refuse them)")
     embed.add_argument("--revision", help="Hub revision")
     embed.add_argument("--device", help="e.g. cpu or cuda")
     embed.set_defaults(func=cmd_embed)

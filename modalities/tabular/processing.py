@@ -8,9 +8,12 @@ unknown bucket: missing values and categories never seen in training both land t
 so a row with a new category still embeds. The fitted state is written to
 `preprocessor_config.json` and restored by `from_pretrained`.
 
-At embed time columns are matched by name (any order); extra columns and the target are
-ignored; a missing feature column, or text in a numeric column, is an `InputError`
-naming the column. Numeric values outside the training range are scaled, not clipped.
+At embed time columns are matched by name (any order); the target and the columns left
+out at fit time are skipped. A missing feature column, a column never seen at fit time
+(a typo, or a table of another schema, would otherwise pass silently; set
+`extra_columns="ignore"` to skip such columns) or text in a numeric column is an
+`InputError` naming the column. Numeric values outside the training range are scaled,
+not clipped.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from zoo.processing import Processor
 
 KINDS = ("numeric", "categorical")
 UNKNOWN = 0
+#: what `transform` does with a column the schema does not know
+EXTRA_COLUMNS = ("error", "ignore")
 
 
 @dataclasses.dataclass
@@ -39,14 +44,20 @@ class TableProcessor(Processor):
             {"name", "kind": "numeric", "min", "max", "fill"} or
             {"name", "kind": "categorical", "categories": [...]} (index i + 1 is categories[i]).
         target: the label column excluded from the features, if the table had one.
+        ignored: the other columns left out at fit time (ids, timestamps).
+        extra_columns: what a table's other columns meet at embed time: "error" or "ignore".
     """
 
     processor_type = "table"
 
     columns: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     target: Optional[str] = None
+    ignored: list[str] = dataclasses.field(default_factory=list)
+    extra_columns: str = "error"
 
     def __post_init__(self) -> None:
+        if self.extra_columns not in EXTRA_COLUMNS:
+            raise InputError(f"extra_columns={self.extra_columns!r}; use one of {EXTRA_COLUMNS}")
         for column in self.columns:
             if column.get("kind") not in KINDS:
                 raise InputError(f"column {column.get('name')!r} has kind {column.get('kind')!r}, not one of {KINDS}")
@@ -73,7 +84,7 @@ class TableProcessor(Processor):
         columns = [fit_column(name, frame[name], name in forced) for name in frame.columns if name not in skip]
         if not columns:
             raise InputError(f"the table has no feature columns besides the target {target!r}")
-        return cls(columns=columns, target=target)
+        return cls(columns=columns, target=target, ignored=sorted(set(ignore) & set(frame.columns)))
 
     @property
     def is_fitted(self) -> bool:
@@ -102,10 +113,7 @@ class TableProcessor(Processor):
         if not self.is_fitted:
             raise InputError("this table processor is not fitted; call TableProcessor.fit(table) first")
         frame = to_frame(table)
-        absent = [column["name"] for column in self.columns if column["name"] not in frame.columns]
-        if absent:
-            raise InputError(f"columns {absent} are missing from the input; the model was fitted on "
-                             f"{[column['name'] for column in self.columns]} (any order, extra columns are ignored)")
+        self.check_columns(list(frame.columns))
         numeric = [scale_numeric(frame[column["name"]], column) for column in self.columns
                    if column["kind"] == "numeric"]
         categorical = [encode_categories(frame[column["name"]], column) for column in self.columns
@@ -116,6 +124,20 @@ class TableProcessor(Processor):
             "categorical": torch.from_numpy(np.stack(categorical, axis=1) if categorical
                                             else np.zeros((rows, 0), np.int64)),
         }
+
+    def check_columns(self, names: list[Any]) -> None:
+        """Every feature column must be there, and (unless `extra_columns="ignore"`) nothing the
+        schema does not know: a misspelt or foreign column would otherwise be dropped unseen."""
+        features = [column["name"] for column in self.columns]
+        absent = [name for name in features if name not in names]
+        if absent:
+            raise InputError(f"columns {absent} are missing from the input; the model was fitted on {features} "
+                             "(any order)")
+        known = {*features, *self.ignored, self.target}
+        unseen = [name for name in names if name not in known]
+        if unseen and self.extra_columns == "error":
+            raise InputError(f"columns {unseen} were not seen when the model was fitted on {features}; drop them "
+                             f"(table.drop(columns={unseen!r})) or set processor.extra_columns = 'ignore'")
 
     def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """A whole table (or one row dict) as one batch."""

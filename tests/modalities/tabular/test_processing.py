@@ -39,9 +39,9 @@ def test_transform_scales_fills_and_buckets(frame):
     assert batch["categorical"].tolist() == [[1, 2], [2, 1], [1, 2], [0, 2]]
 
 
-def test_columns_matched_by_name_extra_ignored_unseen_to_unknown(frame):
+def test_columns_matched_by_name_unseen_categories_to_unknown(frame):
     processor = TableProcessor.fit(frame, target="label")
-    shuffled = frame[["member", "label", "city", "age"]].assign(extra=1.0)
+    shuffled = frame[["member", "label", "city", "age"]]
     assert all(torch.equal(processor.transform(shuffled)[k], processor.transform(frame)[k])
                for k in ("numeric", "categorical"))
     new = processor.transform({"age": 80, "city": "zurich", "member": True})
@@ -57,6 +57,23 @@ def test_missing_column_and_wrong_type_name_the_column(frame):
         processor.transform(frame.assign(age=["old", 1, 2, 3]))
     with pytest.raises(InputError, match="infinite"):
         processor.transform(frame.assign(age=[np.inf, 1, 2, 3]))
+
+
+def test_unseen_columns_are_refused_unless_ignored(frame, tmp_path):
+    """A column the schema never saw is an error naming it (a typo would otherwise pass silently);
+    the target and the columns left out at fit time pass, and extra_columns="ignore" skips the rest."""
+    processor = TableProcessor.fit(frame.assign(row_id=range(4)), target="label", ignore=["row_id"])
+    assert processor.transform(frame.assign(row_id=7))["numeric"].shape == (4, 1)
+    with pytest.raises(InputError, match=r"columns \['Age', 'note'\] were not seen .*drop them "
+                                         r"\(table.drop\(columns=\['Age', 'note'\]\)\) or set processor.extra_columns"):
+        processor.transform(frame.assign(Age=1, note="x"))
+    lenient = TableProcessor.from_file(processor.save(tmp_path))
+    assert lenient.ignored == ["row_id"]
+    lenient.extra_columns = "ignore"
+    assert torch.equal(lenient.transform(frame.assign(note="x"))["categorical"],
+                       processor.transform(frame)["categorical"])
+    with pytest.raises(InputError, match="extra_columns='drop'; use one of"):
+        TableProcessor(extra_columns="drop")
 
 
 def test_fit_errors():

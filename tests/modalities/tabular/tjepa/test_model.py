@@ -133,6 +133,11 @@ def test_zoo_embed_writes_one_row_per_table_row_and_resumes(encoder, table, tmp_
     assert np.allclose(np.load(out), expected, atol=1e-5)
     assert main(["embed", str(tmp_path / "enc"), str(paths[0]), "-o", str(tmp_path / "t.npy"), "--pool", "none"]) == 0
     assert np.load(tmp_path / "t.npy").shape == (4, 5, 16)
+    table.assign(row_id=range(len(table))).to_csv(tmp_path / "with_id.csv", index=False)
+    with_id = ["embed", str(tmp_path / "enc"), str(tmp_path / "with_id.csv"), "-o", str(tmp_path / "i.npy")]
+    assert main(with_id) == 2 and not (tmp_path / "i.npy").exists()
+    assert main([*with_id, "--ignore-extra-columns"]) == 0
+    assert np.allclose(np.load(tmp_path / "i.npy"), expected, atol=1e-5)
 
 
 def test_fine_tuning_heads_take_tables(encoder, table, tmp_path):
