@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, InputError
 
 RATE = 16000
 
@@ -108,3 +108,22 @@ def test_tagging_head_scores_multi_label_targets(micro_hubert, tmp_path):
         zoo.EncoderForTagging(micro_hubert, 3, labels=["a", "b"])
     with pytest.raises(ConfigError, match="probabilities\\(\\) reads the mean-pooled last layer"):
         zoo.for_tagging(micro_hubert, labels=2, layer=0).probabilities([np.zeros(4000, np.float32)])
+
+
+def test_labels_that_do_not_fit_the_head_are_named(micro_hubert):
+    batch = micro_hubert.processor([np.zeros(4000, np.float32)] * 2, sampling_rate=16000)
+    classifier = zoo.for_classification(micro_hubert, num_labels=3)
+    cases = [
+        (classifier, torch.tensor([1, 5]), "label 5 is out of range for 3 classes"),
+        (classifier, torch.tensor([-1, 0]), "label -1 is out of range"),
+        (classifier, torch.tensor([1]), "shape \\(1,\\) for a batch of 2"),
+        (classifier, torch.tensor([0.0, 1.0]), "class indices .* torch.float32"),
+        (zoo.for_regression(micro_hubert, num_targets=2), torch.tensor([0.5, 1.0]), "pass \\(2, 2\\)"),
+        (zoo.for_tagging(micro_hubert, labels=3), torch.tensor([1, 0]), "multi-hot rows of shape \\(2, 3\\)"),
+        (zoo.for_tagging(micro_hubert, labels=2), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), "in \\[0, 1\\], got .*2\\]"),
+    ]
+    for head, labels, message in cases:
+        with pytest.raises(InputError, match=message):
+            head(**batch, labels=labels)
+    assert zoo.for_regression(micro_hubert)(**batch, labels=[0.5, 1.0]).loss.shape == ()
+    assert classifier(**batch, labels=[2, 0]).loss.shape == ()

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, InputError
 from zoo.pooling import layer_indices, pool_tokens
 from zoo.saving import Checkpointable
 
@@ -80,8 +80,19 @@ class EncoderWithHead(Checkpointable, nn.Module):
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         logits = self.head(self.dropout(self.features(**batch)))
-        loss = self.loss(logits, labels) if labels is not None else None
+        loss = None
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            self.check_labels(labels, len(logits))
+            loss = self.loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
+        """Refuse labels that do not fit the batch or the head, naming them: torch's own errors
+        (a CUDA device-side assert for a class out of range) do not say which value is wrong."""
+        if labels.dim() == 0 or len(labels) != batch_size:
+            raise InputError(f"labels of shape {tuple(labels.shape)} for a batch of {batch_size} inputs; "
+                             "give one label per input")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -110,6 +121,18 @@ class EncoderForClassification(EncoderWithHead):
     def num_labels(self) -> int:
         return self.num_outputs
 
+    def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
+        """Class indices (B,) in [0, num_labels)."""
+        super().check_labels(labels, batch_size)
+        if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise InputError(f"classification labels are class indices of shape ({batch_size},), got "
+                             f"{labels.dtype} of shape {tuple(labels.shape)}; for soft or multi-label targets "
+                             "use zoo.for_tagging")
+        outside = labels[(labels < 0) | (labels >= self.num_labels)]
+        if len(outside):
+            raise InputError(f"label {int(outside[0])} is out of range for {self.num_labels} classes; "
+                             f"labels are 0 .. {self.num_labels - 1}")
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, labels.to(logits.device))
 
@@ -119,6 +142,14 @@ class EncoderForRegression(EncoderWithHead):
 
     task = "regression"
     label_dtype = torch.float32
+
+    def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
+        """Targets (B, num_outputs), or (B,) for one output."""
+        super().check_labels(labels, batch_size)
+        shapes = [(batch_size, self.num_outputs)] + ([(batch_size,)] if self.num_outputs == 1 else [])
+        if tuple(labels.shape) not in shapes:
+            raise InputError(f"regression labels of shape {tuple(labels.shape)} for {self.num_outputs} "
+                             f"target(s); pass {' or '.join(map(str, shapes))}")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.to(logits.device, logits.dtype)
@@ -142,6 +173,16 @@ class EncoderForTagging(EncoderWithHead):
         if labels is not None and len(labels) != num_outputs:
             raise ConfigError(f"{len(labels)} label names for {num_outputs} outputs; give one name per output")
         self.labels = list(labels) if labels is not None else [str(index) for index in range(num_outputs)]
+
+    def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
+        """Multi-hot (or soft) targets (B, num_outputs) in [0, 1]."""
+        super().check_labels(labels, batch_size)
+        if labels.dim() != 2 or labels.shape[1] != self.num_outputs:
+            raise InputError(f"tagging labels are multi-hot rows of shape ({batch_size}, {self.num_outputs}), "
+                             f"got shape {tuple(labels.shape)}")
+        if len(labels) and not (labels.min() >= 0 and labels.max() <= 1):
+            raise InputError(f"tagging labels must lie in [0, 1], got values in [{float(labels.min()):g}, "
+                             f"{float(labels.max()):g}]")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, logits.dtype))
