@@ -174,7 +174,10 @@ def parse_layer(text: Optional[str]):
     """--layer: empty (last), an int, a comma-separated list, or 'all'."""
     if text is None or text == "all":
         return text
-    parts = [int(part) for part in text.split(",")]
+    try:
+        parts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ZooError(f"--layer {text!r}: use an int, a comma-separated list of ints (e.g. 4,8,12) or 'all'") from None
     return parts[0] if len(parts) == 1 else parts
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from zoo.errors import InputError
 from zoo.io import atomic_write_with
+from zoo.pooling import check_batch_sizes
 
 FORMATS = (".npy", ".parquet")
 
@@ -24,6 +25,7 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
         raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
     if output.suffix == ".npy" and pool == "none" and not hasattr(encoder, "table_chunks"):
         raise InputError("pool='none' gives one array per input of varying length; write .parquet instead of .npy")
+    check_batch_sizes(batch_size=batch_size, shard_size=shard_size)
     parts = output.with_name(output.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     if hasattr(encoder, "table_chunks"):

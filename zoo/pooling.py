@@ -48,11 +48,11 @@ def check_pool(pool: str) -> None:
 
 
 def check_batch_sizes(**sizes: Optional[int]) -> None:
-    """Refuse a batch size that is not a positive int (None: not used), before any work is
-    done: `range(0, n, 0)` would otherwise fail deep inside `embed` with a bare ValueError."""
+    """Refuse a batch or shard size that is not a positive int (None: not used), before any
+    work is done: `range(0, n, 0)` would otherwise fail deep inside with a bare ValueError."""
     for name, size in sizes.items():
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise InputError(f"{name}={size!r}; use a positive number of items per forward pass")
+            raise InputError(f"{name}={size!r}; use a positive number of items")
 
 
 def is_single_layer(layer: LayerSpec) -> bool:
