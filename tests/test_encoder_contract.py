@@ -104,3 +104,19 @@ def test_dtype_and_device_on_load(micro_hubert, tmp_path):
     assert next(half.parameters()).dtype == torch.bfloat16
     rows = half.embed(waves(4000), sampling_rate=RATE, progress=False)
     assert rows.dtype == torch.float32 and torch.isfinite(rows).all()
+    assert next(zoo.load(tmp_path / "ckpt", dtype="float16").parameters()).dtype == torch.float16
+
+
+def test_bad_dtype_device_and_revision_on_load_are_named(micro_hubert, tmp_path):
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ConfigError, match="dtype='float8'; use a floating torch dtype"):
+        zoo.load(tmp_path / "ckpt", dtype="float8")
+    with pytest.raises(ConfigError, match="dtype=torch.int8"):
+        zoo.load(tmp_path / "ckpt", dtype=torch.int8)
+    with pytest.raises(ConfigError, match="device='tpu'"):
+        zoo.load(tmp_path / "ckpt", device="tpu")
+    with pytest.raises(ConfigError, match="device='tpu'"):
+        micro_hubert.embed(waves(4000), sampling_rate=RATE, device="tpu", progress=False)
+    for name in (tmp_path / "ckpt", "hubert-tiny-fsdd"):
+        with pytest.raises(ConfigError, match="not read from a Hub repo, so it has no revisions"):
+            zoo.load(name, revision="v2")

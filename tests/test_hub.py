@@ -114,6 +114,25 @@ def test_a_failed_save_leaves_the_old_folder_whole(tmp_path, micro_hubert, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
+def test_saving_never_deletes_what_is_not_a_checkpoint(tmp_path, micro_hubert):
+    """A save replaces the folder whole, so a file or a folder of other things is refused and
+    kept; a checkpoint folder (its own files only) is overwritten."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(CheckpointError, match="notes.txt is a file; a checkpoint is a folder"):
+        micro_hubert.save_pretrained(notes)
+    assert notes.read_text() == "mine"
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "data.csv").write_text("a,b")
+    with pytest.raises(CheckpointError, match="holds 1 other file.*data.csv.*would delete them"):
+        micro_hubert.save_pretrained(tmp_path / "work")
+    assert (tmp_path / "work" / "data.csv").read_text() == "a,b"
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+
+
 def test_push_to_hub_uploads_the_checkpoint_folder(micro_hubert, monkeypatch):
     """The upload itself needs the Hub; this checks what would be sent, through HfApi's own calls."""
     from huggingface_hub import HfApi

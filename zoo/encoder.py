@@ -138,7 +138,9 @@ class Encoder(Checkpointable, nn.Module):
         """Move to `device` (if given) and switch to eval mode for the block, then restore the
         caller's mode: embeddings must not depend on dropout or on whether the caller was training."""
         if device is not None:
-            self.to(device)
+            from zoo.hub import model_to
+
+            model_to(self, device, None)
         was_training = self.training
         self.eval()
         try:

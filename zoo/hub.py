@@ -18,7 +18,7 @@ import torch
 
 from zoo import registry
 from zoo.config import read_json
-from zoo.errors import CheckpointError, OfflineError, UnknownModelError
+from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError
 from zoo.io import atomic_folder, atomic_path
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 
@@ -43,7 +43,7 @@ def load(
     cache_dir: Optional[str | Path] = None,
     local_files_only: bool = False,
     device: Optional[str | torch.device] = None,
-    dtype: Optional[torch.dtype] = None,
+    dtype: Optional[torch.dtype | str] = None,
 ) -> Any:
     """Load an encoder (or a fine-tuned head model) by zoo name, Hub repo id or local folder.
 
@@ -52,10 +52,16 @@ def load(
         revision: Hub branch, tag or commit (default: the hub_config's, else "main").
         cache_dir: Hugging Face cache folder (default: huggingface_hub's).
         local_files_only: never reach the network; use the cache only.
-        device / dtype: where and in which precision to put the weights.
+        device / dtype: where and in which precision to put the weights (a torch.dtype or its
+            name, e.g. "bfloat16").
     """
     path = Path(name_or_path)
     entry = registry.find(str(name_or_path))
+    dtype = resolve_dtype(dtype)
+    not_on_hub = path.is_dir() or (entry is not None and (entry.embedded or entry.upstream is not None))
+    if revision is not None and not_on_hub:
+        raise ConfigError(f"{str(name_or_path)!r} is not read from a Hub repo, so it has no revisions; "
+                          f"drop revision={revision!r}")
     if path.is_dir():
         model = load_folder(path)
     elif entry is not None:
@@ -70,7 +76,26 @@ def load(
     else:
         registry.get_entry(str(name_or_path))  # raises with suggestions
     model.eval()
-    return model.to(device=device, dtype=dtype) if (device or dtype) else model
+    return model_to(model, device, dtype) if (device or dtype) else model
+
+
+def resolve_dtype(dtype: Optional[torch.dtype | str]) -> Optional[torch.dtype]:
+    """A floating torch dtype, or its name ("float32", "bfloat16", "float16"), as a torch.dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    resolved = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else None
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ConfigError(f"dtype={dtype!r}; use a floating torch dtype or its name: 'float32', 'bfloat16', 'float16'")
+    return resolved
+
+
+def model_to(model: Any, device: Optional[str | torch.device], dtype: Optional[torch.dtype]) -> Any:
+    """`model.to(device, dtype)` with a zoo error naming a device that does not exist here."""
+    try:
+        return model.to(device=device, dtype=dtype)
+    except (RuntimeError, AssertionError) as err:
+        raise ConfigError(f"cannot move the model to device={str(device)!r} ({err}); use 'cpu', or a device "
+                          "this machine has (torch.cuda.is_available())") from err
 
 
 def entry_folder(entry: registry.ModelEntry, revision, cache_dir, local_files_only) -> Path:
@@ -303,6 +328,7 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    check_save_target(folder)
     with atomic_folder(folder) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config_dict_to_save(), indent=2) + "\n")
         state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
@@ -310,6 +336,20 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None
         model.processor.save(tmp)
         (tmp / CARD_FILE).write_text(model_card or default_card(model))
     return folder
+
+
+def check_save_target(folder: Path) -> None:
+    """Refuse to save over a file, or over a folder holding anything but a checkpoint's own
+    files: the new folder replaces the old one whole, so those would be deleted."""
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder} is a file; a checkpoint is a folder, so pass a new or empty folder path")
+    own = {CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, PROCESSOR_FILE, CARD_FILE}
+    others = sorted(entry.name for entry in folder.iterdir() if entry.name not in own) if folder.is_dir() else []
+    if others:
+        raise CheckpointError(
+            f"{folder} holds {len(others)} other file(s) or folder(s) ({', '.join(others[:5])}); saving replaces "
+            "the whole folder and would delete them: save into a new or empty folder, or move them away first"
+        )
 
 
 def push_folder(model: Any, repo_id: str, model_card: Optional[str] = None, private: bool = False,
