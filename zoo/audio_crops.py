@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from zoo.audio import AudioProcessor
 from zoo.errors import CheckpointError, ConfigError, InputError
+from zoo.io import visible_files
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 #: batches whose recordings are sorted by length together (see `CropBatches`)
@@ -37,11 +38,8 @@ def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Pa
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"--data {str(root)!r} is not a folder; pass a folder of audio files")
-    files = [
-        path for path in sorted(root.rglob("*"))
-        if path.suffix.lower() in AUDIO_SUFFIXES
-        and not any(fnmatch.fnmatch(str(path.relative_to(root)), pattern) for pattern in exclude)
-    ]
+    files = [path for path in visible_files(root, AUDIO_SUFFIXES)
+             if not any(fnmatch.fnmatch(str(path.relative_to(root)), pattern) for pattern in exclude)]
     if not files:
         raise InputError(f"no {'/'.join(AUDIO_SUFFIXES)} files in {str(root)!r} (excluding {list(exclude)})")
     return files

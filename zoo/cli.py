@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import ZooError
+from zoo.io import visible_files
 
 
 def format_params(count: Optional[int]) -> str:
@@ -157,12 +158,12 @@ def verify_round_trip(original, reloaded) -> None:
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Paths as given; a folder stands for every file under it, in sorted order."""
+    """Paths as given; a folder stands for every file under it (hidden ones left out), sorted."""
     expanded = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            expanded.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
+            expanded.extend(str(p) for p in visible_files(path))
         else:
             expanded.append(item)
     if not expanded:

@@ -1,4 +1,5 @@
-"""Atomic file writes: nothing the zoo writes is ever left half-written."""
+"""Files: atomic writes (nothing the zoo writes is ever left half-written) and the listing
+of a folder's input files."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional, Sequence
 
 
 def _umask() -> int:
@@ -19,6 +20,17 @@ def _umask() -> int:
 def _normal_permissions(path: Path, base: int) -> None:
     """mkstemp/mkdtemp (and safetensors) create private 0600/0700 entries; give them the usual mode."""
     path.chmod(base & ~_umask())
+
+
+def visible_files(folder: str | Path, suffixes: Optional[Sequence[str]] = None) -> list[Path]:
+    """The files under `folder` (recursively, sorted) whose suffix is one of `suffixes` (any case;
+    None: all), leaving out hidden files and folders: macOS's `._name.jpg`, `.ipynb_checkpoints/`
+    and the zoo's own `.name.tmp` files are not inputs."""
+    root = Path(folder)
+    wanted = None if suffixes is None else {suffix.lower() for suffix in suffixes}
+    return [path for path in sorted(root.rglob("*"))
+            if path.is_file() and (wanted is None or path.suffix.lower() in wanted)
+            and not any(part.startswith(".") for part in path.relative_to(root).parts)]
 
 
 @contextmanager

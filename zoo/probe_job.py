@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from zoo.errors import InputError
+from zoo.io import visible_files
 
 
 def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[str]) -> list[tuple[Path, str, bool]]:
@@ -20,7 +21,7 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
     if not data.is_dir():
         raise InputError(f"--data {str(data)!r} is not a folder")
     rows = []
-    for path in sorted(p for p in data.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for path in visible_files(data):
         if label_regex:
             match = re.search(label_regex, path.name)
             if match is None:

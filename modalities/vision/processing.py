@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.errors import ConfigError, InputError, naming_input
+from zoo.io import visible_files
 from zoo.processing import Processor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,8 +42,9 @@ INTEGER_WHITE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files under `folder` (recursively), sorted; an empty folder is an error."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files under `folder` (recursively, sorted, hidden ones left out); an empty
+    folder is an error."""
+    files = visible_files(folder, IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"folder {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return files
