@@ -101,6 +101,9 @@ class GraphEncoder(Encoder):
         """A `Data` is one graph (PyG makes it iterable over its attributes); datasets and lists are many."""
         if isinstance(inputs, Data):
             return [inputs]
+        if type(inputs).__module__.startswith("networkx"):
+            raise InputError(f"a networkx {type(inputs).__name__} is not a graph input (iterating it gives its nodes); "
+                             "convert it with torch_geometric.utils.from_networkx(graph) and set data.x")
         return super().as_item_list(inputs)
 
     @torch.no_grad()

@@ -32,6 +32,7 @@ from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
+from zoo.pooling import LayerSpec
 
 #: the fbank normalisation of every release: (fbank - mean) / (2 * std)
 FBANK_MEAN, FBANK_STD = 15.41663, 6.55582
@@ -247,11 +248,12 @@ class BEATsEncoder(Encoder):
         tokens = self.embed(inputs, pool="none", batch_size=batch_size, progress=False, **prepare_kwargs)
         return [self.quantize(item.unsqueeze(0).to(self.device, self.dtype)).squeeze(0).cpu() for item in tokens]
 
-    def embed_frames(self, inputs: Any, layer: Optional[int] = None, **embed_kwargs: Any) -> list[torch.Tensor]:
-        """Raw audio in, one (T_i, D) tensor of 160 ms column features per item (6.25 Hz)."""
+    def embed_frames(self, inputs: Any, layer: LayerSpec = None, **embed_kwargs: Any) -> list[torch.Tensor]:
+        """Raw audio in, one (T_i, D) tensor of 160 ms column features per item (6.25 Hz), or
+        (K, T_i, D) when `layer` names several layers."""
         tokens = self.embed(inputs, layer=layer, pool="none", **embed_kwargs)
         per_column = self.config.patches_per_column
-        return [item.view(-1, per_column, item.shape[-1]).mean(1) for item in tokens]
+        return [item.unflatten(-2, (-1, per_column)).mean(-2) for item in tokens]
 
 
 class TransformerEncoder(nn.Module):

@@ -44,6 +44,9 @@ def test_tokens_layers_and_frames(micro_beats):
     columns = micro_beats.embed_frames([item], sampling_rate=16000, progress=False)[0]
     assert columns.shape == (frames // 16, 32)
     assert torch.allclose(columns[0], tokens[:8].mean(0), atol=1e-6)
+    layers = micro_beats.embed_frames([item], sampling_rate=16000, layer="all", progress=False)[0]
+    assert layers.shape == (3, frames // 16, 32)
+    assert torch.equal(layers[-1], columns)
     with torch.no_grad():
         output = micro_beats(torch.from_numpy(item)[None])
     view, mask = micro_beats.frames(output.last_hidden_state, output.mask)

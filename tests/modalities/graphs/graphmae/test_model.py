@@ -3,6 +3,7 @@ inference, batch invariance, saving, and bad input."""
 
 from __future__ import annotations
 
+import networkx
 import pytest
 import torch
 from torch_geometric.data import Data
@@ -137,7 +138,8 @@ def test_save_and_load_round_trip(tmp_path):
     (Data(x=torch.rand(2, 6), edge_index=torch.tensor([[0], [7]])), "refers to node 7"),
     (Data(x=torch.rand(2, 6), edge_index=torch.zeros(3, 1, dtype=torch.long)), r"shape \(3, 1\)"),
     ("graph.pt", "not supported"),
-], ids=["no-edges", "no-x", "width", "empty", "nan", "out-of-range", "edge-shape", "not-a-graph"])
+    (networkx.path_graph(3), "networkx Graph is not a graph input .*from_networkx"),
+], ids=["no-edges", "no-x", "width", "empty", "nan", "out-of-range", "edge-shape", "not-a-graph", "networkx"])
 def test_bad_graphs_raise_input_errors(graph, message):
     with pytest.raises(InputError, match=message):
         encoder().embed(graph, progress=False)
