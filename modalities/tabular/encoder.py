@@ -14,20 +14,28 @@ from typing import Any, Iterator, Optional
 import torch
 
 from modalities.tabular.processing import TableProcessor
-from modalities.tabular.tables import CHUNK_ROWS, iter_frames
+from modalities.tabular.tables import CHUNK_ROWS, iter_frames, row_count
 from zoo.encoder import Encoder
 from zoo.errors import InputError
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
                          select_layers)
 
 
+def is_file_list(inputs: Any) -> bool:
+    """Several table files, read one after another (as `zoo embed` passes them)."""
+    return isinstance(inputs, (list, tuple)) and bool(inputs) and all(isinstance(item, (str, Path)) for item in inputs)
+
+
+def table_rows(inputs: Any) -> Optional[int]:
+    """Rows of one table or of a list of table files, if known before reading them (`row_count`)."""
+    counts = [row_count(path) for path in inputs] if is_file_list(inputs) else [row_count(inputs)]
+    return None if None in counts else sum(counts)
+
+
 def iter_tables(inputs: Any, chunk_rows: int) -> Iterator[Any]:
-    """Chunks of one table, or of several table files one after another (as `zoo embed` passes them)."""
-    if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(item, (str, Path)) for item in inputs):
-        for path in inputs:
-            yield from iter_frames(path, chunk_rows)
-        return
-    yield from iter_frames(inputs, chunk_rows)
+    """Chunks of one table, or of several table files one after another."""
+    for table in inputs if is_file_list(inputs) else [inputs]:
+        yield from iter_frames(table, chunk_rows)
 
 
 class TabularEncoder(Encoder):
@@ -59,7 +67,7 @@ class TabularEncoder(Encoder):
         check_pool(pool)
         check_batch_sizes(batch_size=batch_size)
         indices, squeeze = layer_indices(layer, self.num_layers), is_single_layer(layer)
-        with self.embedding(device), self.progress_bar(None, progress, unit="row") as bar:
+        with self.embedding(device), self.progress_bar(table_rows(table), progress, unit="row") as bar:
             for frame in self.table_chunks(table, chunk_rows):
                 yield self._embed_batch(self.processor.transform(frame), indices, pool, batch_size, squeeze)
                 bar.update(len(frame))

@@ -8,7 +8,7 @@ in chunks of at most `chunk_rows` rows, so a file larger than memory streams thr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,23 @@ def iter_frames(table: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFra
     frame = to_frame(table)
     for start in range(0, len(frame), chunk_rows):
         yield frame.iloc[start : start + chunk_rows]
+
+
+def row_count(table: Any) -> Optional[int]:
+    """Rows of a table when they are known without reading it (in-memory tables, Parquet
+    metadata, lists of rows), for a progress bar's total; None otherwise (CSV files, dicts)."""
+    if isinstance(table, (str, Path)):
+        path = Path(table)
+        if path.suffix != ".parquet" or not path.is_file():
+            return None
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if isinstance(table, (pd.DataFrame, list)):
+        return len(table)
+    if type(table).__module__.startswith("pyarrow") and hasattr(table, "num_rows"):
+        return table.num_rows
+    return None
 
 
 def to_frame(table: Any) -> pd.DataFrame:

@@ -108,6 +108,17 @@ def test_csv_streams_in_chunks_like_the_frame(tmp_path, frame):
     assert torch.equal(streamed, processor.transform(frame)["categorical"])
 
 
+def test_row_totals_for_the_progress_bar_are_known_without_reading_csv(tmp_path, frame):
+    from modalities.tabular.encoder import table_rows
+
+    frame.to_parquet(tmp_path / "t.parquet")
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    parquet, csv = str(tmp_path / "t.parquet"), str(tmp_path / "t.csv")
+    assert [table_rows(frame), table_rows(parquet), table_rows([parquet, parquet])] == [4, 4, 8]
+    assert table_rows(frame.to_dict("records")) == 4
+    assert table_rows(csv) is None and table_rows([parquet, csv]) is None
+
+
 def test_unreadable_inputs():
     with pytest.raises(InputError, match="does not exist"):
         list(iter_frames("/nonexistent/table.csv"))
