@@ -18,8 +18,9 @@ Shapes: B images, C channels, H x W pixels, S crop side.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -52,14 +53,30 @@ def image_files(folder: Path) -> list[Path]:
 
 def expand_images(inputs: Any) -> list[Any]:
     """Raw inputs as a list of single images: folders become their files, 4-d arrays and
-    tensors their images; anything else is one image."""
-    if isinstance(inputs, (list, tuple)):
-        return [image for item in inputs for image in expand_images(item)]
+    tensors their images, a `datasets` Dataset the images of its Image column, and other
+    collections (lists, a Dataset's column, generators) their items; anything else is one image."""
     if isinstance(inputs, (str, Path)) and Path(inputs).is_dir():
         return [str(path) for path in image_files(Path(inputs))]
-    if isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == 4:
-        return list(inputs)
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        return list(inputs) if inputs.ndim == 4 else [inputs]
+    datasets = sys.modules.get("datasets")  # a Dataset can only exist if its module was imported
+    if datasets is not None and isinstance(inputs, datasets.Dataset):
+        return expand_images(inputs[dataset_image_column(inputs)])
+    if isinstance(inputs, (str, Path, bytes, dict)) or type(inputs).__module__.startswith("PIL."):
+        return [inputs]
+    if isinstance(inputs, Iterable):
+        return [image for item in inputs for image in expand_images(item)]
     return [inputs]
+
+
+def dataset_image_column(dataset: Any) -> str:
+    """The first `datasets.Image` column of a Dataset (e.g. "img" in CIFAR-10, "image" elsewhere)."""
+    datasets = sys.modules["datasets"]
+    columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+    if not columns:
+        raise InputError(f"the dataset has no Image column; its features are {dict(dataset.features)}: "
+                         "cast one with dataset.cast_column(NAME, datasets.Image()) or pass dataset[NAME]")
+    return columns[0]
 
 
 def read_image_file(path: str | Path) -> torch.Tensor:
@@ -165,7 +182,10 @@ def load_image(item: Any) -> torch.Tensor:
         return to_rgb(tensor_to_image(item, name), name)
     if type(item).__module__.startswith("PIL."):
         return to_rgb(pil_to_tensor(item), f"PIL image ({item.mode}, {item.size[0]} x {item.size[1]})")
-    raise InputError(f"image input of type {type(item).__name__} is not supported; pass a file path, a folder, "
+    row = ""
+    if isinstance(item, dict):
+        row = f" (keys {sorted(map(str, item))}: a dataset row? pass the image, e.g. row[key])"
+    raise InputError(f"image input of type {type(item).__name__}{row} is not supported; pass a file path, a folder, "
                      "a PIL image, a numpy array (H, W, C) or a torch tensor (C, H, W)")
 
 

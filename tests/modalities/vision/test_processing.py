@@ -59,6 +59,23 @@ def test_batches_and_folders_expand_to_images(picture, processor, tmp_path):
         processor(tmp_path / "empty")
 
 
+def test_datasets_columns_and_generators_expand_to_images(picture, processor):
+    """A `datasets` Dataset gives its Image column (decoded, or in torch / numpy format), a column or
+    a generator its items: the same crops as the PIL images themselves."""
+    import datasets
+
+    images = [Image.fromarray(picture), Image.fromarray(picture[::-1].copy())]
+    expected = processor(images)["pixel_values"]
+    dataset = datasets.Dataset.from_dict({"img": images, "label": [0, 1]}).cast_column("img", datasets.Image())
+    for inputs in (dataset, dataset["img"], dataset.with_format("torch"), dataset.with_format("numpy"),
+                   (image for image in images)):
+        assert torch.equal(processor(inputs)["pixel_values"], expected)
+    with pytest.raises(InputError, match="no Image column; its features are .*'label'"):
+        processor(dataset.remove_columns("img"))
+    with pytest.raises(InputError, match="type dict \\(keys \\['img', 'label'\\]: a dataset row\\? pass the image"):
+        processor(dataset[0])
+
+
 def test_greyscale_becomes_three_equal_channels(picture, processor):
     grey = picture[..., 0]
     for item in (grey, grey[..., None], Image.fromarray(grey), torch.from_numpy(grey),
@@ -94,7 +111,7 @@ def test_no_resize_when_the_shorter_side_already_fits(picture):
     (np.zeros((2, 2, 8, 8, 3), np.uint8), "shape \\(2, 2, 8, 8, 3\\)"),
     (torch.zeros(3, 8, 8, dtype=torch.int32), "dtype torch.int32"),
     (torch.zeros(8, 8, 3), "looks channels-last; torch images are \\(C, H, W\\)"),
-    ({"image": 1}, "type dict is not supported"),
+    ({"image": 1}, "type dict \\(keys \\[.image.\\]: a dataset row.*is not supported"),
 ])
 def test_bad_inputs_are_named(item, message):
     with pytest.raises(InputError, match=message):
