@@ -93,6 +93,8 @@ def model_to(model: Any, device: Optional[str | torch.device], dtype: Optional[t
     """`model.to(device, dtype)` with a zoo error naming a device that does not exist here."""
     try:
         return model.to(device=device, dtype=dtype)
+    except torch.OutOfMemoryError:
+        raise
     except (RuntimeError, AssertionError) as err:
         raise ConfigError(f"cannot move the model to device={str(device)!r} ({err}); use 'cpu', or a device "
                           "this machine has (torch.cuda.is_available())") from err

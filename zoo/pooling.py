@@ -1,4 +1,4 @@
-"""Layer selection and pooling over valid tokens.
+"""Layer selection and pooling over valid tokens, and the checks of `embed`'s pool and batch sizes.
 
 Shapes: B items, K selected layers, T tokens, D width.
 """
