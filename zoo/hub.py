@@ -93,7 +93,7 @@ def model_to(model: Any, device: Optional[str | torch.device], dtype: Optional[t
     """`model.to(device, dtype)` with a zoo error naming a device that does not exist here."""
     try:
         return model.to(device=device, dtype=dtype)
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, AssertionError) as err:
         raise ConfigError(f"cannot move the model to device={str(device)!r} ({err}); use 'cpu', or a device "
