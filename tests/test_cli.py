@@ -141,6 +141,14 @@ def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):
     tone_set(tmp_path / "data", "names")
     assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", r"^(\w+?)_"]) == 2
     assert "no train/test split" in capsys.readouterr().err
+    regexes = ["--label-regex", r"^(\w+?)_", "--test-regex", "_test_"]
+    (tmp_path / "data" / "high_train_0.wav").rename(tmp_path / "data" / "mid_test_0.wav")
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), *regexes]) == 2
+    assert "test labels ['mid'] have no training files (training labels: ['high', 'low'])" in capsys.readouterr().err
+    for path in [*(tmp_path / "data").glob("low_*.wav"), tmp_path / "data" / "mid_test_0.wav"]:
+        path.unlink()
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), *regexes]) == 2
+    assert "the training split has one label, ['high']" in capsys.readouterr().err
 
 
 def test_embed_with_the_embedded_checkpoint_offline(tmp_path):

@@ -36,6 +36,13 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
     splits = {is_test for _, _, is_test in rows}
     if splits != {True, False}:
         raise InputError(f"{len(rows)} files but no train/test split: give --test-regex or a test/ folder")
+    trained = {label for _, label, is_test in rows if not is_test}
+    unseen = sorted({label for _, label, is_test in rows if is_test} - trained)
+    if unseen:
+        raise InputError(f"test labels {unseen} have no training files (training labels: {sorted(trained)}); "
+                         "no probe can get them right: add training files or drop them from the test split")
+    if len(trained) < 2:
+        raise InputError(f"the training split has one label, {sorted(trained)}; a probe needs at least two")
     return rows
 
 
