@@ -62,6 +62,19 @@ def test_embed_to_npy_and_parquet(checkpoint, wav_folder, tmp_path):
     assert not list(tmp_path.glob("*.parts"))
 
 
+def test_a_folder_gives_only_the_files_the_encoder_reads(checkpoint, wav_folder, tmp_path, capsys):
+    """Notes, label files and hidden files beside the recordings are left out, as `embed` does with
+    an image folder; a folder with none of the encoder's files is named with the endings looked for."""
+    (wav_folder / "labels.csv").write_text("clip0,dog\n")
+    (wav_folder / "._clip0.wav").write_bytes(b"AppleDouble")
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape == (3, 32)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not audio")
+    assert main(["embed", str(checkpoint), str(tmp_path / "notes"), "-o", str(tmp_path / "n.npy")]) == 2
+    assert "no input files (.wav, .flac, .ogg) found in" in capsys.readouterr().err
+
+
 def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_path, monkeypatch):
     output = tmp_path / "e.npy"
     calls = []

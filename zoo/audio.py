@@ -17,6 +17,8 @@ import torch
 from zoo.errors import InputError
 from zoo.processing import Processor
 
+#: audio file endings read from folders (what soundfile decodes everywhere)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 #: most channels an array may have; a larger "channel" axis is surely the time axis
 MAX_CHANNELS = 8
 
@@ -126,6 +128,7 @@ class AudioProcessor(Processor):
     """
 
     processor_type = "audio"
+    file_suffixes = AUDIO_SUFFIXES
 
     sampling_rate: int = 16000
     do_normalize: bool = False

@@ -15,11 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.audio import AudioProcessor
+from zoo.audio import AUDIO_SUFFIXES, AudioProcessor
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import visible_files
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 #: batches whose recordings are sorted by length together (see `CropBatches`)
 POOL_BATCHES = 32
 

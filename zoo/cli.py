@@ -70,7 +70,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
         if not hasattr(encoder.processor, "extra_columns"):
             raise ZooError(f"--ignore-extra-columns is for table encoders; {args.name} takes {encoder.modality} inputs")
         encoder.processor.extra_columns = "ignore"
-    inputs = expand_inputs(args.inputs)
+    inputs = expand_inputs(args.inputs, encoder.processor.file_suffixes)
     kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool,
                           batch_size=args.batch_size, shard_size=args.shard_size, **kwargs)
@@ -157,17 +157,19 @@ def verify_round_trip(original, reloaded) -> None:
             raise ZooError(f"converted checkpoint does not reload identically: {key} differs")
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Paths as given; a folder stands for every file under it (hidden ones left out), sorted."""
+def expand_inputs(inputs: Sequence[str], suffixes: Sequence[str] = ()) -> list[str]:
+    """Paths as given; a folder stands for the files under it (hidden ones left out, and those
+    not ending in one of `suffixes` when there are some), sorted."""
     expanded = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            expanded.extend(str(p) for p in visible_files(path))
+            expanded.extend(str(p) for p in visible_files(path, suffixes or None))
         else:
             expanded.append(item)
     if not expanded:
-        raise ZooError(f"no input files found in {list(inputs)}")
+        kinds = f" ({', '.join(suffixes)})" if suffixes else ""
+        raise ZooError(f"no input files{kinds} found in {list(inputs)}")
     return expanded
 
 

@@ -31,6 +31,8 @@ class Processor:
     """Base class; subclasses are dataclasses whose fields are their saved settings."""
 
     processor_type: ClassVar[str] = ""
+    #: file endings `zoo embed` keeps when it is given a folder (empty: every file)
+    file_suffixes: ClassVar[tuple[str, ...]] = ()
 
     def prepare(self, item: Any, **kwargs: Any) -> Any:
         raise NotImplementedError

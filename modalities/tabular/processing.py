@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalities.tabular.tables import read_table, to_frame
+from modalities.tabular.tables import TABLE_SUFFIXES, read_table, to_frame
 from zoo.errors import InputError
 from zoo.processing import Processor
 
@@ -49,6 +49,7 @@ class TableProcessor(Processor):
     """
 
     processor_type = "table"
+    file_suffixes = TABLE_SUFFIXES
 
     columns: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     target: Optional[str] = None

@@ -17,6 +17,9 @@ from zoo.errors import InputError
 
 #: rows per chunk when a table is streamed
 CHUNK_ROWS = 65_536
+#: file endings read as CSV (UCI sets use .data and .test), and all the table files read
+CSV_SUFFIXES = (".csv", ".data", ".test", ".txt", ".gz")
+TABLE_SUFFIXES = (*CSV_SUFFIXES, ".parquet")
 #: strings read as missing values in CSV files (UCI sets mark them with "?")
 NA_VALUES = ("?", "")
 
@@ -84,7 +87,7 @@ def _file_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
         return
-    if path.suffix not in (".csv", ".data", ".test", ".txt", ".gz"):
+    if path.suffix not in CSV_SUFFIXES:
         raise InputError(f"table file {str(path)!r}: read .csv (or .data/.test/.txt, optionally .gz) or .parquet")
     try:
         yield from pd.read_csv(path, chunksize=chunk_rows, skipinitialspace=True, na_values=list(NA_VALUES))

@@ -233,6 +233,7 @@ class ImageProcessor(Processor):
     """
 
     processor_type = "image"
+    file_suffixes = IMAGE_SUFFIXES
 
     resize_size: int = 256
     crop_size: int = 224
