@@ -188,10 +188,22 @@ def find(name: str) -> Optional[ModelEntry]:
 def get_entry(name: str) -> ModelEntry:
     entry = find(name)
     if entry is None:
-        close = difflib.get_close_matches(name, list(entries()), n=3)
-        hint = f"; did you mean {close}?" if close else "; run `zoo list` to see them"
-        raise UnknownModelError(f"unknown model {name!r}{hint}")
+        raise UnknownModelError(f"unknown model {name!r}{unknown_name_hint(name)}")
     return entry
+
+
+def unknown_name_hint(name: str) -> str:
+    """What a name that is no checkpoint may have meant: an architecture (a size without
+    weights), or zoo names close to it in any case."""
+    close = difflib.get_close_matches(name.lower(), list(entries()), n=3)
+    checkpoints = f"; did you mean {close}?" if close else "; run `zoo list` to see them"
+    if name in list_architectures():  # imports every family: only on this error path
+        family = next(family for family in sorted(family_modules(), key=len, reverse=True)
+                      if name.startswith(f"{family}-"))
+        return (f": it is an architecture without weights (pretrain it with `zoo pretrain {family} --variant "
+                f"{name[len(family) + 1:]}`, or build its config with zoo.registry.architecture_config({name!r}))"
+                f"{checkpoints}")
+    return checkpoints
 
 
 def recipe(family: str, dataset: str) -> ModelEntry:
