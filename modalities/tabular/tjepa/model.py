@@ -236,6 +236,16 @@ class TJEPAEncoder(TabularEncoder):
             raise InputError(f"a category index is outside [0, cardinality) for cardinalities "
                              f"{self.config.cardinalities}; encode categories with the encoder's table processor")
 
+    def check_full_precision(self) -> None:
+        """Refuse half-precision weights when the output is standardised: the last layer's tokens
+        vary from row to row by about 1 % of their value (some channels by 0.03 %), below what
+        bfloat16 (0.4 %) or float16 (0.05 %) resolve, and the scaling blows that rounding up
+        (tjepa-adult's pooled rows, at most 2.0 in float32, were off by 9.0 in bfloat16)."""
+        if self.output_std.dtype != torch.float32 or next(self.parameters()).dtype != torch.float32:
+            raise ConfigError(f"this T-JEPA encoder has {next(self.parameters()).dtype} weights, but its standardised "
+                              "output is only meaningful in float32 (half precision loses the row-to-row "
+                              "differences); load it without dtype= or call .float() (it is small)")
+
     def embed_tokens(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """(B, T, D) input tokens: tokenizer, position code and feature-type embedding."""
         self.check_inputs(numeric, categorical)
@@ -247,10 +257,17 @@ class TJEPAEncoder(TabularEncoder):
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor,
                 output_hidden_states: bool = False) -> EncoderOutput:
-        """Rows as the processor's tensors: numeric (B, n_numeric) float, categorical (B, n_categorical) long."""
-        states = self.transformer(self.embed_tokens(numeric, categorical), output_hidden_states)
+        """Rows as the processor's tensors: numeric (B, n_numeric) float, categorical (B, n_categorical) long.
+
+        A standardised encoder runs in float32 only (autocast is switched off inside): see
+        `check_full_precision`."""
         if self.config.standardize_output:
+            self.check_full_precision()
+            with torch.autocast(numeric.device.type, enabled=False):
+                states = self.transformer(self.embed_tokens(numeric, categorical), output_hidden_states)
             states[-1] = (states[-1] - self.output_mean) / self.output_std
+        else:
+            states = self.transformer(self.embed_tokens(numeric, categorical), output_hidden_states)
         last = states[-1]
         return EncoderOutput(
             last_hidden_state=last,

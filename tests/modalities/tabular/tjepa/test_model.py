@@ -97,6 +97,10 @@ def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, tabl
     assert torch.equal(reloaded.embed(table, progress=False), scaled.embed(table, progress=False))
     with pytest.raises(InputError, match="at least 2 rows"):
         with_output_scale(encoder, table.iloc[:1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(scaled.embed(table, progress=False), reloaded.embed(table, progress=False))
+    with pytest.raises(ConfigError, match="torch.bfloat16 weights, but its standardised output is only meaningful in"):
+        scaled.to(torch.bfloat16).embed(table, progress=False)
 
 
 def test_errors(encoder, table):
