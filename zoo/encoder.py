@@ -59,6 +59,12 @@ class Encoder(Checkpointable, nn.Module):
         return self.config.num_layers
 
     @property
+    def layer_widths(self) -> list[int]:
+        """Width of each of the L + 1 hidden states (graph encoders differ: their layer 0 is the
+        input features)."""
+        return [self.embed_dim] * (self.num_layers + 1)
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

@@ -22,15 +22,17 @@ HeadLayer = Union[None, int, str]
 
 
 class LayerWeights(nn.Module):
-    """Learned softmax weights over the L+1 hidden states (SUPERB / s3prl's Featurizer)."""
+    """Learned softmax weights over the hidden states (SUPERB / s3prl's Featurizer): all L+1,
+    or those of the last layer's width where widths differ (a graph encoder's input features)."""
 
-    def __init__(self, num_states: int) -> None:
+    def __init__(self, widths: Sequence[int]) -> None:
         super().__init__()
-        self.logits = nn.Parameter(torch.zeros(num_states))
+        self.indices = [index for index, width in enumerate(widths) if width == widths[-1]]
+        self.logits = nn.Parameter(torch.zeros(len(self.indices)))
 
     def forward(self, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
         weights = torch.softmax(self.logits, dim=0)
-        return sum(weight * state for weight, state in zip(weights, hidden_states))
+        return sum(weight * hidden_states[index] for weight, index in zip(weights, self.indices))
 
 
 class EncoderWithHead(Checkpointable, nn.Module):
@@ -53,9 +55,10 @@ class EncoderWithHead(Checkpointable, nn.Module):
         self.processor = encoder.processor
         self.pool, self.layer, self.freeze = pool, layer, freeze
         self.num_outputs, self.dropout_rate = num_outputs, dropout
-        self.layer_weights = LayerWeights(encoder.num_layers + 1) if layer == "weighted" else None
+        self.layer_weights = LayerWeights(encoder.layer_widths) if layer == "weighted" else None
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(encoder.embed_dim, num_outputs)
+        width = encoder.embed_dim if layer in (None, "weighted") else encoder.layer_widths[layer]
+        self.head = nn.Linear(width, num_outputs)
         encoder.requires_grad_(not freeze)
 
     def train(self, mode: bool = True) -> "EncoderWithHead":

@@ -170,3 +170,18 @@ def test_graph_sets_with_one_node_graphs_empty_lists_and_mixed_widths():
         model.embed([], progress=False)
     with pytest.raises(InputError, match="input 1: graph has 5 node features but this encoder was trained on 6"):
         model.embed([random_graph(4, 4), random_graph(4, 4, in_dim=5)], progress=False)
+
+
+def test_heads_take_graphs_and_mix_only_layers_of_one_width():
+    """A head on a graph encoder: "weighted" mixes the hidden layers (the input features, layer 0,
+    have another width), and a head on layer 0 gets the input width; both learn in a step."""
+    import zoo
+
+    graphs = [random_graph(5, 8, seed=0), random_graph(4, 6, seed=1)]
+    for layer, width, mixed in (("weighted", 8, [1, 2, 3]), (0, 6, None), (None, 8, None)):
+        head = zoo.for_classification(encoder(SMALL_GIN), num_labels=2, layer=layer, freeze=False)
+        assert head.head.in_features == width
+        assert (head.layer_weights.indices if mixed else None) == mixed
+        output = head(**head.processor(graphs), labels=torch.tensor([0, 1]))
+        output.loss.backward()
+        assert output.logits.shape == (2, 2) and head.head.weight.grad.abs().sum() > 0
