@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from modalities.tabular.tables import TABLE_SUFFIXES, read_table, to_frame
-from zoo.errors import InputError
+from zoo.errors import ConfigError, InputError
 from zoo.processing import Processor
 
 KINDS = ("numeric", "categorical")
@@ -58,7 +58,7 @@ class TableProcessor(Processor):
 
     def __post_init__(self) -> None:
         if self.extra_columns not in EXTRA_COLUMNS:
-            raise InputError(f"extra_columns={self.extra_columns!r}; use one of {EXTRA_COLUMNS}")
+            raise ConfigError(f"extra_columns={self.extra_columns!r}; use one of {EXTRA_COLUMNS}")
         for column in self.columns:
             if column.get("kind") not in KINDS:
                 raise InputError(f"column {column.get('name')!r} has kind {column.get('kind')!r}, not one of {KINDS}")

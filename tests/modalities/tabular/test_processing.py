@@ -8,7 +8,7 @@ from helpers import shared_path
 
 from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tables import iter_frames
-from zoo.errors import InputError
+from zoo.errors import ConfigError, InputError
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_unseen_columns_are_refused_unless_ignored(frame, tmp_path):
     lenient.extra_columns = "ignore"
     assert torch.equal(lenient.transform(frame.assign(note="x"))["categorical"],
                        processor.transform(frame)["categorical"])
-    with pytest.raises(InputError, match="extra_columns='drop'; use one of"):
+    with pytest.raises(ConfigError, match="extra_columns='drop'; use one of"):
         TableProcessor(extra_columns="drop")
 
 
