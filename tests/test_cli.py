@@ -75,7 +75,7 @@ def test_a_folder_gives_only_the_files_the_encoder_reads(checkpoint, wav_folder,
     assert "no input files (.wav, .flac, .ogg) found in" in capsys.readouterr().err
 
 
-def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_path, monkeypatch):
+def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_path, monkeypatch, capsys):
     output = tmp_path / "e.npy"
     calls = []
     original = zoo.Encoder.embed
@@ -89,8 +89,17 @@ def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_p
     monkeypatch.setattr(zoo.Encoder, "embed", crash_on_second_shard)
     with pytest.raises(KeyboardInterrupt):
         main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"])
-    assert not output.exists() and len(list((tmp_path / "e.npy.parts").iterdir())) == 1
+    assert not output.exists() and len(list((tmp_path / "e.npy.parts").glob("shard-*"))) == 1
     calls.clear()
+    for other in (["--shard-size", "3"], ["--shard-size", "2", "--layer", "0"]):
+        assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), *other]) == 2
+        assert "holds shards of an interrupted job with other" in capsys.readouterr().err
+    other_weights = zoo.load(checkpoint)
+    torch.nn.init.constant_(other_weights.model.encoder.layer_norm.bias, 0.5)
+    other_weights.save_pretrained(tmp_path / "other")
+    assert main(["embed", str(tmp_path / "other"), str(wav_folder), "-o", str(output), "--shard-size", "2"]) == 2
+    assert "with other weights_sum; rerun it with the same arguments" in capsys.readouterr().err
+    assert calls == []
     assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]) == 0
     assert calls == [1] and np.load(output).shape == (3, 32)
 

@@ -1,10 +1,12 @@
 """`zoo embed` as a resumable job: inputs are embedded shard by shard into `OUT.parts/`,
 each shard written atomically, and joined into OUT at the end, so an interrupted job
-rerun with the same arguments skips the shards it already wrote. Table encoders (those
-with `table_chunks`) give one row per table row, and a shard is a chunk of rows."""
+rerun with the same arguments skips the shards it already wrote (`OUT.parts/job.json`
+records those arguments; a rerun with others is refused). Table encoders (those with
+`table_chunks`) give one row per table row, and a shard is a chunk of rows."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,10 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from zoo.errors import InputError
-from zoo.io import atomic_write_with
+from zoo.io import atomic_write_text, atomic_write_with
 from zoo.pooling import check_batch_sizes
 
 FORMATS = (".npy", ".parquet")
+JOB_FILE = "job.json"
 
 
 def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None, pool: str = "mean",
@@ -27,7 +30,10 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
         raise InputError("pool='none' gives one array per input of varying length; write .parquet instead of .npy")
     check_batch_sizes(batch_size=batch_size, shard_size=shard_size)
     parts = output.with_name(output.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
+    settings = {"encoder": encoder.config_dict_to_save(), "weights_sum": weights_sum(encoder),
+                "inputs": [str(item) for item in inputs], "layer": layer, "pool": pool, "shard_size": shard_size,
+                "prepare": prepare_kwargs}
+    claim_parts(parts, settings)
     if hasattr(encoder, "table_chunks"):
         return _run_table_job(encoder, inputs, output, parts, layer, pool, batch_size, shard_size)
     shards = []
@@ -43,6 +49,32 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, inputs, rows))
     shutil.rmtree(parts)
     return f"{len(rows)} rows of shape {rows[0].shape}" if pool == "none" else f"array {np.stack(rows).shape}"
+
+
+def weights_sum(model: Any) -> str:
+    """The sum of every floating weight, to 9 digits: a cheap fingerprint that tells two
+    checkpoints of one architecture apart, and is the same on any device."""
+    import torch
+
+    total = sum(value.sum(dtype=torch.float64).item() for value in model.state_dict().values()
+                if value.is_floating_point())
+    return f"{total:.9g}"
+
+
+def claim_parts(parts: Path, settings: dict[str, Any]) -> None:
+    """Create `parts` for this job, or check that the job that left shards there had the same
+    settings: another model, inputs, layer, pool or shard size would mix two jobs' rows."""
+    record = parts / JOB_FILE
+    settings = json.loads(json.dumps(settings, default=str))
+    if record.is_file():
+        before = json.loads(record.read_text())
+        changed = sorted(key for key in settings if before.get(key) != settings[key])
+        if changed:
+            raise InputError(f"{parts} holds shards of an interrupted job with other {', '.join(changed)}; rerun it "
+                             f"with the same arguments to finish it, or delete {parts} to start this one")
+        return
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps(settings))
 
 
 def _run_table_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, layer, pool: str,
