@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -245,6 +245,26 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"cannot read the weights in {folder} ({err}); the file is corrupt, download it again") from err
     raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (nor {LEGACY_WEIGHTS_FILE})")
+
+
+def read_torch_file(path: str | os.PathLike, what: str, allowed: Sequence[Any] = ()) -> Any:
+    """`torch.load(weights_only=True)` of an upstream file, with `allowed` classes (e.g. the
+    argparse Namespace that GMML and fairseq pickle), failing with one CheckpointError that
+    names the file and what it should be; torch's advice to retry without weights_only (which
+    would run the file's pickled code) is left out of the message."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{str(path)!r} does not exist; pass {what}")
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch raise several unrelated types
+        detail = str(err).split("WeightsUnpickler error:")[-1]
+        reason = next((line.strip() for line in detail.splitlines() if line.strip()), type(err).__name__)
+        raise CheckpointError(
+            f"cannot read {str(path)!r} as {what}: the file is corrupt or incomplete (download it again), or it "
+            f"pickles classes other than tensors and plain containers, which are never unpickled ({reason})"
+        ) from err
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: Path | str) -> None:

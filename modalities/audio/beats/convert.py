@@ -29,6 +29,7 @@ import torch
 from modalities.audio.beats.model import BEATsConfig, BEATsEncoder
 from zoo.errors import CheckpointError
 from zoo.heads import EncoderForTagging
+from zoo.hub import read_torch_file
 
 #: upstream's BEATsConfig / TokenizersConfig class defaults (unilm beats/BEATs.py, Tokenizers.py)
 OFFICIAL_DEFAULTS: dict[str, Any] = dict(
@@ -69,11 +70,7 @@ Model = Union[BEATsEncoder, EncoderForTagging]
 
 def read_official(path: str | os.PathLike) -> dict[str, Any]:
     """torch.load an official file (weights only) and check it holds 'cfg' and 'model'."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle and zip errors have many types
-        raise CheckpointError(f"cannot read {path} as an official BEATs checkpoint ({err}); "
-                              "is the download complete?") from err
+    checkpoint = read_torch_file(path, "an official BEATs checkpoint")
     if not isinstance(checkpoint, dict) or not {"cfg", "model"} <= set(checkpoint):
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path} holds {keys}, not an official BEATs checkpoint {{'cfg', 'model'}}")

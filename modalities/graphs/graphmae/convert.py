@@ -30,6 +30,7 @@ import torch
 
 from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from zoo.errors import CheckpointError
+from zoo.hub import read_torch_file
 
 #: upstream suffix inside `encoder.gat_layers.{i}.` -> zoo suffix inside `gnn.layers.{i}.`
 GAT_KEYS = {
@@ -62,10 +63,7 @@ LAYER_KEY = re.compile(r"^encoder\.(gat_layers|layers)\.(\d+)\.(.+)$")
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load an upstream `.pt`/`.pth` file safely (weights only); a `{"model": ...}` wrapper is unwrapped."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises several unrelated types for corrupt files
-        raise CheckpointError(f"cannot read GraphMAE checkpoint {str(path)!r} ({err}); re-download it") from err
+    state = read_torch_file(path, "a GraphMAE checkpoint (upstream's PreModel state dict)")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not any(isinstance(key, str) and LAYER_KEY.match(key) for key in state):

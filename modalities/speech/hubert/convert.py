@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from zoo.errors import CheckpointError
+from zoo.hub import read_torch_file
 
 if TYPE_CHECKING:
     from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
@@ -454,14 +454,8 @@ def _placeholders(path: Path) -> list[tuple[type, str]]:
 
 def _torch_load(path: Path) -> Any:
     """`torch.load(weights_only=True)` with the allow-list a fairseq checkpoint needs."""
-    try:
-        allowed = [argparse.Namespace, *_placeholders(path)]
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise CheckpointError(
-            f"cannot read {path} as a fairseq checkpoint (a torch.save file): {err}"
-        ) from err
+    allowed = [argparse.Namespace, *_placeholders(path)] if path.is_file() else []
+    return read_torch_file(path, "a fairseq checkpoint (a torch.save file)", allowed)
 
 
 def _fairseq_cfg(checkpoint: dict[str, Any]) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ import torch
 
 from modalities.vision.gmml.model import VARIANTS, GmmlConfig, GmmlEncoder
 from zoo.errors import CheckpointError, ConfigError
+from zoo.hub import read_torch_file
 
 TRAINING_KEY = "SiT_model"
 #: upstream `--model` names -> zoo variants
@@ -63,19 +64,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A `.pth` (torch.load, weights only, argparse.Namespace allowed for GMML's `args`) or
     `.safetensors` file as a dict."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{str(path)!r} does not exist; pass the upstream checkpoint file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path))
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and safetensors errors have many types
-        raise CheckpointError(f"cannot read {str(path)!r} as a checkpoint: the file is corrupt or incomplete "
-                              "(download it again), or it pickles classes other than tensors, plain containers "
-                              f"and GMML's argparse args, which are never unpickled. Reader's message: {err}") from err
+        except Exception as err:  # safetensors raises several types for a broken file
+            raise CheckpointError(f"cannot read {str(path)!r} as a safetensors file ({err}); "
+                                  "download it again") from err
+    checkpoint = read_torch_file(path, "a GMML, DINO or timm ViT checkpoint", allowed=[argparse.Namespace])
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     return checkpoint

@@ -127,7 +127,8 @@ def test_corrupt_and_foreign_files_raise_checkpoint_errors(tmp_path, capsys):
     from modalities.vision.gmml.convert import CONVERTERS
 
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="garbage.pth' as a checkpoint: the file is corrupt"):
+    with pytest.raises(CheckpointError, match="garbage.pth' as a GMML, DINO or timm ViT checkpoint: the file is "
+                                              "corrupt"):
         CONVERTERS["auto"](tmp_path / "garbage.pth")
     torch.save({"args": argparse.Namespace(model="vit_tiny"), "SiT_model": {}, "extra": fractions.Fraction(1, 3)},
                tmp_path / "pickled.pth")
