@@ -62,6 +62,25 @@ def test_offline_without_cache_names_the_repo_and_the_fix(offline_cache):
         zoo.load("test-org/absent", cache_dir=offline_cache)
 
 
+def test_offline_set_after_import_is_honoured(tmp_path, monkeypatch):
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import; the zoo reads it at each call, so a
+    notebook that sets it later gets the offline error at once, not a minute of retries."""
+    import huggingface_hub
+
+    calls = []
+    original = huggingface_hub.hf_hub_download
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs["local_files_only"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", recording)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="test-org/absent"):
+        zoo.load("test-org/absent", cache_dir=tmp_path / "cache")
+    assert calls == [True]
+
+
 def test_zoo_name_resolves_through_its_hub_config(offline_cache, tmp_path, micro_hubert):
     micro_hubert.save_pretrained(tmp_path / "zoo-repo")
     put_in_hf_cache(offline_cache, "test-org/zoo-micro", tmp_path / "zoo-repo", commit="c" * 40)

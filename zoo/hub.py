@@ -119,13 +119,15 @@ def entry_folder(entry: registry.ModelEntry, revision, cache_dir, local_files_on
 
 
 def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_only) -> Path:
-    """One file through huggingface_hub, with zoo errors that say how to get it."""
+    """One file through huggingface_hub, with zoo errors that say how to get it. HF_HUB_OFFLINE
+    set after huggingface_hub was imported (which reads it once) still keeps this offline."""
     import huggingface_hub
     from huggingface_hub import constants, errors
 
     try:
         return Path(huggingface_hub.hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+            repo_id, filename, revision=revision, cache_dir=cache_dir,
+            local_files_only=local_files_only or is_offline(),
         ))
     except errors.LocalEntryNotFoundError as err:
         raise OfflineError(
