@@ -153,9 +153,15 @@ def test_saving_never_deletes_what_is_not_a_checkpoint(tmp_path, micro_hubert):
 
 
 def test_push_to_hub_uploads_the_checkpoint_folder(micro_hubert, monkeypatch):
-    """The upload itself needs the Hub; this checks what would be sent, through HfApi's own calls."""
-    from huggingface_hub import HfApi
+    """The upload itself needs the Hub; this checks what would be sent, through HfApi's own calls
+    (and that offline mode refuses it first)."""
+    from huggingface_hub import HfApi, constants
 
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="cannot push to 'me/my-encoder': HF_HUB_OFFLINE is set"):
+        micro_hubert.push_to_hub("me/my-encoder")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     sent = {}
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: sent.setdefault("repo", repo_id))
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, repo_id, folder_path, **kw: sent.update(

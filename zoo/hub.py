@@ -383,6 +383,10 @@ def push_folder(model: Any, repo_id: str, model_card: Optional[str] = None, priv
 
     from huggingface_hub import HfApi
 
+    if is_offline():
+        raise OfflineError(f"cannot push to {repo_id!r}: HF_HUB_OFFLINE is set; push from a machine with network "
+                           "(or save_pretrained here and upload the folder there with `hf upload`)")
+
     api = HfApi()
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_folder(model, Path(tmp) / "checkpoint", model_card=model_card)
