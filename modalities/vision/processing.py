@@ -18,6 +18,7 @@ Shapes: B images, C channels, H x W pixels, S crop side.
 from __future__ import annotations
 
 import dataclasses
+import io
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Sequence
@@ -171,9 +172,15 @@ def to_rgb(image: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def load_image(item: Any) -> torch.Tensor:
-    """One raw image (path, PIL image, HWC array, CHW tensor) as (3, H, W) float in [0, 1]."""
+    """One raw image (path, PIL image, HWC array, CHW tensor, the bytes of an image file, or
+    `datasets`' undecoded {"bytes", "path"}) as (3, H, W) float in [0, 1]."""
+    if isinstance(item, dict) and set(item) == {"bytes", "path"}:
+        item = item["bytes"] if item["bytes"] is not None else item["path"]
     if isinstance(item, (str, Path)):
         return to_rgb(read_image_file(item), f"image file {str(item)!r}")
+    if isinstance(item, (bytes, bytearray)):
+        name = f"image bytes ({len(item)} bytes)"
+        return to_rgb(decode_image(io.BytesIO(item), name, "are they a complete image file?"), name)
     if isinstance(item, np.ndarray):
         name = f"image array of shape {item.shape}"
         return to_rgb(array_to_tensor(item, name), name)
@@ -186,7 +193,7 @@ def load_image(item: Any) -> torch.Tensor:
     if isinstance(item, dict):
         row = f" (keys {sorted(map(str, item))}: a dataset row? pass the image, e.g. row[key])"
     raise InputError(f"image input of type {type(item).__name__}{row} is not supported; pass a file path, a folder, "
-                     "a PIL image, a numpy array (H, W, C) or a torch tensor (C, H, W)")
+                     "a PIL image, a numpy array (H, W, C), a torch tensor (C, H, W) or an image file's bytes")
 
 
 def raise_first_bad_image(images: torch.Tensor, first_index: int = 0) -> None:

@@ -60,16 +60,20 @@ def test_batches_and_folders_expand_to_images(picture, processor, tmp_path):
 
 
 def test_datasets_columns_and_generators_expand_to_images(picture, processor):
-    """A `datasets` Dataset gives its Image column (decoded, or in torch / numpy format), a column or
-    a generator its items: the same crops as the PIL images themselves."""
+    """A `datasets` Dataset gives its Image column (decoded or not, or in torch / numpy format), a
+    column or a generator its items, and PNG bytes decode: the same crops as the PIL images themselves."""
     import datasets
 
     images = [Image.fromarray(picture), Image.fromarray(picture[::-1].copy())]
     expected = processor(images)["pixel_values"]
     dataset = datasets.Dataset.from_dict({"img": images, "label": [0, 1]}).cast_column("img", datasets.Image())
+    undecoded = dataset.cast_column("img", datasets.Image(decode=False))
+    pngs = [row["bytes"] for row in undecoded["img"]]
     for inputs in (dataset, dataset["img"], dataset.with_format("torch"), dataset.with_format("numpy"),
-                   (image for image in images)):
+                   (image for image in images), undecoded, pngs):
         assert torch.equal(processor(inputs)["pixel_values"], expected)
+    with pytest.raises(InputError, match="cannot decode image bytes \\(5 bytes\\)"):
+        processor(b"junk!")
     with pytest.raises(InputError, match="no Image column; its features are .*'label'"):
         processor(dataset.remove_columns("img"))
     with pytest.raises(InputError, match="type dict \\(keys \\['img', 'label'\\]: a dataset row\\? pass the image"):
