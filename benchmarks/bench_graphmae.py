@@ -31,7 +31,6 @@ the batch). Each case runs in a fresh subprocess; peak memory is RSS added by th
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker
+from common import PeakMemory, machine_info, markdown_table, mib, run_worker, serve
 
 SEED = 0
 #: the paper's Cora recipe (THUDM/GraphMAE configs.yml); the zoo's GraphMAEConfig defaults are its architecture
@@ -357,18 +356,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.worker is not None:
-        report(worker(json.loads(args.worker)))
-        return
-    machine = machine_info(args.threads)
-    started = time.perf_counter()
-    summary = run_pretrain(args) if args.part == "pretrain" else run_inference(args)
-    machine["load_average_1min_end"] = machine_info(args.threads)["load_average_1min"]
-    machine["total_seconds"] = round(time.perf_counter() - started)
-    summary = {**summary, "machine": machine, "args": {**vars(args), "json": str(args.json)}}
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
-    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
+
+    def run() -> dict[str, Any]:
+        machine = machine_info(args.threads)
+        started = time.perf_counter()
+        summary = run_pretrain(args) if args.part == "pretrain" else run_inference(args)
+        machine["load_average_1min_end"] = machine_info(args.threads)["load_average_1min"]
+        machine["total_seconds"] = round(time.perf_counter() - started)
+        return {**summary, "machine": machine, "args": {**vars(args), "json": str(args.json)}}
+
+    serve(args, worker, markdown, run)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ which cancels most of the drift in load on a shared machine.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, machine_info, markdown_table, mib, report, run_worker
+from common import PeakMemory, machine_info, markdown_table, mib, run_worker, serve
 
 RATE = 16000
 SEED = 0
@@ -371,16 +370,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.worker is not None:
-        report(worker(json.loads(args.worker)))
-        return
-    if args.render is not None:
-        print(markdown(json.loads(args.render.read_text())))
-        return
-    summary = run(args)
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
-    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
+    serve(args, worker, markdown, lambda: run(args))
 
 
 if __name__ == "__main__":

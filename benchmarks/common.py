@@ -263,33 +263,43 @@ def check_cases(parser: argparse.ArgumentParser, args: argparse.Namespace, cases
         parser.error(f"unknown case(s) {unknown}; choose from {list(cases)}")
 
 
-def run_cases(script: Path, args: argparse.Namespace, worker: Callable[[dict[str, Any]], dict[str, Any]],
-              markdown: Callable[[dict[str, Any]], str], speed_key: str = "audio_per_second",
-              **spec: Any) -> None:
-    """The main of a case benchmark: be the worker (`--worker`), render a saved run
-    (`--render`), or run every case in a fresh worker process and print the summary.
-    `spec` adds fields to what each worker gets; workers report their speed per path under
-    `speed_key` (`audio_per_second` unless told), which the progress lines print."""
+def serve(args: argparse.Namespace, worker: Callable[[dict[str, Any]], dict[str, Any]],
+          markdown: Callable[[dict[str, Any]], str], run: Callable[[], dict[str, Any]]) -> None:
+    """The main of a benchmark whose measurements run in worker processes: be the worker
+    (`--worker`), render a saved run (`--render`, where the benchmark has it), or `run()` and
+    print the summary it returns (Markdown with `--markdown`), also saving it with `--json`."""
     if args.worker is not None:
         report(worker(json.loads(args.worker)))
         return
-    if args.render is not None:
+    if getattr(args, "render", None) is not None:
         print(markdown(json.loads(args.render.read_text())))
         return
-    started = time.perf_counter()
-    machine = machine_info(args.threads)
-    results = []
-    for case in args.cases:
-        results.append(run_worker(script, {"case": case, "repeats": args.repeats, "threads": args.threads,
-                                           "device": args.device, "bf16": args.bf16, **spec}))
-        speeds = ", ".join(f"{path} {value:.1f}" for path, value in results[-1][speed_key].items())
-        print(f"{case}: {speed_key.replace('_', ' ')} {speeds}", file=sys.stderr, flush=True)
-    machine["total_seconds"] = round(time.perf_counter() - started)
-    summary = {"machine": machine, "args": {**vars(args), "json": str(args.json), "render": None},
-               "results": results}
+    summary = run()
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
+
+
+def run_cases(script: Path, args: argparse.Namespace, worker: Callable[[dict[str, Any]], dict[str, Any]],
+              markdown: Callable[[dict[str, Any]], str], speed_key: str = "audio_per_second",
+              **spec: Any) -> None:
+    """The main of a case benchmark (`serve`): every case in a fresh worker process. `spec`
+    adds fields to what each worker gets; workers report their speed per path under
+    `speed_key` (`audio_per_second` unless told), which the progress lines print."""
+    def run() -> dict[str, Any]:
+        started = time.perf_counter()
+        machine = machine_info(args.threads)
+        results = []
+        for case in args.cases:
+            results.append(run_worker(script, {"case": case, "repeats": args.repeats, "threads": args.threads,
+                                               "device": args.device, "bf16": args.bf16, **spec}))
+            speeds = ", ".join(f"{path} {value:.1f}" for path, value in results[-1][speed_key].items())
+            print(f"{case}: {speed_key.replace('_', ' ')} {speeds}", file=sys.stderr, flush=True)
+        machine["total_seconds"] = round(time.perf_counter() - started)
+        return {"machine": machine, "args": {**vars(args), "json": str(args.json), "render": None},
+                "results": results}
+
+    serve(args, worker, markdown, run)
 
 
 def summary_header(summary: dict[str, Any]) -> str:
