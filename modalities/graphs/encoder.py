@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import to_dense_batch
 
@@ -98,13 +98,17 @@ class GraphEncoder(Encoder):
         return EncoderOutput(last_hidden_state=last, mask=mask, pooled=pooled, hidden_states=hidden)
 
     def as_item_list(self, inputs: Any) -> list[Any]:
-        """A `Data` is one graph (PyG makes it iterable over its attributes); datasets and lists are many."""
+        """A `Data` is one graph (PyG makes it iterable over its attributes); a `Batch` (what PyG's
+        DataLoader yields), datasets, loaders and lists are many."""
+        if isinstance(inputs, Batch):
+            return inputs.to_data_list()
         if isinstance(inputs, Data):
             return [inputs]
         if type(inputs).__module__.startswith("networkx"):
             raise InputError(f"a networkx {type(inputs).__name__} is not a graph input (iterating it gives its nodes); "
                              "convert it with torch_geometric.utils.from_networkx(graph) and set data.x")
-        return super().as_item_list(inputs)
+        return [graph for item in super().as_item_list(inputs)
+                for graph in (item.to_data_list() if isinstance(item, Batch) else [item])]
 
     @torch.no_grad()
     def embed(
@@ -145,7 +149,7 @@ class GraphEncoder(Encoder):
                 f"layer={layer!r} selects hidden states of different widths {[widths[i] for i in indices]} "
                 "(layer 0 is the input features); select layers of one width, or one layer at a time"
             )
-        single = isinstance(inputs, Data)
+        single = isinstance(inputs, Data) and not isinstance(inputs, Batch)
         graphs = self.as_item_list(inputs)
         if node_batch_size is not None:
             if not single:

@@ -81,6 +81,13 @@ class GraphProcessor(Processor):
             edge_index, _ = add_self_loops(edge_index, num_nodes=num_nodes)
         return edge_index
 
+    def __call__(self, inputs: Sequence[Any] | Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Graphs into one batch; a PyG `Batch` (what its DataLoader yields) counts as its graphs,
+        so that `head(**head.processor(batch), labels=batch.y)` gives one row per graph."""
+        from torch_geometric.data import Batch
+
+        return super().__call__(inputs.to_data_list() if isinstance(inputs, Batch) else inputs, **kwargs)
+
     def size(self, piece: Any) -> int:
         return piece.num_nodes
 

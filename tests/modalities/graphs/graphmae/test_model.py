@@ -185,3 +185,22 @@ def test_heads_take_graphs_and_mix_only_layers_of_one_width():
         output = head(**head.processor(graphs), labels=torch.tensor([0, 1]))
         output.loss.backward()
         assert output.logits.shape == (2, 2) and head.head.weight.grad.abs().sum() > 0
+
+
+def test_pyg_batches_and_loaders_are_their_graphs():
+    """A `Batch` (what PyG's DataLoader yields) or a DataLoader embeds as its graphs, one row each,
+    and a head's processor takes a Batch as its graphs, as PyG training loops pass them."""
+    import zoo
+    from torch_geometric.data import Batch
+    from torch_geometric.loader import DataLoader
+
+    model = encoder(SMALL_GIN)
+    graphs = [random_graph(n, 2 * n, seed=n) for n in (3, 5, 4)]
+    rows = model.embed(graphs, progress=False)
+    for inputs in (Batch.from_data_list(graphs), DataLoader(graphs, batch_size=2)):
+        assert torch.equal(model.embed(inputs, progress=False), rows)
+    nodes = model.embed(Batch.from_data_list(graphs), pool="none", progress=False)
+    assert [len(item) for item in nodes] == [3, 5, 4]
+    head = zoo.for_classification(model, num_labels=2)
+    batch = next(iter(DataLoader(graphs, batch_size=2)))
+    assert head(**head.processor(batch), labels=torch.tensor([0, 1])).logits.shape == (2, 2)
