@@ -90,13 +90,15 @@ def read_image_file(path: str | Path) -> torch.Tensor:
 
 def decode_image(source: str | Path | BinaryIO, where: str, fix: str) -> torch.Tensor:
     """Decode an encoded image (a file or a buffer of its bytes) with PIL into (C, H, W) in
-    [0, 1]; PIL's errors for broken data become one `InputError` naming `where` and `fix`."""
-    from PIL import Image, UnidentifiedImageError
+    [0, 1], turned upright by its EXIF orientation (as viewers show a phone photo, and as
+    transformers' `load_image` does); PIL's errors for broken data become one `InputError`
+    naming `where` and `fix`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(source) as image:
             image.load()
-            return pil_to_tensor(image, where)
+            return pil_to_tensor(ImageOps.exif_transpose(image), where)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL's errors for broken data
         raise InputError(f"cannot decode {where} ({err}); {fix}") from err
 

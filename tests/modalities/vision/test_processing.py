@@ -90,6 +90,24 @@ def test_greyscale_becomes_three_equal_channels(picture, processor):
         assert torch.allclose(unnormalised[0], unnormalised[2], atol=1e-6)
 
 
+def test_exif_orientation_turns_a_photo_upright(picture):
+    """A JPEG whose EXIF says "rotate 90 degrees clockwise to show" (orientation 6, as phones write
+    it) comes out as shown: the same pixels as the file without the tag, turned."""
+    import io
+
+    from modalities.vision.processing import load_image
+
+    image = Image.fromarray(picture[:, :20])
+    tagged, plain = io.BytesIO(), io.BytesIO()
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tagged, format="JPEG", exif=exif)
+    image.save(plain, format="JPEG")
+    upright = load_image(tagged.getvalue())
+    assert upright.shape[1:] == (20, picture.shape[0])
+    assert torch.equal(upright, torch.rot90(load_image(plain.getvalue()), k=-1, dims=(1, 2)))
+
+
 def test_palette_images_go_through_rgb(picture, processor):
     palette = Image.fromarray(picture).quantize(16)
     assert processor.prepare(palette).shape == (3, 32, 32)
