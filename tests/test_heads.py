@@ -127,3 +127,13 @@ def test_labels_that_do_not_fit_the_head_are_named(micro_hubert):
             head(**batch, labels=labels)
     assert zoo.for_regression(micro_hubert)(**batch, labels=[0.5, 1.0]).loss.shape == ()
     assert classifier(**batch, labels=[2, 0]).loss.shape == ()
+
+
+def test_collate_names_examples_without_input_or_label_and_text_labels(micro_hubert):
+    head = zoo.for_classification(micro_hubert, num_labels=2)
+    wave = np.zeros(4000, np.float32)
+    with pytest.raises(InputError, match="need the keys 'input' and 'label'; one lacks \\['label'\\]"):
+        head.collate([{"input": wave}], sampling_rate=16000)
+    with pytest.raises(InputError, match="labels such as 'dog' are not numbers.*class indices"):
+        head.collate([{"input": wave, "label": "dog"}], sampling_rate=16000)
+    assert head.collate([{"input": wave, "label": 1}], sampling_rate=16000)["labels"].tolist() == [1]

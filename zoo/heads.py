@@ -102,8 +102,17 @@ class EncoderWithHead(Checkpointable, nn.Module):
 
     def collate(self, examples: Sequence[dict[str, Any]], **prepare_kwargs: Any) -> dict[str, torch.Tensor]:
         """A `data_collator` for `Trainer`: examples {"input": raw item, "label": target} -> batch."""
+        missing = sorted({key for example in examples for key in ("input", "label") if key not in example})
+        if missing:
+            raise InputError(f"examples need the keys 'input' and 'label'; one lacks {missing} (map a dataset's "
+                             "columns to them, e.g. dataset.rename_column('audio', 'input'))")
         batch = self.processor([example["input"] for example in examples], **prepare_kwargs)
-        batch["labels"] = torch.tensor([example["label"] for example in examples], dtype=self.label_dtype)
+        labels = [example["label"] for example in examples]
+        try:
+            batch["labels"] = torch.tensor(labels, dtype=self.label_dtype)
+        except (TypeError, ValueError) as err:
+            raise InputError(f"labels such as {labels[0]!r} are not numbers ({err}); give class indices, e.g. "
+                             "names.index(label) or a datasets ClassLabel") from err
         return batch
 
     def head_config(self) -> dict[str, Any]:
