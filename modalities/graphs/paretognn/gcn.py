@@ -24,6 +24,8 @@ from itertools import pairwise
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 
+from zoo.errors import ConfigError
+
 #: `torch.nn.BatchNorm1d(out_, momentum=0.99)` in upstream's GCN
 BATCHNORM_MOMENTUM = 0.99
 NORMS = ("batch", "layer")
@@ -35,7 +37,7 @@ def make_norm(kind: str, width: int) -> nn.Module:
         return nn.BatchNorm1d(width, momentum=BATCHNORM_MOMENTUM)
     if kind == "layer":
         return nn.LayerNorm(width)
-    raise ValueError(f"unknown norm {kind!r}; choose one of {NORMS}")
+    raise ConfigError(f"unknown norm {kind!r}; choose one of {NORMS}")
 
 
 class GCNStack(nn.Module):
@@ -46,7 +48,7 @@ class GCNStack(nn.Module):
     ) -> None:
         super().__init__()
         if not hidden_dims:
-            raise ValueError("hidden_dims is empty; give one width per layer, e.g. (512, 256)")
+            raise ConfigError("hidden_dims is empty; give one width per layer, e.g. (512, 256)")
         widths = [in_dim, *hidden_dims]
         self.embed_dim = widths[-1]
         self.convs = nn.ModuleList(GCNConv(a, b, add_self_loops=True, normalize=True) for a, b in pairwise(widths))

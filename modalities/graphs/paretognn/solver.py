@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from zoo.errors import ConfigError
+
 #: Frank–Wolfe iteration cap and L1 step-size stop criterion (upstream's MinNormSolver).
 MAX_ITER = 250
 STOP_CRIT = 1e-5
@@ -102,7 +104,7 @@ def normalize_gradients(grads: Sequence[Tensor], losses: Sequence[Tensor | float
     "loss+" by both, "none" leaves the gradients as they are.
     """
     if kind not in NORMALIZATIONS:
-        raise ValueError(f"unknown gradient normalisation {kind!r}; choose one of {NORMALIZATIONS}")
+        raise ConfigError(f"unknown gradient normalisation {kind!r}; choose one of {NORMALIZATIONS}")
     if len(grads) != len(losses):
         raise ValueError(f"got {len(grads)} gradients but {len(losses)} losses; pass one loss per task")
     return [grad / _scale(grad, loss, kind) for grad, loss in zip(grads, losses)]

@@ -58,6 +58,7 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.utils import negative_sampling
 
 from modalities.graphs.losses import sce_loss
+from zoo.errors import ConfigError
 
 Encoder = Callable[[Tensor, Tensor], Tensor]
 #: the tasks every upstream pretraining script uses (`--tasks`)
@@ -320,10 +321,10 @@ def build_tasks(
     """
     unknown = [name for name in names if name not in TASK_BUILDERS]
     if unknown:
-        raise ValueError(f"unknown ParetoGNN tasks {unknown}; choose from {sorted(TASK_BUILDERS)}")
+        raise ConfigError(f"unknown ParetoGNN tasks {unknown}; choose from {sorted(TASK_BUILDERS)}")
     stray = sorted(set(settings) - set(names))
     if stray:
-        raise ValueError(f"settings given for {stray}, which are not among the tasks {list(names)}; add or drop them")
+        raise ConfigError(f"settings given for {stray}, which are not among the tasks {list(names)}; add or drop them")
     return nn.ModuleDict(
         {name: TASK_BUILDERS[name](in_dim, embed_dim, predictor_dim, dict(settings.get(name, {}))) for name in names}
     )

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import CheckpointError
+
 #: DINO adds this to the target grid before dividing by the stored one, so that the scale
 #: factor's float rounding never makes F.interpolate produce one row or column too few
 GRID_OFFSET = 0.1
@@ -41,7 +43,7 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, height: int, width: int, patc
         return pos_embed
     side = math.isqrt(stored)
     if side * side != stored:
-        raise ValueError(f"pos_embed holds {stored} patch positions, not a square grid; cannot resample it")
+        raise CheckpointError(f"pos_embed holds {stored} patch positions, not a square grid; cannot resample it")
     dim = pos_embed.shape[-1]
     grid = pos_embed[:, 1:].float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
     scale = ((rows + GRID_OFFSET) / side, (cols + GRID_OFFSET) / side)
