@@ -1,7 +1,7 @@
 """Table inputs read as pandas chunks of bounded size.
 
-A table may be a pandas DataFrame, a pyarrow Table, a CSV or Parquet path, a dict (one
-row of scalars, or columns of equal length) or a list of row dicts. Everything is read
+A table may be a pandas DataFrame (or one row of it, a Series), a pyarrow Table, a CSV or
+Parquet path, a dict (one row of scalars, or columns of equal length) or a list of row dicts. Everything is read
 in chunks of at most `chunk_rows` rows, so a file larger than memory streams through.
 """
 
@@ -57,6 +57,8 @@ def to_frame(table: Any) -> pd.DataFrame:
     """An in-memory table as a DataFrame (files go through `iter_frames`)."""
     if isinstance(table, pd.DataFrame):
         return table
+    if isinstance(table, pd.Series):  # one row, as `frame.iloc[i]` gives it
+        return pd.DataFrame([table.to_dict()])
     if isinstance(table, dict):
         scalar = all(np.ndim(value) == 0 for value in table.values())
         return pd.DataFrame([table]) if scalar else pd.DataFrame(table)
@@ -65,8 +67,8 @@ def to_frame(table: Any) -> pd.DataFrame:
     if type(table).__module__.startswith("pyarrow"):
         return table.to_pandas()
     raise InputError(
-        f"cannot read a table from {type(table).__name__}; pass a pandas DataFrame, a pyarrow Table, "
-        "a CSV or Parquet path, a dict of columns or a list of row dicts"
+        f"cannot read a table from {type(table).__name__}; pass a pandas DataFrame or Series (one row), a pyarrow "
+        "Table, a CSV or Parquet path, a dict of columns or a list of row dicts"
     )
 
 

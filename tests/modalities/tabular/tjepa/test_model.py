@@ -47,6 +47,8 @@ def test_reg_tokens_do_not_depend_on_the_row_before_attention(encoder, table):
 def test_a_row_embeds_the_same_alone_or_in_any_batch(encoder, table):
     together = encoder.embed(table, progress=False)
     alone = torch.cat([encoder.embed(table.iloc[[i]], progress=False) for i in range(len(table))])
+    rows = torch.cat([encoder.embed(table.iloc[i], progress=False) for i in range(len(table))])  # Series
+    assert torch.equal(rows, alone)
     small_batches = encoder.embed(table, batch_size=4, chunk_rows=5, progress=False)
     assert (together - alone).abs().max() < 1e-5
     assert (together - small_batches).abs().max() < 1e-5
