@@ -55,6 +55,11 @@ def test_hub_configs_validate_their_keys(tmp_path):
     path.write_text(json.dumps({"name": "other", "family": "hubert", "modality": "speech", "description": "x"}))
     with pytest.raises(ConfigError, match="must equal the file stem"):
         zoo.add_model_config(path)
+    with pytest.raises(ConfigError, match="missing.json does not exist; check the path"):
+        zoo.add_model_config(tmp_path / "missing.json")
+    path.write_bytes(b"\xff\xfe not json")
+    with pytest.raises(ConfigError, match="bad-entry.json is not valid JSON"):
+        zoo.add_model_config(path)
 
 
 def test_unknown_family_is_named():

@@ -75,10 +75,12 @@ def check_keys(cls: type, data: dict[str, Any], where: str, hint: str = "") -> N
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    """Read a JSON file, turning a parse error into a `ConfigError` that names the file."""
+    """Read a JSON file, turning a missing file or a parse error into a `ConfigError` that names it."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path} does not exist; check the path")
     try:
         return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON ({err}); re-download or re-save it") from err
 
 
