@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="a named table with a recipe (adult) or known to the zoo (diabetes)")
     parser.add_argument("--table", help="instead of --dataset: a CSV or Parquet file of your own")
     parser.add_argument("--target", help="with --table: the label column to leave out of the features")
+    parser.add_argument("--ignore", action="append", default=[], metavar="COLUMN",
+                        help="with --table: a column to leave out (an id, a timestamp); repeatable")
+    parser.add_argument("--categorical", action="append", default=[], metavar="COLUMN",
+                        help="with --table: a numeric-looking column to treat as categories (codes); repeatable")
     parser.add_argument("--recipe", default=None,
                         help="use this dataset's recipe (default: --dataset's own; with --table, adult's); "
                         "e.g. --dataset diabetes --recipe adult")
@@ -84,7 +88,9 @@ def training_table(args: argparse.Namespace) -> tuple[pd.DataFrame, TableProcess
         raise InputError("pass exactly one of --dataset NAME or --table FILE")
     if args.table:
         frame = read_table(args.table)
-        return frame, TableProcessor.fit(frame, target=args.target)
+        return frame, TableProcessor.fit(frame, target=args.target, categorical=args.categorical, ignore=args.ignore)
+    if args.ignore or args.categorical:
+        raise InputError(f"--ignore and --categorical go with --table; {args.dataset}'s columns are set by the zoo")
     splits = load_dataset(args.dataset, args.data)
     return splits.train, TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
 

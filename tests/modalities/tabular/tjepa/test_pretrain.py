@@ -133,6 +133,19 @@ def test_cli_run_resumes_exactly(tmp_path, monkeypatch):
     assert tokens.mean(dim=0).abs().max() < 1e-3 and (tokens.std(dim=0) - 1).abs().max() < 1e-3
 
 
+def test_cli_leaves_out_ignored_columns_and_reads_codes_as_categories(tmp_path):
+    """`--ignore` keeps an id out of the features (and lets it pass at embed time), `--categorical`
+    makes integer codes categories."""
+    table = synthetic_table(64).assign(row_id=range(64), code=np.arange(64) % 3)
+    table.to_csv(tmp_path / "table.csv", index=False)
+    assert run_cli(tmp_path / "table.csv", tmp_path / "run", 1, "--ignore", "row_id", "--categorical", "code") == 0
+    encoder = load_folder(tmp_path / "run" / "encoder")
+    kinds = {column["name"]: column["kind"] for column in encoder.processor.columns}
+    assert "row_id" not in kinds and kinds["code"] == "categorical" and encoder.processor.ignored == ["row_id"]
+    assert encoder.embed(table, progress=False).shape == (64, encoder.embed_dim)
+    assert main(["pretrain", "tjepa", "--dataset", "adult", "-o", str(tmp_path / "x"), "--ignore", "age"]) == 2
+
+
 def test_mask_scopes_map_features_to_token_positions():
     objective, _ = make_objective("features")
     context, targets = torch.tensor([[0, 3]]), torch.tensor([[[5]], [[1]]])
