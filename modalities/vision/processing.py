@@ -35,6 +35,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: file name endings read as images when a folder is given
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: the EXIF tag that says how to turn a photo upright (1: as stored)
+EXIF_ORIENTATION = 0x0112
 #: channel counts an image may have: grey, RGB, RGBA
 CHANNELS = (1, 3, 4)
 #: how far a float image may stray outside [0, 1] (rounding of upstream maths)
@@ -98,7 +100,9 @@ def decode_image(source: str | Path | BinaryIO, where: str, fix: str) -> torch.T
     try:
         with Image.open(source) as image:
             image.load()
-            return pil_to_tensor(ImageOps.exif_transpose(image), where)
+            if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # exif_transpose alone copies every image
+                return pil_to_tensor(ImageOps.exif_transpose(image), where)
+            return pil_to_tensor(image, where)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL's errors for broken data
         raise InputError(f"cannot decode {where} ({err}); {fix}") from err
 
