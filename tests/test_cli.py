@@ -99,6 +99,9 @@ def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_p
     other_weights.save_pretrained(tmp_path / "other")
     assert main(["embed", str(tmp_path / "other"), str(wav_folder), "-o", str(output), "--shard-size", "2"]) == 2
     assert "with other weights_sum; rerun it with the same arguments" in capsys.readouterr().err
+    two_files = [str(path) for path in sorted(wav_folder.iterdir())[:2]]
+    assert main(["embed", str(checkpoint), *two_files, "-o", str(output), "--shard-size", "2"]) == 2
+    assert "with other inputs;" in capsys.readouterr().err
     assert calls == []
     assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]) == 0
     assert calls == [1] and np.load(output).shape == (3, 32)
