@@ -106,6 +106,10 @@ def test_tagging_head_scores_multi_label_targets(micro_hubert, tmp_path):
     assert zoo.load(tmp_path / "t").labels == ["a", "b", "c"]
     with pytest.raises(ConfigError, match="2 label names for 3 outputs"):
         zoo.EncoderForTagging(micro_hubert, 3, labels=["a", "b"])
+    wave = np.zeros(4000, np.float32)
+    assert len(tagger.predict([wave], top_k=10, sampling_rate=16000)[0]) == 3
+    with pytest.raises(ConfigError, match="top_k=0; ask for at least one label"):
+        tagger.predict([wave], top_k=0, sampling_rate=16000)
     with pytest.raises(ConfigError, match="probabilities\\(\\) reads the mean-pooled last layer"):
         zoo.for_tagging(micro_hubert, labels=2, layer=0).probabilities([np.zeros(4000, np.float32)])
 

@@ -210,7 +210,10 @@ class EncoderForTagging(EncoderWithHead):
         return torch.sigmoid(self.head(features.to(self.head.weight.device, self.head.weight.dtype))).float().cpu()
 
     def predict(self, inputs: Any, top_k: int = 5, **kwargs: Any) -> list[list[tuple[str, float]]]:
-        """Raw inputs -> for each item, its `top_k` (label name, probability), most likely first."""
+        """Raw inputs -> for each item, its `top_k` (label name, probability), most likely first
+        (all labels when there are fewer)."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k={top_k!r}; ask for at least one label")
         probabilities = self.probabilities(inputs, **kwargs)
         scores, indices = probabilities.topk(min(top_k, self.num_outputs), dim=-1)
         return [[(self.labels[i], float(p)) for p, i in zip(row_scores, row_indices)]
