@@ -58,6 +58,11 @@ def test_layer_selection_shapes(micro_hubert):
     assert torch.allclose(cls[1], tokens[1][0]) and torch.allclose(last[1], tokens[1].mean(0), atol=1e-6)
     with pytest.raises(ConfigError, match="out of range"):
         micro_hubert.embed(items, layer=layers + 1, sampling_rate=RATE, progress=False)
+    numpy_ints = micro_hubert.embed(items, layer=np.int64(0), sampling_rate=RATE, progress=False)
+    assert torch.equal(numpy_ints, micro_hubert.embed(items, layer=0, sampling_rate=RATE, progress=False))
+    for bad in (True, 1.0, np.array([0, 1])):  # True was layer 1; the others raised TypeError / ValueError
+        with pytest.raises(ConfigError, match="is not understood; use an int, a list of ints"):
+            micro_hubert.embed(items, layer=bad, sampling_rate=RATE, progress=False)
     with pytest.raises(InputError, match="pool"):
         micro_hubert.embed(items, pool="max", sampling_rate=RATE, progress=False)
 

@@ -5,6 +5,7 @@ Shapes: B items, K selected layers, T tokens, D width.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -25,19 +26,19 @@ def layer_indices(layer: LayerSpec, num_layers: int) -> list[int] | None:
     total = num_layers + 1
     if layer is None:
         return None
-    if layer == "all":
+    if isinstance(layer, str) and layer == "all":
         return list(range(total))
-    if isinstance(layer, str):
+    if isinstance(layer, (str, bool)) or not isinstance(layer, (numbers.Integral, Sequence)):
         raise ConfigError(f"layer={layer!r} is not understood; use an int, a list of ints, 'all' or None")
-    many = [layer] if isinstance(layer, int) else list(layer)
+    many = [layer] if isinstance(layer, numbers.Integral) else list(layer)
     indices = []
     for index in many:
-        if not isinstance(index, int) or not -total <= index < total:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not -total <= index < total:
             raise ConfigError(
                 f"layer {index!r} is out of range: this encoder has {total} hidden states "
                 f"(0 = input embeddings .. {num_layers} = last layer; negative counts from the end)"
             )
-        indices.append(index % total)
+        indices.append(int(index) % total)
     return indices
 
 
@@ -58,7 +59,7 @@ def check_batch_sizes(**sizes: Optional[int]) -> None:
 def is_single_layer(layer: LayerSpec) -> bool:
     """Whether `layer` names one layer (None or an int), so that `embed` drops the K axis;
     a list, even of one layer, keeps it."""
-    return layer is None or isinstance(layer, int)
+    return layer is None or isinstance(layer, numbers.Integral)
 
 
 def select_layers(output: EncoderOutput, indices: list[int] | None) -> torch.Tensor:
