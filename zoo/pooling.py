@@ -52,7 +52,7 @@ def check_batch_sizes(**sizes: Optional[int]) -> None:
     """Refuse a batch or shard size that is not a positive int (None: not used), before any
     work is done: `range(0, n, 0)` would otherwise fail deep inside with a bare ValueError."""
     for name, size in sizes.items():
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
             raise InputError(f"{name}={size!r}; use a positive number of items")
 
 
