@@ -91,8 +91,16 @@ def test_bad_head_arguments(micro_hubert):
         zoo.for_classification(micro_hubert, num_labels=2, layer=9)
     with pytest.raises(ConfigError, match="pool"):
         zoo.for_classification(micro_hubert, num_labels=2, pool="max")
-    with pytest.raises(ConfigError, match="at least one output"):
+    with pytest.raises(ConfigError, match="a whole number of outputs, at least one; got 0"):
         zoo.for_classification(micro_hubert, num_labels=0)
+    with pytest.raises(ConfigError, match="got 2.0"):
+        zoo.for_classification(micro_hubert, num_labels=2.0)
+    with pytest.raises(ConfigError, match="head layer=\\[1, 2\\]; use one layer"):
+        zoo.for_classification(micro_hubert, num_labels=2, layer=[1, 2])
+    with pytest.raises(ConfigError, match="dropout=1.5; use a probability"):
+        zoo.for_classification(micro_hubert, num_labels=2, dropout=1.5)
+    numpy_sized = zoo.for_classification(micro_hubert, num_labels=np.int64(2), layer=np.int64(1))
+    assert (numpy_sized.num_outputs, numpy_sized.layer) == (2, 1) and type(numpy_sized.layer) is int
 
 
 def test_tagging_head_scores_multi_label_targets(micro_hubert, tmp_path):

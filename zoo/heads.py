@@ -8,13 +8,14 @@ Shapes: B items, T tokens, D width, L layers.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from zoo.errors import ConfigError, InputError
-from zoo.pooling import layer_indices, pool_tokens
+from zoo.pooling import is_single_layer, layer_indices, pool_tokens
 from zoo.saving import Checkpointable
 
 #: None (last layer), an int, or "weighted" (learned softmax-weighted sum of all layers)
@@ -49,8 +50,14 @@ class EncoderWithHead(Checkpointable, nn.Module):
             raise ConfigError(f"head pool={pool!r}; use 'mean' or 'cls'")
         if layer != "weighted":
             layer_indices(layer, encoder.num_layers)  # validates the index
-        if num_outputs < 1:
-            raise ConfigError(f"a head needs at least one output, got {num_outputs}")
+            if not is_single_layer(layer):
+                raise ConfigError(f"head layer={layer!r}; use one layer (an int), None (the last) or 'weighted'")
+            layer = None if layer is None else int(layer)  # a numpy int would not go into config.json
+        if isinstance(num_outputs, bool) or not isinstance(num_outputs, numbers.Integral) or num_outputs < 1:
+            raise ConfigError(f"a head needs a whole number of outputs, at least one; got {num_outputs!r}")
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"dropout={dropout!r}; use a probability in [0, 1)")
+        num_outputs = int(num_outputs)
         self.encoder = encoder
         self.processor = encoder.processor
         self.pool, self.layer, self.freeze = pool, layer, freeze
