@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from modalities.vision.processing import array_to_tensor, decode_image, image_files, read_image_file, to_rgb
+from modalities.vision.processing import (array_to_tensor, dataset_image_column, decode_image, image_files,
+                                          read_image_file, to_rgb)
 from zoo.errors import InputError
 
 #: MNIST's idx files (the only MNIST data in ../shared/data is the 10000-image test set)
@@ -183,10 +184,8 @@ def saved_dataset_images(folder: Path, split: str) -> EncodedImages:
         if split not in dataset:
             raise InputError(f"--split {split!r} is not in {str(folder)!r}; its splits are {sorted(dataset)}")
         dataset = dataset[split]
-    columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
-    if not columns:
-        raise InputError(f"{str(folder)!r} has no Image column; its features are {dict(dataset.features)}")
-    rows = dataset.cast_column(columns[0], datasets.Image(decode=False))[columns[0]]
+    column = dataset_image_column(dataset, repr(str(folder)))
+    rows = dataset.cast_column(column, datasets.Image(decode=False))[column]
     blobs = [row["bytes"] if row["bytes"] is not None else Path(row["path"]).read_bytes() for row in rows]
     if not blobs:
         raise InputError(f"{str(folder)!r} holds no images")

@@ -72,12 +72,12 @@ def expand_images(inputs: Any) -> list[Any]:
     return [inputs]
 
 
-def dataset_image_column(dataset: Any) -> str:
+def dataset_image_column(dataset: Any, name: str = "the dataset") -> str:
     """The first `datasets.Image` column of a Dataset (e.g. "img" in CIFAR-10, "image" elsewhere)."""
     datasets = sys.modules["datasets"]
-    columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+    columns = [column for column, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
     if not columns:
-        raise InputError(f"the dataset has no Image column; its features are {dict(dataset.features)}: "
+        raise InputError(f"{name} has no Image column; its features are {dict(dataset.features)}: "
                          "cast one with dataset.cast_column(NAME, datasets.Image()) or pass dataset[NAME]")
     return columns[0]
 
