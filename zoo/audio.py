@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -102,7 +103,7 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
             "an audio array was given without its sampling rate; pass sampling_rate=... "
             f"(the model expects {target_rate} Hz and resamples anything else)"
         )
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or not rate >= 1:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not rate >= 1:
         raise InputError(f"sampling_rate={rate!r}; pass the recording's rate in Hz (e.g. 44100)")
     check_waveform(wave)
     wave = wave.mean(dim=0)

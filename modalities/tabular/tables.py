@@ -1,8 +1,9 @@
 """Table inputs read as pandas chunks of bounded size.
 
 A table may be a pandas DataFrame (or one row of it, a Series), a pyarrow Table, a CSV or
-Parquet path, a dict (one row of scalars, or columns of equal length) or a list of row dicts. Everything is read
-in chunks of at most `chunk_rows` rows, so a file larger than memory streams through.
+Parquet path, a dict (one row of scalars, or columns of equal length) or a list of row
+dicts. Everything is read in chunks of at most `chunk_rows` rows, so a file larger than
+memory streams through.
 """
 
 from __future__ import annotations
