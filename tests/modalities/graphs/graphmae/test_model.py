@@ -198,6 +198,7 @@ def test_pyg_batches_and_loaders_are_their_graphs():
     graphs = [random_graph(n, 2 * n, seed=n) for n in (3, 5, 4)]
     rows = model.embed(graphs, progress=False)
     for inputs in (Batch.from_data_list(graphs), DataLoader(graphs, batch_size=2)):
+        assert [graph.num_nodes for graph in model.as_item_list(inputs)] == [3, 5, 4]
         assert torch.equal(model.embed(inputs, progress=False), rows)
     nodes = model.embed(Batch.from_data_list(graphs), pool="none", progress=False)
     assert [len(item) for item in nodes] == [3, 5, 4]
