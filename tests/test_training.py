@@ -11,8 +11,8 @@ from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.outputs import PretrainOutput
-from zoo.training import (CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, add_optimization_arguments, lr_factor,
-                          train, train_config_from_args, weight_decay_at)
+from zoo.training import (ARGS_FILE, CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, add_optimization_arguments,
+                          lr_factor, train, train_and_save, train_config_from_args, weight_decay_at)
 
 
 class Regression(nn.Module):
@@ -148,7 +148,49 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     other.linear = nn.Linear(3, 1)
     other.forward = make_objective().forward
     with pytest.raises(CheckpointError, match="different model"):
-        train(other, toy_batches(), tmp_path, TrainConfig(steps=4, progress=False))
+        train(other, toy_batches(), tmp_path, TrainConfig(steps=2, progress=False))
+
+
+def test_a_rerun_with_other_settings_is_refused_not_mixed_in(tmp_path):
+    """A run stopped at step 4 of 8 and rerun with other steps or lr would go on under another
+    schedule (the lr jumped back up) while its files said it was one run; where and how it runs
+    (device, time slices, checkpoint interval) may change."""
+    config = TrainConfig(steps=8, lr=0.05, warmup_steps=2, progress=False, time_limit=0.0)
+    train(make_objective(), toy_batches(), tmp_path, config)
+    for change in ({"steps": 16}, {"lr": 0.1}, {"seed": 1}, {"warmup_steps": 0}):
+        with pytest.raises(CheckpointError, match=f"{next(iter(change))}: .* then, .* now"):
+            train(make_objective(), toy_batches(), tmp_path, dataclasses.replace(config, **change))
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["step"] == 1
+    local = dataclasses.replace(config, time_limit=None, checkpoint_every=3, device="cpu:0")
+    assert len(train(make_objective(), toy_batches(), tmp_path, local)) == 8
+
+
+def test_a_pretrain_command_rerun_with_other_settings_keeps_its_args_json(tmp_path):
+    """args.json says how the run was made: a refused rerun leaves it as it was, and a rerun
+    from another machine (other data location, threads, device) goes on."""
+    config = TrainConfig(steps=4, progress=False, time_limit=0.0)
+    settings = {"args": {"data": "a/", "threads": 2, "mask_prob": 0.8}, "recipe": {"betas": (0.9, 0.98)}}
+
+    def run(run_settings):
+        return train_and_save(make_objective(), toy_batches(), tmp_path, config, Saved(), "encoder", run_settings,
+                              "toy")
+
+    run(settings)
+    written = (tmp_path / ARGS_FILE).read_text()
+    with pytest.raises(CheckpointError, match=r"args.mask_prob: 0.8 then, 0.5 now"):
+        run({**settings, "args": {**settings["args"], "mask_prob": 0.5}})
+    assert (tmp_path / ARGS_FILE).read_text() == written
+    moved = {**settings, "args": {"data": "/elsewhere/a", "threads": 16, "mask_prob": 0.8}}
+    assert [record["step"] for record in run(moved)] == [1, 2]
+    assert json.loads((tmp_path / ARGS_FILE).read_text())["args"]["data"] == "/elsewhere/a"
+
+
+class Saved:
+    """The model `train_and_save` saves at the end."""
+
+    def save_pretrained(self, folder) -> None:
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").write_text("{}")
 
 
 def test_bad_settings_and_divergence_are_errors(tmp_path):

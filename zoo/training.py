@@ -17,6 +17,10 @@ Files written to the output folder:
 - `log.jsonl`: one JSON record per step (`step`, `loss`, `lr`, `grad_norm`, `elapsed`
   seconds, and the objective's logs).
 - `loss.png`: the loss curve, redrawn at every checkpoint.
+
+A `zoo pretrain` command also writes its settings to `args.json`. A rerun resumes only the
+same run: other settings (schedule, batches, recipe; not the device, threads or file
+locations) are refused rather than mixed into its steps.
 """
 
 from __future__ import annotations
@@ -36,14 +40,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.outputs import PretrainOutput
 
 CHECKPOINT_FILE = "checkpoint.pt"
+ARGS_FILE = "args.json"
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 OPTIMIZERS = ("adamw", "adam")
+# What a resumed run may change: where and how it runs (machine, threads, files, progress,
+# time slices), not what it trains. Moving a run from a GPU to a CPU changes device and bf16.
+RUN_LOCAL_SETTINGS = frozenset({"device", "bf16", "progress", "no_progress", "threads", "time_limit",
+                                "checkpoint_every", "output", "data", "table", "zoo_version"})
 
 
 @dataclasses.dataclass
@@ -210,6 +220,43 @@ def move_to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """`key: saved -> current` for each setting that differs (nested dicts by dotted keys),
+    leaving out RUN_LOCAL_SETTINGS."""
+    changed = []
+    for key in sorted(saved.keys() | current.keys()):
+        old, new = saved.get(key), current.get(key)
+        if key in RUN_LOCAL_SETTINGS:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}: {old!r} then, {new!r} now")
+    return changed
+
+
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path | str) -> None:
+    """Refuse to resume the run saved in `where` with other settings: its steps would go on under
+    another schedule, batches or objective, and its files would no longer say how it was made."""
+    changed = changed_settings(saved, current)
+    if changed:
+        raise CheckpointError(
+            f"cannot resume {where}: its run had other settings ({'; '.join(changed)}); a rerun only resumes the "
+            "same run: rerun with its settings (args.json), or use another output folder for a new run"
+        )
+
+
+def write_run_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Write a `zoo pretrain` run's settings to `out/args.json`; when the folder holds a checkpoint
+    (a resumed run), first check that they are the ones it was made with."""
+    out.mkdir(parents=True, exist_ok=True)
+    settings = json.loads(json.dumps(settings))
+    path = out / ARGS_FILE
+    if (out / CHECKPOINT_FILE).is_file() and path.is_file():
+        check_same_run(read_json(path), settings, out)
+    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -318,6 +365,7 @@ class Trainer:
             raise CheckpointError(
                 f"cannot read {self.checkpoint_path} ({err}); delete it to start over or use another output folder"
             ) from err
+        check_same_run(state["config"], dataclasses.asdict(self.config), self.checkpoint_path)
         try:
             self.objective.load_state_dict(state["objective"])
         except RuntimeError as err:
@@ -448,8 +496,7 @@ def train_and_save(objective: nn.Module, batches: Iterable[Any], out_dir: str | 
     When the time limit stops a run, the encoder of the step reached is saved too, so that it
     can be probed before the run goes on."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
+    write_run_settings(out, settings)
     records = train(objective, batches, out, config)
     model.save_pretrained(out / folder)
     report_run(tag, records, config, out / folder)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 import sys
 from pathlib import Path
@@ -22,8 +21,7 @@ from modalities.graphs.processing import GraphProcessor
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError, UnknownModelError
-from zoo.io import atomic_write_text
-from zoo.training import TrainConfig, add_time_limit_argument, report_run, train
+from zoo.training import TrainConfig, add_time_limit_argument, report_run, train, write_run_settings
 
 ENCODER_FOLDER = "encoder"
 
@@ -145,8 +143,7 @@ def run_and_save(objective: nn.Module, encoder: Any, batches: GraphBatches, conf
     out = Path(args.output)
     settings = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "recipe": recipe,
                 "architecture": encoder.config.to_dict()}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
+    write_run_settings(out, settings)
     graphs = batches.graphs
     tag = f"{encoder.family} pretrain"
     print(f"[{tag}] {args.dataset}: {len(graphs)} graph(s), {sum(g.num_nodes for g in graphs)} nodes; "

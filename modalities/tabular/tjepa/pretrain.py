@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,8 +29,7 @@ from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.io import atomic_write_text
-from zoo.training import TrainConfig, add_time_limit_argument, report_run, train
+from zoo.training import TrainConfig, add_time_limit_argument, report_run, train, write_run_settings
 
 ENCODER_FOLDER = "encoder"
 MASK_KEYS = ("min_context_share", "max_context_share", "min_target_share", "max_target_share", "num_preds")
@@ -151,10 +149,9 @@ def run(args: argparse.Namespace) -> None:
     objective = TJEPAPretraining(encoder, masks, recipe["predictor"], config.steps, recipe["ema_start"],
                                  recipe["ema_end"], recipe.get("mask_scope", "features"))
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     settings = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "recipe": recipe,
                 "architecture": encoder.config.to_dict()}
-    atomic_write_text(out / "args.json", json.dumps(settings, indent=2) + "\n")
+    write_run_settings(out, settings)
     print(f"[tjepa pretrain] {len(frame)} rows, {encoder.config.num_features} features; {config.steps} steps",
           file=sys.stderr, flush=True)
     records = train(objective, batches, out, config)

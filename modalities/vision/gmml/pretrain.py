@@ -36,9 +36,9 @@ from modalities.vision.gmml.corruption import corrupt_batch, parse_drop_types
 from modalities.vision.gmml.model import VARIANTS, GmmlConfig, GmmlEncoder
 from modalities.vision.image_sets import ImageSet, open_images
 from zoo.config import parse_overrides
-from zoo.errors import CheckpointError, ConfigError
+from zoo.errors import ConfigError
 from zoo.outputs import PretrainOutput
-from zoo.training import add_optimization_arguments, train_and_save, train_config_from_args
+from zoo.training import add_optimization_arguments, check_same_run, train_and_save, train_config_from_args
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
 UPSTREAM_RECONS_BLOCKS = (6, 8, 10, 12)
@@ -128,12 +128,7 @@ class GmmlBatches(torch.utils.data.Dataset):
         return {"batches_drawn": self.batches_drawn, "settings": self.settings()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved, current = state["settings"], self.settings()
-        changed = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
-        if changed:
-            described = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
-            raise CheckpointError(f"the checkpoint's data settings differ from this run's ({described}); rerun "
-                                  "with the checkpoint's settings (see args.json) or use another output folder")
+        check_same_run(state["settings"], self.settings(), "the checkpoint's image batches")
         self.batches_drawn = state["batches_drawn"]
 
     def positions(self, index: int) -> np.ndarray:

@@ -76,13 +76,13 @@ def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["pretrain", "graphmae", "--dataset", "cora", "--data", str(root), "-o", str(out), "--set", "num_hidden=16",
             "--set", "num_heads=2", "--checkpoint-every", "2", "--no-progress", "--epochs"]
-    assert main([*args, "4"]) == 0
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3, 4] and records[0]["masked_nodes"] == 1354
-    assert main([*args, "6", "--time-limit", "0"]) == 0  # resumes at step 4, stops after one step
-    assert "time limit reached at step 5 of 6" in capsys.readouterr().err
+    assert main([*args, "6", "--time-limit", "0"]) == 0  # stops after one step
+    assert "time limit reached at step 1 of 6" in capsys.readouterr().err
+    assert main([*args, "8"]) == 2  # another run's settings are not mixed into this one
+    assert "epochs: 6 then, 8 now" in capsys.readouterr().err
     assert main([*args, "6"]) == 0
-    assert len((out / "log.jsonl").read_text().splitlines()) == 6
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6] and records[0]["masked_nodes"] == 1354
     encoder = zoo.load(out / "encoder")
     assert encoder.processor.feature_norm == "row" and encoder.config.num_hidden == 16
     capsys.readouterr()
