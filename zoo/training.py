@@ -257,6 +257,28 @@ def write_run_settings(out: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
+class ErrorsAsValues(torch.utils.data.Dataset):
+    """A map-style dataset for DataLoader workers whose zoo errors come back as values: the main
+    process raises them (`raise_if_error`) with their own message, where DataLoader would raise a
+    new one whose message is the worker's traceback."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except ZooError as err:
+            return err
+
+
+def raise_if_error(item: Any) -> Any:
+    """`item`, unless it is an error an `ErrorsAsValues` worker returned: then raise it."""
+    if isinstance(item, ZooError):
+        raise item
+    return item
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

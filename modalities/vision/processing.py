@@ -87,7 +87,7 @@ def read_image_file(path: str | Path) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file {str(path)!r} does not exist; check the path")
-    return decode_image(path, f"image file {str(path)!r}", "is it a complete image?")
+    return decode_image(path, f"image file {str(path)!r}", "is it a complete image? Replace or remove it")
 
 
 def decode_image(source: str | Path | BinaryIO, where: str, fix: str) -> torch.Tensor:

@@ -38,7 +38,8 @@ from modalities.vision.image_sets import ImageSet, open_images
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError
 from zoo.outputs import PretrainOutput
-from zoo.training import add_optimization_arguments, check_same_run, train_and_save, train_config_from_args
+from zoo.training import (ErrorsAsValues, add_optimization_arguments, check_same_run, raise_if_error, train_and_save,
+                          train_config_from_args)
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
 UPSTREAM_RECONS_BLOCKS = (6, 8, 10, 12)
@@ -156,8 +157,9 @@ class GmmlBatches(torch.utils.data.Dataset):
         if self.workers == 0:
             source = map(self.__getitem__, itertools.count(self.batches_drawn))
         else:
-            source = iter(torch.utils.data.DataLoader(self, batch_size=None, num_workers=self.workers,
-                                                      sampler=itertools.count(self.batches_drawn)))
+            loader = torch.utils.data.DataLoader(ErrorsAsValues(self), batch_size=None, num_workers=self.workers,
+                                                 sampler=itertools.count(self.batches_drawn))
+            source = map(raise_if_error, loader)
         for batch in source:
             self.batches_drawn += 1
             yield batch

@@ -211,3 +211,18 @@ def test_worker_processes_make_the_same_batches(image_folder):
                               for workers in (0, 1))
     for _ in range(2):
         assert torch.equal(next(in_process)["corrupted"], next(in_workers)["corrupted"])
+
+
+def test_an_unreadable_image_is_named_from_a_worker_process_too(image_folder, tmp_path, capsys):
+    """DataLoader re-raises a worker's error with the worker's traceback as its message; the
+    zoo's own message must come through as it does without workers."""
+    import shutil
+
+    folder = tmp_path / "images"
+    shutil.copytree(image_folder, folder)
+    (folder / "05.png").write_bytes(b"\x89PNG cut short")
+    for workers in ("0", "1"):
+        assert main(run_args(folder, tmp_path / f"run{workers}", 2, "--workers", workers)) == 2
+        error = capsys.readouterr().err.strip().splitlines()[1:]  # after the run's first line
+        assert len(error) == 1 and error[0].startswith("zoo: error: cannot decode image file"), error
+        assert "05.png" in error[0] and "remove it" in error[0]
