@@ -40,7 +40,8 @@ def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Pa
     files = [path for path in visible_files(root, AUDIO_SUFFIXES)
              if not any(fnmatch.fnmatch(str(path.relative_to(root)), pattern) for pattern in exclude)]
     if not files:
-        raise InputError(f"no {'/'.join(AUDIO_SUFFIXES)} files in {str(root)!r} (excluding {list(exclude)})")
+        left_out = f" once {list(exclude)} are left out" if exclude else ""
+        raise InputError(f"no {'/'.join(AUDIO_SUFFIXES)} files in {str(root)!r}{left_out}; pass a folder of recordings")
     return files
 
 

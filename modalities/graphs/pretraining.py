@@ -61,6 +61,8 @@ def start_run(args: argparse.Namespace, family: str, config_class: type, recipe_
     except UnknownModelError as err:
         raise UnknownModelError(f"{err}; to train on another set, borrow the recipe of a similar one with "
                                 "--recipe NAME") from err
+    if recipe[length_key] < 1:
+        raise ConfigError(f"{length_key}={recipe[length_key]}; train for at least one (--{length_key} N)")
     data = load_dataset(args.dataset, args.data)
     if args.recipe and args.recipe.lower() != args.dataset.lower() and "in_dim" not in overrides:
         config, processor = fit_to_dataset(config, processor, data, args.dataset, args.data)

@@ -172,7 +172,8 @@ def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames
 
     frames = torch.cat([f.float() for f in features])
     if len(frames) < num_clusters:
-        raise ConfigError(f"{len(frames)} frames cannot make {num_clusters} clusters; use fewer clusters or more data")
+        raise ConfigError(f"{len(frames)} frames cannot make {num_clusters} clusters; use fewer (--clusters) "
+                          "or more audio")
     rng = np.random.default_rng(seed)
     if len(frames) > max_frames:
         frames = frames[torch.from_numpy(np.sort(rng.choice(len(frames), max_frames, replace=False)))]

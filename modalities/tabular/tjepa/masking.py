@@ -50,11 +50,13 @@ class MaskSampler:
         if not 1 <= self.min_context <= self.max_context:
             raise ConfigError(f"context shares [{self.min_context_share}, {self.max_context_share}] of "
                               f"{self.num_features} features give [{self.min_context}, {self.max_context}] features; "
-                              "the context needs at least one")
+                              f"the context needs at least one: raise the shares, e.g. --set min_context_share="
+                              f"{1 / self.num_features:.3g}")
         if not 1 <= self.min_target <= self.max_target:
             raise ConfigError(f"target shares [{self.min_target_share}, {self.max_target_share}] of "
                               f"{self.num_features} features give [{self.min_target}, {self.max_target}] features; "
-                              "each target needs at least one")
+                              f"each target needs at least one: raise the shares, e.g. --set min_target_share="
+                              f"{1 / self.num_features:.3g}")
         if self.min_context + self.min_target > self.num_features:
             raise ConfigError(f"the smallest context ({self.min_context}) and target ({self.min_target}) do not fit "
                               f"in {self.num_features} features; lower the minimum shares")

@@ -139,6 +139,8 @@ def run(args: argparse.Namespace) -> None:
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     architecture, recipe = resolve_recipe(args.recipe or args.dataset or "adult", overrides)
+    if recipe["epochs"] < 1:
+        raise ConfigError(f"epochs={recipe['epochs']}; train for at least one epoch (--epochs N)")
     frame, processor = training_table(args)
     torch.manual_seed(args.seed)
     architecture = {**architecture, "standardize_output": False}

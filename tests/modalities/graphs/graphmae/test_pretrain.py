@@ -92,6 +92,9 @@ def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
     assert main(["pretrain", "graphmae", "--dataset", "cora", "--data", str(root), "-o", str(tmp_path / "x"),
                  "--set", "in_dim=10"]) == 2  # the dataset's feature width is checked
     assert main(["pretrain", "graphmae", "--dataset", "squirrel", "-o", str(tmp_path / "y")]) == 2
+    capsys.readouterr()
+    assert main([*args, "0"]) == 2  # was "steps=0"
+    assert "epochs=0; train for at least one (--epochs N)" in capsys.readouterr().err
 
 
 def test_datasets_are_named_and_located_clearly(tmp_path):

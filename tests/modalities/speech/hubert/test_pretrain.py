@@ -23,7 +23,7 @@ from modalities.speech.hubert.pretrain import (
     run,
 )
 from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
-from zoo.errors import CheckpointError, ConfigError
+from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.training import CHECKPOINT_FILE, TrainConfig, train
 
 FSDD = Path(__file__).resolve().parents[4] / ".." / "shared" / "data" / "fsdd" / "recordings"
@@ -277,3 +277,13 @@ def test_cli_runs_both_iterations_and_resumes(tmp_path):
         run(parser.parse_args([*common, "-o", str(tmp_path / "iter1")]))
     with pytest.raises(ConfigError, match="--labels-from"):
         run(parser.parse_args([*common, "-o", str(tmp_path / "bad"), "--iteration", "2"]))
+
+
+def test_too_little_audio_names_the_setting_to_change(tmp_path):
+    with pytest.raises(ConfigError, match=r"6 frames cannot make 100 clusters; use fewer \(--clusters\)"):
+        fit_clusters([torch.randn(6, 13)], 100)
+    (tmp_path / "notes.txt").write_text("no audio here")
+    with pytest.raises(InputError, match=r"no .wav/.flac/.ogg files in .*; pass a folder of recordings$"):
+        list_audio_files(tmp_path)
+    with pytest.raises(InputError, match=r"once \['\*.txt'\] are left out"):
+        list_audio_files(tmp_path, exclude=["*.txt"])

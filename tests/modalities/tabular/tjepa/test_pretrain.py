@@ -49,8 +49,10 @@ def test_masks_are_disjoint_and_sized_by_the_shares():
 
 
 def test_mask_shares_that_cannot_fit_are_refused():
-    with pytest.raises(ConfigError, match="at least one"):
+    with pytest.raises(ConfigError, match="at least one: raise the shares, e.g. --set min_context_share=0.25"):
         MaskSampler(4, 0.01, 0.05, 0.2, 0.5)
+    with pytest.raises(ConfigError, match="--set min_target_share=0.5"):
+        MaskSampler(2, 0.5, 0.5, 0.1, 0.2)
     with pytest.raises(ConfigError, match="do not fit"):
         MaskSampler(4, 0.7, 0.9, 0.7, 0.9)
 
@@ -133,7 +135,7 @@ def test_cli_run_resumes_exactly(tmp_path, monkeypatch):
     assert tokens.mean(dim=0).abs().max() < 1e-3 and (tokens.std(dim=0) - 1).abs().max() < 1e-3
 
 
-def test_cli_leaves_out_ignored_columns_and_reads_codes_as_categories(tmp_path):
+def test_cli_leaves_out_ignored_columns_and_reads_codes_as_categories(tmp_path, capsys):
     """`--ignore` keeps an id out of the features (and lets it pass at embed time), `--categorical`
     makes integer codes categories."""
     table = synthetic_table(64).assign(row_id=range(64), code=np.arange(64) % 3)
@@ -144,6 +146,8 @@ def test_cli_leaves_out_ignored_columns_and_reads_codes_as_categories(tmp_path):
     assert "row_id" not in kinds and kinds["code"] == "categorical" and encoder.processor.ignored == ["row_id"]
     assert encoder.embed(table, progress=False).shape == (64, encoder.embed_dim)
     assert main(["pretrain", "tjepa", "--dataset", "adult", "-o", str(tmp_path / "x"), "--ignore", "age"]) == 2
+    assert run_cli(tmp_path / "table.csv", tmp_path / "none", 0) == 2  # was "steps=0"
+    assert "epochs=0; train for at least one epoch" in capsys.readouterr().err
 
 
 def test_mask_scopes_map_features_to_token_positions():
