@@ -96,6 +96,24 @@ def test_zoo_name_resolves_through_its_hub_config(offline_cache, tmp_path, micro
 def test_unknown_names_suggest_close_ones():
     with pytest.raises(UnknownModelError, match="did you mean.*hubert-base-ls960"):
         zoo.load("hubert-base-ls96")
+    with pytest.raises(UnknownModelError, match="did you mean.*mert-v1-95m"):
+        zoo.load("mert-v1.95m")  # a dot does not make a name a path
+
+
+@pytest.mark.parametrize("path", ["/no/such/run", "./run", "../run/encoder", "runs/a/encoder", "run/", "~/run"])
+def test_a_path_that_does_not_exist_is_named_as_a_folder(path):
+    """Was "unknown model '/no/such/run'; run `zoo list`", or a huggingface_hub HFValidationError for "./run"."""
+    with pytest.raises(UnknownModelError, match="there is no folder .*run"):
+        zoo.load(path)
+
+
+def test_a_hub_id_that_is_not_cached_or_not_valid_says_no_local_folder_is_there_either(offline_cache, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OfflineError, match="hf download runs/typo.*no local folder .*runs/typo' either"):
+        zoo.load("runs/typo", cache_dir=offline_cache)
+    with pytest.raises(UnknownModelError, match="'bad name/x' is not a valid Hub repo id"):
+        zoo.load("bad name/x", cache_dir=offline_cache)
 
 
 def test_corrupt_and_mismatched_checkpoints(tmp_path, micro_hubert):

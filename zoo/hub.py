@@ -66,17 +66,46 @@ def load(
         model = load_folder(path)
     elif entry is not None:
         model = load_folder(entry_folder(entry, revision, cache_dir, local_files_only), entry)
-    elif isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not path.exists():
-        model = load_folder(download_repo(name_or_path, revision or "main", cache_dir, local_files_only))
+    elif isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not looks_like_path(name_or_path):
+        try:
+            model = load_folder(download_repo(name_or_path, revision or "main", cache_dir, local_files_only))
+        except (OfflineError, UnknownModelError) as err:
+            raise type(err)(f"{err} There is no local folder {str(path.absolute())!r} either.") from err
     elif path.is_file():
         raise CheckpointError(
             f"{path} is a file, but a zoo checkpoint is a folder (config.json, model.safetensors, ...); "
             "to read an upstream checkpoint file run `zoo convert FAMILY FILE OUT_DIR` and load OUT_DIR"
         )
+    elif isinstance(name_or_path, Path) or looks_like_path(str(name_or_path)):
+        raise UnknownModelError(f"there is no folder {str(path.absolute())!r}; pass an existing checkpoint folder, "
+                                "a zoo name (`zoo list`) or a Hub repo id")
     else:
         registry.get_entry(str(name_or_path))  # raises with suggestions
     model.eval()
     return model_to(model, device, dtype) if (device or dtype) else model
+
+
+def looks_like_path(name: str) -> bool:
+    """A name that can only be a path, not a zoo name or a Hub repo id ("org/name"): "./x", "/x",
+    "~/x", "a/b/c", "x/" or one with Windows separators."""
+    return name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name
+
+
+def load_trained(source: str | Path, option: str, run_folders: Sequence[str] = ("encoder",)) -> Any:
+    """A trained model a `zoo pretrain` option names: a run folder (the first of its `run_folders`
+    that holds a checkpoint), a checkpoint folder, or anything `load` takes (a zoo name such as an
+    embedded model, a Hub repo id)."""
+    folder = Path(source)
+    for sub in run_folders:
+        if (folder / sub / "config.json").is_file():
+            return load(folder / sub)
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise CheckpointError(f"{option} {str(source)!r} holds no checkpoint (config.json); pass a `zoo pretrain` "
+                              "run folder, a checkpoint folder or a model name")
+    try:
+        return load(source)
+    except UnknownModelError as err:
+        raise UnknownModelError(f"{option}: {err}") from err
 
 
 def resolve_dtype(dtype: Optional[torch.dtype | str]) -> Optional[torch.dtype]:
@@ -129,6 +158,8 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
             repo_id, filename, revision=revision, cache_dir=cache_dir,
             local_files_only=local_files_only or is_offline(),
         ))
+    except errors.HFValidationError as err:
+        raise UnknownModelError(f"{repo_id!r} is not a valid Hub repo id ({err})") from err
     except errors.LocalEntryNotFoundError as err:
         raise OfflineError(
             f"{filename} of Hub repo {repo_id!r} (revision {revision!r}) is not in the Hugging Face cache "

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -202,8 +201,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="ssl: train the audio model on a tokenizer's labels; tokenizer: distil a tokenizer "
                             "from --teacher (default: ssl)")
     stage.add_argument("--tokenizer", default="random",
-                       help="ssl stage: 'random' (iteration 1) or a tokenizer run / folder (default: random)")
-    stage.add_argument("--teacher", help="tokenizer stage: the SSL run (or encoder folder) to distil")
+                       help="ssl stage: 'random' (iteration 1), or a tokenizer run, folder or name, e.g. "
+                            "beats-tiny-tokenizer (default: random)")
+    stage.add_argument("--teacher",
+                       help="tokenizer stage: the SSL run, encoder folder or model name (e.g. beats-tiny) to distil")
     stage.add_argument("--codebook-size", type=int, default=1024, help="codes K (default: 1024, as released)")
     stage.add_argument("--codebook-dim", type=int, default=256, help="code width C (default: 256, as released)")
     stage.add_argument("--mask-ratio", type=float, default=0.75, help="ssl: share of patches dropped (default: 0.75)")
@@ -223,17 +224,11 @@ def log(message: str) -> None:
 
 
 def load_beats(path: str, option: str, tokenizer: bool) -> BEATsEncoder:
-    """A BEATs encoder (or tokenizer) from a run folder (its encoder/ or tokenizer/) or a checkpoint folder."""
-    from zoo.hub import load
+    """A BEATs encoder (or tokenizer) from a run folder (its encoder/ or tokenizer/), a checkpoint
+    folder or a model name (e.g. the embedded beats-tiny, beats-tiny-tokenizer)."""
+    from zoo.hub import load_trained
 
-    folder = Path(path)
-    for sub in ("tokenizer", "encoder"):
-        if (folder / sub / "config.json").is_file():
-            folder = folder / sub
-            break
-    if not (folder / "config.json").is_file():
-        raise InputError(f"{option} {path!r} holds no BEATs checkpoint; pass a `zoo pretrain beats` run folder")
-    model = load(folder)
+    model = load_trained(path, option, ("tokenizer", "encoder"))
     if not isinstance(model, BEATsEncoder) or bool(model.config.codebook_size) != tokenizer:
         kind = "tokenizer" if tokenizer else "encoder"
         raise InputError(f"{option} {path!r} holds a {type(model).__name__} that is not a BEATs {kind}")

@@ -280,7 +280,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     labels = parser.add_argument_group("labels")
     labels.add_argument("--iteration", type=int, choices=(1, 2), default=1,
                         help="1: k-means on MFCC frames; 2: k-means on a layer of --labels-from (default: 1)")
-    labels.add_argument("--labels-from", help="iteration 2: the iteration-1 run folder or its encoder/ folder")
+    labels.add_argument("--labels-from", help="iteration 2: the iteration-1 run folder, its encoder/ folder or a "
+                                              "model name (e.g. hubert-tiny-fsdd)")
     labels.add_argument("--layer", type=int,
                         help="iteration 2: hidden state to cluster, 0 = input embeddings (default: the middle "
                              "layer, as HuBERT-base clusters layer 6 of 12)")
@@ -332,15 +333,10 @@ def check_iteration(args: argparse.Namespace) -> None:
 
 
 def load_teacher(path: str | Path) -> HubertEncoder:
-    """The encoder of an earlier iteration: a run folder (its encoder/) or an encoder folder."""
-    from zoo.hub import load
+    """The encoder of an earlier iteration: a run folder (its encoder/), an encoder folder or a model name."""
+    from zoo.hub import load_trained
 
-    folder = Path(path)
-    if (folder / ENCODER_FOLDER / "config.json").is_file():
-        folder = folder / ENCODER_FOLDER
-    if not (folder / "config.json").is_file():
-        raise InputError(f"--labels-from {str(path)!r} holds no encoder; pass the iteration-1 run folder")
-    encoder = load(folder)
+    encoder = load_trained(path, "--labels-from", (ENCODER_FOLDER,))
     if not isinstance(encoder, HubertEncoder):
         raise InputError(f"--labels-from {str(path)!r} holds a {type(encoder).__name__}, not a HuBERT encoder")
     return encoder

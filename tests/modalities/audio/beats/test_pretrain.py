@@ -11,7 +11,7 @@ import torch
 import zoo
 from helpers import shared_path
 from zoo.cli import main
-from zoo.errors import ConfigError, InputError
+from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError
 
 MICRO = ["--set", "encoder_layers=2", "--set", "encoder_embed_dim=32", "--set", "encoder_ffn_embed_dim=64",
          "--set", "encoder_attention_heads=4", "--set", "embed_dim_patches=48", "--set", "conv_pos=16",
@@ -98,5 +98,14 @@ def test_stage_arguments_are_checked(tmp_path):
         make_objective(parser.parse_args(base + ["--stage", "tokenizer"]))
     with pytest.raises(ConfigError, match="--teacher is for --stage tokenizer"):
         make_objective(parser.parse_args(base + ["--teacher", str(tmp_path)]))
-    with pytest.raises(InputError, match="holds no BEATs checkpoint"):
+    with pytest.raises(CheckpointError, match="--tokenizer .* holds no checkpoint"):
         make_objective(parser.parse_args(base + ["--tokenizer", str(tmp_path)]))
+    with pytest.raises(UnknownModelError, match="--tokenizer: .*did you mean \\['beats-tiny-tokenizer'"):
+        make_objective(parser.parse_args(base + ["--tokenizer", "beats-tiny-tokeniser"]))
+    with pytest.raises(InputError, match="holds a BEATsEncoder that is not a BEATs tokenizer"):
+        make_objective(parser.parse_args(base + ["--tokenizer", "beats-tiny"]))
+    objective, model, folder = make_objective(parser.parse_args(base + ["--tokenizer", "beats-tiny-tokenizer"]))
+    assert folder == "encoder" and objective.head.out_features == zoo.load("beats-tiny-tokenizer").config.codebook_size
+    objective, model, folder = make_objective(parser.parse_args(base + ["--stage", "tokenizer", "--teacher",
+                                                                        "beats-tiny"]))
+    assert folder == "tokenizer"

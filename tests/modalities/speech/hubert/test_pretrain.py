@@ -287,3 +287,13 @@ def test_too_little_audio_names_the_setting_to_change(tmp_path):
         list_audio_files(tmp_path)
     with pytest.raises(InputError, match=r"once \['\*.txt'\] are left out"):
         list_audio_files(tmp_path, exclude=["*.txt"])
+
+
+def test_labels_from_takes_a_run_folder_a_checkpoint_folder_or_a_model_name(tmp_path):
+    from modalities.speech.hubert.pretrain import load_teacher
+
+    assert isinstance(load_teacher("hubert-tiny-fsdd"), HubertEncoder)  # the embedded model, by name
+    with pytest.raises(InputError, match="holds a BEATsEncoder, not a HuBERT encoder"):
+        load_teacher("beats-tiny")
+    with pytest.raises(CheckpointError, match="--labels-from .* holds no checkpoint"):
+        load_teacher(tmp_path)
