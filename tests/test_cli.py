@@ -42,6 +42,11 @@ def test_list_and_info(capsys):
     assert main(["list", "--architectures", "gmml-*"]) == 0
     names = capsys.readouterr().out.split()
     assert names == ["gmml-vit-base-patch16", "gmml-vit-small-patch16", "gmml-vit-tiny-patch16"]
+    assert main(["list", "beats-iter3*"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 9 and len({row.index(" audio ") for row in rows}) == 1  # long names keep the columns
+    assert main(["list", "no-such-*"]) == 0
+    assert "no model matches pattern='no-such-*'" in capsys.readouterr().err
 
 
 def test_readme_model_table_is_generated_from_hub_configs():

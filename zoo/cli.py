@@ -52,9 +52,14 @@ def cmd_list(args: argparse.Namespace) -> None:
     if args.markdown:
         print(model_table(args.modality))
         return
-    for name in registry.list_models(args.pattern, args.modality):
+    names = registry.list_models(args.pattern, args.modality)
+    if not names:
+        print(f"no model matches pattern={args.pattern!r} modality={args.modality!r}; `zoo list` shows them all",
+              file=sys.stderr)
+    width = max(map(len, names), default=0)
+    for name in names:
         entry = registry.get_entry(name)
-        print(f"{name:28s} {entry.modality:8s} {format_params(entry.params):>8s}  {entry.description}")
+        print(f"{name:{width}s}  {entry.modality:8s} {format_params(entry.params):>8s}  {entry.description}")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
