@@ -286,6 +286,8 @@ def read_torch_file(path: str | os.PathLike, what: str, allowed: Sequence[Any] =
     names the file and what it should be; torch's advice to retry without weights_only (which
     would run the file's pickled code) is left out of the message."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{str(path)!r} is a folder; pass {what}, a file")
     if not path.is_file():
         raise CheckpointError(f"{str(path)!r} does not exist; pass {what}")
     try:

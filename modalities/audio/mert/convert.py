@@ -96,7 +96,8 @@ def encoder_from_hub_folder(path: str | os.PathLike) -> "MertEncoder":
     folder = folder.parent if folder.is_file() else folder
     if not (folder / "config.json").is_file():
         raise CheckpointError(
-            f"{str(path)!r} is not a MERT repo folder: it has no config.json beside the weights"
+            f"{str(path)!r} is not a MERT repo folder (no config.json beside the weights) nor a fairseq "
+            "training checkpoint (a .pt file)"
         )
     encoder = load_folder(folder)
     if not isinstance(encoder, MertEncoder):

@@ -113,7 +113,13 @@ def config_from_state(state: dict[str, torch.Tensor], **overrides: Any) -> Graph
     layer_keys = [LAYER_KEY.match(key) for key in state]
     layers = sorted({int(match.group(2)) for match in layer_keys if match})
     stack = next(match.group(1) for match in layer_keys if match)
-    inferred = (gat_config if stack == "gat_layers" else gin_config)(state, f"encoder.{stack}.{layers[0]}.")
+    try:
+        inferred = (gat_config if stack == "gat_layers" else gin_config)(state, f"encoder.{stack}.{layers[0]}.")
+    except KeyError as err:
+        raise CheckpointError(
+            f"the checkpoint has encoder.{stack}.* keys but not GraphMAE's (no {err.args[0]}); pass the state dict "
+            "of upstream's PreModel with a GAT or GIN encoder"
+        ) from err
     residual = any(match and match.group(3).startswith("res_fc.") for match in layer_keys)
     inferred.update(num_layers=len(layers), residual=residual)
     return GraphMAEConfig(**{**inferred, **overrides})

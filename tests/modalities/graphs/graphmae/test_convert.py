@@ -113,6 +113,12 @@ def test_corrupt_and_foreign_files_raise_checkpoint_errors(tmp_path):
     torch.save(state, odd)
     with pytest.raises(CheckpointError, match="unexpected key"):
         encoder_from_graphmae(odd)
+    transformer = tmp_path / "transformer.pt"  # BEATs and fairseq models also have encoder.layers.N keys
+    torch.save({"encoder.layers.0.self_attn.k_proj.weight": torch.zeros(4, 4)}, transformer)
+    with pytest.raises(CheckpointError, match="encoder.layers.* keys but not GraphMAE's"):  # was a KeyError
+        encoder_from_graphmae(transformer)
+    with pytest.raises(CheckpointError, match="is a folder; pass a GraphMAE checkpoint"):  # was "does not exist"
+        encoder_from_graphmae(tmp_path)
 
 
 def test_zoo_convert_writes_a_checkpoint_that_reloads(tmp_path):
