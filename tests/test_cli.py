@@ -203,3 +203,14 @@ def test_demo_embeds_the_bundled_examples_and_names_what_it_skips(capsys):
     assert "== hubert-tiny-fsdd (speech, hubert): 6 inputs -> embeddings (6, 192)" in out
     assert "== gmml-vit-tiny-cifar10 (vision, gmml): 4 inputs -> embeddings (4, 192), all layers (1, 13, 192)" in out
     assert "skipped, no bundled inputs" in out and "graphmae-mutag (graph)" in out
+
+
+def test_convert_names_the_families_it_takes(capsys):
+    from zoo import registry
+
+    convertible = sorted(name for name in registry.family_modules() if registry.get_family(name).converters)
+    assert main(["convert", "tjepa", "x.pt", "out"]) == 2
+    assert f"`zoo convert` takes {convertible}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["convert", "-h"])
+    assert f"{', '.join(convertible[:-1])} or {convertible[-1]}" in " ".join(capsys.readouterr().out.split())

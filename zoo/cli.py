@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
-from zoo.errors import ZooError
+from zoo.errors import ConfigError, ZooError
 from zoo.io import visible_files
 
 
@@ -133,10 +133,12 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
     family = registry.get_family(args.family)
     if not family.converters:
-        raise ZooError(f"family {args.family!r} has no upstream converter")
+        convertible = sorted(name for name in registry.family_modules() if registry.get_family(name).converters)
+        raise ConfigError(f"family {args.family!r} has no upstream checkpoint format to convert; "
+                          f"`zoo convert` takes {convertible}")
     fmt = args.format or next(iter(family.converters))
     if fmt not in family.converters:
-        raise ZooError(f"family {args.family!r} converts formats {sorted(family.converters)}, not {fmt!r}")
+        raise ConfigError(f"family {args.family!r} converts formats {sorted(family.converters)}, not {fmt!r}")
     encoder = call_converter(family.converters[fmt], Path(args.upstream_file), parse_overrides(args.overrides))
     encoder.save_pretrained(args.out_dir)
     verify_round_trip(encoder, load_folder(Path(args.out_dir)))
@@ -267,9 +269,9 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     convert = commands.add_parser("convert", help="convert an upstream checkpoint into a zoo folder")
-    convert.add_argument("family")
-    convert.add_argument("upstream_file")
-    convert.add_argument("out_dir")
+    convert.add_argument("family", help="beats, gmml, graphmae, hubert or mert")
+    convert.add_argument("upstream_file", help="the upstream checkpoint file (a MERT repo: its folder)")
+    convert.add_argument("out_dir", help="the zoo checkpoint folder to write")
     convert.add_argument("--format", help="upstream format (default: the family's first)")
     convert.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="a config setting the weights do not tell, e.g. --set num_heads=6 (repeatable)")
