@@ -80,8 +80,8 @@ def test_loss_falls_and_every_file_is_written(tmp_path):
     assert [json.loads(line)["step"] for line in (tmp_path / LOG_FILE).read_text().splitlines()] == list(range(1, 61))
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(KeyboardInterrupt):
+    """What Ctrl-C raises."""
 
 
 class Interrupting:
@@ -212,3 +212,13 @@ def test_default_warmup_is_the_recipes_share_of_the_steps():
         assert train_config_from_args(parser.parse_args(["--steps", str(steps)])).warmup_steps == warmup
         assert f"{100 * share:g}% of --steps" in " ".join(parser.format_help().split())
         assert train_config_from_args(parser.parse_args(["--warmup-steps", "3"])).warmup_steps == 3
+
+
+def test_an_interrupt_says_which_step_the_kept_checkpoint_holds(tmp_path, capsys):
+    config = TrainConfig(steps=12, checkpoint_every=4, progress=False)
+    with pytest.raises(Interrupted):
+        train(make_objective(), Interrupting(toy_batches(4), after=2), tmp_path / "early", config)
+    assert "interrupted during step 3; no checkpoint yet (the first comes at step 4)" in capsys.readouterr().err
+    with pytest.raises(Interrupted):
+        train(make_objective(), Interrupting(toy_batches(4), after=6), tmp_path / "later", config)
+    assert f"interrupted during step 7; {tmp_path / 'later' / CHECKPOINT_FILE} holds step 4" in capsys.readouterr().err

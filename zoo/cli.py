@@ -281,6 +281,13 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: what an interrupted command leaves for a rerun
+RESUMABLE = {
+    "embed": "; the shards written so far are kept: rerun the same command to continue",
+    "pretrain": "; the last checkpoint is kept: rerun the same command to continue from it",
+}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     recipe = argv[1] if len(argv) > 1 and argv[0] == "pretrain" else None
@@ -290,6 +297,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"zoo: interrupted{RESUMABLE.get(argv[0] if argv else '', '')}", file=sys.stderr)
+        return 130
     return 0
 
 

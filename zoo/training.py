@@ -356,6 +356,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.step = 0
         self.elapsed = 0.0
+        self.saved_step: Optional[int] = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -377,6 +378,7 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
         }
         atomic_write_with(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        self.saved_step = self.step
         plot_losses(read_log(self.log_path), self.out_dir / PLOT_FILE)
 
     def resume(self) -> None:
@@ -401,6 +403,7 @@ class Trainer:
         if state["batches"] is not None and hasattr(self.batches, "load_state_dict"):
             self.batches.load_state_dict(state["batches"])
         self.step, self.elapsed = state["step"], state["elapsed"]
+        self.saved_step = self.step
         kept = [record for record in read_log(self.log_path) if record["step"] <= self.step]
         atomic_write_text(self.log_path, "".join(json.dumps(record) + "\n" for record in kept))
 
@@ -460,9 +463,22 @@ class Trainer:
                 raise ConfigError("the batch source yielded no batches; check the data folder and the batch size")
 
     def run(self) -> list[dict[str, Any]]:
+        """Train to `config.steps` (or the time limit); on Ctrl-C, say which step the kept
+        checkpoint holds before the interrupt goes on up."""
+        self.start()
+        try:
+            return self.run_steps()
+        except KeyboardInterrupt:
+            import sys
+
+            kept = (f"{self.checkpoint_path} holds step {self.saved_step}" if self.saved_step is not None
+                    else f"no checkpoint yet (the first comes at step {self.config.checkpoint_every})")
+            print(f"[pretrain] interrupted during step {self.step + 1}; {kept}", file=sys.stderr, flush=True)
+            raise
+
+    def run_steps(self) -> list[dict[str, Any]]:
         from tqdm.auto import tqdm
 
-        self.start()
         self.objective.train()
         stream = self.batch_stream()
         begun = time.monotonic()

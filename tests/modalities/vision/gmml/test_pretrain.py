@@ -67,7 +67,7 @@ def test_loss_falls_and_the_encoder_loads_embeds_and_reconstructs(image_folder, 
     assert pixels.shape == (3, 32, 32)
 
 
-def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path, monkeypatch, capsys):
     from zoo.training import Trainer
 
     assert main(run_args(image_folder, tmp_path / "whole", 12)) == 0
@@ -79,8 +79,11 @@ def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path,
         return step(self, batch)
 
     monkeypatch.setattr(Trainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main(run_args(image_folder, tmp_path / "parts", 12))
+    capsys.readouterr()
+    assert main(run_args(image_folder, tmp_path / "parts", 12)) == 130  # Ctrl-C: the CLI's exit status for SIGINT
+    said = capsys.readouterr().err
+    assert f"interrupted during step 9; {tmp_path / 'parts' / 'checkpoint.pt'} holds step 5" in said
+    assert "zoo: interrupted; the last checkpoint is kept: rerun the same command" in said and "Traceback" not in said
     monkeypatch.setattr(Trainer, "train_step", step)
     assert main(run_args(image_folder, tmp_path / "parts", 12)) == 0  # resumes from the checkpoint of step 5
     assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
