@@ -53,9 +53,12 @@ def test_layer_selection_shapes(micro_hubert):
     assert micro_hubert.embed(items, layer="all", sampling_rate=RATE, progress=False).shape == (2, layers + 1, dim)
     last = micro_hubert.embed(items, sampling_rate=RATE, progress=False)
     assert torch.allclose(micro_hubert.embed(items, layer=-1, sampling_rate=RATE, progress=False), last)
-    cls = micro_hubert.embed(items, pool="cls", sampling_rate=RATE, progress=False)
     tokens = micro_hubert.embed(items, pool="none", sampling_rate=RATE, progress=False)
-    assert torch.allclose(cls[1], tokens[1][0]) and torch.allclose(last[1], tokens[1].mean(0), atol=1e-6)
+    assert torch.allclose(last[1], tokens[1].mean(0), atol=1e-6)
+    with pytest.raises(ConfigError, match="pool='cls': HubertEncoder has no cls token"):  # was the first frame
+        micro_hubert.embed(items, pool="cls", sampling_rate=RATE, progress=False)
+    with pytest.raises(ConfigError, match="HubertEncoder has no cls token"):
+        zoo.for_classification(micro_hubert, num_labels=2, pool="cls")
     with pytest.raises(ConfigError, match="out of range"):
         micro_hubert.embed(items, layer=layers + 1, sampling_rate=RATE, progress=False)
     numpy_ints = micro_hubert.embed(items, layer=np.int64(0), sampling_rate=RATE, progress=False)

@@ -43,7 +43,7 @@ def test_classifier_learns_in_a_plain_loop(micro_hubert):
 
 
 def test_fine_tuning_updates_the_encoder(micro_hubert):
-    classifier = zoo.for_classification(micro_hubert, num_labels=2, freeze=False, pool="cls", layer=1)
+    classifier = zoo.for_classification(micro_hubert, num_labels=2, freeze=False, layer=1)
     before = classifier.encoder.model.encoder.layers[0].feed_forward.output_dense.weight.clone()
     items, labels = tones(4)
     loss = classifier(**classifier.processor(items, sampling_rate=RATE), labels=torch.tensor(labels)).loss

@@ -37,6 +37,8 @@ class Encoder(Checkpointable, nn.Module):
     modality: ClassVar[str] = ""
     config_class: ClassVar[type[EncoderConfig]] = EncoderConfig
     processor_class: ClassVar[type[Processor]] = Processor
+    #: pool names `embed` takes; "cls" only where a token of the encoder's own comes first
+    pools: ClassVar[tuple[str, ...]] = ("mean", "none")
 
     def __init__(self, config: EncoderConfig, processor: Optional[Processor] = None) -> None:
         super().__init__()
@@ -117,7 +119,8 @@ class Encoder(Checkpointable, nn.Module):
             inputs: raw items (paths, arrays, graphs, rows...) or a single item.
             layer: None (last layer), an int (0 = input embeddings, negative from the end),
                 a list of ints or "all".
-            pool: "mean" over valid tokens, "cls" (first token) or "none" (all tokens).
+            pool: "mean" over valid tokens, "cls" (the encoder's own leading token, where it has
+                one: `pools`) or "none" (all tokens).
             batch_size: pieces per forward pass.
             device: where to run; defaults to where the encoder is.
             progress: show a tqdm bar over items.
@@ -127,7 +130,7 @@ class Encoder(Checkpointable, nn.Module):
             (N, D) for one layer, (N, K, D) for several; with pool="none" a list of N
             tensors (T_i, D) or (K, T_i, D).
         """
-        check_pool(pool)
+        check_pool(pool, self.pools, type(self).__name__)
         check_batch_sizes(batch_size=batch_size)
         indices = layer_indices(layer, self.num_layers)
         items = self.as_item_list(inputs)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ConfigError, InputError
-from zoo.pooling import is_single_layer, layer_indices, pool_tokens
+from zoo.pooling import check_pool, is_single_layer, layer_indices, pool_tokens
 from zoo.saving import Checkpointable
 
 #: None (last layer), an int, or "weighted" (learned softmax-weighted sum of all layers)
@@ -48,6 +48,7 @@ class EncoderWithHead(Checkpointable, nn.Module):
         super().__init__()
         if pool not in ("mean", "cls"):
             raise ConfigError(f"head pool={pool!r}; use 'mean' or 'cls'")
+        check_pool(pool, encoder.pools, type(encoder).__name__)
         if layer != "weighted":
             layer_indices(layer, encoder.num_layers)  # validates the index
             if not is_single_layer(layer):

@@ -42,10 +42,15 @@ def layer_indices(layer: LayerSpec, num_layers: int) -> list[int] | None:
     return indices
 
 
-def check_pool(pool: str) -> None:
-    """Refuse a pool name `embed` does not know, before any work is done."""
-    if pool not in POOLS:
-        raise InputError(f"pool={pool!r} is not one of {POOLS}")
+def check_pool(pool: str, pools: Sequence[str] = POOLS, owner: str = "this encoder") -> None:
+    """Refuse a pool name the encoder does not take, before any work is done. "cls" is for
+    encoders with a token of their own in front; elsewhere the first token is one frame or
+    patch like the others, and taking it would be a poor embedding given without a word."""
+    if pool == "cls" and pool not in pools:
+        raise ConfigError(f"pool='cls': {owner} has no cls token (its first token is one frame, patch or node "
+                          "like the others); use pool='mean'")
+    if pool not in pools:
+        raise InputError(f"pool={pool!r} is not one of {tuple(pools)}")
 
 
 def check_batch_sizes(**sizes: Optional[int]) -> None:

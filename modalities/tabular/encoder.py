@@ -43,6 +43,7 @@ class TabularEncoder(Encoder):
 
     modality = "tabular"
     processor_class = TableProcessor
+    pools = ("mean", "cls", "none")  # "cls": the first extra token (T-JEPA's regularization token)
 
     @staticmethod
     def table_chunks(inputs: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[Any]:
@@ -64,7 +65,7 @@ class TabularEncoder(Encoder):
 
         Shapes as `embed`, with N the chunk's rows.
         """
-        check_pool(pool)
+        check_pool(pool, self.pools, type(self).__name__)
         check_batch_sizes(batch_size=batch_size)
         indices, squeeze = layer_indices(layer, self.num_layers), is_single_layer(layer)
         with self.embedding(device), self.progress_bar(table_rows(table), progress, unit="row") as bar:

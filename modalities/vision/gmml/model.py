@@ -116,6 +116,7 @@ class GmmlEncoder(Encoder):
     modality = "vision"
     config_class = GmmlConfig
     processor_class = ImageProcessor
+    pools = ("mean", "cls", "none")
 
     def __init__(self, config: GmmlConfig, processor: Optional[ImageProcessor] = None) -> None:
         super().__init__(config, processor)
@@ -208,7 +209,7 @@ class GmmlEncoder(Encoder):
         images passed one by one. Other inputs (lists, arrays, files) are prepared image by
         image on the CPU.
         """
-        check_pool(pool)
+        check_pool(pool, self.pools, type(self).__name__)
         if isinstance(inputs, torch.Tensor) and inputs.dim() == 4 and len(inputs):
             return self._embed_batch(inputs, layer, pool, **embed_kwargs)
         tokens = super().embed(inputs, layer=layer, pool="none", **embed_kwargs)

@@ -150,8 +150,10 @@ def test_bad_configs_and_options_are_refused():
         GraphMAEConfig(num_hidden=10, num_heads=4)
     with pytest.raises(ConfigError, match="encoder_type"):
         GraphMAEConfig(encoder_type="gcn")
-    with pytest.raises(InputError, match="pool="):
+    with pytest.raises(ConfigError, match="pool='cls': GraphMAEEncoder has no cls token"):
         encoder().embed(random_graph(3, 3), pool="cls", progress=False)
+    with pytest.raises(InputError, match="pool='first' is not one of"):
+        encoder().embed(random_graph(3, 3), pool="first", progress=False)
     with pytest.raises(InputError, match="single Data"):
         encoder().embed([random_graph(3, 3)], node_batch_size=2, progress=False)
     for sizes, message in [({"batch_size": 0}, "batch_size=0"), ({"node_batch_size": -4}, "node_batch_size=-4")]:
