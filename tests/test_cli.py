@@ -165,6 +165,13 @@ def test_probe_reports_accuracy_and_rankme(checkpoint, tmp_path, capsys, layout)
     assert report["train_items"] == 16 and report["test_items"] == 8 and report["classes"] == 2
     assert report["linear_probe_accuracy"] == 1.0 and report["knn_accuracy"] >= 0.75
     assert 1.0 <= report["rankme"] <= 32
+    (tmp_path / "data" / "labels.csv").write_text("file,label\n")  # beside the recordings: not an input
+    (tmp_path / "data" / "test" / "README.txt").parent.mkdir(exist_ok=True)
+    (tmp_path / "data" / "test" / "README.txt").write_text("held out")
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), *regexes]) == 0
+    assert json.loads(capsys.readouterr().out)["train_items"] == 16
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--pool", "cls", *regexes]) == 2
+    assert "has no cls token" in capsys.readouterr().err
 
 
 def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):

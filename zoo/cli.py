@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
-from zoo.errors import ConfigError, ZooError
+from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
 from zoo.io import visible_files
 
 
@@ -73,7 +73,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
     encoder = load(args.name, revision=args.revision, device=args.device)
     if args.ignore_extra_columns:
         if not hasattr(encoder.processor, "extra_columns"):
-            raise ZooError(f"--ignore-extra-columns is for table encoders; {args.name} takes {encoder.modality} inputs")
+            raise ConfigError(f"--ignore-extra-columns is for table encoders; {args.name} takes "
+                              f"{encoder.modality} inputs")
         encoder.processor.extra_columns = "ignore"
     inputs = expand_inputs(args.inputs, encoder.processor.file_suffixes)
     kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
@@ -90,11 +91,12 @@ def cmd_probe(args: argparse.Namespace) -> None:
         print(json.dumps({"model": args.name, **probe_dataset(args)}, indent=2))
         return
     if not args.data:
-        raise ZooError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table dataset)")
-    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex)
+        raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table dataset)")
     encoder = load(args.name, device=args.device)
-    results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k)
-    print(json.dumps({"model": args.name, "layer": args.layer, **results}, indent=2))
+    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, encoder.processor.file_suffixes)
+    results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k,
+                        pool=args.pool)
+    print(json.dumps({"model": args.name, "layer": args.layer, "pool": args.pool, **results}, indent=2))
 
 
 def probe_dataset(args: argparse.Namespace) -> dict:
@@ -105,7 +107,7 @@ def probe_dataset(args: argparse.Namespace) -> dict:
     try:
         module = importlib.import_module(f"modalities.{registry.MODALITY_FOLDERS[encoder.modality]}.evaluation")
     except ModuleNotFoundError as err:
-        raise ZooError(f"{encoder.modality} encoders have no --dataset protocols; use --data DIR") from err
+        raise ConfigError(f"{encoder.modality} encoders have no --dataset protocols; use --data DIR") from err
     return module.probe_dataset(encoder, args.dataset, args.data, seeds=tuple(args.seeds), device=args.device,
                                 settings=probe_settings(args.name, encoder.family, args.dataset),
                                 protocol=args.protocol)
@@ -151,7 +153,7 @@ def call_converter(convert, path: Path, overrides: dict):
     if overrides:
         parameters = inspect.signature(convert).parameters.values()
         if not any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
-            raise ZooError(f"this converter reads every setting from the file and takes no --set options "
+            raise ConfigError(f"this converter reads every setting from the file and takes no --set options "
                            f"(got {sorted(overrides)})")
     return convert(path, **overrides)
 
@@ -161,7 +163,7 @@ def verify_round_trip(original, reloaded) -> None:
     saved = reloaded.state_dict()
     for key, value in original.state_dict().items():
         if not value.equal(saved[key]):
-            raise ZooError(f"converted checkpoint does not reload identically: {key} differs")
+            raise CheckpointError(f"converted checkpoint does not reload identically: {key} differs")
 
 
 def expand_inputs(inputs: Sequence[str], suffixes: Sequence[str] = ()) -> list[str]:
@@ -176,7 +178,7 @@ def expand_inputs(inputs: Sequence[str], suffixes: Sequence[str] = ()) -> list[s
             expanded.append(item)
     if not expanded:
         kinds = f" ({', '.join(suffixes)})" if suffixes else ""
-        raise ZooError(f"no input files{kinds} found in {list(inputs)}")
+        raise InputError(f"no input files{kinds} found in {list(inputs)}")
     return expanded
 
 
@@ -187,18 +189,19 @@ def parse_layer(text: Optional[str]):
     try:
         parts = [int(part) for part in text.split(",")]
     except ValueError:
-        raise ZooError(f"--layer {text!r}: use an int, a comma-separated list of ints (e.g. 4,8,12) or 'all'") from None
+        raise ConfigError(f"--layer {text!r}: use an int, a comma-separated list of ints (e.g. 4,8,12) "
+                          "or 'all'") from None
     return parts[0] if len(parts) == 1 else parts
 
 
 def family_module(family: str, module: str):
     modules = registry.family_modules()
     if family not in modules:
-        raise ZooError(f"unknown family {family!r}; known families: {sorted(modules)}")
+        raise UnknownModelError(f"unknown family {family!r}; known families: {sorted(modules)}")
     try:
         return importlib.import_module(f"{modules[family]}.{module}")
     except ModuleNotFoundError as err:
-        raise ZooError(f"family {family!r} has no {module} module yet") from err
+        raise ConfigError(f"family {family!r} has no {module} module yet") from err
 
 
 def add_pretrain_parsers(commands, recipe: Optional[str]) -> None:
@@ -259,6 +262,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--label-regex", help="regex whose first group is the label (default: parent folder name)")
     probe.add_argument("--test-regex", help="file names matching it form the test split (default: a test/ folder)")
     probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")
+    probe.add_argument("--pool", default="mean", choices=["mean", "cls"],
+                       help="with --data: mean of the tokens or the cls token (default: mean)")
     probe.add_argument("--batch-size", type=int, default=8)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--k", type=int, default=20, help="neighbours for k-NN (at most the training items)")

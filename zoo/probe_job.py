@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from zoo.errors import InputError
 from zoo.io import visible_files
 
 
-def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[str]) -> list[tuple[Path, str, bool]]:
-    """(path, label, is_test) for every file under `data`.
+def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[str],
+                   suffixes: Sequence[str] = ()) -> list[tuple[Path, str, bool]]:
+    """(path, label, is_test) for every file under `data` ending in one of `suffixes` (the
+    encoder's kinds of file; none: every file), so that notes or label lists beside them are not inputs.
 
     The label is the first group of `label_regex` on the file name, else the parent
     folder's name; a file is in the test split when `test_regex` matches its name, else
@@ -21,7 +23,7 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
     if not data.is_dir():
         raise InputError(f"--data {str(data)!r} is not a folder")
     rows = []
-    for path in visible_files(data):
+    for path in visible_files(data, suffixes or None):
         if label_regex:
             match = re.search(label_regex, path.name)
             if match is None:
@@ -32,7 +34,8 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
         is_test = bool(re.search(test_regex, path.name)) if test_regex else "test" in path.relative_to(data).parts[:-1]
         rows.append((path, label, is_test))
     if not rows:
-        raise InputError(f"--data {str(data)!r} holds no files")
+        kinds = f" ({', '.join(suffixes)})" if suffixes else ""
+        raise InputError(f"--data {str(data)!r} holds no files{kinds} the encoder reads")
     splits = {is_test for _, _, is_test in rows}
     if splits != {True, False}:
         raise InputError(f"{len(rows)} files but no train/test split: give --test-regex or a test/ folder")
@@ -47,7 +50,7 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
 
 
 def run_probe(encoder: Any, rows: list[tuple[Path, str, bool]], layer=None, batch_size: int = 8,
-              seed: int = 0, k: int = 20) -> dict[str, float]:
+              seed: int = 0, k: int = 20, pool: str = "mean") -> dict[str, float]:
     """Embed every file once, then fit the probes on the train split and score the test split.
 
     k-NN uses `k` neighbours, or every training item when there are fewer.
@@ -56,7 +59,8 @@ def run_probe(encoder: Any, rows: list[tuple[Path, str, bool]], layer=None, batc
 
     from zoo.evaluation import knn_accuracy, linear_probe, rankme
 
-    embeddings = encoder.embed([str(path) for path, _, _ in rows], layer=layer, batch_size=batch_size).numpy()
+    files = [str(path) for path, _, _ in rows]
+    embeddings = encoder.embed(files, layer=layer, pool=pool, batch_size=batch_size).numpy()
     labels = np.array([label for _, label, _ in rows])
     test = np.array([is_test for _, _, is_test in rows])
     k = min(k, int((~test).sum()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
-from zoo.errors import ZooError
+from zoo.errors import CheckpointError
 
 M = TypeVar("M", bound="Checkpointable")
 
@@ -36,7 +36,7 @@ class Checkpointable:
 
         model = load(name_or_path, **kwargs)
         if not isinstance(model, cls):
-            raise ZooError(
+            raise CheckpointError(
                 f"{name_or_path!r} holds a {type(model).__name__}, not a {cls.__name__}; "
                 "use zoo.load() to get whatever it holds"
             )

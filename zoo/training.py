@@ -423,7 +423,7 @@ class Trainer:
             output: PretrainOutput = self.objective(move_to(batch, self.device))
         loss = output.loss
         if not torch.isfinite(loss):
-            raise ZooError(
+            raise ConfigError(
                 f"the loss is {loss.item()} at step {self.step + 1}; lower the learning rate (lr={self.config.lr}) "
                 f"or clip gradients harder. The last checkpoint in {self.out_dir} is kept for a restart."
             )
