@@ -196,6 +196,8 @@ class TJEPAEncoder(TabularEncoder):
 
     def __init__(self, config: TJEPAConfig, processor: Optional[TableProcessor] = None) -> None:
         super().__init__(config, processor)
+        if not config.num_reg_tokens:
+            self.pools = ("mean", "none")  # no regularization token: the first token is a feature
         self.check_processor()
         self.tokenizer = FeatureTokenizer(config)
         mixed = config.num_numeric > 0 and len(config.cardinalities) > 0

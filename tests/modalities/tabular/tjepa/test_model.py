@@ -62,6 +62,10 @@ def test_pools_and_layers(encoder, table):
     assert torch.equal(cls, tokens[:, 0])
     chunks = list(encoder.iter_embed(table, chunk_rows=4, progress=False))
     assert [len(chunk) for chunk in chunks] == [4, 2]
+    no_tokens = TJEPAEncoder(TJEPAConfig.for_table(encoder.processor, **{**TINY, "num_reg_tokens": 0}),
+                             encoder.processor)
+    with pytest.raises(ConfigError, match="TJEPAEncoder has no cls token"):  # the first token is a feature
+        no_tokens.embed(table, pool="cls", progress=False)
 
 
 def test_inputs_of_every_table_kind_agree(encoder, table, tmp_path):
