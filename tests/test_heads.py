@@ -118,8 +118,33 @@ def test_tagging_head_scores_multi_label_targets(micro_hubert, tmp_path):
     assert len(tagger.predict([wave], top_k=10, sampling_rate=16000)[0]) == 3
     with pytest.raises(ConfigError, match="top_k=0; ask for at least one label"):
         tagger.predict([wave], top_k=0, sampling_rate=16000)
-    with pytest.raises(ConfigError, match="probabilities\\(\\) reads the mean-pooled last layer"):
-        zoo.for_tagging(micro_hubert, labels=2, layer=0).probabilities([np.zeros(4000, np.float32)])
+    layer_zero = zoo.for_tagging(micro_hubert, labels=2, layer=0)  # was refused: "reads the mean-pooled last layer"
+    assert layer_zero.probabilities([wave], sampling_rate=16000).shape == (1, 2)
+
+
+@pytest.mark.parametrize("layer", [None, 1, "weighted"])
+def test_a_classifier_predicts_named_classes_from_raw_inputs(micro_hubert, tmp_path, layer):
+    """`predict` / `probabilities` / `logits` on raw inputs give, for every head layer, what the
+    model gives on a batch of that one item (it had no predict at all)."""
+    classifier = zoo.for_classification(micro_hubert, layer=layer, labels=["low", "high"])
+    torch.nn.init.normal_(classifier.head.weight)
+    if layer == "weighted":
+        torch.nn.init.normal_(classifier.layer_weights.logits)
+    items, _ = tones(3)
+    logits = classifier.logits(items, sampling_rate=RATE)
+    with torch.no_grad():
+        alone = classifier.eval()(**classifier.processor(items[1:2], sampling_rate=RATE)).logits
+    assert logits.shape == (3, 2) and (logits[1] - alone[0]).abs().max() <= 1e-5
+    probabilities = classifier.probabilities(items, sampling_rate=RATE)
+    assert torch.allclose(probabilities.sum(-1), torch.ones(3))
+    best = classifier.predict(items, top_k=1, sampling_rate=RATE)
+    assert [row[0][0] for row in best] == [["low", "high"][int(i)] for i in probabilities.argmax(-1)]
+    classifier.save_pretrained(tmp_path / "c")
+    assert zoo.load(tmp_path / "c").labels == ["low", "high"]
+    regressor = zoo.for_regression(micro_hubert, num_targets=3, layer=layer)
+    assert regressor.predict(items, sampling_rate=RATE).shape == (3, 3)
+    with pytest.raises(ConfigError, match="needs num_labels or labels"):
+        zoo.for_classification(micro_hubert)
 
 
 def test_labels_that_do_not_fit_the_head_are_named(micro_hubert):

@@ -35,6 +35,10 @@ class LayerWeights(nn.Module):
         weights = torch.softmax(self.logits, dim=0)
         return sum(weight * hidden_states[index] for weight, index in zip(weights, self.indices))
 
+    def mix(self, stacked: torch.Tensor) -> torch.Tensor:
+        """(..., K, D) rows of the K layers in `indices` -> (..., D), the same weighted sum."""
+        return (torch.softmax(self.logits, dim=0).unsqueeze(-1) * stacked).sum(-2)
+
 
 class EncoderWithHead(Checkpointable, nn.Module):
     """Shared part of the classification and regression heads."""
@@ -98,6 +102,20 @@ class EncoderWithHead(Checkpointable, nn.Module):
             loss = self.loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
+    @torch.no_grad()
+    def logits(self, inputs: Any, batch_size: int = 8, progress: bool = False, **prepare_kwargs: Any) -> torch.Tensor:
+        """Raw inputs -> (N, num_outputs) logits, one row per item, in eval mode.
+
+        The head reads the encoder's `embed` rows of its layer and pool, so an item scores the
+        same alone or in any batch and long inputs are windowed (a padded batch through
+        `forward` need not give that: MERT's first GroupNorm spans the padding)."""
+        mixed = self.layer_weights is not None
+        layer = self.layer_weights.indices if mixed else self.layer
+        features = self.encoder.embed(inputs, layer=layer, pool=self.pool, batch_size=batch_size, progress=progress,
+                                      **prepare_kwargs)
+        features = features.to(self.head.weight.device, self.head.weight.dtype)
+        return self.head(self.layer_weights.mix(features) if mixed else features).float().cpu()
+
     def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         """Refuse labels that do not fit the batch or the head, naming them: torch's own errors
         (a CUDA device-side assert for a class out of range) do not say which value is wrong."""
@@ -131,8 +149,37 @@ class EncoderWithHead(Checkpointable, nn.Module):
         return {**self.encoder.config.to_dict(), "head": self.head_config()}
 
 
-class EncoderForClassification(EncoderWithHead):
-    """Single-label classification: cross-entropy over `num_outputs` classes."""
+class LabelledHead(EncoderWithHead):
+    """A head whose outputs are named classes or tags: `predict` gives the top-k names with
+    their probabilities (`probabilities` says how logits become them)."""
+
+    def __init__(self, encoder: nn.Module, num_outputs: int, labels: Optional[Sequence[str]] = None,
+                 **kwargs: Any) -> None:
+        super().__init__(encoder, num_outputs, **kwargs)
+        if labels is not None and len(labels) != num_outputs:
+            raise ConfigError(f"{len(labels)} label names for {num_outputs} outputs; give one name per output")
+        self.labels = [str(label) for label in labels] if labels is not None else [str(i) for i in range(num_outputs)]
+
+    def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
+        """Raw inputs -> (N, num_outputs) probabilities, one row per item (`logits` takes the kwargs)."""
+        raise NotImplementedError
+
+    def predict(self, inputs: Any, top_k: int = 5, **kwargs: Any) -> list[list[tuple[str, float]]]:
+        """Raw inputs -> for each item, its `top_k` (label name, probability), most likely first
+        (all labels when there are fewer)."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k={top_k!r}; ask for at least one label")
+        probabilities = self.probabilities(inputs, **kwargs)
+        scores, indices = probabilities.topk(min(top_k, self.num_outputs), dim=-1)
+        return [[(self.labels[i], float(p)) for p, i in zip(row_scores, row_indices)]
+                for row_scores, row_indices in zip(scores.tolist(), indices.tolist())]
+
+    def head_config(self) -> dict[str, Any]:
+        return {**super().head_config(), "labels": self.labels}
+
+
+class EncoderForClassification(LabelledHead):
+    """Single-label classification: cross-entropy over `num_outputs` classes, named by `labels`."""
 
     task = "classification"
     label_dtype = torch.long
@@ -156,6 +203,10 @@ class EncoderForClassification(EncoderWithHead):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, labels.to(logits.device))
 
+    def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
+        """Raw inputs -> (N, num_labels) class probabilities (softmax), one row per item."""
+        return torch.softmax(self.logits(inputs, **kwargs), dim=-1)
+
 
 class EncoderForRegression(EncoderWithHead):
     """Regression: mean squared error on `num_outputs` targets."""
@@ -175,8 +226,12 @@ class EncoderForRegression(EncoderWithHead):
         labels = labels.to(logits.device, logits.dtype)
         return nn.functional.mse_loss(logits.view_as(labels) if labels.dim() == 1 else logits, labels)
 
+    def predict(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
+        """Raw inputs -> (N, num_outputs) predicted targets, one row per item (`logits` takes the kwargs)."""
+        return self.logits(inputs, **kwargs)
 
-class EncoderForTagging(EncoderWithHead):
+
+class EncoderForTagging(LabelledHead):
     """Multi-label tagging (e.g. AudioSet): one sigmoid per label, binary cross-entropy.
 
     `labels` names the outputs in order; `predict()` returns the top-k names with their
@@ -186,13 +241,6 @@ class EncoderForTagging(EncoderWithHead):
 
     task = "tagging"
     label_dtype = torch.float32
-
-    def __init__(self, encoder: nn.Module, num_outputs: int, labels: Optional[Sequence[str]] = None,
-                 **kwargs: Any) -> None:
-        super().__init__(encoder, num_outputs, **kwargs)
-        if labels is not None and len(labels) != num_outputs:
-            raise ConfigError(f"{len(labels)} label names for {num_outputs} outputs; give one name per output")
-        self.labels = list(labels) if labels is not None else [str(index) for index in range(num_outputs)]
 
     def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         """Multi-hot (or soft) targets (B, num_outputs) in [0, 1]."""
@@ -207,28 +255,9 @@ class EncoderForTagging(EncoderWithHead):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, logits.dtype))
 
-    @torch.no_grad()
-    def probabilities(self, inputs: Any, batch_size: int = 8, progress: bool = False,
-                      **prepare_kwargs: Any) -> torch.Tensor:
-        """Raw inputs -> (N, num_outputs) label probabilities, one row per item."""
-        if self.layer is not None or self.pool != "mean":
-            raise ConfigError("probabilities() reads the mean-pooled last layer; this head uses "
-                              f"layer={self.layer!r}, pool={self.pool!r}: call the model on a batch instead")
-        features = self.encoder.embed(inputs, batch_size=batch_size, progress=progress, **prepare_kwargs)
-        return torch.sigmoid(self.head(features.to(self.head.weight.device, self.head.weight.dtype))).float().cpu()
-
-    def predict(self, inputs: Any, top_k: int = 5, **kwargs: Any) -> list[list[tuple[str, float]]]:
-        """Raw inputs -> for each item, its `top_k` (label name, probability), most likely first
-        (all labels when there are fewer)."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ConfigError(f"top_k={top_k!r}; ask for at least one label")
-        probabilities = self.probabilities(inputs, **kwargs)
-        scores, indices = probabilities.topk(min(top_k, self.num_outputs), dim=-1)
-        return [[(self.labels[i], float(p)) for p, i in zip(row_scores, row_indices)]
-                for row_scores, row_indices in zip(scores.tolist(), indices.tolist())]
-
-    def head_config(self) -> dict[str, Any]:
-        return {**super().head_config(), "labels": self.labels}
+    def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
+        """Raw inputs -> (N, num_outputs) label probabilities (a sigmoid each), one row per item."""
+        return torch.sigmoid(self.logits(inputs, **kwargs))
 
 
 HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegression, EncoderForTagging)}
@@ -242,17 +271,24 @@ def head_from_config(encoder: nn.Module, config: dict[str, Any]) -> EncoderWithH
     return HEADS[task](encoder, **config)
 
 
-def for_classification(encoder: nn.Module, num_labels: int, pool: str = "mean", layer: HeadLayer = None,
-                       freeze: bool = True, dropout: float = 0.0) -> EncoderForClassification:
+def for_classification(encoder: nn.Module, num_labels: Optional[int] = None, pool: str = "mean",
+                       layer: HeadLayer = None, freeze: bool = True, dropout: float = 0.0,
+                       labels: Optional[Sequence[str]] = None) -> EncoderForClassification:
     """A classifier on top of `encoder`.
 
     Args:
-        num_labels: number of classes.
-        pool: "mean" over valid tokens or "cls".
+        num_labels: number of classes (default: the number of `labels`).
+        pool: "mean" over valid tokens or "cls" (encoders with a cls token).
         layer: None (last), an int, or "weighted" (learned weighted sum of all layers).
         freeze: keep the encoder's weights fixed (linear probe) or fine-tune them too.
+        labels: the class names, in index order, that `predict` returns (default: "0", "1", ...).
     """
-    return EncoderForClassification(encoder, num_labels, pool=pool, layer=layer, freeze=freeze, dropout=dropout)
+    if num_labels is None:
+        if labels is None:
+            raise ConfigError("for_classification needs num_labels or labels (the class names)")
+        num_labels = len(labels)
+    return EncoderForClassification(encoder, num_labels, labels=labels, pool=pool, layer=layer, freeze=freeze,
+                                    dropout=dropout)
 
 
 def for_regression(encoder: nn.Module, num_targets: int = 1, pool: str = "mean", layer: HeadLayer = None,
