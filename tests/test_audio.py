@@ -1,5 +1,7 @@
 """The audio processor: any rate in, mono at the model rate, bad inputs as zoo errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile
@@ -35,6 +37,31 @@ def test_reads_files_at_their_own_rate(tmp_path):
 def test_dict_input_as_datasets_gives_it():
     wave = AudioProcessor().prepare({"array": np.zeros(3200, dtype=np.float32), "sampling_rate": 16000})
     assert wave.shape == (3200,)
+
+
+def test_undecoded_rows_and_datasets_read_as_their_files(tmp_path, micro_hubert):
+    """`datasets` >= 4 decodes Audio columns only through torchcodec, which does not load here:
+    the zoo reads a Dataset's Audio column undecoded, and {"bytes", "path"} rows (Audio(decode=False),
+    parquet and Hub datasets) with soundfile. Each gives exactly the rows of the files."""
+    import datasets
+
+    files = []
+    for index, rate in enumerate((16000, 8000, 44100)):
+        files.append(str(tmp_path / f"clip{index}.flac"))
+        soundfile.write(files[-1], np.sin(np.arange(rate // 2) * (index + 1) / 9).astype(np.float32), rate)
+    expected = micro_hubert.embed(files, progress=False)
+    dataset = datasets.Dataset.from_dict({"audio": files, "label": [0, 1, 2]}).cast_column("audio", datasets.Audio())
+    assert torch.equal(micro_hubert.embed(dataset, progress=False), expected)
+    undecoded = dataset.cast_column("audio", datasets.Audio(decode=False))["audio"]
+    assert torch.equal(micro_hubert.embed(undecoded, progress=False), expected)
+    blobs = [{"bytes": Path(file).read_bytes(), "path": None} for file in files]
+    assert torch.equal(micro_hubert.embed(blobs, progress=False), expected)
+    with pytest.raises(InputError, match="input 0: cannot decode the audio bytes of 'x.wav'"):
+        micro_hubert.embed([{"bytes": b"RIFF junk", "path": "x.wav"}], progress=False)
+    with pytest.raises(InputError, match="has neither bytes nor a path"):
+        micro_hubert.embed([{"bytes": None, "path": None}], progress=False)
+    with pytest.raises(InputError, match="the dataset has no Audio column; its features are"):
+        micro_hubert.embed(datasets.Dataset.from_dict({"label": [0]}), progress=False)
 
 
 def test_normalize_and_short_input_padding():

@@ -7,10 +7,11 @@ torchaudio (resampling) and soundfile (decoding) are imported on first use, so t
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, BinaryIO, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,16 +27,32 @@ MAX_CHANNELS = 8
 
 def read_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     """Decode a wav/flac/ogg file into (channels, samples) float32 and its sampling rate."""
-    import soundfile
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file {str(path)!r} does not exist; check the path")
+    return decode_audio(str(path), f"audio file {str(path)!r}")
+
+
+def read_audio_row(row: dict[str, Any]) -> tuple[torch.Tensor, int]:
+    """An undecoded `datasets` Audio row ({"bytes", "path"}): its bytes, else its file. This is
+    how the zoo reads audio datasets without the decoder `datasets` >= 4 needs (torchcodec)."""
+    if row.get("bytes") is not None:
+        return decode_audio(io.BytesIO(row["bytes"]), f"the audio bytes of {row.get('path') or 'a dataset row'!r}")
+    if row.get("path"):
+        return read_audio_file(row["path"])
+    raise InputError(f"an audio row with keys {sorted(row)} has neither bytes nor a path; pass a file path, an "
+                     "array with sampling_rate=, or a dict with 'array' and 'sampling_rate'")
+
+
+def decode_audio(source: str | BinaryIO, where: str) -> tuple[torch.Tensor, int]:
+    """soundfile's decoding of a file or buffer, its errors as one `InputError` naming `where`."""
+    import soundfile
+
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several unrelated types for unreadable files
         raise InputError(
-            f"cannot decode audio file {str(path)!r} ({err}); use wav, flac or ogg, "
+            f"cannot decode {where} ({err}); use wav, flac or ogg, "
             "or pass the samples as an array with sampling_rate="
         ) from err
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
@@ -87,8 +104,8 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
     """One raw audio input as a mono float32 waveform at `target_rate`.
 
     Args:
-        item: a path, an array/tensor, or a dict with "array" and "sampling_rate" (as the
-            `datasets` Audio feature gives).
+        item: a path, an array/tensor, a dict with "array" and "sampling_rate" (as the
+            `datasets` Audio feature gives), or an undecoded Audio row ({"bytes", "path"}).
         sampling_rate: rate of array inputs; files and dicts carry their own.
         target_rate: the model's rate; other rates are resampled with torchaudio.
     """
@@ -96,6 +113,8 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
         wave, rate = read_audio_file(item)
     elif isinstance(item, dict) and "array" in item:
         wave, rate = to_channels_first(item["array"]), item.get("sampling_rate", sampling_rate)
+    elif isinstance(item, dict) and ("bytes" in item or "path" in item):
+        wave, rate = read_audio_row(item)
     else:
         wave, rate = to_channels_first(item), sampling_rate
     if rate is None:
@@ -130,6 +149,7 @@ class AudioProcessor(Processor):
 
     processor_type = "audio"
     file_suffixes = AUDIO_SUFFIXES
+    dataset_feature = "Audio"
 
     sampling_rate: int = 16000
     do_normalize: bool = False

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Sequence, TypeVar
 import torch
 
 from zoo.config import check_keys, read_json
+from zoo.errors import InputError
 from zoo.io import atomic_write_text
 
 P = TypeVar("P", bound="Processor")
@@ -33,6 +34,8 @@ class Processor:
     processor_type: ClassVar[str] = ""
     #: file endings `zoo embed` keeps when it is given a folder (empty: every file)
     file_suffixes: ClassVar[tuple[str, ...]] = ()
+    #: the `datasets` feature (e.g. "Audio") whose column `embed` reads from a whole Dataset
+    dataset_feature: ClassVar[str] = ""
 
     def prepare(self, item: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -69,3 +72,21 @@ class Processor:
     @classmethod
     def from_file(cls: type[P], path: str | Path) -> P:
         return cls.from_dict(read_json(path))
+
+
+def feature_column(dataset: Any, feature: str, name: str = "the dataset") -> str:
+    """The first column of a `datasets` Dataset whose feature is a `feature` ("Audio", "Image")."""
+    columns = [column for column, kind in dataset.features.items() if type(kind).__name__ == feature]
+    if not columns:
+        raise InputError(f"{name} has no {feature} column; its features are {dict(dataset.features)}: cast one "
+                         f"with dataset.cast_column(NAME, datasets.{feature}()) or pass dataset[NAME]")
+    return columns[0]
+
+
+def undecoded_rows(dataset: Any, feature: str) -> list[dict[str, Any]]:
+    """The {"bytes", "path"} rows of a Dataset's `feature` column, read without decoding them:
+    the zoo decodes them itself (`datasets` >= 4 decodes audio only through torchcodec)."""
+    import datasets
+
+    column = feature_column(dataset, feature)
+    return list(dataset.cast_column(column, getattr(datasets, feature)(decode=False))[column])

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from zoo.errors import ConfigError, InputError, naming_input
 from zoo.io import visible_files
-from zoo.processing import Processor
+from zoo.processing import Processor, feature_column
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,12 +74,7 @@ def expand_images(inputs: Any) -> list[Any]:
 
 def dataset_image_column(dataset: Any, name: str = "the dataset") -> str:
     """The first `datasets.Image` column of a Dataset (e.g. "img" in CIFAR-10, "image" elsewhere)."""
-    datasets = sys.modules["datasets"]
-    columns = [column for column, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
-    if not columns:
-        raise InputError(f"{name} has no Image column; its features are {dict(dataset.features)}: "
-                         "cast one with dataset.cast_column(NAME, datasets.Image()) or pass dataset[NAME]")
-    return columns[0]
+    return feature_column(dataset, "Image", name)
 
 
 def read_image_file(path: str | Path) -> torch.Tensor:
