@@ -1,13 +1,14 @@
 """Table inputs read as pandas chunks of bounded size.
 
-A table may be a pandas DataFrame (or one row of it, a Series), a pyarrow Table, a CSV or
-Parquet path, a dict (one row of scalars, or columns of equal length) or a list of row
-dicts. Everything is read in chunks of at most `chunk_rows` rows, so a file larger than
+A table may be a pandas DataFrame (or one row of it, a Series), a pyarrow Table, a Hugging
+Face `datasets` Dataset, a CSV or Parquet path, a dict (one row of scalars, or columns of
+equal length) or a list of row dicts. Everything is read in chunks of at most `chunk_rows` rows, so a file larger than
 memory streams through.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -32,6 +33,9 @@ def iter_frames(table: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFra
     if isinstance(table, (str, Path)):
         yield from _file_frames(Path(table), chunk_rows)
         return
+    if is_dataset(table):  # streamed from its Arrow data, never whole in pandas
+        yield from table.to_pandas(batch_size=chunk_rows, batched=True)
+        return
     frame = to_frame(table)
     for start in range(0, len(frame), chunk_rows):
         yield frame.iloc[start : start + chunk_rows]
@@ -47,7 +51,7 @@ def row_count(table: Any) -> Optional[int]:
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(path).metadata.num_rows
-    if isinstance(table, (pd.DataFrame, list)):
+    if isinstance(table, (pd.DataFrame, list)) or is_dataset(table):
         return len(table)
     if type(table).__module__.startswith("pyarrow") and hasattr(table, "num_rows"):
         return table.num_rows
@@ -65,12 +69,18 @@ def to_frame(table: Any) -> pd.DataFrame:
         return pd.DataFrame([table]) if scalar else pd.DataFrame(table)
     if isinstance(table, list) and all(isinstance(row, dict) for row in table):
         return pd.DataFrame(table)
-    if type(table).__module__.startswith("pyarrow"):
+    if type(table).__module__.startswith("pyarrow") or is_dataset(table):
         return table.to_pandas()
     raise InputError(
         f"cannot read a table from {type(table).__name__}; pass a pandas DataFrame or Series (one row), a pyarrow "
-        "Table, a CSV or Parquet path, a dict of columns or a list of row dicts"
+        "Table, a datasets Dataset, a CSV or Parquet path, a dict of columns or a list of row dicts"
     )
+
+
+def is_dataset(table: Any) -> bool:
+    """A `datasets` Dataset (which can only exist if its module was imported)."""
+    datasets = sys.modules.get("datasets")
+    return datasets is not None and isinstance(table, datasets.Dataset)
 
 
 def read_table(table: Any) -> pd.DataFrame:

@@ -69,14 +69,18 @@ def test_pools_and_layers(encoder, table):
 
 
 def test_inputs_of_every_table_kind_agree(encoder, table, tmp_path):
+    import datasets
     import pyarrow as pa
 
     path = tmp_path / "rows.csv"
     table.to_csv(path, index=False)
     reference = encoder.embed(table, progress=False)
+    dataset = datasets.Dataset.from_pandas(table, preserve_index=False)  # was "cannot read a table from Dataset"
     for source in (pa.Table.from_pandas(table), str(path), table.to_dict(orient="list"),
-                   table.to_dict(orient="records")):
+                   table.to_dict(orient="records"), dataset):
         assert (encoder.embed(source, progress=False) - reference).abs().max() < 1e-5
+    streamed = encoder.embed(dataset, chunk_rows=4, progress=False)  # two chunks of the Dataset's Arrow data
+    assert torch.equal(streamed, encoder.embed(table, chunk_rows=4, progress=False))
 
 
 def test_save_and_reload_gives_the_same_embeddings(encoder, table, tmp_path):
