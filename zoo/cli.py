@@ -154,7 +154,7 @@ def call_converter(convert, path: Path, overrides: dict):
         parameters = inspect.signature(convert).parameters.values()
         if not any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
             raise ConfigError(f"this converter reads every setting from the file and takes no --set options "
-                           f"(got {sorted(overrides)})")
+                              f"(got {sorted(overrides)})")
     return convert(path, **overrides)
 
 

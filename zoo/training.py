@@ -224,10 +224,8 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str
     """`key: saved -> current` for each setting that differs (nested dicts by dotted keys),
     leaving out RUN_LOCAL_SETTINGS."""
     changed = []
-    for key in sorted(saved.keys() | current.keys()):
+    for key in sorted((saved.keys() | current.keys()) - RUN_LOCAL_SETTINGS):
         old, new = saved.get(key), current.get(key)
-        if key in RUN_LOCAL_SETTINGS:
-            continue
         if isinstance(old, dict) and isinstance(new, dict):
             changed += changed_settings(old, new, f"{prefix}{key}.")
         elif old != new:
