@@ -5,7 +5,6 @@ Shapes: B items, K selected layers, T tokens, D width, N inputs.
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Optional
@@ -18,7 +17,7 @@ from zoo.config import EncoderConfig
 from zoo.errors import InputError, naming_input
 from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, select_layers
-from zoo.processing import Processor, undecoded_rows
+from zoo.processing import Processor, is_dataset, undecoded_rows
 from zoo.saving import Checkpointable
 
 #: raw inputs prepared at once before they are sorted by size into batches
@@ -94,8 +93,7 @@ class Encoder(Checkpointable, nn.Module):
         a `datasets` Dataset the rows of its column of the processor's `dataset_feature`."""
         if isinstance(inputs, (list, tuple)):
             return list(inputs)
-        datasets = sys.modules.get("datasets")  # a Dataset can only exist if its module was imported
-        if datasets is not None and isinstance(inputs, datasets.Dataset) and self.processor.dataset_feature:
+        if is_dataset(inputs) and self.processor.dataset_feature:
             return undecoded_rows(inputs, self.processor.dataset_feature)
         if isinstance(inputs, (str, bytes, Path, dict, np.ndarray, torch.Tensor)) or not isinstance(
             inputs, Iterable

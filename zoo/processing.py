@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, Sequence, TypeVar
 
@@ -72,6 +73,13 @@ class Processor:
     @classmethod
     def from_file(cls: type[P], path: str | Path) -> P:
         return cls.from_dict(read_json(path))
+
+
+def is_dataset(inputs: Any) -> bool:
+    """A Hugging Face `datasets` Dataset (one can only exist if `datasets` was imported, so
+    `import zoo` does not import it)."""
+    datasets = sys.modules.get("datasets")
+    return datasets is not None and isinstance(inputs, datasets.Dataset)
 
 
 def feature_column(dataset: Any, feature: str, name: str = "the dataset") -> str:

@@ -2,13 +2,12 @@
 
 A table may be a pandas DataFrame (or one row of it, a Series), a pyarrow Table, a Hugging
 Face `datasets` Dataset, a CSV or Parquet path, a dict (one row of scalars, or columns of
-equal length) or a list of row dicts. Everything is read in chunks of at most `chunk_rows` rows, so a file larger than
-memory streams through.
+equal length) or a list of row dicts. Everything is read in chunks of at most `chunk_rows`
+rows, so a file larger than memory streams through.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from zoo.errors import InputError
+from zoo.processing import is_dataset
 
 #: rows per chunk when a table is streamed
 CHUNK_ROWS = 65_536
@@ -75,12 +75,6 @@ def to_frame(table: Any) -> pd.DataFrame:
         f"cannot read a table from {type(table).__name__}; pass a pandas DataFrame or Series (one row), a pyarrow "
         "Table, a datasets Dataset, a CSV or Parquet path, a dict of columns or a list of row dicts"
     )
-
-
-def is_dataset(table: Any) -> bool:
-    """A `datasets` Dataset (which can only exist if its module was imported)."""
-    datasets = sys.modules.get("datasets")
-    return datasets is not None and isinstance(table, datasets.Dataset)
 
 
 def read_table(table: Any) -> pd.DataFrame:

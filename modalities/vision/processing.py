@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import sys
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Sequence
 
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 from zoo.errors import ConfigError, InputError, naming_input
 from zoo.io import visible_files
-from zoo.processing import Processor, feature_column
+from zoo.processing import Processor, feature_column, is_dataset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -62,8 +61,7 @@ def expand_images(inputs: Any) -> list[Any]:
         return [str(path) for path in image_files(Path(inputs))]
     if isinstance(inputs, (np.ndarray, torch.Tensor)):
         return list(inputs) if inputs.ndim == 4 else [inputs]
-    datasets = sys.modules.get("datasets")  # a Dataset can only exist if its module was imported
-    if datasets is not None and isinstance(inputs, datasets.Dataset):
+    if is_dataset(inputs):
         return expand_images(inputs[dataset_image_column(inputs)])
     if isinstance(inputs, (str, Path, bytes, dict)) or type(inputs).__module__.startswith("PIL."):
         return [inputs]
