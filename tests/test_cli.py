@@ -39,6 +39,21 @@ def test_list_and_info(capsys):
     assert json.loads(capsys.readouterr().out)["repo_id"] == "facebook/hubert-base-ls960"
     assert main(["info", "no-such-model"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+
+def test_info_describes_a_checkpoint_folder(checkpoint, tmp_path, capsys):
+    """Was "unknown model": `zoo info` read hub_configs only."""
+    assert main(["info", str(checkpoint)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    encoder = zoo.load(checkpoint)
+    assert shown["family"] == "hubert" and shown["class"] == "HubertEncoder" and shown["head"] is None
+    as_json = json.loads(json.dumps({"a": encoder.config.to_dict(), "p": encoder.processor.to_dict()}))
+    assert shown["architecture"] == as_json["a"] and shown["preprocessing"] == as_json["p"]
+    assert shown["params"] == sum(parameter.numel() for parameter in encoder.parameters())
+    zoo.for_classification(encoder, labels=["yes", "no"]).save_pretrained(tmp_path / "clf")
+    assert main(["info", str(tmp_path / "clf")]) == 0
+    assert json.loads(capsys.readouterr().out)["head"]["labels"] == ["yes", "no"]
     assert main(["list", "--architectures", "gmml-*"]) == 0
     names = capsys.readouterr().out.split()
     assert names == ["gmml-vit-base-patch16", "gmml-vit-small-patch16", "gmml-vit-tiny-patch16"]

@@ -63,7 +63,23 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    print(json.dumps(registry.info(args.name), indent=2))
+    """A zoo name's hub_config; for a checkpoint folder or a Hub repo of the zoo's format, what
+    its files say (loaded, so that what is shown is what `zoo.load` gives)."""
+    if registry.find(args.name) is not None:
+        print(json.dumps(registry.info(args.name), indent=2))
+        return
+    from zoo.hub import load
+
+    print(json.dumps(describe(load(args.name)), indent=2))
+
+
+def describe(model) -> dict:
+    """The hub_config fields a loaded checkpoint can tell about itself."""
+    encoder = getattr(model, "encoder", model)
+    head = model.head_config() if hasattr(model, "head_config") else None
+    return {"family": encoder.family, "modality": encoder.modality, "class": type(model).__name__,
+            "architecture": encoder.config.to_dict(), "preprocessing": encoder.processor.to_dict(),
+            "params": sum(parameter.numel() for parameter in model.parameters()), "head": head}
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -230,8 +246,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
                               "(zoo.registry.architecture_config builds one)")
     listing.set_defaults(func=cmd_list)
 
-    info = commands.add_parser("info", help="show a checkpoint's hub_config")
-    info.add_argument("name")
+    info = commands.add_parser("info", help="show a checkpoint's hub_config, or what a checkpoint folder holds")
+    info.add_argument("name", help="zoo name, Hub repo id or local checkpoint folder")
     info.set_defaults(func=cmd_info)
 
     embed = commands.add_parser("embed", help="embed inputs into a .npy or .parquet file")
