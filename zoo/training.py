@@ -34,14 +34,14 @@ import random
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from zoo.config import read_json
-from zoo.errors import CheckpointError, ConfigError, ZooError
+from zoo.errors import CheckpointError, ConfigError, InputError, ZooError
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.outputs import PretrainOutput
 
@@ -160,6 +160,29 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     optim.add_argument("--threads", type=int,
                        help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
     optim.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_init_argument(parser: Any) -> None:
+    """`--init` on a parser or an argument group: pretraining that goes on from trained weights."""
+    parser.add_argument("--init", metavar="NAME_OR_DIR",
+                        help="go on from these weights (a zoo name such as the embedded model, a run or "
+                             "checkpoint folder) with fresh optimizer moments and schedule, instead of a random "
+                             "init; the architecture is theirs, so --variant and --set are refused")
+
+
+def encoder_to_pretrain(args: argparse.Namespace, encoder_class: type, build: Callable[[], Any]) -> Any:
+    """The encoder a `zoo pretrain` run starts from: `build()` (a random init of --variant), or
+    the float32 weights `--init` names, whose architecture and processor are kept."""
+    if not args.init:
+        return build()
+    if args.variant is not None or args.overrides:
+        raise ConfigError(f"--init {args.init} brings its own architecture; drop --variant and --set")
+    from zoo.hub import load_trained
+
+    encoder = load_trained(args.init, "--init")
+    if type(encoder) is not encoder_class:
+        raise InputError(f"--init {args.init!r} holds a {type(encoder).__name__}, not a {encoder_class.__name__}")
+    return encoder.float().train()
 
 
 def add_time_limit_argument(parser: Any) -> None:

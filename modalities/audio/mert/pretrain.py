@@ -59,7 +59,8 @@ from modalities.speech.hubert.pretrain import (
 from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
-from zoo.training import add_optimization_arguments, train_and_save, train_config_from_args
+from zoo.training import (add_init_argument, add_optimization_arguments, encoder_to_pretrain, train_and_save,
+                          train_config_from_args)
 
 ENCODER_FOLDER = "encoder"
 #: MERT's CQT teacher: 7 octaves of 48 bins from 32.7 Hz
@@ -360,7 +361,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "(default: magnitude)")
 
     model = parser.add_argument_group("model and objective")
-    model.add_argument("--variant", default="tiny", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
+    model.add_argument("--variant", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
+    add_init_argument(model)
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field of the variant, e.g. --set num_hidden_layers=2")
     model.add_argument("--final-dim", type=int, default=64, help="prediction width per codebook (default: 64)")
@@ -430,7 +432,8 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.output)
     files = list_audio_files(args.data, args.exclude)
     torch.manual_seed(args.seed)
-    encoder = MertEncoder(encoder_config(args.variant, args.overrides, VARIANTS, MertEncoderConfig))
+    encoder = encoder_to_pretrain(args, MertEncoder, lambda: MertEncoder(encoder_config(args.variant, args.overrides,
+                                                                                      VARIANTS, MertEncoderConfig)))
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     rate = encoder.processor.sampling_rate
     log(f"{len(files)} recordings in {args.data}, at {rate} Hz")

@@ -37,7 +37,8 @@ from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_wav
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.outputs import PretrainOutput
-from zoo.training import add_optimization_arguments, train_and_save, train_config_from_args
+from zoo.training import (add_init_argument, add_optimization_arguments, encoder_to_pretrain, train_and_save,
+                          train_config_from_args)
 
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100
@@ -291,7 +292,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames k-means is fitted on (default: 100000)")
 
     model = parser.add_argument_group("model and objective")
-    model.add_argument("--variant", default="tiny", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
+    model.add_argument("--variant", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
+    add_init_argument(model)
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field of the variant, "
                             "e.g. --set 'conv_dim=[128,128,128,128,128,128,128]'")
@@ -304,11 +306,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optimization_arguments(parser)
 
 
-def encoder_config(variant: str, overrides: Sequence[str], variants: Optional[dict[str, dict]] = None,
+def encoder_config(variant: Optional[str], overrides: Sequence[str], variants: Optional[dict[str, dict]] = None,
                    config_class: type[HubertEncoderConfig] = HubertEncoderConfig) -> HubertEncoderConfig:
-    """The variant's config with `FIELD=JSON` overrides applied (HuBERT's variants unless
-    `variants` and `config_class` name a family built on it, e.g. MERT)."""
-    fields = dict((VARIANTS if variants is None else variants)[variant])
+    """The variant's config (None: tiny) with `FIELD=JSON` overrides applied (HuBERT's variants
+    unless `variants` and `config_class` name a family built on it, e.g. MERT)."""
+    fields = dict((VARIANTS if variants is None else variants)[variant or "tiny"])
     for override in overrides:
         name, separator, text = override.partition("=")
         if not separator:
@@ -417,7 +419,8 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.output)
     files = list_audio_files(args.data, args.exclude)
     torch.manual_seed(args.seed)
-    encoder = HubertEncoder(encoder_config(args.variant, args.overrides))
+    encoder = encoder_to_pretrain(args, HubertEncoder,
+                                  lambda: HubertEncoder(encoder_config(args.variant, args.overrides)))
     field, hop = frame_geometry(encoder.config)
     log(f"{len(files)} recordings in {args.data}")
     waves = load_waves(files, encoder.processor)

@@ -38,8 +38,8 @@ from modalities.vision.image_sets import ImageSet, open_images
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError
 from zoo.outputs import PretrainOutput
-from zoo.training import (ErrorsAsValues, add_optimization_arguments, check_same_run, raise_if_error, train_and_save,
-                          train_config_from_args)
+from zoo.training import (ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run,
+                          encoder_to_pretrain, raise_if_error, train_and_save, train_config_from_args)
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
 UPSTREAM_RECONS_BLOCKS = (6, 8, 10, 12)
@@ -200,11 +200,9 @@ def initial_encoder(args: argparse.Namespace) -> GmmlEncoder:
     starts from it with fresh moments and a fresh warmup and cosine. A checkpoint without a
     reconstruction head (a converted DINO or timm ViT) gets a new one.
     """
+    loaded = encoder_to_pretrain(args, GmmlEncoder, lambda: GmmlEncoder(encoder_config(args)))
     if not args.init:
-        return GmmlEncoder(encoder_config(args))
-    if args.variant is not None or args.overrides:
-        raise ConfigError(f"--init {args.init} brings its own architecture; drop --variant and --set")
-    loaded = GmmlEncoder.from_pretrained(args.init, dtype=torch.float32)
+        return loaded
     if args.recons_blocks:
         blocks = parse_blocks(args.recons_blocks)
     elif loaded.config.reconstruction_head:
@@ -247,10 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model")
     model.add_argument("--variant", help=f"{sorted(SHORT_VARIANTS)} or {sorted(VARIANTS)} (default: tiny)")
-    model.add_argument("--init", metavar="NAME_OR_DIR",
-                       help="start from these weights (a zoo name, a folder or a Hub repo id) instead of a random "
-                       "init, with a fresh optimiser and schedule: continued pretraining, where rerunning in the "
-                       "same output folder resumes exactly")
+    add_init_argument(model)
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field, e.g. --set image_size=32 --set patch_size=4 --set depth=6")
 

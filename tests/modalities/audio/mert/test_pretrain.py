@@ -275,3 +275,20 @@ def test_loss_weights_come_from_the_command_line(music_folder, tmp_path):
     log = pretrain(music_folder, tmp_path / "run", "--steps", "2", "--feature-penalty", "0", "--cqt-weight", "2")
     for row in log:
         assert row["loss"] == pytest.approx(row["code_loss"] + 2 * row["cqt_mse"], rel=1e-5)
+
+
+def test_init_goes_on_from_the_embedded_model(music_folder, tmp_path, capsys):
+    """`zoo pretrain mert --init mert-tiny` trains the embedded weights further (was only a random init)."""
+    import zoo
+    from zoo.cli import main
+
+    args = ["pretrain", "mert", "--data", str(music_folder), "--batch-size", "4", "--codebooks", "1", "--clusters",
+            "8", "--max-seconds", "1.0", "--noise-seconds", "0.1", "0.3", "--steps", "2", "--no-progress"]
+    assert main([*args, "-o", str(tmp_path / "run"), "--init", "mert-tiny"]) == 0
+    start, trained = zoo.load("mert-tiny"), zoo.load(tmp_path / "run" / "encoder")
+    assert trained.config == start.config and trained.processor == start.processor
+    steps = [float((value.float() - start.state_dict()[name].float()).abs().max())
+             for name, value in trained.state_dict().items()]
+    assert 0 < max(steps) < 0.01  # two AdamW steps of lr 5e-4 from those weights
+    assert main([*args, "-o", str(tmp_path / "hubert"), "--init", "hubert-tiny-fsdd"]) == 2
+    assert "holds a HubertEncoder, not a MertEncoder" in capsys.readouterr().err

@@ -297,3 +297,26 @@ def test_labels_from_takes_a_run_folder_a_checkpoint_folder_or_a_model_name(tmp_
         load_teacher("beats-tiny")
     with pytest.raises(CheckpointError, match="--labels-from .* holds no checkpoint"):
         load_teacher(tmp_path)
+
+
+def test_init_goes_on_from_the_embedded_model(tmp_path):
+    """`--init hubert-tiny-fsdd`: its weights (float32) and processor, a new projection and
+    label embeddings; the architecture is the checkpoint's, so --variant / --set are refused."""
+    import zoo
+    from zoo.errors import ZooError
+
+    write_tones(tmp_path / "data", 6)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    common = ["--data", str(tmp_path / "data"), "--steps", "2", "--batch-size", "2", "--clusters", "4",
+              "--mask-length", "3", "--no-progress", "--init", "hubert-tiny-fsdd"]
+    run(parser.parse_args([*common, "-o", str(tmp_path / "run")]))
+    start, trained = zoo.load("hubert-tiny-fsdd"), zoo.load(tmp_path / "run" / "encoder")
+    assert trained.config == start.config and trained.processor == start.processor
+    steps = {name: float((value.float() - start.state_dict()[name].float()).abs().max())
+             for name, value in trained.state_dict().items()}
+    assert 0 < max(steps.values()) < 0.01  # two AdamW steps of lr 5e-4 from those weights, not a new init
+    with pytest.raises(ConfigError, match="drop --variant and --set"):
+        run(parser.parse_args([*common, "-o", str(tmp_path / "other"), "--variant", "base"]))
+    with pytest.raises(ZooError, match="holds a MertEncoder, not a HubertEncoder"):
+        run(parser.parse_args([*common[:-1], "mert-tiny", "-o", str(tmp_path / "mert")]))
