@@ -3,7 +3,8 @@
 They are plain `nn.Module`s: train them in your own loop or in transformers' `Trainer`
 (forward takes the batch and `labels`, returns `loss` and `logits`), and save or load
 them like any zoo checkpoint (config.json carries the encoder config and a "head" entry).
-Shapes: B items, T tokens, D width, L layers.
+On raw inputs, `logits` / `probabilities` / `predict` score each item as `embed` rows it:
+alone or in any batch alike. Shapes: B items, T tokens, D width, L layers.
 """
 
 from __future__ import annotations
