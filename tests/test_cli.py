@@ -127,6 +127,25 @@ def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_p
     assert calls == [1] and np.load(output).shape == (3, 32)
 
 
+
+def test_a_job_that_failed_before_its_first_shard_does_not_block_the_next(checkpoint, wav_folder, tmp_path,
+                                                                           capsys):
+    """A bad first input stopped the job before any shard; the corrected command was then
+    refused as "another job's shards" although there were none."""
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not audio")
+    output = tmp_path / "e.npy"
+    assert main(["embed", str(checkpoint), str(broken), str(wav_folder), "-o", str(output)]) == 2
+    assert "cannot decode audio file" in capsys.readouterr().err
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output)]) == 0
+    assert np.load(output).shape == (3, 32)
+
+
+def test_embed_says_graph_encoders_take_no_files(tmp_path, capsys):
+    assert main(["embed", "graphmae-mutag", str(tmp_path), "-o", str(tmp_path / "g.npy")]) == 2
+    assert "graphmae-mutag is a graph encoder: its inputs are objects, not files" in capsys.readouterr().err
+
+
 def test_embed_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
     empty = tmp_path / "empty.wav"
     soundfile.write(empty, np.zeros(0, dtype=np.float32), RATE)

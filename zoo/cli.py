@@ -92,6 +92,10 @@ def cmd_embed(args: argparse.Namespace) -> None:
             raise ConfigError(f"--ignore-extra-columns is for table encoders; {args.name} takes "
                               f"{encoder.modality} inputs")
         encoder.processor.extra_columns = "ignore"
+    if not encoder.processor.file_suffixes:
+        raise ConfigError(f"{args.name} is a {encoder.modality} encoder: its inputs are objects, not files, so "
+                          "`zoo embed` has none to read; call zoo.load(NAME).embed(...) in Python (graphs: PyG Data or "
+                          "a dataset of them), or score it with `zoo probe NAME --dataset ...`")
     inputs = expand_inputs(args.inputs, encoder.processor.file_suffixes)
     kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool,

@@ -70,10 +70,11 @@ def weights_sum(model: Any) -> str:
 
 def claim_parts(parts: Path, settings: dict[str, Any]) -> None:
     """Create `parts` for this job, or check that the job that left shards there had the same
-    settings: another model, inputs, layer, pool or shard size would mix two jobs' rows."""
+    settings: another model, inputs, layer, pool or shard size would mix two jobs' rows. A job
+    that failed before its first shard leaves nothing to mix, and is replaced."""
     record = parts / JOB_FILE
     settings = json.loads(json.dumps(settings, default=str))
-    if record.is_file():
+    if record.is_file() and any(parts.glob("shard-*")):  # a job that wrote no shard has nothing to mix in
         before = json.loads(record.read_text())
         changed = sorted(key for key in settings if before.get(key) != settings[key])
         if changed:
