@@ -54,6 +54,7 @@ def test_info_describes_a_checkpoint_folder(checkpoint, tmp_path, capsys):
     zoo.for_classification(encoder, labels=["yes", "no"]).save_pretrained(tmp_path / "clf")
     assert main(["info", str(tmp_path / "clf")]) == 0
     assert json.loads(capsys.readouterr().out)["head"]["labels"] == ["yes", "no"]
+    assert zoo.info(tmp_path / "clf")["head"]["labels"] == ["yes", "no"]  # the Python API says the same
     assert main(["list", "--architectures", "gmml-*"]) == 0
     names = capsys.readouterr().out.split()
     assert names == ["gmml-vit-base-patch16", "gmml-vit-small-patch16", "gmml-vit-tiny-patch16"]

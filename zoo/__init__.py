@@ -16,9 +16,9 @@ from zoo.errors import CheckpointError, ConfigError, InputError, OfflineError, U
 from zoo.heads import (
     EncoderForClassification, EncoderForRegression, EncoderForTagging, for_classification, for_regression, for_tagging,
 )
-from zoo.hub import load
+from zoo.hub import info, load
 from zoo.outputs import EncoderOutput, PretrainOutput
-from zoo.registry import add_model_config, info, list_models
+from zoo.registry import add_model_config, list_models
 
 __all__ = [
     "__version__", "Encoder", "EncoderConfig", "EncoderOutput", "PretrainOutput",

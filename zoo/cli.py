@@ -63,23 +63,9 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    """A zoo name's hub_config; for a checkpoint folder or a Hub repo of the zoo's format, what
-    its files say (loaded, so that what is shown is what `zoo.load` gives)."""
-    if registry.find(args.name) is not None:
-        print(json.dumps(registry.info(args.name), indent=2))
-        return
-    from zoo.hub import load
+    from zoo.hub import info
 
-    print(json.dumps(describe(load(args.name)), indent=2))
-
-
-def describe(model) -> dict:
-    """The hub_config fields a loaded checkpoint can tell about itself."""
-    encoder = getattr(model, "encoder", model)
-    head = model.head_config() if hasattr(model, "head_config") else None
-    return {"family": encoder.family, "modality": encoder.modality, "class": type(model).__name__,
-            "architecture": encoder.config.to_dict(), "preprocessing": encoder.processor.to_dict(),
-            "params": sum(parameter.numel() for parameter in model.parameters()), "head": head}
+    print(json.dumps(info(args.name), indent=2))
 
 
 def cmd_embed(args: argparse.Namespace) -> None:

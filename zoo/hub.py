@@ -85,6 +85,20 @@ def load(
     return model_to(model, device, dtype) if (device or dtype) else model
 
 
+def info(name_or_path: str | Path) -> dict[str, Any]:
+    """A zoo name's hub_config; for a checkpoint folder or a Hub repo of the zoo's format, what
+    its files say (loaded, so that what is shown is what `load` gives): family, class,
+    architecture, preprocessing, parameters and head."""
+    if registry.find(str(name_or_path)) is not None:
+        return registry.info(str(name_or_path))
+    model = load(name_or_path)
+    encoder = getattr(model, "encoder", model)
+    return {"family": encoder.family, "modality": encoder.modality, "class": type(model).__name__,
+            "architecture": encoder.config.to_dict(), "preprocessing": encoder.processor.to_dict(),
+            "params": sum(parameter.numel() for parameter in model.parameters()),
+            "head": model.head_config() if hasattr(model, "head_config") else None}
+
+
 def looks_like_path(name: str) -> bool:
     """A name that can only be a path, not a zoo name or a Hub repo id ("org/name"): "./x", "/x",
     "~/x", "a/b/c", "x/" or one with Windows separators."""
