@@ -142,6 +142,35 @@ def test_a_job_that_failed_before_its_first_shard_does_not_block_the_next(checkp
     assert np.load(output).shape == (3, 32)
 
 
+def test_embed_reads_the_audio_rows_of_a_hub_parquet_file(checkpoint, wav_folder, tmp_path, capsys):
+    """A Hub audio dataset is parquet with an Audio column of {bytes, path}: its rows embed as
+    the files they hold, named FILE#ROW (the file was read as one recording and failed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(wav_folder.iterdir())
+    rows = [{"bytes": path.read_bytes(), "path": path.name} for path in files]
+    with_metadata = tmp_path / "train-00000-of-00001.parquet"  # as datasets writes it: the metadata names the column
+    covers = [{"bytes": b"\x89PNG", "path": "cover.png"}] * 3
+    features = {"cover": {"_type": "Image"}, "audio": {"_type": "Audio"}}
+    table = pa.table({"cover": covers, "audio": rows})
+    metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), with_metadata)
+    plain = tmp_path / "plain.parquet"  # no Hugging Face metadata: the first struct with bytes
+    pq.write_table(pa.table({"id": [0, 1, 2], "clip": rows}), plain)
+    assert main(["embed", str(checkpoint), *map(str, files), "-o", str(tmp_path / "files.parquet")]) == 0
+    expected = pq.read_table(tmp_path / "files.parquet").column("embedding").to_pylist()
+    for source in (with_metadata, plain):
+        output = tmp_path / f"from-{source.stem}.parquet"
+        assert main(["embed", str(checkpoint), str(source), "-o", str(output)]) == 0
+        table = pq.read_table(output)
+        assert table.column("input").to_pylist() == [f"{source}#{index}" for index in range(3)]
+        assert np.abs(np.array(table.column("embedding").to_pylist()) - np.array(expected)).max() <= 1e-6
+    pq.write_table(pa.table({"id": [0]}), tmp_path / "ids.parquet")
+    assert main(["embed", str(checkpoint), str(tmp_path / "ids.parquet"), "-o", str(tmp_path / "x.npy")]) == 2
+    assert "has no Audio column (a struct with 'bytes'); its columns are ['id']" in capsys.readouterr().err
+
+
 def test_embed_says_graph_encoders_take_no_files(tmp_path, capsys):
     assert main(["embed", "graphmae-mutag", str(tmp_path), "-o", str(tmp_path / "g.npy")]) == 2
     assert "graphmae-mutag is a graph encoder: its inputs are objects, not files" in capsys.readouterr().err

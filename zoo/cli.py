@@ -69,7 +69,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from zoo.embed_job import run_embed_job
+    from zoo.embed_job import rows_of_parquet_files, run_embed_job
     from zoo.hub import load
 
     encoder = load(args.name, revision=args.revision, device=args.device)
@@ -82,10 +82,11 @@ def cmd_embed(args: argparse.Namespace) -> None:
         raise ConfigError(f"{args.name} is a {encoder.modality} encoder: its inputs are objects, not files, so "
                           "`zoo embed` has none to read; call zoo.load(NAME).embed(...) in Python (graphs: PyG Data or "
                           "a dataset of them), or score it with `zoo probe NAME --dataset ...`")
-    inputs = expand_inputs(args.inputs, encoder.processor.file_suffixes)
+    inputs, names = rows_of_parquet_files(expand_inputs(args.inputs, encoder.processor.file_suffixes),
+                                          encoder.processor.dataset_feature)
     kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool,
-                          batch_size=args.batch_size, shard_size=args.shard_size, **kwargs)
+                          batch_size=args.batch_size, shard_size=args.shard_size, names=names, **kwargs)
     print(f"wrote {args.output}: {len(inputs)} inputs, {shape}", file=sys.stderr)
 
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -23,16 +23,21 @@ JOB_FILE = "job.json"
 
 
 def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None, pool: str = "mean",
-                  batch_size: int = 8, shard_size: int = 1024, **prepare_kwargs: Any) -> str:
-    """Embed `inputs` into `output` (.npy or .parquet); returns a description of the shape."""
+                  batch_size: int = 8, shard_size: int = 1024, names: Optional[Sequence[str]] = None,
+                  **prepare_kwargs: Any) -> str:
+    """Embed `inputs` into `output` (.npy or .parquet); returns a description of the shape.
+
+    `names` (default: the inputs as text) identify the inputs in job.json and in a parquet
+    output's "input" column: rows read from a parquet file are named `FILE#ROW`."""
     if output.suffix not in FORMATS:
         raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
     if output.suffix == ".npy" and pool == "none" and not hasattr(encoder, "table_chunks"):
         raise InputError("pool='none' gives one array per input of varying length; write .parquet instead of .npy")
     check_batch_sizes(batch_size=batch_size, shard_size=shard_size)
     parts = output.with_name(output.name + ".parts")
+    names = [str(item) for item in inputs] if names is None else names
     settings = {"encoder": encoder.config_dict_to_save(), "weights_sum": weights_sum(encoder),
-                "inputs": inputs_digest(inputs), "layer": layer, "pool": pool, "shard_size": shard_size,
+                "inputs": inputs_digest(names), "layer": layer, "pool": pool, "shard_size": shard_size,
                 "prepare": prepare_kwargs}
     claim_parts(parts, settings)
     if hasattr(encoder, "table_chunks"):
@@ -47,9 +52,26 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
             atomic_write_with(shard, lambda tmp: _save_npz(tmp, arrays))
         shards.append(shard)
     rows = [array for shard in shards for array in _load_npz(shard)]
-    atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, inputs, rows))
+    atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, names, rows))
     shutil.rmtree(parts)
     return f"{len(rows)} rows of shape {rows[0].shape}" if pool == "none" else f"array {np.stack(rows).shape}"
+
+
+def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[list[Any], list[str]]:
+    """Inputs with each .parquet file among them replaced by the rows of its `feature` column
+    (a Hub dataset's audio or images), and the names of all: a file's path, a row's `FILE#ROW`."""
+    from zoo.processing import parquet_rows
+
+    items, names = [], []
+    for item in inputs:
+        if feature and str(item).endswith(".parquet"):
+            rows = parquet_rows(item, feature)
+            items.extend(rows)
+            names.extend(f"{item}#{index}" for index in range(len(rows)))
+        else:
+            items.append(item)
+            names.append(str(item))
+    return items, names
 
 
 def inputs_digest(inputs: Sequence[Any]) -> str:

@@ -98,3 +98,30 @@ def undecoded_rows(dataset: Any, feature: str) -> list[dict[str, Any]]:
 
     column = feature_column(dataset, feature)
     return list(dataset.cast_column(column, getattr(datasets, feature)(decode=False))[column])
+
+
+def parquet_rows(path: str | Path, feature: str) -> list[dict[str, Any]]:
+    """The undecoded {"bytes", "path"} rows of a parquet file's `feature` column ("Audio",
+    "Image"), as the Hub stores a `datasets` Dataset: the column its Hugging Face metadata
+    gives that feature, else the first struct column with bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+        column = parquet_feature_column(schema, feature, path)
+        return pq.read_table(path, columns=[column]).column(column).to_pylist()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"cannot read parquet file {str(path)!r} ({err}); is it complete?") from err
+
+
+def parquet_feature_column(schema: Any, feature: str, path: str | Path) -> str:
+    metadata = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))
+    features = metadata.get("info", {}).get("features", {})
+    named = [name for name, kind in features.items() if isinstance(kind, dict) and kind.get("_type") == feature]
+    structs = [field.name for field in schema
+               if hasattr(field.type, "get_field_index") and field.type.get_field_index("bytes") >= 0]
+    if not named and not structs:
+        raise InputError(f"parquet file {str(path)!r} has no {feature} column (a struct with 'bytes'); its columns "
+                         f"are {schema.names}")
+    return (named or structs)[0]

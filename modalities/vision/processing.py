@@ -240,6 +240,7 @@ class ImageProcessor(Processor):
 
     processor_type = "image"
     file_suffixes = IMAGE_SUFFIXES
+    dataset_feature = "Image"
 
     resize_size: int = 256
     crop_size: int = 224
