@@ -100,7 +100,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
     if not args.data:
         raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table dataset)")
     encoder = load(args.name, device=args.device)
-    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, encoder.processor.file_suffixes)
+    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, encoder.processor.file_suffixes,
+                          encoder.processor.dataset_feature)
     results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k,
                         pool=args.pool)
     print(json.dumps({"model": args.name, "layer": args.layer, "pool": args.pool, **results}, indent=2))

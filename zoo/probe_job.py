@@ -1,5 +1,6 @@
-"""`zoo probe`: embed a labelled set of files and report a linear probe, k-NN accuracy and
-RankMe, with labels and the train/test split read from the file names or folders."""
+"""`zoo probe`: embed a labelled set of files (or a Hub dataset's parquet files) and report a
+linear probe, k-NN accuracy and RankMe, with labels and the train/test split read from the
+file names or folders (or the label column and the train-*/test-* file names)."""
 
 from __future__ import annotations
 
@@ -7,35 +8,81 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from zoo.errors import InputError
+from zoo.errors import ConfigError, InputError
 from zoo.io import visible_files
 
 
 def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[str],
-                   suffixes: Sequence[str] = ()) -> list[tuple[Path, str, bool]]:
-    """(path, label, is_test) for every file under `data` ending in one of `suffixes` (the
-    encoder's kinds of file; none: every file), so that notes or label lists beside them are not inputs.
+                   suffixes: Sequence[str] = (), feature: str = "") -> list[tuple[Any, str, bool]]:
+    """(item, label, is_test) for every input under `data`: the files ending in one of
+    `suffixes` (the encoder's kinds of file; none: every file), so that notes or label lists
+    beside them are not inputs; or, when `data` holds parquet files and the encoder reads a
+    `datasets` `feature` (audio, images), the labelled records of a Hub dataset's train and test
+    files.
 
-    The label is the first group of `label_regex` on the file name, else the parent
-    folder's name; a file is in the test split when `test_regex` matches its name, else
-    when a folder on its path is called "test".
+    A file's label is the first group of `label_regex` on its name, else its folder's name; it
+    is in the test split when `test_regex` matches its name, else when a folder on its path is
+    called "test".
     """
     if not data.is_dir():
         raise InputError(f"--data {str(data)!r} is not a folder")
-    rows = []
-    for path in visible_files(data, suffixes or None):
-        if label_regex:
-            match = re.search(label_regex, path.name)
-            if match is None:
-                raise InputError(f"--label-regex {label_regex!r} does not match file {path.name!r}")
-            label = match.group(1)
-        else:
-            label = path.parent.name
-        is_test = bool(re.search(test_regex, path.name)) if test_regex else "test" in path.relative_to(data).parts[:-1]
-        rows.append((path, label, is_test))
+    parquets = visible_files(data, (".parquet",)) if feature else []
+    if parquets:
+        if label_regex or test_regex:
+            raise ConfigError("--label-regex and --test-regex are for folders of files; a parquet dataset's labels "
+                              "and splits come from its label column and its train-*/test-* file names")
+        rows = [row for path in parquets for row in labelled_records(path, feature, data)]
+    else:
+        rows = [file_row(path, data, label_regex, test_regex) for path in visible_files(data, suffixes or None)]
     if not rows:
         kinds = f" ({', '.join(suffixes)})" if suffixes else ""
         raise InputError(f"--data {str(data)!r} holds no files{kinds} the encoder reads")
+    check_split(rows)
+    return rows
+
+
+def file_row(path: Path, data: Path, label_regex: Optional[str], test_regex: Optional[str]) -> tuple[Path, str, bool]:
+    if label_regex:
+        match = re.search(label_regex, path.name)
+        if match is None:
+            raise InputError(f"--label-regex {label_regex!r} does not match file {path.name!r}")
+        label = match.group(1)
+    else:
+        label = path.parent.name
+    is_test = bool(re.search(test_regex, path.name)) if test_regex else "test" in path.relative_to(data).parts[:-1]
+    return path, label, is_test
+
+
+def labelled_records(path: Path, feature: str, data: Path) -> list[tuple[dict[str, Any], str, bool]]:
+    """The (record, label, is_test) rows of one parquet file of a Hub dataset: its split from
+    its name (`train-*`, `test-*`, or a train/ or test/ folder; other splits are left out), its
+    labels from the column its metadata calls a ClassLabel, else one called "label"."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from zoo.processing import parquet_rows
+
+    parts = [part.lower() for part in path.relative_to(data).parts]
+    split = next((name for name in ("test", "train") if parts[-1].startswith(name) or name in parts[:-1]), None)
+    if split is None:
+        return []
+    schema = pq.read_schema(path)
+    features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}")).get("info", {}).get("features", {})
+    classes = [name for name, kind in features.items() if isinstance(kind, dict) and kind.get("_type") == "ClassLabel"]
+    column = classes[0] if classes else "label"
+    if column not in schema.names:
+        raise InputError(f"parquet file {str(path)!r} has no label column (a ClassLabel, or one called 'label'); "
+                         f"its columns are {schema.names}")
+    names = features.get(column, {}).get("names")
+    values = pq.read_table(path, columns=[column])[column].to_pylist()
+    labels = [names[value] if names else str(value) for value in values]
+    return [(record, label, split == "test") for record, label in zip(parquet_rows(path, feature), labels)]
+
+
+def check_split(rows: Sequence[tuple[Any, str, bool]]) -> None:
+    """Refuse a probe that cannot be scored: no test or train split, test labels never trained on,
+    or a single training label."""
     splits = {is_test for _, _, is_test in rows}
     if splits != {True, False}:
         raise InputError(f"{len(rows)} files but no train/test split: give --test-regex or a test/ folder")
@@ -46,12 +93,11 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
                          "no probe can get them right: add training files or drop them from the test split")
     if len(trained) < 2:
         raise InputError(f"the training split has one label, {sorted(trained)}; a probe needs at least two")
-    return rows
 
 
-def run_probe(encoder: Any, rows: list[tuple[Path, str, bool]], layer=None, batch_size: int = 8,
+def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch_size: int = 8,
               seed: int = 0, k: int = 20, pool: str = "mean") -> dict[str, float]:
-    """Embed every file once, then fit the probes on the train split and score the test split.
+    """Embed every item once, then fit the probes on the train split and score the test split.
 
     k-NN uses `k` neighbours, or every training item when there are fewer.
     """
@@ -59,8 +105,8 @@ def run_probe(encoder: Any, rows: list[tuple[Path, str, bool]], layer=None, batc
 
     from zoo.evaluation import knn_accuracy, linear_probe, rankme
 
-    files = [str(path) for path, _, _ in rows]
-    embeddings = encoder.embed(files, layer=layer, pool=pool, batch_size=batch_size).numpy()
+    items = [str(item) if isinstance(item, Path) else item for item, _, _ in rows]
+    embeddings = encoder.embed(items, layer=layer, pool=pool, batch_size=batch_size).numpy()
     labels = np.array([label for _, label, _ in rows])
     test = np.array([is_test for _, _, is_test in rows])
     k = min(k, int((~test).sum()))

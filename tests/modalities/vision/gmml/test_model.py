@@ -246,3 +246,44 @@ def test_bad_images_in_a_tensor_batch_are_named_as_image_by_image(tiny):
     for batch_size in (0, 2.5):
         with pytest.raises(InputError, match=f"batch_size={batch_size}; use a positive number"):
             tiny.embed(torch.rand(2, 3, 36, 36), batch_size=batch_size, progress=False)
+
+
+def test_zoo_probe_and_embed_read_a_hub_image_dataset(tiny, tmp_path, capsys):
+    """A Hub image dataset (train-*/test-* parquet files, an Image column and a ClassLabel):
+    `zoo probe --data DIR` probes on its records and `zoo embed FILE.parquet` embeds them, each
+    as the images themselves (both read the parquet files as images, or found no files)."""
+    import io
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from zoo.cli import main
+
+    def encoded(picture: np.ndarray) -> dict:
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+
+    features = {"img": {"_type": "Image"}, "label": {"_type": "ClassLabel", "names": ["dark", "light"]}}
+    metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    splits = {"train": 12, "test": 6, "validation": 2}
+    pictures = {}
+    for split, count in splits.items():
+        labels = [index % 2 for index in range(count)]
+        pictures[split] = [np.full((40, 48, 3), 40 + 170 * label, np.uint8) + picture // 8
+                           for label, picture in zip(labels, images(count, seed=count))]
+        table = pa.table({"img": [encoded(picture) for picture in pictures[split]], "label": labels})
+        pq.write_table(table.replace_schema_metadata(metadata), tmp_path / f"{split}-00000-of-00001.parquet")
+    tiny.save_pretrained(tmp_path / "model")
+    assert main(["probe", str(tmp_path / "model"), "--data", str(tmp_path), "--k", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["train_items"], report["test_items"], report["classes"]) == (12, 6, 2)  # validation left out
+    assert report["linear_probe_accuracy"] == 1.0
+    assert main(["embed", str(tmp_path / "model"), str(tmp_path / "test-00000-of-00001.parquet"),
+                 "-o", str(tmp_path / "test.npy")]) == 0
+    expected = tiny.embed(pictures["test"], progress=False).numpy()
+    assert np.abs(np.load(tmp_path / "test.npy") - expected).max() <= 1e-6
+    assert main(["probe", str(tmp_path / "model"), "--data", str(tmp_path), "--test-regex", "x"]) == 2
+    assert "--label-regex and --test-regex are for folders of files" in capsys.readouterr().err
