@@ -56,28 +56,27 @@ def file_row(path: Path, data: Path, label_regex: Optional[str], test_regex: Opt
 def labelled_records(path: Path, feature: str, data: Path) -> list[tuple[dict[str, Any], str, bool]]:
     """The (record, label, is_test) rows of one parquet file of a Hub dataset: its split from
     its name (`train-*`, `test-*`, or a train/ or test/ folder; other splits are left out), its
-    labels from the column its metadata calls a ClassLabel, else one called "label"."""
-    import json
-
+    labels from the column its metadata calls a ClassLabel, else one called "label". Rows
+    without a label (None, or -1 as `datasets` marks an unlabelled ClassLabel) are left out."""
     import pyarrow.parquet as pq
 
-    from zoo.processing import parquet_rows
+    from zoo.processing import columns_of_type, parquet_features, parquet_rows
 
     parts = [part.lower() for part in path.relative_to(data).parts]
     split = next((name for name in ("test", "train") if parts[-1].startswith(name) or name in parts[:-1]), None)
     if split is None:
         return []
     schema = pq.read_schema(path)
-    features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}")).get("info", {}).get("features", {})
-    classes = [name for name, kind in features.items() if isinstance(kind, dict) and kind.get("_type") == "ClassLabel"]
-    column = classes[0] if classes else "label"
+    features = parquet_features(schema)
+    column = (columns_of_type(features, "ClassLabel") or ["label"])[0]
     if column not in schema.names:
         raise InputError(f"parquet file {str(path)!r} has no label column (a ClassLabel, or one called 'label'); "
                          f"its columns are {schema.names}")
     names = features.get(column, {}).get("names")
     values = pq.read_table(path, columns=[column])[column].to_pylist()
-    labels = [names[value] if names else str(value) for value in values]
-    return [(record, label, split == "test") for record, label in zip(parquet_rows(path, feature), labels)]
+    return [(record, names[value] if names else str(value), split == "test")
+            for record, value in zip(parquet_rows(path, feature), values)
+            if value is not None and not (names and value < 0)]
 
 
 def check_split(rows: Sequence[tuple[Any, str, bool]]) -> None:

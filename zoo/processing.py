@@ -115,10 +115,19 @@ def parquet_rows(path: str | Path, feature: str) -> list[dict[str, Any]]:
         raise InputError(f"cannot read parquet file {str(path)!r} ({err}); is it complete?") from err
 
 
-def parquet_feature_column(schema: Any, feature: str, path: str | Path) -> str:
+def parquet_features(schema: Any) -> dict[str, Any]:
+    """The `datasets` features a parquet file's Hugging Face metadata records ({} without it)."""
     metadata = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))
-    features = metadata.get("info", {}).get("features", {})
-    named = [name for name, kind in features.items() if isinstance(kind, dict) and kind.get("_type") == feature]
+    return metadata.get("info", {}).get("features", {})
+
+
+def columns_of_type(features: dict[str, Any], feature: str) -> list[str]:
+    """The columns whose `datasets` feature type is `feature` ("Image", "ClassLabel", ...)."""
+    return [name for name, kind in features.items() if isinstance(kind, dict) and kind.get("_type") == feature]
+
+
+def parquet_feature_column(schema: Any, feature: str, path: str | Path) -> str:
+    named = columns_of_type(parquet_features(schema), feature)
     structs = [field.name for field in schema
                if hasattr(field.type, "get_field_index") and field.type.get_field_index("bytes") >= 0]
     if not named and not structs:
