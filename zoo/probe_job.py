@@ -5,6 +5,7 @@ file names or folders (or the label column and the train-*/test-* file names).""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -31,7 +32,12 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
         if label_regex or test_regex:
             raise ConfigError("--label-regex and --test-regex are for folders of files; a parquet dataset's labels "
                               "and splits come from its label column and its train-*/test-* file names")
-        rows = [row for path in parquets for row in labelled_records(path, feature, data)]
+        records = {path: labelled_records(path, feature, data) for path in parquets}
+        rows = [row for path_rows in records.values() for row in path_rows]
+        left_out = [path.name for path, path_rows in records.items() if not path_rows]
+        if left_out:
+            print(f"zoo probe: left out {left_out}: neither train nor test files, or no labelled rows",
+                  file=sys.stderr)
     else:
         rows = [file_row(path, data, label_regex, test_regex) for path in visible_files(data, suffixes or None)]
     if not rows:

@@ -280,8 +280,10 @@ def test_zoo_probe_and_embed_read_a_hub_image_dataset(tiny, tmp_path, capsys):
         pq.write_table(table.replace_schema_metadata(metadata), tmp_path / f"{split}-00000-of-00001.parquet")
     tiny.save_pretrained(tmp_path / "model")
     assert main(["probe", str(tmp_path / "model"), "--data", str(tmp_path), "--k", "3"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    said = capsys.readouterr()
+    report = json.loads(said.out)
     assert (report["train_items"], report["test_items"], report["classes"]) == (12, 6, 2)  # no validation, no -1
+    assert "left out ['validation-00000-of-00001.parquet']" in said.err
     assert report["linear_probe_accuracy"] == 1.0
     assert main(["embed", str(tmp_path / "model"), str(tmp_path / "test-00000-of-00001.parquet"),
                  "-o", str(tmp_path / "test.npy")]) == 0
