@@ -35,7 +35,8 @@ from zoo.audio_crops import CropBatches, list_audio_files, load_waves
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
-from zoo.training import add_optimization_arguments, train_and_save, train_config_from_args
+from zoo.training import (add_init_argument, add_optimization_arguments, encoder_to_pretrain, train_and_save,
+                          train_config_from_args)
 
 STAGES = ("ssl", "tokenizer")
 
@@ -212,7 +213,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="depth of the label predictor (ssl) or estimator (tokenizer) (default: 2)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--variant", default="tiny", choices=sorted(VARIANTS), help="size (default: tiny)")
+    model.add_argument("--variant", choices=sorted(VARIANTS), help="size (default: tiny)")
+    add_init_argument(model)
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field, e.g. --set encoder_layers=2")
 
@@ -236,10 +238,20 @@ def load_beats(path: str, option: str, tokenizer: bool) -> BEATsEncoder:
 
 
 def encoder_config(args: argparse.Namespace, tokenizer: bool) -> BEATsConfig:
-    fields = {**VARIANTS[args.variant], **parse_overrides(args.overrides)}
+    fields = {**VARIANTS[args.variant or "tiny"], **parse_overrides(args.overrides)}
     if tokenizer:
         fields.update(codebook_size=args.codebook_size, codebook_dim=args.codebook_dim)
     return BEATsConfig.from_dict(fields)
+
+
+def stage_model(args: argparse.Namespace, tokenizer: bool) -> BEATsEncoder:
+    """The model the stage trains: a random init of --variant, or the --init weights, which
+    must be of the stage's kind (an encoder for ssl, a tokenizer for tokenizer)."""
+    model = encoder_to_pretrain(args, BEATsEncoder, lambda: BEATsEncoder(encoder_config(args, tokenizer)))
+    if bool(model.config.codebook_size) != tokenizer:
+        kind = "tokenizer" if tokenizer else "encoder"
+        raise InputError(f"--init {args.init!r} is not a BEATs {kind}, which --stage {args.stage} trains")
+    return model
 
 
 def make_objective(args: argparse.Namespace) -> tuple[nn.Module, BEATsEncoder, str]:
@@ -247,12 +259,12 @@ def make_objective(args: argparse.Namespace) -> tuple[nn.Module, BEATsEncoder, s
     if args.stage == "tokenizer":
         if not args.teacher:
             raise ConfigError("--stage tokenizer distils a trained model; pass --teacher SSL_RUN")
-        tokenizer = BEATsEncoder(encoder_config(args, tokenizer=True))
+        tokenizer = stage_model(args, tokenizer=True)
         teacher = load_beats(args.teacher, "--teacher", tokenizer=False)
         return TokenizerDistillation(tokenizer, teacher, args.head_layers), tokenizer, "tokenizer"
     if args.teacher:
         raise ConfigError("--teacher is for --stage tokenizer; the ssl stage takes --tokenizer")
-    encoder = BEATsEncoder(encoder_config(args, tokenizer=False))
+    encoder = stage_model(args, tokenizer=False)
     if args.tokenizer == "random":
         labeler = RandomProjectionTokenizer(encoder.config.input_patch_size, args.codebook_size, args.codebook_dim,
                                             args.seed)

@@ -108,3 +108,27 @@ def test_stage_arguments_are_checked(tmp_path):
     objective, model, folder = make_objective(parser.parse_args(base + ["--stage", "tokenizer", "--teacher",
                                                                         "beats-tiny"]))
     assert folder == "tokenizer"
+
+
+
+def test_init_goes_on_from_the_embedded_model_of_the_stage(tmp_path):
+    """--init: the ssl stage from beats-tiny, the tokenizer stage from beats-tiny-tokenizer
+    (float32 copies of their weights); the other kind, or --variant with it, is refused."""
+    import argparse
+
+    from modalities.audio.beats.pretrain import add_arguments, make_objective
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--data", str(tmp_path), "-o", str(tmp_path / "out"), "--init"]
+    for name, stage in (("beats-tiny", []), ("beats-tiny-tokenizer", ["--stage", "tokenizer", "--teacher",
+                                                                      "beats-tiny"])):
+        _, model, _ = make_objective(parser.parse_args(base + [name, *stage]))
+        start = zoo.load(name)
+        assert model.config == start.config and model.training
+        assert all(torch.equal(value, start.state_dict()[key].float()) and value.dtype == torch.float32
+                   for key, value in model.state_dict().items())
+    with pytest.raises(InputError, match="'beats-tiny-tokenizer' is not a BEATs encoder, which --stage ssl trains"):
+        make_objective(parser.parse_args(base + ["beats-tiny-tokenizer"]))
+    with pytest.raises(ConfigError, match="drop --variant and --set"):
+        make_objective(parser.parse_args(base + ["beats-tiny", "--variant", "tiny"]))
