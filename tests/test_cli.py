@@ -171,6 +171,30 @@ def test_embed_reads_the_audio_rows_of_a_hub_parquet_file(checkpoint, wav_folder
     assert "has no Audio column (a struct with 'bytes'); its columns are ['id']" in capsys.readouterr().err
 
 
+def test_embed_and_probe_run_in_another_dtype_on_given_threads(checkpoint, wav_folder, tmp_path, capsys):
+    """--dtype / --threads (the load's dtype= and torch's threads) for embed and probe; the rows
+    come back as float32 near the float32 ones."""
+    import torch
+
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "f32.npy")]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "bf16.npy"),
+                     "--dtype", "bfloat16", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    half, full = np.load(tmp_path / "bf16.npy"), np.load(tmp_path / "f32.npy")
+    assert half.dtype == np.float32 and 0 < np.abs(half - full).max() < 0.05 * np.abs(full).max()
+    for option, message in ((["--dtype", "int8"], "dtype='int8'; use a floating torch dtype"),
+                            (["--threads", "0"], "--threads 0; use a positive number")):
+        assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "x.npy"), *option]) == 2
+        assert message in capsys.readouterr().err
+    tone_set(tmp_path / "tones", "folders")
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "tones"), "--dtype", "bfloat16"]) == 0
+    assert json.loads(capsys.readouterr().out)["linear_probe_accuracy"] == 1.0
+
+
 def test_embed_says_graph_encoders_take_no_files(tmp_path, capsys):
     assert main(["embed", "graphmae-mutag", str(tmp_path), "-o", str(tmp_path / "g.npy")]) == 2
     assert "graphmae-mutag is a graph encoder: its inputs are objects, not files" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
@@ -68,11 +68,30 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(info(args.name), indent=2))
 
 
-def cmd_embed(args: argparse.Namespace) -> None:
-    from zoo.embed_job import rows_of_parquet_files, run_embed_job
+def load_for_command(args: argparse.Namespace, **kwargs) -> Any:
+    """The model `zoo embed` / `zoo probe` run, on --device in --dtype, with --threads CPU threads."""
+    import torch
+
     from zoo.hub import load
 
-    encoder = load(args.name, revision=args.revision, device=args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads {args.threads}; use a positive number of CPU threads")
+        torch.set_num_threads(args.threads)
+    return load(args.name, device=args.device, dtype=args.dtype, **kwargs)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and how `zoo embed` / `zoo probe` run."""
+    parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--dtype", help="weights' precision, e.g. bfloat16 on a GPU (default: the checkpoint's)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from zoo.embed_job import rows_of_parquet_files, run_embed_job
+
+    encoder = load_for_command(args, revision=args.revision)
     if args.ignore_extra_columns:
         if not hasattr(encoder.processor, "extra_columns"):
             raise ConfigError(f"--ignore-extra-columns is for table encoders; {args.name} takes "
@@ -91,7 +110,6 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from zoo.hub import load
     from zoo.probe_job import labelled_files, run_probe
 
     if args.dataset:
@@ -99,7 +117,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         return
     if not args.data:
         raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table dataset)")
-    encoder = load(args.name, device=args.device)
+    encoder = load_for_command(args)
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, encoder.processor.file_suffixes,
                           encoder.processor.dataset_feature)
     results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k,
@@ -109,9 +127,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 def probe_dataset(args: argparse.Namespace) -> dict:
     """The protocol of a named dataset, run by the encoder's modality (graphs: GraphMAE's linear probe)."""
-    from zoo.hub import load
-
-    encoder = load(args.name, device=args.device)
+    encoder = load_for_command(args)
     try:
         module = importlib.import_module(f"modalities.{registry.MODALITY_FOLDERS[encoder.modality]}.evaluation")
     except ModuleNotFoundError as err:
@@ -255,7 +271,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     embed.add_argument("--ignore-extra-columns", action="store_true",
                        help="tables: skip columns the checkpoint's schema does not know (default: refuse them)")
     embed.add_argument("--revision", help="Hub revision")
-    embed.add_argument("--device", help="e.g. cpu or cuda")
+    add_run_arguments(embed)
     embed.set_defaults(func=cmd_embed)
 
     probe = commands.add_parser("probe", help="linear probe, k-NN and RankMe on labelled files or a named dataset")
@@ -275,7 +291,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--batch-size", type=int, default=8)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--k", type=int, default=20, help="neighbours for k-NN (at most the training items)")
-    probe.add_argument("--device")
+    add_run_arguments(probe)
     probe.set_defaults(func=cmd_probe)
 
     demo = commands.add_parser("demo", help="embed the bundled examples with every embedded checkpoint")
