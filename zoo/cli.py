@@ -84,7 +84,7 @@ def load_for_command(args: argparse.Namespace, **kwargs) -> Any:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Where and how `zoo embed` / `zoo probe` run."""
     parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--dtype", help="weights' precision, e.g. bfloat16 on a GPU (default: the checkpoint's)")
+    parser.add_argument("--dtype", help="weights' precision, e.g. bfloat16 on a GPU (default: float32)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 
