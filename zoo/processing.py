@@ -91,12 +91,12 @@ def feature_column(dataset: Any, feature: str, name: str = "the dataset") -> str
     return columns[0]
 
 
-def undecoded_rows(dataset: Any, feature: str) -> list[dict[str, Any]]:
+def undecoded_rows(dataset: Any, feature: str, name: str = "the dataset") -> list[dict[str, Any]]:
     """The {"bytes", "path"} rows of a Dataset's `feature` column, read without decoding them:
     the zoo decodes them itself (`datasets` >= 4 decodes audio only through torchcodec)."""
     import datasets
 
-    column = feature_column(dataset, feature)
+    column = feature_column(dataset, feature, name)
     return list(dataset.cast_column(column, getattr(datasets, feature)(decode=False))[column])
 
 

@@ -18,9 +18,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from modalities.vision.processing import (array_to_tensor, dataset_image_column, decode_image, image_files,
-                                          read_image_file, to_rgb)
+from modalities.vision.processing import array_to_tensor, decode_image, image_files, read_image_file, to_rgb
 from zoo.errors import InputError
+from zoo.processing import undecoded_rows
 
 #: MNIST's idx files (the only MNIST data in ../shared/data is the 10000-image test set)
 MNIST_IMAGES, MNIST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
@@ -184,8 +184,7 @@ def saved_dataset_images(folder: Path, split: str) -> EncodedImages:
         if split not in dataset:
             raise InputError(f"--split {split!r} is not in {str(folder)!r}; its splits are {sorted(dataset)}")
         dataset = dataset[split]
-    column = dataset_image_column(dataset, repr(str(folder)))
-    rows = dataset.cast_column(column, datasets.Image(decode=False))[column]
+    rows = undecoded_rows(dataset, "Image", repr(str(folder)))
     blobs = [row["bytes"] if row["bytes"] is not None else Path(row["path"]).read_bytes() for row in rows]
     if not blobs:
         raise InputError(f"{str(folder)!r} holds no images")
