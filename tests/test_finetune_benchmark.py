@@ -1,0 +1,79 @@
+"""benchmarks/finetune_heads.py end to end on a folder of tone recordings with a micro HuBERT:
+it trains, saves a classifier that loads back, resumes an interrupted run exactly and refuses
+to resume one with other settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from zoo.errors import CheckpointError
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+RATE = 16000
+
+
+def write_tones(folder: Path, count: int = 24) -> None:
+    """`{low,high}_{index}.wav`: noisy 300 Hz and 2 kHz tones; indices 0-3 are the test split."""
+    generator = np.random.default_rng(0)
+    folder.mkdir()
+    for index in range(count):
+        label = ("low", "high")[index % 2]
+        time = np.arange(int(generator.integers(3000, 6000))) / RATE
+        wave = np.sin(2 * np.pi * (300 if label == "low" else 2000) * time) + 0.1 * generator.standard_normal(len(time))
+        soundfile.write(folder / f"{label}_{index // 2}.wav", (0.5 * wave).astype(np.float32), RATE)
+
+
+@pytest.fixture
+def finetune(tmp_path, monkeypatch, micro_hubert):
+    """The script's main with the data and checkpoint arguments filled in."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from finetune_heads import main
+
+    micro_hubert.save_pretrained(tmp_path / "encoder")
+    write_tones(tmp_path / "tones")
+    common = ["--checkpoint", str(tmp_path / "encoder"), "--data", str(tmp_path / "tones"),
+              "--label-regex", r"^(\w+)_", "--test-regex", r"_[0-3]\.wav$", "--batch-size", "4", "--no-progress"]
+
+    def run(*args: str) -> dict:
+        main([*common, *args])
+        return json.loads(Path(args[args.index("--json") + 1]).read_text()) if "--json" in args else {}
+
+    return run
+
+
+def read_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_fine_tuning_trains_saves_and_scores(finetune, tmp_path):
+    import zoo
+
+    report = finetune("--mode", "full", "--epochs", "3", "--lr", "1e-3", "--output", str(tmp_path / "full"),
+                      "--json", str(tmp_path / "full.json"))
+    assert (report["train_items"], report["test_items"], report["classes"], report["steps"]) == (16, 8, 2, 12)
+    assert report["trained_parameters"] > 10_000  # the encoder too, not the head alone
+    assert report["loss_last_epoch"] < report["loss_first_epoch"], report
+    assert 0.0 <= report["test_accuracy"] <= 1.0
+    classifier = zoo.load(tmp_path / "full" / "classifier")
+    assert classifier.labels == ["high", "low"]
+
+    frozen = finetune("--mode", "weighted", "--epochs", "1", "--train-limit", "8",
+                      "--output", str(tmp_path / "weighted"), "--json", str(tmp_path / "weighted.json"))
+    assert frozen["trained_parameters"] == 2 * 32 + 2 + 3  # head weights and bias, one weight per layer
+    assert (frozen["train_items"], frozen["test_items"]) == (8, 8)  # 4 a class; the test split whole
+
+
+def test_an_interrupted_run_resumes_exactly_and_only_with_its_settings(finetune, tmp_path):
+    finetune("--mode", "full", "--epochs", "2", "--output", str(tmp_path / "whole"))
+    for _ in range(8):  # a time limit of 0 stops each call after one step, checkpointed
+        finetune("--mode", "full", "--epochs", "2", "--output", str(tmp_path / "steps"), "--time-limit", "0")
+    whole, steps = read_log(tmp_path / "whole"), read_log(tmp_path / "steps")
+    assert [r["step"] for r in steps] == list(range(1, 9))
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(whole, steps)) == 0.0  # same batches, same steps
+    with pytest.raises(CheckpointError, match="mode: 'full' then, 'linear' now"):
+        finetune("--mode", "linear", "--epochs", "2", "--output", str(tmp_path / "steps"))
