@@ -86,6 +86,23 @@ def test_heads_save_and_load_like_checkpoints(micro_hubert, tmp_path):
         zoo.EncoderForClassification.from_pretrained(tmp_path / "reg")
 
 
+def test_a_saved_head_says_what_it_is_in_its_card(micro_hubert, tmp_path):
+    """The card written when none is given: a pushed classifier must not present itself as a bare
+    encoder, and says how to call it."""
+    zoo.for_classification(micro_hubert, labels=["yes", "no"], layer=1, freeze=False).save_pretrained(tmp_path / "clf")
+    card = (tmp_path / "clf" / "README.md").read_text()
+    assert "pipeline_tag: audio-classification" in card and "# hubert classification model" in card
+    assert ("A classification head over 2 labels (yes, no) on the mean of the tokens of layer 1 of a hubert speech "
+            "encoder (2 layers, width 32,") in card and "fine-tuned with it" in card
+    assert 'model.predict(["clip.wav"], top_k=3)' in card
+    zoo.for_regression(micro_hubert, pool="mean").save_pretrained(tmp_path / "reg")
+    assert "A regression head over 1 target on the mean of the tokens of the last layer" in (
+        tmp_path / "reg" / "README.md").read_text()
+    micro_hubert.save_pretrained(tmp_path / "enc")
+    card = (tmp_path / "enc" / "README.md").read_text()
+    assert "pipeline_tag: feature-extraction" in card and "model.embed([\"clip.wav\"])  # (N, 32)" in card
+
+
 def test_bad_head_arguments(micro_hubert):
     with pytest.raises(ConfigError, match="out of range"):
         zoo.for_classification(micro_hubert, num_labels=2, layer=9)

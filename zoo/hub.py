@@ -385,13 +385,56 @@ def model_card_text(name: str) -> Optional[str]:
     return path.read_text() if path.is_file() else None
 
 
+#: the Hub's pipeline tag of an encoder, and of a head on it, by modality
+ENCODER_PIPELINE_TAGS = {"speech": "feature-extraction", "audio": "feature-extraction",
+                         "vision": "image-feature-extraction", "tabular": "feature-extraction", "graph": "graph-ml"}
+HEAD_PIPELINE_TAGS = {"speech": "audio-classification", "audio": "audio-classification",
+                      "vision": "image-classification", "tabular": "tabular-classification", "graph": "graph-ml"}
+#: what the usage lines of a default card pass as inputs, by modality
+CARD_INPUTS = {"speech": '["clip.wav"]', "audio": '["clip.wav"]', "vision": '["photo.jpg"]',
+               "tabular": "table", "graph": "graphs"}
+
+
 def default_card(model: Any) -> str:
+    """The card of a folder saved without one: what the model is (an encoder, or which head on
+    which encoder, with its labels) and how to use it, so that a pushed fine-tuned classifier
+    does not present itself as a bare encoder."""
     encoder = getattr(model, "encoder", model)
+    head = model.head_config() if hasattr(model, "head_config") else None
+    pipeline = (HEAD_PIPELINE_TAGS if head else ENCODER_PIPELINE_TAGS)[encoder.modality]
+    if head and head["task"] == "regression" and encoder.modality == "tabular":
+        pipeline = "tabular-regression"
+    parameters = sum(p.numel() for p in encoder.parameters())
+    about = (f"a {encoder.family} {encoder.modality} encoder ({encoder.num_layers} layers, width {encoder.embed_dim}, "
+             f"{parameters:,} parameters)")
+    inputs = CARD_INPUTS[encoder.modality]
+    if head is None:
+        title, about = "encoder", about[0].upper() + about[1:]
+        use = f"model.embed({inputs})  # (N, {encoder.embed_dim})"
+    else:
+        title, about = f"{head['task']} model", describe_head(head, about)
+        use = (f"model.predict({inputs})  # (N, targets)" if head["task"] == "regression"
+               else f"model.predict({inputs}, top_k=3)  # [[(label, probability), ...]] per input")
     return (
-        f"---\nlibrary_name: ssl-zoo\ntags:\n- ssl-zoo\n- {encoder.modality}\n- {encoder.family}\n---\n\n"
-        f"# {encoder.family} encoder\n\nSaved with ssl-zoo. Load it with:\n\n"
-        "```python\nimport zoo\nencoder = zoo.load(\"PATH_OR_REPO_ID\")\n```\n"
+        f"---\nlibrary_name: ssl-zoo\npipeline_tag: {pipeline}\ntags:\n- ssl-zoo\n- {encoder.modality}\n"
+        f"- {encoder.family}\n---\n\n# {encoder.family} {title}\n\n{about}, saved with ssl-zoo. Load and use it "
+        f"with:\n\n```python\nimport zoo\nmodel = zoo.load(\"PATH_OR_REPO_ID\")\n{use}\n```\n"
     )
+
+
+def describe_head(head: dict[str, Any], encoder: str) -> str:
+    """A head in words, e.g. "A classification head over 10 labels (zero, one, ...) on the mean
+    of the tokens of the last layer of ENCODER, fine-tuned with it"."""
+    labels = head.get("labels")
+    count = head["num_outputs"]
+    outputs = f"{count} {'label' if labels else 'target'}{'s' if count > 1 else ''}"
+    if labels:
+        outputs += f" ({', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''})"
+    layer = {None: "the last layer", "weighted": "a learned mix of every layer"}.get(head["layer"],
+                                                                                      f"layer {head['layer']}")
+    pooled = "the cls token" if head["pool"] == "cls" else "the mean of the tokens"
+    trained = "kept frozen" if head["freeze"] else "fine-tuned with it"
+    return f"A {head['task']} head over {outputs} on {pooled} of {layer} of {encoder}, {trained}"
 
 
 def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None) -> Path:
