@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           encoder.processor.dataset_feature)
     rows = limit_training(rows, args.train_limit, args.seed)
     names = sorted({label for _, label, _ in rows})
-    train_examples = [{"input": value, "label": names.index(label)} for value, label, test in rows if not test]
+    train_examples = [{"input": value, "label": label} for value, label, test in rows if not test]
     test_items = [value for value, _, test in rows if test]
     test_labels = np.array([names.index(label) for _, label, test in rows if test])
 

@@ -188,6 +188,28 @@ def test_collate_names_examples_without_input_or_label_and_text_labels(micro_hub
     wave = np.zeros(4000, np.float32)
     with pytest.raises(InputError, match="need the keys 'input' and 'label'; one lacks \\['label'\\]"):
         head.collate([{"input": wave}], sampling_rate=16000)
-    with pytest.raises(InputError, match="labels such as 'dog' are not numbers.*class indices"):
+    with pytest.raises(InputError, match="label 'dog' is not one of the head's 2 labels \\(0, 1\\).*labels=\\[...\\]"):
         head.collate([{"input": wave, "label": "dog"}], sampling_rate=16000)
+    with pytest.raises(InputError, match="label 0.5 is not a class index"):
+        head.collate([{"input": wave, "label": 0.5}], sampling_rate=16000)
+    with pytest.raises(InputError, match="labels such as None are not numbers"):
+        head.collate([{"input": wave, "label": None}], sampling_rate=16000)
+    assert head.collate([{"input": wave, "label": 1.0}], sampling_rate=16000)["labels"].tolist() == [1]
     assert head.collate([{"input": wave, "label": 1}], sampling_rate=16000)["labels"].tolist() == [1]
+
+
+def test_examples_may_carry_label_names(micro_hubert):
+    """Names given to the head are accepted in place of indices (and of multi-hot rows)."""
+    wave = np.zeros(4000, np.float32)
+    classifier = zoo.for_classification(micro_hubert, labels=["cat", "dog"])
+    batch = classifier.collate([{"input": wave, "label": "dog"}, {"input": wave, "label": 0}], sampling_rate=16000)
+    assert batch["labels"].tolist() == [1, 0] and batch["labels"].dtype == torch.long
+    tagger = zoo.for_tagging(micro_hubert, labels=["rain", "wind", "birds"])
+    examples = [{"input": wave, "label": ["birds", "rain"]}, {"input": wave, "label": []}]
+    assert tagger.collate(examples, sampling_rate=16000)["labels"].tolist() == [[1, 0, 1], [0, 0, 0]]
+    assert tagger(**tagger.collate(examples, sampling_rate=16000)).loss.shape == ()
+    with pytest.raises(InputError, match="label 'snow' is not one of the head's 3 labels \\(rain, wind, birds\\)"):
+        tagger.collate([{"input": wave, "label": ["snow"]}], sampling_rate=16000)
+    with pytest.raises(InputError, match="mix name lists with \\[0, 1, 0\\]"):
+        tagger.collate([{"input": wave, "label": ["rain"]}, {"input": wave, "label": [0, 1, 0]}],
+                       sampling_rate=16000)

@@ -134,13 +134,23 @@ class EncoderWithHead(Checkpointable, nn.Module):
             raise InputError(f"examples need the keys 'input' and 'label'; one lacks {missing} (map a dataset's "
                              "columns to them, e.g. dataset.rename_column('audio', 'input'))")
         batch = self.processor([example["input"] for example in examples], **prepare_kwargs)
-        labels = [example["label"] for example in examples]
+        batch["labels"] = self.label_tensor([example["label"] for example in examples])
+        return batch
+
+    def label_tensor(self, labels: list[Any]) -> torch.Tensor:
+        """The examples' labels as one tensor of `label_dtype`; a fraction is refused where class
+        indices are wanted rather than cut to the class below."""
         try:
-            batch["labels"] = torch.tensor(labels, dtype=self.label_dtype)
-        except (TypeError, ValueError) as err:
+            values = torch.tensor(labels)
+        except (TypeError, ValueError, RuntimeError) as err:  # torch raises RuntimeError for None
             raise InputError(f"labels such as {labels[0]!r} are not numbers ({err}); give class indices, e.g. "
                              "names.index(label) or a datasets ClassLabel") from err
-        return batch
+        if self.label_dtype == torch.long and values.is_floating_point():
+            fractions = values[values != values.round()]
+            if len(fractions):
+                raise InputError(f"label {float(fractions[0]):g} is not a class index; classification labels are "
+                                 "whole numbers (for soft targets use zoo.for_tagging)")
+        return values.to(self.label_dtype)
 
     def head_config(self) -> dict[str, Any]:
         return {"task": self.task, "num_outputs": self.num_outputs, "pool": self.pool, "layer": self.layer,
@@ -178,6 +188,14 @@ class LabelledHead(EncoderWithHead):
     def head_config(self) -> dict[str, Any]:
         return {**super().head_config(), "labels": self.labels}
 
+    def label_index(self, name: str) -> int:
+        """The output of a label name, so that examples can carry names rather than indices."""
+        if name not in self.labels:
+            shown = ", ".join(self.labels[:10]) + (", ..." if len(self.labels) > 10 else "")
+            raise InputError(f"label {name!r} is not one of the head's {len(self.labels)} labels ({shown}); "
+                             "name them when making the head: zoo.for_classification(encoder, labels=[...])")
+        return self.labels.index(name)
+
 
 class EncoderForClassification(LabelledHead):
     """Single-label classification: cross-entropy over `num_outputs` classes, named by `labels`."""
@@ -203,6 +221,12 @@ class EncoderForClassification(LabelledHead):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, labels.to(logits.device))
+
+    def label_tensor(self, labels: list[Any]) -> torch.Tensor:
+        """Class indices, or label names turned into them."""
+        if any(isinstance(label, str) for label in labels):
+            labels = [self.label_index(label) if isinstance(label, str) else label for label in labels]
+        return super().label_tensor(labels)
 
     def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
         """Raw inputs -> (N, num_labels) class probabilities (softmax), one row per item."""
@@ -256,9 +280,26 @@ class EncoderForTagging(LabelledHead):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, logits.dtype))
 
+    def label_tensor(self, labels: list[Any]) -> torch.Tensor:
+        """Multi-hot rows, or each example's list of label names turned into one."""
+        if not any(is_name_list(label) for label in labels):
+            return super().label_tensor(labels)
+        rows = torch.zeros(len(labels), self.num_outputs)
+        for row, names in zip(rows, labels):
+            if not is_name_list(names):
+                raise InputError(f"tagging labels mix name lists with {names!r}; give every example a list of "
+                                 "label names (possibly empty) or every example a multi-hot row")
+            row[[self.label_index(name) for name in names]] = 1.0
+        return rows
+
     def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
         """Raw inputs -> (N, num_outputs) label probabilities (a sigmoid each), one row per item."""
         return torch.sigmoid(self.logits(inputs, **kwargs))
+
+
+def is_name_list(value: Any) -> bool:
+    """A tagging example's labels given as names (an empty list: no tag)."""
+    return isinstance(value, (list, tuple, set)) and all(isinstance(item, str) for item in value)
 
 
 HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegression, EncoderForTagging)}
