@@ -1,6 +1,7 @@
 """The `zoo` command line: list, info, embed (npy, parquet, resumable shards), convert."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,25 @@ def test_a_job_that_failed_before_its_first_shard_does_not_block_the_next(checkp
     assert "cannot decode audio file" in capsys.readouterr().err
     assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output)]) == 0
     assert np.load(output).shape == (3, 32)
+
+
+def test_embed_and_probe_of_a_fine_tuned_model_use_its_encoder(checkpoint, wav_folder, tmp_path, capsys):
+    """Was an AttributeError traceback (a head has no `embed`), also for BEATs' converted taggers."""
+    classifier = zoo.for_classification(zoo.load(checkpoint), labels=["a", "b"], freeze=False)
+    torch.nn.init.normal_(classifier.encoder.model.encoder.layers[0].feed_forward.output_dense.weight)
+    classifier.save_pretrained(tmp_path / "clf")
+    assert main(["embed", str(tmp_path / "clf"), str(wav_folder), "-o", str(tmp_path / "e.npy")]) == 0
+    assert "is a classification model; using its encoder's features, without its head" in capsys.readouterr().err
+    expected = classifier.encoder.embed(sorted(wav_folder.iterdir()), progress=False).numpy()
+    assert np.abs(np.load(tmp_path / "e.npy") - expected).max() < 1e-5  # the fine-tuned encoder, not the original
+    for label in ("a", "b"):
+        (tmp_path / "set" / label).mkdir(parents=True)
+        (tmp_path / "set" / "test" / label).mkdir(parents=True)
+        for index, source in enumerate(sorted(wav_folder.iterdir())):
+            shutil.copy(source, tmp_path / "set" / label / f"{index}.wav")
+            shutil.copy(source, tmp_path / "set" / "test" / label / f"{index}.wav")
+    assert main(["probe", str(tmp_path / "clf"), "--data", str(tmp_path / "set")]) == 0
+    assert json.loads(capsys.readouterr().out)["train_items"] == 6
 
 
 def test_embed_reads_the_audio_rows_of_a_hub_parquet_file(checkpoint, wav_folder, tmp_path, capsys):

@@ -69,16 +69,25 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def load_for_command(args: argparse.Namespace, **kwargs) -> Any:
-    """The model `zoo embed` / `zoo probe` run, on --device in --dtype, with --threads CPU threads."""
+    """The encoder `zoo embed` / `zoo probe` run, on --device in --dtype, with --threads CPU threads.
+
+    A fine-tuned model (a head on an encoder, such as BEATs' AudioSet taggers) gives its
+    encoder, whose features are what embedding and probing measure."""
     import torch
 
+    from zoo.heads import EncoderWithHead
     from zoo.hub import load
 
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads {args.threads}; use a positive number of CPU threads")
         torch.set_num_threads(args.threads)
-    return load(args.name, device=args.device, dtype=args.dtype, **kwargs)
+    model = load(args.name, device=args.device, dtype=args.dtype, **kwargs)
+    if isinstance(model, EncoderWithHead):
+        print(f"zoo: {args.name} is a {model.task} model; using its encoder's features, without its head",
+              file=sys.stderr)
+        return model.encoder
+    return model
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
