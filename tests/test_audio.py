@@ -39,6 +39,17 @@ def test_dict_input_as_datasets_gives_it():
     assert wave.shape == (3200,)
 
 
+def test_float_lists_are_arrays_as_datasets_gives_them():
+    """A `datasets` float-sequence column (and an "array" stored as one) comes as Python lists:
+    the rows were refused as "type list is not supported"."""
+    samples = np.random.default_rng(0).uniform(-1, 1, (2, 4000)).astype(np.float32)
+    processor = AudioProcessor(sampling_rate=16000)
+    expected = processor.prepare(samples, sampling_rate=8000)
+    assert torch.equal(processor.prepare(samples.tolist(), sampling_rate=8000), expected)
+    assert torch.equal(processor.prepare({"array": samples.tolist(), "sampling_rate": 8000}), expected)
+    assert torch.equal(processor.prepare(tuple(samples[0].tolist()), sampling_rate=16000), torch.from_numpy(samples[0]))
+
+
 def test_undecoded_rows_and_datasets_read_as_their_files(tmp_path, micro_hubert):
     """`datasets` >= 4 decodes Audio columns only through torchcodec, which does not load here:
     the zoo reads a Dataset's Audio column undecoded, and {"bytes", "path"} rows (Audio(decode=False),
@@ -76,7 +87,9 @@ def test_normalize_and_short_input_padding():
     (np.array([0.0, np.nan, 1.0], dtype=np.float32), "NaN"),
     (np.zeros((2, 3, 4), dtype=np.float32), "shape"),
     (np.zeros((20, 30), dtype=np.float32), "channels"),
-    ([1, 2, 3], "not supported"),
+    ([1, 2, 3], "list of int64 values; pass float samples"),
+    ([[0.1, 0.2], [0.3]], "not an array of samples"),
+    ({1, 2}, "not supported"),
 ])
 def test_bad_arrays_raise_input_errors(bad, fragment):
     with pytest.raises(InputError, match=fragment):

@@ -1,5 +1,6 @@
 """Fine-tuning heads: they learn in a plain loop and in transformers' Trainer, and save/load."""
 
+import functools
 import numpy as np
 import pytest
 import torch
@@ -66,6 +67,25 @@ def test_trainer_runs_the_head(micro_hubert, tmp_path):
     result = trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert np.isfinite(result.training_loss) and losses[-1] < losses[0], losses
+
+
+def test_trainer_dropping_the_input_column_is_explained(micro_hubert, tmp_path):
+    """transformers' Trainer drops a datasets.Dataset's columns that forward() does not name,
+    'input' among them; the message said to rename a column the dataset already had."""
+    import datasets
+    from transformers import Trainer, TrainingArguments
+
+    classifier = zoo.for_classification(micro_hubert, labels=["low", "high"])
+    items, labels = tones(4)
+    dataset = datasets.Dataset.from_dict({"input": items, "label": labels})
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=4, num_train_epochs=1,
+                             report_to=[], save_strategy="no", use_cpu=True)
+    collate = functools.partial(classifier.collate, sampling_rate=RATE)
+    with pytest.raises(InputError, match="lacks \\['input'\\].*remove_unused_columns=False"):
+        Trainer(model=classifier, args=args, train_dataset=dataset, data_collator=collate).train()
+    args.remove_unused_columns = False
+    assert np.isfinite(Trainer(model=classifier, args=args, train_dataset=dataset,
+                               data_collator=collate).train().training_loss)
 
 
 def test_heads_save_and_load_like_checkpoints(micro_hubert, tmp_path):

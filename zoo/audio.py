@@ -62,8 +62,11 @@ def to_channels_first(samples: Any) -> torch.Tensor:
     """An array of 1 or 2 dims as a float32 (channels, samples) tensor.
 
     Two-dimensional input may be (channels, samples) or (samples, channels); the shorter
-    axis is taken as channels, and it may hold at most `MAX_CHANNELS`.
+    axis is taken as channels, and it may hold at most `MAX_CHANNELS`. A list of floats is an
+    array too: `datasets` gives a float sequence column (or an "array" stored as one) that way.
     """
+    if isinstance(samples, (list, tuple)):
+        samples = float_list_array(samples)
     if isinstance(samples, np.ndarray):
         if samples.dtype == np.int16:
             samples = samples.astype(np.float32) / 32768.0
@@ -90,6 +93,19 @@ def to_channels_first(samples: Any) -> torch.Tensor:
             f"(at most {MAX_CHANNELS}); pass (samples,) or (channels, samples)"
         )
     return tensor
+
+
+def float_list_array(samples: list | tuple) -> np.ndarray:
+    """A (nested) list of float samples as a float32 array; anything else is refused, since
+    integers could be PCM counts of any width and their scale is unknown."""
+    try:
+        array = np.asarray(samples)
+    except ValueError as err:  # ragged channels
+        raise InputError(f"audio given as a list that is not an array of samples ({err})") from err
+    if array.dtype.kind != "f":
+        raise InputError(f"audio given as a list of {array.dtype} values; pass float samples in [-1, 1] (a list or "
+                         "an array), or an int16 / int32 numpy array, whose scale is known")
+    return array.astype(np.float32)
 
 
 def check_waveform(wave: torch.Tensor) -> None:

@@ -132,7 +132,9 @@ class EncoderWithHead(Checkpointable, nn.Module):
         missing = sorted({key for example in examples for key in ("input", "label") if key not in example})
         if missing:
             raise InputError(f"examples need the keys 'input' and 'label'; one lacks {missing} (map a dataset's "
-                             "columns to them, e.g. dataset.rename_column('audio', 'input'))")
+                             "columns to them, e.g. dataset.rename_column('audio', 'input'); with transformers' "
+                             "Trainer also pass TrainingArguments(remove_unused_columns=False), or it drops the "
+                             "'input' column, which forward() does not name)")
         batch = self.processor([example["input"] for example in examples], **prepare_kwargs)
         batch["labels"] = self.label_tensor([example["label"] for example in examples])
         return batch
