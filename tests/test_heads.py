@@ -1,6 +1,7 @@
 """Fine-tuning heads: they learn in a plain loop and in transformers' Trainer, and save/load."""
 
 import functools
+
 import numpy as np
 import pytest
 import torch
