@@ -114,7 +114,7 @@ def test_a_saved_head_says_what_it_is_in_its_card(micro_hubert, tmp_path):
     card = (tmp_path / "clf" / "README.md").read_text()
     assert "pipeline_tag: audio-classification" in card and "# hubert classification model" in card
     assert ("A classification head over 2 labels (yes, no) on the mean of the tokens of layer 1 of a hubert speech "
-            "encoder (2 layers, width 32,") in card and "fine-tuned with it" in card
+            "encoder (2 layers, width 32,") in card and "training it updates the head and the encoder." in card
     assert 'model.predict(["clip.wav"], top_k=3)' in card
     zoo.for_regression(micro_hubert, pool="mean").save_pretrained(tmp_path / "reg")
     assert "A regression head over 1 target on the mean of the tokens of the last layer" in (

@@ -417,14 +417,14 @@ def default_card(model: Any) -> str:
                else f"model.predict({inputs}, top_k=3)  # [[(label, probability), ...]] per input")
     return (
         f"---\nlibrary_name: ssl-zoo\npipeline_tag: {pipeline}\ntags:\n- ssl-zoo\n- {encoder.modality}\n"
-        f"- {encoder.family}\n---\n\n# {encoder.family} {title}\n\n{about}, saved with ssl-zoo. Load and use it "
+        f"- {encoder.family}\n---\n\n# {encoder.family} {title}\n\n{about}. Saved with ssl-zoo; load and use it "
         f"with:\n\n```python\nimport zoo\nmodel = zoo.load(\"PATH_OR_REPO_ID\")\n{use}\n```\n"
     )
 
 
 def describe_head(head: dict[str, Any], encoder: str) -> str:
     """A head in words, e.g. "A classification head over 10 labels (zero, one, ...) on the mean
-    of the tokens of the last layer of ENCODER, fine-tuned with it"."""
+    of the tokens of the last layer of ENCODER; training it updates the head and the encoder"."""
     labels = head.get("labels")
     count = head["num_outputs"]
     outputs = f"{count} {'label' if labels else 'target'}{'s' if count > 1 else ''}"
@@ -433,8 +433,8 @@ def describe_head(head: dict[str, Any], encoder: str) -> str:
     layer = {None: "the last layer", "weighted": "a learned mix of every layer"}.get(head["layer"],
                                                                                       f"layer {head['layer']}")
     pooled = "the cls token" if head["pool"] == "cls" else "the mean of the tokens"
-    trained = "kept frozen" if head["freeze"] else "fine-tuned with it"
-    return f"A {head['task']} head over {outputs} on {pooled} of {layer} of {encoder}, {trained}"
+    trained = "the head only" if head["freeze"] else "the head and the encoder"
+    return f"A {head['task']} head over {outputs} on {pooled} of {layer} of {encoder}; training it updates {trained}"
 
 
 def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None) -> Path:
