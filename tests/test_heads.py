@@ -89,6 +89,27 @@ def test_trainer_dropping_the_input_column_is_explained(micro_hubert, tmp_path):
                                data_collator=collate).train().training_loss)
 
 
+def test_trainer_reads_an_undecoded_audio_dataset_with_label_names(micro_hubert, tmp_path):
+    """How to fine-tune on a `datasets` audio set here: `datasets` >= 4 decodes Audio only through
+    torchcodec, so the column is cast to Audio(decode=False) and the processor reads the files."""
+    import datasets
+    import soundfile
+    from transformers import Trainer, TrainingArguments
+
+    items, labels = tones(8)
+    paths = [str(tmp_path / f"{index}.wav") for index in range(len(items))]
+    for path, item in zip(paths, items):
+        soundfile.write(path, item[::2] * 0.5, RATE // 2)  # the processor resamples the files' 8 kHz
+    names = ["low", "high"]
+    dataset = datasets.Dataset.from_dict({"input": paths, "label": [names[label] for label in labels]})
+    dataset = dataset.cast_column("input", datasets.Audio(decode=False))
+    classifier = zoo.for_classification(micro_hubert, labels=names)
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=4, num_train_epochs=2,
+                             report_to=[], save_strategy="no", use_cpu=True, remove_unused_columns=False)
+    result = Trainer(model=classifier, args=args, train_dataset=dataset, data_collator=classifier.collate).train()
+    assert result.global_step == 4 and np.isfinite(result.training_loss)
+
+
 def test_heads_save_and_load_like_checkpoints(micro_hubert, tmp_path):
     regressor = zoo.for_regression(micro_hubert, num_targets=1, layer="weighted")
     torch.nn.init.normal_(regressor.head.weight)
