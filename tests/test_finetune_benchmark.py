@@ -77,3 +77,27 @@ def test_an_interrupted_run_resumes_exactly_and_only_with_its_settings(finetune,
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(whole, steps)) == 0.0  # same batches, same steps
     with pytest.raises(CheckpointError, match="mode: 'full' then, 'linear' now"):
         finetune("--mode", "linear", "--epochs", "2", "--output", str(tmp_path / "steps"))
+
+
+def test_notes_folder_lays_out_the_probes_split(tmp_path, monkeypatch):
+    """benchmarks/notes_folder.py: the rendered notes as train/test label folders, split as the probes split them."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from notes_folder import main
+    from probe_beats import note_splits
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    families = ["piano", "organ"] * 10
+    lines = ["file,program,family,pitch,pitch_class,velocity"]
+    for index, family in enumerate(families):
+        (notes / f"n{index}.flac").write_bytes(b"")
+        lines.append(f"n{index}.flac,0,{family},{60 + index},{index % 12},100")
+    (notes / "notes.csv").write_text("\n".join(lines) + "\n")
+    assert main(["--notes", str(notes), "--label", "pitch_class", "-o", str(tmp_path / "out")]) == 0
+    test_mask = note_splits(np.array(families), 0)["test"]
+    linked = {path.name: path for path in (tmp_path / "out").rglob("*.flac")}
+    assert len(linked) == 20
+    for index in range(20):
+        path = linked[f"n{index}.flac"]
+        assert path.parent.name == str(index % 12) and (path.parent.parent.name == "test") == test_mask[index]
+        assert path.resolve() == (notes / f"n{index}.flac").resolve()
