@@ -10,6 +10,8 @@ or a Hub dataset's train-*/test-* parquet files. Three ways of training (`--mode
   (MERT's and SUPERB's recommended use of a frozen encoder);
 - `full`: the head and the whole encoder trained together.
 
+`--layer N` has the `linear` and `full` heads read layer N instead of the last.
+
 Training is a `zoo.training` run in `--output` (AdamW, linear warmup over the first 10 % of the
 steps then a cosine to 0, gradient norm clipped at 1): it writes checkpoint.pt every epoch,
 log.jsonl and loss.png, shows a progress bar, and a rerun of an interrupted command continues
@@ -111,14 +113,15 @@ def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed
     return kept
 
 
-def build_classifier(encoder: nn.Module, mode: str, random_init: bool, names: list[str], seed: int) -> nn.Module:
+def build_classifier(encoder: nn.Module, mode: str, layer: Optional[int], random_init: bool, names: list[str],
+                     seed: int) -> nn.Module:
     """`zoo.for_classification` on the encoder (or, with `random_init`, a seeded fresh encoder
-    of its architecture and processor) in the given mode."""
+    of its architecture and processor) in the given mode, reading `layer` (None: the last)."""
     if random_init:
         torch.manual_seed(seed)
         encoder = type(encoder)(encoder.config, encoder.processor)
     torch.manual_seed(seed)
-    return zoo.for_classification(encoder, labels=names, layer="weighted" if mode == "weighted" else None,
+    return zoo.for_classification(encoder, labels=names, layer="weighted" if mode == "weighted" else layer,
                                   freeze=mode != "full")
 
 
@@ -132,7 +135,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     test_items = [value for value, _, test in rows if test]
     test_labels = np.array([names.index(label) for _, label, test in rows if test])
 
-    classifier = build_classifier(encoder, args.mode, args.random_init, names, args.seed)
+    if args.layer is not None and args.mode == "weighted":
+        raise SystemExit("--layer is for --mode linear or full; weighted mixes every layer")
+    classifier = build_classifier(encoder, args.mode, args.layer, args.random_init, names, args.seed)
     batches = ShuffledBatches(train_examples, args.batch_size, classifier.collate, args.seed)
     steps = args.epochs * len(batches)
     config = TrainConfig(steps=steps, lr=args.lr or DEFAULT_LR[args.mode], weight_decay=args.weight_decay,
@@ -155,6 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": args.checkpoint,
         "init": "random" if args.random_init else "pretrained",
         "mode": args.mode,
+        "layer": args.layer,
         "trained_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
         "train_items": len(train_examples),
         "test_items": len(test_items),
@@ -183,6 +189,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--label-regex", help="a regex whose first group is a file's label (default: its folder)")
     parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
     parser.add_argument("--mode", choices=MODES, default="full")
+    parser.add_argument("--layer", type=int, help="the layer the head reads (default: the last)")
     parser.add_argument("--train-limit", type=int,
                         help="train on a seeded N // classes items of each class (default: every training item)")
     parser.add_argument("--epochs", type=int, default=5)

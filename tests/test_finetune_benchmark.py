@@ -66,6 +66,9 @@ def test_fine_tuning_trains_saves_and_scores(finetune, tmp_path):
                       "--output", str(tmp_path / "weighted"), "--json", str(tmp_path / "weighted.json"))
     assert frozen["trained_parameters"] == 2 * 32 + 2 + 3  # head weights and bias, one weight per layer
     assert (frozen["train_items"], frozen["test_items"]) == (8, 8)  # 4 a class; the test split whole
+    layer_one = finetune("--mode", "linear", "--layer", "1", "--epochs", "1", "--output", str(tmp_path / "layer1"),
+                         "--json", str(tmp_path / "layer1.json"))
+    assert layer_one["layer"] == 1 and zoo.load(tmp_path / "layer1" / "classifier").layer == 1
 
 
 def test_an_interrupted_run_resumes_exactly_and_only_with_its_settings(finetune, tmp_path):
