@@ -50,8 +50,9 @@ from zoo.training import TrainConfig, train, write_run_settings
 MODES = ("linear", "weighted", "full")
 #: peak learning rates: a head alone takes a larger step than a whole pretrained encoder
 DEFAULT_LR = {"linear": 1e-3, "weighted": 1e-3, "full": 1e-4}
-#: arguments that may change when an interrupted run is rerun (where it writes, how it shows)
-RUN_LOCAL_ARGS = ("threads", "json", "no_progress", "eval_batch_size", "output", "time_limit")
+#: arguments of the scoring after training, left out of args.json (those of where and how the
+#: training runs, such as --threads and --time-limit, are zoo.training.RUN_LOCAL_SETTINGS)
+SCORING_ARGS = ("json", "eval_batch_size")
 
 
 class ShuffledBatches:
@@ -68,8 +69,8 @@ class ShuffledBatches:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if self.batch >= len(self):  # a checkpoint written after an epoch's last batch
             self.epoch, self.batch = self.epoch + 1, 0
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.examples))
         while self.batch < len(self):
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.examples))
             chosen = order[self.batch * self.batch_size:(self.batch + 1) * self.batch_size]
             self.batch += 1
             yield self.collate([self.examples[index] for index in chosen])
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          checkpoint_every=len(batches), seed=args.seed, progress=not args.no_progress,
                          time_limit=args.time_limit)
     output = Path(args.output)
-    write_run_settings(output, {key: value for key, value in vars(args).items() if key not in RUN_LOCAL_ARGS})
+    write_run_settings(output, {key: value for key, value in vars(args).items() if key not in SCORING_ARGS})
     started = time.monotonic()
     records = train(ClassifierObjective(classifier), batches, output, config)
     if records[-1]["step"] < steps:

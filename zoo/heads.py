@@ -193,8 +193,8 @@ class LabelledHead(EncoderWithHead):
     def label_index(self, name: str) -> int:
         """The output of a label name, so that examples can carry names rather than indices."""
         if name not in self.labels:
-            shown = ", ".join(self.labels[:10]) + (", ..." if len(self.labels) > 10 else "")
-            raise InputError(f"label {name!r} is not one of the head's {len(self.labels)} labels ({shown}); "
+            raise InputError(f"label {name!r} is not one of the head's {len(self.labels)} labels "
+                             f"({first_labels(self.labels)}); "
                              "name them when making the head: zoo.for_classification(encoder, labels=[...])")
         return self.labels.index(name)
 
@@ -297,6 +297,11 @@ class EncoderForTagging(LabelledHead):
     def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
         """Raw inputs -> (N, num_outputs) label probabilities (a sigmoid each), one row per item."""
         return torch.sigmoid(self.logits(inputs, **kwargs))
+
+
+def first_labels(labels: Sequence[str], shown: int = 10) -> str:
+    """The first `shown` label names, for messages and cards: "zero, one, ..."."""
+    return ", ".join(labels[:shown]) + (", ..." if len(labels) > shown else "")
 
 
 def is_name_list(value: Any) -> bool:

@@ -425,11 +425,13 @@ def default_card(model: Any) -> str:
 def describe_head(head: dict[str, Any], encoder: str) -> str:
     """A head in words, e.g. "A classification head over 10 labels (zero, one, ...) on the mean
     of the tokens of the last layer of ENCODER; training it updates the head and the encoder"."""
+    from zoo.heads import first_labels
+
     labels = head.get("labels")
     count = head["num_outputs"]
     outputs = f"{count} {'label' if labels else 'target'}{'s' if count > 1 else ''}"
     if labels:
-        outputs += f" ({', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''})"
+        outputs += f" ({first_labels(labels)})"
     layer = {None: "the last layer", "weighted": "a learned mix of every layer"}.get(head["layer"],
                                                                                       f"layer {head['layer']}")
     pooled = "the cls token" if head["pool"] == "cls" else "the mean of the tokens"
