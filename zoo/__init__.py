@@ -14,7 +14,8 @@ from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
 from zoo.errors import CheckpointError, ConfigError, InputError, OfflineError, UnknownModelError, ZooError
 from zoo.heads import (
-    EncoderForClassification, EncoderForRegression, EncoderForTagging, for_classification, for_regression, for_tagging,
+    EncoderForClassification, EncoderForRegression, EncoderForTagging, EncoderForTokenClassification,
+    for_classification, for_regression, for_tagging, for_token_classification,
 )
 from zoo.hub import info, load
 from zoo.outputs import EncoderOutput, PretrainOutput
@@ -24,6 +25,6 @@ __all__ = [
     "__version__", "Encoder", "EncoderConfig", "EncoderOutput", "PretrainOutput",
     "ZooError", "UnknownModelError", "CheckpointError", "ConfigError", "InputError", "OfflineError",
     "load", "list_models", "info", "add_model_config",
-    "for_classification", "for_regression", "for_tagging",
-    "EncoderForClassification", "EncoderForRegression", "EncoderForTagging",
+    "for_classification", "for_regression", "for_tagging", "for_token_classification",
+    "EncoderForClassification", "EncoderForRegression", "EncoderForTagging", "EncoderForTokenClassification",
 ]

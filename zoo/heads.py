@@ -1,4 +1,5 @@
-"""Fine-tuning heads: an encoder plus a linear layer on its pooled features.
+"""Fine-tuning heads: an encoder plus a linear layer on its pooled features, or on each of its
+tokens (graph nodes, audio frames, image patches).
 
 They are plain `nn.Module`s: train them in your own loop or in transformers' `Trainer`
 (forward takes the batch and `labels`, returns `loss` and `logits`), and save or load
@@ -21,6 +22,8 @@ from zoo.saving import Checkpointable
 
 #: None (last layer), an int, or "weighted" (learned softmax-weighted sum of all layers)
 HeadLayer = Union[None, int, str]
+#: a token label that takes no part in the loss (transformers' and torch's convention)
+IGNORE_INDEX = -100
 
 
 class LayerWeights(nn.Module):
@@ -45,14 +48,16 @@ class EncoderWithHead(Checkpointable, nn.Module):
     """Shared part of the classification and regression heads."""
 
     task = ""
+    #: the pools a head of this kind reads its features from
+    head_pools: tuple[str, ...] = ("mean", "cls")
     #: tells transformers' Trainer that the loss is a plain mean (no num_items_in_batch)
     accepts_loss_kwargs = False
 
     def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "mean", layer: HeadLayer = None,
                  freeze: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
-        if pool not in ("mean", "cls"):
-            raise ConfigError(f"head pool={pool!r}; use 'mean' or 'cls'")
+        if pool not in self.head_pools:
+            raise ConfigError(f"a {self.task} head's pool={pool!r}; use one of {self.head_pools}")
         check_pool(pool, encoder.pools, type(encoder).__name__)
         if layer != "weighted":
             layer_indices(layer, encoder.num_layers)  # validates the index
@@ -80,8 +85,8 @@ class EncoderWithHead(Checkpointable, nn.Module):
             self.encoder.eval()  # a frozen encoder keeps its dropout off
         return self
 
-    def features(self, **batch: torch.Tensor) -> torch.Tensor:
-        """(B, D) pooled features of the chosen layer (or learned mix of layers)."""
+    def tokens(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, D) tokens of the chosen layer (or learned mix of layers) and their (B, T) mask."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             output = self.encoder(**batch, output_hidden_states=self.layer is not None)
         if self.layer is None:
@@ -90,7 +95,11 @@ class EncoderWithHead(Checkpointable, nn.Module):
             tokens = self.layer_weights(output.hidden_states)
         else:
             tokens = output.hidden_states[self.layer]
-        return pool_tokens(tokens, output.mask, self.pool)
+        return tokens, output.mask
+
+    def features(self, **batch: torch.Tensor) -> torch.Tensor:
+        """(B, D) pooled features of the chosen layer (or learned mix of layers)."""
+        return pool_tokens(*self.tokens(**batch), self.pool)
 
     def forward(self, labels: Optional[torch.Tensor] = None, **batch: torch.Tensor):
         from transformers.modeling_outputs import SequenceClassifierOutput
@@ -177,12 +186,18 @@ class LabelledHead(EncoderWithHead):
         """Raw inputs -> (N, num_outputs) probabilities, one row per item (`logits` takes the kwargs)."""
         raise NotImplementedError
 
+    @property
+    def num_labels(self) -> int:
+        return self.num_outputs
+
     def predict(self, inputs: Any, top_k: int = 5, **kwargs: Any) -> list[list[tuple[str, float]]]:
         """Raw inputs -> for each item, its `top_k` (label name, probability), most likely first
         (all labels when there are fewer)."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ConfigError(f"top_k={top_k!r}; ask for at least one label")
-        probabilities = self.probabilities(inputs, **kwargs)
+        check_top_k(top_k)
+        return self.top_labels(self.probabilities(inputs, **kwargs), top_k)
+
+    def top_labels(self, probabilities: torch.Tensor, top_k: int) -> list[list[tuple[str, float]]]:
+        """(N, num_outputs) probabilities -> for each row, its `top_k` (label name, probability)."""
         scores, indices = probabilities.topk(min(top_k, self.num_outputs), dim=-1)
         return [[(self.labels[i], float(p)) for p, i in zip(row_scores, row_indices)]
                 for row_scores, row_indices in zip(scores.tolist(), indices.tolist())]
@@ -204,10 +219,6 @@ class EncoderForClassification(LabelledHead):
 
     task = "classification"
     label_dtype = torch.long
-
-    @property
-    def num_labels(self) -> int:
-        return self.num_outputs
 
     def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         """Class indices (B,) in [0, num_labels)."""
@@ -299,6 +310,119 @@ class EncoderForTagging(LabelledHead):
         return torch.sigmoid(self.logits(inputs, **kwargs))
 
 
+class EncoderForTokenClassification(LabelledHead):
+    """A class for every token: each node of a graph (node classification, e.g. Cora's papers),
+    frame of a recording or patch of an image, the tokens `embed(pool="none")` gives (an image's
+    cls token is not one of them).
+
+    Labels are (B, T) class indices (or, through `collate`, names), `IGNORE_INDEX` (-100, as in
+    transformers) for tokens without one, such as Cora's nodes outside the training split; the
+    loss is the mean cross-entropy over the labelled tokens (0 where a batch has none).
+    """
+
+    task = "token-classification"
+    head_pools = ("none",)
+    label_dtype = torch.long
+
+    def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "none", **kwargs: Any) -> None:
+        if encoder.modality == "tabular":
+            raise ConfigError("a table's tokens are its columns, which have no labels of their own; classify rows "
+                              "with zoo.for_classification")
+        super().__init__(encoder, num_outputs, pool=pool, **kwargs)
+        #: tokens in front of the content ones (a ViT's cls token), which get no class
+        self.leading_tokens = 1 if "cls" in encoder.pools else 0
+
+    def tokens(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, mask = super().tokens(**batch)
+        return tokens[:, self.leading_tokens:], mask[:, self.leading_tokens:]
+
+    def forward(self, labels: Optional[torch.Tensor] = None, **batch: torch.Tensor):
+        from transformers.modeling_outputs import TokenClassifierOutput
+
+        tokens, mask = self.tokens(**batch)
+        logits = self.head(self.dropout(tokens))
+        loss = None if labels is None else self.loss(logits, self.aligned_labels(torch.as_tensor(labels), mask))
+        return TokenClassifierOutput(loss=loss, logits=logits)
+
+    def aligned_labels(self, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T') labels -> (B, T) on the tokens' device, padded with `IGNORE_INDEX`; a label on a
+        token the item does not have, or outside the classes, is refused with its position."""
+        batch_size, length = mask.shape
+        if labels.dim() != 2 or len(labels) != batch_size or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise InputError(f"token labels are class indices of shape ({batch_size}, tokens), {IGNORE_INDEX} where "
+                             f"a token has none; got {labels.dtype} of shape {tuple(labels.shape)}")
+        labels = labels.to(mask.device)
+        width = max(length, labels.shape[1])
+        labels = nn.functional.pad(labels, (0, width - labels.shape[1]), value=IGNORE_INDEX)
+        labelled = labels != IGNORE_INDEX
+        stray = (labelled & ~nn.functional.pad(mask, (0, width - length), value=False)).nonzero()
+        if len(stray):
+            item, token = stray[0].tolist()
+            raise InputError(f"item {item} of the batch has a label for token {token} but only {int(mask[item].sum())} "
+                             f"tokens; give one label per token of embed(pool='none'), {IGNORE_INDEX} for none")
+        outside = labels[labelled & ((labels < 0) | (labels >= self.num_labels))]
+        if len(outside):
+            raise InputError(f"label {int(outside[0])} is out of range for {self.num_labels} classes; labels are "
+                             f"0 .. {self.num_labels - 1}, or {IGNORE_INDEX} for a token without one")
+        return labels[:, :length]
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labelled = labels != IGNORE_INDEX
+        total = nn.functional.cross_entropy(logits[labelled], labels[labelled], reduction="sum")
+        return total / labelled.sum().clamp(min=1)
+
+    def label_tensor(self, labels: list[Any]) -> torch.Tensor:
+        """Each example's token labels (indices, names or -100) as one (B, T) tensor, padded with -100."""
+        rows = [super(EncoderForTokenClassification, self).label_tensor(self.label_values(label)) for label in labels]
+        return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=IGNORE_INDEX)
+
+    def label_values(self, label: Any) -> list[Any]:
+        """One example's token labels as a list, names turned into class indices."""
+        if isinstance(label, (str, numbers.Number)) or getattr(label, "ndim", 1) != 1:
+            raise InputError(f"a token classifier's example label is one label per token (a list or 1-d array, "
+                             f"{IGNORE_INDEX} for none), got {label!r:.80}")
+        values = label.tolist() if hasattr(label, "tolist") else list(label)
+        return [self.label_index(value) if isinstance(value, str) else value for value in values]
+
+    @torch.no_grad()
+    def logits(self, inputs: Any, batch_size: int = 8, progress: bool = False,
+               **prepare_kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
+        """Raw inputs -> a list of (T_i, num_labels) logits, one per item (for one graph `Data`,
+        its (N, num_labels)), from the encoder's `embed(pool="none")` tokens."""
+        mixed = self.layer_weights is not None
+        layer = self.layer_weights.indices if mixed else self.layer
+        tokens = self.encoder.embed(inputs, layer=layer, pool="none", batch_size=batch_size, progress=progress,
+                                    **prepare_kwargs)
+        single = torch.is_tensor(tokens)
+        rows = [self.token_logits(item, mixed) for item in ([tokens] if single else tokens)]
+        return rows[0] if single else rows
+
+    def token_logits(self, tokens: torch.Tensor, mixed: bool) -> torch.Tensor:
+        """One item's (T, D) tokens, or (K, T, D) layers to mix, -> (T, num_labels) logits."""
+        if mixed:  # a graph encoder gives a node's layers together, (N, K, D); the others (K, T, D)
+            tokens = self.layer_weights.mix(tokens if self.encoder.modality == "graph" else tokens.transpose(0, 1))
+        return self.head(tokens.to(self.head.weight.device, self.head.weight.dtype)).float().cpu()
+
+    def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
+        """Raw inputs -> (T_i, num_labels) class probabilities per item, shaped as `logits`."""
+        logits = self.logits(inputs, **kwargs)
+        return torch.softmax(logits, -1) if torch.is_tensor(logits) else [torch.softmax(row, -1) for row in logits]
+
+    def predict(self, inputs: Any, top_k: int = 1, **kwargs: Any) -> list:
+        """Raw inputs -> for each item, for each token, its `top_k` (label name, probability); for
+        one graph `Data`, the list of its nodes'."""
+        check_top_k(top_k)
+        probabilities = self.probabilities(inputs, **kwargs)
+        if torch.is_tensor(probabilities):
+            return self.top_labels(probabilities, top_k)
+        return [self.top_labels(item, top_k) for item in probabilities]
+
+
+def check_top_k(top_k: Any) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k={top_k!r}; ask for at least one label")
+
+
 def first_labels(labels: Sequence[str], shown: int = 10) -> str:
     """The first `shown` label names, for messages and cards: "zero, one, ..."."""
     return ", ".join(labels[:shown]) + (", ..." if len(labels) > shown else "")
@@ -309,7 +433,17 @@ def is_name_list(value: Any) -> bool:
     return isinstance(value, (list, tuple, set)) and all(isinstance(item, str) for item in value)
 
 
-HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegression, EncoderForTagging)}
+HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegression, EncoderForTagging,
+                                   EncoderForTokenClassification)}
+
+
+def label_count(num_labels: Optional[int], labels: Optional[Sequence[str]], maker: str) -> int:
+    """`num_labels`, or by default the number of label names."""
+    if num_labels is None:
+        if labels is None:
+            raise ConfigError(f"{maker} needs num_labels or labels (the class names)")
+        num_labels = len(labels)
+    return num_labels
 
 
 def head_from_config(encoder: nn.Module, config: dict[str, Any]) -> EncoderWithHead:
@@ -332,10 +466,7 @@ def for_classification(encoder: nn.Module, num_labels: Optional[int] = None, poo
         freeze: keep the encoder's weights fixed (linear probe) or fine-tune them too.
         labels: the class names, in index order, that `predict` returns (default: "0", "1", ...).
     """
-    if num_labels is None:
-        if labels is None:
-            raise ConfigError("for_classification needs num_labels or labels (the class names)")
-        num_labels = len(labels)
+    num_labels = label_count(num_labels, labels, "for_classification")
     return EncoderForClassification(encoder, num_labels, labels=labels, pool=pool, layer=layer, freeze=freeze,
                                     dropout=dropout)
 
@@ -352,3 +483,13 @@ def for_tagging(encoder: nn.Module, labels: Sequence[str] | int, pool: str = "me
     names = None if isinstance(labels, int) else list(labels)
     count = labels if isinstance(labels, int) else len(names)
     return EncoderForTagging(encoder, count, labels=names, pool=pool, layer=layer, freeze=freeze, dropout=dropout)
+
+
+def for_token_classification(encoder: nn.Module, num_labels: Optional[int] = None, layer: HeadLayer = None,
+                             freeze: bool = True, dropout: float = 0.0,
+                             labels: Optional[Sequence[str]] = None) -> EncoderForTokenClassification:
+    """A classifier of each token of `encoder`: a graph's nodes, a recording's frames, an image's
+    patches; arguments as `for_classification` (there is no pool: every token gets a class)."""
+    num_labels = label_count(num_labels, labels, "for_token_classification")
+    return EncoderForTokenClassification(encoder, num_labels, labels=labels, layer=layer, freeze=freeze,
+                                         dropout=dropout)

@@ -390,9 +390,10 @@ ENCODER_PIPELINE_TAGS = {"speech": "feature-extraction", "audio": "feature-extra
                          "vision": "image-feature-extraction", "tabular": "feature-extraction", "graph": "graph-ml"}
 HEAD_PIPELINE_TAGS = {"speech": "audio-classification", "audio": "audio-classification",
                       "vision": "image-classification", "tabular": "tabular-classification", "graph": "graph-ml"}
-#: what the usage lines of a default card pass as inputs, by modality
+#: what the usage lines of a default card pass as inputs, and what a token is, by modality
 CARD_INPUTS = {"speech": '["clip.wav"]', "audio": '["clip.wav"]', "vision": '["photo.jpg"]',
                "tabular": "table", "graph": "graphs"}
+TOKEN_NAMES = {"speech": "frame", "audio": "token", "vision": "patch", "graph": "node"}
 
 
 def default_card(model: Any) -> str:
@@ -404,6 +405,8 @@ def default_card(model: Any) -> str:
     pipeline = (HEAD_PIPELINE_TAGS if head else ENCODER_PIPELINE_TAGS)[encoder.modality]
     if head and head["task"] == "regression" and encoder.modality == "tabular":
         pipeline = "tabular-regression"
+    if head and head["task"] == "token-classification" and encoder.modality != "graph":
+        pipeline = "token-classification"
     parameters = sum(p.numel() for p in encoder.parameters())
     about = (f"a {encoder.family} {encoder.modality} encoder ({encoder.num_layers} layers, width {encoder.embed_dim}, "
              f"{parameters:,} parameters)")
@@ -412,9 +415,13 @@ def default_card(model: Any) -> str:
         title, about = "encoder", about[0].upper() + about[1:]
         use = f"model.embed({inputs})  # (N, {encoder.embed_dim})"
     else:
-        title, about = f"{head['task']} model", describe_head(head, about)
-        use = (f"model.predict({inputs})  # (N, targets)" if head["task"] == "regression"
-               else f"model.predict({inputs}, top_k=3)  # [[(label, probability), ...]] per input")
+        token = TOKEN_NAMES.get(encoder.modality, "token")
+        title, about = f"{head['task']} model", describe_head(head, about, token)
+        use = f"model.predict({inputs}, top_k=3)  # [[(label, probability), ...]] per input"
+        if head["task"] == "regression":
+            use = f"model.predict({inputs})  # (N, targets)"
+        elif head["task"] == "token-classification":
+            use = f"model.predict({inputs})  # per input, per {token}: [(label, probability)]"
     return (
         f"---\nlibrary_name: ssl-zoo\npipeline_tag: {pipeline}\ntags:\n- ssl-zoo\n- {encoder.modality}\n"
         f"- {encoder.family}\n---\n\n# {encoder.family} {title}\n\n{about}. Saved with ssl-zoo; load and use it "
@@ -422,7 +429,7 @@ def default_card(model: Any) -> str:
     )
 
 
-def describe_head(head: dict[str, Any], encoder: str) -> str:
+def describe_head(head: dict[str, Any], encoder: str, token: str = "token") -> str:
     """A head in words, e.g. "A classification head over 10 labels (zero, one, ...) on the mean
     of the tokens of the last layer of ENCODER; training it updates the head and the encoder"."""
     from zoo.heads import first_labels
@@ -434,7 +441,7 @@ def describe_head(head: dict[str, Any], encoder: str) -> str:
         outputs += f" ({first_labels(labels)})"
     layer = {None: "the last layer", "weighted": "a learned mix of every layer"}.get(head["layer"],
                                                                                       f"layer {head['layer']}")
-    pooled = "the cls token" if head["pool"] == "cls" else "the mean of the tokens"
+    pooled = {"cls": "the cls token", "none": f"each {token}"}.get(head["pool"], "the mean of the tokens")
     trained = "the head only" if head["freeze"] else "the head and the encoder"
     return f"A {head['task']} head over {outputs} on {pooled} of {layer} of {encoder}; training it updates {trained}"
 
