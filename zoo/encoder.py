@@ -195,6 +195,11 @@ class Encoder(Checkpointable, nn.Module):
                 accumulators[position].add(order, features[row][:, mask[row]])
         return [accumulator.result() for accumulator in accumulators]
 
+    def card_usage(self, inputs: str) -> tuple[str, str]:
+        """What the default model card (`zoo.hub.default_card`) calls this model, and its line of
+        use on `inputs`; a family whose checkpoints do something else (a tokenizer) says so."""
+        return "encoder", f"model.embed({inputs})  # (N, {self.embed_dim})"
+
     def config_dict_to_save(self) -> dict[str, Any]:
         return self.config.to_dict()
 

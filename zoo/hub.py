@@ -408,12 +408,12 @@ def default_card(model: Any) -> str:
     if head and head["task"] == "token-classification" and encoder.modality != "graph":
         pipeline = "token-classification"
     parameters = sum(p.numel() for p in encoder.parameters())
-    about = (f"a {encoder.family} {encoder.modality} encoder ({encoder.num_layers} layers, width {encoder.embed_dim}, "
-             f"{parameters:,} parameters)")
     inputs = CARD_INPUTS[encoder.modality]
+    role, use = encoder.card_usage(inputs)
+    about = (f"a {encoder.family} {encoder.modality} {role} ({encoder.num_layers} layers, width {encoder.embed_dim}, "
+             f"{parameters:,} parameters)")
     if head is None:
-        title, about = "encoder", about[0].upper() + about[1:]
-        use = f"model.embed({inputs})  # (N, {encoder.embed_dim})"
+        title, about = role, about[0].upper() + about[1:]
     else:
         token = TOKEN_NAMES.get(encoder.modality, "token")
         title, about = f"{head['task']} model", describe_head(head, about, token)

@@ -248,6 +248,12 @@ class BEATsEncoder(Encoder):
         tokens = self.embed(inputs, pool="none", batch_size=batch_size, progress=False, **prepare_kwargs)
         return [self.quantize(item.unsqueeze(0).to(self.device, self.dtype)).squeeze(0).cpu() for item in tokens]
 
+    def card_usage(self, inputs: str) -> tuple[str, str]:
+        if not self.config.codebook_size:
+            return super().card_usage(inputs)
+        return ("acoustic tokenizer",
+                f"model.tokenize({inputs})  # per clip, (patches,) indices into {self.config.codebook_size} codes")
+
     def embed_frames(self, inputs: Any, layer: LayerSpec = None, **embed_kwargs: Any) -> list[torch.Tensor]:
         """Raw audio in, one (T_i, D) tensor of 160 ms column features per item (6.25 Hz), or
         (K, T_i, D) when `layer` names several layers."""

@@ -35,3 +35,14 @@ def test_embedded_pair_embeds_and_tokenizes_the_example_notes():
     labels = tokenizer.tokenize(notes)
     assert all(len(item) == 8 * frames.shape[0] for item in labels)
     assert all(int(item.max()) < 1024 for item in labels) and len(torch.cat(labels).unique()) > 1
+
+
+def test_a_tokenizer_saved_without_a_card_says_it_tokenizes(tmp_path):
+    """The default card named every checkpoint an encoder and showed `embed`; a tokenizer's
+    product is its codes."""
+    zoo.load("beats-tiny-tokenizer").save_pretrained(tmp_path / "tokenizer")
+    card = (tmp_path / "tokenizer" / "README.md").read_text()
+    assert "# beats acoustic tokenizer" in card and "A beats audio acoustic tokenizer (4 layers" in card
+    assert 'model.tokenize(["clip.wav"])  # per clip, (patches,) indices into 1024 codes' in card
+    zoo.load("beats-tiny").save_pretrained(tmp_path / "encoder")
+    assert 'model.embed(["clip.wav"])  # (N, 192)' in (tmp_path / "encoder" / "README.md").read_text()
