@@ -267,6 +267,11 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path |
         )
 
 
+def command_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """A command's arguments as run settings, without the subcommand's handler (`func`)."""
+    return {key: value for key, value in vars(args).items() if not callable(value)}
+
+
 def write_run_settings(out: Path, settings: dict[str, Any]) -> None:
     """Write a `zoo pretrain` run's settings to `out/args.json`; when the folder holds a checkpoint
     (a resumed run), first check that they are the ones it was made with."""

@@ -21,7 +21,7 @@ from modalities.graphs.processing import GraphProcessor
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError, UnknownModelError
-from zoo.training import TrainConfig, add_time_limit_argument, report_run, train, write_run_settings
+from zoo.training import TrainConfig, add_time_limit_argument, command_settings, report_run, train, write_run_settings
 
 ENCODER_FOLDER = "encoder"
 
@@ -143,7 +143,7 @@ def run_and_save(objective: nn.Module, encoder: Any, batches: GraphBatches, conf
                  args: argparse.Namespace, recipe: dict[str, Any]) -> None:
     """Write the run's settings, train (resuming from the folder's checkpoint) and save `OUTPUT/encoder`."""
     out = Path(args.output)
-    settings = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "recipe": recipe,
+    settings = {"args": command_settings(args), "recipe": recipe,
                 "architecture": encoder.config.to_dict()}
     write_run_settings(out, settings)
     graphs = batches.graphs

@@ -35,8 +35,8 @@ from zoo.audio_crops import CropBatches, list_audio_files, load_waves
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
-from zoo.training import (add_init_argument, add_optimization_arguments, encoder_to_pretrain, train_and_save,
-                          train_config_from_args)
+from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
+                          train_and_save, train_config_from_args)
 
 STAGES = ("ssl", "tokenizer")
 
@@ -293,5 +293,5 @@ def run(args: argparse.Namespace) -> None:
     max_columns = max(1, int(args.max_seconds * 16000 - config.min_samples) // column + 1)
     batches = CropBatches(waves, None, args.batch_size, max_columns, config.min_samples, column, args.seed)
     train_config = train_config_from_args(args)
-    settings = {key: value for key, value in vars(args).items() if not callable(value)}
+    settings = command_settings(args)
     train_and_save(objective, batches, args.output, train_config, model, folder_name, settings, "beats pretrain")

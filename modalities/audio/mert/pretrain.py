@@ -59,8 +59,8 @@ from modalities.speech.hubert.pretrain import (
 from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
-from zoo.training import (add_init_argument, add_optimization_arguments, encoder_to_pretrain, train_and_save,
-                          train_config_from_args)
+from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
+                          train_and_save, train_config_from_args)
 
 ENCODER_FOLDER = "encoder"
 #: MERT's CQT teacher: 7 octaves of 48 bins from 32.7 Hz
@@ -450,5 +450,5 @@ def run(args: argparse.Namespace) -> None:
     if extra is not None and args.cqt_target == "log":
         objective.fit_cqt_scale(targets["cqt"])
     config = train_config_from_args(args)
-    settings = {key: value for key, value in vars(args).items() if not callable(value)}
+    settings = command_settings(args)
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "mert pretrain")

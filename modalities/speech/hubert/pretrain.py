@@ -37,8 +37,8 @@ from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_wav
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.outputs import PretrainOutput
-from zoo.training import (add_init_argument, add_optimization_arguments, encoder_to_pretrain, train_and_save,
-                          train_config_from_args)
+from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
+                          train_and_save, train_config_from_args)
 
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100
@@ -430,5 +430,5 @@ def run(args: argparse.Namespace) -> None:
     objective = HubertPretraining(encoder, len(labels["centers"]), args.final_dim, args.mask_prob,
                                   args.mask_length, logit_temp=args.logit_temp)
     config = train_config_from_args(args)
-    settings = {key: value for key, value in vars(args).items() if not callable(value)}
+    settings = command_settings(args)
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "hubert pretrain")

@@ -29,7 +29,7 @@ from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.training import TrainConfig, add_time_limit_argument, report_run, train, write_run_settings
+from zoo.training import TrainConfig, add_time_limit_argument, command_settings, report_run, train, write_run_settings
 
 ENCODER_FOLDER = "encoder"
 MASK_KEYS = ("min_context_share", "max_context_share", "min_target_share", "max_target_share", "num_preds")
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> None:
     objective = TJEPAPretraining(encoder, masks, recipe["predictor"], config.steps, recipe["ema_start"],
                                  recipe["ema_end"], recipe.get("mask_scope", "features"))
     out = Path(args.output)
-    settings = {"args": {k: v for k, v in vars(args).items() if not callable(v)}, "recipe": recipe,
+    settings = {"args": command_settings(args), "recipe": recipe,
                 "architecture": encoder.config.to_dict()}
     write_run_settings(out, settings)
     print(f"[tjepa pretrain] {len(frame)} rows, {encoder.config.num_features} features; {config.steps} steps",

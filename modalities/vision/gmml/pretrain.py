@@ -39,7 +39,8 @@ from zoo.config import parse_overrides
 from zoo.errors import ConfigError
 from zoo.outputs import PretrainOutput
 from zoo.training import (ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run,
-                          encoder_to_pretrain, raise_if_error, train_and_save, train_config_from_args)
+                          command_settings, encoder_to_pretrain, raise_if_error, train_and_save,
+                          train_config_from_args)
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
 UPSTREAM_RECONS_BLOCKS = (6, 8, 10, 12)
@@ -272,5 +273,5 @@ def run(args: argparse.Namespace) -> None:
     train_config = dataclasses.replace(train_config_from_args(args), betas=(0.9, 0.999), eps=1e-8,
                                        min_lr_ratio=min(1.0, args.min_lr / args.lr),
                                        weight_decay_end=args.weight_decay_end)
-    settings = {key: value for key, value in vars(args).items() if not callable(value)}
+    settings = command_settings(args)
     train_and_save(objective, batches, args.output, train_config, encoder, "encoder", settings, "gmml pretrain")
