@@ -20,7 +20,7 @@ import torch
 
 from modalities.vision.processing import array_to_tensor, decode_image, image_files, read_image_file, to_rgb
 from zoo.errors import InputError
-from zoo.processing import undecoded_rows
+from zoo.processing import parquet_feature_column, undecoded_rows
 
 #: MNIST's idx files (the only MNIST data in ../shared/data is the 10000-image test set)
 MNIST_IMAGES, MNIST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
@@ -108,18 +108,18 @@ def split_files(files: Sequence[Path], split: str, folder: Path) -> list[Path]:
                      "with one of their prefixes")
 
 
-def image_column(schema, name: str) -> str:
-    """The column of encoded images: a struct with `bytes` (datasets.Image) or a binary column."""
+def image_column(schema, path: str) -> str:
+    """The column of encoded images: the one the file's Hugging Face metadata calls an Image, else
+    the first struct with `bytes` (`zoo.processing.parquet_feature_column`), else a binary column."""
     import pyarrow as pa
 
-    for field in schema:
-        if pa.types.is_struct(field.type) and field.type.get_field_index("bytes") >= 0:
-            return field.name
-    for field in schema:
-        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
-            return field.name
-    raise InputError(f"{name} has no image column (a struct with 'bytes' or a binary column); "
-                     f"its columns are {schema.names}")
+    binary = [field.name for field in schema if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type)]
+    try:
+        return parquet_feature_column(schema, "Image", path)
+    except InputError:
+        if binary:
+            return binary[0]
+        raise
 
 
 def parquet_images(files: Sequence[Path]) -> EncodedImages:

@@ -70,6 +70,30 @@ def test_a_parquet_row_that_is_not_an_image_is_named(tmp_path):
         images.load(1)
 
 
+def test_parquet_image_column_is_found_by_metadata_then_by_type(tmp_path):
+    """The Hub's metadata names the Image column even when another bytes struct comes first (an
+    Audio column); without metadata, a plain binary column of encoded images is read too."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet_of(tmp_path, "images.parquet", 2)
+    images = pq.read_table(tmp_path / "images.parquet").column("img").to_pylist()
+    sounds = [{"bytes": b"RIFF not an image", "path": "a.wav"}] * 2
+    features = {"sound": {"_type": "Audio"}, "img": {"_type": "Image"}}
+    table = pa.table({"sound": sounds, "img": images})
+    table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    pq.write_table(table, tmp_path / "both.parquet")
+    assert open_images(tmp_path / "both.parquet").load(1).shape == (3, 5, 6)
+    pq.write_table(pa.table({"png": [row["bytes"] for row in images]}), tmp_path / "binary.parquet")
+    binary, structs = open_images(tmp_path / "binary.parquet"), open_images(tmp_path / "images.parquet")
+    assert torch.equal(binary.load(1), structs.load(1))
+    pq.write_table(pa.table({"label": [0, 1]}), tmp_path / "labels.parquet")
+    with pytest.raises(InputError, match=r"has no Image column \(a struct with 'bytes'\); its columns are \['label'\]"):
+        open_images(tmp_path / "labels.parquet")
+
+
 def test_mnist_idx_and_its_manifest_split(tmp_path):
     images = np.arange(20 * 4 * 4, dtype=np.uint8).reshape(20, 4, 4)
     labels = np.repeat(np.arange(2, dtype=np.uint8), 10)
