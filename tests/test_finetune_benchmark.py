@@ -104,3 +104,36 @@ def test_notes_folder_lays_out_the_probes_split(tmp_path, monkeypatch):
         path = linked[f"n{index}.flac"]
         assert path.parent.name == str(index % 12) and (path.parent.parent.name == "test") == test_mask[index]
         assert path.resolve() == (notes / f"n{index}.flac").resolve()
+
+
+def test_cora_node_classification_scores_what_the_saved_head_predicts(tmp_path, monkeypatch):
+    """benchmarks/finetune_cora.py on Cora: each mode's first seed is saved, reloaded and scored
+    again (the same test accuracy), a rerun skips the finished runs, and one with another
+    epoch count is refused."""
+    from helpers import shared_path
+
+    data = shared_path("data", "planetoid")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import finetune_cora
+
+    args = ["--data", str(data), "--epochs", "3", "--seeds", "0", "1", "--encoder-lrs", "1e-3", "--threads", "1",
+            "--output", str(tmp_path / "out"), "--json", str(tmp_path / "cora.json"), "--no-progress"]
+    finetune_cora.main(args)
+    report = json.loads((tmp_path / "cora.json").read_text())
+    runs = report["runs"].values()
+    assert sorted({run["mode"] for run in runs}) == sorted(finetune_cora.MODES) and len(runs) == 6
+    for run in runs:
+        if run["seed"] == 0:
+            assert run["reloaded"] == run["early_stopped"], run
+        assert run["best_epoch"] < 3 and 0.0 <= run["early_stopped"] <= 100.0
+        if finetune_cora.MODES[run["mode"]][0]:  # pretrained: far above the 14 % of chance after 3 epochs
+            assert run["early_stopped"] > 50.0, run
+    assert [row["mode"] for row in report["summary"]] == list(finetune_cora.MODES)
+
+    def no_training(*unused):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(finetune_cora, "train_run", no_training)
+    finetune_cora.main(args)
+    with pytest.raises(CheckpointError, match="epochs"):
+        finetune_cora.main([*args, "--epochs", "4"])
