@@ -373,7 +373,8 @@ class EncoderForTokenClassification(LabelledHead):
 
     def label_tensor(self, labels: list[Any]) -> torch.Tensor:
         """Each example's token labels (indices, names or -100) as one (B, T) tensor, padded with -100."""
-        rows = [super(EncoderForTokenClassification, self).label_tensor(self.label_values(label)) for label in labels]
+        row_tensor = super().label_tensor  # checks and casts one example's labels
+        rows = [row_tensor(self.label_values(label)) for label in labels]
         return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=IGNORE_INDEX)
 
     def label_values(self, label: Any) -> list[Any]:
