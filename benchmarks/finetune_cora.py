@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 import zoo
 from modalities.graphs.datasets import load_dataset
+from modalities.graphs.evaluation import accuracy
 from zoo.heads import IGNORE_INDEX
 from zoo.io import atomic_write_text
 from zoo.training import check_same_run
@@ -45,15 +46,12 @@ MODES = {"fine-tuned": (True, True), "random init, fine-tuned": (False, True), "
 RUN_SETTINGS = ("checkpoint", "epochs", "head_lr", "weight_decay")
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> float:
-    return 100 * (logits[mask].argmax(-1) == labels[mask]).float().mean().item()
-
-
 def build_classifier(encoder: zoo.Encoder, pretrained: bool, train_encoder: bool, num_labels: int,
                      seed: int) -> zoo.EncoderForTokenClassification:
     """The head on the checkpoint's encoder, or on a seeded fresh one of its architecture."""
-    encoder = copy.deepcopy(encoder)
-    if not pretrained:
+    if pretrained:
+        encoder = copy.deepcopy(encoder)
+    else:
         torch.manual_seed(seed)
         encoder = type(encoder)(encoder.config, encoder.processor)
     torch.manual_seed(seed)
@@ -78,7 +76,7 @@ def train_run(classifier: zoo.EncoderForTokenClassification, data, encoder_lr: f
         classifier.eval()
         with torch.no_grad():
             logits = classifier(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
-        val, test = accuracy(logits, data.y, data.val_mask), accuracy(logits, data.y, data.test_mask)
+        val, test = (100 * accuracy(logits[mask], data.y[mask]) for mask in (data.val_mask, data.test_mask))
         if val >= best["val"]:
             best = {"val": val, "epoch": epoch, "test": test}
             state = copy.deepcopy(classifier.state_dict())

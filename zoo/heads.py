@@ -119,12 +119,21 @@ class EncoderWithHead(Checkpointable, nn.Module):
         The head reads the encoder's `embed` rows of its layer and pool, so an item scores the
         same alone or in any batch and long inputs are windowed (a padded batch through
         `forward` need not give that: MERT's first GroupNorm spans the padding)."""
-        mixed = self.layer_weights is not None
-        layer = self.layer_weights.indices if mixed else self.layer
-        features = self.encoder.embed(inputs, layer=layer, pool=self.pool, batch_size=batch_size, progress=progress,
-                                      **prepare_kwargs)
+        return self.head_scores(self.embedded(inputs, batch_size, progress, **prepare_kwargs))
+
+    def embedded(self, inputs: Any, batch_size: int, progress: bool, **prepare_kwargs: Any) -> Any:
+        """The encoder's `embed` output for the head's pool and layer (every mixed layer, for
+        `layer="weighted"`)."""
+        layer = self.layer_weights.indices if self.layer_weights is not None else self.layer
+        return self.encoder.embed(inputs, layer=layer, pool=self.pool, batch_size=batch_size, progress=progress,
+                                  **prepare_kwargs)
+
+    def head_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """Features (..., D), or (..., K, D) layers to mix, -> (..., num_outputs) float logits on the CPU."""
         features = features.to(self.head.weight.device, self.head.weight.dtype)
-        return self.head(self.layer_weights.mix(features) if mixed else features).float().cpu()
+        if self.layer_weights is not None:
+            features = self.layer_weights.mix(features)
+        return self.head(features).float().cpu()
 
     def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         """Refuse labels that do not fit the batch or the head, naming them: torch's own errors
@@ -390,19 +399,17 @@ class EncoderForTokenClassification(LabelledHead):
                **prepare_kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
         """Raw inputs -> a list of (T_i, num_labels) logits, one per item (for one graph `Data`,
         its (N, num_labels)), from the encoder's `embed(pool="none")` tokens."""
-        mixed = self.layer_weights is not None
-        layer = self.layer_weights.indices if mixed else self.layer
-        tokens = self.encoder.embed(inputs, layer=layer, pool="none", batch_size=batch_size, progress=progress,
-                                    **prepare_kwargs)
+        tokens = self.embedded(inputs, batch_size, progress, **prepare_kwargs)
         single = torch.is_tensor(tokens)
-        rows = [self.token_logits(item, mixed) for item in ([tokens] if single else tokens)]
+        rows = [self.token_logits(item) for item in ([tokens] if single else tokens)]
         return rows[0] if single else rows
 
-    def token_logits(self, tokens: torch.Tensor, mixed: bool) -> torch.Tensor:
-        """One item's (T, D) tokens, or (K, T, D) layers to mix, -> (T, num_labels) logits."""
-        if mixed:  # a graph encoder gives a node's layers together, (N, K, D); the others (K, T, D)
-            tokens = self.layer_weights.mix(tokens if self.encoder.modality == "graph" else tokens.transpose(0, 1))
-        return self.head(tokens.to(self.head.weight.device, self.head.weight.dtype)).float().cpu()
+    def token_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One item's (T, D) tokens, or its (K, T, D) layers to mix, -> (T, num_labels) logits; a
+        graph encoder gives a node's layers together, (N, K, D), as `head_scores` takes them."""
+        if self.layer_weights is not None and self.encoder.modality != "graph":
+            tokens = tokens.transpose(0, 1)
+        return self.head_scores(tokens)
 
     def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
         """Raw inputs -> (T_i, num_labels) class probabilities per item, shaped as `logits`."""
