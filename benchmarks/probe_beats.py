@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from probe_hubert_fsdd import Recordings, evaluate_encoder, markdown, per_layer_markdown, score
 
-from modalities.audio.beats.model import BEATsEncoder, fbank
+from modalities.audio.beats.model import fbank
 from zoo.audio_crops import load_waves
 from zoo.evaluation import knn_accuracy, linear_probe
 from zoo.hub import load
@@ -49,15 +49,14 @@ def add_probe_arguments(parser: argparse.ArgumentParser, family: str) -> None:
     parser.add_argument("--json", help="also write every number to this JSON file")
 
 
-def encoders_to_probe(args: argparse.Namespace, encoder_class) -> dict:
+def encoders_to_probe(args: argparse.Namespace) -> dict:
     """--checkpoint and --compare loaded, then a random init of the first one's shape
     ("random init", seeded by --seed); --threads applied."""
     if args.threads:
         torch.set_num_threads(args.threads)
     encoders = {str(name): load(name) for name in [args.checkpoint, *args.compare]}
-    first = encoders[str(args.checkpoint)]
     torch.manual_seed(args.seed)
-    encoders["random init"] = encoder_class(first.config, first.processor).eval()
+    encoders["random init"] = load(args.checkpoint, pretrained=False)
     return encoders
 
 
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", help="rendered notes folder (notes.csv)")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    encoders = encoders_to_probe(args, BEATsEncoder)
+    encoders = encoders_to_probe(args)
     first = encoders[str(args.checkpoint)]
     results: dict = {"checkpoints": list(encoders)}
     if args.fsdd:

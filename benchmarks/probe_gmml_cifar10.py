@@ -173,12 +173,6 @@ def pixel_scores(args: argparse.Namespace, train_images: EncodedImages, train_id
     return row
 
 
-def random_init_like(encoder: GmmlEncoder, seed: int) -> GmmlEncoder:
-    """A GmmlEncoder of the same config and processor with fresh seeded weights."""
-    torch.manual_seed(seed)
-    return GmmlEncoder(encoder.config, encoder.processor).eval()
-
-
 def corruption_settings(checkpoint: str) -> dict[str, Any]:
     """The pretraining corruption of the run that made `checkpoint` (its args.json beside the
     encoder folder), else `zoo pretrain gmml`'s defaults."""
@@ -255,7 +249,8 @@ def evaluate(args: argparse.Namespace, encoder: GmmlEncoder) -> dict[str, Any]:
     train_y, test_y = train_labels[train_idx], test_labels[test_idx]
     encoders = {"checkpoint": encoder}
     if not args.no_random_init:
-        encoders["random init"] = random_init_like(encoder, args.seed)
+        torch.manual_seed(args.seed)
+        encoders["random init"] = load(args.checkpoint, pretrained=False)
     results, timings = [], {}
     for name, model in encoders.items():
         slug = name.replace(" ", "-")

@@ -52,16 +52,16 @@ def main() -> None:
     raw = first.processor.prepare(data).x
     rows.append(("raw features (row-normalised)", "-", probe_rows(raw, data, args.probe_seeds)))
     families: dict[str, list[dict]] = {}
-    for name, encoder in encoders.items():
+    for (name, encoder), run in zip(encoders.items(), args.run):
         if encoder.family not in families:
             torch.manual_seed(0)
-            random_init = type(encoder)(encoder.config, encoder.processor).eval()
+            random_init = load(Path(run) / "encoder", pretrained=False)
             rows.append((f"{encoder.family} random init", "-",
                          probe_rows(random_init.embed(data, progress=False), data, args.probe_seeds)))
             families[encoder.family] = []
         result = probe_rows(encoder.embed(data, progress=False), data, args.probe_seeds)
         families[encoder.family].append(result)
-        rows.append((name, run_facts(Path(args.run[list(encoders).index(name)])), result))
+        rows.append((name, run_facts(Path(run)), result))
     for family, results in families.items():
         if len(results) > 1:
             across = {key: (statistics.mean(r[key][0] for r in results), statistics.pstdev(r[key][0] for r in results))

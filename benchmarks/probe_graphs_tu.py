@@ -49,7 +49,7 @@ def main() -> None:
     encoders = {Path(run): load(Path(run) / "encoder") for run in args.runs}
     first = next(iter(encoders.values()))
     torch.manual_seed(0)
-    random_init = type(first)(first.config, first.processor).eval()
+    random_init = load(Path(args.runs[0]) / "encoder", pretrained=False)
     rows = [("input features, same readout", "-", raw_features(first, graphs, args.jobs)),
             ("random init", "-", probe_graphs(random_init, graphs, args.dataset, None, args.jobs))]
     scores = []

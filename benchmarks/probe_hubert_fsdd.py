@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     encoder = load(args.checkpoint)
     torch.manual_seed(args.seed)
-    random_encoder = HubertEncoder(encoder.config, encoder.processor).eval()
+    random_encoder = load(args.checkpoint, pretrained=False)
     data = Recordings.from_folder(Path(args.data))
     waves = load_waves(data.files, encoder.processor)
     field, hop = frame_geometry(encoder.config)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from modalities.audio.rendering import load_notes
 
     started = time.monotonic()
-    encoders = encoders_to_probe(args, MertEncoder)
+    encoders = encoders_to_probe(args)
     first = encoders[str(args.checkpoint)]
     files, table = load_notes(args.notes)
     rate = first.processor.sampling_rate

@@ -96,11 +96,9 @@ def main() -> None:
 
     random_row = None
     if args.random_seeds:
-        first = load(args.architecture)
-
         def random_init(seed: int) -> float:
             torch.manual_seed(seed)
-            return on_tokens(type(first)(first.config, first.processor), seed)
+            return on_tokens(load(args.architecture, pretrained=False), seed)
 
         scores = [cache.get(f"{network}:random:{seed}", lambda seed=seed: random_init(seed))
                   for seed in args.random_seeds]

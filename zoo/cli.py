@@ -72,7 +72,8 @@ def load_for_command(args: argparse.Namespace, **kwargs) -> Any:
     """The encoder `zoo embed` / `zoo probe` run, on --device in --dtype, with --threads CPU threads.
 
     A fine-tuned model (a head on an encoder, such as BEATs' AudioSet taggers) gives its
-    encoder, whose features are what embedding and probing measure."""
+    encoder, whose features are what embedding and probing measure. --random-init SEED gives
+    the same architecture with seeded random weights: the baseline a probe is read against."""
     import torch
 
     from zoo.heads import EncoderWithHead
@@ -82,6 +83,9 @@ def load_for_command(args: argparse.Namespace, **kwargs) -> Any:
         if args.threads < 1:
             raise ConfigError(f"--threads {args.threads}; use a positive number of CPU threads")
         torch.set_num_threads(args.threads)
+    if args.random_init is not None:
+        torch.manual_seed(args.random_init)
+        kwargs["pretrained"] = False
     model = load(args.name, device=args.device, dtype=args.dtype, **kwargs)
     if isinstance(model, EncoderWithHead):
         print(f"zoo: {args.name} is a {model.task} model; using its encoder's features, without its head",
@@ -95,6 +99,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", help="weights' precision, e.g. bfloat16 on a GPU (default: float32)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--random-init", type=int, metavar="SEED",
+                        help="the same architecture and preprocessing with random weights seeded SEED instead "
+                             "of the checkpoint's (nothing downloaded): the random-init baseline")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -122,7 +129,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from zoo.probe_job import labelled_files, run_probe
 
     if args.dataset:
-        print(json.dumps({"model": args.name, **probe_dataset(args)}, indent=2))
+        print(json.dumps({**described_model(args), **probe_dataset(args)}, indent=2))
         return
     if not args.data:
         raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table dataset)")
@@ -131,7 +138,12 @@ def cmd_probe(args: argparse.Namespace) -> None:
                           encoder.processor.dataset_feature)
     results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k,
                         pool=args.pool)
-    print(json.dumps({"model": args.name, "layer": args.layer, "pool": args.pool, **results}, indent=2))
+    print(json.dumps({**described_model(args), "layer": args.layer, "pool": args.pool, **results}, indent=2))
+
+
+def described_model(args: argparse.Namespace) -> dict:
+    """The model a probe's results belong to, and the seed of its random init if it had one."""
+    return {"model": args.name} if args.random_init is None else {"model": args.name, "random_init": args.random_init}
 
 
 def probe_dataset(args: argparse.Namespace) -> dict:

@@ -44,6 +44,7 @@ def load(
     local_files_only: bool = False,
     device: Optional[str | torch.device] = None,
     dtype: Optional[torch.dtype | str] = None,
+    pretrained: bool = True,
 ) -> Any:
     """Load an encoder (or a fine-tuned head model) by zoo name, Hub repo id or local folder.
 
@@ -54,6 +55,12 @@ def load(
         local_files_only: never reach the network; use the cache only.
         device / dtype: where and in which precision to put the weights (a torch.dtype or its
             name, e.g. "bfloat16").
+        pretrained: False gives the encoder of the same architecture and preprocessing with
+            fresh random weights (seed them with `torch.manual_seed`), as timm's
+            `create_model(name, pretrained=False)`: the random-init baseline of a probe or a
+            start for pretraining. No weights are read or downloaded: a hub_config's
+            architecture is enough, and a Hub repo gives only its config files. A head
+            model's folder gives its encoder alone, without the head.
     """
     path = Path(name_or_path)
     entry = registry.find(str(name_or_path))
@@ -63,12 +70,15 @@ def load(
         raise ConfigError(f"{str(name_or_path)!r} is not read from a Hub repo, so it has no revisions; "
                           f"drop revision={revision!r}")
     if path.is_dir():
-        model = load_folder(path)
+        model = load_folder(path, pretrained=pretrained)
+    elif entry is not None and not pretrained and not entry.embedded:
+        model = entry_encoder(entry)
     elif entry is not None:
-        model = load_folder(entry_folder(entry, revision, cache_dir, local_files_only), entry)
+        model = load_folder(entry_folder(entry, revision, cache_dir, local_files_only), entry, pretrained)
     elif isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not looks_like_path(name_or_path):
         try:
-            model = load_folder(download_repo(name_or_path, revision or "main", cache_dir, local_files_only))
+            folder = download_repo(name_or_path, revision or "main", cache_dir, local_files_only, pretrained)
+            model = load_folder(folder, pretrained=pretrained)
         except (OfflineError, UnknownModelError) as err:
             raise type(err)(f"{err} There is no local folder {str(path.absolute())!r} either.") from err
     elif path.is_file():
@@ -192,14 +202,18 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
         raise CheckpointError(f"Hub repo {repo_id!r} (revision {revision!r}) has no file {filename}") from err
 
 
-def download_repo(repo_id: str, revision: str, cache_dir=None, local_files_only: bool = False) -> Path:
-    """Fetch config, preprocessor config and weights of a Hub repo; returns the snapshot folder."""
+def download_repo(repo_id: str, revision: str, cache_dir=None, local_files_only: bool = False,
+                  weights: bool = True) -> Path:
+    """Fetch config, preprocessor config and (unless `weights` is False) the weights of a Hub
+    repo; returns the snapshot folder."""
     config = _fetch(repo_id, CONFIG_FILE, revision, cache_dir, local_files_only)
     for optional in (PROCESSOR_FILE, CARD_FILE):
         try:
             _fetch(repo_id, optional, revision, cache_dir, local_files_only)
         except (OfflineError, CheckpointError):
             pass  # optional files: the processor falls back to the hub_config's settings
+    if not weights:
+        return config.parent
     try:
         _fetch(repo_id, WEIGHTS_FILE, revision, cache_dir, local_files_only)
     except (OfflineError, CheckpointError) as missing_safetensors:
@@ -339,22 +353,28 @@ def _listing(what: str, keys: list[str], shown: int = 10) -> str:
     return f"{len(keys)} {what} {keys[:shown]}{more}"
 
 
-def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None) -> Any:
-    """Build the model a checkpoint folder describes and load its weights strictly."""
+def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretrained: bool = True) -> Any:
+    """Build the model a checkpoint folder describes and load its weights strictly (with
+    `pretrained` False: its encoder with random weights, its weights file never read)."""
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file():
         raise CheckpointError(f"{folder} has no {CONFIG_FILE}; is it a checkpoint folder?")
     config_dict = read_json(folder / CONFIG_FILE)
-    state = read_weights(folder)
+    state = read_weights(folder) if pretrained else None
     if "family" in config_dict:
         family = registry.get_family(config_dict["family"])
         config = family.encoder_class.config_class.from_dict(config_dict)
     elif "model_type" in config_dict:
         family = registry.family_for_model_type(config_dict["model_type"])
-        config, state = family.from_transformers(config_dict, state)
+        if pretrained:
+            config, state = family.from_transformers(config_dict, state)
+        else:
+            config = family.encoder_class.config_class.from_transformers(config_dict)
     else:
         raise CheckpointError(f"{folder / CONFIG_FILE} names neither a zoo family nor a transformers model_type")
     encoder = family.encoder_class(config, read_processor(folder, family.encoder_class, config, entry))
+    if not pretrained:
+        return encoder
     model = encoder
     if "head" in config_dict:
         from zoo.heads import head_from_config
@@ -362,6 +382,19 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None) -> An
         model = head_from_config(encoder, config_dict["head"])
     load_state(model, state, folder)
     return model
+
+
+def entry_encoder(entry: registry.ModelEntry) -> Any:
+    """A random-init encoder of a hub_config's architecture and preprocessing: what
+    `load(name, pretrained=False)` gives for a checkpoint that is not embedded, with nothing
+    downloaded (an upstream tagger's entry describes the encoder it fine-tuned)."""
+    if not entry.architecture:
+        raise ConfigError(f"hub_config {entry.name!r} states no architecture, so pretrained=False cannot build it "
+                          "without its weights; add its \"architecture\", or load it once and pass its folder")
+    family = registry.get_family(entry.family)
+    config = family.encoder_class.config_class.from_dict(entry.architecture)
+    return family.encoder_class(config, family.encoder_class.processor_class(
+        **{**family.encoder_class.default_processor_settings(config), **entry.preprocessing}))
 
 
 def read_processor(folder: Path, encoder_class: type, config: Any, entry: Optional[registry.ModelEntry]):

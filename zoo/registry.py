@@ -94,7 +94,8 @@ class Family:
 
     `converters` maps an upstream format name to a function `(path) -> Encoder`.
     `from_transformers`, when set, turns a transformers checkpoint (config dict, state
-    dict) into (zoo config, zoo state dict).
+    dict) into (zoo config, zoo state dict); the encoder's config class then also has
+    `from_transformers(config dict)`, for the architecture alone.
     """
 
     encoder_class: type
