@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.checkpointing import CheckpointedBlocks
 from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.outputs import PretrainOutput
 from zoo.training import (ARGS_FILE, CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, add_optimization_arguments,
-                          lr_factor, train, train_and_save, train_config_from_args, weight_decay_at)
+                          lr_factor, read_log, train, train_and_save, train_config_from_args, weight_decay_at)
 
 
 class Regression(nn.Module):
@@ -222,3 +223,42 @@ def test_an_interrupt_says_which_step_the_kept_checkpoint_holds(tmp_path, capsys
     with pytest.raises(Interrupted):
         train(make_objective(), Interrupting(toy_batches(4), after=6), tmp_path / "later", config)
     assert f"interrupted during step 7; {tmp_path / 'later' / CHECKPOINT_FILE} holds step 4" in capsys.readouterr().err
+
+
+class BlockStack(CheckpointedBlocks, nn.Module):
+    """Three dropout-linear blocks run through `run_block`, as an encoder runs its layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Dropout(0.2), nn.Linear(4, 4), nn.Tanh()) for _ in range(3))
+        self.out = nn.Linear(4, 1)
+
+    def forward(self, batch) -> PretrainOutput:
+        x, y = batch
+        for index, block in enumerate(self.blocks):
+            x = self.run_block(index, block, x)
+        return PretrainOutput(loss=(self.out(x).squeeze(-1) - y).pow(2).mean(), logs={})
+
+
+def test_activation_checkpointing_trains_the_same_steps_and_may_change_on_resume(tmp_path):
+    """--activation-checkpointing saves memory, not a different run: the same losses and
+    weights, and a rerun may turn it on or off."""
+    config = TrainConfig(steps=6, lr=0.05, checkpoint_every=2, progress=False)
+    runs = {}
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        runs[checkpointed] = BlockStack()
+        records = train(runs[checkpointed], toy_batches(), tmp_path / str(checkpointed),
+                        dataclasses.replace(config, activation_checkpointing=checkpointed))
+        assert (runs[checkpointed].checkpointing is not None) is checkpointed
+        assert [record["loss"] for record in records] == [record["loss"] for record in read_log(tmp_path / "False" / LOG_FILE)]
+    for key, value in runs[False].state_dict().items():
+        assert torch.equal(value, runs[True].state_dict()[key]), key
+    parser = argparse.ArgumentParser()
+    add_optimization_arguments(parser)
+    assert train_config_from_args(parser.parse_args(["--activation-checkpointing"])).activation_checkpointing
+    torch.manual_seed(0)
+    train(BlockStack(), toy_batches(), tmp_path / "switched", dataclasses.replace(config, time_limit=0.0))
+    resumed = train(BlockStack(), toy_batches(), tmp_path / "switched",
+                    dataclasses.replace(config, activation_checkpointing=True))
+    assert [record["step"] for record in resumed] == list(range(1, 7))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.checkpointing import ActivationCheckpointing
 from zoo.config import EncoderConfig
 from zoo.errors import InputError, naming_input
 from zoo.outputs import EncoderOutput
@@ -26,7 +27,7 @@ PREPARE_GROUP = 64
 EMBED_BATCH_SIZE = 8
 
 
-class Encoder(Checkpointable, nn.Module):
+class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     """A self-supervised encoder: raw inputs in, token features and embeddings out.
 
     Subclasses set `family`, `modality`, `config_class`, `processor_class` and implement

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from zoo.checkpointing import ActivationCheckpointing
 from zoo.errors import ConfigError, InputError
 from zoo.pooling import check_pool, is_single_layer, layer_indices, pool_tokens
 from zoo.saving import Checkpointable
@@ -44,7 +45,7 @@ class LayerWeights(nn.Module):
         return (torch.softmax(self.logits, dim=0).unsqueeze(-1) * stacked).sum(-2)
 
 
-class EncoderWithHead(Checkpointable, nn.Module):
+class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
     """Shared part of the classification and regression heads."""
 
     task = ""

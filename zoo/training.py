@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.checkpointing import Checkpointing, set_checkpointing
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, InputError, ZooError
 from zoo.io import atomic_write_text, atomic_write_with
@@ -53,7 +54,8 @@ OPTIMIZERS = ("adamw", "adam")
 # What a resumed run may change: where and how it runs (machine, threads, files, progress,
 # time slices), not what it trains. Moving a run from a GPU to a CPU changes device and bf16.
 RUN_LOCAL_SETTINGS = frozenset({"device", "bf16", "progress", "no_progress", "threads", "time_limit",
-                                "checkpoint_every", "output", "data", "table", "zoo_version"})
+                                "checkpoint_every", "output", "data", "table", "zoo_version",
+                                "activation_checkpointing"})
 
 
 @dataclasses.dataclass
@@ -85,6 +87,8 @@ class TrainConfig:
         time_limit: seconds of wall time for this call; once they have passed, the step
             under way finishes, a checkpoint is written and `train` returns early, so that a
             rerun continues the run; None trains to the end (default: None).
+        activation_checkpointing: recompute the encoder's block activations in the backward
+            pass (`zoo.checkpointing`): less memory, the same steps (default: False).
     """
 
     steps: int
@@ -104,6 +108,7 @@ class TrainConfig:
     progress: bool = True
     optimizer: str = "adamw"
     time_limit: Optional[float] = None
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -156,6 +161,8 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     optim.add_argument("--seed", type=int, default=0)
     optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
     optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    optim.add_argument("--activation-checkpointing", action="store_true",
+                       help="recompute block activations in the backward pass: less memory, the same steps")
     add_time_limit_argument(optim)
     optim.add_argument("--threads", type=int,
                        help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
@@ -200,6 +207,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
         max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
         device=args.device, bf16=args.bf16, progress=not args.no_progress, time_limit=args.time_limit,
+        activation_checkpointing=args.activation_checkpointing,
     )
 
 
@@ -376,6 +384,8 @@ class Trainer:
         self.config = config
         self.device = torch.device(config.device)
         self.objective.to(self.device)
+        if config.activation_checkpointing:
+            set_checkpointing(objective, Checkpointing())
         self.optimizer = make_optimizer(objective, config)
         schedule = partial(lr_factor, warmup_steps=config.warmup_steps, total_steps=config.steps,
                            min_lr_ratio=config.min_lr_ratio)

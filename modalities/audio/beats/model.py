@@ -28,6 +28,7 @@ from torch import nn
 from modalities.audio.beats.attention import ATTENTION_PATHS, EncoderLayer, PositionalConv, relative_buckets
 from modalities.audio.beats.quantizer import CosineCodebook
 from zoo.audio import AudioProcessor
+from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
 from zoo.errors import ConfigError, InputError
@@ -262,7 +263,7 @@ class BEATsEncoder(Encoder):
         return [item.unflatten(-2, (-1, per_column)).mean(-2) for item in tokens]
 
 
-class TransformerEncoder(nn.Module):
+class TransformerEncoder(CheckpointedBlocks, nn.Module):
     """Positional conv, input LayerNorm, then post-LN layers sharing one relative-bias table."""
 
     def __init__(self, config: BEATsConfig) -> None:
@@ -302,10 +303,10 @@ class TransformerEncoder(nn.Module):
         bias = self.position_bias(positions)
         key_padding = None if bool(mask.all()) else ~mask
         states = [x]
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             if self.training and self.config.encoder_layerdrop > 0 and torch.rand([]) < self.config.encoder_layerdrop:
                 states.append(x)
                 continue
-            x = layer(x, bias, key_padding)
+            x = self.run_block(index, layer, x, bias, key_padding)
             states.append(x)
         return states

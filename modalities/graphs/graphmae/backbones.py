@@ -17,6 +17,7 @@ from torch import nn
 from torch_geometric.nn import GATConv, GINConv
 
 from modalities.graphs.layers import make_activation, make_norm
+from zoo.checkpointing import CheckpointedBlocks
 
 
 def residual_map(in_dim: int, out_dim: int) -> nn.Module:
@@ -56,15 +57,15 @@ class GATLayer(nn.Module):
         return self.activation(self.norm(out))
 
 
-class LayerStack(nn.Module):
+class LayerStack(CheckpointedBlocks, nn.Module):
     """Message-passing layers applied in turn; `forward` returns every layer's output, first layer first."""
 
     layers: nn.ModuleList
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
         outputs = []
-        for layer in self.layers:
-            x = layer(x, edge_index)
+        for index, layer in enumerate(self.layers):
+            x = self.run_block(index, layer, x, edge_index)
             outputs.append(x)
         return outputs
 

@@ -24,6 +24,7 @@ from itertools import pairwise
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 
+from zoo.checkpointing import CheckpointedBlocks
 from zoo.errors import ConfigError
 
 #: `torch.nn.BatchNorm1d(out_, momentum=0.99)` in upstream's GCN
@@ -40,7 +41,7 @@ def make_norm(kind: str, width: int) -> nn.Module:
     raise ConfigError(f"unknown norm {kind!r}; choose one of {NORMS}")
 
 
-class GCNStack(nn.Module):
+class GCNStack(CheckpointedBlocks, nn.Module):
     """GCN layers of widths `hidden_dims`; node embeddings are the last layer's output."""
 
     def __init__(
@@ -59,9 +60,12 @@ class GCNStack(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, output_hidden_states: bool = False) -> Tensor | list[Tensor]:
         """Node embeddings (N, D), or every layer's output (a list, one per layer) when asked."""
         hidden = []
-        for index, (conv, norm, activation) in enumerate(zip(self.convs, self.norms, self.activations)):
-            if index > 0:
-                x = self.dropout(x)
-            x = activation(norm(conv(x, edge_index)))
+        for index in range(len(self.convs)):
+            x = self.run_block(index, self.layer, index, x, edge_index)
             hidden.append(x)
         return hidden if output_hidden_states else x
+
+    def layer(self, index: int, x: Tensor, edge_index: Tensor) -> Tensor:
+        """Layer `index`: dropout on its input (not the first layer's), GCN, norm, activation."""
+        x = self.dropout(x) if index > 0 else x
+        return self.activations[index](self.norms[index](self.convs[index](x, edge_index)))

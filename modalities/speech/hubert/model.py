@@ -20,6 +20,7 @@ from transformers import HubertConfig, HubertModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from zoo.audio import AudioProcessor
+from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
 from zoo.errors import ConfigError
@@ -153,7 +154,7 @@ VARIANTS = {
 }
 
 
-class HubertEncoder(Encoder):
+class HubertEncoder(CheckpointedBlocks, Encoder):
     """HuBERT speech encoder: 16 kHz waveform -> 50 Hz frame features.
 
     `pooled` is the mean of the valid frames of the last layer.
@@ -205,15 +206,22 @@ class HubertEncoder(Encoder):
         length) because the norm's statistics span every sample it is given.
         """
         if self.config.feat_extract_norm == "layer" or bool((sample_lengths == sample_lengths[0]).all()):
-            features = self.model.feature_extractor(input_values[:, : int(sample_lengths.max())])
-            return features.transpose(1, 2)
+            return self.front_end(input_values[:, : int(sample_lengths.max())]).transpose(1, 2)
         frames = self.frame_lengths(sample_lengths)
         out = input_values.new_zeros(len(input_values), int(frames.max()), self.config.conv_dim[-1])
         for length in sample_lengths.unique():
             rows = (sample_lengths == length).nonzero().squeeze(1)
-            group = self.model.feature_extractor(input_values[rows, : int(length)]).transpose(1, 2)
+            group = self.front_end(input_values[rows, : int(length)]).transpose(1, 2)
             out[rows, : group.shape[1]] = group.to(out.dtype)
         return out
+
+    def front_end(self, waves: torch.Tensor) -> torch.Tensor:
+        """(B, S) waveforms -> (B, C, T): transformers' conv feature encoder, run layer by
+        layer so that each layer can be checkpointed (its largest activations in training)."""
+        hidden = waves[:, None]
+        for index, conv in enumerate(self.model.feature_extractor.conv_layers):
+            hidden = self.run_block(index, conv, hidden)
+        return hidden
 
     def forward(
         self,
@@ -299,11 +307,11 @@ class HubertEncoder(Encoder):
             hidden = encoder.layer_norm(hidden)
         hidden = encoder.dropout(hidden)
         states = [hidden]
-        for layer in encoder.layers:
+        for index, layer in enumerate(encoder.layers):
             if self.training and self.config.layerdrop > 0 and torch.rand([]) < self.config.layerdrop:
                 states.append(hidden)
                 continue
-            hidden = self.run_layer(layer, hidden, attention)
+            hidden = self.run_block(index, self.run_layer, layer, hidden, attention)
             states.append(hidden)
         if self.config.do_stable_layer_norm:
             states[-1] = encoder.layer_norm(states[-1])

@@ -23,6 +23,7 @@ from torch import nn
 
 from modalities.tabular.encoder import TabularEncoder
 from modalities.tabular.processing import TableProcessor
+from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
@@ -136,7 +137,7 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class TokenTransformer(nn.Module):
+class TokenTransformer(CheckpointedBlocks, nn.Module):
     """Post-LN transformer layers, then dropout, LayerNorm, linear, dropout, LayerNorm:
     the official `TabularEncoder`, used by both the encoder and the predictor."""
 
@@ -158,8 +159,8 @@ class TokenTransformer(nn.Module):
         after the final norm-linear-norm."""
         states = [tokens]
         hidden = tokens
-        for layer in self.layers:
-            hidden = layer(hidden)
+        for index, layer in enumerate(self.layers):
+            hidden = self.run_block(index, layer, hidden)
             states.append(hidden)
         states[-1] = self.norm2(self.dropout(self.fc(self.norm1(self.dropout(hidden)))))
         return states if output_hidden_states else states[-1:]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.checkpointing import CheckpointedBlocks
 from zoo.errors import CheckpointError
 
 #: DINO adds this to the target grid before dividing by the stored one, so that the scale
@@ -136,7 +137,7 @@ def init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(CheckpointedBlocks, nn.Module):
     """Patch embedding, cls token, learned positions, pre-LN blocks and a final LayerNorm.
 
     Args:
@@ -180,8 +181,8 @@ class VisionTransformer(nn.Module):
         the last block's output, so that earlier states are freed as soon as they are used
         (a ViT-Ti batch of 256 at 224 px otherwise holds about 0.5 GB of states for nothing)."""
         states = [self.prepare_tokens(images)]
-        for block in self.blocks:
-            states.append(block(states[-1]))
+        for index, block in enumerate(self.blocks):
+            states.append(self.run_block(index, block, states[-1]))
             if not keep_all:
                 del states[0]
         return states
