@@ -100,7 +100,8 @@ def test_a_hub_repo_gives_only_its_config_files(offline_cache, tmp_path):
     put_in_hf_cache(offline_cache, "test-org/hubert-config-only", tmp_path / "repo", commit="b" * 40)
     encoder = zoo.load("test-org/hubert-config-only", pretrained=False, cache_dir=offline_cache)
     assert (encoder.embed_dim, encoder.num_layers) == (MICRO_HUBERT["hidden_size"], MICRO_HUBERT["num_hidden_layers"])
-    with pytest.raises(OfflineError, match="of Hub repo 'test-org/hubert-config-only' .* not in the Hugging Face"):
+    missing = "model.safetensors of Hub repo 'test-org/hubert-config-only' .* is not in the Hugging Face cache"
+    with pytest.raises(OfflineError, match=missing):
         zoo.load("test-org/hubert-config-only", cache_dir=offline_cache)
 
 

@@ -219,8 +219,8 @@ def download_repo(repo_id: str, revision: str, cache_dir=None, local_files_only:
     except (OfflineError, CheckpointError) as missing_safetensors:
         try:
             _fetch(repo_id, LEGACY_WEIGHTS_FILE, revision, cache_dir, local_files_only)
-        except CheckpointError:
-            raise missing_safetensors
+        except (OfflineError, CheckpointError):
+            raise missing_safetensors from None  # the zoo's own format is the one to name
     return config.parent
 
 
