@@ -36,6 +36,8 @@ def checkpoint(tmp_path, micro_hubert):
 def test_list_and_info(capsys):
     assert main(["list", "--modality", "speech"]) == 0
     assert "hubert-base-ls960" in capsys.readouterr().out
+    assert main(["list", "graphmae-*", "--pretrained"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["graphmae-cora", "graphmae-mutag"]
     assert main(["info", "hubert-base-ls960"]) == 0
     assert json.loads(capsys.readouterr().out)["repo_id"] == "facebook/hubert-base-ls960"
     assert main(["info", "no-such-model"]) == 2

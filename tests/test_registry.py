@@ -20,6 +20,9 @@ def test_list_models_filters_by_pattern_and_modality():
     assert zoo.list_models(modality="vision") == [n for n in everything if registry.get_entry(n).modality == "vision"]
     with pytest.raises(ConfigError, match="modality 'speach'"):
         zoo.list_models(modality="speach")
+    published = zoo.list_models("graphmae-*", pretrained=True)
+    assert published == ["graphmae-cora", "graphmae-mutag"]  # the other graphmae names are recipes
+    assert set(zoo.list_models("graphmae-*")) - set(published) >= {"graphmae-nci1", "graphmae-pubmed"}
 
 
 def test_info_returns_the_hub_config():

@@ -52,7 +52,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     if args.markdown:
         print(model_table(args.modality))
         return
-    names = registry.list_models(args.pattern, args.modality)
+    names = registry.list_models(args.pattern, args.modality, pretrained=args.pretrained)
     if not names:
         print(f"no model matches pattern={args.pattern!r} modality={args.modality!r}; `zoo list` shows them all",
               file=sys.stderr)
@@ -270,6 +270,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     listing.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'hubert-*'")
     listing.add_argument("--modality", choices=registry.MODALITIES)
     listing.add_argument("--markdown", action="store_true", help="print the README's model table")
+    listing.add_argument("--pretrained", action="store_true",
+                         help="only checkpoints with published weights, not pretraining recipes")
     listing.add_argument("--architectures", action="store_true",
                          help="list the named sizes without weights instead "
                               "(zoo.registry.architecture_config builds one)")

@@ -217,14 +217,16 @@ def recipe(family: str, dataset: str) -> ModelEntry:
     return matches[0]
 
 
-def list_models(pattern: Optional[str] = None, modality: Optional[str] = None) -> list[str]:
-    """Zoo names, optionally filtered by an fnmatch pattern ("hubert-*") and a modality."""
+def list_models(pattern: Optional[str] = None, modality: Optional[str] = None, pretrained: bool = False) -> list[str]:
+    """Zoo names, optionally filtered by an fnmatch pattern ("hubert-*") and a modality; with
+    `pretrained`, as timm's, only those with published weights (not pretraining recipes)."""
     if modality is not None and modality not in MODALITIES:
         raise ConfigError(f"modality {modality!r} is not one of {MODALITIES}")
     return sorted(
         name
         for name, entry in entries().items()
         if (pattern is None or fnmatch.fnmatch(name, pattern)) and (modality is None or entry.modality == modality)
+        and (entry.has_weights or not pretrained)
     )
 
 
