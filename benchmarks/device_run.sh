@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/device_run.sh prepare       # here: CIFAR-10 train split, zstd-packed, into data_local/cifar10
 #   bash benchmarks/device_run.sh pretrain      # there, carry ["data_local/cifar10"]: GMML ViT-Ti, PRETRAIN_SECONDS
-#   bash benchmarks/device_run.sh bench         # there: bench_gmml (bf16, fp32) and bench_mert (bf16)
+#   bash benchmarks/device_run.sh bench         # there: bench_gmml (bf16, fp32), bench_mert, bench_checkpointing (bf16)
 #   bash benchmarks/device_run.sh prepare_mert  # here: rendered clips as Ogg and the wheels the device lacks
 #   bash benchmarks/device_run.sh mert          # there, carry ["data_local/mert"]: MERT tiny, PRETRAIN_SECONDS
 #   bash benchmarks/device_run.sh prepare_tu    # here: the TU set NCI1's raw files into data_local/tu
@@ -177,6 +177,8 @@ bench() {
     "$PYTHON" benchmarks/bench_gmml.py --device "$DEVICE" --sizes base --cases b1,b256 --repeats 5 \
         --markdown --json "$OUT/bench_gmml_fp32.json"
     "$PYTHON" benchmarks/bench_mert.py --device "$DEVICE" "${BF16[@]}" --markdown --json "$OUT/bench_mert_bf16.json"
+    "$PYTHON" benchmarks/bench_checkpointing.py --device "$DEVICE" "${BF16[@]}" --repeats 3 --markdown \
+        --json "$OUT/bench_checkpointing_bf16.json"
 }
 
 all() {
