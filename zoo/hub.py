@@ -393,17 +393,17 @@ def entry_encoder(entry: registry.ModelEntry) -> Any:
                           "without its weights; add its \"architecture\", or load it once and pass its folder")
     family = registry.get_family(entry.family)
     config = family.encoder_class.config_class.from_dict(entry.architecture)
-    return family.encoder_class(config, family.encoder_class.processor_class(
-        **{**family.encoder_class.default_processor_settings(config), **entry.preprocessing}))
+    return family.encoder_class(config, read_processor(None, family.encoder_class, config, entry))
 
 
-def read_processor(folder: Path, encoder_class: type, config: Any, entry: Optional[registry.ModelEntry]):
-    """The folder's preprocessor_config.json, over the hub_config's settings, over what the
-    model config implies (`default_processor_settings`), over the processor's defaults."""
+def read_processor(folder: Optional[Path], encoder_class: type, config: Any, entry: Optional[registry.ModelEntry]):
+    """The folder's preprocessor_config.json (if a folder is given), over the hub_config's
+    settings, over what the model config implies (`default_processor_settings`), over the
+    processor's defaults."""
     processor_class = encoder_class.processor_class
     settings = {**encoder_class.default_processor_settings(config), **(entry.preprocessing if entry else {})}
-    path = folder / PROCESSOR_FILE
-    if path.is_file():
+    path = folder / PROCESSOR_FILE if folder is not None else None
+    if path is not None and path.is_file():
         data = read_json(path)
         if "processor_type" in data:
             return processor_class.from_dict(data)
