@@ -54,6 +54,25 @@ def test_fine_tuning_updates_the_encoder(micro_hubert):
     assert not torch.equal(before, classifier.encoder.model.encoder.layers[0].feed_forward.output_dense.weight)
 
 
+def test_a_frozen_feature_encoder_gets_no_gradients_and_keeps_its_filters(micro_hubert):
+    """As transformers' `freeze_feature_encoder`: the conv front end is fixed, the layers train."""
+    classifier = zoo.for_classification(micro_hubert, num_labels=2, freeze=False)
+    classifier.freeze_feature_encoder()
+    items, labels = tones(4)
+    batch = classifier.processor(items, sampling_rate=RATE)
+    front_end = classifier.encoder.model.feature_extractor
+    before = {key: value.clone() for key, value in front_end.state_dict().items()}
+    classifier.train()
+    classifier(**batch, labels=torch.tensor(labels)).loss.backward()
+    torch.optim.SGD([p for p in classifier.parameters() if p.requires_grad], lr=0.1).step()
+    assert all(parameter.grad is None for parameter in front_end.parameters())
+    assert all(torch.equal(value, before[key]) for key, value in front_end.state_dict().items())
+    assert classifier.encoder.model.encoder.layers[0].feed_forward.output_dense.weight.grad is not None
+    gmml = zoo.for_classification(zoo.load("gmml-vit-tiny-cifar10"), num_labels=2, freeze=False)
+    with pytest.raises(ConfigError, match="gmml encoders have no conv feature encoder to freeze"):
+        gmml.freeze_feature_encoder()
+
+
 def test_trainer_runs_the_head(micro_hubert, tmp_path):
     from transformers import Trainer, TrainingArguments
 

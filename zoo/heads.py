@@ -86,6 +86,15 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
             self.encoder.eval()  # a frozen encoder keeps its dropout off
         return self
 
+    def freeze_feature_encoder(self) -> None:
+        """transformers' audio heads' switch: the encoder's conv front end stops training
+        (HuBERT, MERT), the rest of it trains as `freeze` says."""
+        freeze = getattr(self.encoder, "freeze_feature_encoder", None)
+        if freeze is None:
+            raise ConfigError(f"{self.encoder.family} encoders have no conv feature encoder to freeze; "
+                              "freeze=True freezes the whole encoder")
+        freeze()
+
     def tokens(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, D) tokens of the chosen layer (or learned mix of layers) and their (B, T) mask."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):

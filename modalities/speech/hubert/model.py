@@ -195,6 +195,12 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
             stamped.append((torch.cat(times), item_features))
         return stamped
 
+    def freeze_feature_encoder(self) -> None:
+        """Stop training the conv front end, as transformers' `freeze_feature_encoder` and the
+        HuBERT / wav2vec 2.0 fine-tuning recipes do (fairseq's `feature_grad_mult` 0): its
+        pretrained filters stay, and fine-tuning keeps none of its activations, the largest."""
+        self.model.feature_extractor.requires_grad_(False)
+
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         """Number of frames the conv front end makes of `sample_lengths` samples."""
         return self.model._get_feat_extract_output_lengths(sample_lengths).long()
