@@ -164,6 +164,26 @@ def test_a_saved_head_says_what_it_is_in_its_card(micro_hubert, tmp_path):
     assert "pipeline_tag: feature-extraction" in card and "model.embed([\"clip.wav\"])  # (N, 32)" in card
 
 
+def test_each_kind_of_head_has_its_pipeline_tag_and_predict_line(micro_hubert):
+    """Each head class says how the Hub files it and how it is called, by its encoder's modality."""
+    from zoo.hub import default_card
+
+    cards = {
+        "audio tagging": default_card(zoo.for_tagging(micro_hubert, labels=["a", "b"])),
+        "audio frames": default_card(zoo.for_token_classification(micro_hubert, num_labels=2)),
+        "table regression": default_card(zoo.for_regression(zoo.load("tjepa-adult"))),
+        "table classification": default_card(zoo.for_classification(zoo.load("tjepa-adult"), num_labels=2)),
+    }
+    expected = {
+        "audio tagging": ("audio-classification", 'model.predict(["clip.wav"], top_k=3)  # [[(label, probability)'),
+        "audio frames": ("token-classification", 'model.predict(["clip.wav"])  # per input, per frame:'),
+        "table regression": ("tabular-regression", "model.predict(table)  # (N, targets)"),
+        "table classification": ("tabular-classification", "model.predict(table, top_k=3)"),
+    }
+    for kind, (tag, usage) in expected.items():
+        assert f"pipeline_tag: {tag}\n" in cards[kind] and usage in cards[kind], kind
+
+
 def test_bad_head_arguments(micro_hubert):
     with pytest.raises(ConfigError, match="out of range"):
         zoo.for_classification(micro_hubert, num_labels=2, layer=9)

@@ -51,6 +51,10 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
     task = ""
     #: the pools a head of this kind reads its features from
     head_pools: tuple[str, ...] = ("mean", "cls")
+    #: the Hub's pipeline tag of a head of this kind, by its encoder's modality
+    pipeline_tags: dict[str, str] = {"speech": "audio-classification", "audio": "audio-classification",
+                                     "vision": "image-classification", "tabular": "tabular-classification",
+                                     "graph": "graph-ml"}
     #: tells transformers' Trainer that the loss is a plain mean (no num_items_in_batch)
     accepts_loss_kwargs = False
 
@@ -85,6 +89,11 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         if self.freeze:
             self.encoder.eval()  # a frozen encoder keeps its dropout off
         return self
+
+    def card_usage(self, inputs: str, token: str) -> str:
+        """The `predict` line of a default model card, for `inputs` written as Python (a
+        modality's `token` names what a per-token head labels)."""
+        return f"model.predict({inputs}, top_k=3)  # [[(label, probability), ...]] per input"
 
     def freeze_feature_encoder(self) -> None:
         """transformers' audio heads' switch: the encoder's conv front end stops training
@@ -270,6 +279,10 @@ class EncoderForRegression(EncoderWithHead):
 
     task = "regression"
     label_dtype = torch.float32
+    pipeline_tags = {**EncoderWithHead.pipeline_tags, "tabular": "tabular-regression"}
+
+    def card_usage(self, inputs: str, token: str) -> str:
+        return f"model.predict({inputs})  # (N, targets)"
 
     def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         """Targets (B, num_outputs), or (B,) for one output."""
@@ -342,6 +355,10 @@ class EncoderForTokenClassification(LabelledHead):
     task = "token-classification"
     head_pools = ("none",)
     label_dtype = torch.long
+    pipeline_tags = {**dict.fromkeys(EncoderWithHead.pipeline_tags, "token-classification"), "graph": "graph-ml"}
+
+    def card_usage(self, inputs: str, token: str) -> str:
+        return f"model.predict({inputs})  # per input, per {token}: [(label, probability)]"
 
     def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "none", **kwargs: Any) -> None:
         if encoder.modality == "tabular":

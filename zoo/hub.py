@@ -418,11 +418,9 @@ def model_card_text(name: str) -> Optional[str]:
     return path.read_text() if path.is_file() else None
 
 
-#: the Hub's pipeline tag of an encoder, and of a head on it, by modality
+#: the Hub's pipeline tag of an encoder by modality (a head's: its class's `pipeline_tags`)
 ENCODER_PIPELINE_TAGS = {"speech": "feature-extraction", "audio": "feature-extraction",
                          "vision": "image-feature-extraction", "tabular": "feature-extraction", "graph": "graph-ml"}
-HEAD_PIPELINE_TAGS = {"speech": "audio-classification", "audio": "audio-classification",
-                      "vision": "image-classification", "tabular": "tabular-classification", "graph": "graph-ml"}
 #: what the usage lines of a default card pass as inputs, and what a token is, by modality
 CARD_INPUTS = {"speech": '["clip.wav"]', "audio": '["clip.wav"]', "vision": '["photo.jpg"]',
                "tabular": "table", "graph": "graphs"}
@@ -435,11 +433,7 @@ def default_card(model: Any) -> str:
     does not present itself as a bare encoder."""
     encoder = getattr(model, "encoder", model)
     head = model.head_config() if hasattr(model, "head_config") else None
-    pipeline = (HEAD_PIPELINE_TAGS if head else ENCODER_PIPELINE_TAGS)[encoder.modality]
-    if head and head["task"] == "regression" and encoder.modality == "tabular":
-        pipeline = "tabular-regression"
-    if head and head["task"] == "token-classification" and encoder.modality != "graph":
-        pipeline = "token-classification"
+    pipeline = (model.pipeline_tags if head else ENCODER_PIPELINE_TAGS)[encoder.modality]
     parameters = sum(p.numel() for p in encoder.parameters())
     inputs = CARD_INPUTS[encoder.modality]
     role, use = encoder.card_usage(inputs)
@@ -450,11 +444,7 @@ def default_card(model: Any) -> str:
     else:
         token = TOKEN_NAMES.get(encoder.modality, "token")
         title, about = f"{head['task']} model", describe_head(head, about, token)
-        use = f"model.predict({inputs}, top_k=3)  # [[(label, probability), ...]] per input"
-        if head["task"] == "regression":
-            use = f"model.predict({inputs})  # (N, targets)"
-        elif head["task"] == "token-classification":
-            use = f"model.predict({inputs})  # per input, per {token}: [(label, probability)]"
+        use = model.card_usage(inputs, token)
     return (
         f"---\nlibrary_name: ssl-zoo\npipeline_tag: {pipeline}\ntags:\n- ssl-zoo\n- {encoder.modality}\n"
         f"- {encoder.family}\n---\n\n# {encoder.family} {title}\n\n{about}. Saved with ssl-zoo; load and use it "
