@@ -115,15 +115,19 @@ def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed
 
 
 def build_classifier(encoder: nn.Module, mode: str, layer: Optional[int], random_init: bool, names: list[str],
-                     seed: int) -> nn.Module:
+                     seed: int, freeze_feature_encoder: bool = False) -> nn.Module:
     """`zoo.for_classification` on the encoder (or, with `random_init`, a seeded fresh encoder
-    of its architecture and processor) in the given mode, reading `layer` (None: the last)."""
+    of its architecture and processor) in the given mode, reading `layer` (None: the last),
+    its conv front end frozen if asked."""
     if random_init:
         torch.manual_seed(seed)
         encoder = type(encoder)(encoder.config, encoder.processor)
     torch.manual_seed(seed)
-    return zoo.for_classification(encoder, labels=names, layer="weighted" if mode == "weighted" else layer,
-                                  freeze=mode != "full")
+    classifier = zoo.for_classification(encoder, labels=names, layer="weighted" if mode == "weighted" else layer,
+                                        freeze=mode != "full")
+    if freeze_feature_encoder:
+        classifier.freeze_feature_encoder()
+    return classifier
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,7 +142,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.layer is not None and args.mode == "weighted":
         raise SystemExit("--layer is for --mode linear or full; weighted mixes every layer")
-    classifier = build_classifier(encoder, args.mode, args.layer, args.random_init, names, args.seed)
+    classifier = build_classifier(encoder, args.mode, args.layer, args.random_init, names, args.seed,
+                                  args.freeze_feature_encoder)
     batches = ShuffledBatches(train_examples, args.batch_size, classifier.collate, args.seed)
     steps = args.epochs * len(batches)
     config = TrainConfig(steps=steps, lr=args.lr or DEFAULT_LR[args.mode], weight_decay=args.weight_decay,
@@ -162,6 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "init": "random" if args.random_init else "pretrained",
         "mode": args.mode,
         "layer": args.layer,
+        "freeze_feature_encoder": args.freeze_feature_encoder,
         "trained_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
         "train_items": len(train_examples),
         "test_items": len(test_items),
@@ -191,6 +197,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
     parser.add_argument("--mode", choices=MODES, default="full")
     parser.add_argument("--layer", type=int, help="the layer the head reads (default: the last)")
+    parser.add_argument("--freeze-feature-encoder", action="store_true",
+                        help="with --mode full: keep a HuBERT / MERT conv front end as pretrained")
     parser.add_argument("--train-limit", type=int,
                         help="train on a seeded N // classes items of each class (default: every training item)")
     parser.add_argument("--epochs", type=int, default=5)
