@@ -46,14 +46,11 @@ MODES = {"fine-tuned": (True, True), "random init, fine-tuned": (False, True), "
 RUN_SETTINGS = ("checkpoint", "epochs", "head_lr", "weight_decay")
 
 
-def build_classifier(encoder: zoo.Encoder, pretrained: bool, train_encoder: bool, num_labels: int,
+def build_classifier(checkpoint: str, pretrained: bool, train_encoder: bool, num_labels: int,
                      seed: int) -> zoo.EncoderForTokenClassification:
     """The head on the checkpoint's encoder, or on a seeded fresh one of its architecture."""
-    if pretrained:
-        encoder = copy.deepcopy(encoder)
-    else:
-        torch.manual_seed(seed)
-        encoder = type(encoder)(encoder.config, encoder.processor)
+    torch.manual_seed(seed)
+    encoder = zoo.load(checkpoint, pretrained=pretrained)
     torch.manual_seed(seed)
     return zoo.for_token_classification(encoder, num_labels=num_labels, freeze=not train_encoder)
 
@@ -142,7 +139,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_dataset("cora", args.data)
-    encoder = zoo.load(args.checkpoint)
     path, settings = Path(args.json), {key: getattr(args, key) for key in RUN_SETTINGS}
     results = read_results(path, settings)
     plan = [(mode, lr, seed) for mode in args.modes for lr in (args.encoder_lrs if MODES[mode][1] else [0.0])
@@ -151,7 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         key = f"{mode} | encoder lr {lr:g} | seed {seed}"
         if key in results:
             continue
-        classifier = build_classifier(encoder, *MODES[mode], int(data.y.max()) + 1, seed)
+        classifier = build_classifier(args.checkpoint, *MODES[mode], int(data.y.max()) + 1, seed)
         scores, state = train_run(classifier, data, lr, args)
         if seed == args.seeds[0]:
             folder = Path(args.output) / (mode.replace(", ", "-").replace(" ", "-") + (f"-lr{lr:g}" if lr else ""))

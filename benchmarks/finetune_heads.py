@@ -114,14 +114,10 @@ def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed
     return kept
 
 
-def build_classifier(encoder: nn.Module, mode: str, layer: Optional[int], random_init: bool, names: list[str],
-                     seed: int, freeze_feature_encoder: bool = False) -> nn.Module:
-    """`zoo.for_classification` on the encoder (or, with `random_init`, a seeded fresh encoder
-    of its architecture and processor) in the given mode, reading `layer` (None: the last),
-    its conv front end frozen if asked."""
-    if random_init:
-        torch.manual_seed(seed)
-        encoder = type(encoder)(encoder.config, encoder.processor)
+def build_classifier(encoder: nn.Module, mode: str, layer: Optional[int], names: list[str], seed: int,
+                     freeze_feature_encoder: bool = False) -> nn.Module:
+    """`zoo.for_classification` on the encoder in the given mode, reading `layer` (None: the
+    last), its conv front end frozen if asked."""
     torch.manual_seed(seed)
     classifier = zoo.for_classification(encoder, labels=names, layer="weighted" if mode == "weighted" else layer,
                                         freeze=mode != "full")
@@ -131,7 +127,8 @@ def build_classifier(encoder: nn.Module, mode: str, layer: Optional[int], random
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    encoder = zoo.load(args.checkpoint)
+    torch.manual_seed(args.seed)  # the weights of a --random-init encoder
+    encoder = zoo.load(args.checkpoint, pretrained=not args.random_init)
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, encoder.processor.file_suffixes,
                           encoder.processor.dataset_feature)
     rows = limit_training(rows, args.train_limit, args.seed)
@@ -142,8 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.layer is not None and args.mode == "weighted":
         raise SystemExit("--layer is for --mode linear or full; weighted mixes every layer")
-    classifier = build_classifier(encoder, args.mode, args.layer, args.random_init, names, args.seed,
-                                  args.freeze_feature_encoder)
+    classifier = build_classifier(encoder, args.mode, args.layer, names, args.seed, args.freeze_feature_encoder)
     batches = ShuffledBatches(train_examples, args.batch_size, classifier.collate, args.seed)
     steps = args.epochs * len(batches)
     config = TrainConfig(steps=steps, lr=args.lr or DEFAULT_LR[args.mode], weight_decay=args.weight_decay,
