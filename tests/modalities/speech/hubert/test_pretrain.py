@@ -269,6 +269,9 @@ def test_cli_runs_both_iterations_and_resumes(tmp_path):
     assert len(stored["files"]) == 10 and stored["source"].startswith("layer 1 of")
     run(parser.parse_args([*common, "-o", str(tmp_path / "iter1")]))  # finished: resumes, trains nothing
     assert len((tmp_path / "iter1" / "log.jsonl").read_text().splitlines()) == 3
+    run(parser.parse_args([*common, "-o", str(tmp_path / "checkpointed"), "--activation-checkpointing"]))
+    assert [json.loads(line)["loss"] for line in (tmp_path / "checkpointed" / "log.jsonl").read_text().splitlines()] \
+        == [json.loads(line)["loss"] for line in (tmp_path / "iter1" / "log.jsonl").read_text().splitlines()]
     with pytest.raises(CheckpointError, match=r"other settings \(clusters=4 then, 6 now\)"):
         run(parser.parse_args([*common, "-o", str(tmp_path / "iter1"), "--clusters", "6"]))  # not the old labels
     labels = torch.load(tmp_path / "iter1" / "labels.pt", weights_only=True)
