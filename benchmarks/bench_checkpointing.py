@@ -29,14 +29,12 @@ of the checkpointed step's gradients from the plain step's (same seed: the same 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from common import (add_case_arguments, check_cases, markdown_table, memory_header, mib, run_cases,
-                    summary_header, timed_rounds)
+from common import markdown_table, memory_header, mib, parse_case_args, run_cases, summary_header, timed_rounds
 
 CASES = {"hubert-base": "4 × 10 s", "vit-small": "32 × 224 px", "beats-iter3": "2 × 10 s"}
 
@@ -177,17 +175,9 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_case_arguments(parser, list(CASES), "forward passes under bf16 autocast (CUDA)")
-    args = parser.parse_args(argv)
-    if args.worker is None and args.render is None:
-        check_cases(parser, args, list(CASES))
-    return args
-
-
 def main(argv: list[str] | None = None) -> None:
-    run_cases(Path(__file__).resolve(), parse_args(argv), worker, markdown, speed_key="steps_per_minute")
+    args = parse_case_args(__doc__, list(CASES), "forward passes under bf16 autocast (CUDA)", argv)
+    run_cases(Path(__file__).resolve(), args, worker, markdown, speed_key="steps_per_minute")
 
 
 if __name__ == "__main__":

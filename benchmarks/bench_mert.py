@@ -19,13 +19,11 @@ transformers' (the embed path's windows differ from the whole clip by design).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from common import (add_case_arguments, check_cases, markdown_table, memory_header, mib, run_cases,
-                    summary_header, timed_rounds)
+from common import markdown_table, memory_header, mib, parse_case_args, run_cases, summary_header, timed_rounds
 
 RATE = 24000
 #: case -> (seconds per clip, clips per batch)
@@ -112,17 +110,9 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_case_arguments(parser, list(CASES), "every path under bf16 autocast (CUDA)")
-    args = parser.parse_args(argv)
-    if args.worker is None and args.render is None:
-        check_cases(parser, args, list(CASES))
-    return args
-
-
 def main(argv: list[str] | None = None) -> None:
-    run_cases(Path(__file__).resolve(), parse_args(argv), worker, markdown)
+    args = parse_case_args(__doc__, list(CASES), "every path under bf16 autocast (CUDA)", argv)
+    run_cases(Path(__file__).resolve(), args, worker, markdown)
 
 
 if __name__ == "__main__":

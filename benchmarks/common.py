@@ -263,6 +263,17 @@ def check_cases(parser: argparse.ArgumentParser, args: argparse.Namespace, cases
         parser.error(f"unknown case(s) {unknown}; choose from {list(cases)}")
 
 
+def parse_case_args(description: str, cases: Sequence[str], bf16_help: str,
+                    argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments of a case benchmark with no options of its own (`add_case_arguments`)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_case_arguments(parser, cases, bf16_help)
+    args = parser.parse_args(argv)
+    if args.worker is None and args.render is None:
+        check_cases(parser, args, cases)
+    return args
+
+
 def serve(args: argparse.Namespace, worker: Callable[[dict[str, Any]], dict[str, Any]],
           markdown: Callable[[dict[str, Any]], str], run: Callable[[], dict[str, Any]]) -> None:
     """The main of a benchmark whose measurements run in worker processes: be the worker
