@@ -1,6 +1,6 @@
-"""benchmarks/finetune_heads.py end to end on a folder of tone recordings with a micro HuBERT:
-it trains, saves a classifier that loads back, resumes an interrupted run exactly and refuses
-to resume one with other settings."""
+"""`zoo finetune` and benchmarks/finetune_heads.py end to end on a folder of tone recordings with
+a micro HuBERT: they train, save a classifier that loads back, resume an interrupted run
+exactly and refuse to resume one with other settings."""
 
 from __future__ import annotations
 
@@ -80,6 +80,27 @@ def test_an_interrupted_run_resumes_exactly_and_only_with_its_settings(finetune,
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(whole, steps)) == 0.0  # same batches, same steps
     with pytest.raises(CheckpointError, match="mode: 'full' then, 'linear' now"):
         finetune("--mode", "linear", "--epochs", "2", "--output", str(tmp_path / "steps"))
+
+
+def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hubert, capsys):
+    """The command line's run is the benchmark's: the same report, printed."""
+    import zoo
+    from zoo.cli import main
+
+    micro_hubert.save_pretrained(tmp_path / "encoder")
+    write_tones(tmp_path / "tones")
+    common = [str(tmp_path / "encoder"), "--data", str(tmp_path / "tones"), "--label-regex", r"^(\w+)_",
+              "--test-regex", r"_[0-3]\.wav$", "--batch-size", "4", "--epochs", "2", "--no-progress"]
+    assert main(["finetune", *common, "-o", str(tmp_path / "run"), "--freeze-feature-encoder",
+                 "--activation-checkpointing"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["steps"], report["classes"], report["freeze_feature_encoder"]) == (8, 2, True)
+    classifier = zoo.load(tmp_path / "run" / "classifier")
+    assert classifier.labels == ["high", "low"] and report["checkpoint"] == str(tmp_path / "encoder")
+    front_end = sum(p.numel() for p in micro_hubert.model.feature_extractor.parameters())
+    assert report["trained_parameters"] == sum(p.numel() for p in classifier.parameters()) - front_end
+    assert main(["finetune", *common, "-o", str(tmp_path / "bad"), "--mode", "weighted", "--layer", "1"]) == 2
+    assert "--layer 1 is for --mode linear or full" in capsys.readouterr().err
 
 
 def test_notes_folder_lays_out_the_probes_split(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
+from zoo.finetune_job import add_finetune_arguments, run_finetune
 from zoo.io import visible_files
 
 
@@ -144,6 +145,10 @@ def cmd_probe(args: argparse.Namespace) -> None:
 def described_model(args: argparse.Namespace) -> dict:
     """The model a probe's results belong to, and the seed of its random init if it had one."""
     return {"model": args.name} if args.random_init is None else {"model": args.name, "random_init": args.random_init}
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    print(json.dumps(run_finetune(args), indent=2))
 
 
 def probe_dataset(args: argparse.Namespace) -> dict:
@@ -317,6 +322,13 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     add_run_arguments(probe)
     probe.set_defaults(func=cmd_probe)
 
+    finetune = commands.add_parser("finetune", help="train a classification head on labelled files, save and score it")
+    finetune.add_argument("name", help="zoo name, Hub repo id or local folder")
+    finetune.add_argument("-o", "--output", required=True,
+                          help="run folder: checkpoint.pt, log.jsonl, loss.png, classifier/ (load it with zoo.load)")
+    add_finetune_arguments(finetune)
+    finetune.set_defaults(func=cmd_finetune)
+
     demo = commands.add_parser("demo", help="embed the bundled examples with every embedded checkpoint")
     demo.set_defaults(func=cmd_demo)
 
@@ -337,6 +349,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
 RESUMABLE = {
     "embed": "; the shards written so far are kept: rerun the same command to continue",
     "pretrain": "; the last checkpoint is kept: rerun the same command to continue from it",
+    "finetune": "; the last checkpoint is kept: rerun the same command to continue from it",
 }
 
 

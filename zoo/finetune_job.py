@@ -1,0 +1,209 @@
+"""`zoo finetune`: a classification head trained on a labelled set as a resumable
+`zoo.training` run, saved, loaded back and scored on the set's test split.
+
+The data are read as `zoo probe --data` reads them (`zoo.probe_job.labelled_files`): a folder
+of files with labels and the test split from `--label-regex` / `--test-regex` (or folders),
+or a Hub dataset's train-*/test-* parquet files. Three ways of training (`--mode`):
+
+- `linear`: a linear head on the frozen encoder's last layer (mean of its tokens);
+- `weighted`: a linear head on a learned softmax mix of every layer, encoder frozen
+  (MERT's and SUPERB's recommended use of a frozen encoder);
+- `full`: the head and the whole encoder trained together.
+
+Training uses AdamW, a linear warmup over the first 10 % of the steps then a cosine to 0,
+and clips the gradient norm at 1. It writes checkpoint.pt every epoch, log.jsonl and
+loss.png, and a rerun of an interrupted command continues where its checkpoint left off: the
+batches of an epoch are a seeded shuffle of the training split, checkpointed with the run.
+The accuracy reported is that of the saved folder, loaded back with `zoo.load`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+import zoo
+from zoo.errors import ConfigError
+from zoo.outputs import PretrainOutput
+from zoo.probe_job import labelled_files
+from zoo.training import TrainConfig, command_settings, train, write_run_settings
+
+MODES = ("linear", "weighted", "full")
+#: peak learning rates: a head alone takes a larger step than a whole pretrained encoder
+DEFAULT_LR = {"linear": 1e-3, "weighted": 1e-3, "full": 1e-4}
+#: arguments of the scoring after training, left out of args.json (those of where and how the
+#: training runs, such as --threads and --time-limit, are zoo.training.RUN_LOCAL_SETTINGS)
+SCORING_ARGS = ("json", "eval_batch_size")
+
+
+class ShuffledBatches:
+    """Collated batches of `examples`, a fresh seeded shuffle each epoch (the last, short batch
+    of an epoch is dropped). Its state (epoch, batch) goes into the run's checkpoint."""
+
+    def __init__(self, examples: Sequence[dict[str, Any]], batch_size: int, collate: Any, seed: int) -> None:
+        self.examples, self.batch_size, self.collate, self.seed = examples, batch_size, collate, seed
+        self.epoch, self.batch = 0, 0
+
+    def __len__(self) -> int:
+        return len(self.examples) // self.batch_size
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.batch >= len(self):  # a checkpoint written after an epoch's last batch
+            self.epoch, self.batch = self.epoch + 1, 0
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.examples))
+        while self.batch < len(self):
+            chosen = order[self.batch * self.batch_size:(self.batch + 1) * self.batch_size]
+            self.batch += 1
+            yield self.collate([self.examples[index] for index in chosen])
+        self.epoch, self.batch = self.epoch + 1, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch = state["epoch"], state["batch"]
+
+
+class ClassifierObjective(nn.Module):
+    """Cross-entropy of a classifier on one collated batch, with the batch's accuracy logged."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> PretrainOutput:
+        output = self.classifier(**batch)
+        accuracy = (output.logits.argmax(-1) == batch["labels"]).float().mean().item()
+        return PretrainOutput(loss=output.loss, logs={"accuracy": accuracy})
+
+
+def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed: int) -> list[tuple[Any, str, bool]]:
+    """The test rows and, per class, a seeded `limit // classes` of the training rows (all when
+    `limit` is None): a quicker run on the same test split."""
+    if limit is None:
+        return rows
+    labels = sorted({label for _, label, _ in rows})
+    quota = max(1, limit // len(labels))
+    order = np.random.default_rng(seed).permutation(len(rows))
+    taken = dict.fromkeys(labels, 0)
+    kept = []
+    for index in sorted(order, key=lambda i: rows[i][2]):  # training rows first, each class in seeded order
+        value, label, test = rows[index]
+        if test or taken[label] < quota:
+            taken[label] += not test
+            kept.append(rows[index])
+    return kept
+
+
+def build_classifier(encoder: nn.Module, mode: str, layer: Optional[int], names: list[str], seed: int,
+                     freeze_feature_encoder: bool = False) -> nn.Module:
+    """`zoo.for_classification` on the encoder in the given mode, reading `layer` (None: the
+    last), its conv front end frozen if asked."""
+    torch.manual_seed(seed)
+    classifier = zoo.for_classification(encoder, labels=names, layer="weighted" if mode == "weighted" else layer,
+                                        freeze=mode != "full")
+    if freeze_feature_encoder:
+        classifier.freeze_feature_encoder()
+    return classifier
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a fine-tuning run, besides the model (`name`) and the run folder (`output`)."""
+    parser.add_argument("--data", required=True, help="labelled folder or Hub parquet dataset, as `zoo probe --data`")
+    parser.add_argument("--label-regex", help="a regex whose first group is a file's label (default: its folder)")
+    parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
+    parser.add_argument("--mode", choices=MODES, default="full")
+    parser.add_argument("--layer", type=int, help="the layer the head reads (default: the last)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="train a seeded fresh encoder of the checkpoint's architecture instead of its weights")
+    parser.add_argument("--freeze-feature-encoder", action="store_true",
+                        help="with --mode full: keep a HuBERT / MERT conv front end as pretrained")
+    parser.add_argument("--train-limit", type=int,
+                        help="train on a seeded N // classes items of each class (default: every training item)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, help=f"peak learning rate (default by mode: {DEFAULT_LR})")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0, help="head init, random encoder init and batch order")
+    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute block activations in the backward pass: less memory, the same steps")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--time-limit", type=float,
+                        help="seconds of training in this call; a rerun of the command continues the run")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, save and score the run `args` describe (`add_finetune_arguments`, plus `name`
+    and `output`); returns its report, or the steps done when `--time-limit` stopped it."""
+    if args.layer is not None and args.mode == "weighted":
+        raise ConfigError(f"--layer {args.layer} is for --mode linear or full; --mode weighted mixes every layer")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the weights of a --random-init encoder
+    encoder = zoo.load(args.name, pretrained=not args.random_init)
+    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, encoder.processor.file_suffixes,
+                          encoder.processor.dataset_feature)
+    rows = limit_training(rows, args.train_limit, args.seed)
+    names = sorted({label for _, label, _ in rows})
+    train_examples = [{"input": value, "label": label} for value, label, test in rows if not test]
+    test_items = [value for value, _, test in rows if test]
+    test_labels = np.array([names.index(label) for _, label, test in rows if test])
+
+    classifier = build_classifier(encoder, args.mode, args.layer, names, args.seed, args.freeze_feature_encoder)
+    batches = ShuffledBatches(train_examples, args.batch_size, classifier.collate, args.seed)
+    steps = args.epochs * len(batches)
+    config = TrainConfig(steps=steps, lr=args.lr or DEFAULT_LR[args.mode], weight_decay=args.weight_decay,
+                         betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps), max_grad_norm=1.0,
+                         checkpoint_every=len(batches), seed=args.seed, progress=not args.no_progress,
+                         time_limit=args.time_limit, device=args.device, bf16=args.bf16,
+                         activation_checkpointing=args.activation_checkpointing)
+    output = Path(args.output)
+    write_run_settings(output, {key: value for key, value in command_settings(args).items()
+                                if key not in SCORING_ARGS})
+    started = time.monotonic()
+    records = train(ClassifierObjective(classifier), batches, output, config)
+    if records[-1]["step"] < steps:
+        print(f"time limit reached at step {records[-1]['step']} of {steps}; rerun the command to continue",
+              file=sys.stderr)
+        return {"steps_done": records[-1]["step"], "steps": steps}
+    classifier.save_pretrained(output / "classifier")
+    loaded = zoo.load(output / "classifier", device=args.device)
+    logits = loaded.logits(test_items, batch_size=args.eval_batch_size, progress=not args.no_progress)
+    window = max(1, len(batches))
+    return {
+        "checkpoint": args.name,
+        "init": "random" if args.random_init else "pretrained",
+        "mode": args.mode,
+        "layer": args.layer,
+        "freeze_feature_encoder": args.freeze_feature_encoder,
+        "trained_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
+        "train_items": len(train_examples),
+        "test_items": len(test_items),
+        "classes": len(names),
+        "epochs": args.epochs,
+        "steps": steps,
+        "batch_size": args.batch_size,
+        "lr": config.lr,
+        "train_seconds": round(records[-1]["elapsed"], 1),
+        "wall_seconds_this_call": round(time.monotonic() - started, 1),
+        "loss_first_epoch": float(np.mean([r["loss"] for r in records[:window]])),
+        "loss_last_epoch": float(np.mean([r["loss"] for r in records[-window:]])),
+        "train_accuracy_last_epoch": float(np.mean([r["accuracy"] for r in records[-window:]])),
+        "test_accuracy": float((logits.argmax(-1).numpy() == test_labels).mean()),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
