@@ -8,9 +8,13 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+#: the example inputs shipped with the package
+EXAMPLES = Path(__file__).resolve().parents[1] / "zoo" / "examples"
 
 
 def shared_path(*parts: str) -> Path:
@@ -93,3 +97,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def audio_clips(encoder) -> list[dict]:
+    """Two noise clips of different lengths at the encoder's rate, so that one is padded."""
+    rate = encoder.processor.sampling_rate
+    generator = np.random.default_rng(0)
+    return [{"array": generator.standard_normal(int(seconds * rate)).astype(np.float32) * 0.1, "sampling_rate": rate}
+            for seconds in (1.0, 0.6)]
+
+
+def cora_like_graph(encoder):
+    """A random graph with the width of the encoder's inputs (Cora's 1,433 features)."""
+    from torch_geometric.data import Data
+
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(120, encoder.config.in_dim, generator=generator) < 0.02).float()
+    edges = torch.randint(0, 120, (2, 600), generator=generator)
+    return Data(x=x, edge_index=torch.cat([edges, edges.flip(0)], 1))
+
+
+#: a few raw inputs for an embedded encoder of each family, for tests that run every family
+EMBEDDED_INPUTS = {
+    "hubert-tiny-fsdd": audio_clips,
+    "mert-tiny": audio_clips,
+    "beats-tiny": audio_clips,
+    "gmml-vit-tiny-cifar10": lambda encoder: sorted(map(str, (EXAMPLES / "vision").iterdir())),
+    "tjepa-adult": lambda encoder: str(EXAMPLES / "tabular" / "adult_test_rows.csv"),
+    "graphmae-cora": cora_like_graph,
+}

@@ -6,40 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import EMBEDDED_INPUTS, EXAMPLES, audio_clips
 
 import zoo
-from zoo import registry
 from zoo.errors import ConfigError
-
-EXAMPLES = registry.data_folder("examples")
-
-
-def audio_clips(encoder) -> list[dict]:
-    """Two noise clips of different lengths at the encoder's rate, so that one is padded."""
-    rate = encoder.processor.sampling_rate
-    generator = np.random.default_rng(0)
-    return [{"array": generator.standard_normal(int(seconds * rate)).astype(np.float32) * 0.1, "sampling_rate": rate}
-            for seconds in (1.0, 0.6)]
-
-
-def cora_like_graph(encoder):
-    """A random graph with the width of the encoder's inputs (Cora's 1,433 features)."""
-    from torch_geometric.data import Data
-
-    generator = torch.Generator().manual_seed(0)
-    x = (torch.rand(120, encoder.config.in_dim, generator=generator) < 0.02).float()
-    edges = torch.randint(0, 120, (2, 600), generator=generator)
-    return Data(x=x, edge_index=torch.cat([edges, edges.flip(0)], 1))
-
-
-INPUTS = {
-    "hubert-tiny-fsdd": audio_clips,
-    "mert-tiny": audio_clips,
-    "beats-tiny": audio_clips,
-    "gmml-vit-tiny-cifar10": lambda encoder: sorted(map(str, (EXAMPLES / "vision").iterdir())),
-    "tjepa-adult": lambda encoder: str(EXAMPLES / "tabular" / "adult_test_rows.csv"),
-    "graphmae-cora": cora_like_graph,
-}
 
 
 def training_step(model, batch: dict, checkpointed: bool) -> tuple[torch.Tensor, dict, int]:
@@ -66,10 +36,10 @@ def training_step(model, batch: dict, checkpointed: bool) -> tuple[torch.Tensor,
     return out.last_hidden_state.detach(), grads, sum(kept)
 
 
-@pytest.mark.parametrize("name", list(INPUTS))
+@pytest.mark.parametrize("name", list(EMBEDDED_INPUTS))
 def test_checkpointed_training_gives_the_same_outputs_and_gradients_keeping_less(name):
     encoder = zoo.load(name)
-    batch = encoder.preprocess(INPUTS[name](encoder))
+    batch = encoder.preprocess(EMBEDDED_INPUTS[name](encoder))
     plain, plain_grads, plain_kept = training_step(encoder, batch, checkpointed=False)
     output, grads, kept = training_step(encoder, batch, checkpointed=True)
     assert (output - plain).abs().max() <= 1e-6  # dropout draws the same masks in the recompute
@@ -93,7 +63,7 @@ def test_inference_is_unchanged_and_the_switches_report_their_state():
 
 def test_every_n_layers_and_offload():
     encoder = zoo.load("gmml-vit-tiny-cifar10")
-    batch = encoder.preprocess(INPUTS["gmml-vit-tiny-cifar10"](encoder))
+    batch = encoder.preprocess(EMBEDDED_INPUTS["gmml-vit-tiny-cifar10"](encoder))
     plain, plain_grads, plain_kept = training_step(encoder, batch, checkpointed=False)
     _, _, all_kept = training_step(encoder, batch, checkpointed=True)
     encoder.activation_checkpointing_enable(every_n_layers=3)

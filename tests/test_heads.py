@@ -5,6 +5,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from helpers import EMBEDDED_INPUTS
 
 import zoo
 from zoo.errors import ConfigError, InputError
@@ -294,3 +295,18 @@ def test_examples_may_carry_label_names(micro_hubert):
     with pytest.raises(InputError, match="mix name lists with \\[0, 1, 0\\]"):
         tagger.collate([{"input": wave, "label": ["rain"]}, {"input": wave, "label": [0, 1, 0]}],
                        sampling_rate=16000)
+
+
+@pytest.mark.parametrize("name", list(EMBEDDED_INPUTS) + ["beats-tiny-tokenizer"])
+def test_a_fine_tuned_head_trains_exactly_the_parameters_its_loss_reaches(name):
+    """`trainable` parameters are those a loss on the head gets gradients for: the parts
+    `forward` never runs (GMML's reconstruction head, HuBERT's mask embedding, a BEATs
+    tokenizer's quantizer) stay out, as they would only be decayed and counted."""
+    encoder = zoo.load(name)
+    batch = encoder.preprocess(EMBEDDED_INPUTS.get(name, EMBEDDED_INPUTS["beats-tiny"])(encoder))
+    items = len(encoder(**batch).pooled)
+    model = zoo.for_regression(encoder, 2, freeze=False).eval()  # in training, LayerDrop skips a random layer
+    model(**batch, labels=torch.ones(items, 2)).loss.backward()
+    reached = {key for key, parameter in model.named_parameters() if parameter.grad is not None}
+    trainable = {key for key, parameter in model.named_parameters() if parameter.requires_grad}
+    assert reached == trainable and len(reached) > 2, sorted(trainable - reached)

@@ -40,6 +40,9 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     processor_class: ClassVar[type[Processor]] = Processor
     #: pool names `embed` takes; "cls" only where a token of the encoder's own comes first
     pools: ClassVar[tuple[str, ...]] = ("mean", "none")
+    #: prefixes of parameters `forward` never uses (a pretraining head, a mask embedding, a
+    #: tokenizer's quantizer): a head on the encoder leaves them out of what it trains
+    unused_in_forward: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: EncoderConfig, processor: Optional[Processor] = None) -> None:
         super().__init__()

@@ -83,6 +83,9 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         width = encoder.embed_dim if layer in (None, "weighted") else encoder.layer_widths[layer]
         self.head = nn.Linear(width, num_outputs)
         encoder.requires_grad_(not freeze)
+        for name, parameter in encoder.named_parameters():
+            if name.startswith(encoder.unused_in_forward):
+                parameter.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "EncoderWithHead":
         super().train(mode)

@@ -153,6 +153,7 @@ class BEATsEncoder(Encoder):
     modality = "audio"
     config_class = BEATsConfig
     processor_class = AudioProcessor
+    unused_in_forward = ("quantize_layer.",)  # a tokenizer's: `tokenize` uses it, not `forward`
 
     def __init__(self, config: BEATsConfig, processor: Optional[AudioProcessor] = None) -> None:
         if processor is None:

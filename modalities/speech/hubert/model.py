@@ -164,6 +164,7 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
     modality = "speech"
     config_class = HubertEncoderConfig
     processor_class = AudioProcessor
+    unused_in_forward = ("model.masked_spec_embed",)  # used only with pretraining's mask_time_indices
 
     def __init__(self, config: HubertEncoderConfig, processor: Optional[AudioProcessor] = None) -> None:
         super().__init__(config, processor)

@@ -117,6 +117,7 @@ class GmmlEncoder(Encoder):
     config_class = GmmlConfig
     processor_class = ImageProcessor
     pools = ("mean", "cls", "none")
+    unused_in_forward = ("reconstruction.",)
 
     def __init__(self, config: GmmlConfig, processor: Optional[ImageProcessor] = None) -> None:
         super().__init__(config, processor)
