@@ -163,6 +163,9 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
 
     classifier = build_classifier(encoder, args.mode, args.layer, names, args.seed, args.freeze_feature_encoder)
     batches = ShuffledBatches(train_examples, args.batch_size, classifier.collate, args.seed)
+    if len(batches) == 0:
+        raise ConfigError(f"--batch-size {args.batch_size} is more than the {len(train_examples)} training items, "
+                          "and an epoch drops its last short batch; use a smaller batch size")
     steps = args.epochs * len(batches)
     config = TrainConfig(steps=steps, lr=args.lr or DEFAULT_LR[args.mode], weight_decay=args.weight_decay,
                          betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps), max_grad_norm=1.0,
