@@ -103,14 +103,13 @@ def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed
     return kept
 
 
-def build_classifier(encoder: nn.Module, mode: str, layer: Optional[int], names: list[str], seed: int,
-                     freeze_feature_encoder: bool = False) -> nn.Module:
-    """`zoo.for_classification` on the encoder in the given mode, reading `layer` (None: the
-    last), its conv front end frozen if asked."""
-    torch.manual_seed(seed)
-    classifier = zoo.for_classification(encoder, labels=names, layer="weighted" if mode == "weighted" else layer,
-                                        freeze=mode != "full")
-    if freeze_feature_encoder:
+def build_classifier(encoder: nn.Module, args: argparse.Namespace, names: list[str]) -> nn.Module:
+    """`zoo.for_classification` on the encoder as `args` say: its mode, the layer and pool the
+    head reads, and whether the conv front end stays frozen."""
+    torch.manual_seed(args.seed)
+    layer = "weighted" if args.mode == "weighted" else args.layer
+    classifier = zoo.for_classification(encoder, labels=names, layer=layer, pool=args.pool, freeze=args.mode != "full")
+    if args.freeze_feature_encoder:
         classifier.freeze_feature_encoder()
     return classifier
 
@@ -122,6 +121,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
     parser.add_argument("--mode", choices=MODES, default="full")
     parser.add_argument("--layer", type=int, help="the layer the head reads (default: the last)")
+    parser.add_argument("--pool", choices=("mean", "cls"), default="mean",
+                        help="the mean of the layer's tokens, or the encoder's cls token (GMML, T-JEPA)")
     parser.add_argument("--random-init", action="store_true",
                         help="train a seeded fresh encoder of the checkpoint's architecture instead of its weights")
     parser.add_argument("--freeze-feature-encoder", action="store_true",
@@ -161,7 +162,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     test_items = [value for value, _, test in rows if test]
     test_labels = np.array([names.index(label) for _, label, test in rows if test])
 
-    classifier = build_classifier(encoder, args.mode, args.layer, names, args.seed, args.freeze_feature_encoder)
+    classifier = build_classifier(encoder, args, names)
     batches = ShuffledBatches(train_examples, args.batch_size, classifier.collate, args.seed)
     if len(batches) == 0:
         raise ConfigError(f"--batch-size {args.batch_size} is more than the {len(train_examples)} training items, "
@@ -190,6 +191,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "init": "random" if args.random_init else "pretrained",
         "mode": args.mode,
         "layer": args.layer,
+        "pool": args.pool,
         "freeze_feature_encoder": args.freeze_feature_encoder,
         "trained_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
         "train_items": len(train_examples),
