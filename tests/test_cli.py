@@ -217,9 +217,16 @@ def test_embed_and_probe_run_in_another_dtype_on_given_threads(checkpoint, wav_f
     assert json.loads(capsys.readouterr().out)["linear_probe_accuracy"] == 1.0
 
 
-def test_embed_says_graph_encoders_take_no_files(tmp_path, capsys):
-    assert main(["embed", "graphmae-mutag", str(tmp_path), "-o", str(tmp_path / "g.npy")]) == 2
-    assert "graphmae-mutag is a graph encoder: its inputs are objects, not files" in capsys.readouterr().err
+def test_file_commands_say_graph_encoders_take_no_files(tmp_path, capsys):
+    """Was, for probe and finetune, every file in the folder tried as a graph."""
+    (tmp_path / "a.txt").write_text("not a graph")
+    for command in (["embed", "graphmae-mutag", str(tmp_path), "-o", str(tmp_path / "g.npy")],
+                    ["probe", "graphmae-mutag", "--data", str(tmp_path)],
+                    ["finetune", "graphmae-mutag", "--data", str(tmp_path), "-o", str(tmp_path / "run")]):
+        assert main(command) == 2
+        said = capsys.readouterr().err
+        assert f"graphmae-mutag is a graph encoder: its inputs are objects, not files, so `zoo {command[0]}`" in said
+    assert not (tmp_path / "run").exists()
 
 
 def test_embed_errors_exit_2_without_output(checkpoint, tmp_path, capsys):

@@ -107,6 +107,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_embed(args: argparse.Namespace) -> None:
     from zoo.embed_job import rows_of_parquet_files, run_embed_job
+    from zoo.probe_job import file_suffixes
 
     encoder = load_for_command(args, revision=args.revision)
     if args.ignore_extra_columns:
@@ -114,12 +115,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
             raise ConfigError(f"--ignore-extra-columns is for table encoders; {args.name} takes "
                               f"{encoder.modality} inputs")
         encoder.processor.extra_columns = "ignore"
-    if not encoder.processor.file_suffixes:
-        raise ConfigError(f"{args.name} is a {encoder.modality} encoder: its inputs are objects, not files, so "
-                          "`zoo embed` has none to read; call zoo.load(NAME).embed(...) in Python (graphs: PyG Data or "
-                          "a dataset of them), or score it with `zoo probe NAME --dataset ...`")
-    inputs, names = rows_of_parquet_files(expand_inputs(args.inputs, encoder.processor.file_suffixes),
-                                          encoder.processor.dataset_feature)
+    suffixes = file_suffixes(encoder, args.name, "embed")
+    inputs, names = rows_of_parquet_files(expand_inputs(args.inputs, suffixes), encoder.processor.dataset_feature)
     kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool,
                           batch_size=args.batch_size, shard_size=args.shard_size, names=names, **kwargs)
@@ -127,7 +124,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from zoo.probe_job import labelled_files, run_probe
+    from zoo.probe_job import file_suffixes, labelled_files, run_probe
 
     if args.dataset:
         print(json.dumps({**described_model(args), **probe_dataset(args)}, indent=2))
@@ -135,7 +132,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
     if not args.data:
         raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table dataset)")
     encoder = load_for_command(args)
-    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, encoder.processor.file_suffixes,
+    suffixes = file_suffixes(encoder, args.name, "probe")
+    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, suffixes,
                           encoder.processor.dataset_feature)
     results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k,
                         pool=args.pool)

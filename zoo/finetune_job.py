@@ -33,7 +33,7 @@ from torch import nn
 import zoo
 from zoo.errors import ConfigError
 from zoo.outputs import PretrainOutput
-from zoo.probe_job import labelled_files
+from zoo.probe_job import file_suffixes, labelled_files
 from zoo.training import TrainConfig, command_settings, train, write_run_settings
 
 MODES = ("linear", "weighted", "full")
@@ -154,7 +154,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the weights of a --random-init encoder
     encoder = zoo.load(args.name, pretrained=not args.random_init)
-    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, encoder.processor.file_suffixes,
+    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
+                          file_suffixes(encoder, args.name, "finetune"),
                           encoder.processor.dataset_feature)
     rows = limit_training(rows, args.train_limit, args.seed)
     names = sorted({label for _, label, _ in rows})

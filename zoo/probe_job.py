@@ -13,6 +13,17 @@ from zoo.errors import ConfigError, InputError
 from zoo.io import visible_files
 
 
+def file_suffixes(encoder: Any, name: str, command: str) -> tuple[str, ...]:
+    """The kinds of file `encoder` reads, for `zoo COMMAND`; an encoder whose inputs are objects
+    (graphs) reads none, which is said rather than every file in a folder being tried."""
+    if not encoder.processor.file_suffixes:
+        raise ConfigError(f"{name} is a {encoder.modality} encoder: its inputs are objects, not files, so "
+                          f"`zoo {command}` has none to read; use it from Python (graphs: PyG Data or a dataset of "
+                          "them, with zoo.load(NAME).embed or zoo.for_token_classification), or score it with "
+                          "`zoo probe NAME --dataset ...`")
+    return encoder.processor.file_suffixes
+
+
 def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[str],
                    suffixes: Sequence[str] = (), feature: str = "") -> list[tuple[Any, str, bool]]:
     """(item, label, is_test) for every input under `data`: the files ending in one of
