@@ -217,8 +217,8 @@ def test_embed_and_probe_run_in_another_dtype_on_given_threads(checkpoint, wav_f
     assert json.loads(capsys.readouterr().out)["linear_probe_accuracy"] == 1.0
 
 
-def test_file_commands_say_graph_encoders_take_no_files(tmp_path, capsys):
-    """Was, for probe and finetune, every file in the folder tried as a graph."""
+def test_file_commands_say_graph_and_table_encoders_take_no_labelled_files(tmp_path, capsys):
+    """Was, for probe and finetune, every file in the folder tried as a graph, or as one row."""
     (tmp_path / "a.txt").write_text("not a graph")
     for command in (["embed", "graphmae-mutag", str(tmp_path), "-o", str(tmp_path / "g.npy")],
                     ["probe", "graphmae-mutag", "--data", str(tmp_path)],
@@ -227,6 +227,10 @@ def test_file_commands_say_graph_encoders_take_no_files(tmp_path, capsys):
         said = capsys.readouterr().err
         assert f"graphmae-mutag is a graph encoder: its inputs are objects, not files, so `zoo {command[0]}`" in said
     assert not (tmp_path / "run").exists()
+    for command in (["probe", "tjepa-adult", "--data", str(tmp_path)],  # was an IndexError traceback
+                    ["finetune", "tjepa-adult", "--data", str(tmp_path), "-o", str(tmp_path / "run")]):
+        assert main(command) == 2
+        assert "tjepa-adult is a table encoder: each of its files is a table of many rows" in capsys.readouterr().err
 
 
 def test_embed_errors_exit_2_without_output(checkpoint, tmp_path, capsys):

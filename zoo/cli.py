@@ -132,7 +132,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     if not args.data:
         raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table dataset)")
     encoder = load_for_command(args)
-    suffixes = file_suffixes(encoder, args.name, "probe")
+    suffixes = file_suffixes(encoder, args.name, "probe", labelled=True)
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, suffixes,
                           encoder.processor.dataset_feature)
     results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k,

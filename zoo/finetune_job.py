@@ -155,7 +155,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)  # the weights of a --random-init encoder
     encoder = zoo.load(args.name, pretrained=not args.random_init)
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
-                          file_suffixes(encoder, args.name, "finetune"),
+                          file_suffixes(encoder, args.name, "finetune", labelled=True),
                           encoder.processor.dataset_feature)
     rows = limit_training(rows, args.train_limit, args.seed)
     names = sorted({label for _, label, _ in rows})

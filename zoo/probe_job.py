@@ -13,14 +13,20 @@ from zoo.errors import ConfigError, InputError
 from zoo.io import visible_files
 
 
-def file_suffixes(encoder: Any, name: str, command: str) -> tuple[str, ...]:
+def file_suffixes(encoder: Any, name: str, command: str, labelled: bool = False) -> tuple[str, ...]:
     """The kinds of file `encoder` reads, for `zoo COMMAND`; an encoder whose inputs are objects
-    (graphs) reads none, which is said rather than every file in a folder being tried."""
+    (graphs) reads none, which is said rather than every file in a folder being tried. With
+    `labelled` (one labelled item per file: probe and finetune --data), a table encoder is
+    refused too: one of its files is a table of many rows."""
     if not encoder.processor.file_suffixes:
         raise ConfigError(f"{name} is a {encoder.modality} encoder: its inputs are objects, not files, so "
                           f"`zoo {command}` has none to read; use it from Python (graphs: PyG Data or a dataset of "
                           "them, with zoo.load(NAME).embed or zoo.for_token_classification), or score it with "
                           "`zoo probe NAME --dataset ...`")
+    if labelled and encoder.modality == "tabular":
+        raise ConfigError(f"{name} is a table encoder: each of its files is a table of many rows, not one labelled "
+                          f"item, so `zoo {command} --data` cannot label them; score it with `zoo probe NAME --dataset "
+                          "adult` (or another table's recipe), or embed the rows with `zoo embed NAME table.csv`")
     return encoder.processor.file_suffixes
 
 
