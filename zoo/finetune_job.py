@@ -148,6 +148,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Train, save and score the run `args` describe (`add_finetune_arguments`, plus `name`
     and `output`); returns its report, or the steps done when `--time-limit` stopped it."""
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs {args.epochs}; train for at least one epoch")
     if args.layer is not None and args.mode == "weighted":
         raise ConfigError(f"--layer {args.layer} is for --mode linear or full; --mode weighted mixes every layer")
     if args.threads is not None:
