@@ -141,3 +141,22 @@ def test_cli_probe_reports_the_random_init_seed(tmp_path, capsys):
     assert report["model"] == "hubert-tiny-fsdd" and report["random_init"] == 7
     assert main(["probe", "hubert-tiny-fsdd", "--data", str(folder), "--k", "2"]) == 0
     assert "random_init" not in json.loads(capsys.readouterr().out)
+
+
+def test_a_hub_name_at_a_revision_or_without_an_architecture_reads_its_repo_config(offline_cache, tmp_path):
+    """The hub_config's architecture is that of its own revision: another revision, or an added
+    hub_config that states none, is built from the repo's config files (no weights)."""
+    from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
+
+    for commit, width in (("1" * 40, 32), ("2" * 40, 48)):
+        config = {**MICRO_HUBERT, "hidden_size": width}
+        HubertEncoder(HubertEncoderConfig(**config)).save_pretrained(tmp_path / str(width))
+        (tmp_path / str(width) / "model.safetensors").unlink()
+        put_in_hf_cache(offline_cache, "test-org/sizes", tmp_path / str(width), commit=commit,
+                        refs=("main",) if width == 32 else ("wide",))
+    entry = {"name": "sizes-test", "family": "hubert", "modality": "speech", "description": "test",
+             "repo_id": "test-org/sizes"}
+    (tmp_path / "sizes-test.json").write_text(json.dumps(entry))
+    zoo.add_model_config(tmp_path / "sizes-test.json")
+    assert zoo.load("sizes-test", pretrained=False, cache_dir=offline_cache).embed_dim == 32
+    assert zoo.load("sizes-test", pretrained=False, revision="wide", cache_dir=offline_cache).embed_dim == 48

@@ -59,8 +59,8 @@ def load(
             fresh random weights (seed them with `torch.manual_seed`), as timm's
             `create_model(name, pretrained=False)`: the random-init baseline of a probe or a
             start for pretraining. No weights are read or downloaded: a hub_config's
-            architecture is enough, and a Hub repo gives only its config files. A head
-            model's folder gives its encoder alone, without the head.
+            architecture is enough (at another `revision`, its repo's config files), and a Hub
+            repo gives only its config files. A head model's folder gives its encoder alone.
     """
     path = Path(name_or_path)
     entry = registry.find(str(name_or_path))
@@ -72,7 +72,7 @@ def load(
     if path.is_dir():
         model = load_folder(path, pretrained=pretrained)
     elif entry is not None and not pretrained and not entry.embedded:
-        model = entry_encoder(entry)
+        model = entry_encoder(entry, revision, cache_dir, local_files_only)
     elif entry is not None:
         model = load_folder(entry_folder(entry, revision, cache_dir, local_files_only), entry, pretrained)
     elif isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not looks_like_path(name_or_path):
@@ -384,10 +384,16 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
     return model
 
 
-def entry_encoder(entry: registry.ModelEntry) -> Any:
+def entry_encoder(entry: registry.ModelEntry, revision: Optional[str] = None, cache_dir=None,
+                  local_files_only: bool = False) -> Any:
     """A random-init encoder of a hub_config's architecture and preprocessing: what
     `load(name, pretrained=False)` gives for a checkpoint that is not embedded, with nothing
-    downloaded (an upstream tagger's entry describes the encoder it fine-tuned)."""
+    downloaded (an upstream tagger's entry describes the encoder it fine-tuned). A Hub
+    checkpoint asked for at a `revision`, or whose hub_config states no architecture, is
+    built from the config files of its repo instead, without the weights."""
+    if entry.repo_id is not None and (revision is not None or not entry.architecture):
+        folder = download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only, weights=False)
+        return load_folder(folder, entry, pretrained=False)
     if not entry.architecture:
         raise ConfigError(f"hub_config {entry.name!r} states no architecture, so pretrained=False cannot build it "
                           "without its weights; add its \"architecture\", or load it once and pass its folder")
