@@ -66,9 +66,9 @@ def set_checkpointing(model: nn.Module, checkpointing: Optional[Checkpointing]) 
     """Give every block stack in `model` the setting (None: off). A stack holding a batch
     norm is refused: a recompute in training mode would update its running statistics twice."""
     stacks = [module for module in model.modules() if isinstance(module, CheckpointedBlocks)]
-    if checkpointing is not None and not stacks:
-        raise ConfigError(f"{type(model).__name__} runs no stack of blocks that could be checkpointed")
     if checkpointing is not None:
+        if not stacks:
+            raise ConfigError(f"{type(model).__name__} runs no stack of blocks that could be checkpointed")
         normed = sorted({type(stack).__name__ for stack in stacks for module in stack.modules()
                          if isinstance(module, nn.modules.batchnorm._BatchNorm)})
         if normed:

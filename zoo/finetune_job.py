@@ -34,7 +34,7 @@ import zoo
 from zoo.errors import ConfigError
 from zoo.outputs import PretrainOutput
 from zoo.probe_job import file_suffixes, labelled_files
-from zoo.training import TrainConfig, command_settings, train, write_run_settings
+from zoo.training import TrainConfig, add_device_arguments, command_settings, train, write_run_settings
 
 MODES = ("linear", "weighted", "full")
 #: peak learning rates: a head alone takes a larger step than a whole pretrained encoder
@@ -135,10 +135,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default by mode: {DEFAULT_LR})")
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0, help="head init, random encoder init and batch order")
-    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    parser.add_argument("--activation-checkpointing", action="store_true",
-                        help="recompute block activations in the backward pass: less memory, the same steps")
+    add_device_arguments(parser)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--time-limit", type=float,
                         help="seconds of training in this call; a rerun of the command continues the run")

@@ -159,10 +159,7 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
                        help=f"gradient clipping norm (default: {max_grad_norm:g})")
     optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
     optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
-    optim.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    optim.add_argument("--activation-checkpointing", action="store_true",
-                       help="recompute block activations in the backward pass: less memory, the same steps")
+    add_device_arguments(optim)
     add_time_limit_argument(optim)
     optim.add_argument("--threads", type=int,
                        help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
@@ -190,6 +187,15 @@ def encoder_to_pretrain(args: argparse.Namespace, encoder_class: type, build: Ca
     if type(encoder) is not encoder_class:
         raise InputError(f"--init {args.init!r} holds a {type(encoder).__name__}, not a {encoder_class.__name__}")
     return encoder.float().train()
+
+
+def add_device_arguments(parser: Any) -> None:
+    """Where and how a training run computes (TrainConfig's device, bf16 and
+    activation_checkpointing), on a parser or an argument group: `zoo pretrain` and `zoo finetune`."""
+    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute block activations in the backward pass: less memory, the same steps")
 
 
 def add_time_limit_argument(parser: Any) -> None:
