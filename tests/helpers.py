@@ -126,3 +126,14 @@ EMBEDDED_INPUTS = {
     "tjepa-adult": lambda encoder: str(EXAMPLES / "tabular" / "adult_test_rows.csv"),
     "graphmae-cora": cora_like_graph,
 }
+
+
+def transformers_hubert(seed: int, folder: Path):
+    """A transformers HubertModel with random weights, saved as a Hub repo would hold it."""
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(seed)
+    config = {key: list(value) if isinstance(value, tuple) else value for key, value in MICRO_HUBERT.items()}
+    model = HubertModel(HubertConfig(**config)).eval()
+    model.save_pretrained(folder)
+    return model

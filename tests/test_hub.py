@@ -11,24 +11,13 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import MICRO_HUBERT, put_in_hf_cache
+from helpers import put_in_hf_cache, transformers_hubert
 
 import zoo
 from zoo import hub
 from zoo.errors import CheckpointError, OfflineError, UnknownModelError
 
 RATE = 16000
-
-
-def transformers_hubert(seed: int, folder: Path):
-    """A transformers HubertModel with random weights, saved as a Hub repo would hold it."""
-    from transformers import HubertConfig, HubertModel
-
-    torch.manual_seed(seed)
-    config = {key: list(value) if isinstance(value, tuple) else value for key, value in MICRO_HUBERT.items()}
-    model = HubertModel(HubertConfig(**config)).eval()
-    model.save_pretrained(folder)
-    return model
 
 
 def reference_frames(model, wave: np.ndarray) -> torch.Tensor:
@@ -172,20 +161,21 @@ def test_saving_never_deletes_what_is_not_a_checkpoint(tmp_path, micro_hubert):
 
 def test_push_to_hub_uploads_the_checkpoint_folder(micro_hubert, monkeypatch):
     """The upload itself needs the Hub; this checks what would be sent, through HfApi's own calls
-    (and that offline mode refuses it first)."""
+    (and that offline mode refuses it first). `zoo publish` does the sending: tests/test_publishing.py."""
     from huggingface_hub import HfApi, constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OfflineError, match="cannot push to 'me/my-encoder': HF_HUB_OFFLINE is set"):
+    with pytest.raises(OfflineError, match="cannot publish .*checkpoint': HF_HUB_OFFLINE is set"):
         micro_hubert.push_to_hub("me/my-encoder")
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     sent = {}
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: sent.setdefault("repo", repo_id))
-    monkeypatch.setattr(HfApi, "upload_folder", lambda self, repo_id, folder_path, **kw: sent.update(
-        files=sorted(os.listdir(folder_path)), card=Path(folder_path, "README.md").read_text()) or "url")
-    micro_hubert.push_to_hub("me/my-encoder", model_card="# my card\n")
-    assert sent == {"repo": "me/my-encoder", "card": "# my card\n",
+    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw: sent.update(
+        files=sorted(op.path_in_repo for op in operations), card=operations[-1].path_or_fileobj.decode(),
+        message=kw["commit_message"]) or type("CommitInfo", (), {"commit_url": "url"}))
+    assert micro_hubert.push_to_hub("me/my-encoder", model_card="# my card\n", commit_message="first") == "url"
+    assert sent == {"repo": "me/my-encoder", "card": "# my card\n", "message": "first",
                     "files": ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]}
 
 
@@ -259,13 +249,39 @@ def test_upstream_file_with_the_wrong_sha256_is_refused(offline_cache, tmp_path)
         zoo.load(name, cache_dir=offline_cache)
 
 
-def test_upstream_url_offline_says_where_to_put_the_file(offline_cache, tmp_path):
+def add_url_entry(tmp_path: Path) -> None:
+    """A hub_config "hubert-url-test" whose upstream file is a URL (as BEATs' are)."""
     entry = {"name": "hubert-url-test", "family": "hubert", "modality": "speech", "description": "test",
              "upstream": {"url": "https://example.org/files/hubert.pt?sig=1", "format": "fairseq", "sha256": "ab" * 32}}
     (tmp_path / "hubert-url-test.json").write_text(json.dumps(entry))
     zoo.add_model_config(tmp_path / "hubert-url-test.json")
-    with pytest.raises(OfflineError, match=r"https://example.org/files/hubert.pt.*place it at .*abab.*/hubert.pt"):
+
+
+def test_upstream_url_offline_says_where_to_put_the_file(offline_cache, tmp_path):
+    add_url_entry(tmp_path)
+    with pytest.raises(OfflineError, match=r"https://example.org/files/hubert.pt.*place it at .*abab.*/hubert.pt, "
+                                           r"or run `zoo convert hubert FILE OUT_DIR --format fairseq`"):
         zoo.load("hubert-url-test", cache_dir=offline_cache)
+
+
+def test_a_failed_upstream_download_is_named_and_leaves_no_file(tmp_path, monkeypatch):
+    """Online, with no route to the upstream host: a zoo error, not the HTTP client's traceback."""
+    from huggingface_hub import constants, file_download
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def unreachable(url, handle):
+        handle.write(b"partial")
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(file_download, "http_get", unreachable)
+    add_url_entry(tmp_path)
+    with pytest.raises(OfflineError, match=r"cannot download the upstream file of 'hubert-url-test' from "
+                                           r"https://example.org/files/hubert.pt\?sig=1 \(ConnectionError: "
+                                           r"Name or service not known\); check the network"):
+        zoo.load("hubert-url-test", cache_dir=tmp_path / "cache")
+    assert [path for path in (tmp_path / "cache").rglob("*") if path.is_file()] == []
 
 
 def test_published_name_offline_without_cache_names_its_repo(offline_cache):

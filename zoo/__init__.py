@@ -19,12 +19,13 @@ from zoo.heads import (
 )
 from zoo.hub import info, load
 from zoo.outputs import EncoderOutput, PretrainOutput
+from zoo.publishing import publish
 from zoo.registry import add_model_config, list_models
 
 __all__ = [
     "__version__", "Encoder", "EncoderConfig", "EncoderOutput", "PretrainOutput",
     "ZooError", "UnknownModelError", "CheckpointError", "ConfigError", "InputError", "OfflineError",
-    "load", "list_models", "info", "add_model_config",
+    "load", "list_models", "info", "add_model_config", "publish",
     "for_classification", "for_regression", "for_tagging", "for_token_classification",
     "EncoderForClassification", "EncoderForRegression", "EncoderForTagging", "EncoderForTokenClassification",
 ]

@@ -1,4 +1,4 @@
-"""The `zoo` command line: list, info, embed, probe, demo, convert, pretrain."""
+"""The `zoo` command line: list, info, embed, probe, finetune, demo, convert, publish, pretrain."""
 
 from __future__ import annotations
 
@@ -196,6 +196,15 @@ def cmd_convert(args: argparse.Namespace) -> None:
           f"({sum(p.numel() for p in encoder.parameters()):,} parameters, reload verified)")
 
 
+def cmd_publish(args: argparse.Namespace) -> None:
+    from zoo.publishing import publish
+
+    card = Path(args.model_card).read_text() if args.model_card else None
+    result = publish(args.source, args.repo_id, model_card=card, revision=args.revision, private=args.private,
+                     create_pr=args.create_pr, commit_message=args.commit_message, dry_run=args.dry_run)
+    print(f"would publish {result}\n(dry run: nothing was sent)" if args.dry_run else f"published: {result}")
+
+
 def call_converter(convert, path: Path, overrides: dict):
     """Run a converter, passing `--set` overrides only to converters that take keyword settings."""
     if overrides:
@@ -338,6 +347,20 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     convert.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="a config setting the weights do not tell, e.g. --set num_heads=6 (repeatable)")
     convert.set_defaults(func=cmd_convert)
+
+    publish = commands.add_parser(
+        "publish", help="check a checkpoint and push it to the Hugging Face Hub with its card")
+    publish.add_argument("source", help="a checkpoint folder, a `zoo pretrain`/`zoo finetune` run folder or a zoo name")
+    publish.add_argument("repo_id", nargs="?",
+                         help="the Hub repo, 'org/name' (default for a zoo-trained name: its hub_config's)")
+    publish.add_argument("--revision", help="the branch to push to (created if missing; default main)")
+    publish.add_argument("--private", action="store_true", help="create the repo private")
+    publish.add_argument("--create-pr", action="store_true", help="open a pull request instead of pushing")
+    publish.add_argument("--commit-message", default="Upload with ssl-zoo")
+    publish.add_argument("--model-card", metavar="FILE", help="the README.md to send instead of the folder's card")
+    publish.add_argument("--dry-run", action="store_true",
+                         help="check and list what would be sent, without reaching the Hub (works offline)")
+    publish.set_defaults(func=cmd_publish)
 
     add_pretrain_parsers(commands, recipe)
     return parser

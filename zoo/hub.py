@@ -236,14 +236,14 @@ def converted_folder(entry: registry.ModelEntry, cache_dir=None, local_files_onl
     upstream = entry.upstream
     sha256 = upstream.get("sha256")
     if sha256 is None:
-        source = download_upstream(entry.name, upstream, cache_dir, local_files_only)
+        source = download_upstream(entry, cache_dir, local_files_only)
         sha256 = file_sha256(source)
         logger.warning("the upstream file of %r has sha256 %s; its hub_config pins no digest yet: "
                        "pin this one (\"sha256\") once it is checked against the original", entry.name, sha256)
     folder = converted_root(cache_dir) / "converted" / entry.name / sha256[:16]
     if (folder / WEIGHTS_FILE).is_file():
         return folder
-    source = download_upstream(entry.name, upstream, cache_dir, local_files_only)
+    source = download_upstream(entry, cache_dir, local_files_only)
     check_sha256(source, sha256)
     converter = registry.get_family(entry.family).converters.get(upstream["format"])
     if converter is None:
@@ -252,8 +252,9 @@ def converted_folder(entry: registry.ModelEntry, cache_dir=None, local_files_onl
     return folder
 
 
-def download_upstream(name: str, upstream: dict[str, Any], cache_dir, local_files_only: bool) -> Path:
+def download_upstream(entry: registry.ModelEntry, cache_dir, local_files_only: bool) -> Path:
     """The upstream file of a hub_config: a Hub repo file (HF cache) or a URL (zoo cache)."""
+    upstream, name = entry.upstream, entry.name
     if "repo_id" in upstream:
         return _fetch(upstream["repo_id"], upstream["filename"], upstream.get("revision", "main"),
                       cache_dir, local_files_only)
@@ -262,16 +263,19 @@ def download_upstream(name: str, upstream: dict[str, Any], cache_dir, local_file
     target = converted_root(cache_dir) / "downloads" / digest / url.split("?")[0].rsplit("/", 1)[-1]
     if target.is_file():
         return target
+    fix = (f"download it on a machine with network and place it at {target}, or run "
+           f"`zoo convert {entry.family} FILE OUT_DIR --format {upstream['format']}` and load OUT_DIR")
     if local_files_only or is_offline():
-        raise OfflineError(
-            f"upstream file of {name!r} ({url}) is not cached at {target} and downloads are off "
-            f"(offline mode). Download it on a machine with network, place it at {target}, "
-            f"or run `zoo convert {upstream['format']} FILE OUT_DIR` and load OUT_DIR."
-        )
+        raise OfflineError(f"upstream file of {name!r} ({url}) is not cached at {target} and downloads are off "
+                           f"(offline mode): {fix}")
     from huggingface_hub.file_download import http_get
 
-    with atomic_path(target) as tmp, tmp.open("wb") as handle:
-        http_get(url, handle)
+    try:
+        with atomic_path(target) as tmp, tmp.open("wb") as handle:
+            http_get(url, handle)
+    except Exception as err:  # httpx and huggingface_hub raise several unrelated types
+        raise OfflineError(f"cannot download the upstream file of {name!r} from {url} ({type(err).__name__}: "
+                           f"{err}); check the network, or {fix}") from err
     return target
 
 
@@ -506,19 +510,11 @@ def check_save_target(folder: Path) -> None:
 
 def push_folder(model: Any, repo_id: str, model_card: Optional[str] = None, private: bool = False,
                 revision: Optional[str] = None, commit_message: str = "Upload with ssl-zoo") -> str:
-    """Save into a temporary folder and upload it as one commit; returns the commit URL."""
+    """Save into a temporary folder and publish it as one commit; returns the commit URL."""
     import tempfile
 
-    from huggingface_hub import HfApi
+    from zoo.publishing import publish
 
-    if is_offline():
-        raise OfflineError(f"cannot push to {repo_id!r}: HF_HUB_OFFLINE is set; push from a machine with network "
-                           "(or save_pretrained here and upload the folder there with `hf upload`)")
-
-    api = HfApi()
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_folder(model, Path(tmp) / "checkpoint", model_card=model_card)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
-                                   commit_message=commit_message)
-    return str(getattr(commit, "commit_url", commit))
+        return publish(folder, repo_id, private=private, revision=revision, commit_message=commit_message)

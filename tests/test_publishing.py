@@ -1,0 +1,164 @@
+"""`zoo publish` / `zoo.publish`: what is checked and what would be sent. The Hub is not
+reachable here, so uploads are checked through the calls HfApi would receive."""
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import put_in_hf_cache, transformers_hubert
+
+import zoo
+from zoo.cli import main
+from zoo.errors import CheckpointError, ConfigError, OfflineError
+from zoo.hub import model_card_text
+from zoo.publishing import publish
+
+
+@pytest.fixture
+def hub_calls(monkeypatch):
+    """Online mode, with HfApi's repo, branch and commit calls recorded instead of sent."""
+    from huggingface_hub import HfApi, constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    class CommitInfo:
+        commit_url = "https://huggingface.co/me/enc/commit/abc"
+        pr_url = "https://huggingface.co/me/enc/discussions/1"
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        files = {op.path_in_repo: op.path_or_fileobj if isinstance(op.path_or_fileobj, bytes)
+                 else Path(op.path_or_fileobj).read_bytes() for op in operations}
+        calls.append(("commit", repo_id, files, kwargs))
+        return CommitInfo()
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("repo", repo_id, kw)))
+    monkeypatch.setattr(HfApi, "create_branch", lambda self, repo_id, **kw: calls.append(("branch", repo_id, kw)))
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    return calls
+
+
+def test_an_embedded_name_goes_to_its_repo_with_its_card_and_the_images_the_card_links(hub_calls):
+    url = publish("gmml-vit-tiny-cifar10")
+    assert url == "https://huggingface.co/me/enc/commit/abc"
+    (_, repo, created), (_, _, files, options) = hub_calls
+    assert repo == "ssl-zoo/gmml-vit-tiny-cifar10" and created == {"private": False, "exist_ok": True}
+    folder = Path(zoo.__file__).parent / "checkpoints" / "gmml-vit-tiny-cifar10"
+    assert sorted(files) == ["README.md", "config.json", "loss.png", "model.safetensors", "preprocessor_config.json",
+                             "reconstructions.png"]
+    assert all(files[name] == (folder / name).read_bytes() for name in files)
+    assert files["README.md"].decode() == model_card_text("gmml-vit-tiny-cifar10")
+    assert options == {"commit_message": "Upload with ssl-zoo", "revision": None, "create_pr": False}
+
+
+def test_a_branch_is_created_and_a_pull_request_creates_none(hub_calls, micro_hubert, tmp_path):
+    folder = micro_hubert.save_pretrained(tmp_path / "ckpt")
+    publish(folder, "me/enc", revision="v2", private=True, commit_message="v2 weights")
+    assert [call[0] for call in hub_calls] == ["repo", "branch", "commit"]
+    assert hub_calls[0][2]["private"] and hub_calls[1][2] == {"branch": "v2", "exist_ok": True}
+    assert hub_calls[2][3] == {"commit_message": "v2 weights", "revision": "v2", "create_pr": False}
+    hub_calls.clear()
+    assert publish(folder, "me/enc", revision="main", create_pr=True).endswith("discussions/1")
+    assert [call[0] for call in hub_calls] == ["repo", "commit"] and hub_calls[1][3]["create_pr"]
+
+
+def test_a_run_folder_publishes_its_one_checkpoint_and_nothing_else(hub_calls, micro_hubert, tmp_path):
+    run = tmp_path / "run"
+    micro_hubert.save_pretrained(run / "encoder")
+    (run / "checkpoint.pt").write_bytes(b"optimizer state")
+    (run / "log.jsonl").write_text("{}\n")
+    publish(run, "me/enc")
+    assert sorted(hub_calls[-1][2]) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    micro_hubert.save_pretrained(run / "tokenizer")
+    with pytest.raises(ConfigError, match=r"holds 2 checkpoints \(encoder, tokenizer\); publish one of them"):
+        publish(run, "me/enc")
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        publish(tmp_path, "me/enc")
+
+
+def test_a_corrupt_or_mismatched_checkpoint_is_refused_before_anything_is_sent(hub_calls, micro_hubert, tmp_path):
+    folder = micro_hubert.save_pretrained(tmp_path / "ckpt")
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(CheckpointError, match="cannot read the weights"):
+        publish(folder, "me/enc")
+    (folder / "model.safetensors").write_bytes(weights)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 48}))
+    with pytest.raises(CheckpointError, match="do not match its config"):
+        publish(folder, "me/enc")
+    assert hub_calls == []
+
+
+def test_the_card_must_parse_and_its_local_links_must_exist(hub_calls, micro_hubert, tmp_path):
+    folder = micro_hubert.save_pretrained(tmp_path / "ckpt", model_card="# enc\n\n![curve](plots/loss.png)\n")
+    with pytest.raises(CheckpointError, match=r"links 'plots/loss.png', which is not a file in"):
+        publish(folder, "me/enc")
+    (folder / "plots").mkdir()
+    (folder / "plots" / "loss.png").write_bytes(b"png")
+    (folder / "notes.txt").write_text("mine")
+    publish(folder, "me/enc")
+    assert hub_calls[-1][2]["plots/loss.png"] == b"png" and "notes.txt" not in hub_calls[-1][2]
+    outside = "# enc\n\n[paper](https://arxiv.org/abs/1) [up](#usage) [secret](../ckpt/config.json) [x](../x.md)\n"
+    with pytest.raises(CheckpointError, match=r"links '\.\./x\.md'"):
+        publish(folder, "me/enc", model_card=outside)
+    with pytest.raises(CheckpointError, match="metadata block of the card given is not valid YAML"):
+        publish(folder, "me/enc", model_card="---\nlicense: [mit\n---\n# enc\n")
+
+
+def test_a_transformers_checkpoint_is_sent_in_the_zoo_format_with_the_names_card(offline_cache, tmp_path,
+                                                                                   monkeypatch):
+    from huggingface_hub import constants
+
+    transformers_hubert(0, tmp_path / "repo")
+    put_in_hf_cache(offline_cache, "facebook/hubert-base-ls960", tmp_path / "repo", commit="a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(offline_cache))
+    plan = publish("hubert-base-ls960", "me/hubert", dry_run=True)
+    assert "HubertEncoder (" in plan and "to me/hubert (revision main)" in plan
+    assert "model_cards/hubert-base-ls960.md" in plan and "pytorch_model.bin" not in plan
+
+
+def test_where_and_what_to_publish_are_named(offline_cache, micro_hubert, tmp_path):
+    folder = micro_hubert.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ConfigError, match=r"say where to publish .*ckpt.*zoo publish .*ckpt your-org/ckpt"):
+        publish(folder, dry_run=True)
+    with pytest.raises(ConfigError, match="'enc' names no owner; use 'your-org/enc'"):
+        publish(folder, "enc", dry_run=True)
+    with pytest.raises(ConfigError, match="'me/a b' is not a Hub repo id"):
+        publish(folder, "me/a b", dry_run=True)
+    with pytest.raises(CheckpointError, match="'graphmae-nci1' is a pretraining recipe with no published weights"):
+        publish("graphmae-nci1", "me/g", dry_run=True)
+    with pytest.raises(OfflineError, match=r"cannot publish .*ckpt.*HF_HUB_OFFLINE is set.*--dry-run"):
+        publish(folder, "me/enc")
+
+
+def test_cli_dry_run_lists_the_files_offline(offline_cache, capsys):
+    assert main(["publish", "mert-tiny", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "MertEncoder (2,216,448 parameters)" in out and "to ssl-zoo/mert-tiny (revision main)" in out
+    assert "loss.png" in out and "README.md" in out and "nothing was sent" in out
+    assert main(["publish", "mert-tiny"]) == 2
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_cli_sends_the_card_given(hub_calls, micro_hubert, tmp_path, capsys):
+    folder = micro_hubert.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "card.md").write_text("---\nlicense: mit\n---\n# my encoder\n")
+    assert main(["publish", str(folder), "me/enc", "--model-card", str(tmp_path / "card.md")]) == 0
+    assert hub_calls[-1][2]["README.md"] == b"---\nlicense: mit\n---\n# my encoder\n"
+    assert "published: https://huggingface.co/me/enc/commit/abc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", zoo.list_models(pretrained=True))
+def test_every_shipped_card_passes_the_publish_checks(name, tmp_path):
+    """Embedded checkpoints as a whole (strict load, card, linked files); the cards of the others
+    must parse and link no local file, since their folders are made by conversion."""
+    from zoo import registry
+    from zoo.publishing import choose_card, linked_files
+
+    if registry.get_entry(name).embedded:
+        assert "(the folder's README.md)" in publish(name, "me/x", dry_run=True)
+    else:
+        card, source = choose_card(None, registry.get_entry(name), None, None)
+        assert source == f"model_cards/{name}.md" and linked_files(card, tmp_path) == []

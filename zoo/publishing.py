@@ -1,0 +1,203 @@
+"""`zoo publish`: push a checkpoint to the Hugging Face Hub with its model card, after checking
+that what would be pushed loads, so that nobody downloads a folder the zoo cannot read.
+
+A source is a checkpoint folder, a `zoo pretrain` / `zoo finetune` run folder (its one
+checkpoint subfolder), or a zoo name: an embedded checkpoint, an upstream checkpoint
+converted from the cache, or a transformers-format one (saved in the zoo's format first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Optional
+
+from zoo import registry
+from zoo.config import read_json
+from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError
+from zoo.hub import (
+    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, default_card, entry_folder, is_offline, load_folder, model_card_text,
+    save_folder,
+)
+from zoo.processing import FILE_NAME as PROCESSOR_FILE
+
+#: the files of a zoo checkpoint that are always sent (the card is sent from `Publication.card`)
+CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, PROCESSOR_FILE)
+#: targets of Markdown links and images: `[text](target)` and `![alt](target "title")`
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+
+
+@dataclasses.dataclass
+class Publication:
+    """What `publish` sends: the files of `folder` named in `files`, and `card` as README.md."""
+
+    repo_id: str
+    folder: Path
+    files: list[str]
+    card: str
+    card_source: str
+    left_out: list[str]
+    model_class: str
+    parameters: int
+
+    def describe(self, revision: Optional[str] = None) -> str:
+        """The plan in lines, as `zoo publish --dry-run` prints it."""
+        lines = [f"{self.model_class} ({self.parameters:,} parameters) from {self.folder} "
+                 f"to {self.repo_id} (revision {revision or 'main'}):"]
+        lines += [f"  {name:<28} {(self.folder / name).stat().st_size:>14,} bytes" for name in self.files]
+        lines.append(f"  {CARD_FILE:<28} {len(self.card.encode()):>14,} bytes ({self.card_source})")
+        if self.left_out:
+            lines.append(f"left out (not part of the checkpoint, nor linked from its card): {', '.join(self.left_out)}")
+        return "\n".join(lines)
+
+
+def publish(
+    source: str | Path,
+    repo_id: Optional[str] = None,
+    model_card: Optional[str] = None,
+    revision: Optional[str] = None,
+    private: bool = False,
+    create_pr: bool = False,
+    commit_message: str = "Upload with ssl-zoo",
+    dry_run: bool = False,
+) -> str:
+    """Check a checkpoint and push it to a Hub repo as one commit; returns the commit (or pull
+    request) URL, or with `dry_run` the plan, without reaching the Hub.
+
+    Args:
+        source: a checkpoint folder, a training run folder, or a zoo name.
+        repo_id: "org/name"; a zoo name of the zoo's own format defaults to its hub_config's repo.
+        model_card: the README.md to send, instead of the folder's (or the zoo name's) card.
+        revision: the branch to push to (created from main if missing).
+        create_pr: open a pull request instead of pushing to the branch.
+    """
+    if is_offline() and not dry_run:
+        raise OfflineError(f"cannot publish {str(source)!r}: HF_HUB_OFFLINE is set; publish from a machine "
+                           "with network (`zoo publish --dry-run` shows here what would be sent)")
+    with ExitStack() as stack:
+        publication = prepare(source, repo_id, model_card, stack)
+        if dry_run:
+            return publication.describe(revision)
+        return upload(publication, revision=revision, private=private, create_pr=create_pr,
+                      commit_message=commit_message)
+
+
+def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[str], stack: ExitStack) -> Publication:
+    """Find the folder, load it strictly (a corrupt or mismatched checkpoint fails here, not for
+    the people who download it), and decide the files and the card. A folder of another format
+    (transformers', or pytorch_model.bin weights) is saved in the zoo's format first."""
+    entry = registry.find(str(source))
+    folder = source_folder(source, entry)
+    repo_id = repo_id or (entry.repo_id if entry is not None and entry.format == "zoo" else None)
+    if repo_id is None:
+        raise ConfigError(f"say where to publish {str(source)!r}: pass a Hub repo id, e.g. "
+                          f"`zoo publish {source} your-org/{Path(str(source)).name}`")
+    check_repo_id(repo_id)
+    model = load_folder(folder, entry)
+    as_is = in_zoo_format(folder)
+    card, card_source = choose_card(folder if as_is else None, entry, model, model_card)
+    if not as_is:
+        staging = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "checkpoint"
+        folder = save_folder(model, staging, model_card=card)
+    linked = linked_files(card, folder)
+    files = [*CHECKPOINT_FILES, *(name for name in linked if name not in CHECKPOINT_FILES)]
+    left_out = sorted(path.name for path in folder.iterdir() if path.name not in {*files, CARD_FILE})
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    return Publication(repo_id, folder, files, card, card_source, left_out, type(model).__name__, parameters)
+
+
+def source_folder(source: str | Path, entry: Optional[registry.ModelEntry]) -> Path:
+    """The checkpoint folder a source names: the folder itself, a run folder's one checkpoint
+    subfolder, or a zoo name's files."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / CONFIG_FILE).is_file():
+            return path
+        checkpoints = sorted(sub.name for sub in path.iterdir() if (sub / CONFIG_FILE).is_file())
+        if len(checkpoints) == 1:
+            return path / checkpoints[0]
+        if checkpoints:
+            raise ConfigError(f"{path} holds {len(checkpoints)} checkpoints ({', '.join(checkpoints)}); "
+                              f"publish one of them, e.g. {path / checkpoints[0]}")
+        raise CheckpointError(f"{path} holds no checkpoint ({CONFIG_FILE}); pass a checkpoint folder, "
+                              "a `zoo pretrain` or `zoo finetune` run folder, or a zoo name")
+    if entry is not None:
+        return entry_folder(entry, None, None, False)
+    raise UnknownModelError(f"there is no folder {str(path.absolute())!r} and {str(source)!r} is not a zoo name "
+                            "(`zoo list --pretrained`); publish a local folder or a zoo name")
+
+
+def check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ConfigError(f"{repo_id!r} is not a Hub repo id ({err}); use 'org/name'") from err
+    if "/" not in repo_id:
+        raise ConfigError(f"{repo_id!r} names no owner; use 'your-org/{repo_id}' (or your user name)")
+
+
+def in_zoo_format(folder: Path) -> bool:
+    """A zoo config.json and safetensors weights: the files can be sent as they are."""
+    return "family" in read_json(folder / CONFIG_FILE) and (folder / WEIGHTS_FILE).is_file()
+
+
+def choose_card(folder: Optional[Path], entry: Optional[registry.ModelEntry], model: Any,
+                model_card: Optional[str]) -> tuple[str, str]:
+    """The card to send and where it came from: the one given, the folder's (None: a folder of
+    another format, whose card describes that format), the zoo name's, or a default card
+    describing the model. Its YAML metadata must parse, or the Hub refuses the commit."""
+    from huggingface_hub import ModelCard
+
+    if model_card is not None:
+        card, card_source = model_card, "the card given"
+    elif folder is not None and (folder / CARD_FILE).is_file():
+        card, card_source = (folder / CARD_FILE).read_text(), f"the folder's {CARD_FILE}"
+    elif entry is not None and model_card_text(entry.name) is not None:
+        card, card_source = model_card_text(entry.name), f"model_cards/{entry.name}.md"
+    else:
+        card, card_source = default_card(model), "a default card describing the model"
+    try:
+        ModelCard(card, ignore_metadata_errors=False)
+    except Exception as err:  # yaml raises several parser error types
+        raise CheckpointError(f"the metadata block of {card_source} is not valid YAML ({err}); "
+                              "fix the lines between the '---' markers") from err
+    return card, card_source
+
+
+def linked_files(card: str, folder: Path) -> list[str]:
+    """The local files the card links or shows (e.g. a loss curve): they are sent beside it, and a
+    link to a file the folder lacks is refused, since it would be broken on the Hub."""
+    names = []
+    for target in LINK.findall(card):
+        if re.match(r"^[a-z][a-z0-9+.-]*:|^#|^/", target, re.IGNORECASE):
+            continue
+        name = target.split("#")[0]
+        path = (folder / name).resolve()
+        if not path.is_relative_to(folder.resolve()) or not path.is_file():
+            raise CheckpointError(f"the model card links {target!r}, which is not a file in {folder}; "
+                                  "put it there or remove the link, since it would be broken on the Hub")
+        names.append(path.relative_to(folder.resolve()).as_posix())
+    return sorted(set(names))
+
+
+def upload(publication: Publication, revision: Optional[str] = None, private: bool = False,
+           create_pr: bool = False, commit_message: str = "Upload with ssl-zoo") -> str:
+    """One commit with the checkpoint's files and the card (creating the repo, and the branch
+    unless a pull request is asked for); returns its URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi()
+    api.create_repo(publication.repo_id, private=private, exist_ok=True)
+    if revision is not None and not create_pr:
+        api.create_branch(publication.repo_id, branch=revision, exist_ok=True)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(publication.folder / name))
+                  for name in publication.files]
+    operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=publication.card.encode()))
+    commit = api.create_commit(publication.repo_id, operations, commit_message=commit_message,
+                               revision=revision, create_pr=create_pr)
+    return str(commit.pr_url if create_pr else commit.commit_url)
