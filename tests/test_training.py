@@ -166,14 +166,14 @@ def test_a_rerun_with_other_settings_is_refused_not_mixed_in(tmp_path):
     assert len(train(make_objective(), toy_batches(), tmp_path, local)) == 8
 
 
-def test_a_pretrain_command_rerun_with_other_settings_keeps_its_args_json(tmp_path):
+def test_a_pretrain_command_rerun_with_other_settings_keeps_its_args_json(tmp_path, micro_hubert):
     """args.json says how the run was made: a refused rerun leaves it as it was, and a rerun
     from another machine (other data location, threads, device) goes on."""
     config = TrainConfig(steps=4, progress=False, time_limit=0.0)
     settings = {"args": {"data": "a/", "threads": 2, "mask_prob": 0.8}, "recipe": {"betas": (0.9, 0.98)}}
 
     def run(run_settings):
-        return train_and_save(make_objective(), toy_batches(), tmp_path, config, Saved(), "encoder", run_settings,
+        return train_and_save(make_objective(), toy_batches(), tmp_path, config, micro_hubert, "encoder", run_settings,
                               "toy")
 
     run(settings)
@@ -184,14 +184,6 @@ def test_a_pretrain_command_rerun_with_other_settings_keeps_its_args_json(tmp_pa
     moved = {**settings, "args": {"data": "/elsewhere/a", "threads": 16, "mask_prob": 0.8}}
     assert [record["step"] for record in run(moved)] == [1, 2]
     assert json.loads((tmp_path / ARGS_FILE).read_text())["args"]["data"] == "/elsewhere/a"
-
-
-class Saved:
-    """The model `train_and_save` saves at the end."""
-
-    def save_pretrained(self, folder) -> None:
-        folder.mkdir(exist_ok=True)
-        (folder / "config.json").write_text("{}")
 
 
 def test_bad_settings_and_divergence_are_errors(tmp_path):
@@ -263,3 +255,16 @@ def test_activation_checkpointing_trains_the_same_steps_and_may_change_on_resume
     resumed = train(BlockStack(), toy_batches(), tmp_path / "switched",
                     dataclasses.replace(config, activation_checkpointing=True))
     assert [record["step"] for record in resumed] == list(range(1, 7))
+
+
+def test_a_run_card_lists_the_settings_that_made_the_weights():
+    """Graph and table runs nest their settings: args unprefixed, recipe keys prefixed, the
+    architecture left to config.json, machine settings and unset ones left out, table cells escaped."""
+    from zoo.run_cards import settings_rows
+
+    settings = {"args": {"dataset": "cora", "output": "runs/x", "threads": 2, "seed": 0, "device": "cuda",
+                         "init": None},
+                "recipe": {"lr": 0.001, "probe": {"protocol": "svm-10fold"}, "note": "a|b"},
+                "architecture": {"num_hidden": 512}}
+    assert settings_rows(settings) == [("dataset", "`cora`"), ("seed", "`0`"), ("recipe.lr", "`0.001`"),
+                                       ("recipe.probe.protocol", "`svm-10fold`"), ("recipe.note", "`a\\|b`")]

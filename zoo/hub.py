@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -479,27 +480,33 @@ def describe_head(head: dict[str, Any], encoder: str, token: str = "token") -> s
     return f"A {head['task']} head over {outputs} on {pooled} of {layer} of {encoder}; training it updates {trained}"
 
 
-def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None) -> Path:
-    """Write a checkpoint folder atomically: it appears whole or not at all."""
+def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None,
+                extra_files: Optional[dict[str, Path]] = None) -> Path:
+    """Write a checkpoint folder atomically: it appears whole or not at all. `extra_files` maps
+    names in the folder to files copied there (a loss curve the card shows)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    check_save_target(folder)
+    extra_files = extra_files or {}
+    check_save_target(folder, set(extra_files))
     with atomic_folder(folder) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config_dict_to_save(), indent=2) + "\n")
         state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         model.processor.save(tmp)
         (tmp / CARD_FILE).write_text(model_card or default_card(model))
+        for name, source in extra_files.items():
+            shutil.copyfile(source, tmp / name)
     return folder
 
 
-def check_save_target(folder: Path) -> None:
+def check_save_target(folder: Path, extra_names: set[str] = frozenset()) -> None:
     """Refuse to save over a file, or over a folder holding anything but a checkpoint's own
-    files: the new folder replaces the old one whole, so those would be deleted."""
+    files (and the `extra_names` the save writes again): the new folder replaces the old one
+    whole, so those would be deleted."""
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} is a file; a checkpoint is a folder, so pass a new or empty folder path")
-    own = {CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, PROCESSOR_FILE, CARD_FILE}
+    own = {CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, PROCESSOR_FILE, CARD_FILE, *extra_names}
     others = sorted(entry.name for entry in folder.iterdir() if entry.name not in own) if folder.is_dir() else []
     if others:
         raise CheckpointError(

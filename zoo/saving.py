@@ -17,11 +17,14 @@ class Checkpointable:
     def config_dict_to_save(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def save_pretrained(self, folder: str | Path, model_card: Optional[str] = None) -> Path:
-        """Write config.json, model.safetensors, preprocessor_config.json and README.md atomically."""
+    def save_pretrained(self, folder: str | Path, model_card: Optional[str] = None,
+                        extra_files: Optional[dict[str, Path]] = None) -> Path:
+        """Write config.json, model.safetensors, preprocessor_config.json and README.md atomically;
+        `extra_files` (name in the folder -> file to copy), such as a loss curve the card shows,
+        go in beside them."""
         from zoo.hub import save_folder
 
-        return save_folder(self, folder, model_card=model_card)
+        return save_folder(self, folder, model_card=model_card, extra_files=extra_files)
 
     def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, **kwargs: Any) -> str:
         """Save to a temporary folder and upload it with huggingface_hub; returns the commit URL."""

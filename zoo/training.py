@@ -18,7 +18,8 @@ Files written to the output folder:
   seconds, and the objective's logs).
 - `loss.png`: the loss curve, redrawn at every checkpoint.
 
-A `zoo pretrain` command also writes its settings to `args.json`. A rerun resumes only the
+A `zoo pretrain` command also writes its settings to `args.json`, and saves its model with a
+card of the run and a copy of `loss.png` (`save_trained`). A rerun resumes only the
 same run: other settings (schedule, batches, recipe; not the device, threads or file
 locations) are refused rather than mixed into its steps.
 """
@@ -571,16 +572,29 @@ def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path,
 def train_and_save(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path, config: TrainConfig,
                    model: Any, folder: str, settings: dict[str, Any], tag: str) -> list[dict[str, Any]]:
     """A `zoo pretrain` run: write `settings` to args.json, `train`, save `model` to `out_dir/folder`
-    and report it (`report_run`).
+    with its card and report it (`save_trained`).
 
     When the time limit stops a run, the encoder of the step reached is saved too, so that it
     can be probed before the run goes on."""
     out = Path(out_dir)
     write_run_settings(out, settings)
     records = train(objective, batches, out, config)
-    model.save_pretrained(out / folder)
-    report_run(tag, records, config, out / folder)
+    save_trained(model, out, folder, records, config, settings, tag)
     return records
+
+
+def save_trained(model: Any, out: Path, folder: str, records: list[dict[str, Any]], config: TrainConfig,
+                 settings: dict[str, Any], tag: str) -> None:
+    """Save a run's model to `out/folder` with a card saying how it was pretrained and showing its
+    loss curve (copied beside it, so that `zoo publish` sends it), and report the run."""
+    from zoo.run_cards import run_card
+
+    curve = out / PLOT_FILE
+    extra_files = {PLOT_FILE: curve} if curve.is_file() else {}
+    card = run_card(model, records, config.steps, config.device, config.bf16, settings,
+                    PLOT_FILE if extra_files else None)
+    model.save_pretrained(out / folder, model_card=card, extra_files=extra_files)
+    report_run(tag, records, config, out / folder)
 
 
 def report_run(tag: str, records: list[dict[str, Any]], config: TrainConfig, saved: Path) -> None:
@@ -589,13 +603,13 @@ def report_run(tag: str, records: list[dict[str, Any]], config: TrainConfig, sav
     when the time limit stopped it, how to go on."""
     import sys
 
-    window = max(1, min(50, len(records) // 10))
-    first = np.mean([r["loss"] for r in records[:window]])
-    last = np.mean([r["loss"] for r in records[-window:]])
+    from zoo.run_cards import averaged, loss_summary
+
+    window, first, last = loss_summary(records)
     done = records[-1]["step"]
     status = "done" if done == config.steps else f"time limit reached at step {done} of {config.steps}"
     print(f"[{tag}] {status}: {done} steps in {records[-1]['elapsed']:.0f} s, loss {first:.4g} -> {last:.4g} "
-          f"(means of the first/last {window} steps); saved {saved}", file=sys.stderr, flush=True)
+          f"({averaged(window)}); saved {saved}", file=sys.stderr, flush=True)
     if done < config.steps:
         print(f"[{tag}] rerun the same command to continue from {saved.parent / CHECKPOINT_FILE}",
               file=sys.stderr, flush=True)

@@ -21,7 +21,9 @@ from modalities.graphs.processing import GraphProcessor
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError, UnknownModelError
-from zoo.training import TrainConfig, add_time_limit_argument, command_settings, report_run, train, write_run_settings
+from zoo.training import (
+    TrainConfig, add_time_limit_argument, command_settings, save_trained, train, write_run_settings,
+)
 
 ENCODER_FOLDER = "encoder"
 
@@ -151,5 +153,4 @@ def run_and_save(objective: nn.Module, encoder: Any, batches: GraphBatches, conf
     print(f"[{tag}] {args.dataset}: {len(graphs)} graph(s), {sum(g.num_nodes for g in graphs)} nodes; "
           f"{config.steps} steps", file=sys.stderr, flush=True)
     records = train(objective, batches, out, config)
-    encoder.save_pretrained(out / ENCODER_FOLDER)
-    report_run(tag, records, config, out / ENCODER_FOLDER)
+    save_trained(encoder, out, ENCODER_FOLDER, records, config, settings, tag)

@@ -29,7 +29,9 @@ from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.training import TrainConfig, add_time_limit_argument, command_settings, report_run, train, write_run_settings
+from zoo.training import (
+    TrainConfig, add_time_limit_argument, command_settings, save_trained, train, write_run_settings,
+)
 
 ENCODER_FOLDER = "encoder"
 MASK_KEYS = ("min_context_share", "max_context_share", "min_target_share", "max_target_share", "num_preds")
@@ -157,5 +159,5 @@ def run(args: argparse.Namespace) -> None:
     print(f"[tjepa pretrain] {len(frame)} rows, {encoder.config.num_features} features; {config.steps} steps",
           file=sys.stderr, flush=True)
     records = train(objective, batches, out, config)
-    with_output_scale(objective.target_encoder, frame).save_pretrained(out / ENCODER_FOLDER)
-    report_run("tjepa pretrain", records, config, out / ENCODER_FOLDER)
+    save_trained(with_output_scale(objective.target_encoder, frame), out, ENCODER_FOLDER, records, config, settings,
+                 "tjepa pretrain")

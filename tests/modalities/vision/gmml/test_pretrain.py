@@ -100,9 +100,25 @@ def test_a_time_limited_run_stops_with_its_encoder_and_goes_on(image_folder, tmp
         assert f"time limit reached at step {step} of 6" in capsys.readouterr().err
         assert len(losses(tmp_path / "sliced")) == step
     assert zoo.load(tmp_path / "sliced" / "encoder").embed(str(image_folder), progress=False).shape == (12, 24)
+    assert "for 2 of 6 steps (its time limit stopped it" in (tmp_path / "sliced" / "encoder" / "README.md").read_text()
     assert main(run_args(image_folder, tmp_path / "sliced", 6)) == 0
     assert "done: 6 steps" in capsys.readouterr().err
     assert losses(tmp_path / "sliced") == losses(tmp_path / "whole")
+
+
+def test_the_saved_encoder_has_a_card_of_its_run_with_the_loss_curve(image_folder, tmp_path):
+    """`zoo publish RUN` then sends where the weights came from, and the curve beside the card."""
+    run = tmp_path / "run"
+    assert main(run_args(image_folder, run, 6, "--lr", "1e-3")) == 0
+    card = (run / "encoder" / "README.md").read_text()
+    first, last = losses(run)[0], losses(run)[-1]
+    assert f"Pretrained with `zoo pretrain gmml` (ssl-zoo {zoo.__version__}) for 6 steps in " in card
+    assert f"The loss went from {first:.4g} to {last:.4g} (its first and its last step)" in card
+    assert "![loss curve](loss.png)" in card
+    assert (run / "encoder" / "loss.png").read_bytes() == (run / "loss.png").read_bytes()
+    assert "| lr | `0.001` |" in card and "| batch_size | `8` |" in card and "| output |" not in card
+    plan = zoo.publish(run, "me/gmml-run", dry_run=True)
+    assert "loss.png" in plan and "checkpoint.pt" not in plan and "(the folder's README.md)" in plan
 
 
 def test_init_goes_on_from_the_weights_a_run_saved(image_folder, tmp_path, capsys):

@@ -1,0 +1,68 @@
+"""The model card of an encoder a `zoo pretrain` run saves: what the model is and how to use it
+(the default card), then how it was pretrained (steps, time, loss, the loss curve and the
+run's settings), so that `zoo publish RUN org/name` sends a card that says where the weights
+came from, as transformers' Trainer writes one for its runs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import numpy as np
+
+#: settings that say where and how a run ran, not what it trained (the device is in the card's
+#: text): left out of its settings table
+NOT_SHOWN = frozenset({"command", "output", "threads", "progress", "no_progress", "time_limit", "checkpoint_every",
+                       "zoo_version", "workers", "device", "bf16", "activation_checkpointing"})
+
+
+def loss_summary(records: list[dict[str, Any]]) -> tuple[int, float, float]:
+    """The loss at the start and at the end of a run: means over the first and the last 10 % of
+    its steps (at most 50), since single steps are noisy; returns (window, first, last)."""
+    window = max(1, min(50, len(records) // 10))
+    first = float(np.mean([record["loss"] for record in records[:window]]))
+    last = float(np.mean([record["loss"] for record in records[-window:]]))
+    return window, first, last
+
+
+def run_card(model: Any, records: list[dict[str, Any]], total_steps: int, device: str, bf16: bool,
+             settings: dict[str, Any], curve_file: Optional[str]) -> str:
+    """The card of a trained model: the default card and a Pretraining section."""
+    from zoo import __version__
+    from zoo.hub import default_card
+
+    encoder = getattr(model, "encoder", model)
+    window, first, last = loss_summary(records)
+    done = records[-1]["step"]
+    steps = (f"{done:,} steps" if done == total_steps else
+             f"{done:,} of {total_steps:,} steps (its time limit stopped it; rerunning its command goes on)")
+    where = f"{device} with bf16 autocast" if bf16 else device
+    lines = [default_card(model).rstrip("\n"), "", "## Pretraining", "",
+             f"Pretrained with `zoo pretrain {encoder.family}` (ssl-zoo {__version__}) for {steps} in "
+             f"{records[-1]['elapsed']:.0f} s on {where}. The loss went from {first:.4g} to {last:.4g} "
+             f"({averaged(window)}).", ""]
+    if curve_file is not None:
+        lines += [f"![loss curve]({curve_file})", ""]
+    lines += ["| setting | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in settings_rows(settings)]
+    return "\n".join(lines) + "\n"
+
+
+def averaged(window: int) -> str:
+    return "its first and its last step" if window == 1 else f"means of the first and the last {window} steps"
+
+
+def settings_rows(settings: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """The run's settings as (name, value) rows: nested recipes as "recipe.lr"; the command's own
+    arguments ("args") are not prefixed, and the architecture (the card's first lines and
+    config.json tell it) and settings left unset (None: their defaults) are not shown."""
+    rows = []
+    for key, value in settings.items():
+        if key in NOT_SHOWN or value is None or (not prefix and key == "architecture"):
+            continue
+        if isinstance(value, dict):
+            rows += settings_rows(value, "" if not prefix and key == "args" else f"{prefix}{key}.")
+        else:
+            shown = value if isinstance(value, str) else json.dumps(value)
+            rows.append((prefix + key, f"`{shown}`".replace("|", "\\|")))
+    return rows
