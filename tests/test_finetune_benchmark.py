@@ -97,6 +97,12 @@ def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hub
     assert (report["steps"], report["classes"], report["freeze_feature_encoder"]) == (8, 2, True)
     classifier = zoo.load(tmp_path / "run" / "classifier")
     assert classifier.labels == ["high", "low"] and report["checkpoint"] == str(tmp_path / "encoder")
+    card = (tmp_path / "run" / "classifier" / "README.md").read_text()
+    assert f"## Fine-tuning\n\nFine-tuned from `{tmp_path / 'encoder'}` with `zoo finetune --mode full`" in card
+    assert (f"Test accuracy: {100 * report['test_accuracy']:.1f} % on 8 held-out items; trained on 16 items of 2 "
+            "classes.") in card
+    assert "A classification head over 2 labels (high, low)" in card and "| freeze_feature_encoder | `true` |" in card
+    assert "loss.png" in zoo.publish(tmp_path / "run", "me/tones", dry_run=True)
     fixed = sum(p.numel() for p in micro_hubert.model.feature_extractor.parameters())
     fixed += micro_hubert.model.masked_spec_embed.numel()  # pretraining's, never reached by the loss
     assert report["trained_parameters"] == sum(p.numel() for p in classifier.parameters()) - fixed

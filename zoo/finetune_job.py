@@ -14,7 +14,8 @@ Training uses AdamW, a linear warmup over the first 10 % of the steps then a cos
 and clips the gradient norm at 1. It writes checkpoint.pt every epoch, log.jsonl and
 loss.png, and a rerun of an interrupted command continues where its checkpoint left off: the
 batches of an epoch are a seeded shuffle of the training split, checkpointed with the run.
-The accuracy reported is that of the saved folder, loaded back with `zoo.load`.
+The accuracy reported is that of the saved folder, loaded back with `zoo.load`; the folder's
+card says how it was trained and scored, and shows the loss curve.
 """
 
 from __future__ import annotations
@@ -31,10 +32,16 @@ import torch
 from torch import nn
 
 import zoo
+from zoo.config import read_json
 from zoo.errors import ConfigError
+from zoo.hub import CARD_FILE
+from zoo.io import atomic_write_text
 from zoo.outputs import PretrainOutput
 from zoo.probe_job import file_suffixes, labelled_files
-from zoo.training import TrainConfig, add_device_arguments, command_settings, train, write_run_settings
+from zoo.run_cards import run_card
+from zoo.training import (
+    ARGS_FILE, PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, train, write_run_settings,
+)
 
 MODES = ("linear", "weighted", "full")
 #: peak learning rates: a head alone takes a larger step than a whole pretrained encoder
@@ -42,6 +49,8 @@ DEFAULT_LR = {"linear": 1e-3, "weighted": 1e-3, "full": 1e-4}
 #: arguments of the scoring after training, left out of args.json (those of where and how the
 #: training runs, such as --threads and --time-limit, are zoo.training.RUN_LOCAL_SETTINGS)
 SCORING_ARGS = ("json", "eval_batch_size")
+#: the run folder's subfolder that holds the trained classifier
+CLASSIFIER_FOLDER = "classifier"
 
 
 class ShuffledBatches:
@@ -182,9 +191,17 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         print(f"time limit reached at step {records[-1]['step']} of {steps}; rerun the command to continue",
               file=sys.stderr)
         return {"steps_done": records[-1]["step"], "steps": steps}
-    classifier.save_pretrained(output / "classifier")
-    loaded = zoo.load(output / "classifier", device=args.device)
+    settings = read_json(output / ARGS_FILE)
+    classifier.save_pretrained(output / CLASSIFIER_FOLDER, extra_files=loss_curve(output))
+    loaded = zoo.load(output / CLASSIFIER_FOLDER, device=args.device)
     logits = loaded.logits(test_items, batch_size=args.eval_batch_size, progress=not args.no_progress)
+    test_accuracy = float((logits.argmax(-1).numpy() == test_labels).mean())
+    origin = f"a random-init `{args.name}` (seed {args.seed})" if args.random_init else f"`{args.name}`"
+    results = (f"Test accuracy: {100 * test_accuracy:.1f} % on {len(test_items):,} held-out items; "
+               f"trained on {len(train_examples):,} items of {len(names)} classes.")
+    card = run_card(classifier, records, config, settings, PLOT_FILE if loss_curve(output) else None,
+                    f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results)
+    atomic_write_text(output / CLASSIFIER_FOLDER / CARD_FILE, card)
     window = max(1, len(batches))
     return {
         "checkpoint": args.name,
@@ -206,7 +223,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "loss_first_epoch": float(np.mean([r["loss"] for r in records[:window]])),
         "loss_last_epoch": float(np.mean([r["loss"] for r in records[-window:]])),
         "train_accuracy_last_epoch": float(np.mean([r["accuracy"] for r in records[-window:]])),
-        "test_accuracy": float((logits.argmax(-1).numpy() == test_labels).mean()),
+        "test_accuracy": test_accuracy,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

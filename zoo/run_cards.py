@@ -1,7 +1,7 @@
-"""The model card of an encoder a `zoo pretrain` run saves: what the model is and how to use it
-(the default card), then how it was pretrained (steps, time, loss, the loss curve and the
-run's settings), so that `zoo publish RUN org/name` sends a card that says where the weights
-came from, as transformers' Trainer writes one for its runs."""
+"""The model card of a model a `zoo pretrain` or `zoo finetune` run saves: what the model is and
+how to use it (the default card), then how it was trained (steps, time, loss, results, the
+loss curve and the run's settings), so that `zoo publish RUN org/name` sends a card that says
+where the weights came from, as transformers' Trainer writes one for its runs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ NOT_SHOWN = frozenset({"command", "output", "threads", "progress", "no_progress"
                        "zoo_version", "workers", "device", "bf16", "activation_checkpointing"})
 
 
+#: command settings whose default (None) the run resolved into its TrainConfig: the card shows the value used
+RESOLVED = ("lr", "warmup_steps")
+
+
 def loss_summary(records: list[dict[str, Any]]) -> tuple[int, float, float]:
     """The loss at the start and at the end of a run: means over the first and the last 10 % of
     its steps (at most 50), since single steps are noisy; returns (window, first, last)."""
@@ -25,26 +29,29 @@ def loss_summary(records: list[dict[str, Any]]) -> tuple[int, float, float]:
     return window, first, last
 
 
-def run_card(model: Any, records: list[dict[str, Any]], total_steps: int, device: str, bf16: bool,
-             settings: dict[str, Any], curve_file: Optional[str]) -> str:
-    """The card of a trained model: the default card and a Pretraining section."""
+def run_card(model: Any, records: list[dict[str, Any]], config: Any, settings: dict[str, Any],
+             curve_file: Optional[str], how: str, heading: str = "Pretraining", results: str = "") -> str:
+    """The card of a trained model: the default card, then a section (`heading`) saying `how` it
+    was trained (e.g. "Pretrained with `zoo pretrain gmml`"), for how many of the run's steps
+    (`config`, a TrainConfig), how long, on what, how the loss fell, the `results` sentence, the
+    loss curve and the run's settings."""
     from zoo import __version__
     from zoo.hub import default_card
 
-    encoder = getattr(model, "encoder", model)
     window, first, last = loss_summary(records)
     done = records[-1]["step"]
-    steps = (f"{done:,} steps" if done == total_steps else
-             f"{done:,} of {total_steps:,} steps (its time limit stopped it; rerunning its command goes on)")
-    where = f"{device} with bf16 autocast" if bf16 else device
-    lines = [default_card(model).rstrip("\n"), "", "## Pretraining", "",
-             f"Pretrained with `zoo pretrain {encoder.family}` (ssl-zoo {__version__}) for {steps} in "
-             f"{records[-1]['elapsed']:.0f} s on {where}. The loss went from {first:.4g} to {last:.4g} "
-             f"({averaged(window)}).", ""]
+    steps = (f"{done:,} steps" if done == config.steps else
+             f"{done:,} of {config.steps:,} steps (its time limit stopped it; rerunning its command goes on)")
+    where = f"{config.device} with bf16 autocast" if config.bf16 else config.device
+    summary = (f"{how} (ssl-zoo {__version__}) for {steps} in {records[-1]['elapsed']:.0f} s on {where}. The loss "
+               f"went from {first:.4g} to {last:.4g} ({averaged(window)}).")
+    lines = [default_card(model).rstrip("\n"), "", f"## {heading}", "", f"{summary} {results}".strip(), ""]
     if curve_file is not None:
         lines += [f"![loss curve]({curve_file})", ""]
+    resolved = {key: getattr(config, key) if value is None and key in RESOLVED else value
+                for key, value in settings.items()}
     lines += ["| setting | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in settings_rows(settings)]
+    lines += [f"| {name} | {value} |" for name, value in settings_rows(resolved)]
     return "\n".join(lines) + "\n"
 
 

@@ -589,12 +589,16 @@ def save_trained(model: Any, out: Path, folder: str, records: list[dict[str, Any
     loss curve (copied beside it, so that `zoo publish` sends it), and report the run."""
     from zoo.run_cards import run_card
 
-    curve = out / PLOT_FILE
-    extra_files = {PLOT_FILE: curve} if curve.is_file() else {}
-    card = run_card(model, records, config.steps, config.device, config.bf16, settings,
-                    PLOT_FILE if extra_files else None)
-    model.save_pretrained(out / folder, model_card=card, extra_files=extra_files)
+    curve = loss_curve(out)
+    card = run_card(model, records, config, settings, PLOT_FILE if curve else None,
+                    f"Pretrained with `zoo pretrain {getattr(model, 'encoder', model).family}`")
+    model.save_pretrained(out / folder, model_card=card, extra_files=curve)
     report_run(tag, records, config, out / folder)
+
+
+def loss_curve(out: Path) -> dict[str, Path]:
+    """The run's loss curve as `save_pretrained`'s extra files (none where the run drew none)."""
+    return {PLOT_FILE: out / PLOT_FILE} if (out / PLOT_FILE).is_file() else {}
 
 
 def report_run(tag: str, records: list[dict[str, Any]], config: TrainConfig, saved: Path) -> None:

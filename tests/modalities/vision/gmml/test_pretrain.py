@@ -117,6 +117,7 @@ def test_the_saved_encoder_has_a_card_of_its_run_with_the_loss_curve(image_folde
     assert "![loss curve](loss.png)" in card
     assert (run / "encoder" / "loss.png").read_bytes() == (run / "loss.png").read_bytes()
     assert "| lr | `0.001` |" in card and "| batch_size | `8` |" in card and "| output |" not in card
+    assert "| warmup_steps | `0` |" in card  # left unset, it is the recipe's share of the steps: the value used
     plan = zoo.publish(run, "me/gmml-run", dry_run=True)
     assert "loss.png" in plan and "checkpoint.pt" not in plan and "(the folder's README.md)" in plan
 
