@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -137,3 +138,14 @@ def transformers_hubert(seed: int, folder: Path):
     model = HubertModel(HubertConfig(**config)).eval()
     model.save_pretrained(folder)
     return model
+
+
+def write_tones(folder: Path, count: int = 24) -> None:
+    """`{low,high}_{index}.wav`: noisy 300 Hz and 2 kHz tones; indices 0-3 are the test split."""
+    generator = np.random.default_rng(0)
+    folder.mkdir()
+    for index in range(count):
+        label = ("low", "high")[index % 2]
+        time = np.arange(int(generator.integers(3000, 6000))) / 16000
+        wave = np.sin(2 * np.pi * (300 if label == "low" else 2000) * time) + 0.1 * generator.standard_normal(len(time))
+        soundfile.write(folder / f"{label}_{index // 2}.wav", (0.5 * wave).astype(np.float32), 16000)

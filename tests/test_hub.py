@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import put_in_hf_cache, transformers_hubert
+from helpers import put_in_hf_cache, transformers_hubert, write_tones
 
 import zoo
 from zoo import hub
@@ -44,6 +44,35 @@ def test_revisions_select_the_snapshot(offline_cache, tmp_path):
         encoder = zoo.load("test-org/hubert-micro", revision=revision, cache_dir=offline_cache)
         tokens = encoder.embed([wave], pool="none", sampling_rate=RATE, progress=False)[0]
         assert (tokens - reference_frames(reference, wave)).abs().max() <= 1e-5, revision
+
+
+def test_cli_probe_and_finetune_read_the_revision_asked_for(offline_cache, tmp_path, monkeypatch, capsys):
+    """`--revision` of zoo probe and zoo finetune (as of zoo embed) picks the snapshot: v1's probe
+    is that of v1's files, and a linear head trains on v1's frozen weights."""
+    from huggingface_hub import constants
+
+    from zoo.cli import main
+
+    transformers_hubert(0, tmp_path / "v1")
+    transformers_hubert(1, tmp_path / "v2")
+    put_in_hf_cache(offline_cache, "test-org/hubert-micro", tmp_path / "v1", commit="1" * 40, refs=("v1",))
+    put_in_hf_cache(offline_cache, "test-org/hubert-micro", tmp_path / "v2", commit="2" * 40, refs=("main",))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(offline_cache))
+    write_tones(tmp_path / "tones")
+    data = ["--data", str(tmp_path / "tones"), "--label-regex", r"^(\w+)_", "--test-regex", r"_[0-3]\.wav$"]
+
+    def probe(*args: str) -> dict:
+        assert main(["probe", *args, *data, "--k", "3"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    at_v1 = probe("test-org/hubert-micro", "--revision", "v1")
+    assert at_v1.pop("revision") == "v1" and at_v1.pop("model") == "test-org/hubert-micro"
+    assert at_v1 == {key: value for key, value in probe(str(tmp_path / "v1")).items() if key != "model"}
+    assert at_v1["rankme"] != probe("test-org/hubert-micro")["rankme"]
+    assert main(["finetune", "test-org/hubert-micro", "--revision", "v1", *data, "--mode", "linear", "--epochs", "1",
+                 "--batch-size", "4", "--no-progress", "-o", str(tmp_path / "run")]) == 0
+    trained = zoo.load(tmp_path / "run" / "classifier").encoder.state_dict()
+    assert all(torch.equal(trained[key], value) for key, value in zoo.load(tmp_path / "v1").state_dict().items())
 
 
 def test_offline_without_cache_names_the_repo_and_the_fix(offline_cache):

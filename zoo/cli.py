@@ -69,7 +69,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(info(args.name), indent=2))
 
 
-def load_for_command(args: argparse.Namespace, **kwargs) -> Any:
+def load_for_command(args: argparse.Namespace) -> Any:
     """The encoder `zoo embed` / `zoo probe` run, on --device in --dtype, with --threads CPU threads.
 
     A fine-tuned model (a head on an encoder, such as BEATs' AudioSet taggers) gives its
@@ -86,8 +86,8 @@ def load_for_command(args: argparse.Namespace, **kwargs) -> Any:
         torch.set_num_threads(args.threads)
     if args.random_init is not None:
         torch.manual_seed(args.random_init)
-        kwargs["pretrained"] = False
-    model = load(args.name, device=args.device, dtype=args.dtype, **kwargs)
+    model = load(args.name, revision=args.revision, device=args.device, dtype=args.dtype,
+                 pretrained=args.random_init is None)
     if isinstance(model, EncoderWithHead):
         print(f"zoo: {args.name} is a {model.task} model; using its encoder's features, without its head",
               file=sys.stderr)
@@ -103,13 +103,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-init", type=int, metavar="SEED",
                         help="the same architecture and preprocessing with random weights seeded SEED instead "
                              "of the checkpoint's (nothing downloaded): the random-init baseline")
+    parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
     from zoo.embed_job import rows_of_parquet_files, run_embed_job
     from zoo.probe_job import file_suffixes
 
-    encoder = load_for_command(args, revision=args.revision)
+    encoder = load_for_command(args)
     if args.ignore_extra_columns:
         if not hasattr(encoder.processor, "extra_columns"):
             raise ConfigError(f"--ignore-extra-columns is for table encoders; {args.name} takes "
@@ -141,8 +142,10 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def described_model(args: argparse.Namespace) -> dict:
-    """The model a probe's results belong to, and the seed of its random init if it had one."""
-    return {"model": args.name} if args.random_init is None else {"model": args.name, "random_init": args.random_init}
+    """The model a probe's results belong to: its name, the Hub revision asked for and the seed of
+    its random init, where given."""
+    given = {"revision": args.revision, "random_init": args.random_init}
+    return {"model": args.name, **{key: value for key, value in given.items() if value is not None}}
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -305,7 +308,6 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     embed.add_argument("--sampling-rate", type=int, help="rate of raw array inputs (files carry their own)")
     embed.add_argument("--ignore-extra-columns", action="store_true",
                        help="tables: skip columns the checkpoint's schema does not know (default: refuse them)")
-    embed.add_argument("--revision", help="Hub revision")
     add_run_arguments(embed)
     embed.set_defaults(func=cmd_embed)
 

@@ -132,6 +132,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", type=int, help="the layer the head reads (default: the last)")
     parser.add_argument("--pool", choices=("mean", "cls"), default="mean",
                         help="the mean of the layer's tokens, or the encoder's cls token (GMML, T-JEPA)")
+    parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
     parser.add_argument("--random-init", action="store_true",
                         help="train a seeded fresh encoder of the checkpoint's architecture instead of its weights")
     parser.add_argument("--freeze-feature-encoder", action="store_true",
@@ -161,7 +162,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the weights of a --random-init encoder
-    encoder = zoo.load(args.name, pretrained=not args.random_init)
+    encoder = zoo.load(args.name, revision=args.revision, pretrained=not args.random_init)
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
                           file_suffixes(encoder, args.name, "finetune", labelled=True),
                           encoder.processor.dataset_feature)
@@ -205,6 +206,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     window = max(1, len(batches))
     return {
         "checkpoint": args.name,
+        "revision": args.revision,
         "init": "random" if args.random_init else "pretrained",
         "mode": args.mode,
         "layer": args.layer,
