@@ -15,7 +15,7 @@ from helpers import put_in_hf_cache, transformers_hubert, write_tones
 
 import zoo
 from zoo import hub
-from zoo.errors import CheckpointError, OfflineError, UnknownModelError
+from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError
 
 RATE = 16000
 
@@ -316,6 +316,22 @@ def test_a_failed_upstream_download_is_named_and_leaves_no_file(tmp_path, monkey
 def test_published_name_offline_without_cache_names_its_repo(offline_cache):
     with pytest.raises(OfflineError, match="facebook/hubert-base-ls960"):
         zoo.load("hubert-base-ls960", cache_dir=offline_cache)
+
+
+def test_a_run_folder_loads_as_its_one_checkpoint(tmp_path, micro_hubert):
+    """`zoo.load(RUN)` (and so `zoo embed RUN ...`) reads `zoo pretrain`'s encoder/ or `zoo finetune`'s
+    classifier/; a folder with several checkpoints, or none, is named."""
+    micro_hubert.save_pretrained(tmp_path / "run" / "encoder")
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"optimizer state")
+    wave = np.random.default_rng(4).standard_normal(4000).astype(np.float32)
+    assert torch.equal(zoo.load(tmp_path / "run").embed([wave], sampling_rate=RATE, progress=False),
+                       micro_hubert.embed([wave], sampling_rate=RATE, progress=False))
+    micro_hubert.save_pretrained(tmp_path / "run" / "tokenizer")
+    with pytest.raises(ConfigError, match=r"holds 2 checkpoints \(encoder, tokenizer\); pass one of them, e.g. "):
+        zoo.load(tmp_path / "run")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="has no config.json, nor a subfolder with one: pass a checkpoint folder"):
+        zoo.load(tmp_path / "empty")
 
 
 def test_a_file_is_not_a_checkpoint_folder(tmp_path):

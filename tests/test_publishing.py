@@ -71,9 +71,9 @@ def test_a_run_folder_publishes_its_one_checkpoint_and_nothing_else(hub_calls, m
     publish(run, "me/enc")
     assert sorted(hub_calls[-1][2]) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     micro_hubert.save_pretrained(run / "tokenizer")
-    with pytest.raises(ConfigError, match=r"holds 2 checkpoints \(encoder, tokenizer\); publish one of them"):
+    with pytest.raises(ConfigError, match=r"holds 2 checkpoints \(encoder, tokenizer\); pass one of them"):
         publish(run, "me/enc")
-    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+    with pytest.raises(CheckpointError, match="has no config.json, nor a subfolder with one"):
         publish(tmp_path, "me/enc")
 
 

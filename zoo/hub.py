@@ -71,7 +71,7 @@ def load(
         raise ConfigError(f"{str(name_or_path)!r} is not read from a Hub repo, so it has no revisions; "
                           f"drop revision={revision!r}")
     if path.is_dir():
-        model = load_folder(path, pretrained=pretrained)
+        model = load_folder(checkpoint_in(path), pretrained=pretrained)
     elif entry is not None and not pretrained and not entry.embedded:
         model = entry_encoder(entry, revision, cache_dir, local_files_only)
     elif entry is not None:
@@ -94,6 +94,21 @@ def load(
         registry.get_entry(str(name_or_path))  # raises with suggestions
     model.eval()
     return model_to(model, device, dtype) if (device or dtype) else model
+
+
+def checkpoint_in(folder: Path) -> Path:
+    """What a folder path names: a checkpoint folder itself, or the one checkpoint subfolder of a
+    run folder (`zoo pretrain`'s encoder/, `zoo finetune`'s classifier/)."""
+    if (folder / CONFIG_FILE).is_file():
+        return folder
+    checkpoints = sorted(sub.name for sub in folder.iterdir() if (sub / CONFIG_FILE).is_file())
+    if len(checkpoints) == 1:
+        return folder / checkpoints[0]
+    if checkpoints:
+        raise ConfigError(f"{folder} holds {len(checkpoints)} checkpoints ({', '.join(checkpoints)}); "
+                          f"pass one of them, e.g. {folder / checkpoints[0]}")
+    raise CheckpointError(f"{folder} has no {CONFIG_FILE}, nor a subfolder with one: pass a checkpoint folder, "
+                          "or a `zoo pretrain` or `zoo finetune` run folder")
 
 
 def info(name_or_path: str | Path) -> dict[str, Any]:

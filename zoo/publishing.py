@@ -19,8 +19,8 @@ from zoo import registry
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError
 from zoo.hub import (
-    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, default_card, entry_folder, is_offline, load_folder, model_card_text,
-    save_folder,
+    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, checkpoint_in, default_card, entry_folder, is_offline, load_folder,
+    model_card_text, save_folder,
 )
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 
@@ -110,20 +110,11 @@ def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[str
 
 
 def source_folder(source: str | Path, entry: Optional[registry.ModelEntry]) -> Path:
-    """The checkpoint folder a source names: the folder itself, a run folder's one checkpoint
-    subfolder, or a zoo name's files."""
+    """The checkpoint folder a source names: a folder (or a run folder's checkpoint), or a zoo
+    name's files."""
     path = Path(source)
     if path.is_dir():
-        if (path / CONFIG_FILE).is_file():
-            return path
-        checkpoints = sorted(sub.name for sub in path.iterdir() if (sub / CONFIG_FILE).is_file())
-        if len(checkpoints) == 1:
-            return path / checkpoints[0]
-        if checkpoints:
-            raise ConfigError(f"{path} holds {len(checkpoints)} checkpoints ({', '.join(checkpoints)}); "
-                              f"publish one of them, e.g. {path / checkpoints[0]}")
-        raise CheckpointError(f"{path} holds no checkpoint ({CONFIG_FILE}); pass a checkpoint folder, "
-                              "a `zoo pretrain` or `zoo finetune` run folder, or a zoo name")
+        return checkpoint_in(path)
     if entry is not None:
         return entry_folder(entry, None, None, False)
     raise UnknownModelError(f"there is no folder {str(path.absolute())!r} and {str(source)!r} is not a zoo name "
