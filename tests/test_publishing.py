@@ -4,7 +4,9 @@ reachable here, so uploads are checked through the calls HfApi would receive."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from helpers import put_in_hf_cache, transformers_hubert
 
 import zoo
@@ -162,3 +164,21 @@ def test_every_shipped_card_passes_the_publish_checks(name, tmp_path):
     else:
         card, source = choose_card(None, registry.get_entry(name), None, None)
         assert source == f"model_cards/{name}.md" and linked_files(card, tmp_path) == []
+
+
+def test_what_is_sent_loads_back_from_the_hub_cache(hub_calls, micro_hubert, tmp_path, monkeypatch):
+    """The commit's files, laid out as huggingface_hub caches a download of the repo, load offline by
+    repo id into the model that was published."""
+    from huggingface_hub import constants
+
+    micro_hubert.push_to_hub("me/enc")
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    for name, data in hub_calls[-1][2].items():
+        (sent / name).write_bytes(data)
+    put_in_hf_cache(tmp_path / "cache", "me/enc", sent, commit="c" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    wave = np.random.default_rng(5).standard_normal(4000).astype(np.float32)
+    loaded = zoo.load("me/enc", cache_dir=tmp_path / "cache")
+    assert torch.equal(loaded.embed([wave], sampling_rate=16000, progress=False),
+                       micro_hubert.embed([wave], sampling_rate=16000, progress=False))
