@@ -105,6 +105,11 @@ def test_the_card_must_parse_and_its_local_links_must_exist(hub_calls, micro_hub
     outside = "# enc\n\n[paper](https://arxiv.org/abs/1) [up](#usage) [secret](../ckpt/config.json) [x](../x.md)\n"
     with pytest.raises(CheckpointError, match=r"links '\.\./x\.md'"):
         publish(folder, "me/enc", model_card=outside)
+    code = ('# enc\n\n<img src="plots/loss.png" width="300">\n\n```python\nfirst = outputs[0](x)\n```\n\n'
+            "and `table[i](j)` inline\n")
+    publish(folder, "me/enc", model_card=code)  # brackets in code are not links
+    assert sorted(hub_calls[-1][2]) == ["README.md", "config.json", "model.safetensors", "plots/loss.png",
+                                        "preprocessor_config.json"]
     with pytest.raises(CheckpointError, match="metadata block of the card given is not valid YAML"):
         publish(folder, "me/enc", model_card="---\nlicense: [mit\n---\n# enc\n")
 

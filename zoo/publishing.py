@@ -26,8 +26,10 @@ from zoo.processing import FILE_NAME as PROCESSOR_FILE
 
 #: the files of a zoo checkpoint that are always sent (the card is sent from `Publication.card`)
 CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, PROCESSOR_FILE)
-#: targets of Markdown links and images: `[text](target)` and `![alt](target "title")`
-LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+#: targets of Markdown links and images (`[text](target)`, `![alt](target "title")`) and of HTML images
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)|<img\s[^>]*?src=[\"']([^\"']+)[\"']")
+#: fenced code blocks and inline code spans, whose brackets are code, not links
+CODE = re.compile(r"^(```|~~~).*?^\1|`[^`\n]*`", re.MULTILINE | re.DOTALL)
 
 
 @dataclasses.dataclass
@@ -164,7 +166,8 @@ def linked_files(card: str, folder: Path) -> list[str]:
     """The local files the card links or shows (e.g. a loss curve): they are sent beside it, and a
     link to a file the folder lacks is refused, since it would be broken on the Hub."""
     names = []
-    for target in LINK.findall(card):
+    for markdown, html in LINK.findall(CODE.sub("", card)):
+        target = markdown or html
         if re.match(r"^[a-z][a-z0-9+.-]*:|^#|^/", target, re.IGNORECASE):
             continue
         name = target.split("#")[0]
