@@ -192,15 +192,15 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         print(f"time limit reached at step {records[-1]['step']} of {steps}; rerun the command to continue",
               file=sys.stderr)
         return {"steps_done": records[-1]["step"], "steps": steps}
-    settings = read_json(output / ARGS_FILE)
-    classifier.save_pretrained(output / CLASSIFIER_FOLDER, extra_files=loss_curve(output))
+    settings, curve = read_json(output / ARGS_FILE), loss_curve(output)
+    classifier.save_pretrained(output / CLASSIFIER_FOLDER, extra_files=curve)
     loaded = zoo.load(output / CLASSIFIER_FOLDER, device=args.device)
     logits = loaded.logits(test_items, batch_size=args.eval_batch_size, progress=not args.no_progress)
     test_accuracy = float((logits.argmax(-1).numpy() == test_labels).mean())
     origin = f"a random-init `{args.name}` (seed {args.seed})" if args.random_init else f"`{args.name}`"
     results = (f"Test accuracy: {100 * test_accuracy:.1f} % on {len(test_items):,} held-out items; "
                f"trained on {len(train_examples):,} items of {len(names)} classes.")
-    card = run_card(classifier, records, config, settings, PLOT_FILE if loss_curve(output) else None,
+    card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
                     f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results)
     atomic_write_text(output / CLASSIFIER_FOLDER / CARD_FILE, card)
     window = max(1, len(batches))

@@ -14,8 +14,6 @@ import numpy as np
 #: text): left out of its settings table
 NOT_SHOWN = frozenset({"command", "output", "threads", "progress", "no_progress", "time_limit", "checkpoint_every",
                        "zoo_version", "workers", "device", "bf16", "activation_checkpointing"})
-
-
 #: command settings whose default (None) the run resolved into its TrainConfig: the card shows the value used
 RESOLVED = ("lr", "warmup_steps")
 

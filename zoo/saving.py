@@ -27,7 +27,8 @@ class Checkpointable:
         return save_folder(self, folder, model_card=model_card, extra_files=extra_files)
 
     def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, **kwargs: Any) -> str:
-        """Save to a temporary folder and upload it with huggingface_hub; returns the commit URL."""
+        """Save to a temporary folder and publish it as `zoo publish` does (checked, then one
+        commit through huggingface_hub); returns the commit URL."""
         from zoo.hub import push_folder
 
         return push_folder(self, repo_id, model_card=model_card, **kwargs)
