@@ -72,6 +72,8 @@ def test_an_interrupted_run_resumes_exactly_and_only_with_its_settings(finetune,
 
 def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hubert, capsys):
     """The command line's run is the benchmark's: the same report, printed."""
+    from huggingface_hub import ModelCard
+
     import zoo
     from zoo.cli import main
 
@@ -91,6 +93,9 @@ def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hub
             "classes.") in card
     assert "A classification head over 2 labels (high, low)" in card and "| freeze_feature_encoder | `true` |" in card
     assert "loss.png" in zoo.publish(tmp_path / "run", "me/tones", dry_run=True)
+    (result,) = ModelCard(card).data.eval_results  # the Hub's evaluation results
+    assert (result.task_type, result.dataset_name, result.dataset_split) == ("audio-classification", "tones", "test")
+    assert (result.metric_type, result.metric_value) == ("accuracy", report["test_accuracy"])
     fixed = sum(p.numel() for p in micro_hubert.model.feature_extractor.parameters())
     fixed += micro_hubert.model.masked_spec_embed.numel()  # pretraining's, never reached by the loss
     assert report["trained_parameters"] == sum(p.numel() for p in classifier.parameters()) - fixed

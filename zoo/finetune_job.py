@@ -38,7 +38,7 @@ from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
 from zoo.outputs import PretrainOutput
 from zoo.probe_job import file_suffixes, labelled_files
-from zoo.run_cards import run_card
+from zoo.run_cards import run_card, with_eval_result
 from zoo.training import (
     ARGS_FILE, PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, train, write_run_settings,
 )
@@ -202,6 +202,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
                f"trained on {len(train_examples):,} items of {len(names)} classes.")
     card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
                     f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results)
+    card = with_eval_result(card, output.resolve().name, classifier.pipeline_tags[encoder.modality],
+                            Path(args.data).resolve().name, test_accuracy)
     atomic_write_text(output / CLASSIFIER_FOLDER / CARD_FILE, card)
     window = max(1, len(batches))
     return {

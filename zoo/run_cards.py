@@ -53,6 +53,18 @@ def run_card(model: Any, records: list[dict[str, Any]], config: Any, settings: d
     return "\n".join(lines) + "\n"
 
 
+def with_eval_result(card: str, model_name: str, task: str, dataset: str, accuracy: float) -> str:
+    """The card with a test accuracy in its metadata (`model-index`, as transformers' Trainer
+    writes it), which the Hub shows as the model's evaluation results."""
+    from huggingface_hub import EvalResult, ModelCard
+
+    parsed = ModelCard(card)
+    parsed.data.model_name = model_name
+    parsed.data.eval_results = [EvalResult(task_type=task, dataset_type=dataset, dataset_name=dataset,
+                                           dataset_split="test", metric_type="accuracy", metric_value=accuracy)]
+    return str(parsed)
+
+
 def averaged(window: int) -> str:
     return "its first and its last step" if window == 1 else f"means of the first and the last {window} steps"
 
