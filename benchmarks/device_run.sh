@@ -74,11 +74,14 @@ print(max(10, int(0.9 * rate * float(sys.argv[2]) / int(sys.argv[3]))))' \
         --device "$DEVICE" "${BF16[@]}" --threads 2 --time-limit $((PRETRAIN_SECONDS + 60)) --seed "${GMML_SEED:-0}" \
         --no-progress
     # float16 with the mean of patches as default pool, as the embedded checkpoint stores it;
-    # the fp32 folder (22 MB) is over the 16 MiB a returned file may hold.
-    "$PYTHON" -c 'import dataclasses, sys, zoo
-encoder = zoo.load(sys.argv[1])
+    # the fp32 folder (22 MB) is over the 16 MiB a returned file may hold. The run's card and
+    # loss curve go with it.
+    "$PYTHON" -c 'import dataclasses, pathlib, sys, zoo
+run = pathlib.Path(sys.argv[1])
+encoder = zoo.load(run)
 encoder.config = dataclasses.replace(encoder.config, pool="mean")
-encoder.half().save_pretrained(sys.argv[2])' runs/gmml-device/encoder "$OUT/encoder"
+encoder.half().save_pretrained(sys.argv[2], model_card=(run / "README.md").read_text(),
+                               extra_files={"loss.png": run / "loss.png"})' runs/gmml-device/encoder "$OUT/encoder"
     cp runs/gmml-device/log.jsonl runs/gmml-device/loss.png "$OUT/"
 }
 
