@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +344,12 @@ def test_convert_names_the_families_it_takes(capsys):
     with pytest.raises(SystemExit):
         main(["convert", "-h"])
     assert f"{', '.join(convertible[:-1])} or {convertible[-1]}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`zoo list | head -1`: no BrokenPipeError traceback, and the shell's status for a closed pipe.
+    The pipe is closed before the listing is written, so that the write always finds it closed."""
+    listing = subprocess.Popen([sys.executable, "-m", "zoo.cli", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    listing.stdout.close()
+    assert listing.wait(timeout=120) == 141 and listing.stderr.read() == b""

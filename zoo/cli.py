@@ -7,6 +7,7 @@ import fnmatch
 import importlib
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -388,6 +389,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"zoo: interrupted{RESUMABLE.get(argv[0] if argv else '', '')}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader stopped early (`zoo list | head`): as other command-line tools, stop quietly;
+        # stdout goes to /dev/null so that Python's final flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 
