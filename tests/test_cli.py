@@ -353,3 +353,14 @@ def test_a_reader_that_stops_early_ends_the_command_quietly():
                                stderr=subprocess.PIPE)
     listing.stdout.close()
     assert listing.wait(timeout=120) == 141 and listing.stderr.read() == b""
+
+
+@pytest.mark.parametrize("recipe, data", [
+    ("hubert", ["--data", "x"]), ("mert", ["--data", "x"]), ("beats", ["--data", "x"]), ("gmml", ["--data", "x"]),
+    ("graphmae", ["--dataset", "cora"]), ("paretognn", ["--dataset", "cora"]), ("tjepa", ["--dataset", "adult"]),
+])
+def test_a_pretrain_output_that_is_a_file_is_refused_before_any_work(recipe, data, tmp_path, capsys):
+    (tmp_path / "taken").write_text("notes")
+    assert main(["pretrain", recipe, *data, "-o", str(tmp_path / "taken")]) == 2
+    assert "taken' is a file; a run writes a folder" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "notes"

@@ -105,6 +105,9 @@ def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hub
     assert "pool='cls'" in capsys.readouterr().err  # HuBERT has no cls token
     assert main(["finetune", *common, "-o", str(tmp_path / "none"), "--epochs", "0"]) == 2
     assert "--epochs 0; train for at least one epoch" in capsys.readouterr().err
+    (tmp_path / "taken").write_text("notes")
+    assert main(["finetune", *common, "-o", str(tmp_path / "taken")]) == 2
+    assert "taken' is a file; a run writes a folder" in capsys.readouterr().err
     assert main(["finetune", *common, "-o", str(tmp_path / "big"), "--batch-size", "64"]) == 2
     assert "--batch-size 64 is more than the 16 training items" in capsys.readouterr().err
 

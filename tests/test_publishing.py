@@ -155,6 +155,8 @@ def test_cli_sends_the_card_given(hub_calls, micro_hubert, tmp_path, capsys):
     assert main(["publish", str(folder), "me/enc", "--model-card", str(tmp_path / "card.md")]) == 0
     assert hub_calls[-1][2]["README.md"] == b"---\nlicense: mit\n---\n# my encoder\n"
     assert "published: https://huggingface.co/me/enc/commit/abc" in capsys.readouterr().out
+    assert main(["publish", str(folder), "me/enc", "--model-card", str(tmp_path / "absent.md")]) == 2
+    assert "--model-card " in (err := capsys.readouterr().err) and "absent.md' is not a file" in err
 
 
 @pytest.mark.parametrize("name", zoo.list_models(pretrained=True))

@@ -9,6 +9,7 @@ import inspect
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -203,7 +204,11 @@ def cmd_convert(args: argparse.Namespace) -> None:
 def cmd_publish(args: argparse.Namespace) -> None:
     from zoo.publishing import publish
 
-    card = Path(args.model_card).read_text() if args.model_card else None
+    card = None
+    if args.model_card:
+        if not Path(args.model_card).is_file():
+            raise ConfigError(f"--model-card {args.model_card!r} is not a file; pass the Markdown card to send")
+        card = Path(args.model_card).read_text()
     result = publish(args.source, args.repo_id, model_card=card, revision=args.revision, private=args.private,
                      create_pr=args.create_pr, commit_message=args.commit_message, dry_run=args.dry_run)
     print(f"would publish {result}\n(dry run: nothing was sent)" if args.dry_run else f"published: {result}")
@@ -275,7 +280,16 @@ def add_pretrain_parsers(commands, recipe: Optional[str]) -> None:
         if family == recipe:
             module = family_module(family, "pretrain")
             module.add_arguments(sub)
-            sub.set_defaults(func=module.run)
+            sub.set_defaults(func=partial(run_pretraining, module.run))
+
+
+def run_pretraining(run: Any, args: argparse.Namespace) -> None:
+    """A recipe's `run`, once its output path is known to be usable: some recipes compute their
+    teachers' labels for minutes before they first write there."""
+    from zoo.training import check_run_folder
+
+    check_run_folder(Path(args.output))
+    run(args)
 
 
 def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:

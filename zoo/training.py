@@ -287,10 +287,22 @@ def command_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if not callable(value)}
 
 
+def check_run_folder(out: Path) -> None:
+    """Refuse an output path taken by a file, naming the fix."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"the output {str(out)!r} is a file; a run writes a folder (checkpoint.pt, log.jsonl, "
+                          "...): pass a new folder path")
+
+
+def make_run_folder(out: Path) -> None:
+    check_run_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def write_run_settings(out: Path, settings: dict[str, Any]) -> None:
     """Write a `zoo pretrain` run's settings to `out/args.json`; when the folder holds a checkpoint
     (a resumed run), first check that they are the ones it was made with."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_run_folder(out)
     settings = json.loads(json.dumps(settings))
     path = out / ARGS_FILE
     if (out / CHECKPOINT_FILE).is_file() and path.is_file():
@@ -452,7 +464,7 @@ class Trainer:
 
     def start(self) -> None:
         """Resume from the folder's checkpoint, or seed the RNGs and start a fresh log."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        make_run_folder(self.out_dir)
         if self.checkpoint_path.is_file():
             self.resume()
         else:
