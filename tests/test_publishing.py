@@ -11,7 +11,7 @@ from helpers import put_in_hf_cache, transformers_hubert
 
 import zoo
 from zoo.cli import main
-from zoo.errors import CheckpointError, ConfigError, OfflineError
+from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError
 from zoo.hub import model_card_text
 from zoo.publishing import publish
 
@@ -134,6 +134,10 @@ def test_where_and_what_to_publish_are_named(offline_cache, micro_hubert, tmp_pa
         publish(folder, "enc", dry_run=True)
     with pytest.raises(ConfigError, match="'me/a b' is not a Hub repo id"):
         publish(folder, "me/a b", dry_run=True)
+    with pytest.raises(CheckpointError, match=r"model.safetensors is a file, .*`zoo convert FAMILY FILE OUT_DIR`"):
+        publish(folder / "model.safetensors", "me/enc", dry_run=True)
+    with pytest.raises(UnknownModelError, match="there is no folder .*absent.* and .* is not a zoo name"):
+        publish(tmp_path / "absent", "me/enc", dry_run=True)
     with pytest.raises(CheckpointError, match="'graphmae-nci1' is a pretraining recipe with no published weights"):
         publish("graphmae-nci1", "me/g", dry_run=True)
     with pytest.raises(OfflineError, match=r"cannot publish .*ckpt.*HF_HUB_OFFLINE is set.*--dry-run"):

@@ -119,6 +119,9 @@ def source_folder(source: str | Path, entry: Optional[registry.ModelEntry]) -> P
         return checkpoint_in(path)
     if entry is not None:
         return entry_folder(entry, None, None, False)
+    if path.is_file():
+        raise CheckpointError(f"{path} is a file, but a zoo checkpoint is a folder; an upstream checkpoint file "
+                              "becomes one with `zoo convert FAMILY FILE OUT_DIR`: publish OUT_DIR")
     raise UnknownModelError(f"there is no folder {str(path.absolute())!r} and {str(source)!r} is not a zoo name "
                             "(`zoo list --pretrained`); publish a local folder or a zoo name")
 
