@@ -311,6 +311,16 @@ def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):
     assert "the training split has one label, ['high']" in capsys.readouterr().err
 
 
+def test_bad_label_and_test_patterns_are_named(checkpoint, tmp_path, capsys):
+    tone_set(tmp_path / "data", "names")
+    data = ["--data", str(tmp_path / "data")]
+    for regexes, message in ([["--label-regex", "(x"], "--label-regex '(x' is not a regular expression"],
+                             [["--test-regex", "[a"], "--test-regex '[a' is not a regular expression"],
+                             [["--label-regex", r"^\w+_"], r"--label-regex '^\w+_' has no group: put"]):
+        assert main(["probe", str(checkpoint), *data, *regexes]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_embed_with_the_embedded_checkpoint_offline(tmp_path):
     """`zoo embed hubert-tiny-fsdd some.wav -o e.npy` in a fresh process, offline, empty cache."""
     import os

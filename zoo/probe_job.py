@@ -44,6 +44,7 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
     """
     if not data.is_dir():
         raise InputError(f"--data {str(data)!r} is not a folder")
+    check_regexes(label_regex, test_regex)
     parquets = visible_files(data, (".parquet",)) if feature else []
     if parquets:
         if label_regex or test_regex:
@@ -62,6 +63,19 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
         raise InputError(f"--data {str(data)!r} holds no files{kinds} the encoder reads")
     check_split(rows)
     return rows
+
+
+def check_regexes(label_regex: Optional[str], test_regex: Optional[str]) -> None:
+    """Bad patterns are named before any file is read: one that does not compile, or a label
+    pattern without the group that holds the label."""
+    for option, pattern in (("--label-regex", label_regex), ("--test-regex", test_regex)):
+        try:
+            compiled = re.compile(pattern or "")
+        except re.error as err:
+            raise ConfigError(f"{option} '{pattern}' is not a regular expression ({err})") from err
+        if option == "--label-regex" and pattern and compiled.groups < 1:
+            raise ConfigError(f"--label-regex '{pattern}' has no group: put the label's part of the file name in "
+                              r"parentheses, e.g. '^(\w+)_'")
 
 
 def file_row(path: Path, data: Path, label_regex: Optional[str], test_regex: Optional[str]) -> tuple[Path, str, bool]:
