@@ -86,3 +86,22 @@ def test_every_checkpoint_has_a_model_card(name):
     card = model_card_text(name)
     assert card is not None, f"model_cards/{name}.md is missing"
     assert card.startswith("---\n") and "library_name: ssl-zoo" in card and f"# {name}" in card
+
+
+@pytest.mark.parametrize("family", sorted(registry.family_modules()))
+def test_every_family_config_checks_its_field_types(family):
+    """A `--set depth=x` or a hand-edited config.json is named at the field, for every family;
+    JSON's ints stand for floats and its lists for tuples."""
+    config_class = registry.get_family(family).encoder_class.config_class
+    entry = next(registry.get_entry(name) for name in zoo.list_models() if registry.get_entry(name).family == family
+                 and registry.get_entry(name).architecture)
+    defaults = config_class.from_dict(entry.architecture)
+    int_field = next(name for name, value in vars(defaults).items() if type(value) is int)
+    with pytest.raises(ConfigError, match=rf"{config_class.__name__}: {int_field}='x' is not of its type, int"):
+        config_class.from_dict({**defaults.to_dict(), int_field: "x"})
+    with pytest.raises(ConfigError, match=rf"{int_field}=True is not of its type"):
+        config_class.from_dict({**defaults.to_dict(), int_field: True})
+    assert config_class.from_dict(json.loads(json.dumps(defaults.to_dict()))) == defaults
+    float_field = next((name for name, value in vars(defaults).items() if type(value) is float), None)
+    if float_field is not None:
+        assert getattr(config_class.from_dict({**defaults.to_dict(), float_field: 0}), float_field) == 0

@@ -7,8 +7,11 @@ zoo version that wrote it, so a folder alone says how to rebuild its model.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, ClassVar, Sequence, TypeVar
 
@@ -30,6 +33,20 @@ class EncoderConfig:
     """
 
     family: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every family's fields are type-checked before its own `__post_init__` rules run, so a
+        `--set hidden_size=x` or a hand-edited config.json fails naming the field, not deep in a
+        layer's constructor."""
+        super().__init_subclass__(**kwargs)
+        own_rules = cls.__dict__.get("__post_init__")
+
+        def __post_init__(self: EncoderConfig) -> None:
+            check_field_types(self)
+            if own_rules is not None:
+                own_rules(self)
+
+        cls.__post_init__ = __post_init__
 
     @property
     def embed_dim(self) -> int:
@@ -64,6 +81,39 @@ class EncoderConfig:
         path = Path(folder) / "config.json"
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+
+def check_field_types(config: Any) -> None:
+    """Refuse a field whose value is not of its annotated type (ints where floats are asked for
+    are floats; lists are tuples), naming the field, the value and the type."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if not value_matches(value, hints[field.name]):
+            kind = str(hints[field.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            raise ConfigError(f"{type(config).__name__}: {field.name}={value!r} is not of its type, {kind}")
+
+
+def value_matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON-like value fits a simple type hint; hints it does not know are not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(value_matches(value, arm) for arm in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (tuple, list, collections.abc.Sequence):
+        if not isinstance(value, (tuple, list)):
+            return False
+        element_hints = args[:1] if len(args) == 2 and args[1] is Ellipsis else args
+        if element_hints and len(element_hints) == 1:
+            return all(value_matches(item, element_hints[0]) for item in value)
+        return not element_hints or len(element_hints) == len(value) and all(
+            value_matches(item, item_hint) for item, item_hint in zip(value, element_hints))
+    simple = {type(None): lambda: value is None, bool: lambda: isinstance(value, bool),
+              int: lambda: isinstance(value, int) and not isinstance(value, bool),
+              float: lambda: isinstance(value, (int, float)) and not isinstance(value, bool),
+              str: lambda: isinstance(value, str)}
+    return simple[hint]() if hint in simple else True
 
 
 def check_keys(cls: type, data: dict[str, Any], where: str, hint: str = "") -> None:
