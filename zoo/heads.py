@@ -11,6 +11,7 @@ alone or in any batch alike. Shapes: B items, T tokens, D width, L layers.
 from __future__ import annotations
 
 import numbers
+from collections import Counter
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -211,6 +212,10 @@ class LabelledHead(EncoderWithHead):
         super().__init__(encoder, num_outputs, **kwargs)
         if labels is not None and len(labels) != num_outputs:
             raise ConfigError(f"{len(labels)} label names for {num_outputs} outputs; give one name per output")
+        repeated = sorted(name for name, count in Counter(map(str, labels or ())).items() if count > 1)
+        if repeated:
+            raise ConfigError(f"label names {repeated} are given more than once; each output needs its own name, "
+                              "or predictions could not tell those outputs apart")
         self.labels = [str(label) for label in labels] if labels is not None else [str(i) for i in range(num_outputs)]
 
     def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
