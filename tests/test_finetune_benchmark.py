@@ -167,3 +167,28 @@ def test_cora_node_classification_scores_what_the_saved_head_predicts(tmp_path, 
     finetune_cora.main(args)
     with pytest.raises(CheckpointError, match="epochs"):
         finetune_cora.main([*args, "--epochs", "4"])
+
+
+def test_random_init_takes_a_seed_as_zoo_embed_and_probe_do(tmp_path, micro_hubert, capsys):
+    """`--random-init SEED` trains on the encoder `zoo.load(NAME, pretrained=False)` gives after
+    `torch.manual_seed(SEED)`; the flag alone takes --seed (the script's documented form)."""
+    import torch
+
+    import zoo
+    from zoo.cli import main
+
+    micro_hubert.save_pretrained(tmp_path / "encoder")
+    write_tones(tmp_path / "tones")
+    common = [str(tmp_path / "encoder"), "--data", str(tmp_path / "tones"), "--label-regex", r"^(\w+)_",
+              "--test-regex", r"_[0-3]\.wav$", "--batch-size", "4", "--epochs", "1", "--mode", "linear",
+              "--no-progress", "--seed", "2"]
+    for option, seed in ((["--random-init", "3"], 3), (["--random-init"], 2)):
+        run = tmp_path / f"seed{seed}"
+        assert main(["finetune", *common, *option, "-o", str(run)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["init"], report["random_init_seed"]) == ("random", seed)
+        torch.manual_seed(seed)
+        fresh = zoo.load(tmp_path / "encoder", pretrained=False).state_dict()
+        trained = zoo.load(run / "classifier").encoder.state_dict()
+        assert all(torch.equal(trained[key], value) for key, value in fresh.items())
+        assert f"random-init `{tmp_path / 'encoder'}` (seed {seed})" in (run / "classifier" / "README.md").read_text()

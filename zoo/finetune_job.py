@@ -133,8 +133,9 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", choices=("mean", "cls"), default="mean",
                         help="the mean of the layer's tokens, or the encoder's cls token (GMML, T-JEPA)")
     parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
-    parser.add_argument("--random-init", action="store_true",
-                        help="train a seeded fresh encoder of the checkpoint's architecture instead of its weights")
+    parser.add_argument("--random-init", nargs="?", type=int, const=True, default=False, metavar="SEED",
+                        help="train a fresh encoder of the checkpoint's architecture instead of its weights, seeded "
+                             "SEED (as zoo embed/probe --random-init SEED; alone: by --seed)")
     parser.add_argument("--freeze-feature-encoder", action="store_true",
                         help="with --mode full: keep a HuBERT / MERT conv front end as pretrained")
     parser.add_argument("--train-limit", type=int,
@@ -152,6 +153,14 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def random_init_seed(args: argparse.Namespace) -> Optional[int]:
+    """The seed of a `--random-init` encoder (`--seed` where the flag came alone), or None for
+    the checkpoint's weights."""
+    if args.random_init is False:
+        return None
+    return args.seed if args.random_init is True else args.random_init
+
+
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Train, save and score the run `args` describe (`add_finetune_arguments`, plus `name`
     and `output`); returns its report, or the steps done when `--time-limit` stopped it."""
@@ -161,8 +170,9 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--layer {args.layer} is for --mode linear or full; --mode weighted mixes every layer")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)  # the weights of a --random-init encoder
-    encoder = zoo.load(args.name, revision=args.revision, pretrained=not args.random_init)
+    init_seed = random_init_seed(args)
+    torch.manual_seed(args.seed if init_seed is None else init_seed)  # the weights of a --random-init encoder
+    encoder = zoo.load(args.name, revision=args.revision, pretrained=init_seed is None)
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
                           file_suffixes(encoder, args.name, "finetune", labelled=True),
                           encoder.processor.dataset_feature)
@@ -197,7 +207,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     loaded = zoo.load(output / CLASSIFIER_FOLDER, device=args.device)
     logits = loaded.logits(test_items, batch_size=args.eval_batch_size, progress=not args.no_progress)
     test_accuracy = float((logits.argmax(-1).numpy() == test_labels).mean())
-    origin = f"a random-init `{args.name}` (seed {args.seed})" if args.random_init else f"`{args.name}`"
+    origin = f"`{args.name}`" if init_seed is None else f"a random-init `{args.name}` (seed {init_seed})"
     results = (f"Test accuracy: {100 * test_accuracy:.1f} % on {len(test_items):,} held-out items; "
                f"trained on {len(train_examples):,} items of {len(names)} classes.")
     card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
@@ -209,7 +219,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "checkpoint": args.name,
         "revision": args.revision,
-        "init": "random" if args.random_init else "pretrained",
+        "init": "pretrained" if init_seed is None else "random",
+        "random_init_seed": init_seed,
         "mode": args.mode,
         "layer": args.layer,
         "pool": args.pool,
