@@ -374,3 +374,45 @@ def test_a_pretrain_output_that_is_a_file_is_refused_before_any_work(recipe, dat
     assert main(["pretrain", recipe, *data, "-o", str(tmp_path / "taken")]) == 2
     assert "taken' is a file; a run writes a folder" in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "notes"
+
+
+def test_probe_with_a_cache_resumes_an_interrupted_run_and_reuses_finished_embeddings(
+        checkpoint, tmp_path, monkeypatch, capsys, micro_hubert):
+    """`zoo probe --cache DIR` embeds as `zoo embed` does, shard by shard: interrupted, a rerun embeds
+    only the shards left; finished, a rerun with other probe settings embeds nothing; the scores
+    are those of a probe without a cache. Another model's rerun embeds again."""
+    from modalities.speech.hubert.model import HubertEncoder
+    from zoo import embed_job
+
+    tone_set(tmp_path / "data", "names")
+    probe = ["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", r"^(\w+?)_",
+             "--test-regex", "_test_", "--k", "3"]
+    assert main(probe) == 0
+    plain = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(embed_job, "SHARD_SIZE", 5)  # 24 files: 5 shards
+    calls = []
+    embed = HubertEncoder.embed
+
+    def interrupted_at_the_third_shard(self, inputs, **kwargs):
+        calls.append(len(inputs))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return embed(self, inputs, **kwargs)
+
+    monkeypatch.setattr(HubertEncoder, "embed", interrupted_at_the_third_shard)
+    cache = ["--cache", str(tmp_path / "cache")]
+    assert main([*probe, *cache]) == 130
+    assert "with --cache, the embeddings written so far are kept" in capsys.readouterr().err
+    monkeypatch.setattr(HubertEncoder, "embed", lambda self, inputs, **kwargs: calls.append(len(inputs))
+                        or embed(self, inputs, **kwargs))
+    calls.clear()
+    assert main([*probe, *cache]) == 0
+    assert calls == [5, 5, 4] and json.loads(capsys.readouterr().out) == plain  # shards 3-5 only
+    calls.clear()
+    assert main([*probe, *cache, "--k", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert calls == [] and "reused the embeddings" in err and json.loads(out)["knn_k"] == 5
+    torch.manual_seed(9)
+    HubertEncoder(micro_hubert.config).save_pretrained(tmp_path / "other")
+    assert main([*probe[:1], str(tmp_path / "other"), *probe[2:], *cache]) == 0
+    assert len(calls) == 5 and "wrote the embeddings" in capsys.readouterr().err

@@ -139,7 +139,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, suffixes,
                           encoder.processor.dataset_feature)
     results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k,
-                        pool=args.pool)
+                        pool=args.pool, cache=Path(args.cache) if args.cache else None)
     print(json.dumps({**described_model(args), "layer": args.layer, "pool": args.pool, **results}, indent=2))
 
 
@@ -343,6 +343,9 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--batch-size", type=int, default=8)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--k", type=int, default=20, help="neighbours for k-NN (at most the training items)")
+    probe.add_argument("--cache", metavar="DIR",
+                       help="with --data: keep the embeddings in DIR; an interrupted probe goes on from the shards "
+                            "written, and a rerun with the same model, data, layer and pool reuses them")
     add_run_arguments(probe)
     probe.set_defaults(func=cmd_probe)
 
@@ -386,6 +389,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
 #: what an interrupted command leaves for a rerun
 RESUMABLE = {
     "embed": "; the shards written so far are kept: rerun the same command to continue",
+    "probe": "; with --cache, the embeddings written so far are kept: rerun the same command to continue",
     "pretrain": "; the last checkpoint is kept: rerun the same command to continue from it",
     "finetune": "; the last checkpoint is kept: rerun the same command to continue from it",
 }

@@ -20,10 +20,12 @@ from zoo.pooling import check_batch_sizes
 
 FORMATS = (".npy", ".parquet")
 JOB_FILE = "job.json"
+#: inputs per shard, by default
+SHARD_SIZE = 1024
 
 
 def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None, pool: str = "mean",
-                  batch_size: int = 8, shard_size: int = 1024, names: Optional[Sequence[str]] = None,
+                  batch_size: int = 8, shard_size: int = SHARD_SIZE, names: Optional[Sequence[str]] = None,
                   **prepare_kwargs: Any) -> str:
     """Embed `inputs` into `output` (.npy or .parquet); returns a description of the shape.
 
@@ -36,10 +38,7 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     check_batch_sizes(batch_size=batch_size, shard_size=shard_size)
     parts = output.with_name(output.name + ".parts")
     names = [str(item) for item in inputs] if names is None else names
-    settings = {"encoder": encoder.config_dict_to_save(), "weights_sum": weights_sum(encoder),
-                "inputs": inputs_digest(names), "layer": layer, "pool": pool, "shard_size": shard_size,
-                "prepare": prepare_kwargs}
-    claim_parts(parts, settings)
+    claim_parts(parts, job_settings(encoder, names, layer, pool, shard_size, prepare_kwargs))
     if hasattr(encoder, "table_chunks"):
         return _run_table_job(encoder, inputs, output, parts, layer, pool, batch_size, shard_size)
     shards = []
@@ -55,6 +54,32 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, names, rows))
     shutil.rmtree(parts)
     return f"{len(rows)} rows of shape {rows[0].shape}" if pool == "none" else f"array {np.stack(rows).shape}"
+
+
+def job_settings(encoder: Any, names: Sequence[str], layer, pool: str, shard_size: int,
+                 prepare_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What a job's rows depend on (the model's config and weights, the inputs, layer, pool, shard
+    size and preprocessing), as plain JSON values."""
+    settings = {"encoder": encoder.config_dict_to_save(), "weights_sum": weights_sum(encoder),
+                "inputs": inputs_digest(names), "layer": layer, "pool": pool, "shard_size": shard_size,
+                "prepare": prepare_kwargs}
+    return json.loads(json.dumps(settings, default=str))
+
+
+def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: Sequence[str], layer=None,
+                      pool: str = "mean", batch_size: int = 8) -> tuple[np.ndarray, bool]:
+    """(N, D) embeddings of `inputs` kept in `folder`: made there by an embedding job (so an
+    interrupted one goes on from its shards), and reused while the model, the inputs (`names`),
+    layer and pool are the same. Returns them and whether they were reused."""
+    output, record = folder / "embeddings.npy", folder / "embeddings.json"
+    settings = job_settings(encoder, names, layer, pool, SHARD_SIZE, {})
+    if output.is_file() and record.is_file() and json.loads(record.read_text()) == settings:
+        return np.load(output), True
+    record.unlink(missing_ok=True)
+    run_embed_job(encoder, inputs, output, layer=layer, pool=pool, batch_size=batch_size, shard_size=SHARD_SIZE,
+                  names=names)
+    atomic_write_text(record, json.dumps(settings))
+    return np.load(output), False
 
 
 def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[list[Any], list[str]]:

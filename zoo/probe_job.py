@@ -4,6 +4,7 @@ file names or folders (or the label column and the train-*/test-* file names).""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -116,6 +117,16 @@ def labelled_records(path: Path, feature: str, data: Path) -> list[tuple[dict[st
             if value is not None and not (names and value < 0)]
 
 
+def item_names(rows: Sequence[tuple[Any, str, bool]]) -> list[str]:
+    """What identifies each row for an embedding cache: a file's path, or a dataset record's
+    content digest, with its label and split."""
+    def key(item: Any) -> str:
+        content = item.get("bytes") if isinstance(item, dict) else None
+        return hashlib.sha256(content).hexdigest() if isinstance(content, bytes) else str(item)
+
+    return [f"{key(item)}\t{label}\t{'test' if is_test else 'train'}" for item, label, is_test in rows]
+
+
 def check_split(rows: Sequence[tuple[Any, str, bool]]) -> None:
     """Refuse a probe that cannot be scored: no test or train split, test labels never trained on,
     or a single training label."""
@@ -132,17 +143,24 @@ def check_split(rows: Sequence[tuple[Any, str, bool]]) -> None:
 
 
 def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch_size: int = 8,
-              seed: int = 0, k: int = 20, pool: str = "mean") -> dict[str, float]:
+              seed: int = 0, k: int = 20, pool: str = "mean", cache: Optional[Path] = None) -> dict[str, float]:
     """Embed every item once, then fit the probes on the train split and score the test split.
 
-    k-NN uses `k` neighbours, or every training item when there are fewer.
+    k-NN uses `k` neighbours, or every training item when there are fewer. With a `cache`
+    folder the embeddings are kept there (`zoo.embed_job.cached_embeddings`): an interrupted
+    probe goes on from the shards written, and a rerun with other probe settings reuses them.
     """
     import numpy as np
 
+    from zoo.embed_job import cached_embeddings
     from zoo.evaluation import knn_accuracy, linear_probe, rankme
 
     items = [str(item) if isinstance(item, Path) else item for item, _, _ in rows]
-    embeddings = encoder.embed(items, layer=layer, pool=pool, batch_size=batch_size).numpy()
+    if cache is None:
+        embeddings = encoder.embed(items, layer=layer, pool=pool, batch_size=batch_size).numpy()
+    else:
+        embeddings, reused = cached_embeddings(encoder, items, cache, item_names(rows), layer, pool, batch_size)
+        print(f"zoo probe: {'reused' if reused else 'wrote'} the embeddings in {cache}", file=sys.stderr)
     labels = np.array([label for _, label, _ in rows])
     test = np.array([is_test for _, _, is_test in rows])
     k = min(k, int((~test).sum()))
