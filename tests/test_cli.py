@@ -416,3 +416,5 @@ def test_probe_with_a_cache_resumes_an_interrupted_run_and_reuses_finished_embed
     HubertEncoder(micro_hubert.config).save_pretrained(tmp_path / "other")
     assert main([*probe[:1], str(tmp_path / "other"), *probe[2:], *cache]) == 0
     assert len(calls) == 5 and "wrote the embeddings" in capsys.readouterr().err
+    assert main(["probe", "graphmae-cora", "--dataset", "cora", *cache]) == 2
+    assert "--cache keeps the embeddings of --data files" in capsys.readouterr().err

@@ -130,6 +130,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from zoo.probe_job import file_suffixes, labelled_files, run_probe
 
     if args.dataset:
+        if args.cache:
+            raise ConfigError("--cache keeps the embeddings of --data files; a --dataset protocol embeds its "
+                              "graphs or rows itself: drop --cache")
         print(json.dumps({**described_model(args), **probe_dataset(args)}, indent=2))
         return
     if not args.data:
