@@ -407,7 +407,9 @@ def test_probe_with_a_cache_resumes_an_interrupted_run_and_reuses_finished_embed
                         or embed(self, inputs, **kwargs))
     calls.clear()
     assert main([*probe, *cache]) == 0
-    assert calls == [5, 5, 4] and json.loads(capsys.readouterr().out) == plain  # shards 3-5 only
+    out, err = capsys.readouterr()
+    assert calls == [5, 5, 4] and json.loads(out) == plain  # shards 3-5 only
+    assert "24/24" in err and "/5 " not in err  # one bar over the job, not one per shard
     calls.clear()
     assert main([*probe, *cache, "--k", "5"]) == 0
     out, err = capsys.readouterr()

@@ -26,11 +26,12 @@ SHARD_SIZE = 1024
 
 def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None, pool: str = "mean",
                   batch_size: int = 8, shard_size: int = SHARD_SIZE, names: Optional[Sequence[str]] = None,
-                  **prepare_kwargs: Any) -> str:
+                  progress: bool = True, **prepare_kwargs: Any) -> str:
     """Embed `inputs` into `output` (.npy or .parquet); returns a description of the shape.
 
     `names` (default: the inputs as text) identify the inputs in job.json and in a parquet
-    output's "input" column: rows read from a parquet file are named `FILE#ROW`."""
+    output's "input" column: rows read from a parquet file are named `FILE#ROW`. One progress
+    bar covers the whole job; a resumed job's bar starts at the items its shards already hold."""
     if output.suffix not in FORMATS:
         raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
     if output.suffix == ".npy" and pool == "none" and not hasattr(encoder, "table_chunks"):
@@ -40,16 +41,17 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     names = [str(item) for item in inputs] if names is None else names
     claim_parts(parts, job_settings(encoder, names, layer, pool, shard_size, prepare_kwargs))
     if hasattr(encoder, "table_chunks"):
-        return _run_table_job(encoder, inputs, output, parts, layer, pool, batch_size, shard_size)
-    shards = []
-    for start in range(0, len(inputs), shard_size):
-        shard = parts / f"shard-{start // shard_size:05d}.npz"
-        if not shard.is_file():
-            rows = encoder.embed(list(inputs[start : start + shard_size]), layer=layer, pool=pool,
-                                 batch_size=batch_size, **prepare_kwargs)
-            arrays = [row.numpy() for row in rows]
-            atomic_write_with(shard, lambda tmp: _save_npz(tmp, arrays))
-        shards.append(shard)
+        return _run_table_job(encoder, inputs, output, parts, layer, pool, batch_size, shard_size, progress)
+    shards = [parts / f"shard-{index:05d}.npz" for index in range(-(-len(inputs) // shard_size))]
+    with encoder.progress_bar(len(inputs), progress) as bar:
+        for index, shard in enumerate(shards):
+            chunk = list(inputs[index * shard_size : (index + 1) * shard_size])
+            if not shard.is_file():
+                rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=False,
+                                     **prepare_kwargs)
+                arrays = [row.numpy() for row in rows]
+                atomic_write_with(shard, lambda tmp: _save_npz(tmp, arrays))
+            bar.update(len(chunk))
     rows = [array for shard in shards for array in _load_npz(shard)]
     atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, names, rows))
     shutil.rmtree(parts)
@@ -133,15 +135,17 @@ def claim_parts(parts: Path, settings: dict[str, Any]) -> None:
 
 
 def _run_table_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, layer, pool: str,
-                   batch_size: int, shard_size: int) -> str:
+                   batch_size: int, shard_size: int, progress: bool) -> str:
     """Tables: one output row per table row; a shard is `shard_size` rows of the input files read in order."""
     shards = []
-    for index, frame in enumerate(encoder.table_chunks(list(inputs), shard_size)):
-        shard = parts / f"shard-{index:05d}.npy"
-        if not shard.is_file():
-            rows = encoder.embed(frame, layer=layer, pool=pool, batch_size=batch_size, progress=False).numpy()
-            atomic_write_with(shard, lambda tmp: _save_npy(tmp, rows))
-        shards.append(shard)
+    with encoder.progress_bar(None, progress, unit="row") as bar:
+        for index, frame in enumerate(encoder.table_chunks(list(inputs), shard_size)):
+            shard = parts / f"shard-{index:05d}.npy"
+            if not shard.is_file():
+                rows = encoder.embed(frame, layer=layer, pool=pool, batch_size=batch_size, progress=False).numpy()
+                atomic_write_with(shard, lambda tmp: _save_npy(tmp, rows))
+            shards.append(shard)
+            bar.update(len(frame))
     if not shards:
         raise InputError(f"the tables {list(inputs)} hold no rows")
     rows = np.concatenate([np.load(shard) for shard in shards])
