@@ -118,12 +118,37 @@ def cmd_embed(args: argparse.Namespace) -> None:
             raise ConfigError(f"--ignore-extra-columns is for table encoders; {args.name} takes "
                               f"{encoder.modality} inputs")
         encoder.processor.extra_columns = "ignore"
+    if args.dataset or not args.inputs:
+        embed_named_dataset(encoder, args)
+        return
     suffixes = file_suffixes(encoder, args.name, "embed")
     inputs, names = rows_of_parquet_files(expand_inputs(args.inputs, suffixes), encoder.processor.dataset_feature)
     kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
-    shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool,
+    shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool or "mean",
                           batch_size=args.batch_size, shard_size=args.shard_size, names=names, **kwargs)
     print(f"wrote {args.output}: {len(inputs)} inputs, {shape}", file=sys.stderr)
+
+
+def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
+    """`zoo embed NAME --dataset D`: a graph dataset the papers use, by name (its modality's
+    `datasets.embed_dataset`), written in one pass."""
+    from zoo.embed_job import write_embeddings
+
+    if not args.dataset:
+        raise ConfigError("pass INPUTS (files or folders) or --dataset NAME (graph encoders)")
+    if args.inputs:
+        raise ConfigError(f"pass INPUTS or --dataset, not both (got {len(args.inputs)} input(s) and "
+                          f"--dataset {args.dataset})")
+    try:
+        module = importlib.import_module(f"modalities.{registry.MODALITY_FOLDERS[encoder.modality]}.datasets")
+    except ModuleNotFoundError:
+        module = None
+    if not hasattr(module, "embed_dataset"):
+        raise ConfigError(f"--dataset is for graph encoders; {args.name} reads {encoder.modality} files: "
+                          "pass them as INPUTS")
+    names, rows = module.embed_dataset(encoder, args.dataset, args.data, layer=parse_layer(args.layer),
+                                       pool=args.pool, batch_size=args.batch_size, device=args.device)
+    print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -316,10 +341,15 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
 
     embed = commands.add_parser("embed", help="embed inputs into a .npy or .parquet file")
     embed.add_argument("name", help="zoo name, Hub repo id or local folder")
-    embed.add_argument("inputs", nargs="+", help="input files or folders")
+    embed.add_argument("inputs", nargs="*", help="input files or folders")
     embed.add_argument("-o", "--output", required=True, help="out.npy or out.parquet")
     embed.add_argument("--layer", help="layer index, comma-separated list or 'all' (default: last)")
-    embed.add_argument("--pool", default="mean", choices=["mean", "cls", "none"])
+    embed.add_argument("--pool", choices=["mean", "cls", "none", "sum", "max"],
+                       help="mean (default), cls or none; graphs: none (nodes), mean, sum or max (default: the "
+                            "checkpoint's own)")
+    embed.add_argument("--dataset", help="graph encoders: a named dataset to embed instead of INPUTS, e.g. cora "
+                                         "(its nodes) or mutag (one row per graph)")
+    embed.add_argument("--data", help="with --dataset: the folder holding it (as zoo probe --dataset)")
     embed.add_argument("--batch-size", type=int, default=8)
     embed.add_argument("--shard-size", type=int, default=1024,
                        help="inputs per shard; a rerun after an interruption skips finished shards")

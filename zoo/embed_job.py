@@ -32,10 +32,7 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     `names` (default: the inputs as text) identify the inputs in job.json and in a parquet
     output's "input" column: rows read from a parquet file are named `FILE#ROW`. One progress
     bar covers the whole job; a resumed job's bar starts at the items its shards already hold."""
-    if output.suffix not in FORMATS:
-        raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
-    if output.suffix == ".npy" and pool == "none" and not hasattr(encoder, "table_chunks"):
-        raise InputError("pool='none' gives one array per input of varying length; write .parquet instead of .npy")
+    check_output(output, pool_none=pool == "none" and not hasattr(encoder, "table_chunks"))
     check_batch_sizes(batch_size=batch_size, shard_size=shard_size)
     parts = output.with_name(output.name + ".parts")
     names = [str(item) for item in inputs] if names is None else names
@@ -56,6 +53,21 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, names, rows))
     shutil.rmtree(parts)
     return f"{len(rows)} rows of shape {rows[0].shape}" if pool == "none" else f"array {np.stack(rows).shape}"
+
+
+def check_output(output: Path, pool_none: bool) -> None:
+    """An output file type the zoo writes, and one that holds rows of varying length when asked for."""
+    if output.suffix not in FORMATS:
+        raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
+    if output.suffix == ".npy" and pool_none:
+        raise InputError("pool='none' gives one array per input of varying length; write .parquet instead of .npy")
+
+
+def write_embeddings(output: Path, names: Sequence[str], rows: Sequence[np.ndarray]) -> str:
+    """Write rows made in one pass (no shards) to .npy or .parquet, atomically; returns the shape."""
+    check_output(output, pool_none=False)
+    atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, names, list(rows)))
+    return f"array {np.stack(rows).shape}"
 
 
 def job_settings(encoder: Any, names: Sequence[str], layer, pool: str, shard_size: int,

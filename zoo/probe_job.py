@@ -22,7 +22,8 @@ def file_suffixes(encoder: Any, name: str, command: str, labelled: bool = False)
     if not encoder.processor.file_suffixes:
         raise ConfigError(f"{name} is a {encoder.modality} encoder: its inputs are objects, not files, so "
                           f"`zoo {command}` has none to read; use it from Python (graphs: PyG Data or a dataset of "
-                          "them, with zoo.load(NAME).embed or zoo.for_token_classification), or score it with "
+                          "them, with zoo.load(NAME).embed or zoo.for_token_classification), embed a named dataset "
+                          "with `zoo embed NAME --dataset cora --data ROOT -o out.npy`, or score it with "
                           "`zoo probe NAME --dataset ...`")
     if labelled and encoder.modality == "tabular":
         raise ConfigError(f"{name} is a table encoder: each of its files is a table of many rows, not one labelled "

@@ -168,3 +168,23 @@ def load_dataset(name: str, data_root: Optional[str | Path] = None) -> Any:
             f"could not load dataset {name!r} ({type(err).__name__}: {err}); without network, put its raw files "
             f"where PyG expects them under a folder ROOT and pass --data ROOT"
         ) from err
+
+
+def embed_dataset(encoder: Any, name: str, data_root: Optional[str | Path], layer: Any = None,
+                  pool: Optional[str] = None, batch_size: int = 32,
+                  device: Optional[str] = None) -> tuple[list[str], list[Any]]:
+    """A named dataset's embeddings for `zoo embed --dataset`, as (names, rows): a node dataset's
+    nodes ("node#I"), or with a readout pool one row for its graph; a set of graphs' readouts
+    ("graph#I"), or with pool "none" the nodes of every graph ("graph#G/node#I"). `pool` None
+    is the checkpoint's own."""
+    data = load_dataset(name, data_root)
+    graphs = data if isinstance(data, list) else [data]
+    pool = encoder.config.pooling if pool is None else pool
+    embedded = encoder.embed(graphs, layer=layer, pool=pool, batch_size=batch_size, device=device)
+    if pool != "none":
+        prefix = "graph#" if isinstance(data, list) else f"{name}#"
+        return [f"{prefix}{index}" for index in range(len(embedded))], [row.numpy() for row in embedded]
+    if not isinstance(data, list):
+        return [f"node#{index}" for index in range(len(embedded[0]))], [row.numpy() for row in embedded[0]]
+    return ([f"graph#{g}/node#{index}" for g, nodes in enumerate(embedded) for index in range(len(nodes))],
+            [row.numpy() for nodes in embedded for row in nodes])

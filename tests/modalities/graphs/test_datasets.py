@@ -1,8 +1,15 @@
-"""The dataset cache: raw files are copied once, whatever the number of runs started together."""
+"""The dataset cache: raw files are copied once, whatever the number of runs started together;
+`zoo embed --dataset` writes a named dataset's embeddings."""
 
 from concurrent.futures import ThreadPoolExecutor
 
-from modalities.graphs.datasets import working_root
+import numpy as np
+import pyarrow.parquet as pq
+from helpers import shared_path
+
+import zoo
+from modalities.graphs.datasets import load_dataset, working_root
+from zoo.cli import main
 
 
 def test_runs_started_together_copy_the_raw_files_once(tmp_path, monkeypatch):
@@ -19,3 +26,24 @@ def test_runs_started_together_copy_the_raw_files_once(tmp_path, monkeypatch):
     copied = tmp_path / "cache" / "SET"
     assert sorted(p.name for p in copied.iterdir()) == ["raw"]
     assert sorted(p.name for p in (copied / "raw").iterdir()) == sorted(p.name for p in source.iterdir())
+
+
+def test_zoo_embed_writes_a_named_datasets_nodes_or_graphs(tmp_path, capsys):
+    """`zoo embed NAME --dataset D`: Cora's 2,708 nodes (the checkpoint's own pool) or one row per
+    MUTAG graph, equal to `embed` on the loaded dataset; files and datasets are not mixed."""
+    planetoid, tu = shared_path("data", "planetoid"), shared_path("data", "tu")
+    assert main(["embed", "graphmae-cora", "--dataset", "cora", "--data", str(planetoid),
+                 "-o", str(tmp_path / "nodes.npy")]) == 0
+    expected = zoo.load("graphmae-cora").embed(load_dataset("cora", planetoid), progress=False)
+    assert np.array_equal(np.load(tmp_path / "nodes.npy"), expected.numpy()) and expected.shape == (2708, 512)
+    assert main(["embed", "graphmae-mutag", "--dataset", "mutag", "--data", str(tu), "--pool", "max",
+                 "-o", str(tmp_path / "graphs.parquet")]) == 0
+    table = pq.read_table(tmp_path / "graphs.parquet").to_pydict()
+    expected = zoo.load("graphmae-mutag").embed(load_dataset("mutag", tu), pool="max", progress=False)
+    assert table["input"][:2] == ["graph#0", "graph#1"] and len(table["input"]) == 188
+    assert np.array_equal(np.stack(table["embedding"]), expected.numpy())
+    capsys.readouterr()
+    assert main(["embed", "graphmae-cora", "x.pt", "--dataset", "cora", "-o", str(tmp_path / "x.npy")]) == 2
+    assert "pass INPUTS or --dataset, not both" in capsys.readouterr().err
+    assert main(["embed", "hubert-tiny-fsdd", "--dataset", "cora", "-o", str(tmp_path / "x.npy")]) == 2
+    assert "--dataset is for graph encoders; hubert-tiny-fsdd reads speech files" in capsys.readouterr().err
