@@ -130,12 +130,12 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
-    """`zoo embed NAME --dataset D`: a graph dataset the papers use, by name (its modality's
-    `datasets.embed_dataset`), written in one pass."""
+    """`zoo embed NAME --dataset D`: a graph or table dataset the papers use, by name (its
+    modality's `datasets.embed_dataset`), written in one pass."""
     from zoo.embed_job import write_embeddings
 
     if not args.dataset:
-        raise ConfigError("pass INPUTS (files or folders) or --dataset NAME (graph encoders)")
+        raise ConfigError("pass INPUTS (files or folders) or --dataset NAME (graph and table encoders)")
     if args.inputs:
         raise ConfigError(f"pass INPUTS or --dataset, not both (got {len(args.inputs)} input(s) and "
                           f"--dataset {args.dataset})")
@@ -144,8 +144,8 @@ def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
     except ModuleNotFoundError:
         module = None
     if not hasattr(module, "embed_dataset"):
-        raise ConfigError(f"--dataset is for graph encoders; {args.name} reads {encoder.modality} files: "
-                          "pass them as INPUTS")
+        raise ConfigError(f"--dataset names graph and table datasets; {args.name} reads {encoder.modality} "
+                          "files: pass them as INPUTS")
     names, rows = module.embed_dataset(encoder, args.dataset, args.data, layer=parse_layer(args.layer),
                                        pool=args.pool, batch_size=args.batch_size, device=args.device)
     print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
@@ -347,8 +347,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     embed.add_argument("--pool", choices=["mean", "cls", "none", "sum", "max"],
                        help="mean (default), cls or none; graphs: none (nodes), mean, sum or max (default: the "
                             "checkpoint's own)")
-    embed.add_argument("--dataset", help="graph encoders: a named dataset to embed instead of INPUTS, e.g. cora "
-                                         "(its nodes) or mutag (one row per graph)")
+    embed.add_argument("--dataset", help="graph and table encoders: a named dataset to embed instead of INPUTS, "
+                                         "e.g. cora (its nodes), mutag (one row per graph) or adult (its rows)")
     embed.add_argument("--data", help="with --dataset: the folder holding it (as zoo probe --dataset)")
     embed.add_argument("--batch-size", type=int, default=8)
     embed.add_argument("--shard-size", type=int, default=1024,

@@ -83,3 +83,18 @@ def load_dataset(name: str, folder: Optional[str | Path] = None) -> TableSplits:
     if key == "diabetes":
         return load_diabetes()
     raise UnknownModelError(f"unknown tabular dataset {name!r}; known: ['adult', 'diabetes']")
+
+
+def embed_dataset(encoder: Any, name: str, folder: Optional[str | Path], layer: Any = None,
+                  pool: Optional[str] = None, batch_size: int = 1024,
+                  device: Optional[str] = None) -> tuple[list[str], list[np.ndarray]]:
+    """A named set's rows for `zoo embed --dataset`, as (names, rows): the training rows
+    ("train#I"), then the test rows ("test#I"); the target column is not an input."""
+    splits = load_dataset(name, folder)
+    names, rows = [], []
+    for split, frame in (("train", splits.train), ("test", splits.test)):
+        embedded = encoder.embed(frame.drop(columns=[splits.target]), layer=layer, pool=pool or "mean",
+                                 batch_size=batch_size, device=device)
+        names += [f"{split}#{index}" for index in range(len(frame))]
+        rows += list(embedded.numpy())
+    return names, rows

@@ -1,10 +1,14 @@
-"""The downstream protocols: regression (RMSE) on scikit-learn's diabetes set, through the CLI."""
+"""The downstream protocols: regression (RMSE) on scikit-learn's diabetes set, through the CLI;
+`zoo embed --dataset` on a named table."""
 
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from helpers import shared_path
 
+import zoo
 from modalities.tabular.datasets import load_dataset
 from zoo.cli import main
 from zoo.errors import UnknownModelError
@@ -36,3 +40,17 @@ def test_regression_targets_pretrain_and_probe_with_rmse(tmp_path, capsys):
 def test_unknown_table_dataset():
     with pytest.raises(UnknownModelError, match="unknown tabular dataset 'iris'"):
         load_dataset("iris")
+
+
+def test_zoo_embed_writes_a_named_tables_train_then_test_rows(tmp_path):
+    """`zoo embed tjepa-adult --dataset adult`: one row per table row, training rows first, the
+    target left out, as `embed` gives them."""
+    adult = shared_path("data", "adult")
+    assert main(["embed", "tjepa-adult", "--dataset", "adult", "--data", str(adult),
+                 "-o", str(tmp_path / "adult.parquet")]) == 0
+    table = pq.read_table(tmp_path / "adult.parquet").to_pydict()
+    splits = load_dataset("adult", adult)
+    assert len(table["input"]) == len(splits.train) + len(splits.test) == 48842
+    assert table["input"][0] == "train#0" and table["input"][len(splits.train)] == "test#0"
+    expected = zoo.load("tjepa-adult").embed(splits.test.drop(columns=["target"]).head(50), progress=False)
+    assert np.array_equal(np.stack(table["embedding"][len(splits.train):len(splits.train) + 50]), expected.numpy())
