@@ -420,3 +420,15 @@ def test_probe_with_a_cache_resumes_an_interrupted_run_and_reuses_finished_embed
     assert len(calls) == 5 and "wrote the embeddings" in capsys.readouterr().err
     assert main(["probe", "graphmae-cora", "--dataset", "cora", *cache]) == 2
     assert "--cache keeps the embeddings of --data files" in capsys.readouterr().err
+
+
+def test_env_reports_versions_accelerator_and_cache(offline_cache, capsys):
+    from importlib import metadata
+
+    from huggingface_hub import constants
+
+    assert main(["env"]) == 0
+    lines = dict(line[2:].split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["ssl-zoo"] == zoo.__version__ and lines["torch"] == metadata.version("torch")
+    assert lines["HF_HUB_OFFLINE"] == "True" and lines["Hugging Face cache"] == constants.HF_HUB_CACHE
+    assert lines["accelerator"] == "none (CPU only)" or lines["accelerator"].startswith("CUDA ")

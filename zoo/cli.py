@@ -1,4 +1,4 @@
-"""The `zoo` command line: list, info, embed, probe, finetune, demo, convert, publish, pretrain."""
+"""The `zoo` command line: list, info, embed, probe, finetune, demo, env, convert, publish, pretrain."""
 
 from __future__ import annotations
 
@@ -205,6 +205,12 @@ def probe_settings(name: str, family: str, dataset: str) -> Optional[dict]:
     return entry.pretraining.get("probe")
 
 
+def cmd_env(args: argparse.Namespace) -> None:
+    from zoo.environment import environment, markdown
+
+    print(markdown(environment()))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from zoo.demo import run_demo
 
@@ -388,6 +394,9 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
                           help="run folder: checkpoint.pt, log.jsonl, loss.png, classifier/ (load it with zoo.load)")
     add_finetune_arguments(finetune)
     finetune.set_defaults(func=cmd_finetune)
+
+    env = commands.add_parser("env", help="versions, accelerator and Hugging Face cache, for a bug report")
+    env.set_defaults(func=cmd_env)
 
     demo = commands.add_parser("demo", help="embed the bundled examples with every embedded checkpoint")
     demo.set_defaults(func=cmd_demo)
