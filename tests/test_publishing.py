@@ -124,6 +124,8 @@ def test_a_transformers_checkpoint_is_sent_in_the_zoo_format_with_the_names_card
     plan = publish("hubert-base-ls960", "me/hubert", dry_run=True)
     assert "HubertEncoder (" in plan and "to me/hubert (revision main)" in plan
     assert "model_cards/hubert-base-ls960.md" in plan and "pytorch_model.bin" not in plan
+    snapshot = offline_cache / "models--facebook--hubert-base-ls960" / "snapshots" / ("a" * 40)
+    assert f"from {snapshot} (saved anew in the zoo's format: config.json, model.safetensors)" in plan
 
 
 def test_where_and_what_to_publish_are_named(offline_cache, micro_hubert, tmp_path):

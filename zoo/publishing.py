@@ -34,10 +34,12 @@ CODE = re.compile(r"^(```|~~~).*?^\1|`[^`\n]*`", re.MULTILINE | re.DOTALL)
 
 @dataclasses.dataclass
 class Publication:
-    """What `publish` sends: the files of `folder` named in `files`, and `card` as README.md."""
+    """What `publish` sends: the files of `folder` named in `files`, and `card` as README.md;
+    `origin` says where they came from (a folder of another format is sent as saved anew)."""
 
     repo_id: str
     folder: Path
+    origin: str
     files: list[str]
     card: str
     card_source: str
@@ -47,7 +49,7 @@ class Publication:
 
     def describe(self, revision: Optional[str] = None) -> str:
         """The plan in lines, as `zoo publish --dry-run` prints it."""
-        lines = [f"{self.model_class} ({self.parameters:,} parameters) from {self.folder} "
+        lines = [f"{self.model_class} ({self.parameters:,} parameters) from {self.origin} "
                  f"to {self.repo_id} (revision {revision or 'main'}):"]
         lines += [f"  {name:<28} {(self.folder / name).stat().st_size:>14,} bytes" for name in self.files]
         lines.append(f"  {CARD_FILE:<28} {len(self.card.encode()):>14,} bytes ({self.card_source})")
@@ -99,16 +101,17 @@ def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[str
                           f"`zoo publish {source} your-org/{Path(str(source)).name}`")
     check_repo_id(repo_id)
     model = load_folder(folder, entry)
-    as_is = in_zoo_format(folder)
+    as_is, origin = in_zoo_format(folder), str(folder)
     card, card_source = choose_card(folder if as_is else None, entry, model, model_card)
     if not as_is:
+        origin += " (saved anew in the zoo's format: config.json, model.safetensors)"
         staging = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "checkpoint"
         folder = save_folder(model, staging, model_card=card)
     linked = linked_files(card, folder)
     files = [*CHECKPOINT_FILES, *(name for name in linked if name not in CHECKPOINT_FILES)]
     left_out = sorted(path.name for path in folder.iterdir() if path.name not in {*files, CARD_FILE})
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    return Publication(repo_id, folder, files, card, card_source, left_out, type(model).__name__, parameters)
+    return Publication(repo_id, folder, origin, files, card, card_source, left_out, type(model).__name__, parameters)
 
 
 def source_folder(source: str | Path, entry: Optional[registry.ModelEntry]) -> Path:
