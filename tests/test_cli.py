@@ -432,3 +432,21 @@ def test_env_reports_versions_accelerator_and_cache(offline_cache, capsys):
     assert lines["ssl-zoo"] == zoo.__version__ and lines["torch"] == metadata.version("torch")
     assert lines["HF_HUB_OFFLINE"] == "True" and lines["Hugging Face cache"] == constants.HF_HUB_CACHE
     assert lines["accelerator"] == "none (CPU only)" or lines["accelerator"].startswith("CUDA ")
+
+
+@pytest.mark.parametrize("recipe, data", [("graphmae", ["--dataset", "cora"]), ("paretognn", ["--dataset", "cora"]),
+                                          ("tjepa", ["--dataset", "adult"])])
+def test_a_recipe_setting_of_the_wrong_kind_is_named(recipe, data, tmp_path, capsys):
+    assert main(["pretrain", recipe, *data, "-o", str(tmp_path / "run"), "--set", "lr=x"]) == 2
+    assert "--set lr='x': the recipe's lr is " in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("recipe, option", [("hubert", "--clusters"), ("hubert", "--kmeans-frames"),
+                                            ("mert", "--codebooks"), ("mert", "--clusters"),
+                                            ("beats", "--codebook-size"), ("beats", "--codebook-dim")])
+def test_a_count_of_zero_is_refused_when_parsed(recipe, option, tmp_path, capsys):
+    """Before minutes of feature extraction, not in k-means or the quantizer afterwards."""
+    with pytest.raises(SystemExit):
+        main(["pretrain", recipe, "--data", "x", "-o", str(tmp_path / "run"), option, "0"])
+    assert f"argument {option}: 0 is not a positive number" in capsys.readouterr().err

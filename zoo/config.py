@@ -116,6 +116,26 @@ def value_matches(value: Any, hint: Any) -> bool:
     return simple[hint]() if hint in simple else True
 
 
+def check_override_types(defaults: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
+    """Refuse `--set` values of another kind than the recipe values they replace (a number for a
+    number, text for text, a list for a list...), naming the key; recipes are plain dicts, so
+    their types are those of their values."""
+    for key, value in overrides.items():
+        default = defaults.get(key)
+        if default is not None and not same_kind(value, default):
+            raise ConfigError(f"{where} {key}={value!r}: the recipe's {key} is {default!r}; give a value of that kind")
+
+
+def same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
 def check_keys(cls: type, data: dict[str, Any], where: str, hint: str = "") -> None:
     """Refuse keys that are not fields of the dataclass `cls`, naming them and the valid ones."""
     names = {f.name for f in dataclasses.fields(cls)}

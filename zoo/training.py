@@ -199,6 +199,18 @@ def add_device_arguments(parser: Any) -> None:
                         help="recompute block activations in the backward pass: less memory, the same steps")
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (codes, codebooks, frames to cluster):
+    zero is refused at parsing, not after minutes of feature extraction."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number; use 1 or more")
+    return value
+
+
 def add_time_limit_argument(parser: Any) -> None:
     """`--time-limit` on a parser or an argument group: every `zoo pretrain` command takes it
     (TrainConfig.time_limit)."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from modalities.graphs.processing import GraphProcessor
 from zoo import registry
-from zoo.config import parse_overrides
+from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError, UnknownModelError
 from zoo.training import (
     TrainConfig, add_time_limit_argument, command_settings, save_trained, train, write_run_settings,
@@ -37,7 +37,9 @@ def resolve_recipe(family: str, config_class: type, dataset: str, overrides: dic
     if unknown:
         raise ConfigError(f"--set names unknown settings {unknown}; valid: {sorted(arch_keys | set(recipe_keys))}")
     architecture = {**entry.architecture, **{k: v for k, v in overrides.items() if k in arch_keys}}
-    recipe = {**entry.pretraining, **{k: v for k, v in overrides.items() if k in recipe_keys}}
+    recipe_overrides = {k: v for k, v in overrides.items() if k in recipe_keys}
+    check_override_types(entry.pretraining, recipe_overrides, "--set")
+    recipe = {**entry.pretraining, **recipe_overrides}
     config = config_class.from_dict(architecture)
     processor = GraphProcessor.from_dict({**entry.preprocessing, "in_dim": config.in_dim})
     return config, processor, recipe

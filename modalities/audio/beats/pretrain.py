@@ -36,7 +36,7 @@ from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
 from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-                          train_and_save, train_config_from_args)
+                          positive_int, train_and_save, train_config_from_args)
 
 STAGES = ("ssl", "tokenizer")
 
@@ -206,8 +206,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "beats-tiny-tokenizer (default: random)")
     stage.add_argument("--teacher",
                        help="tokenizer stage: the SSL run, encoder folder or model name (e.g. beats-tiny) to distil")
-    stage.add_argument("--codebook-size", type=int, default=1024, help="codes K (default: 1024, as released)")
-    stage.add_argument("--codebook-dim", type=int, default=256, help="code width C (default: 256, as released)")
+    stage.add_argument("--codebook-size", type=positive_int, default=1024, help="codes K (default: 1024, as released)")
+    stage.add_argument("--codebook-dim", type=positive_int, default=256,
+                       help="code width C (default: 256, as released)")
     stage.add_argument("--mask-ratio", type=float, default=0.75, help="ssl: share of patches dropped (default: 0.75)")
     stage.add_argument("--head-layers", type=int, default=2,
                        help="depth of the label predictor (ssl) or estimator (tokenizer) (default: 2)")

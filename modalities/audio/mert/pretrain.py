@@ -60,7 +60,7 @@ from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_wav
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
 from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-                          train_and_save, train_config_from_args)
+                          positive_int, train_and_save, train_config_from_args)
 
 ENCODER_FOLDER = "encoder"
 #: MERT's CQT teacher: 7 octaves of 48 bins from 32.7 Hz
@@ -349,9 +349,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="acoustic codes: residual k-means on log-mel + chroma, or EnCodec (default: kmeans)")
     teacher.add_argument("--encodec", default="facebook/encodec_24khz",
                          help="--teacher encodec: EnCodec folder or Hub repo id (default: facebook/encodec_24khz)")
-    teacher.add_argument("--codebooks", type=int, default=8, help="--teacher kmeans: codebooks C (default: 8)")
-    teacher.add_argument("--clusters", type=int, default=256, help="--teacher kmeans: codes K (default: 256)")
-    teacher.add_argument("--kmeans-frames", type=int, default=100_000, help="frames k-means is fitted on")
+    teacher.add_argument("--codebooks", type=positive_int, default=8, help="--teacher kmeans: codebooks C (default: 8)")
+    teacher.add_argument("--clusters", type=positive_int, default=256, help="--teacher kmeans: codes K (default: 256)")
+    teacher.add_argument("--kmeans-frames", type=positive_int, default=100_000, help="frames k-means is fitted on")
     teacher.add_argument("--chroma-weight", type=float, default=1.0,
                          help="--teacher kmeans: weight of the 12 standardised chroma features against the 64 "
                               "log-mel ones in the k-means distance; 2.31 = equal shares (default: 1.0)")

@@ -38,7 +38,7 @@ from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.outputs import PretrainOutput
 from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-                          train_and_save, train_config_from_args)
+                          positive_int, train_and_save, train_config_from_args)
 
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100
@@ -286,9 +286,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--layer", type=int,
                         help="iteration 2: hidden state to cluster, 0 = input embeddings (default: the middle "
                              "layer, as HuBERT-base clusters layer 6 of 12)")
-    labels.add_argument("--clusters", type=int, default=100,
+    labels.add_argument("--clusters", type=positive_int, default=100,
                         help="k-means clusters K (HuBERT-base: 100 on MFCC, 500 on features) (default: 100)")
-    labels.add_argument("--kmeans-frames", type=int, default=100_000,
+    labels.add_argument("--kmeans-frames", type=positive_int, default=100_000,
                         help="frames k-means is fitted on (default: 100000)")
 
     model = parser.add_argument_group("model and objective")

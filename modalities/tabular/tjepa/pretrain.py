@@ -27,7 +27,7 @@ from modalities.tabular.tjepa.masking import MaskSampler
 from modalities.tabular.tjepa.model import TJEPAConfig, TJEPAEncoder, with_output_scale
 from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo import registry
-from zoo.config import parse_overrides
+from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.training import (
     TrainConfig, add_time_limit_argument, command_settings, save_trained, train, write_run_settings,
@@ -75,8 +75,9 @@ def resolve_recipe(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any]
         raise ConfigError(f"--set names unknown settings {unknown}; valid: {sorted(arch_keys | set(RECIPE_KEYS))}")
     architecture = {k: v for k, v in entry.architecture.items() if k not in TABLE_KEYS}
     architecture.update({k: v for k, v in overrides.items() if k in arch_keys})
-    recipe = {**entry.pretraining, **{k: v for k, v in overrides.items() if k in RECIPE_KEYS}}
-    return architecture, recipe
+    recipe_overrides = {k: v for k, v in overrides.items() if k in RECIPE_KEYS}
+    check_override_types(entry.pretraining, recipe_overrides, "--set")
+    return architecture, {**entry.pretraining, **recipe_overrides}
 
 
 def training_table(args: argparse.Namespace) -> tuple[pd.DataFrame, TableProcessor]:
