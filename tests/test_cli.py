@@ -210,10 +210,14 @@ def test_embed_and_probe_run_in_another_dtype_on_given_threads(checkpoint, wav_f
         torch.set_num_threads(threads)
     half, full = np.load(tmp_path / "bf16.npy"), np.load(tmp_path / "f32.npy")
     assert half.dtype == np.float32 and 0 < np.abs(half - full).max() < 0.05 * np.abs(full).max()
-    for option, message in ((["--dtype", "int8"], "dtype='int8'; use a floating torch dtype"),
-                            (["--threads", "0"], "--threads 0; use a positive number")):
-        assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "x.npy"), *option]) == 2
-        assert message in capsys.readouterr().err
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "x.npy"), "--dtype", "int8"]) == 2
+    assert "dtype='int8'; use a floating torch dtype" in capsys.readouterr().err
+    for command in (["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "x.npy")],
+                    ["finetune", str(checkpoint), "--data", str(wav_folder), "-o", str(tmp_path / "run")],
+                    ["pretrain", "graphmae", "--dataset", "cora", "-o", str(tmp_path / "run")]):
+        with pytest.raises(SystemExit):  # refused by argparse, as a bad choice is
+            main([*command, "--threads", "0"])
+        assert "argument --threads: 0 is not a positive number" in capsys.readouterr().err
     tone_set(tmp_path / "tones", "folders")
     assert main(["probe", str(checkpoint), "--data", str(tmp_path / "tones"), "--dtype", "bfloat16"]) == 0
     assert json.loads(capsys.readouterr().out)["linear_probe_accuracy"] == 1.0

@@ -18,6 +18,7 @@ from zoo.config import parse_overrides
 from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
 from zoo.finetune_job import add_finetune_arguments, run_finetune
 from zoo.io import visible_files
+from zoo.training import positive_int
 
 
 def format_params(count: Optional[int]) -> str:
@@ -83,8 +84,6 @@ def load_for_command(args: argparse.Namespace) -> Any:
     from zoo.hub import load
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads {args.threads}; use a positive number of CPU threads")
         torch.set_num_threads(args.threads)
     if args.random_init is not None:
         torch.manual_seed(args.random_init)
@@ -101,7 +100,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Where and how `zoo embed` / `zoo probe` run."""
     parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", help="weights' precision, e.g. bfloat16 on a GPU (default: float32)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--random-init", type=int, metavar="SEED",
                         help="the same architecture and preprocessing with random weights seeded SEED instead "
                              "of the checkpoint's (nothing downloaded): the random-init baseline")

@@ -40,7 +40,8 @@ from zoo.outputs import PretrainOutput
 from zoo.probe_job import file_suffixes, labelled_files
 from zoo.run_cards import run_card, with_eval_result
 from zoo.training import (
-    ARGS_FILE, PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, train, write_run_settings,
+    ARGS_FILE, PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, train,
+    write_run_settings,
 )
 
 MODES = ("linear", "weighted", "full")
@@ -138,7 +139,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                              "SEED (as zoo embed/probe --random-init SEED; alone: by --seed)")
     parser.add_argument("--freeze-feature-encoder", action="store_true",
                         help="with --mode full: keep a HuBERT / MERT conv front end as pretrained")
-    parser.add_argument("--train-limit", type=int,
+    parser.add_argument("--train-limit", type=positive_int,
                         help="train on a seeded N // classes items of each class (default: every training item)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -147,7 +148,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0, help="head init, random encoder init and batch order")
     add_device_arguments(parser)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
     parser.add_argument("--time-limit", type=float,
                         help="seconds of training in this call; a rerun of the command continues the run")
     parser.add_argument("--no-progress", action="store_true")
@@ -188,7 +189,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--batch-size {args.batch_size} is more than the {len(train_examples)} training items, "
                           "and an epoch drops its last short batch; use a smaller batch size")
     steps = args.epochs * len(batches)
-    config = TrainConfig(steps=steps, lr=args.lr or DEFAULT_LR[args.mode], weight_decay=args.weight_decay,
+    lr = DEFAULT_LR[args.mode] if args.lr is None else args.lr  # --lr 0 is refused by TrainConfig, not replaced
+    config = TrainConfig(steps=steps, lr=lr, weight_decay=args.weight_decay,
                          betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps), max_grad_norm=1.0,
                          checkpoint_every=len(batches), seed=args.seed, progress=not args.no_progress,
                          time_limit=args.time_limit, device=args.device, bf16=args.bf16,

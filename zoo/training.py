@@ -122,6 +122,8 @@ class TrainConfig:
             raise ConfigError(f"warmup_steps={self.warmup_steps} must lie in [0, steps={self.steps}]")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay={self.weight_decay}; use a decay >= 0")
         if self.weight_decay_end is not None and self.weight_decay_end < 0:
             raise ConfigError(f"weight_decay_end={self.weight_decay_end}; use a decay >= 0 or None for a constant one")
         if self.checkpoint_every < 1:
@@ -162,7 +164,7 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     optim.add_argument("--seed", type=int, default=0)
     add_device_arguments(optim)
     add_time_limit_argument(optim)
-    optim.add_argument("--threads", type=int,
+    optim.add_argument("--threads", type=positive_int,
                        help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
     optim.add_argument("--no-progress", action="store_true", help="no progress bars")
 

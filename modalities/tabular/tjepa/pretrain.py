@@ -30,7 +30,7 @@ from zoo import registry
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, command_settings, save_trained, train, write_run_settings,
+    TrainConfig, add_time_limit_argument, command_settings, positive_int, save_trained, train, write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     add_time_limit_argument(parser)
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
 
 
