@@ -215,6 +215,8 @@ def test_tagging_head_scores_multi_label_targets(micro_hubert, tmp_path):
         zoo.EncoderForTagging(micro_hubert, 3, labels=["a", "b"])
     with pytest.raises(ConfigError, match=r"label names \['a'\] are given more than once"):
         zoo.for_classification(micro_hubert, labels=["a", "b", "a"])
+    with pytest.raises(ConfigError, match="already a tagging model .* on its encoder: `model.encoder`"):
+        zoo.for_classification(tagger, num_labels=2)
     wave = np.zeros(4000, np.float32)
     assert len(tagger.predict([wave], top_k=10, sampling_rate=16000)[0]) == 3
     with pytest.raises(ConfigError, match="top_k=0; ask for at least one label"):

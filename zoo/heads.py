@@ -62,6 +62,9 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
     def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "mean", layer: HeadLayer = None,
                  freeze: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
+        if isinstance(encoder, EncoderWithHead):
+            raise ConfigError(f"the model given is already a {encoder.task} model ({type(encoder).__name__}); put the "
+                              f"new {self.task} head on its encoder: `model.encoder`")
         if pool not in self.head_pools:
             raise ConfigError(f"a {self.task} head's pool={pool!r}; use one of {self.head_pools}")
         check_pool(pool, encoder.pools, type(encoder).__name__)
