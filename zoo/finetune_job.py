@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.config import read_json
 from zoo.errors import ConfigError
 from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
@@ -40,7 +39,7 @@ from zoo.outputs import PretrainOutput
 from zoo.probe_job import file_suffixes, labelled_files
 from zoo.run_cards import run_card, with_eval_result
 from zoo.training import (
-    ARGS_FILE, PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, train,
+    PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, train,
     write_run_settings,
 )
 
@@ -196,15 +195,15 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
                          time_limit=args.time_limit, device=args.device, bf16=args.bf16,
                          activation_checkpointing=args.activation_checkpointing)
     output = Path(args.output)
-    write_run_settings(output, {key: value for key, value in command_settings(args).items()
-                                if key not in SCORING_ARGS})
+    settings = {key: value for key, value in command_settings(args).items() if key not in SCORING_ARGS}
+    write_run_settings(output, settings)
     started = time.monotonic()
     records = train(ClassifierObjective(classifier), batches, output, config)
     if records[-1]["step"] < steps:
         print(f"time limit reached at step {records[-1]['step']} of {steps}; rerun the command to continue",
               file=sys.stderr)
         return {"steps_done": records[-1]["step"], "steps": steps}
-    settings, curve = read_json(output / ARGS_FILE), loss_curve(output)
+    curve = loss_curve(output)
     classifier.save_pretrained(output / CLASSIFIER_FOLDER, extra_files=curve)
     loaded = zoo.load(output / CLASSIFIER_FOLDER, device=args.device)
     logits = loaded.logits(test_items, batch_size=args.eval_batch_size, progress=not args.no_progress)
