@@ -138,15 +138,12 @@ def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
     if args.inputs:
         raise ConfigError(f"pass INPUTS or --dataset, not both (got {len(args.inputs)} input(s) and "
                           f"--dataset {args.dataset})")
-    try:
-        module = importlib.import_module(f"modalities.{registry.MODALITY_FOLDERS[encoder.modality]}.datasets")
-    except ModuleNotFoundError:
-        module = None
-    if not hasattr(module, "embed_dataset"):
+    embed_dataset = registry.modality_part(encoder.modality, "datasets", "embed_dataset")
+    if embed_dataset is None:
         raise ConfigError(f"--dataset names graph and table datasets; {args.name} reads {encoder.modality} "
                           "files: pass them as INPUTS")
-    names, rows = module.embed_dataset(encoder, args.dataset, args.data, layer=parse_layer(args.layer),
-                                       pool=args.pool, batch_size=args.batch_size, device=args.device)
+    names, rows = embed_dataset(encoder, args.dataset, args.data, layer=parse_layer(args.layer),
+                                pool=args.pool, batch_size=args.batch_size, device=args.device)
     print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
 
 
@@ -184,13 +181,11 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def probe_dataset(args: argparse.Namespace) -> dict:
     """The protocol of a named dataset, run by the encoder's modality (graphs: GraphMAE's linear probe)."""
     encoder = load_for_command(args)
-    try:
-        module = importlib.import_module(f"modalities.{registry.MODALITY_FOLDERS[encoder.modality]}.evaluation")
-    except ModuleNotFoundError as err:
-        raise ConfigError(f"{encoder.modality} encoders have no --dataset protocols; use --data DIR") from err
-    return module.probe_dataset(encoder, args.dataset, args.data, seeds=tuple(args.seeds), device=args.device,
-                                settings=probe_settings(args.name, encoder.family, args.dataset),
-                                protocol=args.protocol)
+    probe = registry.modality_part(encoder.modality, "evaluation", "probe_dataset")
+    if probe is None:
+        raise ConfigError(f"{encoder.modality} encoders have no --dataset protocols; use --data DIR")
+    return probe(encoder, args.dataset, args.data, seeds=tuple(args.seeds), device=args.device,
+                 settings=probe_settings(args.name, encoder.family, args.dataset), protocol=args.protocol)
 
 
 def probe_settings(name: str, family: str, dataset: str) -> Optional[dict]:
@@ -387,7 +382,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     add_run_arguments(probe)
     probe.set_defaults(func=cmd_probe)
 
-    finetune = commands.add_parser("finetune", help="train a classification head on labelled files, save and score it")
+    finetune = commands.add_parser("finetune", help="train a classification head on labelled files or a named "
+                                     "dataset, save and score it")
     finetune.add_argument("name", help="zoo name, Hub repo id or local folder")
     finetune.add_argument("-o", "--output", required=True,
                           help="run folder: checkpoint.pt, log.jsonl, loss.png, classifier/ (load it with zoo.load)")

@@ -3,7 +3,10 @@
 
 The data are read as `zoo probe --data` reads them (`zoo.probe_job.labelled_files`): a folder
 of files with labels and the test split from `--label-regex` / `--test-regex` (or folders),
-or a Hub dataset's train-*/test-* parquet files. Three ways of training (`--mode`):
+or a Hub dataset's train-*/test-* parquet files. A graph or table encoder names a dataset
+instead (`--dataset`, its modality's `datasets.finetune_data`): a node dataset's nodes (a
+class per node, one full-graph step an epoch), a TU set's graphs or a table's rows, with the
+dataset's labels and split. Three ways of training (`--mode`):
 
 - `linear`: a linear head on the frozen encoder's last layer (mean of its tokens);
 - `weighted`: a linear head on a learned softmax mix of every layer, encoder frozen
@@ -11,9 +14,10 @@ or a Hub dataset's train-*/test-* parquet files. Three ways of training (`--mode
 - `full`: the head and the whole encoder trained together.
 
 Training uses AdamW, a linear warmup over the first 10 % of the steps then a cosine to 0,
-and clips the gradient norm at 1. It writes checkpoint.pt every epoch, log.jsonl and
-loss.png, and a rerun of an interrupted command continues where its checkpoint left off: the
-batches of an epoch are a seeded shuffle of the training split, checkpointed with the run.
+and clips the gradient norm at 1. It writes checkpoint.pt every epoch (a node dataset: every 50
+steps), log.jsonl and loss.png, and a rerun of an interrupted command continues where its
+checkpoint left off: the batches of an epoch are a seeded shuffle of the training split,
+checkpointed with the run.
 The accuracy reported is that of the saved folder, loaded back with `zoo.load`; the folder's
 card says how it was trained and scored, and shows the loss curve.
 """
@@ -21,6 +25,7 @@ card says how it was trained and scored, and shows the loss curve.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -32,7 +37,9 @@ import torch
 from torch import nn
 
 import zoo
+from zoo import registry
 from zoo.errors import ConfigError
+from zoo.heads import IGNORE_INDEX
 from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
 from zoo.outputs import PretrainOutput
@@ -44,8 +51,16 @@ from zoo.training import (
 )
 
 MODES = ("linear", "weighted", "full")
+DEFAULT_EPOCHS = 5
+DEFAULT_BATCH_SIZE = 32
+#: a node dataset's epochs, each one step on its whole graph
+DEFAULT_NODE_EPOCHS = 300
+#: a node dataset's run saves its checkpoint every this many steps (other runs: every epoch)
+NODE_CHECKPOINT_EVERY = 50
 #: peak learning rates: a head alone takes a larger step than a whole pretrained encoder
 DEFAULT_LR = {"linear": 1e-3, "weighted": 1e-3, "full": 1e-4}
+#: a node dataset's, ten times larger: its 300 steps are all a run has (GraphMAE's node probe: 1e-2)
+DEFAULT_NODE_LR = {"linear": 1e-2, "weighted": 1e-2, "full": 1e-3}
 #: arguments of the scoring after training, left out of args.json (those of where and how the
 #: training runs, such as --threads and --time-limit, are zoo.training.RUN_LOCAL_SETTINGS)
 SCORING_ARGS = ("json", "eval_batch_size")
@@ -82,7 +97,8 @@ class ShuffledBatches:
 
 
 class ClassifierObjective(nn.Module):
-    """Cross-entropy of a classifier on one collated batch, with the batch's accuracy logged."""
+    """Cross-entropy of a classifier on one collated batch, with the batch's accuracy logged (over
+    its labelled nodes, for a node dataset)."""
 
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
@@ -90,7 +106,9 @@ class ClassifierObjective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PretrainOutput:
         output = self.classifier(**batch)
-        accuracy = (output.logits.argmax(-1) == batch["labels"]).float().mean().item()
+        labels = batch["labels"].to(output.logits.device)
+        labelled = labels != IGNORE_INDEX
+        accuracy = (output.logits.argmax(-1)[labelled] == labels[labelled]).float().mean().item()
         return PretrainOutput(loss=output.loss, logs={"accuracy": accuracy})
 
 
@@ -112,12 +130,81 @@ def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed
     return kept
 
 
-def build_classifier(encoder: nn.Module, args: argparse.Namespace, names: list[str]) -> nn.Module:
+@dataclasses.dataclass
+class LabelledSplit:
+    """What a run trains on and is scored on: training examples ({"input", "label"}), the test
+    inputs and their class indices; for a node dataset (`test_nodes` set) the one example is its
+    graph with a label per training node, and the test inputs are that graph."""
+
+    names: list[str]
+    train: list[dict[str, Any]]
+    test_inputs: Any
+    test_labels: np.ndarray
+    #: the data's name in the card's evaluation result
+    source: str
+    #: what an item is, in the report's sentences
+    unit: str = "items"
+    test_nodes: Optional[torch.Tensor] = None
+
+    @property
+    def train_count(self) -> int:
+        return len(self.train) if self.test_nodes is None else int((self.train[0]["label"] != IGNORE_INDEX).sum())
+
+
+def rows_split(rows: list[tuple[Any, str, bool]], source: str, unit: str) -> LabelledSplit:
+    """A split of (input, label name, is_test) rows; classes are the label names, sorted."""
+    names = sorted({label for _, label, _ in rows})
+    return LabelledSplit(names, [{"input": value, "label": label} for value, label, test in rows if not test],
+                         [value for value, _, test in rows if test],
+                         np.array([names.index(label) for _, label, test in rows if test]), source, unit)
+
+
+def node_split(data: Any, source: str) -> LabelledSplit:
+    """A node dataset's split: trained on its training nodes' labels, scored on its test nodes."""
+    names = [str(index) for index in range(int(data.y.max()) + 1)]
+    labels = torch.where(data.train_mask, data.y, IGNORE_INDEX)
+    return LabelledSplit(names, [{"input": data, "label": labels}], data, data.y[data.test_mask].numpy(), source,
+                         "nodes", data.test_mask)
+
+
+def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
+    """The labelled files of `--data`, or the named `--dataset` of a graph or table encoder."""
+    if args.dataset is None:
+        if args.data is None:
+            raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table "
+                              "dataset, e.g. cora, mutag or adult)")
+        rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
+                              file_suffixes(encoder, args.name, "finetune", labelled=True),
+                              encoder.processor.dataset_feature)
+        return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.data).resolve().name, "items")
+    if args.label_regex or args.test_regex:
+        raise ConfigError(f"--label-regex and --test-regex are for --data folders; --dataset {args.dataset} has its "
+                          "own labels and split")
+    finetune_data = registry.modality_part(encoder.modality, "datasets", "finetune_data")
+    if finetune_data is None:
+        raise ConfigError(f"--dataset names graph and table datasets; {args.name} reads {encoder.modality} files: "
+                          "pass their folder as --data")
+    data = finetune_data(args.dataset, args.data)
+    if isinstance(data, list):
+        unit = "rows" if encoder.modality == "tabular" else "graphs"
+        return rows_split(limit_training(data, args.train_limit, args.seed), args.dataset, unit)
+    if args.train_limit is not None:
+        raise ConfigError(f"--train-limit is for sets of items; {args.dataset} trains on its own training nodes")
+    return node_split(data, args.dataset)
+
+
+def build_classifier(encoder: nn.Module, args: argparse.Namespace, split: LabelledSplit) -> nn.Module:
     """`zoo.for_classification` on the encoder as `args` say: its mode, the layer and pool the
-    head reads, and whether the conv front end stays frozen."""
+    head reads, and whether the conv front end stays frozen; a class per node for a node dataset."""
     torch.manual_seed(args.seed)
     layer = "weighted" if args.mode == "weighted" else args.layer
-    classifier = zoo.for_classification(encoder, labels=names, layer=layer, pool=args.pool, freeze=args.mode != "full")
+    freeze = args.mode != "full"
+    if split.test_nodes is not None:
+        if args.pool != "mean":
+            raise ConfigError(f"--pool {args.pool}: a node dataset's head classifies each node, it pools nothing")
+        classifier = zoo.for_token_classification(encoder, labels=split.names, layer=layer, freeze=freeze)
+    else:
+        classifier = zoo.for_classification(encoder, labels=split.names, layer=layer, pool=args.pool, freeze=freeze)
     if args.freeze_feature_encoder:
         classifier.freeze_feature_encoder()
     return classifier
@@ -125,7 +212,11 @@ def build_classifier(encoder: nn.Module, args: argparse.Namespace, names: list[s
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of a fine-tuning run, besides the model (`name`) and the run folder (`output`)."""
-    parser.add_argument("--data", required=True, help="labelled folder or Hub parquet dataset, as `zoo probe --data`")
+    parser.add_argument("--data", help="labelled folder or Hub parquet dataset, as `zoo probe --data`; with "
+                        "--dataset, the folder holding it")
+    parser.add_argument("--dataset", help="graph and table encoders: a named dataset with its own labels and split "
+                        "instead of files: a node dataset (cora: its nodes, scored on its test nodes), a TU set "
+                        "(mutag: its graphs, scored on the first of the svm-10fold probe's folds) or adult (its rows)")
     parser.add_argument("--label-regex", help="a regex whose first group is a file's label (default: its folder)")
     parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
     parser.add_argument("--mode", choices=MODES, default="full")
@@ -140,10 +231,15 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --mode full: keep a HuBERT / MERT conv front end as pretrained")
     parser.add_argument("--train-limit", type=positive_int,
                         help="train on a seeded N // classes items of each class (default: every training item)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int,
+                        help=f"passes over the training items (default: {DEFAULT_EPOCHS}; a node dataset, whose "
+                             f"epoch is one step on its whole graph: {DEFAULT_NODE_EPOCHS})")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=f"training items a step (default: {DEFAULT_BATCH_SIZE}); a node dataset takes its "
+                             "whole graph")
     parser.add_argument("--eval-batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, help=f"peak learning rate (default by mode: {DEFAULT_LR})")
+    parser.add_argument("--lr", type=float, help=f"peak learning rate (default by mode: {DEFAULT_LR}; a node "
+                        f"dataset: {DEFAULT_NODE_LR})")
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0, help="head init, random encoder init and batch order")
     add_device_arguments(parser)
@@ -151,6 +247,18 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=float,
                         help="seconds of training in this call; a rerun of the command continues the run")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def epochs_and_batch_size(args: argparse.Namespace, split: LabelledSplit) -> tuple[int, int]:
+    """The run's epochs and batch size: as given, else the defaults; a node dataset's one
+    example is its whole graph, so its batch is that graph and an epoch is one step."""
+    if split.test_nodes is None:
+        return (DEFAULT_EPOCHS if args.epochs is None else args.epochs,
+                DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size)
+    if args.batch_size not in (None, 1):
+        raise ConfigError(f"--batch-size {args.batch_size}: {split.source} trains on its whole graph each step; "
+                          "drop --batch-size")
+    return DEFAULT_NODE_EPOCHS if args.epochs is None else args.epochs, 1
 
 
 def random_init_seed(args: argparse.Namespace) -> Optional[int]:
@@ -164,7 +272,7 @@ def random_init_seed(args: argparse.Namespace) -> Optional[int]:
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Train, save and score the run `args` describe (`add_finetune_arguments`, plus `name`
     and `output`); returns its report, or the steps done when `--time-limit` stopped it."""
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}; train for at least one epoch")
     if args.layer is not None and args.mode == "weighted":
         raise ConfigError(f"--layer {args.layer} is for --mode linear or full; --mode weighted mixes every layer")
@@ -173,29 +281,25 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     init_seed = random_init_seed(args)
     torch.manual_seed(args.seed if init_seed is None else init_seed)  # the weights of a --random-init encoder
     encoder = zoo.load(args.name, revision=args.revision, pretrained=init_seed is None)
-    rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
-                          file_suffixes(encoder, args.name, "finetune", labelled=True),
-                          encoder.processor.dataset_feature)
-    rows = limit_training(rows, args.train_limit, args.seed)
-    names = sorted({label for _, label, _ in rows})
-    train_examples = [{"input": value, "label": label} for value, label, test in rows if not test]
-    test_items = [value for value, _, test in rows if test]
-    test_labels = np.array([names.index(label) for _, label, test in rows if test])
-
-    classifier = build_classifier(encoder, args, names)
-    batches = ShuffledBatches(train_examples, args.batch_size, classifier.collate, args.seed)
+    split = read_split(encoder, args)
+    classifier = build_classifier(encoder, args, split)
+    epochs, batch_size = epochs_and_batch_size(args, split)
+    batches = ShuffledBatches(split.train, batch_size, classifier.collate, args.seed)
     if len(batches) == 0:
-        raise ConfigError(f"--batch-size {args.batch_size} is more than the {len(train_examples)} training items, "
+        raise ConfigError(f"--batch-size {batch_size} is more than the {len(split.train)} training items, "
                           "and an epoch drops its last short batch; use a smaller batch size")
-    steps = args.epochs * len(batches)
-    lr = DEFAULT_LR[args.mode] if args.lr is None else args.lr  # --lr 0 is refused by TrainConfig, not replaced
+    steps = epochs * len(batches)
+    defaults = DEFAULT_LR if split.test_nodes is None else DEFAULT_NODE_LR
+    lr = defaults[args.mode] if args.lr is None else args.lr  # --lr 0 is refused by TrainConfig, not replaced
+    checkpoint_every = len(batches) if split.test_nodes is None else NODE_CHECKPOINT_EVERY
     config = TrainConfig(steps=steps, lr=lr, weight_decay=args.weight_decay,
                          betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps), max_grad_norm=1.0,
-                         checkpoint_every=len(batches), seed=args.seed, progress=not args.no_progress,
+                         checkpoint_every=checkpoint_every, seed=args.seed, progress=not args.no_progress,
                          time_limit=args.time_limit, device=args.device, bf16=args.bf16,
                          activation_checkpointing=args.activation_checkpointing)
     output = Path(args.output)
     settings = {key: value for key, value in command_settings(args).items() if key not in SCORING_ARGS}
+    settings.update(epochs=epochs, batch_size=batch_size)  # as run, where the defaults stood in
     write_run_settings(output, settings)
     started = time.monotonic()
     records = train(ClassifierObjective(classifier), batches, output, config)
@@ -206,20 +310,23 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     curve = loss_curve(output)
     classifier.save_pretrained(output / CLASSIFIER_FOLDER, extra_files=curve)
     loaded = zoo.load(output / CLASSIFIER_FOLDER, device=args.device)
-    logits = loaded.logits(test_items, batch_size=args.eval_batch_size, progress=not args.no_progress)
-    test_accuracy = float((logits.argmax(-1).numpy() == test_labels).mean())
+    logits = loaded.logits(split.test_inputs, batch_size=args.eval_batch_size, progress=not args.no_progress)
+    if split.test_nodes is not None:
+        logits = logits[split.test_nodes]
+    test_accuracy = float((logits.argmax(-1).numpy() == split.test_labels).mean())
     origin = f"`{args.name}`" if init_seed is None else f"a random-init `{args.name}` (seed {init_seed})"
-    results = (f"Test accuracy: {100 * test_accuracy:.1f} % on {len(test_items):,} held-out items; "
-               f"trained on {len(train_examples):,} items of {len(names)} classes.")
+    results = (f"Test accuracy: {100 * test_accuracy:.1f} % on {len(split.test_labels):,} held-out {split.unit}; "
+               f"trained on {split.train_count:,} {split.unit} of {len(split.names)} classes.")
     card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
                     f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results)
     card = with_eval_result(card, output.resolve().name, classifier.pipeline_tags[encoder.modality],
-                            Path(args.data).resolve().name, test_accuracy)
+                            split.source, test_accuracy)
     atomic_write_text(output / CLASSIFIER_FOLDER / CARD_FILE, card)
     window = max(1, len(batches))
     return {
         "checkpoint": args.name,
         "revision": args.revision,
+        "dataset": args.dataset,
         "init": "pretrained" if init_seed is None else "random",
         "random_init_seed": init_seed,
         "mode": args.mode,
@@ -227,12 +334,12 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "pool": args.pool,
         "freeze_feature_encoder": args.freeze_feature_encoder,
         "trained_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
-        "train_items": len(train_examples),
-        "test_items": len(test_items),
-        "classes": len(names),
-        "epochs": args.epochs,
+        "train_items": split.train_count,
+        "test_items": len(split.test_labels),
+        "classes": len(split.names),
+        "epochs": epochs,
         "steps": steps,
-        "batch_size": args.batch_size,
+        "batch_size": batch_size,
         "lr": config.lr,
         "train_seconds": round(records[-1]["elapsed"], 1),
         "wall_seconds_this_call": round(time.monotonic() - started, 1),

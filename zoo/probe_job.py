@@ -22,13 +22,14 @@ def file_suffixes(encoder: Any, name: str, command: str, labelled: bool = False)
     if not encoder.processor.file_suffixes:
         raise ConfigError(f"{name} is a {encoder.modality} encoder: its inputs are objects, not files, so "
                           f"`zoo {command}` has none to read; use it from Python (graphs: PyG Data or a dataset of "
-                          "them, with zoo.load(NAME).embed or zoo.for_token_classification), embed a named dataset "
-                          "with `zoo embed NAME --dataset cora --data ROOT -o out.npy`, or score it with "
-                          "`zoo probe NAME --dataset ...`")
+                          "them, with zoo.load(NAME).embed or zoo.for_token_classification), or name a dataset: "
+                          "`zoo embed NAME --dataset cora --data ROOT -o out.npy`, `zoo probe NAME --dataset ...` "
+                          "or `zoo finetune NAME --dataset ... -o OUT`")
     if labelled and encoder.modality == "tabular":
         raise ConfigError(f"{name} is a table encoder: each of its files is a table of many rows, not one labelled "
-                          f"item, so `zoo {command} --data` cannot label them; score it with `zoo probe NAME --dataset "
-                          "adult` (or another table's recipe), or embed the rows with `zoo embed NAME table.csv`")
+                          f"item, so `zoo {command} --data` cannot label them; name a labelled table instead "
+                          f"(`zoo {command} NAME --dataset adult ...`), or embed the rows with `zoo embed NAME "
+                          "table.csv`")
     return encoder.processor.file_suffixes
 
 

@@ -25,6 +25,20 @@ MODALITIES = ("speech", "audio", "vision", "graph", "tabular")
 MODALITY_FOLDERS = {"speech": "speech", "audio": "audio", "vision": "vision", "graph": "graphs", "tabular": "tabular"}
 
 
+def modality_part(modality: str, part: str, function: str) -> Optional[Callable[..., Any]]:
+    """`function` of `modalities/<modality's folder>/<part>.py` (e.g. the named datasets' loaders),
+    or None where the modality has no such part: the commands that take `--dataset` ask each
+    modality for what it knows by name."""
+    name = f"modalities.{MODALITY_FOLDERS[modality]}.{part}"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name:  # the part exists but lacks a package it imports
+            raise
+        return None
+    return getattr(module, function, None)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
     """One published checkpoint (a `hub_configs/<name>.json` file).

@@ -188,3 +188,24 @@ def embed_dataset(encoder: Any, name: str, data_root: Optional[str | Path], laye
         return [f"node#{index}" for index in range(len(embedded[0]))], [row.numpy() for row in embedded[0]]
     return ([f"graph#{g}/node#{index}" for g, nodes in enumerate(embedded) for index in range(len(nodes))],
             [row.numpy() for nodes in embedded for row in nodes])
+
+
+def finetune_data(name: str, data_root: Optional[str | Path]) -> Any:
+    """What `zoo finetune --dataset` trains on: a node dataset as its one graph (with y and
+    train/test masks); a set of graphs as (graph, label, is_test) rows whose test graphs are the
+    first of the svm-10fold probe's ten folds (stratified, shuffled with seed 0)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    data = load_dataset(name, data_root)
+    if not isinstance(data, list):
+        missing = [key for key in ("y", "train_mask", "test_mask") if getattr(data, key, None) is None]
+        if missing:
+            raise InputError(f"dataset {name!r} has no {missing}; fine-tuning needs node labels and a train/test split")
+        return data
+    if any(getattr(graph, "y", None) is None or graph.y.numel() != 1 for graph in data):
+        raise InputError(f"dataset {name!r} has no single label per graph (PPI labels each node with 121 tags); "
+                         "fine-tune graph classifiers on a TU set such as mutag")
+    labels = [int(graph.y) for graph in data]
+    _, test = next(StratifiedKFold(n_splits=10, shuffle=True, random_state=0).split(labels, labels))
+    test = set(test.tolist())
+    return [(graph, str(label), index in test) for index, (graph, label) in enumerate(zip(data, labels))]

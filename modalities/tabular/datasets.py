@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from modalities.tabular.tables import read_table
-from zoo.errors import InputError, UnknownModelError
+from zoo.errors import ConfigError, InputError, UnknownModelError
 
 TASKS = ("binary", "multiclass", "regression")
 #: a small MLP for 318 training rows (the Adult-tuned one takes one step per epoch there and stops untrained)
@@ -98,3 +98,18 @@ def embed_dataset(encoder: Any, name: str, folder: Optional[str | Path], layer: 
         names += [f"{split}#{index}" for index in range(len(frame))]
         rows += list(embedded.numpy())
     return names, rows
+
+
+def finetune_data(name: str, folder: Optional[str | Path]) -> list[tuple[dict[str, Any], str, bool]]:
+    """What `zoo finetune --dataset` trains on: the set's rows as (features, label, is_test), the
+    training rows first; the features are a dict of columns, the target left out."""
+    splits = load_dataset(name, folder)
+    if splits.task == "regression":
+        raise ConfigError(f"{name!r} has a numeric target and `zoo finetune` trains classifiers; fit a regressor "
+                          "with zoo.for_regression, or score the set with `zoo probe NAME --dataset "
+                          f"{name}`")
+    rows = []
+    for frame, test in ((splits.train, False), (splits.test, True)):
+        features = frame.drop(columns=[splits.target]).to_dict("records")
+        rows += [(row, str(label), test) for row, label in zip(features, frame[splits.target])]
+    return rows

@@ -1,0 +1,90 @@
+"""`zoo finetune NAME --dataset D` on graphs: a node dataset trains a class per node on its
+training nodes (resumably) and is scored on its test nodes; a TU set trains a graph classifier and is scored
+on the first of the svm-10fold probe's folds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import shared_path
+from safetensors.torch import load_file
+
+import zoo
+from modalities.graphs.datasets import load_dataset
+from zoo.cli import main
+
+
+def finetune(capsys, *args: str) -> dict:
+    assert main(["finetune", *args, "--no-progress"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_node_dataset_trains_on_its_training_nodes_and_scores_its_test_nodes(tmp_path, capsys):
+    planetoid = shared_path("data", "planetoid")
+    command = ["graphmae-cora", "--dataset", "cora", "--data", str(planetoid), "--mode", "linear", "--epochs", "30"]
+    stopped = finetune(capsys, *command, "-o", str(tmp_path / "run"), "--time-limit", "0")
+    assert stopped == {"steps_done": 1, "steps": 30}
+    report = finetune(capsys, *command, "-o", str(tmp_path / "run"))  # goes on from step 1
+    whole = finetune(capsys, *command, "-o", str(tmp_path / "whole"))
+    assert report["test_accuracy"] == whole["test_accuracy"]
+    assert torch.equal(load_file(tmp_path / "run" / "classifier" / "model.safetensors")["head.weight"],
+                       load_file(tmp_path / "whole" / "classifier" / "model.safetensors")["head.weight"])
+    assert (report["train_items"], report["test_items"], report["classes"]) == (140, 1000, 7)
+    assert (report["steps"], report["batch_size"], report["lr"]) == (30, 1, 1e-2)  # one step a full-graph epoch
+    assert report["loss_last_epoch"] < report["loss_first_epoch"] - 0.1, report
+    assert report["trained_parameters"] == 512 * 7 + 7  # the head alone
+    assert report["train_accuracy_last_epoch"] > 0.6  # of the 140 labelled nodes, not of all 2,708
+
+    classifier = zoo.load(tmp_path / "run" / "classifier")
+    assert isinstance(classifier, zoo.EncoderForTokenClassification) and classifier.labels == [str(c) for c in range(7)]
+    cora = load_dataset("cora", planetoid)
+    predicted = classifier.logits(cora).argmax(-1)[cora.test_mask]
+    assert report["test_accuracy"] == (predicted == cora.y[cora.test_mask]).double().mean().item()
+    assert report["test_accuracy"] > 0.7  # 30 steps of a head on pretrained features (chance: 0.32)
+    card = (tmp_path / "run" / "classifier" / "README.md").read_text()
+    assert "on 1,000 held-out nodes; trained on 140 nodes of 7 classes" in card
+    assert "dataset:\n      name: cora" in card
+    settings = json.loads((tmp_path / "run" / "args.json").read_text())
+    assert (settings["dataset"], settings["epochs"], settings["batch_size"]) == ("cora", 30, 1)
+
+
+def test_a_set_of_graphs_is_scored_on_the_svm_probes_first_fold(tmp_path, capsys):
+    from sklearn.model_selection import StratifiedKFold
+
+    tu = shared_path("data", "tu")
+    report = finetune(capsys, "graphmae-mutag", "--dataset", "mutag", "--data", str(tu), "--mode", "full",
+                      "--epochs", "3", "--batch-size", "16", "-o", str(tmp_path / "run"))
+    graphs = load_dataset("mutag", tu)
+    labels = np.array([int(graph.y) for graph in graphs])
+    _, test = next(StratifiedKFold(n_splits=10, shuffle=True, random_state=0).split(labels, labels))
+    assert (report["train_items"], report["test_items"], report["classes"]) == (188 - len(test), len(test), 2)
+    assert report["steps"] == 3 * ((188 - len(test)) // 16)
+    classifier = zoo.load(tmp_path / "run" / "classifier")
+    predicted = classifier.logits([graphs[index] for index in test]).argmax(-1).numpy()
+    assert report["test_accuracy"] == float((predicted == labels[test]).mean())
+    assert classifier.labels == ["0", "1"]
+
+
+@pytest.mark.parametrize("options, said", [
+    (["--batch-size", "8"], "--batch-size 8: cora trains on its whole graph each step; drop --batch-size"),
+    (["--train-limit", "70"], "--train-limit is for sets of items; cora trains on its own training nodes"),
+    (["--pool", "cls"], "--pool cls: a node dataset's head classifies each node"),
+    (["--label-regex", "(x)"], "--label-regex and --test-regex are for --data folders; --dataset cora has"),
+])
+def test_options_a_node_dataset_cannot_take_are_refused(options, said, tmp_path, capsys):
+    planetoid = shared_path("data", "planetoid")
+    assert main(["finetune", "graphmae-cora", "--dataset", "cora", "--data", str(planetoid), *options,
+                 "-o", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_is_for_graph_and_table_encoders_and_data_or_dataset_is_needed(tmp_path, capsys):
+    assert main(["finetune", "hubert-tiny-fsdd", "--dataset", "cora", "-o", str(tmp_path / "run")]) == 2
+    assert "--dataset names graph and table datasets; hubert-tiny-fsdd reads speech files" in capsys.readouterr().err
+    assert main(["finetune", "graphmae-cora", "-o", str(tmp_path / "run")]) == 2
+    assert "pass --data DIR (a labelled folder of files) or --dataset NAME" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
