@@ -74,6 +74,26 @@ def test_raw_inputs_score_as_the_batch_path_for_graphs(layer):
     torch.testing.assert_close(classifier.logits(graphs[0]), rows[0], atol=0, rtol=0)  # one Data: (N, C)
 
 
+@pytest.mark.parametrize("pool", ["sum", "max", "mean"])
+def test_a_graph_classifier_reads_a_readout_the_same_in_a_padded_batch_and_from_raw_graphs(pool):
+    """A graph head may read the encoder's sum or max readout (GraphMAE's graph checkpoints are
+    trained with one): in a padded batch the padding takes no part (max abs diff 1e-5 against
+    `logits`, which reads `embed`'s readout of each graph)."""
+    classifier = zoo.for_classification(graph_encoder(), num_labels=3, pool=pool).eval()
+    graphs = [communities(12, seed=1), communities(20, seed=2)]
+    graphs[0].x = graphs[0].x - 5.0  # negative features: a max over zero padding would show
+    with torch.no_grad():
+        batched = classifier(**classifier.processor(graphs)).logits
+    torch.testing.assert_close(classifier.logits(graphs), batched, atol=1e-5, rtol=0)
+    expected = classifier.head(classifier.encoder.embed(graphs[:1], pool=pool, progress=False))
+    torch.testing.assert_close(batched[:1], expected, atol=1e-5, rtol=0)
+
+
+def test_a_readout_is_for_graph_encoders(micro_hubert):
+    with pytest.raises(ConfigError, match="pool='sum' is a graph readout and HubertEncoder is a speech encoder"):
+        zoo.for_classification(micro_hubert, num_labels=2, pool="sum")
+
+
 @pytest.mark.parametrize("layer", [None, "weighted"])
 def test_raw_inputs_score_as_the_batch_path_for_audio_frames(micro_hubert, layer):
     classifier = zoo.for_token_classification(micro_hubert, num_labels=4, layer=layer).eval()

@@ -193,18 +193,27 @@ def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
     return node_split(data, args.dataset)
 
 
-def build_classifier(encoder: nn.Module, args: argparse.Namespace, split: LabelledSplit) -> nn.Module:
-    """`zoo.for_classification` on the encoder as `args` say: its mode, the layer and pool the
+def head_pool(encoder: nn.Module, args: argparse.Namespace, split: LabelledSplit) -> Optional[str]:
+    """What the head reads: `--pool`, else a graph encoder's own readout (the one its checkpoint was
+    trained and probed with), else the mean of the tokens; None for a node dataset's head."""
+    if split.test_nodes is not None:
+        if args.pool is not None:
+            raise ConfigError(f"--pool {args.pool}: a node dataset's head classifies each node, it pools nothing")
+        return None
+    return args.pool or getattr(encoder, "readout_pool", "mean")
+
+
+def build_classifier(encoder: nn.Module, args: argparse.Namespace, split: LabelledSplit,
+                     pool: Optional[str]) -> nn.Module:
+    """`zoo.for_classification` on the encoder as `args` say: its mode, the layer and `pool` the
     head reads, and whether the conv front end stays frozen; a class per node for a node dataset."""
     torch.manual_seed(args.seed)
     layer = "weighted" if args.mode == "weighted" else args.layer
     freeze = args.mode != "full"
     if split.test_nodes is not None:
-        if args.pool != "mean":
-            raise ConfigError(f"--pool {args.pool}: a node dataset's head classifies each node, it pools nothing")
         classifier = zoo.for_token_classification(encoder, labels=split.names, layer=layer, freeze=freeze)
     else:
-        classifier = zoo.for_classification(encoder, labels=split.names, layer=layer, pool=args.pool, freeze=freeze)
+        classifier = zoo.for_classification(encoder, labels=split.names, layer=layer, pool=pool, freeze=freeze)
     if args.freeze_feature_encoder:
         classifier.freeze_feature_encoder()
     return classifier
@@ -221,8 +230,9 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
     parser.add_argument("--mode", choices=MODES, default="full")
     parser.add_argument("--layer", type=int, help="the layer the head reads (default: the last)")
-    parser.add_argument("--pool", choices=("mean", "cls"), default="mean",
-                        help="the mean of the layer's tokens, or the encoder's cls token (GMML, T-JEPA)")
+    parser.add_argument("--pool", choices=("mean", "cls", "sum", "max"),
+                        help="the mean of the layer's tokens, the encoder's cls token (GMML, T-JEPA), or a graph "
+                             "readout (sum, max); default: a graph encoder's own readout, else mean")
     parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
     parser.add_argument("--random-init", nargs="?", type=int, const=True, default=False, metavar="SEED",
                         help="train a fresh encoder of the checkpoint's architecture instead of its weights, seeded "
@@ -282,7 +292,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed if init_seed is None else init_seed)  # the weights of a --random-init encoder
     encoder = zoo.load(args.name, revision=args.revision, pretrained=init_seed is None)
     split = read_split(encoder, args)
-    classifier = build_classifier(encoder, args, split)
+    pool = head_pool(encoder, args, split)
+    classifier = build_classifier(encoder, args, split, pool)
     epochs, batch_size = epochs_and_batch_size(args, split)
     batches = ShuffledBatches(split.train, batch_size, classifier.collate, args.seed)
     if len(batches) == 0:
@@ -299,7 +310,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
                          activation_checkpointing=args.activation_checkpointing)
     output = Path(args.output)
     settings = {key: value for key, value in command_settings(args).items() if key not in SCORING_ARGS}
-    settings.update(epochs=epochs, batch_size=batch_size)  # as run, where the defaults stood in
+    settings.update(epochs=epochs, batch_size=batch_size, pool=pool)  # as run, where the defaults stood in
     write_run_settings(output, settings)
     started = time.monotonic()
     records = train(ClassifierObjective(classifier), batches, output, config)
@@ -331,7 +342,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "random_init_seed": init_seed,
         "mode": args.mode,
         "layer": args.layer,
-        "pool": args.pool,
+        "pool": pool,
         "freeze_feature_encoder": args.freeze_feature_encoder,
         "trained_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
         "train_items": split.train_count,

@@ -24,6 +24,8 @@ from zoo.saving import Checkpointable
 
 #: None (last layer), an int, or "weighted" (learned softmax-weighted sum of all layers)
 HeadLayer = Union[None, int, str]
+#: the pools only graph encoders have (their readouts besides the mean)
+GRAPH_READOUTS = ("sum", "max")
 #: a token label that takes no part in the loss (transformers' and torch's convention)
 IGNORE_INDEX = -100
 
@@ -51,7 +53,7 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
 
     task = ""
     #: the pools a head of this kind reads its features from
-    head_pools: tuple[str, ...] = ("mean", "cls")
+    head_pools: tuple[str, ...] = ("mean", "cls", *GRAPH_READOUTS)
     #: the Hub's pipeline tag of a head of this kind, by its encoder's modality
     pipeline_tags: dict[str, str] = {"speech": "audio-classification", "audio": "audio-classification",
                                      "vision": "image-classification", "tabular": "tabular-classification",
@@ -67,6 +69,9 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
                               f"new {self.task} head on its encoder: `model.encoder`")
         if pool not in self.head_pools:
             raise ConfigError(f"a {self.task} head's pool={pool!r}; use one of {self.head_pools}")
+        if pool in GRAPH_READOUTS and pool not in encoder.pools:
+            raise ConfigError(f"pool={pool!r} is a graph readout and {type(encoder).__name__} is a "
+                              f"{encoder.modality} encoder; use pool='mean'")
         check_pool(pool, encoder.pools, type(encoder).__name__)
         if layer != "weighted":
             layer_indices(layer, encoder.num_layers)  # validates the index
@@ -507,7 +512,8 @@ def for_classification(encoder: nn.Module, num_labels: Optional[int] = None, poo
 
     Args:
         num_labels: number of classes (default: the number of `labels`).
-        pool: "mean" over valid tokens or "cls" (encoders with a cls token).
+        pool: "mean" over valid tokens, "cls" (encoders with a cls token), or a graph encoder's
+            "sum" or "max" readout (its checkpoint's own: `encoder.readout_pool`).
         layer: None (last), an int, or "weighted" (learned weighted sum of all layers).
         freeze: keep the encoder's weights fixed (linear probe) or fine-tune them too.
         labels: the class names, in index order, that `predict` returns (default: "0", "1", ...).

@@ -80,11 +80,15 @@ def pool_tokens(tokens: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Te
     """Pool (..., T, D) tokens whose valid positions are `mask` (..., T).
 
     "mean" averages valid tokens only, so padding never changes the result; "cls" takes
-    the first token.
+    the first token; "sum" and "max" are the graph readouts, over valid tokens too.
     """
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
     if pool == "mean":
-        weights = mask.to(tokens.dtype).unsqueeze(-1)
         return (tokens * weights).sum(-2) / weights.sum(-2).clamp(min=1.0)
+    if pool == "sum":
+        return (tokens * weights).sum(-2)
+    if pool == "max":
+        return tokens.masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).amax(-2)
     if pool == "cls":
         return tokens[..., 0, :]
-    raise ConfigError(f"pool={pool!r} is not one of {POOLS}")
+    raise ConfigError(f"pool={pool!r} is not one of {(*POOLS, 'sum', 'max')}")

@@ -34,6 +34,7 @@ def test_a_node_dataset_trains_on_its_training_nodes_and_scores_its_test_nodes(t
                        load_file(tmp_path / "whole" / "classifier" / "model.safetensors")["head.weight"])
     assert (report["train_items"], report["test_items"], report["classes"]) == (140, 1000, 7)
     assert (report["steps"], report["batch_size"], report["lr"]) == (30, 1, 1e-2)  # one step a full-graph epoch
+    assert report["pool"] is None
     assert report["loss_last_epoch"] < report["loss_first_epoch"] - 0.1, report
     assert report["trained_parameters"] == 512 * 7 + 7  # the head alone
     assert report["train_accuracy_last_epoch"] > 0.6  # of the 140 labelled nodes, not of all 2,708
@@ -62,6 +63,7 @@ def test_a_set_of_graphs_is_scored_on_the_svm_probes_first_fold(tmp_path, capsys
     _, test = next(StratifiedKFold(n_splits=10, shuffle=True, random_state=0).split(labels, labels))
     assert (report["train_items"], report["test_items"], report["classes"]) == (188 - len(test), len(test), 2)
     assert report["steps"] == 3 * ((188 - len(test)) // 16)
+    assert report["pool"] == "sum"  # the checkpoint's own readout, as its probe reads it
     classifier = zoo.load(tmp_path / "run" / "classifier")
     predicted = classifier.logits([graphs[index] for index in test]).argmax(-1).numpy()
     assert report["test_accuracy"] == float((predicted == labels[test]).mean())
