@@ -173,6 +173,9 @@ def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
         if args.data is None:
             raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table "
                               "dataset, e.g. cora, mutag or adult)")
+        if args.fold:
+            raise ConfigError(f"--fold {args.fold} is for --dataset sets of graphs; --data files are split by "
+                              "--test-regex or a test/ folder")
         rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
                               file_suffixes(encoder, args.name, "finetune", labelled=True),
                               encoder.processor.dataset_feature)
@@ -184,7 +187,7 @@ def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
     if finetune_data is None:
         raise ConfigError(f"--dataset names graph and table datasets; {args.name} reads {encoder.modality} files: "
                           "pass their folder as --data")
-    data = finetune_data(args.dataset, args.data)
+    data = finetune_data(args.dataset, args.data, fold=args.fold or 0)
     if isinstance(data, list):
         unit = "rows" if encoder.modality == "tabular" else "graphs"
         return rows_split(limit_training(data, args.train_limit, args.seed), args.dataset, unit)
@@ -225,7 +228,10 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                         "--dataset, the folder holding it")
     parser.add_argument("--dataset", help="graph and table encoders: a named dataset with its own labels and split "
                         "instead of files: a node dataset (cora: its nodes, scored on its test nodes), a TU set "
-                        "(mutag: its graphs, scored on the first of the svm-10fold probe's folds) or adult (its rows)")
+                        "(mutag: its graphs, scored on one of the svm-10fold probe's folds) or adult (its rows)")
+    parser.add_argument("--fold", type=int,
+                        help="with --dataset on a set of graphs: which of the svm-10fold probe's ten folds is the "
+                             "test split (0 .. 9; default 0)")
     parser.add_argument("--label-regex", help="a regex whose first group is a file's label (default: its folder)")
     parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
     parser.add_argument("--mode", choices=MODES, default="full")
@@ -338,6 +344,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": args.name,
         "revision": args.revision,
         "dataset": args.dataset,
+        "fold": args.fold or 0 if split.unit == "graphs" else None,
         "init": "pretrained" if init_seed is None else "random",
         "random_init_seed": init_seed,
         "mode": args.mode,

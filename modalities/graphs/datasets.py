@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from zoo.errors import InputError
+from zoo.errors import ConfigError, InputError
 
 #: zoo dataset name -> (PyG class name, name argument)
 PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -190,22 +190,30 @@ def embed_dataset(encoder: Any, name: str, data_root: Optional[str | Path], laye
             [row.numpy() for nodes in embedded for row in nodes])
 
 
-def finetune_data(name: str, data_root: Optional[str | Path]) -> Any:
+#: how many folds a set of graphs is split into (GraphMAE's svm-10fold protocol)
+FOLDS = 10
+
+
+def finetune_data(name: str, data_root: Optional[str | Path], fold: int = 0) -> Any:
     """What `zoo finetune --dataset` trains on: a node dataset as its one graph (with y and
-    train/test masks); a set of graphs as (graph, label, is_test) rows whose test graphs are the
-    first of the svm-10fold probe's ten folds (stratified, shuffled with seed 0)."""
+    train/test masks); a set of graphs as (graph, label, is_test) rows whose test graphs are
+    fold `fold` of the svm-10fold probe's ten (stratified, shuffled with seed 0)."""
     from sklearn.model_selection import StratifiedKFold
 
+    if not 0 <= fold < FOLDS:
+        raise ConfigError(f"--fold {fold}; a set of graphs has folds 0 .. {FOLDS - 1}")
     data = load_dataset(name, data_root)
     if not isinstance(data, list):
         missing = [key for key in ("y", "train_mask", "test_mask") if getattr(data, key, None) is None]
         if missing:
             raise InputError(f"dataset {name!r} has no {missing}; fine-tuning needs node labels and a train/test split")
+        if fold:
+            raise ConfigError(f"--fold {fold} is for sets of graphs; {name} has its own split of nodes")
         return data
     if any(getattr(graph, "y", None) is None or graph.y.numel() != 1 for graph in data):
         raise InputError(f"dataset {name!r} has no single label per graph (PPI labels each node with 121 tags); "
                          "fine-tune graph classifiers on a TU set such as mutag")
     labels = [int(graph.y) for graph in data]
-    _, test = next(StratifiedKFold(n_splits=10, shuffle=True, random_state=0).split(labels, labels))
+    _, test = list(StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=0).split(labels, labels))[fold]
     test = set(test.tolist())
     return [(graph, str(label), index in test) for index, (graph, label) in enumerate(zip(data, labels))]

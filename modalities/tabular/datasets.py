@@ -100,9 +100,11 @@ def embed_dataset(encoder: Any, name: str, folder: Optional[str | Path], layer: 
     return names, rows
 
 
-def finetune_data(name: str, folder: Optional[str | Path]) -> list[tuple[dict[str, Any], str, bool]]:
+def finetune_data(name: str, folder: Optional[str | Path], fold: int = 0) -> list[tuple[dict[str, Any], str, bool]]:
     """What `zoo finetune --dataset` trains on: the set's rows as (features, label, is_test), the
     training rows first; the features are a dict of columns, the target left out."""
+    if fold:
+        raise ConfigError(f"--fold {fold} is for sets of graphs; {name} has its own test split")
     splits = load_dataset(name, folder)
     if splits.task == "regression":
         raise ConfigError(f"{name!r} has a numeric target and `zoo finetune` trains classifiers; fit a regressor "

@@ -52,18 +52,18 @@ def test_a_node_dataset_trains_on_its_training_nodes_and_scores_its_test_nodes(t
     assert (settings["dataset"], settings["epochs"], settings["batch_size"]) == ("cora", 30, 1)
 
 
-def test_a_set_of_graphs_is_scored_on_the_svm_probes_first_fold(tmp_path, capsys):
+def test_a_set_of_graphs_is_scored_on_a_fold_of_the_svm_probe(tmp_path, capsys):
     from sklearn.model_selection import StratifiedKFold
 
     tu = shared_path("data", "tu")
     report = finetune(capsys, "graphmae-mutag", "--dataset", "mutag", "--data", str(tu), "--mode", "full",
-                      "--epochs", "3", "--batch-size", "16", "-o", str(tmp_path / "run"))
+                      "--epochs", "3", "--batch-size", "16", "--fold", "3", "-o", str(tmp_path / "run"))
     graphs = load_dataset("mutag", tu)
     labels = np.array([int(graph.y) for graph in graphs])
-    _, test = next(StratifiedKFold(n_splits=10, shuffle=True, random_state=0).split(labels, labels))
+    _, test = list(StratifiedKFold(n_splits=10, shuffle=True, random_state=0).split(labels, labels))[3]
     assert (report["train_items"], report["test_items"], report["classes"]) == (188 - len(test), len(test), 2)
     assert report["steps"] == 3 * ((188 - len(test)) // 16)
-    assert report["pool"] == "sum"  # the checkpoint's own readout, as its probe reads it
+    assert (report["pool"], report["fold"]) == ("sum", 3)  # the checkpoint's own readout, as its probe reads it
     classifier = zoo.load(tmp_path / "run" / "classifier")
     predicted = classifier.logits([graphs[index] for index in test]).argmax(-1).numpy()
     assert report["test_accuracy"] == float((predicted == labels[test]).mean())
@@ -75,6 +75,8 @@ def test_a_set_of_graphs_is_scored_on_the_svm_probes_first_fold(tmp_path, capsys
     (["--train-limit", "70"], "--train-limit is for sets of items; cora trains on its own training nodes"),
     (["--pool", "cls"], "--pool cls: a node dataset's head classifies each node"),
     (["--label-regex", "(x)"], "--label-regex and --test-regex are for --data folders; --dataset cora has"),
+    (["--fold", "2"], "--fold 2 is for sets of graphs; cora has its own split of nodes"),
+    (["--fold", "10"], "--fold 10; a set of graphs has folds 0 .. 9"),
 ])
 def test_options_a_node_dataset_cannot_take_are_refused(options, said, tmp_path, capsys):
     planetoid = shared_path("data", "planetoid")
@@ -89,4 +91,7 @@ def test_a_dataset_is_for_graph_and_table_encoders_and_data_or_dataset_is_needed
     assert "--dataset names graph and table datasets; hubert-tiny-fsdd reads speech files" in capsys.readouterr().err
     assert main(["finetune", "graphmae-cora", "-o", str(tmp_path / "run")]) == 2
     assert "pass --data DIR (a labelled folder of files) or --dataset NAME" in capsys.readouterr().err
+    assert main(["finetune", "hubert-tiny-fsdd", "--data", str(tmp_path), "--fold", "1",
+                 "-o", str(tmp_path / "run")]) == 2
+    assert "--fold 1 is for --dataset sets of graphs; --data files are split by" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -36,6 +36,8 @@ def test_a_table_encoder_fine_tunes_on_a_named_table(tmp_path, capsys):
 def test_a_numeric_target_is_refused(tmp_path, capsys):
     assert main(["finetune", "tjepa-adult", "--dataset", "diabetes", "-o", str(tmp_path / "run")]) == 2
     assert "'diabetes' has a numeric target and `zoo finetune` trains classifiers" in capsys.readouterr().err
+    assert main(["finetune", "tjepa-adult", "--dataset", "adult", "--fold", "1", "-o", str(tmp_path / "run")]) == 2
+    assert "--fold 1 is for sets of graphs; adult has its own test split" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
