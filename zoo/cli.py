@@ -150,6 +150,11 @@ def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
 def cmd_probe(args: argparse.Namespace) -> None:
     from zoo.probe_job import file_suffixes, labelled_files, run_probe
 
+    if args.table:
+        print(json.dumps({**described_model(args), **probe_table(args)}, indent=2))
+        return
+    if args.target or args.test_table or args.task:
+        raise ConfigError("--target, --test-table and --task go with --table FILE (a labelled table of your own)")
     if args.dataset:
         if args.cache:
             raise ConfigError("--cache keeps the embeddings of --data files; a --dataset protocol embeds its "
@@ -186,6 +191,22 @@ def probe_dataset(args: argparse.Namespace) -> dict:
         raise ConfigError(f"{encoder.modality} encoders have no --dataset protocols; use --data DIR")
     return probe(encoder, args.dataset, args.data, seeds=tuple(args.seeds), device=args.device,
                  settings=probe_settings(args.name, encoder.family, args.dataset), protocol=args.protocol)
+
+
+def probe_table(args: argparse.Namespace) -> dict:
+    """A table encoder's downstream protocol on a labelled table of your own (`--table`)."""
+    given = [option for option, value in (("--data", args.data), ("--dataset", args.dataset),
+                                          ("--cache", args.cache)) if value]
+    if given:
+        raise ConfigError(f"pass --table or {' / '.join(given)}, not both")
+    if not args.target:
+        raise ConfigError("--table needs --target COLUMN: the column holding each row's label")
+    encoder = load_for_command(args)
+    probe = registry.modality_part(encoder.modality, "evaluation", "probe_table")
+    if probe is None:
+        raise ConfigError(f"--table is for table encoders; {args.name} reads {encoder.modality} inputs")
+    return probe(encoder, args.table, args.target, args.test_table, args.task, seeds=tuple(args.seeds),
+                 device=args.device, protocol=args.protocol)
 
 
 def probe_settings(name: str, family: str, dataset: str) -> Optional[dict]:
@@ -364,7 +385,15 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--data", help="folder of labelled input files; with --dataset, the dataset's root folder")
     probe.add_argument("--dataset", help="a named dataset with its paper's protocol, e.g. cora or mutag (graph "
                        "encoders), adult (tabular encoders)")
-    probe.add_argument("--seeds", type=int, nargs="+", default=[0], help="probe seeds for --dataset")
+    probe.add_argument("--table", help="table encoders: a labelled CSV or Parquet file of your own, scored by a "
+                       "--protocol as --dataset adult is")
+    probe.add_argument("--target", help="with --table: the label column")
+    probe.add_argument("--test-table", help="with --table: the rows to score on (default: 20 %% of --table's rows, "
+                       "held out with seed 0, by class for classification)")
+    probe.add_argument("--task", choices=("classification", "regression"),
+                       help="with --table: what --target holds (default: regression for numbers with a fraction, "
+                            "else classes)")
+    probe.add_argument("--seeds", type=int, nargs="+", default=[0], help="probe seeds for --dataset or --table")
     probe.add_argument("--protocol", help="with --dataset: the paper's protocol, linear-probe (node datasets), "
                        "svm-10fold (sets of graphs), mlp, resnet, mlp-raw, resnet-raw or xgboost (tables); "
                        "default: the dataset's own")

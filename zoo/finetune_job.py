@@ -168,14 +168,21 @@ def node_split(data: Any, source: str) -> LabelledSplit:
 
 
 def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
-    """The labelled files of `--data`, or the named `--dataset` of a graph or table encoder."""
+    """The labelled files of `--data`, the named `--dataset` of a graph or table encoder, or the
+    `--table` of a table encoder."""
+    table_options = [option for option, value in (("--test-table", args.test_table), ("--target", args.target))
+                     if value is not None]
+    if args.table is None and table_options:
+        raise ConfigError(f"{' and '.join(table_options)}: only with --table FILE (a labelled table of your own)")
+    if args.fold and args.dataset is None:
+        raise ConfigError(f"--fold {args.fold} is for --dataset sets of graphs; --data files are split by "
+                          "--test-regex or a test/ folder, --table rows by --test-table")
+    if args.table is not None:
+        return table_split(encoder, args)
     if args.dataset is None:
         if args.data is None:
-            raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table "
-                              "dataset, e.g. cora, mutag or adult)")
-        if args.fold:
-            raise ConfigError(f"--fold {args.fold} is for --dataset sets of graphs; --data files are split by "
-                              "--test-regex or a test/ folder")
+            raise ConfigError("pass --data DIR (a labelled folder of files), --dataset NAME (a graph or table "
+                              "dataset, e.g. cora, mutag or adult) or --table FILE --target COLUMN (table encoders)")
         rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
                               file_suffixes(encoder, args.name, "finetune", labelled=True),
                               encoder.processor.dataset_feature)
@@ -194,6 +201,21 @@ def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
     if args.train_limit is not None:
         raise ConfigError(f"--train-limit is for sets of items; {args.dataset} trains on its own training nodes")
     return node_split(data, args.dataset)
+
+
+def table_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
+    """The rows of `--table` labelled by its `--target` column, tested on `--test-table` or on a
+    held-out share of the table (the modality's `datasets.finetune_table`)."""
+    others = [option for option, value in (("--data", args.data), ("--dataset", args.dataset)) if value is not None]
+    if others:
+        raise ConfigError(f"pass --table or {' / '.join(others)}, not both")
+    if args.target is None:
+        raise ConfigError("--table needs --target COLUMN: the column holding each row's label")
+    finetune_table = registry.modality_part(encoder.modality, "datasets", "finetune_table")
+    if finetune_table is None:
+        raise ConfigError(f"--table is for table encoders; {args.name} reads {encoder.modality} inputs")
+    rows = finetune_table(args.table, args.target, args.test_table)
+    return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.table).stem, "rows")
 
 
 def head_pool(encoder: nn.Module, args: argparse.Namespace, split: LabelledSplit) -> Optional[str]:
@@ -229,6 +251,11 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="graph and table encoders: a named dataset with its own labels and split "
                         "instead of files: a node dataset (cora: its nodes, scored on its test nodes), a TU set "
                         "(mutag: its graphs, scored on one of the svm-10fold probe's folds) or adult (its rows)")
+    parser.add_argument("--table", help="table encoders: a labelled CSV or Parquet file of your own instead of "
+                        "files or a named dataset; its --target column labels each row")
+    parser.add_argument("--target", help="with --table: the label column")
+    parser.add_argument("--test-table", help="with --table: the rows to score on (default: 20 %% of --table's rows, "
+                        "held out by class with seed 0)")
     parser.add_argument("--fold", type=int,
                         help="with --dataset on a set of graphs: which of the svm-10fold probe's ten folds is the "
                              "test split (0 .. 9; default 0)")

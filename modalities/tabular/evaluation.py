@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalities.tabular.datasets import TableSplits, load_dataset
+from modalities.tabular.datasets import TableSplits, load_dataset, table_splits
 from modalities.tabular.downstream import Task, fit_network, fit_xgboost, predict_logits, score
 from modalities.tabular.processing import TableProcessor
 from zoo.errors import ConfigError
@@ -72,7 +72,8 @@ def protocol_inputs(protocol: str, splits: TableSplits, encoder: Any = None,
     """The training and test inputs of a protocol: the encoder's standardised tokens for "mlp"
     and "resnet", the raw features (the encoder unused) for the baselines."""
     if protocol in ("mlp", "resnet"):
-        return standardise(*(encoder_tokens(encoder, frame, device) for frame in (splits.train, splits.test)))
+        frames = (frame.drop(columns=[splits.target]) for frame in (splits.train, splits.test))
+        return standardise(*(encoder_tokens(encoder, frame, device) for frame in frames))
     processor = TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
     return raw_features(processor, splits.train), raw_features(processor, splits.test)
 
@@ -100,10 +101,31 @@ def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str], seeds: S
                   device: Optional[str] = None, settings: Optional[dict[str, Any]] = None,
                   protocol: Optional[str] = None) -> dict[str, Any]:
     """The paper's downstream protocol on `dataset`; scores per seed and their mean and std."""
-    protocol = protocol or "mlp"
-    if protocol not in PROTOCOLS:
+    check_protocol(protocol)
+    return probe_splits(encoder, load_dataset(dataset, data_root), seeds, device, settings, protocol)
+
+
+def probe_table(encoder: Any, table: str, target: str, test_table: Optional[str] = None, task: Optional[str] = None,
+                seeds: Sequence[int] = (0,), device: Optional[str] = None, protocol: Optional[str] = None
+                ) -> dict[str, Any]:
+    """The downstream protocol on a labelled table of your own (`datasets.table_splits`), with
+    the protocol's default settings (Adult's)."""
+    check_protocol(protocol)
+    splits = table_splits(table, target, test_table, task)
+    report = probe_splits(encoder, splits, seeds, device, None, protocol)
+    return {**report, "task": splits.task, "train_rows": len(splits.train), "test_rows": len(splits.test)}
+
+
+def check_protocol(protocol: Optional[str]) -> None:
+    if protocol is not None and protocol not in PROTOCOLS:
         raise ConfigError(f"protocol {protocol!r} is not one of {PROTOCOLS}")
-    splits = load_dataset(dataset, data_root)
+
+
+def probe_splits(encoder: Any, splits: TableSplits, seeds: Sequence[int], device: Optional[str],
+                 settings: Optional[dict[str, Any]], protocol: Optional[str]) -> dict[str, Any]:
+    """Train the protocol's downstream model once per seed on the encoder's features of the
+    training split; its test scores, their mean and std."""
+    protocol = protocol or "mlp"
     train_inputs, test_inputs = protocol_inputs(protocol, splits, encoder, device)
     chosen = {**splits.downstream.get(protocol, {}), **(settings or {}).get(protocol, {})}
     scores = [run_protocol(protocol, splits, seed, train_inputs, test_inputs, chosen) for seed in seeds]

@@ -90,7 +90,7 @@ def test_a_dataset_is_for_graph_and_table_encoders_and_data_or_dataset_is_needed
     assert main(["finetune", "hubert-tiny-fsdd", "--dataset", "cora", "-o", str(tmp_path / "run")]) == 2
     assert "--dataset names graph and table datasets; hubert-tiny-fsdd reads speech files" in capsys.readouterr().err
     assert main(["finetune", "graphmae-cora", "-o", str(tmp_path / "run")]) == 2
-    assert "pass --data DIR (a labelled folder of files) or --dataset NAME" in capsys.readouterr().err
+    assert "pass --data DIR (a labelled folder of files), --dataset NAME" in capsys.readouterr().err
     assert main(["finetune", "hubert-tiny-fsdd", "--data", str(tmp_path), "--fold", "1",
                  "-o", str(tmp_path / "run")]) == 2
     assert "--fold 1 is for --dataset sets of graphs; --data files are split by" in capsys.readouterr().err
