@@ -411,8 +411,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     add_run_arguments(probe)
     probe.set_defaults(func=cmd_probe)
 
-    finetune = commands.add_parser("finetune", help="train a classification head on labelled files or a named "
-                                     "dataset, save and score it")
+    finetune = commands.add_parser("finetune", help="train a classification (or regression) head on labelled files, "
+                                     "a named dataset or a table, save and score it")
     finetune.add_argument("name", help="zoo name, Hub repo id or local folder")
     finetune.add_argument("-o", "--output", required=True,
                           help="run folder: checkpoint.pt, log.jsonl, loss.png, classifier/ (load it with zoo.load)")

@@ -1,5 +1,6 @@
-"""`zoo finetune`: a classification head trained on a labelled set as a resumable
-`zoo.training` run, saved, loaded back and scored on the set's test split.
+"""`zoo finetune`: a classification head (a regression head, for a table's numeric target)
+trained on a labelled set as a resumable `zoo.training` run, saved, loaded back and scored on the
+set's test split.
 
 The data are read as `zoo probe --data` reads them (`zoo.probe_job.labelled_files`): a folder
 of files with labels and the test split from `--label-regex` / `--test-regex` (or folders),
@@ -18,8 +19,8 @@ and clips the gradient norm at 1. It writes checkpoint.pt every epoch (a node da
 steps), log.jsonl and loss.png, and a rerun of an interrupted command continues where its
 checkpoint left off: the batches of an epoch are a seeded shuffle of the training split,
 checkpointed with the run.
-The accuracy reported is that of the saved folder, loaded back with `zoo.load`; the folder's
-card says how it was trained and scored, and shows the loss curve.
+The accuracy (or RMSE) reported is that of the saved folder, loaded back with `zoo.load`; the
+folder's card says how it was trained and scored, and shows the loss curve.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ class ShuffledBatches:
 
 
 class ClassifierObjective(nn.Module):
-    """Cross-entropy of a classifier on one collated batch, with the batch's accuracy logged (over
-    its labelled nodes, for a node dataset)."""
+    """The head's loss on one collated batch (cross-entropy, or a regressor's squared error), with
+    a classifier's accuracy on the batch logged (over its labelled nodes, for a node dataset)."""
 
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
@@ -106,6 +107,8 @@ class ClassifierObjective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PretrainOutput:
         output = self.classifier(**batch)
+        if batch["labels"].is_floating_point():
+            return PretrainOutput(loss=output.loss, logs={})
         labels = batch["labels"].to(output.logits.device)
         labelled = labels != IGNORE_INDEX
         accuracy = (output.logits.argmax(-1)[labelled] == labels[labelled]).float().mean().item()
@@ -114,9 +117,14 @@ class ClassifierObjective(nn.Module):
 
 def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed: int) -> list[tuple[Any, str, bool]]:
     """The test rows and, per class, a seeded `limit // classes` of the training rows (all when
-    `limit` is None): a quicker run on the same test split."""
+    `limit` is None; for a numeric target, a seeded `limit` of them): a quicker run on the same
+    test split."""
     if limit is None:
         return rows
+    if not isinstance(rows[0][1], str):  # a regression target: a seeded `limit` of the training rows
+        training = [index for index, (_, _, test) in enumerate(rows) if not test]
+        chosen = set(np.random.default_rng(seed).permutation(training)[:limit].tolist())
+        return [row for index, row in enumerate(rows) if row[2] or index in chosen]
     labels = sorted({label for _, label, _ in rows})
     quota = max(1, limit // len(labels))
     order = np.random.default_rng(seed).permutation(len(rows))
@@ -133,8 +141,10 @@ def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed
 @dataclasses.dataclass
 class LabelledSplit:
     """What a run trains on and is scored on: training examples ({"input", "label"}), the test
-    inputs and their class indices; for a node dataset (`test_nodes` set) the one example is its
-    graph with a label per training node, and the test inputs are that graph."""
+    inputs and their class indices (or targets); for a node dataset (`test_nodes` set) the one
+    example is its graph with a label per training node, and the test inputs are that graph. A
+    regression split (`target_scale` set: the training targets' mean and std) has no class names
+    and trains on standardised targets."""
 
     names: list[str]
     train: list[dict[str, Any]]
@@ -145,18 +155,45 @@ class LabelledSplit:
     #: what an item is, in the report's sentences
     unit: str = "items"
     test_nodes: Optional[torch.Tensor] = None
+    target_scale: Optional[tuple[float, float]] = None
+
+    @property
+    def regression(self) -> bool:
+        return self.target_scale is not None
 
     @property
     def train_count(self) -> int:
         return len(self.train) if self.test_nodes is None else int((self.train[0]["label"] != IGNORE_INDEX).sum())
 
 
-def rows_split(rows: list[tuple[Any, str, bool]], source: str, unit: str) -> LabelledSplit:
-    """A split of (input, label name, is_test) rows; classes are the label names, sorted."""
+def rows_split(rows: list[tuple[Any, Any, bool]], source: str, unit: str) -> LabelledSplit:
+    """A split of (input, label, is_test) rows: labels are class names (the classes, sorted), or
+    numbers for a regression target."""
+    if not isinstance(rows[0][1], str):
+        return regression_split(rows, source, unit)
     names = sorted({label for _, label, _ in rows})
     return LabelledSplit(names, [{"input": value, "label": label} for value, label, test in rows if not test],
                          [value for value, _, test in rows if test],
                          np.array([names.index(label) for _, label, test in rows if test]), source, unit)
+
+
+def regression_split(rows: list[tuple[Any, float, bool]], source: str, unit: str) -> LabelledSplit:
+    """A split of (input, target, is_test) rows whose training targets are standardised: a head
+    then starts near the targets' scale whatever their units (`unscale_head` undoes it)."""
+    targets = np.array([label for _, label, test in rows if not test], dtype=np.float64)
+    mean, std = float(targets.mean()), float(targets.std()) or 1.0
+    train = [{"input": value, "label": (label - mean) / std} for value, label, test in rows if not test]
+    return LabelledSplit([], train, [value for value, _, test in rows if test],
+                         np.array([label for _, label, test in rows if test], dtype=np.float64), source, unit,
+                         target_scale=(mean, std))
+
+
+@torch.no_grad()
+def unscale_head(regressor: nn.Module, mean: float, std: float) -> None:
+    """Fold the target standardisation into the head's last layer, so that the saved model
+    predicts in the target's own units."""
+    regressor.head.weight.mul_(std)
+    regressor.head.bias.mul_(std).add_(mean)
 
 
 def node_split(data: Any, source: str) -> LabelledSplit:
@@ -237,6 +274,8 @@ def build_classifier(encoder: nn.Module, args: argparse.Namespace, split: Labell
     freeze = args.mode != "full"
     if split.test_nodes is not None:
         classifier = zoo.for_token_classification(encoder, labels=split.names, layer=layer, freeze=freeze)
+    elif split.regression:
+        classifier = zoo.for_regression(encoder, 1, pool=pool, layer=layer, freeze=freeze)
     else:
         classifier = zoo.for_classification(encoder, labels=split.names, layer=layer, pool=pool, freeze=freeze)
     if args.freeze_feature_encoder:
@@ -304,6 +343,23 @@ def epochs_and_batch_size(args: argparse.Namespace, split: LabelledSplit) -> tup
     return DEFAULT_NODE_EPOCHS if args.epochs is None else args.epochs, 1
 
 
+def test_score(model: nn.Module, split: LabelledSplit, args: argparse.Namespace) -> tuple[str, float, str]:
+    """The saved model's score on the test split: (metric, value, a sentence for its card), the
+    accuracy of a classifier or the root mean squared error of a regressor."""
+    outputs = model.logits(split.test_inputs, batch_size=args.eval_batch_size, progress=not args.no_progress)
+    if split.test_nodes is not None:
+        outputs = outputs[split.test_nodes]
+    held_out = f"{len(split.test_labels):,} held-out {split.unit}"
+    if split.regression:
+        rmse = float(np.sqrt(np.mean((outputs[:, 0].double().numpy() - split.test_labels) ** 2)))
+        return "rmse", rmse, (f"Test RMSE: {rmse:.4g} on {held_out} (their targets' std: "
+                              f"{split.test_labels.std():.4g}); trained on {split.train_count:,} {split.unit}, "
+                              "their targets standardised (the loss above is in those units).")
+    accuracy = float((outputs.argmax(-1).numpy() == split.test_labels).mean())
+    return "accuracy", accuracy, (f"Test accuracy: {100 * accuracy:.1f} % on {held_out}; trained on "
+                                  f"{split.train_count:,} {split.unit} of {len(split.names)} classes.")
+
+
 def random_init_seed(args: argparse.Namespace) -> Optional[int]:
     """The seed of a `--random-init` encoder (`--seed` where the flag came alone), or None for
     the checkpoint's weights."""
@@ -351,20 +407,17 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         print(f"time limit reached at step {records[-1]['step']} of {steps}; rerun the command to continue",
               file=sys.stderr)
         return {"steps_done": records[-1]["step"], "steps": steps}
+    if split.regression:
+        unscale_head(classifier, *split.target_scale)
     curve = loss_curve(output)
     classifier.save_pretrained(output / CLASSIFIER_FOLDER, extra_files=curve)
     loaded = zoo.load(output / CLASSIFIER_FOLDER, device=args.device)
-    logits = loaded.logits(split.test_inputs, batch_size=args.eval_batch_size, progress=not args.no_progress)
-    if split.test_nodes is not None:
-        logits = logits[split.test_nodes]
-    test_accuracy = float((logits.argmax(-1).numpy() == split.test_labels).mean())
+    metric, score, results = test_score(loaded, split, args)
     origin = f"`{args.name}`" if init_seed is None else f"a random-init `{args.name}` (seed {init_seed})"
-    results = (f"Test accuracy: {100 * test_accuracy:.1f} % on {len(split.test_labels):,} held-out {split.unit}; "
-               f"trained on {split.train_count:,} {split.unit} of {len(split.names)} classes.")
     card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
                     f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results)
     card = with_eval_result(card, output.resolve().name, classifier.pipeline_tags[encoder.modality],
-                            split.source, test_accuracy)
+                            split.source, score, metric)
     atomic_write_text(output / CLASSIFIER_FOLDER / CARD_FILE, card)
     window = max(1, len(batches))
     return {
@@ -381,7 +434,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "trained_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
         "train_items": split.train_count,
         "test_items": len(split.test_labels),
-        "classes": len(split.names),
+        "classes": None if split.regression else len(split.names),
         "epochs": epochs,
         "steps": steps,
         "batch_size": batch_size,
@@ -390,8 +443,9 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "wall_seconds_this_call": round(time.monotonic() - started, 1),
         "loss_first_epoch": float(np.mean([r["loss"] for r in records[:window]])),
         "loss_last_epoch": float(np.mean([r["loss"] for r in records[-window:]])),
-        "train_accuracy_last_epoch": float(np.mean([r["accuracy"] for r in records[-window:]])),
-        "test_accuracy": test_accuracy,
+        **({} if split.regression else
+           {"train_accuracy_last_epoch": float(np.mean([r["accuracy"] for r in records[-window:]]))}),
+        f"test_{metric}": score,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

@@ -53,15 +53,16 @@ def run_card(model: Any, records: list[dict[str, Any]], config: Any, settings: d
     return "\n".join(lines) + "\n"
 
 
-def with_eval_result(card: str, model_name: str, task: str, dataset: str, accuracy: float) -> str:
-    """The card with a test accuracy in its metadata (`model-index`, as transformers' Trainer
-    writes it), which the Hub shows as the model's evaluation results."""
+def with_eval_result(card: str, model_name: str, task: str, dataset: str, value: float,
+                     metric: str = "accuracy") -> str:
+    """The card with a test score (`metric`: accuracy, rmse) in its metadata (`model-index`, as
+    transformers' Trainer writes it), which the Hub shows as the model's evaluation results."""
     from huggingface_hub import EvalResult, ModelCard
 
     parsed = ModelCard(card)
     parsed.data.model_name = model_name
     parsed.data.eval_results = [EvalResult(task_type=task, dataset_type=dataset, dataset_name=dataset,
-                                           dataset_split="test", metric_type="accuracy", metric_value=accuracy)]
+                                           dataset_split="test", metric_type=metric, metric_value=value)]
     return str(parsed)
 
 

@@ -158,26 +158,24 @@ def table_splits(table: Any, target: str, test_table: Any = None, task: Optional
                        downstream=small if len(train) < SMALL_TABLE_ROWS else {})
 
 
-def finetune_rows(splits: TableSplits) -> list[tuple[dict[str, Any], str, bool]]:
-    """The rows of a classification set as (features, label, is_test), the training rows first;
-    the features are a dict of columns, the target left out."""
-    if splits.task == "regression":
-        raise ConfigError(f"{splits.name!r} has a numeric target and `zoo finetune` trains classifiers; fit a "
-                          "regressor with zoo.for_regression, or score the set with `zoo probe`")
+def finetune_rows(splits: TableSplits) -> list[tuple[dict[str, Any], Any, bool]]:
+    """A set's rows as (features, label, is_test), the training rows first: the features a dict
+    of columns (the target left out), the label a class name, or a float for regression."""
     rows = []
     for frame, test in ((splits.train, False), (splits.test, True)):
         features = frame.drop(columns=[splits.target]).to_dict("records")
-        rows += [(row, str(label), test) for row, label in zip(features, frame[splits.target])]
+        labels = frame[splits.target].astype(float) if splits.task == "regression" else frame[splits.target].map(str)
+        rows += [(row, label, test) for row, label in zip(features, labels)]
     return rows
 
 
-def finetune_data(name: str, folder: Optional[str | Path], fold: int = 0) -> list[tuple[dict[str, Any], str, bool]]:
+def finetune_data(name: str, folder: Optional[str | Path], fold: int = 0) -> list[tuple[dict[str, Any], Any, bool]]:
     """What `zoo finetune --dataset` trains on: the named set's rows (`finetune_rows`)."""
     if fold:
         raise ConfigError(f"--fold {fold} is for sets of graphs; {name} has its own test split")
     return finetune_rows(load_dataset(name, folder))
 
 
-def finetune_table(table: Any, target: str, test_table: Any = None) -> list[tuple[dict[str, Any], str, bool]]:
+def finetune_table(table: Any, target: str, test_table: Any = None) -> list[tuple[dict[str, Any], Any, bool]]:
     """What `zoo finetune --table` trains on: a table of your own's rows (`table_splits`)."""
     return finetune_rows(table_splits(table, target, test_table))

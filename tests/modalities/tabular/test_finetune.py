@@ -36,9 +36,25 @@ def test_a_table_encoder_fine_tunes_on_a_named_table(tmp_path, capsys):
         tmp_path / "run" / "classifier" / "README.md").read_text()
 
 
-def test_a_numeric_target_is_refused(tmp_path, capsys):
-    assert main(["finetune", "tjepa-adult", "--dataset", "diabetes", "-o", str(tmp_path / "run")]) == 2
-    assert "'diabetes' has a numeric target and `zoo finetune` trains classifiers" in capsys.readouterr().err
+def test_a_numeric_target_trains_a_regressor(tmp_path, capsys):
+    """diabetes (a numeric target): a T-JEPA pretrained on it for a few steps, then a regressor on
+    it that predicts in the target's units."""
+    assert main(["pretrain", "tjepa", "--dataset", "diabetes", "--recipe", "adult", "--epochs", "5",
+                 "-o", str(tmp_path / "encoder"), "--no-progress"]) == 0
+    assert main(["finetune", str(tmp_path / "encoder"), "--dataset", "diabetes", "--mode", "linear", "--lr", "1e-2",
+                 "--epochs", "20", "-o", str(tmp_path / "run"), "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["train_items"], report["test_items"], report["classes"]) == (353, 89, None)
+    from modalities.tabular.datasets import load_diabetes
+
+    test = load_diabetes().test
+    predicted = zoo.load(tmp_path / "run" / "classifier").predict(test.drop(columns=["target"]))[:, 0].double()
+    rmse = float(np.sqrt(np.mean((predicted.numpy() - test["target"].to_numpy()) ** 2)))
+    assert report["test_rmse"] == pytest.approx(rmse, rel=1e-6)
+    assert rmse < 0.85 * test["target"].std()  # the std is 72.0, about what the mean scores; 58.7 here
+
+
+def test_a_fold_is_for_sets_of_graphs(tmp_path, capsys):
     assert main(["finetune", "tjepa-adult", "--dataset", "adult", "--fold", "1", "-o", str(tmp_path / "run")]) == 2
     assert "--fold 1 is for sets of graphs; adult has its own test split" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -84,6 +100,22 @@ def test_a_table_of_your_own_fine_tunes_with_a_held_out_share_or_a_test_table(ow
     test = pd.read_parquet(own_table / "own_test.parquet")
     predicted = classifier.logits(test.drop(columns=["income"])).argmax(-1).numpy()
     assert report["test_accuracy"] == float((predicted == (test["income"] == ">50K").to_numpy()).mean())
+
+
+def test_a_table_with_a_numeric_target_fine_tunes_a_regressor(own_table, capsys):
+    assert main(["finetune", "tjepa-adult", "--table", str(own_table / "scored.csv"), "--target", "score",
+                 "--mode", "linear", "--lr", "1e-2", "--epochs", "3", "--train-limit", "1000",
+                 "-o", str(own_table / "run"), "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["train_items"], report["test_items"], report["classes"]) == (1000, 800, None)
+    assert "test_accuracy" not in report and "train_accuracy_last_epoch" not in report
+    spread = pd.read_csv(own_table / "scored.csv")["score"].std()
+    assert report["test_rmse"] < 0.5 * spread, (report["test_rmse"], spread)  # the age is one of the features
+    regressor = zoo.load(own_table / "run" / "classifier")
+    assert isinstance(regressor, zoo.EncoderForRegression)
+    card = (own_table / "run" / "classifier" / "README.md").read_text()
+    assert "pipeline_tag: tabular-regression" in card and "- type: rmse" in card
+    assert "Test RMSE: " in card and "on 800 held-out rows" in card
 
 
 def test_a_held_out_share_keeps_the_class_balance():
@@ -133,7 +165,6 @@ def test_a_table_of_your_own_is_probed_for_classes_or_numbers(own_table, capsys)
      "pass --table or --dataset, not both"),
     ("probe", ["--table", "own.csv", "--target", "income", "--dataset", "adult"],
      "pass --table or --dataset, not both"),
-    ("finetune", ["--table", "scored.csv", "--target", "score"], "'scored' has a numeric target"),
 ])
 def test_table_options_that_cannot_work_are_named(command, options, said, own_table, capsys, monkeypatch):
     monkeypatch.chdir(own_table)
