@@ -1,0 +1,153 @@
+"""What a `zoo finetune` run trains on and is scored on (`LabelledSplit`): the labelled files of
+`--data`, a graph or table encoder's named `--dataset` (its modality's `datasets.finetune_data`:
+a node dataset's nodes, a TU set's graphs on one of the svm-10fold probe's folds, a table's
+rows), or a table encoder's `--table` (`datasets.finetune_table`). Labels are class names, or
+numbers for a table's numeric target (regression)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo import registry
+from zoo.errors import ConfigError
+from zoo.heads import IGNORE_INDEX
+from zoo.probe_job import file_suffixes, labelled_files
+
+
+@dataclasses.dataclass
+class LabelledSplit:
+    """What a run trains on and is scored on: training examples ({"input", "label"}), the test
+    inputs and their class indices (or targets); for a node dataset (`test_nodes` set) the one
+    example is its graph with a label per training node, and the test inputs are that graph. A
+    regression split (`target_scale` set: the training targets' mean and std) has no class names
+    and trains on standardised targets."""
+
+    names: list[str]
+    train: list[dict[str, Any]]
+    test_inputs: Any
+    test_labels: np.ndarray
+    #: the data's name in the card's evaluation result
+    source: str
+    #: what an item is, in the report's sentences
+    unit: str = "items"
+    test_nodes: Optional[torch.Tensor] = None
+    target_scale: Optional[tuple[float, float]] = None
+
+    @property
+    def regression(self) -> bool:
+        return self.target_scale is not None
+
+    @property
+    def train_count(self) -> int:
+        return len(self.train) if self.test_nodes is None else int((self.train[0]["label"] != IGNORE_INDEX).sum())
+
+
+def rows_split(rows: list[tuple[Any, Any, bool]], source: str, unit: str) -> LabelledSplit:
+    """A split of (input, label, is_test) rows: labels are class names (the classes, sorted), or
+    numbers for a regression target."""
+    if not isinstance(rows[0][1], str):
+        return regression_split(rows, source, unit)
+    names = sorted({label for _, label, _ in rows})
+    return LabelledSplit(names, [{"input": value, "label": label} for value, label, test in rows if not test],
+                         [value for value, _, test in rows if test],
+                         np.array([names.index(label) for _, label, test in rows if test]), source, unit)
+
+
+def regression_split(rows: list[tuple[Any, float, bool]], source: str, unit: str) -> LabelledSplit:
+    """A split of (input, target, is_test) rows whose training targets are standardised: a head
+    then starts near the targets' scale whatever their units (`unscale_head` undoes it)."""
+    targets = np.array([label for _, label, test in rows if not test], dtype=np.float64)
+    mean, std = float(targets.mean()), float(targets.std()) or 1.0
+    train = [{"input": value, "label": (label - mean) / std} for value, label, test in rows if not test]
+    return LabelledSplit([], train, [value for value, _, test in rows if test],
+                         np.array([label for _, label, test in rows if test], dtype=np.float64), source, unit,
+                         target_scale=(mean, std))
+
+
+def node_split(data: Any, source: str) -> LabelledSplit:
+    """A node dataset's split: trained on its training nodes' labels, scored on its test nodes."""
+    names = [str(index) for index in range(int(data.y.max()) + 1)]
+    labels = torch.where(data.train_mask, data.y, IGNORE_INDEX)
+    return LabelledSplit(names, [{"input": data, "label": labels}], data, data.y[data.test_mask].numpy(), source,
+                         "nodes", data.test_mask)
+
+
+def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
+    """The labelled files of `--data`, the named `--dataset` of a graph or table encoder, or the
+    `--table` of a table encoder."""
+    table_options = [option for option, value in (("--test-table", args.test_table), ("--target", args.target))
+                     if value is not None]
+    if args.table is None and table_options:
+        raise ConfigError(f"{' and '.join(table_options)}: only with --table FILE (a labelled table of your own)")
+    if args.fold and args.dataset is None:
+        raise ConfigError(f"--fold {args.fold} is for --dataset sets of graphs; --data files are split by "
+                          "--test-regex or a test/ folder, --table rows by --test-table")
+    if args.table is not None:
+        return table_split(encoder, args)
+    if args.dataset is None:
+        if args.data is None:
+            raise ConfigError("pass --data DIR (a labelled folder of files), --dataset NAME (a graph or table "
+                              "dataset, e.g. cora, mutag or adult) or --table FILE --target COLUMN (table encoders)")
+        rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
+                              file_suffixes(encoder, args.name, "finetune", labelled=True),
+                              encoder.processor.dataset_feature)
+        return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.data).resolve().name, "items")
+    if args.label_regex or args.test_regex:
+        raise ConfigError(f"--label-regex and --test-regex are for --data folders; --dataset {args.dataset} has its "
+                          "own labels and split")
+    finetune_data = registry.modality_part(encoder.modality, "datasets", "finetune_data")
+    if finetune_data is None:
+        raise ConfigError(f"--dataset names graph and table datasets; {args.name} reads {encoder.modality} files: "
+                          "pass their folder as --data")
+    data = finetune_data(args.dataset, args.data, fold=args.fold or 0)
+    if isinstance(data, list):
+        unit = "rows" if encoder.modality == "tabular" else "graphs"
+        return rows_split(limit_training(data, args.train_limit, args.seed), args.dataset, unit)
+    if args.train_limit is not None:
+        raise ConfigError(f"--train-limit is for sets of items; {args.dataset} trains on its own training nodes")
+    return node_split(data, args.dataset)
+
+
+def table_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
+    """The rows of `--table` labelled by its `--target` column, tested on `--test-table` or on a
+    held-out share of the table (the modality's `datasets.finetune_table`)."""
+    others = [option for option, value in (("--data", args.data), ("--dataset", args.dataset)) if value is not None]
+    if others:
+        raise ConfigError(f"pass --table or {' / '.join(others)}, not both")
+    if args.target is None:
+        raise ConfigError("--table needs --target COLUMN: the column holding each row's label")
+    finetune_table = registry.modality_part(encoder.modality, "datasets", "finetune_table")
+    if finetune_table is None:
+        raise ConfigError(f"--table is for table encoders; {args.name} reads {encoder.modality} inputs")
+    rows = finetune_table(args.table, args.target, args.test_table)
+    return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.table).stem, "rows")
+
+
+def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed: int) -> list[tuple[Any, str, bool]]:
+    """The test rows and, per class, a seeded `limit // classes` of the training rows (all when
+    `limit` is None; for a numeric target, a seeded `limit` of them): a quicker run on the same
+    test split."""
+    if limit is None:
+        return rows
+    if not isinstance(rows[0][1], str):  # a regression target: a seeded `limit` of the training rows
+        training = [index for index, (_, _, test) in enumerate(rows) if not test]
+        chosen = set(np.random.default_rng(seed).permutation(training)[:limit].tolist())
+        return [row for index, row in enumerate(rows) if row[2] or index in chosen]
+    labels = sorted({label for _, label, _ in rows})
+    quota = max(1, limit // len(labels))
+    order = np.random.default_rng(seed).permutation(len(rows))
+    taken = dict.fromkeys(labels, 0)
+    kept = []
+    for index in sorted(order, key=lambda i: rows[i][2]):  # training rows first, each class in seeded order
+        value, label, test = rows[index]
+        if test or taken[label] < quota:
+            taken[label] += not test
+            kept.append(rows[index])
+    return kept
