@@ -17,19 +17,19 @@ from zoo.io import visible_files
 def file_suffixes(encoder: Any, name: str, command: str, labelled: bool = False) -> tuple[str, ...]:
     """The kinds of file `encoder` reads, for `zoo COMMAND`; an encoder whose inputs are objects
     (graphs) reads none, which is said rather than every file in a folder being tried. With
-    `labelled` (one labelled item per file: probe and finetune --data), a table encoder is
-    refused too: one of its files is a table of many rows."""
+    `labelled` (one labelled item per file: probe and finetune --data), an encoder whose files
+    hold many items (a table's rows) is refused too."""
     if not encoder.processor.file_suffixes:
         raise ConfigError(f"{name} is a {encoder.modality} encoder: its inputs are objects, not files, so "
                           f"`zoo {command}` has none to read; use it from Python (graphs: PyG Data or a dataset of "
                           "them, with zoo.load(NAME).embed or zoo.for_token_classification), or name a dataset: "
                           "`zoo embed NAME --dataset cora --data ROOT -o out.npy`, `zoo probe NAME --dataset ...` "
                           "or `zoo finetune NAME --dataset ... -o OUT`")
-    if labelled and encoder.modality == "tabular":
+    if labelled and encoder.processor.file_holds == "items":
         raise ConfigError(f"{name} is a table encoder: each of its files is a table of many rows, not one labelled "
-                          f"item, so `zoo {command} --data` cannot label them; name a labelled table instead "
-                          f"(`zoo {command} NAME --dataset adult ...`), or embed the rows with `zoo embed NAME "
-                          "table.csv`")
+                          f"item, so `zoo {command} --data` cannot label them; pass a labelled table instead "
+                          f"(`zoo {command} NAME --table my.csv --target COLUMN`, or `--dataset adult`), or embed "
+                          "the rows with `zoo embed NAME table.csv`")
     return encoder.processor.file_suffixes
 
 

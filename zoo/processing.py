@@ -37,6 +37,9 @@ class Processor:
     file_suffixes: ClassVar[tuple[str, ...]] = ()
     #: the `datasets` feature (e.g. "Audio") whose column `embed` reads from a whole Dataset
     dataset_feature: ClassVar[str] = ""
+    #: what one input file holds: "item" (a recording, an image) or "items" (a table's rows),
+    #: which a folder of labelled files cannot label one by one
+    file_holds: ClassVar[str] = "item"
 
     def prepare(self, item: Any, **kwargs: Any) -> Any:
         raise NotImplementedError

@@ -50,6 +50,7 @@ class TableProcessor(Processor):
 
     processor_type = "table"
     file_suffixes = TABLE_SUFFIXES
+    file_holds = "items"
 
     columns: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     target: Optional[str] = None
