@@ -130,7 +130,8 @@ def head_pool(encoder: nn.Module, args: argparse.Namespace, split: LabelledSplit
 def build_classifier(encoder: nn.Module, args: argparse.Namespace, split: LabelledSplit,
                      pool: Optional[str]) -> nn.Module:
     """`zoo.for_classification` on the encoder as `args` say: its mode, the layer and `pool` the
-    head reads, and whether the conv front end stays frozen; a class per node for a node dataset."""
+    head reads, and whether the conv front end stays frozen; a class per node for a node dataset,
+    a regressor for a numeric target."""
     torch.manual_seed(args.seed)
     layer = "weighted" if args.mode == "weighted" else args.layer
     freeze = args.mode != "full"
@@ -286,7 +287,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": args.name,
         "revision": args.revision,
         "dataset": args.dataset,
-        "fold": args.fold or 0 if split.unit == "graphs" else None,
+        "fold": (args.fold or 0) if split.unit == "graphs" else None,
         "init": "pretrained" if init_seed is None else "random",
         "random_init_seed": init_seed,
         "mode": args.mode,
