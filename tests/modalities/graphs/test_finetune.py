@@ -5,6 +5,7 @@ on the first of the svm-10fold probe's folds."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ from safetensors.torch import load_file
 import zoo
 from modalities.graphs.datasets import load_dataset
 from zoo.cli import main
+from zoo.errors import CheckpointError
+
+BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"
 
 
 def finetune(capsys, *args: str) -> dict:
@@ -95,3 +99,27 @@ def test_a_dataset_is_for_graph_and_table_encoders_and_data_or_dataset_is_needed
                  "-o", str(tmp_path / "run")]) == 2
     assert "--fold 1 is for --dataset sets of graphs; --data files are split by" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_folds_benchmark_scores_each_fold_and_goes_on_from_its_json(tmp_path, capsys, monkeypatch):
+    """benchmarks/finetune_folds.py: one `zoo finetune --fold K` run per fold, their mean and std;
+    a rerun adds folds without redoing the finished ones and refuses other settings."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from finetune_folds import main as folds_main
+
+    tu = shared_path("data", "tu")
+    common = ["--checkpoint", "graphmae-mutag", "--dataset", "mutag", "--data", str(tu), "--modes", "linear",
+              "--epochs", "2", "--output", str(tmp_path / "runs"), "--json", str(tmp_path / "folds.json"),
+              "--no-progress"]
+    assert folds_main([*common, "--folds", "0", "1"]) == 0
+    capsys.readouterr()
+    first = (tmp_path / "runs" / "linear-fold0" / "classifier" / "model.safetensors").stat().st_mtime_ns
+    assert folds_main([*common, "--folds", "0", "1", "2"]) == 0
+    table = json.loads(capsys.readouterr().out)["linear"]
+    assert (tmp_path / "runs" / "linear-fold0" / "classifier" / "model.safetensors").stat().st_mtime_ns == first
+    single = finetune(capsys, "graphmae-mutag", "--dataset", "mutag", "--data", str(tu), "--mode", "linear",
+                      "--epochs", "2", "--fold", "2", "-o", str(tmp_path / "single"))
+    assert table["folds"] == [0, 1, 2] and table["accuracies"][2] == round(100 * single["test_accuracy"], 2)
+    assert table["mean"] == round(float(np.mean(table["accuracies"])), 2)
+    with pytest.raises(CheckpointError, match="epochs: 2 then, 3 now"):
+        folds_main([*common[:-5], "--epochs", "3", *common[-5:]])
