@@ -52,7 +52,7 @@ class LabelledSplit:
 def rows_split(rows: list[tuple[Any, Any, bool]], source: str, unit: str) -> LabelledSplit:
     """A split of (input, label, is_test) rows: labels are class names (the classes, sorted), or
     numbers for a regression target."""
-    if not isinstance(rows[0][1], str):
+    if rows and not isinstance(rows[0][1], str):
         return regression_split(rows, source, unit)
     names = sorted({label for _, label, _ in rows})
     return LabelledSplit(names, [{"input": value, "label": label} for value, label, test in rows if not test],
@@ -136,7 +136,7 @@ def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed
     test split."""
     if limit is None:
         return rows
-    if not isinstance(rows[0][1], str):  # a regression target: a seeded `limit` of the training rows
+    if rows and not isinstance(rows[0][1], str):  # a regression target: a seeded `limit` of the training rows
         training = [index for index, (_, _, test) in enumerate(rows) if not test]
         chosen = set(np.random.default_rng(seed).permutation(training)[:limit].tolist())
         return [row for index, row in enumerate(rows) if row[2] or index in chosen]

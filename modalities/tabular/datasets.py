@@ -120,7 +120,8 @@ def target_task(values: pd.Series, task: Optional[str] = None) -> str:
         return task
     classes = values.nunique()
     if classes < 2:
-        raise InputError(f"target {values.name!r} has {classes} class; a classifier needs at least two")
+        raise InputError(f"target {values.name!r} has {classes} class{'es' if classes != 1 else ''}; a classifier "
+                         "needs at least two")
     return "binary" if classes == 2 else "multiclass"
 
 
