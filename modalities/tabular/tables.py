@@ -86,6 +86,8 @@ def read_table(table: Any) -> pd.DataFrame:
 
 
 def _file_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    if path.is_dir():
+        raise InputError(f"table file {str(path)!r} is a folder; pass one .csv or .parquet file")
     if not path.is_file():
         raise InputError(f"table file {str(path)!r} does not exist")
     if path.suffix == ".parquet":

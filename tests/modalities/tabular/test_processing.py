@@ -119,9 +119,11 @@ def test_row_totals_for_the_progress_bar_are_known_without_reading_csv(tmp_path,
     assert table_rows(csv) is None and table_rows([parquet, csv]) is None
 
 
-def test_unreadable_inputs():
+def test_unreadable_inputs(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         list(iter_frames("/nonexistent/table.csv"))
+    with pytest.raises(InputError, match="is a folder; pass one .csv or .parquet file"):  # was "does not exist"
+        list(iter_frames(tmp_path))
     with pytest.raises(InputError, match="cannot read a table from int"):
         list(iter_frames(3))
 
