@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
+from zoo.finetune_data import add_table_arguments
 from zoo.finetune_job import add_finetune_arguments, run_finetune
 from zoo.io import visible_files
 from zoo.training import positive_int
@@ -385,18 +386,14 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--data", help="folder of labelled input files; with --dataset, the dataset's root folder")
     probe.add_argument("--dataset", help="a named dataset with its paper's protocol, e.g. cora or mutag (graph "
                        "encoders), adult (tabular encoders)")
-    probe.add_argument("--table", help="table encoders: a labelled CSV or Parquet file of your own, scored by a "
-                       "--protocol as --dataset adult is")
-    probe.add_argument("--target", help="with --table: the label column")
-    probe.add_argument("--test-table", help="with --table: the rows to score on (default: 20 %% of --table's rows, "
-                       "held out with seed 0, by class for classification)")
+    add_table_arguments(probe)
     probe.add_argument("--task", choices=("classification", "regression"),
                        help="with --table: what --target holds (default: regression for numbers with a fraction, "
                             "else classes)")
     probe.add_argument("--seeds", type=int, nargs="+", default=[0], help="probe seeds for --dataset or --table")
-    probe.add_argument("--protocol", help="with --dataset: the paper's protocol, linear-probe (node datasets), "
-                       "svm-10fold (sets of graphs), mlp, resnet, mlp-raw, resnet-raw or xgboost (tables); "
-                       "default: the dataset's own")
+    probe.add_argument("--protocol", help="with --dataset or --table: the paper's protocol, linear-probe (node "
+                       "datasets), svm-10fold (sets of graphs), mlp, resnet, mlp-raw, resnet-raw or xgboost (tables); "
+                       "default: the dataset's own (a table's: mlp)")
     probe.add_argument("--label-regex", help="regex whose first group is the label (default: parent folder name)")
     probe.add_argument("--test-regex", help="file names matching it form the test split (default: a test/ folder)")
     probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")

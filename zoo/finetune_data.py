@@ -79,6 +79,15 @@ def node_split(data: Any, source: str) -> LabelledSplit:
                          "nodes", data.test_mask)
 
 
+def add_table_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options naming a labelled table of your own (`zoo probe` and `zoo finetune`)."""
+    parser.add_argument("--table", help="table encoders: a labelled CSV or Parquet file of your own instead of "
+                        "files or a named dataset; its --target column labels each row")
+    parser.add_argument("--target", help="with --table: the label column")
+    parser.add_argument("--test-table", help="with --table: the rows to score on (default: 20 %% of --table's rows, "
+                        "held out with seed 0, by class for classification)")
+
+
 def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
     """The labelled files of `--data`, the named `--dataset` of a graph or table encoder, or the
     `--table` of a table encoder."""

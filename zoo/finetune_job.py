@@ -34,7 +34,7 @@ from torch import nn
 
 import zoo
 from zoo.errors import ConfigError
-from zoo.finetune_data import LabelledSplit, read_split
+from zoo.finetune_data import LabelledSplit, add_table_arguments, read_split
 from zoo.heads import IGNORE_INDEX
 from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
@@ -153,11 +153,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="graph and table encoders: a named dataset with its own labels and split "
                         "instead of files: a node dataset (cora: its nodes, scored on its test nodes), a TU set "
                         "(mutag: its graphs, scored on one of the svm-10fold probe's folds) or adult (its rows)")
-    parser.add_argument("--table", help="table encoders: a labelled CSV or Parquet file of your own instead of "
-                        "files or a named dataset; its --target column labels each row")
-    parser.add_argument("--target", help="with --table: the label column")
-    parser.add_argument("--test-table", help="with --table: the rows to score on (default: 20 %% of --table's rows, "
-                        "held out by class with seed 0)")
+    add_table_arguments(parser)
     parser.add_argument("--fold", type=int,
                         help="with --dataset on a set of graphs: which of the svm-10fold probe's ten folds is the "
                              "test split (0 .. 9; default 0)")
