@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
-from zoo.finetune_data import add_table_arguments
+from zoo.finetune_data import add_table_arguments, check_table_source
 from zoo.finetune_job import add_finetune_arguments, run_finetune
 from zoo.io import visible_files
 from zoo.training import positive_int
@@ -196,12 +196,7 @@ def probe_dataset(args: argparse.Namespace) -> dict:
 
 def probe_table(args: argparse.Namespace) -> dict:
     """A table encoder's downstream protocol on a labelled table of your own (`--table`)."""
-    given = [option for option, value in (("--data", args.data), ("--dataset", args.dataset),
-                                          ("--cache", args.cache)) if value]
-    if given:
-        raise ConfigError(f"pass --table or {' / '.join(given)}, not both")
-    if not args.target:
-        raise ConfigError("--table needs --target COLUMN: the column holding each row's label")
+    check_table_source(args, {"--data": args.data, "--dataset": args.dataset, "--cache": args.cache})
     encoder = load_for_command(args)
     probe = registry.modality_part(encoder.modality, "evaluation", "probe_table")
     if probe is None:

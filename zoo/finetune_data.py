@@ -88,6 +88,16 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
                         "held out with seed 0, by class for classification)")
 
 
+def check_table_source(args: argparse.Namespace, others: dict[str, Any]) -> None:
+    """`--table` alone as the data (none of the command's `others` options given beside it), with
+    the `--target` that labels its rows."""
+    given = [option for option, value in others.items() if value is not None]
+    if given:
+        raise ConfigError(f"pass --table or {' / '.join(given)}, not both")
+    if args.target is None:
+        raise ConfigError("--table needs --target COLUMN: the column holding each row's label")
+
+
 def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
     """The labelled files of `--data`, the named `--dataset` of a graph or table encoder, or the
     `--table` of a table encoder."""
@@ -127,11 +137,7 @@ def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
 def table_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
     """The rows of `--table` labelled by its `--target` column, tested on `--test-table` or on a
     held-out share of the table (the modality's `datasets.finetune_table`)."""
-    others = [option for option, value in (("--data", args.data), ("--dataset", args.dataset)) if value is not None]
-    if others:
-        raise ConfigError(f"pass --table or {' / '.join(others)}, not both")
-    if args.target is None:
-        raise ConfigError("--table needs --target COLUMN: the column holding each row's label")
+    check_table_source(args, {"--data": args.data, "--dataset": args.dataset})
     finetune_table = registry.modality_part(encoder.modality, "datasets", "finetune_table")
     if finetune_table is None:
         raise ConfigError(f"--table is for table encoders; {args.name} reads {encoder.modality} inputs")

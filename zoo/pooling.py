@@ -82,13 +82,13 @@ def pool_tokens(tokens: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Te
     "mean" averages valid tokens only, so padding never changes the result; "cls" takes
     the first token; "sum" and "max" are the graph readouts, over valid tokens too.
     """
+    if pool == "cls":
+        return tokens[..., 0, :]
+    if pool == "max":
+        return tokens.masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).amax(-2)
     weights = mask.to(tokens.dtype).unsqueeze(-1)
     if pool == "mean":
         return (tokens * weights).sum(-2) / weights.sum(-2).clamp(min=1.0)
     if pool == "sum":
         return (tokens * weights).sum(-2)
-    if pool == "max":
-        return tokens.masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).amax(-2)
-    if pool == "cls":
-        return tokens[..., 0, :]
     raise ConfigError(f"pool={pool!r} is not one of {(*POOLS, 'sum', 'max')}")

@@ -24,7 +24,7 @@ TASKS = ("binary", "multiclass", "regression")
 #: share of a table's rows held out for testing when no test table is given
 TEST_SHARE = 0.2
 #: a table of your own with fewer training rows than this is probed with the small networks
-#: (`DIABETES_MLP`, `DIABETES_RESNET`): Adult's, at 512 rows a step, run out of patience before
+#: (`SMALL_TABLE_DOWNSTREAM`): Adult's, at 512 rows a step, run out of patience before
 #: they learn (4,000 Adult rows: a constant output, 24.0 %, against 81.3 % and 83.3 %)
 SMALL_TABLE_ROWS = 10_000
 #: a small MLP for 318 training rows (the Adult-tuned one takes one step per epoch there and stops untrained)
@@ -33,6 +33,10 @@ DIABETES_MLP = {"n_hidden": 2, "hidden_dim": 64, "dropout": 0.1, "lr": 1e-3, "we
 #: a small ResNet for the same reason, with its cosine over the epoch budget
 DIABETES_RESNET = {"n_blocks": 1, "d_block": 64, "d_hidden_multiplier": 2, "d_out": 32, "lr": 1e-3,
                    "weight_decay": 1e-4, "batch_size": 32, "max_epochs": 300, "patience": 30, "cosine_steps": None}
+#: the downstream settings of a small table, by protocol (diabetes, and tables of your own under
+#: `SMALL_TABLE_ROWS`)
+SMALL_TABLE_DOWNSTREAM = {"mlp": DIABETES_MLP, "mlp-raw": DIABETES_MLP, "resnet": DIABETES_RESNET,
+                          "resnet-raw": DIABETES_RESNET}
 
 
 @dataclasses.dataclass
@@ -75,8 +79,7 @@ def load_diabetes() -> TableSplits:
     frame = sklearn_diabetes(as_frame=True, scaled=False).frame
     train, test = train_test_split(frame, test_size=0.2, random_state=0)
     return TableSplits("diabetes", train.reset_index(drop=True), test.reset_index(drop=True), "target", "regression",
-                       downstream={"mlp": DIABETES_MLP, "mlp-raw": DIABETES_MLP, "resnet": DIABETES_RESNET,
-                                   "resnet-raw": DIABETES_RESNET})
+                       downstream=SMALL_TABLE_DOWNSTREAM)
 
 
 def load_dataset(name: str, folder: Optional[str | Path] = None) -> TableSplits:
@@ -154,9 +157,8 @@ def table_splits(table: Any, target: str, test_table: Any = None, task: Optional
         except ValueError as err:  # a class too small to appear in both splits
             raise InputError(f"cannot hold out {TEST_SHARE:.0%} of {str(table)!r} by class ({err}); pass "
                              "--test-table") from err
-    small = {"mlp": DIABETES_MLP, "mlp-raw": DIABETES_MLP, "resnet": DIABETES_RESNET, "resnet-raw": DIABETES_RESNET}
     return TableSplits(Path(str(table)).stem, train.reset_index(drop=True), test.reset_index(drop=True), target, task,
-                       downstream=small if len(train) < SMALL_TABLE_ROWS else {})
+                       downstream=SMALL_TABLE_DOWNSTREAM if len(train) < SMALL_TABLE_ROWS else {})
 
 
 def finetune_rows(splits: TableSplits) -> list[tuple[dict[str, Any], Any, bool]]:
