@@ -268,3 +268,27 @@ def test_a_run_card_lists_the_settings_that_made_the_weights():
                 "architecture": {"num_hidden": 512}}
     assert settings_rows(settings) == [("dataset", "`cora`"), ("seed", "`0`"), ("recipe.lr", "`0.001`"),
                                        ("recipe.probe.protocol", "`svm-10fold`"), ("recipe.note", "`a\\|b`")]
+
+
+class EndsEarly(Regression):
+    """Logs a score after each step and ends the run after step 4, as a validation's patience would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished, self.steps_done = False, 0
+
+    def after_step(self) -> dict:
+        self.steps_done += 1
+        self.finished = self.steps_done >= 4
+        return {"val_score": float(self.steps_done)}
+
+
+def test_an_objective_logs_after_its_steps_and_may_end_the_run_early(tmp_path):
+    config = TrainConfig(steps=10, lr=0.05, checkpoint_every=100, progress=False)
+    torch.manual_seed(0)
+    records = train(EndsEarly(), toy_batches(), tmp_path, config)
+    assert [(r["step"], r["val_score"]) for r in records] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["step"] == 4  # saved where it ended
+    resumed = EndsEarly()
+    resumed.finished = True  # as its state would say, were it checkpointed: the rerun trains nothing
+    assert len(train(resumed, toy_batches(), tmp_path, config)) == 4

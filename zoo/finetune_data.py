@@ -20,6 +20,9 @@ from zoo.errors import ConfigError
 from zoo.heads import IGNORE_INDEX
 from zoo.probe_job import file_suffixes, labelled_files
 
+#: the share of the training items `--validation` holds out when it is given no share
+DEFAULT_VALIDATION_SHARE = 0.1
+
 
 @dataclasses.dataclass
 class LabelledSplit:
@@ -27,7 +30,9 @@ class LabelledSplit:
     inputs and their class indices (or targets); for a node dataset (`test_nodes` set) the one
     example is its graph with a label per training node, and the test inputs are that graph. A
     regression split (`target_scale` set: the training targets' mean and std) has no class names
-    and trains on standardised targets."""
+    and trains on standardised targets. A split with a validation part (`val_labels` set: class
+    indices, or targets in their own units) picks the epoch whose weights are kept; a node
+    dataset's are its validation nodes (`val_nodes`) of the graph."""
 
     names: list[str]
     train: list[dict[str, Any]]
@@ -39,6 +44,9 @@ class LabelledSplit:
     unit: str = "items"
     test_nodes: Optional[torch.Tensor] = None
     target_scale: Optional[tuple[float, float]] = None
+    val_inputs: Any = None
+    val_labels: Optional[np.ndarray] = None
+    val_nodes: Optional[torch.Tensor] = None
 
     @property
     def regression(self) -> bool:
@@ -49,15 +57,46 @@ class LabelledSplit:
         return len(self.train) if self.test_nodes is None else int((self.train[0]["label"] != IGNORE_INDEX).sum())
 
 
-def rows_split(rows: list[tuple[Any, Any, bool]], source: str, unit: str) -> LabelledSplit:
+def rows_split(rows: list[tuple[Any, Any, bool]], source: str, unit: str, validation: Optional[float] = None,
+               seed: int = 0) -> LabelledSplit:
     """A split of (input, label, is_test) rows: labels are class names (the classes, sorted), or
-    numbers for a regression target."""
+    numbers for a regression target; with `validation`, that share of the training rows is held
+    out (seeded, by class) to pick the epoch kept."""
+    rows, val = hold_out_validation(rows, validation, seed, unit)
     if rows and not isinstance(rows[0][1], str):
-        return regression_split(rows, source, unit)
-    names = sorted({label for _, label, _ in rows})
-    return LabelledSplit(names, [{"input": value, "label": label} for value, label, test in rows if not test],
-                         [value for value, _, test in rows if test],
-                         np.array([names.index(label) for _, label, test in rows if test]), source, unit)
+        split = regression_split(rows, source, unit)
+        labels = np.array([label for _, label in val], dtype=np.float64)
+    else:
+        names = sorted({label for _, label, _ in rows})
+        split = LabelledSplit(names, [{"input": value, "label": label} for value, label, test in rows if not test],
+                              [value for value, _, test in rows if test],
+                              np.array([names.index(label) for _, label, test in rows if test]), source, unit)
+        labels = np.array([names.index(label) for _, label in val])
+    if validation is not None:
+        split.val_inputs, split.val_labels = [value for value, _ in val], labels
+    return split
+
+
+def hold_out_validation(rows: list[tuple[Any, Any, bool]], share: Optional[float], seed: int,
+                        unit: str) -> tuple[list[tuple[Any, Any, bool]], list[tuple[Any, Any]]]:
+    """The rows less a validation `share` of the training rows, and those (input, label) rows:
+    drawn by class for class labels (sklearn's stratified split, seeded), so that each class is
+    scored."""
+    if share is None:
+        return rows, []
+    from sklearn.model_selection import train_test_split
+
+    training = [index for index, (_, _, test) in enumerate(rows) if not test]
+    classes = None if rows and not isinstance(rows[0][1], str) else [rows[index][1] for index in training]
+    try:
+        _, held = train_test_split(training, test_size=share, random_state=seed, stratify=classes)
+    except ValueError as err:  # a class too small to split, or fewer held-out items than classes
+        raise ConfigError(f"--validation {share} cannot hold out {unit} of every class from the "
+                          f"{len(training):,} training {unit} ({err}); give a larger share, or more {unit} "
+                          "of the rare classes") from None
+    held = set(held)
+    return ([row for index, row in enumerate(rows) if index not in held],
+            [rows[index][:2] for index in sorted(held)])
 
 
 def regression_split(rows: list[tuple[Any, float, bool]], source: str, unit: str) -> LabelledSplit:
@@ -71,12 +110,16 @@ def regression_split(rows: list[tuple[Any, float, bool]], source: str, unit: str
                          target_scale=(mean, std))
 
 
-def node_split(data: Any, source: str) -> LabelledSplit:
-    """A node dataset's split: trained on its training nodes' labels, scored on its test nodes."""
+def node_split(data: Any, source: str, validation: bool = False) -> LabelledSplit:
+    """A node dataset's split: trained on its training nodes' labels, scored on its test nodes;
+    with `validation`, its validation nodes pick the epoch kept."""
     names = [str(index) for index in range(int(data.y.max()) + 1)]
     labels = torch.where(data.train_mask, data.y, IGNORE_INDEX)
-    return LabelledSplit(names, [{"input": data, "label": labels}], data, data.y[data.test_mask].numpy(), source,
-                         "nodes", data.test_mask)
+    split = LabelledSplit(names, [{"input": data, "label": labels}], data, data.y[data.test_mask].numpy(), source,
+                          "nodes", data.test_mask)
+    if validation:
+        split.val_inputs, split.val_labels, split.val_nodes = data, data.y[data.val_mask].numpy(), data.val_mask
+    return split
 
 
 def add_table_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +160,8 @@ def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
         rows = labelled_files(Path(args.data), args.label_regex, args.test_regex,
                               file_suffixes(encoder, args.name, "finetune", labelled=True),
                               encoder.processor.dataset_feature)
-        return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.data).resolve().name, "items")
+        return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.data).resolve().name, "items",
+                          validation_share(args), args.seed)
     if args.label_regex or args.test_regex:
         raise ConfigError(f"--label-regex and --test-regex are for --data folders; --dataset {args.dataset} has its "
                           "own labels and split")
@@ -128,10 +172,14 @@ def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
     data = finetune_data(args.dataset, args.data, fold=args.fold or 0)
     if isinstance(data, list):
         unit = "rows" if encoder.modality == "tabular" else "graphs"
-        return rows_split(limit_training(data, args.train_limit, args.seed), args.dataset, unit)
+        return rows_split(limit_training(data, args.train_limit, args.seed), args.dataset, unit,
+                          validation_share(args), args.seed)
     if args.train_limit is not None:
         raise ConfigError(f"--train-limit is for sets of items; {args.dataset} trains on its own training nodes")
-    return node_split(data, args.dataset)
+    if not isinstance(args.validation, bool):
+        raise ConfigError(f"--validation {args.validation}: {args.dataset} has its own validation nodes; give "
+                          "--validation without a share to pick the epoch by them")
+    return node_split(data, args.dataset, validation=args.validation)
 
 
 def table_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
@@ -142,7 +190,16 @@ def table_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
     if finetune_table is None:
         raise ConfigError(f"--table is for table encoders; {args.name} reads {encoder.modality} inputs")
     rows = finetune_table(args.table, args.target, args.test_table)
-    return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.table).stem, "rows")
+    return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.table).stem, "rows",
+                      validation_share(args), args.seed)
+
+
+def validation_share(args: argparse.Namespace) -> Optional[float]:
+    """The share of the training items held out to pick the epoch kept: `--validation`'s, its
+    default when the flag came alone, None without it."""
+    if args.validation is False:
+        return None
+    return DEFAULT_VALIDATION_SHARE if args.validation is True else args.validation
 
 
 def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed: int) -> list[tuple[Any, str, bool]]:

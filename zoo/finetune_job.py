@@ -15,8 +15,11 @@ Training uses AdamW, a linear warmup over the first 10 % of the steps then a cos
 and clips the gradient norm at 1. It writes checkpoint.pt every epoch (a node dataset: every 50
 steps), log.jsonl and loss.png, and a rerun of an interrupted command continues where its
 checkpoint left off: the batches of an epoch are a seeded shuffle of the training split,
-checkpointed with the run. The accuracy (or RMSE) reported is that of the saved folder, loaded back with `zoo.load`; the
-folder's card says how it was trained and scored, and shows the loss curve.
+checkpointed with the run. The saved weights are those of the last epoch, or with `--validation`
+those of the epoch that scored best on a held-out share of the training items (a node dataset's
+validation nodes), kept in the checkpoint as the run goes; `--patience` ends the run early. The
+accuracy (or RMSE) reported is that of the saved folder, loaded back with `zoo.load`; the
+folder's card says how it was trained, picked and scored, and shows the loss curve.
 """
 
 from __future__ import annotations
@@ -34,14 +37,14 @@ from torch import nn
 
 import zoo
 from zoo.errors import ConfigError
-from zoo.finetune_data import LabelledSplit, add_table_arguments, read_split
+from zoo.finetune_data import DEFAULT_VALIDATION_SHARE, LabelledSplit, add_table_arguments, read_split
 from zoo.heads import IGNORE_INDEX
 from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
 from zoo.outputs import PretrainOutput
 from zoo.run_cards import run_card, with_eval_result
 from zoo.training import (
-    PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, train,
+    PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, share, train,
     write_run_settings,
 )
 
@@ -95,6 +98,9 @@ class ClassifierObjective(nn.Module):
     """The head's loss on one collated batch (cross-entropy, or a regressor's squared error), with
     a classifier's accuracy on the batch logged (over its labelled nodes, for a node dataset)."""
 
+    #: whether the run is done before its last step (`ValidatedObjective`'s patience)
+    finished = False
+
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
@@ -107,6 +113,53 @@ class ClassifierObjective(nn.Module):
         labelled = labels != IGNORE_INDEX
         accuracy = (output.logits.argmax(-1)[labelled] == labels[labelled]).float().mean().item()
         return PretrainOutput(loss=output.loss, logs={"accuracy": accuracy})
+
+
+class ValidatedObjective(ClassifierObjective):
+    """`ClassifierObjective` that scores the split's validation part after every epoch and keeps
+    the weights of the best epoch so far: in its state, so that a checkpoint holds them and a
+    resumed run keeps what an uninterrupted one would. After `patience` epochs without a better
+    score it ends the run (`finished`)."""
+
+    def __init__(self, classifier: nn.Module, split: LabelledSplit, steps_per_epoch: int, patience: Optional[int],
+                 batch_size: int) -> None:
+        super().__init__(classifier)
+        self.split, self.steps_per_epoch, self.patience, self.batch_size = split, steps_per_epoch, patience, batch_size
+        self.steps_done, self.best_epoch, self.best_score = 0, 0, math.nan
+        self.best_state: Optional[dict[str, torch.Tensor]] = None
+
+    @property
+    def metric(self) -> str:
+        return "rmse" if self.split.regression else "accuracy"
+
+    @property
+    def epochs_done(self) -> int:
+        return self.steps_done // self.steps_per_epoch
+
+    def after_step(self) -> dict[str, float]:
+        """At an epoch's end: its validation score (logged), kept weights if it is the best."""
+        self.steps_done += 1
+        if self.steps_done % self.steps_per_epoch:
+            return {}
+        score = validation_score(self.classifier, self.split, self.batch_size)
+        better = score < self.best_score if self.split.regression else score > self.best_score
+        if self.best_state is None or better:
+            self.best_epoch, self.best_score = self.epochs_done, score
+            self.best_state = {key: value.detach().clone() for key, value in self.classifier.state_dict().items()}
+        self.finished = self.patience is not None and self.epochs_done - self.best_epoch >= self.patience
+        return {f"val_{self.metric}": score}
+
+    def keep_best(self) -> None:
+        """Load the best epoch's weights into the classifier."""
+        self.classifier.load_state_dict(self.best_state)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"steps_done": self.steps_done, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                "finished": self.finished, "best_state": self.best_state}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.steps_done, self.best_epoch = state["steps_done"], state["best_epoch"]
+        self.best_score, self.finished, self.best_state = state["best_score"], state["finished"], state["best_state"]
 
 
 @torch.no_grad()
@@ -178,6 +231,13 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int,
                         help=f"training items a step (default: {DEFAULT_BATCH_SIZE}); a node dataset takes its "
                              "whole graph")
+    parser.add_argument("--validation", nargs="?", type=share, const=True, default=False, metavar="SHARE",
+                        help="score a validation split after every epoch and keep the best epoch's weights: SHARE "
+                             f"of the training items held out, by class (alone: {DEFAULT_VALIDATION_SHARE}); a node "
+                             "dataset's own validation nodes (given alone)")
+    parser.add_argument("--patience", type=positive_int,
+                        help="with --validation: stop after N epochs without a better validation score "
+                             "(default: run every epoch)")
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default by mode: {DEFAULT_LR}; a node "
                         f"dataset: {DEFAULT_NODE_LR})")
@@ -208,15 +268,55 @@ def test_score(model: nn.Module, split: LabelledSplit, args: argparse.Namespace)
     outputs = model.logits(split.test_inputs, batch_size=args.eval_batch_size, progress=not args.no_progress)
     if split.test_nodes is not None:
         outputs = outputs[split.test_nodes]
+    score = metric_value(outputs, split.test_labels, split.regression)
     held_out = f"{len(split.test_labels):,} held-out {split.unit}"
     if split.regression:
-        rmse = float(np.sqrt(np.mean((outputs[:, 0].double().numpy() - split.test_labels) ** 2)))
-        return "rmse", rmse, (f"Test RMSE: {rmse:.4g} on {held_out} (their targets' std: "
-                              f"{split.test_labels.std():.4g}); trained on {split.train_count:,} {split.unit}, "
-                              "their targets standardised (the loss above is in those units).")
-    accuracy = float((outputs.argmax(-1).numpy() == split.test_labels).mean())
-    return "accuracy", accuracy, (f"Test accuracy: {100 * accuracy:.1f} % on {held_out}; trained on "
-                                  f"{split.train_count:,} {split.unit} of {len(split.names)} classes.")
+        return "rmse", score, (f"Test RMSE: {score:.4g} on {held_out} (their targets' std: "
+                               f"{split.test_labels.std():.4g}); trained on {split.train_count:,} {split.unit}, "
+                               "their targets standardised (the loss above is in those units).")
+    return "accuracy", score, (f"Test accuracy: {100 * score:.1f} % on {held_out}; trained on "
+                               f"{split.train_count:,} {split.unit} of {len(split.names)} classes.")
+
+
+def validation_score(classifier: nn.Module, split: LabelledSplit, batch_size: int) -> float:
+    """The classifier's score on the split's validation part, in the test's metric and units (a
+    regressor trained on standardised targets is scored in the targets' own)."""
+    outputs = classifier.logits(split.val_inputs, batch_size=batch_size)
+    if split.val_nodes is not None:
+        outputs = outputs[split.val_nodes]
+    if split.regression:
+        mean, std = split.target_scale
+        outputs = outputs * std + mean
+    return metric_value(outputs, split.val_labels, split.regression)
+
+
+def metric_value(outputs: torch.Tensor, labels: np.ndarray, regression: bool) -> float:
+    """The root mean squared error of a regressor's (N, 1) outputs, or a classifier's accuracy."""
+    if regression:
+        return float(np.sqrt(np.mean((outputs[:, 0].double().numpy() - labels) ** 2)))
+    return float((outputs.argmax(-1).numpy() == labels).mean())
+
+
+def validation_report(objective: ClassifierObjective, split: LabelledSplit) -> Optional[dict[str, Any]]:
+    """The epoch kept and why, for the report (None for a run without `--validation`)."""
+    if not isinstance(objective, ValidatedObjective):
+        return None
+    return {"items": len(split.val_labels), "nodes": split.val_nodes is not None, "metric": objective.metric,
+            "best_epoch": objective.best_epoch, f"best_{objective.metric}": objective.best_score,
+            "epochs_run": objective.epochs_done, "stopped_early": objective.finished, "patience": objective.patience}
+
+
+def validation_sentence(validation: dict[str, Any], unit: str, epochs: int) -> str:
+    """The card's sentence on the epoch kept."""
+    metric = validation["metric"]
+    score = validation[f"best_{metric}"]
+    value = f"{100 * score:.1f} %" if metric == "accuracy" else f"{score:.4g}"
+    run = (f"{validation['epochs_run']} run (of {epochs}; stopped after {validation['patience']} epochs without a "
+           "better score)" if validation["stopped_early"] else f"{epochs}")
+    where = (f"the dataset's {validation['items']:,} validation nodes" if validation["nodes"] else
+             f"{validation['items']:,} {unit} held out of the training ones")
+    return (f" The weights are those of epoch {validation['best_epoch']} of {run}: the best validation "
+            f"{'RMSE' if metric == 'rmse' else metric}, {value} on {where}.")
 
 
 def random_init_seed(args: argparse.Namespace) -> Optional[int]:
@@ -232,6 +332,9 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     and `output`); returns its report, or the steps done when `--time-limit` stopped it."""
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}; train for at least one epoch")
+    if args.patience is not None and args.validation is False:
+        raise ConfigError(f"--patience {args.patience} counts epochs without a better validation score; "
+                          "add --validation")
     if args.layer is not None and args.mode == "weighted":
         raise ConfigError(f"--layer {args.layer} is for --mode linear or full; --mode weighted mixes every layer")
     if args.threads is not None:
@@ -261,17 +364,24 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     settings.update(epochs=epochs, batch_size=batch_size, pool=pool)  # as run, where the defaults stood in
     write_run_settings(output, settings)
     started = time.monotonic()
-    records = train(ClassifierObjective(classifier), batches, output, config)
-    if records[-1]["step"] < steps:
+    objective = (ClassifierObjective(classifier) if split.val_labels is None else
+                 ValidatedObjective(classifier, split, len(batches), args.patience, args.eval_batch_size))
+    records = train(objective, batches, output, config)
+    if records[-1]["step"] < steps and not objective.finished:
         print(f"time limit reached at step {records[-1]['step']} of {steps}; rerun the command to continue",
               file=sys.stderr)
         return {"steps_done": records[-1]["step"], "steps": steps}
+    validation = validation_report(objective, split)
+    if validation is not None:
+        objective.keep_best()
     if split.regression:
         unscale_head(classifier, *split.target_scale)
     curve = loss_curve(output)
     classifier.save_pretrained(output / CLASSIFIER_FOLDER, extra_files=curve)
     loaded = zoo.load(output / CLASSIFIER_FOLDER, device=args.device)
     metric, score, results = test_score(loaded, split, args)
+    if validation is not None:
+        results += validation_sentence(validation, split.unit, epochs)
     origin = f"`{args.name}`" if init_seed is None else f"a random-init `{args.name}` (seed {init_seed})"
     card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
                     f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results)
@@ -296,6 +406,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         "classes": None if split.regression else len(split.names),
         "epochs": epochs,
         "steps": steps,
+        "steps_run": records[-1]["step"],
+        "validation": validation,
         "batch_size": batch_size,
         "lr": config.lr,
         "train_seconds": round(records[-1]["elapsed"], 1),

@@ -2,7 +2,9 @@
 
 A family supplies an objective, an `nn.Module` whose `forward(batch)` returns a
 `PretrainOutput(loss, logs)` (and, optionally, an `after_step()` run after each optimizer
-step, e.g. an EMA update of a teacher), and a source of batches; `train` does the rest: AdamW with
+step, e.g. an EMA update of a teacher or a validation: the logs it returns join the step's
+record, and it ends the run early by setting the objective's `finished`), and a source of
+batches; `train` does the rest: AdamW with
 linear warmup and cosine decay, gradient clipping, optional bf16 autocast on CUDA, a
 progress bar, a per-step `log.jsonl`, a loss curve, and a checkpoint that lets an
 interrupted run continue exactly where it stopped.
@@ -213,6 +215,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def share(text: str) -> float:
+    """argparse type of a share of a set strictly between 0 and 1 (a validation split), refused
+    at parsing."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a share between 0 and 1; e.g. 0.1 for a tenth")
+    return value
+
+
 def add_time_limit_argument(parser: Any) -> None:
     """`--time-limit` on a parser or an argument group: every `zoo pretrain` command takes it
     (TrainConfig.time_limit)."""
@@ -402,9 +416,25 @@ def plot_losses(records: list[dict[str, Any]], path: Path) -> None:
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper left")
+    plot_validation(records, axes)
     figure.tight_layout()
     atomic_write_with(path, lambda tmp: figure.savefig(tmp, format="png"))
+
+
+def plot_validation(records: list[dict[str, Any]], axes: Any) -> None:
+    """The records' validation scores (a `val_*` log, as `zoo finetune --validation` writes),
+    if any, on a second y axis of the loss plot."""
+    scored = [(record["step"], key, value) for record in records for key, value in record.items()
+              if key.startswith("val_")]
+    if not scored:
+        return
+    key = scored[0][1]
+    right = axes.twinx()
+    right.plot([step for step, _, _ in scored], [value for _, _, value in scored], color="tab:orange",
+               marker="." if len(scored) < 50 else None, label=key)
+    right.set_ylabel(key)
+    right.legend(loc="upper right")
 
 
 class Trainer:
@@ -506,10 +536,15 @@ class Trainer:
         decay = self.schedule_weight_decay()
         self.optimizer.step()
         self.scheduler.step()
-        if hasattr(self.objective, "after_step"):
-            self.objective.after_step()
+        after = self.objective.after_step() if hasattr(self.objective, "after_step") else None
         decay_log = {} if decay is None else {"weight_decay": decay}
-        return {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), **decay_log, **output.logs}
+        return {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), **decay_log, **output.logs,
+                **(after or {})}
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run is done: all its steps taken, or ended early by its objective."""
+        return self.step >= self.config.steps or bool(getattr(self.objective, "finished", False))
 
     def schedule_weight_decay(self) -> Optional[float]:
         """Set this step's decay on the decayed parameter groups; None when it is constant."""
@@ -555,7 +590,7 @@ class Trainer:
             total=self.config.steps, initial=self.step, disable=not self.config.progress, desc="pretrain",
             unit="step", dynamic_ncols=True,
         ) as bar:
-            while self.step < self.config.steps:
+            while not self.finished:
                 started = time.monotonic()
                 record = self.train_step(next(stream))
                 self.step += 1
@@ -565,7 +600,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
                 bar.update()
                 out_of_time = self.config.time_limit is not None and time.monotonic() - begun >= self.config.time_limit
-                if out_of_time or self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                if out_of_time or self.step % self.config.checkpoint_every == 0 or self.finished:
                     self.save_checkpoint()
                 if out_of_time:
                     break
@@ -589,8 +624,8 @@ def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path,
 
     Returns:
         The log records of steps 1..`config.steps`, or of the steps done so far when
-        `config.time_limit` stopped the run (`step`, `loss`, `lr`, `grad_norm`, `elapsed`,
-        and the objective's logs).
+        `config.time_limit` stopped the run or the objective ended it (`finished`): `step`,
+        `loss`, `lr`, `grad_norm`, `elapsed`, and the objective's logs.
     """
     return Trainer(objective, batches, Path(out_dir), config).run()
 
