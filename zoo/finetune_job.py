@@ -220,7 +220,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
     parser.add_argument("--random-init", nargs="?", type=int, const=True, default=False, metavar="SEED",
                         help="train a fresh encoder of the checkpoint's architecture instead of its weights, seeded "
-                             "SEED (as zoo embed/probe --random-init SEED; alone: by --seed)")
+                             "SEED (as zoo embed/probe --random-init SEED; alone: by --seed); a T-JEPA's output "
+                             "scale is fitted on the training rows, as its pretraining does")
     parser.add_argument("--freeze-feature-encoder", action="store_true",
                         help="with --mode full: keep a HuBERT / MERT conv front end as pretrained")
     parser.add_argument("--train-limit", type=positive_int,
@@ -343,6 +344,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed if init_seed is None else init_seed)  # the weights of a --random-init encoder
     encoder = zoo.load(args.name, revision=args.revision, pretrained=init_seed is None)
     split = read_split(encoder, args)
+    if init_seed is not None and hasattr(encoder, "fitted_to"):  # statistics pretraining fits (T-JEPA's scale)
+        encoder = encoder.fitted_to([example["input"] for example in split.train])
     pool = head_pool(encoder, args, split)
     classifier = build_classifier(encoder, args, split, pool)
     epochs, batch_size = epochs_and_batch_size(args, split)

@@ -216,6 +216,13 @@ class TJEPAEncoder(TabularEncoder):
             self.register_buffer("output_std", torch.ones(config.num_tokens, config.hidden_dim))
         self.apply(init_weights)
 
+    def fitted_to(self, table: Any) -> "TJEPAEncoder":
+        """This encoder with its output scale fitted on the rows of `table`, as pretraining fits
+        it on its rows at the end (`with_output_scale`); unchanged without `standardize_output`.
+        A random-init encoder's scale is the identity, which leaves its pooled rows nearly one
+        vector: a baseline trained on them (`zoo finetune --random-init`) needs this first."""
+        return with_output_scale(self, table) if self.config.standardize_output else self
+
     def check_processor(self) -> None:
         """A fitted processor must produce exactly the columns the weights expect."""
         if not self.processor.is_fitted:

@@ -118,6 +118,23 @@ def test_a_table_with_a_numeric_target_fine_tunes_a_regressor(own_table, capsys)
     assert "Test RMSE: " in card and "on 800 held-out rows" in card
 
 
+def test_a_random_init_baseline_has_its_output_scale_fitted_on_the_training_rows(own_table, capsys):
+    """A fresh T-JEPA's scale is the identity and its pooled rows nearly one vector (a head on them
+    answers the majority class, 76 %); fitted on the training rows as pretraining fits it, the
+    baseline is a fair one."""
+    assert main(["finetune", "tjepa-adult", "--table", str(own_table / "own.csv"), "--target", "income",
+                 "--test-table", str(own_table / "own_test.parquet"), "--random-init", "3", "--mode", "linear",
+                 "--lr", "1e-2", "--epochs", "3", "--batch-size", "64", "-o", str(own_table / "run"),
+                 "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    classifier = zoo.load(own_table / "run" / "classifier")
+    train = pd.read_csv(own_table / "own.csv").drop(columns=["income"])
+    tokens = classifier.encoder.embed(train, pool="none").double()
+    assert tokens.mean(0).abs().max().item() < 1e-4 and (tokens.std(0) - 1).abs().max().item() < 1e-3
+    majority = (pd.read_parquet(own_table / "own_test.parquet")["income"] == "<=50K").mean()
+    assert report["test_accuracy"] > majority + 0.03, (report["test_accuracy"], majority)
+
+
 def test_a_held_out_share_keeps_the_class_balance():
     from modalities.tabular.datasets import table_splits
 
