@@ -114,10 +114,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
     encoder = load_for_command(args)
     if args.ignore_extra_columns:
-        if not hasattr(encoder.processor, "extra_columns"):
-            raise ConfigError(f"--ignore-extra-columns is for table encoders; {args.name} takes "
-                              f"{encoder.modality} inputs")
-        encoder.processor.extra_columns = "ignore"
+        ignore_extra_columns(encoder, args.name)
     if args.dataset or not args.inputs:
         embed_named_dataset(encoder, args)
         return
@@ -127,6 +124,39 @@ def cmd_embed(args: argparse.Namespace) -> None:
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool or "mean",
                           batch_size=args.batch_size, shard_size=args.shard_size, names=names, **kwargs)
     print(f"wrote {args.output}: {len(inputs)} inputs, {shape}", file=sys.stderr)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import torch
+
+    from zoo.embed_job import rows_of_parquet_files
+    from zoo.heads import check_top_k
+    from zoo.hub import load
+    from zoo.predict_job import check_prediction_output, check_predictor, run_predict
+    from zoo.probe_job import file_suffixes
+
+    check_top_k(args.top_k)
+    check_prediction_output(Path(args.output))
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = load(args.name, revision=args.revision, device=args.device, dtype=args.dtype)
+    check_predictor(model, args.name)
+    if args.ignore_extra_columns:
+        ignore_extra_columns(model.encoder, args.name)
+    suffixes = file_suffixes(model.encoder, args.name, "predict")
+    inputs, names = rows_of_parquet_files(expand_inputs(args.inputs, suffixes),
+                                          model.encoder.processor.dataset_feature)
+    kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
+    written = run_predict(model, inputs, names, Path(args.output), top_k=args.top_k, batch_size=args.batch_size,
+                          shard_size=args.shard_size, **kwargs)
+    print(f"wrote {args.output}: {written}", file=sys.stderr)
+
+
+def ignore_extra_columns(encoder: Any, name: str) -> None:
+    """--ignore-extra-columns: a table encoder's processor skips columns its schema does not know."""
+    if not hasattr(encoder.processor, "extra_columns"):
+        raise ConfigError(f"--ignore-extra-columns is for table encoders; {name} takes {encoder.modality} inputs")
+    encoder.processor.extra_columns = "ignore"
 
 
 def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
@@ -376,6 +406,26 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     add_run_arguments(embed)
     embed.set_defaults(func=cmd_embed)
 
+    predict = commands.add_parser("predict", help="a fine-tuned model's labels (or values) for inputs, into a "
+                                  ".csv, .parquet or .jsonl table")
+    predict.add_argument("name", help="a `zoo finetune` run's classifier/ folder, a saved head, a tagger's zoo name")
+    predict.add_argument("inputs", nargs="+", help="input files or folders (tables: a row each; Hub parquet files: "
+                         "a record each)")
+    predict.add_argument("-o", "--output", required=True, help="out.csv, out.parquet or out.jsonl")
+    predict.add_argument("--top-k", type=int, default=1, help="labels per input, most likely first (default: 1)")
+    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--shard-size", type=int, default=1024,
+                         help="inputs per shard of features; a rerun after an interruption skips finished shards")
+    predict.add_argument("--sampling-rate", type=int, help="rate of raw array inputs (files carry their own)")
+    predict.add_argument("--ignore-extra-columns", action="store_true",
+                         help="tables: skip columns the checkpoint's schema does not know, such as the label column "
+                              "(default: refuse them)")
+    predict.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
+    predict.add_argument("--dtype", help="weights' precision, e.g. bfloat16 on a GPU (default: float32)")
+    predict.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    predict.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
+    predict.set_defaults(func=cmd_predict)
+
     probe = commands.add_parser("probe", help="linear probe, k-NN and RankMe on labelled files or a named dataset")
     probe.add_argument("name", help="zoo name, Hub repo id or local folder")
     probe.add_argument("--data", help="folder of labelled input files; with --dataset, the dataset's root folder")
@@ -447,6 +497,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
 #: what an interrupted command leaves for a rerun
 RESUMABLE = {
     "embed": "; the shards written so far are kept: rerun the same command to continue",
+    "predict": "; the shards of features written so far are kept: rerun the same command to continue",
     "probe": "; with --cache, the embeddings written so far are kept: rerun the same command to continue",
     "pretrain": "; the last checkpoint is kept: rerun the same command to continue from it",
     "finetune": "; the last checkpoint is kept: rerun the same command to continue from it",

@@ -228,6 +228,10 @@ class LabelledHead(EncoderWithHead):
 
     def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
         """Raw inputs -> (N, num_outputs) probabilities, one row per item (`logits` takes the kwargs)."""
+        return self.to_probabilities(self.logits(inputs, **kwargs))
+
+    def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (..., num_outputs) -> the probabilities `predict` ranks labels by."""
         raise NotImplementedError
 
     @property
@@ -285,9 +289,9 @@ class EncoderForClassification(LabelledHead):
             labels = [self.label_index(label) if isinstance(label, str) else label for label in labels]
         return super().label_tensor(labels)
 
-    def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
-        """Raw inputs -> (N, num_labels) class probabilities (softmax), one row per item."""
-        return torch.softmax(self.logits(inputs, **kwargs), dim=-1)
+    def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities: a softmax over the classes."""
+        return torch.softmax(logits, dim=-1)
 
 
 class EncoderForRegression(EncoderWithHead):
@@ -353,9 +357,9 @@ class EncoderForTagging(LabelledHead):
             row[[self.label_index(name) for name in names]] = 1.0
         return rows
 
-    def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
-        """Raw inputs -> (N, num_outputs) label probabilities (a sigmoid each), one row per item."""
-        return torch.sigmoid(self.logits(inputs, **kwargs))
+    def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Label probabilities: a sigmoid each, labels independent."""
+        return torch.sigmoid(logits)
 
 
 class EncoderForTokenClassification(LabelledHead):
@@ -457,7 +461,11 @@ class EncoderForTokenClassification(LabelledHead):
     def probabilities(self, inputs: Any, **kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
         """Raw inputs -> (T_i, num_labels) class probabilities per item, shaped as `logits`."""
         logits = self.logits(inputs, **kwargs)
-        return torch.softmax(logits, -1) if torch.is_tensor(logits) else [torch.softmax(row, -1) for row in logits]
+        return self.to_probabilities(logits) if torch.is_tensor(logits) else list(map(self.to_probabilities, logits))
+
+    def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of each token: a softmax over the classes."""
+        return torch.softmax(logits, dim=-1)
 
     def predict(self, inputs: Any, top_k: int = 1, **kwargs: Any) -> list:
         """Raw inputs -> for each item, for each token, its `top_k` (label name, probability); for

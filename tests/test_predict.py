@@ -1,0 +1,142 @@
+"""`zoo predict MODEL INPUTS -o OUT`: a saved head's top-k labels (or a regressor's values) per
+input, equal to its Python `predict`; table rows named FILE#ROW; features made by resumable
+shards; models without a per-input head, and outputs of another kind, refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import EXAMPLES, shared_path
+
+import zoo
+from zoo.cli import main
+from zoo.errors import InputError
+
+
+def saved(head, folder):
+    head.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def adult_tables(tmp_path):
+    """30 and 20 of Adult's test rows, as a CSV without the target and a Parquet file with it."""
+    from modalities.tabular.datasets import load_adult
+
+    test = load_adult(shared_path("data", "adult")).test
+    test.head(30).drop(columns=["target"]).to_csv(tmp_path / "a.csv", index=False)
+    test.iloc[30:50].to_parquet(tmp_path / "b.parquet")
+    return test.head(50).drop(columns=["target"]).reset_index(drop=True), tmp_path
+
+
+def test_a_classifier_labels_each_table_row_as_its_predict_does(adult_tables, capsys):
+    rows, folder = adult_tables
+    torch.manual_seed(0)
+    model = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["<=50K", ">50K"]), folder / "clf")
+    assert main(["predict", str(model), str(folder / "a.csv"), str(folder / "b.parquet"), "-o",
+                 str(folder / "out.csv"), "--top-k", "2"]) == 0
+    written = pd.read_csv(folder / "out.csv")
+    assert list(written.columns) == ["input", "label", "probability", "label_2", "probability_2"]
+    assert written["input"].tolist() == ([f"{folder / 'a.csv'}#{row}" for row in range(30)]
+                                         + [f"{folder / 'b.parquet'}#{row}" for row in range(20)])
+    expected = zoo.load(model).predict(rows, top_k=2)
+    assert written[["label", "label_2"]].values.tolist() == [[first[0], second[0]] for first, second in expected]
+    probabilities = written[["probability", "probability_2"]].to_numpy()
+    assert np.abs(probabilities - [[first[1], second[1]] for first, second in expected]).max() < 1e-6
+    assert not (folder / "out.csv.parts").exists()  # the features' shards go once the table is written
+
+
+def test_audio_files_get_their_top_labels_as_json_lines(tmp_path):
+    recordings = shared_path("data", "fsdd", "recordings")
+    files = sorted(str(path) for path in recordings.glob("[0-2]_george_1*.wav"))[:6]
+    torch.manual_seed(0)
+    model = saved(zoo.for_classification(zoo.load("hubert-tiny-fsdd"), labels=["zero", "one", "two"], layer=1),
+                  tmp_path / "clf")
+    assert main(["predict", str(model), *files, "-o", str(tmp_path / "out.jsonl"), "--top-k", "3",
+                 "--shard-size", "4"]) == 0
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    expected = zoo.load(model).predict(files, top_k=3)
+    assert [row["input"] for row in written] == files
+    for row, labels in zip(written, expected):
+        assert [row["label"], row["label_2"], row["label_3"]] == [name for name, _ in labels]
+        assert abs(row["probability"] - labels[0][1]) < 1e-6
+
+
+def test_a_tagger_scores_labels_independently_and_a_regressor_gives_its_values(adult_tables, tmp_path):
+    rows, folder = adult_tables
+    torch.manual_seed(0)
+    tagger = saved(zoo.for_tagging(zoo.load("beats-tiny"), labels=["dog", "rain", "speech"]), tmp_path / "tagger")
+    clips = sorted(str(path) for path in (EXAMPLES / "audio").glob("*.flac"))
+    assert main(["predict", str(tagger), *clips, "-o", str(tmp_path / "tags.parquet"), "--top-k", "3"]) == 0
+    written = pd.read_parquet(tmp_path / "tags.parquet")
+    probabilities = torch.sigmoid(zoo.load(tagger).logits(clips))  # a sigmoid each: they need not sum to 1
+    assert np.abs(np.sort(written[["probability", "probability_2", "probability_3"]].to_numpy(), axis=1)
+                  - np.sort(probabilities.numpy(), axis=1)).max() < 1e-6
+
+    regressor = saved(zoo.for_regression(zoo.load("tjepa-adult"), 2), tmp_path / "regressor")
+    assert main(["predict", str(regressor), str(folder / "a.csv"), "-o", str(tmp_path / "values.csv")]) == 0
+    written = pd.read_csv(tmp_path / "values.csv")
+    assert list(written.columns) == ["input", "prediction_1", "prediction_2"]
+    expected = zoo.load(regressor).predict(rows.head(30)).double().numpy()
+    assert np.abs(written[["prediction_1", "prediction_2"]].to_numpy() - expected).max() < 1e-5
+
+
+def test_an_interrupted_run_goes_on_from_its_shards_and_another_model_is_refused(adult_tables, capsys, monkeypatch):
+    import zoo.predict_job
+
+    rows, folder = adult_tables
+    broken = rows.iloc[:10].astype({"age": object})
+    broken.loc[3, "age"] = "old"  # text in a numeric column: the second table fails
+    broken.to_csv(folder / "c.csv", index=False)
+    torch.manual_seed(0)
+    model = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["<=50K", ">50K"]), folder / "clf")
+    command = ["predict", str(model), str(folder / "a.csv"), str(folder / "c.csv"), "-o", str(folder / "out.csv")]
+    assert main(command) == 2
+    assert "column 'age' is numeric in the fitted schema but holds 'old'" in capsys.readouterr().err
+    assert (folder / "out.csv.parts" / "shard-00000.npy").is_file() and not (folder / "out.csv").exists()
+
+    other = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["no", "yes"]), folder / "other")
+    assert main([command[0], str(other), *command[2:]]) == 2
+    assert "holds shards of an interrupted job with other encoder, weights_sum" in capsys.readouterr().err
+
+    rows.iloc[:10].to_csv(folder / "c.csv", index=False)  # mended: the rerun embeds the second table only
+    embedded = []
+    job = zoo.predict_job.run_embed_job
+    monkeypatch.setattr(zoo.predict_job, "run_embed_job",
+                        lambda encoder, inputs, output, **kwargs: embedded.append(output.name) or job(
+                            encoder, inputs, output, **kwargs))
+    assert main(command) == 0
+    assert embedded == ["shard-00001.npy"]
+    written = pd.read_csv(folder / "out.csv")
+    assert len(written) == 40 and written["input"].iloc[-1] == f"{folder / 'c.csv'}#9"
+    expected = zoo.load(model).predict(pd.concat([rows.head(30), rows.head(10)]), top_k=1)
+    assert written["label"].tolist() == [labels[0][0] for labels in expected]
+
+
+@pytest.mark.parametrize("name, output, said", [
+    ("tjepa-adult", "out.csv", "tjepa-adult is an encoder without a head, so it has nothing to predict"),
+    ("tjepa-adult", "out.npy", "must end in one of ('.csv', '.parquet', '.jsonl')"),
+])
+def test_a_model_without_a_head_or_an_output_of_another_kind_is_refused(name, output, said, adult_tables, capsys):
+    _, folder = adult_tables
+    assert main(["predict", name, str(folder / "a.csv"), "-o", str(folder / output)]) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_a_token_classifier_and_a_top_k_of_zero_are_refused(adult_tables, tmp_path, capsys):
+    _, folder = adult_tables
+    nodes = saved(zoo.for_token_classification(zoo.load("graphmae-cora"), num_labels=7), tmp_path / "nodes")
+    assert main(["predict", str(nodes), str(folder / "a.csv"), "-o", str(tmp_path / "out.csv")]) == 2
+    assert "labels each token (for a graph, each node); `zoo predict` writes one row per input" in (
+        capsys.readouterr().err)
+    assert main(["predict", "tjepa-adult", str(folder / "a.csv"), "-o", str(tmp_path / "out.csv"),
+                 "--top-k", "0"]) == 2
+    assert "top_k=0; ask for at least one label" in capsys.readouterr().err
+    with pytest.raises(InputError, match="must end in one of"):
+        from zoo.predict_job import check_prediction_output
+
+        check_prediction_output(tmp_path / "out.txt")

@@ -1,0 +1,103 @@
+"""`zoo predict`: what a fine-tuned model (a `zoo finetune` run's classifier/, a saved head, a
+converted BEATs tagger) predicts for files, a Hub parquet set's rows or table rows, written as a
+CSV, Parquet or JSON-lines table with one row per input: its name, then its best label and that
+label's probability (and the next ones, `top_k`), or a regressor's predicted values.
+
+The head reads its encoder's `embed` rows of its layer and pool, as `predict` does in Python,
+so the features are made by resumable embedding jobs (`zoo.embed_job`) in `OUT.parts/`, one
+for the inputs (a table encoder: one a table file): an interrupted run over many inputs goes on
+from their shards, a rerun with another model or inputs is refused, and the head scores the rows
+at the end. A table's rows are named `FILE#ROW` (ROW counted from 0 in each file), as are a parquet
+set's."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from zoo.embed_job import claim_parts, job_settings, run_embed_job
+from zoo.errors import ConfigError, InputError
+from zoo.heads import EncoderForRegression, EncoderForTokenClassification, EncoderWithHead, LabelledHead
+from zoo.io import atomic_write_with
+
+FORMATS = (".csv", ".parquet", ".jsonl")
+
+
+def check_predictor(model: Any, name: str) -> None:
+    """A model that predicts one label set or value per input: a classifier, tagger or regressor."""
+    if isinstance(model, EncoderForTokenClassification):
+        raise ConfigError(f"{name} labels each token (for a graph, each node); `zoo predict` writes one row per "
+                          "input. In Python: zoo.load(...).predict(graph)")
+    if not isinstance(model, EncoderWithHead):
+        raise ConfigError(f"{name} is an encoder without a head, so it has nothing to predict; train one with "
+                          "`zoo finetune` and pass its classifier/ folder, or write features with `zoo embed`")
+
+
+def check_prediction_output(output: Path) -> None:
+    if output.suffix not in FORMATS:
+        raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
+
+
+def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[str], output: Path, top_k: int = 1,
+                batch_size: int = 8, shard_size: int = 1024, progress: bool = True, **prepare_kwargs: Any) -> str:
+    """Write `model`'s predictions for `inputs` (named `names`; table files give a row per table
+    row) to `output`; returns a description of what was written."""
+    check_prediction_output(output)
+    parts = output.with_name(output.name + ".parts")
+    layer = model.layer_weights.indices if model.layer_weights is not None else model.layer
+    claim_parts(parts, job_settings(model, names, layer, model.pool, shard_size, prepare_kwargs))
+    job = dict(layer=layer, pool=model.pool, batch_size=batch_size, shard_size=shard_size, progress=progress,
+               **prepare_kwargs)
+    if hasattr(model.encoder, "table_chunks"):  # one job a table, so that each row is named by its file
+        features, names = [], []
+        for index, table in enumerate(inputs):
+            rows = embedded(model, [table], parts / f"shard-{index:05d}.npy", names=[str(table)], **job)
+            features.append(rows)
+            names += [f"{table}#{row}" for row in range(len(rows))]
+        features = np.concatenate(features)
+    else:
+        features = embedded(model, inputs, parts / "shard-00000.npy", names=names, **job)
+    with torch.no_grad():
+        scores = model.head_scores(torch.from_numpy(features))
+    frame = prediction_frame(model, names, scores, top_k)
+    atomic_write_with(output, lambda tmp: write_frame(frame, tmp, output.suffix))
+    shutil.rmtree(parts)
+    return f"{len(frame)} predictions, columns {list(frame.columns)}"
+
+
+def embedded(model: EncoderWithHead, inputs: Sequence[Any], features: Path, **job: Any) -> np.ndarray:
+    """The encoder's rows for the head, from a finished job's file or made by a (resumed) job."""
+    if not features.is_file():
+        run_embed_job(model.encoder, inputs, features, **job)
+    return np.load(features)
+
+
+def prediction_frame(model: EncoderWithHead, names: Sequence[str], scores: torch.Tensor, top_k: int) -> pd.DataFrame:
+    """One row per input: "input", then "label" and "probability" (and "label_2", "probability_2",
+    ... up to `top_k`), or a regressor's "prediction" ("prediction_1", ... for several targets)."""
+    columns: dict[str, Any] = {"input": list(names)}
+    if isinstance(model, LabelledHead):
+        ranked = model.top_labels(model.to_probabilities(scores), top_k)
+        for rank in range(len(ranked[0]) if ranked else 0):
+            suffix = "" if rank == 0 else f"_{rank + 1}"
+            columns[f"label{suffix}"] = [row[rank][0] for row in ranked]
+            columns[f"probability{suffix}"] = [row[rank][1] for row in ranked]
+    elif isinstance(model, EncoderForRegression):
+        values = scores.double().numpy()
+        for target in range(values.shape[1]):
+            columns["prediction" if values.shape[1] == 1 else f"prediction_{target + 1}"] = values[:, target]
+    return pd.DataFrame(columns)
+
+
+def write_frame(frame: pd.DataFrame, path: Path, suffix: str) -> None:
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True)
