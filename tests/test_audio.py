@@ -27,6 +27,27 @@ def test_samples_first_and_int16_arrays():
     assert wave.shape == (1000,) and torch.allclose(wave, torch.full((1000,), 0.25))
 
 
+def test_integer_pcm_is_scaled_the_same_from_numpy_and_torch():
+    """A torch int16 tensor, and int8 / int32 / 8-bit unsigned samples, went in raw (values up to
+    32767 where [-1, 1] was meant): every integer PCM type is scaled by its full range."""
+    processor = AudioProcessor(sampling_rate=16000)
+    half = {np.int8: 64, np.int16: 16384, np.int32: 2**30, np.uint8: 192}
+    for kind, value in half.items():
+        samples = np.full(800, value, dtype=kind)
+        for given in (samples, torch.from_numpy(samples)):
+            assert torch.allclose(processor.prepare(given, sampling_rate=16000), torch.full((800,), 0.5)), kind
+
+
+@pytest.mark.parametrize("bad, kind", [
+    (np.ones(800, dtype=np.int64), "int64"), (torch.ones(800, dtype=torch.int64), "int64"),
+    (np.ones(800, dtype=bool), "bool"), (np.ones(800, dtype=np.complex64), "complex64"),
+    (np.array(["a", "b"]), "<U1"), (np.ones(800, dtype=np.uint16), "uint16"),
+])
+def test_samples_of_unknown_scale_are_refused(bad, kind):
+    with pytest.raises(InputError, match=f"audio samples of type {kind}; pass float samples in"):
+        AudioProcessor().prepare(bad, sampling_rate=16000)
+
+
 def test_reads_files_at_their_own_rate(tmp_path):
     path = tmp_path / "tone.wav"
     soundfile.write(path, np.sin(np.arange(22050) / 10).astype(np.float32), 44100)
@@ -104,6 +125,8 @@ def test_array_without_rate_and_bad_files(tmp_path):
             AudioProcessor().prepare(np.zeros(100, dtype=np.float32), sampling_rate=rate)
     with pytest.raises(InputError, match="does not exist"):
         AudioProcessor().prepare(tmp_path / "missing.wav")
+    with pytest.raises(InputError, match="is a folder, not an audio file; pass the files in it"):
+        AudioProcessor().prepare(tmp_path)
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"not audio at all")
     with pytest.raises(InputError, match="cannot decode"):
@@ -136,3 +159,15 @@ def test_unknown_processor_keys_are_named():
 
     with pytest.raises(ConfigError, match=r"preprocessor_config.json of AudioProcessor has unknown keys \['rate'\]"):
         AudioProcessor.from_dict({"processor_type": "audio", "rate": 16000})
+
+
+@pytest.mark.parametrize("settings, said", [
+    ({"sampling_rate": -5}, "sampling_rate=-5; the model's rate is a positive number of Hz"),
+    ({"sampling_rate": 16000.5}, "sampling_rate=16000.5"),
+    ({"chunk_seconds": 0.0}, "chunk_seconds=0.0 must be positive"),
+])
+def test_bad_processor_settings_are_named_when_read(settings, said):
+    from zoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=said):
+        AudioProcessor.from_dict({"processor_type": "audio", **settings})

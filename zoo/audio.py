@@ -16,18 +16,25 @@ from typing import Any, BinaryIO, Optional, Sequence
 import numpy as np
 import torch
 
-from zoo.errors import InputError
+from zoo.errors import ConfigError, InputError
 from zoo.processing import Processor
 
 #: audio file endings read from folders (what soundfile decodes everywhere)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 #: most channels an array may have; a larger "channel" axis is surely the time axis
 MAX_CHANNELS = 8
+#: integer PCM sample types and the full scale that divides them into [-1, 1)
+PCM_SCALES = {"int8": 128.0, "int16": 32768.0, "int32": 2147483648.0}
+PCM_ADVICE = ("pass float samples in [-1, 1], or integer PCM samples of type int8, int16, int32 or uint8, whose "
+              "scale is known")
 
 
 def read_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     """Decode a wav/flac/ogg file into (channels, samples) float32 and its sampling rate."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{str(path)!r} is a folder, not an audio file; pass the files in it (zoo embed and "
+                         "zoo predict take a folder for its audio files)")
     if not path.is_file():
         raise InputError(f"audio file {str(path)!r} does not exist; check the path")
     return decode_audio(str(path), f"audio file {str(path)!r}")
@@ -67,20 +74,12 @@ def to_channels_first(samples: Any) -> torch.Tensor:
     """
     if isinstance(samples, (list, tuple)):
         samples = float_list_array(samples)
-    if isinstance(samples, np.ndarray):
-        if samples.dtype == np.int16:
-            samples = samples.astype(np.float32) / 32768.0
-        elif samples.dtype == np.int32:
-            samples = samples.astype(np.float32) / 2147483648.0
-        tensor = torch.from_numpy(np.ascontiguousarray(samples))
-    elif isinstance(samples, torch.Tensor):
-        tensor = samples.detach().cpu()
-    else:
+    if not isinstance(samples, (np.ndarray, torch.Tensor)):
         raise InputError(
             f"audio input of type {type(samples).__name__} is not supported; pass a file path, "
             "a numpy array, a torch tensor or a dict with 'array' and 'sampling_rate'"
         )
-    tensor = tensor.to(torch.float32)
+    tensor = float_samples(samples)
     if tensor.dim() == 1:
         return tensor.unsqueeze(0)
     if tensor.dim() != 2:
@@ -95,6 +94,25 @@ def to_channels_first(samples: Any) -> torch.Tensor:
     return tensor
 
 
+def float_samples(samples: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Samples as float32 on the CPU: floats as given, integer PCM scaled into [-1, 1) (int8,
+    int16 and int32 by their range, uint8 as 8-bit WAV stores it, around 128), numpy and torch
+    alike. Any other type (int64, bool, complex, text) is refused: its scale is unknown, and
+    taken raw it would give samples thousands of times too loud."""
+    if isinstance(samples, np.ndarray) and samples.dtype.kind not in "iuf":
+        raise InputError(f"audio samples of type {samples.dtype}; {PCM_ADVICE}")
+    tensor = torch.from_numpy(np.ascontiguousarray(samples)) if isinstance(samples, np.ndarray) else samples
+    tensor = tensor.detach().cpu()
+    kind = str(tensor.dtype).removeprefix("torch.")
+    if tensor.is_floating_point():
+        return tensor.to(torch.float32)
+    if kind == "uint8":
+        return (tensor.to(torch.float32) - 128.0) / 128.0
+    if kind not in PCM_SCALES:
+        raise InputError(f"audio samples of type {kind}; {PCM_ADVICE}")
+    return tensor.to(torch.float32) / PCM_SCALES[kind]
+
+
 def float_list_array(samples: list | tuple) -> np.ndarray:
     """A (nested) list of float samples as a float32 array; anything else is refused, since
     integers could be PCM counts of any width and their scale is unknown."""
@@ -103,8 +121,8 @@ def float_list_array(samples: list | tuple) -> np.ndarray:
     except ValueError as err:  # ragged channels
         raise InputError(f"audio given as a list that is not an array of samples ({err})") from err
     if array.dtype.kind != "f":
-        raise InputError(f"audio given as a list of {array.dtype} values; pass float samples in [-1, 1] (a list or "
-                         "an array), or an int16 / int32 numpy array, whose scale is known")
+        raise InputError(f"audio given as a list of {array.dtype} values; {PCM_ADVICE} (as an array: a list's "
+                         "integers could be of any width)")
     return array.astype(np.float32)
 
 
@@ -171,6 +189,16 @@ class AudioProcessor(Processor):
     do_normalize: bool = False
     chunk_seconds: float = 30.0
     min_samples: int = 400
+
+    def __post_init__(self) -> None:
+        """Settings read from a hand-edited preprocessor_config.json are checked here, naming the
+        key, rather than as a resampler's error on the first recording."""
+        if isinstance(self.sampling_rate, bool) or not isinstance(self.sampling_rate, int) or self.sampling_rate < 1:
+            raise ConfigError(f"AudioProcessor: sampling_rate={self.sampling_rate!r}; the model's rate is a "
+                              "positive number of Hz (e.g. 16000)")
+        if not self.chunk_seconds > 0 or isinstance(self.min_samples, bool) or self.min_samples < 0:
+            raise ConfigError(f"AudioProcessor: chunk_seconds={self.chunk_seconds!r} must be positive and "
+                              f"min_samples={self.min_samples!r} at least 0")
 
     def prepare(self, item: Any, sampling_rate: Optional[int] = None) -> torch.Tensor:
         wave = load_waveform(item, sampling_rate, self.sampling_rate)

@@ -169,9 +169,10 @@ def check_edge_index(item: Any, num_nodes: int) -> torch.Tensor:
     if edge_index.is_floating_point():
         raise InputError(f"edge_index has dtype {edge_index.dtype}; node indices must be integers")
     edge_index = edge_index.long()
-    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= num_nodes):
+    outside = edge_index[(edge_index < 0) | (edge_index >= num_nodes)]
+    if outside.numel():
         raise InputError(
-            f"edge_index refers to node {int(edge_index.max())} (min {int(edge_index.min())}) but the graph "
-            f"has {num_nodes} nodes; indices must lie in [0, {num_nodes - 1}]"
+            f"edge_index refers to node {int(outside[0])} ({outside.numel()} such entries) but the graph has "
+            f"{num_nodes} nodes; indices must lie in [0, {num_nodes - 1}]"
         )
     return edge_index

@@ -255,8 +255,12 @@ class ImageProcessor(Processor):
             raise ConfigError(f"image_mean {self.image_mean} and image_std {self.image_std} need 3 values "
                               "each, std positive")
 
-    def prepare(self, item: Any) -> torch.Tensor:
-        """One image -> (3, S, S) normalised crop."""
+    def prepare(self, item: Any, **options: Any) -> torch.Tensor:
+        """One image -> (3, S, S) normalised crop. Images take no options: one given (an audio
+        encoder's sampling_rate=) is refused by name rather than failing as a TypeError."""
+        if options:
+            raise InputError(f"image inputs take no options, got {', '.join(f'{key}=' for key in sorted(options))}; "
+                             "drop them (sampling_rate= is for audio encoders)")
         return self.crop_and_normalise(load_image(item))
 
     def prepare_batch(self, images: torch.Tensor, device: str | torch.device | None = None,

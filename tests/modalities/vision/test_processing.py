@@ -170,6 +170,14 @@ def test_embed_names_the_bad_item(picture):
         encoder.embed([picture, np.zeros((40, 40, 2), np.uint8)], progress=False)
 
 
+def test_an_audio_option_given_to_an_image_encoder_is_refused_by_name(picture):
+    from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
+
+    encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3))
+    with pytest.raises(InputError, match="image inputs take no options, got sampling_rate=; drop them"):
+        encoder.embed([picture], sampling_rate=16000, progress=False)
+
+
 def test_prepare_batch_equals_prepare_image_by_image(processor):
     batch = torch.randint(0, 256, (4, 4, 50, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     alone = torch.stack([processor.prepare(image) for image in batch])

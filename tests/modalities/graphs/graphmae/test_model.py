@@ -136,10 +136,12 @@ def test_save_and_load_round_trip(tmp_path):
     (Data(x=torch.empty(0, 6), edge_index=torch.empty(2, 0, dtype=torch.long)), "num_nodes > 0"),
     (Data(x=torch.full((2, 6), float("nan")), edge_index=torch.zeros(2, 1, dtype=torch.long)), "NaN"),
     (Data(x=torch.rand(2, 6), edge_index=torch.tensor([[0], [7]])), "refers to node 7"),
+    (Data(x=torch.rand(3, 6), edge_index=torch.tensor([[-1, 0], [2, 1]])), r"refers to node -1 \(1 such entries\)"),
     (Data(x=torch.rand(2, 6), edge_index=torch.zeros(3, 1, dtype=torch.long)), r"shape \(3, 1\)"),
     ("graph.pt", "not supported"),
     (networkx.path_graph(3), "networkx Graph is not a graph input .*from_networkx"),
-], ids=["no-edges", "no-x", "width", "empty", "nan", "out-of-range", "edge-shape", "not-a-graph", "networkx"])
+], ids=["no-edges", "no-x", "width", "empty", "nan", "out-of-range", "negative", "edge-shape", "not-a-graph",
+        "networkx"])
 def test_bad_graphs_raise_input_errors(graph, message):
     with pytest.raises(InputError, match=message):
         encoder().embed(graph, progress=False)
