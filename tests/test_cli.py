@@ -315,6 +315,16 @@ def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):
     assert "the training split has one label, ['high']" in capsys.readouterr().err
 
 
+def test_a_protocol_with_data_files_and_a_negative_sampling_rate_are_refused(checkpoint, tmp_path, capsys):
+    tone_set(tmp_path / "data", "names")
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--protocol", "svm-10fold"]) == 2
+    assert "--protocol svm-10fold is for --dataset and --table; --data files are scored by a linear probe" in (
+        capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        main(["embed", str(checkpoint), str(tmp_path / "data"), "-o", str(tmp_path / "e.npy"), "--sampling-rate", "-5"])
+    assert "argument --sampling-rate: -5 is not a positive number" in capsys.readouterr().err
+
+
 def test_bad_label_and_test_patterns_are_named(checkpoint, tmp_path, capsys):
     tone_set(tmp_path / "data", "names")
     data = ["--data", str(tmp_path / "data")]

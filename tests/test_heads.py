@@ -314,3 +314,16 @@ def test_a_fine_tuned_head_trains_exactly_the_parameters_its_loss_reaches(name):
     reached = {key for key, parameter in model.named_parameters() if parameter.grad is not None}
     trainable = {key for key, parameter in model.named_parameters() if parameter.requires_grad}
     assert reached == trainable and len(reached) > 2, sorted(trainable - reached)
+
+
+def test_a_head_on_a_name_an_empty_batch_and_a_nan_target_are_refused_by_name():
+    with pytest.raises(ConfigError, match=r"head goes on an encoder, not on 'hubert-tiny-fsdd' \(str\); pass the "
+                                          r"encoder zoo.load\('hubert-tiny-fsdd'\) gives"):
+        zoo.for_classification("hubert-tiny-fsdd", num_labels=2)
+    regressor = zoo.for_regression(zoo.load("hubert-tiny-fsdd"))
+    with pytest.raises(InputError, match=r"collate\(\[\]\): a batch needs at least one example"):
+        regressor.collate([])
+    batch = regressor.collate([{"input": {"array": np.zeros(16000, np.float32), "sampling_rate": 16000},
+                                "label": float("nan")}])
+    with pytest.raises(InputError, match="a regression target is nan; drop the examples without a finite target"):
+        regressor(**batch)

@@ -347,3 +347,9 @@ def test_saved_files_get_the_usual_permissions(tmp_path, micro_hubert):
     folder = micro_hubert.save_pretrained(tmp_path / "ckpt")
     assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
     assert all(path.stat().st_mode & 0o777 == 0o666 & ~umask for path in folder.iterdir())
+
+
+@pytest.mark.parametrize("name", [None, "", " "])
+def test_no_name_is_refused_by_name(name):
+    with pytest.raises(UnknownModelError, match=r"load\(.*\): pass a zoo name"):
+        zoo.load(name)

@@ -105,3 +105,19 @@ def test_every_family_config_checks_its_field_types(family):
     float_field = next((name for name, value in vars(defaults).items() if type(value) is float), None)
     if float_field is not None:
         assert getattr(config_class.from_dict({**defaults.to_dict(), float_field: 0}), float_field) == 0
+
+
+@pytest.mark.parametrize("family", sorted(registry.family_modules()))
+def test_every_family_config_refuses_negative_sizes_and_dropout_outside_0_and_1(family):
+    """`num_heads=-1` passed the type check and `hidden_size % num_heads == 0`, and a checkpoint
+    converted with it reloaded, then failed as a tensor of negative shape when first run."""
+    config_class = registry.get_family(family).encoder_class.config_class
+    entry = next(registry.get_entry(name) for name in zoo.list_models() if registry.get_entry(name).family == family
+                 and registry.get_entry(name).architecture)
+    defaults = config_class.from_dict(entry.architecture).to_dict()
+    int_field = next(name for name, value in defaults.items() if type(value) is int and value > 0)
+    with pytest.raises(ConfigError, match=rf"{int_field}=-{defaults[int_field]}; sizes and counts are never negative"):
+        config_class.from_dict({**defaults, int_field: -defaults[int_field]})
+    for rate_field in (name for name, value in defaults.items() if "drop" in name and type(value) is float):
+        with pytest.raises(ConfigError, match=rf"{rate_field}=5.0; a dropout rate lies in \[0, 1\)"):
+            config_class.from_dict({**defaults, rate_field: 5.0})

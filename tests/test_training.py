@@ -292,3 +292,12 @@ def test_an_objective_logs_after_its_steps_and_may_end_the_run_early(tmp_path):
     resumed = EndsEarly()
     resumed.finished = True  # as its state would say, were it checkpointed: the rerun trains nothing
     assert len(train(resumed, toy_batches(), tmp_path, config)) == 4
+
+
+@pytest.mark.parametrize("change", [{"lr": math.nan}, {"lr": math.inf}, {"weight_decay": math.nan},
+                                    {"time_limit": math.nan}, {"betas": (0.9, math.nan)}])
+def test_a_setting_that_is_not_a_finite_number_is_refused(change):
+    """NaN passes every range check (each comparison with it is false): it must be refused by name."""
+    name = next(iter(change))
+    with pytest.raises(ConfigError, match=f"{name}=.*; give a finite number"):
+        TrainConfig(steps=1, **change)

@@ -194,6 +194,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
         return
     if not args.data:
         raise ConfigError("pass --data DIR (a labelled folder of files) or --dataset NAME (a graph or table dataset)")
+    if args.protocol:
+        raise ConfigError(f"--protocol {args.protocol} is for --dataset and --table; --data files are scored by a "
+                          "linear probe, k-NN and RankMe: drop --protocol")
     encoder = load_for_command(args)
     suffixes = file_suffixes(encoder, args.name, "probe", labelled=True)
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, suffixes,
@@ -400,7 +403,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=8)
     embed.add_argument("--shard-size", type=int, default=1024,
                        help="inputs per shard; a rerun after an interruption skips finished shards")
-    embed.add_argument("--sampling-rate", type=int, help="rate of raw array inputs (files carry their own)")
+    embed.add_argument("--sampling-rate", type=positive_int,
+                       help="rate of raw array inputs (files carry their own)")
     embed.add_argument("--ignore-extra-columns", action="store_true",
                        help="tables: skip columns the checkpoint's schema does not know (default: refuse them)")
     add_run_arguments(embed)
@@ -416,7 +420,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--shard-size", type=int, default=1024,
                          help="inputs per shard of features; a rerun after an interruption skips finished shards")
-    predict.add_argument("--sampling-rate", type=int, help="rate of raw array inputs (files carry their own)")
+    predict.add_argument("--sampling-rate", type=positive_int,
+                         help="rate of raw array inputs (files carry their own)")
     predict.add_argument("--ignore-extra-columns", action="store_true",
                          help="tables: skip columns the checkpoint's schema does not know, such as the label column "
                               "(default: refuse them)")

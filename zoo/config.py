@@ -43,6 +43,7 @@ class EncoderConfig:
 
         def __post_init__(self: EncoderConfig) -> None:
             check_field_types(self)
+            check_field_ranges(self)
             if own_rules is not None:
                 own_rules(self)
 
@@ -92,6 +93,20 @@ def check_field_types(config: Any) -> None:
         if not value_matches(value, hints[field.name]):
             kind = str(hints[field.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
             raise ConfigError(f"{type(config).__name__}: {field.name}={value!r} is not of its type, {kind}")
+
+
+def check_field_ranges(config: Any) -> None:
+    """Refuse a negative whole number (every int field is a size, a count or an index) and a
+    dropout-like rate (a field named with "drop") outside [0, 1), naming the field: either passes
+    the type check and `num_heads=-1` even passes `hidden_size % num_heads == 0`, then fails as a
+    tensor of negative shape when the model first runs."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(item, int) and not isinstance(item, bool) and item < 0 for item in values):
+            raise ConfigError(f"{type(config).__name__}: {field.name}={value!r}; sizes and counts are never negative")
+        if "drop" in field.name and isinstance(value, float) and not 0 <= value < 1:
+            raise ConfigError(f"{type(config).__name__}: {field.name}={value!r}; a dropout rate lies in [0, 1)")
 
 
 def value_matches(value: Any, hint: Any) -> bool:

@@ -67,6 +67,10 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         if isinstance(encoder, EncoderWithHead):
             raise ConfigError(f"the model given is already a {encoder.task} model ({type(encoder).__name__}); put the "
                               f"new {self.task} head on its encoder: `model.encoder`")
+        if not isinstance(encoder, nn.Module) or not hasattr(encoder, "pools"):
+            load = f"zoo.load({encoder!r})" if isinstance(encoder, str) else "zoo.load(NAME)"
+            raise ConfigError(f"a {self.task} head goes on an encoder, not on {encoder!r:.80} "
+                              f"({type(encoder).__name__}); pass the encoder {load} gives")
         if pool not in self.head_pools:
             raise ConfigError(f"a {self.task} head's pool={pool!r}; use one of {self.head_pools}")
         if pool in GRAPH_READOUTS and pool not in encoder.pools:
@@ -178,6 +182,8 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
 
     def collate(self, examples: Sequence[dict[str, Any]], **prepare_kwargs: Any) -> dict[str, torch.Tensor]:
         """A `data_collator` for `Trainer`: examples {"input": raw item, "label": target} -> batch."""
+        if not examples:
+            raise InputError("collate([]): a batch needs at least one example {'input': ..., 'label': ...}")
         missing = sorted({key for example in examples for key in ("input", "label") if key not in example})
         if missing:
             raise InputError(f"examples need the keys 'input' and 'label'; one lacks {missing} (map a dataset's "
@@ -311,6 +317,9 @@ class EncoderForRegression(EncoderWithHead):
         if tuple(labels.shape) not in shapes:
             raise InputError(f"regression labels of shape {tuple(labels.shape)} for {self.num_outputs} "
                              f"target(s); pass {' or '.join(map(str, shapes))}")
+        if not torch.isfinite(labels).all():
+            raise InputError(f"a regression target is {float(labels[~torch.isfinite(labels)][0])}; drop the "
+                             "examples without a finite target, or fill them in")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.to(logits.device, logits.dtype)

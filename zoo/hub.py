@@ -63,6 +63,9 @@ def load(
             architecture is enough (at another `revision`, its repo's config files), and a Hub
             repo gives only its config files. A head model's folder gives its encoder alone.
     """
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
+        raise UnknownModelError(f"load({name_or_path!r}): pass a zoo name (`zoo list`), a Hub repo id or a "
+                                "checkpoint folder")
     path = Path(name_or_path)
     entry = registry.find(str(name_or_path))
     dtype = resolve_dtype(dtype)

@@ -126,7 +126,8 @@ def source_folder(source: str | Path, entry: Optional[registry.ModelEntry]) -> P
         raise CheckpointError(f"{path} is a file, but a zoo checkpoint is a folder; an upstream checkpoint file "
                               "becomes one with `zoo convert FAMILY FILE OUT_DIR`: publish OUT_DIR")
     raise UnknownModelError(f"there is no folder {str(path.absolute())!r} and {str(source)!r} is not a zoo name "
-                            "(`zoo list --pretrained`); publish a local folder or a zoo name")
+                            f"(`zoo list --pretrained`); publish a local folder or a zoo name"
+                            f"{registry.unknown_name_hint(str(source))}")
 
 
 def check_repo_id(repo_id: str) -> None:

@@ -114,6 +114,7 @@ class TrainConfig:
     activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        self.check_finite()
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
         if self.steps < 1:
@@ -138,6 +139,15 @@ class TrainConfig:
             raise ConfigError(f"time_limit={self.time_limit}; use seconds >= 0 or None to train to the end")
         if self.bf16 and torch.device(self.device).type != "cuda":
             raise ConfigError(f"bf16 autocast is for CUDA devices, not device={self.device!r}; drop bf16 on CPU")
+
+    def check_finite(self) -> None:
+        """Every number a finite one: a NaN passes each range check below (every comparison with it
+        is false) and would surface steps later as a NaN loss blamed on the learning rate."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            for number in value if isinstance(value, tuple) else (value,):
+                if isinstance(number, float) and not math.isfinite(number):
+                    raise ConfigError(f"{field.name}={value}; give a finite number")
 
 
 def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
