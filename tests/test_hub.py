@@ -154,6 +154,18 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, micro_hubert):
         zoo.load(folder)
 
 
+def test_weights_holding_nan_are_refused_by_tensor(tmp_path, micro_hubert):
+    from safetensors.torch import load_file, save_file
+
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+    weights = load_file(tmp_path / "ckpt" / "model.safetensors")
+    key = sorted(key for key, value in weights.items() if value.is_floating_point())[0]
+    weights[key][0] = float("nan")
+    save_file(weights, tmp_path / "ckpt" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=rf"hold NaN or infinite values \({key}\); every output would be NaN"):
+        zoo.load(tmp_path / "ckpt")
+
+
 def test_a_failed_save_leaves_the_old_folder_whole(tmp_path, micro_hubert, monkeypatch):
     folder = tmp_path / "ckpt"
     micro_hubert.save_pretrained(folder)

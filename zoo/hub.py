@@ -368,6 +368,11 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: P
             f"{_listing('unexpected', unexpected)}, {_listing('wrong shapes', shapes)}. The config.json and "
             "the weights come from different models; re-download the checkpoint or save it again."
         )
+    broken = next((key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()),
+                  None)
+    if broken is not None:
+        raise CheckpointError(f"weights in {where} hold NaN or infinite values ({broken}); every output would be "
+                              "NaN. The run that saved them diverged, or the file is damaged: save it again")
     module.load_state_dict(state, strict=True)
 
 

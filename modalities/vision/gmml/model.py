@@ -143,6 +143,10 @@ class GmmlEncoder(Encoder):
     def block_states(self, pixel_values: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
         """(B, 3, H, W) -> the L + 1 states (B, T, D): input tokens, then every block's raw output
         (only the last block's with `keep_all=False`)."""
+        channels = self.config.in_channels
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != channels:
+            raise InputError(f"pixel_values of shape {tuple(pixel_values.shape)}; the encoder takes (B, {channels}, "
+                             "H, W) normalised images: make them with encoder.preprocess(images), or call embed")
         self.patch_grid(*pixel_values.shape[-2:])
         return self.backbone(pixel_values.to(self.backbone.cls_token.dtype), keep_all=keep_all)
 

@@ -157,6 +157,9 @@ def test_reconstruct_needs_the_head():
         encoder.reconstruct(torch.randn(1, 3, 32, 32))
     with pytest.raises(InputError, match="smaller than one 4-pixel patch"):
         encoder(torch.randn(1, 3, 2, 32))
+    for shape in ((1, 1, 32, 32), (3, 32, 32)):  # greyscale, or one image without its batch axis
+        with pytest.raises(InputError, match=r"pixel_values of shape .*; the encoder takes \(B, 3, H, W\)"):
+            encoder(torch.randn(*shape))
 
 
 def test_save_and_load_round_trip(tiny, tmp_path):
