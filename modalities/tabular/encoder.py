@@ -70,7 +70,9 @@ class TabularEncoder(Encoder):
         indices, squeeze = layer_indices(layer, self.num_layers), is_single_layer(layer)
         with self.embedding(device), self.progress_bar(table_rows(table), progress, unit="row") as bar:
             for frame in self.table_chunks(table, chunk_rows):
-                yield self._embed_batch(self.processor.transform(frame), indices, pool, batch_size, squeeze)
+                batch = self.processor.transform(frame)  # checks the columns of an empty chunk too
+                if len(frame):  # a CSV of only a header line reads as one empty chunk
+                    yield self._embed_batch(batch, indices, pool, batch_size, squeeze)
                 bar.update(len(frame))
 
     def _embed_batch(self, batch: dict[str, torch.Tensor], indices, pool: str, batch_size: int,

@@ -12,8 +12,12 @@ At embed time columns are matched by name (any order); the target and the column
 out at fit time are skipped. A missing feature column, a column never seen at fit time
 (a typo, or a table of another schema, would otherwise pass silently; set
 `extra_columns="ignore"` to skip such columns) or text in a numeric column is an
-`InputError` naming the column. Numeric values outside the training range are scaled,
-not clipped.
+`InputError` naming the column, and so are a column given twice and a date or duration
+in a numeric column (its nanosecond count is no number the schema was fitted on).
+Numeric values outside the training range are scaled, not clipped, as upstream T-JEPA
+(which fits its min-max scaler on the whole dataset) never clips; a value more than
+`MAX_SCALED` training ranges away is refused, because the float32 model overflows on it
+(from about 1e21 ranges) and would return a row of NaN.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ KINDS = ("numeric", "categorical")
 UNKNOWN = 0
 #: what `transform` does with a column the schema does not know
 EXTRA_COLUMNS = ("error", "ignore")
+#: largest |scaled value| accepted: far below where the float32 model overflows, far above any real outlier
+MAX_SCALED = 1e12
+#: a checkpoint folder without preprocessor_config.json gives an encoder an empty schema, so say so here
+NOT_FITTED = ("this table processor is not fitted (it holds no column schema); if it came with a checkpoint, the "
+              "checkpoint folder lacks preprocessor_config.json, the schema fitted on the pretraining table that a "
+              "table encoder's folder needs: copy that file into the folder, or fit one with "
+              "TableProcessor.fit(table) and pass it to the encoder")
 
 
 @dataclasses.dataclass
@@ -57,9 +68,14 @@ class TableProcessor(Processor):
     ignored: list[str] = dataclasses.field(default_factory=list)
     extra_columns: str = "error"
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Check `extra_columns` whenever it is set, not only at construction: a typo set later
+        (`processor.extra_columns = "Error"`) would otherwise drop unknown columns unseen."""
+        if name == "extra_columns" and value not in EXTRA_COLUMNS:
+            raise ConfigError(f"extra_columns={value!r}; use one of {EXTRA_COLUMNS}")
+        super().__setattr__(name, value)
+
     def __post_init__(self) -> None:
-        if self.extra_columns not in EXTRA_COLUMNS:
-            raise ConfigError(f"extra_columns={self.extra_columns!r}; use one of {EXTRA_COLUMNS}")
         for column in self.columns:
             if column.get("kind") not in KINDS:
                 raise InputError(f"column {column.get('name')!r} has kind {column.get('kind')!r}, not one of {KINDS}")
@@ -113,7 +129,7 @@ class TableProcessor(Processor):
     def transform(self, table: Any) -> dict[str, torch.Tensor]:
         """Rows -> {"numeric": (B, n_numeric) float32, "categorical": (B, n_categorical) int64}."""
         if not self.is_fitted:
-            raise InputError("this table processor is not fitted; call TableProcessor.fit(table) first")
+            raise InputError(NOT_FITTED)
         frame = to_frame(table)
         self.check_columns(list(frame.columns))
         numeric = [scale_numeric(frame[column["name"]], column) for column in self.columns
@@ -131,13 +147,14 @@ class TableProcessor(Processor):
         """Every feature column must be there, and (unless `extra_columns="ignore"`) nothing the
         schema does not know: a misspelt or foreign column would otherwise be dropped unseen."""
         features = [column["name"] for column in self.columns]
+        check_unique(names, features)
         absent = [name for name in features if name not in names]
         if absent:
             raise InputError(f"columns {absent} are missing from the input; the model was fitted on {features} "
                              "(any order)")
         known = {*features, *self.ignored, self.target}
         unseen = [name for name in names if name not in known]
-        if unseen and self.extra_columns == "error":
+        if unseen and self.extra_columns != "ignore":
             raise InputError(f"columns {unseen} were not seen when the model was fitted on {features}; drop them "
                              f"(table.drop(columns={unseen!r})) or set processor.extra_columns = 'ignore'")
 
@@ -153,6 +170,14 @@ class TableProcessor(Processor):
 
     def collate(self, pieces: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         return {key: torch.cat([piece[key] for piece in pieces]) for key in ("numeric", "categorical")}
+
+
+def check_unique(names: list[Any], features: list[str]) -> None:
+    """A feature column given twice is refused: `frame[name]` would be a table, not a column."""
+    repeated = sorted({name for name in pd.Index(names)[pd.Index(names).duplicated()] if name in features})
+    if repeated:
+        raise InputError(f"columns {repeated} appear more than once in the table; keep one of each "
+                         "(table.loc[:, ~table.columns.duplicated()]) or rename the copies")
 
 
 def fit_column(name: str, values: pd.Series, categorical: bool) -> dict[str, Any]:
@@ -179,17 +204,39 @@ def category_key(value: Any) -> str:
 
 def scale_numeric(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
     """Min-max scale with the training range; missing values take the training mean first."""
-    try:
-        numbers = pd.to_numeric(values, errors="raise").astype(np.float64)
-    except (ValueError, TypeError) as err:
-        bad = next(value for value in values if not _is_number(value))
-        raise InputError(f"column {column['name']!r} is numeric in the fitted schema but holds {bad!r}; "
-                         "pass numbers (missing values may be NaN or None)") from err
-    numbers = numbers.fillna(column["fill"]).to_numpy()
+    numbers = to_numbers(values, column["name"]).fillna(column["fill"]).to_numpy()
     if not np.isfinite(numbers).all():
         raise InputError(f"column {column['name']!r} holds infinite values; replace them with numbers or NaN")
     span = column["max"] - column["min"]
-    return ((numbers - column["min"]) / (span if span > 0 else 1.0)).astype(np.float32)
+    scaled = (numbers - column["min"]) / (span if span > 0 else 1.0)
+    check_scaled(numbers, scaled, column)
+    return scaled.astype(np.float32)
+
+
+def to_numbers(values: pd.Series, name: str) -> pd.Series:
+    """The column as float64, refusing text and dates: `pd.to_numeric` would read a date or
+    duration as its nanosecond count, a silent nonsense input."""
+    if values.dtype.kind in "mM":  # datetime64 and timedelta64, with a time zone or Arrow-backed too
+        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {values.dtype} values; "
+                         f"convert it to a number first (e.g. table[{name!r}].dt.year for dates, .dt.days for "
+                         "durations)")
+    try:
+        return pd.to_numeric(values, errors="raise").astype(np.float64)
+    except (ValueError, TypeError) as err:
+        bad = next(value for value in values if not _is_number(value))
+        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bad!r}; "
+                         "pass numbers (missing values may be NaN or None)") from err
+
+
+def check_scaled(numbers: np.ndarray, scaled: np.ndarray, column: dict[str, Any]) -> None:
+    """Refuse values more than `MAX_SCALED` training ranges out: in float32 the model overflows
+    on them (tjepa-adult from about 1e21 ranges) and returns NaN rows."""
+    too_far = np.abs(scaled) > MAX_SCALED
+    if too_far.any():
+        raise InputError(f"column {column['name']!r} holds {float(numbers[too_far][0]):g}, more than "
+                         f"{MAX_SCALED:g} times its training range [{column['min']:g}, {column['max']:g}] away; "
+                         "so far out the float32 model overflows to NaN on such values. Check its units, or pass "
+                         "NaN to use the training mean")
 
 
 def encode_categories(values: pd.Series, column: dict[str, Any]) -> np.ndarray:

@@ -8,6 +8,7 @@ rows, so a file larger than memory streams through.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -46,11 +47,9 @@ def row_count(table: Any) -> Optional[int]:
     metadata, lists of rows), for a progress bar's total; None otherwise (CSV files, dicts)."""
     if isinstance(table, (str, Path)):
         path = Path(table)
-        if path.suffix != ".parquet" or not path.is_file():
-            return None
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
+        if path.suffix != ".parquet" or not path.is_file() or path.stat().st_size == 0:
+            return None  # an empty file is reported when it is read
+        return open_parquet(path).metadata.num_rows
     if isinstance(table, (pd.DataFrame, list)) or is_dataset(table):
         return len(table)
     if type(table).__module__.startswith("pyarrow") and hasattr(table, "num_rows"):
@@ -65,8 +64,7 @@ def to_frame(table: Any) -> pd.DataFrame:
     if isinstance(table, pd.Series):  # one row, as `frame.iloc[i]` gives it
         return pd.DataFrame([table.to_dict()])
     if isinstance(table, dict):
-        scalar = all(np.ndim(value) == 0 for value in table.values())
-        return pd.DataFrame([table]) if scalar else pd.DataFrame(table)
+        return dict_frame(table)
     if isinstance(table, list) and all(isinstance(row, dict) for row in table):
         return pd.DataFrame(table)
     if type(table).__module__.startswith("pyarrow") or is_dataset(table):
@@ -75,6 +73,37 @@ def to_frame(table: Any) -> pd.DataFrame:
         f"cannot read a table from {type(table).__name__}; pass a pandas DataFrame or Series (one row), a pyarrow "
         "Table, a datasets Dataset, a CSV or Parquet path, a dict of columns or a list of row dicts"
     )
+
+
+def dict_frame(table: dict) -> pd.DataFrame:
+    """One row of scalars, or columns of equal length: columns of other lengths are refused
+    here with their lengths, instead of pandas' "All arrays must be of the same length"."""
+    lengths = {name: len(value) for name, value in table.items() if np.ndim(value) > 0}
+    if not lengths:
+        return pd.DataFrame([table])
+    rows = Counter(lengths.values()).most_common(1)[0][0]
+    odd = {name: length for name, length in lengths.items() if length != rows}
+    if odd:
+        raise InputError(f"the dict's columns differ in length: {odd} (column: values), while the other "
+                         f"{len(lengths) - len(odd)} columns have {rows} each; give every column one value per row")
+    return pd.DataFrame(table)
+
+
+def open_parquet(path: Path) -> Any:
+    """`pyarrow.parquet.ParquetFile`, with an unreadable file (truncated, or not Parquet at all)
+    reported as an `InputError` naming it rather than a pyarrow error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise unreadable_parquet(path, err) from err
+
+
+def unreadable_parquet(path: Path, err: Exception) -> InputError:
+    return InputError(f"table file {str(path)!r} is not a readable Parquet file ({err}); pass a Parquet file "
+                      "written by pandas or pyarrow, or a .csv file")
 
 
 def read_table(table: Any) -> pd.DataFrame:
@@ -90,15 +119,29 @@ def _file_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         raise InputError(f"table file {str(path)!r} is a folder; pass one .csv or .parquet file")
     if not path.is_file():
         raise InputError(f"table file {str(path)!r} does not exist")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
-        return
-    if path.suffix not in CSV_SUFFIXES:
+    if path.suffix not in TABLE_SUFFIXES:
         raise InputError(f"table file {str(path)!r}: read .csv (or .data/.test/.txt, optionally .gz) or .parquet")
+    if path.stat().st_size == 0:
+        raise InputError(f"table file {str(path)!r} is empty (0 bytes); pass a table with a header line of "
+                         "column names and at least one row")
+    yield from _parquet_frames(path, chunk_rows) if path.suffix == ".parquet" else _csv_frames(path, chunk_rows)
+
+
+def _parquet_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+
+    try:
+        for batch in open_parquet(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+    except (pa.ArrowException, OSError) as err:  # a damaged row group, found only when it is read
+        raise unreadable_parquet(path, err) from err
+
+
+def _csv_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     try:
         yield from pd.read_csv(path, chunksize=chunk_rows, skipinitialspace=True, na_values=list(NA_VALUES))
+    except pd.errors.EmptyDataError as err:
+        raise InputError(f"table file {str(path)!r} holds no columns (blank lines only); a CSV table needs a "
+                         "header line of column names") from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise InputError(f"cannot parse {str(path)!r} as CSV ({err})") from err

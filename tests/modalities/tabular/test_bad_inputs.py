@@ -1,0 +1,98 @@
+"""Bad tables meet a `zoo.errors` class naming the bad value and the fix, never a pandas,
+pyarrow or torch error and never a silent wrong (NaN or nonsense) row."""
+
+import re
+
+import pandas as pd
+import pytest
+import torch
+
+from modalities.tabular.processing import TableProcessor
+from modalities.tabular.tables import iter_frames
+from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder
+from zoo.errors import ConfigError, InputError
+from zoo.hub import load_folder
+
+TINY = dict(hidden_dim=16, num_layers=2, num_heads=2, dim_feedforward=32)
+
+
+@pytest.fixture
+def table():
+    return pd.DataFrame({"x": [0.5, 1.5, 2.0, 3.0], "colour": ["red", "blue", "red", None], "y": [1, 2, 3, 4]})
+
+
+@pytest.fixture
+def encoder(table):
+    torch.manual_seed(0)
+    processor = TableProcessor.fit(table)
+    return TJEPAEncoder(TJEPAConfig.for_table(processor, **TINY), processor).eval()
+
+
+def test_empty_and_corrupt_files_name_the_file(encoder, tmp_path):
+    """Were pandas' EmptyDataError and pyarrow's ArrowInvalid."""
+    (tmp_path / "e.csv").write_text("")
+    (tmp_path / "blank.csv").write_text("\n\n")
+    (tmp_path / "g.parquet").write_text("garbage")
+    with pytest.raises(InputError, match=r"e.csv' is empty \(0 bytes\)"):
+        encoder.embed(str(tmp_path / "e.csv"), progress=False)
+    with pytest.raises(InputError, match="blank.csv' holds no columns .* needs a header line"):
+        list(iter_frames(tmp_path / "blank.csv"))
+    with pytest.raises(InputError, match="g.parquet' is not a readable Parquet file"):
+        encoder.embed(str(tmp_path / "g.parquet"), progress=False)  # the progress bar's row count reads it first
+    with pytest.raises(InputError, match="g.parquet' is not a readable Parquet file"):
+        list(iter_frames(tmp_path / "g.parquet"))
+
+
+def test_header_only_csv_has_no_rows(encoder, table, tmp_path):
+    """Was `torch.cat(): expected a non-empty list of Tensors`."""
+    table.head(0).to_csv(tmp_path / "hdr.csv", index=False)
+    with pytest.raises(InputError, match="got a table with no rows"):
+        encoder.embed(str(tmp_path / "hdr.csv"), progress=False)
+
+
+def test_dict_columns_of_unequal_length_are_named(encoder, table):
+    """Was pandas' "All arrays must be of the same length"."""
+    columns = {**{name: list(table[name]) for name in table}, "x": [1.0]}
+    with pytest.raises(InputError, match=r"differ in length: \{'x': 1\} \(column: values\), while the other 2 "
+                                         "columns have 4 each"):
+        encoder.embed(columns, progress=False)
+
+
+@pytest.mark.parametrize("value", [1e30, -1e30, 3e38])
+def test_values_that_overflow_the_model_are_refused(encoder, table, value):
+    """Were a silent NaN row: the float32 model overflows far out of the training range."""
+    message = re.escape(f"column 'x' holds {value:g}, more than 1e+12 times its training range [0.5, 3] away")
+    with pytest.raises(InputError, match=message):
+        encoder.embed(table.assign(x=[value, 1.0, 2.0, 3.0]), progress=False)
+    assert torch.isfinite(encoder.embed(table.assign(x=[1e6, 1.0, 2.0, 3.0]), progress=False)).all()
+
+
+@pytest.mark.parametrize("moment", [pd.Timestamp("2020-01-01"), pd.Timedelta("1D")])
+def test_dates_in_numeric_columns_are_refused(encoder, table, moment):
+    """Were read as their nanosecond count without a word."""
+    with pytest.raises(InputError, match="column 'y' is numeric in the fitted schema but holds (datetime|timedelta)"
+                                         ".*convert it to a number first"):
+        encoder.embed(table.assign(y=moment), progress=False)
+
+
+def test_extra_columns_is_checked_whenever_set(encoder, table):
+    """A typo set after construction used to drop unknown columns silently."""
+    with pytest.raises(ConfigError, match=r"extra_columns='Error'; use one of \('error', 'ignore'\)"):
+        encoder.processor.extra_columns = "Error"
+    with pytest.raises(InputError, match=r"\['note'\] were not seen"):
+        encoder.embed(table.assign(note="x"), progress=False)
+
+
+def test_duplicated_columns_are_named(encoder, table):
+    """Was "column 'x' is numeric in the fitted schema but holds 'x'"."""
+    with pytest.raises(InputError, match=r"columns \['x'\] appear more than once in the table"):
+        encoder.embed(pd.concat([table, table[["x"]]], axis=1), progress=False)
+
+
+def test_checkpoint_without_its_schema_names_the_file(encoder, table, tmp_path):
+    """A folder without preprocessor_config.json loads with an empty schema; embedding said
+    only "call TableProcessor.fit(table) first"."""
+    encoder.save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").unlink()
+    with pytest.raises(InputError, match="not fitted .* checkpoint folder lacks preprocessor_config.json"):
+        load_folder(tmp_path).embed(table, progress=False)
