@@ -97,15 +97,28 @@ def load_for_command(args: argparse.Namespace) -> Any:
     return model
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where and how `zoo embed` / `zoo probe` run."""
+def add_run_arguments(parser: argparse.ArgumentParser, random_init: bool = True) -> None:
+    """Where and how `zoo embed` / `zoo probe` / `zoo predict` run (the last without a random init:
+    a fresh head predicts nothing worth writing)."""
     parser.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", help="weights' precision, e.g. bfloat16 on a GPU (default: float32)")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--random-init", type=int, metavar="SEED",
-                        help="the same architecture and preprocessing with random weights seeded SEED instead "
-                             "of the checkpoint's (nothing downloaded): the random-init baseline")
+    if random_init:
+        parser.add_argument("--random-init", type=int, metavar="SEED",
+                            help="the same architecture and preprocessing with random weights seeded SEED instead "
+                                 "of the checkpoint's (nothing downloaded): the random-init baseline")
     parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """How `zoo embed` / `zoo predict` batch and read their inputs, in resumable shards."""
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--shard-size", type=int, default=1024,
+                        help="inputs per shard; a rerun after an interruption skips finished shards")
+    parser.add_argument("--sampling-rate", type=positive_int, help="rate of raw array inputs (files carry their own)")
+    parser.add_argument("--ignore-extra-columns", action="store_true",
+                        help="tables: skip columns the checkpoint's schema does not know, such as a label column "
+                             "(default: refuse them)")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -400,13 +413,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     embed.add_argument("--dataset", help="graph and table encoders: a named dataset to embed instead of INPUTS, "
                                          "e.g. cora (its nodes), mutag (one row per graph) or adult (its rows)")
     embed.add_argument("--data", help="with --dataset: the folder holding it (as zoo probe --dataset)")
-    embed.add_argument("--batch-size", type=int, default=8)
-    embed.add_argument("--shard-size", type=int, default=1024,
-                       help="inputs per shard; a rerun after an interruption skips finished shards")
-    embed.add_argument("--sampling-rate", type=positive_int,
-                       help="rate of raw array inputs (files carry their own)")
-    embed.add_argument("--ignore-extra-columns", action="store_true",
-                       help="tables: skip columns the checkpoint's schema does not know (default: refuse them)")
+    add_job_arguments(embed)
     add_run_arguments(embed)
     embed.set_defaults(func=cmd_embed)
 
@@ -417,18 +424,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
                          "a record each)")
     predict.add_argument("-o", "--output", required=True, help="out.csv, out.parquet or out.jsonl")
     predict.add_argument("--top-k", type=int, default=1, help="labels per input, most likely first (default: 1)")
-    predict.add_argument("--batch-size", type=int, default=8)
-    predict.add_argument("--shard-size", type=int, default=1024,
-                         help="inputs per shard of features; a rerun after an interruption skips finished shards")
-    predict.add_argument("--sampling-rate", type=positive_int,
-                         help="rate of raw array inputs (files carry their own)")
-    predict.add_argument("--ignore-extra-columns", action="store_true",
-                         help="tables: skip columns the checkpoint's schema does not know, such as the label column "
-                              "(default: refuse them)")
-    predict.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
-    predict.add_argument("--dtype", help="weights' precision, e.g. bfloat16 on a GPU (default: float32)")
-    predict.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
-    predict.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
+    add_job_arguments(predict)
+    add_run_arguments(predict, random_init=False)
     predict.set_defaults(func=cmd_predict)
 
     probe = commands.add_parser("probe", help="linear probe, k-NN and RankMe on labelled files or a named dataset")
