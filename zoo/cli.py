@@ -117,7 +117,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inputs per shard; a rerun after an interruption skips finished shards")
     parser.add_argument("--sampling-rate", type=positive_int, help="rate of raw array inputs (files carry their own)")
     parser.add_argument("--ignore-extra-columns", action="store_true",
-                        help="tables: skip columns the checkpoint's schema does not know, such as a label column "
+                        help="tables: skip columns the checkpoint's schema does not know, such as an id column "
                              "(default: refuse them)")
 
 
@@ -466,7 +466,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="versions, accelerator and Hugging Face cache, for a bug report")
     env.set_defaults(func=cmd_env)
 
-    demo = commands.add_parser("demo", help="embed the bundled examples with every embedded checkpoint")
+    demo = commands.add_parser("demo", help="embed the bundled examples with every embedded checkpoint of their "
+                                            "modalities (graph ones take datasets: zoo embed NAME --dataset)")
     demo.set_defaults(func=cmd_demo)
 
     convert = commands.add_parser("convert", help="convert an upstream checkpoint into a zoo folder")

@@ -52,7 +52,10 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     rows = [array for shard in shards for array in _load_npz(shard)]
     atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, names, rows))
     shutil.rmtree(parts)
-    return f"{len(rows)} rows of shape {rows[0].shape}" if pool == "none" else f"array {np.stack(rows).shape}"
+    if pool != "none":
+        return f"array {np.stack(rows).shape}"
+    lengths = [len(row) for row in rows]
+    return f"{len(rows)} rows of {min(lengths)} to {max(lengths)} tokens of shape {rows[0].shape[1:]}"
 
 
 def check_output(output: Path, pool_none: bool) -> None:
