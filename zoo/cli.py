@@ -122,8 +122,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from zoo.embed_job import rows_of_parquet_files, run_embed_job
-    from zoo.probe_job import file_suffixes
+    from zoo.embed_job import run_embed_job
 
     encoder = load_for_command(args)
     if args.ignore_extra_columns:
@@ -131,9 +130,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     if args.dataset or not args.inputs:
         embed_named_dataset(encoder, args)
         return
-    suffixes = file_suffixes(encoder, args.name, "embed")
-    inputs, names = rows_of_parquet_files(expand_inputs(args.inputs, suffixes), encoder.processor.dataset_feature)
-    kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
+    inputs, names, kwargs = job_inputs(encoder, args, "embed")
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool or "mean",
                           batch_size=args.batch_size, shard_size=args.shard_size, names=names, **kwargs)
     print(f"wrote {args.output}: {len(inputs)} inputs, {shape}", file=sys.stderr)
@@ -142,11 +139,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import torch
 
-    from zoo.embed_job import rows_of_parquet_files
     from zoo.heads import check_top_k
     from zoo.hub import load
     from zoo.predict_job import check_prediction_output, check_predictor, run_predict
-    from zoo.probe_job import file_suffixes
 
     check_top_k(args.top_k)
     check_prediction_output(Path(args.output))
@@ -156,13 +151,21 @@ def cmd_predict(args: argparse.Namespace) -> None:
     check_predictor(model, args.name)
     if args.ignore_extra_columns:
         ignore_extra_columns(model.encoder, args.name)
-    suffixes = file_suffixes(model.encoder, args.name, "predict")
-    inputs, names = rows_of_parquet_files(expand_inputs(args.inputs, suffixes),
-                                          model.encoder.processor.dataset_feature)
-    kwargs = {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
+    inputs, names, kwargs = job_inputs(model.encoder, args, "predict")
     written = run_predict(model, inputs, names, Path(args.output), top_k=args.top_k, batch_size=args.batch_size,
                           shard_size=args.shard_size, **kwargs)
     print(f"wrote {args.output}: {written}", file=sys.stderr)
+
+
+def job_inputs(encoder: Any, args: argparse.Namespace, command: str) -> tuple[list[Any], list[str], dict[str, Any]]:
+    """`zoo embed` / `zoo predict`'s INPUTS: the files the encoder reads (a folder's among them),
+    a Hub parquet file's records, their names, and the preprocessing options given."""
+    from zoo.embed_job import rows_of_parquet_files
+    from zoo.probe_job import file_suffixes
+
+    suffixes = file_suffixes(encoder, args.name, command)
+    inputs, names = rows_of_parquet_files(expand_inputs(args.inputs, suffixes), encoder.processor.dataset_feature)
+    return inputs, names, {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
 
 
 def ignore_extra_columns(encoder: Any, name: str) -> None:

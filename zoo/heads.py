@@ -237,8 +237,9 @@ class LabelledHead(EncoderWithHead):
         return self.to_probabilities(self.logits(inputs, **kwargs))
 
     def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (..., num_outputs) -> the probabilities `predict` ranks labels by."""
-        raise NotImplementedError
+        """Logits (..., num_outputs) -> the probabilities `predict` ranks labels by: a softmax over
+        the classes (a tagger's labels are independent and override it)."""
+        return torch.softmax(logits, dim=-1)
 
     @property
     def num_labels(self) -> int:
@@ -294,10 +295,6 @@ class EncoderForClassification(LabelledHead):
         if any(isinstance(label, str) for label in labels):
             labels = [self.label_index(label) if isinstance(label, str) else label for label in labels]
         return super().label_tensor(labels)
-
-    def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class probabilities: a softmax over the classes."""
-        return torch.softmax(logits, dim=-1)
 
 
 class EncoderForRegression(EncoderWithHead):
@@ -471,10 +468,6 @@ class EncoderForTokenClassification(LabelledHead):
         """Raw inputs -> (T_i, num_labels) class probabilities per item, shaped as `logits`."""
         logits = self.logits(inputs, **kwargs)
         return self.to_probabilities(logits) if torch.is_tensor(logits) else list(map(self.to_probabilities, logits))
-
-    def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class probabilities of each token: a softmax over the classes."""
-        return torch.softmax(logits, dim=-1)
 
     def predict(self, inputs: Any, top_k: int = 1, **kwargs: Any) -> list:
         """Raw inputs -> for each item, for each token, its `top_k` (label name, probability); for
