@@ -140,3 +140,83 @@ def test_a_token_classifier_and_a_top_k_of_zero_are_refused(adult_tables, tmp_pa
         from zoo.predict_job import check_prediction_output
 
         check_prediction_output(tmp_path / "out.txt")
+
+
+def probabilities_of(labels):
+    return np.array([[probability for _, probability in item] for item in labels])
+
+
+def test_a_node_classifier_predicts_each_node_of_a_named_dataset(tmp_path, capsys):
+    from modalities.graphs.datasets import load_dataset
+
+    planetoid = str(shared_path("data", "planetoid"))
+    torch.manual_seed(0)
+    model = saved(zoo.for_token_classification(zoo.load("graphmae-cora"), num_labels=7, layer="weighted"),
+                  tmp_path / "nodes")
+    assert main(["predict", str(model), "--dataset", "cora", "--data", planetoid, "-o", str(tmp_path / "out.csv"),
+                 "--top-k", "2"]) == 0
+    written = pd.read_csv(tmp_path / "out.csv", dtype={"label": str, "label_2": str})
+    assert written["input"].tolist() == [f"node#{index}" for index in range(2708)]
+    expected = zoo.load(model).predict(load_dataset("cora", planetoid), top_k=2)  # its layers mixed, (N, K, D)
+    assert written[["label", "label_2"]].values.tolist() == [[first[0], second[0]] for first, second in expected]
+    assert np.abs(written[["probability", "probability_2"]].to_numpy() - probabilities_of(expected)).max() < 1e-6
+
+
+def test_a_graph_classifier_predicts_each_graph_and_a_table_classifier_each_row(tmp_path):
+    from modalities.graphs.datasets import load_dataset
+    from modalities.tabular.datasets import load_adult
+
+    tu = str(shared_path("data", "tu"))
+    torch.manual_seed(0)
+    graphs = saved(zoo.for_classification(zoo.load("graphmae-mutag"), num_labels=2, pool="max"), tmp_path / "g")
+    assert main(["predict", str(graphs), "--dataset", "mutag", "--data", tu, "-o", str(tmp_path / "g.jsonl")]) == 0
+    written = pd.read_json(tmp_path / "g.jsonl", lines=True, dtype={"label": str})
+    assert written["input"].tolist() == [f"graph#{index}" for index in range(188)]
+    expected = zoo.load(graphs).predict(load_dataset("mutag", tu), top_k=1)
+    assert written["label"].tolist() == [labels[0][0] for labels in expected]
+    assert np.abs(written["probability"].to_numpy() - probabilities_of(expected)[:, 0]).max() < 1e-6
+
+    adult = shared_path("data", "adult")
+    rows = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["<=50K", ">50K"]), tmp_path / "rows")
+    assert main(["predict", str(rows), "--dataset", "adult", "--data", str(adult), "-o",
+                 str(tmp_path / "rows.parquet")]) == 0
+    written = pd.read_parquet(tmp_path / "rows.parquet")
+    splits = load_adult(adult)
+    assert len(written) == len(splits.train) + len(splits.test)
+    tail = written.tail(50)
+    assert tail["input"].tolist() == [f"test#{index}" for index in range(len(splits.test) - 50, len(splits.test))]
+    expected = zoo.load(rows).predict(splits.test.tail(50).drop(columns=["target"]), top_k=1)
+    assert tail["label"].tolist() == [labels[0][0] for labels in expected]
+    assert np.abs(tail["probability"].to_numpy() - probabilities_of(expected)[:, 0]).max() < 1e-6
+
+
+def test_a_dataset_is_refused_beside_inputs_and_for_a_model_of_files(adult_tables, tmp_path, capsys):
+    _, folder = adult_tables
+    torch.manual_seed(0)
+    rows = saved(zoo.for_classification(zoo.load("tjepa-adult"), num_labels=2), tmp_path / "rows")
+    assert main(["predict", str(rows), str(folder / "a.csv"), "--dataset", "adult", "-o",
+                 str(tmp_path / "out.csv")]) == 2
+    assert "pass INPUTS or --dataset, not both (got 1 input(s) and --dataset adult)" in capsys.readouterr().err
+    assert main(["predict", str(rows), "-o", str(tmp_path / "out.csv")]) == 2
+    assert "pass INPUTS (files or folders) or --dataset NAME" in capsys.readouterr().err
+    audio = saved(zoo.for_classification(zoo.load("hubert-tiny-fsdd"), num_labels=2), tmp_path / "audio")
+    assert main(["predict", str(audio), "--dataset", "cora", "-o", str(tmp_path / "out.csv")]) == 2
+    assert "graph and table datasets; speech encoders read files: pass them as INPUTS" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_job_without_a_batch_size_uses_the_encoders_own(adult_tables, monkeypatch):
+    from modalities.tabular.encoder import TabularEncoder
+
+    _, folder = adult_tables
+    sizes = []
+    embed = TabularEncoder.embed
+
+    def recorded(self, *args, **kwargs):
+        sizes.append(kwargs["batch_size"])
+        return embed(self, *args, **kwargs)
+
+    monkeypatch.setattr(TabularEncoder, "embed", recorded)
+    assert main(["embed", "tjepa-adult", str(folder / "a.csv"), "-o", str(folder / "a.npy")]) == 0
+    assert main(["embed", "tjepa-adult", str(folder / "a.csv"), "-o", str(folder / "b.npy"), "--batch-size", "4"]) == 0
+    assert sizes == [1024, 4]

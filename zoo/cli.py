@@ -112,7 +112,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, random_init: bool = True)
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """How `zoo embed` / `zoo predict` batch and read their inputs, in resumable shards."""
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int,
+                        help="items per forward pass (default: the encoder's own, 8 files, 32 graphs, 1024 table rows)")
     parser.add_argument("--shard-size", type=int, default=1024,
                         help="inputs per shard; a rerun after an interruption skips finished shards")
     parser.add_argument("--sampling-rate", type=positive_int, help="rate of raw array inputs (files carry their own)")
@@ -141,19 +142,25 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from zoo.heads import check_top_k
     from zoo.hub import load
-    from zoo.predict_job import check_prediction_output, check_predictor, run_predict
+    from zoo.predict_job import check_prediction_output, check_predictor, run_predict, run_predict_dataset
 
     check_top_k(args.top_k)
     check_prediction_output(Path(args.output))
+    if args.dataset or not args.inputs:
+        check_dataset_source(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load(args.name, revision=args.revision, device=args.device, dtype=args.dtype)
-    check_predictor(model, args.name)
+    check_predictor(model, args.name, args.dataset)
     if args.ignore_extra_columns:
         ignore_extra_columns(model.encoder, args.name)
-    inputs, names, kwargs = job_inputs(model.encoder, args, "predict")
-    written = run_predict(model, inputs, names, Path(args.output), top_k=args.top_k, batch_size=args.batch_size,
-                          shard_size=args.shard_size, **kwargs)
+    if args.dataset:
+        written = run_predict_dataset(model, args.dataset, args.data, Path(args.output), top_k=args.top_k,
+                                      batch_size=args.batch_size, device=args.device)
+    else:
+        inputs, names, kwargs = job_inputs(model.encoder, args, "predict")
+        written = run_predict(model, inputs, names, Path(args.output), top_k=args.top_k,
+                              batch_size=args.batch_size, shard_size=args.shard_size, **kwargs)
     print(f"wrote {args.output}: {written}", file=sys.stderr)
 
 
@@ -178,20 +185,21 @@ def ignore_extra_columns(encoder: Any, name: str) -> None:
 def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
     """`zoo embed NAME --dataset D`: a graph or table dataset the papers use, by name (its
     modality's `datasets.embed_dataset`), written in one pass."""
-    from zoo.embed_job import write_embeddings
+    from zoo.embed_job import dataset_rows, write_embeddings
 
+    check_dataset_source(args)
+    names, rows = dataset_rows(encoder, args.dataset, args.data, layer=parse_layer(args.layer), pool=args.pool,
+                               batch_size=args.batch_size, device=args.device)
+    print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
+
+
+def check_dataset_source(args: argparse.Namespace) -> None:
+    """`zoo embed` / `zoo predict` read INPUTS or one --dataset: exactly one of them."""
     if not args.dataset:
         raise ConfigError("pass INPUTS (files or folders) or --dataset NAME (graph and table encoders)")
     if args.inputs:
         raise ConfigError(f"pass INPUTS or --dataset, not both (got {len(args.inputs)} input(s) and "
                           f"--dataset {args.dataset})")
-    embed_dataset = registry.modality_part(encoder.modality, "datasets", "embed_dataset")
-    if embed_dataset is None:
-        raise ConfigError(f"--dataset names graph and table datasets; {args.name} reads {encoder.modality} "
-                          "files: pass them as INPUTS")
-    names, rows = embed_dataset(encoder, args.dataset, args.data, layer=parse_layer(args.layer),
-                                pool=args.pool, batch_size=args.batch_size, device=args.device)
-    print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -423,9 +431,12 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="a fine-tuned model's labels (or values) for inputs, into a "
                                   ".csv, .parquet or .jsonl table")
     predict.add_argument("name", help="a `zoo finetune` run's classifier/ folder, a saved head, a tagger's zoo name")
-    predict.add_argument("inputs", nargs="+", help="input files or folders (tables: a row each; Hub parquet files: "
+    predict.add_argument("inputs", nargs="*", help="input files or folders (tables: a row each; Hub parquet files: "
                          "a record each)")
     predict.add_argument("-o", "--output", required=True, help="out.csv, out.parquet or out.jsonl")
+    predict.add_argument("--dataset", help="graph and table models: a named dataset instead of INPUTS, e.g. cora "
+                         "(a row per node), mutag (per graph) or adult (per row), named as zoo embed names them")
+    predict.add_argument("--data", help="with --dataset: the folder holding it (as zoo probe --dataset)")
     predict.add_argument("--top-k", type=int, default=1, help="labels per input, most likely first (default: 1)")
     add_job_arguments(predict)
     add_run_arguments(predict, random_init=False)

@@ -14,7 +14,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from zoo.errors import InputError
+from zoo import registry
+from zoo.errors import ConfigError, InputError
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.pooling import check_batch_sizes
 
@@ -25,15 +26,17 @@ SHARD_SIZE = 1024
 
 
 def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None, pool: str = "mean",
-                  batch_size: int = 8, shard_size: int = SHARD_SIZE, names: Optional[Sequence[str]] = None,
-                  progress: bool = True, **prepare_kwargs: Any) -> str:
+                  batch_size: Optional[int] = None, shard_size: int = SHARD_SIZE,
+                  names: Optional[Sequence[str]] = None, progress: bool = True, **prepare_kwargs: Any) -> str:
     """Embed `inputs` into `output` (.npy or .parquet); returns a description of the shape.
+    `batch_size` None is the encoder's own (`embed_batch_size`).
 
     `names` (default: the inputs as text) identify the inputs in job.json and in a parquet
     output's "input" column: rows read from a parquet file are named `FILE#ROW`. One progress
     bar covers the whole job; a resumed job's bar starts at the items its shards already hold."""
     check_output(output, pool_none=pool == "none" and not hasattr(encoder, "table_chunks"))
     check_batch_sizes(batch_size=batch_size, shard_size=shard_size)
+    batch_size = batch_size or encoder.embed_batch_size
     parts = output.with_name(output.name + ".parts")
     names = [str(item) for item in inputs] if names is None else names
     claim_parts(parts, job_settings(encoder, names, layer, pool, shard_size, prepare_kwargs))
@@ -73,6 +76,15 @@ def write_embeddings(output: Path, names: Sequence[str], rows: Sequence[np.ndarr
     return f"array {np.stack(rows).shape}"
 
 
+def dataset_rows(encoder: Any, dataset: str, data_root: Optional[str | Path], **embed: Any) -> tuple[list[str], list]:
+    """A named dataset's (names, embedded rows), by the encoder's modality's `datasets.embed_dataset`."""
+    embed_dataset = registry.modality_part(encoder.modality, "datasets", "embed_dataset")
+    if embed_dataset is None:
+        raise ConfigError(f"--dataset names graph and table datasets; {encoder.modality} encoders read files: "
+                          "pass them as INPUTS")
+    return embed_dataset(encoder, dataset, data_root, **embed)
+
+
 def job_settings(encoder: Any, names: Sequence[str], layer, pool: str, shard_size: int,
                  prepare_kwargs: dict[str, Any]) -> dict[str, Any]:
     """What a job's rows depend on (the model's config and weights, the inputs, layer, pool, shard
@@ -84,7 +96,7 @@ def job_settings(encoder: Any, names: Sequence[str], layer, pool: str, shard_siz
 
 
 def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: Sequence[str], layer=None,
-                      pool: str = "mean", batch_size: int = 8) -> tuple[np.ndarray, bool]:
+                      pool: str = "mean", batch_size: Optional[int] = None) -> tuple[np.ndarray, bool]:
     """(N, D) embeddings of `inputs` kept in `folder`: made there by an embedding job (so an
     interrupted one goes on from its shards), and reused while the model, the inputs (`names`),
     layer and pool are the same. Returns them and whether they were reused."""

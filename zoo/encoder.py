@@ -43,6 +43,8 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     #: prefixes of parameters `forward` never uses (a pretraining head, a mask embedding, a
     #: tokenizer's quantizer): a head on the encoder leaves them out of what it trains
     unused_in_forward: ClassVar[tuple[str, ...]] = ()
+    #: `embed`'s default batch size, which the command line uses where no --batch-size is given
+    embed_batch_size: ClassVar[int] = EMBED_BATCH_SIZE
 
     def __init__(self, config: EncoderConfig, processor: Optional[Processor] = None) -> None:
         super().__init__()

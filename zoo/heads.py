@@ -159,9 +159,13 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
     def embedded(self, inputs: Any, batch_size: int, progress: bool, **prepare_kwargs: Any) -> Any:
         """The encoder's `embed` output for the head's pool and layer (every mixed layer, for
         `layer="weighted"`)."""
-        layer = self.layer_weights.indices if self.layer_weights is not None else self.layer
-        return self.encoder.embed(inputs, layer=layer, pool=self.pool, batch_size=batch_size, progress=progress,
-                                  **prepare_kwargs)
+        return self.encoder.embed(inputs, layer=self.feature_layer, pool=self.pool, batch_size=batch_size,
+                                  progress=progress, **prepare_kwargs)
+
+    @property
+    def feature_layer(self) -> Any:
+        """The `layer` of the encoder's `embed` the head reads: its own, or every layer it mixes."""
+        return self.layer_weights.indices if self.layer_weights is not None else self.layer
 
     def head_scores(self, features: torch.Tensor) -> torch.Tensor:
         """Features (..., D), or (..., K, D) layers to mix, -> (..., num_outputs) float logits on the CPU."""

@@ -8,19 +8,19 @@ so the features are made by resumable embedding jobs (`zoo.embed_job`) in `OUT.p
 for the inputs (a table encoder: one a table file): an interrupted run over many inputs goes on
 from their shards, a rerun with another model or inputs is refused, and the head scores the rows
 at the end. A table's rows are named `FILE#ROW` (ROW counted from 0 in each file), as are a parquet
-set's."""
+set's. A named graph or table dataset (`--dataset`, as `zoo embed`'s) is embedded in one pass."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from zoo.embed_job import claim_parts, job_settings, run_embed_job
+from zoo.embed_job import claim_parts, dataset_rows, job_settings, run_embed_job
 from zoo.errors import ConfigError, InputError
 from zoo.heads import EncoderForRegression, EncoderForTokenClassification, EncoderWithHead, LabelledHead
 from zoo.io import atomic_write_with
@@ -28,11 +28,13 @@ from zoo.io import atomic_write_with
 FORMATS = (".csv", ".parquet", ".jsonl")
 
 
-def check_predictor(model: Any, name: str) -> None:
-    """A model that predicts one label set or value per input: a classifier, tagger or regressor."""
-    if isinstance(model, EncoderForTokenClassification):
+def check_predictor(model: Any, name: str, dataset: Optional[str] = None) -> None:
+    """A model that predicts one label set or value per input (a classifier, tagger or regressor),
+    or with a named `dataset`, also one per node (a node classifier)."""
+    if isinstance(model, EncoderForTokenClassification) and not dataset:
         raise ConfigError(f"{name} labels each token (for a graph, each node); `zoo predict` writes one row per "
-                          "input. In Python: zoo.load(...).predict(graph)")
+                          "input file, so name the graph dataset: --dataset NAME [--data ROOT] gives a row per "
+                          "node. In Python: zoo.load(...).predict(graph)")
     if not isinstance(model, EncoderWithHead):
         raise ConfigError(f"{name} is an encoder without a head, so it has nothing to predict; train one with "
                           "`zoo finetune` and pass its classifier/ folder, or write features with `zoo embed`")
@@ -44,15 +46,15 @@ def check_prediction_output(output: Path) -> None:
 
 
 def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[str], output: Path, top_k: int = 1,
-                batch_size: int = 8, shard_size: int = 1024, progress: bool = True, **prepare_kwargs: Any) -> str:
+                batch_size: Optional[int] = None, shard_size: int = 1024, progress: bool = True,
+                **prepare_kwargs: Any) -> str:
     """Write `model`'s predictions for `inputs` (named `names`; table files give a row per table
     row) to `output`; returns a description of what was written."""
     check_prediction_output(output)
     parts = output.with_name(output.name + ".parts")
-    layer = model.layer_weights.indices if model.layer_weights is not None else model.layer
-    claim_parts(parts, job_settings(model, names, layer, model.pool, shard_size, prepare_kwargs))
-    job = dict(layer=layer, pool=model.pool, batch_size=batch_size, shard_size=shard_size, progress=progress,
-               **prepare_kwargs)
+    claim_parts(parts, job_settings(model, names, model.feature_layer, model.pool, shard_size, prepare_kwargs))
+    job = dict(layer=model.feature_layer, pool=model.pool, batch_size=batch_size, shard_size=shard_size,
+               progress=progress, **prepare_kwargs)
     if hasattr(model.encoder, "table_chunks"):  # one job a table, so that each row is named by its file
         features, names = [], []
         for index, table in enumerate(inputs):
@@ -62,11 +64,29 @@ def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[s
         features = np.concatenate(features)
     else:
         features = embedded(model, inputs, parts / "shard-00000.npy", names=names, **job)
+    written = write_predictions(model, names, features, output, top_k)
+    shutil.rmtree(parts)
+    return written
+
+
+def run_predict_dataset(model: EncoderWithHead, dataset: str, data_root: Optional[str | Path], output: Path,
+                        top_k: int = 1, batch_size: Optional[int] = None, device: Optional[str] = None) -> str:
+    """Write `model`'s predictions for a named graph or table dataset (`zoo embed --dataset`'s):
+    a row per node of a node dataset, per graph of a set of graphs (per node, for a node
+    classifier), or per table row ("train#I", then "test#I"), named as `zoo embed` names them."""
+    check_prediction_output(output)
+    names, rows = dataset_rows(model.encoder, dataset, data_root, layer=model.feature_layer, pool=model.pool,
+                               batch_size=batch_size, device=device)
+    return write_predictions(model, names, np.stack(rows), output, top_k)
+
+
+def write_predictions(model: EncoderWithHead, names: Sequence[str], features: np.ndarray, output: Path,
+                      top_k: int) -> str:
+    """Score the embedded `features` with the head and write their prediction table to `output`."""
     with torch.no_grad():
         scores = model.head_scores(torch.from_numpy(features))
     frame = prediction_frame(model, names, scores, top_k)
     atomic_write_with(output, lambda tmp: write_frame(frame, tmp, output.suffix))
-    shutil.rmtree(parts)
     return f"{len(frame)} predictions, columns {list(frame.columns)}"
 
 

@@ -26,6 +26,8 @@ from zoo.pooling import LayerSpec, check_batch_sizes, check_pool, is_single_laye
 
 #: "none" = one row per node; the others read a graph out into one row
 GRAPH_POOLS = ("none", "mean", "sum", "max")
+#: graphs per forward pass in `embed` unless the caller says
+GRAPH_BATCH_SIZE = 32
 READOUTS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
 
 
@@ -48,6 +50,7 @@ class GraphEncoder(Encoder):
     modality = "graph"
     processor_class = GraphProcessor
     pools = GRAPH_POOLS
+    embed_batch_size = GRAPH_BATCH_SIZE
 
     def node_layers(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's node features (N, D), first layer first."""
@@ -117,7 +120,7 @@ class GraphEncoder(Encoder):
         inputs: Any,
         layer: LayerSpec = None,
         pool: Optional[str] = None,
-        batch_size: int = 32,
+        batch_size: int = GRAPH_BATCH_SIZE,
         node_batch_size: Optional[int] = None,
         device: Optional[str | torch.device] = None,
         progress: bool = True,

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from modalities.tabular.processing import TableProcessor
-from modalities.tabular.tables import CHUNK_ROWS, iter_frames, row_count
+from modalities.tabular.tables import CHUNK_ROWS, TABLE_BATCH_SIZE, iter_frames, row_count
 from zoo.encoder import Encoder
 from zoo.errors import InputError
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
@@ -44,6 +44,7 @@ class TabularEncoder(Encoder):
     modality = "tabular"
     processor_class = TableProcessor
     pools = ("mean", "cls", "none")  # "cls": the first extra token (T-JEPA's regularization token)
+    embed_batch_size = TABLE_BATCH_SIZE
 
     @staticmethod
     def table_chunks(inputs: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[Any]:
@@ -56,7 +57,7 @@ class TabularEncoder(Encoder):
         table: Any,
         layer: LayerSpec = None,
         pool: str = "mean",
-        batch_size: int = 1024,
+        batch_size: int = TABLE_BATCH_SIZE,
         device: Optional[str | torch.device] = None,
         progress: bool = True,
         chunk_rows: int = CHUNK_ROWS,
@@ -93,7 +94,7 @@ class TabularEncoder(Encoder):
         inputs: Any,
         layer: LayerSpec = None,
         pool: str = "mean",
-        batch_size: int = 1024,
+        batch_size: int = TABLE_BATCH_SIZE,
         device: Optional[str | torch.device] = None,
         progress: bool = True,
         chunk_rows: int = CHUNK_ROWS,

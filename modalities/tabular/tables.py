@@ -18,6 +18,8 @@ import pandas as pd
 from zoo.errors import InputError
 from zoo.processing import is_dataset
 
+#: table rows per forward pass in `embed` unless the caller says
+TABLE_BATCH_SIZE = 1024
 #: rows per chunk when a table is streamed
 CHUNK_ROWS = 65_536
 #: file endings read as CSV (UCI sets use .data and .test), and all the table files read

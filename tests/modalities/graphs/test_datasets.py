@@ -46,4 +46,4 @@ def test_zoo_embed_writes_a_named_datasets_nodes_or_graphs(tmp_path, capsys):
     assert main(["embed", "graphmae-cora", "x.pt", "--dataset", "cora", "-o", str(tmp_path / "x.npy")]) == 2
     assert "pass INPUTS or --dataset, not both" in capsys.readouterr().err
     assert main(["embed", "hubert-tiny-fsdd", "--dataset", "cora", "-o", str(tmp_path / "x.npy")]) == 2
-    assert "--dataset names graph and table datasets; hubert-tiny-fsdd reads speech files" in capsys.readouterr().err
+    assert "graph and table datasets; speech encoders read files: pass them as INPUTS" in capsys.readouterr().err
