@@ -136,19 +136,16 @@ def looks_like_path(name: str) -> bool:
 
 def load_trained(source: str | Path, option: str, run_folders: Sequence[str] = ("encoder",)) -> Any:
     """A trained model a `zoo pretrain` option names: a run folder (the first of its `run_folders`
-    that holds a checkpoint), a checkpoint folder, or anything `load` takes (a zoo name such as an
-    embedded model, a Hub repo id)."""
+    that holds a checkpoint, where it holds several), or anything `load` takes (a checkpoint
+    folder, a zoo name such as an embedded model, a Hub repo id); its errors name the option."""
     folder = Path(source)
     for sub in run_folders:
-        if (folder / sub / "config.json").is_file():
+        if (folder / sub / CONFIG_FILE).is_file():
             return load(folder / sub)
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        raise CheckpointError(f"{option} {str(source)!r} holds no checkpoint (config.json); pass a `zoo pretrain` "
-                              "run folder, a checkpoint folder or a model name")
     try:
         return load(source)
-    except UnknownModelError as err:
-        raise UnknownModelError(f"{option}: {err}") from err
+    except (CheckpointError, UnknownModelError) as err:
+        raise type(err)(f"{option}: {err}") from err
 
 
 def resolve_dtype(dtype: Optional[torch.dtype | str]) -> Optional[torch.dtype]:

@@ -97,7 +97,7 @@ def test_stage_arguments_are_checked(tmp_path):
         make_objective(parser.parse_args(base + ["--stage", "tokenizer"]))
     with pytest.raises(ConfigError, match="--teacher is for --stage tokenizer"):
         make_objective(parser.parse_args(base + ["--teacher", str(tmp_path)]))
-    with pytest.raises(CheckpointError, match="--tokenizer .* holds no checkpoint"):
+    with pytest.raises(CheckpointError, match="--tokenizer: .* has no config.json, nor a subfolder with one"):
         make_objective(parser.parse_args(base + ["--tokenizer", str(tmp_path)]))
     with pytest.raises(UnknownModelError, match="--tokenizer: .*did you mean \\['beats-tiny-tokenizer'"):
         make_objective(parser.parse_args(base + ["--tokenizer", "beats-tiny-tokeniser"]))
