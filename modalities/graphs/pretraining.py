@@ -105,30 +105,37 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class GraphBatches:
-    """Prepared graphs as training batches: the one graph every step, or shuffled mini-batches of graphs."""
+    """Prepared graphs as training batches: the one graph every step, or shuffled mini-batches of
+    graphs, resumable mid-epoch (the epoch and the batches taken of it are checkpointed)."""
 
     def __init__(self, graphs: Sequence[Any], batch_size: int, seed: int) -> None:
-        self.graphs, self.batch_size, self.seed, self.epoch = list(graphs), batch_size, seed, 0
+        self.graphs, self.batch_size, self.seed = list(graphs), batch_size, seed
+        self.epoch, self.position = 0, 0
 
     def __len__(self) -> int:
         return -(-len(self.graphs) // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The rest of the current epoch, or the next epoch when the current one is done."""
         from torch_geometric.data import Batch
 
+        if self.position >= len(self):
+            self.epoch, self.position = self.epoch + 1, 0
         order = list(range(len(self.graphs)))
         if len(order) > 1:
             random.Random(self.seed + self.epoch).shuffle(order)
-        self.epoch += 1
-        for start in range(0, len(order), self.batch_size):
+        while self.position < len(self):
+            start = self.position * self.batch_size
+            self.position += 1
             batch = Batch.from_data_list([self.graphs[i] for i in order[start: start + self.batch_size]])
             yield {"x": batch.x, "edge_index": batch.edge_index}
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch}
+        return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch = state["epoch"]
+        """Also a checkpoint of before mid-epoch resumption, whose "epoch" counted the epochs begun."""
+        self.epoch, self.position = state["epoch"], state.get("position", 0)
 
 
 def prepare_graphs(data: Any, processor: Any, dataset: str) -> list[Any]:

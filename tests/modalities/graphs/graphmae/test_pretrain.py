@@ -162,3 +162,20 @@ def test_any_tu_set_pretrains_with_a_borrowed_recipe(tmp_path, capsys, monkeypat
     assert main(["probe", str(out / "encoder"), "--dataset", "TOY", "--data", str(tmp_path / "data")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["graphs"] == 40 and result["accuracy"] == 100.0  # cycles and stars differ in their degrees
+
+
+def test_a_run_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path):
+    """MUTAG's 188 graphs make 3 batches an epoch: the run stops after the first and goes on from
+    the second batch of the same shuffled epoch, with the same weights at the end."""
+    from safetensors.torch import load_file
+
+    def pretrain(out, *extra):
+        return main(["pretrain", "graphmae", "--dataset", "mutag", "--data", str(shared_path("data", "tu")),
+                     "-o", str(out), "--epochs", "2", "--no-progress", "--set", "num_hidden=16", *extra])
+
+    assert pretrain(tmp_path / "whole") == 0
+    assert pretrain(tmp_path / "stopped", "--time-limit", "0") == 0
+    assert len((tmp_path / "stopped" / "log.jsonl").read_text().splitlines()) == 1
+    assert pretrain(tmp_path / "stopped") == 0
+    whole, resumed = (load_file(tmp_path / run / "encoder" / "model.safetensors") for run in ("whole", "stopped"))
+    assert max((whole[key] - resumed[key]).abs().max().item() for key in whole) == 0.0
