@@ -17,7 +17,8 @@ from zoo.checkpointing import ActivationCheckpointing
 from zoo.config import EncoderConfig
 from zoo.errors import InputError, naming_input
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, select_layers
+from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
+                         select_layers)
 from zoo.processing import Processor, is_dataset, undecoded_rows
 from zoo.saving import Checkpointable
 
@@ -43,6 +44,9 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     #: prefixes of parameters `forward` never uses (a pretraining head, a mask embedding, a
     #: tokenizer's quantizer): a head on the encoder leaves them out of what it trains
     unused_in_forward: ClassVar[tuple[str, ...]] = ()
+    #: floating inputs kept in float32 when the weights are half precision (a waveform the
+    #: encoder turns into log-mel features itself, in float32)
+    full_precision_inputs: ClassVar[tuple[str, ...]] = ()
     #: `embed`'s default batch size, which the command line uses where no --batch-size is given
     embed_batch_size: ClassVar[int] = EMBED_BATCH_SIZE
 
@@ -81,11 +85,18 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         return next(self.parameters()).dtype
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Move a batch to the encoder's device; floating inputs also take its dtype."""
+        """Move a batch to the encoder's device; floating inputs also take its dtype, but for
+        those in `full_precision_inputs`."""
         return {
-            key: value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
+            key: value.to(self.device, self.dtype)
+            if value.is_floating_point() and key not in self.full_precision_inputs else value.to(self.device)
             for key, value in batch.items()
         }
+
+    def pool_tokens(self, tokens: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Tensor:
+        """(..., T, D) tokens of `forward` and their mask -> (..., D) rows, pooled as `embed` pools
+        them: a head trains on the feature it later predicts from."""
+        return pool_tokens(tokens, mask, pool)
 
     def preprocess(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Raw inputs -> the keyword arguments of `forward` (one batch, no chunking)."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from zoo.checkpointing import ActivationCheckpointing
 from zoo.errors import ConfigError, InputError
-from zoo.pooling import check_pool, is_single_layer, layer_indices, pool_tokens
+from zoo.pooling import check_pool, is_single_layer, layer_indices
 from zoo.saving import Checkpointable
 
 #: None (last layer), an int, or "weighted" (learned softmax-weighted sum of all layers)
@@ -120,10 +120,15 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
                               "freeze=True freezes the whole encoder")
         freeze()
 
+    def encoder_output(self, **batch: torch.Tensor) -> Any:
+        """The encoder's output for a batch, with every hidden state where a layer is chosen;
+        without gradients when the encoder is frozen."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            return self.encoder(**batch, output_hidden_states=self.layer is not None)
+
     def tokens(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, D) tokens of the chosen layer (or learned mix of layers) and their (B, T) mask."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            output = self.encoder(**batch, output_hidden_states=self.layer is not None)
+        output = self.encoder_output(**batch)
         if self.layer is None:
             tokens = output.last_hidden_state
         elif self.layer == "weighted":
@@ -133,13 +138,20 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         return tokens, output.mask
 
     def features(self, **batch: torch.Tensor) -> torch.Tensor:
-        """(B, D) pooled features of the chosen layer (or learned mix of layers)."""
-        return pool_tokens(*self.tokens(**batch), self.pool)
+        """(B, D) features pooled as the encoder's `embed` pools them, of the chosen layer, or the
+        learned mix of every layer's pooled features: pooled first, as `logits` reads `embed`
+        rows of each layer, which for a max readout differs from pooling the mix."""
+        if self.layer_weights is None:
+            return self.encoder.pool_tokens(*self.tokens(**batch), self.pool)
+        output = self.encoder_output(**batch)
+        return self.layer_weights([self.encoder.pool_tokens(state, output.mask, self.pool)
+                                   for state in output.hidden_states])
 
     def forward(self, labels: Optional[torch.Tensor] = None, **batch: torch.Tensor):
         from transformers.modeling_outputs import SequenceClassifierOutput
 
-        logits = self.head(self.dropout(self.features(**batch)))
+        features = self.features(**batch)
+        logits = self.head(self.dropout(features.to(self.head.weight.dtype)))
         loss = None
         if labels is not None:
             labels = torch.as_tensor(labels)
@@ -406,7 +418,7 @@ class EncoderForTokenClassification(LabelledHead):
         from transformers.modeling_outputs import TokenClassifierOutput
 
         tokens, mask = self.tokens(**batch)
-        logits = self.head(self.dropout(tokens))
+        logits = self.head(self.dropout(tokens.to(self.head.weight.dtype)))
         loss = None if labels is None else self.loss(logits, self.aligned_labels(torch.as_tensor(labels), mask))
         return TokenClassifierOutput(loss=loss, logits=logits)
 

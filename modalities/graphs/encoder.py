@@ -81,7 +81,7 @@ class GraphEncoder(Encoder):
         """Node features of a (batch of) graph(s).
 
         Args:
-            x: (N, in_dim) node features of all graphs.
+            x: (N, in_dim) node features of all graphs (taken in the weights' dtype).
             edge_index: (2, E) edges, source row first, as the processor prepares them.
             batch: (N,) graph index of each node; None for a single graph.
             output_hidden_states: also return every layer; layer 0 is `x` itself, whose
@@ -91,6 +91,7 @@ class GraphEncoder(Encoder):
             last_hidden_state (B, T, D) with T the largest graph's node count, `mask`
             (B, T), pooled (B, D) the readout of the last layer.
         """
+        x = x.to(self.dtype)
         layers = self.node_layers(x, edge_index)
         if batch is None:
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)

@@ -240,7 +240,7 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         """Encode a padded batch of waveforms.
 
         Args:
-            input_values: (B, S) float waveforms at the processor's rate.
+            input_values: (B, S) float waveforms at the processor's rate (taken in the weights' dtype).
             attention_mask: (B, S), 1 for real samples; None means no padding.
             output_hidden_states: also return the L+1 hidden states.
             mask_time_indices: (B, T) bool frames to replace by the learned mask embedding
@@ -249,6 +249,7 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         Shapes:
             last_hidden_state (B, T, D), mask (B, T), pooled (B, D).
         """
+        input_values = input_values.to(self.dtype)
         if attention_mask is None:
             sample_lengths = torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
         else:

@@ -158,6 +158,10 @@ class GmmlEncoder(Encoder):
             return tokens[..., 1:, :].mean(-2)
         raise ConfigError(f"pool={pool!r}; use one of {POOLED}")
 
+    def pool_tokens(self, tokens: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Tensor:
+        """As `embed` pools: "mean" leaves the cls token out (every image's tokens are valid)."""
+        return self.pool(tokens, pool)
+
     def forward(
         self, pixel_values: torch.Tensor, output_hidden_states: bool = False, pool: Optional[str] = None
     ) -> EncoderOutput:
