@@ -215,6 +215,10 @@ def test_an_interrupt_says_which_step_the_kept_checkpoint_holds(tmp_path, capsys
     with pytest.raises(Interrupted):
         train(make_objective(), Interrupting(toy_batches(4), after=6), tmp_path / "later", config)
     assert f"interrupted during step 7; {tmp_path / 'later' / CHECKPOINT_FILE} holds step 4" in capsys.readouterr().err
+    with pytest.raises(Interrupted):  # a run shorter than --checkpoint-every checkpoints at its end
+        train(make_objective(), Interrupting(toy_batches(4), after=2), tmp_path / "short",
+              TrainConfig(steps=6, checkpoint_every=100, progress=False))
+    assert "interrupted during step 3; no checkpoint yet (the first comes at step 6)" in capsys.readouterr().err
 
 
 class BlockStack(CheckpointedBlocks, nn.Module):

@@ -586,7 +586,8 @@ class Trainer:
             import sys
 
             kept = (f"{self.checkpoint_path} holds step {self.saved_step}" if self.saved_step is not None
-                    else f"no checkpoint yet (the first comes at step {self.config.checkpoint_every})")
+                    else "no checkpoint yet (the first comes at step "
+                    f"{min(self.config.checkpoint_every, self.config.steps)})")
             print(f"[pretrain] interrupted during step {self.step + 1}; {kept}", file=sys.stderr, flush=True)
             raise
 

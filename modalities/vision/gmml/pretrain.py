@@ -158,8 +158,11 @@ class GmmlBatches(torch.utils.data.Dataset):
         if self.workers == 0:
             source = map(self.__getitem__, itertools.count(self.batches_drawn))
         else:
+            # its own generator: the workers' seeds drawn from the global one would change the drop-path
+            # masks of a resumed run (which starts a loader) from those of an uninterrupted one
             loader = torch.utils.data.DataLoader(ErrorsAsValues(self), batch_size=None, num_workers=self.workers,
-                                                 sampler=itertools.count(self.batches_drawn))
+                                                 sampler=itertools.count(self.batches_drawn),
+                                                 generator=torch.Generator().manual_seed(self.seed))
             source = map(raise_if_error, loader)
         for batch in source:
             self.batches_drawn += 1
