@@ -83,12 +83,12 @@ def run_protocol(protocol: str, splits: TableSplits, seed: int, train_inputs: to
     """Train one downstream model with `seed` and return its test score."""
     task = task_of(splits)
     labels, test_labels = splits.labels(splits.train), splits.labels(splits.test)
-    mean, std = (labels.mean(), labels.std()) if task.kind == "regression" else (0.0, 1.0)
     train_rows, val_rows = validation_split(labels, task, seed)
     if protocol == "xgboost":
         model = fit_xgboost((train_inputs.numpy(), labels), task, seed, settings)
         return score(model.predict(test_inputs.numpy()), test_labels, task)
-    targets = torch.from_numpy((labels - mean) / std)
+    mean, std = (labels.mean(), labels.std()) if task.kind == "regression" else (0, 1)
+    targets = torch.from_numpy((labels - mean) / std if task.kind == "regression" else labels)  # classes stay ints
     train, val = ((train_inputs[rows], targets[rows]) for rows in (train_rows, val_rows))
     model = fit_network(protocol.removesuffix("-raw"), train, val, task, seed, settings)
     predicted = task.predict(predict_logits(model, test_inputs)).numpy()

@@ -54,3 +54,20 @@ def test_zoo_embed_writes_a_named_tables_train_then_test_rows(tmp_path):
     assert table["input"][0] == "train#0" and table["input"][len(splits.train)] == "test#0"
     expected = zoo.load("tjepa-adult").embed(splits.test.drop(columns=["target"]).head(50), progress=False)
     assert np.array_equal(np.stack(table["embedding"][len(splits.train):len(splits.train) + 50]), expected.numpy())
+
+
+def test_a_table_of_three_classes_is_probed_by_every_protocol(tmp_path):
+    """A multiclass target reached the networks' cross-entropy as float class codes and crashed
+    every protocol but XGBoost's."""
+    import pandas as pd
+
+    from modalities.tabular.datasets import load_adult
+    from modalities.tabular.evaluation import probe_table
+
+    rows = load_adult(shared_path("data", "adult")).train.sample(300, random_state=1).reset_index(drop=True)
+    table = rows[["hours_per_week", "education_num", "race", "sex"]].assign(
+        age=pd.qcut(rows["age"], 3, labels=["young", "middle", "old"]).astype(str))
+    table.to_csv(tmp_path / "ages.csv", index=False)
+    for protocol in ("mlp-raw", "resnet-raw"):
+        report = probe_table(None, str(tmp_path / "ages.csv"), "age", protocol=protocol)
+        assert report["task"] == "multiclass" and 1 / 3 < report["mean"] <= 1, (protocol, report)
