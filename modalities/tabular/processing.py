@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalities.tabular.tables import TABLE_SUFFIXES, read_table, to_frame
+from modalities.tabular.tables import NA_VALUES, TABLE_SUFFIXES, read_table, to_frame
 from zoo.errors import ConfigError, InputError
 from zoo.processing import Processor
 
@@ -195,11 +195,14 @@ def fit_column(name: str, values: pd.Series, categorical: bool) -> dict[str, Any
     return {"name": name, "kind": "categorical", "categories": categories}
 
 
-def category_key(value: Any) -> str:
-    """Categories are stored as text, so 3, 3.0 and "3" are one category in JSON and at embed time."""
+def category_key(value: Any) -> Optional[str]:
+    """Categories are stored as text, so 3, 3.0 and "3" are one category in JSON and at embed time.
+    Text is read as the CSV reader reads a file (leading spaces skipped, "?" and "" missing:
+    None), so a DataFrame from `pd.read_csv`'s defaults encodes as its file does."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
-    return str(value)
+    key = str(value).lstrip()
+    return None if key in NA_VALUES else key
 
 
 def scale_numeric(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
@@ -220,6 +223,8 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
         raise InputError(f"column {name!r} is numeric in the fitted schema but holds {values.dtype} values; "
                          f"convert it to a number first (e.g. table[{name!r}].dt.year for dates, .dt.days for "
                          "durations)")
+    if values.dtype == object:  # text as the CSV reader reads it: "?" and "" are missing
+        values = values.map(lambda value: np.nan if isinstance(value, str) and value.strip() in NA_VALUES else value)
     try:
         return pd.to_numeric(values, errors="raise").astype(np.float64)
     except (ValueError, TypeError) as err:

@@ -137,3 +137,22 @@ def test_adult_schema_matches_the_official_cardinalities():
     # the official loader counts "?" as a category; here it is the unknown bucket, so the sizes agree
     assert processor.cardinalities == [9, 17, 8, 15, 7, 6, 3, 42]
     assert set(splits.test[splits.target]) == {"<=50K", ">50K"}
+
+
+def test_a_dataframe_read_with_pandas_defaults_encodes_as_its_file_does(tmp_path):
+    """UCI files put a space after each comma and write "?" for missing. The zoo's CSV reader
+    skips both; a DataFrame from plain `pd.read_csv` kept " Private", which missed the vocabulary:
+    every categorical cell of Adult's test rows fell in the unknown bucket (1.7 % from the file)."""
+    import zoo
+
+    rows = pd.read_csv(shared_path("data", "adult", "adult.test"), nrows=400)
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    processor = zoo.load("tjepa-adult").processor
+    from_file, from_frame = processor(str(tmp_path / "rows.csv")), processor(rows)
+    assert torch.equal(from_file["categorical"], from_frame["categorical"])
+    assert torch.equal(from_file["numeric"], from_frame["numeric"])
+    assert 0 < (from_frame["categorical"] == 0).float().mean() < 0.05
+    fitted = TableProcessor.fit(rows, target="target")
+    work_class = next(column for column in fitted.columns if column["name"] == "work_class")
+    assert "Private" in work_class["categories"] and not any(key.startswith(" ") or key == "?"
+                                                             for key in work_class["categories"])
