@@ -102,12 +102,15 @@ def decode_image(source: str | Path | BinaryIO, where: str, fix: str) -> torch.T
 
 def pil_to_tensor(image: Any, name: str = "PIL image") -> torch.Tensor:
     """A PIL image as (C, H, W) float in [0, 1]: 16-bit and float modes keep their range,
-    palette and other modes go through RGB (RGBA and LA keep alpha, dropped later)."""
+    palette and other modes go through RGB (RGBA keeps its alpha, dropped later; grey + alpha
+    drops it here, as a 2-channel array is refused)."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):
         return array_to_tensor(np.asarray(image, dtype=np.float64) / 65535.0, name)
     if image.mode == "F":
         return array_to_tensor(np.asarray(image, dtype=np.float32), name)
-    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+    if image.mode in ("LA", "La"):
+        image = image.getchannel("L")
+    if image.mode not in ("L", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
     return array_to_tensor(np.asarray(image), name)
 

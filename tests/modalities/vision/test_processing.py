@@ -90,6 +90,15 @@ def test_greyscale_becomes_three_equal_channels(picture, processor):
         assert torch.allclose(unnormalised[0], unnormalised[2], atol=1e-6)
 
 
+def test_grey_with_alpha_drops_its_alpha_as_rgba_does(picture, processor, tmp_path):
+    """An LA image (a grey PNG with transparency) was refused as 2 channels, from a file too."""
+    grey = Image.fromarray(picture[..., 0])
+    with_alpha = grey.convert("LA")
+    with_alpha.save(tmp_path / "grey.png")
+    for item in (with_alpha, str(tmp_path / "grey.png")):
+        assert torch.equal(processor.prepare(item), processor.prepare(grey))
+
+
 def test_exif_orientation_turns_a_photo_upright(picture):
     """A JPEG whose EXIF says "rotate 90 degrees clockwise to show" (orientation 6, as phones write
     it) comes out as shown: the same pixels as the file without the tag, turned."""
