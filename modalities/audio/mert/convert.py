@@ -102,7 +102,7 @@ def encoder_from_hub_folder(path: str | os.PathLike) -> "MertEncoder":
     encoder = load_folder(folder)
     if not isinstance(encoder, MertEncoder):
         raise CheckpointError(f"{str(path)!r} holds a {type(encoder).__name__}, not a MERT checkpoint")
-    return encoder
+    return encoder.eval()
 
 
 def config_from_fairseq(cfg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -154,4 +154,4 @@ def encoder_from_fairseq(path: str | os.PathLike) -> "MertEncoder":
             if not (CQT_BUFFERS.fullmatch(key) or any(re.fullmatch(pattern, key) for pattern in FAIRSEQ_DROPPED))}
     expected = {key: value.shape for key, value in encoder.model.state_dict().items()}
     encoder.model.load_state_dict(convert_state_dict(kept, expected), strict=True)
-    return encoder
+    return encoder.eval()

@@ -161,4 +161,4 @@ def encoder_from_graphmae(path: str | Path, **overrides: Any) -> GraphMAEEncoder
     state = read_state_dict(path)
     encoder = GraphMAEEncoder(config_from_state(state, **overrides))
     load_state(encoder, convert_state_dict(state), path)
-    return encoder
+    return encoder.eval()

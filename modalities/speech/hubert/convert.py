@@ -496,7 +496,7 @@ def encoder_from_fairseq(path: str | os.PathLike) -> "HubertEncoder":
     encoder = HubertEncoder(HubertEncoderConfig(**model_config), AudioProcessor(do_normalize=do_normalize))
     expected = {key: value.shape for key, value in encoder.model.state_dict().items()}
     encoder.model.load_state_dict(convert_state_dict(state_dict, expected), strict=True)
-    return encoder
+    return encoder.eval()
 
 
 def from_transformers_checkpoint(

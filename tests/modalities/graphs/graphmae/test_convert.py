@@ -78,7 +78,8 @@ def test_converted_checkpoint_matches_the_dense_gat(tmp_path, layers, residual, 
     state = upstream_state(in_dim=10, head_dim=4, heads=3, layers=layers, residual=residual, norm=norm)
     path = tmp_path / "checkpoint.pt"
     torch.save(state, path)
-    encoder = encoder_from_graphmae(path, residual=residual).eval()
+    encoder = encoder_from_graphmae(path, residual=residual)
+    assert not encoder.training
     x, edges = fixed_graph()
     from torch_geometric.data import Data
 
