@@ -167,6 +167,12 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
     return wave
 
 
+#: the variance floor of waveform normalisation in transformers' feature extractor, and in fairseq's
+#: `F.layer_norm(wav, wav.shape)` (LayerNorm's default eps)
+TRANSFORMERS_NORMALIZE_EPS = 1e-7
+FAIRSEQ_NORMALIZE_EPS = 1e-5
+
+
 @dataclasses.dataclass
 class AudioProcessor(Processor):
     """Waveforms for speech and audio encoders.
@@ -175,6 +181,9 @@ class AudioProcessor(Processor):
         sampling_rate: the model's rate in Hz; inputs at other rates are resampled.
         do_normalize: zero-mean unit-variance per recording (as `Wav2Vec2FeatureExtractor`),
             applied to the whole recording before it is chunked.
+        normalize_eps: added to the variance: transformers' 1e-7 (Hub checkpoints), or
+            fairseq's 1e-5 (its `F.layer_norm(wav, wav.shape)`, for checkpoints converted from
+            it), which sets a quiet recording's scale (a quiet FSDD clip: std 0.996 or 0.740).
         chunk_seconds: longest piece the encoder sees at once; longer recordings are cut
             into equal pieces so that an hour of audio embeds in bounded memory.
         min_samples: recordings shorter than this (the front end's receptive field) are
@@ -187,6 +196,7 @@ class AudioProcessor(Processor):
 
     sampling_rate: int = 16000
     do_normalize: bool = False
+    normalize_eps: float = TRANSFORMERS_NORMALIZE_EPS
     chunk_seconds: float = 30.0
     min_samples: int = 400
 
@@ -196,6 +206,9 @@ class AudioProcessor(Processor):
         if isinstance(self.sampling_rate, bool) or not isinstance(self.sampling_rate, int) or self.sampling_rate < 1:
             raise ConfigError(f"AudioProcessor: sampling_rate={self.sampling_rate!r}; the model's rate is a "
                               "positive number of Hz (e.g. 16000)")
+        if not 0 <= self.normalize_eps < 1:
+            raise ConfigError(f"AudioProcessor: normalize_eps={self.normalize_eps!r}; a small variance floor such as "
+                              f"{TRANSFORMERS_NORMALIZE_EPS:g} (transformers) or {FAIRSEQ_NORMALIZE_EPS:g} (fairseq)")
         if not self.chunk_seconds > 0 or isinstance(self.min_samples, bool) or self.min_samples < 0:
             raise ConfigError(f"AudioProcessor: chunk_seconds={self.chunk_seconds!r} must be positive and "
                               f"min_samples={self.min_samples!r} at least 0")
@@ -203,7 +216,7 @@ class AudioProcessor(Processor):
     def prepare(self, item: Any, sampling_rate: Optional[int] = None) -> torch.Tensor:
         wave = load_waveform(item, sampling_rate, self.sampling_rate)
         if self.do_normalize:
-            wave = (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + 1e-7)
+            wave = (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + self.normalize_eps)
         if wave.numel() < self.min_samples:
             wave = torch.nn.functional.pad(wave, (0, self.min_samples - wave.numel()))
         return wave

@@ -28,6 +28,7 @@ from modalities.speech.hubert.convert import (
     convert_state_dict,
     encoder_fields_from_fairseq,
     fairseq_field,
+    fairseq_processor,
     fairseq_sections,
     load_fairseq_checkpoint,
     normalize_transformers_state_dict,
@@ -144,12 +145,11 @@ def encoder_from_fairseq(path: str | os.PathLike) -> "MertEncoder":
         CheckpointError: naming the file, or listing every key that does not convert.
     """
     from modalities.audio.mert.model import MertEncoder, MertEncoderConfig
-    from zoo.audio import AudioProcessor
 
     state_dict, cfg = load_fairseq_checkpoint(path)
     model_config, do_normalize = config_from_fairseq(cfg)
     config = MertEncoderConfig(**model_config)
-    encoder = MertEncoder(config, AudioProcessor(sampling_rate=config.sample_rate, do_normalize=do_normalize))
+    encoder = MertEncoder(config, fairseq_processor(do_normalize, sampling_rate=config.sample_rate))
     kept = {key: value for key, value in state_dict.items()
             if not (CQT_BUFFERS.fullmatch(key) or any(re.fullmatch(pattern, key) for pattern in FAIRSEQ_DROPPED))}
     expected = {key: value.shape for key, value in encoder.model.state_dict().items()}

@@ -30,6 +30,7 @@ from zoo.hub import read_torch_file
 
 if TYPE_CHECKING:
     from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
+    from zoo.audio import AudioProcessor
 
 _POS_CONV = "encoder.pos_conv_embed.conv"
 _MAGNITUDE = f"{_POS_CONV}.parametrizations.weight.original0"
@@ -483,17 +484,25 @@ def _check_loaded(path: Path, state_dict: Any, cfg: Any) -> None:
         )
 
 
+def fairseq_processor(do_normalize: bool, sampling_rate: int = 16000) -> "AudioProcessor":
+    """The processor of a fairseq checkpoint: its `task.normalize` as fairseq computes it,
+    `F.layer_norm(wav, wav.shape)`, whose variance floor is 1e-5 (transformers' is 1e-7)."""
+    from zoo.audio import FAIRSEQ_NORMALIZE_EPS, AudioProcessor
+
+    floor = {"normalize_eps": FAIRSEQ_NORMALIZE_EPS} if do_normalize else {}
+    return AudioProcessor(sampling_rate=sampling_rate, do_normalize=do_normalize, **floor)
+
+
 def encoder_from_fairseq(path: str | os.PathLike) -> "HubertEncoder":
     """A fairseq (or s3prl-converted) HuBERT checkpoint file as a zoo `HubertEncoder`.
 
     The processor repeats the checkpoint's waveform normalisation (`task.normalize`).
     """
     from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
-    from zoo.audio import AudioProcessor
 
     state_dict, cfg = load_fairseq_checkpoint(path)
     model_config, do_normalize = config_from_fairseq(cfg)
-    encoder = HubertEncoder(HubertEncoderConfig(**model_config), AudioProcessor(do_normalize=do_normalize))
+    encoder = HubertEncoder(HubertEncoderConfig(**model_config), fairseq_processor(do_normalize))
     expected = {key: value.shape for key, value in encoder.model.state_dict().items()}
     encoder.model.load_state_dict(convert_state_dict(state_dict, expected), strict=True)
     return encoder.eval()

@@ -162,8 +162,17 @@ def test_zoo_convert_reads_the_fairseq_file(golden, tmp_path, capsys):
 
 
 def test_waveform_normalisation_reaches_the_processor(golden, tmp_path):
+    """fairseq normalises with `F.layer_norm(wav, wav.shape)` (variance floor 1e-5, not
+    transformers' 1e-7): on a quiet recording the two differ by a quarter of its scale."""
     encoder = encoder_from_fairseq(write_fairseq(golden, "v1_like", tmp_path, wav_normalize=True))
     assert encoder.processor.do_normalize
+    quiet = 0.003 * torch.randn(24000, generator=torch.Generator().manual_seed(0))
+    prepared = encoder.processor.prepare(quiet.numpy(), sampling_rate=24000)
+    assert (prepared - torch.nn.functional.layer_norm(quiet, quiet.shape)).abs().max() < 1e-5
+    encoder.save_pretrained(tmp_path / "converted")
+    assert zoo.load(tmp_path / "converted").processor.normalize_eps == 1e-5
+    hub_style = zoo.load(golden[0] / "v1_like").processor  # transformers' Wav2Vec2FeatureExtractor floor
+    assert hub_style.normalize_eps == 1e-7
 
 
 @pytest.mark.parametrize(
