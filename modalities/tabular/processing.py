@@ -224,7 +224,7 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
                          f"convert it to a number first (e.g. table[{name!r}].dt.year for dates, .dt.days for "
                          "durations)")
     if values.dtype == object:  # text as the CSV reader reads it: "?" and "" are missing
-        values = values.map(lambda value: np.nan if isinstance(value, str) and value.strip() in NA_VALUES else value)
+        values = values.map(lambda value: np.nan if isinstance(value, str) and value.lstrip() in NA_VALUES else value)
     try:
         return pd.to_numeric(values, errors="raise").astype(np.float64)
     except (ValueError, TypeError) as err:
