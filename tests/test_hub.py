@@ -3,6 +3,7 @@ files converted once, corrupt or mismatched files, atomic writes."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -365,3 +366,57 @@ def test_saved_files_get_the_usual_permissions(tmp_path, micro_hubert):
 def test_no_name_is_refused_by_name(name):
     with pytest.raises(UnknownModelError, match=r"load\(.*\): pass a zoo name"):
         zoo.load(name)
+
+
+def test_weights_of_another_kind_of_number_and_a_malformed_config_are_named(tmp_path, micro_hubert):
+    """bool, integer or complex weights were cast silently (bool to 1.0, complex to its real
+    part); config.json errors did not name the file, and a malformed head was a raw KeyError."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "ckpt"
+    micro_hubert.save_pretrained(folder)
+    weights = load_file(folder / "model.safetensors")
+    key = sorted(weights)[0]
+    save_file({**weights, key: weights[key].bool()}, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=rf"1 wrong kinds of number \['{key}: torch.bool for torch.float32'\]"):
+        zoo.load(folder)
+    save_file({**weights, key: weights[key].half()}, folder / "model.safetensors", metadata={"format": "pt"})
+    assert zoo.load(folder).dtype == torch.float32  # another float precision is a float
+    config = json.loads((folder / "config.json").read_text())
+    for change, error, said in (({"family": "nosuch"}, UnknownModelError, "unknown family 'nosuch'"),
+                                ({"head": {}}, CheckpointError, "a malformed entry (KeyError: 'task')")):
+        (folder / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(error, match=re.escape(f"{folder / 'config.json'}: {said}")):
+            zoo.load(folder)
+
+
+def test_a_cached_repo_without_its_processor_settings_says_so(offline_cache, tmp_path, caplog):
+    """A repo id's preprocessor_config.json merely not cached (transformers' AutoModel caches only
+    config.json and the weights) loaded silently with default settings: a model needing
+    do_normalize ran without it. It is a warning, not a refusal: a snapshot of a repo that has no
+    such file looks the same offline."""
+    transformers_hubert(0, tmp_path / "repo")
+    (tmp_path / "repo" / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True}))
+    files = sorted(path.name for path in (tmp_path / "repo").iterdir())
+    (tmp_path / "partial").mkdir()
+    for name in files:
+        if name != "preprocessor_config.json":
+            (tmp_path / "partial" / name).write_bytes((tmp_path / "repo" / name).read_bytes())
+    put_in_hf_cache(offline_cache, "test-org/partial", tmp_path / "partial", commit="b" * 40)
+    assert not zoo.load("test-org/partial", cache_dir=offline_cache).processor.do_normalize
+    assert "preprocessor_config.json of Hub repo 'test-org/partial' (revision 'main') is not in the cache" in (
+        caplog.text)
+
+
+def test_a_corrupt_file_is_named_and_a_pickle_error_gives_no_unsafe_advice(tmp_path, micro_hubert):
+    folder = tmp_path / "ckpt"
+    micro_hubert.save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    said = re.escape(f"cannot read {folder / 'model.safetensors'}") + ".*--force-download"
+    with pytest.raises(CheckpointError, match=said):
+        zoo.load(folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not a pickle")
+    with pytest.raises(CheckpointError, match="pytorch_model.bin") as caught:
+        zoo.load(folder)
+    assert "weights_only" not in str(caught.value)

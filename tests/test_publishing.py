@@ -83,7 +83,7 @@ def test_a_corrupt_or_mismatched_checkpoint_is_refused_before_anything_is_sent(h
     folder = micro_hubert.save_pretrained(tmp_path / "ckpt")
     weights = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
-    with pytest.raises(CheckpointError, match="cannot read the weights"):
+    with pytest.raises(CheckpointError, match="model.safetensors .*: the file is corrupt or incomplete"):
         publish(folder, "me/enc")
     (folder / "model.safetensors").write_bytes(weights)
     config = json.loads((folder / "config.json").read_text())
@@ -197,3 +197,13 @@ def test_what_is_sent_loads_back_from_the_hub_cache(hub_calls, micro_hubert, tmp
     loaded = zoo.load("me/enc", cache_dir=tmp_path / "cache")
     assert torch.equal(loaded.embed([wave], sampling_rate=16000, progress=False),
                        micro_hubert.embed([wave], sampling_rate=16000, progress=False))
+
+
+def test_a_folder_without_its_processor_config_is_sent_saved_anew(hub_calls, micro_hubert, tmp_path):
+    """A zoo folder lacking preprocessor_config.json loads (with its processor's defaults), but
+    publishing it as it was listed a file that is not there: a raw FileNotFoundError in a dry run,
+    a raw ValueError after the repo was created in a real one."""
+    micro_hubert.save_pretrained(tmp_path / "enc")
+    (tmp_path / "enc" / "preprocessor_config.json").unlink()
+    plan = publish(tmp_path / "enc", "me/enc", dry_run=True)
+    assert "saved anew" in plan and "preprocessor_config.json" in plan

@@ -7,19 +7,20 @@ and README.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
 from zoo import registry
 from zoo.config import read_json
-from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError
+from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError
 from zoo.io import atomic_folder, atomic_path
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 
@@ -184,7 +185,7 @@ def entry_folder(entry: registry.ModelEntry, revision, cache_dir, local_files_on
         return folder
     if entry.upstream is not None:
         return converted_folder(entry, cache_dir, local_files_only)
-    return download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only)
+    return download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only, settings_known=True)
 
 
 def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_only) -> Path:
@@ -219,15 +220,24 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
 
 
 def download_repo(repo_id: str, revision: str, cache_dir=None, local_files_only: bool = False,
-                  weights: bool = True) -> Path:
+                  weights: bool = True, settings_known: bool = False) -> Path:
     """Fetch config, preprocessor config and (unless `weights` is False) the weights of a Hub
-    repo; returns the snapshot folder."""
+    repo; returns the snapshot folder. Without a preprocessor config the processor takes the
+    hub_config's settings (`settings_known`, a zoo name) or its defaults; where the file is merely
+    not cached (transformers' AutoModel caches only config.json and the weights), a warning says
+    so, since a model that needs `do_normalize` would run without it."""
     config = _fetch(repo_id, CONFIG_FILE, revision, cache_dir, local_files_only)
     for optional in (PROCESSOR_FILE, CARD_FILE):
         try:
             _fetch(repo_id, optional, revision, cache_dir, local_files_only)
-        except (OfflineError, CheckpointError):
-            pass  # optional files: the processor falls back to the hub_config's settings
+        except CheckpointError:
+            pass  # the repo has no such file
+        except OfflineError:
+            if optional == PROCESSOR_FILE and not settings_known:
+                logger.warning("%s of Hub repo %r (revision %r) is not in the cache: the processor's defaults "
+                               "are used (no do_normalize, 16 kHz audio), which may not be the model's. Run "
+                               "`hf download %s --revision %s` where the Hub is reachable, or pass a local folder "
+                               "with the file", PROCESSOR_FILE, repo_id, revision, repo_id, revision)
     if not weights:
         return config.parent
     try:
@@ -315,17 +325,19 @@ def check_sha256(path: Path, expected: str) -> None:
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """model.safetensors (or a transformers pytorch_model.bin) as a state dict."""
     safetensors_path, legacy_path = folder / WEIGHTS_FILE, folder / LEGACY_WEIGHTS_FILE
-    try:
-        if safetensors_path.is_file():
-            from safetensors.torch import load_file
+    if legacy_path.is_file() and not safetensors_path.is_file():
+        return read_torch_file(legacy_path, "a transformers pytorch_model.bin")
+    if not safetensors_path.is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (nor {LEGACY_WEIGHTS_FILE})")
+    from safetensors.torch import load_file
 
-            return load_file(str(safetensors_path))
-        if legacy_path.is_file():
-            return torch.load(legacy_path, map_location="cpu", weights_only=True)
-    except Exception as err:  # safetensors and pickle raise several unrelated types
+    try:
+        return load_file(str(safetensors_path))
+    except Exception as err:  # safetensors raises several unrelated types
         raise CheckpointError(
-            f"cannot read the weights in {folder} ({err}); the file is corrupt, download it again") from err
-    raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (nor {LEGACY_WEIGHTS_FILE})")
+            f"cannot read {safetensors_path} ({err}): the file is corrupt or incomplete. Save it again, or download "
+            "it again (from the Hub: `hf download REPO --force-download`, as the cache keeps the damaged copy)"
+        ) from err
 
 
 def read_torch_file(path: str | os.PathLike, what: str, allowed: Sequence[Any] = ()) -> Any:
@@ -359,10 +371,13 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: P
         f"{key}: {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
         for key in set(state) & set(expected) if state[key].shape != expected[key].shape
     )
-    if missing or unexpected or shapes:
+    kinds = sorted(f"{key}: {state[key].dtype} for {expected[key].dtype}"
+                   for key in set(state) & set(expected) if dtype_kind(state[key]) != dtype_kind(expected[key]))
+    if missing or unexpected or shapes or kinds:
         raise CheckpointError(
             f"weights in {where} do not match its config: {_listing('missing', missing)}, "
-            f"{_listing('unexpected', unexpected)}, {_listing('wrong shapes', shapes)}. The config.json and "
+            f"{_listing('unexpected', unexpected)}, {_listing('wrong shapes', shapes)}, "
+            f"{_listing('wrong kinds of number', kinds)}. The config.json and "
             "the weights come from different models; re-download the checkpoint or save it again."
         )
     broken = next((key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()),
@@ -371,6 +386,16 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: P
         raise CheckpointError(f"weights in {where} hold NaN or infinite values ({broken}); every output would be "
                               "NaN. The run that saved them diverged, or the file is damaged: save it again")
     module.load_state_dict(state, strict=True)
+
+
+def dtype_kind(tensor: torch.Tensor) -> str:
+    """Float weights load into float parameters of any precision; bool, integer or complex ones
+    would be cast silently (bool to 1.0, a complex number to its real part)."""
+    if tensor.is_complex():
+        return "complex"
+    if tensor.is_floating_point():
+        return "float"
+    return "bool" if tensor.dtype == torch.bool else "integer"
 
 
 def _listing(what: str, keys: list[str], shown: int = 10) -> str:
@@ -386,17 +411,18 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
         raise CheckpointError(f"{folder} has no {CONFIG_FILE}; is it a checkpoint folder?")
     config_dict = read_json(folder / CONFIG_FILE)
     state = read_weights(folder) if pretrained else None
-    if "family" in config_dict:
-        family = registry.get_family(config_dict["family"])
-        config = family.encoder_class.config_class.from_dict(config_dict)
-    elif "model_type" in config_dict:
-        family = registry.family_for_model_type(config_dict["model_type"])
-        if pretrained:
-            config, state = family.from_transformers(config_dict, state)
+    with naming_file(folder / CONFIG_FILE):
+        if "family" in config_dict:
+            family = registry.get_family(config_dict["family"])
+            config = family.encoder_class.config_class.from_dict(config_dict)
+        elif "model_type" in config_dict:
+            family = registry.family_for_model_type(config_dict["model_type"])
+            if pretrained:
+                config, state = family.from_transformers(config_dict, state)
+            else:
+                config = family.encoder_class.config_class.from_transformers(config_dict)
         else:
-            config = family.encoder_class.config_class.from_transformers(config_dict)
-    else:
-        raise CheckpointError(f"{folder / CONFIG_FILE} names neither a zoo family nor a transformers model_type")
+            raise CheckpointError("it names neither a zoo family nor a transformers model_type")
     encoder = family.encoder_class(config, read_processor(folder, family.encoder_class, config, entry))
     if not pretrained:
         return encoder
@@ -404,9 +430,23 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
     if "head" in config_dict:
         from zoo.heads import head_from_config
 
-        model = head_from_config(encoder, config_dict["head"])
+        with naming_file(folder / CONFIG_FILE):
+            model = head_from_config(encoder, config_dict["head"])
     load_state(model, state, folder)
     return model
+
+
+@contextlib.contextmanager
+def naming_file(path: Path) -> Iterator[None]:
+    """Errors raised while a file's contents are read name the file: the zoo's keep their class,
+    a malformed entry (a missing key, a value of the wrong type) becomes a CheckpointError."""
+    try:
+        yield
+    except ZooError as err:
+        raise type(err)(f"{path}: {err}") from err
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{path}: a malformed entry ({type(err).__name__}: {err}); save the checkpoint "
+                              "again") from err
 
 
 def entry_encoder(entry: registry.ModelEntry, revision: Optional[str] = None, cache_dir=None,
@@ -417,7 +457,8 @@ def entry_encoder(entry: registry.ModelEntry, revision: Optional[str] = None, ca
     checkpoint asked for at a `revision`, or whose hub_config states no architecture, is
     built from the config files of its repo instead, without the weights."""
     if entry.repo_id is not None and (revision is not None or not entry.architecture):
-        folder = download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only, weights=False)
+        folder = download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only, weights=False,
+                               settings_known=True)
         return load_folder(folder, entry, pretrained=False)
     if not entry.architecture:
         raise ConfigError(f"hub_config {entry.name!r} states no architecture, so pretrained=False cannot build it "
