@@ -420,3 +420,19 @@ def test_a_corrupt_file_is_named_and_a_pickle_error_gives_no_unsafe_advice(tmp_p
     with pytest.raises(CheckpointError, match="pytorch_model.bin") as caught:
         zoo.load(folder)
     assert "weights_only" not in str(caught.value)
+
+
+def test_a_folder_that_hides_a_zoo_name_or_a_hub_repo_says_so(tmp_path, monkeypatch, micro_hubert):
+    """An empty results folder spelt as a zoo name or a repo id is read first: the error said only
+    that it has no config.json, and `revision=` that the name is not a Hub repo."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hubert-base-ls960").mkdir()
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="is read in place of the zoo name 'hubert-base-ls960': rename or move"):
+        zoo.load("hubert-base-ls960")
+    with pytest.raises(ConfigError, match="drop revision='v1' \\(the folder .* is read in place of the Hub repo"):
+        zoo.load("org/name", revision="v1")
+    micro_hubert.save_pretrained(tmp_path / "org" / "name")  # a checkpoint there is what was meant
+    with pytest.raises(ConfigError) as caught:
+        zoo.load("org/name", revision="v1")
+    assert "read in place" not in str(caught.value)

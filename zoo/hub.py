@@ -73,9 +73,11 @@ def load(
     not_on_hub = path.is_dir() or (entry is not None and (entry.embedded or entry.upstream is not None))
     if revision is not None and not_on_hub:
         raise ConfigError(f"{str(name_or_path)!r} is not read from a Hub repo, so it has no revisions; "
-                          f"drop revision={revision!r}")
+                          f"drop revision={revision!r}{shadowing(path, entry)}")
     if path.is_dir():
-        model = load_folder(checkpoint_in(path), pretrained=pretrained)
+        with naming_shadow(path, entry):
+            folder = checkpoint_in(path)
+        model = load_folder(folder, pretrained=pretrained)
     elif entry is not None and not pretrained and not entry.embedded:
         model = entry_encoder(entry, revision, cache_dir, local_files_only)
     elif entry is not None:
@@ -98,6 +100,30 @@ def load(
         registry.get_entry(str(name_or_path))  # raises with suggestions
     model.eval()
     return model_to(model, device, dtype) if (device or dtype) else model
+
+
+def shadowing(path: Path, entry: Optional[registry.ModelEntry]) -> str:
+    """What to add where a local folder without a checkpoint is read in place of a zoo name or a
+    Hub repo id of the same spelling (a results folder called `hubert-base-ls960`, an empty `org/name`)."""
+    if not path.is_dir() or path.is_absolute() or not (entry is not None or str(path).count("/") == 1):
+        return ""
+    if any((folder / CONFIG_FILE).is_file() for folder in (path, *path.iterdir())):
+        return ""
+    what = f"the zoo name {entry.name!r}" if entry is not None else f"the Hub repo {str(path)!r}"
+    return (f" (the folder {str(path.absolute())!r} is read in place of {what}: rename or move it, or run from "
+            "another directory)")
+
+
+@contextlib.contextmanager
+def naming_shadow(path: Path, entry: Optional[registry.ModelEntry]) -> Iterator[None]:
+    """A folder that fails to load says which zoo name or Hub repo it hides, if any."""
+    try:
+        yield
+    except ZooError as err:
+        hint = shadowing(path, entry)
+        if not hint:
+            raise
+        raise type(err)(f"{err}{hint}") from err
 
 
 def checkpoint_in(folder: Path) -> Path:
