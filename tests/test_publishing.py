@@ -207,3 +207,15 @@ def test_a_folder_without_its_processor_config_is_sent_saved_anew(hub_calls, mic
     (tmp_path / "enc" / "preprocessor_config.json").unlink()
     plan = publish(tmp_path / "enc", "me/enc", dry_run=True)
     assert "saved anew" in plan and "preprocessor_config.json" in plan
+
+
+def test_card_links_in_a_subfolder_or_percent_encoded_are_sent_and_not_left_out(hub_calls, micro_hubert, tmp_path):
+    """`img/a.png` was listed as sent and its folder as left out; `loss%20curve.png` and
+    `a.png?raw=true`, links that work on the Hub, were refused as missing files."""
+    micro_hubert.save_pretrained(tmp_path / "enc")
+    (tmp_path / "enc" / "img").mkdir()
+    for name in ("img/a.png", "loss curve.png", "b.png"):
+        (tmp_path / "enc" / name).write_bytes(b"png")
+    (tmp_path / "enc" / "README.md").write_text("# enc\n![a](img/a.png) ![l](loss%20curve.png) ![b](b.png?raw=true)\n")
+    plan = publish(tmp_path / "enc", "me/enc", dry_run=True)
+    assert all(name in plan for name in ("img/a.png", "loss curve.png", "b.png")) and "left out" not in plan

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tempfile
+import urllib.parse
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
@@ -109,7 +110,8 @@ def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[str
         folder = save_folder(model, staging, model_card=card)
     linked = linked_files(card, folder)
     files = [*CHECKPOINT_FILES, *(name for name in linked if name not in CHECKPOINT_FILES)]
-    left_out = sorted(path.name for path in folder.iterdir() if path.name not in {*files, CARD_FILE})
+    sent_under = {name.split("/")[0] for name in files}  # a linked img/a.png sends part of img/
+    left_out = sorted(path.name for path in folder.iterdir() if path.name not in {*sent_under, CARD_FILE})
     parameters = sum(parameter.numel() for parameter in model.parameters())
     return Publication(repo_id, folder, origin, files, card, card_source, left_out, type(model).__name__, parameters)
 
@@ -179,7 +181,7 @@ def linked_files(card: str, folder: Path) -> list[str]:
         target = markdown or html
         if re.match(r"^[a-z][a-z0-9+.-]*:|^#|^/", target, re.IGNORECASE):
             continue
-        name = target.split("#")[0]
+        name = urllib.parse.unquote(re.split(r"[#?]", target)[0])  # `loss%20curve.png?raw=true` is a file
         path = (folder / name).resolve()
         if not path.is_relative_to(folder.resolve()) or not path.is_file():
             raise CheckpointError(f"the model card links {target!r}, which is not a file in {folder}; "
