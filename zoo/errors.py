@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Iterator
 
 
@@ -34,10 +34,16 @@ class OfflineError(ZooError):
 
 
 @contextmanager
-def naming_input(index: int) -> Iterator[None]:
-    """Prefix a zoo error raised inside with `input {index}: `, so that the one bad item of a
-    long list or batch can be found."""
+def prefixed(prefix: str, *kinds: type[ZooError]) -> Iterator[None]:
+    """Prefix a zoo error raised inside (of `kinds`, default any) with `{prefix}: `, keeping its
+    class, so that its message says where it arose: an item of a long list, a file, an option."""
     try:
         yield
-    except ZooError as err:
-        raise type(err)(f"input {index}: {err}") from err
+    except kinds or ZooError as err:
+        raise type(err)(f"{prefix}: {err}") from err
+
+
+def naming_input(index: int) -> AbstractContextManager[None]:
+    """Prefix a zoo error raised inside with `input {index}: `, so that the one bad item of a
+    long list or batch can be found."""
+    return prefixed(f"input {index}")

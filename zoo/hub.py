@@ -20,7 +20,7 @@ import torch
 
 from zoo import registry
 from zoo.config import read_json
-from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError
+from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError, prefixed
 from zoo.io import atomic_folder, atomic_path
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 
@@ -169,10 +169,8 @@ def load_trained(source: str | Path, option: str, run_folders: Sequence[str] = (
     for sub in run_folders:
         if (folder / sub / CONFIG_FILE).is_file():
             return load(folder / sub)
-    try:
+    with prefixed(option, CheckpointError, UnknownModelError):
         return load(source)
-    except (CheckpointError, UnknownModelError) as err:
-        raise type(err)(f"{option}: {err}") from err
 
 
 def resolve_dtype(dtype: Optional[torch.dtype | str]) -> Optional[torch.dtype]:
@@ -466,13 +464,14 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
 def naming_file(path: Path) -> Iterator[None]:
     """Errors raised while a file's contents are read name the file: the zoo's keep their class,
     a malformed entry (a missing key, a value of the wrong type) becomes a CheckpointError."""
-    try:
-        yield
-    except ZooError as err:
-        raise type(err)(f"{path}: {err}") from err
-    except (KeyError, ValueError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{path}: a malformed entry ({type(err).__name__}: {err}); save the checkpoint "
-                              "again") from err
+    with prefixed(str(path)):
+        try:
+            yield
+        except ZooError:
+            raise
+        except (KeyError, ValueError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"a malformed entry ({type(err).__name__}: {err}); save the checkpoint "
+                                  "again") from err
 
 
 def entry_encoder(entry: registry.ModelEntry, revision: Optional[str] = None, cache_dir=None,
