@@ -36,6 +36,7 @@ from transformers import HubertConfig, HubertModel
 from modalities.speech.hubert.convert import (
     config_from_fairseq,
     convert_state_dict,
+    encoder_from_fairseq,
     load_fairseq_checkpoint,
     normalize_transformers_state_dict,
     parse_conv_layers,
@@ -256,6 +257,9 @@ def test_load_s3prl_layout(tmp_path: Path) -> None:
     loaded_sd, cfg = load_fairseq_checkpoint(path)
     assert set(loaded_sd) == set(sd)
     assert config_from_fairseq(cfg) == (hf_config("group_post_ln"), True)
+    encoder = encoder_from_fairseq(path)
+    assert not encoder.training  # as zoo.load gives a model: no dropout on a first forward
+    assert encoder.processor.do_normalize and encoder.processor.normalize_eps == 1e-5  # fairseq's F.layer_norm
 
 
 def test_every_bad_key_in_one_error() -> None:
