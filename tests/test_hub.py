@@ -47,6 +47,39 @@ def test_revisions_select_the_snapshot(offline_cache, tmp_path):
         assert (tokens - reference_frames(reference, wave)).abs().max() <= 1e-5, revision
 
 
+def test_info_reads_a_repo_at_its_revision_without_its_weights(offline_cache, tmp_path, monkeypatch, capsys):
+    """`zoo info` of a Hub repo showed main only and downloaded the weights to count them. Its
+    snapshots here hold config files alone (no model.safetensors): info still describes each
+    revision, head included, with the parameter count `load` gives."""
+    from helpers import MICRO_HUBERT
+    from huggingface_hub import constants
+    from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
+
+    from zoo.cli import main
+
+    counts = {}
+    for layers, ref, commit in ((1, "v1", "1" * 40), (2, "main", "2" * 40)):
+        encoder = HubertEncoder(HubertEncoderConfig(**{**MICRO_HUBERT, "num_hidden_layers": layers}))
+        model = zoo.for_classification(encoder, labels=["a", "b", "c"])
+        model.save_pretrained(tmp_path / ref)
+        counts[ref] = sum(parameter.numel() for parameter in model.parameters())
+        (tmp_path / ref / "model.safetensors").unlink()
+        put_in_hf_cache(offline_cache, "test-org/described", tmp_path / ref, commit=commit, refs=(ref,))
+    for revision, ref in (("v1", "v1"), ("1" * 40, "v1"), (None, "main")):
+        shown = zoo.info("test-org/described", revision=revision, cache_dir=offline_cache)
+        assert shown["architecture"]["num_hidden_layers"] == (1 if ref == "v1" else 2), revision
+        assert shown["params"] == counts[ref] and shown["head"]["labels"] == ["a", "b", "c"], revision
+    with pytest.raises(OfflineError, match="revision 'v2'"):
+        zoo.info("test-org/described", revision="v2", cache_dir=offline_cache)
+    with pytest.raises(ConfigError, match="drop revision='v1'"):
+        zoo.info("hubert-base-ls960", revision="v1")
+    with pytest.raises(OfflineError, match="model.safetensors of Hub repo 'test-org/described'"):
+        zoo.load("test-org/described", cache_dir=offline_cache)  # the weights are indeed not cached
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(offline_cache))
+    assert main(["info", "test-org/described", "--revision", "v1"]) == 0
+    assert json.loads(capsys.readouterr().out)["architecture"]["num_hidden_layers"] == 1
+
+
 def test_cli_probe_and_finetune_read_the_revision_asked_for(offline_cache, tmp_path, monkeypatch, capsys):
     """`--revision` of zoo probe and zoo finetune (as of zoo embed) picks the snapshot: v1's probe
     is that of v1's files, and a linear head trains on v1's frozen weights."""

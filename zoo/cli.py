@@ -70,7 +70,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     from zoo.hub import info
 
-    print(json.dumps(info(args.name), indent=2))
+    print(json.dumps(info(args.name, revision=args.revision), indent=2))
 
 
 def load_for_command(args: argparse.Namespace) -> Any:
@@ -411,6 +411,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="show a checkpoint's hub_config, or what a checkpoint folder holds")
     info.add_argument("name", help="zoo name, Hub repo id or local checkpoint folder")
+    info.add_argument("--revision", help="the branch, tag or commit of a Hub repo id (default: main)")
     info.set_defaults(func=cmd_info)
 
     embed = commands.add_parser("embed", help="embed inputs into a .npy or .parquet file")

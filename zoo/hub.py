@@ -82,7 +82,7 @@ def load(
         model = entry_encoder(entry, revision, cache_dir, local_files_only)
     elif entry is not None:
         model = load_folder(entry_folder(entry, revision, cache_dir, local_files_only), entry, pretrained)
-    elif isinstance(name_or_path, str) and name_or_path.count("/") == 1 and not looks_like_path(name_or_path):
+    elif is_repo_id(name_or_path):
         try:
             folder = download_repo(name_or_path, revision or "main", cache_dir, local_files_only, pretrained)
             model = load_folder(folder, pretrained=pretrained)
@@ -141,18 +141,36 @@ def checkpoint_in(folder: Path) -> Path:
                           "or a `zoo pretrain` or `zoo finetune` run folder")
 
 
-def info(name_or_path: str | Path) -> dict[str, Any]:
+def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Optional[str | Path] = None,
+         local_files_only: bool = False) -> dict[str, Any]:
     """A zoo name's hub_config; for a checkpoint folder or a Hub repo of the zoo's format, what
-    its files say (loaded, so that what is shown is what `load` gives): family, class,
-    architecture, preprocessing, parameters and head."""
+    its config files say, built into the model `load` gives (so that what is shown is what loads):
+    family, class, architecture, preprocessing, parameters and head. The weights are neither read
+    nor downloaded: a description should not cost a multi-gigabyte fetch."""
     if registry.find(str(name_or_path)) is not None:
+        if revision is not None:
+            raise ConfigError(f"{str(name_or_path)!r} is a zoo name, whose hub_config has no revisions; drop "
+                              f"revision={revision!r}, or pass its Hub repo id to read that repo at a revision")
         return registry.info(str(name_or_path))
-    model = load(name_or_path)
+    path = Path(name_or_path)
+    if is_repo_id(name_or_path) and not path.is_dir():
+        folder = download_repo(str(name_or_path), revision or "main", cache_dir, local_files_only, weights=False)
+    elif path.is_dir() and revision is None:
+        with naming_shadow(path, None):
+            folder = checkpoint_in(path)
+    else:
+        load(name_or_path, revision, cache_dir, local_files_only)  # raises load's error for this name
+    model = load_folder(folder, pretrained=False, head=True)
     encoder = getattr(model, "encoder", model)
     return {"family": encoder.family, "modality": encoder.modality, "class": type(model).__name__,
             "architecture": encoder.config.to_dict(), "preprocessing": encoder.processor.to_dict(),
             "params": sum(parameter.numel() for parameter in model.parameters()),
             "head": model.head_config() if hasattr(model, "head_config") else None}
+
+
+def is_repo_id(name: str | Path) -> bool:
+    """A name spelt as a Hub repo id, "org/name"."""
+    return isinstance(name, str) and name.count("/") == 1 and not looks_like_path(name)
 
 
 def looks_like_path(name: str) -> bool:
@@ -427,9 +445,11 @@ def _listing(what: str, keys: list[str], shown: int = 10) -> str:
     return f"{len(keys)} {what} {keys[:shown]}{more}"
 
 
-def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretrained: bool = True) -> Any:
+def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretrained: bool = True,
+                head: bool = False) -> Any:
     """Build the model a checkpoint folder describes and load its weights strictly (with
-    `pretrained` False: its encoder with random weights, its weights file never read)."""
+    `pretrained` False: its encoder with random weights, its weights file never read, and with
+    `head` its head too, as `info` counts it)."""
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file():
         raise CheckpointError(f"{folder} has no {CONFIG_FILE}; is it a checkpoint folder?")
@@ -448,7 +468,7 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
         else:
             raise CheckpointError("it names neither a zoo family nor a transformers model_type")
     encoder = family.encoder_class(config, read_processor(folder, family.encoder_class, config, entry))
-    if not pretrained:
+    if not (pretrained or head):
         return encoder
     model = encoder
     if "head" in config_dict:
@@ -456,7 +476,8 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
 
         with naming_file(folder / CONFIG_FILE):
             model = head_from_config(encoder, config_dict["head"])
-    load_state(model, state, folder)
+    if pretrained:
+        load_state(model, state, folder)
     return model
 
 
