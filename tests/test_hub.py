@@ -301,8 +301,12 @@ def test_upstream_file_is_checked_converted_once_and_cached(offline_cache, tmp_p
     put_in_hf_cache(offline_cache, "test-org/fairseq-hubert", folder, commit="e" * 40)
     name = upstream_entry(tmp_path, sha256)
     first = zoo.load(name, cache_dir=offline_cache)
-    converted = hub.converted_root(offline_cache) / "converted" / name / sha256[:16]
+    converted = hub.zoo_cache_root() / "converted" / name / sha256[:16]
     assert (converted / "model.safetensors").is_file() and (converted / "README.md").is_file()
+    assert hub.zoo_cache_root() == tmp_path / "hf-home" / "ssl-zoo"  # beside the Hub cache, not in cache_dir
+    from huggingface_hub import scan_cache_dir
+
+    assert scan_cache_dir(offline_cache).warnings == []  # was a "corrupt repo" ssl-zoo/ folder
 
     from zoo import registry
 
@@ -314,6 +318,20 @@ def test_upstream_file_is_checked_converted_once_and_cached(offline_cache, tmp_p
     wave = np.random.default_rng(3).standard_normal(5000).astype(np.float32)
     assert torch.equal(first.embed([wave], sampling_rate=RATE, progress=False),
                        second.embed([wave], sampling_rate=RATE, progress=False))
+
+
+def test_zoo_cache_moves_with_its_variable(offline_cache, tmp_path, monkeypatch):
+    """$ZOO_CACHE holds the conversions (and the datasets, unless $ZOO_DATASETS says otherwise)."""
+    from modalities.graphs.datasets import cache_root
+
+    folder, sha256 = fairseq_repo(tmp_path)
+    put_in_hf_cache(offline_cache, "test-org/fairseq-hubert", folder, commit="e" * 40)
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "zoo-cache"))
+    zoo.load(upstream_entry(tmp_path, sha256), cache_dir=offline_cache)
+    assert list((tmp_path / "zoo-cache" / "converted").iterdir()) and not (tmp_path / "hf-home").exists()
+    assert cache_root() == tmp_path / "zoo-cache" / "datasets"
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "data"))
+    assert cache_root() == tmp_path / "data"
 
 
 def test_upstream_file_with_the_wrong_sha256_is_refused(offline_cache, tmp_path):

@@ -53,7 +53,8 @@ def load(
     Args:
         name_or_path: a folder, a name from `zoo.list_models()`, or "org/repo".
         revision: Hub branch, tag or commit (default: the hub_config's, else "main").
-        cache_dir: Hugging Face cache folder (default: huggingface_hub's).
+        cache_dir: Hugging Face cache folder for Hub repos (default: huggingface_hub's); the
+            conversions of upstream files go in the zoo's cache, `zoo_cache_root()`.
         local_files_only: never reach the network; use the cache only.
         device / dtype: where and in which precision to put the weights (a torch.dtype or its
             name, e.g. "bfloat16").
@@ -292,11 +293,13 @@ def download_repo(repo_id: str, revision: str, cache_dir=None, local_files_only:
     return config.parent
 
 
-def converted_root(cache_dir: Optional[str | Path] = None) -> Path:
+def zoo_cache_root() -> Path:
+    """The zoo's own cache (upstream files downloaded by URL, conversions, processed datasets):
+    $ZOO_CACHE, else $HF_HOME/ssl-zoo. It sits beside the Hub cache, never inside a `cache_dir`,
+    which holds Hub repos only: `hf cache scan` counts any other folder there a corrupt repo."""
     from huggingface_hub import constants
 
-    base = Path(cache_dir) if cache_dir else Path(constants.HF_HOME)
-    return base / "ssl-zoo"
+    return Path(os.environ.get("ZOO_CACHE") or Path(constants.HF_HOME) / "ssl-zoo")
 
 
 def converted_folder(entry: registry.ModelEntry, cache_dir=None, local_files_only: bool = False) -> Path:
@@ -308,7 +311,7 @@ def converted_folder(entry: registry.ModelEntry, cache_dir=None, local_files_onl
         sha256 = file_sha256(source)
         logger.warning("the upstream file of %r has sha256 %s; its hub_config pins no digest yet: "
                        "pin this one (\"sha256\") once it is checked against the original", entry.name, sha256)
-    folder = converted_root(cache_dir) / "converted" / entry.name / sha256[:16]
+    folder = zoo_cache_root() / "converted" / entry.name / sha256[:16]
     if (folder / WEIGHTS_FILE).is_file():
         return folder
     source = download_upstream(entry, cache_dir, local_files_only)
@@ -328,7 +331,7 @@ def download_upstream(entry: registry.ModelEntry, cache_dir, local_files_only: b
                       cache_dir, local_files_only)
     url = upstream["url"]
     digest = upstream.get("sha256") or "unpinned"
-    target = converted_root(cache_dir) / "downloads" / digest / url.split("?")[0].rsplit("/", 1)[-1]
+    target = zoo_cache_root() / "downloads" / digest / url.split("?")[0].rsplit("/", 1)[-1]
     if target.is_file():
         return target
     fix = (f"download it on a machine with network and place it at {target}, or run "

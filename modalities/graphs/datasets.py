@@ -26,10 +26,10 @@ MAX_DEGREE = 400
 
 
 def cache_root() -> Path:
-    """Where datasets are copied and processed: $HF_HOME/ssl-zoo/datasets."""
-    from huggingface_hub import constants
+    """Where datasets are copied and processed: $ZOO_DATASETS, else the zoo cache's datasets/."""
+    from zoo.hub import zoo_cache_root
 
-    return Path(os.environ.get("ZOO_DATASETS", Path(constants.HF_HOME) / "ssl-zoo" / "datasets"))
+    return Path(os.environ.get("ZOO_DATASETS") or zoo_cache_root() / "datasets")
 
 
 def working_root(data_root: Optional[str | Path], folder: str) -> Path:

@@ -47,20 +47,20 @@ def test_unpinned_upstream_file_converts_on_first_load_and_logs_its_digest(offli
     name = url_entry(tmp_path)
     with pytest.raises(OfflineError, match=r"example.org/share/BEATs/beats_tiny_finetuned.pt.*unpinned"):
         zoo.load(name, cache_dir=offline_cache)
-    target = hub.converted_root(offline_cache) / "downloads" / "unpinned" / "beats_tiny_finetuned.pt"
+    target = hub.zoo_cache_root() / "downloads" / "unpinned" / "beats_tiny_finetuned.pt"
     target.parent.mkdir(parents=True)
     shutil.copyfile(golden_file("finetuned"), target)
     digest = hub.file_sha256(target)
     with caplog.at_level("WARNING", logger="zoo.hub"):
         tagger = zoo.load(name, cache_dir=offline_cache)
     assert digest in caplog.text and "pins no digest" in caplog.text
-    assert (hub.converted_root(offline_cache) / "converted" / name / digest[:16] / "model.safetensors").is_file()
+    assert (hub.zoo_cache_root() / "converted" / name / digest[:16] / "model.safetensors").is_file()
     assert len(tagger.labels) == 10 and not tagger.training
 
 
 def test_pinned_digest_is_checked(offline_cache, tmp_path):
     name = url_entry(tmp_path, sha256="0" * 64)
-    target = hub.converted_root(offline_cache) / "downloads" / ("0" * 64) / "beats_tiny_finetuned.pt"
+    target = hub.zoo_cache_root() / "downloads" / ("0" * 64) / "beats_tiny_finetuned.pt"
     target.parent.mkdir(parents=True)
     shutil.copyfile(golden_file("finetuned"), target)
     with pytest.raises(CheckpointError, match="expected 0000"):
