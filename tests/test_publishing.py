@@ -144,6 +144,10 @@ def test_where_and_what_to_publish_are_named(offline_cache, micro_hubert, tmp_pa
         publish("hubert-tiny-fsd", "me/enc", dry_run=True)
     with pytest.raises(CheckpointError, match="'graphmae-nci1' is a pretraining recipe with no published weights"):
         publish("graphmae-nci1", "me/g", dry_run=True)
+    with pytest.raises(ConfigError, match="say where to publish 'beats-iter3'"):  # was: not cached, then this
+        publish("beats-iter3", dry_run=True)
+    with pytest.raises(OfflineError, match="upstream file of 'beats-iter3'"):
+        publish("beats-iter3", "me/b", dry_run=True)
     with pytest.raises(OfflineError, match=r"cannot publish .*ckpt.*HF_HUB_OFFLINE is set.*--dry-run"):
         publish(folder, "me/enc")
 

@@ -95,12 +95,16 @@ def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[str
     the people who download it), and decide the files and the card. A folder of another format
     (transformers', or pytorch_model.bin weights) is saved in the zoo's format first."""
     entry = registry.find(str(source))
-    folder = source_folder(source, entry)
+    # A zoo name's files are fetched or converted after the checks that need no network, so that
+    # an offline dry run without a repo id says so; a local source's errors come first.
+    deferred = entry is not None and entry.has_weights and not Path(source).is_dir()
+    folder = None if deferred else source_folder(source, entry)
     repo_id = repo_id or (entry.repo_id if entry is not None and entry.format == "zoo" else None)
     if repo_id is None:
         raise ConfigError(f"say where to publish {str(source)!r}: pass a Hub repo id, e.g. "
                           f"`zoo publish {source} your-org/{Path(str(source)).name}`")
     check_repo_id(repo_id)
+    folder = folder or source_folder(source, entry)
     model = load_folder(folder, entry)
     as_is, origin = in_zoo_format(folder), str(folder)
     card, card_source = choose_card(folder if as_is else None, entry, model, model_card)
