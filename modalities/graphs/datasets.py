@@ -64,7 +64,8 @@ def load_planetoid(name: str, data_root: Optional[str | Path]) -> Any:
 
 
 def load_ogbn_arxiv(data_root: Optional[str | Path]) -> Any:
-    """ogbn-arxiv with GraphMAE's preprocessing: undirected, features standardised, OGB split as masks."""
+    """ogbn-arxiv as PyG gives it, with the OGB split as masks; its recipe's processor makes it
+    undirected and standardises the features as GraphMAE does."""
     try:
         from ogb.nodeproppred import PygNodePropPredDataset
     except ImportError as err:
@@ -73,7 +74,6 @@ def load_ogbn_arxiv(data_root: Optional[str | Path]) -> Any:
 
     dataset = PygNodePropPredDataset("ogbn-arxiv", root=str(working_root(data_root, "ogbn_arxiv")))
     data = dataset[0]
-    data.x = standardise(data.x)
     data.y = data.y.view(-1)
     for split, index in dataset.get_idx_split().items():
         mask = torch.zeros(data.num_nodes, dtype=torch.bool)
@@ -82,19 +82,12 @@ def load_ogbn_arxiv(data_root: Optional[str | Path]) -> Any:
     return data
 
 
-def standardise(x: Any) -> Any:
-    """Zero mean, unit variance per feature, as upstream's StandardScaler."""
-    return (x - x.mean(0)) / x.std(0, unbiased=False).clamp(min=1e-12)
-
-
 def load_reddit(data_root: Optional[str | Path]) -> Any:
-    """Reddit with features standardised as GraphMAE does (it pretrains on the training nodes'
-    subgraph; here on the whole graph, transductively)."""
+    """Reddit as PyG gives it; its recipe's processor standardises the features as GraphMAE does
+    (GraphMAE pretrains on the training nodes' subgraph; the zoo on the whole graph, transductively)."""
     from torch_geometric.datasets import Reddit
 
-    data = Reddit(str(working_root(data_root, "Reddit") / "Reddit"))[0]
-    data.x = standardise(data.x)
-    return data
+    return Reddit(str(working_root(data_root, "Reddit") / "Reddit"))[0]
 
 
 def load_ppi(data_root: Optional[str | Path]) -> list[Any]:

@@ -70,7 +70,7 @@ def start_run(args: argparse.Namespace, family: str, config_class: type, recipe_
     data = load_dataset(args.dataset, args.data)
     if args.recipe and args.recipe.lower() != args.dataset.lower() and "in_dim" not in overrides:
         config, processor = fit_to_dataset(config, processor, data, args.dataset, args.data)
-    graphs = prepare_graphs(data, processor, args.dataset)
+    processor, graphs = prepare_graphs(data, processor, args.dataset)
     torch.manual_seed(args.seed)
     return config, processor, recipe, graphs
 
@@ -138,8 +138,10 @@ class GraphBatches:
         self.epoch, self.position = state["epoch"], state.get("position", 0)
 
 
-def prepare_graphs(data: Any, processor: Any, dataset: str) -> list[Any]:
-    """The dataset's graph(s), checked against the encoder's input width and normalised by its processor."""
+def prepare_graphs(data: Any, processor: GraphProcessor, dataset: str) -> tuple[GraphProcessor, list[Any]]:
+    """The processor fitted to the dataset (its feature statistics, where it standardises, as
+    GraphMAE's StandardScaler over the whole graph), and the dataset's graph(s), checked against
+    the encoder's input width and normalised by it."""
     graphs = data if isinstance(data, list) else [data]
     width = graphs[0].x.shape[1]
     if width != processor.in_dim:
@@ -147,7 +149,8 @@ def prepare_graphs(data: Any, processor: Any, dataset: str) -> list[Any]:
             f"dataset {dataset!r} has {width} node features but the recipe's encoder takes in_dim={processor.in_dim}; "
             f"pass --set in_dim={width}"
         )
-    return [processor.prepare(graph) for graph in graphs]
+    processor = processor.fitted(graphs)
+    return processor, [processor.prepare(graph) for graph in graphs]
 
 
 def run_and_save(objective: nn.Module, encoder: Any, batches: GraphBatches, config: TrainConfig,

@@ -18,8 +18,9 @@ import torch
 from zoo.errors import InputError
 from zoo.processing import Processor
 
-FEATURE_NORMS = (None, "row")
+FEATURE_NORMS = (None, "row", "standard")
 NODE_FEATURES = ("x", "degree")
+STATISTICS = ("feature_mean", "feature_std")
 
 
 @dataclasses.dataclass
@@ -32,8 +33,12 @@ class GraphProcessor(Processor):
             undirected graphs; a directed input would otherwise see half its neighbours).
         self_loops: drop the self-loops a graph has and add exactly one per node, so
             isolated nodes still attend to themselves and no node counts itself twice.
-        feature_norm: None, or "row" to divide each node's features by their sum
-            (DGL's Planetoid loader does this; a row of zeros stays zero).
+        feature_norm: None; "row" to divide each node's features by their sum (DGL's
+            Planetoid loader does this; a row of zeros stays zero); or "standard": zero mean
+            and unit variance per feature, as GraphMAE's StandardScaler for ogbn-arxiv and
+            Reddit, with `feature_mean` / `feature_std` fitted on the pretraining graph
+            (`fitted`), so that any graph embedded later is scaled as that one was. Before
+            they are fitted (a recipe's random-init encoder), each graph is scaled by its own.
         node_features: "x" (the graph's own features) or "degree": one-hot numbers of
             distinct neighbours, clipped at `in_dim - 1`, computed from the edges (any `x`
             is ignored); GraphMAE's features for sets that have none.
@@ -46,6 +51,8 @@ class GraphProcessor(Processor):
     self_loops: bool = True
     feature_norm: Optional[str] = None
     node_features: str = "x"
+    feature_mean: Optional[list[float]] = None
+    feature_std: Optional[list[float]] = None
 
     def __post_init__(self) -> None:
         if self.feature_norm not in FEATURE_NORMS:
@@ -54,6 +61,26 @@ class GraphProcessor(Processor):
             raise InputError(f"node_features={self.node_features!r} is not one of {NODE_FEATURES}")
         if self.node_features == "degree" and self.in_dim is None:
             raise InputError("node_features='degree' needs in_dim (the width of the one-hot degrees)")
+        stats = [len(values) for values in (self.feature_mean, self.feature_std) if values is not None]
+        if stats and (self.feature_norm != "standard" or len(stats) != 2 or stats[0] != stats[1]
+                      or self.in_dim not in (None, stats[0])):
+            raise InputError(f"feature_mean / feature_std of lengths {stats} go together, with feature_norm='standard' "
+                             f"and one value per feature (in_dim={self.in_dim}, feature_norm={self.feature_norm!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings, with the feature statistics only where they are fitted."""
+        settings = super().to_dict()
+        return {key: value for key, value in settings.items() if key not in STATISTICS or value is not None}
+
+    def fitted(self, graphs: Any) -> "GraphProcessor":
+        """This processor with `feature_mean` / `feature_std` of the nodes of `graphs` (a graph
+        or a list), where its `feature_norm` is "standard"; otherwise itself."""
+        if self.feature_norm != "standard":
+            return self
+        graphs = graphs if isinstance(graphs, list) else [graphs]
+        x = torch.cat([check_graph(graph, self.in_dim)[0] for graph in graphs])
+        mean, std = feature_statistics(x)
+        return dataclasses.replace(self, feature_mean=mean.tolist(), feature_std=std.tolist())
 
     def prepare(self, item: Any, **kwargs: Any) -> Any:
         """Check one graph and return a normalised copy holding only `x` and `edge_index`."""
@@ -67,7 +94,16 @@ class GraphProcessor(Processor):
         edge_index = self.normalise_edges(edge_index, x.shape[0])
         if self.feature_norm == "row":
             x = x / x.sum(dim=1, keepdim=True).clamp(min=1e-12)
+        elif self.feature_norm == "standard":
+            x = self.standardise(x)
         return Data(x=x, edge_index=edge_index)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.feature_mean is None:
+            mean, std = feature_statistics(x)
+        else:
+            mean, std = torch.tensor(self.feature_mean), torch.tensor(self.feature_std)
+        return (x - mean) / std
 
     def normalise_edges(self, edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
         from torch_geometric.utils import add_self_loops, coalesce, remove_self_loops, to_undirected
@@ -97,6 +133,13 @@ class GraphProcessor(Processor):
 
         batch = Batch.from_data_list(list(pieces))
         return {"x": batch.x, "edge_index": batch.edge_index, "batch": batch.batch}
+
+
+def feature_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and population std, as sklearn's StandardScaler fits them: a feature
+    constant up to rounding gets std 1, so that a later graph where it varies is not blown up."""
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    return mean, std.masked_fill(std <= 1e-7 * mean.abs().clamp(min=1.0), 1.0)
 
 
 def neighbour_counts(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
