@@ -1,4 +1,5 @@
-"""A non-editable wheel carries hub_configs, model cards, embedded checkpoints and examples."""
+"""A non-editable wheel carries hub_configs, model cards, embedded checkpoints and examples;
+the editable install `make install` makes is not hidden by folders of the same names."""
 
 import subprocess
 import sys
@@ -30,3 +31,16 @@ def test_wheel_install_has_its_data(tmp_path):
     assert names == sorted(p.stem for p in (ROOT / "hub_configs").glob("*.json"))
     assert cards and examples == [6, 4] and audioset_names == 632
     assert embedded == sorted(p.parent.name for p in (ROOT / "zoo" / "checkpoints").glob("*/config.json"))
+
+
+def test_folders_named_like_its_packages_in_the_working_directory_do_not_hide_them(tmp_path):
+    """With setuptools' default editable finder, an empty `zoo/` or `modalities/` folder where
+    Python runs became the package, as a namespace (`import zoo` gave no `load`; with only
+    `modalities/`, every family failed to import). The Makefile installs in compat mode."""
+    for name in ("zoo", "modalities"):
+        (tmp_path / name).mkdir()
+    code = "import zoo; print(zoo.load('tjepa-adult').family, zoo.__file__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    family, location = result.stdout.split()
+    assert family == "tjepa" and not location.startswith(str(tmp_path))
