@@ -137,7 +137,11 @@ class TrainConfig:
             raise ConfigError(f"max_grad_value={self.max_grad_value}; use a positive value or None for no clamping")
         if self.time_limit is not None and self.time_limit < 0:
             raise ConfigError(f"time_limit={self.time_limit}; use seconds >= 0 or None to train to the end")
-        if self.bf16 and torch.device(self.device).type != "cuda":
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as err:
+            raise ConfigError(f"device={self.device!r} is not a torch device ({err}); use 'cpu' or 'cuda'") from err
+        if self.bf16 and device.type != "cuda":
             raise ConfigError(f"bf16 autocast is for CUDA devices, not device={self.device!r}; drop bf16 on CPU")
 
     def check_finite(self) -> None:
@@ -455,8 +459,10 @@ class Trainer:
         self.batches = batches
         self.out_dir = out_dir
         self.config = config
+        from zoo.hub import model_to
+
         self.device = torch.device(config.device)
-        self.objective.to(self.device)
+        model_to(self.objective, self.device, None)  # a device this machine lacks is a ConfigError
         if config.activation_checkpointing:
             set_checkpointing(objective, Checkpointing())
         self.optimizer = make_optimizer(objective, config)
