@@ -2,6 +2,7 @@
 reachable here, so uploads are checked through the calls HfApi would receive."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,42 @@ def test_card_links_in_a_subfolder_or_percent_encoded_are_sent_and_not_left_out(
     (tmp_path / "enc" / "README.md").write_text("# enc\n![a](img/a.png) ![l](loss%20curve.png) ![b](b.png?raw=true)\n")
     plan = publish(tmp_path / "enc", "me/enc", dry_run=True)
     assert all(name in plan for name in ("img/a.png", "loss curve.png", "b.png")) and "left out" not in plan
+
+
+def forbidden() -> Exception:
+    """A 403 as huggingface_hub raises it, whatever its HTTP library (requests, httpx)."""
+    from types import SimpleNamespace
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    err = HfHubHTTPError.__new__(HfHubHTTPError)
+    Exception.__init__(err, "403 Forbidden: you may not write to this repo")
+    err.response = SimpleNamespace(status_code=403)
+    return err
+
+
+@pytest.mark.parametrize("failure, expected", [
+    (ConnectionError("no route"), r"OfflineError: cannot reach the Hub to publish to 'me/enc' \(ConnectionError: "
+                                  r"no route\); check the network"),
+    ("no token", "ConfigError: publishing to 'me/enc' needs a Hugging Face token: log in with `hf auth login`"),
+    ("forbidden", r"ZooError: the Hub refused to publish to 'me/enc' \(HTTP 403: 403 Forbidden.*set HF_TOKEN to a "
+                  "token that may write to 'me'"),
+])
+def test_hub_failures_are_zoo_errors_that_say_what_to_do(hub_calls, micro_hubert, tmp_path, monkeypatch, failure,
+                                                          expected):
+    """Were raw tracebacks: httpx's ConnectError without network, huggingface_hub's token and HTTP errors."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import LocalTokenNotFoundError
+
+    from zoo.errors import ZooError
+
+    error = {"no token": LocalTokenNotFoundError("Token is required"), "forbidden": forbidden()}.get(failure, failure)
+
+    def create_repo(self, repo_id, **kwargs):
+        raise error
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    folder = micro_hubert.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ZooError) as raised:
+        publish(folder, "me/enc")
+    assert re.match(expected, f"{type(raised.value).__name__}: {raised.value}"), str(raised.value)

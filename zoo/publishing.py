@@ -12,13 +12,13 @@ import dataclasses
 import re
 import tempfile
 import urllib.parse
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from zoo import registry
 from zoo.config import read_json
-from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError
+from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError
 from zoo.hub import (
     CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, checkpoint_in, default_card, entry_folder, is_offline, load_folder,
     model_card_text, save_folder,
@@ -201,12 +201,34 @@ def upload(publication: Publication, revision: Optional[str] = None, private: bo
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi()
-    api.create_repo(publication.repo_id, private=private, exist_ok=True)
-    if revision is not None and not create_pr:
-        api.create_branch(publication.repo_id, branch=revision, exist_ok=True)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(publication.folder / name))
                   for name in publication.files]
     operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=publication.card.encode()))
-    commit = api.create_commit(publication.repo_id, operations, commit_message=commit_message,
-                               revision=revision, create_pr=create_pr)
+    with hub_errors(publication.repo_id):
+        api.create_repo(publication.repo_id, private=private, exist_ok=True)
+        if revision is not None and not create_pr:
+            api.create_branch(publication.repo_id, branch=revision, exist_ok=True)
+        commit = api.create_commit(publication.repo_id, operations, commit_message=commit_message,
+                                   revision=revision, create_pr=create_pr)
     return str(commit.pr_url if create_pr else commit.commit_url)
+
+
+@contextmanager
+def hub_errors(repo_id: str) -> Iterator[None]:
+    """The Hub's refusals and a missing network as zoo errors that say what to do. A commit is
+    atomic on the Hub: a failed one leaves the repo as it was (at most created, empty)."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    login = (f"log in with `hf auth login`, or set HF_TOKEN to a token that may write to "
+             f"{repo_id.split('/')[0]!r}")
+    try:
+        yield
+    except LocalTokenNotFoundError as err:
+        raise ConfigError(f"publishing to {repo_id!r} needs a Hugging Face token: {login}") from err
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        fix = login if status in (401, 403) else "see the Hub's message"
+        raise ZooError(f"the Hub refused to publish to {repo_id!r} (HTTP {status}: {err}); {fix}") from err
+    except Exception as err:  # requests', httpx's or httpx2's network errors, by huggingface_hub's version
+        raise OfflineError(f"cannot reach the Hub to publish to {repo_id!r} ({type(err).__name__}: {err}); check "
+                           "the network (`zoo publish --dry-run` shows offline what would be sent)") from err
