@@ -157,11 +157,29 @@ def infer_config(state: dict[str, torch.Tensor], upstream_args: dict[str, Any], 
     unknown = sorted(set(overrides) - set(GmmlConfig.__dataclass_fields__))
     if unknown:
         raise ConfigError(f"--set names unknown settings {unknown}; valid: {sorted(GmmlConfig.__dataclass_fields__)}")
+    check_stated(inferred, upstream_args, overrides)
     values = {**inferred, **overrides}
     if values["num_heads"] is None:
         raise ConfigError(f"the number of heads cannot be read from the weights (width {width} is none of the "
                           f"paper's {sorted(HEADS_BY_WIDTH)}); pass it: zoo convert gmml FILE OUT --set num_heads=N")
     return GmmlConfig(**values)
+
+
+def check_stated(inferred: dict[str, Any], upstream_args: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Refuse overrides of what the checkpoint's args state and its weights cannot show: the
+    heads of its `model` and the blocks its head reads. Another value loads without a shape
+    error and gives other outputs than the weights were trained to give."""
+    stated = {}
+    if upstream_args.get("model") in UPSTREAM_MODELS:
+        stated["num_heads"] = inferred["num_heads"]
+    if "recons_blocks" in upstream_args:
+        stated["recons_blocks"] = inferred["recons_blocks"]
+    clashes = [f"{key}={overrides[key]!r} (its args say {value!r})" for key, value in stated.items()
+               if key in overrides and (tuple(overrides[key]) if isinstance(overrides[key], list) else overrides[key])
+               != value]
+    if clashes:
+        raise ConfigError(f"--set {'; '.join(clashes)} contradicts the checkpoint, whose weights were trained so; "
+                          "drop the --set")
 
 
 def check_reconstruction_head(state: dict[str, torch.Tensor], patch: int) -> None:

@@ -40,6 +40,19 @@ def test_cli_converts_the_training_checkpoint_and_zoo_load_reads_it(folder, tmp_
         "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
 
 
+def test_set_may_not_contradict_what_the_checkpoints_args_state(folder, tmp_path, capsys):
+    """Its args say vit_tiny (3 heads) and blocks 6-8-10-12: `--set num_heads=6` converted and
+    reported "reload verified", with attention split otherwise than in training."""
+    upstream = str(folder / "gmml_tiny_checkpoint.pth")
+    assert main(["convert", "gmml", upstream, str(tmp_path / "a"), "--set", "num_heads=6"]) == 2
+    assert "--set num_heads=6 (its args say 3) contradicts the checkpoint" in capsys.readouterr().err
+    assert main(["convert", "gmml", upstream, str(tmp_path / "b"), "--set", "recons_blocks=[12]"]) == 2
+    assert "recons_blocks=[12] (its args say (6, 8, 10, 12))" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main(["convert", "gmml", upstream, str(tmp_path / "c"), "--set", "num_heads=3",
+                 "--set", "recons_blocks=[6, 8, 10, 12]", "--set", "pool=cls"]) == 0  # agreeing values pass
+
+
 def test_dino_layout_needs_heads_and_takes_them_from_set(folder, tmp_path, capsys):
     upstream = str(folder / "gmml_tiny_backbone_dino_layout.pth")
     assert main(["convert", "gmml", upstream, str(tmp_path / "out")]) == 2
