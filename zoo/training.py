@@ -141,6 +141,8 @@ class TrainConfig:
             device = torch.device(self.device)
         except RuntimeError as err:
             raise ConfigError(f"device={self.device!r} is not a torch device ({err}); use 'cpu' or 'cuda'") from err
+        if device.type == "cuda" and not torch.cuda.is_available():  # before a run writes anything
+            raise ConfigError(f"device={self.device!r}, but torch sees no CUDA device here; use 'cpu'")
         if self.bf16 and device.type != "cuda":
             raise ConfigError(f"bf16 autocast is for CUDA devices, not device={self.device!r}; drop bf16 on CPU")
 

@@ -429,6 +429,7 @@ def run(args: argparse.Namespace) -> None:
     """`zoo pretrain mert`: compute the teachers' targets, pretrain, save `OUTPUT/encoder`."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    config = train_config_from_args(args)  # its settings checked before the teachers' labels are made
     out = Path(args.output)
     files = list_audio_files(args.data, args.exclude)
     torch.manual_seed(args.seed)
@@ -449,6 +450,5 @@ def run(args: argparse.Namespace) -> None:
                                 feature_grad_mult=args.feature_grad_mult, cqt_target=args.cqt_target)
     if extra is not None and args.cqt_target == "log":
         objective.fit_cqt_scale(targets["cqt"])
-    config = train_config_from_args(args)
     settings = command_settings(args)
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "mert pretrain")

@@ -415,6 +415,7 @@ def run(args: argparse.Namespace) -> None:
     """`zoo pretrain hubert`: make the iteration's labels, pretrain, save `OUTPUT/encoder`."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    config = train_config_from_args(args)  # its settings checked before the teachers' labels are made
     check_iteration(args)
     out = Path(args.output)
     files = list_audio_files(args.data, args.exclude)
@@ -429,6 +430,5 @@ def run(args: argparse.Namespace) -> None:
     batches = CropBatches(waves, labels["labels"], args.batch_size, max_frames, field, hop, args.seed)
     objective = HubertPretraining(encoder, len(labels["centers"]), args.final_dim, args.mask_prob,
                                   args.mask_length, logit_temp=args.logit_temp)
-    config = train_config_from_args(args)
     settings = command_settings(args)
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "hubert pretrain")

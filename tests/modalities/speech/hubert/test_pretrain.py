@@ -323,3 +323,14 @@ def test_init_goes_on_from_the_embedded_model(tmp_path):
         run(parser.parse_args([*common, "-o", str(tmp_path / "other"), "--variant", "base"]))
     with pytest.raises(ZooError, match="holds a MertEncoder, not a HubertEncoder"):
         run(parser.parse_args([*common[:-1], "mert-tiny", "-o", str(tmp_path / "mert")]))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of a device this machine lacks")
+def test_training_settings_are_checked_before_the_labels_are_made(tmp_path):
+    """`--device cuda` without CUDA ran the k-means teacher first and left OUT/labels.pt behind."""
+    from zoo.cli import main
+
+    write_tones(tmp_path / "data", 4)
+    assert main(["pretrain", "hubert", "--data", str(tmp_path / "data"), "-o", str(tmp_path / "run"),
+                 "--device", "cuda", "--no-progress"]) == 2
+    assert not (tmp_path / "run").exists()
