@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError, InputError, UnknownModelError
 
 RATE = 16000
 
@@ -68,6 +68,14 @@ def test_layer_selection_shapes(micro_hubert):
             micro_hubert.embed(items, layer=bad, sampling_rate=RATE, progress=False)
     with pytest.raises(InputError, match="pool"):
         micro_hubert.embed(items, pool="max", sampling_rate=RATE, progress=False)
+    with pytest.raises(ConfigError, match="layer=\\[\\] names no layer"):  # was torch's "stack expects a non-empty"
+        micro_hubert.embed(items, layer=[], sampling_rate=RATE, progress=False)
+    with pytest.raises(InputError, match="audio inputs take one option, sampling_rate=; got foo="):  # was a TypeError
+        micro_hubert.embed(items, foo=1, progress=False)
+    with pytest.raises(InputError, match="no inputs to make a batch of"):  # was max()'s ValueError
+        micro_hubert.preprocess([])
+    with pytest.raises(UnknownModelError, match=r"info\(None\): pass a zoo name"):  # was pathlib's TypeError
+        zoo.info(None)
 
 
 def test_long_inputs_are_chunked_and_pooled_over_all_frames(micro_hubert):

@@ -213,7 +213,10 @@ class AudioProcessor(Processor):
             raise ConfigError(f"AudioProcessor: chunk_seconds={self.chunk_seconds!r} must be positive and "
                               f"min_samples={self.min_samples!r} at least 0")
 
-    def prepare(self, item: Any, sampling_rate: Optional[int] = None) -> torch.Tensor:
+    def prepare(self, item: Any, sampling_rate: Optional[int] = None, **options: Any) -> torch.Tensor:
+        if options:
+            given = ", ".join(f"{key}=" for key in sorted(options))
+            raise InputError(f"audio inputs take one option, sampling_rate=; got {given}")
         wave = load_waveform(item, sampling_rate, self.sampling_rate)
         if self.do_normalize:
             wave = (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + self.normalize_eps)

@@ -65,9 +65,7 @@ def load(
             architecture is enough (at another `revision`, its repo's config files), and a Hub
             repo gives only its config files. A head model's folder gives its encoder alone.
     """
-    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
-        raise UnknownModelError(f"load({name_or_path!r}): pass a zoo name (`zoo list`), a Hub repo id or a "
-                                "checkpoint folder")
+    check_name(name_or_path, "load")
     path = Path(name_or_path)
     entry = registry.find(str(name_or_path))
     dtype = resolve_dtype(dtype)
@@ -148,6 +146,7 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
     its config files say, built into the model `load` gives (so that what is shown is what loads):
     family, class, architecture, preprocessing, parameters and head. The weights are neither read
     nor downloaded: a description should not cost a multi-gigabyte fetch."""
+    check_name(name_or_path, "info")
     if registry.find(str(name_or_path)) is not None:
         if revision is not None:
             raise ConfigError(f"{str(name_or_path)!r} is a zoo name, whose hub_config has no revisions; drop "
@@ -167,6 +166,12 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
             "architecture": encoder.config.to_dict(), "preprocessing": encoder.processor.to_dict(),
             "params": sum(parameter.numel() for parameter in model.parameters()),
             "head": model.head_config() if hasattr(model, "head_config") else None}
+
+
+def check_name(name_or_path: Any, call: str) -> None:
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
+        raise UnknownModelError(f"{call}({name_or_path!r}): pass a zoo name (`zoo list`), a Hub repo id or a "
+                                "checkpoint folder")
 
 
 def is_repo_id(name: str | Path) -> bool:

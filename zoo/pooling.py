@@ -31,6 +31,8 @@ def layer_indices(layer: LayerSpec, num_layers: int) -> list[int] | None:
     if isinstance(layer, (str, bool)) or not isinstance(layer, (numbers.Integral, Sequence)):
         raise ConfigError(f"layer={layer!r} is not understood; use an int, a list of ints, 'all' or None")
     many = [layer] if isinstance(layer, numbers.Integral) else list(layer)
+    if not many:
+        raise ConfigError(f"layer={layer!r} names no layer; give at least one index, 'all' or None (the last)")
     indices = []
     for index in many:
         if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not -total <= index < total:

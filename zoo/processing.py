@@ -57,6 +57,8 @@ class Processor:
         """Turn a list of raw inputs into one batch (no chunking)."""
         if not isinstance(inputs, (list, tuple)):
             inputs = [inputs]
+        if not inputs:
+            raise InputError("no inputs to make a batch of; pass at least one")
         return self.collate([self.prepare(item, **kwargs) for item in inputs])
 
     def to_dict(self) -> dict[str, Any]:

@@ -158,11 +158,16 @@ class TableProcessor(Processor):
             raise InputError(f"columns {unseen} were not seen when the model was fitted on {features}; drop them "
                              f"(table.drop(columns={unseen!r})) or set processor.extra_columns = 'ignore'")
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def __call__(self, inputs: Any, **options: Any) -> dict[str, torch.Tensor]:
         """A whole table (or one row dict) as one batch."""
-        return self.transform(read_table(inputs))
+        return self.prepare(read_table(inputs), **options)
 
-    def prepare(self, item: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def prepare(self, item: Any, **options: Any) -> dict[str, torch.Tensor]:
+        """A table's rows as model inputs. Tables take no options: one given (an audio encoder's
+        sampling_rate=) is refused by name rather than dropped."""
+        if options:
+            raise InputError(f"table inputs take no options, got {', '.join(f'{key}=' for key in sorted(options))}; "
+                             "drop them (sampling_rate= is for audio encoders)")
         return self.transform(item)
 
     def size(self, piece: Any) -> int:

@@ -96,3 +96,9 @@ def test_checkpoint_without_its_schema_names_the_file(encoder, table, tmp_path):
     (tmp_path / "preprocessor_config.json").unlink()
     with pytest.raises(InputError, match="not fitted .* checkpoint folder lacks preprocessor_config.json"):
         load_folder(tmp_path).embed(table, progress=False)
+
+
+def test_the_processor_refuses_options_instead_of_ignoring_them(encoder, table):
+    """`processor(table, sampling_rate=...)` dropped the option silently; other modalities refuse it."""
+    with pytest.raises(InputError, match="table inputs take no options, got sampling_rate="):
+        encoder.processor(table, sampling_rate=16000)
