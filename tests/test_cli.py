@@ -1,6 +1,7 @@
 """The `zoo` command line: list, info, embed (npy, parquet, resumable shards), convert."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 import torch
+from helpers import shared_path
 
 import zoo
 from zoo.cli import main, model_table
@@ -464,3 +466,31 @@ def test_a_count_of_zero_is_refused_when_parsed(recipe, option, tmp_path, capsys
     with pytest.raises(SystemExit):
         main(["pretrain", recipe, "--data", "x", "-o", str(tmp_path / "run"), option, "0"])
     assert f"argument {option}: 0 is not a positive number" in capsys.readouterr().err
+
+
+def test_outputs_are_checked_before_the_work_and_never_replace_an_input(tmp_path, capsys):
+    """Were: `-o` naming an input replaced the table with its embeddings; a folder's earlier
+    output was read back as an input on a rerun; an output under a file, in /proc or named
+    like a folder raised NotADirectoryError / FileNotFoundError / IsADirectoryError tracebacks,
+    the last after the work was done."""
+    table = tmp_path / "rows" / "adult.csv"
+    table.parent.mkdir()
+    table.write_bytes((Path(zoo.__file__).parent / "examples" / "tabular" / "adult_test_rows.csv").read_bytes())
+    before = table.read_bytes()
+    assert main(["embed", "tjepa-adult", str(table), "-o", str(table)]) == 2
+    assert "is also one of the inputs" in capsys.readouterr().err and table.read_bytes() == before
+    for _ in range(2):  # the second run finds its own emb.parquet in the folder and leaves it out
+        assert main(["embed", "tjepa-adult", str(table.parent), "-o", str(table.parent / "emb.parquet")]) == 0
+        assert "1 inputs, array (6, 64)" in capsys.readouterr().err
+    (tmp_path / "d.npy").mkdir()
+    for output, message in ((table / "a.npy", r"adult.csv' is a file, not a folder"),
+                            ("/proc/zoo-test/a.npy", "cannot write output in '/proc/zoo-test'"),
+                            (tmp_path / "d.npy", r"d.npy' is a folder; name a file in it")):
+        for command in (["embed", "tjepa-adult", str(table)], ["embed", "graphmae-mutag", "--dataset", "mutag",
+                                                                "--data", str(shared_path("data", "tu"))]):
+            assert main([*command, "-o", str(output)]) == 2
+            assert re.search(message, capsys.readouterr().err), (command, output)
+    assert main(["probe", "hubert-tiny-fsdd", "--data", str(table.parent), "--cache", str(table / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write --cache in" in err and "is a file, not a folder" in err
+    assert sorted(p.name for p in table.parent.iterdir()) == ["adult.csv", "emb.parquet"]  # no .parts left

@@ -18,7 +18,7 @@ from zoo.config import parse_overrides
 from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
 from zoo.finetune_data import add_table_arguments, check_table_source
 from zoo.finetune_job import add_finetune_arguments, run_finetune
-from zoo.io import visible_files
+from zoo.io import check_writable_folder, visible_files
 from zoo.training import positive_int
 
 
@@ -171,7 +171,13 @@ def job_inputs(encoder: Any, args: argparse.Namespace, command: str) -> tuple[li
     from zoo.probe_job import file_suffixes
 
     suffixes = file_suffixes(encoder, args.name, command)
-    inputs, names = rows_of_parquet_files(expand_inputs(args.inputs, suffixes), encoder.processor.dataset_feature)
+    output = Path(args.output).resolve()
+    if any(Path(item).resolve() == output for item in args.inputs):
+        raise ConfigError(f"-o {args.output} is also one of the inputs, which the output would replace; write it "
+                          "elsewhere")
+    # a folder given as input may hold the output of an earlier run: that file is not an input
+    files = [item for item in expand_inputs(args.inputs, suffixes) if Path(item).resolve() != output]
+    inputs, names = rows_of_parquet_files(files, encoder.processor.dataset_feature)
     return inputs, names, {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
 
 
@@ -185,9 +191,10 @@ def ignore_extra_columns(encoder: Any, name: str) -> None:
 def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
     """`zoo embed NAME --dataset D`: a graph or table dataset the papers use, by name (its
     modality's `datasets.embed_dataset`), written in one pass."""
-    from zoo.embed_job import dataset_rows, write_embeddings
+    from zoo.embed_job import check_output, dataset_rows, write_embeddings
 
     check_dataset_source(args)
+    check_output(Path(args.output), pool_none=False)
     names, rows = dataset_rows(encoder, args.dataset, args.data, layer=parse_layer(args.layer), pool=args.pool,
                                batch_size=args.batch_size, device=args.device)
     print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
@@ -221,6 +228,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
     if args.protocol:
         raise ConfigError(f"--protocol {args.protocol} is for --dataset and --table; --data files are scored by a "
                           "linear probe, k-NN and RankMe: drop --protocol")
+    if args.cache:
+        check_writable_folder(args.cache, "--cache")
     encoder = load_for_command(args)
     suffixes = file_suffixes(encoder, args.name, "probe", labelled=True)
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, suffixes,

@@ -16,7 +16,7 @@ import numpy as np
 
 from zoo import registry
 from zoo.errors import ConfigError, InputError
-from zoo.io import atomic_write_text, atomic_write_with
+from zoo.io import atomic_write_text, atomic_write_with, check_writable_file
 from zoo.pooling import check_batch_sizes
 
 FORMATS = (".npy", ".parquet")
@@ -67,6 +67,7 @@ def check_output(output: Path, pool_none: bool) -> None:
         raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
     if output.suffix == ".npy" and pool_none:
         raise InputError("pool='none' gives one array per input of varying length; write .parquet instead of .npy")
+    check_writable_file(output, "output")
 
 
 def write_embeddings(output: Path, names: Sequence[str], rows: Sequence[np.ndarray]) -> str:

@@ -33,6 +33,36 @@ def visible_files(folder: str | Path, suffixes: Optional[Sequence[str]] = None) 
             and not any(part.startswith(".") for part in path.relative_to(root).parts)]
 
 
+def check_writable_folder(folder: str | Path, what: str) -> None:
+    """Make `folder` (and its parents) and check a file can be written there, before any work
+    whose result would go there: a path under a file, a read-only place or a folder given for a
+    file fails now, with the path, not after an hour of embedding."""
+    from zoo.errors import ConfigError
+
+    folder = Path(folder)
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"cannot write {what} in {str(folder)!r}: {str(existing)!r} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write {what} in {str(folder)!r} ({type(err).__name__}: {err.strerror or err}); "
+                          "choose a folder you can write to") from err
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """`check_writable_folder` for a file's folder; the path itself must not be a folder."""
+    from zoo.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        example = str(path / ("out" + path.suffix))
+        raise ConfigError(f"{what} {str(path)!r} is a folder; name a file in it, e.g. {example!r}")
+    check_writable_folder(path.parent, what)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""

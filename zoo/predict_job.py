@@ -23,7 +23,7 @@ import torch
 from zoo.embed_job import claim_parts, dataset_rows, job_settings, run_embed_job
 from zoo.errors import ConfigError, InputError
 from zoo.heads import EncoderForRegression, EncoderForTokenClassification, EncoderWithHead, LabelledHead
-from zoo.io import atomic_write_with
+from zoo.io import atomic_write_with, check_writable_file
 
 FORMATS = (".csv", ".parquet", ".jsonl")
 
@@ -43,6 +43,7 @@ def check_predictor(model: Any, name: str, dataset: Optional[str] = None) -> Non
 def check_prediction_output(output: Path) -> None:
     if output.suffix not in FORMATS:
         raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
+    check_writable_file(output, "output")
 
 
 def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[str], output: Path, top_k: int = 1,
