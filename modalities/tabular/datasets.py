@@ -137,7 +137,19 @@ def labelled_frame(table: Any, target: str, role: str) -> pd.DataFrame:
     missing = int(frame[target].isna().sum())
     if missing:
         raise InputError(f"{missing} rows of the {role} table {str(table)!r} have no {target!r}; drop them first")
+    if frame.empty:
+        raise InputError(f"the {role} table {str(table)!r} has no rows, only its header")
     return frame
+
+
+def check_test_classes(train: pd.DataFrame, test: pd.DataFrame, target: str, test_table: Any) -> None:
+    """Test rows of a class no training row has would be scored against a head that cannot
+    predict it: the score would be reported, and mean nothing."""
+    unseen = sorted(set(test[target].map(str)) - set(train[target].map(str)))
+    if unseen:
+        raise InputError(f"the test table {str(test_table)!r} has {target!r} values no training row has: "
+                         f"{unseen[:10]}; a model cannot learn them from these rows: drop those test rows or add "
+                         "training rows of them (or pass --task regression for a numeric target)")
 
 
 def table_splits(table: Any, target: str, test_table: Any = None, task: Optional[str] = None) -> TableSplits:
@@ -150,6 +162,8 @@ def table_splits(table: Any, target: str, test_table: Any = None, task: Optional
     task = target_task(frame[target], task)
     if test_table is not None:
         train, test = frame, labelled_frame(test_table, target, "test")
+        if task != "regression":
+            check_test_classes(train, test, target, test_table)
     else:
         try:
             train, test = train_test_split(frame, test_size=TEST_SHARE, random_state=0,

@@ -5,6 +5,7 @@ the same, and `zoo probe`'s protocols, on a labelled table of your own."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -203,3 +204,20 @@ def test_a_table_is_for_table_encoders_and_needs_labels_in_every_row(own_table, 
     frame.assign(income="<=50K").to_csv(own_table / "one.csv", index=False)
     assert main(["probe", "tjepa-adult", "--table", str(own_table / "one.csv"), "--target", "income"]) == 2
     assert "target 'income' has 1 class; a classifier needs at least two" in capsys.readouterr().err
+
+
+def test_a_test_table_with_classes_no_training_row_has_or_no_rows_is_refused(own_table, capsys):
+    """Were scored: a test class the head cannot predict gave `test_accuracy` 0.224 (finetune,
+    with an untrained extra class in the saved head) and 0.0 (probe); a header-only test table
+    gave "mean": NaN from the probe and an unnamed error after training from finetune."""
+    test = pd.read_parquet(own_table / "own_test.parquet")
+    test.assign(income=test["income"].where(test.index % 4 > 0, "ZZZ")).to_csv(own_table / "new.csv", index=False)
+    test.head(0).to_csv(own_table / "header.csv", index=False)
+    table = ["--table", str(own_table / "own.csv"), "--target", "income"]
+    for test_table, message in (("new.csv", r"'income' values no training row has: \['ZZZ'\]"),
+                                ("header.csv", "has no rows, only its header")):
+        for command in (["finetune", "tjepa-adult", *table, "-o", str(own_table / "run"), "--epochs", "1"],
+                        ["probe", "tjepa-adult", *table]):
+            assert main([*command, "--test-table", str(own_table / test_table)]) == 2
+            assert re.search(message, capsys.readouterr().err), (command, test_table)
+    assert not (own_table / "run").exists()
