@@ -310,3 +310,18 @@ def test_a_setting_that_is_not_a_finite_number_is_refused(change):
     name = next(iter(change))
     with pytest.raises(ConfigError, match=f"{name}=.*; give a finite number"):
         TrainConfig(steps=1, **change)
+
+
+def test_seeds_numpy_cannot_take_are_refused_when_parsed(tmp_path, capsys):
+    """`zoo finetune --seed -1` failed in numpy after making the run folder; `zoo probe --seeds -1` in sklearn."""
+    from zoo.cli import main
+    from zoo.training import seed_int
+
+    assert seed_int("0") == 0 and seed_int(str(2**32 - 1)) == 2**32 - 1
+    for bad in ("-1", str(2**32), "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            seed_int(bad)
+    with pytest.raises(SystemExit, match="2"):  # argparse's refusal
+        main(["finetune", "graphmae-cora", "--dataset", "cora", "-o", str(tmp_path / "run"), "--seed", "-1"])
+    assert "argument --seed: -1 is not a seed; use 0 to 4294967295" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -19,7 +19,7 @@ from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelErr
 from zoo.finetune_data import add_table_arguments, check_table_source
 from zoo.finetune_job import add_finetune_arguments, run_finetune
 from zoo.io import check_writable_folder, visible_files
-from zoo.training import positive_int
+from zoo.training import positive_int, seed_int
 
 
 def format_params(count: Optional[int]) -> str:
@@ -104,7 +104,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, random_init: bool = True)
     parser.add_argument("--dtype", help="weights' precision, e.g. bfloat16 on a GPU (default: float32)")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     if random_init:
-        parser.add_argument("--random-init", type=int, metavar="SEED",
+        parser.add_argument("--random-init", type=seed_int, metavar="SEED",
                             help="the same architecture and preprocessing with random weights seeded SEED instead "
                                  "of the checkpoint's (nothing downloaded): the random-init baseline")
     parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
@@ -461,7 +461,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--task", choices=("classification", "regression"),
                        help="with --table: what --target holds (default: regression for numbers with a fraction, "
                             "else classes)")
-    probe.add_argument("--seeds", type=int, nargs="+", default=[0], help="probe seeds for --dataset or --table")
+    probe.add_argument("--seeds", type=seed_int, nargs="+", default=[0], help="probe seeds for --dataset or --table")
     probe.add_argument("--protocol", help="with --dataset or --table: the paper's protocol, linear-probe (node "
                        "datasets), svm-10fold (sets of graphs), mlp, resnet, mlp-raw, resnet-raw or xgboost (tables); "
                        "default: the dataset's own (a table's: mlp)")
@@ -471,7 +471,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--pool", default="mean", choices=["mean", "cls"],
                        help="with --data: mean of the tokens or the cls token (default: mean)")
     probe.add_argument("--batch-size", type=int, default=8)
-    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--seed", type=seed_int, default=0)
     probe.add_argument("--k", type=int, default=20, help="neighbours for k-NN (at most the training items)")
     probe.add_argument("--cache", metavar="DIR",
                        help="with --data: keep the embeddings in DIR; an interrupted probe goes on from the shards "

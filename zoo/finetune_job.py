@@ -45,7 +45,7 @@ from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
 from zoo.run_cards import run_card, with_eval_result
 from zoo.training import (
-    PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, share, train,
+    PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, seed_int, share, train,
     write_run_settings,
 )
 
@@ -151,7 +151,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the mean of the layer's tokens, the encoder's cls token (GMML, T-JEPA), or a graph "
                              "readout (sum, max); default: a graph encoder's own readout, else mean")
     parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
-    parser.add_argument("--random-init", nargs="?", type=int, const=True, default=False, metavar="SEED",
+    parser.add_argument("--random-init", nargs="?", type=seed_int, const=True, default=False, metavar="SEED",
                         help="train a fresh encoder of the checkpoint's architecture instead of its weights, seeded "
                              "SEED (as zoo embed/probe --random-init SEED; alone: by --seed); a T-JEPA's output "
                              "scale is fitted on the training rows, as its pretraining does")
@@ -176,7 +176,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default by mode: {DEFAULT_LR}; a node "
                         f"dataset: {DEFAULT_NODE_LR})")
     parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0, help="head init, random encoder init and batch order")
+    parser.add_argument("--seed", type=seed_int, default=0, help="head init, random encoder init and batch order")
     add_device_arguments(parser)
     parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
     parser.add_argument("--time-limit", type=float,

@@ -179,7 +179,7 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     optim.add_argument("--max-grad-norm", type=float, default=max_grad_norm,
                        help=f"gradient clipping norm (default: {max_grad_norm:g})")
     optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
-    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--seed", type=seed_int, default=0)
     add_device_arguments(optim)
     add_time_limit_argument(optim)
     optim.add_argument("--threads", type=positive_int,
@@ -217,6 +217,18 @@ def add_device_arguments(parser: Any) -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="recompute block activations in the backward pass: less memory, the same steps")
+
+
+def seed_int(text: str) -> int:
+    """argparse type of random seeds: numpy takes 0 to 2**32 - 1, so -1 would fail after the
+    run's folder was made."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is not a seed; use 0 to {2**32 - 1}")
+    return value
 
 
 def positive_int(text: str) -> int:

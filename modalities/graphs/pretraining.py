@@ -22,7 +22,8 @@ from zoo import registry
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError, UnknownModelError
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, command_settings, positive_int, save_trained, train, write_run_settings,
+    TrainConfig, add_time_limit_argument, command_settings, positive_int, save_trained, seed_int, train,
+    write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -96,7 +97,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe or architecture setting, e.g. --set lr=0.0005")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     add_time_limit_argument(parser)

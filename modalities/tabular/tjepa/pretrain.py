@@ -30,7 +30,8 @@ from zoo import registry
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, command_settings, positive_int, save_trained, train, write_run_settings,
+    TrainConfig, add_time_limit_argument, command_settings, positive_int, save_trained, seed_int, train,
+    write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe or architecture setting, e.g. --set num_layers=8")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     parser.add_argument("--checkpoint-every", type=int, default=100)
