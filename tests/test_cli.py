@@ -245,10 +245,12 @@ def test_embed_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
     empty = tmp_path / "empty.wav"
     soundfile.write(empty, np.zeros(0, dtype=np.float32), RATE)
     for option, message in [(["--layer", "x"], "--layer 'x': use an int, a comma-separated list"),
-                            (["--shard-size", "0"], "shard_size=0; use a positive number"),
-                            (["--batch-size", "-1"], "batch_size=-1; use a positive number")]:
+                            (["--shard-size", "0"], "shard_size=0; use a positive number")]:
         assert main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.npy"), *option]) == 2
         assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # refused when parsed, as for --dataset (was accepted there)
+        main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.npy"), "--batch-size", "-1"])
+    assert "argument --batch-size: -1 is not a positive number" in capsys.readouterr().err
     assert not list(tmp_path.glob("e.npy*"))
     assert main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.npy")]) == 2
     assert "input 0: audio input is empty" in capsys.readouterr().err

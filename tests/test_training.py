@@ -312,15 +312,20 @@ def test_a_setting_that_is_not_a_finite_number_is_refused(change):
         TrainConfig(steps=1, **change)
 
 
-def test_seeds_numpy_cannot_take_are_refused_when_parsed(tmp_path, capsys):
+def test_seeds_and_counts_that_cannot_work_are_refused_when_parsed(tmp_path, capsys):
     """`zoo finetune --seed -1` failed in numpy after making the run folder; `zoo probe --seeds -1` in sklearn."""
     from zoo.cli import main
-    from zoo.training import seed_int
+    from zoo.training import non_negative_int, positive_float, probability, seed_int
 
     assert seed_int("0") == 0 and seed_int(str(2**32 - 1)) == 2**32 - 1
-    for bad in ("-1", str(2**32), "x"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            seed_int(bad)
+    assert non_negative_int("0") == 0 and positive_float("0.5") == 0.5 and probability("1") == 1.0
+    bad_values = {seed_int: ("-1", str(2**32), "x"), non_negative_int: ("-1", "1.5"),  # --workers -1: a ValueError
+                  positive_float: ("0", "-3", "inf", "nan", "x"),  # --max-seconds 0: one-frame crops, silently
+                  probability: ("0", "2", "x")}  # --mask-prob 2: refused only after the k-means labels
+    for parse, values in bad_values.items():
+        for bad in values:
+            with pytest.raises(argparse.ArgumentTypeError):
+                parse(bad)
     with pytest.raises(SystemExit, match="2"):  # argparse's refusal
         main(["finetune", "graphmae-cora", "--dataset", "cora", "-o", str(tmp_path / "run"), "--seed", "-1"])
     assert "argument --seed: -1 is not a seed; use 0 to 4294967295" in capsys.readouterr().err

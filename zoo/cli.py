@@ -112,7 +112,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, random_init: bool = True)
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """How `zoo embed` / `zoo predict` batch and read their inputs, in resumable shards."""
-    parser.add_argument("--batch-size", type=int,
+    parser.add_argument("--batch-size", type=positive_int,
                         help="items per forward pass (default: the encoder's own, 8 files, 32 graphs, 1024 table rows)")
     parser.add_argument("--shard-size", type=int, default=1024,
                         help="inputs per shard; a rerun after an interruption skips finished shards")
@@ -470,7 +470,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")
     probe.add_argument("--pool", default="mean", choices=["mean", "cls"],
                        help="with --data: mean of the tokens or the cls token (default: mean)")
-    probe.add_argument("--batch-size", type=int, default=8)
+    probe.add_argument("--batch-size", type=positive_int, default=8)
     probe.add_argument("--seed", type=seed_int, default=0)
     probe.add_argument("--k", type=int, default=20, help="neighbours for k-NN (at most the training items)")
     probe.add_argument("--cache", metavar="DIR",

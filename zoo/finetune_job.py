@@ -172,7 +172,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=positive_int,
                         help="with --validation: stop after N epochs without a better validation score "
                              "(default: run every epoch)")
-    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=64)
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default by mode: {DEFAULT_LR}; a node "
                         f"dataset: {DEFAULT_NODE_LR})")
     parser.add_argument("--weight-decay", type=float, default=0.01)

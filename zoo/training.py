@@ -168,7 +168,7 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     """
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default: {steps})")
-    optim.add_argument("--batch-size", type=int, default=batch_size,
+    optim.add_argument("--batch-size", type=positive_int, default=batch_size,
                        help=f"{batch_unit} per batch (default: {batch_size})")
     optim.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
     optim.add_argument("--weight-decay", type=float, default=weight_decay,
@@ -240,6 +240,36 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number; use 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of counts that may be 0 (DataLoader worker processes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of lengths and durations that must be above 0 (a crop's seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type of a probability above 0, at most 1 (a masking rate)."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a probability; use a number in (0, 1]")
     return value
 
 

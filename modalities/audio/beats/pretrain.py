@@ -36,7 +36,7 @@ from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
 from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-                          positive_int, train_and_save, train_config_from_args)
+                          positive_float, positive_int, train_and_save, train_config_from_args)
 
 STAGES = ("ssl", "tokenizer")
 
@@ -195,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to each --data folder; FSDD's test "
                            "split is '*_[0-4].wav'")
-    data.add_argument("--max-seconds", type=float, default=2.0, help="longest random crop (default: 2.0)")
+    data.add_argument("--max-seconds", type=positive_float, default=2.0, help="longest random crop (default: 2.0)")
 
     stage = parser.add_argument_group("iteration")
     stage.add_argument("--stage", choices=STAGES, default="ssl",

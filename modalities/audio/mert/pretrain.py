@@ -60,7 +60,8 @@ from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_wav
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
 from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-                          positive_int, train_and_save, train_config_from_args)
+                          positive_float, positive_int, probability, train_and_save,
+                          train_config_from_args)
 
 ENCODER_FOLDER = "encoder"
 #: MERT's CQT teacher: 7 octaves of 48 bins from 32.7 Hz
@@ -342,7 +343,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, encoder/")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to --data (repeatable)")
-    data.add_argument("--max-seconds", type=float, default=5.0, help="longest random crop (MERT: 5 s) (default: 5.0)")
+    data.add_argument("--max-seconds", type=positive_float, default=5.0,
+                      help="longest random crop (MERT: 5 s) (default: 5.0)")
 
     teacher = parser.add_argument_group("teachers")
     teacher.add_argument("--teacher", choices=("kmeans", "encodec"), default="kmeans",
@@ -366,7 +368,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field of the variant, e.g. --set num_hidden_layers=2")
     model.add_argument("--final-dim", type=int, default=64, help="prediction width per codebook (default: 64)")
-    model.add_argument("--mask-prob", type=float, default=0.8, help="(default: 0.8)")
+    model.add_argument("--mask-prob", type=probability, default=0.8, help="(default: 0.8)")
     model.add_argument("--mask-length", type=int, default=5, help="frames per masked span (default: 5)")
     model.add_argument("--feature-penalty", type=float, default=10.0,
                        help="weight of mean(conv features^2) (MERT: 10) (default: 10.0)")

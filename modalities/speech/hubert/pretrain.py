@@ -38,7 +38,8 @@ from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.outputs import PretrainOutput
 from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-                          positive_int, train_and_save, train_config_from_args)
+                          positive_float, positive_int, probability, train_and_save,
+                          train_config_from_args)
 
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100
@@ -276,7 +277,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to --data (repeatable); "
                            "FSDD's test split is '*_[0-4].wav'")
-    data.add_argument("--max-seconds", type=float, default=5.0, help="longest random crop (default: 5.0)")
+    data.add_argument("--max-seconds", type=positive_float, default=5.0, help="longest random crop (default: 5.0)")
 
     labels = parser.add_argument_group("labels")
     labels.add_argument("--iteration", type=int, choices=(1, 2), default=1,
@@ -298,7 +299,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="override a config field of the variant, "
                             "e.g. --set 'conv_dim=[128,128,128,128,128,128,128]'")
     model.add_argument("--final-dim", type=int, default=256, help="prediction space width (default: 256)")
-    model.add_argument("--mask-prob", type=float, default=0.8, help="see compute_span_mask (default: 0.8)")
+    model.add_argument("--mask-prob", type=probability, default=0.8, help="see compute_span_mask (default: 0.8)")
     model.add_argument("--mask-length", type=int, default=10,
                        help="frames per masked span; shorten it for short utterances (default: 10)")
     model.add_argument("--logit-temp", type=float, default=0.1, help="cosine logit temperature (default: 0.1)")

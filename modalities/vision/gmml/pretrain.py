@@ -39,7 +39,7 @@ from zoo.config import parse_overrides
 from zoo.errors import ConfigError
 from zoo.outputs import PretrainOutput
 from zoo.training import (ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run,
-                          command_settings, encoder_to_pretrain, raise_if_error, train_and_save,
+                          command_settings, encoder_to_pretrain, non_negative_int, raise_if_error, train_and_save,
                           train_config_from_args)
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
@@ -228,7 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--split", default="train", help="split of a parquet folder, a DatasetDict or MNIST's test set "
                       "(train = the MANIFEST's stratified 80 %%, test, all) (default: train)")
     data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, encoder/")
-    data.add_argument("--workers", type=int, default=0, help="DataLoader processes making batches (default: 0)")
+    data.add_argument("--workers", type=non_negative_int, default=0,
+                      help="DataLoader processes making batches (default: 0)")
 
     gmml = parser.add_argument_group("GMML")
     gmml.add_argument("--views", type=int, default=2, help="crops per image (upstream: 2 global crops)")
