@@ -245,7 +245,9 @@ def test_embed_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
     empty = tmp_path / "empty.wav"
     soundfile.write(empty, np.zeros(0, dtype=np.float32), RATE)
     for option, message in [(["--layer", "x"], "--layer 'x': use an int, a comma-separated list"),
-                            (["--shard-size", "0"], "shard_size=0; use a positive number")]:
+                            (["--shard-size", "0"], "shard_size=0; use a positive number"),
+                            (["--layer", "99"], "layer 99 is out of range"),  # these two left e.npy.parts/ behind
+                            (["--pool", "cls"], "pool='cls': HubertEncoder has no cls token")]:
         assert main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.npy"), *option]) == 2
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):  # refused when parsed, as for --dataset (was accepted there)

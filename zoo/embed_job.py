@@ -36,6 +36,7 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     bar covers the whole job; a resumed job's bar starts at the items its shards already hold."""
     check_output(output, pool_none=pool == "none" and not hasattr(encoder, "table_chunks"))
     check_batch_sizes(batch_size=batch_size, shard_size=shard_size)
+    encoder.check_embed_options(layer, pool)
     batch_size = batch_size or encoder.embed_batch_size
     parts = output.with_name(output.name + ".parts")
     names = [str(item) for item in inputs] if names is None else names

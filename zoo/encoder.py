@@ -162,6 +162,11 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             rows = [row[0] for row in rows]
         return rows if pool == "none" else torch.stack(rows)
 
+    def check_embed_options(self, layer: LayerSpec, pool: str) -> None:
+        """What `embed` checks of its layer and pool, for a job to check before it writes anything."""
+        check_pool(pool, self.pools, type(self).__name__)
+        layer_indices(layer, self.num_layers)
+
     @contextmanager
     def embedding(self, device: Optional[str | torch.device] = None) -> Iterator[None]:
         """Move to `device` (if given) and switch to eval mode for the block, then restore the
