@@ -330,3 +330,16 @@ def test_seeds_and_counts_that_cannot_work_are_refused_when_parsed(tmp_path, cap
         main(["finetune", "graphmae-cora", "--dataset", "cora", "-o", str(tmp_path / "run"), "--seed", "-1"])
     assert "argument --seed: -1 is not a seed; use 0 to 4294967295" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("family, dataset, folder", [("tjepa", "adult", "adult"), ("graphmae", "mutag", "tu")])
+def test_a_recipe_batch_size_below_one_is_refused(family, dataset, folder, tmp_path, capsys):
+    """`--set batch_size=0` was a ZeroDivisionError when the batches were counted."""
+    from helpers import shared_path
+
+    from zoo.cli import main
+
+    assert main(["pretrain", family, "--dataset", dataset, "--data", str(shared_path("data", folder)),
+                 "-o", str(tmp_path / "run"), "--set", "batch_size=0", "--no-progress"]) == 2
+    assert "batch_size=0; use a positive batch size (--set batch_size=N)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

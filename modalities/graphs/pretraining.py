@@ -68,6 +68,8 @@ def start_run(args: argparse.Namespace, family: str, config_class: type, recipe_
                                 "--recipe NAME") from err
     if recipe[length_key] < 1:
         raise ConfigError(f"{length_key}={recipe[length_key]}; train for at least one (--{length_key} N)")
+    if recipe.get("batch_size", 1) < 1:  # was a ZeroDivisionError
+        raise ConfigError(f"batch_size={recipe['batch_size']}; use a positive batch size (--set batch_size=N)")
     data = load_dataset(args.dataset, args.data)
     if args.recipe and args.recipe.lower() != args.dataset.lower() and "in_dim" not in overrides:
         config, processor = fit_to_dataset(config, processor, data, args.dataset, args.data)

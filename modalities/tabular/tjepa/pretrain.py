@@ -145,6 +145,8 @@ def run(args: argparse.Namespace) -> None:
     architecture, recipe = resolve_recipe(args.recipe or args.dataset or "adult", overrides)
     if recipe["epochs"] < 1:
         raise ConfigError(f"epochs={recipe['epochs']}; train for at least one epoch (--epochs N)")
+    if recipe["batch_size"] < 1:  # was a ZeroDivisionError
+        raise ConfigError(f"batch_size={recipe['batch_size']}; use a positive batch size (--set batch_size=N)")
     frame, processor = training_table(args)
     torch.manual_seed(args.seed)
     architecture = {**architecture, "standardize_output": False}
