@@ -219,13 +219,18 @@ def add_device_arguments(parser: Any) -> None:
                         help="recompute block activations in the backward pass: less memory, the same steps")
 
 
+def parsed(text: str, kind: type) -> Any:
+    """`text` as an int or a float, or argparse's error saying it is not one."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+
+
 def seed_int(text: str) -> int:
     """argparse type of random seeds: numpy takes 0 to 2**32 - 1, so -1 would fail after the
     run's folder was made."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = parsed(text, int)
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"{value} is not a seed; use 0 to {2**32 - 1}")
     return value
@@ -234,10 +239,7 @@ def seed_int(text: str) -> int:
 def positive_int(text: str) -> int:
     """argparse type of counts that must be at least 1 (codes, codebooks, frames to cluster):
     zero is refused at parsing, not after minutes of feature extraction."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = parsed(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number; use 1 or more")
     return value
@@ -245,10 +247,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """argparse type of counts that may be 0 (DataLoader worker processes)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = parsed(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
     return value
@@ -256,10 +255,7 @@ def non_negative_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """argparse type of lengths and durations that must be above 0 (a crop's seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = parsed(text, float)
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")
     return value
@@ -276,10 +272,7 @@ def probability(text: str) -> float:
 def share(text: str) -> float:
     """argparse type of a share of a set strictly between 0 and 1 (a validation split), refused
     at parsing."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = parsed(text, float)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a share between 0 and 1; e.g. 0.1 for a tenth")
     return value
