@@ -169,6 +169,7 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
 
 
 def check_name(name_or_path: Any, call: str) -> None:
+    """A name `call` can look up: None, a number or a blank would fail deep in pathlib."""
     if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
         raise UnknownModelError(f"{call}({name_or_path!r}): pass a zoo name (`zoo list`), a Hub repo id or a "
                                 "checkpoint folder")

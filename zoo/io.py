@@ -1,5 +1,5 @@
-"""Files: atomic writes (nothing the zoo writes is ever left half-written) and the listing
-of a folder's input files."""
+"""Files: atomic writes (nothing the zoo writes is ever left half-written), checks that an
+output can be written before the work that makes it, and the listing of a folder's input files."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
+
+from zoo.errors import ConfigError
 
 
 def _umask() -> int:
@@ -37,8 +39,6 @@ def check_writable_folder(folder: str | Path, what: str) -> None:
     """Make `folder` (and its parents) and check a file can be written there, before any work
     whose result would go there: a path under a file, a read-only place or a folder given for a
     file fails now, with the path, not after an hour of embedding."""
-    from zoo.errors import ConfigError
-
     folder = Path(folder)
     existing = next(path for path in (folder, *folder.parents) if path.exists())
     if not existing.is_dir():
@@ -54,8 +54,6 @@ def check_writable_folder(folder: str | Path, what: str) -> None:
 
 def check_writable_file(path: str | Path, what: str) -> None:
     """`check_writable_folder` for a file's folder; the path itself must not be a folder."""
-    from zoo.errors import ConfigError
-
     path = Path(path)
     if path.is_dir():
         example = str(path / ("out" + path.suffix))
