@@ -46,6 +46,7 @@ from torch import nn
 from zoo.checkpointing import Checkpointing, set_checkpointing
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, InputError, ZooError
+from zoo.hub import model_to
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.outputs import PretrainOutput
 
@@ -496,8 +497,6 @@ class Trainer:
         self.batches = batches
         self.out_dir = out_dir
         self.config = config
-        from zoo.hub import model_to
-
         self.device = torch.device(config.device)
         model_to(self.objective, self.device, None)  # a device this machine lacks is a ConfigError
         if config.activation_checkpointing:
