@@ -28,6 +28,15 @@ P = TypeVar("P", bound="Processor")
 FILE_NAME = "preprocessor_config.json"
 
 
+def refuse_options(kind: str, options: dict[str, Any]) -> None:
+    """Inputs of `kind` take no options: one given (an audio encoder's sampling_rate=) is refused
+    by name, not dropped or left to fail as a TypeError."""
+    if options:
+        given = ", ".join(f"{key}=" for key in sorted(options))
+        raise InputError(f"{kind} inputs take no options, got {given}; drop them (sampling_rate= is for audio "
+                         "encoders)")
+
+
 @dataclasses.dataclass
 class Processor:
     """Base class; subclasses are dataclasses whose fields are their saved settings."""

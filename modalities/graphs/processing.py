@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from zoo.errors import InputError
-from zoo.processing import Processor
+from zoo.processing import Processor, refuse_options
 
 FEATURE_NORMS = (None, "row", "standard")
 NODE_FEATURES = ("x", "degree")
@@ -82,12 +82,11 @@ class GraphProcessor(Processor):
         mean, std = feature_statistics(x)
         return dataclasses.replace(self, feature_mean=mean.tolist(), feature_std=std.tolist())
 
-    def prepare(self, item: Any, **kwargs: Any) -> Any:
+    def prepare(self, item: Any, **options: Any) -> Any:
         """Check one graph and return a normalised copy holding only `x` and `edge_index`."""
         from torch_geometric.data import Data
 
-        if kwargs:
-            raise InputError(f"graph inputs take no options, got {sorted(kwargs)}")
+        refuse_options("graph", options)
         if self.node_features == "degree":
             item = with_degree_features(item, self.in_dim)
         x, edge_index = check_graph(item, self.in_dim)

@@ -31,7 +31,7 @@ import torch
 
 from modalities.tabular.tables import NA_VALUES, TABLE_SUFFIXES, read_table, to_frame
 from zoo.errors import ConfigError, InputError
-from zoo.processing import Processor
+from zoo.processing import Processor, refuse_options
 
 KINDS = ("numeric", "categorical")
 UNKNOWN = 0
@@ -163,11 +163,8 @@ class TableProcessor(Processor):
         return self.prepare(read_table(inputs), **options)
 
     def prepare(self, item: Any, **options: Any) -> dict[str, torch.Tensor]:
-        """A table's rows as model inputs. Tables take no options: one given (an audio encoder's
-        sampling_rate=) is refused by name rather than dropped."""
-        if options:
-            raise InputError(f"table inputs take no options, got {', '.join(f'{key}=' for key in sorted(options))}; "
-                             "drop them (sampling_rate= is for audio encoders)")
+        """A table's rows as model inputs."""
+        refuse_options("table", options)
         return self.transform(item)
 
     def size(self, piece: Any) -> int:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from zoo.errors import ConfigError, InputError, naming_input
 from zoo.io import visible_files
-from zoo.processing import Processor, feature_column, is_dataset
+from zoo.processing import Processor, feature_column, is_dataset, refuse_options
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -259,11 +259,8 @@ class ImageProcessor(Processor):
                               "each, std positive")
 
     def prepare(self, item: Any, **options: Any) -> torch.Tensor:
-        """One image -> (3, S, S) normalised crop. Images take no options: one given (an audio
-        encoder's sampling_rate=) is refused by name rather than failing as a TypeError."""
-        if options:
-            raise InputError(f"image inputs take no options, got {', '.join(f'{key}=' for key in sorted(options))}; "
-                             "drop them (sampling_rate= is for audio encoders)")
+        """One image -> (3, S, S) normalised crop."""
+        refuse_options("image", options)
         return self.crop_and_normalise(load_image(item))
 
     def prepare_batch(self, images: torch.Tensor, device: str | torch.device | None = None,
