@@ -90,6 +90,18 @@ def test_embed_to_npy_and_parquet(checkpoint, wav_folder, tmp_path):
     assert not list(tmp_path.glob("*.parts"))
 
 
+def test_inputs_may_follow_options_but_unknown_options_are_refused(checkpoint, wav_folder, tmp_path, capsys):
+    clips = sorted(str(p) for p in wav_folder.iterdir())
+    assert main(["embed", str(checkpoint), "--threads", "1", clips[0], "-o", str(tmp_path / "a.npy"), *clips[1:]]) == 0
+    expected = zoo.load(checkpoint).embed(clips, progress=False)
+    assert np.abs(np.load(tmp_path / "a.npy") - expected.numpy()).max() <= 1e-6
+    with pytest.raises(SystemExit):
+        main(["embed", str(checkpoint), clips[0], "--nope", "-o", str(tmp_path / "b.npy")])
+    with pytest.raises(SystemExit):
+        main(["probe", str(checkpoint), "stray", "--data", str(wav_folder)])
+    assert capsys.readouterr().err.count("unrecognized arguments") == 2 and not (tmp_path / "b.npy").exists()
+
+
 def test_a_folder_gives_only_the_files_the_encoder_reads(checkpoint, wav_folder, tmp_path, capsys):
     """Notes, label files and hidden files beside the recordings are left out, as `embed` does with
     an image folder; a folder with none of the encoder's files is named with the endings looked for."""

@@ -531,11 +531,22 @@ RESUMABLE = {
 }
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse's parse_args, except that inputs may also follow an option (`zoo embed NAME --threads 1 a.wav`):
+    argparse takes the empty input list at the first option, and its parse_intermixed_args refuses subcommands."""
+    args, extras = parser.parse_known_args(argv)
+    if extras and isinstance(getattr(args, "inputs", None), list) and not any(a.startswith("-") for a in extras):
+        args.inputs += extras
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     recipe = argv[1] if len(argv) > 1 and argv[0] == "pretrain" else None
     try:
-        args = build_parser(recipe).parse_args(argv)
+        args = parse(build_parser(recipe), argv)
         args.func(args)
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)
