@@ -272,6 +272,18 @@ def test_embed_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
     assert not (tmp_path / "e.npy").exists()
 
 
+def test_a_bad_input_is_numbered_within_the_whole_job(checkpoint, wav_folder, tmp_path, capsys):
+    """Was numbered within its shard: `input 1` for the fourth input with --shard-size 2."""
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, dtype=np.float32), RATE)
+    clips = [*sorted(str(p) for p in wav_folder.iterdir()), str(empty)]
+    assert main(["embed", str(checkpoint), *clips, "-o", str(tmp_path / "e.npy"), "--shard-size", "2"]) == 2
+    assert "zoo: error: input 3: audio input is empty" in capsys.readouterr().err
+    with pytest.raises(zoo.errors.InputError, match=r"^input 1: audio input is empty") as raised:
+        zoo.load(checkpoint).embed([clips[0], str(empty)], progress=False)
+    assert raised.value.input_index == 1 and raised.value.reason.startswith("audio input is empty")
+
+
 def test_convert_writes_a_verified_zoo_checkpoint(tmp_path, capsys):
     from fairseq_hubert import fairseq_model_cfg, fairseq_state_dict
 

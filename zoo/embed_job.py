@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from zoo import registry
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError, InputError, counting_from
 from zoo.io import atomic_write_text, atomic_write_with, check_writable_file
 from zoo.pooling import check_batch_sizes
 
@@ -48,8 +48,9 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
         for index, shard in enumerate(shards):
             chunk = list(inputs[index * shard_size : (index + 1) * shard_size])
             if not shard.is_file():
-                rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=False,
-                                     **prepare_kwargs)
+                with counting_from(index * shard_size):
+                    rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=False,
+                                         **prepare_kwargs)
                 arrays = [row.numpy() for row in rows]
                 atomic_write_with(shard, lambda tmp: _save_npz(tmp, arrays))
             bar.update(len(chunk))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, contextmanager
-from typing import Iterator
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 
 class ZooError(Exception):
     """Base class of every error the zoo raises on purpose."""
+
+    #: which item of a list the error is about, and the error without its `input N: ` prefix
+    input_index: Optional[int] = None
+    reason: str = ""
 
 
 class UnknownModelError(ZooError, KeyError):
@@ -43,7 +47,29 @@ def prefixed(prefix: str, *kinds: type[ZooError]) -> Iterator[None]:
         raise type(err)(f"{prefix}: {err}") from err
 
 
-def naming_input(index: int) -> AbstractContextManager[None]:
+@contextmanager
+def naming_input(index: int) -> Iterator[None]:
     """Prefix a zoo error raised inside with `input {index}: `, so that the one bad item of a
-    long list or batch can be found."""
-    return prefixed(f"input {index}")
+    long list or batch can be found; the error keeps the index for `counting_from`."""
+    try:
+        yield
+    except ZooError as err:
+        raise _numbered(err, index, str(err)) from err
+
+
+@contextmanager
+def counting_from(offset: int) -> Iterator[None]:
+    """Number a bad input within the whole list when the call inside got a slice of it starting at
+    `offset` (a job's shard): its `input {i}` becomes `input {offset + i}`."""
+    try:
+        yield
+    except ZooError as err:
+        if err.input_index is None:
+            raise
+        raise _numbered(err, offset + err.input_index, err.reason) from err.__cause__
+
+
+def _numbered(err: ZooError, index: int, reason: str) -> ZooError:
+    numbered = type(err)(f"input {index}: {reason}")
+    numbered.input_index, numbered.reason = index, reason
+    return numbered
