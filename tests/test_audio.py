@@ -120,9 +120,12 @@ def test_bad_arrays_raise_input_errors(bad, fragment):
 def test_array_without_rate_and_bad_files(tmp_path):
     with pytest.raises(InputError, match="sampling_rate"):
         AudioProcessor().prepare(np.zeros(100, dtype=np.float32))
-    for rate in (0, -16000, "16k"):
+    for rate in (0, -16000, "16k", 1.5, 44.1, 22050.5, float("inf"), float("nan"), 2_000_000):  # 1.5 took 275 s
         with pytest.raises(InputError, match=f"sampling_rate={rate!r}; pass the recording's rate in Hz"):
             AudioProcessor().prepare(np.zeros(100, dtype=np.float32), sampling_rate=rate)
+    same = [AudioProcessor().prepare(np.ones(100, dtype=np.float32), sampling_rate=rate)
+            for rate in (16000, 16000.0, np.int64(16000))]
+    assert all(torch.equal(same[0], wave) for wave in same)
     with pytest.raises(InputError, match="does not exist"):
         AudioProcessor().prepare(tmp_path / "missing.wav")
     with pytest.raises(InputError, match="is a folder, not an audio file; pass the files in it"):

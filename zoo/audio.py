@@ -134,6 +134,21 @@ def check_waveform(wave: torch.Tensor) -> None:
         raise InputError(f"audio input has {bad} NaN or infinite samples; clean it (e.g. np.nan_to_num) first")
 
 
+#: the rates of real recordings, in Hz: a rate below is a typo or in kHz (1.5 Hz would be resampled
+#: to about 170 million samples a second of input), one above no audio interface records
+RECORDING_RATES = (1000, 1_000_000)
+
+
+def check_rate(rate: Any) -> None:
+    """A recording's rate: a whole number of Hz (a fraction would be dropped by resampling) in
+    RECORDING_RATES."""
+    low, high = RECORDING_RATES
+    if (isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not float(rate).is_integer()
+            or not low <= rate <= high):
+        raise InputError(f"sampling_rate={rate!r}; pass the recording's rate in Hz, a whole number from {low} to "
+                         f"{high} (e.g. 44100, not 44.1)")
+
+
 def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> torch.Tensor:
     """One raw audio input as a mono float32 waveform at `target_rate`.
 
@@ -156,8 +171,7 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
             "an audio array was given without its sampling rate; pass sampling_rate=... "
             f"(the model expects {target_rate} Hz and resamples anything else)"
         )
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not rate >= 1:
-        raise InputError(f"sampling_rate={rate!r}; pass the recording's rate in Hz (e.g. 44100)")
+    check_rate(rate)
     check_waveform(wave)
     wave = wave.mean(dim=0)
     if int(rate) != target_rate:
