@@ -95,14 +95,15 @@ class TableProcessor(Processor):
         if len(frame) == 0:
             raise InputError("cannot fit a table processor on a table with no rows")
         skip = set(ignore) | ({target} if target else set())
-        missing = sorted((skip | set(categorical)) - set(frame.columns) - set(ignore))
+        missing = sorted((skip | set(categorical)) - set(frame.columns))
         if missing:
-            raise InputError(f"columns {missing} are not in the table; its columns are {list(frame.columns)}")
+            raise InputError(f"columns {missing} are not in the table (check their spelling); its columns are "
+                             f"{list(frame.columns)}")
         forced = set(categorical)
         columns = [fit_column(name, frame[name], name in forced) for name in frame.columns if name not in skip]
         if not columns:
             raise InputError(f"the table has no feature columns besides the target {target!r}")
-        return cls(columns=columns, target=target, ignored=sorted(set(ignore) & set(frame.columns)))
+        return cls(columns=columns, target=target, ignored=sorted(set(ignore)))
 
     @property
     def is_fitted(self) -> bool:

@@ -81,6 +81,8 @@ def test_fit_errors():
         TableProcessor.fit(pd.DataFrame({"a": []}))
     with pytest.raises(InputError, match=r"\['y'\] are not in the table"):
         TableProcessor.fit(pd.DataFrame({"a": [1]}), target="y")
+    with pytest.raises(InputError, match=r"\['nope'\] are not in the table \(check their spelling\)"):
+        TableProcessor.fit(pd.DataFrame({"a": [1], "b": [2]}), ignore=["nope"])  # was accepted
     with pytest.raises(InputError, match="not fitted"):
         TableProcessor().transform(pd.DataFrame({"a": [1]}))
 
