@@ -46,6 +46,11 @@ def test_list_and_info(capsys):
     assert json.loads(capsys.readouterr().out)["repo_id"] == "facebook/hubert-base-ls960"
     assert main(["info", "no-such-model"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert main(["list", "--architectures", "--modality", "vision"]) == 0  # the modality was ignored
+    vision = capsys.readouterr().out.split()
+    assert vision and all(name.startswith("gmml-vit-") for name in vision)
+    assert main(["list", "--architectures"]) == 0
+    assert set(vision) < set(capsys.readouterr().out.split())
 
 
 

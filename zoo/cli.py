@@ -50,7 +50,7 @@ def location(entry: registry.ModelEntry) -> str:
 
 def cmd_list(args: argparse.Namespace) -> None:
     if args.architectures:
-        for name in registry.list_architectures():
+        for name in registry.list_architectures(modality=args.modality):
             if args.pattern is None or fnmatch.fnmatch(name, args.pattern):
                 print(name)
         return

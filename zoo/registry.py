@@ -244,10 +244,14 @@ def list_models(pattern: Optional[str] = None, modality: Optional[str] = None, p
     )
 
 
-def list_architectures(family: Optional[str] = None) -> list[str]:
+def list_architectures(family: Optional[str] = None, modality: Optional[str] = None) -> list[str]:
     """Named sizes without weights, "<family>-<variant>" (e.g. "gmml-vit-tiny-patch16"),
-    of one family or of all (which imports every family)."""
-    families = [family] if family is not None else list(family_modules())
+    of one family, of one modality's families, or of all (which imports every family)."""
+    if modality is not None and modality not in MODALITIES:
+        raise ConfigError(f"modality {modality!r} is not one of {MODALITIES}")
+    families = [family] if family is not None else [
+        name for name, module in family_modules().items()
+        if modality is None or module.startswith(f"modalities.{MODALITY_FOLDERS[modality]}.")]
     return sorted(f"{name}-{variant}" for name in families for variant in get_family(name).variants)
 
 
