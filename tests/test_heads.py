@@ -215,6 +215,9 @@ def test_tagging_head_scores_multi_label_targets(micro_hubert, tmp_path):
         zoo.EncoderForTagging(micro_hubert, 3, labels=["a", "b"])
     with pytest.raises(ConfigError, match=r"label names \['a'\] are given more than once"):
         zoo.for_classification(micro_hubert, labels=["a", "b", "a"])
+    for make in (zoo.for_classification, zoo.for_tagging, zoo.for_token_classification):  # were 3 classes a, b, c
+        with pytest.raises(ConfigError, match="labels='abc' is a string; give a list of names"):
+            make(micro_hubert, labels="abc")
     with pytest.raises(ConfigError, match="already a tagging model .* on its encoder: `model.encoder`"):
         zoo.for_classification(tagger, num_labels=2)
     wave = np.zeros(4000, np.float32)

@@ -239,6 +239,7 @@ class LabelledHead(EncoderWithHead):
 
     def __init__(self, encoder: nn.Module, num_outputs: int, labels: Optional[Sequence[str]] = None,
                  **kwargs: Any) -> None:
+        check_label_list(labels)
         super().__init__(encoder, num_outputs, **kwargs)
         if labels is not None and len(labels) != num_outputs:
             raise ConfigError(f"{len(labels)} label names for {num_outputs} outputs; give one name per output")
@@ -514,6 +515,13 @@ HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegressio
                                    EncoderForTokenClassification)}
 
 
+def check_label_list(labels: Any) -> None:
+    """Label names come as a list: a string would be taken for one name per character."""
+    if isinstance(labels, (str, bytes)):
+        raise ConfigError(f"labels={labels!r} is a string; give a list of names, e.g. labels=[{labels!r}] or "
+                          f"labels={labels!r}.split(',')")
+
+
 def label_count(num_labels: Optional[int], labels: Optional[Sequence[str]], maker: str) -> int:
     """`num_labels`, or by default the number of label names."""
     if num_labels is None:
@@ -558,6 +566,7 @@ def for_regression(encoder: nn.Module, num_targets: int = 1, pool: str = "mean",
 def for_tagging(encoder: nn.Module, labels: Sequence[str] | int, pool: str = "mean", layer: HeadLayer = None,
                 freeze: bool = True, dropout: float = 0.0) -> EncoderForTagging:
     """A multi-label tagger on top of `encoder`: `labels` is a list of names or their number."""
+    check_label_list(labels)
     names = None if isinstance(labels, int) else list(labels)
     count = labels if isinstance(labels, int) else len(names)
     return EncoderForTagging(encoder, count, labels=names, pool=pool, layer=layer, freeze=freeze, dropout=dropout)
