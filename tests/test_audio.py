@@ -1,5 +1,6 @@
 """The audio processor: any rate in, mono at the model rate, bad inputs as zoo errors."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,25 @@ def test_array_without_rate_and_bad_files(tmp_path):
     junk.write_bytes(b"not audio at all")
     with pytest.raises(InputError, match="cannot decode"):
         AudioProcessor().prepare(junk)
+
+
+def test_a_truncated_wav_file_is_read_with_a_warning(tmp_path):
+    """Was read without a word: libsndfile decodes what a WAV cut short holds."""
+    whole = tmp_path / "whole.wav"
+    soundfile.write(whole, np.full(16000, 0.25, np.float32), 16000, subtype="PCM_16")
+    data = whole.read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: 44 + 8000])
+    streamed = bytearray(data)
+    streamed[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # a WAV written to a pipe: its size unknown
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    with pytest.warns(UserWarning, match=r"truncated audio in audio file '.*cut.wav': its header announces 32000 "
+                                         r"bytes of audio but it holds 8000 \(25%\)"):
+        cut = AudioProcessor().prepare(tmp_path / "cut.wav")
+    assert cut.shape == (4000,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("whole.wav", "streamed.wav"):
+            assert AudioProcessor().prepare(tmp_path / name).shape == (16000,)
 
 
 def test_long_recordings_split_into_equal_windows():

@@ -10,6 +10,8 @@ import dataclasses
 import io
 import math
 import numbers
+import re
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Optional, Sequence
 
@@ -56,13 +58,35 @@ def decode_audio(source: str | BinaryIO, where: str) -> tuple[torch.Tensor, int]
     import soundfile
 
     try:
-        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(source) as handle:
+            data, rate, log = handle.read(dtype="float32", always_2d=True), handle.samplerate, handle.extra_info
     except Exception as err:  # soundfile raises several unrelated types for unreadable files
         raise InputError(
             f"cannot decode {where} ({err}); use wav, flac or ogg, "
             "or pass the samples as an array with sampling_rate="
         ) from err
+    warn_if_truncated(log, where)
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+#: libsndfile's log line for a WAV data chunk longer than the bytes that follow it
+TRUNCATED_DATA = re.compile(r"^data : (\d+) \(should be (\d+)\)", re.MULTILINE)
+#: data sizes that mean "unknown" (a WAV streamed to a pipe), not a length
+UNKNOWN_DATA_SIZES = (0, 0x7FFFFFFF, 0xFFFFFFFF)
+
+
+def warn_if_truncated(log: str, where: str) -> None:
+    """A WAV file cut short (a copy or download that stopped) decodes without an error, as
+    libsndfile reads what is there: warn, since its embedding is of part of the recording."""
+    found = TRUNCATED_DATA.search(log)
+    if found is None:
+        return
+    announced, held = map(int, found.groups())
+    if announced in UNKNOWN_DATA_SIZES or announced <= held:
+        return
+    warnings.warn(f"truncated audio in {where}: its header announces {announced} bytes of audio but it holds {held} "
+                  f"({held / announced:.0%}); the part it holds is used. Copy or download it again if that was not "
+                  "meant.", stacklevel=3)
 
 
 def to_channels_first(samples: Any) -> torch.Tensor:
