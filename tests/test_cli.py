@@ -340,6 +340,10 @@ def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):
     tone_set(tmp_path / "data", "names")
     assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", r"^(\w+?)_"]) == 2
     assert "no train/test split" in capsys.readouterr().err
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", r"^(\w+?)_",
+                 "--test-regex", ".*"]) == 2  # was told to give --test-regex
+    assert "all 24 files are in the test split, none is left for training: narrow --test-regex" in \
+        capsys.readouterr().err
     regexes = ["--label-regex", r"^(\w+?)_", "--test-regex", "_test_"]
     (tmp_path / "data" / "high_train_0.wav").rename(tmp_path / "data" / "mid_test_0.wav")
     assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), *regexes]) == 2

@@ -133,6 +133,9 @@ def check_split(rows: Sequence[tuple[Any, str, bool]]) -> None:
     """Refuse a probe that cannot be scored: no test or train split, test labels never trained on,
     or a single training label."""
     splits = {is_test for _, _, is_test in rows}
+    if splits == {True}:
+        raise InputError(f"all {len(rows)} files are in the test split, none is left for training: narrow "
+                         "--test-regex, or keep the training files out of test/ folders")
     if splits != {True, False}:
         raise InputError(f"{len(rows)} files but no train/test split: give --test-regex or a test/ folder")
     trained = {label for _, label, is_test in rows if not is_test}
