@@ -45,7 +45,7 @@ from torch import nn
 
 from zoo.checkpointing import Checkpointing, set_checkpointing
 from zoo.config import read_json
-from zoo.errors import CheckpointError, ConfigError, InputError, ZooError
+from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
 from zoo.hub import model_to
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.outputs import PretrainOutput
@@ -365,6 +365,20 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path |
 def command_settings(args: argparse.Namespace) -> dict[str, Any]:
     """A command's arguments as run settings, without the subcommand's handler (`func`)."""
     return {key: value for key, value in vars(args).items() if not callable(value)}
+
+
+def named_recipe(family: str, recipe: Optional[str], dataset: str) -> Any:
+    """The hub_config entry whose recipe a run follows: --recipe's, else --dataset's. One that does not
+    exist is named with the option that chose it, and a dataset without a recipe gets the fix."""
+    from zoo import registry
+
+    option, name = ("--recipe", recipe) if recipe else ("--dataset", dataset)
+    try:
+        return registry.recipe(family, name)
+    except UnknownModelError as err:
+        fix = "; to train on another set, borrow the recipe of a similar one with --recipe NAME" \
+            if option == "--dataset" else ""
+        raise UnknownModelError(f"{option} {name}: {err}{fix}") from err
 
 
 def check_run_folder(out: Path) -> None:

@@ -18,21 +18,20 @@ import torch
 from torch import nn
 
 from modalities.graphs.processing import GraphProcessor
-from zoo import registry
 from zoo.config import check_override_types, parse_overrides
-from zoo.errors import ConfigError, InputError, UnknownModelError
+from zoo.errors import ConfigError, InputError
+from zoo.registry import ModelEntry
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, command_settings, positive_int, save_trained, seed_int, train,
-    write_run_settings,
+    TrainConfig, add_time_limit_argument, command_settings, named_recipe, positive_int, save_trained, seed_int,
+    train, write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"
 
 
-def resolve_recipe(family: str, config_class: type, dataset: str, overrides: dict[str, Any],
+def resolve_recipe(entry: ModelEntry, config_class: type, overrides: dict[str, Any],
                    recipe_keys: Sequence[str]) -> tuple[Any, GraphProcessor, dict[str, Any]]:
-    """The encoder config, processor and recipe of `family` for `dataset`, with `--set` overrides applied."""
-    entry = registry.recipe(family, dataset)
+    """The encoder config, processor and recipe of a hub_config's recipe, with `--set` overrides applied."""
     arch_keys = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - arch_keys - set(recipe_keys))
     if unknown:
@@ -60,12 +59,8 @@ def start_run(args: argparse.Namespace, family: str, config_class: type, recipe_
     overrides = parse_overrides(args.overrides)
     if length is not None:
         overrides[length_key] = length
-    try:
-        config, processor, recipe = resolve_recipe(family, config_class, args.recipe or args.dataset, overrides,
-                                                   recipe_keys)
-    except UnknownModelError as err:
-        raise UnknownModelError(f"{err}; to train on another set, borrow the recipe of a similar one with "
-                                "--recipe NAME") from err
+    config, processor, recipe = resolve_recipe(named_recipe(family, args.recipe, args.dataset), config_class,
+                                               overrides, recipe_keys)
     if recipe[length_key] < 1:
         raise ConfigError(f"{length_key}={recipe[length_key]}; train for at least one (--{length_key} N)")
     if recipe.get("batch_size", 1) < 1:  # was a ZeroDivisionError

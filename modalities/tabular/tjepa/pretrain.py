@@ -26,12 +26,12 @@ from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tjepa.masking import MaskSampler
 from modalities.tabular.tjepa.model import TJEPAConfig, TJEPAEncoder, with_output_scale
 from modalities.tabular.tjepa.objective import TJEPAPretraining
-from zoo import registry
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
+from zoo.registry import ModelEntry
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, command_settings, positive_int, save_trained, seed_int, train,
-    write_run_settings,
+    TrainConfig, add_time_limit_argument, command_settings, named_recipe, positive_int, save_trained, seed_int,
+    train, write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -67,9 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def resolve_recipe(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(architecture settings, recipe) of the tjepa recipe for `name`, with overrides applied."""
-    entry = registry.recipe("tjepa", name)
+def resolve_recipe(entry: ModelEntry, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(architecture settings, recipe) of a tjepa hub_config's recipe, with overrides applied."""
     arch_keys = {f.name for f in dataclasses.fields(TJEPAConfig)} - set(TABLE_KEYS)
     unknown = sorted(set(overrides) - arch_keys - set(RECIPE_KEYS))
     if unknown:
@@ -142,7 +141,7 @@ def run(args: argparse.Namespace) -> None:
     overrides = parse_overrides(args.overrides)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    architecture, recipe = resolve_recipe(args.recipe or args.dataset or "adult", overrides)
+    architecture, recipe = resolve_recipe(named_recipe("tjepa", args.recipe, args.dataset or "adult"), overrides)
     if recipe["epochs"] < 1:
         raise ConfigError(f"epochs={recipe['epochs']}; train for at least one epoch (--epochs N)")
     if recipe["batch_size"] < 1:  # was a ZeroDivisionError

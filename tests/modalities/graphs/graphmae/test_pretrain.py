@@ -150,7 +150,12 @@ def test_any_tu_set_pretrains_with_a_borrowed_recipe(tmp_path, capsys, monkeypat
     out = tmp_path / "toy"
     assert main(["pretrain", "graphmae", "--dataset", "TOY", "--data", str(tmp_path / "data"), "-o", str(out)]) == 2
     error = capsys.readouterr().err
-    assert "no graphmae recipe for dataset 'TOY'" in error and "--recipe NAME" in error
+    assert "--dataset TOY: no graphmae recipe for dataset 'TOY'" in error and "--recipe NAME" in error
+    assert main(["pretrain", "graphmae", "--dataset", "TOY", "--recipe", "nope", "--data", str(tmp_path / "data"),
+                 "-o", str(out)]) == 2
+    error = capsys.readouterr().err  # was told to borrow a recipe with --recipe
+    assert "--recipe nope: no graphmae recipe for dataset 'nope'; hub_configs have recipes for" in error
+    assert "--recipe NAME" not in error
     assert main(["pretrain", "graphmae", "--dataset", "TOY", "--recipe", "mutag", "--data", str(tmp_path / "data"),
                  "-o", str(out), "--epochs", "2", "--no-progress"]) == 0
     encoder = zoo.load(out / "encoder")
