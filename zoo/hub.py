@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -406,11 +407,27 @@ def read_torch_file(path: str | os.PathLike, what: str, allowed: Sequence[Any] =
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch raise several unrelated types
         detail = str(err).split("WeightsUnpickler error:")[-1]
+        pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", detail)
+        if pickled:
+            raise CheckpointError(foreign_pickle(path, what, pickled[1])) from err
         reason = next((line.strip() for line in detail.splitlines() if line.strip()), type(err).__name__)
         raise CheckpointError(
             f"cannot read {str(path)!r} as {what}: the file is corrupt or incomplete (download it again), or it "
             f"pickles classes other than tensors and plain containers, which are never unpickled ({reason})"
         ) from err
+
+
+#: the upstream files that pickle a class, for the message on a file given to another family's converter
+PICKLED_BY = {"argparse.Namespace": "GMML training checkpoints (zoo convert gmml) and fairseq ones (zoo convert "
+                                    "hubert)"}
+
+
+def foreign_pickle(path: Path, what: str, name: str) -> str:
+    """The message on an upstream file that pickles a class its converter never unpickles: most often
+    another family's checkpoint, rarely a corrupt one."""
+    known = f" {PICKLED_BY[name]} pickle it: is the file one of those?" if name in PICKLED_BY else ""
+    return (f"{str(path)!r} is not {what}: it pickles {name}, which is not unpickled for such a file (unpickling "
+            f"runs code).{known}")
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: Path | str) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 
@@ -77,6 +78,10 @@ def test_files_that_are_not_beats_are_refused(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"holds \['state_dict'\]"):
         encoder_from_official(tmp_path / "other.pt")
+    torch.save({"SiT_model": {}, "args": argparse.Namespace(model="vit_tiny")}, tmp_path / "gmml.pth")
+    with pytest.raises(CheckpointError, match=r"gmml.pth' is not an official BEATs checkpoint: it pickles "
+                                              r"argparse.Namespace.*GMML training checkpoints \(zoo convert gmml\)"):
+        encoder_from_official(tmp_path / "gmml.pth")  # was: corrupt or incomplete, download it again
     checkpoint = torch.load(golden_file("pretrained"), weights_only=True)
     checkpoint["model"]["encoder.layers.0.extra.weight"] = torch.zeros(1)
     torch.save(checkpoint, tmp_path / "extra.pt")
