@@ -6,6 +6,7 @@ import torch
 
 from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder, with_output_scale
+from zoo.cli import main
 from zoo.errors import ConfigError, InputError
 from zoo.hub import load_folder
 
@@ -90,7 +91,7 @@ def test_save_and_reload_gives_the_same_embeddings(encoder, table, tmp_path):
     assert torch.equal(reloaded.embed(table, progress=False), encoder.embed(table, progress=False))
 
 
-def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, table, tmp_path):
+def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, table, tmp_path, capsys):
     scaled = with_output_scale(encoder, table, chunk_rows=4)  # two chunks: the statistics are streamed
     raw = encoder(**encoder.processor.transform(table), output_hidden_states=True)
     out = scaled(**scaled.processor.transform(table), output_hidden_states=True)
@@ -111,6 +112,10 @@ def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, tabl
         assert torch.equal(scaled.embed(table, progress=False), reloaded.embed(table, progress=False))
     with pytest.raises(ConfigError, match="torch.bfloat16 weights, but its standardised output is only meaningful in"):
         scaled.to(torch.bfloat16).embed(table, progress=False)
+    table.to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["embed", str(tmp_path / "scaled"), str(tmp_path / "rows.csv"), "-o", str(tmp_path / "e.npy"),
+                 "--dtype", "bfloat16"]) == 2  # was told to leave out dtype=, the Python spelling
+    assert "load it in float32: leave out dtype= (zoo load) or --dtype (the zoo commands)" in capsys.readouterr().err
 
 
 def test_errors(encoder, table):
