@@ -150,9 +150,8 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             (N, D) for one layer, (N, K, D) for several; with pool="none" a list of N
             tensors (T_i, D) or (K, T_i, D).
         """
-        check_pool(pool, self.pools, type(self).__name__)
+        indices = self.check_embed_options(layer, pool)
         check_batch_sizes(batch_size=batch_size)
-        indices = layer_indices(layer, self.num_layers)
         items = self.as_item_list(inputs)
         if not items:
             raise InputError("embed() got no inputs; pass at least one item")
@@ -162,10 +161,11 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             rows = [row[0] for row in rows]
         return rows if pool == "none" else torch.stack(rows)
 
-    def check_embed_options(self, layer: LayerSpec, pool: str) -> None:
-        """What `embed` checks of its layer and pool, for a job to check before it writes anything."""
+    def check_embed_options(self, layer: LayerSpec, pool: str) -> Optional[list[int]]:
+        """What `embed` checks of its layer and pool, also for a job to check before it writes
+        anything; returns the hidden-state indices of `layer` (None: the last layer alone)."""
         check_pool(pool, self.pools, type(self).__name__)
-        layer_indices(layer, self.num_layers)
+        return layer_indices(layer, self.num_layers)
 
     @contextmanager
     def embedding(self, device: Optional[str | torch.device] = None) -> Iterator[None]:

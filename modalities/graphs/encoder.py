@@ -22,7 +22,7 @@ from modalities.graphs.processing import GraphProcessor
 from zoo.encoder import Encoder
 from zoo.errors import InputError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, select_layers
+from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer, select_layers
 
 #: "none" = one row per node; the others read a graph out into one row
 GRAPH_POOLS = ("none", "mean", "sum", "max")
@@ -145,8 +145,7 @@ class GraphEncoder(Encoder):
         """
         check_batch_sizes(batch_size=batch_size, node_batch_size=node_batch_size)
         pool = self.config.pooling if pool is None else pool
-        check_pool(pool, self.pools, type(self).__name__)
-        indices = layer_indices(layer, self.num_layers)
+        indices = self.check_embed_options(layer, pool)
         widths = self.layer_widths
         if indices is not None and len({widths[i] for i in indices}) > 1:
             raise InputError(

@@ -17,7 +17,7 @@ from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tables import CHUNK_ROWS, TABLE_BATCH_SIZE, iter_frames, row_count
 from zoo.encoder import Encoder
 from zoo.errors import InputError
-from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
+from zoo.pooling import (LayerSpec, check_batch_sizes, is_single_layer, pool_tokens,
                          select_layers)
 
 
@@ -66,9 +66,8 @@ class TabularEncoder(Encoder):
 
         Shapes as `embed`, with N the chunk's rows.
         """
-        check_pool(pool, self.pools, type(self).__name__)
+        indices, squeeze = self.check_embed_options(layer, pool), is_single_layer(layer)
         check_batch_sizes(batch_size=batch_size)
-        indices, squeeze = layer_indices(layer, self.num_layers), is_single_layer(layer)
         with self.embedding(device), self.progress_bar(table_rows(table), progress, unit="row") as bar:
             for frame in self.table_chunks(table, chunk_rows):
                 batch = self.processor.transform(frame)  # checks the columns of an empty chunk too

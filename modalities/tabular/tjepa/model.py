@@ -254,8 +254,8 @@ class TJEPAEncoder(TabularEncoder):
         if self.output_std.dtype != torch.float32 or next(self.parameters()).dtype != torch.float32:
             raise ConfigError(f"this T-JEPA encoder has {next(self.parameters()).dtype} weights, but its standardised "
                               "output is only meaningful in float32 (half precision loses the row-to-row "
-                              "differences); load it in float32: leave out dtype= (zoo load) or --dtype (the zoo commands), or call "
-                              ".float() (it is small)")
+                              "differences); load it in float32: leave out dtype= (zoo load) or --dtype (the zoo "
+                              "commands), or call .float() (it is small)")
 
     def embed_tokens(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """(B, T, D) input tokens: tokenizer, position code and feature-type embedding."""

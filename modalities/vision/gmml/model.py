@@ -32,7 +32,7 @@ from zoo.config import EncoderConfig
 from zoo.encoder import EMBED_BATCH_SIZE, Encoder
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, select_layers
+from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer, select_layers
 
 #: what `pooled` can be: the cls token or the mean of the patch tokens
 POOLED = ("cls", "mean")
@@ -218,7 +218,7 @@ class GmmlEncoder(Encoder):
         images passed one by one. Other inputs (lists, arrays, files) are prepared image by
         image on the CPU.
         """
-        check_pool(pool, self.pools, type(self).__name__)
+        self.check_embed_options(layer, pool)
         if isinstance(inputs, torch.Tensor) and inputs.dim() == 4 and len(inputs):
             return self._embed_batch(inputs, layer, pool, **embed_kwargs)
         tokens = super().embed(inputs, layer=layer, pool="none", **embed_kwargs)
@@ -232,7 +232,7 @@ class GmmlEncoder(Encoder):
         """`embed` of a (B, C, H, W) tensor: prepared, encoded and pooled on the device, `batch_size`
         images at a time; only the pooled rows (or the patch tokens for pool="none") come back."""
         check_batch_sizes(batch_size=batch_size)
-        indices, single_layer = layer_indices(layer, self.num_layers), is_single_layer(layer)
+        indices, single_layer = self.check_embed_options(layer, pool), is_single_layer(layer)
         chunks = []
         with self.embedding(device), self.progress_bar(len(images), progress) as bar:
             for start in range(0, len(images), batch_size):
