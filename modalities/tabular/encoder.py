@@ -17,8 +17,7 @@ from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tables import CHUNK_ROWS, TABLE_BATCH_SIZE, iter_frames, row_count
 from zoo.encoder import Encoder
 from zoo.errors import InputError
-from zoo.pooling import (LayerSpec, check_batch_sizes, is_single_layer, pool_tokens,
-                         select_layers)
+from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer, pool_tokens, select_layers
 
 
 def is_file_list(inputs: Any) -> bool:
