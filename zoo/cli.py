@@ -132,6 +132,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
         embed_named_dataset(encoder, args)
         return
     inputs, names, kwargs = job_inputs(encoder, args, "embed")
+    encoder = fitted_random_init(encoder, args, inputs)
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool or "mean",
                           batch_size=args.batch_size, shard_size=args.shard_size, names=names, **kwargs)
     print(f"wrote {args.output}: {len(inputs)} inputs, {shape}", file=sys.stderr)
@@ -195,9 +196,24 @@ def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
 
     check_dataset_source(args)
     check_output(Path(args.output), pool_none=False)
+    encoder = fitted_random_init(encoder, args)
     names, rows = dataset_rows(encoder, args.dataset, args.data, layer=parse_layer(args.layer), pool=args.pool,
                                batch_size=args.batch_size, device=args.device)
     print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
+
+
+def fitted_random_init(encoder: Any, args: argparse.Namespace, inputs: Optional[list[Any]] = None) -> Any:
+    """A `--random-init` encoder with the statistics pretraining fits (T-JEPA's output scale) fitted
+    on the rows to embed, or on a named dataset's training rows, as `zoo finetune --random-init`
+    fits them on its training rows: unfitted, its rows are nearly one vector."""
+    if args.random_init is None or not hasattr(encoder, "fitted_to"):
+        return encoder
+    if inputs is None:
+        splits = registry.modality_part(encoder.modality, "datasets", "load_dataset")(args.dataset, args.data)
+        inputs = splits.train.drop(columns=[splits.target])
+    print(f"zoo: fitting the random init's output scale on the {'input' if args.inputs else 'training'} rows, as "
+          "pretraining fits it on its rows", file=sys.stderr)
+    return encoder.fitted_to(inputs)
 
 
 def check_dataset_source(args: argparse.Namespace) -> None:
