@@ -137,3 +137,16 @@ def test_bad_dtype_device_and_revision_on_load_are_named(micro_hubert, tmp_path)
     for name in (tmp_path / "ckpt", "hubert-tiny-fsdd"):
         with pytest.raises(ConfigError, match="not read from a Hub repo, so it has no revisions"):
             zoo.load(name, revision="v2")
+
+
+def test_embed_runs_in_eval_mode_and_gives_back_each_submodule_its_mode(micro_hubert):
+    """Was only the top module's mode given back: a part frozen in eval mode inside a training
+    model (frozen BatchNorm, a feature encoder) came back in training mode."""
+    wave = [np.random.default_rng(0).standard_normal(4000).astype(np.float32)]
+    expected = micro_hubert.eval().embed(wave, sampling_rate=16000, progress=False)
+    micro_hubert.train()
+    micro_hubert.model.feature_extractor.eval()
+    modes = {name: module.training for name, module in micro_hubert.named_modules()}
+    assert torch.equal(micro_hubert.embed(wave, sampling_rate=16000, progress=False), expected)
+    assert {name: module.training for name, module in micro_hubert.named_modules()} == modes
+    assert micro_hubert.training and not micro_hubert.model.feature_extractor.training

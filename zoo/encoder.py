@@ -170,17 +170,19 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     @contextmanager
     def embedding(self, device: Optional[str | torch.device] = None) -> Iterator[None]:
         """Move to `device` (if given) and switch to eval mode for the block, then restore the
-        caller's mode: embeddings must not depend on dropout or on whether the caller was training."""
+        caller's mode of every submodule: embeddings must not depend on dropout or on whether the
+        caller was training, and a part the caller keeps in eval mode (frozen BatchNorm) stays so."""
         if device is not None:
             from zoo.hub import model_to
 
             model_to(self, device, None)
-        was_training = self.training
+        modes = [(module, module.training) for module in self.modules()]
         self.eval()
         try:
             yield
         finally:
-            self.train(was_training)
+            for module, training in modes:
+                module.training = training
 
     def progress_bar(self, total: Optional[int], progress: bool, unit: str = "item") -> Any:
         """The tqdm bar `embed` shows over `total` units (None: not known ahead), or a silent one
