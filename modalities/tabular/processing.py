@@ -226,7 +226,7 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
         raise InputError(f"column {name!r} is numeric in the fitted schema but holds {values.dtype} values; "
                          f"convert it to a number first (e.g. table[{name!r}].dt.year for dates, .dt.days for "
                          "durations)")
-    if values.dtype == object:  # text as the CSV reader reads it: "?" and "" are missing
+    if pd.api.types.is_string_dtype(values.dtype):  # object or pandas 3's str: "?" and "" are missing, as in CSVs
         values = values.map(lambda value: np.nan if isinstance(value, str) and value.lstrip() in NA_VALUES else value)
     try:
         return pd.to_numeric(values, errors="raise").astype(np.float64)

@@ -158,3 +158,8 @@ def test_a_dataframe_read_with_pandas_defaults_encodes_as_its_file_does(tmp_path
     work_class = next(column for column in fitted.columns if column["name"] == "work_class")
     assert "Private" in work_class["categories"] and not any(key.startswith(" ") or key == "?"
                                                              for key in work_class["categories"])
+    rows.loc[:9, "age"] = None
+    rows.to_csv(tmp_path / "holes.csv", index=False, na_rep="?")  # a numeric column of a UCI file with holes
+    holes = pd.read_csv(tmp_path / "holes.csv")  # "age" is text: object on pandas 2, str on pandas 3
+    for frame in (holes, holes.astype({"age": "string"})):  # the str dtype was refused: "holds '?'"
+        assert torch.equal(processor(frame)["numeric"], processor(str(tmp_path / "holes.csv"))["numeric"])
