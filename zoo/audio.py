@@ -13,7 +13,7 @@ import numbers
 import re
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -282,3 +282,18 @@ class AudioProcessor(Processor):
             input_values[row, : piece.numel()] = piece
             attention_mask[row, : piece.numel()] = 1
         return {"input_values": input_values, "attention_mask": attention_mask}
+
+
+def frame_times(processor: AudioProcessor, wave: torch.Tensor, frame_lengths: Callable[[torch.Tensor], torch.Tensor],
+                hop: int, field: int) -> torch.Tensor:
+    """Seconds (float64) at the centre of each frame an encoder makes of the prepared waveform
+    `wave`. It sees `wave` cut into the processor's windows, and frame t of a window starting at
+    sample s covers [s + t * hop, s + t * hop + field) (`frame_lengths`: samples -> frames): each window's frames keep their own
+    times, so the stamps stay exact across window edges, where the frames that would straddle
+    the edge are missing (counting from 0 across windows would drift by them at every edge)."""
+    times, offset = [], 0
+    for piece in processor.split(wave):
+        steps = torch.arange(int(frame_lengths(torch.tensor([piece.numel()]))[0]), dtype=torch.float64)
+        times.append((offset + hop * steps + field / 2) / processor.sampling_rate)
+        offset += piece.numel()
+    return torch.cat(times)

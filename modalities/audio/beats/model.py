@@ -27,7 +27,7 @@ from torch import nn
 
 from modalities.audio.beats.attention import ATTENTION_PATHS, EncoderLayer, PositionalConv, relative_buckets
 from modalities.audio.beats.quantizer import CosineCodebook
-from zoo.audio import AudioProcessor
+from zoo.audio import AudioProcessor, frame_times
 from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
@@ -178,11 +178,15 @@ class BEATsEncoder(Encoder):
             )
             self.codebook = CosineCodebook(config.codebook_size, config.codebook_dim)
 
-    def patch_counts(self, sample_lengths: torch.Tensor) -> torch.Tensor:
-        """Patch tokens made of each waveform: 8 per full column of 16 fbank frames."""
+    def column_counts(self, sample_lengths: torch.Tensor) -> torch.Tensor:
+        """Full columns of 16 fbank frames made of each waveform (the frames after the last are
+        dropped, as upstream's patch embedding drops them)."""
         frames = torch.div(sample_lengths - WINDOW, HOP, rounding_mode="floor") + 1
-        columns = torch.div(frames, self.config.input_patch_size, rounding_mode="floor")
-        return columns.clamp(min=0) * self.config.patches_per_column
+        return torch.div(frames, self.config.input_patch_size, rounding_mode="floor").clamp(min=0)
+
+    def patch_counts(self, sample_lengths: torch.Tensor) -> torch.Tensor:
+        """Patch tokens made of each waveform: 8 per full column."""
+        return self.column_counts(sample_lengths) * self.config.patches_per_column
 
     def fbanks(self, input_values: torch.Tensor, sample_lengths: torch.Tensor) -> torch.Tensor:
         """(B, S) padded waveforms -> (B, F, 128) fbanks of each item's own samples, zero-padded."""
@@ -259,12 +263,21 @@ class BEATsEncoder(Encoder):
         return ("acoustic tokenizer",
                 f"model.tokenize({inputs})  # per clip, (patches,) indices into {self.config.codebook_size} codes")
 
-    def embed_frames(self, inputs: Any, layer: LayerSpec = None, **embed_kwargs: Any) -> list[torch.Tensor]:
-        """Raw audio in, one (T_i, D) tensor of 160 ms column features per item (6.25 Hz), or
-        (K, T_i, D) when `layer` names several layers."""
-        tokens = self.embed(inputs, layer=layer, pool="none", **embed_kwargs)
-        per_column = self.config.patches_per_column
-        return [item.unflatten(-2, (-1, per_column)).mean(-2) for item in tokens]
+    def embed_frames(self, inputs: Any, layer: LayerSpec = None, sampling_rate: Optional[int] = None,
+                     **embed_kwargs: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw audio in; per item `(times, features)`: the mean of each 160 ms column's 8 tokens
+        (6.25 Hz), (T_i, D) or (K, T_i, D) when `layer` names several layers, and the seconds
+        (T_i,) at the centre of each column's 400 ms of samples. Recordings over 10 s are cut
+        into windows, each of which drops its last partial column (about 80 ms of a 10 s
+        window): the times follow each window's own columns, where a column count times 0.16 s
+        would drift by that much at every edge."""
+        items = self.as_item_list(inputs)
+        tokens = self.embed(items, layer=layer, pool="none", sampling_rate=sampling_rate, **embed_kwargs)
+        hop = self.config.input_patch_size * HOP
+        return [(frame_times(self.processor, self.processor.prepare(item, sampling_rate=sampling_rate),
+                             self.column_counts, hop, self.config.min_samples),
+                 item_tokens.unflatten(-2, (-1, self.config.patches_per_column)).mean(-2))
+                for item, item_tokens in zip(items, tokens)]
 
 
 class TransformerEncoder(CheckpointedBlocks, nn.Module):

@@ -19,7 +19,7 @@ import torch
 from transformers import HubertConfig, HubertModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from zoo.audio import AudioProcessor
+from zoo.audio import AudioProcessor, frame_times
 from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
@@ -184,17 +184,9 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         """
         items = self.as_item_list(inputs)
         features = self.embed(items, layer=layer, pool="none", sampling_rate=sampling_rate, **embed_kwargs)
-        hop, field = self.config.frame_hop, self.config.receptive_field
-        rate = self.processor.sampling_rate
-        stamped = []
-        for item, item_features in zip(items, features):
-            times, offset = [], 0
-            for piece in self.processor.split(self.processor.prepare(item, sampling_rate=sampling_rate)):
-                count = int(self.frame_lengths(torch.tensor([piece.numel()]))[0])
-                times.append((offset + hop * torch.arange(count) + field / 2) / rate)
-                offset += piece.numel()
-            stamped.append((torch.cat(times), item_features))
-        return stamped
+        return [(frame_times(self.processor, self.processor.prepare(item, sampling_rate=sampling_rate),
+                             self.frame_lengths, self.config.frame_hop, self.config.receptive_field), item_features)
+                for item, item_features in zip(items, features)]
 
     def freeze_feature_encoder(self) -> None:
         """Stop training the conv front end, as transformers' `freeze_feature_encoder` and the

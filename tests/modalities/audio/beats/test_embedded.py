@@ -3,6 +3,7 @@ within the 12 MB budget, and the shared API on the bundled example notes."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import zoo
 from zoo.demo import example_inputs
@@ -30,8 +31,8 @@ def test_embedded_pair_embeds_and_tokenizes_the_example_notes():
     rows = encoder.embed(notes, progress=False)
     assert rows.shape == (4, 192) and torch.isfinite(rows).all()
     columns = (1 + (24000 - 400) // 160) // 16  # 1.5 s at 16 kHz: 148 fbank frames, 9 columns
-    frames = encoder.embed_frames(notes[:1], progress=False)[0]
-    assert frames.shape == (columns, 192)
+    times, frames = encoder.embed_frames(notes[:1], progress=False)[0]
+    assert frames.shape == (columns, 192) and times[-1].item() == pytest.approx((8 * 2560 + 1400) / 16000)
     labels = tokenizer.tokenize(notes)
     assert all(len(item) == 8 * frames.shape[0] for item in labels)
     assert all(int(item.max()) < 1024 for item in labels) and len(torch.cat(labels).unique()) > 1

@@ -41,16 +41,28 @@ def test_tokens_layers_and_frames(micro_beats):
     assert tokens.shape == (8 * (frames // 16), 32)
     states = micro_beats.embed([item], sampling_rate=16000, layer="all", progress=False)
     assert states.shape == (1, 3, 32)
-    columns = micro_beats.embed_frames([item], sampling_rate=16000, progress=False)[0]
+    times, columns = micro_beats.embed_frames([item], sampling_rate=16000, progress=False)[0]
     assert columns.shape == (frames // 16, 32)
     assert torch.allclose(columns[0], tokens[:8].mean(0), atol=1e-6)
-    layers = micro_beats.embed_frames([item], sampling_rate=16000, layer="all", progress=False)[0]
+    assert torch.equal(times, (torch.arange(frames // 16, dtype=torch.float64) * 2560 + 1400) / 16000)
+    _, layers = micro_beats.embed_frames([item], sampling_rate=16000, layer="all", progress=False)[0]
     assert layers.shape == (3, frames // 16, 32)
     assert torch.equal(layers[-1], columns)
     with torch.no_grad():
         output = micro_beats(torch.from_numpy(item)[None])
     view, mask = micro_beats.frames(output.last_hidden_state, output.mask)
     assert view.shape == (1, frames // 16, 32) and bool(mask.all())
+
+
+def test_column_times_stay_exact_across_windows(micro_beats):
+    """Were not given: each 10 s window drops its last 80 ms, so a count of columns times 0.16 s
+    was 28.7 s late at the end of an hour."""
+    item = waves(25.0)[0]  # 3 windows of 133334 samples: 831 fbank frames, 51 columns (8.16 s of 8.33)
+    times, columns = micro_beats.embed_frames([item], sampling_rate=16000, progress=False)[0]
+    assert len(times) == len(columns) == 153 and bool((times.diff() > 0).all())
+    assert times[51].item() == pytest.approx((133334 + 1400) / 16000)
+    third = micro_beats.embed_frames([item[2 * 133334:]], sampling_rate=16000, progress=False)[0][1]
+    assert (columns[102:] - third).abs().max() < 1e-5  # each window's columns are those of its samples alone
 
 
 def test_other_rates_are_resampled(micro_beats):
