@@ -287,10 +287,11 @@ class AudioProcessor(Processor):
 def frame_times(processor: AudioProcessor, wave: torch.Tensor, frame_lengths: Callable[[torch.Tensor], torch.Tensor],
                 hop: int, field: int) -> torch.Tensor:
     """Seconds (float64) at the centre of each frame an encoder makes of the prepared waveform
-    `wave`. It sees `wave` cut into the processor's windows, and frame t of a window starting at
-    sample s covers [s + t * hop, s + t * hop + field) (`frame_lengths`: samples -> frames): each window's frames keep their own
-    times, so the stamps stay exact across window edges, where the frames that would straddle
-    the edge are missing (counting from 0 across windows would drift by them at every edge)."""
+    `wave` (`frame_lengths`: sample counts -> frame counts). The encoder sees `wave` cut into
+    the processor's windows, and frame t of a window starting at sample s covers
+    [s + t * hop, s + t * hop + field): each window's frames keep their own times, so the stamps
+    stay exact across window edges, where the frames that would straddle the edge are missing
+    (counting from 0 across windows would drift by them at every edge)."""
     times, offset = [], 0
     for piece in processor.split(wave):
         steps = torch.arange(int(frame_lengths(torch.tensor([piece.numel()]))[0]), dtype=torch.float64)

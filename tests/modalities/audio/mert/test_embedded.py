@@ -34,7 +34,8 @@ def test_embeds_the_example_notes_at_75_hz():
     assert encoder.embed(notes, layer="all", progress=False).shape == (4, 5, 192)
     times, frames = encoder.embed_frames(notes[:1], progress=False)[0]
     assert frames.shape == (112, 192)  # 36,000 samples at 24 kHz: 112 frames of the 320-sample hop
-    assert times.dtype == torch.float64 and torch.allclose(times.diff(), torch.full((111,), 1 / 75, dtype=torch.float64))
+    assert times.dtype == torch.float64
+    assert torch.allclose(times.diff(), torch.full((111,), 1 / 75, dtype=torch.float64))
 
 
 def rendered_notes(folder) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

@@ -145,8 +145,8 @@ def test_corrupt_and_foreign_files_raise_checkpoint_errors(tmp_path, capsys):
         CONVERTERS["auto"](tmp_path / "garbage.pth")
     torch.save({"args": argparse.Namespace(model="vit_tiny"), "SiT_model": {}, "extra": fractions.Fraction(1, 3)},
                tmp_path / "pickled.pth")
-    with pytest.raises(CheckpointError, match="pickled.pth' is not a GMML, DINO or timm ViT checkpoint: it pickles fractions.Fraction, which is not "
-                                              "unpickled"):
+    with pytest.raises(CheckpointError, match="pickled.pth' is not a GMML, DINO or timm ViT checkpoint: it pickles "
+                                              "fractions.Fraction, which is not unpickled"):
         CONVERTERS["auto"](tmp_path / "pickled.pth")
     torch.save({"teacher": {"x": torch.zeros(1)}}, tmp_path / "wrapped.pth")
     with pytest.raises(CheckpointError, match=r"holds \['teacher'\].*--format"):
