@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Sequence
 
@@ -105,7 +106,10 @@ def pil_to_tensor(image: Any, name: str = "PIL image") -> torch.Tensor:
     palette and other modes go through RGB (RGBA keeps its alpha, dropped later; grey + alpha
     drops it here, as a 2-channel array is refused)."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L"):
-        return array_to_tensor(np.asarray(image, dtype=np.float64) / 65535.0, name)
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "I":
+            check_sixteen_bits(values, name)
+        return array_to_tensor(values / 65535.0, name)
     if image.mode == "F":
         return array_to_tensor(np.asarray(image, dtype=np.float32), name)
     if image.mode in ("LA", "La"):
@@ -113,6 +117,20 @@ def pil_to_tensor(image: Any, name: str = "PIL image") -> torch.Tensor:
     if image.mode not in ("L", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
     return array_to_tensor(np.asarray(image), name)
+
+
+def check_sixteen_bits(values: np.ndarray, name: str) -> None:
+    """Mode "I" (32-bit integers) is read as 16-bit, as Pillow opens 16-bit PNGs in it: values
+    beyond 0-65535 are refused, and an image of 8-bit values (`convert("I")` of an "L" image)
+    is warned about, since read as 16-bit it comes out nearly black."""
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0 or high > 65535:
+        raise InputError(f"{name} is a mode 'I' image with values from {low:g} to {high:g}; mode 'I' is read as "
+                         "16-bit (0-65535): rescale it to that range, or to 8 bits and convert('L')")
+    if 0 < high <= 255:
+        warnings.warn(f"{name} is a mode 'I' image whose values are at most {high:g}: read as 16-bit (0-65535) it "
+                      "is nearly black; if it holds 8-bit values, pass image.convert('L') or the uint8 array",
+                      stacklevel=3)
 
 
 def array_to_tensor(array: np.ndarray, name: str = "array") -> torch.Tensor:

@@ -90,6 +90,20 @@ def test_greyscale_becomes_three_equal_channels(picture, processor):
         assert torch.allclose(unnormalised[0], unnormalised[2], atol=1e-6)
 
 
+def test_a_mode_i_image_is_read_as_16_bit_and_values_it_cannot_hold_are_named(picture, processor):
+    """Mode "I" is how older Pillow opens 16-bit PNGs. Values past 16 bits came out above 1 (or
+    below 0), and 8-bit values (`convert("I")` of an "L" image) nearly black, both silently."""
+    grey = picture[..., 0]
+    sixteen = Image.fromarray(grey.astype(np.int32) * 257)
+    assert sixteen.mode == "I" and torch.allclose(processor.prepare(sixteen), processor.prepare(grey), atol=1e-6)
+    for values, shown in ((grey.astype(np.int32) * 1000, "from 0 to 255000"), (grey.astype(np.int32) - 5, "from -5")):
+        with pytest.raises(InputError, match=f"mode 'I' image with values {shown}.*rescale it"):
+            processor.prepare(Image.fromarray(values))
+    with pytest.warns(UserWarning, match="mode 'I' image whose values are at most 255: read as 16-bit .* nearly "
+                                         "black; if it holds 8-bit values, pass image.convert\\('L'\\)"):
+        processor.prepare(Image.fromarray(grey).convert("I"))
+
+
 def test_grey_with_alpha_drops_its_alpha_as_rgba_does(picture, processor, tmp_path):
     """An LA image (a grey PNG with transparency) was refused as 2 channels, from a file too."""
     grey = Image.fromarray(picture[..., 0])
