@@ -70,6 +70,27 @@ def test_an_interrupted_run_resumes_exactly_and_only_with_its_settings(finetune,
         finetune("--mode", "linear", "--epochs", "2", "--output", str(tmp_path / "steps"))
 
 
+def test_a_run_resumes_from_moved_data_but_not_on_other_data(finetune, tmp_path):
+    """Was resumed on any --data: a rerun on other files trained on both sets in one run, and on a
+    finished run rewrote its card to name data the weights never saw."""
+    import shutil
+
+    from helpers import write_tones
+
+    run = ["--mode", "full", "--epochs", "2", "--output", str(tmp_path / "run")]
+    finetune(*run, "--time-limit", "0")
+    shutil.move(tmp_path / "tones", tmp_path / "moved")
+    finetune(*run, "--time-limit", "0", "--data", str(tmp_path / "moved"))
+    assert [record["step"] for record in read_log(tmp_path / "run")] == [1, 2]
+    write_tones(tmp_path / "other", count=20)
+    with pytest.raises(CheckpointError, match=r"training_data: '16 training items, sha256 \w+' then, '12 training "
+                                              r"items, sha256 \w+' now"):
+        finetune(*run, "--data", str(tmp_path / "other"))
+    (tmp_path / "moved" / "low_7.wav").write_bytes((tmp_path / "moved" / "low_6.wav").read_bytes())
+    with pytest.raises(CheckpointError, match="training_data: '16 training items"):  # a file of another size
+        finetune(*run, "--data", str(tmp_path / "moved"))
+
+
 def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hubert, capsys):
     """The command line's run is the benchmark's: the same report, printed."""
     from huggingface_hub import ModelCard

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -223,3 +224,38 @@ def limit_training(rows: list[tuple[Any, str, bool]], limit: Optional[int], seed
             taken[label] += not test
             kept.append(rows[index])
     return kept
+
+
+def split_digest(split: LabelledSplit, data_root: Optional[str | Path] = None) -> str:
+    """What a run trains and is scored on, wherever its data lies: each training item (a file by
+    its path under `data_root` and its size; a record, table row or graph by its content) with
+    its label, and the validation and test labels. A resumed run must train on the same data:
+    `--data` and `--table` may move, but a rerun on other data would mix the two into one run."""
+    digest = hashlib.sha256()
+    root = Path(data_root).resolve() if data_root is not None else None
+    for example in split.train:
+        digest.update(item_key(example["input"], root).encode())
+        digest.update(repr(as_plain(example["label"])).encode())
+    for labels in (split.val_labels, split.test_labels):
+        digest.update(repr(as_plain(labels)).encode())
+    return f"{len(split.train)} training {split.unit}, sha256 {digest.hexdigest()[:16]}"
+
+
+def item_key(item: Any, root: Optional[Path]) -> str:
+    """One training item as text for `split_digest`."""
+    if isinstance(item, (str, Path)):
+        path = Path(item).resolve()
+        name = path.relative_to(root).as_posix() if root is not None and path.is_relative_to(root) else path.name
+        return f"{name}:{path.stat().st_size}"
+    if isinstance(item, dict) and isinstance(item.get("bytes"), bytes):
+        return hashlib.sha256(item["bytes"]).hexdigest()
+    if isinstance(item, dict):
+        return repr(sorted((str(key), repr(value)) for key, value in item.items()))
+    tensors = sorted((key, value) for key, value in getattr(item, "items", lambda: [])() if torch.is_tensor(value))
+    if tensors:  # a graph
+        return "".join(f"{key}{hashlib.sha256(value.cpu().numpy().tobytes()).hexdigest()}" for key, value in tensors)
+    return repr(item)
+
+
+def as_plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value

@@ -37,7 +37,8 @@ from torch import nn
 
 import zoo
 from zoo.errors import ConfigError
-from zoo.finetune_data import DEFAULT_VALIDATION_SHARE, LabelledSplit, add_table_arguments, read_split
+from zoo.finetune_data import (DEFAULT_VALIDATION_SHARE, LabelledSplit, add_table_arguments, read_split,
+                               split_digest)
 from zoo.finetune_objectives import (
     ClassifierObjective, ValidatedObjective, metric_value, validation_report, validation_sentence,
 )
@@ -256,7 +257,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
                          activation_checkpointing=args.activation_checkpointing)
     output = Path(args.output)
     settings = {key: value for key, value in command_settings(args).items() if key not in SCORING_ARGS}
-    settings.update(epochs=epochs, batch_size=batch_size, pool=pool)  # as run, where the defaults stood in
+    settings.update(epochs=epochs, batch_size=batch_size, pool=pool,  # as run, where the defaults stood in
+                    training_data=split_digest(split, args.data))
     write_run_settings(output, settings)
     started = time.monotonic()
     objective = (ClassifierObjective(classifier) if split.val_labels is None else
