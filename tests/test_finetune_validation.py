@@ -68,6 +68,8 @@ def test_patience_ends_a_node_run_early_and_an_interrupted_run_keeps_the_same_ep
     card = (tmp_path / "whole" / "classifier" / "README.md").read_text()
     assert (f"epoch {validation['best_epoch']} of {whole['steps_run']} run (of 300; stopped after 5 epochs without "
             "a better score)") in card and "on the dataset's 500 validation nodes" in card
+    assert f"for {whole['steps_run']} of 300 steps (--patience stopped it early)" in card  # was: its time limit
+    assert "time limit" not in card
 
     assert finetune(capsys, *command, "-o", str(tmp_path / "run"), "--time-limit", "0") == {"steps_done": 1,
                                                                                              "steps": 300}

@@ -281,7 +281,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         results += validation_sentence(validation, split.unit, epochs)
     origin = f"`{args.name}`" if init_seed is None else f"a random-init `{args.name}` (seed {init_seed})"
     card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
-                    f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results)
+                    f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results,
+                    stopped_early=objective.finished)
     card = with_eval_result(card, output.resolve().name, classifier.pipeline_tags[encoder.modality],
                             split.source, score, metric)
     atomic_write_text(output / CLASSIFIER_FOLDER / CARD_FILE, card)

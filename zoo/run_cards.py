@@ -28,18 +28,21 @@ def loss_summary(records: list[dict[str, Any]]) -> tuple[int, float, float]:
 
 
 def run_card(model: Any, records: list[dict[str, Any]], config: Any, settings: dict[str, Any],
-             curve_file: Optional[str], how: str, heading: str = "Pretraining", results: str = "") -> str:
+             curve_file: Optional[str], how: str, heading: str = "Pretraining", results: str = "",
+             stopped_early: bool = False) -> str:
     """The card of a trained model: the default card, then a section (`heading`) saying `how` it
     was trained (e.g. "Pretrained with `zoo pretrain gmml`"), for how many of the run's steps
-    (`config`, a TrainConfig), how long, on what, how the loss fell, the `results` sentence, the
-    loss curve and the run's settings."""
+    (`config`, a TrainConfig; fewer when `stopped_early` by --patience, else by its time limit),
+    how long, on what, how the loss fell, the `results` sentence, the loss curve and the run's
+    settings."""
     from zoo import __version__
     from zoo.hub import default_card
 
     window, first, last = loss_summary(records)
     done = records[-1]["step"]
-    steps = (f"{done:,} steps" if done == config.steps else
-             f"{done:,} of {config.steps:,} steps (its time limit stopped it; rerunning its command goes on)")
+    reason = ("--patience stopped it early" if stopped_early else
+              "its time limit stopped it; rerunning its command goes on")
+    steps = f"{done:,} steps" if done == config.steps else f"{done:,} of {config.steps:,} steps ({reason})"
     where = f"{config.device} with bf16 autocast" if config.bf16 else config.device
     summary = (f"{how} (ssl-zoo {__version__}) for {steps} in {records[-1]['elapsed']:.0f} s on {where}. The loss "
                f"went from {first:.4g} to {last:.4g} ({averaged(window)}).")
