@@ -99,6 +99,9 @@ def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hub
     from zoo.cli import main
 
     micro_hubert.save_pretrained(tmp_path / "encoder")
+    base_card = ModelCard.load(tmp_path / "encoder" / "README.md")
+    base_card.data.license = "cc-by-sa-4.0"
+    base_card.save(tmp_path / "encoder" / "README.md")
     write_tones(tmp_path / "tones")
     common = [str(tmp_path / "encoder"), "--data", str(tmp_path / "tones"), "--label-regex", r"^(\w+)_",
               "--test-regex", r"_[0-3]\.wav$", "--batch-size", "4", "--epochs", "2", "--no-progress"]
@@ -115,6 +118,7 @@ def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hub
     assert "A classification head over 2 labels (high, low)" in card and "| freeze_feature_encoder | `true` |" in card
     assert "loss.png" in zoo.publish(tmp_path / "run", "me/tones", dry_run=True)
     (result,) = ModelCard(card).data.eval_results  # the Hub's evaluation results
+    assert ModelCard(card).data.license == "cc-by-sa-4.0"  # the base's: its weights carry its terms
     assert (result.task_type, result.dataset_name, result.dataset_split) == ("audio-classification", "tones", "test")
     assert (result.metric_type, result.metric_value) == ("accuracy", report["test_accuracy"])
     fixed = sum(p.numel() for p in micro_hubert.model.feature_extractor.parameters())
@@ -198,11 +202,15 @@ def test_random_init_takes_a_seed_as_zoo_embed_and_probe_do(tmp_path, micro_hube
     """`--random-init SEED` trains on the encoder `zoo.load(NAME, pretrained=False)` gives after
     `torch.manual_seed(SEED)`; the flag alone takes --seed (the script's documented form)."""
     import torch
+    from huggingface_hub import ModelCard
 
     import zoo
     from zoo.cli import main
 
     micro_hubert.save_pretrained(tmp_path / "encoder")
+    base_card = ModelCard.load(tmp_path / "encoder" / "README.md")
+    base_card.data.license = "cc-by-sa-4.0"
+    base_card.save(tmp_path / "encoder" / "README.md")
     write_tones(tmp_path / "tones")
     common = [str(tmp_path / "encoder"), "--data", str(tmp_path / "tones"), "--label-regex", r"^(\w+)_",
               "--test-regex", r"_[0-3]\.wav$", "--batch-size", "4", "--epochs", "1", "--mode", "linear",
@@ -216,4 +224,19 @@ def test_random_init_takes_a_seed_as_zoo_embed_and_probe_do(tmp_path, micro_hube
         fresh = zoo.load(tmp_path / "encoder", pretrained=False).state_dict()
         trained = zoo.load(run / "classifier").encoder.state_dict()
         assert all(torch.equal(trained[key], value) for key, value in fresh.items())
-        assert f"random-init `{tmp_path / 'encoder'}` (seed {seed})" in (run / "classifier" / "README.md").read_text()
+        card = (run / "classifier" / "README.md").read_text()
+        assert f"random-init `{tmp_path / 'encoder'}` (seed {seed})" in card
+        assert ModelCard(card).data.license is None  # no weights of the base, so not its licence
+
+
+def test_a_fine_tuned_card_names_its_base_model_and_licence():
+    """Were left out: a classifier fine-tuned from hubert-tiny-fsdd (cc-by-sa-4.0) was published
+    without a licence."""
+    from zoo.run_cards import base_model_of, with_base_model
+
+    assert base_model_of("hubert-tiny-fsdd") == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
+    assert base_model_of("mert-v1-95m") == ("m-a-p/MERT-v1-95M", "cc-by-nc-4.0")
+    assert base_model_of("beats-iter3") == (None, "mit")  # an upstream file, on no Hub repo
+    assert base_model_of("org/name") == ("org/name", None)
+    card = with_base_model("---\nlibrary_name: ssl-zoo\n---\n\n# model\n", "hubert-base-ls960")
+    assert "base_model: facebook/hubert-base-ls960" in card and "license: apache-2.0" in card

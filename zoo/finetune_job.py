@@ -44,7 +44,7 @@ from zoo.finetune_objectives import (
 )
 from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
-from zoo.run_cards import run_card, with_eval_result
+from zoo.run_cards import run_card, with_base_model, with_eval_result
 from zoo.training import (
     PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, seed_int, share, train,
     write_run_settings,
@@ -285,6 +285,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
                     stopped_early=objective.finished)
     card = with_eval_result(card, output.resolve().name, classifier.pipeline_tags[encoder.modality],
                             split.source, score, metric)
+    if init_seed is None:
+        card = with_base_model(card, args.name)
     atomic_write_text(output / CLASSIFIER_FOLDER / CARD_FILE, card)
     window = max(1, len(batches))
     return {

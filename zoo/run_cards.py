@@ -6,6 +6,8 @@ where the weights came from, as transformers' Trainer writes one for its runs.""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -87,3 +89,40 @@ def settings_rows(settings: dict[str, Any], prefix: str = "") -> list[tuple[str,
             shown = value if isinstance(value, str) else json.dumps(value)
             rows.append((prefix + key, f"`{shown}`".replace("|", "\\|")))
     return rows
+
+
+def with_base_model(card: str, name: str) -> str:
+    """The card of a model fine-tuned from the weights of `name` with `base_model` (its Hub repo)
+    and the base's licence in its metadata, as transformers' Trainer writes them: weights trained
+    from others carry their licence's terms (cc-by-sa's ShareAlike, cc-by-nc's NonCommercial)."""
+    from huggingface_hub import ModelCard
+
+    base, licence = base_model_of(name)
+    parsed = ModelCard(card)
+    if base is not None:
+        parsed.data.base_model = base
+    if licence is not None:
+        parsed.data.license = licence
+    return str(parsed)
+
+
+def base_model_of(name: str) -> tuple[Optional[str], Optional[str]]:
+    """(Hub repo, licence) of the checkpoint `name`, where known: a zoo name's hub_config tells
+    both (a licence only where it is an identifier, not a note), a folder's card its licence,
+    and a Hub repo id is its own repo."""
+    from huggingface_hub import ModelCard
+
+    from zoo import registry
+    from zoo.hub import CARD_FILE, is_repo_id
+
+    entry = registry.find(name)
+    if entry is not None:
+        return entry.repo_id, entry.license if LICENCE_ID.fullmatch(entry.license) else None
+    card = Path(name) / CARD_FILE
+    if card.is_file():
+        return None, ModelCard.load(card, ignore_metadata_errors=True).data.license
+    return (name, None) if is_repo_id(name) else (None, None)
+
+
+#: a licence identifier as the Hub takes it ("mit", "cc-by-sa-4.0"), not "unknown" or a sentence
+LICENCE_ID = re.compile(r"(?!unknown$)[a-z0-9][a-z0-9.-]*")
