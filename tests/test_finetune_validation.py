@@ -105,6 +105,7 @@ def test_a_regressor_is_picked_by_its_validation_rmse_in_the_targets_units(tmp_p
                                                    "--validation without a share"),
     (["--dataset", "mutag", "--validation", "0.005"], "--validation 0.005 cannot hold out graphs of every class "
                                                       "from the 169 training graphs"),
+    (["--dataset", "mutag", "--validation", "0.995"], "give a smaller share"),  # was told to give a larger one
 ])
 def test_validation_options_that_cannot_work_are_refused(options, said, tmp_path, capsys):
     data = shared_path("data", "tu" if "mutag" in options else "planetoid")

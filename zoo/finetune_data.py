@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -91,9 +92,11 @@ def hold_out_validation(rows: list[tuple[Any, Any, bool]], share: Optional[float
     classes = None if rows and not isinstance(rows[0][1], str) else [rows[index][1] for index in training]
     try:
         _, held = train_test_split(training, test_size=share, random_state=seed, stratify=classes)
-    except ValueError as err:  # a class too small to split, or fewer held-out items than classes
+    except ValueError as err:  # a class too small to split, or fewer held-out or kept items than classes
+        kept = len(training) - math.ceil(share * len(training))
+        size = "smaller" if classes is not None and kept < len(set(classes)) else "larger"
         raise ConfigError(f"--validation {share} cannot hold out {unit} of every class from the "
-                          f"{len(training):,} training {unit} ({err}); give a larger share, or more {unit} "
+                          f"{len(training):,} training {unit} ({err}); give a {size} share, or more {unit} "
                           "of the rare classes") from None
     held = set(held)
     return ([row for index, row in enumerate(rows) if index not in held],
