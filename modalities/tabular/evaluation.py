@@ -26,6 +26,8 @@ from modalities.tabular.processing import TableProcessor
 from zoo.errors import ConfigError
 
 PROTOCOLS = ("mlp", "resnet", "mlp-raw", "resnet-raw", "xgboost")
+#: the protocols trained on the encoder's tokens (the others, baselines, on the raw features)
+ENCODER_PROTOCOLS = ("mlp", "resnet")
 VALIDATION_SHARE = 0.1
 
 
@@ -71,7 +73,7 @@ def protocol_inputs(protocol: str, splits: TableSplits, encoder: Any = None,
                     device: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The training and test inputs of a protocol: the encoder's standardised tokens for "mlp"
     and "resnet", the raw features (the encoder unused) for the baselines."""
-    if protocol in ("mlp", "resnet"):
+    if protocol in ENCODER_PROTOCOLS:
         frames = (frame.drop(columns=[splits.target]) for frame in (splits.train, splits.test))
         return standardise(*(encoder_tokens(encoder, frame, device) for frame in frames))
     processor = TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
@@ -111,6 +113,8 @@ def probe_table(encoder: Any, table: str, target: str, test_table: Optional[str]
     """The downstream protocol on a labelled table of your own (`datasets.table_splits`), with
     the protocol's default settings (Adult's)."""
     check_protocol(protocol)
+    if (protocol or "mlp") in ENCODER_PROTOCOLS:
+        encoder.processor.check_target(target)
     splits = table_splits(table, target, test_table, task)
     report = probe_splits(encoder, splits, seeds, device, None, protocol)
     return {**report, "task": splits.task, "train_rows": len(splits.train), "test_rows": len(splits.test)}

@@ -127,6 +127,15 @@ class TableProcessor(Processor):
         """Feature names in token order: numeric columns first, then categorical (as T-JEPA)."""
         return self.numeric_names + self.categorical_names
 
+    def check_target(self, target: str) -> None:
+        """A column to predict must not be one the encoder reads: every row's embedding needs it,
+        so it would be missing from the rows the label is left out of (and given, it would leak
+        the label into the features)."""
+        if target in self.token_names:
+            raise InputError(f"target column {target!r} is one of the {len(self.token_names)} columns the encoder "
+                             f"reads ({self.token_names}); predict a column it does not read, or pretrain an encoder "
+                             f"without it (zoo pretrain tjepa --table FILE --target {target})")
+
     def transform(self, table: Any) -> dict[str, torch.Tensor]:
         """Rows -> {"numeric": (B, n_numeric) float32, "categorical": (B, n_categorical) int64}."""
         if not self.is_fitted:

@@ -177,6 +177,10 @@ def test_a_table_of_your_own_is_probed_for_classes_or_numbers(own_table, capsys)
     ("probe", ["--table", "own.csv"], "--table needs --target COLUMN"),
     ("finetune", ["--table", "own.csv", "--target", "wage"], "--target 'wage' is not a column of the training table"),
     ("probe", ["--table", "own.csv", "--target", "wage"], "--target 'wage' is not a column of the training table"),
+    ("finetune", ["--table", "own.csv", "--target", "age"], "target column 'age' is one of the 14 columns the "
+                                                           "encoder reads"),  # was: 'age' missing from the input
+    ("probe", ["--table", "own.csv", "--target", "age"], "target column 'age' is one of the 14 columns the encoder "
+                                                        "reads"),
     ("finetune", ["--target", "income", "--dataset", "adult"], "--target: only with --table FILE"),
     ("probe", ["--target", "income", "--dataset", "adult"], "--target, --test-table and --task go with --table"),
     ("finetune", ["--table", "own.csv", "--target", "income", "--dataset", "adult"],
