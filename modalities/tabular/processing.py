@@ -127,6 +127,12 @@ class TableProcessor(Processor):
         """Feature names in token order: numeric columns first, then categorical (as T-JEPA)."""
         return self.numeric_names + self.categorical_names
 
+    def leave_out(self, column: str) -> None:
+        """Accept `column` in the tables embedded and leave it out, as the columns ignored at fit
+        time: a head trained to predict it is then given test tables that still hold it."""
+        if column != self.target and column not in self.ignored:
+            self.ignored = sorted([*self.ignored, column])
+
     def check_target(self, target: str) -> None:
         """A column to predict must not be one the encoder reads: every row's embedding needs it,
         so it would be missing from the rows the label is left out of (and given, it would leak
@@ -166,7 +172,8 @@ class TableProcessor(Processor):
         unseen = [name for name in names if name not in known]
         if unseen and self.extra_columns != "ignore":
             raise InputError(f"columns {unseen} were not seen when the model was fitted on {features}; drop them "
-                             f"(table.drop(columns={unseen!r})) or set processor.extra_columns = 'ignore'")
+                             f"(table.drop(columns={unseen!r})) or set processor.extra_columns = 'ignore' (zoo embed and "
+                             "zoo predict: --ignore-extra-columns)")
 
     def __call__(self, inputs: Any, **options: Any) -> dict[str, torch.Tensor]:
         """A whole table (or one row dict) as one batch."""

@@ -117,6 +117,11 @@ def test_a_table_with_a_numeric_target_fine_tunes_a_regressor(own_table, capsys)
     card = (own_table / "run" / "classifier" / "README.md").read_text()
     assert "pipeline_tag: tabular-regression" in card and "- type: rmse" in card
     assert "Test RMSE: " in card and "on 800 held-out rows" in card
+    assert main(["predict", str(own_table / "run" / "classifier"), str(own_table / "scored.csv"),
+                 "-o", str(own_table / "scores.csv")]) == 0  # the table holds "score": was refused as unseen
+    scored = pd.read_csv(own_table / "scored.csv")
+    predicted = regressor.predict(scored.drop(columns=["score"]))
+    assert np.allclose(pd.read_csv(own_table / "scores.csv").iloc[:, 1], predicted.numpy().ravel(), atol=1e-5)
 
 
 def test_a_random_init_baseline_has_its_output_scale_fitted_on_the_training_rows(own_table, capsys):
