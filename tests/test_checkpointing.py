@@ -9,7 +9,9 @@ import torch
 from helpers import EMBEDDED_INPUTS, EXAMPLES, audio_clips
 
 import zoo
+from zoo.checkpointing import Checkpointing, set_checkpointing
 from zoo.errors import ConfigError
+from zoo.finetune_objectives import ClassifierObjective
 
 
 def training_step(model, batch: dict, checkpointed: bool) -> tuple[torch.Tensor, dict, int]:
@@ -94,6 +96,9 @@ def test_bad_settings_and_batch_norm_blocks_are_refused():
     for name, stack in (("paretognn-cora", "GCNStack"), ("graphmae-mutag", "GIN")):
         with pytest.raises(ConfigError, match=f"batch norms in its blocks \\({stack}\\), whose running statistics"):
             zoo.load(name).activation_checkpointing_enable()
+    objective = ClassifierObjective(zoo.for_classification(zoo.load("graphmae-mutag"), num_labels=2, freeze=False))
+    with pytest.raises(ConfigError, match="^GraphMAEEncoder has batch norms"):  # was ClassifierObjective
+        set_checkpointing(objective, Checkpointing())
 
 
 def test_a_head_in_transformers_trainer_with_checkpointing(tmp_path):

@@ -68,15 +68,20 @@ def set_checkpointing(model: nn.Module, checkpointing: Optional[Checkpointing]) 
     stacks = [module for module in model.modules() if isinstance(module, CheckpointedBlocks)]
     if checkpointing is not None:
         if not stacks:
-            raise ConfigError(f"{type(model).__name__} runs no stack of blocks that could be checkpointed")
+            raise ConfigError(f"{model_name(model)} runs no stack of blocks that could be checkpointed")
         normed = sorted({type(stack).__name__ for stack in stacks for module in stack.modules()
                          if isinstance(module, nn.modules.batchnorm._BatchNorm)})
         if normed:
-            raise ConfigError(f"{type(model).__name__} has batch norms in its blocks ({', '.join(normed)}), whose "
+            raise ConfigError(f"{model_name(model)} has batch norms in its blocks ({', '.join(normed)}), whose "
                               "running statistics a checkpointed recompute would update twice; train it without "
                               "activation checkpointing (smaller batches or NeighborLoader mini-batches save memory)")
     for stack in stacks:
         stack.checkpointing = checkpointing
+
+
+def model_name(model: nn.Module) -> str:
+    """The model a user knows: the encoder (it has a `family`) inside a training objective."""
+    return type(next((module for module in model.modules() if hasattr(module, "family")), model)).__name__
 
 
 class ActivationCheckpointing:

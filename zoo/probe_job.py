@@ -144,7 +144,8 @@ def check_split(rows: Sequence[tuple[Any, str, bool]]) -> None:
         raise InputError(f"test labels {unseen} have no training files (training labels: {sorted(trained)}); "
                          "no probe can get them right: add training files or drop them from the test split")
     if len(trained) < 2:
-        raise InputError(f"the training split has one label, {sorted(trained)}; a probe needs at least two")
+        raise InputError(f"the training split has one label, {sorted(trained)}; a probe or a classifier needs at "
+                         "least two")
 
 
 def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch_size: int = 8,

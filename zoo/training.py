@@ -644,7 +644,7 @@ class Trainer:
             kept = (f"{self.checkpoint_path} holds step {self.saved_step}" if self.saved_step is not None
                     else "no checkpoint yet (the first comes at step "
                     f"{min(self.config.checkpoint_every, self.config.steps)})")
-            print(f"[pretrain] interrupted during step {self.step + 1}; {kept}", file=sys.stderr, flush=True)
+            print(f"training interrupted during step {self.step + 1}; {kept}", file=sys.stderr, flush=True)
             raise
 
     def run_steps(self) -> list[dict[str, Any]]:
