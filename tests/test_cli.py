@@ -82,7 +82,7 @@ def test_readme_model_table_is_generated_from_hub_configs():
     assert model_table() in readme, "README's model table is stale: paste `zoo list --markdown`"
 
 
-def test_embed_to_npy_and_parquet(checkpoint, wav_folder, tmp_path):
+def test_embed_to_npy_and_parquet(checkpoint, wav_folder, tmp_path, capsys):
     assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "e.npy")]) == 0
     rows = np.load(tmp_path / "e.npy")
     expected = zoo.load(checkpoint).embed(sorted(str(p) for p in wav_folder.iterdir()), progress=False)
@@ -92,6 +92,8 @@ def test_embed_to_npy_and_parquet(checkpoint, wav_folder, tmp_path):
     table = pq.read_table(tmp_path / "t.parquet").to_pylist()
     assert [Path(row["input"]).name for row in table] == ["clip0.wav", "clip1.wav", "clip2.wav"]
     assert table[1]["shape"] == [2, 449, 32] and len(table[1]["embedding"]) == 2 * 449 * 32
+    lengths = sorted(row["shape"][1] for row in table)  # was "3 rows of 2 to 2 tokens": layers counted as tokens
+    assert f"3 rows of 2 layers of {lengths[0]} to 449 tokens of width 32" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.parts"))
 
 

@@ -59,8 +59,10 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     shutil.rmtree(parts)
     if pool != "none":
         return f"array {np.stack(rows).shape}"
-    lengths = [len(row) for row in rows]
-    return f"{len(rows)} rows of {min(lengths)} to {max(lengths)} tokens of shape {rows[0].shape[1:]}"
+    token_axis = rows[0].ndim - 2  # 1 when the rows stack several layers: (K, T, D)
+    lengths = [row.shape[token_axis] for row in rows]
+    layers = f"{rows[0].shape[0]} layers of " if token_axis else ""
+    return f"{len(rows)} rows of {layers}{min(lengths)} to {max(lengths)} tokens of width {rows[0].shape[-1]}"
 
 
 def check_output(output: Path, pool_none: bool) -> None:

@@ -172,8 +172,8 @@ class TableProcessor(Processor):
         unseen = [name for name in names if name not in known]
         if unseen and self.extra_columns != "ignore":
             raise InputError(f"columns {unseen} were not seen when the model was fitted on {features}; drop them "
-                             f"(table.drop(columns={unseen!r})) or set processor.extra_columns = 'ignore' (zoo embed and "
-                             "zoo predict: --ignore-extra-columns)")
+                             f"(table.drop(columns={unseen!r})) or set processor.extra_columns = 'ignore' "
+                             "(zoo embed and zoo predict: --ignore-extra-columns)")
 
     def __call__(self, inputs: Any, **options: Any) -> dict[str, torch.Tensor]:
         """A whole table (or one row dict) as one batch."""
