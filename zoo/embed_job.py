@@ -168,20 +168,25 @@ def claim_parts(parts: Path, settings: dict[str, Any]) -> None:
 
 def _run_table_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, layer, pool: str,
                    batch_size: int, shard_size: int, progress: bool) -> str:
-    """Tables: one output row per table row; a shard is `shard_size` rows of the input files read in order."""
-    shards = []
+    """Tables: one output row per table row, named `FILE#ROW` as `zoo predict` names them; a shard
+    is up to `shard_size` rows of one input file, the files read in order."""
+    shards, names = [], []
     with encoder.progress_bar(None, progress, unit="row") as bar:
-        for index, frame in enumerate(encoder.table_chunks(list(inputs), shard_size)):
-            shard = parts / f"shard-{index:05d}.npy"
-            if not shard.is_file():
-                rows = encoder.embed(frame, layer=layer, pool=pool, batch_size=batch_size, progress=False).numpy()
-                atomic_write_with(shard, lambda tmp: _save_npy(tmp, rows))
-            shards.append(shard)
-            bar.update(len(frame))
+        for table in inputs:
+            done = 0  # rows of this table so far
+            for frame in encoder.table_chunks([table], shard_size):
+                shard = parts / f"shard-{len(shards):05d}.npy"
+                if not shard.is_file():
+                    rows = encoder.embed(frame, layer=layer, pool=pool, batch_size=batch_size, progress=False).numpy()
+                    atomic_write_with(shard, lambda tmp: _save_npy(tmp, rows))
+                shards.append(shard)
+                names += [f"{table}#{row}" for row in range(done, done + len(frame))]
+                done += len(frame)
+                bar.update(len(frame))
     if not shards:
         raise InputError(f"the tables {list(inputs)} hold no rows")
     rows = np.concatenate([np.load(shard) for shard in shards])
-    atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, range(len(rows)), list(rows)))
+    atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, names, list(rows)))
     shutil.rmtree(parts)
     return f"array {rows.shape}"
 

@@ -150,6 +150,11 @@ def test_zoo_embed_writes_one_row_per_table_row_and_resumes(encoder, table, tmp_
     assert main(["embed", str(tmp_path / "enc"), *map(str, paths), "-o", str(out), "--shard-size", "3"]) == 0
     expected = encoder.embed(table, progress=False).numpy()
     assert np.allclose(np.load(out), expected, atol=1e-5)
+    named = tmp_path / "emb.parquet"
+    assert main(["embed", str(tmp_path / "enc"), *map(str, paths), "-o", str(named), "--shard-size", "3"]) == 0
+    frame = pd.read_parquet(named)  # rows were named 0-5 across both files; `zoo predict` names them FILE#ROW
+    assert list(frame["input"]) == [f"{paths[0]}#{row}" for row in range(4)] + [f"{paths[1]}#{row}" for row in range(2)]
+    assert np.allclose(np.stack(frame["embedding"]), expected, atol=1e-5)
     assert main(["embed", str(tmp_path / "enc"), str(paths[0]), "-o", str(tmp_path / "t.npy"), "--pool", "none"]) == 0
     assert np.load(tmp_path / "t.npy").shape == (4, 5, 16)
     table.assign(row_id=range(len(table))).to_csv(tmp_path / "with_id.csv", index=False)
