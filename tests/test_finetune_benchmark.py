@@ -81,7 +81,8 @@ def test_a_run_resumes_from_moved_data_but_not_on_other_data(finetune, tmp_path)
     finetune(*run, "--time-limit", "0")
     shutil.move(tmp_path / "tones", tmp_path / "moved")
     finetune(*run, "--time-limit", "0", "--data", str(tmp_path / "moved"))
-    assert [record["step"] for record in read_log(tmp_path / "run")] == [1, 2]
+    finetune(*run, "--time-limit", "0", "--data", str(tmp_path / "moved"), "--lr", "1e-4")  # the default, named
+    assert [record["step"] for record in read_log(tmp_path / "run")] == [1, 2, 3]
     write_tones(tmp_path / "other", count=20)
     with pytest.raises(CheckpointError, match=r"training_data: '16 training items, sha256 \w+' then, '12 training "
                                               r"items, sha256 \w+' now"):
@@ -128,6 +129,8 @@ def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hub
     assert "--layer 1 is for --mode linear or full" in capsys.readouterr().err
     assert main(["finetune", *common, "-o", str(tmp_path / "cls"), "--pool", "cls"]) == 2
     assert "pool='cls'" in capsys.readouterr().err  # HuBERT has no cls token
+    assert main(["finetune", *common, "-o", str(tmp_path / "lin"), "--mode", "linear", "--freeze-feature-encoder"]) == 2
+    assert "--freeze-feature-encoder is for --mode full" in capsys.readouterr().err  # was accepted, a no-op
     assert main(["finetune", *common, "-o", str(tmp_path / "none"), "--epochs", "0"]) == 2
     assert "--epochs 0; train for at least one epoch" in capsys.readouterr().err
     (tmp_path / "taken").write_text("notes")

@@ -64,6 +64,9 @@ def test_audio_files_get_their_top_labels_as_json_lines(tmp_path):
     for row, labels in zip(written, expected):
         assert [row["label"], row["label_2"], row["label_3"]] == [name for name, _ in labels]
         assert abs(row["probability"] - labels[0][1]) < 1e-6
+    assert main(["predict", str(model), *files, "-o", str(tmp_path / "out.csv"), "--shard-size", "4"]) == 0
+    exact = pd.read_csv(tmp_path / "out.csv")["probability"].tolist()  # jsonl rounded them to 10 digits
+    assert [row["probability"] for row in written] == exact
 
 
 def test_a_tagger_scores_labels_independently_and_a_regressor_gives_its_values(adult_tables, tmp_path):

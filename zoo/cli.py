@@ -152,7 +152,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load(args.name, revision=args.revision, device=args.device, dtype=args.dtype)
-    check_predictor(model, args.name, args.dataset)
+    check_predictor(model, args.name, args.dataset, args.top_k)
     if args.ignore_extra_columns:
         ignore_extra_columns(model.encoder, args.name)
     if args.dataset:

@@ -159,7 +159,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-feature-encoder", action="store_true",
                         help="with --mode full: keep a HuBERT / MERT conv front end as pretrained")
     parser.add_argument("--train-limit", type=positive_int,
-                        help="train on a seeded N // classes items of each class (default: every training item)")
+                        help="train on a seeded N // classes items of each class, at least one (default: every "
+                             "training item; a numeric target: N items)")
     parser.add_argument("--epochs", type=int,
                         help=f"passes over the training items (default: {DEFAULT_EPOCHS}; a node dataset, whose "
                              f"epoch is one step on its whole graph: {DEFAULT_NODE_EPOCHS})")
@@ -229,6 +230,9 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     if args.patience is not None and args.validation is False:
         raise ConfigError(f"--patience {args.patience} counts epochs without a better validation score; "
                           "add --validation")
+    if args.freeze_feature_encoder and args.mode != "full":
+        raise ConfigError(f"--freeze-feature-encoder is for --mode full; --mode {args.mode} trains the head alone, "
+                          "the whole encoder stays as it is")
     if args.layer is not None and args.mode == "weighted":
         raise ConfigError(f"--layer {args.layer} is for --mode linear or full; --mode weighted mixes every layer")
     if args.threads is not None:
@@ -257,7 +261,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
                          activation_checkpointing=args.activation_checkpointing)
     output = Path(args.output)
     settings = {key: value for key, value in command_settings(args).items() if key not in SCORING_ARGS}
-    settings.update(epochs=epochs, batch_size=batch_size, pool=pool,  # as run, where the defaults stood in
+    settings.update(epochs=epochs, batch_size=batch_size, pool=pool, lr=lr,  # as run, where defaults stood in
                     training_data=split_digest(split, args.data))
     write_run_settings(output, settings)
     started = time.monotonic()

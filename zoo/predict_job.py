@@ -12,6 +12,7 @@ set's. A named graph or table dataset (`--dataset`, as `zoo embed`'s) is embedde
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -28,9 +29,9 @@ from zoo.io import atomic_write_with, check_writable_file
 FORMATS = (".csv", ".parquet", ".jsonl")
 
 
-def check_predictor(model: Any, name: str, dataset: Optional[str] = None) -> None:
+def check_predictor(model: Any, name: str, dataset: Optional[str] = None, top_k: int = 1) -> None:
     """A model that predicts one label set or value per input (a classifier, tagger or regressor),
-    or with a named `dataset`, also one per node (a node classifier)."""
+    or with a named `dataset`, also one per node (a node classifier); `top_k` labels need labels."""
     if isinstance(model, EncoderForTokenClassification) and not dataset:
         raise ConfigError(f"{name} labels each token (for a graph, each node); `zoo predict` writes one row per "
                           "input file, so name the graph dataset: --dataset NAME [--data ROOT] gives a row per "
@@ -38,6 +39,8 @@ def check_predictor(model: Any, name: str, dataset: Optional[str] = None) -> Non
     if not isinstance(model, EncoderWithHead):
         raise ConfigError(f"{name} is an encoder without a head, so it has nothing to predict; train one with "
                           "`zoo finetune` and pass its classifier/ folder, or write features with `zoo embed`")
+    if top_k != 1 and not isinstance(model, LabelledHead):
+        raise ConfigError(f"--top-k {top_k} asks for labels; {name} predicts values (a regressor), one per input")
 
 
 def check_prediction_output(output: Path) -> None:
@@ -121,4 +124,5 @@ def write_frame(frame: pd.DataFrame, path: Path, suffix: str) -> None:
     elif suffix == ".parquet":
         frame.to_parquet(path, index=False)
     else:
-        frame.to_json(path, orient="records", lines=True)
+        with path.open("w") as handle:  # json's floats round-trip; pandas' to_json keeps 10 digits (15 at most)
+            handle.writelines(json.dumps(record) + "\n" for record in frame.to_dict("records"))

@@ -119,6 +119,9 @@ def test_a_table_with_a_numeric_target_fine_tunes_a_regressor(own_table, capsys)
     assert "Test RMSE: " in card and "on 800 held-out rows" in card
     assert main(["predict", str(own_table / "run" / "classifier"), str(own_table / "scored.csv"),
                  "-o", str(own_table / "scores.csv")]) == 0  # the table holds "score": was refused as unseen
+    assert main(["predict", str(own_table / "run" / "classifier"), str(own_table / "scored.csv"),
+                 "-o", str(own_table / "top.csv"), "--top-k", "3"]) == 2  # was ignored
+    assert "--top-k 3 asks for labels" in capsys.readouterr().err
     scored = pd.read_csv(own_table / "scored.csv")
     predicted = regressor.predict(scored.drop(columns=["score"]))
     assert np.allclose(pd.read_csv(own_table / "scores.csv").iloc[:, 1], predicted.numpy().ravel(), atol=1e-5)
