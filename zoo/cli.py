@@ -9,6 +9,7 @@ import inspect
 import json
 import os
 import sys
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -560,6 +561,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # PyG scripts modules at import, which torch >= 2.10 warns about on every graph command
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     recipe = argv[1] if len(argv) > 1 and argv[0] == "pretrain" else None
     try:
         args = parse(build_parser(recipe), argv)

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import random
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -123,7 +124,8 @@ class TrainConfig:
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr}; the learning rate must be positive")
         if not 0 <= self.warmup_steps <= self.steps:
-            raise ConfigError(f"warmup_steps={self.warmup_steps} must lie in [0, steps={self.steps}]")
+            raise ConfigError(f"warmup_steps={self.warmup_steps} must lie in [0, steps={self.steps}]; train for more "
+                              "steps or warm up for fewer (zoo pretrain: --set warmup_steps=N)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
         if self.weight_decay < 0:
@@ -196,10 +198,15 @@ def add_init_argument(parser: Any) -> None:
                              "init; the architecture is theirs, so --variant and --set are refused")
 
 
+#: the size `zoo pretrain` builds without --variant
+DEFAULT_VARIANT = "tiny"
+
+
 def encoder_to_pretrain(args: argparse.Namespace, encoder_class: type, build: Callable[[], Any]) -> Any:
     """The encoder a `zoo pretrain` run starts from: `build()` (a random init of --variant), or
     the float32 weights `--init` names, whose architecture and processor are kept."""
     if not args.init:
+        args.variant = args.variant or DEFAULT_VARIANT  # as run: a rerun that names the default resumes
         return build()
     if args.variant is not None or args.overrides:
         raise ConfigError(f"--init {args.init} brings its own architecture; drop --variant and --set")
@@ -571,6 +578,9 @@ class Trainer:
         self.saved_step = self.step
         kept = [record for record in read_log(self.log_path) if record["step"] <= self.step]
         atomic_write_text(self.log_path, "".join(json.dumps(record) + "\n" for record in kept))
+        left = "nothing left to train" if self.step >= self.config.steps else "going on"
+        print(f"resuming from {self.checkpoint_path} at step {self.step} of {self.config.steps} ({left})",
+              file=sys.stderr, flush=True)
 
     def start(self) -> None:
         """Resume from the folder's checkpoint, or seed the RNGs and start a fresh log."""
@@ -639,8 +649,6 @@ class Trainer:
         try:
             return self.run_steps()
         except KeyboardInterrupt:
-            import sys
-
             kept = (f"{self.checkpoint_path} holds step {self.saved_step}" if self.saved_step is not None
                     else "no checkpoint yet (the first comes at step "
                     f"{min(self.config.checkpoint_every, self.config.steps)})")
@@ -715,11 +723,15 @@ def save_trained(model: Any, out: Path, folder: str, records: list[dict[str, Any
                  settings: dict[str, Any], tag: str) -> None:
     """Save a run's model to `out/folder` with a card saying how it was pretrained and showing its
     loss curve (copied beside it, so that `zoo publish` sends it), and report the run."""
-    from zoo.run_cards import run_card
+    from zoo.run_cards import run_card, with_base_model
 
     curve = loss_curve(out)
+    init = settings.get("init")
+    how = f"Pretrained with `zoo pretrain {getattr(model, 'encoder', model).family}`"
     card = run_card(model, records, config, settings, PLOT_FILE if curve else None,
-                    f"Pretrained with `zoo pretrain {getattr(model, 'encoder', model).family}`")
+                    f"{how} from the weights of `{init}`" if init else how)
+    if init:
+        card = with_base_model(card, init)
     model.save_pretrained(out / folder, model_card=card, extra_files=curve)
     report_run(tag, records, config, out / folder)
 
@@ -733,8 +745,6 @@ def report_run(tag: str, records: list[dict[str, Any]], config: TrainConfig, sav
     """Print how a `zoo pretrain` run ended: steps, seconds, the loss at the start and the end
     (means of the first and last 10 % of the steps, at most 50) and where the encoder went;
     when the time limit stopped it, how to go on."""
-    import sys
-
     from zoo.run_cards import averaged, loss_summary
 
     window, first, last = loss_summary(records)

@@ -278,7 +278,7 @@ def make_objective(args: argparse.Namespace) -> tuple[nn.Module, BEATsEncoder, s
 
 def collect_waves(folders: Sequence[str], exclude: Sequence[str], encoder: BEATsEncoder) -> list[torch.Tensor]:
     files = [path for folder in folders for path in list_audio_files(folder, exclude)]
-    log(f"{len(files)} recordings in {list(folders)}")
+    log(f"{len(files)} recordings in {', '.join(map(str, folders))}")
     return load_waves(files, encoder.processor)
 
 

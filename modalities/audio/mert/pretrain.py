@@ -353,7 +353,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="--teacher encodec: EnCodec folder or Hub repo id (default: facebook/encodec_24khz)")
     teacher.add_argument("--codebooks", type=positive_int, default=8, help="--teacher kmeans: codebooks C (default: 8)")
     teacher.add_argument("--clusters", type=positive_int, default=256, help="--teacher kmeans: codes K (default: 256)")
-    teacher.add_argument("--kmeans-frames", type=positive_int, default=100_000, help="frames k-means is fitted on")
+    teacher.add_argument("--kmeans-frames", type=positive_int, default=100_000,
+                         help="frames k-means is fitted on (default: 100000)")
     teacher.add_argument("--chroma-weight", type=float, default=1.0,
                          help="--teacher kmeans: weight of the 12 standardised chroma features against the 64 "
                               "log-mel ones in the k-means distance; 2.31 = equal shares (default: 1.0)")

@@ -368,7 +368,8 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Sequenc
         log(f"layer {layer} features of {len(waves)} recordings from {args.labels_from}")
         features = layer_features(teacher, waves, layer, progress=not args.no_progress)
         source = f"layer {layer} of {args.labels_from}"
-    log(f"k-means: {args.clusters} clusters on up to {args.kmeans_frames} of {sum(len(f) for f in features)} frames")
+    total = sum(len(f) for f in features)
+    log(f"k-means: {args.clusters} clusters on {min(args.kmeans_frames, total)} of {total} frames")
     clusters = fit_clusters(features, args.clusters, args.kmeans_frames, args.seed)
     return {"labels": cluster_labels(features, clusters), "source": source, **dataclasses.asdict(clusters)}
 

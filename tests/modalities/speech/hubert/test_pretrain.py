@@ -305,6 +305,8 @@ def test_labels_from_takes_a_run_folder_a_checkpoint_folder_or_a_model_name(tmp_
 def test_init_goes_on_from_the_embedded_model(tmp_path):
     """`--init hubert-tiny-fsdd`: its weights (float32) and processor, a new projection and
     label embeddings; the architecture is the checkpoint's, so --variant / --set are refused."""
+    from huggingface_hub import ModelCard
+
     import zoo
     from zoo.errors import ZooError
 
@@ -319,6 +321,9 @@ def test_init_goes_on_from_the_embedded_model(tmp_path):
     steps = {name: float((value.float() - start.state_dict()[name].float()).abs().max())
              for name, value in trained.state_dict().items()}
     assert 0 < max(steps.values()) < 0.01  # two AdamW steps of lr 5e-4 from those weights, not a new init
+    card = ModelCard.load(tmp_path / "run" / "encoder" / "README.md")  # said only "Pretrained ... for 2 steps"
+    assert "Pretrained with `zoo pretrain hubert` from the weights of `hubert-tiny-fsdd` (ssl-zoo" in card.text
+    assert (card.data.base_model, card.data.license) == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
     with pytest.raises(ConfigError, match="drop --variant and --set"):
         run(parser.parse_args([*common, "-o", str(tmp_path / "other"), "--variant", "base"]))
     with pytest.raises(ZooError, match="holds a MertEncoder, not a HubertEncoder"):

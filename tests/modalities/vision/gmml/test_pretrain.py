@@ -86,8 +86,11 @@ def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path,
     assert "zoo: interrupted; the last checkpoint is kept: rerun the same command" in said and "Traceback" not in said
     monkeypatch.setattr(Trainer, "train_step", step)
     # resumes from the checkpoint of step 5; checkpointing saves memory and changes no step
-    assert main(run_args(image_folder, tmp_path / "parts", 12, "--activation-checkpointing")) == 0
+    assert main(run_args(image_folder, tmp_path / "parts", 12, "--activation-checkpointing", "--variant",
+                         "tiny")) == 0  # naming the default variant was refused: "variant: None then, 'tiny' now"
     assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
+    assert f"resuming from {tmp_path / 'parts' / 'checkpoint.pt'} at step 5 of 12 (going on)" in \
+        capsys.readouterr().err  # a resumed run did not say so
     records = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
     assert records[0]["weight_decay"] == pytest.approx(0.04) and records[-1]["weight_decay"] > 0.35
 
