@@ -92,7 +92,7 @@ def settings_rows(settings: dict[str, Any], prefix: str = "") -> list[tuple[str,
 
 
 def with_base_model(card: str, name: str) -> str:
-    """The card of a model fine-tuned from the weights of `name` with `base_model` (its Hub repo)
+    """The card of a model trained from the weights of `name` with `base_model` (its Hub repo)
     and the base's licence in its metadata, as transformers' Trainer writes them: weights trained
     from others carry their licence's terms (cc-by-sa's ShareAlike, cc-by-nc's NonCommercial)."""
     from huggingface_hub import ModelCard
