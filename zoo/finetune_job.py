@@ -44,7 +44,7 @@ from zoo.finetune_objectives import (
 )
 from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
-from zoo.run_cards import run_card, with_base_model, with_eval_result
+from zoo.run_cards import run_card, shown_path, with_base_model, with_eval_result
 from zoo.training import (
     PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, seed_int, share, train,
     write_run_settings,
@@ -283,7 +283,8 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     metric, score, results = test_score(loaded, split, args)
     if validation is not None:
         results += validation_sentence(validation, split.unit, epochs)
-    origin = f"`{args.name}`" if init_seed is None else f"a random-init `{args.name}` (seed {init_seed})"
+    base = shown_path(args.name)
+    origin = f"`{base}`" if init_seed is None else f"a random-init `{base}` (seed {init_seed})"
     card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
                     f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results,
                     stopped_early=objective.finished)

@@ -18,6 +18,8 @@ NOT_SHOWN = frozenset({"command", "output", "threads", "progress", "no_progress"
                        "zoo_version", "workers", "device", "bf16", "activation_checkpointing"})
 #: command settings whose default (None) the run resolved into its TrainConfig: the card shows the value used
 RESOLVED = ("lr", "warmup_steps")
+#: settings that may name local files or folders: the card shows their last part (`shown_path`)
+PATH_SETTINGS = frozenset({"name", "init", "data", "table", "test_table", "labels_from"})
 
 
 def loss_summary(records: list[dict[str, Any]]) -> tuple[int, float, float]:
@@ -86,9 +88,18 @@ def settings_rows(settings: dict[str, Any], prefix: str = "") -> list[tuple[str,
         if isinstance(value, dict):
             rows += settings_rows(value, "" if not prefix and key == "args" else f"{prefix}{key}.")
         else:
-            shown = value if isinstance(value, str) else json.dumps(value)
+            shown = (shown_path(value) if key in PATH_SETTINGS else value) if isinstance(value, str) else \
+                json.dumps(value)
             rows.append((prefix + key, f"`{shown}`".replace("|", "\\|")))
     return rows
+
+
+def shown_path(name: str) -> str:
+    """A local path as its last part, a zoo name or Hub repo id as it is: a card is published,
+    and the machine's folders mean nothing on the Hub and may say too much (a user's name)."""
+    from zoo.hub import looks_like_path
+
+    return Path(name).name if looks_like_path(name) or Path(name).exists() else name
 
 
 def with_base_model(card: str, name: str) -> str:

@@ -723,13 +723,13 @@ def save_trained(model: Any, out: Path, folder: str, records: list[dict[str, Any
                  settings: dict[str, Any], tag: str) -> None:
     """Save a run's model to `out/folder` with a card saying how it was pretrained and showing its
     loss curve (copied beside it, so that `zoo publish` sends it), and report the run."""
-    from zoo.run_cards import run_card, with_base_model
+    from zoo.run_cards import run_card, shown_path, with_base_model
 
     curve = loss_curve(out)
     init = settings.get("init")
     how = f"Pretrained with `zoo pretrain {getattr(model, 'encoder', model).family}`"
     card = run_card(model, records, config, settings, PLOT_FILE if curve else None,
-                    f"{how} from the weights of `{init}`" if init else how)
+                    f"{how} from the weights of `{shown_path(init)}`" if init else how)
     if init:
         card = with_base_model(card, init)
     model.save_pretrained(out / folder, model_card=card, extra_files=curve)
