@@ -119,8 +119,8 @@ def with_base_model(card: str, name: str) -> str:
 
 def base_model_of(name: str) -> tuple[Optional[str], Optional[str]]:
     """(Hub repo, licence) of the checkpoint `name`, where known: a zoo name's hub_config tells
-    both (a licence only where it is an identifier, not a note), a folder's card its licence,
-    and a Hub repo id is its own repo."""
+    both (a licence only where it is an identifier, not a note), a local folder's card (a run
+    folder's encoder/ card) its licence, and a Hub repo id is its own repo."""
     from huggingface_hub import ModelCard
 
     from zoo import registry
@@ -129,9 +129,10 @@ def base_model_of(name: str) -> tuple[Optional[str], Optional[str]]:
     entry = registry.find(name)
     if entry is not None:
         return entry.repo_id, entry.license if LICENCE_ID.fullmatch(entry.license) else None
-    card = Path(name) / CARD_FILE
-    if card.is_file():
-        return None, ModelCard.load(card, ignore_metadata_errors=True).data.license
+    folder = Path(name)
+    if folder.exists():  # "runs/x" is spelt as a repo id too
+        cards = [card for card in (folder / CARD_FILE, folder / "encoder" / CARD_FILE) if card.is_file()]
+        return None, ModelCard.load(cards[0], ignore_metadata_errors=True).data.license if cards else None
     return (name, None) if is_repo_id(name) else (None, None)
 
 
