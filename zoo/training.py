@@ -388,6 +388,12 @@ def named_recipe(family: str, recipe: Optional[str], dataset: str) -> Any:
         raise UnknownModelError(f"{option} {name}: {err}{fix}") from err
 
 
+def check_recipe_batch_size(recipe: dict[str, Any]) -> None:
+    """A recipe's batch size after `--set`: at least one (0 was a ZeroDivisionError mid-run)."""
+    if recipe.get("batch_size", 1) < 1:
+        raise ConfigError(f"batch_size={recipe['batch_size']}; use a positive batch size (--set batch_size=N)")
+
+
 def check_run_folder(out: Path) -> None:
     """Refuse an output path taken by a file, naming the fix."""
     if out.exists() and not out.is_dir():

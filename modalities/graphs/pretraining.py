@@ -22,8 +22,8 @@ from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.registry import ModelEntry
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, command_settings, named_recipe, positive_int, save_trained, seed_int,
-    train, write_run_settings,
+    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings, named_recipe, positive_int,
+    save_trained, seed_int, train, write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -63,8 +63,7 @@ def start_run(args: argparse.Namespace, family: str, config_class: type, recipe_
                                                overrides, recipe_keys)
     if recipe[length_key] < 1:
         raise ConfigError(f"{length_key}={recipe[length_key]}; train for at least one (--{length_key} N)")
-    if recipe.get("batch_size", 1) < 1:  # was a ZeroDivisionError
-        raise ConfigError(f"batch_size={recipe['batch_size']}; use a positive batch size (--set batch_size=N)")
+    check_recipe_batch_size(recipe)
     data = load_dataset(args.dataset, args.data)
     if args.recipe and args.recipe.lower() != args.dataset.lower() and "in_dim" not in overrides:
         config, processor = fit_to_dataset(config, processor, data, args.dataset, args.data)

@@ -30,8 +30,8 @@ from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.registry import ModelEntry
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, command_settings, named_recipe, positive_int, save_trained, seed_int,
-    train, write_run_settings,
+    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings, named_recipe, positive_int,
+    save_trained, seed_int, train, write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -144,8 +144,7 @@ def run(args: argparse.Namespace) -> None:
     architecture, recipe = resolve_recipe(named_recipe("tjepa", args.recipe, args.dataset or "adult"), overrides)
     if recipe["epochs"] < 1:
         raise ConfigError(f"epochs={recipe['epochs']}; train for at least one epoch (--epochs N)")
-    if recipe["batch_size"] < 1:  # was a ZeroDivisionError
-        raise ConfigError(f"batch_size={recipe['batch_size']}; use a positive batch size (--set batch_size=N)")
+    check_recipe_batch_size(recipe)
     frame, processor = training_table(args)
     torch.manual_seed(args.seed)
     architecture = {**architecture, "standardize_output": False}
