@@ -56,11 +56,11 @@ ARGS_FILE = "args.json"
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 OPTIMIZERS = ("adamw", "adam")
-# What a resumed run may change: where and how it runs (machine, threads, files, progress,
-# time slices), not what it trains. Moving a run from a GPU to a CPU changes device and bf16.
+# What a resumed run may change: where and how it runs (machine, threads, loader processes, files,
+# progress, time slices), not what it trains. Moving a run from a GPU to a CPU changes device and bf16.
 RUN_LOCAL_SETTINGS = frozenset({"device", "bf16", "progress", "no_progress", "threads", "time_limit",
                                 "checkpoint_every", "output", "data", "table", "zoo_version",
-                                "activation_checkpointing"})
+                                "activation_checkpointing", "workers"})
 
 
 @dataclasses.dataclass

@@ -96,10 +96,11 @@ def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path,
 
 
 def test_a_time_limited_run_stops_with_its_encoder_and_goes_on(image_folder, tmp_path, capsys):
-    """--time-limit 0 stops after one step with a checkpoint and the encoder; reruns continue exactly."""
+    """--time-limit 0 stops after one step with a checkpoint and the encoder; reruns continue exactly,
+    also with other --workers (each batch's crops are seeded by its number, not by a worker)."""
     assert main(run_args(image_folder, tmp_path / "whole", 6)) == 0
     for step in (1, 2):
-        assert main(run_args(image_folder, tmp_path / "sliced", 6, "--time-limit", "0")) == 0
+        assert main(run_args(image_folder, tmp_path / "sliced", 6, "--time-limit", "0", "--workers", str(step))) == 0
         assert f"time limit reached at step {step} of 6" in capsys.readouterr().err
         assert len(losses(tmp_path / "sliced")) == step
     assert zoo.load(tmp_path / "sliced" / "encoder").embed(str(image_folder), progress=False).shape == (12, 24)
