@@ -63,7 +63,12 @@ def test_layer_selection_shapes(micro_hubert):
         micro_hubert.embed(items, layer=layers + 1, sampling_rate=RATE, progress=False)
     numpy_ints = micro_hubert.embed(items, layer=np.int64(0), sampling_rate=RATE, progress=False)
     assert torch.equal(numpy_ints, micro_hubert.embed(items, layer=0, sampling_rate=RATE, progress=False))
-    for bad in (True, 1.0, np.array([0, 1])):  # True was layer 1; the others raised TypeError / ValueError
+    pair = micro_hubert.embed(items, layer=[0, 1], sampling_rate=RATE, progress=False)
+    for ints in (np.array([0, 1]), torch.tensor([0, 1]), np.arange(2, dtype=np.uint8)):  # were "not understood"
+        assert torch.equal(micro_hubert.embed(items, layer=ints, sampling_rate=RATE, progress=False), pair)
+    assert torch.equal(micro_hubert.embed(items, layer=torch.tensor(0), sampling_rate=RATE, progress=False),
+                       numpy_ints)
+    for bad in (True, 1.0, np.array([0.0, 1.0]), torch.tensor([True]), np.zeros((1, 2), int)):  # True was layer 1
         with pytest.raises(ConfigError, match="is not understood; use an int, a list of ints"):
             micro_hubert.embed(items, layer=bad, sampling_rate=RATE, progress=False)
     with pytest.raises(InputError, match="pool"):

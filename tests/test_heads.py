@@ -196,6 +196,9 @@ def test_bad_head_arguments(micro_hubert):
         zoo.for_classification(micro_hubert, num_labels=2.0)
     with pytest.raises(ConfigError, match="head layer=\\[1, 2\\]; use one layer"):
         zoo.for_classification(micro_hubert, num_labels=2, layer=[1, 2])
+    with pytest.raises(ConfigError, match="head layer=array\\(\\[1, 2\\]\\); use one layer"):  # numpy's "truth
+        zoo.for_classification(micro_hubert, num_labels=2, layer=np.array([1, 2]))  # value is ambiguous" error
+    assert zoo.for_classification(micro_hubert, num_labels=2, layer=torch.tensor(1)).layer == 1
     with pytest.raises(ConfigError, match="dropout=1.5; use a probability"):
         zoo.for_classification(micro_hubert, num_labels=2, dropout=1.5)
     numpy_sized = zoo.for_classification(micro_hubert, num_labels=np.int64(2), layer=np.int64(1))

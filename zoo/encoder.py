@@ -138,7 +138,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         Args:
             inputs: raw items (paths, arrays, graphs, rows...) or a single item.
             layer: None (last layer), an int (0 = input embeddings, negative from the end),
-                a list of ints or "all".
+                a list (or 1-d integer array) of ints, or "all".
             pool: "mean" over valid tokens, "cls" (the encoder's own leading token, where it has
                 one: `pools`) or "none" (all tokens).
             batch_size: pieces per forward pass.

@@ -77,7 +77,7 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
             raise ConfigError(f"pool={pool!r} is a graph readout and {type(encoder).__name__} is a "
                               f"{encoder.modality} encoder; use pool='mean'")
         check_pool(pool, encoder.pools, type(encoder).__name__)
-        if layer != "weighted":
+        if not (isinstance(layer, str) and layer == "weighted"):
             layer_indices(layer, encoder.num_layers)  # validates the index
             if not is_single_layer(layer):
                 raise ConfigError(f"head layer={layer!r}; use one layer (an int), None (the last) or 'weighted'")

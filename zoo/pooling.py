@@ -13,7 +13,7 @@ import torch
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
 
-#: None = last layer; int (negative counts from the end); list of ints; "all"
+#: None = last layer; int (negative counts from the end); list (or 1-d integer array) of ints; "all"
 LayerSpec = Union[None, int, Sequence[int], str]
 POOLS = ("mean", "cls", "none")
 
@@ -28,6 +28,7 @@ def layer_indices(layer: LayerSpec, num_layers: int) -> list[int] | None:
         return None
     if isinstance(layer, str) and layer == "all":
         return list(range(total))
+    layer = integer_array_as_list(layer)
     if isinstance(layer, (str, bool)) or not isinstance(layer, (numbers.Integral, Sequence)):
         raise ConfigError(f"layer={layer!r} is not understood; use an int, a list of ints, 'all' or None")
     many = [layer] if isinstance(layer, numbers.Integral) else list(layer)
@@ -42,6 +43,17 @@ def layer_indices(layer: LayerSpec, num_layers: int) -> list[int] | None:
             )
         indices.append(int(index) % total)
     return indices
+
+
+def integer_array_as_list(layer: object) -> object:
+    """A numpy or torch array of integers (0-d or 1-d, e.g. `np.arange(4, 8)`) as the int or
+    list it holds; anything else as is, for layer_indices to accept or refuse."""
+    dtype = getattr(layer, "dtype", None)
+    if getattr(layer, "ndim", None) not in (0, 1) or dtype is None or not hasattr(layer, "tolist"):
+        return layer
+    is_integer = (not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool) \
+        if isinstance(dtype, torch.dtype) else getattr(dtype, "kind", "") in "iu"
+    return layer.tolist() if is_integer else layer
 
 
 def check_pool(pool: str, pools: Sequence[str] = POOLS, owner: str = "this encoder") -> None:
@@ -66,6 +78,7 @@ def check_batch_sizes(**sizes: Optional[int]) -> None:
 def is_single_layer(layer: LayerSpec) -> bool:
     """Whether `layer` names one layer (None or an int), so that `embed` drops the K axis;
     a list, even of one layer, keeps it."""
+    layer = integer_array_as_list(layer)
     return layer is None or isinstance(layer, numbers.Integral)
 
 
