@@ -293,6 +293,7 @@ def test_a_bad_input_is_numbered_within_the_whole_job(checkpoint, wav_folder, tm
 
 def test_convert_writes_a_verified_zoo_checkpoint(tmp_path, capsys):
     from fairseq_hubert import fairseq_model_cfg, fairseq_state_dict
+    from huggingface_hub import ModelCard
 
     upstream = tmp_path / "hubert.pt"
     torch.save({"cfg": {"model": fairseq_model_cfg("layer_pre_ln"), "task": {"normalize": True}},
@@ -301,6 +302,16 @@ def test_convert_writes_a_verified_zoo_checkpoint(tmp_path, capsys):
     assert "reload verified" in capsys.readouterr().out
     encoder = zoo.load(tmp_path / "out")
     assert encoder.processor.do_normalize and encoder.config.do_stable_layer_norm
+    card = (tmp_path / "out" / "README.md").read_text()  # was the bare default card: no source, no licence
+    assert "Converted from `hubert.pt` (upstream format `fairseq`) with `zoo convert`" in card
+    assert "this card states none (`zoo convert --license ID` writes it)" in card and "license:" not in card
+    assert main(["convert", "hubert", str(upstream), str(tmp_path / "mit"), "--license", "mit"]) == 0
+    card = ModelCard.load(tmp_path / "mit" / "README.md")
+    assert card.data.license == "mit" and "The upstream checkpoint's licence, mit, applies" in card.text
+    assert card.data.library_name == "ssl-zoo" and str(tmp_path) not in card.content
+    assert main(["convert", "hubert", str(upstream), str(tmp_path / "bad"), "--license", "MIT licence"]) == 2
+    assert "--license 'MIT licence'; give the upstream checkpoint's licence as the Hub's identifier" in \
+        capsys.readouterr().err and not (tmp_path / "bad").exists()
     upstream.write_bytes(b"garbage")
     assert main(["convert", "hubert", str(upstream), str(tmp_path / "out2")]) == 2
     assert "hubert.pt" in capsys.readouterr().err and not (tmp_path / "out2").exists()

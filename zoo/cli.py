@@ -313,6 +313,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from zoo.hub import load_folder
+    from zoo.run_cards import check_licence, converted_card
 
     family = registry.get_family(args.family)
     if not family.converters:
@@ -322,8 +323,10 @@ def cmd_convert(args: argparse.Namespace) -> None:
     fmt = args.format or next(iter(family.converters))
     if fmt not in family.converters:
         raise ConfigError(f"family {args.family!r} converts formats {sorted(family.converters)}, not {fmt!r}")
-    encoder = call_converter(family.converters[fmt], Path(args.upstream_file), parse_overrides(args.overrides))
-    encoder.save_pretrained(args.out_dir)
+    licence = None if args.license is None else check_licence(args.license)
+    source = Path(args.upstream_file)
+    encoder = call_converter(family.converters[fmt], source, parse_overrides(args.overrides))
+    encoder.save_pretrained(args.out_dir, model_card=converted_card(encoder, source, fmt, licence))
     verify_round_trip(encoder, load_folder(Path(args.out_dir)))
     print(f"converted {args.upstream_file} ({fmt}) -> {args.out_dir} "
           f"({sum(p.numel() for p in encoder.parameters()):,} parameters, reload verified)")
@@ -516,6 +519,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     convert.add_argument("upstream_file", help="the upstream checkpoint file (a MERT repo: its folder)")
     convert.add_argument("out_dir", help="the zoo checkpoint folder to write")
     convert.add_argument("--format", help="upstream format (default: the family's first)")
+    convert.add_argument("--license", help="the upstream checkpoint's licence, as the Hub's identifier (e.g. mit, "
+                         "cc-by-nc-4.0), for the card's metadata: a local file states none")
     convert.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="a config setting the weights do not tell, e.g. --set num_heads=6 (repeatable)")
     convert.set_defaults(func=cmd_convert)

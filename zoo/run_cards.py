@@ -1,7 +1,8 @@
 """The model card of a model a `zoo pretrain` or `zoo finetune` run saves: what the model is and
 how to use it (the default card), then how it was trained (steps, time, loss, results, the
 loss curve and the run's settings), so that `zoo publish RUN org/name` sends a card that says
-where the weights came from, as transformers' Trainer writes one for its runs."""
+where the weights came from, as transformers' Trainer writes one for its runs. A checkpoint
+`zoo convert` writes gets a card naming the upstream file it came from, and its licence."""
 
 from __future__ import annotations
 
@@ -138,3 +139,36 @@ def base_model_of(name: str) -> tuple[Optional[str], Optional[str]]:
 
 #: a licence identifier as the Hub takes it ("mit", "cc-by-sa-4.0"), not "unknown" or a sentence
 LICENCE_ID = re.compile(r"(?!unknown$)[a-z0-9][a-z0-9.-]*")
+
+
+def converted_card(model: Any, source: Path, fmt: str, licence: Optional[str]) -> str:
+    """The card of a checkpoint converted from the upstream file `source` (format `fmt`): the
+    default card, saying where the weights came from, with `licence` in its metadata; without one
+    it says that the upstream terms apply, since a local file states none and a card published
+    without a licence lets the Hub show none."""
+    from huggingface_hub import ModelCard
+
+    from zoo import __version__
+    from zoo.hub import default_card
+
+    terms = (f"The upstream checkpoint's licence, {licence}, applies to these weights." if licence else
+             "The upstream checkpoint's licence applies to these weights; this card states none (`zoo convert "
+             "--license ID` writes it).")
+    card = (f"{default_card(model).rstrip()}\n\n## Conversion\n\nConverted from `{source.name}` (upstream format "
+            f"`{fmt}`) with `zoo convert` (ssl-zoo {__version__}), which checked that the saved folder reloads the "
+            f"same weights. {terms}\n")
+    if licence is None:
+        return card
+    parsed = ModelCard(card)
+    parsed.data.license = licence
+    return str(parsed)
+
+
+def check_licence(licence: str) -> str:
+    """A licence as the Hub's metadata takes it: an identifier such as "mit" or "cc-by-nc-4.0"."""
+    from zoo.errors import ConfigError
+
+    if not LICENCE_ID.fullmatch(licence):
+        raise ConfigError(f"--license {licence!r}; give the upstream checkpoint's licence as the Hub's identifier, "
+                          "e.g. mit, apache-2.0 or cc-by-nc-4.0 (see huggingface.co/docs/hub/repositories-licenses)")
+    return licence
