@@ -119,7 +119,12 @@ def test_a_folder_gives_only_the_files_the_encoder_reads(checkpoint, wav_folder,
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("not audio")
     assert main(["embed", str(checkpoint), str(tmp_path / "notes"), "-o", str(tmp_path / "n.npy")]) == 2
-    assert "no input files (.wav, .flac, .ogg) found in" in capsys.readouterr().err
+    assert "no input files (.wav, .flac, .ogg, .oga, .opus, .mp3, .aif" in capsys.readouterr().err
+    clip, rate = soundfile.read(wav_folder / "clip0.wav")
+    soundfile.write(tmp_path / "notes" / "b.mp3", clip, rate)  # decodes by path, but was left out of a folder
+    soundfile.write(tmp_path / "notes" / "c.aiff", clip, rate)
+    assert main(["embed", str(checkpoint), str(tmp_path / "notes"), "-o", str(tmp_path / "n.npy")]) == 0
+    assert np.load(tmp_path / "n.npy").shape == (2, 32)
 
 
 def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_path, monkeypatch, capsys):

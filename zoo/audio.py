@@ -21,8 +21,23 @@ import torch
 from zoo.errors import ConfigError, InputError
 from zoo.processing import Processor
 
-#: audio file endings read from folders (what soundfile decodes everywhere)
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+#: file endings of the containers libsndfile reads (MP3 from 1.1.0, bundled with soundfile >= 0.12)
+FORMAT_SUFFIXES = {"WAV": (".wav",), "FLAC": (".flac",), "OGG": (".ogg", ".oga", ".opus"), "MP3": (".mp3",),
+                   "AIFF": (".aif", ".aiff", ".aifc"), "AU": (".au", ".snd"), "CAF": (".caf",), "W64": (".w64",),
+                   "RF64": (".rf64",)}
+
+
+def decodable_suffixes() -> tuple[str, ...]:
+    """The audio file endings this machine's libsndfile decodes: a folder's MP3s are read where a
+    path to one would be, and left out where its decoder is missing."""
+    import soundfile
+
+    formats = soundfile.available_formats()
+    return tuple(suffix for name, suffixes in FORMAT_SUFFIXES.items() if name in formats for suffix in suffixes)
+
+
+#: audio file endings read from folders
+AUDIO_SUFFIXES = decodable_suffixes()
 #: most channels an array may have; a larger "channel" axis is surely the time axis
 MAX_CHANNELS = 8
 #: integer PCM sample types and the full scale that divides them into [-1, 1)
@@ -32,7 +47,7 @@ PCM_ADVICE = ("pass float samples in [-1, 1], or integer PCM samples of type int
 
 
 def read_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
-    """Decode a wav/flac/ogg file into (channels, samples) float32 and its sampling rate."""
+    """Decode an audio file (AUDIO_SUFFIXES) into (channels, samples) float32 and its sampling rate."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{str(path)!r} is a folder, not an audio file; pass the files in it (zoo embed and "
@@ -62,8 +77,8 @@ def decode_audio(source: str | BinaryIO, where: str) -> tuple[torch.Tensor, int]
             data, rate, log = handle.read(dtype="float32", always_2d=True), handle.samplerate, handle.extra_info
     except Exception as err:  # soundfile raises several unrelated types for unreadable files
         raise InputError(
-            f"cannot decode {where} ({err}); use wav, flac or ogg, "
-            "or pass the samples as an array with sampling_rate="
+            f"cannot decode {where} ({err}); convert it to one of {', '.join(AUDIO_SUFFIXES)} (e.g. ffmpeg -i IN "
+            "OUT.flac), or pass the samples as an array with sampling_rate="
         ) from err
     warn_if_truncated(log, where)
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)

@@ -41,7 +41,8 @@ def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Pa
              if not any(fnmatch.fnmatch(str(path.relative_to(root)), pattern) for pattern in exclude)]
     if not files:
         left_out = f" once {list(exclude)} are left out" if exclude else ""
-        raise InputError(f"no {'/'.join(AUDIO_SUFFIXES)} files in {str(root)!r}{left_out}; pass a folder of recordings")
+        raise InputError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {str(root)!r}{left_out}; pass a folder "
+                         "of recordings")
     return files
 
 

@@ -33,8 +33,23 @@ from zoo.processing import Processor, feature_column, is_dataset, refuse_options
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: file name endings of photo and raster formats, by the Pillow plugin that opens them
+FORMAT_SUFFIXES = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"), "BMP": (".bmp",), "GIF": (".gif",),
+                   "TIFF": (".tif", ".tiff"), "WEBP": (".webp",), "PPM": (".ppm", ".pgm", ".pbm", ".pnm"),
+                   "AVIF": (".avif",), "TGA": (".tga",), "JPEG2000": (".jp2", ".j2k")}
+
+
+def decodable_suffixes() -> tuple[str, ...]:
+    """The image file endings this machine's Pillow opens (AVIF from Pillow 11.3): a folder's
+    files are read where a path to one would be. Icons, PSD and EPS are left out of folders."""
+    from PIL import Image
+
+    Image.init()
+    return tuple(suffix for name, suffixes in FORMAT_SUFFIXES.items() if name in Image.OPEN for suffix in suffixes)
+
+
 #: file name endings read as images when a folder is given
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_SUFFIXES = decodable_suffixes()
 #: the EXIF tag that says how to turn a photo upright (1: as stored)
 EXIF_ORIENTATION = 0x0112
 #: channel counts an image may have: grey, RGB, RGBA

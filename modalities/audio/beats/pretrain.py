@@ -189,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `zoo pretrain beats`."""
     data = parser.add_argument_group("data")
     data.add_argument("--data", required=True, action="append",
-                      help="folder of audio files (wav/flac/ogg, any rate; recursive); repeat for several")
+                      help="folder of audio files (wav, flac, mp3, ogg, ...: any rate; recursive); repeat for several")
     data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, "
                                                             "encoder/ (ssl) or tokenizer/ (tokenizer)")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",

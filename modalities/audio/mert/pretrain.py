@@ -338,7 +338,8 @@ class MertPretraining(nn.Module):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `zoo pretrain mert`."""
     data = parser.add_argument_group("data")
-    data.add_argument("--data", required=True, help="folder of music files (wav/flac/ogg, any rate; recursive)")
+    data.add_argument("--data", required=True,
+                      help="folder of music files (wav, flac, mp3, ogg, ...: any rate; recursive)")
     data.add_argument("-o", "--output", required=True,
                       help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, encoder/")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",

@@ -271,7 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `zoo pretrain hubert`."""
     data = parser.add_argument_group("data")
     data.add_argument("--data", required=True,
-                      help="folder of audio files (wav/flac/ogg, any rate; searched recursively)")
+                      help="folder of audio files (wav, flac, mp3, ogg, ...: any rate; searched recursively)")
     data.add_argument("-o", "--output", required=True,
                       help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, encoder/")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",

@@ -51,6 +51,11 @@ def test_batches_and_folders_expand_to_images(picture, processor, tmp_path):
     (tmp_path / ".ipynb_checkpoints").mkdir()
     Image.fromarray(picture).save(tmp_path / ".ipynb_checkpoints" / "b.jpg")
     assert processor(tmp_path)["pixel_values"].shape == (2, 3, 32, 32)
+    Image.fromarray(picture).save(tmp_path / "c.jfif", format="JPEG")  # was left out of the folder, read by path
+    Image.fromarray(picture).save(tmp_path / "d.tga")
+    assert processor(tmp_path)["pixel_values"].shape == (4, 3, 32, 32)
+    (tmp_path / "c.jfif").unlink()
+    (tmp_path / "d.tga").unlink()
     assert processor(np.stack([picture] * 3))["pixel_values"].shape == (3, 3, 32, 32)
     tensors = torch.from_numpy(np.stack([picture] * 2)).permute(0, 3, 1, 2)
     assert processor([tensors, picture])["pixel_values"].shape == (3, 3, 32, 32)
