@@ -125,16 +125,36 @@ def test_array_without_rate_and_bad_files(tmp_path):
         with pytest.raises(InputError, match=f"sampling_rate={rate!r}; pass the recording's rate in Hz"):
             AudioProcessor().prepare(np.zeros(100, dtype=np.float32), sampling_rate=rate)
     same = [AudioProcessor().prepare(np.ones(100, dtype=np.float32), sampling_rate=rate)
-            for rate in (16000, 16000.0, np.int64(16000))]
+            for rate in (16000, 16000.0, np.int64(16000), torch.tensor(16000), np.array(16000))]  # tensors were refused
     assert all(torch.equal(same[0], wave) for wave in same)
     with pytest.raises(InputError, match="does not exist"):
         AudioProcessor().prepare(tmp_path / "missing.wav")
+    for url in ("https://example.com/a.wav", "http://example.com/a.flac"):  # were "'https:/example.com/a.wav' does
+        with pytest.raises(InputError, match=f"audio input '{url}' is a URL; the zoo reads local files"):  # not exist"
+            AudioProcessor().prepare(url)
+    with pytest.raises(InputError, match="is a parquet dataset, not one audio file; pass its rows: datasets.Dataset"):
+        AudioProcessor().prepare(str(tmp_path / "train-00000.parquet"))  # was "Format not recognised"
     with pytest.raises(InputError, match="is a folder, not an audio file; pass the files in it"):
         AudioProcessor().prepare(tmp_path)
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"not audio at all")
     with pytest.raises(InputError, match="cannot decode"):
         AudioProcessor().prepare(junk)
+
+
+def test_integer_pcm_values_cast_to_float_are_refused():
+    """`int16.astype(np.float32)` without dividing by 32768 embedded silently: BEATs' embedding of it
+    had cosine 0.34 to the right one. Float audio of ordinary loudness, even clipped, is taken."""
+    pcm = (np.sin(np.linspace(0, 900, 16000)) * 11207).astype(np.int16)
+    with pytest.raises(InputError, match="audio samples reach 1120[67], but float audio lies in \\[-1, 1\\].*divide "
+                       "them by 32768"):
+        AudioProcessor().prepare(pcm.astype(np.float32), sampling_rate=16000)
+    with pytest.raises(InputError, match="audio samples reach 256"):
+        AudioProcessor().prepare({"array": torch.full((100,), -256.0), "sampling_rate": 16000})
+    scaled = AudioProcessor().prepare(pcm, sampling_rate=16000)
+    assert torch.equal(AudioProcessor().prepare(pcm / 32768.0, sampling_rate=16000), scaled)
+    loud = np.full(400, 255.0, np.float32)
+    assert torch.equal(AudioProcessor().prepare(loud, sampling_rate=16000), torch.from_numpy(loud))
 
 
 def test_a_truncated_wav_file_is_read_with_a_warning(tmp_path):

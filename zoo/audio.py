@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from zoo.errors import ConfigError, InputError
-from zoo.processing import Processor
+from zoo.processing import Processor, check_file_input
 
 #: file endings of the containers libsndfile reads (MP3 from 1.1.0, bundled with soundfile >= 0.12)
 FORMAT_SUFFIXES = {"WAV": (".wav",), "FLAC": (".flac",), "OGG": (".ogg", ".oga", ".opus"), "MP3": (".mp3",),
@@ -40,6 +40,8 @@ def decodable_suffixes() -> tuple[str, ...]:
 AUDIO_SUFFIXES = decodable_suffixes()
 #: most channels an array may have; a larger "channel" axis is surely the time axis
 MAX_CHANNELS = 8
+#: the float sample value no recording reaches (48 dB over full scale), but 16-bit PCM counts do
+MAX_FLOAT_PEAK = 256.0
 #: integer PCM sample types and the full scale that divides them into [-1, 1)
 PCM_SCALES = {"int8": 128.0, "int16": 32768.0, "int32": 2147483648.0}
 PCM_ADVICE = ("pass float samples in [-1, 1], or integer PCM samples of type int8, int16, int32 or uint8, whose "
@@ -48,6 +50,7 @@ PCM_ADVICE = ("pass float samples in [-1, 1], or integer PCM samples of type int
 
 def read_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
     """Decode an audio file (AUDIO_SUFFIXES) into (channels, samples) float32 and its sampling rate."""
+    check_file_input(path, "audio")
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{str(path)!r} is a folder, not an audio file; pass the files in it (zoo embed and "
@@ -144,12 +147,24 @@ def float_samples(samples: np.ndarray | torch.Tensor) -> torch.Tensor:
     tensor = tensor.detach().cpu()
     kind = str(tensor.dtype).removeprefix("torch.")
     if tensor.is_floating_point():
-        return tensor.to(torch.float32)
+        return check_float_scale(tensor.to(torch.float32))
     if kind == "uint8":
         return (tensor.to(torch.float32) - 128.0) / 128.0
     if kind not in PCM_SCALES:
         raise InputError(f"audio samples of type {kind}; {PCM_ADVICE}")
     return tensor.to(torch.float32) / PCM_SCALES[kind]
+
+
+def check_float_scale(samples: torch.Tensor) -> torch.Tensor:
+    """Float samples as given, unless they reach MAX_FLOAT_PEAK: such values are integer PCM
+    counts cast to float without dividing by their scale (`int16_array.astype(np.float32)`),
+    which gives BEATs' filterbanks another recording (cosine 0.34 to the right embedding)."""
+    peak = float(samples.abs().max()) if samples.numel() else 0.0
+    if peak >= MAX_FLOAT_PEAK:
+        raise InputError(f"audio samples reach {peak:g}, but float audio lies in [-1, 1]: these look like integer "
+                         "PCM values cast to float; divide them by 32768 (16-bit) or pass the integer array itself, "
+                         "whose scale is known")
+    return samples
 
 
 def float_list_array(samples: list | tuple) -> np.ndarray:
@@ -178,14 +193,17 @@ def check_waveform(wave: torch.Tensor) -> None:
 RECORDING_RATES = (1000, 1_000_000)
 
 
-def check_rate(rate: Any) -> None:
-    """A recording's rate: a whole number of Hz (a fraction would be dropped by resampling) in
-    RECORDING_RATES."""
+def check_rate(rate: Any) -> int:
+    """A recording's rate as an int: a whole number of Hz (a fraction would be dropped by
+    resampling) in RECORDING_RATES; a 0-d tensor or array (a dataset's formatted column) holds one."""
     low, high = RECORDING_RATES
+    if isinstance(rate, (torch.Tensor, np.ndarray)) and rate.ndim == 0:
+        rate = rate.item()
     if (isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not float(rate).is_integer()
             or not low <= rate <= high):
         raise InputError(f"sampling_rate={rate!r}; pass the recording's rate in Hz, a whole number from {low} to "
                          f"{high} (e.g. 44100, not 44.1)")
+    return int(rate)
 
 
 def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> torch.Tensor:
@@ -210,13 +228,13 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
             "an audio array was given without its sampling rate; pass sampling_rate=... "
             f"(the model expects {target_rate} Hz and resamples anything else)"
         )
-    check_rate(rate)
+    rate = check_rate(rate)
     check_waveform(wave)
     wave = wave.mean(dim=0)
-    if int(rate) != target_rate:
+    if rate != target_rate:
         import torchaudio.functional
 
-        wave = torchaudio.functional.resample(wave, int(rate), target_rate)
+        wave = torchaudio.functional.resample(wave, rate, target_rate)
     return wave
 
 
