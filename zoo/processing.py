@@ -37,6 +37,19 @@ def refuse_options(kind: str, options: dict[str, Any]) -> None:
                          "encoders)")
 
 
+def check_file_input(path: str | Path, kind: str) -> None:
+    """Refuse, before it is read as a missing or broken `kind` file, a path that is not one: a
+    URL (the zoo downloads no inputs; Path would also fold its "//") or a parquet dataset file,
+    whose rows `zoo embed` reads but which is no single recording or picture."""
+    text = str(path)
+    if text.startswith(("http://", "https://")):
+        raise InputError(f"{kind} input {text!r} is a URL; the zoo reads local files: download it first (e.g. "
+                         "urllib.request.urlretrieve) and pass its path")
+    if text.endswith(".parquet"):
+        raise InputError(f"{kind} input {text!r} is a parquet dataset, not one {kind} file; pass its rows: "
+                         "datasets.Dataset.from_parquet(path), or `zoo embed MODEL FILE.parquet` for a row each")
+
+
 @dataclasses.dataclass
 class Processor:
     """Base class; subclasses are dataclasses whose fields are their saved settings."""

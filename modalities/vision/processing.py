@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from zoo.errors import ConfigError, InputError, naming_input
 from zoo.io import visible_files
-from zoo.processing import Processor, feature_column, is_dataset, refuse_options
+from zoo.processing import Processor, check_file_input, feature_column, is_dataset, refuse_options
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,6 +93,7 @@ def dataset_image_column(dataset: Any, name: str = "the dataset") -> str:
 
 def read_image_file(path: str | Path) -> torch.Tensor:
     """Decode an image file with PIL into a (C, H, W) float tensor in [0, 1]."""
+    check_file_input(path, "image")
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file {str(path)!r} does not exist; check the path")
@@ -104,16 +105,28 @@ def decode_image(source: str | Path | BinaryIO, where: str, fix: str) -> torch.T
     [0, 1], turned upright by its EXIF orientation (as viewers show a phone photo, and as
     transformers' `load_image` does); PIL's errors for broken data become one `InputError`
     naming `where` and `fix`."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(source) as image:
             image.load()
-            if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # exif_transpose alone copies every image
-                return pil_to_tensor(ImageOps.exif_transpose(image), where)
-            return pil_to_tensor(image, where)
+            return pil_to_tensor(upright(image), where)
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{where} is too large to decode safely ({err}); if you trust it, raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS, or shrink it first") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL's errors for broken data
         raise InputError(f"cannot decode {where} ({err}); {fix}") from err
+
+
+def upright(image: Any) -> Any:
+    """A PIL image turned as its EXIF orientation says, for a file decoded here and for a PIL
+    image opened by the caller alike (`ImageOps.exif_transpose` drops the tag, so an image it
+    turned already is left as is)."""
+    from PIL import ImageOps
+
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # exif_transpose alone copies every image
+        return ImageOps.exif_transpose(image)
+    return image
 
 
 def pil_to_tensor(image: Any, name: str = "PIL image") -> torch.Tensor:
@@ -124,6 +137,8 @@ def pil_to_tensor(image: Any, name: str = "PIL image") -> torch.Tensor:
         values = np.asarray(image, dtype=np.float64)
         if image.mode == "I":
             check_sixteen_bits(values, name)
+        warn_if_eight_bit(values, f"{name} is a mode {image.mode!r} image",
+                          "pass image.convert('L') or the uint8 array")
         return array_to_tensor(values / 65535.0, name)
     if image.mode == "F":
         return array_to_tensor(np.asarray(image, dtype=np.float32), name)
@@ -136,16 +151,21 @@ def pil_to_tensor(image: Any, name: str = "PIL image") -> torch.Tensor:
 
 def check_sixteen_bits(values: np.ndarray, name: str) -> None:
     """Mode "I" (32-bit integers) is read as 16-bit, as Pillow opens 16-bit PNGs in it: values
-    beyond 0-65535 are refused, and an image of 8-bit values (`convert("I")` of an "L" image)
-    is warned about, since read as 16-bit it comes out nearly black."""
+    beyond 0-65535 are refused."""
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if low < 0 or high > 65535:
         raise InputError(f"{name} is a mode 'I' image with values from {low:g} to {high:g}; mode 'I' is read as "
                          "16-bit (0-65535): rescale it to that range, or to 8 bits and convert('L')")
+
+
+def warn_if_eight_bit(values: np.ndarray, what: str, fix: str) -> None:
+    """Warn about a 16-bit image (`what`: a mode "I" or "I;16" image, a uint16 array) whose values
+    are all 8-bit, as `convert("I")` of an "L" image or `array.astype(np.uint16)` make: read as
+    16-bit it comes out nearly black (4.0 max abs diff in the embedding)."""
+    high = float(values.max()) if values.size else 0.0
     if 0 < high <= 255:
-        warnings.warn(f"{name} is a mode 'I' image whose values are at most {high:g}: read as 16-bit (0-65535) it "
-                      "is nearly black; if it holds 8-bit values, pass image.convert('L') or the uint8 array",
-                      stacklevel=3)
+        warnings.warn(f"{what} whose values are at most {high:g}: read as 16-bit (0-65535) it is nearly black; if "
+                      f"it holds 8-bit values, {fix}", stacklevel=4)
 
 
 def array_to_tensor(array: np.ndarray, name: str = "array") -> torch.Tensor:
@@ -157,6 +177,8 @@ def array_to_tensor(array: np.ndarray, name: str = "array") -> torch.Tensor:
     if array.shape[-1] not in CHANNELS and array.shape[0] in CHANNELS:
         raise InputError(f"{name} has shape {array.shape}, which looks channels-first; numpy images are "
                          "(H, W, C): pass array.transpose(1, 2, 0), or a torch tensor (C, H, W)")
+    if array.dtype == np.uint16:
+        warn_if_eight_bit(array, f"{name} is a uint16 array", "pass array.astype(np.uint8)")
     if array.dtype in INTEGER_WHITE:
         return torch.from_numpy(array.astype(np.float32) / INTEGER_WHITE[array.dtype]).permute(2, 0, 1)
     if not np.issubdtype(array.dtype, np.floating):
@@ -223,7 +245,7 @@ def load_image(item: Any) -> torch.Tensor:
         name = f"image tensor of shape {tuple(item.shape)}"
         return to_rgb(tensor_to_image(item, name), name)
     if type(item).__module__.startswith("PIL."):
-        return to_rgb(pil_to_tensor(item), f"PIL image ({item.mode}, {item.size[0]} x {item.size[1]})")
+        return to_rgb(pil_to_tensor(upright(item)), f"PIL image ({item.mode}, {item.size[0]} x {item.size[1]})")
     row = ""
     if isinstance(item, dict):
         row = f" (keys {sorted(map(str, item))}: a dataset row? pass the image, e.g. row[key])"

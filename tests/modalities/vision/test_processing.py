@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from modalities.vision.processing import IMAGENET_MEAN, IMAGENET_STD, ImageProcessor
 from zoo.errors import ConfigError, InputError
@@ -107,6 +109,14 @@ def test_a_mode_i_image_is_read_as_16_bit_and_values_it_cannot_hold_are_named(pi
     with pytest.warns(UserWarning, match="mode 'I' image whose values are at most 255: read as 16-bit .* nearly "
                                          "black; if it holds 8-bit values, pass image.convert\\('L'\\)"):
         processor.prepare(Image.fromarray(grey).convert("I"))
+    eight_bit = grey.astype(np.uint16)  # both were read as 16-bit silently: 4.0 off in the embedding
+    with pytest.warns(UserWarning, match="uint16 array whose values are at most 255: .* pass array.astype\\(np.uint8"):
+        processor.prepare(eight_bit)
+    with pytest.warns(UserWarning, match="mode 'I;16' image whose values are at most 255"):
+        processor.prepare(Image.fromarray(eight_bit))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real 16-bit values are read without a word
+        processor.prepare(grey.astype(np.uint16) * 257)
 
 
 def test_grey_with_alpha_drops_its_alpha_as_rgba_does(picture, processor, tmp_path):
@@ -134,6 +144,9 @@ def test_exif_orientation_turns_a_photo_upright(picture):
     upright = load_image(tagged.getvalue())
     assert upright.shape[1:] == (20, picture.shape[0])
     assert torch.equal(upright, torch.rot90(load_image(plain.getvalue()), k=-1, dims=(1, 2)))
+    opened = Image.open(tagged)  # a PIL image of the same file was not turned (0.40 off the path's embedding)
+    assert torch.equal(load_image(opened), upright)
+    assert torch.equal(load_image(ImageOps.exif_transpose(opened)), upright)  # turned once, not twice
 
 
 def test_palette_images_go_through_rgb(picture, processor):
@@ -174,6 +187,21 @@ def test_bad_files_are_named(tmp_path, processor):
         processor.prepare(tmp_path / "broken.png")
     with pytest.raises(InputError, match="'.*missing.jpg' does not exist"):
         processor.prepare(str(tmp_path / "missing.jpg"))
+    with pytest.raises(InputError, match="image input 'https://example.com/cat.jpg' is a URL; the zoo reads local"):
+        processor.prepare("https://example.com/cat.jpg")  # was "'https:/example.com/cat.jpg' does not exist"
+    with pytest.raises(InputError, match="is a parquet dataset, not one image file; pass its rows"):
+        processor.prepare(tmp_path / "test-00000-of-00001.parquet")  # was "cannot decode image file"
+
+
+def test_an_image_beyond_pillows_pixel_limit_is_named(picture, processor, tmp_path, monkeypatch):
+    """PIL's DecompressionBombError came through bare, without the input's number or a fix."""
+    from PIL import Image as PILImage
+
+    Image.fromarray(picture).save(tmp_path / "big.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", picture.shape[0] * picture.shape[1] // 3)
+    with pytest.raises(InputError, match="image file '.*big.png' is too large to decode safely .*raise "
+                       "PIL.Image.MAX_IMAGE_PIXELS"):
+        processor.prepare(tmp_path / "big.png")
 
 
 def test_errors_name_the_input_and_bad_settings_are_refused(processor):
