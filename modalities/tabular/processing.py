@@ -23,6 +23,7 @@ Numeric values outside the training range are scaled, not clipped, as upstream T
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -216,11 +217,11 @@ def fit_column(name: str, values: pd.Series, categorical: bool) -> dict[str, Any
 
 def category_key(value: Any) -> Optional[str]:
     """Categories are stored as text, so 3, 3.0 and "3" are one category in JSON and at embed time.
-    Text is read as the CSV reader reads a file (leading spaces skipped, "?" and "" missing:
-    None), so a DataFrame from `pd.read_csv`'s defaults encodes as its file does."""
+    Text is read without the spaces around it ("?" and "" are missing: None), so a DataFrame from
+    `pd.read_csv`'s defaults encodes as its file does (Adult's " Male"), and "Male " as "Male"."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
-    key = str(value).lstrip()
+    key = str(value).strip()
     return None if key in NA_VALUES else key
 
 
@@ -264,9 +265,26 @@ def check_scaled(numbers: np.ndarray, scaled: np.ndarray, column: dict[str, Any]
 
 
 def encode_categories(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
-    """Vocabulary indices (1-based); missing and unseen values map to the unknown bucket 0."""
-    codes = pd.Index(column["categories"]).get_indexer(category_keys(values))
+    """Vocabulary indices (1-based); missing and unseen values map to the unknown bucket 0, and
+    unseen ones are warned about (`warn_unseen`)."""
+    keys = category_keys(values)
+    codes = pd.Index(column["categories"]).get_indexer(keys)
+    warn_unseen(keys[(codes < 0) & keys.notna().to_numpy()], column)
     return (codes.astype(np.int64) + 1).clip(min=UNKNOWN)
+
+
+def warn_unseen(unseen: pd.Series, column: dict[str, Any], shown: int = 5) -> None:
+    """Say which categories the fitted vocabulary lacks: they embed as a missing value would,
+    so "male" for "Male" turns a column into missing values without a word otherwise. A key
+    that matches a known category but for its case is named with it."""
+    if unseen.empty:
+        return
+    by_case = {category.casefold(): category for category in column["categories"]}
+    names = [f"{key!r} (did you mean {by_case[key.casefold()]!r}?)" if key.casefold() in by_case else repr(key)
+             for key in unseen.unique()[:shown]]
+    more = " and others" if unseen.nunique() > shown else ""
+    warnings.warn(f"column {column['name']!r}: {', '.join(names)}{more} were not seen when the model was fitted; "
+                  "they are read as missing values (the unknown bucket)", stacklevel=4)
 
 
 def category_keys(values: pd.Series) -> pd.Series:

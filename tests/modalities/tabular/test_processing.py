@@ -44,8 +44,14 @@ def test_columns_matched_by_name_unseen_categories_to_unknown(frame):
     shuffled = frame[["member", "label", "city", "age"]]
     assert all(torch.equal(processor.transform(shuffled)[k], processor.transform(frame)[k])
                for k in ("numeric", "categorical"))
-    new = processor.transform({"age": 80, "city": "zurich", "member": True})
+    with pytest.warns(UserWarning, match="column 'city': 'zurich' were not seen when the model was fitted; they are "
+                                         "read as missing values"):
+        new = processor.transform({"age": 80, "city": "zurich", "member": True})
     assert new["categorical"].tolist() == [[0, 2]]
+    with pytest.warns(UserWarning, match="'A' \\(did you mean 'a'\\?\\)"):  # "male" for "Male" was silently missing
+        assert processor.transform({"age": 20, "city": "A", "member": True})["categorical"].tolist() == [[0, 2]]
+    spaced = processor.transform({"age": 20, "city": " a ", "member": "True "})  # "Male " was unseen (4.1 off)
+    assert spaced["categorical"].tolist() == [[1, 2]]
     assert new["numeric"].item() == pytest.approx(2.0)  # outside the training range: scaled, not clipped
 
 
