@@ -186,6 +186,11 @@ def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.T
     x = getattr(item, "x", None)
     if x is None:
         raise InputError("graph has no node features `x`; set data.x (e.g. one-hot degrees with T.OneHotDegree)")
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"graph has x of type {type(x).__name__}; node features are a torch tensor "
+                         "(e.g. data.x = torch.as_tensor(x, dtype=torch.float32))")
+    if x.layout != torch.strided:  # sparse bag-of-words features, as Cora's are stored
+        x = x.to_dense()
     if x.dim() != 2 or x.shape[0] == 0:
         raise InputError(f"graph has x of shape {tuple(x.shape)}; expected (num_nodes > 0, num_features)")
     if in_dim is not None and x.shape[1] != in_dim:

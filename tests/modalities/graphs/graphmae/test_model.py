@@ -4,6 +4,7 @@ inference, batch invariance, saving, and bad input."""
 from __future__ import annotations
 
 import networkx
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Data
@@ -121,6 +122,17 @@ def test_edges_are_made_undirected_with_one_self_loop_per_node():
     assert torch.isfinite(model.embed(isolated, progress=False)).all()
 
 
+def test_sparse_node_features_embed_as_their_dense_values():
+    """Bag-of-words features stored sparse (as Cora's are) raised torch's NotImplementedError (COO) or
+    "unsupported tensor layout" (CSR)."""
+    model = encoder()
+    graph = random_graph(20, 40, seed=5)
+    graph.x = graph.x * (graph.x > 0.5)
+    reference = model.embed(graph, progress=False)
+    for sparse in (graph.x.to_sparse(), graph.x.to_sparse_csr()):
+        assert torch.equal(model.embed(Data(x=sparse, edge_index=graph.edge_index), progress=False), reference)
+
+
 def test_save_and_load_round_trip(tmp_path):
     model = encoder(SMALL_GIN)
     model.save_pretrained(tmp_path / "gin")
@@ -139,9 +151,11 @@ def test_save_and_load_round_trip(tmp_path):
     (Data(x=torch.rand(3, 6), edge_index=torch.tensor([[-1, 0], [2, 1]])), r"refers to node -1 \(1 such entries\)"),
     (Data(x=torch.rand(2, 6), edge_index=torch.zeros(3, 1, dtype=torch.long)), r"shape \(3, 1\)"),
     ("graph.pt", "not supported"),
+    (Data(x=np.ones((2, 6), np.float32), edge_index=torch.zeros(2, 1, dtype=torch.long)),
+     "x of type ndarray; node features are a torch tensor"),
     (networkx.path_graph(3), "networkx Graph is not a graph input .*from_networkx"),
 ], ids=["no-edges", "no-x", "width", "empty", "nan", "out-of-range", "negative", "edge-shape", "not-a-graph",
-        "networkx"])
+        "numpy-x", "networkx"])
 def test_bad_graphs_raise_input_errors(graph, message):
     with pytest.raises(InputError, match=message):
         encoder().embed(graph, progress=False)
