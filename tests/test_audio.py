@@ -85,6 +85,7 @@ def test_undecoded_rows_and_datasets_read_as_their_files(tmp_path, micro_hubert)
     expected = micro_hubert.embed(files, progress=False)
     dataset = datasets.Dataset.from_dict({"audio": files, "label": [0, 1, 2]}).cast_column("audio", datasets.Audio())
     assert torch.equal(micro_hubert.embed(dataset, progress=False), expected)
+    assert torch.equal(micro_hubert.embed(dataset["audio"], progress=False), expected)  # datasets' torchcodec error
     undecoded = dataset.cast_column("audio", datasets.Audio(decode=False))["audio"]
     assert torch.equal(micro_hubert.embed(undecoded, progress=False), expected)
     blobs = [{"bytes": Path(file).read_bytes(), "path": None} for file in files]

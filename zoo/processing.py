@@ -109,6 +109,19 @@ def is_dataset(inputs: Any) -> bool:
     return datasets is not None and isinstance(inputs, datasets.Dataset)
 
 
+def column_as_dataset(inputs: Any, feature: str) -> Any:
+    """`dataset[NAME]` (a lazy `datasets` Column, datasets >= 4) of a `feature` column as the
+    one-column Dataset it comes from, so that its rows are read undecoded as a Dataset's are
+    (iterating it decodes audio through torchcodec, which the zoo does not need); else None."""
+    datasets = sys.modules.get("datasets")
+    column_type = getattr(getattr(datasets, "arrow_dataset", None), "Column", None)
+    if column_type is None or not isinstance(inputs, column_type) or not is_dataset(inputs.source):
+        return None
+    if type(inputs.features).__name__ != feature:
+        return None
+    return inputs.source.select_columns([inputs.column_name])
+
+
 def feature_column(dataset: Any, feature: str, name: str = "the dataset") -> str:
     """The first column of a `datasets` Dataset whose feature is a `feature` ("Audio", "Image")."""
     columns = [column for column, kind in dataset.features.items() if type(kind).__name__ == feature]
