@@ -19,7 +19,7 @@ from zoo.errors import InputError, naming_input
 from zoo.outputs import EncoderOutput
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
                          select_layers)
-from zoo.processing import Processor, is_dataset, undecoded_rows
+from zoo.processing import Processor, column_as_dataset, is_dataset, undecoded_rows
 from zoo.saving import Checkpointable
 
 #: raw inputs prepared at once before they are sorted by size into batches
@@ -107,9 +107,13 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
 
     def as_item_list(self, inputs: Any) -> list[Any]:
         """Split `inputs` into items; a single item (path, array, dict) becomes a list of one, and
-        a `datasets` Dataset the rows of its column of the processor's `dataset_feature`."""
+        a `datasets` Dataset (or its column `dataset[NAME]`) the rows of its column of the
+        processor's `dataset_feature`."""
         if isinstance(inputs, (list, tuple)):
             return list(inputs)
+        column_source = column_as_dataset(inputs, self.processor.dataset_feature)
+        if column_source is not None:
+            return undecoded_rows(column_source, self.processor.dataset_feature)
         if is_dataset(inputs) and self.processor.dataset_feature:
             return undecoded_rows(inputs, self.processor.dataset_feature)
         if isinstance(inputs, (str, bytes, Path, dict, np.ndarray, torch.Tensor)) or not isinstance(
