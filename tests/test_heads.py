@@ -378,3 +378,58 @@ def test_beats_in_half_precision_computes_its_fbank_from_the_float32_waveform():
     for dtype, bound in (("bfloat16", 0.02), ("float16", 0.005)):
         half = zoo.load("beats-tiny", dtype=dtype).embed([clip], progress=False)
         assert ((half - exact).norm() / exact.norm()).item() < bound, dtype
+
+
+def test_unfreezing_with_requires_grad_trains_the_encoder_and_is_saved(micro_hubert, tmp_path):
+    """Linear probe, then fine-tune, unfreezing as in transformers and timm: the encoder ran under
+    no_grad and in eval mode after `requires_grad_(True)` (0 of its 47 tensors changed by a step),
+    and the saved config still said freeze=True."""
+    classifier = zoo.for_classification(micro_hubert, num_labels=2, freeze=True)
+    assert classifier.freeze and not classifier.encoder.training
+    classifier.requires_grad_(True)
+    classifier.train()
+    assert not classifier.freeze and classifier.encoder.training
+    before = {key: value.clone() for key, value in classifier.encoder.state_dict().items()}
+    items, labels = tones(4)
+    classifier(**classifier.processor(items, sampling_rate=RATE), labels=torch.tensor(labels)).loss.backward()
+    torch.optim.SGD(classifier.parameters(), lr=0.1).step()
+    assert sum(not torch.equal(before[key], value) for key, value in classifier.encoder.state_dict().items()) > 10
+    classifier.save_pretrained(tmp_path / "clf")
+    assert zoo.load(tmp_path / "clf").freeze is False
+    assert "training it updates the head and the encoder" in (tmp_path / "clf" / "README.md").read_text()
+    classifier.freeze_feature_encoder()  # the layers still train: not a frozen encoder
+    assert not classifier.freeze
+    classifier.encoder.requires_grad_(False)
+    assert classifier.freeze and not classifier.train().encoder.training
+    classifier.freeze = False  # the setter leaves out what forward never runs, as freeze=False does
+    assert not classifier.encoder.model.masked_spec_embed.requires_grad and classifier.encoder.training
+
+
+def test_a_new_head_is_in_training_mode_as_a_whole_and_a_loaded_one_in_eval_mode(micro_hubert, tmp_path):
+    """zoo.load gives an encoder in eval mode; a fine-tuning head on it said `training` while its
+    encoder ran without dropout, unless the loop called `.train()`."""
+    fine_tuned = zoo.for_classification(micro_hubert, num_labels=2, freeze=False)
+    assert fine_tuned.training and all(module.training for module in fine_tuned.modules())
+    probe = zoo.for_classification(micro_hubert, num_labels=2, freeze=True)
+    assert probe.training and probe.head.training and not probe.encoder.training
+    fine_tuned.save_pretrained(tmp_path / "clf")
+    loaded = zoo.load(tmp_path / "clf")
+    assert not any(module.training for module in loaded.modules())
+
+
+def test_a_head_loaded_in_half_precision_keeps_its_own_layers_float32(micro_hubert, tmp_path):
+    """As `for_classification` on a bfloat16 encoder: `zoo.load(head, dtype=...)` turned the
+    head's linear layer and layer weights bfloat16 too. A head model tells its encoder's device
+    and dtype, as the encoder does."""
+    classifier = zoo.for_classification(micro_hubert, num_labels=2, layer="weighted")
+    torch.nn.init.normal_(classifier.head.weight)
+    classifier.save_pretrained(tmp_path / "clf")
+    assert (classifier.device, classifier.dtype) == (torch.device("cpu"), torch.float32)
+    half = zoo.load(tmp_path / "clf", dtype="bfloat16")
+    assert half.dtype == half.encoder.dtype == torch.bfloat16 and half.device == torch.device("cpu")
+    assert half.head.weight.dtype == half.layer_weights.logits.dtype == torch.float32
+    assert torch.equal(half.head.weight, classifier.head.weight)
+    items, _ = tones(2)
+    logits = half(**half.processor(items, sampling_rate=RATE)).logits
+    assert logits.dtype == torch.float32 and torch.allclose(logits, classifier.logits(items, sampling_rate=RATE),
+                                                            atol=0.1)

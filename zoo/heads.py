@@ -89,22 +89,48 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         num_outputs = int(num_outputs)
         self.encoder = encoder
         self.processor = encoder.processor
-        self.pool, self.layer, self.freeze = pool, layer, freeze
+        self.pool, self.layer = pool, layer
         self.num_outputs, self.dropout_rate = num_outputs, dropout
         self.layer_weights = LayerWeights(encoder.layer_widths) if layer == "weighted" else None
         self.dropout = nn.Dropout(dropout)
         width = encoder.embed_dim if layer in (None, "weighted") else encoder.layer_widths[layer]
         self.head = nn.Linear(width, num_outputs)
-        encoder.requires_grad_(not freeze)
-        for name, parameter in encoder.named_parameters():
-            if name.startswith(encoder.unused_in_forward):
+        self.freeze = freeze  # and, as a new module trains, the encoder's mode: training unless frozen
+
+    @property
+    def freeze(self) -> bool:
+        """Whether the encoder is frozen: none of its parameters requires a gradient. It follows
+        the parameters, so that unfreezing as in transformers and timm, `requires_grad_(True)`,
+        trains the encoder (and a saved config says so); a conv front end fixed by
+        `freeze_feature_encoder` leaves the rest training, so the encoder is not frozen."""
+        return not any(parameter.requires_grad for parameter in self.encoder.parameters())
+
+    @freeze.setter
+    def freeze(self, freeze: bool) -> None:
+        """Freeze or unfreeze the whole encoder, but for the parts its `forward` never runs,
+        which would only be decayed and counted as trained. An unfrozen encoder takes the head's
+        mode: a new head trains as a whole, though `zoo.load` gave its encoder in eval mode."""
+        self.encoder.requires_grad_(not freeze)
+        for name, parameter in self.encoder.named_parameters():
+            if name.startswith(self.encoder.unused_in_forward):
                 parameter.requires_grad_(False)
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> "EncoderWithHead":
         super().train(mode)
         if self.freeze:
             self.encoder.eval()  # a frozen encoder keeps its dropout off
         return self
+
+    @property
+    def device(self) -> torch.device:
+        """The encoder's device, where a batch goes (as `encoder.device`)."""
+        return self.encoder.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The encoder's precision; the head's own layers stay float32 on a half-precision encoder."""
+        return self.encoder.dtype
 
     def card_usage(self, inputs: str, token: str) -> str:
         """The `predict` line of a default model card, for `inputs` written as Python (a

@@ -210,8 +210,15 @@ def resolve_dtype(dtype: Optional[torch.dtype | str]) -> Optional[torch.dtype]:
 
 
 def model_to(model: Any, device: Optional[str | torch.device], dtype: Optional[torch.dtype]) -> Any:
-    """`model.to(device, dtype)` with a zoo error naming a device that does not exist here."""
+    """`model.to(device, dtype)` with a zoo error naming a device that does not exist here. A head
+    model's own layers stay float32, as `for_classification` makes them on a half-precision
+    encoder: its encoder alone takes `dtype`."""
+    from zoo.heads import EncoderWithHead
+
     try:
+        if isinstance(model, EncoderWithHead):
+            model.encoder.to(dtype=dtype)
+            return model.to(device=device)
         return model.to(device=device, dtype=dtype)
     except torch.cuda.OutOfMemoryError:
         raise
