@@ -9,6 +9,7 @@ from helpers import EMBEDDED_INPUTS
 
 import zoo
 from zoo.errors import ConfigError, InputError
+from zoo.heads import IGNORE_INDEX
 
 RATE = 16000
 
@@ -417,6 +418,39 @@ def test_a_new_head_is_in_training_mode_as_a_whole_and_a_loaded_one_in_eval_mode
     assert not any(module.training for module in loaded.modules())
 
 
+def test_labels_of_any_integer_dtype_train_every_head(micro_hubert):
+    """int32 labels (numpy's default on Windows before NumPy 2) passed the checks, then torch's
+    cross-entropy raised 'expected target dtype to be Long or Byte, but got Int'."""
+    batch = micro_hubert.processor([np.zeros(4000, np.float32), np.ones(4000, np.float32) * 0.1], sampling_rate=RATE)
+    classifier = zoo.for_classification(micro_hubert, num_labels=3).eval()
+    expected = classifier(**batch, labels=torch.tensor([2, 0])).loss
+    for labels in (torch.tensor([2, 0], dtype=torch.int32), np.array([2, 0], np.int32), torch.tensor([2, 0]).byte()):
+        assert torch.equal(classifier(**batch, labels=labels).loss, expected), labels.dtype
+    tokens = zoo.for_token_classification(micro_hubert, num_labels=2).eval()
+    frames = torch.tensor([[0, 1, 1, 0], [1, 0, IGNORE_INDEX, 1]])
+    assert torch.equal(tokens(**batch, labels=frames.int()).loss, tokens(**batch, labels=frames).loss)
+
+
+def test_forward_takes_labels_as_collate_does(micro_hubert):
+    """Label names, lists and numpy arrays go through `collate`'s conversion; names in
+    `forward(labels=...)` raised torch's "ValueError: too many dimensions 'str'"."""
+    batch = micro_hubert.processor([np.zeros(4000, np.float32), np.ones(4000, np.float32) * 0.1], sampling_rate=RATE)
+    classifier = zoo.for_classification(micro_hubert, labels=["low", "high"]).eval()
+    expected = classifier(**batch, labels=torch.tensor([1, 0])).loss
+    for labels in (["high", "low"], [1, 0], np.array([1, 0]), np.array(["high", "low"]), ["high", 0]):
+        assert torch.equal(classifier(**batch, labels=labels).loss, expected), labels
+    with pytest.raises(InputError, match="'loud' is not one of the head's 2 labels"):
+        classifier(**batch, labels=["loud", "low"])
+    with pytest.raises(InputError, match="labels of shape \\(\\) for a batch of 2 inputs"):
+        classifier(**batch, labels="high")
+    tagger = zoo.for_tagging(micro_hubert, labels=["rain", "wind"]).eval()
+    assert torch.equal(tagger(**batch, labels=[["wind"], []]).loss, tagger(**batch, labels=[[0, 1], [0, 0]]).loss)
+    tokens = zoo.for_token_classification(micro_hubert, labels=["silence", "tone"]).eval()
+    padded = torch.tensor([[0, 1, IGNORE_INDEX], [1, 0, 1]])
+    assert torch.equal(tokens(**batch, labels=[["silence", "tone"], [1, 0, 1]]).loss,
+                       tokens(**batch, labels=padded).loss)
+
+
 def test_a_head_loaded_in_half_precision_keeps_its_own_layers_float32(micro_hubert, tmp_path):
     """As `for_classification` on a bfloat16 encoder: `zoo.load(head, dtype=...)` turned the
     head's linear layer and layer weights bfloat16 too. A head model tells its encoder's device
@@ -433,3 +467,25 @@ def test_a_head_loaded_in_half_precision_keeps_its_own_layers_float32(micro_hube
     logits = half(**half.processor(items, sampling_rate=RATE)).logits
     assert logits.dtype == torch.float32 and torch.allclose(logits, classifier.logits(items, sampling_rate=RATE),
                                                             atol=0.1)
+
+
+def test_collate_and_preprocess_go_into_spawn_workers_without_the_model(micro_hubert):
+    """HuBERT's weight-norm positional conv cannot be pickled, and `collate_fn=clf.collate` (or
+    `encoder.preprocess`) pickled the whole model into each spawn worker (the default start on
+    macOS and Windows): 'Serialization of parametrized modules is only supported through
+    state_dict()'."""
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    classifier = zoo.for_classification(micro_hubert, labels=["low", "high"])
+    items, labels = tones(4)
+    examples = [{"input": item, "label": ["low", "high"][label]} for item, label in zip(items, labels)]
+    collate = functools.partial(classifier.collate, sampling_rate=RATE)
+    loader = DataLoader(examples, batch_size=2, num_workers=1, multiprocessing_context="spawn", collate_fn=collate)
+    batches = list(loader)
+    assert [batch["labels"].tolist() for batch in batches] == [labels[:2], labels[2:]]
+    assert torch.equal(batches[0]["input_values"], classifier.collate(examples[:2], sampling_rate=RATE)["input_values"])
+    preprocess = pickle.loads(pickle.dumps(micro_hubert.preprocess))
+    assert torch.equal(preprocess(items[:2], sampling_rate=RATE)["input_values"],
+                       micro_hubert.preprocess(items[:2], sampling_rate=RATE)["input_values"])

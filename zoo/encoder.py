@@ -98,9 +98,12 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         them: a head trains on the feature it later predicts from."""
         return pool_tokens(tokens, mask, pool)
 
-    def preprocess(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Raw inputs -> the keyword arguments of `forward` (one batch, no chunking)."""
-        return self.processor(inputs, **kwargs)
+    @property
+    def preprocess(self) -> Processor:
+        """Raw inputs -> the keyword arguments of `forward` (one batch, no chunking): the processor
+        itself, so that `collate_fn=encoder.preprocess` pickles into a DataLoader's spawn workers
+        without the model (HuBERT's, MERT's and BEATs' weight-norm convolutions do not pickle)."""
+        return self.processor
 
     def forward(self, output_hidden_states: bool = False, **batch: torch.Tensor) -> EncoderOutput:
         raise NotImplementedError

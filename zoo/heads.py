@@ -48,6 +48,105 @@ class LayerWeights(nn.Module):
         return (torch.softmax(self.logits, dim=0).unsqueeze(-1) * stacked).sum(-2)
 
 
+class Collator:
+    """A head's `collate`: examples {"input": raw item, "label": target} -> a batch, a
+    `data_collator` for `Trainer` or a DataLoader's `collate_fn`. It holds the processor and the
+    label names, not the model, so that it pickles into a DataLoader's spawn workers (the
+    default on macOS and Windows), which HuBERT's, MERT's and BEATs' weight-norm convolutions
+    cannot. This one reads regression targets; the subclasses read their heads' labels.
+    """
+
+    #: the dtype `label_tensor` gives: float targets, or class indices for the cross-entropy
+    label_dtype = torch.float32
+
+    def __init__(self, processor: Any, num_outputs: int, labels: Sequence[str] = ()) -> None:
+        self.processor, self.num_outputs, self.labels = processor, num_outputs, list(labels)
+
+    def __call__(self, examples: Sequence[dict[str, Any]], **prepare_kwargs: Any) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise InputError("collate([]): a batch needs at least one example {'input': ..., 'label': ...}")
+        missing = sorted({key for example in examples for key in ("input", "label") if key not in example})
+        if missing:
+            raise InputError(f"examples need the keys 'input' and 'label'; one lacks {missing} (map a dataset's "
+                             "columns to them, e.g. dataset.rename_column('audio', 'input'); with transformers' "
+                             "Trainer also pass TrainingArguments(remove_unused_columns=False), or it drops the "
+                             "'input' column, which forward() does not name)")
+        batch = self.processor([example["input"] for example in examples], **prepare_kwargs)
+        batch["labels"] = self.label_tensor([example["label"] for example in examples])
+        return batch
+
+    def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
+        """The examples' labels as one tensor of `label_dtype`; a fraction is refused where class
+        indices are wanted rather than cut to the class below."""
+        try:
+            values = torch.tensor(labels)
+        except (TypeError, ValueError, RuntimeError) as err:  # torch raises RuntimeError for None
+            raise InputError(f"labels such as {labels[0]!r} are not numbers ({err}); give class indices, e.g. "
+                             "names.index(label) or a datasets ClassLabel") from err
+        if self.label_dtype == torch.long and values.is_floating_point():
+            fractions = values[values != values.round()]
+            if len(fractions):
+                raise InputError(f"label {float(fractions[0]):g} is not a class index; classification labels are "
+                                 "whole numbers (for soft targets use zoo.for_tagging)")
+        return values.to(self.label_dtype)
+
+    def label_index(self, name: str) -> int:
+        """The output of a label name, so that examples can carry names rather than indices."""
+        if name not in self.labels:
+            raise InputError(f"label {name!r} is not one of the head's {len(self.labels)} labels "
+                             f"({first_labels(self.labels)}); "
+                             "name them when making the head: zoo.for_classification(encoder, labels=[...])")
+        return self.labels.index(name)
+
+
+class ClassificationCollator(Collator):
+    """A classifier's labels: class indices or label names."""
+
+    label_dtype = torch.long
+
+    def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
+        """Class indices, or label names turned into them."""
+        if any(isinstance(label, str) for label in labels):
+            labels = [self.label_index(label) if isinstance(label, str) else label for label in labels]
+        return super().label_tensor(labels)
+
+
+class TaggingCollator(Collator):
+    """A tagger's labels: multi-hot rows or lists of label names."""
+
+    def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
+        """Multi-hot rows, or each example's list of label names turned into one."""
+        if not any(is_name_list(label) for label in labels):
+            return super().label_tensor(labels)
+        rows = torch.zeros(len(labels), self.num_outputs)
+        for row, names in zip(rows, labels):
+            if not is_name_list(names):
+                raise InputError(f"tagging labels mix name lists with {names!r}; give every example a list of "
+                                 "label names (possibly empty) or every example a multi-hot row")
+            row[[self.label_index(name) for name in names]] = 1.0
+        return rows
+
+
+class TokenCollator(Collator):
+    """A token classifier's labels: one per token, as indices or names, -100 for none."""
+
+    label_dtype = torch.long
+
+    def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
+        """Each example's token labels (indices, names or -100) as one (B, T) tensor, padded with -100."""
+        row_tensor = super().label_tensor  # checks and casts one example's labels
+        rows = [row_tensor(self.label_values(label)) for label in labels]
+        return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=IGNORE_INDEX)
+
+    def label_values(self, label: Any) -> list[Any]:
+        """One example's token labels as a list, names turned into class indices."""
+        if isinstance(label, (str, numbers.Number)) or getattr(label, "ndim", 1) != 1:
+            raise InputError(f"a token classifier's example label is one label per token (a list or 1-d array, "
+                             f"{IGNORE_INDEX} for none), got {label!r:.80}")
+        values = label.tolist() if hasattr(label, "tolist") else list(label)
+        return [self.label_index(value) if isinstance(value, str) else value for value in values]
+
+
 class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
     """Shared part of the classification and regression heads."""
 
@@ -60,6 +159,8 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
                                      "graph": "graph-ml"}
     #: tells transformers' Trainer that the loss is a plain mean (no num_items_in_batch)
     accepts_loss_kwargs = False
+    #: how `collate` and `forward` read labels
+    collator_class: type[Collator] = Collator
 
     def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "mean", layer: HeadLayer = None,
                  freeze: bool = True, dropout: float = 0.0) -> None:
@@ -180,7 +281,7 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         logits = self.head(self.dropout(features.to(self.head.weight.dtype)))
         loss = None
         if labels is not None:
-            labels = torch.as_tensor(labels)
+            labels = self.labels_as_tensor(labels)
             self.check_labels(labels, len(logits))
             loss = self.loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -222,34 +323,20 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def collate(self, examples: Sequence[dict[str, Any]], **prepare_kwargs: Any) -> dict[str, torch.Tensor]:
-        """A `data_collator` for `Trainer`: examples {"input": raw item, "label": target} -> batch."""
-        if not examples:
-            raise InputError("collate([]): a batch needs at least one example {'input': ..., 'label': ...}")
-        missing = sorted({key for example in examples for key in ("input", "label") if key not in example})
-        if missing:
-            raise InputError(f"examples need the keys 'input' and 'label'; one lacks {missing} (map a dataset's "
-                             "columns to them, e.g. dataset.rename_column('audio', 'input'); with transformers' "
-                             "Trainer also pass TrainingArguments(remove_unused_columns=False), or it drops the "
-                             "'input' column, which forward() does not name)")
-        batch = self.processor([example["input"] for example in examples], **prepare_kwargs)
-        batch["labels"] = self.label_tensor([example["label"] for example in examples])
-        return batch
+    @property
+    def collate(self) -> Collator:
+        """A `data_collator` for `Trainer`, or a DataLoader's `collate_fn`: examples {"input": raw
+        item, "label": target} -> batch. It pickles without the model (see `Collator`)."""
+        return self.collator_class(self.processor, self.num_outputs, getattr(self, "labels", ()))
 
-    def label_tensor(self, labels: list[Any]) -> torch.Tensor:
-        """The examples' labels as one tensor of `label_dtype`; a fraction is refused where class
-        indices are wanted rather than cut to the class below."""
-        try:
-            values = torch.tensor(labels)
-        except (TypeError, ValueError, RuntimeError) as err:  # torch raises RuntimeError for None
-            raise InputError(f"labels such as {labels[0]!r} are not numbers ({err}); give class indices, e.g. "
-                             "names.index(label) or a datasets ClassLabel") from err
-        if self.label_dtype == torch.long and values.is_floating_point():
-            fractions = values[values != values.round()]
-            if len(fractions):
-                raise InputError(f"label {float(fractions[0]):g} is not a class index; classification labels are "
-                                 "whole numbers (for soft targets use zoo.for_tagging)")
-        return values.to(self.label_dtype)
+    def labels_as_tensor(self, labels: Any) -> torch.Tensor:
+        """`forward`'s labels as a tensor: a tensor as given, anything else (a list, a numpy
+        array, label names) as `collate` reads the examples' labels."""
+        if torch.is_tensor(labels):
+            return labels
+        if isinstance(labels, (str, bytes, numbers.Number)) or getattr(labels, "ndim", 1) == 0:
+            return self.collate.label_tensor([labels])[0]  # one label: refused by shape, naming the batch size
+        return self.collate.label_tensor(labels)
 
     def head_config(self) -> dict[str, Any]:
         return {"task": self.task, "num_outputs": self.num_outputs, "pool": self.pool, "layer": self.layer,
@@ -303,20 +390,12 @@ class LabelledHead(EncoderWithHead):
     def head_config(self) -> dict[str, Any]:
         return {**super().head_config(), "labels": self.labels}
 
-    def label_index(self, name: str) -> int:
-        """The output of a label name, so that examples can carry names rather than indices."""
-        if name not in self.labels:
-            raise InputError(f"label {name!r} is not one of the head's {len(self.labels)} labels "
-                             f"({first_labels(self.labels)}); "
-                             "name them when making the head: zoo.for_classification(encoder, labels=[...])")
-        return self.labels.index(name)
-
 
 class EncoderForClassification(LabelledHead):
     """Single-label classification: cross-entropy over `num_outputs` classes, named by `labels`."""
 
     task = "classification"
-    label_dtype = torch.long
+    collator_class = ClassificationCollator
 
     def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         """Class indices (B,) in [0, num_labels)."""
@@ -331,20 +410,15 @@ class EncoderForClassification(LabelledHead):
                              f"labels are 0 .. {self.num_labels - 1}")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits, labels.to(logits.device))
-
-    def label_tensor(self, labels: list[Any]) -> torch.Tensor:
-        """Class indices, or label names turned into them."""
-        if any(isinstance(label, str) for label in labels):
-            labels = [self.label_index(label) if isinstance(label, str) else label for label in labels]
-        return super().label_tensor(labels)
+        """Cross-entropy, which takes int64 class indices only: int32 ones (numpy's default on
+        Windows before NumPy 2) are cast."""
+        return nn.functional.cross_entropy(logits, labels.to(logits.device, torch.long))
 
 
 class EncoderForRegression(EncoderWithHead):
     """Regression: mean squared error on `num_outputs` targets."""
 
     task = "regression"
-    label_dtype = torch.float32
     pipeline_tags = {**EncoderWithHead.pipeline_tags, "tabular": "tabular-regression"}
 
     def card_usage(self, inputs: str, token: str) -> str:
@@ -379,7 +453,7 @@ class EncoderForTagging(LabelledHead):
     """
 
     task = "tagging"
-    label_dtype = torch.float32
+    collator_class = TaggingCollator
 
     def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         """Multi-hot (or soft) targets (B, num_outputs) in [0, 1]."""
@@ -393,18 +467,6 @@ class EncoderForTagging(LabelledHead):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, logits.dtype))
-
-    def label_tensor(self, labels: list[Any]) -> torch.Tensor:
-        """Multi-hot rows, or each example's list of label names turned into one."""
-        if not any(is_name_list(label) for label in labels):
-            return super().label_tensor(labels)
-        rows = torch.zeros(len(labels), self.num_outputs)
-        for row, names in zip(rows, labels):
-            if not is_name_list(names):
-                raise InputError(f"tagging labels mix name lists with {names!r}; give every example a list of "
-                                 "label names (possibly empty) or every example a multi-hot row")
-            row[[self.label_index(name) for name in names]] = 1.0
-        return rows
 
     def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Label probabilities: a sigmoid each, labels independent."""
@@ -423,7 +485,7 @@ class EncoderForTokenClassification(LabelledHead):
 
     task = "token-classification"
     head_pools = ("none",)
-    label_dtype = torch.long
+    collator_class = TokenCollator
     pipeline_tags = {**dict.fromkeys(EncoderWithHead.pipeline_tags, "token-classification"), "graph": "graph-ml"}
 
     def card_usage(self, inputs: str, token: str) -> str:
@@ -446,7 +508,7 @@ class EncoderForTokenClassification(LabelledHead):
 
         tokens, mask = self.tokens(**batch)
         logits = self.head(self.dropout(tokens.to(self.head.weight.dtype)))
-        loss = None if labels is None else self.loss(logits, self.aligned_labels(torch.as_tensor(labels), mask))
+        loss = None if labels is None else self.loss(logits, self.aligned_labels(self.labels_as_tensor(labels), mask))
         return TokenClassifierOutput(loss=loss, logits=logits)
 
     def aligned_labels(self, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -456,7 +518,7 @@ class EncoderForTokenClassification(LabelledHead):
         if labels.dim() != 2 or len(labels) != batch_size or labels.is_floating_point() or labels.dtype == torch.bool:
             raise InputError(f"token labels are class indices of shape ({batch_size}, tokens), {IGNORE_INDEX} where "
                              f"a token has none; got {labels.dtype} of shape {tuple(labels.shape)}")
-        labels = labels.to(mask.device)
+        labels = labels.to(mask.device, torch.long)  # the cross-entropy takes int64 only
         width = max(length, labels.shape[1])
         labels = nn.functional.pad(labels, (0, width - labels.shape[1]), value=IGNORE_INDEX)
         labelled = labels != IGNORE_INDEX
@@ -475,20 +537,6 @@ class EncoderForTokenClassification(LabelledHead):
         labelled = labels != IGNORE_INDEX
         total = nn.functional.cross_entropy(logits[labelled], labels[labelled], reduction="sum")
         return total / labelled.sum().clamp(min=1)
-
-    def label_tensor(self, labels: list[Any]) -> torch.Tensor:
-        """Each example's token labels (indices, names or -100) as one (B, T) tensor, padded with -100."""
-        row_tensor = super().label_tensor  # checks and casts one example's labels
-        rows = [row_tensor(self.label_values(label)) for label in labels]
-        return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=IGNORE_INDEX)
-
-    def label_values(self, label: Any) -> list[Any]:
-        """One example's token labels as a list, names turned into class indices."""
-        if isinstance(label, (str, numbers.Number)) or getattr(label, "ndim", 1) != 1:
-            raise InputError(f"a token classifier's example label is one label per token (a list or 1-d array, "
-                             f"{IGNORE_INDEX} for none), got {label!r:.80}")
-        values = label.tolist() if hasattr(label, "tolist") else list(label)
-        return [self.label_index(value) if isinstance(value, str) else value for value in values]
 
     @torch.no_grad()
     def logits(self, inputs: Any, batch_size: int = 8, progress: bool = False,
