@@ -18,6 +18,13 @@ def test_resamples_and_mixes_to_mono():
     wave = processor.prepare(stereo, sampling_rate=8000)
     assert wave.shape == (16000,)
     assert abs(float(wave[4000:12000].mean()) - 0.25) < 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # stereo is read without a word
+        processor.prepare(stereo.T, sampling_rate=8000)
+    clips = np.zeros((4, 1600), np.float32)  # a batch to transformers' feature extractors: 1 row here, silently
+    with pytest.warns(UserWarning, match=r"shape \(4, 1600\) is read as one recording of 4 channels, averaged to "
+                                         "mono; to embed 4 clips, pass them as a list"):
+        processor.prepare(clips, sampling_rate=16000)
 
 
 def test_samples_first_and_int16_arrays():

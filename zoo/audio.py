@@ -133,6 +133,10 @@ def to_channels_first(samples: Any) -> torch.Tensor:
             f"audio array has shape {tuple(tensor.shape)}: neither axis looks like channels "
             f"(at most {MAX_CHANNELS}); pass (samples,) or (channels, samples)"
         )
+    if tensor.shape[0] > 2:  # transformers' feature extractors read such an array as a batch
+        warnings.warn(f"audio array of shape {tuple(samples.shape)} is read as one recording of {tensor.shape[0]} "
+                      f"channels, averaged to mono; to embed {tensor.shape[0]} clips, pass them as a list",
+                      stacklevel=4)
     return tensor
 
 
