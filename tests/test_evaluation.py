@@ -80,5 +80,44 @@ def test_bad_inputs_name_the_problem():
         linear_probe(x, np.zeros(10), x, np.zeros(10))
     with pytest.raises(InputError, match="NaN"):
         rankme(np.full((3, 3), np.nan))
-    with pytest.raises(InputError, match="all zero"):
-        rankme(np.zeros((3, 3)))
+
+
+def test_a_non_finite_embedding_is_named_by_its_item():
+    """Was "train_x holds NaN or infinite values", with no word of which of the items."""
+    x, y = blobs(10, 2, 4, 0.5, seed=5)
+    x[5, 1] = np.nan
+    x[8, 0] = np.inf
+    with pytest.raises(InputError, match="NaN or infinite values in 2 of its 20 items, the first at item 5"):
+        linear_probe(x, y, x[:4] * 0 + 1, y[:4])
+
+
+def test_rankme_of_all_zero_embeddings_is_zero_and_the_probes_still_score():
+    """Was an InputError that aborted a whole probe: a zero matrix's rank is 0 (full collapse)."""
+    zeros = np.zeros((12, 4))
+    y = np.arange(12) % 2
+    assert rankme(zeros) == 0.0
+    assert linear_probe(zeros, y, zeros, y) == 0.5 and knn_accuracy(zeros, y, zeros, y, k=3) == 0.5
+
+
+@pytest.mark.parametrize("train_y, test_y, message", [
+    (np.array(["0", "1"] * 10), np.array([0, 1] * 5), r"train_y holds text labels \(such as '0'\) but test_y holds "
+     "number labels"),  # was 0.0 from both probes
+    (np.array([0, 1] * 10), np.array([0, 1, 7, 9, 7] * 2), r"labels that no training item has: \[7, 9\] \(6 test "
+     r"items\)"),  # was scored, the unseen items counted wrong
+    (np.linspace(0, 1, 20), np.linspace(0, 1, 10), r"continuous values, such as 0.0526"),  # was sklearn's ValueError
+    (np.array([None, "a"] * 10, dtype=object), np.array(["a"] * 10, dtype=object),
+     r"train_y has no label \(None\) at item 0"),  # was a TypeError from np.unique
+    (np.array([1, "1"] * 10, dtype=object), np.array([1] * 10, dtype=object), "both text and numbers"),
+    (np.zeros(20, dtype=int), np.zeros(10, dtype=int), "single class, 0; a probe needs at least two"),  # knn scored it
+])
+def test_labels_the_probes_cannot_score_are_refused_by_both(train_y, test_y, message):
+    x, _ = blobs(10, 2, 4, 0.5, seed=6)
+    for probe in (linear_probe, knn_accuracy):
+        with pytest.raises(InputError, match=message):
+            probe(x, train_y, x[:10], test_y)
+
+
+def test_integer_valued_float_labels_are_classes():
+    """Labels read as floats (1.0, 2.0) are classes still, and equal to the same ints."""
+    x, y = blobs(10, 2, 4, 0.1, seed=7)
+    assert linear_probe(x, y.astype(float), x, y) == 1.0 and knn_accuracy(x, y, x, y.astype(float), k=3) == 1.0

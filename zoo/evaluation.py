@@ -25,8 +25,10 @@ def as_features(values: Any, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2 or len(array) == 0:
         raise InputError(f"{name} has shape {array.shape}; pass (N, D) embeddings with N >= 1")
-    if not np.isfinite(array).all():
-        raise InputError(f"{name} holds NaN or infinite values; check the encoder's output")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if len(bad):
+        raise InputError(f"{name} holds NaN or infinite values in {len(bad)} of its {len(array)} items, the first "
+                         f"at item {bad[0]}; check the encoder's output for that input")
     return array
 
 
@@ -40,13 +42,62 @@ def as_labels(values: Any, count: int, name: str) -> np.ndarray:
     return labels
 
 
+def label_kind(labels: np.ndarray, name: str) -> str:
+    """"text" or "number": what class labels hold. Labels a classifier cannot take are refused
+    by name: None (an item without a label), continuous values (a regression target), a mix
+    of text and numbers."""
+    if labels.dtype.kind in "US":
+        return "text"
+    if labels.dtype.kind == "O":
+        missing = next((index for index, value in enumerate(labels) if value is None), None)
+        if missing is not None:
+            raise InputError(f"{name} has no label (None) at item {missing}; label every item or leave it out")
+        kinds = {"text" if isinstance(value, (str, bytes)) else "number" for value in labels}
+        if len(kinds) > 1:
+            raise InputError(f"{name} holds both text and numbers; a label 1 and a label '1' would be two classes: "
+                             "give every label the same type")
+        if kinds == {"text"}:
+            return "text"
+        labels = labels.astype(np.float64)
+    if labels.dtype.kind == "f":
+        fractional = np.flatnonzero(labels != np.round(labels))  # NaN too: it equals nothing
+        if len(fractional):
+            raise InputError(f"{name} holds continuous values, such as {labels[fractional[0]].item()!r} at item "
+                             f"{fractional[0]}; the probes classify: pass class labels (a regression target "
+                             "needs a regression protocol)")
+    return "number"
+
+
+def check_labels(train_labels: np.ndarray, test_labels: np.ndarray) -> None:
+    """Labels both probes can score, checked the same way for both: of one kind in the two splits
+    (train labels '1' never equal test labels 1, so every test item would be scored wrong), at
+    least two training classes, and no test label that no training item has (no classifier can
+    predict it, so the accuracy would count it wrong rather than measure the features)."""
+    train_kind, test_kind = label_kind(train_labels, "train_y"), label_kind(test_labels, "test_y")
+    if train_kind != test_kind:
+        raise InputError(f"train_y holds {train_kind} labels (such as {train_labels[:1].tolist()[0]!r}) but test_y holds "
+                         f"{test_kind} labels (such as {test_labels[:1].tolist()[0]!r}); no test label can equal a training "
+                         "label: read both splits' labels the same way")
+    classes = np.unique(train_labels)
+    if len(classes) < 2:
+        raise InputError(f"train_y holds a single class, {classes[:1].tolist()[0]!r}; a probe needs at least two")
+    unseen = np.setdiff1d(np.unique(test_labels), classes)
+    if len(unseen):
+        count = int(np.isin(test_labels, unseen).sum())
+        raise InputError(f"test_y holds labels that no training item has: {unseen[:10].tolist()} ({count} test "
+                         f"items); no probe can predict them: leave those items out or add training items of them")
+
+
 def probe_inputs(train_x, train_y, test_x, test_y) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The embeddings and labels of a probe, checked (`as_features`, `as_labels`, `check_labels`)."""
     train = as_features(train_x, "train_x")
     test = as_features(test_x, "test_x")
     if train.shape[1] != test.shape[1]:
         raise InputError(
             f"train_x has {train.shape[1]} features but test_x has {test.shape[1]}; embed both the same way")
-    return train, as_labels(train_y, len(train), "train_y"), test, as_labels(test_y, len(test), "test_y")
+    train_labels, test_labels = as_labels(train_y, len(train), "train_y"), as_labels(test_y, len(test), "test_y")
+    check_labels(train_labels, test_labels)
+    return train, train_labels, test, test_labels
 
 
 def linear_probe(train_x: Any, train_y: Any, test_x: Any, test_y: Any, seed: int = 0,
@@ -61,8 +112,10 @@ def linear_probe(train_x: Any, train_y: Any, test_x: Any, test_y: Any, seed: int
 
     Args:
         train_x / test_x: (N, D) embeddings.
-        train_y / test_y: (N,) class labels (ints or strings).
-        seed: random state of the solver.
+        train_y / test_y: (N,) class labels, ints or strings, of one kind in both; every test
+            label also a training label (`check_labels`).
+        seed: random_state of the solver; L-BFGS draws nothing, so the probe is deterministic
+            and the seed changes no result.
         max_iter: L-BFGS iterations; the default converges on standardised features.
         C: inverse L2 strength (default: 1.0, scikit-learn's).
 
@@ -74,8 +127,6 @@ def linear_probe(train_x: Any, train_y: Any, test_x: Any, test_y: Any, seed: int
     from sklearn.preprocessing import StandardScaler
 
     train, train_labels, test, test_labels = probe_inputs(train_x, train_y, test_x, test_y)
-    if len(np.unique(train_labels)) < 2:
-        raise InputError("train_y holds a single class; a probe needs at least two")
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
     model.fit(train, train_labels)
     return float((model.predict(test) == test_labels).mean())
@@ -90,7 +141,7 @@ def knn_accuracy(train_x: Any, train_y: Any, test_x: Any, test_y: Any, k: int = 
 
     Args:
         train_x / test_x: (N, D) embeddings.
-        train_y / test_y: (N,) class labels.
+        train_y / test_y: (N,) class labels, checked as `linear_probe`'s (`check_labels`).
         k: neighbours; at most the number of training items.
 
     Returns:
@@ -123,7 +174,8 @@ def rankme(embeddings: Any, eps: float = 1e-7) -> float:
     With singular values s_k of the (N, D) embedding matrix (not centred, as in the
     paper) and p_k = s_k / sum(s) + eps, RankMe = exp(-sum_k p_k log p_k). It ranges from
     1 (collapsed to one direction) to min(N, D), and equals r when r singular values are
-    equal and the rest are zero; a higher value means less dimensional collapse.
+    equal and the rest are zero; a higher value means less dimensional collapse. All-zero
+    embeddings (fully collapsed) have no direction at all: 0, the rank of a zero matrix.
 
     Args:
         embeddings: (N, D) per-item embeddings.
@@ -131,7 +183,7 @@ def rankme(embeddings: Any, eps: float = 1e-7) -> float:
     """
     matrix = torch.from_numpy(as_features(embeddings, "embeddings"))
     singular = torch.linalg.svdvals(matrix)
-    if float(singular.sum()) == 0.0:
-        raise InputError("embeddings are all zero; RankMe is undefined for a zero matrix")
+    if float(singular.sum()) == 0.0:  # p would be 0/0; the rank of a zero matrix is 0
+        return 0.0
     p = singular / singular.sum() + eps
     return float(torch.exp(-(p * torch.log(p)).sum()))
