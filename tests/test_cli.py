@@ -153,7 +153,7 @@ def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_p
     assert "with other weights_sum; rerun it with the same arguments" in capsys.readouterr().err
     two_files = [str(path) for path in sorted(wav_folder.iterdir())[:2]]
     assert main(["embed", str(checkpoint), *two_files, "-o", str(output), "--shard-size", "2"]) == 2
-    assert "with other inputs;" in capsys.readouterr().err
+    assert "with other inputs (names" in capsys.readouterr().err
     assert calls == []
     assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]) == 0
     assert calls == [1] and np.load(output).shape == (3, 32)
@@ -491,6 +491,49 @@ def test_probe_with_a_cache_resumes_an_interrupted_run_and_reuses_finished_embed
     assert len(calls) == 5 and "wrote the embeddings" in capsys.readouterr().err
     assert main(["probe", "graphmae-cora", "--dataset", "cora", *cache]) == 2
     assert "--cache keeps the embeddings of --data files" in capsys.readouterr().err
+
+
+def test_probe_cache_embeds_again_a_file_rewritten_under_the_same_name(checkpoint, tmp_path, capsys):
+    """Was: the cache was keyed by path, label and split only, so after the test files' contents
+    were swapped between the labels a rerun reused the old rows and reported 1.0 where the
+    files now give 0.0."""
+    tone_set(tmp_path / "data", "names")
+    probe = ["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", r"^(\w+?)_",
+             "--test-regex", "_test_", "--k", "3", "--cache", str(tmp_path / "cache")]
+    assert main(probe) == 0
+    assert json.loads(capsys.readouterr().out)["linear_probe_accuracy"] == 1.0
+    for index in range(16, 24, 2):  # high_test_16 <-> low_test_17, ...
+        high, low = tmp_path / "data" / f"high_test_{index}.wav", tmp_path / "data" / f"low_test_{index + 1}.wav"
+        high_bytes, low_bytes = high.read_bytes(), low.read_bytes()
+        high.write_bytes(low_bytes)
+        low.write_bytes(high_bytes)
+    assert main(probe) == 0
+    out, err = capsys.readouterr()
+    assert "wrote the embeddings" in err and json.loads(out)["linear_probe_accuracy"] == 0.0
+    assert main(probe[:-2]) == 0 and json.loads(capsys.readouterr().out) == json.loads(out)  # as without a cache
+
+
+def test_an_interrupted_embed_whose_file_changed_is_not_resumed(checkpoint, wav_folder, tmp_path, monkeypatch,
+                                                                 capsys):
+    """Was: the shards' record named the inputs by path only, so a file rewritten between the
+    interruption and the rerun kept its old row from a finished shard."""
+    output = tmp_path / "e.npy"
+    original = zoo.Encoder.embed
+    calls = []
+
+    def crash_on_second_shard(self, inputs, **kwargs):
+        calls.append(len(inputs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, inputs, **kwargs)
+
+    monkeypatch.setattr(zoo.Encoder, "embed", crash_on_second_shard)
+    command = ["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]
+    assert main(command) == 130
+    capsys.readouterr()
+    soundfile.write(wav_folder / "clip0.wav", np.zeros(4000, np.float32), RATE, subtype="FLOAT")  # in shard 1
+    assert main(command) == 2
+    assert "with other inputs (names, or a file's size or modification time)" in capsys.readouterr().err
 
 
 def test_env_reports_versions_accelerator_and_cache(offline_cache, capsys):

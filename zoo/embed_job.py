@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -23,6 +24,8 @@ FORMATS = (".npy", ".parquet")
 JOB_FILE = "job.json"
 #: inputs per shard, by default
 SHARD_SIZE = 1024
+#: how a changed job setting is named when a rerun is refused, where its key alone would mislead
+CHANGED_SETTINGS = {"inputs": "inputs (names, or a file's size or modification time)"}
 
 
 def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None, pool: str = "mean",
@@ -134,9 +137,24 @@ def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[list[Any
 
 
 def inputs_digest(inputs: Sequence[Any]) -> str:
-    """How many inputs, and the sha256 of their names in order: a million paths stay 80 bytes."""
-    digest = hashlib.sha256("\n".join(str(item) for item in inputs).encode()).hexdigest()
+    """How many inputs, and the sha256 of their names in order, each with its file's stamp
+    (`file_stamp`): a million paths stay 80 bytes, and a file rewritten under the same name
+    changes the digest, so its old shards or cached rows are not taken for it."""
+    digest = hashlib.sha256("\n".join(f"{item}\t{file_stamp(item)}" for item in inputs).encode()).hexdigest()
     return f"{len(inputs)} inputs, sha256 {digest}"
+
+
+def file_stamp(name: Any) -> str:
+    """The size and modification time (os.stat) of the file `name` names, or of FILE for a
+    parquet row's `FILE#ROW`; '' for other inputs. As make and the Hugging Face cache do, this
+    tells a changed file from its old content without reading it."""
+    path = str(name)
+    if not os.path.isfile(path) and "#" in path:
+        path = path.rsplit("#", 1)[0]
+    if not os.path.isfile(path):
+        return ""
+    stat = os.stat(path)
+    return f"{stat.st_size} {stat.st_mtime_ns}"
 
 
 def weights_sum(model: Any) -> str:
@@ -159,6 +177,7 @@ def claim_parts(parts: Path, settings: dict[str, Any]) -> None:
         before = json.loads(record.read_text())
         changed = sorted(key for key in settings if before.get(key) != settings[key])
         if changed:
+            changed = [CHANGED_SETTINGS.get(key, key) for key in changed]
             raise InputError(f"{parts} holds shards of an interrupted job with other {', '.join(changed)}; rerun it "
                              f"with the same arguments to finish it, or delete {parts} to start this one")
         return
