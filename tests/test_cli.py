@@ -16,6 +16,7 @@ from helpers import shared_path
 
 import zoo
 from zoo.cli import main, model_table
+from zoo.errors import ConfigError
 
 RATE = 16000
 
@@ -390,6 +391,32 @@ def test_bad_label_and_test_patterns_are_named(checkpoint, tmp_path, capsys):
                              [["--label-regex", r"^\w+_"], r"--label-regex '^\w+_' has no group: put"]):
         assert main(["probe", str(checkpoint), *data, *regexes]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_label_group_that_takes_no_part_in_a_match_is_refused_while_listing(checkpoint, tmp_path, capsys,
+                                                                              monkeypatch):
+    """Was: `--label-regex '_(test)?'` gave the label None to the training files, and the probe
+    ended in a TypeError after every file was embedded."""
+    tone_set(tmp_path / "data", "names")
+    monkeypatch.setattr(zoo.Encoder, "embed", lambda *args, **kwargs: pytest.fail("embedded before the refusal"))
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", "_(test)?",
+                 "--test-regex", "_test_"]) == 2
+    assert "--label-regex '_(test)?' matches, but its first group takes no part in the match of file " \
+        "'high_train_0.wav'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("k", ["0", "-3"])
+def test_a_k_below_one_is_refused_before_any_embedding(checkpoint, tmp_path, capsys, monkeypatch, k):
+    """Was refused by knn_accuracy, after every file was embedded and the linear probe fitted."""
+    from zoo.probe_job import run_probe
+
+    tone_set(tmp_path / "data", "names")
+    monkeypatch.setattr(zoo.Encoder, "embed", lambda *args, **kwargs: pytest.fail("embedded before the refusal"))
+    with pytest.raises(SystemExit):
+        main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--test-regex", "_test_", "--k", k])
+    assert f"argument --k: {k} is not a positive number" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=f"k={k}: k-NN needs at least one neighbour"):
+        run_probe(zoo.load(checkpoint), [(tmp_path / "data" / "high_train_0.wav", "high", False)], k=int(k))
 
 
 def test_embed_with_the_embedded_checkpoint_offline(tmp_path):

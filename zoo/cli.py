@@ -492,7 +492,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
                        help="with --data: mean of the tokens or the cls token (default: mean)")
     probe.add_argument("--batch-size", type=positive_int, default=8)
     probe.add_argument("--seed", type=seed_int, default=0)
-    probe.add_argument("--k", type=int, default=20, help="neighbours for k-NN (at most the training items)")
+    probe.add_argument("--k", type=positive_int, default=20,
+                       help="neighbours for k-NN (default: 20; at most the training items)")
     probe.add_argument("--cache", metavar="DIR",
                        help="with --data: keep the embeddings in DIR; an interrupted probe goes on from the shards "
                             "written, and a rerun with the same model, data, layer and pool reuses them")

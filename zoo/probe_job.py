@@ -84,8 +84,10 @@ def check_regexes(label_regex: Optional[str], test_regex: Optional[str]) -> None
 def file_row(path: Path, data: Path, label_regex: Optional[str], test_regex: Optional[str]) -> tuple[Path, str, bool]:
     if label_regex:
         match = re.search(label_regex, path.name)
-        if match is None:
-            raise InputError(f"--label-regex {label_regex!r} does not match file {path.name!r}")
+        if match is None or match.group(1) is None:
+            part = "does not match" if match is None else "matches, but its first group takes no part in the match of"
+            raise InputError(f"--label-regex {label_regex!r} {part} file {path.name!r}: every file needs a label; "
+                             "make the group match in every file name, or move the files without one elsewhere")
         label = match.group(1)
     else:
         label = path.parent.name
@@ -166,6 +168,8 @@ def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch
     from zoo.embed_job import cached_embeddings
     from zoo.evaluation import knn_accuracy, linear_probe, rankme
 
+    if k < 1:  # before the embedding, which may take hours
+        raise ConfigError(f"k={k}: k-NN needs at least one neighbour")
     items = [str(item) if isinstance(item, Path) else item for item, _, _ in rows]
     if cache is None:
         embeddings = encoder.embed(items, layer=layer, pool=pool, batch_size=batch_size).numpy()
