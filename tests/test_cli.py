@@ -419,6 +419,27 @@ def test_a_k_below_one_is_refused_before_any_embedding(checkpoint, tmp_path, cap
         run_probe(zoo.load(checkpoint), [(tmp_path / "data" / "high_train_0.wav", "high", False)], k=int(k))
 
 
+def test_a_non_finite_embedding_is_named_by_its_file_and_zero_embeddings_are_scored(tmp_path):
+    """Were "train_x holds NaN or infinite values", naming no file; and all-zero embeddings
+    aborted the probe because RankMe refused them (the rank of a zero matrix is 0)."""
+    from zoo.probe_job import run_probe
+
+    class Constant:
+        def __init__(self, fill: float):
+            self.fill = fill
+
+        def embed(self, items, **kwargs):
+            rows = torch.zeros(len(items), 4)
+            rows[5, 1] = self.fill
+            return rows
+
+    rows = [(tmp_path / f"{index}_a.wav", str(index % 2), index >= 20) for index in range(24)]
+    with pytest.raises(zoo.InputError, match=r"for 1 of 24 items, the first item 5, file '.*5_a.wav'"):
+        run_probe(Constant(float("nan")), rows)
+    report = run_probe(Constant(0.0), rows)
+    assert report["rankme"] == 0.0 and report["linear_probe_accuracy"] == 0.5 and report["knn_accuracy"] == 0.5
+
+
 def test_embed_with_the_embedded_checkpoint_offline(tmp_path):
     """`zoo embed hubert-tiny-fsdd some.wav -o e.npy` in a fresh process, offline, empty cache."""
     import os

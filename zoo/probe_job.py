@@ -176,6 +176,7 @@ def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch
     else:
         embeddings, reused = cached_embeddings(encoder, items, cache, item_names(rows), layer, pool, batch_size)
         print(f"zoo probe: {'reused' if reused else 'wrote'} the embeddings in {cache}", file=sys.stderr)
+    check_finite(embeddings, rows)
     labels = np.array([label for _, label, _ in rows])
     test = np.array([is_test for _, _, is_test in rows])
     k = min(k, int((~test).sum()))
@@ -189,3 +190,16 @@ def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch
         "test_items": int(test.sum()),
         "classes": int(len(set(labels))),
     }
+
+
+def check_finite(embeddings: Any, rows: Sequence[tuple[Any, str, bool]]) -> None:
+    """Name the first input whose embedding holds NaN or infinite values: the probes would
+    refuse it by its index in one split, which does not say which file to look at."""
+    import numpy as np
+
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if len(bad):
+        item = rows[bad[0]][0]
+        shown = f"file {str(item)!r}" if isinstance(item, (str, Path)) else f"record {bad[0]}"
+        raise InputError(f"the encoder gave NaN or infinite values for {len(bad)} of {len(rows)} items, the first "
+                         f"item {bad[0]}, {shown}; check that input, or the encoder with --dtype float32")
