@@ -440,6 +440,31 @@ def test_a_non_finite_embedding_is_named_by_its_file_and_zero_embeddings_are_sco
     assert report["rankme"] == 0.0 and report["linear_probe_accuracy"] == 0.5 and report["knn_accuracy"] == 0.5
 
 
+@pytest.mark.parametrize("command, message", [
+    (["graphmae-cora", "--dataset", "cora", "--layer", "1", "--pool", "cls", "--k", "5"],
+     "--layer, --pool, --k: only for --data files; --dataset runs its paper's protocol"),
+    (["tjepa-adult", "--table", "t.csv", "--target", "y", "--layer", "2", "--k", "3", "--label-regex", "(x)"],
+     "--label-regex, --layer, --k: only for --data files; --table runs its paper's protocol"),
+    (["x", "--data", "d", "--seeds", "5", "6"], "--seeds is for --dataset and --table; a --data probe draws no random"),
+    (["x", "--data", "d", "--seed", "3"], "--seeds is for --dataset and --table"),  # --seed did nothing there
+])
+def test_probe_options_its_mode_does_not_use_are_refused(command, message, capsys, monkeypatch):
+    """Were ignored silently: --dataset and --table ran their protocol on the last layer with
+    seed 0; a --data probe ignored --seeds, and its --seed changed nothing (L-BFGS draws nothing)."""
+    from zoo import cli
+
+    monkeypatch.setattr(cli, "load_for_command", lambda args: pytest.fail("loaded before the refusal"))
+    assert main(["probe", *command]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_probe_seed_names_the_seeds_of_a_protocol():
+    """--seed, which nothing used, is gone: as an abbreviation it is --seeds, what --dataset and --table use."""
+    from zoo.cli import build_parser
+
+    assert build_parser().parse_args(["probe", "graphmae-cora", "--dataset", "cora", "--seed", "3"]).seeds == [3]
+
+
 def test_embed_with_the_embedded_checkpoint_offline(tmp_path):
     """`zoo embed hubert-tiny-fsdd some.wav -o e.npy` in a fresh process, offline, empty cache."""
     import os

@@ -226,10 +226,15 @@ def check_dataset_source(args: argparse.Namespace) -> None:
                           f"--dataset {args.dataset})")
 
 
+#: `zoo probe` options that only --data files use, by their argparse names
+FILE_PROBE_OPTIONS = ("label_regex", "test_regex", "layer", "pool", "k", "batch_size")
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     from zoo.probe_job import file_suffixes, labelled_files, run_probe
 
     if args.table:
+        refuse_file_options(args, "--table")
         print(json.dumps({**described_model(args), **probe_table(args)}, indent=2))
         return
     if args.target or args.test_table or args.task:
@@ -238,6 +243,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         if args.cache:
             raise ConfigError("--cache keeps the embeddings of --data files; a --dataset protocol embeds its "
                               "graphs or rows itself: drop --cache")
+        refuse_file_options(args, "--dataset")
         print(json.dumps({**described_model(args), **probe_dataset(args)}, indent=2))
         return
     if not args.data:
@@ -245,15 +251,29 @@ def cmd_probe(args: argparse.Namespace) -> None:
     if args.protocol:
         raise ConfigError(f"--protocol {args.protocol} is for --dataset and --table; --data files are scored by a "
                           "linear probe, k-NN and RankMe: drop --protocol")
+    if args.seeds is not None:
+        raise ConfigError("--seeds is for --dataset and --table; a --data probe draws no random numbers (its "
+                          "L-BFGS logistic regression and k-NN are deterministic), so it has no seed: drop --seeds")
     if args.cache:
         check_writable_folder(args.cache, "--cache")
     encoder = load_for_command(args)
     suffixes = file_suffixes(encoder, args.name, "probe", labelled=True)
     rows = labelled_files(Path(args.data), args.label_regex, args.test_regex, suffixes,
                           encoder.processor.dataset_feature)
-    results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size, seed=args.seed, k=args.k,
-                        pool=args.pool, cache=Path(args.cache) if args.cache else None)
-    print(json.dumps({**described_model(args), "layer": args.layer, "pool": args.pool, **results}, indent=2))
+    pool = args.pool or "mean"
+    results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size or 8, k=args.k or 20, pool=pool,
+                        cache=Path(args.cache) if args.cache else None)
+    print(json.dumps({**described_model(args), "layer": args.layer, "pool": pool, **results}, indent=2))
+
+
+def refuse_file_options(args: argparse.Namespace, mode: str) -> None:
+    """--data's options given with --dataset or --table are refused by name: those protocols
+    embed and score with their own settings, and would otherwise ignore them silently."""
+    given = ["--" + name.replace("_", "-") for name in FILE_PROBE_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only for --data files; {mode} runs its paper's protocol, which "
+                          "chooses its own layer, pooling, batches and classifier (set its seeds with --seeds): "
+                          f"drop {'it' if len(given) == 1 else 'them'}")
 
 
 def described_model(args: argparse.Namespace) -> dict:
@@ -273,7 +293,7 @@ def probe_dataset(args: argparse.Namespace) -> dict:
     probe = registry.modality_part(encoder.modality, "evaluation", "probe_dataset")
     if probe is None:
         raise ConfigError(f"{encoder.modality} encoders have no --dataset protocols; use --data DIR")
-    return probe(encoder, args.dataset, args.data, seeds=tuple(args.seeds), device=args.device,
+    return probe(encoder, args.dataset, args.data, seeds=tuple(args.seeds or [0]), device=args.device,
                  settings=probe_settings(args.name, encoder.family, args.dataset), protocol=args.protocol)
 
 
@@ -284,7 +304,7 @@ def probe_table(args: argparse.Namespace) -> dict:
     probe = registry.modality_part(encoder.modality, "evaluation", "probe_table")
     if probe is None:
         raise ConfigError(f"--table is for table encoders; {args.name} reads {encoder.modality} inputs")
-    return probe(encoder, args.table, args.target, args.test_table, args.task, seeds=tuple(args.seeds),
+    return probe(encoder, args.table, args.target, args.test_table, args.task, seeds=tuple(args.seeds or [0]),
                  device=args.device, protocol=args.protocol)
 
 
@@ -481,19 +501,22 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     probe.add_argument("--task", choices=("classification", "regression"),
                        help="with --table: what --target holds (default: regression for numbers with a fraction, "
                             "else classes)")
-    probe.add_argument("--seeds", type=seed_int, nargs="+", default=[0], help="probe seeds for --dataset or --table")
+    probe.add_argument("--seeds", type=seed_int, nargs="+",
+                       help="with --dataset or --table: the protocol's seeds, one run each (default: 0); a --data "
+                            "probe has none, as its L-BFGS logistic regression and k-NN are deterministic")
     probe.add_argument("--protocol", help="with --dataset or --table: the paper's protocol, linear-probe (node "
                        "datasets), svm-10fold (sets of graphs), mlp, resnet, mlp-raw, resnet-raw or xgboost (tables); "
                        "default: the dataset's own (a table's: mlp)")
-    probe.add_argument("--label-regex", help="regex whose first group is the label (default: parent folder name)")
-    probe.add_argument("--test-regex", help="file names matching it form the test split (default: a test/ folder)")
-    probe.add_argument("--layer", type=int, help="hidden state to probe (default: last)")
-    probe.add_argument("--pool", default="mean", choices=["mean", "cls"],
+    probe.add_argument("--label-regex", help="with --data: regex whose first group is the label (default: parent "
+                       "folder name)")
+    probe.add_argument("--test-regex", help="with --data: file names matching it form the test split (default: a "
+                       "test/ folder)")
+    probe.add_argument("--layer", type=int, help="with --data: hidden state to probe (default: last)")
+    probe.add_argument("--pool", choices=["mean", "cls"],
                        help="with --data: mean of the tokens or the cls token (default: mean)")
-    probe.add_argument("--batch-size", type=positive_int, default=8)
-    probe.add_argument("--seed", type=seed_int, default=0)
-    probe.add_argument("--k", type=positive_int, default=20,
-                       help="neighbours for k-NN (default: 20; at most the training items)")
+    probe.add_argument("--batch-size", type=positive_int, help="with --data: files per forward pass (default: 8)")
+    probe.add_argument("--k", type=positive_int,
+                       help="with --data: neighbours for k-NN (default: 20; at most the training items)")
     probe.add_argument("--cache", metavar="DIR",
                        help="with --data: keep the embeddings in DIR; an interrupted probe goes on from the shards "
                             "written, and a rerun with the same model, data, layer and pool reuses them")

@@ -156,10 +156,11 @@ def check_split(rows: Sequence[tuple[Any, str, bool]]) -> None:
 
 
 def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch_size: int = 8,
-              seed: int = 0, k: int = 20, pool: str = "mean", cache: Optional[Path] = None) -> dict[str, float]:
+              k: int = 20, pool: str = "mean", cache: Optional[Path] = None) -> dict[str, float]:
     """Embed every item once, then fit the probes on the train split and score the test split.
 
-    k-NN uses `k` neighbours, or every training item when there are fewer. With a `cache`
+    Both are deterministic (L-BFGS logistic regression, k-NN), so there is no seed. k-NN uses
+    `k` neighbours, or every training item when there are fewer. With a `cache`
     folder the embeddings are kept there (`zoo.embed_job.cached_embeddings`): an interrupted
     probe goes on from the shards written, and a rerun with other probe settings reuses them.
     """
@@ -181,8 +182,7 @@ def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch
     test = np.array([is_test for _, _, is_test in rows])
     k = min(k, int((~test).sum()))
     return {
-        "linear_probe_accuracy": linear_probe(embeddings[~test], labels[~test], embeddings[test], labels[test],
-                                              seed=seed),
+        "linear_probe_accuracy": linear_probe(embeddings[~test], labels[~test], embeddings[test], labels[test]),
         "knn_accuracy": knn_accuracy(embeddings[~test], labels[~test], embeddings[test], labels[test], k=k),
         "knn_k": k,
         "rankme": rankme(embeddings),
