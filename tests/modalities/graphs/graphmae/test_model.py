@@ -122,6 +122,7 @@ def test_edges_are_made_undirected_with_one_self_loop_per_node():
     assert torch.isfinite(model.embed(isolated, progress=False)).all()
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 def test_sparse_node_features_embed_as_their_dense_values():
     """Bag-of-words features stored sparse (as Cora's are) raised torch's NotImplementedError (COO) or
     "unsupported tensor layout" (CSR)."""
