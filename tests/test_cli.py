@@ -373,6 +373,37 @@ def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):
     assert "the training split has one label, ['high']" in capsys.readouterr().err
 
 
+def test_split_folders_are_read_as_parquet_splits_are(checkpoint, tmp_path, capsys):
+    """Were: a val/ folder beside train/ and test/ was trained on silently (24 training items,
+    not 16); Train/ and TEST/ were not split folders ("no train/test split"); files lying in
+    train/ and test/ themselves were labelled 'train' and 'test'."""
+    data = tmp_path / "data"
+    tone_set(data, "folders")
+    shutil.copytree(data / "train", data / "val")
+    assert main(["probe", str(checkpoint), "--data", str(data)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["train_items"] == 16 and json.loads(out)["test_items"] == 8
+    assert "left out 16 files in neither a train/ nor a test/ folder (in ['val/high', 'val/low'])" in err
+    (data / "train").rename(data / "Train")
+    (data / "test").rename(data / "TEST")
+    assert main(["probe", str(checkpoint), "--data", str(data)]) == 0
+    assert json.loads(capsys.readouterr().out)["train_items"] == 16
+    for path in (data / "TEST" / "low").iterdir():
+        path.rename(data / "TEST" / path.name)
+    assert main(["probe", str(checkpoint), "--data", str(data)]) == 2
+    assert "file 'TEST/17.wav' lies in its split folder itself, so no folder names its label (it would be " \
+        "'TEST'): put the files in TEST/LABEL/ folders, or give --label-regex" in capsys.readouterr().err
+
+
+def test_a_test_pattern_that_matches_no_file_is_named(checkpoint, tmp_path, capsys):
+    """Was "give --test-regex or a test/ folder", to a command that gave --test-regex."""
+    tone_set(tmp_path / "data", "names")
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", r"^(\w+?)_",
+                 "--test-regex", "_held_"]) == 2
+    assert "--test-regex '_held_' matches none of the 24 file names, so the test split is empty" in \
+        capsys.readouterr().err
+
+
 def test_a_protocol_with_data_files_and_a_negative_sampling_rate_are_refused(checkpoint, tmp_path, capsys):
     tone_set(tmp_path / "data", "names")
     assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--protocol", "svm-10fold"]) == 2

@@ -43,7 +43,8 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
 
     A file's label is the first group of `label_regex` on its name, else its folder's name; it
     is in the test split when `test_regex` matches its name, else when a folder on its path is
-    called "test".
+    called "test" (in any case: Test/ too). When a train/ folder is there as well, files in
+    neither (a val/ folder) are left out, as a parquet dataset's other splits are.
     """
     if not data.is_dir():
         raise InputError(f"--data {str(data)!r} is not a folder")
@@ -60,12 +61,37 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
             print(f"zoo probe: left out {left_out}: neither train nor test files, or no labelled rows",
                   file=sys.stderr)
     else:
-        rows = [file_row(path, data, label_regex, test_regex) for path in visible_files(data, suffixes or None)]
+        files = visible_files(data, suffixes or None)
+        if not test_regex:
+            files = files_in_split_folders(files, data)
+        rows = [file_row(path, data, label_regex, test_regex) for path in files]
     if not rows:
         kinds = f" ({', '.join(suffixes)})" if suffixes else ""
         raise InputError(f"--data {str(data)!r} holds no files{kinds} the encoder reads")
-    check_split(rows)
+    check_split(rows, test_regex)
     return rows
+
+
+def split_folder(path: Path, data: Path) -> Optional[str]:
+    """"train" or "test" when a folder on the file's path under `data` is so called, in any case
+    (Train/, TEST/), as datasets' layouts vary; else None."""
+    folders = [part.lower() for part in path.relative_to(data).parts[:-1]]
+    return next((split for split in ("test", "train") if split in folders), None)
+
+
+def files_in_split_folders(files: Sequence[Path], data: Path) -> list[Path]:
+    """With a train/ folder, the files in train/ or test/ (the others, such as a val/ folder's,
+    would otherwise be trained on silently; they are counted on stderr); without one, all of
+    them: the files outside test/ are the training split."""
+    splits = [split_folder(path, data) for path in files]
+    if "train" not in splits:
+        return list(files)
+    left_out = [path for path, split in zip(files, splits) if split is None]
+    if left_out:
+        folders = sorted({str(path.relative_to(data).parent) for path in left_out})
+        print(f"zoo probe: left out {len(left_out)} files in neither a train/ nor a test/ folder (in {folders[:5]})",
+              file=sys.stderr)
+    return [path for path, split in zip(files, splits) if split is not None]
 
 
 def check_regexes(label_regex: Optional[str], test_regex: Optional[str]) -> None:
@@ -82,6 +108,7 @@ def check_regexes(label_regex: Optional[str], test_regex: Optional[str]) -> None
 
 
 def file_row(path: Path, data: Path, label_regex: Optional[str], test_regex: Optional[str]) -> tuple[Path, str, bool]:
+    """A file's (path, label, is_test), as `labelled_files` reads them."""
     if label_regex:
         match = re.search(label_regex, path.name)
         if match is None or match.group(1) is None:
@@ -91,7 +118,11 @@ def file_row(path: Path, data: Path, label_regex: Optional[str], test_regex: Opt
         label = match.group(1)
     else:
         label = path.parent.name
-    is_test = bool(re.search(test_regex, path.name)) if test_regex else "test" in path.relative_to(data).parts[:-1]
+        if path.parent != data and split_folder(path, data) == label.lower():
+            raise InputError(f"file {str(path.relative_to(data))!r} lies in its split folder itself, so no folder "
+                             f"names its label (it would be {label!r}): put the files in {label}/LABEL/ folders, or "
+                             "give --label-regex to read each label from its file name")
+    is_test = bool(re.search(test_regex, path.name)) if test_regex else split_folder(path, data) == "test"
     return path, label, is_test
 
 
@@ -136,13 +167,16 @@ def item_names(rows: Sequence[tuple[Any, str, bool]]) -> list[str]:
     return [f"{key(item)}\t{label}\t{'test' if is_test else 'train'}" for item, label, is_test in rows]
 
 
-def check_split(rows: Sequence[tuple[Any, str, bool]]) -> None:
+def check_split(rows: Sequence[tuple[Any, str, bool]], test_regex: Optional[str] = None) -> None:
     """Refuse a probe that cannot be scored: no test or train split, test labels never trained on,
     or a single training label."""
     splits = {is_test for _, _, is_test in rows}
     if splits == {True}:
         raise InputError(f"all {len(rows)} files are in the test split, none is left for training: narrow "
                          "--test-regex, or keep the training files out of test/ folders")
+    if splits != {True, False} and test_regex:
+        raise InputError(f"--test-regex {test_regex!r} matches none of the {len(rows)} file names, so the test "
+                         "split is empty: fix the pattern (it is searched for in each file's name, not its path)")
     if splits != {True, False}:
         raise InputError(f"{len(rows)} files but no train/test split: give --test-regex or a test/ folder")
     trained = {label for _, label, is_test in rows if not is_test}
