@@ -75,9 +75,10 @@ def check_labels(train_labels: np.ndarray, test_labels: np.ndarray) -> None:
     predict it, so the accuracy would count it wrong rather than measure the features)."""
     train_kind, test_kind = label_kind(train_labels, "train_y"), label_kind(test_labels, "test_y")
     if train_kind != test_kind:
-        raise InputError(f"train_y holds {train_kind} labels (such as {train_labels[:1].tolist()[0]!r}) but test_y holds "
-                         f"{test_kind} labels (such as {test_labels[:1].tolist()[0]!r}); no test label can equal a training "
-                         "label: read both splits' labels the same way")
+        train_example, test_example = train_labels[:1].tolist()[0], test_labels[:1].tolist()[0]
+        raise InputError(f"train_y holds {train_kind} labels (such as {train_example!r}) but test_y holds {test_kind} "
+                         f"labels (such as {test_example!r}); no test label can equal a training label: read both "
+                         "splits' labels the same way")
     classes = np.unique(train_labels)
     if len(classes) < 2:
         raise InputError(f"train_y holds a single class, {classes[:1].tolist()[0]!r}; a probe needs at least two")
