@@ -291,7 +291,7 @@ def test_a_bad_input_is_numbered_within_the_whole_job(checkpoint, wav_folder, tm
     soundfile.write(empty, np.zeros(0, dtype=np.float32), RATE)
     clips = [*sorted(str(p) for p in wav_folder.iterdir()), str(empty)]
     assert main(["embed", str(checkpoint), *clips, "-o", str(tmp_path / "e.npy"), "--shard-size", "2"]) == 2
-    assert "zoo: error: input 3: audio input is empty" in capsys.readouterr().err
+    assert f"zoo: error: input 3: audio input {str(empty)!r} is empty" in capsys.readouterr().err  # path was unsaid
     with pytest.raises(zoo.errors.InputError, match=r"^input 1: audio input is empty") as raised:
         zoo.load(checkpoint).embed([clips[0], str(empty)], progress=False)
     assert raised.value.input_index == 1 and raised.value.reason.startswith("audio input is empty")
@@ -615,6 +615,17 @@ def test_probe_cache_embeds_again_a_file_rewritten_under_the_same_name(checkpoin
     out, err = capsys.readouterr()
     assert "wrote the embeddings" in err and json.loads(out)["linear_probe_accuracy"] == 0.0
     assert main(probe[:-2]) == 0 and json.loads(capsys.readouterr().out) == json.loads(out)  # as without a cache
+
+
+def test_inputs_that_are_not_files_keep_their_digest():
+    """File stamps must not invalidate caches keyed by content (a parquet dataset's rows): their
+    names' digest is the one written before stamps existed."""
+    import hashlib
+
+    from zoo.embed_job import inputs_digest
+
+    names = ["3f2a\tcat\ttrain", "9b1c\tdog\ttest"]
+    assert inputs_digest(names) == f"2 inputs, sha256 {hashlib.sha256(chr(10).join(names).encode()).hexdigest()}"
 
 
 def test_an_interrupted_embed_whose_file_changed_is_not_resumed(checkpoint, wav_folder, tmp_path, monkeypatch,

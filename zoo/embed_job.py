@@ -139,8 +139,10 @@ def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[list[Any
 def inputs_digest(inputs: Sequence[Any]) -> str:
     """How many inputs, and the sha256 of their names in order, each with its file's stamp
     (`file_stamp`): a million paths stay 80 bytes, and a file rewritten under the same name
-    changes the digest, so its old shards or cached rows are not taken for it."""
-    digest = hashlib.sha256("\n".join(f"{item}\t{file_stamp(item)}" for item in inputs).encode()).hexdigest()
+    changes the digest, so its old shards or cached rows are not taken for it. Inputs that are not
+    files keep their digest of before stamps (a parquet dataset's cached rows stay valid)."""
+    stamped = (f"{item}\t{stamp}" if (stamp := file_stamp(item)) else str(item) for item in inputs)
+    digest = hashlib.sha256("\n".join(stamped).encode()).hexdigest()
     return f"{len(inputs)} inputs, sha256 {digest}"
 
 
