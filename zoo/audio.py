@@ -184,12 +184,14 @@ def float_list_array(samples: list | tuple) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def check_waveform(wave: torch.Tensor) -> None:
+def check_waveform(wave: torch.Tensor, what: str = "audio input") -> None:
+    """Refuse an empty or non-finite recording; `what` names it (a file by its path, so that one
+    bad file among thousands in a job can be found)."""
     if wave.numel() == 0:
-        raise InputError("audio input is empty (0 samples); drop it or pass a longer recording")
+        raise InputError(f"{what} is empty (0 samples); drop it or pass a longer recording")
     if not torch.isfinite(wave).all():
         bad = int((~torch.isfinite(wave)).sum())
-        raise InputError(f"audio input has {bad} NaN or infinite samples; clean it (e.g. np.nan_to_num) first")
+        raise InputError(f"{what} has {bad} NaN or infinite samples; clean it (e.g. np.nan_to_num) first")
 
 
 #: the rates of real recordings, in Hz: a rate below is a typo or in kHz (1.5 Hz would be resampled
@@ -219,8 +221,10 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
         sampling_rate: rate of array inputs; files and dicts carry their own.
         target_rate: the model's rate; other rates are resampled with torchaudio.
     """
+    what = "audio input"
     if isinstance(item, (str, Path)):
         wave, rate = read_audio_file(item)
+        what = f"audio input {str(item)!r}"
     elif isinstance(item, dict) and "array" in item:
         wave, rate = to_channels_first(item["array"]), item.get("sampling_rate", sampling_rate)
     elif isinstance(item, dict) and ("bytes" in item or "path" in item):
@@ -233,7 +237,7 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
             f"(the model expects {target_rate} Hz and resamples anything else)"
         )
     rate = check_rate(rate)
-    check_waveform(wave)
+    check_waveform(wave, what)
     wave = wave.mean(dim=0)
     if rate != target_rate:
         import torchaudio.functional
