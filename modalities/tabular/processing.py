@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalities.tabular.tables import NA_VALUES, TABLE_SUFFIXES, read_table, to_frame
+from modalities.tabular.tables import NA_VALUES, SOURCE, TABLE_SUFFIXES, read_table, to_frame
 from zoo.errors import ConfigError, InputError
 from zoo.processing import Processor, refuse_options
 
@@ -148,11 +148,16 @@ class TableProcessor(Processor):
         if not self.is_fitted:
             raise InputError(NOT_FITTED)
         frame = to_frame(table)
-        self.check_columns(list(frame.columns))
-        numeric = [scale_numeric(frame[column["name"]], column) for column in self.columns
-                   if column["kind"] == "numeric"]
-        categorical = [encode_categories(frame[column["name"]], column) for column in self.columns
-                       if column["kind"] == "categorical"]
+        try:
+            self.check_columns(list(frame.columns))
+            numeric = [scale_numeric(frame[column["name"]], column) for column in self.columns
+                       if column["kind"] == "numeric"]
+            categorical = [encode_categories(frame[column["name"]], column) for column in self.columns
+                           if column["kind"] == "categorical"]
+        except InputError as err:
+            if SOURCE not in frame.attrs:
+                raise
+            raise InputError(f"table file {frame.attrs[SOURCE]!r}: {err}") from err
         rows = len(frame)
         return {
             "numeric": torch.from_numpy(np.stack(numeric, axis=1) if numeric else np.zeros((rows, 0), np.float32)),
@@ -248,8 +253,8 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
     try:
         return pd.to_numeric(values, errors="raise").astype(np.float64)
     except (ValueError, TypeError) as err:
-        bad = next(value for value in values if not _is_number(value))
-        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bad!r}; "
+        row, bad = next((row, value) for row, value in values.items() if not _is_number(value))
+        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bad!r} (row {row}); "
                          "pass numbers (missing values may be NaN or None)") from err
 
 

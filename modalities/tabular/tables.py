@@ -27,6 +27,9 @@ CSV_SUFFIXES = (".csv", ".data", ".test", ".txt", ".gz")
 TABLE_SUFFIXES = (*CSV_SUFFIXES, ".parquet")
 #: strings read as missing values in CSV files (UCI sets mark them with "?")
 NA_VALUES = ("?", "")
+#: the `DataFrame.attrs` key of the file a chunk was read from, and its index the rows' numbers in
+#: that file (from 0, after the header), so that an error in a bad row names both
+SOURCE = "zoo_source"
 
 
 def iter_frames(table: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
@@ -126,7 +129,12 @@ def _file_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     if path.stat().st_size == 0:
         raise InputError(f"table file {str(path)!r} is empty (0 bytes); pass a table with a header line of "
                          "column names and at least one row")
-    yield from _parquet_frames(path, chunk_rows) if path.suffix == ".parquet" else _csv_frames(path, chunk_rows)
+    offset = 0
+    for frame in _parquet_frames(path, chunk_rows) if path.suffix == ".parquet" else _csv_frames(path, chunk_rows):
+        frame.index = pd.RangeIndex(offset, offset + len(frame))
+        frame.attrs[SOURCE] = str(path)
+        offset += len(frame)
+        yield frame
 
 
 def _parquet_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:

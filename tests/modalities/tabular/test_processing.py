@@ -59,7 +59,7 @@ def test_missing_column_and_wrong_type_name_the_column(frame):
     processor = TableProcessor.fit(frame, target="label")
     with pytest.raises(InputError, match=r"\['city'\] are missing"):
         processor.transform(frame.drop(columns="city"))
-    with pytest.raises(InputError, match="column 'age' is numeric .* holds 'old'"):
+    with pytest.raises(InputError, match="column 'age' is numeric .* holds 'old' \\(row 0\\)"):
         processor.transform(frame.assign(age=["old", 1, 2, 3]))
     with pytest.raises(InputError, match="infinite"):
         processor.transform(frame.assign(age=[np.inf, 1, 2, 3]))
@@ -169,3 +169,22 @@ def test_a_dataframe_read_with_pandas_defaults_encodes_as_its_file_does(tmp_path
     holes = pd.read_csv(tmp_path / "holes.csv")  # "age" is text: object on pandas 2, str on pandas 3
     for frame in (holes, holes.astype({"age": "string"})):  # the str dtype was refused: "holds '?'"
         assert torch.equal(processor(frame)["numeric"], processor(str(tmp_path / "holes.csv"))["numeric"])
+
+
+def test_a_bad_value_in_a_table_file_is_named_by_file_and_row(frame, tmp_path):
+    """Read in chunks, a bad value named neither its file nor its row: one of thousands of rows
+    in one of several files could not be found. Rows count from 0 after the header, as FILE#ROW
+    names them; a parquet file's chunks count on too (each batch restarted at 0)."""
+    from modalities.tabular.tables import iter_frames
+
+    processor = TableProcessor.fit(frame, target="label")
+    table = pd.concat([frame] * 3, ignore_index=True).assign(age=[20, 30, 40, 50] * 2 + [20, 30, "old", 50])
+    table.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(InputError, match="table file '.*t.csv': column 'age' .* holds 'old' \\(row 10\\)"):
+        for chunk in iter_frames(tmp_path / "t.csv", chunk_rows=4):
+            processor.transform(chunk)
+    table.astype({"age": str}).to_parquet(tmp_path / "t.parquet")
+    chunks = list(iter_frames(tmp_path / "t.parquet", chunk_rows=4))
+    assert [chunk.index[0] for chunk in chunks] == [0, 4, 8]
+    with pytest.raises(InputError, match="t.parquet': column 'age' .* holds 'old' \\(row 10\\)"):
+        processor.transform(chunks[2])
