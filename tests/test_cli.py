@@ -142,7 +142,7 @@ def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_p
     monkeypatch.setattr(zoo.Encoder, "embed", crash_on_second_shard)
     assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]) == 130  # Ctrl-C
     assert "interrupted; the shards written so far are kept" in capsys.readouterr().err
-    assert not output.exists() and len(list((tmp_path / "e.npy.parts").glob("shard-*"))) == 1
+    assert not output.exists() and len(list((tmp_path / "e.npy.parts").glob("shard-*.npz"))) == 1
     calls.clear()
     for other in (["--shard-size", "3"], ["--shard-size", "2", "--layer", "0"]):
         assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), *other]) == 2
@@ -154,7 +154,7 @@ def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_p
     assert "with other weights_sum; rerun it with the same arguments" in capsys.readouterr().err
     two_files = [str(path) for path in sorted(wav_folder.iterdir())[:2]]
     assert main(["embed", str(checkpoint), *two_files, "-o", str(output), "--shard-size", "2"]) == 2
-    assert "with other inputs (names" in capsys.readouterr().err
+    assert "with other inputs; rerun it with the same arguments" in capsys.readouterr().err
     assert calls == []
     assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]) == 0
     assert calls == [1] and np.load(output).shape == (3, 32)
@@ -628,27 +628,68 @@ def test_inputs_that_are_not_files_keep_their_digest():
     assert inputs_digest(names) == f"2 inputs, sha256 {hashlib.sha256(chr(10).join(names).encode()).hexdigest()}"
 
 
-def test_an_interrupted_embed_whose_file_changed_is_not_resumed(checkpoint, wav_folder, tmp_path, monkeypatch,
-                                                                 capsys):
-    """Was: the shards' record named the inputs by path only, so a file rewritten between the
-    interruption and the rerun kept its old row from a finished shard."""
-    output = tmp_path / "e.npy"
-    original = zoo.Encoder.embed
-    calls = []
+def counting_embed_calls(monkeypatch, crash_at: int = 0) -> list[int]:
+    """Record the sizes of the chunks `Encoder.embed` is called on; the call numbered `crash_at`
+    (from 1; 0: none) raises KeyboardInterrupt, as Ctrl-C mid-job."""
+    original, calls = zoo.Encoder.embed, []
 
-    def crash_on_second_shard(self, inputs, **kwargs):
+    def embed(self, inputs, **kwargs):
         calls.append(len(inputs))
-        if len(calls) == 2:
+        if len(calls) == crash_at:
             raise KeyboardInterrupt
         return original(self, inputs, **kwargs)
 
-    monkeypatch.setattr(zoo.Encoder, "embed", crash_on_second_shard)
+    monkeypatch.setattr(zoo.Encoder, "embed", embed)
+    return calls
+
+
+def test_a_resumed_embed_makes_again_the_shards_whose_files_changed(checkpoint, wav_folder, tmp_path, monkeypatch,
+                                                                     capsys):
+    """Was: the shards' record named the inputs by path only, so a file rewritten between the
+    interruption and the rerun kept its old row from a finished shard. Now that shard alone is
+    made again, and the result is a fresh job's."""
+    output = tmp_path / "e.npy"
+    calls = counting_embed_calls(monkeypatch, crash_at=2)
     command = ["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]
     assert main(command) == 130
-    capsys.readouterr()
-    soundfile.write(wav_folder / "clip0.wav", np.zeros(4000, np.float32), RATE, subtype="FLOAT")  # in shard 1
+    soundfile.write(wav_folder / "clip0.wav", np.zeros(4000, np.float32), RATE, subtype="FLOAT")  # in shard 0
+    monkeypatch.undo()
+    calls = counting_embed_calls(monkeypatch)
+    assert main(command) == 0 and calls == [2, 1]
+    assert main([*command[:3], "-o", str(tmp_path / "fresh.npy"), "--shard-size", "2"]) == 0
+    assert np.array_equal(np.load(output), np.load(tmp_path / "fresh.npy"))
+
+
+def test_a_file_mended_after_a_failed_embed_keeps_the_finished_shards(checkpoint, wav_folder, tmp_path, monkeypatch,
+                                                                       capsys):
+    """File stamps in the job's record refused this rerun ("other inputs"), and with it every
+    finished shard: the file named by the error is the one a user mends. A shard's own stamp
+    keeps the others."""
+    shutil.copy(wav_folder / "clip2.wav", tmp_path / "good.wav")
+    (wav_folder / "clip2.wav").write_bytes(b"RIFF cut short")
+    output = tmp_path / "e.npy"
+    command = ["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]
+    assert main(command) == 2 and "input 2: cannot decode" in capsys.readouterr().err
+    shutil.copy(tmp_path / "good.wav", wav_folder / "clip2.wav")
+    calls = counting_embed_calls(monkeypatch)
+    assert main(command) == 0 and calls == [1]
+
+
+def test_a_damaged_or_unrecorded_shard_is_named(checkpoint, wav_folder, tmp_path, monkeypatch, capsys):
+    """A damaged shard raised numpy's BadZipFile / EOFError at the join, after the rest was made;
+    shards without their job.json were taken whatever job made them (a --layer 1 job's rows went
+    into a last-layer output, 2.3 off)."""
+    output, parts = tmp_path / "e.npy", tmp_path / "e.npy.parts"
+    counting_embed_calls(monkeypatch, crash_at=2)
+    command = ["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--shard-size", "2"]
+    assert main(command) == 130
+    monkeypatch.undo()
+    (parts / "shard-00000.npz").write_bytes(b"PK cut short")
     assert main(command) == 2
-    assert "with other inputs (names, or a file's size or modification time)" in capsys.readouterr().err
+    assert f"the shard {parts / 'shard-00000.npz'} of an interrupted job is damaged" in capsys.readouterr().err
+    (parts / "job.json").unlink()
+    assert main(command) == 2
+    assert f"{parts} holds shards but not the job.json that says which job made them" in capsys.readouterr().err
 
 
 def test_env_reports_versions_accelerator_and_cache(offline_cache, capsys):

@@ -1,7 +1,9 @@
 """`zoo embed` as a resumable job: inputs are embedded shard by shard into `OUT.parts/`,
 each shard written atomically, and joined into OUT at the end, so an interrupted job
 rerun with the same arguments skips the shards it already wrote (`OUT.parts/job.json`
-records those arguments; a rerun with others is refused). Table encoders (those with
+records those arguments; a rerun with others is refused). Each shard's `.stamp` records the
+size and modification time of its input files: a shard whose file changed since is made
+again, and a shard of files mended after a failure is kept. Table encoders (those with
 `table_chunks`) give one row per table row, and a shard is a chunk of rows."""
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from zoo import registry
-from zoo.errors import ConfigError, InputError, counting_from
+from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
 from zoo.io import atomic_write_text, atomic_write_with, check_writable_file
 from zoo.pooling import check_batch_sizes
 
@@ -24,8 +27,8 @@ FORMATS = (".npy", ".parquet")
 JOB_FILE = "job.json"
 #: inputs per shard, by default
 SHARD_SIZE = 1024
-#: how a changed job setting is named when a rerun is refused, where its key alone would mislead
-CHANGED_SETTINGS = {"inputs": "inputs (names, or a file's size or modification time)"}
+#: the suffix of a shard's record of its input files' stamps
+STAMP_SUFFIX = ".stamp"
 
 
 def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None, pool: str = "mean",
@@ -50,14 +53,16 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
     with encoder.progress_bar(len(inputs), progress) as bar:
         for index, shard in enumerate(shards):
             chunk = list(inputs[index * shard_size : (index + 1) * shard_size])
-            if not shard.is_file():
+            chunk_names = names[index * shard_size : (index + 1) * shard_size]
+            if not is_current(shard, chunk_names):
                 with counting_from(index * shard_size):
                     rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=False,
                                          **prepare_kwargs)
                 arrays = [row.numpy() for row in rows]
                 atomic_write_with(shard, lambda tmp: _save_npz(tmp, arrays))
+                write_stamp(shard, chunk_names)
             bar.update(len(chunk))
-    rows = [array for shard in shards for array in _load_npz(shard)]
+    rows = [array for shard in shards for array in read_shard(shard, _load_npz)]
     atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, names, rows))
     shutil.rmtree(parts)
     if pool != "none":
@@ -109,7 +114,7 @@ def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: 
     interrupted one goes on from its shards), and reused while the model, the inputs (`names`),
     layer and pool are the same. Returns them and whether they were reused."""
     output, record = folder / "embeddings.npy", folder / "embeddings.json"
-    settings = job_settings(encoder, names, layer, pool, SHARD_SIZE, {})
+    settings = {**job_settings(encoder, names, layer, pool, SHARD_SIZE, {}), "stamps": stamps_digest(names)}
     if output.is_file() and record.is_file() and json.loads(record.read_text()) == settings:
         return np.load(output), True
     record.unlink(missing_ok=True)
@@ -137,13 +142,37 @@ def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[list[Any
 
 
 def inputs_digest(inputs: Sequence[Any]) -> str:
-    """How many inputs, and the sha256 of their names in order, each with its file's stamp
-    (`file_stamp`): a million paths stay 80 bytes, and a file rewritten under the same name
-    changes the digest, so its old shards or cached rows are not taken for it. Inputs that are not
-    files keep their digest of before stamps (a parquet dataset's cached rows stay valid)."""
-    stamped = (f"{item}\t{stamp}" if (stamp := file_stamp(item)) else str(item) for item in inputs)
-    digest = hashlib.sha256("\n".join(stamped).encode()).hexdigest()
+    """How many inputs, and the sha256 of their names in order: a million paths stay 80 bytes."""
+    digest = hashlib.sha256("\n".join(str(item) for item in inputs).encode()).hexdigest()
     return f"{len(inputs)} inputs, sha256 {digest}"
+
+
+def stamps_digest(names: Sequence[Any]) -> str:
+    """The sha256 of the names' files' stamps (`file_stamp`), in order: it changes when a file is
+    rewritten under the same name, so its old rows are not taken for it."""
+    return hashlib.sha256("\n".join(file_stamp(name) for name in names).encode()).hexdigest()
+
+
+def is_current(shard: Path, names: Sequence[Any]) -> bool:
+    """Whether `shard` was written, with its stamp, for the present content of its inputs' files."""
+    stamp = shard.with_name(shard.name + STAMP_SUFFIX)
+    return shard.is_file() and stamp.is_file() and stamp.read_text() == stamps_digest(names)
+
+
+def write_stamp(shard: Path, names: Sequence[Any]) -> None:
+    """Record the stamps of the files `shard` was made from, after the shard itself: a job stopped
+    between the two makes the shard again."""
+    atomic_write_text(shard.with_name(shard.name + STAMP_SUFFIX), stamps_digest(names))
+
+
+def read_shard(shard: Path, load: Any) -> Any:
+    """A finished shard's rows, or a zoo error naming a damaged one (a disk that filled up, a copy
+    cut short) and the fix, where numpy's own error would name neither."""
+    try:
+        return load(shard)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"the shard {shard} of an interrupted job is damaged ({type(err).__name__}: {err}); "
+                              "delete it and rerun the same command, which makes it again") from err
 
 
 def file_stamp(name: Any) -> str:
@@ -175,11 +204,14 @@ def claim_parts(parts: Path, settings: dict[str, Any]) -> None:
     that failed before its first shard leaves nothing to mix, and is replaced."""
     record = parts / JOB_FILE
     settings = json.loads(json.dumps(settings, default=str))
-    if record.is_file() and any(parts.glob("shard-*")):  # a job that wrote no shard has nothing to mix in
+    shards = any(path.is_file() for path in parts.rglob("shard-*"))  # a predict job's are in a job's folder
+    if shards and not record.is_file():
+        raise CheckpointError(f"{parts} holds shards but not the {JOB_FILE} that says which job made them; "
+                              f"delete {parts} to start this job")
+    if shards:  # a job that wrote no shard has nothing to mix in
         before = json.loads(record.read_text())
         changed = sorted(key for key in settings if before.get(key) != settings[key])
         if changed:
-            changed = [CHANGED_SETTINGS.get(key, key) for key in changed]
             raise InputError(f"{parts} holds shards of an interrupted job with other {', '.join(changed)}; rerun it "
                              f"with the same arguments to finish it, or delete {parts} to start this one")
         return
@@ -196,17 +228,21 @@ def _run_table_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Pat
         for table in inputs:
             done = 0  # rows of this table so far
             for frame in encoder.table_chunks([table], shard_size):
+                if not len(frame):  # a file of only a header line: its columns are checked, it gives no rows
+                    encoder.processor.transform(frame)
+                    continue
                 shard = parts / f"shard-{len(shards):05d}.npy"
-                if not shard.is_file():
+                if not is_current(shard, [table]):
                     rows = encoder.embed(frame, layer=layer, pool=pool, batch_size=batch_size, progress=False).numpy()
                     atomic_write_with(shard, lambda tmp: _save_npy(tmp, rows))
+                    write_stamp(shard, [table])
                 shards.append(shard)
                 names += [f"{table}#{row}" for row in range(done, done + len(frame))]
                 done += len(frame)
                 bar.update(len(frame))
     if not shards:
         raise InputError(f"the tables {list(inputs)} hold no rows")
-    rows = np.concatenate([np.load(shard) for shard in shards])
+    rows = np.concatenate([read_shard(shard, np.load) for shard in shards])
     atomic_write_with(output, lambda tmp: _write_output(tmp, output.suffix, names, list(rows)))
     shutil.rmtree(parts)
     return f"array {rows.shape}"

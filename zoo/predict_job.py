@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from zoo.embed_job import claim_parts, dataset_rows, job_settings, run_embed_job
+from zoo.embed_job import claim_parts, dataset_rows, is_current, job_settings, read_shard, run_embed_job, write_stamp
 from zoo.errors import ConfigError, InputError
 from zoo.heads import EncoderForRegression, EncoderForTokenClassification, EncoderWithHead, LabelledHead
 from zoo.io import atomic_write_with, check_writable_file
@@ -94,11 +94,14 @@ def write_predictions(model: EncoderWithHead, names: Sequence[str], features: np
     return f"{len(frame)} predictions, columns {list(frame.columns)}"
 
 
-def embedded(model: EncoderWithHead, inputs: Sequence[Any], features: Path, **job: Any) -> np.ndarray:
-    """The encoder's rows for the head, from a finished job's file or made by a (resumed) job."""
-    if not features.is_file():
-        run_embed_job(model.encoder, inputs, features, **job)
-    return np.load(features)
+def embedded(model: EncoderWithHead, inputs: Sequence[Any], features: Path, names: Sequence[str],
+             **job: Any) -> np.ndarray:
+    """The encoder's rows for the head, from a finished job's file whose input files are unchanged
+    since (`is_current`), or made by a (resumed) job."""
+    if not is_current(features, names):
+        run_embed_job(model.encoder, inputs, features, names=names, **job)
+        write_stamp(features, names)
+    return read_shard(features, np.load)
 
 
 def prediction_frame(model: EncoderWithHead, names: Sequence[str], scores: torch.Tensor, top_k: int) -> pd.DataFrame:
