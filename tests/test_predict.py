@@ -89,7 +89,7 @@ def test_a_tagger_scores_labels_independently_and_a_regressor_gives_its_values(a
 
 
 def test_an_interrupted_run_goes_on_from_its_shards_and_another_model_is_refused(adult_tables, capsys, monkeypatch):
-    import zoo.predict_job
+    from modalities.tabular.encoder import TabularEncoder
 
     rows, folder = adult_tables
     broken = rows.iloc[:10].astype({"age": object})
@@ -100,7 +100,8 @@ def test_an_interrupted_run_goes_on_from_its_shards_and_another_model_is_refused
     command = ["predict", str(model), str(folder / "a.csv"), str(folder / "c.csv"), "-o", str(folder / "out.csv")]
     assert main(command) == 2
     assert "column 'age' is numeric in the fitted schema but holds 'old'" in capsys.readouterr().err
-    assert (folder / "out.csv.parts" / "shard-00000.npy").is_file() and not (folder / "out.csv").exists()
+    assert (folder / "out.csv.parts" / "features.parquet.parts" / "shard-00000.npy").is_file()
+    assert not (folder / "out.csv").exists()
 
     other = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["no", "yes"]), folder / "other")
     assert main([command[0], str(other), *command[2:]]) == 2
@@ -108,16 +109,43 @@ def test_an_interrupted_run_goes_on_from_its_shards_and_another_model_is_refused
 
     rows.iloc[:10].to_csv(folder / "c.csv", index=False)  # mended: the rerun embeds the second table only
     embedded = []
-    job = zoo.predict_job.run_embed_job
-    monkeypatch.setattr(zoo.predict_job, "run_embed_job",
-                        lambda encoder, inputs, output, **kwargs: embedded.append(output.name) or job(
-                            encoder, inputs, output, **kwargs))
+    embed = TabularEncoder.embed
+    monkeypatch.setattr(TabularEncoder, "embed", lambda self, frame, **kwargs: embedded.append(len(frame)) or embed(
+        self, frame, **kwargs))
     assert main(command) == 0
-    assert embedded == ["shard-00001.npy"]
+    assert embedded == [10]
     written = pd.read_csv(folder / "out.csv")
     assert len(written) == 40 and written["input"].iloc[-1] == f"{folder / 'c.csv'}#9"
     expected = zoo.load(model).predict(pd.concat([rows.head(30), rows.head(10)]), top_k=1)
     assert written["label"].tolist() == [labels[0][0] for labels in expected]
+
+
+def test_a_header_only_table_among_others_gives_no_rows(adult_tables, capsys):
+    """Was refused unnamed ("embed() got a table with no rows"), where the Python API embeds the
+    others; one job over all the tables (not one a file) also names their rows."""
+    rows, folder = adult_tables
+    rows.head(0).to_csv(folder / "header.csv", index=False)
+    tables = [str(folder / "a.csv"), str(folder / "header.csv"), str(folder / "a.csv")]
+    assert main(["embed", "tjepa-adult", *tables, "-o", str(folder / "e.parquet")]) == 0
+    assert f"wrote {folder / 'e.parquet'}: 3 tables, array (60, " in capsys.readouterr().err  # was "3 inputs"
+    names = pd.read_parquet(folder / "e.parquet")["input"].tolist()
+    assert names == [f"{tables[0]}#{row}" for row in range(30)] * 2
+    model = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["<=50K", ">50K"]), folder / "clf")
+    assert main(["predict", str(model), *tables, "-o", str(folder / "out.csv")]) == 0
+    assert pd.read_csv(folder / "out.csv")["input"].tolist() == names
+
+
+def test_a_predict_job_stopped_before_its_first_shard_is_replaced(adult_tables, capsys):
+    """A job killed before any shard leaves job.json files only (its own and its embedding job's,
+    in a folder named shard-*): a rerun with other inputs was refused, as if shards were there."""
+    rows, folder = adult_tables
+    model = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["<=50K", ">50K"]), folder / "clf")
+    inner = folder / "out.csv.parts" / "shard-00000.npy.parts"
+    inner.mkdir(parents=True)
+    for record in (folder / "out.csv.parts" / "job.json", inner / "job.json"):
+        record.write_text(json.dumps({"inputs": "another job's"}))
+    assert main(["predict", str(model), str(folder / "a.csv"), "-o", str(folder / "out.csv")]) == 0
+    assert len(pd.read_csv(folder / "out.csv")) == 30
 
 
 @pytest.mark.parametrize("name, output, said", [

@@ -136,7 +136,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
     encoder = fitted_random_init(encoder, args, inputs)
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool or "mean",
                           batch_size=args.batch_size, shard_size=args.shard_size, names=names, **kwargs)
-    print(f"wrote {args.output}: {len(inputs)} inputs, {shape}", file=sys.stderr)
+    counted = "tables" if hasattr(encoder, "table_chunks") else "inputs"  # a table gives a row per table row
+    print(f"wrote {args.output}: {len(inputs)} {counted}, {shape}", file=sys.stderr)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

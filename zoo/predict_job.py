@@ -4,8 +4,8 @@ CSV, Parquet or JSON-lines table with one row per input: its name, then its best
 label's probability (and the next ones, `top_k`), or a regressor's predicted values.
 
 The head reads its encoder's `embed` rows of its layer and pool, as `predict` does in Python,
-so the features are made by resumable embedding jobs (`zoo.embed_job`) in `OUT.parts/`, one
-for the inputs (a table encoder: one a table file): an interrupted run over many inputs goes on
+so the features are made by a resumable embedding job (`zoo.embed_job`) in `OUT.parts/` (for
+tables, into a parquet file that names the rows): an interrupted run over many inputs goes on
 from their shards, a rerun with another model or inputs is refused, and the head scores the rows
 at the end. A table's rows are named `FILE#ROW` (ROW counted from 0 in each file), as are a parquet
 set's. A named graph or table dataset (`--dataset`, as `zoo embed`'s) is embedded in one pass."""
@@ -59,13 +59,8 @@ def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[s
     claim_parts(parts, job_settings(model, names, model.feature_layer, model.pool, shard_size, prepare_kwargs))
     job = dict(layer=model.feature_layer, pool=model.pool, batch_size=batch_size, shard_size=shard_size,
                progress=progress, **prepare_kwargs)
-    if hasattr(model.encoder, "table_chunks"):  # one job a table, so that each row is named by its file
-        features, names = [], []
-        for index, table in enumerate(inputs):
-            rows = embedded(model, [table], parts / f"shard-{index:05d}.npy", names=[str(table)], **job)
-            features.append(rows)
-            names += [f"{table}#{row}" for row in range(len(rows))]
-        features = np.concatenate(features)
+    if hasattr(model.encoder, "table_chunks"):  # the job names each table row FILE#ROW in its parquet output
+        features, names = table_features(model, inputs, parts / "features.parquet", names, **job)
     else:
         features = embedded(model, inputs, parts / "shard-00000.npy", names=names, **job)
     written = write_predictions(model, names, features, output, top_k)
@@ -102,6 +97,22 @@ def embedded(model: EncoderWithHead, inputs: Sequence[Any], features: Path, name
         run_embed_job(model.encoder, inputs, features, names=names, **job)
         write_stamp(features, names)
     return read_shard(features, np.load)
+
+
+def table_features(model: EncoderWithHead, tables: Sequence[Any], features: Path, names: Sequence[str],
+                   **job: Any) -> tuple[np.ndarray, list[str]]:
+    """The encoder's rows for the head of every row of `tables` (files), with their `FILE#ROW`
+    names, from one embedding job's parquet output (a file of only a header gives no rows)."""
+    import pyarrow.parquet as pq
+
+    if not is_current(features, names):
+        run_embed_job(model.encoder, tables, features, names=names, **job)
+        write_stamp(features, names)
+    written = read_shard(features, pq.read_table)
+    shape = written["shape"][0].as_py()
+    values = written["embedding"].combine_chunks().values.to_numpy(zero_copy_only=False, writable=True)
+    rows = values.reshape(len(written), *shape)
+    return rows, written["input"].to_pylist()
 
 
 def prediction_frame(model: EncoderWithHead, names: Sequence[str], scores: torch.Tensor, top_k: int) -> pd.DataFrame:
