@@ -152,6 +152,18 @@ def check_test_classes(train: pd.DataFrame, test: pd.DataFrame, target: str, tes
                          "training rows of them (or pass --task regression for a numeric target)")
 
 
+def few_rows(labels: pd.Series) -> str:
+    """How many classes a target has and how many of them have a single row, which no split by
+    class can put on both sides."""
+    counts = labels.value_counts()
+    return f"its {len(counts)} classes include {int((counts < 2).sum())} with a single row"
+
+
+def regression_hint(labels: pd.Series) -> str:
+    """The fix for a numeric target of whole values (a diabetes score of 151.0) read as classes."""
+    return ", or --task regression: its values are numbers" if pd.api.types.is_numeric_dtype(labels) else ""
+
+
 def table_splits(table: Any, target: str, test_table: Any = None, task: Optional[str] = None) -> TableSplits:
     """A labelled table of your own (`zoo probe|finetune --table`) as a train and a test split:
     the rows of `test_table`, or `TEST_SHARE` of the table's rows held out (seed 0, stratified by
@@ -169,8 +181,8 @@ def table_splits(table: Any, target: str, test_table: Any = None, task: Optional
             train, test = train_test_split(frame, test_size=TEST_SHARE, random_state=0,
                                            stratify=None if task == "regression" else frame[target])
         except ValueError as err:  # a class too small to appear in both splits
-            raise InputError(f"cannot hold out {TEST_SHARE:.0%} of {str(table)!r} by class ({err}); pass "
-                             "--test-table") from err
+            raise InputError(f"cannot hold out {TEST_SHARE:.0%} of {str(table)!r} by class: {few_rows(frame[target])}; "
+                             f"pass --test-table{regression_hint(frame[target])}") from err
     return TableSplits(Path(str(table)).stem, train.reset_index(drop=True), test.reset_index(drop=True), target, task,
                        downstream=SMALL_TABLE_DOWNSTREAM if len(train) < SMALL_TABLE_ROWS else {})
 

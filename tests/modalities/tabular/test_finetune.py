@@ -15,6 +15,7 @@ from helpers import shared_path
 import zoo
 from modalities.tabular.datasets import load_adult
 from zoo.cli import main
+from zoo.errors import InputError
 
 
 def test_a_table_encoder_fine_tunes_on_a_named_table(tmp_path, capsys):
@@ -152,6 +153,20 @@ def test_a_held_out_share_keeps_the_class_balance():
     assert (len(splits.train), len(splits.test), splits.task) == (800, 200, "multiclass")
     assert splits.test["y"].value_counts().to_dict() == {"a": 140, "b": 50, "c": 10}
     assert splits.downstream["mlp"]["batch_size"] == 32  # a small table gets the small networks
+
+
+def test_a_whole_valued_numeric_target_that_cannot_be_split_by_class_names_regression():
+    """A regression target of whole values (diabetes' 151.0) is read as classes; the refusal said
+    only "pass --test-table" after sklearn's message, never the real fix."""
+    from modalities.tabular.datasets import table_splits
+
+    frame = pd.DataFrame({"x": np.arange(40.0), "y": np.arange(40.0) * 3})
+    with pytest.raises(InputError, match="by class: its 40 classes include 40 with a single row; pass --test-table, "
+                                         "or --task regression: its values are numbers"):
+        table_splits(frame, "y")
+    with pytest.raises(InputError, match="with a single row; pass --test-table$"):
+        table_splits(frame.assign(y=[f"k{value}" for value in range(40)]), "y")
+    assert table_splits(frame, "y", task="regression").task == "regression"
 
 
 @pytest.mark.parametrize("values, task, expected", [
