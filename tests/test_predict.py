@@ -100,7 +100,7 @@ def test_an_interrupted_run_goes_on_from_its_shards_and_another_model_is_refused
     command = ["predict", str(model), str(folder / "a.csv"), str(folder / "c.csv"), "-o", str(folder / "out.csv")]
     assert main(command) == 2
     assert "column 'age' is numeric in the fitted schema but holds 'old'" in capsys.readouterr().err
-    assert (folder / "out.csv.parts" / "features.parquet.parts" / "shard-00000.npy").is_file()
+    assert (folder / "out.csv.parts" / "shard-00000.parquet.parts" / "shard-00000.npy").is_file()
     assert not (folder / "out.csv").exists()
 
     other = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["no", "yes"]), folder / "other")
@@ -118,6 +118,22 @@ def test_an_interrupted_run_goes_on_from_its_shards_and_another_model_is_refused
     assert len(written) == 40 and written["input"].iloc[-1] == f"{folder / 'c.csv'}#9"
     expected = zoo.load(model).predict(pd.concat([rows.head(30), rows.head(10)]), top_k=1)
     assert written["label"].tolist() == [labels[0][0] for labels in expected]
+
+
+def test_features_of_a_stopped_table_job_are_not_scored_by_another_model(adult_tables, capsys, monkeypatch):
+    """Stopped after its features were written, a rerun with another model scored them (exit 0,
+    wrong probabilities): the features' file was not named as a shard, so no job claimed it."""
+    import zoo.predict_job
+
+    rows, folder = adult_tables
+    first = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["<=50K", ">50K"]), folder / "clf")
+    other = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["<=50K", ">50K"], layer=1), folder / "other")
+    monkeypatch.setattr(zoo.predict_job, "write_predictions", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    command = ["predict", str(first), str(folder / "a.csv"), "-o", str(folder / "out.csv")]
+    assert main(command) == 130
+    monkeypatch.undo()
+    assert main(["predict", str(other), *command[2:]]) == 2
+    assert "holds shards of an interrupted job with other encoder, layer" in capsys.readouterr().err
 
 
 def test_a_header_only_table_among_others_gives_no_rows(adult_tables, capsys):

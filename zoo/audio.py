@@ -160,14 +160,16 @@ def float_samples(samples: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def check_float_scale(samples: torch.Tensor) -> torch.Tensor:
-    """Float samples as given, unless they reach MAX_FLOAT_PEAK: such values are integer PCM
-    counts cast to float without dividing by their scale (`int16_array.astype(np.float32)`),
-    which gives BEATs' filterbanks another recording (cosine 0.34 to the right embedding)."""
+    """Float samples as given, with a warning where they reach MAX_FLOAT_PEAK: such values are
+    mostly integer PCM counts cast to float without dividing by their scale
+    (`int16_array.astype(np.float32)`), which gives BEATs' filterbanks another recording (cosine
+    0.34 to the right embedding); a normalised sparse recording (a click in silence) can reach it
+    too, so it is not refused."""
     peak = float(samples.abs().max()) if samples.numel() else 0.0
-    if peak >= MAX_FLOAT_PEAK:
-        raise InputError(f"audio samples reach {peak:g}, but float audio lies in [-1, 1]: these look like integer "
-                         "PCM values cast to float; divide them by 32768 (16-bit) or pass the integer array itself, "
-                         "whose scale is known")
+    if peak >= MAX_FLOAT_PEAK:  # a warning: a normalised recording of a click in silence reaches it too
+        warnings.warn(f"audio samples reach {peak:g}, but float audio lies in [-1, 1]: if these are integer PCM "
+                      "values cast to float, divide them by 32768 (16-bit) or pass the integer array itself, whose "
+                      "scale is known", stacklevel=5)
     return samples
 
 

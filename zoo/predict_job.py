@@ -60,7 +60,7 @@ def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[s
     job = dict(layer=model.feature_layer, pool=model.pool, batch_size=batch_size, shard_size=shard_size,
                progress=progress, **prepare_kwargs)
     if hasattr(model.encoder, "table_chunks"):  # the job names each table row FILE#ROW in its parquet output
-        features, names = table_features(model, inputs, parts / "features.parquet", names, **job)
+        features, names = table_features(model, inputs, parts / "shard-00000.parquet", names, **job)
     else:
         features = embedded(model, inputs, parts / "shard-00000.npy", names=names, **job)
     written = write_predictions(model, names, features, output, top_k)

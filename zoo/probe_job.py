@@ -153,16 +153,16 @@ def labelled_records(path: Path, feature: str, data: Path) -> list[tuple[dict[st
 
 
 def item_names(rows: Sequence[tuple[Any, str, bool]]) -> list[str]:
-    """What identifies each row for an embedding cache: a file's path with its size and
-    modification time (a file rewritten under the same name is embedded again), or a dataset
-    record's content digest, with its label and split."""
-    from zoo.embed_job import file_stamp
+    """What identifies each row for an embedding cache: a file's path (its size and modification
+    time are the cache's and each shard's stamps, `file_stamp`, so a file rewritten under the same
+    name is embedded again, and a mended file keeps the finished shards), or a dataset record's
+    content digest, with its label and split."""
 
     def key(item: Any) -> str:
         content = item.get("bytes") if isinstance(item, dict) else None
         if isinstance(content, bytes):
             return hashlib.sha256(content).hexdigest()
-        return f"{item}\t{file_stamp(item)}"
+        return str(item)
 
     return [f"{key(item)}\t{label}\t{'test' if is_test else 'train'}" for item, label, is_test in rows]
 

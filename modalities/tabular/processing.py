@@ -273,7 +273,7 @@ def encode_categories(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
     """Vocabulary indices (1-based); missing and unseen values map to the unknown bucket 0, and
     unseen ones are warned about (`warn_unseen`)."""
     keys = category_keys(values)
-    codes = pd.Index(column["categories"]).get_indexer(keys)
+    codes = pd.Index([category.strip() for category in column["categories"]]).get_indexer(keys)  # older fits: "Male "
     warn_unseen(keys[(codes < 0) & keys.notna().to_numpy()], column)
     return (codes.astype(np.int64) + 1).clip(min=UNKNOWN)
 

@@ -52,6 +52,8 @@ def test_columns_matched_by_name_unseen_categories_to_unknown(frame):
         assert processor.transform({"age": 20, "city": "A", "member": True})["categorical"].tolist() == [[0, 2]]
     spaced = processor.transform({"age": 20, "city": " a ", "member": "True "})  # "Male " was unseen (4.1 off)
     assert spaced["categorical"].tolist() == [[1, 2]]
+    processor.columns[1]["categories"] = ["a ", "b"]  # fitted before keys lost their trailing spaces
+    assert processor.transform({"age": 20, "city": "a ", "member": True})["categorical"].tolist() == [[1, 2]]
     assert new["numeric"].item() == pytest.approx(2.0)  # outside the training range: scaled, not clipped
 
 
