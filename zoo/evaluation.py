@@ -25,11 +25,16 @@ def as_features(values: Any, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 2 or len(array) == 0:
         raise InputError(f"{name} has shape {array.shape}; pass (N, D) embeddings with N >= 1")
-    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    bad = non_finite_rows(array)
     if len(bad):
         raise InputError(f"{name} holds NaN or infinite values in {len(bad)} of its {len(array)} items, the first "
                          f"at item {bad[0]}; check the encoder's output for that input")
     return array
+
+
+def non_finite_rows(array: np.ndarray) -> np.ndarray:
+    """The indices of the rows of an (N, D) array that hold a NaN or an infinite value."""
+    return np.flatnonzero(~np.isfinite(array).all(axis=1))
 
 
 def as_labels(values: Any, count: int, name: str) -> np.ndarray:

@@ -62,7 +62,7 @@ def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[s
     if hasattr(model.encoder, "table_chunks"):  # the job names each table row FILE#ROW in its parquet output
         features, names = table_features(model, inputs, parts / "shard-00000.parquet", names, **job)
     else:
-        features = embedded(model, inputs, parts / "shard-00000.npy", names=names, **job)
+        features = read_shard(embedded(model, inputs, parts / "shard-00000.npy", names, **job), np.load)
     written = write_predictions(model, names, features, output, top_k)
     shutil.rmtree(parts)
     return written
@@ -90,13 +90,13 @@ def write_predictions(model: EncoderWithHead, names: Sequence[str], features: np
 
 
 def embedded(model: EncoderWithHead, inputs: Sequence[Any], features: Path, names: Sequence[str],
-             **job: Any) -> np.ndarray:
-    """The encoder's rows for the head, from a finished job's file whose input files are unchanged
-    since (`is_current`), or made by a (resumed) job."""
+             **job: Any) -> Path:
+    """`features`, the encoder's rows for the head: a finished job's file whose input files are
+    unchanged since (`is_current`), or made by a (resumed) job."""
     if not is_current(features, names):
         run_embed_job(model.encoder, inputs, features, names=names, **job)
         write_stamp(features, names)
-    return read_shard(features, np.load)
+    return features
 
 
 def table_features(model: EncoderWithHead, tables: Sequence[Any], features: Path, names: Sequence[str],
@@ -105,10 +105,7 @@ def table_features(model: EncoderWithHead, tables: Sequence[Any], features: Path
     names, from one embedding job's parquet output (a file of only a header gives no rows)."""
     import pyarrow.parquet as pq
 
-    if not is_current(features, names):
-        run_embed_job(model.encoder, tables, features, names=names, **job)
-        write_stamp(features, names)
-    written = read_shard(features, pq.read_table)
+    written = read_shard(embedded(model, tables, features, names, **job), pq.read_table)
     shape = written["shape"][0].as_py()
     values = written["embedding"].combine_chunks().values.to_numpy(zero_copy_only=False, writable=True)
     rows = values.reshape(len(written), *shape)

@@ -229,9 +229,9 @@ def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch
 def check_finite(embeddings: Any, rows: Sequence[tuple[Any, str, bool]]) -> None:
     """Name the first input whose embedding holds NaN or infinite values: the probes would
     refuse it by its index in one split, which does not say which file to look at."""
-    import numpy as np
+    from zoo.evaluation import non_finite_rows
 
-    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    bad = non_finite_rows(embeddings)
     if len(bad):
         item = rows[bad[0]][0]
         shown = f"file {str(item)!r}" if isinstance(item, (str, Path)) else f"record {bad[0]}"
