@@ -80,6 +80,8 @@ class TableProcessor(Processor):
         for column in self.columns:
             if column.get("kind") not in KINDS:
                 raise InputError(f"column {column.get('name')!r} has kind {column.get('kind')!r}, not one of {KINDS}")
+        self.columns = [strip_categories(column) for column in self.columns]
+        self._named: dict[str, set[str]] = {}  # each column's unseen categories warned about (`warn_unseen`)
 
     @classmethod
     def fit(cls, table: Any, target: Optional[str] = None, categorical: Iterable[str] = (),
@@ -152,7 +154,7 @@ class TableProcessor(Processor):
             self.check_columns(list(frame.columns))
             numeric = [scale_numeric(frame[column["name"]], column) for column in self.columns
                        if column["kind"] == "numeric"]
-            categorical = [encode_categories(frame[column["name"]], column) for column in self.columns
+            categorical = [self.encode_categories(frame[column["name"]], column) for column in self.columns
                            if column["kind"] == "categorical"]
         except InputError as err:
             if SOURCE not in frame.attrs:
@@ -164,6 +166,15 @@ class TableProcessor(Processor):
             "categorical": torch.from_numpy(np.stack(categorical, axis=1) if categorical
                                             else np.zeros((rows, 0), np.int64)),
         }
+
+    def encode_categories(self, values: pd.Series, column: dict[str, Any]) -> np.ndarray:
+        """Vocabulary indices (1-based); missing and unseen values map to the unknown bucket 0, and
+        unseen ones are warned about (`warn_unseen`)."""
+        keys = category_keys(values)
+        indices = {category: index for index, category in reversed(list(enumerate(column["categories"])))}
+        codes = keys.map(indices).fillna(-1).to_numpy(np.int64)
+        warn_unseen(keys[(codes < 0) & keys.notna().to_numpy()], column, self._named.setdefault(column["name"], set()))
+        return (codes + 1).clip(min=UNKNOWN)
 
     def check_columns(self, names: list[Any]) -> None:
         """Every feature column must be there, and (unless `extra_columns="ignore"`) nothing the
@@ -269,27 +280,31 @@ def check_scaled(numbers: np.ndarray, scaled: np.ndarray, column: dict[str, Any]
                          "NaN to use the training mean")
 
 
-def encode_categories(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
-    """Vocabulary indices (1-based); missing and unseen values map to the unknown bucket 0, and
-    unseen ones are warned about (`warn_unseen`)."""
-    keys = category_keys(values)
-    codes = pd.Index([category.strip() for category in column["categories"]]).get_indexer(keys)  # older fits: "Male "
-    warn_unseen(keys[(codes < 0) & keys.notna().to_numpy()], column)
-    return (codes.astype(np.int64) + 1).clip(min=UNKNOWN)
+def strip_categories(column: dict[str, Any]) -> dict[str, Any]:
+    """A categorical column's vocabulary without the spaces around its entries, in place, as
+    `category_key` reads values: processors fitted before keys were stripped hold "Male ".
+    Positions are kept, since the model's embedding rows follow them."""
+    if column["kind"] != "categorical":
+        return column
+    return {**column, "categories": [str(category).strip() for category in column["categories"]]}
 
 
-def warn_unseen(unseen: pd.Series, column: dict[str, Any], shown: int = 5) -> None:
+def warn_unseen(unseen: pd.Series, column: dict[str, Any], named: set[str], shown: int = 5) -> None:
     """Say which categories the fitted vocabulary lacks: they embed as a missing value would,
     so "male" for "Male" turns a column into missing values without a word otherwise. A key
-    that matches a known category but for its case is named with it."""
-    if unseen.empty:
+    that matches a known category but for its case is named with it. Each key is named once,
+    and at most `shown` per column (`named` holds those so far): a job embeds a table chunk by
+    chunk, and an id-like column would otherwise warn for every chunk."""
+    new = [key for key in unseen.unique() if key not in named][: max(shown - len(named), 0)]
+    if not new:
         return
+    named.update(new)
     by_case = {category.casefold(): category for category in column["categories"]}
     names = [f"{key!r} (did you mean {by_case[key.casefold()]!r}?)" if key.casefold() in by_case else repr(key)
-             for key in unseen.unique()[:shown]]
-    more = " and others" if unseen.nunique() > shown else ""
-    warnings.warn(f"column {column['name']!r}: {', '.join(names)}{more} were not seen when the model was fitted; "
-                  "they are read as missing values (the unknown bucket)", stacklevel=4)
+             for key in new]
+    last = " (the last unseen value of this column named)" if len(named) == shown else ""
+    warnings.warn(f"column {column['name']!r}: {', '.join(names)} were not seen when the model was fitted; "
+                  f"they are read as missing values (the unknown bucket){last}", stacklevel=4)
 
 
 def category_keys(values: pd.Series) -> pd.Series:
