@@ -554,7 +554,8 @@ def test_a_pretrain_output_that_is_a_file_is_refused_before_any_work(recipe, dat
 def test_probe_with_a_cache_resumes_an_interrupted_run_and_reuses_finished_embeddings(
         checkpoint, tmp_path, monkeypatch, capsys, micro_hubert):
     """`zoo probe --cache DIR` embeds as `zoo embed` does, shard by shard: interrupted, a rerun embeds
-    only the shards left; finished, a rerun with other probe settings embeds nothing; the scores
+    only the shards left; finished, a rerun with other probe settings or another split embeds
+    nothing (was: the cache was keyed by label and split too); the scores
     are those of a probe without a cache. Another model's rerun embeds again."""
     from modalities.speech.hubert.model import HubertEncoder
     from zoo import embed_job
@@ -589,6 +590,8 @@ def test_probe_with_a_cache_resumes_an_interrupted_run_and_reuses_finished_embed
     assert main([*probe, *cache, "--k", "5"]) == 0
     out, err = capsys.readouterr()
     assert calls == [] and "reused the embeddings" in err and json.loads(out)["knn_k"] == 5
+    assert main([*probe[:-4], "--test-regex", r"_1\d\.", *cache]) == 0  # another split: the same inputs
+    assert calls == [] and "reused the embeddings" in capsys.readouterr().err
     torch.manual_seed(9)
     HubertEncoder(micro_hubert.config).save_pretrained(tmp_path / "other")
     assert main([*probe[:1], str(tmp_path / "other"), *probe[2:], *cache]) == 0
@@ -624,7 +627,7 @@ def test_inputs_that_are_not_files_keep_their_digest():
 
     from zoo.embed_job import inputs_digest
 
-    names = ["3f2a\tcat\ttrain", "9b1c\tdog\ttest"]
+    names = ["3f2a", "9b1c"]
     assert inputs_digest(names) == f"2 inputs, sha256 {hashlib.sha256(chr(10).join(names).encode()).hexdigest()}"
 
 

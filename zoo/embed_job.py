@@ -177,10 +177,9 @@ def read_shard(shard: Path, load: Any) -> Any:
 
 def file_stamp(name: Any) -> str:
     """The size and modification time (os.stat) of the file `name` names, or of FILE for a
-    parquet row's `FILE#ROW`, or of the path before a tab (a probe cache's `PATH\tLABEL\tSPLIT`);
-    '' for other inputs. As make and the Hugging Face cache do, this tells a changed file from its
-    old content without reading it."""
-    path = str(name).split("\t", 1)[0]
+    parquet row's `FILE#ROW`; '' for other inputs. As make and the Hugging Face cache do, this
+    tells a changed file from its old content without reading it."""
+    path = str(name)
     if not os.path.isfile(path) and "#" in path:
         path = path.rsplit("#", 1)[0]
     if not os.path.isfile(path):

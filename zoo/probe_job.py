@@ -153,10 +153,11 @@ def labelled_records(path: Path, feature: str, data: Path) -> list[tuple[dict[st
 
 
 def item_names(rows: Sequence[tuple[Any, str, bool]]) -> list[str]:
-    """What identifies each row for an embedding cache: a file's path (its size and modification
-    time are the cache's and each shard's stamps, `file_stamp`, so a file rewritten under the same
-    name is embedded again, and a mended file keeps the finished shards), or a dataset record's
-    content digest, with its label and split."""
+    """What identifies each row's input for an embedding cache: a file's path (its size and
+    modification time are the cache's and each shard's stamps, `file_stamp`, so a file rewritten
+    under the same name is embedded again, and a mended file keeps the finished shards), or a
+    dataset record's content digest. Labels and splits are left out: the embeddings do not
+    depend on them, and the probe takes them from `rows` on every run."""
 
     def key(item: Any) -> str:
         content = item.get("bytes") if isinstance(item, dict) else None
@@ -164,7 +165,7 @@ def item_names(rows: Sequence[tuple[Any, str, bool]]) -> list[str]:
             return hashlib.sha256(content).hexdigest()
         return str(item)
 
-    return [f"{key(item)}\t{label}\t{'test' if is_test else 'train'}" for item, label, is_test in rows]
+    return [key(item) for item, _, _ in rows]
 
 
 def check_split(rows: Sequence[tuple[Any, str, bool]], test_regex: Optional[str] = None) -> None:
