@@ -738,7 +738,7 @@ def test_outputs_are_checked_before_the_work_and_never_replace_an_input(tmp_path
     assert "is also one of the inputs" in capsys.readouterr().err and table.read_bytes() == before
     for _ in range(2):  # the second run finds its own emb.parquet in the folder and leaves it out
         assert main(["embed", "tjepa-adult", str(table.parent), "-o", str(table.parent / "emb.parquet")]) == 0
-        assert "1 tables, array (6, 64)" in capsys.readouterr().err
+        assert "1 table, array (6, 64)" in capsys.readouterr().err
     (tmp_path / "d.npy").mkdir()
     for output, message in ((table / "a.npy", r"adult.csv' is a file, not a folder"),
                             ("/proc/zoo-test/a.npy", "cannot write output in '/proc/zoo-test'"),

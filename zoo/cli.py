@@ -136,8 +136,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
     encoder = fitted_random_init(encoder, args, inputs)
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool or "mean",
                           batch_size=args.batch_size, shard_size=args.shard_size, names=names, **kwargs)
-    counted = "tables" if hasattr(encoder, "table_chunks") else "inputs"  # a table gives a row per table row
-    print(f"wrote {args.output}: {len(inputs)} {counted}, {shape}", file=sys.stderr)
+    counted = "table" if hasattr(encoder, "table_chunks") else "input"  # a table gives a row per table row
+    print(f"wrote {args.output}: {len(inputs)} {counted}{'s' * (len(inputs) != 1)}, {shape}", file=sys.stderr)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

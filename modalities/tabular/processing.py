@@ -302,7 +302,7 @@ def warn_unseen(unseen: pd.Series, column: dict[str, Any], named: set[str], show
     by_case = {category.casefold(): category for category in column["categories"]}
     names = [f"{key!r} (did you mean {by_case[key.casefold()]!r}?)" if key.casefold() in by_case else repr(key)
              for key in new]
-    last = " (the last unseen value of this column named)" if len(named) == shown else ""
+    last = "; further unseen values of this column are not named" if len(named) == shown else ""
     warnings.warn(f"column {column['name']!r}: {', '.join(names)} were not seen when the model was fitted; "
                   f"they are read as missing values (the unknown bucket){last}", stacklevel=4)
 

@@ -81,7 +81,7 @@ def test_unseen_categories_are_named_once_each_and_at_most_five_per_column(frame
     messages = [str(warning.message) for warning in caught]
     assert [message.split(":")[0] for message in messages] == ["column 'city'", "column 'member'", *["column 'city'"] * 3]
     assert "'zurich', 'id0' were not seen" in messages[0] and "'id3' were not seen" in messages[-1]
-    assert messages[-1].endswith("(the last unseen value of this column named)")
+    assert messages[-1].endswith("; further unseen values of this column are not named")
 
 
 def test_missing_column_and_wrong_type_name_the_column(frame):
