@@ -281,9 +281,9 @@ def check_scaled(numbers: np.ndarray, scaled: np.ndarray, column: dict[str, Any]
 
 
 def strip_categories(column: dict[str, Any]) -> dict[str, Any]:
-    """A categorical column's vocabulary without the spaces around its entries, in place, as
-    `category_key` reads values: processors fitted before keys were stripped hold "Male ".
-    Positions are kept, since the model's embedding rows follow them."""
+    """A copy of a categorical column with the spaces around its vocabulary's entries removed, as
+    `category_key` removes them from values: processors fitted before keys were stripped hold
+    "Male ". Each entry keeps its position, since the model's embedding rows follow them."""
     if column["kind"] != "categorical":
         return column
     return {**column, "categories": [str(category).strip() for category in column["categories"]]}
