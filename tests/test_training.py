@@ -343,3 +343,26 @@ def test_a_recipe_batch_size_below_one_is_refused(family, dataset, folder, tmp_p
                  "-o", str(tmp_path / "run"), "--set", "batch_size=0", "--no-progress"]) == 2
     assert "batch_size=0; use a positive batch size (--set batch_size=N)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_records_its_input_files_and_a_resumed_run_takes_them_where_the_data_is_now(tmp_path):
+    from zoo.training import INPUTS_FILE, run_input_files
+
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    files = [data / "a.wav", data / "sub" / "b.wav"]
+    for file in files:
+        file.write_bytes(b"")
+    out = tmp_path / "run"
+    assert run_input_files(out, [(data, files)]) == files  # a fresh run: its listing, recorded
+    assert json.loads((out / INPUTS_FILE).read_text()) == {"folders": [{"folder": str(data),
+                                                                        "files": ["a.wav", "sub/b.wav"]}]}
+    (out / CHECKPOINT_FILE).write_bytes(b"")  # the run has begun: a rerun resumes it
+    moved = data.rename(tmp_path / "moved")
+    assert run_input_files(out, [(moved, [moved / "sub" / "b.wav"])]) == [moved / "a.wav", moved / "sub" / "b.wav"]
+    with pytest.raises(ConfigError, match=r"began on 1 data folders \('.*data'\) and this rerun gives 2; pass the "):
+        run_input_files(out, [(moved, []), (moved, [])])
+    (out / INPUTS_FILE).unlink()  # a run an older zoo began: its labels.pt's files, else the listing
+    assert run_input_files(out, [(moved, [moved / "a.wav"])]) == [moved / "a.wav"]
+    assert run_input_files(out, [(moved, [moved / "a.wav"])], lambda: [moved / "sub" / "b.wav"]) == \
+        [moved / "sub" / "b.wav"]

@@ -1,15 +1,15 @@
 """Random crops of recordings for audio pretraining, shared by the audio families.
 
-A family lists its recordings (`list_audio_files`), holds them in memory at the model's
-rate (`load_waves`) and draws equal-length crops from them (`CropBatches`), which a
-`zoo.training.Trainer` resumes exactly.
+A family lists its recordings (`list_audio_files`; a run keeps the files it began with,
+`run_audio_files`), holds them in memory at the model's rate (`load_waves`) and draws
+equal-length crops from them (`CropBatches`), which a `zoo.training.Trainer` resumes exactly.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from zoo.audio import AUDIO_SUFFIXES, AudioProcessor
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import visible_files
+from zoo.training import run_input_files
 
 #: batches whose recordings are sorted by length together (see `CropBatches`)
 POOL_BATCHES = 32
@@ -44,6 +45,15 @@ def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Pa
         raise InputError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {str(root)!r}{left_out}; pass a folder "
                          "of recordings")
     return files
+
+
+def run_audio_files(out: Path, folders: Sequence[str | Path], exclude: Sequence[str] = (),
+                    earlier: Optional[Callable[[], Optional[list[Path]]]] = None) -> list[Path]:
+    """The recordings of the pretraining run in `out`: the folders' audio files when it begins, the
+    files it began with when it resumes, though the folders or the endings this machine decodes
+    have changed since (`zoo.training.run_input_files`, which says what `earlier` is)."""
+    listings = [(Path(folder), list_audio_files(folder, exclude)) for folder in folders]
+    return run_input_files(Path(out), listings, earlier)
 
 
 def load_waves(files: Sequence[Path], processor: AudioProcessor) -> list[torch.Tensor]:

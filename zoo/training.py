@@ -19,6 +19,8 @@ Files written to the output folder:
 - `log.jsonl`: one JSON record per step (`step`, `loss`, `lr`, `grad_norm`, `elapsed`
   seconds, and the objective's logs).
 - `loss.png`: the loss curve, redrawn at every checkpoint.
+- `inputs.json`: the input files a run listed from its data folders when it began
+  (`run_input_files`); a resumed run goes on over these, not over a fresh listing.
 
 A `zoo pretrain` command also writes its settings to `args.json`, and saves its model with a
 card of the run and a copy of `loss.png` (`save_trained`). A rerun resumes only the
@@ -38,7 +40,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +55,7 @@ from zoo.outputs import PretrainOutput
 
 CHECKPOINT_FILE = "checkpoint.pt"
 ARGS_FILE = "args.json"
+INPUTS_FILE = "inputs.json"
 LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 OPTIMIZERS = ("adamw", "adam")
@@ -415,6 +418,72 @@ def write_run_settings(out: Path, settings: dict[str, Any]) -> None:
     if (out / CHECKPOINT_FILE).is_file() and path.is_file():
         check_same_run(read_json(path), settings, out)
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+
+
+def run_input_files(out: Path, listings: Sequence[tuple[Path, Sequence[Path]]],
+                    earlier: Optional[Callable[[], Optional[list[Path]]]] = None) -> list[Path]:
+    """The input files of the run in `out`, given each data folder's listing now: `(folder, files)`.
+
+    A fresh run (no checkpoint yet) takes the listings and records them in `out/inputs.json`,
+    each folder's files in order and relative to it. A resumed run takes the recorded files,
+    under the folders given now (the data may have moved), so that it goes on over the files
+    it began with: files added since, or listed now because this machine decodes more endings
+    (libsndfile with MP3, a newer Pillow), would change its batches or refuse its labels. A run
+    an older zoo began has no record: it takes `earlier()` (the files its labels.pt names),
+    else the listings.
+    """
+    listed = [file for _, files in listings for file in files]
+    if not (out / CHECKPOINT_FILE).is_file():
+        check_run_folder(out)
+        record = {"folders": [{"folder": str(folder), "files": [file.relative_to(folder).as_posix() for file in files]}
+                              for folder, files in listings]}
+        atomic_write_text(out / INPUTS_FILE, json.dumps(record, indent=1) + "\n")
+        return listed
+    recorded = recorded_input_files(out, [folder for folder, _ in listings])
+    if recorded is None and earlier is not None:
+        recorded = earlier()
+    if recorded is None:
+        return listed
+    check_recorded_files_exist(recorded, out)
+    warn_of_unrecorded_files(recorded, listed, out)
+    return recorded
+
+
+def recorded_input_files(out: Path, folders: Sequence[Path]) -> Optional[list[Path]]:
+    """The files `out/inputs.json` records, under `folders` (the --data folders given now); None
+    without a record."""
+    path = out / INPUTS_FILE
+    if not path.is_file():
+        return None
+    record = read_json(path)["folders"]
+    if len(record) != len(folders):
+        began = ", ".join(repr(entry["folder"]) for entry in record)
+        raise ConfigError(f"the run in {str(out)!r} began on {len(record)} data folders ({began}) and this rerun "
+                          f"gives {len(folders)}; pass the same folders (--data), in the same order, to resume it")
+    return [Path(folder) / name for folder, entry in zip(folders, record) for name in entry["files"]]
+
+
+def check_recorded_files_exist(recorded: Sequence[Path], out: Path) -> None:
+    """Refuse to resume without every file the run began with: its batches draw on each of them."""
+    missing = [file for file in recorded if not file.is_file()]
+    if missing:
+        raise InputError(
+            f"{str(missing[0])!r}, one of the {len(recorded)} files the run in {str(out)!r} began with, no longer "
+            f"exists ({len(missing)} missing); put the files back (or pass --data where they are now) to resume "
+            "the run, or start a new run in another output folder"
+        )
+
+
+def warn_of_unrecorded_files(recorded: Sequence[Path], listed: Sequence[Path], out: Path) -> None:
+    """Say in one line that files the data folders hold now but the run did not begin with are
+    left out, and how to train on them."""
+    known = set(recorded)
+    new = [file for file in listed if file not in known]
+    if new:
+        files = "file" if len(new) == 1 else "files"
+        print(f"{len(new)} {files} in --data not among the {len(recorded)} that the run in {str(out)!r} began with "
+              f"(e.g. {str(new[0])!r}): the resumed run keeps its original files; to train on the new ones too, "
+              "start a new run in another output folder (-o)", file=sys.stderr, flush=True)
 
 
 class ErrorsAsValues(torch.utils.data.Dataset):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -31,7 +32,7 @@ from torch.nn import functional as F
 
 from modalities.audio.beats.model import HOP, VARIANTS, BEATsConfig, BEATsEncoder, TransformerEncoder
 from modalities.audio.beats.quantizer import CosineCodebook
-from zoo.audio_crops import CropBatches, list_audio_files, load_waves
+from zoo.audio_crops import CropBatches, load_waves, run_audio_files
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
@@ -191,6 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data", required=True, action="append",
                       help="folder of audio files (wav, flac, mp3, ogg, ...: any rate; recursive); repeat for several")
     data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, "
+                                                            "inputs.json (the files a rerun resumes on), "
                                                             "encoder/ (ssl) or tokenizer/ (tokenizer)")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to each --data folder; FSDD's test "
@@ -276,8 +278,11 @@ def make_objective(args: argparse.Namespace) -> tuple[nn.Module, BEATsEncoder, s
     return BEATsPretraining(encoder, labeler, num_labels, args.mask_ratio, args.head_layers), encoder, "encoder"
 
 
-def collect_waves(folders: Sequence[str], exclude: Sequence[str], encoder: BEATsEncoder) -> list[torch.Tensor]:
-    files = [path for folder in folders for path in list_audio_files(folder, exclude)]
+def collect_waves(folders: Sequence[str], exclude: Sequence[str], encoder: BEATsEncoder,
+                  out: Path) -> list[torch.Tensor]:
+    """The run's recordings at the model's rate: the folders' when it begins, those it began with
+    when it resumes, so that its seeded batches are the uninterrupted run's (`run_audio_files`)."""
+    files = run_audio_files(out, folders, exclude)
     log(f"{len(files)} recordings in {', '.join(map(str, folders))}")
     return load_waves(files, encoder.processor)
 
@@ -286,13 +291,13 @@ def run(args: argparse.Namespace) -> None:
     """`zoo pretrain beats`: one stage of BEATs' iterations; saves OUTPUT/encoder or OUTPUT/tokenizer."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    train_config = train_config_from_args(args)  # its settings checked before inputs.json is written
     torch.manual_seed(args.seed)
     objective, model, folder_name = make_objective(args)
-    waves = collect_waves(args.data, args.exclude, model)
+    waves = collect_waves(args.data, args.exclude, model, Path(args.output))
     config = model.config
     column = config.input_patch_size * HOP
     max_columns = max(1, int(args.max_seconds * 16000 - config.min_samples) // column + 1)
     batches = CropBatches(waves, None, args.batch_size, max_columns, config.min_samples, column, args.seed)
-    train_config = train_config_from_args(args)
     settings = command_settings(args)
     train_and_save(objective, batches, args.output, train_config, model, folder_name, settings, "beats pretrain")

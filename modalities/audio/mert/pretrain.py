@@ -54,9 +54,9 @@ from torch import nn
 
 from modalities.audio.mert.model import CQT_OCTAVES, VARIANTS, MertEncoder, MertEncoderConfig, constant_q
 from modalities.speech.hubert.pretrain import (
-    Clusters, cached_labels, check_mask_settings, compute_span_mask, encoder_config, fit_clusters,
+    Clusters, cached_labels, check_mask_settings, compute_span_mask, encoder_config, fit_clusters, run_recordings,
 )
-from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
+from zoo.audio_crops import CropBatches, frame_count, load_waves
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import PretrainOutput
 from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
@@ -341,7 +341,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data", required=True,
                       help="folder of music files (wav, flac, mp3, ogg, ...: any rate; recursive)")
     data.add_argument("-o", "--output", required=True,
-                      help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, encoder/")
+                      help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, inputs.json (the files "
+                           "a rerun resumes on), encoder/")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to --data (repeatable)")
     data.add_argument("--max-seconds", type=positive_float, default=5.0,
@@ -435,7 +436,7 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     config = train_config_from_args(args)  # its settings checked before the teachers' labels are made
     out = Path(args.output)
-    files = list_audio_files(args.data, args.exclude)
+    files = run_recordings(args)
     torch.manual_seed(args.seed)
     encoder = encoder_to_pretrain(args, MertEncoder, lambda: MertEncoder(encoder_config(args.variant, args.overrides,
                                                                                       VARIANTS, MertEncoderConfig)))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
-from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
+from zoo.audio_crops import CropBatches, frame_count, load_waves, run_audio_files
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.outputs import PretrainOutput
@@ -273,7 +273,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data", required=True,
                       help="folder of audio files (wav, flac, mp3, ogg, ...: any rate; searched recursively)")
     data.add_argument("-o", "--output", required=True,
-                      help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, encoder/")
+                      help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, inputs.json (the files "
+                           "a rerun resumes on), encoder/")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to --data (repeatable); "
                            "FSDD's test split is '*_[0-4].wav'")
@@ -405,6 +406,20 @@ def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
     return result
 
 
+def files_labelled_in(folder: Path) -> Optional[list[Path]]:
+    """The files `folder/labels.pt` labels, None without one: what a run that an older zoo began
+    (without inputs.json) resumes on."""
+    path = folder / LABELS_FILE
+    return [Path(name) for name in torch.load(path, weights_only=True)["files"]] if path.is_file() else None
+
+
+def run_recordings(args: argparse.Namespace) -> list[Path]:
+    """The recordings of the run: --data's (less --exclude's) when it begins, those it began with
+    when it resumes, so that its labels.pt still labels them (`run_audio_files`)."""
+    out = Path(args.output)
+    return run_audio_files(out, [args.data], args.exclude, lambda: files_labelled_in(out))
+
+
 def teacher_settings(args: argparse.Namespace, encoder: HubertEncoder) -> dict[str, Any]:
     """What the iteration's labels depend on besides the files: frames, features and k-means."""
     field, hop = frame_geometry(encoder.config)
@@ -420,7 +435,7 @@ def run(args: argparse.Namespace) -> None:
     config = train_config_from_args(args)  # its settings checked before the teachers' labels are made
     check_iteration(args)
     out = Path(args.output)
-    files = list_audio_files(args.data, args.exclude)
+    files = run_recordings(args)
     torch.manual_seed(args.seed)
     encoder = encoder_to_pretrain(args, HubertEncoder,
                                   lambda: HubertEncoder(encoder_config(args.variant, args.overrides)))

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import itertools
 import sys
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -34,13 +35,13 @@ from torch import nn
 from modalities.vision.augmentation import AugmentConfig, augment
 from modalities.vision.gmml.corruption import corrupt_batch, parse_drop_types
 from modalities.vision.gmml.model import VARIANTS, GmmlConfig, GmmlEncoder
-from modalities.vision.image_sets import ImageSet, open_images
+from modalities.vision.image_sets import ImageFiles, ImageSet, open_images
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError
 from zoo.outputs import PretrainOutput
 from zoo.training import (ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run,
-                          command_settings, encoder_to_pretrain, non_negative_int, raise_if_error, train_and_save,
-                          train_config_from_args)
+                          command_settings, encoder_to_pretrain, non_negative_int, raise_if_error, run_input_files,
+                          train_and_save, train_config_from_args)
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
 UPSTREAM_RECONS_BLOCKS = (6, 8, 10, 12)
@@ -219,6 +220,16 @@ def initial_encoder(args: argparse.Namespace) -> GmmlEncoder:
     return encoder
 
 
+def run_images(args: argparse.Namespace) -> ImageSet:
+    """The run's images. A folder's files are the ones it began with when it resumes
+    (`run_input_files`), so that its seeded batches are the uninterrupted run's; parquet files,
+    MNIST and `datasets` sets keep their rows' order and need no record."""
+    images = open_images(args.data, args.split)
+    if not isinstance(images, ImageFiles):
+        return images
+    return ImageFiles(run_input_files(Path(args.output), [(Path(args.data), images.paths)]), images.name)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `zoo pretrain gmml`."""
     data = parser.add_argument_group("data")
@@ -227,7 +238,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "dataset saved with save_to_disk")
     data.add_argument("--split", default="train", help="split of a parquet folder, a DatasetDict or MNIST's test set "
                       "(train = the MANIFEST's stratified 80 %%, test, all) (default: train)")
-    data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, encoder/")
+    data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, "
+                      "inputs.json (an image folder's files, which a rerun resumes on), encoder/")
     data.add_argument("--workers", type=non_negative_int, default=0,
                       help="DataLoader processes making batches (default: 0)")
 
@@ -263,10 +275,13 @@ def run(args: argparse.Namespace) -> None:
     """`zoo pretrain gmml`: saves OUTPUT/encoder, with its reconstruction head."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    train_config = dataclasses.replace(train_config_from_args(args), betas=(0.9, 0.999), eps=1e-8,
+                                       min_lr_ratio=min(1.0, args.min_lr / args.lr),
+                                       weight_decay_end=args.weight_decay_end)  # checked before inputs.json
     torch.manual_seed(args.seed)
     encoder = initial_encoder(args)
     objective = GmmlPretraining(encoder, corrupted_only=not args.all_pixels)
-    images = open_images(args.data, args.split)
+    images = run_images(args)
     print(f"[gmml pretrain] {len(images)} images from {images.name}; {encoder.config.image_size} px crops, "
           f"recons_blocks {encoder.config.recons_blocks}, from {args.init or 'a random init'}",
           file=sys.stderr, flush=True)
@@ -274,8 +289,5 @@ def run(args: argparse.Namespace) -> None:
     processor = encoder.processor
     batches = GmmlBatches(images, args.batch_size, processor.crop_size, processor.image_mean, processor.image_std,
                           args.views, corruption, AugmentConfig(), args.seed, args.workers)
-    train_config = dataclasses.replace(train_config_from_args(args), betas=(0.9, 0.999), eps=1e-8,
-                                       min_lr_ratio=min(1.0, args.min_lr / args.lr),
-                                       weight_decay_end=args.weight_decay_end)
     settings = command_settings(args)
     train_and_save(objective, batches, args.output, train_config, encoder, "encoder", settings, "gmml pretrain")

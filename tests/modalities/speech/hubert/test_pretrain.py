@@ -282,6 +282,49 @@ def test_cli_runs_both_iterations_and_resumes(tmp_path):
         run(parser.parse_args([*common, "-o", str(tmp_path / "bad"), "--iteration", "2"]))
 
 
+def losses(folder: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch, capsys):
+    """A file --data lists only since the run was interrupted (added, or of an ending the listing
+    took up later, as .aiff) is left out with a warning: labels.pt, which labels the files the run
+    began with, refused the rerun for good. A run an older zoo began (no inputs.json) goes on over
+    the files its labels.pt names."""
+    import shutil
+
+    from zoo.training import INPUTS_FILE, Trainer
+
+    write_tones(tmp_path / "data", 6)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    micro = [f"--set={key}={json.dumps(value)}" for key, value in MICRO.items()]
+    common = ["--data", str(tmp_path / "data"), "--steps", "4", "--checkpoint-every", "2", "--batch-size", "2",
+              "--clusters", "4", "--final-dim", "8", "--mask-length", "3", "--threads", "1", "--no-progress", *micro]
+    run(parser.parse_args([*common, "-o", str(tmp_path / "whole")]))
+    step = Trainer.train_step
+
+    def interrupted(self, batch):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(parser.parse_args([*common, "-o", str(tmp_path / "parts")]))
+    monkeypatch.setattr(Trainer, "train_step", step)
+    shutil.copytree(tmp_path / "parts", tmp_path / "older")
+    (tmp_path / "older" / INPUTS_FILE).unlink()
+    late = tmp_path / "data" / "late.aiff"
+    soundfile.write(late, np.sin(np.arange(4000) / 5).astype(np.float32) * 0.3, 8000)
+    capsys.readouterr()
+    for name in ("parts", "older"):
+        run(parser.parse_args([*common, "-o", str(tmp_path / name)]))
+        assert losses(tmp_path / name) == losses(tmp_path / "whole"), name
+        assert f"1 file in --data not among the 6 that the run in {str(tmp_path / name)!r} began with (e.g. " \
+               f"{str(late)!r}): the resumed run keeps its original files" in capsys.readouterr().err
+
+
 def test_too_little_audio_names_the_setting_to_change(tmp_path):
     with pytest.raises(ConfigError, match=r"6 frames cannot make 100 clusters; use fewer \(--clusters\)"):
         fit_clusters([torch.randn(6, 13)], 100)

@@ -95,6 +95,40 @@ def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path,
     assert records[0]["weight_decay"] == pytest.approx(0.04) and records[-1]["weight_decay"] > 0.35
 
 
+def test_a_resumed_run_keeps_the_images_it_began_with(image_folder, tmp_path, capsys):
+    """An image added to the folder after the run stopped (here a .tga, an ending the folder
+    listing took up later) is left out with a warning; the batch settings' image count refused
+    the rerun (and a swapped file would have changed its batches silently)."""
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    shutil.copytree(image_folder, folder)
+    assert main(run_args(folder, tmp_path / "whole", 8)) == 0
+    assert main(run_args(folder, tmp_path / "sliced", 8, "--time-limit", "0")) == 0
+    Image.new("RGB", (40, 40), (200, 30, 90)).save(folder / "late.tga")
+    capsys.readouterr()
+    assert main(run_args(folder, tmp_path / "sliced", 8)) == 0
+    assert losses(tmp_path / "sliced") == losses(tmp_path / "whole")
+    assert f"1 file in --data not among the 12 that the run in {str(tmp_path / 'sliced')!r} began with (e.g. " \
+           f"{str(folder / 'late.tga')!r}): the resumed run keeps its original files" in capsys.readouterr().err
+
+
+def test_a_resumed_run_refuses_an_image_it_began_with_that_is_gone(image_folder, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "images"
+    shutil.copytree(image_folder, folder)
+    assert main(run_args(folder, tmp_path / "run", 4, "--time-limit", "0")) == 0
+    (folder / "03.png").unlink()
+    capsys.readouterr()
+    assert main(run_args(folder, tmp_path / "run", 4)) == 2
+    said = capsys.readouterr().err
+    assert f"zoo: error: {str(folder / '03.png')!r}, one of the 12 files the run in {str(tmp_path / 'run')!r} began " \
+           "with, no longer exists (1 missing); put the files back" in said
+
+
 def test_a_time_limited_run_stops_with_its_encoder_and_goes_on(image_folder, tmp_path, capsys):
     """--time-limit 0 stops after one step with a checkpoint and the encoder; reruns continue exactly,
     also with other --workers (each batch's crops are seeded by its number, not by a worker)."""
