@@ -444,7 +444,8 @@ def run(args: argparse.Namespace) -> None:
     rate = encoder.processor.sampling_rate
     log(f"{len(files)} recordings in {args.data}, at {rate} Hz")
     waves = load_waves(files, encoder.processor)
-    targets = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_targets(args, encoder, waves))
+    targets = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_targets(args, encoder, waves),
+                            Path(args.data))
     extra = {"cqt": targets["cqt"]} if "cqt" in targets else None
     max_frames = frame_count(int(args.max_seconds * rate), field, hop)
     batches = CropBatches(waves, targets["labels"], args.batch_size, max_frames, field, hop, args.seed, extra=extra)

@@ -376,16 +376,16 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Sequenc
 
 
 def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
-                  compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """`folder/labels.pt` if it was made for these files with these teacher `settings`, else
-    computed and saved (a resumed run reuses it). Another file list or other settings are an
-    error rather than a silent reuse: a rerun with, say, another --clusters in the same folder
-    would otherwise train on the old teacher's labels."""
+                  compute: Callable[[], dict[str, Any]], data: Path) -> dict[str, Any]:
+    """`folder/labels.pt` if it was made for these files (under the `data` folder, which may have
+    moved since) with these teacher `settings`, else computed and saved (a resumed run reuses it).
+    Another file list or other settings are an error rather than a silent reuse: a rerun with,
+    say, another --clusters in the same folder would otherwise train on the old teacher's labels."""
     path = folder / LABELS_FILE
     names = [str(file) for file in files]
     if path.is_file():
         stored = torch.load(path, weights_only=True)
-        if stored["files"] != names:
+        if not same_files(stored["files"], files, data):
             raise CheckpointError(
                 f"{path} labels a different set of files than --data/--exclude give now; "
                 "use another output folder or delete the file"
@@ -404,6 +404,14 @@ def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_with(path, lambda tmp: torch.save(result, tmp))
     return result
+
+
+def same_files(stored: Sequence[str], files: Sequence[Path], data: Path) -> bool:
+    """Whether labels.pt's file names (as the run listed them when it began) are `files`, in
+    order, perhaps under another `data` folder: a run may resume on data that has moved."""
+    relative = [file.relative_to(data).parts if file.is_relative_to(data) else file.parts for file in files]
+    return len(stored) == len(files) and all(Path(name).parts[-len(parts):] == parts
+                                             for name, parts in zip(stored, relative))
 
 
 def files_labelled_in(folder: Path) -> Optional[list[Path]]:
@@ -442,7 +450,8 @@ def run(args: argparse.Namespace) -> None:
     field, hop = frame_geometry(encoder.config)
     log(f"{len(files)} recordings in {args.data}")
     waves = load_waves(files, encoder.processor)
-    labels = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_labels(args, encoder, waves))
+    labels = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_labels(args, encoder, waves),
+                           Path(args.data))
     max_frames = frame_count(int(args.max_seconds * encoder.processor.sampling_rate), field, hop)
     batches = CropBatches(waves, labels["labels"], args.batch_size, max_frames, field, hop, args.seed)
     objective = HubertPretraining(encoder, len(labels["centers"]), args.final_dim, args.mask_prob,

@@ -286,22 +286,10 @@ def losses(folder: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
 
 
-def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch, capsys):
-    """A file --data lists only since the run was interrupted (added, or of an ending the listing
-    took up later, as .aiff) is left out with a warning: labels.pt, which labels the files the run
-    began with, refused the rerun for good. A run an older zoo began (no inputs.json) goes on over
-    the files its labels.pt names."""
-    import shutil
+def run_interrupted(args: argparse.Namespace, monkeypatch) -> None:
+    """Run `args` until step 3, where it stops as Ctrl-C would, after its checkpoint at step 2."""
+    from zoo.training import Trainer
 
-    from zoo.training import INPUTS_FILE, Trainer
-
-    write_tones(tmp_path / "data", 6)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    micro = [f"--set={key}={json.dumps(value)}" for key, value in MICRO.items()]
-    common = ["--data", str(tmp_path / "data"), "--steps", "4", "--checkpoint-every", "2", "--batch-size", "2",
-              "--clusters", "4", "--final-dim", "8", "--mask-length", "3", "--threads", "1", "--no-progress", *micro]
-    run(parser.parse_args([*common, "-o", str(tmp_path / "whole")]))
     step = Trainer.train_step
 
     def interrupted(self, batch):
@@ -311,8 +299,27 @@ def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch,
 
     monkeypatch.setattr(Trainer, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run(parser.parse_args([*common, "-o", str(tmp_path / "parts")]))
+        run(args)
     monkeypatch.setattr(Trainer, "train_step", step)
+
+
+def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch, capsys):
+    """A file --data lists only since the run was interrupted (added, or of an ending the listing
+    took up later, as .aiff) is left out with a warning: labels.pt, which labels the files the run
+    began with, refused the rerun for good. A run an older zoo began (no inputs.json) goes on over
+    the files its labels.pt names."""
+    import shutil
+
+    from zoo.training import INPUTS_FILE
+
+    write_tones(tmp_path / "data", 6)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    micro = [f"--set={key}={json.dumps(value)}" for key, value in MICRO.items()]
+    common = ["--data", str(tmp_path / "data"), "--steps", "4", "--checkpoint-every", "2", "--batch-size", "2",
+              "--clusters", "4", "--final-dim", "8", "--mask-length", "3", "--threads", "1", "--no-progress", *micro]
+    run(parser.parse_args([*common, "-o", str(tmp_path / "whole")]))
+    run_interrupted(parser.parse_args([*common, "-o", str(tmp_path / "parts")]), monkeypatch)
     shutil.copytree(tmp_path / "parts", tmp_path / "older")
     (tmp_path / "older" / INPUTS_FILE).unlink()
     late = tmp_path / "data" / "late.aiff"
@@ -323,6 +330,23 @@ def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch,
         assert losses(tmp_path / name) == losses(tmp_path / "whole"), name
         assert f"1 file in --data not among the 6 that the run in {str(tmp_path / name)!r} began with (e.g. " \
                f"{str(late)!r}): the resumed run keeps its original files" in capsys.readouterr().err
+
+
+def test_a_run_resumes_on_its_data_moved_to_another_folder(tmp_path, monkeypatch):
+    """The README says a rerun may change the data's location; was: labels.pt compared the
+    files' full paths, so a HuBERT or MERT run could not be resumed from the moved data."""
+    write_tones(tmp_path / "data", 6)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    micro = [f"--set={key}={json.dumps(value)}" for key, value in MICRO.items()]
+    common = ["--steps", "4", "--checkpoint-every", "2", "--batch-size", "2", "--clusters", "4", "--final-dim", "8",
+              "--mask-length", "3", "--threads", "1", "--no-progress", *micro]
+    run(parser.parse_args([*common, "--data", str(tmp_path / "data"), "-o", str(tmp_path / "whole")]))
+    run_interrupted(parser.parse_args([*common, "--data", str(tmp_path / "data"), "-o", str(tmp_path / "parts")]),
+                    monkeypatch)
+    (tmp_path / "data").rename(tmp_path / "moved")
+    run(parser.parse_args([*common, "--data", str(tmp_path / "moved"), "-o", str(tmp_path / "parts")]))
+    assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
 
 
 def test_too_little_audio_names_the_setting_to_change(tmp_path):
