@@ -79,7 +79,8 @@ def test_unseen_categories_are_named_once_each_and_at_most_five_per_column(frame
         for chunk in range(20):
             processor.transform({"age": [20, 30], "city": ["zurich", f"id{chunk}"], "member": "maybe"})
     messages = [str(warning.message) for warning in caught]
-    assert [message.split(":")[0] for message in messages] == ["column 'city'", "column 'member'", *["column 'city'"] * 3]
+    columns = [message.split(":")[0] for message in messages]
+    assert columns == ["column 'city'", "column 'member'", *["column 'city'"] * 3]
     assert "'zurich', 'id0' were not seen" in messages[0] and "'id3' were not seen" in messages[-1]
     assert messages[-1].endswith("; further unseen values of this column are not named")
 
