@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ def test_info_returns_the_hub_config():
     with pytest.raises(UnknownModelError, match="did you mean \\['mert-v1-95m'"):
         zoo.load("MERT-v1-95M")
     with pytest.raises(UnknownModelError, match="'gmml-vit-small-patch16': it is an architecture without weights "
-                                                 "\\(pretrain it with `zoo pretrain gmml --variant vit-small-patch16`"):
+                                                 "\\(pretrain it with `zoo pretrain gmml --variant vit-small-patch16 -o OUT`"):
         zoo.load("gmml-vit-small-patch16")
 
 
@@ -47,6 +48,20 @@ def test_every_hub_config_builds_its_model_with_the_stated_size(name):
         encoder = family.encoder_class(config, family.encoder_class.processor_class(**entry.preprocessing))
     assert sum(p.numel() for p in encoder.parameters()) == entry.params
     assert entry.license and entry.citation and entry.source
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_licence_is_a_hub_identifier_and_its_card_says_the_same(name):
+    """`zoo info` and the card's metadata show one licence, as the Hub takes it: an audit found
+    "other" without a license_name, and "unverified (...)" sentences, in both places."""
+    from huggingface_hub import ModelCard
+
+    from zoo.run_cards import LICENCE_ID
+
+    licence = registry.get_entry(name).license
+    assert LICENCE_ID.fullmatch(licence), licence
+    card = Path(__file__).parents[1] / "model_cards" / f"{name}.md"
+    assert ModelCard.load(card).data.license == licence
 
 
 def test_hub_configs_validate_their_keys(tmp_path):

@@ -143,7 +143,7 @@ class TableProcessor(Processor):
         if target in self.token_names:
             raise InputError(f"target column {target!r} is one of the {len(self.token_names)} columns the encoder "
                              f"reads ({self.token_names}); predict a column it does not read, or pretrain an encoder "
-                             f"without it (zoo pretrain tjepa --table FILE --target {target})")
+                             f"without it (zoo pretrain tjepa --table FILE --target {target} -o OUT)")
 
     def transform(self, table: Any) -> dict[str, torch.Tensor]:
         """Rows -> {"numeric": (B, n_numeric) float32, "categorical": (B, n_categorical) int64}."""
