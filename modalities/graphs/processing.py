@@ -205,15 +205,22 @@ def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.T
 
 
 def check_edge_index(item: Any, num_nodes: int) -> torch.Tensor:
+    """The long edge index of a graph, or an `InputError`: a numpy array, a sparse tensor or a bool
+    index would fail inside PyG with a message that does not say what to pass."""
     edge_index = getattr(item, "edge_index", None)
     if edge_index is None:
         raise InputError(
             "graph has no `edge_index`; set data.edge_index (2, num_edges), e.g. from a sparse adjacency "
             "with torch_geometric.utils.to_edge_index (an empty torch.empty(2, 0, dtype=torch.long) for no edges)"
         )
+    if not isinstance(edge_index, torch.Tensor) or edge_index.layout != torch.strided:
+        kind = f"{edge_index.layout} tensor" if isinstance(edge_index, torch.Tensor) else type(edge_index).__name__
+        raise InputError(f"edge_index is a {kind}; it is a dense torch tensor (2, num_edges) of node indices "
+                         "(e.g. torch.as_tensor(edge_index, dtype=torch.long); a sparse adjacency through "
+                         "torch_geometric.utils.to_edge_index)")
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise InputError(f"edge_index has shape {tuple(edge_index.shape)}; expected (2, num_edges)")
-    if edge_index.is_floating_point():
+    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
         raise InputError(f"edge_index has dtype {edge_index.dtype}; node indices must be integers")
     edge_index = edge_index.long()
     outside = edge_index[(edge_index < 0) | (edge_index >= num_nodes)]

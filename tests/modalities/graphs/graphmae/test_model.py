@@ -155,8 +155,12 @@ def test_save_and_load_round_trip(tmp_path):
     (Data(x=np.ones((2, 6), np.float32), edge_index=torch.zeros(2, 1, dtype=torch.long)),
      "x of type ndarray; node features are a torch tensor"),
     (networkx.path_graph(3), "networkx Graph is not a graph input .*from_networkx"),
+    (Data(x=torch.rand(2, 6), edge_index=np.zeros((2, 1), np.int64)), "edge_index is a ndarray; .*torch.as_tensor"),
+    (Data(x=torch.rand(2, 6), edge_index=torch.ones(2, 1, dtype=torch.long).to_sparse()),
+     "edge_index is a torch.sparse_coo tensor; .*to_edge_index"),
+    (Data(x=torch.rand(2, 6), edge_index=torch.ones(2, 1, dtype=torch.bool)), "dtype torch.bool; .* integers"),
 ], ids=["no-edges", "no-x", "width", "empty", "nan", "out-of-range", "negative", "edge-shape", "not-a-graph",
-        "numpy-x", "networkx"])
+        "numpy-x", "networkx", "numpy-edges", "sparse-edges", "bool-edges"])
 def test_bad_graphs_raise_input_errors(graph, message):
     with pytest.raises(InputError, match=message):
         encoder().embed(graph, progress=False)
