@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import torch
 from torch_geometric.data import Batch, Data
+from torch_geometric.data.data import BaseData
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import to_dense_batch
 
@@ -104,10 +105,11 @@ class GraphEncoder(Encoder):
 
     def as_item_list(self, inputs: Any) -> list[Any]:
         """A `Data` is one graph (PyG makes it iterable over its attributes); a `Batch` (what PyG's
-        DataLoader yields), datasets, loaders and lists are many."""
+        DataLoader yields), datasets, loaders and lists are many. A `HeteroData` is one item too, which
+        the processor refuses by name (iterating it raised a bare NotImplementedError)."""
         if isinstance(inputs, Batch):
             return inputs.to_data_list()
-        if isinstance(inputs, Data):
+        if isinstance(inputs, BaseData):
             return [inputs]
         if type(inputs).__module__.startswith("networkx"):
             raise InputError(f"a networkx {type(inputs).__name__} is not a graph input (iterating it gives its nodes); "

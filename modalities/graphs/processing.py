@@ -171,8 +171,14 @@ def with_degree_features(item: Any, width: int) -> Any:
 
 
 def check_is_data(item: Any) -> None:
-    from torch_geometric.data import Data
+    from torch_geometric.data import Data, HeteroData
 
+    if isinstance(item, HeteroData):
+        raise InputError(
+            f"a HeteroData graph (node types {item.node_types}) is not supported: these encoders take one node and "
+            "one edge type; pass one type's Data(x=data[NODE].x, edge_index=data[NODE, REL, NODE].edge_index), "
+            "or data.to_homogeneous() where every node type has features of one width"
+        )
     if not isinstance(item, Data):
         raise InputError(
             f"graph input of type {type(item).__name__} is not supported; pass a torch_geometric.data.Data "

@@ -166,6 +166,18 @@ def test_bad_graphs_raise_input_errors(graph, message):
         encoder().embed(graph, progress=False)
 
 
+def test_hetero_graphs_are_refused_by_name():
+    """A HeteroData passed alone raised a bare NotImplementedError (from iterating it)."""
+    from torch_geometric.data import HeteroData
+
+    graph = HeteroData()
+    graph["paper"].x = torch.rand(3, 6)
+    graph["paper", "cites", "paper"].edge_index = torch.tensor([[0, 1], [1, 2]])
+    for inputs in (graph, [graph]):
+        with pytest.raises(InputError, match=r"HeteroData graph \(node types \['paper'\]\) .*to_homogeneous"):
+            encoder().embed(inputs, progress=False)
+
+
 def test_bad_configs_and_options_are_refused():
     with pytest.raises(ConfigError, match="multiple of num_heads"):
         GraphMAEConfig(num_hidden=10, num_heads=4)
