@@ -27,6 +27,20 @@ def test_resamples_and_mixes_to_mono():
         processor.prepare(clips, sampling_rate=16000)
 
 
+def test_warnings_name_the_callers_line_whichever_way_it_came(micro_hubert):
+    """Was: each warning's fixed stacklevel pointed at a line inside the zoo when called through
+    `embed` rather than the processor (here `zoo/encoder.py`), so the user was not shown their
+    own line. Now it is the first caller outside the zoo (as pandas' find_stack_level)."""
+    loud = np.full(1600, 300.0, np.float32)
+    calls = [lambda: AudioProcessor().prepare(loud, sampling_rate=16000),
+             lambda: micro_hubert.processor(loud, sampling_rate=16000),
+             lambda: micro_hubert.embed([loud], sampling_rate=16000, progress=False)]
+    for call in calls:
+        with pytest.warns(UserWarning, match="audio samples reach 300") as caught:
+            call()
+        assert [warning.filename for warning in caught] == [__file__]
+
+
 def test_samples_first_and_int16_arrays():
     processor = AudioProcessor(sampling_rate=16000)
     samples_first = np.zeros((1000, 2), dtype=np.int16)

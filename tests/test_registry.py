@@ -34,7 +34,8 @@ def test_info_returns_the_hub_config():
     with pytest.raises(UnknownModelError, match="did you mean \\['mert-v1-95m'"):
         zoo.load("MERT-v1-95M")
     with pytest.raises(UnknownModelError, match="'gmml-vit-small-patch16': it is an architecture without weights "
-                                                 "\\(pretrain it with `zoo pretrain gmml --variant vit-small-patch16 -o OUT`"):
+                                                 "\\(pretrain it with `zoo pretrain gmml --variant vit-small-patch16 "
+                                                 "-o OUT`"):
         zoo.load("gmml-vit-small-patch16")
 
 

@@ -11,14 +11,13 @@ import io
 import math
 import numbers
 import re
-import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError, InputError, warn
 from zoo.processing import Processor, check_file_input
 
 #: file endings of the containers libsndfile reads (MP3 from 1.1.0, bundled with soundfile >= 0.12)
@@ -102,9 +101,9 @@ def warn_if_truncated(log: str, where: str) -> None:
     announced, held = map(int, found.groups())
     if announced in UNKNOWN_DATA_SIZES or announced <= held:
         return
-    warnings.warn(f"truncated audio in {where}: its header announces {announced} bytes of audio but it holds {held} "
-                  f"({held / announced:.0%}); the part it holds is used. Copy or download it again if that was not "
-                  "meant.", stacklevel=3)
+    warn(f"truncated audio in {where}: its header announces {announced} bytes of audio but it holds {held} "
+         f"({held / announced:.0%}); the part it holds is used. Copy or download it again if that was not "
+         "meant.")
 
 
 def to_channels_first(samples: Any) -> torch.Tensor:
@@ -134,9 +133,8 @@ def to_channels_first(samples: Any) -> torch.Tensor:
             f"(at most {MAX_CHANNELS}); pass (samples,) or (channels, samples)"
         )
     if tensor.shape[0] > 2:  # transformers' feature extractors read such an array as a batch
-        warnings.warn(f"audio array of shape {tuple(samples.shape)} is read as one recording of {tensor.shape[0]} "
-                      f"channels, averaged to mono; to embed {tensor.shape[0]} clips, pass them as a list",
-                      stacklevel=4)
+        warn(f"audio array of shape {tuple(samples.shape)} is read as one recording of {tensor.shape[0]} "
+             f"channels, averaged to mono; to embed {tensor.shape[0]} clips, pass them as a list")
     return tensor
 
 
@@ -167,9 +165,9 @@ def check_float_scale(samples: torch.Tensor) -> torch.Tensor:
     too, so it is not refused."""
     peak = float(samples.abs().max()) if samples.numel() else 0.0
     if peak >= MAX_FLOAT_PEAK:  # a warning: a normalised recording of a click in silence reaches it too
-        warnings.warn(f"audio samples reach {peak:g}, but float audio lies in [-1, 1]: if these are integer PCM "
-                      "values cast to float, divide them by 32768 (16-bit) or pass the integer array itself, whose "
-                      "scale is known", stacklevel=5)
+        warn(f"audio samples reach {peak:g}, but float audio lies in [-1, 1]: if these are integer PCM "
+             "values cast to float, divide them by 32768 (16-bit) or pass the integer array itself, whose "
+             "scale is known")
     return samples
 
 

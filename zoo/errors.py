@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Optional
+
+#: the folders of the zoo's own code (zoo/ and modalities/, installed side by side)
+OWN_CODE = tuple(str(Path(__file__).parent.parent / name) + os.sep for name in ("zoo", "modalities"))
+#: the files of decorators that wrap the zoo's functions (`torch.no_grad` on `embed`)
+WRAPPERS = (os.path.join("torch", "utils", "_contextlib.py"),)
 
 
 class ZooError(Exception):
@@ -73,3 +82,16 @@ def _numbered(err: ZooError, index: int, reason: str) -> ZooError:
     numbered = type(err)(f"input {index}: {reason}")
     numbered.input_index, numbered.reason = index, reason
     return numbered
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn at the first caller outside the zoo (and the decorators around its functions), as
+    pandas' `find_stack_level` does: the line shown is the user's call (`embed`, a processor,
+    `zoo.load`) whichever path inside the zoo led to the warning, where a fixed `stacklevel`
+    points into the zoo from some paths, and counts differently on Python 3.12, which runs
+    comprehensions in their function's frame."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and (frame.f_code.co_filename.startswith(OWN_CODE)
+                                 or frame.f_code.co_filename.endswith(WRAPPERS)):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

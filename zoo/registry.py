@@ -216,8 +216,8 @@ def unknown_name_hint(name: str) -> str:
         family = next(family for family in sorted(family_modules(), key=len, reverse=True)
                       if name.startswith(f"{family}-"))
         return (f": it is an architecture without weights (pretrain it with `zoo pretrain {family} --variant "
-                f"{name[len(family) + 1:]} -o OUT`, or build its config with zoo.registry.architecture_config({name!r}))"
-                f"{checkpoints}")
+                f"{name[len(family) + 1:]} -o OUT`, or build its config with "
+                f"zoo.registry.architecture_config({name!r})){checkpoints}")
     return checkpoints
 
 

@@ -23,7 +23,6 @@ Numeric values outside the training range are scaled, not clipped, as upstream T
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -31,7 +30,7 @@ import pandas as pd
 import torch
 
 from modalities.tabular.tables import NA_VALUES, SOURCE, TABLE_SUFFIXES, read_table, to_frame
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError, InputError, warn
 from zoo.processing import Processor, refuse_options
 
 KINDS = ("numeric", "categorical")
@@ -303,8 +302,8 @@ def warn_unseen(unseen: pd.Series, column: dict[str, Any], named: set[str], show
     names = [f"{key!r} (did you mean {by_case[key.casefold()]!r}?)" if key.casefold() in by_case else repr(key)
              for key in new]
     last = "; further unseen values of this column are not named" if len(named) == shown else ""
-    warnings.warn(f"column {column['name']!r}: {', '.join(names)} were not seen when the model was fitted; "
-                  f"they are read as missing values (the unknown bucket){last}", stacklevel=4)
+    warn(f"column {column['name']!r}: {', '.join(names)} were not seen when the model was fitted; "
+         f"they are read as missing values (the unknown bucket){last}")
 
 
 def category_keys(values: pd.Series) -> pd.Series:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import warnings
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Sequence
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.errors import ConfigError, InputError, naming_input
+from zoo.errors import ConfigError, InputError, naming_input, warn
 from zoo.io import visible_files
 from zoo.processing import Processor, check_file_input, feature_column, is_dataset, refuse_options
 
@@ -164,8 +163,8 @@ def warn_if_eight_bit(values: np.ndarray, what: str, fix: str) -> None:
     16-bit it comes out nearly black (4.0 max abs diff in the embedding)."""
     high = float(values.max()) if values.size else 0.0
     if 0 < high <= 255:
-        warnings.warn(f"{what} whose values are at most {high:g}: read as 16-bit (0-65535) it is nearly black; if "
-                      f"it holds 8-bit values, {fix}", stacklevel=4)
+        warn(f"{what} whose values are at most {high:g}: read as 16-bit (0-65535) it is nearly black; if "
+             f"it holds 8-bit values, {fix}")
 
 
 def array_to_tensor(array: np.ndarray, name: str = "array") -> torch.Tensor:

@@ -26,14 +26,13 @@ import argparse
 import math
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from modalities.vision.gmml.model import VARIANTS, GmmlConfig, GmmlEncoder
-from zoo.errors import CheckpointError, ConfigError
+from zoo.errors import CheckpointError, ConfigError, warn
 from zoo.hub import read_torch_file
 
 TRAINING_KEY = "SiT_model"
@@ -118,8 +117,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], fmt: str) -> dict[str, to
                               f"({', '.join(KEY_MAPS)})")
     if dropped:
         reasons = "; ".join(sorted(set(DROPPED[fmt].values())))
-        warnings.warn(f"dropped {dropped} ({reasons}); fine-tune a new head with zoo.for_classification",
-                      stacklevel=3)
+        warn(f"dropped {dropped} ({reasons}); fine-tune a new head with zoo.for_classification")
     return converted
 
 
