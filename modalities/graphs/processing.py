@@ -92,7 +92,7 @@ class GraphProcessor(Processor):
         x, edge_index = check_graph(item, self.in_dim)
         edge_index = self.normalise_edges(edge_index, x.shape[0])
         if self.feature_norm == "row":
-            x = x / x.sum(dim=1, keepdim=True).clamp(min=1e-12)
+            x = row_normalised(x)
         elif self.feature_norm == "standard":
             x = self.standardise(x)
         return Data(x=x, edge_index=edge_index)
@@ -139,6 +139,19 @@ def feature_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     constant up to rounding gets std 1, so that a later graph where it varies is not blown up."""
     mean, std = x.mean(0), x.std(0, unbiased=False)
     return mean, std.masked_fill(std <= 1e-7 * mean.abs().clamp(min=1.0), 1.0)
+
+
+def row_normalised(x: torch.Tensor) -> torch.Tensor:
+    """Each node's features divided by their sum, as DGL's Planetoid loader scales bag-of-words counts.
+    Negative features (standardised or centred ones) are refused: their sums lie near zero or below,
+    and dividing by them made Cora embeddings of 1e11."""
+    if (x < 0).any():
+        raise InputError(
+            f"graph has {int((x < 0).sum())} negative node features (min {float(x.min()):.3g}), but this checkpoint "
+            "divides each node's features by their sum (feature_norm='row') as it was trained on non-negative "
+            "bag-of-words counts; pass the raw features, not standardised or centred ones"
+        )
+    return x / x.sum(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def neighbour_counts(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:

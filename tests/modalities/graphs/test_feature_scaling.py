@@ -74,3 +74,15 @@ def test_recipes_that_standardise_fit_their_statistics_when_pretraining(tmp_path
     part = Data(x=cora.x[:100], edge_index=torch.empty(2, 0, dtype=torch.long))  # scaled by Cora's statistics
     expected = scaler.transform(part.x.numpy())
     assert np.abs(encoder.processor.prepare(part).x.numpy() - expected).max() <= 1e-4
+
+
+def test_row_norm_divides_counts_and_refuses_negative_features():
+    """feature_norm="row" (the Planetoid checkpoints) divided centred features by a sum clamped to 1e-12
+    where it was negative: graphmae-cora gave embeddings of 7e11, silently."""
+    processor = GraphProcessor(in_dim=6, feature_norm="row")
+    counts = graph(0)
+    counts.x = counts.x.abs()
+    assert torch.allclose(processor.prepare(counts).x.sum(1), torch.ones(50))
+    centred = Data(x=counts.x - counts.x.mean(0), edge_index=counts.edge_index)
+    with pytest.raises(InputError, match=r"negative node features \(min -.*feature_norm='row'.*not standardised"):
+        processor.prepare(centred)
