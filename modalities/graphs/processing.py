@@ -200,7 +200,9 @@ def check_is_data(item: Any) -> None:
 
 
 def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float node features and long edge index of a graph, or an `InputError` saying what is wrong."""
+    """The float node features and long edge index of a graph on the CPU, or an `InputError` saying what is
+    wrong. A graph on a GPU is copied, as `embed` moves each batch to the encoder's device itself: there it
+    met the CPU feature statistics and neighbour sampler, and graphs of several devices met in one batch."""
     check_is_data(item)
     x = getattr(item, "x", None)
     if x is None:
@@ -217,7 +219,7 @@ def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.T
             f"graph has {x.shape[1]} node features but this encoder was trained on {in_dim}; "
             "use a checkpoint trained on this dataset or pretrain one (zoo pretrain)"
         )
-    x = x.float()
+    x = x.to("cpu", torch.float32)
     if not torch.isfinite(x).all():
         raise InputError(f"graph has {int((~torch.isfinite(x)).sum())} NaN or infinite features; clean x first")
     return x, check_edge_index(item, x.shape[0])
@@ -241,7 +243,7 @@ def check_edge_index(item: Any, num_nodes: int) -> torch.Tensor:
         raise InputError(f"edge_index has shape {tuple(edge_index.shape)}; expected (2, num_edges)")
     if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
         raise InputError(f"edge_index has dtype {edge_index.dtype}; node indices must be integers")
-    edge_index = edge_index.long()
+    edge_index = edge_index.to("cpu", torch.long)
     outside = edge_index[(edge_index < 0) | (edge_index >= num_nodes)]
     if outside.numel():
         raise InputError(

@@ -134,6 +134,22 @@ def test_sparse_node_features_embed_as_their_dense_values():
         assert torch.equal(model.embed(Data(x=sparse, edge_index=graph.edge_index), progress=False), reference)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphs_on_a_gpu_embed_as_on_the_cpu():
+    """A graph on a GPU met the CPU neighbour sampler (node_batch_size) and CPU feature statistics."""
+    from modalities.graphs.processing import GraphProcessor
+
+    model = encoder()
+    graph = random_graph(40, 100)
+    reference = model.embed(graph, progress=False)
+    for inputs in (graph.to("cuda"), Data(x=graph.x, edge_index=graph.edge_index.cuda())):
+        assert torch.allclose(model.embed(inputs, progress=False), reference, atol=1e-6)
+        assert torch.allclose(model.embed(inputs, node_batch_size=8, progress=False), reference, atol=1e-5)
+    assert model.embed([graph, graph.to("cuda")], pool="mean", progress=False).shape == (2, 8)
+    standard = GraphProcessor(in_dim=6, feature_norm="standard").fitted(graph)
+    assert torch.equal(standard.prepare(graph.to("cuda")).x, standard.prepare(graph).x)
+
+
 def test_save_and_load_round_trip(tmp_path):
     model = encoder(SMALL_GIN)
     model.save_pretrained(tmp_path / "gin")
