@@ -131,7 +131,9 @@ class GraphEncoder(Encoder):
         """Embed graphs: node embeddings, or one readout row per graph.
 
         Args:
-            inputs: a `Data`, a list of them or a PyG dataset.
+            inputs: a `Data`, a list of them, a PyG dataset, or a `Batch` or `DataLoader` (their graphs).
+                Only `x` and `edge_index` are read: `edge_attr` and `edge_weight` are ignored, as the
+                checkpoints were trained on unweighted edges.
             layer: None (last), an int (0 = input features), a list of ints or "all"
                 (layers of the same width only).
             pool: None for the checkpoint's own ("none" for node-level checkpoints),
