@@ -65,10 +65,11 @@ def adult_encoder(adult: Path):
     from modalities.tabular.processing import TableProcessor
     from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder
     from modalities.tabular.tjepa.pretrain import resolve_recipe
+    from zoo.training import named_recipe
 
     splits = load_adult(adult)
     processor = TableProcessor.fit(splits.train, target=splits.target)
-    architecture, recipe = resolve_recipe("adult", {})
+    architecture, recipe = resolve_recipe(named_recipe("tjepa", None, "adult"), {})
     return TJEPAEncoder(TJEPAConfig.for_table(processor, **architecture), processor), splits, recipe
 
 
