@@ -309,6 +309,8 @@ def warn_unseen(unseen: pd.Series, column: dict[str, Any], named: set[str], show
 def category_keys(values: pd.Series) -> pd.Series:
     """Each value's text key (NaN where missing), converting each distinct value once."""
     keys = {value: category_key(value) for value in values.dropna().unique()}
+    if isinstance(values.dtype, pd.CategoricalDtype):  # mapped, it would stay categorical and refuse the code -1
+        values = values.astype(object)
     return values.map(keys)
 
 

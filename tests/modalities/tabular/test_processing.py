@@ -218,3 +218,18 @@ def test_a_bad_value_in_a_table_file_is_named_by_file_and_row(frame, tmp_path):
     assert [chunk.index[0] for chunk in chunks] == [0, 4, 8]
     with pytest.raises(InputError, match="t.parquet': column 'age' .* holds 'old' \\(row 10\\)"):
         processor.transform(chunks[2])
+
+
+@pytest.mark.parametrize("dtype", ["category", pd.CategoricalDtype(["b", "a", "c"], ordered=True)])
+def test_category_dtype_encodes_as_its_values(frame, dtype, tmp_path):
+    """A pandas category column (a parquet file's dictionary-encoded one too) holding a missing
+    or unseen value was pandas' "Cannot setitem on a Categorical with a new category (-1)"."""
+    processor = TableProcessor.fit(frame.astype({"city": dtype}), target="label")
+    assert processor.columns == TableProcessor.fit(frame, target="label").columns  # unused "c" is no category
+    expected = processor.transform(frame)["categorical"]
+    assert torch.equal(processor.transform(frame.astype({"city": dtype}))["categorical"], expected)
+    frame.astype({"city": "category"}).to_parquet(tmp_path / "t.parquet")
+    assert torch.equal(processor(str(tmp_path / "t.parquet"))["categorical"], expected)
+    with pytest.warns(UserWarning, match="'zurich' were not seen"):
+        unseen = processor.transform(frame.assign(city=pd.Categorical(["zurich", "b", "a", None])))
+    assert unseen["categorical"][:, 0].tolist() == [0, 2, 1, 0]
