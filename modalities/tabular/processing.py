@@ -39,6 +39,9 @@ UNKNOWN = 0
 EXTRA_COLUMNS = ("error", "ignore")
 #: largest |scaled value| accepted: far below where the float32 model overflows, far above any real outlier
 MAX_SCALED = 1e12
+#: what `pd.api.types.infer_dtype` calls an object column of numbers (`astype(object)`, mixed
+#: sources, a Parquet decimal column), numeric as a float column is; text ("39") and bools stay categorical
+NUMBER_OBJECTS = ("integer", "floating", "mixed-integer-float", "decimal")
 #: a checkpoint folder without preprocessor_config.json gives an encoder an empty schema, so say so here
 NOT_FITTED = ("this table processor is not fitted (it holds no column schema); if it came with a checkpoint, the "
               "checkpoint folder lacks preprocessor_config.json, the schema fitted on the pretraining table that a "
@@ -217,7 +220,8 @@ def check_unique(names: list[Any], features: list[str]) -> None:
 
 def fit_column(name: str, values: pd.Series, categorical: bool) -> dict[str, Any]:
     """One column's schema entry: numeric statistics or the sorted vocabulary."""
-    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    numeric = ((pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values))
+               or pd.api.types.infer_dtype(values, skipna=True) in NUMBER_OBJECTS)
     if numeric and not categorical:
         present = values.dropna().astype(np.float64)
         if not np.isfinite(present).all():

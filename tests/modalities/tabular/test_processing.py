@@ -233,3 +233,17 @@ def test_category_dtype_encodes_as_its_values(frame, dtype, tmp_path):
     with pytest.warns(UserWarning, match="'zurich' were not seen"):
         unseen = processor.transform(frame.assign(city=pd.Categorical(["zurich", "b", "a", None])))
     assert unseen["categorical"][:, 0].tolist() == [0, 2, 1, 0]
+
+
+def test_an_object_column_of_numbers_is_fitted_as_numbers(frame):
+    """Was fitted as categorical, a category per distinct number (`astype(object)`, a column
+    built from mixed sources, a Parquet decimal column): an age of 31 was then an unseen
+    category, not a number."""
+    from decimal import Decimal
+
+    numeric = TableProcessor.fit(frame, target="label")
+    for ages in (frame["age"].astype(object), pd.Series([20, 30, None, 50], dtype=object),
+                 pd.Series([Decimal(20), Decimal("30.0"), None, Decimal(50)])):
+        processor = TableProcessor.fit(frame.assign(age=ages), target="label")
+        assert processor.columns == numeric.columns
+    assert TableProcessor.fit(frame.astype({"age": str}), target="label").categorical_names[0] == "age"  # text
