@@ -262,6 +262,8 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
         raise InputError(f"column {name!r} is numeric in the fitted schema but holds {values.dtype} values; "
                          f"convert it to a number first (e.g. table[{name!r}].dt.year for dates, .dt.days for "
                          "durations)")
+    if isinstance(values.dtype, pd.ArrowDtype) and pd.api.types.is_numeric_dtype(values.dtype):
+        values = values.astype("float64[pyarrow]")  # `pd.to_numeric` fails on an Arrow decimal column with a gap
     if pd.api.types.is_string_dtype(values.dtype):  # object or pandas 3's str: "?" and "" are missing, as in CSVs
         values = values.map(lambda value: np.nan if isinstance(value, str) and value.lstrip() in NA_VALUES else value)
     try:

@@ -247,3 +247,13 @@ def test_an_object_column_of_numbers_is_fitted_as_numbers(frame):
         processor = TableProcessor.fit(frame.assign(age=ages), target="label")
         assert processor.columns == numeric.columns
     assert TableProcessor.fit(frame.astype({"age": str}), target="label").categorical_names[0] == "age"  # text
+
+
+def test_an_arrow_decimal_column_with_a_gap_reads_as_numbers(frame):
+    """`pd.read_parquet(..., dtype_backend="pyarrow")` of a decimal column with a missing value
+    was refused as "holds <NA> (row 2)": `pd.to_numeric` fails on it, and the gap was blamed."""
+    import pyarrow as pa
+
+    processor = TableProcessor.fit(frame, target="label")
+    decimal = frame.assign(age=pd.array([20, 30, None, 50], dtype=pd.ArrowDtype(pa.decimal128(5, 2))))
+    assert torch.equal(processor.transform(decimal)["numeric"], processor.transform(frame)["numeric"])
