@@ -8,6 +8,7 @@ rows, so a file larger than memory streams through.
 
 from __future__ import annotations
 
+import gzip
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -23,7 +24,10 @@ TABLE_BATCH_SIZE = 1024
 #: rows per chunk when a table is streamed
 CHUNK_ROWS = 65_536
 #: file endings read as CSV (UCI sets use .data and .test), and all the table files read
-CSV_SUFFIXES = (".csv", ".data", ".test", ".txt", ".gz")
+CSV_SUFFIXES = (".csv", ".tsv", ".data", ".test", ".txt", ".gz")
+#: separators other than the comma, taken when a CSV's header line holds one of them and no comma
+#: (TSVs, and the `;` CSVs that spreadsheets write in some locales)
+OTHER_SEPARATORS = ("\t", ";")
 TABLE_SUFFIXES = (*CSV_SUFFIXES, ".parquet")
 #: strings read as missing values in CSV files (UCI sets mark them with "?")
 NA_VALUES = ("?", "")
@@ -125,7 +129,8 @@ def _file_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     if not path.is_file():
         raise InputError(f"table file {str(path)!r} does not exist")
     if path.suffix not in TABLE_SUFFIXES:
-        raise InputError(f"table file {str(path)!r}: read .csv (or .data/.test/.txt, optionally .gz) or .parquet")
+        raise InputError(f"table file {str(path)!r}: read .csv or .tsv (or .data/.test/.txt, optionally "
+                         ".gz) or .parquet")
     if path.stat().st_size == 0:
         raise InputError(f"table file {str(path)!r} is empty (0 bytes); pass a table with a header line of "
                          "column names and at least one row")
@@ -147,9 +152,22 @@ def _parquet_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         raise unreadable_parquet(path, err) from err
 
 
+def csv_separator(path: Path) -> str:
+    """The separator of a CSV file, from its header line: a comma unless that line has none but
+    a tab or `;` (read with commas, such a file was one column named by its whole header line)."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8", errors="replace") as file:
+            header = file.readline()
+    except OSError:  # not gzip after all: pandas' reading reports it
+        return ","
+    others = [separator for separator in OTHER_SEPARATORS if separator in header]
+    return others[0] if "," not in header and others else ","
+
+
 def _csv_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     try:
-        yield from pd.read_csv(path, chunksize=chunk_rows, skipinitialspace=True, na_values=list(NA_VALUES))
+        yield from pd.read_csv(path, sep=csv_separator(path), chunksize=chunk_rows, skipinitialspace=True,
+                               na_values=list(NA_VALUES))
     except pd.errors.EmptyDataError as err:
         raise InputError(f"table file {str(path)!r} holds no columns (blank lines only); a CSV table needs a "
                          "header line of column names") from err

@@ -257,3 +257,13 @@ def test_an_arrow_decimal_column_with_a_gap_reads_as_numbers(frame):
     processor = TableProcessor.fit(frame, target="label")
     decimal = frame.assign(age=pd.array([20, 30, None, 50], dtype=pd.ArrowDtype(pa.decimal128(5, 2))))
     assert torch.equal(processor.transform(decimal)["numeric"], processor.transform(frame)["numeric"])
+
+
+@pytest.mark.parametrize("name, separator", [("t.csv", ";"), ("t.tsv", "\t"), ("t.tsv.gz", "\t"), ("t.txt", "\t")])
+def test_semicolon_and_tab_separated_files_are_read_by_their_separator(frame, tmp_path, name, separator):
+    """Read with commas, a `;` or tab file was one column named by its header line ("columns
+    [...] are missing"), and a .tsv file was refused for its ending."""
+    processor = TableProcessor.fit(frame, target="label")
+    frame.to_csv(tmp_path / name, index=False, sep=separator)
+    from_file = processor(str(tmp_path / name))
+    assert all(torch.equal(from_file[key], processor.transform(frame)[key]) for key in from_file)
