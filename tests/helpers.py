@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -86,6 +88,26 @@ def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: 
     for ref in refs:
         (repo / "refs" / ref).write_text(commit)
     return snapshot
+
+
+@contextmanager
+def ctrl_c_at_step(monkeypatch, step: int) -> Iterator[None]:
+    """Inside the block, a training run stops at step `step` as Ctrl-C stops it (KeyboardInterrupt),
+    after the checkpoints written before it: how the resume tests interrupt a run."""
+    from zoo.training import Trainer
+
+    train_step = Trainer.train_step
+
+    def interrupted(self, batch):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(Trainer, "train_step", train_step)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import zoo
-from helpers import shared_path
+from helpers import ctrl_c_at_step, shared_path
 from zoo.cli import main
 from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError
 
@@ -68,19 +68,9 @@ def test_three_stages_train_and_chain(tmp_path):
 
 
 def test_an_interrupted_stage_resumes_with_the_same_losses(tmp_path, monkeypatch):
-    from zoo.training import Trainer
-
     assert main(fsdd_args(tmp_path, "whole", 20)) == 0
-    step = Trainer.train_step
-
-    def interrupted(self, batch):
-        if self.step == 13:
-            raise KeyboardInterrupt
-        return step(self, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
-    assert main(fsdd_args(tmp_path, "parts", 20)) == 130  # Ctrl-C: the CLI's exit status for SIGINT
-    monkeypatch.setattr(Trainer, "train_step", step)
+    with ctrl_c_at_step(monkeypatch, 13):
+        assert main(fsdd_args(tmp_path, "parts", 20)) == 130  # Ctrl-C: the CLI's exit status for SIGINT
     assert main(fsdd_args(tmp_path, "parts", 20)) == 0  # resumes from the checkpoint of step 10
     assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import MICRO_MERT
+from helpers import MICRO_MERT, ctrl_c_at_step
 
 from zoo.errors import ConfigError, InputError
 
@@ -253,19 +253,9 @@ def test_log_cqt_loss_falls(music_folder, tmp_path):
 
 
 def test_interrupted_run_resumes_exactly(music_folder, tmp_path, monkeypatch):
-    from zoo.training import Trainer
-
     straight = pretrain(music_folder, tmp_path / "straight", "--steps", "6", "--checkpoint-every", "2")
-    step = Trainer.train_step
-
-    def interrupted(self, batch):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return step(self, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
-    pretrain(music_folder, tmp_path / "resumed", "--steps", "6", "--checkpoint-every", "2", status=130)  # Ctrl-C
-    monkeypatch.setattr(Trainer, "train_step", step)
+    with ctrl_c_at_step(monkeypatch, 3):
+        pretrain(music_folder, tmp_path / "resumed", "--steps", "6", "--checkpoint-every", "2", status=130)
     resumed = pretrain(music_folder, tmp_path / "resumed", "--steps", "6", "--checkpoint-every", "2")
     losses = [row["loss"] for row in resumed]
     assert losses == [row["loss"] for row in straight]  # noise, masks and crops are drawn again identically

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from helpers import ctrl_c_at_step
 
 from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
 from modalities.speech.hubert.pretrain import (
@@ -286,23 +287,6 @@ def losses(folder: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
 
 
-def run_interrupted(args: argparse.Namespace, monkeypatch) -> None:
-    """Run `args` until step 3, where it stops as Ctrl-C would, after its checkpoint at step 2."""
-    from zoo.training import Trainer
-
-    step = Trainer.train_step
-
-    def interrupted(self, batch):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return step(self, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run(args)
-    monkeypatch.setattr(Trainer, "train_step", step)
-
-
 def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch, capsys):
     """A file --data lists only since the run was interrupted (added, or of an ending the listing
     took up later, as .aiff) is left out with a warning: labels.pt, which labels the files the run
@@ -319,7 +303,8 @@ def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch,
     common = ["--data", str(tmp_path / "data"), "--steps", "4", "--checkpoint-every", "2", "--batch-size", "2",
               "--clusters", "4", "--final-dim", "8", "--mask-length", "3", "--threads", "1", "--no-progress", *micro]
     run(parser.parse_args([*common, "-o", str(tmp_path / "whole")]))
-    run_interrupted(parser.parse_args([*common, "-o", str(tmp_path / "parts")]), monkeypatch)
+    with ctrl_c_at_step(monkeypatch, 3), pytest.raises(KeyboardInterrupt):
+        run(parser.parse_args([*common, "-o", str(tmp_path / "parts")]))
     shutil.copytree(tmp_path / "parts", tmp_path / "older")
     (tmp_path / "older" / INPUTS_FILE).unlink()
     late = tmp_path / "data" / "late.aiff"
@@ -342,8 +327,8 @@ def test_a_run_resumes_on_its_data_moved_to_another_folder(tmp_path, monkeypatch
     common = ["--steps", "4", "--checkpoint-every", "2", "--batch-size", "2", "--clusters", "4", "--final-dim", "8",
               "--mask-length", "3", "--threads", "1", "--no-progress", *micro]
     run(parser.parse_args([*common, "--data", str(tmp_path / "data"), "-o", str(tmp_path / "whole")]))
-    run_interrupted(parser.parse_args([*common, "--data", str(tmp_path / "data"), "-o", str(tmp_path / "parts")]),
-                    monkeypatch)
+    with ctrl_c_at_step(monkeypatch, 3), pytest.raises(KeyboardInterrupt):
+        run(parser.parse_args([*common, "--data", str(tmp_path / "data"), "-o", str(tmp_path / "parts")]))
     (tmp_path / "data").rename(tmp_path / "moved")
     run(parser.parse_args([*common, "--data", str(tmp_path / "moved"), "-o", str(tmp_path / "parts")]))
     assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
