@@ -269,8 +269,9 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
     try:
         return pd.to_numeric(values, errors="raise").astype(np.float64)
     except (ValueError, TypeError) as err:
-        row, bad = next((row, value) for row, value in values.items() if not _is_number(value))
-        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bad!r} (row {row}); "
+        label, bad = next((label, value) for label, value in values.items() if not _is_number(value))
+        row = f"row {label}" if isinstance(values.index, pd.RangeIndex) else f"index label {label!r}"
+        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bad!r} ({row}); "
                          "pass numbers (missing values may be NaN or None)") from err
 
 

@@ -102,3 +102,13 @@ def test_the_processor_refuses_options_instead_of_ignoring_them(encoder, table):
     """`processor(table, sampling_rate=...)` dropped the option silently; other modalities refuse it."""
     with pytest.raises(InputError, match="table inputs take no options, got sampling_rate="):
         encoder.processor(table, sampling_rate=16000)
+
+
+@pytest.mark.parametrize("index, label", [(pd.Index(list("wxyz")), "'y'"), (pd.Index([7, 7, 8, 8]), "8"),
+                                          (pd.MultiIndex.from_arrays([list("ppqq"), [0, 1, 0, 1]]), r"\('q', 0\)")])
+def test_a_bad_value_in_a_frame_with_an_index_names_its_label(encoder, table, index, label):
+    """Was "(row y)" and "(row ('q', 0))": an index label, named as a row number."""
+    bad = table.astype({"x": object}).set_axis(index)
+    bad.iloc[2, 0] = "many"
+    with pytest.raises(InputError, match=f"column 'x' is numeric .* holds 'many' \\(index label {label}\\)"):
+        encoder.embed(bad, progress=False)
