@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import ctrl_c_at_step
 
 from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder
@@ -102,24 +103,13 @@ def run_cli(table_path, out, epochs, *extra):
 
 
 def test_cli_run_resumes_exactly(tmp_path, monkeypatch):
-    from zoo.training import Trainer
-
     table_path = tmp_path / "table.csv"
     synthetic_table(200).to_csv(table_path, index=False)
     assert run_cli(table_path, tmp_path / "straight", 2) == 0
     straight = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert len(straight) == 8 and straight[-1]["loss"] < straight[0]["loss"]
-
-    step = Trainer.train_step
-
-    def interrupted(self, batch):
-        if self.step == 5:
-            raise KeyboardInterrupt
-        return step(self, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
-    assert run_cli(table_path, tmp_path / "split", 2) == 130  # Ctrl-C: the CLI's exit status for SIGINT
-    monkeypatch.setattr(Trainer, "train_step", step)
+    with ctrl_c_at_step(monkeypatch, 5):
+        assert run_cli(table_path, tmp_path / "split", 2) == 130  # Ctrl-C: the CLI's exit status for SIGINT
     assert run_cli(table_path, tmp_path / "split", 2) == 0  # resumes at step 4, mid-epoch
     split = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in split] == [r["loss"] for r in straight]
