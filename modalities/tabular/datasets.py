@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from modalities.tabular.tables import read_table
+from modalities.tabular.tables import SOURCE, read_table
 from zoo.errors import ConfigError, InputError, UnknownModelError
 
 TASKS = ("binary", "multiclass", "regression")
@@ -69,6 +69,7 @@ def load_adult(folder: str | Path) -> TableSplits:
     train, test = (read_table(path) for path in files)
     for frame in (train, test):
         frame["target"] = frame["target"].str.rstrip(".")
+        frame.attrs.pop(SOURCE)  # the frames are the user's now: errors must not name a file they may no longer match
     return TableSplits("adult", train, test, "target", "binary")
 
 

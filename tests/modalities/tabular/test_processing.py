@@ -177,6 +177,18 @@ def test_adult_schema_matches_the_official_cardinalities():
     assert set(splits.test[splits.target]) == {"<=50K", ">50K"}
 
 
+def test_errors_in_loaded_adult_rows_do_not_name_the_file_they_came_from():
+    """Was: the frames kept their file in pandas' attrs, so an error in rows shuffled in memory
+    named adult.test and a row number that was no longer the file's."""
+    from modalities.tabular.datasets import load_adult
+
+    test = load_adult(shared_path("data", "adult")).test.sample(frac=1, random_state=0).reset_index(drop=True)
+    processor = TableProcessor.fit(test.head(50), target="target")
+    with pytest.raises(InputError) as caught:
+        processor.transform(test.assign(age=["old"] + [30] * (len(test) - 1)))
+    assert "adult.test" not in str(caught.value) and "holds 'old' (row 0)" in str(caught.value)
+
+
 def test_a_dataframe_read_with_pandas_defaults_encodes_as_its_file_does(tmp_path):
     """UCI files put a space after each comma and write "?" for missing. The zoo's CSV reader
     skips both; a DataFrame from plain `pd.read_csv` kept " Private", which missed the vocabulary:
