@@ -36,13 +36,15 @@ def vit_state_dict(encoder: GmmlEncoder, layers: str) -> dict[str, torch.Tensor]
         "layernorm.bias": backbone.norm.bias,
     }
     for index, block in enumerate(backbone.blocks):
-        parts = dict(zip(("query", "key", "value"), zip(block.attn.qkv.weight.chunk(3), block.attn.qkv.bias.chunk(3))))
+        qkv_bias = block.attn.qkv.bias.chunk(3) if block.attn.qkv.bias is not None else (None,) * 3
+        parts = dict(zip(("query", "key", "value"), zip(block.attn.qkv.weight.chunk(3), qkv_bias)))
         parts.update({name: (module.weight, module.bias) for name, module in (
             ("proj", block.attn.proj), ("norm1", block.norm1), ("norm2", block.norm2), ("fc1", block.mlp.fc1),
             ("fc2", block.mlp.fc2))})
         for part, (weight, bias) in parts.items():
             state[f"{layers}.{index}.{names[part]}.weight"] = weight
-            state[f"{layers}.{index}.{names[part]}.bias"] = bias
+            if bias is not None:  # qkv_bias=False: ViTModel has no query / key / value bias either
+                state[f"{layers}.{index}.{names[part]}.bias"] = bias
     return state
 
 

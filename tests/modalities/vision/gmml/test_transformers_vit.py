@@ -37,3 +37,17 @@ def test_same_weights_give_transformers_vit_outputs():
     assert (ours.last_hidden_state - theirs.last_hidden_state).abs().max() <= TOLERANCE
     assert torch.equal(ours.hidden_states[-1], ours.last_hidden_state)
     assert all(torch.equal(mine, state) for mine, state in zip(ours.hidden_states[:-1], raw[:-1]))
+
+
+def test_an_encoder_without_qkv_bias_converts_too():
+    """GmmlConfig(qkv_bias=False) raised AttributeError: 'NoneType' object has no attribute 'chunk'."""
+    from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
+    from modalities.vision.gmml.transformers_vit import to_transformers_vit
+
+    torch.manual_seed(0)
+    encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=2, num_heads=3,
+                                     qkv_bias=False)).eval()
+    vit = to_transformers_vit(encoder)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (encoder(images).last_hidden_state - vit(pixel_values=images).last_hidden_state).abs().max() <= TOLERANCE
