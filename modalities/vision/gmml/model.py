@@ -79,10 +79,13 @@ class GmmlConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         self.recons_blocks = tuple(self.recons_blocks)
-        if self.hidden_size % self.num_heads:
+        if self.num_heads < 1 or self.hidden_size % self.num_heads:
             raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.image_size < self.patch_size:
+            raise ConfigError(f"image_size {self.image_size} is smaller than one patch_size {self.patch_size} patch; "
+                              "the stored position grid needs at least one")
         if self.pool not in POOLED:
             raise ConfigError(f"pool={self.pool!r}; use one of {POOLED}")
         if self.reconstruction_head:
@@ -145,8 +148,12 @@ class GmmlEncoder(Encoder):
         (only the last block's with `keep_all=False`)."""
         channels = self.config.in_channels
         if pixel_values.dim() != 4 or pixel_values.shape[1] != channels:
+            fix = "make them with encoder.preprocess(images), or call embed"
+            if channels != 3:
+                fix = (f"the image processor makes RGB (3 channels), so embed and preprocess cannot feed a "
+                       f"{channels}-channel ViT: pass your own (B, {channels}, H, W) pixel_values to the encoder")
             raise InputError(f"pixel_values of shape {tuple(pixel_values.shape)}; the encoder takes (B, {channels}, "
-                             "H, W) normalised images: make them with encoder.preprocess(images), or call embed")
+                             f"H, W) normalised images: {fix}")
         self.patch_grid(*pixel_values.shape[-2:])
         return self.backbone(pixel_values.to(self.backbone.cls_token.dtype), keep_all=keep_all)
 

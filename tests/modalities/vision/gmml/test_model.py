@@ -69,6 +69,24 @@ def test_config_checks_name_the_bad_value():
         GmmlConfig(pool="max")
     with pytest.raises(ConfigError, match=r"recons_blocks \(6, 8\) must be 1-based block numbers in 1..4"):
         GmmlConfig(depth=4, recons_blocks=(6, 8), reconstruction_head=True)
+    # num_heads=0 raised ZeroDivisionError (integer modulo by zero); image_size=0 passed and failed later
+    with pytest.raises(ConfigError, match="hidden_size 24 is not divisible by num_heads 0"):
+        GmmlConfig(hidden_size=24, num_heads=0)
+    with pytest.raises(ConfigError, match="image_size 0 is smaller than one patch_size 4 patch"):
+        GmmlConfig(image_size=0, patch_size=4)
+
+
+def test_an_encoder_of_other_channels_says_embed_cannot_feed_it():
+    """The processor makes RGB: a 1-channel ViT (a converted grey-image checkpoint) refused
+    embed's RGB crops with "make them with encoder.preprocess(images), or call embed"."""
+    from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
+
+    encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3,
+                                     in_channels=1)).eval()
+    with pytest.raises(InputError, match="makes RGB .* cannot feed a 1-channel ViT: pass your own"):
+        encoder.embed(images(1), progress=False)
+    with torch.no_grad():
+        assert encoder(torch.randn(1, 1, 32, 32)).last_hidden_state.shape == (1, 65, 24)
 
 
 def test_forward_shapes_pooling_and_hidden_states(tiny):
