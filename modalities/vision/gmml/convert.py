@@ -15,7 +15,10 @@ norm2, mlp.fc1, mlp.fc2}.*`, `norm.*`.
 The config is read off the weights (width, depth, patch, position grid, MLP width, qkv
 bias). Heads cannot be: they come from the checkpoint's `args.model`, else from the width
 of the paper's sizes (192 / 384 / 768 -> 3 / 6 / 12), else an override must name them
-(`zoo convert gmml FILE OUT --set num_heads=N`).
+(`zoo convert gmml FILE OUT --set num_heads=N`). Nor can the preprocessing: the processor
+is the zoo's default (ImageNet mean / std, a 0.875 crop), which `--set image_mean=[...]`,
+`image_std`, `resize_size` and `crop_size` change; a timm layout warns, as timm's own
+`vit_*_patch16_224` weights expect mean = std = 0.5.
 
 Shapes: D width, p patch side, n x n stored position grid.
 """
@@ -32,6 +35,7 @@ from typing import Any, Callable
 import torch
 
 from modalities.vision.gmml.model import VARIANTS, GmmlConfig, GmmlEncoder
+from modalities.vision.processing import ImageProcessor
 from zoo.errors import CheckpointError, ConfigError, warn
 from zoo.hub import read_torch_file
 
@@ -39,6 +43,8 @@ TRAINING_KEY = "SiT_model"
 #: upstream `--model` names -> zoo variants
 UPSTREAM_MODELS = {"vit_tiny": "vit-tiny-patch16", "vit_small": "vit-small-patch16", "vit_base": "vit-base-patch16"}
 HEADS_BY_WIDTH = {variant["hidden_size"]: variant["num_heads"] for variant in VARIANTS.values()}
+#: `--set` keys that go to the image processor: no state dict says how its images were prepared
+PROCESSOR_SETTINGS = ("resize_size", "crop_size", "image_mean", "image_std")
 
 _BACKBONE = r"(cls_token|pos_embed|patch_embed\.proj\.(?:weight|bias)|norm\.(?:weight|bias)" \
             r"|blocks\.\d+\.(?:norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(?:weight|bias))"
@@ -154,7 +160,8 @@ def infer_config(state: dict[str, torch.Tensor], upstream_args: dict[str, Any], 
         inferred["recons_blocks"] = tuple(int(block) for block in str(upstream_args["recons_blocks"]).split("-"))
     unknown = sorted(set(overrides) - set(GmmlConfig.__dataclass_fields__))
     if unknown:
-        raise ConfigError(f"--set names unknown settings {unknown}; valid: {sorted(GmmlConfig.__dataclass_fields__)}")
+        valid = sorted([*GmmlConfig.__dataclass_fields__, *PROCESSOR_SETTINGS])
+        raise ConfigError(f"--set names unknown settings {unknown}; valid: {valid}")
     check_stated(inferred, upstream_args, overrides)
     values = {**inferred, **overrides}
     if values["num_heads"] is None:
@@ -195,9 +202,16 @@ def encoder_from_checkpoint(checkpoint: dict[str, Any], fmt: str, where: str, **
     state = convert_state_dict(state_dict_of(checkpoint, fmt, where), fmt)
     args = checkpoint.get("args") if fmt == "gmml" else None
     upstream_args = vars(args) if isinstance(args, argparse.Namespace) else {}
+    settings = {key: overrides.pop(key) for key in PROCESSOR_SETTINGS if key in overrides}
     config = infer_config(state, upstream_args, **overrides)
     check_reconstruction_head(state, config.patch_size)
-    encoder = GmmlEncoder(config)
+    if fmt == "timm" and not {"image_mean", "image_std"} & set(settings):
+        warn("a timm ViT state dict does not say how its images were normalised; the processor uses ImageNet's "
+             "mean / std and a 0.875 crop (DeiT's, DINO's). timm's own vit_*_patch16_224 weights expect mean = std "
+             "= 0.5 and a 0.9 crop: for those pass --set image_mean=[0.5, 0.5, 0.5] --set image_std=[0.5, 0.5, 0.5] "
+             "--set resize_size=248 (in Python, the same keywords)")
+    processor = ImageProcessor(**{**GmmlEncoder.default_processor_settings(config), **settings})
+    encoder = GmmlEncoder(config, processor)
     load_state(encoder, {key: value.float() for key, value in state.items()}, where)
     return encoder.eval()
 

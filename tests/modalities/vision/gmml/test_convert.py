@@ -90,6 +90,28 @@ def test_timm_layout_with_classifier_drops_it_with_a_warning(tiny_state, tmp_pat
         assert torch.equal(encoder.state_dict()[f"backbone.{key}"], value)
 
 
+def test_timm_layout_warns_of_its_normalisation_and_takes_processor_settings(tiny_state, tmp_path, capsys):
+    """A timm ViT state dict does not say how its images were normalised: timm's own
+    vit_*_patch16_224 weights expect mean = std = 0.5 and a 0.9 crop, and converted silently with
+    ImageNet's mean / std (pixel values up to 1.25 off); `--set image_mean=...` was refused."""
+    from modalities.vision.gmml.convert import CONVERTERS
+
+    torch.save({**tiny_state, "head.weight": torch.randn(10, 24), "head.bias": torch.zeros(10)}, tmp_path / "t.pth")
+    with pytest.warns(UserWarning, match=r"does not say how its images were normalised.*image_mean=\[0.5, 0.5, 0.5\]"):
+        encoder = CONVERTERS["auto"](tmp_path / "t.pth", num_heads=3)
+    assert encoder.processor.image_mean == (0.485, 0.456, 0.406)
+    upstream, out = str(tmp_path / "t.pth"), str(tmp_path / "out")
+    with pytest.warns(UserWarning, match="dropped") as caught:
+        assert main(["convert", "gmml", upstream, out, "--set", "num_heads=3", "--set", "image_mean=[0.5, 0.5, 0.5]",
+                     "--set", "image_std=[0.5, 0.5, 0.5]", "--set", "resize_size=36", "--set", "crop_size=32"]) == 0
+        assert main(["convert", "gmml", upstream, str(tmp_path / "x"), "--set", "num_heads=3", "--set", "mean=1"]) == 2
+    assert not [warning for warning in caught if "normalised" in str(warning.message)]
+    processor = zoo.load(out).processor
+    assert (processor.image_mean, processor.image_std) == ((0.5,) * 3, (0.5,) * 3)
+    assert (processor.resize_size, processor.crop_size) == (36, 32)
+    assert "unknown settings ['mean']" in capsys.readouterr().err
+
+
 def test_half_precision_weights_are_read_as_float32(tiny_state, tmp_path):
     from modalities.vision.gmml.convert import CONVERTERS
 
