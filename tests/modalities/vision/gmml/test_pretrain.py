@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zoo
+from helpers import ctrl_c_at_step
 from zoo.cli import main
 from zoo.errors import CheckpointError, ConfigError, InputError, ZooError
 
@@ -68,23 +69,13 @@ def test_loss_falls_and_the_encoder_loads_embeds_and_reconstructs(image_folder, 
 
 
 def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path, monkeypatch, capsys):
-    from zoo.training import Trainer
-
     assert main(run_args(image_folder, tmp_path / "whole", 12)) == 0
-    step = Trainer.train_step
-
-    def interrupted(self, batch):
-        if self.step == 8:
-            raise KeyboardInterrupt
-        return step(self, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
     capsys.readouterr()
-    assert main(run_args(image_folder, tmp_path / "parts", 12)) == 130  # Ctrl-C: the CLI's exit status for SIGINT
+    with ctrl_c_at_step(monkeypatch, 8):
+        assert main(run_args(image_folder, tmp_path / "parts", 12)) == 130  # Ctrl-C: the CLI's exit status for SIGINT
     said = capsys.readouterr().err
     assert f"interrupted during step 9; {tmp_path / 'parts' / 'checkpoint.pt'} holds step 5" in said
     assert "zoo: interrupted; the last checkpoint is kept: rerun the same command" in said and "Traceback" not in said
-    monkeypatch.setattr(Trainer, "train_step", step)
     # resumes from the checkpoint of step 5; checkpointing saves memory and changes no step
     assert main(run_args(image_folder, tmp_path / "parts", 12, "--activation-checkpointing", "--variant",
                          "tiny")) == 0  # naming the default variant was refused: "variant: None then, 'tiny' now"
