@@ -23,7 +23,7 @@ from zoo.audio import AudioProcessor, frame_times
 from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, InputError
 from zoo.numerics import grouped_conv1d
 from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec
@@ -198,6 +198,32 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         """Number of frames the conv front end makes of `sample_lengths` samples."""
         return self.model._get_feat_extract_output_lengths(sample_lengths).long()
 
+    def sample_lengths(self, input_values: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B,) real samples of each waveform of a batch, which must be (B, S) with a (B, S) mask
+        (or none). Each needs at least one frame's receptive field: the convs raise a bare
+        "Kernel size can't be greater than actual input size" on a shorter one, and a mask
+        shorter than the batch would silently drop the samples after it."""
+        if not torch.is_tensor(input_values) or input_values.dim() != 2:
+            given = f"{type(input_values).__name__} of shape {tuple(getattr(input_values, 'shape', ()))}"
+            raise InputError(f"input_values is a {given}; pass a (batch, samples) torch tensor, as "
+                             "encoder.preprocess(...) gives (waveform[None] for one waveform)")
+        if attention_mask is not None and attention_mask.shape != input_values.shape:
+            raise InputError(f"attention_mask of shape {tuple(attention_mask.shape)} for input_values of shape "
+                             f"{tuple(input_values.shape)}; give one mask entry per sample (1 = real, 0 = padding)")
+        if attention_mask is None:
+            lengths = torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
+        else:
+            lengths = attention_mask.sum(-1)
+        field = self.config.receptive_field
+        short = lengths < field
+        if bool(short.any()):
+            raise InputError(
+                f"{type(self).__name__} needs at least {field} samples ({field / self.processor.sampling_rate:.3f} s "
+                f"at {self.processor.sampling_rate} Hz) per waveform, got {int(lengths[short][0])}; pad it, or use "
+                "embed(), which does"
+            )
+        return lengths
+
     def extract_features(self, input_values: torch.Tensor, sample_lengths: torch.Tensor) -> torch.Tensor:
         """(B, S) waveforms -> (B, T, C) conv features, zero after each item's last frame.
 
@@ -241,11 +267,8 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         Shapes:
             last_hidden_state (B, T, D), mask (B, T), pooled (B, D).
         """
+        sample_lengths = self.sample_lengths(input_values, attention_mask)
         input_values = input_values.to(self.dtype)
-        if attention_mask is None:
-            sample_lengths = torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
-        else:
-            sample_lengths = attention_mask.sum(-1)
         features = self.extract_features(input_values, sample_lengths)
         return self.encode_features(features, input_values, sample_lengths, output_hidden_states, mask_time_indices)
 

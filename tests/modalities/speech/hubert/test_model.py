@@ -11,7 +11,7 @@ from helpers import MICRO_HUBERT, shared_path
 import zoo
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
 from zoo import registry
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, InputError
 
 TOLERANCE = 1e-5  # float32, identical weights, same operations in the same order
 
@@ -57,6 +57,25 @@ def test_mask_embedding_replaces_masked_frames_only(micro_hubert):
         with_mask = micro_hubert(input_values=item, mask_time_indices=masked).last_hidden_state
         without = micro_hubert(input_values=item).last_hidden_state
     assert not torch.allclose(with_mask, without)
+
+
+def test_forward_refuses_batches_it_cannot_encode(micro_hubert):
+    """A waveform shorter than one frame's receptive field (40 samples here, 400 for the real
+    models) raised torch's "Kernel size can't be greater than actual input size", alone or in a
+    padded batch; a mask shorter than the batch silently encoded only the samples it covered."""
+    field = micro_hubert.config.receptive_field
+    with torch.no_grad():
+        assert micro_hubert(input_values=wave(field)[None]).last_hidden_state.shape[1] == 1
+        with pytest.raises(InputError, match=f"at least {field} samples .* got {field - 1}; pad it"):
+            micro_hubert(input_values=wave(field - 1)[None])
+        mask = torch.ones(2, 4000, dtype=torch.long)
+        mask[1, field - 1:] = 0
+        with pytest.raises(InputError, match=f"at least {field} samples .* got {field - 1}"):
+            micro_hubert(input_values=torch.stack([wave(4000), wave(4000)]), attention_mask=mask)
+        with pytest.raises(InputError, match=r"attention_mask of shape \(1, 3000\) for input_values of shape"):
+            micro_hubert(input_values=wave(4000)[None], attention_mask=torch.ones(1, 3000, dtype=torch.long))
+        with pytest.raises(InputError, match=r"shape \(4000,\); pass a \(batch, samples\) torch tensor"):
+            micro_hubert(input_values=wave(4000))
 
 
 @pytest.mark.parametrize("name, variant", [("hubert-base-ls960", "base"), ("hubert-large-ll60k", "large"),
