@@ -188,6 +188,21 @@ class BEATsEncoder(Encoder):
         """Patch tokens made of each waveform: 8 per full column."""
         return self.column_counts(sample_lengths) * self.config.patches_per_column
 
+    def sample_lengths(self, input_values: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B,) real samples of each waveform of a (B, S) batch with a (B, S) mask (or none):
+        other shapes failed with an IndexError or were read as one-sample waveforms, and a mask
+        shorter than the batch silently dropped the samples after it."""
+        if not torch.is_tensor(input_values) or input_values.dim() != 2:
+            given = f"{type(input_values).__name__} of shape {tuple(getattr(input_values, 'shape', ()))}"
+            raise InputError(f"input_values is a {given}; pass a (batch, samples) torch tensor, as "
+                             "encoder.preprocess(...) gives (waveform[None] for one waveform)")
+        if attention_mask is None:
+            return torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
+        if attention_mask.shape != input_values.shape:
+            raise InputError(f"attention_mask of shape {tuple(attention_mask.shape)} for input_values of shape "
+                             f"{tuple(input_values.shape)}; give one mask entry per sample (1 = real, 0 = padding)")
+        return attention_mask.sum(-1)
+
     def fbanks(self, input_values: torch.Tensor, sample_lengths: torch.Tensor) -> torch.Tensor:
         """(B, S) padded waveforms -> (B, F, 128) fbanks of each item's own samples, zero-padded."""
         short = sample_lengths < self.config.min_samples
@@ -221,10 +236,7 @@ class BEATsEncoder(Encoder):
         Shapes:
             last_hidden_state (B, N, D), mask (B, N), pooled (B, D).
         """
-        if attention_mask is None:
-            sample_lengths = torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
-        else:
-            sample_lengths = attention_mask.sum(-1)
+        sample_lengths = self.sample_lengths(input_values, attention_mask)
         tokens = self.embed_patches(self.fbanks(input_values, sample_lengths))
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         mask = positions[None, :] < self.patch_counts(sample_lengths)[:, None]

@@ -87,6 +87,19 @@ def test_bad_audio_raises_zoo_errors(micro_beats):
         micro_beats.tokenize(waves(1.0), sampling_rate=16000)
 
 
+def test_forward_refuses_batches_of_other_shapes(micro_beats):
+    """A 1-d waveform raised a bare IndexError, a (B, 1, S) batch was read as waveforms of one
+    sample, and a mask shorter than the batch silently encoded only the samples it covered."""
+    item = torch.from_numpy(waves(0.5)[0])
+    with torch.no_grad():
+        with pytest.raises(InputError, match=r"shape \(8000,\); pass a \(batch, samples\) torch tensor"):
+            micro_beats(item)
+        with pytest.raises(InputError, match=r"shape \(1, 1, 8000\); pass a \(batch, samples\)"):
+            micro_beats(item[None, None])
+        with pytest.raises(InputError, match=r"attention_mask of shape \(1, 4000\) for input_values of shape"):
+            micro_beats(item[None], attention_mask=torch.ones(1, 4000, dtype=torch.long))
+
+
 def test_config_errors_name_the_fix():
     from modalities.audio.beats.model import BEATsConfig
 
