@@ -141,6 +141,16 @@ def fbank(waveform: torch.Tensor) -> torch.Tensor:
     return (features - FBANK_MEAN) / (2 * FBANK_STD)
 
 
+def check_right_padded(attention_mask: torch.Tensor) -> None:
+    """Refuse a mask whose padding is not all at the end (transformers' feature extractors pad
+    on the left with padding_side="left"): lengths are read as mask sums, so a left-padded
+    item would be encoded from its leading zeros, and lose as many samples at its end."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    if not torch.equal(attention_mask.bool(), positions < attention_mask.sum(-1, keepdim=True)):
+        raise InputError("attention_mask has padding (0) before real samples (1); pad each waveform on the "
+                         "right, as encoder.preprocess(...) does (padding_side='right' in transformers)")
+
+
 class BEATsEncoder(Encoder):
     """BEATs audio encoder: 16 kHz waveform -> patch tokens, 8 per 160 ms.
 
@@ -201,6 +211,7 @@ class BEATsEncoder(Encoder):
         if attention_mask.shape != input_values.shape:
             raise InputError(f"attention_mask of shape {tuple(attention_mask.shape)} for input_values of shape "
                              f"{tuple(input_values.shape)}; give one mask entry per sample (1 = real, 0 = padding)")
+        check_right_padded(attention_mask)
         return attention_mask.sum(-1)
 
     def fbanks(self, input_values: torch.Tensor, sample_lengths: torch.Tensor) -> torch.Tensor:

@@ -154,6 +154,16 @@ VARIANTS = {
 }
 
 
+def check_right_padded(attention_mask: torch.Tensor) -> None:
+    """Refuse a mask whose padding is not all at the end (transformers' feature extractors pad
+    on the left with padding_side="left"): lengths are read as mask sums, so a left-padded
+    item would be encoded from its leading zeros, and lose as many samples at its end."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    if not torch.equal(attention_mask.bool(), positions < attention_mask.sum(-1, keepdim=True)):
+        raise InputError("attention_mask has padding (0) before real samples (1); pad each waveform on the "
+                         "right, as encoder.preprocess(...) does (padding_side='right' in transformers)")
+
+
 class HubertEncoder(CheckpointedBlocks, Encoder):
     """HuBERT speech encoder: 16 kHz waveform -> 50 Hz frame features.
 
@@ -213,6 +223,7 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         if attention_mask is None:
             lengths = torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
         else:
+            check_right_padded(attention_mask)
             lengths = attention_mask.sum(-1)
         field = self.config.receptive_field
         short = lengths < field

@@ -89,7 +89,7 @@ def test_bad_audio_raises_zoo_errors(micro_beats):
 
 def test_forward_refuses_batches_of_other_shapes(micro_beats):
     """A 1-d waveform raised a bare IndexError, a (B, 1, S) batch was read as waveforms of one
-    sample, and a mask shorter than the batch silently encoded only the samples it covered."""
+    sample, and a mask shorter than the batch, or padded on the left, silently encoded other samples."""
     item = torch.from_numpy(waves(0.5)[0])
     with torch.no_grad():
         with pytest.raises(InputError, match=r"shape \(8000,\); pass a \(batch, samples\) torch tensor"):
@@ -98,6 +98,10 @@ def test_forward_refuses_batches_of_other_shapes(micro_beats):
             micro_beats(item[None, None])
         with pytest.raises(InputError, match=r"attention_mask of shape \(1, 4000\) for input_values of shape"):
             micro_beats(item[None], attention_mask=torch.ones(1, 4000, dtype=torch.long))
+        left_padded = torch.ones(1, 8000, dtype=torch.long)
+        left_padded[0, :3000] = 0  # transformers' padding_side="left": pooled max abs diff 4.23 on beats-tiny
+        with pytest.raises(InputError, match="padding .0. before real samples"):
+            micro_beats(item[None], attention_mask=left_padded)
 
 
 def test_config_errors_name_the_fix():
