@@ -339,3 +339,36 @@ def frame_times(processor: AudioProcessor, wave: torch.Tensor, frame_lengths: Ca
         times.append((offset + hop * steps + field / 2) / processor.sampling_rate)
         offset += piece.numel()
     return torch.cat(times)
+
+
+def batch_lengths(input_values: Any, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """(B,) real samples of each waveform of a `forward` batch: (B, S) with a right-padded (B, S)
+    mask, or none. Other shapes failed with an IndexError or a conv error, a mask shorter than the
+    batch silently dropped the samples after it, and a left-padded one (transformers'
+    `padding_side="left"`) had each item encoded from its leading zeros, losing as many at its end."""
+    if not torch.is_tensor(input_values) or input_values.dim() != 2:
+        given = f"{type(input_values).__name__} of shape {tuple(getattr(input_values, 'shape', ()))}"
+        raise InputError(f"input_values is a {given}; pass a (batch, samples) torch tensor, as "
+                         "encoder.preprocess(...) gives (waveform[None] for one waveform)")
+    if attention_mask is None:
+        return torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
+    if attention_mask.shape != input_values.shape:
+        raise InputError(f"attention_mask of shape {tuple(attention_mask.shape)} for input_values of shape "
+                         f"{tuple(input_values.shape)}; give one mask entry per sample (1 = real, 0 = padding)")
+    lengths = attention_mask.sum(-1)
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    if not torch.equal(attention_mask.bool(), positions < lengths[:, None]):
+        raise InputError("attention_mask has padding (0) before real samples (1); pad each waveform on the "
+                         "right, as encoder.preprocess(...) does (padding_side='right' in transformers)")
+    return lengths
+
+
+def check_min_samples(lengths: torch.Tensor, minimum: int, model: str, sampling_rate: int) -> None:
+    """Refuse waveforms under one frame's receptive field, which the front end cannot frame (the
+    convolutions raised a bare "Kernel size can't be greater than actual input size"); `embed`
+    pads such clips itself."""
+    short = lengths < minimum
+    if bool(short.any()):
+        raise InputError(f"{model} needs at least {minimum} samples ({minimum / sampling_rate:.3f} s at "
+                         f"{sampling_rate} Hz) per waveform, got {int(lengths[short][0])}; pad it, or use embed(), "
+                         "which does")

@@ -27,11 +27,11 @@ from torch import nn
 
 from modalities.audio.beats.attention import ATTENTION_PATHS, EncoderLayer, PositionalConv, relative_buckets
 from modalities.audio.beats.quantizer import CosineCodebook
-from zoo.audio import AudioProcessor, frame_times
+from zoo.audio import AudioProcessor, batch_lengths, check_min_samples, frame_times
 from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError
 from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec
 
@@ -141,16 +141,6 @@ def fbank(waveform: torch.Tensor) -> torch.Tensor:
     return (features - FBANK_MEAN) / (2 * FBANK_STD)
 
 
-def check_right_padded(attention_mask: torch.Tensor) -> None:
-    """Refuse a mask whose padding is not all at the end (transformers' feature extractors pad
-    on the left with padding_side="left"): lengths are read as mask sums, so a left-padded
-    item would be encoded from its leading zeros, and lose as many samples at its end."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    if not torch.equal(attention_mask.bool(), positions < attention_mask.sum(-1, keepdim=True)):
-        raise InputError("attention_mask has padding (0) before real samples (1); pad each waveform on the "
-                         "right, as encoder.preprocess(...) does (padding_side='right' in transformers)")
-
-
 class BEATsEncoder(Encoder):
     """BEATs audio encoder: 16 kHz waveform -> patch tokens, 8 per 160 ms.
 
@@ -198,30 +188,9 @@ class BEATsEncoder(Encoder):
         """Patch tokens made of each waveform: 8 per full column."""
         return self.column_counts(sample_lengths) * self.config.patches_per_column
 
-    def sample_lengths(self, input_values: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """(B,) real samples of each waveform of a (B, S) batch with a (B, S) mask (or none):
-        other shapes failed with an IndexError or were read as one-sample waveforms, and a mask
-        shorter than the batch silently dropped the samples after it."""
-        if not torch.is_tensor(input_values) or input_values.dim() != 2:
-            given = f"{type(input_values).__name__} of shape {tuple(getattr(input_values, 'shape', ()))}"
-            raise InputError(f"input_values is a {given}; pass a (batch, samples) torch tensor, as "
-                             "encoder.preprocess(...) gives (waveform[None] for one waveform)")
-        if attention_mask is None:
-            return torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
-        if attention_mask.shape != input_values.shape:
-            raise InputError(f"attention_mask of shape {tuple(attention_mask.shape)} for input_values of shape "
-                             f"{tuple(input_values.shape)}; give one mask entry per sample (1 = real, 0 = padding)")
-        check_right_padded(attention_mask)
-        return attention_mask.sum(-1)
-
     def fbanks(self, input_values: torch.Tensor, sample_lengths: torch.Tensor) -> torch.Tensor:
         """(B, S) padded waveforms -> (B, F, 128) fbanks of each item's own samples, zero-padded."""
-        short = sample_lengths < self.config.min_samples
-        if bool(short.any()):
-            raise InputError(
-                f"BEATs needs at least {self.config.min_samples} samples ({self.config.min_samples / 16000:.3f} s at "
-                f"16 kHz) per waveform, got {int(sample_lengths[short][0])}; pad it, or use embed(), which does"
-            )
+        check_min_samples(sample_lengths, self.config.min_samples, "BEATs", 16000)
         items = [fbank(wave[: int(length)]) for wave, length in zip(input_values, sample_lengths)]
         return nn.utils.rnn.pad_sequence(items, batch_first=True)
 
@@ -247,7 +216,7 @@ class BEATsEncoder(Encoder):
         Shapes:
             last_hidden_state (B, N, D), mask (B, N), pooled (B, D).
         """
-        sample_lengths = self.sample_lengths(input_values, attention_mask)
+        sample_lengths = batch_lengths(input_values, attention_mask)
         tokens = self.embed_patches(self.fbanks(input_values, sample_lengths))
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         mask = positions[None, :] < self.patch_counts(sample_lengths)[:, None]

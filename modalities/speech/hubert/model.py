@@ -19,11 +19,11 @@ import torch
 from transformers import HubertConfig, HubertModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from zoo.audio import AudioProcessor, frame_times
+from zoo.audio import AudioProcessor, batch_lengths, check_min_samples, frame_times
 from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError
 from zoo.numerics import grouped_conv1d
 from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec
@@ -154,16 +154,6 @@ VARIANTS = {
 }
 
 
-def check_right_padded(attention_mask: torch.Tensor) -> None:
-    """Refuse a mask whose padding is not all at the end (transformers' feature extractors pad
-    on the left with padding_side="left"): lengths are read as mask sums, so a left-padded
-    item would be encoded from its leading zeros, and lose as many samples at its end."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    if not torch.equal(attention_mask.bool(), positions < attention_mask.sum(-1, keepdim=True)):
-        raise InputError("attention_mask has padding (0) before real samples (1); pad each waveform on the "
-                         "right, as encoder.preprocess(...) does (padding_side='right' in transformers)")
-
-
 class HubertEncoder(CheckpointedBlocks, Encoder):
     """HuBERT speech encoder: 16 kHz waveform -> 50 Hz frame features.
 
@@ -208,33 +198,6 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         """Number of frames the conv front end makes of `sample_lengths` samples."""
         return self.model._get_feat_extract_output_lengths(sample_lengths).long()
 
-    def sample_lengths(self, input_values: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """(B,) real samples of each waveform of a batch, which must be (B, S) with a (B, S) mask
-        (or none). Each needs at least one frame's receptive field: the convs raise a bare
-        "Kernel size can't be greater than actual input size" on a shorter one, and a mask
-        shorter than the batch would silently drop the samples after it."""
-        if not torch.is_tensor(input_values) or input_values.dim() != 2:
-            given = f"{type(input_values).__name__} of shape {tuple(getattr(input_values, 'shape', ()))}"
-            raise InputError(f"input_values is a {given}; pass a (batch, samples) torch tensor, as "
-                             "encoder.preprocess(...) gives (waveform[None] for one waveform)")
-        if attention_mask is not None and attention_mask.shape != input_values.shape:
-            raise InputError(f"attention_mask of shape {tuple(attention_mask.shape)} for input_values of shape "
-                             f"{tuple(input_values.shape)}; give one mask entry per sample (1 = real, 0 = padding)")
-        if attention_mask is None:
-            lengths = torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
-        else:
-            check_right_padded(attention_mask)
-            lengths = attention_mask.sum(-1)
-        field = self.config.receptive_field
-        short = lengths < field
-        if bool(short.any()):
-            raise InputError(
-                f"{type(self).__name__} needs at least {field} samples ({field / self.processor.sampling_rate:.3f} s "
-                f"at {self.processor.sampling_rate} Hz) per waveform, got {int(lengths[short][0])}; pad it, or use "
-                "embed(), which does"
-            )
-        return lengths
-
     def extract_features(self, input_values: torch.Tensor, sample_lengths: torch.Tensor) -> torch.Tensor:
         """(B, S) waveforms -> (B, T, C) conv features, zero after each item's last frame.
 
@@ -278,7 +241,9 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         Shapes:
             last_hidden_state (B, T, D), mask (B, T), pooled (B, D).
         """
-        sample_lengths = self.sample_lengths(input_values, attention_mask)
+        sample_lengths = batch_lengths(input_values, attention_mask)
+        check_min_samples(sample_lengths, self.config.receptive_field, type(self).__name__,
+                          self.processor.sampling_rate)
         input_values = input_values.to(self.dtype)
         features = self.extract_features(input_values, sample_lengths)
         return self.encode_features(features, input_values, sample_lengths, output_hidden_states, mask_time_indices)
