@@ -291,8 +291,7 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         """Raw inputs -> (N, num_outputs) logits, one row per item, in eval mode.
 
         The head reads the encoder's `embed` rows of its layer and pool, so an item scores the
-        same alone or in any batch and long inputs are windowed (a padded batch through
-        `forward` need not give that: MERT's first GroupNorm spans the padding)."""
+        same alone or in any batch, and long inputs are windowed as `embed` windows them."""
         return self.head_scores(self.embedded(inputs, batch_size, progress, **prepare_kwargs))
 
     def embedded(self, inputs: Any, batch_size: int, progress: bool, **prepare_kwargs: Any) -> Any:
