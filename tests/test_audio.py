@@ -233,6 +233,8 @@ def test_unknown_processor_keys_are_named():
     ({"sampling_rate": -5}, "sampling_rate=-5; the model's rate is a positive number of Hz"),
     ({"sampling_rate": 16000.5}, "sampling_rate=16000.5"),
     ({"chunk_seconds": 0.0}, "chunk_seconds=0.0 must be positive"),
+    # was accepted, then a 1.5-window clip's 2400-sample pieces were refused by BEATs' forward mid-embed
+    ({"chunk_seconds": 0.2, "min_samples": 2800}, "gives 3200-sample windows.*use chunk_seconds of at least 0.35"),
 ])
 def test_bad_processor_settings_are_named_when_read(settings, said):
     from zoo.errors import ConfigError

@@ -291,6 +291,18 @@ class AudioProcessor(Processor):
         if not self.chunk_seconds > 0 or isinstance(self.min_samples, bool) or self.min_samples < 0:
             raise ConfigError(f"AudioProcessor: chunk_seconds={self.chunk_seconds!r} must be positive and "
                               f"min_samples={self.min_samples!r} at least 0")
+        self.check_window()
+
+    def check_window(self) -> None:
+        """`split` cuts a recording longer than a window into equal pieces, each over half a window:
+        a window under twice `min_samples` would give pieces the encoder cannot frame, refused by
+        `forward` mid-`embed` with advice to call `embed`."""
+        window = int(self.chunk_seconds * self.sampling_rate)
+        if window < 2 * self.min_samples:
+            raise ConfigError(f"AudioProcessor: chunk_seconds={self.chunk_seconds!r} gives {window}-sample windows, "
+                              f"and a longer recording is cut into pieces of over half a window, which must hold "
+                              f"min_samples={self.min_samples}; use chunk_seconds of at least "
+                              f"{2 * self.min_samples / self.sampling_rate:g}")
 
     def prepare(self, item: Any, sampling_rate: Optional[int] = None, **options: Any) -> torch.Tensor:
         if options:
