@@ -146,7 +146,9 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                              "test split (0 .. 9; default 0)")
     parser.add_argument("--label-regex", help="a regex whose first group is a file's label (default: its folder)")
     parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
-    parser.add_argument("--mode", choices=MODES, default="full")
+    parser.add_argument("--mode", choices=MODES, default="full",
+                        help="linear: a head on the frozen encoder; weighted: a head on a learned mix of its layers, "
+                             "encoder frozen; full: head and encoder trained together (default: full)")
     parser.add_argument("--layer", type=int, help="the layer the head reads (default: the last)")
     parser.add_argument("--pool", choices=("mean", "cls", "sum", "max"),
                         help="the mean of the layer's tokens, the encoder's cls token (GMML, T-JEPA), or a graph "
@@ -174,16 +176,18 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=positive_int,
                         help="with --validation: stop after N epochs without a better validation score "
                              "(default: run every epoch)")
-    parser.add_argument("--eval-batch-size", type=positive_int, default=64)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=64,
+                        help="items per forward pass when scoring the validation and test splits (default: 64)")
     parser.add_argument("--lr", type=float, help=f"peak learning rate (default by mode: {DEFAULT_LR}; a node "
                         f"dataset: {DEFAULT_NODE_LR})")
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--seed", type=seed_int, default=0, help="head init, random encoder init and batch order")
+    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's weight decay (default: 0.01)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="head init, random encoder init and batch order (default: 0)")
     add_device_arguments(parser)
     parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
     parser.add_argument("--time-limit", type=float,
                         help="seconds of training in this call; a rerun of the command continues the run")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown on stderr)")
 
 
 def epochs_and_batch_size(args: argparse.Namespace, split: LabelledSplit) -> tuple[int, int]:
