@@ -1,5 +1,6 @@
 """The `zoo` command line: list, info, embed (npy, parquet, resumable shards), convert."""
 
+import argparse
 import json
 import re
 import shutil
@@ -270,7 +271,6 @@ def test_embed_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
     empty = tmp_path / "empty.wav"
     soundfile.write(empty, np.zeros(0, dtype=np.float32), RATE)
     for option, message in [(["--layer", "x"], "--layer 'x': use an int, a comma-separated list"),
-                            (["--shard-size", "0"], "shard_size=0; use a positive number"),
                             (["--layer", "99"], "layer 99 is out of range"),  # these two left e.npy.parts/ behind
                             (["--pool", "cls"], "pool='cls': HubertEncoder has no cls token")]:
         assert main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.npy"), *option]) == 2
@@ -278,6 +278,9 @@ def test_embed_errors_exit_2_without_output(checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit, match="2"):  # refused when parsed, as for --dataset (was accepted there)
         main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.npy"), "--batch-size", "-1"])
     assert "argument --batch-size: -1 is not a positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # was refused as shard_size=0 after the model loaded
+        main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.npy"), "--shard-size", "0"])
+    assert "argument --shard-size: 0 is not a positive number" in capsys.readouterr().err
     assert not list(tmp_path.glob("e.npy*"))
     assert main(["embed", str(checkpoint), str(empty), "-o", str(tmp_path / "e.npy")]) == 2
     assert f"input 0: audio input {str(empty)!r} is empty" in capsys.readouterr().err
@@ -751,3 +754,47 @@ def test_outputs_are_checked_before_the_work_and_never_replace_an_input(tmp_path
     err = capsys.readouterr().err
     assert "cannot write --cache in" in err and "is a file, not a folder" in err
     assert sorted(p.name for p in table.parent.iterdir()) == ["adult.csv", "emb.parquet"]  # no .parts left
+
+
+def test_a_misspelt_option_is_refused_by_its_command_with_the_nearest_option(checkpoint, tmp_path, capsys):
+    """Was `zoo: error: unrecognized arguments: --layr 3` under zoo's own usage: neither the command
+    nor the option meant were named."""
+    with pytest.raises(SystemExit, match="2"):
+        main(["embed", str(checkpoint), "a.wav", "-o", str(tmp_path / "a.npy"), "--layr", "3"])
+    err = capsys.readouterr().err
+    assert "usage: zoo embed" in err
+    assert "zoo embed: error: unrecognized arguments: --layr 3; did you mean --layer? `zoo embed -h` lists" in err
+    with pytest.raises(SystemExit, match="2"):
+        main(["pretrain", "hubert", "--data", "x", "-o", str(tmp_path / "run"), "--stesp", "3"])
+    assert "zoo pretrain hubert: error: unrecognized arguments: --stesp 3; did you mean --steps?" in (
+        capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", ["embed", "predict"])
+def test_inputs_are_not_named_as_required_when_the_command_is_incomplete(command, capsys):
+    """INPUTS may be left out for --dataset; argparse listed them as required (`name, inputs, -o/--output`)."""
+    with pytest.raises(SystemExit, match="2"):
+        main([command])
+    assert "the following arguments are required: name, -o/--output" in capsys.readouterr().err
+
+
+def test_a_missing_input_is_refused_before_the_model_loads(checkpoint, tmp_path, capsys, monkeypatch):
+    """Was found by the processor after the model loaded (a download, for a Hub model), leaving out.npy.parts/."""
+    missing = str(tmp_path / "missing.wav")
+    for command, output in [("embed", "out.npy"), ("predict", "out.csv")]:
+        monkeypatch.setattr("zoo.hub.load", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+        assert main([command, str(checkpoint), missing, "-o", str(tmp_path / output)]) == 2
+        assert f"zoo: error: input {missing!r} does not exist; check the path" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_every_option_with_a_default_says_it(capsys):
+    """`zoo COMMAND -h` tells each option's default (was unsaid for finetune's --mode full, --eval-batch-size 64,
+    --weight-decay 0.01, --seed 0, embed's --shard-size 1024 and publish's --commit-message)."""
+    parser = zoo.cli.build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    unsaid = [f"zoo {name} {action.option_strings[-1]}" for name, command in commands.choices.items()
+              for action in command._actions
+              if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS)
+              and "default" not in (action.help or "")]
+    assert unsaid == ["zoo finetune --device"]  # zoo.training.add_device_arguments' help, shared with pretrain

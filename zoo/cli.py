@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import fnmatch
 import importlib
 import inspect
@@ -12,7 +13,7 @@ import sys
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
@@ -115,8 +116,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """How `zoo embed` / `zoo predict` batch and read their inputs, in resumable shards."""
     parser.add_argument("--batch-size", type=positive_int,
                         help="items per forward pass (default: the encoder's own, 8 files, 32 graphs, 1024 table rows)")
-    parser.add_argument("--shard-size", type=int, default=1024,
-                        help="inputs per shard; a rerun after an interruption skips finished shards")
+    parser.add_argument("--shard-size", type=positive_int, default=1024,
+                        help="inputs per shard; a rerun after an interruption skips finished shards (default: 1024)")
     parser.add_argument("--sampling-rate", type=positive_int, help="rate of raw array inputs (files carry their own)")
     parser.add_argument("--ignore-extra-columns", action="store_true",
                         help="tables: skip columns the checkpoint's schema does not know, such as an id column "
@@ -126,6 +127,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_embed(args: argparse.Namespace) -> None:
     from zoo.embed_job import run_embed_job
 
+    check_input_paths(args.inputs)
     encoder = load_for_command(args)
     if args.ignore_extra_columns:
         ignore_extra_columns(encoder, args.name)
@@ -149,6 +151,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     check_top_k(args.top_k)
     check_prediction_output(Path(args.output))
+    check_input_paths(args.inputs)
     if args.dataset or not args.inputs:
         check_dataset_source(args)
     if args.threads is not None:
@@ -182,6 +185,15 @@ def job_inputs(encoder: Any, args: argparse.Namespace, command: str) -> tuple[li
     files = [item for item in expand_inputs(args.inputs, suffixes) if Path(item).resolve() != output]
     inputs, names = rows_of_parquet_files(files, encoder.processor.dataset_feature)
     return inputs, names, {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
+
+
+def check_input_paths(inputs: Sequence[str]) -> None:
+    """Refuse an INPUT that names no file or folder (a typo) before the model loads, which may mean
+    a download, and before the job makes its OUT.parts/ folder. URLs go on to the processor, which
+    says how to read them."""
+    for item in inputs:
+        if "://" not in item and not Path(item).exists():
+            raise InputError(f"input {item!r} does not exist; check the path (INPUTS are files or folders)")
 
 
 def ignore_extra_columns(encoder: Any, name: str) -> None:
@@ -466,7 +478,7 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
 
     embed = commands.add_parser("embed", help="embed inputs into a .npy or .parquet file")
     embed.add_argument("name", help="zoo name, Hub repo id or local folder")
-    embed.add_argument("inputs", nargs="*", help="input files or folders")
+    embed.add_argument("inputs", nargs="*", default=[], help="input files or folders (or --dataset)")
     embed.add_argument("-o", "--output", required=True, help="out.npy or out.parquet")
     embed.add_argument("--layer", help="layer index, comma-separated list or 'all' (default: last)")
     embed.add_argument("--pool", choices=["mean", "cls", "none", "sum", "max"],
@@ -482,8 +494,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="a fine-tuned model's labels (or values) for inputs, into a "
                                   ".csv, .parquet or .jsonl table")
     predict.add_argument("name", help="a `zoo finetune` run's classifier/ folder, a saved head, a tagger's zoo name")
-    predict.add_argument("inputs", nargs="*", help="input files or folders (tables: a row each; Hub parquet files: "
-                         "a record each)")
+    predict.add_argument("inputs", nargs="*", default=[], help="input files or folders (tables: a row each; Hub "
+                         "parquet files: a record each; or --dataset)")
     predict.add_argument("-o", "--output", required=True, help="out.csv, out.parquet or out.jsonl")
     predict.add_argument("--dataset", help="graph and table models: a named dataset instead of INPUTS, e.g. cora "
                          "(a row per node), mutag (per graph) or adult (per row), named as zoo embed names them")
@@ -558,7 +570,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     publish.add_argument("--revision", help="the branch to push to (created if missing; default main)")
     publish.add_argument("--private", action="store_true", help="create the repo private")
     publish.add_argument("--create-pr", action="store_true", help="open a pull request instead of pushing")
-    publish.add_argument("--commit-message", default="Upload with ssl-zoo")
+    publish.add_argument("--commit-message", default="Upload with ssl-zoo",
+                         help="the Hub commit's message (default: 'Upload with ssl-zoo')")
     publish.add_argument("--model-card", metavar="FILE", help="the README.md to send instead of the folder's card")
     publish.add_argument("--dry-run", action="store_true",
                          help="check and list what would be sent, without reaching the Hub (works offline)")
@@ -583,10 +596,31 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     argparse takes the empty input list at the first option, and its parse_intermixed_args refuses subcommands."""
     args, extras = parser.parse_known_args(argv)
     if extras and isinstance(getattr(args, "inputs", None), list) and not any(a.startswith("-") for a in extras):
-        args.inputs += extras
+        args.inputs = [*args.inputs, *extras]  # a new list: argparse's default one is shared between parses
     elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        refuse_extras(command_parser(parser, args), extras)
     return args
+
+
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the command given (`zoo pretrain hubert`'s for `zoo pretrain hubert ...`): its
+    usage and options are the ones a refused argument should be read against, not zoo's."""
+    for dest in ("command", "recipe"):
+        subparsers = next((action for action in parser._actions if isinstance(action, argparse._SubParsersAction)),
+                          None)
+        if subparsers is None or getattr(args, dest, None) not in subparsers.choices:
+            break
+        parser = subparsers.choices[getattr(args, dest)]
+    return parser
+
+
+def refuse_extras(parser: argparse.ArgumentParser, extras: list[str]) -> NoReturn:
+    """Exit 2 naming the arguments the command does not take, the command's option nearest to a
+    misspelt one (`--layr`: --layer) and where its options are listed: argparse names none of them."""
+    options = [option for option in parser._option_string_actions if option.startswith("--")]
+    hints = "".join(f" did you mean {close[0]}?" for extra in extras if extra.startswith("-")
+                    for close in [difflib.get_close_matches(extra.split("=", 1)[0], options, n=1)] if close)
+    parser.error(f"unrecognized arguments: {' '.join(extras)};{hints} `{parser.prog} -h` lists its options")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
