@@ -797,4 +797,26 @@ def test_every_option_with_a_default_says_it(capsys):
               for action in command._actions
               if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS)
               and "default" not in (action.help or "")]
-    assert unsaid == ["zoo finetune --device"]  # zoo.training.add_device_arguments' help, shared with pretrain
+    assert unsaid == []
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--lr", "-1", "argument --lr: -1.0 is not a positive number"),
+    ("--lr", "0", "argument --lr: 0.0 is not a positive number"),  # not replaced by the default
+    ("--weight-decay", "-1", "argument --weight-decay: -1.0 is not 0 or a positive number"),
+    ("--time-limit", "-5", "argument --time-limit: -5.0 is not 0 or a positive number"),
+])
+def test_negative_training_settings_are_refused_when_parsed(option, value, said, checkpoint, tmp_path, monkeypatch,
+                                                             capsys):
+    """Was: refused as TrainConfig's `lr=-1.0` (its field's name), and by zoo finetune only after
+    the model and data had loaded; zoo pretrain's --steps -1 as `steps=-1`."""
+    monkeypatch.setattr("zoo.hub.load", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit):
+        main(["finetune", str(checkpoint), "--data", str(tmp_path), "-o", str(tmp_path / "run"), option, value])
+    assert said in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "hubert", "--data", str(tmp_path), "-o", str(tmp_path / "run"), option, value])
+    assert said in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "hubert", "--data", str(tmp_path), "-o", str(tmp_path / "run"), "--steps", "-1"])
+    assert "argument --steps: -1 is not a positive number" in capsys.readouterr().err

@@ -586,8 +586,8 @@ RESUMABLE = {
     "embed": "; the shards written so far are kept: rerun the same command to continue",
     "predict": "; the shards of features written so far are kept: rerun the same command to continue",
     "probe": "; with --cache, the embeddings written so far are kept: rerun the same command to continue",
-    "pretrain": "; the last checkpoint is kept: rerun the same command to continue from it",
-    "finetune": "; the last checkpoint is kept: rerun the same command to continue from it",
+    "pretrain": "; a rerun of the same command continues from the last checkpoint, if one was written",
+    "finetune": "; a rerun of the same command continues from the last checkpoint, if one was written",
 }
 
 

@@ -46,8 +46,8 @@ from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
 from zoo.run_cards import run_card, shown_path, with_base_model, with_eval_result
 from zoo.training import (
-    PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, positive_int, seed_int, share, train,
-    write_run_settings,
+    PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, non_negative_float, positive_float,
+    positive_int, seed_int, share, train, write_run_settings,
 )
 
 MODES = ("linear", "weighted", "full")
@@ -178,14 +178,15 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: run every epoch)")
     parser.add_argument("--eval-batch-size", type=positive_int, default=64,
                         help="items per forward pass when scoring the validation and test splits (default: 64)")
-    parser.add_argument("--lr", type=float, help=f"peak learning rate (default by mode: {DEFAULT_LR}; a node "
+    parser.add_argument("--lr", type=positive_float, help=f"peak learning rate (default by mode: {DEFAULT_LR}; a node "
                         f"dataset: {DEFAULT_NODE_LR})")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's weight decay (default: 0.01)")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.01,
+                        help="AdamW's weight decay (default: 0.01)")
     parser.add_argument("--seed", type=seed_int, default=0,
                         help="head init, random encoder init and batch order (default: 0)")
     add_device_arguments(parser)
     parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
-    parser.add_argument("--time-limit", type=float,
+    parser.add_argument("--time-limit", type=non_negative_float,
                         help="seconds of training in this call; a rerun of the command continues the run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown on stderr)")
 
@@ -256,7 +257,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
                           "and an epoch drops its last short batch; use a smaller batch size")
     steps = epochs * len(batches)
     defaults = DEFAULT_LR if split.test_nodes is None else DEFAULT_NODE_LR
-    lr = defaults[args.mode] if args.lr is None else args.lr  # --lr 0 is refused by TrainConfig, not replaced
+    lr = defaults[args.mode] if args.lr is None else args.lr  # --lr 0 is refused when parsed, not replaced
     checkpoint_every = len(batches) if split.test_nodes is None else NODE_CHECKPOINT_EVERY
     config = TrainConfig(steps=steps, lr=lr, weight_decay=args.weight_decay,
                          betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps), max_grad_norm=1.0,

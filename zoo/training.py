@@ -173,18 +173,19 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
     gives both the help text and the value.
     """
     optim = parser.add_argument_group("optimization")
-    optim.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default: {steps})")
+    optim.add_argument("--steps", type=positive_int, default=steps, help=f"optimizer steps (default: {steps})")
     optim.add_argument("--batch-size", type=positive_int, default=batch_size,
                        help=f"{batch_unit} per batch (default: {batch_size})")
-    optim.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
-    optim.add_argument("--weight-decay", type=float, default=weight_decay,
+    optim.add_argument("--lr", type=positive_float, default=lr, help=f"peak learning rate (default: {lr:g})")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=weight_decay,
                        help=f"AdamW weight decay (default: {weight_decay:g})")
-    optim.add_argument("--warmup-steps", type=int,
+    optim.add_argument("--warmup-steps", type=non_negative_int,
                        help=f"linear warmup steps (default: {100 * warmup_share:g}%% of --steps, {warmup_source})")
     parser.set_defaults(warmup_share=warmup_share)
     optim.add_argument("--max-grad-norm", type=float, default=max_grad_norm,
                        help=f"gradient clipping norm (default: {max_grad_norm:g})")
-    optim.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default: 100)")
+    optim.add_argument("--checkpoint-every", type=positive_int, default=100,
+                       help="steps between checkpoints (default: 100)")
     optim.add_argument("--seed", type=seed_int, default=0)
     add_device_arguments(optim)
     add_time_limit_argument(optim)
@@ -224,7 +225,7 @@ def encoder_to_pretrain(args: argparse.Namespace, encoder_class: type, build: Ca
 def add_device_arguments(parser: Any) -> None:
     """Where and how a training run computes (TrainConfig's device, bf16 and
     activation_checkpointing), on a parser or an argument group: `zoo pretrain` and `zoo finetune`."""
-    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="recompute block activations in the backward pass: less memory, the same steps")
@@ -272,6 +273,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type of amounts that may be 0 (a weight decay, a time limit that stops after one
+    step): a negative one is refused at parsing, naming the option, not as a TrainConfig field
+    after the model and data have loaded."""
+    value = parsed(text, float)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{value} is not 0 or a positive number")
+    return value
+
+
 def probability(text: str) -> float:
     """argparse type of a probability above 0, at most 1 (a masking rate)."""
     value = positive_float(text)
@@ -292,7 +303,7 @@ def share(text: str) -> float:
 def add_time_limit_argument(parser: Any) -> None:
     """`--time-limit` on a parser or an argument group: every `zoo pretrain` command takes it
     (TrainConfig.time_limit)."""
-    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+    parser.add_argument("--time-limit", type=non_negative_float, metavar="SECONDS",
                         help="stop with a checkpoint (and the encoder saved) after this much wall time; "
                              "rerun the same command to continue (default: train to the end)")
 

@@ -75,7 +75,8 @@ def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path,
         assert main(run_args(image_folder, tmp_path / "parts", 12)) == 130  # Ctrl-C: the CLI's exit status for SIGINT
     said = capsys.readouterr().err
     assert f"interrupted during step 9; {tmp_path / 'parts' / 'checkpoint.pt'} holds step 5" in said
-    assert "zoo: interrupted; the last checkpoint is kept: rerun the same command" in said and "Traceback" not in said
+    assert "zoo: interrupted; a rerun of the same command continues from the last checkpoint" in said
+    assert "Traceback" not in said
     # resumes from the checkpoint of step 5; checkpointing saves memory and changes no step
     assert main(run_args(image_folder, tmp_path / "parts", 12, "--activation-checkpointing", "--variant",
                          "tiny")) == 0  # naming the default variant was refused: "variant: None then, 'tiny' now"
