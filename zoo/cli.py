@@ -127,11 +127,13 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_embed(args: argparse.Namespace) -> None:
     from zoo.embed_job import run_embed_job
 
+    if args.dataset or not args.inputs:
+        check_dataset_source(args)  # before the model loads, as the INPUTS' paths are checked
     check_input_paths(args.inputs)
     encoder = load_for_command(args)
     if args.ignore_extra_columns:
         ignore_extra_columns(encoder, args.name)
-    if args.dataset or not args.inputs:
+    if args.dataset:
         embed_named_dataset(encoder, args)
         return
     inputs, names, kwargs = job_inputs(encoder, args, "embed")
@@ -151,9 +153,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     check_top_k(args.top_k)
     check_prediction_output(Path(args.output))
-    check_input_paths(args.inputs)
     if args.dataset or not args.inputs:
         check_dataset_source(args)
+    check_input_paths(args.inputs)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load(args.name, revision=args.revision, device=args.device, dtype=args.dtype)
@@ -208,7 +210,6 @@ def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
     modality's `datasets.embed_dataset`), written in one pass."""
     from zoo.embed_job import check_output, dataset_rows, write_embeddings
 
-    check_dataset_source(args)
     check_output(Path(args.output), pool_none=False)
     encoder = fitted_random_init(encoder, args)
     names, rows = dataset_rows(encoder, args.dataset, args.data, layer=parse_layer(args.layer), pool=args.pool,
