@@ -233,19 +233,25 @@ class BEATsEncoder(Encoder):
         columns = tokens.view(tokens.shape[0], -1, per_column, tokens.shape[-1]).mean(2)
         return columns, mask.view(mask.shape[0], -1, per_column).all(-1)
 
-    def quantize(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) tokenizer output -> (B, N) codebook indices (tokenizers only)."""
+    def check_is_tokenizer(self) -> None:
+        """Refuse to quantize with an encoder: it has no codebook."""
         if not self.config.codebook_size:
             raise ConfigError("this BEATs checkpoint is an encoder, not a tokenizer: it has no codebook; "
                               "load a tokenizer (e.g. beats-tokenizer-iter3) to get labels")
+
+    def quantize(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) tokenizer output -> (B, N) codebook indices (tokenizers only)."""
+        self.check_is_tokenizer()
         return self.codebook.nearest(self.quantize_layer(tokens))
 
     @torch.no_grad()
     def tokenize(self, inputs: Any, batch_size: int = 8, **prepare_kwargs: Any) -> list[torch.Tensor]:
         """Raw audio in, one (N_i,) tensor of acoustic-token labels per item (tokenizers only).
 
-        Long recordings are cut into the processor's windows and their labels concatenated.
+        Long recordings are cut into the processor's windows and their labels concatenated. An
+        encoder is refused before any audio is embedded, not after.
         """
+        self.check_is_tokenizer()
         tokens = self.embed(inputs, pool="none", batch_size=batch_size, progress=False, **prepare_kwargs)
         return [self.quantize(item.unsqueeze(0).to(self.device, self.dtype)).squeeze(0).cpu() for item in tokens]
 
