@@ -173,7 +173,9 @@ class TableProcessor(Processor):
         """Vocabulary indices (1-based); missing and unseen values map to the unknown bucket 0, and
         unseen ones are warned about (`warn_unseen`)."""
         keys = category_keys(values)
-        indices = {category: index for index, category in reversed(list(enumerate(column["categories"])))}
+        indices: dict[str, int] = {}
+        for index, category in enumerate(column["categories"]):
+            indices.setdefault(category, index)  # an old fit's "Male " stripped beside "Male": the first wins
         codes = keys.map(indices).fillna(-1).to_numpy(np.int64)
         warn_unseen(keys[(codes < 0) & keys.notna().to_numpy()], column, self._named.setdefault(column["name"], set()))
         return (codes + 1).clip(min=UNKNOWN)
