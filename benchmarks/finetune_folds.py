@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from zoo.finetune_job import MODES, add_finetune_arguments, run_finetune
+from zoo.finetune_job import run_finetune
+from zoo.finetune_options import MODES, add_finetune_arguments
 from zoo.io import atomic_write_text
 from zoo.training import check_same_run
 

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from zoo.finetune_job import add_finetune_arguments, run_finetune
+from zoo.finetune_job import run_finetune
+from zoo.finetune_options import add_finetune_arguments
 from zoo.io import atomic_write_text
 
 

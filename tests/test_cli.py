@@ -79,6 +79,20 @@ def test_info_describes_a_checkpoint_folder(checkpoint, tmp_path, capsys):
     assert "no model matches pattern='no-such-*'" in capsys.readouterr().err
 
 
+def test_listing_help_and_refused_options_import_no_torch():
+    """`zoo list`, each command's -h and a misspelt option answer without torch's 1.5 s import
+    (and a Ctrl-C during that import, inside `main`, is reported as an interruption)."""
+    code = ("import contextlib, io, sys\nfrom zoo.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "    main(['list'])\n"
+            "    for argv in (['-h'], ['embed', '-h'], ['probe', '-h'], ['finetune', '-h'], ['predict', '-h'],\n"
+            "                 ['finetune', 'x', '-o', 'y', '--epohcs', '2']):\n"
+            "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_readme_model_table_is_generated_from_hub_configs():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert model_table() in readme, "README's model table is stale: paste `zoo list --markdown`"

@@ -315,7 +315,7 @@ def test_a_setting_that_is_not_a_finite_number_is_refused(change):
 def test_seeds_and_counts_that_cannot_work_are_refused_when_parsed(tmp_path, capsys):
     """`zoo finetune --seed -1` failed in numpy after making the run folder; `zoo probe --seeds -1` in sklearn."""
     from zoo.cli import main
-    from zoo.training import non_negative_int, positive_float, probability, seed_int
+    from zoo.options import non_negative_int, positive_float, probability, seed_int
 
     assert seed_int("0") == 0 and seed_int(str(2**32 - 1)) == 2**32 - 1
     assert non_negative_int("0") == 0 and positive_float("0.5") == 0.5 and probability("1") == 1.0

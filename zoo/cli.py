@@ -18,10 +18,9 @@ from typing import Any, NoReturn, Optional, Sequence
 from zoo import registry
 from zoo.config import parse_overrides
 from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
-from zoo.finetune_data import add_table_arguments, check_table_source
-from zoo.finetune_job import add_finetune_arguments, run_finetune
+from zoo.finetune_options import add_finetune_arguments
 from zoo.io import check_writable_folder, visible_files
-from zoo.training import positive_int, seed_int
+from zoo.options import add_table_arguments, check_table_source, positive_int, seed_int
 
 
 def format_params(count: Optional[int]) -> str:
@@ -298,6 +297,8 @@ def described_model(args: argparse.Namespace) -> dict:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    from zoo.finetune_job import run_finetune
+
     print(json.dumps(run_finetune(args), indent=2))
 
 

@@ -19,12 +19,10 @@ from torch import nn
 
 from zoo import registry
 from zoo.errors import ConfigError
+from zoo.finetune_options import DEFAULT_VALIDATION_SHARE
+from zoo.options import check_table_source
 from zoo.heads import IGNORE_INDEX
 from zoo.probe_job import file_suffixes, labelled_files
-
-#: the share of the training items `--validation` holds out when it is given no share
-DEFAULT_VALIDATION_SHARE = 0.1
-
 
 @dataclasses.dataclass
 class LabelledSplit:
@@ -124,25 +122,6 @@ def node_split(data: Any, source: str, validation: bool = False) -> LabelledSpli
     if validation:
         split.val_inputs, split.val_labels, split.val_nodes = data, data.y[data.val_mask].numpy(), data.val_mask
     return split
-
-
-def add_table_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options naming a labelled table of your own (`zoo probe` and `zoo finetune`)."""
-    parser.add_argument("--table", help="table encoders: a labelled CSV or Parquet file of your own instead of "
-                        "files or a named dataset; its --target column labels each row")
-    parser.add_argument("--target", help="with --table: the label column")
-    parser.add_argument("--test-table", help="with --table: the rows to score on (default: 20 %% of --table's rows, "
-                        "held out with seed 0, by class for classification)")
-
-
-def check_table_source(args: argparse.Namespace, others: dict[str, Any]) -> None:
-    """`--table` alone as the data (none of the command's `others` options given beside it), with
-    the `--target` that labels its rows."""
-    given = [option for option, value in others.items() if value is not None]
-    if given:
-        raise ConfigError(f"pass --table or {' / '.join(given)}, not both")
-    if args.target is None:
-        raise ConfigError("--table needs --target COLUMN: the column holding each row's label")
 
 
 def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:

@@ -37,30 +37,18 @@ from torch import nn
 
 import zoo
 from zoo.errors import ConfigError
-from zoo.finetune_data import (DEFAULT_VALIDATION_SHARE, LabelledSplit, add_table_arguments, read_split,
-                               split_digest)
+from zoo.finetune_data import LabelledSplit, read_split, split_digest
 from zoo.finetune_objectives import (
     ClassifierObjective, ValidatedObjective, metric_value, validation_report, validation_sentence,
 )
 from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
 from zoo.run_cards import run_card, shown_path, with_base_model, with_eval_result
-from zoo.training import (
-    PLOT_FILE, TrainConfig, add_device_arguments, command_settings, loss_curve, non_negative_float, positive_float,
-    positive_int, seed_int, share, train, write_run_settings,
-)
+from zoo.finetune_options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_NODE_EPOCHS, DEFAULT_NODE_LR
+from zoo.training import PLOT_FILE, TrainConfig, command_settings, loss_curve, train, write_run_settings
 
-MODES = ("linear", "weighted", "full")
-DEFAULT_EPOCHS = 5
-DEFAULT_BATCH_SIZE = 32
-#: a node dataset's epochs, each one step on its whole graph
-DEFAULT_NODE_EPOCHS = 300
 #: a node dataset's run saves its checkpoint every this many steps (other runs: every epoch)
 NODE_CHECKPOINT_EVERY = 50
-#: peak learning rates: a head alone takes a larger step than a whole pretrained encoder
-DEFAULT_LR = {"linear": 1e-3, "weighted": 1e-3, "full": 1e-4}
-#: a node dataset's, ten times larger: its 300 steps are all a run has (GraphMAE's node probe: 1e-2)
-DEFAULT_NODE_LR = {"linear": 1e-2, "weighted": 1e-2, "full": 1e-3}
 #: arguments of the scoring after training, left out of args.json (those of where and how the
 #: training runs, such as --threads and --time-limit, are zoo.training.RUN_LOCAL_SETTINGS)
 SCORING_ARGS = ("json", "eval_batch_size")
@@ -131,64 +119,6 @@ def build_classifier(encoder: nn.Module, args: argparse.Namespace, split: Labell
     if args.freeze_feature_encoder:
         classifier.freeze_feature_encoder()
     return classifier
-
-
-def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a fine-tuning run, besides the model (`name`) and the run folder (`output`)."""
-    parser.add_argument("--data", help="labelled folder or Hub parquet dataset, as `zoo probe --data`; with "
-                        "--dataset, the folder holding it")
-    parser.add_argument("--dataset", help="graph and table encoders: a named dataset with its own labels and split "
-                        "instead of files: a node dataset (cora: its nodes, scored on its test nodes), a TU set "
-                        "(mutag: its graphs, scored on one of the svm-10fold probe's folds) or adult (its rows)")
-    add_table_arguments(parser)
-    parser.add_argument("--fold", type=int,
-                        help="with --dataset on a set of graphs: which of the svm-10fold probe's ten folds is the "
-                             "test split (0 .. 9; default 0)")
-    parser.add_argument("--label-regex", help="a regex whose first group is a file's label (default: its folder)")
-    parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
-    parser.add_argument("--mode", choices=MODES, default="full",
-                        help="linear: a head on the frozen encoder; weighted: a head on a learned mix of its layers, "
-                             "encoder frozen; full: head and encoder trained together (default: full)")
-    parser.add_argument("--layer", type=int, help="the layer the head reads (default: the last)")
-    parser.add_argument("--pool", choices=("mean", "cls", "sum", "max"),
-                        help="the mean of the layer's tokens, the encoder's cls token (GMML, T-JEPA), or a graph "
-                             "readout (sum, max); default: a graph encoder's own readout, else mean")
-    parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
-    parser.add_argument("--random-init", nargs="?", type=seed_int, const=True, default=False, metavar="SEED",
-                        help="train a fresh encoder of the checkpoint's architecture instead of its weights, seeded "
-                             "SEED (as zoo embed/probe --random-init SEED; alone: by --seed); a T-JEPA's output "
-                             "scale is fitted on the training rows, as its pretraining does")
-    parser.add_argument("--freeze-feature-encoder", action="store_true",
-                        help="with --mode full: keep a HuBERT / MERT conv front end as pretrained")
-    parser.add_argument("--train-limit", type=positive_int,
-                        help="train on a seeded N // classes items of each class, at least one (default: every "
-                             "training item; a numeric target: N items)")
-    parser.add_argument("--epochs", type=int,
-                        help=f"passes over the training items (default: {DEFAULT_EPOCHS}; a node dataset, whose "
-                             f"epoch is one step on its whole graph: {DEFAULT_NODE_EPOCHS})")
-    parser.add_argument("--batch-size", type=positive_int,
-                        help=f"training items a step (default: {DEFAULT_BATCH_SIZE}); a node dataset takes its "
-                             "whole graph")
-    parser.add_argument("--validation", nargs="?", type=share, const=True, default=False, metavar="SHARE",
-                        help="score a validation split after every epoch and keep the best epoch's weights: SHARE "
-                             f"of the training items held out, by class (alone: {DEFAULT_VALIDATION_SHARE}); a node "
-                             "dataset's own validation nodes (given alone)")
-    parser.add_argument("--patience", type=positive_int,
-                        help="with --validation: stop after N epochs without a better validation score "
-                             "(default: run every epoch)")
-    parser.add_argument("--eval-batch-size", type=positive_int, default=64,
-                        help="items per forward pass when scoring the validation and test splits (default: 64)")
-    parser.add_argument("--lr", type=positive_float, help=f"peak learning rate (default by mode: {DEFAULT_LR}; a node "
-                        f"dataset: {DEFAULT_NODE_LR})")
-    parser.add_argument("--weight-decay", type=non_negative_float, default=0.01,
-                        help="AdamW's weight decay (default: 0.01)")
-    parser.add_argument("--seed", type=seed_int, default=0,
-                        help="head init, random encoder init and batch order (default: 0)")
-    add_device_arguments(parser)
-    parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's)")
-    parser.add_argument("--time-limit", type=non_negative_float,
-                        help="seconds of training in this call; a rerun of the command continues the run")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown on stderr)")
 
 
 def epochs_and_batch_size(args: argparse.Namespace, split: LabelledSplit) -> tuple[int, int]:

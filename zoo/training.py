@@ -51,6 +51,9 @@ from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
 from zoo.hub import model_to
 from zoo.io import atomic_write_text, atomic_write_with
+from zoo.options import (
+    add_device_arguments, non_negative_float, non_negative_int, positive_float, positive_int, seed_int,
+)
 from zoo.outputs import PretrainOutput
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -220,84 +223,6 @@ def encoder_to_pretrain(args: argparse.Namespace, encoder_class: type, build: Ca
     if type(encoder) is not encoder_class:
         raise InputError(f"--init {args.init!r} holds a {type(encoder).__name__}, not a {encoder_class.__name__}")
     return encoder.float().train()
-
-
-def add_device_arguments(parser: Any) -> None:
-    """Where and how a training run computes (TrainConfig's device, bf16 and
-    activation_checkpointing), on a parser or an argument group: `zoo pretrain` and `zoo finetune`."""
-    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    parser.add_argument("--activation-checkpointing", action="store_true",
-                        help="recompute block activations in the backward pass: less memory, the same steps")
-
-
-def parsed(text: str, kind: type) -> Any:
-    """`text` as an int or a float, or argparse's error saying it is not one."""
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-
-
-def seed_int(text: str) -> int:
-    """argparse type of random seeds: numpy takes 0 to 2**32 - 1, so -1 would fail after the
-    run's folder was made."""
-    value = parsed(text, int)
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"{value} is not a seed; use 0 to {2**32 - 1}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type of counts that must be at least 1 (codes, codebooks, frames to cluster):
-    zero is refused at parsing, not after minutes of feature extraction."""
-    value = parsed(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number; use 1 or more")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type of counts that may be 0 (DataLoader worker processes)."""
-    value = parsed(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type of lengths and durations that must be above 0 (a crop's seconds)."""
-    value = parsed(text, float)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type of amounts that may be 0 (a weight decay, a time limit that stops after one
-    step): a negative one is refused at parsing, naming the option, not as a TrainConfig field
-    after the model and data have loaded."""
-    value = parsed(text, float)
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"{value} is not 0 or a positive number")
-    return value
-
-
-def probability(text: str) -> float:
-    """argparse type of a probability above 0, at most 1 (a masking rate)."""
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a probability; use a number in (0, 1]")
-    return value
-
-
-def share(text: str) -> float:
-    """argparse type of a share of a set strictly between 0 and 1 (a validation split), refused
-    at parsing."""
-    value = parsed(text, float)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a share between 0 and 1; e.g. 0.1 for a tenth")
-    return value
 
 
 def add_time_limit_argument(parser: Any) -> None:

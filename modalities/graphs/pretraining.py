@@ -20,10 +20,11 @@ from torch import nn
 from modalities.graphs.processing import GraphProcessor
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
+from zoo.options import positive_int, seed_int
 from zoo.registry import ModelEntry
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings, named_recipe, positive_int,
-    save_trained, seed_int, train, write_run_settings,
+    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings, named_recipe, save_trained,
+    train, write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"

@@ -35,9 +35,12 @@ from modalities.audio.beats.quantizer import CosineCodebook
 from zoo.audio_crops import CropBatches, load_waves, run_audio_files
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
+from zoo.options import positive_float, positive_int
 from zoo.outputs import PretrainOutput
-from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-                          positive_float, positive_int, train_and_save, train_config_from_args)
+from zoo.training import (
+    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain, train_and_save,
+    train_config_from_args,
+)
 
 STAGES = ("ssl", "tokenizer")
 

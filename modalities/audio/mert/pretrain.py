@@ -58,10 +58,12 @@ from modalities.speech.hubert.pretrain import (
 )
 from zoo.audio_crops import CropBatches, frame_count, load_waves
 from zoo.errors import ConfigError, InputError
+from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
-from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-                          positive_float, positive_int, probability, train_and_save,
-                          train_config_from_args)
+from zoo.training import (
+    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain, train_and_save,
+    train_config_from_args,
+)
 
 ENCODER_FOLDER = "encoder"
 #: MERT's CQT teacher: 7 octaves of 48 bins from 32.7 Hz

@@ -36,10 +36,12 @@ from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncode
 from zoo.audio_crops import CropBatches, frame_count, load_waves, run_audio_files
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
+from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
-from zoo.training import (add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-                          positive_float, positive_int, probability, train_and_save,
-                          train_config_from_args)
+from zoo.training import (
+    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain, train_and_save,
+    train_config_from_args,
+)
 
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100

@@ -38,10 +38,12 @@ from modalities.vision.gmml.model import VARIANTS, GmmlConfig, GmmlEncoder
 from modalities.vision.image_sets import ImageFiles, ImageSet, open_images
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError
+from zoo.options import non_negative_int
 from zoo.outputs import PretrainOutput
-from zoo.training import (ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run,
-                          command_settings, encoder_to_pretrain, non_negative_int, raise_if_error, run_input_files,
-                          train_and_save, train_config_from_args)
+from zoo.training import (
+    ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run, command_settings,
+    encoder_to_pretrain, raise_if_error, run_input_files, train_and_save, train_config_from_args,
+)
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
 UPSTREAM_RECONS_BLOCKS = (6, 8, 10, 12)

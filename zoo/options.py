@@ -1,0 +1,112 @@
+"""The command line's option types and the option groups several commands share.
+
+Nothing here imports torch (about 1.5 s), so that `zoo --help`, `zoo list` and a refused option
+answer at once, and a Ctrl-C while a command imports torch is the command's to report. Each
+type refuses a bad value when the command line is parsed, naming the option, rather than after
+the model and data have loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from zoo.errors import ConfigError
+
+
+def add_device_arguments(parser: Any) -> None:
+    """Where and how a training run computes (TrainConfig's device, bf16 and
+    activation_checkpointing), on a parser or an argument group: `zoo pretrain` and `zoo finetune`."""
+    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute block activations in the backward pass: less memory, the same steps")
+
+
+def parsed(text: str, kind: type) -> Any:
+    """`text` as an int or a float, or argparse's error saying it is not one."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+
+
+def seed_int(text: str) -> int:
+    """argparse type of random seeds: numpy takes 0 to 2**32 - 1, so -1 would fail after the
+    run's folder was made."""
+    value = parsed(text, int)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is not a seed; use 0 to {2**32 - 1}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (codes, codebooks, frames to cluster):
+    zero is refused at parsing, not after minutes of feature extraction."""
+    value = parsed(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number; use 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of counts that may be 0 (DataLoader worker processes)."""
+    value = parsed(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of lengths and durations that must be above 0 (a crop's seconds)."""
+    value = parsed(text, float)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type of amounts that may be 0 (a weight decay, a time limit that stops after one
+    step): a negative one is refused at parsing, naming the option, not as a TrainConfig field
+    after the model and data have loaded."""
+    value = parsed(text, float)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{value} is not 0 or a positive number")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type of a probability above 0, at most 1 (a masking rate)."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a probability; use a number in (0, 1]")
+    return value
+
+
+def share(text: str) -> float:
+    """argparse type of a share of a set strictly between 0 and 1 (a validation split), refused
+    at parsing."""
+    value = parsed(text, float)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a share between 0 and 1; e.g. 0.1 for a tenth")
+    return value
+
+
+def add_table_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options naming a labelled table of your own (`zoo probe` and `zoo finetune`)."""
+    parser.add_argument("--table", help="table encoders: a labelled CSV or Parquet file of your own instead of "
+                        "files or a named dataset; its --target column labels each row")
+    parser.add_argument("--target", help="with --table: the label column")
+    parser.add_argument("--test-table", help="with --table: the rows to score on (default: 20 %% of --table's rows, "
+                        "held out with seed 0, by class for classification)")
+
+
+def check_table_source(args: argparse.Namespace, others: dict[str, Any]) -> None:
+    """`--table` alone as the data (none of the command's `others` options given beside it), with
+    the `--target` that labels its rows."""
+    given = [option for option, value in others.items() if value is not None]
+    if given:
+        raise ConfigError(f"pass --table or {' / '.join(given)}, not both")
+    if args.target is None:
+        raise ConfigError("--table needs --target COLUMN: the column holding each row's label")
