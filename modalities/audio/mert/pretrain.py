@@ -54,7 +54,8 @@ from torch import nn
 
 from modalities.audio.mert.model import CQT_OCTAVES, VARIANTS, MertEncoder, MertEncoderConfig, constant_q
 from modalities.speech.hubert.pretrain import (
-    Clusters, cached_labels, check_mask_settings, compute_span_mask, encoder_config, fit_clusters, run_recordings,
+    Clusters, cached_labels, check_loss_settings, check_mask_settings, compute_span_mask, encode_masked, encoder_config,
+    equalise_mask_counts, fit_clusters, run_recordings,
 )
 from zoo.audio_crops import CropBatches, frame_count, load_waves
 from zoo.errors import ConfigError, InputError
@@ -223,14 +224,6 @@ def mix_in_batch_noise(waves: torch.Tensor, mixture_prob: float, length_range: t
 # The objective
 
 
-def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """`x` unchanged forward, its gradient times `factor` backward (fairseq's GradMultiply):
-    MERT and HuBERT train the conv front end ten times slower than the transformer."""
-    if factor == 1.0:
-        return x
-    return x * factor + x.detach() * (1.0 - factor)
-
-
 class MertPretraining(nn.Module):
     """MERT's objective around a `MertEncoder` (see the module docstring).
 
@@ -239,7 +232,8 @@ class MertPretraining(nn.Module):
         codebook_sizes: K of each of the C codebooks of the acoustic teacher.
         cqt_bins: Q of the CQT targets; 0 drops the CQT loss.
         final_dim: P per codebook (MERT-95M: 64).
-        mask_prob / mask_length: span masking (MERT-v1: 0.8 / 5).
+        mask_prob / mask_length / min_masks: span masking as HuBERT's, counts evened out across
+            the batch (`equalise_mask_counts`) (MERT-v1: 0.8 / 5 / 2).
         logit_temp: temperature of the cosine logits (0.1).
         feature_penalty / cqt_weight: MERT's loss_weights (10 / 1).
         feature_grad_mult: scale of the gradient that reaches the conv front end
@@ -255,7 +249,7 @@ class MertPretraining(nn.Module):
                  final_dim: int = 64, mask_prob: float = 0.8, mask_length: int = 5, logit_temp: float = 0.1,
                  feature_penalty: float = 10.0, cqt_weight: float = 1.0, mixture_prob: float = 0.5,
                  noise_length: tuple[int, int] = (12000, 24000), noise_count: tuple[int, int] = (1, 3),
-                 feature_grad_mult: float = 0.1, cqt_target: str = "magnitude") -> None:
+                 feature_grad_mult: float = 0.1, cqt_target: str = "magnitude", min_masks: int = 2) -> None:
         super().__init__()
         if not codebook_sizes or min(codebook_sizes) < 2 or final_dim < 1 or logit_temp <= 0:
             raise ConfigError(f"codebook_sizes={list(codebook_sizes)} must be >= 2 each, final_dim={final_dim} >= 1 "
@@ -263,11 +257,10 @@ class MertPretraining(nn.Module):
         if not 0.0 <= mixture_prob <= 1.0 or min(*noise_length, *noise_count) < 1:
             raise ConfigError(f"mixture_prob={mixture_prob} must lie in [0, 1]; noise_length={noise_length} and "
                               f"noise_count={noise_count} must be positive ranges")
-        if not 0.0 <= feature_grad_mult <= 1.0:
-            raise ConfigError(f"feature_grad_mult={feature_grad_mult} must lie in [0, 1] (MERT-95M: 0.1)")
+        check_loss_settings(feature_penalty, feature_grad_mult)
         if cqt_target not in CQT_TARGETS:
             raise ConfigError(f"cqt_target={cqt_target!r}: choose one of {CQT_TARGETS}")
-        check_mask_settings(mask_prob, mask_length, 0)
+        check_mask_settings(mask_prob, mask_length, min_masks)
         self.encoder = encoder
         self.codebook_sizes = list(codebook_sizes)
         self.final_proj = nn.Linear(encoder.embed_dim, final_dim * len(self.codebook_sizes))
@@ -276,7 +269,8 @@ class MertPretraining(nn.Module):
         self.cqt_target = cqt_target
         self.register_buffer("cqt_mean", torch.zeros(cqt_bins))
         self.register_buffer("cqt_std", torch.ones(cqt_bins))
-        self.mask_prob, self.mask_length, self.logit_temp = mask_prob, mask_length, logit_temp
+        self.mask_prob, self.mask_length, self.min_masks = mask_prob, mask_length, min_masks
+        self.logit_temp = logit_temp
         self.feature_penalty, self.cqt_weight = feature_penalty, cqt_weight
         self.feature_grad_mult = feature_grad_mult
         self.mixture_prob, self.noise_length, self.noise_count = mixture_prob, tuple(noise_length), tuple(noise_count)
@@ -313,13 +307,12 @@ class MertPretraining(nn.Module):
         sample_lengths = attention_mask.sum(-1)
         if self.training and self.mixture_prob > 0:
             input_values = mix_in_batch_noise(input_values, self.mixture_prob, self.noise_length, self.noise_count)
-        features = scale_gradient(self.encoder.extract_features(input_values, sample_lengths), self.feature_grad_mult)
         frame_lengths = self.encoder.frame_lengths(sample_lengths)
-        if codes.shape[1] != features.shape[1]:
-            raise InputError(f"targets have {codes.shape[1]} frames but the audio gives {features.shape[1]}")
-        mask = compute_span_mask(frame_lengths.cpu(), features.shape[1], self.mask_prob,
-                                 self.mask_length).to(codes.device)
-        output = self.encoder.encode_features(features, input_values, sample_lengths, mask_time_indices=mask)
+        if codes.shape[1] != int(frame_lengths.max()):
+            raise InputError(f"targets have {codes.shape[1]} frames but the audio gives {int(frame_lengths.max())}")
+        mask = equalise_mask_counts(compute_span_mask(frame_lengths.cpu(), codes.shape[1], self.mask_prob,
+                                                      self.mask_length, self.min_masks)).to(codes.device)
+        features, output = encode_masked(self.encoder, input_values, sample_lengths, mask, self.feature_grad_mult)
         hidden = output.last_hidden_state[mask]
         code_loss, accuracies = self.code_losses(hidden, codes[mask])
         penalty = features.float().pow(2).mean()

@@ -74,9 +74,14 @@ def compute_span_mask(
       distinct start positions;
     - starts are drawn without replacement, uniformly among the positions where the whole
       span fits inside the valid frames, so padding frames are never masked;
-    - spans may overlap, so the masked fraction is below `mask_prob` (about 0.5 of the
-      frames for HuBERT's 0.8 / 10 on long recordings), and every run of masked frames is
-      at least one span long.
+    - spans may overlap, so the masked fraction is below `mask_prob` (0.57 of the frames
+      for HuBERT's 0.8 / 10 on 5 s crops), and every run of masked frames is at least one
+      span long.
+
+    Two cases differ from fairseq on purpose: its starts exclude the last one (the last
+    frame is never masked; fraction 0.5682 against 0.5688 here on 5 s crops), and an item
+    of at most `mask_length` frames is masked whole here, where fairseq raises. fairseq
+    then evens out the masked counts of a batch: see `equalise_mask_counts`.
 
     Args:
         frame_lengths: (B,) valid frames per item.
@@ -105,6 +110,43 @@ def compute_span_mask(
         starts = torch.randperm(positions, generator=generator)[:count]
         mask[row, (starts[:, None] + torch.arange(span)).flatten()] = True
     return mask.to(frame_lengths.device)
+
+
+def equalise_mask_counts(mask: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Keep in every row as many masked frames as the row with the fewest, as fairseq's
+    `compute_mask_indices` does after drawing spans (`require_same_masks`, on by default and
+    in HuBERT's and MERT's pretraining).
+
+    The frames a row keeps are a random subset of its masked ones, so a trimmed row may hold
+    runs shorter than a span. Spans overlap by chance, so equal-length rows still differ in
+    masked count, and trimming lowers the batch's masked fraction: for HuBERT's 0.8 / 10 on
+    8 crops of 250 frames, 0.506 (fairseq, 10,000 rows: 0.506) where the rows alone give
+    0.569; on 8 crops of 30 frames, 0.41 where they give 0.60.
+
+    Args:
+        mask: (B, T) bool spans from `compute_span_mask`.
+        generator: torch RNG to draw from; None uses the global one.
+
+    Returns:
+        (B, T) bool, a subset of `mask` with the same count in every row.
+    """
+    counts = mask.sum(1)
+    fewest = int(counts.min()) if len(counts) else 0
+    equal = mask.clone()
+    for row in (counts > fewest).nonzero().flatten().tolist():
+        masked = mask[row].nonzero().flatten()
+        dropped = masked[torch.randperm(len(masked), generator=generator)[fewest:].to(masked.device)]
+        equal[row, dropped] = False
+    return equal
+
+
+def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """`x` unchanged forward, its gradient times `factor` backward (fairseq's GradMultiply):
+    HuBERT and MERT train the conv front end ten times slower than the transformer
+    (`feature_grad_mult` 0.1)."""
+    if factor == 1.0:
+        return x
+    return x * factor + x.detach() * (1.0 - factor)
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,13 +243,17 @@ def cluster_labels(features: Sequence[torch.Tensor], clusters: Clusters) -> list
 class HubertPretraining(nn.Module):
     """HuBERT's masked prediction objective around a `HubertEncoder`.
 
-    Spans of frames (`compute_span_mask`) are replaced by the encoder's learned mask
-    embedding before the transformer; the last layer's output h_t of each masked frame
-    is projected (`final_proj`, D -> P) and scored against one embedding e_k per cluster:
+    Spans of frames (`compute_span_mask`, then `equalise_mask_counts` as fairseq) are
+    replaced by the encoder's learned mask embedding before the transformer; the last
+    layer's output h_t of each masked frame is projected (`final_proj`, D -> P) and scored
+    against one embedding e_k per cluster:
 
-        logit_k = cos(W h_t + b, e_k) / logit_temp,    loss = mean over masked t of CE(logits, y_t)
+        logit_k = cos(W h_t + b, e_k) / logit_temp,
+        loss = mean over masked t of CE(logits, y_t) + feature_penalty * mean(conv features^2)
 
-    Only masked frames count (fairseq's pred_masked_weight 1, pred_nomask_weight 0).
+    Only masked frames count (fairseq's pred_masked_weight 1, pred_nomask_weight 0). The
+    penalty is fairseq's `features_pen` with HuBERT-base's `loss_weights [10]`; the conv
+    front end's gradient, the penalty's included, is scaled by `feature_grad_mult` (0.1).
     Label embeddings start uniform in [0, 1), as fairseq's `label_embs_concat`.
 
     Args:
@@ -216,21 +262,26 @@ class HubertPretraining(nn.Module):
         final_dim: P, width of the prediction space (HuBERT-base: 256).
         mask_prob / mask_length / min_masks: see `compute_span_mask` (HuBERT: 0.8 / 10 / 2).
         logit_temp: temperature of the cosine logits (HuBERT: 0.1).
+        feature_penalty: weight of the mean squared conv features (HuBERT-base: 10).
+        feature_grad_mult: scale of the gradient that reaches the conv front end (HuBERT-base: 0.1).
     """
 
     def __init__(self, encoder: HubertEncoder, num_clusters: int, final_dim: int = 256, mask_prob: float = 0.8,
-                 mask_length: int = 10, min_masks: int = 2, logit_temp: float = 0.1) -> None:
+                 mask_length: int = 10, min_masks: int = 2, logit_temp: float = 0.1, feature_penalty: float = 10.0,
+                 feature_grad_mult: float = 0.1) -> None:
         super().__init__()
         if num_clusters < 2 or final_dim < 1 or logit_temp <= 0:
             raise ConfigError(
                 f"num_clusters={num_clusters} must be >= 2, final_dim={final_dim} >= 1 and logit_temp={logit_temp} > 0"
             )
+        check_loss_settings(feature_penalty, feature_grad_mult)
         check_mask_settings(mask_prob, mask_length, min_masks)
         self.encoder = encoder
         self.final_proj = nn.Linear(encoder.embed_dim, final_dim)
         self.label_embeddings = nn.Parameter(torch.rand(num_clusters, final_dim))
         self.mask_prob, self.mask_length, self.min_masks = mask_prob, mask_length, min_masks
         self.logit_temp = logit_temp
+        self.feature_penalty, self.feature_grad_mult = feature_penalty, feature_grad_mult
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(M, D) frame features -> (M, K) cosine logits, in float32 even under autocast."""
@@ -246,23 +297,43 @@ class HubertPretraining(nn.Module):
             input_values (B, S), attention_mask (B, S), labels (B, T).
         """
         input_values, attention_mask, labels = batch["input_values"], batch["attention_mask"], batch["labels"]
-        frame_lengths = self.encoder.frame_lengths(attention_mask.sum(-1))
+        sample_lengths = attention_mask.sum(-1)
+        frame_lengths = self.encoder.frame_lengths(sample_lengths)
         num_frames = int(frame_lengths.max())
         if labels.shape[1] != num_frames:
             raise InputError(
                 f"labels have {labels.shape[1]} frames but the audio gives {num_frames}; check the framing")
-        mask = compute_span_mask(frame_lengths.cpu(), num_frames, self.mask_prob, self.mask_length,
-                                 self.min_masks).to(labels.device)
-        output = self.encoder(input_values, attention_mask, mask_time_indices=mask)
+        mask = equalise_mask_counts(compute_span_mask(frame_lengths.cpu(), num_frames, self.mask_prob,
+                                                      self.mask_length, self.min_masks)).to(labels.device)
+        features, output = encode_masked(self.encoder, input_values, sample_lengths, mask, self.feature_grad_mult)
         targets = mask & (labels != IGNORE_LABEL)
         logits = self.logits(output.last_hidden_state[targets])
-        loss = F.cross_entropy(logits, labels[targets])
-        accuracy = (logits.argmax(-1) == labels[targets]).float().mean()
+        code_loss = F.cross_entropy(logits, labels[targets])
+        penalty = features.float().pow(2).mean()
         logs = {
-            "accuracy": accuracy.item(),
+            "code_loss": code_loss.item(),
+            "accuracy": (logits.argmax(-1) == labels[targets]).float().mean().item(),
+            "feature_penalty": penalty.item(),
             "masked_fraction": (targets.sum() / frame_lengths.sum()).item(),
         }
-        return PretrainOutput(loss=loss, logs=logs)
+        return PretrainOutput(loss=code_loss + self.feature_penalty * penalty, logs=logs)
+
+
+def check_loss_settings(feature_penalty: float, feature_grad_mult: float) -> None:
+    if feature_penalty < 0:
+        raise ConfigError(f"feature_penalty={feature_penalty} must be >= 0 (HuBERT-base and MERT: 10)")
+    if not 0.0 <= feature_grad_mult <= 1.0:
+        raise ConfigError(f"feature_grad_mult={feature_grad_mult} must lie in [0, 1] (HuBERT-base and MERT-95M: 0.1)")
+
+
+def encode_masked(encoder: HubertEncoder, input_values: torch.Tensor, sample_lengths: torch.Tensor,
+                  mask: torch.Tensor, feature_grad_mult: float) -> tuple[torch.Tensor, Any]:
+    """The encoder's forward with `mask` (B, T) frames masked, split to keep its (B, T, C) conv
+    features (for the feature penalty) and scale their gradient by `feature_grad_mult`."""
+    input_values = input_values.to(encoder.dtype)
+    features = scale_gradient(encoder.extract_features(input_values, sample_lengths), feature_grad_mult)
+    output = encoder.encode_features(features, input_values, sample_lengths, mask_time_indices=mask)
+    return features, output
 
 
 # ---------------------------------------------------------------------------------------
@@ -306,6 +377,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--mask-length", type=int, default=10,
                        help="frames per masked span; shorten it for short utterances (default: 10)")
     model.add_argument("--logit-temp", type=float, default=0.1, help="cosine logit temperature (default: 0.1)")
+    model.add_argument("--feature-penalty", type=float, default=10.0,
+                       help="weight of mean(conv features^2) (HuBERT-base: 10) (default: 10.0)")
+    model.add_argument("--feature-grad-mult", type=float, default=0.1,
+                       help="gradient scale into the conv front end (HuBERT-base: 0.1) (default: 0.1)")
 
     add_optimization_arguments(parser)
 
@@ -457,6 +532,7 @@ def run(args: argparse.Namespace) -> None:
     max_frames = frame_count(int(args.max_seconds * encoder.processor.sampling_rate), field, hop)
     batches = CropBatches(waves, labels["labels"], args.batch_size, max_frames, field, hop, args.seed)
     objective = HubertPretraining(encoder, len(labels["centers"]), args.final_dim, args.mask_prob,
-                                  args.mask_length, logit_temp=args.logit_temp)
+                                  args.mask_length, logit_temp=args.logit_temp, feature_penalty=args.feature_penalty,
+                                  feature_grad_mult=args.feature_grad_mult)
     settings = command_settings(args)
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "hubert pretrain")
