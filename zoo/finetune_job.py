@@ -157,9 +157,8 @@ def random_init_seed(args: argparse.Namespace) -> Optional[int]:
     return args.seed if args.random_init is True else args.random_init
 
 
-def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, save and score the run `args` describe (`add_finetune_arguments`, plus `name`
-    and `output`); returns its report, or the steps done when `--time-limit` stopped it."""
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse options that contradict each other before anything loads."""
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs {args.epochs}; train for at least one epoch")
     if args.patience is not None and args.validation is False:
@@ -170,6 +169,26 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
                           "the whole encoder stays as it is")
     if args.layer is not None and args.mode == "weighted":
         raise ConfigError(f"--layer {args.layer} is for --mode linear or full; --mode weighted mixes every layer")
+
+
+def train_config(args: argparse.Namespace, split: LabelledSplit, steps: int, epoch_steps: int) -> TrainConfig:
+    """The run's schedule: AdamW at the mode's peak lr (a node dataset's own, ten times larger),
+    10 % warmup, gradient norm clipped at 1, a checkpoint every epoch (a node dataset: every
+    `NODE_CHECKPOINT_EVERY` steps)."""
+    defaults = DEFAULT_LR if split.test_nodes is None else DEFAULT_NODE_LR
+    lr = defaults[args.mode] if args.lr is None else args.lr  # --lr 0 is refused when parsed, not replaced
+    checkpoint_every = epoch_steps if split.test_nodes is None else NODE_CHECKPOINT_EVERY
+    return TrainConfig(steps=steps, lr=lr, weight_decay=args.weight_decay,
+                       betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps), max_grad_norm=1.0,
+                       checkpoint_every=checkpoint_every, seed=args.seed, progress=not args.no_progress,
+                       time_limit=args.time_limit, device=args.device, bf16=args.bf16,
+                       activation_checkpointing=args.activation_checkpointing)
+
+
+def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, save and score the run `args` describe (`add_finetune_arguments`, plus `name`
+    and `output`); returns its report, or the steps done when `--time-limit` stopped it."""
+    check_options(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     init_seed = random_init_seed(args)
@@ -186,17 +205,10 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--batch-size {batch_size} is more than the {len(split.train)} training items, "
                           "and an epoch drops its last short batch; use a smaller batch size")
     steps = epochs * len(batches)
-    defaults = DEFAULT_LR if split.test_nodes is None else DEFAULT_NODE_LR
-    lr = defaults[args.mode] if args.lr is None else args.lr  # --lr 0 is refused when parsed, not replaced
-    checkpoint_every = len(batches) if split.test_nodes is None else NODE_CHECKPOINT_EVERY
-    config = TrainConfig(steps=steps, lr=lr, weight_decay=args.weight_decay,
-                         betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps), max_grad_norm=1.0,
-                         checkpoint_every=checkpoint_every, seed=args.seed, progress=not args.no_progress,
-                         time_limit=args.time_limit, device=args.device, bf16=args.bf16,
-                         activation_checkpointing=args.activation_checkpointing)
+    config = train_config(args, split, steps, len(batches))
     output = Path(args.output)
     settings = {key: value for key, value in command_settings(args).items() if key not in SCORING_ARGS}
-    settings.update(epochs=epochs, batch_size=batch_size, pool=pool, lr=lr,  # as run, where defaults stood in
+    settings.update(epochs=epochs, batch_size=batch_size, pool=pool, lr=config.lr,  # as run, where defaults stood in
                     training_data=split_digest(split, args.data))
     write_run_settings(output, settings)
     started = time.monotonic()
@@ -218,11 +230,9 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     metric, score, results = test_score(loaded, split, args)
     if validation is not None:
         results += validation_sentence(validation, split.unit, epochs)
-    base = shown_path(args.name)
-    origin = f"`{base}`" if init_seed is None else f"a random-init `{base}` (seed {init_seed})"
     card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
-                    f"Fine-tuned from {origin} with `zoo finetune --mode {args.mode}`", "Fine-tuning", results,
-                    stopped_early=objective.finished)
+                    f"Fine-tuned from {origin(args.name, init_seed)} with `zoo finetune --mode {args.mode}`",
+                    "Fine-tuning", results, stopped_early=objective.finished)
     card = with_eval_result(card, output.resolve().name, classifier.pipeline_tags[encoder.modality],
                             split.source, score, metric)
     if init_seed is None:
@@ -262,3 +272,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def origin(name: str, init_seed: Optional[int]) -> str:
+    """Where the card says the run started: the checkpoint, or a random init of its architecture."""
+    base = shown_path(name)
+    return f"`{base}`" if init_seed is None else f"a random-init `{base}` (seed {init_seed})"
