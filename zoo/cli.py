@@ -458,10 +458,8 @@ def run_pretraining(run: Any, args: argparse.Namespace) -> None:
     run(args)
 
 
-def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders behind one API")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_list_parser(commands: Any) -> None:
+    """`zoo list`: the names `zoo.load` takes, as a table or the README's Markdown."""
     listing = commands.add_parser("list", help="list the known checkpoints")
     listing.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'hubert-*'")
     listing.add_argument("--modality", choices=registry.MODALITIES)
@@ -473,11 +471,17 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
                               "(zoo.registry.architecture_config builds one)")
     listing.set_defaults(func=cmd_list)
 
+
+def add_info_parser(commands: Any) -> None:
+    """`zoo info`: a checkpoint's hub_config, or what a folder or Hub repo holds."""
     info = commands.add_parser("info", help="show a checkpoint's hub_config, or what a checkpoint folder holds")
     info.add_argument("name", help="zoo name, Hub repo id or local checkpoint folder")
     info.add_argument("--revision", help="the branch, tag or commit of a Hub repo id (default: main)")
     info.set_defaults(func=cmd_info)
 
+
+def add_embed_parser(commands: Any) -> None:
+    """`zoo embed`: inputs (or a named dataset) into a .npy or .parquet file, in resumable shards."""
     embed = commands.add_parser("embed", help="embed inputs into a .npy or .parquet file")
     embed.add_argument("name", help="zoo name, Hub repo id or local folder")
     embed.add_argument("inputs", nargs="*", default=[], help="input files or folders (or --dataset)")
@@ -493,6 +497,9 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     add_run_arguments(embed)
     embed.set_defaults(func=cmd_embed)
 
+
+def add_predict_parser(commands: Any) -> None:
+    """`zoo predict`: a fine-tuned model's labels or values for inputs, into a table."""
     predict = commands.add_parser("predict", help="a fine-tuned model's labels (or values) for inputs, into a "
                                   ".csv, .parquet or .jsonl table")
     predict.add_argument("name", help="a `zoo finetune` run's classifier/ folder, a saved head, a tagger's zoo name")
@@ -507,6 +514,9 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     add_run_arguments(predict, random_init=False)
     predict.set_defaults(func=cmd_predict)
 
+
+def add_probe_parser(commands: Any) -> None:
+    """`zoo probe`: linear probe, k-NN and RankMe on labelled files, or a named dataset's or a table's own protocol."""
     probe = commands.add_parser("probe", help="linear probe, k-NN and RankMe on labelled files or a named dataset")
     probe.add_argument("name", help="zoo name, Hub repo id or local folder")
     probe.add_argument("--data", help="folder of labelled input files; with --dataset, the dataset's root folder")
@@ -538,6 +548,9 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     add_run_arguments(probe)
     probe.set_defaults(func=cmd_probe)
 
+
+def add_finetune_parser(commands: Any) -> None:
+    """`zoo finetune`: a head trained on labelled data as a resumable run (options: zoo.finetune_options)."""
     finetune = commands.add_parser("finetune", help="train a classification (or regression) head on labelled files, "
                                      "a named dataset or a table, save and score it")
     finetune.add_argument("name", help="zoo name, Hub repo id or local folder")
@@ -546,13 +559,22 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     add_finetune_arguments(finetune)
     finetune.set_defaults(func=cmd_finetune)
 
+
+def add_env_parser(commands: Any) -> None:
+    """`zoo env`: what a bug report needs to say about this machine."""
     env = commands.add_parser("env", help="versions, accelerator and Hugging Face cache, for a bug report")
     env.set_defaults(func=cmd_env)
 
+
+def add_demo_parser(commands: Any) -> None:
+    """`zoo demo`: the bundled examples through every embedded checkpoint of their modalities."""
     demo = commands.add_parser("demo", help="embed the bundled examples with every embedded checkpoint of their "
                                             "modalities (graph ones take datasets: zoo embed NAME --dataset)")
     demo.set_defaults(func=cmd_demo)
 
+
+def add_convert_parser(commands: Any) -> None:
+    """`zoo convert`: an upstream checkpoint into a verified zoo folder."""
     convert = commands.add_parser("convert", help="convert an upstream checkpoint into a zoo folder")
     convert.add_argument("family", help="beats, gmml, graphmae, hubert or mert")
     convert.add_argument("upstream_file", help="the upstream checkpoint file (a MERT repo: its folder)")
@@ -564,6 +586,9 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
                          help="a config setting the weights do not tell, e.g. --set num_heads=6 (repeatable)")
     convert.set_defaults(func=cmd_convert)
 
+
+def add_publish_parser(commands: Any) -> None:
+    """`zoo publish`: a checkpoint checked and pushed to the Hub with its card."""
     publish = commands.add_parser(
         "publish", help="check a checkpoint and push it to the Hugging Face Hub with its card")
     publish.add_argument("source", help="a checkpoint folder, a `zoo pretrain`/`zoo finetune` run folder or a zoo name")
@@ -579,6 +604,22 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
                          help="check and list what would be sent, without reaching the Hub (works offline)")
     publish.set_defaults(func=cmd_publish)
 
+
+def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
+    """The `zoo` parser, a sub-parser per command; `recipe` names the one pretraining family whose
+    options it adds, so that only that family is imported."""
+    parser = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders behind one API")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_list_parser(commands)
+    add_info_parser(commands)
+    add_embed_parser(commands)
+    add_predict_parser(commands)
+    add_probe_parser(commands)
+    add_finetune_parser(commands)
+    add_env_parser(commands)
+    add_demo_parser(commands)
+    add_convert_parser(commands)
+    add_publish_parser(commands)
     add_pretrain_parsers(commands, recipe)
     return parser
 
