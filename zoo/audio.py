@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from zoo.errors import ConfigError, InputError, warn
+from zoo.errors import ConfigError, InputError, counting_from, naming_input, warn
 from zoo.processing import Processor, check_file_input
 
 #: file endings of the containers libsndfile reads (MP3 from 1.1.0, bundled with soundfile >= 0.12)
@@ -308,6 +308,8 @@ class AudioProcessor(Processor):
         if options:
             given = ", ".join(f"{key}=" for key in sorted(options))
             raise InputError(f"audio inputs take one option, sampling_rate=; got {given}")
+        if isinstance(item, PreparedWave):
+            return item.samples
         wave = load_waveform(item, sampling_rate, self.sampling_rate)
         if self.do_normalize:
             wave = (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + self.normalize_eps)
@@ -335,6 +337,45 @@ class AudioProcessor(Processor):
             input_values[row, : piece.numel()] = piece
             attention_mask[row, : piece.numel()] = 1
         return {"input_values": input_values, "attention_mask": attention_mask}
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedWave:
+    """A waveform an `AudioProcessor` has prepared already, which its `prepare` passes through
+    untouched (not normalised twice): a caller that needs the prepared samples as well as the
+    embeddings (`embed_timed_frames`) decodes and resamples each recording once."""
+
+    samples: torch.Tensor
+
+
+def embed_timed_frames(encoder: Any, inputs: Any, layer: Any, sampling_rate: Optional[int],
+                       frame_lengths: Callable[[torch.Tensor], torch.Tensor], hop: int, field: int,
+                       progress: bool = True, **embed_kwargs: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per item `(times, tokens)`: the encoder's `embed(pool="none")` and the seconds of each
+    frame (`frame_times`), each recording decoded once.
+
+    Items are prepared in `embed`'s groups, so that no more than a group's waveforms are held
+    at once; the prepared waveforms reach `embed` as `PreparedWave`s.
+    """
+    from zoo.encoder import PREPARE_GROUP
+
+    items = encoder.as_item_list(inputs)
+    if not items:
+        raise InputError("embed_frames() got no inputs; pass at least one item")
+    stamped: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with encoder.progress_bar(len(items), progress) as bar:
+        for start in range(0, len(items), PREPARE_GROUP):
+            waves = []
+            for index, item in enumerate(items[start : start + PREPARE_GROUP], start):
+                with naming_input(index):
+                    waves.append(encoder.processor.prepare(item, sampling_rate=sampling_rate))
+            with counting_from(start):
+                tokens = encoder.embed([PreparedWave(wave) for wave in waves], layer=layer, pool="none",
+                                       progress=False, **embed_kwargs)
+            stamped.extend((frame_times(encoder.processor, wave, frame_lengths, hop, field), item_tokens)
+                           for wave, item_tokens in zip(waves, tokens))
+            bar.update(len(waves))
+    return stamped
 
 
 def frame_times(processor: AudioProcessor, wave: torch.Tensor, frame_lengths: Callable[[torch.Tensor], torch.Tensor],

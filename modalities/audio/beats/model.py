@@ -27,7 +27,7 @@ from torch import nn
 
 from modalities.audio.beats.attention import ATTENTION_PATHS, EncoderLayer, PositionalConv, relative_buckets
 from modalities.audio.beats.quantizer import CosineCodebook
-from zoo.audio import AudioProcessor, batch_lengths, check_min_samples, frame_times
+from zoo.audio import AudioProcessor, batch_lengths, check_min_samples, embed_timed_frames
 from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
@@ -269,13 +269,10 @@ class BEATsEncoder(Encoder):
         into windows, each of which drops its last partial column (about 80 ms of a 10 s
         window): the times follow each window's own columns, where a column count times 0.16 s
         would drift by that much at every edge."""
-        items = self.as_item_list(inputs)
-        tokens = self.embed(items, layer=layer, pool="none", sampling_rate=sampling_rate, **embed_kwargs)
-        hop = self.config.input_patch_size * HOP
-        return [(frame_times(self.processor, self.processor.prepare(item, sampling_rate=sampling_rate),
-                             self.column_counts, hop, self.config.min_samples),
-                 item_tokens.unflatten(-2, (-1, self.config.patches_per_column)).mean(-2))
-                for item, item_tokens in zip(items, tokens)]
+        stamped = embed_timed_frames(self, inputs, layer, sampling_rate, self.column_counts,
+                                     self.config.input_patch_size * HOP, self.config.min_samples, **embed_kwargs)
+        return [(times, tokens.unflatten(-2, (-1, self.config.patches_per_column)).mean(-2))
+                for times, tokens in stamped]
 
 
 class TransformerEncoder(CheckpointedBlocks, nn.Module):

@@ -19,7 +19,7 @@ import torch
 from transformers import HubertConfig, HubertModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from zoo.audio import AudioProcessor, batch_lengths, check_min_samples, frame_times
+from zoo.audio import AudioProcessor, batch_lengths, check_min_samples, embed_timed_frames
 from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
@@ -182,11 +182,8 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         own times, so the stamps stay exact across window edges (where a frame or two
         that would straddle the edge is missing).
         """
-        items = self.as_item_list(inputs)
-        features = self.embed(items, layer=layer, pool="none", sampling_rate=sampling_rate, **embed_kwargs)
-        return [(frame_times(self.processor, self.processor.prepare(item, sampling_rate=sampling_rate),
-                             self.frame_lengths, self.config.frame_hop, self.config.receptive_field), item_features)
-                for item, item_features in zip(items, features)]
+        return embed_timed_frames(self, inputs, layer, sampling_rate, self.frame_lengths, self.config.frame_hop,
+                                  self.config.receptive_field, **embed_kwargs)
 
     def freeze_feature_encoder(self) -> None:
         """Stop training the conv front end, as transformers' `freeze_feature_encoder` and the
