@@ -83,5 +83,7 @@ class ParetoGNNEncoder(GraphEncoder):
         return self.gnn(x, edge_index, output_hidden_states=True)
 
     def node_embeddings(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """(N, D) last-layer node features: the `encoder(x, edge_index)` the pretext tasks call."""
-        return self.gnn(x, edge_index)
+        """(N, D) last-layer node features: the `encoder(x, edge_index)` the pretext tasks call. It
+        normalises as upstream's DGL GraphConv, so that a view with dropped edges and self-loops is
+        encoded as upstream encodes it; on the processor's graphs it equals `forward`."""
+        return self.gnn(x, edge_index, graphconv_norm=True)

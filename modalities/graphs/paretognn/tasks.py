@@ -10,7 +10,7 @@ Each task owns its heads and turns a graph into a scalar loss with
   nodes again, decode with a graph convolution, scaled cosine error (alpha 3) on masked nodes.
 - p_ming, `NodeGraphInfomax` (DGI): encode the graph and a copy whose feature rows are
   shuffled; summary = sigmoid(mean clean embedding); bilinear score h·(W s) without bias;
-  BCE(clean, 1) + BCE(shuffled, 0).
+  BCE(clean, 1) + BCE(shuffled, 0), on sigmoid probabilities as upstream (`sigmoid_bce`).
 - p_minsg, `SubgraphContrast` (GRACE): two views, each dropping 30% of edges and 30% of
   feature columns; projector Linear-ReLU-Linear; InfoNCE at temperature 0.1 with intra- and
   inter-view negatives, averaged over both directions and all nodes.
@@ -19,8 +19,8 @@ Each task owns its heads and turns a graph into a scalar loss with
   ||z1 - z2||_F / N + λ (||I - z1ᵀz1 / N||_F + ||I - z2ᵀz2 / N||_F) with λ 1e-3. The norms
   are Frobenius norms, not their squares as in the CCA-SSG paper.
 - p_link, `LinkPrediction`: input dropout 0.4 (rescaled), encode, L2-normalise, Linear-ReLU to
-  predictor_dim, product of the two ends, Linear to a logit; BCE over the positive edges and
-  as many negatives.
+  predictor_dim, product of the two ends, Linear to a logit; BCE (`sigmoid_bce`) over the
+  positive edges and as many negatives.
 
 What differs from upstream:
 
@@ -31,14 +31,21 @@ What differs from upstream:
   1024 × `--batch_size_multiplier_ming` nodes). Here every task sees the whole graph, and
   p_link all edges or `positive_edges_per_step` of them. p_recon (and p_ming on PubMed,
   multiplier 0) is full-graph upstream too. p_minsg's InfoNCE needs O(N²) memory.
-- p_link's negatives come from `torch_geometric.utils.negative_sampling` (never an edge or a
-  self-loop) where DGL's GlobalUniform draws node pairs uniformly; upstream's graph stores
-  one self-loop per node, so its positives include self-loops, ours those `edge_index` has.
-- A view keeps every self-loop (GCNConv adds them back); DGL's DropEdge can drop them.
+- p_link's negatives come from `torch_geometric.utils.negative_sampling`, DGL's GlobalUniform's
+  upstream: both draw node pairs that are neither edges nor self-loops, from different random
+  streams. Upstream's graph stores one self-loop per node, so its positives include
+  self-loops; ours include those `edge_index` has (the processor adds one per node).
+- The encoder a task gets from `ParetoGNNPretraining` (`ParetoGNNEncoder.node_embeddings`)
+  normalises as DGL's GraphConv (no
+  self-loops added, sources scaled by their out-degree; `gcn.graphconv_edge_weights`), and so
+  does p_recon's decoder, so a view whose DropEdge removed edges and self-loops is encoded as
+  upstream encodes it. (PyG's GCNConv would add the self-loops back and use in-degrees: on
+  Cora that moved the p_minsg loss by 0.13-0.31 and the MGDA weights by up to 4e-3.)
 - Upstream's two views share one feature tensor (`dgl_graph_copy` shares `ndata['feat']` and
   DGL's FeatMask zeroes columns in place), so both views get the union of the two column
-  masks. Here each view draws its own mask, as GRACE and CCA-SSG intend.
-- BCE is computed from logits (upstream: sigmoid then BCE); equal up to float rounding.
+  masks; where a task copies the whole graph (p_minsg and p_decor on a graph as small as
+  Cora) that tensor is the graph's own, so the zeroed columns also accumulate from step to
+  step. Here each view draws its own mask from the intact features, as GRACE and CCA-SSG intend.
 
 All randomness (masks, permutations, dropped edges, negatives) comes from `generator` when one
 is given, so a step can be replayed.
@@ -58,6 +65,7 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.utils import negative_sampling
 
 from modalities.graphs.losses import sce_loss
+from modalities.graphs.paretognn.gcn import graphconv_edge_weights
 from zoo.errors import ConfigError
 
 Encoder = Callable[[Tensor, Tensor], Tensor]
@@ -148,6 +156,15 @@ def grace_infonce(anchor: Tensor, other: Tensor, temperature: float) -> Tensor:
     return -torch.log(inter.diagonal() / denominator)
 
 
+def sigmoid_bce(logits: Tensor, target: Tensor) -> Tensor:
+    """Upstream's BCE of sigmoid probabilities, kept rather than BCE-with-logits because the two
+    differ where it matters: a logit past about ±16.6 makes the float32 sigmoid exactly 0 or 1,
+    so a confidently wrong node costs 100 (PyTorch's log clamp) and passes no gradient, where
+    the logit form charges |logit| and pushes it back. On Cora at the recipe's initialisation
+    (seed 0) 16 of 5416 p_ming scores are such, and the loss is 3.67 upstream's way, 3.22 the other."""
+    return F.binary_cross_entropy(torch.sigmoid(logits), target)
+
+
 def standardize(h: Tensor) -> Tensor:
     """Zero mean, unit (unbiased) standard deviation per embedding dimension."""
     return (h - h.mean(dim=0)) / h.std(dim=0)
@@ -171,7 +188,7 @@ class FeatureReconstruction(PretextTask):
         self.mask_ratio, self.edge_drop_ratio, self.alpha = mask_ratio, edge_drop_ratio, alpha
         self.mask_token = nn.Parameter(torch.zeros(1, in_dim))
         self.encoder_to_decoder = nn.Linear(embed_dim, embed_dim, bias=False)
-        self.decoder = GCNConv(embed_dim, in_dim)
+        self.decoder = GCNConv(embed_dim, in_dim, normalize=False)
         xavier_init_(self.encoder_to_decoder)
 
     def loss(self, encoder: Encoder, data: Data, generator: torch.Generator | None = None) -> Tensor:
@@ -183,7 +200,8 @@ class FeatureReconstruction(PretextTask):
         corrupted = torch.where(is_masked[:, None], self.mask_token, x)
         h = self.encoder_to_decoder(encoder(corrupted, edge_index))
         h = h.masked_fill(is_masked[:, None], 0.0)
-        reconstruction = self.decoder(h, edge_index)[masked]
+        weights = graphconv_edge_weights(edge_index, data.num_nodes, h.dtype)
+        reconstruction = self.decoder(h, edge_index, weights)[masked]
         return sce_loss(reconstruction, x[masked], self.alpha)
 
 
@@ -201,9 +219,7 @@ class NodeGraphInfomax(PretextTask):
         corrupt = encoder(shuffled, data.edge_index)
         score = self.weight @ torch.sigmoid(clean.mean(dim=0))
         positive, negative = clean @ score, corrupt @ score
-        return F.binary_cross_entropy_with_logits(
-            positive, torch.ones_like(positive)
-        ) + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative))
+        return sigmoid_bce(positive, torch.ones_like(positive)) + sigmoid_bce(negative, torch.zeros_like(negative))
 
 
 class SubgraphContrast(PretextTask):
@@ -298,7 +314,7 @@ class LinkPrediction(PretextTask):
         h = F.relu(self.hidden(F.normalize(encoder(x, data.edge_index), dim=1)))
         logits = torch.cat([self._logits(h, positive), self._logits(h, negative)])
         target = torch.cat([logits.new_ones(positive.size(1)), logits.new_zeros(negative.size(1))])
-        return F.binary_cross_entropy_with_logits(logits, target)
+        return sigmoid_bce(logits, target)
 
 
 #: task name -> builder(in_dim, embed_dim, predictor_dim, settings)
