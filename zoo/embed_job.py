@@ -8,6 +8,7 @@ again, and a shard of files mended after a failure is kept. Table encoders (thos
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -124,21 +125,54 @@ def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: 
     return np.load(output), False
 
 
-def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[list[Any], list[str]]:
+def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[Sequence[Any], list[str]]:
     """Inputs with each .parquet file among them replaced by the rows of its `feature` column
-    (a Hub dataset's audio or images), and the names of all: a file's path, a row's `FILE#ROW`."""
-    from zoo.processing import parquet_rows
+    (a Hub dataset's audio or images), and the names of all: a file's path, a row's `FILE#ROW`.
+    A parquet file's rows are read when a shard takes them (`ParquetRows`), so a job over many
+    such files holds one row group of them at a time."""
+    from zoo.processing import ParquetRows
 
-    items, names = [], []
+    segments: list[Sequence[Any]] = []
+    names: list[str] = []
     for item in inputs:
         if feature and str(item).endswith(".parquet"):
-            rows = parquet_rows(item, feature)
-            items.extend(rows)
-            names.extend(f"{item}#{index}" for index in range(len(rows)))
+            segments.append(ParquetRows(item, feature))
+            names.extend(f"{item}#{index}" for index in range(len(segments[-1])))
         else:
-            items.append(item)
+            if not segments or not isinstance(segments[-1], list):
+                segments.append([])
+            segments[-1].append(item)
             names.append(str(item))
-    return items, names
+    if all(isinstance(segment, list) for segment in segments):  # no parquet file: the inputs as they are
+        return list(inputs), names
+    return ChainedRows(segments), names
+
+
+class ChainedRows(Sequence):
+    """Sequences read one after another as one (files, then a parquet file's rows, ...), indexed
+    and sliced without copying them into a list first."""
+
+    def __init__(self, segments: Sequence[Sequence[Any]]) -> None:
+        self.segments = list(segments)
+        self.starts = [0]
+        for segment in self.segments:
+            self.starts.append(self.starts[-1] + len(segment))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[position] for position in range(start, stop, step)]
+            return [row for segment, first in zip(self.segments, self.starts) if first < stop
+                    and first + len(segment) > start for row in segment[max(start - first, 0) : stop - first]]
+        position = index + len(self) if index < 0 else index
+        if not 0 <= position < len(self):
+            raise IndexError(f"input {index} of {len(self)}")
+        segment = bisect.bisect_right(self.starts, position) - 1
+        return self.segments[segment][position - self.starts[segment]]
 
 
 def inputs_digest(inputs: Sequence[Any]) -> str:

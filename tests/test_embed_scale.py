@@ -1,0 +1,108 @@
+"""`zoo embed` at scale, proved with counters instead of clocks: what a job holds in memory
+must not grow with the number of inputs (benchmarks/bench_scale.py measures the same at size)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from zoo.embed_job import ChainedRows, rows_of_parquet_files, run_embed_job
+from zoo.errors import InputError
+
+
+def write_image_parquet(path: Path, rows: int, row_group_size: int) -> Path:
+    """A Hub-style parquet file: an Image struct column {bytes, path} in row groups of `row_group_size`."""
+    records = [{"bytes": f"image {index}".encode(), "path": f"{index}.png"} for index in range(rows)]
+    pq.write_table(pa.table({"img": records}), path, row_group_size=row_group_size)
+    return path
+
+
+class CountingReads:
+    """Counts `ParquetFile.read_row_group` calls and the rows they return."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.groups: list[int] = []
+        original = pq.ParquetFile.read_row_group
+
+        def read_row_group(parquet_file, group, *args, **kwargs):
+            self.groups.append(group)
+            return original(parquet_file, group, *args, **kwargs)
+
+        monkeypatch.setattr(pq.ParquetFile, "read_row_group", read_row_group)
+
+
+class FakeEncoder:
+    """Just enough of an encoder for `run_embed_job`: a row per item, and the largest chunk it was given."""
+
+    embed_batch_size = 8
+    largest_chunk = 0
+
+    def check_embed_options(self, layer, pool):
+        return None
+
+    def config_dict_to_save(self):
+        return {"family": "fake"}
+
+    def state_dict(self):
+        return {}
+
+    def progress_bar(self, total, progress, unit="item"):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=True)
+
+    def embed(self, chunk, **options):
+        self.largest_chunk = max(self.largest_chunk, len(chunk))
+        return torch.tensor([[float(item["path"].split(".")[0])] for item in chunk])
+
+
+def test_parquet_rows_are_read_a_row_group_at_a_time_as_shards_take_them(tmp_path, monkeypatch):
+    """Listing Hub parquet files reads no rows (it held every file's encoded images before the
+    first was embedded: +510 MB for four CIFAR-10 train files); a job reads each row group once,
+    in order, as its shards reach it."""
+    files = [write_image_parquet(tmp_path / f"train-{index}.parquet", 40, 10) for index in range(3)]
+    reads = CountingReads(monkeypatch)
+    inputs, names = rows_of_parquet_files([str(path) for path in files], "Image")
+    assert reads.groups == [] and len(inputs) == 120 and names[41] == f"{files[1]}#1"
+    encoder = FakeEncoder()
+    run_embed_job(encoder, inputs, tmp_path / "out.npy", names=names, shard_size=10, progress=False)
+    assert reads.groups == [0, 1, 2, 3] * 3 and encoder.largest_chunk == 10
+    assert np.load(tmp_path / "out.npy")[:, 0].tolist() == [float(index % 40) for index in range(120)]
+
+
+def test_parquet_rows_hold_one_row_group(tmp_path, monkeypatch):
+    """Indexing keeps the last row group read and no other; a slice across groups reads each once."""
+    inputs, _ = rows_of_parquet_files([str(write_image_parquet(tmp_path / "a.parquet", 25, 10))], "Image")
+    reads = CountingReads(monkeypatch)
+    assert [row["path"] for row in inputs[8:22]] == [f"{index}.png" for index in range(8, 22)]
+    assert reads.groups == [0, 1, 2]
+    parquet_rows = inputs.segments[0]
+    assert len(parquet_rows.rows) == 5 and inputs[-1]["path"] == "24.png" and reads.groups == [0, 1, 2]
+    with pytest.raises(IndexError):
+        inputs[25]
+
+
+def test_files_and_parquet_rows_keep_their_order(tmp_path):
+    """Files around a parquet file keep their places, and names match the rows one for one."""
+    parquet = write_image_parquet(tmp_path / "rows.parquet", 5, 2)
+    inputs, names = rows_of_parquet_files(["a.png", "b.png", str(parquet), "c.png"], "Image")
+    assert isinstance(inputs, ChainedRows) and len(inputs) == len(names) == 8
+    assert inputs[1] == "b.png" and inputs[2]["path"] == "0.png" and inputs[7] == "c.png"
+    assert inputs[1:4] == ["b.png", inputs[2], inputs[3]] and inputs[6:] == [inputs[6], "c.png"]
+    assert names[2:4] == [f"{parquet}#0", f"{parquet}#1"]
+    assert rows_of_parquet_files(["a.png", "b.png"], "Image") == (["a.png", "b.png"], ["a.png", "b.png"])
+
+
+def test_an_unreadable_parquet_file_is_refused_when_listed(tmp_path):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    with pytest.raises(InputError, match="cannot read parquet file"):
+        rows_of_parquet_files([str(broken)], "Image")
+    pq.write_table(pa.table({"id": [0]}), tmp_path / "ids.parquet")
+    with pytest.raises(InputError, match="has no Image column"):
+        rows_of_parquet_files([str(tmp_path / "ids.parquet")], "Image")
