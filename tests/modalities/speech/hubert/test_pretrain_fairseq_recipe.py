@@ -138,3 +138,21 @@ def test_mert_masks_at_least_two_spans_and_equal_counts():
     counts = masks[0].sum(1).tolist()
     assert len(set(counts)) == 1 and 5 <= counts[0] <= 10, "mask_prob 0 still masks min_masks = 2 spans of 5"
     assert torch.isfinite(output.loss)
+
+
+def test_mfcc_features_are_fairseqs_100_hz_features_read_at_50_hz():
+    """fairseq's dump_mfcc_feature.py: Kaldi MFCC at its defaults (25 ms every 10 ms), deltas
+    over those 100 Hz frames; its HuBERT reads label 2t for frame t."""
+    import torchaudio
+
+    from modalities.speech.hubert.pretrain import mfcc_features
+
+    wave = torch.sin(torch.arange(11_999) * 0.05) * torch.linspace(0, 1, 11_999) + 0.1 * torch.randn(11_999)
+    cepstra = torchaudio.compliance.kaldi.mfcc(waveform=wave[None], sample_frequency=16000, use_energy=False).T
+    deltas = torchaudio.functional.compute_deltas(cepstra)
+    reference = torch.cat([cepstra, deltas, torchaudio.functional.compute_deltas(deltas)]).T[::2]
+    ours = mfcc_features(wave, 16000, 400, 320)
+    assert ours.shape == (1 + (11_999 - 400) // 320, 39) == reference.shape
+    assert (ours - reference).abs().max() < 1e-4
+    with pytest.raises(ConfigError, match="hop=321"):
+        mfcc_features(wave, 16000, 400, 321)
