@@ -35,12 +35,14 @@ What differs from upstream:
   upstream: both draw node pairs that are neither edges nor self-loops, from different random
   streams. Upstream's graph stores one self-loop per node, so its positives include
   self-loops; ours include those `edge_index` has (the processor adds one per node).
-- The encoder a task gets from `ParetoGNNPretraining` (`ParetoGNNEncoder.node_embeddings`)
-  normalises as DGL's GraphConv (no
-  self-loops added, sources scaled by their out-degree; `gcn.graphconv_edge_weights`), and so
-  does p_recon's decoder, so a view whose DropEdge removed edges and self-loops is encoded as
-  upstream encodes it. (PyG's GCNConv would add the self-loops back and use in-degrees: on
-  Cora that moved the p_minsg loss by 0.13-0.31 and the MGDA weights by up to 4e-3.)
+- Not a difference: the encoder a task gets from `ParetoGNNPretraining`
+  (`ParetoGNNEncoder.node_embeddings`) and p_recon's decoder normalise as DGL's GraphConv (no
+  self-loops added, sources scaled by their out-degree; `gcn.graphconv_edge_weights`), so a
+  view whose DropEdge removed edges and self-loops is encoded as upstream encodes it. (PyG's
+  GCNConv adds the self-loops back and uses in-degrees: on Cora that moved the p_minsg loss
+  by 0.31 and the MGDA weights by up to 4e-3.) As upstream, a masked node left without
+  in-edges is reconstructed as the decoder's bias alone; while that bias is still zero,
+  F.normalize's floor makes its gradient huge (~1e11) for that one step, which Adam absorbs.
 - Upstream's two views share one feature tensor (`dgl_graph_copy` shares `ndata['feat']` and
   DGL's FeatMask zeroes columns in place), so both views get the union of the two column
   masks; where a task copies the whole graph (p_minsg and p_decor on a graph as small as
