@@ -78,10 +78,12 @@ def compute_span_mask(
       for HuBERT's 0.8 / 10 on 5 s crops), and every run of masked frames is at least one
       span long.
 
-    Two cases differ from fairseq on purpose: its starts exclude the last one (the last
-    frame is never masked; fraction 0.5682 against 0.5688 here on 5 s crops), and an item
-    of at most `mask_length` frames is masked whole here, where fairseq raises. fairseq
-    then evens out the masked counts of a batch: see `equalise_mask_counts`.
+    Two cases differ from fairseq (@3d262bb) on purpose: its starts exclude the last one
+    (its last frame is never masked; fraction 0.5682 against 0.5688 here on 5 s crops), and
+    when fewer starts remain than spans (items under about mask_length + min_masks frames)
+    it draws among more starts and cuts spans at the end, raising when they cover the whole
+    item, where an item of at most `mask_length` frames is masked whole here. fairseq then
+    evens out the masked counts of a batch: see `equalise_mask_counts`.
 
     Args:
         frame_lengths: (B,) valid frames per item.
