@@ -26,11 +26,19 @@ from modalities.graphs.paretognn.solver import min_norm_weights, normalize_gradi
 from modalities.graphs.paretognn.tasks import SCRIPT_TASKS, build_tasks
 from zoo.outputs import PretrainOutput
 
+#: The order in which upstream's `PretrainModule.forward` runs the tasks. The last one's forward
+#: pass leaves the BatchNorm running statistics (momentum 0.99: nearly that batch's) that the
+#: saved encoder embeds with in eval mode; on Cora, p_link's statistics instead of p_recon's moved
+#: the eval-mode embeddings of the trained checkpoint by 72-141% (relative Frobenius norm).
+FORWARD_ORDER = ("p_link", "p_ming", "p_minsg", "p_decor", "p_recon")
+
 
 class ParetoGNNPretraining(nn.Module):
     """The shared encoder plus one head module per task; `forward(batch)` is one step's loss.
 
-    Logs each task's loss (`loss_<task>`) and weight (`weight_<task>`) every step.
+    Logs each task's loss (`loss_<task>`) and weight (`weight_<task>`) every step. The tasks run
+    in upstream's `FORWARD_ORDER`; the solver takes their gradients in the order `tasks` names
+    them, as upstream's takes `--tasks`'.
     """
 
     def __init__(self, encoder: ParetoGNNEncoder, tasks: Sequence[str] = SCRIPT_TASKS, use_pareto: bool = True,
@@ -39,8 +47,10 @@ class ParetoGNNPretraining(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.use_pareto, self.grad_norm = use_pareto, grad_norm
-        self.tasks = build_tasks(tuple(tasks), encoder.config.in_dim, encoder.embed_dim, predictor_dim,
-                                 **(task_settings or {}))
+        built = build_tasks(tuple(tasks), encoder.config.in_dim, encoder.embed_dim, predictor_dim,
+                            **(task_settings or {}))
+        self.solver_order = tuple(built)
+        self.tasks = nn.ModuleDict({name: built[name] for name in sorted(built, key=FORWARD_ORDER.index)})
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PretrainOutput:
         data = Data(x=batch["x"], edge_index=batch["edge_index"])
@@ -52,7 +62,11 @@ class ParetoGNNPretraining(nn.Module):
             found = torch.autograd.grad(loss, params, allow_unused=True)
             grads.append([torch.zeros_like(p) if g is None else g for g, p in zip(found, params)])
             losses.append(loss.detach())
-        weights = self.task_weights(losses, [[g for g, p in zip(gs, params) if id(p) in shared] for gs in grads])
+        position = {name: index for index, name in enumerate(self.tasks)}
+        solver = [position[name] for name in self.solver_order]
+        solved = self.task_weights([losses[i] for i in solver],
+                                   [[g for g, p in zip(grads[i], params) if id(p) in shared] for i in solver])
+        weights = [solved[self.solver_order.index(name)] for name in self.tasks]
         combined = [sum(w * gs[i] for w, gs in zip(weights, grads)) for i in range(len(params))]
         surrogate = sum((p * g).sum() for p, g in zip(params, combined))
         total = sum(w * value for w, value in zip(weights, losses))

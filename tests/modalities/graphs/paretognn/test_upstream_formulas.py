@@ -5,7 +5,8 @@ by its out-degree and a target by its in-degree (degrees floored at 1). Its p_mi
 take BCE of sigmoid probabilities. Each expected value here is that formula, written out
 densely. Run beside the official DGL code on Cora with the same weights and random draws
 (/tmp scripts, DGL 2.1.0), the zoo's five task losses now match upstream's to <= 4.8e-7 and
-the MGDA weights to 3.6e-8; before, p_minsg's loss was 0.31 off, p_ming's 0.37.
+the MGDA weights to 3.6e-8; before, p_minsg's loss was 0.31 off, p_ming's 0.37. The tasks also
+run in upstream's order, which decides the encoder's BatchNorm running statistics.
 """
 
 import pytest
@@ -16,7 +17,9 @@ from torch_geometric.data import Data
 from modalities.graphs.losses import sce_loss
 from modalities.graphs.paretognn.gcn import GCNStack, graphconv_edge_weights
 from modalities.graphs.paretognn.model import ParetoGNNConfig, ParetoGNNEncoder
+from modalities.graphs.paretognn.objective import ParetoGNNPretraining
 from modalities.graphs.paretognn.tasks import (
+    SCRIPT_TASKS,
     FeatureReconstruction,
     LinkPrediction,
     NodeGraphInfomax,
@@ -140,3 +143,27 @@ def test_link_prediction_bce_is_upstreams():
     target = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)])
     expected = F.binary_cross_entropy(probabilities, target)  # upstream p_link's last lines
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_tasks_run_in_upstreams_forward_order_and_are_solved_in_the_recipes(monkeypatch):
+    """Upstream's `PretrainModule.forward` runs p_link, p_ming, p_minsg, p_decor, p_recon: p_recon's
+    pass sets the BatchNorm running statistics (momentum 0.99) the saved encoder embeds with.
+    Its solver takes the gradients in `--tasks` order (the scripts': SCRIPT_TASKS)."""
+    graph = directed_graph()
+    torch.manual_seed(0)
+    objective = ParetoGNNPretraining(ParetoGNNEncoder(ParetoGNNConfig(in_dim=5, hidden_dims=(6, 4))), predictor_dim=8)
+    calls, statistics, solved = [], {}, []
+    for name, task in objective.tasks.items():
+        def logged(*args, _name=name, _loss=task.loss, **kwargs):
+            calls.append(_name)
+            value = _loss(*args, **kwargs)
+            statistics[_name] = objective.encoder.gnn.norms[0].running_mean.clone()
+            return value
+        monkeypatch.setattr(task, "loss", logged)
+    task_weights = objective.task_weights
+    monkeypatch.setattr(objective, "task_weights",
+                        lambda losses, grads: solved.append(losses) or task_weights(losses, grads))
+    output = objective({"x": graph.x, "edge_index": graph.edge_index})
+    assert calls == ["p_link", "p_ming", "p_minsg", "p_decor", "p_recon"]
+    assert torch.equal(objective.encoder.gnn.norms[0].running_mean, statistics["p_recon"])
+    assert [value.item() for value in solved[0]] == [output.logs[f"loss_{name}"] for name in SCRIPT_TASKS]
