@@ -197,7 +197,7 @@ def test_codebook_kmeans_and_ema_keep_unit_codes():
     centres = torch.nn.functional.normalize(torch.randn(4, 8, generator=generator), dim=-1)
     points = (centres.repeat_interleave(50, 0) + 0.05 * torch.randn(200, 8, generator=generator))
     codebook = CosineCodebook(4, 8)
-    codebook.kmeans_init(points, generator=generator)
+    codebook.kmeans_init(centres, generator=generator)
     codes = codebook.nearest(points)
     assert len(codes.unique()) == 4
     assert all(len(codes[i * 50:(i + 1) * 50].unique()) == 1 for i in range(4))
