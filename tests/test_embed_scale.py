@@ -13,6 +13,7 @@ import torch
 
 from zoo.embed_job import ChainedRows, rows_of_parquet_files, run_embed_job
 from zoo.errors import InputError
+from zoo.processing import ParquetRows
 
 
 def write_image_parquet(path: Path, rows: int, row_group_size: int) -> Path:
@@ -23,17 +24,20 @@ def write_image_parquet(path: Path, rows: int, row_group_size: int) -> Path:
 
 
 class CountingReads:
-    """Counts `ParquetFile.read_row_group` calls and the rows they return."""
+    """Counts the parquet reads started (`ParquetFile.iter_batches`) and the rows they decode."""
 
     def __init__(self, monkeypatch) -> None:
-        self.groups: list[int] = []
-        original = pq.ParquetFile.read_row_group
+        self.starts, self.rows, self.largest = 0, 0, 0
+        original = pq.ParquetFile.iter_batches
 
-        def read_row_group(parquet_file, group, *args, **kwargs):
-            self.groups.append(group)
-            return original(parquet_file, group, *args, **kwargs)
+        def iter_batches(parquet_file, *args, **kwargs):
+            self.starts += 1
+            for batch in original(parquet_file, *args, **kwargs):
+                self.rows += batch.num_rows
+                self.largest = max(self.largest, batch.num_rows)
+                yield batch
 
-        monkeypatch.setattr(pq.ParquetFile, "read_row_group", read_row_group)
+        monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
 
 
 class FakeEncoder:
@@ -61,30 +65,35 @@ class FakeEncoder:
         return torch.tensor([[float(item["path"].split(".")[0])] for item in chunk])
 
 
-def test_parquet_rows_are_read_a_row_group_at_a_time_as_shards_take_them(tmp_path, monkeypatch):
-    """Listing Hub parquet files reads no rows (it held every file's encoded images before the
-    first was embedded: +510 MB for four CIFAR-10 train files); a job reads each row group once,
-    in order, as its shards reach it."""
+def test_parquet_rows_are_read_a_batch_at_a_time_as_shards_take_them(tmp_path, monkeypatch):
+    """Listing Hub parquet files decodes no rows (it held every file's encoded images before the
+    first was embedded: +510 MB for four CIFAR-10 train files); a job decodes each row once, in
+    order, one read per file, as its shards reach it."""
     files = [write_image_parquet(tmp_path / f"train-{index}.parquet", 40, 10) for index in range(3)]
     reads = CountingReads(monkeypatch)
     inputs, names = rows_of_parquet_files([str(path) for path in files], "Image")
-    assert reads.groups == [] and len(inputs) == 120 and names[41] == f"{files[1]}#1"
+    assert reads.rows == 0 and len(inputs) == 120 and names[41] == f"{files[1]}#1"
     encoder = FakeEncoder()
     run_embed_job(encoder, inputs, tmp_path / "out.npy", names=names, shard_size=10, progress=False)
-    assert reads.groups == [0, 1, 2, 3] * 3 and encoder.largest_chunk == 10
+    assert (reads.starts, reads.rows) == (3, 120) and encoder.largest_chunk == 10
     assert np.load(tmp_path / "out.npy")[:, 0].tolist() == [float(index % 40) for index in range(120)]
 
 
-def test_parquet_rows_hold_one_row_group(tmp_path, monkeypatch):
-    """Indexing keeps the last row group read and no other; a slice across groups reads each once."""
-    inputs, _ = rows_of_parquet_files([str(write_image_parquet(tmp_path / "a.parquet", 25, 10))], "Image")
+def test_parquet_rows_hold_one_batch(tmp_path, monkeypatch):
+    """Indexing holds one batch of BATCH_ROWS rows; a row behind it starts again at its row group,
+    a row some row groups ahead skips the ones between."""
+    monkeypatch.setattr(ParquetRows, "BATCH_ROWS", 4)
+    inputs, _ = rows_of_parquet_files([str(write_image_parquet(tmp_path / "a.parquet", 45, 10))], "Image")
     reads = CountingReads(monkeypatch)
     assert [row["path"] for row in inputs[8:22]] == [f"{index}.png" for index in range(8, 22)]
-    assert reads.groups == [0, 1, 2]
     parquet_rows = inputs.segments[0]
-    assert len(parquet_rows.rows) == 5 and inputs[-1]["path"] == "24.png" and reads.groups == [0, 1, 2]
+    assert reads.largest <= 4 and len(parquet_rows.rows) <= 4 and reads.rows <= 24
+    assert inputs[3]["path"] == "3.png" and reads.starts == 2  # behind: from row group 0 again
+    decoded = reads.rows
+    assert inputs[-1]["path"] == "44.png" and reads.starts == 3  # ahead: from row group 4, not through 1 to 3
+    assert reads.rows - decoded <= 5 and parquet_rows.rows == [] and parquet_rows.batches is None  # read to its end
     with pytest.raises(IndexError):
-        inputs[25]
+        inputs[45]
 
 
 def test_files_and_parquet_rows_keep_their_order(tmp_path):

@@ -5,6 +5,11 @@ and stride p then turns each token into its p x p x 3 patch. There is no output
 activation: the image comes out in the ImageNet-normalised space the encoder reads, since
 GMML's L1 loss compares it with the clean normalised crop.
 
+The Linear layers keep torch's default init (weights std 1 / sqrt(3 D), 0.042 at D = 192,
+and non-zero biases); upstream's `RECHead._init_weights` starts them truncated-normal with
+std 0.02 and zero biases. The forward and the loss are upstream's; only the start differs,
+and the embedded gmml-vit-tiny-cifar10 was trained from this init.
+
 Shapes: B images, h x w patch grid, N = h * w, D width, p patch side.
 """
 
