@@ -54,6 +54,18 @@ def test_warmup_then_cosine_schedule():
     assert lr_factor(0, 0, 10, 0.0) == pytest.approx(1.0)
 
 
+def test_a_schedule_that_moves_once_an_epoch_holds_each_epochs_lr(tmp_path):
+    """GraphMAE's upstream steps its cosine after each epoch: with schedule_every=5 the five steps of
+    an epoch share one factor, epoch e's being the cosine at e / epochs, also across a resume."""
+    config = TrainConfig(steps=20, lr=0.1, schedule_every=5, checkpoint_every=7, progress=False)
+    assert len(train(make_objective(), toy_batches(), tmp_path, dataclasses.replace(config, time_limit=0.0))) == 1
+    records = train(make_objective(), toy_batches(), tmp_path, config)  # resumed at step 1, mid-epoch
+    expected = [0.1 * 0.5 * (1 + math.cos(math.pi * (step // 5) / 4)) for step in range(20)]
+    assert [r["lr"] for r in records] == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="schedule_every=0"):
+        TrainConfig(steps=2, schedule_every=0)
+
+
 def test_weight_decay_schedule_rises_on_decayed_groups_only(tmp_path):
     assert weight_decay_at(0, 0.04, 0.4, 10) == pytest.approx(0.04)
     assert weight_decay_at(5, 0.04, 0.4, 10) == pytest.approx(0.22)

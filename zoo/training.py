@@ -84,6 +84,9 @@ class TrainConfig:
         betas / eps: AdamW moments (defaults: (0.9, 0.98) / 1e-6, as fairseq's HuBERT).
         warmup_steps: steps of linear warmup from lr/warmup_steps to lr (default: 0).
         min_lr_ratio: the cosine decays from lr to lr * min_lr_ratio at the last step (default: 0).
+        schedule_every: the lr schedule moves every this many steps, holding each factor in between:
+            a recipe whose upstream steps its scheduler once an epoch (GraphMAE's) gives its batches
+            per epoch, so that its cosine runs over epochs as upstream's does (default: 1).
         max_grad_norm: clip the global gradient norm to this; None logs the norm without
             clipping (default: 10.0, fairseq's clip_norm for HuBERT).
         max_grad_value: clamp every gradient element to [-value, value] before the norm
@@ -110,6 +113,7 @@ class TrainConfig:
     eps: float = 1e-6
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
+    schedule_every: int = 1
     max_grad_norm: Optional[float] = 10.0
     max_grad_value: Optional[float] = None
     checkpoint_every: int = 100
@@ -134,6 +138,8 @@ class TrainConfig:
                               "steps or warm up for fewer (zoo pretrain: --set warmup_steps=N)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+        if self.schedule_every < 1:
+            raise ConfigError(f"schedule_every={self.schedule_every}; the schedule moves every 1 or more steps")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay={self.weight_decay}; use a decay >= 0")
         if self.weight_decay_end is not None and self.weight_decay_end < 0:
@@ -536,7 +542,8 @@ class Trainer:
         self.optimizer = make_optimizer(objective, config)
         schedule = partial(lr_factor, warmup_steps=config.warmup_steps, total_steps=config.steps,
                            min_lr_ratio=config.min_lr_ratio)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        every = config.schedule_every
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: schedule(step - step % every))
         self.step = 0
         self.elapsed = 0.0
         self.saved_step: Optional[int] = None

@@ -27,11 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
 
 
-def train_config(recipe: dict[str, Any], steps: int, args: argparse.Namespace) -> TrainConfig:
+def train_config(recipe: dict[str, Any], epochs: int, epoch_steps: int, args: argparse.Namespace) -> TrainConfig:
+    """The recipe's Adam and schedule; a cosine moves once an epoch, as upstream steps its
+    scheduler after each epoch (on a mini-batch recipe such as COLLAB's 20 epochs, a cosine over
+    batches lowered the lr by up to 7.9 % of its peak where upstream's had not yet moved)."""
     if recipe["scheduler"] not in ("cosine", "none"):
         raise ConfigError(f"scheduler={recipe['scheduler']!r} is not 'cosine' or 'none'")
     return TrainConfig(
-        steps=steps, lr=recipe["lr"], weight_decay=recipe["weight_decay"], optimizer=recipe["optimizer"],
+        steps=epochs * epoch_steps, schedule_every=epoch_steps, lr=recipe["lr"], weight_decay=recipe["weight_decay"],
+        optimizer=recipe["optimizer"],
         betas=(0.9, 0.999), eps=1e-8, min_lr_ratio=0.0 if recipe["scheduler"] == "cosine" else 1.0,
         max_grad_norm=None, checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
         progress=not args.no_progress, time_limit=args.time_limit,
@@ -44,4 +48,4 @@ def run(args: argparse.Namespace) -> None:
     batches = GraphBatches(graphs, recipe.get("batch_size") or 1, args.seed)
     encoder = GraphMAEEncoder(config, processor)
     objective = GraphMAEPretraining(encoder, **{key: recipe[key] for key in OBJECTIVE_KEYS})
-    run_and_save(objective, encoder, batches, train_config(recipe, recipe["epochs"] * len(batches), args), args, recipe)
+    run_and_save(objective, encoder, batches, train_config(recipe, recipe["epochs"], len(batches), args), args, recipe)

@@ -184,3 +184,14 @@ def test_a_run_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path):
     assert pretrain(tmp_path / "stopped") == 0
     whole, resumed = (load_file(tmp_path / run / "encoder" / "model.safetensors") for run in ("whole", "stopped"))
     assert max((whole[key] - resumed[key]).abs().max().item() for key in whole) == 0.0
+
+
+def test_a_cosine_recipe_moves_its_lr_once_an_epoch_as_upstream(tmp_path):
+    """Upstream GraphMAE steps its cosine after each epoch: MUTAG's 3 batches an epoch share one
+    lr, the second epoch's being half the first's (cos at 1 / 2 epochs)."""
+    out = tmp_path / "cosine"
+    assert main(["pretrain", "graphmae", "--dataset", "mutag", "--data", str(shared_path("data", "tu")), "-o", str(out),
+                 "--epochs", "2", "--no-progress", "--set", "num_hidden=16", "--set", "scheduler=cosine"]) == 0
+    rates = [json.loads(line)["lr"] for line in (out / "log.jsonl").read_text().splitlines()]
+    peak = rates[0]
+    assert rates == pytest.approx([peak] * 3 + [peak / 2] * 3)
