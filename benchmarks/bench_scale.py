@@ -1,0 +1,137 @@
+"""`zoo embed` at a user's scale: peak RSS and wall time of the command on inputs made here from
+../shared/data, so that memory which grows with the input (a list kept, a whole file read, a
+join in memory) shows as a row whose peak climbs with its size.
+
+Cases (each a fresh `zoo embed` process, its peak RSS from os.wait4):
+- audio-file: one WAV of M minutes (FSDD recordings end to end, 16 kHz) per audio model;
+- audio-folder: N FSDD files in a folder (hubert-tiny-fsdd);
+- table: N UCI Adult rows resampled, as .csv and .parquet (tjepa-adult);
+- images: N CIFAR-10 JPEGs in a folder, and the CIFAR-10 parquet file (gmml-vit-tiny-cifar10).
+
+    python benchmarks/bench_scale.py --cases audio-file --minutes 10,60 --markdown
+    python benchmarks/bench_scale.py --cases table --rows 100000,1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CLI = "import sys; from zoo.cli import main; sys.exit(main())"
+AUDIO_MODELS = ("hubert-tiny-fsdd", "beats-tiny", "mert-tiny")
+
+
+def run_embed(arguments: list[str], threads: int) -> tuple[float, float]:
+    """(peak RSS in MB, wall seconds) of one `zoo embed ARGUMENTS` process."""
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", CLI, "embed", *arguments, "--threads", str(threads)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"zoo embed {' '.join(arguments)} failed: {process.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024, seconds
+
+
+def fsdd_files() -> list[Path]:
+    return sorted((SHARED / "fsdd" / "recordings").glob("*.wav"))
+
+
+def make_wav(path: Path, minutes: float) -> Path:
+    """FSDD recordings end to end (8 kHz, each sample repeated: 16 kHz), `minutes` long."""
+    import soundfile
+
+    parts, total, files = [], 0, fsdd_files()
+    while total < minutes * 60 * 8000:
+        samples, _ = soundfile.read(files[len(parts) % len(files)], dtype="int16")
+        parts.append(samples)
+        total += len(samples)
+    soundfile.write(path, np.repeat(np.concatenate(parts)[: int(minutes * 60 * 8000)], 2), 16000, subtype="PCM_16")
+    return path
+
+
+def make_table(folder: Path, rows: int) -> list[Path]:
+    """`rows` UCI Adult training rows drawn with replacement (seed 0), as .csv and .parquet."""
+    import pandas as pd
+
+    frame = pd.read_csv(SHARED / "adult" / "adult.data", skipinitialspace=True)
+    big = frame.iloc[np.random.default_rng(0).integers(0, len(frame), rows)].reset_index(drop=True)
+    big.to_csv(folder / f"adult-{rows}.csv", index=False)
+    big.to_parquet(folder / f"adult-{rows}.parquet", index=False)
+    return [folder / f"adult-{rows}.csv", folder / f"adult-{rows}.parquet"]
+
+
+def make_images(folder: Path, count: int) -> Path:
+    """The first `count` CIFAR-10 training JPEGs as files, 1000 to a folder."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(SHARED / "cifar10" / "train-00000-of-00001.parquet", columns=["img"]).slice(0, count)
+    for index, row in enumerate(table.column("img").to_pylist()):
+        (folder / f"{index // 1000:03d}").mkdir(exist_ok=True)
+        (folder / f"{index // 1000:03d}" / f"{index:05d}.jpg").write_bytes(row["bytes"])
+    return folder
+
+
+def cases(args: argparse.Namespace, work: Path):
+    """(input, size, model, arguments) of every case asked for; inputs are made as they are reached."""
+    if "audio-file" in args.cases:
+        for minutes in args.minutes:
+            wav = make_wav(work / f"{minutes:g}min.wav", minutes)
+            for model in AUDIO_MODELS:
+                yield "wav file", f"{minutes:g} min", model, [model, str(wav), "-o", str(work / "out.npy")]
+    if "audio-folder" in args.cases:
+        for count in args.files:
+            folder = work / f"fsdd-{count}"
+            folder.mkdir()
+            for path in fsdd_files()[:count]:
+                shutil.copy(path, folder)
+            yield "wav folder", f"{count} files", "hubert-tiny-fsdd", ["hubert-tiny-fsdd", str(folder), "-o",
+                                                                       str(work / "out.npy")]
+    if "table" in args.cases:
+        for rows in args.rows:
+            for table in make_table(work, rows):
+                yield f"table {table.suffix}", f"{rows} rows", "tjepa-adult", ["tjepa-adult", str(table), "-o",
+                                                                               str(work / "out.parquet")]
+    if "images" in args.cases:
+        for count in args.images:
+            folder = work / f"images-{count}"
+            folder.mkdir()
+            make_images(folder, count)
+            yield "jpeg folder", f"{count} images", "gmml-vit-tiny-cifar10", ["gmml-vit-tiny-cifar10", str(folder),
+                                                                             "-o", str(work / "out.npy")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="audio-file,audio-folder,table,images")
+    parser.add_argument("--minutes", default="10,60", help="audio-file: lengths in minutes")
+    parser.add_argument("--files", default="256,2000", help="audio-folder: file counts")
+    parser.add_argument("--rows", default="100000,1000000", help="table: row counts")
+    parser.add_argument("--images", default="2000,20000", help="images: image counts")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    args.cases = args.cases.split(",")
+    args.minutes = [float(value) for value in args.minutes.split(",")]
+    args.files, args.rows, args.images = ([int(value) for value in text.split(",")]
+                                          for text in (args.files, args.rows, args.images))
+    lines = ["| input | size | model | peak RSS (MB) | wall (s) |", "|---|---|---|---|---|"]
+    print("\n".join(lines) if args.markdown else "input, size, model, peak RSS MB, wall s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
+        for kind, size, model, arguments in cases(args, Path(folder)):
+            peak, seconds = run_embed(arguments, args.threads)
+            row = (kind, size, model, f"{peak:.0f}", f"{seconds:.1f}")
+            print(f"| {' | '.join(row)} |" if args.markdown else ", ".join(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
