@@ -14,8 +14,8 @@ upstream's: AdamW (betas 0.9 / 0.999), lr warmup then cosine to 1e-6, weight dec
 0.04 -> 0.4 on weight matrices, gradient clipping at 3, drop path 0.1. The differences:
 steps instead of epochs, global-norm clipping instead of DINO's per-tensor clipping, a
 warmup whose first step has lr / warmup_steps (upstream's `cosine_scheduler` starts at 0 and
-reaches the peak one step later), the reconstruction head's init (reconstruction.py), and
-the lr is not scaled by batch size / 256 for you (upstream: 5e-4 * images / 256).
+reaches the peak one step later), and the lr is not scaled by batch size / 256 for you
+(upstream: 5e-4 * images / 256).
 
 Batch i is a pure function of (seed, i), so a resumed run sees exactly the batches it would
 have seen. Shapes: B images, V views, S crop side.

@@ -5,10 +5,10 @@ and stride p then turns each token into its p x p x 3 patch. There is no output
 activation: the image comes out in the ImageNet-normalised space the encoder reads, since
 GMML's L1 loss compares it with the clean normalised crop.
 
-The Linear layers keep torch's default init (weights std 1 / sqrt(3 D), 0.042 at D = 192,
-and non-zero biases); upstream's `RECHead._init_weights` starts them truncated-normal with
-std 0.02 and zero biases. The forward and the loss are upstream's; only the start differs,
-and the embedded gmml-vit-tiny-cifar10 was trained from this init.
+The Linear layers start as upstream's `RECHead._init_weights` starts them (truncated
+normal, std 0.02, zero biases), the convolution with torch's default, as upstream builds it
+after that call. (The embedded gmml-vit-tiny-cifar10 was trained from torch's default
+Linear init: std 0.042 at D = 192, non-zero biases.)
 
 Shapes: B images, h x w patch grid, N = h * w, D width, p patch side.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from modalities.vision.gmml.vit import init_linear
 
 #: depth of the head's MLP (upstream's `mlp.0`, `mlp.2`, `mlp.4`, each followed by a GELU)
 MLP_LAYERS = 3
@@ -36,6 +38,7 @@ class ReconstructionHead(nn.Module):
         for _ in range(MLP_LAYERS):
             layers += [nn.Linear(dim, dim), nn.GELU()]
         self.mlp = nn.Sequential(*layers)
+        self.mlp.apply(init_linear)
         self.to_pixels = nn.ConvTranspose2d(dim, out_channels, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

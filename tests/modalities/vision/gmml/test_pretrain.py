@@ -51,7 +51,7 @@ def losses(folder) -> list[float]:
 def test_loss_falls_and_the_encoder_loads_embeds_and_reconstructs(image_folder, tmp_path):
     assert main(run_args(image_folder, tmp_path / "run", 200, "--lr", "2e-3", "--views", "1")) == 0
     curve = losses(tmp_path / "run")
-    assert np.mean(curve[-10:]) < 0.6 * np.mean(curve[:10])
+    assert np.mean(curve[-10:]) < 0.7 * np.mean(curve[:10])  # 0.64 from upstream's head init (0.53 from torch's)
     assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     encoder = zoo.load(tmp_path / "run" / "encoder")
     assert encoder.config.recons_blocks == (1, 2) and encoder.config.reconstruction_head
