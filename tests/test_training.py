@@ -13,7 +13,8 @@ from zoo.checkpointing import CheckpointedBlocks
 from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.outputs import PretrainOutput
 from zoo.training import (ARGS_FILE, CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, add_optimization_arguments,
-                          lr_factor, read_log, train, train_and_save, train_config_from_args, weight_decay_at)
+                          lr_factor, make_optimizer, read_log, train, train_and_save, train_config_from_args,
+                          weight_decay_at)
 
 
 class Regression(nn.Module):
@@ -52,6 +53,32 @@ def test_warmup_then_cosine_schedule():
     assert lr_factor(12, 4, 20, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
     assert lr_factor(0, 0, 10, 0.0) == pytest.approx(1.0)
+
+
+def test_a_linear_decay_is_fairseqs_polynomial_decay_and_decay_may_reach_every_parameter():
+    """fairseq's polynomial_decay (power 1) sets the lr of update k + 1 to lr * (1 - (k - W) / (T - W))
+    after W warmup updates; its Adam decays every parameter, biases and norms too."""
+    for step in (4, 9, 12, 19, 20):
+        assert lr_factor(step, 4, 20, 0.0, "linear") == pytest.approx(1 - (step - 4) / (20 - 4))
+    assert lr_factor(12, 4, 20, 0.1, "linear") == pytest.approx(0.1 + 0.9 * 0.5)
+    objective = make_objective()
+    groups = make_optimizer(objective, TrainConfig(steps=1, decay_every_parameter=True)).param_groups
+    assert [len(group["params"]) for group in groups] == [2, 0] and groups[0]["weight_decay"] == 0.01
+    assert [len(group["params"]) for group in make_optimizer(objective, TrainConfig(steps=1)).param_groups] == [1, 1]
+    with pytest.raises(ConfigError, match="lr_decay='step'"):
+        TrainConfig(steps=2, lr_decay="step")
+
+
+def test_hubert_and_mert_recipes_take_fairseqs_schedule_and_decay():
+    from zoo.cli import build_parser
+
+    for family in ("hubert", "mert"):
+        args = build_parser(family).parse_args(["pretrain", family, "--data", "x", "-o", "y"])
+        config = train_config_from_args(args)
+        assert config.lr_decay == "linear" and config.decay_every_parameter
+    args = build_parser("beats").parse_args(["pretrain", "beats", "--data", "x", "-o", "y", "--lr-decay", "linear"])
+    config = train_config_from_args(args)
+    assert config.lr_decay == "linear" and not config.decay_every_parameter
 
 
 def test_a_schedule_that_moves_once_an_epoch_holds_each_epochs_lr(tmp_path):

@@ -56,6 +56,8 @@ from zoo.options import (
 )
 from zoo.outputs import PretrainOutput
 
+#: shapes of the lr's fall after the warmup (TrainConfig.lr_decay)
+LR_DECAYS = ("cosine", "linear")
 CHECKPOINT_FILE = "checkpoint.pt"
 ARGS_FILE = "args.json"
 INPUTS_FILE = "inputs.json"
@@ -77,13 +79,18 @@ class TrainConfig:
         steps: total optimizer steps (a resumed run counts the steps already done).
         lr: peak learning rate, reached after the warmup (default: 5e-4, HuBERT-base's).
         weight_decay: AdamW decay of weight matrices; parameters with fewer than two
-            dimensions (biases, norm scales, mask embeddings) are never decayed (default: 0.01).
+            dimensions (biases, norm scales, mask embeddings) are not decayed unless
+            `decay_every_parameter` (default: 0.01).
+        decay_every_parameter: AdamW decays every parameter, as fairseq's Adam (HuBERT, MERT)
+            does (default: False).
         weight_decay_end: if set, the decay follows a cosine from `weight_decay` at the first
             step to this value at the end, as DINO and GMML raise it (0.04 -> 0.4) so that
             late training is regularised harder; None keeps it constant (default: None).
         betas / eps: AdamW moments (defaults: (0.9, 0.98) / 1e-6, as fairseq's HuBERT).
         warmup_steps: steps of linear warmup from lr/warmup_steps to lr (default: 0).
-        min_lr_ratio: the cosine decays from lr to lr * min_lr_ratio at the last step (default: 0).
+        min_lr_ratio: after the warmup the lr decays from lr to lr * min_lr_ratio at the last step (default: 0).
+        lr_decay: the shape of that decay: "cosine", or "linear" as fairseq's `polynomial_decay`
+            (power 1) in the HuBERT and MERT recipes (default: "cosine").
         schedule_every: the lr schedule moves every this many steps, holding each factor in between:
             a recipe whose upstream steps its scheduler once an epoch (GraphMAE's) gives its batches
             per epoch, so that its cosine runs over epochs as upstream's does (default: 1).
@@ -109,10 +116,12 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.01
     weight_decay_end: Optional[float] = None
+    decay_every_parameter: bool = False
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
+    lr_decay: str = "cosine"
     schedule_every: int = 1
     max_grad_norm: Optional[float] = 10.0
     max_grad_value: Optional[float] = None
@@ -138,6 +147,8 @@ class TrainConfig:
                               "steps or warm up for fewer (zoo pretrain: --set warmup_steps=N)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+        if self.lr_decay not in LR_DECAYS:
+            raise ConfigError(f"lr_decay={self.lr_decay!r}; use one of {', '.join(LR_DECAYS)}")
         if self.schedule_every < 1:
             raise ConfigError(f"schedule_every={self.schedule_every}; the schedule moves every 1 or more steps")
         if self.weight_decay < 0:
@@ -174,12 +185,14 @@ class TrainConfig:
 def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
                                lr: float = 5e-4, max_grad_norm: float = 10.0, weight_decay: float = 0.01,
                                batch_unit: str = "crops", warmup_share: float = 0.08,
-                               warmup_source: str = "HuBERT's") -> None:
+                               warmup_source: str = "HuBERT's", lr_decay: str = "cosine",
+                               decay_every_parameter: bool = False) -> None:
     """The optimisation options the pretrain commands share (`train_config_from_args` reads them).
 
     `batch_unit` says in --help what a recipe's batch counts. Without --warmup-steps the
     warmup is `warmup_share` of --steps (`warmup_source` says whose share it is): one number
-    gives both the help text and the value.
+    gives both the help text and the value. `lr_decay` is the recipe's default `--lr-decay`;
+    `decay_every_parameter` its AdamW's reach (recorded in args.json, not an option).
     """
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--steps", type=positive_int, default=steps, help=f"optimizer steps (default: {steps})")
@@ -190,7 +203,9 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
                        help=f"AdamW weight decay (default: {weight_decay:g})")
     optim.add_argument("--warmup-steps", type=non_negative_int,
                        help=f"linear warmup steps (default: {100 * warmup_share:g}%% of --steps, {warmup_source})")
-    parser.set_defaults(warmup_share=warmup_share)
+    parser.set_defaults(warmup_share=warmup_share, decay_every_parameter=decay_every_parameter)
+    optim.add_argument("--lr-decay", choices=LR_DECAYS, default=lr_decay,
+                       help=f"the shape of the lr's fall after the warmup (default: {lr_decay})")
     optim.add_argument("--max-grad-norm", type=float, default=max_grad_norm,
                        help=f"gradient clipping norm (default: {max_grad_norm:g})")
     optim.add_argument("--checkpoint-every", type=positive_int, default=100,
@@ -243,19 +258,22 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of `add_optimization_arguments`' options."""
     warmup = round(args.warmup_share * args.steps) if args.warmup_steps is None else args.warmup_steps
     return TrainConfig(
-        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
+        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup, lr_decay=args.lr_decay,
+        decay_every_parameter=args.decay_every_parameter,
         max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
         device=args.device, bf16=args.bf16, progress=not args.no_progress, time_limit=args.time_limit,
         activation_checkpointing=args.activation_checkpointing,
     )
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
-    """Multiplier of the peak lr at 0-based `step`: linear warmup, then a cosine to `min_lr_ratio`."""
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float, decay: str = "cosine") -> float:
+    """Multiplier of the peak lr at 0-based `step`: linear warmup, then a cosine (or a straight
+    line, `decay="linear"`) to `min_lr_ratio`."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    remaining = 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * remaining
 
 
 def weight_decay_at(step: int, start: float, end: float, total_steps: int) -> float:
@@ -266,14 +284,16 @@ def weight_decay_at(step: int, start: float, end: float, total_steps: int) -> fl
 
 
 def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW that decays weight matrices only (decaying norms and biases only hurts), or
-    Adam with L2 decay of every parameter where a recipe was tuned with it."""
+    """AdamW that decays weight matrices only (decaying norms and biases only hurts) or, where a
+    recipe was tuned so (`decay_every_parameter`), every parameter; or Adam with L2 decay of every
+    parameter where a recipe was tuned with it."""
     if config.optimizer == "adam":
         params = [p for p in module.parameters() if p.requires_grad]
         return torch.optim.Adam([{"params": params, "scheduled_decay": True}], lr=config.lr, betas=config.betas,
                                 eps=config.eps, weight_decay=config.weight_decay)
-    decay = [p for p in module.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in module.parameters() if p.requires_grad and p.dim() < 2]
+    decayed = (lambda p: True) if config.decay_every_parameter else (lambda p: p.dim() >= 2)
+    decay = [p for p in module.parameters() if p.requires_grad and decayed(p)]
+    no_decay = [p for p in module.parameters() if p.requires_grad and not decayed(p)]
     groups = [{"params": decay, "weight_decay": config.weight_decay, "scheduled_decay": True},
               {"params": no_decay, "weight_decay": 0.0, "scheduled_decay": False}]
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
@@ -541,7 +561,7 @@ class Trainer:
             set_checkpointing(objective, Checkpointing())
         self.optimizer = make_optimizer(objective, config)
         schedule = partial(lr_factor, warmup_steps=config.warmup_steps, total_steps=config.steps,
-                           min_lr_ratio=config.min_lr_ratio)
+                           min_lr_ratio=config.min_lr_ratio, decay=config.lr_decay)
         every = config.schedule_every
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: schedule(step - step % every))
         self.step = 0

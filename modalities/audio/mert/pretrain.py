@@ -377,7 +377,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--noise-seconds", type=float, nargs=2, default=(0.5, 1.0),
                        help="noise segment length range (MERT-95M: 12000-24000 samples at 24 kHz) (default: 0.5 1.0)")
 
-    add_optimization_arguments(parser)
+    # fairseq's recipe: polynomial_decay (power 1) after the warmup, and its Adam decays every parameter
+    add_optimization_arguments(parser, lr_decay="linear", decay_every_parameter=True)
 
 
 def log(message: str) -> None:

@@ -389,7 +389,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--feature-grad-mult", type=float, default=0.1,
                        help="gradient scale into the conv front end (HuBERT-base: 0.1) (default: 0.1)")
 
-    add_optimization_arguments(parser)
+    # fairseq's recipe: polynomial_decay (power 1) after the warmup, and its Adam decays every parameter
+    add_optimization_arguments(parser, lr_decay="linear", decay_every_parameter=True)
 
 
 def encoder_config(variant: Optional[str], overrides: Sequence[str], variants: Optional[dict[str, dict]] = None,
