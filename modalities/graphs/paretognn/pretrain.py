@@ -27,8 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config(recipe: dict[str, Any], args: argparse.Namespace) -> TrainConfig:
+    """The recipe's AdamW at a constant lr after its warmup; it decays every parameter, as
+    upstream's `torch.optim.AdamW(model.parameters(), ...)` does."""
     return TrainConfig(
-        steps=recipe["steps"], lr=recipe["lr"], weight_decay=recipe["weight_decay"],
+        steps=recipe["steps"], lr=recipe["lr"], weight_decay=recipe["weight_decay"], decay_every_parameter=True,
         warmup_steps=recipe["warmup_steps"], min_lr_ratio=1.0, max_grad_norm=recipe["max_grad_norm"],
         betas=(0.9, 0.999), eps=1e-8, checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
         progress=not args.no_progress, time_limit=args.time_limit,

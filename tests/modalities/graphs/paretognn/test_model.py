@@ -110,3 +110,19 @@ def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
     capsys.readouterr()
     assert main(["probe", str(out / "encoder"), "--dataset", "cora", "--data", str(root)]) == 0
     assert json.loads(capsys.readouterr().out)["early_stopped_acc"] > 20
+
+
+def test_the_recipe_decays_every_parameter_as_upstreams_adamw():
+    import argparse
+
+    from modalities.graphs.paretognn.pretrain import train_config
+    from zoo.registry import get_entry
+    from zoo.training import make_optimizer
+
+    recipe = get_entry("paretognn-cora").pretraining
+    args = argparse.Namespace(checkpoint_every=50, seed=0, device="cpu", no_progress=True, time_limit=None)
+    config = train_config(recipe, args)
+    encoder = ParetoGNNEncoder(SMALL)
+    decayed, spared = make_optimizer(encoder, config).param_groups
+    assert len(decayed["params"]) == len(list(encoder.parameters())) and not spared["params"]
+    assert decayed["weight_decay"] == recipe["weight_decay"] == 1e-5
