@@ -47,6 +47,9 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     #: floating inputs kept in float32 when the weights are half precision (a waveform the
     #: encoder turns into log-mel features itself, in float32)
     full_precision_inputs: ClassVar[tuple[str, ...]] = ()
+    #: leading tokens of each item (a cls token) that `embed`'s mean leaves out, as GMML's mean of
+    #: patches does; the mean is still summed batch by batch, so no item's tokens are kept
+    mean_skips_tokens: ClassVar[int] = 0
     #: `embed`'s default batch size, which the command line uses where no --batch-size is given
     embed_batch_size: ClassVar[int] = EMBED_BATCH_SIZE
 
@@ -214,7 +217,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
                 prepared = self.processor.prepare(item, **prepare_kwargs)
             pieces.extend((position, order, piece) for order, piece in enumerate(self.processor.split(prepared)))
         pieces.sort(key=lambda entry: -self.processor.size(entry[2]))
-        accumulators = [_Accumulator(pool) for _ in group]
+        accumulators = [_Accumulator(pool, self.mean_skips_tokens) for _ in group]
         for start in range(0, len(pieces), batch_size):
             chunk = pieces[start : start + batch_size]
             batch = self.processor.collate([piece for _, _, piece in chunk])
@@ -238,17 +241,19 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
 class _Accumulator:
     """Collects the (K, T, D) valid tokens of an item's pieces, in any order, and pools them.
 
-    Mean pooling keeps a running sum so that long recordings never hold all their tokens.
+    Mean pooling keeps a running sum so that long recordings never hold all their tokens; it
+    leaves out the first `skip` tokens of the item (items with a cls token come in one piece).
     """
 
-    def __init__(self, pool: str) -> None:
-        self.pool = pool
+    def __init__(self, pool: str, skip: int = 0) -> None:
+        self.pool, self.skip = pool, skip
         self.parts: dict[int, torch.Tensor] = {}
         self.total: Optional[torch.Tensor] = None
         self.count = 0
 
     def add(self, order: int, tokens: torch.Tensor) -> None:
         if self.pool == "mean":
+            tokens = tokens[:, self.skip:] if order == 0 else tokens
             summed = tokens.sum(dim=1)
             self.total = summed if self.total is None else self.total + summed
             self.count += tokens.shape[1]

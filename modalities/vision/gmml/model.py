@@ -120,6 +120,7 @@ class GmmlEncoder(Encoder):
     config_class = GmmlConfig
     processor_class = ImageProcessor
     pools = ("mean", "cls", "none")
+    mean_skips_tokens = 1  # the mean of the patch tokens
     unused_in_forward = ("reconstruction.",)
 
     def __init__(self, config: GmmlConfig, processor: Optional[ImageProcessor] = None) -> None:
@@ -228,10 +229,9 @@ class GmmlEncoder(Encoder):
         self.check_embed_options(layer, pool)
         if isinstance(inputs, torch.Tensor) and inputs.dim() == 4 and len(inputs):
             return self._embed_batch(inputs, layer, pool, **embed_kwargs)
-        tokens = super().embed(inputs, layer=layer, pool="none", **embed_kwargs)
-        if pool == "none":
-            return [item[..., 1:, :] for item in tokens]
-        return torch.stack([self.pool(item, pool) for item in tokens])
+        if pool != "none":
+            return super().embed(inputs, layer=layer, pool=pool, **embed_kwargs)
+        return [item[..., 1:, :] for item in super().embed(inputs, layer=layer, pool="none", **embed_kwargs)]
 
     def _embed_batch(self, images: torch.Tensor, layer: LayerSpec, pool: str, batch_size: int = EMBED_BATCH_SIZE,
                      device: Optional[str | torch.device] = None, progress: bool = True
