@@ -4,6 +4,7 @@ join in memory) shows as a row whose peak climbs with its size.
 
 Cases (each a fresh `zoo embed` process, its peak RSS from os.wait4):
 - audio-file: one WAV of M minutes (FSDD recordings end to end, 16 kHz) per audio model;
+- audio-stereo: the same at 44.1 kHz on two channels (hubert-tiny-fsdd);
 - audio-folder: N FSDD files in a folder (hubert-tiny-fsdd);
 - table: N UCI Adult rows resampled, as .csv and .parquet (tjepa-adult);
 - images: N CIFAR-10 JPEGs in a folder, and the CIFAR-10 parquet file (gmml-vit-tiny-cifar10).
@@ -15,6 +16,7 @@ Cases (each a fresh `zoo embed` process, its peak RSS from os.wait4):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import machine_info, markdown_table
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLI = "import sys; from zoo.cli import main; sys.exit(main())"
@@ -46,16 +49,20 @@ def fsdd_files() -> list[Path]:
     return sorted((SHARED / "fsdd" / "recordings").glob("*.wav"))
 
 
-def make_wav(path: Path, minutes: float) -> Path:
-    """FSDD recordings end to end (8 kHz, each sample repeated: 16 kHz), `minutes` long."""
+def make_wav(path: Path, minutes: float, rate: int = 16000, channels: int = 1) -> Path:
+    """FSDD recordings end to end (8 kHz, linearly interpolated to `rate`), `minutes` long, written
+    a recording at a time, on `channels` equal channels."""
     import soundfile
 
-    parts, total, files = [], 0, fsdd_files()
-    while total < minutes * 60 * 8000:
-        samples, _ = soundfile.read(files[len(parts) % len(files)], dtype="int16")
-        parts.append(samples)
-        total += len(samples)
-    soundfile.write(path, np.repeat(np.concatenate(parts)[: int(minutes * 60 * 8000)], 2), 16000, subtype="PCM_16")
+    wanted, files = int(minutes * 60 * rate), fsdd_files()
+    with soundfile.SoundFile(path, "w", rate, channels, subtype="PCM_16") as out:
+        written = 0
+        while written < wanted:
+            samples, _ = soundfile.read(files[written % len(files)], dtype="float32")
+            resampled = np.interp(np.arange(len(samples) * rate // 8000) * 8000 / rate, np.arange(len(samples)),
+                                  samples)[: wanted - written]
+            out.write(np.repeat(resampled[:, None], channels, axis=1))
+            written += len(resampled)
     return path
 
 
@@ -88,6 +95,11 @@ def cases(args: argparse.Namespace, work: Path):
             wav = make_wav(work / f"{minutes:g}min.wav", minutes)
             for model in AUDIO_MODELS:
                 yield "wav file", f"{minutes:g} min", model, [model, str(wav), "-o", str(work / "out.npy")]
+    if "audio-stereo" in args.cases:
+        for minutes in args.minutes:
+            wav = make_wav(work / f"{minutes:g}min-44k.wav", minutes, rate=44100, channels=2)
+            yield "wav file, 44.1 kHz stereo", f"{minutes:g} min", "hubert-tiny-fsdd", [
+                "hubert-tiny-fsdd", str(wav), "-o", str(work / "out.npy")]
     if "audio-folder" in args.cases:
         for count in args.files:
             folder = work / f"fsdd-{count}"
@@ -112,7 +124,7 @@ def cases(args: argparse.Namespace, work: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="audio-file,audio-folder,table,images")
+    parser.add_argument("--cases", default="audio-file,audio-stereo,audio-folder,table,images")
     parser.add_argument("--minutes", default="10,60", help="audio-file: lengths in minutes")
     parser.add_argument("--files", default="256,2000", help="audio-folder: file counts")
     parser.add_argument("--rows", default="100000,1000000", help="table: row counts")
@@ -124,14 +136,19 @@ def main() -> None:
     args.minutes = [float(value) for value in args.minutes.split(",")]
     args.files, args.rows, args.images = ([int(value) for value in text.split(",")]
                                           for text in (args.files, args.rows, args.images))
-    lines = ["| input | size | model | peak RSS (MB) | wall (s) |", "|---|---|---|---|---|"]
-    print("\n".join(lines) if args.markdown else "input, size, model, peak RSS MB, wall s", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
         for kind, size, model, arguments in cases(args, Path(folder)):
             peak, seconds = run_embed(arguments, args.threads)
-            row = (kind, size, model, f"{peak:.0f}", f"{seconds:.1f}")
-            print(f"| {' | '.join(row)} |" if args.markdown else ", ".join(row), flush=True)
-
+            rows.append({"input": kind, "size": size, "model": model, "peak_rss_mb": round(peak),
+                         "wall_seconds": round(seconds, 1)})
+            print(", ".join(str(value) for value in rows[-1].values()), file=sys.stderr, flush=True)
+    if args.markdown:
+        print(markdown_table(["input", "size", "model", "peak RSS (MB)", "wall (s)"],
+                             [[f"{value:,}" if isinstance(value, int) else value for value in row.values()]
+                              for row in rows]))
+    else:
+        print(json.dumps({"machine": machine_info(args.threads), "rows": rows}, indent=2))
 
 if __name__ == "__main__":
     main()

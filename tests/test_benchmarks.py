@@ -22,6 +22,7 @@ QUICK = [
     pytest.param(["bench_hubert_embed.py", "--variant", "tiny", "--cases", "1s", "--repeats", "1"], id="hubert"),
     pytest.param(["bench_graphmae.py", "inference", "--graph", "random", "--sizes", "2000", "--full-sizes", "2000"],
                  id="graphmae"),
+    pytest.param(["bench_scale.py", "--cases", "table", "--rows", "200"], id="scale"),
     pytest.param(["bench_mert.py", "--cases", "5s", "--repeats", "1"], id="mert", marks=pytest.mark.slow),
     pytest.param(["bench_checkpointing.py", "--cases", "vit-small", "--repeats", "1"], id="checkpointing",
                  marks=pytest.mark.slow),
@@ -30,8 +31,8 @@ QUICK = [
 
 @pytest.mark.parametrize("command", QUICK)
 def test_a_benchmark_runs_and_reports(command):
-    if command[0] == "bench_tjepa.py" and not ADULT.is_file():
-        pytest.skip(f"bench_tjepa.py reads UCI Adult from {ADULT}, absent here (../shared is not beside the repo)")
+    if command[0] in ("bench_tjepa.py", "bench_scale.py") and not ADULT.is_file():
+        pytest.skip(f"{command[0]} reads UCI Adult from {ADULT}, absent here (../shared is not beside the repo)")
     done = subprocess.run([sys.executable, str(BENCHMARKS / command[0]), *command[1:]], capture_output=True,
                           text=True, cwd=BENCHMARKS.parent, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
