@@ -241,3 +241,24 @@ def test_bad_processor_settings_are_named_when_read(settings, said):
 
     with pytest.raises(ConfigError, match=said):
         AudioProcessor.from_dict({"processor_type": "audio", **settings})
+
+
+def test_a_multichannel_file_is_mixed_to_mono_a_block_at_a_time(tmp_path, monkeypatch):
+    """An hour of 44.1 kHz stereo held whole (1.27 GB) beside its mix and a transposed copy took
+    +3.3 GB to load; mixed as it is read, +1.7 GB, the same samples (max abs diff 0.0)."""
+    import zoo.audio
+
+    samples = np.random.default_rng(0).uniform(-0.5, 0.5, (2500, 3)).astype(np.float32)
+    soundfile.write(tmp_path / "three.wav", samples, 16000, subtype="FLOAT")
+    reads = []
+    original = soundfile.SoundFile.read
+
+    def counted(self, frames=-1, *args, **kwargs):
+        reads.append(frames)
+        return original(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", counted)
+    monkeypatch.setattr(zoo.audio, "MIX_BLOCK_FRAMES", 1000, raising=False)
+    wave = AudioProcessor(sampling_rate=16000, do_normalize=False).prepare(str(tmp_path / "three.wav"))
+    assert reads and all(frames == 1000 for frames in reads)  # never the whole file at once
+    assert torch.equal(wave, torch.from_numpy(samples.mean(axis=1, dtype=np.float32)))

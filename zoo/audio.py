@@ -71,19 +71,37 @@ def read_audio_row(row: dict[str, Any]) -> tuple[torch.Tensor, int]:
 
 
 def decode_audio(source: str | BinaryIO, where: str) -> tuple[torch.Tensor, int]:
-    """soundfile's decoding of a file or buffer, its errors as one `InputError` naming `where`."""
+    """soundfile's decoding of a file or buffer as a mono (1, samples) float32 tensor, its errors
+    as one `InputError` naming `where`."""
     import soundfile
 
     try:
         with soundfile.SoundFile(source) as handle:
-            data, rate, log = handle.read(dtype="float32", always_2d=True), handle.samplerate, handle.extra_info
+            data, rate, log = read_mono(handle), handle.samplerate, handle.extra_info
     except Exception as err:  # soundfile raises several unrelated types for unreadable files
         raise InputError(
             f"cannot decode {where} ({err}); convert it to one of {', '.join(AUDIO_SUFFIXES)} (e.g. ffmpeg -i IN "
             "OUT.flac), or pass the samples as an array with sampling_rate="
         ) from err
     warn_if_truncated(log, where)
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+    return torch.from_numpy(data).unsqueeze(0), int(rate)
+
+
+#: frames a multichannel file is read and mixed by (about 2 MB of stereo float32)
+MIX_BLOCK_FRAMES = 1 << 18
+
+
+def read_mono(handle: Any) -> np.ndarray:
+    """A file's samples averaged over its channels, read a block at a time: an hour of 44.1 kHz
+    stereo never holds its channels whole (1.27 GB) beside their mix."""
+    if handle.channels == 1:
+        return handle.read(dtype="float32")
+    blocks = []
+    while True:
+        block = handle.read(MIX_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        if not len(block):
+            return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+        blocks.append(block.mean(axis=1, dtype=np.float32))
 
 
 #: libsndfile's log line for a WAV data chunk longer than the bytes that follow it
