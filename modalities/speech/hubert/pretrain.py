@@ -393,11 +393,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optimization_arguments(parser, lr_decay="linear", decay_every_parameter=True)
 
 
+#: fairseq's pretraining dropouts by size, over the architecture's own (VARIANTS, which the released
+#: checkpoints' configs share): its base yaml drops the projected input (dropout_input) 0.1 and a
+#: layer (encoder_layerdrop) 0.05, its large and xlarge yamls drop nothing
+PRETRAIN_DROPOUTS = {
+    "base": dict(feat_proj_dropout=0.1, layerdrop=0.05),
+    "large": dict(hidden_dropout=0.0, attention_dropout=0.0),
+    "xlarge": dict(hidden_dropout=0.0, attention_dropout=0.0),
+}
+
+
 def encoder_config(variant: Optional[str], overrides: Sequence[str], variants: Optional[dict[str, dict]] = None,
                    config_class: type[HubertEncoderConfig] = HubertEncoderConfig) -> HubertEncoderConfig:
-    """The variant's config (None: tiny) with `FIELD=JSON` overrides applied (HuBERT's variants
-    unless `variants` and `config_class` name a family built on it, e.g. MERT)."""
-    fields = dict((VARIANTS if variants is None else variants)[variant or "tiny"])
+    """The variant's config (None: tiny) with `FIELD=JSON` overrides applied (HuBERT's variants with
+    fairseq's pretraining dropouts, unless `variants` and `config_class` name a family built on it,
+    e.g. MERT, whose variants carry their own)."""
+    name = variant or "tiny"
+    fields = {**VARIANTS[name], **PRETRAIN_DROPOUTS.get(name, {})} if variants is None else dict(variants[name])
     for override in overrides:
         name, separator, text = override.partition("=")
         if not separator:

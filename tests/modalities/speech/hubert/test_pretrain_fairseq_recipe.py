@@ -156,3 +156,18 @@ def test_mfcc_features_are_fairseqs_100_hz_features_read_at_50_hz():
     assert (ours - reference).abs().max() < 1e-4
     with pytest.raises(ConfigError, match="hop=321"):
         mfcc_features(wave, 16000, 400, 321)
+
+
+def test_pretraining_sizes_take_fairseqs_dropouts():
+    """fairseq's base yaml: dropout_input 0.1 (after the projection), encoder_layerdrop 0.05,
+    dropout 0.1; large / xlarge: no dropout at all. The released checkpoints' configs keep theirs."""
+    from modalities.speech.hubert.model import VARIANTS
+    from modalities.speech.hubert.pretrain import encoder_config
+
+    def dropouts(config):
+        return config.feat_proj_dropout, config.layerdrop, config.hidden_dropout, config.attention_dropout
+
+    assert dropouts(encoder_config("base", [])) == (0.1, 0.05, 0.1, 0.1)
+    assert dropouts(encoder_config("large", [])) == dropouts(encoder_config("xlarge", [])) == (0, 0, 0, 0)
+    assert encoder_config("base", ["layerdrop=0.0"]).layerdrop == 0.0
+    assert "layerdrop" not in VARIANTS["base"] and encoder_config(None, []).layerdrop == 0.0
