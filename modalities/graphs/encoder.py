@@ -4,8 +4,7 @@ Tokens are nodes. `forward` takes PyG's `x, edge_index, batch` (a disjoint union
 graphs), runs the family's message-passing layers and pads each graph's nodes into
 (B, T, D) with a node mask; `pooled` is the graph readout. `embed` adds what graphs
 need beyond the shared contract: node embeddings of one graph as one tensor, sum and
-max readouts, and exact mini-batch inference over seed nodes for graphs too large to
-run at once.
+max readouts, and exact layer-wise inference for graphs too large to run at once.
 """
 
 from __future__ import annotations
@@ -16,14 +15,15 @@ import torch
 from torch_geometric.data import Batch, Data
 from torch_geometric.data.data import BaseData
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+from torch_geometric.sampler import NodeSamplerInput
 from torch_geometric.utils import to_dense_batch
 
-from modalities.graphs.neighbors import node_loader
+from modalities.graphs.neighbors import FullNeighborSampler
 from modalities.graphs.processing import GraphProcessor
 from zoo.encoder import Encoder
 from zoo.errors import InputError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer, select_layers
+from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer
 
 #: "none" = one row per node; the others read a graph out into one row
 GRAPH_POOLS = ("none", "mean", "sum", "max")
@@ -57,16 +57,22 @@ class GraphEncoder(Encoder):
         """Every layer's node features (N, D), first layer first."""
         raise NotImplementedError
 
+    def layerwise_edges(self, edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The whole graph's (2, E) edges and (E,) weights (None: unweighted) that every layer reads
+        in layer-wise inference. A layer whose weights depend on degrees (GCN) computes them here,
+        once on the whole graph, so that a batch's one-hop subgraph reads the same weights."""
+        return edge_index, None
+
+    def node_layer(self, index: int, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: Optional[torch.Tensor],
+                   num_targets: int) -> torch.Tensor:
+        """Layer `index` (0 = the first message-passing layer) of the first `num_targets` nodes of a
+        subgraph holding every in-edge of those nodes (and no other edges): (num_targets, D)."""
+        raise NotImplementedError
+
     @property
     def layer_widths(self) -> list[int]:
         """Width of each hidden state: layer 0 is the input features."""
         return [self.config.in_dim] + [self.embed_dim] * self.num_layers
-
-    @property
-    def neighbourhood_hops(self) -> int:
-        """Hops of in-edges a node's output depends on: one per message-passing layer.
-        Layers that normalise by the source's degree (GCN) need one more."""
-        return self.num_layers
 
     @property
     def readout_pool(self) -> str:
@@ -139,8 +145,9 @@ class GraphEncoder(Encoder):
             pool: None for the checkpoint's own ("none" for node-level checkpoints),
                 "none" for node embeddings, or a readout: "mean", "sum" or "max".
             batch_size: graphs per forward pass.
-            node_batch_size: embed one large graph this many seed nodes at a time, each
-                with its whole neighbourhood (exactly the full-graph result, in bounded memory).
+            node_batch_size: embed one large graph layer by layer, this many nodes at a time with
+                their one-hop in-neighbours (exactly the full-graph result; memory bounded by the batch
+                and the (N, D) layer outputs, which stay on the CPU).
             device: where to run; progress: show a tqdm bar.
 
         Returns:
@@ -173,18 +180,42 @@ class GraphEncoder(Encoder):
         rows = torch.stack([readout(n, pool) for n in nodes])
         return rows[:, 0] if squeeze else rows
 
-    def embed_nodes(self, graph: Data, indices, node_batch_size: int, device, progress: bool) -> torch.Tensor:
-        """(K, N, D) node features of one graph, computed a batch of seed nodes at a time."""
+    def embed_nodes(self, graph: Data, indices: Optional[list[int]], node_batch_size: int, device,
+                    progress: bool) -> torch.Tensor:
+        """(K, N, D) node features of one graph, layer by layer (PyG's layer-wise inference).
+
+        Every layer's output is computed for all nodes, `node_batch_size` target nodes at a time
+        from their one-hop in-neighbourhood in the previous layer's (N, D) output, which is kept
+        on the CPU. A batch never sees more than its targets and their in-neighbours, so nothing
+        is recomputed (seed batches with whole L-hop neighbourhoods recomputed most of a graph
+        without locality for every batch), and each output is an exact hidden state.
+        """
         prepared = self.processor.prepare(graph)
-        result = None
-        loader = node_loader(prepared, self.neighbourhood_hops, node_batch_size)
-        with self.embedding(device), self.progress_bar(len(loader), progress, unit="batch") as bar:
-            for batch in loader:
-                output = self(**self.to_device({"x": batch.x, "edge_index": batch.edge_index}),
-                              output_hidden_states=indices is not None)
-                features = select_layers(output, indices)[0][:, : batch.batch_size].float().cpu()
-                if result is None:
-                    result = torch.empty(features.shape[0], prepared.num_nodes, features.shape[-1])
-                result[:, batch.n_id[: batch.batch_size]] = features
-                bar.update(1)
-        return result
+        wanted = indices if indices is not None else [self.num_layers]
+        edge_index, edge_weight = self.layerwise_edges(prepared.edge_index, prepared.num_nodes)
+        sampler = FullNeighborSampler(Data(edge_index=edge_index, num_nodes=prepared.num_nodes), num_layers=1)
+        batches = torch.arange(prepared.num_nodes).split(node_batch_size)
+        x = prepared.x.to(self.dtype)
+        kept = {0: x.float()} if 0 in wanted else {}
+        with self.embedding(device), self.progress_bar(len(batches) * self.num_layers, progress, unit="batch") as bar:
+            for index in range(self.num_layers):
+                x = self.layer_of_all_nodes(index, x, sampler, edge_weight, batches, bar)
+                if index + 1 in wanted:
+                    kept[index + 1] = x.float()
+        return kept[wanted[0]].unsqueeze(0) if len(wanted) == 1 else torch.stack([kept[i] for i in wanted])
+
+    def layer_of_all_nodes(self, index: int, x: torch.Tensor, sampler: FullNeighborSampler,
+                           edge_weight: Optional[torch.Tensor], batches: tuple[torch.Tensor, ...],
+                           bar: Any) -> torch.Tensor:
+        """(N, D) output of layer `index` from its (N, F) CPU input, a batch of target nodes at a time."""
+        output = None
+        for targets in batches:
+            sample = sampler.sample_from_nodes(NodeSamplerInput(input_id=None, node=targets))
+            inputs = self.to_device({"x": x[sample.node], "edge_index": torch.stack([sample.row, sample.col])})
+            weight = None if edge_weight is None else edge_weight[sample.edge].to(self.device)
+            rows = self.node_layer(index, inputs["x"], inputs["edge_index"], weight, targets.numel()).cpu()
+            if output is None:
+                output = rows.new_empty(x.shape[0], rows.shape[-1])
+            output[targets] = rows
+            bar.update(1)
+        return output

@@ -1,9 +1,12 @@
-"""Mini-batches of seed nodes with their whole L-hop neighbourhoods, for exact inference.
+"""Every in-neighbour of a batch of nodes, without sampling: exact subgraphs of a large graph.
 
-An L-layer message-passing encoder gives a node the same output on the subgraph of its
-L-hop in-neighbourhood as on the whole graph. Taking *every* neighbour (no sampling)
-therefore lets a graph be embedded a batch of seed nodes at a time, with memory bounded
-by the batch's neighbourhood instead of the graph.
+`GraphEncoder.embed(..., node_batch_size=B)` runs one layer at a time over batches of B
+nodes with their one-hop in-neighbourhoods (`FullNeighborSampler(data, 1)`), PyG's
+layer-wise inference. `node_loader` gives seed batches with their whole L-hop
+neighbourhoods instead, on which an L-layer encoder's seed outputs are exact too, e.g. to
+train a node head on a graph too large to run at once; without locality those
+neighbourhoods cover most of the graph for every batch, which is why inference does not
+use it.
 
 PyG's `NeighborLoader` does this with `num_neighbors=[-1] * L`, but its sampler needs the
 compiled `pyg-lib` or `torch-sparse`, which have no wheels for every torch on PyPI. When

@@ -49,11 +49,17 @@ class GATLayer(nn.Module):
             nn.init.xavier_normal_(self.residual.weight, gain=gain)
         nn.init.zeros_(self.conv.bias)
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, num_targets: Optional[int] = None) -> torch.Tensor:
+        """Every node's output, or with `num_targets` only the first `num_targets` nodes' (layer-wise
+        inference: the other nodes are their in-neighbours, read as sources only)."""
         x = self.dropout(x)
-        out = self.conv(x, edge_index)
+        if num_targets is None:
+            targets, out = x, self.conv(x, edge_index)
+        else:
+            targets = x[:num_targets]
+            out = self.conv((x, targets), edge_index, size=(x.shape[0], num_targets))
         if self.residual is not None:
-            out = out + self.residual(x)
+            out = out + self.residual(targets)
         return self.activation(self.norm(out))
 
 
@@ -127,10 +133,16 @@ class GINLayer(nn.Module):
         self.conv = GINConv(apply, eps=0.0, train_eps=False)
         self.residual = residual_map(in_dim, out_dim) if residual else None
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, num_targets: Optional[int] = None) -> torch.Tensor:
+        """Every node's output, or with `num_targets` only the first `num_targets` nodes' (layer-wise
+        inference), whose MLP then runs on those nodes alone."""
         x = self.dropout(x)
-        out = self.conv(x, edge_index)
-        return out if self.residual is None else out + self.residual(x)
+        if num_targets is None:
+            targets, out = x, self.conv(x, edge_index)
+        else:
+            targets = x[:num_targets]
+            out = self.conv((x, targets), edge_index, size=(x.shape[0], num_targets))
+        return out if self.residual is None else out + self.residual(targets)
 
 
 class GIN(LayerStack):

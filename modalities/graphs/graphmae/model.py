@@ -99,3 +99,7 @@ class GraphMAEEncoder(GraphEncoder):
 
     def node_layers(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
         return self.gnn(x, edge_index)
+
+    def node_layer(self, index: int, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: Optional[torch.Tensor],
+                   num_targets: int) -> torch.Tensor:
+        return self.gnn.layers[index](x, edge_index, num_targets)

@@ -93,7 +93,10 @@ class GCNStack(CheckpointedBlocks, nn.Module):
             hidden.append(x)
         return hidden if output_hidden_states else x
 
-    def layer(self, index: int, x: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
-        """Layer `index`: dropout on its input (not the first layer's), GCN, norm, activation."""
+    def layer(self, index: int, x: Tensor, edge_index: Tensor, edge_weight: Tensor,
+              num_targets: int | None = None) -> Tensor:
+        """Layer `index`: dropout on its input (not the first layer's), GCN, norm, activation; with
+        `num_targets`, of the first `num_targets` nodes only (layer-wise inference)."""
         x = self.dropout(x) if index > 0 else x
-        return self.activations[index](self.norms[index](self.convs[index](x, edge_index, edge_weight)))
+        out = self.convs[index](x, edge_index, edge_weight)[:num_targets]
+        return self.activations[index](self.norms[index](out))

@@ -12,7 +12,7 @@ import dataclasses
 import torch
 
 from modalities.graphs.encoder import GRAPH_POOLS, GraphEncoder
-from modalities.graphs.paretognn.gcn import NORMS, GCNStack
+from modalities.graphs.paretognn.gcn import NORMS, GCNStack, normalized_edges
 from modalities.graphs.processing import GraphProcessor
 from zoo.config import EncoderConfig
 from zoo.errors import ConfigError
@@ -74,13 +74,17 @@ class ParetoGNNEncoder(GraphEncoder):
     def layer_widths(self) -> list[int]:
         return [self.config.in_dim, *self.config.hidden_dims]
 
-    @property
-    def neighbourhood_hops(self) -> int:
-        """GCN scales a message by its source's degree, so the outermost sources need their in-edges too."""
-        return self.num_layers + 1
-
     def node_layers(self, x: torch.Tensor, edge_index: torch.Tensor) -> list[torch.Tensor]:
         return self.gnn(x, edge_index, output_hidden_states=True)
+
+    def layerwise_edges(self, edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """GCN's normalised edges (self-loops added, weights from the whole graph's degrees), as `forward` makes
+        them: a one-hop subgraph does not hold its sources' degrees."""
+        return normalized_edges(edge_index, num_nodes, self.dtype)
+
+    def node_layer(self, index: int, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None,
+                   num_targets: int) -> torch.Tensor:
+        return self.gnn.layer(index, x, edge_index, edge_weight, num_targets)
 
     def node_embeddings(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """(N, D) last-layer node features: the `encoder(x, edge_index)` the pretext tasks call. It
