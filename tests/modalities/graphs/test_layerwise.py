@@ -89,3 +89,26 @@ def test_a_layer_call_sees_only_its_batch_and_their_in_neighbours(name, monkeypa
         assert num_targets == targets.numel()
         assert num_nodes == targets.numel() + (~torch.isin(sources, targets)).sum().item()
         assert edge_index.shape[1] == into.sum().item() and (edge_index[1] < num_targets).all()
+
+
+@pytest.mark.parametrize("name", ["graphmae-ppi", "graphmae-nci1", "paretognn-cora"])
+def test_directed_graphs_without_self_loops_equal_the_full_graph(name):
+    """Nodes without in-edges (GAT: the bias alone) and one-way edges, which a one-hop batch must not turn
+    around; GCN still adds its self-loops and reads degrees of the whole graph."""
+    from modalities.graphs.processing import GraphProcessor
+
+    model = untrained(name)
+    model.processor = GraphProcessor(in_dim=model.config.in_dim, to_undirected=False, self_loops=False)
+    graph = random_graph(100, 150, model.config.in_dim, seed=4)
+    full = model.embed(graph, pool="none", progress=False)
+    assert max_diff(model.embed(graph, pool="none", node_batch_size=9, progress=False), full) <= 1e-5
+
+
+def test_a_bfloat16_encoder_embeds_layer_by_layer_as_the_full_graph():
+    """Layer outputs are kept in the weights' dtype, as the full-graph forward passes them on; the result is
+    float32 as the full graph's (equal here; the bound allows bfloat16 sums in another order)."""
+    model = untrained("graphmae-reddit").to(torch.bfloat16)
+    graph = random_graph(80, 240, model.config.in_dim, seed=5)
+    full = model.embed(graph, pool="none", progress=False)
+    layerwise = model.embed(graph, pool="none", node_batch_size=13, progress=False)
+    assert layerwise.dtype == torch.float32 and max_diff(layerwise, full) <= 0.01 * full.abs().max().item()
