@@ -34,12 +34,12 @@ def file_suffixes(encoder: Any, name: str, command: str, labelled: bool = False)
 
 
 def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[str],
-                   suffixes: Sequence[str] = (), feature: str = "") -> list[tuple[Any, str, bool]]:
+                   suffixes: Sequence[str] = (), feature: str = "") -> LabelledRows:
     """(item, label, is_test) for every input under `data`: the files ending in one of
     `suffixes` (the encoder's kinds of file; none: every file), so that notes or label lists
     beside them are not inputs; or, when `data` holds parquet files and the encoder reads a
     `datasets` `feature` (audio, images), the labelled records of a Hub dataset's train and test
-    files.
+    files, which are read from their files only when they are embedded (`labelled_records`).
 
     A file's label is the first group of `label_regex` on its name, else its folder's name; it
     is in the test split when `test_regex` matches its name, else when a folder on its path is
@@ -55,8 +55,8 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
             raise ConfigError("--label-regex and --test-regex are for folders of files; a parquet dataset's labels "
                               "and splits come from its label column and its train-*/test-* file names")
         records = {path: labelled_records(path, feature, data) for path in parquets}
-        rows = [row for path_rows in records.values() for row in path_rows]
-        left_out = [path.name for path, path_rows in records.items() if not path_rows]
+        rows = LabelledRows.joined([path_rows for path_rows in records.values() if len(path_rows)])
+        left_out = [path.name for path, path_rows in records.items() if not len(path_rows)]
         if left_out:
             print(f"zoo probe: left out {left_out}: neither train nor test files, or no labelled rows",
                   file=sys.stderr)
@@ -64,12 +64,66 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
         files = visible_files(data, suffixes or None)
         if not test_regex:
             files = files_in_split_folders(files, data)
-        rows = [file_row(path, data, label_regex, test_regex) for path in files]
-    if not rows:
+        rows = LabelledRows.of([file_row(path, data, label_regex, test_regex) for path in files])
+    if not len(rows):
         kinds = f" ({', '.join(suffixes)})" if suffixes else ""
         raise InputError(f"--data {str(data)!r} holds no files{kinds} the encoder reads")
     check_split(rows, test_regex)
     return rows
+
+
+class LabelledRows(Sequence):
+    """A probe's inputs with their labels and splits held apart from them: `items` may be records
+    streamed from parquet files (`ParquetRows`), so that listing, checking the split and scoring
+    read only the labels, and records are read when a chunk of them is embedded.
+
+    Taken as (item, label, is_test) tuples, as finetuning takes them (in any order, and keeping
+    every record it trains on), the items are first read once, in order, into a list."""
+
+    def __init__(self, items: Sequence[Any], labels: Sequence[str], tests: Sequence[bool]) -> None:
+        self.items, self.labels, self.tests = items, list(labels), list(tests)
+        self._held: Optional[list[Any]] = None
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[Any, str, bool]]) -> LabelledRows:
+        """`rows` as they are when labelled already, else the (item, label, is_test) tuples given."""
+        if isinstance(rows, LabelledRows):
+            return rows
+        return cls([item for item, _, _ in rows], [label for _, label, _ in rows], [test for _, _, test in rows])
+
+    @classmethod
+    def joined(cls, parts: Sequence[LabelledRows]) -> LabelledRows:
+        """The rows of `parts` one after another, their items chained without being read."""
+        from zoo.embed_job import ChainedRows
+
+        return cls(ChainedRows([part.items for part in parts]), [label for part in parts for label in part.labels],
+                   [test for part in parts for test in part.tests])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        if self._held is None:
+            self._held = list(self.items)
+        return self._held[index], self.labels[index], self.tests[index]
+
+
+class SelectedRows(Sequence):
+    """The rows of `rows` at `positions` (increasing), read from `rows` only when indexed: a
+    parquet file's labelled records, still streamed in order."""
+
+    def __init__(self, rows: Sequence[Any], positions: Sequence[int]) -> None:
+        self.rows, self.positions = rows, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self.rows[position] for position in self.positions[index]]
+        return self.rows[self.positions[index]]
 
 
 def split_folder(path: Path, data: Path) -> Optional[str]:
@@ -126,38 +180,53 @@ def file_row(path: Path, data: Path, label_regex: Optional[str], test_regex: Opt
     return path, label, is_test
 
 
-def labelled_records(path: Path, feature: str, data: Path) -> list[tuple[dict[str, Any], str, bool]]:
+def labelled_records(path: Path, feature: str, data: Path) -> LabelledRows:
     """The (record, label, is_test) rows of one parquet file of a Hub dataset: its split from
     its name (`train-*`, `test-*`, or a train/ or test/ folder; other splits are left out), its
-    labels from the column its metadata calls a ClassLabel, else one called "label". Rows
-    without a label (None, or -1 as `datasets` marks an unlabelled ClassLabel) are left out."""
-    import pyarrow.parquet as pq
-
-    from zoo.processing import columns_of_type, parquet_features, parquet_rows
+    labels from `parquet_labels`. Rows without a label (None, or -1 as `datasets` marks an
+    unlabelled ClassLabel) are left out. Only the label column is read here; the records stay in
+    the file (`ParquetRows`) until they are embedded, as holding them took +242 MB for
+    CIFAR-10's 55,000 images (52 MB of files)."""
+    from zoo.processing import ParquetRows
 
     parts = [part.lower() for part in path.relative_to(data).parts]
     split = next((name for name in ("test", "train") if parts[-1].startswith(name) or name in parts[:-1]), None)
     if split is None:
-        return []
-    schema = pq.read_schema(path)
+        return LabelledRows([], [], [])
+    records = ParquetRows(path, feature)  # checks the file and its feature column
+    values, names = parquet_labels(records.reader(), path)
+    kept = [position for position, value in enumerate(values) if value is not None and not (names and value < 0)]
+    labels = [names[values[position]] if names else str(values[position]) for position in kept]
+    return LabelledRows(SelectedRows(records, kept), labels, [split == "test"] * len(kept))
+
+
+def parquet_labels(reader: Any, path: Path) -> tuple[list[Any], Optional[list[str]]]:
+    """The values of a parquet file's label column (the one its metadata calls a ClassLabel, else
+    one called "label"), read alone, and the ClassLabel's names when it has them."""
+    import pyarrow as pa
+
+    from zoo.processing import columns_of_type, parquet_features
+
+    schema = reader.schema_arrow
     features = parquet_features(schema)
     column = (columns_of_type(features, "ClassLabel") or ["label"])[0]
     if column not in schema.names:
         raise InputError(f"parquet file {str(path)!r} has no label column (a ClassLabel, or one called 'label'); "
                          f"its columns are {schema.names}")
-    names = features.get(column, {}).get("names")
-    values = pq.read_table(path, columns=[column])[column].to_pylist()
-    return [(record, names[value] if names else str(value), split == "test")
-            for record, value in zip(parquet_rows(path, feature), values)
-            if value is not None and not (names and value < 0)]
+    try:
+        values = reader.read(columns=[column]).column(column).to_pylist()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"cannot read parquet file {str(path)!r} ({err}); is it complete?") from err
+    return values, features.get(column, {}).get("names")
 
 
 def item_names(rows: Sequence[tuple[Any, str, bool]]) -> list[str]:
     """What identifies each row's input for an embedding cache: a file's path (its size and
     modification time are the cache's and each shard's stamps, `file_stamp`, so a file rewritten
     under the same name is embedded again, and a mended file keeps the finished shards), or a
-    dataset record's content digest. Labels and splits are left out: the embeddings do not
-    depend on them, and the probe takes them from `rows` on every run."""
+    dataset record's content digest, so that a dataset moved or downloaded again keeps its cache.
+    Records are read in order, a batch at a time, for their digests. Labels and splits are left
+    out: the embeddings do not depend on them, and the probe takes them from `rows` on every run."""
 
     def key(item: Any) -> str:
         content = item.get("bytes") if isinstance(item, dict) else None
@@ -165,13 +234,14 @@ def item_names(rows: Sequence[tuple[Any, str, bool]]) -> list[str]:
             return hashlib.sha256(content).hexdigest()
         return str(item)
 
-    return [key(item) for item, _, _ in rows]
+    return [key(item) for item in LabelledRows.of(rows).items]
 
 
 def check_split(rows: Sequence[tuple[Any, str, bool]], test_regex: Optional[str] = None) -> None:
     """Refuse a probe that cannot be scored: no test or train split, test labels never trained on,
     or a single training label."""
-    splits = {is_test for _, _, is_test in rows}
+    rows = LabelledRows.of(rows)
+    splits = set(rows.tests)
     if splits == {True}:
         raise InputError(f"all {len(rows)} files are in the test split, none is left for training: narrow "
                          "--test-regex, or keep the training files out of test/ folders")
@@ -180,8 +250,8 @@ def check_split(rows: Sequence[tuple[Any, str, bool]], test_regex: Optional[str]
                          "split is empty: fix the pattern (it is searched for in each file's name, not its path)")
     if splits != {True, False}:
         raise InputError(f"{len(rows)} files but no train/test split: give --test-regex or a test/ folder")
-    trained = {label for _, label, is_test in rows if not is_test}
-    unseen = sorted({label for _, label, is_test in rows if is_test} - trained)
+    trained = {label for label, is_test in zip(rows.labels, rows.tests) if not is_test}
+    unseen = sorted({label for label, is_test in zip(rows.labels, rows.tests) if is_test} - trained)
     if unseen:
         raise InputError(f"test labels {unseen} have no training files (training labels: {sorted(trained)}); "
                          "no probe can get them right: add training files or drop them from the test split")
@@ -190,7 +260,7 @@ def check_split(rows: Sequence[tuple[Any, str, bool]], test_regex: Optional[str]
                          "least two")
 
 
-def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch_size: int = 8,
+def run_probe(encoder: Any, rows: Sequence[tuple[Any, str, bool]], layer=None, batch_size: int = 8,
               k: int = 20, pool: str = "mean", cache: Optional[Path] = None) -> dict[str, float]:
     """Embed every item once, then fit the probes on the train split and score the test split.
 
@@ -206,15 +276,17 @@ def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch
 
     if k < 1:  # before the embedding, which may take hours
         raise ConfigError(f"k={k}: k-NN needs at least one neighbour")
-    items = [str(item) if isinstance(item, Path) else item for item, _, _ in rows]
+    rows = LabelledRows.of(rows)
+    items = rows.items
+    if isinstance(items, list):
+        items = [str(item) if isinstance(item, Path) else item for item in items]
     if cache is None:
-        embeddings = encoder.embed(items, layer=layer, pool=pool, batch_size=batch_size).numpy()
+        embeddings = embedded(encoder, items, layer, pool, batch_size)
     else:
         embeddings, reused = cached_embeddings(encoder, items, cache, item_names(rows), layer, pool, batch_size)
         print(f"zoo probe: {'reused' if reused else 'wrote'} the embeddings in {cache}", file=sys.stderr)
     check_finite(embeddings, rows)
-    labels = np.array([label for _, label, _ in rows])
-    test = np.array([is_test for _, _, is_test in rows])
+    labels, test = np.array(rows.labels), np.array(rows.tests, dtype=bool)
     k = min(k, int((~test).sum()))
     return {
         "linear_probe_accuracy": linear_probe(embeddings[~test], labels[~test], embeddings[test], labels[test]),
@@ -223,18 +295,44 @@ def run_probe(encoder: Any, rows: list[tuple[Any, str, bool]], layer=None, batch
         "rankme": rankme(embeddings),
         "train_items": int((~test).sum()),
         "test_items": int(test.sum()),
-        "classes": int(len(set(labels))),
+        "classes": int(len(set(rows.labels))),
     }
 
 
-def check_finite(embeddings: Any, rows: Sequence[tuple[Any, str, bool]]) -> None:
+def embedded(encoder: Any, items: Sequence[Any], layer, pool: str, batch_size: int) -> Any:
+    """(N, D) embeddings of `items`: a list (files) in one `embed` call; records streamed from
+    parquet files a chunk of `SHARD_SIZE` at a time, as `zoo embed` takes them, so that one chunk
+    of them is held (`embed` would list them all first), each chunk's rows written into the
+    output as they come. A chunk is a whole number of the groups `embed` prepares and batches
+    together, so the rows are those of one call."""
+    import numpy as np
+
+    from zoo import embed_job
+    from zoo.errors import counting_from
+
+    if isinstance(items, list):
+        return encoder.embed(items, layer=layer, pool=pool, batch_size=batch_size).numpy()
+    embeddings = None
+    with encoder.progress_bar(len(items), True) as bar:
+        for start in range(0, len(items), embed_job.SHARD_SIZE):
+            chunk = items[start : start + embed_job.SHARD_SIZE]
+            with counting_from(start):
+                rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=False).numpy()
+            if embeddings is None:
+                embeddings = np.empty((len(items), *rows.shape[1:]), rows.dtype)
+            embeddings[start : start + len(rows)] = rows
+            bar.update(len(chunk))
+    return embeddings
+
+
+def check_finite(embeddings: Any, rows: LabelledRows) -> None:
     """Name the first input whose embedding holds NaN or infinite values: the probes would
     refuse it by its index in one split, which does not say which file to look at."""
     from zoo.evaluation import non_finite_rows
 
     bad = non_finite_rows(embeddings)
     if len(bad):
-        item = rows[bad[0]][0]
+        item = rows.items[bad[0]]
         shown = f"file {str(item)!r}" if isinstance(item, (str, Path)) else f"record {bad[0]}"
         raise InputError(f"the encoder gave NaN or infinite values for {len(bad)} of {len(rows)} items, the first "
                          f"item {bad[0]}, {shown}; check that input, or the encoder with --dtype float32")
