@@ -121,3 +121,21 @@ def test_integer_valued_float_labels_are_classes():
     """Labels read as floats (1.0, 2.0) are classes still, and equal to the same ints."""
     x, y = blobs(10, 2, 4, 0.1, seed=7)
     assert linear_probe(x, y.astype(float), x, y) == 1.0 and knn_accuracy(x, y, x, y.astype(float), k=3) == 1.0
+
+
+def test_knn_compares_test_rows_in_blocks_of_bounded_size(monkeypatch):
+    """A block of test-against-training similarities stays under KNN_BLOCK_BYTES whatever the
+    training set (1,024 test rows against 50,000 items were 410 MB, 1.7 GB with their copies),
+    and the accuracy is the same as in one block."""
+    import zoo.evaluation
+
+    train_x, train_y = blobs(200, 3, 8, 1.0, seed=4)
+    test_x, test_y = blobs(90, 3, 8, 1.0, seed=5)
+    whole = knn_accuracy(train_x, train_y, test_x, test_y, k=5)
+    shapes = []
+    original = np.argpartition
+    monkeypatch.setattr(zoo.evaluation.np, "argpartition", lambda a, *args, **kwargs: shapes.append(a.shape)
+                        or original(a, *args, **kwargs))
+    monkeypatch.setattr(zoo.evaluation, "KNN_BLOCK_BYTES", 8 * len(train_x) * 7, raising=False)
+    assert knn_accuracy(train_x, train_y, test_x, test_y, k=5) == whole
+    assert max(rows for rows, _ in shapes) == 7 and sum(rows for rows, _ in shapes) == len(test_x)
