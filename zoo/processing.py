@@ -204,7 +204,7 @@ class ParquetRows(Sequence):
         import pyarrow.parquet as pq
 
         try:
-            return pq.ParquetFile(self.path)
+            return pq.ParquetFile(self.path, buffer_size=1 << 20, pre_buffer=False)  # streamed, not the row group whole
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(f"cannot read parquet file {self.path!r} ({err}); is it complete?") from err
 
