@@ -171,3 +171,31 @@ def write_tones(folder: Path, count: int = 24) -> None:
         time = np.arange(int(generator.integers(3000, 6000))) / 16000
         wave = np.sin(2 * np.pi * (300 if label == "low" else 2000) * time) + 0.1 * generator.standard_normal(len(time))
         soundfile.write(folder / f"{label}_{index // 2}.wav", (0.5 * wave).astype(np.float32), 16000)
+
+
+class ChunkRecordingEncoder:
+    """Just enough of an encoder for `zoo.embed_job`'s jobs: subclasses say what `embed` gives a
+    chunk; `largest_chunk` is the most items one call was given, so tests can bound it."""
+
+    embed_batch_size = 8
+    family = "fake"
+    largest_chunk = 0
+
+    def check_embed_options(self, layer, pool):
+        return None
+
+    def config_dict_to_save(self):
+        return {"family": "fake"}
+
+    def state_dict(self):
+        return {}
+
+    def progress_bar(self, total, progress, unit="item"):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=True)
+
+    def record(self, chunk) -> list:
+        self.largest_chunk = max(self.largest_chunk, len(chunk))
+        return chunk
+

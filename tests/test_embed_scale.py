@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import ChunkRecordingEncoder
 
 from zoo.embed_job import ChainedRows, rows_of_parquet_files, run_embed_job
 from zoo.errors import InputError
@@ -42,29 +43,11 @@ class CountingReads:
         monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
 
 
-class FakeEncoder:
-    """Just enough of an encoder for `run_embed_job`: a row per item, and the largest chunk it was given."""
-
-    embed_batch_size = 8
-    largest_chunk = 0
-
-    def check_embed_options(self, layer, pool):
-        return None
-
-    def config_dict_to_save(self):
-        return {"family": "fake"}
-
-    def state_dict(self):
-        return {}
-
-    def progress_bar(self, total, progress, unit="item"):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, disable=True)
+class FakeEncoder(ChunkRecordingEncoder):
+    """A row per item: the number its path starts with."""
 
     def embed(self, chunk, **options):
-        self.largest_chunk = max(self.largest_chunk, len(chunk))
-        return torch.tensor([[float(item["path"].split(".")[0])] for item in chunk])
+        return torch.tensor([[float(item["path"].split(".")[0])] for item in self.record(chunk)])
 
 
 def test_parquet_rows_are_read_a_batch_at_a_time_as_shards_take_them(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import ChunkRecordingEncoder
 
 import zoo.embed_job
 from zoo.errors import InputError
@@ -76,30 +77,11 @@ class ImageReads:
         monkeypatch.setattr(pq, "read_table", counted_read_table)
 
 
-class RowNumberEncoder:
-    """Embeds a record as (its row number, its row number squared), keeping the largest chunk it was given."""
-
-    embed_batch_size = 8
-    family = "fake"
-    largest_chunk = 0
-
-    def check_embed_options(self, layer, pool):
-        return None
-
-    def config_dict_to_save(self):
-        return {"family": "fake"}
-
-    def state_dict(self):
-        return {}
-
-    def progress_bar(self, total, progress, unit="item"):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, disable=True)
+class RowNumberEncoder(ChunkRecordingEncoder):
+    """Embeds a record as (its row number, the square of that number mod 7)."""
 
     def embed(self, chunk, **options):
-        self.largest_chunk = max(self.largest_chunk, len(chunk))
-        numbers = torch.tensor([float(item["path"].split(".")[0]) for item in chunk])
+        numbers = torch.tensor([float(item["path"].split(".")[0]) for item in self.record(chunk)])
         return torch.stack([numbers, (numbers % 7) ** 2], dim=1)
 
 
