@@ -80,11 +80,12 @@ def test_info_describes_a_checkpoint_folder(checkpoint, tmp_path, capsys):
 
 
 def test_listing_help_and_refused_options_import_no_torch():
-    """`zoo list`, each command's -h and a misspelt option answer without torch's 1.5 s import
+    """`zoo list`, `zoo info NAME`, each command's -h and a misspelt option answer without torch's 1.5 s import
     (and a Ctrl-C during that import, inside `main`, is reported as an interruption)."""
     code = ("import contextlib, io, sys\nfrom zoo.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
             "    main(['list'])\n"
+            "    main(['info', 'hubert-base-ls960'])\n"
             "    for argv in (['-h'], ['embed', '-h'], ['probe', '-h'], ['finetune', '-h'], ['predict', '-h'],\n"
             "                 ['finetune', 'x', '-o', 'y', '--epohcs', '2']):\n"
             "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"

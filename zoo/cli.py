@@ -69,6 +69,9 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    if args.revision is None and registry.find(args.name) is not None:  # a hub_config: answered without torch
+        print(json.dumps(registry.info(args.name), indent=2))
+        return
     from zoo.hub import info
 
     print(json.dumps(info(args.name, revision=args.revision), indent=2))
