@@ -2,42 +2,18 @@
 
 `GraphEncoder.embed(..., node_batch_size=B)` runs one layer at a time over batches of B
 nodes with their one-hop in-neighbourhoods (`FullNeighborSampler(data, 1)`), PyG's
-layer-wise inference. `node_loader` gives seed batches with their whole L-hop
-neighbourhoods instead, on which an L-layer encoder's seed outputs are exact too, e.g. to
-train a node head on a graph too large to run at once; without locality those
-neighbourhoods cover most of the graph for every batch, which is why inference does not
-use it.
-
-PyG's `NeighborLoader` does this with `num_neighbors=[-1] * L`, but its sampler needs the
-compiled `pyg-lib` or `torch-sparse`, which have no wheels for every torch on PyPI. When
-neither is importable the same loader class, PyG's `NodeLoader`, runs with
-`FullNeighborSampler`, a pure-torch sampler over a CSC index of the graph.
+layer-wise inference. `FullNeighborSampler` is a pure-torch sampler over a CSC index of
+the graph, so that no compiled `pyg-lib` or `torch-sparse` is needed (they have no wheels for
+every torch on PyPI); as a PyG `BaseSampler` it also serves PyG's `NodeLoader`, which with
+`num_layers=L` gives seed batches with their whole L-hop neighbourhoods.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import torch
-from torch_geometric.loader import NeighborLoader, NodeLoader
 from torch_geometric.sampler import BaseSampler, NodeSamplerInput, SamplerOutput
-
-
-def has_compiled_sampler() -> bool:
-    """Whether PyG's own NeighborLoader can sample here."""
-    return any(importlib.util.find_spec(name) is not None for name in ("pyg_lib", "torch_sparse"))
-
-
-def node_loader(data: Any, num_layers: int, batch_size: int, **kwargs: Any) -> Any:
-    """A loader over every node of `data` in batches of `batch_size` seeds with full L-hop neighbourhoods.
-
-    Each batch is a `Data` whose first `batch.batch_size` nodes are the seeds and whose
-    `n_id` maps local nodes to the graph's.
-    """
-    if has_compiled_sampler():
-        return NeighborLoader(data, num_neighbors=[-1] * num_layers, batch_size=batch_size, **kwargs)
-    return NodeLoader(data, node_sampler=FullNeighborSampler(data, num_layers), batch_size=batch_size, **kwargs)
 
 
 class FullNeighborSampler(BaseSampler):
