@@ -203,9 +203,7 @@ def labelled_records(path: Path, feature: str, data: Path) -> LabelledRows:
 def parquet_labels(reader: Any, path: Path) -> tuple[list[Any], Optional[list[str]]]:
     """The values of a parquet file's label column (the one its metadata calls a ClassLabel, else
     one called "label"), read alone, and the ClassLabel's names when it has them."""
-    import pyarrow as pa
-
-    from zoo.processing import columns_of_type, parquet_features
+    from zoo.processing import columns_of_type, parquet_features, reading_parquet
 
     schema = reader.schema_arrow
     features = parquet_features(schema)
@@ -213,10 +211,8 @@ def parquet_labels(reader: Any, path: Path) -> tuple[list[Any], Optional[list[st
     if column not in schema.names:
         raise InputError(f"parquet file {str(path)!r} has no label column (a ClassLabel, or one called 'label'); "
                          f"its columns are {schema.names}")
-    try:
+    with reading_parquet(path):
         values = reader.read(columns=[column]).column(column).to_pylist()
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(f"cannot read parquet file {str(path)!r} ({err}); is it complete?") from err
     return values, features.get(column, {}).get("names")
 
 

@@ -15,8 +15,9 @@ import bisect
 import dataclasses
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Sequence, TypeVar
+from typing import Any, ClassVar, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -141,17 +142,13 @@ def undecoded_rows(dataset: Any, feature: str, name: str = "the dataset") -> lis
     return list(dataset.cast_column(column, getattr(datasets, feature)(decode=False))[column])
 
 
-def parquet_rows(path: str | Path, feature: str) -> list[dict[str, Any]]:
-    """The undecoded {"bytes", "path"} rows of a parquet file's `feature` column ("Audio",
-    "Image"), as the Hub stores a `datasets` Dataset: the column its Hugging Face metadata
-    gives that feature, else the first struct column with bytes."""
+@contextmanager
+def reading_parquet(path: str | Path) -> Iterator[None]:
+    """pyarrow's errors on a damaged or truncated parquet file, as one `InputError` naming it."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        schema = pq.read_schema(path)
-        column = parquet_feature_column(schema, feature, path)
-        return pq.read_table(path, columns=[column]).column(column).to_pylist()
+        yield
     except (pa.ArrowInvalid, OSError) as err:
         raise InputError(f"cannot read parquet file {str(path)!r} ({err}); is it complete?") from err
 
@@ -160,8 +157,9 @@ class ParquetRows(Sequence):
     """The undecoded {"bytes", "path"} rows of a parquet file's `feature` column, streamed in
     batches of `BATCH_ROWS` as they are indexed in order (a job's shards), from the row group
     that holds the row asked for when it lies behind: a job over many Hub parquet files holds one
-    batch of encoded audio or images, not every file's (`parquet_rows` held them all before the
-    first was embedded: 4 CIFAR-10 train files, +510 MB). The file and its column are checked here."""
+    batch of encoded audio or images, not every file's (reading each file's column whole held them
+    all before the first was embedded: 4 CIFAR-10 train files, +510 MB). The file and its column
+    are checked here."""
 
     #: rows decoded at a time; pyarrow's whole-row-group read of CIFAR-10's 50,000-row group peaked
     #: at +224 MB, its batches at +95 MB for the whole file
@@ -200,21 +198,14 @@ class ParquetRows(Sequence):
         return row
 
     def reader(self) -> Any:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        try:
+        with reading_parquet(self.path):
             return pq.ParquetFile(self.path, buffer_size=1 << 20, pre_buffer=False)  # streamed, not the row group whole
-        except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(f"cannot read parquet file {self.path!r} ({err}); is it complete?") from err
 
     def next_batch(self) -> list[dict[str, Any]]:
-        import pyarrow as pa
-
-        try:
+        with reading_parquet(self.path):
             return next(self.batches).column(0).to_pylist()
-        except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(f"cannot read parquet file {self.path!r} ({err}); is it complete?") from err
 
 
 def parquet_features(schema: Any) -> dict[str, Any]:

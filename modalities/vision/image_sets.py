@@ -20,7 +20,7 @@ import torch
 
 from modalities.vision.processing import array_to_tensor, decode_image, image_files, read_image_file, to_rgb
 from zoo.errors import InputError
-from zoo.processing import parquet_feature_column, undecoded_rows
+from zoo.processing import parquet_feature_column, reading_parquet, undecoded_rows
 
 #: MNIST's idx files (the only MNIST data in ../shared/data is the 10000-image test set)
 MNIST_IMAGES, MNIST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
@@ -129,12 +129,10 @@ def parquet_images(files: Sequence[Path]) -> EncodedImages:
 
     blobs: list[Optional[bytes]] = []
     for file in files:
-        try:
+        with reading_parquet(file):
             schema = pq.read_schema(file)
             column_name = image_column(schema, str(file))
             column = pq.read_table(file, columns=[column_name]).column(column_name).combine_chunks()
-        except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(f"cannot read parquet file {str(file)!r} ({err}); is it complete?") from err
         blobs.extend(column.field("bytes").to_pylist() if pa.types.is_struct(column.type) else column.to_pylist())
     name = files[0].name if len(files) == 1 else f"{len(files)} parquet files in {str(files[0].parent)!r}"
     missing = [index for index, blob in enumerate(blobs) if blob is None]
