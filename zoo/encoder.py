@@ -47,9 +47,9 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     #: floating inputs kept in float32 when the weights are half precision (a waveform the
     #: encoder turns into log-mel features itself, in float32)
     full_precision_inputs: ClassVar[tuple[str, ...]] = ()
-    #: leading tokens of each item (a cls token) that `embed`'s mean leaves out, as GMML's mean of
-    #: patches does; the mean is still summed batch by batch, so no item's tokens are kept
-    mean_skips_tokens: ClassVar[int] = 0
+    #: tokens in front of each item's content ones (a ViT's cls token): `embed`'s mean leaves them
+    #: out (GMML's mean of patches), still summed batch by batch, and a token head gives them no class
+    leading_tokens: ClassVar[int] = 0
     #: `embed`'s default batch size, which the command line uses where no --batch-size is given
     embed_batch_size: ClassVar[int] = EMBED_BATCH_SIZE
 
@@ -217,7 +217,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
                 prepared = self.processor.prepare(item, **prepare_kwargs)
             pieces.extend((position, order, piece) for order, piece in enumerate(self.processor.split(prepared)))
         pieces.sort(key=lambda entry: -self.processor.size(entry[2]))
-        accumulators = [_Accumulator(pool, self.mean_skips_tokens) for _ in group]
+        accumulators = [_Accumulator(pool, self.leading_tokens) for _ in group]
         for start in range(0, len(pieces), batch_size):
             chunk = pieces[start : start + batch_size]
             batch = self.processor.collate([piece for _, _, piece in chunk])

@@ -495,8 +495,7 @@ class EncoderForTokenClassification(LabelledHead):
             raise ConfigError("a table's tokens are its columns, which have no labels of their own; classify rows "
                               "with zoo.for_classification")
         super().__init__(encoder, num_outputs, pool=pool, **kwargs)
-        #: tokens in front of the content ones (a ViT's cls token), which get no class
-        self.leading_tokens = 1 if "cls" in encoder.pools else 0
+        self.leading_tokens = encoder.leading_tokens  # a ViT's cls token gets no class
 
     def tokens(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, mask = super().tokens(**batch)

@@ -120,7 +120,7 @@ class GmmlEncoder(Encoder):
     config_class = GmmlConfig
     processor_class = ImageProcessor
     pools = ("mean", "cls", "none")
-    mean_skips_tokens = 1  # the mean of the patch tokens
+    leading_tokens = 1  # the cls token
     unused_in_forward = ("reconstruction.",)
 
     def __init__(self, config: GmmlConfig, processor: Optional[ImageProcessor] = None) -> None:
