@@ -19,7 +19,7 @@ from torch_geometric.sampler import NodeSamplerInput
 from torch_geometric.utils import to_dense_batch
 
 from modalities.graphs.neighbors import FullNeighborSampler
-from modalities.graphs.processing import GraphProcessor
+from modalities.graphs.processing import GraphProcessor, graphs_of
 from zoo.encoder import Encoder
 from zoo.errors import InputError
 from zoo.outputs import EncoderOutput
@@ -114,14 +114,14 @@ class GraphEncoder(Encoder):
         DataLoader yields), datasets, loaders and lists are many. A `HeteroData` is one item too, which
         the processor refuses by name (iterating it raised a bare NotImplementedError)."""
         if isinstance(inputs, Batch):
-            return inputs.to_data_list()
+            return graphs_of(inputs)
         if isinstance(inputs, BaseData):
             return [inputs]
         if type(inputs).__module__.startswith("networkx"):
             raise InputError(f"a networkx {type(inputs).__name__} is not a graph input (iterating it gives its nodes); "
                              "convert it with torch_geometric.utils.from_networkx(graph) and set data.x")
         return [graph for item in super().as_item_list(inputs)
-                for graph in (item.to_data_list() if isinstance(item, Batch) else [item])]
+                for graph in (graphs_of(item) if isinstance(item, Batch) else [item])]
 
     @torch.no_grad()
     def embed(

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from zoo.errors import InputError
+from zoo.errors import InputError, naming_input
 from zoo.processing import Processor, refuse_options
 
 FEATURE_NORMS = (None, "row", "standard")
@@ -118,10 +118,18 @@ class GraphProcessor(Processor):
 
     def __call__(self, inputs: Sequence[Any] | Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Graphs into one batch; a PyG `Batch` (what its DataLoader yields) counts as its graphs,
-        so that `head(**head.processor(batch), labels=batch.y)` gives one row per graph."""
+        so that `head(**head.processor(batch), labels=batch.y)` gives one row per graph. A bad graph's
+        error names its place in the list or batch (`input 2: ...`), as `embed`'s errors do."""
         from torch_geometric.data import Batch
 
-        return super().__call__(inputs.to_data_list() if isinstance(inputs, Batch) else inputs, **kwargs)
+        graphs = graphs_of(inputs) if isinstance(inputs, Batch) else inputs
+        if not isinstance(graphs, (list, tuple)) or not graphs:
+            return super().__call__(graphs, **kwargs)
+        prepared = []
+        for index, graph in enumerate(graphs):
+            with naming_input(index):
+                prepared.append(self.prepare(graph, **kwargs))
+        return self.collate(prepared)
 
     def size(self, piece: Any) -> int:
         return piece.num_nodes
@@ -176,11 +184,39 @@ def with_degree_features(item: Any, width: int) -> Any:
     from torch_geometric.data import Data
 
     check_is_data(item)
+    check_num_nodes(item, getattr(item, "x", None), "drop x (this encoder computes degree features itself)")
     num_nodes = item.num_nodes
     if not num_nodes:
         raise InputError("graph has no nodes; set data.num_nodes (this encoder computes degree features itself)")
-    edge_index = check_edge_index(item, num_nodes)
+    edge_index = check_edge_index(item, num_nodes, f"data.num_nodes is {num_nodes}",
+                                  "set data.num_nodes to the number of nodes")
     return Data(x=one_hot_degrees(edge_index, num_nodes, width), edge_index=edge_index)
+
+
+def graphs_of(batch: Any) -> list[Any]:
+    """A PyG `Batch`'s graphs, each with the node count the batch was built with (its `ptr`):
+    `to_data_list` drops every graph's explicit `num_nodes` where the batch's first graph had none,
+    which hid a graph whose `num_nodes` and `x` disagree (it embedded as x's rows)."""
+    graphs = batch.to_data_list()
+    ptr = getattr(batch, "ptr", None)
+    if ptr is not None:
+        for graph, count in zip(graphs, ptr.diff().tolist()):
+            if graph.num_nodes != count:
+                graph.num_nodes = count
+    return graphs
+
+
+def check_num_nodes(item: Any, x: Any, fix: str = "give x a row per node") -> None:
+    """Refuse a graph whose explicit `num_nodes` (what PyG's `Data.num_nodes` returns when set) is not
+    x's row count. The processor builds the graph from `x` and `edge_index`, so the nodes past x's
+    rows went missing without a word, and x's rows past `num_nodes` were embedded as nodes."""
+    if not isinstance(x, torch.Tensor) or x.dim() == 0 or "num_nodes" not in item:
+        return
+    if item.num_nodes != x.shape[0]:
+        raise InputError(
+            f"graph has num_nodes={item.num_nodes} but x of shape {tuple(x.shape)}, a row for {x.shape[0]} nodes; "
+            f"they must agree: drop num_nodes (del data.num_nodes) or {fix}"
+        )
 
 
 def check_is_data(item: Any) -> None:
@@ -214,6 +250,7 @@ def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.T
         x = x.to_dense()
     if x.dim() != 2 or x.shape[0] == 0:
         raise InputError(f"graph has x of shape {tuple(x.shape)}; expected (num_nodes > 0, num_features)")
+    check_num_nodes(item, x)
     if in_dim is not None and x.shape[1] != in_dim:
         raise InputError(
             f"graph has {x.shape[1]} node features but this encoder was trained on {in_dim}; "
@@ -222,12 +259,13 @@ def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.T
     x = x.to("cpu", torch.float32)
     if not torch.isfinite(x).all():
         raise InputError(f"graph has {int((~torch.isfinite(x)).sum())} NaN or infinite features; clean x first")
-    return x, check_edge_index(item, x.shape[0])
+    return x, check_edge_index(item, x.shape[0], f"x has shape {tuple(x.shape)}", "give x a row per node")
 
 
-def check_edge_index(item: Any, num_nodes: int) -> torch.Tensor:
+def check_edge_index(item: Any, num_nodes: int, counted: str, fix: str) -> torch.Tensor:
     """The long edge index of a graph, or an `InputError`: a numpy array, a sparse tensor or a bool
-    index would fail inside PyG with a message that does not say what to pass."""
+    index would fail inside PyG with a message that does not say what to pass. An entry outside the
+    `num_nodes` nodes (`counted` says where that count comes from) is named, the largest first."""
     edge_index = getattr(item, "edge_index", None)
     if edge_index is None:
         raise InputError(
@@ -244,10 +282,13 @@ def check_edge_index(item: Any, num_nodes: int) -> torch.Tensor:
     if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
         raise InputError(f"edge_index has dtype {edge_index.dtype}; node indices must be integers")
     edge_index = edge_index.to("cpu", torch.long)
-    outside = edge_index[(edge_index < 0) | (edge_index >= num_nodes)]
-    if outside.numel():
+    outside = int(((edge_index < 0) | (edge_index >= num_nodes)).sum())
+    if outside:
+        largest = int(edge_index.max())
+        named = largest if largest >= num_nodes else int(edge_index.min())
         raise InputError(
-            f"edge_index refers to node {int(outside[0])} ({outside.numel()} such entries) but the graph has "
-            f"{num_nodes} nodes; indices must lie in [0, {num_nodes - 1}]"
+            f"edge_index refers to node {named} ({outside} such entries) but the graph has {num_nodes} nodes "
+            f"({counted}); indices must lie in [0, {num_nodes - 1}]: renumber the edges or drop those to missing "
+            f"nodes, or {fix}"
         )
     return edge_index
