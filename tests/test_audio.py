@@ -258,7 +258,7 @@ def test_a_multichannel_file_is_mixed_to_mono_a_block_at_a_time(tmp_path, monkey
         return original(self, frames, *args, **kwargs)
 
     monkeypatch.setattr(soundfile.SoundFile, "read", counted)
-    monkeypatch.setattr(zoo.audio, "MIX_BLOCK_FRAMES", 1000, raising=False)
+    monkeypatch.setattr(zoo.audio, "BLOCK_FRAMES", 1000)
     wave = AudioProcessor(sampling_rate=16000, do_normalize=False).prepare(str(tmp_path / "three.wav"))
     assert reads and all(frames == 1000 for frames in reads)  # never the whole file at once
     assert torch.equal(wave, torch.from_numpy(samples.mean(axis=1, dtype=np.float32)))

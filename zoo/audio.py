@@ -12,12 +12,12 @@ import math
 import numbers
 import re
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from zoo.errors import ConfigError, InputError, counting_from, naming_input, warn
+from zoo.errors import ConfigError, InputError, counting_from, warn
 from zoo.processing import Processor, check_file_input
 
 #: file endings of the containers libsndfile reads (MP3 from 1.1.0, bundled with soundfile >= 0.12)
@@ -47,8 +47,8 @@ PCM_ADVICE = ("pass float samples in [-1, 1], or integer PCM samples of type int
               "scale is known")
 
 
-def read_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
-    """Decode an audio file (AUDIO_SUFFIXES) into (channels, samples) float32 and its sampling rate."""
+def read_audio_file(path: str | Path, target_rate: int) -> torch.Tensor:
+    """Decode an audio file (AUDIO_SUFFIXES) into a mono float32 waveform at `target_rate`."""
     check_file_input(path, "audio")
     path = Path(path)
     if path.is_dir():
@@ -56,52 +56,114 @@ def read_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
                          "zoo predict take a folder for its audio files)")
     if not path.is_file():
         raise InputError(f"audio file {str(path)!r} does not exist; check the path")
-    return decode_audio(str(path), f"audio file {str(path)!r}")
+    return decode_audio(str(path), f"audio file {str(path)!r}", target_rate, what=f"audio input {str(path)!r}")
 
 
-def read_audio_row(row: dict[str, Any]) -> tuple[torch.Tensor, int]:
+def read_audio_row(row: dict[str, Any], target_rate: int) -> torch.Tensor:
     """An undecoded `datasets` Audio row ({"bytes", "path"}): its bytes, else its file. This is
     how the zoo reads audio datasets without the decoder `datasets` >= 4 needs (torchcodec)."""
     if row.get("bytes") is not None:
-        return decode_audio(io.BytesIO(row["bytes"]), f"the audio bytes of {row.get('path') or 'a dataset row'!r}")
+        return decode_audio(io.BytesIO(row["bytes"]), f"the audio bytes of {row.get('path') or 'a dataset row'!r}",
+                            target_rate)
     if row.get("path"):
-        return read_audio_file(row["path"])
+        return read_audio_file(row["path"], target_rate)
     raise InputError(f"an audio row with keys {sorted(row)} has neither bytes nor a path; pass a file path, an "
                      "array with sampling_rate=, or a dict with 'array' and 'sampling_rate'")
 
 
-def decode_audio(source: str | BinaryIO, where: str) -> tuple[torch.Tensor, int]:
-    """soundfile's decoding of a file or buffer as a mono (1, samples) float32 tensor, its errors
-    as one `InputError` naming `where`."""
+def decode_audio(source: str | BinaryIO, where: str, target_rate: int, what: Optional[str] = None) -> torch.Tensor:
+    """soundfile's decoding of a file or buffer as a mono float32 waveform at `target_rate`.
+
+    It is decoded, mixed to mono and resampled a block at a time, so that a long recording is
+    only ever held whole at the model's rate: an hour of 44.1 kHz stereo is 1.27 GB as decoded,
+    230 MB at 16 kHz. The decoder's errors become one `InputError` naming `where`, and the
+    samples are checked as `check_waveform` checks an array's, naming `what` (default: `where`).
+    """
     import soundfile
 
     try:
-        with soundfile.SoundFile(source) as handle:
-            data, rate, log = read_mono(handle), handle.samplerate, handle.extra_info
+        handle = soundfile.SoundFile(source)
     except Exception as err:  # soundfile raises several unrelated types for unreadable files
-        raise InputError(
-            f"cannot decode {where} ({err}); convert it to one of {', '.join(AUDIO_SUFFIXES)} (e.g. ffmpeg -i IN "
-            "OUT.flac), or pass the samples as an array with sampling_rate="
-        ) from err
-    warn_if_truncated(log, where)
-    return torch.from_numpy(data).unsqueeze(0), int(rate)
+        raise undecodable(where, err) from err
+    with handle:
+        rate = check_rate(handle.samplerate)
+        blocks = checked_blocks(mono_blocks(handle, where), what or where)
+        wave = torch.cat(list(resample_blocks(blocks, rate, target_rate)))
+        warn_if_truncated(handle.extra_info, where)
+    return wave
 
 
-#: frames a multichannel file is read and mixed by (about 2 MB of stereo float32)
-MIX_BLOCK_FRAMES = 1 << 18
+def undecodable(where: str, err: Exception) -> InputError:
+    return InputError(f"cannot decode {where} ({err}); convert it to one of {', '.join(AUDIO_SUFFIXES)} (e.g. ffmpeg "
+                      "-i IN OUT.flac), or pass the samples as an array with sampling_rate=")
 
 
-def read_mono(handle: Any) -> np.ndarray:
-    """A file's samples averaged over its channels, read a block at a time: an hour of 44.1 kHz
-    stereo never holds its channels whole (1.27 GB) beside their mix."""
-    if handle.channels == 1:
-        return handle.read(dtype="float32")
-    blocks = []
+#: frames a file is decoded, mixed and resampled by (about 2 MB of stereo float32)
+BLOCK_FRAMES = 1 << 18
+
+
+def mono_blocks(handle: Any, where: str) -> Iterator[torch.Tensor]:
+    """An open file's samples averaged over its channels, `BLOCK_FRAMES` at a time: an hour of
+    44.1 kHz stereo never holds its channels whole (1.27 GB) beside their mix."""
     while True:
-        block = handle.read(MIX_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        try:
+            block = handle.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+        except Exception as err:  # a file whose header reads but whose data does not
+            raise undecodable(where, err) from err
         if not len(block):
-            return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-        blocks.append(block.mean(axis=1, dtype=np.float32))
+            return
+        yield torch.from_numpy(block[:, 0] if handle.channels == 1 else block.mean(axis=1, dtype=np.float32))
+
+
+def checked_blocks(blocks: Iterable[torch.Tensor], what: str) -> Iterator[torch.Tensor]:
+    """A recording's blocks as they come, refused after the last as `check_waveform` refuses a
+    whole recording: empty, or holding NaN or infinite samples (all of them counted)."""
+    total = bad = 0
+    for block in blocks:
+        total, bad = total + block.numel(), bad + int((~torch.isfinite(block)).sum())
+        if not bad:
+            yield block
+    refuse_bad_samples(total, bad, what)
+
+
+#: input periods of the lower of two rates that torchaudio's sinc kernel reaches either side of a
+#: sample (its lowpass_filter_width 6 over its rolloff 0.99), rounded up
+RESAMPLE_REACH = 8
+
+
+def resample_blocks(blocks: Iterable[torch.Tensor], rate: int, target_rate: int) -> Iterator[torch.Tensor]:
+    """torchaudio's resampling of a recording that comes as consecutive blocks, a block at a time.
+
+    torchaudio resamples a waveform whole, with temporaries several times its size (an hour at
+    44.1 kHz: about 1.5 GB). Here each stretch is resampled with its neighbours' samples as
+    context on either side, at least the kernel's reach, and cut at a whole number of the rates'
+    period (rate / gcd samples in give target_rate / gcd out), so its own output samples are the
+    ones torchaudio computes for the whole recording; they join into its result within float
+    rounding (tests/test_audio_blocks.py states the difference).
+    """
+    if rate == target_rate:
+        yield from blocks
+        return
+    import torchaudio.functional
+
+    common = math.gcd(rate, target_rate)
+    period, out_period = rate // common, target_rate // common
+    context = period * math.ceil(RESAMPLE_REACH / min(period, out_period))
+
+    def part(samples: torch.Tensor, skip: int, count: Optional[int]) -> torch.Tensor:
+        """The output of `samples[skip : skip + count]` (to the end if None), resampled in context."""
+        out = torchaudio.functional.resample(samples, rate, target_rate)
+        start = skip // period * out_period
+        return out[start:] if count is None else out[start : start + count // period * out_period]
+
+    done, waiting = torch.zeros(0), torch.zeros(0)  # done: the last `context` samples resampled
+    for block in blocks:
+        waiting = torch.cat([waiting, block])
+        ready = (waiting.numel() - context) // period * period
+        if ready > 0:
+            yield part(torch.cat([done, waiting[: ready + context]]), done.numel(), ready)
+            done, waiting = torch.cat([done, waiting[:ready]])[-context:], waiting[ready:]
+    yield part(torch.cat([done, waiting]), done.numel(), None)
 
 
 #: libsndfile's log line for a WAV data chunk longer than the bytes that follow it
@@ -205,10 +267,13 @@ def float_list_array(samples: list | tuple) -> np.ndarray:
 def check_waveform(wave: torch.Tensor, what: str = "audio input") -> None:
     """Refuse an empty or non-finite recording; `what` names it (a file by its path, so that one
     bad file among thousands in a job can be found)."""
-    if wave.numel() == 0:
+    refuse_bad_samples(wave.numel(), int((~torch.isfinite(wave)).sum()), what)
+
+
+def refuse_bad_samples(total: int, bad: int, what: str) -> None:
+    if total == 0:
         raise InputError(f"{what} is empty (0 samples); drop it or pass a longer recording")
-    if not torch.isfinite(wave).all():
-        bad = int((~torch.isfinite(wave)).sum())
+    if bad:
         raise InputError(f"{what} has {bad} NaN or infinite samples; clean it (e.g. np.nan_to_num) first")
 
 
@@ -239,14 +304,12 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
         sampling_rate: rate of array inputs; files and dicts carry their own.
         target_rate: the model's rate; other rates are resampled with torchaudio.
     """
-    what = "audio input"
     if isinstance(item, (str, Path)):
-        wave, rate = read_audio_file(item)
-        what = f"audio input {str(item)!r}"
-    elif isinstance(item, dict) and "array" in item:
+        return read_audio_file(item, target_rate)
+    if isinstance(item, dict) and "array" in item:
         wave, rate = to_channels_first(item["array"]), item.get("sampling_rate", sampling_rate)
     elif isinstance(item, dict) and ("bytes" in item or "path" in item):
-        wave, rate = read_audio_row(item)
+        return read_audio_row(item, target_rate)
     else:
         wave, rate = to_channels_first(item), sampling_rate
     if rate is None:
@@ -255,13 +318,8 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
             f"(the model expects {target_rate} Hz and resamples anything else)"
         )
     rate = check_rate(rate)
-    check_waveform(wave, what)
-    wave = wave.mean(dim=0)
-    if rate != target_rate:
-        import torchaudio.functional
-
-        wave = torchaudio.functional.resample(wave, rate, target_rate)
-    return wave
+    check_waveform(wave)
+    return torch.cat(list(resample_blocks(wave.mean(dim=0).split(BLOCK_FRAMES), rate, target_rate)))
 
 
 #: the variance floor of waveform normalisation in transformers' feature extractor, and in fairseq's
@@ -329,8 +387,8 @@ class AudioProcessor(Processor):
         if isinstance(item, PreparedWave):
             return item.samples
         wave = load_waveform(item, sampling_rate, self.sampling_rate)
-        if self.do_normalize:
-            wave = (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + self.normalize_eps)
+        if self.do_normalize:  # one new copy, not two: a long recording is normalised whole
+            wave = (wave - wave.mean()).div_(torch.sqrt(wave.var(unbiased=False) + self.normalize_eps))
         if wave.numel() < self.min_samples:
             wave = torch.nn.functional.pad(wave, (0, self.min_samples - wave.numel()))
         return wave
@@ -372,21 +430,15 @@ def embed_timed_frames(encoder: Any, inputs: Any, layer: Any, sampling_rate: Opt
     """Per item `(times, tokens)`: the encoder's `embed(pool="none")` and the seconds of each
     frame (`frame_times`), each recording decoded once.
 
-    Items are prepared in `embed`'s groups, so that no more than a group's waveforms are held
-    at once; the prepared waveforms reach `embed` as `PreparedWave`s.
+    Items are prepared in `embed`'s groups (`Encoder.prepared_groups`), so that no more than a
+    group's waveforms are held at once; the prepared waveforms reach `embed` as `PreparedWave`s.
     """
-    from zoo.encoder import PREPARE_GROUP
-
     items = encoder.as_item_list(inputs)
     if not items:
         raise InputError("embed_frames() got no inputs; pass at least one item")
     stamped: list[tuple[torch.Tensor, torch.Tensor]] = []
     with encoder.progress_bar(len(items), progress) as bar:
-        for start in range(0, len(items), PREPARE_GROUP):
-            waves = []
-            for index, item in enumerate(items[start : start + PREPARE_GROUP], start):
-                with naming_input(index):
-                    waves.append(encoder.processor.prepare(item, sampling_rate=sampling_rate))
+        for start, waves in encoder.prepared_groups(items, sampling_rate=sampling_rate):
             with counting_from(start):
                 tokens = encoder.embed([PreparedWave(wave) for wave in waves], layer=layer, pool="none",
                                        progress=False, **embed_kwargs)

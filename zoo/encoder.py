@@ -22,7 +22,8 @@ from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_lay
 from zoo.processing import Processor, column_as_dataset, is_dataset, undecoded_rows
 from zoo.saving import Checkpointable
 
-#: raw inputs prepared at once before they are sorted by size into batches
+#: raw inputs (or pieces of them: a long recording's windows) prepared at once before they are
+#: sorted by size into batches
 PREPARE_GROUP = 64
 #: pieces per forward pass in `embed` unless the caller says
 EMBED_BATCH_SIZE = 8
@@ -204,18 +205,27 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     def _embed_items(self, items, indices, pool, batch_size, progress, prepare_kwargs) -> list[torch.Tensor]:
         rows: list[torch.Tensor] = []
         with self.progress_bar(len(items), progress) as bar:
-            for start in range(0, len(items), PREPARE_GROUP):
-                group = items[start : start + PREPARE_GROUP]
-                rows.extend(self._embed_group(group, start, indices, pool, batch_size, prepare_kwargs))
+            for _, group in self.prepared_groups(items, **prepare_kwargs):
+                rows.extend(self._embed_group(group, indices, pool, batch_size))
                 bar.update(len(group))
         return rows
 
-    def _embed_group(self, group, offset, indices, pool, batch_size, prepare_kwargs) -> list[torch.Tensor]:
-        pieces = []  # (item index in group, piece)
-        for position, item in enumerate(group):
-            with naming_input(offset + position):
-                prepared = self.processor.prepare(item, **prepare_kwargs)
-            pieces.extend((position, order, piece) for order, piece in enumerate(self.processor.split(prepared)))
+    def prepared_groups(self, items: list[Any], **prepare_kwargs: Any) -> Iterator[tuple[int, list[Any]]]:
+        """`(start, prepared)`: the items prepared a group at a time, and the index of the group's
+        first. A group ends at `PREPARE_GROUP` items or pieces: a folder of hour-long recordings
+        holds a group's windows, not 64 whole recordings (an hour at 16 kHz is 230 MB)."""
+        start, group, pieces = 0, [], 0
+        for index, item in enumerate(items):
+            with naming_input(index):
+                group.append(self.processor.prepare(item, **prepare_kwargs))
+            pieces += len(self.processor.split(group[-1]))
+            if max(len(group), pieces) >= PREPARE_GROUP or index == len(items) - 1:
+                yield start, group
+                start, group, pieces = index + 1, [], 0
+
+    def _embed_group(self, group, indices, pool, batch_size) -> list[torch.Tensor]:
+        pieces = [(position, order, piece) for position, prepared in enumerate(group)
+                  for order, piece in enumerate(self.processor.split(prepared))]  # (item in group, order, piece)
         pieces.sort(key=lambda entry: -self.processor.size(entry[2]))
         accumulators = [_Accumulator(pool, self.leading_tokens) for _ in group]
         for start in range(0, len(pieces), batch_size):

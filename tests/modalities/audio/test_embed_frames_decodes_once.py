@@ -50,9 +50,9 @@ def decodes(monkeypatch):
     calls = []
     decode = zoo.audio.decode_audio
 
-    def counting(source, where):
+    def counting(source, where, *args, **kwargs):
         calls.append(where)
-        return decode(source, where)
+        return decode(source, where, *args, **kwargs)
 
     monkeypatch.setattr(zoo.audio, "decode_audio", counting)
     return calls
