@@ -262,3 +262,10 @@ def test_a_multichannel_file_is_mixed_to_mono_a_block_at_a_time(tmp_path, monkey
     wave = AudioProcessor(sampling_rate=16000, do_normalize=False).prepare(str(tmp_path / "three.wav"))
     assert reads and all(frames == 1000 for frames in reads)  # never the whole file at once
     assert torch.equal(wave, torch.from_numpy(samples.mean(axis=1, dtype=np.float32)))
+
+
+def test_the_processor_names_the_bad_recording_of_a_batch():
+    """`encoder.preprocess([...])` in a training loop said a recording was empty, not which one."""
+    good, empty = np.zeros(800, np.float32), np.zeros(0, np.float32)
+    with pytest.raises(InputError, match=r"^input 2: audio input is empty"):
+        AudioProcessor()([good, good, empty], sampling_rate=16000)

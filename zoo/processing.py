@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Iterator, Sequence, TypeVar
 import torch
 
 from zoo.config import check_keys, read_json
-from zoo.errors import InputError
+from zoo.errors import InputError, naming_input
 from zoo.io import atomic_write_text
 
 P = TypeVar("P", bound="Processor")
@@ -83,7 +83,16 @@ class Processor:
             inputs = [inputs]
         if not inputs:
             raise InputError("no inputs to make a batch of; pass at least one")
-        return self.collate([self.prepare(item, **kwargs) for item in inputs])
+        return self.collate(self.prepare_each(inputs, **kwargs))
+
+    def prepare_each(self, items: Sequence[Any], **kwargs: Any) -> list[Any]:
+        """Every item prepared, a bad one named by its place (`input N: `) as `embed` names it: a
+        training loop's `encoder.preprocess(batch)` said what was wrong but not with which item."""
+        prepared = []
+        for index, item in enumerate(items):
+            with naming_input(index):
+                prepared.append(self.prepare(item, **kwargs))
+        return prepared
 
     def to_dict(self) -> dict[str, Any]:
         return {"processor_type": self.processor_type, **dataclasses.asdict(self)}
