@@ -19,10 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from modalities.vision.processing import LUMA
 from zoo.errors import ConfigError
 
-#: ITU-R 601 luma weights (PIL's "L" conversion, torchvision's rgb_to_grayscale)
-LUMA = (0.299, 0.587, 0.114)
 #: RGB -> YIQ; hue is turned by rotating the I/Q chroma plane
 RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 

@@ -1,12 +1,16 @@
-"""Images in: PIL images, arrays, tensors, files or folders -> normalised (3, S, S) crops.
+"""Images in: PIL images, arrays, tensors, files or folders -> normalised (C, S, S) crops.
 
-Every input becomes a float32 RGB tensor in [0, 1] first, whatever its type, so that the
-same picture gives the same crop from a PNG, a uint8 array or a float tensor. Then, as in
-DINO's evaluation transform: resize the shorter side to `resize_size` (bicubic with
-antialiasing, torch's kernel, clamped back to [0, 1] as an 8-bit image would be), take the
-central `crop_size` square and normalise with `image_mean` / `image_std`.
+Every input becomes a float32 tensor in [0, 1] of the processor's `channels` first, whatever
+its type, so that the same picture gives the same crop from a PNG, a uint8 array or a float
+tensor. Then, as in DINO's evaluation transform: resize the shorter side to `resize_size`
+(bicubic with antialiasing, torch's kernel, clamped back to [0, 1] as an 8-bit image would
+be), take the central `crop_size` square and normalise with `image_mean` / `image_std`.
 
-Greyscale gains three equal channels; an alpha channel is dropped (not composited).
+Channels (`to_channels`): for an RGB model (3, the default) greyscale gains three equal
+channels; for a greyscale model (1) colour becomes its luminance; an alpha channel is dropped
+(not composited). A model of any other channel count takes arrays and tensors of exactly
+that many channels.
+
 Arrays are HWC (numpy's and PIL's layout), tensors are CHW (torch's); a 4-dimensional
 array or tensor is a batch of images, a folder stands for the image files in it.
 `ImageProcessor.prepare_batch` prepares a (B, C, H, W) tensor at once on a device (a GPU),
@@ -20,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Sequence
+from typing import Any, BinaryIO, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,10 +57,23 @@ IMAGE_SUFFIXES = decodable_suffixes()
 EXIF_ORIENTATION = 0x0112
 #: channel counts an image may have: grey, RGB, RGBA
 CHANNELS = (1, 3, 4)
+#: channel counts a model may take from any image (others only from arrays and tensors of that count)
+IMAGE_CHANNELS = (1, 3)
+#: ITU-R 601-2 luma weights of R, G, B: PIL's "L" conversion (L = R * 299/1000 + G * 587/1000 + B * 114/1000)
+LUMA = (0.299, 0.587, 0.114)
 #: how far a float image may stray outside [0, 1] (rounding of upstream maths)
 RANGE_SLACK = 1e-3
 #: integer dtypes and the value of full white
 INTEGER_WHITE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def default_statistic(values: Optional[Sequence[float]], rgb: tuple[float, float, float],
+                      channels: int) -> tuple[float, ...]:
+    """Normalisation values as given, else ImageNet's `rgb` for 3 channels and their average on each
+    of other counts (timm's `adapt_to_chs`: 0.449 / 0.226 for a grey model)."""
+    if values is not None:
+        return tuple(float(value) for value in values)
+    return rgb if channels == 3 else (round(sum(rgb) / 3, 6),) * channels
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -167,13 +184,21 @@ def warn_if_eight_bit(values: np.ndarray, what: str, fix: str) -> None:
              f"it holds 8-bit values, {fix}")
 
 
-def array_to_tensor(array: np.ndarray, name: str = "array") -> torch.Tensor:
-    """An HW or HWC array (uint8, uint16 or float in [0, 1]) as (C, H, W) float32."""
+def image_channel_counts(channels: int) -> tuple[int, ...]:
+    """The channel counts of the images a `channels`-channel model takes: grey, RGB and RGBA for
+    a grey or an RGB model, exactly `channels` for any other."""
+    return CHANNELS if channels in IMAGE_CHANNELS else (channels,)
+
+
+def array_to_tensor(array: np.ndarray, name: str = "array", channels: int = 3) -> torch.Tensor:
+    """An HW or HWC array (uint8, uint16 or float in [0, 1]) as (C, H, W) float32; `channels`
+    (the model's) tells which C are images, for the channels-first guess."""
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3:
         raise InputError(f"{name} has shape {array.shape}; an image array is (H, W) or (H, W, C)")
-    if array.shape[-1] not in CHANNELS and array.shape[0] in CHANNELS:
+    counts = image_channel_counts(channels)
+    if array.shape[-1] not in counts and array.shape[0] in counts:
         raise InputError(f"{name} has shape {array.shape}, which looks channels-first; numpy images are "
                          "(H, W, C): pass array.transpose(1, 2, 0), or a torch tensor (C, H, W)")
     if array.dtype == np.uint16:
@@ -185,15 +210,17 @@ def array_to_tensor(array: np.ndarray, name: str = "array") -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)
 
 
-def tensor_to_image(tensor: torch.Tensor, name: str = "tensor") -> torch.Tensor:
-    """An HW or CHW tensor (uint8 or float in [0, 1]) as (C, H, W) float32."""
+def tensor_to_image(tensor: torch.Tensor, name: str = "tensor", channels: int = 3) -> torch.Tensor:
+    """An HW or CHW tensor (uint8 or float in [0, 1]) as (C, H, W) float32; `channels` (the
+    model's) tells which C are images, for the channels-last guess."""
     tensor = tensor.detach().cpu()
     if tensor.dim() == 2:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 3:
         raise InputError(f"{name} has shape {tuple(tensor.shape)}; an image tensor is (H, W), (C, H, W) "
                          "or a batch (B, C, H, W)")
-    if tensor.shape[0] not in CHANNELS and tensor.shape[-1] in CHANNELS:
+    counts = image_channel_counts(channels)
+    if tensor.shape[0] not in counts and tensor.shape[-1] in counts:
         raise InputError(f"{name} looks channels-last; torch images are (C, H, W): pass tensor.permute(2, 0, 1) "
                          "(a batch: permute(0, 3, 1, 2)), or a numpy array (H, W, C)")
     return to_float(tensor, name)
@@ -208,12 +235,35 @@ def to_float(tensor: torch.Tensor, name: str) -> torch.Tensor:
     return tensor.float()
 
 
-def to_rgb(image: torch.Tensor, name: str) -> torch.Tensor:
-    """Check a (C, H, W) or (B, C, H, W) float image and make it RGB: grey repeated, alpha dropped."""
-    channels, height, width = image.shape[-3:]
-    if channels not in CHANNELS:
-        hint = " (grey + alpha? convert it to 'L' or 'RGB' first)" if channels == 2 else ""
-        raise InputError(f"{name} has {channels} channels{hint}; images need 1 (grey), 3 (RGB) or 4 (RGBA)")
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB -> (..., 1, H, W) luma with PIL's "L" weights (`LUMA`), in float: the
+    values of `Image.convert("L")` before its rounding to 8 bits (at most 0.5 / 255 apart)."""
+    weights = torch.tensor(LUMA, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image * weights).sum(-3, keepdim=True)
+
+
+def check_channels(image: torch.Tensor, name: str, channels: int) -> None:
+    """Refuse an image whose channel count a `channels`-channel model cannot take, naming the fix."""
+    count = image.shape[-3]
+    if count in image_channel_counts(channels):
+        return
+    if channels not in IMAGE_CHANNELS:
+        raise InputError(f"{name} has {count} channels, but this model takes {channels}-channel images; pass a "
+                         f"numpy array (H, W, {channels}) or a torch tensor ({channels}, H, W) with exactly "
+                         f"{channels} channels")
+    hint = " (grey + alpha? convert it to 'L' or 'RGB' first)" if count == 2 else ""
+    raise InputError(f"{name} has {count} channels{hint}; images need 1 (grey), 3 (RGB) or 4 (RGBA)")
+
+
+def to_channels(image: torch.Tensor, name: str, channels: int = 3) -> torch.Tensor:
+    """Check a (C, H, W) or (B, C, H, W) float image and give it the model's `channels`.
+
+    For 3 (RGB): grey is repeated, alpha dropped. For 1 (grey): grey stays, colour becomes its
+    luminance as PIL's "L" conversion makes it (`luminance`), alpha dropped first (as "L"
+    ignores it). Any other count is taken only as it is.
+    """
+    check_channels(image, name, channels)
+    height, width = image.shape[-2:]
     if height == 0 or width == 0:
         raise InputError(f"{name} is empty ({height} x {width} pixels); drop it")
     low, high = (float(value) for value in torch.aminmax(image))
@@ -224,27 +274,50 @@ def to_rgb(image: torch.Tensor, name: str) -> torch.Tensor:
         raise InputError(f"{name} has values in [{low:.3g}, {high:.3g}]; float images must be in [0, 1] "
                          "(divide 0-255 values by 255, and pass raw pixels, not normalised ones)")
     image = image.clamp(0.0, 1.0)
-    return image.expand(*image.shape[:-3], 3, -1, -1) if channels == 1 else image[..., :3, :, :]
+    if channels not in IMAGE_CHANNELS:
+        return image
+    if channels == 1:
+        return image if image.shape[-3] == 1 else luminance(image[..., :3, :, :])
+    return image.expand(*image.shape[:-3], 3, -1, -1) if image.shape[-3] == 1 else image[..., :3, :, :]
 
 
-def load_image(item: Any) -> torch.Tensor:
+def to_rgb(image: torch.Tensor, name: str) -> torch.Tensor:
+    """Check a (C, H, W) or (B, C, H, W) float image and make it RGB: grey repeated, alpha dropped."""
+    return to_channels(image, name, 3)
+
+
+def load_image(item: Any, channels: int = 3) -> torch.Tensor:
     """One raw image (path, PIL image, HWC array, CHW tensor, the bytes of an image file, or
-    `datasets`' undecoded {"bytes", "path"}) as (3, H, W) float in [0, 1]."""
+    `datasets`' undecoded {"bytes", "path"}) as (`channels`, H, W) float in [0, 1] (`to_channels`).
+
+    A model of a channel count other than 1 or 3 takes only arrays and tensors: the pixels of
+    files and PIL images are grey, RGB or RGBA, not its channels (an RGBA file is no RGB +
+    infrared image)."""
     if isinstance(item, dict) and set(item) == {"bytes", "path"}:
         item = item["bytes"] if item["bytes"] is not None else item["path"]
-    if isinstance(item, (str, Path)):
-        return to_rgb(read_image_file(item), f"image file {str(item)!r}")
-    if isinstance(item, (bytes, bytearray)):
-        name = f"image bytes ({len(item)} bytes)"
-        return to_rgb(decode_image(io.BytesIO(item), name, "are they a complete image file?"), name)
     if isinstance(item, np.ndarray):
         name = f"image array of shape {item.shape}"
-        return to_rgb(array_to_tensor(item, name), name)
+        return to_channels(array_to_tensor(item, name, channels), name, channels)
     if isinstance(item, torch.Tensor):
         name = f"image tensor of shape {tuple(item.shape)}"
-        return to_rgb(tensor_to_image(item, name), name)
+        return to_channels(tensor_to_image(item, name, channels), name, channels)
+    name = encoded_image_name(item)
+    image = decode_input(item, name)
+    if channels not in IMAGE_CHANNELS:
+        raise InputError(f"{name} decodes to a {tuple(image.shape)} (C, H, W) image, but this model takes "
+                         f"{channels}-channel images, from numpy arrays (H, W, {channels}) or torch tensors "
+                         f"({channels}, H, W) only: pass the image's {channels} channels as one")
+    return to_channels(image, name, channels)
+
+
+def encoded_image_name(item: Any) -> str:
+    """How errors name a file, the bytes of one or a PIL image; other inputs are refused here."""
+    if isinstance(item, (str, Path)):
+        return f"image file {str(item)!r}"
+    if isinstance(item, (bytes, bytearray)):
+        return f"image bytes ({len(item)} bytes)"
     if type(item).__module__.startswith("PIL."):
-        return to_rgb(pil_to_tensor(upright(item)), f"PIL image ({item.mode}, {item.size[0]} x {item.size[1]})")
+        return f"PIL image ({item.mode}, {item.size[0]} x {item.size[1]})"
     row = ""
     if isinstance(item, dict):
         row = f" (keys {sorted(map(str, item))}: a dataset row? pass the image, e.g. row[key])"
@@ -252,16 +325,25 @@ def load_image(item: Any) -> torch.Tensor:
                      "a PIL image, a numpy array (H, W, C), a torch tensor (C, H, W) or an image file's bytes")
 
 
-def raise_first_bad_image(images: torch.Tensor, first_index: int = 0) -> None:
-    """Check the images of a batch one by one and raise the first one's error, prefixed
-    `input {first_index + i}: `; returns if every image passes."""
+def decode_input(item: Any, name: str) -> torch.Tensor:
+    """A file, the bytes of one or a PIL image (named `name`) as its (C, H, W) pixels in [0, 1]."""
+    if isinstance(item, (str, Path)):
+        return read_image_file(item)
+    if isinstance(item, (bytes, bytearray)):
+        return decode_image(io.BytesIO(item), name, "are they a complete image file?")
+    return pil_to_tensor(upright(item))
+
+
+def raise_first_bad_image(images: torch.Tensor, first_index: int = 0, channels: int = 3) -> None:
+    """Check the images of a batch one by one (for a `channels`-channel model) and raise the first
+    one's error, prefixed `input {first_index + i}: `; returns if every image passes."""
     for position, image in enumerate(images):
         with naming_input(first_index + position):
-            load_image(image)
+            load_image(image, channels)
 
 
 def resize_shorter_side(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, H, W) or (B, 3, H, W) -> the shorter side `size`, aspect kept (torchvision's rounding);
+    """(C, H, W) or (B, C, H, W) -> the shorter side `size`, aspect kept (torchvision's rounding);
     no-op if it already is. Images of a batch are resized independently, as one by one."""
     height, width = image.shape[-2:]
     if min(height, width) == size:
@@ -292,7 +374,12 @@ class ImageProcessor(Processor):
     Args:
         resize_size: the shorter side is resized to this (default: 256).
         crop_size: side of the central square crop the encoder sees (default: 224).
-        image_mean / image_std: per-channel normalisation (default: ImageNet's).
+        image_mean / image_std: normalisation, one value per channel (default: ImageNet's for 3
+            channels; for other counts their average on each channel, as timm's `adapt_to_chs`).
+        channels: the channels C of the crops, the model's input channels: 3 (RGB), 1 (grey:
+            colour becomes its luminance, as PIL's "L"), or another count, taken only from
+            arrays and tensors of exactly that many channels (default: 3; a
+            preprocessor_config.json without it was saved for RGB).
     """
 
     processor_type = "image"
@@ -301,25 +388,32 @@ class ImageProcessor(Processor):
 
     resize_size: int = 256
     crop_size: int = 224
-    image_mean: tuple[float, float, float] = IMAGENET_MEAN
-    image_std: tuple[float, float, float] = IMAGENET_STD
+    image_mean: Optional[tuple[float, ...]] = None
+    image_std: Optional[tuple[float, ...]] = None
+    channels: int = 3
 
     def __post_init__(self) -> None:
-        self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
+        if not isinstance(self.channels, int) or isinstance(self.channels, bool) or self.channels < 1:
+            raise ConfigError(f"channels={self.channels!r}; give the model's input channels, e.g. 3 (RGB) or 1 (grey)")
+        self.image_mean = default_statistic(self.image_mean, IMAGENET_MEAN, self.channels)
+        self.image_std = default_statistic(self.image_std, IMAGENET_STD, self.channels)
         if self.resize_size < self.crop_size or self.crop_size < 1:
             raise ConfigError(f"resize_size {self.resize_size} must be at least crop_size {self.crop_size} (> 0)")
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
-            raise ConfigError(f"image_mean {self.image_mean} and image_std {self.image_std} need 3 values "
-                              "each, std positive")
+        if len(self.image_mean) != self.channels or len(self.image_std) != self.channels:
+            raise ConfigError(f"image_mean {self.image_mean} and image_std {self.image_std} need one value per "
+                              f"channel, {self.channels} each (channels={self.channels}); give {self.channels} "
+                              "values to each, or set channels to their length")
+        if min(self.image_std) <= 0:
+            raise ConfigError(f"image_std {self.image_std} must be positive")
 
     def prepare(self, item: Any, **options: Any) -> torch.Tensor:
-        """One image -> (3, S, S) normalised crop."""
+        """One image -> (C, S, S) normalised crop."""
         refuse_options("image", options)
-        return self.crop_and_normalise(load_image(item))
+        return self.crop_and_normalise(load_image(item, self.channels))
 
     def prepare_batch(self, images: torch.Tensor, device: str | torch.device | None = None,
                       first_index: int = 0) -> torch.Tensor:
-        """A (B, C, H, W) uint8 or float batch -> (B, 3, S, S) normalised crops on `device`.
+        """A (B, C, H, W) uint8 or float batch -> (B, channels, S, S) normalised crops on `device`.
 
         Exists because `prepare` works one image at a time on one CPU thread, which held a
         GPU `embed` to about 300 images/s against 9,000 for the forward alone
@@ -330,7 +424,8 @@ class ImageProcessor(Processor):
         `input {first_index + i}: `.
 
         Args:
-            images: (B, C, H, W), C = 1 (grey), 3 (RGB) or 4 (RGBA, alpha dropped).
+            images: (B, C, H, W), C = 1 (grey), 3 (RGB) or 4 (RGBA, alpha dropped), or the
+                processor's `channels` (`to_channels`).
             device: where to prepare (default: where `images` are).
             first_index: the index of `images[0]` among the caller's inputs, for errors.
         """
@@ -339,17 +434,21 @@ class ImageProcessor(Processor):
             raise InputError(f"{name} is not a batch (B, C, H, W) of at least one image; pass one "
                              "(or a single image to `prepare`)")
         try:
-            rgb = to_rgb(to_float(images.detach().to(device), name), name)
+            pixels = to_channels(to_float(images.detach().to(device), name), name, self.channels)
         except InputError:
-            raise_first_bad_image(images, first_index)
+            raise_first_bad_image(images, first_index, self.channels)
             raise
-        return self.crop_and_normalise(rgb)
+        return self.crop_and_normalise(pixels)
 
     def crop_and_normalise(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) or (B, 3, H, W) RGB in [0, 1] -> (3, S, S) or (B, 3, S, S) normalised crops."""
+        """(C, H, W) or (B, C, H, W) in [0, 1], C = `channels` -> (C, S, S) or (B, C, S, S) normalised crops."""
         image = center_crop(resize_shorter_side(image, self.resize_size), self.crop_size)
-        mean = torch.tensor(self.image_mean, device=image.device).view(3, 1, 1)
-        std = torch.tensor(self.image_std, device=image.device).view(3, 1, 1)
+        return self.normalise(image)
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """(..., C, H, W) in [0, 1] -> normalised with `image_mean` / `image_std`."""
+        mean = torch.tensor(self.image_mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+        std = torch.tensor(self.image_std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
         return (image - mean) / std
 
     def size(self, piece: torch.Tensor) -> int:
@@ -359,5 +458,5 @@ class ImageProcessor(Processor):
         return {"pixel_values": torch.stack(list(pieces))}
 
     def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Images, folders or batches -> one batch {"pixel_values": (B, 3, S, S)}."""
+        """Images, folders or batches -> one batch {"pixel_values": (B, C, S, S)}."""
         return self.collate([self.prepare(item, **kwargs) for item in expand_images(inputs)])

@@ -16,9 +16,10 @@ The config is read off the weights (width, depth, patch, position grid, MLP widt
 bias). Heads cannot be: they come from the checkpoint's `args.model`, else from the width
 of the paper's sizes (192 / 384 / 768 -> 3 / 6 / 12), else an override must name them
 (`zoo convert gmml FILE OUT --set num_heads=N`). Nor can the preprocessing: the processor
-is the zoo's default (ImageNet mean / std, a 0.875 crop), which `--set image_mean=[...]`,
-`image_std`, `resize_size` and `crop_size` change; a timm layout warns, as timm's own
-`vit_*_patch16_224` weights expect mean = std = 0.5.
+is the zoo's default (the ViT's channels, ImageNet mean / std or their average for a grey
+ViT, a 0.875 crop), which `--set image_mean=[...]`, `image_std`, `resize_size` and
+`crop_size` change; a timm layout warns, as timm's own `vit_*_patch16_224` weights expect
+mean = std = 0.5.
 
 Shapes: D width, p patch side, n x n stored position grid.
 """
@@ -206,9 +207,10 @@ def encoder_from_checkpoint(checkpoint: dict[str, Any], fmt: str, where: str, **
     config = infer_config(state, upstream_args, **overrides)
     check_reconstruction_head(state, config.patch_size)
     if fmt == "timm" and not {"image_mean", "image_std"} & set(settings):
+        halves = ", ".join(["0.5"] * config.in_channels)
         warn("a timm ViT state dict does not say how its images were normalised; the processor uses ImageNet's "
              "mean / std and a 0.875 crop (DeiT's, DINO's). timm's own vit_*_patch16_224 weights expect mean = std "
-             "= 0.5 and a 0.9 crop: for those pass --set image_mean=[0.5, 0.5, 0.5] --set image_std=[0.5, 0.5, 0.5] "
+             f"= 0.5 and a 0.9 crop: for those pass --set image_mean=[{halves}] --set image_std=[{halves}] "
              "--set resize_size=248 (in Python, the same keywords)")
     processor = ImageProcessor(**{**GmmlEncoder.default_processor_settings(config), **settings})
     encoder = GmmlEncoder(config, processor)

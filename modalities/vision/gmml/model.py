@@ -14,8 +14,8 @@ every zoo family). `pooled` is the cls token or the mean of the patches (`pool`)
 is `embed(pool=...)`; `mask` is all True, so the heads of zoo.heads with pool="mean"
 average the cls token in as well (use pool="cls" there for DINO's feature).
 
-Shapes: B images, H x W pixels, p patch side, h x w = H // p x W // p patch grid,
-N = h * w patches, T = N + 1 tokens, D width, K selected layers.
+Shapes: B images, C = `in_channels` channels, H x W pixels, p patch side, h x w = H // p x
+W // p patch grid, N = h * w patches, T = N + 1 tokens, D width, K selected layers.
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class GmmlEncoder(Encoder):
 
     def __init__(self, config: GmmlConfig, processor: Optional[ImageProcessor] = None) -> None:
         super().__init__(config, processor)
+        self.check_processor_channels()
         self.backbone = VisionTransformer(
             config.image_size, config.patch_size, config.in_channels, config.hidden_size, config.depth,
             config.num_heads, config.mlp_ratio, config.qkv_bias, config.layer_norm_eps, config.drop_path_rate,
@@ -134,8 +135,19 @@ class GmmlEncoder(Encoder):
 
     @classmethod
     def default_processor_settings(cls, config: GmmlConfig) -> dict[str, Any]:
-        """Crop at the training size from a resize of its 1 / 0.875 (224 from 256)."""
-        return {"crop_size": config.image_size, "resize_size": int(config.image_size / CROP_FRACTION)}
+        """Crop at the training size from a resize of its 1 / 0.875 (224 from 256), in the ViT's channels."""
+        return {"crop_size": config.image_size, "resize_size": int(config.image_size / CROP_FRACTION),
+                "channels": config.in_channels}
+
+    def check_processor_channels(self) -> None:
+        """The processor must make the crops the patch embedding reads: a 1-channel ViT fed RGB
+        crops failed only at its first `embed`."""
+        made, taken = self.processor.channels, self.config.in_channels
+        if made != taken:
+            raise ConfigError(f"the image processor makes {made}-channel crops (channels={made}) but the ViT takes "
+                              f"in_channels={taken}; give it ImageProcessor(channels={taken}, ...) with {taken} "
+                              f"image_mean / image_std values (in a saved folder: \"channels\": {taken} in "
+                              "preprocessor_config.json)")
 
     def patch_grid(self, height: int, width: int) -> tuple[int, int]:
         """The h x w patch grid of an H x W image (pixels past the last full patch are unused)."""
@@ -145,16 +157,12 @@ class GmmlEncoder(Encoder):
         return height // patch, width // patch
 
     def block_states(self, pixel_values: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
-        """(B, 3, H, W) -> the L + 1 states (B, T, D): input tokens, then every block's raw output
+        """(B, C, H, W) -> the L + 1 states (B, T, D): input tokens, then every block's raw output
         (only the last block's with `keep_all=False`)."""
         channels = self.config.in_channels
         if pixel_values.dim() != 4 or pixel_values.shape[1] != channels:
-            fix = "make them with encoder.preprocess(images), or call embed"
-            if channels != 3:
-                fix = (f"the image processor makes RGB (3 channels), so embed and preprocess cannot feed a "
-                       f"{channels}-channel ViT: pass your own (B, {channels}, H, W) pixel_values to the encoder")
             raise InputError(f"pixel_values of shape {tuple(pixel_values.shape)}; the encoder takes (B, {channels}, "
-                             f"H, W) normalised images: {fix}")
+                             "H, W) normalised images: make them with encoder.preprocess(images), or call embed")
         self.patch_grid(*pixel_values.shape[-2:])
         return self.backbone(pixel_values.to(self.backbone.cls_token.dtype), keep_all=keep_all)
 
@@ -176,7 +184,7 @@ class GmmlEncoder(Encoder):
         """Encode a batch of normalised images (any size; positions are interpolated).
 
         Args:
-            pixel_values: (B, 3, H, W), as `preprocess` makes them.
+            pixel_values: (B, C, H, W), C = `in_channels`, as `preprocess` makes them.
             output_hidden_states: also return the L + 1 hidden states.
             pool: "cls" or "mean" for `pooled` (default: the config's).
 
@@ -191,7 +199,7 @@ class GmmlEncoder(Encoder):
                              hidden_states=tuple(states) if output_hidden_states else None)
 
     def reconstruction_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, T, D): the final LayerNorm of the mean of the `recons_blocks`
+        """(B, C, H, W) -> (B, T, D): the final LayerNorm of the mean of the `recons_blocks`
         outputs, cls included (upstream's `backbone(x, recons_blocks=...)` before it drops cls)."""
         self.config.check_recons_blocks()
         states = self.block_states(pixel_values)
@@ -199,7 +207,7 @@ class GmmlEncoder(Encoder):
         return self.backbone.norm(average)
 
     def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) corrupted images -> (B, 3, h * p, w * p) reconstructions, normalised
+        """(B, C, H, W) corrupted images -> (B, C, h * p, w * p) reconstructions, normalised
         like the input (checkpoints converted with their reconstruction head only)."""
         if not self.config.reconstruction_head:
             raise ConfigError("this GMML checkpoint has no reconstruction head; convert the training checkpoint "

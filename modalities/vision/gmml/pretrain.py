@@ -18,7 +18,10 @@ reaches the peak one step later), and the lr is not scaled by batch size / 256 f
 (upstream: 5e-4 * images / 256).
 
 Batch i is a pure function of (seed, i), so a resumed run sees exactly the batches it would
-have seen. Shapes: B images, V views, S crop side.
+have seen. A grey ViT (`in_channels=1`) pretrains on the luminance of its crops (grey images
+stay grey); other channel counts cannot be read from image files and are refused.
+
+Shapes: B images, V views, C = `in_channels` channels, S crop side.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from modalities.vision.augmentation import AugmentConfig, augment
 from modalities.vision.gmml.corruption import corrupt_batch, parse_drop_types
 from modalities.vision.gmml.model import VARIANTS, GmmlConfig, GmmlEncoder
 from modalities.vision.image_sets import ImageFiles, ImageSet, open_images
+from modalities.vision.processing import IMAGE_CHANNELS, luminance
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError
 from zoo.options import non_negative_int
@@ -76,7 +80,7 @@ class CorruptionConfig:
 
 def reconstruction_loss(reconstruction: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor,
                         corrupted_only: bool = True) -> torch.Tensor:
-    """L1 between (B, 3, S, S) images, averaged over the (B, 1, S, S) corrupted pixels or over all."""
+    """L1 between (B, C, S, S) images, averaged over the (B, 1, S, S) corrupted pixels or over all."""
     error = (reconstruction.float() - clean.float()).abs()
     if not corrupted_only:
         return error.mean()
@@ -101,7 +105,10 @@ class GmmlPretraining(nn.Module):
 
 
 class GmmlBatches(torch.utils.data.Dataset):
-    """Endless batches {"clean", "corrupted": (V * B, 3, S, S), "mask": (V * B, 1, S, S)}, view-major.
+    """Endless batches {"clean", "corrupted": (V * B, C, S, S), "mask": (V * B, 1, S, S)}, view-major.
+
+    C is the number of `mean` (and `std`) values, the model's channels: 3, or 1 for a grey ViT,
+    whose crops are augmented in colour and then turned to their luminance (`luminance`).
 
     Batch i takes the images at positions [i * B, (i + 1) * B) of the epoch orders (one seeded
     permutation per epoch, the last incomplete batch dropped, as upstream's `drop_last`) and
@@ -118,8 +125,12 @@ class GmmlBatches(torch.utils.data.Dataset):
         if len(images) < batch_size:
             raise ConfigError(f"{images.name} holds {len(images)} images, fewer than --batch-size {batch_size}; "
                               "lower the batch size or add images")
+        check_channels_readable(len(mean))
+        if len(std) != len(mean):
+            raise ConfigError(f"mean {tuple(mean)} and std {tuple(std)} need one value per channel each")
         self.images, self.batch_size, self.image_size, self.views = images, batch_size, image_size, views
-        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+        self.channels = len(mean)
+        self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
         self.corruption, self.augmentation = corruption, augmentation
         self.drop_types = parse_drop_types(corruption.drop_type)
         self.seed, self.workers = seed, workers
@@ -151,6 +162,8 @@ class GmmlBatches(torch.utils.data.Dataset):
         clean, corrupted, masks = [], [], []
         for _ in range(self.views):
             crops = torch.stack([augment(image, self.image_size, self.augmentation, rng) for image in images])
+            if self.channels == 1:
+                crops = luminance(crops)
             crops = (crops - self.mean) / self.std
             broken, mask = corrupt_batch(crops, rng, self.corruption.drop_perc, self.drop_types,
                                          self.corruption.replace_perc, self.corruption.align)
@@ -172,6 +185,15 @@ class GmmlBatches(torch.utils.data.Dataset):
         for batch in source:
             self.batches_drawn += 1
             yield batch
+
+
+def check_channels_readable(channels: int) -> None:
+    """Image files, parquet rows and MNIST hold grey, RGB or RGBA pixels: they give a grey or an RGB
+    ViT its crops, but not a ViT of other channels."""
+    if channels not in IMAGE_CHANNELS:
+        raise ConfigError(f"in_channels={channels}: zoo pretrain gmml reads grey or colour images, which give "
+                          f"{' or '.join(map(str, IMAGE_CHANNELS))} channels; pretrain a {channels}-channel ViT on "
+                          "your own batches (GmmlPretraining), or use --set in_channels=1 or 3")
 
 
 def default_recons_blocks(depth: int) -> tuple[int, ...]:
@@ -284,6 +306,7 @@ def run(args: argparse.Namespace) -> None:
                                        weight_decay_end=args.weight_decay_end)  # checked before inputs.json
     torch.manual_seed(args.seed)
     encoder = initial_encoder(args)
+    check_channels_readable(encoder.config.in_channels)
     objective = GmmlPretraining(encoder, corrupted_only=not args.all_pixels)
     images = run_images(args)
     print(f"[gmml pretrain] {len(images)} images from {images.name}; {encoder.config.image_size} px crops, "

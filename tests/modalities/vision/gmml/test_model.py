@@ -76,17 +76,18 @@ def test_config_checks_name_the_bad_value():
         GmmlConfig(image_size=0, patch_size=4)
 
 
-def test_an_encoder_of_other_channels_says_embed_cannot_feed_it():
-    """The processor makes RGB: a 1-channel ViT (a converted grey-image checkpoint) refused
-    embed's RGB crops with "make them with encoder.preprocess(images), or call embed"."""
+def test_an_encoder_of_other_channels_embeds_through_a_processor_of_its_channels():
+    """The processor made RGB only, so a 1-channel ViT (a converted grey-image checkpoint) could
+    not embed; its processor now makes grey crops (more in tests/test_vision_channels.py)."""
     from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
 
     encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3,
                                      in_channels=1)).eval()
-    with pytest.raises(InputError, match="makes RGB .* cannot feed a 1-channel ViT: pass your own"):
-        encoder.embed(images(1), progress=False)
+    assert encoder.embed(images(1), progress=False).shape == (1, 24)
     with torch.no_grad():
         assert encoder(torch.randn(1, 1, 32, 32)).last_hidden_state.shape == (1, 65, 24)
+        with pytest.raises(InputError, match=r"pixel_values of shape \(1, 3, 32, 32\); the encoder takes \(B, 1,"):
+            encoder(torch.randn(1, 3, 32, 32))
 
 
 def test_forward_shapes_pooling_and_hidden_states(tiny):
@@ -198,7 +199,8 @@ def test_default_processor_follows_the_image_size():
 
     encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3))
     assert (encoder.processor.resize_size, encoder.processor.crop_size) == (36, 32)
-    assert (GmmlEncoder.default_processor_settings(GmmlConfig()) == {"crop_size": 224, "resize_size": 256})
+    assert (GmmlEncoder.default_processor_settings(GmmlConfig()) == {"crop_size": 224, "resize_size": 256,
+                                                                      "channels": 3})
 
 
 def embed_both_ways(encoder, batch, **kwargs):
