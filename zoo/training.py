@@ -22,6 +22,9 @@ Files written to the output folder:
 - `inputs.json`: the input files a run listed from its data folders when it began
   (`run_input_files`); a resumed run goes on over these, not over a fresh listing.
 
+A new run that is refused before its trainer starts leaves the folder as it was
+(`leaves_nothing_if_refused`): inputs.json, a family's labels and args.json are removed again.
+
 A `zoo pretrain` command also writes its settings to `args.json`, and saves its model with a
 card of the run and a copy of `loss.png` (`save_trained`). A rerun resumes only the
 same run: other settings (schedule, batches, recipe; not the device, threads or file
@@ -36,9 +39,11 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import sys
 import time
-from functools import partial
+from contextlib import contextmanager
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -409,6 +414,72 @@ def run_input_files(out: Path, listings: Sequence[tuple[Path, Sequence[Path]]],
     check_recorded_files_exist(recorded, out)
     warn_of_unrecorded_files(recorded, listed, out)
     return recorded
+
+
+def leaves_nothing_if_refused(run: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
+    """A `zoo pretrain` command's `run(args)` that removes what it wrote in `args.output` when it
+    fails before its trainer has started the run's log (`undone_if_refused`)."""
+
+    @wraps(run)
+    def guarded(args: argparse.Namespace) -> None:
+        with undone_if_refused(Path(args.output)):
+            run(args)
+
+    return guarded
+
+
+@contextmanager
+def undone_if_refused(out: Path) -> Iterator[None]:
+    """Setting up a new run in `out`: if the block raises before `Trainer.start` has written the
+    run's log, the files and folders it made in `out` (inputs.json, labels, args.json; `out`
+    itself and the parents it needed) are removed, so that nothing is left half written.
+
+    A run records its input files (`run_input_files`) before its data, batch settings or model
+    are all checked, since those checks need the files; a refusal after that left inputs.json
+    in a folder where nothing had trained. A folder that already holds a run (its log) is left
+    alone: a resumed run's refusal changes nothing in it.
+    """
+    created = outermost_missing(out)
+    before = set(out.iterdir()) if created is None and out.is_dir() else set()
+    holds_run = (out / LOG_FILE).exists() or (out / CHECKPOINT_FILE).exists()
+    try:
+        yield
+    except Exception:
+        if not holds_run and not (out / LOG_FILE).exists():
+            remove_new_entries(out, created, before)
+        raise
+
+
+def outermost_missing(path: Path) -> Optional[Path]:
+    """The outermost folder of `path` (or `path` itself) that does not exist yet; None if it exists."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return missing
+        missing = candidate
+    return missing
+
+
+def remove_new_entries(out: Path, created: Optional[Path], before: set[Path]) -> None:
+    """Remove `out` and the parents up to `created` when the refused run made them (a parent only
+    while empty: another run may have begun beside it), else the entries of `out` not in `before`."""
+    if created is not None:
+        shutil.rmtree(out, ignore_errors=True)
+        for parent in out.parents:
+            if not parent.is_relative_to(created):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        return
+    if not out.is_dir():
+        return
+    for entry in set(out.iterdir()) - before:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def recorded_input_files(out: Path, folders: Sequence[Path]) -> Optional[list[Path]]:

@@ -48,7 +48,8 @@ from zoo.options import non_negative_int
 from zoo.outputs import PretrainOutput
 from zoo.training import (
     ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run, command_settings,
-    encoder_to_pretrain, raise_if_error, run_input_files, train_and_save, train_config_from_args,
+    encoder_to_pretrain, leaves_nothing_if_refused, raise_if_error, run_input_files, train_and_save,
+    train_config_from_args,
 )
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
@@ -297,13 +298,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                warmup_share=WARMUP_SHARE, warmup_source="upstream's 10 of 800 epochs")
 
 
+@leaves_nothing_if_refused
 def run(args: argparse.Namespace) -> None:
-    """`zoo pretrain gmml`: saves OUTPUT/encoder, with its reconstruction head."""
+    """`zoo pretrain gmml`: saves OUTPUT/encoder, with its reconstruction head. Its settings and
+    model are checked before inputs.json is written, its batches after (undone if refused)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     train_config = dataclasses.replace(train_config_from_args(args), betas=(0.9, 0.999), eps=1e-8,
                                        min_lr_ratio=min(1.0, args.min_lr / args.lr),
-                                       weight_decay_end=args.weight_decay_end)  # checked before inputs.json
+                                       weight_decay_end=args.weight_decay_end)
+    corruption = CorruptionConfig(args.drop_perc, args.drop_type, args.drop_replace, args.drop_align)
     torch.manual_seed(args.seed)
     encoder = initial_encoder(args)
     check_channels_readable(encoder.config.in_channels)
@@ -312,7 +316,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"[gmml pretrain] {len(images)} images from {images.name}; {encoder.config.image_size} px crops, "
           f"recons_blocks {encoder.config.recons_blocks}, from {args.init or 'a random init'}",
           file=sys.stderr, flush=True)
-    corruption = CorruptionConfig(args.drop_perc, args.drop_type, args.drop_replace, args.drop_align)
     processor = encoder.processor
     batches = GmmlBatches(images, args.batch_size, processor.crop_size, processor.image_mean, processor.image_std,
                           args.views, corruption, AugmentConfig(), args.seed, args.workers)
