@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import write_tones
 
 from zoo.errors import CheckpointError
@@ -139,6 +140,10 @@ def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hub
     assert "taken' is a file; a run writes a folder" in capsys.readouterr().err
     assert main(["finetune", *common, "-o", str(tmp_path / "big"), "--batch-size", "64"]) == 2
     assert "--batch-size 64 is more than the 16 training items" in capsys.readouterr().err
+    if not torch.backends.mps.is_available():  # a device this machine lacks is refused before training
+        assert main(["finetune", *common, "-o", str(tmp_path / "mps"), "--device", "mps"]) == 2
+        assert "device='mps'" in capsys.readouterr().err
+        assert not (tmp_path / "mps").exists()  # was mps/args.json
 
 
 def test_notes_folder_lays_out_the_probes_split(tmp_path, monkeypatch):

@@ -45,7 +45,8 @@ from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
 from zoo.run_cards import run_card, shown_path, with_base_model, with_eval_result
 from zoo.finetune_options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_NODE_EPOCHS, DEFAULT_NODE_LR
-from zoo.training import PLOT_FILE, TrainConfig, command_settings, loss_curve, train, write_run_settings
+from zoo.training import (PLOT_FILE, TrainConfig, command_settings, loss_curve, train, undone_if_refused,
+                          write_run_settings)
 
 #: a node dataset's run saves its checkpoint every this many steps (other runs: every epoch)
 NODE_CHECKPOINT_EVERY = 50
@@ -210,11 +211,12 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     settings = {key: value for key, value in command_settings(args).items() if key not in SCORING_ARGS}
     settings.update(epochs=epochs, batch_size=batch_size, pool=pool, lr=config.lr,  # as run, where defaults stood in
                     training_data=split_digest(split, args.data))
-    write_run_settings(output, settings)
     started = time.monotonic()
     objective = (ClassifierObjective(classifier) if split.val_labels is None else
                  ValidatedObjective(classifier, split, len(batches), args.patience, args.eval_batch_size))
-    records = train(objective, batches, output, config)
+    with undone_if_refused(output):  # refused before training (a device it cannot use): args.json is removed
+        write_run_settings(output, settings)
+        records = train(objective, batches, output, config)
     if records[-1]["step"] < steps and not objective.finished:
         print(f"time limit reached at step {records[-1]['step']} of {steps}; rerun the command to continue",
               file=sys.stderr)
