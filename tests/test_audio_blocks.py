@@ -12,7 +12,7 @@ import torchaudio.functional
 
 import zoo.audio
 import zoo.encoder
-from zoo.audio import AudioProcessor, resample_blocks
+from zoo.audio import AudioProcessor, joined, resample_blocks
 from zoo.errors import InputError
 
 #: rate pairs: down and up, small and large periods (1 MHz -> 16 kHz has the widest kernel)
@@ -59,6 +59,13 @@ def test_a_file_is_decoded_and_resampled_a_block_at_a_time(tmp_path, monkeypatch
     assert reads and set(reads) == {1000}
     assert len(resampled) > 10 and max(resampled) < 3000  # a block, a period (441) and context each side
     assert wave.shape == expected.shape and (wave - expected).abs().max() <= BLOCK_TOLERANCE
+
+
+@pytest.mark.parametrize("length", [0, 3, 9, 12])
+def test_blocks_are_joined_whatever_length_the_header_announced(length):
+    """`joined` writes the blocks into one tensor of the length a file's header announces, so
+    the recording is not held twice; a header that over- or undercounts loses no sample."""
+    assert torch.equal(joined(iter([torch.arange(5.0), torch.arange(5.0, 9.0)]), length), torch.arange(9.0))
 
 
 def test_bad_samples_are_counted_over_every_block(tmp_path, monkeypatch):

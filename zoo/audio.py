@@ -88,9 +88,29 @@ def decode_audio(source: str | BinaryIO, where: str, target_rate: int, what: Opt
     with handle:
         rate = check_rate(handle.samplerate)
         blocks = checked_blocks(mono_blocks(handle, where), what or where)
-        wave = torch.cat(list(resample_blocks(blocks, rate, target_rate)))
+        wave = joined(resample_blocks(blocks, rate, target_rate), resampled_length(handle.frames, rate, target_rate))
         warn_if_truncated(handle.extra_info, where)
     return wave
+
+
+def resampled_length(frames: int, rate: int, target_rate: int) -> int:
+    """The samples torchaudio makes of `frames` at `rate` resampled to `target_rate`, ceil(frames *
+    target_rate / rate); 0 for a count no file holds (a stream's unknown length)."""
+    return -(-frames * target_rate // rate) if 0 <= frames < MAX_FRAMES else 0
+
+
+def joined(blocks: Iterable[torch.Tensor], length: int) -> torch.Tensor:
+    """Consecutive blocks as one waveform, written into a tensor of the `length` expected, taken
+    once: a list of blocks joined at the end held the recording twice, and its freed blocks
+    stayed in the heap. Samples past `length` (a header that undercounts) are joined after it."""
+    wave, filled, beyond = torch.empty(length), 0, []
+    for block in blocks:
+        taken = min(block.numel(), length - filled)
+        wave[filled : filled + taken] = block[:taken]
+        filled += taken
+        if taken < block.numel():
+            beyond.append(block[taken:])
+    return torch.cat([wave, *beyond]) if beyond else wave[:filled]
 
 
 def undecodable(where: str, err: Exception) -> InputError:
@@ -100,6 +120,8 @@ def undecodable(where: str, err: Exception) -> InputError:
 
 #: frames a file is decoded, mixed and resampled by (about 2 MB of stereo float32)
 BLOCK_FRAMES = 1 << 18
+#: more frames than a file holds (a year at 1 MHz): libsndfile's count for a stream of unknown length
+MAX_FRAMES = 1 << 45
 
 
 def mono_blocks(handle: Any, where: str) -> Iterator[torch.Tensor]:
@@ -319,7 +341,11 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
         )
     rate = check_rate(rate)
     check_waveform(wave)
-    return torch.cat(list(resample_blocks(wave.mean(dim=0).split(BLOCK_FRAMES), rate, target_rate)))
+    mono = wave.mean(dim=0)
+    if rate == target_rate:
+        return mono
+    return joined(resample_blocks(mono.split(BLOCK_FRAMES), rate, target_rate),
+                  resampled_length(mono.numel(), rate, target_rate))
 
 
 #: the variance floor of waveform normalisation in transformers' feature extractor, and in fairseq's
