@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from zoo.errors import InputError, naming_input
+from zoo.errors import InputError
 from zoo.processing import Processor, refuse_options
 
 FEATURE_NORMS = (None, "row", "standard")
@@ -122,14 +122,7 @@ class GraphProcessor(Processor):
         error names its place in the list or batch (`input 2: ...`), as `embed`'s errors do."""
         from torch_geometric.data import Batch
 
-        graphs = graphs_of(inputs) if isinstance(inputs, Batch) else inputs
-        if not isinstance(graphs, (list, tuple)) or not graphs:
-            return super().__call__(graphs, **kwargs)
-        prepared = []
-        for index, graph in enumerate(graphs):
-            with naming_input(index):
-                prepared.append(self.prepare(graph, **kwargs))
-        return self.collate(prepared)
+        return super().__call__(graphs_of(inputs) if isinstance(inputs, Batch) else inputs, **kwargs)
 
     def size(self, piece: Any) -> int:
         return piece.num_nodes
