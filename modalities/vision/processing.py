@@ -459,4 +459,4 @@ class ImageProcessor(Processor):
 
     def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Images, folders or batches -> one batch {"pixel_values": (B, C, S, S)}."""
-        return self.collate([self.prepare(item, **kwargs) for item in expand_images(inputs)])
+        return self.collate(self.prepare_each(expand_images(inputs), **kwargs))

@@ -249,3 +249,10 @@ def test_prepare_batch_refuses_what_is_not_a_batch(processor):
         processor.prepare_batch(torch.zeros(0, 3, 8, 8))
     with pytest.raises(InputError, match="input 12: image tensor of shape \\(3, 8, 8\\) has values in"):
         processor.prepare_batch(torch.stack([torch.zeros(3, 8, 8), torch.full((3, 8, 8), 2.0)]), first_index=11)
+
+
+def test_the_processor_names_the_bad_image_of_a_batch():
+    """`processor([...])` in a training loop said an image held NaN, not which one."""
+    images = [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), np.nan, np.float32)]
+    with pytest.raises(InputError, match=r"^input 1: image array of shape \(8, 8, 3\) has 192 NaN"):
+        ImageProcessor(resize_size=32, crop_size=32)(images)
