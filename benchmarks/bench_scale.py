@@ -6,10 +6,12 @@ Cases (each a fresh `zoo embed` process, its peak RSS from os.wait4):
 - audio-file: one WAV of M minutes (FSDD recordings end to end, 16 kHz) per audio model;
 - audio-stereo: the same at 44.1 kHz on two channels (hubert-tiny-fsdd);
 - audio-folder: N FSDD files in a folder (hubert-tiny-fsdd);
+- audio-long-folder: N links to one WAV of M minutes in a folder (hubert-tiny-fsdd);
 - table: N UCI Adult rows resampled, as .csv and .parquet (tjepa-adult);
 - images: N CIFAR-10 JPEGs in a folder, and the CIFAR-10 parquet file (gmml-vit-tiny-cifar10).
 
     python benchmarks/bench_scale.py --cases audio-file --minutes 10,60 --markdown
+    python benchmarks/bench_scale.py --cases audio-long-folder --long-files 1,12 --long-minutes 10 --markdown
     python benchmarks/bench_scale.py --cases table --rows 100000,1000000
 """
 
@@ -108,6 +110,15 @@ def cases(args: argparse.Namespace, work: Path):
                 shutil.copy(path, folder)
             yield "wav folder", f"{count} files", "hubert-tiny-fsdd", ["hubert-tiny-fsdd", str(folder), "-o",
                                                                        str(work / "out.npy")]
+    if "audio-long-folder" in args.cases:
+        wav = make_wav(work / f"{args.long_minutes:g}min-linked.wav", args.long_minutes)
+        for count in args.long_files:
+            folder = work / f"long-{count}"
+            folder.mkdir()
+            for index in range(count):
+                (folder / f"{index:03d}.wav").symlink_to(wav)
+            yield "wav folder", f"{count} x {args.long_minutes:g} min", "hubert-tiny-fsdd", [
+                "hubert-tiny-fsdd", str(folder), "-o", str(work / "out.npy")]
     if "table" in args.cases:
         for rows in args.rows:
             for table in make_table(work, rows):
@@ -124,9 +135,11 @@ def cases(args: argparse.Namespace, work: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="audio-file,audio-stereo,audio-folder,table,images")
+    parser.add_argument("--cases", default="audio-file,audio-stereo,audio-folder,audio-long-folder,table,images")
     parser.add_argument("--minutes", default="10,60", help="audio-file: lengths in minutes")
     parser.add_argument("--files", default="256,2000", help="audio-folder: file counts")
+    parser.add_argument("--long-files", default="1,12", help="audio-long-folder: file counts")
+    parser.add_argument("--long-minutes", type=float, default=10.0, help="audio-long-folder: minutes a file")
     parser.add_argument("--rows", default="100000,1000000", help="table: row counts")
     parser.add_argument("--images", default="2000,20000", help="images: image counts")
     parser.add_argument("--threads", type=int, default=1)
@@ -134,8 +147,9 @@ def main() -> None:
     args = parser.parse_args()
     args.cases = args.cases.split(",")
     args.minutes = [float(value) for value in args.minutes.split(",")]
-    args.files, args.rows, args.images = ([int(value) for value in text.split(",")]
-                                          for text in (args.files, args.rows, args.images))
+    args.files, args.long_files, args.rows, args.images = ([int(value) for value in text.split(",")]
+                                                           for text in (args.files, args.long_files, args.rows,
+                                                                        args.images))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
         for kind, size, model, arguments in cases(args, Path(folder)):
