@@ -201,7 +201,7 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     pool = head_pool(encoder, args, split)
     classifier = build_classifier(encoder, args, split, pool)
     epochs, batch_size = epochs_and_batch_size(args, split)
-    batches = ShuffledBatches(split.train, batch_size, classifier.collate, args.seed)
+    batches = ShuffledBatches(split.train, batch_size, classifier.training_collate, args.seed)
     if len(batches) == 0:
         raise ConfigError(f"--batch-size {batch_size} is more than the {len(split.train)} training items, "
                           "and an epoch drops its last short batch; use a smaller batch size")

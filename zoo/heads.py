@@ -59,8 +59,9 @@ class Collator:
     #: the dtype `label_tensor` gives: float targets, or class indices for the cross-entropy
     label_dtype = torch.float32
 
-    def __init__(self, processor: Any, num_outputs: int, labels: Sequence[str] = ()) -> None:
+    def __init__(self, processor: Any, num_outputs: int, labels: Sequence[str] = (), training: bool = False) -> None:
         self.processor, self.num_outputs, self.labels = processor, num_outputs, list(labels)
+        self.training = training
 
     def __call__(self, examples: Sequence[dict[str, Any]], **prepare_kwargs: Any) -> dict[str, torch.Tensor]:
         if not examples:
@@ -71,7 +72,8 @@ class Collator:
                              "columns to them, e.g. dataset.rename_column('audio', 'input'); with transformers' "
                              "Trainer also pass TrainingArguments(remove_unused_columns=False), or it drops the "
                              "'input' column, which forward() does not name)")
-        batch = self.processor([example["input"] for example in examples], **prepare_kwargs)
+        inputs = [example["input"] for example in examples]
+        batch = (self.processor.training_batch if self.training else self.processor)(inputs, **prepare_kwargs)
         batch["labels"] = self.label_tensor([example["label"] for example in examples])
         return batch
 
@@ -328,6 +330,13 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         item, "label": target} -> batch. It pickles without the model (see `Collator`)."""
         return self.collator_class(self.processor, self.num_outputs, getattr(self, "labels", ()))
 
+    @property
+    def training_collate(self) -> Collator:
+        """`collate` for training batches (`zoo finetune`'s): a random window of each recording
+        longer than the processor's `chunk_seconds` (`AudioProcessor.random_window`), the length
+        of what `embed`, and so `predict`, sees of it at once; other inputs whole."""
+        return self.collator_class(self.processor, self.num_outputs, getattr(self, "labels", ()), training=True)
+
     def labels_as_tensor(self, labels: Any) -> torch.Tensor:
         """`forward`'s labels as a tensor: a tensor as given, anything else (a list, a numpy
         array, label names) as `collate` reads the examples' labels."""
@@ -489,6 +498,11 @@ class EncoderForTokenClassification(LabelledHead):
 
     def card_usage(self, inputs: str, token: str) -> str:
         return f"model.predict({inputs})  # per input, per {token}: [(label, probability)]"
+
+    @property
+    def training_collate(self) -> Collator:
+        """`collate`: an example's labels name each of its tokens, so training batches hold whole inputs."""
+        return self.collate
 
     def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "none", **kwargs: Any) -> None:
         if encoder.modality == "tabular":

@@ -85,6 +85,11 @@ class Processor:
             raise InputError("no inputs to make a batch of; pass at least one")
         return self.collate(self.prepare_each(inputs, **kwargs))
 
+    def training_batch(self, inputs: Sequence[Any], **kwargs: Any) -> dict[str, torch.Tensor]:
+        """A training batch of raw inputs (a head's `training_collate`): the batch `self(inputs)`
+        makes; an audio processor's holds a random window of each long recording."""
+        return self(inputs, **kwargs)
+
     def prepare_each(self, items: Sequence[Any], **kwargs: Any) -> list[Any]:
         """Every item prepared, a bad one named by its place (`input N: `) as `embed` names it: a
         training loop's `encoder.preprocess(batch)` said what was wrong but not with which item."""
