@@ -60,3 +60,23 @@ def test_zoo_finetune_trains_on_windows_of_long_recordings(tmp_path, micro_huber
                  "--label-regex", r"^(\w+)_", "--test-regex", r"_[0-3]\.wav$", "--batch-size", "4", "--epochs", "1",
                  "--no-progress"]) == 0, capsys.readouterr().err
     assert len(widths) == 4 and set(widths) == {2000}  # were the longest of each batch's 3,000-6,000
+
+
+def test_a_run_on_windows_resumes_exactly(tmp_path, micro_hubert):
+    """The windows come from torch's generator, which the checkpoint keeps: a run stopped after
+    every step draws the windows, and so the losses, of a run that was never stopped."""
+    import json
+
+    from zoo.cli import main
+
+    micro_hubert.processor.chunk_seconds = 0.125
+    micro_hubert.save_pretrained(tmp_path / "encoder")
+    write_tones(tmp_path / "tones")
+    command = ["finetune", str(tmp_path / "encoder"), "--data", str(tmp_path / "tones"), "--label-regex", r"^(\w+)_",
+               "--test-regex", r"_[0-3]\.wav$", "--batch-size", "4", "--epochs", "2", "--no-progress"]
+    assert main([*command, "-o", str(tmp_path / "whole")]) == 0
+    for _ in range(8):  # a time limit of 0 stops each call after one step, checkpointed
+        assert main([*command, "-o", str(tmp_path / "steps"), "--time-limit", "0"]) == 0
+    whole, steps = ([json.loads(line)["loss"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+                    for run in ("whole", "steps"))
+    assert len(whole) == len(steps) == 8 and max(abs(a - b) for a, b in zip(whole, steps)) == 0.0
