@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Optional
+from typing import Any, ClassVar, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from zoo.errors import InputError, naming_input
 from zoo.outputs import EncoderOutput
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
                          select_layers)
-from zoo.processing import Processor, column_as_dataset, is_dataset, undecoded_rows
+from zoo.processing import DatasetRows, Processor, column_as_dataset, is_dataset
 from zoo.saving import Checkpointable
 
 #: raw inputs (or pieces of them: a long recording's windows) prepared at once before they are
@@ -112,17 +112,17 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     def forward(self, output_hidden_states: bool = False, **batch: torch.Tensor) -> EncoderOutput:
         raise NotImplementedError
 
-    def as_item_list(self, inputs: Any) -> list[Any]:
+    def as_item_list(self, inputs: Any) -> Sequence[Any]:
         """Split `inputs` into items; a single item (path, array, dict) becomes a list of one, and
         a `datasets` Dataset (or its column `dataset[NAME]`) the rows of its column of the
-        processor's `dataset_feature`."""
+        processor's `dataset_feature`, read as they are reached (`DatasetRows`)."""
         if isinstance(inputs, (list, tuple)):
             return list(inputs)
         column_source = column_as_dataset(inputs, self.processor.dataset_feature)
         if column_source is not None:
-            return undecoded_rows(column_source, self.processor.dataset_feature)
+            return DatasetRows(column_source, self.processor.dataset_feature)
         if is_dataset(inputs) and self.processor.dataset_feature:
-            return undecoded_rows(inputs, self.processor.dataset_feature)
+            return DatasetRows(inputs, self.processor.dataset_feature)
         if isinstance(inputs, (str, bytes, Path, dict, np.ndarray, torch.Tensor)) or not isinstance(
             inputs, Iterable
         ):
@@ -210,7 +210,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
                 bar.update(len(group))
         return rows
 
-    def prepared_groups(self, items: list[Any], **prepare_kwargs: Any) -> Iterator[tuple[int, list[Any]]]:
+    def prepared_groups(self, items: Sequence[Any], **prepare_kwargs: Any) -> Iterator[tuple[int, list[Any]]]:
         """`(start, prepared)`: the items prepared a group at a time, and the index of the group's
         first. A group ends at `PREPARE_GROUP` items or pieces: a folder of hour-long recordings
         holds a group's windows, not 64 whole recordings (an hour at 16 kHz is 230 MB)."""

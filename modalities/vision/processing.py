@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from zoo.errors import ConfigError, InputError, naming_input, warn
 from zoo.io import visible_files
-from zoo.processing import Processor, check_file_input, feature_column, is_dataset, refuse_options
+from zoo.processing import DatasetRows, Processor, check_file_input, column_as_dataset, is_dataset, refuse_options
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,26 +85,25 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def expand_images(inputs: Any) -> list[Any]:
-    """Raw inputs as a list of single images: folders become their files, 4-d arrays and
-    tensors their images, a `datasets` Dataset the images of its Image column, and other
-    collections (lists, a Dataset's column, generators) their items; anything else is one image."""
+def expand_images(inputs: Any) -> Sequence[Any]:
+    """Raw inputs as a sequence of single images: folders become their files, 4-d arrays and
+    tensors their images, a `datasets` Dataset (or its Image column, `dataset[NAME]`) the
+    undecoded images of that column, read as they are reached (`DatasetRows`), and other
+    collections (lists, generators) their items; anything else is one image."""
     if isinstance(inputs, (str, Path)) and Path(inputs).is_dir():
         return [str(path) for path in image_files(Path(inputs))]
     if isinstance(inputs, (np.ndarray, torch.Tensor)):
         return list(inputs) if inputs.ndim == 4 else [inputs]
     if is_dataset(inputs):
-        return expand_images(inputs[dataset_image_column(inputs)])
+        return DatasetRows(inputs, "Image")
+    column_source = column_as_dataset(inputs, "Image")
+    if column_source is not None:
+        return DatasetRows(column_source, "Image")
     if isinstance(inputs, (str, Path, bytes, dict)) or type(inputs).__module__.startswith("PIL."):
         return [inputs]
     if isinstance(inputs, Iterable):
         return [image for item in inputs for image in expand_images(item)]
     return [inputs]
-
-
-def dataset_image_column(dataset: Any, name: str = "the dataset") -> str:
-    """The first `datasets.Image` column of a Dataset (e.g. "img" in CIFAR-10, "image" elsewhere)."""
-    return feature_column(dataset, "Image", name)
 
 
 def read_image_file(path: str | Path) -> torch.Tensor:
