@@ -64,7 +64,7 @@ def read_audio_row(row: dict[str, Any], target_rate: int) -> torch.Tensor:
     how the zoo reads audio datasets without the decoder `datasets` >= 4 needs (torchcodec)."""
     if row.get("bytes") is not None:
         return decode_audio(io.BytesIO(row["bytes"]), f"the audio bytes of {row.get('path') or 'a dataset row'!r}",
-                            target_rate)
+                            target_rate, what=f"audio input {row['path']!r}" if row.get("path") else "audio input")
     if row.get("path"):
         return read_audio_file(row["path"], target_rate)
     raise InputError(f"an audio row with keys {sorted(row)} has neither bytes nor a path; pass a file path, an "
