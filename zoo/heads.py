@@ -499,17 +499,17 @@ class EncoderForTokenClassification(LabelledHead):
     def card_usage(self, inputs: str, token: str) -> str:
         return f"model.predict({inputs})  # per input, per {token}: [(label, probability)]"
 
-    @property
-    def training_collate(self) -> Collator:
-        """`collate`: an example's labels name each of its tokens, so training batches hold whole inputs."""
-        return self.collate
-
     def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "none", **kwargs: Any) -> None:
         if encoder.modality == "tabular":
             raise ConfigError("a table's tokens are its columns, which have no labels of their own; classify rows "
                               "with zoo.for_classification")
         super().__init__(encoder, num_outputs, pool=pool, **kwargs)
         self.leading_tokens = encoder.leading_tokens  # a ViT's cls token gets no class
+
+    @property
+    def training_collate(self) -> Collator:
+        """`collate`: an example's labels name each of its tokens, so training batches hold whole inputs."""
+        return self.collate
 
     def tokens(self, **batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, mask = super().tokens(**batch)
