@@ -156,7 +156,25 @@ def undecoded_rows(dataset: Any, feature: str, name: str = "the dataset") -> lis
     return list(dataset.cast_column(column, getattr(datasets, feature)(decode=False))[column])
 
 
-class DatasetRows(Sequence):
+class IndexedRows(Sequence):
+    """Rows a subclass reads in batches as they are indexed (`row`), indexed as a list's:
+    slices, negative indices, and an IndexError past the end naming `where` they come from."""
+
+    where = "the rows"
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        position = index + len(self) if index < 0 else index
+        if not 0 <= position < len(self):
+            raise IndexError(f"row {index} of {len(self)} in {self.where}")
+        return self.row(position)
+
+    def row(self, position: int) -> Any:
+        raise NotImplementedError
+
+
+class DatasetRows(IndexedRows):
     """The undecoded {"bytes", "path"} rows of a `datasets` Dataset's `feature` column, read
     `BATCH_ROWS` at a time as they are indexed (the zoo decodes them itself: `datasets` >= 4
     decodes audio only through torchcodec). `embed(dataset)` held every row before the first was
@@ -164,6 +182,7 @@ class DatasetRows(Sequence):
 
     #: rows read from the Dataset's Arrow table at a time
     BATCH_ROWS = 256
+    where = "a Dataset"
 
     def __init__(self, dataset: Any, feature: str, name: str = "the dataset") -> None:
         import datasets
@@ -176,12 +195,7 @@ class DatasetRows(Sequence):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[position] for position in range(*index.indices(len(self)))]
-        position = index + len(self) if index < 0 else index
-        if not 0 <= position < len(self):
-            raise IndexError(f"row {index} of a Dataset of {len(self)}")
+    def row(self, position: int) -> Any:
         if not self.first <= position < self.first + len(self.rows):
             self.first = position - position % self.BATCH_ROWS
             self.rows = self.dataset[self.first : self.first + self.BATCH_ROWS][self.column]
@@ -199,7 +213,7 @@ def reading_parquet(path: str | Path) -> Iterator[None]:
         raise InputError(f"cannot read parquet file {str(path)!r} ({err}); is it complete?") from err
 
 
-class ParquetRows(Sequence):
+class ParquetRows(IndexedRows):
     """The undecoded {"bytes", "path"} rows of a parquet file's `feature` column, streamed in
     batches of `BATCH_ROWS` as they are indexed in order (a job's shards), from the row group
     that holds the row asked for when it lies behind: a job over many Hub parquet files holds one
@@ -212,7 +226,7 @@ class ParquetRows(Sequence):
     BATCH_ROWS = 256
 
     def __init__(self, path: str | Path, feature: str) -> None:
-        self.path = str(path)
+        self.path = self.where = str(path)
         metadata = self.reader().metadata
         self.column = parquet_feature_column(metadata.schema.to_arrow_schema(), feature, path)
         sizes = [metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)]
@@ -223,12 +237,7 @@ class ParquetRows(Sequence):
     def __len__(self) -> int:
         return self.starts[-1]
 
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[position] for position in range(*index.indices(len(self)))]
-        position = index + len(self) if index < 0 else index
-        if not 0 <= position < len(self):
-            raise IndexError(f"row {index} of {len(self)} in {self.path}")
+    def row(self, position: int) -> Any:
         if not self.first <= position < self.first + len(self.rows):
             group = bisect.bisect_right(self.starts, position) - 1
             if position < self.first or self.starts[group] > self.first + len(self.rows):  # behind, or groups ahead
