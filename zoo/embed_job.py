@@ -57,14 +57,15 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None,
         for index, shard in enumerate(shards):
             chunk = list(inputs[index * shard_size : (index + 1) * shard_size])
             chunk_names = names[index * shard_size : (index + 1) * shard_size]
+            advanced = bar.n
             if not is_current(shard, chunk_names):
                 with counting_from(index * shard_size):
-                    rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=False,
+                    rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=bar,
                                          **prepare_kwargs)
                 arrays = [row.numpy() for row in rows]
                 atomic_write_with(shard, lambda tmp: _save_npz(tmp, arrays))
                 write_stamp(shard, chunk_names)
-            bar.update(len(chunk))
+            bar.update(len(chunk) - (bar.n - advanced))  # what embed did not advance: a shard already written
     shapes = join_shards(output, names, (read_shard(shard, _load_npz) for shard in shards))
     shutil.rmtree(parts)
     if pool != "none":

@@ -5,9 +5,9 @@ Shapes: B items, K selected layers, T tokens, D width, N inputs.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_lay
                          select_layers)
 from zoo.processing import DatasetRows, Processor, column_as_dataset, is_dataset
 from zoo.saving import Checkpointable
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 #: raw inputs (or pieces of them: a long recording's windows) prepared at once before they are
 #: sorted by size into batches
@@ -137,7 +140,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         pool: str = "mean",
         batch_size: int = EMBED_BATCH_SIZE,
         device: Optional[str | torch.device] = None,
-        progress: bool = True,
+        progress: bool | tqdm = True,
         **prepare_kwargs: Any,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Embed raw inputs: one row per item, whatever the batching.
@@ -154,7 +157,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
                 one: `pools`) or "none" (all tokens).
             batch_size: pieces per forward pass.
             device: where to run; defaults to where the encoder is.
-            progress: show a tqdm bar over items.
+            progress: show a tqdm bar over items, or advance this open tqdm bar (a job's).
             **prepare_kwargs: passed to the processor (e.g. `sampling_rate=44100`).
 
         Returns:
@@ -195,9 +198,12 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             for module, training in modes:
                 module.training = training
 
-    def progress_bar(self, total: Optional[int], progress: bool, unit: str = "item") -> Any:
-        """The tqdm bar `embed` shows over `total` units (None: not known ahead), or a silent one
-        without `progress`."""
+    def progress_bar(self, total: Optional[int], progress: bool | tqdm, unit: str = "item") -> Any:
+        """The tqdm bar `embed` shows over `total` units (None: not known ahead), a silent one
+        without `progress`, or `progress` itself, left open, when it is a bar already: a job's
+        over all its shards, which `embed` then advances a group at a time."""
+        if not isinstance(progress, bool):
+            return nullcontext(progress)
         from tqdm.auto import tqdm
 
         return tqdm(total=total, unit=unit, disable=not progress, desc=f"embed {self.family}")
@@ -206,7 +212,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         rows: list[torch.Tensor] = []
         with self.progress_bar(len(items), progress) as bar:
             for _, group in self.prepared_groups(items, **prepare_kwargs):
-                rows.extend(self._embed_group(group, indices, pool, batch_size))
+                rows.extend(self._embed_group(group, indices, pool, batch_size, bar))
                 bar.update(len(group))
         return rows
 
@@ -223,12 +229,16 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
                 yield start, group
                 start, group, pieces = index + 1, [], 0
 
-    def _embed_group(self, group, indices, pool, batch_size) -> list[torch.Tensor]:
+    def _embed_group(self, group, indices, pool, batch_size, bar) -> list[torch.Tensor]:
+        """The rows of a prepared group; where its items were cut into windows (a long recording),
+        the bar says how many of its windows are done, as its item count moves only at its end."""
         pieces = [(position, order, piece) for position, prepared in enumerate(group)
                   for order, piece in enumerate(self.processor.split(prepared))]  # (item in group, order, piece)
         pieces.sort(key=lambda entry: -self.processor.size(entry[2]))
         accumulators = [_Accumulator(pool, self.leading_tokens) for _ in group]
         for start in range(0, len(pieces), batch_size):
+            if len(pieces) > len(group):
+                bar.set_postfix_str(f"window {start + 1} of {len(pieces)}")
             chunk = pieces[start : start + batch_size]
             batch = self.processor.collate([piece for _, _, piece in chunk])
             batch = self.to_device(batch)
@@ -237,6 +247,8 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             mask = output.mask.cpu()
             for row, (position, order, _) in enumerate(chunk):
                 accumulators[position].add(order, features[row][:, mask[row]])
+        if len(pieces) > len(group):
+            bar.set_postfix_str("")
         return [accumulator.result() for accumulator in accumulators]
 
     def card_usage(self, inputs: str) -> tuple[str, str]:

@@ -300,7 +300,8 @@ def embedded(encoder: Any, items: Sequence[Any], layer, pool: str, batch_size: i
     parquet files a chunk of `SHARD_SIZE` at a time, as `zoo embed` takes them, so that one chunk
     of them is held (`embed` would list them all first), each chunk's rows written into the
     output as they come. A chunk is a whole number of the groups `embed` prepares and batches
-    together, so the rows are those of one call."""
+    together where each item is one piece (an image, a clip under a window), so the rows are
+    those of one call; long recordings' windows may batch otherwise (float rounding)."""
     import numpy as np
 
     from zoo import embed_job
@@ -312,12 +313,13 @@ def embedded(encoder: Any, items: Sequence[Any], layer, pool: str, batch_size: i
     with encoder.progress_bar(len(items), True) as bar:
         for start in range(0, len(items), embed_job.SHARD_SIZE):
             chunk = items[start : start + embed_job.SHARD_SIZE]
+            advanced = bar.n
             with counting_from(start):
-                rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=False).numpy()
+                rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=bar).numpy()
             if embeddings is None:
                 embeddings = np.empty((len(items), *rows.shape[1:]), rows.dtype)
             embeddings[start : start + len(rows)] = rows
-            bar.update(len(chunk))
+            bar.update(len(chunk) - (bar.n - advanced))  # what embed did not advance
     return embeddings
 
 

@@ -1,0 +1,56 @@
+"""`zoo embed`'s bar moves a group of inputs at a time, not a shard (1,024 inputs) at a time,
+and a long recording's windows show as they are done: the bar stood still until a shard of
+1,024 files, or a recording of an hour, was embedded."""
+
+from __future__ import annotations
+
+import numpy as np
+import soundfile
+import tqdm.auto
+
+import zoo.encoder
+from zoo.embed_job import run_embed_job
+
+
+class RecordedBar(tqdm.auto.tqdm):
+    """tqdm, recording its updates and postfixes."""
+
+    updates: list[float] = []
+    postfixes: list[str] = []
+
+    def update(self, n=1):
+        RecordedBar.updates.append(n)
+        return super().update(n)
+
+    def set_postfix_str(self, s="", refresh=True):
+        RecordedBar.postfixes.append(s)
+        return super().set_postfix_str(s, refresh)
+
+
+def write_clips(folder, seconds):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index, length in enumerate(seconds):
+        soundfile.write(folder / f"{index:02d}.wav", (0.1 * rng.standard_normal(int(length * 16000))).astype(np.float32),
+                        16000)
+    return sorted(str(path) for path in folder.iterdir())
+
+
+def test_the_jobs_bar_moves_a_group_at_a_time(tmp_path, micro_hubert, monkeypatch):
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordedBar)
+    monkeypatch.setattr(zoo.encoder, "PREPARE_GROUP", 4)
+    RecordedBar.updates, RecordedBar.postfixes = [], []
+    files = write_clips(tmp_path / "clips", [0.1] * 10)
+    run_embed_job(micro_hubert, files, tmp_path / "out.npy", progress=True)
+    assert RecordedBar.updates == [4, 4, 2, 0]  # was [10]: the shard's, at its end
+    assert RecordedBar.postfixes == []  # no recording was cut into windows
+
+
+def test_a_long_recordings_windows_show_as_they_are_done(tmp_path, micro_hubert, monkeypatch):
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordedBar)
+    RecordedBar.updates, RecordedBar.postfixes = [], []
+    micro_hubert.processor.chunk_seconds = 0.1  # a 1 s recording is 10 windows
+    files = write_clips(tmp_path / "long", [1.0])
+    run_embed_job(micro_hubert, files, tmp_path / "out.npy", batch_size=4, progress=True)
+    assert RecordedBar.postfixes == ["window 1 of 10", "window 5 of 10", "window 9 of 10", ""]
+    assert RecordedBar.updates == [1, 0]
