@@ -1,13 +1,14 @@
 """Random crops of recordings for audio pretraining, shared by the audio families.
 
 A family lists its recordings (`list_audio_files`; a run keeps the files it began with,
-`run_audio_files`), holds them in memory at the model's rate (`load_waves`) and draws
-equal-length crops from them (`CropBatches`), which a `zoo.training.Trainer` resumes exactly.
+`run_audio_files`), reads them at the model's rate as they are reached (`RecordingFiles`) and
+draws equal-length crops from them (`CropBatches`), which a `zoo.training.Trainer` resumes exactly.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import operator
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.audio import AUDIO_SUFFIXES, AudioProcessor
+from zoo.audio import AUDIO_SUFFIXES, MAX_FRAMES, AudioProcessor, resampled_length
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import visible_files
 from zoo.training import run_input_files
@@ -57,8 +58,67 @@ def run_audio_files(out: Path, folders: Sequence[str | Path], exclude: Sequence[
 
 
 def load_waves(files: Sequence[Path], processor: AudioProcessor) -> list[torch.Tensor]:
-    """Every recording as a mono waveform at the model's rate, held in memory."""
+    """Every recording as a mono waveform at the model's rate, held in memory (230 MB an hour at
+    16 kHz): for a benchmark's few files; a pretraining corpus is read as `RecordingFiles`."""
     return [processor.prepare(path) for path in files]
+
+
+#: libsndfile formats (`soundfile.info(...).format`) whose header states how many frames it then
+#: decodes, however the file was cut (a truncated WAV's count is what it holds): PCM containers, FLAC's
+#: STREAMINFO, Ogg's last granule position (tests/test_lazy_recordings.py checks each against its
+#: decoding). MP3 is left out: without a Xing/LAME header, mpg123 can only estimate its length.
+COUNTED_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF", "AU", "CAF", "W64", "RF64", "OGG")
+
+
+def prepared_length(path: Path, processor: AudioProcessor) -> int:
+    """The samples of `processor.prepare(path)` (resampled to the model's rate, padded to
+    `min_samples`), from the file's header where its format counts frames exactly
+    (`COUNTED_FORMATS`), else by decoding it once; a header that cannot be read is decoded too, so
+    that the decoder's error names the file."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except Exception:  # soundfile raises several unrelated types for unreadable files
+        info = None
+    if info is None or info.format not in COUNTED_FORMATS or not 0 < info.frames < MAX_FRAMES:
+        return processor.prepare(path).numel()
+    return max(resampled_length(info.frames, info.samplerate, processor.sampling_rate), processor.min_samples)
+
+
+class RecordingFiles(Sequence[torch.Tensor]):
+    """The run's recordings as a sequence of mono waveforms at the model's rate, each decoded
+    (`processor.prepare`) when it is indexed and not kept: a corpus held whole at the model's
+    rate takes 230 MB an hour at 16 kHz (LibriSpeech's 960 h: 220 GB), where a batch needs a few
+    recordings (fairseq reads each batch's files too). `lengths` holds each one's sample count
+    (`prepared_length`), all `CropBatches` needs to lay out its batches; a recording whose
+    decoding has another length (the file changed since) is refused, since its crops and
+    targets would no longer match.
+    """
+
+    def __init__(self, files: Sequence[Path], processor: AudioProcessor) -> None:
+        self.files, self.processor = [Path(file) for file in files], processor
+        self.lengths = np.array([prepared_length(file, processor) for file in self.files], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """Recording `index` decoded (an int: a slice would decode several at once)."""
+        index = operator.index(index)
+        wave = self.processor.prepare(self.files[index])
+        if wave.numel() != self.lengths[index]:
+            raise InputError(f"audio file {str(self.files[index])!r} decodes to {wave.numel()} samples at "
+                             f"{self.processor.sampling_rate} Hz, but had {self.lengths[index]} when this run listed "
+                             "it; it changed since: restore it, or start the run over in a new output folder")
+        return wave
+
+
+def sample_counts(recordings: RecordingFiles | Sequence[torch.Tensor]) -> np.ndarray:
+    """Each recording's samples: `RecordingFiles` knows them without decoding a file."""
+    if isinstance(recordings, RecordingFiles):
+        return recordings.lengths
+    return np.array([wave.numel() for wave in recordings], dtype=np.int64)
 
 
 class CropBatches:
@@ -71,7 +131,8 @@ class CropBatches:
     its labels are sliced alike. So a batch needs no padding and the conv front end runs
     on it at once (fairseq crops to the shortest recording the same way, its
     `pad_audio=False` default); the tails cut off are short because a batch holds
-    recordings of similar length. Batch i depends only on (seed, i), and `state_dict()`
+    recordings of similar length. `waves` may be `RecordingFiles`, which decodes only the
+    recordings of the batch drawn. Batch i depends only on (seed, i), and `state_dict()`
     holds the number of batches drawn, so a resumed run sees the same batches as an
     uninterrupted one.
 
@@ -92,15 +153,14 @@ class CropBatches:
             raise InputError(f"got {len(waves)} recordings and target sequences {counts}; pass one per recording")
         if batch_size < 1 or max_frames < 1:
             raise ConfigError(f"batch_size={batch_size} and max_frames={max_frames} must be positive")
+        self.frames = np.array([frame_count(int(samples), field, hop) for samples in sample_counts(waves)])
         for name, sequences in targets.items():
-            for index, (wave, frames) in enumerate(zip(waves, sequences)):
-                if frame_count(wave.numel(), field, hop) != len(frames):
-                    raise InputError(
-                        f"recording {index} has {frame_count(wave.numel(), field, hop)} frames but {len(frames)} "
-                        f"{name}; make them with the same encoder framing"
-                    )
-        self.waves, self.targets = list(waves), {name: list(frames) for name, frames in targets.items()}
-        self.frames = np.array([frame_count(wave.numel(), field, hop) for wave in waves])
+            for index, (count, frames) in enumerate(zip(self.frames, sequences)):
+                if count != len(frames):
+                    raise InputError(f"recording {index} has {count} frames but {len(frames)} {name}; make them "
+                                     "with the same encoder framing")
+        self.waves = waves if isinstance(waves, RecordingFiles) else list(waves)
+        self.targets = {name: list(frames) for name, frames in targets.items()}
         self.batch_size, self.max_frames = batch_size, max_frames
         self.field, self.hop = field, hop
         self.seed = seed

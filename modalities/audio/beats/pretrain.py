@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from modalities.audio.beats.model import HOP, VARIANTS, BEATsConfig, BEATsEncoder, TransformerEncoder
 from modalities.audio.beats.quantizer import CosineCodebook
-from zoo.audio_crops import CropBatches, load_waves, run_audio_files
+from zoo.audio_crops import CropBatches, RecordingFiles, run_audio_files
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.options import positive_float, positive_int
@@ -282,12 +282,13 @@ def make_objective(args: argparse.Namespace) -> tuple[nn.Module, BEATsEncoder, s
 
 
 def collect_waves(folders: Sequence[str], exclude: Sequence[str], encoder: BEATsEncoder,
-                  out: Path) -> list[torch.Tensor]:
-    """The run's recordings at the model's rate: the folders' when it begins, those it began with
-    when it resumes, so that its seeded batches are the uninterrupted run's (`run_audio_files`)."""
+                  out: Path) -> RecordingFiles:
+    """The run's recordings at the model's rate, decoded as batches reach them: the folders' when
+    it begins, those it began with when it resumes, so that its seeded batches are the
+    uninterrupted run's (`run_audio_files`)."""
     files = run_audio_files(out, folders, exclude)
     log(f"{len(files)} recordings in {', '.join(map(str, folders))}")
-    return load_waves(files, encoder.processor)
+    return RecordingFiles(files, encoder.processor)
 
 
 @leaves_nothing_if_refused

@@ -46,7 +46,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,7 @@ from modalities.speech.hubert.pretrain import (
     Clusters, cached_labels, check_loss_settings, check_mask_settings, compute_span_mask, encode_masked, encoder_config,
     equalise_mask_counts, fit_clusters, run_recordings,
 )
-from zoo.audio_crops import CropBatches, frame_count, load_waves
+from zoo.audio_crops import CropBatches, RecordingFiles, frame_count
 from zoo.errors import ConfigError, InputError
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
@@ -387,33 +387,45 @@ def log(message: str) -> None:
 
 def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence[torch.Tensor]) -> dict[str, Any]:
     """Both teachers' targets for every recording: codes (T, C) and, unless --no-cqt, CQT (T, Q) in fp16."""
-    field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     rate = encoder.processor.sampling_rate
-    frames = [frame_count(wave.numel(), field, hop) for wave in waves]
-    if args.teacher == "encodec":
-        model = load_encodec(args.encodec)
-        if model.config.sampling_rate != rate:
-            raise ConfigError(f"EnCodec runs at {model.config.sampling_rate} Hz but the encoder at {rate} Hz")
-        log(f"EnCodec codes of {len(waves)} recordings ({args.encodec}, {ENCODEC_BANDWIDTH} kbps)")
-        codes = [encodec_codes(model, wave, count) for wave, count in zip(waves, frames)]
-        sizes = [model.config.codebook_size] * codes[0].shape[1]
+    model = load_encodec(args.encodec) if args.teacher == "encodec" else None
+    weights = feature_weights(args.chroma_weight) if model is None else None  # checked before the teachers' pass
+    if model is not None and model.config.sampling_rate != rate:
+        raise ConfigError(f"EnCodec runs at {model.config.sampling_rate} Hz but the encoder at {rate} Hz")
+    teacher = f"EnCodec codes ({args.encodec}, {ENCODEC_BANDWIDTH} kbps)" if model is not None else "log-mel + chroma"
+    log(f"{teacher}{'' if args.no_cqt else f' and CQT targets ({CQT_BINS} bins)'} of {len(waves)} recordings")
+    acoustic, cqts = teacher_passes(waves, encoder, model, not args.no_cqt)
+    if model is not None:
+        codes, sizes = acoustic, [model.config.codebook_size] * acoustic[0].shape[1]
         source = f"encodec {args.encodec}"
     else:
-        weights = feature_weights(args.chroma_weight)
-        log(f"log-mel + chroma of {len(waves)} recordings")
-        features = teacher_features(waves, rate, field, hop)
         log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
-        quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed,
+        quantiser = fit_residual_kmeans(acoustic, args.codebooks, args.clusters, args.kmeans_frames, args.seed,
                                         weights)
-        codes = [quantiser.codes(f) for f in features]
-        sizes = [args.clusters] * args.codebooks
+        codes, sizes = [quantiser.codes(f) for f in acoustic], [args.clusters] * args.codebooks
         source = f"residual k-means on log-mel + chroma (chroma weight {args.chroma_weight:g})"
     targets: dict[str, Any] = {"labels": codes, "codebook_sizes": sizes, "source": source}
-    if not args.no_cqt:
-        log(f"CQT targets ({CQT_BINS} bins) of {len(waves)} recordings")
-        cqt = constant_q(rate, hop, CQT_BINS)
-        targets["cqt"] = [centred_cqt(cqt, wave, field, count).half() for wave, count in zip(waves, frames)]
-    return targets
+    return targets if cqts is None else {**targets, "cqt": cqts}
+
+
+def teacher_passes(waves: Sequence[torch.Tensor], encoder: MertEncoder, encodec: Any,
+                   cqt: bool) -> tuple[list[torch.Tensor], Optional[list[torch.Tensor]]]:
+    """Per recording, its EnCodec codes (`encodec`, else its `acoustic_features`) and, if `cqt`, its
+    (T, Q) CQT in fp16, each recording read once: `waves` is `RecordingFiles`, decoded (and
+    resampled) as it is read, and a pass per teacher read the corpus twice."""
+    field, hop = encoder.config.receptive_field, encoder.config.frame_hop
+    rate = encoder.processor.sampling_rate
+    chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE) if encodec is None else None
+    transform = constant_q(rate, hop, CQT_BINS) if cqt else None
+    acoustic, cqts = [], []
+    with torch.no_grad():
+        for wave in waves:
+            frames = frame_count(wave.numel(), field, hop)
+            acoustic.append(acoustic_features(wave, rate, field, hop, chroma_cqt) if encodec is None
+                            else encodec_codes(encodec, wave, frames))
+            if transform is not None:
+                cqts.append(centred_cqt(transform, wave, field, frames).half())
+    return acoustic, cqts if transform is not None else None
 
 
 def teacher_settings(args: argparse.Namespace, encoder: MertEncoder) -> dict[str, Any]:
@@ -440,7 +452,7 @@ def run(args: argparse.Namespace) -> None:
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     rate = encoder.processor.sampling_rate
     log(f"{len(files)} recordings in {args.data}, at {rate} Hz")
-    waves = load_waves(files, encoder.processor)
+    waves = RecordingFiles(files, encoder.processor)
     targets = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_targets(args, encoder, waves),
                             Path(args.data))
     extra = {"cqt": targets["cqt"]} if "cqt" in targets else None

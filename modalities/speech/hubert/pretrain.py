@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
-from zoo.audio_crops import CropBatches, frame_count, load_waves, run_audio_files
-from zoo.errors import CheckpointError, ConfigError, InputError
+from zoo.audio import PreparedWave
+from zoo.audio_crops import CropBatches, RecordingFiles, frame_count, run_audio_files
+from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
 from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
@@ -187,9 +188,20 @@ def mfcc_features(wave: torch.Tensor, sampling_rate: int, field: int, hop: int) 
 
 def layer_features(encoder: HubertEncoder, waves: Sequence[torch.Tensor], layer: int, batch_size: int = 16,
                    progress: bool = True) -> list[torch.Tensor]:
-    """(T_i, D) frames of hidden state `layer` (0 = input embeddings) of a trained encoder."""
-    return encoder.embed(list(waves), layer=layer, pool="none", batch_size=batch_size, progress=progress,
-                         sampling_rate=encoder.processor.sampling_rate)
+    """(T_i, D) frames of hidden state `layer` (0 = input embeddings) of a trained encoder.
+
+    `waves` is read a group of `embed`'s at a time (`Encoder.prepared_groups`), each group
+    embedded as `embed` of them all would embed it (the same batches), so that `RecordingFiles`
+    is decoded once and never held whole (`embed` lists its inputs first).
+    """
+    features: list[torch.Tensor] = []
+    with encoder.progress_bar(len(waves), progress) as bar:
+        for start, group in encoder.prepared_groups(waves, sampling_rate=encoder.processor.sampling_rate):
+            with counting_from(start):
+                features.extend(encoder.embed([PreparedWave(wave) for wave in group], layer=layer, pool="none",
+                                              batch_size=batch_size, progress=False))
+            bar.update(len(group))
+    return features
 
 
 @dataclasses.dataclass
@@ -448,7 +460,8 @@ def log(message: str) -> None:
 
 
 def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Sequence[torch.Tensor]) -> dict[str, Any]:
-    """Fit k-means on the iteration's features and label every frame of every recording."""
+    """Fit k-means on the iteration's features and label every frame of every recording, reading
+    `waves` (`RecordingFiles`) once."""
     field, hop = frame_geometry(encoder.config)
     rate = encoder.processor.sampling_rate
     if args.iteration == 1:
@@ -547,7 +560,7 @@ def run(args: argparse.Namespace) -> None:
                                   lambda: HubertEncoder(encoder_config(args.variant, args.overrides)))
     field, hop = frame_geometry(encoder.config)
     log(f"{len(files)} recordings in {args.data}")
-    waves = load_waves(files, encoder.processor)
+    waves = RecordingFiles(files, encoder.processor)
     labels = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_labels(args, encoder, waves),
                            Path(args.data))
     max_frames = frame_count(int(args.max_seconds * encoder.processor.sampling_rate), field, hop)
