@@ -14,6 +14,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 ADULT = BENCHMARKS.parents[1] / "shared" / "data" / "adult" / "adult.data"
+FSDD = BENCHMARKS.parents[1] / "shared" / "data" / "fsdd" / "recordings"
 
 QUICK = [
     pytest.param(["bench_tjepa.py", "embed", "--rows", "2000", "--chunk-rows", "1000"], id="tjepa-embed"),
@@ -23,6 +24,8 @@ QUICK = [
     pytest.param(["bench_graphmae.py", "inference", "--graph", "random", "--sizes", "2000", "--full-sizes", "2000"],
                  id="graphmae"),
     pytest.param(["bench_scale.py", "--cases", "table", "--rows", "200"], id="scale"),
+    pytest.param(["bench_pretrain_memory.py", "--files", "4", "--minutes", "0.1", "--steps", "2", "--batch-size", "2"],
+                 id="pretrain-memory"),
     pytest.param(["bench_mert.py", "--cases", "5s", "--repeats", "1"], id="mert", marks=pytest.mark.slow),
     pytest.param(["bench_checkpointing.py", "--cases", "vit-small", "--repeats", "1"], id="checkpointing",
                  marks=pytest.mark.slow),
@@ -33,6 +36,8 @@ QUICK = [
 def test_a_benchmark_runs_and_reports(command):
     if command[0] in ("bench_tjepa.py", "bench_scale.py") and not ADULT.is_file():
         pytest.skip(f"{command[0]} reads UCI Adult from {ADULT}, absent here (../shared is not beside the repo)")
+    if command[0] == "bench_pretrain_memory.py" and not FSDD.is_dir():
+        pytest.skip(f"{command[0]} makes its recordings from {FSDD}, absent here (../shared is not beside the repo)")
     done = subprocess.run([sys.executable, str(BENCHMARKS / command[0]), *command[1:]], capture_output=True,
                           text=True, cwd=BENCHMARKS.parent, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
