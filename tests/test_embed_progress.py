@@ -31,8 +31,8 @@ def write_clips(folder, seconds):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for index, length in enumerate(seconds):
-        soundfile.write(folder / f"{index:02d}.wav", (0.1 * rng.standard_normal(int(length * 16000))).astype(np.float32),
-                        16000)
+        samples = (0.1 * rng.standard_normal(int(length * 16000))).astype(np.float32)
+        soundfile.write(folder / f"{index:02d}.wav", samples, 16000)
     return sorted(str(path) for path in folder.iterdir())
 
 
