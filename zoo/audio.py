@@ -476,22 +476,31 @@ def embed_timed_frames(encoder: Any, inputs: Any, layer: Any, sampling_rate: Opt
     """Per item `(times, tokens)`: the encoder's `embed(pool="none")` and the seconds of each
     frame (`frame_times`), each recording decoded once.
 
-    Items are prepared in `embed`'s groups (`Encoder.prepared_groups`), so that no more than a
-    group's waveforms are held at once; the prepared waveforms reach `embed` as `PreparedWave`s.
+    Items are prepared in `embed`'s groups (`embedded_groups`), so that no more than a group's
+    waveforms are held at once.
     """
     items = encoder.as_item_list(inputs)
     if not items:
         raise InputError("embed_frames() got no inputs; pass at least one item")
     stamped: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for waves, tokens in embedded_groups(encoder, items, sampling_rate, progress, layer=layer, pool="none",
+                                         **embed_kwargs):
+        stamped.extend((frame_times(encoder.processor, wave, frame_lengths, hop, field), item_tokens)
+                       for wave, item_tokens in zip(waves, tokens))
+    return stamped
+
+
+def embedded_groups(encoder: Any, items: Sequence[Any], sampling_rate: Optional[int], progress: bool,
+                    **embed_kwargs: Any) -> Iterator[tuple[list[torch.Tensor], Any]]:
+    """`(waves, rows)`: `items` prepared a group of `embed`'s at a time (`Encoder.prepared_groups`)
+    and the encoder's `embed` of that group, given as `PreparedWave`s: a caller that needs the
+    prepared waveforms as well as the rows (frame times), or whose items a list would decode all
+    at once (`RecordingFiles`), reads each recording once and holds a group of them."""
     with encoder.progress_bar(len(items), progress) as bar:
         for start, waves in encoder.prepared_groups(items, sampling_rate=sampling_rate):
             with counting_from(start):
-                tokens = encoder.embed([PreparedWave(wave) for wave in waves], layer=layer, pool="none",
-                                       progress=False, **embed_kwargs)
-            stamped.extend((frame_times(encoder.processor, wave, frame_lengths, hop, field), item_tokens)
-                           for wave, item_tokens in zip(waves, tokens))
-            bar.update(len(waves))
-    return stamped
+                rows = encoder.embed([PreparedWave(wave) for wave in waves], progress=bar, **embed_kwargs)
+            yield waves, rows
 
 
 def frame_times(processor: AudioProcessor, wave: torch.Tensor, frame_lengths: Callable[[torch.Tensor], torch.Tensor],

@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
-from zoo.audio import PreparedWave
+from zoo.audio import embedded_groups
 from zoo.audio_crops import CropBatches, RecordingFiles, frame_count, run_audio_files
-from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
+from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
@@ -190,18 +190,11 @@ def layer_features(encoder: HubertEncoder, waves: Sequence[torch.Tensor], layer:
                    progress: bool = True) -> list[torch.Tensor]:
     """(T_i, D) frames of hidden state `layer` (0 = input embeddings) of a trained encoder.
 
-    `waves` is read a group of `embed`'s at a time (`Encoder.prepared_groups`), each group
-    embedded as `embed` of them all would embed it (the same batches), so that `RecordingFiles`
+    `waves` is read a group of `embed`'s at a time (`embedded_groups`), so that `RecordingFiles`
     is decoded once and never held whole (`embed` lists its inputs first).
     """
-    features: list[torch.Tensor] = []
-    with encoder.progress_bar(len(waves), progress) as bar:
-        for start, group in encoder.prepared_groups(waves, sampling_rate=encoder.processor.sampling_rate):
-            with counting_from(start):
-                features.extend(encoder.embed([PreparedWave(wave) for wave in group], layer=layer, pool="none",
-                                              batch_size=batch_size, progress=False))
-            bar.update(len(group))
-    return features
+    return [rows for _, group in embedded_groups(encoder, waves, encoder.processor.sampling_rate, progress,
+                                                 layer=layer, pool="none", batch_size=batch_size) for rows in group]
 
 
 @dataclasses.dataclass
