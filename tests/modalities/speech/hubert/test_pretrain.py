@@ -104,7 +104,9 @@ def test_mfcc_frames_align_with_encoder_frames():
     for samples in (400, 719, 720, 1000, 7999, 16000):
         frames = int(encoder.frame_lengths(torch.tensor([samples]))[0])
         assert frame_count(samples, field, hop) == frames
-        assert mfcc_features(torch.randn(samples), 16000, field, hop).shape == (frames, 39)
+        features = mfcc_features(torch.randn(samples), 16000, field, hop)
+        assert features.shape == (frames, 39)
+        assert features.untyped_storage().nbytes() == features.numel() * 4  # was a view of twice the frames
 
 
 def test_crops_start_on_frame_boundaries_with_their_labels():
