@@ -8,7 +8,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -199,3 +199,13 @@ class ChunkRecordingEncoder:
         self.largest_chunk = max(self.largest_chunk, len(chunk))
         return chunk
 
+
+def graphmae_pretraining_key(key: str, layers: str, rename: Callable[[str], str]) -> str:
+    """Name in the zoo's `GraphMAEPretraining` of a key of upstream GraphMAE's `PreModel`: the
+    encoder's and decoder's `layers` (".layers." in GIN, ".gat_layers." in GAT) become the zoo's,
+    and each layer key's suffix is renamed by `rename`."""
+    stack, found, rest = key.partition(layers)
+    if not found:
+        return key  # enc_mask_token, encoder_to_decoder.weight
+    index, _, suffix = rest.partition(".")
+    return f"{'encoder.gnn' if stack == 'encoder' else stack}.layers.{index}.{rename(suffix)}"

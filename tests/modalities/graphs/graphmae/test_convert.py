@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import graphmae_pretraining_key
 
 from modalities.graphs.graphmae.convert import config_from_state, encoder_from_graphmae
 from zoo.errors import CheckpointError
@@ -182,11 +183,7 @@ def pretraining_key(key: str) -> str:
     """Zoo name in `GraphMAEPretraining` of a key of upstream's GIN PreModel."""
     from modalities.graphs.graphmae.convert import gin_suffix
 
-    stack, found, rest = key.partition(".layers.")
-    if not found:
-        return key  # enc_mask_token, encoder_to_decoder.weight
-    index, _, suffix = rest.partition(".")
-    return f"{'encoder.gnn' if stack == 'encoder' else stack}.layers.{index}.{gin_suffix(suffix)}"
+    return graphmae_pretraining_key(key, ".layers.", gin_suffix)
 
 
 @pytest.mark.parametrize("variant", ["gin3_batchnorm", "gin2_residual"])

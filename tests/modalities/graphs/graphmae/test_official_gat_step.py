@@ -12,6 +12,7 @@ with nothing left over.
 from pathlib import Path
 
 import torch
+from helpers import graphmae_pretraining_key
 
 from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from modalities.graphs.graphmae.objective import GraphMAEPretraining
@@ -23,11 +24,7 @@ NAMES = {"fc.weight": "conv.lin.weight", "attn_l": "conv.att_src", "attn_r": "co
 
 def zoo_key(key: str) -> str:
     """Name in `GraphMAEPretraining` of a key of upstream's GAT `PreModel`."""
-    stack, found, rest = key.partition(".gat_layers.")
-    if not found:
-        return key  # enc_mask_token, encoder_to_decoder.weight
-    index, _, suffix = rest.partition(".")
-    return f"{'encoder.gnn' if stack == 'encoder' else stack}.layers.{index}.{NAMES[suffix]}"
+    return graphmae_pretraining_key(key, ".gat_layers.", NAMES.__getitem__)
 
 
 def test_gat_pretraining_step_matches_the_official_loss_and_gradients():
