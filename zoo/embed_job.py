@@ -23,6 +23,7 @@ from zoo import registry
 from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
 from zoo.io import atomic_write_text, atomic_write_with, check_writable_file
 from zoo.pooling import check_batch_sizes
+from zoo.processing import IndexedRows
 
 FORMATS = (".npy", ".parquet")
 JOB_FILE = "job.json"
@@ -161,9 +162,11 @@ def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[Sequence
     return ChainedRows(segments), names
 
 
-class ChainedRows(Sequence):
+class ChainedRows(IndexedRows):
     """Sequences read one after another as one (files, then a parquet file's rows, ...), indexed
     and sliced without copying them into a list first."""
+
+    where = "the inputs"
 
     def __init__(self, segments: Sequence[Sequence[Any]]) -> None:
         self.segments = list(segments)
@@ -175,15 +178,14 @@ class ChainedRows(Sequence):
         return self.starts[-1]
 
     def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                return [self[position] for position in range(start, stop, step)]
-            return [row for segment, first in zip(self.segments, self.starts) if first < stop
-                    and first + len(segment) > start for row in segment[max(start - first, 0) : stop - first]]
-        position = index + len(self) if index < 0 else index
-        if not 0 <= position < len(self):
-            raise IndexError(f"input {index} of {len(self)}")
+        """A slice of step 1 is each segment's own slice (a parquet file's rows read in order)."""
+        if not isinstance(index, slice) or index.indices(len(self))[2] != 1:
+            return super().__getitem__(index)
+        start, stop, _ = index.indices(len(self))
+        return [row for segment, first in zip(self.segments, self.starts) if first < stop
+                and first + len(segment) > start for row in segment[max(start - first, 0) : stop - first]]
+
+    def row(self, position: int) -> Any:
         segment = bisect.bisect_right(self.starts, position) - 1
         return self.segments[segment][position - self.starts[segment]]
 
