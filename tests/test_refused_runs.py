@@ -1,5 +1,5 @@
 """A refused new `zoo pretrain` run leaves its output folder as it was: absent, empty, or
-holding only what it held (`zoo.training.leaves_nothing_if_refused`).
+holding only what it held (`zoo.training.undone_if_refused`, around every `zoo pretrain` command).
 
 Before, a run recorded its input files (inputs.json) and then checked its batches, corruption
 and teacher settings, and `train_and_save` wrote args.json before the trainer moved the model to

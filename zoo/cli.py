@@ -454,11 +454,13 @@ def add_pretrain_parsers(commands, recipe: Optional[str]) -> None:
 
 def run_pretraining(run: Any, args: argparse.Namespace) -> None:
     """A recipe's `run`, once its output path is known to be usable: some recipes compute their
-    teachers' labels for minutes before they first write there."""
-    from zoo.training import check_run_folder
+    teachers' labels for minutes before they first write there. What a new run wrote before it
+    began training is removed if it is refused (`undone_if_refused`)."""
+    from zoo.training import check_run_folder, undone_if_refused
 
     check_run_folder(Path(args.output))
-    run(args)
+    with undone_if_refused(Path(args.output)):
+        run(args)
 
 
 def add_list_parser(commands: Any) -> None:

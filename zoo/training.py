@@ -23,7 +23,8 @@ Files written to the output folder:
   (`run_input_files`); a resumed run goes on over these, not over a fresh listing.
 
 A new run that is refused before its trainer starts leaves the folder as it was
-(`leaves_nothing_if_refused`): inputs.json, a family's labels and args.json are removed again.
+(`undone_if_refused`, around every `zoo pretrain` command): inputs.json, a family's labels
+and args.json are removed again.
 
 A `zoo pretrain` command also writes its settings to `args.json`, and saves its model with a
 card of the run and a copy of `loss.png` (`save_trained`). A rerun resumes only the
@@ -43,7 +44,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from functools import partial, wraps
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -414,18 +415,6 @@ def run_input_files(out: Path, listings: Sequence[tuple[Path, Sequence[Path]]],
     check_recorded_files_exist(recorded, out)
     warn_of_unrecorded_files(recorded, listed, out)
     return recorded
-
-
-def leaves_nothing_if_refused(run: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
-    """A `zoo pretrain` command's `run(args)` that removes what it wrote in `args.output` when it
-    fails before its trainer has started the run's log (`undone_if_refused`)."""
-
-    @wraps(run)
-    def guarded(args: argparse.Namespace) -> None:
-        with undone_if_refused(Path(args.output)):
-            run(args)
-
-    return guarded
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from zoo.errors import ConfigError, InputError
 from zoo.options import positive_float, positive_int
 from zoo.outputs import PretrainOutput
 from zoo.training import (
-    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain, leaves_nothing_if_refused,
+    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
     train_and_save, train_config_from_args,
 )
 
@@ -291,7 +291,6 @@ def collect_waves(folders: Sequence[str], exclude: Sequence[str], encoder: BEATs
     return RecordingFiles(files, encoder.processor)
 
 
-@leaves_nothing_if_refused
 def run(args: argparse.Namespace) -> None:
     """`zoo pretrain beats`: one stage of BEATs' iterations; saves OUTPUT/encoder or OUTPUT/tokenizer."""
     if args.threads:

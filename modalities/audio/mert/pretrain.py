@@ -62,7 +62,7 @@ from zoo.errors import ConfigError, InputError
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.training import (
-    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain, leaves_nothing_if_refused,
+    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
     train_and_save, train_config_from_args,
 )
 
@@ -438,7 +438,6 @@ def teacher_settings(args: argparse.Namespace, encoder: MertEncoder) -> dict[str
             "kmeans_frames": args.kmeans_frames, "seed": args.seed}
 
 
-@leaves_nothing_if_refused
 def run(args: argparse.Namespace) -> None:
     """`zoo pretrain mert`: compute the teachers' targets, pretrain, save `OUTPUT/encoder`."""
     if args.threads:

@@ -15,7 +15,7 @@ from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from modalities.graphs.graphmae.objective import GraphMAEPretraining
 from modalities.graphs.pretraining import GraphBatches, add_common_arguments, run_and_save, start_run
 from zoo.errors import ConfigError
-from zoo.training import TrainConfig, leaves_nothing_if_refused
+from zoo.training import TrainConfig
 
 OBJECTIVE_KEYS = ("mask_rate", "replace_rate", "alpha_l", "drop_edge_rate")
 RECIPE_KEYS = ("dataset", "epochs", "lr", "weight_decay", "optimizer", "scheduler", "batch_size", "probe",
@@ -42,7 +42,6 @@ def train_config(recipe: dict[str, Any], epochs: int, epoch_steps: int, args: ar
     )
 
 
-@leaves_nothing_if_refused
 def run(args: argparse.Namespace) -> None:
     """Pretrain GraphMAE on a dataset with its recipe; save `OUTPUT/encoder`."""
     config, processor, recipe, graphs = start_run(args, "graphmae", GraphMAEConfig, RECIPE_KEYS, "epochs", args.epochs)

@@ -14,7 +14,7 @@ from typing import Any
 from modalities.graphs.paretognn.model import ParetoGNNConfig, ParetoGNNEncoder
 from modalities.graphs.paretognn.objective import ParetoGNNPretraining
 from modalities.graphs.pretraining import GraphBatches, add_common_arguments, run_and_save, start_run
-from zoo.training import TrainConfig, leaves_nothing_if_refused
+from zoo.training import TrainConfig
 
 RECIPE_KEYS = ("dataset", "steps", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "tasks", "grad_norm",
                "predictor_dim", "task_settings", "probe")
@@ -37,7 +37,6 @@ def train_config(recipe: dict[str, Any], args: argparse.Namespace) -> TrainConfi
     )
 
 
-@leaves_nothing_if_refused
 def run(args: argparse.Namespace) -> None:
     """Pretrain ParetoGNN on a dataset with its recipe; save `OUTPUT/encoder`."""
     config, processor, recipe, graphs = start_run(args, "paretognn", ParetoGNNConfig, RECIPE_KEYS, "steps", args.steps)

@@ -40,7 +40,7 @@ from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.training import (
-    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain, leaves_nothing_if_refused,
+    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
     train_and_save, train_config_from_args,
 )
 
@@ -541,7 +541,6 @@ def teacher_settings(args: argparse.Namespace, encoder: HubertEncoder) -> dict[s
             "clusters": args.clusters, "kmeans_frames": args.kmeans_frames, "seed": args.seed}
 
 
-@leaves_nothing_if_refused
 def run(args: argparse.Namespace) -> None:
     """`zoo pretrain hubert`: make the iteration's labels, pretrain, save `OUTPUT/encoder`."""
     if args.threads:

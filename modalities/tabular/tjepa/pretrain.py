@@ -42,7 +42,7 @@ from zoo.errors import ConfigError, InputError
 from zoo.options import positive_int, seed_int
 from zoo.registry import ModelEntry
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings, leaves_nothing_if_refused,
+    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings,
     named_recipe, save_trained, train, write_run_settings,
 )
 
@@ -146,7 +146,6 @@ def train_config(recipe: dict[str, Any], steps_per_epoch: int, args: argparse.Na
     )
 
 
-@leaves_nothing_if_refused
 def run(args: argparse.Namespace) -> None:
     """Pretrain T-JEPA with a recipe; save `OUTPUT/encoder` (the EMA target encoder)."""
     if args.threads:

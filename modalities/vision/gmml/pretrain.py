@@ -48,7 +48,7 @@ from zoo.options import non_negative_int
 from zoo.outputs import PretrainOutput
 from zoo.training import (
     ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run, command_settings,
-    encoder_to_pretrain, leaves_nothing_if_refused, raise_if_error, run_input_files, train_and_save,
+    encoder_to_pretrain, raise_if_error, run_input_files, train_and_save,
     train_config_from_args,
 )
 
@@ -298,7 +298,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                warmup_share=WARMUP_SHARE, warmup_source="upstream's 10 of 800 epochs")
 
 
-@leaves_nothing_if_refused
 def run(args: argparse.Namespace) -> None:
     """`zoo pretrain gmml`: saves OUTPUT/encoder, with its reconstruction head. Its settings and
     model are checked before inputs.json is written, its batches after (undone if refused)."""
