@@ -495,7 +495,6 @@ def test_a_non_finite_embedding_is_named_by_its_file_and_zero_embeddings_are_sco
     (["tjepa-adult", "--table", "t.csv", "--target", "y", "--layer", "2", "--k", "3", "--label-regex", "(x)"],
      "--label-regex, --layer, --k: only for --data files; --table runs its paper's protocol"),
     (["x", "--data", "d", "--seeds", "5", "6"], "--seeds is for --dataset and --table; a --data probe draws no random"),
-    (["x", "--data", "d", "--seed", "3"], "--seeds is for --dataset and --table"),  # --seed did nothing there
 ])
 def test_probe_options_its_mode_does_not_use_are_refused(command, message, capsys, monkeypatch):
     """Were ignored silently: --dataset and --table ran their protocol on the last layer with
@@ -507,11 +506,19 @@ def test_probe_options_its_mode_does_not_use_are_refused(command, message, capsy
     assert message in capsys.readouterr().err
 
 
-def test_probe_seed_names_the_seeds_of_a_protocol():
-    """--seed, which nothing used, is gone: as an abbreviation it is --seeds, what --dataset and --table use."""
-    from zoo.cli import build_parser
-
-    assert build_parser().parse_args(["probe", "graphmae-cora", "--dataset", "cora", "--seed", "3"]).seeds == [3]
+@pytest.mark.parametrize("command, meant", [
+    (["probe", "graphmae-cora", "--dataset", "cora", "--seed", "3"], "--seeds"),
+    (["embed", "graphmae-cora", "x", "-o", "e.npy", "--lay", "3"], "--layer"),
+    (["pretrain", "gmml", "--data", "x", "-o", "run", "--step", "3"], "--steps"),
+    (["finetune", "graphmae-cora", "--dataset", "cora", "-o", "run", "--eval-batch", "8"], "--eval-batch-size"),
+])
+def test_an_option_is_taken_only_in_full(command, meant, capsys):
+    """argparse took any unique prefix (`--seed 3` as probe's --seeds), so a saved command would
+    change meaning, or fail as ambiguous, once a new option shared its prefix; a prefix is now
+    refused with the option it begins."""
+    with pytest.raises(SystemExit, match="2"):
+        main(command)
+    assert f"did you mean {meant}?" in capsys.readouterr().err
 
 
 def test_embed_with_the_embedded_checkpoint_offline(tmp_path):

@@ -610,10 +610,19 @@ def add_publish_parser(commands: Any) -> None:
     publish.set_defaults(func=cmd_publish)
 
 
+class ExactOptionsParser(argparse.ArgumentParser):
+    """A parser that takes options only as spelt in full: argparse's prefixes (`--lr` for
+    `--lr-decay`) would make a saved command mean something else, or fail as ambiguous,
+    once a later version adds an option sharing the prefix. Sub-parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+
 def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     """The `zoo` parser, a sub-parser per command; `recipe` names the one pretraining family whose
     options it adds, so that only that family is imported."""
-    parser = argparse.ArgumentParser(prog="zoo", description="ssl-zoo: self-supervised encoders behind one API")
+    parser = ExactOptionsParser(prog="zoo", description="ssl-zoo: self-supervised encoders behind one API")
     commands = parser.add_subparsers(dest="command", required=True)
     add_list_parser(commands)
     add_info_parser(commands)
@@ -666,9 +675,19 @@ def refuse_extras(parser: argparse.ArgumentParser, extras: list[str]) -> NoRetur
     """Exit 2 naming the arguments the command does not take, the command's option nearest to a
     misspelt one (`--layr`: --layer) and where its options are listed: argparse names none of them."""
     options = [option for option in parser._option_string_actions if option.startswith("--")]
-    hints = "".join(f" did you mean {close[0]}?" for extra in extras if extra.startswith("-")
-                    for close in [difflib.get_close_matches(extra.split("=", 1)[0], options, n=1)] if close)
+    hints = "".join(f" did you mean {near}?" for extra in extras if extra.startswith("-")
+                    for near in [nearest_option(extra.split("=", 1)[0], options)] if near)
     parser.error(f"unrecognized arguments: {' '.join(extras)};{hints} `{parser.prog} -h` lists its options")
+
+
+def nearest_option(given: str, options: Sequence[str]) -> Optional[str]:
+    """The option a refused `given` most likely meant: the one it begins, as `--out` begins
+    `--output` (options are taken only in full), else the closest spelling."""
+    longer = [option for option in options if option.startswith(given)]
+    if len(longer) == 1:
+        return longer[0]
+    close = difflib.get_close_matches(given, options, n=1)
+    return close[0] if close else None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
