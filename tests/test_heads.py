@@ -75,6 +75,22 @@ def test_a_frozen_feature_encoder_gets_no_gradients_and_keeps_its_filters(micro_
         gmml.freeze_feature_encoder()
 
 
+def test_a_frozen_beats_patch_embedding_gets_no_gradients_and_keeps_its_filters():
+    """BEATs' front end is one conv over fbank patches (upstream fixes it with feature_grad_mult 0);
+    `freeze_feature_encoder` raised "no conv feature encoder to freeze" for it."""
+    classifier = zoo.for_classification(zoo.load("beats-tiny"), num_labels=2, freeze=False)
+    classifier.freeze_feature_encoder()
+    items, labels = tones(2)
+    front_end = classifier.encoder.patch_embedding
+    before = {key: value.clone() for key, value in front_end.state_dict().items()}
+    classifier.train()
+    classifier(**classifier.processor(items, sampling_rate=RATE), labels=torch.tensor(labels)).loss.backward()
+    torch.optim.SGD([p for p in classifier.parameters() if p.requires_grad], lr=0.1).step()
+    assert all(parameter.grad is None for parameter in front_end.parameters())
+    assert all(torch.equal(value, before[key]) for key, value in front_end.state_dict().items())
+    assert classifier.encoder.layer_norm.weight.grad is not None and not classifier.freeze
+
+
 def test_trainer_runs_the_head(micro_hubert, tmp_path):
     from transformers import Trainer, TrainingArguments
 

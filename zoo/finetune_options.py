@@ -47,7 +47,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                              "SEED (as zoo embed/probe --random-init SEED; alone: by --seed); a T-JEPA's output "
                              "scale is fitted on the training rows, as its pretraining does")
     parser.add_argument("--freeze-feature-encoder", action="store_true",
-                        help="with --mode full: keep a HuBERT / MERT conv front end as pretrained")
+                        help="with --mode full: keep a HuBERT / MERT conv front end, or BEATs' patch embedding, as "
+                             "pretrained")
     parser.add_argument("--train-limit", type=positive_int,
                         help="train on a seeded N // classes items of each class, at least one (default: every "
                              "training item; a numeric target: N items)")

@@ -242,7 +242,8 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
 
     def freeze_feature_encoder(self) -> None:
         """transformers' audio heads' switch: the encoder's conv front end stops training
-        (HuBERT, MERT), the rest of it trains as `freeze` says."""
+        (HuBERT's and MERT's conv feature encoder, BEATs' patch embedding), the rest of it
+        trains as `freeze` says."""
         freeze = getattr(self.encoder, "freeze_feature_encoder", None)
         if freeze is None:
             raise ConfigError(f"{self.encoder.family} encoders have no conv feature encoder to freeze; "

@@ -194,6 +194,12 @@ class BEATsEncoder(Encoder):
         items = [fbank(wave[: int(length)]) for wave, length in zip(input_values, sample_lengths)]
         return nn.utils.rnn.pad_sequence(items, batch_first=True)
 
+    def freeze_feature_encoder(self) -> None:
+        """Stop training the patch embedding, the conv that turns fbank patches into features:
+        BEATs' own switch for it is `feature_grad_mult` 0 (upstream runs the conv without
+        gradients then), and transformers' audio models name it `freeze_feature_encoder`."""
+        self.patch_embedding.requires_grad_(False)
+
     def embed_patches(self, fbanks: torch.Tensor) -> torch.Tensor:
         """(B, F, 128) -> (B, N, D) projected patch embeddings, time-major."""
         patches = self.patch_embedding(fbanks.unsqueeze(1).to(self.patch_embedding.weight.dtype))
