@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalities.tabular.tables import NA_VALUES, SOURCE, TABLE_SUFFIXES, read_table, to_frame
+from modalities.tabular.tables import CSV_MISSING_TEXT, NA_VALUES, SOURCE, TABLE_SUFFIXES, read_table, to_frame
 from zoo.errors import ConfigError, InputError, warn
 from zoo.processing import Processor, refuse_options
 
@@ -266,8 +266,9 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
                          "durations)")
     if isinstance(values.dtype, pd.ArrowDtype) and pd.api.types.is_numeric_dtype(values.dtype):
         values = values.astype("float64[pyarrow]")  # `pd.to_numeric` fails on an Arrow decimal column with a gap
-    if pd.api.types.is_string_dtype(values.dtype):  # object or pandas 3's str: "?" and "" are missing, as in CSVs
-        values = values.map(lambda value: np.nan if isinstance(value, str) and value.lstrip() in NA_VALUES else value)
+    if pd.api.types.is_string_dtype(values.dtype):  # object or pandas 3's str: "?", "NA", "nan" are missing, as in CSVs
+        values = values.map(lambda value: np.nan if isinstance(value, str) and value.strip() in CSV_MISSING_TEXT
+                            else value)
     try:
         return pd.to_numeric(values, errors="raise").astype(np.float64)
     except (ValueError, TypeError) as err:
@@ -324,8 +325,10 @@ def category_keys(values: pd.Series) -> pd.Series:
 
 
 def _is_number(value: Any) -> bool:
+    """Whether `pd.to_numeric`, which `to_numbers` converts with, reads the value: `float` reads more
+    ("1_000", "+nan"), and a value only it read left the refusal without a value to name."""
     try:
-        float(value)
+        pd.to_numeric(pd.Series([value], dtype=object), errors="raise")
     except (TypeError, ValueError):
         return False
     return True

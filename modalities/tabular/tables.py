@@ -31,6 +31,11 @@ OTHER_SEPARATORS = ("\t", ";")
 TABLE_SUFFIXES = (*CSV_SUFFIXES, ".parquet")
 #: strings read as missing values in CSV files (UCI sets mark them with "?")
 NA_VALUES = ("?", "")
+#: the text `pd.read_csv` reads as missing besides `NA_VALUES` (its default `na_values`): a CSV's numeric
+#: column holds NaN there, so a DataFrame's numeric column reads it so too ("nan" is what `astype(str)`
+#: makes of NaN)
+CSV_MISSING_TEXT = frozenset({*NA_VALUES, "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 #: the `DataFrame.attrs` key of the file a chunk was read from, and its index the rows' numbers in
 #: that file (from 0, after the header), so that an error in a bad row names both
 SOURCE = "zoo_source"

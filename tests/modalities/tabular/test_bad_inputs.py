@@ -112,3 +112,22 @@ def test_a_bad_value_in_a_frame_with_an_index_names_its_label(encoder, table, in
     bad.iloc[2, 0] = "many"
     with pytest.raises(InputError, match=f"column 'x' is numeric .* holds 'many' \\(index label {label}\\)"):
         encoder.embed(bad, progress=False)
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", " NA ", "None", "null", "N/A", "?"])
+def test_missing_value_text_in_a_numeric_column_reads_as_a_csv_reads_it(encoder, table, text):
+    """pandas' read_csv reads this text as NaN, so a CSV's numeric column embedded as missing values
+    there, while the same text in a DataFrame ("nan" is what `astype(str)` makes of NaN) was refused,
+    or for "nan" and "NaN" raised a bare StopIteration."""
+    missing = encoder.embed(table.assign(x=[0.5, None, 2.0, 3.0]), progress=False)
+    as_text = encoder.embed(table.assign(x=["0.5", text, "2.0", "3.0"]), progress=False)
+    assert torch.equal(as_text, missing)
+
+
+@pytest.mark.parametrize("text", ["1_000", "+nan"])
+def test_text_only_float_reads_is_named(encoder, table, text):
+    """`float` reads this text but `pd.to_numeric` does not: the refusal looked for a value `float`
+    could not read, found none, and raised StopIteration (RuntimeError out of `embed`'s generator)."""
+    with pytest.raises(InputError, match=f"column 'x' is numeric in the fitted schema but holds '{re.escape(text)}' "
+                                         r"\(row 1\)"):
+        encoder.embed(table.assign(x=["0.5", text, "2.0", "3.0"]), progress=False)
