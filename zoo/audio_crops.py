@@ -3,14 +3,18 @@
 A family lists its recordings (`list_audio_files`; a run keeps the files it began with,
 `run_audio_files`), reads them at the model's rate as they are reached (`RecordingFiles`) and
 draws equal-length crops from them (`CropBatches`), which a `zoo.training.Trainer` resumes exactly.
+Per-frame targets too large to hold for a whole corpus (MERT's CQT) are written to one file as they
+are computed (`frame_rows_writer`) and read a crop at a time (`FrameRows`).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import operator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,11 +22,13 @@ import torch.nn.functional as F
 
 from zoo.audio import AUDIO_SUFFIXES, MAX_FRAMES, AudioProcessor, resampled_length
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.io import visible_files
+from zoo.io import atomic_path, visible_files
 from zoo.training import run_input_files
 
 #: batches whose recordings are sorted by length together (see `CropBatches`)
 POOL_BATCHES = 32
+#: rows of a `FrameRows` file its fingerprint reads (evenly spaced, the first and last included)
+FINGERPRINT_ROWS = 256
 
 
 def frame_count(num_samples: int, field: int, hop: int) -> int:
@@ -121,6 +127,146 @@ def sample_counts(recordings: RecordingFiles | Sequence[torch.Tensor]) -> np.nda
     return np.array([wave.numel() for wave in recordings], dtype=np.int64)
 
 
+class FrameRows(Sequence[torch.Tensor]):
+    """Per-recording (T_i, Q) frame targets stored one recording after another as the rows of one
+    .npy file, read from the file when asked for, never held: MERT's CQT targets take 181 MB an
+    hour of audio, 18 GB for a 100-hour corpus. Indexing reads a recording's rows; `rows` reads a
+    crop's. Rows are read with plain file reads, not through a memory map, whose pages would stay
+    in the process's resident memory as a run's crops touch the whole file.
+
+    Args:
+        path: the .npy file (`frame_rows_writer`).
+        frames: T_i of each recording, in the file's order.
+        fingerprint: what `fingerprint()` gave when the file was written (its labels record it), to
+            refuse another file of the same shape; None checks only the shape.
+
+    Raises:
+        CheckpointError: the file is missing, not a .npy of these rows, shorter than its header
+            says (half written or cut), or holds other rows than `fingerprint` recorded.
+    """
+
+    def __init__(self, path: str | Path, frames: Sequence[int], fingerprint: Optional[str] = None) -> None:
+        self.path = Path(path)
+        self.frames = np.asarray(frames, dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.frames)[:-1]]).astype(np.int64)
+        shape, self.dtype, self.data_offset = read_npy_header(self.path)
+        total = int(self.frames.sum())
+        if len(shape) != 2 or shape[0] != total:
+            raise CheckpointError(f"{self.path} holds rows of shape {shape}, its labels record {total} frames of "
+                                  f"{len(self.frames)} recordings; {DELETE_ADVICE}")
+        self.width = int(shape[1])
+        size, expected = self.path.stat().st_size, self.data_offset + shape[0] * self.width * self.dtype.itemsize
+        if size != expected:
+            raise CheckpointError(f"{self.path} holds {size} bytes where its {shape} rows take {expected}: it was cut "
+                                  f"or half written; {DELETE_ADVICE}")
+        if fingerprint is not None and fingerprint != self.fingerprint():
+            raise CheckpointError(f"{self.path} holds other rows than its labels recorded (another run's file?); "
+                                  f"{DELETE_ADVICE}")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """Recording `index`'s (T_i, Q) rows, read whole (an int: a slice would read several)."""
+        index = operator.index(index)
+        return self.rows(index, 0, int(self.frames[index]))
+
+    def rows(self, index: int, first: int, count: int) -> torch.Tensor:
+        """Rows [first, first + count) of recording `index`, (count, Q): all a crop reads."""
+        if not 0 <= first <= first + count <= self.frames[index]:
+            raise IndexError(f"rows [{first}, {first + count}) of recording {index}, which has {self.frames[index]}")
+        offset = self.data_offset + (int(self.starts[index]) + first) * self.width * self.dtype.itemsize
+        values = np.fromfile(self.path, dtype=self.dtype, count=count * self.width, offset=offset)
+        return torch.from_numpy(values.reshape(count, self.width))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the shape and of `FINGERPRINT_ROWS` rows spread over the file: enough to tell
+        another corpus's or run's file, read in a moment however large the file."""
+        total = int(self.frames.sum())
+        digest = hashlib.sha256(repr((total, self.width, self.dtype.str)).encode())
+        for row in np.unique(np.linspace(0, total - 1, min(FINGERPRINT_ROWS, total)).round().astype(np.int64)):
+            offset = self.data_offset + int(row) * self.width * self.dtype.itemsize
+            digest.update(np.fromfile(self.path, dtype=self.dtype, count=self.width, offset=offset).tobytes())
+        return digest.hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """What a labels file keeps to open these rows again (`from_record`): the file's name (beside it), the
+        frames of each recording and the fingerprint."""
+        return {"file": self.path.name, "frames": torch.from_numpy(self.frames), "fingerprint": self.fingerprint()}
+
+    @classmethod
+    def from_record(cls, folder: Path, record: dict[str, Any]) -> "FrameRows":
+        """The rows `record` describes, in `folder` (which may have moved since), checked against it."""
+        path = Path(folder) / record["file"]
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing, though its labels record it; {DELETE_ADVICE}")
+        return cls(path, record["frames"].tolist(), record["fingerprint"])
+
+
+#: how to get past a `FrameRows` file that does not match its labels
+DELETE_ADVICE = ("delete it and the labels.pt beside it (and checkpoint.pt) to compute them again, or use another "
+                 "output folder")
+
+
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, offset of the data) of a C-ordered .npy file; CheckpointError if it is none."""
+    try:
+        with path.open("rb") as file:
+            version = np.lib.format.read_magic(file)
+            if version != (1, 0):
+                raise ValueError(f"version {version}")
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+            offset = file.tell()
+    except (ValueError, OSError) as err:
+        raise CheckpointError(f"{path} is not a .npy file of frame rows ({err}); {DELETE_ADVICE}") from err
+    if fortran_order:
+        raise CheckpointError(f"{path} stores its rows in Fortran order; {DELETE_ADVICE}")
+    return shape, dtype, offset
+
+
+@contextmanager
+def frame_rows_writer(path: str | Path, frames: Sequence[int], width: int,
+                      dtype: torch.dtype) -> Iterator[Callable[[torch.Tensor], None]]:
+    """Write `FrameRows`' file a recording at a time: the block gets `append`, called with each
+    recording's (frames[i], width) rows in order. The file is written beside `path` and takes its
+    name only once every recording's rows are in (`zoo.io.atomic_path`), so no reader sees it half
+    written; memory holds one recording's rows."""
+    expected = [int(count) for count in frames]
+    numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    header = {"descr": np.lib.format.dtype_to_descr(numpy_dtype), "fortran_order": False,
+              "shape": (sum(expected), width)}
+    written = 0
+    with atomic_path(path) as tmp, tmp.open("wb") as file:
+
+        def append(rows: torch.Tensor) -> None:
+            nonlocal written
+            wanted = (expected[written], width) if written < len(expected) else None
+            if tuple(rows.shape) != wanted or rows.dtype != dtype:
+                raise InputError(f"recording {written} gave rows {tuple(rows.shape)} {rows.dtype}; {path} expects "
+                                 f"{'no more' if wanted is None else f'{wanted} {dtype}'}")
+            file.write(rows.contiguous().numpy().tobytes())
+            written += 1
+
+        np.lib.format.write_array_header_1_0(file, header)
+        yield append
+        if written != len(expected):
+            raise InputError(f"rows of {written} recordings were written to {path}, expected {len(expected)}")
+
+
+def frame_counts(sequences: Sequence[torch.Tensor]) -> np.ndarray:
+    """Each sequence's frames (T_i): `FrameRows` knows them without reading its file."""
+    if isinstance(sequences, FrameRows):
+        return sequences.frames
+    return np.array([len(frames) for frames in sequences], dtype=np.int64)
+
+
+def frame_slice(sequences: Sequence[torch.Tensor], index: int, first: int, count: int) -> torch.Tensor:
+    """Frames [first, first + count) of sequence `index`: from `FrameRows`, only those rows are read."""
+    if isinstance(sequences, FrameRows):
+        return sequences.rows(index, first, count)
+    return sequences[index][first : first + count]
+
+
 class CropBatches:
     """Endless batches of equal-length random crops with their frame labels; resumable.
 
@@ -138,7 +284,8 @@ class CropBatches:
 
     `labels` may be None when the objective labels its batches itself (BEATs' tokenizers).
     `extra` holds further per-frame targets, (T, ...) per recording, cropped alike and
-    batched under their own names (MERT's CQT frames).
+    batched under their own names (MERT's CQT frames); `FrameRows` targets are read a crop
+    at a time.
 
     Yields:
         {"input_values": (B, S), "attention_mask": (B, S)[, "labels": (B, T, ...)][, name: (B, T, ...)]}.
@@ -155,12 +302,13 @@ class CropBatches:
             raise ConfigError(f"batch_size={batch_size} and max_frames={max_frames} must be positive")
         self.frames = np.array([frame_count(int(samples), field, hop) for samples in sample_counts(waves)])
         for name, sequences in targets.items():
-            for index, (count, frames) in enumerate(zip(self.frames, sequences)):
-                if count != len(frames):
-                    raise InputError(f"recording {index} has {count} frames but {len(frames)} {name}; make them "
+            for index, (count, frames) in enumerate(zip(self.frames, frame_counts(sequences))):
+                if count != frames:
+                    raise InputError(f"recording {index} has {count} frames but {frames} {name}; make them "
                                      "with the same encoder framing")
         self.waves = waves if isinstance(waves, RecordingFiles) else list(waves)
-        self.targets = {name: list(frames) for name, frames in targets.items()}
+        self.targets = {name: frames if isinstance(frames, FrameRows) else list(frames)
+                        for name, frames in targets.items()}
         self.batch_size, self.max_frames = batch_size, max_frames
         self.field, self.hop = field, hop
         self.seed = seed
@@ -204,7 +352,7 @@ class CropBatches:
             wave = self.waves[item][first * self.hop : first * self.hop + samples]
             waves.append(F.pad(wave, (0, samples - wave.numel())))  # pads only recordings shorter than `field`
             for name, sequences in self.targets.items():
-                targets[name].append(sequences[item][first : first + frames])
+                targets[name].append(frame_slice(sequences, item, first, frames))
         input_values = torch.stack(waves)
         batch = {"input_values": input_values, "attention_mask": torch.ones_like(input_values, dtype=torch.long)}
         return {**batch, **{name: torch.stack(crops) for name, crops in targets.items()}}
