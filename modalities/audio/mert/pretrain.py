@@ -33,8 +33,11 @@ Frame alignment: encoder frame t sees samples [hop t, hop t + field) (320 / 400 
 24 kHz: 75 Hz frames). Log-mel frames use that window; the CQT and chroma, whose
 frames are centred (nnAudio's center=True), are computed on the waveform shifted by
 field / 2, so their frame t is centred where encoder frame t is. Teacher targets are
-computed once per recording and stored in OUTPUT/labels.pt; crops start on frame
-boundaries, so cropping the targets is slicing them.
+computed once per recording: the codes, in the smallest integer type their codebooks fit,
+are stored in OUTPUT/labels.pt and held; the CQT (181 MB an hour of audio in fp16) is
+written to OUTPUT/cqt.npy as each recording's is computed, recorded in labels.pt, and read
+a crop at a time, so that memory does not grow with it. Crops start on frame boundaries,
+so cropping the targets is slicing them.
 
 Shapes: B items, S samples, T frames, D width, C codebooks, K codes per codebook, P
 final_dim, Q CQT bins, M masked frames, F teacher features.
@@ -46,7 +49,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,11 +57,13 @@ from torch import nn
 
 from modalities.audio.mert.model import CQT_OCTAVES, VARIANTS, MertEncoder, MertEncoderConfig, constant_q
 from modalities.speech.hubert.pretrain import (
-    Clusters, cached_labels, check_loss_settings, check_mask_settings, compute_span_mask, encode_masked, encoder_config,
-    equalise_mask_counts, fit_clusters, run_recordings,
+    LABELS_FILE, Clusters, cached_labels, check_loss_settings, check_mask_settings, compute_span_mask, encode_masked,
+    encoder_config, equalise_mask_counts, fit_clusters, run_recordings,
 )
-from zoo.audio_crops import CropBatches, RecordingFiles, frame_count
-from zoo.errors import ConfigError, InputError
+from zoo.audio_crops import (
+    CropBatches, FrameRows, RecordingFiles, frame_count, frame_counts, frame_rows_writer, frame_slice, sample_counts,
+)
+from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.training import (
@@ -76,6 +81,10 @@ ENCODEC_BANDWIDTH = 6.0
 #: floor of the CQT magnitudes before the log of `cqt_target="log"` (-80 dB of a unit magnitude)
 CQT_FLOOR = 1e-4
 CQT_TARGETS = ("magnitude", "log")
+#: the run folder's CQT targets (`FrameRows`), beside labels.pt, which records them
+CQT_FILE = "cqt.npy"
+#: CQT frames `cqt_bin_statistics` reads at a time (a long recording is not read whole)
+STATISTICS_ROWS = 16384
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,10 +169,53 @@ def log_cqt(cqt: torch.Tensor) -> torch.Tensor:
     return cqt.float().clamp(min=CQT_FLOOR).log()
 
 
-def cqt_bin_statistics(cqts: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of each bin of the log CQT over all frames, (Q,) each."""
-    frames = torch.cat([log_cqt(cqt).double() for cqt in cqts])
-    return frames.mean(0).float(), frames.std(0).clamp(min=1e-6).float()
+def cqt_bin_statistics(cqts: Sequence[torch.Tensor], rows: int = STATISTICS_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each bin of the log CQT over all frames, (Q,) each
+    (`cqt_bin_moments` in float32, the deviation at least 1e-6)."""
+    mean, std = cqt_bin_moments(cqts, rows)
+    return mean.float(), std.clamp(min=1e-6).float()
+
+
+def cqt_bin_moments(cqts: Sequence[torch.Tensor], rows: int = STATISTICS_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 mean and (unbiased) standard deviation of each bin of the log CQT over all frames.
+
+    Read `rows` frames at a time (`cqt_row_blocks`), so that a corpus's log CQT is never held
+    (in float64: 725 MB an hour of audio): each block's mean and sum of squared deviations are
+    merged into the running ones (Chan et al.'s pairwise update), which agrees with the mean and
+    std of all frames at once to about 1e-15 relative.
+    """
+    count, mean, squares = 0, None, None
+    for block in cqt_row_blocks(cqts, rows):
+        values = log_cqt(block).double()
+        block_mean = values.mean(0)
+        block_squares = (values - block_mean).pow(2).sum(0)
+        if mean is None:
+            count, mean, squares = len(values), block_mean, block_squares
+            continue
+        total = count + len(values)
+        delta = block_mean - mean
+        mean = mean + delta * (len(values) / total)
+        squares = squares + block_squares + delta.pow(2) * (count * len(values) / total)
+        count = total
+    if mean is None:
+        raise InputError("no CQT frames to take statistics of; pass at least one recording")
+    return mean, (squares / (count - 1)).sqrt()
+
+
+def cqt_row_blocks(cqts: Sequence[torch.Tensor], rows: int = STATISTICS_ROWS) -> Iterator[torch.Tensor]:
+    """The frames of every recording in blocks of at most `rows` (`FrameRows` reads only those)."""
+    for index, frames in enumerate(frame_counts(cqts).tolist()):
+        for first in range(0, frames, rows):
+            yield frame_slice(cqts, index, first, min(rows, frames - first))
+
+
+def code_dtype(codebook_sizes: Sequence[int]) -> torch.dtype:
+    """The smallest integer type that holds every code (uint8 for up to 256 per codebook, int16 for
+    EnCodec's 1024): a corpus's codes held as int64 took 17 MB an hour. The loss takes them as
+    long a batch at a time."""
+    largest = max(codebook_sizes) - 1
+    return next(dtype for dtype in (torch.uint8, torch.int16, torch.int32, torch.int64)
+                if largest <= torch.iinfo(dtype).max)
 
 
 def load_encodec(name_or_path: str):
@@ -301,7 +353,7 @@ class MertPretraining(nn.Module):
         """Loss of one batch of equal-length crops (from `CropBatches`).
 
         Shapes:
-            input_values (B, S), attention_mask (B, S), labels (B, T, C) codes, cqt (B, T, Q).
+            input_values (B, S), attention_mask (B, S), labels (B, T, C) codes (any integer type), cqt (B, T, Q).
         """
         input_values, attention_mask, codes = batch["input_values"], batch["attention_mask"], batch["labels"]
         sample_lengths = attention_mask.sum(-1)
@@ -314,7 +366,7 @@ class MertPretraining(nn.Module):
                                                       self.mask_length, self.min_masks)).to(codes.device)
         features, output = encode_masked(self.encoder, input_values, sample_lengths, mask, self.feature_grad_mult)
         hidden = output.last_hidden_state[mask]
-        code_loss, accuracies = self.code_losses(hidden, codes[mask])
+        code_loss, accuracies = self.code_losses(hidden, codes[mask].long())
         penalty = features.float().pow(2).mean()
         loss = code_loss + self.feature_penalty * penalty
         logs = {"code_loss": code_loss.item(), "accuracy": sum(accuracies) / len(accuracies),
@@ -336,8 +388,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data", required=True,
                       help="folder of music files (wav, flac, mp3, ogg, ...: any rate; recursive)")
     data.add_argument("-o", "--output", required=True,
-                      help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, inputs.json (the files "
-                           "a rerun resumes on), encoder/")
+                      help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt and cqt.npy (the teachers' "
+                           "targets), inputs.json (the files a rerun resumes on), encoder/")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to --data (repeatable)")
     data.add_argument("--max-seconds", type=positive_float, default=5.0,
@@ -385,8 +437,11 @@ def log(message: str) -> None:
     print(f"[mert pretrain] {message}", file=sys.stderr, flush=True)
 
 
-def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence[torch.Tensor]) -> dict[str, Any]:
-    """Both teachers' targets for every recording: codes (T, C) and, unless --no-cqt, CQT (T, Q) in fp16."""
+def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence[torch.Tensor],
+                 cqt_file: Optional[Path] = None) -> dict[str, Any]:
+    """Both teachers' targets for every recording: codes (T, C) in `code_dtype` and, unless --no-cqt,
+    CQT (T, Q) in fp16, written to `cqt_file` as they are computed and read from it (`FrameRows`),
+    or held without one (a few recordings, as `zoo.audio_crops.load_waves` holds their waves)."""
     rate = encoder.processor.sampling_rate
     model = load_encodec(args.encodec) if args.teacher == "encodec" else None
     weights = feature_weights(args.chroma_weight) if model is None else None  # checked before the teachers' pass
@@ -394,7 +449,7 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
         raise ConfigError(f"EnCodec runs at {model.config.sampling_rate} Hz but the encoder at {rate} Hz")
     teacher = f"EnCodec codes ({args.encodec}, {ENCODEC_BANDWIDTH} kbps)" if model is not None else "log-mel + chroma"
     log(f"{teacher}{'' if args.no_cqt else f' and CQT targets ({CQT_BINS} bins)'} of {len(waves)} recordings")
-    acoustic, cqts = teacher_passes(waves, encoder, model, not args.no_cqt)
+    acoustic, cqts = cqt_and_acoustic_passes(waves, encoder, model, not args.no_cqt, cqt_file)
     if model is not None:
         codes, sizes = acoustic, [model.config.codebook_size] * acoustic[0].shape[1]
         source = f"encodec {args.encodec}"
@@ -402,30 +457,69 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
         log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
         quantiser = fit_residual_kmeans(acoustic, args.codebooks, args.clusters, args.kmeans_frames, args.seed,
                                         weights)
-        codes, sizes = [quantiser.codes(f) for f in acoustic], [args.clusters] * args.codebooks
+        sizes = [args.clusters] * args.codebooks
+        codes = [quantiser.codes(f).to(code_dtype(sizes)) for f in acoustic]
         source = f"residual k-means on log-mel + chroma (chroma weight {args.chroma_weight:g})"
     targets: dict[str, Any] = {"labels": codes, "codebook_sizes": sizes, "source": source}
     return targets if cqts is None else {**targets, "cqt": cqts}
 
 
+def cqt_and_acoustic_passes(waves: Sequence[torch.Tensor], encoder: MertEncoder, encodec: Any,
+                            cqt: bool, cqt_file: Optional[Path]) -> tuple[list[torch.Tensor], Optional[Sequence]]:
+    """`teacher_passes` with each recording's CQT written to `cqt_file` as it is computed, then
+    read from it (`FrameRows`), or, without a file, held in a list; (acoustic, None) if not `cqt`."""
+    if not cqt:
+        return teacher_passes(waves, encoder, encodec, None), None
+    if cqt_file is None:
+        held: list[torch.Tensor] = []
+        return teacher_passes(waves, encoder, encodec, held.append), held
+    field, hop = encoder.config.receptive_field, encoder.config.frame_hop
+    frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
+    with frame_rows_writer(cqt_file, frames, CQT_BINS, torch.float16) as append:
+        acoustic = teacher_passes(waves, encoder, encodec, append)
+    return acoustic, FrameRows(cqt_file, frames)
+
+
 def teacher_passes(waves: Sequence[torch.Tensor], encoder: MertEncoder, encodec: Any,
-                   cqt: bool) -> tuple[list[torch.Tensor], Optional[list[torch.Tensor]]]:
-    """Per recording, its EnCodec codes (`encodec`, else its `acoustic_features`) and, if `cqt`, its
-    (T, Q) CQT in fp16, each recording read once: `waves` is `RecordingFiles`, decoded (and
-    resampled) as it is read, and a pass per teacher read the corpus twice."""
+                   keep_cqt: Optional[Callable[[torch.Tensor], None]]) -> list[torch.Tensor]:
+    """Per recording, its EnCodec codes (`encodec`, in `code_dtype`, else its `acoustic_features`),
+    and its (T, Q) CQT in fp16 handed to `keep_cqt` (unless None), each recording read once:
+    `waves` is `RecordingFiles`, decoded (and resampled) as it is read, and a pass per teacher
+    read the corpus twice."""
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     rate = encoder.processor.sampling_rate
     chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE) if encodec is None else None
-    transform = constant_q(rate, hop, CQT_BINS) if cqt else None
-    acoustic, cqts = [], []
+    code_type = code_dtype([encodec.config.codebook_size]) if encodec is not None else None
+    transform = constant_q(rate, hop, CQT_BINS) if keep_cqt is not None else None
+    acoustic = []
     with torch.no_grad():
         for wave in waves:
             frames = frame_count(wave.numel(), field, hop)
             acoustic.append(acoustic_features(wave, rate, field, hop, chroma_cqt) if encodec is None
-                            else encodec_codes(encodec, wave, frames))
+                            else encodec_codes(encodec, wave, frames).to(code_type))
             if transform is not None:
-                cqts.append(centred_cqt(transform, wave, field, frames).half())
-    return acoustic, cqts if transform is not None else None
+                keep_cqt(centred_cqt(transform, wave, field, frames).half())
+    return acoustic
+
+
+def stored_targets(targets: dict[str, Any]) -> dict[str, Any]:
+    """What labels.pt keeps of `make_targets`' targets: their CQT's file by its `FrameRows.record`."""
+    if "cqt" not in targets:
+        return targets
+    return {**targets, "cqt": targets["cqt"].record()}
+
+
+def cqt_rows(folder: Path, targets: dict[str, Any]) -> Optional[FrameRows]:
+    """The CQT targets labels.pt records (None under --no-cqt), checked against it (`FrameRows.from_record`)."""
+    record = targets.get("cqt")
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise CheckpointError(
+            f"{folder / LABELS_FILE} holds its CQT targets itself, as an older zoo wrote them (all held in memory); "
+            f"delete it (and checkpoint.pt) to compute them again into {CQT_FILE}, or use another output folder"
+        )
+    return FrameRows.from_record(folder, record)
 
 
 def teacher_settings(args: argparse.Namespace, encoder: MertEncoder) -> dict[str, Any]:
@@ -452,9 +546,10 @@ def run(args: argparse.Namespace) -> None:
     rate = encoder.processor.sampling_rate
     log(f"{len(files)} recordings in {args.data}, at {rate} Hz")
     waves = RecordingFiles(files, encoder.processor)
-    targets = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_targets(args, encoder, waves),
-                            Path(args.data))
-    extra = {"cqt": targets["cqt"]} if "cqt" in targets else None
+    targets = cached_labels(out, files, teacher_settings(args, encoder),
+                            lambda: stored_targets(make_targets(args, encoder, waves, out / CQT_FILE)), Path(args.data))
+    cqts = cqt_rows(out, targets)
+    extra = {"cqt": cqts} if cqts is not None else None
     max_frames = frame_count(int(args.max_seconds * rate), field, hop)
     batches = CropBatches(waves, targets["labels"], args.batch_size, max_frames, field, hop, args.seed, extra=extra)
     noise = tuple(int(seconds * rate) for seconds in args.noise_seconds)
@@ -463,6 +558,6 @@ def run(args: argparse.Namespace) -> None:
                                 cqt_weight=args.cqt_weight, mixture_prob=args.mixture_prob, noise_length=noise,
                                 feature_grad_mult=args.feature_grad_mult, cqt_target=args.cqt_target)
     if extra is not None and args.cqt_target == "log":
-        objective.fit_cqt_scale(targets["cqt"])
+        objective.fit_cqt_scale(cqts)
     settings = command_settings(args)
     train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "mert pretrain")

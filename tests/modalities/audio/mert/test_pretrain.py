@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -223,7 +224,8 @@ def test_pretrain_loss_falls_and_encoder_loads(music_folder, tmp_path):
     encoder = zoo.load(tmp_path / "run" / "encoder")
     assert type(encoder).__name__ == "MertEncoder" and encoder.processor.sampling_rate == RATE
     targets = torch.load(tmp_path / "run" / "labels.pt", weights_only=True)
-    assert targets["codebook_sizes"] == [8, 8] and targets["cqt"][0].shape[1] == 336
+    assert targets["codebook_sizes"] == [8, 8] and targets["labels"][0].dtype == torch.uint8
+    assert np.load(tmp_path / "run" / "cqt.npy", mmap_mode="r").shape == (int(targets["cqt"]["frames"].sum()), 336)
 
 
 def test_chroma_weight_changes_the_teacher(music_folder, tmp_path, capsys):
@@ -241,6 +243,7 @@ def test_chroma_weight_changes_the_teacher(music_folder, tmp_path, capsys):
 
 def test_log_cqt_loss_falls(music_folder, tmp_path):
     from modalities.audio.mert.pretrain import cqt_bin_statistics
+    from zoo.audio_crops import FrameRows
 
     log = pretrain(music_folder, tmp_path / "run", "--steps", "40", "--lr", "2e-3", "--warmup-steps", "5",
                    "--cqt-target", "log", "--feature-penalty", "0")
@@ -248,15 +251,20 @@ def test_log_cqt_loss_falls(music_folder, tmp_path):
     assert mean_of(log[-10:], "cqt_mse") < 0.8 * mean_of(log[:10], "cqt_mse")
     # the run standardised with the statistics of its own CQT targets
     objective = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["objective"]
-    mean, std = cqt_bin_statistics(torch.load(tmp_path / "run" / "labels.pt", weights_only=True)["cqt"])
+    record = torch.load(tmp_path / "run" / "labels.pt", weights_only=True)["cqt"]
+    mean, std = cqt_bin_statistics(list(FrameRows.from_record(tmp_path / "run", record)))
     assert torch.equal(objective["cqt_mean"], mean) and torch.equal(objective["cqt_std"], std)
 
 
-def test_interrupted_run_resumes_exactly(music_folder, tmp_path, monkeypatch):
-    straight = pretrain(music_folder, tmp_path / "straight", "--steps", "6", "--checkpoint-every", "2")
+@pytest.mark.parametrize("cqt_target", ["magnitude", "log"])
+def test_interrupted_run_resumes_exactly(music_folder, tmp_path, monkeypatch, cqt_target):
+    """The resumed run reads its targets back (codes from labels.pt, CQT crops from cqt.npy)."""
+    options = ["--steps", "6", "--checkpoint-every", "2", "--cqt-target", cqt_target]
+    straight = pretrain(music_folder, tmp_path / "straight", *options)
     with ctrl_c_at_step(monkeypatch, 3):
-        pretrain(music_folder, tmp_path / "resumed", "--steps", "6", "--checkpoint-every", "2", status=130)
-    resumed = pretrain(music_folder, tmp_path / "resumed", "--steps", "6", "--checkpoint-every", "2")
+        pretrain(music_folder, tmp_path / "resumed", *options, status=130)
+    assert (tmp_path / "resumed" / "cqt.npy").read_bytes() == (tmp_path / "straight" / "cqt.npy").read_bytes()
+    resumed = pretrain(music_folder, tmp_path / "resumed", *options)
     losses = [row["loss"] for row in resumed]
     assert losses == [row["loss"] for row in straight]  # noise, masks and crops are drawn again identically
 
@@ -282,3 +290,157 @@ def test_init_goes_on_from_the_embedded_model(music_folder, tmp_path, capsys):
     assert 0 < max(steps) < 0.01  # two AdamW steps of lr 5e-4 from those weights
     assert main([*args, "-o", str(tmp_path / "hubert"), "--init", "hubert-tiny-fsdd"]) == 2
     assert "holds a HubertEncoder, not a MertEncoder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# Targets in bounded memory: CQT in OUT/cqt.npy read a crop at a time, codes in small integers
+
+
+def test_codes_take_the_smallest_integer_type_of_their_codebooks():
+    from modalities.audio.mert.pretrain import code_dtype
+
+    cases = {(8,): torch.uint8, (256, 2): torch.uint8, (257,): torch.int16, (1024,): torch.int16,
+             (32768,): torch.int16, (32769,): torch.int32, (2**31,): torch.int32, (2**31 + 1,): torch.int64}
+    assert {sizes: code_dtype(sizes) for sizes in cases} == cases
+
+
+def test_loss_is_the_same_for_small_integer_codes():
+    """The objective takes its codes as long a batch at a time: int16 and uint8 codes give the loss
+    of int64 ones exactly."""
+    frames = 1 + (RATE - 400) // 320
+    batch = {"input_values": torch.randn(2, RATE) * 0.1, "attention_mask": torch.ones(2, RATE, dtype=torch.long),
+             "labels": torch.randint(0, 8, (2, frames, 2)), "cqt": torch.rand(2, frames, 12)}
+    losses = []
+    for dtype in (torch.int64, torch.int16, torch.uint8):
+        objective = micro_objective()
+        torch.manual_seed(3)
+        output = objective({**batch, "labels": batch["labels"].to(dtype)})
+        losses.append((output.loss.item(), output.logs["accuracy"]))
+    assert losses[1] == losses[0] and losses[2] == losses[0]
+
+
+def test_cqt_statistics_stream_over_blocks():
+    """Per-bin statistics read a block of frames at a time equal those of all frames at once
+    (torch.cat in float64) within 1e-10 (relative to the bin's scale), whatever the block size."""
+    from modalities.audio.mert.pretrain import cqt_bin_moments, cqt_bin_statistics, log_cqt
+
+    generator = torch.Generator().manual_seed(0)
+    loudness = torch.logspace(-3, 0, 12)
+    cqts = [(torch.rand(frames, 12, generator=generator) * loudness).half() for frames in (50, 1, 33, 200)]
+    frames = torch.cat([log_cqt(cqt).double() for cqt in cqts])
+    for rows in (1, 7, 64, 10_000):
+        mean, std = cqt_bin_moments(cqts, rows)
+        assert (mean - frames.mean(0)).abs().max() <= 1e-10 * frames.mean(0).abs().max()
+        assert ((std - frames.std(0)) / frames.std(0)).abs().max() <= 1e-10
+        mean, std = cqt_bin_statistics(cqts, rows)
+        assert torch.equal(mean, frames.mean(0).float()) and torch.equal(std, frames.std(0).float())
+
+
+def test_cqt_file_holds_each_recording_and_batches_crop_it(music_folder, tmp_path):
+    """OUT/cqt.npy holds each recording's fp16 CQT (computed here from the waveform) exactly, and the
+    CQT of every batch is those whole-recording rows cropped as the waveform is, exactly."""
+    from modalities.audio.mert.model import constant_q
+    from modalities.audio.mert.pretrain import CQT_BINS, centred_cqt
+    from zoo.audio_crops import CropBatches, FrameRows, frame_count, load_waves
+
+    pretrain(music_folder, tmp_path / "run", "--steps", "1")
+    targets = torch.load(tmp_path / "run" / "labels.pt", weights_only=True)
+    rows = FrameRows.from_record(tmp_path / "run", targets["cqt"])
+    waves = load_waves(sorted(music_folder.glob("*.flac")), micro_objective().encoder.processor)
+    transform = constant_q(RATE, 320, CQT_BINS)
+    whole = [centred_cqt(transform, wave, 400, frame_count(wave.numel(), 400, 320)).half() for wave in waves]
+    assert len(rows) == len(whole) and all(torch.equal(rows[i], cqt) for i, cqt in enumerate(whole))
+    arguments = (waves, targets["labels"], 4, 50, 400, 320, 0)
+    from_file, held = CropBatches(*arguments, extra={"cqt": rows}), CropBatches(*arguments, extra={"cqt": whole})
+    for index in range(8):
+        batch, expected = from_file.batch(index), held.batch(index)
+        assert batch["cqt"].dtype == torch.float16 and batch["cqt"].shape[1] == 50
+        assert all(torch.equal(batch[key], expected[key]) for key in expected)
+
+
+def test_cqt_rows_read_only_the_rows_asked_for(tmp_path, monkeypatch):
+    """A crop reads its rows from the file, not its recording's (nor the corpus's)."""
+    from zoo.audio_crops import FrameRows, frame_rows_writer
+
+    cqts = [torch.randn(frames, 6).half() for frames in (10, 40, 7)]
+    with frame_rows_writer(tmp_path / "rows.npy", [10, 40, 7], 6, torch.float16) as append:
+        for cqt in cqts:
+            append(cqt)
+    rows = FrameRows(tmp_path / "rows.npy", [10, 40, 7])
+    counts = []
+    real_fromfile = np.fromfile
+    monkeypatch.setattr(np, "fromfile", lambda *args, **kwargs: counts.append(kwargs["count"]) or real_fromfile(
+        *args, **kwargs))
+    assert torch.equal(rows.rows(1, 5, 3), cqts[1][5:8]) and counts == [3 * 6]
+    assert np.array_equal(np.load(tmp_path / "rows.npy"), torch.cat(cqts).numpy())
+    with pytest.raises(IndexError, match="recording 2"):
+        rows.rows(2, 5, 3)
+
+
+def test_cqt_file_is_written_whole_or_not_at_all(tmp_path):
+    from zoo.audio_crops import frame_rows_writer
+
+    with pytest.raises(RuntimeError, match="teacher failed"):
+        with frame_rows_writer(tmp_path / "rows.npy", [3, 4], 6, torch.float16) as append:
+            append(torch.zeros(3, 6, dtype=torch.float16))
+            raise RuntimeError("teacher failed")
+    with pytest.raises(InputError, match=r"expects \(4, 6\)"):
+        with frame_rows_writer(tmp_path / "rows.npy", [3, 4], 6, torch.float16) as append:
+            append(torch.zeros(3, 6, dtype=torch.float16))
+            append(torch.zeros(5, 6, dtype=torch.float16))
+    with pytest.raises(InputError, match="rows of 1 recordings"):
+        with frame_rows_writer(tmp_path / "rows.npy", [3, 4], 6, torch.float16) as append:
+            append(torch.zeros(3, 6, dtype=torch.float16))
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+def cut_file(path):
+    path.write_bytes(path.read_bytes()[:-672])
+
+
+def other_rows(path):
+    data = bytearray(path.read_bytes())
+    data[128:800] = bytes(672)  # the first row, which the fingerprint reads
+    path.write_bytes(bytes(data))
+
+
+def other_run(path):
+    path.unlink()
+    (path.parent.parent / "other" / "cqt.npy").rename(path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (cut_file, "was cut or half written"),
+    (other_rows, "holds other rows than its labels recorded"),
+    (lambda path: path.unlink(), "is missing"),
+    (other_run, r"holds rows of shape \(\d+, 336\), its labels record"),
+])
+def test_a_damaged_or_mismatched_cqt_file_is_refused(music_folder, tmp_path, capsys, damage, message):
+    """A rerun checks cqt.npy against labels.pt, and names the file and the fix when it does not match."""
+    pretrain(music_folder, tmp_path / "run", "--steps", "1")
+    pretrain(music_folder, tmp_path / "other", "--steps", "1", "--exclude", "chord_00.flac")
+    damage(tmp_path / "run" / "cqt.npy")
+    capsys.readouterr()
+    pretrain(music_folder, tmp_path / "run", "--steps", "1", status=2)
+    error = capsys.readouterr().err
+    assert str(tmp_path / "run" / "cqt.npy") in error and re.search(message, error), error
+    assert "delete it and the labels.pt beside it (and checkpoint.pt)" in error
+
+
+def test_labels_of_an_older_zoo_holding_the_cqt_are_refused(music_folder, tmp_path, capsys):
+    """labels.pt as the zoo wrote it before cqt.npy ("cqt": a list of (T, Q) tensors): refused,
+    saying to delete it, rather than loaded whole into memory and trained on."""
+    from zoo.audio_crops import FrameRows
+
+    out = tmp_path / "run"
+    pretrain(music_folder, out, "--steps", "1")
+    targets = torch.load(out / "labels.pt", weights_only=True)
+    old = {**targets, "cqt": list(FrameRows.from_record(out, targets["cqt"])),
+           "labels": [codes.long() for codes in targets["labels"]]}
+    torch.save(old, out / "labels.pt")
+    (out / "cqt.npy").unlink()
+    capsys.readouterr()
+    pretrain(music_folder, out, "--steps", "1", status=2)
+    error = capsys.readouterr().err
+    assert f"{out / 'labels.pt'} holds its CQT targets itself" in error
+    assert "delete it (and checkpoint.pt) to compute them again into cqt.npy" in error
