@@ -183,7 +183,27 @@ def with_degree_features(item: Any, width: int) -> Any:
         raise InputError("graph has no nodes; set data.num_nodes (this encoder computes degree features itself)")
     edge_index = check_edge_index(item, num_nodes, f"data.num_nodes is {num_nodes}",
                                   "set data.num_nodes to the number of nodes")
+    check_counted_from_ids(item, edge_index, num_nodes)
     return Data(x=one_hot_degrees(edge_index, num_nodes, width), edge_index=edge_index)
+
+
+def check_counted_from_ids(item: Any, edge_index: torch.Tensor, num_nodes: int) -> None:
+    """Refuse a graph whose node count PyG guessed from its largest node id (no `x`, no `num_nodes`)
+    while ids below it appear in no edge: raw ids (a user's or a database's, not 0..N-1) made those
+    gaps isolated nodes, which changed every readout and node list without a word, and ids in the
+    millions allocated a one-hot row for each."""
+    if "num_nodes" in item or getattr(item, "x", None) is not None or edge_index.numel() == 0:
+        return
+    if num_nodes != int(edge_index.max()) + 1:
+        return
+    named = int(edge_index.unique().numel())
+    if named < num_nodes:
+        raise InputError(
+            f"graph has no x and no num_nodes, so PyG counts {num_nodes} nodes from its largest node id "
+            f"({num_nodes - 1}), but only {named} ids appear in edge_index: the other {num_nodes - named} would "
+            "be embedded as isolated nodes. Renumber the nodes from 0 (ids, data.edge_index = "
+            "data.edge_index.unique(return_inverse=True)), or set data.num_nodes if those isolated nodes are real"
+        )
 
 
 def graphs_of(batch: Any) -> list[Any]:

@@ -69,3 +69,23 @@ def test_imdb_loader_and_processor_agree_on_the_recipe_width(name, width):
     processor = GraphProcessor.from_dict({**recipe["preprocessing"], "in_dim": width})
     assert all(torch.equal(processor.prepare(Data(edge_index=g.edge_index, num_nodes=g.num_nodes)).x, g.x)
                for g in graphs[:200])
+
+
+def test_a_node_count_guessed_from_raw_ids_is_refused():
+    """Without x or num_nodes, PyG counts max id + 1 nodes: ids from 1000 up embedded 1000 phantom
+    isolated nodes into the readout (off by 0.057 from the renumbered graph's, whose values reach 0.29),
+    and ids from 1e12 up raised PyG's "'coalesce' will result in an overflow"."""
+    torch.manual_seed(0)
+    encoder = GraphMAEEncoder(GraphMAEConfig(in_dim=4, num_hidden=8, num_layers=2, encoder_type="gin",
+                                             norm="batchnorm", pooling="mean"),
+                              GraphProcessor(in_dim=4, node_features="degree")).eval()
+    renumbered = encoder.embed(Data(edge_index=STAR, num_nodes=5), progress=False)
+    with pytest.raises(InputError, match=r"PyG counts 1005 nodes from its largest node id \(1004\), but only 5 ids "
+                                         r"appear in edge_index: the other 1000 .* Renumber the nodes from 0"):
+        encoder.embed(Data(edge_index=STAR + 1000), progress=False)
+    with pytest.raises(InputError, match=r"PyG counts 1000000000005 nodes .* only 5 ids appear"):
+        encoder.embed(Data(edge_index=STAR + 10**12), progress=False)
+    ids, edge_index = (STAR + 1000).unique(return_inverse=True)
+    assert torch.equal(encoder.embed(Data(edge_index=edge_index), progress=False), renumbered)
+    with_isolated = Data(edge_index=torch.tensor([[0, 2], [2, 0]]), num_nodes=3)  # node 1: isolated, and said so
+    assert encoder.embed(with_isolated, pool="none", progress=False).shape == (3, 8)
