@@ -5,7 +5,8 @@ needs: numeric columns their training minimum and maximum (T-JEPA scales each nu
 feature to [0, 1] with a min-max scaler) and the training mean that stands in for a
 missing value; categorical columns their vocabulary. Index 0 of every vocabulary is the
 unknown bucket: missing values and categories never seen in training both land there,
-so a row with a new category still embeds. The fitted state is written to
+so a row with a new category still embeds. A date or duration column is refused at fit time
+(`check_not_dates`): leave it out or convert it. The fitted state is written to
 `preprocessor_config.json` and restored by `from_pretrained`.
 
 At embed time columns are matched by name (any order); the target and the columns left
@@ -42,6 +43,8 @@ MAX_SCALED = 1e12
 #: what `pd.api.types.infer_dtype` calls an object column of numbers (`astype(object)`, mixed
 #: sources, a Parquet decimal column), numeric as a float column is; text ("39") and bools stay categorical
 NUMBER_OBJECTS = ("integer", "floating", "mixed-integer-float", "decimal")
+#: what `pd.api.types.infer_dtype` calls an object column of timestamps or durations (`check_not_dates`)
+MOMENTS = ("datetime64", "datetime", "timedelta64", "timedelta")
 #: a checkpoint folder without preprocessor_config.json gives an encoder an empty schema, so say so here
 NOT_FITTED = ("this table processor is not fitted (it holds no column schema); if it came with a checkpoint, the "
               "checkpoint folder lacks preprocessor_config.json, the schema fitted on the pretraining table that a "
@@ -222,6 +225,7 @@ def check_unique(names: list[Any], features: list[str]) -> None:
 
 def fit_column(name: str, values: pd.Series, categorical: bool) -> dict[str, Any]:
     """One column's schema entry: numeric statistics or the sorted vocabulary."""
+    check_not_dates(name, values)
     numeric = ((pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values))
                or pd.api.types.infer_dtype(values, skipna=True) in NUMBER_OBJECTS)
     if numeric and not categorical:
@@ -234,6 +238,17 @@ def fit_column(name: str, values: pd.Series, categorical: bool) -> dict[str, Any
                 "fill": float(present.mean())}
     categories = sorted(set(category_keys(values).dropna()))
     return {"name": name, "kind": "categorical", "categories": categories}
+
+
+def check_not_dates(name: str, values: pd.Series) -> None:
+    """Refuse a date or duration column at fit time: as categories every timestamp is its own, and
+    their text ("2020-01-01 00:00:00") is not the one the same table's CSV holds ("2020-01-01"),
+    so that CSV's rows all embedded as unknown; as numbers they would be nanosecond counts."""
+    if values.dtype.kind in "mM" or pd.api.types.infer_dtype(values, skipna=True) in MOMENTS:
+        raise InputError(f"column {name!r} holds dates or durations ({values.dtype}); leave it out "
+                         f"(TableProcessor.fit(..., ignore=[{name!r}]); zoo pretrain tjepa --ignore {name}) or "
+                         f"convert it first: table[{name!r}].dt.year (or .dt.days for durations) for a number, "
+                         f"table[{name!r}].dt.strftime('%Y-%m') for categories")
 
 
 def category_key(value: Any) -> Optional[str]:

@@ -279,3 +279,19 @@ def test_semicolon_and_tab_separated_files_are_read_by_their_separator(frame, tm
     frame.to_csv(tmp_path / name, index=False, sep=separator)
     from_file = processor(str(tmp_path / name))
     assert all(torch.equal(from_file[key], processor.transform(frame)[key]) for key in from_file)
+
+
+@pytest.mark.parametrize("moments", [pd.to_datetime(["2020-01-01", "2020-03-01", None, "2021-01-01"]),
+                                     pd.to_timedelta([1, 2, None, 3], unit="D")])
+def test_a_date_column_is_refused_at_fit_time_with_the_fix(frame, moments, tmp_path):
+    """Was fitted as a vocabulary of every timestamp's text ("2020-01-01 00:00:00"), which the same
+    table read from its CSV ("2020-01-01") never matched: all its rows embedded as unknown."""
+    dated = frame.assign(when=moments)
+    with pytest.raises(InputError, match=r"column 'when' holds dates or durations \((datetime|timedelta)64.*\); "
+                                         r"leave it out \(TableProcessor.fit\(..., ignore=\['when'\]\).*"
+                                         r"\.dt\.year"):
+        TableProcessor.fit(dated, target="label")
+    processor = TableProcessor.fit(dated, target="label", ignore=["when"])
+    dated.to_csv(tmp_path / "dated.csv", index=False)
+    from_csv, from_frame = processor(tmp_path / "dated.csv"), processor(dated)
+    assert all(torch.equal(from_csv[key], from_frame[key]) for key in from_frame)
