@@ -263,3 +263,54 @@ def test_hub_failures_are_zoo_errors_that_say_what_to_do(hub_calls, micro_hubert
     with pytest.raises(ZooError) as raised:
         publish(folder, "me/enc")
     assert re.match(expected, f"{type(raised.value).__name__}: {raised.value}"), str(raised.value)
+
+
+def card_metadata(folder: Path) -> tuple:
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(folder / "README.md").data
+    return data.base_model, data.license
+
+
+def test_a_loaded_checkpoint_saved_again_keeps_its_base_model_and_licence(tmp_path):
+    """`zoo.load(name).save_pretrained(dir)` wrote a default card without a licence, so a pushed
+    copy or fine-tune of hubert-tiny-fsdd (cc-by-sa-4.0, ShareAlike) showed none on the Hub."""
+    encoder = zoo.load("hubert-tiny-fsdd")
+    encoder.save_pretrained(tmp_path / "enc")
+    assert card_metadata(tmp_path / "enc") == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
+    zoo.load(tmp_path / "enc").save_pretrained(tmp_path / "again")  # a local copy keeps the lineage
+    assert card_metadata(tmp_path / "again") == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
+    zoo.for_classification(encoder, num_labels=2).save_pretrained(tmp_path / "clf")
+    assert card_metadata(tmp_path / "clf") == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
+    zoo.load("hubert-tiny-fsdd", pretrained=False).save_pretrained(tmp_path / "random")  # none of its weights
+    assert card_metadata(tmp_path / "random") == (None, None)
+
+
+def test_a_hub_repo_saved_again_keeps_its_cards_licence(offline_cache, micro_hubert, tmp_path):
+    """A repo id loaded through the HF cache is the base model, with the licence its card states."""
+    micro_hubert.save_pretrained(tmp_path / "repo", model_card="---\nlicense: apache-2.0\n---\n\n# micro\n")
+    put_in_hf_cache(offline_cache, "test-org/micro", tmp_path / "repo", commit="d" * 40)
+    zoo.load("test-org/micro", cache_dir=offline_cache).save_pretrained(tmp_path / "copy")
+    assert card_metadata(tmp_path / "copy") == ("test-org/micro", "apache-2.0")
+
+
+def test_a_loaded_checkpoint_pushed_to_its_own_repo_is_not_its_own_base(hub_calls, tmp_path):
+    from huggingface_hub import ModelCard
+
+    encoder = zoo.load("hubert-tiny-fsdd")
+    for repo_id, base in [("ssl-zoo/hubert-tiny-fsdd", None), ("me/enc", "ssl-zoo/hubert-tiny-fsdd")]:
+        encoder.push_to_hub(repo_id)
+        data = ModelCard(hub_calls[-1][2]["README.md"].decode()).data
+        assert (data.base_model, data.license) == (base, "cc-by-sa-4.0")
+
+
+def test_a_folder_of_another_format_is_published_with_its_cards_licence(hub_calls, tmp_path):
+    """A transformers folder is sent saved anew under a default card, which dropped the licence its own card states."""
+    folder = tmp_path / "hf"
+    transformers_hubert(0, folder)
+    (folder / "README.md").write_text("---\nlicense: mit\nbase_model: facebook/hubert-base-ls960\n---\n\n# hf\n")
+    publish(folder, "me/enc")
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(hub_calls[-1][2]["README.md"].decode()).data
+    assert (data.base_model, data.license) == ("facebook/hubert-base-ls960", "mit")

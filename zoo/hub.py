@@ -74,6 +74,7 @@ def load(
     if revision is not None and not_on_hub:
         raise ConfigError(f"{str(name_or_path)!r} is not read from a Hub repo, so it has no revisions; "
                           f"drop revision={revision!r}{shadowing(path, entry)}")
+    folder = None
     if path.is_dir():
         with naming_shadow(path, entry):
             folder = checkpoint_in(path)
@@ -81,7 +82,8 @@ def load(
     elif entry is not None and not pretrained and not entry.embedded:
         model = entry_encoder(entry, revision, cache_dir, local_files_only)
     elif entry is not None:
-        model = load_folder(entry_folder(entry, revision, cache_dir, local_files_only), entry, pretrained)
+        folder = entry_folder(entry, revision, cache_dir, local_files_only)
+        model = load_folder(folder, entry, pretrained)
     elif is_repo_id(name_or_path):
         try:
             folder = download_repo(name_or_path, revision or "main", cache_dir, local_files_only, pretrained)
@@ -99,6 +101,10 @@ def load(
     else:
         registry.get_entry(str(name_or_path))  # raises with suggestions
     model.eval()
+    if pretrained:
+        from zoo.run_cards import base_model_of
+
+        model.origin = base_model_of(str(name_or_path), folder)
     return model_to(model, device, dtype) if (device or dtype) else model
 
 
@@ -603,6 +609,20 @@ def default_card(model: Any) -> str:
     )
 
 
+def origin_card(model: Any, repo_id: Optional[str] = None) -> str:
+    """The default card of `model`, with the Hub repo and licence of the weights `zoo.load` gave
+    it (or its encoder) in the metadata: a loaded checkpoint saved or pushed again, fine-tuned or
+    not, keeps its base model and its licence's terms (MERT's cc-by-nc-4.0), which a card without
+    them would drop from the Hub's page. A repo pushed again to itself (`repo_id`) is not its own base."""
+    from zoo.run_cards import with_origin
+
+    origin = getattr(model, "origin", None) or getattr(getattr(model, "encoder", None), "origin", None)
+    if origin is None:
+        return default_card(model)
+    base, licence = origin
+    return with_origin(default_card(model), (None if base == repo_id else base, licence))
+
+
 def describe_head(head: dict[str, Any], encoder: str, token: str = "token") -> str:
     """A head in words, e.g. "A classification head over 10 labels (zero, one, ...) on the mean
     of the tokens of the last layer of ENCODER; training it updates the head and the encoder"."""
@@ -634,7 +654,7 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None
         state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         model.processor.save(tmp)
-        (tmp / CARD_FILE).write_text(model_card or default_card(model))
+        (tmp / CARD_FILE).write_text(model_card or origin_card(model))
         for name, source in extra_files.items():
             shutil.copyfile(source, tmp / name)
     return folder
@@ -663,5 +683,5 @@ def push_folder(model: Any, repo_id: str, model_card: Optional[str] = None, priv
     from zoo.publishing import publish
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_folder(model, Path(tmp) / "checkpoint", model_card=model_card)
+        folder = save_folder(model, Path(tmp) / "checkpoint", model_card=model_card or origin_card(model, repo_id))
         return publish(folder, repo_id, private=private, revision=revision, commit_message=commit_message)

@@ -20,10 +20,11 @@ from zoo import registry
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError
 from zoo.hub import (
-    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, checkpoint_in, default_card, entry_folder, is_offline, load_folder,
-    model_card_text, save_folder,
+    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, checkpoint_in, entry_folder, is_offline, load_folder, model_card_text,
+    origin_card, save_folder,
 )
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
+from zoo.run_cards import base_model_of
 
 #: the files of a zoo checkpoint that are always sent (the card is sent from `Publication.card`)
 CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, PROCESSOR_FILE)
@@ -106,8 +107,9 @@ def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[str
     check_repo_id(repo_id)
     folder = folder or source_folder(source, entry)
     model = load_folder(folder, entry)
+    model.origin = base_model_of(str(source), folder)
     as_is, origin = in_zoo_format(folder), str(folder)
-    card, card_source = choose_card(folder if as_is else None, entry, model, model_card)
+    card, card_source = choose_card(folder if as_is else None, entry, model, model_card, repo_id)
     if not as_is:
         origin += " (saved anew in the zoo's format: config.json, model.safetensors)"
         staging = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "checkpoint"
@@ -155,10 +157,11 @@ def in_zoo_format(folder: Path) -> bool:
 
 
 def choose_card(folder: Optional[Path], entry: Optional[registry.ModelEntry], model: Any,
-                model_card: Optional[str]) -> tuple[str, str]:
+                model_card: Optional[str], repo_id: Optional[str] = None) -> tuple[str, str]:
     """The card to send and where it came from: the one given, the folder's (None: a folder of
     another format, whose card describes that format), the zoo name's, or a default card
-    describing the model. Its YAML metadata must parse, or the Hub refuses the commit."""
+    describing the model, with the base model and licence of where it came from (`origin_card`).
+    Its YAML metadata must parse, or the Hub refuses the commit."""
     from huggingface_hub import ModelCard
 
     if model_card is not None:
@@ -168,7 +171,7 @@ def choose_card(folder: Optional[Path], entry: Optional[registry.ModelEntry], mo
     elif entry is not None and (shipped := model_card_text(entry.name)) is not None:
         card, card_source = shipped, f"model_cards/{entry.name}.md"
     else:
-        card, card_source = default_card(model), "a default card describing the model"
+        card, card_source = origin_card(model, repo_id), "a default card describing the model"
     try:
         ModelCard(card, ignore_metadata_errors=False)
     except Exception as err:  # yaml raises several parser error types

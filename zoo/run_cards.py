@@ -107,9 +107,14 @@ def with_base_model(card: str, name: str) -> str:
     """The card of a model trained from the weights of `name` with `base_model` (its Hub repo)
     and the base's licence in its metadata, as transformers' Trainer writes them: weights trained
     from others carry their licence's terms (cc-by-sa's ShareAlike, cc-by-nc's NonCommercial)."""
+    return with_origin(card, base_model_of(name))
+
+
+def with_origin(card: str, origin: tuple[Optional[str], Optional[str]]) -> str:
+    """The card with `origin`, (Hub repo, licence) of the weights it came from, in its metadata."""
     from huggingface_hub import ModelCard
 
-    base, licence = base_model_of(name)
+    base, licence = origin
     parsed = ModelCard(card)
     if base is not None:
         parsed.data.base_model = base
@@ -118,23 +123,36 @@ def with_base_model(card: str, name: str) -> str:
     return str(parsed)
 
 
-def base_model_of(name: str) -> tuple[Optional[str], Optional[str]]:
+def base_model_of(name: str, folder: Optional[Path] = None) -> tuple[Optional[str], Optional[str]]:
     """(Hub repo, licence) of the checkpoint `name`, where known: a zoo name's hub_config tells
-    both (a licence only where it is an identifier, not a note), a local folder's card (a run
-    folder's encoder/ card) its licence, and a Hub repo id is its own repo."""
-    from huggingface_hub import ModelCard
-
+    both (a licence only where it is an identifier, not a note); a local folder's card (a run
+    folder's encoder/ card) tells both as its metadata says them; a Hub repo id is its own repo,
+    with the licence of its card where `folder`, the repo's downloaded files, holds one."""
     from zoo import registry
-    from zoo.hub import CARD_FILE, is_repo_id
+    from zoo.hub import is_repo_id
 
     entry = registry.find(name)
     if entry is not None:
         return entry.repo_id, entry.license if LICENCE_ID.fullmatch(entry.license) else None
-    folder = Path(name)
-    if folder.exists():  # "runs/x" is spelt as a repo id too
-        cards = [card for card in (folder / CARD_FILE, folder / "encoder" / CARD_FILE) if card.is_file()]
-        return None, ModelCard.load(cards[0], ignore_metadata_errors=True).data.license if cards else None
-    return (name, None) if is_repo_id(name) else (None, None)
+    if Path(name).exists():  # "runs/x" is spelt as a repo id too
+        return card_origin(Path(name))
+    if is_repo_id(name):
+        return name, card_origin(folder)[1] if folder is not None else None
+    return None, None
+
+
+def card_origin(folder: Path) -> tuple[Optional[str], Optional[str]]:
+    """(base_model, license) of the card in `folder` or its run folder's encoder/, None where unsaid."""
+    from huggingface_hub import ModelCard
+
+    from zoo.hub import CARD_FILE
+
+    cards = [card for card in (folder / CARD_FILE, folder / "encoder" / CARD_FILE) if card.is_file()]
+    if not cards:
+        return None, None
+    data = ModelCard.load(cards[0], ignore_metadata_errors=True).data
+    base = data.base_model if isinstance(data.base_model, str) else None
+    return base, data.license
 
 
 #: a licence identifier as the Hub takes it ("mit", "cc-by-sa-4.0"), not "unknown" or a sentence
