@@ -76,8 +76,17 @@ def protocol_inputs(protocol: str, splits: TableSplits, encoder: Any = None,
     if protocol in ENCODER_PROTOCOLS:
         frames = (frame.drop(columns=[splits.target]) for frame in (splits.train, splits.test))
         return standardise(*(encoder_tokens(encoder, frame, device) for frame in frames))
-    processor = TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
+    processor = raw_processor(splits, encoder)
     return raw_features(processor, splits.train), raw_features(processor, splits.test)
+
+
+def raw_processor(splits: TableSplits, encoder: Any = None) -> TableProcessor:
+    """The baselines' schema, fitted on the training split without the columns the encoder's own
+    schema leaves out (ids, timestamps: `zoo pretrain tjepa --ignore`), so that a baseline reads the
+    columns the encoder reads: it read an ignored id as a feature, and refused an ignored date column."""
+    ignored = getattr(getattr(encoder, "processor", None), "ignored", None) or []
+    present = [name for name in ignored if name in splits.train.columns and name != splits.target]
+    return TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical, ignore=present)
 
 
 def run_protocol(protocol: str, splits: TableSplits, seed: int, train_inputs: torch.Tensor,

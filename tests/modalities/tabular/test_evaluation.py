@@ -71,3 +71,27 @@ def test_a_table_of_three_classes_is_probed_by_every_protocol(tmp_path):
     for protocol in ("mlp-raw", "resnet-raw"):
         report = probe_table(None, str(tmp_path / "ages.csv"), "age", protocol=protocol)
         assert report["task"] == "multiclass" and 1 / 3 < report["mean"] <= 1, (protocol, report)
+
+
+def test_raw_baselines_read_the_columns_the_encoder_reads():
+    """The baselines' schema was fitted on every column but the target: an id and a date the
+    encoder was pretrained without (--ignore) became 14 of the 19 raw features here, one-hot
+    categories of every row's value (and a date column is now refused at fit time)."""
+    import pandas as pd
+    import torch
+
+    from modalities.tabular.datasets import TableSplits
+    from modalities.tabular.evaluation import protocol_inputs
+    from modalities.tabular.processing import TableProcessor
+
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], "colour": list("rgbrgb"),
+                          "id": [f"row{i}" for i in range(6)], "when": pd.date_range("2024-01-01", periods=6),
+                          "label": [0, 1, 0, 1, 0, 1]})
+    splits = TableSplits("mine", frame, frame.iloc[:2], "label", "binary")
+    processor = TableProcessor.fit(frame, target="label", ignore=["id", "when"])
+    encoder = type("Encoder", (), {"processor": processor})()
+    train, test = protocol_inputs("mlp-raw", splits, encoder)
+    assert train.shape == (6, 1 + 4) and test.shape == (2, 1 + 4)  # x, then colour's 3 categories + unknown
+    expected = torch.cat([processor.transform(frame)["numeric"],
+                          torch.nn.functional.one_hot(processor.transform(frame)["categorical"][:, 0], 4).float()], 1)
+    assert torch.equal(train, expected)
