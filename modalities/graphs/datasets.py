@@ -33,7 +33,12 @@ def cache_root() -> Path:
 
 
 def working_root(data_root: Optional[str | Path], folder: str) -> Path:
-    """A writable root holding a copy of `data_root/folder/raw` (PyG then processes it there)."""
+    """A writable root holding a copy of `data_root/folder/raw` (PyG then processes it there).
+
+    The copy is made file by file, each written whole under a temporary name and renamed, so
+    that runs started together (one per seed) never read a half-written file, and a file the
+    copy lacks is copied again: PyG makes `raw/` before it downloads, so a run without --data
+    that failed offline left an empty `raw/` that stood for the copy until it was deleted."""
     target = cache_root()
     if data_root is None:
         return target
@@ -41,19 +46,23 @@ def working_root(data_root: Optional[str | Path], folder: str) -> Path:
     if not source.is_dir():
         raise InputError(f"{source} does not exist; --data must hold {folder}/raw/ as PyG lays it out")
     copy = target / folder / "raw"
-    if not copy.is_dir():
-        # a staging folder of its own, so that runs started together (one per seed) do not
-        # copy into each other's; the first rename wins and the others drop their copy
-        (target / folder).mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".raw-partial-", dir=target / folder))
-        shutil.copytree(source, staging, dirs_exist_ok=True)
-        try:
-            staging.rename(copy)
-        except OSError:
-            if not copy.is_dir():
-                raise
-            shutil.rmtree(staging, ignore_errors=True)
+    for file in sorted(path for path in source.rglob("*") if path.is_file()):
+        copied = copy / file.relative_to(source)
+        if not (copied.is_file() and copied.stat().st_size == file.stat().st_size):
+            copy_whole(file, copied)
     return target
+
+
+def copy_whole(source: Path, target: Path) -> None:
+    """Copy `source` to `target` through a temporary file in the same folder and a rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.partial-", dir=target.parent)
+    os.close(handle)
+    try:
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    finally:
+        Path(partial).unlink(missing_ok=True)
 
 
 def load_planetoid(name: str, data_root: Optional[str | Path]) -> Any:

@@ -47,3 +47,14 @@ def test_zoo_embed_writes_a_named_datasets_nodes_or_graphs(tmp_path, capsys):
     assert "pass INPUTS or --dataset, not both" in capsys.readouterr().err
     assert main(["embed", "hubert-tiny-fsdd", "--dataset", "cora", "-o", str(tmp_path / "x.npy")]) == 2
     assert "graph and table datasets; speech encoders read files: pass them as INPUTS" in capsys.readouterr().err
+
+
+def test_an_empty_raw_folder_left_by_a_failed_download_is_filled_from_data(tmp_path, monkeypatch):
+    """PyG makes raw/ before it downloads: `--dataset cora` without --data, offline, left an empty
+    Cora/raw in the cache, and every later run with --data found that folder, copied nothing and
+    failed offline again with "pass --data ROOT", which it had been given."""
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "Cora" / "raw").mkdir(parents=True)
+    (tmp_path / "cache" / "Cora" / "raw" / "ind.cora.x").write_bytes(b"cut")  # a partial file is copied again
+    cora = load_dataset("cora", shared_path("data", "planetoid"))
+    assert (cora.num_nodes, cora.num_edges, int(cora.train_mask.sum())) == (2708, 10556, 140)
