@@ -9,6 +9,7 @@ checkout's zoo (e.g. a `git worktree` of an older commit) with this interpreter,
 before and after on one machine:
 
     python benchmarks/bench_pretrain_memory.py --files 120 --minutes 1 --steps 10 --recipes hubert
+    python benchmarks/bench_pretrain_memory.py --files 60 --minutes 1 --recipes mert --options="--cqt-target log"
     python benchmarks/bench_pretrain_memory.py --files 4 --minutes 0.1 --steps 2 --batch-size 2   # smoke test
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -48,7 +50,7 @@ def run_pretrain(recipe: str, data: Path, out: Path, args: argparse.Namespace) -
     """Peak RSS (MB), wall seconds and steps/s of one `zoo pretrain RECIPE` process."""
     command = [sys.executable, "-c", CLI, "pretrain", recipe, "--data", str(data), "-o", str(out), "--steps",
                str(args.steps), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
-               "--no-progress", *RECIPE_OPTIONS[recipe]]
+               "--no-progress", *RECIPE_OPTIONS[recipe], *shlex.split(args.options)]
     errors_file = out.with_suffix(".stderr")
     start = time.perf_counter()
     with errors_file.open("w") as errors_out:  # a file, not a pipe: a full pipe would stall the run
@@ -75,6 +77,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--code", type=Path, default=REPO, help="checkout whose zoo runs (default: this one)")
+    parser.add_argument("--options", default="",
+                        help="further options of every recipe's command, e.g. --options='--cqt-target log' for mert")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as folder:
@@ -85,7 +89,7 @@ def main() -> None:
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
     print(json.dumps({"machine": machine_info(args.threads), "steps": args.steps, "batch_size": args.batch_size,
-                      "rows": rows}, indent=2))
+                      "options": args.options, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
