@@ -94,3 +94,34 @@ def test_embed_prepares_a_group_of_windows_not_of_recordings(monkeypatch):
     groups = [len(group) for _, group in encoder.prepared_groups(recordings, sampling_rate=16000)]
     assert groups == [2, 2, 1]
     assert (encoder.embed(recordings, sampling_rate=16000, progress=False) - one_group).abs().max() <= 1e-6
+
+
+SPAN_CASES = [(44100, 16000), (8000, 16000), (22050, 24000), (48000, 16000), (16000, 16000), (24000, 24000)]
+
+
+@pytest.mark.parametrize("rate,target", SPAN_CASES, ids=[f"{rate}-{target}" for rate, target in SPAN_CASES])
+@pytest.mark.parametrize("subtype,suffix", [("PCM_16", "wav"), ("FLOAT", "wav"), ("PCM_24", "flac")])
+def test_a_span_is_decoded_as_the_whole_file_decodes_it(tmp_path, rate, target, subtype, suffix):
+    """`decode_span` reads a crop's frames and the kernel's reach, not the recording: its samples are
+    the whole decoding's (equal at the model's rate, within BLOCK_TOLERANCE when resampled), at the
+    start, in the middle and at the end of the file."""
+    samples = np.random.default_rng(1).uniform(-0.5, 0.5, (3 * rate + 17, 2)).astype(np.float32)
+    path = tmp_path / f"a.{suffix}"
+    soundfile.write(path, samples, rate, subtype=subtype)
+    whole = zoo.audio.decode_audio(str(path), "a", target)
+    for first, count in [(0, 5000), (1, 333), (target + 7, 20_000), (whole.numel() - 4000, 4000), (12_345, 1)]:
+        span, length = zoo.audio.decode_span(path, target, first, count)
+        expected = whole[first : first + count]
+        assert length == whole.numel()
+        assert span.shape == expected.shape
+        if rate == target:
+            assert torch.equal(span, expected)
+        else:
+            assert (span - expected).abs().max() <= BLOCK_TOLERANCE
+
+
+def test_a_span_of_a_lossy_file_is_refused(tmp_path):
+    """Ogg Vorbis and MP3 decoders restart at a page or frame: their crops are decoded whole."""
+    soundfile.write(tmp_path / "a.ogg", np.zeros(16000, np.float32), 16000, format="OGG", subtype="VORBIS")
+    with pytest.raises(zoo.errors.ConfigError, match="OGG, whose seeking is not exact"):
+        zoo.audio.decode_span(tmp_path / "a.ogg", 16000, 0, 100)

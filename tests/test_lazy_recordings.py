@@ -28,6 +28,8 @@ FORMATS = [("WAV", "PCM_16", ".wav"), ("WAV", "FLOAT", ".wav"), ("WAVEX", "PCM_2
            ("FLAC", "PCM_16", ".flac"), ("AIFF", "PCM_16", ".aiff"), ("AU", "PCM_16", ".au"),
            ("CAF", "PCM_16", ".caf"), ("W64", "PCM_16", ".w64"), ("RF64", "PCM_16", ".rf64"),
            ("OGG", "VORBIS", ".ogg"), ("OGG", "OPUS", ".opus")]
+#: crops decoded alone and resampled against the whole decoding's (tests/test_audio_blocks.py's BLOCK_TOLERANCE)
+SPAN_TOLERANCE = 5e-7
 PROCESSORS = [AudioProcessor(sampling_rate=16000, min_samples=400),
               AudioProcessor(sampling_rate=24000, min_samples=400, do_normalize=True)]
 
@@ -113,22 +115,27 @@ def corpus(folder: Path, count: int = 14) -> list[Path]:
     return [write(folder / f"{index:02d}.wav", int(frames), 8000, seed=index) for index, frames in enumerate(lengths)]
 
 
-def test_crops_of_recording_files_are_those_of_the_waveforms_held(tmp_path, monkeypatch):
-    """Same inputs and labels for 12 batches (over two epochs), and a batch decodes only its own
-    recordings; none is decoded to lay the batches out."""
-    files, processor = corpus(tmp_path), AudioProcessor(sampling_rate=16000, min_samples=400)
+@pytest.mark.parametrize("processor", PROCESSORS, ids=["16k", "24k-normalized"])
+def test_crops_of_recording_files_are_those_of_the_waveforms_held(tmp_path, monkeypatch, processor):
+    """Same inputs and labels for 12 batches (over two epochs; 8 kHz files resampled, so within
+    SPAN_TOLERANCE). None is decoded whole to lay the batches out, and a crop decodes its own
+    samples only (`decode_span`), but for a recording too short to crop alone (padded to
+    min_samples: at 16 kHz, not at 24 kHz)."""
+    files = corpus(tmp_path)
     waves = load_waves(files, processor)
-    labels = [torch.arange(frame_count(wave.numel(), 400, 320)) for wave in waves]
-    held = CropBatches(waves, labels, batch_size=4, max_frames=20, field=400, hop=320, seed=3)
+    field, hop = 400, processor.sampling_rate // 50
+    labels = [torch.arange(frame_count(wave.numel(), field, hop)) for wave in waves]
+    held = CropBatches(waves, labels, batch_size=4, max_frames=20, field=field, hop=hop, seed=3)
     decoded = Decodes(processor, monkeypatch)
-    lazy = CropBatches(RecordingFiles(files, processor), labels, batch_size=4, max_frames=20, field=400, hop=320,
-                       seed=3)
-    assert decoded == []
+    recordings = RecordingFiles(files, processor)
+    lazy = CropBatches(recordings, labels, batch_size=4, max_frames=20, field=field, hop=hop, seed=3)
+    too_short = {path for path in files if soundfile.info(str(path)).frames * processor.sampling_rate // 8000 < 400}
+    assert decoded == [] and recordings.spanned.tolist() == [path not in too_short for path in files]
     for index in range(12):
         expected, got = held.batch(index), lazy.batch(index)
-        assert expected.keys() == got.keys()
-        assert all(torch.equal(expected[key], got[key]) for key in expected), index
-        assert len(decoded) == 4 * (index + 1) and decoded.most_alive <= 4
+        assert expected.keys() == got.keys() and torch.equal(expected["labels"], got["labels"])
+        assert (expected["input_values"] - got["input_values"]).abs().max() <= SPAN_TOLERANCE, index
+    assert set(decoded) == too_short and decoded.most_alive <= 1
 
 
 def test_a_recording_changed_since_the_run_began_is_refused(tmp_path):
@@ -137,6 +144,8 @@ def test_a_recording_changed_since_the_run_began_is_refused(tmp_path):
     write(path, 9000, 8000)
     with pytest.raises(InputError, match="changed since"):
         recordings[0]
+    with pytest.raises(InputError, match="decodes to 18000 samples at 16000 Hz, but had 16000.*changed since"):
+        recordings.span(0, 0, 400)  # a crop decoded alone is checked too
 
 
 def test_teacher_layer_features_are_embeds_and_read_each_recording_once(tmp_path, monkeypatch):

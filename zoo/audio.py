@@ -188,6 +188,60 @@ def resample_blocks(blocks: Iterable[torch.Tensor], rate: int, target_rate: int)
     yield part(torch.cat([done, waiting]), done.numel(), None)
 
 
+#: libsndfile formats whose seeking is exact (PCM containers, FLAC), so that a span is read as the
+#: whole decoding has it: Ogg Vorbis and MP3 decoders restart from a page or frame and are left out
+SPAN_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF", "AU", "CAF", "W64", "RF64")
+
+
+def decode_span(path: str | Path, target_rate: int, first: int, count: int) -> tuple[torch.Tensor, int]:
+    """Samples [first, first + count) of `decode_audio(path, ..., target_rate)`, and the length of
+    that whole decoding, decoding only the frames they come from and the resampling kernel's
+    reach either side (as `resample_blocks` cuts its blocks, at a whole number of the rates'
+    period), so a pretraining crop of 5 s does not decode its whole recording: equal to the whole
+    decoding's samples at the same rate, and within float rounding of them when resampled
+    (tests/test_audio_blocks.py). For files of `SPAN_FORMATS` only; the samples are checked as
+    `decode_audio` checks a file's."""
+    import soundfile
+
+    where = f"audio file {str(path)!r}"
+    with soundfile.SoundFile(str(path)) as handle:
+        rate = check_rate(handle.samplerate)
+        if handle.format not in SPAN_FORMATS:
+            raise ConfigError(f"{where} is {handle.format}, whose seeking is not exact; decode it whole")
+        length = resampled_length(handle.frames, rate, target_rate)
+        if rate == target_rate:
+            return checked_span(read_mono(handle, first, count, where), where), length
+        common = math.gcd(rate, target_rate)
+        period, out_period = rate // common, target_rate // common
+        context = period * math.ceil(RESAMPLE_REACH / min(period, out_period))
+        start = first // out_period * period  # the source frame of the output period holding `first`
+        lowest = max(start - context, 0)
+        end = -(-(first + count) // out_period) * period + context
+        samples = checked_span(read_mono(handle, lowest, end - lowest, where), where)
+    import torchaudio.functional
+
+    offset = (start - lowest) // period * out_period + first % out_period
+    return torchaudio.functional.resample(samples, rate, target_rate)[offset : offset + count], length
+
+
+def read_mono(handle: Any, first: int, count: int, where: str) -> torch.Tensor:
+    """Frames [first, first + count) of an open file (fewer at its end), mixed as `mono_blocks` mixes them."""
+    try:
+        handle.seek(first)
+        block = handle.read(count, dtype="float32", always_2d=True)
+    except Exception as err:  # a file whose header reads but whose data does not
+        raise undecodable(where, err) from err
+    return torch.from_numpy(block[:, 0] if handle.channels == 1 else block.mean(axis=1, dtype=np.float32))
+
+
+def checked_span(samples: torch.Tensor, where: str) -> torch.Tensor:
+    """A span's samples, refused as `checked_blocks` refuses a recording's (NaN or infinite samples)."""
+    bad = int((~torch.isfinite(samples)).sum())
+    if bad or not samples.numel():
+        refuse_bad_samples(samples.numel(), bad, where)
+    return samples
+
+
 #: libsndfile's log line for a WAV data chunk longer than the bytes that follow it
 TRUNCATED_DATA = re.compile(r"^data : (\d+) \(should be (\d+)\)", re.MULTILINE)
 #: data sizes that mean "unknown" (a WAV streamed to a pipe), not a length
@@ -413,8 +467,22 @@ class AudioProcessor(Processor):
         if isinstance(item, PreparedWave):
             return item.samples
         wave = load_waveform(item, sampling_rate, self.sampling_rate)
-        if self.do_normalize:  # one new copy, not two: a long recording is normalised whole
-            wave = (wave - wave.mean()).div_(torch.sqrt(wave.var(unbiased=False) + self.normalize_eps))
+        return self.finished(wave, self.scale_of(wave))
+
+    def scale_of(self, wave: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(mean, standard deviation with the variance floor) that `do_normalize` scales a whole
+        recording by; None without it. A span of the recording (`decode_span`) takes its
+        recording's, so that it is normalised as the whole is."""
+        if not self.do_normalize:
+            return None
+        return wave.mean(), torch.sqrt(wave.var(unbiased=False) + self.normalize_eps)
+
+    def finished(self, wave: torch.Tensor, scale: Optional[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """A recording (or a span of it) at the model's rate, normalised by `scale` and padded to
+        `min_samples`: one new copy, not two, as a long recording is normalised whole."""
+        if scale is not None:
+            mean, deviation = scale
+            wave = (wave - mean).div_(deviation)
         if wave.numel() < self.min_samples:
             wave = torch.nn.functional.pad(wave, (0, self.min_samples - wave.numel()))
         return wave

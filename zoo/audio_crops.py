@@ -20,7 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.audio import AUDIO_SUFFIXES, MAX_FRAMES, AudioProcessor, resampled_length
+from zoo.audio import (
+    AUDIO_SUFFIXES, MAX_FRAMES, SPAN_FORMATS, AudioProcessor, decode_span, load_waveform, resampled_length,
+)
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_path, visible_files
 from zoo.training import run_input_files
@@ -81,6 +83,12 @@ def prepared_length(path: Path, processor: AudioProcessor) -> int:
     `min_samples`), from the file's header where its format counts frames exactly
     (`COUNTED_FORMATS`), else by decoding it once; a header that cannot be read is decoded too, so
     that the decoder's error names the file."""
+    return recording_layout(path, processor)[0]
+
+
+def recording_layout(path: Path, processor: AudioProcessor) -> tuple[int, bool]:
+    """(`prepared_length`, whether a span of the recording can be decoded alone): a file of
+    `SPAN_FORMATS` whose recording needs no padding to `min_samples`."""
     import soundfile
 
     try:
@@ -88,8 +96,9 @@ def prepared_length(path: Path, processor: AudioProcessor) -> int:
     except Exception:  # soundfile raises several unrelated types for unreadable files
         info = None
     if info is None or info.format not in COUNTED_FORMATS or not 0 < info.frames < MAX_FRAMES:
-        return processor.prepare(path).numel()
-    return max(resampled_length(info.frames, info.samplerate, processor.sampling_rate), processor.min_samples)
+        return processor.prepare(path).numel(), False
+    length = resampled_length(info.frames, info.samplerate, processor.sampling_rate)
+    return max(length, processor.min_samples), info.format in SPAN_FORMATS and length >= processor.min_samples
 
 
 class RecordingFiles(Sequence[torch.Tensor]):
@@ -100,11 +109,19 @@ class RecordingFiles(Sequence[torch.Tensor]):
     (`prepared_length`), all `CropBatches` needs to lay out its batches; a recording whose
     decoding has another length (the file changed since) is refused, since its crops and
     targets would no longer match.
+
+    A crop (`span`) of a WAV or FLAC file decodes only its own samples (`decode_span`): a 5 s crop
+    of a 4-minute 44.1 kHz song takes 16 ms, its whole decoding 680 ms, which a batch of songs
+    paid for each recording. With `do_normalize` a span is scaled by its recording's mean and
+    deviation (`scales`), found by decoding the recording whole the first time it is cropped.
     """
 
     def __init__(self, files: Sequence[Path], processor: AudioProcessor) -> None:
         self.files, self.processor = [Path(file) for file in files], processor
-        self.lengths = np.array([prepared_length(file, processor) for file in self.files], dtype=np.int64)
+        layouts = [recording_layout(file, processor) for file in self.files]
+        self.lengths = np.array([length for length, _ in layouts], dtype=np.int64)
+        self.spanned = np.array([spanned for _, spanned in layouts], dtype=bool)
+        self.scales: dict[int, Optional[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -114,10 +131,30 @@ class RecordingFiles(Sequence[torch.Tensor]):
         index = operator.index(index)
         wave = self.processor.prepare(self.files[index])
         if wave.numel() != self.lengths[index]:
-            raise InputError(f"audio file {str(self.files[index])!r} decodes to {wave.numel()} samples at "
-                             f"{self.processor.sampling_rate} Hz, but had {self.lengths[index]} when this run listed "
-                             "it; it changed since: restore it, or start the run over in a new output folder")
+            raise self.changed(index, wave.numel())
         return wave
+
+    def span(self, index: int, first: int, count: int) -> torch.Tensor:
+        """Samples [first, first + count) of recording `index` (fewer at its end), as its whole
+        decoding has them: read alone where the file allows (`decode_span`), whatever was decoded before."""
+        if not self.spanned[index]:
+            return self[index][first : first + count]
+        if self.processor.do_normalize and index not in self.scales:
+            self.scales[index] = self.processor.scale_of(self.unscaled(index))
+        rate = self.processor.sampling_rate
+        samples, length = decode_span(self.files[index], rate, first, count)
+        if length != self.lengths[index]:
+            raise self.changed(index, length)
+        return self.processor.finished(samples, self.scales.get(index))
+
+    def unscaled(self, index: int) -> torch.Tensor:
+        """Recording `index` decoded at the model's rate, before `do_normalize` and padding."""
+        return load_waveform(self.files[index], None, self.processor.sampling_rate)
+
+    def changed(self, index: int, length: int) -> InputError:
+        return InputError(f"audio file {str(self.files[index])!r} decodes to {length} samples at "
+                          f"{self.processor.sampling_rate} Hz, but had {self.lengths[index]} when this run listed it; "
+                          "it changed since: restore it, or start the run over in a new output folder")
 
 
 def sample_counts(recordings: RecordingFiles | Sequence[torch.Tensor]) -> np.ndarray:
@@ -260,6 +297,13 @@ def frame_counts(sequences: Sequence[torch.Tensor]) -> np.ndarray:
     return np.array([len(frames) for frames in sequences], dtype=np.int64)
 
 
+def wave_span(waves: Sequence[torch.Tensor], index: int, first: int, count: int) -> torch.Tensor:
+    """Samples [first, first + count) of recording `index`: from `RecordingFiles`, only those are decoded."""
+    if isinstance(waves, RecordingFiles):
+        return waves.span(index, first, count)
+    return waves[index][first : first + count]
+
+
 def frame_slice(sequences: Sequence[torch.Tensor], index: int, first: int, count: int) -> torch.Tensor:
     """Frames [first, first + count) of sequence `index`: from `FrameRows`, only those rows are read."""
     if isinstance(sequences, FrameRows):
@@ -349,7 +393,7 @@ class CropBatches:
         waves, targets = [], {name: [] for name in self.targets}
         for item in items:
             first = int(rng.integers(0, self.frames[item] - frames + 1))
-            wave = self.waves[item][first * self.hop : first * self.hop + samples]
+            wave = wave_span(self.waves, item, first * self.hop, samples)
             waves.append(F.pad(wave, (0, samples - wave.numel())))  # pads only recordings shorter than `field`
             for name, sequences in self.targets.items():
                 targets[name].append(frame_slice(sequences, item, first, frames))
