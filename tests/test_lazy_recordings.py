@@ -20,7 +20,7 @@ from modalities.audio.mert.model import MertEncoder, MertEncoderConfig, VARIANTS
 from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
 from modalities.speech.hubert.pretrain import layer_features
 from zoo.audio import AudioProcessor
-from zoo.audio_crops import COUNTED_FORMATS, CropBatches, RecordingFiles, frame_count, load_waves, prepared_length
+from zoo.audio_crops import COUNTED_FORMATS, CropBatches, RecordingFiles, frame_count, load_waves, recording_layout
 from zoo.errors import InputError
 
 #: (format, subtype, ending) of every format in COUNTED_FORMATS
@@ -76,7 +76,7 @@ def test_every_counted_format_has_the_length_it_decodes_to(tmp_path):
                              subtype=subtype)
                 assert soundfile.info(str(path)).format == name
                 for processor in PROCESSORS:
-                    assert prepared_length(path, processor) == processor.prepare(path).numel(), (path, processor)
+                    assert recording_layout(path, processor)[0] == processor.prepare(path).numel(), (path, processor)
                     checked += 1
     assert checked == 2 * 3 * 3 * len(FORMATS)
 
@@ -85,7 +85,7 @@ def test_a_truncated_wav_counts_what_it_holds(tmp_path):
     path = write(tmp_path / "cut.wav", 48000, 44100, channels=2)
     path.write_bytes(path.read_bytes()[:-7001])
     with pytest.warns(UserWarning, match="truncated audio"):
-        assert prepared_length(path, PROCESSORS[0]) == PROCESSORS[0].prepare(path).numel() == 16780
+        assert recording_layout(path, PROCESSORS[0])[0] == PROCESSORS[0].prepare(path).numel() == 16780
 
 
 def test_an_uncounted_format_is_decoded_for_its_length(tmp_path, monkeypatch):

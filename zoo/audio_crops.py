@@ -78,17 +78,13 @@ def load_waves(files: Sequence[Path], processor: AudioProcessor) -> list[torch.T
 COUNTED_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF", "AU", "CAF", "W64", "RF64", "OGG")
 
 
-def prepared_length(path: Path, processor: AudioProcessor) -> int:
-    """The samples of `processor.prepare(path)` (resampled to the model's rate, padded to
-    `min_samples`), from the file's header where its format counts frames exactly
-    (`COUNTED_FORMATS`), else by decoding it once; a header that cannot be read is decoded too, so
-    that the decoder's error names the file."""
-    return recording_layout(path, processor)[0]
-
-
 def recording_layout(path: Path, processor: AudioProcessor) -> tuple[int, bool]:
-    """(`prepared_length`, whether a span of the recording can be decoded alone): a file of
-    `SPAN_FORMATS` whose recording needs no padding to `min_samples`."""
+    """(samples of `processor.prepare(path)`, whether a span of the recording can be decoded alone).
+
+    The samples (resampled to the model's rate, padded to `min_samples`) come from the file's
+    header where its format counts frames exactly (`COUNTED_FORMATS`), else from decoding it once;
+    a header that cannot be read is decoded too, so that the decoder's error names the file. A
+    span can be decoded alone from a file of `SPAN_FORMATS` whose recording needs no padding."""
     import soundfile
 
     try:
@@ -106,7 +102,7 @@ class RecordingFiles(Sequence[torch.Tensor]):
     (`processor.prepare`) when it is indexed and not kept: a corpus held whole at the model's
     rate takes 230 MB an hour at 16 kHz (LibriSpeech's 960 h: 220 GB), where a batch needs a few
     recordings (fairseq reads each batch's files too). `lengths` holds each one's sample count
-    (`prepared_length`), all `CropBatches` needs to lay out its batches; a recording whose
+    (`recording_layout`), all `CropBatches` needs to lay out its batches; a recording whose
     decoding has another length (the file changed since) is refused, since its crops and
     targets would no longer match.
 
