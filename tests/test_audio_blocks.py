@@ -125,3 +125,17 @@ def test_a_span_of_a_lossy_file_is_refused(tmp_path):
     soundfile.write(tmp_path / "a.ogg", np.zeros(16000, np.float32), 16000, format="OGG", subtype="VORBIS")
     with pytest.raises(zoo.errors.ConfigError, match="OGG, whose seeking is not exact"):
         zoo.audio.decode_span(tmp_path / "a.ogg", 16000, 0, 100)
+
+
+@pytest.mark.parametrize("name,subtype,suffix", [("WAVEX", "PCM_24", "wav"), ("AIFF", "PCM_16", "aiff"),
+                                                 ("AU", "PCM_16", "au"), ("CAF", "PCM_16", "caf"),
+                                                 ("W64", "PCM_16", "w64"), ("RF64", "PCM_16", "rf64")])
+def test_every_span_format_seeks_exactly(tmp_path, name, subtype, suffix):
+    """The other containers of SPAN_FORMATS: a span resampled from 44.1 kHz stereo is the whole decoding's."""
+    samples = np.random.default_rng(2).uniform(-0.5, 0.5, (50_000, 2)).astype(np.float32)
+    path = tmp_path / f"a.{suffix}"
+    soundfile.write(path, samples, 44100, format=name, subtype=subtype)
+    assert soundfile.info(str(path)).format == name and name in zoo.audio.SPAN_FORMATS
+    whole = zoo.audio.decode_audio(str(path), "a", 16000)
+    span, length = zoo.audio.decode_span(path, 16000, 7001, 5000)
+    assert length == whole.numel() and (span - whole[7001:12001]).abs().max() <= BLOCK_TOLERANCE
