@@ -280,7 +280,9 @@ def test_a_loaded_checkpoint_saved_again_keeps_its_base_model_and_licence(tmp_pa
     assert card_metadata(tmp_path / "enc") == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
     zoo.load(tmp_path / "enc").save_pretrained(tmp_path / "again")  # a local copy keeps the lineage
     assert card_metadata(tmp_path / "again") == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
-    zoo.for_classification(encoder, num_labels=2).save_pretrained(tmp_path / "clf")
+    zoo.for_classification(encoder, num_labels=2).save_pretrained(tmp_path / "run" / "classifier")
+    assert card_metadata(tmp_path / "run" / "classifier") == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
+    zoo.load(tmp_path / "run").save_pretrained(tmp_path / "clf")  # a run folder names its classifier/
     assert card_metadata(tmp_path / "clf") == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
     zoo.load("hubert-tiny-fsdd", pretrained=False).save_pretrained(tmp_path / "random")  # none of its weights
     assert card_metadata(tmp_path / "random") == (None, None)

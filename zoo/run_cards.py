@@ -125,9 +125,10 @@ def with_origin(card: str, origin: tuple[Optional[str], Optional[str]]) -> str:
 
 def base_model_of(name: str, folder: Optional[Path] = None) -> tuple[Optional[str], Optional[str]]:
     """(Hub repo, licence) of the checkpoint `name`, where known: a zoo name's hub_config tells
-    both (a licence only where it is an identifier, not a note); a local folder's card (a run
-    folder's encoder/ card) tells both as its metadata says them; a Hub repo id is its own repo,
-    with the licence of its card where `folder`, the repo's downloaded files, holds one."""
+    both (a licence only where it is an identifier, not a note); a local folder's card (`folder`,
+    the checkpoint it names, else its own or its encoder/ card) tells both as its metadata says
+    them; a Hub repo id is its own repo, with the licence of its card where `folder`, the repo's
+    downloaded files, holds one."""
     from zoo import registry
     from zoo.hub import is_repo_id
 
@@ -135,7 +136,7 @@ def base_model_of(name: str, folder: Optional[Path] = None) -> tuple[Optional[st
     if entry is not None:
         return entry.repo_id, entry.license if LICENCE_ID.fullmatch(entry.license) else None
     if Path(name).exists():  # "runs/x" is spelt as a repo id too
-        return card_origin(Path(name))
+        return card_origin(Path(name) if folder is None else folder)
     if is_repo_id(name):
         return name, card_origin(folder)[1] if folder is not None else None
     return None, None
