@@ -181,7 +181,7 @@ def test_mert_teachers_read_each_recording_once(tmp_path, monkeypatch):
     waves = load_waves(files, processor)
     field, hop, rate = encoder.config.receptive_field, encoder.config.frame_hop, processor.sampling_rate
     decoded = Decodes(processor, monkeypatch)
-    targets = make_targets(args, encoder, RecordingFiles(files, processor))
+    targets = make_targets(args, encoder, RecordingFiles(files, processor), tmp_path / "cqt.npy")
     assert decoded == files and decoded.most_alive == 2  # the one read and the one before it
     features = teacher_features(waves, rate, field, hop)
     quantiser = fit_residual_kmeans(features, 2, 8, args.kmeans_frames, args.seed, feature_weights(1.0))

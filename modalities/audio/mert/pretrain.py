@@ -438,10 +438,9 @@ def log(message: str) -> None:
 
 
 def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence[torch.Tensor],
-                 cqt_file: Optional[Path] = None) -> dict[str, Any]:
+                 cqt_file: Path) -> dict[str, Any]:
     """Both teachers' targets for every recording: codes (T, C) in `code_dtype` and, unless --no-cqt,
-    CQT (T, Q) in fp16, written to `cqt_file` as they are computed and read from it (`FrameRows`),
-    or held without one (a few recordings, as `zoo.audio_crops.load_waves` holds their waves)."""
+    CQT (T, Q) in fp16, written to `cqt_file` as they are computed and read from it (`FrameRows`)."""
     rate = encoder.processor.sampling_rate
     model = load_encodec(args.encodec) if args.teacher == "encodec" else None
     weights = feature_weights(args.chroma_weight) if model is None else None  # checked before the teachers' pass
@@ -465,14 +464,11 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
 
 
 def cqt_and_acoustic_passes(waves: Sequence[torch.Tensor], encoder: MertEncoder, encodec: Any,
-                            cqt: bool, cqt_file: Optional[Path]) -> tuple[list[torch.Tensor], Optional[Sequence]]:
+                            cqt: bool, cqt_file: Path) -> tuple[list[torch.Tensor], Optional[FrameRows]]:
     """`teacher_passes` with each recording's CQT written to `cqt_file` as it is computed, then
-    read from it (`FrameRows`), or, without a file, held in a list; (acoustic, None) if not `cqt`."""
+    read from it (`FrameRows`); (acoustic, None) if not `cqt`."""
     if not cqt:
         return teacher_passes(waves, encoder, encodec, None), None
-    if cqt_file is None:
-        held: list[torch.Tensor] = []
-        return teacher_passes(waves, encoder, encodec, held.append), held
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
     with frame_rows_writer(cqt_file, frames, CQT_BINS, torch.float16) as append:
