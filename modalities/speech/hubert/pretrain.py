@@ -230,13 +230,10 @@ def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames
     """
     from sklearn.cluster import MiniBatchKMeans
 
-    frames = torch.cat([f.float() for f in features])
+    frames = drawn_frames(features, max_frames, np.random.default_rng(seed))
     if len(frames) < num_clusters:
         raise ConfigError(f"{len(frames)} frames cannot make {num_clusters} clusters; use fewer (--clusters) "
                           "or more audio")
-    rng = np.random.default_rng(seed)
-    if len(frames) > max_frames:
-        frames = frames[torch.from_numpy(np.sort(rng.choice(len(frames), max_frames, replace=False)))]
     mean, std = frames.mean(0), frames.std(0).clamp(min=1e-5)
     if weights is not None:
         std = std / weights
@@ -244,6 +241,22 @@ def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames
                              max_no_improvement=100, reassignment_ratio=0.0, random_state=seed)
     kmeans.fit(((frames - mean) / std).numpy())
     return Clusters(torch.from_numpy(kmeans.cluster_centers_).float(), mean, std)
+
+
+def drawn_frames(features: Sequence[torch.Tensor], max_frames: int, rng: np.random.Generator) -> torch.Tensor:
+    """Every frame of `features` in order, or `max_frames` of them drawn at random without
+    replacement (kept in order), as float32: the drawn rows are taken from each recording's
+    features, so that the corpus's frames are never joined into one copy (HuBERT's MFCCs: 28 MB
+    an hour; MERT's log-mel + chroma: 82 MB an hour)."""
+    counts = np.array([len(f) for f in features], dtype=np.int64)
+    total = int(counts.sum())
+    if total <= max_frames:
+        return torch.cat([f.float() for f in features])
+    chosen = np.sort(rng.choice(total, max_frames, replace=False))
+    ends = np.cumsum(counts)
+    bounds = np.searchsorted(chosen, np.concatenate([[0], ends]))
+    return torch.cat([f[torch.from_numpy(chosen[first:last] - (end - len(f)))].float()
+                      for f, first, last, end in zip(features, bounds[:-1], bounds[1:], ends)])
 
 
 def cluster_labels(features: Sequence[torch.Tensor], clusters: Clusters) -> list[torch.Tensor]:
