@@ -146,6 +146,9 @@ def test_a_recording_changed_since_the_run_began_is_refused(tmp_path):
         recordings[0]
     with pytest.raises(InputError, match="decodes to 18000 samples at 16000 Hz, but had 16000.*changed since"):
         recordings.span(0, 0, 400)  # a crop decoded alone is checked too
+    path.unlink()
+    with pytest.raises(InputError, match="cannot decode audio file .*a.wav"):
+        recordings.span(0, 0, 400)
 
 
 def test_teacher_layer_features_are_embeds_and_read_each_recording_once(tmp_path, monkeypatch):

@@ -204,7 +204,11 @@ def decode_span(path: str | Path, target_rate: int, first: int, count: int) -> t
     import soundfile
 
     where = f"audio file {str(path)!r}"
-    with soundfile.SoundFile(str(path)) as handle:
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except Exception as err:  # soundfile raises several unrelated types for unreadable files
+        raise undecodable(where, err) from err
+    with handle:
         rate = check_rate(handle.samplerate)
         if handle.format not in SPAN_FORMATS:
             raise ConfigError(f"{where} is {handle.format}, whose seeking is not exact; decode it whole")
