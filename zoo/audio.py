@@ -127,14 +127,20 @@ MAX_FRAMES = 1 << 45
 def mono_blocks(handle: Any, where: str) -> Iterator[torch.Tensor]:
     """An open file's samples averaged over its channels, `BLOCK_FRAMES` at a time: an hour of
     44.1 kHz stereo never holds its channels whole (1.27 GB) beside their mix."""
-    while True:
-        try:
-            block = handle.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
-        except Exception as err:  # a file whose header reads but whose data does not
-            raise undecodable(where, err) from err
-        if not len(block):
-            return
-        yield torch.from_numpy(block[:, 0] if handle.channels == 1 else block.mean(axis=1, dtype=np.float32))
+    while len(block := read_mono(handle, BLOCK_FRAMES, where)):
+        yield block
+
+
+def read_mono(handle: Any, count: int, where: str, first: Optional[int] = None) -> torch.Tensor:
+    """The next `count` frames of an open file (from frame `first` if given; fewer at its end),
+    averaged over its channels."""
+    try:
+        if first is not None:
+            handle.seek(first)
+        block = handle.read(count, dtype="float32", always_2d=True)
+    except Exception as err:  # a file whose header reads but whose data does not
+        raise undecodable(where, err) from err
+    return torch.from_numpy(block[:, 0] if handle.channels == 1 else block.mean(axis=1, dtype=np.float32))
 
 
 def checked_blocks(blocks: Iterable[torch.Tensor], what: str) -> Iterator[torch.Tensor]:
@@ -214,35 +220,23 @@ def decode_span(path: str | Path, target_rate: int, first: int, count: int) -> t
             raise ConfigError(f"{where} is {handle.format}, whose seeking is not exact; decode it whole")
         length = resampled_length(handle.frames, rate, target_rate)
         if rate == target_rate:
-            return checked_span(read_mono(handle, first, count, where), where), length
+            return checked_span(read_mono(handle, count, where, first), where), length
         common = math.gcd(rate, target_rate)
         period, out_period = rate // common, target_rate // common
         context = period * math.ceil(RESAMPLE_REACH / min(period, out_period))
         start = first // out_period * period  # the source frame of the output period holding `first`
         lowest = max(start - context, 0)
         end = -(-(first + count) // out_period) * period + context
-        samples = checked_span(read_mono(handle, lowest, end - lowest, where), where)
+        samples = checked_span(read_mono(handle, end - lowest, where, lowest), where)
     import torchaudio.functional
 
     offset = (start - lowest) // period * out_period + first % out_period
     return torchaudio.functional.resample(samples, rate, target_rate)[offset : offset + count], length
 
 
-def read_mono(handle: Any, first: int, count: int, where: str) -> torch.Tensor:
-    """Frames [first, first + count) of an open file (fewer at its end), mixed as `mono_blocks` mixes them."""
-    try:
-        handle.seek(first)
-        block = handle.read(count, dtype="float32", always_2d=True)
-    except Exception as err:  # a file whose header reads but whose data does not
-        raise undecodable(where, err) from err
-    return torch.from_numpy(block[:, 0] if handle.channels == 1 else block.mean(axis=1, dtype=np.float32))
-
-
 def checked_span(samples: torch.Tensor, where: str) -> torch.Tensor:
     """A span's samples, refused as `checked_blocks` refuses a recording's (NaN or infinite samples)."""
-    bad = int((~torch.isfinite(samples)).sum())
-    if bad or not samples.numel():
-        refuse_bad_samples(samples.numel(), bad, where)
+    refuse_bad_samples(samples.numel(), int((~torch.isfinite(samples)).sum()), where)
     return samples
 
 
