@@ -188,14 +188,15 @@ def mfcc_features(wave: torch.Tensor, sampling_rate: int, field: int, hop: int) 
     return torch.cat([cepstra, deltas, delta_deltas]).T[::2].contiguous()  # not a view of all 100 Hz frames
 
 
-def layer_features(encoder: HubertEncoder, waves: Sequence[torch.Tensor], layer: int, batch_size: int = 16,
+def layer_features(encoder: HubertEncoder, recordings: Sequence[Any], layer: int, batch_size: int = 16,
                    progress: bool = True) -> list[torch.Tensor]:
-    """(T_i, D) frames of hidden state `layer` (0 = input embeddings) of a trained encoder.
+    """(T_i, D) frames of hidden state `layer` (0 = input embeddings) of a trained encoder, each
+    recording (a file, or a waveform at the encoder's rate) prepared by the encoder's own processor.
 
-    `waves` is read a group of `embed`'s at a time (`embedded_groups`), so that `RecordingFiles`
-    is decoded once and never held whole (`embed` lists its inputs first).
+    `recordings` is read a group of `embed`'s at a time (`embedded_groups`), so that a corpus is
+    decoded once and never held whole (`embed` lists its inputs first).
     """
-    return [rows for _, group in embedded_groups(encoder, waves, encoder.processor.sampling_rate, progress,
+    return [rows for _, group in embedded_groups(encoder, recordings, encoder.processor.sampling_rate, progress,
                                                  layer=layer, pool="none", batch_size=batch_size) for rows in group]
 
 
@@ -467,9 +468,12 @@ def log(message: str) -> None:
     print(f"[hubert pretrain] {message}", file=sys.stderr, flush=True)
 
 
-def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Sequence[torch.Tensor]) -> dict[str, Any]:
+def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: RecordingFiles) -> dict[str, Any]:
     """Fit k-means on the iteration's features and label every frame of every recording, reading
-    `waves` (`RecordingFiles`) once."""
+    each file once. Iteration 1 takes the MFCCs of the waveforms the encoder trains on; iteration 2
+    gives the teacher the files, which its own processor prepares: `waves` are prepared for the
+    encoder, and a teacher's `do_normalize` normalised them again (a quiet clip under fairseq's
+    1e-5 variance floor, std 0.71 once, came to the teacher at std 1.0)."""
     field, hop = frame_geometry(encoder.config)
     rate = encoder.processor.sampling_rate
     if args.iteration == 1:
@@ -485,7 +489,7 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Sequenc
             )
         layer = teacher.num_layers // 2 if args.layer is None else args.layer
         log(f"layer {layer} features of {len(waves)} recordings from {args.labels_from}")
-        features = layer_features(teacher, waves, layer, progress=not args.no_progress)
+        features = layer_features(teacher, waves.files, layer, progress=not args.no_progress)
         source = f"layer {layer} of {args.labels_from}"
     total = sum(len(f) for f in features)
     log(f"k-means: {args.clusters} clusters on {min(args.kmeans_frames, total)} of {total} frames")

@@ -414,3 +414,41 @@ def test_training_settings_are_checked_before_the_labels_are_made(tmp_path):
     assert main(["pretrain", "hubert", "--data", str(tmp_path / "data"), "-o", str(tmp_path / "run"),
                  "--device", "cuda", "--no-progress"]) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_iteration_2_teacher_prepares_the_recordings_itself(tmp_path, monkeypatch):
+    """Iteration 2 clusters the teacher's features of each file as its own processor prepares it: the
+    waveforms prepared for a `do_normalize` student were normalised a second time by a `do_normalize`
+    teacher, which moved a quiet clip under fairseq's 1e-5 variance floor from std 0.71 to 1.0."""
+    from modalities.speech.hubert import pretrain
+    from zoo.audio import FAIRSEQ_NORMALIZE_EPS, AudioProcessor
+    from zoo.audio_crops import RecordingFiles
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        soundfile.write(folder / f"{index}.wav", (0.0032 * rng.standard_normal(4000)).astype(np.float32), 16000)
+    files = sorted(folder.glob("*.wav"))
+    quiet = AudioProcessor(do_normalize=True, normalize_eps=FAIRSEQ_NORMALIZE_EPS)
+    torch.manual_seed(0)
+    teacher = HubertEncoder(HubertEncoderConfig(**MICRO), quiet)
+    teacher.save_pretrained(tmp_path / "teacher")
+    student = HubertEncoder(HubertEncoderConfig(**MICRO), quiet)
+    waves = RecordingFiles(files, student.processor)
+    assert 0.6 < float(waves[0].std()) < 0.8  # normalised once, under the variance floor
+    clustered = []
+
+    def fit(features, *args, **kwargs):
+        clustered.extend(features)
+        raise KeyboardInterrupt  # the features are all this test needs
+
+    monkeypatch.setattr(pretrain, "fit_clusters", fit)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", str(folder), "-o", str(tmp_path / "run"), "--iteration", "2",
+                              "--labels-from", str(tmp_path / "teacher"), "--layer", "1", "--no-progress"])
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.make_labels(args, student, waves)
+    expected = teacher.embed(files, layer=1, pool="none", progress=False)
+    assert len(clustered) == 3 and all(torch.equal(got, want) for got, want in zip(clustered, expected))
