@@ -12,13 +12,16 @@ import math
 import numbers
 import re
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from zoo.errors import ConfigError, InputError, counting_from, warn
 from zoo.processing import Processor, check_file_input
+
+if TYPE_CHECKING:
+    from zoo.audio_spans import LongRecording, RecordingSpan
 
 #: file endings of the containers libsndfile reads (MP3 from 1.1.0, bundled with soundfile >= 0.12)
 FORMAT_SUFFIXES = {"WAV": (".wav",), "FLAC": (".flac",), "OGG": (".ogg", ".oga", ".opus"), "MP3": (".mp3",),
@@ -400,6 +403,15 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
                   resampled_length(mono.numel(), rate, target_rate))
 
 
+def window_bounds(length: int, window: int) -> list[tuple[int, int]]:
+    """(first, count) of the equal pieces, each at most `window` samples, that a recording of
+    `length` samples is cut into (`AudioProcessor.split`): the last may be shorter."""
+    if length <= window:
+        return [(0, length)]
+    size = math.ceil(length / math.ceil(length / window))
+    return [(first, min(size, length - first)) for first in range(0, length, size)]
+
+
 #: the variance floor of waveform normalisation in transformers' feature extractor, and in fairseq's
 #: `F.layer_norm(wav, wav.shape)` (LayerNorm's default eps)
 TRANSFORMERS_NORMALIZE_EPS = 1e-7
@@ -467,6 +479,19 @@ class AudioProcessor(Processor):
         wave = load_waveform(item, sampling_rate, self.sampling_rate)
         return self.finished(wave, self.scale_of(wave))
 
+    def prepare_to_embed(self, item: Any, sampling_rate: Optional[int] = None,
+                         **options: Any) -> torch.Tensor | LongRecording:
+        """`prepare`, but a WAV or FLAC file longer than a window is left on disk as a `LongRecording`,
+        whose windows `collate` decodes a batch at a time: `embed` no longer holds a recording of
+        hours whole at the model's rate. Its windows are those of the whole decoding, equal at the
+        file's own rate and within float rounding when resampled (`decode_span`)."""
+        from zoo.audio_spans import long_recording
+
+        eps = self.normalize_eps if self.do_normalize else None
+        if not options and (recording := long_recording(item, self.sampling_rate, self.window_samples, eps)):
+            return recording
+        return self.prepare(item, sampling_rate, **options)
+
     def scale_of(self, wave: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """(mean, standard deviation with the variance floor) that `do_normalize` scales a whole
         recording by; None without it. A span of the recording (`decode_span`) takes its
@@ -490,13 +515,11 @@ class AudioProcessor(Processor):
         """The samples of the longest piece the encoder sees at once (`chunk_seconds`)."""
         return int(self.chunk_seconds * self.sampling_rate)
 
-    def split(self, item: torch.Tensor) -> list[torch.Tensor]:
-        window = self.window_samples
-        if item.numel() <= window:
-            return [item]
-        pieces = math.ceil(item.numel() / window)
-        size = math.ceil(item.numel() / pieces)
-        return list(item.split(size))
+    def split(self, item: torch.Tensor | LongRecording) -> list[torch.Tensor | RecordingSpan]:
+        """A recording's windows (`window_bounds`): views of a waveform, spans of a `LongRecording`."""
+        if isinstance(item, torch.Tensor):
+            return [item[first : first + count] for first, count in window_bounds(item.numel(), self.window_samples)]
+        return [item.span(first, count) for first, count in window_bounds(item.numel(), self.window_samples)]
 
     def size(self, piece: torch.Tensor) -> int:
         return piece.numel()
@@ -516,8 +539,10 @@ class AudioProcessor(Processor):
         start = int(torch.randint(wave.numel() - self.window_samples + 1, ()))
         return wave[start : start + self.window_samples]
 
-    def collate(self, pieces: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Zero-pad to the longest piece; `attention_mask` marks real samples."""
+    def collate(self, pieces: Sequence[torch.Tensor | RecordingSpan]) -> dict[str, torch.Tensor]:
+        """Zero-pad to the longest piece; `attention_mask` marks real samples. A span of a
+        `LongRecording` is decoded here, so that only a batch of its windows is held."""
+        pieces = [piece if isinstance(piece, torch.Tensor) else piece.samples() for piece in pieces]
         longest = max(piece.numel() for piece in pieces)
         input_values = torch.zeros(len(pieces), longest)
         attention_mask = torch.zeros(len(pieces), longest, dtype=torch.long)
@@ -533,7 +558,7 @@ class PreparedWave:
     untouched (not normalised twice): a caller that needs the prepared samples as well as the
     embeddings (`embed_timed_frames`) decodes and resamples each recording once."""
 
-    samples: torch.Tensor
+    samples: torch.Tensor | LongRecording
 
 
 def embed_timed_frames(encoder: Any, inputs: Any, layer: Any, sampling_rate: Optional[int],

@@ -68,6 +68,11 @@ class Processor:
     def prepare(self, item: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
+    def prepare_to_embed(self, item: Any, **kwargs: Any) -> Any:
+        """What `embed` holds of an item until its pieces have run: `prepare`'s result, unless a
+        processor can leave a long item where it is (`AudioProcessor`: a long recording file)."""
+        return self.prepare(item, **kwargs)
+
     def split(self, item: Any) -> list[Any]:
         return [item]
 

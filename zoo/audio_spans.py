@@ -1,0 +1,126 @@
+"""Long recording files that `embed` reads a window at a time.
+
+A recording prepared for `embed` was held whole at the model's rate while its windows ran
+(an hour: 230 MB at 16 kHz, 345 MB at 24 kHz; ten hours, ten times that). A WAV or FLAC file
+longer than one window is instead kept as its path and length (`LongRecording`): its windows
+are the spans `AudioProcessor.split` would cut from the whole decoding, and each is decoded
+alone (`decode_span`) when its batch is made, so `embed` holds a batch of windows whatever the
+recording's length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+
+from zoo.audio import (
+    MAX_FRAMES, SPAN_FORMATS, check_rate, checked_blocks, decode_span, mono_blocks, resample_blocks,
+    resampled_length, undecodable, warn_if_truncated,
+)
+from zoo.errors import InputError
+
+Scale = Optional[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LongRecording:
+    """A recording file of `length` samples at the model's `rate` (after resampling), whose spans
+    `embed` decodes one window at a time; `scale` is the `do_normalize` mean and deviation of the
+    whole recording (None without it)."""
+
+    path: Path
+    rate: int
+    length: int
+    scale: Scale
+
+    def numel(self) -> int:
+        return self.length
+
+    def span(self, first: int, count: int) -> RecordingSpan:
+        return RecordingSpan(self, first, min(count, self.length - first))
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingSpan:
+    """Samples [first, first + count) of a `LongRecording`, decoded by `samples`."""
+
+    recording: LongRecording
+    first: int
+    count: int
+
+    def numel(self) -> int:
+        return self.count
+
+    def samples(self) -> torch.Tensor:
+        """The span as the whole recording's decoding, normalised as it is, has it; a file whose
+        length changed since it was listed is refused, as its windows were laid out for the old one."""
+        recording = self.recording
+        wave, length = decode_span(recording.path, recording.rate, self.first, self.count)
+        if length != recording.length or wave.numel() != self.count:
+            raise InputError(f"audio file {str(recording.path)!r} decodes to {length} samples at {recording.rate} "
+                             f"Hz, but had {recording.length} when embed began; it changed while it was read: "
+                             "embed it again")
+        if recording.scale is None:
+            return wave
+        mean, deviation = recording.scale
+        return (wave - mean).div_(deviation)
+
+
+def long_recording(path: Any, rate: int, window: int, normalize_eps: Optional[float]) -> Optional[LongRecording]:
+    """`path` as a `LongRecording` if it is a file of `SPAN_FORMATS` holding more than `window`
+    samples at `rate`, else None (decoded whole, as before: Ogg and MP3 cannot be sought exactly,
+    and a recording of one window gains nothing). `normalize_eps`: the variance floor of
+    `do_normalize` (None without it), whose scale takes one pass over the file (`streamed_scale`)."""
+    import soundfile
+
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
+        return None
+    try:
+        info = soundfile.info(str(path))
+    except Exception:  # soundfile raises several unrelated types; decoding it whole names the error
+        return None
+    if info.format not in SPAN_FORMATS or not 0 < info.frames < MAX_FRAMES:
+        return None
+    length = resampled_length(info.frames, check_rate(info.samplerate), rate)
+    if length <= window:
+        return None
+    warn_if_truncated(info.extra_info, f"audio file {str(path)!r}")
+    scale = None if normalize_eps is None else streamed_scale(Path(path), rate, normalize_eps)
+    return LongRecording(Path(path), rate, length, scale)
+
+
+def streamed_scale(path: Path, rate: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and deviation (with the variance floor `eps`) of the recording in `path` at `rate`,
+    as `AudioProcessor.scale_of` takes them of its whole decoding, from one pass over its blocks:
+    the moments of each block in float64, merged (Chan et al.), so that the recording is never held."""
+    count, mean, squares = 0, 0.0, 0.0
+    for block in decoded_blocks(path, rate):
+        values = block.double()
+        size, block_mean = values.numel(), float(values.mean())
+        block_squares = float(((values - block_mean) ** 2).sum())
+        total = count + size
+        delta = block_mean - mean
+        mean += delta * size / total
+        squares += block_squares + delta * delta * count * size / total
+        count = total
+    variance = squares / count
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(math.sqrt(variance + eps), dtype=torch.float32)
+
+
+def decoded_blocks(path: Path, rate: int) -> Iterator[torch.Tensor]:
+    """The blocks `decode_audio` joins, checked as it checks them, one at a time."""
+    import soundfile
+
+    where = f"audio file {str(path)!r}"
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except Exception as err:  # soundfile raises several unrelated types for unreadable files
+        raise undecodable(where, err) from err
+    with handle:
+        yield from resample_blocks(checked_blocks(mono_blocks(handle, where), f"audio input {str(path)!r}"),
+                                   check_rate(handle.samplerate), rate)
+
