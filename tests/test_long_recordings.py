@@ -89,19 +89,19 @@ def test_only_long_seekable_files_are_left_on_disk(tmp_path):
     """Ogg (whose seeking restarts at a page), a recording of one window and an array are
     prepared whole as before; a WAV of two windows is a LongRecording of its length at the model's rate."""
     processor = AudioProcessor(chunk_seconds=1.0)
-    long = processor.prepare_to_embed(write(tmp_path / "a.wav", 8000, seconds=1.5))
+    long = processor.prepare_lazily(write(tmp_path / "a.wav", 8000, seconds=1.5))
     assert isinstance(long, LongRecording) and long.numel() == 24000 and long.scale is None
     assert [piece.numel() for piece in processor.split(long)] == [12000, 12000]
     short = write(tmp_path / "b.wav", 8000, seconds=1.0)
     ogg = write(tmp_path / "c.ogg", 8000, seconds=1.5, format="OGG", subtype="VORBIS")
     for item in (short, ogg, np.zeros(40000, dtype=np.float32)):
-        assert isinstance(processor.prepare_to_embed(item, sampling_rate=16000), torch.Tensor)
+        assert isinstance(processor.prepare_lazily(item, sampling_rate=16000), torch.Tensor)
 
 
 def test_a_file_changed_while_it_is_read_is_refused(tmp_path):
     path = write(tmp_path / "a.wav", 16000, seconds=2.5)
     processor = AudioProcessor(chunk_seconds=1.0)
-    windows = processor.split(processor.prepare_to_embed(path))
+    windows = processor.split(processor.prepare_lazily(path))
     write(tmp_path / "a.wav", 16000, seconds=2.0)
     with pytest.raises(InputError, match=r"a.wav' decodes to 32000 samples at 16000 Hz, but had 40000 when embed "
                                          r"began; it changed while it was read"):
@@ -126,3 +126,32 @@ def test_a_truncated_long_file_is_still_warned_about(tmp_path):
     path.write_bytes(path.read_bytes()[:-20000])
     with pytest.warns(UserWarning, match="truncated audio in audio file .*cut.wav"):
         assert isinstance(long_recording(path, 16000, 16000, None), LongRecording)
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_a_training_batch_decodes_only_the_window_of_a_long_file(tmp_path, monkeypatch, rate):
+    """`zoo finetune`'s batches take a random window of each long recording (`random_window`): the
+    window of the whole decoding the same seed draws (torch.equal at the model's rate, within
+    float rounding when resampled), decoded alone, where the whole recording was decoded for it."""
+    processor = AudioProcessor(chunk_seconds=1.0)
+    files = [write(tmp_path / f"{index}.wav", rate, seconds=seconds) for index, seconds in enumerate((4.3, 0.5))]
+    whole = [processor.prepare(path) for path in files]
+    torch.manual_seed(3)
+    expected = processor.collate([processor.random_window(wave) for wave in whole])
+    decodes = counting(zoo.audio.decode_audio)
+    monkeypatch.setattr(zoo.audio, "decode_audio", decodes)
+    torch.manual_seed(3)
+    got = processor.training_batch(files)
+    assert decodes.calls == [files[1]]  # the short file only
+    assert torch.equal(got["attention_mask"], expected["attention_mask"])
+    difference = float((got["input_values"] - expected["input_values"]).abs().max())
+    assert difference == 0.0 if rate == 16000 else difference <= 5e-7
+
+
+def counting(decode):
+    def decoding(source, where, *args, **kwargs):
+        decoding.calls.append(str(source))
+        return decode(source, where, *args, **kwargs)
+
+    decoding.calls = []
+    return decoding

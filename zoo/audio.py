@@ -479,7 +479,7 @@ class AudioProcessor(Processor):
         wave = load_waveform(item, sampling_rate, self.sampling_rate)
         return self.finished(wave, self.scale_of(wave))
 
-    def prepare_to_embed(self, item: Any, sampling_rate: Optional[int] = None,
+    def prepare_lazily(self, item: Any, sampling_rate: Optional[int] = None,
                          **options: Any) -> torch.Tensor | LongRecording:
         """`prepare`, but a WAV or FLAC file longer than a window is left on disk as a `LongRecording`,
         whose windows `collate` decodes a batch at a time: `embed` no longer holds a recording of
@@ -525,10 +525,11 @@ class AudioProcessor(Processor):
         return piece.numel()
 
     def training_batch(self, inputs: Sequence[Any], **kwargs: Any) -> dict[str, torch.Tensor]:
-        """A training batch of a random window (`random_window`) of each recording."""
-        return self.collate([self.random_window(wave) for wave in self.prepare_each(inputs, **kwargs)])
+        """A training batch of a random window (`random_window`) of each recording; a long WAV or
+        FLAC file decodes only its window (`prepare_lazily`)."""
+        return self.collate([self.random_window(wave) for wave in self.prepare_each(inputs, lazily=True, **kwargs)])
 
-    def random_window(self, wave: torch.Tensor) -> torch.Tensor:
+    def random_window(self, wave: torch.Tensor | LongRecording) -> torch.Tensor | RecordingSpan:
         """A random `chunk_seconds` of a longer prepared recording, else all of it, drawn from
         torch's generator (which a run's checkpoint keeps, so a resumed run draws the same).
         `embed` sees a long recording as windows of at most this length, and a training batch of
@@ -537,7 +538,9 @@ class AudioProcessor(Processor):
         if wave.numel() <= self.window_samples:
             return wave
         start = int(torch.randint(wave.numel() - self.window_samples + 1, ()))
-        return wave[start : start + self.window_samples]
+        if isinstance(wave, torch.Tensor):
+            return wave[start : start + self.window_samples]
+        return wave.span(start, self.window_samples)
 
     def collate(self, pieces: Sequence[torch.Tensor | RecordingSpan]) -> dict[str, torch.Tensor]:
         """Zero-pad to the longest piece; `attention_mask` marks real samples. A span of a

@@ -223,7 +223,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         start, group, pieces = 0, [], 0
         for index, item in enumerate(items):
             with naming_input(index):
-                group.append(self.processor.prepare_to_embed(item, **prepare_kwargs))
+                group.append(self.processor.prepare_lazily(item, **prepare_kwargs))
             pieces += len(self.processor.split(group[-1]))
             if max(len(group), pieces) >= PREPARE_GROUP or index == len(items) - 1:
                 yield start, group

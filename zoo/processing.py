@@ -68,9 +68,10 @@ class Processor:
     def prepare(self, item: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
 
-    def prepare_to_embed(self, item: Any, **kwargs: Any) -> Any:
-        """What `embed` holds of an item until its pieces have run: `prepare`'s result, unless a
-        processor can leave a long item where it is (`AudioProcessor`: a long recording file)."""
+    def prepare_lazily(self, item: Any, **kwargs: Any) -> Any:
+        """What `embed` and a training batch hold of an item until its pieces are collated:
+        `prepare`'s result, unless a processor can leave a long item where it is and read only the
+        pieces it needs (`AudioProcessor`: a long recording file)."""
         return self.prepare(item, **kwargs)
 
     def split(self, item: Any) -> list[Any]:
@@ -95,13 +96,15 @@ class Processor:
         makes; an audio processor's holds a random window of each long recording."""
         return self(inputs, **kwargs)
 
-    def prepare_each(self, items: Sequence[Any], **kwargs: Any) -> list[Any]:
-        """Every item prepared, a bad one named by its place (`input N: `) as `embed` names it: a
-        training loop's `encoder.preprocess(batch)` said what was wrong but not with which item."""
+    def prepare_each(self, items: Sequence[Any], lazily: bool = False, **kwargs: Any) -> list[Any]:
+        """Every item prepared (`prepare_lazily` if `lazily`), a bad one named by its place
+        (`input N: `) as `embed` names it: a training loop's `encoder.preprocess(batch)` said what
+        was wrong but not with which item."""
+        prepare = self.prepare_lazily if lazily else self.prepare
         prepared = []
         for index, item in enumerate(items):
             with naming_input(index):
-                prepared.append(self.prepare(item, **kwargs))
+                prepared.append(prepare(item, **kwargs))
         return prepared
 
     def to_dict(self) -> dict[str, Any]:
