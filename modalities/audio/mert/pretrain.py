@@ -27,7 +27,10 @@ Acoustic teachers:
   codebook quantises what the codebooks before it left (a residual vector quantiser).
   Every feature is standardised; `chroma_weight` scales the 12 chroma features in the
   distance, where the 64 log-mel features otherwise outweigh them (sqrt(64 / 12) = 2.31
-  gives the two groups equal shares).
+  gives the two groups equal shares). The features (82 MB an hour of audio in float32) are
+  written to OUTPUT/features.npy as each recording's are computed and read back a recording
+  at a time while k-means runs; each round draws its frames from residuals computed from them
+  when read (`StageResiduals`), so neither the features nor their residuals are held whole.
 
 Frame alignment: encoder frame t sees samples [hop t, hop t + field) (320 / 400 at
 24 kHz: 75 Hz frames). Log-mel frames use that window; the CQT and chroma, whose
@@ -48,6 +51,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -83,6 +87,9 @@ CQT_FLOOR = 1e-4
 CQT_TARGETS = ("magnitude", "log")
 #: the run folder's CQT targets (`FrameRows`), beside labels.pt, which records them
 CQT_FILE = "cqt.npy"
+#: the k-means teacher's features (`FrameRows`, beside CQT_FILE) while it is fitted; deleted once the codes are made
+FEATURES_FILE = "features.npy"
+ACOUSTIC_FEATURES = MEL_BINS + CHROMA_BINS_PER_OCTAVE
 #: CQT frames `cqt_bin_statistics` reads at a time (a long recording is not read whole)
 STATISTICS_ROWS = 16384
 
@@ -135,25 +142,50 @@ class ResidualKMeans:
 
     def codes(self, features: torch.Tensor) -> torch.Tensor:
         """(T, F) features -> (T, C) codes."""
+        return torch.stack(self.quantise(features)[0], dim=1)
+
+    def residual(self, features: torch.Tensor) -> torch.Tensor:
+        """(T, F) features -> the (T, F) residual every stage leaves (the features, as float, with no stage)."""
+        return self.quantise(features)[1]
+
+    def quantise(self, features: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(T, F) features -> each stage's (T,) codes and the residual the last stage leaves."""
         residual, columns = features.float(), []
         for stage in self.stages:
             ids = stage.assign(residual)
             columns.append(ids)
             residual = residual - stage.centroids(ids)
-        return torch.stack(columns, dim=1)
+        return columns, residual
+
+
+class StageResiduals(Sequence[torch.Tensor]):
+    """Each recording's (T_i, F) residual after `quantiser`'s stages, computed from its features
+    when asked for and not kept: a round of `fit_residual_kmeans` reads only the frames it
+    draws, where a list of every recording's residuals held one more copy of the corpus's
+    features (82 MB an hour). Computed as `ResidualKMeans.codes` does on the whole recording,
+    so the residuals are those a held copy had, bit for bit."""
+
+    def __init__(self, features: Sequence[torch.Tensor], quantiser: ResidualKMeans) -> None:
+        self.features, self.quantiser = features, quantiser
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.quantiser.residual(self.features[index])
 
 
 def fit_residual_kmeans(features: Sequence[torch.Tensor], codebooks: int, clusters: int, max_frames: int,
                         seed: int, weights: torch.Tensor | None = None) -> ResidualKMeans:
-    """`codebooks` rounds of k-means, each on the residual of the rounds before.
+    """`codebooks` rounds of k-means, each on the residual of the rounds before (`StageResiduals`:
+    `features` may be `FrameRows`, read a recording at a time).
 
     `weights` (F,) scales each standardised feature in the distance (`fit_clusters`).
     """
-    residuals, stages = [f.float() for f in features], []
+    stages: list[Clusters] = []
     for round_ in range(codebooks):
-        stage = fit_clusters(residuals, clusters, max_frames, seed + round_, weights)
-        stages.append(stage)
-        residuals = [r - stage.centroids(stage.assign(r)) for r in residuals]
+        residuals = StageResiduals(features, ResidualKMeans(list(stages)))
+        stages.append(fit_clusters(residuals, clusters, max_frames, seed + round_, weights))
     return ResidualKMeans(stages)
 
 
@@ -389,7 +421,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="folder of music files (wav, flac, mp3, ogg, ...: any rate; recursive)")
     data.add_argument("-o", "--output", required=True,
                       help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt and cqt.npy (the teachers' "
-                           "targets), inputs.json (the files a rerun resumes on), encoder/")
+                           "targets; features.npy while the k-means teacher is fitted), inputs.json (the files a "
+                           "rerun resumes on), encoder/")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to --data (repeatable)")
     data.add_argument("--max-seconds", type=positive_float, default=5.0,
@@ -440,7 +473,8 @@ def log(message: str) -> None:
 def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence[torch.Tensor],
                  cqt_file: Path) -> dict[str, Any]:
     """Both teachers' targets for every recording: codes (T, C) in `code_dtype` and, unless --no-cqt,
-    CQT (T, Q) in fp16, written to `cqt_file` as they are computed and read from it (`FrameRows`)."""
+    CQT (T, Q) in fp16, written to `cqt_file` as they are computed and read from it (`FrameRows`).
+    The k-means teacher's features pass through `FEATURES_FILE` beside it (`kmeans_codes`)."""
     rate = encoder.processor.sampling_rate
     model = load_encodec(args.encodec) if args.teacher == "encodec" else None
     weights = feature_weights(args.chroma_weight) if model is None else None  # checked before the teachers' pass
@@ -453,49 +487,65 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
         codes, sizes = acoustic, [model.config.codebook_size] * acoustic[0].shape[1]
         source = f"encodec {args.encodec}"
     else:
-        log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
-        quantiser = fit_residual_kmeans(acoustic, args.codebooks, args.clusters, args.kmeans_frames, args.seed,
-                                        weights)
         sizes = [args.clusters] * args.codebooks
-        codes = [quantiser.codes(f).to(code_dtype(sizes)) for f in acoustic]
+        codes = kmeans_codes(args, acoustic, weights)
         source = f"residual k-means on log-mel + chroma (chroma weight {args.chroma_weight:g})"
     targets: dict[str, Any] = {"labels": codes, "codebook_sizes": sizes, "source": source}
     return targets if cqts is None else {**targets, "cqt": cqts}
 
 
+def kmeans_codes(args: argparse.Namespace, features: FrameRows, weights: torch.Tensor) -> list[torch.Tensor]:
+    """Each recording's residual k-means codes (in `code_dtype`) of its `features`, read from their
+    file a recording at a time; the file is deleted once they are made (or k-means fails): labels.pt
+    keeps the codes, and a rerun with other k-means settings is refused (`cached_labels`), so the
+    features would never be read again."""
+    log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
+    try:
+        quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed,
+                                        weights)
+        dtype = code_dtype([args.clusters] * args.codebooks)
+        return [quantiser.codes(recording).to(dtype) for recording in features]
+    finally:
+        features.path.unlink(missing_ok=True)
+
+
 def cqt_and_acoustic_passes(waves: Sequence[torch.Tensor], encoder: MertEncoder, encodec: Any,
-                            cqt: bool, cqt_file: Path) -> tuple[list[torch.Tensor], Optional[FrameRows]]:
-    """`teacher_passes` with each recording's CQT written to `cqt_file` as it is computed, then
-    read from it (`FrameRows`); (acoustic, None) if not `cqt`."""
-    if not cqt:
-        return teacher_passes(waves, encoder, encodec, None), None
+                            cqt: bool, cqt_file: Path) -> tuple[Sequence[torch.Tensor], Optional[FrameRows]]:
+    """`teacher_passes`, each recording's targets handed on as they are computed: EnCodec's codes
+    held in a list, the k-means teacher's features written to `FEATURES_FILE` beside `cqt_file`
+    and the CQT (unless not `cqt`) to `cqt_file`, both then read from their files (`FrameRows`).
+    Each file is written whole or not at all."""
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
-    with frame_rows_writer(cqt_file, frames, CQT_BINS, torch.float16) as append:
-        acoustic = teacher_passes(waves, encoder, encodec, append)
-    return acoustic, FrameRows(cqt_file, frames)
+    features_file, codes = cqt_file.with_name(FEATURES_FILE), []
+    with ExitStack() as files:
+        keep_acoustic = codes.append if encodec is not None else files.enter_context(
+            frame_rows_writer(features_file, frames, ACOUSTIC_FEATURES, torch.float32))
+        keep_cqt = files.enter_context(frame_rows_writer(cqt_file, frames, CQT_BINS, torch.float16)) if cqt else None
+        teacher_passes(waves, encoder, encodec, keep_acoustic, keep_cqt)
+    acoustic = codes if encodec is not None else FrameRows(features_file, frames)
+    return acoustic, FrameRows(cqt_file, frames) if cqt else None
 
 
 def teacher_passes(waves: Sequence[torch.Tensor], encoder: MertEncoder, encodec: Any,
-                   keep_cqt: Optional[Callable[[torch.Tensor], None]]) -> list[torch.Tensor]:
-    """Per recording, its EnCodec codes (`encodec`, in `code_dtype`, else its `acoustic_features`),
-    and its (T, Q) CQT in fp16 handed to `keep_cqt` (unless None), each recording read once:
-    `waves` is `RecordingFiles`, decoded (and resampled) as it is read, and a pass per teacher
-    read the corpus twice."""
+                   keep_acoustic: Callable[[torch.Tensor], None],
+                   keep_cqt: Optional[Callable[[torch.Tensor], None]]) -> None:
+    """Per recording, its EnCodec codes (`encodec`, in `code_dtype`, else its `acoustic_features`)
+    handed to `keep_acoustic`, and its (T, Q) CQT in fp16 to `keep_cqt` (unless None), each
+    recording read once: `waves` is `RecordingFiles`, decoded (and resampled) as it is read, and
+    a pass per teacher read the corpus twice."""
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     rate = encoder.processor.sampling_rate
     chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE) if encodec is None else None
     code_type = code_dtype([encodec.config.codebook_size]) if encodec is not None else None
     transform = constant_q(rate, hop, CQT_BINS) if keep_cqt is not None else None
-    acoustic = []
     with torch.no_grad():
         for wave in waves:
             frames = frame_count(wave.numel(), field, hop)
-            acoustic.append(acoustic_features(wave, rate, field, hop, chroma_cqt) if encodec is None
-                            else encodec_codes(encodec, wave, frames).to(code_type))
+            keep_acoustic(acoustic_features(wave, rate, field, hop, chroma_cqt) if encodec is None
+                          else encodec_codes(encodec, wave, frames).to(code_type))
             if transform is not None:
                 keep_cqt(centred_cqt(transform, wave, field, frames).half())
-    return acoustic
 
 
 def stored_targets(targets: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ and `zoo pretrain mert` end to end (the loss falls; an interrupted run resumes e
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -444,3 +445,125 @@ def test_labels_of_an_older_zoo_holding_the_cqt_are_refused(music_folder, tmp_pa
     error = capsys.readouterr().err
     assert f"{out / 'labels.pt'} holds its CQT targets itself" in error
     assert "delete it (and checkpoint.pt) to compute them again into cqt.npy" in error
+
+
+# ---------------------------------------------------------------------------------------
+# The k-means teacher in bounded memory: features in OUT/features.npy, residuals computed when read
+
+
+def written_rows(path, rows: list[torch.Tensor]):
+    from zoo.audio_crops import FrameRows, frame_rows_writer
+
+    with frame_rows_writer(path, [len(block) for block in rows], rows[0].shape[1], rows[0].dtype) as append:
+        for block in rows:
+            append(block)
+    return FrameRows(path, [len(block) for block in rows])
+
+
+def held_residual_kmeans(features, codebooks, clusters, max_frames, seed):
+    """The residual k-means as it was fitted with every recording's residual held: the reference."""
+    from modalities.speech.hubert.pretrain import fit_clusters
+
+    residuals, stages = [f.float() for f in features], []
+    for round_ in range(codebooks):
+        stages.append(fit_clusters(residuals, clusters, max_frames, seed + round_))
+        residuals = [r - stages[-1].centroids(stages[-1].assign(r)) for r in residuals]
+    return stages
+
+
+@pytest.mark.parametrize("max_frames", [10_000, 500])  # every frame, and 500 drawn at random
+def test_residual_kmeans_holds_no_recording_while_it_fits(tmp_path, monkeypatch, max_frames):
+    """Fitted on features read from their file, each round draws its frames from residuals computed
+    as they are read: while a round is fitted, no recording's features or residuals are held (the
+    old list of residuals held all 3), and the stages and codes are those of the held residuals
+    (torch.equal)."""
+    import gc
+
+    from modalities.audio.mert import pretrain as mert
+
+    lengths = (401, 403, 409)  # recordings' rows, told apart from every other tensor by their length
+    generator = torch.Generator().manual_seed(0)
+    features = [torch.randn(frames, 6, generator=generator) * torch.arange(1.0, 7.0) for frames in lengths]
+    rows = written_rows(tmp_path / "features.npy", features)
+    held, fit = [], mert.fit_clusters
+
+    def counting_fit(residuals, *args, **kwargs):
+        gc.collect()
+        held.append(sum(type(value) is torch.Tensor and value.dim() == 2 and len(value) in lengths
+                        for value in gc.get_objects()))
+        return fit(residuals, *args, **kwargs)
+
+    expected = held_residual_kmeans(features, 3, 8, max_frames, 0)
+    del features
+    monkeypatch.setattr(mert, "fit_clusters", counting_fit)
+    quantiser = mert.fit_residual_kmeans(rows, codebooks=3, clusters=8, max_frames=max_frames, seed=0)
+    for stage, reference in zip(quantiser.stages, expected, strict=True):
+        assert all(torch.equal(getattr(stage, name), getattr(reference, name)) for name in ("centers", "mean", "std"))
+    assert all(torch.equal(quantiser.codes(rows[index]), mert.ResidualKMeans(expected).codes(rows[index]))
+               for index in range(len(rows)))
+    assert held == [0, 0, 0]
+
+
+def mert_teacher_args(*options: str):
+    from modalities.audio.mert.pretrain import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(["--data", ".", "-o", ".", "--codebooks", "2", "--clusters", "8", *options])
+
+
+def test_kmeans_features_pass_through_a_file_deleted_once_coded(music_folder, tmp_path, monkeypatch):
+    """The k-means teacher reads each recording's log-mel + chroma from OUT/features.npy (the features
+    of the waveform, torch.equal), which is gone once the codes are made, or k-means failed."""
+    from modalities.audio.mert import pretrain as mert
+    from zoo.audio_crops import FrameRows, RecordingFiles, load_waves
+
+    encoder = micro_objective().encoder
+    files = sorted(music_folder.glob("*.flac"))
+    waves = load_waves(files, encoder.processor)
+    expected = mert.teacher_features(waves, RATE, 400, 320)
+    seen, fit = [], mert.fit_residual_kmeans
+
+    def checking_fit(features, *args, **kwargs):
+        seen.append((isinstance(features, FrameRows) and features.path == tmp_path / mert.FEATURES_FILE
+                     and features.path.is_file(), all(torch.equal(features[index], wanted)
+                                                      for index, wanted in enumerate(expected))))
+        return fit(features, *args, **kwargs)
+
+    monkeypatch.setattr(mert, "fit_residual_kmeans", checking_fit)
+    args = mert_teacher_args()
+    targets = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)
+    assert seen == [(True, True)]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [mert.CQT_FILE]  # no features, no temporaries
+    quantiser = fit(expected, 2, 8, args.kmeans_frames, args.seed, mert.feature_weights(1.0))
+    assert all(torch.equal(codes, quantiser.codes(features).to(torch.uint8))
+               for codes, features in zip(targets["labels"], expected, strict=True))
+    with pytest.raises(ConfigError, match="cannot make 100000 clusters"):
+        mert.make_targets(mert_teacher_args("--clusters", "100000"), encoder,
+                          RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [mert.CQT_FILE]
+
+
+def test_encodec_codes_are_held_and_write_no_features(music_folder, tmp_path):
+    """`--teacher encodec` keeps each recording's codes in memory, as EnCodec gives them (torch.equal)."""
+    from transformers import EncodecConfig, EncodecModel
+
+    from modalities.audio.mert import pretrain as mert
+    from zoo.audio_crops import RecordingFiles, frame_count, load_waves
+
+    torch.manual_seed(0)
+    config = EncodecConfig(num_filters=4, hidden_size=16, codebook_size=1024, codebook_dim=16, num_lstm_layers=1,
+                           target_bandwidths=[1.5, 6.0])
+    EncodecModel(config).save_pretrained(tmp_path / "encodec")
+    encoder = micro_objective().encoder
+    files = sorted(music_folder.glob("*.flac"))[:3]
+    args = mert_teacher_args("--teacher", "encodec", "--encodec", str(tmp_path / "encodec"), "--no-cqt")
+    run = tmp_path / "run"
+    targets = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE)
+    model = mert.load_encodec(str(tmp_path / "encodec"))
+    waves = load_waves(files, encoder.processor)
+    assert targets["codebook_sizes"] == [1024] * 8 and "cqt" not in targets
+    assert all(isinstance(codes, torch.Tensor) and codes.dtype == torch.int16
+               and torch.equal(codes, mert.encodec_codes(model, wave, frame_count(wave.numel(), 400, 320)).short())
+               for codes, wave in zip(targets["labels"], waves, strict=True))
+    assert not run.exists() or list(run.iterdir()) == []
