@@ -26,6 +26,7 @@ QUICK = [
     pytest.param(["bench_scale.py", "--cases", "table", "--rows", "200"], id="scale"),
     pytest.param(["bench_pretrain_memory.py", "--files", "4", "--minutes", "0.1", "--steps", "2", "--batch-size", "2"],
                  id="pretrain-memory"),
+    pytest.param(["bench_long_windows.py", "--minutes", "0.6", "--files", "2", "--rate", "22050"], id="long-windows"),
     pytest.param(["bench_mert.py", "--cases", "5s", "--repeats", "1"], id="mert", marks=pytest.mark.slow),
     pytest.param(["bench_checkpointing.py", "--cases", "vit-small", "--repeats", "1"], id="checkpointing",
                  marks=pytest.mark.slow),
@@ -36,7 +37,7 @@ QUICK = [
 def test_a_benchmark_runs_and_reports(command):
     if command[0] in ("bench_tjepa.py", "bench_scale.py") and not ADULT.is_file():
         pytest.skip(f"{command[0]} reads UCI Adult from {ADULT}, absent here (../shared is not beside the repo)")
-    if command[0] == "bench_pretrain_memory.py" and not FSDD.is_dir():
+    if command[0] in ("bench_pretrain_memory.py", "bench_long_windows.py") and not FSDD.is_dir():
         pytest.skip(f"{command[0]} makes its recordings from {FSDD}, absent here (../shared is not beside the repo)")
     done = subprocess.run([sys.executable, str(BENCHMARKS / command[0]), *command[1:]], capture_output=True,
                           text=True, cwd=BENCHMARKS.parent, timeout=600)
