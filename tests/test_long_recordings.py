@@ -155,3 +155,27 @@ def counting(decode):
 
     decoding.calls = []
     return decoding
+
+
+def test_a_long_files_scale_is_taken_once_per_version_of_the_file(tmp_path, monkeypatch):
+    """With `do_normalize`, every training batch drawing a window of a long file took its scale in a
+    pass over the whole file; it is kept per file version (size, modification time), and a file
+    written anew gets its own."""
+    processor = AudioProcessor(do_normalize=True, chunk_seconds=1.0)
+    path = write(tmp_path / "a.wav", 16000, seconds=3.0)
+    passes = []
+    scale = zoo.audio_spans.streamed_scale
+
+    def counted(*args):
+        passes.append(args[0])
+        return scale(*args)
+
+    monkeypatch.setattr(zoo.audio_spans, "streamed_scale", counted)
+    for _ in range(3):
+        processor.training_batch([path])
+    assert len(passes) == 1
+    write(tmp_path / "a.wav", 16000, seconds=2.5, amplitude=0.1)
+    mean, deviation = processor.prepare_lazily(path).scale
+    assert len(passes) == 2
+    expected = processor.scale_of(decode_audio(path, "a", 16000))
+    assert torch.allclose(mean, expected[0], rtol=1e-6) and torch.allclose(deviation, expected[1], rtol=1e-6)

@@ -11,6 +11,7 @@ recording's length.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -89,8 +90,23 @@ def long_recording(path: Any, rate: int, window: int, normalize_eps: Optional[fl
     if length <= window:
         return None
     warn_if_truncated(info.extra_info, f"audio file {str(path)!r}")
-    scale = None if normalize_eps is None else streamed_scale(Path(path), rate, normalize_eps)
+    if normalize_eps is None:
+        return LongRecording(Path(path), rate, length, None)
+    stat = Path(path).stat()
+    scale = kept_scale(Path(path).resolve(), rate, normalize_eps, stat.st_size, stat.st_mtime_ns)
     return LongRecording(Path(path), rate, length, scale)
+
+
+#: recordings whose `do_normalize` scale is kept (two float32 tensors each)
+SCALES_KEPT = 65536
+
+
+@functools.lru_cache(maxsize=SCALES_KEPT)
+def kept_scale(path: Path, rate: int, eps: float, size: int, modified_ns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`streamed_scale` of a file as it is now (its size and modification time name the version):
+    fine-tuning draws a window of the same recording every epoch, and each draw decoded the
+    whole recording again for its scale."""
+    return streamed_scale(path, rate, eps)
 
 
 def streamed_scale(path: Path, rate: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
