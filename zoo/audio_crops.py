@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from zoo.audio import (
-    AUDIO_SUFFIXES, MAX_FRAMES, SPAN_FORMATS, AudioProcessor, decode_span, load_waveform, resampled_length,
+    AUDIO_SUFFIXES, MAX_FRAMES, SPAN_FORMATS, AudioProcessor, decode_span, resampled_length,
 )
+from zoo.audio_spans import file_scale
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_path, visible_files
 from zoo.training import run_input_files
@@ -109,7 +110,8 @@ class RecordingFiles(Sequence[torch.Tensor]):
     A crop (`span`) of a WAV or FLAC file decodes only its own samples (`decode_span`): a 5 s crop
     of a 4-minute 44.1 kHz song takes 16 ms, its whole decoding 680 ms, which a batch of songs
     paid for each recording. With `do_normalize` a span is scaled by its recording's mean and
-    deviation (`scales`), found by decoding the recording whole the first time it is cropped.
+    deviation, taken in one streamed pass over the file the first time it is cropped (`file_scale`,
+    as `embed` scales a long file's windows), where it was decoded whole into memory for them.
     """
 
     def __init__(self, files: Sequence[Path], processor: AudioProcessor) -> None:
@@ -117,7 +119,6 @@ class RecordingFiles(Sequence[torch.Tensor]):
         layouts = [recording_layout(file, processor) for file in self.files]
         self.lengths = np.array([length for length, _ in layouts], dtype=np.int64)
         self.spanned = np.array([spanned for _, spanned in layouts], dtype=bool)
-        self.scales: dict[int, Optional[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -135,17 +136,13 @@ class RecordingFiles(Sequence[torch.Tensor]):
         decoding has them: read alone where the file allows (`decode_span`), whatever was decoded before."""
         if not self.spanned[index]:
             return self[index][first : first + count]
-        if self.processor.do_normalize and index not in self.scales:
-            self.scales[index] = self.processor.scale_of(self.unscaled(index))
-        rate = self.processor.sampling_rate
-        samples, length = decode_span(self.files[index], rate, first, count)
+        processor = self.processor
+        samples, length = decode_span(self.files[index], processor.sampling_rate, first, count)
         if length != self.lengths[index]:
             raise self.changed(index, length)
-        return self.processor.finished(samples, self.scales.get(index))
-
-    def unscaled(self, index: int) -> torch.Tensor:
-        """Recording `index` decoded at the model's rate, before `do_normalize` and padding."""
-        return load_waveform(self.files[index], None, self.processor.sampling_rate)
+        scale = file_scale(self.files[index], processor.sampling_rate, processor.normalize_eps) \
+            if processor.do_normalize else None
+        return processor.finished(samples, scale)
 
     def changed(self, index: int, length: int) -> InputError:
         return InputError(f"audio file {str(self.files[index])!r} decodes to {length} samples at "

@@ -90,11 +90,15 @@ def long_recording(path: Any, rate: int, window: int, normalize_eps: Optional[fl
     if length <= window:
         return None
     warn_if_truncated(info.extra_info, f"audio file {str(path)!r}")
-    if normalize_eps is None:
-        return LongRecording(Path(path), rate, length, None)
-    stat = Path(path).stat()
-    scale = kept_scale(Path(path).resolve(), rate, normalize_eps, stat.st_size, stat.st_mtime_ns)
+    scale = None if normalize_eps is None else file_scale(Path(path), rate, normalize_eps)
     return LongRecording(Path(path), rate, length, scale)
+
+
+def file_scale(path: Path, rate: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `do_normalize` mean and deviation of the recording file `path` at `rate` (`streamed_scale`),
+    taken once per version of the file (`kept_scale`)."""
+    stat = path.stat()
+    return kept_scale(path.resolve(), rate, eps, stat.st_size, stat.st_mtime_ns)
 
 
 #: recordings whose `do_normalize` scale is kept (two float32 tensors each)
