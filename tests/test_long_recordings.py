@@ -179,3 +179,19 @@ def test_a_long_files_scale_is_taken_once_per_version_of_the_file(tmp_path, monk
     assert len(passes) == 2
     expected = processor.scale_of(decode_audio(path, "a", 16000))
     assert torch.allclose(mean, expected[0], rtol=1e-6) and torch.allclose(deviation, expected[1], rtol=1e-6)
+
+
+def test_a_pretraining_crop_of_a_normalised_recording_is_scaled_without_decoding_it_whole(tmp_path, monkeypatch):
+    """`RecordingFiles.span` took a do_normalize recording's scale from its whole decoding, held in
+    memory (a 60-minute 16 kHz WAV: +238 MiB for its first crop); it now takes `file_scale`'s
+    streamed pass: the crop of the whole normalised recording within 5e-7, no whole decoding."""
+    from zoo.audio_crops import RecordingFiles
+
+    path = write(tmp_path / "a.flac", 44100, seconds=6.0, channels=2)
+    processor = AudioProcessor(do_normalize=True)
+    expected = processor.prepare(path)[20000:36000]
+    files = RecordingFiles([tmp_path / "a.flac"], processor)
+    monkeypatch.setattr(zoo.audio, "decode_audio", counting(zoo.audio.decode_audio))
+    crop = files.span(0, 20000, 16000)
+    assert zoo.audio.decode_audio.calls == []
+    assert float((crop - expected).abs().max()) <= 5e-7
