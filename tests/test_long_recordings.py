@@ -195,3 +195,16 @@ def test_a_pretraining_crop_of_a_normalised_recording_is_scaled_without_decoding
     crop = files.span(0, 20000, 16000)
     assert zoo.audio.decode_audio.calls == []
     assert float((crop - expected).abs().max()) <= 5e-7
+
+
+def test_a_datasets_audio_column_of_long_local_files_is_read_a_window_at_a_time(tmp_path, monkeypatch):
+    """A Dataset's Audio column of local files gives undecoded rows holding only their path: such a
+    long file is read a window at a time too, to the same rows as its path gives (torch.equal)."""
+    import datasets
+
+    model, path = encoder(), write(tmp_path / "a.wav", 16000)
+    dataset = datasets.Dataset.from_dict({"audio": [path]}).cast_column("audio", datasets.Audio())
+    expected = model.embed([path], progress=False)
+    monkeypatch.setattr(zoo.audio, "decode_audio", counting(zoo.audio.decode_audio))
+    assert torch.equal(model.embed(dataset, progress=False), expected)
+    assert zoo.audio.decode_audio.calls == []

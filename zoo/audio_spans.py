@@ -71,13 +71,16 @@ class RecordingSpan:
         return (wave - mean).div_(deviation)
 
 
-def long_recording(path: Any, rate: int, window: int, normalize_eps: Optional[float]) -> Optional[LongRecording]:
-    """`path` as a `LongRecording` if it is a file of `SPAN_FORMATS` holding more than `window`
-    samples at `rate`, else None (decoded whole, as before: Ogg and MP3 cannot be sought exactly,
-    and a recording of one window gains nothing). `normalize_eps`: the variance floor of
-    `do_normalize` (None without it), whose scale takes one pass over the file (`streamed_scale`)."""
+def long_recording(item: Any, rate: int, window: int, normalize_eps: Optional[float]) -> Optional[LongRecording]:
+    """`item` as a `LongRecording` if it is the path of a file of `SPAN_FORMATS` (or an undecoded
+    `datasets` Audio row holding only such a path) of more than `window` samples at `rate`, else
+    None (decoded whole, as before: Ogg and MP3 cannot be sought exactly, and a recording of one
+    window gains nothing). `normalize_eps`: the variance floor of `do_normalize` (None without
+    it), whose scale takes one pass over the file (`file_scale`)."""
     import soundfile
 
+    is_row = isinstance(item, dict) and item.get("bytes") is None and "array" not in item
+    path = item.get("path") if is_row else item
     if not isinstance(path, (str, Path)) or not Path(path).is_file():
         return None
     try:
