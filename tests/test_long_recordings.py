@@ -103,8 +103,8 @@ def test_a_file_changed_while_it_is_read_is_refused(tmp_path):
     processor = AudioProcessor(chunk_seconds=1.0)
     windows = processor.split(processor.prepare_lazily(path))
     write(tmp_path / "a.wav", 16000, seconds=2.0)
-    with pytest.raises(InputError, match=r"a.wav' decodes to 32000 samples at 16000 Hz, but had 40000 when embed "
-                                         r"began; it changed while it was read"):
+    with pytest.raises(InputError, match=r"a.wav' decodes to 32000 samples at 16000 Hz, but had 40000 when it "
+                                         r"was opened; it changed while it was read"):
         processor.collate(windows)
 
 

@@ -1,11 +1,13 @@
-"""Long recording files that `embed` reads a window at a time.
+"""Long recording files read a window at a time.
 
 A recording prepared for `embed` was held whole at the model's rate while its windows ran
-(an hour: 230 MB at 16 kHz, 345 MB at 24 kHz; ten hours, ten times that). A WAV or FLAC file
-longer than one window is instead kept as its path and length (`LongRecording`): its windows
-are the spans `AudioProcessor.split` would cut from the whole decoding, and each is decoded
-alone (`decode_span`) when its batch is made, so `embed` holds a batch of windows whatever the
-recording's length.
+(an hour: 230 MB at 16 kHz, 345 MB at 24 kHz; ten hours, ten times that), and a training
+batch decoded each recording whole to cut one window of it. A WAV or FLAC file longer than one
+window is instead kept as its path and length (`LongRecording`): its windows are the spans
+`AudioProcessor.split` (or `random_window`) would cut from the whole decoding, and each is
+decoded alone (`decode_span`) when its batch is made, so a batch holds its windows whatever the
+recordings' length. `do_normalize` scales them by the whole recording's mean and deviation,
+taken in one streamed pass over the file (`file_scale`), as pretraining crops are scaled.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ class RecordingSpan:
         wave, length = decode_span(recording.path, recording.rate, self.first, self.count)
         if length != recording.length or wave.numel() != self.count:
             raise InputError(f"audio file {str(recording.path)!r} decodes to {length} samples at {recording.rate} "
-                             f"Hz, but had {recording.length} when embed began; it changed while it was read: "
-                             "embed it again")
+                             f"Hz, but had {recording.length} when it was opened; it changed while it was read: "
+                             "read it again once it is written")
         if recording.scale is None:
             return wave
         mean, deviation = recording.scale
