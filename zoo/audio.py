@@ -82,13 +82,7 @@ def decode_audio(source: str | BinaryIO, where: str, target_rate: int, what: Opt
     230 MB at 16 kHz. The decoder's errors become one `InputError` naming `where`, and the
     samples are checked as `check_waveform` checks an array's, naming `what` (default: `where`).
     """
-    import soundfile
-
-    try:
-        handle = soundfile.SoundFile(source)
-    except Exception as err:  # soundfile raises several unrelated types for unreadable files
-        raise undecodable(where, err) from err
-    with handle:
+    with open_sound(source, where) as handle:
         rate = check_rate(handle.samplerate)
         blocks = checked_blocks(mono_blocks(handle, where), what or where)
         wave = joined(resample_blocks(blocks, rate, target_rate), resampled_length(handle.frames, rate, target_rate))
@@ -114,6 +108,16 @@ def joined(blocks: Iterable[torch.Tensor], length: int) -> torch.Tensor:
         if taken < block.numel():
             beyond.append(block[taken:])
     return torch.cat([wave, *beyond]) if beyond else wave[:filled]
+
+
+def open_sound(source: str | BinaryIO, where: str) -> Any:
+    """soundfile's handle on a file or buffer, its decoder's errors one `InputError` naming `where`."""
+    import soundfile
+
+    try:
+        return soundfile.SoundFile(source)
+    except Exception as err:  # soundfile raises several unrelated types for unreadable files
+        raise undecodable(where, err) from err
 
 
 def undecodable(where: str, err: Exception) -> InputError:
@@ -210,14 +214,8 @@ def decode_span(path: str | Path, target_rate: int, first: int, count: int) -> t
     decoding's samples at the same rate, and within float rounding of them when resampled
     (tests/test_audio_blocks.py). For files of `SPAN_FORMATS` only; the samples are checked as
     `decode_audio` checks a file's."""
-    import soundfile
-
     where = f"audio file {str(path)!r}"
-    try:
-        handle = soundfile.SoundFile(str(path))
-    except Exception as err:  # soundfile raises several unrelated types for unreadable files
-        raise undecodable(where, err) from err
-    with handle:
+    with open_sound(str(path), where) as handle:
         rate = check_rate(handle.samplerate)
         if handle.format not in SPAN_FORMATS:
             raise ConfigError(f"{where} is {handle.format}, whose seeking is not exact; decode it whole")

@@ -21,8 +21,8 @@ from typing import Any, Iterator, Optional
 import torch
 
 from zoo.audio import (
-    MAX_FRAMES, SPAN_FORMATS, check_rate, checked_blocks, decode_span, mono_blocks, resample_blocks,
-    resampled_length, undecodable, warn_if_truncated,
+    MAX_FRAMES, SPAN_FORMATS, check_rate, checked_blocks, decode_span, mono_blocks, open_sound, resample_blocks,
+    resampled_length, warn_if_truncated,
 )
 from zoo.errors import InputError
 
@@ -138,14 +138,8 @@ def streamed_scale(path: Path, rate: int, eps: float) -> tuple[torch.Tensor, tor
 
 def decoded_blocks(path: Path, rate: int) -> Iterator[torch.Tensor]:
     """The blocks `decode_audio` joins, checked as it checks them, one at a time."""
-    import soundfile
-
     where = f"audio file {str(path)!r}"
-    try:
-        handle = soundfile.SoundFile(str(path))
-    except Exception as err:  # soundfile raises several unrelated types for unreadable files
-        raise undecodable(where, err) from err
-    with handle:
+    with open_sound(str(path), where) as handle:
         yield from resample_blocks(checked_blocks(mono_blocks(handle, where), f"audio input {str(path)!r}"),
                                    check_rate(handle.samplerate), rate)
 
