@@ -284,8 +284,9 @@ def frame_rows_writer(path: str | Path, frames: Sequence[int], width: int,
 
 
 def frame_counts(sequences: Sequence[torch.Tensor]) -> np.ndarray:
-    """Each sequence's frames (T_i): `FrameRows` knows them without reading its file."""
-    if isinstance(sequences, FrameRows):
+    """Each sequence's frames (T_i), from `frames` where the sequences know them without being read
+    (`FrameRows`: its file's layout; MERT's `StageResiduals`: those of the features it is computed from)."""
+    if isinstance(getattr(sequences, "frames", None), np.ndarray):
         return sequences.frames
     return np.array([len(frames) for frames in sequences], dtype=np.int64)
 

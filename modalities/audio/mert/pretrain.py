@@ -167,6 +167,7 @@ class StageResiduals(Sequence[torch.Tensor]):
 
     def __init__(self, features: Sequence[torch.Tensor], quantiser: ResidualKMeans) -> None:
         self.features, self.quantiser = features, quantiser
+        self.frames = frame_counts(features)  # what `drawn_frames` counts, without computing a residual
 
     def __len__(self) -> int:
         return len(self.features)

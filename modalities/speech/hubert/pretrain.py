@@ -34,7 +34,7 @@ from torch import nn
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
 from zoo.audio import embedded_groups
-from zoo.audio_crops import CropBatches, RecordingFiles, frame_count, run_audio_files
+from zoo.audio_crops import CropBatches, RecordingFiles, frame_count, frame_counts, run_audio_files
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
@@ -249,7 +249,7 @@ def drawn_frames(features: Sequence[torch.Tensor], max_frames: int, rng: np.rand
     replacement (kept in order), as float32: the drawn rows are taken from each recording's
     features, so that the corpus's frames are never joined into one copy (HuBERT's MFCCs: 28 MB
     an hour; MERT's log-mel + chroma: 82 MB an hour)."""
-    counts = np.array([len(f) for f in features], dtype=np.int64)
+    counts = frame_counts(features)
     total = int(counts.sum())
     if total <= max_frames:
         return torch.cat([f.float() for f in features])

@@ -504,6 +504,26 @@ def test_residual_kmeans_holds_no_recording_while_it_fits(tmp_path, monkeypatch,
     assert held == [0, 0, 0]
 
 
+
+@pytest.mark.parametrize("max_frames", [10_000, 500])
+def test_each_round_computes_each_recordings_residual_once(tmp_path, monkeypatch, max_frames):
+    """`drawn_frames` counts the rows of `StageResiduals` from its `frames`: it took each residual's
+    length by computing it, so every round computed every recording's residual twice."""
+    from modalities.audio.mert import pretrain as mert
+
+    generator = torch.Generator().manual_seed(0)
+    rows = written_rows(tmp_path / "features.npy", [torch.randn(frames, 6, generator=generator)
+                                                    for frames in (401, 403, 409)])
+    calls, residual = [], mert.ResidualKMeans.residual
+
+    def counted(self, features):
+        calls.append(len(features))
+        return residual(self, features)
+
+    monkeypatch.setattr(mert.ResidualKMeans, "residual", counted)
+    mert.fit_residual_kmeans(rows, codebooks=3, clusters=8, max_frames=max_frames, seed=0)
+    assert calls == [401, 403, 409] * 3
+
 def mert_teacher_args(*options: str):
     from modalities.audio.mert.pretrain import add_arguments
 
