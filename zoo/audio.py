@@ -478,22 +478,22 @@ class AudioProcessor(Processor):
         return self.finished(wave, self.scale_of(wave))
 
     def prepare_lazily(self, item: Any, sampling_rate: Optional[int] = None,
-                         **options: Any) -> torch.Tensor | LongRecording:
+                       **options: Any) -> torch.Tensor | LongRecording:
         """`prepare`, but a WAV or FLAC file longer than a window is left on disk as a `LongRecording`,
-        whose windows `collate` decodes a batch at a time: `embed` no longer holds a recording of
-        hours whole at the model's rate. Its windows are those of the whole decoding, equal at the
-        file's own rate and within float rounding when resampled (`decode_span`)."""
+        whose windows `collate` decodes a batch at a time, so that `embed` and a training batch hold
+        their windows, not a recording of hours at the model's rate. Its windows are those of the
+        whole decoding, equal at the file's own rate and within float rounding when resampled or
+        normalised (`zoo.audio_spans`)."""
         from zoo.audio_spans import long_recording
 
         eps = self.normalize_eps if self.do_normalize else None
-        if not options and (recording := long_recording(item, self.sampling_rate, self.window_samples, eps)):
-            return recording
-        return self.prepare(item, sampling_rate, **options)
+        recording = None if options else long_recording(item, self.sampling_rate, self.window_samples, eps)
+        return recording if recording is not None else self.prepare(item, sampling_rate, **options)
 
     def scale_of(self, wave: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """(mean, standard deviation with the variance floor) that `do_normalize` scales a whole
-        recording by; None without it. A span of the recording (`decode_span`) takes its
-        recording's, so that it is normalised as the whole is."""
+        recording by; None without it. A long file's windows and pretraining crops take the same
+        of their recording in one streamed pass over its file (`zoo.audio_spans.file_scale`)."""
         if not self.do_normalize:
             return None
         return wave.mean(), torch.sqrt(wave.var(unbiased=False) + self.normalize_eps)
@@ -519,7 +519,7 @@ class AudioProcessor(Processor):
             return [item[first : first + count] for first, count in window_bounds(item.numel(), self.window_samples)]
         return [item.span(first, count) for first, count in window_bounds(item.numel(), self.window_samples)]
 
-    def size(self, piece: torch.Tensor) -> int:
+    def size(self, piece: torch.Tensor | RecordingSpan) -> int:
         return piece.numel()
 
     def training_batch(self, inputs: Sequence[Any], **kwargs: Any) -> dict[str, torch.Tensor]:
