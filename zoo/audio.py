@@ -513,8 +513,9 @@ class AudioProcessor(Processor):
         """The samples of the longest piece the encoder sees at once (`chunk_seconds`)."""
         return int(self.chunk_seconds * self.sampling_rate)
 
-    def split(self, item: torch.Tensor | LongRecording) -> list[torch.Tensor | RecordingSpan]:
-        """A recording's windows (`window_bounds`): views of a waveform, spans of a `LongRecording`."""
+    def split(self, item: torch.Tensor | LongRecording | RecordingSpan) -> list[torch.Tensor | RecordingSpan]:
+        """A recording's windows (`window_bounds`): views of a waveform, spans of a `LongRecording`
+        (or of a span of one)."""
         if isinstance(item, torch.Tensor):
             return [item[first : first + count] for first, count in window_bounds(item.numel(), self.window_samples)]
         return [item.span(first, count) for first, count in window_bounds(item.numel(), self.window_samples)]

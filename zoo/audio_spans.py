@@ -58,6 +58,11 @@ class RecordingSpan:
     def numel(self) -> int:
         return self.count
 
+    def span(self, first: int, count: int) -> RecordingSpan:
+        """Samples [first, first + count) of this span: a window of a window (`AudioProcessor.split`
+        of a span no longer than a window gives the span itself)."""
+        return self.recording.span(self.first + first, min(count, self.count - first))
+
     def samples(self) -> torch.Tensor:
         """The span as the whole recording's decoding, normalised as it is, has it; a file whose
         length changed since it was listed is refused, as its windows were laid out for the old one."""

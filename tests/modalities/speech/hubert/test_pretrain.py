@@ -452,3 +452,37 @@ def test_iteration_2_teacher_prepares_the_recordings_itself(tmp_path, monkeypatc
         pretrain.make_labels(args, student, waves)
     expected = teacher.embed(files, layer=1, pool="none", progress=False)
     assert len(clustered) == 3 and all(torch.equal(got, want) for got, want in zip(clustered, expected))
+
+
+def test_iteration_2_labels_every_frame_of_recordings_longer_than_the_teachers_window(tmp_path):
+    """A recording longer than the teacher's window got `embed`'s windows, which leave out the frames
+    straddling their edges (5 s in 1 s windows: 245 of 249 frames), and the run was refused ("has
+    249 frames but 245 labels"). The teacher now sees hop-aligned windows whose frames abut: one
+    feature per frame, the first window's its own embedding (within 1e-5, batched), and a last
+    piece shorter than a frame (31,560 samples: two steps of 15,680 and 200) left out."""
+    from modalities.speech.hubert.pretrain import framed_windows, layer_features
+    from zoo.audio import AudioProcessor
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, samples in (("long", 80000), ("edge", 31560), ("short", 11000)):
+        soundfile.write(folder / f"{name}.wav", (0.1 * rng.standard_normal(samples)).astype(np.float32), 16000)
+    torch.manual_seed(0)
+    teacher = HubertEncoder(HubertEncoderConfig(**MICRO), AudioProcessor(chunk_seconds=1.0))
+    field, hop = frame_geometry(teacher.config)
+    assert framed_windows(31560, 16000, field, hop) == [(0, 16000), (15680, 15880)]
+    files = [folder / f"{name}.wav" for name in ("long", "edge", "short")]
+    features = layer_features(teacher, files, 1, progress=False)
+    assert [len(rows) for rows in features] == [frame_count(n, field, hop) for n in (80000, 31560, 11000)]
+    wave = teacher.processor.prepare(files[0])
+    first = teacher.embed([wave[:16000]], layer=1, pool="none", sampling_rate=16000, progress=False)[0]
+    assert float((features[0][: len(first)] - first).abs().max()) <= 1e-5  # 2.1e-6: batched with other windows
+    teacher.save_pretrained(tmp_path / "teacher")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    micro = [f"--set={key}={json.dumps(value)}" for key, value in MICRO.items()]
+    run(parser.parse_args(["--data", str(folder), "-o", str(tmp_path / "run"), "--iteration", "2", "--labels-from",
+                           str(tmp_path / "teacher"), "--steps", "1", "--batch-size", "2", "--clusters", "4",
+                           "--final-dim", "8", "--mask-length", "3", "--no-progress", *micro]))
+    assert len(losses(tmp_path / "run")) == 1
