@@ -120,6 +120,19 @@ def open_sound(source: str | BinaryIO, where: str) -> Any:
         raise undecodable(where, err) from err
 
 
+def sound_header(path: str | Path) -> Any:
+    """soundfile's header of the file `path` (format, frames, rate), or None where it cannot be read
+    or counts no frames (a stream of unknown length): the caller then decodes the file whole, whose
+    errors name it."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except Exception:  # soundfile raises several unrelated types for unreadable files
+        return None
+    return info if 0 < info.frames < MAX_FRAMES else None
+
+
 def undecodable(where: str, err: Exception) -> InputError:
     return InputError(f"cannot decode {where} ({err}); convert it to one of {', '.join(AUDIO_SUFFIXES)} (e.g. ffmpeg "
                       "-i IN OUT.flac), or pass the samples as an array with sampling_rate=")
@@ -410,6 +423,23 @@ def window_bounds(length: int, window: int) -> list[tuple[int, int]]:
     return [(first, min(size, length - first)) for first in range(0, length, size)]
 
 
+def scaled(wave: torch.Tensor, scale: Optional[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """`wave` less the mean, over the deviation, of `scale` (`AudioProcessor.scale_of`; None: as it
+    is): one new copy, not two, as a long recording is normalised whole."""
+    if scale is None:
+        return wave
+    mean, deviation = scale
+    return (wave - mean).div_(deviation)
+
+
+def cut(prepared: torch.Tensor | LongRecording, first: int, count: int) -> torch.Tensor | RecordingSpan:
+    """Samples [first, first + count) of a prepared recording: a view of a waveform, or the span of
+    a `LongRecording` (or of a span of one) that `collate` decodes."""
+    if isinstance(prepared, torch.Tensor):
+        return prepared[first : first + count]
+    return prepared.span(first, count)
+
+
 #: the variance floor of waveform normalisation in transformers' feature extractor, and in fairseq's
 #: `F.layer_norm(wav, wav.shape)` (LayerNorm's default eps)
 TRANSFORMERS_NORMALIZE_EPS = 1e-7
@@ -499,11 +529,9 @@ class AudioProcessor(Processor):
         return wave.mean(), torch.sqrt(wave.var(unbiased=False) + self.normalize_eps)
 
     def finished(self, wave: torch.Tensor, scale: Optional[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """A recording (or a span of it) at the model's rate, normalised by `scale` and padded to
-        `min_samples`: one new copy, not two, as a long recording is normalised whole."""
-        if scale is not None:
-            mean, deviation = scale
-            wave = (wave - mean).div_(deviation)
+        """A recording (or a span of it) at the model's rate, normalised by `scale` (`scaled`) and
+        padded to `min_samples`."""
+        wave = scaled(wave, scale)
         if wave.numel() < self.min_samples:
             wave = torch.nn.functional.pad(wave, (0, self.min_samples - wave.numel()))
         return wave
@@ -516,9 +544,7 @@ class AudioProcessor(Processor):
     def split(self, item: torch.Tensor | LongRecording | RecordingSpan) -> list[torch.Tensor | RecordingSpan]:
         """A recording's windows (`window_bounds`): views of a waveform, spans of a `LongRecording`
         (or of a span of one)."""
-        if isinstance(item, torch.Tensor):
-            return [item[first : first + count] for first, count in window_bounds(item.numel(), self.window_samples)]
-        return [item.span(first, count) for first, count in window_bounds(item.numel(), self.window_samples)]
+        return [cut(item, first, count) for first, count in window_bounds(item.numel(), self.window_samples)]
 
     def size(self, piece: torch.Tensor | RecordingSpan) -> int:
         return piece.numel()
@@ -537,9 +563,7 @@ class AudioProcessor(Processor):
         if wave.numel() <= self.window_samples:
             return wave
         start = int(torch.randint(wave.numel() - self.window_samples + 1, ()))
-        if isinstance(wave, torch.Tensor):
-            return wave[start : start + self.window_samples]
-        return wave.span(start, self.window_samples)
+        return cut(wave, start, self.window_samples)
 
     def collate(self, pieces: Sequence[torch.Tensor | RecordingSpan]) -> dict[str, torch.Tensor]:
         """Zero-pad to the longest piece; `attention_mask` marks real samples. A span of a

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.audio import (
-    AUDIO_SUFFIXES, MAX_FRAMES, SPAN_FORMATS, AudioProcessor, decode_span, resampled_length,
+    AUDIO_SUFFIXES, SPAN_FORMATS, AudioProcessor, decode_span, resampled_length, sound_header,
 )
 from zoo.audio_spans import file_scale
 from zoo.errors import CheckpointError, ConfigError, InputError
@@ -86,13 +86,8 @@ def recording_layout(path: Path, processor: AudioProcessor) -> tuple[int, bool]:
     header where its format counts frames exactly (`COUNTED_FORMATS`), else from decoding it once;
     a header that cannot be read is decoded too, so that the decoder's error names the file. A
     span can be decoded alone from a file of `SPAN_FORMATS` whose recording needs no padding."""
-    import soundfile
-
-    try:
-        info = soundfile.info(str(path))
-    except Exception:  # soundfile raises several unrelated types for unreadable files
-        info = None
-    if info is None or info.format not in COUNTED_FORMATS or not 0 < info.frames < MAX_FRAMES:
+    info = sound_header(path)
+    if info is None or info.format not in COUNTED_FORMATS:
         return processor.prepare(path).numel(), False
     length = resampled_length(info.frames, info.samplerate, processor.sampling_rate)
     return max(length, processor.min_samples), info.format in SPAN_FORMATS and length >= processor.min_samples

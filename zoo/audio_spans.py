@@ -21,8 +21,8 @@ from typing import Any, Iterator, Optional
 import torch
 
 from zoo.audio import (
-    MAX_FRAMES, SPAN_FORMATS, check_rate, checked_blocks, decode_span, mono_blocks, open_sound, resample_blocks,
-    resampled_length, warn_if_truncated,
+    SPAN_FORMATS, check_rate, checked_blocks, decode_span, mono_blocks, open_sound, resample_blocks, resampled_length,
+    scaled, sound_header, warn_if_truncated,
 )
 from zoo.errors import InputError
 
@@ -72,10 +72,7 @@ class RecordingSpan:
             raise InputError(f"audio file {str(recording.path)!r} decodes to {length} samples at {recording.rate} "
                              f"Hz, but had {recording.length} when it was opened; it changed while it was read: "
                              "read it again once it is written")
-        if recording.scale is None:
-            return wave
-        mean, deviation = recording.scale
-        return (wave - mean).div_(deviation)
+        return scaled(wave, recording.scale)
 
 
 def long_recording(item: Any, rate: int, window: int, normalize_eps: Optional[float]) -> Optional[LongRecording]:
@@ -84,17 +81,12 @@ def long_recording(item: Any, rate: int, window: int, normalize_eps: Optional[fl
     None (decoded whole, as before: Ogg and MP3 cannot be sought exactly, and a recording of one
     window gains nothing). `normalize_eps`: the variance floor of `do_normalize` (None without
     it), whose scale takes one pass over the file (`file_scale`)."""
-    import soundfile
-
     is_row = isinstance(item, dict) and item.get("bytes") is None and "array" not in item
     path = item.get("path") if is_row else item
     if not isinstance(path, (str, Path)) or not Path(path).is_file():
         return None
-    try:
-        info = soundfile.info(str(path))
-    except Exception:  # soundfile raises several unrelated types; decoding it whole names the error
-        return None
-    if info.format not in SPAN_FORMATS or not 0 < info.frames < MAX_FRAMES:
+    info = sound_header(path)
+    if info is None or info.format not in SPAN_FORMATS:
         return None
     length = resampled_length(info.frames, check_rate(info.samplerate), rate)
     if length <= window:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
-from zoo.audio import PreparedWave
+from zoo.audio import PreparedWave, cut
 from zoo.audio_crops import CropBatches, RecordingFiles, frame_count, frame_counts, run_audio_files
 from zoo.encoder import PREPARE_GROUP
 from zoo.errors import CheckpointError, ConfigError, InputError
@@ -208,8 +208,7 @@ def layer_features(encoder: HubertEncoder, recordings: Sequence[Any], layer: int
     group: list[tuple[int, Any]] = []  # (recording, window): a waveform's slice, or a long file's span
     for index, recording in enumerate(tqdm(recordings, desc="teacher features", disable=not progress)):
         prepared = processor.prepare_lazily(recording, sampling_rate=processor.sampling_rate)
-        group.extend((index, prepared[first : first + count] if isinstance(prepared, torch.Tensor)
-                      else prepared.span(first, count))
+        group.extend((index, cut(prepared, first, count))
                      for first, count in framed_windows(prepared.numel(), processor.window_samples, field, hop))
         if len(group) >= PREPARE_GROUP or index == len(recordings) - 1:
             features.extend(joined_rows(encoder, group, layer, batch_size))
