@@ -8,8 +8,8 @@ import pytest
 import soundfile
 import torch
 
-from zoo.audio import AudioProcessor
-from zoo.errors import InputError
+from zoo.audio import AudioProcessor, frame_count, framed_windows
+from zoo.errors import ConfigError, InputError
 
 
 def test_resamples_and_mixes_to_mono():
@@ -207,6 +207,31 @@ def test_long_recordings_split_into_equal_windows():
     assert [p.numel() for p in pieces] == [834, 834, 832]
     assert torch.equal(torch.cat(pieces), torch.arange(2500.0))
     assert len(processor.split(torch.zeros(1000))) == 1
+
+
+@pytest.mark.parametrize("length", [400, 16000, 16001, 16079, 16080, 31560, 80000, 480_000, 1_234_567])
+def test_framed_windows_give_every_frame_once(length):
+    """Windows start on frame boundaries where the frames before them end, hold at most a window's
+    samples and share the frames out within one of each other: their frames are the recording's."""
+    field, hop, window = 400, 320, 16000
+    bounds = framed_windows(length, window, field, hop)
+    frames = [frame_count(count, field, hop) for _, count in bounds]
+    assert sum(frames) == frame_count(length, field, hop) and max(frames) - min(frames) <= 1
+    assert all(count <= window and first + count <= length for first, count in bounds)
+    starts = [first for first, _ in bounds]
+    assert starts == [hop * sum(frames[:index]) for index in range(len(bounds))]
+    assert len(bounds) == 1 or all((count - field) % hop == 0 for _, count in bounds)  # each ends with a frame
+
+
+def test_an_encoders_processor_cuts_on_its_frames():
+    """A processor told its encoder's frames (`align_to_frames`) cuts on them; one that was not cuts
+    equal pieces, and a window shorter than a frame is refused by name."""
+    processor = AudioProcessor(sampling_rate=100, chunk_seconds=10)
+    processor.align_to_frames(40, 32)
+    assert processor.windows(2500) == framed_windows(2500, 1000, 40, 32) == [(0, 840), (832, 840), (1664, 808)]
+    with pytest.raises(ConfigError, match=r"chunk_seconds=0.1 gives 10-sample windows, shorter than one 40-sample "
+                                          r"frame of the encoder; use chunk_seconds of at least 0.4"):
+        AudioProcessor(sampling_rate=100, chunk_seconds=0.1, min_samples=4).align_to_frames(40, 32)
 
 
 def test_collate_pads_and_masks():

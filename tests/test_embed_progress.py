@@ -49,8 +49,8 @@ def test_the_jobs_bar_moves_a_group_at_a_time(tmp_path, micro_hubert, monkeypatc
 def test_a_long_recordings_windows_show_as_they_are_done(tmp_path, micro_hubert, monkeypatch):
     monkeypatch.setattr(tqdm.auto, "tqdm", RecordedBar)
     RecordedBar.updates, RecordedBar.postfixes = [], []
-    micro_hubert.processor.chunk_seconds = 0.1  # a 1 s recording is 10 windows
+    micro_hubert.processor.chunk_seconds = 0.1  # a 1 s recording is 11 windows of whole frames
     files = write_clips(tmp_path / "long", [1.0])
     run_embed_job(micro_hubert, files, tmp_path / "out.npy", batch_size=4, progress=True)
-    assert RecordedBar.postfixes == ["window 1 of 10", "window 5 of 10", "window 9 of 10", ""]
+    assert RecordedBar.postfixes == ["window 1 of 11", "window 5 of 11", "window 9 of 11", ""]
     assert RecordedBar.updates == [1, 0]

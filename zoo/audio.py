@@ -416,11 +416,39 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
 
 def window_bounds(length: int, window: int) -> list[tuple[int, int]]:
     """(first, count) of the equal pieces, each at most `window` samples, that a recording of
-    `length` samples is cut into (`AudioProcessor.split`): the last may be shorter."""
+    `length` samples is cut into by a processor that does not know its encoder's frames: the last
+    may be shorter."""
     if length <= window:
         return [(0, length)]
     size = math.ceil(length / math.ceil(length / window))
     return [(first, min(size, length - first)) for first in range(0, length, size)]
+
+
+def frame_count(num_samples: int, field: int, hop: int) -> int:
+    """Frames of an unpadded conv stack with this receptive field and hop (at least 1)."""
+    return 1 + max(num_samples - field, 0) // hop
+
+
+def framed_windows(length: int, window: int, field: int, hop: int) -> list[tuple[int, int]]:
+    """(first, count) of the windows, each at most `window` samples, that give a recording of
+    `length` samples every one of its `frame_count` frames once: each starts on a frame boundary,
+    where the frames of the one before end, and ends with its last frame (samples after the
+    recording's last frame make none). The frames are shared out as evenly as whole frames allow.
+
+    Equal pieces (`window_bounds`) left out the frames straddling their edges: a 35 s recording in
+    30 s windows gave 1,748 of its 1,749 frames, so frame embeddings had gaps and their count
+    was not the recording's.
+    """
+    if length <= window:
+        return [(0, length)]
+    total = frame_count(length, field, hop)
+    pieces = math.ceil(total / frame_count(window, field, hop))
+    bounds, first = [], 0
+    for index in range(pieces):
+        frames = total // pieces + (index < total % pieces)
+        bounds.append((first * hop, (frames - 1) * hop + field))
+        first += frames
+    return bounds
 
 
 def scaled(wave: torch.Tensor, scale: Optional[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -458,7 +486,8 @@ class AudioProcessor(Processor):
             fairseq's 1e-5 (its `F.layer_norm(wav, wav.shape)`, for checkpoints converted from
             it), which sets a quiet recording's scale (a quiet FSDD clip: std 0.996 or 0.740).
         chunk_seconds: longest piece the encoder sees at once; longer recordings are cut
-            into equal pieces so that an hour of audio embeds in bounded memory.
+            into windows (on the encoder's frame boundaries: `align_to_frames`) so that an hour
+            of audio embeds in bounded memory.
         min_samples: recordings shorter than this (the front end's receptive field) are
             zero-padded up to it so that they give one frame.
     """
@@ -486,11 +515,12 @@ class AudioProcessor(Processor):
             raise ConfigError(f"AudioProcessor: chunk_seconds={self.chunk_seconds!r} must be positive and "
                               f"min_samples={self.min_samples!r} at least 0")
         self.check_window()
+        self.frames: Optional[tuple[int, int]] = None  # (field, hop) of the encoder's frames: `align_to_frames`
 
     def check_window(self) -> None:
-        """`split` cuts a recording longer than a window into equal pieces, each over half a window:
-        a window under twice `min_samples` would give pieces the encoder cannot frame, refused by
-        `forward` mid-`embed` with advice to call `embed`."""
+        """`split` cuts a recording longer than a window into pieces of over half a window (equal, or
+        sharing out the encoder's frames): a window under twice `min_samples` would give pieces the
+        encoder cannot frame, refused by `forward` mid-`embed` with advice to call `embed`."""
         window = self.window_samples
         if window < 2 * self.min_samples:
             raise ConfigError(f"AudioProcessor: chunk_seconds={self.chunk_seconds!r} gives {window}-sample windows, "
@@ -541,10 +571,28 @@ class AudioProcessor(Processor):
         """The samples of the longest piece the encoder sees at once (`chunk_seconds`)."""
         return int(self.chunk_seconds * self.sampling_rate)
 
+    def align_to_frames(self, field: int, hop: int) -> None:
+        """Cut long recordings on the frame boundaries of an encoder whose frame t covers samples
+        [t * hop, t * hop + field) (`framed_windows`), so that each of a recording's frames comes out
+        once. The encoder sets this from its architecture when it is built: it is not a saved setting."""
+        if field > self.window_samples:
+            raise ConfigError(f"AudioProcessor: chunk_seconds={self.chunk_seconds!r} gives {self.window_samples}-"
+                              f"sample windows, shorter than one {field}-sample frame of the encoder; use "
+                              f"chunk_seconds of at least {field / self.sampling_rate:g}")
+        self.frames = (field, hop)
+
+    def windows(self, length: int) -> list[tuple[int, int]]:
+        """(first, count) of the windows `split` cuts a recording of `length` samples into: on its
+        encoder's frame boundaries (`framed_windows`) once it has said them (`align_to_frames`), else
+        equal pieces (`window_bounds`)."""
+        if self.frames is None:
+            return window_bounds(length, self.window_samples)
+        return framed_windows(length, self.window_samples, *self.frames)
+
     def split(self, item: torch.Tensor | LongRecording | RecordingSpan) -> list[torch.Tensor | RecordingSpan]:
-        """A recording's windows (`window_bounds`): views of a waveform, spans of a `LongRecording`
-        (or of a span of one)."""
-        return [cut(item, first, count) for first, count in window_bounds(item.numel(), self.window_samples)]
+        """A recording's windows (`windows`): views of a waveform, spans of a `LongRecording` (or of
+        a span of one)."""
+        return [cut(item, first, count) for first, count in self.windows(item.numel())]
 
     def size(self, piece: torch.Tensor | RecordingSpan) -> int:
         return piece.numel()
@@ -625,14 +673,12 @@ def frame_times(processor: AudioProcessor, wave: torch.Tensor, frame_lengths: Ca
     """Seconds (float64) at the centre of each frame an encoder makes of the prepared waveform
     `wave` (`frame_lengths`: sample counts -> frame counts). The encoder sees `wave` cut into
     the processor's windows, and frame t of a window starting at sample s covers
-    [s + t * hop, s + t * hop + field): each window's frames keep their own times, so the stamps
-    stay exact across window edges, where the frames that would straddle the edge are missing
-    (counting from 0 across windows would drift by them at every edge)."""
-    times, offset = [], 0
-    for piece in processor.split(wave):
-        steps = torch.arange(int(frame_lengths(torch.tensor([piece.numel()]))[0]), dtype=torch.float64)
-        times.append((offset + hop * steps + field / 2) / processor.sampling_rate)
-        offset += piece.numel()
+    [s + t * hop, s + t * hop + field): each window's frames keep their own times, which are the
+    whole recording's where the windows are cut on its frames (`AudioProcessor.align_to_frames`)."""
+    times = []
+    for first, count in processor.windows(wave.numel()):
+        steps = torch.arange(int(frame_lengths(torch.tensor([count]))[0]), dtype=torch.float64)
+        times.append((first + hop * steps + field / 2) / processor.sampling_rate)
     return torch.cat(times)
 
 

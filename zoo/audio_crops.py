@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.audio import (
-    AUDIO_SUFFIXES, SPAN_FORMATS, AudioProcessor, decode_span, resampled_length, sound_header,
+    AUDIO_SUFFIXES, SPAN_FORMATS, AudioProcessor, decode_span, frame_count, resampled_length, sound_header,
 )
 from zoo.audio_spans import file_scale
 from zoo.errors import CheckpointError, ConfigError, InputError
@@ -32,11 +32,6 @@ from zoo.training import run_input_files
 POOL_BATCHES = 32
 #: rows of a `FrameRows` file its fingerprint reads (evenly spaced, the first and last included)
 FINGERPRINT_ROWS = 256
-
-
-def frame_count(num_samples: int, field: int, hop: int) -> int:
-    """Frames of an unpadded conv stack with this receptive field and hop (at least 1)."""
-    return 1 + max(num_samples - field, 0) // hop
 
 
 def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Path]:

@@ -164,6 +164,7 @@ class BEATsEncoder(Encoder):
         super().__init__(config, processor)
         if processor.sampling_rate != 16000:
             raise ConfigError(f"BEATs takes 16 kHz audio; the processor says {processor.sampling_rate} Hz")
+        processor.align_to_frames(config.min_samples, config.input_patch_size * HOP)
         patch, width = config.input_patch_size, config.encoder_embed_dim
         self.patch_embedding = nn.Conv2d(1, config.embed_dim_patches, patch, stride=patch, bias=config.conv_bias)
         self.layer_norm = nn.LayerNorm(config.embed_dim_patches)
@@ -272,9 +273,8 @@ class BEATsEncoder(Encoder):
         """Raw audio in; per item `(times, features)`: the mean of each 160 ms column's 8 tokens
         (6.25 Hz), (T_i, D) or (K, T_i, D) when `layer` names several layers, and the seconds
         (T_i,) at the centre of each column's 400 ms of samples. Recordings over 10 s are cut
-        into windows, each of which drops its last partial column (about 80 ms of a 10 s
-        window): the times follow each window's own columns, where a column count times 0.16 s
-        would drift by that much at every edge."""
+        into windows on column boundaries (`zoo.audio.framed_windows`), so every column comes
+        out once: the times and count are the whole recording's."""
         stamped = embed_timed_frames(self, inputs, layer, sampling_rate, self.column_counts,
                                      self.config.input_patch_size * HOP, self.config.min_samples, **embed_kwargs)
         return [(times, tokens.unflatten(-2, (-1, self.config.patches_per_column)).mean(-2))

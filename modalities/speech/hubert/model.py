@@ -168,6 +168,7 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
 
     def __init__(self, config: HubertEncoderConfig, processor: Optional[AudioProcessor] = None) -> None:
         super().__init__(config, processor)
+        self.processor.align_to_frames(config.receptive_field, config.frame_hop)
         self.model = HubertModel(config.to_transformers())
 
     def embed_frames(
@@ -178,9 +179,8 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
         `times` (T_i,) are seconds at the centre of each frame's receptive field (frame t
         of a window starting at sample s covers [s + t * hop, s + t * hop + field)), and
         `features` is (T_i, D), or (K, T_i, D) when `layer` names several layers. Long
-        recordings are cut into the processor's windows; each window's frames keep their
-        own times, so the stamps stay exact across window edges (where a frame or two
-        that would straddle the edge is missing).
+        recordings are cut into windows on frame boundaries (`zoo.audio.framed_windows`), so
+        every frame comes out once: the times and count are the whole recording's.
         """
         return embed_timed_frames(self, inputs, layer, sampling_rate, self.frame_lengths, self.config.frame_hop,
                                   self.config.receptive_field, **embed_kwargs)

@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
-from zoo.audio import PreparedWave, cut
+from zoo.audio import embedded_groups
 from zoo.audio_crops import CropBatches, RecordingFiles, frame_count, frame_counts, run_audio_files
-from zoo.encoder import PREPARE_GROUP
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
@@ -192,50 +191,17 @@ def mfcc_features(wave: torch.Tensor, sampling_rate: int, field: int, hop: int) 
 def layer_features(encoder: HubertEncoder, recordings: Sequence[Any], layer: int, batch_size: int = 16,
                    progress: bool = True) -> list[torch.Tensor]:
     """(T_i, D) frames of hidden state `layer` (0 = input embeddings) of a trained encoder, one for
-    every frame the student frames of each recording (a file, or a waveform at the encoder's rate),
-    each prepared by the encoder's own processor.
-
-    A recording longer than the encoder's window is seen as hop-aligned windows whose frames abut
-    (`framed_windows`): `embed`'s windows leave out the frames that straddle their edges (a 35 s
-    recording in 30 s windows: 1,748 of its 1,749 frames), so its labels did not fit its frames and
-    the run was refused. Windows are embedded a group of `PREPARE_GROUP` at a time, and a long file
-    is read a window at a time (`prepare_lazily`), so a corpus is read once and never held whole.
+    every frame the student frames of each recording (a file, or a waveform at the encoder's rate):
+    its `embed(pool="none")`, which cuts a recording longer than its window on frame boundaries
+    (`zoo.audio.framed_windows`) so that every frame has its label. The recordings are prepared a
+    group of `embed`'s at a time (`embedded_groups`), a long file read a window at a time, so a
+    corpus is read once and never held whole.
     """
-    from tqdm.auto import tqdm
-
-    field, hop = frame_geometry(encoder.config)
-    processor, features = encoder.processor, []
-    group: list[tuple[int, Any]] = []  # (recording, window): a waveform's slice, or a long file's span
-    for index, recording in enumerate(tqdm(recordings, desc="teacher features", disable=not progress)):
-        prepared = processor.prepare_lazily(recording, sampling_rate=processor.sampling_rate)
-        group.extend((index, cut(prepared, first, count))
-                     for first, count in framed_windows(prepared.numel(), processor.window_samples, field, hop))
-        if len(group) >= PREPARE_GROUP or index == len(recordings) - 1:
-            features.extend(joined_rows(encoder, group, layer, batch_size))
-            group = []
+    features: list[torch.Tensor] = []
+    for _, rows in embedded_groups(encoder, recordings, encoder.processor.sampling_rate, progress, layer=layer,
+                                   pool="none", batch_size=batch_size):
+        features.extend(rows)
     return features
-
-
-def joined_rows(encoder: HubertEncoder, group: Sequence[tuple[int, Any]], layer: int,
-                batch_size: int) -> list[torch.Tensor]:
-    """Each recording's frames of `group` ((recording, window) pairs in order): its windows' rows
-    of `layer`, joined; the windows are prepared already (`PreparedWave`), not normalised again."""
-    rows = encoder.embed([PreparedWave(window) for _, window in group], layer=layer, pool="none",
-                         batch_size=batch_size, progress=False)
-    joined: dict[int, list[torch.Tensor]] = {}
-    for (owner, _), row in zip(group, rows):
-        joined.setdefault(owner, []).append(row)
-    return [torch.cat(parts) for parts in joined.values()]
-
-
-def framed_windows(length: int, window: int, field: int, hop: int) -> list[tuple[int, int]]:
-    """(first, count) of the windows, each at most `window` samples, that give a recording of
-    `length` samples every one of its `frame_count` frames once: they start on frame boundaries,
-    each where the frames of the one before end, and a last piece shorter than a frame is left out."""
-    if length <= window:
-        return [(0, length)]
-    step = hop * frame_count(window, field, hop)
-    return [(first, min(window, length - first)) for first in range(0, length, step) if length - first >= field]
 
 
 @dataclasses.dataclass

@@ -54,15 +54,17 @@ def test_tokens_layers_and_frames(micro_beats):
     assert view.shape == (1, frames // 16, 32) and bool(mask.all())
 
 
-def test_column_times_stay_exact_across_windows(micro_beats):
-    """Were not given: each 10 s window drops its last 80 ms, so a count of columns times 0.16 s
-    was 28.7 s late at the end of an hour."""
-    item = waves(25.0)[0]  # 3 windows of 133334 samples: 831 fbank frames, 51 columns (8.16 s of 8.33)
+def test_every_column_comes_out_across_windows(micro_beats):
+    """Each 10 s window dropped its last partial column: 25 s gave 153 of its 156 columns (a gap of
+    about 80 ms at each edge). Windows now start on column boundaries: every column once, at the
+    whole recording's times, and a window's columns are those of its samples alone (its fbank frames
+    are the whole recording's)."""
+    item = waves(25.0)[0]  # 2,498 fbank frames: 156 columns, 52 in each of 3 windows (62 fit in 10 s)
     times, columns = micro_beats.embed_frames([item], sampling_rate=16000, progress=False)[0]
-    assert len(times) == len(columns) == 153 and bool((times.diff() > 0).all())
-    assert times[51].item() == pytest.approx((133334 + 1400) / 16000)
-    third = micro_beats.embed_frames([item[2 * 133334:]], sampling_rate=16000, progress=False)[0][1]
-    assert (columns[102:] - third).abs().max() < 1e-5  # each window's columns are those of its samples alone
+    assert len(columns) == 156
+    assert torch.equal(times, (torch.arange(156, dtype=torch.float64) * 2560 + 1400) / 16000)
+    third = micro_beats.embed_frames([item[104 * 2560:]], sampling_rate=16000, progress=False)[0][1]
+    assert (columns[104:] - third).abs().max() < 1e-5
 
 
 def test_other_rates_are_resampled(micro_beats):

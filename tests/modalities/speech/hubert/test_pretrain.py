@@ -455,13 +455,13 @@ def test_iteration_2_teacher_prepares_the_recordings_itself(tmp_path, monkeypatc
 
 
 def test_iteration_2_labels_every_frame_of_recordings_longer_than_the_teachers_window(tmp_path):
-    """A recording longer than the teacher's window got `embed`'s windows, which leave out the frames
+    """A recording longer than the teacher's window got `embed`'s windows, which left out the frames
     straddling their edges (5 s in 1 s windows: 245 of 249 frames), and the run was refused ("has
-    249 frames but 245 labels"). The teacher now sees hop-aligned windows whose frames abut: one
-    feature per frame, the first window's its own embedding (within 1e-5, batched), and a last
-    piece shorter than a frame (31,560 samples: two steps of 15,680 and 200) left out."""
-    from modalities.speech.hubert.pretrain import framed_windows, layer_features
-    from zoo.audio import AudioProcessor
+    249 frames but 245 labels"). The teacher's windows are now cut on frame boundaries: one feature
+    per frame, the first window's its own embedding (within 1e-5, batched), and the samples after
+    the last frame (31,560 samples: 98 frames, 49 in each window, and 200 left) in none."""
+    from modalities.speech.hubert.pretrain import layer_features
+    from zoo.audio import AudioProcessor, framed_windows
 
     folder = tmp_path / "data"
     folder.mkdir()
@@ -471,13 +471,14 @@ def test_iteration_2_labels_every_frame_of_recordings_longer_than_the_teachers_w
     torch.manual_seed(0)
     teacher = HubertEncoder(HubertEncoderConfig(**MICRO), AudioProcessor(chunk_seconds=1.0))
     field, hop = frame_geometry(teacher.config)
-    assert framed_windows(31560, 16000, field, hop) == [(0, 16000), (15680, 15880)]
+    assert framed_windows(31560, 16000, field, hop) == [(0, 15760), (15680, 15760)]
     files = [folder / f"{name}.wav" for name in ("long", "edge", "short")]
     features = layer_features(teacher, files, 1, progress=False)
     assert [len(rows) for rows in features] == [frame_count(n, field, hop) for n in (80000, 31560, 11000)]
     wave = teacher.processor.prepare(files[0])
-    first = teacher.embed([wave[:16000]], layer=1, pool="none", sampling_rate=16000, progress=False)[0]
-    assert float((features[0][: len(first)] - first).abs().max()) <= 1e-5  # 2.1e-6: batched with other windows
+    (_, count), *_ = framed_windows(80000, 16000, field, hop)  # 249 frames: 42, 42, 42, 41, 41, 41
+    first = teacher.embed([wave[:count]], layer=1, pool="none", sampling_rate=16000, progress=False)[0]
+    assert len(first) == 42 and float((features[0][:42] - first).abs().max()) <= 1e-5  # batched with others
     teacher.save_pretrained(tmp_path / "teacher")
     parser = argparse.ArgumentParser()
     add_arguments(parser)
