@@ -137,3 +137,33 @@ def test_bfloat16_runs_close_to_float32(autocast):
     else:
         rows = encoder.to(torch.bfloat16).embed(items, sampling_rate=16000, progress=False)
     assert (rows.float() - reference).abs().max() < 0.1 * reference.abs().max()
+
+
+@pytest.mark.parametrize("fixture", ["micro_hubert", "micro_hubert_stable"])
+def test_the_front_end_takes_a_long_batch_a_few_rows_at_a_time(fixture, request, monkeypatch):
+    """A batch of eight 30 s windows at 24 kHz went through the conv front end at once: 7.2 GB for
+    MERT-v1-95M's shape. Its rows now run `FRONT_END_SAMPLES` at a time, with the same outputs
+    (GroupNorm and LayerNorm front ends alike: each row's statistics are its own)."""
+    import modalities.speech.hubert.model as hubert
+
+    encoder = request.getfixturevalue(fixture)
+    waves = torch.randn(5, 3000, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(waves, dtype=torch.long)
+    mask[3:, 2000:] = 0  # two lengths: a GroupNorm front end runs each length on its own
+    with torch.no_grad():
+        whole = encoder(waves, mask, output_hidden_states=True)
+        passes = []
+        monkeypatch.setattr(hubert, "FRONT_END_SAMPLES", 6000)  # two rows of 3,000 samples a pass
+        monkeypatch.setattr(encoder.model.feature_extractor.conv_layers[0], "forward", counted(
+            encoder.model.feature_extractor.conv_layers[0].forward, passes))
+        parts = encoder(waves, mask, output_hidden_states=True)
+    assert passes == [2, 2, 1]  # GroupNorm: 2 rows of 2,000 (3 fit), then 3 of 3,000 (2 fit); LayerNorm: 5 of 3,000
+    for got, expected in zip(parts.hidden_states, whole.hidden_states):
+        assert (got - expected).abs().max() <= 1e-5  # measured 0.0 on this CPU
+
+
+def counted(forward, calls):
+    def wrapped(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return forward(*args, **kwargs)
+    return wrapped
