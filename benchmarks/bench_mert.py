@@ -27,7 +27,7 @@ from common import markdown_table, memory_header, mib, parse_case_args, run_case
 
 RATE = 24000
 #: case -> (seconds per clip, clips per batch)
-CASES = {"5s": (5.0, 4), "30s": (30.0, 1), "5min": (300.0, 1)}
+CASES = {"5s": (5.0, 4), "30s": (30.0, 1), "5min": (300.0, 1), "8x30s": (30.0, 8)}
 PATHS = ("zoo-forward", "zoo-embed", "transformers")
 
 
