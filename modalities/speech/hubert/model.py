@@ -29,8 +29,8 @@ from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec
 
 #: waveform samples the conv front end takes in one pass: its first layer makes 512 channels at a
-#: fifth of the rate, and three such activations of a batch of eight 30 s windows at 24 kHz (MERT's
-#: `embed` of a song) took 7.3 GB; the rows of a longer batch run through it a few at a time
+#: fifth of the rate, so a batch of eight 30 s windows at 24 kHz (MERT's `embed` of a song) peaked
+#: at 7,178 MiB; the rows of a longer batch run through it a few at a time
 FRONT_END_SAMPLES = 1 << 20
 
 

@@ -141,8 +141,8 @@ def test_bfloat16_runs_close_to_float32(autocast):
 
 @pytest.mark.parametrize("fixture", ["micro_hubert", "micro_hubert_stable"])
 def test_the_front_end_takes_a_long_batch_a_few_rows_at_a_time(fixture, request, monkeypatch):
-    """A batch of eight 30 s windows at 24 kHz went through the conv front end at once: 7.2 GB for
-    MERT-v1-95M's shape. Its rows now run `FRONT_END_SAMPLES` at a time, with the same outputs
+    """A batch of eight 30 s windows at 24 kHz went through the conv front end at once: 7,178 MiB
+    for MERT-v1-95M's shape. Its rows now run `FRONT_END_SAMPLES` at a time, with the same outputs
     (GroupNorm and LayerNorm front ends alike: each row's statistics are its own)."""
     import modalities.speech.hubert.model as hubert
 
