@@ -197,11 +197,8 @@ def layer_features(encoder: HubertEncoder, recordings: Sequence[Any], layer: int
     group of `embed`'s at a time (`embedded_groups`), a long file read a window at a time, so a
     corpus is read once and never held whole.
     """
-    features: list[torch.Tensor] = []
-    for _, rows in embedded_groups(encoder, recordings, encoder.processor.sampling_rate, progress, layer=layer,
-                                   pool="none", batch_size=batch_size):
-        features.extend(rows)
-    return features
+    return [rows for _, group in embedded_groups(encoder, recordings, encoder.processor.sampling_rate, progress,
+                                                 layer=layer, pool="none", batch_size=batch_size) for rows in group]
 
 
 @dataclasses.dataclass
