@@ -77,6 +77,10 @@ def test_info_describes_a_checkpoint_folder(checkpoint, tmp_path, capsys):
     assert len(rows) == 9 and len({row.index(" audio ") for row in rows}) == 1  # long names keep the columns
     assert main(["list", "no-such-*"]) == 0
     assert "no model matches pattern='no-such-*'" in capsys.readouterr().err
+    assert main(["list", "--architectures", "gmml"]) == 0  # was nothing at all
+    assert capsys.readouterr().out.split() == names
+    assert main(["list", "--architectures", "no-such"]) == 0
+    assert "no architecture matches pattern='no-such'" in capsys.readouterr().err
 
 
 def test_listing_help_and_refused_options_import_no_torch():

@@ -26,6 +26,15 @@ def test_list_models_filters_by_pattern_and_modality():
     assert set(zoo.list_models("graphmae-*")) - set(published) >= {"graphmae-nci1", "graphmae-pubmed"}
 
 
+def test_a_pattern_without_wildcards_lists_the_names_holding_it():
+    """Was nothing: `zoo list beats` matched a model named exactly "beats"."""
+    everything = zoo.list_models()
+    assert zoo.list_models("beats") == [name for name in everything if "beats" in name] != []
+    assert zoo.list_models("iter3-plus") == zoo.list_models("*iter3-plus*") != []
+    assert zoo.list_models("mert-tiny") == ["mert-tiny"]
+    assert zoo.list_models("mert-v[01]") == ["mert-v0"]  # a wildcard keeps fnmatch's whole-name match
+
+
 def test_info_returns_the_hub_config():
     info = zoo.info("hubert-large-ll60k")
     assert info["repo_id"] == "facebook/hubert-large-ll60k" and info["preprocessing"]["do_normalize"] is True

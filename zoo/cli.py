@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import fnmatch
 import importlib
 import inspect
 import json
@@ -51,9 +50,13 @@ def location(entry: registry.ModelEntry) -> str:
 
 def cmd_list(args: argparse.Namespace) -> None:
     if args.architectures:
-        for name in registry.list_architectures(modality=args.modality):
-            if args.pattern is None or fnmatch.fnmatch(name, args.pattern):
-                print(name)
+        sizes = [name for name in registry.list_architectures(modality=args.modality)
+                 if registry.name_matches(name, args.pattern)]
+        if not sizes:
+            print(f"no architecture matches pattern={args.pattern!r} modality={args.modality!r}; "
+                  "`zoo list --architectures` shows them all", file=sys.stderr)
+        for name in sizes:
+            print(name)
         return
     if args.markdown:
         print(model_table(args.modality))
@@ -466,7 +469,8 @@ def run_pretraining(run: Any, args: argparse.Namespace) -> None:
 def add_list_parser(commands: Any) -> None:
     """`zoo list`: the names `zoo.load` takes, as a table or the README's Markdown."""
     listing = commands.add_parser("list", help="list the known checkpoints")
-    listing.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'hubert-*'")
+    listing.add_argument("pattern", nargs="?",
+                         help="fnmatch pattern, e.g. 'hubert-*'; without wildcards, names holding it, e.g. beats")
     listing.add_argument("--modality", choices=registry.MODALITIES)
     listing.add_argument("--markdown", action="store_true", help="print the README's model table")
     listing.add_argument("--pretrained", action="store_true",

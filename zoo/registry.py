@@ -232,16 +232,24 @@ def recipe(family: str, dataset: str) -> ModelEntry:
 
 
 def list_models(pattern: Optional[str] = None, modality: Optional[str] = None, pretrained: bool = False) -> list[str]:
-    """Zoo names, optionally filtered by an fnmatch pattern ("hubert-*") and a modality; with
+    """Zoo names, optionally filtered by a pattern (`name_matches`) and a modality; with
     `pretrained`, as timm's, only those with published weights (not pretraining recipes)."""
     if modality is not None and modality not in MODALITIES:
         raise ConfigError(f"modality {modality!r} is not one of {MODALITIES}")
     return sorted(
         name
         for name, entry in entries().items()
-        if (pattern is None or fnmatch.fnmatch(name, pattern)) and (modality is None or entry.modality == modality)
+        if name_matches(name, pattern) and (modality is None or entry.modality == modality)
         and (entry.has_weights or not pretrained)
     )
+
+
+def name_matches(name: str, pattern: Optional[str]) -> bool:
+    """Whether `name` fits an fnmatch `pattern` ("hubert-*"), or holds a `pattern` without wildcards
+    ("beats"): a bare family name found nothing, where a user asking for it means its checkpoints."""
+    if pattern is None:
+        return True
+    return fnmatch.fnmatch(name, pattern if any(char in pattern for char in "*?[") else f"*{pattern}*")
 
 
 def list_architectures(family: Optional[str] = None, modality: Optional[str] = None) -> list[str]:
