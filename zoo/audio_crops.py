@@ -12,9 +12,10 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import operator
-from contextlib import contextmanager
+import os
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -245,18 +246,29 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 
 
 @contextmanager
-def frame_rows_writer(path: str | Path, frames: Sequence[int], width: int,
-                      dtype: torch.dtype) -> Iterator[Callable[[torch.Tensor], None]]:
+def frame_rows_writer(path: str | Path, frames: Sequence[int], width: int, dtype: torch.dtype,
+                      first: Optional[int] = None) -> Iterator[Callable[[torch.Tensor], None]]:
     """Write `FrameRows`' file a recording at a time: the block gets `append`, called with each
     recording's (frames[i], width) rows in order. The file is written beside `path` and takes its
-    name only once every recording's rows are in (`zoo.io.atomic_path`), so no reader sees it half
-    written; memory holds one recording's rows."""
+    name only once every recording's rows are in, so no reader sees it half written; memory holds
+    one recording's rows.
+
+    With `first` None the file beside is a temporary, gone if the block raises (`zoo.io.atomic_path`).
+    With `first` an int it is `partial_rows(path)`, kept if the block is stopped, so that a rerun
+    goes on after it: the block is then given recordings `first`, `first + 1`, ... and the rows of
+    the `first` before them are kept (`recordings_in_partial` says how many a partial file holds whole).
+    """
     expected = [int(count) for count in frames]
     numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
     header = {"descr": np.lib.format.dtype_to_descr(numpy_dtype), "fortran_order": False,
               "shape": (sum(expected), width)}
-    written = 0
-    with atomic_path(path) as tmp, tmp.open("wb") as file:
+    written = first or 0
+    with ExitStack() as stack:
+        if first is None:
+            file = stack.enter_context(stack.enter_context(atomic_path(path)).open("wb"))
+            np.lib.format.write_array_header_1_0(file, header)
+        else:
+            file = stack.enter_context(partial_rows_file(Path(path), header, sum(expected[:first]) * width))
 
         def append(rows: torch.Tensor) -> None:
             nonlocal written
@@ -267,10 +279,50 @@ def frame_rows_writer(path: str | Path, frames: Sequence[int], width: int,
             file.write(rows.contiguous().numpy().tobytes())
             written += 1
 
-        np.lib.format.write_array_header_1_0(file, header)
         yield append
         if written != len(expected):
             raise InputError(f"rows of {written} recordings were written to {path}, expected {len(expected)}")
+    if first is not None:
+        os.replace(partial_rows(Path(path)), path)
+
+
+def partial_rows(path: Path) -> Path:
+    """Where `frame_rows_writer(path, ..., first=...)` writes until every recording's rows are in."""
+    return path.with_name(f".{path.name}.partial")
+
+
+@contextmanager
+def partial_rows_file(path: Path, header: dict[str, Any], kept: int) -> Iterator[BinaryIO]:
+    """`partial_rows(path)` open for appending after its first `kept` values, cut there (the rows of a
+    recording the stopped run was writing); a new file with `header` where `kept` is 0."""
+    partial = partial_rows(path)
+    if kept == 0:
+        with partial.open("wb") as file:
+            np.lib.format.write_array_header_1_0(file, header)
+            yield file
+        return
+    _, dtype, offset = read_npy_header(partial)
+    with partial.open("r+b") as file:
+        file.truncate(offset + kept * dtype.itemsize)
+        file.seek(0, os.SEEK_END)
+        yield file
+
+
+def recordings_in_partial(path: Path, frames: Sequence[int], width: int, dtype: torch.dtype) -> int:
+    """How many recordings' rows `partial_rows(path)` holds whole: 0 where there is none, or it was
+    begun for other rows (its header's shape or dtype)."""
+    partial = partial_rows(path)
+    if not partial.is_file():
+        return 0
+    try:
+        shape, stored, offset = read_npy_header(partial)
+    except CheckpointError:
+        return 0
+    numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    if shape != (int(sum(frames)), width) or stored != numpy_dtype:
+        return 0
+    rows = (partial.stat().st_size - offset) // (width * numpy_dtype.itemsize)
+    return int(np.searchsorted(np.cumsum(frames), rows, side="right"))
 
 
 def frame_counts(sequences: Sequence[torch.Tensor]) -> np.ndarray:

@@ -39,8 +39,9 @@ field / 2, so their frame t is centred where encoder frame t is. Teacher targets
 computed once per recording: the codes, in the smallest integer type their codebooks fit,
 are stored in OUTPUT/labels.pt and held; the CQT (181 MB an hour of audio in fp16) is
 written to OUTPUT/cqt.npy as each recording's is computed, recorded in labels.pt, and read
-a crop at a time, so that memory does not grow with it. Crops start on frame boundaries,
-so cropping the targets is slicing them.
+a crop at a time, so that memory does not grow with it. A run stopped in the teachers' pass
+leaves its files partial, and its rerun goes on from the first recording either lacks
+(`done_passes`). Crops start on frame boundaries, so cropping the targets is slicing them.
 
 Shapes: B items, S samples, T frames, D width, C codebooks, K codes per codebook, P
 final_dim, Q CQT bins, M masked frames, F teacher features.
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -65,9 +67,11 @@ from modalities.speech.hubert.pretrain import (
     encoder_config, equalise_mask_counts, fit_clusters, run_recordings,
 )
 from zoo.audio_crops import (
-    CropBatches, FrameRows, RecordingFiles, frame_count, frame_counts, frame_rows_writer, frame_slice, sample_counts,
+    CropBatches, FrameRows, RecordingFiles, frame_count, frame_counts, frame_rows_writer, frame_slice,
+    recordings_in_partial, sample_counts,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
+from zoo.io import atomic_write_text
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.training import (
@@ -89,6 +93,9 @@ CQT_TARGETS = ("magnitude", "log")
 CQT_FILE = "cqt.npy"
 #: the k-means teacher's features (`FrameRows`, beside CQT_FILE) while it is fitted; deleted once the codes are made
 FEATURES_FILE = "features.npy"
+#: what the teachers' pass is computing (its files and frames), beside CQT_FILE until the codes are made:
+#: a rerun of a stopped run goes on with the pass it finds for the same (`done_passes`)
+PASS_FILE = ".teachers.json"
 ACOUSTIC_FEATURES = MEL_BINS + CHROMA_BINS_PER_OCTAVE
 #: CQT frames `cqt_bin_statistics` reads at a time (a long recording is not read whole)
 STATISTICS_ROWS = 16384
@@ -483,7 +490,8 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
         raise ConfigError(f"EnCodec runs at {model.config.sampling_rate} Hz but the encoder at {rate} Hz")
     teacher = f"EnCodec codes ({args.encodec}, {ENCODEC_BANDWIDTH} kbps)" if model is not None else "log-mel + chroma"
     log(f"{teacher}{'' if args.no_cqt else f' and CQT targets ({CQT_BINS} bins)'} of {len(waves)} recordings")
-    acoustic, cqts = cqt_and_acoustic_passes(waves, encoder, model, not args.no_cqt, cqt_file)
+    acoustic, cqts = cqt_and_acoustic_passes(waves, encoder, model, not args.no_cqt, cqt_file,
+                                             progress=not args.no_progress)
     if model is not None:
         codes, sizes = acoustic, [model.config.codebook_size] * acoustic[0].shape[1]
         source = f"encodec {args.encodec}"
@@ -497,56 +505,100 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
 
 def kmeans_codes(args: argparse.Namespace, features: FrameRows, weights: torch.Tensor) -> list[torch.Tensor]:
     """Each recording's residual k-means codes (in `code_dtype`) of its `features`, read from their
-    file a recording at a time; the file is deleted once they are made (or k-means fails): labels.pt
-    keeps the codes, and a rerun with other k-means settings is refused (`cached_labels`), so the
-    features would never be read again."""
+    file a recording at a time. The file (and the teachers' record, `PASS_FILE`) is deleted once
+    they are made: labels.pt keeps the codes, and a rerun with other k-means settings is refused
+    (`cached_labels`). A run stopped before that leaves them for its rerun (`done_passes`); a run
+    refused here takes them away with what else it wrote (`zoo.training.undone_if_refused`)."""
     log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
+    quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed, weights)
+    dtype = code_dtype([args.clusters] * args.codebooks)
+    codes = [quantiser.codes(recording).to(dtype) for recording in features]
+    features.path.unlink()
+    features.path.with_name(PASS_FILE).unlink(missing_ok=True)
+    return codes
+
+
+def pass_outputs(encodec: Any, cqt: bool, cqt_file: Path) -> list[tuple[Path, int, torch.dtype]]:
+    """The files the teachers' pass writes, (path, width, dtype): the k-means teacher's features
+    (EnCodec's codes are held instead) and, with `cqt`, the CQT."""
+    outputs = [] if encodec is not None else [(cqt_file.with_name(FEATURES_FILE), ACOUSTIC_FEATURES, torch.float32)]
+    return outputs + ([(cqt_file, CQT_BINS, torch.float16)] if cqt else [])
+
+
+def done_passes(record: dict[str, Any], outputs: Sequence[tuple[Path, int, torch.dtype]],
+                frames: Sequence[int]) -> int:
+    """How many recordings the teachers' pass of an earlier, stopped run of these `record` (files and
+    frame settings, `PASS_FILE`) left done in every one of its `outputs`: all of them where it had
+    finished them (a run stopped in k-means), else the fewest its partial files hold whole; 0 for
+    another run's files, or with EnCodec, whose codes were held in memory. A new pass records itself."""
+    if not outputs:
+        return 0
+    record_file = outputs[0][0].with_name(PASS_FILE)
+    if recorded(record_file) != record:
+        atomic_write_text(record_file, json.dumps(record))
+        return 0
+    if all(path.is_file() for path, _, _ in outputs):
+        return len(frames)
+    return min(recordings_in_partial(path, frames, width, dtype) for path, width, dtype in outputs)
+
+
+def recorded(path: Path) -> Any:
+    """The JSON value `path` holds; None where there is none to read."""
     try:
-        quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed,
-                                        weights)
-        dtype = code_dtype([args.clusters] * args.codebooks)
-        return [quantiser.codes(recording).to(dtype) for recording in features]
-    finally:
-        features.path.unlink(missing_ok=True)
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def cqt_and_acoustic_passes(waves: Sequence[torch.Tensor], encoder: MertEncoder, encodec: Any,
-                            cqt: bool, cqt_file: Path) -> tuple[Sequence[torch.Tensor], Optional[FrameRows]]:
+def cqt_and_acoustic_passes(waves: RecordingFiles, encoder: MertEncoder, encodec: Any, cqt: bool, cqt_file: Path,
+                            progress: bool = True) -> tuple[Sequence[torch.Tensor], Optional[FrameRows]]:
     """`teacher_passes`, each recording's targets handed on as they are computed: EnCodec's codes
     held in a list, the k-means teacher's features written to `FEATURES_FILE` beside `cqt_file`
     and the CQT (unless not `cqt`) to `cqt_file`, both then read from their files (`FrameRows`).
-    Each file is written whole or not at all."""
+    Each file takes its name once whole; a stopped run leaves them partial, and its rerun goes on
+    from the first recording missing in either (`done_passes`)."""
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
-    features_file, codes = cqt_file.with_name(FEATURES_FILE), []
-    with ExitStack() as files:
-        keep_acoustic = codes.append if encodec is not None else files.enter_context(
-            frame_rows_writer(features_file, frames, ACOUSTIC_FEATURES, torch.float32))
-        keep_cqt = files.enter_context(frame_rows_writer(cqt_file, frames, CQT_BINS, torch.float16)) if cqt else None
-        teacher_passes(waves, encoder, encodec, keep_acoustic, keep_cqt)
-    acoustic = codes if encodec is not None else FrameRows(features_file, frames)
+    outputs, codes = pass_outputs(encodec, cqt, cqt_file), []
+    record = {"files": [str(file) for file in waves.files], "sampling_rate": encoder.processor.sampling_rate,
+              "receptive_field": field, "frame_hop": hop, "cqt": cqt}
+    first = done_passes(record, outputs, frames)
+    if first < len(frames):
+        if first:
+            log(f"going on from recording {first + 1} of {len(frames)}, where a stopped run left the teachers' pass")
+        with ExitStack() as files:
+            keep = [files.enter_context(frame_rows_writer(path, frames, width, dtype, first))
+                    for path, width, dtype in outputs]
+            keep_acoustic = codes.append if encodec is not None else keep[0]
+            teacher_passes(waves, encoder, encodec, keep_acoustic, keep[-1] if cqt else None, first, progress)
+    acoustic = codes if encodec is not None else FrameRows(cqt_file.with_name(FEATURES_FILE), frames)
     return acoustic, FrameRows(cqt_file, frames) if cqt else None
 
 
-def teacher_passes(waves: Sequence[torch.Tensor], encoder: MertEncoder, encodec: Any,
+def teacher_passes(waves: RecordingFiles, encoder: MertEncoder, encodec: Any,
                    keep_acoustic: Callable[[torch.Tensor], None],
-                   keep_cqt: Optional[Callable[[torch.Tensor], None]]) -> None:
-    """Per recording, its EnCodec codes (`encodec`, in `code_dtype`, else its `acoustic_features`)
-    handed to `keep_acoustic`, and its (T, Q) CQT in fp16 to `keep_cqt` (unless None), each
-    recording read once: `waves` is `RecordingFiles`, decoded (and resampled) as it is read, and
-    a pass per teacher read the corpus twice."""
+                   keep_cqt: Optional[Callable[[torch.Tensor], None]], first: int = 0, progress: bool = True) -> None:
+    """Per recording from `first` on, its EnCodec codes (`encodec`, in `code_dtype`, else its
+    `acoustic_features`) handed to `keep_acoustic`, and its (T, Q) CQT in fp16 to `keep_cqt`
+    (unless None), each recording read once: `waves` is `RecordingFiles`, decoded (and resampled)
+    as it is read, and a pass per teacher read the corpus twice. A tqdm bar counts the recordings."""
+    from tqdm.auto import tqdm
+
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     rate = encoder.processor.sampling_rate
     chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE) if encodec is None else None
     code_type = code_dtype([encodec.config.codebook_size]) if encodec is not None else None
     transform = constant_q(rate, hop, CQT_BINS) if keep_cqt is not None else None
-    with torch.no_grad():
-        for wave in waves:
+    with torch.no_grad(), tqdm(total=len(waves), initial=first, unit="recording", desc="mert teachers",
+                               disable=not progress) as bar:
+        for index in range(first, len(waves)):
+            wave = waves[index]
             frames = frame_count(wave.numel(), field, hop)
             keep_acoustic(acoustic_features(wave, rate, field, hop, chroma_cqt) if encodec is None
                           else encodec_codes(encodec, wave, frames).to(code_type))
             if transform is not None:
                 keep_cqt(centred_cqt(transform, wave, field, frames).half())
+            bar.update()
 
 
 def stored_targets(targets: dict[str, Any]) -> dict[str, Any]:

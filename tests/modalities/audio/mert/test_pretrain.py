@@ -209,7 +209,8 @@ def pretrain(folder, out, *extra: str, status: int = 0) -> list[float]:
     assert main(["pretrain", "mert", "--data", str(folder), "-o", str(out), "--batch-size", "4",
                  "--codebooks", "2", "--clusters", "8", "--final-dim", "8", "--max-seconds", "1.0",
                  "--noise-seconds", "0.1", "0.3", "--no-progress", *micro, *extra]) == status
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    log = out / "log.jsonl"  # none where the run stopped before training
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def mean_of(rows: list[dict], key: str) -> float:
@@ -534,7 +535,8 @@ def mert_teacher_args(*options: str):
 
 def test_kmeans_features_pass_through_a_file_deleted_once_coded(music_folder, tmp_path, monkeypatch):
     """The k-means teacher reads each recording's log-mel + chroma from OUT/features.npy (the features
-    of the waveform, torch.equal), which is gone once the codes are made, or k-means failed."""
+    of the waveform, torch.equal), which is gone once the codes are made. A k-means that fails leaves
+    the pass's files to its rerun (the command's refusal removes them, `undone_if_refused`)."""
     from modalities.audio.mert import pretrain as mert
     from zoo.audio_crops import FrameRows, RecordingFiles, load_waves
 
@@ -561,7 +563,81 @@ def test_kmeans_features_pass_through_a_file_deleted_once_coded(music_folder, tm
     with pytest.raises(ConfigError, match="cannot make 100000 clusters"):
         mert.make_targets(mert_teacher_args("--clusters", "100000"), encoder,
                           RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [mert.PASS_FILE, mert.CQT_FILE, mert.FEATURES_FILE]
+    monkeypatch.setattr(mert, "acoustic_features", None)  # the rerun computes no features: it reads the kept ones
+    again = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)
+    assert all(torch.equal(a, b) for a, b in zip(again["labels"], targets["labels"], strict=True))
     assert sorted(path.name for path in tmp_path.iterdir()) == [mert.CQT_FILE]
+
+
+def stopped_at_call(monkeypatch, module, name: str, call: int) -> list[int]:
+    """`module.name` raises KeyboardInterrupt (Ctrl-C) at its `call`-th call; the list counts the calls."""
+    calls, function = [], getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_a_stopped_teachers_pass_goes_on_where_it_stopped(music_folder, tmp_path, monkeypatch, capsys):
+    """Was: a rerun computed every recording's targets again (9 min for FSDD's 3,000 clips), so a
+    run on a machine lent for less than its pass never got to train."""
+    from modalities.audio.mert import pretrain as mert
+
+    straight = tmp_path / "straight"
+    pretrain(music_folder, straight, "--steps", "1")
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        # centred_cqt makes a recording's chroma, then its CQT: recording 2's features are written, its CQT is not
+        stopped_at_call(patch, mert, "centred_cqt", 6)
+        pretrain(music_folder, out, "--steps", "1", status=130)
+    assert {path.name for path in out.iterdir()} >= {mert.PASS_FILE, ".cqt.npy.partial", ".features.npy.partial"}
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        calls = stopped_at_call(patch, mert, "acoustic_features", 0)
+        pretrain(music_folder, out, "--steps", "1")
+    assert len(calls) == 12 - 2 and "going on from recording 3 of 12" in capsys.readouterr().err
+    assert (out / mert.CQT_FILE).read_bytes() == (straight / mert.CQT_FILE).read_bytes()
+    resumed, whole = (torch.load(run / mert.LABELS_FILE, weights_only=True) for run in (out, straight))
+    assert all(torch.equal(a, b) for a, b in zip(resumed["labels"], whole["labels"], strict=True))
+    assert resumed["cqt"]["fingerprint"] == whole["cqt"]["fingerprint"]
+    assert not any(path.name.startswith(".") for path in out.iterdir())  # no partial file or record left
+
+
+def test_a_run_stopped_in_kmeans_computes_no_targets_again(music_folder, tmp_path, monkeypatch):
+    from modalities.audio.mert import pretrain as mert
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        stopped_at_call(patch, mert, "fit_residual_kmeans", 1)
+        pretrain(music_folder, out, "--steps", "1", status=130)
+    assert {mert.PASS_FILE, mert.CQT_FILE, mert.FEATURES_FILE} <= {path.name for path in out.iterdir()}
+    with monkeypatch.context() as patch:
+        calls = stopped_at_call(patch, mert, "acoustic_features", 0)
+        pretrain(music_folder, out, "--steps", "1")
+    assert len(calls) == 0 and (out / "encoder").is_dir()
+
+
+def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
+    from modalities.audio.mert.pretrain import PASS_FILE, done_passes
+    from zoo.audio_crops import frame_rows_writer
+
+    outputs, frames = [(tmp_path / "cqt.npy", 6, torch.float16)], [3, 4]
+    ours, theirs = {"files": ["a.flac", "b.flac"], "frame_hop": 320}, {"files": ["a.flac"], "frame_hop": 320}
+    assert done_passes(ours, outputs, frames) == 0 and (tmp_path / PASS_FILE).is_file()
+    with pytest.raises(KeyboardInterrupt):
+        with frame_rows_writer(tmp_path / "cqt.npy", frames, 6, torch.float16, first=0) as append:
+            append(torch.ones(3, 6, dtype=torch.float16))
+            raise KeyboardInterrupt
+    assert done_passes(ours, outputs, frames) == 1
+    assert done_passes(theirs, outputs, frames) == 0  # and the record is now theirs
+    assert done_passes(ours, outputs, frames) == 0
+    assert done_passes(ours, outputs, [3, 5]) == 0  # the partial file's header is not these rows'
 
 
 def test_encodec_codes_are_held_and_write_no_features(music_folder, tmp_path):
