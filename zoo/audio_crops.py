@@ -297,6 +297,7 @@ def partial_rows_file(path: Path, header: dict[str, Any], kept: int) -> Iterator
     recording the stopped run was writing); a new file with `header` where `kept` is 0."""
     partial = partial_rows(path)
     if kept == 0:
+        partial.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("wb") as file:
             np.lib.format.write_array_header_1_0(file, header)
             yield file

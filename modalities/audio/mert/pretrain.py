@@ -530,7 +530,7 @@ def done_passes(record: dict[str, Any], outputs: Sequence[tuple[Path, int, torch
     """How many recordings the teachers' pass of an earlier, stopped run of these `record` (files and
     frame settings, `PASS_FILE`) left done in every one of its `outputs`: all of them where it had
     finished them (a run stopped in k-means), else the fewest its partial files hold whole; 0 for
-    another run's files, or with EnCodec, whose codes were held in memory. A new pass records itself."""
+    another run's files. A new pass records itself."""
     if not outputs:
         return 0
     record_file = outputs[0][0].with_name(PASS_FILE)
@@ -562,7 +562,7 @@ def cqt_and_acoustic_passes(waves: RecordingFiles, encoder: MertEncoder, encodec
     outputs, codes = pass_outputs(encodec, cqt, cqt_file), []
     record = {"files": [str(file) for file in waves.files], "sampling_rate": encoder.processor.sampling_rate,
               "receptive_field": field, "frame_hop": hop, "cqt": cqt}
-    first = done_passes(record, outputs, frames)
+    first = done_passes(record, outputs, frames) if encodec is None else 0  # EnCodec's codes were held, not kept
     if first < len(frames):
         if first:
             log(f"going on from recording {first + 1} of {len(frames)}, where a stopped run left the teachers' pass")

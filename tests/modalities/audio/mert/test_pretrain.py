@@ -640,7 +640,7 @@ def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
     assert done_passes(ours, outputs, [3, 5]) == 0  # the partial file's header is not these rows'
 
 
-def test_encodec_codes_are_held_and_write_no_features(music_folder, tmp_path):
+def test_encodec_codes_are_held_and_write_no_features(music_folder, tmp_path, monkeypatch):
     """`--teacher encodec` keeps each recording's codes in memory, as EnCodec gives them (torch.equal)."""
     from transformers import EncodecConfig, EncodecModel
 
@@ -663,3 +663,12 @@ def test_encodec_codes_are_held_and_write_no_features(music_folder, tmp_path):
                and torch.equal(codes, mert.encodec_codes(model, wave, frame_count(wave.numel(), 400, 320)).short())
                for codes, wave in zip(targets["labels"], waves, strict=True))
     assert not run.exists() or list(run.iterdir()) == []
+    # with the CQT, a stopped pass starts over: the codes of the recordings it had done were held, not kept
+    args = mert_teacher_args("--teacher", "encodec", "--encodec", str(tmp_path / "encodec"))
+    with monkeypatch.context() as patch:
+        stopped_at_call(patch, mert, "centred_cqt", 2)
+        with pytest.raises(KeyboardInterrupt):
+            mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE)
+    again = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE)
+    assert all(torch.equal(a, b) for a, b in zip(again["labels"], targets["labels"], strict=True))
+    assert len(again["cqt"]) == len(files)
