@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
 from zoo.audio import embedded_groups
@@ -479,7 +480,8 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
     rate = encoder.processor.sampling_rate
     if args.iteration == 1:
         log(f"MFCC features of {len(waves)} recordings")
-        features = [mfcc_features(wave, rate, field, hop) for wave in waves]
+        features = [mfcc_features(wave, rate, field, hop)
+                    for wave in tqdm(waves, unit="recording", desc="hubert mfcc", disable=args.no_progress)]
         source = "mfcc"
     else:
         teacher = load_teacher(args.labels_from)

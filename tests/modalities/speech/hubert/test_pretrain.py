@@ -286,6 +286,24 @@ def test_cli_runs_both_iterations_and_resumes(tmp_path):
         run(parser.parse_args([*common, "-o", str(tmp_path / "bad"), "--iteration", "2"]))
 
 
+def test_the_mfcc_pass_shows_a_bar_over_the_recordings(tmp_path, capsys):
+    """Was silent: a corpus's MFCC pass showed nothing until k-means began."""
+    from modalities.speech.hubert.pretrain import make_labels
+    from zoo.audio_crops import RecordingFiles
+
+    write_tones(tmp_path / "data", 3)
+    files = sorted((tmp_path / "data").glob("*.wav"))
+    encoder = HubertEncoder(HubertEncoderConfig(**MICRO))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = ["--data", ".", "-o", ".", "--clusters", "2"]
+    for shown in (True, False):
+        capsys.readouterr()
+        make_labels(parser.parse_args(options + ([] if shown else ["--no-progress"])), encoder,
+                    RecordingFiles(files, encoder.processor))
+        assert ("hubert mfcc: 100%" in capsys.readouterr().err) is shown
+
+
 def losses(folder: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
 
