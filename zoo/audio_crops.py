@@ -13,7 +13,7 @@ import fnmatch
 import hashlib
 import operator
 import os
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Optional, Sequence
 
@@ -26,7 +26,7 @@ from zoo.audio import (
 )
 from zoo.audio_spans import file_scale
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.io import atomic_path, visible_files
+from zoo.io import visible_files
 from zoo.training import run_input_files
 
 #: batches whose recordings are sorted by length together (see `CropBatches`)
@@ -247,47 +247,46 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 
 @contextmanager
 def frame_rows_writer(path: str | Path, frames: Sequence[int], width: int, dtype: torch.dtype,
-                      first: Optional[int] = None) -> Iterator[Callable[[torch.Tensor], None]]:
+                      first: int = 0) -> Iterator[Callable[[torch.Tensor], None]]:
     """Write `FrameRows`' file a recording at a time: the block gets `append`, called with each
-    recording's (frames[i], width) rows in order. The file is written beside `path` and takes its
-    name only once every recording's rows are in, so no reader sees it half written; memory holds
-    one recording's rows.
+    recording's (frames[i], width) rows in order, from recording `first` on. The rows go to
+    `partial_rows(path)`, which takes the name `path` only once every recording's are in, so no
+    reader sees it half written; memory holds one recording's rows.
 
-    With `first` None the file beside is a temporary, gone if the block raises (`zoo.io.atomic_path`).
-    With `first` an int it is `partial_rows(path)`, kept if the block is stopped, so that a rerun
-    goes on after it: the block is then given recordings `first`, `first + 1`, ... and the rows of
-    the `first` before them are kept (`recordings_in_partial` says how many a partial file holds whole).
+    A block that is stopped (Ctrl-C, a kill) leaves the partial file, and a rerun goes on after
+    it: `recordings_in_partial` says how many recordings it holds whole, to pass as `first` (the
+    rows of those are kept, a recording cut halfway is cut off). A block that fails on a file it
+    began (`first` 0) leaves nothing.
     """
     expected = [int(count) for count in frames]
     numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
     header = {"descr": np.lib.format.dtype_to_descr(numpy_dtype), "fortran_order": False,
               "shape": (sum(expected), width)}
-    written = first or 0
-    with ExitStack() as stack:
-        if first is None:
-            file = stack.enter_context(stack.enter_context(atomic_path(path)).open("wb"))
-            np.lib.format.write_array_header_1_0(file, header)
-        else:
-            file = stack.enter_context(partial_rows_file(Path(path), header, sum(expected[:first]) * width))
+    path, written = Path(path), first
+    try:
+        with partial_rows_file(path, header, sum(expected[:first]) * width) as file:
 
-        def append(rows: torch.Tensor) -> None:
-            nonlocal written
-            wanted = (expected[written], width) if written < len(expected) else None
-            if tuple(rows.shape) != wanted or rows.dtype != dtype:
-                raise InputError(f"recording {written} gave rows {tuple(rows.shape)} {rows.dtype}; {path} expects "
-                                 f"{'no more' if wanted is None else f'{wanted} {dtype}'}")
-            file.write(rows.contiguous().numpy().tobytes())
-            written += 1
+            def append(rows: torch.Tensor) -> None:
+                nonlocal written
+                wanted = (expected[written], width) if written < len(expected) else None
+                if tuple(rows.shape) != wanted or rows.dtype != dtype:
+                    raise InputError(f"recording {written} gave rows {tuple(rows.shape)} {rows.dtype}; {path} "
+                                     f"expects {'no more' if wanted is None else f'{wanted} {dtype}'}")
+                file.write(rows.contiguous().numpy().tobytes())
+                written += 1
 
-        yield append
-        if written != len(expected):
-            raise InputError(f"rows of {written} recordings were written to {path}, expected {len(expected)}")
-    if first is not None:
-        os.replace(partial_rows(Path(path)), path)
+            yield append
+            if written != len(expected):
+                raise InputError(f"rows of {written} recordings were written to {path}, expected {len(expected)}")
+    except Exception:
+        if first == 0:
+            partial_rows(path).unlink(missing_ok=True)
+        raise
+    os.replace(partial_rows(path), path)
 
 
 def partial_rows(path: Path) -> Path:
-    """Where `frame_rows_writer(path, ..., first=...)` writes until every recording's rows are in."""
+    """Where `frame_rows_writer(path, ...)` writes until every recording's rows are in."""
     return path.with_name(f".{path.name}.partial")
 
 

@@ -525,15 +525,12 @@ def pass_outputs(encodec: Any, cqt: bool, cqt_file: Path) -> list[tuple[Path, in
     return outputs + ([(cqt_file, CQT_BINS, torch.float16)] if cqt else [])
 
 
-def done_passes(record: dict[str, Any], outputs: Sequence[tuple[Path, int, torch.dtype]],
+def done_passes(record: dict[str, Any], record_file: Path, outputs: Sequence[tuple[Path, int, torch.dtype]],
                 frames: Sequence[int]) -> int:
     """How many recordings the teachers' pass of an earlier, stopped run of these `record` (files and
-    frame settings, `PASS_FILE`) left done in every one of its `outputs`: all of them where it had
-    finished them (a run stopped in k-means), else the fewest its partial files hold whole; 0 for
-    another run's files. A new pass records itself."""
-    if not outputs:
-        return 0
-    record_file = outputs[0][0].with_name(PASS_FILE)
+    frame settings, kept in `record_file`) left done in every one of its `outputs`: all of them where
+    it had finished them (a run stopped in k-means), else the fewest its partial files hold whole; 0
+    for another run's files. A new pass records itself."""
     if recorded(record_file) != record:
         atomic_write_text(record_file, json.dumps(record))
         return 0
@@ -562,7 +559,8 @@ def cqt_and_acoustic_passes(waves: RecordingFiles, encoder: MertEncoder, encodec
     outputs, codes = pass_outputs(encodec, cqt, cqt_file), []
     record = {"files": [str(file) for file in waves.files], "sampling_rate": encoder.processor.sampling_rate,
               "receptive_field": field, "frame_hop": hop, "cqt": cqt}
-    first = done_passes(record, outputs, frames) if encodec is None else 0  # EnCodec's codes were held, not kept
+    first = 0 if encodec is not None else done_passes(  # EnCodec's codes were held, not kept
+        record, cqt_file.with_name(PASS_FILE), outputs, frames)
     if first < len(frames):
         if first:
             log(f"going on from recording {first + 1} of {len(frames)}, where a stopped run left the teachers' pass")

@@ -627,17 +627,17 @@ def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
     from modalities.audio.mert.pretrain import PASS_FILE, done_passes
     from zoo.audio_crops import frame_rows_writer
 
-    outputs, frames = [(tmp_path / "cqt.npy", 6, torch.float16)], [3, 4]
+    outputs, frames, record = [(tmp_path / "cqt.npy", 6, torch.float16)], [3, 4], tmp_path / PASS_FILE
     ours, theirs = {"files": ["a.flac", "b.flac"], "frame_hop": 320}, {"files": ["a.flac"], "frame_hop": 320}
-    assert done_passes(ours, outputs, frames) == 0 and (tmp_path / PASS_FILE).is_file()
+    assert done_passes(ours, record, outputs, frames) == 0 and record.is_file()
     with pytest.raises(KeyboardInterrupt):
-        with frame_rows_writer(tmp_path / "cqt.npy", frames, 6, torch.float16, first=0) as append:
+        with frame_rows_writer(tmp_path / "cqt.npy", frames, 6, torch.float16) as append:
             append(torch.ones(3, 6, dtype=torch.float16))
             raise KeyboardInterrupt
-    assert done_passes(ours, outputs, frames) == 1
-    assert done_passes(theirs, outputs, frames) == 0  # and the record is now theirs
-    assert done_passes(ours, outputs, frames) == 0
-    assert done_passes(ours, outputs, [3, 5]) == 0  # the partial file's header is not these rows'
+    assert done_passes(ours, record, outputs, frames) == 1
+    assert done_passes(theirs, record, outputs, frames) == 0  # and the record is now theirs
+    assert done_passes(ours, record, outputs, frames) == 0
+    assert done_passes(ours, record, outputs, [3, 5]) == 0  # the partial file's header is not these rows'
 
 
 def test_encodec_codes_are_held_and_write_no_features(music_folder, tmp_path, monkeypatch):
