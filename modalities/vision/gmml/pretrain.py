@@ -47,7 +47,7 @@ from zoo.errors import ConfigError
 from zoo.options import non_negative_int
 from zoo.outputs import PretrainOutput
 from zoo.training import (
-    ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run, command_settings,
+    CHECKPOINT_FILE, ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run, command_settings,
     encoder_to_pretrain, raise_if_error, run_input_files, train_and_save,
     train_config_from_args,
 )
@@ -312,9 +312,9 @@ def run(args: argparse.Namespace) -> None:
     check_channels_readable(encoder.config.in_channels)
     objective = GmmlPretraining(encoder, corrupted_only=not args.all_pixels)
     images = run_images(args)
+    start = "its checkpoint" if (Path(args.output) / CHECKPOINT_FILE).is_file() else args.init or "a random init"
     print(f"[gmml pretrain] {len(images)} images from {images.name}; {encoder.config.image_size} px crops, "
-          f"recons_blocks {encoder.config.recons_blocks}, from {args.init or 'a random init'}",
-          file=sys.stderr, flush=True)
+          f"recons_blocks {encoder.config.recons_blocks}, from {start}", file=sys.stderr, flush=True)
     processor = encoder.processor
     batches = GmmlBatches(images, args.batch_size, processor.crop_size, processor.image_mean, processor.image_std,
                           args.views, corruption, AugmentConfig(), args.seed, args.workers)

@@ -81,8 +81,9 @@ def test_an_interrupted_run_resumes_with_the_same_losses(image_folder, tmp_path,
     assert main(run_args(image_folder, tmp_path / "parts", 12, "--activation-checkpointing", "--variant",
                          "tiny")) == 0  # naming the default variant was refused: "variant: None then, 'tiny' now"
     assert losses(tmp_path / "parts") == losses(tmp_path / "whole")
-    assert f"resuming from {tmp_path / 'parts' / 'checkpoint.pt'} at step 5 of 12 (going on)" in \
-        capsys.readouterr().err  # a resumed run did not say so
+    said = capsys.readouterr().err
+    assert f"resuming from {tmp_path / 'parts' / 'checkpoint.pt'} at step 5 of 12 (going on)" in said  # it did not
+    assert "from its checkpoint" in said and "random init" not in said  # it said "from a random init" first
     records = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text().splitlines()]
     assert records[0]["weight_decay"] == pytest.approx(0.04) and records[-1]["weight_decay"] > 0.35
 
