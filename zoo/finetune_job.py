@@ -25,6 +25,7 @@ folder's card says how it was trained, picked and scored, and shows the loss cur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -186,9 +187,29 @@ def train_config(args: argparse.Namespace, split: LabelledSplit, steps: int, epo
                        activation_checkpointing=args.activation_checkpointing)
 
 
-def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, save and score the run `args` describe (`add_finetune_arguments`, plus `name`
-    and `output`); returns its report, or the steps done when `--time-limit` stopped it."""
+@dataclasses.dataclass
+class FinetuneJob:
+    """A `zoo finetune` run once its options, model and data are read and checked (`prepare_job`):
+    what its training, its saved folder and its report share."""
+
+    args: argparse.Namespace
+    #: the seed of a --random-init encoder's weights; None for the pretrained ones
+    init_seed: Optional[int]
+    encoder: nn.Module
+    split: LabelledSplit
+    pool: Optional[str]
+    classifier: nn.Module
+    epochs: int
+    batch_size: int
+    batches: ShuffledBatches
+    config: TrainConfig
+    #: args.json's settings: the command's, less the scoring's, with the values that defaults stood in for
+    settings: dict[str, Any]
+
+
+def prepare_job(args: argparse.Namespace) -> FinetuneJob:
+    """Load the encoder (pretrained, or a seeded random init), read the labelled split and build the
+    classifier, its batches and its schedule: everything checked before the run writes a file."""
     check_options(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -205,65 +226,89 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     if len(batches) == 0:
         raise ConfigError(f"--batch-size {batch_size} is more than the {len(split.train)} training items, "
                           "and an epoch drops its last short batch; use a smaller batch size")
-    steps = epochs * len(batches)
-    config = train_config(args, split, steps, len(batches))
-    output = Path(args.output)
+    config = train_config(args, split, epochs * len(batches), len(batches))
     settings = {key: value for key, value in command_settings(args).items() if key not in SCORING_ARGS}
     settings.update(epochs=epochs, batch_size=batch_size, pool=pool, lr=config.lr,  # as run, where defaults stood in
                     training_data=split_digest(split, args.data))
-    started = time.monotonic()
-    objective = (ClassifierObjective(classifier) if split.val_labels is None else
-                 ValidatedObjective(classifier, split, len(batches), args.patience, args.eval_batch_size))
+    return FinetuneJob(args, init_seed, encoder, split, pool, classifier, epochs, batch_size, batches, config,
+                       settings)
+
+
+def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, save and score the run `args` describe (`add_finetune_arguments`, plus `name`
+    and `output`); returns its report, or the steps done when `--time-limit` stopped it."""
+    job = prepare_job(args)
+    output, started = Path(args.output), time.monotonic()
+    objective = (ClassifierObjective(job.classifier) if job.split.val_labels is None else
+                 ValidatedObjective(job.classifier, job.split, len(job.batches), args.patience, args.eval_batch_size))
     with undone_if_refused(output):  # refused before training (a device it cannot use): args.json is removed
-        write_run_settings(output, settings)
-        records = train(objective, batches, output, config)
+        write_run_settings(output, job.settings)
+        records = train(objective, job.batches, output, job.config)
+    steps = job.config.steps
     if records[-1]["step"] < steps and not objective.finished:
         print(f"time limit reached at step {records[-1]['step']} of {steps}; rerun the command to continue",
               file=sys.stderr)
         return {"steps_done": records[-1]["step"], "steps": steps}
-    validation = validation_report(objective, split)
+    validation = validation_report(objective, job.split)
+    metric, score = save_and_score(job, objective, records, validation)
+    return job_report(job, records, validation, metric, score, time.monotonic() - started)
+
+
+def save_and_score(job: FinetuneJob, objective: nn.Module, records: list[dict[str, Any]],
+                   validation: Optional[dict[str, Any]]) -> tuple[str, float]:
+    """Save the trained classifier (the best epoch's weights where `validation` picked one; a
+    regression head in the target's own units) with its card, load it back and score it on the
+    test split, as a user loading the folder would: (metric, score)."""
+    output = Path(job.args.output)
     if validation is not None:
         objective.keep_best()
-    if split.regression:
-        unscale_head(classifier, *split.target_scale)
+    if job.split.regression:
+        unscale_head(job.classifier, *job.split.target_scale)
     curve = loss_curve(output)
-    classifier.save_pretrained(output / CLASSIFIER_FOLDER, extra_files=curve)
-    loaded = zoo.load(output / CLASSIFIER_FOLDER, device=args.device)
-    metric, score, results = test_score(loaded, split, args)
+    job.classifier.save_pretrained(output / CLASSIFIER_FOLDER, extra_files=curve)
+    loaded = zoo.load(output / CLASSIFIER_FOLDER, device=job.args.device)
+    metric, score, results = test_score(loaded, job.split, job.args)
     if validation is not None:
-        results += validation_sentence(validation, split.unit, epochs)
-    card = run_card(classifier, records, config, settings, PLOT_FILE if curve else None,
-                    f"Fine-tuned from {origin(args.name, init_seed)} with `zoo finetune --mode {args.mode}`",
-                    "Fine-tuning", results, stopped_early=objective.finished)
-    card = with_eval_result(card, output.resolve().name, classifier.pipeline_tags[encoder.modality],
-                            split.source, score, metric)
-    if init_seed is None:
-        card = with_base_model(card, args.name)
+        results += validation_sentence(validation, job.split.unit, job.epochs)
+    card = run_card(job.classifier, records, job.config, job.settings, PLOT_FILE if curve else None,
+                    f"Fine-tuned from {origin(job.args.name, job.init_seed)} with `zoo finetune --mode "
+                    f"{job.args.mode}`", "Fine-tuning", results, stopped_early=objective.finished)
+    card = with_eval_result(card, output.resolve().name, job.classifier.pipeline_tags[job.encoder.modality],
+                            job.split.source, score, metric)
+    if job.init_seed is None:
+        card = with_base_model(card, job.args.name)
     atomic_write_text(output / CLASSIFIER_FOLDER / CARD_FILE, card)
-    window = max(1, len(batches))
+    return metric, score
+
+
+def job_report(job: FinetuneJob, records: list[dict[str, Any]], validation: Optional[dict[str, Any]],
+               metric: str, score: float, wall_seconds: float) -> dict[str, Any]:
+    """What `zoo finetune` prints (and `--json` keeps) of a finished run: its settings as run, the
+    training's steps, time and losses, and the test score."""
+    args, split, window = job.args, job.split, max(1, len(job.batches))
     return {
         "checkpoint": args.name,
         "revision": args.revision,
         "dataset": args.dataset,
         "fold": (args.fold or 0) if split.unit == "graphs" else None,
-        "init": "pretrained" if init_seed is None else "random",
-        "random_init_seed": init_seed,
+        "init": "pretrained" if job.init_seed is None else "random",
+        "random_init_seed": job.init_seed,
         "mode": args.mode,
         "layer": args.layer,
-        "pool": pool,
+        "pool": job.pool,
         "freeze_feature_encoder": args.freeze_feature_encoder,
-        "trained_parameters": sum(p.numel() for p in classifier.parameters() if p.requires_grad),
+        "trained_parameters": sum(p.numel() for p in job.classifier.parameters() if p.requires_grad),
         "train_items": split.train_count,
         "test_items": len(split.test_labels),
         "classes": None if split.regression else len(split.names),
-        "epochs": epochs,
-        "steps": steps,
+        "epochs": job.epochs,
+        "steps": job.config.steps,
         "steps_run": records[-1]["step"],
         "validation": validation,
-        "batch_size": batch_size,
-        "lr": config.lr,
+        "batch_size": job.batch_size,
+        "lr": job.config.lr,
         "train_seconds": round(records[-1]["elapsed"], 1),
-        "wall_seconds_this_call": round(time.monotonic() - started, 1),
+        "wall_seconds_this_call": round(wall_seconds, 1),
         "loss_first_epoch": float(np.mean([r["loss"] for r in records[:window]])),
         "loss_last_epoch": float(np.mean([r["loss"] for r in records[-window:]])),
         **({} if split.regression else
