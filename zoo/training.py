@@ -187,6 +187,20 @@ class TrainConfig:
                 if isinstance(number, float) and not math.isfinite(number):
                     raise ConfigError(f"{field.name}={value}; give a finite number")
 
+    def less_time(self, spent: float) -> "TrainConfig":
+        """These settings with `spent` seconds taken off the time limit (down to 0: training then stops
+        after one step), for a command whose work before training counts against its limit too, as
+        MERT's teachers' pass does: a slice of a lent machine is one limit for the whole command."""
+        if self.time_limit is None:
+            return self
+        return dataclasses.replace(self, time_limit=max(0.0, self.time_limit - spent))
+
+
+class TimeLimitReached(BaseException):
+    """A command's time limit passed before its training began, in work that a rerun goes on with
+    (MERT's teachers' pass). A BaseException, as KeyboardInterrupt is: a stop, not a failure, so that
+    code removing what a failed step wrote (`except Exception`) keeps it for the rerun."""
+
 
 def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
                                lr: float = 5e-4, max_grad_norm: float = 10.0, weight_decay: float = 0.01,

@@ -41,7 +41,8 @@ are stored in OUTPUT/labels.pt and held; the CQT (181 MB an hour of audio in fp1
 written to OUTPUT/cqt.npy as each recording's is computed, recorded in labels.pt, and read
 a crop at a time, so that memory does not grow with it. A run stopped in the teachers' pass
 leaves its files partial, and its rerun goes on from the first recording either lacks
-(`done_passes`). Crops start on frame boundaries, so cropping the targets is slicing them.
+(`done_passes`); `--time-limit` stops the pass too (`cqt_and_acoustic_passes`). Crops
+start on frame boundaries, so cropping the targets is slicing them.
 
 Shapes: B items, S samples, T frames, D width, C codebooks, K codes per codebook, P
 final_dim, Q CQT bins, M masked frames, F teacher features.
@@ -53,6 +54,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -75,7 +77,7 @@ from zoo.io import atomic_write_text
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.training import (
-    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
+    TimeLimitReached, add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
     train_and_save, train_config_from_args,
 )
 
@@ -479,10 +481,11 @@ def log(message: str) -> None:
 
 
 def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence[torch.Tensor],
-                 cqt_file: Path) -> dict[str, Any]:
+                 cqt_file: Path, deadline: Optional[float] = None) -> dict[str, Any]:
     """Both teachers' targets for every recording: codes (T, C) in `code_dtype` and, unless --no-cqt,
     CQT (T, Q) in fp16, written to `cqt_file` as they are computed and read from it (`FrameRows`).
-    The k-means teacher's features pass through `FEATURES_FILE` beside it (`kmeans_codes`)."""
+    The k-means teacher's features pass through `FEATURES_FILE` beside it (`kmeans_codes`). Past
+    the `deadline` (`time.monotonic()`), the k-means teacher's pass stops (`cqt_and_acoustic_passes`)."""
     rate = encoder.processor.sampling_rate
     model = load_encodec(args.encodec) if args.teacher == "encodec" else None
     weights = feature_weights(args.chroma_weight) if model is None else None  # checked before the teachers' pass
@@ -491,7 +494,7 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
     teacher = f"EnCodec codes ({args.encodec}, {ENCODEC_BANDWIDTH} kbps)" if model is not None else "log-mel + chroma"
     log(f"{teacher}{'' if args.no_cqt else f' and CQT targets ({CQT_BINS} bins)'} of {len(waves)} recordings")
     acoustic, cqts = cqt_and_acoustic_passes(waves, encoder, model, not args.no_cqt, cqt_file,
-                                             progress=not args.no_progress)
+                                             progress=not args.no_progress, deadline=deadline)
     if model is not None:
         codes, sizes = acoustic, [model.config.codebook_size] * acoustic[0].shape[1]
         source = f"encodec {args.encodec}"
@@ -548,12 +551,18 @@ def recorded(path: Path) -> Any:
 
 
 def cqt_and_acoustic_passes(waves: RecordingFiles, encoder: MertEncoder, encodec: Any, cqt: bool, cqt_file: Path,
-                            progress: bool = True) -> tuple[Sequence[torch.Tensor], Optional[FrameRows]]:
+                            progress: bool = True, deadline: Optional[float] = None,
+                            ) -> tuple[Sequence[torch.Tensor], Optional[FrameRows]]:
     """`teacher_passes`, each recording's targets handed on as they are computed: EnCodec's codes
     held in a list, the k-means teacher's features written to `FEATURES_FILE` beside `cqt_file`
     and the CQT (unless not `cqt`) to `cqt_file`, both then read from their files (`FrameRows`).
     Each file takes its name once whole; a stopped run leaves them partial, and its rerun goes on
-    from the first recording missing in either (`done_passes`)."""
+    from the first recording missing in either (`done_passes`).
+
+    With the k-means teacher, a pass that is past the `deadline` (`time.monotonic()`) after a
+    recording stops there, and one that ends past it stops before k-means: `TimeLimitReached`, for
+    a rerun to go on (k-means is not resumable, so it gets a slice of its own). EnCodec's pass, whose
+    codes a rerun would compute again, runs to its end."""
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
     outputs, codes = pass_outputs(encodec, cqt, cqt_file), []
@@ -568,18 +577,24 @@ def cqt_and_acoustic_passes(waves: RecordingFiles, encoder: MertEncoder, encodec
             keep = [files.enter_context(frame_rows_writer(path, frames, width, dtype, first))
                     for path, width, dtype in outputs]
             keep_acoustic = codes.append if encodec is not None else keep[0]
-            teacher_passes(waves, encoder, encodec, keep_acoustic, keep[-1] if cqt else None, first, progress)
+            teacher_passes(waves, encoder, encodec, keep_acoustic, keep[-1] if cqt else None, first, progress,
+                           deadline if encodec is None else None)
+        if encodec is None and past(deadline):
+            raise TimeLimitReached(f"all {len(frames)} recordings' teacher features done; k-means comes next")
     acoustic = codes if encodec is not None else FrameRows(cqt_file.with_name(FEATURES_FILE), frames)
     return acoustic, FrameRows(cqt_file, frames) if cqt else None
 
 
 def teacher_passes(waves: RecordingFiles, encoder: MertEncoder, encodec: Any,
                    keep_acoustic: Callable[[torch.Tensor], None],
-                   keep_cqt: Optional[Callable[[torch.Tensor], None]], first: int = 0, progress: bool = True) -> None:
+                   keep_cqt: Optional[Callable[[torch.Tensor], None]], first: int = 0, progress: bool = True,
+                   deadline: Optional[float] = None) -> None:
     """Per recording from `first` on, its EnCodec codes (`encodec`, in `code_dtype`, else its
     `acoustic_features`) handed to `keep_acoustic`, and its (T, Q) CQT in fp16 to `keep_cqt`
     (unless None), each recording read once: `waves` is `RecordingFiles`, decoded (and resampled)
-    as it is read, and a pass per teacher read the corpus twice. A tqdm bar counts the recordings."""
+    as it is read, and a pass per teacher read the corpus twice. A tqdm bar counts the recordings.
+    Past the `deadline` (`time.monotonic()`) after a recording that is not the last, it stops:
+    `TimeLimitReached`. Each call does one recording at least, so that reruns go forward."""
     from tqdm.auto import tqdm
 
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
@@ -597,6 +612,13 @@ def teacher_passes(waves: RecordingFiles, encoder: MertEncoder, encodec: Any,
             if transform is not None:
                 keep_cqt(centred_cqt(transform, wave, field, frames).half())
             bar.update()
+            if index + 1 < len(waves) and past(deadline):
+                raise TimeLimitReached(f"{index + 1} of {len(waves)} recordings' teacher targets done")
+
+
+def past(deadline: Optional[float]) -> bool:
+    """Whether `time.monotonic()` has reached `deadline` (never, for None)."""
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def stored_targets(targets: dict[str, Any]) -> dict[str, Any]:
@@ -633,6 +655,7 @@ def run(args: argparse.Namespace) -> None:
     """`zoo pretrain mert`: compute the teachers' targets, pretrain, save `OUTPUT/encoder`."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    begun = time.monotonic()
     config = train_config_from_args(args)  # its settings checked before the teachers' labels are made
     out = Path(args.output)
     files = run_recordings(args)
@@ -643,8 +666,14 @@ def run(args: argparse.Namespace) -> None:
     rate = encoder.processor.sampling_rate
     log(f"{len(files)} recordings in {args.data}, at {rate} Hz")
     waves = RecordingFiles(files, encoder.processor)
-    targets = cached_labels(out, files, teacher_settings(args, encoder),
-                            lambda: stored_targets(make_targets(args, encoder, waves, out / CQT_FILE)), Path(args.data))
+    deadline = None if config.time_limit is None else begun + config.time_limit
+    try:
+        targets = cached_labels(out, files, teacher_settings(args, encoder), lambda: stored_targets(
+            make_targets(args, encoder, waves, out / CQT_FILE, deadline)), Path(args.data))
+    except TimeLimitReached as stop:
+        log(f"time limit ({config.time_limit:g} s) reached in the teachers' pass: {stop}; "
+            "rerun the same command to go on")
+        return
     cqts = cqt_rows(out, targets)
     extra = {"cqt": cqts} if cqts is not None else None
     max_frames = frame_count(int(args.max_seconds * rate), field, hop)
@@ -657,4 +686,5 @@ def run(args: argparse.Namespace) -> None:
     if extra is not None and args.cqt_target == "log":
         objective.fit_cqt_scale(cqts)
     settings = command_settings(args)
-    train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "mert pretrain")
+    train_and_save(objective, batches, out, config.less_time(time.monotonic() - begun), encoder, ENCODER_FOLDER,
+                   settings, "mert pretrain")

@@ -623,6 +623,52 @@ def test_a_run_stopped_in_kmeans_computes_no_targets_again(music_folder, tmp_pat
     assert len(calls) == 0 and (out / "encoder").is_dir()
 
 
+def test_the_time_limit_stops_the_teachers_pass_for_a_rerun_to_go_on(music_folder, tmp_path, monkeypatch, capsys):
+    """Was: --time-limit covered training only, so a slice of a lent machine spent in the pass
+    was killed by the machine, losing the recording under way and any k-means begun after it."""
+    from modalities.audio.mert import pretrain as mert
+
+    straight = tmp_path / "straight"
+    pretrain(music_folder, straight, "--steps", "1")
+    out = tmp_path / "sliced"
+    capsys.readouterr()
+    pretrain(music_folder, out, "--steps", "1", "--time-limit", "0")  # a call does one recording at least
+    assert "time limit (0 s) reached in the teachers' pass: 1 of 12 recordings'" in capsys.readouterr().err
+    assert not (out / "log.jsonl").exists() and not (out / mert.LABELS_FILE).exists()
+    with monkeypatch.context() as patch:
+        # from recording 2 on, a recording's chroma is call 2k - 1: Ctrl-C in recording 12's, 11 left done
+        stopped_at_call(patch, mert, "centred_cqt", 2 * 11 - 1)
+        pretrain(music_folder, out, "--steps", "1", status=130)
+    pretrain(music_folder, out, "--steps", "1", "--time-limit", "0")  # the last recording, then a stop
+    err = capsys.readouterr().err
+    assert "going on from recording 12 of 12" in err and "of 12 recordings' teacher targets" not in err
+    assert "all 12 recordings' teacher features done; k-means comes next" in err
+    assert {mert.CQT_FILE, mert.FEATURES_FILE, mert.PASS_FILE} <= {path.name for path in out.iterdir()}
+    with monkeypatch.context() as patch:
+        calls = stopped_at_call(patch, mert, "acoustic_features", 0)
+        pretrain(music_folder, out, "--steps", "3", "--time-limit", "0")  # k-means, then one step: none left
+    assert len(calls) == 0 and "time limit reached at step 1 of 3" in capsys.readouterr().err
+    assert (out / mert.CQT_FILE).read_bytes() == (straight / mert.CQT_FILE).read_bytes()
+    sliced, whole = (torch.load(run / mert.LABELS_FILE, weights_only=True) for run in (out, straight))
+    assert all(torch.equal(a, b) for a, b in zip(sliced["labels"], whole["labels"], strict=True))
+
+
+def test_the_teachers_pass_takes_its_time_from_trainings(music_folder, tmp_path, monkeypatch):
+    """One limit for the command: training gets what the pass left of it."""
+    from modalities.audio.mert import pretrain as mert
+    from zoo import training
+
+    limits = []
+    monkeypatch.setattr(mert, "train_and_save", lambda objective, batches, out, config, *rest: limits.append(
+        config.time_limit))
+    clock = iter(range(0, 10_000, 5))  # every reading of the clock 5 s after the last
+    monkeypatch.setattr(mert.time, "monotonic", lambda: next(clock))
+    pretrain(music_folder, tmp_path / "run", "--steps", "1", "--time-limit", "1000")
+    assert 0 < limits[0] < 1000 - 5 * 12  # the pass read the clock once a recording at least
+    assert training.TrainConfig(steps=1, time_limit=3.0).less_time(5.0).time_limit == 0.0
+    assert training.TrainConfig(steps=1).less_time(5.0).time_limit is None
+
+
 def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
     from modalities.audio.mert.pretrain import PASS_FILE, done_passes
     from zoo.audio_crops import frame_rows_writer
