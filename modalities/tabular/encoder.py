@@ -98,7 +98,7 @@ class TabularEncoder(Encoder):
         chunk_rows: int = CHUNK_ROWS,
     ) -> torch.Tensor:
         """Embed every row of a table: a DataFrame, Arrow table, CSV/Parquet path (or a list
-        of them), a dict or a list of row dicts. Columns are matched by name.
+        of them), a dict, a list of row dicts or a numpy structured array. Columns are matched by name.
 
         Returns:
             (N, D) for one layer, (N, K, D) for several; with pool="none" (N, T, D) tokens,

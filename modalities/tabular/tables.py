@@ -2,8 +2,10 @@
 
 A table may be a pandas DataFrame (or one row of it, a Series), a pyarrow Table, a Hugging
 Face `datasets` Dataset, a CSV or Parquet path, a dict (one row of scalars, or columns of
-equal length) or a list of row dicts. Everything is read in chunks of at most `chunk_rows`
-rows, so a file larger than memory streams through.
+equal length), a list of row dicts or a numpy structured array (its fields are the columns, as
+`np.genfromtxt(..., names=True)` or `DataFrame.to_records` make it; one element of it is a
+row). Everything is read in chunks of at most `chunk_rows` rows, so a file larger than memory
+streams through.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ def row_count(table: Any) -> Optional[int]:
         if path.suffix != ".parquet" or not path.is_file() or path.stat().st_size == 0:
             return None  # an empty file is reported when it is read
         return open_parquet(path).metadata.num_rows
-    if isinstance(table, (pd.DataFrame, list)) or is_dataset(table):
-        return len(table)
+    if isinstance(table, (pd.DataFrame, list)) or is_dataset(table) or structured(table):
+        return len(np.atleast_1d(table)) if structured(table) else len(table)
     if type(table).__module__.startswith("pyarrow") and hasattr(table, "num_rows"):
         return table.num_rows
     return None
@@ -83,10 +85,34 @@ def to_frame(table: Any) -> pd.DataFrame:
         return pd.DataFrame(table)
     if type(table).__module__.startswith("pyarrow") or is_dataset(table):
         return table.to_pandas()
+    if structured(table):
+        return structured_frame(np.atleast_1d(table))
+    if isinstance(table, np.ndarray):
+        raise InputError(
+            f"a numpy array of shape {table.shape} ({table.dtype}) has no column names, and a table encoder reads its "
+            "columns by name; pass pd.DataFrame(array, columns=[...]) with the names the encoder was trained on, "
+            "or a structured array"
+        )
     raise InputError(
         f"cannot read a table from {type(table).__name__}; pass a pandas DataFrame or Series (one row), a pyarrow "
-        "Table, a datasets Dataset, a CSV or Parquet path, a dict of columns or a list of row dicts"
+        "Table, a datasets Dataset, a CSV or Parquet path, a dict of columns, a list of row dicts or a numpy "
+        "structured array"
     )
+
+
+def structured(table: Any) -> bool:
+    """Whether `table` is a numpy structured array or one of its rows (`np.void`): named fields."""
+    return isinstance(table, (np.ndarray, np.void)) and table.dtype.names is not None
+
+
+def structured_frame(table: np.ndarray) -> pd.DataFrame:
+    """A structured array's rows, its byte-string fields (numpy's `S` type) decoded as UTF-8: a
+    category read as b"Private" would miss the vocabulary's "Private" and fall in the unknown bucket."""
+    frame = pd.DataFrame(table)
+    for name in table.dtype.names:
+        if table.dtype[name].kind == "S":
+            frame[name] = frame[name].str.decode("utf-8")
+    return frame
 
 
 def dict_frame(table: dict) -> pd.DataFrame:

@@ -84,6 +84,27 @@ def test_inputs_of_every_table_kind_agree(encoder, table, tmp_path):
     assert torch.equal(streamed, encoder.embed(table, chunk_rows=4, progress=False))
 
 
+def test_a_numpy_structured_array_is_a_table(encoder, table):
+    """Was refused ("cannot read a table from recarray"); its fields are the columns."""
+    import numpy as np
+
+    from modalities.tabular.encoder import table_rows
+
+    reference = encoder.embed(table, progress=False)
+    records = table.to_records(index=False)
+    for source in (records, np.asarray(records)):
+        assert (encoder.embed(source, progress=False) - reference).abs().max() < 1e-6
+    assert table_rows(records) == 6  # the progress bar's total
+    present = table.dropna()  # a bytes category is read as its text, not as an unknown one
+    as_bytes = present.to_records(index=False).astype([("colour", "S5") if name == "colour" else
+                                                       (name, records.dtype[name]) for name in table.columns])
+    assert (encoder.embed(as_bytes, progress=False) - encoder.embed(present, progress=False)).abs().max() < 1e-6
+    assert torch.equal(encoder.embed(records[2], progress=False), encoder.embed(table.iloc[[2]], progress=False))
+    with pytest.raises(InputError, match=r"numpy array of shape \(6, 3\) \(float64\) has no column names.*"
+                                         r"pd.DataFrame\(array, columns="):
+        encoder.embed(np.zeros((6, 3)), progress=False)
+
+
 def test_save_and_reload_gives_the_same_embeddings(encoder, table, tmp_path):
     encoder.save_pretrained(tmp_path / "enc")
     reloaded = load_folder(tmp_path / "enc")
