@@ -18,7 +18,7 @@ from modalities.audio.mert.pretrain import (
 )
 from modalities.audio.mert.model import MertEncoder, MertEncoderConfig, VARIANTS as MERT_VARIANTS, constant_q
 from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
-from modalities.speech.hubert.pretrain import layer_features
+from modalities.speech.hubert.pretrain import layer_feature_groups
 from zoo.audio import AudioProcessor
 from zoo.audio_crops import COUNTED_FORMATS, CropBatches, RecordingFiles, frame_count, load_waves, recording_layout
 from zoo.errors import InputError
@@ -163,7 +163,8 @@ def test_teacher_layer_features_are_embeds_and_read_each_recording_once(tmp_path
     expected = teacher.embed(load_waves(files, processor), layer=1, pool="none", batch_size=16, progress=False,
                              sampling_rate=16000)
     decoded = Decodes(processor, monkeypatch)
-    got = layer_features(teacher, RecordingFiles(files, processor), 1, progress=False)
+    got = [rows for group in layer_feature_groups(teacher, RecordingFiles(files, processor), 1, progress=False)
+           for rows in group]
     assert decoded == files and decoded.most_alive == 2  # the one read and the one before it
     assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
 

@@ -4,15 +4,18 @@ A family lists its recordings (`list_audio_files`; a run keeps the files it bega
 `run_audio_files`), reads them at the model's rate as they are reached (`RecordingFiles`) and
 draws equal-length crops from them (`CropBatches`), which a `zoo.training.Trainer` resumes exactly.
 Per-frame targets too large to hold for a whole corpus (MERT's CQT) are written to one file as they
-are computed (`frame_rows_writer`) and read a crop at a time (`FrameRows`).
+are computed (`frame_rows_writer`) and read a crop at a time (`FrameRows`); a pass that a stop or
+a time limit cut short goes on where it stopped (`done_passes`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import operator
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Optional, Sequence
@@ -26,13 +29,16 @@ from zoo.audio import (
 )
 from zoo.audio_spans import file_scale
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.io import visible_files
+from zoo.io import atomic_write_text, visible_files
 from zoo.training import run_input_files
 
 #: batches whose recordings are sorted by length together (see `CropBatches`)
 POOL_BATCHES = 32
 #: rows of a `FrameRows` file its fingerprint reads (evenly spaced, the first and last included)
 FINGERPRINT_ROWS = 256
+#: what a teachers' pass is computing (its files and frames), beside its output files until the targets
+#: are made: a rerun of a stopped run goes on with the pass it finds for the same (`done_passes`)
+PASS_FILE = ".teachers.json"
 
 
 def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Path]:
@@ -323,6 +329,34 @@ def recordings_in_partial(path: Path, frames: Sequence[int], width: int, dtype: 
         return 0
     rows = (partial.stat().st_size - offset) // (width * numpy_dtype.itemsize)
     return int(np.searchsorted(np.cumsum(frames), rows, side="right"))
+
+
+def done_passes(record: dict[str, Any], record_file: Path, outputs: Sequence[tuple[Path, int, torch.dtype]],
+                frames: Sequence[int]) -> int:
+    """How many recordings the teachers' pass of an earlier, stopped run of these `record` (files,
+    frame settings and features, kept in `record_file`) left done in every one of its `outputs`, each
+    (path, width, dtype) of a `frame_rows_writer`: all of them where it had finished them (a run
+    stopped in k-means), else the fewest its partial files hold whole; 0 for another run's files. A
+    new pass records itself."""
+    if recorded(record_file) != record:
+        atomic_write_text(record_file, json.dumps(record))
+        return 0
+    if all(path.is_file() for path, _, _ in outputs):
+        return len(frames)
+    return min(recordings_in_partial(path, frames, width, dtype) for path, width, dtype in outputs)
+
+
+def recorded(path: Path) -> Any:
+    """The JSON value `path` holds; None where there is none to read."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def past(deadline: Optional[float]) -> bool:
+    """Whether `time.monotonic()` has reached `deadline` (never, for None)."""
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def frame_counts(sequences: Sequence[torch.Tensor]) -> np.ndarray:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from contextlib import ExitStack
@@ -69,11 +68,10 @@ from modalities.speech.hubert.pretrain import (
     encoder_config, equalise_mask_counts, fit_clusters, run_recordings,
 )
 from zoo.audio_crops import (
-    CropBatches, FrameRows, RecordingFiles, frame_count, frame_counts, frame_rows_writer, frame_slice,
-    recordings_in_partial, sample_counts,
+    PASS_FILE, CropBatches, FrameRows, RecordingFiles, done_passes, frame_count, frame_counts, frame_rows_writer,
+    frame_slice, past, sample_counts,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.io import atomic_write_text
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.training import (
@@ -95,9 +93,6 @@ CQT_TARGETS = ("magnitude", "log")
 CQT_FILE = "cqt.npy"
 #: the k-means teacher's features (`FrameRows`, beside CQT_FILE) while it is fitted; deleted once the codes are made
 FEATURES_FILE = "features.npy"
-#: what the teachers' pass is computing (its files and frames), beside CQT_FILE until the codes are made:
-#: a rerun of a stopped run goes on with the pass it finds for the same (`done_passes`)
-PASS_FILE = ".teachers.json"
 ACOUSTIC_FEATURES = MEL_BINS + CHROMA_BINS_PER_OCTAVE
 #: CQT frames `cqt_bin_statistics` reads at a time (a long recording is not read whole)
 STATISTICS_ROWS = 16384
@@ -528,28 +523,6 @@ def pass_outputs(encodec: Any, cqt: bool, cqt_file: Path) -> list[tuple[Path, in
     return outputs + ([(cqt_file, CQT_BINS, torch.float16)] if cqt else [])
 
 
-def done_passes(record: dict[str, Any], record_file: Path, outputs: Sequence[tuple[Path, int, torch.dtype]],
-                frames: Sequence[int]) -> int:
-    """How many recordings the teachers' pass of an earlier, stopped run of these `record` (files and
-    frame settings, kept in `record_file`) left done in every one of its `outputs`: all of them where
-    it had finished them (a run stopped in k-means), else the fewest its partial files hold whole; 0
-    for another run's files. A new pass records itself."""
-    if recorded(record_file) != record:
-        atomic_write_text(record_file, json.dumps(record))
-        return 0
-    if all(path.is_file() for path, _, _ in outputs):
-        return len(frames)
-    return min(recordings_in_partial(path, frames, width, dtype) for path, width, dtype in outputs)
-
-
-def recorded(path: Path) -> Any:
-    """The JSON value `path` holds; None where there is none to read."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def cqt_and_acoustic_passes(waves: RecordingFiles, encoder: MertEncoder, encodec: Any, cqt: bool, cqt_file: Path,
                             progress: bool = True, deadline: Optional[float] = None,
                             ) -> tuple[Sequence[torch.Tensor], Optional[FrameRows]]:
@@ -614,11 +587,6 @@ def teacher_passes(waves: RecordingFiles, encoder: MertEncoder, encodec: Any,
             bar.update()
             if index + 1 < len(waves) and past(deadline):
                 raise TimeLimitReached(f"{index + 1} of {len(waves)} recordings' teacher targets done")
-
-
-def past(deadline: Optional[float]) -> bool:
-    """Whether `time.monotonic()` has reached `deadline` (never, for None)."""
-    return deadline is not None and time.monotonic() >= deadline
 
 
 def stored_targets(targets: dict[str, Any]) -> dict[str, Any]:

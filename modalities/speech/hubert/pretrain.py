@@ -14,6 +14,12 @@ labels are read at 50 Hz: MFCC frame t and encoder frame t cover the same sample
 recording of S samples has 1 + (S - 400) // 320 of both. Random crops start on a frame
 boundary, so cropping the labels is slicing them.
 
+An iteration's features (MFCCs: 28 MB an hour of audio; a 768-wide layer: 553 MB an hour) are
+written to OUTPUT/features.npy as each recording's are computed, read back a recording at a
+time by k-means and the labelling (`FrameRows`), and deleted once labels.pt holds the labels, as
+fairseq dumps them to disk. A run stopped in that pass, or by `--time-limit`, leaves the file
+partial, and its rerun goes on from the first recording it lacks (`feature_pass`).
+
 Shapes: B items, S samples, T frames, D width, P final_dim, K clusters, F feature dims,
 M masked frames.
 """
@@ -24,8 +30,9 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,19 +42,26 @@ from tqdm.auto import tqdm
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
 from zoo.audio import embedded_groups
-from zoo.audio_crops import CropBatches, RecordingFiles, frame_count, frame_counts, run_audio_files
+from zoo.audio_crops import (
+    PASS_FILE, CropBatches, FrameRows, RecordingFiles, done_passes, frame_count, frame_counts, frame_rows_writer,
+    past, run_audio_files, sample_counts,
+)
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.training import (
-    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
+    TimeLimitReached, add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
     train_and_save, train_config_from_args,
 )
 
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100
 LABELS_FILE = "labels.pt"
+#: the iteration's features (`FrameRows`) while k-means is fitted and the labels made; deleted then
+FEATURES_FILE = "features.npy"
+#: 13 cepstra, their deltas and delta-deltas
+MFCC_FEATURES = 39
 ENCODER_FOLDER = "encoder"
 
 
@@ -189,17 +203,22 @@ def mfcc_features(wave: torch.Tensor, sampling_rate: int, field: int, hop: int) 
     return torch.cat([cepstra, deltas, delta_deltas]).T[::2].contiguous()  # not a view of all 100 Hz frames
 
 
-def layer_features(encoder: HubertEncoder, recordings: Sequence[Any], layer: int, batch_size: int = 16,
-                   progress: bool = True) -> list[torch.Tensor]:
+def layer_feature_groups(encoder: HubertEncoder, recordings: Sequence[Any], layer: int, batch_size: int = 16,
+                         progress: bool = True) -> Iterator[list[torch.Tensor]]:
     """(T_i, D) frames of hidden state `layer` (0 = input embeddings) of a trained encoder, one for
     every frame the student frames of each recording (a file, or a waveform at the encoder's rate):
     its `embed(pool="none")`, which cuts a recording longer than its window on frame boundaries
     (`zoo.audio.framed_windows`) so that every frame has its label. The recordings are prepared a
-    group of `embed`'s at a time (`embedded_groups`), a long file read a window at a time, so a
-    corpus is read once and never held whole.
+    group of `embed`'s at a time (`embedded_groups`), a long file read a window at a time, and each
+    group's rows are yielded as it is done, so a corpus is read once and never held whole.
+
+    Groups, not recordings, because a recording's rows depend on the batch it was padded in (by
+    2e-6 in k-means' centres on FSDD): a pass stopped between groups goes on with the groups a
+    straight pass makes from there, so to the same features bit for bit (`feature_pass`).
     """
-    return [rows for _, group in embedded_groups(encoder, recordings, encoder.processor.sampling_rate, progress,
-                                                 layer=layer, pool="none", batch_size=batch_size) for rows in group]
+    for _, group in embedded_groups(encoder, recordings, encoder.processor.sampling_rate, progress,
+                                    layer=layer, pool="none", batch_size=batch_size):
+        yield group
 
 
 @dataclasses.dataclass
@@ -470,19 +489,26 @@ def log(message: str) -> None:
     print(f"[hubert pretrain] {message}", file=sys.stderr, flush=True)
 
 
-def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: RecordingFiles) -> dict[str, Any]:
+def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: RecordingFiles,
+                deadline: Optional[float] = None) -> dict[str, Any]:
     """Fit k-means on the iteration's features and label every frame of every recording, reading
     each file once. Iteration 1 takes the MFCCs of the waveforms the encoder trains on; iteration 2
     gives the teacher the files, which its own processor prepares: `waves` are prepared for the
     encoder, and a teacher's `do_normalize` normalised them again (a quiet clip under fairseq's
-    1e-5 variance floor, std 0.71 once, came to the teacher at std 1.0)."""
+    1e-5 variance floor, std 0.71 once, came to the teacher at std 1.0). The features pass through
+    `FEATURES_FILE` in --output (`feature_pass`, which stops past the `deadline`)."""
     field, hop = frame_geometry(encoder.config)
     rate = encoder.processor.sampling_rate
     if args.iteration == 1:
         log(f"MFCC features of {len(waves)} recordings")
-        features = [mfcc_features(wave, rate, field, hop)
-                    for wave in tqdm(waves, unit="recording", desc="hubert mfcc", disable=args.no_progress)]
-        source = "mfcc"
+        source, width = "mfcc", MFCC_FEATURES
+
+        def compute(first: int) -> Iterator[list[torch.Tensor]]:
+            with tqdm(total=len(waves), initial=first, unit="recording", desc="hubert mfcc",
+                      disable=args.no_progress) as bar:
+                for index in range(first, len(waves)):
+                    yield [mfcc_features(waves[index], rate, field, hop)]
+                    bar.update()
     else:
         teacher = load_teacher(args.labels_from)
         if frame_geometry(teacher.config) != (field, hop) or teacher.processor.sampling_rate != rate:
@@ -492,12 +518,47 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
             )
         layer = teacher.num_layers // 2 if args.layer is None else args.layer
         log(f"layer {layer} features of {len(waves)} recordings from {args.labels_from}")
-        features = layer_features(teacher, waves.files, layer, progress=not args.no_progress)
-        source = f"layer {layer} of {args.labels_from}"
-    total = sum(len(f) for f in features)
+        source, width = f"layer {layer} of {args.labels_from}", teacher.config.hidden_size
+
+        def compute(first: int) -> Iterator[list[torch.Tensor]]:
+            return layer_feature_groups(teacher, waves.files[first:], layer, progress=not args.no_progress)
+    record = {"files": [str(file) for file in waves.files], "sampling_rate": rate, "receptive_field": field,
+              "frame_hop": hop, "features": source}
+    features = feature_pass(Path(args.output) / FEATURES_FILE, record, width, compute, waves, field, hop, deadline)
+    total = int(features.frames.sum())
     log(f"k-means: {args.clusters} clusters on {min(args.kmeans_frames, total)} of {total} frames")
     clusters = fit_clusters(features, args.clusters, args.kmeans_frames, args.seed)
-    return {"labels": cluster_labels(features, clusters), "source": source, **dataclasses.asdict(clusters)}
+    labels = cluster_labels(features, clusters)
+    features.path.unlink()
+    features.path.with_name(PASS_FILE).unlink(missing_ok=True)
+    return {"labels": labels, "source": source, **dataclasses.asdict(clusters)}
+
+
+def feature_pass(path: Path, record: dict[str, Any], width: int,
+                 compute: Callable[[int], Iterable[list[torch.Tensor]]], waves: RecordingFiles, field: int, hop: int,
+                 deadline: Optional[float] = None) -> FrameRows:
+    """The (T_i, `width`) features `compute(first)` gives of each recording from `first` on, a group
+    of recordings at a time, written to `path` as they come (float32, `frame_rows_writer`) and read
+    from it (`FrameRows`). A pass of the same `record` that a stopped run left partial goes on from
+    the first recording it lacks, and one it finished is not run again (`done_passes`). Past the
+    `deadline` (`time.monotonic()`) the pass stops after the group under way, or, where it has just
+    ended, before k-means: `TimeLimitReached`, for a rerun to go on. Each call does one group at least."""
+    frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
+    first = done_passes(record, path.with_name(PASS_FILE), [(path, width, torch.float32)], frames)
+    if first < len(frames):
+        if first:
+            log(f"going on from recording {first + 1} of {len(frames)}, where a stopped run left the features")
+        with frame_rows_writer(path, frames, width, torch.float32, first) as keep:
+            done = first
+            for group in compute(first):
+                for rows in group:
+                    keep(rows.float())
+                done += len(group)
+                if done < len(frames) and past(deadline):
+                    raise TimeLimitReached(f"{done} of {len(frames)} recordings' features done")
+        if past(deadline):
+            raise TimeLimitReached(f"all {len(frames)} recordings' features done; k-means comes next")
+    return FrameRows(path, frames)
 
 
 def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
@@ -565,6 +626,7 @@ def run(args: argparse.Namespace) -> None:
     """`zoo pretrain hubert`: make the iteration's labels, pretrain, save `OUTPUT/encoder`."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    begun = time.monotonic()
     config = train_config_from_args(args)  # its settings checked before the teachers' labels are made
     check_iteration(args)
     out = Path(args.output)
@@ -575,12 +637,19 @@ def run(args: argparse.Namespace) -> None:
     field, hop = frame_geometry(encoder.config)
     log(f"{len(files)} recordings in {args.data}")
     waves = RecordingFiles(files, encoder.processor)
-    labels = cached_labels(out, files, teacher_settings(args, encoder), lambda: make_labels(args, encoder, waves),
-                           Path(args.data))
+    deadline = None if config.time_limit is None else begun + config.time_limit
+    try:
+        labels = cached_labels(out, files, teacher_settings(args, encoder),
+                               lambda: make_labels(args, encoder, waves, deadline), Path(args.data))
+    except TimeLimitReached as stop:
+        log(f"time limit ({config.time_limit:g} s) reached in the features' pass: {stop}; "
+            "rerun the same command to go on")
+        return
     max_frames = frame_count(int(args.max_seconds * encoder.processor.sampling_rate), field, hop)
     batches = CropBatches(waves, labels["labels"], args.batch_size, max_frames, field, hop, args.seed)
     objective = HubertPretraining(encoder, len(labels["centers"]), args.final_dim, args.mask_prob,
                                   args.mask_length, logit_temp=args.logit_temp, feature_penalty=args.feature_penalty,
                                   feature_grad_mult=args.feature_grad_mult)
     settings = command_settings(args)
-    train_and_save(objective, batches, out, config, encoder, ENCODER_FOLDER, settings, "hubert pretrain")
+    train_and_save(objective, batches, out, config.less_time(time.monotonic() - begun), encoder, ENCODER_FOLDER,
+                   settings, "hubert pretrain")

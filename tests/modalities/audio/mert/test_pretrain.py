@@ -670,8 +670,7 @@ def test_the_teachers_pass_takes_its_time_from_trainings(music_folder, tmp_path,
 
 
 def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
-    from modalities.audio.mert.pretrain import PASS_FILE, done_passes
-    from zoo.audio_crops import frame_rows_writer
+    from zoo.audio_crops import PASS_FILE, done_passes, frame_rows_writer
 
     outputs, frames, record = [(tmp_path / "cqt.npy", 6, torch.float16)], [3, 4], tmp_path / PASS_FILE
     ours, theirs = {"files": ["a.flac", "b.flac"], "frame_hop": 320}, {"files": ["a.flac"], "frame_hop": 320}

@@ -296,7 +296,7 @@ def test_the_mfcc_pass_shows_a_bar_over_the_recordings(tmp_path, capsys):
     encoder = HubertEncoder(HubertEncoderConfig(**MICRO))
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    options = ["--data", ".", "-o", ".", "--clusters", "2"]
+    options = ["--data", ".", "-o", str(tmp_path / "run"), "--clusters", "2"]
     for shown in (True, False):
         capsys.readouterr()
         make_labels(parser.parse_args(options + ([] if shown else ["--no-progress"])), encoder,
@@ -306,6 +306,83 @@ def test_the_mfcc_pass_shows_a_bar_over_the_recordings(tmp_path, capsys):
 
 def losses(folder: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def sliced_and_straight(tmp_path, capsys, *options: str) -> tuple[dict, dict, list[str]]:
+    """labels.pt of a run whose features' pass went in `--time-limit 0` calls (a group of recordings
+    each, then a stop before k-means, then k-means and a step, then nothing) and of a straight run;
+    the stderr of the calls after the straight run."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    micro = [f"--set={key}={json.dumps(value)}" for key, value in MICRO.items()]
+    common = ["--data", str(tmp_path / "data"), "--steps", "1", "--batch-size", "2", "--clusters", "3",
+              "--final-dim", "8", "--mask-length", "3", "--no-progress", *micro, *options]
+    run(parser.parse_args([*common, "-o", str(tmp_path / "straight")]))
+    said = []
+    while not said or "nothing left to train" not in said[-1]:
+        assert len(said) < 10, said
+        capsys.readouterr()
+        run(parser.parse_args([*common, "-o", str(tmp_path / "sliced"), "--time-limit", "0"]))
+        said.append(capsys.readouterr().err)
+    return (*(torch.load(tmp_path / run_ / "labels.pt", weights_only=True) for run_ in ("sliced", "straight")), said)
+
+
+@pytest.mark.parametrize("iteration, stops", [(1, [1, 2, 3, 4]), (2, [2, 4])])
+def test_the_features_pass_goes_on_in_slices_of_the_time_limit(tmp_path, capsys, monkeypatch, iteration, stops):
+    """Was: the features were held in memory (a 768-wide layer: 553 MB an hour of audio) and made
+    again by every rerun, with no time limit: a slice of a lent machine spent in the pass was lost.
+    Iteration 2's teacher embeds groups of recordings (here of 2), and stops between them: a
+    recording's features depend on the batch it was padded in, and the slices' are the straight
+    run's bit for bit."""
+    from modalities.speech.hubert import pretrain
+
+    write_tones(tmp_path / "data", 5)  # 0.3-0.8 s: padded in a batch
+    options = []
+    if iteration == 2:
+        monkeypatch.setattr("zoo.encoder.PREPARE_GROUP", 2)
+        micro_encoder().save_pretrained(tmp_path / "teacher")
+        options = ["--iteration", "2", "--labels-from", str(tmp_path / "teacher"), "--layer", "1"]
+    sliced, straight, said = sliced_and_straight(tmp_path, capsys, *options)
+    assert "time limit (0 s) reached in the features' pass" in said[0] and "going on" not in said[0]
+    for text, done in zip(said, stops):
+        assert f"{done} of 5 recordings' features done; rerun" in text
+    for text, done in zip(said[1:], stops):
+        assert f"going on from recording {done + 1} of 5" in text
+    assert "all 5 recordings' features done; k-means comes next" in said[len(stops)]
+    assert "k-means: 3 clusters" in said[len(stops) + 1] and "done: 1 steps" in said[len(stops) + 1]
+    assert len(said) == len(stops) + 3 and "features of" not in said[-1]  # the last: finished, nothing computed
+    assert all(torch.equal(a, b) for a, b in zip(sliced["labels"], straight["labels"], strict=True))
+    assert torch.equal(sliced["centers"], straight["centers"]) and torch.equal(sliced["std"], straight["std"])
+    assert not {pretrain.FEATURES_FILE, pretrain.PASS_FILE} & {path.name for path in (tmp_path / "sliced").iterdir()}
+
+
+def test_kmeans_reads_the_features_from_their_file(tmp_path, monkeypatch):
+    """The pass holds one recording's features: k-means and the labelling read them from
+    features.npy a recording at a time."""
+    from modalities.speech.hubert import pretrain
+    from zoo.audio_crops import FrameRows, RecordingFiles
+
+    write_tones(tmp_path / "data", 3)
+    files = sorted((tmp_path / "data").glob("*.wav"))
+    encoder = micro_encoder()
+    given, fit = [], pretrain.fit_clusters
+
+    def spy(features, *args):
+        given.append((type(features), list(features)))  # read from the file while it is there
+        return fit(features, *args)
+
+    monkeypatch.setattr(pretrain, "fit_clusters", spy)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--data", ".", "-o", str(tmp_path / "run"), "--clusters", "2", "--no-progress"])
+    labels = pretrain.make_labels(args, encoder, RecordingFiles(files, encoder.processor))
+    (kind, features), = given
+    field, hop = frame_geometry(encoder.config)
+    waves = load_waves(files, encoder.processor)
+    assert kind is FrameRows and all(torch.equal(rows, mfcc_features(wave, 16000, field, hop))
+                                     for rows, wave in zip(features, waves, strict=True))
+    assert [len(rows) for rows in labels["labels"]] == [frame_count(len(wave), field, hop) for wave in waves]
+    assert not (tmp_path / "run" / pretrain.FEATURES_FILE).exists()  # deleted once labelled
 
 
 def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch, capsys):
@@ -478,7 +555,7 @@ def test_iteration_2_labels_every_frame_of_recordings_longer_than_the_teachers_w
     249 frames but 245 labels"). The teacher's windows are now cut on frame boundaries: one feature
     per frame, the first window's its own embedding (within 1e-5, batched), and the samples after
     the last frame (31,560 samples: 98 frames, 49 in each window, and 200 left) in none."""
-    from modalities.speech.hubert.pretrain import layer_features
+    from modalities.speech.hubert.pretrain import layer_feature_groups
     from zoo.audio import AudioProcessor, framed_windows
 
     folder = tmp_path / "data"
@@ -491,7 +568,7 @@ def test_iteration_2_labels_every_frame_of_recordings_longer_than_the_teachers_w
     field, hop = frame_geometry(teacher.config)
     assert framed_windows(31560, 16000, field, hop) == [(0, 15760), (15680, 15760)]
     files = [folder / f"{name}.wav" for name in ("long", "edge", "short")]
-    features = layer_features(teacher, files, 1, progress=False)
+    features = [rows for group in layer_feature_groups(teacher, files, 1, progress=False) for rows in group]
     assert [len(rows) for rows in features] == [frame_count(n, field, hop) for n in (80000, 31560, 11000)]
     wave = teacher.processor.prepare(files[0])
     (_, count), *_ = framed_windows(80000, 16000, field, hop)  # 249 frames: 42, 42, 42, 41, 41, 41
