@@ -190,7 +190,8 @@ class TrainConfig:
     def less_time(self, spent: float) -> "TrainConfig":
         """These settings with `spent` seconds taken off the time limit (down to 0: training then stops
         after one step), for a command whose work before training counts against its limit too, as
-        MERT's teachers' pass does: a slice of a lent machine is one limit for the whole command."""
+        MERT's teachers' pass and HuBERT's features' pass do: a slice of a lent machine is one limit
+        for the whole command."""
         if self.time_limit is None:
             return self
         return dataclasses.replace(self, time_limit=max(0.0, self.time_limit - spent))
@@ -198,8 +199,9 @@ class TrainConfig:
 
 class TimeLimitReached(BaseException):
     """A command's time limit passed before its training began, in work that a rerun goes on with
-    (MERT's teachers' pass). A BaseException, as KeyboardInterrupt is: a stop, not a failure, so that
-    code removing what a failed step wrote (`except Exception`) keeps it for the rerun."""
+    (MERT's teachers' pass, HuBERT's features' pass). A BaseException, as KeyboardInterrupt is: a
+    stop, not a failure, so that code removing what a failed step wrote (`except Exception`) keeps
+    it for the rerun."""
 
 
 def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
