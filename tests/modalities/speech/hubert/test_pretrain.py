@@ -435,7 +435,9 @@ def test_a_run_resumes_on_its_data_moved_to_another_folder(tmp_path, monkeypatch
 def test_kmeans_frames_are_drawn_without_joining_the_corpus(monkeypatch):
     """fit_clusters joined every recording's features into one copy (28 MB an hour of MFCCs, 82 MB of
     MERT's log-mel + chroma) before drawing --kmeans-frames of them; the rows drawn from each recording
-    are the same rows, in the same order, whatever the lengths (empty, half precision, all drawn)."""
+    are the same rows, in the same order, whatever the lengths (empty, half precision, all drawn).
+    Then it joined the drawn rows (a list, then their concatenation: twice the rows at the peak);
+    they are now copied into one tensor as each recording's are drawn."""
     generator = torch.Generator().manual_seed(0)
     features = [torch.randn(count, 5, generator=generator) for count in (120, 0, 7, 301, 1, 64)]
     features[2] = features[2].half()
@@ -449,7 +451,8 @@ def test_kmeans_frames_are_drawn_without_joining_the_corpus(monkeypatch):
     monkeypatch.setattr(torch, "cat", lambda tensors, *args, **kwargs: joins.append(sum(map(len, tensors)))
                         or cat(tensors, *args, **kwargs))
     fit_clusters(features, 4, max_frames=50)
-    assert joins == [50]  # the drawn rows only
+    fit_clusters(features, 4, max_frames=10_000)  # every frame
+    assert joins == []
 
 
 def test_too_little_audio_names_the_setting_to_change(tmp_path):
