@@ -187,14 +187,19 @@ class TrainConfig:
                 if isinstance(number, float) and not math.isfinite(number):
                     raise ConfigError(f"{field.name}={value}; give a finite number")
 
-    def less_time(self, spent: float) -> "TrainConfig":
-        """These settings with `spent` seconds taken off the time limit (down to 0: training then stops
-        after one step), for a command whose work before training counts against its limit too, as
-        MERT's teachers' pass and HuBERT's features' pass do: a slice of a lent machine is one limit
-        for the whole command."""
-        if self.time_limit is None:
+    def deadline(self) -> Optional[float]:
+        """The `time.monotonic()` at which the time limit, counted from now, runs out (None without
+        one), for a command whose work before training counts against its limit too, as MERT's
+        teachers' pass and HuBERT's features' pass do: a slice of a lent machine is one limit for
+        the whole command (`left_before`)."""
+        return None if self.time_limit is None else time.monotonic() + self.time_limit
+
+    def left_before(self, deadline: Optional[float]) -> "TrainConfig":
+        """These settings with the time left before `deadline` as their limit (down to 0: training then
+        stops after one step); unchanged for None."""
+        if deadline is None:
             return self
-        return dataclasses.replace(self, time_limit=max(0.0, self.time_limit - spent))
+        return dataclasses.replace(self, time_limit=max(0.0, deadline - time.monotonic()))
 
 
 class TimeLimitReached(BaseException):

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -623,8 +622,8 @@ def run(args: argparse.Namespace) -> None:
     """`zoo pretrain mert`: compute the teachers' targets, pretrain, save `OUTPUT/encoder`."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    begun = time.monotonic()
     config = train_config_from_args(args)  # its settings checked before the teachers' labels are made
+    deadline = config.deadline()
     out = Path(args.output)
     files = run_recordings(args)
     torch.manual_seed(args.seed)
@@ -634,7 +633,6 @@ def run(args: argparse.Namespace) -> None:
     rate = encoder.processor.sampling_rate
     log(f"{len(files)} recordings in {args.data}, at {rate} Hz")
     waves = RecordingFiles(files, encoder.processor)
-    deadline = None if config.time_limit is None else begun + config.time_limit
     try:
         targets = cached_labels(out, files, teacher_settings(args, encoder), lambda: stored_targets(
             make_targets(args, encoder, waves, out / CQT_FILE, deadline)), Path(args.data))
@@ -654,5 +652,5 @@ def run(args: argparse.Namespace) -> None:
     if extra is not None and args.cqt_target == "log":
         objective.fit_cqt_scale(cqts)
     settings = command_settings(args)
-    train_and_save(objective, batches, out, config.less_time(time.monotonic() - begun), encoder, ENCODER_FOLDER,
+    train_and_save(objective, batches, out, config.left_before(deadline), encoder, ENCODER_FOLDER,
                    settings, "mert pretrain")

@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -633,8 +632,8 @@ def run(args: argparse.Namespace) -> None:
     """`zoo pretrain hubert`: make the iteration's labels, pretrain, save `OUTPUT/encoder`."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    begun = time.monotonic()
     config = train_config_from_args(args)  # its settings checked before the teachers' labels are made
+    deadline = config.deadline()
     check_iteration(args)
     out = Path(args.output)
     files = run_recordings(args)
@@ -644,7 +643,6 @@ def run(args: argparse.Namespace) -> None:
     field, hop = frame_geometry(encoder.config)
     log(f"{len(files)} recordings in {args.data}")
     waves = RecordingFiles(files, encoder.processor)
-    deadline = None if config.time_limit is None else begun + config.time_limit
     try:
         labels = cached_labels(out, files, teacher_settings(args, encoder),
                                lambda: make_labels(args, encoder, waves, deadline), Path(args.data))
@@ -658,5 +656,5 @@ def run(args: argparse.Namespace) -> None:
                                   args.mask_length, logit_temp=args.logit_temp, feature_penalty=args.feature_penalty,
                                   feature_grad_mult=args.feature_grad_mult)
     settings = command_settings(args)
-    train_and_save(objective, batches, out, config.less_time(time.monotonic() - begun), encoder, ENCODER_FOLDER,
+    train_and_save(objective, batches, out, config.left_before(deadline), encoder, ENCODER_FOLDER,
                    settings, "hubert pretrain")

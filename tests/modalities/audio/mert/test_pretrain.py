@@ -662,11 +662,12 @@ def test_the_teachers_pass_takes_its_time_from_trainings(music_folder, tmp_path,
     monkeypatch.setattr(mert, "train_and_save", lambda objective, batches, out, config, *rest: limits.append(
         config.time_limit))
     clock = iter(range(0, 10_000, 5))  # every reading of the clock 5 s after the last
-    monkeypatch.setattr(mert.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr("time.monotonic", lambda: next(clock))
     pretrain(music_folder, tmp_path / "run", "--steps", "1", "--time-limit", "1000")
     assert 0 < limits[0] < 1000 - 5 * 12  # the pass read the clock once a recording at least
-    assert training.TrainConfig(steps=1, time_limit=3.0).less_time(5.0).time_limit == 0.0
-    assert training.TrainConfig(steps=1).less_time(5.0).time_limit is None
+    limited, unlimited = training.TrainConfig(steps=1, time_limit=3.0), training.TrainConfig(steps=1)
+    assert limited.left_before(limited.deadline() - 5.0).time_limit == 0.0  # 5 s past it: none left
+    assert unlimited.deadline() is None and unlimited.left_before(None).time_limit is None
 
 
 def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
