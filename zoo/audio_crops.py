@@ -4,8 +4,8 @@ A family lists its recordings (`list_audio_files`; a run keeps the files it bega
 `run_audio_files`), reads them at the model's rate as they are reached (`RecordingFiles`) and
 draws equal-length crops from them (`CropBatches`), which a `zoo.training.Trainer` resumes exactly.
 Per-frame targets too large to hold for a whole corpus (MERT's CQT) are written to one file as they
-are computed (`frame_rows_writer`) and read a crop at a time (`FrameRows`); a pass that a stop or
-a time limit cut short goes on where it stopped (`done_passes`).
+are computed (`frame_rows_writer`, driven by `resumable_pass`) and read a crop at a time
+(`FrameRows`); a pass that a stop or a time limit cut short goes on where it stopped (`done_passes`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import json
 import operator
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from zoo.audio import (
 from zoo.audio_spans import file_scale
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_text, visible_files
-from zoo.training import run_input_files
+from zoo.training import TimeLimitReached, run_input_files
 
 #: batches whose recordings are sorted by length together (see `CropBatches`)
 POOL_BATCHES = 32
@@ -39,6 +39,9 @@ FINGERPRINT_ROWS = 256
 #: what a teachers' pass is computing (its files and frames), beside its output files until the targets
 #: are made: a rerun of a stopped run goes on with the pass it finds for the same (`done_passes`)
 PASS_FILE = ".teachers.json"
+
+#: what a pass computes, a group of recordings at a time: per recording, one (T_i, width) tensor per output file
+RowGroups = Iterable[Sequence[Sequence[torch.Tensor]]]
 
 
 def list_audio_files(folder: str | Path, exclude: Sequence[str] = ()) -> list[Path]:
@@ -265,8 +268,7 @@ def frame_rows_writer(path: str | Path, frames: Sequence[int], width: int, dtype
     began (`first` 0) leaves nothing.
     """
     expected = [int(count) for count in frames]
-    numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
-    header = {"descr": np.lib.format.dtype_to_descr(numpy_dtype), "fortran_order": False,
+    header = {"descr": np.lib.format.dtype_to_descr(numpy_dtype(dtype)), "fortran_order": False,
               "shape": (sum(expected), width)}
     path, written = Path(path), first
     try:
@@ -289,6 +291,11 @@ def frame_rows_writer(path: str | Path, frames: Sequence[int], width: int, dtype
             partial_rows(path).unlink(missing_ok=True)
         raise
     os.replace(partial_rows(path), path)
+
+
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """The numpy type a `FrameRows` file stores torch's `dtype` as."""
+    return torch.empty((), dtype=dtype).numpy().dtype
 
 
 def partial_rows(path: Path) -> Path:
@@ -324,10 +331,9 @@ def recordings_in_partial(path: Path, frames: Sequence[int], width: int, dtype: 
         shape, stored, offset = read_npy_header(partial)
     except CheckpointError:
         return 0
-    numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
-    if shape != (int(sum(frames)), width) or stored != numpy_dtype:
+    if shape != (int(sum(frames)), width) or stored != numpy_dtype(dtype):
         return 0
-    rows = (partial.stat().st_size - offset) // (width * numpy_dtype.itemsize)
+    rows = (partial.stat().st_size - offset) // (width * stored.itemsize)
     return int(np.searchsorted(np.cumsum(frames), rows, side="right"))
 
 
@@ -344,6 +350,51 @@ def done_passes(record: dict[str, Any], record_file: Path, outputs: Sequence[tup
     if all(path.is_file() for path, _, _ in outputs):
         return len(frames)
     return min(recordings_in_partial(path, frames, width, dtype) for path, width, dtype in outputs)
+
+
+def resumable_pass(record: dict[str, Any], outputs: Sequence[tuple[Path, int, torch.dtype]], frames: Sequence[int],
+                   groups: Callable[[int], RowGroups], what: str, then: str, log: Callable[[str], None],
+                   deadline: Optional[float] = None) -> None:
+    """Write every recording's rows to each of `outputs` ((path, width, dtype), one
+    `frame_rows_writer` each), as `groups(first)` computes them from recording `first` on, a group
+    of recordings at a time. `first` is where an earlier, stopped pass of the same `record` (the
+    files, frame settings and features, kept in `PASS_FILE` beside the outputs) left off
+    (`done_passes`); a pass that finished is not run again, so it costs no time.
+
+    Past the `deadline` (`time.monotonic()`) the pass stops after the group under way, or, where
+    it has just ended, before what comes `then` (k-means, which is not resumable, gets a call of
+    its own): `TimeLimitReached`, for a rerun to go on. Each call does one group at least, so reruns
+    go forward. A group is what the computation batches together: a recording's rows that depend on
+    its batch come out the same from a rerun only if the rerun begins at a group's first recording.
+    """
+    total = len(frames)
+    first = done_passes(record, outputs[0][0].with_name(PASS_FILE), outputs, frames)
+    if first == total:
+        return
+    if first:
+        log(f"going on from recording {first + 1} of {total}, where a stopped run left the {what}")
+    done = first
+    with ExitStack() as files:
+        keep = [files.enter_context(frame_rows_writer(path, frames, width, dtype, first))
+                for path, width, dtype in outputs]
+        for group in groups(first):
+            for rows in group:
+                for append, output_rows in zip(keep, rows, strict=True):
+                    append(output_rows)
+            done += len(group)
+            if done < total and past(deadline):
+                raise TimeLimitReached(f"{done} of {total} recordings' {what} done")
+    if past(deadline):
+        raise TimeLimitReached(f"all {total} recordings' {what} done; {then} comes next")
+
+
+def delete_pass_file(rows: FrameRows) -> None:
+    """Delete a pass's file of `rows` and the pass's record (`PASS_FILE`) once the labels made of them
+    are saved: labels.pt keeps those, and a rerun with other teacher settings is refused. A run
+    stopped before that leaves them for its rerun (`done_passes`); a run refused while making the
+    labels takes them away with what else it wrote (`zoo.training.undone_if_refused`)."""
+    rows.path.unlink()
+    rows.path.with_name(PASS_FILE).unlink(missing_ok=True)
 
 
 def recorded(path: Path) -> Any:

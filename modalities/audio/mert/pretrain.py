@@ -39,10 +39,11 @@ field / 2, so their frame t is centred where encoder frame t is. Teacher targets
 computed once per recording: the codes, in the smallest integer type their codebooks fit,
 are stored in OUTPUT/labels.pt and held; the CQT (181 MB an hour of audio in fp16) is
 written to OUTPUT/cqt.npy as each recording's is computed, recorded in labels.pt, and read
-a crop at a time, so that memory does not grow with it. A run stopped in the teachers' pass
-leaves its files partial, and its rerun goes on from the first recording either lacks
-(`done_passes`); `--time-limit` stops the pass too (`cqt_and_acoustic_passes`). Crops
-start on frame boundaries, so cropping the targets is slicing them.
+a crop at a time, so that memory does not grow with it. EnCodec's codes pass through
+OUTPUT/codes.npy, as the k-means teacher's features do, until labels.pt holds them. A run
+stopped in the teachers' pass leaves its files partial, and its rerun goes on from the first
+recording either lacks; `--time-limit` stops the pass too (`teachers_pass`). Crops start on
+frame boundaries, so cropping the targets is slicing them.
 
 Shapes: B items, S samples, T frames, D width, C codebooks, K codes per codebook, P
 final_dim, Q CQT bins, M masked frames, F teacher features.
@@ -53,9 +54,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,8 +67,8 @@ from modalities.speech.hubert.pretrain import (
     encoder_config, equalise_mask_counts, fit_clusters, run_recordings,
 )
 from zoo.audio_crops import (
-    PASS_FILE, CropBatches, FrameRows, RecordingFiles, done_passes, frame_count, frame_counts, frame_rows_writer,
-    frame_slice, past, sample_counts,
+    CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, frame_slice,
+    resumable_pass, sample_counts,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.options import positive_float, positive_int, probability
@@ -92,6 +92,8 @@ CQT_TARGETS = ("magnitude", "log")
 CQT_FILE = "cqt.npy"
 #: the k-means teacher's features (`FrameRows`, beside CQT_FILE) while it is fitted; deleted once the codes are made
 FEATURES_FILE = "features.npy"
+#: EnCodec's codes (`FrameRows`, beside CQT_FILE) while its pass runs; deleted once labels.pt holds them
+CODES_FILE = "codes.npy"
 ACOUSTIC_FEATURES = MEL_BINS + CHROMA_BINS_PER_OCTAVE
 #: CQT frames `cqt_bin_statistics` reads at a time (a long recording is not read whole)
 STATISTICS_ROWS = 16384
@@ -478,8 +480,8 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
                  cqt_file: Path, deadline: Optional[float] = None) -> dict[str, Any]:
     """Both teachers' targets for every recording: codes (T, C) in `code_dtype` and, unless --no-cqt,
     CQT (T, Q) in fp16, written to `cqt_file` as they are computed and read from it (`FrameRows`).
-    The k-means teacher's features pass through `FEATURES_FILE` beside it (`kmeans_codes`). Past
-    the `deadline` (`time.monotonic()`), the k-means teacher's pass stops (`cqt_and_acoustic_passes`)."""
+    EnCodec's codes, or the k-means teacher's features, pass through a file beside it too
+    (`pass_outputs`); past the `deadline` (`time.monotonic()`) the pass stops (`teachers_pass`)."""
     rate = encoder.processor.sampling_rate
     model = load_encodec(args.encodec) if args.teacher == "encodec" else None
     weights = feature_weights(args.chroma_weight) if model is None else None  # checked before the teachers' pass
@@ -487,10 +489,11 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
         raise ConfigError(f"EnCodec runs at {model.config.sampling_rate} Hz but the encoder at {rate} Hz")
     teacher = f"EnCodec codes ({args.encodec}, {ENCODEC_BANDWIDTH} kbps)" if model is not None else "log-mel + chroma"
     log(f"{teacher}{'' if args.no_cqt else f' and CQT targets ({CQT_BINS} bins)'} of {len(waves)} recordings")
-    acoustic, cqts = cqt_and_acoustic_passes(waves, encoder, model, not args.no_cqt, cqt_file,
-                                             progress=not args.no_progress, deadline=deadline)
+    acoustic, cqts = teachers_pass(waves, encoder, model, teacher, not args.no_cqt, cqt_file,
+                                   progress=not args.no_progress, deadline=deadline)
     if model is not None:
-        codes, sizes = acoustic, [model.config.codebook_size] * acoustic[0].shape[1]
+        codes, sizes = list(acoustic), [model.config.codebook_size] * acoustic.width
+        delete_pass_file(acoustic)
         source = f"encodec {args.encodec}"
     else:
         sizes = [args.clusters] * args.codebooks
@@ -502,90 +505,67 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
 
 def kmeans_codes(args: argparse.Namespace, features: FrameRows, weights: torch.Tensor) -> list[torch.Tensor]:
     """Each recording's residual k-means codes (in `code_dtype`) of its `features`, read from their
-    file a recording at a time. The file (and the teachers' record, `PASS_FILE`) is deleted once
-    they are made: labels.pt keeps the codes, and a rerun with other k-means settings is refused
-    (`cached_labels`). A run stopped before that leaves them for its rerun (`done_passes`); a run
-    refused here takes them away with what else it wrote (`zoo.training.undone_if_refused`)."""
+    file a recording at a time. The file is deleted once they are made (`delete_pass_file`)."""
     log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
     quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed, weights)
     dtype = code_dtype([args.clusters] * args.codebooks)
     codes = [quantiser.codes(recording).to(dtype) for recording in features]
-    features.path.unlink()
-    features.path.with_name(PASS_FILE).unlink(missing_ok=True)
+    delete_pass_file(features)
     return codes
 
 
 def pass_outputs(encodec: Any, cqt: bool, cqt_file: Path) -> list[tuple[Path, int, torch.dtype]]:
-    """The files the teachers' pass writes, (path, width, dtype): the k-means teacher's features
-    (EnCodec's codes are held instead) and, with `cqt`, the CQT."""
-    outputs = [] if encodec is not None else [(cqt_file.with_name(FEATURES_FILE), ACOUSTIC_FEATURES, torch.float32)]
-    return outputs + ([(cqt_file, CQT_BINS, torch.float16)] if cqt else [])
+    """The files the teachers' pass writes, (path, width, dtype): EnCodec's codes in `code_dtype`
+    (C codebooks at `ENCODEC_BANDWIDTH`), else the k-means teacher's features, and, with `cqt`, the CQT."""
+    if encodec is not None:
+        codebooks = encodec.quantizer.get_num_quantizers_for_bandwidth(ENCODEC_BANDWIDTH)
+        acoustic = (cqt_file.with_name(CODES_FILE), codebooks, code_dtype([encodec.config.codebook_size]))
+    else:
+        acoustic = (cqt_file.with_name(FEATURES_FILE), ACOUSTIC_FEATURES, torch.float32)
+    return [acoustic] + ([(cqt_file, CQT_BINS, torch.float16)] if cqt else [])
 
 
-def cqt_and_acoustic_passes(waves: RecordingFiles, encoder: MertEncoder, encodec: Any, cqt: bool, cqt_file: Path,
-                            progress: bool = True, deadline: Optional[float] = None,
-                            ) -> tuple[Sequence[torch.Tensor], Optional[FrameRows]]:
-    """`teacher_passes`, each recording's targets handed on as they are computed: EnCodec's codes
-    held in a list, the k-means teacher's features written to `FEATURES_FILE` beside `cqt_file`
-    and the CQT (unless not `cqt`) to `cqt_file`, both then read from their files (`FrameRows`).
-    Each file takes its name once whole; a stopped run leaves them partial, and its rerun goes on
-    from the first recording missing in either (`done_passes`).
-
-    With the k-means teacher, a pass that is past the `deadline` (`time.monotonic()`) after a
-    recording stops there, and one that ends past it stops before k-means: `TimeLimitReached`, for
-    a rerun to go on (k-means is not resumable, so it gets a slice of its own). EnCodec's pass, whose
-    codes a rerun would compute again, runs to its end."""
+def teachers_pass(waves: RecordingFiles, encoder: MertEncoder, encodec: Any, teacher: str, cqt: bool, cqt_file: Path,
+                  progress: bool = True, deadline: Optional[float] = None) -> tuple[FrameRows, Optional[FrameRows]]:
+    """`teacher_rows` written to the files of `pass_outputs` as they are computed and read from them
+    (`FrameRows`): the acoustic teacher's (EnCodec's codes or the k-means features), and the CQT's
+    (None without `cqt`). A stopped run leaves them partial, and its rerun with the same `teacher`
+    (its description, which names EnCodec's weights) goes on from the first recording missing in
+    either. Past the `deadline` (`time.monotonic()`) the pass stops after a recording, or before
+    k-means (or training) where it has just ended: `TimeLimitReached`, for a rerun to go on
+    (`zoo.audio_crops.resumable_pass`)."""
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
-    outputs, codes = pass_outputs(encodec, cqt, cqt_file), []
+    outputs = pass_outputs(encodec, cqt, cqt_file)
     record = {"files": [str(file) for file in waves.files], "sampling_rate": encoder.processor.sampling_rate,
-              "receptive_field": field, "frame_hop": hop, "cqt": cqt}
-    first = 0 if encodec is not None else done_passes(  # EnCodec's codes were held, not kept
-        record, cqt_file.with_name(PASS_FILE), outputs, frames)
-    if first < len(frames):
-        if first:
-            log(f"going on from recording {first + 1} of {len(frames)}, where a stopped run left the teachers' pass")
-        with ExitStack() as files:
-            keep = [files.enter_context(frame_rows_writer(path, frames, width, dtype, first))
-                    for path, width, dtype in outputs]
-            keep_acoustic = codes.append if encodec is not None else keep[0]
-            teacher_passes(waves, encoder, encodec, keep_acoustic, keep[-1] if cqt else None, first, progress,
-                           deadline if encodec is None else None)
-        if encodec is None and past(deadline):
-            raise TimeLimitReached(f"all {len(frames)} recordings' teacher features done; k-means comes next")
-    acoustic = codes if encodec is not None else FrameRows(cqt_file.with_name(FEATURES_FILE), frames)
-    return acoustic, FrameRows(cqt_file, frames) if cqt else None
+              "receptive_field": field, "frame_hop": hop, "cqt": cqt, "teacher": teacher}
+    resumable_pass(record, outputs, frames, lambda first: teacher_rows(waves, encoder, encodec, cqt, first, progress),
+                   "teacher targets", "k-means" if encodec is None else "training", log, deadline)
+    return FrameRows(outputs[0][0], frames), FrameRows(cqt_file, frames) if cqt else None
 
 
-def teacher_passes(waves: RecordingFiles, encoder: MertEncoder, encodec: Any,
-                   keep_acoustic: Callable[[torch.Tensor], None],
-                   keep_cqt: Optional[Callable[[torch.Tensor], None]], first: int = 0, progress: bool = True,
-                   deadline: Optional[float] = None) -> None:
-    """Per recording from `first` on, its EnCodec codes (`encodec`, in `code_dtype`, else its
-    `acoustic_features`) handed to `keep_acoustic`, and its (T, Q) CQT in fp16 to `keep_cqt`
-    (unless None), each recording read once: `waves` is `RecordingFiles`, decoded (and resampled)
-    as it is read, and a pass per teacher read the corpus twice. A tqdm bar counts the recordings.
-    Past the `deadline` (`time.monotonic()`) after a recording that is not the last, it stops:
-    `TimeLimitReached`. Each call does one recording at least, so that reruns go forward."""
+@torch.no_grad()
+def teacher_rows(waves: RecordingFiles, encoder: MertEncoder, encodec: Any, cqt: bool,
+                 first: int = 0, progress: bool = True) -> RowGroups:
+    """Per recording from `first` on, a group of one: its EnCodec codes (`encodec`, in `code_dtype`,
+    else its `acoustic_features`) and, with `cqt`, its (T, Q) CQT in fp16, each recording read once:
+    `waves` is `RecordingFiles`, decoded (and resampled) as it is read, and a pass per teacher read
+    the corpus twice. A tqdm bar counts the recordings."""
     from tqdm.auto import tqdm
 
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     rate = encoder.processor.sampling_rate
     chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE) if encodec is None else None
     code_type = code_dtype([encodec.config.codebook_size]) if encodec is not None else None
-    transform = constant_q(rate, hop, CQT_BINS) if keep_cqt is not None else None
-    with torch.no_grad(), tqdm(total=len(waves), initial=first, unit="recording", desc="mert teachers",
-                               disable=not progress) as bar:
+    transform = constant_q(rate, hop, CQT_BINS) if cqt else None
+    with tqdm(total=len(waves), initial=first, unit="recording", desc="mert teachers", disable=not progress) as bar:
         for index in range(first, len(waves)):
             wave = waves[index]
             frames = frame_count(wave.numel(), field, hop)
-            keep_acoustic(acoustic_features(wave, rate, field, hop, chroma_cqt) if encodec is None
-                          else encodec_codes(encodec, wave, frames).to(code_type))
-            if transform is not None:
-                keep_cqt(centred_cqt(transform, wave, field, frames).half())
+            acoustic = (acoustic_features(wave, rate, field, hop, chroma_cqt) if encodec is None
+                        else encodec_codes(encodec, wave, frames).to(code_type))
+            yield [(acoustic,) if transform is None else (acoustic, centred_cqt(transform, wave, field, frames).half())]
             bar.update()
-            if index + 1 < len(waves) and past(deadline):
-                raise TimeLimitReached(f"{index + 1} of {len(waves)} recordings' teacher targets done")
 
 
 def stored_targets(targets: dict[str, Any]) -> dict[str, Any]:

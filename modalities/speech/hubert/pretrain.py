@@ -18,7 +18,7 @@ An iteration's features (MFCCs: 28 MB an hour of audio; a 768-wide layer: 553 MB
 written to OUTPUT/features.npy as each recording's are computed, read back a recording at a
 time by k-means and the labelling (`FrameRows`), and deleted once labels.pt holds the labels, as
 fairseq dumps them to disk. A run stopped in that pass, or by `--time-limit`, leaves the file
-partial, and its rerun goes on from the first recording it lacks (`feature_pass`).
+partial, and its rerun goes on from the first recording it lacks (`zoo.audio_crops.resumable_pass`).
 
 Shapes: B items, S samples, T frames, D width, P final_dim, K clusters, F feature dims,
 M masked frames.
@@ -31,7 +31,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
 from zoo.audio import embedded_groups
 from zoo.audio_crops import (
-    PASS_FILE, CropBatches, FrameRows, RecordingFiles, done_passes, frame_count, frame_counts, frame_rows_writer,
-    past, run_audio_files, sample_counts,
+    CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, resumable_pass,
+    run_audio_files, sample_counts,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
@@ -213,7 +213,7 @@ def layer_feature_groups(encoder: HubertEncoder, recordings: Sequence[Any], laye
 
     Groups, not recordings, because a recording's rows depend on the batch it was padded in (by
     2e-6 in k-means' centres on FSDD): a pass stopped between groups goes on with the groups a
-    straight pass makes from there, so to the same features bit for bit (`feature_pass`).
+    straight pass makes from there, so to the same features bit for bit (`resumable_pass`).
     """
     for _, group in embedded_groups(encoder, recordings, encoder.processor.sampling_rate, progress,
                                     layer=layer, pool="none", batch_size=batch_size):
@@ -502,18 +502,18 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
     gives the teacher the files, which its own processor prepares: `waves` are prepared for the
     encoder, and a teacher's `do_normalize` normalised them again (a quiet clip under fairseq's
     1e-5 variance floor, std 0.71 once, came to the teacher at std 1.0). The features pass through
-    `FEATURES_FILE` in --output (`feature_pass`, which stops past the `deadline`)."""
+    `FEATURES_FILE` in --output (`zoo.audio_crops.resumable_pass`, which stops past the `deadline`)."""
     field, hop = frame_geometry(encoder.config)
     rate = encoder.processor.sampling_rate
     if args.iteration == 1:
         log(f"MFCC features of {len(waves)} recordings")
         source, width = "mfcc", MFCC_FEATURES
 
-        def compute(first: int) -> Iterator[list[torch.Tensor]]:
+        def compute(first: int) -> RowGroups:
             with tqdm(total=len(waves), initial=first, unit="recording", desc="hubert mfcc",
                       disable=args.no_progress) as bar:
                 for index in range(first, len(waves)):
-                    yield [mfcc_features(waves[index], rate, field, hop)]
+                    yield [(mfcc_features(waves[index], rate, field, hop),)]
                     bar.update()
     else:
         teacher = load_teacher(args.labels_from)
@@ -526,45 +526,21 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
         log(f"layer {layer} features of {len(waves)} recordings from {args.labels_from}")
         source, width = f"layer {layer} of {args.labels_from}", teacher.config.hidden_size
 
-        def compute(first: int) -> Iterator[list[torch.Tensor]]:
-            return layer_feature_groups(teacher, waves.files[first:], layer, progress=not args.no_progress)
+        def compute(first: int) -> RowGroups:
+            for group in layer_feature_groups(teacher, waves.files[first:], layer, progress=not args.no_progress):
+                yield [(rows.float(),) for rows in group]
     record = {"files": [str(file) for file in waves.files], "sampling_rate": rate, "receptive_field": field,
               "frame_hop": hop, "features": source}
-    features = feature_pass(Path(args.output) / FEATURES_FILE, record, width, compute, waves, field, hop, deadline)
+    frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
+    path = Path(args.output) / FEATURES_FILE
+    resumable_pass(record, [(path, width, torch.float32)], frames, compute, "features", "k-means", log, deadline)
+    features = FrameRows(path, frames)
     total = int(features.frames.sum())
     log(f"k-means: {args.clusters} clusters on {min(args.kmeans_frames, total)} of {total} frames")
     clusters = fit_clusters(features, args.clusters, args.kmeans_frames, args.seed)
     labels = cluster_labels(features, clusters)
-    features.path.unlink()
-    features.path.with_name(PASS_FILE).unlink(missing_ok=True)
+    delete_pass_file(features)
     return {"labels": labels, "source": source, **dataclasses.asdict(clusters)}
-
-
-def feature_pass(path: Path, record: dict[str, Any], width: int,
-                 compute: Callable[[int], Iterable[list[torch.Tensor]]], waves: RecordingFiles, field: int, hop: int,
-                 deadline: Optional[float] = None) -> FrameRows:
-    """The (T_i, `width`) features `compute(first)` gives of each recording from `first` on, a group
-    of recordings at a time, written to `path` as they come (float32, `frame_rows_writer`) and read
-    from it (`FrameRows`). A pass of the same `record` that a stopped run left partial goes on from
-    the first recording it lacks, and one it finished is not run again (`done_passes`). Past the
-    `deadline` (`time.monotonic()`) the pass stops after the group under way, or, where it has just
-    ended, before k-means: `TimeLimitReached`, for a rerun to go on. Each call does one group at least."""
-    frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
-    first = done_passes(record, path.with_name(PASS_FILE), [(path, width, torch.float32)], frames)
-    if first < len(frames):
-        if first:
-            log(f"going on from recording {first + 1} of {len(frames)}, where a stopped run left the features")
-        with frame_rows_writer(path, frames, width, torch.float32, first) as keep:
-            done = first
-            for group in compute(first):
-                for rows in group:
-                    keep(rows.float())
-                done += len(group)
-                if done < len(frames) and past(deadline):
-                    raise TimeLimitReached(f"{done} of {len(frames)} recordings' features done")
-        if past(deadline):
-            raise TimeLimitReached(f"all {len(frames)} recordings' features done; k-means comes next")
-    return FrameRows(path, frames)
 
 
 def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],

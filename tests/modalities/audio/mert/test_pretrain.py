@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers import MICRO_MERT, ctrl_c_at_step
 
+from zoo.audio_crops import PASS_FILE
 from zoo.errors import ConfigError, InputError
 
 RATE = 24000
@@ -563,7 +564,7 @@ def test_kmeans_features_pass_through_a_file_deleted_once_coded(music_folder, tm
     with pytest.raises(ConfigError, match="cannot make 100000 clusters"):
         mert.make_targets(mert_teacher_args("--clusters", "100000"), encoder,
                           RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)
-    assert sorted(path.name for path in tmp_path.iterdir()) == [mert.PASS_FILE, mert.CQT_FILE, mert.FEATURES_FILE]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [PASS_FILE, mert.CQT_FILE, mert.FEATURES_FILE]
     monkeypatch.setattr(mert, "acoustic_features", None)  # the rerun computes no features: it reads the kept ones
     again = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)
     assert all(torch.equal(a, b) for a, b in zip(again["labels"], targets["labels"], strict=True))
@@ -596,7 +597,7 @@ def test_a_stopped_teachers_pass_goes_on_where_it_stopped(music_folder, tmp_path
         # centred_cqt makes a recording's chroma, then its CQT: recording 2's features are written, its CQT is not
         stopped_at_call(patch, mert, "centred_cqt", 6)
         pretrain(music_folder, out, "--steps", "1", status=130)
-    assert {path.name for path in out.iterdir()} >= {mert.PASS_FILE, ".cqt.npy.partial", ".features.npy.partial"}
+    assert {path.name for path in out.iterdir()} >= {PASS_FILE, ".cqt.npy.partial", ".features.npy.partial"}
     capsys.readouterr()
     with monkeypatch.context() as patch:
         calls = stopped_at_call(patch, mert, "acoustic_features", 0)
@@ -616,7 +617,7 @@ def test_a_run_stopped_in_kmeans_computes_no_targets_again(music_folder, tmp_pat
     with monkeypatch.context() as patch:
         stopped_at_call(patch, mert, "fit_residual_kmeans", 1)
         pretrain(music_folder, out, "--steps", "1", status=130)
-    assert {mert.PASS_FILE, mert.CQT_FILE, mert.FEATURES_FILE} <= {path.name for path in out.iterdir()}
+    assert {PASS_FILE, mert.CQT_FILE, mert.FEATURES_FILE} <= {path.name for path in out.iterdir()}
     with monkeypatch.context() as patch:
         calls = stopped_at_call(patch, mert, "acoustic_features", 0)
         pretrain(music_folder, out, "--steps", "1")
@@ -642,8 +643,8 @@ def test_the_time_limit_stops_the_teachers_pass_for_a_rerun_to_go_on(music_folde
     pretrain(music_folder, out, "--steps", "1", "--time-limit", "0")  # the last recording, then a stop
     err = capsys.readouterr().err
     assert "going on from recording 12 of 12" in err and "of 12 recordings' teacher targets" not in err
-    assert "all 12 recordings' teacher features done; k-means comes next" in err
-    assert {mert.CQT_FILE, mert.FEATURES_FILE, mert.PASS_FILE} <= {path.name for path in out.iterdir()}
+    assert "all 12 recordings' teacher targets done; k-means comes next" in err
+    assert {mert.CQT_FILE, mert.FEATURES_FILE, PASS_FILE} <= {path.name for path in out.iterdir()}
     with monkeypatch.context() as patch:
         calls = stopped_at_call(patch, mert, "acoustic_features", 0)
         pretrain(music_folder, out, "--steps", "3", "--time-limit", "0")  # k-means, then one step: none left
@@ -671,7 +672,7 @@ def test_the_teachers_pass_takes_its_time_from_trainings(music_folder, tmp_path,
 
 
 def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
-    from zoo.audio_crops import PASS_FILE, done_passes, frame_rows_writer
+    from zoo.audio_crops import done_passes, frame_rows_writer
 
     outputs, frames, record = [(tmp_path / "cqt.npy", 6, torch.float16)], [3, 4], tmp_path / PASS_FILE
     ours, theirs = {"files": ["a.flac", "b.flac"], "frame_hop": 320}, {"files": ["a.flac"], "frame_hop": 320}
@@ -686,12 +687,15 @@ def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
     assert done_passes(ours, record, outputs, [3, 5]) == 0  # the partial file's header is not these rows'
 
 
-def test_encodec_codes_are_held_and_write_no_features(music_folder, tmp_path, monkeypatch):
-    """`--teacher encodec` keeps each recording's codes in memory, as EnCodec gives them (torch.equal)."""
+def test_encodec_codes_pass_through_a_file_and_a_stopped_pass_goes_on(music_folder, tmp_path, monkeypatch, capsys):
+    """`--teacher encodec` gives each recording's codes as EnCodec gives them (torch.equal), through
+    codes.npy, deleted once they are made. Was: the codes were held in memory as the pass went, so
+    a stopped pass (or one a time limit would stop) started over from the first recording."""
     from transformers import EncodecConfig, EncodecModel
 
     from modalities.audio.mert import pretrain as mert
     from zoo.audio_crops import RecordingFiles, frame_count, load_waves
+    from zoo.training import TimeLimitReached
 
     torch.manual_seed(0)
     config = EncodecConfig(num_filters=4, hidden_size=16, codebook_size=1024, codebook_dim=16, num_lstm_layers=1,
@@ -708,13 +712,32 @@ def test_encodec_codes_are_held_and_write_no_features(music_folder, tmp_path, mo
     assert all(isinstance(codes, torch.Tensor) and codes.dtype == torch.int16
                and torch.equal(codes, mert.encodec_codes(model, wave, frame_count(wave.numel(), 400, 320)).short())
                for codes, wave in zip(targets["labels"], waves, strict=True))
-    assert not run.exists() or list(run.iterdir()) == []
-    # with the CQT, a stopped pass starts over: the codes of the recordings it had done were held, not kept
+    assert list(run.iterdir()) == []  # codes.npy and the pass's record are deleted
     args = mert_teacher_args("--teacher", "encodec", "--encodec", str(tmp_path / "encodec"))
+    with monkeypatch.context() as patch:
+        stopped_at_call(patch, mert, "centred_cqt", 2)  # Ctrl-C in recording 2's CQT, its codes made
+        with pytest.raises(KeyboardInterrupt):
+            mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE)
+    assert {".codes.npy.partial", ".cqt.npy.partial", PASS_FILE} == {path.name for path in run.iterdir()}
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        calls = stopped_at_call(patch, mert, "encodec_codes", 0)
+        with pytest.raises(TimeLimitReached, match="2 of 3 recordings' teacher targets done"):
+            mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE, 0.0)
+    assert len(calls) == 1 and "going on from recording 2 of 3" in capsys.readouterr().err
+    with pytest.raises(TimeLimitReached, match="all 3 recordings' teacher targets done; training comes next"):
+        mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE, 0.0)
+    again = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE)
+    assert all(torch.equal(a, b) for a, b in zip(again["labels"], targets["labels"], strict=True))
+    assert len(again["cqt"]) == len(files) and {path.name for path in run.iterdir()} == {mert.CQT_FILE}
+    # another EnCodec's rerun starts over: its codes must not follow the stopped pass's
+    EncodecModel(config).save_pretrained(tmp_path / "other")
     with monkeypatch.context() as patch:
         stopped_at_call(patch, mert, "centred_cqt", 2)
         with pytest.raises(KeyboardInterrupt):
-            mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE)
-    again = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE)
-    assert all(torch.equal(a, b) for a, b in zip(again["labels"], targets["labels"], strict=True))
-    assert len(again["cqt"]) == len(files)
+            mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), tmp_path / "run2" / "cqt.npy")
+    capsys.readouterr()
+    other = mert_teacher_args("--teacher", "encodec", "--encodec", str(tmp_path / "other"))
+    with pytest.raises(TimeLimitReached, match="1 of 3 recordings'"):
+        mert.make_targets(other, encoder, RecordingFiles(files, encoder.processor), tmp_path / "run2" / "cqt.npy", 0.0)
+    assert "going on" not in capsys.readouterr().err

@@ -24,7 +24,7 @@ from modalities.speech.hubert.pretrain import (
     mfcc_features,
     run,
 )
-from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
+from zoo.audio_crops import PASS_FILE, CropBatches, frame_count, list_audio_files, load_waves
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.training import CHECKPOINT_FILE, TrainConfig, train
 
@@ -353,7 +353,7 @@ def test_the_features_pass_goes_on_in_slices_of_the_time_limit(tmp_path, capsys,
     assert len(said) == len(stops) + 3 and "features of" not in said[-1]  # the last: finished, nothing computed
     assert all(torch.equal(a, b) for a, b in zip(sliced["labels"], straight["labels"], strict=True))
     assert torch.equal(sliced["centers"], straight["centers"]) and torch.equal(sliced["std"], straight["std"])
-    assert not {pretrain.FEATURES_FILE, pretrain.PASS_FILE} & {path.name for path in (tmp_path / "sliced").iterdir()}
+    assert not {pretrain.FEATURES_FILE, PASS_FILE} & {path.name for path in (tmp_path / "sliced").iterdir()}
 
 
 def test_kmeans_reads_the_features_from_their_file(tmp_path, monkeypatch):
