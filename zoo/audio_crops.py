@@ -362,8 +362,8 @@ def resumable_pass(record: dict[str, Any], outputs: Sequence[tuple[Path, int, to
     (`done_passes`); a pass that finished is not run again, so it costs no time.
 
     Past the `deadline` (`time.monotonic()`) the pass stops after the group under way, or, where
-    it has just ended, before what comes `then` (k-means, which is not resumable, gets a call of
-    its own): `TimeLimitReached`, for a rerun to go on. Each call does one group at least, so reruns
+    it has just ended, before what comes `then` (k-means, which begins a call of its own):
+    `TimeLimitReached`, for a rerun to go on. Each call does one group at least, so reruns
     go forward. A group is what the computation batches together: a recording's rows that depend on
     its batch come out the same from a rerun only if the rerun begins at a group's first recording.
     """

@@ -31,6 +31,8 @@ Acoustic teachers:
   written to OUTPUT/features.npy as each recording's are computed and read back a recording
   at a time while k-means runs; each round draws its frames from residuals computed from them
   when read (`StageResiduals`), so neither the features nor their residuals are held whole.
+  Each codebook is kept in OUTPUT/.kmeans.pt as it is fitted, and a stopped run, or
+  `--time-limit`, goes on with the next one (`kmeans_codes`).
 
 Frame alignment: encoder frame t sees samples [hop t, hop t + field) (320 / 400 at
 24 kHz: 75 Hz frames). Log-mel frames use that window; the CQT and chroma, whose
@@ -53,9 +55,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pickle
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,10 +70,11 @@ from modalities.speech.hubert.pretrain import (
     encoder_config, equalise_mask_counts, fit_clusters, run_recordings,
 )
 from zoo.audio_crops import (
-    CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, frame_slice,
+    CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, frame_slice, past,
     resumable_pass, sample_counts,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
+from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.training import (
@@ -94,6 +98,8 @@ CQT_FILE = "cqt.npy"
 FEATURES_FILE = "features.npy"
 #: EnCodec's codes (`FrameRows`, beside CQT_FILE) while its pass runs; deleted once labels.pt holds them
 CODES_FILE = "codes.npy"
+#: the residual k-means codebooks fitted so far (beside CQT_FILE), for a stopped run to go on with the next
+KMEANS_FILE = ".kmeans.pt"
 ACOUSTIC_FEATURES = MEL_BINS + CHROMA_BINS_PER_OCTAVE
 #: CQT frames `cqt_bin_statistics` reads at a time (a long recording is not read whole)
 STATISTICS_ROWS = 16384
@@ -182,16 +188,25 @@ class StageResiduals(Sequence[torch.Tensor]):
 
 
 def fit_residual_kmeans(features: Sequence[torch.Tensor], codebooks: int, clusters: int, max_frames: int,
-                        seed: int, weights: torch.Tensor | None = None) -> ResidualKMeans:
+                        seed: int, weights: torch.Tensor | None = None, done: Sequence[Clusters] = (),
+                        keep: Optional[Callable[[list[Clusters]], None]] = None,
+                        deadline: Optional[float] = None) -> ResidualKMeans:
     """`codebooks` rounds of k-means, each on the residual of the rounds before (`StageResiduals`:
     `features` may be `FrameRows`, read a recording at a time).
 
-    `weights` (F,) scales each standardised feature in the distance (`fit_clusters`).
+    `weights` (F,) scales each standardised feature in the distance (`fit_clusters`). The rounds
+    go on after those `done` by a stopped run; each new one is handed to `keep` with those before
+    it, and past the `deadline` (`time.monotonic()`) the fit stops after the round under way:
+    `TimeLimitReached`. A round is seeded by its number, so the rounds come out as one fit's.
     """
-    stages: list[Clusters] = []
-    for round_ in range(codebooks):
+    stages = list(done)
+    for round_ in range(len(stages), codebooks):
         residuals = StageResiduals(features, ResidualKMeans(list(stages)))
         stages.append(fit_clusters(residuals, clusters, max_frames, seed + round_, weights))
+        if keep is not None:
+            keep(stages)
+        if round_ + 1 < codebooks and past(deadline):
+            raise TimeLimitReached(f"{round_ + 1} of {codebooks} k-means codebooks fitted")
     return ResidualKMeans(stages)
 
 
@@ -427,8 +442,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="folder of music files (wav, flac, mp3, ogg, ...: any rate; recursive)")
     data.add_argument("-o", "--output", required=True,
                       help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt and cqt.npy (the teachers' "
-                           "targets; features.npy while the k-means teacher is fitted), inputs.json (the files a "
-                           "rerun resumes on), encoder/")
+                           "targets; features.npy while the k-means teacher is fitted, codes.npy while EnCodec's "
+                           "pass runs), inputs.json (the files a rerun resumes on), encoder/")
     data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                       help="fnmatch pattern of files to leave out, relative to --data (repeatable)")
     data.add_argument("--max-seconds", type=positive_float, default=5.0,
@@ -497,21 +512,50 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
         source = f"encodec {args.encodec}"
     else:
         sizes = [args.clusters] * args.codebooks
-        codes = kmeans_codes(args, acoustic, weights)
+        codes = kmeans_codes(args, acoustic, weights, deadline)
         source = f"residual k-means on log-mel + chroma (chroma weight {args.chroma_weight:g})"
     targets: dict[str, Any] = {"labels": codes, "codebook_sizes": sizes, "source": source}
     return targets if cqts is None else {**targets, "cqt": cqts}
 
 
-def kmeans_codes(args: argparse.Namespace, features: FrameRows, weights: torch.Tensor) -> list[torch.Tensor]:
+def kmeans_codes(args: argparse.Namespace, features: FrameRows, weights: torch.Tensor,
+                 deadline: Optional[float] = None) -> list[torch.Tensor]:
     """Each recording's residual k-means codes (in `code_dtype`) of its `features`, read from their
-    file a recording at a time. The file is deleted once they are made (`delete_pass_file`)."""
+    file a recording at a time. Each codebook is kept in `KMEANS_FILE` as it is fitted, so that a
+    stopped run, or one past the `deadline`, goes on with the next (`fit_residual_kmeans`); the
+    files are deleted once the codes are made (`delete_pass_file`)."""
+    stages_file = features.path.with_name(KMEANS_FILE)
+    record = {"features": features.fingerprint(), "codebooks": args.codebooks, "clusters": args.clusters,
+              "kmeans_frames": args.kmeans_frames, "seed": args.seed, "chroma_weight": args.chroma_weight}
+    done = fitted_stages(stages_file, record)
+    if done:
+        log(f"going on from k-means codebook {len(done) + 1} of {args.codebooks}, where a stopped run left it")
     log(f"residual k-means: {args.codebooks} codebooks x {args.clusters} codes")
-    quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed, weights)
+    quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed, weights,
+                                    done, lambda stages: keep_stages(stages_file, record, stages), deadline)
     dtype = code_dtype([args.clusters] * args.codebooks)
     codes = [quantiser.codes(recording).to(dtype) for recording in features]
     delete_pass_file(features)
+    stages_file.unlink(missing_ok=True)
     return codes
+
+
+def fitted_stages(path: Path, record: dict[str, Any]) -> list[Clusters]:
+    """The k-means codebooks a stopped run of the same `record` (features and settings) kept in
+    `path`; none for another run's, or where there is no file to read."""
+    try:
+        kept = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return []
+    if not isinstance(kept, dict) or kept.get("record") != record:
+        return []
+    return [Clusters(**stage) for stage in kept["stages"]]
+
+
+def keep_stages(path: Path, record: dict[str, Any], stages: Sequence[Clusters]) -> None:
+    """Write the codebooks fitted so far to `path` (whole or not at all), for `fitted_stages`."""
+    kept = {"record": record, "stages": [dataclasses.asdict(stage) for stage in stages]}
+    atomic_write_with(path, lambda tmp: torch.save(kept, tmp))
 
 
 def pass_outputs(encodec: Any, cqt: bool, cqt_file: Path) -> list[tuple[Path, int, torch.dtype]]:
@@ -617,7 +661,7 @@ def run(args: argparse.Namespace) -> None:
         targets = cached_labels(out, files, teacher_settings(args, encoder), lambda: stored_targets(
             make_targets(args, encoder, waves, out / CQT_FILE, deadline)), Path(args.data))
     except TimeLimitReached as stop:
-        log(f"time limit ({config.time_limit:g} s) reached in the teachers' pass: {stop}; "
+        log(f"time limit ({config.time_limit:g} s) reached making the teachers' targets: {stop}; "
             "rerun the same command to go on")
         return
     cqts = cqt_rows(out, targets)

@@ -624,6 +624,40 @@ def test_a_run_stopped_in_kmeans_computes_no_targets_again(music_folder, tmp_pat
     assert len(calls) == 0 and (out / "encoder").is_dir()
 
 
+def test_kmeans_goes_on_with_the_codebook_a_stop_or_the_time_limit_left(music_folder, tmp_path, monkeypatch, capsys):
+    """Was: k-means started over after a stop and ran past a time limit, so one slice of a lent
+    machine had to hold all of it (FSDD on one thread: most of a 325 s slice). Each codebook is
+    now kept as it is fitted, and the codes come out as a straight run's (torch.equal)."""
+    from modalities.audio.mert import pretrain as mert
+
+    straight = tmp_path / "straight"
+    pretrain(music_folder, straight, "--steps", "1", "--codebooks", "3")
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        stopped_at_call(patch, mert, "fit_clusters", 2)  # Ctrl-C in codebook 2: codebook 1 is kept
+        pretrain(music_folder, out, "--steps", "1", "--codebooks", "3", status=130)
+    kept = torch.load(out / mert.KMEANS_FILE, weights_only=True)
+    assert len(mert.fitted_stages(out / mert.KMEANS_FILE, kept["record"])) == 1
+    assert mert.fitted_stages(out / mert.KMEANS_FILE, {**kept["record"], "seed": 7}) == []  # another run's
+    assert mert.fitted_stages(out / "missing.pt", kept["record"]) == []
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        calls = stopped_at_call(patch, mert, "fit_clusters", 0)
+        pretrain(music_folder, out, "--steps", "1", "--codebooks", "3", "--time-limit", "0")
+    err = capsys.readouterr().err
+    assert len(calls) == 1 and "going on from k-means codebook 2 of 3" in err
+    assert "time limit (0 s) reached making the teachers' targets: 2 of 3 k-means codebooks fitted" in err
+    with monkeypatch.context() as patch:
+        calls = stopped_at_call(patch, mert, "fit_clusters", 0)
+        pretrain(music_folder, out, "--steps", "1", "--codebooks", "3", "--time-limit", "0")  # the last: no stop
+    assert len(calls) == 1 and (out / "encoder").is_dir()
+    stopped, whole = (torch.load(run / mert.LABELS_FILE, weights_only=True) for run in (out, straight))
+    assert all(torch.equal(a, b) for a, b in zip(stopped["labels"], whole["labels"], strict=True))
+    assert not any(path.name.startswith(".") for path in out.iterdir())  # the kept codebooks are deleted
+    (out / mert.KMEANS_FILE).write_bytes(b"not a torch file")
+    assert mert.fitted_stages(out / mert.KMEANS_FILE, kept["record"]) == []
+
+
 def test_the_time_limit_stops_the_teachers_pass_for_a_rerun_to_go_on(music_folder, tmp_path, monkeypatch, capsys):
     """Was: --time-limit covered training only, so a slice of a lent machine spent in the pass
     was killed by the machine, losing the recording under way and any k-means begun after it."""
@@ -634,7 +668,7 @@ def test_the_time_limit_stops_the_teachers_pass_for_a_rerun_to_go_on(music_folde
     out = tmp_path / "sliced"
     capsys.readouterr()
     pretrain(music_folder, out, "--steps", "1", "--time-limit", "0")  # a call does one recording at least
-    assert "time limit (0 s) reached in the teachers' pass: 1 of 12 recordings'" in capsys.readouterr().err
+    assert "time limit (0 s) reached making the teachers' targets: 1 of 12 recordings'" in capsys.readouterr().err
     assert not (out / "log.jsonl").exists() and not (out / mert.LABELS_FILE).exists()
     with monkeypatch.context() as patch:
         # from recording 2 on, a recording's chroma is call 2k - 1: Ctrl-C in recording 12's, 11 left done
@@ -647,7 +681,9 @@ def test_the_time_limit_stops_the_teachers_pass_for_a_rerun_to_go_on(music_folde
     assert {mert.CQT_FILE, mert.FEATURES_FILE, PASS_FILE} <= {path.name for path in out.iterdir()}
     with monkeypatch.context() as patch:
         calls = stopped_at_call(patch, mert, "acoustic_features", 0)
-        pretrain(music_folder, out, "--steps", "3", "--time-limit", "0")  # k-means, then one step: none left
+        pretrain(music_folder, out, "--steps", "3", "--time-limit", "0")  # k-means' first codebook, then a stop
+        assert "1 of 2 k-means codebooks fitted" in capsys.readouterr().err
+        pretrain(music_folder, out, "--steps", "3", "--time-limit", "0")  # its last, then one step: none left
     assert len(calls) == 0 and "time limit reached at step 1 of 3" in capsys.readouterr().err
     assert (out / mert.CQT_FILE).read_bytes() == (straight / mert.CQT_FILE).read_bytes()
     sliced, whole = (torch.load(run / mert.LABELS_FILE, weights_only=True) for run in (out, straight))
