@@ -194,3 +194,20 @@ def test_mert_teachers_read_each_recording_once(tmp_path, monkeypatch):
     cqt = constant_q(rate, hop, 336)
     assert all(torch.equal(target, centred_cqt(cqt, wave, field, frame_count(wave.numel(), field, hop)).half())
                for wave, target in zip(waves, targets["cqt"]))
+
+
+def test_weights_fingerprint_tells_weights_apart_and_takes_any_dtype():
+    """A pass's record names its teacher by its weights: the same weights give the same print,
+    one value changed or a buffer's type another print; bf16 (which numpy lacks) and 0-d buffers work."""
+    from zoo.audio_crops import weights_fingerprint
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))  # a 0-d num_batches_tracked
+    same = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    same.load_state_dict(model.state_dict())
+    assert weights_fingerprint(model) == weights_fingerprint(same)
+    with torch.no_grad():
+        same[0].weight[0, 0] += 1e-6
+    print_fp32 = weights_fingerprint(model)
+    assert print_fp32 != weights_fingerprint(same)
+    assert weights_fingerprint(model.to(torch.bfloat16)) not in (print_fp32, weights_fingerprint(same))

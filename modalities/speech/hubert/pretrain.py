@@ -43,7 +43,7 @@ from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncode
 from zoo.audio import embedded_groups
 from zoo.audio_crops import (
     CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, resumable_pass,
-    run_audio_files, sample_counts,
+    run_audio_files, sample_counts, weights_fingerprint,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
@@ -507,7 +507,7 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
     rate = encoder.processor.sampling_rate
     if args.iteration == 1:
         log(f"MFCC features of {len(waves)} recordings")
-        source, width = "mfcc", MFCC_FEATURES
+        source, width, weights = "mfcc", MFCC_FEATURES, None
 
         def compute(first: int) -> RowGroups:
             with tqdm(total=len(waves), initial=first, unit="recording", desc="hubert mfcc",
@@ -525,12 +525,13 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
         layer = teacher.num_layers // 2 if args.layer is None else args.layer
         log(f"layer {layer} features of {len(waves)} recordings from {args.labels_from}")
         source, width = f"layer {layer} of {args.labels_from}", teacher.config.hidden_size
+        weights = weights_fingerprint(teacher)  # a teacher saved again in place between two calls is not mixed in
 
         def compute(first: int) -> RowGroups:
             for group in layer_feature_groups(teacher, waves.files[first:], layer, progress=not args.no_progress):
                 yield [(rows.float(),) for rows in group]
     record = {"files": [str(file) for file in waves.files], "sampling_rate": rate, "receptive_field": field,
-              "frame_hop": hop, "features": source}
+              "frame_hop": hop, "features": source, "weights": weights}
     frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
     path = Path(args.output) / FEATURES_FILE
     resumable_pass(record, [(path, width, torch.float32)], frames, compute, "features", "k-means", log, deadline)

@@ -766,14 +766,13 @@ def test_encodec_codes_pass_through_a_file_and_a_stopped_pass_goes_on(music_fold
     again = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE)
     assert all(torch.equal(a, b) for a, b in zip(again["labels"], targets["labels"], strict=True))
     assert len(again["cqt"]) == len(files) and {path.name for path in run.iterdir()} == {mert.CQT_FILE}
-    # another EnCodec's rerun starts over: its codes must not follow the stopped pass's
-    EncodecModel(config).save_pretrained(tmp_path / "other")
+    # EnCodec saved again in place with other weights: the rerun starts over, its codes not mixed with the old
     with monkeypatch.context() as patch:
         stopped_at_call(patch, mert, "centred_cqt", 2)
         with pytest.raises(KeyboardInterrupt):
             mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), tmp_path / "run2" / "cqt.npy")
+    EncodecModel(config).save_pretrained(tmp_path / "encodec")
     capsys.readouterr()
-    other = mert_teacher_args("--teacher", "encodec", "--encodec", str(tmp_path / "other"))
     with pytest.raises(TimeLimitReached, match="1 of 3 recordings'"):
-        mert.make_targets(other, encoder, RecordingFiles(files, encoder.processor), tmp_path / "run2" / "cqt.npy", 0.0)
+        mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), tmp_path / "run2" / "cqt.npy", 0.0)
     assert "going on" not in capsys.readouterr().err
