@@ -157,6 +157,11 @@ def sample_counts(recordings: RecordingFiles | Sequence[torch.Tensor]) -> np.nda
     return np.array([wave.numel() for wave in recordings], dtype=np.int64)
 
 
+def recording_frames(recordings: RecordingFiles | Sequence[torch.Tensor], field: int, hop: int) -> list[int]:
+    """Each recording's encoder frames (`frame_count` of its `sample_counts`)."""
+    return [frame_count(int(samples), field, hop) for samples in sample_counts(recordings)]
+
+
 class FrameRows(Sequence[torch.Tensor]):
     """Per-recording (T_i, Q) frame targets stored one recording after another as the rows of one
     .npy file, read from the file when asked for, never held: MERT's CQT targets take 181 MB an
@@ -476,7 +481,7 @@ class CropBatches:
             raise InputError(f"got {len(waves)} recordings and target sequences {counts}; pass one per recording")
         if batch_size < 1 or max_frames < 1:
             raise ConfigError(f"batch_size={batch_size} and max_frames={max_frames} must be positive")
-        self.frames = np.array([frame_count(int(samples), field, hop) for samples in sample_counts(waves)])
+        self.frames = np.array(recording_frames(waves, field, hop))
         for name, sequences in targets.items():
             for index, (count, frames) in enumerate(zip(self.frames, frame_counts(sequences))):
                 if count != frames:

@@ -190,7 +190,7 @@ class TrainConfig:
     def deadline(self) -> Optional[float]:
         """The `time.monotonic()` at which the time limit, counted from now, runs out (None without
         one), for a command whose work before training counts against its limit too, as MERT's
-        teachers' pass and HuBERT's features' pass do: a slice of a lent machine is one limit for
+        teachers' pass and k-means and HuBERT's features' pass do: a slice of a lent machine is one limit for
         the whole command (`left_before`)."""
         return None if self.time_limit is None else time.monotonic() + self.time_limit
 
@@ -204,7 +204,7 @@ class TrainConfig:
 
 class TimeLimitReached(BaseException):
     """A command's time limit passed before its training began, in work that a rerun goes on with
-    (MERT's teachers' pass, HuBERT's features' pass). A BaseException, as KeyboardInterrupt is: a
+    (MERT's teachers' pass and k-means, HuBERT's features' pass). A BaseException, as KeyboardInterrupt is: a
     stop, not a failure, so that code removing what a failed step wrote (`except Exception`) keeps
     it for the rerun."""
 

@@ -66,8 +66,10 @@ def row_count(table: Any) -> Optional[int]:
         if path.suffix != ".parquet" or not path.is_file() or path.stat().st_size == 0:
             return None  # an empty file is reported when it is read
         return open_parquet(path).metadata.num_rows
-    if isinstance(table, (pd.DataFrame, list)) or is_dataset(table) or structured(table):
-        return len(np.atleast_1d(table)) if structured(table) else len(table)
+    if structured(table):
+        return len(np.atleast_1d(table))
+    if isinstance(table, (pd.DataFrame, list)) or is_dataset(table):
+        return len(table)
     if type(table).__module__.startswith("pyarrow") and hasattr(table, "num_rows"):
         return table.num_rows
     return None

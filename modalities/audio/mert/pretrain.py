@@ -71,7 +71,7 @@ from modalities.speech.hubert.pretrain import (
 )
 from zoo.audio_crops import (
     CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, frame_slice, past,
-    resumable_pass, sample_counts, weights_fingerprint,
+    recording_frames, resumable_pass, weights_fingerprint,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
@@ -575,11 +575,11 @@ def teachers_pass(waves: RecordingFiles, encoder: MertEncoder, encodec: Any, tea
     (`FrameRows`): the acoustic teacher's (EnCodec's codes or the k-means features), and the CQT's
     (None without `cqt`). A stopped run leaves them partial, and its rerun with the same `teacher`
     (its description, and EnCodec's weights by their `weights_fingerprint`) goes on from the first
-    recording missing in either. Past the `deadline` (`time.monotonic()`) the pass stops after a recording, or before
-    k-means (or training) where it has just ended: `TimeLimitReached`, for a rerun to go on
-    (`zoo.audio_crops.resumable_pass`)."""
+    recording missing in either. Past the `deadline` (`time.monotonic()`) the pass stops after a
+    recording, or before k-means (or training) where it has just ended: `TimeLimitReached`, for a
+    rerun to go on (`zoo.audio_crops.resumable_pass`)."""
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
-    frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
+    frames = recording_frames(waves, field, hop)
     outputs = pass_outputs(encodec, cqt, cqt_file)
     record = {"files": [str(file) for file in waves.files], "sampling_rate": encoder.processor.sampling_rate,
               "receptive_field": field, "frame_hop": hop, "cqt": cqt, "teacher": teacher,

@@ -43,7 +43,7 @@ from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncode
 from zoo.audio import embedded_groups
 from zoo.audio_crops import (
     CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, resumable_pass,
-    run_audio_files, sample_counts, weights_fingerprint,
+    recording_frames, run_audio_files, weights_fingerprint,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
@@ -532,7 +532,7 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
                 yield [(rows.float(),) for rows in group]
     record = {"files": [str(file) for file in waves.files], "sampling_rate": rate, "receptive_field": field,
               "frame_hop": hop, "features": source, "weights": weights}
-    frames = [frame_count(int(samples), field, hop) for samples in sample_counts(waves)]
+    frames = recording_frames(waves, field, hop)
     path = Path(args.output) / FEATURES_FILE
     resumable_pass(record, [(path, width, torch.float32)], frames, compute, "features", "k-means", log, deadline)
     features = FrameRows(path, frames)
