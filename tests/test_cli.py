@@ -146,6 +146,9 @@ def test_a_folder_gives_only_the_files_the_encoder_reads(checkpoint, wav_folder,
     soundfile.write(tmp_path / "notes" / "c.aiff", clip, rate)
     assert main(["embed", str(checkpoint), str(tmp_path / "notes"), "-o", str(tmp_path / "n.npy")]) == 0
     assert np.load(tmp_path / "n.npy").shape == (2, 32)
+    capsys.readouterr()
+    assert main(["embed", str(checkpoint), "", "-o", str(tmp_path / "c.npy")]) == 2  # was the working folder
+    assert "input '' is an empty path" in capsys.readouterr().err and not (tmp_path / "c.npy").exists()
 
 
 def test_interrupted_embed_resumes_from_its_shards(checkpoint, wav_folder, tmp_path, monkeypatch, capsys):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from zoo.errors import ConfigError, InputError, counting_from, warn
-from zoo.processing import Processor, check_file_input
+from zoo.processing import Processor, check_file_input, refuse_options
 
 if TYPE_CHECKING:
     from zoo.audio_spans import LongRecording, RecordingSpan
@@ -493,6 +493,7 @@ class AudioProcessor(Processor):
     """
 
     processor_type = "audio"
+    option_names = ("sampling_rate",)
     file_suffixes = AUDIO_SUFFIXES
     dataset_feature = "Audio"
 
@@ -529,9 +530,7 @@ class AudioProcessor(Processor):
                               f"{2 * self.min_samples / self.sampling_rate:g}")
 
     def prepare(self, item: Any, sampling_rate: Optional[int] = None, **options: Any) -> torch.Tensor:
-        if options:
-            given = ", ".join(f"{key}=" for key in sorted(options))
-            raise InputError(f"audio inputs take one option, sampling_rate=; got {given}")
+        refuse_options("audio", options, self.option_names)
         if isinstance(item, PreparedWave):
             return item.samples
         wave = load_waveform(item, sampling_rate, self.sampling_rate)

@@ -409,6 +409,8 @@ def expand_inputs(inputs: Sequence[str], suffixes: Sequence[str] = ()) -> list[s
     not ending in one of `suffixes` when there are some), sorted."""
     expanded = []
     for item in inputs:
+        if not item.strip():
+            raise InputError(f"input {item!r} is an empty path; pass a file or folder name")
         path = Path(item)
         if path.is_dir():
             expanded.extend(str(p) for p in visible_files(path, suffixes or None))

@@ -166,6 +166,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         """
         indices = self.check_embed_options(layer, pool)
         check_batch_sizes(batch_size=batch_size)
+        self.processor.check_options(prepare_kwargs)
         items = self.as_item_list(inputs)
         if not items:
             raise InputError("embed() got no inputs; pass at least one item")

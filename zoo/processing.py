@@ -30,20 +30,28 @@ P = TypeVar("P", bound="Processor")
 FILE_NAME = "preprocessor_config.json"
 
 
-def refuse_options(kind: str, options: dict[str, Any]) -> None:
-    """Inputs of `kind` take no options: one given (an audio encoder's sampling_rate=) is refused
-    by name, not dropped or left to fail as a TypeError."""
-    if options:
-        given = ", ".join(f"{key}=" for key in sorted(options))
-        raise InputError(f"{kind} inputs take no options, got {given}; drop them (sampling_rate= is for audio "
-                         "encoders)")
+def refuse_options(kind: str, options: dict[str, Any], allowed: Sequence[str] = ()) -> None:
+    """Inputs of `kind` take only the options `allowed`: another one given (an audio encoder's
+    sampling_rate= for an image, a misspelt pool=) is refused by name, not dropped or left to fail
+    as a TypeError."""
+    unknown = sorted(set(options) - set(allowed))
+    if not unknown:
+        return
+    given = ", ".join(f"{key}=" for key in unknown)
+    takes = f"take one option, {allowed[0]}=" if len(allowed) == 1 else "take no options"
+    hint = ("sampling_rate= is for audio encoders" if "sampling_rate" in unknown
+            else "embed's own are layer=, pool=, batch_size=, device= and progress=")
+    raise InputError(f"{kind} inputs {takes}; got {given}: drop it ({hint})")
 
 
 def check_file_input(path: str | Path, kind: str) -> None:
     """Refuse, before it is read as a missing or broken `kind` file, a path that is not one: a
     URL (the zoo downloads no inputs; Path would also fold its "//") or a parquet dataset file,
-    whose rows `zoo embed` reads but which is no single recording or picture."""
+    whose rows `zoo embed` reads but which is no single recording or picture; or an empty string,
+    which Path reads as the current folder."""
     text = str(path)
+    if not text.strip():
+        raise InputError(f"{kind} input {text!r} is an empty path; pass a file or folder name")
     if text.startswith(("http://", "https://")):
         raise InputError(f"{kind} input {text!r} is a URL; the zoo reads local files: download it first (e.g. "
                          "urllib.request.urlretrieve) and pass its path")
@@ -64,9 +72,16 @@ class Processor:
     #: what one input file holds: "item" (a recording, an image) or "items" (a table's rows),
     #: which a folder of labelled files cannot label one by one
     file_holds: ClassVar[str] = "item"
+    #: the options `prepare` takes (e.g. an audio recording's sampling_rate=)
+    option_names: ClassVar[tuple[str, ...]] = ()
 
     def prepare(self, item: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse, before any input is read, an option `prepare` does not take: it was named as
+        input 0's fault, where it is the call's."""
+        refuse_options(self.processor_type, options, self.option_names)
 
     def prepare_lazily(self, item: Any, **kwargs: Any) -> Any:
         """What `embed` and a training batch hold of an item until its pieces are collated:

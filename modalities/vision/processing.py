@@ -90,8 +90,10 @@ def expand_images(inputs: Any) -> Sequence[Any]:
     tensors their images, a `datasets` Dataset (or its Image column, `dataset[NAME]`) the
     undecoded images of that column, read as they are reached (`DatasetRows`), and other
     collections (lists, generators) their items; anything else is one image."""
-    if isinstance(inputs, (str, Path)) and Path(inputs).is_dir():
-        return [str(path) for path in image_files(Path(inputs))]
+    if isinstance(inputs, (str, Path)):
+        check_file_input(inputs, "image")
+        if Path(inputs).is_dir():
+            return [str(path) for path in image_files(Path(inputs))]
     if isinstance(inputs, (np.ndarray, torch.Tensor)):
         return list(inputs) if inputs.ndim == 4 else [inputs]
     if is_dataset(inputs):
@@ -458,4 +460,7 @@ class ImageProcessor(Processor):
 
     def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Images, folders or batches -> one batch {"pixel_values": (B, C, S, S)}."""
-        return self.collate(self.prepare_each(expand_images(inputs), **kwargs))
+        images = expand_images(inputs)
+        if not images:
+            raise InputError("no images to make a batch of; pass at least one")
+        return self.collate(self.prepare_each(images, **kwargs))

@@ -242,11 +242,12 @@ class GmmlEncoder(Encoder):
         return [item[..., 1:, :] for item in super().embed(inputs, layer=layer, pool="none", **embed_kwargs)]
 
     def _embed_batch(self, images: torch.Tensor, layer: LayerSpec, pool: str, batch_size: int = EMBED_BATCH_SIZE,
-                     device: Optional[str | torch.device] = None, progress: bool = True
+                     device: Optional[str | torch.device] = None, progress: bool = True, **options: Any
                      ) -> torch.Tensor | list[torch.Tensor]:
         """`embed` of a (B, C, H, W) tensor: prepared, encoded and pooled on the device, `batch_size`
         images at a time; only the pooled rows (or the patch tokens for pool="none") come back."""
         check_batch_sizes(batch_size=batch_size)
+        self.processor.check_options(options)
         indices, single_layer = self.check_embed_options(layer, pool), is_single_layer(layer)
         chunks = []
         with self.embedding(device), self.progress_bar(len(images), progress) as bar:

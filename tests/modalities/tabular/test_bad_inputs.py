@@ -100,7 +100,7 @@ def test_checkpoint_without_its_schema_names_the_file(encoder, table, tmp_path):
 
 def test_the_processor_refuses_options_instead_of_ignoring_them(encoder, table):
     """`processor(table, sampling_rate=...)` dropped the option silently; other modalities refuse it."""
-    with pytest.raises(InputError, match="table inputs take no options, got sampling_rate="):
+    with pytest.raises(InputError, match="table inputs take no options; got sampling_rate=: drop it"):
         encoder.processor(table, sampling_rate=16000)
 
 

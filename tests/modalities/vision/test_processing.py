@@ -64,6 +64,17 @@ def test_batches_and_folders_expand_to_images(picture, processor, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no image files"):
         processor(tmp_path / "empty")
+    with pytest.raises(InputError, match="no images to make a batch of"):  # was torch.stack's RuntimeError
+        processor([])
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(picture, processor, tmp_path, monkeypatch):
+    """Path("") is ".": embed("") read every image of the working folder."""
+    Image.fromarray(picture).save(tmp_path / "holiday.jpg")
+    monkeypatch.chdir(tmp_path)
+    for inputs in ("", [" "], ["holiday.jpg", ""]):
+        with pytest.raises(InputError, match="is an empty path; pass a file or folder name"):
+            processor(inputs)
 
 
 def test_datasets_columns_and_generators_expand_to_images(picture, processor):
@@ -230,8 +241,14 @@ def test_an_audio_option_given_to_an_image_encoder_is_refused_by_name(picture):
     from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
 
     encoder = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3))
-    with pytest.raises(InputError, match="image inputs take no options, got sampling_rate=; drop them"):
+    with pytest.raises(InputError, match="image inputs take no options; got sampling_rate=: drop it"):
         encoder.embed([picture], sampling_rate=16000, progress=False)
+    batch = torch.zeros(2, 3, 32, 32)
+    with pytest.raises(InputError, match="^image inputs take no options; got sampling_rate="):  # was a TypeError
+        encoder.embed(batch, sampling_rate=16000, progress=False)
+    for inputs in ([picture], batch):  # a misspelt option is the call's fault, not input 0's
+        with pytest.raises(InputError, match=r"^image inputs take no options; got pooling=: drop it \(embed's own"):
+            encoder.embed(inputs, pooling="cls", progress=False)
 
 
 def test_prepare_batch_equals_prepare_image_by_image(processor):
