@@ -77,7 +77,8 @@ ImageSet = ImageFiles | EncodedImages | ArrayImages
 
 def open_images(path: str | Path, split: str = "train") -> ImageSet:
     """The images at `path`: a parquet file, a folder of parquet files (the `split` ones), an
-    MNIST idx folder, a `datasets` folder from `save_to_disk`, or a folder of image files."""
+    MNIST idx folder, a `datasets` folder from `save_to_disk`, or a folder of image files (its
+    `split` subfolder where it has split folders)."""
     path = Path(path)
     if path.is_file():
         if path.suffix != ".parquet":
@@ -92,7 +93,23 @@ def open_images(path: str | Path, split: str = "train") -> ImageSet:
     parquets = sorted(path.rglob("*.parquet"))
     if parquets:
         return parquet_images(split_files(parquets, split, path))
-    return ImageFiles(image_files(path), str(path))
+    return folder_images(path, split)
+
+
+def folder_images(folder: Path, split: str) -> ImageFiles:
+    """The image files of `folder/<split>/` where the folder is split into such subfolders (the
+    layout `zoo probe` and `zoo finetune` read: a run read test/ beside train/), else of the whole
+    folder, which only the default split "train" may stand for."""
+    splits = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name in SPLIT_NAMES)
+    if split in splits:
+        return ImageFiles(image_files(folder / split), str(folder / split))
+    if splits:
+        raise InputError(f"--split {split!r}: {str(folder)!r} has no {split}/ folder (its split folders: "
+                         f"{', '.join(splits)}); pass --split with one of them")
+    if split != "train":
+        raise InputError(f"--split {split!r}: {str(folder)!r} is not split into folders ({', '.join(SPLIT_NAMES)}), "
+                         "so its images are read whole with the default --split train; drop --split")
+    return ImageFiles(image_files(folder), str(folder))
 
 
 def split_files(files: Sequence[Path], split: str, folder: Path) -> list[Path]:

@@ -112,6 +112,19 @@ def patch_positions(rows: int, cols: int) -> torch.Tensor:
     return grid.reshape(-1, 2)
 
 
+def check_pixel_values(pixel_values: Any, channels: int) -> None:
+    """Refuse what `forward` and `reconstruct` cannot take: paths or arrays (which `embed` takes), and
+    uint8 pixels, which would be read as normalised values of 0 to 255."""
+    if isinstance(pixel_values, torch.Tensor):
+        if pixel_values.dim() == 4 and pixel_values.shape[1] == channels and pixel_values.is_floating_point():
+            return
+        given = f"{pixel_values.dtype} pixel_values of shape {tuple(pixel_values.shape)}"
+    else:
+        given = f"pixel_values of type {type(pixel_values).__name__}"
+    raise InputError(f"{given}; the encoder takes a float tensor (B, {channels}, H, W) of normalised images: make "
+                     "them with encoder.preprocess(images), or call embed")
+
+
 class GmmlEncoder(Encoder):
     """GMML ViT: images -> cls + patch tokens, with GMML's reconstruction head when present."""
 
@@ -159,10 +172,7 @@ class GmmlEncoder(Encoder):
     def block_states(self, pixel_values: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
         """(B, C, H, W) -> the L + 1 states (B, T, D): input tokens, then every block's raw output
         (only the last block's with `keep_all=False`)."""
-        channels = self.config.in_channels
-        if pixel_values.dim() != 4 or pixel_values.shape[1] != channels:
-            raise InputError(f"pixel_values of shape {tuple(pixel_values.shape)}; the encoder takes (B, {channels}, "
-                             "H, W) normalised images: make them with encoder.preprocess(images), or call embed")
+        check_pixel_values(pixel_values, self.config.in_channels)
         self.patch_grid(*pixel_values.shape[-2:])
         return self.backbone(pixel_values.to(self.backbone.cls_token.dtype), keep_all=keep_all)
 

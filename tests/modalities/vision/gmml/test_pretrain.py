@@ -240,6 +240,21 @@ def test_bad_settings_are_zoo_errors(tmp_path):
         open_images(tmp_path)
 
 
+def test_an_image_folder_split_into_folders_gives_the_split_asked_for(tmp_path):
+    """--split was ignored on an image folder: a folder of train/ and test/ pretrained on both."""
+    from modalities.vision.image_sets import open_images
+
+    write_images(tmp_path / "split" / "train", count=3)
+    write_images(tmp_path / "split" / "test", count=2)
+    assert len(open_images(tmp_path / "split")) == 3 and len(open_images(tmp_path / "split", "test")) == 2
+    with pytest.raises(InputError, match="--split 'val': .* has no val/ folder \\(its split folders: test, train\\)"):
+        open_images(tmp_path / "split", "val")
+    write_images(tmp_path / "plain", count=2)
+    assert len(open_images(tmp_path / "plain")) == 2
+    with pytest.raises(InputError, match="--split 'test': .* is not split into folders .* drop --split"):
+        open_images(tmp_path / "plain", "test")
+
+
 def test_checkpoint_error_class_is_used_for_data_settings(image_folder):
     from modalities.vision.gmml.pretrain import GmmlBatches
     from modalities.vision.image_sets import open_images
