@@ -171,16 +171,22 @@ def infer_config(state: dict[str, torch.Tensor], upstream_args: dict[str, Any], 
     return GmmlConfig(**values)
 
 
+#: config fields the weights' shapes show: an override that differs contradicts the file
+SHOWN_BY_WEIGHTS = ("image_size", "patch_size", "in_channels", "hidden_size", "depth", "mlp_ratio", "qkv_bias",
+                    "reconstruction_head")
+
+
 def check_stated(inferred: dict[str, Any], upstream_args: dict[str, Any], overrides: dict[str, Any]) -> None:
-    """Refuse overrides of what the checkpoint's args state and its weights cannot show: the
-    heads of its `model` and the blocks its head reads. Another value loads without a shape
-    error and gives other outputs than the weights were trained to give."""
-    stated = {}
+    """Refuse overrides of what the checkpoint states: the shapes its weights show, and what its
+    args state that the weights cannot show (the heads of its `model`, the blocks its head reads).
+    The first failed as a shape mismatch blamed on the file; the second loads without one and gives
+    other outputs than the weights were trained to give."""
+    stated = {key: (inferred[key], "weights") for key in SHOWN_BY_WEIGHTS}
     if upstream_args.get("model") in UPSTREAM_MODELS:
-        stated["num_heads"] = inferred["num_heads"]
+        stated["num_heads"] = (inferred["num_heads"], "args")
     if "recons_blocks" in upstream_args:
-        stated["recons_blocks"] = inferred["recons_blocks"]
-    clashes = [f"{key}={overrides[key]!r} (its args say {value!r})" for key, value in stated.items()
+        stated["recons_blocks"] = (inferred["recons_blocks"], "args")
+    clashes = [f"{key}={overrides[key]!r} (its {source} say {value!r})" for key, (value, source) in stated.items()
                if key in overrides and (tuple(overrides[key]) if isinstance(overrides[key], list) else overrides[key])
                != value]
     if clashes:

@@ -40,12 +40,15 @@ def test_cli_converts_the_training_checkpoint_and_zoo_load_reads_it(folder, tmp_
         "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
 
 
-def test_set_may_not_contradict_what_the_checkpoints_args_state(folder, tmp_path, capsys):
+def test_set_may_not_contradict_what_the_checkpoint_states(folder, tmp_path, capsys):
     """Its args say vit_tiny (3 heads) and blocks 6-8-10-12: `--set num_heads=6` converted and
-    reported "reload verified", with attention split otherwise than in training."""
+    reported "reload verified", with attention split otherwise than in training; `--set in_channels=1`
+    failed as a shape mismatch that blamed the file."""
     upstream = str(folder / "gmml_tiny_checkpoint.pth")
     assert main(["convert", "gmml", upstream, str(tmp_path / "a"), "--set", "num_heads=6"]) == 2
     assert "--set num_heads=6 (its args say 3) contradicts the checkpoint" in capsys.readouterr().err
+    assert main(["convert", "gmml", upstream, str(tmp_path / "d"), "--set", "in_channels=1"]) == 2
+    assert "--set in_channels=1 (its weights say 3) contradicts" in capsys.readouterr().err  # was blamed on the file
     assert main(["convert", "gmml", upstream, str(tmp_path / "b"), "--set", "recons_blocks=[12]"]) == 2
     assert "recons_blocks=[12] (its args say (6, 8, 10, 12))" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
