@@ -204,14 +204,17 @@ def test_what_is_sent_loads_back_from_the_hub_cache(hub_calls, micro_hubert, tmp
                        micro_hubert.embed([wave], sampling_rate=16000, progress=False))
 
 
-def test_a_folder_without_its_processor_config_is_sent_saved_anew(hub_calls, micro_hubert, tmp_path):
-    """A zoo folder lacking preprocessor_config.json loads (with its processor's defaults), but
-    publishing it as it was listed a file that is not there: a raw FileNotFoundError in a dry run,
-    a raw ValueError after the repo was created in a real one."""
+def test_a_folder_without_its_processor_config_is_refused(hub_calls, micro_hubert, tmp_path):
+    """A zoo folder lacking preprocessor_config.json loaded with its processor's defaults, which
+    embed otherwise (a graph's feature norm, BEATs' chunks), and was published saved anew with them."""
     micro_hubert.save_pretrained(tmp_path / "enc")
     (tmp_path / "enc" / "preprocessor_config.json").unlink()
-    plan = publish(tmp_path / "enc", "me/enc", dry_run=True)
-    assert "saved anew" in plan and "preprocessor_config.json" in plan
+    for call in (lambda: zoo.load(tmp_path / "enc"), lambda: publish(tmp_path / "enc", "me/enc", dry_run=True)):
+        with pytest.raises(CheckpointError, match="enc has no preprocessor_config.json, which a zoo checkpoint saves"):
+            call()
+    (tmp_path / "enc" / "preprocessor_config.json").write_text("[]\n")  # was AttributeError: 'list' has no 'items'
+    with pytest.raises(ConfigError, match="preprocessor_config.json holds a JSON list, not an object of settings"):
+        zoo.load(tmp_path / "enc")
 
 
 def test_card_links_in_a_subfolder_or_percent_encoded_are_sent_and_not_left_out(hub_calls, micro_hubert, tmp_path):

@@ -160,13 +160,18 @@ def check_keys(cls: type, data: dict[str, Any], where: str, hint: str = "") -> N
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    """Read a JSON file, turning a missing file or a parse error into a `ConfigError` that names it."""
+    """Read a JSON object, turning a missing file, a parse error or another JSON value (a list) into a
+    `ConfigError` that names it."""
     if not Path(path).is_file():
         raise ConfigError(f"{path} does not exist; check the path")
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON ({err}); re-download or re-save it") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a JSON {type(data).__name__}, not an object of settings; re-download or "
+                          "re-save it")
+    return data
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

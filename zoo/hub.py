@@ -496,6 +496,7 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
     state = read_weights(folder) if pretrained else None
     with naming_file(folder / CONFIG_FILE):
         if "family" in config_dict:
+            check_processor_file(folder)
             family = registry.get_family(config_dict["family"])
             config = family.encoder_class.config_class.from_dict(config_dict)
         elif "model_type" in config_dict:
@@ -551,6 +552,15 @@ def entry_encoder(entry: registry.ModelEntry, revision: Optional[str] = None, ca
     family = registry.get_family(entry.family)
     config = family.encoder_class.config_class.from_dict(entry.architecture)
     return family.encoder_class(config, read_processor(None, family.encoder_class, config, entry))
+
+
+def check_processor_file(folder: Path) -> None:
+    """A zoo checkpoint folder must hold the preprocessing it was saved with: without it, the
+    defaults loaded silently and gave other embeddings (a graph's feature norm, BEATs' chunks)."""
+    if not (folder / PROCESSOR_FILE).is_file():
+        raise CheckpointError(f"{folder} has no {PROCESSOR_FILE}, which a zoo checkpoint saves its preprocessing in "
+                              "(the defaults may embed otherwise); copy it from where the checkpoint came from, or "
+                              "save the encoder again with save_pretrained")
 
 
 def read_processor(folder: Optional[Path], encoder_class: type, config: Any, entry: Optional[registry.ModelEntry]):

@@ -150,10 +150,9 @@ def check_repo_id(repo_id: str) -> None:
 
 
 def in_zoo_format(folder: Path) -> bool:
-    """A zoo config.json, safetensors weights and a preprocessor config: the files can be sent
-    as they are (a folder without the last is saved anew, with the settings `load` gave it)."""
-    return ("family" in read_json(folder / CONFIG_FILE)
-            and all((folder / name).is_file() for name in (WEIGHTS_FILE, PROCESSOR_FILE)))
+    """A zoo config.json and safetensors weights (`load` has refused a zoo folder without its
+    preprocessor config): the files can be sent as they are; a transformers folder is saved anew."""
+    return "family" in read_json(folder / CONFIG_FILE) and (folder / WEIGHTS_FILE).is_file()
 
 
 def choose_card(folder: Optional[Path], entry: Optional[registry.ModelEntry], model: Any,

@@ -45,11 +45,10 @@ MAX_SCALED = 1e12
 NUMBER_OBJECTS = ("integer", "floating", "mixed-integer-float", "decimal")
 #: what `pd.api.types.infer_dtype` calls an object column of timestamps or durations (`check_not_dates`)
 MOMENTS = ("datetime64", "datetime", "timedelta64", "timedelta")
-#: a checkpoint folder without preprocessor_config.json gives an encoder an empty schema, so say so here
-NOT_FITTED = ("this table processor is not fitted (it holds no column schema); if it came with a checkpoint, the "
-              "checkpoint folder lacks preprocessor_config.json, the schema fitted on the pretraining table that a "
-              "table encoder's folder needs: copy that file into the folder, or fit one with "
-              "TableProcessor.fit(table) and pass it to the encoder")
+#: an encoder made in Python holds an empty schema until a fitted processor is given
+NOT_FITTED = ("this table processor is not fitted (it holds no column schema); fit one with TableProcessor.fit(table) "
+              "and pass it to the encoder, or load a checkpoint, whose folder holds the schema of its pretraining "
+              "table")
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ import torch
 from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tables import iter_frames
 from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder
-from zoo.errors import ConfigError, InputError
+from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.hub import load_folder
 
 TINY = dict(hidden_dim=16, num_layers=2, num_heads=2, dim_feedforward=32)
@@ -90,12 +90,14 @@ def test_duplicated_columns_are_named(encoder, table):
 
 
 def test_checkpoint_without_its_schema_names_the_file(encoder, table, tmp_path):
-    """A folder without preprocessor_config.json loads with an empty schema; embedding said
+    """A folder without preprocessor_config.json loaded with an empty schema; embedding said
     only "call TableProcessor.fit(table) first"."""
     encoder.save_pretrained(tmp_path)
     (tmp_path / "preprocessor_config.json").unlink()
-    with pytest.raises(InputError, match="not fitted .* checkpoint folder lacks preprocessor_config.json"):
-        load_folder(tmp_path).embed(table, progress=False)
+    with pytest.raises(CheckpointError, match="has no preprocessor_config.json, which a zoo checkpoint saves"):
+        load_folder(tmp_path)
+    with pytest.raises(InputError, match="not fitted .* fit one with TableProcessor.fit\\(table\\)"):
+        type(encoder)(encoder.config).embed(table, progress=False)
 
 
 def test_the_processor_refuses_options_instead_of_ignoring_them(encoder, table):
