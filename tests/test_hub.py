@@ -215,7 +215,7 @@ def test_a_failed_save_leaves_the_old_folder_whole(tmp_path, micro_hubert, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
-def test_saving_never_deletes_what_is_not_a_checkpoint(tmp_path, micro_hubert):
+def test_saving_never_deletes_what_is_not_a_checkpoint(tmp_path, micro_hubert, monkeypatch):
     """A save replaces the folder whole, so a file or a folder of other things is refused and
     kept; a checkpoint folder (its own files only) is overwritten."""
     notes = tmp_path / "notes.txt"
@@ -232,6 +232,14 @@ def test_saving_never_deletes_what_is_not_a_checkpoint(tmp_path, micro_hubert):
     micro_hubert.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    with pytest.raises(ConfigError, match="cannot write a checkpoint in .*notes.txt.* is a file, not a folder"):
+        micro_hubert.save_pretrained(notes / "sub")  # was FileExistsError
+    monkeypatch.chdir(tmp_path / "ckpt")
+    for inside in (".", tmp_path):  # os.replace of "." failed and left an empty ..old.* folder in the checkpoint
+        with pytest.raises(CheckpointError, match="holds the working folder, which saving would replace"):
+            micro_hubert.save_pretrained(inside)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
 
 
 def test_push_to_hub_uploads_the_checkpoint_folder(micro_hubert, monkeypatch):
@@ -240,8 +248,8 @@ def test_push_to_hub_uploads_the_checkpoint_folder(micro_hubert, monkeypatch):
     from huggingface_hub import HfApi, constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OfflineError, match="cannot publish .*checkpoint': HF_HUB_OFFLINE is set"):
-        micro_hubert.push_to_hub("me/my-encoder")
+    with pytest.raises(OfflineError, match="^cannot publish to 'me/my-encoder': HF_HUB_OFFLINE is set"):
+        micro_hubert.push_to_hub("me/my-encoder")  # named the temporary folder it had saved in
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     sent = {}

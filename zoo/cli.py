@@ -353,7 +353,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from zoo.hub import load_folder
+    from zoo.hub import check_save_target, load_folder
     from zoo.run_cards import check_licence, converted_card
 
     family = registry.get_family(args.family)
@@ -365,6 +365,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     if fmt not in family.converters:
         raise ConfigError(f"family {args.family!r} converts formats {sorted(family.converters)}, not {fmt!r}")
     licence = None if args.license is None else check_licence(args.license)
+    check_save_target(Path(args.out_dir))
     source = Path(args.upstream_file)
     encoder = call_converter(family.converters[fmt], source, parse_overrides(args.overrides))
     encoder.save_pretrained(args.out_dir, model_card=converted_card(encoder, source, fmt, licence))

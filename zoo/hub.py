@@ -22,7 +22,7 @@ import torch
 from zoo import registry
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError, prefixed
-from zoo.io import atomic_folder, atomic_path
+from zoo.io import atomic_folder, atomic_path, check_writable_folder
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 
 CONFIG_FILE = "config.json"
@@ -671,11 +671,16 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None
 
 
 def check_save_target(folder: Path, extra_names: set[str] = frozenset()) -> None:
-    """Refuse to save over a file, or over a folder holding anything but a checkpoint's own
-    files (and the `extra_names` the save writes again): the new folder replaces the old one
-    whole, so those would be deleted."""
+    """Refuse to save over a file, over the working folder (which cannot be renamed), into a place
+    that cannot be written, or over a folder holding anything but a checkpoint's own files (and
+    the `extra_names` the save writes again): the new folder replaces the old one whole, so those
+    would be deleted. `zoo convert` checks this before it converts."""
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} is a file; a checkpoint is a folder, so pass a new or empty folder path")
+    if Path.cwd().is_relative_to(folder.resolve()):
+        raise CheckpointError(f"{folder} holds the working folder, which saving would replace; save from outside "
+                              "it (cd ..), or into a new folder")
+    check_writable_folder(folder.parent, "a checkpoint")
     own = {CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, PROCESSOR_FILE, CARD_FILE, *extra_names}
     others = sorted(entry.name for entry in folder.iterdir() if entry.name not in own) if folder.is_dir() else []
     if others:
@@ -690,8 +695,9 @@ def push_folder(model: Any, repo_id: str, model_card: Optional[str] = None, priv
     """Save into a temporary folder and publish it as one commit; returns the commit URL."""
     import tempfile
 
-    from zoo.publishing import publish
+    from zoo.publishing import check_online, publish
 
+    check_online(f"to {repo_id!r}")  # publish would name the temporary folder
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_folder(model, Path(tmp) / "checkpoint", model_card=model_card or origin_card(model, repo_id))
         return publish(folder, repo_id, private=private, revision=revision, commit_message=commit_message)

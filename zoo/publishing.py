@@ -80,15 +80,21 @@ def publish(
         revision: the branch to push to (created from main if missing).
         create_pr: open a pull request instead of pushing to the branch.
     """
-    if is_offline() and not dry_run:
-        raise OfflineError(f"cannot publish {str(source)!r}: HF_HUB_OFFLINE is set; publish from a machine "
-                           "with network (`zoo publish --dry-run` shows here what would be sent)")
+    if not dry_run:
+        check_online(repr(str(source)) + (f" to {repo_id!r}" if repo_id else ""))
     with ExitStack() as stack:
         publication = prepare(source, repo_id, model_card, stack)
         if dry_run:
             return publication.describe(revision)
         return upload(publication, revision=revision, private=private, create_pr=create_pr,
                       commit_message=commit_message)
+
+
+def check_online(what: str) -> None:
+    """Refuse to publish `what` offline, before anything is loaded or saved for it."""
+    if is_offline():
+        raise OfflineError(f"cannot publish {what}: HF_HUB_OFFLINE is set; publish from a machine with network "
+                           "(`zoo publish --dry-run` shows here what would be sent)")
 
 
 def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[str], stack: ExitStack) -> Publication:

@@ -52,6 +52,9 @@ def test_set_may_not_contradict_what_the_checkpoint_states(folder, tmp_path, cap
     assert main(["convert", "gmml", upstream, str(tmp_path / "b"), "--set", "recons_blocks=[12]"]) == 2
     assert "recons_blocks=[12] (its args say (6, 8, 10, 12))" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    (tmp_path / "f.txt").write_text("a file")  # was FileExistsError's traceback, after converting
+    assert main(["convert", "gmml", upstream, str(tmp_path / "f.txt" / "out")]) == 2
+    assert "cannot write a checkpoint in" in capsys.readouterr().err
     assert main(["convert", "gmml", upstream, str(tmp_path / "c"), "--set", "num_heads=3",
                  "--set", "recons_blocks=[6, 8, 10, 12]", "--set", "pool=cls"]) == 0  # agreeing values pass
 
