@@ -339,8 +339,21 @@ def converted_folder(entry: registry.ModelEntry, cache_dir=None, local_files_onl
     converter = registry.get_family(entry.family).converters.get(upstream["format"])
     if converter is None:
         raise CheckpointError(f"family {entry.family!r} has no converter for format {upstream['format']!r}")
-    save_folder(converter(source), folder, model_card=model_card_text(entry.name))
+    model = converter(source)
+    check_parameter_count(entry, model, source)
+    save_folder(model, folder, model_card=model_card_text(entry.name))
     return folder
+
+
+def check_parameter_count(entry: registry.ModelEntry, model: Any, source: Path) -> None:
+    """An unpinned upstream file must at least make a model of the hub_config's size: another
+    checkpoint's file (a tiny one placed where the download is looked for) loaded under the name."""
+    count = sum(parameter.numel() for parameter in getattr(model, "encoder", model).parameters())
+    if entry.params is not None and count != entry.params:
+        raise CheckpointError(
+            f"{source} converts to an encoder of {count:,} parameters, but {entry.name!r} has {entry.params:,}: it is "
+            f"another checkpoint's file. Delete it and place {entry.name}'s own there, or convert the file itself "
+            f"(`zoo convert {entry.family} FILE OUT_DIR`) and load OUT_DIR")
 
 
 def download_upstream(entry: registry.ModelEntry, cache_dir, local_files_only: bool) -> Path:

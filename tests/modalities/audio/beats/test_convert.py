@@ -35,9 +35,10 @@ def test_zoo_convert_writes_a_folder_that_reloads_identically(tmp_path, capsys):
     assert zoo.load(tmp_path / "tokenizer").config.codebook_size == 512
 
 
-def url_entry(tmp_path, sha256=None) -> str:
+def url_entry(tmp_path, sha256=None, params=None) -> str:
     entry = {"name": "beats-url-test", "family": "beats", "modality": "audio", "description": "test",
-             "format": "official", "upstream": {"url": GOLDEN_URL, "format": "official", "sha256": sha256}}
+             "format": "official", "upstream": {"url": GOLDEN_URL, "format": "official", "sha256": sha256},
+             "params": params}
     path = tmp_path / "beats-url-test.json"
     path.write_text(json.dumps(entry))
     zoo.add_model_config(path)
@@ -57,6 +58,19 @@ def test_unpinned_upstream_file_converts_on_first_load_and_logs_its_digest(offli
     assert digest in caplog.text and "pins no digest" in caplog.text
     assert (hub.zoo_cache_root() / "converted" / name / digest[:16] / "model.safetensors").is_file()
     assert len(tagger.labels) == 10 and not tagger.training
+
+
+def test_an_unpinned_file_of_another_size_is_refused(offline_cache, tmp_path):
+    """The tiny golden file placed where beats-iter3's download is looked for loaded as beats-iter3
+    (241,848 parameters for the 90,311,792 its hub_config and `zoo info` state)."""
+    name = url_entry(tmp_path, params=90_311_792)
+    target = hub.zoo_cache_root() / "downloads" / "unpinned" / "beats_tiny_finetuned.pt"
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(golden_file("finetuned"), target)
+    with pytest.raises(CheckpointError, match=r"converts to an encoder of [\d,]+ parameters, but 'beats-url-test' "
+                                              r"has 90,311,792: it is another checkpoint's file"):
+        zoo.load(name, cache_dir=offline_cache)
+    assert not (hub.zoo_cache_root() / "converted" / name).exists()
 
 
 def test_pinned_digest_is_checked(offline_cache, tmp_path):
