@@ -168,6 +168,17 @@ def test_a_hub_id_that_is_not_cached_or_not_valid_says_no_local_folder_is_there_
         zoo.load("bad name/x", cache_dir=offline_cache)
 
 
+def test_a_cached_repo_of_another_model_type_is_named_without_the_local_folder_note(offline_cache, tmp_path):
+    """Was "...convert the checkpoint with `zoo convert` first There is no local folder ... either.":
+    run together, and the repo had been found."""
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    put_in_hf_cache(offline_cache, "me/bert", tmp_path / "bert", commit="b" * 40)
+    with pytest.raises(UnknownModelError, match=r"model_type 'bert' \(they read .*hubert.*\); an upstream") as err:
+        zoo.load("me/bert", cache_dir=offline_cache, pretrained=False)
+    assert "local folder" not in str(err.value)
+
+
 def test_corrupt_and_mismatched_checkpoints(tmp_path, micro_hubert):
     folder = tmp_path / "ckpt"
     micro_hubert.save_pretrained(folder)

@@ -141,7 +141,7 @@ def test_where_and_what_to_publish_are_named(offline_cache, micro_hubert, tmp_pa
         publish(folder / "model.safetensors", "me/enc", dry_run=True)
     with pytest.raises(UnknownModelError, match="there is no folder .*absent.* and .* is not a zoo name"):
         publish(tmp_path / "absent", "me/enc", dry_run=True)
-    with pytest.raises(UnknownModelError, match=r"or a zoo name; did you mean \['hubert-tiny-fsdd'"):
+    with pytest.raises(UnknownModelError, match=r"or a zoo name; did you mean 'hubert-tiny-fsdd'"):
         publish("hubert-tiny-fsd", "me/enc", dry_run=True)
     with pytest.raises(CheckpointError, match="'graphmae-nci1' is a pretraining recipe with no published weights"):
         publish("graphmae-nci1", "me/g", dry_run=True)

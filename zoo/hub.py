@@ -87,9 +87,9 @@ def load(
     elif is_repo_id(name_or_path):
         try:
             folder = download_repo(name_or_path, revision or "main", cache_dir, local_files_only, pretrained)
-            model = load_folder(folder, pretrained=pretrained)
         except (OfflineError, UnknownModelError) as err:
-            raise type(err)(f"{err} There is no local folder {str(path.absolute())!r} either.") from err
+            raise type(err)(f"{str(err).rstrip('.')}; there is no local folder {str(path.absolute())!r} either") from err
+        model = load_folder(folder, pretrained=pretrained)
     elif path.is_file():
         raise CheckpointError(
             f"{path} is a file, but a zoo checkpoint is a folder (config.json, model.safetensors, ...); "

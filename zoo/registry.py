@@ -172,9 +172,10 @@ def family_for_model_type(model_type: str) -> Family:
         family = get_family(name)
         if model_type in family.transformers_model_types:
             return family
+    known = sorted(type_ for name in family_modules() for type_ in get_family(name).transformers_model_types)
     raise UnknownModelError(
-        f"no zoo family reads transformers checkpoints of model_type {model_type!r}; "
-        "convert the checkpoint with `zoo convert` first"
+        f"no zoo family reads transformers checkpoints of model_type {model_type!r} (they read {', '.join(known)}); "
+        "an upstream training checkpoint of a zoo family converts with `zoo convert FAMILY FILE OUT_DIR`"
     )
 
 
@@ -211,7 +212,7 @@ def unknown_name_hint(name: str) -> str:
     """What a name that is no checkpoint may have meant: an architecture (a size without
     weights), or zoo names close to it in any case."""
     close = difflib.get_close_matches(name.lower(), list(entries()), n=3)
-    checkpoints = f"; did you mean {close}?" if close else "; run `zoo list` to see them"
+    checkpoints = f"; did you mean {' or '.join(map(repr, close))}?" if close else "; run `zoo list` to see them"
     if name in list_architectures():  # imports every family: only on this error path
         family = next(family for family in sorted(family_modules(), key=len, reverse=True)
                       if name.startswith(f"{family}-"))

@@ -116,7 +116,7 @@ def test_stage_arguments_are_checked(tmp_path):
         make_objective(parser.parse_args(base + ["--teacher", str(tmp_path)]))
     with pytest.raises(CheckpointError, match="--tokenizer: .* has no config.json, nor a subfolder with one"):
         make_objective(parser.parse_args(base + ["--tokenizer", str(tmp_path)]))
-    with pytest.raises(UnknownModelError, match="--tokenizer: .*did you mean \\['beats-tiny-tokenizer'"):
+    with pytest.raises(UnknownModelError, match="--tokenizer: .*did you mean 'beats-tiny-tokenizer'"):
         make_objective(parser.parse_args(base + ["--tokenizer", "beats-tiny-tokeniser"]))
     with pytest.raises(InputError, match="holds a BEATsEncoder that is not a BEATs tokenizer"):
         make_objective(parser.parse_args(base + ["--tokenizer", "beats-tiny"]))
