@@ -90,8 +90,14 @@ def test_a_graph_classifier_reads_a_readout_the_same_in_a_padded_batch_and_from_
 
 
 def test_a_readout_is_for_graph_encoders(micro_hubert):
-    with pytest.raises(ConfigError, match="pool='sum' is a graph readout and HubertEncoder is a speech encoder"):
+    from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
+
+    with pytest.raises(ConfigError, match="pool='sum' is a graph readout and HubertEncoder is a speech encoder; use "
+                                          "pool='mean'$"):
         zoo.for_classification(micro_hubert, num_labels=2, pool="sum")
+    vit = GmmlEncoder(GmmlConfig(image_size=32, patch_size=4, hidden_size=24, depth=1, num_heads=3))
+    with pytest.raises(ConfigError, match="GmmlEncoder is a vision encoder; use pool='mean' or 'cls'$"):  # was 'mean'
+        zoo.for_classification(vit, num_labels=2, pool="max")
 
 
 @pytest.mark.parametrize("layer", [None, "weighted"])

@@ -177,8 +177,9 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         if pool not in self.head_pools:
             raise ConfigError(f"a {self.task} head's pool={pool!r}; use one of {self.head_pools}")
         if pool in GRAPH_READOUTS and pool not in encoder.pools:
+            takes = " or ".join(repr(name) for name in self.head_pools if name in encoder.pools)
             raise ConfigError(f"pool={pool!r} is a graph readout and {type(encoder).__name__} is a "
-                              f"{encoder.modality} encoder; use pool='mean'")
+                              f"{encoder.modality} encoder; use pool={takes}")
         check_pool(pool, encoder.pools, type(encoder).__name__)
         if not (isinstance(layer, str) and layer == "weighted"):
             layer_indices(layer, encoder.num_layers)  # validates the index

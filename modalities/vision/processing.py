@@ -131,7 +131,9 @@ def decode_image(source: str | Path | BinaryIO, where: str, fix: str) -> torch.T
     except Image.DecompressionBombError as err:
         raise InputError(f"{where} is too large to decode safely ({err}); if you trust it, raise "
                          "PIL.Image.MAX_IMAGE_PIXELS, or shrink it first") from err
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL's errors for broken data
+    except UnidentifiedImageError as err:  # its text names a buffer by its address
+        raise InputError(f"cannot decode {where}: Pillow knows no image format in it; {fix}") from err
+    except (OSError, SyntaxError) as err:  # PIL's errors for broken data
         raise InputError(f"cannot decode {where} ({err}); {fix}") from err
 
 
