@@ -153,15 +153,23 @@ def test_undone_if_refused_removes_only_what_the_block_made(tmp_path):
     assert [path.name for path in out.iterdir()] == ["kept.txt"]
 
 
-def test_a_run_that_began_training_keeps_its_files(tmp_path):
-    """A failure after the trainer started the log (a NaN loss, a broken file met mid-run) is no
-    refusal of the run's setup: its log and settings stay for a look and a restart."""
+def test_a_run_that_logged_a_step_keeps_its_files(tmp_path):
+    """A failure after the run logged a step (a NaN loss, a broken file met mid-run) is no refusal
+    of the run's setup: its log and settings stay for a look and a restart. One in the first batch
+    (graphs of another width than the encoder's) left args.json and an empty log where nothing had
+    trained."""
     out = tmp_path / "run"
     with pytest.raises(ValueError), undone_if_refused(out):
         out.mkdir()
         (out / "args.json").write_text("{}")
         (out / LOG_FILE).write_text("")
-        raise ValueError("the loss is nan at step 1")
+        raise ValueError("input 0: graph has 1433 node features but this encoder was trained on 7")
+    assert not out.exists()
+    with pytest.raises(ValueError), undone_if_refused(out):
+        out.mkdir()
+        (out / "args.json").write_text("{}")
+        (out / LOG_FILE).write_text('{"step": 1, "loss": 0.5}\n')
+        raise ValueError("the loss is nan at step 2")
     assert sorted(path.name for path in out.iterdir()) == ["args.json", LOG_FILE]
 
 
@@ -171,3 +179,12 @@ def test_the_outermost_missing_folder_is_found(tmp_path):
     assert outermost_missing(tmp_path) is None
     assert outermost_missing(tmp_path / "a" / "b" / "c") == tmp_path / "a"
     assert outermost_missing(Path(tmp_path / "a")) == tmp_path / "a"
+
+
+def test_a_finetune_failing_on_its_first_batch_writes_nothing(tmp_path, capsys):
+    """Cora's graph given to an encoder of MUTAG's 7 features failed in its first batch and left
+    args.json and an empty log.jsonl in the output folder."""
+    out = tmp_path / "run"
+    refused(["finetune", "graphmae-mutag", "--dataset", "cora", "--data", str(shared_path("data", "planetoid")),
+             "-o", str(out), "--epochs", "1"], capsys, "graph has 1433 node features but this encoder was trained on 7")
+    assert not out.exists()

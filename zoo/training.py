@@ -440,9 +440,10 @@ def run_input_files(out: Path, listings: Sequence[tuple[Path, Sequence[Path]]],
 
 @contextmanager
 def undone_if_refused(out: Path) -> Iterator[None]:
-    """Setting up a new run in `out`: if the block raises before `Trainer.start` has written the
-    run's log, the files and folders it made in `out` (inputs.json, labels, args.json; `out`
-    itself and the parents it needed) are removed, so that nothing is left half written.
+    """Setting up a new run in `out`: if the block raises before the run's log holds a step (a
+    refusal, or a first batch that fails), the files and folders it made in `out` (inputs.json,
+    labels, args.json, the empty log; `out` itself and the parents it needed) are removed, so
+    that nothing is left half written.
 
     A run records its input files (`run_input_files`) before its data, batch settings or model
     are all checked, since those checks need the files; a refusal after that left inputs.json
@@ -455,7 +456,8 @@ def undone_if_refused(out: Path) -> Iterator[None]:
     try:
         yield
     except Exception:
-        if not holds_run and not (out / LOG_FILE).exists():
+        log = out / LOG_FILE
+        if not holds_run and not (log.is_file() and log.stat().st_size):
             remove_new_entries(out, created, before)
         raise
 
