@@ -174,7 +174,7 @@ def table_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
         raise ConfigError(f"--table is for table encoders; {args.name} reads {encoder.modality} inputs")
     encoder.processor.check_target(args.target)
     encoder.processor.leave_out(args.target)  # saved with the head: predict takes tables that hold the target
-    rows = finetune_table(args.table, args.target, args.test_table)
+    rows = finetune_table(args.table, args.target, args.test_table, encoder.processor)
     return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.table).stem, "rows",
                       validation_share(args), args.seed)
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pandas as pd
 
 from modalities.tabular.tables import SOURCE, read_table
 from zoo.errors import ConfigError, InputError, UnknownModelError
+
+if TYPE_CHECKING:
+    from modalities.tabular.processing import TableProcessor
 
 TASKS = ("binary", "multiclass", "regression")
 #: share of a table's rows held out for testing when no test table is given
@@ -165,16 +168,20 @@ def regression_hint(labels: pd.Series) -> str:
     return ", or --task regression: its values are numbers" if pd.api.types.is_numeric_dtype(labels) else ""
 
 
-def table_splits(table: Any, target: str, test_table: Any = None, task: Optional[str] = None) -> TableSplits:
+def table_splits(table: Any, target: str, test_table: Any = None, task: Optional[str] = None,
+                 processor: Optional[TableProcessor] = None) -> TableSplits:
     """A labelled table of your own (`zoo probe|finetune --table`) as a train and a test split:
     the rows of `test_table`, or `TEST_SHARE` of the table's rows held out (seed 0, stratified by
-    class for classification)."""
+    class for classification). With the encoder's `processor`, every row's features are read
+    first (`check_features`)."""
     from sklearn.model_selection import train_test_split
 
     frame = labelled_frame(table, target, "training")
+    check_features(processor, frame, target)
     task = target_task(frame[target], task)
     if test_table is not None:
         train, test = frame, labelled_frame(test_table, target, "test")
+        check_features(processor, test, target)
         if task != "regression":
             check_test_classes(train, test, target, test_table)
     else:
@@ -186,6 +193,14 @@ def table_splits(table: Any, target: str, test_table: Any = None, task: Optional
                              f"pass --test-table{regression_hint(frame[target])}") from err
     return TableSplits(Path(str(table)).stem, train.reset_index(drop=True), test.reset_index(drop=True), target, task,
                        downstream=SMALL_TABLE_DOWNSTREAM if len(train) < SMALL_TABLE_ROWS else {})
+
+
+def check_features(processor: Optional[TableProcessor], frame: pd.DataFrame, target: str) -> None:
+    """Read a labelled table's features as the encoder will, before any training: a bad value was
+    met in the batch that drew it (mid-training, or in the test table after training), named by its
+    place in that batch or in the shuffled split, and not by its file."""
+    if processor is not None:
+        processor.transform(frame.drop(columns=[target]))
 
 
 def finetune_rows(splits: TableSplits) -> list[tuple[dict[str, Any], Any, bool]]:
@@ -206,6 +221,8 @@ def finetune_data(name: str, folder: Optional[str | Path], fold: int = 0) -> lis
     return finetune_rows(load_dataset(name, folder))
 
 
-def finetune_table(table: Any, target: str, test_table: Any = None) -> list[tuple[dict[str, Any], Any, bool]]:
-    """What `zoo finetune --table` trains on: a table of your own's rows (`table_splits`)."""
-    return finetune_rows(table_splits(table, target, test_table))
+def finetune_table(table: Any, target: str, test_table: Any = None,
+                   processor: Optional[TableProcessor] = None) -> list[tuple[dict[str, Any], Any, bool]]:
+    """What `zoo finetune --table` trains on: a table of your own's rows (`table_splits`), their
+    features read first by the encoder's `processor`."""
+    return finetune_rows(table_splits(table, target, test_table, processor=processor))

@@ -122,9 +122,10 @@ def probe_table(encoder: Any, table: str, target: str, test_table: Optional[str]
     """The downstream protocol on a labelled table of your own (`datasets.table_splits`), with
     the protocol's default settings (Adult's)."""
     check_protocol(protocol)
-    if (protocol or "mlp") in ENCODER_PROTOCOLS:
+    reads = (protocol or "mlp") in ENCODER_PROTOCOLS
+    if reads:
         encoder.processor.check_target(target)
-    splits = table_splits(table, target, test_table, task)
+    splits = table_splits(table, target, test_table, task, encoder.processor if reads else None)
     report = probe_splits(encoder, splits, seeds, device, None, protocol)
     return {**report, "task": splits.task, "train_rows": len(splits.train), "test_rows": len(splits.test)}
 

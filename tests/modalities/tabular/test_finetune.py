@@ -248,3 +248,27 @@ def test_a_test_table_with_classes_no_training_row_has_or_no_rows_is_refused(own
             assert main([*command, "--test-table", str(own_table / test_table)]) == 2
             assert re.search(message, capsys.readouterr().err), (command, test_table)
     assert not (own_table / "run").exists()
+
+
+def test_a_bad_value_in_either_table_is_named_by_its_file_and_row_before_training(own_table, capsys):
+    """Was found in the batch that drew it: mid-training (finetune: "(row 27)", its place in a
+    shuffled batch), after training for the test table, or at the row's place in the held-out
+    split (probe: "(row 724)"), and without the file."""
+    frame = pd.read_csv(own_table / "own.csv").astype({"age": object})
+    frame.loc[48, "age"] = "abc"
+    frame.to_csv(own_table / "bad.csv", index=False)
+    test = pd.read_parquet(own_table / "own_test.parquet").astype({"age": object})
+    test.loc[698, "age"] = "abc"
+    test.to_csv(own_table / "bad_test.csv", index=False)
+    bad_train = ["--table", str(own_table / "bad.csv"), "--target", "income"]
+    bad_test = ["--table", str(own_table / "own.csv"), "--target", "income", "--test-table",
+                str(own_table / "bad_test.csv")]
+    for command, file, row in ((["finetune", "tjepa-adult", *bad_train, "-o", str(own_table / "run")], "bad", 48),
+                               (["probe", "tjepa-adult", *bad_train], "bad", 48),
+                               (["finetune", "tjepa-adult", *bad_test, "-o", str(own_table / "run")], "bad_test", 698),
+                               (["probe", "tjepa-adult", *bad_test], "bad_test", 698)):
+        assert main([*command, "--epochs" if command[0] == "finetune" else "--seeds", "1"]) == 2
+        err = capsys.readouterr().err
+        assert f"table file '{own_table / file}.csv': column 'age' is numeric in the fitted schema but holds 'abc' " \
+               f"(row {row})" in err, (command, err)
+    assert not (own_table / "run").exists()
