@@ -188,11 +188,12 @@ class TableProcessor(Processor):
         features = [column["name"] for column in self.columns]
         check_unique(names, features)
         absent = [name for name in features if name not in names]
-        if absent:
-            raise InputError(f"columns {absent} are missing from the input; the model was fitted on {features} "
-                             "(any order)")
         known = {*features, *self.ignored, self.target}
         unseen = [name for name in names if name not in known]
+        if absent:
+            held = f"; it has {unseen[:10]} instead (misspelt? rename them)" if unseen else ""
+            raise InputError(f"columns {absent} are missing from the input{held}; the model was fitted on {features} "
+                             "(any order)")
         if unseen and self.extra_columns != "ignore":
             raise InputError(f"columns {unseen} were not seen when the model was fitted on {features}; drop them "
                              f"(table.drop(columns={unseen!r})) or set processor.extra_columns = 'ignore' "
@@ -326,8 +327,9 @@ def warn_unseen(unseen: pd.Series, column: dict[str, Any], named: set[str], show
     names = [f"{key!r} (did you mean {by_case[key.casefold()]!r}?)" if key.casefold() in by_case else repr(key)
              for key in new]
     last = "; further unseen values of this column are not named" if len(named) == shown else ""
-    warn(f"column {column['name']!r}: {', '.join(names)} were not seen when the model was fitted; "
-         f"they are read as missing values (the unknown bucket){last}")
+    were, they = ("were", "they are") if len(names) > 1 else ("was", "it is")
+    warn(f"column {column['name']!r}: {', '.join(names)} {were} not seen when the model was fitted; "
+         f"{they} read as missing values (the unknown bucket){last}")
 
 
 def category_keys(values: pd.Series) -> pd.Series:

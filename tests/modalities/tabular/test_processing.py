@@ -44,7 +44,7 @@ def test_columns_matched_by_name_unseen_categories_to_unknown(frame):
     shuffled = frame[["member", "label", "city", "age"]]
     assert all(torch.equal(processor.transform(shuffled)[k], processor.transform(frame)[k])
                for k in ("numeric", "categorical"))
-    with pytest.warns(UserWarning, match="column 'city': 'zurich' were not seen when the model was fitted; they are "
+    with pytest.warns(UserWarning, match="column 'city': 'zurich' was not seen when the model was fitted; it is "
                                          "read as missing values"):
         new = processor.transform({"age": 80, "city": "zurich", "member": True})
     assert new["categorical"].tolist() == [[0, 2]]
@@ -81,14 +81,17 @@ def test_unseen_categories_are_named_once_each_and_at_most_five_per_column(frame
     messages = [str(warning.message) for warning in caught]
     columns = [message.split(":")[0] for message in messages]
     assert columns == ["column 'city'", "column 'member'", *["column 'city'"] * 3]
-    assert "'zurich', 'id0' were not seen" in messages[0] and "'id3' were not seen" in messages[-1]
+    assert "'zurich', 'id0' were not seen" in messages[0] and "'id3' was not seen" in messages[-1]
     assert messages[-1].endswith("; further unseen values of this column are not named")
 
 
 def test_missing_column_and_wrong_type_name_the_column(frame):
     processor = TableProcessor.fit(frame, target="label")
-    with pytest.raises(InputError, match=r"\['city'\] are missing"):
+    with pytest.raises(InputError, match=r"\['city'\] are missing from the input; the model"):
         processor.transform(frame.drop(columns="city"))
+    with pytest.raises(InputError, match=r"\['city'\] are missing from the input; it has \['City'\] instead "
+                                         r"\(misspelt\? rename them\)"):  # 'City' went unnamed
+        processor.transform(frame.rename(columns={"city": "City"}))
     with pytest.raises(InputError, match="column 'age' is numeric .* holds 'old' \\(row 0\\)"):
         processor.transform(frame.assign(age=["old", 1, 2, 3]))
     with pytest.raises(InputError, match="infinite"):
@@ -242,7 +245,7 @@ def test_category_dtype_encodes_as_its_values(frame, dtype, tmp_path):
     assert torch.equal(processor.transform(frame.astype({"city": dtype}))["categorical"], expected)
     frame.astype({"city": "category"}).to_parquet(tmp_path / "t.parquet")
     assert torch.equal(processor(str(tmp_path / "t.parquet"))["categorical"], expected)
-    with pytest.warns(UserWarning, match="'zurich' were not seen"):
+    with pytest.warns(UserWarning, match="'zurich' was not seen"):
         unseen = processor.transform(frame.assign(city=pd.Categorical(["zurich", "b", "a", None])))
     assert unseen["categorical"][:, 0].tolist() == [0, 2, 1, 0]
 
