@@ -783,7 +783,7 @@ class Trainer:
         stream = self.batch_stream()
         begun = time.monotonic()
         with self.log_path.open("a") as log, tqdm(
-            total=self.config.steps, initial=self.step, disable=not self.config.progress, desc="pretrain",
+            total=self.config.steps, initial=self.step, disable=not self.config.progress, desc="train",
             unit="step", dynamic_ncols=True,
         ) as bar:
             while not self.finished:
