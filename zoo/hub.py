@@ -88,7 +88,8 @@ def load(
         try:
             folder = download_repo(name_or_path, revision or "main", cache_dir, local_files_only, pretrained)
         except (OfflineError, UnknownModelError) as err:
-            raise type(err)(f"{str(err).rstrip('.')}; there is no local folder {str(path.absolute())!r} either") from err
+            where = str(path.absolute())
+            raise type(err)(f"{str(err).rstrip('.')}; there is no local folder {where!r} either") from err
         model = load_folder(folder, pretrained=pretrained)
     elif path.is_file():
         raise CheckpointError(

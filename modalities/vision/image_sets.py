@@ -41,6 +41,7 @@ class ImageFiles:
         return len(self.paths)
 
     def load(self, index: int) -> torch.Tensor:
+        """Image `index` as (3, H, W) float in [0, 1], decoded when a batch draws it."""
         return to_rgb(read_image_file(self.paths[index]), f"image file {str(self.paths[index])!r}")
 
 
@@ -184,6 +185,7 @@ def mnist_split(labels: np.ndarray, split: str) -> np.ndarray:
 
 
 def mnist_images(folder: Path, split: str) -> ArrayImages:
+    """The images of MNIST's idx files in `folder`, of the MANIFEST's `split` (`mnist_split`)."""
     images, labels = read_idx(folder / MNIST_IMAGES), read_idx(folder / MNIST_LABELS)
     return ArrayImages(images[mnist_split(labels, split)], f"MNIST {split} split in {str(folder)!r}")
 

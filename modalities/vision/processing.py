@@ -455,9 +455,11 @@ class ImageProcessor(Processor):
         return (image - mean) / std
 
     def size(self, piece: torch.Tensor) -> int:
+        """A crop's pixels: `embed` sorts pieces by size (all crops share one here)."""
         return piece.shape[-1] * piece.shape[-2]
 
     def collate(self, pieces: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Crops of one size stacked into {"pixel_values": (B, C, S, S)}."""
         return {"pixel_values": torch.stack(list(pieces))}
 
     def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:

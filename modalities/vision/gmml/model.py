@@ -287,6 +287,9 @@ class GmmlEncoder(Encoder):
         processed crop (patch i covers pixels [row * p, (row + 1) * p) x [col * p, ...)),
         `features` is (N, D), or (K, N, D) when `layer` names several layers.
         """
+        if "pool" in embed_kwargs:
+            raise ConfigError(f"embed_patches gives every patch token, so it takes no pool= (got "
+                              f"{embed_kwargs['pool']!r}); use embed(inputs, pool=...) for pooled rows")
         features = self.embed(inputs, layer=layer, pool="none", **embed_kwargs)
         rows, cols = self.patch_grid(self.processor.crop_size, self.processor.crop_size)
         return [(patch_positions(rows, cols), item) for item in features]

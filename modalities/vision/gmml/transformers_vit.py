@@ -8,9 +8,14 @@ both compute the same outputs (ViTModel resamples positions differently at other
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from modalities.vision.gmml.model import GmmlEncoder
+
+if TYPE_CHECKING:
+    from transformers import ViTModel
 
 #: ViTModel's names of one layer's parts: transformers 5 (`layers.N.`) and 4 (`encoder.layer.N.`)
 LAYER_NAMES = {
@@ -48,7 +53,7 @@ def vit_state_dict(encoder: GmmlEncoder, layers: str) -> dict[str, torch.Tensor]
     return state
 
 
-def to_transformers_vit(encoder: GmmlEncoder, attn_implementation: str = "sdpa"):
+def to_transformers_vit(encoder: GmmlEncoder, attn_implementation: str = "sdpa") -> ViTModel:
     """A `transformers.ViTModel` (no pooler, eval mode) with the encoder's config and weights."""
     from transformers import ViTConfig, ViTModel
 

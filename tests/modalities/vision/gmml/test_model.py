@@ -86,7 +86,8 @@ def test_an_encoder_of_other_channels_embeds_through_a_processor_of_its_channels
     assert encoder.embed(images(1), progress=False).shape == (1, 24)
     with torch.no_grad():
         assert encoder(torch.randn(1, 1, 32, 32)).last_hidden_state.shape == (1, 65, 24)
-        with pytest.raises(InputError, match=r"pixel_values of shape \(1, 3, 32, 32\); the encoder takes a float tensor \(B, 1,"):
+        with pytest.raises(InputError, match=r"pixel_values of shape \(1, 3, 32, 32\); the encoder takes a float "
+                                             r"tensor \(B, 1,"):
             encoder(torch.randn(1, 3, 32, 32))
 
 
@@ -177,10 +178,12 @@ def test_reconstruct_needs_the_head():
     with pytest.raises(InputError, match="smaller than one 4-pixel patch"):
         encoder(torch.randn(1, 3, 2, 32))
     for shape in ((1, 1, 32, 32), (3, 32, 32)):  # greyscale, or one image without its batch axis
-        with pytest.raises(InputError, match=r"pixel_values of shape .*; the encoder takes a float tensor \(B, 3, H, W\)"):
+        with pytest.raises(InputError, match=r"pixel_values of shape .*; the encoder takes a float tensor "
+                                             r"\(B, 3, H, W\)"):
             encoder(torch.randn(*shape))
     raw = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)  # was read as normalised values of 0-255
-    with pytest.raises(InputError, match=r"torch.uint8 pixel_values of shape \(1, 3, 32, 32\); .*encoder.preprocess\(images\)"):
+    with pytest.raises(InputError, match=r"torch.uint8 pixel_values of shape \(1, 3, 32, 32\); "
+                                         r".*encoder.preprocess\(images\)"):
         encoder(raw)
     for given in ([raw[0]], raw.numpy()):  # embed's inputs: were AttributeError 'list' has no attribute 'dim'
         with pytest.raises(InputError, match=r"^pixel_values of type (list|ndarray); the encoder takes a float tensor"):
@@ -252,6 +255,9 @@ def test_embed_of_a_tensor_batch_keeps_the_embed_options(tiny):
     assert tiny.training and rows.shape == (3, 24)
     patches = tiny.embed_patches(batch, layer=[1, 2], progress=False)
     assert len(patches) == 3 and patches[0][0].shape == (64, 2) and patches[0][1].shape == (2, 64, 24)
+    with pytest.raises(ConfigError, match="embed_patches gives every patch token, so it takes no pool= "
+                                          "\\(got 'cls'\\)"):
+        tiny.embed_patches(batch, pool="cls", progress=False)  # was "got multiple values for keyword argument"
     with pytest.raises(InputError, match="image inputs take no options; got sampling_rate="):  # was a TypeError
         tiny.embed(batch, sampling_rate=16000, progress=False)
 
