@@ -215,6 +215,11 @@ def test_a_folder_without_its_processor_config_is_refused(hub_calls, micro_huber
     (tmp_path / "enc" / "preprocessor_config.json").write_text("[]\n")  # was AttributeError: 'list' has no 'items'
     with pytest.raises(ConfigError, match="preprocessor_config.json holds a JSON list, not an object of settings"):
         zoo.load(tmp_path / "enc")
+    micro_hubert.processor.save(tmp_path / "enc")
+    settings = json.loads((tmp_path / "enc" / "preprocessor_config.json").read_text())
+    (tmp_path / "enc" / "preprocessor_config.json").write_text(json.dumps({**settings, "sampling_rate": "x"}))
+    with pytest.raises(ConfigError, match="enc/preprocessor_config.json: AudioProcessor: sampling_rate='x'"):
+        zoo.load(tmp_path / "enc")  # the file went unnamed
 
 
 def test_card_links_in_a_subfolder_or_percent_encoded_are_sent_and_not_left_out(hub_calls, micro_hubert, tmp_path):

@@ -584,13 +584,15 @@ def read_processor(folder: Optional[Path], encoder_class: type, config: Any, ent
     processor_class = encoder_class.processor_class
     settings = {**encoder_class.default_processor_settings(config), **(entry.preprocessing if entry else {})}
     path = folder / PROCESSOR_FILE if folder is not None else None
-    if path is not None and path.is_file():
-        data = read_json(path)
+    if path is None or not path.is_file():
+        return processor_class(**settings)
+    data = read_json(path)
+    with naming_file(path):  # a bad setting is the file's: "AudioProcessor: sampling_rate='x'" named none
         if "processor_type" in data:
             return processor_class.from_dict(data)
         names = processor_class.__dataclass_fields__
         settings.update({key: value for key, value in data.items() if key in names})  # transformers feature extractor
-    return processor_class(**settings)
+        return processor_class(**settings)
 
 
 def model_card_text(name: str) -> Optional[str]:
