@@ -33,6 +33,8 @@ def test_a_pattern_without_wildcards_lists_the_names_holding_it():
     assert zoo.list_models("iter3-plus") == zoo.list_models("*iter3-plus*") != []
     assert zoo.list_models("mert-tiny") == ["mert-tiny"]
     assert zoo.list_models("mert-v[01]") == ["mert-v0"]  # a wildcard keeps fnmatch's whole-name match
+    assert zoo.list_models("MERT") == zoo.list_models("mert") != []  # was [], as the Hub spells MERT
+    assert zoo.list_models("HUBERT-*") == zoo.list_models("hubert-*") != []
 
 
 def test_info_returns_the_hub_config():

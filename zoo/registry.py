@@ -247,10 +247,12 @@ def list_models(pattern: Optional[str] = None, modality: Optional[str] = None, p
 
 def name_matches(name: str, pattern: Optional[str]) -> bool:
     """Whether `name` fits an fnmatch `pattern` ("hubert-*"), or holds a `pattern` without wildcards
-    ("beats"): a bare family name found nothing, where a user asking for it means its checkpoints."""
+    ("beats"): a bare family name found nothing, where a user asking for it means its checkpoints.
+    Case is ignored, on every system: zoo names are lower case, their Hub repos' not ("MERT")."""
     if pattern is None:
         return True
-    return fnmatch.fnmatch(name, pattern if any(char in pattern for char in "*?[") else f"*{pattern}*")
+    pattern = pattern.lower()
+    return fnmatch.fnmatchcase(name, pattern if any(char in pattern for char in "*?[") else f"*{pattern}*")
 
 
 def list_architectures(family: Optional[str] = None, modality: Optional[str] = None) -> list[str]:
