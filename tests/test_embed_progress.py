@@ -54,3 +54,19 @@ def test_a_long_recordings_windows_show_as_they_are_done(tmp_path, micro_hubert,
     run_embed_job(micro_hubert, files, tmp_path / "out.npy", batch_size=4, progress=True)
     assert RecordedBar.postfixes == ["window 1 of 11", "window 5 of 11", "window 9 of 11", ""]
     assert RecordedBar.updates == [1, 0]
+
+
+def test_no_progress_hides_the_bars_of_zoo_embed_and_predict(tmp_path, capsys):
+    """`zoo embed` and `zoo predict` had no --no-progress, which `zoo finetune` and `zoo pretrain` take."""
+    from helpers import shared_path
+
+    from zoo.cli import main
+
+    clips = [str(shared_path("data", "fsdd", "recordings", f"{digit}_george_0.wav")) for digit in range(3)]
+    tu = str(shared_path("data", "tu"))
+    for command in (["embed", "hubert-tiny-fsdd", *clips, "-o", str(tmp_path / "a.npy")],
+                    ["embed", "graphmae-mutag", "--dataset", "mutag", "--data", tu, "-o", str(tmp_path / "b.npy")]):
+        assert main(command) == 0
+        assert "item/s]" in capsys.readouterr().err, command
+        assert main([*command, "--no-progress"]) == 0
+        assert "item/s]" not in capsys.readouterr().err, command

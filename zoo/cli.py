@@ -127,6 +127,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore-extra-columns", action="store_true",
                         help="tables: skip columns the checkpoint's schema does not know, such as an id column "
                              "(default: refuse them)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown on stderr)")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -144,7 +145,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
     inputs, names, kwargs = job_inputs(encoder, args, "embed")
     encoder = fitted_random_init(encoder, args, inputs)
     shape = run_embed_job(encoder, inputs, Path(args.output), layer=parse_layer(args.layer), pool=args.pool or "mean",
-                          batch_size=args.batch_size, shard_size=args.shard_size, names=names, **kwargs)
+                          batch_size=args.batch_size, shard_size=args.shard_size, names=names,
+                          progress=not args.no_progress, **kwargs)
     counted = "table" if hasattr(encoder, "table_chunks") else "input"  # a table gives a row per table row
     print(f"wrote {args.output}: {len(inputs)} {counted}{'s' * (len(inputs) != 1)}, {shape}", file=sys.stderr)
 
@@ -169,11 +171,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         ignore_extra_columns(model.encoder, args.name)
     if args.dataset:
         written = run_predict_dataset(model, args.dataset, args.data, Path(args.output), top_k=args.top_k,
-                                      batch_size=args.batch_size, device=args.device)
+                                      batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     else:
         inputs, names, kwargs = job_inputs(model.encoder, args, "predict")
         written = run_predict(model, inputs, names, Path(args.output), top_k=args.top_k,
-                              batch_size=args.batch_size, shard_size=args.shard_size, **kwargs)
+                              batch_size=args.batch_size, shard_size=args.shard_size, progress=not args.no_progress,
+                              **kwargs)
     print(f"wrote {args.output}: {written}", file=sys.stderr)
 
 
@@ -218,7 +221,7 @@ def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
     check_output(Path(args.output), pool_none=False)
     encoder = fitted_random_init(encoder, args)
     names, rows = dataset_rows(encoder, args.dataset, args.data, layer=parse_layer(args.layer), pool=args.pool,
-                               batch_size=args.batch_size, device=args.device)
+                               batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
 
 

@@ -69,13 +69,14 @@ def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[s
 
 
 def run_predict_dataset(model: EncoderWithHead, dataset: str, data_root: Optional[str | Path], output: Path,
-                        top_k: int = 1, batch_size: Optional[int] = None, device: Optional[str] = None) -> str:
+                        top_k: int = 1, batch_size: Optional[int] = None, device: Optional[str] = None,
+                        progress: bool = True) -> str:
     """Write `model`'s predictions for a named graph or table dataset (`zoo embed --dataset`'s):
     a row per node of a node dataset, per graph of a set of graphs (per node, for a node
     classifier), or per table row ("train#I", then "test#I"), named as `zoo embed` names them."""
     check_prediction_output(output)
     names, rows = dataset_rows(model.encoder, dataset, data_root, layer=model.feature_layer, pool=model.pool,
-                               batch_size=batch_size, device=device)
+                               batch_size=batch_size, device=device, progress=progress)
     return write_predictions(model, names, np.stack(rows), output, top_k)
 
 

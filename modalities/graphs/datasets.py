@@ -174,7 +174,7 @@ def load_dataset(name: str, data_root: Optional[str | Path] = None) -> Any:
 
 def embed_dataset(encoder: Any, name: str, data_root: Optional[str | Path], layer: Any = None,
                   pool: Optional[str] = None, batch_size: Optional[int] = None,
-                  device: Optional[str] = None) -> tuple[list[str], list[Any]]:
+                  device: Optional[str] = None, progress: bool = True) -> tuple[list[str], list[Any]]:
     """A named dataset's embeddings for `zoo embed --dataset`, as (names, rows): a node dataset's
     nodes ("node#I"), or with a readout pool one row for its graph; a set of graphs' readouts
     ("graph#I"), or with pool "none" the nodes of every graph ("graph#G/node#I"). `pool` None
@@ -183,7 +183,7 @@ def embed_dataset(encoder: Any, name: str, data_root: Optional[str | Path], laye
     graphs = data if isinstance(data, list) else [data]
     pool = encoder.config.pooling if pool is None else pool
     embedded = encoder.embed(graphs, layer=layer, pool=pool, batch_size=batch_size or encoder.embed_batch_size,
-                             device=device)
+                             device=device, progress=progress)
     if pool != "none":
         prefix = "graph#" if isinstance(data, list) else f"{name}#"
         return [f"{prefix}{index}" for index in range(len(embedded))], [row.numpy() for row in embedded]

@@ -100,14 +100,14 @@ def load_dataset(name: str, folder: Optional[str | Path] = None) -> TableSplits:
 
 def embed_dataset(encoder: Any, name: str, folder: Optional[str | Path], layer: Any = None,
                   pool: Optional[str] = None, batch_size: Optional[int] = None,
-                  device: Optional[str] = None) -> tuple[list[str], list[np.ndarray]]:
+                  device: Optional[str] = None, progress: bool = True) -> tuple[list[str], list[np.ndarray]]:
     """A named set's rows for `zoo embed --dataset`, as (names, rows): the training rows
     ("train#I"), then the test rows ("test#I"); the target column is not an input."""
     splits = load_dataset(name, folder)
     names, rows = [], []
     for split, frame in (("train", splits.train), ("test", splits.test)):
         embedded = encoder.embed(frame.drop(columns=[splits.target]), layer=layer, pool=pool or "mean",
-                                 batch_size=batch_size or encoder.embed_batch_size, device=device)
+                                 batch_size=batch_size or encoder.embed_batch_size, device=device, progress=progress)
         names += [f"{split}#{index}" for index in range(len(frame))]
         rows += list(embedded.numpy())
     return names, rows
