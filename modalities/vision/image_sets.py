@@ -100,13 +100,15 @@ def open_images(path: str | Path, split: str = "train") -> ImageSet:
 def folder_images(folder: Path, split: str) -> ImageFiles:
     """The image files of `folder/<split>/` where the folder is split into such subfolders (the
     layout `zoo probe` and `zoo finetune` read: a run read test/ beside train/), else of the whole
-    folder, which only the default split "train" may stand for."""
+    folder, which only the default split "train" and "all" may stand for."""
     splits = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name in SPLIT_NAMES)
+    if split == "all":
+        return ImageFiles(image_files(folder), str(folder))
     if split in splits:
         return ImageFiles(image_files(folder / split), str(folder / split))
     if splits:
         raise InputError(f"--split {split!r}: {str(folder)!r} has no {split}/ folder (its split folders: "
-                         f"{', '.join(splits)}); pass --split with one of them")
+                         f"{', '.join(splits)}); pass --split with one of them, or all")
     if split != "train":
         raise InputError(f"--split {split!r}: {str(folder)!r} is not split into folders ({', '.join(SPLIT_NAMES)}), "
                          "so its images are read whole with the default --split train; drop --split")

@@ -264,8 +264,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "Face image layout, e.g. ../shared/data/cifar10), an MNIST idx folder, or a `datasets` "
                       "dataset saved with save_to_disk")
     data.add_argument("--split", default="train", help="split of a parquet folder, a DatasetDict, an image folder with "
-                      "train/, test/... subfolders, or MNIST's test set (train = the MANIFEST's stratified 80 %%, "
-                      "test, all) (default: train)")
+                      "train/, test/... subfolders (all: the whole folder), or MNIST's test set (train = the "
+                      "MANIFEST's stratified 80 %%, test, all) (default: train)")
     data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, "
                       "inputs.json (an image folder's files, which a rerun resumes on), encoder/")
     data.add_argument("--workers", type=non_negative_int, default=0,

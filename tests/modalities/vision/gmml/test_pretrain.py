@@ -247,6 +247,7 @@ def test_an_image_folder_split_into_folders_gives_the_split_asked_for(tmp_path):
     write_images(tmp_path / "split" / "train", count=3)
     write_images(tmp_path / "split" / "test", count=2)
     assert len(open_images(tmp_path / "split")) == 3 and len(open_images(tmp_path / "split", "test")) == 2
+    assert len(open_images(tmp_path / "split", "all")) == 5
     with pytest.raises(InputError, match="--split 'val': .* has no val/ folder \\(its split folders: test, train\\)"):
         open_images(tmp_path / "split", "val")
     write_images(tmp_path / "plain", count=2)
