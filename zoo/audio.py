@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from zoo.errors import ConfigError, InputError, counting_from, warn
+from zoo.pooling import refuse_fixed_options
 from zoo.processing import Processor, check_file_input, refuse_options
 
 if TYPE_CHECKING:
@@ -643,6 +644,7 @@ def embed_timed_frames(encoder: Any, inputs: Any, layer: Any, sampling_rate: Opt
     Items are prepared in `embed`'s groups (`embedded_groups`), so that no more than a group's
     waveforms are held at once.
     """
+    refuse_fixed_options("embed_frames", "every frame", embed_kwargs)
     items = encoder.as_item_list(inputs)
     if not items:
         raise InputError("embed_frames() got no inputs; pass at least one item")

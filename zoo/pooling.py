@@ -6,7 +6,7 @@ Shapes: B items, K selected layers, T tokens, D width.
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
@@ -65,6 +65,17 @@ def check_pool(pool: str, pools: Sequence[str] = POOLS, owner: str = "this encod
                           "like the others); use pool='mean'")
     if pool not in pools:
         raise InputError(f"pool={pool!r} is not one of {tuple(pools)}")
+
+
+def refuse_fixed_options(method: str, gives: str, options: dict[str, Any], fixed: Sequence[str] = ("pool",)) -> None:
+    """Refuse by name an `embed` option that `method` sets itself (`gives` says to what): passed on,
+    it met the method's own as "got multiple values for keyword argument", or (a tokenizer's
+    layer=) silently changed what the method computes."""
+    given = [name for name in fixed if name in options]
+    if given:
+        shown = ", ".join(f"{name}={options[name]!r}" for name in given)
+        raise ConfigError(f"{method} gives {gives}, so it takes no {shown}; drop it (embed(inputs, pool=..., "
+                          "layer=...) gives pooled rows of any layer)")
 
 
 def check_batch_sizes(**sizes: Optional[int]) -> None:

@@ -33,7 +33,7 @@ from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
 from zoo.errors import ConfigError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec
+from zoo.pooling import LayerSpec, refuse_fixed_options
 
 #: the fbank normalisation of every release: (fbank - mean) / (2 * std)
 FBANK_MEAN, FBANK_STD = 15.41663, 6.55582
@@ -252,14 +252,17 @@ class BEATsEncoder(Encoder):
         return self.codebook.nearest(self.quantize_layer(tokens))
 
     @torch.no_grad()
-    def tokenize(self, inputs: Any, batch_size: int = 8, **prepare_kwargs: Any) -> list[torch.Tensor]:
+    def tokenize(self, inputs: Any, batch_size: int = 8, progress: bool = True,
+                 **prepare_kwargs: Any) -> list[torch.Tensor]:
         """Raw audio in, one (N_i,) tensor of acoustic-token labels per item (tokenizers only).
 
         Long recordings are cut into the processor's windows and their labels concatenated. An
-        encoder is refused before any audio is embedded, not after.
+        encoder is refused before any audio is embedded, not after. The codebook reads the last
+        layer's tokens: layer= and pool= are refused, not passed on to `embed`.
         """
         self.check_is_tokenizer()
-        tokens = self.embed(inputs, pool="none", batch_size=batch_size, progress=False, **prepare_kwargs)
+        refuse_fixed_options("tokenize", "a code per patch of the last layer", prepare_kwargs, ("layer", "pool"))
+        tokens = self.embed(inputs, pool="none", batch_size=batch_size, progress=progress, **prepare_kwargs)
         return [self.quantize(item.unsqueeze(0).to(self.device, self.dtype)).squeeze(0).cpu() for item in tokens]
 
     def card_usage(self, inputs: str) -> tuple[str, str]:

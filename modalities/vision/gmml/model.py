@@ -32,7 +32,7 @@ from zoo.config import EncoderConfig
 from zoo.encoder import EMBED_BATCH_SIZE, Encoder
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer, select_layers
+from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer, refuse_fixed_options, select_layers
 
 #: what `pooled` can be: the cls token or the mean of the patch tokens
 POOLED = ("cls", "mean")
@@ -287,9 +287,7 @@ class GmmlEncoder(Encoder):
         processed crop (patch i covers pixels [row * p, (row + 1) * p) x [col * p, ...)),
         `features` is (N, D), or (K, N, D) when `layer` names several layers.
         """
-        if "pool" in embed_kwargs:
-            raise ConfigError(f"embed_patches gives every patch token, so it takes no pool= (got "
-                              f"{embed_kwargs['pool']!r}); use embed(inputs, pool=...) for pooled rows")
+        refuse_fixed_options("embed_patches", "every patch token", embed_kwargs)
         features = self.embed(inputs, layer=layer, pool="none", **embed_kwargs)
         rows, cols = self.patch_grid(self.processor.crop_size, self.processor.crop_size)
         return [(patch_positions(rows, cols), item) for item in features]

@@ -7,6 +7,7 @@ import pytest
 import torch
 import zoo
 from zoo.demo import example_inputs
+from zoo.errors import ConfigError
 from zoo.registry import data_folder
 
 
@@ -33,9 +34,16 @@ def test_embedded_pair_embeds_and_tokenizes_the_example_notes():
     columns = (1 + (24000 - 400) // 160) // 16  # 1.5 s at 16 kHz: 148 fbank frames, 9 columns
     times, frames = encoder.embed_frames(notes[:1], progress=False)[0]
     assert frames.shape == (columns, 192) and times[-1].item() == pytest.approx((8 * 2560 + 1400) / 16000)
-    labels = tokenizer.tokenize(notes)
+    labels = tokenizer.tokenize(notes, progress=False)  # progress= was "got multiple values for keyword argument"
     assert all(len(item) == 8 * frames.shape[0] for item in labels)
     assert all(int(item.max()) < 1024 for item in labels) and len(torch.cat(labels).unique()) > 1
+    for option in ({"layer": 2}, {"layer": "all"}, {"pool": "mean"}):  # layer=2 quantised layer 2's tokens
+        with pytest.raises(ConfigError, match=f"tokenize gives a code per patch of the last layer, so it takes no "
+                                              f"{next(iter(option))}="):
+            tokenizer.tokenize(notes, **option)
+    for model in (encoder, zoo.load("hubert-tiny-fsdd"), zoo.load("mert-tiny")):  # pool= was a TypeError
+        with pytest.raises(ConfigError, match="embed_frames gives every frame, so it takes no pool='none'; drop it"):
+            model.embed_frames(notes[:1], pool="none")
 
 
 def test_a_tokenizer_saved_without_a_card_says_it_tokenizes(tmp_path):
