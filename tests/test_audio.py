@@ -80,6 +80,8 @@ def test_reads_files_at_their_own_rate(tmp_path):
 def test_dict_input_as_datasets_gives_it():
     wave = AudioProcessor().prepare({"array": np.zeros(3200, dtype=np.float32), "sampling_rate": 16000})
     assert wave.shape == (3200,)
+    unknown = {"array": np.zeros(1600, dtype=np.float32), "sampling_rate": None}  # was "given without its rate"
+    assert AudioProcessor().prepare(unknown, sampling_rate=8000).shape == (3200,)
 
 
 def test_float_lists_are_arrays_as_datasets_gives_them():

@@ -396,7 +396,8 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
     if isinstance(item, (str, Path)):
         return read_audio_file(item, target_rate)
     if isinstance(item, dict) and "array" in item:
-        wave, rate = to_channels_first(item["array"]), item.get("sampling_rate", sampling_rate)
+        wave, rate = to_channels_first(item["array"]), item.get("sampling_rate")
+        rate = sampling_rate if rate is None else rate
     elif isinstance(item, dict) and ("bytes" in item or "path" in item):
         return read_audio_row(item, target_rate)
     else:

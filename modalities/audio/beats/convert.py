@@ -72,9 +72,19 @@ def read_official(path: str | os.PathLike) -> dict[str, Any]:
     """torch.load an official file (weights only) and check it holds 'cfg' and 'model'."""
     checkpoint = read_torch_file(path, "an official BEATs checkpoint")
     if not isinstance(checkpoint, dict) or not {"cfg", "model"} <= set(checkpoint):
-        keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(f"{path} holds {keys}, not an official BEATs checkpoint {{'cfg', 'model'}}")
+        raise CheckpointError(f"{path} is not an official BEATs checkpoint {{'cfg', 'model'}}: it holds "
+                              f"{held_keys(checkpoint)}")
     return checkpoint
+
+
+def held_keys(checkpoint: Any, shown: int = 8) -> str:
+    """What a file that is no official checkpoint holds, briefly: a state dict's 51 keys ran to a
+    line before the message said what was wrong."""
+    if not isinstance(checkpoint, dict):
+        return f"a {type(checkpoint).__name__}"
+    keys = sorted(map(str, checkpoint))
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"keys {keys[:shown]}{more}"
 
 
 def is_tokenizer(cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> bool:

@@ -90,8 +90,12 @@ def test_files_that_are_not_beats_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="cannot read .*garbage.pt"):
         encoder_from_official(garbage)
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match=r"holds \['state_dict'\]"):
+    with pytest.raises(CheckpointError, match=r"is not an official BEATs checkpoint \{'cfg', 'model'\}: it holds keys "
+                                              r"\['state_dict'\]$"):
         encoder_from_official(tmp_path / "other.pt")
+    torch.save({f"layer{index:02d}.weight": torch.zeros(1) for index in range(51)}, tmp_path / "state.pt")
+    with pytest.raises(CheckpointError, match=r"it holds keys \['layer00.weight', .*'layer07.weight'\] and 43 more$"):
+        encoder_from_official(tmp_path / "state.pt")  # all 51 keys came before what was wrong
     torch.save({"SiT_model": {}, "args": argparse.Namespace(model="vit_tiny")}, tmp_path / "gmml.pth")
     with pytest.raises(CheckpointError, match=r"gmml.pth' is not an official BEATs checkpoint: it pickles "
                                               r"argparse.Namespace.*GMML training checkpoints \(zoo convert gmml\)"):
