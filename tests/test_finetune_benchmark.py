@@ -140,6 +140,10 @@ def test_zoo_finetune_trains_the_saved_classifier_it_reports(tmp_path, micro_hub
     assert "taken' is a file; a run writes a folder" in capsys.readouterr().err
     assert main(["finetune", *common, "-o", str(tmp_path / "big"), "--batch-size", "64"]) == 2
     assert "--batch-size 64 is more than the 16 training items" in capsys.readouterr().err
+    default_batch = [item for item in common if item not in ("--batch-size", "4")]  # 32 was refused the same way
+    assert main(["finetune", *default_batch, "-o", str(tmp_path / "small"), "--mode", "linear", "--epochs", "1"]) == 0
+    assert (json.loads(capsys.readouterr().out)["batch_size"], json.loads((tmp_path / "small" / "args.json")
+                                                                          .read_text())["batch_size"]) == (16, 16)
     if not torch.backends.mps.is_available():  # a device this machine lacks is refused before training
         assert main(["finetune", *common, "-o", str(tmp_path / "mps"), "--device", "mps"]) == 2
         assert "device='mps'" in capsys.readouterr().err

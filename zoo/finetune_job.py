@@ -124,11 +124,13 @@ def build_classifier(encoder: nn.Module, args: argparse.Namespace, split: Labell
 
 
 def epochs_and_batch_size(args: argparse.Namespace, split: LabelledSplit) -> tuple[int, int]:
-    """The run's epochs and batch size: as given, else the defaults; a node dataset's one
-    example is its whole graph, so its batch is that graph and an epoch is one step."""
+    """The run's epochs and batch size: as given, else the defaults (a default batch no larger
+    than the training items: 20 clips were refused, as an epoch drops its last short batch); a
+    node dataset's one example is its whole graph, so its batch is that graph and an epoch is
+    one step."""
     if split.test_nodes is None:
         return (DEFAULT_EPOCHS if args.epochs is None else args.epochs,
-                DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size)
+                min(DEFAULT_BATCH_SIZE, len(split.train)) if args.batch_size is None else args.batch_size)
     if args.batch_size not in (None, 1):
         raise ConfigError(f"--batch-size {args.batch_size}: {split.source} trains on its whole graph each step; "
                           "drop --batch-size")

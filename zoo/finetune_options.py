@@ -56,8 +56,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"passes over the training items (default: {DEFAULT_EPOCHS}; a node dataset, whose "
                              f"epoch is one step on its whole graph: {DEFAULT_NODE_EPOCHS})")
     parser.add_argument("--batch-size", type=positive_int,
-                        help=f"training items a step (default: {DEFAULT_BATCH_SIZE}); a node dataset takes its "
-                             "whole graph")
+                        help=f"training items a step (default: {DEFAULT_BATCH_SIZE}, or all of them where fewer); a "
+                             "node dataset takes its whole graph")
     parser.add_argument("--validation", nargs="?", type=share, const=True, default=False, metavar="SHARE",
                         help="score a validation split after every epoch and keep the best epoch's weights: SHARE "
                              f"of the training items held out, by class (alone: {DEFAULT_VALIDATION_SHARE}); a node "
