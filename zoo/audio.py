@@ -136,7 +136,7 @@ def sound_header(path: str | Path) -> Any:
 
 def undecodable(where: str, err: Exception) -> InputError:
     return InputError(f"cannot decode {where} ({err}); convert it to one of {', '.join(AUDIO_SUFFIXES)} (e.g. ffmpeg "
-                      "-i IN OUT.flac), or pass the samples as an array with sampling_rate=")
+                      "-i IN OUT.flac), or in Python pass the samples as an array with sampling_rate=")
 
 
 #: frames a file is decoded, mixed and resampled by (about 2 MB of stereo float32)
