@@ -476,8 +476,9 @@ def add_list_parser(commands: Any) -> None:
     """`zoo list`: the names `zoo.load` takes, as a table or the README's Markdown."""
     listing = commands.add_parser("list", help="list the known checkpoints")
     listing.add_argument("pattern", nargs="?",
-                         help="fnmatch pattern, e.g. 'hubert-*'; without wildcards, names holding it, e.g. beats")
-    listing.add_argument("--modality", choices=registry.MODALITIES)
+                         help="fnmatch pattern, e.g. 'hubert-*'; without wildcards, names holding it, e.g. beats "
+                              "(any case)")
+    listing.add_argument("--modality", choices=registry.MODALITIES, help="only this modality's (default: all)")
     listing.add_argument("--markdown", action="store_true", help="print the README's model table")
     listing.add_argument("--pretrained", action="store_true",
                          help="only checkpoints with published weights, not pretraining recipes")
