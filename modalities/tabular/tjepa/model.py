@@ -88,6 +88,12 @@ class TJEPAConfig(EncoderConfig):
             raise ConfigError("a T-JEPA encoder needs at least one feature column (num_numeric or cardinalities)")
         if any(size < 1 for size in self.cardinalities):
             raise ConfigError(f"cardinalities={self.cardinalities}: every categorical column needs >= 1 row")
+        sizes = {"hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "num_heads": self.num_heads,
+                 "dim_feedforward": self.dim_feedforward}
+        if any(size < 1 for size in sizes.values()):  # 0 trained an encoder of no layers, or divided by zero
+            raise ConfigError(f"{sizes}: each must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout={self.dropout}; use a probability in [0, 1)")
         if self.hidden_dim % self.num_heads:
             raise ConfigError(f"hidden_dim={self.hidden_dim} must be divisible by num_heads={self.num_heads}")
         if self.activation not in ACTIVATIONS:

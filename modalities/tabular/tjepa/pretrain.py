@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -89,7 +90,14 @@ def resolve_recipe(entry: ModelEntry, overrides: dict[str, Any]) -> tuple[dict[s
     architecture.update({k: v for k, v in overrides.items() if k in arch_keys})
     recipe_overrides = {k: v for k, v in overrides.items() if k in RECIPE_KEYS}
     check_override_types(entry.pretraining, recipe_overrides, "--set")
-    return architecture, {**entry.pretraining, **recipe_overrides}
+    recipe = {**entry.pretraining, **recipe_overrides}
+    if "predictor" in recipe_overrides:  # a part of it (--set 'predictor={"depth": 4}') replaced it whole
+        known = entry.pretraining["predictor"]
+        unknown = sorted(set(recipe_overrides["predictor"]) - set(known))
+        if unknown:
+            raise ConfigError(f"--set predictor names unknown settings {unknown}; valid: {sorted(known)}")
+        recipe["predictor"] = {**known, **recipe_overrides["predictor"]}
+    return architecture, recipe
 
 
 def training_table(args: argparse.Namespace) -> tuple[pd.DataFrame, TableProcessor]:
@@ -101,11 +109,33 @@ def training_table(args: argparse.Namespace) -> tuple[pd.DataFrame, TableProcess
         raise InputError("pass exactly one of --dataset NAME or --table FILE")
     if args.table:
         frame = read_table(args.table)
+        if len(frame) < 2:
+            raise InputError(f"--table {args.table!r} has {len(frame)} row(s); pretraining needs at least 2 (the "
+                             "encoder's output scale is fitted on them)")
         return frame, TableProcessor.fit(frame, target=args.target, categorical=args.categorical, ignore=args.ignore)
-    if args.ignore or args.categorical:
-        raise InputError(f"--ignore and --categorical go with --table; {args.dataset}'s columns are set by the zoo")
+    if args.ignore or args.categorical or args.target:
+        raise InputError(f"--target, --ignore and --categorical go with --table; {args.dataset}'s columns are set by "
+                         "the zoo")
     splits = load_dataset(args.dataset, args.data)
     return splits.train, TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
+
+
+def table_digest(frame: pd.DataFrame) -> str:
+    """The rows a run trains on, whatever file holds them: a rerun on other rows or values went on
+    from the checkpoint without a word (--table may move, as --data may)."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return f"{len(frame)} rows, sha256 {digest.hexdigest()[:16]}"
+
+
+def check_recipe(recipe: dict[str, Any]) -> None:
+    """Recipe values torch would take and train badly on: an EMA momentum past 1 diverged (the loss
+    went from 1.0 to 440 in 5 epochs) without a word."""
+    for key in ("ema_start", "ema_end"):
+        if not 0 <= recipe[key] <= 1:
+            raise ConfigError(f"{key}={recipe[key]}; the target encoder's EMA momentum is in [0, 1] (e.g. 0.996)")
+    sizes = {key: recipe["predictor"][key] for key in ("width", "depth", "heads", "feedforward")}
+    if any(size < 1 for size in sizes.values()):
+        raise ConfigError(f"predictor {sizes}: each must be at least 1")
 
 
 class TableBatches:
@@ -157,6 +187,7 @@ def run(args: argparse.Namespace) -> None:
     if recipe["epochs"] < 1:
         raise ConfigError(f"epochs={recipe['epochs']}; train for at least one epoch (--epochs N)")
     check_recipe_batch_size(recipe)
+    check_recipe(recipe)
     frame, processor = training_table(args)
     torch.manual_seed(args.seed)
     architecture = {**architecture, "standardize_output": False}
@@ -168,7 +199,7 @@ def run(args: argparse.Namespace) -> None:
                                  recipe["ema_end"], recipe.get("mask_scope", "features"))
     out = Path(args.output)
     settings = {"args": command_settings(args), "recipe": recipe,
-                "architecture": encoder.config.to_dict()}
+                "architecture": encoder.config.to_dict(), "training_data": table_digest(frame)}
     write_run_settings(out, settings)
     print(f"[tjepa pretrain] {len(frame)} rows, {encoder.config.num_features} features; {config.steps} steps",
           file=sys.stderr, flush=True)

@@ -1,6 +1,7 @@
 """T-JEPA pretraining: masks, the objective, EMA, the CLI run and its exact resume."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -148,3 +149,42 @@ def test_mask_scopes_map_features_to_token_positions():
     official, _ = make_objective("official")
     tokens, wanted = official.token_positions(context, targets)
     assert tokens.tolist() == [[0, 3]] and wanted.tolist() == [[[5]], [[1]]]
+
+
+def test_a_rerun_on_other_rows_is_refused(tmp_path, capsys):
+    """The table's rows were no run setting: a rerun on the same rows shuffled (or a column doubled)
+    went on from the checkpoint without a word. A moved copy of the same file still resumes."""
+    synthetic_table(200).to_csv(tmp_path / "table.csv", index=False)
+    assert run_cli(tmp_path / "table.csv", tmp_path / "run", 2, "--time-limit", "0") == 0
+    synthetic_table(200).sample(frac=1, random_state=0).to_csv(tmp_path / "shuffled.csv", index=False)
+    capsys.readouterr()
+    assert run_cli(tmp_path / "shuffled.csv", tmp_path / "run", 2) == 2
+    assert "training_data: '200 rows, sha256 " in capsys.readouterr().err
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "table.csv").rename(tmp_path / "moved" / "table.csv")
+    assert run_cli(tmp_path / "moved" / "table.csv", tmp_path / "run", 2) == 0
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["--set", "dropout=2"], "dropout=2; use a probability in \\[0, 1\\)"),  # torch's ValueError
+    (["--set", "hidden_dim=0"], "'hidden_dim': 0.*each must be at least 1"),  # ZeroDivisionError
+    (["--set", "num_layers=0"], "'num_layers': 0.*each must be at least 1"),  # trained an encoder of no layers
+    (["--set", "ema_start=1.5"], "ema_start=1.5; the target encoder's EMA momentum is in \\[0, 1\\]"),  # diverged
+    (["--set", 'predictor={"width": 0}'], "predictor \\{'width': 0, .*each must be at least 1"),  # TypeError
+    (["--set", 'predictor={"size": 4}'], "--set predictor names unknown settings \\['size'\\]"),
+])
+def test_settings_that_cannot_train_are_refused_before_a_file_is_written(tmp_path, capsys, settings, message):
+    synthetic_table(64).to_csv(tmp_path / "table.csv", index=False)
+    assert run_cli(tmp_path / "table.csv", tmp_path / "run", 1, *settings) == 2
+    assert re.search(message, capsys.readouterr().err) and not (tmp_path / "run").exists()
+
+
+def test_a_table_of_one_row_or_a_target_with_a_named_set_is_refused(tmp_path, capsys):
+    """One row trained a step, then failed on the output scale and left a run folder without an
+    encoder; --target with --dataset was ignored (adult's own target was left out)."""
+    synthetic_table(1).to_csv(tmp_path / "one.csv", index=False)
+    assert run_cli(tmp_path / "one.csv", tmp_path / "run", 1) == 2
+    assert "one.csv' has 1 row(s); pretraining needs at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(["pretrain", "tjepa", "--dataset", "adult", "--target", "age", "-o", str(tmp_path / "x")]) == 2
+    assert "--target, --ignore and --categorical go with --table" in capsys.readouterr().err
