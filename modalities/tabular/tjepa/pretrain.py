@@ -133,6 +133,8 @@ def check_recipe(recipe: dict[str, Any]) -> None:
     for key in ("ema_start", "ema_end"):
         if not 0 <= recipe[key] <= 1:
             raise ConfigError(f"{key}={recipe[key]}; the target encoder's EMA momentum is in [0, 1] (e.g. 0.996)")
+    if recipe["warmup_epochs"] < 0:  # was named as the other recipes' warmup_steps, which this one refuses
+        raise ConfigError(f"warmup_epochs={recipe['warmup_epochs']}; warm up for 0 or more epochs")
     sizes = {key: recipe["predictor"][key] for key in ("width", "depth", "heads", "feedforward")}
     if any(size < 1 for size in sizes.values()):
         raise ConfigError(f"predictor {sizes}: each must be at least 1")

@@ -170,6 +170,7 @@ def test_a_rerun_on_other_rows_is_refused(tmp_path, capsys):
     (["--set", "hidden_dim=0"], "'hidden_dim': 0.*each must be at least 1"),  # ZeroDivisionError
     (["--set", "num_layers=0"], "'num_layers': 0.*each must be at least 1"),  # trained an encoder of no layers
     (["--set", "ema_start=1.5"], "ema_start=1.5; the target encoder's EMA momentum is in \\[0, 1\\]"),  # diverged
+    (["--set", "warmup_epochs=-1"], "warmup_epochs=-1; warm up for 0 or more epochs"),  # said --set warmup_steps
     (["--set", 'predictor={"width": 0}'], "predictor \\{'width': 0, .*each must be at least 1"),  # TypeError
     (["--set", 'predictor={"size": 4}'], "--set predictor names unknown settings \\['size'\\]"),
 ])
