@@ -23,7 +23,7 @@ import torch
 from modalities.tabular.datasets import TableSplits, load_dataset, table_splits
 from modalities.tabular.downstream import Task, fit_network, fit_xgboost, predict_logits, score
 from modalities.tabular.processing import TableProcessor
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, warn
 
 PROTOCOLS = ("mlp", "resnet", "mlp-raw", "resnet-raw", "xgboost")
 #: the protocols trained on the encoder's tokens (the others, baselines, on the raw features)
@@ -81,12 +81,21 @@ def protocol_inputs(protocol: str, splits: TableSplits, encoder: Any = None,
 
 
 def raw_processor(splits: TableSplits, encoder: Any = None) -> TableProcessor:
-    """The baselines' schema, fitted on the training split without the columns the encoder's own
-    schema leaves out (ids, timestamps: `zoo pretrain tjepa --ignore`), so that a baseline reads the
-    columns the encoder reads: it read an ignored id as a feature, and refused an ignored date column."""
-    ignored = getattr(getattr(encoder, "processor", None), "ignored", None) or []
-    present = [name for name in ignored if name in splits.train.columns and name != splits.target]
-    return TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical, ignore=present)
+    """The baselines' schema, fitted on the training split without the columns the encoder does not
+    read, so that a baseline reads the columns the encoder reads. Those its schema leaves out (ids,
+    timestamps: `zoo pretrain tjepa --ignore`) were read as features, and an ignored date column was
+    refused; one it never saw (which its own protocols refuse) gave a baseline a column the encoder
+    lacked: a column leaking the target scored 1.0. The second are named in a warning."""
+    processor = getattr(encoder, "processor", None)
+    columns = [name for name in splits.train.columns if name != splits.target]
+    left_out = [name for name in columns if name in (getattr(processor, "ignored", None) or [])]
+    if getattr(processor, "is_fitted", False):
+        unseen = [name for name in columns if name not in processor.token_names and name not in left_out]
+        if unseen:
+            warn(f"the raw baselines leave out columns {unseen[:10]}, which the encoder never saw, so that they "
+                 "read the encoder's columns")
+        left_out += unseen
+    return TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical, ignore=left_out)
 
 
 def run_protocol(protocol: str, splits: TableSplits, seed: int, train_inputs: torch.Tensor,

@@ -95,3 +95,7 @@ def test_raw_baselines_read_the_columns_the_encoder_reads():
     expected = torch.cat([processor.transform(frame)["numeric"],
                           torch.nn.functional.one_hot(processor.transform(frame)["categorical"][:, 0], 4).float()], 1)
     assert torch.equal(train, expected)
+    leaky = splits.train.assign(leak=splits.train["label"] * 2.0)  # the encoder's own protocols refuse it
+    with pytest.warns(UserWarning, match=r"the raw baselines leave out columns \['leak'\], which the encoder never"):
+        train, _ = protocol_inputs("mlp-raw", TableSplits("mine", leaky, leaky.iloc[:2], "label", "binary"), encoder)
+    assert torch.equal(train, expected)  # was read as a feature: a column leaking the target scored 1.0
