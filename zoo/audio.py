@@ -19,7 +19,7 @@ import torch
 
 from zoo.errors import ConfigError, InputError, counting_from, warn
 from zoo.pooling import refuse_fixed_options
-from zoo.processing import Processor, check_file_input, refuse_options
+from zoo.processing import Processor, check_file_input
 
 if TYPE_CHECKING:
     from zoo.audio_spans import LongRecording, RecordingSpan
@@ -532,7 +532,7 @@ class AudioProcessor(Processor):
                               f"{2 * self.min_samples / self.sampling_rate:g}")
 
     def prepare(self, item: Any, sampling_rate: Optional[int] = None, **options: Any) -> torch.Tensor:
-        refuse_options("audio", options, self.option_names)
+        self.check_options(options)
         if isinstance(item, PreparedWave):
             return item.samples
         wave = load_waveform(item, sampling_rate, self.sampling_rate)

@@ -30,20 +30,6 @@ P = TypeVar("P", bound="Processor")
 FILE_NAME = "preprocessor_config.json"
 
 
-def refuse_options(kind: str, options: dict[str, Any], allowed: Sequence[str] = ()) -> None:
-    """Inputs of `kind` take only the options `allowed`: another one given (an audio encoder's
-    sampling_rate= for an image, a misspelt pool=) is refused by name, not dropped or left to fail
-    as a TypeError."""
-    unknown = sorted(set(options) - set(allowed))
-    if not unknown:
-        return
-    given = ", ".join(f"{key}=" for key in unknown)
-    takes = f"take one option, {allowed[0]}=" if len(allowed) == 1 else "take no options"
-    hint = ("sampling_rate= is for audio encoders" if "sampling_rate" in unknown
-            else "embed's own are layer=, pool=, batch_size=, device= and progress=")
-    raise InputError(f"{kind} inputs {takes}; got {given}: drop it ({hint})")
-
-
 def check_file_input(path: str | Path, kind: str) -> None:
     """Refuse, before it is read as a missing or broken `kind` file, a path that is not one: a
     URL (the zoo downloads no inputs; Path would also fold its "//") or a parquet dataset file,
@@ -79,9 +65,18 @@ class Processor:
         raise NotImplementedError
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """Refuse, before any input is read, an option `prepare` does not take: it was named as
-        input 0's fault, where it is the call's."""
-        refuse_options(self.processor_type, options, self.option_names)
+        """Refuse by name an option `prepare` does not take (an audio encoder's sampling_rate= for
+        an image, a misspelt pool=), not drop it or leave it to fail as a TypeError. `embed` calls
+        this before any input is read (the option was named as input 0's fault, where it is the
+        call's), and every `prepare` for callers that prepare items themselves."""
+        unknown = sorted(set(options) - set(self.option_names))
+        if not unknown:
+            return
+        given = ", ".join(f"{key}=" for key in unknown)
+        takes = f"take one option, {self.option_names[0]}=" if len(self.option_names) == 1 else "take no options"
+        hint = ("sampling_rate= is for audio encoders" if "sampling_rate" in unknown
+                else "embed's own are layer=, pool=, batch_size=, device= and progress=")
+        raise InputError(f"{self.processor_type} inputs {takes}; got {given}: drop it ({hint})")
 
     def prepare_lazily(self, item: Any, **kwargs: Any) -> Any:
         """What `embed` and a training batch hold of an item until its pieces are collated:

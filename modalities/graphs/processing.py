@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from zoo.errors import InputError
-from zoo.processing import Processor, refuse_options
+from zoo.processing import Processor
 
 FEATURE_NORMS = (None, "row", "standard")
 NODE_FEATURES = ("x", "degree")
@@ -86,7 +86,7 @@ class GraphProcessor(Processor):
         """Check one graph and return a normalised copy holding only `x` and `edge_index`."""
         from torch_geometric.data import Data
 
-        refuse_options("graph", options)
+        self.check_options(options)
         if self.node_features == "degree":
             item = with_degree_features(item, self.in_dim)
         x, edge_index = check_graph(item, self.in_dim)

@@ -32,7 +32,7 @@ import torch
 
 from modalities.tabular.tables import CSV_MISSING_TEXT, NA_VALUES, SOURCE, TABLE_SUFFIXES, read_table, to_frame
 from zoo.errors import ConfigError, InputError, warn
-from zoo.processing import Processor, refuse_options
+from zoo.processing import Processor
 
 KINDS = ("numeric", "categorical")
 UNKNOWN = 0
@@ -205,7 +205,7 @@ class TableProcessor(Processor):
 
     def prepare(self, item: Any, **options: Any) -> dict[str, torch.Tensor]:
         """A table's rows as model inputs."""
-        refuse_options("table", options)
+        self.check_options(options)
         return self.transform(item)
 
     def size(self, piece: Any) -> int:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from zoo.errors import ConfigError, InputError, naming_input, warn
 from zoo.io import visible_files
-from zoo.processing import DatasetRows, Processor, check_file_input, column_as_dataset, is_dataset, refuse_options
+from zoo.processing import DatasetRows, Processor, check_file_input, column_as_dataset, is_dataset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -411,7 +411,7 @@ class ImageProcessor(Processor):
 
     def prepare(self, item: Any, **options: Any) -> torch.Tensor:
         """One image -> (C, S, S) normalised crop."""
-        refuse_options("image", options)
+        self.check_options(options)
         return self.crop_and_normalise(load_image(item, self.channels))
 
     def prepare_batch(self, images: torch.Tensor, device: str | torch.device | None = None,
