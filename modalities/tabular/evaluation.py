@@ -88,13 +88,12 @@ def raw_processor(splits: TableSplits, encoder: Any = None) -> TableProcessor:
     lacked: a column leaking the target scored 1.0. The second are named in a warning."""
     processor = getattr(encoder, "processor", None)
     columns = [name for name in splits.train.columns if name != splits.target]
-    left_out = [name for name in columns if name in (getattr(processor, "ignored", None) or [])]
-    if getattr(processor, "is_fitted", False):
-        unseen = [name for name in columns if name not in processor.token_names and name not in left_out]
-        if unseen:
-            warn(f"the raw baselines leave out columns {unseen[:10]}, which the encoder never saw, so that they "
-                 "read the encoder's columns")
-        left_out += unseen
+    reads = processor.token_names if processor is not None and processor.is_fitted else columns
+    left_out = [name for name in columns if name not in reads]
+    unseen = [name for name in left_out if name not in processor.ignored]
+    if unseen:
+        warn(f"the raw baselines leave out columns {unseen[:10]}, which the encoder never saw, so that they read "
+             "the encoder's columns")
     return TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical, ignore=left_out)
 
 
