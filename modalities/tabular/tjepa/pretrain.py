@@ -109,15 +109,24 @@ def training_table(args: argparse.Namespace) -> tuple[pd.DataFrame, TableProcess
         raise InputError("pass exactly one of --dataset NAME or --table FILE")
     if args.table:
         frame = read_table(args.table)
-        if len(frame) < 2:
-            raise InputError(f"--table {args.table!r} has {len(frame)} row(s); pretraining needs at least 2 (the "
-                             "encoder's output scale is fitted on them)")
         return frame, TableProcessor.fit(frame, target=args.target, categorical=args.categorical, ignore=args.ignore)
     if args.ignore or args.categorical or args.target:
         raise InputError(f"--target, --ignore and --categorical go with --table; {args.dataset}'s columns are set by "
                          "the zoo")
     splits = load_dataset(args.dataset, args.data)
     return splits.train, TableProcessor.fit(splits.train, target=splits.target, categorical=splits.categorical)
+
+
+def check_rows_differ(inputs: dict[str, torch.Tensor], source: str) -> None:
+    """T-JEPA learns from how rows differ, and the saved encoder's output is scaled by their spread:
+    a table whose rows were all the same in its features trained, then scaled every other row's
+    tokens by about 1e12 (a single row trained a step and failed on the scale)."""
+    features = torch.cat([inputs["numeric"].double(), inputs["categorical"].double()], dim=1)
+    distinct = len(torch.unique(features, dim=0)) if len(features) else 0
+    if distinct < 2:
+        raise InputError(f"{source} has {len(features)} row(s) and {distinct} different in the encoder's features; "
+                         "pretraining needs at least 2 rows that differ (the encoder learns from their differences "
+                         "and its output is scaled by their spread)")
 
 
 def table_digest(frame: pd.DataFrame) -> str:
@@ -194,7 +203,9 @@ def run(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     architecture = {**architecture, "standardize_output": False}
     encoder = TJEPAEncoder(TJEPAConfig.for_table(processor, **architecture), processor)
-    batches = TableBatches(processor.transform(frame), recipe["batch_size"], args.seed)
+    inputs = processor.transform(frame)
+    check_rows_differ(inputs, f"--table {args.table!r}" if args.table else f"{args.dataset}'s training split")
+    batches = TableBatches(inputs, recipe["batch_size"], args.seed)
     config = train_config(recipe, len(batches), args)
     masks = MaskSampler(encoder.config.num_features, **{key: recipe[key] for key in MASK_KEYS})
     objective = TJEPAPretraining(encoder, masks, recipe["predictor"], config.steps, recipe["ema_start"],

@@ -129,6 +129,8 @@ def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, tabl
     assert torch.equal(reloaded.embed(table, progress=False), scaled.embed(table, progress=False))
     with pytest.raises(InputError, match="at least 2 rows"):
         with_output_scale(encoder, table.iloc[:1])
+    with pytest.raises(InputError, match="the table's 40 rows all give the same tokens"):  # scaled others by 1e12
+        with_output_scale(encoder, pd.concat([table.iloc[:1]] * 40))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(scaled.embed(table, progress=False), reloaded.embed(table, progress=False))
     with pytest.raises(ConfigError, match="torch.bfloat16 weights, but its standardised output is only meaningful in"):

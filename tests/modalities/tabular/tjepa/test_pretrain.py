@@ -180,12 +180,18 @@ def test_settings_that_cannot_train_are_refused_before_a_file_is_written(tmp_pat
     assert re.search(message, capsys.readouterr().err) and not (tmp_path / "run").exists()
 
 
-def test_a_table_of_one_row_or_a_target_with_a_named_set_is_refused(tmp_path, capsys):
+def test_a_table_of_one_row_or_one_row_repeated_or_a_target_with_a_named_set_is_refused(tmp_path, capsys):
     """One row trained a step, then failed on the output scale and left a run folder without an
-    encoder; --target with --dataset was ignored (adult's own target was left out)."""
+    encoder; one row repeated trained, and its encoder scaled every other row by about 1e12;
+    --target with --dataset was ignored (adult's own target was left out)."""
     synthetic_table(1).to_csv(tmp_path / "one.csv", index=False)
     assert run_cli(tmp_path / "one.csv", tmp_path / "run", 1) == 2
-    assert "one.csv' has 1 row(s); pretraining needs at least 2" in capsys.readouterr().err
+    assert "one.csv' has 1 row(s) and 1 different in the encoder's features; pretraining needs at least 2 rows that" \
+        in capsys.readouterr().err
+    repeated = pd.concat([synthetic_table(1)] * 40).assign(label=np.arange(40) % 2)  # the target may differ
+    repeated.to_csv(tmp_path / "same.csv", index=False)
+    assert run_cli(tmp_path / "same.csv", tmp_path / "run", 1, "--target", "label") == 2
+    assert "same.csv' has 40 row(s) and 1 different in the encoder's features" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     assert main(["pretrain", "tjepa", "--dataset", "adult", "--target", "age", "-o", str(tmp_path / "x")]) == 2
     assert "--target, --ignore and --categorical go with --table" in capsys.readouterr().err
