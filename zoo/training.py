@@ -380,6 +380,21 @@ def named_recipe(family: str, recipe: Optional[str], dataset: str) -> Any:
         raise UnknownModelError(f"{option} {name}: {err}{fix}") from err
 
 
+#: what a recipe records of itself, which `--set` cannot change: the set it was made for and how its
+#: encoder is probed (accepted by `--set` once, and silently ignored)
+RECIPE_RECORDS = {"dataset": "pass --dataset NAME (and --recipe NAME to borrow another set's recipe)",
+                  "probe": "pass the probe's options to `zoo probe`"}
+
+
+def refuse_recipe_records(overrides: dict[str, Any]) -> None:
+    """Refuse `--set` of a recipe's record of itself, naming the option that does what was meant."""
+    records = sorted(set(overrides) & set(RECIPE_RECORDS))
+    if records:
+        key = records[0]
+        raise ConfigError(f"--set {key}=...: '{key}' records what the recipe was made for, not a training "
+                          f"setting; {RECIPE_RECORDS[key]}")
+
+
 def check_recipe_batch_size(recipe: dict[str, Any]) -> None:
     """A recipe's batch size after `--set`: at least one (0 was a ZeroDivisionError mid-run)."""
     if recipe.get("batch_size", 1) < 1:

@@ -23,8 +23,8 @@ from zoo.errors import ConfigError, InputError
 from zoo.options import positive_int, seed_int
 from zoo.registry import ModelEntry
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings, named_recipe, save_trained,
-    train, write_run_settings,
+    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings, named_recipe,
+    refuse_recipe_records, save_trained, train, write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -33,6 +33,7 @@ ENCODER_FOLDER = "encoder"
 def resolve_recipe(entry: ModelEntry, config_class: type, overrides: dict[str, Any],
                    recipe_keys: Sequence[str]) -> tuple[Any, GraphProcessor, dict[str, Any]]:
     """The encoder config, processor and recipe of a hub_config's recipe, with `--set` overrides applied."""
+    refuse_recipe_records(overrides)
     arch_keys = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - arch_keys - set(recipe_keys))
     if unknown:

@@ -18,7 +18,7 @@ from zoo.errors import ConfigError
 from zoo.training import TrainConfig
 
 OBJECTIVE_KEYS = ("mask_rate", "replace_rate", "alpha_l", "drop_edge_rate")
-RECIPE_KEYS = ("dataset", "epochs", "lr", "weight_decay", "optimizer", "scheduler", "batch_size", "probe",
+RECIPE_KEYS = ("epochs", "lr", "weight_decay", "optimizer", "scheduler", "batch_size",
                *OBJECTIVE_KEYS)
 
 

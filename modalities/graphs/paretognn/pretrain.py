@@ -16,8 +16,8 @@ from modalities.graphs.paretognn.objective import ParetoGNNPretraining
 from modalities.graphs.pretraining import GraphBatches, add_common_arguments, run_and_save, start_run
 from zoo.training import TrainConfig
 
-RECIPE_KEYS = ("dataset", "steps", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "tasks", "grad_norm",
-               "predictor_dim", "task_settings", "probe")
+RECIPE_KEYS = ("steps", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "tasks", "grad_norm",
+               "predictor_dim", "task_settings")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -44,13 +44,13 @@ from zoo.options import positive_int, seed_int
 from zoo.registry import ModelEntry
 from zoo.training import (
     TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings,
-    named_recipe, save_trained, train, write_run_settings,
+    named_recipe, refuse_recipe_records, save_trained, train, write_run_settings,
 )
 
 ENCODER_FOLDER = "encoder"
 MASK_KEYS = ("min_context_share", "max_context_share", "min_target_share", "max_target_share", "num_preds")
-RECIPE_KEYS = ("dataset", "epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "max_grad_value",
-               "ema_start", "ema_end", "mask_scope", "predictor", "probe", *MASK_KEYS)
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "max_grad_value",
+               "ema_start", "ema_end", "mask_scope", "predictor", *MASK_KEYS)
 #: architecture fields that come from the fitted table, never from a recipe
 TABLE_KEYS = ("num_numeric", "cardinalities")
 
@@ -82,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_recipe(entry: ModelEntry, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(architecture settings, recipe) of a tjepa hub_config's recipe, with overrides applied."""
+    refuse_recipe_records(overrides)
     arch_keys = {f.name for f in dataclasses.fields(TJEPAConfig)} - set(TABLE_KEYS)
     unknown = sorted(set(overrides) - arch_keys - set(RECIPE_KEYS))
     if unknown:

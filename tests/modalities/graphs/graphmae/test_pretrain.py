@@ -93,6 +93,9 @@ def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
                  "--set", "in_dim=10"]) == 2  # the dataset's feature width is checked
     assert main(["pretrain", "graphmae", "--dataset", "squirrel", "-o", str(tmp_path / "y")]) == 2
     capsys.readouterr()
+    assert main([*args, "6", "--set", "dataset=citeseer"]) == 2  # was accepted, and trained on cora
+    assert "--set dataset=...: 'dataset' records what the recipe was made for, not a training setting; pass " \
+        "--dataset NAME" in capsys.readouterr().err
     assert main([*args, "0"]) == 2  # was "steps=0"
     assert "epochs=0; train for at least one (--epochs N)" in capsys.readouterr().err
 

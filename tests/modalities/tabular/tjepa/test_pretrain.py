@@ -173,6 +173,7 @@ def test_a_rerun_on_other_rows_is_refused(tmp_path, capsys):
     (["--set", "warmup_epochs=-1"], "warmup_epochs=-1; warm up for 0 or more epochs"),  # said --set warmup_steps
     (["--set", 'predictor={"width": 0}'], "predictor \\{'width': 0, .*each must be at least 1"),  # TypeError
     (["--set", 'predictor={"size": 4}'], "--set predictor names unknown settings \\['size'\\]"),
+    (["--set", 'probe={"epochs": 1}'], "--set probe=...: 'probe' records what the recipe was made for"),  # ignored
 ])
 def test_settings_that_cannot_train_are_refused_before_a_file_is_written(tmp_path, capsys, settings, message):
     synthetic_table(64).to_csv(tmp_path / "table.csv", index=False)
