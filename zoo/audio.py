@@ -19,7 +19,7 @@ import torch
 
 from zoo.errors import ConfigError, InputError, counting_from, warn
 from zoo.pooling import refuse_fixed_options
-from zoo.processing import Processor, check_file_input
+from zoo.processing import Processor, check_file_input, require_items
 
 if TYPE_CHECKING:
     from zoo.audio_spans import LongRecording, RecordingSpan
@@ -647,8 +647,7 @@ def embed_timed_frames(encoder: Any, inputs: Any, layer: Any, sampling_rate: Opt
     """
     refuse_fixed_options("embed_frames", "every frame", embed_kwargs)
     items = encoder.as_item_list(inputs)
-    if not items:
-        raise InputError("embed_frames() got no inputs; pass at least one item")
+    require_items(items)
     stamped: list[tuple[torch.Tensor, torch.Tensor]] = []
     for waves, tokens in embedded_groups(encoder, items, sampling_rate, progress, layer=layer, pool="none",
                                          **embed_kwargs):

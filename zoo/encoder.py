@@ -15,11 +15,11 @@ from torch import nn
 
 from zoo.checkpointing import ActivationCheckpointing
 from zoo.config import EncoderConfig
-from zoo.errors import InputError, naming_input
+from zoo.errors import naming_input
 from zoo.outputs import EncoderOutput
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
                          select_layers)
-from zoo.processing import DatasetRows, Processor, column_as_dataset, is_dataset
+from zoo.processing import DatasetRows, Processor, column_as_dataset, is_dataset, require_items
 from zoo.saving import Checkpointable
 
 if TYPE_CHECKING:
@@ -168,8 +168,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         check_batch_sizes(batch_size=batch_size)
         self.processor.check_options(prepare_kwargs)
         items = self.as_item_list(inputs)
-        if not items:
-            raise InputError("embed() got no inputs; pass at least one item")
+        require_items(items)
         with self.embedding(device):
             rows = self._embed_items(items, indices, pool, batch_size, progress, prepare_kwargs)
         if is_single_layer(layer):

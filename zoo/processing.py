@@ -30,6 +30,13 @@ P = TypeVar("P", bound="Processor")
 FILE_NAME = "preprocessor_config.json"
 
 
+def require_items(items: Sequence[Any]) -> None:
+    """Refuse an empty list or dataset before a model is run: the same words whichever method
+    (`embed`, `embed_frames`, `embed_patches`, `tokenize`) was given it."""
+    if not items:
+        raise InputError("got no inputs (an empty list or dataset); pass at least one item")
+
+
 def check_file_input(path: str | Path, kind: str) -> None:
     """Refuse, before it is read as a missing or broken `kind` file, a path that is not one: a
     URL (the zoo downloads no inputs; Path would also fold its "//") or a parquet dataset file,

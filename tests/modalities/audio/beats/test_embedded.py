@@ -7,7 +7,7 @@ import pytest
 import torch
 import zoo
 from zoo.demo import example_inputs
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, InputError
 from zoo.registry import data_folder
 
 
@@ -44,6 +44,9 @@ def test_embedded_pair_embeds_and_tokenizes_the_example_notes():
     for model in (encoder, zoo.load("hubert-tiny-fsdd"), zoo.load("mert-tiny")):  # pool= was a TypeError
         with pytest.raises(ConfigError, match="embed_frames gives every frame, so it takes no pool='none'; drop it"):
             model.embed_frames(notes[:1], pool="none")
+    for call in (tokenizer.tokenize, encoder.embed_frames, zoo.load("gmml-vit-tiny-cifar10").embed_patches):
+        with pytest.raises(InputError, match="got no inputs \\(an empty list or dataset\\); pass at least one item"):
+            call([])  # tokenize and embed_patches said "embed() got no inputs"
 
 
 def test_a_tokenizer_saved_without_a_card_says_it_tokenizes(tmp_path):

@@ -272,7 +272,7 @@ def test_bad_images_in_a_tensor_batch_are_named_as_image_by_image(tiny):
              (torch.rand(8, 3, 0, 36), "input 0: image tensor .* is empty \\(0 x 36 pixels\\)"),
              (torch.zeros(4, 3, 36, 36, dtype=torch.int32), "input 0: image tensor .* has dtype torch.int32"),
              (torch.zeros(4, 36, 36, 3), "input 0: image tensor .* looks channels-last.*permute\\(0, 3, 1, 2\\)"),
-             (torch.rand(0, 3, 36, 36), "embed\\(\\) got no inputs")]
+             (torch.rand(0, 3, 36, 36), "got no inputs \\(an empty list or dataset\\)")]
     for batch, message in cases:
         for inputs in (batch, list(batch)):
             with pytest.raises(InputError, match=message):
