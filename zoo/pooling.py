@@ -59,12 +59,13 @@ def integer_array_as_list(layer: object) -> object:
 def check_pool(pool: str, pools: Sequence[str] = POOLS, owner: str = "this encoder") -> None:
     """Refuse a pool name the encoder does not take, before any work is done. "cls" is for
     encoders with a token of their own in front; elsewhere the first token is one frame or
-    patch like the others, and taking it would be a poor embedding given without a word."""
+    patch like the others, and taking it would be a poor embedding given without a word. Both are
+    ConfigErrors, as every other refusal of a pool is (an unknown one was an InputError)."""
     if pool == "cls" and pool not in pools:
         raise ConfigError(f"pool='cls': {owner} has no cls token (its first token is one frame, patch or node "
                           "like the others); use pool='mean'")
     if pool not in pools:
-        raise InputError(f"pool={pool!r} is not one of {tuple(pools)}")
+        raise ConfigError(f"pool={pool!r} is not one of {tuple(pools)}")
 
 
 def refuse_fixed_options(method: str, gives: str, options: dict[str, Any], fixed: Sequence[str] = ("pool",)) -> None:

@@ -205,7 +205,7 @@ def test_bad_configs_and_options_are_refused():
         GraphMAEConfig(encoder_type="gcn")
     with pytest.raises(ConfigError, match="pool='cls': GraphMAEEncoder has no cls token"):
         encoder().embed(random_graph(3, 3), pool="cls", progress=False)
-    with pytest.raises(InputError, match="pool='first' is not one of"):
+    with pytest.raises(ConfigError, match="pool='first' is not one of"):
         encoder().embed(random_graph(3, 3), pool="first", progress=False)
     with pytest.raises(InputError, match="single Data"):
         encoder().embed([random_graph(3, 3)], node_batch_size=2, progress=False)

@@ -136,7 +136,7 @@ def test_embed_pools_layers_and_batches_give_the_same_rows(tiny):
     assert tiny.embed(items, layer="all", progress=False).shape == (5, 5, 24)
     assert tiny.embed(items, layer=[0, -1], pool="none", progress=False)[0].shape == (2, 64, 24)
     assert torch.allclose(tiny.embed(items, layer=-1, progress=False), alone, atol=1e-6)
-    with pytest.raises(InputError, match="pool='max'"):
+    with pytest.raises(ConfigError, match="pool='max'"):
         tiny.embed(items, pool="max", progress=False)
 
 
