@@ -47,19 +47,7 @@ class MaskSampler:
         self.max_context = round(self.num_features * self.max_context_share)
         self.min_target = round(self.num_features * self.min_target_share)
         self.max_target = round(self.num_features * self.max_target_share)
-        if not 1 <= self.min_context <= self.max_context:
-            raise ConfigError(f"context shares [{self.min_context_share}, {self.max_context_share}] of "
-                              f"{self.num_features} features give [{self.min_context}, {self.max_context}] features; "
-                              f"the context needs at least one: raise the shares, e.g. --set min_context_share="
-                              f"{1 / self.num_features:.3g}")
-        if not 1 <= self.min_target <= self.max_target:
-            raise ConfigError(f"target shares [{self.min_target_share}, {self.max_target_share}] of "
-                              f"{self.num_features} features give [{self.min_target}, {self.max_target}] features; "
-                              f"each target needs at least one: raise the shares, e.g. --set min_target_share="
-                              f"{1 / self.num_features:.3g}")
-        if self.min_context + self.min_target > self.num_features:
-            raise ConfigError(f"the smallest context ({self.min_context}) and target ({self.min_target}) do not fit "
-                              f"in {self.num_features} features; lower the minimum shares")
+        check_mask_sizes(self.num_features, self.min_context, self.max_context, self.min_target, self.max_target)
         if self.num_preds < 1:
             raise ConfigError(f"num_preds={self.num_preds}; predict at least one target subset")
 
@@ -85,3 +73,54 @@ class MaskSampler:
 def draw_between(low: int, high: int, generator: Optional[torch.Generator] = None) -> int:
     """low + round((high - low) * u), u uniform in [0, 1): the official size draw."""
     return low + round((high - low) * torch.rand(1, generator=generator).item())
+
+
+def check_mask_sizes(features: int, min_context: int, max_context: int, min_target: int, max_target: int) -> None:
+    """Refuse shares that cannot draw a context and a target, naming every problem at once with
+    the `--set` flags that fit this table (a small table met one refusal after another, and one
+    fix suggested a minimum above the maximum)."""
+    if features < 2:
+        raise ConfigError(f"T-JEPA predicts some of a row's features from the others, and this table has {features} "
+                          "feature(s); pretrain on a table of at least 2 (--target and --ignore columns are not "
+                          "features)")
+    problems = [problem for failed, problem in (
+        (min_context < 1, "the context needs at least one feature"),
+        (min_target < 1, "each target needs at least one feature"),
+        (min_context > max_context, "the smallest context is above the largest"),
+        (min_target > max_target, "the smallest target is above the largest"),
+        (min_context + min_target > features, f"the smallest context and target ({min_context} + {min_target}) do "
+                                              f"not fit in {features}"),
+    ) if failed]
+    if not problems:
+        return
+    sizes = dict(zip(("min_context", "max_context", "min_target", "max_target"),
+                     (min_context, max_context, min_target, max_target)))
+    fitting = fitting_sizes(features, **sizes)
+    flags = " ".join(f"--set {key}_share={share_of(fitting[key], features)}" for key in sizes
+                     if fitting[key] != sizes[key])
+    raise ConfigError(f"the mask shares give a context of {min_context}-{max_context} and targets of "
+                      f"{min_target}-{max_target} of the table's {features} features: {'; '.join(problems)}; for "
+                      f"{features} features, e.g. {flags}")
+
+
+def fitting_sizes(features: int, min_context: int, max_context: int, min_target: int,
+                  max_target: int) -> dict[str, int]:
+    """The nearest sizes that draw (at least 2 features): minimums raised to one, the larger
+    minimum lowered until both fit, and each maximum at least its minimum."""
+    min_context, min_target = max(min_context, 1), max(min_target, 1)
+    while min_context + min_target > features:
+        if min_context >= min_target:
+            min_context -= 1
+        else:
+            min_target -= 1
+    return {"min_context": min_context, "max_context": max(max_context, min_context),
+            "min_target": min_target, "max_target": max(max_target, min_target)}
+
+
+def share_of(size: int, features: int) -> str:
+    """The shortest share that `round(features * share)` turns back into `size`."""
+    for digits in range(3, 18):
+        share = f"{size / features:.{digits}g}"
+        if round(features * float(share)) == size:
+            return share
+    return repr(size / features)

@@ -50,13 +50,31 @@ def test_masks_are_disjoint_and_sized_by_the_shares():
                 assert len(set(subset.tolist())) == n_target and not context & set(subset.tolist())
 
 
-def test_mask_shares_that_cannot_fit_are_refused():
-    with pytest.raises(ConfigError, match="at least one: raise the shares, e.g. --set min_context_share=0.25"):
-        MaskSampler(4, 0.01, 0.05, 0.2, 0.5)
-    with pytest.raises(ConfigError, match="--set min_target_share=0.5"):
-        MaskSampler(2, 0.5, 0.5, 0.1, 0.2)
-    with pytest.raises(ConfigError, match="do not fit"):
+def test_mask_shares_that_cannot_fit_are_refused_at_once_with_flags_that_fit():
+    """A small table met one refusal after another (context, then target), and a table of one
+    feature was told to raise a share it could never satisfy."""
+    with pytest.raises(ConfigError, match="has 1 feature\\(s\\); pretrain on a table of at least 2"):
+        MaskSampler(1, 0.2, 0.5, 0.2, 0.5)
+    with pytest.raises(ConfigError, match="context of 0-1 and targets of 0-1 of the table's 2 features: the context "
+                                          "needs at least one feature; each target needs at least one feature; for 2 "
+                                          "features, e.g. --set min_context_share=0.5 --set min_target_share=0.5$"):
+        MaskSampler(2, 0.136, 0.368, 0.156, 0.622)  # tjepa-adult's shares
+    with pytest.raises(ConfigError, match="above the largest; .* e.g. --set min_context_share=0.667 --set "
+                                          "max_context_share=0.667 --set min_target_share=0.333$"):
+        MaskSampler(3, 0.9, 0.368, 0.156, 0.622)
+    with pytest.raises(ConfigError, match="\\(3 \\+ 3\\) do not fit in 4; .* --set min_context_share=0.5 --set "
+                                          "min_target_share=0.5$"):
         MaskSampler(4, 0.7, 0.9, 0.7, 0.9)
+    for features in range(2, 40):  # the flags suggested draw masks
+        try:
+            MaskSampler(features, 0.01, 0.05, 0.9, 0.95)
+        except ConfigError as err:
+            shares = dict(flag.split("=") for flag in str(err).split("e.g. ")[1].replace("--set ", "").split())
+            kept = {"min_context_share": 0.01, "max_context_share": 0.05, "min_target_share": 0.9,
+                    "max_target_share": 0.95}
+            sampler = MaskSampler(features, **{**kept, **{key: float(value) for key, value in shares.items()}})
+            masks = sampler(4, torch.Generator().manual_seed(0))
+            assert masks.context.shape[1] >= 1 and masks.targets.shape[2] >= 1
 
 
 def make_objective(scope="features", steps=100):
