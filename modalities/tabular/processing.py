@@ -237,7 +237,19 @@ def fit_column(name: str, values: pd.Series, categorical: bool) -> dict[str, Any
         return {"name": name, "kind": "numeric", "min": float(present.min()), "max": float(present.max()),
                 "fill": float(present.mean())}
     categories = sorted(set(category_keys(values).dropna()))
+    warn_if_identifiers(name, len(categories), int(values.notna().sum()))
     return {"name": name, "kind": "categorical", "categories": categories}
+
+
+def warn_if_identifiers(name: str, distinct: int, present: int) -> None:
+    """Warn of a text column whose values are mostly each their own (ids, dates read from a CSV as
+    text, free text): as categories each is seen about once, so the encoder learns nothing of
+    them, and a new row's value is unknown. A column of 20 or more values, over half distinct."""
+    if distinct >= 20 and distinct > present / 2:
+        warn(f"column {name!r} has {distinct} different values in its {present} filled rows, so as categories each "
+             f"is seen about once and new rows' values are unknown (an id, dates as text, free text?); leave it "
+             f"out (--ignore {name}; TableProcessor.fit(..., ignore=[{name!r}])) or make it a number first "
+             f"(dates: pd.to_datetime(table[{name!r}]).dt.year)")
 
 
 def check_not_dates(name: str, values: pd.Series) -> None:

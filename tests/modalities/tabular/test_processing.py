@@ -1,5 +1,7 @@
 """The table processor: fitted schema, column matching, missing and unseen values, errors."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -298,3 +300,18 @@ def test_a_date_column_is_refused_at_fit_time_with_the_fix(frame, moments, tmp_p
     dated.to_csv(tmp_path / "dated.csv", index=False)
     from_csv, from_frame = processor(tmp_path / "dated.csv"), processor(dated)
     assert all(torch.equal(from_csv[key], from_frame[key]) for key in from_frame)
+
+
+def test_a_text_column_of_mostly_distinct_values_is_warned_of(tmp_path):
+    """Dates in a CSV (text), ids and free text were fitted as categories each seen about once,
+    without a word; a repeated text column of many values is not warned of."""
+    days = pd.date_range("2020-01-01", periods=40).strftime("%Y-%m-%d")
+    table = pd.DataFrame({"day": days, "city": [f"c{i % 20}" for i in range(40)], "x": np.arange(40.0)})
+    table.to_csv(tmp_path / "days.csv", index=False)
+    with pytest.warns(UserWarning, match=r"column 'day' has 40 different values in its 40 filled rows.*\(--ignore "
+                                         r"day; TableProcessor.fit\(..., ignore=\['day'\]\)\)") as caught:
+        TableProcessor.fit(tmp_path / "days.csv")
+    assert len(caught) == 1  # 'city': 20 values in 40 rows, and 'x' is numeric
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TableProcessor.fit(tmp_path / "days.csv", ignore=["day"])
