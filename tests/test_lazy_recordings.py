@@ -199,7 +199,7 @@ def test_mert_teachers_read_each_recording_once(tmp_path, monkeypatch):
 def test_weights_fingerprint_tells_weights_apart_and_takes_any_dtype():
     """A pass's record names its teacher by its weights: the same weights give the same print,
     one value changed or a buffer's type another print; bf16 (which numpy lacks) and 0-d buffers work."""
-    from zoo.audio_crops import weights_fingerprint
+    from zoo.saving import weights_fingerprint
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))  # a 0-d num_batches_tracked

@@ -105,7 +105,7 @@ def test_an_interrupted_run_goes_on_from_its_shards_and_another_model_is_refused
 
     other = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["no", "yes"]), folder / "other")
     assert main([command[0], str(other), *command[2:]]) == 2
-    assert "holds shards of an interrupted job with other encoder, weights_sum" in capsys.readouterr().err
+    assert "holds shards of an interrupted job with other encoder, weights" in capsys.readouterr().err
 
     rows.iloc[:10].to_csv(folder / "c.csv", index=False)  # mended: the rerun embeds the second table only
     embedded = []

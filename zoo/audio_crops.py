@@ -393,17 +393,6 @@ def resumable_pass(record: dict[str, Any], outputs: Sequence[tuple[Path, int, to
         raise TimeLimitReached(f"all {total} recordings' {what} done; {then} comes next")
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 of `model`'s state dict (names, shapes, types and values): how a pass's record names
-    a teacher, so that weights changed in place between two calls of a pass are not mixed in it
-    (a name or a path would not tell)."""
-    digest = hashlib.sha256()
-    for name, value in model.state_dict().items():
-        digest.update(f"{name} {tuple(value.shape)} {value.dtype}".encode())
-        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def delete_pass_file(rows: FrameRows) -> None:
     """Delete a pass's file of `rows` and the pass's record (`PASS_FILE`) once the labels made of them
     are saved: labels.pt keeps those, and a rerun with other teacher settings is refused. A run

@@ -24,6 +24,7 @@ from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
 from zoo.io import atomic_write_text, atomic_write_with, check_writable_file
 from zoo.pooling import check_batch_sizes
 from zoo.processing import IndexedRows
+from zoo.saving import weights_fingerprint
 
 FORMATS = (".npy", ".parquet")
 JOB_FILE = "job.json"
@@ -117,7 +118,7 @@ def job_settings(encoder: Any, names: Sequence[str], layer, pool: str, shard_siz
                  prepare_kwargs: dict[str, Any]) -> dict[str, Any]:
     """What a job's rows depend on (the model's config and weights, the inputs, layer, pool, shard
     size and preprocessing), as plain JSON values."""
-    settings = {"encoder": encoder.config_dict_to_save(), "weights_sum": weights_sum(encoder),
+    settings = {"encoder": encoder.config_dict_to_save(), "weights": weights_fingerprint(encoder),
                 "inputs": inputs_digest(names), "layer": layer, "pool": pool, "shard_size": shard_size,
                 "prepare": prepare_kwargs}
     return json.loads(json.dumps(settings, default=str))
@@ -235,16 +236,6 @@ def file_stamp(name: Any) -> str:
         return ""
     stat = os.stat(path)
     return f"{stat.st_size} {stat.st_mtime_ns}"
-
-
-def weights_sum(model: Any) -> str:
-    """The sum of every floating weight, to 9 digits: a cheap fingerprint that tells two
-    checkpoints of one architecture apart, and is the same on any device."""
-    import torch
-
-    total = sum(value.sum(dtype=torch.float64).item() for value in model.state_dict().values()
-                if value.is_floating_point())
-    return f"{total:.9g}"
 
 
 def claim_parts(parts: Path, settings: dict[str, Any]) -> None:

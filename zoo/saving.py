@@ -45,3 +45,19 @@ class Checkpointable:
                 "use zoo.load() to get whatever it holds"
             )
         return model
+
+
+def weights_fingerprint(model: Any) -> str:
+    """SHA-256 of `model`'s state dict (names, shapes, types and values): what names a model's
+    weights in a record that must not mix two models (a pretraining pass's teacher, an embedding
+    job's shards and cache), where a name or a path would not tell weights changed in place, and
+    a sum would not tell weights that add up the same (rows 0.21 off were reused)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        digest.update(f"{name} {tuple(value.shape)} {value.dtype}".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

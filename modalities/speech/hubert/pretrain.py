@@ -43,12 +43,13 @@ from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncode
 from zoo.audio import embedded_groups
 from zoo.audio_crops import (
     CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, resumable_pass,
-    recording_frames, run_audio_files, weights_fingerprint,
+    recording_frames, run_audio_files,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
+from zoo.saving import weights_fingerprint
 from zoo.training import (
     TimeLimitReached, add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
     train_and_save, train_config_from_args,
