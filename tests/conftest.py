@@ -26,9 +26,19 @@ def micro_hubert_stable():
     return HubertEncoder(config).eval()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_zoo_cache(tmp_path_factory):
+    """The zoo's own cache (downloads, conversions, processed datasets) in a folder of this test
+    session's: tests wrote into the user's $ZOO_CACHE (or ~/.cache/huggingface/ssl-zoo)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOO_CACHE", str(tmp_path_factory.mktemp("zoo-cache")))
+        yield
+
+
 @pytest.fixture
 def offline_cache(tmp_path, monkeypatch):
-    """An empty HF cache with huggingface_hub in offline mode (as HF_HUB_OFFLINE=1)."""
+    """An empty HF cache with huggingface_hub in offline mode (as HF_HUB_OFFLINE=1), and an empty
+    zoo cache beside it."""
     from huggingface_hub import constants
 
     cache = tmp_path / "hf-cache"
@@ -37,6 +47,7 @@ def offline_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("ZOO_CACHE", raising=False)  # the zoo's cache too is the test's own: $HF_HOME/ssl-zoo
     return cache
 
 

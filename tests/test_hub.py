@@ -388,12 +388,14 @@ def test_a_failed_upstream_download_is_named_and_leaves_no_file(tmp_path, monkey
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(file_download, "http_get", unreachable)
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "zoo-cache"))  # where upstream files are downloaded
     add_url_entry(tmp_path)
     with pytest.raises(OfflineError, match=r"cannot download the upstream file of 'hubert-url-test' from "
                                            r"https://example.org/files/hubert.pt\?sig=1 \(ConnectionError: "
                                            r"Name or service not known\); check the network"):
         zoo.load("hubert-url-test", cache_dir=tmp_path / "cache")
-    assert [path for path in (tmp_path / "cache").rglob("*") if path.is_file()] == []
+    assert (tmp_path / "zoo-cache" / "downloads").is_dir()  # the download began there, and left no file
+    assert [path for path in (tmp_path / "zoo-cache").rglob("*") if path.is_file()] == []
 
 
 def test_published_name_offline_without_cache_names_its_repo(offline_cache):
