@@ -238,8 +238,11 @@ def test_bad_settings_and_divergence_are_errors(tmp_path):
     with pytest.raises(ConfigError, match="no batches"):
         train(make_objective(), [], tmp_path / "empty", TrainConfig(steps=1, progress=False))
     nan_batch = [(torch.full((2, 4), float("nan")), torch.zeros(2))]
-    with pytest.raises(ZooError, match="loss is nan at step 1"):
+    with pytest.raises(ZooError, match="loss is nan at step 1; .*; no checkpoint was saved yet, so a rerun in "):
         train(make_objective(), nan_batch, tmp_path / "nan", TrainConfig(steps=1, progress=False))
+    batches = [(torch.ones(2, 4), torch.zeros(2))] * 2 + nan_batch  # said a checkpoint was kept where none was
+    with pytest.raises(ZooError, match=r"loss is nan at step 3; .*; .*checkpoint.pt \(step 2\) is kept for a restart"):
+        train(make_objective(), batches, tmp_path / "later", TrainConfig(steps=3, checkpoint_every=2, progress=False))
 
 
 def test_default_warmup_is_the_recipes_share_of_the_steps():

@@ -734,10 +734,11 @@ class Trainer:
             output: PretrainOutput = self.objective(move_to(batch, self.device))
         loss = output.loss
         if not torch.isfinite(loss):
-            raise ConfigError(
-                f"the loss is {loss.item()} at step {self.step + 1}; lower the learning rate (lr={self.config.lr}) "
-                f"or clip gradients harder. The last checkpoint in {self.out_dir} is kept for a restart."
-            )
+            kept = (f"{self.checkpoint_path} (step {self.saved_step}) is kept for a restart"
+                    if self.saved_step is not None else f"no checkpoint was saved yet, so a rerun in {self.out_dir} "
+                    "starts over")
+            raise ConfigError(f"the loss is {loss.item()} at step {self.step + 1}; lower the learning rate "
+                              f"(lr={self.config.lr}) or clip gradients harder; {kept}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_value is not None:
