@@ -10,9 +10,9 @@ checkpoints and for pretraining.
 Tokens: `last_hidden_state` is (B, T, D) with the cls token first and the h x w patches
 after it in row-major order; `hidden_states` are the input tokens, then each block's
 output, the last one after the final LayerNorm (so it equals `last_hidden_state`, as in
-every zoo family). `pooled` is the cls token or the mean of the patches (`pool`), and so
-is `embed(pool=...)`; `mask` is all True, so the heads of zoo.heads with pool="mean"
-average the cls token in as well (use pool="cls" there for DINO's feature).
+every zoo family). `pooled` is the cls token or the mean of the patches (the config's
+`pool`), and so is `embed(pool=...)` and a head's pool: "mean" leaves the cls token out
+(`pool_tokens`), though `mask` is all True; pool="cls" gives DINO's feature.
 
 Shapes: B images, C = `in_channels` channels, H x W pixels, p patch side, h x w = H // p x
 W // p patch grid, N = h * w patches, T = N + 1 tokens, D width, K selected layers.
@@ -54,7 +54,9 @@ class GmmlConfig(EncoderConfig):
         qkv_bias: bias on the qkv projection (default: True).
         layer_norm_eps: epsilon of every LayerNorm (default: 1e-6).
         drop_path_rate: stochastic depth in training (default: 0.0; GMML trains with 0.1).
-        pool: what `pooled` is, "cls" or "mean" of the patches (default: "cls").
+        pool: what `pooled` is, "cls" or "mean" of the patches (default: "mean", as
+            `embed`'s default: a converted checkpoint's `pooled` was the cls token while
+            `embed` gave the mean).
         recons_blocks: 1-based blocks whose mean feeds the reconstruction head
             (default: (6, 8, 10, 12)).
         reconstruction_head: whether the model carries GMML's reconstruction head
@@ -73,7 +75,7 @@ class GmmlConfig(EncoderConfig):
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
     drop_path_rate: float = 0.0
-    pool: str = "cls"
+    pool: str = "mean"
     recons_blocks: tuple[int, ...] = (6, 8, 10, 12)
     reconstruction_head: bool = False
 

@@ -95,11 +95,14 @@ def test_forward_shapes_pooling_and_hidden_states(tiny):
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         output = tiny(pixels, output_hidden_states=True)
-        mean = tiny(pixels, pool="mean").pooled
+        cls = tiny(pixels, pool="cls").pooled
     assert output.last_hidden_state.shape == (2, 65, 24) and output.mask.all()
     assert len(output.hidden_states) == 5 and torch.equal(output.hidden_states[-1], output.last_hidden_state)
-    assert torch.equal(output.pooled, output.last_hidden_state[:, 0])
-    assert torch.allclose(mean, output.last_hidden_state[:, 1:].mean(1))
+    assert torch.equal(cls, output.last_hidden_state[:, 0])
+    assert torch.allclose(output.pooled, output.last_hidden_state[:, 1:].mean(1))
+    images = list(torch.rand(2, 3, 32, 32))  # `pooled` is embed's default (it was the cls token, embed's the mean)
+    with torch.no_grad():
+        assert torch.allclose(tiny(**tiny.preprocess(images)).pooled, tiny.embed(images, progress=False), atol=1e-6)
 
 
 def test_other_image_sizes_interpolate_positions(tiny):
