@@ -162,7 +162,8 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
 
         Returns:
             (N, D) for one layer, (N, K, D) for several; with pool="none" a list of N
-            tensors (T_i, D) or (K, T_i, D).
+            tensors (T_i, D) or (K, T_i, D) (a table encoder, whose rows all have the same
+            tokens, gives one (N, T, D) tensor).
         """
         indices = self.check_embed_options(layer, pool)
         check_batch_sizes(batch_size=batch_size)

@@ -19,9 +19,9 @@ class EncoderOutput:
         last_hidden_state: (B, T, D) token features of the last layer.
         mask: (B, T) bool, True where a token is real (not padding).
         pooled: (B, D) the family's canonical per-item embedding.
-        hidden_states: tuple of L+1 tensors (B, T, D), layer 0 = input embeddings;
-            filled only when `output_hidden_states=True`. The last entry equals
-            `last_hidden_state`.
+        hidden_states: tuple of L+1 tensors (B, T, D), layer 0 = input embeddings (for
+            graphs, the input node features: their width, not D); filled only when
+            `output_hidden_states=True`. The last entry equals `last_hidden_state`.
     """
 
     last_hidden_state: torch.Tensor
