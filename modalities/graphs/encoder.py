@@ -32,6 +32,28 @@ GRAPH_BATCH_SIZE = 32
 READOUTS = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}
 
 
+def check_forward_inputs(x: torch.Tensor, edge_index: torch.Tensor, batch: Optional[torch.Tensor],
+                         in_dim: int) -> torch.Tensor:
+    """The long edge index of `forward`'s batch, or an `InputError` naming what is wrong: `embed`
+    checks each graph, but `forward` met bad tensors deep inside PyG (a width mismatch as a matmul
+    error), and a `batch` not sorted by graph silently dropped nodes from the padded tokens."""
+    if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] != in_dim:
+        raise InputError(f"x has shape {tuple(x.shape)}; this encoder takes (num_nodes > 0, {in_dim}) node features "
+                         "(encoder.preprocess(graphs) prepares them)")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise InputError(f"edge_index has shape {tuple(edge_index.shape)}; expected (2, num_edges)")
+    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+        raise InputError(f"edge_index has dtype {edge_index.dtype}; node indices must be integers")
+    edge_index = edge_index.long()
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= x.shape[0]):
+        raise InputError(f"edge_index holds node indices outside [0, {x.shape[0] - 1}] of x's {x.shape[0]} nodes")
+    if batch is not None and (batch.shape != x.shape[:1] or (batch[1:] < batch[:-1]).any()):
+        raise InputError(f"batch of shape {tuple(batch.shape)} must give each of x's {x.shape[0]} nodes its graph, "
+                         "sorted by graph as torch_geometric's Batch.from_data_list makes it (padding into "
+                         "(B, T, D) needs each graph's nodes together)")
+    return edge_index
+
+
 def readout(nodes: torch.Tensor, pool: str) -> torch.Tensor:
     """One graph's (..., N, D) node features -> (..., D)."""
     if pool == "mean":
@@ -98,6 +120,7 @@ class GraphEncoder(Encoder):
             last_hidden_state (B, T, D) with T the largest graph's node count, `mask`
             (B, T), pooled (B, D) the readout of the last layer.
         """
+        edge_index = check_forward_inputs(x, edge_index, batch, self.config.in_dim)
         x = x.to(self.dtype)
         layers = self.node_layers(x, edge_index)
         if batch is None:

@@ -260,3 +260,24 @@ def test_pyg_batches_and_loaders_are_their_graphs():
     head = zoo.for_classification(model, num_labels=2)
     batch = next(iter(DataLoader(graphs, batch_size=2)))
     assert head(**head.processor(batch), labels=torch.tensor([0, 1])).logits.shape == (2, 2)
+
+
+def test_forward_refuses_bad_tensors_by_name_and_casts_integer_edges():
+    """`forward` met bad tensors deep inside PyG (a width mismatch as a matmul error, float edges
+    as a ValueError, no nodes in to_dense_batch), and a `batch` not sorted by graph silently
+    dropped nodes from the padded tokens."""
+    model = encoder()
+    batch = model.preprocess([random_graph(3, 4), random_graph(4, 5, seed=1)])
+    with torch.no_grad():
+        whole = model(**batch)
+        assert torch.equal(model(batch["x"], batch["edge_index"].int(), batch["batch"]).last_hidden_state,
+                           whole.last_hidden_state)
+        cases = [(dict(x=batch["x"][:, :3]), r"x has shape \(7, 3\); this encoder takes \(num_nodes > 0, 6\)"),
+                 (dict(x=batch["x"][:0], edge_index=batch["edge_index"][:, :0], batch=None), r"x has shape \(0, 6\)"),
+                 (dict(edge_index=batch["edge_index"].float()), "edge_index has dtype torch.float32"),
+                 (dict(edge_index=batch["edge_index"][0]), r"edge_index has shape \(\d+,\); expected \(2, num_edges\)"),
+                 (dict(edge_index=batch["edge_index"] + 7), r"node indices outside \[0, 6\] of x's 7 nodes"),
+                 (dict(batch=torch.tensor([0, 1, 0, 1, 0, 1, 1])), "sorted by graph")]
+        for change, message in cases:
+            with pytest.raises(InputError, match=message):
+                model(**{**batch, **change})
