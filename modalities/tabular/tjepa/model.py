@@ -242,6 +242,14 @@ class TJEPAEncoder(TabularEncoder):
             )
 
     def check_inputs(self, numeric: torch.Tensor, categorical: torch.Tensor) -> None:
+        """What `forward` needs of the processor's tensors, named: a 1-d row, rows of unequal counts or
+        float categories failed inside torch (an IndexError, a size mismatch, F.embedding's error)."""
+        if numeric.dim() != 2 or categorical.dim() != 2 or len(numeric) != len(categorical):
+            raise InputError(f"numeric {tuple(numeric.shape)} and categorical {tuple(categorical.shape)} must be "
+                             "(rows, columns) with the same rows; encoder.preprocess(table) makes them")
+        if categorical.is_floating_point() or categorical.is_complex() or categorical.dtype == torch.bool:
+            raise InputError(f"categorical has dtype {categorical.dtype}; it holds category indices (integers), as "
+                             "the table processor encodes them")
         if numeric.shape[1] != self.config.num_numeric or categorical.shape[1] != len(self.config.cardinalities):
             raise InputError(f"got {numeric.shape[1]} numeric and {categorical.shape[1]} categorical columns; this "
                              f"encoder takes {self.config.num_numeric} and {len(self.config.cardinalities)}")
@@ -266,7 +274,7 @@ class TJEPAEncoder(TabularEncoder):
     def embed_tokens(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """(B, T, D) input tokens: tokenizer, position code and feature-type embedding."""
         self.check_inputs(numeric, categorical)
-        tokens = self.tokenizer(numeric, categorical) + self.positions
+        tokens = self.tokenizer(numeric.to(self.tokenizer.weight.dtype), categorical.long()) + self.positions
         if self.feature_type_embedding is not None:
             types = self.feature_type_embedding(self.feature_types)
             tokens = tokens + torch.cat([types.new_zeros(self.config.num_reg_tokens, types.shape[1]), types])

@@ -152,6 +152,16 @@ def test_errors(encoder, table):
         encoder(numeric=torch.tensor([[float("nan"), 0.0]]), categorical=torch.tensor([[1]]))
     with pytest.raises(InputError, match="category index"):
         encoder(numeric=torch.zeros(1, 2), categorical=torch.tensor([[9]]))
+    batch = encoder.preprocess(table.iloc[:3])  # these failed inside torch: IndexError, size mismatch, F.embedding
+    for numeric, categorical, message in [
+            (batch["numeric"][0], batch["categorical"][0], r"numeric \(2,\) and categorical \(1,\) must be \(rows"),
+            (batch["numeric"][:2], batch["categorical"], r"numeric \(2, 2\) and categorical \(3, 1\) .* same rows"),
+            (batch["numeric"], batch["categorical"].float(), "categorical has dtype torch.float32; it holds category")]:
+        with pytest.raises(InputError, match=message):
+            encoder(numeric=numeric, categorical=categorical)
+    with torch.no_grad():  # other number types are taken, as the other families take them (was a dtype error)
+        assert torch.equal(encoder(numeric=batch["numeric"].double(), categorical=batch["categorical"].int()).pooled,
+                           encoder(**batch).pooled)
     other = TableProcessor.fit(table.drop(columns="y"), target="label")
     with pytest.raises(ConfigError, match="fit the processor"):
         TJEPAEncoder(encoder.config, other)
