@@ -688,15 +688,18 @@ def batch_lengths(input_values: Any, attention_mask: Optional[torch.Tensor]) -> 
     mask, or none. Other shapes failed with an IndexError or a conv error, a mask shorter than the
     batch silently dropped the samples after it, and a left-padded one (transformers'
     `padding_side="left"`) had each item encoded from its leading zeros, losing as many at its end."""
-    if not torch.is_tensor(input_values) or input_values.dim() != 2:
+    if not torch.is_tensor(input_values) or input_values.dim() != 2 or not len(input_values):
         given = f"{type(input_values).__name__} of shape {tuple(getattr(input_values, 'shape', ()))}"
-        raise InputError(f"input_values is a {given}; pass a (batch, samples) torch tensor, as "
+        raise InputError(f"input_values is a {given}; pass a (batch > 0, samples) torch tensor, as "
                          "encoder.preprocess(...) gives (waveform[None] for one waveform)")
     if attention_mask is None:
         return torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
     if attention_mask.shape != input_values.shape:
         raise InputError(f"attention_mask of shape {tuple(attention_mask.shape)} for input_values of shape "
                          f"{tuple(input_values.shape)}; give one mask entry per sample (1 = real, 0 = padding)")
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):  # a 2 counted each sample twice
+        raise InputError(f"attention_mask holds values other than 0 and 1 ({attention_mask.unique()[:5].tolist()}); "
+                         "give 1 for a real sample and 0 for padding")
     lengths = attention_mask.sum(-1)
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     if not torch.equal(attention_mask.bool(), positions < lengths[:, None]):

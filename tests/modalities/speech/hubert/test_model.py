@@ -74,8 +74,12 @@ def test_forward_refuses_batches_it_cannot_encode(micro_hubert):
             micro_hubert(input_values=torch.stack([wave(4000), wave(4000)]), attention_mask=mask)
         with pytest.raises(InputError, match=r"attention_mask of shape \(1, 3000\) for input_values of shape"):
             micro_hubert(input_values=wave(4000)[None], attention_mask=torch.ones(1, 3000, dtype=torch.long))
-        with pytest.raises(InputError, match=r"shape \(4000,\); pass a \(batch, samples\) torch tensor"):
+        with pytest.raises(InputError, match=r"shape \(4000,\); pass a \(batch > 0, samples\) torch tensor"):
             micro_hubert(input_values=wave(4000))
+        with pytest.raises(InputError, match=r"shape \(0, 4000\); pass a \(batch > 0"):  # was an IndexError
+            micro_hubert(input_values=torch.zeros(0, 4000))
+        with pytest.raises(InputError, match=r"attention_mask holds values other than 0 and 1 \(\[0, 2\]\)"):
+            micro_hubert(input_values=torch.stack([wave(4000), wave(4000)]), attention_mask=mask * 2)  # read as 2x
 
 
 def test_forward_refuses_left_padding(micro_hubert):
