@@ -512,3 +512,18 @@ def test_a_folder_that_hides_a_zoo_name_or_a_hub_repo_says_so(tmp_path, monkeypa
     with pytest.raises(ConfigError) as caught:
         zoo.load("org/name", revision="v1")
     assert "read in place" not in str(caught.value)
+
+
+def test_load_gives_float32_under_another_default_dtype(micro_hubert, tmp_path):
+    """Models are built in torch's default dtype: under torch.set_default_dtype(torch.float64),
+    `load` gave float64 weights where float32 is promised (and T-JEPA refused them)."""
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        loaded = zoo.load(tmp_path / "ckpt")
+        asked = zoo.load(tmp_path / "ckpt", dtype="float64")
+    finally:
+        torch.set_default_dtype(default)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert {p.dtype for p in asked.parameters()} == {torch.float64}

@@ -69,7 +69,7 @@ def load(
     check_name(name_or_path, "load")
     path = Path(name_or_path)
     entry = registry.find(str(name_or_path))
-    dtype = resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype) or float32_under_another_default()
     not_on_hub = path.is_dir() or (entry is not None and (entry.embedded or entry.upstream is not None))
     if revision is not None and not_on_hub:
         raise ConfigError(f"{str(name_or_path)!r} is not read from a Hub repo, so it has no revisions; "
@@ -214,6 +214,13 @@ def resolve_dtype(dtype: Optional[torch.dtype | str]) -> Optional[torch.dtype]:
     if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
         raise ConfigError(f"dtype={dtype!r}; use a floating torch dtype or its name: 'float32', 'bfloat16', 'float16'")
     return resolved
+
+
+def float32_under_another_default() -> Optional[torch.dtype]:
+    """float32 where `torch.set_default_dtype` made another the default: models are built in the
+    default dtype, so `load` gave float64 weights where float32 is promised (and T-JEPA refused
+    them as if half precision)."""
+    return torch.float32 if torch.get_default_dtype() != torch.float32 else None
 
 
 def model_to(model: Any, device: Optional[str | torch.device], dtype: Optional[torch.dtype]) -> Any:

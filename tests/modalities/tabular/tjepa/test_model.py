@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 import torch
+import zoo
 
 from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder, with_output_scale
@@ -135,6 +136,8 @@ def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, tabl
         assert torch.equal(scaled.embed(table, progress=False), reloaded.embed(table, progress=False))
     with pytest.raises(ConfigError, match="torch.bfloat16 weights, but its standardised output is only meaningful in"):
         scaled.to(torch.bfloat16).embed(table, progress=False)
+    finer = zoo.load(tmp_path / "scaled", dtype=torch.float64).embed(table, progress=False)  # was refused too
+    assert (finer - reloaded.embed(table, progress=False)).abs().max() < 1e-3  # measured 1.2e-4
     table.to_csv(tmp_path / "rows.csv", index=False)
     assert main(["embed", str(tmp_path / "scaled"), str(tmp_path / "rows.csv"), "-o", str(tmp_path / "e.npy"),
                  "--dtype", "bfloat16"]) == 2  # was told to leave out dtype=, the Python spelling
