@@ -539,9 +539,6 @@ def add_probe_parser(commands: Any) -> None:
     probe.add_argument("--dataset", help="a named dataset with its paper's protocol, e.g. cora or mutag (graph "
                        "encoders), adult (tabular encoders)")
     add_table_arguments(probe)
-    probe.add_argument("--task", choices=("classification", "regression"),
-                       help="with --table: what --target holds (default: regression for numbers with a fraction, "
-                            "else classes)")
     probe.add_argument("--seeds", type=seed_int, nargs="+",
                        help="with --dataset or --table: the protocol's seeds, one run each (default: 0); a --data "
                             "probe has none, as its L-BFGS logistic regression and k-NN are deterministic")

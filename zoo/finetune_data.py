@@ -127,8 +127,8 @@ def node_split(data: Any, source: str, validation: bool = False) -> LabelledSpli
 def read_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
     """The labelled files of `--data`, the named `--dataset` of a graph or table encoder, or the
     `--table` of a table encoder."""
-    table_options = [option for option, value in (("--test-table", args.test_table), ("--target", args.target))
-                     if value is not None]
+    table_options = [option for option, value in (("--test-table", args.test_table), ("--target", args.target),
+                                                  ("--task", args.task)) if value is not None]
     if args.table is None and table_options:
         raise ConfigError(f"{' and '.join(table_options)}: only with --table FILE (a labelled table of your own)")
     if args.fold and args.dataset is None:
@@ -174,7 +174,7 @@ def table_split(encoder: nn.Module, args: argparse.Namespace) -> LabelledSplit:
         raise ConfigError(f"--table is for table encoders; {args.name} reads {encoder.modality} inputs")
     encoder.processor.check_target(args.target)
     encoder.processor.leave_out(args.target)  # saved with the head: predict takes tables that hold the target
-    rows = finetune_table(args.table, args.target, args.test_table, encoder.processor)
+    rows = finetune_table(args.table, args.target, args.test_table, encoder.processor, args.task)
     return rows_split(limit_training(rows, args.train_limit, args.seed), Path(args.table).stem, "rows",
                       validation_share(args), args.seed)
 

@@ -100,6 +100,9 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="with --table: the label column")
     parser.add_argument("--test-table", help="with --table: the rows to score on (default: 20 %% of --table's rows, "
                         "held out with seed 0, by class for classification)")
+    parser.add_argument("--task", choices=("classification", "regression"),
+                        help="with --table: what --target holds (default: regression for numbers with a fraction, "
+                             "else classes)")
 
 
 def check_table_source(args: argparse.Namespace, others: dict[str, Any]) -> None:

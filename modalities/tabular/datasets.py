@@ -221,8 +221,8 @@ def finetune_data(name: str, folder: Optional[str | Path], fold: int = 0) -> lis
     return finetune_rows(load_dataset(name, folder))
 
 
-def finetune_table(table: Any, target: str, test_table: Any = None,
-                   processor: Optional[TableProcessor] = None) -> list[tuple[dict[str, Any], Any, bool]]:
+def finetune_table(table: Any, target: str, test_table: Any = None, processor: Optional[TableProcessor] = None,
+                   task: Optional[str] = None) -> list[tuple[dict[str, Any], Any, bool]]:
     """What `zoo finetune --table` trains on: a table of your own's rows (`table_splits`), their
-    features read first by the encoder's `processor`."""
-    return finetune_rows(table_splits(table, target, test_table, processor=processor))
+    features read first by the encoder's `processor`; `task` as `zoo probe --task` takes it."""
+    return finetune_rows(table_splits(table, target, test_table, task, processor=processor))

@@ -155,6 +155,24 @@ def test_a_held_out_share_keeps_the_class_balance():
     assert splits.downstream["mlp"]["batch_size"] == 32  # a small table gets the small networks
 
 
+def test_finetune_takes_the_task_its_hint_names_for_a_whole_valued_target(own_table, capsys):
+    """The refusal of a whole-valued target read as classes told `zoo finetune` to pass --task
+    regression, which only `zoo probe` took."""
+    scored = pd.read_csv(own_table / "scored.csv").head(300)
+    scored.assign(score=(scored["age"] * 3 + scored["hours_per_week"]).astype(float)).to_csv(
+        own_table / "counts.csv", index=False)
+    common = ["finetune", "tjepa-adult", "--table", str(own_table / "counts.csv"), "--target", "score",
+              "--mode", "linear", "--epochs", "1", "--no-progress"]
+    assert main([*common, "-o", str(own_table / "classes")]) == 2
+    assert "or --task regression: its values are numbers" in capsys.readouterr().err
+    assert main([*common, "--task", "regression", "-o", str(own_table / "regression")]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] is None
+    assert isinstance(zoo.load(own_table / "regression" / "classifier"), zoo.EncoderForRegression)
+    assert main(["finetune", "tjepa-adult", "--dataset", "adult", "--task", "regression", "-o",
+                 str(own_table / "x")]) == 2
+    assert "--task: only with --table FILE" in capsys.readouterr().err
+
+
 def test_a_whole_valued_numeric_target_that_cannot_be_split_by_class_names_regression():
     """A regression target of whole values (diabetes' 151.0) is read as classes; the refusal said
     only "pass --test-table" after sklearn's message, never the real fix."""
