@@ -28,6 +28,9 @@ HeadLayer = Union[None, int, str]
 GRAPH_READOUTS = ("sum", "max")
 #: a token label that takes no part in the loss (transformers' and torch's convention)
 IGNORE_INDEX = -100
+#: what `TokenCollator` ends and pads label rows with: what follows an example's last label, which
+#: must be the batch's padding (`EncoderForTokenClassification.aligned_labels` turns it into IGNORE_INDEX)
+LABEL_PADDING = -101
 
 
 class LayerWeights(nn.Module):
@@ -101,6 +104,22 @@ class Collator:
         return self.labels.index(name)
 
 
+def check_label_counts(labels: torch.Tensor, mask: torch.Tensor) -> None:
+    """Refuse an example of `collate` whose label row is shorter than its tokens: its last tokens
+    were read as padding and left out of the loss (Cora's first 100 labels for its 2,708 nodes,
+    or frame labels at another rate, trained without a word). Rows padded with -100 by the caller
+    (transformers' token collators) cannot be told from padding, and are taken as they are."""
+    ended = (labels == LABEL_PADDING).any(dim=1)
+    if bool(ended.any()):
+        given, tokens = (labels != LABEL_PADDING).sum(dim=1), mask.sum(dim=1)
+        short = (ended & (given < tokens)).nonzero()
+        if len(short):
+            item = int(short[0])
+            raise InputError(f"item {item} of the batch has {int(given[item])} token labels but {int(tokens[item])} "
+                             f"tokens; give one label per token of embed(pool='none'), {IGNORE_INDEX} for a token "
+                             "without one")
+
+
 class ClassificationCollator(Collator):
     """A classifier's labels: class indices or label names."""
 
@@ -135,10 +154,13 @@ class TokenCollator(Collator):
     label_dtype = torch.long
 
     def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
-        """Each example's token labels (indices, names or -100) as one (B, T) tensor, padded with -100."""
+        """Each example's token labels (indices, names or -100) as one (B, T + 1) tensor, each row
+        ended and padded with `LABEL_PADDING`, so that the model can tell a row shorter than its
+        tokens from padding."""
         row_tensor = super().label_tensor  # checks and casts one example's labels
         rows = [row_tensor(self.label_values(label)) for label in labels]
-        return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=IGNORE_INDEX)
+        padded = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=LABEL_PADDING)
+        return nn.functional.pad(padded, (0, 1), value=LABEL_PADDING)
 
     def label_values(self, label: Any) -> list[Any]:
         """One example's token labels as a list, names turned into class indices."""
@@ -533,6 +555,8 @@ class EncoderForTokenClassification(LabelledHead):
             raise InputError(f"token labels are class indices of shape ({batch_size}, tokens), {IGNORE_INDEX} where "
                              f"a token has none; got {labels.dtype} of shape {tuple(labels.shape)}")
         labels = labels.to(mask.device, torch.long)  # the cross-entropy takes int64 only
+        check_label_counts(labels, mask)
+        labels = labels.masked_fill(labels == LABEL_PADDING, IGNORE_INDEX)
         width = max(length, labels.shape[1])
         labels = nn.functional.pad(labels, (0, width - labels.shape[1]), value=IGNORE_INDEX)
         labelled = labels != IGNORE_INDEX
