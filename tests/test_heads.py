@@ -209,6 +209,12 @@ def test_bad_head_arguments(micro_hubert):
         zoo.for_classification(micro_hubert, num_labels=2, pool="max")
     with pytest.raises(ConfigError, match="a whole number of outputs, at least one; got 0"):
         zoo.for_classification(micro_hubert, num_labels=0)
+    for one_class in (lambda: zoo.for_classification(micro_hubert, num_labels=1),  # predicted 1.0, a loss of 0
+                      lambda: zoo.for_classification(micro_hubert, labels=["only"]),
+                      lambda: zoo.for_token_classification(micro_hubert, num_labels=1)):
+        with pytest.raises(ConfigError, match="head needs at least 2 classes, got 1: one class is always predicted"):
+            one_class()
+    assert zoo.for_regression(micro_hubert, 1).num_outputs == 1
     with pytest.raises(ConfigError, match="got 2.0"):
         zoo.for_classification(micro_hubert, num_labels=2.0)
     with pytest.raises(ConfigError, match="head layer=\\[1, 2\\]; use one layer"):

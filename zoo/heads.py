@@ -185,6 +185,8 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
     accepts_loss_kwargs = False
     #: how `collate` and `forward` read labels
     collator_class: type[Collator] = Collator
+    #: the fewest outputs the head can learn with (a softmax needs two classes)
+    min_outputs = 1
 
     def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "mean", layer: HeadLayer = None,
                  freeze: bool = True, dropout: float = 0.0) -> None:
@@ -210,6 +212,10 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
             layer = None if layer is None else int(layer)  # a numpy int would not go into config.json
         if isinstance(num_outputs, bool) or not isinstance(num_outputs, numbers.Integral) or num_outputs < 1:
             raise ConfigError(f"a head needs a whole number of outputs, at least one; got {num_outputs!r}")
+        if num_outputs < self.min_outputs:  # a softmax over one class: always 1.0, a loss of 0, nothing trains
+            raise ConfigError(f"a {self.task} head needs at least {self.min_outputs} classes, got {num_outputs}: one "
+                              "class is always predicted and nothing trains; for a number use zoo.for_regression, for "
+                              "a yes/no label zoo.for_tagging")
         if not 0 <= dropout < 1:
             raise ConfigError(f"dropout={dropout!r}; use a probability in [0, 1)")
         num_outputs = int(num_outputs)
@@ -428,6 +434,7 @@ class EncoderForClassification(LabelledHead):
 
     task = "classification"
     collator_class = ClassificationCollator
+    min_outputs = 2
 
     def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         """Class indices (B,) in [0, num_labels)."""
@@ -517,6 +524,7 @@ class EncoderForTokenClassification(LabelledHead):
 
     task = "token-classification"
     head_pools = ("none",)
+    min_outputs = 2
     collator_class = TokenCollator
     pipeline_tags = {**dict.fromkeys(EncoderWithHead.pipeline_tags, "token-classification"), "graph": "graph-ml"}
 
