@@ -215,6 +215,10 @@ def test_bad_head_arguments(micro_hubert):
         with pytest.raises(ConfigError, match="head needs at least 2 classes, got 1: one class is always predicted"):
             one_class()
     assert zoo.for_regression(micro_hubert, 1).num_outputs == 1
+    with pytest.raises(ConfigError, match=r"labels=\[1, 0\] names class 0 1, but an integer label is a class index: "
+                                          "an example labelled 1 would train class 1, not the one named 1"):
+        zoo.for_classification(micro_hubert, labels=np.array([1, 0]).tolist())  # label 1 trained the class "0"
+    assert zoo.for_classification(micro_hubert, labels=[0, 1, 2]).labels == ["0", "1", "2"]  # in index order
     with pytest.raises(ConfigError, match="got 2.0"):
         zoo.for_classification(micro_hubert, num_labels=2.0)
     with pytest.raises(ConfigError, match="head layer=\\[1, 2\\]; use one layer"):

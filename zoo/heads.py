@@ -636,10 +636,18 @@ HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegressio
 
 
 def check_label_list(labels: Any) -> None:
-    """Label names come as a list: a string would be taken for one name per character."""
+    """Label names come as a list: a string would be taken for one name per character. An integer
+    name at another position is refused: an integer label is a class index, so with labels=[1, 0]
+    the label 1 trained the class named "0", without a word."""
     if isinstance(labels, (str, bytes)):
         raise ConfigError(f"labels={labels!r} is a string; give a list of names, e.g. labels=[{labels!r}] or "
                           f"labels={labels!r}.split(',')")
+    for position, name in enumerate(labels if isinstance(labels, Sequence) else ()):
+        if isinstance(name, numbers.Integral) and not isinstance(name, bool) and name != position:
+            raise ConfigError(f"labels={list(labels)!r} names class {position} {name!r}, but an integer label is a "
+                              f"class index: an example labelled {name} would train class {name}, not the one named "
+                              f"{name!r}; give the names in index order (labels=sorted(...)), or as text "
+                              "(labels=[str(name) for name in ...]) with the examples labelled by those texts")
 
 
 def label_count(num_labels: Optional[int], labels: Optional[Sequence[str]], maker: str) -> int:
