@@ -77,7 +77,10 @@ def test_patience_ends_a_node_run_early_and_an_interrupted_run_keeps_the_same_ep
     assert resumed["validation"] == validation and resumed["test_accuracy"] == whole["test_accuracy"]
     assert torch.equal(load_file(tmp_path / "run" / "classifier" / "model.safetensors")["head.weight"],
                        load_file(tmp_path / "whole" / "classifier" / "model.safetensors")["head.weight"])
-    again = finetune(capsys, *command, "-o", str(tmp_path / "run"))  # ended early: a rerun trains nothing more
+    assert main(["finetune", *command, "-o", str(tmp_path / "run"), "--no-progress"]) == 0
+    out, err = capsys.readouterr()  # ended early: a rerun trains nothing more, and says so (it said "going on")
+    again = json.loads(out)
+    assert f"at step {whole['steps_run']} of 300 (nothing left to train)" in err
     assert again["steps_run"] == whole["steps_run"] and again["validation"] == validation
     assert len(logged(tmp_path / "run", "val_accuracy")) == whole["steps_run"]
 

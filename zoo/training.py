@@ -714,7 +714,7 @@ class Trainer:
         self.saved_step = self.step
         kept = [record for record in read_log(self.log_path) if record["step"] <= self.step]
         atomic_write_text(self.log_path, "".join(json.dumps(record) + "\n" for record in kept))
-        left = "nothing left to train" if self.step >= self.config.steps else "going on"
+        left = "nothing left to train" if self.finished else "going on"  # a run its patience ended, too
         print(f"resuming from {self.checkpoint_path} at step {self.step} of {self.config.steps} ({left})",
               file=sys.stderr, flush=True)
 
