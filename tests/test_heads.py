@@ -311,8 +311,13 @@ def test_collate_names_examples_without_input_or_label_and_text_labels(micro_hub
         head.collate([{"input": wave, "label": "dog"}], sampling_rate=16000)
     with pytest.raises(InputError, match="label 0.5 is not a class index"):
         head.collate([{"input": wave, "label": 0.5}], sampling_rate=16000)
-    with pytest.raises(InputError, match="labels such as None are not numbers"):
+    with pytest.raises(InputError, match="labels such as None are not numbers .*; give class indices or label names"):
         head.collate([{"input": wave, "label": None}], sampling_rate=16000)
+    # the advice fits the head: a regressor was told to give class indices, a tagger to use for_classification
+    with pytest.raises(InputError, match="labels such as '3.5' are not numbers .*; give numbers \\(a regressor's"):
+        zoo.for_regression(micro_hubert).collate([{"input": wave, "label": "3.5"}], sampling_rate=16000)
+    with pytest.raises(InputError, match="making the head: zoo.for_tagging\\(encoder, labels=\\[...\\]\\)"):
+        zoo.for_tagging(micro_hubert, ["rain"]).collate([{"input": wave, "label": ["snow"]}], sampling_rate=16000)
     assert head.collate([{"input": wave, "label": 1.0}], sampling_rate=16000)["labels"].tolist() == [1]
     assert head.collate([{"input": wave, "label": 1}], sampling_rate=16000)["labels"].tolist() == [1]
 

@@ -61,6 +61,10 @@ class Collator:
 
     #: the dtype `label_tensor` gives: float targets, or class indices for the cross-entropy
     label_dtype = torch.float32
+    #: what labels this head takes, for the advice of a label it cannot read
+    takes = "numbers (a regressor's targets)"
+    #: the call that makes this kind of head with label names
+    maker = "zoo.for_classification(encoder, labels=[...])"
 
     def __init__(self, processor: Any, num_outputs: int, labels: Sequence[str] = (), training: bool = False) -> None:
         self.processor, self.num_outputs, self.labels = processor, num_outputs, list(labels)
@@ -86,8 +90,7 @@ class Collator:
         try:
             values = torch.tensor(labels)
         except (TypeError, ValueError, RuntimeError) as err:  # torch raises RuntimeError for None
-            raise InputError(f"labels such as {labels[0]!r} are not numbers ({err}); give class indices, e.g. "
-                             "names.index(label) or a datasets ClassLabel") from err
+            raise InputError(f"labels such as {labels[0]!r} are not numbers ({err}); give {self.takes}") from err
         if self.label_dtype == torch.long and values.is_floating_point():
             fractions = values[values != values.round()]
             if len(fractions):
@@ -100,7 +103,7 @@ class Collator:
         if name not in self.labels:
             raise InputError(f"label {name!r} is not one of the head's {len(self.labels)} labels "
                              f"({first_labels(self.labels)}); "
-                             "name them when making the head: zoo.for_classification(encoder, labels=[...])")
+                             f"name them when making the head: {self.maker}")
         return self.labels.index(name)
 
 
@@ -124,6 +127,7 @@ class ClassificationCollator(Collator):
     """A classifier's labels: class indices or label names."""
 
     label_dtype = torch.long
+    takes = "class indices or label names, e.g. names.index(label) or a datasets ClassLabel"
 
     def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
         """Class indices, or label names turned into them."""
@@ -134,6 +138,9 @@ class ClassificationCollator(Collator):
 
 class TaggingCollator(Collator):
     """A tagger's labels: multi-hot rows or lists of label names."""
+
+    takes = "multi-hot rows, or each example's list of label names"
+    maker = "zoo.for_tagging(encoder, labels=[...])"
 
     def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
         """Multi-hot rows, or each example's list of label names turned into one."""
@@ -152,6 +159,8 @@ class TokenCollator(Collator):
     """A token classifier's labels: one per token, as indices or names, -100 for none."""
 
     label_dtype = torch.long
+    takes = "one class index or label name per token, -100 for a token without one"
+    maker = "zoo.for_token_classification(encoder, labels=[...])"
 
     def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
         """Each example's token labels (indices, names or -100) as one (B, T + 1) tensor, each row
