@@ -381,6 +381,9 @@ def test_probe_reports_accuracy_and_rankme(checkpoint, tmp_path, capsys, layout)
     assert json.loads(capsys.readouterr().out)["train_items"] == 16
     assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--pool", "cls", *regexes]) == 2
     assert "has no cls token" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="--k 100 is more than the 16 training items; k-NN uses k=16, where"):
+        assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--k", "100", *regexes]) == 0
+    assert json.loads(capsys.readouterr().out)["knn_k"] == 16  # was cut to 16 without a word
 
 
 def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):

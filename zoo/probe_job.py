@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError, InputError, warn
 from zoo.io import visible_files
 
 
@@ -283,7 +283,10 @@ def run_probe(encoder: Any, rows: Sequence[tuple[Any, str, bool]], layer=None, b
         print(f"zoo probe: {'reused' if reused else 'wrote'} the embeddings in {cache}", file=sys.stderr)
     check_finite(embeddings, rows)
     labels, test = np.array(rows.labels), np.array(rows.tests, dtype=bool)
-    k = min(k, int((~test).sum()))
+    training = int((~test).sum())
+    if k > training:  # every neighbour votes: the classes' sizes and the tie-break decide, not the embeddings
+        warn(f"--k {k} is more than the {training} training items; k-NN uses k={training}, where every item votes")
+        k = training
     return {
         "linear_probe_accuracy": linear_probe(embeddings[~test], labels[~test], embeddings[test], labels[test]),
         "knn_accuracy": knn_accuracy(embeddings[~test], labels[~test], embeddings[test], labels[test], k=k),
