@@ -76,6 +76,12 @@ def test_layer_selection_shapes(micro_hubert):
         micro_hubert.embed(items, pool="max", sampling_rate=RATE, progress=False)
     with pytest.raises(ConfigError, match="layer=\\[\\] names no layer"):  # was torch's "stack expects a non-empty"
         micro_hubert.embed(items, layer=[], sampling_rate=RATE, progress=False)
+    before = micro_hubert.embed(items, sampling_rate=RATE, progress=False)
+    with pytest.raises(ConfigError, match="device='meta' holds no values: moving the model there drops its weights"):
+        micro_hubert.embed(items, device="meta", sampling_rate=RATE)  # was NotImplementedError, and weights gone
+    assert torch.equal(micro_hubert.embed(items, sampling_rate=RATE, progress=False), before)
+    with pytest.raises(ConfigError, match="progress='yes'; pass True, False or an open tqdm bar"):  # AttributeError
+        micro_hubert.embed(items, sampling_rate=RATE, progress="yes")
     with pytest.raises(InputError, match="audio inputs take one option, sampling_rate=; got foo=: drop"):  # TypeError
         micro_hubert.embed(items, foo=1, progress=False)
     with pytest.raises(InputError, match="no inputs to make a batch of"):  # was max()'s ValueError

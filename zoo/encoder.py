@@ -15,7 +15,7 @@ from torch import nn
 
 from zoo.checkpointing import ActivationCheckpointing
 from zoo.config import EncoderConfig
-from zoo.errors import naming_input
+from zoo.errors import ConfigError, naming_input
 from zoo.outputs import EncoderOutput
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
                          select_layers)
@@ -204,6 +204,8 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         without `progress`, or `progress` itself, left open, when it is a bar already: a job's
         over all its shards, which `embed` then advances a group at a time."""
         if not isinstance(progress, bool):
+            if not callable(getattr(progress, "update", None)):  # progress="yes" was an AttributeError mid-embed
+                raise ConfigError(f"progress={progress!r}; pass True, False or an open tqdm bar")
             return nullcontext(progress)
         from tqdm.auto import tqdm
 

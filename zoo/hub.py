@@ -230,6 +230,9 @@ def model_to(model: Any, device: Optional[str | torch.device], dtype: Optional[t
     from zoo.heads import EncoderWithHead
 
     try:
+        if device is not None and torch.device(device).type == "meta":  # embed(device="meta") lost the weights
+            raise ConfigError("device='meta' holds no values: moving the model there drops its weights for good; "
+                              "use 'cpu' or a GPU ('cuda')")
         if isinstance(model, EncoderWithHead):
             model.encoder.to(dtype=dtype)
             return model.to(device=device)
