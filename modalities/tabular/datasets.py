@@ -23,7 +23,6 @@ from zoo.errors import ConfigError, InputError, UnknownModelError
 if TYPE_CHECKING:
     from modalities.tabular.processing import TableProcessor
 
-TASKS = ("binary", "multiclass", "regression")
 #: share of a table's rows held out for testing when no test table is given
 TEST_SHARE = 0.2
 #: a table of your own with fewer training rows than this is probed with the small networks

@@ -33,7 +33,7 @@ from zoo.config import EncoderConfig
 from zoo.encoder import Encoder
 from zoo.errors import ConfigError
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec, refuse_fixed_options
+from zoo.pooling import LayerSpec, pool_tokens, refuse_fixed_options
 
 #: the fbank normalisation of every release: (fbank - mean) / (2 * std)
 FBANK_MEAN, FBANK_STD = 15.41663, 6.55582
@@ -229,8 +229,7 @@ class BEATsEncoder(Encoder):
         mask = positions[None, :] < self.patch_counts(sample_lengths)[:, None]
         states = self.transformer(tokens, mask, positions)
         last = states[-1]
-        weights = mask.to(last.dtype).unsqueeze(-1)
-        pooled = (last * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        pooled = pool_tokens(last, mask, "mean")
         return EncoderOutput(last_hidden_state=last, mask=mask, pooled=pooled,
                              hidden_states=tuple(states) if output_hidden_states else None)
 

@@ -26,7 +26,7 @@ from zoo.encoder import Encoder
 from zoo.errors import ConfigError
 from zoo.numerics import grouped_conv1d
 from zoo.outputs import EncoderOutput
-from zoo.pooling import LayerSpec
+from zoo.pooling import LayerSpec, pool_tokens
 
 #: waveform samples the conv front end takes in one pass: its first layer makes 512 channels at a
 #: fifth of the rate, so a batch of eight 30 s windows at 24 kHz (MERT's `embed` of a song) peaked
@@ -274,8 +274,7 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
             hidden = torch.where(mask_time_indices[..., None], self.model.masked_spec_embed.to(hidden.dtype), hidden)
         states = self.run_transformer(hidden, mask)
         last = states[-1]
-        weights = mask.to(last.dtype).unsqueeze(-1)
-        pooled = (last * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        pooled = pool_tokens(last, mask, "mean")
         return EncoderOutput(
             last_hidden_state=last, mask=mask, pooled=pooled,
             hidden_states=tuple(states) if output_hidden_states else None,
