@@ -253,8 +253,13 @@ class TJEPAEncoder(TabularEncoder):
         if numeric.shape[1] != self.config.num_numeric or categorical.shape[1] != len(self.config.cardinalities):
             raise InputError(f"got {numeric.shape[1]} numeric and {categorical.shape[1]} categorical columns; this "
                              f"encoder takes {self.config.num_numeric} and {len(self.config.cardinalities)}")
-        if not torch.isfinite(numeric).all():
-            raise InputError("numeric inputs hold NaN or infinite values; the table processor fills missing values")
+        bad = (~torch.isfinite(numeric)).nonzero()
+        if len(bad):
+            row, column = bad[0].tolist()
+            names = self.processor.numeric_names if self.processor.is_fitted else []
+            name = repr(names[column]) if column < len(names) else str(column)
+            raise InputError(f"numeric inputs hold NaN or infinite values (row {row}, numeric column {name}); the "
+                             "table processor fills missing values: encoder.preprocess(table)")
         sizes = categorical.new_tensor(self.config.cardinalities)
         if categorical.numel() and ((categorical < 0) | (categorical >= sizes)).any():
             raise InputError(f"a category index is outside [0, cardinality) for cardinalities "

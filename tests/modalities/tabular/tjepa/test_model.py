@@ -151,8 +151,8 @@ def test_errors(encoder, table):
         encoder.embed(table, batch_size=0, progress=False)
     with pytest.raises(InputError, match=r"\['colour'\] are missing"):
         encoder.embed(table.drop(columns="colour"), progress=False)
-    with pytest.raises(InputError, match="NaN"):
-        encoder(numeric=torch.tensor([[float("nan"), 0.0]]), categorical=torch.tensor([[1]]))
+    with pytest.raises(InputError, match="NaN or infinite values \\(row 1, numeric column 'y'\\)"):  # named none
+        encoder(numeric=torch.tensor([[0.0, 0.0], [0.0, float("inf")]]), categorical=torch.tensor([[1], [1]]))
     with pytest.raises(InputError, match="category index"):
         encoder(numeric=torch.zeros(1, 2), categorical=torch.tensor([[9]]))
     batch = encoder.preprocess(table.iloc[:3])  # these failed inside torch: IndexError, size mismatch, F.embedding
