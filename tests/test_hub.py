@@ -460,6 +460,7 @@ def test_weights_of_another_kind_of_number_and_a_malformed_config_are_named(tmp_
     assert zoo.load(folder).dtype == torch.float32  # another float precision is a float
     config = json.loads((folder / "config.json").read_text())
     for change, error, said in (({"family": "nosuch"}, UnknownModelError, "unknown family 'nosuch'"),
+                                ({"family": ["hubert"]}, UnknownModelError, "unknown family ['hubert']"),  # unhashable
                                 ({"head": {}}, CheckpointError, "a malformed entry (KeyError: 'task')")):
         (folder / "config.json").write_text(json.dumps({**config, **change}))
         with pytest.raises(error, match=re.escape(f"{folder / 'config.json'}: {said}")):
