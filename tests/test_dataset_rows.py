@@ -52,6 +52,21 @@ def test_embed_of_a_dataset_and_of_its_column_equal_embed_of_its_files(audio_dat
         assert torch.equal(micro_hubert.embed(given, progress=False), expected)
 
 
+def test_a_dataset_of_two_audio_columns_is_refused_and_either_column_embeds(audio_dataset, micro_hubert):
+    """The first Audio column was embedded without a word."""
+    from zoo.errors import InputError
+
+    rows = undecoded_rows(audio_dataset, "Audio")
+    both = datasets.Dataset.from_dict({"audio": rows, "noisy": rows[::-1]})
+    for column in ("audio", "noisy"):
+        both = both.cast_column(column, datasets.Audio(decode=False)).cast_column(column, datasets.Audio(16000))
+    with pytest.raises(InputError, match=r"has 2 Audio columns \['audio', 'noisy'\]; pass the one to embed, e\.g\. "
+                                         r"dataset\['audio'\]"):
+        micro_hubert.embed(both, progress=False)
+    noisy = micro_hubert.embed(both["noisy"], progress=False)
+    assert torch.equal(noisy, micro_hubert.embed(audio_dataset, progress=False).flip(0))
+
+
 def test_an_image_dataset_and_its_column_are_read_as_reached():
     """They were decoded into a list of PIL images first (the crops are unchanged: see
     tests/modalities/vision/test_processing.py)."""

@@ -164,11 +164,16 @@ def column_as_dataset(inputs: Any, feature: str) -> Any:
 
 
 def feature_column(dataset: Any, feature: str, name: str = "the dataset") -> str:
-    """The first column of a `datasets` Dataset whose feature is a `feature` ("Audio", "Image")."""
+    """The column of a `datasets` Dataset whose feature is a `feature` ("Audio", "Image"). Of two
+    or more, none is guessed: the first was embedded without a word (a dataset of clean and
+    noisy versions of each clip gave the clean ones)."""
     columns = [column for column, kind in dataset.features.items() if type(kind).__name__ == feature]
     if not columns:
         raise InputError(f"{name} has no {feature} column; its features are {dict(dataset.features)}: cast one "
                          f"with dataset.cast_column(NAME, datasets.{feature}()) or pass dataset[NAME]")
+    if len(columns) > 1:
+        raise InputError(f"{name} has {len(columns)} {feature} columns {columns}; pass the one to embed, e.g. "
+                         f"dataset[{columns[0]!r}] or dataset.select_columns([{columns[0]!r}])")
     return columns[0]
 
 
