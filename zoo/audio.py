@@ -692,6 +692,9 @@ def batch_lengths(input_values: Any, attention_mask: Optional[torch.Tensor]) -> 
         given = f"{type(input_values).__name__} of shape {tuple(getattr(input_values, 'shape', ()))}"
         raise InputError(f"input_values is a {given}; pass a (batch > 0, samples) torch tensor, as "
                          "encoder.preprocess(...) gives (waveform[None] for one waveform)")
+    if not input_values.is_floating_point():  # int16 PCM read as amplitudes 32,768 times too loud
+        raise InputError(f"input_values has dtype {input_values.dtype}; forward takes float waveforms, as "
+                         "encoder.preprocess(...) makes them (it scales integer PCM)")
     if attention_mask is None:
         return torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
     if attention_mask.shape != input_values.shape:

@@ -78,6 +78,8 @@ def test_forward_refuses_batches_it_cannot_encode(micro_hubert):
             micro_hubert(input_values=wave(4000))
         with pytest.raises(InputError, match=r"shape \(0, 4000\); pass a \(batch > 0"):  # was an IndexError
             micro_hubert(input_values=torch.zeros(0, 4000))
+        with pytest.raises(InputError, match="input_values has dtype torch.int16; forward takes float waveforms"):
+            micro_hubert(input_values=(wave(4000)[None] * 32767).to(torch.int16))  # was read as amplitudes
         with pytest.raises(InputError, match=r"attention_mask holds values other than 0 and 1 \(\[0, 2\]\)"):
             micro_hubert(input_values=torch.stack([wave(4000), wave(4000)]), attention_mask=mask * 2)  # read as 2x
 
