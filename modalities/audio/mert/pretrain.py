@@ -70,10 +70,10 @@ from modalities.speech.hubert.pretrain import (
     encoder_config, equalise_mask_counts, fit_clusters, run_recordings,
 )
 from zoo.audio_crops import (
-    CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, frame_slice, past,
-    recording_frames, resumable_pass,
+    CropBatches, RecordingFiles, frame_count, frame_counts, frame_slice, recording_frames,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
+from zoo.frame_rows import FrameRows, RowGroups, delete_pass_file, past, resumable_pass
 from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
@@ -578,7 +578,7 @@ def teachers_pass(waves: RecordingFiles, encoder: MertEncoder, encodec: Any, tea
     (its description, and EnCodec's weights by their `weights_fingerprint`) goes on from the first
     recording missing in either. Past the `deadline` (`time.monotonic()`) the pass stops after a
     recording, or before k-means (or training) where it has just ended: `TimeLimitReached`, for a
-    rerun to go on (`zoo.audio_crops.resumable_pass`)."""
+    rerun to go on (`zoo.frame_rows.resumable_pass`)."""
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     frames = recording_frames(waves, field, hop)
     outputs = pass_outputs(encodec, cqt, cqt_file)

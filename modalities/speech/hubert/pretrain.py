@@ -18,7 +18,7 @@ An iteration's features (MFCCs: 28 MB an hour of audio; a 768-wide layer: 553 MB
 written to OUTPUT/features.npy as each recording's are computed, read back a recording at a
 time by k-means and the labelling (`FrameRows`), and deleted once labels.pt holds the labels, as
 fairseq dumps them to disk. A run stopped in that pass, or by `--time-limit`, leaves the file
-partial, and its rerun goes on from the first recording it lacks (`zoo.audio_crops.resumable_pass`).
+partial, and its rerun goes on from the first recording it lacks (`zoo.frame_rows.resumable_pass`).
 
 Shapes: B items, S samples, T frames, D width, P final_dim, K clusters, F feature dims,
 M masked frames.
@@ -42,10 +42,10 @@ from tqdm.auto import tqdm
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
 from zoo.audio import embedded_groups
 from zoo.audio_crops import (
-    CropBatches, FrameRows, RecordingFiles, RowGroups, delete_pass_file, frame_count, frame_counts, resumable_pass,
-    recording_frames, run_audio_files,
+    CropBatches, RecordingFiles, frame_count, frame_counts, recording_frames, run_audio_files,
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
+from zoo.frame_rows import FrameRows, RowGroups, delete_pass_file, resumable_pass
 from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
@@ -503,7 +503,7 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
     gives the teacher the files, which its own processor prepares: `waves` are prepared for the
     encoder, and a teacher's `do_normalize` normalised them again (a quiet clip under fairseq's
     1e-5 variance floor, std 0.71 once, came to the teacher at std 1.0). The features pass through
-    `FEATURES_FILE` in --output (`zoo.audio_crops.resumable_pass`, which stops past the `deadline`)."""
+    `FEATURES_FILE` in --output (`zoo.frame_rows.resumable_pass`, which stops past the `deadline`)."""
     field, hop = frame_geometry(encoder.config)
     rate = encoder.processor.sampling_rate
     if args.iteration == 1:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import MICRO_MERT, ctrl_c_at_step
 
-from zoo.audio_crops import PASS_FILE
+from zoo.frame_rows import PASS_FILE
 from zoo.errors import ConfigError, InputError
 
 RATE = 24000
@@ -246,7 +246,7 @@ def test_chroma_weight_changes_the_teacher(music_folder, tmp_path, capsys):
 
 def test_log_cqt_loss_falls(music_folder, tmp_path):
     from modalities.audio.mert.pretrain import cqt_bin_statistics
-    from zoo.audio_crops import FrameRows
+    from zoo.frame_rows import FrameRows
 
     log = pretrain(music_folder, tmp_path / "run", "--steps", "40", "--lr", "2e-3", "--warmup-steps", "5",
                    "--cqt-target", "log", "--feature-penalty", "0")
@@ -344,7 +344,8 @@ def test_cqt_file_holds_each_recording_and_batches_crop_it(music_folder, tmp_pat
     CQT of every batch is those whole-recording rows cropped as the waveform is, exactly."""
     from modalities.audio.mert.model import constant_q
     from modalities.audio.mert.pretrain import CQT_BINS, centred_cqt
-    from zoo.audio_crops import CropBatches, FrameRows, frame_count, load_waves
+    from zoo.audio_crops import CropBatches, frame_count, load_waves
+    from zoo.frame_rows import FrameRows
 
     pretrain(music_folder, tmp_path / "run", "--steps", "1")
     targets = torch.load(tmp_path / "run" / "labels.pt", weights_only=True)
@@ -363,7 +364,7 @@ def test_cqt_file_holds_each_recording_and_batches_crop_it(music_folder, tmp_pat
 
 def test_cqt_rows_read_only_the_rows_asked_for(tmp_path, monkeypatch):
     """A crop reads its rows from the file, not its recording's (nor the corpus's)."""
-    from zoo.audio_crops import FrameRows, frame_rows_writer
+    from zoo.frame_rows import FrameRows, frame_rows_writer
 
     cqts = [torch.randn(frames, 6).half() for frames in (10, 40, 7)]
     with frame_rows_writer(tmp_path / "rows.npy", [10, 40, 7], 6, torch.float16) as append:
@@ -381,7 +382,7 @@ def test_cqt_rows_read_only_the_rows_asked_for(tmp_path, monkeypatch):
 
 
 def test_cqt_file_is_written_whole_or_not_at_all(tmp_path):
-    from zoo.audio_crops import frame_rows_writer
+    from zoo.frame_rows import frame_rows_writer
 
     with pytest.raises(RuntimeError, match="teacher failed"):
         with frame_rows_writer(tmp_path / "rows.npy", [3, 4], 6, torch.float16) as append:
@@ -433,7 +434,7 @@ def test_a_damaged_or_mismatched_cqt_file_is_refused(music_folder, tmp_path, cap
 def test_labels_of_an_older_zoo_holding_the_cqt_are_refused(music_folder, tmp_path, capsys):
     """labels.pt as the zoo wrote it before cqt.npy ("cqt": a list of (T, Q) tensors): refused,
     saying to delete it, rather than loaded whole into memory and trained on."""
-    from zoo.audio_crops import FrameRows
+    from zoo.frame_rows import FrameRows
 
     out = tmp_path / "run"
     pretrain(music_folder, out, "--steps", "1")
@@ -454,7 +455,7 @@ def test_labels_of_an_older_zoo_holding_the_cqt_are_refused(music_folder, tmp_pa
 
 
 def written_rows(path, rows: list[torch.Tensor]):
-    from zoo.audio_crops import FrameRows, frame_rows_writer
+    from zoo.frame_rows import FrameRows, frame_rows_writer
 
     with frame_rows_writer(path, [len(block) for block in rows], rows[0].shape[1], rows[0].dtype) as append:
         for block in rows:
@@ -539,7 +540,8 @@ def test_kmeans_features_pass_through_a_file_deleted_once_coded(music_folder, tm
     of the waveform, torch.equal), which is gone once the codes are made. A k-means that fails leaves
     the pass's files to its rerun (the command's refusal removes them, `undone_if_refused`)."""
     from modalities.audio.mert import pretrain as mert
-    from zoo.audio_crops import FrameRows, RecordingFiles, load_waves
+    from zoo.audio_crops import RecordingFiles, load_waves
+    from zoo.frame_rows import FrameRows
 
     encoder = micro_objective().encoder
     files = sorted(music_folder.glob("*.flac"))
@@ -708,7 +710,7 @@ def test_the_teachers_pass_takes_its_time_from_trainings(music_folder, tmp_path,
 
 
 def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
-    from zoo.audio_crops import done_passes, frame_rows_writer
+    from zoo.frame_rows import done_passes, frame_rows_writer
 
     outputs, frames, record = [(tmp_path / "cqt.npy", 6, torch.float16)], [3, 4], tmp_path / PASS_FILE
     ours, theirs = {"files": ["a.flac", "b.flac"], "frame_hop": 320}, {"files": ["a.flac"], "frame_hop": 320}

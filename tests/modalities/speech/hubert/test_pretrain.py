@@ -24,7 +24,8 @@ from modalities.speech.hubert.pretrain import (
     mfcc_features,
     run,
 )
-from zoo.audio_crops import PASS_FILE, CropBatches, frame_count, list_audio_files, load_waves
+from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
+from zoo.frame_rows import PASS_FILE
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.training import CHECKPOINT_FILE, TrainConfig, train
 
@@ -360,7 +361,8 @@ def test_kmeans_reads_the_features_from_their_file(tmp_path, monkeypatch):
     """The pass holds one recording's features: k-means and the labelling read them from
     features.npy a recording at a time."""
     from modalities.speech.hubert import pretrain
-    from zoo.audio_crops import FrameRows, RecordingFiles
+    from zoo.audio_crops import RecordingFiles
+    from zoo.frame_rows import FrameRows
 
     write_tones(tmp_path / "data", 3)
     files = sorted((tmp_path / "data").glob("*.wav"))
