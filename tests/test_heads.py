@@ -184,7 +184,7 @@ def test_a_saved_head_says_what_it_is_in_its_card(micro_hubert, tmp_path):
 
 def test_each_kind_of_head_has_its_pipeline_tag_and_predict_line(micro_hubert):
     """Each head class says how the Hub files it and how it is called, by its encoder's modality."""
-    from zoo.hub import default_card
+    from zoo.cards import default_card
 
     cards = {
         "audio tagging": default_card(zoo.for_tagging(micro_hubert, labels=["a", "b"])),

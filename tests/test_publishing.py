@@ -13,7 +13,7 @@ from helpers import put_in_hf_cache, transformers_hubert
 import zoo
 from zoo.cli import main
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError
-from zoo.hub import model_card_text
+from zoo.cards import model_card_text
 from zoo.publishing import publish
 
 

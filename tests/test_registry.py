@@ -108,7 +108,7 @@ def test_importing_zoo_stays_light():
 
 @pytest.mark.parametrize("name", zoo.list_models())
 def test_every_checkpoint_has_a_model_card(name):
-    from zoo.hub import model_card_text
+    from zoo.cards import model_card_text
 
     card = model_card_text(name)
     assert card is not None, f"model_cards/{name}.md is missing"

@@ -255,7 +255,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         return [accumulator.result() for accumulator in accumulators]
 
     def card_usage(self, inputs: str) -> tuple[str, str]:
-        """What the default model card (`zoo.hub.default_card`) calls this model, and its line of
+        """What the default model card (`zoo.cards.default_card`) calls this model, and its line of
         use on `inputs`; a family whose checkpoints do something else (a tokenizer) says so."""
         return "encoder", f"model.embed({inputs})  # (N, {self.embed_dim})"
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from zoo import registry
+from zoo.cards import model_card_text, origin_card
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError
 from zoo.hub import (
-    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, checkpoint_in, entry_folder, is_offline, load_folder, model_card_text,
-    origin_card, save_folder,
+    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, checkpoint_in, entry_folder, is_offline, load_folder, save_folder,
 )
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 from zoo.run_cards import base_model_of

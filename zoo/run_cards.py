@@ -41,7 +41,7 @@ def run_card(model: Any, records: list[dict[str, Any]], config: Any, settings: d
     how long, on what, how the loss fell, the `results` sentence, the loss curve and the run's
     settings."""
     from zoo import __version__
-    from zoo.hub import default_card
+    from zoo.cards import default_card
 
     window, first, last = loss_summary(records)
     done = records[-1]["step"]
@@ -168,7 +168,7 @@ def converted_card(model: Any, source: Path, fmt: str, licence: Optional[str]) -
     from huggingface_hub import ModelCard
 
     from zoo import __version__
-    from zoo.hub import default_card
+    from zoo.cards import default_card
 
     terms = (f"The upstream checkpoint's licence, {licence}, applies to these weights." if licence else
              "The upstream checkpoint's licence applies to these weights; this card states none (`zoo convert "
