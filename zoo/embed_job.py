@@ -22,7 +22,7 @@ import numpy as np
 from zoo import registry
 from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
 from zoo.io import atomic_write_text, atomic_write_with, check_writable_file
-from zoo.pooling import check_batch_sizes
+from zoo.pooling import LayerSpec, check_batch_sizes
 from zoo.processing import IndexedRows
 from zoo.saving import weights_fingerprint
 
@@ -34,7 +34,7 @@ SHARD_SIZE = 1024
 STAMP_SUFFIX = ".stamp"
 
 
-def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer=None, pool: str = "mean",
+def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer: LayerSpec = None, pool: str = "mean",
                   batch_size: Optional[int] = None, shard_size: int = SHARD_SIZE,
                   names: Optional[Sequence[str]] = None, progress: bool = True, **prepare_kwargs: Any) -> str:
     """Embed `inputs` into `output` (.npy or .parquet); returns a description of the shape.
@@ -124,7 +124,7 @@ def job_settings(encoder: Any, names: Sequence[str], layer, pool: str, shard_siz
     return json.loads(json.dumps(settings, default=str))
 
 
-def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: Sequence[str], layer=None,
+def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: Sequence[str], layer: LayerSpec = None,
                       pool: str = "mean", batch_size: Optional[int] = None) -> tuple[np.ndarray, bool]:
     """(N, D) embeddings of `inputs` kept in `folder`: made there by an embedding job (so an
     interrupted one goes on from its shards), and reused while the model, the inputs (`names`),

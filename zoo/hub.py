@@ -245,7 +245,8 @@ def model_to(model: Any, device: Optional[str | torch.device], dtype: Optional[t
                           "this machine has (torch.cuda.is_available())") from err
 
 
-def entry_folder(entry: registry.ModelEntry, revision, cache_dir, local_files_only) -> Path:
+def entry_folder(entry: registry.ModelEntry, revision: Optional[str], cache_dir: Optional[str | Path],
+                 local_files_only: bool) -> Path:
     """Where the files of a published checkpoint are, fetching or converting them if needed."""
     if not entry.has_weights:
         dataset = entry.pretraining.get("dataset", "DATASET")
@@ -294,7 +295,8 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
         raise CheckpointError(f"Hub repo {repo_id!r} (revision {revision!r}) has no file {filename}") from err
 
 
-def download_repo(repo_id: str, revision: str, cache_dir=None, local_files_only: bool = False,
+def download_repo(repo_id: str, revision: Optional[str], cache_dir: Optional[str | Path] = None,
+                  local_files_only: bool = False,
                   weights: bool = True, settings_known: bool = False) -> Path:
     """Fetch config, preprocessor config and (unless `weights` is False) the weights of a Hub
     repo; returns the snapshot folder. Without a preprocessor config the processor takes the
@@ -334,7 +336,8 @@ def zoo_cache_root() -> Path:
     return Path(os.environ.get("ZOO_CACHE") or Path(constants.HF_HOME) / "ssl-zoo")
 
 
-def converted_folder(entry: registry.ModelEntry, cache_dir=None, local_files_only: bool = False) -> Path:
+def converted_folder(entry: registry.ModelEntry, cache_dir: Optional[str | Path] = None,
+                     local_files_only: bool = False) -> Path:
     """The zoo checkpoint made from an upstream file: downloaded, checked and converted once."""
     upstream = entry.upstream
     sha256 = upstream.get("sha256")
@@ -560,7 +563,7 @@ def naming_file(path: Path) -> Iterator[None]:
                                   "again") from err
 
 
-def entry_encoder(entry: registry.ModelEntry, revision: Optional[str] = None, cache_dir=None,
+def entry_encoder(entry: registry.ModelEntry, revision: Optional[str] = None, cache_dir: Optional[str | Path] = None,
                   local_files_only: bool = False) -> Any:
     """A random-init encoder of a hub_config's architecture and preprocessing: what
     `load(name, pretrained=False)` gives for a checkpoint that is not embedded, with nothing

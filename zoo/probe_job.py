@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 from zoo.errors import ConfigError, InputError, warn
 from zoo.io import visible_files
+from zoo.pooling import LayerSpec
 
 
 def file_suffixes(encoder: Any, name: str, command: str, labelled: bool = False) -> tuple[str, ...]:
@@ -256,7 +257,7 @@ def check_split(rows: Sequence[tuple[Any, str, bool]], test_regex: Optional[str]
                          "least two")
 
 
-def run_probe(encoder: Any, rows: Sequence[tuple[Any, str, bool]], layer=None, batch_size: int = 8,
+def run_probe(encoder: Any, rows: Sequence[tuple[Any, str, bool]], layer: LayerSpec = None, batch_size: int = 8,
               k: int = 20, pool: str = "mean", cache: Optional[Path] = None) -> dict[str, float]:
     """Embed every item once, then fit the probes on the train split and score the test split.
 
