@@ -8,11 +8,13 @@ import hashlib
 import re
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from zoo.errors import ConfigError, InputError, warn
 from zoo.io import visible_files
-from zoo.pooling import LayerSpec
+
+if TYPE_CHECKING:
+    from zoo.pooling import LayerSpec
 
 
 def file_suffixes(encoder: Any, name: str, command: str, labelled: bool = False) -> tuple[str, ...]:
