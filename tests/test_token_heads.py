@@ -11,7 +11,7 @@ import zoo
 from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
 from zoo.errors import ConfigError, InputError
-from zoo.heads import IGNORE_INDEX, LABEL_PADDING
+from zoo.heads import IGNORE_INDEX, TOKEN_COUNTS
 
 RATE = 16000
 
@@ -158,7 +158,8 @@ def test_collate_pads_token_labels_and_takes_names(micro_hubert):
     waves = [np.zeros(3200, np.float32), np.ones(6400, np.float32) * 0.1]
     batch = classifier.collate([{"input": waves[0], "label": ["silence", "tone", IGNORE_INDEX]},
                                 {"input": waves[1], "label": np.array([1, 0])}], sampling_rate=RATE)
-    assert batch["labels"].tolist() == [[0, 1, IGNORE_INDEX, LABEL_PADDING], [1, 0, LABEL_PADDING, LABEL_PADDING]]
+    assert batch["labels"].tolist() == [[0, 1, IGNORE_INDEX], [1, 0, IGNORE_INDEX]]
+    assert batch[TOKEN_COUNTS].tolist() == [3, 2]
     with pytest.raises(InputError, match="item 0 of the batch has 3 token labels but 159 tokens; give one label "
                                          "per token"):  # the rows' last tokens were read as padding, without a word
         classifier(**batch)

@@ -17,15 +17,6 @@ from zoo.heads import IGNORE_INDEX
 from zoo.outputs import PretrainOutput
 
 
-def token_aligned(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """A batch's labels cut or padded (with IGNORE_INDEX) to its logits' tokens: a token
-    collator's rows are one longer than the batch's longest (`heads.TokenCollator`)."""
-    if labels.dim() != 2 or logits.dim() != 3:
-        return labels
-    width = logits.shape[1]
-    return nn.functional.pad(labels, (0, max(0, width - labels.shape[1])), value=IGNORE_INDEX)[:, :width]
-
-
 class ClassifierObjective(nn.Module):
     """The head's loss on one collated batch (cross-entropy, or a regressor's squared error), with
     a classifier's accuracy on the batch logged (over its labelled nodes, for a node dataset)."""
@@ -41,8 +32,8 @@ class ClassifierObjective(nn.Module):
         output = self.classifier(**batch)
         if batch["labels"].is_floating_point():
             return PretrainOutput(loss=output.loss, logs={})
-        labels = token_aligned(batch["labels"].to(output.logits.device), output.logits)
-        labelled = labels >= 0  # neither IGNORE_INDEX nor a token collator's LABEL_PADDING
+        labels = batch["labels"].to(output.logits.device)
+        labelled = labels != IGNORE_INDEX
         accuracy = (output.logits.argmax(-1)[labelled] == labels[labelled]).float().mean().item()
         return PretrainOutput(loss=output.loss, logs={"accuracy": accuracy})
 

@@ -28,9 +28,10 @@ HeadLayer = Union[None, int, str]
 GRAPH_READOUTS = ("sum", "max")
 #: a token label that takes no part in the loss (transformers' and torch's convention)
 IGNORE_INDEX = -100
-#: what `TokenCollator` ends and pads label rows with: what follows an example's last label, which
-#: must be the batch's padding (`EncoderForTokenClassification.aligned_labels` turns it into IGNORE_INDEX)
-LABEL_PADDING = -101
+#: the batch key in which `TokenCollator` gives each example's count of token labels, so that the
+#: model can tell a row shorter than its tokens from the batch's padding (no "label" in the name:
+#: transformers' Trainer takes every forward argument named so for a label)
+TOKEN_COUNTS = "target_counts"
 
 
 class LayerWeights(nn.Module):
@@ -107,20 +108,21 @@ class Collator:
         return self.labels.index(name)
 
 
-def check_label_counts(labels: torch.Tensor, mask: torch.Tensor) -> None:
-    """Refuse an example of `collate` whose label row is shorter than its tokens: its last tokens
-    were read as padding and left out of the loss (Cora's first 100 labels for its 2,708 nodes,
-    or frame labels at another rate, trained without a word). Rows padded with -100 by the caller
-    (transformers' token collators) cannot be told from padding, and are taken as they are."""
-    ended = (labels == LABEL_PADDING).any(dim=1)
-    if bool(ended.any()):
-        given, tokens = (labels != LABEL_PADDING).sum(dim=1), mask.sum(dim=1)
-        short = (ended & (given < tokens)).nonzero()
-        if len(short):
-            item = int(short[0])
-            raise InputError(f"item {item} of the batch has {int(given[item])} token labels but {int(tokens[item])} "
-                             f"tokens; give one label per token of embed(pool='none'), {IGNORE_INDEX} for a token "
-                             "without one")
+def check_label_counts(counts: Optional[torch.Tensor], mask: torch.Tensor) -> None:
+    """Refuse an example of `collate` whose labels (`counts` of them, `TOKEN_COUNTS`) are fewer
+    than its tokens: its last tokens were read as padding and left out of the loss (Cora's first
+    100 labels for its 2,708 nodes, or frame labels at another rate, trained without a word).
+    Labels padded with -100 by the caller (transformers' token collators) come without counts,
+    and are taken as they are."""
+    if counts is None:
+        return
+    tokens = mask.sum(dim=1)
+    short = (counts.to(tokens.device) < tokens).nonzero()
+    if len(short):
+        item = int(short[0])
+        raise InputError(f"item {item} of the batch has {int(counts[item])} token labels but {int(tokens[item])} "
+                         f"tokens; give one label per token of embed(pool='none'), {IGNORE_INDEX} for a token "
+                         "without one")
 
 
 class ClassificationCollator(Collator):
@@ -162,14 +164,17 @@ class TokenCollator(Collator):
     takes = "one class index or label name per token, -100 for a token without one"
     maker = "zoo.for_token_classification(encoder, labels=[...])"
 
+    def __call__(self, examples: Sequence[dict[str, Any]], **prepare_kwargs: Any) -> dict[str, torch.Tensor]:
+        """The batch, with each example's count of token labels (`TOKEN_COUNTS`)."""
+        batch = super().__call__(examples, **prepare_kwargs)
+        batch[TOKEN_COUNTS] = torch.tensor([len(self.label_values(example["label"])) for example in examples])
+        return batch
+
     def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
-        """Each example's token labels (indices, names or -100) as one (B, T + 1) tensor, each row
-        ended and padded with `LABEL_PADDING`, so that the model can tell a row shorter than its
-        tokens from padding."""
+        """Each example's token labels (indices, names or -100) as one (B, T) tensor, padded with -100."""
         row_tensor = super().label_tensor  # checks and casts one example's labels
         rows = [row_tensor(self.label_values(label)) for label in labels]
-        padded = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=LABEL_PADDING)
-        return nn.functional.pad(padded, (0, 1), value=LABEL_PADDING)
+        return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=IGNORE_INDEX)
 
     def label_values(self, label: Any) -> list[Any]:
         """One example's token labels as a list, names turned into class indices."""
@@ -556,13 +561,19 @@ class EncoderForTokenClassification(LabelledHead):
         tokens, mask = super().tokens(**batch)
         return tokens[:, self.leading_tokens:], mask[:, self.leading_tokens:]
 
-    def forward(self, labels: Optional[torch.Tensor] = None, **batch: torch.Tensor):
+    def forward(self, labels: Optional[torch.Tensor] = None, target_counts: Optional[torch.Tensor] = None,
+                **batch: torch.Tensor):
+        """Logits (B, T, num_labels), and with `labels` (B, T') their loss; `target_counts` (B,),
+        which `collate` gives, are the labels each example came with (see `check_label_counts`)."""
         from transformers.modeling_outputs import TokenClassifierOutput
 
         tokens, mask = self.tokens(**batch)
         logits = self.head(self.dropout(tokens.to(self.head.weight.dtype)))
-        loss = None if labels is None else self.loss(logits, self.aligned_labels(self.labels_as_tensor(labels), mask))
-        return TokenClassifierOutput(loss=loss, logits=logits)
+        if labels is None:
+            return TokenClassifierOutput(loss=None, logits=logits)
+        check_label_counts(target_counts, mask)
+        return TokenClassifierOutput(loss=self.loss(logits, self.aligned_labels(self.labels_as_tensor(labels), mask)),
+                                     logits=logits)
 
     def aligned_labels(self, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T') labels -> (B, T) on the tokens' device, padded with `IGNORE_INDEX`; a label on a
@@ -572,8 +583,6 @@ class EncoderForTokenClassification(LabelledHead):
             raise InputError(f"token labels are class indices of shape ({batch_size}, tokens), {IGNORE_INDEX} where "
                              f"a token has none; got {labels.dtype} of shape {tuple(labels.shape)}")
         labels = labels.to(mask.device, torch.long)  # the cross-entropy takes int64 only
-        check_label_counts(labels, mask)
-        labels = labels.masked_fill(labels == LABEL_PADDING, IGNORE_INDEX)
         width = max(length, labels.shape[1])
         labels = nn.functional.pad(labels, (0, width - labels.shape[1]), value=IGNORE_INDEX)
         labelled = labels != IGNORE_INDEX
