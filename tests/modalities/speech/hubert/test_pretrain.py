@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import ctrl_c_at_step
+from helpers import ctrl_c_at_step, shared_path
 
 from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
 from modalities.speech.hubert.pretrain import (
@@ -29,7 +29,6 @@ from zoo.frame_rows import PASS_FILE
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.training import CHECKPOINT_FILE, TrainConfig, train
 
-FSDD = Path(__file__).resolve().parents[4] / ".." / "shared" / "data" / "fsdd" / "recordings"
 
 #: smaller than VARIANTS["tiny"], with HuBERT's 7-conv front end (400-sample field, 320 hop)
 MICRO = dict(
@@ -163,9 +162,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def fsdd_waves():
-    if not FSDD.is_dir():
-        pytest.skip(f"FSDD recordings are absent at {FSDD}: they come with the ../shared folder beside the repository")
-    files = list_audio_files(FSDD, exclude=["*_[0-4].wav"])[::20]
+    files = list_audio_files(shared_path("data", "fsdd", "recordings"), exclude=["*_[0-4].wav"])[::20]
     return load_waves(files, micro_encoder().processor)
 
 

@@ -2,17 +2,15 @@
 and its embeddings separate FSDD speakers."""
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
+from helpers import shared_path
 
 import zoo
 from modalities.speech.hubert.model import HubertEncoder
 from zoo.registry import data_folder
 
 NAME = "hubert-tiny-fsdd"
-FSDD = Path(__file__).resolve().parents[4] / ".." / "shared" / "data" / "fsdd" / "recordings"
 
 
 def test_loads_offline_and_matches_its_hub_config(offline_cache):
@@ -34,10 +32,9 @@ def test_folder_card_is_the_model_card():
 
 def test_embeddings_tell_speakers_apart():
     """Two takes of the same speaker are closer than two speakers saying the same digit."""
-    if not FSDD.is_dir():
-        pytest.skip(f"FSDD recordings are absent at {FSDD}: they come with the ../shared folder beside the repository")
+    recordings = shared_path("data", "fsdd", "recordings")
     encoder = zoo.load(NAME)
-    files = [FSDD / name for name in ("3_george_1.wav", "3_george_2.wav", "3_jackson_1.wav")]
+    files = [recordings / name for name in ("3_george_1.wav", "3_george_2.wav", "3_jackson_1.wav")]
     rows = encoder.embed(files, progress=False).numpy()
     rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     assert rows[0] @ rows[1] > rows[0] @ rows[2]
