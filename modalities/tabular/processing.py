@@ -291,6 +291,7 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
         raise InputError(f"column {name!r} is numeric in the fitted schema but holds {values.dtype} values; "
                          f"convert it to a number first (e.g. table[{name!r}].dt.year for dates, .dt.days for "
                          "durations)")
+    check_no_booleans(values, name)
     if isinstance(values.dtype, pd.ArrowDtype) and pd.api.types.is_numeric_dtype(values.dtype):
         values = values.astype("float64[pyarrow]")  # `pd.to_numeric` fails on an Arrow decimal column with a gap
     if pd.api.types.is_string_dtype(values.dtype):  # object or pandas 3's str: "?", "NA", "nan" are missing, as in CSVs
@@ -300,9 +301,26 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
         return pd.to_numeric(values, errors="raise").astype(np.float64)
     except (ValueError, TypeError) as err:
         label, bad = next((label, value) for label, value in values.items() if not _is_number(value))
-        row = f"row {label}" if isinstance(values.index, pd.RangeIndex) else f"index label {label!r}"
-        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bad!r} ({row}); "
-                         "pass numbers (missing values may be NaN or None)") from err
+        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bad!r} "
+                         f"({row_name(values, label)}); pass numbers (missing values may be NaN or None)") from err
+
+
+def check_no_booleans(values: pd.Series, name: str) -> None:
+    """Refuse True/False in a numeric column: pandas reads them as 1.0 and 0.0 without a word
+    (a boolean column given where the fitted table had a number)."""
+    if not (pd.api.types.is_bool_dtype(values.dtype) or values.dtype == object):
+        return
+    booleans = values.map(lambda value: isinstance(value, (bool, np.bool_))).astype(bool)
+    if booleans.any():
+        label = booleans.idxmax()
+        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bool(values[label])} "
+                         f"({row_name(values, label)}), which would be read as {float(values[label])}; pass numbers "
+                         "(missing values may be NaN or None)")
+
+
+def row_name(values: pd.Series, label: Any) -> str:
+    """How an error names a row: its number, or its index label where the index is not 0..N-1."""
+    return f"row {label}" if isinstance(values.index, pd.RangeIndex) else f"index label {label!r}"
 
 
 def check_scaled(numbers: np.ndarray, scaled: np.ndarray, column: dict[str, Any]) -> None:

@@ -315,3 +315,18 @@ def test_a_text_column_of_mostly_distinct_values_is_warned_of(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TableProcessor.fit(tmp_path / "days.csv", ignore=["day"])
+
+
+def test_true_or_false_in_a_numeric_column_is_refused_by_row(frame):
+    """pandas reads True and False as 1.0 and 0.0: a boolean column given where the fitted table
+    had a number embedded without a word."""
+    processor = TableProcessor.fit(frame, target="label")
+    mixed = frame.astype({"age": object})
+    mixed.loc[2, "age"] = True
+    with pytest.raises(InputError, match=r"column 'age' is numeric .* holds True \(row 2\), which would be read as "
+                                         r"1.0"):
+        processor.transform(mixed)
+    with pytest.raises(InputError, match=r"holds False \(row 0\), which would be read as 0.0"):
+        processor.transform(frame.assign(age=[False] * len(frame)))
+    as_objects = processor.transform(frame.astype({"age": object}))["numeric"]  # numbers as objects still read
+    assert torch.equal(as_objects, processor.transform(frame)["numeric"])
