@@ -167,7 +167,7 @@ class TokenCollator(Collator):
     def __call__(self, examples: Sequence[dict[str, Any]], **prepare_kwargs: Any) -> dict[str, torch.Tensor]:
         """The batch, with each example's count of token labels (`TOKEN_COUNTS`)."""
         batch = super().__call__(examples, **prepare_kwargs)
-        batch[TOKEN_COUNTS] = torch.tensor([len(self.label_values(example["label"])) for example in examples])
+        batch[TOKEN_COUNTS] = torch.tensor([len(example["label"]) for example in examples])  # checked 1-d above
         return batch
 
     def label_tensor(self, labels: Sequence[Any]) -> torch.Tensor:
