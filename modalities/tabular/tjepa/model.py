@@ -253,9 +253,9 @@ class TJEPAEncoder(TabularEncoder):
         if numeric.shape[1] != self.config.num_numeric or categorical.shape[1] != len(self.config.cardinalities):
             raise InputError(f"got {numeric.shape[1]} numeric and {categorical.shape[1]} categorical columns; this "
                              f"encoder takes {self.config.num_numeric} and {len(self.config.cardinalities)}")
-        bad = (~torch.isfinite(numeric)).nonzero()
-        if len(bad):
-            row, column = bad[0].tolist()
+        finite = torch.isfinite(numeric)
+        if not finite.all():  # found where only when there is one: `forward` runs this on every batch
+            row, column = (~finite).nonzero()[0].tolist()
             names = self.processor.numeric_names if self.processor.is_fitted else []
             name = repr(names[column]) if column < len(names) else str(column)
             raise InputError(f"numeric inputs hold NaN or infinite values (row {row}, numeric column {name}); the "
