@@ -19,7 +19,7 @@ from torch_geometric.sampler import NodeSamplerInput
 from torch_geometric.utils import to_dense_batch
 
 from modalities.graphs.neighbors import FullNeighborSampler
-from modalities.graphs.processing import GraphProcessor, graphs_of
+from modalities.graphs.processing import GraphProcessor, check_index_layout, graphs_of
 from zoo.encoder import Encoder
 from zoo.errors import InputError
 from zoo.outputs import EncoderOutput
@@ -40,10 +40,7 @@ def check_forward_inputs(x: torch.Tensor, edge_index: torch.Tensor, batch: Optio
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] != in_dim:
         raise InputError(f"x has shape {tuple(x.shape)}; this encoder takes (num_nodes > 0, {in_dim}) node features "
                          "(encoder.preprocess(graphs) prepares them)")
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise InputError(f"edge_index has shape {tuple(edge_index.shape)}; expected (2, num_edges)")
-    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
-        raise InputError(f"edge_index has dtype {edge_index.dtype}; node indices must be integers")
+    check_index_layout(edge_index)
     edge_index = edge_index.long()
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= x.shape[0]):
         raise InputError(f"edge_index holds node indices outside [0, {x.shape[0] - 1}] of x's {x.shape[0]} nodes")

@@ -275,6 +275,15 @@ def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.T
     return x, check_edge_index(item, x.shape[0], f"x has shape {tuple(x.shape)}", "give x a row per node")
 
 
+def check_index_layout(edge_index: torch.Tensor) -> None:
+    """A (2, num_edges) tensor of integers, or an `InputError`: what a graph's `edge_index` and
+    `GraphEncoder.forward`'s both need."""
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise InputError(f"edge_index has shape {tuple(edge_index.shape)}; expected (2, num_edges)")
+    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+        raise InputError(f"edge_index has dtype {edge_index.dtype}; node indices must be integers")
+
+
 def check_edge_index(item: Any, num_nodes: int, counted: str, fix: str) -> torch.Tensor:
     """The long edge index of a graph, or an `InputError`: a numpy array, a sparse tensor or a bool
     index would fail inside PyG with a message that does not say what to pass. An entry outside the
@@ -290,10 +299,7 @@ def check_edge_index(item: Any, num_nodes: int, counted: str, fix: str) -> torch
         raise InputError(f"edge_index is a {kind}; it is a dense torch tensor (2, num_edges) of node indices "
                          "(e.g. torch.as_tensor(edge_index, dtype=torch.long); a sparse adjacency through "
                          "torch_geometric.utils.to_edge_index)")
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise InputError(f"edge_index has shape {tuple(edge_index.shape)}; expected (2, num_edges)")
-    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
-        raise InputError(f"edge_index has dtype {edge_index.dtype}; node indices must be integers")
+    check_index_layout(edge_index)
     edge_index = edge_index.to("cpu", torch.long)
     outside = int(((edge_index < 0) | (edge_index >= num_nodes)).sum())
     if outside:
