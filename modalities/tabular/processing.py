@@ -301,8 +301,7 @@ def to_numbers(values: pd.Series, name: str) -> pd.Series:
         return pd.to_numeric(values, errors="raise").astype(np.float64)
     except (ValueError, TypeError) as err:
         label, bad = next((label, value) for label, value in values.items() if not _is_number(value))
-        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bad!r} "
-                         f"({row_name(values, label)}); pass numbers (missing values may be NaN or None)") from err
+        raise not_a_number(values, name, label, bad) from err
 
 
 def check_no_booleans(values: pd.Series, name: str) -> None:
@@ -312,15 +311,17 @@ def check_no_booleans(values: pd.Series, name: str) -> None:
         return
     booleans = values.map(lambda value: isinstance(value, (bool, np.bool_))).astype(bool)
     if booleans.any():
-        label = booleans.idxmax()
-        raise InputError(f"column {name!r} is numeric in the fitted schema but holds {bool(values[label])} "
-                         f"({row_name(values, label)}), which would be read as {float(values[label])}; pass numbers "
-                         "(missing values may be NaN or None)")
+        first = int(booleans.to_numpy().argmax())  # by position: index labels may repeat
+        value = bool(values.iloc[first])
+        raise not_a_number(values, name, values.index[first], value, f", which would be read as {float(value)}")
 
 
-def row_name(values: pd.Series, label: Any) -> str:
-    """How an error names a row: its number, or its index label where the index is not 0..N-1."""
-    return f"row {label}" if isinstance(values.index, pd.RangeIndex) else f"index label {label!r}"
+def not_a_number(values: pd.Series, name: str, label: Any, value: Any, note: str = "") -> InputError:
+    """The refusal of a numeric column's `value`, naming its row: its number, or its index label
+    where the index is not 0..N-1."""
+    row = f"row {label}" if isinstance(values.index, pd.RangeIndex) else f"index label {label!r}"
+    return InputError(f"column {name!r} is numeric in the fitted schema but holds {value!r} ({row}){note}; pass "
+                      "numbers (missing values may be NaN or None)")
 
 
 def check_scaled(numbers: np.ndarray, scaled: np.ndarray, column: dict[str, Any]) -> None:
