@@ -313,7 +313,8 @@ def check_no_booleans(values: pd.Series, name: str) -> None:
     if booleans.any():
         first = int(booleans.to_numpy().argmax())  # by position: index labels may repeat
         value = bool(values.iloc[first])
-        raise not_a_number(values, name, values.index[first], value, f", which would be read as {float(value)}")
+        label = values.index.tolist()[first]  # a Python value, as `items` gives the text refusal's
+        raise not_a_number(values, name, label, value, f", which would be read as {float(value)}")
 
 
 def not_a_number(values: pd.Series, name: str, label: Any, value: Any, note: str = "") -> InputError:

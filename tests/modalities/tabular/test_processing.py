@@ -328,5 +328,8 @@ def test_true_or_false_in_a_numeric_column_is_refused_by_row(frame):
         processor.transform(mixed)
     with pytest.raises(InputError, match=r"holds False \(row 0\), which would be read as 0.0"):
         processor.transform(frame.assign(age=[False] * len(frame)))
+    mixed.index = [5, 5, 6, 6]  # repeated labels: the value is taken by position
+    with pytest.raises(InputError, match=r"holds True \(index label 6\), which would be read as 1.0"):
+        processor.transform(mixed)
     as_objects = processor.transform(frame.astype({"age": object}))["numeric"]  # numbers as objects still read
     assert torch.equal(as_objects, processor.transform(frame)["numeric"])
