@@ -119,8 +119,8 @@ def fitting_sizes(features: int, min_context: int, max_context: int, min_target:
 
 def share_of(size: int, features: int) -> str:
     """The shortest share that `round(features * share)` turns back into `size`."""
-    for digits in range(3, 18):
+    for digits in range(3, 17):
         share = f"{size / features:.{digits}g}"
         if round(features * float(share)) == size:
             return share
-    return repr(size / features)
+    return repr(size / features)  # all 17 digits: the share itself

@@ -322,12 +322,12 @@ def with_output_scale(encoder: TJEPAEncoder, table: Any, chunk_rows: int = 65536
     if rows < 2:
         raise InputError(f"the output scale needs at least 2 rows; the table has {rows}")
     mean = total / rows
-    variance = (squares - rows * mean.square()) / (rows - 1)
-    if (variance.clamp(min=0).sqrt() <= 1e-7 * (1 + mean.abs())).all():
+    std = ((squares - rows * mean.square()) / (rows - 1)).clamp(min=0).sqrt()
+    if (std <= 1e-7 * (1 + mean.abs())).all():
         raise InputError(f"the output scale needs rows that differ; the table's {rows} rows all give the same tokens "
                          "(are they one row repeated?), and scaling by their spread would blow every other row up "
                          "by about 1e12")
     scaled = TJEPAEncoder(dataclasses.replace(encoder.config, standardize_output=True), encoder.processor)
     scaled.load_state_dict({**raw.state_dict(), "output_mean": mean.float(),
-                            "output_std": variance.clamp(min=1e-24).sqrt().float()})
+                            "output_std": std.clamp(min=1e-12).float()})
     return scaled.to(next(encoder.parameters()).dtype)

@@ -123,7 +123,7 @@ def check_rows_differ(inputs: dict[str, torch.Tensor], source: str) -> None:
     a table whose rows were all the same in its features trained, then scaled every other row's
     tokens by about 1e12 (a single row trained a step and failed on the scale)."""
     features = torch.cat([inputs["numeric"].double(), inputs["categorical"].double()], dim=1)
-    distinct = len(torch.unique(features, dim=0)) if len(features) else 0
+    distinct = len(torch.unique(features, dim=0))  # rows and features are at least one: fit refuses fewer
     if distinct < 2:
         raise InputError(f"{source} has {len(features)} row(s) and {distinct} different in the encoder's features; "
                          "pretraining needs at least 2 rows that differ (the encoder learns from their differences "
