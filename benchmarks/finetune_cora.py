@@ -38,7 +38,7 @@ from modalities.graphs.datasets import load_dataset
 from modalities.graphs.evaluation import accuracy
 from zoo.heads import IGNORE_INDEX
 from zoo.io import atomic_write_text
-from zoo.training import check_same_run
+from zoo.run_folders import check_same_run
 
 #: mode -> (start from the pretrained weights, train the encoder too)
 MODES = {"fine-tuned": (True, True), "random init, fine-tuned": (False, True), "frozen encoder": (True, False)}

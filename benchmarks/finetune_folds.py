@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 from zoo.finetune_job import run_finetune
 from zoo.finetune_options import MODES, add_finetune_arguments
 from zoo.io import atomic_write_text
-from zoo.training import check_same_run
+from zoo.run_folders import check_same_run
 
 FOLDS = tuple(range(10))
 #: the arguments each run sets itself, or that only say where and how runs go

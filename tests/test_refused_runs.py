@@ -1,5 +1,5 @@
 """A refused new `zoo pretrain` run leaves its output folder as it was: absent, empty, or
-holding only what it held (`zoo.training.undone_if_refused`, around every `zoo pretrain` command).
+holding only what it held (`zoo.run_folders.undone_if_refused`, around every `zoo pretrain` command).
 
 Before, a run recorded its input files (inputs.json) and then checked its batches, corruption
 and teacher settings, and `train_and_save` wrote args.json before the trainer moved the model to
@@ -18,7 +18,7 @@ import torch
 
 from helpers import shared_path
 from zoo.cli import main
-from zoo.training import LOG_FILE, undone_if_refused
+from zoo.run_folders import LOG_FILE, undone_if_refused
 
 #: a tiny GMML ViT on 32-pixel crops
 TINY_GMML = ["--set", "image_size=32", "--set", "patch_size=8", "--set", "depth=2", "--set", "hidden_size=24",
@@ -174,7 +174,7 @@ def test_a_run_that_logged_a_step_keeps_its_files(tmp_path):
 
 
 def test_the_outermost_missing_folder_is_found(tmp_path):
-    from zoo.training import outermost_missing
+    from zoo.run_folders import outermost_missing
 
     assert outermost_missing(tmp_path) is None
     assert outermost_missing(tmp_path / "a" / "b" / "c") == tmp_path / "a"

@@ -12,9 +12,11 @@ from torch import nn
 from zoo.checkpointing import CheckpointedBlocks
 from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.outputs import PretrainOutput
-from zoo.training import (ARGS_FILE, CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, TrainConfig, add_optimization_arguments,
-                          lr_factor, make_optimizer, read_log, train, train_and_save, train_config_from_args,
-                          weight_decay_at)
+from zoo.run_folders import ARGS_FILE, CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, read_log
+from zoo.training import (
+    TrainConfig, add_optimization_arguments, lr_factor, make_optimizer, train, train_and_save,
+    train_config_from_args, weight_decay_at,
+)
 
 
 class Regression(nn.Module):
@@ -388,7 +390,7 @@ def test_a_recipe_batch_size_below_one_is_refused(family, dataset, folder, tmp_p
 
 
 def test_a_run_records_its_input_files_and_a_resumed_run_takes_them_where_the_data_is_now(tmp_path):
-    from zoo.training import INPUTS_FILE, run_input_files
+    from zoo.run_folders import INPUTS_FILE, run_input_files
 
     data = tmp_path / "data"
     (data / "sub").mkdir(parents=True)

@@ -25,7 +25,7 @@ from zoo.audio_spans import file_scale
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.frame_rows import FrameRows
 from zoo.io import visible_files
-from zoo.training import run_input_files
+from zoo.run_folders import run_input_files
 
 #: batches whose recordings are sorted by length together (see `CropBatches`)
 POOL_BATCHES = 32
@@ -53,7 +53,7 @@ def run_audio_files(out: Path, folders: Sequence[str | Path], exclude: Sequence[
                     earlier: Optional[Callable[[], Optional[list[Path]]]] = None) -> list[Path]:
     """The recordings of the pretraining run in `out`: the folders' audio files when it begins, the
     files it began with when it resumes, though the folders or the endings this machine decodes
-    have changed since (`zoo.training.run_input_files`, which says what `earlier` is)."""
+    have changed since (`zoo.run_folders.run_input_files`, which says what `earlier` is)."""
     listings = [(Path(folder), list_audio_files(folder, exclude)) for folder in folders]
     return run_input_files(Path(out), listings, earlier)
 

@@ -465,7 +465,7 @@ def run_pretraining(run: Any, args: argparse.Namespace) -> None:
     """A recipe's `run`, once its output path is known to be usable: some recipes compute their
     teachers' labels for minutes before they first write there. What a new run wrote before it
     began training is removed if it is refused (`undone_if_refused`)."""
-    from zoo.training import check_run_folder, undone_if_refused
+    from zoo.run_folders import check_run_folder, undone_if_refused
 
     check_run_folder(Path(args.output))
     with undone_if_refused(Path(args.output)):

@@ -46,13 +46,13 @@ from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
 from zoo.run_cards import run_card, shown_path, with_base_model, with_eval_result
 from zoo.finetune_options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_NODE_EPOCHS, DEFAULT_NODE_LR
-from zoo.training import (PLOT_FILE, TrainConfig, command_settings, loss_curve, train, undone_if_refused,
-                          write_run_settings)
+from zoo.run_folders import PLOT_FILE, command_settings, loss_curve, undone_if_refused, write_run_settings
+from zoo.training import TrainConfig, train
 
 #: a node dataset's run saves its checkpoint every this many steps (other runs: every epoch)
 NODE_CHECKPOINT_EVERY = 50
 #: arguments of the scoring after training, left out of args.json (those of where and how the
-#: training runs, such as --threads and --time-limit, are zoo.training.RUN_LOCAL_SETTINGS)
+#: training runs, such as --threads and --time-limit, are zoo.run_folders.RUN_LOCAL_SETTINGS)
 SCORING_ARGS = ("json", "eval_batch_size")
 #: the run folder's subfolder that holds the trained classifier
 CLASSIFIER_FOLDER = "classifier"

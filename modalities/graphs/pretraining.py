@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
-import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -22,9 +21,10 @@ from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.options import positive_int, seed_int
 from zoo.registry import ModelEntry
+from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings, named_recipe,
-    refuse_recipe_records, save_trained, train, write_run_settings,
+    TrainConfig, add_time_limit_argument, check_recipe_batch_size, named_recipe, refuse_recipe_records,
+    save_trained, say, train,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -161,7 +161,6 @@ def run_and_save(objective: nn.Module, encoder: Any, batches: GraphBatches, conf
     write_run_settings(out, settings)
     graphs = batches.graphs
     tag = f"{encoder.family} pretrain"
-    print(f"[{tag}] {args.dataset}: {len(graphs)} graph(s), {sum(g.num_nodes for g in graphs)} nodes; "
-          f"{config.steps} steps", file=sys.stderr, flush=True)
+    say(tag, f"{args.dataset}: {len(graphs)} graph(s), {sum(g.num_nodes for g in graphs)} nodes; {config.steps} steps")
     records = train(objective, batches, out, config)
     save_trained(encoder, out, ENCODER_FOLDER, records, config, settings, tag)

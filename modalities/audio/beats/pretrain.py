@@ -22,7 +22,7 @@ Shapes: B items, N patch tokens, V visible tokens, M masked, D width, K codes, C
 from __future__ import annotations
 
 import argparse
-import sys
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -37,9 +37,10 @@ from zoo.config import parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.options import positive_float, positive_int
 from zoo.outputs import PretrainOutput
+from zoo.run_folders import command_settings
 from zoo.training import (
-    add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
-    train_and_save, train_config_from_args,
+    add_init_argument, add_optimization_arguments, encoder_to_pretrain, say, train_and_save,
+    train_config_from_args,
 )
 
 STAGES = ("ssl", "tokenizer")
@@ -227,8 +228,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optimization_arguments(parser, steps=2000)
 
 
-def log(message: str) -> None:
-    print(f"[beats pretrain] {message}", file=sys.stderr, flush=True)
+log = partial(say, "beats pretrain")
 
 
 def load_beats(path: str, option: str, tokenizer: bool) -> BEATsEncoder:

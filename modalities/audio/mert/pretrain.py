@@ -56,7 +56,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pickle
-import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -78,8 +78,9 @@ from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.saving import weights_fingerprint
+from zoo.run_folders import command_settings
 from zoo.training import (
-    TimeLimitReached, add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
+    TimeLimitReached, add_init_argument, add_optimization_arguments, encoder_to_pretrain, say,
     train_and_save, train_config_from_args,
 )
 
@@ -488,8 +489,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optimization_arguments(parser, lr_decay="linear", decay_every_parameter=True)
 
 
-def log(message: str) -> None:
-    print(f"[mert pretrain] {message}", file=sys.stderr, flush=True)
+log = partial(say, "mert pretrain")
 
 
 def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence[torch.Tensor],

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -50,8 +50,9 @@ from zoo.io import atomic_write_with
 from zoo.options import positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.saving import weights_fingerprint
+from zoo.run_folders import command_settings
 from zoo.training import (
-    TimeLimitReached, add_init_argument, add_optimization_arguments, command_settings, encoder_to_pretrain,
+    TimeLimitReached, add_init_argument, add_optimization_arguments, encoder_to_pretrain, say,
     train_and_save, train_config_from_args,
 )
 
@@ -492,8 +493,7 @@ def load_teacher(path: str | Path) -> HubertEncoder:
     return encoder
 
 
-def log(message: str) -> None:
-    print(f"[hubert pretrain] {message}", file=sys.stderr, flush=True)
+log = partial(say, "hubert pretrain")
 
 
 def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: RecordingFiles,

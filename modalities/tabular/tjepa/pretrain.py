@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,9 +41,10 @@ from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.options import positive_int, seed_int
 from zoo.registry import ModelEntry
+from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, check_recipe_batch_size, command_settings,
-    named_recipe, refuse_recipe_records, save_trained, train, write_run_settings,
+    TrainConfig, add_time_limit_argument, check_recipe_batch_size, named_recipe, refuse_recipe_records,
+    save_trained, say, train,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -215,8 +215,7 @@ def run(args: argparse.Namespace) -> None:
     settings = {"args": command_settings(args), "recipe": recipe,
                 "architecture": encoder.config.to_dict(), "training_data": table_digest(frame)}
     write_run_settings(out, settings)
-    print(f"[tjepa pretrain] {len(frame)} rows, {encoder.config.num_features} features; {config.steps} steps",
-          file=sys.stderr, flush=True)
+    say("tjepa pretrain", f"{len(frame)} rows, {encoder.config.num_features} features; {config.steps} steps")
     records = train(objective, batches, out, config)
     save_trained(with_output_scale(objective.target_encoder, frame), out, ENCODER_FOLDER, records, config, settings,
                  "tjepa pretrain")

@@ -46,10 +46,10 @@ from zoo.config import parse_overrides
 from zoo.errors import ConfigError
 from zoo.options import non_negative_int
 from zoo.outputs import PretrainOutput
+from zoo.run_folders import CHECKPOINT_FILE, check_same_run, command_settings, run_input_files
 from zoo.training import (
-    CHECKPOINT_FILE, ErrorsAsValues, add_init_argument, add_optimization_arguments, check_same_run, command_settings,
-    encoder_to_pretrain, raise_if_error, run_input_files, train_and_save,
-    train_config_from_args,
+    ErrorsAsValues, add_init_argument, add_optimization_arguments, encoder_to_pretrain, raise_if_error,
+    train_and_save, train_config_from_args,
 )
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)

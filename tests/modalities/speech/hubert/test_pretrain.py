@@ -27,7 +27,8 @@ from modalities.speech.hubert.pretrain import (
 from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
 from zoo.frame_rows import PASS_FILE
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.training import CHECKPOINT_FILE, TrainConfig, train
+from zoo.run_folders import CHECKPOINT_FILE
+from zoo.training import TrainConfig, train
 
 
 #: smaller than VARIANTS["tiny"], with HuBERT's 7-conv front end (400-sample field, 320 hop)
@@ -391,7 +392,7 @@ def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch,
     the files its labels.pt names."""
     import shutil
 
-    from zoo.training import INPUTS_FILE
+    from zoo.run_folders import INPUTS_FILE
 
     write_tones(tmp_path / "data", 6)
     parser = argparse.ArgumentParser()
