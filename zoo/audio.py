@@ -19,7 +19,7 @@ import torch
 
 from zoo.errors import ConfigError, InputError, counting_from, warn
 from zoo.pooling import refuse_fixed_options
-from zoo.processing import Processor, check_file_input, require_items
+from zoo.processing import Processor, check_file_input, first_non_finite, require_items
 
 if TYPE_CHECKING:
     from zoo.audio_spans import LongRecording, RecordingSpan
@@ -695,6 +695,10 @@ def batch_lengths(input_values: Any, attention_mask: Optional[torch.Tensor]) -> 
     if not input_values.is_floating_point():  # int16 PCM read as amplitudes 32,768 times too loud
         raise InputError(f"input_values has dtype {input_values.dtype}; forward takes float waveforms, as "
                          "encoder.preprocess(...) makes them (it scales integer PCM)")
+    bad = first_non_finite(input_values)
+    if bad is not None:
+        raise InputError(f"input_values holds NaN or infinite samples (waveform {bad[0]}, sample {bad[1]}: "
+                         f"{input_values[bad[0], bad[1]].item()}); clean the waveforms (e.g. np.nan_to_num) first")
     if attention_mask is None:
         return torch.full((len(input_values),), input_values.shape[1], device=input_values.device)
     if attention_mask.shape != input_values.shape:

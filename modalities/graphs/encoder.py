@@ -24,6 +24,7 @@ from zoo.encoder import Encoder
 from zoo.errors import InputError
 from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer
+from zoo.processing import first_non_finite
 
 #: "none" = one row per node; the others read a graph out into one row
 GRAPH_POOLS = ("none", "mean", "sum", "max")
@@ -40,6 +41,10 @@ def check_forward_inputs(x: torch.Tensor, edge_index: torch.Tensor, batch: Optio
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] != in_dim:
         raise InputError(f"x has shape {tuple(x.shape)}; this encoder takes (num_nodes > 0, {in_dim}) node features "
                          "(encoder.preprocess(graphs) prepares them)")
+    bad = first_non_finite(x)
+    if bad is not None:
+        raise InputError(f"x holds NaN or infinite features (node {bad[0]}, feature {bad[1]}); clean the node "
+                         "features first")
     check_index_layout(edge_index)
     edge_index = edge_index.long()
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= x.shape[0]):

@@ -27,6 +27,7 @@ from zoo.checkpointing import CheckpointedBlocks
 from zoo.config import EncoderConfig
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
+from zoo.processing import first_non_finite
 
 ACTIVATIONS = ("relu", "gelu")
 #: base of the sinusoidal position code (the official PositionalEncoding uses log(100))
@@ -253,9 +254,9 @@ class TJEPAEncoder(TabularEncoder):
         if numeric.shape[1] != self.config.num_numeric or categorical.shape[1] != len(self.config.cardinalities):
             raise InputError(f"got {numeric.shape[1]} numeric and {categorical.shape[1]} categorical columns; this "
                              f"encoder takes {self.config.num_numeric} and {len(self.config.cardinalities)}")
-        finite = torch.isfinite(numeric)
-        if not finite.all():  # found where only when there is one: `forward` runs this on every batch
-            row, column = (~finite).nonzero()[0].tolist()
+        bad = first_non_finite(numeric)
+        if bad is not None:
+            row, column = bad
             names = self.processor.numeric_names if self.processor.is_fitted else []
             name = repr(names[column]) if column < len(names) else str(column)
             raise InputError(f"numeric inputs hold NaN or infinite values (row {row}, numeric column {name}); the "

@@ -33,6 +33,7 @@ from zoo.encoder import EMBED_BATCH_SIZE, Encoder
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer, refuse_fixed_options, select_layers
+from zoo.processing import first_non_finite
 
 #: what `pooled` can be: the cls token or the mean of the patch tokens
 POOLED = ("cls", "mean")
@@ -119,7 +120,12 @@ def check_pixel_values(pixel_values: Any, channels: int) -> None:
     uint8 pixels, which would be read as normalised values of 0 to 255."""
     if isinstance(pixel_values, torch.Tensor):
         if pixel_values.dim() == 4 and pixel_values.shape[1] == channels and pixel_values.is_floating_point():
-            return
+            bad = first_non_finite(pixel_values)
+            if bad is None:
+                return
+            raise InputError(f"pixel_values hold NaN or infinite values (image {bad[0]}, channel {bad[1]}, row "
+                             f"{bad[2]}, column {bad[3]}); make them with encoder.preprocess(images), which refuses "
+                             "such images by name")
         given = f"{pixel_values.dtype} pixel_values of shape {tuple(pixel_values.shape)}"
     else:
         given = f"pixel_values of type {type(pixel_values).__name__}"

@@ -277,7 +277,9 @@ def test_forward_refuses_bad_tensors_by_name_and_casts_integer_edges():
                  (dict(edge_index=batch["edge_index"].float()), "edge_index has dtype torch.float32"),
                  (dict(edge_index=batch["edge_index"][0]), r"edge_index has shape \(\d+,\); expected \(2, num_edges\)"),
                  (dict(edge_index=batch["edge_index"] + 7), r"node indices outside \[0, 6\] of x's 7 nodes"),
-                 (dict(batch=torch.tensor([0, 1, 0, 1, 0, 1, 1])), "sorted by graph")]
+                 (dict(batch=torch.tensor([0, 1, 0, 1, 0, 1, 1])), "sorted by graph"),
+                 (dict(x=batch["x"].index_put((torch.tensor(5), torch.tensor(2)), torch.tensor(float("inf")))),
+                  r"NaN or infinite features \(node 5, feature 2\)")]
         for change, message in cases:
             with pytest.raises(InputError, match=message):
                 model(**{**batch, **change})

@@ -82,6 +82,10 @@ def test_forward_refuses_batches_it_cannot_encode(micro_hubert):
             micro_hubert(input_values=(wave(4000)[None] * 32767).to(torch.int16))  # was read as amplitudes
         with pytest.raises(InputError, match=r"attention_mask holds values other than 0 and 1 \(\[0, 2\]\)"):
             micro_hubert(input_values=torch.stack([wave(4000), wave(4000)]), attention_mask=mask * 2)  # read as 2x
+        holed = torch.stack([wave(4000), wave(4000)])
+        holed[1, 17] = float("nan")  # came out as NaN rows without a word
+        with pytest.raises(InputError, match=r"NaN or infinite samples \(waveform 1, sample 17: nan\); clean"):
+            micro_hubert(input_values=holed)
 
 
 def test_forward_refuses_left_padding(micro_hubert):

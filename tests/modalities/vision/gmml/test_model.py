@@ -191,6 +191,10 @@ def test_reconstruct_needs_the_head():
     for given in ([raw[0]], raw.numpy()):  # embed's inputs: were AttributeError 'list' has no attribute 'dim'
         with pytest.raises(InputError, match=r"^pixel_values of type (list|ndarray); the encoder takes a float tensor"):
             encoder(given)
+    holed = torch.randn(2, 3, 32, 32)
+    holed[1, 2, 5, 7] = float("nan")  # came out as NaN embeddings without a word
+    with pytest.raises(InputError, match=r"NaN or infinite values \(image 1, channel 2, row 5, column 7\)"):
+        encoder(holed)
 
 
 def test_save_and_load_round_trip(tiny, tmp_path):
