@@ -32,7 +32,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError, InputError, ZooError
+from zoo.options import positive_float, positive_int
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 FAMILIES = ("piano", "chromatic_percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass", "reed",
@@ -130,6 +131,8 @@ def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float
     """Render the note grid into `out_dir` and write notes.csv; returns the folder."""
     from tqdm.auto import tqdm
 
+    if limit is not None and limit < 1:  # a slice: 0 rendered nothing and failed writing notes.csv, -3 all but 3
+        raise ConfigError(f"limit={limit}; render at least one note (--limit N, N >= 1), or leave it out for all")
     ensure_fluidsynth()
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,6 +143,8 @@ def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float
                           desc="render notes"))
     rows = [dict(file=name, program=program, family=family_of(program), pitch=pitch, pitch_class=pitch % 12,
                  velocity=velocity) for name, (program, pitch, velocity) in zip(names, grid) if name is not None]
+    if not rows:
+        raise InputError(f"all {len(grid)} notes rendered silent; check that {SOUNDFONT} is a General-MIDI soundfont")
     write_csv(folder / "notes.csv", rows)
     print(f"{len(rows)} notes ({len(grid) - len(rows)} silent dropped), {len(rows) * seconds:.0f} s of audio "
           f"in {folder}", file=sys.stderr)
@@ -223,6 +228,9 @@ def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: 
     """Render music21 corpus scores into clips and write clips.csv; returns the folder."""
     from tqdm.auto import tqdm
 
+    if max_scores is not None and max_scores < 1:
+        raise ConfigError(f"max_scores={max_scores}; render at least one score (--max-scores N, N >= 1), or leave it "
+                          "out for all")
     ensure_fluidsynth()
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -246,20 +254,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sets = parser.add_subparsers(dest="set", required=True)
     notes = sets.add_parser("notes", help="labelled single notes (notes.csv)")
-    notes.add_argument("--limit", type=int, help="render only the first N notes of the grid")
-    notes.add_argument("--seconds", type=float, default=2.0, help="length of each note file (default: 2.0)")
+    notes.add_argument("--limit", type=positive_int, help="render only the first N notes of the grid")
+    notes.add_argument("--seconds", type=positive_float, default=2.0, help="length of each note file (default: 2.0)")
     clips = sets.add_parser("clips", help="music21 corpus clips (clips.csv)")
-    clips.add_argument("--max-scores", type=int, help="render only the first N scores")
-    clips.add_argument("--clip-seconds", type=float, default=5.0, help="clip length (default: 5.0)")
+    clips.add_argument("--max-scores", type=positive_int, help="render only the first N scores")
+    clips.add_argument("--clip-seconds", type=positive_float, default=5.0, help="clip length (default: 5.0)")
     for sub in (notes, clips):
         sub.add_argument("-o", "--output", required=True, help="folder to write")
-        sub.add_argument("--sampling-rate", type=int, default=16000, help="Hz (default: 16000)")
-        sub.add_argument("--workers", type=int, default=2, help="render processes (default: 2)")
+        sub.add_argument("--sampling-rate", type=positive_int, default=16000, help="Hz (default: 16000)")
+        sub.add_argument("--workers", type=positive_int, default=2, help="render processes (default: 2)")
     args = parser.parse_args(argv)
-    if args.set == "notes":
-        render_notes(args.output, args.sampling_rate, args.seconds, args.limit, args.workers)
-    else:
-        render_clips(args.output, args.sampling_rate, args.clip_seconds, args.max_scores, workers=args.workers)
+    try:
+        if args.set == "notes":
+            render_notes(args.output, args.sampling_rate, args.seconds, args.limit, args.workers)
+        else:
+            render_clips(args.output, args.sampling_rate, args.clip_seconds, args.max_scores, workers=args.workers)
+    except ZooError as err:  # a missing fluidsynth or soundfont: the fix, not a traceback
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

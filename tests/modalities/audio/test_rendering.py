@@ -29,6 +29,24 @@ def test_load_notes_names_the_command_when_missing(tmp_path):
         load_notes(tmp_path)
 
 
+def test_counts_below_one_are_refused(tmp_path, capsys):
+    """`--limit` sliced the note grid: 0 failed writing notes.csv (an IndexError) and -3 rendered all
+    but the last 3 notes."""
+    from modalities.audio.rendering import main, render_clips, render_notes
+    from zoo.errors import ConfigError
+
+    for argv in (["notes", "--limit", "0"], ["notes", "--limit", "-3"], ["clips", "--max-scores", "0"],
+                 ["notes", "--workers", "0"], ["clips", "--clip-seconds", "0"]):
+        with pytest.raises(SystemExit) as exit:
+            main([*argv, "-o", str(tmp_path / "out")])
+        assert exit.value.code == 2 and "not a positive number" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"limit=0; render at least one note \(--limit N, N >= 1\)"):
+        render_notes(tmp_path / "out", limit=0)
+    with pytest.raises(ConfigError, match=r"max_scores=-1; render at least one score"):
+        render_clips(tmp_path / "out", max_scores=-1)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="needs Debian's fluidsynth and fluid-soundfont-gm "
                     "(apt-get install fluidsynth fluid-soundfont-gm)")
 def test_render_a_few_notes_end_to_end(tmp_path):
