@@ -484,9 +484,9 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: P
                    for key in set(state) & set(expected) if dtype_kind(state[key]) != dtype_kind(expected[key]))
     if missing or unexpected or shapes or kinds:
         raise CheckpointError(
-            f"weights in {where} do not match its config: {_listing('missing', missing)}, "
-            f"{_listing('unexpected', unexpected)}, {_listing('wrong shapes', shapes)}, "
-            f"{_listing('wrong kinds of number', kinds)}. The config.json and "
+            f"weights in {where} do not match its config: {key_listing('missing', missing)}, "
+            f"{key_listing('unexpected', unexpected)}, {key_listing('wrong shapes', shapes)}, "
+            f"{key_listing('wrong kinds of number', kinds)}. The config.json and "
             "the weights come from different models; re-download the checkpoint or save it again."
         )
     broken = next((key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()),
@@ -507,7 +507,9 @@ def dtype_kind(tensor: torch.Tensor) -> str:
     return "bool" if tensor.dtype == torch.bool else "integer"
 
 
-def _listing(what: str, keys: list[str], shown: int = 10) -> str:
+def key_listing(what: str, keys: list[str], shown: int = 10) -> str:
+    """`N what [the first `shown` keys] and M more`: every problem of a checkpoint counted in one error,
+    without a message of thousands of keys."""
     more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
     return f"{len(keys)} {what} {keys[:shown]}{more}"
 

@@ -30,7 +30,7 @@ import torch
 
 from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from zoo.errors import CheckpointError
-from zoo.hub import read_torch_file
+from zoo.hub import key_listing, read_torch_file
 
 #: upstream suffix inside `encoder.gat_layers.{i}.` -> zoo suffix inside `gnn.layers.{i}.`
 GAT_KEYS = {
@@ -74,8 +74,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+#: what `rename_key` gives for a key that is neither an encoder key nor a pretraining-only one
+UNKNOWN = ""
+
+
 def rename_key(key: str) -> Optional[str]:
-    """Zoo name of an upstream encoder key; None for pretraining-only keys."""
+    """Zoo name of an upstream encoder key; None for pretraining-only keys, UNKNOWN for any other."""
     if key.startswith(DROPPED_PREFIXES):
         return None
     match = LAYER_KEY.match(key)
@@ -84,7 +88,7 @@ def rename_key(key: str) -> Optional[str]:
         name = gat_suffix(suffix) if stack == "gat_layers" else gin_suffix(suffix)
         if name is not None:
             return f"gnn.layers.{index}.{name}"
-    raise CheckpointError(f"unexpected key {key!r} in a GraphMAE checkpoint; is it a GAT or GIN encoder?")
+    return UNKNOWN
 
 
 def gat_suffix(suffix: str) -> Optional[str]:
@@ -146,11 +150,16 @@ def norm_of(state: dict[str, torch.Tensor], prefix: str) -> Optional[str]:
 
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    converted = {}
+    converted, unknown = {}, []
     for key, value in state.items():
         name = rename_key(key)
-        if name is not None:
+        if name == UNKNOWN:
+            unknown.append(key)
+        elif name is not None:
             converted[name] = value.float() if value.is_floating_point() else value
+    if unknown:  # all of them in one error, not one per rerun
+        raise CheckpointError(f"{key_listing('unexpected keys', unknown)} in a GraphMAE checkpoint; is it a GAT or "
+                              "GIN encoder?")
     return converted
 
 

@@ -111,9 +111,10 @@ def test_corrupt_and_foreign_files_raise_checkpoint_errors(tmp_path):
         encoder_from_graphmae(foreign)
     odd = tmp_path / "odd.pt"
     state = upstream_state(in_dim=10, head_dim=4, heads=3, layers=2, residual=False, norm=False)
-    state["encoder.gat_layers.0.extra"] = torch.zeros(1)
+    state["encoder.gat_layers.0.extra"] = state["encoder.gat_layers.1.other"] = torch.zeros(1)
     torch.save(state, odd)
-    with pytest.raises(CheckpointError, match="unexpected key"):
+    with pytest.raises(CheckpointError, match=r"2 unexpected keys \['encoder.gat_layers.0.extra', "
+                                              r"'encoder.gat_layers.1.other'\] in a GraphMAE"):  # named one by one
         encoder_from_graphmae(odd)
     transformer = tmp_path / "transformer.pt"  # BEATs and fairseq models also have encoder.layers.N keys
     torch.save({"encoder.layers.0.self_attn.k_proj.weight": torch.zeros(4, 4)}, transformer)
