@@ -871,3 +871,22 @@ def test_negative_training_settings_are_refused_when_parsed(option, value, said,
     with pytest.raises(SystemExit):
         main(["pretrain", "hubert", "--data", str(tmp_path), "-o", str(tmp_path / "run"), "--steps", "-1"])
     assert "argument --steps: -1 is not a positive number" in capsys.readouterr().err
+
+
+def test_a_family_module_missing_a_package_names_the_package(tmp_path, monkeypatch):
+    """A package a family's pretrain module imports, missing here, was reported as the family
+    having "no pretrain module yet"."""
+    from zoo import registry
+    from zoo.cli import family_module
+
+    package = tmp_path / "fake_family"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "pretrain.py").write_text("import a_package_that_is_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "family_modules", lambda: {"fake": "fake_family"})
+    with pytest.raises(ConfigError, match="fake pretrain needs the module 'a_package_that_is_not_installed', which is "
+                                          "not installed here"):
+        family_module("fake", "pretrain")
+    with pytest.raises(ConfigError, match="family 'fake' has no convert module yet"):
+        family_module("fake", "convert")

@@ -442,9 +442,13 @@ def family_module(family: str, module: str):
     modules = registry.family_modules()
     if family not in modules:
         raise UnknownModelError(f"unknown family {family!r}; known families: {sorted(modules)}")
+    name = f"{modules[family]}.{module}"
     try:
-        return importlib.import_module(f"{modules[family]}.{module}")
+        return importlib.import_module(name)
     except ModuleNotFoundError as err:
+        if err.name != name:  # a package the module imports: was "has no pretrain module yet"
+            raise ConfigError(f"{family} {module} needs the module {err.name!r}, which is not installed here; "
+                              "install the package that provides it") from err
         raise ConfigError(f"family {family!r} has no {module} module yet") from err
 
 
