@@ -133,6 +133,29 @@ def test_offline_set_after_import_is_honoured(tmp_path, monkeypatch):
     assert calls == [True]
 
 
+#: a checkpoint saved and loaded where the locale's encoding is ASCII (as Windows' is cp1252)
+ASCII_LOCALE_ROUND_TRIP = r"""
+import locale, sys
+import zoo
+print(locale.getpreferredencoding(False))
+encoder = zoo.load("graphmae-mutag")  # its hub_config holds non-ASCII text
+encoder.save_pretrained(sys.argv[1], model_card="# pm \u00b1 1 \u2192 \u00e9\n")
+zoo.load(sys.argv[1])
+"""
+
+
+def test_text_files_are_utf8_whatever_the_locale(tmp_path):
+    """Config, card and JSON files were read and written in the locale's encoding: under an ASCII
+    locale every `zoo.load` failed, saying the hub config "is not valid JSON"."""
+    env = {**os.environ, "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "LC_ALL": "C"}
+    run = subprocess.run([sys.executable, "-c", ASCII_LOCALE_ROUND_TRIP, str(tmp_path / "saved")], env=env,
+                         capture_output=True, text=True, encoding="utf-8", timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    if "utf" in run.stdout.lower():
+        pytest.skip(f"this Python reads the C locale as {run.stdout.strip()}, so it cannot show the fault")
+    assert (tmp_path / "saved" / "README.md").read_bytes() == "# pm \u00b1 1 \u2192 \u00e9\n".encode()
+
+
 def test_zoo_name_resolves_through_its_hub_config(offline_cache, tmp_path, micro_hubert):
     micro_hubert.save_pretrained(tmp_path / "zoo-repo")
     put_in_hf_cache(offline_cache, "test-org/zoo-micro", tmp_path / "zoo-repo", commit="c" * 40)

@@ -13,7 +13,7 @@ from zoo import registry
 def model_card_text(name: str) -> Optional[str]:
     """The model card shipped in `model_cards/<name>.md`, if any."""
     path = registry.data_folder("model_cards") / f"{name}.md"
-    return path.read_text() if path.is_file() else None
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 #: the Hub's pipeline tag of an encoder by modality (a head's: its class's `pipeline_tags`)

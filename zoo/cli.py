@@ -384,7 +384,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     if args.model_card:
         if not Path(args.model_card).is_file():
             raise ConfigError(f"--model-card {args.model_card!r} is not a file; pass the Markdown card to send")
-        card = Path(args.model_card).read_text()
+        card = Path(args.model_card).read_text(encoding="utf-8")
     result = publish(args.source, args.repo_id, model_card=card, revision=args.revision, private=args.private,
                      create_pr=args.create_pr, commit_message=args.commit_message, dry_run=args.dry_run)
     print(f"would publish {result}\n(dry run: nothing was sent)" if args.dry_run else f"published: {result}")

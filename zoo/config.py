@@ -165,7 +165,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise ConfigError(f"{path} does not exist; check the path")
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON ({err}); re-download or re-save it") from err
     if not isinstance(data, dict):

@@ -131,7 +131,7 @@ def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: 
     layer and pool are the same. Returns them and whether they were reused."""
     output, record = folder / "embeddings.npy", folder / "embeddings.json"
     settings = {**job_settings(encoder, names, layer, pool, SHARD_SIZE, {}), "stamps": stamps_digest(names)}
-    if output.is_file() and record.is_file() and json.loads(record.read_text()) == settings:
+    if output.is_file() and record.is_file() and json.loads(record.read_text(encoding="utf-8")) == settings:
         return np.load(output), True
     record.unlink(missing_ok=True)
     run_embed_job(encoder, inputs, output, layer=layer, pool=pool, batch_size=batch_size, shard_size=SHARD_SIZE,
@@ -206,7 +206,7 @@ def stamps_digest(names: Sequence[Any]) -> str:
 def is_current(shard: Path, names: Sequence[Any]) -> bool:
     """Whether `shard` was written, with its stamp, for the present content of its inputs' files."""
     stamp = shard.with_name(shard.name + STAMP_SUFFIX)
-    return shard.is_file() and stamp.is_file() and stamp.read_text() == stamps_digest(names)
+    return shard.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == stamps_digest(names)
 
 
 def write_stamp(shard: Path, names: Sequence[Any]) -> None:
@@ -249,7 +249,7 @@ def claim_parts(parts: Path, settings: dict[str, Any]) -> None:
         raise CheckpointError(f"{parts} holds shards but not the {JOB_FILE} that says which job made them; "
                               f"delete {parts} to start this job")
     if shards:  # a job that wrote no shard has nothing to mix in
-        before = json.loads(record.read_text())
+        before = json.loads(record.read_text(encoding="utf-8"))
         changed = sorted(key for key in settings if before.get(key) != settings[key])
         if changed:
             raise InputError(f"{parts} holds shards of an interrupted job with other {', '.join(changed)}; rerun it "

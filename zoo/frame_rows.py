@@ -276,7 +276,7 @@ def delete_pass_file(rows: FrameRows) -> None:
 def recorded(path: Path) -> Any:
     """The JSON value `path` holds; None where there is none to read."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

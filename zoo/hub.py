@@ -621,11 +621,11 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None
     extra_files = extra_files or {}
     check_save_target(folder, set(extra_files))
     with atomic_folder(folder) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(model.config_dict_to_save(), indent=2) + "\n")
+        (tmp / CONFIG_FILE).write_text(json.dumps(model.config_dict_to_save(), indent=2) + "\n", encoding="utf-8")
         state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         model.processor.save(tmp)
-        (tmp / CARD_FILE).write_text(model_card or origin_card(model))
+        (tmp / CARD_FILE).write_text(model_card or origin_card(model), encoding="utf-8")
         for name, source in extra_files.items():
             shutil.copyfile(source, tmp / name)
     return folder

@@ -136,5 +136,6 @@ def write_frame(frame: pd.DataFrame, path: Path, suffix: str) -> None:
     elif suffix == ".parquet":
         frame.to_parquet(path, index=False)
     else:
-        with path.open("w") as handle:  # json's floats round-trip; pandas' to_json keeps 10 digits (15 at most)
+        # json's floats round-trip; pandas' to_json keeps 10 digits (15 at most)
+        with path.open("w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in frame.to_dict("records"))

@@ -172,7 +172,7 @@ def choose_card(folder: Optional[Path], entry: Optional[registry.ModelEntry], mo
     if model_card is not None:
         card, card_source = model_card, "the card given"
     elif folder is not None and (folder / CARD_FILE).is_file():
-        card, card_source = (folder / CARD_FILE).read_text(), f"the folder's {CARD_FILE}"
+        card, card_source = (folder / CARD_FILE).read_text(encoding="utf-8"), f"the folder's {CARD_FILE}"
     elif entry is not None and (shipped := model_card_text(entry.name)) is not None:
         card, card_source = shipped, f"model_cards/{entry.name}.md"
     else:

@@ -564,7 +564,7 @@ class Trainer:
         self.objective.train()
         stream = self.batch_stream()
         begun = time.monotonic()
-        with self.log_path.open("a") as log, tqdm(
+        with self.log_path.open("a", encoding="utf-8") as log, tqdm(
             total=self.config.steps, initial=self.step, disable=not self.config.progress, desc="train",
             unit="step", dynamic_ncols=True,
         ) as bar:
