@@ -761,11 +761,15 @@ def test_env_reports_versions_accelerator_and_cache(offline_cache, capsys):
     assert lines["accelerator"] == "none (CPU only)" or lines["accelerator"].startswith("CUDA ")
 
 
-@pytest.mark.parametrize("recipe, data", [("graphmae", ["--dataset", "cora"]), ("paretognn", ["--dataset", "cora"]),
-                                          ("tjepa", ["--dataset", "adult"])])
-def test_a_recipe_setting_of_the_wrong_kind_is_named(recipe, data, tmp_path, capsys):
+@pytest.mark.parametrize("recipe, data, count", [("graphmae", ["--dataset", "cora"], "epochs"),
+                                                 ("paretognn", ["--dataset", "cora"], "steps"),
+                                                 ("tjepa", ["--dataset", "adult"], "batch_size")])
+def test_a_recipe_setting_of_the_wrong_kind_is_named(recipe, data, count, tmp_path, capsys):
+    """A fraction for a whole number (batch_size=2.5 on MUTAG) was a TypeError in the batching."""
     assert main(["pretrain", recipe, *data, "-o", str(tmp_path / "run"), "--set", "lr=x"]) == 2
     assert "--set lr='x': the recipe's lr is " in capsys.readouterr().err
+    assert main(["pretrain", recipe, *data, "-o", str(tmp_path / "run"), "--set", f"{count}=2.5"]) == 2
+    assert f"--set {count}=2.5: the recipe's {count} is " in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

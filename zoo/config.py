@@ -138,13 +138,20 @@ def check_override_types(defaults: dict[str, Any], overrides: dict[str, Any], wh
     for key, value in overrides.items():
         default = defaults.get(key)
         if default is not None and not same_kind(value, default):
-            raise ConfigError(f"{where} {key}={value!r}: the recipe's {key} is {default!r}; give a value of that kind")
+            kind = "a whole number" if isinstance(default, int) and not isinstance(default, bool) else \
+                "a value of that kind"
+            raise ConfigError(f"{where} {key}={value!r}: the recipe's {key} is {default!r}; give {kind}")
 
 
 def same_kind(value: Any, default: Any) -> bool:
+    """Whether `--set` may put `value` in place of a recipe's `default`. A whole number (a batch size,
+    epochs, a width) takes whole numbers only: batch_size=2.5 reached the batching as a TypeError. A
+    float takes either, as 1 for 1.0."""
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, (int, float)):
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
         return isinstance(value, (int, float))
     if isinstance(default, (list, tuple)):
         return isinstance(value, (list, tuple))
