@@ -254,6 +254,10 @@ def test_tagging_head_scores_multi_label_targets(micro_hubert, tmp_path):
     assert len(tagger.predict([wave], top_k=10, sampling_rate=16000)[0]) == 3
     with pytest.raises(ConfigError, match="top_k=0; ask for at least one label"):
         tagger.predict([wave], top_k=0, sampling_rate=16000)
+    assert len(tagger.predict([wave], top_k=np.int64(2), sampling_rate=16000)[0]) == 2  # was "at least one label"
+    with pytest.raises(ConfigError, match=r"top_k=2.0; give a whole number of labels"):
+        tagger.predict([wave], top_k=2.0, sampling_rate=16000)
+    assert zoo.for_tagging(micro_hubert, labels=np.int64(3)).num_outputs == 3  # y.max() + 1: was "not iterable"
     layer_zero = zoo.for_tagging(micro_hubert, labels=2, layer=0)  # was refused: "reads the mean-pooled last layer"
     assert layer_zero.probabilities([wave], sampling_rate=16000).shape == (1, 2)
 

@@ -635,7 +635,10 @@ class EncoderForTokenClassification(LabelledHead):
 
 
 def check_top_k(top_k: Any) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    """Refuse a `top_k` that is not a whole number of at least one (numpy's integers are whole numbers)."""
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+        raise ConfigError(f"top_k={top_k!r}; give a whole number of labels (1 or more)")
+    if top_k < 1:
         raise ConfigError(f"top_k={top_k!r}; ask for at least one label")
 
 
@@ -713,8 +716,9 @@ def for_tagging(encoder: nn.Module, labels: Sequence[str] | int, pool: str = "me
                 freeze: bool = True, dropout: float = 0.0) -> EncoderForTagging:
     """A multi-label tagger on top of `encoder`: `labels` is a list of names or their number."""
     check_label_list(labels)
-    names = None if isinstance(labels, int) else list(labels)
-    count = labels if isinstance(labels, int) else len(names)
+    whole = isinstance(labels, numbers.Integral)  # numpy's too: y.max() + 1 was "not iterable"
+    names = None if whole else list(labels)
+    count = int(labels) if whole else len(names)
     return EncoderForTagging(encoder, count, labels=names, pool=pool, layer=layer, freeze=freeze, dropout=dropout)
 
 
