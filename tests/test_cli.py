@@ -246,6 +246,11 @@ def test_embed_reads_the_audio_rows_of_a_hub_parquet_file(checkpoint, wav_folder
     pq.write_table(pa.table({"id": [0]}), tmp_path / "ids.parquet")
     assert main(["embed", str(checkpoint), str(tmp_path / "ids.parquet"), "-o", str(tmp_path / "x.npy")]) == 2
     assert "has no Audio column (a struct with 'bytes'); its columns are ['id']" in capsys.readouterr().err
+    covers_only = tmp_path / "covers.parquet"  # its image column was read as audio
+    pq.write_table(pa.table({"cover": covers}).replace_schema_metadata(
+        {b"huggingface": json.dumps({"info": {"features": {"cover": {"_type": "Image"}}}}).encode()}), covers_only)
+    assert main(["embed", str(checkpoint), str(covers_only), "-o", str(tmp_path / "x.npy")]) == 2
+    assert "has no Audio column: its `datasets` features are {'cover': 'Image'}" in capsys.readouterr().err
 
 
 def test_embed_and_probe_run_in_another_dtype_on_given_threads(checkpoint, wav_folder, tmp_path, capsys):

@@ -316,10 +316,19 @@ def columns_of_type(features: dict[str, Any], feature: str) -> list[str]:
 
 
 def parquet_feature_column(schema: Any, feature: str, path: str | Path) -> str:
-    named = columns_of_type(parquet_features(schema), feature)
+    """The column of `feature` ("Audio", "Image") of a parquet file: the one its Hugging Face metadata
+    names, else, in a file without that metadata, the first struct with `bytes`. A file whose metadata
+    names other kinds only is refused: its image column was read as audio."""
+    features = parquet_features(schema)
+    named = columns_of_type(features, feature)
+    if named:
+        return named[0]
+    if features:
+        kinds = {name: kind.get("_type") for name, kind in features.items() if isinstance(kind, dict)}
+        raise InputError(f"parquet file {str(path)!r} has no {feature} column: its `datasets` features are {kinds}")
     structs = [field.name for field in schema
                if hasattr(field.type, "get_field_index") and field.type.get_field_index("bytes") >= 0]
-    if not named and not structs:
+    if not structs:
         raise InputError(f"parquet file {str(path)!r} has no {feature} column (a struct with 'bytes'); its columns "
                          f"are {schema.names}")
-    return (named or structs)[0]
+    return structs[0]
