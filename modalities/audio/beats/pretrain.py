@@ -244,7 +244,12 @@ def load_beats(path: str, option: str, tokenizer: bool) -> BEATsEncoder:
 
 
 def encoder_config(args: argparse.Namespace, tokenizer: bool) -> BEATsConfig:
-    fields = {**VARIANTS[args.variant or "tiny"], **parse_overrides(args.overrides)}
+    overrides = parse_overrides(args.overrides)
+    given = sorted({"codebook_size", "codebook_dim"} & set(overrides))
+    if given:  # the options replaced them in the tokenizer stage without a word, and made the ssl stage's a tokenizer
+        flags = " ".join(f"--{key.replace('_', '-')} N" for key in given)
+        raise ConfigError(f"--set {given[0]}=...: the codebook is set by {flags}, in the tokenizer stage")
+    fields = {**VARIANTS[args.variant or "tiny"], **overrides}
     if tokenizer:
         fields.update(codebook_size=args.codebook_size, codebook_dim=args.codebook_dim)
     return BEATsConfig.from_dict(fields)

@@ -149,3 +149,20 @@ def test_init_goes_on_from_the_embedded_model_of_the_stage(tmp_path):
         make_objective(parser.parse_args(base + ["beats-tiny-tokenizer"]))
     with pytest.raises(ConfigError, match="drop --variant and --set"):
         make_objective(parser.parse_args(base + ["beats-tiny", "--variant", "tiny"]))
+
+
+def test_the_codebook_is_set_by_its_options_not_by_set(tmp_path):
+    """`--set codebook_size=` was replaced by --codebook-size's default in the tokenizer stage, and made
+    the ssl stage's encoder a tokenizer, refused as "--init None is not a BEATs encoder"."""
+    import argparse
+
+    from modalities.audio.beats.pretrain import add_arguments, encoder_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for stage in ("ssl", "tokenizer"):
+        args = parser.parse_args(["--data", str(tmp_path), "-o", str(tmp_path / "out"), "--stage", stage,
+                                  "--set", "codebook_dim=8", "--set", "codebook_size=32"])
+        with pytest.raises(ConfigError, match=r"--set codebook_dim=...: the codebook is set by --codebook-dim N "
+                                              r"--codebook-size N, in the tokenizer stage"):
+            encoder_config(args, stage == "tokenizer")
