@@ -244,6 +244,9 @@ def load_beats(path: str, option: str, tokenizer: bool) -> BEATsEncoder:
 
 
 def encoder_config(args: argparse.Namespace, tokenizer: bool) -> BEATsConfig:
+    """The config a fresh model of the stage starts from: --variant (default tiny) with the --set
+    overrides; a tokenizer's codebook size and width come from --codebook-size and --codebook-dim,
+    over any --set of them."""
     fields = {**VARIANTS[args.variant or "tiny"], **parse_overrides(args.overrides)}
     if tokenizer:
         fields.update(codebook_size=args.codebook_size, codebook_dim=args.codebook_dim)
