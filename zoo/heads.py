@@ -635,6 +635,8 @@ class EncoderForTokenClassification(LabelledHead):
 
 
 def check_top_k(top_k: Any) -> None:
+    """Refuse a `top_k` that is not a positive Python int (a bool, a float, a numpy integer) before
+    any input is embedded; more than the labels is fine, `top_labels` caps it."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k={top_k!r}; ask for at least one label")
 
@@ -678,6 +680,8 @@ def label_count(num_labels: Optional[int], labels: Optional[Sequence[str]], make
 
 
 def head_from_config(encoder: nn.Module, config: dict[str, Any]) -> EncoderWithHead:
+    """The head a saved config.json's "head" entry (`head_config()`) describes, around `encoder`;
+    its weights are loaded afterwards."""
     config = dict(config)
     task = config.pop("task")
     if task not in HEADS:

@@ -305,6 +305,8 @@ def columns_of_type(features: dict[str, Any], feature: str) -> list[str]:
 
 
 def parquet_feature_column(schema: Any, feature: str, path: str | Path) -> str:
+    """The column holding `feature` ("Image", "Audio") in a parquet file: the first its Hugging Face
+    metadata types so, else the first struct with a `bytes` field, whatever it holds."""
     named = columns_of_type(parquet_features(schema), feature)
     structs = [field.name for field in schema
                if hasattr(field.type, "get_field_index") and field.type.get_field_index("bytes") >= 0]
