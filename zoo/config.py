@@ -142,6 +142,8 @@ def check_override_types(defaults: dict[str, Any], overrides: dict[str, Any], wh
 
 
 def same_kind(value: Any, default: Any) -> bool:
+    """Whether `value` may replace `default`: bools only for bools, any number for a number (so an int
+    setting takes 2.5), a list or tuple for either, else an instance of the default's type."""
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(value, bool) and isinstance(default, bool)
     if isinstance(default, (int, float)):
