@@ -135,6 +135,8 @@ def sound_header(path: str | Path) -> Any:
 
 
 def undecodable(where: str, err: Exception) -> InputError:
+    """The error for audio soundfile cannot decode (its header or its data), naming the input and
+    how to convert it or pass its samples."""
     return InputError(f"cannot decode {where} ({err}); convert it to one of {', '.join(AUDIO_SUFFIXES)} (e.g. ffmpeg "
                       "-i IN OUT.flac), or in Python pass the samples as an array with sampling_rate=")
 
@@ -360,6 +362,8 @@ def check_waveform(wave: torch.Tensor, what: str = "audio input") -> None:
 
 
 def refuse_bad_samples(total: int, bad: int, what: str) -> None:
+    """Refuse an empty recording, or one with NaN or infinite samples, from their counts: a whole
+    waveform, streamed blocks and read spans are counted by their callers and refused alike."""
     if total == 0:
         raise InputError(f"{what} is empty (0 samples); drop it or pass a longer recording")
     if bad:

@@ -23,6 +23,8 @@ from zoo.options import add_table_arguments, check_table_source, positive_int, s
 
 
 def format_params(count: Optional[int]) -> str:
+    """A parameter count as the model table shows it: "1.23B", "94.4M" (from 100K, "0.1M"),
+    "12.3K", or "?" where the hub_config gives none."""
     if count is None:
         return "?"
     if count >= 1e9:
@@ -41,6 +43,8 @@ def model_table(modality: Optional[str] = None) -> str:
 
 
 def location(entry: registry.ModelEntry) -> str:
+    """Where a checkpoint's weights come from, for the README table: the package, a Hub repo, an
+    upstream file, or nowhere yet (a recipe only)."""
     if entry.embedded:
         return "embedded in the package"
     if entry.repo_id:
@@ -49,6 +53,8 @@ def location(entry: registry.ModelEntry) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    """`zoo list`: names with modality, size and description (or the sizes, or the README table);
+    no match is said on stderr and still exits 0."""
     if args.architectures:
         sizes = [name for name in registry.list_architectures(modality=args.modality)
                  if registry.name_matches(name, args.pattern)]
@@ -72,6 +78,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    """`zoo info`: a zoo name's hub_config, printed without importing torch; a folder, a Hub repo
+    or a --revision goes to `zoo.hub.info`."""
     if args.revision is None and registry.find(args.name) is not None:  # a hub_config: answered without torch
         print(json.dumps(registry.info(args.name), indent=2))
         return
@@ -131,6 +139,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
+    """`zoo embed`: INPUTS or a --dataset into OUT, in resumable shards; the inputs are checked
+    before the model loads, which may mean a download."""
     from zoo.embed_job import run_embed_job
 
     if args.dataset or not args.inputs:
@@ -152,6 +162,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    """`zoo predict`: a head's labels or values for INPUTS or a --dataset, into a table; --top-k,
+    OUT and the inputs are checked before the model loads."""
     import torch
 
     from zoo.heads import check_top_k
@@ -253,6 +265,8 @@ FILE_PROBE_OPTIONS = ("label_regex", "test_regex", "layer", "pool", "k", "batch_
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    """`zoo probe`: prints JSON results for --table, --dataset or --data files, one mode a call;
+    options of another mode are refused rather than ignored."""
     from zoo.probe_job import file_suffixes, labelled_files, run_probe
 
     if args.table:
@@ -306,6 +320,7 @@ def described_model(args: argparse.Namespace) -> dict:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    """`zoo finetune`: runs or resumes the run (`zoo.finetune_job.run_finetune`) and prints its report as JSON."""
     from zoo.finetune_job import run_finetune
 
     print(json.dumps(run_finetune(args), indent=2))
@@ -344,18 +359,22 @@ def probe_settings(name: str, family: str, dataset: str) -> Optional[dict]:
 
 
 def cmd_env(args: argparse.Namespace) -> None:
+    """`zoo env`: the installation report as a Markdown list, for a bug report."""
     from zoo.environment import environment, markdown
 
     print(markdown(environment()))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    """`zoo demo`: the bundled examples through every embedded checkpoint, offline."""
     from zoo.demo import run_demo
 
     run_demo()
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    """`zoo convert`: an upstream file through its family's converter (--format, default the
+    family's first) into a zoo folder, which is reloaded to check that its weights are the same."""
     from zoo.hub import check_save_target, load_folder
     from zoo.run_cards import check_licence, converted_card
 
@@ -378,6 +397,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
+    """`zoo publish`: a folder, run or zoo name checked and sent to the Hub, or with --dry-run only
+    listed; --model-card sends that file as the card."""
     from zoo.publishing import publish
 
     card = None
@@ -439,6 +460,8 @@ def parse_layer(text: Optional[str]):
 
 
 def family_module(family: str, module: str):
+    """A family's `module` (e.g. "pretrain"), imported on first use; an unknown family or a module
+    it lacks, or a package it imports that is not installed, is a zoo error naming it, not an ImportError."""
     modules = registry.family_modules()
     if family not in modules:
         raise UnknownModelError(f"unknown family {family!r}; known families: {sorted(modules)}")
@@ -703,6 +726,8 @@ def nearest_option(given: str, options: Sequence[str]) -> Optional[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The `zoo` command; returns the exit status: 2 for a zoo error (printed without a traceback),
+    130 when interrupted, 141 when stdout's reader stops early."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # PyG scripts modules at import, which torch >= 2.10 warns about on every graph command
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)

@@ -13,6 +13,8 @@ from zoo import registry
 
 
 def example_inputs(modality: str) -> list[Path]:
+    """The bundled files of a modality (zoo/examples/MODALITY), sorted; none where it has no
+    folder (graphs take datasets)."""
     folder = Path(__file__).parent / "examples" / modality
     return sorted(path for path in folder.glob("*") if path.is_file()) if folder.is_dir() else []
 

@@ -34,6 +34,8 @@ def environment() -> dict[str, Any]:
 
 
 def installed_version(distribution: str) -> str:
+    """A distribution's version, or "not installed": optional ones (pyg-lib, torch-sparse) are
+    reported, not required."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

@@ -242,4 +242,6 @@ def item_key(item: Any, root: Optional[Path]) -> str:
 
 
 def as_plain(value: Any) -> Any:
+    """Arrays and tensors as lists, so that `split_digest` hashes every value (a long array's repr
+    elides them with "...") and the same labels alike in any container."""
     return value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value

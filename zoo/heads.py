@@ -681,6 +681,8 @@ def label_count(num_labels: Optional[int], labels: Optional[Sequence[str]], make
 
 
 def head_from_config(encoder: nn.Module, config: dict[str, Any]) -> EncoderWithHead:
+    """The head a saved config.json's "head" entry (`head_config()`) describes, around `encoder`;
+    its weights are loaded afterwards."""
     config = dict(config)
     task = config.pop("task")
     if task not in HEADS:

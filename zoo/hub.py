@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 
 def is_offline() -> bool:
+    """Whether downloads are off: HF_HUB_OFFLINE as the environment says now, or as huggingface_hub
+    read it at import, so that setting it after the import still counts."""
     from huggingface_hub import constants
 
     flag = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
@@ -399,6 +401,7 @@ def download_upstream(entry: registry.ModelEntry, cache_dir, local_files_only: b
 
 
 def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read 1 MiB at a time (upstream checkpoints run to gigabytes)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -407,6 +410,8 @@ def file_sha256(path: Path) -> str:
 
 
 def check_sha256(path: Path, expected: str) -> None:
+    """Refuse a downloaded upstream file whose sha256 is not the one its hub_config pins, saying
+    to download it again."""
     actual = file_sha256(path)
     if actual != expected:
         raise CheckpointError(

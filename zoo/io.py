@@ -78,6 +78,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename, so that a reader never sees
+    it half-written; encoded as UTF-8 whatever the locale, as every file the zoo reads back is."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

@@ -44,6 +44,8 @@ def check_predictor(model: Any, name: str, dataset: Optional[str] = None, top_k:
 
 
 def check_prediction_output(output: Path) -> None:
+    """Refuse an output that is not .csv, .parquet or .jsonl, or that cannot be written there,
+    before the model loads or anything is embedded."""
     if output.suffix not in FORMATS:
         raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
     check_writable_file(output, "output")
@@ -131,6 +133,8 @@ def prediction_frame(model: EncoderWithHead, names: Sequence[str], scores: torch
 
 
 def write_frame(frame: pd.DataFrame, path: Path, suffix: str) -> None:
+    """Write the prediction table to `path` in the format of `suffix`, given apart since `path` is
+    a temporary name; JSON lines go through `json`, whose floats round-trip."""
     if suffix == ".csv":
         frame.to_csv(path, index=False)
     elif suffix == ".parquet":

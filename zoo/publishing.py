@@ -145,6 +145,7 @@ def source_folder(source: str | Path, entry: Optional[registry.ModelEntry]) -> P
 
 
 def check_repo_id(repo_id: str) -> None:
+    """Refuse a repo id the Hub would refuse, or one without an owner, before the model is loaded."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:

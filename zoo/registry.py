@@ -199,10 +199,13 @@ def add_model_config(path: str | Path) -> ModelEntry:
 
 
 def find(name: str) -> Optional[ModelEntry]:
+    """The entry of an exact zoo name (one added at run time over the package's), or None:
+    callers then take the name for a folder or a Hub repo id."""
     return entries().get(name)
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The entry of a zoo name; an unknown one raises, suggesting close names or the architecture it names."""
     entry = find(name)
     if entry is None:
         raise UnknownModelError(f"unknown model {name!r}{unknown_name_hint(name)}")

@@ -75,6 +75,7 @@ def with_eval_result(card: str, model_name: str, task: str, dataset: str, value:
 
 
 def averaged(window: int) -> str:
+    """How `loss_summary`'s window reads in the card's sentence on the loss."""
     return "its first and its last step" if window == 1 else f"means of the first and the last {window} steps"
 
 

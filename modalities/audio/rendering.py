@@ -95,6 +95,8 @@ def write_flac(path: Path, audio: np.ndarray, sampling_rate: int) -> None:
 
 
 def note_name(program: int, pitch: int, velocity: int) -> str:
+    """A note's file name, zero-padded (`p000_n048_v100.flac`): `render_note` skips a note whose
+    file exists, so a rerun finds its earlier renders under this name."""
     return f"p{program:03d}_n{pitch:03d}_v{velocity:03d}.flac"
 
 
@@ -152,6 +154,8 @@ def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write `rows` under a temporary name, then rename, so an interrupted run leaves no partial
+    table; the first row's keys are the header, so there must be one."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -251,6 +255,7 @@ def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: 
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m modalities.audio.rendering notes|clips -o DIR ...`: render one set; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sets = parser.add_subparsers(dest="set", required=True)
     notes = sets.add_parser("notes", help="labelled single notes (notes.csv)")

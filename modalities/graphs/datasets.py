@@ -66,6 +66,8 @@ def copy_whole(source: Path, target: Path) -> None:
 
 
 def load_planetoid(name: str, data_root: Optional[str | Path]) -> Any:
+    """Cora, CiteSeer or PubMed (a key of `PLANETOID`) as one `Data`, with PyG's public
+    train/val/test split as masks."""
     from torch_geometric.datasets import Planetoid
 
     folder = PLANETOID[name]
@@ -107,6 +109,8 @@ def load_ppi(data_root: Optional[str | Path]) -> list[Any]:
 
 
 def tu_dataset(folder: str, data_root: Optional[str | Path]) -> Any:
+    """PyG's TUDataset `folder` under the working root (its raw files copied from `data_root`
+    first), without the degree features `load_tu` adds."""
     from torch_geometric.datasets import TUDataset
 
     return TUDataset(str(working_root(data_root, folder)), folder)

@@ -28,6 +28,8 @@ SVM_C_GRID = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of rows whose highest logit is their label, in [0, 1] (NaN for no rows);
+    `probe_dataset` reports it in %."""
     return (logits.argmax(dim=1) == labels).float().mean().item()
 
 
@@ -89,6 +91,8 @@ def probe_graphs(encoder: Any, graphs: list[Any], dataset: str, device: Optional
 
 
 def check_split(data: Any, name: str) -> None:
+    """Refuse a node dataset without the labels `y` and the train/val/test masks the linear
+    probe reads, naming those it lacks."""
     missing = [key for key in ("y", "train_mask", "val_mask", "test_mask") if getattr(data, key, None) is None]
     if missing:
         raise InputError(f"dataset {name!r} has no {missing}; the node probe needs labels and a train/val/test split")

@@ -86,6 +86,8 @@ def fit_to_dataset(config: Any, processor: GraphProcessor, data: Any, dataset: s
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every graph family's `zoo pretrain` takes, read by `start_run` and `run_and_save`;
+    a family adds the length of its run (--epochs or --steps) itself."""
     parser.add_argument("--dataset", required=True,
                         help="a dataset with a recipe in hub_configs (e.g. cora, mutag), or any TU set in --data")
     parser.add_argument("--recipe", help="use the recipe of this dataset (default: --dataset's own), e.g. "

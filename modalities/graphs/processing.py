@@ -233,6 +233,8 @@ def check_num_nodes(item: Any, x: Any, fix: str = "give x a row per node") -> No
 
 
 def check_is_data(item: Any) -> None:
+    """Refuse anything but a homogeneous PyG `Data` (a `Batch` is one), saying how to make one of
+    a `HeteroData`."""
     from torch_geometric.data import Data, HeteroData
 
     if isinstance(item, HeteroData):

@@ -162,12 +162,15 @@ def fit_network(name: str, train: tuple[torch.Tensor, torch.Tensor], val: tuple[
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], task: Task) -> float:
+    """`task`'s loss over a whole split (standardised targets for regression): what early stopping
+    compares. Leaves `model` in eval mode."""
     model.eval()
     return task.loss(predict_logits(model, data[0]), data[1]).item()
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """(N, outputs) logits of `model` in eval mode, `batch_size` rows at a time; leaves it in eval mode."""
     model.eval()
     return torch.cat([model(part) for part in inputs.split(batch_size)])
 

@@ -32,6 +32,8 @@ VALIDATION_SHARE = 0.1
 
 
 def task_of(splits: TableSplits) -> Task:
+    """The splits' task; its classes are counted in the training split, as `TableSplits.labels`
+    numbers them."""
     return Task(splits.task, num_classes=int(splits.train[splits.target].nunique()))
 
 
@@ -139,6 +141,8 @@ def probe_table(encoder: Any, table: str, target: str, test_table: Optional[str]
 
 
 def check_protocol(protocol: Optional[str]) -> None:
+    """Refuse a protocol that is none of `PROTOCOLS` before any table is read or embedded; None
+    is the default ("mlp")."""
     if protocol is not None and protocol not in PROTOCOLS:
         raise ConfigError(f"protocol {protocol!r} is not one of {PROTOCOLS}")
 

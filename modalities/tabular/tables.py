@@ -144,6 +144,8 @@ def open_parquet(path: Path) -> Any:
 
 
 def unreadable_parquet(path: Path, err: Exception) -> InputError:
+    """The error for a Parquet file pyarrow cannot read, on opening it or on reading a damaged row
+    group later; it names the file and what to pass instead."""
     return InputError(f"table file {str(path)!r} is not a readable Parquet file ({err}); pass a Parquet file "
                       "written by pandas or pyarrow, or a .csv file")
 

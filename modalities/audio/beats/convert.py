@@ -88,6 +88,8 @@ def held_keys(checkpoint: Any, shown: int = 8) -> str:
 
 
 def is_tokenizer(cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> bool:
+    """Whether the file is an acoustic tokenizer: upstream's quantizer codebook is among its
+    weights, or its cfg has the tokenizer-only `quant_n`."""
     return "quantize.embedding.weight" in state or "quant_n" in cfg
 
 

@@ -244,6 +244,9 @@ def load_beats(path: str, option: str, tokenizer: bool) -> BEATsEncoder:
 
 
 def encoder_config(args: argparse.Namespace, tokenizer: bool) -> BEATsConfig:
+    """The config a fresh model of the stage starts from: --variant (default tiny) with the --set
+    overrides; a tokenizer's codebook size and width come from --codebook-size and --codebook-dim
+    (a --set of them is refused)."""
     overrides = parse_overrides(args.overrides)
     given = sorted({"codebook_size", "codebook_dim"} & set(overrides))
     if given:  # the options replaced them in the tokenizer stage without a word, and made the ssl stage's a tokenizer

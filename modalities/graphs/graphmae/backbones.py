@@ -21,6 +21,8 @@ from zoo.checkpointing import CheckpointedBlocks
 
 
 def residual_map(in_dim: int, out_dim: int) -> nn.Module:
+    """Upstream's residual branch: an identity between equal widths, else a bias-free linear map
+    (its `res_fc`)."""
     return nn.Identity() if in_dim == out_dim else nn.Linear(in_dim, out_dim, bias=False)
 
 

@@ -92,6 +92,8 @@ def rename_key(key: str) -> Optional[str]:
 
 
 def gat_suffix(suffix: str) -> Optional[str]:
+    """Zoo suffix of a key inside an upstream GAT layer (a norm's keep their names); None for a key
+    no GAT layer has, which `rename_key` refuses."""
     if suffix in GAT_KEYS:
         return GAT_KEYS[suffix]
     if suffix.startswith("norm.") and suffix[5:] in NORM_SUFFIXES:
@@ -100,6 +102,8 @@ def gat_suffix(suffix: str) -> Optional[str]:
 
 
 def gin_suffix(suffix: str) -> Optional[str]:
+    """Zoo suffix of a key inside an upstream GIN layer, by the first `GIN_KEYS` pattern it
+    matches; None for a key none matches, which `rename_key` refuses."""
     for pattern, replacement in GIN_KEYS.items():
         if re.fullmatch(pattern, suffix):
             return re.sub(pattern, replacement, suffix)
@@ -130,6 +134,8 @@ def config_from_state(state: dict[str, torch.Tensor], **overrides: Any) -> Graph
 
 
 def gat_config(state: dict[str, torch.Tensor], first: str) -> dict[str, Any]:
+    """GAT settings read off the layer under the key prefix `first`: the input width from
+    `fc.weight`, heads and head width from `attn_l`, norm and activation from the keys present."""
     _, heads, head_dim = state[first + "attn_l"].shape
     return {"in_dim": state[first + "fc.weight"].shape[1], "num_hidden": heads * head_dim, "num_heads": heads,
             "encoder_type": "gat", "norm": norm_of(state, first + "norm."),
@@ -137,6 +143,8 @@ def gat_config(state: dict[str, torch.Tensor], first: str) -> dict[str, Any]:
 
 
 def gin_config(state: dict[str, torch.Tensor], first: str) -> dict[str, Any]:
+    """GIN settings read off the layer under the key prefix `first`, its MLP wrapped
+    (`apply_func.mlp.`) or bare; the readout is upstream's default "mean", as no tensor shows it."""
     mlp = first + "apply_func.mlp." if first + "apply_func.mlp.linears.0.weight" in state else first + "apply_func."
     hidden, in_dim = state[mlp + "linears.0.weight"].shape
     return {"in_dim": in_dim, "num_hidden": hidden, "encoder_type": "gin", "norm": norm_of(state, mlp + "norms.0."),
@@ -144,12 +152,16 @@ def gin_config(state: dict[str, torch.Tensor], first: str) -> dict[str, Any]:
 
 
 def norm_of(state: dict[str, torch.Tensor], prefix: str) -> Optional[str]:
+    """The norm whose keys sit under `prefix`: "batchnorm" where running statistics are stored,
+    "layernorm" where only an affine weight is, None where there are none."""
     if prefix + "running_mean" in state:
         return "batchnorm"
     return "layernorm" if prefix + "weight" in state else None
 
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Upstream keys under zoo names, pretraining-only ones dropped and floating tensors cast to
+    float32; every unexpected key is named in one error, missing ones are `load_state`'s to find."""
     converted, unknown = {}, []
     for key, value in state.items():
         name = rename_key(key)

@@ -23,6 +23,7 @@ RECIPE_KEYS = ("epochs", "lr", "weight_decay", "optimizer", "scheduler", "batch_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `zoo pretrain graphmae`: the graph families' shared ones, and --epochs over the recipe's."""
     add_common_arguments(parser)
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
 

@@ -21,6 +21,8 @@ RECIPE_KEYS = ("steps", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `zoo pretrain paretognn`: the graph families' shared ones, --steps over the
+    recipe's, and --no-pareto for the paper's equal-weight ablation."""
     add_common_arguments(parser)
     parser.add_argument("--steps", type=int, help="override the recipe's steps")
     parser.add_argument("--no-pareto", action="store_true", help="average the task losses (the paper's ablation)")

@@ -67,6 +67,8 @@ ENCODER_FOLDER = "encoder"
 
 
 def check_mask_settings(mask_prob: float, mask_length: int, min_masks: int) -> None:
+    """Refuse span-mask settings out of range (mask_prob in [0, 1], mask_length >= 1,
+    min_masks >= 0) when an objective is built, not at its first batch; MERT's objective uses it too."""
     if not 0.0 <= mask_prob <= 1.0:
         raise ConfigError(f"mask_prob={mask_prob} must lie in [0, 1]")
     if mask_length < 1 or min_masks < 0:
@@ -290,6 +292,8 @@ def drawn_frames(features: Sequence[torch.Tensor], max_frames: int, rng: np.rand
 
 
 def cluster_labels(features: Sequence[torch.Tensor], clusters: Clusters) -> list[torch.Tensor]:
+    """Each recording's (T, F) features -> its (T,) k-means cluster ids, the iteration's targets;
+    `features` may be a `FrameRows`, read a recording at a time."""
     return [clusters.assign(f) for f in features]
 
 
@@ -377,6 +381,8 @@ class HubertPretraining(nn.Module):
 
 
 def check_loss_settings(feature_penalty: float, feature_grad_mult: float) -> None:
+    """Refuse a negative feature penalty or a gradient scale outside [0, 1], quoting the released
+    recipes' values; MERT's objective uses it too."""
     if feature_penalty < 0:
         raise ConfigError(f"feature_penalty={feature_penalty} must be >= 0 (HuBERT-base and MERT: 10)")
     if not 0.0 <= feature_grad_mult <= 1.0:
@@ -477,6 +483,8 @@ def encoder_config(variant: Optional[str], overrides: Sequence[str], variants: O
 
 
 def check_iteration(args: argparse.Namespace) -> None:
+    """Refuse options of the other iteration before any features are computed: iteration 2 needs
+    --labels-from, and --labels-from and --layer mean nothing to iteration 1."""
     if args.iteration == 2 and not args.labels_from:
         raise ConfigError("--iteration 2 clusters a trained encoder's features; pass --labels-from ITERATION1_RUN")
     if args.iteration == 1 and (args.labels_from or args.layer is not None):

@@ -56,6 +56,8 @@ TABLE_KEYS = ("num_numeric", "cardinalities")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `zoo pretrain tjepa`: a named table (--dataset) or a file of your own (--table with
+    --target, --ignore, --categorical), the recipe and its overrides, and the run's settings."""
     parser.add_argument("--dataset", help="a named table with a recipe (adult) or known to the zoo (diabetes)")
     parser.add_argument("--table", help="instead of --dataset: a CSV or Parquet file of your own")
     parser.add_argument("--target", help="with --table: the label column to leave out of the features")
@@ -179,6 +181,8 @@ class TableBatches:
 
 
 def train_config(recipe: dict[str, Any], steps_per_epoch: int, args: argparse.Namespace) -> TrainConfig:
+    """The recipe's epochs as optimizer steps: AdamW warmed up over `warmup_epochs` (at most the
+    whole run), then a cosine to 0; gradients clamped element-wise at `max_grad_value`, norms unclipped."""
     steps = recipe["epochs"] * steps_per_epoch
     return TrainConfig(
         steps=steps, lr=recipe["lr"], weight_decay=recipe["weight_decay"], betas=(0.9, 0.999), eps=1e-8,

@@ -95,6 +95,8 @@ def detect_format(checkpoint: dict[str, Any]) -> str:
 
 
 def state_dict_of(checkpoint: dict[str, Any], fmt: str, where: str) -> dict[str, torch.Tensor]:
+    """The ViT state dict of a checkpoint of layout `fmt`: a GMML training file's `SiT_model`; the
+    others are one already. `where` names the file in the error."""
     if fmt != "gmml":
         return checkpoint
     state = checkpoint.get(TRAINING_KEY)
@@ -129,6 +131,8 @@ def convert_state_dict(state: dict[str, torch.Tensor], fmt: str) -> dict[str, to
 
 
 def required(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    """`state[key]`, for a key every GMML ViT has; its absence means the file is incomplete or not
+    a ViT, which a KeyError would not say."""
     if key not in state:
         raise CheckpointError(f"the checkpoint has no {key!r}, which every GMML ViT has; the file is incomplete "
                               "or not a ViT")
@@ -136,6 +140,8 @@ def required(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
 
 
 def heads_for(width: int, upstream_model: str | None) -> int | None:
+    """Attention heads of the ViT: those of upstream's `--model` where the checkpoint's args name
+    it, else those of the paper's size of that width; None when neither tells (an override must)."""
     if upstream_model in UPSTREAM_MODELS:
         return VARIANTS[UPSTREAM_MODELS[upstream_model]]["num_heads"]
     return HEADS_BY_WIDTH.get(width)
