@@ -67,6 +67,7 @@ def check_run_folder(out: Path) -> None:
 
 
 def make_run_folder(out: Path) -> None:
+    """Create the run folder (and its parents), refusing a file of that name first."""
     check_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -386,6 +386,7 @@ def raise_if_error(item: Any) -> Any:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's RNGs: a fresh run draws its masks, crops and init from all three."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -403,6 +404,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved, so that a resumed run draws what the uninterrupted one would have;
+    CUDA states are skipped on a machine without CUDA (a run moved from a GPU to a CPU)."""
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
