@@ -159,11 +159,12 @@ def family_modules() -> dict[str, str]:
 def get_family(family: str) -> Family:
     """Import a family on first use and return what it registered. A family named by anything but
     text (a list in a hand-edited config.json) is unknown too: it was "unhashable type: 'list'"."""
-    if not isinstance(family, str) or family not in _FAMILIES:
-        modules = family_modules()
-        if not isinstance(family, str) or family not in modules:
-            raise UnknownModelError(f"unknown family {family!r}; known families: {sorted(modules)}")
-        importlib.import_module(modules[family])
+    if isinstance(family, str) and family in _FAMILIES:
+        return _FAMILIES[family]
+    modules = family_modules()
+    if not isinstance(family, str) or family not in modules:
+        raise UnknownModelError(f"unknown family {family!r}; known families: {sorted(modules)}")
+    importlib.import_module(modules[family])
     return _FAMILIES[family]
 
 
