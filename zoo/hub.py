@@ -215,7 +215,7 @@ def resolve_dtype(dtype: Optional[torch.dtype | str]) -> Optional[torch.dtype]:
         return dtype
     resolved = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else None
     if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise ConfigError(f"dtype={dtype!r}; use a floating torch dtype or its name: 'float32', 'bfloat16', 'float16'")
+        raise ConfigError(f"dtype={dtype!r}; use a floating torch dtype or its name: 'float32', 'bfloat16', 'float16', 'float64'")
     return resolved
 
 

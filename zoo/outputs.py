@@ -30,6 +30,10 @@ class EncoderOutput:
     hidden_states: Optional[tuple[torch.Tensor, ...]] = None
 
 
+# torch.export (and the tracers on it) take a dataclass output only when it is registered
+torch.export.register_dataclass(EncoderOutput, serialized_type_name="zoo.outputs.EncoderOutput")
+
+
 @dataclass
 class PretrainOutput:
     """What a pretraining objective returns for one batch: the loss and scalars to log."""

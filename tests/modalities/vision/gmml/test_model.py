@@ -9,6 +9,7 @@ import torch
 import zoo
 from zoo import registry
 from zoo.errors import ConfigError, InputError, UnknownModelError
+from zoo.outputs import EncoderOutput
 
 #: the paper's sizes at 224 pixels: (width, heads, parameters) of upstream's vit_tiny / small / base
 PAPER_SIZES = {"vit-tiny-patch16": (192, 3, 5_524_416), "vit-small-patch16": (384, 6, 21_665_664),
@@ -332,3 +333,15 @@ def test_zoo_probe_and_embed_read_a_hub_image_dataset(tiny, tmp_path, capsys):
     assert np.abs(np.load(tmp_path / "test.npy")[:6] - expected).max() <= 1e-6  # embed keeps every record
     assert main(["probe", str(tmp_path / "model"), "--data", str(tmp_path), "--test-regex", "x"]) == 2
     assert "--label-regex and --test-regex are for folders of files" in capsys.readouterr().err
+
+
+def test_torch_export_gives_the_eager_outputs(tiny):
+    """torch.export refused EncoderOutput ("register a pytree"), and the NaN check of `forward`
+    branched on the values, which a traced graph cannot."""
+    pixels = torch.randn(2, 3, 32, 40)
+    exported = torch.export.export(tiny, (pixels,)).module()
+    with torch.no_grad():
+        got, expected = exported(pixels), tiny(pixels)
+    assert isinstance(got, EncoderOutput)
+    assert (got.last_hidden_state - expected.last_hidden_state).abs().max() <= 1e-5  # measured 0.0
+    assert (got.pooled - expected.pooled).abs().max() <= 1e-5
