@@ -210,12 +210,13 @@ def load_trained(source: str | Path, option: str, run_folders: Sequence[str] = (
 
 
 def resolve_dtype(dtype: Optional[torch.dtype | str]) -> Optional[torch.dtype]:
-    """A floating torch dtype, or its name ("float32", "bfloat16", "float16"), as a torch.dtype."""
+    """A floating torch dtype, or its name ("float32", "bfloat16", "float16", "float64"), as a torch.dtype."""
     if dtype is None or isinstance(dtype, torch.dtype) and dtype.is_floating_point:
         return dtype
     resolved = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else None
     if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise ConfigError(f"dtype={dtype!r}; use a floating torch dtype or its name: 'float32', 'bfloat16', 'float16', 'float64'")
+        raise ConfigError(f"dtype={dtype!r}; use a floating torch dtype or its name: 'float32', 'bfloat16', "
+                          "'float16', 'float64'")
     return resolved
 
 
