@@ -435,6 +435,9 @@ def test_a_run_folder_loads_as_its_one_checkpoint(tmp_path, micro_hubert):
     classifier/; a folder with several checkpoints, or none, is named."""
     micro_hubert.save_pretrained(tmp_path / "run" / "encoder")
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"optimizer state")
+    killed = tmp_path / "run" / ".encoder.6xh1xcor"  # a save killed half-way leaves its temporary folder
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
     wave = np.random.default_rng(4).standard_normal(4000).astype(np.float32)
     assert torch.equal(zoo.load(tmp_path / "run").embed([wave], sampling_rate=RATE, progress=False),
                        micro_hubert.embed([wave], sampling_rate=RATE, progress=False))

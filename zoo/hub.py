@@ -138,10 +138,12 @@ def naming_shadow(path: Path, entry: Optional[registry.ModelEntry]) -> Iterator[
 
 def checkpoint_in(folder: Path) -> Path:
     """What a folder path names: a checkpoint folder itself, or the one checkpoint subfolder of a
-    run folder (`zoo pretrain`'s encoder/, `zoo finetune`'s classifier/)."""
+    run folder (`zoo pretrain`'s encoder/, `zoo finetune`'s classifier/). Hidden subfolders are
+    not checkpoints: a save killed half-way leaves its temporary `.encoder.*` folder behind."""
     if (folder / CONFIG_FILE).is_file():
         return folder
-    checkpoints = sorted(sub.name for sub in folder.iterdir() if (sub / CONFIG_FILE).is_file())
+    checkpoints = sorted(sub.name for sub in folder.iterdir()
+                         if not sub.name.startswith(".") and (sub / CONFIG_FILE).is_file())
     if len(checkpoints) == 1:
         return folder / checkpoints[0]
     if checkpoints:
