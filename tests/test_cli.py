@@ -594,6 +594,21 @@ def test_a_pretrain_output_that_is_a_file_is_refused_before_any_work(recipe, dat
     assert (tmp_path / "taken").read_text() == "notes"
 
 
+@pytest.mark.parametrize("command", [["pretrain", "graphmae", "--dataset", "mutag"],
+                                     ["finetune", "graphmae-mutag", "--dataset", "mutag"]])
+def test_a_run_folder_that_cannot_be_written_is_refused_before_any_work(command, tmp_path, monkeypatch, capsys):
+    """On a read-only file system `zoo finetune` and `zoo pretrain` failed with a raw OSError once
+    the model and the data had loaded; under a file, only at the first write."""
+    (tmp_path / "notes").write_text("notes")
+    assert main([*command, "--data", "nowhere", "-o", str(tmp_path / "notes" / "run")]) == 2
+    assert f"cannot make the run folder '{tmp_path / 'notes' / 'run'}': '{tmp_path / 'notes'}' is a file" in \
+        capsys.readouterr().err
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # as on a read-only mount, even for root
+    assert main([*command, "--data", "nowhere", "-o", str(tmp_path / "run")]) == 2
+    assert f"'{tmp_path}' is not writable here; pass an output folder" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "notes"]
+
+
 def test_probe_with_a_cache_resumes_an_interrupted_run_and_reuses_finished_embeddings(
         checkpoint, tmp_path, monkeypatch, capsys, micro_hubert):
     """`zoo probe --cache DIR` embeds as `zoo embed` does, shard by shard: interrupted, a rerun embeds

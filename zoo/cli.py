@@ -322,7 +322,9 @@ def described_model(args: argparse.Namespace) -> dict:
 def cmd_finetune(args: argparse.Namespace) -> None:
     """`zoo finetune`: runs or resumes the run (`zoo.finetune_job.run_finetune`) and prints its report as JSON."""
     from zoo.finetune_job import run_finetune
+    from zoo.run_folders import check_run_folder
 
+    check_run_folder(Path(args.output))  # before the model and the data load
     print(json.dumps(run_finetune(args), indent=2))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from contextlib import contextmanager
@@ -60,10 +61,18 @@ def command_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_run_folder(out: Path) -> None:
-    """Refuse an output path taken by a file, naming the fix."""
+    """Refuse an output path taken by a file, or one where nothing can be written (a read-only
+    place, under a file), naming the fix, before the run loads a model or data: neither is
+    created here, so a run refused later leaves no folder behind."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"the output {str(out)!r} is a file; a run writes a folder (checkpoint.pt, log.jsonl, "
                           "...): pass a new folder path")
+    existing = next(path for path in (out, *out.parents) if path.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"cannot make the run folder {str(out)!r}: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):  # a read-only file system too (EROFS)
+        raise ConfigError(f"cannot write the run folder {str(out)!r}: {str(existing)!r} is not writable here; "
+                          "pass an output folder you can write to")
 
 
 def make_run_folder(out: Path) -> None:
