@@ -46,6 +46,11 @@ class OfflineError(ZooError):
     """Files that are neither cached nor downloadable (offline mode or no network)."""
 
 
+class WriteError(ZooError, OSError):
+    """A file or folder that could not be written (a full disk, a file-size limit, a lost mount);
+    what was there before is unchanged, as every write goes to a temporary name first."""
+
+
 @contextmanager
 def prefixed(prefix: str, *kinds: type[ZooError]) -> Iterator[None]:
     """Prefix a zoo error raised inside (of `kinds`, default any) with `{prefix}: `, keeping its

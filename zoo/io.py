@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, WriteError, ZooError
 
 
 def _umask() -> int:
@@ -77,16 +77,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Name `path` in a failed write: a full disk or a file-size limit surfaced as a raw OSError, as
+    safetensors' SafetensorError or as torch.save's "unexpected pos" RuntimeError, none naming the
+    file. Zoo errors of the block (a refused input) go up as they are. Only around blocks that write
+    and do nothing else: a download's network error is not a write's."""
+    try:
+        yield
+    except ZooError:
+        raise
+    except Exception as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else f"{type(err).__name__}: {err}"
+        raise WriteError(f"could not write {str(path)!r} ({reason}); what was there before is unchanged. A full "
+                         "disk or a file-size limit (ulimit -f) stops writes: free space, or write elsewhere") from err
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename, so that a reader never sees
     it half-written; encoded as UTF-8 whatever the locale, as every file the zoo reads back is."""
-    with atomic_path(path) as tmp:
+    with writing(Path(path)), atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Call `writer(tmp_path)` and move the result to `path` once it has returned."""
-    with atomic_path(path) as tmp:
+    with writing(Path(path)), atomic_path(path) as tmp:
         writer(tmp)
 
 
@@ -97,7 +113,8 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        yield tmp
+        with writing(folder):
+            yield tmp
         for entry in [tmp, *tmp.rglob("*")]:
             _normal_permissions(entry, 0o777 if entry.is_dir() else 0o666)
         if folder.exists():

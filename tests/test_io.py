@@ -1,0 +1,56 @@
+"""zoo.io's writes: whole or not at all, and a failed one named as such."""
+
+import resource
+import subprocess
+import sys
+
+import pytest
+
+#: each kind of write the zoo makes, under a file-size limit (run in its own process: the limit holds
+#: for every file the process writes); what each wrote before the limit must stay as it was
+WRITES_UNDER_A_LIMIT = r"""
+import sys, torch, zoo
+from zoo.io import atomic_write_text, atomic_write_with
+encoder, out, zeros = zoo.load("tjepa-adult"), sys.argv[1], torch.zeros(10**5)
+for name, write in [("folder", lambda: encoder.save_pretrained(out + "/enc")),
+                    ("text", lambda: atomic_write_text(out + "/notes.txt", "x" * 200_000)),
+                    ("torch", lambda: atomic_write_with(out + "/ckpt.pt", lambda tmp: torch.save(zeros, tmp)))]:
+    try:
+        write()
+    except zoo.WriteError as err:
+        print(name, err)
+"""
+
+
+def limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+
+def test_a_write_stopped_by_a_size_limit_names_the_file_and_keeps_the_old_one(tmp_path):
+    """A full disk or `ulimit -f` was a raw OSError, safetensors' SafetensorError or torch.save's
+    "unexpected pos" RuntimeError, none naming the file."""
+    (tmp_path / "notes.txt").write_text("old notes")
+    (tmp_path / "ckpt.pt").write_bytes(b"old checkpoint")
+    run = subprocess.run([sys.executable, "-c", WRITES_UNDER_A_LIMIT, str(tmp_path)], preexec_fn=limit_file_size,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    said = dict(line.split(" ", 1) for line in run.stdout.splitlines())
+    for name, file, cause in [("folder", "enc", "SafetensorError"), ("text", "notes.txt", "File too large"),
+                              ("torch", "ckpt.pt", "RuntimeError")]:
+        assert said[name].startswith(f"could not write '{tmp_path / file}' ({cause}"), said
+        assert "what was there before is unchanged" in said[name]
+    assert (tmp_path / "notes.txt").read_text() == "old notes"
+    assert (tmp_path / "ckpt.pt").read_bytes() == b"old checkpoint"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ckpt.pt", "notes.txt"]  # no temporary left
+
+
+def test_a_zoo_error_of_the_writer_goes_up_as_it_is(tmp_path):
+    from zoo.errors import InputError
+    from zoo.io import atomic_write_with
+
+    def refusing(path):
+        raise InputError("a refused input")
+
+    with pytest.raises(InputError, match="^a refused input$"):
+        atomic_write_with(tmp_path / "out.npy", refusing)
+    assert not list(tmp_path.iterdir())
