@@ -200,6 +200,21 @@ def test_a_job_that_failed_before_its_first_shard_does_not_block_the_next(checkp
     assert np.load(output).shape == (3, 32)
 
 
+def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(checkpoint, wav_folder, tmp_path, capsys):
+    """Two `zoo embed` jobs writing one output took each other's shards for their own: a --layer 1 job
+    wrote 20 of its 24 rows from the last layer, and said it was done."""
+    from filelock import FileLock
+
+    output = tmp_path / "e.npy"
+    parts = tmp_path / "e.npy.parts"
+    parts.mkdir()
+    with FileLock(str(parts / "job.lock")):  # the first job, embedding
+        assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output), "--layer", "1"]) == 2
+    assert f"another job is writing '{output}' now (it holds '{parts}'); wait for it" in capsys.readouterr().err
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(output)]) == 0  # once it has finished
+    assert np.load(output).shape == (3, 32) and not parts.exists()
+
+
 def test_embed_and_probe_of_a_fine_tuned_model_use_its_encoder(checkpoint, wav_folder, tmp_path, capsys):
     """Was an AttributeError traceback (a head has no `embed`), also for BEATs' converted taggers."""
     classifier = zoo.for_classification(zoo.load(checkpoint), labels=["a", "b"], freeze=False)

@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from zoo.saving import weights_fingerprint
 
 FORMATS = (".npy", ".parquet")
 JOB_FILE = "job.json"
+#: the file in a job's shard folder that one job at a time holds (`job_lock`)
+LOCK_FILE = "job.lock"
 #: inputs per shard, by default
 SHARD_SIZE = 1024
 #: the suffix of a shard's record of its input files' stamps
@@ -51,9 +54,38 @@ def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer: Laye
     batch_size = batch_size or encoder.embed_batch_size
     parts = output.with_name(output.name + ".parts")
     names = [str(item) for item in inputs] if names is None else names
-    claim_parts(parts, job_settings(encoder, names, layer, pool, shard_size, prepare_kwargs))
-    if hasattr(encoder, "table_chunks"):
-        return _run_table_job(encoder, inputs, output, parts, layer, pool, batch_size, shard_size, progress)
+    with job_lock(parts, output):
+        claim_parts(parts, job_settings(encoder, names, layer, pool, shard_size, prepare_kwargs))
+        if hasattr(encoder, "table_chunks"):
+            return _run_table_job(encoder, inputs, output, parts, layer, pool, batch_size, shard_size, progress)
+        return _run_job(encoder, inputs, output, parts, names, layer, pool, batch_size, shard_size, progress,
+                        prepare_kwargs)
+
+
+@contextmanager
+def job_lock(parts: Path, output: Path) -> Iterator[None]:
+    """Hold `parts` for this job alone: two jobs writing one output took each other's shards for
+    their own (a --layer 1 job wrote 20 of its 24 rows from the last layer) or left shards without
+    their job.json, which every rerun then refused. The lock file goes with `parts` at the end."""
+    from filelock import FileLock, Timeout
+
+    parts.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(parts / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"another job is writing {str(output)!r} now (it holds {str(parts)!r}); wait for it to "
+                          "finish, or write to another output path") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, names: Sequence[str], layer: LayerSpec,
+             pool: str, batch_size: int, shard_size: int, progress: bool, prepare_kwargs: dict[str, Any]) -> str:
+    """Files or items: shards of up to `shard_size` inputs, each made unless a current one is there,
+    then joined into `output`; returns a description of the rows."""
     shards = [parts / f"shard-{index:05d}.npz" for index in range(-(-len(inputs) // shard_size))]
     with encoder.progress_bar(len(inputs), progress) as bar:
         for index, shard in enumerate(shards):
