@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from zoo.errors import ConfigError, InputError
 
@@ -168,12 +169,38 @@ def load_dataset(name: str, data_root: Optional[str | Path] = None) -> Any:
             f"ROOT/{name}/raw/{name}_A.txt ... hold (--data ROOT)"
         )
     try:
-        return LOADERS[key](data_root) if folder is None else load_tu(folder, data_root)
+        with processing_lock(key):
+            return LOADERS[key](data_root) if folder is None else load_tu(folder, data_root)
     except (OSError, RuntimeError) as err:  # PyG's download and processing errors (no network, bad files)
-        raise InputError(
-            f"could not load dataset {name!r} ({type(err).__name__}: {err}); without network, put its raw files "
-            f"where PyG expects them under a folder ROOT and pass --data ROOT"
-        ) from err
+        raise InputError(f"could not load dataset {name!r} ({type(err).__name__}: {err}); "
+                         f"{loading_fix(key, data_root)}") from err
+
+
+@contextmanager
+def processing_lock(key: str) -> Iterator[None]:
+    """One process at a time copies and processes a dataset in the cache: PyG writes its processed
+    files in place, so a second process started beside the first could read them half-written, and
+    then failed on them for good (1 of 3 tries with NCI1). The others wait, then read them whole."""
+    from filelock import FileLock
+
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{key}.lock")):
+        yield
+
+
+def loading_fix(key: str, data_root: Optional[str | Path]) -> str:
+    """What to do when PyG fails on a dataset: delete processed files a stopped run left half-written
+    (PyG reads them and fails again on every run), check the raw files given, or give them offline."""
+    root = cache_root()
+    processed = [path for path in root.glob("**/processed")
+                 if path.relative_to(root).parts[0].lower().replace("_", "-") == key]
+    if processed:
+        return (f"its processed files in {', '.join(map(str, processed))} may be half-written (a run stopped while "
+                "PyG made them): delete that folder and rerun")
+    if data_root is not None:
+        return f"check its raw files under {data_root} (PyG's layout: ROOT/NAME/raw/)"
+    return "without network, put its raw files where PyG expects them under a folder ROOT and pass --data ROOT"
 
 
 def embed_dataset(encoder: Any, name: str, data_root: Optional[str | Path], layer: Any = None,

@@ -1,15 +1,18 @@
 """The dataset cache: raw files are copied once, whatever the number of runs started together;
 `zoo embed --dataset` writes a named dataset's embeddings."""
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from helpers import shared_path
 
 import zoo
 from modalities.graphs.datasets import load_dataset, working_root
 from zoo.cli import main
+from zoo.errors import InputError
 
 
 def test_runs_started_together_copy_the_raw_files_once(tmp_path, monkeypatch):
@@ -58,3 +61,20 @@ def test_an_empty_raw_folder_left_by_a_failed_download_is_filled_from_data(tmp_p
     (tmp_path / "cache" / "Cora" / "raw" / "ind.cora.x").write_bytes(b"cut")  # a partial file is copied again
     cora = load_dataset("cora", shared_path("data", "planetoid"))
     assert (cora.num_nodes, cora.num_edges, int(cora.train_mask.sum())) == (2708, 10556, 140)
+
+
+def test_processed_files_cut_short_are_named_with_the_fix(tmp_path, monkeypatch):
+    """A run killed while PyG wrote processed/data.pt left it cut short: every later load failed,
+    telling to pass --data, which it had been given, and not naming the file."""
+    tu = shared_path("data", "tu")
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    whole = load_dataset("mutag", tu)
+    processed = tmp_path / "cache" / "MUTAG" / "processed"
+    data = processed / "data.pt"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(InputError, match=f"its processed files in {processed} may be half-written .* delete that "
+                                         "folder and rerun"):
+        load_dataset("mutag", tu)
+    assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == [".mutag.lock", "MUTAG"]
+    shutil.rmtree(processed)
+    assert len(load_dataset("mutag", tu)) == len(whole) == 188
