@@ -156,6 +156,17 @@ def test_text_files_are_utf8_whatever_the_locale(tmp_path):
     assert (tmp_path / "saved" / "README.md").read_bytes() == "# pm \u00b1 1 \u2192 \u00e9\n".encode()
 
 
+def test_a_hugging_face_cache_that_is_a_file_is_named(tmp_path):
+    """HF_HOME set to a file was a raw NotADirectoryError from huggingface_hub's token lookup."""
+    (tmp_path / "hf").write_text("not a folder")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-m", "zoo.cli", "info", "org/tiny"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "cannot use the Hugging Face cache for 'org/tiny' (NotADirectoryError" in run.stderr
+    assert "point HF_HOME or HF_HUB_CACHE" in run.stderr
+
+
 def test_zoo_name_resolves_through_its_hub_config(offline_cache, tmp_path, micro_hubert):
     micro_hubert.save_pretrained(tmp_path / "zoo-repo")
     put_in_hf_cache(offline_cache, "test-org/zoo-micro", tmp_path / "zoo-repo", commit="c" * 40)

@@ -298,6 +298,10 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
         ) from err
     except errors.EntryNotFoundError as err:
         raise CheckpointError(f"Hub repo {repo_id!r} (revision {revision!r}) has no file {filename}") from err
+    except OSError as err:  # the cache itself: HF_HOME set to a file, a cache folder that cannot be written
+        raise ConfigError(f"cannot use the Hugging Face cache for {repo_id!r} ({type(err).__name__}: {err}); point "
+                          f"HF_HOME or HF_HUB_CACHE (now {cache_dir or constants.HF_HUB_CACHE}) to a folder you can "
+                          "write to") from err
 
 
 def download_repo(repo_id: str, revision: Optional[str], cache_dir: Optional[str | Path] = None,
