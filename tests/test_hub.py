@@ -526,7 +526,7 @@ def test_a_corrupt_file_is_named_and_a_pickle_error_gives_no_unsafe_advice(tmp_p
     folder = tmp_path / "ckpt"
     micro_hubert.save_pretrained(folder)
     (folder / "model.safetensors").write_bytes(b"\x00" * 64)
-    said = re.escape(f"cannot read {folder / 'model.safetensors'}") + ".*--force-download"
+    said = re.escape(f"cannot read {folder / 'model.safetensors'}") + ".*Save it again"
     with pytest.raises(CheckpointError, match=said):
         zoo.load(folder)
     (folder / "model.safetensors").unlink()
@@ -534,6 +534,17 @@ def test_a_corrupt_file_is_named_and_a_pickle_error_gives_no_unsafe_advice(tmp_p
     with pytest.raises(CheckpointError, match="pytorch_model.bin") as caught:
         zoo.load(folder)
     assert "weights_only" not in str(caught.value)
+
+
+def test_damaged_weights_get_the_fix_of_where_they_are():
+    """A damaged conversion in the zoo cache was told to `hf download REPO --force-download`, which
+    leaves it as it is: deleting it makes the next load convert again."""
+    from huggingface_hub import constants
+
+    converted = hub.zoo_cache_root() / "converted" / "beats-iter3" / "0123456789abcdef"
+    assert hub.damaged_weights_fix(converted) == f"Delete {converted}: the next load converts the upstream file again"
+    assert "--force-download" in hub.damaged_weights_fix(Path(constants.HF_HUB_CACHE) / "models--a--b" / "snapshots")
+    assert hub.damaged_weights_fix(Path("runs/encoder")).startswith("Save it again")
 
 
 def test_a_folder_that_hides_a_zoo_name_or_a_hub_repo_says_so(tmp_path, monkeypatch, micro_hubert):

@@ -30,6 +30,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
 CARD_FILE = "README.md"
+#: the zoo cache's folder of upstream checkpoints converted on first load (`converted_folder`)
+CONVERTED_FOLDER = "converted"
 
 logger = logging.getLogger(__name__)
 
@@ -355,7 +357,7 @@ def converted_folder(entry: registry.ModelEntry, cache_dir: Optional[str | Path]
         sha256 = file_sha256(source)
         logger.warning("the upstream file of %r has sha256 %s; its hub_config pins no digest yet: "
                        "pin this one (\"sha256\") once it is checked against the original", entry.name, sha256)
-    folder = zoo_cache_root() / "converted" / entry.name / sha256[:16]
+    folder = zoo_cache_root() / CONVERTED_FOLDER / entry.name / sha256[:16]
     if (folder / WEIGHTS_FILE).is_file():
         return folder
     source = download_upstream(entry, cache_dir, local_files_only)
@@ -439,10 +441,21 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(safetensors_path))
     except Exception as err:  # safetensors raises several unrelated types
-        raise CheckpointError(
-            f"cannot read {safetensors_path} ({err}): the file is corrupt or incomplete. Save it again, or download "
-            "it again (from the Hub: `hf download REPO --force-download`, as the cache keeps the damaged copy)"
-        ) from err
+        raise CheckpointError(f"cannot read {safetensors_path} ({err}): the file is corrupt or incomplete. "
+                              f"{damaged_weights_fix(folder)}") from err
+
+
+def damaged_weights_fix(folder: Path) -> str:
+    """How to replace damaged weights, by where they are: a conversion the zoo cached is made again
+    once deleted, a Hub download must be forced (the cache keeps the damaged copy), a saved folder
+    saved again."""
+    if folder.resolve().is_relative_to((zoo_cache_root() / CONVERTED_FOLDER).resolve()):
+        return f"Delete {folder}: the next load converts the upstream file again"
+    from huggingface_hub import constants
+
+    if folder.resolve().is_relative_to(Path(constants.HF_HUB_CACHE).resolve()):
+        return "Download it again with `hf download REPO --force-download` (the cache keeps the damaged copy)"
+    return "Save it again, or copy it again from where it was made"
 
 
 def read_torch_file(path: str | os.PathLike, what: str, allowed: Sequence[Any] = ()) -> Any:
