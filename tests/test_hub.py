@@ -223,6 +223,9 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, micro_hubert):
     (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
     with pytest.raises(CheckpointError, match=r"0 missing \[\], [0-9]+ unexpected \[.model.encoder.layers.1"):
         zoo.load(folder)
+    (folder / "config.json").write_text(json.dumps(config)[:40])  # cut short: README lists it as a CheckpointError
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        zoo.load(folder)
     (folder / "config.json").write_text(json.dumps(config))
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[: len(data) // 2])

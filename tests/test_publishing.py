@@ -213,7 +213,7 @@ def test_a_folder_without_its_processor_config_is_refused(hub_calls, micro_huber
         with pytest.raises(CheckpointError, match="enc has no preprocessor_config.json, which a zoo checkpoint saves"):
             call()
     (tmp_path / "enc" / "preprocessor_config.json").write_text("[]\n")  # was AttributeError: 'list' has no 'items'
-    with pytest.raises(ConfigError, match="preprocessor_config.json holds a JSON list, not an object of settings"):
+    with pytest.raises(CheckpointError, match="preprocessor_config.json holds a JSON list, not an object of settings"):
         zoo.load(tmp_path / "enc")
     micro_hubert.processor.save(tmp_path / "enc")
     settings = json.loads((tmp_path / "enc" / "preprocessor_config.json").read_text())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence, TypeVar
 
 from zoo._version import __version__
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, ZooError
 from zoo.io import atomic_write_text
 
 C = TypeVar("C", bound="EncoderConfig")
@@ -166,18 +166,18 @@ def check_keys(cls: type, data: dict[str, Any], where: str, hint: str = "") -> N
         raise ConfigError(f"{where} has unknown keys {unknown}; valid keys are {sorted(names)}. {hint}".rstrip())
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    """Read a JSON object, turning a missing file, a parse error or another JSON value (a list) into a
-    `ConfigError` that names it."""
+def read_json(path: str | Path, error: type[ZooError] = ConfigError) -> dict[str, Any]:
+    """Read a JSON object, turning a missing file, a parse error or another JSON value (a list) into an
+    `error` that names it: a `ConfigError` for settings, a `CheckpointError` for a checkpoint's files."""
     if not Path(path).is_file():
-        raise ConfigError(f"{path} does not exist; check the path")
+        raise error(f"{path} does not exist; check the path")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path} is not valid JSON ({err}); re-download or re-save it") from err
+        raise error(f"{path} is not valid JSON ({err}); re-download or re-save it") from err
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} holds a JSON {type(data).__name__}, not an object of settings; re-download or "
-                          "re-save it")
+        raise error(f"{path} holds a JSON {type(data).__name__}, not an object of settings; re-download or "
+                    "re-save it")
     return data
 
 

@@ -547,7 +547,7 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file():
         raise CheckpointError(f"{folder} has no {CONFIG_FILE}; is it a checkpoint folder?")
-    config_dict = read_json(folder / CONFIG_FILE)
+    config_dict = read_json(folder / CONFIG_FILE, CheckpointError)
     state = read_weights(folder) if pretrained else None
     with naming_file(folder / CONFIG_FILE):
         if "family" in config_dict:
@@ -627,7 +627,7 @@ def read_processor(folder: Optional[Path], encoder_class: type, config: Any, ent
     path = folder / PROCESSOR_FILE if folder is not None else None
     if path is None or not path.is_file():
         return processor_class(**settings)
-    data = read_json(path)
+    data = read_json(path, CheckpointError)
     with naming_file(path):  # a bad setting is the file's: "AudioProcessor: sampling_rate='x'" named none
         if "processor_type" in data:
             return processor_class.from_dict(data)
