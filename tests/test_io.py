@@ -54,3 +54,20 @@ def test_a_zoo_error_of_the_writer_goes_up_as_it_is(tmp_path):
     with pytest.raises(InputError, match="^a refused input$"):
         atomic_write_with(tmp_path / "out.npy", refusing)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_symbolic_link_is_written_through(tmp_path):
+    """`save_pretrained("current")` with current -> v1 replaced the link by a folder, and v1 kept
+    the old weights."""
+    import zoo
+    from zoo.io import atomic_write_text
+
+    encoder = zoo.load("tjepa-adult")
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "current").symlink_to(tmp_path / "v1")
+    encoder.save_pretrained(tmp_path / "current")
+    assert (tmp_path / "current").is_symlink() and (tmp_path / "v1" / "model.safetensors").is_file()
+    (tmp_path / "notes-v1.txt").write_text("old")
+    (tmp_path / "notes.txt").symlink_to(tmp_path / "notes-v1.txt")
+    atomic_write_text(tmp_path / "notes.txt", "new")
+    assert (tmp_path / "notes.txt").is_symlink() and (tmp_path / "notes-v1.txt").read_text() == "new"

@@ -63,8 +63,9 @@ def check_writable_file(path: str | Path, what: str) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds. A
+    symbolic link is written through, as `open` would, not replaced by a file."""
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -108,8 +109,10 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
 
 @contextmanager
 def atomic_folder(folder: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder; it replaces `folder` only when the block succeeds."""
-    folder = Path(folder)
+    """Yield a temporary folder; it replaces `folder` only when the block succeeds. A symbolic link
+    (`current -> v1`) is written through: v1 is replaced and the link kept, where the link itself
+    was replaced by a folder and v1 kept the old files."""
+    folder = Path(folder).resolve() if Path(folder).is_symlink() else Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
