@@ -78,3 +78,12 @@ def test_processed_files_cut_short_are_named_with_the_fix(tmp_path, monkeypatch)
     assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == [".mutag.lock", "MUTAG"]
     shutil.rmtree(processed)
     assert len(load_dataset("mutag", tu)) == len(whole) == 188
+
+
+def test_a_dataset_cache_that_cannot_be_made_names_its_variable(tmp_path, monkeypatch):
+    """ZOO_DATASETS set to a file was told to check the raw files it had been given."""
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "file"))
+    with pytest.raises(InputError, match=f"the dataset cache {tmp_path / 'file'} cannot be made or written .* is not "
+                                         "a folder\\): point ZOO_DATASETS"):
+        load_dataset("mutag", shared_path("data", "tu"))
