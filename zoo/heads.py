@@ -700,7 +700,9 @@ def for_classification(encoder: nn.Module, num_labels: Optional[int] = None, poo
         pool: "mean" over valid tokens, "cls" (encoders with a cls token), or a graph encoder's
             "sum" or "max" readout (its checkpoint's own: `encoder.readout_pool`).
         layer: None (last), an int, or "weighted" (learned weighted sum of all layers).
-        freeze: keep the encoder's weights fixed (linear probe) or fine-tune them too.
+        freeze: keep the encoder's weights fixed (linear probe) or fine-tune them too. Either
+            sets every encoder parameter (the encoder is shared, not copied): to train only
+            some blocks, freeze the others after making the head.
         labels: the class names, in index order, that `predict` returns (default: "0", "1", ...).
     """
     num_labels = label_count(num_labels, labels, "for_classification")
