@@ -107,7 +107,7 @@ VARIANTS = {
         hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
         conv_dim=(128,) * 7, num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16,
     ),
-    "95m": dict(layerdrop=0.05),
+    "95m": dict(layerdrop=0.05, feat_proj_dropout=0.1),  # MERT_RVQ-VAE_CQT_95M.yaml: dropout_input 0.1
     "330m": dict(
         hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
         do_stable_layer_norm=True, attention_relax=32.0, hidden_dropout=0.0, attention_dropout=0.0,

@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
-from zoo.audio import embedded_groups
+from zoo.audio import AudioProcessor, embedded_groups
 from zoo.audio_crops import (
     CropBatches, RecordingFiles, frame_count, frame_counts, recording_frames, run_audio_files,
 )
@@ -457,6 +457,9 @@ PRETRAIN_DROPOUTS = {
     "large": dict(hidden_dropout=0.0, attention_dropout=0.0),
     "xlarge": dict(hidden_dropout=0.0, attention_dropout=0.0),
 }
+#: the sizes fairseq pretrains on normalised waveforms (its large and xlarge yamls' task.normalize: true,
+#: as the released checkpoints' do_normalize); base and the zoo's tiny take them as they are
+NORMALIZED_VARIANTS = ("large", "xlarge")
 
 
 def encoder_config(variant: Optional[str], overrides: Sequence[str], variants: Optional[dict[str, dict]] = None,
@@ -480,6 +483,13 @@ def encoder_config(variant: Optional[str], overrides: Sequence[str], variants: O
     if unknown:
         raise ConfigError(f"--set names unknown config fields {unknown}; valid fields are {sorted(valid)}")
     return config_class(**fields)
+
+
+def fresh_encoder(args: argparse.Namespace) -> HubertEncoder:
+    """A random-init encoder of --variant and --set, reading waveforms as fairseq's recipe of that
+    size does: large and xlarge normalised (their runs were taught on raw waveforms before)."""
+    return HubertEncoder(encoder_config(args.variant, args.overrides),
+                         AudioProcessor(do_normalize=args.variant in NORMALIZED_VARIANTS))
 
 
 def check_iteration(args: argparse.Namespace) -> None:
@@ -624,8 +634,7 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.output)
     files = run_recordings(args)
     torch.manual_seed(args.seed)
-    encoder = encoder_to_pretrain(args, HubertEncoder,
-                                  lambda: HubertEncoder(encoder_config(args.variant, args.overrides)))
+    encoder = encoder_to_pretrain(args, HubertEncoder, lambda: fresh_encoder(args))
     field, hop = frame_geometry(encoder.config)
     log(f"{len(files)} recordings in {args.data}")
     waves = RecordingFiles(files, encoder.processor)

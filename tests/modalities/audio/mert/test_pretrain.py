@@ -778,3 +778,14 @@ def test_encodec_codes_pass_through_a_file_and_a_stopped_pass_goes_on(music_fold
     with pytest.raises(TimeLimitReached, match="1 of 3 recordings'"):
         mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), tmp_path / "run2" / "cqt.npy", 0.0)
     assert "going on" not in capsys.readouterr().err
+
+
+def test_the_95m_variant_drops_its_projected_input_as_its_recipe_does():
+    """MERT_RVQ-VAE_CQT_95M.yaml has dropout_input 0.1 (HuBERT's feat_proj_dropout); `--variant 95m`
+    left it at 0."""
+    from modalities.audio.mert.model import VARIANTS, MertEncoderConfig
+    from modalities.speech.hubert.pretrain import encoder_config
+
+    config = encoder_config("95m", [], VARIANTS, MertEncoderConfig)
+    assert (config.feat_proj_dropout, config.layerdrop, config.hidden_dropout, config.attention_dropout) == \
+        (0.1, 0.05, 0.1, 0.1)

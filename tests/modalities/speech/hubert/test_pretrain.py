@@ -21,6 +21,7 @@ from modalities.speech.hubert.pretrain import (
     drawn_frames,
     fit_clusters,
     frame_geometry,
+    fresh_encoder,
     mfcc_features,
     run,
 )
@@ -585,3 +586,16 @@ def test_iteration_2_labels_every_frame_of_recordings_longer_than_the_teachers_w
                            str(tmp_path / "teacher"), "--steps", "1", "--batch-size", "2", "--clusters", "4",
                            "--final-dim", "8", "--mask-length", "3", "--no-progress", *micro]))
     assert len(losses(tmp_path / "run")) == 1
+
+
+@pytest.mark.parametrize("variant, normalized", [(None, False), ("base", False), ("large", True), ("xlarge", True)])
+def test_each_size_reads_waveforms_as_fairseqs_recipe_does(variant, normalized, tmp_path):
+    """fairseq pretrains large and xlarge on normalised waveforms (task.normalize: true), as their
+    checkpoints' do_normalize says; `--variant large` trained on raw ones, and no option changed it."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    small = ["--set", "num_hidden_layers=1", "--set", "hidden_size=32", "--set", "num_attention_heads=2",
+             "--set", "intermediate_size=64", "--set", "conv_dim=[16,16,16,16,16,16,16]"]
+    variant_args = ["--variant", variant] if variant else []
+    args = parser.parse_args(["--data", str(tmp_path), "-o", str(tmp_path / "out"), *variant_args, *small])
+    assert fresh_encoder(args).processor.do_normalize is normalized
