@@ -128,6 +128,12 @@ def test_inputs_may_follow_options_but_unknown_options_are_refused(checkpoint, w
     with pytest.raises(SystemExit):
         main(["probe", str(checkpoint), "stray", "--data", str(wav_folder)])
     assert capsys.readouterr().err.count("unrecognized arguments") == 2 and not (tmp_path / "b.npy").exists()
+    dashed = wav_folder / "-clip.wav"  # after `--` an input may begin with a dash; `--` after options was refused
+    dashed.write_bytes(Path(clips[0]).read_bytes())
+    assert main(["embed", str(checkpoint), "-o", str(tmp_path / "d.npy"), "--", clips[0], "-clip.wav"]) == 2
+    assert "input '-clip.wav' does not exist" in capsys.readouterr().err  # an input, not an option
+    assert main(["embed", str(checkpoint), clips[0], "-o", str(tmp_path / "d.npy"), "--", str(dashed)]) == 0
+    assert np.abs(np.load(tmp_path / "d.npy") - expected.numpy()[[0, 0]]).max() <= 1e-6
 
 
 def test_a_folder_gives_only_the_files_the_encoder_reads(checkpoint, wav_folder, tmp_path, capsys):

@@ -689,10 +689,15 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     """argparse's parse_args, except that inputs may also follow an option (`zoo embed NAME --threads 1 a.wav`):
     argparse takes the empty input list at the first option, and its parse_intermixed_args refuses subcommands."""
     args, extras = parser.parse_known_args(argv)
-    if extras and isinstance(getattr(args, "inputs", None), list) and not any(a.startswith("-") for a in extras):
+    takes_inputs = isinstance(getattr(args, "inputs", None), list)
+    ended = extras.index("--") if takes_inputs and "--" in extras else len(extras)  # `--`: inputs only after it
+    extras, after = extras[:ended], extras[ended + 1:]
+    if extras and takes_inputs and not any(a.startswith("-") for a in extras):
         args.inputs = [*args.inputs, *extras]  # a new list: argparse's default one is shared between parses
     elif extras:
         refuse_extras(command_parser(parser, args), extras)
+    if after:
+        args.inputs = [*args.inputs, *after]
     return args
 
 
