@@ -53,7 +53,11 @@ def test_list_and_info(capsys):
     assert vision and all(name.startswith("gmml-vit-") for name in vision)
     assert main(["list", "--architectures"]) == 0
     assert set(vision) < set(capsys.readouterr().out.split())
-
+    assert main(["list", "graphmae-*", "--pretrained", "--markdown"]) == 0  # the filters were ignored: all 46
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["graphmae-cora", "graphmae-mutag"]
+    assert main(["list", "--architectures", "--markdown"]) == 2
+    assert "drop --markdown and --pretrained" in capsys.readouterr().err
 
 
 def test_info_describes_a_checkpoint_folder(checkpoint, tmp_path, capsys):

@@ -32,10 +32,11 @@ def format_params(count: Optional[int]) -> str:
     return f"{count / 1e6:.1f}M" if count >= 1e5 else f"{count / 1e3:.1f}K"
 
 
-def model_table(modality: Optional[str] = None) -> str:
-    """The Markdown model table of the README, made from hub_configs/."""
+def model_table(modality: Optional[str] = None, pattern: Optional[str] = None, pretrained: bool = False) -> str:
+    """The Markdown model table of the README, made from hub_configs/ (the models `zoo list` would
+    name with the same filters)."""
     lines = ["| name | modality | params | source | licence |", "|---|---|---|---|---|"]
-    for name in registry.list_models(modality=modality):
+    for name in registry.list_models(pattern, modality, pretrained=pretrained):
         entry = registry.get_entry(name)
         where = location(entry)
         lines.append(f"| `{name}` | {entry.modality} | {format_params(entry.params)} | {where} | {entry.license} |")
@@ -56,6 +57,9 @@ def cmd_list(args: argparse.Namespace) -> None:
     """`zoo list`: names with modality, size and description (or the sizes, or the README table);
     no match is said on stderr and still exits 0."""
     if args.architectures:
+        if args.markdown or args.pretrained:  # were dropped without a word
+            raise ConfigError("--architectures lists sizes, which have no weights or table: drop --markdown and "
+                              "--pretrained")
         sizes = [name for name in registry.list_architectures(modality=args.modality)
                  if registry.name_matches(name, args.pattern)]
         if not sizes:
@@ -65,7 +69,7 @@ def cmd_list(args: argparse.Namespace) -> None:
             print(name)
         return
     if args.markdown:
-        print(model_table(args.modality))
+        print(model_table(args.modality, args.pattern, args.pretrained))
         return
     names = registry.list_models(args.pattern, args.modality, pretrained=args.pretrained)
     if not names:
