@@ -608,6 +608,17 @@ def test_a_reader_that_stops_early_ends_the_command_quietly():
     assert listing.wait(timeout=120) == 141 and listing.stderr.read() == b""
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_an_output_with_no_room_is_a_zoo_error():
+    """`zoo list > /dev/full` (stdout on a full disk) ended in an OSError traceback with status 1."""
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-m", "zoo.cli", "list"], stdout=full, stderr=subprocess.PIPE,
+                             text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr == ("zoo: error: could not write the output (No space left on device); free space where it "
+                          "goes, or send it elsewhere\n")
+
+
 @pytest.mark.parametrize("recipe, data", [
     ("hubert", ["--data", "x"]), ("mert", ["--data", "x"]), ("beats", ["--data", "x"]), ("gmml", ["--data", "x"]),
     ("graphmae", ["--dataset", "cora"]), ("paretognn", ["--dataset", "cora"]), ("tjepa", ["--dataset", "adult"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import importlib
 import inspect
 import json
@@ -679,6 +680,8 @@ def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: errno values of a write that found no room (a full disk or /dev/full, a size or quota limit)
+FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 #: what an interrupted command leaves for a rerun
 RESUMABLE = {
     "embed": "; the shards written so far are kept: rerun the same command to continue",
@@ -757,6 +760,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # stdout goes to /dev/null so that Python's final flush does not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:
+        if err.errno not in FULL:  # files the zoo writes fail as a WriteError: this is its standard output
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"zoo: error: could not write the output ({err.strerror}); free space where it goes, or send it "
+              "elsewhere", file=sys.stderr)
+        return 2
     return 0
 
 
