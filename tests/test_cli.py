@@ -950,3 +950,18 @@ def test_a_family_module_missing_a_package_names_the_package(tmp_path, monkeypat
         family_module("fake", "pretrain")
     with pytest.raises(ConfigError, match="family 'fake' has no convert module yet"):
         family_module("fake", "convert")
+
+
+@pytest.mark.parametrize("command", [["pretrain", "hubert"], ["pretrain", "mert"], ["pretrain", "gmml"],
+                                     ["pretrain", "graphmae", "--dataset", "mutag"],
+                                     ["pretrain", "tjepa", "--dataset", "adult"],
+                                     ["probe", "graphmae-mutag", "--dataset", "mutag"],
+                                     ["embed", "graphmae-mutag", "--dataset", "mutag"]])
+def test_a_data_folder_given_twice_is_refused_where_one_is_read(command, tmp_path, capsys):
+    """argparse kept the last --data: `zoo pretrain hubert --data A --data B` trained on B alone and
+    said nothing, where `zoo pretrain beats` reads both."""
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--data", "A", "--data", "B", "-o", str(tmp_path / "out")])
+    assert exit.value.code == 2
+    assert "--data is given twice ('A', then 'B'); this command reads one: give it once" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

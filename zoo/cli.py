@@ -20,7 +20,7 @@ from zoo.config import parse_overrides
 from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
 from zoo.finetune_options import add_finetune_arguments
 from zoo.io import check_writable_folder, visible_files
-from zoo.options import add_table_arguments, check_table_source, positive_int, seed_int
+from zoo.options import Once, add_table_arguments, check_table_source, positive_int, seed_int
 
 
 def format_params(count: Optional[int]) -> str:
@@ -542,7 +542,7 @@ def add_embed_parser(commands: Any) -> None:
                             "checkpoint's own)")
     embed.add_argument("--dataset", help="graph and table encoders: a named dataset to embed instead of INPUTS, "
                                          "e.g. cora (its nodes), mutag (one row per graph) or adult (its rows)")
-    embed.add_argument("--data", help="with --dataset: the folder holding it (as zoo probe --dataset)")
+    embed.add_argument("--data", action=Once, help="with --dataset: the folder holding it (as zoo probe --dataset)")
     add_job_arguments(embed)
     add_run_arguments(embed)
     embed.set_defaults(func=cmd_embed)
@@ -558,7 +558,7 @@ def add_predict_parser(commands: Any) -> None:
     predict.add_argument("-o", "--output", required=True, help="out.csv, out.parquet or out.jsonl")
     predict.add_argument("--dataset", help="graph and table models: a named dataset instead of INPUTS, e.g. cora "
                          "(a row per node), mutag (per graph) or adult (per row), named as zoo embed names them")
-    predict.add_argument("--data", help="with --dataset: the folder holding it (as zoo probe --dataset)")
+    predict.add_argument("--data", action=Once, help="with --dataset: the folder holding it (as zoo probe --dataset)")
     predict.add_argument("--top-k", type=int, default=1, help="labels per input, most likely first (default: 1)")
     add_job_arguments(predict)
     add_run_arguments(predict, random_init=False)
@@ -569,7 +569,8 @@ def add_probe_parser(commands: Any) -> None:
     """`zoo probe`: linear probe, k-NN and RankMe on labelled files, or a named dataset's or a table's own protocol."""
     probe = commands.add_parser("probe", help="linear probe, k-NN and RankMe on labelled files or a named dataset")
     probe.add_argument("name", help="zoo name, Hub repo id or local folder")
-    probe.add_argument("--data", help="folder of labelled input files; with --dataset, the dataset's root folder")
+    probe.add_argument("--data", action=Once,
+                       help="folder of labelled input files; with --dataset, the dataset's root folder")
     probe.add_argument("--dataset", help="a named dataset with its paper's protocol, e.g. cora or mutag (graph "
                        "encoders), adult (tabular encoders)")
     add_table_arguments(probe)

@@ -24,6 +24,19 @@ def add_device_arguments(parser: Any) -> None:
                         help="recompute block activations in the backward pass: less memory, the same steps")
 
 
+class Once(argparse.Action):
+    """Store an option given once, and refuse it given again: argparse keeps the last, so a second
+    `--data` silently replaced the first where `zoo pretrain beats` reads both."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Any = None) -> None:
+        earlier = getattr(namespace, self.dest, self.default)
+        if earlier is not self.default:
+            parser.error(f"{option_string} is given twice ({earlier!r}, then {values!r}); this command reads one: "
+                         "give it once")
+        setattr(namespace, self.dest, values)
+
+
 def parsed(text: str, kind: type) -> Any:
     """`text` as an int or a float, or argparse's error saying it is not one."""
     try:

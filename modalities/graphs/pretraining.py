@@ -19,7 +19,7 @@ from torch import nn
 from modalities.graphs.processing import GraphProcessor
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.options import positive_int, seed_int
+from zoo.options import Once, positive_int, seed_int
 from zoo.registry import ModelEntry
 from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
@@ -92,8 +92,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a dataset with a recipe in hub_configs (e.g. cora, mutag), or any TU set in --data")
     parser.add_argument("--recipe", help="use the recipe of this dataset (default: --dataset's own), e.g. "
                                          "--dataset ENZYMES --recipe proteins")
-    parser.add_argument("--data", help="folder holding the dataset as PyG lays it out (e.g. ROOT/Cora/raw); "
-                                       "default: the zoo's dataset cache, downloading where possible")
+    parser.add_argument("--data", action=Once,
+                        help="folder holding the dataset as PyG lays it out (e.g. ROOT/Cora/raw); default: the zoo's "
+                        "dataset cache, downloading where possible")
     parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe or architecture setting, e.g. --set lr=0.0005")

@@ -47,7 +47,7 @@ from zoo.audio_crops import (
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.frame_rows import FrameRows, RowGroups, delete_pass_file, resumable_pass
 from zoo.io import atomic_write_with
-from zoo.options import positive_float, positive_int, probability
+from zoo.options import Once, positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.saving import weights_fingerprint
 from zoo.run_folders import command_settings
@@ -406,7 +406,7 @@ def encode_masked(encoder: HubertEncoder, input_values: torch.Tensor, sample_len
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `zoo pretrain hubert`."""
     data = parser.add_argument_group("data")
-    data.add_argument("--data", required=True,
+    data.add_argument("--data", action=Once, required=True,
                       help="folder of audio files (wav, flac, mp3, ogg, ...: any rate; searched recursively)")
     data.add_argument("-o", "--output", required=True,
                       help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt, inputs.json (the files "

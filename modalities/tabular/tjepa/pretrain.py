@@ -39,7 +39,7 @@ from modalities.tabular.tjepa.model import TJEPAConfig, TJEPAEncoder, with_outpu
 from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.options import positive_int, seed_int
+from zoo.options import Once, positive_int, seed_int
 from zoo.registry import ModelEntry
 from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default=None,
                         help="use this dataset's recipe (default: --dataset's own; with --table, adult's); "
                         "e.g. --dataset diabetes --recipe adult")
-    parser.add_argument("--data", help="folder holding the dataset's files (adult: adult.data and adult.test)")
+    parser.add_argument("--data", action=Once,
+                        help="folder holding the dataset's files (adult: adult.data and adult.test)")
     parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -44,7 +44,7 @@ from modalities.vision.image_sets import ImageFiles, ImageSet, open_images
 from modalities.vision.processing import IMAGE_CHANNELS, luminance
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError
-from zoo.options import non_negative_int
+from zoo.options import Once, non_negative_int
 from zoo.outputs import PretrainOutput
 from zoo.run_folders import CHECKPOINT_FILE, check_same_run, command_settings, run_input_files
 from zoo.training import (
@@ -260,9 +260,9 @@ def run_images(args: argparse.Namespace) -> ImageSet:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `zoo pretrain gmml`."""
     data = parser.add_argument_group("data")
-    data.add_argument("--data", required=True, help="an image folder (recursive), a parquet file or folder (Hugging "
-                      "Face image layout, e.g. ../shared/data/cifar10), an MNIST idx folder, or a `datasets` "
-                      "dataset saved with save_to_disk")
+    data.add_argument("--data", action=Once, required=True,
+                      help="an image folder (recursive), a parquet file or folder (Hugging Face image layout, e.g. "
+                      "../shared/data/cifar10), an MNIST idx folder, or a `datasets` dataset saved with save_to_disk")
     data.add_argument("--split", default="train", help="split of a parquet folder, a DatasetDict, an image folder with "
                       "train/, test/... subfolders (all: the whole folder), or MNIST's test set (train = the "
                       "MANIFEST's stratified 80 %%, test, all) (default: train)")
