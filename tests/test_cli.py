@@ -805,13 +805,15 @@ def test_a_damaged_or_unrecorded_shard_is_named(checkpoint, wav_folder, tmp_path
     assert f"{parts} holds shards but not the job.json that says which job made them" in capsys.readouterr().err
 
 
-def test_env_reports_versions_accelerator_and_cache(offline_cache, capsys):
+def test_env_reports_versions_accelerator_and_cache(offline_cache, capsys, monkeypatch, tmp_path):
     from importlib import metadata
 
     from huggingface_hub import constants
 
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "datasets"))  # was reported as the zoo cache's
     assert main(["env"]) == 0
     lines = dict(line[2:].split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["datasets (ZOO_DATASETS)"] == str(tmp_path / "datasets")
     assert lines["ssl-zoo"] == zoo.__version__ and lines["torch"] == metadata.version("torch")
     assert lines["HF_HUB_OFFLINE"] == "True" and lines["Hugging Face cache"] == constants.HF_HUB_CACHE
     assert lines["accelerator"] == "none (CPU only)" or lines["accelerator"].startswith("CUDA ")

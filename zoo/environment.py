@@ -19,7 +19,7 @@ def environment() -> dict[str, Any]:
     from huggingface_hub import constants
 
     from zoo import __version__
-    from zoo.hub import is_offline, zoo_cache_root
+    from zoo.hub import datasets_root, is_offline, zoo_cache_root
 
     report: dict[str, Any] = {"ssl-zoo": __version__, "python": platform.python_version(),
                               "platform": platform.platform()}
@@ -29,7 +29,8 @@ def environment() -> dict[str, Any]:
     report["torch threads"] = torch.get_num_threads()
     report["Hugging Face cache"] = constants.HF_HUB_CACHE
     report["HF_HUB_OFFLINE"] = is_offline()
-    report["zoo cache (conversions, datasets)"] = str(zoo_cache_root())
+    report["zoo cache (conversions)"] = str(zoo_cache_root())
+    report["datasets (ZOO_DATASETS)"] = str(datasets_root())
     return report
 
 

@@ -347,6 +347,11 @@ def zoo_cache_root() -> Path:
     return Path(os.environ.get("ZOO_CACHE") or Path(constants.HF_HOME) / "ssl-zoo")
 
 
+def datasets_root() -> Path:
+    """Where named datasets are copied and processed: $ZOO_DATASETS, else the zoo cache's datasets/."""
+    return Path(os.environ.get("ZOO_DATASETS") or zoo_cache_root() / "datasets")
+
+
 def converted_folder(entry: registry.ModelEntry, cache_dir: Optional[str | Path] = None,
                      local_files_only: bool = False) -> Path:
     """The zoo checkpoint made from an upstream file: downloaded, checked and converted once."""

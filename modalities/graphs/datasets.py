@@ -27,10 +27,10 @@ MAX_DEGREE = 400
 
 
 def cache_root() -> Path:
-    """Where datasets are copied and processed: $ZOO_DATASETS, else the zoo cache's datasets/."""
-    from zoo.hub import zoo_cache_root
+    """Where datasets are copied and processed (`zoo.hub.datasets_root`)."""
+    from zoo.hub import datasets_root
 
-    return Path(os.environ.get("ZOO_DATASETS") or zoo_cache_root() / "datasets")
+    return datasets_root()
 
 
 def working_root(data_root: Optional[str | Path], folder: str) -> Path:
