@@ -967,3 +967,30 @@ def test_a_data_folder_given_twice_is_refused_where_one_is_read(command, tmp_pat
     assert exit.value.code == 2
     assert "--data is given twice ('A', then 'B'); this command reads one: give it once" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def every_option(parser: argparse.ArgumentParser, prog: str = "zoo"):
+    """(command, option action) of a parser and its subcommands' parsers."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from every_option(sub, f"{prog} {name}")
+        elif action.option_strings and not isinstance(action, argparse._HelpAction):
+            yield prog, action
+
+
+def test_every_option_has_help_that_gives_its_default():
+    """README says `zoo COMMAND -h` gives each option with its default: --seed of every recipe and
+    --device of the graph and table recipes had no help at all."""
+    from zoo import registry
+    from zoo.cli import build_parser
+
+    silent = []
+    for recipe in [None, *sorted(registry.family_modules())]:
+        for command, action in every_option(build_parser(recipe)):
+            default = action.default
+            if recipe and not command.startswith(f"zoo pretrain {recipe}") or action.help == argparse.SUPPRESS:
+                continue
+            if not action.help or default not in (None, False, []) and "default" not in action.help:
+                silent.append(f"{command} {action.option_strings[-1]}")
+    assert not silent, silent

@@ -228,7 +228,8 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
                        help=f"gradient clipping norm (default: {max_grad_norm:g})")
     optim.add_argument("--checkpoint-every", type=positive_int, default=100,
                        help="steps between checkpoints (default: 100)")
-    optim.add_argument("--seed", type=seed_int, default=0)
+    optim.add_argument("--seed", type=seed_int, default=0,
+                       help="seeds the init, masks, crops and batch order of a fresh run (default: 0)")
     add_device_arguments(optim)
     add_time_limit_argument(optim)
     optim.add_argument("--threads", type=positive_int,

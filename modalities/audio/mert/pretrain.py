@@ -481,7 +481,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--cqt-weight", type=float, default=1.0, help="weight of the CQT MSE (MERT: 1) (default: 1.0)")
     model.add_argument("--feature-grad-mult", type=float, default=0.1,
                        help="gradient scale into the conv front end (MERT-95M: 0.1) (default: 0.1)")
-    model.add_argument("--mixture-prob", type=float, default=0.5, help="share of crops mixed with in-batch noise")
+    model.add_argument("--mixture-prob", type=float, default=0.5,
+                       help="share of crops mixed with in-batch noise (default: 0.5)")
     model.add_argument("--noise-seconds", type=float, nargs=2, default=(0.5, 1.0),
                        help="noise segment length range (MERT-95M: 12000-24000 samples at 24 kHz) (default: 0.5 1.0)")
 

@@ -272,7 +272,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="DataLoader processes making batches (default: 0)")
 
     gmml = parser.add_argument_group("GMML")
-    gmml.add_argument("--views", type=int, default=2, help="crops per image (upstream: 2 global crops)")
+    gmml.add_argument("--views", type=int, default=2, help="crops per image (default: 2, upstream's 2 global crops)")
     gmml.add_argument("--drop-perc", type=float, default=0.75,
                       help="corrupt U(min(0.5, p), p) of each crop's pixels (default: 0.75)")
     gmml.add_argument("--drop-type", default="noise", help="fill of the rectangles: noise, zeros, replace (from the "
