@@ -47,6 +47,9 @@ def iter_frames(table: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFra
     """Yield the table's rows as DataFrames of at most `chunk_rows` rows, in order."""
     if chunk_rows < 1:
         raise InputError(f"chunk_rows={chunk_rows}; use a positive number of rows")
+    if isinstance(table, str) and table.startswith(("http://", "https://")):  # Path folds "//": 'https:/...'
+        raise InputError(f"table input {table!r} is a URL; the zoo reads local files: download it first and pass "
+                         "its path")
     if isinstance(table, (str, Path)):
         yield from _file_frames(Path(table), chunk_rows)
         return

@@ -41,6 +41,8 @@ def test_empty_and_corrupt_files_name_the_file(encoder, tmp_path):
         encoder.embed(str(tmp_path / "g.parquet"), progress=False)  # the progress bar's row count reads it first
     with pytest.raises(InputError, match="g.parquet' is not a readable Parquet file"):
         list(iter_frames(tmp_path / "g.parquet"))
+    with pytest.raises(InputError, match="table input 'https://example.com/a.csv' is a URL"):  # was 'https:/ex...'
+        encoder.embed("https://example.com/a.csv", progress=False)
 
 
 def test_header_only_csv_has_no_rows(encoder, table, tmp_path):
