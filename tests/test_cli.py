@@ -881,6 +881,9 @@ def test_a_misspelt_option_is_refused_by_its_command_with_the_nearest_option(che
         main(["pretrain", "hubert", "--data", "x", "-o", str(tmp_path / "run"), "--stesp", "3"])
     assert "zoo pretrain hubert: error: unrecognized arguments: --stesp 3; did you mean --steps?" in (
         capsys.readouterr().err)
+    with pytest.raises(SystemExit, match="2"):  # a misspelt required option: only "-o/--output is required"
+        main(["embed", str(checkpoint), "a.wav", "--out", str(tmp_path / "a.npy")])
+    assert "required: -o/--output; --out is no option: did you mean --output?" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["embed", "predict"])

@@ -658,8 +658,21 @@ class ExactOptionsParser(argparse.ArgumentParser):
     `--lr-decay`) would make a saved command mean something else, or fail as ambiguous,
     once a later version adds an option sharing the prefix. Sub-parsers are of this class too."""
 
+    #: the command line being parsed (`parse` sets it), for the hints of `error`
+    given: Sequence[str] = ()
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's error, with the option a misspelt one meant where a required one is missing:
+        `--out x.npy` was told only that -o/--output is required, not that --out is no option."""
+        if "arguments are required" in message:
+            options = [option for option in self._option_string_actions if option.startswith("--")]
+            names = [given.split("=", 1)[0] for given in self.given if given.startswith("--")]
+            message += "".join(f"; {name} is no option: did you mean {near}?" for name in names if name not in options
+                               for near in [nearest_option(name, options)] if near)
+        super().error(message)
 
 
 def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
@@ -696,6 +709,7 @@ RESUMABLE = {
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """argparse's parse_args, except that inputs may also follow an option (`zoo embed NAME --threads 1 a.wav`):
     argparse takes the empty input list at the first option, and its parse_intermixed_args refuses subcommands."""
+    ExactOptionsParser.given = argv
     args, extras = parser.parse_known_args(argv)
     takes_inputs = isinstance(getattr(args, "inputs", None), list)
     ended = extras.index("--") if takes_inputs and "--" in extras else len(extras)  # `--`: inputs only after it
