@@ -400,7 +400,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     encoder.save_pretrained(args.out_dir, model_card=converted_card(encoder, source, fmt, licence))
     verify_round_trip(encoder, load_folder(Path(args.out_dir)))
     print(f"converted {args.upstream_file} ({fmt}) -> {args.out_dir} "
-          f"({sum(p.numel() for p in encoder.parameters()):,} parameters, reload verified)")
+          f"({sum(p.numel() for p in encoder.parameters()):,} parameters, reload verified)", file=sys.stderr)
 
 
 def cmd_publish(args: argparse.Namespace) -> None:

@@ -153,7 +153,7 @@ def test_zoo_convert_reads_the_fairseq_file(golden, tmp_path, capsys):
     upstream = write_fairseq(golden, "deepnorm", tmp_path)
     (tmp_path / "config.json").write_text((golden[0] / "v1_like" / "config.json").read_text())
     assert main(["convert", "mert", str(upstream), str(tmp_path / "out"), "--format", "fairseq"]) == 0
-    assert "reload verified" in capsys.readouterr().out
+    assert "reload verified" in capsys.readouterr().err  # a message, as embed's "wrote"
     assert main(["convert", "mert", str(upstream), str(tmp_path / "out2")]) == 0
     assert zoo.load(tmp_path / "out").config.deepnorm and zoo.load(tmp_path / "out2").config.deepnorm
     upstream.write_bytes(b"garbage")

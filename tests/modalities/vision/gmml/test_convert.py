@@ -31,7 +31,7 @@ def tiny_state():
 
 def test_cli_converts_the_training_checkpoint_and_zoo_load_reads_it(folder, tmp_path, capsys):
     assert main(["convert", "gmml", str(folder / "gmml_tiny_checkpoint.pth"), str(tmp_path / "out")]) == 0
-    assert "reload verified" in capsys.readouterr().out
+    assert "reload verified" in capsys.readouterr().err  # a message, as embed's "wrote"
     encoder = zoo.load(tmp_path / "out")
     assert type(encoder).__name__ == "GmmlEncoder" and encoder.config.reconstruction_head
     assert (encoder.config.hidden_size, encoder.config.num_heads, encoder.config.depth) == (24, 3, 12)
