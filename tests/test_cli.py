@@ -363,7 +363,7 @@ def test_convert_writes_a_verified_zoo_checkpoint(tmp_path, capsys):
     torch.save({"cfg": {"model": fairseq_model_cfg("layer_pre_ln"), "task": {"normalize": True}},
                 "model": fairseq_state_dict("layer_pre_ln")}, upstream)
     assert main(["convert", "hubert", str(upstream), str(tmp_path / "out")]) == 0
-    assert "reload verified" in capsys.readouterr().out
+    assert "reload verified" in capsys.readouterr().err
     encoder = zoo.load(tmp_path / "out")
     assert encoder.processor.do_normalize and encoder.config.do_stable_layer_norm
     card = (tmp_path / "out" / "README.md").read_text()  # was the bare default card: no source, no licence

@@ -96,8 +96,11 @@ def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
     assert main([*args, "6", "--set", "dataset=citeseer"]) == 2  # was accepted, and trained on cora
     assert "--set dataset=...: 'dataset' records what the recipe was made for, not a training setting; pass " \
         "--dataset NAME" in capsys.readouterr().err
-    assert main([*args, "0"]) == 2  # was "steps=0"
+    assert main([*args[:-1], "--set", "epochs=0"]) == 2  # was "steps=0"
     assert "epochs=0; train for at least one (--epochs N)" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # refused as the command line is read
+        main([*args, "0"])
+    assert "argument --epochs: 0 is not a positive number" in capsys.readouterr().err
 
 
 def test_datasets_are_named_and_located_clearly(tmp_path):

@@ -154,8 +154,12 @@ def test_cli_leaves_out_ignored_columns_and_reads_codes_as_categories(tmp_path, 
     assert "row_id" not in kinds and kinds["code"] == "categorical" and encoder.processor.ignored == ["row_id"]
     assert encoder.embed(table, progress=False).shape == (64, encoder.embed_dim)
     assert main(["pretrain", "tjepa", "--dataset", "adult", "-o", str(tmp_path / "x"), "--ignore", "age"]) == 2
-    assert run_cli(tmp_path / "table.csv", tmp_path / "none", 0) == 2  # was "steps=0"
+    assert main(["pretrain", "tjepa", "--table", str(tmp_path / "table.csv"), "-o", str(tmp_path / "none"),
+                 "--target", "label", "--set", "epochs=0"]) == 2  # was "steps=0"
     assert "epochs=0; train for at least one epoch" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):  # refused as the command line is read
+        run_cli(tmp_path / "table.csv", tmp_path / "none", 0)
+    assert "argument --epochs: 0 is not a positive number" in capsys.readouterr().err
 
 
 def test_mask_scopes_map_features_to_token_positions():
