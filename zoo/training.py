@@ -226,15 +226,22 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
                        help=f"the shape of the lr's fall after the warmup (default: {lr_decay})")
     optim.add_argument("--max-grad-norm", type=float, default=max_grad_norm,
                        help=f"gradient clipping norm (default: {max_grad_norm:g})")
-    optim.add_argument("--checkpoint-every", type=positive_int, default=100,
-                       help="steps between checkpoints (default: 100)")
-    optim.add_argument("--seed", type=seed_int, default=0,
-                       help="seeds the init, masks, crops and batch order of a fresh run (default: 0)")
     add_device_arguments(optim)
-    add_time_limit_argument(optim)
-    optim.add_argument("--threads", type=positive_int,
-                       help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
-    optim.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_arguments(optim)
+
+
+def add_run_arguments(parser: Any) -> None:
+    """How a `zoo pretrain` run goes, whatever it trains (every recipe takes these): its seed,
+    checkpoints, time slices, threads and progress bars. The device options are each recipe's own,
+    as not every objective runs in bf16 or recomputes activations."""
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="seeds the init, masks, crops and batch order of a fresh run (default: 0)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=100,
+                        help="steps between checkpoints, which a rerun resumes from (default: 100)")
+    add_time_limit_argument(parser)
+    parser.add_argument("--threads", type=positive_int,
+                        help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def add_init_argument(parser: Any) -> None:

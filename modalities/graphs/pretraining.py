@@ -19,12 +19,12 @@ from torch import nn
 from modalities.graphs.processing import GraphProcessor
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.options import Once, positive_int, seed_int
+from zoo.options import Once
 from zoo.registry import ModelEntry
 from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
-    TrainConfig, add_time_limit_argument, check_recipe_batch_size, named_recipe, refuse_recipe_records,
-    save_trained, say, train,
+    TrainConfig, add_run_arguments, check_recipe_batch_size, named_recipe, refuse_recipe_records, save_trained,
+    say, train,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -98,14 +98,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe or architecture setting, e.g. --set lr=0.0005")
-    parser.add_argument("--seed", type=seed_int, default=0,
-                        help="seeds the init, masks and batch order of a fresh run (default: 0)")
     parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--checkpoint-every", type=positive_int, default=100,
-                        help="steps between checkpoints, which a rerun resumes from (default: 100)")
-    add_time_limit_argument(parser)
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_arguments(parser)
 
 
 class GraphBatches:
