@@ -35,12 +35,18 @@ def visible_files(folder: str | Path, suffixes: Optional[Sequence[str]] = None) 
             and not any(part.startswith(".") for part in path.relative_to(root).parts)]
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest of its parents that exists: where a folder not made yet would be made,
+    and so what must be a writable folder for it."""
+    return next(candidate for candidate in (path, *path.parents) if candidate.exists())
+
+
 def check_writable_folder(folder: str | Path, what: str) -> None:
     """Make `folder` (and its parents) and check a file can be written there, before any work
     whose result would go there: a path under a file, a read-only place or a folder given for a
     file fails now, with the path, not after an hour of embedding."""
     folder = Path(folder)
-    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         raise ConfigError(f"cannot write {what} in {str(folder)!r}: {str(existing)!r} is a file, not a folder")
     try:
@@ -61,11 +67,17 @@ def check_writable_file(path: str | Path, what: str) -> None:
     check_writable_folder(path.parent, what)
 
 
+def through_link(path: str | Path) -> Path:
+    """`path`, or the target of the symbolic link it is: a write replaces the target and keeps the
+    link, as `open` would, where replacing the link made it a file or folder and left the target old."""
+    return Path(path).resolve() if Path(path).is_symlink() else Path(path)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds. A
-    symbolic link is written through, as `open` would, not replaced by a file."""
-    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds (a
+    symbolic link: over its target, `through_link`)."""
+    path = through_link(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -97,8 +109,7 @@ def writing(path: Path) -> Iterator[None]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename, so that a reader never sees
     it half-written; encoded as UTF-8 whatever the locale, as every file the zoo reads back is."""
-    with writing(Path(path)), atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    atomic_write_with(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
@@ -109,10 +120,9 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
 
 @contextmanager
 def atomic_folder(folder: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder; it replaces `folder` only when the block succeeds. A symbolic link
-    (`current -> v1`) is written through: v1 is replaced and the link kept, where the link itself
-    was replaced by a folder and v1 kept the old files."""
-    folder = Path(folder).resolve() if Path(folder).is_symlink() else Path(folder)
+    """Yield a temporary folder; it replaces `folder` only when the block succeeds (a symbolic link
+    `current -> v1`: v1, keeping the link, `through_link`)."""
+    folder = through_link(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.io import atomic_write_text
+from zoo.io import atomic_write_text, nearest_existing
 
 CHECKPOINT_FILE = "checkpoint.pt"
 ARGS_FILE = "args.json"
@@ -67,7 +67,7 @@ def check_run_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"the output {str(out)!r} is a file; a run writes a folder (checkpoint.pt, log.jsonl, "
                           "...): pass a new folder path")
-    existing = next(path for path in (out, *out.parents) if path.exists())
+    existing = nearest_existing(out)
     if not existing.is_dir():
         raise ConfigError(f"cannot make the run folder {str(out)!r}: {str(existing)!r} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):  # a read-only file system too (EROFS)

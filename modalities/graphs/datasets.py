@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from zoo.errors import ConfigError, InputError
+from zoo.io import nearest_existing
 
 #: zoo dataset name -> (PyG class name, name argument)
 PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -27,7 +28,8 @@ MAX_DEGREE = 400
 
 
 def cache_root() -> Path:
-    """Where datasets are copied and processed (`zoo.hub.datasets_root`)."""
+    """Where datasets are copied and processed (`zoo.hub.datasets_root`), imported when asked: this
+    module is read without torch, which zoo.hub loads."""
     from zoo.hub import datasets_root
 
     return datasets_root()
@@ -193,7 +195,7 @@ def loading_fix(key: str, data_root: Optional[str | Path]) -> str:
     """What to do when PyG fails on a dataset: delete processed files a stopped run left half-written
     (PyG reads them and fails again on every run), check the raw files given, or give them offline."""
     root = cache_root()
-    existing = next(path for path in (root, *root.parents) if path.exists())
+    existing = nearest_existing(root)
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         return (f"the dataset cache {root} cannot be made or written ({existing} is "
                 f"{'not a folder' if not existing.is_dir() else 'read-only'}): point ZOO_DATASETS (or ZOO_CACHE, whose "
