@@ -454,11 +454,12 @@ def damaged_weights_fix(folder: Path) -> str:
     """How to replace damaged weights, by where they are: a conversion the zoo cached is made again
     once deleted, a Hub download must be forced (the cache keeps the damaged copy), a saved folder
     saved again."""
-    if folder.resolve().is_relative_to((zoo_cache_root() / CONVERTED_FOLDER).resolve()):
-        return f"Delete {folder}: the next load converts the upstream file again"
     from huggingface_hub import constants
 
-    if folder.resolve().is_relative_to(Path(constants.HF_HUB_CACHE).resolve()):
+    where = folder.resolve()
+    if where.is_relative_to((zoo_cache_root() / CONVERTED_FOLDER).resolve()):
+        return f"Delete {folder}: the next load converts the upstream file again"
+    if where.is_relative_to(Path(constants.HF_HUB_CACHE).resolve()):
         return "Download it again with `hf download REPO --force-download` (the cache keeps the damaged copy)"
     return "Save it again, or copy it again from where it was made"
 
