@@ -997,3 +997,27 @@ def test_every_option_has_help_that_gives_its_default():
             if not action.help or default not in (None, False, []) and "default" not in action.help:
                 silent.append(f"{command} {action.option_strings[-1]}")
     assert not silent, silent
+
+
+def test_the_zoos_warnings_print_as_the_commands_messages(tmp_path):
+    """A warning of the zoo printed `.../bin/zoo:6: UserWarning: ...` and then the script's line
+    `sys.exit(main())`, where its errors print `zoo: error: ...`."""
+    from PIL import Image
+
+    dark = tmp_path / "dark.png"
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint16)).save(dark)
+    run = subprocess.run([sys.executable, "-m", "zoo.cli", "embed", "gmml-vit-tiny-cifar10", str(dark),
+                          "-o", str(tmp_path / "e.npy"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.startswith(f"zoo: warning: image file '{dark}' is a mode 'I;16' image whose values are at "
+                                 "most 200"), run.stderr
+    assert "UserWarning" not in run.stderr and "main()" not in run.stderr
+
+
+def test_the_command_puts_back_pythons_warning_format():
+    import warnings
+
+    python_format = warnings.formatwarning
+    main(["list", "nothing-is-called-this"])
+    assert warnings.formatwarning is python_format
+    assert issubclass(zoo.ZooWarning, UserWarning)

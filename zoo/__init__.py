@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from zoo._version import __version__
 from zoo.config import EncoderConfig
 from zoo.errors import (
-    CheckpointError, ConfigError, InputError, OfflineError, UnknownModelError, WriteError, ZooError,
+    CheckpointError, ConfigError, InputError, OfflineError, UnknownModelError, WriteError, ZooError, ZooWarning,
 )
 from zoo.registry import add_model_config, list_models
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "__version__", "Encoder", "EncoderConfig", "EncoderOutput", "PretrainOutput",
     "ZooError", "UnknownModelError", "CheckpointError", "ConfigError", "InputError", "OfflineError", "WriteError",
+    "ZooWarning",
     "load", "list_models", "info", "add_model_config", "publish",
     "for_classification", "for_regression", "for_tagging", "for_token_classification",
     "EncoderForClassification", "EncoderForRegression", "EncoderForTagging", "EncoderForTokenClassification",

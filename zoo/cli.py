@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
-from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
+from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError, ZooWarning
 from zoo.finetune_options import add_finetune_arguments
 from zoo.io import check_writable_folder, visible_files
 from zoo.options import Once, add_table_arguments, check_table_source, positive_int, seed_int
@@ -758,8 +758,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """The `zoo` command; returns the exit status: 2 for a zoo error (printed without a traceback),
     130 when interrupted, 141 when stdout's reader stops early."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # PyG scripts modules at import, which torch >= 2.10 warns about on every graph command
-    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    with warnings.catch_warnings():
+        # PyG scripts modules at import, which torch >= 2.10 warns about on every graph command
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+        python_format = warnings.formatwarning  # which catch_warnings does not restore
+        warnings.formatwarning = partial(format_warning, python_format)
+        try:
+            return run(argv)
+        finally:
+            warnings.formatwarning = python_format
+
+
+def format_warning(python_format: Any, message: Warning, category: type[Warning], filename: str, lineno: int,
+                   line: Optional[str] = None) -> str:
+    """The zoo's own warnings as the command's messages (`zoo: warning: ...`), as its errors are:
+    the source line Python would show is the `zoo` script's. Other libraries' warnings keep
+    Python's format, which names the library."""
+    if issubclass(category, ZooWarning):
+        return f"zoo: warning: {message}\n"
+    return python_format(message, category, filename, lineno, line)
+
+
+def run(argv: list[str]) -> int:
+    """`main` once its warnings are set up."""
     recipe = argv[1] if len(argv) > 1 and argv[0] == "pretrain" else None
     try:
         args = parse(build_parser(recipe), argv)

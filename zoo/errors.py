@@ -89,7 +89,14 @@ def _numbered(err: ZooError, index: int, reason: str) -> ZooError:
     return numbered
 
 
-def warn(message: str, category: type[Warning] = UserWarning) -> None:
+class ZooWarning(UserWarning):
+    """What the zoo warns about: input it reads in a way that may not be meant (16-bit images,
+    unseen categories, float audio past [-1, 1]). Its own class, so that
+    `warnings.filterwarnings("ignore", category=zoo.ZooWarning)` silences the zoo alone and the
+    `zoo` command can print it as a message rather than a source line."""
+
+
+def warn(message: str, category: type[Warning] = ZooWarning) -> None:
     """Warn at the first caller outside the zoo (and the decorators around its functions), as
     pandas' `find_stack_level` does: the line shown is the user's call (`embed`, a processor,
     `zoo.load`) whichever path inside the zoo led to the warning, where a fixed `stacklevel`
