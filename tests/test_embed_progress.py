@@ -70,3 +70,44 @@ def test_no_progress_hides_the_bars_of_zoo_embed_and_predict(tmp_path, capsys):
         assert "item/s]" in capsys.readouterr().err, command
         assert main([*command, "--no-progress"]) == 0
         assert "item/s]" not in capsys.readouterr().err, command
+
+
+class Stream:
+    """stderr as a terminal or as a batch job's log file."""
+
+    def __init__(self, terminal):
+        self.terminal = terminal
+
+    def isatty(self):
+        return self.terminal
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def test_bars_written_to_a_log_redraw_every_30_seconds(monkeypatch):
+    """A training bar redrawn every 0.1 s (tqdm's default) wrote 1.8 MB an hour into a job's log."""
+    from zoo.progress import progress_bar
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    for terminal, interval in [(True, 0.1), (False, 30.0)]:
+        monkeypatch.setattr("sys.stderr", Stream(terminal))
+        with progress_bar(total=3) as bar:
+            assert bar.mininterval == interval
+    with progress_bar(total=3, progress=False) as bar:
+        assert bar.disable
+
+
+def test_tqdms_own_setting_of_the_interval_wins():
+    """tqdm reads TQDM_MININTERVAL when it is imported: in a process of its own, stderr a pipe."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from zoo.progress import progress_bar; print(progress_bar(total=3).mininterval)"
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TQDM_MININTERVAL": "2"},
+                         capture_output=True, text=True, check=True)
+    assert run.stdout == "2.0\n"

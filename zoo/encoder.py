@@ -20,6 +20,7 @@ from zoo.outputs import EncoderOutput
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
                          select_layers)
 from zoo.processing import DatasetRows, Processor, column_as_dataset, is_dataset, require_items
+from zoo.progress import progress_bar
 from zoo.saving import Checkpointable
 
 if TYPE_CHECKING:
@@ -207,9 +208,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             if not callable(getattr(progress, "update", None)):  # progress="yes" was an AttributeError mid-embed
                 raise ConfigError(f"progress={progress!r}; pass True, False or an open tqdm bar")
             return nullcontext(progress)
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, unit=unit, disable=not progress, desc=f"embed {self.family}")
+        return progress_bar(total=total, unit=unit, progress=progress, desc=f"embed {self.family}")
 
     def _embed_items(self, items, indices, pool, batch_size, progress, prepare_kwargs) -> list[torch.Tensor]:
         rows: list[torch.Tensor] = []

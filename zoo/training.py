@@ -59,6 +59,7 @@ from zoo.options import (
     add_device_arguments, non_negative_float, non_negative_int, positive_float, positive_int, seed_int,
 )
 from zoo.outputs import PretrainOutput
+from zoo.progress import progress_bar
 from zoo.run_folders import (
     CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, check_same_run, loss_curve, make_run_folder, read_log, write_run_settings,
 )
@@ -570,13 +571,11 @@ class Trainer:
             raise
 
     def run_steps(self) -> list[dict[str, Any]]:
-        from tqdm.auto import tqdm
-
         self.objective.train()
         stream = self.batch_stream()
         begun = time.monotonic()
-        with self.log_path.open("a", encoding="utf-8") as log, tqdm(
-            total=self.config.steps, initial=self.step, disable=not self.config.progress, desc="train",
+        with self.log_path.open("a", encoding="utf-8") as log, progress_bar(
+            total=self.config.steps, initial=self.step, progress=self.config.progress, desc="train",
             unit="step", dynamic_ncols=True,
         ) as bar:
             while not self.finished:

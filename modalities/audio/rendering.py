@@ -34,6 +34,7 @@ import numpy as np
 
 from zoo.errors import ConfigError, InputError, ZooError
 from zoo.options import positive_float, positive_int
+from zoo.progress import progress_bar
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 FAMILIES = ("piano", "chromatic_percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass", "reed",
@@ -131,8 +132,6 @@ def render_note(job: tuple[int, int, int, str, int, float]) -> Optional[str]:
 def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float = 2.0, limit: Optional[int] = None,
                  workers: int = 2, progress: bool = True) -> Path:
     """Render the note grid into `out_dir` and write notes.csv; returns the folder."""
-    from tqdm.auto import tqdm
-
     if limit is not None and limit < 1:  # a slice: 0 rendered nothing and failed writing notes.csv, -3 all but 3
         raise ConfigError(f"limit={limit}; render at least one note (--limit N, N >= 1), or leave it out for all")
     ensure_fluidsynth()
@@ -141,7 +140,7 @@ def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float
     grid = note_grid()[:limit]
     jobs = [(program, pitch, velocity, str(folder), sampling_rate, seconds) for program, pitch, velocity in grid]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        names = list(tqdm(pool.map(render_note, jobs, chunksize=8), total=len(jobs), disable=not progress,
+        names = list(progress_bar(pool.map(render_note, jobs, chunksize=8), total=len(jobs), progress=progress,
                           desc="render notes"))
     rows = [dict(file=name, program=program, family=family_of(program), pitch=pitch, pitch_class=pitch % 12,
                  velocity=velocity) for name, (program, pitch, velocity) in zip(names, grid) if name is not None]
@@ -230,8 +229,6 @@ def render_score(job: tuple[str, str, int, float, int]) -> list[tuple[str, float
 def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: float = 5.0,
                  max_scores: Optional[int] = None, seed: int = 0, workers: int = 2, progress: bool = True) -> Path:
     """Render music21 corpus scores into clips and write clips.csv; returns the folder."""
-    from tqdm.auto import tqdm
-
     if max_scores is not None and max_scores < 1:
         raise ConfigError(f"max_scores={max_scores}; render at least one score (--max-scores N, N >= 1), or leave it "
                           "out for all")
@@ -241,7 +238,7 @@ def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: 
     scores = corpus_paths(max_scores)
     jobs = [(str(path), str(folder), sampling_rate, clip_seconds, seed) for path in scores]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = list(tqdm(pool.map(render_score, jobs), total=len(jobs), disable=not progress,
+        results = list(progress_bar(pool.map(render_score, jobs), total=len(jobs), progress=progress,
                             desc="render scores"))
     rows = [dict(file=name, score=f"{path.parent.name}/{path.name}", start_seconds=start)
             for path, clips in zip(scores, results) for name, start in clips]

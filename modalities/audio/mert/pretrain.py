@@ -77,6 +77,7 @@ from zoo.frame_rows import FrameRows, RowGroups, delete_pass_file, past, resumab
 from zoo.io import atomic_write_with
 from zoo.options import Once, positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
+from zoo.progress import progress_bar
 from zoo.saving import weights_fingerprint
 from zoo.run_folders import command_settings
 from zoo.training import (
@@ -598,14 +599,13 @@ def teacher_rows(waves: RecordingFiles, encoder: MertEncoder, encodec: Any, cqt:
     else its `acoustic_features`) and, with `cqt`, its (T, Q) CQT in fp16, each recording read once:
     `waves` is `RecordingFiles`, decoded (and resampled) as it is read, and a pass per teacher read
     the corpus twice. A tqdm bar counts the recordings."""
-    from tqdm.auto import tqdm
-
     field, hop = encoder.config.receptive_field, encoder.config.frame_hop
     rate = encoder.processor.sampling_rate
     chroma_cqt = constant_q(rate, hop, CQT_OCTAVES * CHROMA_BINS_PER_OCTAVE) if encodec is None else None
     code_type = code_dtype([encodec.config.codebook_size]) if encodec is not None else None
     transform = constant_q(rate, hop, CQT_BINS) if cqt else None
-    with tqdm(total=len(waves), initial=first, unit="recording", desc="mert teachers", disable=not progress) as bar:
+    with progress_bar(total=len(waves), initial=first, unit="recording", desc="mert teachers",
+                      progress=progress) as bar:
         for index in range(first, len(waves)):
             wave = waves[index]
             frames = frame_count(wave.numel(), field, hop)

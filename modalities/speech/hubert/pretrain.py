@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from modalities.speech.hubert.model import VARIANTS, HubertEncoder, HubertEncoderConfig
 from zoo.audio import AudioProcessor, embedded_groups
@@ -49,6 +48,7 @@ from zoo.frame_rows import FrameRows, RowGroups, delete_pass_file, resumable_pas
 from zoo.io import atomic_write_with
 from zoo.options import Once, positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
+from zoo.progress import progress_bar
 from zoo.saving import weights_fingerprint
 from zoo.run_folders import command_settings
 from zoo.training import (
@@ -529,8 +529,8 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
         source, width, weights = "mfcc", MFCC_FEATURES, None
 
         def compute(first: int) -> RowGroups:
-            with tqdm(total=len(waves), initial=first, unit="recording", desc="hubert mfcc",
-                      disable=args.no_progress) as bar:
+            with progress_bar(total=len(waves), initial=first, unit="recording", desc="hubert mfcc",
+                              progress=not args.no_progress) as bar:
                 for index in range(first, len(waves)):
                     yield [(mfcc_features(waves[index], rate, field, hop),)]
                     bar.update()
