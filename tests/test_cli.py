@@ -475,6 +475,16 @@ def test_a_protocol_with_data_files_and_a_negative_sampling_rate_are_refused(che
     assert "argument --sampling-rate: -5 is not a positive number" in capsys.readouterr().err
 
 
+def test_a_sampling_rate_for_audio_files_is_refused(checkpoint, wav_folder, tmp_path, capsys):
+    """`--sampling-rate 8000` with audio files was accepted and had no effect: files carry their rate."""
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "e.npy"), "--sampling-rate",
+                 "8000"]) == 2
+    assert ("--sampling-rate 8000 gives the rate of audio arrays that carry none (rows of a parquet file); the 3 "
+            "inputs are audio files, which carry their own rate, and each is resampled to the model's 16000 Hz: "
+            "leave it out") in capsys.readouterr().err
+    assert not (tmp_path / "e.npy").exists()
+
+
 def test_bad_label_and_test_patterns_are_named(checkpoint, tmp_path, capsys):
     tone_set(tmp_path / "data", "names")
     data = ["--data", str(tmp_path / "data")]

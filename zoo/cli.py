@@ -136,7 +136,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         help="items per forward pass (default: the encoder's own, 8 files, 32 graphs, 1024 table rows)")
     parser.add_argument("--shard-size", type=positive_int, default=1024,
                         help="inputs per shard; a rerun after an interruption skips finished shards (default: 1024)")
-    parser.add_argument("--sampling-rate", type=positive_int, help="rate of raw array inputs (files carry their own)")
+    parser.add_argument("--sampling-rate", type=positive_int,
+                        help="rate of audio arrays in parquet rows that carry none (files carry their own)")
     parser.add_argument("--ignore-extra-columns", action="store_true",
                         help="tables: skip columns the checkpoint's schema does not know, such as an id column "
                              "(default: refuse them)")
@@ -211,6 +212,11 @@ def job_inputs(encoder: Any, args: argparse.Namespace, command: str) -> tuple[li
     # a folder given as input may hold the output of an earlier run: that file is not an input
     files = [item for item in expand_inputs(args.inputs, suffixes) if Path(item).resolve() != output]
     inputs, names = rows_of_parquet_files(files, encoder.processor.dataset_feature)
+    if args.sampling_rate and isinstance(inputs, list) and getattr(encoder.processor, "sampling_rate", None):
+        files = "the input is an audio file" if len(inputs) == 1 else f"the {len(inputs)} inputs are audio files"
+        raise ConfigError(f"--sampling-rate {args.sampling_rate} gives the rate of audio arrays that carry none "
+                          f"(rows of a parquet file); {files}, which carry their own rate, and each is resampled "
+                          f"to the model's {encoder.processor.sampling_rate} Hz: leave it out")
     return inputs, names, {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
 
 
