@@ -45,6 +45,19 @@ def test_forward_in_one_padded_batch_equals_items_alone(micro_hubert):
     assert (out.pooled[1] - short.pooled[0]).abs().max() <= 1e-5
 
 
+def test_outputs_are_read_by_name_and_position_as_transformers_outputs(micro_hubert):
+    """`out[0]` and `out["pooled"]` were "'EncoderOutput' object is not subscriptable"."""
+    batch = micro_hubert.preprocess(waves(4000), sampling_rate=RATE)
+    with torch.no_grad():
+        out, every = micro_hubert(**batch), micro_hubert(**batch, output_hidden_states=True)
+    assert out["pooled"] is out.pooled and out[0] is out.last_hidden_state
+    assert len(out.to_tuple()) == 3 and out[-1] is out.pooled  # hidden_states only when asked for
+    assert every[-1] is every.hidden_states and every[:2] == (every.last_hidden_state, every.mask)
+    with pytest.raises(KeyError, match="EncoderOutput has no 'logits'; its fields are last_hidden_state, mask, "
+                                       "pooled, hidden_states"):
+        out["logits"]
+
+
 def test_layer_selection_shapes(micro_hubert):
     items = waves(4000, 6000)
     dim, layers = micro_hubert.embed_dim, micro_hubert.num_layers

@@ -5,8 +5,8 @@ Shapes: B items, T tokens (frames, patches, nodes, features), D embedding width.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, fields
+from typing import Any, Optional
 
 import torch
 
@@ -28,6 +28,23 @@ class EncoderOutput:
     mask: torch.Tensor
     pooled: torch.Tensor
     hidden_states: Optional[tuple[torch.Tensor, ...]] = None
+
+    def __getitem__(self, key: str | int | slice) -> Any:
+        """`out["pooled"]`, or `out[0]` over the fields that are set, as transformers' ModelOutput
+        reads: code written for transformers' outputs runs on the zoo's."""
+        if isinstance(key, str):
+            if key not in self.field_names():
+                raise KeyError(f"EncoderOutput has no {key!r}; its fields are {', '.join(self.field_names())}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The fields that are set, in order (hidden_states only when asked for)."""
+        return tuple(value for value in (getattr(self, name) for name in self.field_names()) if value is not None)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [field.name for field in fields(cls)]
 
 
 # torch.export (and the tracers on it) take a dataclass output only when it is registered
