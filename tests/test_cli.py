@@ -475,6 +475,18 @@ def test_a_protocol_with_data_files_and_a_negative_sampling_rate_are_refused(che
     assert "argument --sampling-rate: -5 is not a positive number" in capsys.readouterr().err
 
 
+def test_a_joined_option_value_has_its_home_expanded(checkpoint, wav_folder, tmp_path, monkeypatch, capsys):
+    """The shell expands `-o ~/e.npy` but not `--output=~/e.npy`, which wrote into a folder named `~`."""
+    from zoo.cli import home_expanded
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["embed", str(checkpoint), str(wav_folder), "--output=~/e.npy", "--no-progress"]) == 0
+    assert np.load(tmp_path / "home" / "e.npy").shape[0] == 3 and not (tmp_path / "~").exists()
+    assert [home_expanded(token) for token in ["--label-regex=~x", "~/a.wav", "--data=a~/b", "--data=~"]] == [
+        "--label-regex=~x", "~/a.wav", "--data=a~/b", f"--data={tmp_path / 'home'}"]
+
+
 def test_a_sampling_rate_for_audio_files_is_refused(checkpoint, wav_folder, tmp_path, capsys):
     """`--sampling-rate 8000` with audio files was accepted and had no effect: files carry their rate."""
     assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "e.npy"), "--sampling-rate",

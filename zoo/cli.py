@@ -715,6 +715,7 @@ RESUMABLE = {
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """argparse's parse_args, except that inputs may also follow an option (`zoo embed NAME --threads 1 a.wav`):
     argparse takes the empty input list at the first option, and its parse_intermixed_args refuses subcommands."""
+    argv = [home_expanded(token) for token in argv]
     ExactOptionsParser.given = argv
     args, extras = parser.parse_known_args(argv)
     takes_inputs = isinstance(getattr(args, "inputs", None), list)
@@ -727,6 +728,15 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     if after:
         args.inputs = [*args.inputs, *after]
     return args
+
+
+def home_expanded(token: str) -> str:
+    """`--output=~/e.npy` with `~` expanded, as the shell expands `--output ~/e.npy` but leaves the
+    joined form alone: `~` was a folder of that name made in the working folder."""
+    option, joined, value = token.partition("=")
+    if not (option.startswith("--") and joined and (value == "~" or value.startswith("~/"))):
+        return token
+    return f"{option}={os.path.expanduser(value)}"
 
 
 def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
