@@ -177,6 +177,11 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             rows = [row[0] for row in rows]
         return rows if pool == "none" else torch.stack(rows)
 
+    def check_dtype(self, dtype: torch.dtype) -> None:
+        """Raise a ConfigError where this encoder cannot run in `dtype`, so that loading or moving it
+        there is refused at once rather than at its first use; every dtype is taken unless a family
+        says otherwise."""
+
     def check_embed_options(self, layer: LayerSpec, pool: str) -> Optional[list[int]]:
         """What `embed` checks of its layer and pool, also for a job to check before it writes
         anything; returns the hidden-state indices of `layer` (None: the last layer alone)."""

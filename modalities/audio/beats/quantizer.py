@@ -53,7 +53,7 @@ class CosineCodebook(nn.Module):
             picks = torch.randperm(len(unit), generator=generator)[: len(self.embed)]
         else:
             picks = torch.randint(len(unit), (len(self.embed),), generator=generator)
-        codes = unit[picks].clone()
+        codes = unit[picks.to(unit.device)].clone()  # drawn on the CPU generator
         for _ in range(iterations):
             assign = (unit @ codes.T).argmax(-1)
             sums = torch.zeros_like(codes).index_add_(0, assign, unit)

@@ -274,12 +274,15 @@ def code_dtype(codebook_sizes: Sequence[int]) -> torch.dtype:
                 if largest <= torch.iinfo(dtype).max)
 
 
-def load_encodec(name_or_path: str):
-    """transformers' EncodecModel from a local folder or a Hub repo id (through the HF cache)."""
+def load_encodec(name_or_path: str, device: str = "cpu"):
+    """transformers' EncodecModel from a local folder or a Hub repo id (through the HF cache), on
+    the run's `device`, where it codes the whole corpus before training."""
     from transformers import EncodecModel
 
+    from zoo.hub import model_to
+
     try:
-        return EncodecModel.from_pretrained(name_or_path).eval()
+        return model_to(EncodecModel.from_pretrained(name_or_path).eval(), device, None)
     except OSError as err:
         raise InputError(
             f"--encodec {name_or_path!r}: cannot load EnCodec's weights ({err}); pass a local folder or a repo id "
@@ -290,8 +293,8 @@ def load_encodec(name_or_path: str):
 def encodec_codes(model, wave: torch.Tensor, frames: int, bandwidth: float = ENCODEC_BANDWIDTH) -> torch.Tensor:
     """(S,) waveform at EnCodec's rate -> (frames, C) codes (EnCodec frame t starts at sample hop t)."""
     with torch.no_grad():
-        encoded = model.encode(wave[None, None].float(), bandwidth=bandwidth)
-    codes = encoded.audio_codes.reshape(-1, encoded.audio_codes.shape[-1]).T  # one chunk: (T', C)
+        encoded = model.encode(wave[None, None].float().to(model.device), bandwidth=bandwidth)
+    codes = encoded.audio_codes.cpu().reshape(-1, encoded.audio_codes.shape[-1]).T  # one chunk: (T', C)
     if len(codes) < frames:
         raise InputError(f"EnCodec gave {len(codes)} frames for {frames} encoder frames; its hop must be the encoder's")
     return codes[:frames].long()
@@ -501,7 +504,7 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
     EnCodec's codes, or the k-means teacher's features, pass through a file beside it too
     (`pass_outputs`); past the `deadline` (`time.monotonic()`) the pass stops (`teachers_pass`)."""
     rate = encoder.processor.sampling_rate
-    model = load_encodec(args.encodec) if args.teacher == "encodec" else None
+    model = load_encodec(args.encodec, args.device) if args.teacher == "encodec" else None
     weights = feature_weights(args.chroma_weight) if model is None else None  # checked before the teachers' pass
     if model is not None and model.config.sampling_rate != rate:
         raise ConfigError(f"EnCodec runs at {model.config.sampling_rate} Hz but the encoder at {rate} Hz")

@@ -501,14 +501,16 @@ def check_iteration(args: argparse.Namespace) -> None:
         raise ConfigError("--labels-from and --layer are for --iteration 2; iteration 1 clusters MFCCs")
 
 
-def load_teacher(path: str | Path) -> HubertEncoder:
-    """The encoder of an earlier iteration: a run folder (its encoder/), an encoder folder or a model name."""
-    from zoo.hub import load_trained
+def load_teacher(path: str | Path, device: str = "cpu") -> HubertEncoder:
+    """The encoder of an earlier iteration: a run folder (its encoder/), an encoder folder or a model
+    name, on the run's `device`: it embeds the whole corpus for k-means, which ran on the CPU
+    while the student trained on the GPU."""
+    from zoo.hub import load_trained, model_to
 
     encoder = load_trained(path, "--labels-from", (ENCODER_FOLDER,))
     if not isinstance(encoder, HubertEncoder):
         raise InputError(f"--labels-from {str(path)!r} holds a {type(encoder).__name__}, not a HuBERT encoder")
-    return encoder
+    return model_to(encoder, device, None)
 
 
 log = partial(say, "hubert pretrain")
@@ -535,7 +537,7 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
                     yield [(mfcc_features(waves[index], rate, field, hop),)]
                     bar.update()
     else:
-        teacher = load_teacher(args.labels_from)
+        teacher = load_teacher(args.labels_from, args.device)
         if frame_geometry(teacher.config) != (field, hop) or teacher.processor.sampling_rate != rate:
             raise ConfigError(
                 f"--labels-from {args.labels_from!r} frames audio differently (rate {teacher.processor.sampling_rate}, "

@@ -272,12 +272,17 @@ class TJEPAEncoder(TabularEncoder):
         bfloat16 (0.4 %) or float16 (0.05 %) resolve, and the scaling blows that rounding up
         (tjepa-adult's pooled rows, at most 2.5 in float32, were off by 9.0 in bfloat16); float64 is
         finer than float32, and was refused with the same words."""
-        half = (torch.float16, torch.bfloat16)
-        if self.output_std.dtype in half or next(self.parameters()).dtype in half:
-            raise ConfigError(f"this T-JEPA encoder has {next(self.parameters()).dtype} weights, but its standardised "
-                              "output is only meaningful in float32 or float64 (half precision loses the row-to-row "
-                              "differences); load it in float32: leave out dtype= (zoo load) or --dtype (the zoo "
-                              "commands), or call .float() (it is small)")
+        self.check_dtype(self.output_std.dtype)
+        self.check_dtype(next(self.parameters()).dtype)
+
+    def check_dtype(self, dtype: torch.dtype) -> None:
+        """`check_full_precision`'s rule, also applied when the encoder is loaded or moved in `dtype`
+        (`zoo.load(..., dtype=)`, `--dtype`): it was taken there and refused at first use."""
+        if self.config.standardize_output and dtype in (torch.float16, torch.bfloat16):
+            raise ConfigError(f"this T-JEPA encoder cannot run with {dtype} weights: its standardised output is only "
+                              "meaningful in float32 or float64 (half precision loses the row-to-row differences); "
+                              "load it in float32: leave out dtype= (zoo load) or --dtype (the zoo commands), or call "
+                              ".float() (it is small)")
 
     def embed_tokens(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """(B, T, D) input tokens: tokenizer, position code and feature-type embedding."""

@@ -121,6 +121,9 @@ def test_encodec_teacher_through_transformers(tmp_path):
     assert codes.shape == (74, 8) and codes.dtype == torch.long and int(codes.max()) < 1024
     with pytest.raises(InputError, match="--teacher kmeans"):
         load_encodec(str(tmp_path / "missing"))
+    if not torch.cuda.is_available():  # it coded the corpus on the CPU whatever --device said
+        with pytest.raises(ConfigError, match="cannot move the model to device='cuda'"):
+            load_encodec(str(tmp_path / "encodec"), "cuda")
 
 
 def micro_objective(**kwargs):

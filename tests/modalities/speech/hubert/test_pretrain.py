@@ -476,6 +476,15 @@ def test_labels_from_takes_a_run_folder_a_checkpoint_folder_or_a_model_name(tmp_
         load_teacher(tmp_path)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="shows the device is applied by asking for one absent here")
+def test_the_teacher_goes_to_the_runs_device():
+    """The teacher of iteration 2 embedded the corpus on the CPU whatever --device said."""
+    from modalities.speech.hubert.pretrain import load_teacher
+
+    with pytest.raises(ConfigError, match="cannot move the model to device='cuda'"):
+        load_teacher("hubert-tiny-fsdd", "cuda")
+
+
 def test_init_goes_on_from_the_embedded_model(tmp_path):
     """`--init hubert-tiny-fsdd`: its weights (float32) and processor, a new projection and
     label embeddings; the architecture is the checkpoint's, so --variant / --set are refused."""

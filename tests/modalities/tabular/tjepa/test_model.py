@@ -134,8 +134,10 @@ def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, tabl
         with_output_scale(encoder, pd.concat([table.iloc[:1]] * 40))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(scaled.embed(table, progress=False), reloaded.embed(table, progress=False))
-    with pytest.raises(ConfigError, match="torch.bfloat16 weights, but its standardised output is only meaningful in"):
+    with pytest.raises(ConfigError, match="cannot run with torch.bfloat16 weights: its standardised output is only "):
         scaled.to(torch.bfloat16).embed(table, progress=False)
+    with pytest.raises(ConfigError, match="cannot run with torch.float16 weights"):  # was taken, refused at first use
+        zoo.load(tmp_path / "scaled", dtype="float16")
     finer = zoo.load(tmp_path / "scaled", dtype=torch.float64).embed(table, progress=False)  # was refused too
     assert (finer - reloaded.embed(table, progress=False)).abs().max() < 1e-3  # measured 1.2e-4
     table.to_csv(tmp_path / "rows.csv", index=False)
