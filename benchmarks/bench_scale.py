@@ -7,12 +7,14 @@ Cases (each a fresh `zoo embed` process, its peak RSS from os.wait4):
 - audio-stereo: the same at 44.1 kHz on two channels (hubert-tiny-fsdd);
 - audio-folder: N FSDD files in a folder (hubert-tiny-fsdd);
 - audio-long-folder: N links to one WAV of M minutes in a folder (hubert-tiny-fsdd);
+- tokens: the same folders embedded with `--pool none` into .parquet, a row of tokens per file (beats-tiny);
 - table: N UCI Adult rows resampled, as .csv and .parquet (tjepa-adult);
 - images: N CIFAR-10 JPEGs in a folder, and the CIFAR-10 parquet file (gmml-vit-tiny-cifar10).
 
     python benchmarks/bench_scale.py --cases audio-file --minutes 10,60 --markdown
     python benchmarks/bench_scale.py --cases audio-long-folder --long-files 1,12 --long-minutes 10 --markdown
     python benchmarks/bench_scale.py --cases table --rows 100000,1000000
+    python benchmarks/bench_scale.py --cases tokens --long-files 1,12 --long-minutes 5 --threads 2 --markdown
 """
 
 from __future__ import annotations
@@ -119,6 +121,15 @@ def cases(args: argparse.Namespace, work: Path):
                 (folder / f"{index:03d}.wav").symlink_to(wav)
             yield "wav folder", f"{count} x {args.long_minutes:g} min", "hubert-tiny-fsdd", [
                 "hubert-tiny-fsdd", str(folder), "-o", str(work / "out.npy")]
+    if "tokens" in args.cases:
+        wav = make_wav(work / f"{args.long_minutes:g}min-tokens.wav", args.long_minutes)
+        for count in args.long_files:
+            folder = work / f"tokens-{count}"
+            folder.mkdir()
+            for index in range(count):
+                (folder / f"{index:03d}.wav").symlink_to(wav)
+            yield "wav folder, --pool none to .parquet", f"{count} x {args.long_minutes:g} min", "beats-tiny", [
+                "beats-tiny", str(folder), "-o", str(work / "tokens.parquet"), "--pool", "none"]
     if "table" in args.cases:
         for rows in args.rows:
             for table in make_table(work, rows):
@@ -138,8 +149,8 @@ def main() -> None:
     parser.add_argument("--cases", default="audio-file,audio-stereo,audio-folder,audio-long-folder,table,images")
     parser.add_argument("--minutes", default="10,60", help="audio-file: lengths in minutes")
     parser.add_argument("--files", default="256,2000", help="audio-folder: file counts")
-    parser.add_argument("--long-files", default="1,12", help="audio-long-folder: file counts")
-    parser.add_argument("--long-minutes", type=float, default=10.0, help="audio-long-folder: minutes a file")
+    parser.add_argument("--long-files", default="1,12", help="audio-long-folder, tokens: file counts")
+    parser.add_argument("--long-minutes", type=float, default=10.0, help="audio-long-folder, tokens: minutes a file")
     parser.add_argument("--rows", default="100000,1000000", help="table: row counts")
     parser.add_argument("--images", default="2000,20000", help="images: image counts")
     parser.add_argument("--threads", type=int, default=1)

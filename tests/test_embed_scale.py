@@ -178,3 +178,35 @@ def test_parquet_rows_stream_a_row_group_rather_than_buffer_it(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "one-group.parquet")], capture_output=True,
                           text=True, check=True)
     assert int(done.stdout) < 8 * 2**20, f"pyarrow's pool peaked at {int(done.stdout) / 2**20:.1f} MiB"
+
+
+def test_token_rows_go_to_parquet_in_row_groups_without_a_dictionary(tmp_path):
+    """One dictionary-encoded row group per shard took pyarrow's pool to 126 MiB for 37 MB of
+    token rows (and 1.7 GB for a 30-minute recording's 69 MB); the file was 64 % larger than them."""
+    code = ("import sys, numpy as np, pyarrow as pa; from pathlib import Path; from zoo.embed_job import _write_parquet\n"
+            "rows = [np.random.default_rng(i).standard_normal((4000, 192)).astype(np.float32) for i in range(12)]\n"
+            "_write_parquet(Path(sys.argv[1]), [f'{i}.wav' for i in range(12)], [rows[:6], rows[6:]])\n"
+            "print(pa.default_memory_pool().max_memory())")
+    output = tmp_path / "tokens.parquet"
+    done = subprocess.run([sys.executable, "-c", code, str(output)], capture_output=True, text=True, check=True)
+    assert int(done.stdout) < 80 * 2**20, f"pyarrow's pool peaked at {int(done.stdout) / 2**20:.1f} MiB"
+    metadata = pq.ParquetFile(output).metadata
+    assert metadata.num_rows == 12 and metadata.num_row_groups == 4  # 16 MiB of rows a group at most: 5, 1, 5, 1
+    assert output.stat().st_size < 1.01 * 12 * 4000 * 192 * 4
+    table = pq.read_table(output)
+    assert table["input"].to_pylist() == [f"{i}.wav" for i in range(12)]
+    assert np.array_equal(np.asarray(table["embedding"][11].values).reshape(4000, 192),
+                          np.random.default_rng(11).standard_normal((4000, 192)).astype(np.float32))
+
+
+def test_token_rows_of_files_are_embedded_64_inputs_a_shard(tmp_path, monkeypatch):
+    """A shard holds its rows until it is written: 1,024 five-minute recordings' tokens were 11.8 GB."""
+    import zoo.embed_job
+
+    sizes = []
+    monkeypatch.setattr(zoo.embed_job, "_run_job", lambda *args: sizes.append(args[8]) or "")
+    monkeypatch.setattr(zoo.embed_job, "_run_table_job", lambda *args: sizes.append(args[7]) or "")
+    for encoder, pool, output in [(FakeEncoder(), "none", "e.parquet"), (FakeEncoder(), "mean", "e.npy"),
+                                  (FakeTableEncoder(), "none", "t.parquet")]:
+        run_embed_job(encoder, [1], tmp_path / output, pool=pool, progress=False)
+    assert sizes == [64, 1024, 1024]

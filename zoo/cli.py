@@ -134,8 +134,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """How `zoo embed` / `zoo predict` batch and read their inputs, in resumable shards."""
     parser.add_argument("--batch-size", type=positive_int,
                         help="items per forward pass (default: the encoder's own, 8 files, 32 graphs, 1024 table rows)")
-    parser.add_argument("--shard-size", type=positive_int, default=1024,
-                        help="inputs per shard; a rerun after an interruption skips finished shards (default: 1024)")
+    parser.add_argument("--shard-size", type=positive_int,
+                        help="inputs per shard; a rerun after an interruption skips finished shards (default: 1024; "
+                             "64 files with --pool none, whose token rows a shard holds until it is written)")
     parser.add_argument("--sampling-rate", type=positive_int,
                         help="rate of audio arrays in parquet rows that carry none (files carry their own)")
     parser.add_argument("--ignore-extra-columns", action="store_true",

@@ -33,21 +33,27 @@ JOB_FILE = "job.json"
 LOCK_FILE = "job.lock"
 #: inputs per shard, by default
 SHARD_SIZE = 1024
+#: inputs per shard of token rows (pool="none") of files, by default: a shard holds its rows until
+#: it is written, and 1,024 five-minute recordings' beats-tiny tokens are 11.8 GB (64: 740 MB)
+TOKEN_SHARD_SIZE = 64
 #: the suffix of a shard's record of its input files' stamps
 STAMP_SUFFIX = ".stamp"
 
 
 def run_embed_job(encoder: Any, inputs: Sequence[Any], output: Path, layer: LayerSpec = None, pool: str = "mean",
-                  batch_size: Optional[int] = None, shard_size: int = SHARD_SIZE,
+                  batch_size: Optional[int] = None, shard_size: Optional[int] = None,
                   names: Optional[Sequence[str]] = None, progress: bool = True, **prepare_kwargs: Any) -> str:
     """Embed `inputs` into `output` (.npy or .parquet); returns a description of the shape.
-    `batch_size` None is the encoder's own (`embed_batch_size`).
+    `batch_size` None is the encoder's own (`embed_batch_size`); `shard_size` None is
+    `SHARD_SIZE` inputs, or `TOKEN_SHARD_SIZE` files for token rows.
 
     `names` (default: the inputs as text) identify the inputs in job.json and in a parquet
     output's "input" column: rows read from a parquet file are named `FILE#ROW`. One progress
     bar covers the whole job; a resumed job's bar starts at the items its shards already hold."""
-    check_output(output, pool_none=pool == "none" and not hasattr(encoder, "table_chunks"))
+    token_rows = pool == "none" and not hasattr(encoder, "table_chunks")
+    check_output(output, pool_none=token_rows)
     check_batch_sizes(batch_size=batch_size, shard_size=shard_size)
+    shard_size = shard_size or (TOKEN_SHARD_SIZE if token_rows else SHARD_SIZE)
     if not len(inputs):
         raise InputError("nothing to embed: no inputs; pass at least one file or item")
     encoder.check_embed_options(layer, pool)
@@ -94,10 +100,8 @@ def _run_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, nam
             advanced = bar.n
             if not is_current(shard, chunk_names):
                 with counting_from(index * shard_size):
-                    rows = encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size, progress=bar,
-                                         **prepare_kwargs)
-                arrays = [row.numpy() for row in rows]
-                atomic_write_with(shard, lambda tmp: _save_npz(tmp, arrays))
+                    make_shard(shard, encoder.embed(chunk, layer=layer, pool=pool, batch_size=batch_size,
+                                                    progress=bar, **prepare_kwargs))
                 write_stamp(shard, chunk_names)
             bar.update(len(chunk) - (bar.n - advanced))  # what embed did not advance: a shard already written
     shapes = join_shards(output, names, (read_shard(shard, _load_npz) for shard in shards))
@@ -108,6 +112,13 @@ def _run_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, nam
     lengths = [shape[token_axis] for shape in shapes]
     layers = f"{shapes[0][0]} layers of " if token_axis else ""
     return f"{len(shapes)} rows of {layers}{min(lengths)} to {max(lengths)} tokens of width {shapes[0][-1]}"
+
+
+def make_shard(shard: Path, rows: Sequence[Any]) -> None:
+    """Write a shard's rows; a function of its own so that they are let go when it is written,
+    not held while the shards are joined (the last shard's 30-minute token rows were)."""
+    arrays = [row.numpy() for row in rows]
+    atomic_write_with(shard, lambda tmp: _save_npz(tmp, arrays))
 
 
 def check_output(output: Path, pool_none: bool) -> None:
@@ -349,21 +360,41 @@ def _write_npy(path: Path, names: Sequence[str], shards: Iterable[Any]) -> list[
     return shapes
 
 
+#: bytes of embeddings in a row group of a parquet output, at most (or one row, if larger)
+ROW_GROUP_BYTES = 16 * 2**20
+
+
 def _write_parquet(path: Path, names: Sequence[str], shards: Iterable[Any]) -> list[tuple[int, ...]]:
-    """Columns "input", "shape" and "embedding" (float32, flattened), a row group per shard."""
+    """Columns "input", "shape" and "embedding" (float32, flattened), written a row group of up to
+    `ROW_GROUP_BYTES` at a time, without dictionary encoding (no value of a float column repeats):
+    a shard's 30-minute token rows as one dictionary-encoded group took 25 times their size."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.schema([("input", pa.string()), ("shape", pa.list_(pa.int64())),
                         ("embedding", pa.list_(pa.float32()))])
     shapes: list[tuple[int, ...]] = []
-    with pq.ParquetWriter(path, schema) as writer:
+    with pq.ParquetWriter(path, schema, use_dictionary=False) as writer:
         for shard in shards:
-            rows = list(shard)
-            writer.write_table(pa.table({
-                "input": [str(name) for name in names[len(shapes) : len(shapes) + len(rows)]],
-                "shape": [list(row.shape) for row in rows],
-                "embedding": [row.astype(np.float32).ravel() for row in rows],
-            }, schema=schema))
-            shapes += [row.shape for row in rows]
+            for rows in row_groups(list(shard), ROW_GROUP_BYTES):
+                writer.write_table(pa.table({
+                    "input": [str(name) for name in names[len(shapes) : len(shapes) + len(rows)]],
+                    "shape": [list(row.shape) for row in rows],
+                    "embedding": [row.astype(np.float32, copy=False).ravel() for row in rows],
+                }, schema=schema))
+                shapes += [row.shape for row in rows]
     return shapes
+
+
+def row_groups(rows: list[np.ndarray], limit: int) -> Iterator[list[np.ndarray]]:
+    """`rows` in runs of at most `limit` bytes of float32 (a longer row alone)."""
+    group: list[np.ndarray] = []
+    size = 0
+    for row in rows:
+        if group and size + 4 * row.size > limit:
+            yield group
+            group, size = [], 0
+        group.append(row)
+        size += 4 * row.size
+    if group:
+        yield group

@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from zoo.embed_job import claim_parts, dataset_rows, is_current, job_settings, read_shard, run_embed_job, write_stamp
+from zoo.embed_job import (
+    SHARD_SIZE, claim_parts, dataset_rows, is_current, job_settings, read_shard, run_embed_job, write_stamp,
+)
 from zoo.errors import ConfigError, InputError
 from zoo.heads import EncoderForRegression, EncoderForTokenClassification, EncoderWithHead, LabelledHead
 from zoo.io import atomic_write_with, check_writable_file
@@ -52,11 +54,12 @@ def check_prediction_output(output: Path) -> None:
 
 
 def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[str], output: Path, top_k: int = 1,
-                batch_size: Optional[int] = None, shard_size: int = 1024, progress: bool = True,
+                batch_size: Optional[int] = None, shard_size: Optional[int] = None, progress: bool = True,
                 **prepare_kwargs: Any) -> str:
     """Write `model`'s predictions for `inputs` (named `names`; table files give a row per table
-    row) to `output`; returns a description of what was written."""
+    row) to `output`; returns a description of what was written. `shard_size` None: 1,024."""
     check_prediction_output(output)
+    shard_size = shard_size or SHARD_SIZE
     parts = output.with_name(output.name + ".parts")
     claim_parts(parts, job_settings(model, names, model.feature_layer, model.pool, shard_size, prepare_kwargs))
     job = dict(layer=model.feature_layer, pool=model.pool, batch_size=batch_size, shard_size=shard_size,
