@@ -181,9 +181,10 @@ def test_parquet_rows_stream_a_row_group_rather_than_buffer_it(tmp_path):
 
 
 def test_token_rows_go_to_parquet_in_row_groups_without_a_dictionary(tmp_path):
-    """One dictionary-encoded row group per shard took pyarrow's pool to 126 MiB for 37 MB of
-    token rows (and 1.7 GB for a 30-minute recording's 69 MB); the file was 64 % larger than them."""
-    code = ("import sys, numpy as np, pyarrow as pa; from pathlib import Path; from zoo.embed_job import _write_parquet\n"
+    """One dictionary-encoded row group per shard took pyarrow's pool to 131 MiB for these 37 MB of
+    token rows, and the file was 10 % larger than them (a 30-minute recording's 69 MB: 1.7 GB, 64 %)."""
+    code = ("import sys, numpy as np, pyarrow as pa; from pathlib import Path\n"
+            "from zoo.embed_job import _write_parquet\n"
             "rows = [np.random.default_rng(i).standard_normal((4000, 192)).astype(np.float32) for i in range(12)]\n"
             "_write_parquet(Path(sys.argv[1]), [f'{i}.wav' for i in range(12)], [rows[:6], rows[6:]])\n"
             "print(pa.default_memory_pool().max_memory())")
