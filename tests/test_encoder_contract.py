@@ -161,6 +161,9 @@ def test_bad_dtype_device_and_revision_on_load_are_named(micro_hubert, tmp_path)
         zoo.load(tmp_path / "ckpt", device="tpu")
     with pytest.raises(ConfigError, match="device='tpu'"):
         micro_hubert.embed(waves(4000), sampling_rate=RATE, device="tpu", progress=False)
+    if not torch.cuda.is_available():  # device=0 is torch's cuda:0; it was read as no device and ignored
+        with pytest.raises(ConfigError, match="cannot move the model to device='0'"):
+            zoo.load(tmp_path / "ckpt", device=0)
     for name in (tmp_path / "ckpt", "hubert-tiny-fsdd"):
         with pytest.raises(ConfigError, match="not read from a Hub repo, so it has no revisions"):
             zoo.load(name, revision="v2")

@@ -111,7 +111,7 @@ def load(
         from zoo.run_cards import base_model_of
 
         model.origin = base_model_of(str(name_or_path), folder)
-    return model_to(model, device, dtype) if (device or dtype) else model
+    return model_to(model, device, dtype) if device is not None or dtype is not None else model
 
 
 def shadowing(path: Path, entry: Optional[registry.ModelEntry]) -> str:
