@@ -46,6 +46,17 @@ def test_classifier_learns_in_a_plain_loop(micro_hubert):
     assert not classifier.encoder.training  # a frozen encoder keeps dropout off
 
 
+def test_hidden_states_are_asked_of_the_encoder_not_the_head(micro_hubert):
+    """transformers' `model(**batch, output_hidden_states=True)` on a head was a TypeError,
+    "got multiple values for keyword argument 'output_hidden_states'", naming the whole encoder."""
+    batch = micro_hubert.processor(tones(2)[0], sampling_rate=RATE)
+    for head in (zoo.for_classification(micro_hubert, num_labels=2), zoo.for_token_classification(micro_hubert, 3)):
+        with pytest.raises(ConfigError, match=r"for the hidden states call its encoder: "
+                                              r"model.encoder\(\*\*batch, output_hidden_states=True\)"):
+            head(**batch, output_hidden_states=True)
+    assert len(micro_hubert(**batch, output_hidden_states=True).hidden_states) == micro_hubert.num_layers + 1
+
+
 def test_fine_tuning_updates_the_encoder(micro_hubert):
     classifier = zoo.for_classification(micro_hubert, num_labels=2, freeze=False, layer=1)
     before = classifier.encoder.model.encoder.layers[0].feed_forward.output_dense.weight.clone()

@@ -296,6 +296,9 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
     def encoder_output(self, **batch: torch.Tensor) -> Any:
         """The encoder's output for a batch, with every hidden state where a layer is chosen;
         without gradients when the encoder is frozen."""
+        if "output_hidden_states" in batch:  # was "got multiple values for keyword argument" from the encoder
+            raise ConfigError("a head's forward gives its logits (and loss); for the hidden states call its encoder: "
+                              "model.encoder(**batch, output_hidden_states=True)")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             return self.encoder(**batch, output_hidden_states=self.layer is not None)
 
