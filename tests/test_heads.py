@@ -536,3 +536,19 @@ def test_collate_and_preprocess_go_into_spawn_workers_without_the_model(micro_hu
     preprocess = pickle.loads(pickle.dumps(micro_hubert.preprocess))
     assert torch.equal(preprocess(items[:2], sampling_rate=RATE)["input_values"],
                        micro_hubert.preprocess(items[:2], sampling_rate=RATE)["input_values"])
+
+
+def test_labels_as_transformers_dicts_are_read_in_index_order(micro_hubert):
+    """id2label {1: "dog", 0: "cat"} gave the names ['1', '0']; label2id {"dog": 1, "cat": 0} named
+    class 0 "dog"; a set's order changed with PYTHONHASHSEED."""
+    import numpy as np
+
+    assert zoo.for_classification(micro_hubert, labels={1: "dog", 0: "cat"}).labels == ["cat", "dog"]
+    assert zoo.for_classification(micro_hubert, labels={"dog": np.int64(1), "cat": 0}).labels == ["cat", "dog"]
+    assert zoo.for_tagging(micro_hubert, labels={"b": 1, "a": 0}).labels == ["a", "b"]
+    assert zoo.for_token_classification(micro_hubert, labels={0: "x", 1: "y"}).labels == ["x", "y"]
+    with pytest.raises(ConfigError, match=r"labels=\{'a': 1, 'b': 2\}: a dict is read as id2label .* or label2id "
+                                          r".*, with the class indices 0 to 1"):
+        zoo.for_classification(micro_hubert, labels={"a": 1, "b": 2})
+    with pytest.raises(ConfigError, match="is a set, whose order changes from run to run; .* labels=sorted"):
+        zoo.for_classification(micro_hubert, labels={"cat", "dog"})

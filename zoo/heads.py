@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numbers
 from collections import Counter
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -407,7 +407,7 @@ class LabelledHead(EncoderWithHead):
 
     def __init__(self, encoder: nn.Module, num_outputs: int, labels: Optional[Sequence[str]] = None,
                  **kwargs: Any) -> None:
-        check_label_list(labels)
+        labels = label_list(labels)
         super().__init__(encoder, num_outputs, **kwargs)
         if labels is not None and len(labels) != num_outputs:
             raise ConfigError(f"{len(labels)} label names for {num_outputs} outputs; give one name per output")
@@ -659,6 +659,39 @@ HEADS = {cls.task: cls for cls in (EncoderForClassification, EncoderForRegressio
                                    EncoderForTokenClassification)}
 
 
+def label_list(labels: Any) -> Any:
+    """Label names as a checked list (None, or for_tagging's count, as they are). A dict is read as
+    transformers' id2label ({0: "cat"}) or label2id ({"cat": 0}): its keys were taken for the
+    names, so label2id trained class 0 under the name of whichever key came first. A set is
+    refused: its order changes from run to run (PYTHONHASHSEED)."""
+    if labels is None or isinstance(labels, numbers.Integral):
+        return labels
+    if isinstance(labels, (set, frozenset)):
+        raise ConfigError(f"labels={labels!r} is a set, whose order changes from run to run; give a list in class "
+                          "index order, e.g. labels=sorted(names)")
+    if isinstance(labels, Mapping):
+        labels = indexed_names(labels)
+    check_label_list(labels)
+    return list(labels)
+
+
+def indexed_names(mapping: Mapping[Any, Any]) -> list[Any]:
+    """The names of an id2label or label2id dict, in index order."""
+    indices = range(len(mapping))
+    if all(map(is_index, mapping)) and set(mapping) == set(indices):
+        return [mapping[index] for index in indices]
+    if all(map(is_index, mapping.values())) and set(mapping.values()) == set(indices):
+        names = {index: name for name, index in mapping.items()}
+        return [names[index] for index in indices]
+    raise ConfigError(f"labels={dict(mapping)!r}: a dict is read as id2label ({{0: 'cat', 1: 'dog'}}) or label2id "
+                      f"({{'cat': 0, 'dog': 1}}), with the class indices 0 to {len(mapping) - 1}; or give a list of "
+                      "names in index order")
+
+
+def is_index(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_label_list(labels: Any) -> None:
     """Label names come as a list: a string would be taken for one name per character. An integer
     name at another position is refused: an integer label is a class index, so with labels=[1, 0]
@@ -706,8 +739,10 @@ def for_classification(encoder: nn.Module, num_labels: Optional[int] = None, poo
         freeze: keep the encoder's weights fixed (linear probe) or fine-tune them too. Either
             sets every encoder parameter (the encoder is shared, not copied): to train only
             some blocks, freeze the others after making the head.
-        labels: the class names, in index order, that `predict` returns (default: "0", "1", ...).
+        labels: the class names, in index order, that `predict` returns (default: "0", "1", ...),
+            or transformers' id2label ({0: "cat"}) or label2id ({"cat": 0}) dict.
     """
+    labels = label_list(labels)
     num_labels = label_count(num_labels, labels, "for_classification")
     return EncoderForClassification(encoder, num_labels, labels=labels, pool=pool, layer=layer, freeze=freeze,
                                     dropout=dropout)
@@ -722,9 +757,9 @@ def for_regression(encoder: nn.Module, num_targets: int = 1, pool: str = "mean",
 def for_tagging(encoder: nn.Module, labels: Sequence[str] | int, pool: str = "mean", layer: HeadLayer = None,
                 freeze: bool = True, dropout: float = 0.0) -> EncoderForTagging:
     """A multi-label tagger on top of `encoder`: `labels` is a list of names or their number."""
-    check_label_list(labels)
+    labels = label_list(labels)
     whole = isinstance(labels, numbers.Integral)  # numpy's too: y.max() + 1 was "not iterable"
-    names = None if whole else list(labels)
+    names = None if whole else labels
     count = int(labels) if whole else len(names)
     return EncoderForTagging(encoder, count, labels=names, pool=pool, layer=layer, freeze=freeze, dropout=dropout)
 
@@ -734,6 +769,7 @@ def for_token_classification(encoder: nn.Module, num_labels: Optional[int] = Non
                              labels: Optional[Sequence[str]] = None) -> EncoderForTokenClassification:
     """A classifier of each token of `encoder`: a graph's nodes, a recording's frames, an image's
     patches; arguments as `for_classification` (there is no pool: every token gets a class)."""
+    labels = label_list(labels)
     num_labels = label_count(num_labels, labels, "for_token_classification")
     return EncoderForTokenClassification(encoder, num_labels, labels=labels, layer=layer, freeze=freeze,
                                          dropout=dropout)
