@@ -11,6 +11,7 @@ import pytest
 import soundfile
 import torch
 
+from zoo.errors import InputError
 from zoo.processing import DatasetRows, undecoded_rows
 
 datasets = pytest.importorskip("datasets")
@@ -52,10 +53,17 @@ def test_embed_of_a_dataset_and_of_its_column_equal_embed_of_its_files(audio_dat
         assert torch.equal(micro_hubert.embed(given, progress=False), expected)
 
 
+def test_a_streamed_dataset_embeds_as_the_dataset_does(audio_dataset, micro_hubert):
+    """`load_dataset(..., streaming=True)` gives an IterableDataset, which iterated decodes audio
+    through torchcodec: an ImportError where that is not installed."""
+    expected = micro_hubert.embed(audio_dataset, progress=False)
+    assert torch.equal(micro_hubert.embed(audio_dataset.to_iterable_dataset(), progress=False), expected)
+    with pytest.raises(InputError, match="the IterableDataset has no Audio column"):
+        micro_hubert.embed(audio_dataset.select_columns(["label"]).to_iterable_dataset(), progress=False)
+
+
 def test_a_dataset_of_two_audio_columns_is_refused_and_either_column_embeds(audio_dataset, micro_hubert):
     """The first Audio column was embedded without a word."""
-    from zoo.errors import InputError
-
     rows = undecoded_rows(audio_dataset, "Audio")
     both = datasets.Dataset.from_dict({"audio": rows, "noisy": rows[::-1]})
     for column in ("audio", "noisy"):

@@ -161,6 +161,23 @@ def is_dataset(inputs: Any) -> bool:
     return datasets is not None and isinstance(inputs, datasets.Dataset)
 
 
+def is_iterable_dataset(inputs: Any) -> bool:
+    """A `datasets` IterableDataset, what `load_dataset(..., streaming=True)` gives."""
+    datasets = sys.modules.get("datasets")
+    return datasets is not None and isinstance(inputs, datasets.IterableDataset)
+
+
+def iterable_dataset_rows(dataset: Any, feature: str) -> list[Any]:
+    """The undecoded {"bytes", "path"} rows of an IterableDataset's `feature` column, listed as
+    `embed` lists any iterable: iterating the dataset itself decoded audio through torchcodec,
+    an ImportError where it is not installed."""
+    import datasets
+
+    column = feature_column(dataset, feature, "the IterableDataset")
+    undecoded = dataset.select_columns([column]).cast_column(column, getattr(datasets, feature)(decode=False))
+    return [row[column] for row in undecoded]
+
+
 def column_as_dataset(inputs: Any, feature: str) -> Any:
     """`dataset[NAME]` (a lazy `datasets` Column, datasets >= 4) of a `feature` column as the
     one-column Dataset it comes from, so that its rows are read undecoded as a Dataset's are
@@ -178,9 +195,10 @@ def feature_column(dataset: Any, feature: str, name: str = "the dataset") -> str
     """The column of a `datasets` Dataset whose feature is a `feature` ("Audio", "Image"). Of two
     or more, none is guessed: the first was embedded without a word (a dataset of clean and
     noisy versions of each clip gave the clean ones)."""
-    columns = [column for column, kind in dataset.features.items() if type(kind).__name__ == feature]
+    features = dict(dataset.features or {})  # a streamed dataset may not know its features
+    columns = [column for column, kind in features.items() if type(kind).__name__ == feature]
     if not columns:
-        raise InputError(f"{name} has no {feature} column; its features are {dict(dataset.features)}: cast one "
+        raise InputError(f"{name} has no {feature} column; its features are {features}: cast one "
                          f"with dataset.cast_column(NAME, datasets.{feature}()) or pass dataset[NAME]")
     if len(columns) > 1:
         raise InputError(f"{name} has {len(columns)} {feature} columns {columns}; pass the one to embed, e.g. "
