@@ -26,6 +26,15 @@ def test_list_models_filters_by_pattern_and_modality():
     assert set(zoo.list_models("graphmae-*")) - set(published) >= {"graphmae-nci1", "graphmae-pubmed"}
 
 
+def test_a_list_of_patterns_lists_the_names_any_of_them_fits():
+    """timm's `list_models(["vit_*", "deit_*"])`; here it was "'list' object has no attribute 'lower'"."""
+    assert zoo.list_models(["hubert-*", "mert-*"]) == sorted(zoo.list_models("hubert-*") + zoo.list_models("mert-*"))
+    assert zoo.list_models(("beats",), pretrained=True) == zoo.list_models("beats", pretrained=True)
+    assert zoo.list_models([]) == zoo.list_models()
+    with pytest.raises(ConfigError, match=r"pattern=3; give a name pattern such as 'hubert-\*', or a list of them"):
+        zoo.list_models(3)
+
+
 def test_a_pattern_without_wildcards_lists_the_names_holding_it():
     """Was nothing: `zoo list beats` matched a model named exactly "beats"."""
     everything = zoo.list_models()

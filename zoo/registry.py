@@ -15,7 +15,7 @@ import functools
 import importlib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from zoo.config import check_keys, read_json
 from zoo.errors import ConfigError, UnknownModelError
@@ -237,15 +237,20 @@ def recipe(family: str, dataset: str) -> ModelEntry:
     return matches[0]
 
 
-def list_models(pattern: Optional[str] = None, modality: Optional[str] = None, pretrained: bool = False) -> list[str]:
-    """Zoo names, optionally filtered by a pattern (`name_matches`) and a modality; with
-    `pretrained`, as timm's, only those with published weights (not pretraining recipes)."""
+def list_models(pattern: Optional[str | Sequence[str]] = None, modality: Optional[str] = None,
+                pretrained: bool = False) -> list[str]:
+    """Zoo names, optionally filtered by a pattern (`name_matches`), or any of a list of them as
+    timm's `list_models(["vit_*", "deit_*"])`, and a modality; with `pretrained`, as timm's, only
+    those with published weights (not pretraining recipes)."""
     if modality is not None and modality not in MODALITIES:
         raise ConfigError(f"modality {modality!r} is not one of {MODALITIES}")
+    patterns = (list(pattern) or [None]) if isinstance(pattern, (list, tuple)) else [pattern]
+    if not all(isinstance(each, str) for each in patterns if each is not None):  # a list was "has no .lower"
+        raise ConfigError(f"pattern={pattern!r}; give a name pattern such as 'hubert-*', or a list of them")
     return sorted(
         name
         for name, entry in entries().items()
-        if name_matches(name, pattern) and (modality is None or entry.modality == modality)
+        if any(name_matches(name, each) for each in patterns) and (modality is None or entry.modality == modality)
         and (entry.has_weights or not pretrained)
     )
 
