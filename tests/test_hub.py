@@ -308,10 +308,14 @@ def test_push_to_hub_uploads_the_checkpoint_folder(micro_hubert, monkeypatch):
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: sent.setdefault("repo", repo_id))
     monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw: sent.update(
         files=sorted(op.path_in_repo for op in operations), card=operations[-1].path_or_fileobj.decode(),
-        message=kw["commit_message"]) or type("CommitInfo", (), {"commit_url": "url"}))
+        message=kw["commit_message"], token=self.token, pr=kw["create_pr"]) or type(
+            "CommitInfo", (), {"commit_url": "url", "pr_url": "pr"}))
     assert micro_hubert.push_to_hub("me/my-encoder", model_card="# my card\n", commit_message="first") == "url"
-    assert sent == {"repo": "me/my-encoder", "card": "# my card\n", "message": "first",
+    assert sent == {"repo": "me/my-encoder", "card": "# my card\n", "message": "first", "token": None, "pr": False,
                     "files": ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]}
+    # transformers' token= and create_pr= were a TypeError raised from inside, naming push_folder
+    assert micro_hubert.push_to_hub("me/my-encoder", token="hf_x", create_pr=True) == "pr"
+    assert sent["token"] == "hf_x" and sent["pr"]
 
 
 def test_cli_embed_offline_from_the_cache(tmp_path):

@@ -687,7 +687,8 @@ def check_save_target(folder: Path, extra_names: set[str] = frozenset()) -> None
 
 
 def push_folder(model: Any, repo_id: str, model_card: Optional[str] = None, private: bool = False,
-                revision: Optional[str] = None, commit_message: str = "Upload with ssl-zoo") -> str:
+                revision: Optional[str] = None, commit_message: str = "Upload with ssl-zoo", create_pr: bool = False,
+                token: Optional[str] = None) -> str:
     """Save into a temporary folder and publish it as one commit; returns the commit URL."""
     import tempfile
 
@@ -696,4 +697,5 @@ def push_folder(model: Any, repo_id: str, model_card: Optional[str] = None, priv
     check_online(f"to {repo_id!r}")  # publish would name the temporary folder
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_folder(model, Path(tmp) / "checkpoint", model_card=model_card or origin_card(model, repo_id))
-        return publish(folder, repo_id, private=private, revision=revision, commit_message=commit_message)
+        return publish(folder, repo_id, private=private, revision=revision, commit_message=commit_message,
+                       create_pr=create_pr, token=token)

@@ -69,6 +69,7 @@ def publish(
     create_pr: bool = False,
     commit_message: str = "Upload with ssl-zoo",
     dry_run: bool = False,
+    token: Optional[str] = None,
 ) -> str:
     """Check a checkpoint and push it to a Hub repo as one commit; returns the commit (or pull
     request) URL, or with `dry_run` the plan, without reaching the Hub.
@@ -79,6 +80,7 @@ def publish(
         model_card: the README.md to send, instead of the folder's (or the zoo name's) card.
         revision: the branch to push to (created from main if missing).
         create_pr: open a pull request instead of pushing to the branch.
+        token: a Hugging Face token, instead of the one logged in (`hf auth login`, HF_TOKEN).
     """
     if not dry_run:
         check_online(repr(str(source)) + (f" to {repo_id!r}" if repo_id else ""))
@@ -87,7 +89,7 @@ def publish(
         if dry_run:
             return publication.describe(revision)
         return upload(publication, revision=revision, private=private, create_pr=create_pr,
-                      commit_message=commit_message)
+                      commit_message=commit_message, token=token)
 
 
 def check_online(what: str) -> None:
@@ -204,12 +206,12 @@ def linked_files(card: str, folder: Path) -> list[str]:
 
 
 def upload(publication: Publication, revision: Optional[str] = None, private: bool = False,
-           create_pr: bool = False, commit_message: str = "Upload with ssl-zoo") -> str:
+           create_pr: bool = False, commit_message: str = "Upload with ssl-zoo", token: Optional[str] = None) -> str:
     """One commit with the checkpoint's files and the card (creating the repo, and the branch
     unless a pull request is asked for); returns its URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    api = HfApi()
+    api = HfApi(token=token)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(publication.folder / name))
                   for name in publication.files]
     operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=publication.card.encode()))

@@ -26,12 +26,16 @@ class Checkpointable:
 
         return save_folder(self, folder, model_card=model_card, extra_files=extra_files)
 
-    def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, **kwargs: Any) -> str:
+    def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, private: bool = False,
+                    revision: Optional[str] = None, commit_message: str = "Upload with ssl-zoo",
+                    create_pr: bool = False, token: Optional[str] = None) -> str:
         """Save to a temporary folder and publish it as `zoo publish` does (checked, then one
-        commit through huggingface_hub); returns the commit URL."""
+        commit through huggingface_hub); returns the commit (or pull request) URL. `token`: a
+        Hugging Face token, instead of the one logged in (`hf auth login`, HF_TOKEN)."""
         from zoo.hub import push_folder
 
-        return push_folder(self, repo_id, model_card=model_card, **kwargs)
+        return push_folder(self, repo_id, model_card=model_card, private=private, revision=revision,
+                           commit_message=commit_message, create_pr=create_pr, token=token)
 
     @classmethod
     def from_pretrained(cls: type[M], name_or_path: str | Path, **kwargs: Any) -> M:
