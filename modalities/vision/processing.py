@@ -101,11 +101,17 @@ def expand_images(inputs: Any) -> Sequence[Any]:
     column_source = column_as_dataset(inputs, "Image")
     if column_source is not None:
         return DatasetRows(column_source, "Image")
-    if isinstance(inputs, (str, Path, bytes, dict)) or type(inputs).__module__.startswith("PIL."):
+    if isinstance(inputs, (str, Path, bytes, dict)) or type(inputs).__module__.startswith("PIL.") or is_file_object(
+            inputs):  # a file object is iterable too: over its lines, each taken for an image
         return [inputs]
     if isinstance(inputs, Iterable):
         return [image for item in inputs for image in expand_images(item)]
     return [inputs]
+
+
+def is_file_object(item: Any) -> bool:
+    """An open file or buffer (`open(path, "rb")`, `io.BytesIO`), which PIL reads as an image file."""
+    return callable(getattr(item, "read", None))
 
 
 def read_image_file(path: str | Path) -> torch.Tensor:
@@ -290,8 +296,8 @@ def to_rgb(image: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def load_image(item: Any, channels: int = 3) -> torch.Tensor:
-    """One raw image (path, PIL image, HWC array, CHW tensor, the bytes of an image file, or
-    `datasets`' undecoded {"bytes", "path"}) as (`channels`, H, W) float in [0, 1] (`to_channels`).
+    """One raw image (path, PIL image, HWC array, CHW tensor, the bytes of an image file or the
+    file open, or `datasets`' undecoded {"bytes", "path"}) as (`channels`, H, W) float in [0, 1] (`to_channels`).
 
     A model of a channel count other than 1 or 3 takes only arrays and tensors: the pixels of
     files and PIL images are grey, RGB or RGBA, not its channels (an RGBA file is no RGB +
@@ -319,6 +325,8 @@ def encoded_image_name(item: Any) -> str:
         return f"image file {str(item)!r}"
     if isinstance(item, (bytes, bytearray)):
         return f"image bytes ({len(item)} bytes)"
+    if is_file_object(item):
+        return f"image file object {getattr(item, 'name', type(item).__name__)!r}"
     if type(item).__module__.startswith("PIL."):
         return f"PIL image ({item.mode}, {item.size[0]} x {item.size[1]})"
     row = ""
@@ -334,6 +342,8 @@ def decode_input(item: Any, name: str) -> torch.Tensor:
         return read_image_file(item)
     if isinstance(item, (bytes, bytearray)):
         return decode_image(io.BytesIO(item), name, "are they a complete image file?")
+    if is_file_object(item):
+        return decode_image(item, name, "is it a complete image file, read from its start?")
     return pil_to_tensor(upright(item))
 
 

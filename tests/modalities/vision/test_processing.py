@@ -44,6 +44,23 @@ def test_every_input_type_gives_the_same_crop(picture, processor, tmp_path):
         assert (processor.prepare(item) - expected).abs().max() <= 1e-5, type(item)
 
 
+def test_an_open_image_file_is_one_image(picture, processor, tmp_path):
+    """`open(path, "rb")` and `io.BytesIO(data)` were iterated as collections, over their lines:
+    "cannot decode image bytes (39 bytes)", the first line of a JPEG."""
+    import io
+
+    from modalities.vision.processing import expand_images
+
+    Image.fromarray(picture).save(tmp_path / "a.png")
+    expected = expected_crop(picture, processor)
+    with open(tmp_path / "a.png", "rb") as handle:
+        assert len(expand_images(handle)) == 1 and (processor(handle)["pixel_values"][0] - expected).abs().max() <= 1e-5
+    buffer = io.BytesIO((tmp_path / "a.png").read_bytes())
+    assert (processor([buffer])["pixel_values"][0] - expected).abs().max() <= 1e-5
+    with pytest.raises(InputError, match="cannot decode image file object 'BytesIO': Pillow knows no image format"):
+        processor([io.BytesIO(b"not an image")])
+
+
 def test_batches_and_folders_expand_to_images(picture, processor, tmp_path):
     (tmp_path / "sub").mkdir()
     Image.fromarray(picture).save(tmp_path / "b.jpg", quality=95)
