@@ -167,6 +167,13 @@ def test_bad_dtype_device_and_revision_on_load_are_named(micro_hubert, tmp_path)
     for name in (tmp_path / "ckpt", "hubert-tiny-fsdd"):
         with pytest.raises(ConfigError, match="not read from a Hub repo, so it has no revisions"):
             zoo.load(name, revision="v2")
+    # transformers' keywords were Python's "unexpected keyword argument", with no word of the zoo's own
+    with pytest.raises(ConfigError, match=r"load\(\) takes no torch_dtype=; pass dtype= \(e.g. dtype='bfloat16'\)"):
+        zoo.load(tmp_path / "ckpt", torch_dtype=torch.float16)
+    with pytest.raises(ConfigError, match="takes no trust_remote_code=; leave it out: the zoo runs no code"):
+        type(micro_hubert).from_pretrained(tmp_path / "ckpt", trust_remote_code=True)
+    with pytest.raises(ConfigError, match="takes no colour=; its keywords are revision, cache_dir, local_files_only"):
+        zoo.load(tmp_path / "ckpt", colour="red")
 
 
 def test_embed_runs_in_eval_mode_and_gives_back_each_submodule_its_mode(micro_hubert):

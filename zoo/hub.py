@@ -53,6 +53,7 @@ def load(
     device: Optional[str | torch.device] = None,
     dtype: Optional[torch.dtype | str] = None,
     pretrained: bool = True,
+    **others: Any,
 ) -> Any:
     """Load an encoder (or a fine-tuned head model) by zoo name, Hub repo id or local folder.
 
@@ -70,7 +71,10 @@ def load(
             start for pretraining. No weights are read or downloaded: a hub_config's
             architecture is enough (at another `revision`, its repo's config files), and a Hub
             repo gives only its config files. A head model's folder gives its encoder alone.
+        others: refused, naming what the zoo takes instead of transformers' `torch_dtype=`,
+            `device_map=`, `trust_remote_code=`, `token=` and `force_download=`.
     """
+    refuse_other_keywords(others)
     check_name(name_or_path, "load")
     path = Path(name_or_path)
     entry = registry.find(str(name_or_path))
@@ -211,6 +215,26 @@ def load_trained(source: str | Path, option: str, run_folders: Sequence[str] = (
             return load(folder / sub)
     with prefixed(option, CheckpointError, UnknownModelError):
         return load(source)
+
+
+#: transformers' `from_pretrained` keywords, and what the zoo's `load` takes instead
+FOREIGN_KEYWORDS = {
+    "torch_dtype": "pass dtype= (e.g. dtype='bfloat16')",
+    "device_map": "pass device= (e.g. device='cuda'); a zoo model runs whole on one device",
+    "trust_remote_code": "leave it out: the zoo runs no code from a repo (it reads the MERT repos natively)",
+    "token": "log in with `hf auth login`, or set HF_TOKEN",
+    "force_download": "remove the cached copy first (`hf cache rm model/ORG/NAME`), then load",
+}
+
+
+def refuse_other_keywords(others: dict[str, Any]) -> None:
+    """A keyword `load` does not take, as a ConfigError naming the zoo's spelling: transformers'
+    were Python's bare "unexpected keyword argument"."""
+    if others:
+        name = next(iter(others))
+        advice = FOREIGN_KEYWORDS.get(name, "its keywords are revision, cache_dir, local_files_only, device, dtype "
+                                            "and pretrained")
+        raise ConfigError(f"load() takes no {name}=; {advice}")
 
 
 def resolve_dtype(dtype: Optional[torch.dtype | str]) -> Optional[torch.dtype]:
