@@ -53,6 +53,9 @@ def test_outputs_are_read_by_name_and_position_as_transformers_outputs(micro_hub
     assert out["pooled"] is out.pooled and out[0] is out.last_hidden_state
     assert len(out.to_tuple()) == 3 and out[-1] is out.pooled  # hidden_states only when asked for
     assert every[-1] is every.hidden_states and every[:2] == (every.last_hidden_state, every.mask)
+    assert list(out) == out.keys() == ["last_hidden_state", "mask", "pooled"] and "pooled" in out  # a dict's keys
+    assert "hidden_states" not in out and len(every) == 4 and dict(every.items())["mask"] is every.mask
+    assert dict(out)["pooled"] is out.pooled and out.values()[2] is out.pooled
     with pytest.raises(KeyError, match="EncoderOutput has no 'logits'; its fields are last_hidden_state, mask, "
                                        "pooled, hidden_states"):
         out["logits"]

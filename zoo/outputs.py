@@ -6,7 +6,7 @@ Shapes: B items, T tokens (frames, patches, nodes, features), D embedding width.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -37,6 +37,26 @@ class EncoderOutput:
                 raise KeyError(f"EncoderOutput has no {key!r}; its fields are {', '.join(self.field_names())}")
             return getattr(self, key)
         return self.to_tuple()[key]
+
+    def keys(self) -> list[str]:
+        """The names of the fields that are set, as a ModelOutput (a dict) gives them."""
+        return [name for name in self.field_names() if getattr(self, name) is not None]
+
+    def values(self) -> list[Any]:
+        return list(self.to_tuple())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(zip(self.keys(), self.to_tuple()))
+
+    def __iter__(self) -> Iterator[str]:
+        """Over the names of the fields that are set, as over a dict's keys (`dict(out)` works)."""
+        return iter(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __len__(self) -> int:
+        return len(self.keys())
 
     def to_tuple(self) -> tuple[Any, ...]:
         """The fields that are set, in order (hidden_states only when asked for)."""
