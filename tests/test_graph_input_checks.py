@@ -110,6 +110,10 @@ def test_forward_refuses_a_graph_the_processor_did_not_prepare():
                                          r"node one, .*; forward takes graphs as the processor prepares them: call "
                                          r"enc\(\*\*enc.processor\(graphs\)\), or enc.embed\(graphs\)"):
         model(graph().x, PATH)
+    for given in (graph(), Batch.from_data_list([graph()])):  # PyG's model(data); was "missing edge_index"
+        with pytest.raises(InputError, match=rf"forward takes the processor's tensors, not {type(given).__name__} \(a "
+                                             r"graph\?\) without edge_index: call enc\(\*\*enc.processor\(graphs\)\)"):
+            model(given)
     with torch.no_grad():
         prepared = model(**model.processor([graph()])).pooled
     assert torch.allclose(prepared, model.embed(graph(), progress=False), atol=1e-6)

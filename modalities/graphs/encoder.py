@@ -122,7 +122,7 @@ class GraphEncoder(Encoder):
     def forward(
         self,
         x: torch.Tensor,
-        edge_index: torch.Tensor,
+        edge_index: Optional[torch.Tensor] = None,
         batch: Optional[torch.Tensor] = None,
         output_hidden_states: bool = False,
     ) -> EncoderOutput:
@@ -140,6 +140,10 @@ class GraphEncoder(Encoder):
             last_hidden_state (B, T, D) with T the largest graph's node count, `mask`
             (B, T), pooled (B, D) the readout of the last layer.
         """
+        if not isinstance(x, torch.Tensor) or edge_index is None:  # enc(data), as some PyG models are called
+            raise InputError(f"forward takes the processor's tensors, not {type(x).__name__}"
+                             f"{'' if isinstance(x, torch.Tensor) else ' (a graph?)'} without edge_index: call "
+                             "enc(**enc.processor(graphs)), or enc.embed(graphs) for embeddings")
         edge_index = check_forward_inputs(x, edge_index, batch, self.config.in_dim)
         check_prepared(x, edge_index, self.processor)
         x = x.to(self.dtype)
