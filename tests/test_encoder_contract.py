@@ -190,3 +190,57 @@ def test_embed_runs_in_eval_mode_and_gives_back_each_submodule_its_mode(micro_hu
     assert torch.equal(micro_hubert.embed(wave, sampling_rate=16000, progress=False), expected)
     assert {name: module.training for name, module in micro_hubert.named_modules()} == modes
     assert micro_hubert.training and not micro_hubert.model.feature_extractor.training
+
+
+def test_threads_embedding_at_once_keep_eval_mode_until_the_last_is_done(micro_hubert):
+    """Each thread gave back the modes it had saved: the first done put a training encoder back
+    in train mode while another still embedded (rows with dropout, up to 0.2 off on
+    hubert-tiny-fsdd), and one that had saved the first's eval mode left the caller's lost."""
+    import threading
+
+    micro_hubert.train()
+    micro_hubert.model.feature_extractor.eval()
+    modes = {name: module.training for name, module in micro_hubert.named_modules()}
+    first_done, second_in, seen = threading.Event(), threading.Event(), []
+    forward = micro_hubert.forward
+
+    def overlapping_forward(*args, **kwargs):
+        if threading.current_thread().name == "first":
+            assert second_in.wait(30)
+        else:  # runs once the first thread's embed has returned
+            second_in.set()
+            assert first_done.wait(30)
+            seen.append(micro_hubert.training)
+        return forward(*args, **kwargs)
+
+    micro_hubert.forward = overlapping_forward
+
+    def embed(name):
+        micro_hubert.embed(waves(4000), sampling_rate=RATE, progress=False)
+        if name == "first":
+            first_done.set()
+
+    threads = [threading.Thread(target=embed, args=(name,), name=name) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    del micro_hubert.forward
+    assert seen == [False]
+    assert {name: module.training for name, module in micro_hubert.named_modules()} == modes
+
+
+def test_a_table_generator_switches_modes_a_chunk_at_a_time():
+    """`iter_embed` held eval mode while the caller held the generator, and when it was collected
+    later gave back the mode of its start, undoing the caller's `eval()`."""
+    import gc
+
+    encoder = zoo.load("tjepa-adult")
+    rows = encoder.iter_embed(zoo.__path__[0] + "/examples/tabular/adult_test_rows.csv", chunk_rows=2, progress=False)
+    encoder.train()
+    next(rows)
+    assert encoder.training
+    encoder.eval()
+    del rows
+    gc.collect()
+    assert not encoder.training

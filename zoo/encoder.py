@@ -5,6 +5,7 @@ Shapes: B items, K selected layers, T tokens, D width, N inputs.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Optional, Sequence
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 PREPARE_GROUP = 64
 #: pieces per forward pass in `embed` unless the caller says
 EMBED_BATCH_SIZE = 8
+#: guards the count of threads inside encoders' `embedding` blocks (`Encoder.embedding`)
+EMBEDDING_LOCK = threading.Lock()
 
 
 class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
@@ -65,6 +68,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         self.config = config
         self.processor = processor if processor is not None else self.processor_class(
             **self.default_processor_settings(config))
+        self._embedders, self._modes_outside = 0, None  # `embedding`'s count and the modes it gives back
 
     @classmethod
     def default_processor_settings(cls, config: EncoderConfig) -> dict[str, Any]:
@@ -196,18 +200,29 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     def embedding(self, device: Optional[str | torch.device] = None) -> Iterator[None]:
         """Move to `device` (if given) and switch to eval mode for the block, then restore the
         caller's mode of every submodule: embeddings must not depend on dropout or on whether the
-        caller was training, and a part the caller keeps in eval mode (frozen BatchNorm) stays so."""
+        caller was training, and a part the caller keeps in eval mode (frozen BatchNorm) stays so.
+
+        Threads embedding with one encoder at once share the switch: the first in saves the modes,
+        the last out gives them back. Each restoring its own put a training encoder back in train
+        mode while others embedded (rows with dropout, 0.2 off) and lost the caller's mode."""
         if device is not None:
             from zoo.hub import model_to
 
             model_to(self, device, None)
-        modes = [(module, module.training) for module in self.modules()]
-        self.eval()
+        with EMBEDDING_LOCK:
+            if not self._embedders:
+                self._modes_outside = [(module, module.training) for module in self.modules()]
+                self.eval()
+            self._embedders += 1
         try:
             yield
         finally:
-            for module, training in modes:
-                module.training = training
+            with EMBEDDING_LOCK:
+                self._embedders -= 1
+                if not self._embedders:
+                    for module, training in self._modes_outside:
+                        module.training = training
+                    self._modes_outside = None
 
     def progress_bar(self, total: Optional[int], progress: bool | tqdm, unit: str = "item") -> Any:
         """The tqdm bar `embed` shows over `total` units (None: not known ahead), a silent one

@@ -67,11 +67,13 @@ class TabularEncoder(Encoder):
         """
         indices, squeeze = self.check_embed_options(layer, pool), is_single_layer(layer)
         check_batch_sizes(batch_size=batch_size)
-        with self.embedding(device), self.progress_bar(table_rows(table), progress, unit="row") as bar:
+        with self.progress_bar(table_rows(table), progress, unit="row") as bar:
             for frame in self.table_chunks(table, chunk_rows):
                 batch = self.processor.transform(frame)  # checks the columns of an empty chunk too
                 if len(frame):  # a CSV of only a header line reads as one empty chunk
-                    yield self._embed_batch(batch, indices, pool, batch_size, squeeze)
+                    with self.embedding(device):  # a chunk at a time: not while the caller holds the generator
+                        rows = self._embed_batch(batch, indices, pool, batch_size, squeeze)
+                    yield rows
                 bar.update(len(frame))
 
     def _embed_batch(self, batch: dict[str, torch.Tensor], indices, pool: str, batch_size: int,
