@@ -583,3 +583,18 @@ def test_load_gives_float32_under_another_default_dtype(micro_hubert, tmp_path):
         torch.set_default_dtype(default)
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
     assert {p.dtype for p in asked.parameters()} == {torch.float64}
+
+
+def test_an_error_importing_a_family_is_not_called_a_malformed_checkpoint(micro_hubert, tmp_path, monkeypatch):
+    """A ValueError raised while a family's module imported transformers (a mismatched package of
+    the environment) came out as "config.json: a malformed entry ...; save the checkpoint again"."""
+    from zoo import registry
+
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+
+    def broken_import(name):
+        raise ValueError("Either a revision or a version must be specified.")
+
+    monkeypatch.setattr(registry, "get_family", broken_import)
+    with pytest.raises(ValueError, match="^Either a revision or a version must be specified.$"):
+        zoo.load(tmp_path / "ckpt")

@@ -44,3 +44,20 @@ def test_folders_named_like_its_packages_in_the_working_directory_do_not_hide_th
     assert result.returncode == 0, result.stderr
     family, location = result.stdout.split()
     assert family == "tjepa" and not location.startswith(str(tmp_path))
+
+
+def test_an_older_transformers_is_named_with_the_upgrade():
+    """pyproject allowed transformers 4.48, on which HuBERT and MERT failed inside their forward
+    (no `masking_utils` before 5.0, a tuple for a tensor before 5.16); an older one is now refused
+    by name when the speech modality is imported, and pyproject asks for the same minimum."""
+    tomllib = __import__("pytest").importorskip("tomllib")
+
+    code = ("import importlib.metadata as m; real = m.version\n"
+            "m.version = lambda name: '5.15.0' if name == 'transformers' else real(name)\n"
+            "import zoo\n"
+            "try:\n    zoo.load('hubert-tiny-fsdd')\nexcept zoo.ConfigError as err:\n    print(err)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.stdout.strip().endswith("HuBERT and MERT run HubertModel's layers as laid out in transformers 5.16 or "
+                                       "later, and 5.15.0 is installed: pip install -U 'transformers>=5.16'"), run
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "transformers>=5.16,<6" in dependencies

@@ -43,6 +43,20 @@ def installed_version(distribution: str) -> str:
         return "not installed"
 
 
+def require_version(distribution: str, minimum: str, needs: str) -> None:
+    """Refuse an installed `distribution` older than `minimum`, naming the upgrade: on an older
+    transformers (which pip took, as pyproject allowed 4.48) HuBERT and MERT failed inside their
+    forward with a bare ImportError, TypeError or AttributeError."""
+    from packaging.version import Version
+
+    from zoo.errors import ConfigError
+
+    installed = installed_version(distribution)
+    if installed != "not installed" and Version(installed) < Version(minimum):
+        raise ConfigError(f"{needs} {distribution} {minimum} or later, and {installed} is installed: "
+                          f"pip install -U '{distribution}>={minimum}'")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown list, to paste into an issue."""
     return "\n".join(f"- {name}: {value}" for name, value in report.items())

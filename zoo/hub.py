@@ -583,19 +583,16 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
         raise CheckpointError(f"{folder} has no {CONFIG_FILE}; is it a checkpoint folder?")
     config_dict = read_json(folder / CONFIG_FILE, CheckpointError)
     state = read_weights(folder) if pretrained else None
+    with prefixed(str(folder / CONFIG_FILE)):  # the family's module is imported outside `naming_file`:
+        family = family_of(config_dict)        # an error of its import is no malformed entry of the file
     with naming_file(folder / CONFIG_FILE):
         if "family" in config_dict:
             check_processor_file(folder)
-            family = registry.get_family(config_dict["family"])
             config = family.encoder_class.config_class.from_dict(config_dict)
-        elif "model_type" in config_dict:
-            family = registry.family_for_model_type(config_dict["model_type"])
-            if pretrained:
-                config, state = family.from_transformers(config_dict, state)
-            else:
-                config = family.encoder_class.config_class.from_transformers(config_dict)
+        elif pretrained:
+            config, state = family.from_transformers(config_dict, state)
         else:
-            raise CheckpointError("it names neither a zoo family nor a transformers model_type")
+            config = family.encoder_class.config_class.from_transformers(config_dict)
     encoder = family.encoder_class(config, read_processor(folder, family.encoder_class, config, entry))
     if not (pretrained or head):
         return encoder
@@ -608,6 +605,15 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
     if pretrained:
         load_state(model, state, folder)
     return model
+
+
+def family_of(config_dict: dict[str, Any]) -> registry.Family:
+    """The family a checkpoint's config names, by its zoo "family" or transformers "model_type"."""
+    if "family" in config_dict:
+        return registry.get_family(config_dict["family"])
+    if "model_type" in config_dict:
+        return registry.family_for_model_type(config_dict["model_type"])
+    raise CheckpointError("it names neither a zoo family nor a transformers model_type")
 
 
 @contextlib.contextmanager
