@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -54,12 +55,21 @@ def ensure_fluidsynth() -> None:
     if shutil.which("fluidsynth") and SOUNDFONT.is_file():
         return
     install = ["apt-get", "install", "-y", "-q", "fluidsynth", "fluid-soundfont-gm"]
-    if subprocess.run(install, capture_output=True).returncode != 0:
+    if shutil.which("apt-get") and subprocess.run(install, capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], capture_output=True)
         subprocess.run(install, capture_output=True)
     if not (shutil.which("fluidsynth") and SOUNDFONT.is_file()):
         raise ConfigError(f"fluidsynth or {SOUNDFONT} is missing and could not be installed; run "
                           "`apt-get install fluidsynth fluid-soundfont-gm` as root")
+
+
+def require_music_packages(*names: str) -> None:
+    """Refuse a missing package of the `music` extra before anything is rendered: its
+    ModuleNotFoundError came from inside a worker process, after the output folder was made."""
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"rendering music needs {', '.join(missing)}, of the `music` extra: `make install "
+                          "EXTRAS=test,music`, or `pip install -e '.[music]'` in the checkout")
 
 
 def family_of(program: int) -> str:
@@ -134,6 +144,7 @@ def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float
     """Render the note grid into `out_dir` and write notes.csv; returns the folder."""
     if limit is not None and limit < 1:  # a slice: 0 rendered nothing and failed writing notes.csv, -3 all but 3
         raise ConfigError(f"limit={limit}; render at least one note (--limit N, N >= 1), or leave it out for all")
+    require_music_packages("mido")
     ensure_fluidsynth()
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +152,7 @@ def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float
     jobs = [(program, pitch, velocity, str(folder), sampling_rate, seconds) for program, pitch, velocity in grid]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         names = list(progress_bar(pool.map(render_note, jobs, chunksize=8), total=len(jobs), progress=progress,
-                          desc="render notes"))
+                                  desc="render notes"))
     rows = [dict(file=name, program=program, family=family_of(program), pitch=pitch, pitch_class=pitch % 12,
                  velocity=velocity) for name, (program, pitch, velocity) in zip(names, grid) if name is not None]
     if not rows:
@@ -232,6 +243,7 @@ def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: 
     if max_scores is not None and max_scores < 1:
         raise ConfigError(f"max_scores={max_scores}; render at least one score (--max-scores N, N >= 1), or leave it "
                           "out for all")
+    require_music_packages("music21")
     ensure_fluidsynth()
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -239,7 +251,7 @@ def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: 
     jobs = [(str(path), str(folder), sampling_rate, clip_seconds, seed) for path in scores]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         results = list(progress_bar(pool.map(render_score, jobs), total=len(jobs), progress=progress,
-                            desc="render scores"))
+                                    desc="render scores"))
     rows = [dict(file=name, score=f"{path.parent.name}/{path.name}", start_seconds=start)
             for path, clips in zip(scores, results) for name, start in clips]
     if not rows:

@@ -188,7 +188,8 @@ def fit_xgboost(train: tuple[np.ndarray, np.ndarray], task: Task, seed: int,
     try:
         import xgboost
     except ImportError as err:
-        raise ConfigError("the GBDT baseline needs xgboost: pip install 'ssl-zoo[bench]' (or xgboost-cpu)") from err
+        raise ConfigError("the GBDT baseline needs xgboost: `pip install -e '.[bench]'` in the checkout, or pip "
+                          "install xgboost-cpu") from err
     settings = {**XGBOOST_ADULT, **(settings or {})}
     model_class = xgboost.XGBRegressor if task.kind == "regression" else xgboost.XGBClassifier
     model = model_class(**settings, random_state=seed, n_jobs=torch.get_num_threads())

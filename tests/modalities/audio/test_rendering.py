@@ -65,3 +65,24 @@ def test_render_a_few_notes_end_to_end(tmp_path):
     first = files[0].stat().st_mtime_ns
     render_notes(tmp_path, sampling_rate=16000, seconds=1.0, limit=3, workers=1, progress=False)
     assert files[0].stat().st_mtime_ns == first  # resumed: existing notes are not rendered again
+
+
+def test_a_missing_music_package_or_apt_get_is_named_before_anything_is_made(tmp_path, monkeypatch):
+    """Without the `music` extra, rendering failed inside a worker with `No module named 'mido'`
+    after making the output folder; without apt-get, with a FileNotFoundError for it."""
+    import importlib.util
+
+    import modalities.audio.rendering as rendering
+    from zoo.errors import ConfigError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name in ("mido", "music21") else find_spec(name))
+    with pytest.raises(ConfigError, match=r"rendering music needs mido, of the `music` extra: `make install "):
+        rendering.render_notes(tmp_path / "notes", limit=1)
+    with pytest.raises(ConfigError, match=r"rendering music needs music21, of the `music` extra"):
+        rendering.render_clips(tmp_path / "clips", max_scores=1)
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setattr(rendering.shutil, "which", lambda program: None)  # no fluidsynth and no apt-get
+    with pytest.raises(ConfigError, match="fluidsynth or .* is missing and could not be installed; run `apt-get "):
+        rendering.ensure_fluidsynth()
