@@ -1043,3 +1043,9 @@ def test_the_command_puts_back_pythons_warning_format():
     main(["list", "nothing-is-called-this"])
     assert warnings.formatwarning is python_format
     assert issubclass(zoo.ZooWarning, UserWarning)
+
+
+def test_the_version_and_python_dash_m_zoo():
+    """There was no `zoo --version`, nor `python -m zoo` where the script is not on PATH."""
+    run = subprocess.run([sys.executable, "-m", "zoo", "--version"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == f"ssl-zoo {zoo.__version__}\n", run

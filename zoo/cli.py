@@ -685,7 +685,10 @@ class ExactOptionsParser(argparse.ArgumentParser):
 def build_parser(recipe: Optional[str] = None) -> argparse.ArgumentParser:
     """The `zoo` parser, a sub-parser per command; `recipe` names the one pretraining family whose
     options it adds, so that only that family is imported."""
+    from zoo import __version__
+
     parser = ExactOptionsParser(prog="zoo", description="ssl-zoo: self-supervised encoders behind one API")
+    parser.add_argument("--version", action="version", version=f"ssl-zoo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     add_list_parser(commands)
     add_info_parser(commands)
