@@ -598,3 +598,19 @@ def test_an_error_importing_a_family_is_not_called_a_malformed_checkpoint(micro_
     monkeypatch.setattr(registry, "get_family", broken_import)
     with pytest.raises(ValueError, match="^Either a revision or a version must be specified.$"):
         zoo.load(tmp_path / "ckpt")
+
+
+def test_loading_weights_leaves_torchs_random_stream_alone(micro_hubert, tmp_path):
+    """The model was built with random weights before the checkpoint's replaced them, which moved
+    the caller's stream: torch.rand after a load differed from torch.rand without one."""
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    zoo.load(tmp_path / "ckpt")
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(0)  # random weights are drawn from it, so that a seed repeats them
+    first = zoo.load(tmp_path / "ckpt", pretrained=False)
+    torch.manual_seed(0)
+    assert torch.equal(zoo.load(tmp_path / "ckpt", pretrained=False).model.encoder.layers[0].attention.q_proj.weight,
+                       first.model.encoder.layers[0].attention.q_proj.weight)

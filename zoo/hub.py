@@ -593,15 +593,19 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
             config, state = family.from_transformers(config_dict, state)
         else:
             config = family.encoder_class.config_class.from_transformers(config_dict)
-    encoder = family.encoder_class(config, read_processor(folder, family.encoder_class, config, entry))
-    if not (pretrained or head):
-        return encoder
-    model = encoder
-    if "head" in config_dict:
-        from zoo.heads import head_from_config
+    processor = read_processor(folder, family.encoder_class, config, entry)
+    # weights about to be replaced by the checkpoint's are drawn on a fork of torch's RNG: loading
+    # moved the caller's random stream (torch.rand after a load differed from one without)
+    with torch.random.fork_rng(devices=[], enabled=pretrained):
+        encoder = family.encoder_class(config, processor)
+        if not (pretrained or head):
+            return encoder
+        model = encoder
+        if "head" in config_dict:
+            from zoo.heads import head_from_config
 
-        with naming_file(folder / CONFIG_FILE):
-            model = head_from_config(encoder, config_dict["head"])
+            with naming_file(folder / CONFIG_FILE):
+                model = head_from_config(encoder, config_dict["head"])
     if pretrained:
         load_state(model, state, folder)
     return model
