@@ -20,3 +20,25 @@ def test_first_non_finite_is_not_fooled_by_a_sum_that_overflows():
     assert first_non_finite(torch.full((8,), 3e38)) is None
     assert first_non_finite(torch.full((8,), 6e4, dtype=torch.float16)) is None
     assert first_non_finite(torch.zeros(0, 3)) is None
+
+
+def test_processors_take_transformers_return_tensors_pt():
+    """`processor(x, return_tensors="pt")`, as transformers' docs write it, was refused as
+    "input 0: ... got return_tensors=: drop it"."""
+    import numpy as np
+    from torch_geometric.data import Data
+
+    import zoo
+    from zoo.errors import ConfigError
+
+    inputs = {"hubert-tiny-fsdd": (np.full(8000, 0.01, np.float32), {"sampling_rate": 16000}),
+              "gmml-vit-tiny-cifar10": (np.zeros((32, 32, 3), np.uint8), {}),
+              "graphmae-mutag": (Data(x=torch.eye(7)[[0, 1, 2]], edge_index=torch.tensor([[0, 1], [1, 2]])), {}),
+              "tjepa-adult": (zoo.__path__[0] + "/examples/tabular/adult_test_rows.csv", {})}
+    for name, (item, options) in inputs.items():
+        processor = zoo.load(name).processor
+        items = item if name == "tjepa-adult" else [item]  # a table is one input
+        batch, plain = processor(items, return_tensors="pt", **options), processor(items, **options)
+        assert batch.keys() == plain.keys() and all(torch.equal(batch[key], plain[key]) for key in batch), name
+        with pytest.raises(ConfigError, match="return_tensors='np'; the zoo's processors give torch tensors"):
+            processor(items, return_tensors="np", **options)

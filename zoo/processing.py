@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Iterator, Optional, Sequence, TypeVar
 import torch
 
 from zoo.config import check_keys, read_json
-from zoo.errors import InputError, naming_input
+from zoo.errors import ConfigError, InputError, naming_input
 from zoo.io import atomic_write_text
 
 P = TypeVar("P", bound="Processor")
@@ -111,7 +111,17 @@ class Processor:
     def collate(self, pieces: Sequence[Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def __call__(self, inputs: Sequence[Any] | Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def __call__(self, inputs: Sequence[Any] | Any, return_tensors: str = "pt",
+                 **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Raw inputs as one batch of torch tensors (`batch`). transformers' `return_tensors="pt"`
+        is taken, so that its `processor(x, return_tensors="pt")` runs as written (it was refused
+        as `input 0: ... drop it`); the zoo gives no other kind."""
+        if return_tensors != "pt":
+            raise ConfigError(f"return_tensors={return_tensors!r}; the zoo's processors give torch tensors "
+                              "(return_tensors='pt'): convert them yourself, e.g. batch['input_values'].numpy()")
+        return self.batch(inputs, **kwargs)
+
+    def batch(self, inputs: Sequence[Any] | Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Turn a list of raw inputs into one batch (no chunking)."""
         if not isinstance(inputs, (list, tuple)):
             inputs = [inputs]

@@ -116,13 +116,13 @@ class GraphProcessor(Processor):
             edge_index, _ = add_self_loops(edge_index, num_nodes=num_nodes)
         return edge_index
 
-    def __call__(self, inputs: Sequence[Any] | Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def batch(self, inputs: Sequence[Any] | Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Graphs into one batch; a PyG `Batch` (what its DataLoader yields) counts as its graphs,
         so that `head(**head.processor(batch), labels=batch.y)` gives one row per graph. A bad graph's
         error names its place in the list or batch (`input 2: ...`), as `embed`'s errors do."""
         from torch_geometric.data import Batch
 
-        return super().__call__(graphs_of(inputs) if isinstance(inputs, Batch) else inputs, **kwargs)
+        return super().batch(graphs_of(inputs) if isinstance(inputs, Batch) else inputs, **kwargs)
 
     def size(self, piece: Any) -> int:
         return piece.num_nodes

@@ -199,7 +199,7 @@ class TableProcessor(Processor):
                              f"(table.drop(columns={unseen!r})) or set processor.extra_columns = 'ignore' "
                              "(zoo embed and zoo predict: --ignore-extra-columns)")
 
-    def __call__(self, inputs: Any, **options: Any) -> dict[str, torch.Tensor]:
+    def batch(self, inputs: Any, **options: Any) -> dict[str, torch.Tensor]:
         """A whole table (or one row dict) as one batch."""
         return self.prepare(read_table(inputs), **options)
 

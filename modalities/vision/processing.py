@@ -472,7 +472,7 @@ class ImageProcessor(Processor):
         """Crops of one size stacked into {"pixel_values": (B, C, S, S)}."""
         return {"pixel_values": torch.stack(list(pieces))}
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def batch(self, inputs: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Images, folders or batches -> one batch {"pixel_values": (B, C, S, S)}."""
         images = expand_images(inputs)
         if not images:
