@@ -92,6 +92,17 @@ def make_images(folder: Path, count: int) -> Path:
     return folder
 
 
+def linked_folders(work: Path, kind: str, counts: list[int], minutes: float):
+    """(count, folder) of folders holding `count` links to one WAV of `minutes` (made once)."""
+    wav = make_wav(work / f"{minutes:g}min-{kind}.wav", minutes)
+    for count in counts:
+        folder = work / f"{kind}-{count}"
+        folder.mkdir()
+        for index in range(count):
+            (folder / f"{index:03d}.wav").symlink_to(wav)
+        yield count, folder
+
+
 def cases(args: argparse.Namespace, work: Path):
     """(input, size, model, arguments) of every case asked for; inputs are made as they are reached."""
     if "audio-file" in args.cases:
@@ -113,21 +124,11 @@ def cases(args: argparse.Namespace, work: Path):
             yield "wav folder", f"{count} files", "hubert-tiny-fsdd", ["hubert-tiny-fsdd", str(folder), "-o",
                                                                        str(work / "out.npy")]
     if "audio-long-folder" in args.cases:
-        wav = make_wav(work / f"{args.long_minutes:g}min-linked.wav", args.long_minutes)
-        for count in args.long_files:
-            folder = work / f"long-{count}"
-            folder.mkdir()
-            for index in range(count):
-                (folder / f"{index:03d}.wav").symlink_to(wav)
+        for count, folder in linked_folders(work, "long", args.long_files, args.long_minutes):
             yield "wav folder", f"{count} x {args.long_minutes:g} min", "hubert-tiny-fsdd", [
                 "hubert-tiny-fsdd", str(folder), "-o", str(work / "out.npy")]
     if "tokens" in args.cases:
-        wav = make_wav(work / f"{args.long_minutes:g}min-tokens.wav", args.long_minutes)
-        for count in args.long_files:
-            folder = work / f"tokens-{count}"
-            folder.mkdir()
-            for index in range(count):
-                (folder / f"{index:03d}.wav").symlink_to(wav)
+        for count, folder in linked_folders(work, "tokens", args.long_files, args.long_minutes):
             yield "wav folder, --pool none to .parquet", f"{count} x {args.long_minutes:g} min", "beats-tiny", [
                 "beats-tiny", str(folder), "-o", str(work / "tokens.parquet"), "--pool", "none"]
     if "table" in args.cases:
