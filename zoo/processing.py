@@ -181,10 +181,7 @@ def iterable_dataset_rows(dataset: Any, feature: str) -> list[Any]:
     """The undecoded {"bytes", "path"} rows of an IterableDataset's `feature` column, listed as
     `embed` lists any iterable: iterating the dataset itself decoded audio through torchcodec,
     an ImportError where it is not installed."""
-    import datasets
-
-    column = feature_column(dataset, feature, "the IterableDataset")
-    undecoded = dataset.select_columns([column]).cast_column(column, getattr(datasets, feature)(decode=False))
+    column, undecoded = undecoded_column(dataset, feature, "the IterableDataset")
     return [row[column] for row in undecoded]
 
 
@@ -216,13 +213,20 @@ def feature_column(dataset: Any, feature: str, name: str = "the dataset") -> str
     return columns[0]
 
 
-def undecoded_rows(dataset: Any, feature: str, name: str = "the dataset") -> list[dict[str, Any]]:
-    """The {"bytes", "path"} rows of a Dataset's `feature` column, read without decoding them:
-    the zoo decodes them itself (`datasets` >= 4 decodes audio only through torchcodec)."""
+def undecoded_column(dataset: Any, feature: str, name: str = "the dataset") -> tuple[str, Any]:
+    """The name of a (streamed or not) dataset's `feature` column, and the dataset of that column
+    alone cast not to decode: the zoo decodes its {"bytes", "path"} rows itself (`datasets` >= 4
+    decodes audio only through torchcodec)."""
     import datasets
 
     column = feature_column(dataset, feature, name)
-    return list(dataset.cast_column(column, getattr(datasets, feature)(decode=False))[column])
+    return column, dataset.select_columns([column]).cast_column(column, getattr(datasets, feature)(decode=False))
+
+
+def undecoded_rows(dataset: Any, feature: str, name: str = "the dataset") -> list[dict[str, Any]]:
+    """The {"bytes", "path"} rows of a Dataset's `feature` column, read without decoding them."""
+    column, undecoded = undecoded_column(dataset, feature, name)
+    return list(undecoded[column])
 
 
 class IndexedRows(Sequence):
@@ -254,11 +258,7 @@ class DatasetRows(IndexedRows):
     where = "a Dataset"
 
     def __init__(self, dataset: Any, feature: str, name: str = "the dataset") -> None:
-        import datasets
-
-        self.column = feature_column(dataset, feature, name)
-        self.dataset = dataset.select_columns([self.column]).cast_column(
-            self.column, getattr(datasets, feature)(decode=False))
+        self.column, self.dataset = undecoded_column(dataset, feature, name)
         self.first, self.rows = 0, []  # the row number of the batch held, and its rows
 
     def __len__(self) -> int:
