@@ -15,13 +15,16 @@ from typing import Any
 from zoo.errors import ConfigError
 
 
-def add_device_arguments(parser: Any) -> None:
+def add_device_arguments(parser: Any, bf16: bool = True, recompute: bool = True) -> None:
     """Where and how a training run computes (TrainConfig's device, bf16 and
-    activation_checkpointing), on a parser or an argument group: `zoo pretrain` and `zoo finetune`."""
+    activation_checkpointing), on a parser or an argument group: `zoo pretrain` and `zoo finetune`.
+    A recipe whose objective has no bf16 or no blocks to recompute leaves those out."""
     parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
-    parser.add_argument("--activation-checkpointing", action="store_true",
-                        help="recompute block activations in the backward pass: less memory, the same steps")
+    if bf16:
+        parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    if recompute:
+        parser.add_argument("--activation-checkpointing", action="store_true",
+                            help="recompute block activations in the backward pass: less memory, the same steps")
 
 
 class Once(argparse.Action):

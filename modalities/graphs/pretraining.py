@@ -19,7 +19,7 @@ from torch import nn
 from modalities.graphs.processing import GraphProcessor
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.options import Once
+from zoo.options import Once, add_device_arguments
 from zoo.registry import ModelEntry
 from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
@@ -98,7 +98,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe or architecture setting, e.g. --set lr=0.0005")
-    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda (default: cpu)")
+    add_device_arguments(parser, bf16=False, recompute=False)
     add_run_arguments(parser)
 
 

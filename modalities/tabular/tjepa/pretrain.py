@@ -39,7 +39,7 @@ from modalities.tabular.tjepa.model import TJEPAConfig, TJEPAEncoder, with_outpu
 from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.options import Once, positive_int
+from zoo.options import Once, add_device_arguments, positive_int
 from zoo.registry import ModelEntry
 from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
@@ -74,8 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe or architecture setting, e.g. --set num_layers=8")
-    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    add_device_arguments(parser, recompute=False)
     add_run_arguments(parser)
 
 
