@@ -43,6 +43,14 @@ def nearest_existing(path: Path) -> Path:
     return next(candidate for candidate in (path, *path.parents) if candidate.exists())
 
 
+def blocking_path(folder: Path) -> Optional[Path]:
+    """What stops `folder` from being made or written, found without making anything: the nearest
+    of its paths that exists, where that is a file or a folder not writable here (a read-only file
+    system too); None where nothing does."""
+    existing = nearest_existing(folder)
+    return None if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK) else existing
+
+
 def check_writable_folder(folder: str | Path, what: str) -> None:
     """Make `folder` (and its parents) and check a file can be written there, before any work
     whose result would go there: a path under a file, a read-only place or a folder given for a

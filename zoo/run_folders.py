@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.io import atomic_write_text, nearest_existing
+from zoo.io import atomic_write_text, blocking_path
 
 CHECKPOINT_FILE = "checkpoint.pt"
 ARGS_FILE = "args.json"
@@ -67,11 +66,11 @@ def check_run_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"the output {str(out)!r} is a file; a run writes a folder (checkpoint.pt, log.jsonl, "
                           "...): pass a new folder path")
-    existing = nearest_existing(out)
-    if not existing.is_dir():
-        raise ConfigError(f"cannot make the run folder {str(out)!r}: {str(existing)!r} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):  # a read-only file system too (EROFS)
-        raise ConfigError(f"cannot write the run folder {str(out)!r}: {str(existing)!r} is not writable here; "
+    blocked = blocking_path(out)
+    if blocked is not None and not blocked.is_dir():
+        raise ConfigError(f"cannot make the run folder {str(out)!r}: {str(blocked)!r} is a file")
+    if blocked is not None:
+        raise ConfigError(f"cannot write the run folder {str(out)!r}: {str(blocked)!r} is not writable here; "
                           "pass an output folder you can write to")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from zoo.errors import ConfigError, InputError
-from zoo.io import nearest_existing
+from zoo.io import blocking_path
 
 #: zoo dataset name -> (PyG class name, name argument)
 PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -195,10 +195,10 @@ def loading_fix(key: str, data_root: Optional[str | Path]) -> str:
     """What to do when PyG fails on a dataset: delete processed files a stopped run left half-written
     (PyG reads them and fails again on every run), check the raw files given, or give them offline."""
     root = cache_root()
-    existing = nearest_existing(root)
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        return (f"the dataset cache {root} cannot be made or written ({existing} is "
-                f"{'not a folder' if not existing.is_dir() else 'read-only'}): point ZOO_DATASETS (or ZOO_CACHE, whose "
+    blocked = blocking_path(root)
+    if blocked is not None:
+        return (f"the dataset cache {root} cannot be made or written ({blocked} is "
+                f"{'read-only' if blocked.is_dir() else 'not a folder'}): point ZOO_DATASETS (or ZOO_CACHE, whose "
                 "datasets/ it is by default) to a folder you can write to")
     processed = [path for path in root.glob("**/processed")
                  if path.relative_to(root).parts[0].lower().replace("_", "-") == key]
