@@ -214,9 +214,9 @@ def job_inputs(encoder: Any, args: argparse.Namespace, command: str) -> tuple[li
     files = [item for item in expand_inputs(args.inputs, suffixes) if Path(item).resolve() != output]
     inputs, names = rows_of_parquet_files(files, encoder.processor.dataset_feature)
     if args.sampling_rate and isinstance(inputs, list) and getattr(encoder.processor, "sampling_rate", None):
-        files = "the input is an audio file" if len(inputs) == 1 else f"the {len(inputs)} inputs are audio files"
+        given = "the input is an audio file" if len(inputs) == 1 else f"the {len(inputs)} inputs are audio files"
         raise ConfigError(f"--sampling-rate {args.sampling_rate} gives the rate of audio arrays that carry none "
-                          f"(rows of a parquet file); {files}, which carry their own rate, and each is resampled "
+                          f"(rows of a parquet file); {given}, which carry their own rate, and each is resampled "
                           f"to the model's {encoder.processor.sampling_rate} Hz: leave it out")
     return inputs, names, {"sampling_rate": args.sampling_rate} if args.sampling_rate else {}
 
@@ -675,7 +675,7 @@ class ExactOptionsParser(argparse.ArgumentParser):
         """argparse's error, with the option a misspelt one meant where a required one is missing:
         `--out x.npy` was told only that -o/--output is required, not that --out is no option."""
         if "arguments are required" in message:
-            options = [option for option in self._option_string_actions if option.startswith("--")]
+            options = long_options(self)
             names = [given.split("=", 1)[0] for given in self.given if given.startswith("--")]
             message += "".join(f"; {name} is no option: did you mean {near}?" for name in names if name not in options
                                for near in [nearest_option(name, options)] if near)
@@ -758,10 +758,15 @@ def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def refuse_extras(parser: argparse.ArgumentParser, extras: list[str]) -> NoReturn:
     """Exit 2 naming the arguments the command does not take, the command's option nearest to a
     misspelt one (`--layr`: --layer) and where its options are listed: argparse names none of them."""
-    options = [option for option in parser._option_string_actions if option.startswith("--")]
+    options = long_options(parser)
     hints = "".join(f" did you mean {near}?" for extra in extras if extra.startswith("-")
                     for near in [nearest_option(extra.split("=", 1)[0], options)] if near)
     parser.error(f"unrecognized arguments: {' '.join(extras)};{hints} `{parser.prog} -h` lists its options")
+
+
+def long_options(parser: argparse.ArgumentParser) -> list[str]:
+    """A command's `--name` options, the ones a misspelt option is matched against."""
+    return [option for option in parser._option_string_actions if option.startswith("--")]
 
 
 def nearest_option(given: str, options: Sequence[str]) -> Optional[str]:
