@@ -38,15 +38,16 @@ class EncoderOutput:
             return getattr(self, key)
         return self.to_tuple()[key]
 
+    def items(self) -> list[tuple[str, Any]]:
+        """The fields that are set (hidden_states only when asked for), in order, as a ModelOutput
+        (a dict) holds them; `keys`, `values` and `to_tuple` read them."""
+        return [(name, getattr(self, name)) for name in self.field_names() if getattr(self, name) is not None]
+
     def keys(self) -> list[str]:
-        """The names of the fields that are set, as a ModelOutput (a dict) gives them."""
-        return [name for name in self.field_names() if getattr(self, name) is not None]
+        return [name for name, _ in self.items()]
 
     def values(self) -> list[Any]:
-        return list(self.to_tuple())
-
-    def items(self) -> list[tuple[str, Any]]:
-        return list(zip(self.keys(), self.to_tuple()))
+        return [value for _, value in self.items()]
 
     def __iter__(self) -> Iterator[str]:
         """Over the names of the fields that are set, as over a dict's keys (`dict(out)` works)."""
@@ -59,8 +60,7 @@ class EncoderOutput:
         return len(self.keys())
 
     def to_tuple(self) -> tuple[Any, ...]:
-        """The fields that are set, in order (hidden_states only when asked for)."""
-        return tuple(value for value in (getattr(self, name) for name in self.field_names()) if value is not None)
+        return tuple(self.values())
 
     @classmethod
     def field_names(cls) -> list[str]:
