@@ -3,6 +3,8 @@ the same rows as the whole decoding's, without ever decoding the recording whole
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile
@@ -159,7 +161,7 @@ def counting(decode):
 
 def test_a_long_files_scale_is_taken_once_per_version_of_the_file(tmp_path, monkeypatch):
     """With `do_normalize`, every training batch drawing a window of a long file took its scale in a
-    pass over the whole file; it is kept per file version (size, modification time), and a file
+    pass over the whole file; it is kept per file version (`file_scale`), and a file
     written anew gets its own."""
     processor = AudioProcessor(do_normalize=True, chunk_seconds=1.0)
     path = write(tmp_path / "a.wav", 16000, seconds=3.0)
@@ -177,6 +179,22 @@ def test_a_long_files_scale_is_taken_once_per_version_of_the_file(tmp_path, monk
     write(tmp_path / "a.wav", 16000, seconds=2.5, amplitude=0.1)
     mean, deviation = processor.prepare_lazily(path).scale
     assert len(passes) == 2
+    expected = processor.scale_of(decode_audio(path, "a", 16000))
+    assert torch.allclose(mean, expected[0], rtol=1e-6) and torch.allclose(deviation, expected[1], rtol=1e-6)
+
+
+def test_a_file_replaced_with_its_old_size_and_modification_time_gets_its_own_scale(tmp_path):
+    """`cp -p` of a new recording of the same length keeps the file's size and mtime, which named its
+    version: the old scale was kept (2.6e-3 off). Its change time tells them apart: the new file's
+    scale equals its whole decoding's (rtol 1e-6)."""
+    processor = AudioProcessor(do_normalize=True, chunk_seconds=1.0)
+    path = write(tmp_path / "a.wav", 16000, seconds=3.0)
+    processor.prepare_lazily(path)
+    before = os.stat(path)
+    write(tmp_path / "a.wav", 16000, seconds=3.0, amplitude=0.1)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    mean, deviation = processor.prepare_lazily(path).scale
     expected = processor.scale_of(decode_audio(path, "a", 16000))
     assert torch.allclose(mean, expected[0], rtol=1e-6) and torch.allclose(deviation, expected[1], rtol=1e-6)
 

@@ -98,9 +98,12 @@ def long_recording(item: Any, rate: int, window: int, normalize_eps: Optional[fl
 
 def file_scale(path: Path, rate: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The `do_normalize` mean and deviation of the recording file `path` at `rate` (`streamed_scale`),
-    taken once per version of the file (`kept_scale`)."""
+    taken once per version of the file (`kept_scale`). The version is its inode, size, and
+    modification and change times: `cp -p` keeps the size and mtime of a new recording, but
+    writing it changes the ctime, and a file moved in its place has another inode."""
     stat = path.stat()
-    return kept_scale(path.resolve(), rate, eps, stat.st_size, stat.st_mtime_ns)
+    version = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return kept_scale(path.resolve(), rate, eps, version)
 
 
 #: recordings whose `do_normalize` scale is kept (two float32 tensors each)
@@ -108,8 +111,8 @@ SCALES_KEPT = 65536
 
 
 @functools.lru_cache(maxsize=SCALES_KEPT)
-def kept_scale(path: Path, rate: int, eps: float, size: int, modified_ns: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`streamed_scale` of a file as it is now (its size and modification time name the version):
+def kept_scale(path: Path, rate: int, eps: float, version: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`streamed_scale` of a file as it is now (`version`, from its os.stat, names it):
     fine-tuning draws a window of the same recording every epoch, and each draw decoded the
     whole recording again for its scale."""
     return streamed_scale(path, rate, eps)
