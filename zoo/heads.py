@@ -336,18 +336,23 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     @torch.no_grad()
-    def logits(self, inputs: Any, batch_size: int = 8, progress: bool = False, **prepare_kwargs: Any) -> torch.Tensor:
+    def logits(self, inputs: Any, batch_size: Optional[int] = None, progress: bool = False,
+               **prepare_kwargs: Any) -> torch.Tensor:
         """Raw inputs -> (N, num_outputs) logits, one row per item, in eval mode.
 
         The head reads the encoder's `embed` rows of its layer and pool, so an item scores the
-        same alone or in any batch, and long inputs are windowed as `embed` windows them."""
+        same alone or in any batch, and long inputs are windowed as `embed` windows them.
+        `batch_size` None is the encoder's own (`embed_batch_size`: 8 recordings or images,
+        32 graphs, 1,024 table rows)."""
         return self.head_scores(self.embedded(inputs, batch_size, progress, **prepare_kwargs))
 
-    def embedded(self, inputs: Any, batch_size: int, progress: bool, **prepare_kwargs: Any) -> Any:
+    def embedded(self, inputs: Any, batch_size: Optional[int], progress: bool, **prepare_kwargs: Any) -> Any:
         """The encoder's `embed` output for the head's pool and layer (every mixed layer, for
-        `layer="weighted"`)."""
-        return self.encoder.embed(inputs, layer=self.feature_layer, pool=self.pool, batch_size=batch_size,
-                                  progress=progress, **prepare_kwargs)
+        `layer="weighted"`), `batch_size` pieces at a time (None: the encoder's own)."""
+        return self.encoder.embed(inputs, layer=self.feature_layer, pool=self.pool,
+                                  batch_size=self.encoder.embed_batch_size if batch_size is None else batch_size,
+                                  progress=progress,
+                                  **prepare_kwargs)
 
     @property
     def feature_layer(self) -> Any:
@@ -606,7 +611,7 @@ class EncoderForTokenClassification(LabelledHead):
         return total / labelled.sum().clamp(min=1)
 
     @torch.no_grad()
-    def logits(self, inputs: Any, batch_size: int = 8, progress: bool = False,
+    def logits(self, inputs: Any, batch_size: Optional[int] = None, progress: bool = False,
                **prepare_kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
         """Raw inputs -> a list of (T_i, num_labels) logits, one per item (for one graph `Data`,
         its (N, num_labels)), from the encoder's `embed(pool="none")` tokens."""
