@@ -324,3 +324,22 @@ def test_a_folder_of_another_format_is_published_with_its_cards_licence(hub_call
 
     data = ModelCard(hub_calls[-1][2]["README.md"].decode()).data
     assert (data.base_model, data.license) == ("facebook/hubert-base-ls960", "mit")
+
+
+def test_a_card_is_taken_as_its_text_or_as_the_path_of_its_file(tmp_path, monkeypatch):
+    """`model_card="mycard.md"` was taken for the card's text: a 9-byte README saying `mycard.md`
+    was saved and published. A Path, or a one-line string naming a file, is now read, as
+    huggingface_hub's ModelCard.load reads it; a `.md` name of no file is refused."""
+    monkeypatch.chdir(tmp_path)
+    card = "---\nlicense: mit\n---\n# my encoder\n"
+    Path("mycard.md").write_text(card)
+    encoder = zoo.load("hubert-tiny-fsdd")
+    for given in ("mycard.md", Path("mycard.md"), card):
+        folder = encoder.save_pretrained(tmp_path / "enc", model_card=given)
+        assert (folder / "README.md").read_text() == card, given
+    plan = publish(folder, "me/enc", model_card="mycard.md", dry_run=True)
+    assert re.search(rf"README.md +{len(card)} bytes \(the card given\)", plan), plan
+    for absent in ("absent.md", Path("absent.txt")):
+        with pytest.raises(ConfigError, match=f"model_card '{absent}' (names no file|is not a file)"):
+            encoder.save_pretrained(tmp_path / "enc", model_card=absent)
+    assert (folder / "README.md").read_text() == card

@@ -5,15 +5,41 @@ of the weights it came from (`origin_card`); and the cards shipped in `model_car
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Optional
 
 from zoo import registry
+from zoo.errors import ConfigError
+
+#: a card given to save or publish: its Markdown text, or the path of its file
+CardSource = str | os.PathLike
 
 
 def model_card_text(name: str) -> Optional[str]:
     """The model card shipped in `model_cards/<name>.md`, if any."""
     path = registry.data_folder("model_cards") / f"{name}.md"
     return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def card_text(model_card: Optional[CardSource]) -> Optional[str]:
+    """The Markdown of a card given as its text or as its file's path (a Path, or a one-line string
+    naming a file), as huggingface_hub's `ModelCard.load` takes either: a path passed where the
+    text was meant became a README holding only that path, and was published so."""
+    if model_card is None:
+        return None
+    one_line = isinstance(model_card, str) and "\n" not in model_card
+    if isinstance(model_card, os.PathLike) or (one_line and Path(model_card).is_file()):
+        path = Path(model_card)
+        if not path.is_file():
+            raise ConfigError(f"model_card {str(path)!r} is not a file; pass the card's file or its Markdown text")
+        return path.read_text(encoding="utf-8")
+    if not isinstance(model_card, str):
+        raise ConfigError(f"model_card is a {type(model_card).__name__}; pass the card's Markdown text or its file")
+    if one_line and model_card.strip().lower().endswith(".md"):
+        raise ConfigError(f"model_card {model_card!r} names no file; pass the card's Markdown text, or the path "
+                          "of its file")
+    return model_card
 
 
 #: the Hub's pipeline tag of an encoder by modality (a head's: its class's `pipeline_tags`)

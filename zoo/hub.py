@@ -20,7 +20,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 
 from zoo import registry
-from zoo.cards import model_card_text, origin_card
+from zoo.cards import CardSource, card_text, model_card_text, origin_card
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError, prefixed
 from zoo.io import atomic_folder, atomic_path, check_writable_folder
@@ -680,13 +680,14 @@ def read_processor(folder: Optional[Path], encoder_class: type, config: Any, ent
         return processor_class(**settings)
 
 
-def save_folder(model: Any, folder: str | Path, model_card: Optional[str] = None,
+def save_folder(model: Any, folder: str | Path, model_card: Optional[CardSource] = None,
                 extra_files: Optional[dict[str, Path]] = None) -> Path:
-    """Write a checkpoint folder atomically: it appears whole or not at all. `extra_files` maps
-    names in the folder to files copied there (a loss curve the card shows)."""
+    """Write a checkpoint folder atomically: it appears whole or not at all. `model_card`: the
+    card's text or file (`card_text`); `extra_files` maps names in the folder to files copied
+    there (a loss curve the card shows)."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
+    folder, model_card = Path(folder), card_text(model_card)
     extra_files = extra_files or {}
     check_save_target(folder, set(extra_files))
     with atomic_folder(folder) as tmp:
@@ -720,7 +721,7 @@ def check_save_target(folder: Path, extra_names: set[str] = frozenset()) -> None
         )
 
 
-def push_folder(model: Any, repo_id: str, model_card: Optional[str] = None, private: bool = False,
+def push_folder(model: Any, repo_id: str, model_card: Optional[CardSource] = None, private: bool = False,
                 revision: Optional[str] = None, commit_message: str = "Upload with ssl-zoo", create_pr: bool = False,
                 token: Optional[str] = None) -> str:
     """Save into a temporary folder and publish it as one commit; returns the commit URL."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from zoo import registry
-from zoo.cards import model_card_text, origin_card
+from zoo.cards import CardSource, card_text, model_card_text, origin_card
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError
 from zoo.hub import (
@@ -63,7 +63,7 @@ class Publication:
 def publish(
     source: str | Path,
     repo_id: Optional[str] = None,
-    model_card: Optional[str] = None,
+    model_card: Optional[CardSource] = None,
     revision: Optional[str] = None,
     private: bool = False,
     create_pr: bool = False,
@@ -77,9 +77,13 @@ def publish(
     Args:
         source: a checkpoint folder, a training run folder, or a zoo name.
         repo_id: "org/name"; a zoo name of the zoo's own format defaults to its hub_config's repo.
-        model_card: the README.md to send, instead of the folder's (or the zoo name's) card.
+        model_card: the README.md to send, as its Markdown text or the path of its file, instead
+            of the folder's (or the zoo name's) card.
         revision: the branch to push to (created from main if missing).
+        private: create the repo private, where it does not exist yet.
         create_pr: open a pull request instead of pushing to the branch.
+        commit_message: the message of the one commit.
+        dry_run: return the plan (files, sizes, card, repo) without reaching the Hub.
         token: a Hugging Face token, instead of the one logged in (`hf auth login`, HF_TOKEN).
     """
     if not dry_run:
@@ -99,7 +103,8 @@ def check_online(what: str) -> None:
                            "(`zoo publish --dry-run` shows here what would be sent)")
 
 
-def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[str], stack: ExitStack) -> Publication:
+def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[CardSource],
+            stack: ExitStack) -> Publication:
     """Find the folder, load it strictly (a corrupt or mismatched checkpoint fails here, not for
     the people who download it), and decide the files and the card. A folder of another format
     (transformers', or pytorch_model.bin weights) is saved in the zoo's format first."""
@@ -165,7 +170,7 @@ def in_zoo_format(folder: Path) -> bool:
 
 
 def choose_card(folder: Optional[Path], entry: Optional[registry.ModelEntry], model: Any,
-                model_card: Optional[str], repo_id: Optional[str] = None) -> tuple[str, str]:
+                model_card: Optional[CardSource], repo_id: Optional[str] = None) -> tuple[str, str]:
     """The card to send and where it came from: the one given, the folder's (None: a folder of
     another format, whose card describes that format), the zoo name's, or a default card
     describing the model, with the base model and licence of where it came from (`origin_card`).
@@ -173,7 +178,7 @@ def choose_card(folder: Optional[Path], entry: Optional[registry.ModelEntry], mo
     from huggingface_hub import ModelCard
 
     if model_card is not None:
-        card, card_source = model_card, "the card given"
+        card, card_source = card_text(model_card), "the card given"
     elif folder is not None and (folder / CARD_FILE).is_file():
         card, card_source = (folder / CARD_FILE).read_text(encoding="utf-8"), f"the folder's {CARD_FILE}"
     elif entry is not None and (shipped := model_card_text(entry.name)) is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
+from zoo.cards import CardSource
 from zoo.errors import CheckpointError
 
 M = TypeVar("M", bound="Checkpointable")
@@ -17,21 +18,23 @@ class Checkpointable:
     def config_dict_to_save(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def save_pretrained(self, folder: str | Path, model_card: Optional[str] = None,
+    def save_pretrained(self, folder: str | Path, model_card: Optional[CardSource] = None,
                         extra_files: Optional[dict[str, Path]] = None) -> Path:
-        """Write config.json, model.safetensors, preprocessor_config.json and README.md atomically;
-        `extra_files` (name in the folder -> file to copy), such as a loss curve the card shows,
-        go in beside them."""
+        """Write config.json, model.safetensors, preprocessor_config.json and README.md atomically.
+        `model_card`: the README's Markdown text or the path of its file (None: a card describing
+        the model); `extra_files` (name in the folder -> file to copy), such as a loss curve the
+        card shows, go in beside them."""
         from zoo.hub import save_folder
 
         return save_folder(self, folder, model_card=model_card, extra_files=extra_files)
 
-    def push_to_hub(self, repo_id: str, model_card: Optional[str] = None, private: bool = False,
+    def push_to_hub(self, repo_id: str, model_card: Optional[CardSource] = None, private: bool = False,
                     revision: Optional[str] = None, commit_message: str = "Upload with ssl-zoo",
                     create_pr: bool = False, token: Optional[str] = None) -> str:
         """Save to a temporary folder and publish it as `zoo publish` does (checked, then one
-        commit through huggingface_hub); returns the commit (or pull request) URL. `token`: a
-        Hugging Face token, instead of the one logged in (`hf auth login`, HF_TOKEN)."""
+        commit through huggingface_hub); returns the commit (or pull request) URL. `model_card`: as
+        `save_pretrained` takes it; `token`: a Hugging Face token, instead of the one logged in
+        (`hf auth login`, HF_TOKEN)."""
         from zoo.hub import push_folder
 
         return push_folder(self, repo_id, model_card=model_card, private=private, revision=revision,
