@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numbers
 from collections import Counter
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,8 +23,13 @@ from zoo.errors import ConfigError, InputError
 from zoo.pooling import check_pool, is_single_layer, layer_indices
 from zoo.saving import Checkpointable
 
+if TYPE_CHECKING:
+    from zoo.encoder import Encoder
+
 #: None (last layer), an int, or "weighted" (learned softmax-weighted sum of all layers)
 HeadLayer = Union[None, int, str]
+#: label names in class index order, or transformers' id2label ({0: "cat"}) or label2id ({"cat": 0})
+LabelNames = Union[Sequence[str], Mapping[int, str], Mapping[str, int]]
 #: the pools only graph encoders have (their readouts besides the mean)
 GRAPH_READOUTS = ("sum", "max")
 #: a token label that takes no part in the loss (transformers' and torch's convention)
@@ -202,7 +208,7 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
     #: the fewest outputs the head can learn with (a softmax needs two classes)
     min_outputs = 1
 
-    def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "mean", layer: HeadLayer = None,
+    def __init__(self, encoder: Encoder, num_outputs: int, pool: str = "mean", layer: HeadLayer = None,
                  freeze: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
         if isinstance(encoder, EncoderWithHead):
@@ -410,7 +416,7 @@ class LabelledHead(EncoderWithHead):
     """A head whose outputs are named classes or tags: `predict` gives the top-k names with
     their probabilities (`probabilities` says how logits become them)."""
 
-    def __init__(self, encoder: nn.Module, num_outputs: int, labels: Optional[Sequence[str]] = None,
+    def __init__(self, encoder: Encoder, num_outputs: int, labels: Optional[LabelNames] = None,
                  **kwargs: Any) -> None:
         labels = label_list(labels)
         super().__init__(encoder, num_outputs, **kwargs)
@@ -553,7 +559,7 @@ class EncoderForTokenClassification(LabelledHead):
     def card_usage(self, inputs: str, token: str) -> str:
         return f"model.predict({inputs})  # per input, per {token}: [(label, probability)]"
 
-    def __init__(self, encoder: nn.Module, num_outputs: int, pool: str = "none", **kwargs: Any) -> None:
+    def __init__(self, encoder: Encoder, num_outputs: int, pool: str = "none", **kwargs: Any) -> None:
         if encoder.modality == "tabular":
             raise ConfigError("a table's tokens are its columns, which have no labels of their own; classify rows "
                               "with zoo.for_classification")
@@ -721,7 +727,7 @@ def label_count(num_labels: Optional[int], labels: Optional[Sequence[str]], make
     return num_labels
 
 
-def head_from_config(encoder: nn.Module, config: dict[str, Any]) -> EncoderWithHead:
+def head_from_config(encoder: Encoder, config: dict[str, Any]) -> EncoderWithHead:
     """The head a saved config.json's "head" entry (`head_config()`) describes, around `encoder`;
     its weights are loaded afterwards."""
     config = dict(config)
@@ -731,12 +737,13 @@ def head_from_config(encoder: nn.Module, config: dict[str, Any]) -> EncoderWithH
     return HEADS[task](encoder, **config)
 
 
-def for_classification(encoder: nn.Module, num_labels: Optional[int] = None, pool: str = "mean",
+def for_classification(encoder: Encoder, num_labels: Optional[int] = None, pool: str = "mean",
                        layer: HeadLayer = None, freeze: bool = True, dropout: float = 0.0,
-                       labels: Optional[Sequence[str]] = None) -> EncoderForClassification:
+                       labels: Optional[LabelNames] = None) -> EncoderForClassification:
     """A classifier on top of `encoder`.
 
     Args:
+        encoder: what `zoo.load` gives (shared, not copied: the head trains it in place).
         num_labels: number of classes (default: the number of `labels`).
         pool: "mean" over valid tokens, "cls" (encoders with a cls token), or a graph encoder's
             "sum" or "max" readout (its checkpoint's own: `encoder.readout_pool`).
@@ -744,6 +751,7 @@ def for_classification(encoder: nn.Module, num_labels: Optional[int] = None, poo
         freeze: keep the encoder's weights fixed (linear probe) or fine-tune them too. Either
             sets every encoder parameter (the encoder is shared, not copied): to train only
             some blocks, freeze the others after making the head.
+        dropout: the probability of dropping a feature before the head, in training.
         labels: the class names, in index order, that `predict` returns (default: "0", "1", ...),
             or transformers' id2label ({0: "cat"}) or label2id ({"cat": 0}) dict.
     """
@@ -753,15 +761,17 @@ def for_classification(encoder: nn.Module, num_labels: Optional[int] = None, poo
                                     dropout=dropout)
 
 
-def for_regression(encoder: nn.Module, num_targets: int = 1, pool: str = "mean", layer: HeadLayer = None,
+def for_regression(encoder: Encoder, num_targets: int = 1, pool: str = "mean", layer: HeadLayer = None,
                    freeze: bool = True, dropout: float = 0.0) -> EncoderForRegression:
-    """A regressor on top of `encoder`; arguments as `for_classification`."""
+    """A regressor of `num_targets` numbers on top of `encoder` (mean squared error on the targets
+    as given); the other arguments as `for_classification`'s."""
     return EncoderForRegression(encoder, num_targets, pool=pool, layer=layer, freeze=freeze, dropout=dropout)
 
 
-def for_tagging(encoder: nn.Module, labels: Sequence[str] | int, pool: str = "mean", layer: HeadLayer = None,
+def for_tagging(encoder: Encoder, labels: LabelNames | int | np.integer, pool: str = "mean", layer: HeadLayer = None,
                 freeze: bool = True, dropout: float = 0.0) -> EncoderForTagging:
-    """A multi-label tagger on top of `encoder`: `labels` is a list of names or their number."""
+    """A multi-label tagger on top of `encoder` (a sigmoid per tag): `labels` is a list of names (or
+    an id2label or label2id dict), or the number of tags; the other arguments as `for_classification`'s."""
     labels = label_list(labels)
     whole = isinstance(labels, numbers.Integral)  # numpy's too: y.max() + 1 was "not iterable"
     names = None if whole else labels
@@ -769,9 +779,9 @@ def for_tagging(encoder: nn.Module, labels: Sequence[str] | int, pool: str = "me
     return EncoderForTagging(encoder, count, labels=names, pool=pool, layer=layer, freeze=freeze, dropout=dropout)
 
 
-def for_token_classification(encoder: nn.Module, num_labels: Optional[int] = None, layer: HeadLayer = None,
+def for_token_classification(encoder: Encoder, num_labels: Optional[int] = None, layer: HeadLayer = None,
                              freeze: bool = True, dropout: float = 0.0,
-                             labels: Optional[Sequence[str]] = None) -> EncoderForTokenClassification:
+                             labels: Optional[LabelNames] = None) -> EncoderForTokenClassification:
     """A classifier of each token of `encoder`: a graph's nodes, a recording's frames, an image's
     patches; arguments as `for_classification` (there is no pool: every token gets a class)."""
     labels = label_list(labels)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import numbers
 from typing import Any, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
 
 #: None = last layer; int (negative counts from the end); list (or 1-d integer array) of ints; "all"
-LayerSpec = Union[None, int, Sequence[int], str]
+LayerSpec = Union[None, int, Sequence[int], str, np.ndarray, torch.Tensor]
 POOLS = ("mean", "cls", "none")
 
 
