@@ -621,6 +621,20 @@ def test_convert_names_the_families_it_takes(capsys):
     assert f"{', '.join(convertible[:-1])} or {convertible[-1]}" in " ".join(capsys.readouterr().out.split())
 
 
+def test_convert_help_lists_each_familys_formats_its_default_first():
+    """`--format` said "(default: the family's first)" and named none of the 9 formats."""
+    from zoo import registry
+    from zoo.cli import CONVERT_FORMATS
+
+    listed = {}
+    for entry in CONVERT_FORMATS.split("; "):
+        family, formats = entry.split(": ")
+        listed[family] = [name.split(" ")[0] for name in formats.split(", ")]
+    convertible = {name: list(registry.get_family(name).converters) for name in registry.family_modules()
+                   if registry.get_family(name).converters}
+    assert listed == convertible
+
+
 def test_a_reader_that_stops_early_ends_the_command_quietly():
     """`zoo list | head -1`: no BrokenPipeError traceback, and the shell's status for a closed pipe.
     The pipe is closed before the listing is written, so that the write always finds it closed."""

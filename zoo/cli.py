@@ -130,13 +130,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, random_init: bool = True)
     parser.add_argument("--revision", help="the Hub branch, tag or commit of a Hub checkpoint (default: main)")
 
 
-def add_job_arguments(parser: argparse.ArgumentParser) -> None:
-    """How `zoo embed` / `zoo predict` batch and read their inputs, in resumable shards."""
+def add_job_arguments(parser: argparse.ArgumentParser, token_rows: bool = False) -> None:
+    """How `zoo embed` / `zoo predict` batch and read their inputs, in resumable shards
+    (`token_rows`: the job has `--pool none`, whose shards are smaller)."""
     parser.add_argument("--batch-size", type=positive_int,
                         help="items per forward pass (default: the encoder's own, 8 files, 32 graphs, 1024 table rows)")
     parser.add_argument("--shard-size", type=positive_int,
-                        help="inputs per shard; a rerun after an interruption skips finished shards (default: 1024; "
-                             "64 files with --pool none, whose token rows a shard holds until it is written)")
+                        help="inputs per shard; a rerun after an interruption skips finished shards (default: 1024"
+                             + ("; 64 files with --pool none, whose token rows a shard holds until it is written)"
+                                if token_rows else ")"))
     parser.add_argument("--sampling-rate", type=positive_int,
                         help="rate of audio arrays in parquet rows that carry none (files carry their own)")
     parser.add_argument("--ignore-extra-columns", action="store_true",
@@ -550,7 +552,7 @@ def add_embed_parser(commands: Any) -> None:
     embed.add_argument("--dataset", help="graph and table encoders: a named dataset to embed instead of INPUTS, "
                                          "e.g. cora (its nodes), mutag (one row per graph) or adult (its rows)")
     embed.add_argument("--data", action=Once, help="with --dataset: the folder holding it (as zoo probe --dataset)")
-    add_job_arguments(embed)
+    add_job_arguments(embed, token_rows=True)
     add_run_arguments(embed)
     embed.set_defaults(func=cmd_embed)
 
@@ -628,13 +630,18 @@ def add_demo_parser(commands: Any) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+#: each family's upstream formats, its default first (`zoo --help` imports no family to list them)
+CONVERT_FORMATS = ("beats: official; gmml: auto (read off the file), gmml, dino, timm; graphmae: graphmae; "
+                   "hubert: fairseq; mert: transformers, fairseq")
+
+
 def add_convert_parser(commands: Any) -> None:
     """`zoo convert`: an upstream checkpoint into a verified zoo folder."""
     convert = commands.add_parser("convert", help="convert an upstream checkpoint into a zoo folder")
     convert.add_argument("family", help="beats, gmml, graphmae, hubert or mert")
     convert.add_argument("upstream_file", help="the upstream checkpoint file (a MERT repo: its folder)")
     convert.add_argument("out_dir", help="the zoo checkpoint folder to write")
-    convert.add_argument("--format", help="upstream format (default: the family's first)")
+    convert.add_argument("--format", help=f"upstream format, by default the family's first: {CONVERT_FORMATS}")
     convert.add_argument("--license", help="the upstream checkpoint's licence, as the Hub's identifier (e.g. mit, "
                          "cc-by-nc-4.0), for the card's metadata: a local file states none")
     convert.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -289,7 +289,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gmml.add_argument("--weight-decay-end", type=float, default=0.4, help="weight decay at the end (default: 0.4)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--variant", help=f"{sorted(SHORT_VARIANTS)} or {sorted(VARIANTS)} (default: tiny)")
+    model.add_argument("--variant", help=f"{', '.join(sorted(SHORT_VARIANTS))}, or {', '.join(sorted(VARIANTS))} "
+                                         "(default: tiny)")
     add_init_argument(model)
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field, e.g. --set image_size=32 --set patch_size=4 --set depth=6")
