@@ -201,8 +201,9 @@ class BEATsEncoder(Encoder):
         gradients then), and transformers' audio models name it `freeze_feature_encoder`."""
         self.patch_embedding.requires_grad_(False)
 
-    def embed_patches(self, fbanks: torch.Tensor) -> torch.Tensor:
-        """(B, F, 128) -> (B, N, D) projected patch embeddings, time-major."""
+    def patch_tokens(self, fbanks: torch.Tensor) -> torch.Tensor:
+        """(B, F, 128) -> (B, N, D) projected patch embeddings, time-major: the first step of
+        `forward` (not GMML's `embed_patches`, which embeds raw images to a grid of patches)."""
         patches = self.patch_embedding(fbanks.unsqueeze(1).to(self.patch_embedding.weight.dtype))
         tokens = patches.flatten(2).transpose(1, 2)
         return self.dropout_input(self.post_extract_proj(self.layer_norm(tokens)))
@@ -224,7 +225,7 @@ class BEATsEncoder(Encoder):
             last_hidden_state (B, N, D), mask (B, N), pooled (B, D).
         """
         sample_lengths = batch_lengths(input_values, attention_mask)
-        tokens = self.embed_patches(self.fbanks(input_values, sample_lengths))
+        tokens = self.patch_tokens(self.fbanks(input_values, sample_lengths))
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         mask = positions[None, :] < self.patch_counts(sample_lengths)[:, None]
         states = self.transformer(tokens, mask, positions)

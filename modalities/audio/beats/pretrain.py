@@ -80,7 +80,7 @@ class TrainedTokenizer(nn.Module):
         return super().train(False)
 
     def forward(self, fbanks: torch.Tensor) -> torch.Tensor:
-        tokens = self.tokenizer.embed_patches(fbanks)
+        tokens = self.tokenizer.patch_tokens(fbanks)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         states = self.tokenizer.transformer(tokens, mask, torch.arange(tokens.shape[1], device=tokens.device))
         return self.tokenizer.quantize(states[-1])
@@ -123,7 +123,7 @@ class BEATsPretraining(nn.Module):
         fbanks = self.encoder.fbanks(waves, lengths)
         with torch.no_grad():
             labels = self.labeler(fbanks)
-        tokens = self.encoder.embed_patches(fbanks)
+        tokens = self.encoder.patch_tokens(fbanks)
         count, width = tokens.shape[1], tokens.shape[2]
         keep = keep_positions(len(tokens), count, self.mask_ratio).to(tokens.device)
         visible = tokens.gather(1, keep[..., None].expand(-1, -1, width))

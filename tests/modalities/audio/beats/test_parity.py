@@ -71,7 +71,7 @@ def test_front_end_matches_official_on_real_frames(golden):
         fbank = encoder.fbanks(longest[None], torch.tensor([len(longest)]))
         patches = encoder.patch_embedding(fbank.unsqueeze(1)).flatten(2).transpose(1, 2)
         assert max_diff(encoder.layer_norm(patches)[0], reference["patch_ln"][1]) < TOLERANCE
-        tokens = encoder.embed_patches(fbank)
+        tokens = encoder.patch_tokens(fbank)
         assert max_diff(tokens[0], reference["proj"][1]) < TOLERANCE
         assert max_diff(encoder.transformer.pos_conv(tokens)[0], reference["pos_conv_out"][1]) < TOLERANCE
 
