@@ -106,6 +106,7 @@ class ActivationCheckpointing:
         set_checkpointing(self, Checkpointing(every_n_layers, offload, dict(activation_checkpointing_kwargs or {})))
 
     def activation_checkpointing_disable(self) -> None:
+        """Keep the blocks' activations again (the default): faster training, more memory."""
         set_checkpointing(self, None)
 
     @property
@@ -119,6 +120,7 @@ class ActivationCheckpointing:
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def gradient_checkpointing_disable(self) -> None:
+        """transformers' name of `activation_checkpointing_disable`."""
         self.activation_checkpointing_disable()
 
     @property

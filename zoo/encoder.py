@@ -283,6 +283,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         return "encoder", f"model.embed({inputs})  # (N, {self.embed_dim})"
 
     def config_dict_to_save(self) -> dict[str, Any]:
+        """What `save_pretrained` writes to config.json: the encoder's config."""
         return self.config.to_dict()
 
 

@@ -380,6 +380,7 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
                              "give one label per input")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch's logits against its checked labels (each task its own)."""
         raise NotImplementedError
 
     @property
@@ -405,10 +406,12 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         return self.collate.label_tensor(labels)
 
     def head_config(self) -> dict[str, Any]:
+        """The head's settings, saved under config.json's "head" so that `zoo.load` builds it again."""
         return {"task": self.task, "num_outputs": self.num_outputs, "pool": self.pool, "layer": self.layer,
                 "freeze": self.freeze, "dropout": self.dropout_rate}
 
     def config_dict_to_save(self) -> dict[str, Any]:
+        """The encoder's config with the head's settings (`head_config`) beside it."""
         return {**self.encoder.config.to_dict(), "head": self.head_config()}
 
 
@@ -503,6 +506,7 @@ class EncoderForRegression(EncoderWithHead):
                              "examples without a finite target, or fill them in")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean squared error; a (B,) target of a one-number head is compared with its (B, 1) logits."""
         labels = labels.to(logits.device, logits.dtype)
         return nn.functional.mse_loss(logits.view_as(labels) if labels.dim() == 1 else logits, labels)
 
@@ -533,6 +537,7 @@ class EncoderForTagging(LabelledHead):
                              f"{float(labels.max()):g}]")
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of each tag, averaged."""
         return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, logits.dtype))
 
     def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -612,6 +617,8 @@ class EncoderForTokenClassification(LabelledHead):
         return labels[:, :length]
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy averaged over the labelled tokens (not those marked IGNORE_INDEX), zero
+        where a batch has none."""
         labelled = labels != IGNORE_INDEX
         total = nn.functional.cross_entropy(logits[labelled], labels[labelled], reduction="sum")
         return total / labelled.sum().clamp(min=1)
