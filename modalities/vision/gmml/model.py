@@ -21,7 +21,7 @@ W // p patch grid, N = h * w patches, T = N + 1 tokens, D width, K selected laye
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -34,6 +34,9 @@ from zoo.errors import ConfigError, InputError
 from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer, refuse_fixed_options, select_layers
 from zoo.processing import first_non_finite
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 #: what `pooled` can be: the cls token or the mean of the patch tokens
 POOLED = ("cls", "mean")
@@ -238,8 +241,9 @@ class GmmlEncoder(Encoder):
         return expand_images(inputs)
 
     @torch.no_grad()
-    def embed(self, inputs: Any, layer: LayerSpec = None, pool: str = "mean",
-              **embed_kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
+    def embed(self, inputs: Any, layer: LayerSpec = None, pool: str = "mean", batch_size: int = EMBED_BATCH_SIZE,
+              device: Optional[str | torch.device] = None, progress: bool | tqdm = True,
+              **prepare_kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
         """Raw images in, one row per image out (see `Encoder.embed`).
 
         `pool` is "mean" (of the patch tokens: the cls token is left out), "cls", or
@@ -253,11 +257,12 @@ class GmmlEncoder(Encoder):
         image on the CPU.
         """
         self.check_embed_options(layer, pool)
+        options = {"batch_size": batch_size, "device": device, "progress": progress, **prepare_kwargs}
         if isinstance(inputs, torch.Tensor) and inputs.dim() == 4 and len(inputs):
-            return self._embed_batch(inputs, layer, pool, **embed_kwargs)
+            return self._embed_batch(inputs, layer, pool, **options)
         if pool != "none":
-            return super().embed(inputs, layer=layer, pool=pool, **embed_kwargs)
-        return [item[..., 1:, :] for item in super().embed(inputs, layer=layer, pool="none", **embed_kwargs)]
+            return super().embed(inputs, layer=layer, pool=pool, **options)
+        return [item[..., 1:, :] for item in super().embed(inputs, layer=layer, pool="none", **options)]
 
     def _embed_batch(self, images: torch.Tensor, layer: LayerSpec, pool: str, batch_size: int = EMBED_BATCH_SIZE,
                      device: Optional[str | torch.device] = None, progress: bool = True, **options: Any
