@@ -9,8 +9,10 @@ the raw files PyG downloads them, where the network allows.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -25,6 +27,14 @@ TU = {name.lower(): name for name in ("MUTAG", "NCI1", "PROTEINS", "IMDB-BINARY"
                                       "REDDIT-BINARY")}
 #: GraphMAE clips one-hot degree features at this degree
 MAX_DEGREE = 400
+#: the globals the Planetoid `ind.*` pickles name (scipy CSR features, numpy labels, an adjacency
+#: dict of lists), as written by Python 2 and as a newer numpy or scipy would write them again
+PLANETOID_GLOBALS = {
+    ("scipy.sparse.csr", "csr_matrix"), ("scipy.sparse._csr", "csr_matrix"), ("scipy.sparse", "csr_matrix"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "defaultdict"), ("__builtin__", "list"),
+    ("builtins", "list"),
+}
 
 
 def cache_root() -> Path:
@@ -74,7 +84,64 @@ def load_planetoid(name: str, data_root: Optional[str | Path]) -> Any:
     from torch_geometric.datasets import Planetoid
 
     folder = PLANETOID[name]
-    return Planetoid(str(working_root(data_root, folder)), folder)[0]
+    root = working_root(data_root, folder)
+    check_planetoid_pickles(root / folder / "raw")
+    return Planetoid(str(root), folder)[0]
+
+
+class PlanetoidUnpickler(pickle.Unpickler):
+    """An unpickler that builds only the objects of `PLANETOID_GLOBALS`."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in PLANETOID_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a Planetoid file never holds")
+        return super().find_class(module, name)
+
+
+def check_planetoid_pickles(raw: Path) -> None:
+    """Read each `ind.*` pickle in `raw` with only the globals of the real files allowed, before PyG
+    reads it with plain `pickle.load`, which calls whatever a pickle names: a file planted in a
+    shared --data folder or dataset cache ran its code, and the run went on to exit 0."""
+    for path in sorted(raw.glob("ind.*")):
+        if path.name.endswith(".index"):  # the test node ids, as text
+            continue
+        try:
+            with open(path, "rb") as handle, warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # scipy.sparse.csr, which PyG's read names too
+                PlanetoidUnpickler(handle, encoding="latin1").load()
+        except Exception as err:  # a pickle's errors are of many types
+            raise InputError(f"{path} is not a Planetoid data file ({type(err).__name__}: {err}); PyG would unpickle "
+                             "it, which runs the code a pickle names: put the dataset's own file there") from err
+
+
+@contextmanager
+def weights_only_processed_files() -> Iterator[None]:
+    """PyG loads its processed files with torch.load(weights_only=True), but where that fails it
+    warns and loads them again with weights_only=False, which runs the code a pickle names: a
+    processed/data.pt planted in a shared dataset cache did. While the zoo reads a dataset, such a
+    file is refused instead, naming it."""
+    import torch
+    from torch_geometric.io import fs
+
+    from zoo.hub import refused_load
+
+    pyg_load = fs.torch_load
+
+    def weights_only_load(path: str, map_location: Any = None) -> Any:
+        try:
+            with open(path, "rb") as handle:
+                return torch.load(handle, map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            pickled, reason = refused_load(err)
+            raise InputError(f"the processed dataset file {path} holds more than tensors and PyG's data "
+                             f"({f'it pickles {pickled}' if pickled else reason}); delete {Path(path).parent} and "
+                             "rerun, which processes the raw files again") from err
+
+    fs.torch_load = weights_only_load
+    try:
+        yield
+    finally:
+        fs.torch_load = pyg_load
 
 
 def load_ogbn_arxiv(data_root: Optional[str | Path]) -> Any:
@@ -148,7 +215,8 @@ def has_node_features(name: str, data_root: Optional[str | Path] = None) -> bool
     folder = tu_folder(name, data_root)
     if folder is None:
         return True
-    dataset = tu_dataset(folder, data_root)
+    with weights_only_processed_files():
+        dataset = tu_dataset(folder, data_root)
     return dataset.num_node_labels + dataset.num_node_attributes > 0
 
 
@@ -171,7 +239,7 @@ def load_dataset(name: str, data_root: Optional[str | Path] = None) -> Any:
             f"ROOT/{name}/raw/{name}_A.txt ... hold (--data ROOT)"
         )
     try:
-        with processing_lock(key):
+        with processing_lock(key), weights_only_processed_files():
             return LOADERS[key](data_root) if folder is None else load_tu(folder, data_root)
     except (OSError, RuntimeError) as err:  # PyG's download and processing errors (no network, bad files)
         raise InputError(f"could not load dataset {name!r} ({type(err).__name__}: {err}); "

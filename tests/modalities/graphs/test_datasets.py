@@ -87,3 +87,40 @@ def test_a_dataset_cache_that_cannot_be_made_names_its_variable(tmp_path, monkey
     with pytest.raises(InputError, match=f"the dataset cache {tmp_path / 'file'} cannot be made or written .* is not "
                                          "a folder\\): point ZOO_DATASETS"):
         load_dataset("mutag", shared_path("data", "tu"))
+
+
+class Planted:
+    """A pickle that creates a file when it is loaded: what a planted dataset file would run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_in_the_data_or_the_dataset_cache_is_refused_before_it_runs(tmp_path, monkeypatch):
+    """PyG reads Planetoid's ind.* files with plain pickle.load, and loads a processed data.pt again
+    with weights_only=False where the safe load fails: a planted file in a shared --data folder or
+    dataset cache ran its code, and `zoo embed --dataset cora` went on to exit 0. Both are refused,
+    naming the file, and nothing runs; the real files still load (2,708 nodes)."""
+    import pickle
+
+    import torch
+
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    root, marker = tmp_path / "data", tmp_path / "ran"
+    shutil.copytree(shared_path("data", "planetoid", "Cora"), root / "Cora")
+    (root / "Cora" / "raw" / "ind.cora.x").chmod(0o644)
+    (root / "Cora" / "raw" / "ind.cora.x").write_bytes(pickle.dumps(Planted(marker), protocol=2))
+    with pytest.raises(InputError, match=r"ind\.cora\.x is not a Planetoid data file \(UnpicklingError: it names "
+                                         r"io\.open"):
+        load_dataset("cora", root)
+    assert not marker.exists()
+    assert load_dataset("cora", shared_path("data", "planetoid")).num_nodes == 2708
+    processed = tmp_path / "cache" / "Cora" / "processed" / "data.pt"
+    torch.save(Planted(marker), processed)
+    with pytest.raises(InputError, match=rf"processed dataset file {processed} holds more than tensors.*delete "
+                                         rf"{processed.parent} and rerun"):
+        load_dataset("cora", shared_path("data", "planetoid"))
+    assert not marker.exists()
