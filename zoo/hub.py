@@ -506,15 +506,28 @@ def read_torch_file(path: str | os.PathLike, what: str, allowed: Sequence[Any] =
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch raise several unrelated types
-        detail = str(err).split("WeightsUnpickler error:")[-1]
-        pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", detail)
+        pickled, reason = refused_load(err)
         if pickled:
-            raise CheckpointError(foreign_pickle(path, what, pickled[1])) from err
-        reason = next((line.strip() for line in detail.splitlines() if line.strip()), type(err).__name__)
+            raise CheckpointError(foreign_pickle(path, what, pickled)) from err
         raise CheckpointError(
             f"cannot read {str(path)!r} as {what}: the file is corrupt or incomplete (download it again), or it "
             f"pickles classes other than tensors and plain containers, which are never unpickled ({reason})"
         ) from err
+
+
+#: how torch names a global that weights_only refuses: one not allowed, or one of a blocked module (os.system)
+REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+
+
+def refused_load(err: Exception) -> tuple[Optional[str], str]:
+    """What a failed `torch.load(weights_only=True)` says, without torch's advice to load the file
+    again with weights_only=False (which runs the code it pickles): the global it refused, where
+    that was the failure, and the first line of its reason."""
+    detail = str(err).split("WeightsUnpickler error:")[-1]
+    pickled = REFUSED_GLOBAL.search(detail)
+    lines = [line.strip() for line in detail.splitlines()
+             if line.strip() and "weights_only" not in line and "Weights only load failed" not in line]
+    return (pickled[1] if pickled else None), (lines[0] if lines else type(err).__name__)
 
 
 #: the upstream files that pickle a class, for the message on a file given to another family's converter

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fractions
+import os
 
 import pytest
 import torch
@@ -164,6 +165,13 @@ def test_reconstruction_head_with_other_patches_is_refused(folder, tmp_path):
         CONVERTERS["auto"](tmp_path / "bad.pth")
 
 
+class RunsCode:
+    """What a malicious checkpoint pickles: a call of os.system."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
 def test_corrupt_and_foreign_files_raise_checkpoint_errors(tmp_path, capsys):
     from modalities.vision.gmml.convert import CONVERTERS
 
@@ -176,6 +184,11 @@ def test_corrupt_and_foreign_files_raise_checkpoint_errors(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="pickled.pth' is not a GMML, DINO or timm ViT checkpoint: it pickles "
                                               "fractions.Fraction, which is not unpickled"):
         CONVERTERS["auto"](tmp_path / "pickled.pth")
+    torch.save({"SiT_model": {}, "x": RunsCode()}, tmp_path / "system.pth")  # torch: "posix is blocked"
+    with pytest.raises(CheckpointError, match=r"system.pth' is not a GMML, DINO or timm ViT checkpoint: it pickles "
+                                              r"posix.system, which is not unpickled for such a file \(unpickling runs "
+                                              r"code\)\.$"):  # it was "corrupt", with torch's advice
+        CONVERTERS["auto"](tmp_path / "system.pth")
     torch.save({"teacher": {"x": torch.zeros(1)}}, tmp_path / "wrapped.pth")
     with pytest.raises(CheckpointError, match=r"holds \['teacher'\].*--format"):
         CONVERTERS["auto"](tmp_path / "wrapped.pth")
