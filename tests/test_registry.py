@@ -101,6 +101,28 @@ def test_hub_configs_validate_their_keys(tmp_path):
         zoo.add_model_config(path)
 
 
+@pytest.mark.parametrize("upstream, refused", [
+    ({"url": "https://h/x.pt", "format": "official", "sha256": "/tmp/victim/made/by/zoo"},
+     r"sha256 '/tmp/victim/made/by/zoo' is not 64 lower-case hex digits"),
+    ({"url": "https://h/x.pt", "format": "official", "sha256": "../" * 22},
+     r"sha256 '\.\./.*' is not 64 lower-case hex"),
+    ({"url": "http://h/x.pt", "format": "official", "sha256": None}, r"url 'http://h/x.pt' must be an https://"),
+    ({"url": "https://h/..", "format": "official", "sha256": None},
+     r"url 'https://h/\.\.' must be an https:// address ending in a file name"),
+    ({"url": "https://h/x.pt", "format": 3, "sha256": None}, "format 3 is not a converter name"),
+    ("https://h/x.pt", "is a str; give an object"),
+])
+def test_an_upstream_entry_that_would_download_outside_the_cache_is_refused(tmp_path, upstream, refused):
+    """A hub_config's upstream sha256 names the cache folder a download goes to: a path there wrote
+    the file outside the zoo's cache, made its folders and left it after the digest check failed."""
+    path = tmp_path / "evil-beats.json"
+    path.write_text(json.dumps({"name": "evil-beats", "family": "beats", "modality": "audio", "description": "x",
+                                "format": "official", "upstream": upstream}))
+    with pytest.raises(ConfigError, match=rf"hub_config 'evil-beats': upstream {refused}"):
+        zoo.add_model_config(path)
+    assert not (tmp_path / "victim").exists()
+
+
 def test_unknown_family_is_named():
     with pytest.raises(UnknownModelError, match="unknown family 'wav2vec9'.*hubert"):
         registry.get_family("wav2vec9")

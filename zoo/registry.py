@@ -13,6 +13,9 @@ import difflib
 import fnmatch
 import functools
 import importlib
+import re
+import reprlib
+import urllib.parse
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -37,6 +40,26 @@ def modality_part(modality: str, part: str, function: str) -> Optional[Callable[
             raise
         return None
     return getattr(module, function, None)
+
+
+def check_upstream(name: str, upstream: Any) -> None:
+    """Refuse an `upstream` entry whose fields would lead a download astray: its sha256 names the
+    cache folder the file is downloaded into, so a path there wrote the file outside the cache,
+    before the digest was checked; a plain-http URL or one without a file name is refused too."""
+    where = f"hub_config {name!r}: upstream"
+    if not isinstance(upstream, dict):
+        raise ConfigError(f"{where} is a {type(upstream).__name__}; give an object with url (or repo_id and "
+                          "filename), format and sha256")
+    digest, url = upstream.get("sha256"), upstream.get("url")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise ConfigError(f"{where} sha256 {reprlib.repr(digest)} is not 64 lower-case hex digits; give the file's "
+                          "digest (sha256sum FILE), or null where none is known")
+    if url is not None:
+        parts = urllib.parse.urlsplit(str(url))
+        if parts.scheme != "https" or Path(parts.path).name in ("", ".", ".."):
+            raise ConfigError(f"{where} url {reprlib.repr(url)} must be an https:// address ending in a file name")
+    if not isinstance(upstream.get("format"), str):
+        raise ConfigError(f"{where} format {reprlib.repr(upstream.get('format'))} is not a converter name")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +111,8 @@ class ModelEntry:
                 f"hub_config {self.name!r} names no location: set embedded, repo_id or upstream "
                 "(or a pretraining recipe)"
             )
+        if self.upstream is not None:
+            check_upstream(self.name, self.upstream)
 
     @property
     def has_weights(self) -> bool:
