@@ -160,7 +160,8 @@ def test_every_family_config_checks_its_field_types(family):
     with pytest.raises(ConfigError, match=rf"{int_field}=True is not of its type"):
         config_class.from_dict({**defaults.to_dict(), int_field: True})
     assert config_class.from_dict(json.loads(json.dumps(defaults.to_dict()))) == defaults
-    float_field = next((name for name, value in vars(defaults).items() if type(value) is float), None)
+    float_field = next((name for name, value in vars(defaults).items() if type(value) is float and "eps" not in name),
+                       None)
     if float_field is not None:
         assert getattr(config_class.from_dict({**defaults.to_dict(), float_field: 0}), float_field) == 0
 
@@ -179,3 +180,24 @@ def test_every_family_config_refuses_negative_sizes_and_dropout_outside_0_and_1(
     for rate_field in (name for name, value in defaults.items() if "drop" in name and type(value) is float):
         with pytest.raises(ConfigError, match=rf"{rate_field}=5.0; a dropout rate lies in \[0, 1\)"):
             config_class.from_dict({**defaults, rate_field: 5.0})
+
+
+@pytest.mark.parametrize("family", sorted(registry.family_modules()))
+def test_every_family_config_refuses_nan_a_non_positive_epsilon_and_no_heads(family):
+    """A checkpoint's config.json with `layer_norm_eps` NaN loaded, and every embedding it gave was
+    NaN (exit 0); -1.0 gave other embeddings silently; `num_attention_heads` 0 or `hidden_size` 0
+    failed as a ZeroDivisionError while the model was built."""
+    config_class = registry.get_family(family).encoder_class.config_class
+    entry = next(registry.get_entry(name) for name in zoo.list_models() if registry.get_entry(name).family == family
+                 and registry.get_entry(name).architecture)
+    defaults = config_class.from_dict(entry.architecture).to_dict()
+    for name, value in defaults.items():
+        if type(value) is float:
+            with pytest.raises(ConfigError, match=rf"{name}=nan; settings are finite numbers"):
+                config_class.from_dict({**defaults, name: float("nan")})
+        if "eps" in name:
+            with pytest.raises(ConfigError, match=rf"{name}=-1.0; an epsilon is a small positive number"):
+                config_class.from_dict({**defaults, name: -1.0})
+        if name.endswith("heads") or name in ("hidden_size", "encoder_embed_dim", "num_hidden"):
+            with pytest.raises(ConfigError, match=rf"{name}=0; a model has at least one attention head"):
+                config_class.from_dict({**defaults, name: 0})
