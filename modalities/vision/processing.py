@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Optional, Sequence
 
@@ -36,6 +37,8 @@ from zoo.processing import DatasetRows, Processor, check_file_input, column_as_d
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the largest side an image processor resizes to (a ViT reading 8192 px has 262,144 patches of 16)
+MAX_IMAGE_SIDE = 8192
 #: file name endings of photo and raster formats, by the Pillow plugin that opens them
 FORMAT_SUFFIXES = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"), "BMP": (".bmp",), "GIF": (".gif",),
                    "TIFF": (".tif", ".tiff"), "WEBP": (".webp",), "PPM": (".ppm", ".pgm", ".pbm", ".pnm"),
@@ -412,12 +415,17 @@ class ImageProcessor(Processor):
         self.image_std = default_statistic(self.image_std, IMAGENET_STD, self.channels)
         if self.resize_size < self.crop_size or self.crop_size < 1:
             raise ConfigError(f"resize_size {self.resize_size} must be at least crop_size {self.crop_size} (> 0)")
+        if self.resize_size > MAX_IMAGE_SIDE:  # 10**6 asked for 12 TB at the first image
+            raise ConfigError(f"resize_size {self.resize_size} is above {MAX_IMAGE_SIDE} pixels; give the side the "
+                              "model reads, e.g. 224 (ImageNet) or 32 (CIFAR-10)")
         if len(self.image_mean) != self.channels or len(self.image_std) != self.channels:
             raise ConfigError(f"image_mean {self.image_mean} and image_std {self.image_std} need one value per "
                               f"channel, {self.channels} each (channels={self.channels}); give {self.channels} "
                               "values to each, or set channels to their length")
         if min(self.image_std) <= 0:
             raise ConfigError(f"image_std {self.image_std} must be positive")
+        if not all(math.isfinite(value) for value in (*self.image_mean, *self.image_std)):
+            raise ConfigError(f"image_mean {self.image_mean} and image_std {self.image_std} must be finite numbers")
 
     def prepare(self, item: Any, **options: Any) -> torch.Tensor:
         """One image -> (C, S, S) normalised crop."""

@@ -241,6 +241,10 @@ def test_errors_name_the_input_and_bad_settings_are_refused(processor):
         ImageProcessor(resize_size=16, crop_size=32)
     with pytest.raises(ConfigError, match="image_std"):
         ImageProcessor(image_std=(0.2, 0.0, 0.2))
+    with pytest.raises(ConfigError, match="resize_size 1000000 is above 8192 pixels"):  # 12 TB at the first image
+        ImageProcessor(resize_size=10**6)
+    with pytest.raises(ConfigError, match=r"image_mean \(nan, 0.5, 0.5\) and image_std .* must be finite"):
+        ImageProcessor(image_mean=(float("nan"), 0.5, 0.5))  # blamed the image: "pixel_values hold NaN"
 
 
 def test_settings_round_trip_through_json(processor, tmp_path):
