@@ -511,6 +511,20 @@ def test_weights_of_another_kind_of_number_and_a_malformed_config_are_named(tmp_
             zoo.load(folder)
 
 
+def test_a_config_describing_a_model_too_big_to_build_is_named(tmp_path, micro_hubert):
+    """`intermediate_size` 10**12 in config.json ended in a 14-frame traceback from torch's
+    allocator (and `zoo info`, which reads no weights, built the same model); it is the file's
+    error now. Nothing near its size is allocated: the first layer's request fails at once."""
+    folder = tmp_path / "ckpt"
+    micro_hubert.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 10**12}))
+    for call in (zoo.load, zoo.info):
+        with pytest.raises(CheckpointError, match=re.escape(f"{folder / 'config.json'} describes a model that cannot "
+                                                            "be built here (RuntimeError: ")):
+            call(folder)
+
+
 def test_a_cached_repo_without_its_processor_settings_says_so(offline_cache, tmp_path, caplog):
     """A repo id's preprocessor_config.json merely not cached (transformers' AutoModel caches only
     config.json and the weights) loaded silently with default settings: a model needing

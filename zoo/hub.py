@@ -609,7 +609,7 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
     processor = read_processor(folder, family.encoder_class, config, entry)
     # weights about to be replaced by the checkpoint's are drawn on a fork of torch's RNG: loading
     # moved the caller's random stream (torch.rand after a load differed from one without)
-    with torch.random.fork_rng(devices=[], enabled=pretrained):
+    with torch.random.fork_rng(devices=[], enabled=pretrained), buildable(folder / CONFIG_FILE):
         encoder = family.encoder_class(config, processor)
         if not (pretrained or head):
             return encoder
@@ -622,6 +622,18 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
     if pretrained:
         load_state(model, state, folder)
     return model
+
+
+@contextlib.contextmanager
+def buildable(path: Path) -> Iterator[None]:
+    """A model the settings in `path` describe but that cannot be made (sizes whose weights would
+    take terabytes: torch's allocator fails) is the file's fault, said as such, not a traceback."""
+    try:
+        yield
+    except (RuntimeError, MemoryError, OverflowError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path} describes a model that cannot be built here ({type(err).__name__}: "
+                              f"{reason[:200]}); check its sizes, or use the checkpoint's own config.json") from err
 
 
 def family_of(config_dict: dict[str, Any]) -> registry.Family:
