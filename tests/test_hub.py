@@ -280,6 +280,13 @@ def test_saving_never_deletes_what_is_not_a_checkpoint(tmp_path, micro_hubert, m
     with pytest.raises(CheckpointError, match="holds 1 other file.*data.csv.*would delete them"):
         micro_hubert.save_pretrained(tmp_path / "work")
     assert (tmp_path / "work" / "data.csv").read_text() == "a,b"
+    (tmp_path / "notes").mkdir()  # a README.md of one's own, and a folder named config.json, were replaced
+    (tmp_path / "notes" / "README.md").write_text("my notes")
+    (tmp_path / "withdir" / "config.json").mkdir(parents=True)
+    for kept in (tmp_path / "notes" / "README.md", tmp_path / "withdir" / "config.json"):
+        with pytest.raises(CheckpointError, match=rf"holds 1 other file.*\({kept.name}\).*would delete them"):
+            micro_hubert.save_pretrained(kept.parent)
+        assert kept.exists()
     micro_hubert.save_pretrained(tmp_path / "ckpt")
     micro_hubert.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [

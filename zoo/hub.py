@@ -729,7 +729,8 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[CardSource]
 def check_save_target(folder: Path, extra_names: set[str] = frozenset()) -> None:
     """Refuse to save over a file, over the working folder (which cannot be renamed), into a place
     that cannot be written, or over a folder holding anything but a checkpoint's own files (and
-    the `extra_names` the save writes again): the new folder replaces the old one whole, so those
+    the `extra_names` the save writes again) or holding them without being a checkpoint (no
+    config.json: a README.md of one's own): the new folder replaces the old one whole, so those
     would be deleted. `zoo convert` checks this before it converts."""
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} is a file; a checkpoint is a folder, so pass a new or empty folder path")
@@ -738,7 +739,10 @@ def check_save_target(folder: Path, extra_names: set[str] = frozenset()) -> None
                               "it (cd ..), or into a new folder")
     check_writable_folder(folder.parent, "a checkpoint")
     own = {CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, PROCESSOR_FILE, CARD_FILE, *extra_names}
-    others = sorted(entry.name for entry in folder.iterdir() if entry.name not in own) if folder.is_dir() else []
+    entries = list(folder.iterdir()) if folder.is_dir() else []
+    others = sorted(entry.name for entry in entries if entry.name not in own or not entry.is_file())
+    if entries and not others and not (folder / CONFIG_FILE).is_file():  # a README.md of the user's own
+        others = sorted(entry.name for entry in entries)
     if others:
         raise CheckpointError(
             f"{folder} holds {len(others)} other file(s) or folder(s) ({', '.join(others[:5])}); saving replaces "
