@@ -86,6 +86,7 @@ def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: 
         os.symlink(os.path.relpath(blob, snapshot), snapshot / path.name)
     (repo / "refs").mkdir(exist_ok=True)
     for ref in refs:
+        (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
         (repo / "refs" / ref).write_text(commit)
     return snapshot
 

@@ -47,6 +47,18 @@ def test_revisions_select_the_snapshot(offline_cache, tmp_path):
         assert (tokens - reference_frames(reference, wave)).abs().max() <= 1e-5, revision
 
 
+def test_a_revision_that_is_a_path_is_refused_before_the_cache_is_read(offline_cache, tmp_path):
+    """Offline, huggingface_hub reads the commit of a revision from the file refs/REVISION: a
+    revision `../../../x` read a file outside the cache, whose contents a raw ValueError then
+    showed. A branch with '/' (a pull request's refs/pr/1) is still a revision."""
+    transformers_hubert(0, tmp_path / "v1")
+    put_in_hf_cache(offline_cache, "test-org/hubert-micro", tmp_path / "v1", commit="1" * 40, refs=("refs/pr/1",))
+    for revision in ("../../../evil/ref", "/etc/passwd", "a\\..\\b"):
+        with pytest.raises(ConfigError, match=re.escape(f"revision={revision!r} is not a branch, tag or commit")):
+            zoo.load("test-org/hubert-micro", revision=revision, cache_dir=offline_cache)
+    assert zoo.load("test-org/hubert-micro", revision="refs/pr/1", cache_dir=offline_cache).num_layers == 2
+
+
 def test_info_reads_a_repo_at_its_revision_without_its_weights(offline_cache, tmp_path, monkeypatch, capsys):
     """`zoo info` of a Hub repo showed main only and downloaded the weights to count them. Its
     snapshots here hold config files alone (no model.safetensors): info still describes each

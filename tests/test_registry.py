@@ -110,6 +110,8 @@ def test_hub_configs_validate_their_keys(tmp_path):
     ({"url": "https://h/..", "format": "official", "sha256": None},
      r"url 'https://h/\.\.' must be an https:// address ending in a file name"),
     ({"url": "https://h/x.pt", "format": 3, "sha256": None}, "format 3 is not a converter name"),
+    ({"repo_id": "a/b", "filename": "../../../../etc/passwd", "format": "official", "sha256": None},
+     r"filename '\.\./.*' must be a path inside its repo"),
     ("https://h/x.pt", "is a str; give an object"),
 ])
 def test_an_upstream_entry_that_would_download_outside_the_cache_is_refused(tmp_path, upstream, refused):

@@ -299,12 +299,25 @@ def entry_folder(entry: registry.ModelEntry, revision: Optional[str], cache_dir:
     return download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only, settings_known=True)
 
 
+def check_revision(revision: Any) -> None:
+    """Refuse a revision that is a path: offline, huggingface_hub reads the commit a revision names
+    from the file refs/REVISION, so `../../x` read a file outside the cache. A branch may hold '/'
+    (refs/pr/1), never a '..' segment."""
+    if revision is None:
+        return
+    if (not isinstance(revision, str) or not revision.strip() or revision.startswith("/") or "\\" in revision
+            or ".." in revision.split("/")):
+        raise ConfigError(f"revision={revision!r} is not a branch, tag or commit of a Hub repo; give one such as "
+                          "'main', 'v1.0' or a commit hash")
+
+
 def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_only) -> Path:
     """One file through huggingface_hub, with zoo errors that say how to get it. HF_HUB_OFFLINE
     set after huggingface_hub was imported (which reads it once) still keeps this offline."""
     import huggingface_hub
     from huggingface_hub import constants, errors
 
+    check_revision(revision)
     try:
         return Path(huggingface_hub.hf_hub_download(
             repo_id, filename, revision=revision, cache_dir=cache_dir,

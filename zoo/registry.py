@@ -58,6 +58,10 @@ def check_upstream(name: str, upstream: Any) -> None:
         parts = urllib.parse.urlsplit(str(url))
         if parts.scheme != "https" or Path(parts.path).name in ("", ".", ".."):
             raise ConfigError(f"{where} url {reprlib.repr(url)} must be an https:// address ending in a file name")
+    filename = upstream.get("filename")
+    if filename is not None and (not isinstance(filename, str) or filename.startswith("/")
+                                 or ".." in filename.replace("\\", "/").split("/")):
+        raise ConfigError(f"{where} filename {reprlib.repr(filename)} must be a path inside its repo")
     if not isinstance(upstream.get("format"), str):
         raise ConfigError(f"{where} format {reprlib.repr(upstream.get('format'))} is not a converter name")
 
