@@ -530,6 +530,27 @@ def test_weights_of_another_kind_of_number_and_a_malformed_config_are_named(tmp_
             zoo.load(folder)
 
 
+def test_an_outsized_config_a_name_too_long_and_fp8_weights_are_met_as_they_should_be(tmp_path, micro_hubert):
+    """A 3 GB config.json was read whole (6 GB, then a MemoryError); `zoo.load('a' * 5000)` was
+    pathlib's "File name too long"; fp8 weights were torch's "isfinite not implemented". The first
+    two are named, and fp8 weights load as any other float precision does."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "ckpt"
+    micro_hubert.save_pretrained(folder)
+    weights = load_file(folder / "model.safetensors")
+    key = sorted(weights)[0]
+    save_file({**weights, key: weights[key].to(torch.float8_e4m3fn)}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    assert zoo.load(folder).dtype == torch.float32
+    with open(folder / "config.json", "r+b") as handle:
+        handle.truncate(17 * 2**20)
+    with pytest.raises(CheckpointError, match=r"config.json is 17,825,792 bytes; a settings file is a few kB"):
+        zoo.load(folder)
+    with pytest.raises(UnknownModelError, match=r"a part of it is 5000 bytes long, longer than a file name can be"):
+        zoo.load("a" * 5000)
+
+
 def test_a_config_describing_a_model_too_big_to_build_is_named(tmp_path, micro_hubert):
     """`intermediate_size` 10**12 in config.json ended in a 14-frame traceback from torch's
     allocator (and `zoo info`, which reads no weights, built the same model); it is the file's

@@ -94,7 +94,7 @@ def check_field_types(config: Any) -> None:
         value = getattr(config, field.name)
         if not value_matches(value, hints[field.name]):
             kind = str(hints[field.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
-            raise ConfigError(f"{type(config).__name__}: {field.name}={value!r} is not of its type, {kind}")
+            raise ConfigError(f"{type(config).__name__}: {field.name}={reprlib.repr(value)} is not of its type, {kind}")
 
 
 def check_field_ranges(config: Any) -> None:
@@ -180,15 +180,25 @@ def check_keys(cls: type, data: dict[str, Any], where: str, hint: str = "") -> N
         raise ConfigError(f"{where} has unknown keys {unknown}; valid keys are {sorted(names)}. {hint}".rstrip())
 
 
+#: the largest settings file read (config.json, preprocessor_config.json, hub_configs), in bytes
+JSON_BYTES = 16 * 2**20
+
+
 def read_json(path: str | Path, error: type[ZooError] = ConfigError) -> dict[str, Any]:
     """Read a JSON object, turning a missing file, a parse error or another JSON value (a list) into an
     `error` that names it: a `ConfigError` for settings, a `CheckpointError` for a checkpoint's files."""
     if not Path(path).is_file():
         raise error(f"{path} does not exist; check the path")
+    size = Path(path).stat().st_size
+    if size > JSON_BYTES:  # a 3 GB file took 6 GB to read, then a MemoryError
+        raise error(f"{path} is {size:,} bytes; a settings file is a few kB (at most {JSON_BYTES:,}): is it the "
+                    "right file? Re-download or re-save it")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise error(f"{path} is not valid JSON ({err}); re-download or re-save it") from err
+    except OSError as err:
+        raise error(f"cannot read {path} ({err.strerror or err}); check the file") from err
     if not isinstance(data, dict):
         raise error(f"{path} holds a JSON {type(data).__name__}, not an object of settings; re-download or "
                     "re-save it")

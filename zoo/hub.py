@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import reprlib
 import shutil
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -121,7 +122,7 @@ def load(
 def shadowing(path: Path, entry: Optional[registry.ModelEntry]) -> str:
     """What to add where a local folder without a checkpoint is read in place of a zoo name or a
     Hub repo id of the same spelling (a results folder called `hubert-base-ls960`, an empty `org/name`)."""
-    if not path.is_dir() or path.is_absolute() or not (entry is not None or str(path).count("/") == 1):
+    if not path.is_dir() or path.is_absolute() or not (entry is not None or is_repo_id(str(path))):
         return ""
     if any((folder / CONFIG_FILE).is_file() for folder in (path, *path.iterdir())):
         return ""
@@ -192,6 +193,15 @@ def check_name(name_or_path: Any, call: str) -> None:
     if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
         raise UnknownModelError(f"{call}({name_or_path!r}): pass a zoo name (`zoo list`), a Hub repo id or a "
                                 "checkpoint folder")
+    longest = max(len(os.fsencode(part)) for part in Path(name_or_path).parts)
+    if longest > NAME_MAX:  # pathlib's is_dir raised "File name too long"
+        raise UnknownModelError(f"{call}({reprlib.repr(str(name_or_path))}): a part of it is {longest} bytes long, "
+                                f"longer than a file name can be ({NAME_MAX}); pass a zoo name (`zoo list`), a Hub "
+                                "repo id or a checkpoint folder")
+
+
+#: the longest file or folder name of Linux and macOS file systems, in bytes
+NAME_MAX = 255
 
 
 def is_repo_id(name: str | Path) -> bool:
@@ -574,8 +584,8 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: P
             f"{key_listing('wrong kinds of number', kinds)}. The config.json and "
             "the weights come from different models; re-download the checkpoint or save it again."
         )
-    broken = next((key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()),
-                  None)
+    broken = next((key for key, value in state.items() if value.is_floating_point()
+                   and not (value.float() if value.element_size() == 1 else value).isfinite().all()), None)  # fp8
     if broken is not None:
         raise CheckpointError(f"weights in {where} hold NaN or infinite values ({broken}); every output would be "
                               "NaN. The run that saved them diverged, or the file is damaged: save it again")
