@@ -1,5 +1,6 @@
 """The audio processor: any rate in, mono at the model rate, bad inputs as zoo errors."""
 
+import os
 import warnings
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 import soundfile
 import torch
 
+import zoo.audio
 from zoo.audio import AudioProcessor, frame_count, framed_windows
 from zoo.errors import ConfigError, InputError
 
@@ -142,7 +144,7 @@ def test_bad_arrays_raise_input_errors(bad, fragment):
         AudioProcessor().prepare(bad, sampling_rate=16000)
 
 
-def test_array_without_rate_and_bad_files(tmp_path):
+def test_array_without_rate_and_bad_files(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="sampling_rate"):
         AudioProcessor().prepare(np.zeros(100, dtype=np.float32))
     for rate in (0, -16000, "16k", 1.5, 44.1, 22050.5, float("inf"), float("nan"), 2_000_000):  # 1.5 took 275 s
@@ -164,6 +166,13 @@ def test_array_without_rate_and_bad_files(tmp_path):
     junk.write_bytes(b"not audio at all")
     with pytest.raises(InputError, match="cannot decode"):
         AudioProcessor().prepare(junk)
+    unreadable = tmp_path / "locked.wav"  # libsndfile said "System error.", and the zoo to convert the file
+    soundfile.write(unreadable, np.zeros(1600, np.float32), 16000)
+    real_access = os.access
+    monkeypatch.setattr(zoo.audio.os, "access",
+                        lambda path, mode: os.fspath(path) != os.fspath(unreadable) and real_access(path, mode))
+    with pytest.raises(InputError, match="cannot read audio file .*locked.wav.: permission denied; make it readable"):
+        AudioProcessor().prepare(unreadable)
 
 
 def test_integer_pcm_values_cast_to_float_are_warned_about():

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -414,6 +415,23 @@ def test_probe_reports_accuracy_and_rankme(checkpoint, tmp_path, capsys, layout)
     with pytest.warns(UserWarning, match="--k 100 is more than the 16 training items; k-NN uses k=16, where"):
         assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--k", "100", *regexes]) == 0
     assert json.loads(capsys.readouterr().out)["knn_k"] == 16  # was cut to 16 without a word
+
+
+def test_a_file_name_that_is_not_utf8_is_embedded_probed_and_trained_on(checkpoint, tmp_path, capsys):
+    """A Latin-1 'café' (as old zips and Samba shares give) is read by os.listdir with a surrogate,
+    which the digests' str.encode() refused: `zoo embed`, `zoo probe --cache` and `zoo finetune`
+    ended in a UnicodeEncodeError before any work. The parquet output shows the byte as \\xe9."""
+    tone_set(tmp_path / "data", "folders")
+    first = next((tmp_path / "data" / "train" / "low").iterdir())
+    latin = os.fsdecode(bytes(first.parent) + b"/caf\xe9.wav")
+    os.rename(first, latin)
+    assert main(["embed", str(checkpoint), str(tmp_path / "data"), "-o", str(tmp_path / "x.parquet")]) == 0
+    names = pq.read_table(tmp_path / "x.parquet")["input"].to_pylist()
+    assert len(names) == 24 and any(name.endswith("low/caf\\xe9.wav") for name in names)
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--cache", str(tmp_path / "c")]) == 0
+    assert json.loads(capsys.readouterr().out)["train_items"] == 16
+    assert main(["finetune", str(checkpoint), "--data", str(tmp_path / "data"), "-o", str(tmp_path / "ft"),
+                 "--mode", "linear", "--epochs", "1"]) == 0
 
 
 def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):

@@ -10,6 +10,7 @@ import dataclasses
 import io
 import math
 import numbers
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
@@ -115,6 +116,10 @@ def open_sound(source: str | BinaryIO, where: str) -> Any:
     """soundfile's handle on a file or buffer, its decoder's errors one `InputError` naming `where`."""
     import soundfile
 
+    if isinstance(source, (str, os.PathLike)):
+        if os.path.isfile(source) and not os.access(source, os.R_OK):  # libsndfile says "System error."
+            raise InputError(f"cannot read {where}: permission denied; make it readable (chmod +r) or leave it out")
+        source = os.fsencode(source)  # libsndfile takes bytes: a name that is not UTF-8 failed to encode
     try:
         return soundfile.SoundFile(source)
     except Exception as err:  # soundfile raises several unrelated types for unreadable files
@@ -128,7 +133,7 @@ def sound_header(path: str | Path) -> Any:
     import soundfile
 
     try:
-        info = soundfile.info(str(path))
+        info = soundfile.info(os.fsencode(path))
     except Exception:  # soundfile raises several unrelated types for unreadable files
         return None
     return info if 0 < info.frames < MAX_FRAMES else None

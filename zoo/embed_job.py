@@ -22,7 +22,7 @@ import numpy as np
 
 from zoo import registry
 from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
-from zoo.io import atomic_write_text, atomic_write_with, check_writable_file
+from zoo.io import atomic_write_text, atomic_write_with, check_writable_file, name_bytes, printable_name
 from zoo.pooling import LayerSpec, check_batch_sizes
 from zoo.processing import IndexedRows
 from zoo.saving import weights_fingerprint
@@ -236,14 +236,14 @@ class ChainedRows(IndexedRows):
 
 def inputs_digest(inputs: Sequence[Any]) -> str:
     """How many inputs, and the sha256 of their names in order: a million paths stay 80 bytes."""
-    digest = hashlib.sha256("\n".join(str(item) for item in inputs).encode()).hexdigest()
+    digest = hashlib.sha256(name_bytes("\n".join(str(item) for item in inputs))).hexdigest()
     return f"{len(inputs)} inputs, sha256 {digest}"
 
 
 def stamps_digest(names: Sequence[Any]) -> str:
     """The sha256 of the names' files' stamps (`file_stamp`), in order: it changes when a file is
     rewritten under the same name, so its old rows are not taken for it."""
-    return hashlib.sha256("\n".join(file_stamp(name) for name in names).encode()).hexdigest()
+    return hashlib.sha256(name_bytes("\n".join(file_stamp(name) for name in names))).hexdigest()
 
 
 def is_current(shard: Path, names: Sequence[Any]) -> bool:
@@ -378,7 +378,7 @@ def _write_parquet(path: Path, names: Sequence[str], shards: Iterable[Any]) -> l
         for shard in shards:
             for rows in row_groups(list(shard), ROW_GROUP_BYTES):
                 writer.write_table(pa.table({
-                    "input": [str(name) for name in names[len(shapes) : len(shapes) + len(rows)]],
+                    "input": [printable_name(str(name)) for name in names[len(shapes) : len(shapes) + len(rows)]],
                     "shape": [list(row.shape) for row in rows],
                     "embedding": [row.astype(np.float32, copy=False).ravel() for row in rows],
                 }, schema=schema))

@@ -22,6 +22,7 @@ from zoo.errors import ConfigError
 from zoo.finetune_options import DEFAULT_VALIDATION_SHARE
 from zoo.options import check_table_source
 from zoo.heads import IGNORE_INDEX
+from zoo.io import name_bytes
 from zoo.probe_job import file_suffixes, labelled_files
 
 @dataclasses.dataclass
@@ -218,7 +219,7 @@ def split_digest(split: LabelledSplit, data_root: Optional[str | Path] = None) -
     digest = hashlib.sha256()
     root = Path(data_root).resolve() if data_root is not None else None
     for example in split.train:
-        digest.update(item_key(example["input"], root).encode())
+        digest.update(name_bytes(item_key(example["input"], root)))
         digest.update(repr(as_plain(example["label"])).encode())
     for labels in (split.val_labels, split.test_labels):
         digest.update(repr(as_plain(labels)).encode())

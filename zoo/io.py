@@ -37,6 +37,18 @@ def visible_files(folder: str | Path, suffixes: Optional[Sequence[str]] = None) 
             and not any(part.startswith(".") for part in path.relative_to(root).parts)]
 
 
+def name_bytes(name: str) -> bytes:
+    """A name's bytes for a digest: a file name that is not UTF-8 (a Latin-1 'café' from an old zip
+    or a Samba share) comes from os.listdir with surrogates, which str.encode() refused."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def printable_name(name: str) -> str:
+    """A name as text that any file format can hold: a byte of a non-UTF-8 file name is shown as
+    \\xe9 (pyarrow refused the surrogate that stands for it)."""
+    return name_bytes(name).decode("utf-8", "backslashreplace")
+
+
 def nearest_existing(path: Path) -> Path:
     """`path`, or the nearest of its parents that exists: where a folder not made yet would be made,
     and so what must be a writable folder for it."""
