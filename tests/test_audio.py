@@ -266,7 +266,7 @@ def test_unknown_processor_keys_are_named():
 
 
 @pytest.mark.parametrize("settings, said", [
-    ({"sampling_rate": -5}, "sampling_rate=-5; the model's rate is a whole number of Hz from 1000 to 1000000"),
+    ({"sampling_rate": -5}, "sampling_rate=-5; the model's rate is a whole positive number of Hz, at most 1000000"),
     ({"sampling_rate": 10**8}, "sampling_rate=100000000; the model's rate"),  # resampled 0.45 s into 2.7 GB
     ({"sampling_rate": 16000.5}, "sampling_rate=16000.5"),
     ({"chunk_seconds": 0.0}, "chunk_seconds=0.0 must be positive"),

@@ -517,11 +517,11 @@ class AudioProcessor(Processor):
     def __post_init__(self) -> None:
         """Settings read from a hand-edited preprocessor_config.json are checked here, naming the
         key, rather than as a resampler's error on the first recording."""
-        low, high = RECORDING_RATES
+        high = RECORDING_RATES[1]
         if (isinstance(self.sampling_rate, bool) or not isinstance(self.sampling_rate, int)
-                or not low <= self.sampling_rate <= high):  # 1e8 Hz resampled a 0.45 s clip into 2.7 GB
+                or not 1 <= self.sampling_rate <= high):  # 1e8 Hz resampled a 0.45 s clip into 2.7 GB
             raise ConfigError(f"AudioProcessor: sampling_rate={self.sampling_rate!r}; the model's rate is a whole "
-                              f"number of Hz from {low} to {high} (e.g. 16000)")
+                              f"positive number of Hz, at most {high} (e.g. 16000)")
         if not 0 <= self.normalize_eps < 1:
             raise ConfigError(f"AudioProcessor: normalize_eps={self.normalize_eps!r}; a small variance floor such as "
                               f"{TRANSFORMERS_NORMALIZE_EPS:g} (transformers) or {FAIRSEQ_NORMALIZE_EPS:g} (fairseq)")
