@@ -29,12 +29,23 @@ def _normal_permissions(path: Path, base: int) -> None:
 def visible_files(folder: str | Path, suffixes: Optional[Sequence[str]] = None) -> list[Path]:
     """The files under `folder` (recursively, sorted) whose suffix is one of `suffixes` (any case;
     None: all), leaving out hidden files and folders: macOS's `._name.jpg`, `.ipynb_checkpoints/`
-    and the zoo's own `.name.tmp` files are not inputs."""
-    root = Path(folder)
+    and the zoo's own `.name.tmp` files are not inputs. Linked folders are followed, as a class
+    folder linked from another disk is the usual way to lay out a dataset without copying it
+    (`rglob` left them out without a word), except a link back to a folder above it."""
     wanted = None if suffixes is None else {suffix.lower() for suffix in suffixes}
-    return [path for path in sorted(root.rglob("*"))
-            if path.is_file() and (wanted is None or path.suffix.lower() in wanted)
-            and not any(part.startswith(".") for part in path.relative_to(root).parts)]
+    found = []
+    for current, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        folders[:] = [name for name in folders if not name.startswith(".")
+                      and not is_within(real, os.path.realpath(os.path.join(current, name)))]
+        found += [Path(current, name) for name in files if not name.startswith(".")
+                  and (wanted is None or Path(name).suffix.lower() in wanted) and Path(current, name).is_file()]
+    return sorted(found)
+
+
+def is_within(path: str, folder: str) -> bool:
+    """Whether the real path `path` is `folder` or lies in it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def name_bytes(name: str) -> bytes:
