@@ -3,6 +3,7 @@
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,22 @@ def test_folder_listing_follows_linked_folders_but_not_a_link_back_up(tmp_path):
     found = visible_files(tmp_path / "data", [".wav"])
     assert [str(path.relative_to(tmp_path / "data")) for path in found] == ["train/cat/1.wav", "train/cat/2.WAV",
                                                                              "x.wav"]
+
+
+def test_a_long_valid_name_is_written_and_one_too_long_for_its_shards_is_refused_first(tmp_path, capsys):
+    """The temporary copy of a file was `.{name}.XXXXXXXX.tmp`: a valid 242-byte output name failed
+    after all the work, a 250-byte checkpoint folder with a raw "File name too long". Temporary
+    names keep 64 bytes of the name now; an embed output whose OUT.parts/ cannot exist is refused
+    before the model loads (it was a traceback from the job's lock)."""
+    import zoo
+    from zoo.cli import main
+    from zoo.io import atomic_write_text
+
+    atomic_write_text(tmp_path / ("a" * 251 + ".txt"), "x")
+    assert (tmp_path / ("a" * 251 + ".txt")).read_text() == "x"
+    folder = zoo.load("tjepa-adult").save_pretrained(tmp_path / ("d" * 250))
+    assert zoo.load(folder).embed_dim == 64
+    long_output = tmp_path / ("e" * 246 + ".npy")
+    rows = Path(zoo.__file__).parent / "examples" / "tabular" / "adult_test_rows.csv"
+    assert main(["embed", "tjepa-adult", str(rows), "-o", str(long_output)]) == 2
+    assert "its shards folder OUT.parts/ would be a name of 256 bytes, over the 255" in capsys.readouterr().err

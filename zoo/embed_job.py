@@ -22,7 +22,8 @@ import numpy as np
 
 from zoo import registry
 from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
-from zoo.io import atomic_write_text, atomic_write_with, check_writable_file, name_bytes, printable_name
+from zoo.io import (NAME_MAX, atomic_write_text, atomic_write_with, check_writable_file, name_bytes,
+                    printable_name)
 from zoo.pooling import LayerSpec, check_batch_sizes
 from zoo.processing import IndexedRows
 from zoo.saving import weights_fingerprint
@@ -127,6 +128,10 @@ def check_output(output: Path, pool_none: bool) -> None:
         raise InputError(f"output {str(output)!r} must end in one of {FORMATS}")
     if output.suffix == ".npy" and pool_none:
         raise InputError("pool='none' gives one array per input of varying length; write .parquet instead of .npy")
+    parts = len(os.fsencode(output.name + ".parts"))
+    if parts > NAME_MAX:  # found after the model had loaded, as a raw "File name too long"
+        raise InputError(f"output name {output.name[:40]!r}... is too long: its shards folder OUT.parts/ would be a "
+                         f"name of {parts} bytes, over the {NAME_MAX} a file system takes; use a shorter name")
     check_writable_file(output, "output")
 
 

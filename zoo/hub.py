@@ -24,7 +24,7 @@ from zoo import registry
 from zoo.cards import CardSource, card_text, model_card_text, origin_card
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError, prefixed
-from zoo.io import atomic_folder, atomic_path, check_writable_folder
+from zoo.io import NAME_MAX, atomic_folder, atomic_path, check_writable_folder, through_link
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 
 CONFIG_FILE = "config.json"
@@ -199,9 +199,6 @@ def check_name(name_or_path: Any, call: str) -> None:
                                 f"longer than a file name can be ({NAME_MAX}); pass a zoo name (`zoo list`), a Hub "
                                 "repo id or a checkpoint folder")
 
-
-#: the longest file or folder name of Linux and macOS file systems, in bytes
-NAME_MAX = 255
 
 
 def is_repo_id(name: str | Path) -> bool:
@@ -760,7 +757,7 @@ def check_save_target(folder: Path, extra_names: set[str] = frozenset()) -> None
     if Path.cwd().is_relative_to(folder.resolve()):
         raise CheckpointError(f"{folder} holds the working folder, which saving would replace; save from outside "
                               "it (cd ..), or into a new folder")
-    check_writable_folder(folder.parent, "a checkpoint")
+    check_writable_folder(through_link(folder).parent, "a checkpoint")  # a link is written at its target
     own = {CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, PROCESSOR_FILE, CARD_FILE, *extra_names}
     entries = list(folder.iterdir()) if folder.is_dir() else []
     others = sorted(entry.name for entry in entries if entry.name not in own or not entry.is_file())

@@ -97,7 +97,7 @@ def check_writable_file(path: str | Path, what: str) -> None:
     if path.is_dir():
         example = str(path / ("out" + path.suffix))
         raise ConfigError(f"{what} {str(path)!r} is a folder; name a file in it, e.g. {example!r}")
-    check_writable_folder(path.parent, what)
+    check_writable_folder(through_link(path).parent, what)  # a link is written at its target
 
 
 def through_link(path: str | Path) -> Path:
@@ -106,13 +106,24 @@ def through_link(path: str | Path) -> Path:
     return Path(path).resolve() if Path(path).is_symlink() else Path(path)
 
 
+#: the longest file or folder name of Linux and macOS file systems, in bytes
+NAME_MAX = 255
+#: the part of a name its temporary copy keeps: `.{name}.XXXXXXXX.tmp` of a 242-byte name was too long
+TEMPORARY_STEM = 64
+
+
+def temporary_prefix(path: Path) -> str:
+    """The hidden prefix of `path`'s temporary copy beside it, short enough for any valid name."""
+    return f".{path.name[:TEMPORARY_STEM]}."
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds (a
     symbolic link: over its target, `through_link`)."""
     path = through_link(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -156,8 +167,9 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; it replaces `folder` only when the block succeeds (a symbolic link
     `current -> v1`: v1, keeping the link, `through_link`)."""
     folder = through_link(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    with writing(folder):  # a read-only place fails here: a raw OSError
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(folder), dir=folder.parent))
     try:
         with writing(folder):
             yield tmp
@@ -166,7 +178,7 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
         if folder.is_dir() and exchange(tmp, folder):
             return  # tmp holds the old folder, removed below
         if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            old = Path(tempfile.mkdtemp(prefix=f"{temporary_prefix(folder)}old.", dir=folder.parent))
             os.replace(folder, old / "x")
             os.replace(tmp, folder)
             shutil.rmtree(old)
