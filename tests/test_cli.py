@@ -653,6 +653,23 @@ def test_convert_help_lists_each_familys_formats_its_default_first():
     assert listed == convertible
 
 
+def test_a_run_stopped_by_a_schedulers_signal_exits_as_the_shell_reports_that_signal(tmp_path, monkeypatch, capsys):
+    """A run that SIGTERM stopped after checkpointing its step (`zoo.training.stopping_on_signals`)
+    ends the command with 143 and says how to go on, as Ctrl-C's 130 does."""
+    import signal
+
+    import zoo.finetune_job
+    from zoo.errors import Stopped
+
+    def stopped(args):
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(zoo.finetune_job, "run_finetune", stopped)
+    assert main(["finetune", "hubert-tiny-fsdd", "--data", str(tmp_path), "-o", str(tmp_path / "run")]) == 143
+    assert capsys.readouterr().err == ("zoo: stopped by SIGTERM; a rerun of the same command continues from the last "
+                                       "checkpoint, if one was written\n")
+
+
 def test_a_reader_that_stops_early_ends_the_command_quietly():
     """`zoo list | head -1`: no BrokenPipeError traceback, and the shell's status for a closed pipe.
     The pipe is closed before the listing is written, so that the write always finds it closed."""

@@ -4,13 +4,15 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
 from torch import nn
 
 from zoo.checkpointing import CheckpointedBlocks
-from zoo.errors import CheckpointError, ConfigError, ZooError
+from zoo.errors import CheckpointError, ConfigError, Stopped, ZooError
 from zoo.outputs import PretrainOutput
 from zoo.run_folders import ARGS_FILE, CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, read_log
 from zoo.training import (
@@ -268,6 +270,47 @@ def test_an_interrupt_says_which_step_the_kept_checkpoint_holds(tmp_path, capsys
         train(make_objective(), Interrupting(toy_batches(4), after=2), tmp_path / "short",
               TrainConfig(steps=6, checkpoint_every=100, progress=False))
     assert "interrupted during step 3; no checkpoint yet (the first comes at step 6)" in capsys.readouterr().err
+
+
+class Signalling:
+    """Yields batches; sends this process `signum` while fetching the batch of step `at` + 1
+    (twice: a second signal stops it at once), as a scheduler does before it kills a job."""
+
+    def __init__(self, batches, at: int, signum: int, times: int = 1) -> None:
+        self.batches, self.at, self.signum, self.times = batches, at, signum, times
+
+    def __iter__(self):
+        for index, batch in enumerate(self.batches * 100):
+            if index == self.at:
+                for _ in range(self.times):
+                    os.kill(os.getpid(), self.signum)
+            yield batch
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_schedulers_signal_stops_after_the_step_with_its_checkpoint_and_a_rerun_goes_on(tmp_path, capsys, signum):
+    """SIGTERM (Slurm, Kubernetes) ended the process at once: the steps since the last checkpoint
+    were lost (90 of 190 at --checkpoint-every 100). Now the step in progress ends, is checkpointed,
+    and `zoo` exits 128 + the signal; the rerun ends where an unstopped run ends (torch.equal). A
+    second signal stops at once, during the step; the handlers are put back after the run."""
+    config = TrainConfig(steps=12, lr=0.05, warmup_steps=2, checkpoint_every=100, progress=False)
+    whole = make_objective()
+    train(whole, toy_batches(1), tmp_path / "whole", config)
+    before = signal.getsignal(signum)
+    with pytest.raises(Stopped) as stop:
+        train(make_objective(), Signalling(toy_batches(1), at=6, signum=signum), tmp_path / "run", config)
+    assert stop.value.signum == signum and signal.getsignal(signum) == before
+    assert torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)["step"] == 7
+    name = signal.Signals(signum).name
+    assert f"training stopped by {name} after step 7; {tmp_path / 'run' / CHECKPOINT_FILE} holds step 7" in \
+        capsys.readouterr().err
+    resumed = make_objective()
+    train(resumed, toy_batches(1), tmp_path / "run", config)
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    with pytest.raises(Stopped):
+        train(make_objective(), Signalling(toy_batches(1), at=2, signum=signum, times=2), tmp_path / "twice", config)
+    assert "stopped by" in capsys.readouterr().err and not (tmp_path / "twice" / CHECKPOINT_FILE).exists()
 
 
 class BlockStack(CheckpointedBlocks, nn.Module):

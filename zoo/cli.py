@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
-from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError, ZooWarning
+from zoo.errors import CheckpointError, ConfigError, InputError, Stopped, UnknownModelError, ZooError, ZooWarning
 from zoo.finetune_options import add_finetune_arguments
 from zoo.io import check_writable_folder, visible_files
 from zoo.options import Once, add_table_arguments, check_table_source, positive_int, seed_int
@@ -788,7 +788,8 @@ def nearest_option(given: str, options: Sequence[str]) -> Optional[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The `zoo` command; returns the exit status: 2 for a zoo error (printed without a traceback),
-    130 when interrupted, 141 when stdout's reader stops early."""
+    130 when interrupted, 128 + N when a signal N stopped a run (143: SIGTERM), 141 when stdout's reader
+    stops early."""
     argv = list(sys.argv[1:] if argv is None else argv)
     with warnings.catch_warnings():
         # PyG scripts modules at import, which torch >= 2.10 warns about on every graph command
@@ -823,6 +824,9 @@ def run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"zoo: interrupted{RESUMABLE.get(argv[0] if argv else '', '')}", file=sys.stderr)
         return 130
+    except Stopped as stop:
+        print(f"zoo: stopped by {stop}{RESUMABLE.get(argv[0] if argv else '', '')}", file=sys.stderr)
+        return 128 + stop.signum
     except BrokenPipeError:
         # the reader stopped early (`zoo list | head`): as other command-line tools, stop quietly;
         # stdout goes to /dev/null so that Python's final flush does not fail again

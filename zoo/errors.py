@@ -89,6 +89,19 @@ def _numbered(err: ZooError, index: int, reason: str) -> ZooError:
     return numbered
 
 
+class Stopped(BaseException):
+    """A run stopped by a scheduler's signal (SIGTERM, or Slurm's `--signal=USR1`) once the step it
+    was in is done and checkpointed; a BaseException, as KeyboardInterrupt is, so that no `except
+    Exception` takes it for a failure. The `zoo` command exits 128 + its number, as the shell
+    reports a process that signal ended."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class ZooWarning(UserWarning):
     """What the zoo warns about: input it reads in a way that may not be meant (16-bit images,
     unseen categories, float audio past [-1, 1]). Its own class, so that

@@ -40,8 +40,11 @@ import dataclasses
 import json
 import math
 import random
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -51,7 +54,7 @@ import torch
 from torch import nn
 
 from zoo.checkpointing import Checkpointing, set_checkpointing
-from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError
+from zoo.errors import CheckpointError, ConfigError, InputError, Stopped, UnknownModelError, ZooError
 from zoo.hub import model_to
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.loss_plot import plot_losses
@@ -443,6 +446,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.saved_step: Optional[int] = None
+        self.stop_signal: Optional[int] = None
+        self.saving = False
 
     @property
     def checkpoint_path(self) -> Path:
@@ -558,17 +563,28 @@ class Trainer:
                 raise ConfigError("the batch source yielded no batches; check the data folder and the batch size")
 
     def run(self) -> list[dict[str, Any]]:
-        """Train to `config.steps` (or the time limit); on Ctrl-C, say which step the kept
-        checkpoint holds before the interrupt goes on up."""
+        """Train to `config.steps` (or the time limit); a scheduler's SIGTERM or SIGUSR1 stops it
+        after the step it is in, with a checkpoint of that step (`stopping_on_signals`). On Ctrl-C
+        or such a stop, say which step the kept checkpoint holds before the interrupt goes on up."""
         self.start()
         try:
-            return self.run_steps()
-        except KeyboardInterrupt:
-            kept = (f"{self.checkpoint_path} holds step {self.saved_step}" if self.saved_step is not None
-                    else "no checkpoint yet (the first comes at step "
-                    f"{min(self.config.checkpoint_every, self.config.steps)})")
-            print(f"training interrupted during step {self.step + 1}; {kept}", file=sys.stderr, flush=True)
+            with stopping_on_signals(self):
+                return self.run_steps()
+        except (KeyboardInterrupt, Stopped) as stop:
+            print(self.interrupted(f"stopped by {stop}" if isinstance(stop, Stopped) else "interrupted"),
+                  file=sys.stderr, flush=True)
             raise
+
+    def interrupted(self, how: str) -> str:
+        """What an interrupted run left: the checkpoint it holds, and where the interrupt came."""
+        if self.saving:
+            kept = f"the one of step {self.saved_step} is kept" if self.saved_step is not None else "none was before"
+            return f"training {how} while writing the checkpoint of step {self.step}; {kept}"
+        when = f"after step {self.step}" if self.saved_step == self.step else f"during step {self.step + 1}"
+        first = min(self.config.checkpoint_every, self.config.steps)
+        kept = (f"{self.checkpoint_path} holds step {self.saved_step}" if self.saved_step is not None
+                else f"no checkpoint yet (the first comes at step {first})")
+        return f"training {how} {when}; {kept}"
 
     def run_steps(self) -> list[dict[str, Any]]:
         self.objective.train()
@@ -588,11 +604,43 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
                 bar.update()
                 out_of_time = self.config.time_limit is not None and time.monotonic() - begun >= self.config.time_limit
-                if out_of_time or self.step % self.config.checkpoint_every == 0 or self.finished:
+                stop = self.stop_signal
+                if out_of_time or stop is not None or self.step % self.config.checkpoint_every == 0 or self.finished:
+                    self.saving = True
                     self.save_checkpoint()
+                    self.saving = False
+                if stop is not None:
+                    raise Stopped(stop)
                 if out_of_time:
                     break
         return read_log(self.log_path)
+
+
+#: what schedulers send before they kill a job: SIGTERM (Slurm, Kubernetes), SIGUSR1 (Slurm's --signal=USR1@60)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+@contextmanager
+def stopping_on_signals(trainer: Trainer) -> Iterator[None]:
+    """While `trainer` steps, a SIGTERM or SIGUSR1 asks it to stop once the step it is in is done
+    and checkpointed: they ended the process at once, and the steps since its last checkpoint were
+    lost (90 of 190 at the default --checkpoint-every). A second one stops it at once. Python takes
+    signals in the main thread only; a run in another thread keeps the defaults."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def asked(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None:
+            raise Stopped(signum)
+        trainer.stop_signal = signum
+
+    previous = {number: signal.signal(number, asked) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path,
