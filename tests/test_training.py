@@ -272,6 +272,20 @@ def test_an_interrupt_says_which_step_the_kept_checkpoint_holds(tmp_path, capsys
     assert "interrupted during step 3; no checkpoint yet (the first comes at step 6)" in capsys.readouterr().err
 
 
+def test_an_interrupt_while_a_checkpoint_is_written_says_so(tmp_path, capsys, monkeypatch):
+    """It said "interrupted during step 2; no checkpoint yet (the first comes at step 1)"."""
+    import zoo.training
+
+    def interrupted(path, writer):
+        raise Interrupted
+
+    monkeypatch.setattr(zoo.training, "atomic_write_with", interrupted)
+    with pytest.raises(Interrupted):
+        train(make_objective(), toy_batches(4), tmp_path / "run", TrainConfig(steps=6, checkpoint_every=1,
+                                                                               progress=False))
+    assert "interrupted while writing the checkpoint of step 1; none was before" in capsys.readouterr().err
+
+
 class Signalling:
     """Yields batches; sends this process `signum` while fetching the batch of step `at` + 1
     (twice: a second signal stops it at once), as a scheduler does before it kills a job."""
