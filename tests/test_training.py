@@ -467,3 +467,25 @@ def test_a_run_records_its_input_files_and_a_resumed_run_takes_them_where_the_da
     assert run_input_files(out, [(moved, [moved / "a.wav"])]) == [moved / "a.wav"]
     assert run_input_files(out, [(moved, [moved / "a.wav"])], lambda: [moved / "sub" / "b.wav"]) == \
         [moved / "sub" / "b.wav"]
+
+
+def test_a_run_folder_is_held_by_one_run_which_clears_what_killed_writes_left(tmp_path):
+    """Two runs started on one folder both trained, each replacing the other's log and checkpoint;
+    a SIGKILL during a save left a checkpoint-sized `.checkpoint.pt.*.tmp` (or `.encoder.*/`) that
+    outlived every rerun. The second run is refused; the first clears those, and only those."""
+    from zoo.run_folders import run_lock
+
+    out = tmp_path / "run"
+    (out / ".encoder.ab12cd34").mkdir(parents=True)
+    (out / ".encoder.ab12cd34" / "config.json").write_text("{}")
+    for name in (".checkpoint.pt.x9_y8z7w.tmp", ".features.npy.partial", "notes.txt"):
+        (out / name).write_text("x")
+    (out / ".ipynb_checkpoints").mkdir()
+    with run_lock(out):
+        assert sorted(path.name for path in out.iterdir()) == [".features.npy.partial", ".ipynb_checkpoints",
+                                                               ".run.lock", "notes.txt"]
+        with pytest.raises(ConfigError, match=f"another run is training in '{out}' now; wait for it to finish"):
+            with run_lock(out):
+                pass
+    with run_lock(out):  # released at the end of the run
+        pass

@@ -336,10 +336,12 @@ def described_model(args: argparse.Namespace) -> dict:
 def cmd_finetune(args: argparse.Namespace) -> None:
     """`zoo finetune`: runs or resumes the run (`zoo.finetune_job.run_finetune`) and prints its report as JSON."""
     from zoo.finetune_job import run_finetune
-    from zoo.run_folders import check_run_folder
+    from zoo.run_folders import check_run_folder, run_lock, undone_if_refused
 
     check_run_folder(Path(args.output))  # before the model and the data load
-    print(json.dumps(run_finetune(args), indent=2))
+    with undone_if_refused(Path(args.output)), run_lock(Path(args.output)):
+        report = run_finetune(args)
+    print(json.dumps(report, indent=2))
 
 
 def probe_dataset(args: argparse.Namespace) -> dict:
@@ -508,10 +510,10 @@ def run_pretraining(run: Any, args: argparse.Namespace) -> None:
     """A recipe's `run`, once its output path is known to be usable: some recipes compute their
     teachers' labels for minutes before they first write there. What a new run wrote before it
     began training is removed if it is refused (`undone_if_refused`)."""
-    from zoo.run_folders import check_run_folder, undone_if_refused
+    from zoo.run_folders import check_run_folder, run_lock, undone_if_refused
 
     check_run_folder(Path(args.output))
-    with undone_if_refused(Path(args.output)):
+    with undone_if_refused(Path(args.output)), run_lock(Path(args.output)):
         run(args)
 
 

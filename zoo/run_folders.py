@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from contextlib import contextmanager
@@ -78,6 +79,46 @@ def make_run_folder(out: Path) -> None:
     """Create the run folder (and its parents), refusing a file of that name first."""
     check_run_folder(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+#: the file a `zoo pretrain` or `zoo finetune` run holds its folder with
+RUN_LOCK_FILE = ".run.lock"
+#: what `zoo.io`'s atomic writes name their temporaries (`.NAME.XXXXXXXX.tmp`, `.NAME.XXXXXXXX/`)
+TEMPORARY_NAME = re.compile(r"\..+\.(old\.)?[a-z0-9_]{8}(\.tmp)?")
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold the run folder `out` for this run alone: two runs started on one folder (a requeued job
+    beside the old one still stopping, a second terminal) both trained, each replacing the other's
+    log and checkpoint, and one could fail on the log the other had emptied. Once it is held, the
+    temporaries that a killed write left there are removed: a checkpoint-sized `.checkpoint.pt.*.tmp`
+    outlived every rerun."""
+    from filelock import FileLock, Timeout
+
+    make_run_folder(out)
+    lock = FileLock(str(out / RUN_LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"another run is training in {str(out)!r} now; wait for it to finish, or pass another "
+                          "output folder") from None
+    try:
+        remove_stale_temporaries(out)
+        yield
+    finally:
+        lock.release()
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Remove the temporary files and folders of writes into `out` that were killed before they
+    renamed them (SIGKILL skips the clean-up); only the run holding `out` writes there."""
+    for entry in out.iterdir():
+        if TEMPORARY_NAME.fullmatch(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def write_run_settings(out: Path, settings: dict[str, Any]) -> None:
