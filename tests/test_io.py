@@ -163,3 +163,18 @@ def test_a_long_valid_name_is_written_and_one_too_long_for_its_shards_is_refused
     rows = Path(zoo.__file__).parent / "examples" / "tabular" / "adult_test_rows.csv"
     assert main(["embed", "tjepa-adult", str(rows), "-o", str(long_output)]) == 2
     assert "its shards folder OUT.parts/ would be a name of 256 bytes, over the 255" in capsys.readouterr().err
+
+
+def test_a_folder_is_removed_as_one_step(tmp_path):
+    """rmtree deletes in directory order: a job killed while removing its OUT.parts/ could leave
+    shards without their job.json, which every rerun refused although the output was whole. The
+    folder is renamed away first; what a removal killed there left goes with the next one."""
+    from zoo.io import remove_folder
+
+    parts = tmp_path / "out.npy.parts"
+    (parts / "sub").mkdir(parents=True)
+    (parts / "job.json").write_text("{}")
+    (tmp_path / ".out.npy.parts.removed" / "shard-00001.npz").parent.mkdir()
+    (tmp_path / ".out.npy.parts.removed" / "shard-00001.npz").write_bytes(b"x")
+    remove_folder(parts)
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,6 @@ import bisect
 import hashlib
 import json
 import os
-import shutil
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from zoo import registry
 from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
 from zoo.io import (NAME_MAX, atomic_write_text, atomic_write_with, check_writable_file, name_bytes,
-                    printable_name)
+                    printable_name, remove_folder)
 from zoo.pooling import LayerSpec, check_batch_sizes
 from zoo.processing import IndexedRows
 from zoo.saving import weights_fingerprint
@@ -106,7 +105,7 @@ def _run_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, nam
                 write_stamp(shard, chunk_names)
             bar.update(len(chunk) - (bar.n - advanced))  # what embed did not advance: a shard already written
     shapes = join_shards(output, names, (read_shard(shard, _load_npz) for shard in shards))
-    shutil.rmtree(parts)
+    remove_folder(parts)
     if pool != "none":
         return f"array {(len(shapes), *shapes[0])}"
     token_axis = len(shapes[0]) - 2  # 1 when the rows stack several layers: (K, T, D)
@@ -331,7 +330,7 @@ def _run_table_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Pat
     if not shards:
         raise InputError(f"the tables {list(inputs)} hold no rows")
     shapes = join_shards(output, names, (read_shard(shard, np.load) for shard in shards))
-    shutil.rmtree(parts)
+    remove_folder(parts)
     return f"array {(len(shapes), *shapes[0])}"
 
 

@@ -60,6 +60,18 @@ def printable_name(name: str) -> str:
     return name_bytes(name).decode("utf-8", "backslashreplace")
 
 
+def remove_folder(folder: Path) -> None:
+    """Delete `folder` as one step: it is first renamed to a hidden name beside it (a removal
+    killed there before leaves that name, which the next removal deletes), so that no one finds
+    it half deleted. A job's shards folder whose job.json went before some shards (rmtree deletes
+    in directory order) was refused by every rerun, though the output was whole."""
+    gone = folder.with_name(f".{folder.name[:TEMPORARY_STEM]}.removed")
+    if gone.exists():
+        shutil.rmtree(gone)
+    os.replace(folder, gone)
+    shutil.rmtree(gone)
+
+
 def nearest_existing(path: Path) -> Path:
     """`path`, or the nearest of its parents that exists: where a folder not made yet would be made,
     and so what must be a writable folder for it."""

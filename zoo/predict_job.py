@@ -13,7 +13,6 @@ set's. A named graph or table dataset (`--dataset`, as `zoo embed`'s) is embedde
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -26,7 +25,7 @@ from zoo.embed_job import (
 )
 from zoo.errors import ConfigError, InputError
 from zoo.heads import EncoderForRegression, EncoderForTokenClassification, EncoderWithHead, LabelledHead
-from zoo.io import atomic_write_with, check_writable_file
+from zoo.io import atomic_write_with, check_writable_file, remove_folder
 
 FORMATS = (".csv", ".parquet", ".jsonl")
 
@@ -69,7 +68,7 @@ def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[s
     else:
         features = read_shard(embedded(model, inputs, parts / "shard-00000.npy", names, **job), np.load)
     written = write_predictions(model, names, features, output, top_k)
-    shutil.rmtree(parts)
+    remove_folder(parts)
     return written
 
 
