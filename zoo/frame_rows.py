@@ -266,7 +266,8 @@ def resumable_pass(record: dict[str, Any], outputs: Sequence[tuple[Path, int, to
 
 def delete_pass_file(rows: FrameRows) -> None:
     """Delete a pass's file of `rows` and the pass's record (`PASS_FILE`) once the labels made of them
-    are saved: labels.pt keeps those, and a rerun with other teacher settings is refused. A run
+    are saved (not before: a kill in between made the rerun do the whole pass again): labels.pt
+    keeps those, and a rerun with other teacher settings is refused. A run
     stopped before that leaves them for its rerun (`done_passes`); a run refused while making the
     labels takes them away with what else it wrote (`zoo.run_folders.undone_if_refused`)."""
     rows.path.unlink()

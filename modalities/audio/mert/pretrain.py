@@ -66,8 +66,8 @@ from torch import nn
 
 from modalities.audio.mert.model import CQT_OCTAVES, VARIANTS, MertEncoder, MertEncoderConfig, constant_q
 from modalities.speech.hubert.pretrain import (
-    LABELS_FILE, Clusters, cached_labels, check_loss_settings, check_mask_settings, compute_span_mask, encode_masked,
-    encoder_config, equalise_mask_counts, fit_clusters, run_recordings,
+    LABELS_FILE, SPENT, Clusters, cached_labels, check_loss_settings, check_mask_settings, compute_span_mask,
+    encode_masked, encoder_config, equalise_mask_counts, fit_clusters, run_recordings,
 )
 from zoo.audio_crops import (
     CropBatches, RecordingFiles, frame_count, frame_counts, frame_slice, recording_frames,
@@ -512,15 +512,16 @@ def make_targets(args: argparse.Namespace, encoder: MertEncoder, waves: Sequence
     log(f"{teacher}{'' if args.no_cqt else f' and CQT targets ({CQT_BINS} bins)'} of {len(waves)} recordings")
     acoustic, cqts = teachers_pass(waves, encoder, model, teacher, not args.no_cqt, cqt_file,
                                    progress=not args.no_progress, deadline=deadline)
+    spent = [partial(delete_pass_file, acoustic)]  # once labels.pt is saved (`cached_labels`)
     if model is not None:
         codes, sizes = list(acoustic), [model.config.codebook_size] * acoustic.width
-        delete_pass_file(acoustic)
         source = f"encodec {args.encodec}"
     else:
         sizes = [args.clusters] * args.codebooks
         codes = kmeans_codes(args, acoustic, weights, deadline)
         source = f"residual k-means on log-mel + chroma (chroma weight {args.chroma_weight:g})"
-    targets: dict[str, Any] = {"labels": codes, "codebook_sizes": sizes, "source": source}
+        spent.append(partial(acoustic.path.with_name(KMEANS_FILE).unlink, missing_ok=True))
+    targets: dict[str, Any] = {"labels": codes, "codebook_sizes": sizes, "source": source, SPENT: spent}
     return targets if cqts is None else {**targets, "cqt": cqts}
 
 
@@ -529,7 +530,7 @@ def kmeans_codes(args: argparse.Namespace, features: FrameRows, weights: torch.T
     """Each recording's residual k-means codes (in `code_dtype`) of its `features`, read from their
     file a recording at a time. Each codebook is kept in `KMEANS_FILE` as it is fitted, so that a
     stopped run, or one past the `deadline`, goes on with the next (`fit_residual_kmeans`); the
-    files are deleted once the codes are made (`delete_pass_file`)."""
+    files are deleted once labels.pt holds the codes (`make_targets`)."""
     stages_file = features.path.with_name(KMEANS_FILE)
     record = {"features": features.fingerprint(), "codebooks": args.codebooks, "clusters": args.clusters,
               "kmeans_frames": args.kmeans_frames, "seed": args.seed, "chroma_weight": args.chroma_weight}
@@ -540,10 +541,7 @@ def kmeans_codes(args: argparse.Namespace, features: FrameRows, weights: torch.T
     quantiser = fit_residual_kmeans(features, args.codebooks, args.clusters, args.kmeans_frames, args.seed, weights,
                                     done, lambda stages: keep_stages(stages_file, record, stages), deadline)
     dtype = code_dtype([args.clusters] * args.codebooks)
-    codes = [quantiser.codes(recording).to(dtype) for recording in features]
-    delete_pass_file(features)
-    stages_file.unlink(missing_ok=True)
-    return codes
+    return [quantiser.codes(recording).to(dtype) for recording in features]
 
 
 def fitted_stages(path: Path, record: dict[str, Any]) -> list[Clusters]:

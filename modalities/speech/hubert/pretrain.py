@@ -516,6 +516,11 @@ def load_teacher(path: str | Path, device: str = "cpu") -> HubertEncoder:
 log = partial(say, "hubert pretrain")
 
 
+#: a key of what makes labels.pt, not saved in it: the deletions of the pass files the labels were made
+#: of, done once labels.pt is written (deleted before, a kill in between made the rerun do the pass again)
+SPENT = "spent"
+
+
 def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: RecordingFiles,
                 deadline: Optional[float] = None) -> dict[str, Any]:
     """Fit k-means on the iteration's features and label every frame of every recording, reading
@@ -561,8 +566,8 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
     log(f"k-means: {args.clusters} clusters on {min(args.kmeans_frames, total)} of {total} frames")
     clusters = fit_clusters(features, args.clusters, args.kmeans_frames, args.seed)
     labels = cluster_labels(features, clusters)
-    delete_pass_file(features)
-    return {"labels": labels, "source": source, **dataclasses.asdict(clusters)}
+    return {"labels": labels, "source": source, **dataclasses.asdict(clusters),
+            SPENT: [partial(delete_pass_file, features)]}
 
 
 def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
@@ -591,8 +596,11 @@ def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
             )
         return stored
     result = {"files": names, "settings": settings, **compute()}
+    spent = result.pop(SPENT, [])
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_with(path, lambda tmp: torch.save(result, tmp))
+    for delete in spent:
+        delete()
     return result
 
 

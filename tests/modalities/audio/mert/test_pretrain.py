@@ -14,6 +14,7 @@ import torch
 from helpers import MICRO_MERT, ctrl_c_at_step
 
 from zoo.frame_rows import PASS_FILE
+from zoo.run_folders import RUN_LOCK_FILE
 from zoo.errors import ConfigError, InputError
 
 RATE = 24000
@@ -540,9 +541,11 @@ def mert_teacher_args(*options: str):
 
 def test_kmeans_features_pass_through_a_file_deleted_once_coded(music_folder, tmp_path, monkeypatch):
     """The k-means teacher reads each recording's log-mel + chroma from OUT/features.npy (the features
-    of the waveform, torch.equal), which is gone once the codes are made. A k-means that fails leaves
+    of the waveform, torch.equal), which is gone once labels.pt holds the codes: not before, or a kill
+    while labels.pt is written made the rerun do the whole pass again. A k-means that fails leaves
     the pass's files to its rerun (the command's refusal removes them, `undone_if_refused`)."""
     from modalities.audio.mert import pretrain as mert
+    from modalities.speech.hubert import pretrain as hubert_pretrain
     from zoo.audio_crops import RecordingFiles, load_waves
     from zoo.frame_rows import FrameRows
 
@@ -560,9 +563,26 @@ def test_kmeans_features_pass_through_a_file_deleted_once_coded(music_folder, tm
 
     monkeypatch.setattr(mert, "fit_residual_kmeans", checking_fit)
     args = mert_teacher_args()
-    targets = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)
-    assert seen == [(True, True)]
-    assert sorted(path.name for path in tmp_path.iterdir()) == [mert.CQT_FILE]  # no features, no temporaries
+
+    def labelled():
+        return mert.cached_labels(tmp_path, files, {}, lambda: mert.stored_targets(mert.make_targets(
+            args, encoder, RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)), music_folder)
+
+    def killed(path, writer):
+        if path.name == mert.LABELS_FILE:
+            raise KeyboardInterrupt
+        saving(path, writer)
+
+    saving = hubert_pretrain.atomic_write_with
+    monkeypatch.setattr(hubert_pretrain, "atomic_write_with", killed)
+    with pytest.raises(KeyboardInterrupt):  # killed while labels.pt is written: the pass's files are kept
+        labelled()
+    assert {mert.FEATURES_FILE, PASS_FILE} <= {path.name for path in tmp_path.iterdir()}
+    monkeypatch.setattr(hubert_pretrain, "atomic_write_with", saving)
+    targets = labelled()
+    assert seen == [(True, True), (True, True)]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [mert.CQT_FILE, mert.LABELS_FILE]  # no pass files
+    (tmp_path / mert.LABELS_FILE).unlink()
     quantiser = fit(expected, 2, 8, args.kmeans_frames, args.seed, mert.feature_weights(1.0))
     assert all(torch.equal(codes, quantiser.codes(features).to(torch.uint8))
                for codes, features in zip(targets["labels"], expected, strict=True))
@@ -571,9 +591,9 @@ def test_kmeans_features_pass_through_a_file_deleted_once_coded(music_folder, tm
                           RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)
     assert sorted(path.name for path in tmp_path.iterdir()) == [PASS_FILE, mert.CQT_FILE, mert.FEATURES_FILE]
     monkeypatch.setattr(mert, "acoustic_features", None)  # the rerun computes no features: it reads the kept ones
-    again = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)
+    again = labelled()
     assert all(torch.equal(a, b) for a, b in zip(again["labels"], targets["labels"], strict=True))
-    assert sorted(path.name for path in tmp_path.iterdir()) == [mert.CQT_FILE]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [mert.CQT_FILE, mert.LABELS_FILE]
 
 
 def stopped_at_call(monkeypatch, module, name: str, call: int) -> list[int]:
@@ -612,7 +632,7 @@ def test_a_stopped_teachers_pass_goes_on_where_it_stopped(music_folder, tmp_path
     resumed, whole = (torch.load(run / mert.LABELS_FILE, weights_only=True) for run in (out, straight))
     assert all(torch.equal(a, b) for a, b in zip(resumed["labels"], whole["labels"], strict=True))
     assert resumed["cqt"]["fingerprint"] == whole["cqt"]["fingerprint"]
-    assert not any(path.name.startswith(".") for path in out.iterdir())  # no partial file or record left
+    assert [path.name for path in out.iterdir() if path.name.startswith(".")] == [RUN_LOCK_FILE]  # no partial file
 
 
 def test_a_run_stopped_in_kmeans_computes_no_targets_again(music_folder, tmp_path, monkeypatch):
@@ -658,7 +678,7 @@ def test_kmeans_goes_on_with_the_codebook_a_stop_or_the_time_limit_left(music_fo
     assert len(calls) == 1 and (out / "encoder").is_dir()
     stopped, whole = (torch.load(run / mert.LABELS_FILE, weights_only=True) for run in (out, straight))
     assert all(torch.equal(a, b) for a, b in zip(stopped["labels"], whole["labels"], strict=True))
-    assert not any(path.name.startswith(".") for path in out.iterdir())  # the kept codebooks are deleted
+    assert [path.name for path in out.iterdir() if path.name.startswith(".")] == [RUN_LOCK_FILE]  # kept codebooks gone
     (out / mert.KMEANS_FILE).write_bytes(b"not a torch file")
     assert mert.fitted_stages(out / mert.KMEANS_FILE, kept["record"]) == []
 
@@ -753,6 +773,8 @@ def test_encodec_codes_pass_through_a_file_and_a_stopped_pass_goes_on(music_fold
     assert all(isinstance(codes, torch.Tensor) and codes.dtype == torch.int16
                and torch.equal(codes, mert.encodec_codes(model, wave, frame_count(wave.numel(), 400, 320)).short())
                for codes, wave in zip(targets["labels"], waves, strict=True))
+    for delete in targets.pop(mert.SPENT):  # as `cached_labels` does once labels.pt is written
+        delete()
     assert list(run.iterdir()) == []  # codes.npy and the pass's record are deleted
     args = mert_teacher_args("--teacher", "encodec", "--encodec", str(tmp_path / "encodec"))
     with monkeypatch.context() as patch:
@@ -770,6 +792,8 @@ def test_encodec_codes_pass_through_a_file_and_a_stopped_pass_goes_on(music_fold
         mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE, 0.0)
     again = mert.make_targets(args, encoder, RecordingFiles(files, encoder.processor), run / mert.CQT_FILE)
     assert all(torch.equal(a, b) for a, b in zip(again["labels"], targets["labels"], strict=True))
+    for delete in again.pop(mert.SPENT):
+        delete()
     assert len(again["cqt"]) == len(files) and {path.name for path in run.iterdir()} == {mert.CQT_FILE}
     # EnCodec saved again in place with other weights: the rerun starts over, its codes not mixed with the old
     with monkeypatch.context() as patch:
