@@ -164,6 +164,22 @@ def test_a_predict_job_stopped_before_its_first_shard_is_replaced(adult_tables, 
     assert len(pd.read_csv(folder / "out.csv")) == 30
 
 
+def test_a_second_predict_job_on_the_same_output_is_refused_naming_it(adult_tables, capsys):
+    """It named the shards folder inside OUT.parts/ ("another job is writing '.../out.csv.parts/
+    shard-00000.npy' now"), and its claim on OUT.parts/ was made without the lock."""
+    from filelock import FileLock
+
+    rows, folder = adult_tables
+    model = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["<=50K", ">50K"]), folder / "clf")
+    output, parts = folder / "out.csv", folder / "out.csv.parts"
+    parts.mkdir()
+    with FileLock(str(parts / "job.lock")):  # the first job, predicting
+        assert main(["predict", str(model), str(folder / "a.csv"), "-o", str(output)]) == 2
+    assert f"another job is writing '{output}' now (it holds '{parts}')" in capsys.readouterr().err
+    assert main(["predict", str(model), str(folder / "a.csv"), "-o", str(output)]) == 0
+    assert len(pd.read_csv(output)) == 30 and not parts.exists()
+
+
 @pytest.mark.parametrize("name, output, said", [
     ("tjepa-adult", "out.csv", "tjepa-adult is an encoder without a head, so it has nothing to predict"),
     ("tjepa-adult", "out.npy", "must end in one of ('.csv', '.parquet', '.jsonl')"),

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from zoo.embed_job import (
-    SHARD_SIZE, claim_parts, dataset_rows, is_current, job_settings, read_shard, run_embed_job, write_stamp,
+    SHARD_SIZE, claim_parts, dataset_rows, is_current, job_lock, job_settings, read_shard, run_embed_job, write_stamp,
 )
 from zoo.errors import ConfigError, InputError
 from zoo.heads import EncoderForRegression, EncoderForTokenClassification, EncoderWithHead, LabelledHead
@@ -60,15 +60,16 @@ def run_predict(model: EncoderWithHead, inputs: Sequence[Any], names: Sequence[s
     check_prediction_output(output)
     shard_size = shard_size or SHARD_SIZE
     parts = output.with_name(output.name + ".parts")
-    claim_parts(parts, job_settings(model, names, model.feature_layer, model.pool, shard_size, prepare_kwargs))
     job = dict(layer=model.feature_layer, pool=model.pool, batch_size=batch_size, shard_size=shard_size,
                progress=progress, **prepare_kwargs)
-    if hasattr(model.encoder, "table_chunks"):  # the job names each table row FILE#ROW in its parquet output
-        features, names = table_features(model, inputs, parts / "shard-00000.parquet", names, **job)
-    else:
-        features = read_shard(embedded(model, inputs, parts / "shard-00000.npy", names, **job), np.load)
-    written = write_predictions(model, names, features, output, top_k)
-    remove_folder(parts)
+    with job_lock(parts, output):  # a second job on this output named the shards folder inside OUT.parts/
+        claim_parts(parts, job_settings(model, names, model.feature_layer, model.pool, shard_size, prepare_kwargs))
+        if hasattr(model.encoder, "table_chunks"):  # the job names each table row FILE#ROW in its parquet output
+            features, names = table_features(model, inputs, parts / "shard-00000.parquet", names, **job)
+        else:
+            features = read_shard(embedded(model, inputs, parts / "shard-00000.npy", names, **job), np.load)
+        written = write_predictions(model, names, features, output, top_k)
+        remove_folder(parts)
     return written
 
 
