@@ -551,6 +551,17 @@ def test_an_outsized_config_a_name_too_long_and_fp8_weights_are_met_as_they_shou
         zoo.load("a" * 5000)
 
 
+def test_a_folder_under_home_is_written_and_read_there(tmp_path, monkeypatch, micro_hubert):
+    """`save_pretrained("~/enc")` made a folder named ~ in the working folder (inviting `rm -rf ~`),
+    and `zoo.load("~/enc")` read that one; both now mean the home folder, as the CLI does."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    micro_hubert.save_pretrained("~/enc")
+    assert (tmp_path / "home" / "enc" / "config.json").is_file() and not (tmp_path / "~").exists()
+    assert zoo.load("~/enc").num_layers == micro_hubert.num_layers
+    assert zoo.info("~/enc")["params"] == sum(p.numel() for p in micro_hubert.parameters())
+
+
 def test_a_config_describing_a_model_too_big_to_build_is_named(tmp_path, micro_hubert):
     """`intermediate_size` 10**12 in config.json ended in a 14-frame traceback from torch's
     allocator (and `zoo info`, which reads no weights, built the same model); it is the file's

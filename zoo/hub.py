@@ -77,7 +77,7 @@ def load(
     """
     refuse_other_keywords(others)
     check_name(name_or_path, "load")
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()  # "~/ckpt" read a folder named ~ in the working folder
     entry = registry.find(str(name_or_path))
     dtype = resolve_dtype(dtype) or float32_under_another_default()
     not_on_hub = path.is_dir() or (entry is not None and (entry.embedded or entry.upstream is not None))
@@ -172,7 +172,7 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
             raise ConfigError(f"{str(name_or_path)!r} is a zoo name, whose hub_config has no revisions; drop "
                               f"revision={revision!r}, or pass its Hub repo id to read that repo at a revision")
         return registry.info(str(name_or_path))
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
     if is_repo_id(name_or_path) and not path.is_dir():
         folder = download_repo(str(name_or_path), revision or "main", cache_dir, local_files_only, weights=False)
     elif path.is_dir() and revision is None:
@@ -732,7 +732,7 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[CardSource]
     there (a loss curve the card shows)."""
     from safetensors.torch import save_file
 
-    folder, model_card = Path(folder), card_text(model_card)
+    folder, model_card = Path(folder).expanduser(), card_text(model_card)  # not a folder named ~ here
     extra_files = extra_files or {}
     check_save_target(folder, set(extra_files))
     with atomic_folder(folder) as tmp:
