@@ -174,3 +174,16 @@ def test_a_probe_of_files_embeds_its_list_in_one_call(tmp_path):
     report = run_probe(Recorder(), rows, k=2)
     assert calls == [[str(path) for path, _, _ in rows]] and report["train_items"] == 8
     assert np.isfinite(report["rankme"])
+
+
+def test_folder_labels_spelt_in_nfd_and_nfc_are_one_label(tmp_path):
+    """train/café (NFC) and test/café (NFD, as some macOS copies spell it) were two labels that
+    print the same: "test labels ['café'] have no training files (training labels: ['café', ...])"."""
+    import unicodedata
+
+    for split, spelling in (("train", "NFC"), ("test", "NFD"), ("train", "NFC"), ("test", "NFC")):
+        for label in (unicodedata.normalize(spelling, "café"), "thé"):
+            (tmp_path / split / label).mkdir(parents=True, exist_ok=True)
+            (tmp_path / split / label / "1.wav").write_bytes(b"")
+    rows = labelled_files(tmp_path, None, None, (".wav",))
+    assert sorted(label for _, label, _ in rows) == ["café"] * 3 + ["thé"] * 2

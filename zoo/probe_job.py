@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -180,7 +181,7 @@ def file_row(path: Path, data: Path, label_regex: Optional[str], test_regex: Opt
                              f"names its label (it would be {label!r}): put the files in {label}/LABEL/ folders, or "
                              "give --label-regex to read each label from its file name")
     is_test = bool(re.search(test_regex, path.name)) if test_regex else split_folder(path, data) == "test"
-    return path, label, is_test
+    return path, unicodedata.normalize("NFC", label), is_test  # macOS copies spell 'café' in NFD: two labels
 
 
 def labelled_records(path: Path, feature: str, data: Path) -> LabelledRows:
