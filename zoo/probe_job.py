@@ -54,17 +54,11 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
         raise InputError(f"--data {str(data)!r} is not a folder")
     check_regexes(label_regex, test_regex)
     parquets = visible_files(data, (".parquet",)) if feature else []
-    if parquets:
-        if label_regex or test_regex:
-            raise ConfigError("--label-regex and --test-regex are for folders of files; a parquet dataset's labels "
-                              "and splits come from its label column and its train-*/test-* file names")
-        records = {path: labelled_records(path, feature, data) for path in parquets}
-        rows = LabelledRows.joined([path_rows for path_rows in records.values() if len(path_rows)])
-        left_out = [path.name for path, path_rows in records.items() if not len(path_rows)]
-        if left_out:
-            print(f"zoo probe: left out {left_out}: neither train nor test files, or no labelled rows",
-                  file=sys.stderr)
-    else:
+    rows = parquet_dataset_rows(parquets, feature, data) if parquets else None
+    if rows is not None and (label_regex or test_regex):
+        raise ConfigError("--label-regex and --test-regex are for folders of files; a parquet dataset's labels "
+                          "and splits come from its label column and its train-*/test-* file names")
+    if rows is None:
         files = visible_files(data, suffixes or None)
         if not test_regex:
             files = files_in_split_folders(files, data)
@@ -74,6 +68,18 @@ def labelled_files(data: Path, label_regex: Optional[str], test_regex: Optional[
         raise InputError(f"--data {str(data)!r} holds no files{kinds} the encoder reads")
     check_split(rows, test_regex)
     return rows
+
+
+def parquet_dataset_rows(parquets: Sequence[Path], feature: str, data: Path) -> Optional[LabelledRows]:
+    """The labelled records of the parquet files of a Hub dataset in `data`, saying which files hold
+    none; None where none does, so that the folder's files are read instead: a stray .parquet
+    (`zoo embed -o DATA/emb.parquet`) hid every file beside it."""
+    records = {path: labelled_records(path, feature, data) for path in parquets}
+    left_out = [path.name for path, path_rows in records.items() if not len(path_rows)]
+    if left_out:
+        print(f"zoo probe: left out {left_out}: neither train nor test files, or no labelled rows", file=sys.stderr)
+    kept = [path_rows for path_rows in records.values() if len(path_rows)]
+    return LabelledRows.joined(kept) if kept else None
 
 
 class LabelledRows(Sequence):

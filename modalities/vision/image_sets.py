@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from modalities.vision.processing import array_to_tensor, decode_image, image_files, read_image_file, to_rgb
-from zoo.errors import InputError
+from zoo.errors import InputError, warn
 from zoo.processing import parquet_feature_column, reading_parquet, undecoded_rows
 
 #: MNIST's idx files (the only MNIST data in ../shared/data is the 10000-image test set)
@@ -92,9 +92,31 @@ def open_images(path: str | Path, split: str = "train") -> ImageSet:
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         return saved_dataset_images(path, split)
     parquets = sorted(path.rglob("*.parquet"))
+    imageless = [file for file in parquets if not holds_images(file)]
+    if imageless and (len(imageless) < len(parquets) or image_files(path)):  # e.g. zoo embed's own output
+        warn(f"--data {str(path)!r}: left out {[file.name for file in imageless]}, parquet files without an image "
+             "column")
+        parquets = [file for file in parquets if file not in imageless]
     if parquets:
         return parquet_images(split_files(parquets, split, path))
     return folder_images(path, split)
+
+
+def holds_images(file: Path) -> bool:
+    """Whether a parquet file has a column of encoded images; one that cannot be read counts as
+    having one, so that reading it gives its own error. A stray .parquet (`zoo embed -o
+    DATA/emb.parquet`) hid every image file of its folder: "has no Image column"."""
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(file)
+    except Exception:  # pyarrow raises several types for unreadable files
+        return True
+    try:
+        image_column(schema, str(file))
+    except InputError:
+        return False
+    return True
 
 
 def folder_images(folder: Path, split: str) -> ImageFiles:

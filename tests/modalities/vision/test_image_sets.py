@@ -43,6 +43,25 @@ def test_folder_images_are_rgb_and_bad_files_are_named(tmp_path):
         images.load(1)
 
 
+def test_a_parquet_file_without_images_beside_image_files_is_left_out_saying_so(tmp_path, capsys):
+    """`zoo embed -o DATA/emb.parquet` beside the images hid all of them: pretraining said "has no
+    Image column" and the probe "holds no files ... the encoder reads" of a folder of 8 images."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from zoo.probe_job import labelled_files
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            save_png(tmp_path / split / label / "1.png", 10)
+    pq.write_table(pa.table({"input": ["x"], "embedding": [[0.5, 0.25]]}), tmp_path / "emb.parquet")
+    with pytest.warns(UserWarning, match=r"left out \['emb.parquet'\], parquet files without an image column"):
+        assert len(open_images(tmp_path)) == 2 and len(open_images(tmp_path, "all")) == 4
+    rows = labelled_files(tmp_path, None, None, (".png",), "Image")
+    assert len(rows) == 4 and "left out ['emb.parquet']" in capsys.readouterr().err
+
+
 def test_parquet_files_and_splits(tmp_path):
     parquet_of(tmp_path, "train-00000-of-00001.parquet", 3)
     parquet_of(tmp_path, "test-00000-of-00001.parquet", 2)
