@@ -276,10 +276,10 @@ def test_an_interrupt_while_a_checkpoint_is_written_says_so(tmp_path, capsys, mo
     """It said "interrupted during step 2; no checkpoint yet (the first comes at step 1)"."""
     import zoo.training
 
-    def interrupted(path, writer):
+    def interrupted(path, state):
         raise Interrupted
 
-    monkeypatch.setattr(zoo.training, "atomic_write_with", interrupted)
+    monkeypatch.setattr(zoo.training, "atomic_torch_save", interrupted)
     with pytest.raises(Interrupted):
         train(make_objective(), toy_batches(4), tmp_path / "run", TrainConfig(steps=6, checkpoint_every=1,
                                                                                progress=False))
@@ -467,6 +467,17 @@ def test_a_run_records_its_input_files_and_a_resumed_run_takes_them_where_the_da
     assert run_input_files(out, [(moved, [moved / "a.wav"])]) == [moved / "a.wav"]
     assert run_input_files(out, [(moved, [moved / "a.wav"])], lambda: [moved / "sub" / "b.wav"]) == \
         [moved / "sub" / "b.wav"]
+
+
+def test_the_same_state_saved_twice_is_the_same_bytes(tmp_path):
+    """torch.save names an archive's records after the path it is given: the random temporary name
+    made two equal runs' labels.pt differ byte for byte."""
+    from zoo.io import atomic_torch_save
+
+    state = {"labels": [torch.arange(5)], "settings": {"clusters": 3}}
+    for run in ("a", "b"):
+        atomic_torch_save(tmp_path / run / "labels.pt", state)
+    assert (tmp_path / "a" / "labels.pt").read_bytes() == (tmp_path / "b" / "labels.pt").read_bytes()
 
 
 def test_a_run_folder_is_held_by_one_run_which_clears_what_killed_writes_left(tmp_path):

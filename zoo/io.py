@@ -10,7 +10,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from zoo.errors import ConfigError, WriteError, ZooError
 
@@ -166,6 +166,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename, so that a reader never sees
     it half-written; encoded as UTF-8 whatever the locale, as every file the zoo reads back is."""
     atomic_write_with(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    """`torch.save` of `obj` to `path`, atomically, through an open file: torch names the archive's
+    records after a path it is given, so a run saved twice held the random temporary name and its
+    files differed byte for byte (labels.pt, checkpoint.pt) though their contents were equal."""
+    import torch
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+
+    atomic_write_with(path, write)
 
 
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:

@@ -56,7 +56,7 @@ from torch import nn
 from zoo.checkpointing import Checkpointing, set_checkpointing
 from zoo.errors import CheckpointError, ConfigError, InputError, Stopped, UnknownModelError, ZooError
 from zoo.hub import model_to
-from zoo.io import atomic_write_text, atomic_write_with
+from zoo.io import atomic_torch_save, atomic_write_text
 from zoo.loss_plot import plot_losses
 from zoo.options import (
     add_device_arguments, non_negative_float, non_negative_int, positive_float, positive_int, seed_int,
@@ -468,7 +468,7 @@ class Trainer:
             "batches": self.batches.state_dict() if hasattr(self.batches, "state_dict") else None,
             "config": dataclasses.asdict(self.config),
         }
-        atomic_write_with(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        atomic_torch_save(self.checkpoint_path, state)
         self.saved_step = self.step
         plot_losses(read_log(self.log_path), self.out_dir / PLOT_FILE)
 

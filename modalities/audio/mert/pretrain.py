@@ -74,7 +74,7 @@ from zoo.audio_crops import (
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.frame_rows import FrameRows, RowGroups, delete_pass_file, past, resumable_pass
-from zoo.io import atomic_write_with
+from zoo.io import atomic_torch_save
 from zoo.options import Once, positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.progress import progress_bar
@@ -559,7 +559,7 @@ def fitted_stages(path: Path, record: dict[str, Any]) -> list[Clusters]:
 def keep_stages(path: Path, record: dict[str, Any], stages: Sequence[Clusters]) -> None:
     """Write the codebooks fitted so far to `path` (whole or not at all), for `fitted_stages`."""
     kept = {"record": record, "stages": [dataclasses.asdict(stage) for stage in stages]}
-    atomic_write_with(path, lambda tmp: torch.save(kept, tmp))
+    atomic_torch_save(path, kept)
 
 
 def pass_outputs(encodec: Any, cqt: bool, cqt_file: Path) -> list[tuple[Path, int, torch.dtype]]:

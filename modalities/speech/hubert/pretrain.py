@@ -45,7 +45,7 @@ from zoo.audio_crops import (
 )
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.frame_rows import FrameRows, RowGroups, delete_pass_file, resumable_pass
-from zoo.io import atomic_write_with
+from zoo.io import atomic_torch_save
 from zoo.options import Once, positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.progress import progress_bar
@@ -598,7 +598,7 @@ def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
     result = {"files": names, "settings": settings, **compute()}
     spent = result.pop(SPENT, [])
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_with(path, lambda tmp: torch.save(result, tmp))
+    atomic_torch_save(path, result)
     for delete in spent:
         delete()
     return result

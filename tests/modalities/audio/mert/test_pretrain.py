@@ -568,17 +568,17 @@ def test_kmeans_features_pass_through_a_file_deleted_once_coded(music_folder, tm
         return mert.cached_labels(tmp_path, files, {}, lambda: mert.stored_targets(mert.make_targets(
             args, encoder, RecordingFiles(files, encoder.processor), tmp_path / mert.CQT_FILE)), music_folder)
 
-    def killed(path, writer):
+    def killed(path, obj):
         if path.name == mert.LABELS_FILE:
             raise KeyboardInterrupt
-        saving(path, writer)
+        saving(path, obj)
 
-    saving = hubert_pretrain.atomic_write_with
-    monkeypatch.setattr(hubert_pretrain, "atomic_write_with", killed)
+    saving = hubert_pretrain.atomic_torch_save
+    monkeypatch.setattr(hubert_pretrain, "atomic_torch_save", killed)
     with pytest.raises(KeyboardInterrupt):  # killed while labels.pt is written: the pass's files are kept
         labelled()
     assert {mert.FEATURES_FILE, PASS_FILE} <= {path.name for path in tmp_path.iterdir()}
-    monkeypatch.setattr(hubert_pretrain, "atomic_write_with", saving)
+    monkeypatch.setattr(hubert_pretrain, "atomic_torch_save", saving)
     targets = labelled()
     assert seen == [(True, True), (True, True)]
     assert sorted(path.name for path in tmp_path.iterdir()) == [mert.CQT_FILE, mert.LABELS_FILE]  # no pass files
