@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
-import os
+import json
 import shutil
 import subprocess
 import sys
@@ -34,6 +34,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from zoo.errors import ConfigError, InputError, ZooError
+from zoo.io import atomic_write_text, atomic_write_with
 from zoo.options import positive_float, positive_int
 from zoo.progress import progress_bar
 
@@ -97,12 +98,11 @@ def render_midi(midi: Path, wav: Path, sampling_rate: int) -> np.ndarray:
 
 
 def write_flac(path: Path, audio: np.ndarray, sampling_rate: int) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename."""
+    """Write atomically: a temporary file of its own in the same folder (two workers never share
+    one), then a rename."""
     import soundfile
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    soundfile.write(str(tmp), audio, sampling_rate, format="FLAC")
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda tmp: soundfile.write(str(tmp), audio, sampling_rate, format="FLAC"))
 
 
 def note_name(program: int, pitch: int, velocity: int) -> str:
@@ -166,12 +166,14 @@ def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float
 def write_csv(path: Path, rows: list[dict]) -> None:
     """Write `rows` under a temporary name, then rename, so an interrupted run leaves no partial
     table; the first row's keys are the header, so there must be one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write_with(path, write)
 
 
 def load_notes(folder: str | Path):
@@ -207,9 +209,9 @@ def render_score(job: tuple[str, str, int, float, int]) -> list[tuple[str, float
 
     score_path, folder, sampling_rate, clip_seconds, seed = job
     stem = f"{Path(score_path).parent.name}_{Path(score_path).stem}".replace(" ", "_")
-    done = sorted(Path(folder).glob(f"{stem}_*.flac"))
-    if done:
-        return [(path.name, float(path.stem.rsplit("_", 1)[1]) * clip_seconds) for path in done]
+    done = Path(folder) / f".{stem}.done"  # written after its last clip: a score stopped midway is rendered again
+    if done.is_file():
+        return [(name, start) for name, start in json.loads(done.read_text(encoding="utf-8"))]
     rng = np.random.default_rng([seed, zlib.crc32(stem.encode())])
     try:
         score = converter.parse(score_path)
@@ -234,6 +236,7 @@ def render_score(job: tuple[str, str, int, float, int]) -> list[tuple[str, float
         name = f"{stem}_{index:04d}.flac"
         write_flac(Path(folder) / name, piece, sampling_rate)
         clips.append((name, index * clip_seconds))
+    atomic_write_text(done, json.dumps(clips))
     return clips
 
 

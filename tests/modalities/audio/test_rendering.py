@@ -86,3 +86,32 @@ def test_a_missing_music_package_or_apt_get_is_named_before_anything_is_made(tmp
     monkeypatch.setattr(rendering.shutil, "which", lambda program: None)  # no fluidsynth and no apt-get
     with pytest.raises(ConfigError, match="fluidsynth or .* is missing and could not be installed; run `apt-get "):
         rendering.ensure_fluidsynth()
+
+
+def test_a_score_stopped_while_its_clips_are_written_is_rendered_again(tmp_path, monkeypatch):
+    """A score counted as done once any of its clips existed: a run stopped after 2 of its 6 clips
+    kept those 2 for good. It is done once its last clip is written (a hidden record of its clips).
+    fluidsynth is stood in for by a 30 s tone, so that only the file handling is exercised."""
+    from music21 import corpus
+
+    from modalities.audio import rendering
+
+    score = next(str(path) for path in sorted(corpus.getComposer("bach")) if path.name == "bwv1.6.mxl")
+    tone = 0.5 * np.sin(np.arange(30 * 8000) / 8000 * 2 * np.pi * 440).astype(np.float32)
+    monkeypatch.setattr(rendering, "render_midi", lambda midi, wav, rate: tone)
+    write, written = rendering.write_flac, []
+
+    def stopping(path, audio, rate):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path.name)
+        write(path, audio, rate)
+
+    job = (score, str(tmp_path), 8000, 5.0, 0)
+    monkeypatch.setattr(rendering, "write_flac", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        rendering.render_score(job)
+    monkeypatch.setattr(rendering, "write_flac", write)
+    clips = rendering.render_score(job)
+    assert [start for _, start in clips] == [0.0, 5.0, 10.0, 15.0, 20.0, 25.0]
+    assert rendering.render_score(job) == clips and len(list(tmp_path.glob("*.flac"))) == 6
