@@ -124,3 +124,20 @@ def test_a_planted_pickle_in_the_data_or_the_dataset_cache_is_refused_before_it_
                                          rf"{processed.parent} and rerun"):
         load_dataset("cora", shared_path("data", "planetoid"))
     assert not marker.exists()
+
+
+def test_a_read_only_dataset_cache_holding_the_processed_files_is_read(tmp_path, monkeypatch):
+    """The lock file was made before the processed files were looked at: a read-only cache (a shared
+    mount) holding Cora processed was refused ("Read-only file system: '.cora.lock'")."""
+    import errno
+
+    import filelock
+
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    data = load_dataset("cora", shared_path("data", "planetoid"))
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", self.lock_file)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", read_only)
+    assert load_dataset("cora", shared_path("data", "planetoid")).num_nodes == data.num_nodes == 2708
