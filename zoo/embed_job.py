@@ -21,7 +21,7 @@ import numpy as np
 
 from zoo import registry
 from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
-from zoo.io import (NAME_MAX, atomic_write_text, atomic_write_with, check_writable_file, name_bytes,
+from zoo.io import (NAME_MAX, atomic_write_text, atomic_write_with, check_writable_file, held, name_bytes,
                     printable_name, remove_folder)
 from zoo.pooling import LayerSpec, check_batch_sizes
 from zoo.processing import IndexedRows
@@ -73,19 +73,10 @@ def job_lock(parts: Path, output: Path) -> Iterator[None]:
     """Hold `parts` for this job alone: two jobs writing one output took each other's shards for
     their own (a --layer 1 job wrote 20 of its 24 rows from the last layer) or left shards without
     their job.json, which every rerun then refused. The lock file goes with `parts` at the end."""
-    from filelock import FileLock, Timeout
-
     parts.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(parts / LOCK_FILE), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ConfigError(f"another job is writing {str(output)!r} now (it holds {str(parts)!r}); wait for it to "
-                          "finish, or write to another output path") from None
-    try:
+    with held(parts / LOCK_FILE, f"another job is writing {str(output)!r} now (it holds {str(parts)!r}); wait for "
+                                 "it to finish, or write to another output path"):
         yield
-    finally:
-        lock.release()
 
 
 def _run_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, names: Sequence[str], layer: LayerSpec,

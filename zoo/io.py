@@ -60,6 +60,23 @@ def printable_name(name: str) -> str:
     return name_bytes(name).decode("utf-8", "backslashreplace")
 
 
+@contextmanager
+def held(lock_file: Path, busy: str) -> Iterator[None]:
+    """Hold `lock_file` (filelock's) for the block, or refuse at once with a ConfigError saying
+    `busy`: a second job on one output waits for nothing, as it would redo or undo the first's work."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(lock_file), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(busy) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def remove_folder(folder: Path) -> None:
     """Delete `folder` as one step: it is first renamed to a hidden name beside it (a removal
     killed there before leaves that name, which the next removal deletes), so that no one finds

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.io import atomic_write_text, blocking_path
+from zoo.io import atomic_write_text, blocking_path, held
 
 CHECKPOINT_FILE = "checkpoint.pt"
 ARGS_FILE = "args.json"
@@ -94,20 +94,11 @@ def run_lock(out: Path) -> Iterator[None]:
     log and checkpoint, and one could fail on the log the other had emptied. Once it is held, the
     temporaries that a killed write left there are removed: a checkpoint-sized `.checkpoint.pt.*.tmp`
     outlived every rerun."""
-    from filelock import FileLock, Timeout
-
     make_run_folder(out)
-    lock = FileLock(str(out / RUN_LOCK_FILE), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ConfigError(f"another run is training in {str(out)!r} now; wait for it to finish, or pass another "
-                          "output folder") from None
-    try:
+    with held(out / RUN_LOCK_FILE, f"another run is training in {str(out)!r} now; wait for it to finish, or pass "
+                                   "another output folder"):
         remove_stale_temporaries(out)
         yield
-    finally:
-        lock.release()
 
 
 def remove_stale_temporaries(out: Path) -> None:
