@@ -200,7 +200,6 @@ def check_name(name_or_path: Any, call: str) -> None:
                                 "repo id or a checkpoint folder")
 
 
-
 def is_repo_id(name: str | Path) -> bool:
     """A name spelt as a Hub repo id, "org/name"."""
     return isinstance(name, str) and name.count("/") == 1 and not looks_like_path(name)
