@@ -1098,3 +1098,14 @@ def test_the_version_and_python_dash_m_zoo():
     """There was no `zoo --version`, nor `python -m zoo` where the script is not on PATH."""
     run = subprocess.run([sys.executable, "-m", "zoo", "--version"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout == f"ssl-zoo {zoo.__version__}\n", run
+
+
+def test_embed_says_which_files_of_a_folder_it_left_out(checkpoint, wav_folder, tmp_path, capsys):
+    """Files of other endings were dropped without a word: the job said "3 inputs" of a folder that
+    held 5. It still embeds the recordings alone, and says what it left out, by ending."""
+    (wav_folder / "labels.csv").write_text("file,label\n")
+    (wav_folder / "notes.txt").write_text("mine")
+    with pytest.warns(UserWarning, match=re.escape(f"left out 2 file(s) in '{wav_folder}' that the encoder does not "
+                                                   "read (1 .csv, 1 .txt)")):
+        assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape == (3, 32)

@@ -11,13 +11,15 @@ import json
 import os
 import sys
 import warnings
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
-from zoo.errors import CheckpointError, ConfigError, InputError, Stopped, UnknownModelError, ZooError, ZooWarning
+from zoo.errors import (CheckpointError, ConfigError, InputError, Stopped, UnknownModelError, ZooError, ZooWarning,
+                        warn)
 from zoo.finetune_options import add_finetune_arguments
 from zoo.io import check_writable_folder, visible_files
 from zoo.options import Once, add_table_arguments, check_table_source, positive_int, seed_int
@@ -456,13 +458,26 @@ def expand_inputs(inputs: Sequence[str], suffixes: Sequence[str] = ()) -> list[s
             raise InputError(f"input {item!r} is an empty path; pass a file or folder name")
         path = Path(item)
         if path.is_dir():
-            expanded.extend(str(p) for p in visible_files(path, suffixes or None))
+            taken = visible_files(path, suffixes or None)
+            expanded.extend(str(p) for p in taken)
+            if suffixes:
+                note_left_out(path, taken)
         else:
             expanded.append(item)
     if not expanded:
         kinds = f" ({', '.join(suffixes)})" if suffixes else ""
         raise InputError(f"no input files{kinds} found in {list(inputs)}")
     return expanded
+
+
+def note_left_out(folder: Path, taken: Sequence[Path]) -> None:
+    """Warn of the files in `folder` that its listing left out, by ending: a job said only "5 inputs"
+    where the folder held others the encoder does not read (a .txt, a .csv of labels)."""
+    kept = set(taken)
+    endings = Counter(path.suffix.lower() or "no ending" for path in visible_files(folder) if path not in kept)
+    if endings:
+        shown = ", ".join(f"{count} {ending}" for ending, count in sorted(endings.items()))
+        warn(f"left out {sum(endings.values())} file(s) in {str(folder)!r} that the encoder does not read ({shown})")
 
 
 def parse_layer(text: Optional[str]):
