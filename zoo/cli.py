@@ -618,7 +618,7 @@ def add_probe_parser(commands: Any) -> None:
                        help="with --data: neighbours for k-NN (default: 20; at most the training items)")
     probe.add_argument("--cache", metavar="DIR",
                        help="with --data: keep the embeddings in DIR; an interrupted probe goes on from the shards "
-                            "written, and a rerun with the same model, data, layer and pool reuses them")
+                            "of 1024 items written, and a rerun with the same model, data, layer and pool reuses them")
     add_run_arguments(probe)
     probe.set_defaults(func=cmd_probe)
 
