@@ -383,7 +383,10 @@ def test_kmeans_reads_the_features_from_their_file(tmp_path, monkeypatch):
     assert kind is FrameRows and all(torch.equal(rows, mfcc_features(wave, 16000, field, hop))
                                      for rows, wave in zip(features, waves, strict=True))
     assert [len(rows) for rows in labels["labels"]] == [frame_count(len(wave), field, hop) for wave in waves]
-    assert not (tmp_path / "run" / pretrain.FEATURES_FILE).exists()  # deleted once labelled
+    assert (tmp_path / "run" / pretrain.FEATURES_FILE).exists()  # kept until labels.pt is written
+    for delete in labels.pop(pretrain.SPENT):  # as `cached_labels` does then
+        delete()
+    assert not (tmp_path / "run" / pretrain.FEATURES_FILE).exists()
 
 
 def test_a_resumed_run_keeps_the_recordings_it_began_with(tmp_path, monkeypatch, capsys):

@@ -71,7 +71,7 @@ def test_config_checks_name_the_bad_value():
     with pytest.raises(ConfigError, match=r"recons_blocks \(6, 8\) must be 1-based block numbers in 1..4"):
         GmmlConfig(depth=4, recons_blocks=(6, 8), reconstruction_head=True)
     # num_heads=0 raised ZeroDivisionError (integer modulo by zero); image_size=0 passed and failed later
-    with pytest.raises(ConfigError, match="hidden_size 24 is not divisible by num_heads 0"):
+    with pytest.raises(ConfigError, match="num_heads=0; a model has at least one attention head"):
         GmmlConfig(hidden_size=24, num_heads=0)
     with pytest.raises(ConfigError, match="image_size 0 is smaller than one patch_size 4 patch"):
         GmmlConfig(image_size=0, patch_size=4)
