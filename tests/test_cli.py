@@ -434,6 +434,18 @@ def test_a_file_name_that_is_not_utf8_is_embedded_probed_and_trained_on(checkpoi
                  "--mode", "linear", "--epochs", "1"]) == 0
 
 
+def test_probe_takes_no_progress_as_the_other_long_commands_do(checkpoint, tmp_path, capsys):
+    """`zoo probe` was the one long command without --no-progress (embed, predict, finetune and
+    pretrain have it): its bar filled a log file."""
+    tone_set(tmp_path / "data", "folders")
+    for cache in ([], ["--cache", str(tmp_path / "cache")]):
+        assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--no-progress", *cache]) == 0
+        captured = capsys.readouterr()
+        assert "item/s" not in captured.err and json.loads(captured.out)["train_items"] == 16
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data")]) == 0
+    assert "item/s" in capsys.readouterr().err
+
+
 def test_probe_without_a_split_is_refused(checkpoint, tmp_path, capsys):
     tone_set(tmp_path / "data", "names")
     assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--label-regex", r"^(\w+?)_"]) == 2

@@ -314,7 +314,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
                           encoder.processor.dataset_feature)
     pool = args.pool or "mean"
     results = run_probe(encoder, rows, layer=args.layer, batch_size=args.batch_size or 8, k=args.k or 20, pool=pool,
-                        cache=Path(args.cache) if args.cache else None)
+                        cache=Path(args.cache) if args.cache else None, progress=not args.no_progress)
     print(json.dumps({**described_model(args), "layer": args.layer, "pool": pool, **results}, indent=2))
 
 
@@ -619,6 +619,8 @@ def add_probe_parser(commands: Any) -> None:
     probe.add_argument("--cache", metavar="DIR",
                        help="with --data: keep the embeddings in DIR; an interrupted probe goes on from the shards "
                             "of 1024 items written, and a rerun with the same model, data, layer and pool reuses them")
+    probe.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (default: shown on stderr; --dataset and --table show none)")
     add_run_arguments(probe)
     probe.set_defaults(func=cmd_probe)
 

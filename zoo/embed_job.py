@@ -163,7 +163,8 @@ def job_settings(encoder: Any, names: Sequence[str], layer, pool: str, shard_siz
 
 
 def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: Sequence[str], layer: LayerSpec = None,
-                      pool: str = "mean", batch_size: Optional[int] = None) -> tuple[np.ndarray, bool]:
+                      pool: str = "mean", batch_size: Optional[int] = None,
+                      progress: bool = True) -> tuple[np.ndarray, bool]:
     """(N, D) embeddings of `inputs` kept in `folder`: made there by an embedding job (so an
     interrupted one goes on from its shards), and reused while the model, the inputs (`names`),
     layer and pool are the same. Returns them and whether they were reused."""
@@ -173,7 +174,7 @@ def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: 
         return np.load(output), True
     record.unlink(missing_ok=True)
     run_embed_job(encoder, inputs, output, layer=layer, pool=pool, batch_size=batch_size, shard_size=SHARD_SIZE,
-                  names=names)
+                  names=names, progress=progress)
     atomic_write_text(record, json.dumps(settings))
     return np.load(output), False
 

@@ -267,8 +267,9 @@ def check_split(rows: Sequence[tuple[Any, str, bool]], test_regex: Optional[str]
 
 
 def run_probe(encoder: Any, rows: Sequence[tuple[Any, str, bool]], layer: LayerSpec = None, batch_size: int = 8,
-              k: int = 20, pool: str = "mean", cache: Optional[Path] = None) -> dict[str, float]:
-    """Embed every item once, then fit the probes on the train split and score the test split.
+              k: int = 20, pool: str = "mean", cache: Optional[Path] = None, progress: bool = True) -> dict[str, float]:
+    """Embed every item once (with a progress bar, unless `progress` is False), then fit the probes
+    on the train split and score the test split.
 
     Both are deterministic (L-BFGS logistic regression, k-NN), so there is no seed. k-NN uses
     `k` neighbours, or every training item when there are fewer. With a `cache`
@@ -287,9 +288,10 @@ def run_probe(encoder: Any, rows: Sequence[tuple[Any, str, bool]], layer: LayerS
     if isinstance(items, list):
         items = [str(item) if isinstance(item, Path) else item for item in items]
     if cache is None:
-        embeddings = embedded(encoder, items, layer, pool, batch_size)
+        embeddings = embedded(encoder, items, layer, pool, batch_size, progress)
     else:
-        embeddings, reused = cached_embeddings(encoder, items, cache, item_names(rows), layer, pool, batch_size)
+        embeddings, reused = cached_embeddings(encoder, items, cache, item_names(rows), layer, pool, batch_size,
+                                               progress)
         print(f"zoo probe: {'reused' if reused else 'wrote'} the embeddings in {cache}", file=sys.stderr)
     check_finite(embeddings, rows)
     labels, test = np.array(rows.labels), np.array(rows.tests, dtype=bool)
@@ -308,7 +310,7 @@ def run_probe(encoder: Any, rows: Sequence[tuple[Any, str, bool]], layer: LayerS
     }
 
 
-def embedded(encoder: Any, items: Sequence[Any], layer, pool: str, batch_size: int) -> Any:
+def embedded(encoder: Any, items: Sequence[Any], layer, pool: str, batch_size: int, progress: bool = True) -> Any:
     """(N, D) embeddings of `items`: a list (files) in one `embed` call; records streamed from
     parquet files a chunk of `SHARD_SIZE` at a time, as `zoo embed` takes them, so that one chunk
     of them is held (`embed` would list them all first), each chunk's rows written into the
@@ -321,9 +323,9 @@ def embedded(encoder: Any, items: Sequence[Any], layer, pool: str, batch_size: i
     from zoo.errors import counting_from
 
     if isinstance(items, list):
-        return encoder.embed(items, layer=layer, pool=pool, batch_size=batch_size).numpy()
+        return encoder.embed(items, layer=layer, pool=pool, batch_size=batch_size, progress=progress).numpy()
     embeddings = None
-    with encoder.progress_bar(len(items), True) as bar:
+    with encoder.progress_bar(len(items), progress) as bar:
         for start in range(0, len(items), embed_job.SHARD_SIZE):
             chunk = items[start : start + embed_job.SHARD_SIZE]
             advanced = bar.n
