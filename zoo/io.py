@@ -4,6 +4,8 @@ output can be written before the work that makes it, and the listing of a folder
 from __future__ import annotations
 
 import ctypes
+import errno
+import glob
 import os
 import shutil
 import sys
@@ -78,15 +80,16 @@ def held(lock_file: Path, busy: str) -> Iterator[None]:
 
 
 def remove_folder(folder: Path) -> None:
-    """Delete `folder` as one step: it is first renamed to a hidden name beside it (a removal
-    killed there before leaves that name, which the next removal deletes), so that no one finds
-    it half deleted. A job's shards folder whose job.json went before some shards (rmtree deletes
-    in directory order) was refused by every rerun, though the output was whole."""
-    gone = folder.with_name(f".{folder.name[:TEMPORARY_STEM]}.removed")
-    if gone.exists():
-        shutil.rmtree(gone)
-    os.replace(folder, gone)
-    shutil.rmtree(gone)
+    """Delete `folder` as one step: it is first moved into a hidden folder of its own beside it, so
+    that no one finds it half deleted (a job's shards folder whose job.json went before some
+    shards, as rmtree deletes in directory order, was refused by every rerun though the output was
+    whole). Such folders that a removal killed midway left are deleted too; two removals at once
+    may delete each other's, which both take in their stride."""
+    prefix = f"{temporary_prefix(folder)}removed."
+    gone = Path(tempfile.mkdtemp(prefix=prefix, dir=folder.parent))
+    os.replace(folder, gone / folder.name)
+    for removed in folder.parent.glob(glob.escape(prefix) + "*"):
+        shutil.rmtree(removed, ignore_errors=True)
 
 
 def nearest_existing(path: Path) -> Path:
@@ -225,10 +228,21 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
             os.replace(tmp, folder)
             shutil.rmtree(old)
         else:
-            os.replace(tmp, folder)
+            replace_new_folder(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def replace_new_folder(tmp: Path, folder: Path) -> None:
+    """Rename `tmp` to `folder`, which did not exist a moment ago; where another process has made it
+    since (two saves of one new folder at once), swap them instead: the rename failed with
+    "Directory not empty" (2 in 400 such pairs)."""
+    try:
+        os.replace(tmp, folder)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not exchange(tmp, folder):
+            raise
 
 
 #: Linux's renameat2 arguments: paths relative to the working folder, swap the two
