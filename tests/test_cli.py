@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -791,6 +792,33 @@ def test_the_cache_embeds_again_for_weights_that_add_up_to_the_same(micro_hubert
     again, reused = cached_embeddings(micro_hubert, files, tmp_path / "cache", files)
     assert not reused and np.array_equal(again, micro_hubert.embed(files, progress=False).numpy())
     assert np.abs(again - first).max() > 1e-5  # measured 3.1e-5 for this micro model
+
+
+def test_a_probe_finding_its_cache_held_waits_then_reuses_it(micro_hubert, wav_folder, tmp_path, capsys):
+    """Probes sharing one --cache (a sweep of --k) were refused at once but one, with advice to
+    write "to another output path". The second waits, saying so, and reuses what the first wrote."""
+    import threading
+
+    from filelock import FileLock
+
+    from zoo.embed_job import CACHE_LOCK_FILE, cached_embeddings
+
+    files = [str(path) for path in sorted(wav_folder.iterdir())]
+    written, _ = cached_embeddings(micro_hubert, files, tmp_path / "cache", files, progress=False)
+    held, released = threading.Event(), threading.Event()
+
+    def another_probe():  # holds the cache for a second, as a probe filling it does
+        lock = FileLock(str(tmp_path / "cache" / CACHE_LOCK_FILE))
+        with lock:
+            held.set()
+            time.sleep(1.0)
+            released.set()
+
+    threading.Thread(target=another_probe).start()
+    held.wait()
+    rows, reused = cached_embeddings(micro_hubert, files, tmp_path / "cache", files, progress=False)
+    assert released.is_set() and reused and np.array_equal(rows, written)
+    assert f"zoo probe: waiting for another probe filling --cache '{tmp_path / 'cache'}'" in capsys.readouterr().err
 
 
 def test_probe_cache_embeds_again_a_file_rewritten_under_the_same_name(checkpoint, tmp_path, capsys):

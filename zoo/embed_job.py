@@ -21,8 +21,8 @@ import numpy as np
 
 from zoo import registry
 from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
-from zoo.io import (NAME_MAX, atomic_write_text, atomic_write_with, check_writable_file, held, name_bytes,
-                    printable_name, remove_folder)
+from zoo.io import (NAME_MAX, acquire_saying, atomic_write_text, atomic_write_with, check_writable_file, held,
+                    name_bytes, printable_name, remove_folder)
 from zoo.pooling import LayerSpec, check_batch_sizes
 from zoo.processing import IndexedRows
 from zoo.saving import weights_fingerprint
@@ -162,21 +162,35 @@ def job_settings(encoder: Any, names: Sequence[str], layer, pool: str, shard_siz
     return json.loads(json.dumps(settings, default=str))
 
 
+#: the lock a probe holds its --cache folder with
+CACHE_LOCK_FILE = ".cache.lock"
+
+
 def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: Sequence[str], layer: LayerSpec = None,
                       pool: str = "mean", batch_size: Optional[int] = None,
                       progress: bool = True) -> tuple[np.ndarray, bool]:
     """(N, D) embeddings of `inputs` kept in `folder`: made there by an embedding job (so an
     interrupted one goes on from its shards), and reused while the model, the inputs (`names`),
-    layer and pool are the same. Returns them and whether they were reused."""
+    layer and pool are the same. Returns them and whether they were reused. A probe finding the
+    folder held by another waits for it, saying so, then reuses what it wrote: it was refused
+    with advice to write "to another output path", which a probe has no option for."""
+    from filelock import FileLock
+
     output, record = folder / "embeddings.npy", folder / "embeddings.json"
     settings = {**job_settings(encoder, names, layer, pool, SHARD_SIZE, {}), "stamps": stamps_digest(names)}
-    if output.is_file() and record.is_file() and json.loads(record.read_text(encoding="utf-8")) == settings:
-        return np.load(output), True
-    record.unlink(missing_ok=True)
-    run_embed_job(encoder, inputs, output, layer=layer, pool=pool, batch_size=batch_size, shard_size=SHARD_SIZE,
-                  names=names, progress=progress)
-    atomic_write_text(record, json.dumps(settings))
-    return np.load(output), False
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / CACHE_LOCK_FILE))  # probes sharing the cache wait, then reuse it
+    acquire_saying(lock, f"zoo probe: waiting for another probe filling --cache {str(folder)!r}")
+    try:
+        if output.is_file() and record.is_file() and json.loads(record.read_text(encoding="utf-8")) == settings:
+            return np.load(output), True
+        record.unlink(missing_ok=True)
+        run_embed_job(encoder, inputs, output, layer=layer, pool=pool, batch_size=batch_size, shard_size=SHARD_SIZE,
+                      names=names, progress=progress)
+        atomic_write_text(record, json.dumps(settings))
+        return np.load(output), False
+    finally:
+        lock.release()
 
 
 def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[Sequence[Any], list[str]]:

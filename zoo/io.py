@@ -79,6 +79,18 @@ def held(lock_file: Path, busy: str) -> Iterator[None]:
         lock.release()
 
 
+def acquire_saying(lock: Any, waiting: str) -> None:
+    """Acquire the filelock `lock`, first saying `waiting` (on stderr) where another process holds
+    it: a second process sat silent while the first prepared a dataset or filled a cache."""
+    from filelock import Timeout
+
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(waiting, file=sys.stderr, flush=True)
+        lock.acquire()
+
+
 def remove_folder(folder: Path) -> None:
     """Delete `folder` as one step: it is first moved into a hidden folder of its own beside it, so
     that no one finds it half deleted (a job's shards folder whose job.json went before some

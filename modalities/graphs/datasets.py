@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from zoo.errors import ConfigError, InputError
-from zoo.io import blocking_path
+from zoo.io import acquire_saying, blocking_path
 
 #: zoo dataset name -> (PyG class name, name argument)
 PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -260,7 +260,7 @@ def processing_lock(key: str) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(root / f".{key}.lock"))
     try:
-        lock.acquire()
+        acquire_saying(lock, f"waiting for another process preparing dataset {key!r} in {root}")
     except OSError as err:  # a read-only cache (a shared mount) that holds the processed files already
         if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise

@@ -141,3 +141,27 @@ def test_a_read_only_dataset_cache_holding_the_processed_files_is_read(tmp_path,
 
     monkeypatch.setattr(filelock.FileLock, "acquire", read_only)
     assert load_dataset("cora", shared_path("data", "planetoid")).num_nodes == data.num_nodes == 2708
+
+
+def test_a_run_waiting_for_another_preparing_the_dataset_says_so(tmp_path, monkeypatch, capsys):
+    """The second of two runs sat silent while the first processed the dataset (seconds for NCI1,
+    minutes for Reddit); it says what it waits for."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    held, released = threading.Event(), threading.Event()
+
+    def another_run():
+        with FileLock(str(tmp_path / "cache" / ".cora.lock")):
+            held.set()
+            time.sleep(1.0)
+            released.set()
+
+    threading.Thread(target=another_run).start()
+    held.wait()
+    assert load_dataset("cora", shared_path("data", "planetoid")).num_nodes == 2708 and released.is_set()
+    assert f"waiting for another process preparing dataset 'cora' in {tmp_path / 'cache'}" in capsys.readouterr().err
