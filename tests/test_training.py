@@ -209,6 +209,23 @@ def test_a_rerun_with_other_settings_is_refused_not_mixed_in(tmp_path):
     assert len(train(make_objective(), toy_batches(), tmp_path, local)) == 8
 
 
+def test_a_run_an_older_zoo_began_resumes_without_the_records_it_did_not_keep(tmp_path):
+    """A T-JEPA run begun before the zoo recorded its table's digest (`training_data`) was refused
+    ("training_data: None then, '32561 rows, sha256 ...' now; rerun with its settings"), which no
+    option could satisfy. The record is left out of the comparison where the run lacks it; a setting
+    the older zoo's recipe lacked is still refused, saying that no option resumes it."""
+    from zoo.run_folders import check_same_run
+
+    older = {"steps": 100, "lr": 0.001}
+    check_same_run(older, {**older, "training_data": "32561 rows, sha256 5d7cf66a"}, tmp_path)
+    with pytest.raises(CheckpointError, match=r"training_data: '1 rows' then, '2 rows' now\); .*rerun with its "
+                                              "settings"):
+        check_same_run({**older, "training_data": "1 rows"}, {**older, "training_data": "2 rows"}, tmp_path)
+    with pytest.raises(CheckpointError, match=r"schedule_every: None then, 1 now\); .*an older zoo began it, whose "
+                                              "recipe had no schedule_every, so no option resumes it"):
+        check_same_run(older, {**older, "schedule_every": 1}, tmp_path)
+
+
 def test_a_pretrain_command_rerun_with_other_settings_keeps_its_args_json(tmp_path, micro_hubert):
     """args.json says how the run was made: a refused rerun leaves it as it was, and a rerun
     from another machine (other data location, threads, device) goes on."""

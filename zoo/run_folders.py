@@ -29,6 +29,9 @@ PLOT_FILE = "loss.png"
 RUN_LOCAL_SETTINGS = frozenset({"device", "bf16", "progress", "no_progress", "threads", "time_limit",
                                 "checkpoint_every", "output", "data", "table", "zoo_version",
                                 "activation_checkpointing", "workers"})
+#: what the zoo records of a run rather than what its command chose (a digest of the training data,
+#: to refuse a resume on other data); a run an older zoo began, which did not record it, still resumes
+RECORDED_SETTINGS = frozenset({"training_data"})
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -36,6 +39,8 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str
     leaving out RUN_LOCAL_SETTINGS."""
     changed = []
     for key in sorted((saved.keys() | current.keys()) - RUN_LOCAL_SETTINGS):
+        if key in RECORDED_SETTINGS and key not in saved:  # an older zoo's run
+            continue
         old, new = saved.get(key), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
             changed += changed_settings(old, new, f"{prefix}{key}.")
@@ -48,11 +53,14 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path |
     """Refuse to resume the run saved in `where` with other settings: its steps would go on under
     another schedule, batches or objective, and its files would no longer say how it was made."""
     changed = changed_settings(saved, current)
+    unrecorded = sorted(key for key in current.keys() - saved.keys() - RUN_LOCAL_SETTINGS - RECORDED_SETTINGS
+                        if current[key] is not None)  # settings the run's older zoo did not have
+    advice = (f"an older zoo began it, whose recipe had no {', '.join(unrecorded)}, so no option resumes it: use "
+              "another output folder for a new run" if unrecorded else
+              "rerun with its settings (args.json), or use another output folder for a new run")
     if changed:
-        raise CheckpointError(
-            f"cannot resume {where}: its run had other settings ({'; '.join(changed)}); a rerun only resumes the "
-            "same run: rerun with its settings (args.json), or use another output folder for a new run"
-        )
+        raise CheckpointError(f"cannot resume {where}: its run had other settings ({'; '.join(changed)}); a rerun "
+                              f"only resumes the same run: {advice}")
 
 
 def command_settings(args: argparse.Namespace) -> dict[str, Any]:
