@@ -794,6 +794,25 @@ def test_the_cache_embeds_again_for_weights_that_add_up_to_the_same(micro_hubert
     assert np.abs(again - first).max() > 1e-5  # measured 3.1e-5 for this micro model
 
 
+def test_shards_an_older_zoo_wrote_are_made_again_not_refused(checkpoint, wav_folder, tmp_path, capsys):
+    """A job an older zoo began recorded its weights by their sum ("weights_sum"): its rerun, same
+    arguments and weights, was refused "with other weights; rerun it with the same arguments". Its
+    shards are made again, saying so; a probe cache of another kind says it embeds again too."""
+    parts = tmp_path / "e.npy.parts"
+    parts.mkdir()
+    (parts / "job.json").write_text(json.dumps({"weights_sum": 1.5, "layer": None, "pool": "mean"}))
+    np.savez(parts / "shard-00000.npz", rows=np.zeros((3, 32), np.float32))
+    assert main(["embed", str(checkpoint), str(wav_folder), "-o", str(tmp_path / "e.npy")]) == 0
+    assert "holds shards of a job an older zoo began, which named the weights otherwise" in capsys.readouterr().err
+    assert np.abs(np.load(tmp_path / "e.npy")).max() > 0 and not parts.exists()
+    tone_set(tmp_path / "data", "folders")
+    cache = tmp_path / "cache"
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--cache", str(cache)]) == 0
+    (cache / "embeddings.json").write_text(json.dumps({"weights_sum": 1.5}))
+    assert main(["probe", str(checkpoint), "--data", str(tmp_path / "data"), "--cache", str(cache)]) == 0
+    assert f"the embeddings in {cache} were made with another model" in capsys.readouterr().err
+
+
 def test_a_probe_finding_its_cache_held_waits_then_reuses_it(micro_hubert, wav_folder, tmp_path, capsys):
     """Probes sharing one --cache (a sweep of --k) were refused at once but one, with advice to
     write "to another output path". The second waits, saying so, and reuses what the first wrote."""

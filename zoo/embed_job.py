@@ -12,6 +12,8 @@ import bisect
 import hashlib
 import json
 import os
+import shutil
+import sys
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,8 +184,11 @@ def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: 
     lock = FileLock(str(folder / CACHE_LOCK_FILE))  # probes sharing the cache wait, then reuse it
     acquire_saying(lock, f"zoo probe: waiting for another probe filling --cache {str(folder)!r}")
     try:
-        if output.is_file() and record.is_file() and json.loads(record.read_text(encoding="utf-8")) == settings:
-            return np.load(output), True
+        if output.is_file() and record.is_file():
+            if json.loads(record.read_text(encoding="utf-8")) == settings:
+                return np.load(output), True
+            print(f"zoo probe: the embeddings in {folder} were made with another model, other files, layer or pool "
+                  "(or by an older zoo); they are made again", file=sys.stderr)
         record.unlink(missing_ok=True)
         run_embed_job(encoder, inputs, output, layer=layer, pool=pool, batch_size=batch_size, shard_size=SHARD_SIZE,
                       names=names, progress=progress)
@@ -301,8 +306,13 @@ def claim_parts(parts: Path, settings: dict[str, Any]) -> None:
     if shards and not record.is_file():
         raise CheckpointError(f"{parts} holds shards but not the {JOB_FILE} that says which job made them; "
                               f"delete {parts} to start this job")
+    before = json.loads(record.read_text(encoding="utf-8")) if shards else {}
+    if shards and "weights" not in before:  # an older zoo named the weights by their sum, which tells too little
+        print(f"zoo: {parts} holds shards of a job an older zoo began, which named the weights otherwise; they are "
+              "made again", file=sys.stderr)
+        clear_parts(parts)
+        shards = False
     if shards:  # a job that wrote no shard has nothing to mix in
-        before = json.loads(record.read_text(encoding="utf-8"))
         changed = sorted(key for key in settings if before.get(key) != settings[key])
         if changed:
             raise InputError(f"{parts} holds shards of an interrupted job with other {', '.join(changed)}; rerun it "
@@ -310,6 +320,17 @@ def claim_parts(parts: Path, settings: dict[str, Any]) -> None:
         return
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write_text(record, json.dumps(settings))
+
+
+def clear_parts(parts: Path) -> None:
+    """Delete what a job's `parts` holds but the lock file, which this job holds."""
+    for entry in parts.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _run_table_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, layer, pool: str,
