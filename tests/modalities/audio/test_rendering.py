@@ -92,8 +92,7 @@ def test_a_score_stopped_while_its_clips_are_written_is_rendered_again(tmp_path,
     """A score counted as done once any of its clips existed: a run stopped after 2 of its 6 clips
     kept those 2 for good. It is done once its last clip is written (a hidden record of its clips).
     fluidsynth is stood in for by a 30 s tone, so that only the file handling is exercised."""
-    from music21 import corpus
-
+    corpus = pytest.importorskip("music21.corpus", reason="needs the music extra: pip install -e '.[music]'")
     from modalities.audio import rendering
 
     score = next(str(path) for path in sorted(corpus.getComposer("bach")) if path.name == "bwv1.6.mxl")
