@@ -204,28 +204,16 @@ def corpus_paths(max_scores: Optional[int]) -> list[Path]:
 
 
 def render_score(job: tuple[str, str, int, float, int]) -> list[tuple[str, float]]:
-    """Render one score with seeded GM instruments and cut it into clips; (file, start) of each."""
-    from music21 import converter, instrument
-
+    """Render one score with seeded GM instruments and cut it into clips; (file, start) of each.
+    A score is done once its last clip is written (a hidden record of its clips): a score stopped
+    midway counted as done when any of its clips existed, and kept 2 of its 6 for good."""
     score_path, folder, sampling_rate, clip_seconds, seed = job
     stem = f"{Path(score_path).parent.name}_{Path(score_path).stem}".replace(" ", "_")
-    done = Path(folder) / f".{stem}.done"  # written after its last clip: a score stopped midway is rendered again
+    done = Path(folder) / f".{stem}.done"
     if done.is_file():
         return [(name, start) for name, start in json.loads(done.read_text(encoding="utf-8"))]
-    rng = np.random.default_rng([seed, zlib.crc32(stem.encode())])
-    try:
-        score = converter.parse(score_path)
-        for part in score.parts:
-            for old in part.recurse().getElementsByClass(instrument.Instrument):
-                part.remove(old, recurse=True)
-            chosen = instrument.instrumentFromMidiProgram(int(rng.choice(CLIP_PROGRAMS)))
-            part.insert(0, chosen)
-        with tempfile.TemporaryDirectory() as tmp:
-            midi = Path(tmp) / "score.mid"
-            score.write("midi", fp=str(midi))
-            audio = render_midi(midi, Path(tmp) / "score.wav", sampling_rate)
-    except Exception as err:  # music21 raises many types for scores it cannot read or write
-        print(f"skipped {score_path}: {err}", file=sys.stderr)
+    audio = score_audio(score_path, sampling_rate, np.random.default_rng([seed, zlib.crc32(stem.encode())]))
+    if audio is None:
         return []
     length = int(clip_seconds * sampling_rate)
     clips = []
@@ -238,6 +226,27 @@ def render_score(job: tuple[str, str, int, float, int]) -> list[tuple[str, float
         clips.append((name, index * clip_seconds))
     atomic_write_text(done, json.dumps(clips))
     return clips
+
+
+def score_audio(score_path: str, sampling_rate: int, rng: np.random.Generator) -> Optional[np.ndarray]:
+    """A score rendered through FluidSynth with GM instruments drawn by `rng`, as mono audio; None
+    (said on stderr) for a score music21 cannot read or write."""
+    from music21 import converter, instrument
+
+    try:
+        score = converter.parse(score_path)
+        for part in score.parts:
+            for old in part.recurse().getElementsByClass(instrument.Instrument):
+                part.remove(old, recurse=True)
+            chosen = instrument.instrumentFromMidiProgram(int(rng.choice(CLIP_PROGRAMS)))
+            part.insert(0, chosen)
+        with tempfile.TemporaryDirectory() as tmp:
+            midi = Path(tmp) / "score.mid"
+            score.write("midi", fp=str(midi))
+            return render_midi(midi, Path(tmp) / "score.wav", sampling_rate)
+    except Exception as err:  # music21 raises many types for scores it cannot read or write
+        print(f"skipped {score_path}: {err}", file=sys.stderr)
+        return None
 
 
 def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: float = 5.0,
