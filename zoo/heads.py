@@ -357,8 +357,7 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         `layer="weighted"`), `batch_size` pieces at a time (None: the encoder's own)."""
         return self.encoder.embed(inputs, layer=self.feature_layer, pool=self.pool,
                                   batch_size=self.encoder.embed_batch_size if batch_size is None else batch_size,
-                                  progress=progress,
-                                  **prepare_kwargs)
+                                  progress=progress, **prepare_kwargs)
 
     @property
     def feature_layer(self) -> Any:
