@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -403,6 +404,30 @@ def test_upstream_file_is_checked_converted_once_and_cached(offline_cache, tmp_p
                        second.embed([wave], sampling_rate=RATE, progress=False))
 
 
+def test_loads_converting_one_upstream_file_at_once_convert_it_once(offline_cache, tmp_path, monkeypatch, capsys):
+    """Nothing held the conversion into the zoo cache: 2 of 4 first loads at once each converted the
+    same file. The others wait, saying so, then read the one conversion."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder, sha256 = fairseq_repo(tmp_path)
+    put_in_hf_cache(offline_cache, "test-org/fairseq-hubert", folder, commit="e" * 40)
+    name = upstream_entry(tmp_path, sha256)
+    from zoo import registry
+
+    conversions, convert = [], registry.get_family("hubert").converters["fairseq"]
+
+    def slow_conversion(path):
+        conversions.append(path)
+        time.sleep(1.0)
+        return convert(path)
+
+    monkeypatch.setitem(registry.get_family("hubert").converters, "fairseq", slow_conversion)
+    with ThreadPoolExecutor(3) as pool:
+        encoders = list(pool.map(lambda _: zoo.load(name, cache_dir=offline_cache), range(3)))
+    assert len(conversions) == 1 and len(encoders) == 3
+    assert f"waiting for another process converting '{name}'" in capsys.readouterr().err
+
+
 def test_zoo_cache_moves_with_its_variable(offline_cache, tmp_path, monkeypatch):
     """$ZOO_CACHE holds the conversions (and the datasets, unless $ZOO_DATASETS says otherwise)."""
     from modalities.graphs.datasets import cache_root
@@ -459,7 +484,8 @@ def test_a_failed_upstream_download_is_named_and_leaves_no_file(tmp_path, monkey
                                            r"Name or service not known\); check the network"):
         zoo.load("hubert-url-test", cache_dir=tmp_path / "cache")
     assert (tmp_path / "zoo-cache" / "downloads").is_dir()  # the download began there, and left no file
-    assert [path for path in (tmp_path / "zoo-cache").rglob("*") if path.is_file()] == []
+    left = [path for path in (tmp_path / "zoo-cache").rglob("*") if path.is_file()]
+    assert [path.name for path in left] == ["hubert-url-test-abababababababab.lock"]  # the conversion's empty lock
 
 
 def test_published_name_offline_without_cache_names_its_repo(offline_cache):

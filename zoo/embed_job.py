@@ -23,8 +23,8 @@ import numpy as np
 
 from zoo import registry
 from zoo.errors import CheckpointError, ConfigError, InputError, counting_from
-from zoo.io import (NAME_MAX, acquire_saying, atomic_write_text, atomic_write_with, check_writable_file, held,
-                    name_bytes, printable_name, remove_folder)
+from zoo.io import (NAME_MAX, atomic_write_text, atomic_write_with, check_writable_file, held, name_bytes,
+                    printable_name, remove_folder, waited_for)
 from zoo.pooling import LayerSpec, check_batch_sizes
 from zoo.processing import IndexedRows
 from zoo.saving import weights_fingerprint
@@ -176,14 +176,10 @@ def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: 
     layer and pool are the same. Returns them and whether they were reused. A probe finding the
     folder held by another waits for it, saying so, then reuses what it wrote: it was refused
     with advice to write "to another output path", which a probe has no option for."""
-    from filelock import FileLock
-
     output, record = folder / "embeddings.npy", folder / "embeddings.json"
     settings = {**job_settings(encoder, names, layer, pool, SHARD_SIZE, {}), "stamps": stamps_digest(names)}
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / CACHE_LOCK_FILE))  # probes sharing the cache wait, then reuse it
-    acquire_saying(lock, f"zoo probe: waiting for another probe filling --cache {str(folder)!r}")
-    try:
+    with waited_for(folder / CACHE_LOCK_FILE, f"zoo probe: waiting for another probe filling --cache {str(folder)!r}"):
         if output.is_file() and record.is_file():
             if json.loads(record.read_text(encoding="utf-8")) == settings:
                 return np.load(output), True
@@ -194,8 +190,6 @@ def cached_embeddings(encoder: Any, inputs: Sequence[Any], folder: Path, names: 
                       names=names, progress=progress)
         atomic_write_text(record, json.dumps(settings))
         return np.load(output), False
-    finally:
-        lock.release()
 
 
 def rows_of_parquet_files(inputs: Sequence[str], feature: str) -> tuple[Sequence[Any], list[str]]:

@@ -24,7 +24,7 @@ from zoo import registry
 from zoo.cards import CardSource, card_text, model_card_text, origin_card
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError, prefixed
-from zoo.io import NAME_MAX, atomic_folder, atomic_path, check_writable_folder, through_link
+from zoo.io import NAME_MAX, atomic_folder, atomic_path, check_writable_folder, through_link, waited_for
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 
 CONFIG_FILE = "config.json"
@@ -412,15 +412,30 @@ def converted_folder(entry: registry.ModelEntry, cache_dir: Optional[str | Path]
     folder = zoo_cache_root() / CONVERTED_FOLDER / entry.name / sha256[:16]
     if (folder / WEIGHTS_FILE).is_file():
         return folder
+    locks = zoo_cache_root() / LOCKS_FOLDER  # a failed conversion leaves nothing in converted/
+    locks.mkdir(parents=True, exist_ok=True)
+    with waited_for(locks / f"{entry.name}-{sha256[:16]}.lock", f"waiting for another process converting "
+                                                                 f"{entry.name!r} into {folder.parent}"):
+        if not (folder / WEIGHTS_FILE).is_file():  # the process waited for made it: 2 of 4 converted it twice
+            convert_upstream(entry, sha256, cache_dir, local_files_only, folder)
+    return folder
+
+
+#: the zoo cache's folder of lock files (one a conversion)
+LOCKS_FOLDER = ".locks"
+
+
+def convert_upstream(entry: registry.ModelEntry, sha256: str, cache_dir, local_files_only: bool,
+                     folder: Path) -> None:
+    """Download (or find) an upstream file, check it and save its conversion into `folder`."""
     source = download_upstream(entry, cache_dir, local_files_only)
     check_sha256(source, sha256)
-    converter = registry.get_family(entry.family).converters.get(upstream["format"])
+    converter = registry.get_family(entry.family).converters.get(entry.upstream["format"])
     if converter is None:
-        raise CheckpointError(f"family {entry.family!r} has no converter for format {upstream['format']!r}")
+        raise CheckpointError(f"family {entry.family!r} has no converter for format {entry.upstream['format']!r}")
     model = converter(source)
     check_parameter_count(entry, model, source)
     save_folder(model, folder, model_card=model_card_text(entry.name))
-    return folder
 
 
 def check_parameter_count(entry: registry.ModelEntry, model: Any, source: Path) -> None:

@@ -79,16 +79,30 @@ def held(lock_file: Path, busy: str) -> Iterator[None]:
         lock.release()
 
 
-def acquire_saying(lock: Any, waiting: str) -> None:
-    """Acquire the filelock `lock`, first saying `waiting` (on stderr) where another process holds
-    it: a second process sat silent while the first prepared a dataset or filled a cache."""
-    from filelock import Timeout
+@contextmanager
+def waited_for(lock_file: Path, waiting: str) -> Iterator[None]:
+    """Hold `lock_file` (filelock's) for the block, waiting for the process that holds it after
+    saying `waiting` (on stderr): a second process sat silent while the first prepared a dataset,
+    converted a checkpoint or filled a cache. Where no lock can be made (a read-only place, which
+    no one writes), the block runs without one: a read-only dataset cache was refused."""
+    from filelock import FileLock, Timeout
 
+    lock = FileLock(str(lock_file))
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(waiting, file=sys.stderr, flush=True)
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(waiting, file=sys.stderr, flush=True)
+            lock.acquire()
+    except OSError as err:
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def remove_folder(folder: Path) -> None:

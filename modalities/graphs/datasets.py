@@ -8,7 +8,6 @@ the raw files PyG downloads them, where the network allows.
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from zoo.errors import ConfigError, InputError
-from zoo.io import acquire_saying, blocking_path
+from zoo.io import blocking_path, waited_for
 
 #: zoo dataset name -> (PyG class name, name argument)
 PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -251,25 +250,13 @@ def load_dataset(name: str, data_root: Optional[str | Path] = None) -> Any:
 def processing_lock(key: str) -> Iterator[None]:
     """One process at a time copies and processes a dataset in the cache: PyG writes its processed
     files in place, so a second process started beside the first could read them half-written, and
-    then failed on them for good (1 of 3 tries with NCI1). The others wait, then read them whole. A
-    cache where no lock can be made (read-only) is read without one: it was refused though it held
-    the processed dataset."""
-    from filelock import FileLock
-
+    then failed on them for good (1 of 3 tries with NCI1). The others wait, saying so, then read
+    them whole. A read-only cache is read without a lock (`waited_for`): PyG fails only if it must
+    process there."""
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(root / f".{key}.lock"))
-    try:
-        acquire_saying(lock, f"waiting for another process preparing dataset {key!r} in {root}")
-    except OSError as err:  # a read-only cache (a shared mount) that holds the processed files already
-        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise
-        yield  # no one writes there, so no one needs waiting for; PyG fails only if it must process
-        return
-    try:
+    with waited_for(root / f".{key}.lock", f"waiting for another process preparing dataset {key!r} in {root}"):
         yield
-    finally:
-        lock.release()
 
 
 def loading_fix(key: str, data_root: Optional[str | Path]) -> str:
