@@ -7,6 +7,7 @@ import ctypes
 import errno
 import glob
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -170,9 +171,24 @@ NAME_MAX = 255
 TEMPORARY_STEM = 64
 
 
+#: the temporaries the writes here leave when killed: `.NAME.XXXXXXXX.tmp`, `.NAME.XXXXXXXX/`, `.NAME.old.XXXXXXXX/`
+TEMPORARY_NAME = re.compile(r"\..+\.(old\.)?[a-z0-9_]{8}(\.tmp)?")
+
+
 def temporary_prefix(path: Path) -> str:
     """The hidden prefix of `path`'s temporary copy beside it, short enough for any valid name."""
     return f".{path.name[:TEMPORARY_STEM]}."
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Remove the temporary files and folders that writes into `folder` left when they were killed
+    before renaming them (SIGKILL skips the clean-up); for a caller that alone writes there."""
+    for entry in folder.iterdir():
+        if TEMPORARY_NAME.fullmatch(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 @contextmanager

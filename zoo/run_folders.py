@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.io import atomic_write_text, blocking_path, held
+from zoo.io import atomic_write_text, blocking_path, held, remove_stale_temporaries
 
 CHECKPOINT_FILE = "checkpoint.pt"
 ARGS_FILE = "args.json"
@@ -91,8 +90,6 @@ def make_run_folder(out: Path) -> None:
 
 #: the file a `zoo pretrain` or `zoo finetune` run holds its folder with
 RUN_LOCK_FILE = ".run.lock"
-#: what `zoo.io`'s atomic writes name their temporaries (`.NAME.XXXXXXXX.tmp`, `.NAME.XXXXXXXX/`)
-TEMPORARY_NAME = re.compile(r"\..+\.(old\.)?[a-z0-9_]{8}(\.tmp)?")
 
 
 @contextmanager
@@ -100,24 +97,14 @@ def run_lock(out: Path) -> Iterator[None]:
     """Hold the run folder `out` for this run alone: two runs started on one folder (a requeued job
     beside the old one still stopping, a second terminal) both trained, each replacing the other's
     log and checkpoint, and one could fail on the log the other had emptied. Once it is held, the
-    temporaries that a killed write left there are removed: a checkpoint-sized `.checkpoint.pt.*.tmp`
-    outlived every rerun."""
+    temporaries that a killed write left there are removed (`remove_stale_temporaries`): a
+    checkpoint-sized `.checkpoint.pt.*.tmp` outlived every rerun; only the run holding `out`
+    writes there."""
     make_run_folder(out)
     with held(out / RUN_LOCK_FILE, f"another run is training in {str(out)!r} now; wait for it to finish, or pass "
                                    "another output folder"):
         remove_stale_temporaries(out)
         yield
-
-
-def remove_stale_temporaries(out: Path) -> None:
-    """Remove the temporary files and folders of writes into `out` that were killed before they
-    renamed them (SIGKILL skips the clean-up); only the run holding `out` writes there."""
-    for entry in out.iterdir():
-        if TEMPORARY_NAME.fullmatch(entry.name):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
 
 
 def write_run_settings(out: Path, settings: dict[str, Any]) -> None:
