@@ -458,10 +458,10 @@ def expand_inputs(inputs: Sequence[str], suffixes: Sequence[str] = ()) -> list[s
             raise InputError(f"input {item!r} is an empty path; pass a file or folder name")
         path = Path(item)
         if path.is_dir():
-            taken = visible_files(path, suffixes or None)
-            expanded.extend(str(p) for p in taken)
-            if suffixes:
-                note_left_out(path, taken)
+            listed = visible_files(path)  # one walk: the files taken and those left out
+            wanted = {suffix.lower() for suffix in suffixes}
+            expanded.extend(str(file) for file in listed if not wanted or file.suffix.lower() in wanted)
+            note_left_out(path, [file for file in listed if wanted and file.suffix.lower() not in wanted])
         else:
             expanded.append(item)
     if not expanded:
@@ -470,11 +470,10 @@ def expand_inputs(inputs: Sequence[str], suffixes: Sequence[str] = ()) -> list[s
     return expanded
 
 
-def note_left_out(folder: Path, taken: Sequence[Path]) -> None:
+def note_left_out(folder: Path, left_out: Sequence[Path]) -> None:
     """Warn of the files in `folder` that its listing left out, by ending: a job said only "5 inputs"
     where the folder held others the encoder does not read (a .txt, a .csv of labels)."""
-    kept = set(taken)
-    endings = Counter(path.suffix.lower() or "no ending" for path in visible_files(folder) if path not in kept)
+    endings = Counter(path.suffix.lower() or "no ending" for path in left_out)
     if endings:
         shown = ", ".join(f"{count} {ending}" for ending, count in sorted(endings.items()))
         warn(f"left out {sum(endings.values())} file(s) in {str(folder)!r} that the encoder does not read ({shown})")
