@@ -205,7 +205,8 @@ def fit_residual_kmeans(features: Sequence[torch.Tensor], codebooks: int, cluste
     stages = list(done)
     for round_ in range(len(stages), codebooks):
         residuals = StageResiduals(features, ResidualKMeans(list(stages)))
-        stages.append(fit_clusters(residuals, clusters, max_frames, seed + round_, weights))
+        stages.append(fit_clusters(residuals, clusters, max_frames, seed + round_, weights,
+                                   standardise=True, inits=3))
         if keep is not None:
             keep(stages)
         if round_ + 1 < codebooks and past(deadline):

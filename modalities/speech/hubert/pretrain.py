@@ -58,6 +58,10 @@ from zoo.training import (
 
 #: label of padding frames; cross-entropy never sees them
 IGNORE_LABEL = -100
+#: k-means clusters by iteration, as HuBERT-base: 100 on MFCCs, 500 on the iteration-1 encoder's features
+CLUSTERS = {1: 100, 2: 500}
+#: fairseq's k-means restarts (learn_kmeans.py's n_init)
+KMEANS_INITS = 20
 LABELS_FILE = "labels.pt"
 #: the iteration's features (`FrameRows`) while k-means is fitted and the labels made; deleted then
 FEATURES_FILE = "features.npy"
@@ -226,13 +230,16 @@ def layer_feature_groups(encoder: HubertEncoder, recordings: Sequence[Any], laye
 
 @dataclasses.dataclass
 class Clusters:
-    """K-means centroids over standardised features: `assign` gives each frame its nearest one.
+    """K-means centroids over features shifted by `mean` and divided by `std`: `assign` gives
+    each frame its nearest one.
 
-    Features are standardised with the mean and std of the frames k-means was fitted on,
-    so that no feature dimension (e.g. MFCC c0, the log energy) dominates the distance.
+    HuBERT's labels cluster the features as they are (mean 0, std 1), as fairseq's
+    `learn_kmeans.py` does: on MFCCs the 13 cepstra then weigh most (96 % of the variance on
+    FSDD). MERT's k-means teacher standardises each dimension with the mean and std of the
+    frames it was fitted on, so that log-mel and chroma dimensions weigh alike.
     """
 
-    centers: torch.Tensor  # (K, F), in standardised units (times `fit_clusters`' weights)
+    centers: torch.Tensor  # (K, F), in the shifted and divided units (times `fit_clusters`' weights)
     mean: torch.Tensor  # (F,)
     std: torch.Tensor  # (F,), divided by `fit_clusters`' weights
 
@@ -247,11 +254,13 @@ class Clusters:
 
 
 def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames: int = 100_000,
-                 seed: int = 0, weights: Optional[torch.Tensor] = None) -> Clusters:
-    """MiniBatchKMeans (as fairseq's `learn_kmeans.py`) on at most `max_frames` frames drawn at random.
+                 seed: int = 0, weights: Optional[torch.Tensor] = None, standardise: bool = False,
+                 inits: int = KMEANS_INITS) -> Clusters:
+    """MiniBatchKMeans with fairseq's `learn_kmeans.py` settings on at most `max_frames` frames drawn
+    at random, each dimension standardised first if `standardise` (MERT's k-means teacher).
 
-    `weights` (F,) scales each standardised feature in the distance (default: all 1); it
-    is folded into `Clusters.std`, so `assign` needs nothing more.
+    `weights` (F,) scales each feature in the distance (default: all 1); it is folded into
+    `Clusters.std`, so `assign` needs nothing more.
     """
     from sklearn.cluster import MiniBatchKMeans
 
@@ -259,10 +268,13 @@ def fit_clusters(features: Sequence[torch.Tensor], num_clusters: int, max_frames
     if len(frames) < num_clusters:
         raise ConfigError(f"{len(frames)} frames cannot make {num_clusters} clusters; use fewer (--clusters) "
                           "or more audio")
-    mean, std = frames.mean(0), frames.std(0).clamp(min=1e-5)
+    if standardise:
+        mean, std = frames.mean(0), frames.std(0).clamp(min=1e-5)
+    else:
+        mean, std = torch.zeros(frames.shape[1]), torch.ones(frames.shape[1])
     if weights is not None:
         std = std / weights
-    kmeans = MiniBatchKMeans(n_clusters=num_clusters, batch_size=10_000, max_iter=100, n_init=3,
+    kmeans = MiniBatchKMeans(n_clusters=num_clusters, batch_size=10_000, max_iter=100, n_init=inits,
                              max_no_improvement=100, reassignment_ratio=0.0, random_state=seed)
     kmeans.fit(((frames - mean) / std).numpy())
     return Clusters(torch.from_numpy(kmeans.cluster_centers_).float(), mean, std)
@@ -424,10 +436,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     labels.add_argument("--layer", type=int,
                         help="iteration 2: hidden state to cluster, 0 = input embeddings (default: the middle "
                              "layer, as HuBERT-base clusters layer 6 of 12)")
-    labels.add_argument("--clusters", type=positive_int, default=100,
-                        help="k-means clusters K (HuBERT-base: 100 on MFCC, 500 on features) (default: 100)")
+    labels.add_argument("--clusters", type=positive_int,
+                        help="k-means clusters K (default: HuBERT-base's, 100 on MFCC in iteration 1, 500 on "
+                             "features in iteration 2)")
     labels.add_argument("--kmeans-frames", type=positive_int, default=100_000,
                         help="frames k-means is fitted on (default: 100000)")
+    labels.add_argument("--kmeans-features", choices=("raw", "standardised"),
+                        help="cluster the features as they are, as fairseq's learn_kmeans.py (default), or each "
+                             "dimension standardised first (hubert-tiny-fsdd's recipe)")
+    labels.add_argument("--kmeans-inits", type=positive_int,
+                        help=f"k-means restarts, the best kept (default: {KMEANS_INITS}, fairseq's n_init)")
 
     model = parser.add_argument_group("model and objective")
     model.add_argument("--variant", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
@@ -563,8 +581,10 @@ def make_labels(args: argparse.Namespace, encoder: HubertEncoder, waves: Recordi
     resumable_pass(record, [(path, width, torch.float32)], frames, compute, "features", "k-means", log, deadline)
     features = FrameRows(path, frames)
     total = int(features.frames.sum())
-    log(f"k-means: {args.clusters} clusters on {min(args.kmeans_frames, total)} of {total} frames")
-    clusters = fit_clusters(features, args.clusters, args.kmeans_frames, args.seed)
+    log(f"k-means: {clusters_of(args)} clusters on {min(args.kmeans_frames, total)} of {total} frames")
+    kmeans = kmeans_settings(args)
+    clusters = fit_clusters(features, clusters_of(args), args.kmeans_frames, args.seed,
+                            standardise=kmeans["kmeans_features"] == "standardised", inits=kmeans["kmeans_inits"])
     labels = cluster_labels(features, clusters)
     return {"labels": labels, "source": source, **dataclasses.asdict(clusters),
             SPENT: [partial(delete_pass_file, features)]}
@@ -586,6 +606,8 @@ def cached_labels(folder: Path, files: Sequence[Path], settings: dict[str, Any],
                 "use another output folder or delete the file"
             )
         before = stored.get("settings")
+        if before is not None:  # labels an older zoo made keep the k-means settings it had then
+            before = {**{key: settings[key] for key in ADDED_TEACHER_SETTINGS & settings.keys()}, **before}
         if before != settings:
             changed = "none recorded: an older zoo made it" if before is None else ", ".join(
                 f"{key}={before.get(key)!r} then, {settings.get(key)!r} now"
@@ -631,7 +653,23 @@ def teacher_settings(args: argparse.Namespace, encoder: HubertEncoder) -> dict[s
     field, hop = frame_geometry(encoder.config)
     return {"sampling_rate": encoder.processor.sampling_rate, "receptive_field": field, "frame_hop": hop,
             "iteration": args.iteration, "labels_from": args.labels_from, "layer": args.layer,
-            "clusters": args.clusters, "kmeans_frames": args.kmeans_frames, "seed": args.seed}
+            "clusters": clusters_of(args), "kmeans_frames": args.kmeans_frames, "seed": args.seed,
+            **kmeans_settings(args)}
+
+
+#: teacher settings an older zoo did not record in labels.pt (it standardised features, 3 restarts)
+ADDED_TEACHER_SETTINGS = frozenset({"kmeans_features", "kmeans_inits"})
+
+
+def clusters_of(args: argparse.Namespace) -> int:
+    """--clusters, or HuBERT-base's for the iteration (`CLUSTERS`)."""
+    return args.clusters or CLUSTERS[args.iteration]
+
+
+def kmeans_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """How k-means clusters the features: --kmeans-features and --kmeans-inits, or fairseq's
+    settings. They stay None in args.json, so that a run an older zoo began still resumes."""
+    return {"kmeans_features": args.kmeans_features or "raw", "kmeans_inits": args.kmeans_inits or KMEANS_INITS}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -641,6 +679,7 @@ def run(args: argparse.Namespace) -> None:
     config = train_config_from_args(args)  # its settings checked before the teachers' labels are made
     deadline = config.deadline()
     check_iteration(args)
+    args.clusters = clusters_of(args)  # args.json records the number, as an older zoo's runs did
     out = Path(args.output)
     files = run_recordings(args)
     torch.manual_seed(args.seed)

@@ -92,7 +92,7 @@ def test_feature_weights_decide_what_the_codes_split():
     for heavy in (0, 1):
         weights = torch.ones(2)
         weights[heavy] = 3.0
-        codes = fit_clusters(features, 2, seed=0, weights=weights).assign(features[0])
+        codes = fit_clusters(features, 2, seed=0, weights=weights, standardise=True, inits=3).assign(features[0])
         agreement = (codes == (signs[:, heavy] > 0).long()).float().mean().item()
         assert max(agreement, 1 - agreement) > 0.99, heavy  # the split is along the heavy feature
 
@@ -473,7 +473,7 @@ def held_residual_kmeans(features, codebooks, clusters, max_frames, seed):
 
     residuals, stages = [f.float() for f in features], []
     for round_ in range(codebooks):
-        stages.append(fit_clusters(residuals, clusters, max_frames, seed + round_))
+        stages.append(fit_clusters(residuals, clusters, max_frames, seed + round_, standardise=True, inits=3))
         residuals = [r - stages[-1].centroids(stages[-1].assign(r)) for r in residuals]
     return stages
 
