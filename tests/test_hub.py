@@ -257,7 +257,8 @@ def test_weights_holding_nan_are_refused_by_tensor(tmp_path, micro_hubert):
     key = sorted(key for key, value in weights.items() if value.is_floating_point())[0]
     weights[key][0] = float("nan")
     save_file(weights, tmp_path / "ckpt" / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=rf"hold NaN or infinite values \({key}\); every output would be NaN"):
+    # named as the encoder names it: HuBERT's folder holds HubertModel's weights, without `model.`
+    with pytest.raises(CheckpointError, match=rf"NaN or infinite values \(model\.{key}\); every output would be NaN"):
         zoo.load(tmp_path / "ckpt")
 
 
@@ -543,7 +544,7 @@ def test_weights_of_another_kind_of_number_and_a_malformed_config_are_named(tmp_
     weights = load_file(folder / "model.safetensors")
     key = sorted(weights)[0]
     save_file({**weights, key: weights[key].bool()}, folder / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=rf"1 wrong kinds of number \['{key}: torch.bool for torch.float32'\]"):
+    with pytest.raises(CheckpointError, match=rf"1 wrong kinds of number \['model.{key}: torch.bool for torch.float"):
         zoo.load(folder)
     save_file({**weights, key: weights[key].half()}, folder / "model.safetensors", metadata={"format": "pt"})
     assert zoo.load(folder).dtype == torch.float32  # another float precision is a float

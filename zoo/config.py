@@ -23,8 +23,8 @@ from zoo.io import atomic_write_text
 
 C = TypeVar("C", bound="EncoderConfig")
 
-#: keys `config.json` carries besides the dataclass fields
-META_KEYS = ("family", "zoo_version", "head")
+#: keys `config.json` carries besides the dataclass fields (the last two for transformers: HuBERT's)
+META_KEYS = ("family", "zoo_version", "head", "model_type", "architectures")
 
 
 @dataclasses.dataclass

@@ -654,7 +654,7 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
             with naming_file(folder / CONFIG_FILE):
                 model = head_from_config(encoder, config_dict["head"])
     if pretrained:
-        load_state(model, state, folder)
+        load_state(model, state if "head" in config_dict else model.weights_from_saved(state), folder)
     return model
 
 
@@ -751,7 +751,7 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[CardSource]
     check_save_target(folder, set(extra_files))
     with atomic_folder(folder) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config_dict_to_save(), indent=2) + "\n", encoding="utf-8")
-        state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+        state = {key: value.detach().cpu().contiguous() for key, value in model.weights_to_save().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         model.processor.save(tmp)
         (tmp / CARD_FILE).write_text(model_card or origin_card(model), encoding="utf-8")

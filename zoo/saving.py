@@ -18,6 +18,15 @@ class Checkpointable:
     def config_dict_to_save(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def weights_to_save(self) -> dict[str, Any]:
+        """The state dict under the names the saved weights file gives it (`weights_from_saved` reads them)."""
+        return self.state_dict()  # type: ignore[attr-defined]
+
+    @classmethod
+    def weights_from_saved(cls, state: dict[str, Any]) -> dict[str, Any]:
+        """A saved weights file's state dict under the model's own names."""
+        return state
+
     def save_pretrained(self, folder: str | Path, model_card: Optional[CardSource] = None,
                         extra_files: Optional[dict[str, Path]] = None) -> Path:
         """Write config.json, model.safetensors, preprocessor_config.json and README.md atomically.

@@ -135,6 +135,7 @@ class MertEncoder(HubertEncoder):
     modality = "audio"
     config_class = MertEncoderConfig
     processor_class = AudioProcessor
+    transformers_model_type = None  # MERT's variants are not HubertModel's: its folders are the zoo's own
 
     def __init__(self, config: MertEncoderConfig, processor: Optional[AudioProcessor] = None) -> None:
         super().__init__(config, processor)

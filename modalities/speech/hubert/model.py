@@ -159,6 +159,10 @@ VARIANTS = {
 }
 
 
+#: where the encoder keeps transformers' HubertModel (`self.model`), in its state dict's names
+TRANSFORMERS_PREFIX = "model."
+
+
 class HubertEncoder(CheckpointedBlocks, Encoder):
     """HuBERT speech encoder: 16 kHz waveform -> 50 Hz frame features.
 
@@ -170,11 +174,38 @@ class HubertEncoder(CheckpointedBlocks, Encoder):
     config_class = HubertEncoderConfig
     processor_class = AudioProcessor
     unused_in_forward = ("model.masked_spec_embed",)  # used only with pretraining's mask_time_indices
+    #: the transformers model a saved folder loads into as it is (`config_dict_to_save`), None for none
+    transformers_model_type: Optional[str] = "hubert"
 
     def __init__(self, config: HubertEncoderConfig, processor: Optional[AudioProcessor] = None) -> None:
         super().__init__(config, processor)
         self.processor.align_to_frames(config.receptive_field, config.frame_hop)
         self.model = HubertModel(config.to_transformers())
+
+    def config_dict_to_save(self) -> dict[str, Any]:
+        """The config, with the transformers model type that reads the folder (its fields are
+        HubertConfig's): AutoModel refused a saved folder, and HubertModel loaded it with every
+        weight missing, all its outputs NaN, without an error."""
+        config = super().config_dict_to_save()
+        if self.transformers_model_type is None:
+            return config
+        return {**config, "model_type": self.transformers_model_type, "architectures": ["HubertModel"]}
+
+    def weights_to_save(self) -> dict[str, torch.Tensor]:
+        """HubertModel's weights under its own names (without `model.`), as transformers saves them."""
+        state = self.state_dict()
+        if self.transformers_model_type is None:
+            return state
+        return {key.removeprefix(TRANSFORMERS_PREFIX): value for key, value in state.items()}
+
+    @classmethod
+    def weights_from_saved(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Saved weights under the encoder's names: those saved in transformers' names get `model.`
+        back; folders saved before, and MERT's, name them so already."""
+        if cls.transformers_model_type is None:
+            return state
+        return {key if key.startswith(TRANSFORMERS_PREFIX) else TRANSFORMERS_PREFIX + key: value
+                for key, value in state.items()}
 
     def embed_frames(
         self, inputs: Any, layer: LayerSpec = None, sampling_rate: Optional[int] = None, **embed_kwargs: Any

@@ -36,6 +36,29 @@ def test_item_alone_equals_transformers_hubert(fixture, request):
     assert torch.equal(ours.hidden_states[-1], ours.last_hidden_state)
 
 
+@pytest.mark.parametrize("fixture", ["micro_hubert", "micro_hubert_stable"])
+def test_a_saved_folder_loads_into_transformers_with_its_weights(fixture, request, tmp_path):
+    """A folder `save_pretrained` (and so `zoo publish`) writes is a transformers HuBERT repo:
+    AutoModel refused it (no model_type), and HubertModel loaded it with every weight missing, each
+    output NaN, without an error. The zoo reads it back, and folders saved with `model.` keys."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel, HubertModel
+
+    encoder = request.getfixturevalue(fixture)
+    encoder.save_pretrained(tmp_path / "saved")
+    item = wave(7000)[None]
+    with torch.no_grad():
+        ours = encoder(input_values=item).last_hidden_state
+        for model_class in (AutoModel, HubertModel):
+            model = model_class.from_pretrained(tmp_path / "saved").eval()
+            assert type(model) is HubertModel
+            assert (model(item).last_hidden_state - ours).abs().max() <= TOLERANCE, model_class
+        assert torch.equal(zoo.load(tmp_path / "saved")(input_values=item).last_hidden_state, ours)
+        weights = tmp_path / "saved" / "model.safetensors"
+        save_file({f"model.{key}": value for key, value in load_file(weights).items()}, weights)  # an older save
+        assert torch.equal(zoo.load(tmp_path / "saved")(input_values=item).last_hidden_state, ours)
+
+
 def test_transformers_batched_output_depends_on_padding_but_the_zoo_does_not(micro_hubert):
     """The GroupNorm front end of HuBERT-base lets padding into real frames in transformers."""
     short, long = wave(3000, 1), wave(12000, 2)
