@@ -70,6 +70,8 @@ from zoo.run_folders import (
 #: shapes of the lr's fall after the warmup (TrainConfig.lr_decay)
 LR_DECAYS = ("cosine", "linear")
 OPTIMIZERS = ("adamw", "adam")
+#: the fewest seconds between two drawings of a run's loss.png at its checkpoints (its last is always drawn)
+PLOT_INTERVAL = 60.0
 
 
 @dataclasses.dataclass
@@ -446,6 +448,7 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.saved_step: Optional[int] = None
+        self.plotted_at: Optional[float] = None
         self.stop_signal: Optional[int] = None
         self.saving = False
 
@@ -457,7 +460,10 @@ class Trainer:
     def log_path(self) -> Path:
         return self.out_dir / LOG_FILE
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, last: bool = False) -> None:
+        """Write checkpoint.pt, and redraw loss.png from the whole log at the `last` checkpoint of
+        this call, or if `PLOT_INTERVAL` seconds have passed since it was drawn: drawn at every
+        checkpoint, a 20,000-step run spent 61 s of CPU on it (0.45 s a drawing by its end)."""
         state = {
             "step": self.step,
             "elapsed": self.elapsed,
@@ -470,7 +476,10 @@ class Trainer:
         }
         atomic_torch_save(self.checkpoint_path, state)
         self.saved_step = self.step
-        plot_losses(read_log(self.log_path), self.out_dir / PLOT_FILE)
+        now = time.monotonic()
+        if last or self.plotted_at is None or now - self.plotted_at >= PLOT_INTERVAL:
+            plot_losses(read_log(self.log_path), self.out_dir / PLOT_FILE)
+            self.plotted_at = now
 
     def resume(self) -> None:
         """Load `checkpoint.pt` and drop log records of steps after it (they are redone)."""
@@ -605,9 +614,10 @@ class Trainer:
                 bar.update()
                 out_of_time = self.config.time_limit is not None and time.monotonic() - begun >= self.config.time_limit
                 stop = self.stop_signal
-                if out_of_time or stop is not None or self.step % self.config.checkpoint_every == 0 or self.finished:
+                last = out_of_time or stop is not None or self.finished
+                if last or self.step % self.config.checkpoint_every == 0:
                     self.saving = True
-                    self.save_checkpoint()
+                    self.save_checkpoint(last)
                     self.saving = False
                 if stop is not None:
                     raise Stopped(stop)
