@@ -244,3 +244,17 @@ def test_a_table_generator_switches_modes_a_chunk_at_a_time():
     del rows
     gc.collect()
     assert not encoder.training
+
+
+@pytest.mark.parametrize("name", ["hubert-tiny-fsdd", "gmml-vit-tiny-cifar10", "tjepa-adult", "graphmae-cora"])
+def test_every_family_takes_batch_size_none_and_refuses_a_stray_option_alike(name):
+    """batch_size=None (the heads' "the encoder's own") was a bare TypeError in every family, and
+    a misspelt option a bare TypeError from graph and table encoders, where audio and images
+    named it: `except ZooError` missed them."""
+    from helpers import EMBEDDED_INPUTS
+
+    encoder = zoo.load(name)
+    items = EMBEDDED_INPUTS[name](encoder)
+    assert torch.equal(encoder.embed(items, batch_size=None, progress=False), encoder.embed(items, progress=False))
+    with pytest.raises(InputError, match="inputs take .*; got bogus=: drop it"):
+        encoder.embed(items, bogus=1, progress=False)

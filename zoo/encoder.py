@@ -147,7 +147,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         inputs: Any,
         layer: LayerSpec = None,
         pool: str = "mean",
-        batch_size: int = EMBED_BATCH_SIZE,
+        batch_size: Optional[int] = EMBED_BATCH_SIZE,
         device: Optional[str | torch.device] = None,
         progress: bool | tqdm = True,
         **prepare_kwargs: Any,
@@ -164,7 +164,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
                 a list (or 1-d integer array) of ints, or "all".
             pool: "mean" over valid tokens, "cls" (the encoder's own leading token, where it has
                 one: `pools`) or "none" (all tokens).
-            batch_size: pieces per forward pass.
+            batch_size: pieces per forward pass (None: the encoder's `embed_batch_size`).
             device: where to run; defaults to where the encoder is.
             progress: show a tqdm bar over items, or advance this open tqdm bar (a job's).
             **prepare_kwargs: passed to the processor (e.g. `sampling_rate=44100`).
@@ -175,6 +175,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             tokens, gives one (N, T, D) tensor).
         """
         indices = self.check_embed_options(layer, pool)
+        batch_size = self.embed_batch_size if batch_size is None else batch_size
         check_batch_sizes(batch_size=batch_size)
         self.processor.check_options(prepare_kwargs)
         items = self.as_item_list(inputs)

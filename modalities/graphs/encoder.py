@@ -177,10 +177,12 @@ class GraphEncoder(Encoder):
         inputs: Any,
         layer: LayerSpec = None,
         pool: Optional[str] = None,
-        batch_size: int = GRAPH_BATCH_SIZE,
-        node_batch_size: Optional[int] = None,
+        batch_size: Optional[int] = GRAPH_BATCH_SIZE,
         device: Optional[str | torch.device] = None,
         progress: bool = True,
+        *,
+        node_batch_size: Optional[int] = None,
+        **prepare_kwargs: Any,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Embed graphs: node embeddings, or one readout row per graph.
 
@@ -192,17 +194,20 @@ class GraphEncoder(Encoder):
                 (layers of the same width only).
             pool: None for the checkpoint's own ("none" for node-level checkpoints),
                 "none" for node embeddings, or a readout: "mean", "sum" or "max".
-            batch_size: graphs per forward pass.
+            batch_size: graphs per forward pass (None: `embed_batch_size`).
+            device: where to run; progress: show a tqdm bar.
             node_batch_size: embed one large graph layer by layer, this many nodes at a time with
                 their one-hop in-neighbours (exactly the full-graph result; memory bounded by the batch
                 and the (N, D) layer outputs, which stay on the CPU).
-            device: where to run; progress: show a tqdm bar.
+            prepare_kwargs: none are taken; one given is refused by name, as other encoders do.
 
         Returns:
             pool="none": a single graph gives (N, D) (or (N, K, D) for several layers),
             several graphs a list of those; a readout gives (num_graphs, D) or (num_graphs, K, D).
         """
+        batch_size = self.embed_batch_size if batch_size is None else batch_size
         check_batch_sizes(batch_size=batch_size, node_batch_size=node_batch_size)
+        self.processor.check_options(prepare_kwargs)
         pool = self.config.pooling if pool is None else pool
         indices = self.check_embed_options(layer, pool)
         widths = self.layer_widths

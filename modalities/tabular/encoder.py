@@ -56,17 +56,21 @@ class TabularEncoder(Encoder):
         table: Any,
         layer: LayerSpec = None,
         pool: str = "mean",
-        batch_size: int = TABLE_BATCH_SIZE,
+        batch_size: Optional[int] = TABLE_BATCH_SIZE,
         device: Optional[str | torch.device] = None,
         progress: bool = True,
         chunk_rows: int = CHUNK_ROWS,
+        **prepare_kwargs: Any,
     ) -> Iterator[torch.Tensor]:
         """Embed a table chunk by chunk in bounded memory; yields each chunk's rows in order.
 
-        Shapes as `embed`, with N the chunk's rows.
+        Shapes as `embed`, with N the chunk's rows; `batch_size` None is `embed_batch_size`, and
+        `prepare_kwargs` are refused by name (a table takes none), as other encoders refuse theirs.
         """
         indices, squeeze = self.check_embed_options(layer, pool), is_single_layer(layer)
+        batch_size = self.embed_batch_size if batch_size is None else batch_size
         check_batch_sizes(batch_size=batch_size)
+        self.processor.check_options(prepare_kwargs)
         with self.progress_bar(table_rows(table), progress, unit="row") as bar:
             for frame in self.table_chunks(table, chunk_rows):
                 batch = self.processor.transform(frame)  # checks the columns of an empty chunk too
@@ -94,10 +98,11 @@ class TabularEncoder(Encoder):
         inputs: Any,
         layer: LayerSpec = None,
         pool: str = "mean",
-        batch_size: int = TABLE_BATCH_SIZE,
+        batch_size: Optional[int] = TABLE_BATCH_SIZE,
         device: Optional[str | torch.device] = None,
         progress: bool = True,
         chunk_rows: int = CHUNK_ROWS,
+        **prepare_kwargs: Any,
     ) -> torch.Tensor:
         """Embed every row of a table: a DataFrame, Arrow table, CSV/Parquet path (or a list
         of them), a dict, a list of row dicts or a numpy structured array. Columns are matched by name.
@@ -106,7 +111,7 @@ class TabularEncoder(Encoder):
             (N, D) for one layer, (N, K, D) for several; with pool="none" (N, T, D) tokens,
             or (N, K, T, D). "mean" averages all tokens, "cls" takes the first extra token.
         """
-        chunks = list(self.iter_embed(inputs, layer, pool, batch_size, device, progress, chunk_rows))
+        chunks = list(self.iter_embed(inputs, layer, pool, batch_size, device, progress, chunk_rows, **prepare_kwargs))
         if not chunks or sum(len(chunk) for chunk in chunks) == 0:
             raise InputError("embed() got a table with no rows; pass at least one row")
         return torch.cat(chunks)

@@ -241,7 +241,8 @@ class GmmlEncoder(Encoder):
         return expand_images(inputs)
 
     @torch.no_grad()
-    def embed(self, inputs: Any, layer: LayerSpec = None, pool: str = "mean", batch_size: int = EMBED_BATCH_SIZE,
+    def embed(self, inputs: Any, layer: LayerSpec = None, pool: str = "mean",
+              batch_size: Optional[int] = EMBED_BATCH_SIZE,
               device: Optional[str | torch.device] = None, progress: bool | tqdm = True,
               **prepare_kwargs: Any) -> torch.Tensor | list[torch.Tensor]:
         """Raw images in, one row per image out (see `Encoder.embed`).
@@ -257,6 +258,7 @@ class GmmlEncoder(Encoder):
         image on the CPU.
         """
         self.check_embed_options(layer, pool)
+        batch_size = self.embed_batch_size if batch_size is None else batch_size
         options = {"batch_size": batch_size, "device": device, "progress": progress, **prepare_kwargs}
         if isinstance(inputs, torch.Tensor) and inputs.dim() == 4 and len(inputs):
             return self._embed_batch(inputs, layer, pool, **options)
