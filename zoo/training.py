@@ -210,19 +210,20 @@ def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 100
                                lr: float = 5e-4, max_grad_norm: float = 10.0, weight_decay: float = 0.01,
                                batch_unit: str = "crops", warmup_share: float = 0.08,
                                warmup_source: str = "HuBERT's", lr_decay: str = "cosine",
-                               decay_every_parameter: bool = False) -> None:
+                               decay_every_parameter: bool = False, lr_note: str = "") -> None:
     """The optimisation options the pretrain commands share (`train_config_from_args` reads them).
 
     `batch_unit` says in --help what a recipe's batch counts. Without --warmup-steps the
     warmup is `warmup_share` of --steps (`warmup_source` says whose share it is): one number
     gives both the help text and the value. `lr_decay` is the recipe's default `--lr-decay`;
-    `decay_every_parameter` its AdamW's reach (recorded in args.json, not an option).
+    `decay_every_parameter` its AdamW's reach (recorded in args.json, not an option); `lr_note`
+    ends the --lr help (how the recipe's paper sets its lr, where that differs).
     """
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--steps", type=positive_int, default=steps, help=f"optimizer steps (default: {steps})")
     optim.add_argument("--batch-size", type=positive_int, default=batch_size,
                        help=f"{batch_unit} per batch (default: {batch_size})")
-    optim.add_argument("--lr", type=positive_float, default=lr, help=f"peak learning rate (default: {lr:g})")
+    optim.add_argument("--lr", type=positive_float, default=lr, help=f"peak learning rate{lr_note} (default: {lr:g})")
     optim.add_argument("--weight-decay", type=non_negative_float, default=weight_decay,
                        help=f"AdamW weight decay (default: {weight_decay:g})")
     optim.add_argument("--warmup-steps", type=non_negative_int,

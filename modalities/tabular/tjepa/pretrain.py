@@ -18,7 +18,11 @@ context encoder only; in tjepa-adult's recipe no element reached 1: predictor 0.
 encoder 3e-4); constant weight decay, on every matrix (the official decay follows a cosine
 and spares `tokenizer.bias`; both recipes use 0); rows shuffled each epoch (the official
 loader keeps their order); and independently drawn attention input projections (the
-official layers are copies of one layer, so they start equal).
+official layers are copies of one layer, so they start equal). The recipes mask with
+`mask_scope: "features"`: every context keeps the regularization token and every feature can be
+context or target, where the official code indexes the tokens with feature indices, so that the
+regularization token is in a quarter of the contexts and the last feature is never masked
+(`masking.py`; "official" does the same).
 """
 
 from __future__ import annotations

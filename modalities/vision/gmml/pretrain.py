@@ -297,7 +297,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_optimization_arguments(parser, steps=1000, batch_size=64, lr=5e-4, max_grad_norm=3.0, weight_decay=0.04,
                                batch_unit="images (each gives --views crops)",
-                               warmup_share=WARMUP_SHARE, warmup_source="upstream's 10 of 800 epochs")
+                               warmup_share=WARMUP_SHARE, warmup_source="upstream's 10 of 800 epochs",
+                               lr_note=", as given: upstream scales 5e-4 by images / 256 (1.25e-4 for 64)")
 
 
 def run(args: argparse.Namespace) -> None:
