@@ -6,12 +6,14 @@ with Adam (lr 0.01, L2 1e-4) for 300 epochs; test accuracy on the 1000 test node
 last epoch ("final") and at the best validation epoch ("early-stopped"). The paper reports
 84.2±0.4 for GraphMAE (mean±std over 20 pretraining seeds).
 
-Each `--run` is a folder written by `zoo pretrain` (its `encoder/` and `log.jsonl`); every
-run is probed with each `--probe-seeds` seed. Baselines: the raw (row-normalised) features
-and a randomly initialised encoder of the same config.
+Each `--run` is a folder written by `zoo pretrain` (its `encoder/` and `log.jsonl`), or a
+checkpoint: a zoo name or folder (the shipped graphmae-cora, paretognn-cora); each is probed
+with each `--probe-seeds` seed. Baselines: the raw (row-normalised) features, also without
+any `--run`, and a randomly initialised encoder of each family's config.
 
     python benchmarks/probe_graphs_cora.py --data ../shared/data/planetoid \\
         --run runs/graphmae-cora-s0 --run runs/paretognn-cora-s0
+    python benchmarks/probe_graphs_cora.py --data ../shared/data/planetoid --run graphmae-cora
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from common import run_facts
 
 from modalities.graphs.datasets import load_dataset
+from modalities.graphs.processing import GraphProcessor
 from modalities.graphs.evaluation import PROBE_DEFAULTS, node_probe
 from zoo.hub import load
 
@@ -39,29 +42,38 @@ def probe_rows(embeddings: torch.Tensor, data, seeds: list[int]) -> dict[str, fl
     return result
 
 
+def encoder_and_facts(run: str) -> tuple[str, object, str]:
+    """A `--run`'s name, encoder and what its pretraining took: a `zoo pretrain` run folder's
+    `encoder/` with its log's steps and time, or a checkpoint (name or folder) as it is."""
+    folder = Path(run) / "encoder"
+    if folder.is_dir():
+        return Path(run).name, load(folder), run_facts(Path(run))
+    return Path(run).name, load(run), "see its card"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="root holding Cora/raw")
-    parser.add_argument("--run", action="append", default=[], help="a zoo pretrain output folder (repeatable)")
+    parser.add_argument("--run", action="append", default=[],
+                        help="a zoo pretrain output folder, or a checkpoint name or folder (repeatable)")
     parser.add_argument("--probe-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parser.parse_args()
     data = load_dataset("cora", args.data)
     rows = []
-    encoders = {Path(run).name: load(Path(run) / "encoder") for run in args.run}
-    first = next(iter(encoders.values()))
-    raw = first.processor.prepare(data).x
+    encoders = [encoder_and_facts(run) for run in args.run]
+    raw = GraphProcessor(feature_norm="row").prepare(data).x
     rows.append(("raw features (row-normalised)", "-", probe_rows(raw, data, args.probe_seeds)))
     families: dict[str, list[dict]] = {}
-    for (name, encoder), run in zip(encoders.items(), args.run):
+    for name, encoder, facts in encoders:
         if encoder.family not in families:
             torch.manual_seed(0)
-            random_init = load(Path(run) / "encoder", pretrained=False)
+            random_init = type(encoder)(encoder.config, encoder.processor)
             rows.append((f"{encoder.family} random init", "-",
                          probe_rows(random_init.embed(data, progress=False), data, args.probe_seeds)))
             families[encoder.family] = []
         result = probe_rows(encoder.embed(data, progress=False), data, args.probe_seeds)
         families[encoder.family].append(result)
-        rows.append((name, run_facts(Path(run)), result))
+        rows.append((name, facts, result))
     for family, results in families.items():
         if len(results) > 1:
             across = {key: (statistics.mean(r[key][0] for r in results), statistics.pstdev(r[key][0] for r in results))
