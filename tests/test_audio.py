@@ -97,6 +97,22 @@ def test_float_lists_are_arrays_as_datasets_gives_them():
     assert torch.equal(processor.prepare(tuple(samples[0].tolist()), sampling_rate=16000), torch.from_numpy(samples[0]))
 
 
+def test_a_files_bytes_or_the_file_open_are_inputs_as_for_images(tmp_path, micro_hubert):
+    """Audio refused `bytes` and open files ("audio input of type bytes is not supported") that
+    image inputs take; each now gives the file's row, alone or in a list."""
+    import io
+
+    path = tmp_path / "clip.flac"
+    soundfile.write(path, np.sin(np.arange(8000) / 7).astype(np.float32), 8000)
+    expected = micro_hubert.embed([str(path)], progress=False)
+    data = path.read_bytes()
+    for make in (lambda: data, lambda: bytearray(data), lambda: io.BytesIO(data), lambda: path.open("rb")):
+        assert torch.equal(micro_hubert.embed(make(), progress=False), expected)
+        assert torch.equal(micro_hubert.embed([make()], progress=False), expected)
+    with pytest.raises(InputError, match=r"input 0: cannot decode audio bytes \(9 bytes\)"):
+        micro_hubert.embed(b"RIFF junk", progress=False)
+
+
 def test_undecoded_rows_and_datasets_read_as_their_files(tmp_path, micro_hubert):
     """`datasets` >= 4 decodes Audio columns only through torchcodec, which does not load here:
     the zoo reads a Dataset's Audio column undecoded, and {"bytes", "path"} rows (Audio(decode=False),

@@ -20,7 +20,7 @@ import torch
 
 from zoo.errors import ConfigError, InputError, counting_from, warn
 from zoo.pooling import refuse_fixed_options
-from zoo.processing import Processor, check_file_input, first_non_finite, require_items
+from zoo.processing import Processor, check_file_input, first_non_finite, is_file_object, require_items
 
 if TYPE_CHECKING:
     from zoo.audio_spans import LongRecording, RecordingSpan
@@ -398,12 +398,17 @@ def load_waveform(item: Any, sampling_rate: Optional[int], target_rate: int) -> 
 
     Args:
         item: a path, an array/tensor, a dict with "array" and "sampling_rate" (as the
-            `datasets` Audio feature gives), or an undecoded Audio row ({"bytes", "path"}).
+            `datasets` Audio feature gives), an undecoded Audio row ({"bytes", "path"}), or an
+            encoded file's bytes or the file open (as image inputs take them).
         sampling_rate: rate of array inputs; files and dicts carry their own.
         target_rate: the model's rate; other rates are resampled with torchaudio.
     """
     if isinstance(item, (str, Path)):
         return read_audio_file(item, target_rate)
+    if isinstance(item, (bytes, bytearray)):
+        return decode_audio(io.BytesIO(item), f"audio bytes ({len(item)} bytes)", target_rate)
+    if is_file_object(item):
+        return decode_audio(item, f"the audio file open as {getattr(item, 'name', type(item).__name__)!r}", target_rate)
     if isinstance(item, dict) and "array" in item:
         wave, rate = to_channels_first(item["array"]), item.get("sampling_rate")
         rate = sampling_rate if rate is None else rate

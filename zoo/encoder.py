@@ -21,7 +21,8 @@ from zoo.outputs import EncoderOutput
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
                          select_layers)
 from zoo.processing import (
-    DatasetRows, Processor, column_as_dataset, is_dataset, is_iterable_dataset, iterable_dataset_rows, require_items,
+    DatasetRows, Processor, column_as_dataset, is_dataset, is_file_object, is_iterable_dataset, iterable_dataset_rows,
+    require_items,
 )
 from zoo.progress import progress_bar
 from zoo.saving import Checkpointable
@@ -135,9 +136,8 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             return DatasetRows(inputs, self.processor.dataset_feature)
         if is_iterable_dataset(inputs) and self.processor.dataset_feature:
             return iterable_dataset_rows(inputs, self.processor.dataset_feature)
-        if isinstance(inputs, (str, bytes, Path, dict, np.ndarray, torch.Tensor)) or not isinstance(
-            inputs, Iterable
-        ):
+        if isinstance(inputs, (str, bytes, bytearray, Path, dict, np.ndarray, torch.Tensor)) or is_file_object(
+                inputs) or not isinstance(inputs, Iterable):
             return [inputs]
         return list(inputs)
 

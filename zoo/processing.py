@@ -48,6 +48,12 @@ def first_non_finite(values: torch.Tensor) -> Optional[list[int]]:
     return bad[0].tolist() if len(bad) else None
 
 
+def is_file_object(item: Any) -> bool:
+    """An open file or buffer (`open(path, "rb")`, `io.BytesIO`), read as an encoded file (an image
+    or a recording); one input, though iterable (over its lines)."""
+    return callable(getattr(item, "read", None))
+
+
 def check_file_input(path: str | Path, kind: str) -> None:
     """Refuse, before it is read as a missing or broken `kind` file, a path that is not one: a
     URL (the zoo downloads no inputs; Path would also fold its "//") or a parquet dataset file,

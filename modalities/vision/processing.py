@@ -33,7 +33,9 @@ import torch.nn.functional as F
 
 from zoo.errors import ConfigError, InputError, naming_input, warn
 from zoo.io import visible_files
-from zoo.processing import DatasetRows, Processor, check_file_input, column_as_dataset, is_dataset
+from zoo.processing import (
+    DatasetRows, Processor, check_file_input, column_as_dataset, is_dataset, is_file_object,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,11 +112,6 @@ def expand_images(inputs: Any) -> Sequence[Any]:
     if isinstance(inputs, Iterable):
         return [image for item in inputs for image in expand_images(item)]
     return [inputs]
-
-
-def is_file_object(item: Any) -> bool:
-    """An open file or buffer (`open(path, "rb")`, `io.BytesIO`), which PIL reads as an image file."""
-    return callable(getattr(item, "read", None))
 
 
 def read_image_file(path: str | Path) -> torch.Tensor:
