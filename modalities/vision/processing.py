@@ -238,7 +238,7 @@ def tensor_to_image(tensor: torch.Tensor, name: str = "tensor", channels: int = 
 def to_float(tensor: torch.Tensor, name: str) -> torch.Tensor:
     """A uint8 (0-255) or float tensor of any shape as float32 (uint8 divided by 255), on its device."""
     if tensor.dtype == torch.uint8:
-        return tensor.float() / 255.0
+        return tensor.float().div_(255.0)  # in place in its own copy: 256 images at 224 px are 154 MB a copy
     if not tensor.is_floating_point():
         raise InputError(f"{name} has dtype {tensor.dtype}; pass uint8 or float in [0, 1]")
     return tensor.float()
@@ -282,7 +282,8 @@ def to_channels(image: torch.Tensor, name: str, channels: int = 3) -> torch.Tens
     if low < -RANGE_SLACK or high > 1 + RANGE_SLACK:
         raise InputError(f"{name} has values in [{low:.3g}, {high:.3g}]; float images must be in [0, 1] "
                          "(divide 0-255 values by 255, and pass raw pixels, not normalised ones)")
-    image = image.clamp(0.0, 1.0)
+    if low < 0.0 or high > 1.0:  # a copy only where one is needed (never for uint8 pixels)
+        image = image.clamp(0.0, 1.0)
     if channels not in IMAGE_CHANNELS:
         return image
     if channels == 1:
@@ -467,7 +468,7 @@ class ImageProcessor(Processor):
         """(..., C, H, W) in [0, 1] -> normalised with `image_mean` / `image_std`."""
         mean = torch.tensor(self.image_mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
         std = torch.tensor(self.image_std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
-        return (image - mean) / std
+        return (image - mean).div_(std)  # one new tensor, not two
 
     def size(self, piece: torch.Tensor) -> int:
         """A crop's pixels: `embed` sorts pieces by size (all crops share one here)."""
