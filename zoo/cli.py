@@ -250,6 +250,10 @@ def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
     encoder = fitted_random_init(encoder, args)
     names, rows = dataset_rows(encoder, args.dataset, args.data, layer=parse_layer(args.layer), pool=args.pool,
                                batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    if Path(args.output).suffix == ".npy" and "/" in names[0]:  # "graph#G/node#I": whose node a row is
+        raise InputError(f"--pool none on {args.dataset}, a set of graphs, gives the nodes of every graph; an .npy "
+                         "array of them would not say which graph each row belongs to: write .parquet, whose rows "
+                         "are named graph#G/node#I")
     print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
 
 

@@ -635,9 +635,9 @@ class EncoderForTokenClassification(LabelledHead):
         return rows[0] if single else rows
 
     def token_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """One item's (T, D) tokens, or its (K, T, D) layers to mix, -> (T, num_labels) logits; a
-        graph encoder gives a node's layers together, (N, K, D), as `head_scores` takes them."""
-        if self.layer_weights is not None and self.encoder.modality != "graph":
+        """One item's (T, D) tokens, or its (K, T, D) layers to mix, -> (T, num_labels) logits
+        (`head_scores` takes a token's layers together, (T, K, D))."""
+        if self.layer_weights is not None:
             tokens = tokens.transpose(0, 1)
         return self.head_scores(tokens)
 

@@ -293,10 +293,16 @@ def embed_dataset(encoder: Any, name: str, data_root: Optional[str | Path], laye
     if pool != "none":
         prefix = "graph#" if isinstance(data, list) else f"{name}#"
         return [f"{prefix}{index}" for index in range(len(embedded))], [row.numpy() for row in embedded]
+    nodes = [node_rows(graph) for graph in embedded]
     if not isinstance(data, list):
-        return [f"node#{index}" for index in range(len(embedded[0]))], [row.numpy() for row in embedded[0]]
-    return ([f"graph#{g}/node#{index}" for g, nodes in enumerate(embedded) for index in range(len(nodes))],
-            [row.numpy() for nodes in embedded for row in nodes])
+        return [f"node#{index}" for index in range(len(nodes[0]))], [row.numpy() for row in nodes[0]]
+    return ([f"graph#{g}/node#{index}" for g, rows in enumerate(nodes) for index in range(len(rows))],
+            [row.numpy() for rows in nodes for row in rows])
+
+
+def node_rows(nodes: Any) -> Any:
+    """A graph's (N, D) nodes, or its (K, N, D) layers as each node's (K, D) rows: (N, K, D)."""
+    return nodes if nodes.dim() == 2 else nodes.transpose(0, 1)
 
 
 #: how many folds a set of graphs is split into (GraphMAE's svm-10fold protocol)

@@ -202,7 +202,8 @@ class GraphEncoder(Encoder):
             prepare_kwargs: none are taken; one given is refused by name, as other encoders do.
 
         Returns:
-            pool="none": a single graph gives (N, D) (or (N, K, D) for several layers),
+            pool="none": a single graph gives (N, D) (or (K, N, D) for several layers, as every
+            encoder gives (K, T, D)),
             several graphs a list of those; a readout gives (num_graphs, D) or (num_graphs, K, D).
         """
         batch_size = self.embed_batch_size if batch_size is None else batch_size
@@ -228,7 +229,7 @@ class GraphEncoder(Encoder):
             nodes = [n.unsqueeze(0) for n in nodes] if indices is None else nodes
         squeeze = is_single_layer(layer)
         if pool == "none":
-            nodes = [n[0] if squeeze else n.transpose(0, 1) for n in nodes]
+            nodes = [n[0] if squeeze else n for n in nodes]
             return nodes[0] if single else nodes
         rows = torch.stack([readout(n, pool) for n in nodes])
         return rows[:, 0] if squeeze else rows

@@ -52,6 +52,27 @@ def test_zoo_embed_writes_a_named_datasets_nodes_or_graphs(tmp_path, capsys):
     assert "graph and table datasets; speech encoders read files: pass them as INPUTS" in capsys.readouterr().err
 
 
+def test_a_set_of_graphs_nodes_keep_their_graphs_and_layers_come_first(tmp_path, capsys):
+    """Several layers of nodes were (N, K, D) from graph encoders, (K, T, D) from every other; and
+    `--pool none` on a set of graphs wrote one .npy array of every graph's nodes (3,371 rows for
+    MUTAG) that did not say which graph each row was of."""
+    tu = shared_path("data", "tu")
+    encoder, graphs = zoo.load("graphmae-mutag"), load_dataset("mutag", tu)
+    nodes = encoder.embed(graphs[:2], pool="none", layer=[2, 3], progress=False)
+    assert [tuple(item.shape) for item in nodes] == [(2, graphs[0].num_nodes, 32), (2, graphs[1].num_nodes, 32)]
+    assert main(["embed", "graphmae-mutag", "--dataset", "mutag", "--data", str(tu), "--pool", "none",
+                 "--layer", "2,3", "-o", str(tmp_path / "nodes.parquet")]) == 0
+    table = pq.read_table(tmp_path / "nodes.parquet").to_pydict()
+    assert table["input"][graphs[0].num_nodes] == "graph#1/node#0"
+    first = np.array(table["embedding"][graphs[0].num_nodes]).reshape(table["shape"][graphs[0].num_nodes])
+    assert np.array_equal(first, nodes[1][:, 0].numpy())  # a node's row holds its layers, (K, D)
+    capsys.readouterr()
+    assert main(["embed", "graphmae-mutag", "--dataset", "mutag", "--data", str(tu), "--pool", "none",
+                 "-o", str(tmp_path / "nodes.npy")]) == 2
+    assert "would not say which graph each row belongs to: write .parquet" in capsys.readouterr().err
+    assert not (tmp_path / "nodes.npy").exists()
+
+
 def test_an_empty_raw_folder_left_by_a_failed_download_is_filled_from_data(tmp_path, monkeypatch):
     """PyG makes raw/ before it downloads: `--dataset cora` without --data, offline, left an empty
     Cora/raw in the cache, and every later run with --data found that folder, copied nothing and
