@@ -47,7 +47,8 @@ class TabularEncoder(Encoder):
 
     @staticmethod
     def table_chunks(inputs: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[Any]:
-        """The rows of `inputs` (a table, or a list of table files) as DataFrames of `chunk_rows` rows."""
+        """The rows of `inputs` (a table, a list of table files, or a list, tuple or generator of rows)
+        as DataFrames of `chunk_rows` rows."""
         return iter_tables(inputs, chunk_rows)
 
     @torch.no_grad()
@@ -105,7 +106,9 @@ class TabularEncoder(Encoder):
         **prepare_kwargs: Any,
     ) -> torch.Tensor:
         """Embed every row of a table: a DataFrame, Arrow table, CSV/Parquet path (or a list
-        of them), a dict, a list of row dicts or a numpy structured array. Columns are matched by name.
+        of them), a dict, a numpy structured array, or a list, tuple or generator of rows (row
+        dicts, Series such as `frame.iloc[i]`, DataFrames), which embed as those rows in one
+        DataFrame would. Columns are matched by name.
 
         Returns:
             (N, D) for one layer, (N, K, D) for several; with pool="none" (N, T, D) tokens,

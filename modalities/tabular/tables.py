@@ -2,23 +2,27 @@
 
 A table may be a pandas DataFrame (or one row of it, a Series), a pyarrow Table, a Hugging
 Face `datasets` Dataset, a CSV or Parquet path, a dict (one row of scalars, or columns of
-equal length), a list of row dicts or a numpy structured array (its fields are the columns, as
-`np.genfromtxt(..., names=True)` or `DataFrame.to_records` make it; one element of it is a
-row). Everything is read in chunks of at most `chunk_rows` rows, so a file larger than memory
-streams through.
+equal length), a list, tuple or iterator (a generator) of rows (row dicts, Series and DataFrames,
+concatenated in order: as other families take a sequence of their items) or a numpy structured
+array (its fields are the columns, as `np.genfromtxt(..., names=True)` or `DataFrame.to_records`
+make it; one element of it is a row). Everything is read in chunks of at most `chunk_rows` rows,
+so a file larger than memory (or a generator of rows) streams through.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import warnings
 from collections import Counter
+from itertools import groupby
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 import pandas as pd
 
-from zoo.errors import InputError
+from zoo.errors import InputError, naming_input
 from zoo.processing import is_dataset
 
 #: table rows per forward pass in `embed` unless the caller says
@@ -41,6 +45,9 @@ CSV_MISSING_TEXT = frozenset({*NA_VALUES, "#N/A", "#N/A N/A", "#NA", "-1.#IND", 
 #: the `DataFrame.attrs` key of the file a chunk was read from, and its index the rows' numbers in
 #: that file (from 0, after the header), so that an error in a bad row names both
 SOURCE = "zoo_source"
+#: what a list, tuple or iterator of rows may hold: row dicts (column: value), Series (one row, as
+#: `frame.iloc[i]` gives it) and DataFrames
+ROW_TYPES = (dict, pd.Series, pd.DataFrame)
 
 
 def iter_frames(table: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
@@ -56,6 +63,9 @@ def iter_frames(table: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFra
     if is_dataset(table):  # streamed from its Arrow data, never whole in pandas
         yield from table.to_pandas(batch_size=chunk_rows, batched=True)
         return
+    if is_row_sequence(table):  # read once: a generator of rows streams through
+        yield from row_frames(table, chunk_rows)
+        return
     frame = to_frame(table)
     for start in range(0, len(frame), chunk_rows):
         yield frame.iloc[start : start + chunk_rows]
@@ -63,7 +73,8 @@ def iter_frames(table: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFra
 
 def row_count(table: Any) -> Optional[int]:
     """Rows of a table when they are known without reading it (in-memory tables, Parquet
-    metadata, lists of rows), for a progress bar's total; None otherwise (CSV files, dicts)."""
+    metadata, lists and tuples of rows), for a progress bar's total; None otherwise (CSV files,
+    dicts, iterators of rows, which only reading them would count)."""
     if isinstance(table, (str, Path)):
         path = Path(table)
         if path.suffix != ".parquet" or not path.is_file() or path.stat().st_size == 0:
@@ -71,7 +82,9 @@ def row_count(table: Any) -> Optional[int]:
         return open_parquet(path).metadata.num_rows
     if structured(table):
         return len(np.atleast_1d(table))
-    if isinstance(table, (pd.DataFrame, list)) or is_dataset(table):
+    if isinstance(table, (list, tuple)):
+        return sum(len(item) if isinstance(item, pd.DataFrame) else 1 for item in table)
+    if isinstance(table, pd.DataFrame) or is_dataset(table):
         return len(table)
     if type(table).__module__.startswith("pyarrow") and hasattr(table, "num_rows"):
         return table.num_rows
@@ -86,8 +99,8 @@ def to_frame(table: Any) -> pd.DataFrame:
         return pd.DataFrame([table.to_dict()])
     if isinstance(table, dict):
         return dict_frame(table)
-    if isinstance(table, list) and all(isinstance(row, dict) for row in table):
-        return pd.DataFrame(table)
+    if is_row_sequence(table):
+        return join_rows([item for item, _ in counted_rows(table)], offset=0)
     if type(table).__module__.startswith("pyarrow") or is_dataset(table):
         return table.to_pandas()
     if structured(table):
@@ -100,9 +113,74 @@ def to_frame(table: Any) -> pd.DataFrame:
         )
     raise InputError(
         f"cannot read a table from {type(table).__name__}; pass a pandas DataFrame or Series (one row), a pyarrow "
-        "Table, a datasets Dataset, a CSV or Parquet path, a dict of columns, a list of row dicts or a numpy "
-        "structured array"
+        "Table, a datasets Dataset, a CSV or Parquet path, a dict of columns, a list, tuple or generator of row "
+        "dicts, Series or DataFrames, or a numpy structured array"
     )
+
+
+def is_row_sequence(table: Any) -> bool:
+    """A list, tuple or iterator (a generator) of rows, as other families take a sequence of their
+    items; a file object, an iterator of text lines, is not one (pass its path)."""
+    return isinstance(table, (list, tuple, Iterator)) and not isinstance(table, io.IOBase)
+
+
+def counted_rows(rows: Iterable[Any]) -> Iterator[tuple[Any, int]]:
+    """Each item of a sequence of rows with the rows it holds; an item that is not a row dict, a
+    Series or a DataFrame is refused by its place (`input 2: ...`), as other families refuse theirs."""
+    for index, item in enumerate(rows):
+        if not isinstance(item, ROW_TYPES):
+            with naming_input(index):
+                raise not_a_row(item)
+        yield item, len(item) if isinstance(item, pd.DataFrame) else 1
+
+
+def not_a_row(item: Any) -> InputError:
+    """The error for an item of a sequence of rows that is none: a path among rows is told that a list
+    of table files holds paths only."""
+    files = ("; a list of table files holds paths only: embed the files and the rows in separate calls"
+             if isinstance(item, (str, Path)) else "")
+    return InputError(f"table row of type {type(item).__name__} is not supported; pass row dicts (column: value), "
+                      f"pandas Series (one row, as frame.iloc[i] gives it) or DataFrames{files}")
+
+
+def row_frames(rows: Iterable[Any], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The rows of a sequence of rows in order, as DataFrames of at most `chunk_rows` rows numbered
+    from 0 across them (so that an error names a row by its place); the items are read once and
+    only a chunk's worth are held, so a generator of rows streams through."""
+    pending: list[Any] = []
+    held = offset = 0
+    for item, count in counted_rows(rows):
+        pending.append(item)
+        held += count
+        if held >= chunk_rows:
+            frame = join_rows(pending, offset)
+            whole = held - held % chunk_rows
+            for start in range(0, whole, chunk_rows):
+                yield frame.iloc[start : start + chunk_rows]
+            pending, held, offset = [frame.iloc[whole:]], held - whole, offset + whole
+    if held:
+        yield join_rows(pending, offset)
+
+
+def join_rows(items: list[Any], offset: int) -> pd.DataFrame:
+    """Row dicts, Series and DataFrames as one DataFrame, its index numbering the rows from `offset`:
+    each run of row dicts and Series is read as `pd.DataFrame(records)` reads a list of row dicts,
+    and the pieces are concatenated in order. pandas 2's FutureWarning on concatenating a column that
+    is all missing in one piece is silenced: it is about the joined column's dtype, and the processor
+    reads the values."""
+    pieces: list[pd.DataFrame] = []
+    for is_frame, run in groupby(items, key=lambda item: isinstance(item, pd.DataFrame)):
+        pieces.extend(run if is_frame else [pd.DataFrame([row.to_dict() if isinstance(row, pd.Series) else row
+                                                          for row in run])])
+    pieces = [piece for piece in pieces if len(piece)]
+    if len(pieces) < 2:  # set_axis copies: the caller's DataFrame keeps its index
+        frame = pieces[0] if pieces else pd.DataFrame()
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*concatenation with empty or all-NA entries",
+                                    category=FutureWarning)
+            frame = pd.concat(pieces, ignore_index=True)
+    return frame.set_axis(pd.RangeIndex(offset, offset + len(frame)))
 
 
 def structured(table: Any) -> bool:
