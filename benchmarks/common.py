@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.io import atomic_write_text
+
 MIB = 1024 * 1024
 #: prefix of the one stdout line through which a worker returns its result
 RESULT_PREFIX = "BENCH_RESULT "
@@ -286,9 +288,10 @@ def serve(args: argparse.Namespace, worker: Callable[[dict[str, Any]], dict[str,
         print(markdown(json.loads(args.render.read_text())))
         return
     summary = run()
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
-    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2))
+    print(markdown(summary) if args.markdown else json.dumps(summary, indent=2), flush=True)
+    if args.json:  # after the table is shown: a run of minutes was lost where runs/ did not exist yet
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(summary, indent=2))
 
 
 def run_cases(script: Path, args: argparse.Namespace, worker: Callable[[dict[str, Any]], dict[str, Any]],

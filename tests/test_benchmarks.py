@@ -47,6 +47,20 @@ def test_a_benchmark_runs_and_reports(command):
     assert result.get("results") or result.get("rows"), result
 
 
+def test_a_run_is_shown_then_saved_where_its_json_folder_is_new(tmp_path, capsys, monkeypatch):
+    """The README's commands save to runs/NAME.json: where runs/ did not exist the run's minutes
+    ended in a FileNotFoundError before its table was printed."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from common import serve
+
+    args = argparse.Namespace(worker=None, json=tmp_path / "runs" / "x.json", markdown=True)
+    serve(args, worker=None, markdown=lambda summary: f"| rows | {summary['rows']} |", run=lambda: {"rows": 3})
+    assert capsys.readouterr().out == "| rows | 3 |\n"
+    assert json.loads(args.json.read_text()) == {"rows": 3}
+
+
 PLANETOID = BENCHMARKS.parents[1] / "shared" / "data" / "planetoid"
 
 
