@@ -124,3 +124,12 @@ def test_forward_refuses_a_graph_the_processor_did_not_prepare():
     with torch.no_grad():
         assert torch.allclose(model(**model.processor([graph()])).pooled, model.embed(graph(), progress=False),
                               atol=1e-6)
+
+
+@pytest.mark.parametrize("call", EMBED_CALLS)
+def test_complex_node_features_are_refused(call):
+    """torch cast them to real with only a UserWarning, so a complex graph embedded as its real part
+    alone; audio and image inputs refuse complex numbers."""
+    complex_graph = Data(x=graph().x.to(torch.complex64) * (1 + 1j), edge_index=PATH)
+    with pytest.raises(InputError, match=r"complex node features \(dtype torch.complex64\); pass real ones"):
+        encoder().embed(complex_graph, progress=False, **EMBED_CALLS[call])

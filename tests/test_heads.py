@@ -586,3 +586,12 @@ def test_a_head_scores_raw_inputs_in_its_encoders_batches(name, monkeypatch):
     model.probabilities(items)
     model.predict(items, batch_size=3)
     assert sizes == [encoder.embed_batch_size, 3] and encoder.embed_batch_size in (8, 32, 1024)
+
+
+def test_a_weighted_mix_of_one_layer_is_refused():
+    """paretognn-cora's hidden states are 1433, 512 and 256 wide: layer="weighted" mixed the last
+    alone, a last-layer head that said it mixed layers."""
+    encoder = zoo.load("paretognn-cora")
+    with pytest.raises(ConfigError, match=r"widths are \[1433, 512, 256\]: only the last is; use layer=None"):
+        zoo.for_classification(encoder, num_labels=7, layer="weighted")
+    assert zoo.for_classification(zoo.load("graphmae-cora"), num_labels=7, layer="weighted").layer_weights.indices

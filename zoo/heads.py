@@ -246,6 +246,10 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         self.pool, self.layer = pool, layer
         self.num_outputs, self.dropout_rate = num_outputs, dropout
         self.layer_weights = LayerWeights(encoder.layer_widths) if layer == "weighted" else None
+        if self.layer_weights is not None and len(self.layer_weights.indices) < 2:  # a last-layer head, said not
+            raise ConfigError(f"layer='weighted' mixes the hidden states of the last one's width, and "
+                              f"{type(encoder).__name__}'s widths are {encoder.layer_widths}: only the last is; "
+                              "use layer=None (the last layer), or an int")
         self.dropout = nn.Dropout(dropout)
         width = encoder.embed_dim if layer in (None, "weighted") else encoder.layer_widths[layer]
         self.head = nn.Linear(width, num_outputs)

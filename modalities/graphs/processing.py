@@ -263,6 +263,9 @@ def check_graph(item: Any, in_dim: Optional[int]) -> tuple[torch.Tensor, torch.T
                          "(e.g. data.x = torch.as_tensor(x, dtype=torch.float32))")
     if x.layout != torch.strided:  # sparse bag-of-words features, as Cora's are stored
         x = x.to_dense()
+    if x.is_complex():  # torch casts to real with a warning: the imaginary part was dropped, rows as if never there
+        raise InputError(f"graph has complex node features (dtype {x.dtype}); pass real ones (e.g. x.real, x.abs() "
+                         "or both as columns), as audio and image inputs must be")
     if x.dim() != 2 or x.shape[0] == 0:
         raise InputError(f"graph has x of shape {tuple(x.shape)}; expected (num_nodes > 0, num_features)")
     check_num_nodes(item, x)

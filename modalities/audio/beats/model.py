@@ -275,7 +275,8 @@ class BEATsEncoder(Encoder):
                      **embed_kwargs: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Raw audio in; per item `(times, features)`: the mean of each 160 ms column's 8 tokens
         (6.25 Hz), (T_i, D) or (K, T_i, D) when `layer` names several layers, and the seconds
-        (T_i,) at the centre of each column's 400 ms of samples. Recordings over 10 s are cut
+        (T_i,) at the centre of each column's 175 ms of samples (its 16 fbank frames of 25 ms, 10 ms
+        apart: `min_samples`), the first at 0.0875 s. Recordings over 10 s are cut
         into windows on column boundaries (`zoo.audio.framed_windows`), so every column comes
         out once: the times and count are the whole recording's."""
         stamped = embed_timed_frames(self, inputs, layer, sampling_rate, self.column_counts,
