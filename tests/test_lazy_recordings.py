@@ -12,7 +12,7 @@ import pytest
 import soundfile
 import torch
 
-from modalities.audio.mert.pretrain import add_arguments as mert_arguments
+from modalities.audio.mert_pretrain_options import add_arguments as mert_arguments
 from modalities.audio.mert.pretrain import (
     centred_cqt, feature_weights, fit_residual_kmeans, make_targets, teacher_features,
 )

@@ -58,17 +58,18 @@ from zoo.errors import CheckpointError, ConfigError, InputError, Stopped, Unknow
 from zoo.hub import model_to
 from zoo.io import atomic_torch_save, atomic_write_text
 from zoo.loss_plot import plot_losses
-from zoo.options import (
-    add_device_arguments, non_negative_float, non_negative_int, positive_float, positive_int, seed_int,
-)
+from zoo.options import LR_DECAYS
+# the pretrain commands' option groups, here before zoo.options held them (torch-free, for `zoo pretrain X -h`)
+from zoo.options import add_init_argument as add_init_argument
+from zoo.options import add_optimization_arguments as add_optimization_arguments
+from zoo.options import add_run_arguments as add_run_arguments
+from zoo.options import add_time_limit_argument as add_time_limit_argument
 from zoo.outputs import PretrainOutput
 from zoo.progress import progress_bar
 from zoo.run_folders import (
     CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, check_same_run, loss_curve, make_run_folder, read_log, write_run_settings,
 )
 
-#: shapes of the lr's fall after the warmup (TrainConfig.lr_decay)
-LR_DECAYS = ("cosine", "linear")
 OPTIMIZERS = ("adamw", "adam")
 #: the fewest seconds between two drawings of a run's loss.png at its checkpoints (its last is always drawn)
 PLOT_INTERVAL = 60.0
@@ -206,59 +207,6 @@ class TimeLimitReached(BaseException):
     it for the rerun."""
 
 
-def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
-                               lr: float = 5e-4, max_grad_norm: float = 10.0, weight_decay: float = 0.01,
-                               batch_unit: str = "crops", warmup_share: float = 0.08,
-                               warmup_source: str = "HuBERT's", lr_decay: str = "cosine",
-                               decay_every_parameter: bool = False, lr_note: str = "") -> None:
-    """The optimisation options the pretrain commands share (`train_config_from_args` reads them).
-
-    `batch_unit` says in --help what a recipe's batch counts. Without --warmup-steps the
-    warmup is `warmup_share` of --steps (`warmup_source` says whose share it is): one number
-    gives both the help text and the value. `lr_decay` is the recipe's default `--lr-decay`;
-    `decay_every_parameter` its AdamW's reach (recorded in args.json, not an option); `lr_note`
-    ends the --lr help (how the recipe's paper sets its lr, where that differs).
-    """
-    optim = parser.add_argument_group("optimization")
-    optim.add_argument("--steps", type=positive_int, default=steps, help=f"optimizer steps (default: {steps})")
-    optim.add_argument("--batch-size", type=positive_int, default=batch_size,
-                       help=f"{batch_unit} per batch (default: {batch_size})")
-    optim.add_argument("--lr", type=positive_float, default=lr, help=f"peak learning rate{lr_note} (default: {lr:g})")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=weight_decay,
-                       help=f"AdamW weight decay (default: {weight_decay:g})")
-    optim.add_argument("--warmup-steps", type=non_negative_int,
-                       help=f"linear warmup steps (default: {100 * warmup_share:g}%% of --steps, {warmup_source})")
-    parser.set_defaults(warmup_share=warmup_share, decay_every_parameter=decay_every_parameter)
-    optim.add_argument("--lr-decay", choices=LR_DECAYS, default=lr_decay,
-                       help=f"the shape of the lr's fall after the warmup (default: {lr_decay})")
-    optim.add_argument("--max-grad-norm", type=float, default=max_grad_norm,
-                       help=f"gradient clipping norm (default: {max_grad_norm:g})")
-    add_device_arguments(optim)
-    add_run_arguments(optim)
-
-
-def add_run_arguments(parser: Any) -> None:
-    """How a `zoo pretrain` run goes, whatever it trains (every recipe takes these): its seed,
-    checkpoints, time slices, threads and progress bars. The device options are each recipe's own,
-    as not every objective runs in bf16 or recomputes activations."""
-    parser.add_argument("--seed", type=seed_int, default=0,
-                        help="seeds the init, masks, crops and batch order of a fresh run (default: 0)")
-    parser.add_argument("--checkpoint-every", type=positive_int, default=100,
-                        help="steps between checkpoints, which a rerun resumes from (default: 100)")
-    add_time_limit_argument(parser)
-    parser.add_argument("--threads", type=positive_int,
-                        help="torch CPU threads; 1 is fastest on a machine other jobs share (default: torch's)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def add_init_argument(parser: Any) -> None:
-    """`--init` on a parser or an argument group: pretraining that goes on from trained weights."""
-    parser.add_argument("--init", metavar="NAME_OR_DIR",
-                        help="go on from these weights (a zoo name such as the embedded model, a run or "
-                             "checkpoint folder) with fresh optimizer moments and schedule, instead of a random "
-                             "init; the architecture is theirs, so --variant and --set are refused")
-
-
 #: the size `zoo pretrain` builds without --variant
 DEFAULT_VARIANT = "tiny"
 
@@ -277,14 +225,6 @@ def encoder_to_pretrain(args: argparse.Namespace, encoder_class: type, build: Ca
     if type(encoder) is not encoder_class:
         raise InputError(f"--init {args.init!r} holds a {type(encoder).__name__}, not a {encoder_class.__name__}")
     return encoder.float().train()
-
-
-def add_time_limit_argument(parser: Any) -> None:
-    """`--time-limit` on a parser or an argument group: every `zoo pretrain` command takes it
-    (TrainConfig.time_limit)."""
-    parser.add_argument("--time-limit", type=non_negative_float, metavar="SECONDS",
-                        help="stop with a checkpoint (and the encoder saved) after this much wall time; "
-                             "rerun the same command to continue (default: train to the end)")
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:

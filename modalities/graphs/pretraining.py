@@ -1,4 +1,5 @@
-"""What the graph families' `zoo pretrain` commands share: options, overrides and batches.
+"""What the graph families' `zoo pretrain` commands share: recipes, overrides and batches (their
+options are `modalities.graphs.pretrain_options`, which imports no torch).
 
 A recipe lives in the `pretraining` section of a hub_config; `--set key=value` overrides
 any recipe or architecture setting. One step is one full-batch epoch on a single graph
@@ -19,12 +20,10 @@ from torch import nn
 from modalities.graphs.processing import GraphProcessor
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.options import Once, add_device_arguments
 from zoo.registry import ModelEntry
 from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
-    TrainConfig, add_run_arguments, check_recipe_batch_size, named_recipe, refuse_recipe_records, save_trained,
-    say, train,
+    TrainConfig, check_recipe_batch_size, named_recipe, refuse_recipe_records, save_trained, say, train,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -83,23 +82,6 @@ def fit_to_dataset(config: Any, processor: GraphProcessor, data: Any, dataset: s
     node_features = "x" if has_node_features(dataset, data_root) else "degree"
     return (dataclasses.replace(config, in_dim=width),
             dataclasses.replace(processor, in_dim=width, node_features=node_features))
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options every graph family's `zoo pretrain` takes, read by `start_run` and `run_and_save`;
-    a family adds the length of its run (--epochs or --steps) itself."""
-    parser.add_argument("--dataset", required=True,
-                        help="a dataset with a recipe in hub_configs (e.g. cora, mutag), or any TU set in --data")
-    parser.add_argument("--recipe", help="use the recipe of this dataset (default: --dataset's own), e.g. "
-                                         "--dataset ENZYMES --recipe proteins")
-    parser.add_argument("--data", action=Once,
-                        help="folder holding the dataset as PyG lays it out (e.g. ROOT/Cora/raw); default: the zoo's "
-                        "dataset cache, downloading where possible")
-    parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe or architecture setting, e.g. --set lr=0.0005")
-    add_device_arguments(parser, bf16=False, recompute=False)
-    add_run_arguments(parser)
 
 
 class GraphBatches:

@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalities.audio.mert.model import CQT_OCTAVES, VARIANTS, MertEncoder, MertEncoderConfig, constant_q
+from modalities.audio.mert_pretrain_options import CQT_TARGETS
 from modalities.speech.hubert.pretrain import (
     LABELS_FILE, SPENT, Clusters, cached_labels, check_loss_settings, check_mask_settings, compute_span_mask,
     encode_masked, encoder_config, equalise_mask_counts, fit_clusters, run_recordings,
@@ -77,15 +78,11 @@ from zoo.audio_crops import (
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.frame_rows import FrameRows, RowGroups, delete_pass_file, past, resumable_pass
 from zoo.io import atomic_torch_save
-from zoo.options import Once, positive_float, positive_int, probability
 from zoo.outputs import PretrainOutput
 from zoo.progress import progress_bar
 from zoo.saving import weights_fingerprint
 from zoo.run_folders import command_settings
-from zoo.training import (
-    TimeLimitReached, add_init_argument, add_optimization_arguments, encoder_to_pretrain, say,
-    train_and_save, train_config_from_args,
-)
+from zoo.training import TimeLimitReached, encoder_to_pretrain, say, train_and_save, train_config_from_args
 
 ENCODER_FOLDER = "encoder"
 #: MERT's CQT teacher: 7 octaves of 48 bins from 32.7 Hz
@@ -96,7 +93,6 @@ CHROMA_BINS_PER_OCTAVE = 12
 ENCODEC_BANDWIDTH = 6.0
 #: floor of the CQT magnitudes before the log of `cqt_target="log"` (-80 dB of a unit magnitude)
 CQT_FLOOR = 1e-4
-CQT_TARGETS = ("magnitude", "log")
 #: the run folder's CQT targets (`FrameRows`), beside labels.pt, which records them
 CQT_FILE = "cqt.npy"
 #: the k-means teacher's features (`FrameRows`, beside CQT_FILE) while it is fitted; deleted once the codes are made
@@ -442,60 +438,6 @@ class MertPretraining(nn.Module):
 
 # ---------------------------------------------------------------------------------------
 # Command line: zoo pretrain mert ...
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `zoo pretrain mert`."""
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", action=Once, required=True,
-                      help="folder of music files (wav, flac, mp3, ogg, ...: any rate; recursive)")
-    data.add_argument("-o", "--output", required=True,
-                      help="run folder: checkpoint.pt, log.jsonl, loss.png, labels.pt and cqt.npy (the teachers' "
-                           "targets; features.npy while the k-means teacher is fitted, codes.npy while EnCodec's "
-                           "pass runs), inputs.json (the files a rerun resumes on), encoder/")
-    data.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                      help="fnmatch pattern of files to leave out, relative to --data (repeatable)")
-    data.add_argument("--max-seconds", type=positive_float, default=5.0,
-                      help="longest random crop (MERT: 5 s) (default: 5.0)")
-
-    teacher = parser.add_argument_group("teachers")
-    teacher.add_argument("--teacher", choices=("kmeans", "encodec"), default="kmeans",
-                         help="acoustic codes: residual k-means on log-mel + chroma, or EnCodec (default: kmeans)")
-    teacher.add_argument("--encodec", default="facebook/encodec_24khz",
-                         help="--teacher encodec: EnCodec folder or Hub repo id (default: facebook/encodec_24khz)")
-    teacher.add_argument("--codebooks", type=positive_int, default=8, help="--teacher kmeans: codebooks C (default: 8)")
-    teacher.add_argument("--clusters", type=positive_int, default=256, help="--teacher kmeans: codes K (default: 256)")
-    teacher.add_argument("--kmeans-frames", type=positive_int, default=100_000,
-                         help="frames k-means is fitted on (default: 100000)")
-    teacher.add_argument("--chroma-weight", type=float, default=1.0,
-                         help="--teacher kmeans: weight of the 12 standardised chroma features against the 64 "
-                              "log-mel ones in the k-means distance; 2.31 = equal shares (default: 1.0)")
-    teacher.add_argument("--no-cqt", action="store_true", help="drop the CQT reconstruction loss")
-    teacher.add_argument("--cqt-target", choices=CQT_TARGETS, default="magnitude",
-                         help="CQT regression target: magnitudes (MERT) or log magnitudes standardised per bin "
-                              "(default: magnitude)")
-
-    model = parser.add_argument_group("model and objective")
-    model.add_argument("--variant", choices=sorted(VARIANTS), help="encoder size (default: tiny)")
-    add_init_argument(model)
-    model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
-                       help="override a config field of the variant, e.g. --set num_hidden_layers=2")
-    model.add_argument("--final-dim", type=int, default=64, help="prediction width per codebook (default: 64)")
-    model.add_argument("--mask-prob", type=probability, default=0.8, help="(default: 0.8)")
-    model.add_argument("--mask-length", type=int, default=5, help="frames per masked span (default: 5)")
-    model.add_argument("--feature-penalty", type=float, default=10.0,
-                       help="weight of mean(conv features^2) (MERT: 10) (default: 10.0)")
-    model.add_argument("--cqt-weight", type=float, default=1.0, help="weight of the CQT MSE (MERT: 1) (default: 1.0)")
-    model.add_argument("--feature-grad-mult", type=float, default=0.1,
-                       help="gradient scale into the conv front end (MERT-95M: 0.1) (default: 0.1)")
-    model.add_argument("--mixture-prob", type=float, default=0.5,
-                       help="share of crops mixed with in-batch noise; MERT's config mixture_prob: p mixes 1 - p of "
-                            "them, the same at its 0.5 (default: 0.5)")
-    model.add_argument("--noise-seconds", type=float, nargs=2, default=(0.5, 1.0),
-                       help="noise segment length range (MERT-95M: 12000-24000 samples at 24 kHz) (default: 0.5 1.0)")
-
-    # fairseq's recipe: polynomial_decay (power 1) after the warmup, and its Adam decays every parameter
-    add_optimization_arguments(parser, lr_decay="linear", decay_every_parameter=True)
 
 
 log = partial(say, "mert pretrain")

@@ -13,20 +13,13 @@ from typing import Any
 
 from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from modalities.graphs.graphmae.objective import GraphMAEPretraining
-from modalities.graphs.pretraining import GraphBatches, add_common_arguments, run_and_save, start_run
+from modalities.graphs.pretraining import GraphBatches, run_and_save, start_run
 from zoo.errors import ConfigError
-from zoo.options import positive_int
 from zoo.training import TrainConfig
 
 OBJECTIVE_KEYS = ("mask_rate", "replace_rate", "alpha_l", "drop_edge_rate")
 RECIPE_KEYS = ("epochs", "lr", "weight_decay", "optimizer", "scheduler", "batch_size",
                *OBJECTIVE_KEYS)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `zoo pretrain graphmae`: the graph families' shared ones, and --epochs over the recipe's."""
-    add_common_arguments(parser)
-    parser.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
 
 
 def train_config(recipe: dict[str, Any], epochs: int, epoch_steps: int, args: argparse.Namespace) -> TrainConfig:

@@ -13,20 +13,11 @@ from typing import Any
 
 from modalities.graphs.paretognn.model import ParetoGNNConfig, ParetoGNNEncoder
 from modalities.graphs.paretognn.objective import ParetoGNNPretraining
-from modalities.graphs.pretraining import GraphBatches, add_common_arguments, run_and_save, start_run
-from zoo.options import positive_int
+from modalities.graphs.pretraining import GraphBatches, run_and_save, start_run
 from zoo.training import TrainConfig
 
 RECIPE_KEYS = ("steps", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "tasks", "grad_norm",
                "predictor_dim", "task_settings")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `zoo pretrain paretognn`: the graph families' shared ones, --steps over the
-    recipe's, and --no-pareto for the paper's equal-weight ablation."""
-    add_common_arguments(parser)
-    parser.add_argument("--steps", type=positive_int, help="override the recipe's steps")
-    parser.add_argument("--no-pareto", action="store_true", help="average the task losses (the paper's ablation)")
 
 
 def train_config(recipe: dict[str, Any], args: argparse.Namespace) -> TrainConfig:

@@ -43,12 +43,10 @@ from modalities.tabular.tjepa.model import TJEPAConfig, TJEPAEncoder, with_outpu
 from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
-from zoo.options import Once, add_device_arguments, positive_int
 from zoo.registry import ModelEntry
 from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
-    TrainConfig, add_run_arguments, check_recipe_batch_size, named_recipe, refuse_recipe_records, save_trained,
-    say, train,
+    TrainConfig, check_recipe_batch_size, named_recipe, refuse_recipe_records, save_trained, say, train,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -57,29 +55,6 @@ RECIPE_KEYS = ("epochs", "batch_size", "lr", "warmup_epochs", "weight_decay", "m
                "ema_start", "ema_end", "mask_scope", "predictor", *MASK_KEYS)
 #: architecture fields that come from the fitted table, never from a recipe
 TABLE_KEYS = ("num_numeric", "cardinalities")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `zoo pretrain tjepa`: a named table (--dataset) or a file of your own (--table with
-    --target, --ignore, --categorical), the recipe and its overrides, and the run's settings."""
-    parser.add_argument("--dataset", help="a named table with a recipe (adult) or known to the zoo (diabetes)")
-    parser.add_argument("--table", help="instead of --dataset: a CSV or Parquet file of your own")
-    parser.add_argument("--target", help="with --table: the label column to leave out of the features")
-    parser.add_argument("--ignore", action="append", default=[], metavar="COLUMN",
-                        help="with --table: a column to leave out (an id, a timestamp); repeatable")
-    parser.add_argument("--categorical", action="append", default=[], metavar="COLUMN",
-                        help="with --table: a numeric-looking column to treat as categories (codes); repeatable")
-    parser.add_argument("--recipe", default=None,
-                        help="use this dataset's recipe (default: --dataset's own; with --table, adult's); "
-                        "e.g. --dataset diabetes --recipe adult")
-    parser.add_argument("--data", action=Once,
-                        help="folder holding the dataset's files (adult: adult.data and adult.test)")
-    parser.add_argument("-o", "--output", required=True, help="run folder (checkpoint, log, encoder/)")
-    parser.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe or architecture setting, e.g. --set num_layers=8")
-    add_device_arguments(parser, recompute=False)
-    add_run_arguments(parser)
 
 
 def resolve_recipe(entry: ModelEntry, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -40,24 +40,17 @@ from torch import nn
 from modalities.vision.augmentation import AugmentConfig, augment
 from modalities.vision.gmml.corruption import corrupt_batch, parse_drop_types
 from modalities.vision.gmml.model import VARIANTS, GmmlConfig, GmmlEncoder
+from modalities.vision.gmml_pretrain_options import SHORT_VARIANTS
 from modalities.vision.image_sets import ImageFiles, ImageSet, open_images
 from modalities.vision.processing import IMAGE_CHANNELS, luminance
 from zoo.config import parse_overrides
 from zoo.errors import ConfigError
-from zoo.options import Once, non_negative_int
 from zoo.outputs import PretrainOutput
 from zoo.run_folders import CHECKPOINT_FILE, check_same_run, command_settings, run_input_files
-from zoo.training import (
-    ErrorsAsValues, add_init_argument, add_optimization_arguments, encoder_to_pretrain, raise_if_error,
-    train_and_save, train_config_from_args,
-)
+from zoo.training import ErrorsAsValues, encoder_to_pretrain, raise_if_error, train_and_save, train_config_from_args
 
 #: upstream's blocks for the reconstruction head of a 12-block ViT (1-based)
 UPSTREAM_RECONS_BLOCKS = (6, 8, 10, 12)
-#: upstream warms up for 10 of its 800 epochs
-WARMUP_SHARE = 10 / 800
-#: `--variant tiny` etc. stand for the paper's patch-16 architectures
-SHORT_VARIANTS = {name.split("-")[1]: name for name in VARIANTS}
 
 
 @dataclasses.dataclass
@@ -255,50 +248,6 @@ def run_images(args: argparse.Namespace) -> ImageSet:
     if not isinstance(images, ImageFiles):
         return images
     return ImageFiles(run_input_files(Path(args.output), [(Path(args.data), images.paths)]), images.name)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `zoo pretrain gmml`."""
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", action=Once, required=True,
-                      help="an image folder (recursive), a parquet file or folder (Hugging Face image layout, e.g. "
-                      "../shared/data/cifar10), an MNIST idx folder, or a `datasets` dataset saved with save_to_disk")
-    data.add_argument("--split", default="train", help="split of a parquet folder, a DatasetDict, an image folder with "
-                      "train/, test/... subfolders (all: the whole folder), or MNIST's test set (train = the "
-                      "MANIFEST's stratified 80 %%, test, all) (default: train)")
-    data.add_argument("-o", "--output", required=True, help="run folder: checkpoint.pt, log.jsonl, loss.png, "
-                      "inputs.json (an image folder's files, which a rerun resumes on), encoder/")
-    data.add_argument("--workers", type=non_negative_int, default=0,
-                      help="DataLoader processes making batches (default: 0)")
-
-    gmml = parser.add_argument_group("GMML")
-    gmml.add_argument("--views", type=int, default=2, help="crops per image (default: 2, upstream's 2 global crops)")
-    gmml.add_argument("--drop-perc", type=float, default=0.75,
-                      help="corrupt U(min(0.5, p), p) of each crop's pixels (default: 0.75)")
-    gmml.add_argument("--drop-type", default="noise", help="fill of the rectangles: noise, zeros, replace (from the "
-                      "same crop), or several joined by '-' (default: noise)")
-    gmml.add_argument("--drop-replace", type=float, default=0.3, help="share pasted from another crop of the batch, "
-                      "for 1 / (fills + 1) of the crops; 0 turns it off (default: 0.3)")
-    gmml.add_argument("--drop-align", type=int, default=1, help="rectangle grid in pixels; 1 ignores the patches, "
-                      "as upstream's default (default: 1)")
-    gmml.add_argument("--recons-blocks", help="1-based blocks averaged for the head, e.g. 6-8-10-12 (default: "
-                      "upstream's for 12 blocks, the same relative places for other depths)")
-    gmml.add_argument("--all-pixels", action="store_true", help="L1 over every pixel (upstream drop_only=0), not "
-                      "only the corrupted ones")
-    gmml.add_argument("--min-lr", type=float, default=1e-6, help="lr at the end of the cosine (default: 1e-6)")
-    gmml.add_argument("--weight-decay-end", type=float, default=0.4, help="weight decay at the end (default: 0.4)")
-
-    model = parser.add_argument_group("model")
-    model.add_argument("--variant", help=f"{', '.join(sorted(SHORT_VARIANTS))}, or {', '.join(sorted(VARIANTS))} "
-                                         "(default: tiny)")
-    add_init_argument(model)
-    model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
-                       help="override a config field, e.g. --set image_size=32 --set patch_size=4 --set depth=6")
-
-    add_optimization_arguments(parser, steps=1000, batch_size=64, lr=5e-4, max_grad_norm=3.0, weight_decay=0.04,
-                               batch_unit="images (each gives --views crops)",
-                               warmup_share=WARMUP_SHARE, warmup_source="upstream's 10 of 800 epochs",
-                               lr_note=", as given: upstream scales 5e-4 by images / 256 (1.25e-4 for 64)")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -105,7 +105,8 @@ def test_a_resumed_stage_keeps_the_recordings_it_began_with(tmp_path, capsys):
 def test_stage_arguments_are_checked(tmp_path):
     import argparse
 
-    from modalities.audio.beats.pretrain import add_arguments, make_objective
+    from modalities.audio.beats.pretrain import make_objective
+    from modalities.audio.beats_pretrain_options import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -133,7 +134,8 @@ def test_init_goes_on_from_the_embedded_model_of_the_stage(tmp_path):
     (float32 copies of their weights); the other kind, or --variant with it, is refused."""
     import argparse
 
-    from modalities.audio.beats.pretrain import add_arguments, make_objective
+    from modalities.audio.beats.pretrain import make_objective
+    from modalities.audio.beats_pretrain_options import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -156,7 +158,8 @@ def test_the_codebook_is_set_by_its_options_not_by_set(tmp_path):
     the ssl stage's encoder a tokenizer, refused as "--init None is not a BEATs encoder"."""
     import argparse
 
-    from modalities.audio.beats.pretrain import add_arguments, encoder_config
+    from modalities.audio.beats.pretrain import encoder_config
+    from modalities.audio.beats_pretrain_options import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -532,7 +532,7 @@ def test_each_round_computes_each_recordings_residual_once(tmp_path, monkeypatch
     assert calls == [401, 403, 409] * 3
 
 def mert_teacher_args(*options: str):
-    from modalities.audio.mert.pretrain import add_arguments
+    from modalities.audio.mert_pretrain_options import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

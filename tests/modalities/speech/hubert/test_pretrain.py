@@ -15,7 +15,6 @@ from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
 from modalities.speech.hubert.pretrain import (
     IGNORE_LABEL,
     HubertPretraining,
-    add_arguments,
     cluster_labels,
     compute_span_mask,
     drawn_frames,
@@ -25,6 +24,7 @@ from modalities.speech.hubert.pretrain import (
     mfcc_features,
     run,
 )
+from modalities.speech.hubert_pretrain_options import add_arguments
 from zoo.audio_crops import CropBatches, frame_count, list_audio_files, load_waves
 from zoo.frame_rows import PASS_FILE
 from zoo.errors import CheckpointError, ConfigError, InputError

@@ -15,10 +15,10 @@ import torch
 from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
 from modalities.speech.hubert.pretrain import (
     HubertPretraining,
-    add_arguments,
     compute_span_mask,
     equalise_mask_counts,
 )
+from modalities.speech.hubert_pretrain_options import add_arguments
 from zoo.errors import ConfigError
 
 MICRO = dict(

@@ -173,7 +173,8 @@ def test_init_loads_every_weight_and_gives_a_headless_vit_a_head(tmp_path):
     import argparse
 
     from modalities.vision.gmml.model import GmmlConfig, GmmlEncoder
-    from modalities.vision.gmml.pretrain import add_arguments, initial_encoder
+    from modalities.vision.gmml.pretrain import initial_encoder
+    from modalities.vision.gmml_pretrain_options import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -220,7 +221,8 @@ def test_cli_help_and_a_parquet_run(tmp_path, capsys):
 def test_bad_settings_are_zoo_errors(tmp_path):
     import argparse
 
-    from modalities.vision.gmml.pretrain import CorruptionConfig, add_arguments, encoder_config
+    from modalities.vision.gmml.pretrain import CorruptionConfig, encoder_config
+    from modalities.vision.gmml_pretrain_options import add_arguments
     from modalities.vision.image_sets import open_images
 
     parser = argparse.ArgumentParser()
