@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from contextlib import contextmanager
@@ -89,15 +90,17 @@ def _numbered(err: ZooError, index: int, reason: str) -> ZooError:
     return numbered
 
 
+#: what schedulers send before they kill a job: SIGTERM (Slurm, Kubernetes), SIGUSR1 (Slurm's --signal=USR1@60)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
 class Stopped(BaseException):
-    """A run stopped by a scheduler's signal (SIGTERM, or Slurm's `--signal=USR1`) once the step it
-    was in is done and checkpointed; a BaseException, as KeyboardInterrupt is, so that no `except
-    Exception` takes it for a failure. The `zoo` command exits 128 + its number, as the shell
-    reports a process that signal ended."""
+    """A run stopped by a scheduler's signal (SIGTERM, or Slurm's `--signal=USR1`): training once the
+    step it was in is done and checkpointed, rendering once its workers are stopped; a
+    BaseException, as KeyboardInterrupt is, so that no `except Exception` takes it for a failure.
+    The `zoo` command exits 128 + its number, as the shell reports a process that signal ended."""
 
     def __init__(self, signum: int) -> None:
-        import signal
-
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 

@@ -54,7 +54,8 @@ import torch
 from torch import nn
 
 from zoo.checkpointing import Checkpointing, set_checkpointing
-from zoo.errors import CheckpointError, ConfigError, InputError, Stopped, UnknownModelError, ZooError
+from zoo.errors import (STOP_SIGNALS, CheckpointError, ConfigError, InputError, Stopped, UnknownModelError,
+                        ZooError)
 from zoo.hub import model_to
 from zoo.io import atomic_torch_save, atomic_write_text
 from zoo.loss_plot import plot_losses
@@ -565,10 +566,6 @@ class Trainer:
                 if out_of_time:
                     break
         return read_log(self.log_path)
-
-
-#: what schedulers send before they kill a job: SIGTERM (Slurm, Kubernetes), SIGUSR1 (Slurm's --signal=USR1@60)
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
 
 @contextmanager

@@ -10,7 +10,8 @@ MERT) from Debian's `fluidsynth` and its General-MIDI soundfont (FluidR3_GM.sf2)
   instruments per part, cut into non-overlapping clips listed in clips.csv.
 
 Every file is written under a temporary name and renamed, and existing files are
-skipped, so an interrupted run resumes:
+skipped, so an interrupted run resumes. A SIGTERM (or SIGUSR1) or Ctrl-C stops the render
+processes with it (exit status 128 + the signal, 130 for Ctrl-C):
 
     python -m modalities.audio.rendering notes -o runs/notes16k
     python -m modalities.audio.rendering clips -o runs/clips16k --max-scores 60
@@ -22,18 +23,23 @@ import argparse
 import csv
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import zlib
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from zoo.errors import ConfigError, InputError, ZooError
+from zoo.errors import STOP_SIGNALS, ConfigError, InputError, Stopped, ZooError
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.options import positive_float, positive_int
 from zoo.progress import progress_bar
@@ -49,6 +55,8 @@ VELOCITIES = (100,)
 SILENT_PEAK = 1e-3
 #: seconds a FluidSynth render may take before the score is skipped
 RENDER_TIMEOUT = 300
+#: seconds a stopped render process has to end (its FluidSynth killed, its temporary files removed) before it is killed
+STOP_GRACE = 10
 
 
 def ensure_fluidsynth() -> None:
@@ -150,9 +158,7 @@ def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float
     folder.mkdir(parents=True, exist_ok=True)
     grid = note_grid()[:limit]
     jobs = [(program, pitch, velocity, str(folder), sampling_rate, seconds) for program, pitch, velocity in grid]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        names = list(progress_bar(pool.map(render_note, jobs, chunksize=8), total=len(jobs), progress=progress,
-                                  desc="render notes"))
+    names = render_all(render_note, jobs, workers, progress, "render notes", chunksize=8)
     rows = [dict(file=name, program=program, family=family_of(program), pitch=pitch, pitch_class=pitch % 12,
                  velocity=velocity) for name, (program, pitch, velocity) in zip(names, grid) if name is not None]
     if not rows:
@@ -161,6 +167,97 @@ def render_notes(out_dir: str | Path, sampling_rate: int = 16000, seconds: float
     print(f"{len(rows)} notes ({len(grid) - len(rows)} silent dropped), {len(rows) * seconds:.0f} s of audio "
           f"in {folder}", file=sys.stderr)
     return folder
+
+
+def render_all(render: Callable[[Any], Any], jobs: Sequence[Any], workers: int, progress: bool, desc: str,
+               chunksize: int = 1) -> list[Any]:
+    """`render` of each job, in order, in `workers` processes. On a SIGTERM (or SIGUSR1), Ctrl-C or
+    a failed job the processes are stopped before the error goes on up (`stop_workers`): a SIGTERM
+    ended this process alone, and its two workers, re-parented to pid 1, went on starting FluidSynth
+    and then waited for good; Ctrl-C waited for every job left."""
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=handle_signals_in_worker)
+    try:
+        with stopped_by_signals():
+            results = list(progress_bar(pool.map(partial(render_in_worker, render), jobs, chunksize=chunksize),
+                                        total=len(jobs), progress=progress, desc=desc))
+    except BaseException:
+        stop_workers(pool)
+        raise
+    pool.shutdown()
+    return results
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Within the block, a SIGTERM or SIGUSR1 raises `Stopped`, as Ctrl-C raises KeyboardInterrupt,
+    so that `render_all` can stop its workers; their default ended the process at once. Python
+    takes signals in the main thread only; elsewhere the defaults stay."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Stopped(signum)
+
+    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def handle_signals_in_worker() -> None:
+    """A render process leaves Ctrl-C to its parent, which stops it (a terminal sends Ctrl-C to
+    both: each worker printed a KeyboardInterrupt traceback and went on to its next job), and
+    ends on a SIGTERM as on an error (`render_in_worker`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+
+
+#: whether this worker is in `render_in_worker`'s job, where a SIGTERM unwinds (`exit_on_signal`)
+in_job = False
+
+
+def exit_on_signal(signum: int, frame: Any) -> None:
+    """A worker's SIGTERM during a job is an exception, so that `subprocess.run` kills its FluidSynth
+    and the temporary files are removed on the way out (the default handler ended the process at
+    once, FluidSynth left running); between jobs the worker ends at once: ProcessPoolExecutor's code
+    there would hand the exception back as a result and go on to the next job. Later SIGTERMs (the
+    executor sends its own once a worker has ended) are ignored: one raised while `subprocess.run`
+    was killing FluidSynth left it running and the worker waiting on it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if in_job:
+        raise SystemExit(128 + signum)
+    os._exit(128 + signum)
+
+
+def render_in_worker(render: Callable[[Any], Any], job: Any) -> Any:
+    """`render(job)`; the worker ends once a SIGTERM has unwound the job (`exit_on_signal`), rather
+    than handing the SystemExit back as the job's result and going on to the next job."""
+    global in_job
+    try:
+        in_job = True
+        return render(job)
+    except SystemExit as stop:
+        os._exit(stop.code)
+    finally:
+        in_job = False
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Drop the jobs not begun and end the running ones (SIGTERM, then SIGKILL after `STOP_GRACE`
+    seconds). The executor has no public handle on its processes before Python 3.14's
+    `terminate_workers`, hence `_processes`."""
+    processes = list((pool._processes or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(STOP_GRACE)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -261,9 +358,7 @@ def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: 
     folder.mkdir(parents=True, exist_ok=True)
     scores = corpus_paths(max_scores)
     jobs = [(str(path), str(folder), sampling_rate, clip_seconds, seed) for path in scores]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = list(progress_bar(pool.map(render_score, jobs), total=len(jobs), progress=progress,
-                                    desc="render scores"))
+    results = render_all(render_score, jobs, workers, progress, "render scores")
     rows = [dict(file=name, score=f"{path.parent.name}/{path.name}", start_seconds=start)
             for path, clips in zip(scores, results) for name, start in clips]
     if not rows:
@@ -273,6 +368,10 @@ def render_clips(out_dir: str | Path, sampling_rate: int = 16000, clip_seconds: 
     print(f"{len(rows)} clips ({len(rows) * clip_seconds / 60:.1f} min) from {len(scores) - skipped} scores "
           f"({skipped} skipped) in {folder}", file=sys.stderr)
     return folder
+
+
+#: what a stopped render says: files are written whole and skipped when they exist
+RESUMES = "a rerun of the same command keeps the files written and renders the rest"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -298,6 +397,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ZooError as err:  # a missing fluidsynth or soundfont: the fix, not a traceback
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; {RESUMES}", file=sys.stderr)
+        return 130
+    except Stopped as stop:
+        print(f"{parser.prog}: stopped by {stop}; {RESUMES}", file=sys.stderr)
+        return 128 + stop.signum
     return 0
 
 

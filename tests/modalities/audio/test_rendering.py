@@ -3,7 +3,14 @@ fluidsynth and GM soundfont are installed) an end-to-end render of a few notes."
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +121,95 @@ def test_a_score_stopped_while_its_clips_are_written_is_rendered_again(tmp_path,
     clips = rendering.render_score(job)
     assert [start for _, start in clips] == [0.0, 5.0, 10.0, 15.0, 20.0, 25.0]
     assert rendering.render_score(job) == clips and len(list(tmp_path.glob("*.flac"))) == 6
+
+
+#: `rendering notes` with each note's FluidSynth stood in for by a child that sleeps while the note's
+#: file is being written; argv: marker (on every command line of the run), pid folder, output folder
+SLOW_RENDER = """
+import os, signal, subprocess, sys
+from pathlib import Path
+
+from modalities.audio import rendering
+from zoo.io import atomic_write_with
+
+marker, pids, output = sys.argv[1:]
+
+
+def slow_note(job):
+    program, pitch, velocity, folder, _, _ = job
+    (Path(pids) / str(os.getpid())).touch()
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)", marker]
+    atomic_write_with(Path(folder) / rendering.note_name(program, pitch, velocity),
+                      lambda tmp: (tmp.write_text("half"), subprocess.run(sleep, check=True)))
+    return rendering.note_name(program, pitch, velocity)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal, whoever started pytest
+    rendering.render_note = slow_note
+    rendering.require_music_packages = rendering.ensure_fluidsynth = lambda *names: None
+    sys.exit(rendering.main(["notes", "-o", output, "--limit", "24", "--workers", "2"]))
+"""
+
+
+def live_processes() -> dict[int, bytes]:
+    """The command line of every process but zombies."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except OSError:  # one that just ended
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="looks for surviving processes in /proc (Linux)")
+@pytest.mark.parametrize("signum, to_group, status", [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)],
+                         ids=["sigterm", "ctrl-c"])
+def test_a_stopped_render_stops_its_workers_and_their_fluidsynth(tmp_path, signum, to_group, status):
+    """A SIGTERM ended `rendering notes` alone (killed by it, at once): its two workers, re-parented
+    to pid 1, went on rendering (22 more notes, each a FluidSynth, measured with the real one) and
+    then waited for good. Ctrl-C waited for every job left (34 more notes in 6 s with FluidSynth;
+    here, with jobs of 60 s, past the test's 10 s). Now both stop the workers and their children
+    within a second, exit 143 and 130, and leave no file, whole, half written or temporary."""
+    marker, pids, output = f"zoo-render-test-{uuid.uuid4().hex}".encode(), tmp_path / "pids", tmp_path / "notes"
+    pids.mkdir()
+    script = tmp_path / "slow_render.py"
+    script.write_text(SLOW_RENDER)
+
+    def left() -> list[int]:  # the run's processes: each command line holds the marker, each worker wrote its pid
+        workers = {int(path.name) for path in pids.iterdir()}
+        return [pid for pid, command in live_processes().items() if marker in command or pid in workers]
+
+    import modalities
+
+    checkout = str(Path(modalities.__file__).parent.parent)  # the code under test, not an installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))}
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        run = subprocess.Popen([sys.executable, str(script), marker, str(pids), str(output)], stderr=stderr, env=env,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(marker in command and b"sleep" in command
+                                                  for command in live_processes().values()) < 2:
+            time.sleep(0.1)  # until both workers are in a note
+        time.sleep(0.5)  # and past subprocess.Popen, which loses its child when stopped before it returns
+        os.killpg(run.pid, signum) if to_group else run.send_signal(signum)
+        sent = time.monotonic()
+        try:
+            exit_status = run.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            exit_status = None
+        seconds = time.monotonic() - sent
+        survivors = left()
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for pid in left():
+            os.kill(pid, signal.SIGKILL)
+        run.wait()
+    assert (exit_status, survivors) == (status, []), (tmp_path / "stderr.txt").read_text()[-2000:]
+    assert seconds < 5 and len(list(pids.iterdir())) == 2
+    assert list(output.iterdir()) == []
+    assert "a rerun of the same command keeps the files written" in (tmp_path / "stderr.txt").read_text()
