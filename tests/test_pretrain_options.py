@@ -15,7 +15,8 @@ def test_pretrain_help_and_refused_options_import_no_torch():
     """`zoo pretrain RECIPE -h`, a misspelt option and the parser itself answer without importing the
     model: each imported its family's pretrain.py (model, transformers or PyG, torch) to add options,
     measured with /usr/bin/time: hubert -h 6.3 s of CPU and 889 MB, mert 5.7 s / 889 MB, graphmae
-    5.1 s / 919 MB, paretognn 5.2 s / 920 MB, beats, gmml and tjepa 2.3-2.5 s / 654-725 MB; now 0.11-0.18 s and 20 MB."""
+    5.1 s / 919 MB, paretognn 5.2 s / 920 MB, beats, gmml and tjepa 2.3-2.5 s / 654-725 MB; now 0.11-0.18 s
+    and 20 MB."""
     code = ("import contextlib, io, sys\nfrom zoo.cli import build_parser, main\n"
             f"for recipe in {RECIPES!r}:\n"
             "    build_parser(recipe)\n"
