@@ -15,9 +15,9 @@ from zoo.checkpointing import CheckpointedBlocks
 from zoo.errors import CheckpointError, ConfigError, Stopped, ZooError
 from zoo.outputs import PretrainOutput
 from zoo.run_folders import ARGS_FILE, CHECKPOINT_FILE, LOG_FILE, PLOT_FILE, read_log
+from zoo.options import add_optimization_arguments
 from zoo.training import (
-    TrainConfig, add_optimization_arguments, lr_factor, make_optimizer, train, train_and_save,
-    train_config_from_args, weight_decay_at,
+    TrainConfig, lr_factor, make_optimizer, train, train_and_save, train_config_from_args, weight_decay_at,
 )
 
 

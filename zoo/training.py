@@ -60,11 +60,6 @@ from zoo.hub import model_to
 from zoo.io import atomic_torch_save, atomic_write_text
 from zoo.loss_plot import plot_losses
 from zoo.options import LR_DECAYS
-# the pretrain commands' option groups, here before zoo.options held them (torch-free, for `zoo pretrain X -h`)
-from zoo.options import add_init_argument as add_init_argument
-from zoo.options import add_optimization_arguments as add_optimization_arguments
-from zoo.options import add_run_arguments as add_run_arguments
-from zoo.options import add_time_limit_argument as add_time_limit_argument
 from zoo.outputs import PretrainOutput
 from zoo.progress import progress_bar
 from zoo.run_folders import (
