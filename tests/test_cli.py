@@ -122,6 +122,10 @@ def test_embed_to_npy_and_parquet(checkpoint, wav_folder, tmp_path, capsys):
     lengths = sorted(row["shape"][1] for row in table)  # was "3 rows of 2 to 2 tokens": layers counted as tokens
     assert f"3 rows of 2 layers of {lengths[0]} to 449 tokens of width 32" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.parts"))
+    record = json.loads(pq.read_schema(tmp_path / "t.parquet").metadata[b"zoo"])  # it said nothing of its making
+    assert {key: record[key] for key in ("family", "layer", "pool")} == {"family": "hubert", "layer": [0, -1],
+                                                                         "pool": "none"}
+    assert record["zoo_version"] == zoo.__version__
 
 
 def test_inputs_may_follow_options_but_unknown_options_are_refused(checkpoint, wav_folder, tmp_path, capsys):

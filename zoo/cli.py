@@ -244,7 +244,7 @@ def ignore_extra_columns(encoder: Any, name: str) -> None:
 def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
     """`zoo embed NAME --dataset D`: a graph or table dataset the papers use, by name (its
     modality's `datasets.embed_dataset`), written in one pass."""
-    from zoo.embed_job import check_output, dataset_rows, write_embeddings
+    from zoo.embed_job import check_output, dataset_rows, embedding_record, write_embeddings
 
     check_output(Path(args.output), pool_none=False)
     encoder = fitted_random_init(encoder, args)
@@ -254,7 +254,8 @@ def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
         raise InputError(f"--pool none on {args.dataset}, a set of graphs, gives the nodes of every graph; an .npy "
                          "array of them would not say which graph each row belongs to: write .parquet, whose rows "
                          "are named graph#G/node#I")
-    print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows)}", file=sys.stderr)
+    record = embedding_record(encoder, parse_layer(args.layer), args.pool)
+    print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows, record)}", file=sys.stderr)
 
 
 def fitted_random_init(encoder: Any, args: argparse.Namespace, inputs: Optional[list[Any]] = None) -> Any:

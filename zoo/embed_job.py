@@ -97,7 +97,8 @@ def _run_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Path, nam
                                                     progress=bar, **prepare_kwargs))
                 write_stamp(shard, chunk_names)
             bar.update(len(chunk) - (bar.n - advanced))  # what embed did not advance: a shard already written
-    shapes = join_shards(output, names, (read_shard(shard, _load_npz) for shard in shards))
+    shapes = join_shards(output, names, (read_shard(shard, _load_npz) for shard in shards),
+                         embedding_record(encoder, layer, pool))
     remove_folder(parts)
     if pool != "none":
         return f"array {(len(shapes), *shapes[0])}"
@@ -127,22 +128,40 @@ def check_output(output: Path, pool_none: bool) -> None:
     check_writable_file(output, "output")
 
 
-def write_embeddings(output: Path, names: Sequence[str], rows: Sequence[np.ndarray]) -> str:
-    """Write rows made in one pass (no shards) to .npy or .parquet, atomically; returns the shape."""
+def write_embeddings(output: Path, names: Sequence[str], rows: Sequence[np.ndarray],
+                     record: Optional[dict[str, Any]] = None) -> str:
+    """Write rows made in one pass (no shards) to .npy or .parquet, atomically; returns the shape.
+    `record` (`embedding_record`) goes into a parquet file's metadata."""
     check_output(output, pool_none=False)
-    shapes = join_shards(output, names, [np.stack(rows)])
+    shapes = join_shards(output, names, [np.stack(rows)], record)
     return f"array {(len(shapes), *shapes[0])}"
 
 
-def join_shards(output: Path, names: Sequence[str], shards: Iterable[Any]) -> list[tuple[int, ...]]:
+def join_shards(output: Path, names: Sequence[str], shards: Iterable[Any],
+                record: Optional[dict[str, Any]] = None) -> list[tuple[int, ...]]:
     """Write the rows of `shards` (each an array of rows, or a list of them), taken one shard at a
-    time, to `output` (.npy or .parquet) atomically; returns the rows' shapes. The output is
-    written as the shards come, so a job's memory does not grow with its rows: a million table
-    rows to .parquet took 873 MB over their own 256 MB when they were joined first."""
+    time, to `output` (.npy or .parquet, with `record` in its metadata) atomically; returns the rows'
+    shapes. The output is written as the shards come, so a job's memory does not grow with its rows:
+    a million table rows to .parquet took 873 MB over their own 256 MB when they were joined first."""
     shapes: list[tuple[int, ...]] = []
-    write = _write_npy if output.suffix == ".npy" else _write_parquet
-    atomic_write_with(output, lambda tmp: shapes.extend(write(tmp, names, shards)))
+    if output.suffix == ".npy":
+        atomic_write_with(output, lambda tmp: shapes.extend(_write_npy(tmp, names, shards)))
+    else:
+        atomic_write_with(output, lambda tmp: shapes.extend(_write_parquet(tmp, names, shards, record)))
     return shapes
+
+
+def embedding_record(encoder: Any, layer: Any, pool: Optional[str]) -> dict[str, Any]:
+    """What a parquet output says of how its rows were made, under its metadata key "zoo": the
+    model (its Hub repo, where `zoo.load` knows one), family, layer, pool (None: the checkpoint's
+    own) and zoo version. A file of rows named only by their inputs said nothing of the model or
+    layer behind them."""
+    from zoo._version import __version__
+
+    origin = getattr(encoder, "origin", None)
+    return {"model": origin[0] if origin else None, "family": encoder.family,
+            "layer": layer if layer is None or isinstance(layer, (int, str)) else [int(i) for i in layer],
+            "pool": pool, "zoo_version": __version__}
 
 
 def dataset_rows(encoder: Any, dataset: str, data_root: Optional[str | Path], **embed: Any) -> tuple[list[str], list]:
@@ -350,7 +369,8 @@ def _run_table_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Pat
                 bar.update(len(frame))
     if not shards:
         raise InputError(f"the tables {list(inputs)} hold no rows")
-    shapes = join_shards(output, names, (read_shard(shard, np.load) for shard in shards))
+    shapes = join_shards(output, names, (read_shard(shard, np.load) for shard in shards),
+                         embedding_record(encoder, layer, pool))
     remove_folder(parts)
     return f"array {(len(shapes), *shapes[0])}"
 
@@ -389,15 +409,18 @@ def _write_npy(path: Path, names: Sequence[str], shards: Iterable[Any]) -> list[
 ROW_GROUP_BYTES = 16 * 2**20
 
 
-def _write_parquet(path: Path, names: Sequence[str], shards: Iterable[Any]) -> list[tuple[int, ...]]:
+def _write_parquet(path: Path, names: Sequence[str], shards: Iterable[Any],
+                   record: Optional[dict[str, Any]] = None) -> list[tuple[int, ...]]:
     """Columns "input", "shape" and "embedding" (float32, flattened), written a row group of up to
     `ROW_GROUP_BYTES` at a time, without dictionary encoding (no value of a float column repeats):
-    a shard's 30-minute token rows as one dictionary-encoded group took 25 times their size."""
+    a shard's 30-minute token rows as one dictionary-encoded group took 25 times their size.
+    `record` is the schema's metadata under "zoo" (JSON)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.schema([("input", pa.string()), ("shape", pa.list_(pa.int64())),
-                        ("embedding", pa.list_(pa.float32()))])
+                        ("embedding", pa.list_(pa.float32()))],
+                       metadata=None if record is None else {"zoo": json.dumps(record)})
     shapes: list[tuple[int, ...]] = []
     with pq.ParquetWriter(path, schema, use_dictionary=False) as writer:
         for shard in shards:

@@ -1,6 +1,7 @@
 """The dataset cache: raw files are copied once, whatever the number of runs started together;
 `zoo embed --dataset` writes a named dataset's embeddings."""
 
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,6 +45,8 @@ def test_zoo_embed_writes_a_named_datasets_nodes_or_graphs(tmp_path, capsys):
     table = pq.read_table(tmp_path / "graphs.parquet").to_pydict()
     expected = zoo.load("graphmae-mutag").embed(load_dataset("mutag", tu), pool="max", progress=False)
     assert table["input"][:2] == ["graph#0", "graph#1"] and len(table["input"]) == 188
+    record = json.loads(pq.read_schema(tmp_path / "graphs.parquet").metadata[b"zoo"])
+    assert record["family"] == "graphmae" and record["pool"] == "max" and record["layer"] is None
     assert np.array_equal(np.stack(table["embedding"]), expected.numpy())
     capsys.readouterr()
     assert main(["embed", "graphmae-cora", "x.pt", "--dataset", "cora", "-o", str(tmp_path / "x.npy")]) == 2
