@@ -71,6 +71,7 @@ def test_info_describes_a_checkpoint_folder(checkpoint, tmp_path, capsys):
     as_json = json.loads(json.dumps({"a": encoder.config.to_dict(), "p": encoder.processor.to_dict()}))
     assert shown["architecture"] == as_json["a"] and shown["preprocessing"] == as_json["p"]
     assert shown["params"] == sum(parameter.numel() for parameter in encoder.parameters())
+    assert (shown["embed_dim"], shown["num_layers"]) == (encoder.embed_dim, encoder.num_layers)  # named alike
     zoo.for_classification(encoder, labels=["yes", "no"]).save_pretrained(tmp_path / "clf")
     assert main(["info", str(tmp_path / "clf")]) == 0
     assert json.loads(capsys.readouterr().out)["head"]["labels"] == ["yes", "no"]

@@ -164,7 +164,8 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
          local_files_only: bool = False) -> dict[str, Any]:
     """A zoo name's hub_config; for a checkpoint folder or a Hub repo of the zoo's format, what
     its config files say, built into the model `load` gives (so that what is shown is what loads):
-    family, class, architecture, preprocessing, parameters and head. The weights are neither read
+    family, class, architecture, preprocessing, width of its rows and layers (`embed_dim`,
+    `num_layers`: the architecture names them five ways), parameters and head. The weights are neither read
     nor downloaded: a description should not cost a multi-gigabyte fetch."""
     check_name(name_or_path, "info")
     if registry.find(str(name_or_path)) is not None:
@@ -184,6 +185,7 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
     encoder = getattr(model, "encoder", model)
     return {"family": encoder.family, "modality": encoder.modality, "class": type(model).__name__,
             "architecture": encoder.config.to_dict(), "preprocessing": encoder.processor.to_dict(),
+            "embed_dim": encoder.embed_dim, "num_layers": encoder.num_layers,  # under one name in every family
             "params": sum(parameter.numel() for parameter in model.parameters()),
             "head": model.head_config() if hasattr(model, "head_config") else None}
 
