@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 #: the folders of the zoo's own code (zoo/ and modalities/, installed side by side)
 OWN_CODE = tuple(str(Path(__file__).parent.parent / name) + os.sep for name in ("zoo", "modalities"))
@@ -92,6 +93,22 @@ def _numbered(err: ZooError, index: int, reason: str) -> ZooError:
 
 #: what schedulers send before they kill a job: SIGTERM (Slurm, Kubernetes), SIGUSR1 (Slurm's --signal=USR1@60)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+@contextmanager
+def on_stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGUSR1 (`STOP_SIGNALS`) call `handler(signum, frame)`; the
+    handlers before are put back after it. Python takes signals in the main thread only: in
+    another, the block runs with the defaults."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, before in previous.items():
+            signal.signal(number, before)
 
 
 class Stopped(BaseException):

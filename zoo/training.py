@@ -40,9 +40,7 @@ import dataclasses
 import json
 import math
 import random
-import signal
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from functools import partial
@@ -54,8 +52,8 @@ import torch
 from torch import nn
 
 from zoo.checkpointing import Checkpointing, set_checkpointing
-from zoo.errors import (STOP_SIGNALS, CheckpointError, ConfigError, InputError, Stopped, UnknownModelError,
-                        ZooError)
+from zoo.errors import (CheckpointError, ConfigError, InputError, Stopped, UnknownModelError, ZooError,
+                        on_stop_signals)
 from zoo.hub import model_to
 from zoo.io import atomic_torch_save, atomic_write_text
 from zoo.loss_plot import plot_losses
@@ -569,21 +567,14 @@ def stopping_on_signals(trainer: Trainer) -> Iterator[None]:
     and checkpointed: they ended the process at once, and the steps since its last checkpoint were
     lost (90 of 190 at the default --checkpoint-every). A second one stops it at once. Python takes
     signals in the main thread only; a run in another thread keeps the defaults."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def asked(signum: int, frame: Any) -> None:
         if trainer.stop_signal is not None:
             raise Stopped(signum)
         trainer.stop_signal = signum
 
-    previous = {number: signal.signal(number, asked) for number in STOP_SIGNALS}
-    try:
+    with on_stop_signals(asked):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def train(objective: nn.Module, batches: Iterable[Any], out_dir: str | Path,

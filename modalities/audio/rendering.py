@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -39,7 +38,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from zoo.errors import STOP_SIGNALS, ConfigError, InputError, Stopped, ZooError
+from zoo.errors import ConfigError, InputError, Stopped, ZooError, on_stop_signals
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.options import positive_float, positive_int
 from zoo.progress import progress_bar
@@ -192,19 +191,12 @@ def stopped_by_signals() -> Iterator[None]:
     """Within the block, a SIGTERM or SIGUSR1 raises `Stopped`, as Ctrl-C raises KeyboardInterrupt,
     so that `render_all` can stop its workers; their default ended the process at once. Python
     takes signals in the main thread only; elsewhere the defaults stay."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def stop(signum: int, frame: Any) -> None:
         raise Stopped(signum)
 
-    previous = {number: signal.signal(number, stop) for number in STOP_SIGNALS}
-    try:
+    with on_stop_signals(stop):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def handle_signals_in_worker() -> None:
