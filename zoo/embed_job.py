@@ -16,6 +16,7 @@ import shutil
 import sys
 import zipfile
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -144,10 +145,8 @@ def join_shards(output: Path, names: Sequence[str], shards: Iterable[Any],
     shapes. The output is written as the shards come, so a job's memory does not grow with its rows:
     a million table rows to .parquet took 873 MB over their own 256 MB when they were joined first."""
     shapes: list[tuple[int, ...]] = []
-    if output.suffix == ".npy":
-        atomic_write_with(output, lambda tmp: shapes.extend(_write_npy(tmp, names, shards)))
-    else:
-        atomic_write_with(output, lambda tmp: shapes.extend(_write_parquet(tmp, names, shards, record)))
+    write = _write_npy if output.suffix == ".npy" else partial(_write_parquet, record=record)
+    atomic_write_with(output, lambda tmp: shapes.extend(write(tmp, names, shards)))
     return shapes
 
 

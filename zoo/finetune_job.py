@@ -42,6 +42,7 @@ from zoo.finetune_data import LabelledSplit, read_split, split_digest
 from zoo.finetune_objectives import (
     ClassifierObjective, ValidatedObjective, metric_value, validation_report, validation_sentence,
 )
+from zoo.heads import default_pool
 from zoo.hub import CARD_FILE
 from zoo.io import atomic_write_text
 from zoo.run_cards import run_card, shown_path, with_base_model, with_eval_result
@@ -101,7 +102,7 @@ def head_pool(encoder: nn.Module, args: argparse.Namespace, split: LabelledSplit
         if args.pool is not None:
             raise ConfigError(f"--pool {args.pool}: a node dataset's head classifies each node, it pools nothing")
         return None
-    return args.pool or getattr(encoder, "readout_pool", "mean")
+    return args.pool or default_pool(encoder)
 
 
 def build_classifier(encoder: nn.Module, args: argparse.Namespace, split: LabelledSplit,

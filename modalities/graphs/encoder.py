@@ -206,8 +206,7 @@ class GraphEncoder(Encoder):
             encoder gives (K, T, D)),
             several graphs a list of those; a readout gives (num_graphs, D) or (num_graphs, K, D).
         """
-        batch_size = self.embed_batch_size if batch_size is None else batch_size
-        check_batch_sizes(batch_size=batch_size, node_batch_size=node_batch_size)
+        check_batch_sizes(batch_size=batch_size, node_batch_size=node_batch_size)  # None: Encoder.embed's own
         self.processor.check_options(prepare_kwargs)
         pool = self.config.pooling if pool is None else pool
         indices = self.check_embed_options(layer, pool)
