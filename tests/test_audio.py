@@ -151,6 +151,7 @@ def test_normalize_and_short_input_padding():
     (np.array([0.0, np.nan, 1.0], dtype=np.float32), "NaN"),
     (np.zeros((2, 3, 4), dtype=np.float32), "shape"),
     (np.zeros((20, 30), dtype=np.float32), "channels"),
+    (np.zeros((16000, 9), dtype=np.float32), r"shape \(16000, 9\): neither axis"),  # named it (9, 16000)
     ([1, 2, 3], "list of int64 values; pass float samples"),
     ([[0.1, 0.2], [0.3]], "not an array of samples"),
     ({1, 2}, "not supported"),

@@ -305,7 +305,7 @@ def to_channels_first(samples: Any) -> torch.Tensor:
         tensor = tensor.T
     if tensor.shape[0] > MAX_CHANNELS:
         raise InputError(
-            f"audio array has shape {tuple(tensor.shape)}: neither axis looks like channels "
+            f"audio array has shape {tuple(samples.shape)}: neither axis looks like channels "
             f"(at most {MAX_CHANNELS}); pass (samples,) or (channels, samples)"
         )
     if tensor.shape[0] > 2:  # transformers' feature extractors read such an array as a batch

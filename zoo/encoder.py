@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -191,6 +191,16 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         there is refused at once rather than at its first use; every dtype is taken unless a family
         says otherwise."""
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "Encoder":
+        """nn.Module's casts and moves (`.to`, `.half()`, `.bfloat16()`, `.type()`), with `check_dtype`
+        asked before any weight is cast: T-JEPA took `.to(torch.bfloat16)`, was refused only at its
+        first use, when its weights were rounded for good, and a save in between wrote a folder that
+        reloaded in float32 and embedded rows 6.6 off (at most 2.0 in size) without a word."""
+        dtype = cast_dtype(fn)
+        if dtype is not None:
+            self.check_dtype(dtype)
+        return super()._apply(fn, recurse)
+
     def check_embed_options(self, layer: LayerSpec, pool: str) -> Optional[list[int]]:
         """What `embed` checks of its layer and pool, also for a job to check before it writes
         anything; returns the hidden-state indices of `layer` (None: the last layer alone)."""
@@ -318,3 +328,13 @@ class _Accumulator:
         if self.pool == "cls":
             return self.parts[0]
         return torch.cat([self.parts[order] for order in sorted(self.parts)], dim=1)
+
+
+def cast_dtype(fn: Callable[[torch.Tensor], torch.Tensor]) -> Optional[torch.dtype]:
+    """The floating dtype nn.Module's `_apply` function `fn` casts float32 weights to, found on a
+    one-number tensor (None where `fn` fails on it: the real call then says why)."""
+    try:
+        cast = fn(torch.zeros(1))
+    except Exception:  # a device this machine lacks, for one: the move itself reports it
+        return None
+    return cast.dtype if isinstance(cast, torch.Tensor) and cast.is_floating_point() else None

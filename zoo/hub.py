@@ -267,12 +267,8 @@ def model_to(model: Any, device: Optional[str | torch.device], dtype: Optional[t
     """`model.to(device, dtype)` with a zoo error naming a device that does not exist here. A head
     model's own layers stay float32, as `for_classification` makes them on a half-precision
     encoder: its encoder alone takes `dtype`."""
-    from zoo.encoder import Encoder
     from zoo.heads import EncoderWithHead
 
-    encoder = model.encoder if isinstance(model, EncoderWithHead) else model
-    if dtype is not None and isinstance(encoder, Encoder):
-        encoder.check_dtype(dtype)
     try:
         if device is not None and torch.device(device).type == "meta":  # embed(device="meta") lost the weights
             raise ConfigError("device='meta' holds no values: moving the model there drops its weights for good; "

@@ -276,13 +276,13 @@ class TJEPAEncoder(TabularEncoder):
         self.check_dtype(next(self.parameters()).dtype)
 
     def check_dtype(self, dtype: torch.dtype) -> None:
-        """`check_full_precision`'s rule, also applied when the encoder is loaded or moved in `dtype`
-        (`zoo.load(..., dtype=)`, `--dtype`): it was taken there and refused at first use."""
+        """`check_full_precision`'s rule, also applied before the encoder is cast to `dtype` (`zoo.load(...,
+        dtype=)`, `--dtype`, `.to`, `.half()`): it was taken there and refused at first use."""
         if self.config.standardize_output and dtype in (torch.float16, torch.bfloat16):
             raise ConfigError(f"this T-JEPA encoder cannot run with {dtype} weights: its standardised output is only "
                               "meaningful in float32 or float64 (half precision loses the row-to-row differences); "
-                              "load it in float32: leave out dtype= (zoo load) or --dtype (the zoo commands), or call "
-                              ".float() (it is small)")
+                              "load it in float32: leave out dtype= (zoo load) or --dtype (the zoo commands); weights "
+                              "already in half precision stay rounded after .float(), so load them again")
 
     def embed_tokens(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """(B, T, D) input tokens: tokenizer, position code and feature-type embedding."""

@@ -134,8 +134,13 @@ def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, tabl
         with_output_scale(encoder, pd.concat([table.iloc[:1]] * 40))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(scaled.embed(table, progress=False), reloaded.embed(table, progress=False))
-    with pytest.raises(ConfigError, match="cannot run with torch.bfloat16 weights: its standardised output is only "):
-        scaled.to(torch.bfloat16).embed(table, progress=False)
+    before = {name: value.clone() for name, value in scaled.state_dict().items()}
+    for cast in (lambda m: m.to(torch.bfloat16), lambda m: m.half(), lambda m: m.type(torch.float16)):
+        with pytest.raises(ConfigError, match="cannot run with torch.(b)?float16 weights: its standardised output "):
+            cast(scaled)  # was taken, refused at first use with rounded weights, and saved so without a word
+    assert all(torch.equal(value, before[name]) for name, value in scaled.state_dict().items())
+    scaled.to(torch.float64).float()
+    assert torch.equal(scaled.embed(table, progress=False), reloaded.embed(table, progress=False))
     with pytest.raises(ConfigError, match="cannot run with torch.float16 weights"):  # was taken, refused at first use
         zoo.load(tmp_path / "scaled", dtype="float16")
     finer = zoo.load(tmp_path / "scaled", dtype=torch.float64).embed(table, progress=False)  # was refused too
