@@ -38,7 +38,7 @@ def format_params(count: Optional[int]) -> str:
 def model_table(modality: Optional[str] = None, pattern: Optional[str] = None, pretrained: bool = False) -> str:
     """The Markdown model table of the README, made from hub_configs/ (the models `zoo list` would
     name with the same filters)."""
-    lines = ["| name | modality | params | source | licence |", "|---|---|---|---|---|"]
+    lines = ["| name | modality | encoder params | source | licence |", "|---|---|---|---|---|"]
     for name in registry.list_models(pattern, modality, pretrained=pretrained):
         entry = registry.get_entry(name)
         where = location(entry)

@@ -83,7 +83,8 @@ class ModelEntry:
         embedded: the checkpoint ships inside the package (zoo/checkpoints/<name>/).
         architecture: the fully resolved encoder config.
         preprocessing: the processor settings (sampling rate, normalisation...).
-        params: number of parameters; license, citation, source, metrics: for cards and `zoo info`.
+        params: the encoder's number of parameters (a tagger's head, read from its file, is left
+            out); license, citation, source, metrics: for cards and `zoo info`.
         pretraining: the recipe that made (or makes) the checkpoint: dataset and
             optimisation settings that `zoo pretrain FAMILY --dataset D` reads. An entry
             with a recipe but no location is a recipe only: no weights are published yet.
