@@ -84,13 +84,34 @@ def test_info_reads_a_repo_at_its_revision_without_its_weights(offline_cache, tm
         assert shown["params"] == counts[ref] and shown["head"]["labels"] == ["a", "b", "c"], revision
     with pytest.raises(OfflineError, match="revision 'v2'"):
         zoo.info("test-org/described", revision="v2", cache_dir=offline_cache)
-    with pytest.raises(ConfigError, match="drop revision='v1'"):
-        zoo.info("hubert-base-ls960", revision="v1")
     with pytest.raises(OfflineError, match="model.safetensors of Hub repo 'test-org/described'"):
         zoo.load("test-org/described", cache_dir=offline_cache)  # the weights are indeed not cached
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(offline_cache))
     assert main(["info", "test-org/described", "--revision", "v1"]) == 0
     assert json.loads(capsys.readouterr().out)["architecture"]["num_hidden_layers"] == 1
+
+
+def test_info_of_a_zoo_name_reads_its_hub_repo_at_a_revision(offline_cache, tmp_path, monkeypatch, capsys):
+    """`zoo info hubert-base-ls960 --revision v1.0` was refused ("a zoo name, whose hub_config has no
+    revisions") while `zoo embed` read v1.0 from the same cache: it describes the snapshot `load`
+    reads (the 2-layer, width-32 repo here, not the hub_config's 12 layers). A name read from no
+    Hub repo still has no revisions."""
+    from huggingface_hub import constants
+
+    from zoo.cli import main
+
+    transformers_hubert(0, tmp_path / "v1")
+    put_in_hf_cache(offline_cache, "facebook/hubert-base-ls960", tmp_path / "v1", commit="1" * 40, refs=("v1.0",))
+    shown = zoo.info("hubert-base-ls960", revision="v1.0", cache_dir=offline_cache)
+    loaded = zoo.load("hubert-base-ls960", revision="v1.0", cache_dir=offline_cache)
+    assert (shown["num_layers"], shown["embed_dim"]) == (loaded.num_layers, loaded.embed_dim) == (2, 32)
+    assert shown["params"] == sum(parameter.numel() for parameter in loaded.parameters())
+    assert shown["preprocessing"] == loaded.processor.to_dict()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(offline_cache))
+    assert main(["info", "hubert-base-ls960", "--revision", "v1.0"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == shown["params"]
+    with pytest.raises(ConfigError, match="'hubert-tiny-fsdd' is not read from a Hub repo, so it has no revisions"):
+        zoo.info("hubert-tiny-fsdd", revision="v1.0")
 
 
 def test_cli_probe_and_finetune_read_the_revision_asked_for(offline_cache, tmp_path, monkeypatch, capsys):
@@ -125,6 +146,63 @@ def test_cli_probe_and_finetune_read_the_revision_asked_for(offline_cache, tmp_p
 def test_offline_without_cache_names_the_repo_and_the_fix(offline_cache):
     with pytest.raises(OfflineError, match=r"test-org/absent.*hf download test-org/absent"):
         zoo.load("test-org/absent", cache_dir=offline_cache)
+
+
+def test_a_gated_repo_says_to_accept_its_conditions(offline_cache, monkeypatch):
+    """huggingface_hub's GatedRepoError is a RepositoryNotFoundError: a gated repo was said to "not
+    exist or be private; check the id". It is named gated, with the page where its conditions are
+    accepted and the Hub's own words."""
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    said = "Access to model org/gated is restricted. You must have access to it and be authenticated to access it."
+
+    def gated(*args, **kwargs):
+        request = httpx2.Request("GET", f"{constants.ENDPOINT}/org/gated/resolve/main/config.json")
+        raise errors.GatedRepoError(said, response=httpx2.Response(403, request=request))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", gated)
+    with pytest.raises(UnknownModelError) as caught:
+        zoo.load("org/gated", cache_dir=offline_cache)
+    assert (f"Hub repo 'org/gated' is gated: accept its conditions at {constants.ENDPOINT}/org/gated while logged in "
+            f"(`hf auth login`, or token=), then load again (the Hub said: {said})") in str(caught.value)
+    assert "does not exist" not in str(caught.value)
+
+
+def test_a_token_goes_with_every_hub_file_and_into_no_message(offline_cache, tmp_path, monkeypatch):
+    """load(token=) was refused ("load() takes no token=; ... set HF_TOKEN") though transformers'
+    from_pretrained and the zoo's push_to_hub take it. Every file fetched for load, from_pretrained
+    or info, of a repo id or a zoo name, goes with it; the next call without one sends None (the
+    stored login); an error does not show it."""
+    import huggingface_hub
+    from modalities.speech.hubert.model import HubertEncoder
+
+    transformers_hubert(0, tmp_path / "repo")
+    put_in_hf_cache(offline_cache, "test-org/hubert-micro", tmp_path / "repo", commit="a" * 40)
+    entry = {"name": "micro-test-model", "family": "hubert", "modality": "speech", "description": "test",
+             "repo_id": "test-org/hubert-micro", "architecture": {}}
+    (tmp_path / "micro-test-model.json").write_text(json.dumps(entry))
+    zoo.add_model_config(tmp_path / "micro-test-model.json")
+    download, sent = huggingface_hub.hf_hub_download, []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda *args, **kwargs: sent.append(kwargs["token"]) or download(*args, **kwargs))
+    secret = "hf_TESTsecret0123456789abcdef"
+    for call in (lambda: zoo.load("test-org/hubert-micro", cache_dir=offline_cache, token=secret),
+                 lambda: HubertEncoder.from_pretrained("micro-test-model", cache_dir=offline_cache, token=secret),
+                 lambda: zoo.load("micro-test-model", revision="main", cache_dir=offline_cache, pretrained=False,
+                                  token=secret),
+                 lambda: zoo.info("micro-test-model", revision="main", cache_dir=offline_cache, token=secret),
+                 lambda: zoo.info("test-org/hubert-micro", cache_dir=offline_cache, token=secret)):
+        sent.clear()
+        call()
+        assert len(sent) >= 3 and set(sent) == {secret}  # config.json, preprocessor_config.json, README.md, ...
+    sent.clear()
+    zoo.load("test-org/hubert-micro", cache_dir=offline_cache)
+    assert len(sent) == 4 and set(sent) == {None}
+    with pytest.raises(OfflineError) as caught:
+        zoo.load("test-org/absent", cache_dir=offline_cache, token=secret)
+    assert sent[-1] == secret and secret not in str(caught.value) and "hf_" not in str(caught.value)
 
 
 def test_offline_set_after_import_is_honoured(tmp_path, monkeypatch):
@@ -635,15 +713,27 @@ def test_a_corrupt_file_is_named_and_a_pickle_error_gives_no_unsafe_advice(tmp_p
     assert "weights_only" not in str(caught.value)
 
 
-def test_damaged_weights_get_the_fix_of_where_they_are():
+def test_damaged_weights_get_the_fix_of_where_they_are(offline_cache, tmp_path, micro_hubert):
     """A damaged conversion in the zoo cache was told to `hf download REPO --force-download`, which
-    leaves it as it is: deleting it makes the next load convert again."""
+    leaves it as it is: deleting it makes the next load convert again. A Hub snapshot was told that
+    command with REPO as written, and in a cache_dir= cache to save it again, as a folder of one's
+    own: both name the repo, the snapshot's commit and the cache_dir= cache."""
     from huggingface_hub import constants
 
     converted = hub.zoo_cache_root() / "converted" / "beats-iter3" / "0123456789abcdef"
     assert hub.damaged_weights_fix(converted) == f"Delete {converted}: the next load converts the upstream file again"
-    assert "--force-download" in hub.damaged_weights_fix(Path(constants.HF_HUB_CACHE) / "models--a--b" / "snapshots")
+    snapshot = Path(constants.HF_HUB_CACHE) / "models--a--b" / "snapshots" / ("1" * 40)
+    assert hub.damaged_weights_fix(snapshot) == (f"Download it again with `hf download a/b --revision {'1' * 40} "
+                                                 "--force-download` (the cache keeps the damaged copy)")
     assert hub.damaged_weights_fix(Path("runs/encoder")).startswith("Save it again")
+    micro_hubert.save_pretrained(tmp_path / "repo")
+    weights = tmp_path / "repo" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    put_in_hf_cache(offline_cache, "test-org/damaged", tmp_path / "repo", commit="2" * 40)
+    fix = (f"the file is corrupt or incomplete. Download it again with `hf download test-org/damaged --revision "
+           f"{'2' * 40} --force-download --cache-dir {offline_cache.resolve()}`")
+    with pytest.raises(CheckpointError, match=re.escape(fix)):
+        zoo.load("test-org/damaged", cache_dir=offline_cache)
 
 
 def test_a_folder_that_hides_a_zoo_name_or_a_hub_repo_says_so(tmp_path, monkeypatch, micro_hubert):

@@ -86,7 +86,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     """`zoo info`: a zoo name's hub_config, printed without importing torch; a folder, a Hub repo
-    or a --revision goes to `zoo.hub.info`."""
+    or a --revision (of a Hub repo id, or of a zoo name's repo) goes to `zoo.hub.info`."""
     if args.revision is None and registry.find(args.name) is not None:  # a hub_config: answered without torch
         print(json.dumps(registry.info(args.name), indent=2))
         return
@@ -568,7 +568,8 @@ def add_info_parser(commands: Any) -> None:
     """`zoo info`: a checkpoint's hub_config, or what a folder or Hub repo holds."""
     info = commands.add_parser("info", help="show a checkpoint's hub_config, or what a checkpoint folder holds")
     info.add_argument("name", help="zoo name, Hub repo id or local checkpoint folder")
-    info.add_argument("--revision", help="the branch, tag or commit of a Hub repo id (default: main)")
+    info.add_argument("--revision", help="the branch, tag or commit of a Hub repo id (default: main), or of the Hub "
+                                         "repo a zoo name reads (what that snapshot holds, not the hub_config)")
     info.set_defaults(func=cmd_info)
 
 

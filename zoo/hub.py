@@ -8,6 +8,7 @@ and README.md.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -16,6 +17,7 @@ import re
 import reprlib
 import shutil
 from pathlib import Path
+from shlex import quote
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
@@ -54,6 +56,7 @@ def load(
     device: Optional[str | torch.device] = None,
     dtype: Optional[torch.dtype | str] = None,
     pretrained: bool = True,
+    token: Optional[str | bool] = None,
     **others: Any,
 ) -> Any:
     """Load an encoder (or a fine-tuned head model) by zoo name, Hub repo id or local folder.
@@ -72,8 +75,11 @@ def load(
             start for pretraining. No weights are read or downloaded: a hub_config's
             architecture is enough (at another `revision`, its repo's config files), and a Hub
             repo gives only its config files. A head model's folder gives its encoder alone.
+        token: the Hugging Face access token that every Hub file is fetched with, as
+            transformers' `token=` (for a private or gated repo); default: the one `hf auth login`
+            stored, or $HF_TOKEN; False sends none. No message shows it.
         others: refused, naming what the zoo takes instead of transformers' `torch_dtype=`,
-            `device_map=`, `trust_remote_code=`, `token=` and `force_download=`.
+            `device_map=`, `trust_remote_code=` and `force_download=`.
     """
     refuse_other_keywords(others)
     check_name(name_or_path, "load")
@@ -85,32 +91,33 @@ def load(
         raise ConfigError(f"{str(name_or_path)!r} is not read from a Hub repo, so it has no revisions; "
                           f"drop revision={revision!r}{shadowing(path, entry)}")
     folder = None
-    if path.is_dir():
-        with naming_shadow(path, entry):
-            folder = checkpoint_in(path)
-        model = load_folder(folder, pretrained=pretrained)
-    elif entry is not None and not pretrained and not entry.embedded:
-        model = entry_encoder(entry, revision, cache_dir, local_files_only)
-    elif entry is not None:
-        folder = entry_folder(entry, revision, cache_dir, local_files_only)
-        model = load_folder(folder, entry, pretrained)
-    elif is_repo_id(name_or_path):
-        try:
-            folder = download_repo(name_or_path, revision or "main", cache_dir, local_files_only, pretrained)
-        except (OfflineError, UnknownModelError) as err:
-            where = str(path.absolute())
-            raise type(err)(f"{str(err).rstrip('.')}; there is no local folder {where!r} either") from err
-        model = load_folder(folder, pretrained=pretrained)
-    elif path.is_file():
-        raise CheckpointError(
-            f"{path} is a file, but a zoo checkpoint is a folder (config.json, model.safetensors, ...); "
-            "to read an upstream checkpoint file run `zoo convert FAMILY FILE OUT_DIR` and load OUT_DIR"
-        )
-    elif isinstance(name_or_path, Path) or looks_like_path(str(name_or_path)):
-        raise UnknownModelError(f"there is no folder {str(path.absolute())!r}; pass an existing checkpoint folder, "
-                                "a zoo name (`zoo list`) or a Hub repo id")
-    else:
-        registry.get_entry(str(name_or_path))  # raises with suggestions
+    with hub_token(token):
+        if path.is_dir():
+            with naming_shadow(path, entry):
+                folder = checkpoint_in(path)
+            model = load_folder(folder, pretrained=pretrained)
+        elif entry is not None and not pretrained and not entry.embedded:
+            model = entry_encoder(entry, revision, cache_dir, local_files_only)
+        elif entry is not None:
+            folder = entry_folder(entry, revision, cache_dir, local_files_only)
+            model = load_folder(folder, entry, pretrained)
+        elif is_repo_id(name_or_path):
+            try:
+                folder = download_repo(name_or_path, revision or "main", cache_dir, local_files_only, pretrained)
+            except (OfflineError, UnknownModelError) as err:
+                where = str(path.absolute())
+                raise type(err)(f"{str(err).rstrip('.')}; there is no local folder {where!r} either") from err
+            model = load_folder(folder, pretrained=pretrained)
+        elif path.is_file():
+            raise CheckpointError(
+                f"{path} is a file, but a zoo checkpoint is a folder (config.json, model.safetensors, ...); "
+                "to read an upstream checkpoint file run `zoo convert FAMILY FILE OUT_DIR` and load OUT_DIR"
+            )
+        elif isinstance(name_or_path, Path) or looks_like_path(str(name_or_path)):
+            raise UnknownModelError(f"there is no folder {str(path.absolute())!r}; pass an existing checkpoint folder, "
+                                    "a zoo name (`zoo list`) or a Hub repo id")
+        else:
+            registry.get_entry(str(name_or_path))  # raises with suggestions
     model.eval()
     if pretrained:
         from zoo.run_cards import base_model_of
@@ -161,27 +168,30 @@ def checkpoint_in(folder: Path) -> Path:
 
 
 def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Optional[str | Path] = None,
-         local_files_only: bool = False) -> dict[str, Any]:
-    """A zoo name's hub_config; for a checkpoint folder or a Hub repo of the zoo's format, what
-    its config files say, built into the model `load` gives (so that what is shown is what loads):
-    family, class, architecture, preprocessing, width of its rows and layers (`embed_dim`,
-    `num_layers`: the architecture names them five ways), parameters and head. The weights are neither read
-    nor downloaded: a description should not cost a multi-gigabyte fetch."""
+         local_files_only: bool = False, token: Optional[str | bool] = None) -> dict[str, Any]:
+    """A zoo name's hub_config; for a checkpoint folder, a Hub repo of the zoo's format or a zoo
+    name's Hub repo at a `revision`, what its config files say, built into the model `load` gives
+    (so that what is shown is what loads): family, class, architecture, preprocessing, width of its
+    rows and layers (`embed_dim`, `num_layers`: the architecture names them five ways), parameters
+    and head. The weights are neither read nor downloaded: a description should not cost a
+    multi-gigabyte fetch. `token`: as `load`'s."""
     check_name(name_or_path, "info")
-    if registry.find(str(name_or_path)) is not None:
-        if revision is not None:
-            raise ConfigError(f"{str(name_or_path)!r} is a zoo name, whose hub_config has no revisions; drop "
-                              f"revision={revision!r}, or pass its Hub repo id to read that repo at a revision")
+    entry = registry.find(str(name_or_path))
+    if entry is not None and revision is None:
         return registry.info(str(name_or_path))
     path = Path(name_or_path).expanduser()
-    if is_repo_id(name_or_path) and not path.is_dir():
-        folder = download_repo(str(name_or_path), revision or "main", cache_dir, local_files_only, weights=False)
-    elif path.is_dir() and revision is None:
-        with naming_shadow(path, None):
-            folder = checkpoint_in(path)
-    else:
-        load(name_or_path, revision, cache_dir, local_files_only)  # raises load's error for this name
-    model = load_folder(folder, pretrained=False, head=True)
+    with hub_token(token):
+        if entry is not None and entry.repo_id and not entry.embedded and entry.upstream is None:  # as load reads it
+            folder = download_repo(entry.repo_id, revision, cache_dir, local_files_only, weights=False,
+                                   settings_known=True)
+        elif is_repo_id(name_or_path) and not path.is_dir():
+            folder = download_repo(str(name_or_path), revision or "main", cache_dir, local_files_only, weights=False)
+        elif path.is_dir() and revision is None:
+            with naming_shadow(path, None):
+                folder = checkpoint_in(path)
+        else:
+            load(name_or_path, revision, cache_dir, local_files_only)  # raises load's error for this name
+    model = load_folder(folder, entry, pretrained=False, head=True)
     encoder = getattr(model, "encoder", model)
     return {"family": encoder.family, "modality": encoder.modality, "class": type(model).__name__,
             "architecture": encoder.config.to_dict(), "preprocessing": encoder.processor.to_dict(),
@@ -230,7 +240,6 @@ FOREIGN_KEYWORDS = {
     "torch_dtype": "pass dtype= (e.g. dtype='bfloat16')",
     "device_map": "pass device= (e.g. device='cuda'); a zoo model runs whole on one device",
     "trust_remote_code": "leave it out: the zoo runs no code from a repo (it reads the MERT repos natively)",
-    "token": "log in with `hf auth login`, or set HF_TOKEN",
     "force_download": "remove the cached copy first (`hf cache rm model/ORG/NAME`), then load",
 }
 
@@ -240,8 +249,8 @@ def refuse_other_keywords(others: dict[str, Any]) -> None:
     were Python's bare "unexpected keyword argument"."""
     if others:
         name = next(iter(others))
-        advice = FOREIGN_KEYWORDS.get(name, "its keywords are revision, cache_dir, local_files_only, device, dtype "
-                                            "and pretrained")
+        advice = FOREIGN_KEYWORDS.get(name, "its keywords are revision, cache_dir, local_files_only, device, dtype, "
+                                            "pretrained and token")
         raise ConfigError(f"load() takes no {name}=; {advice}")
 
 
@@ -315,9 +324,26 @@ def check_revision(revision: Any) -> None:
                           "'main', 'v1.0' or a commit hash")
 
 
+#: the `token=` of the `load` or `info` call under way in this thread or task, sent with each Hub file it fetches
+HUB_TOKEN: contextvars.ContextVar[Optional[str | bool]] = contextvars.ContextVar("HUB_TOKEN", default=None)
+
+
+@contextlib.contextmanager
+def hub_token(token: Optional[str | bool]) -> Iterator[None]:
+    """Send `token` with every Hub file fetched inside: `load` and `info` reach `_fetch` through
+    download_repo, entry_folder, converted_folder and download_upstream, and a context variable
+    spares each of them a parameter that one forgotten call would drop (a shard, an upstream file)."""
+    previous = HUB_TOKEN.set(token)
+    try:
+        yield
+    finally:
+        HUB_TOKEN.reset(previous)
+
+
 def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_only) -> Path:
-    """One file through huggingface_hub, with zoo errors that say how to get it. HF_HUB_OFFLINE
-    set after huggingface_hub was imported (which reads it once) still keeps this offline."""
+    """One file through huggingface_hub, with zoo errors that say how to get it, sent with the
+    token of `hub_token`. HF_HUB_OFFLINE set after huggingface_hub was imported (which reads it
+    once) still keeps this offline."""
     import huggingface_hub
     from huggingface_hub import constants, errors
 
@@ -325,7 +351,7 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
     try:
         return Path(huggingface_hub.hf_hub_download(
             repo_id, filename, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only or is_offline(),
+            local_files_only=local_files_only or is_offline(), token=HUB_TOKEN.get(),
         ))
     except errors.HFValidationError as err:
         raise UnknownModelError(f"{repo_id!r} is not a valid Hub repo id ({err})") from err
@@ -339,6 +365,11 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
     except errors.RevisionNotFoundError as err:
         raise UnknownModelError(
             f"Hub repo {repo_id!r} has no revision {revision!r}; check the branch, tag or commit") from err
+    except errors.GatedRepoError as err:  # a RepositoryNotFoundError, but the repo is there
+        raise UnknownModelError(
+            f"Hub repo {repo_id!r} is gated: accept its conditions at {constants.ENDPOINT}/{repo_id} while logged in "
+            f"(`hf auth login`, or token=), then load again (the Hub said: {' '.join(str(err).split())})"
+        ) from err
     except errors.RepositoryNotFoundError as err:
         raise UnknownModelError(
             f"Hub repo {repo_id!r} does not exist or is private; check the id or log in with `hf auth login`"
@@ -512,15 +543,20 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def damaged_weights_fix(folder: Path) -> str:
     """How to replace damaged weights, by where they are: a conversion the zoo cached is made again
-    once deleted, a Hub download must be forced (the cache keeps the damaged copy), a saved folder
+    once deleted, a Hub download (a snapshot `models--ORG--NAME/snapshots/COMMIT` of any cache)
+    must be forced at its commit, into its cache (the cache keeps the damaged copy), a saved folder
     saved again."""
     from huggingface_hub import constants
 
     where = folder.resolve()
     if where.is_relative_to((zoo_cache_root() / CONVERTED_FOLDER).resolve()):
         return f"Delete {folder}: the next load converts the upstream file again"
-    if where.is_relative_to(Path(constants.HF_HUB_CACHE).resolve()):
-        return "Download it again with `hf download REPO --force-download` (the cache keeps the damaged copy)"
+    repo, cache = where.parent.parent, where.parent.parent.parent
+    if where.parent.name == "snapshots" and repo.name.startswith("models--"):
+        repo_id = repo.name.removeprefix("models--").replace("--", "/")
+        option = "" if cache == Path(constants.HF_HUB_CACHE).resolve() else f" --cache-dir {quote(str(cache))}"
+        return (f"Download it again with `hf download {repo_id} --revision {where.name} --force-download{option}` "
+                "(the cache keeps the damaged copy)")
     return "Save it again, or copy it again from where it was made"
 
 
