@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import soundfile
 import torch
 from helpers import put_in_hf_cache, transformers_hubert, write_tones
@@ -589,6 +590,13 @@ def test_a_run_folder_loads_as_its_one_checkpoint(tmp_path, micro_hubert):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="has no config.json, nor a subfolder with one: pass a checkpoint folder"):
         zoo.load(tmp_path / "empty")
+    trainer_saved = tmp_path / "trainer"  # what Trainer.save_model writes for a model that is not a transformers one
+    trainer_saved.mkdir()
+    safetensors.torch.save_file(micro_hubert.state_dict(), trainer_saved / "model.safetensors")
+    (trainer_saved / "training_args.bin").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="holds weights without config.json, as transformers' Trainer saves a "
+                                              "model that is not a transformers one .*: call save_pretrained"):
+        zoo.load(trainer_saved)  # was told it has no config.json, nor a subfolder with one
 
 
 def test_a_file_is_not_a_checkpoint_folder(tmp_path):

@@ -153,7 +153,8 @@ def naming_shadow(path: Path, entry: Optional[registry.ModelEntry]) -> Iterator[
 def checkpoint_in(folder: Path) -> Path:
     """What a folder path names: a checkpoint folder itself, or the one checkpoint subfolder of a
     run folder (`zoo pretrain`'s encoder/, `zoo finetune`'s classifier/). Hidden subfolders are
-    not checkpoints: a save killed half-way leaves its temporary `.encoder.*` folder behind."""
+    not checkpoints: a save killed half-way leaves its temporary `.encoder.*` folder behind. Weights
+    without a config are named as such: transformers' Trainer writes them for a zoo head."""
     if (folder / CONFIG_FILE).is_file():
         return folder
     checkpoints = sorted(sub.name for sub in folder.iterdir()
@@ -163,6 +164,12 @@ def checkpoint_in(folder: Path) -> Path:
     if checkpoints:
         raise ConfigError(f"{folder} holds {len(checkpoints)} checkpoints ({', '.join(checkpoints)}); "
                           f"pass one of them, e.g. {folder / checkpoints[0]}")
+    if any((folder / name).is_file() for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE)):
+        raise CheckpointError(
+            f"{folder} holds weights without {CONFIG_FILE}, as transformers' Trainer saves a model that is not a "
+            "transformers one (Trainer.save_model and its checkpoint-N folders): call save_pretrained(folder) on "
+            "the trained model, or build it as for training and load_state_dict the weights "
+            "(safetensors.torch.load_file), then save_pretrained")
     raise CheckpointError(f"{folder} has no {CONFIG_FILE}, nor a subfolder with one: pass a checkpoint folder, "
                           "or a `zoo pretrain` or `zoo finetune` run folder")
 
