@@ -74,8 +74,10 @@ def check_float16_within_budget(name: str, encoder, budget_mb: int = 12) -> None
     assert sum(path.stat().st_size for path in folder.iterdir()) <= budget_mb * 1024 * 1024
 
 
-def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
-    """Copy `folder`'s files into `cache` as huggingface_hub stores a downloaded snapshot."""
+def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: tuple[str, ...] = ("main",),
+                    no_exist: tuple[str, ...] = ()) -> Path:
+    """Copy `folder`'s files into `cache` as huggingface_hub stores a downloaded snapshot; `no_exist`
+    names files the Hub said the repo lacks, marked as huggingface_hub marks them (.no_exist/COMMIT/NAME)."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
@@ -88,6 +90,9 @@ def put_in_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs: 
     for ref in refs:
         (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
         (repo / "refs" / ref).write_text(commit)
+    for name in no_exist:
+        (repo / ".no_exist" / commit).mkdir(parents=True, exist_ok=True)
+        (repo / ".no_exist" / commit / name).touch()
     return snapshot
 
 

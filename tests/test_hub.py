@@ -4,6 +4,7 @@ files converted once, corrupt or mismatched files, atomic writes."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -594,7 +595,7 @@ def test_a_run_folder_loads_as_its_one_checkpoint(tmp_path, micro_hubert):
     trainer_saved.mkdir()
     safetensors.torch.save_file(micro_hubert.state_dict(), trainer_saved / "model.safetensors")
     (trainer_saved / "training_args.bin").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match="holds weights without config.json, as transformers' Trainer saves a "
+    with pytest.raises(CheckpointError, match="holds weights but no config.json, as transformers' Trainer saves a "
                                               "model that is not a transformers one .*: call save_pretrained"):
         zoo.load(trainer_saved)  # was told it has no config.json, nor a subfolder with one
 
@@ -693,7 +694,7 @@ def test_a_cached_repo_without_its_processor_settings_says_so(offline_cache, tmp
     """A repo id's preprocessor_config.json merely not cached (transformers' AutoModel caches only
     config.json and the weights) loaded silently with default settings: a model needing
     do_normalize ran without it. It is a warning, not a refusal: a snapshot of a repo that has no
-    such file looks the same offline."""
+    such file looks the same offline where the Hub's answer was not cached (its .no_exist marker)."""
     transformers_hubert(0, tmp_path / "repo")
     (tmp_path / "repo" / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True}))
     files = sorted(path.name for path in (tmp_path / "repo").iterdir())
@@ -705,6 +706,84 @@ def test_a_cached_repo_without_its_processor_settings_says_so(offline_cache, tmp
     assert not zoo.load("test-org/partial", cache_dir=offline_cache).processor.do_normalize
     assert "preprocessor_config.json of Hub repo 'test-org/partial' (revision 'main') is not in the cache" in (
         caplog.text)
+
+
+def test_a_processor_config_the_hub_said_is_absent_is_not_warned_about(offline_cache, tmp_path, caplog):
+    """huggingface_hub's .no_exist marker says the repo has no preprocessor_config.json, so
+    downloading changes nothing: load and info warned "not in the cache ... Run hf download" all
+    the same. A repo where it is merely not cached is still warned about, naming the settings used."""
+    transformers_hubert(0, tmp_path / "repo")  # config.json and model.safetensors: no processor config
+    put_in_hf_cache(offline_cache, "test-org/none", tmp_path / "repo", commit="b" * 40,
+                    no_exist=("preprocessor_config.json",))
+    put_in_hf_cache(offline_cache, "test-org/uncached", tmp_path / "repo", commit="c" * 40)
+    for call in (zoo.load, zoo.info):
+        caplog.clear()
+        call("test-org/none", cache_dir=offline_cache)
+        assert "preprocessor_config.json" not in caplog.text
+        call("test-org/uncached", cache_dir=offline_cache)
+        assert ("preprocessor_config.json of Hub repo 'test-org/uncached' (revision 'main') is not in the cache: "
+                "the processor runs with its defaults and what config.json implies (sampling_rate=16000, "
+                "do_normalize=False, ") in caplog.text
+
+
+@pytest.mark.parametrize("safetensors", [True, False])
+def test_a_sharded_checkpoint_loads_from_the_cache_and_a_folder(offline_cache, tmp_path, safetensors):
+    """transformers' `save_pretrained(max_shard_size=...)` writes an index and shards: the zoo
+    fetched only model.safetensors (OfflineError though every file was cached) and a folder said
+    it had no weights. Both now give the unsharded checkpoint's outputs exactly."""
+    reference = transformers_hubert(0, tmp_path / "whole")
+    sharded = tmp_path / "sharded"
+    if safetensors:
+        reference.save_pretrained(sharded, max_shard_size="20KB")
+    else:  # transformers 5 writes safetensors only: the same shards as pickles, as older versions wrote them
+        from safetensors.torch import load_file
+
+        shutil.copytree(tmp_path / "whole", sharded, ignore=shutil.ignore_patterns("*.safetensors"))
+        reference.save_pretrained(tmp_path / "as-safetensors", max_shard_size="20KB")
+        index = json.loads((tmp_path / "as-safetensors" / "model.safetensors.index.json").read_text())
+        index["weight_map"] = {key: shard.replace(".safetensors", ".bin") for key, shard in index["weight_map"].items()}
+        (sharded / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+        for shard in set(index["weight_map"].values()):
+            torch.save(load_file(tmp_path / "as-safetensors" / shard.replace(".bin", ".safetensors")), sharded / shard)
+    index_name = "model.safetensors.index.json" if safetensors else "pytorch_model.bin.index.json"
+    shards = set(json.loads((sharded / index_name).read_text())["weight_map"].values())
+    names = {path.name for path in sharded.iterdir()}
+    assert len(shards) > 1 and not {"model.safetensors", "pytorch_model.bin"} & names
+    put_in_hf_cache(offline_cache, "test-org/sharded", sharded, commit="d" * 40)
+    whole = zoo.load(tmp_path / "whole")
+    wave = np.random.default_rng(2).standard_normal(7000).astype(np.float32)
+    expected = whole.embed([wave], pool="none", sampling_rate=RATE, progress=False)[0]
+    for source in ("test-org/sharded", sharded):
+        encoder = zoo.load(source, cache_dir=offline_cache)
+        state, whole_state = encoder.state_dict(), whole.state_dict()
+        assert state.keys() == whole_state.keys() and all(torch.equal(state[key], whole_state[key]) for key in state)
+        tokens = encoder.embed([wave], pool="none", sampling_rate=RATE, progress=False)[0]
+        assert torch.equal(tokens, expected), source  # exactly: the same weights, the same computation
+
+
+def test_a_missing_or_damaged_shard_is_named_with_the_fix(offline_cache, tmp_path):
+    transformers_hubert(0, tmp_path / "whole").save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    shard = tmp_path / "sharded" / sorted(set(index["weight_map"].values()))[1]
+    snapshot = put_in_hf_cache(offline_cache, "test-org/sharded", tmp_path / "sharded", commit="e" * 40)
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=re.escape(f"cannot read {shard} (") + ".*corrupt or incomplete. Save "
+                                              "it again"):
+        zoo.load(tmp_path / "sharded")
+    shard.unlink()
+    missing = f"{shard} is missing, though model.safetensors.index.json lists it: the sharded checkpoint is incomplete"
+    with pytest.raises(CheckpointError, match=re.escape(f"{missing}. Save it again")):
+        zoo.load(tmp_path / "sharded")
+    (snapshot / shard.name).unlink()  # a shard never downloaded: offline, named with what to download
+    with pytest.raises(OfflineError, match=re.escape(f"{shard.name} of Hub repo 'test-org/sharded' (revision 'main') "
+                                                     "is not in the Hugging Face cache") + ".*hf download test-org/"):
+        zoo.load("test-org/sharded", cache_dir=offline_cache)
+    index["weight_map"]["masked_spec_embed"] = "../whole/model.safetensors"
+    (tmp_path / "sharded" / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="lists shard '../whole/model.safetensors', which is not a file name "
+                                              "beside it: it is damaged"):
+        zoo.load(tmp_path / "sharded")
 
 
 def test_a_corrupt_file_is_named_and_a_pickle_error_gives_no_unsafe_advice(tmp_path, micro_hubert):

@@ -2,7 +2,8 @@
 cache) and upstream files converted once and cached.
 
 A zoo checkpoint folder holds config.json, model.safetensors, preprocessor_config.json
-and README.md.
+and README.md; a transformers one may hold its weights in shards, listed by an index
+(model.safetensors.index.json).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from zoo.processing import FILE_NAME as PROCESSOR_FILE
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LEGACY_WEIGHTS_FILE = "pytorch_model.bin"
+#: what names transformers' index of weights saved in shards (`save_pretrained(max_shard_size=...)`)
+INDEX_SUFFIX = ".index.json"
+#: the weights a folder may hold, in the order transformers looks for them: each file whole, else its shards' index
+WEIGHT_FILES = (WEIGHTS_FILE, WEIGHTS_FILE + INDEX_SUFFIX, LEGACY_WEIGHTS_FILE, LEGACY_WEIGHTS_FILE + INDEX_SUFFIX)
 CARD_FILE = "README.md"
 #: the zoo cache's folder of upstream checkpoints converted on first load (`converted_folder`)
 CONVERTED_FOLDER = "converted"
@@ -108,6 +113,7 @@ def load(
                 where = str(path.absolute())
                 raise type(err)(f"{str(err).rstrip('.')}; there is no local folder {where!r} either") from err
             model = load_folder(folder, pretrained=pretrained)
+            warn_processor_not_cached(model.processor, folder, str(name_or_path), revision or "main", cache_dir)
         elif path.is_file():
             raise CheckpointError(
                 f"{path} is a file, but a zoo checkpoint is a folder (config.json, model.safetensors, ...); "
@@ -164,9 +170,9 @@ def checkpoint_in(folder: Path) -> Path:
     if checkpoints:
         raise ConfigError(f"{folder} holds {len(checkpoints)} checkpoints ({', '.join(checkpoints)}); "
                           f"pass one of them, e.g. {folder / checkpoints[0]}")
-    if any((folder / name).is_file() for name in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE)):
+    if any((folder / name).is_file() for name in WEIGHT_FILES):
         raise CheckpointError(
-            f"{folder} holds weights without {CONFIG_FILE}, as transformers' Trainer saves a model that is not a "
+            f"{folder} holds weights but no {CONFIG_FILE}, as transformers' Trainer saves a model that is not a "
             "transformers one (Trainer.save_model and its checkpoint-N folders): call save_pretrained(folder) on "
             "the trained model, or build it as for training and load_state_dict the weights "
             "(safetensors.torch.load_file), then save_pretrained")
@@ -187,11 +193,11 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
     if entry is not None and revision is None:
         return registry.info(str(name_or_path))
     path = Path(name_or_path).expanduser()
+    from_hub = is_repo_id(name_or_path) and not path.is_dir()
     with hub_token(token):
         if entry is not None and entry.repo_id and not entry.embedded and entry.upstream is None:  # as load reads it
-            folder = download_repo(entry.repo_id, revision, cache_dir, local_files_only, weights=False,
-                                   settings_known=True)
-        elif is_repo_id(name_or_path) and not path.is_dir():
+            folder = download_repo(entry.repo_id, revision, cache_dir, local_files_only, weights=False)
+        elif from_hub:
             folder = download_repo(str(name_or_path), revision or "main", cache_dir, local_files_only, weights=False)
         elif path.is_dir() and revision is None:
             with naming_shadow(path, None):
@@ -200,6 +206,8 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
             load(name_or_path, revision, cache_dir, local_files_only)  # raises load's error for this name
     model = load_folder(folder, entry, pretrained=False, head=True)
     encoder = getattr(model, "encoder", model)
+    if from_hub:
+        warn_processor_not_cached(encoder.processor, folder, str(name_or_path), revision or "main", cache_dir)
     return {"family": encoder.family, "modality": encoder.modality, "class": type(model).__name__,
             "architecture": encoder.config.to_dict(), "preprocessing": encoder.processor.to_dict(),
             "embed_dim": encoder.embed_dim, "num_layers": encoder.num_layers,  # under one name in every family
@@ -316,7 +324,7 @@ def entry_folder(entry: registry.ModelEntry, revision: Optional[str], cache_dir:
         return folder
     if entry.upstream is not None:
         return converted_folder(entry, cache_dir, local_files_only)
-    return download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only, settings_known=True)
+    return download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only)
 
 
 def check_revision(revision: Any) -> None:
@@ -390,35 +398,51 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
 
 
 def download_repo(repo_id: str, revision: Optional[str], cache_dir: Optional[str | Path] = None,
-                  local_files_only: bool = False,
-                  weights: bool = True, settings_known: bool = False) -> Path:
-    """Fetch config, preprocessor config and (unless `weights` is False) the weights of a Hub
-    repo; returns the snapshot folder. Without a preprocessor config the processor takes the
-    hub_config's settings (`settings_known`, a zoo name) or its defaults; where the file is merely
-    not cached (transformers' AutoModel caches only config.json and the weights), a warning says
-    so, since a model that needs `do_normalize` would run without it."""
+                  local_files_only: bool = False, weights: bool = True) -> Path:
+    """Fetch config, preprocessor config, card and (unless `weights` is False) the weights of a Hub
+    repo; returns the snapshot folder, named by its commit. A preprocessor config or card the repo
+    lacks, or that is not cached offline, is left out (`warn_processor_not_cached` says which)."""
     config = _fetch(repo_id, CONFIG_FILE, revision, cache_dir, local_files_only)
     for optional in (PROCESSOR_FILE, CARD_FILE):
-        try:
+        with contextlib.suppress(CheckpointError, OfflineError):
             _fetch(repo_id, optional, revision, cache_dir, local_files_only)
-        except CheckpointError:
-            pass  # the repo has no such file
-        except OfflineError:
-            if optional == PROCESSOR_FILE and not settings_known:
-                logger.warning("%s of Hub repo %r (revision %r) is not in the cache: the processor's defaults "
-                               "are used (no do_normalize, 16 kHz audio), which may not be the model's. Run "
-                               "`hf download %s --revision %s` where the Hub is reachable, or pass a local folder "
-                               "with the file", PROCESSOR_FILE, repo_id, revision, repo_id, revision)
-    if not weights:
-        return config.parent
-    try:
-        _fetch(repo_id, WEIGHTS_FILE, revision, cache_dir, local_files_only)
-    except (OfflineError, CheckpointError) as missing_safetensors:
-        try:
-            _fetch(repo_id, LEGACY_WEIGHTS_FILE, revision, cache_dir, local_files_only)
-        except (OfflineError, CheckpointError):
-            raise missing_safetensors from None  # the zoo's own format is the one to name
+    if weights:
+        fetch_weights(repo_id, revision, cache_dir, local_files_only)
     return config.parent
+
+
+def fetch_weights(repo_id: str, revision: Optional[str], cache_dir: Optional[str | Path],
+                  local_files_only: bool) -> None:
+    """The first of `WEIGHT_FILES` the repo has (a shard index with every shard it lists). Where it
+    has none, the error is model.safetensors's: the zoo's own format is the one to name."""
+    first_missing: Optional[ZooError] = None
+    for name in WEIGHT_FILES:
+        try:
+            found = _fetch(repo_id, name, revision, cache_dir, local_files_only)
+        except (OfflineError, CheckpointError) as err:
+            first_missing = first_missing or err
+            continue
+        for shard in listed_shards(found) if name.endswith(INDEX_SUFFIX) else ():
+            _fetch(repo_id, shard, revision, cache_dir, local_files_only)
+        return
+    raise first_missing from None
+
+
+def warn_processor_not_cached(processor: Any, folder: Path, repo_id: str, revision: str,
+                              cache_dir: Optional[str | Path]) -> None:
+    """Warn that a Hub repo's preprocessor_config.json is merely not cached (transformers' AutoModel
+    caches only config.json and the weights), naming the settings used instead: a model needing
+    `do_normalize` would run without it. A file the Hub said the repo lacks (huggingface_hub's
+    `.no_exist` marker, under the snapshot's commit) is no cause: downloading changes nothing."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if try_to_load_from_cache(repo_id, PROCESSOR_FILE, cache_dir, revision=folder.name) is not None:
+        return  # cached, or `_CACHED_NO_EXIST`: the repo has none
+    settings = ", ".join(f"{key}={value!r}" for key, value in processor.to_dict().items() if key != "processor_type")
+    logger.warning("%s of Hub repo %r (revision %r) is not in the cache: the processor runs with its defaults and "
+                   "what config.json implies (%s), which may not be the model's. Run `hf download %s --revision %s` "
+                   "where the Hub is reachable, or pass a local folder with the file", PROCESSOR_FILE, repo_id,
+                   revision, settings, repo_id, revision)
 
 
 def zoo_cache_root() -> Path:
@@ -533,19 +557,50 @@ def check_sha256(path: Path, expected: str) -> None:
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors (or a transformers pytorch_model.bin) as a state dict."""
-    safetensors_path, legacy_path = folder / WEIGHTS_FILE, folder / LEGACY_WEIGHTS_FILE
-    if legacy_path.is_file() and not safetensors_path.is_file():
-        return read_torch_file(legacy_path, "a transformers pytorch_model.bin")
-    if not safetensors_path.is_file():
-        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (nor {LEGACY_WEIGHTS_FILE})")
+    """The first of `WEIGHT_FILES` a folder holds as one state dict: model.safetensors (or a
+    transformers pytorch_model.bin), or the shards its index lists, merged."""
+    name = next((name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+    if name is None:
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE} (nor {LEGACY_WEIGHTS_FILE}, nor a sharded "
+                              f"checkpoint's {WEIGHTS_FILE}{INDEX_SUFFIX})")
+    safetensors = name.startswith(WEIGHTS_FILE)  # an index's shards are read as the file it stands for
+    if not name.endswith(INDEX_SUFFIX):
+        return read_weights_file(folder / name, safetensors)
+    state: dict[str, torch.Tensor] = {}
+    for shard in listed_shards(folder / name):
+        if not (folder / shard).is_file():
+            raise CheckpointError(f"{folder / shard} is missing, though {name} lists it: the sharded checkpoint is "
+                                  f"incomplete. {damaged_weights_fix(folder)}")
+        state.update(read_weights_file(folder / shard, safetensors))
+    return state
+
+
+def listed_shards(index: Path) -> list[str]:
+    """The shard files a transformers index lists (its weight_map's values), each a file name beside
+    the index: a path ("../x") would read outside the checkpoint."""
+    weight_map = read_json(index, CheckpointError).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise CheckpointError(f"{index} has no weight_map of tensor names to shard files: it is damaged. "
+                              f"{damaged_weights_fix(index.parent)}")
+    shards = sorted(set(weight_map.values()))
+    outside = [shard for shard in shards if Path(shard).name != shard or shard in {"", ".."}]
+    if outside:
+        raise CheckpointError(f"{index} lists shard {outside[0]!r}, which is not a file name beside it: it is damaged. "
+                              f"{damaged_weights_fix(index.parent)}")
+    return shards
+
+
+def read_weights_file(path: Path, safetensors: bool) -> dict[str, torch.Tensor]:
+    """One weights file, whole or a shard: safetensors, or a transformers pickle (`read_torch_file`)."""
+    if not safetensors:
+        return read_torch_file(path, "a transformers pytorch_model.bin")
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(safetensors_path))
+        return load_file(str(path))
     except Exception as err:  # safetensors raises several unrelated types
-        raise CheckpointError(f"cannot read {safetensors_path} ({err}): the file is corrupt or incomplete. "
-                              f"{damaged_weights_fix(folder)}") from err
+        raise CheckpointError(f"cannot read {path} ({err}): the file is corrupt or incomplete. "
+                              f"{damaged_weights_fix(path.parent)}") from err
 
 
 def damaged_weights_fix(folder: Path) -> str:
@@ -742,8 +797,7 @@ def entry_encoder(entry: registry.ModelEntry, revision: Optional[str] = None, ca
     checkpoint asked for at a `revision`, or whose hub_config states no architecture, is
     built from the config files of its repo instead, without the weights."""
     if entry.repo_id is not None and (revision is not None or not entry.architecture):
-        folder = download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only, weights=False,
-                               settings_known=True)
+        folder = download_repo(entry.repo_id, revision or entry.revision, cache_dir, local_files_only, weights=False)
         return load_folder(folder, entry, pretrained=False)
     if not entry.architecture:
         raise ConfigError(f"hub_config {entry.name!r} states no architecture, so pretrained=False cannot build it "

@@ -139,6 +139,17 @@ def test_zoo_name_loads_from_the_hf_cache_offline(tmp_path, offline_cache):
     assert (output.last_hidden_state - expected).abs().max() < 2e-5
 
 
+def test_a_repo_id_without_its_cached_processor_config_warns_of_the_rate_it_runs_at(tmp_path, offline_cache, caplog):
+    """The warning said "(no do_normalize, 16 kHz audio)" while the processor ran at the 24 kHz of
+    the config's sample_rate: it names the settings used."""
+    repo = hub_snapshot(tmp_path, do_normalize=True)
+    (repo / "preprocessor_config.json").unlink()
+    put_in_hf_cache(offline_cache, "test-org/mert-v1", repo, commit="d" * 40)
+    encoder = zoo.load("test-org/mert-v1", cache_dir=offline_cache)
+    assert encoder.processor.sampling_rate == 24000 and not encoder.processor.do_normalize
+    assert "(sampling_rate=24000, do_normalize=False, " in caplog.text and "16 kHz" not in caplog.text
+
+
 def test_offline_without_cache_names_the_repo(offline_cache):
     with pytest.raises(OfflineError, match="m-a-p/MERT-v1-330M"):
         zoo.load("mert-v1-330m", cache_dir=offline_cache)
