@@ -115,18 +115,50 @@ def test_the_card_must_parse_and_its_local_links_must_exist(hub_calls, micro_hub
         publish(folder, "me/enc", model_card="---\nlicense: [mit\n---\n# enc\n")
 
 
-def test_a_transformers_checkpoint_is_sent_in_the_zoo_format_with_the_names_card(offline_cache, tmp_path,
-                                                                                   monkeypatch):
-    from huggingface_hub import constants
+def test_a_transformers_checkpoint_is_sent_in_the_zoo_format_with_the_card_save_pretrained_writes(
+        offline_cache, tmp_path, monkeypatch):
+    """`zoo publish hubert-base-ls960 me/hubert` sent model_cards/hubert-base-ls960.md, which says
+    ssl-zoo reads the weights from facebook/hubert-base-ls960 and has no base_model nor
+    pipeline_tag; the card `zoo.load(name)` saves (and pushes to another repo) had both."""
+    from contextlib import ExitStack
+
+    from huggingface_hub import ModelCard, constants
+
+    from zoo.publishing import prepare
 
     transformers_hubert(0, tmp_path / "repo")
     put_in_hf_cache(offline_cache, "facebook/hubert-base-ls960", tmp_path / "repo", commit="a" * 40)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(offline_cache))
     plan = publish("hubert-base-ls960", "me/hubert", dry_run=True)
     assert "HubertEncoder (" in plan and "to me/hubert (revision main)" in plan
-    assert "model_cards/hubert-base-ls960.md" in plan and "pytorch_model.bin" not in plan
+    assert "(a default card describing the model)" in plan and "pytorch_model.bin" not in plan
     snapshot = offline_cache / "models--facebook--hubert-base-ls960" / "snapshots" / ("a" * 40)
     assert f"from {snapshot} (saved anew in the zoo's format: config.json, model.safetensors)" in plan
+    with ExitStack() as stack:
+        card = prepare("hubert-base-ls960", "me/hubert", None, stack).card
+    saved = zoo.load("hubert-base-ls960").save_pretrained(tmp_path / "saved")
+    assert card == (saved / "README.md").read_text()
+    data = ModelCard(card).data
+    assert (data.base_model, data.license, data.pipeline_tag) == ("facebook/hubert-base-ls960", "apache-2.0",
+                                                                  "feature-extraction")
+
+
+def test_an_embedded_name_sent_to_another_repo_has_the_card_push_to_hub_sends(hub_calls):
+    """`zoo publish hubert-tiny-fsdd me/enc` sent the package's card, which presents the weights
+    as ssl-zoo's own and has no base_model, where push_to_hub of `zoo.load` sent the default card
+    naming ssl-zoo/hubert-tiny-fsdd as its base; to its own repo the name still sends its card."""
+    from huggingface_hub import ModelCard
+
+    publish("hubert-tiny-fsdd", "me/enc")
+    sent = hub_calls[-1][2]
+    zoo.load("hubert-tiny-fsdd").push_to_hub("me/enc")
+    assert sent["README.md"] == hub_calls[-1][2]["README.md"]
+    assert sorted(sent) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    data = ModelCard(sent["README.md"].decode()).data
+    assert (data.base_model, data.license, data.pipeline_tag) == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0",
+                                                                  "feature-extraction")
+    publish("hubert-tiny-fsdd")
+    assert hub_calls[-1][2]["README.md"].decode() == model_card_text("hubert-tiny-fsdd")
 
 
 def test_where_and_what_to_publish_are_named(offline_cache, micro_hubert, tmp_path):
@@ -179,10 +211,11 @@ def test_every_shipped_card_passes_the_publish_checks(name, tmp_path):
     from zoo import registry
     from zoo.publishing import choose_card, linked_files
 
-    if registry.get_entry(name).embedded:
-        assert "(the folder's README.md)" in publish(name, "me/x", dry_run=True)
+    entry = registry.get_entry(name)
+    if entry.embedded:
+        assert "(the folder's README.md)" in publish(name, dry_run=True)
     else:
-        card, source = choose_card(None, registry.get_entry(name), None, None)
+        card, source = choose_card(None, entry, None, None, entry.repo_id)
         assert source == f"model_cards/{name}.md" and linked_files(card, tmp_path) == []
 
 

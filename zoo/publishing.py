@@ -111,8 +111,8 @@ def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[Car
     entry = registry.find(str(source))
     # A zoo name's files are fetched or converted after the checks that need no network, so that
     # an offline dry run without a repo id says so; a local source's errors come first.
-    deferred = entry is not None and entry.has_weights and not Path(source).is_dir()
-    folder = None if deferred else source_folder(source, entry)
+    named = entry if entry is not None and entry.has_weights and not Path(source).is_dir() else None
+    folder = None if named else source_folder(source, entry)
     repo_id = repo_id or (entry.repo_id if entry is not None and entry.format == "zoo" else None)
     if repo_id is None:
         raise ConfigError(f"say where to publish {str(source)!r}: pass a Hub repo id, e.g. "
@@ -122,7 +122,7 @@ def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[Car
     model = load_folder(folder, entry)
     model.origin = base_model_of(str(source), folder)
     as_is, origin = in_zoo_format(folder), str(folder)
-    card, card_source = choose_card(folder if as_is else None, entry, model, model_card, repo_id)
+    card, card_source = choose_card(folder if as_is else None, named, model, model_card, repo_id)
     if not as_is:
         origin += " (saved anew in the zoo's format: config.json, model.safetensors)"
         staging = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "checkpoint"
@@ -172,13 +172,19 @@ def in_zoo_format(folder: Path) -> bool:
 def choose_card(folder: Optional[Path], entry: Optional[registry.ModelEntry], model: Any,
                 model_card: Optional[CardSource], repo_id: Optional[str] = None) -> tuple[str, str]:
     """The card to send and where it came from: the one given, the folder's (None: a folder of
-    another format, whose card describes that format), the zoo name's, or a default card
+    another format, whose card describes that format), the zoo name's `entry`, or a default card
     describing the model, with the base model and licence of where it came from (`origin_card`).
-    Its YAML metadata must parse, or the Hub refuses the commit."""
+    A zoo name's card (model_cards/NAME.md, which its embedded or converted folder holds too)
+    presents the weights in the name's own repo (mert-v1-95m's: read by ssl-zoo from
+    m-a-p/MERT-v1-95M): published to another `repo_id`, the name gets the default card instead,
+    the one `push_to_hub` sends for `zoo.load(name)`. Its YAML metadata must parse, or the Hub
+    refuses the commit."""
     from huggingface_hub import ModelCard
 
     if model_card is not None:
         card, card_source = card_text(model_card), "the card given"
+    elif entry is not None and repo_id != entry.repo_id:
+        card, card_source = origin_card(model, repo_id), "a default card describing the model"
     elif folder is not None and (folder / CARD_FILE).is_file():
         card, card_source = (folder / CARD_FILE).read_text(encoding="utf-8"), f"the folder's {CARD_FILE}"
     elif entry is not None and (shipped := model_card_text(entry.name)) is not None:
