@@ -241,15 +241,15 @@ def test_random_init_takes_a_seed_as_zoo_embed_and_probe_do(tmp_path, micro_hube
 def test_a_fine_tuned_card_names_its_base_model_and_licence(tmp_path, monkeypatch):
     """Were left out: a classifier fine-tuned from hubert-tiny-fsdd (cc-by-sa-4.0) was published
     without a licence."""
-    from zoo.run_cards import base_model_of, with_base_model
+    from zoo.run_cards import Origin, base_model_of, with_base_model
 
-    assert base_model_of("hubert-tiny-fsdd") == ("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
-    assert base_model_of("mert-v1-95m") == ("m-a-p/MERT-v1-95M", "cc-by-nc-4.0")
-    assert base_model_of("beats-iter3") == (None, "mit")  # an upstream file, on no Hub repo
-    assert base_model_of("org/name") == ("org/name", None)
+    assert base_model_of("hubert-tiny-fsdd") == Origin("ssl-zoo/hubert-tiny-fsdd", "cc-by-sa-4.0")
+    assert base_model_of("mert-v1-95m") == Origin("m-a-p/MERT-v1-95M", "cc-by-nc-4.0")
+    assert base_model_of("beats-iter3") == Origin(None, "mit")  # an upstream file, on no Hub repo
+    assert base_model_of("org/name") == Origin("org/name", None)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "x" / "encoder").mkdir(parents=True)
     (tmp_path / "runs" / "x" / "encoder" / "README.md").write_text("---\nlicense: mit\n---\n")
-    assert base_model_of("runs/x") == (None, "mit")  # a local run folder, not the Hub repo "runs/x"
+    assert base_model_of("runs/x") == Origin(None, "mit")  # a local run folder, not the Hub repo "runs/x"
     card = with_base_model("---\nlibrary_name: ssl-zoo\n---\n\n# model\n", "hubert-base-ls960")
     assert "base_model: facebook/hubert-base-ls960" in card and "license: apache-2.0" in card

@@ -337,6 +337,27 @@ def test_a_hub_repo_saved_again_keeps_its_cards_licence(offline_cache, micro_hub
     assert card_metadata(tmp_path / "copy") == ("test-org/micro", "apache-2.0")
 
 
+def test_a_hub_repos_other_licence_keeps_its_name_and_link(offline_cache, micro_hubert, tmp_path):
+    """`license: other` came back alone in a re-saved card, without the license_name and
+    license_link that say which licence it is; a link to the repo's LICENSE file becomes its URL
+    at the commit loaded, since the new repo has no such file."""
+    from huggingface_hub import ModelCard
+
+    card = ("---\nlicense: other\nlicense_name: acme-research-1.0\nlicense_link: LICENSE\n"
+            "base_model: acme/hubert-parent\n---\n\n# micro\n")
+    micro_hubert.save_pretrained(tmp_path / "repo", model_card=card)
+    put_in_hf_cache(offline_cache, "acme/hubert-x", tmp_path / "repo", commit="e" * 40)
+    encoder = zoo.load("acme/hubert-x", cache_dir=offline_cache)
+    link = f"https://huggingface.co/acme/hubert-x/blob/{'e' * 40}/LICENSE"
+    encoder.save_pretrained(tmp_path / "enc")
+    zoo.load(tmp_path / "enc").save_pretrained(tmp_path / "again")
+    zoo.for_classification(encoder, num_labels=2).save_pretrained(tmp_path / "clf")
+    for folder in ("enc", "again", "clf"):
+        data = ModelCard((tmp_path / folder / "README.md").read_text(), ignore_metadata_errors=False).data
+        assert (data.base_model, data.license, data.license_name, data.license_link) == (
+            "acme/hubert-x", "other", "acme-research-1.0", link), folder
+
+
 def test_a_loaded_checkpoint_pushed_to_its_own_repo_is_not_its_own_base(hub_calls, tmp_path):
     from huggingface_hub import ModelCard
 

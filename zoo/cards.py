@@ -86,8 +86,9 @@ def origin_card(model: Any, repo_id: Optional[str] = None) -> str:
     origin = getattr(model, "origin", None) or getattr(getattr(model, "encoder", None), "origin", None)
     if origin is None:
         return default_card(model)
-    base, licence = origin
-    return with_origin(default_card(model), (None if base == repo_id else base, licence))
+    if origin.base_model == repo_id:
+        origin = origin._replace(base_model=None)
+    return with_origin(default_card(model), origin)
 
 
 def describe_head(head: dict[str, Any], encoder: str, token: str = "token") -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -111,50 +111,74 @@ def with_base_model(card: str, name: str) -> str:
     return with_origin(card, base_model_of(name))
 
 
-def with_origin(card: str, origin: tuple[Optional[str], Optional[str]]) -> str:
-    """The card with `origin`, (Hub repo, licence) of the weights it came from, in its metadata."""
+class Origin(NamedTuple):
+    """Where a model's weights came from, as a card's metadata says it: the Hub repo and the
+    licence, with the name and link that `license: other` needs to say which licence it is."""
+
+    base_model: Optional[str]
+    license: Optional[str]
+    license_name: Optional[str] = None
+    license_link: Optional[str] = None
+
+
+def with_origin(card: str, origin: Origin) -> str:
+    """The card with `origin`, the Hub repo and licence of the weights it came from, in its
+    metadata; a licence replaces the card's name and link too, which belong to the card's own."""
     from huggingface_hub import ModelCard
 
-    base, licence = origin
     parsed = ModelCard(card)
-    if base is not None:
-        parsed.data.base_model = base
-    if licence is not None:
-        parsed.data.license = licence
+    if origin.base_model is not None:
+        parsed.data.base_model = origin.base_model
+    if origin.license is not None:
+        parsed.data.license, parsed.data.license_name, parsed.data.license_link = (
+            origin.license, origin.license_name, origin.license_link)
     return str(parsed)
 
 
-def base_model_of(name: str, folder: Optional[Path] = None) -> tuple[Optional[str], Optional[str]]:
-    """(Hub repo, licence) of the checkpoint `name`, where known: a zoo name's hub_config tells
-    both (a licence only where it is an identifier, not a note); a local folder's card (`folder`,
-    the checkpoint it names, else its own or its encoder/ card) tells both as its metadata says
-    them; a Hub repo id is its own repo, with the licence of its card where `folder`, the repo's
-    downloaded files, holds one."""
+def base_model_of(name: str, folder: Optional[Path] = None) -> Origin:
+    """Where the checkpoint `name` came from, where known: a zoo name's hub_config tells the repo
+    and licence (a licence only where it is an identifier, not a note); a local folder's card
+    (`folder`, the checkpoint it names, else its own or its encoder/ card) tells them as its
+    metadata says them; a Hub repo id is its own repo, with the licence of its card where
+    `folder`, the repo's downloaded snapshot, holds one."""
     from zoo import registry
     from zoo.hub import is_repo_id
 
     entry = registry.find(name)
     if entry is not None:
-        return entry.repo_id, entry.license if LICENCE_ID.fullmatch(entry.license) else None
+        return Origin(entry.repo_id, entry.license if LICENCE_ID.fullmatch(entry.license) else None)
     if Path(name).exists():  # "runs/x" is spelt as a repo id too
         return card_origin(Path(name) if folder is None else folder)
     if is_repo_id(name):
-        return name, card_origin(folder)[1] if folder is not None else None
-    return None, None
+        return repo_origin(name, folder) if folder is not None else Origin(name, None)
+    return Origin(None, None)
 
 
-def card_origin(folder: Path) -> tuple[Optional[str], Optional[str]]:
-    """(base_model, license) of the card in `folder` or its run folder's encoder/, None where unsaid."""
+def repo_origin(repo_id: str, snapshot: Path) -> Origin:
+    """`repo_id` with the licence its card in `snapshot` (the cache's folder of one commit) states:
+    a license_link to a file of the repo ("LICENSE") becomes that file's URL at the commit, since
+    a card saved for another repo would link a file that repo lacks (a URL or a path from the Hub's
+    root stays as it is)."""
+    origin = card_origin(snapshot)._replace(base_model=repo_id)
+    link = origin.license_link
+    if link is None or re.match(r"^[a-z][a-z0-9+.-]*:|^/", link, re.IGNORECASE):
+        return origin
+    return origin._replace(license_link=f"https://huggingface.co/{repo_id}/blob/{snapshot.name}/{link}")
+
+
+def card_origin(folder: Path) -> Origin:
+    """The base_model and licence (its name and link) of the card in `folder` or its run folder's
+    encoder/, None where unsaid."""
     from huggingface_hub import ModelCard
 
     from zoo.hub import CARD_FILE
 
     cards = [card for card in (folder / CARD_FILE, folder / "encoder" / CARD_FILE) if card.is_file()]
     if not cards:
-        return None, None
+        return Origin(None, None)
     data = ModelCard.load(cards[0], ignore_metadata_errors=True).data
     base = data.base_model if isinstance(data.base_model, str) else None
-    return base, data.license
+    return Origin(base, data.license, data.license_name, data.license_link)
 
 
 #: a licence identifier as the Hub takes it ("mit", "cc-by-sa-4.0"), not "unknown" or a sentence
