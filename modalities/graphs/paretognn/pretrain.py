@@ -4,6 +4,18 @@ The recipe (hub_config `pretraining`) gives steps, AdamW settings, warmup, the t
 the gradient normaliser and the predictor width; `--no-pareto` runs the paper's ablation
 (equal task weights) and `--set key=value` overrides any recipe or architecture setting.
 The run resumes from `OUT/checkpoint.pt` and saves the encoder to `OUT/encoder`.
+
+No gradient clipping, as upstream (its `clip_grad_norm_` line is commented out), so the first
+step's gradient norm is huge: 5.9e10 on Cora at seed 0, then 9.7 and 5.1. It is p_recon's: its
+decoder bias starts at zero, so each masked node that no unmasked node feeds (519 of 1354)
+decodes as exactly 0, which `F.normalize` divides by its 1e-12 floor. jumxglhf/ParetoGNN's own
+code does the same, run on Cora on the CPU with this recipe's settings at seeds 0, 1 and 2345:
+4.1e10-5.3e10 with DGL 0.9.0's in-place DropEdge (its README's pin, which the zoo follows),
+1.7e10-3.0e10 with DGL 2.1's, which returns a copy that upstream's collator discards. Only that
+bias gets it (every other gradient is below 4; MGDA sees the encoder's alone), and AdamW's
+second moment then holds the 1272 of its 1433 entries it reached still for about 40,000 steps:
+over steps 2-101 they moved 3.4e-3, what step 1's momentum alone carries (to 2e-9), 0.035 of
+the summed learning rate where the other parameters' median is 0.099.
 """
 
 from __future__ import annotations

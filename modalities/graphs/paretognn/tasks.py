@@ -40,9 +40,11 @@ What differs from upstream:
   self-loops added, sources scaled by their out-degree; `gcn.graphconv_edge_weights`), so a
   view whose DropEdge removed edges and self-loops is encoded as upstream encodes it. (PyG's
   GCNConv adds the self-loops back and uses in-degrees: on Cora that moved the p_minsg loss
-  by 0.31 and the MGDA weights by up to 4e-3.) As upstream, a masked node left without
-  in-edges is reconstructed as the decoder's bias alone; while that bias is still zero,
-  F.normalize's floor makes its gradient huge (~1e11) for that one step, which Adam absorbs.
+  by 0.31 and the MGDA weights by up to 4e-3.) As upstream, a masked node that no unmasked
+  node feeds (its in-edges dropped, or all from masked nodes, whose decoder inputs are zeroed)
+  is reconstructed as the decoder's bias alone; while that bias is still zero, F.normalize's
+  floor gives it a first-step gradient of ~6e10 on Cora, which AdamW's second moment then
+  holds nearly still (see `pretrain`).
 - Upstream's two views share one feature tensor (`dgl_graph_copy` shares `ndata['feat']` and
   DGL's FeatMask zeroes columns in place), so both views get the union of the two column
   masks; where a task copies the whole graph (p_minsg and p_decor on a graph as small as

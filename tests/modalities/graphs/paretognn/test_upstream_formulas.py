@@ -99,6 +99,32 @@ def test_reconstruction_decodes_with_graphconv():
     assert abs(loss.item() - expected.item()) < 1e-6, (loss.item(), expected.item())  # measured 0
 
 
+def test_reconstruction_first_gradient_lies_on_the_zero_decoder_bias():
+    """At initialisation the decoder's bias is zero, so a masked node that no unmasked node feeds decodes as
+    exactly 0, and F.normalize divides that row by its 1e-12 floor: its whole gradient, -alpha / (M * 1e-12)
+    times the normalised target, lands on the decoder bias and nowhere else. Upstream's DGL code does the same
+    (1.7e10-5.3e10 on Cora at its first step; the zoo's 5.9e10 is this): see `pretrain`'s docstring."""
+    graph = directed_graph()
+    torch.manual_seed(1)
+    encoder = GCNStack(5, (6, 4))
+    task = FeatureReconstruction(5, 4)
+    encode = lambda x, edge_index: encoder(x, edge_index, graphconv_norm=True)  # noqa: E731
+    task.loss(encode, graph, torch.Generator().manual_seed(4)).backward()
+
+    replay = torch.Generator().manual_seed(4)
+    edges = drop_edges(graph.edge_index, 0.35, replay)
+    masked = _permutation(7, replay, graph.x.device)[:3]
+    assert masked.tolist() == [0, 3, 2]
+    assert edges[0, edges[1] == 0].tolist() == [0] and 3 not in edges[1]  # 0: its own self-loop only; 3: no in-edge
+    alone = torch.tensor([0, 3])  # node 2 is fed by unmasked nodes 1 and 6
+    expected = -3.0 / (3 * 1e-12) * F.normalize(graph.x[alone], dim=-1).sum(dim=0)
+    assert torch.allclose(task.decoder.bias.grad, expected, rtol=1e-5), (task.decoder.bias.grad, expected)
+    assert task.decoder.bias.grad.norm() > 1e11  # measured 1.7e12
+    rest = [p.grad.norm().item() for name, p in [*encoder.named_parameters(), *task.named_parameters()]
+            if p.grad is not None and name != "decoder.bias"]
+    assert max(rest) < 10, rest  # measured <= 0.84: the rows decoded as the bias alone pass nothing further back
+
+
 def test_infomax_bce_saturates_as_upstream():
     """A score past ~16.6 makes float32 sigmoid exactly 1: upstream's BCE then costs 100 (log clamp)
     and passes no gradient; BCE-with-logits would charge the score itself and push it back."""
