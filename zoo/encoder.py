@@ -298,11 +298,18 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         return self.config.to_dict()
 
 
+#: the pools `_Accumulator` reduces as pieces come, each with how it joins two pieces' reductions
+RUNNING_POOLS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mean": torch.add, "sum": torch.add, "max": torch.maximum}
+
+
 class _Accumulator:
     """Collects the (K, T, D) valid tokens of an item's pieces, in any order, and pools them.
 
-    Mean pooling keeps a running sum so that long recordings never hold all their tokens; it
-    leaves out the first `skip` tokens of the item (items with a cls token come in one piece).
+    Mean pooling and the graph readouts (sum, max) keep a running reduction, so that no item's
+    tokens outlive their batch: neither a long recording's windows nor the nodes of thousands of
+    graphs are held until the end. They leave out the first `skip` tokens of the item (items with
+    a cls token come in one piece).
     """
 
     def __init__(self, pool: str, skip: int = 0) -> None:
@@ -312,10 +319,10 @@ class _Accumulator:
         self.count = 0
 
     def add(self, order: int, tokens: torch.Tensor) -> None:
-        if self.pool == "mean":
+        if self.pool in RUNNING_POOLS:
             tokens = tokens[:, self.skip:] if order == 0 else tokens
-            summed = tokens.sum(dim=1)
-            self.total = summed if self.total is None else self.total + summed
+            reduced = tokens.amax(dim=1) if self.pool == "max" else tokens.sum(dim=1)
+            self.total = reduced if self.total is None else RUNNING_POOLS[self.pool](self.total, reduced)
             self.count += tokens.shape[1]
         elif self.pool == "cls" and order == 0:
             self.parts[0] = tokens[:, 0]
@@ -325,6 +332,8 @@ class _Accumulator:
     def result(self) -> torch.Tensor:
         if self.pool == "mean":
             return self.total / max(self.count, 1)
+        if self.pool in RUNNING_POOLS:
+            return self.total
         if self.pool == "cls":
             return self.parts[0]
         return torch.cat([self.parts[order] for order in sorted(self.parts)], dim=1)

@@ -204,7 +204,8 @@ class GraphEncoder(Encoder):
         Returns:
             pool="none": a single graph gives (N, D) (or (K, N, D) for several layers, as every
             encoder gives (K, T, D)),
-            several graphs a list of those; a readout gives (num_graphs, D) or (num_graphs, K, D).
+            several graphs a list of those; a readout gives (num_graphs, D) or (num_graphs, K, D),
+            taken batch by batch, so that only one batch's node rows are held at a time.
         """
         check_batch_sizes(batch_size=batch_size, node_batch_size=node_batch_size)  # None: Encoder.embed's own
         self.processor.check_options(prepare_kwargs)
@@ -222,6 +223,9 @@ class GraphEncoder(Encoder):
             if not single:
                 raise InputError("node_batch_size embeds one large graph in pieces; pass a single Data")
             nodes = [self.embed_nodes(graphs[0], indices, node_batch_size, device, progress)]
+        elif pool != "none":  # each batch read out as it comes: no graph's node rows are kept to the end
+            return super().embed(graphs, layer=layer, pool=pool, batch_size=batch_size, device=device,
+                                 progress=progress)
         else:
             nodes = super().embed(graphs, layer=indices, pool="none", batch_size=batch_size, device=device,
                                   progress=progress)
