@@ -73,6 +73,25 @@ def test_a_linear_decay_is_fairseqs_polynomial_decay_and_decay_may_reach_every_p
         TrainConfig(steps=2, lr_decay="step")
 
 
+def test_parameters_lr_scales_name_train_at_their_share_of_the_lr_and_the_log_shows_the_unscaled_one(tmp_path):
+    """`zoo finetune --mode full` trains a standardised T-JEPA's encoder at 1e-4 of its head's lr. AdamW's
+    first step moves each parameter by its lr (the update is m / sqrt(v) = g / |g| after bias correction)."""
+    objective = make_objective()
+    before = {name: value.detach().clone() for name, value in objective.named_parameters()}
+    config = TrainConfig(steps=1, lr=1e-2, weight_decay=0.0, lr_scales={"linear.weight": 1e-4}, progress=False)
+    groups = make_optimizer(objective, config).param_groups
+    assert [(group["lr"], group["lr_scale"], len(group["params"])) for group in groups] == [
+        (1e-2 * 1e-4, 1e-4, 1), (1e-2, 1.0, 1)]
+    records = train(objective, toy_batches(), tmp_path, config)
+    moved = {name: (value.detach() - before[name]).abs() for name, value in objective.named_parameters()}
+    # float32 weights near 0.4 resolve steps of 1e-6 to 3e-8, steps of 1e-2 to 1e-6 of them
+    assert torch.allclose(moved["linear.weight"], torch.full((1, 4), 1e-6), rtol=0.05, atol=0)
+    assert torch.allclose(moved["linear.bias"], torch.full((1,), 1e-2), rtol=1e-4, atol=0)
+    assert records[0]["lr"] == pytest.approx(1e-2)
+    with pytest.raises(ConfigError, match=r"lr_scales=\{'linear.': 0.0\}; give each parameter prefix a positive"):
+        TrainConfig(steps=1, lr_scales={"linear.": 0.0})
+
+
 def test_hubert_and_mert_recipes_take_fairseqs_schedule_and_decay():
     from zoo.cli import build_parser
 

@@ -12,14 +12,18 @@ full-graph step an epoch), or a table encoder's `--table`. Three ways of trainin
 - `full`: the head and the whole encoder trained together.
 
 Training uses AdamW, a linear warmup over the first 10 % of the steps then a cosine to 0,
-and clips the gradient norm at 1. It writes checkpoint.pt every epoch (a node dataset: every 50
-steps), log.jsonl and loss.png, and a rerun of an interrupted command continues where its
-checkpoint left off: the batches of an epoch are a seeded shuffle of the training split,
-checkpointed with the run. The saved weights are those of the last epoch, or with `--validation`
-those of the epoch that scored best on a held-out share of the training items (a node dataset's
-validation nodes), kept in the checkpoint as the run goes; `--patience` ends the run early. The
-accuracy (or RMSE) reported is that of the saved folder, loaded back with `zoo.load`; the
-folder's card says how it was trained, picked and scored, and shows the loss curve.
+and clips the gradient norm at 1. An encoder that must move far slower than its head says so
+(`finetune_lr_scale`, a T-JEPA with a standardised output's 1e-4): `full` then trains the head at
+the head-alone lr, the encoder at that times its scale, without clipping (its gradients, scaled
+up with its output, set every step's clip factor and starved the head). It writes checkpoint.pt
+every epoch (a node dataset: every 50 steps), log.jsonl and loss.png, and a rerun of an
+interrupted command continues where its checkpoint left off: the batches of an epoch are a
+seeded shuffle of the training split, checkpointed with the run. The saved weights are those
+of the last epoch, or with `--validation` those of the epoch that scored best on a held-out
+share of the training items (a node dataset's validation nodes), kept in the checkpoint as the
+run goes; `--patience` ends the run early. The accuracy (or RMSE) reported is that of the saved
+folder, loaded back with `zoo.load`; the folder's card says how it was trained, picked and
+scored, and shows the loss curve.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ NODE_CHECKPOINT_EVERY = 50
 SCORING_ARGS = ("json", "eval_batch_size")
 #: the run folder's subfolder that holds the trained classifier
 CLASSIFIER_FOLDER = "classifier"
+#: the names of the encoder's parameters in a run's objective (`ClassifierObjective.classifier.encoder`)
+ENCODER_PARAMETERS = "classifier.encoder."
 
 
 class ShuffledBatches:
@@ -176,15 +182,28 @@ def check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--layer {args.layer} is for --mode linear or full; --mode weighted mixes every layer")
 
 
-def train_config(args: argparse.Namespace, split: LabelledSplit, steps: int, epoch_steps: int) -> TrainConfig:
-    """The run's schedule: AdamW at the mode's peak lr (a node dataset's own, ten times larger),
+def encoder_lr_scale(encoder: nn.Module, mode: str) -> float:
+    """The share of the head's lr the encoder trains at: with `--mode full`, the family's own
+    (`finetune_lr_scale`), else (and without one) 1."""
+    return getattr(encoder, "finetune_lr_scale", 1.0) if mode == "full" else 1.0
+
+
+def train_config(args: argparse.Namespace, split: LabelledSplit, steps: int, epoch_steps: int,
+                 encoder_scale: float) -> TrainConfig:
+    """The run's schedule: AdamW at the mode's peak lr (a node dataset's own),
     10 % warmup, gradient norm clipped at 1, a checkpoint every epoch (a node dataset: every
-    `NODE_CHECKPOINT_EVERY` steps)."""
+    `NODE_CHECKPOINT_EVERY` steps). An `encoder_scale` other than 1 (`encoder_lr_scale`) gives the
+    head the head-alone lr and the encoder that times the scale, unclipped: at its own lr the encoder
+    needs no clipping, and its scaled-up gradients would set the head's clip factor."""
     defaults = DEFAULT_LR if split.test_nodes is None else DEFAULT_NODE_LR
-    lr = defaults[args.mode] if args.lr is None else args.lr  # --lr 0 is refused when parsed, not replaced
+    scaled = encoder_scale != 1.0
+    mode = "linear" if scaled else args.mode
+    lr = defaults[mode] if args.lr is None else args.lr  # --lr 0 is refused when parsed, not replaced
     checkpoint_every = epoch_steps if split.test_nodes is None else NODE_CHECKPOINT_EVERY
     return TrainConfig(steps=steps, lr=lr, weight_decay=args.weight_decay,
-                       betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps), max_grad_norm=1.0,
+                       betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps),
+                       max_grad_norm=None if scaled else 1.0,
+                       lr_scales={ENCODER_PARAMETERS: encoder_scale} if scaled else None,
                        checkpoint_every=checkpoint_every, seed=args.seed, progress=not args.no_progress,
                        time_limit=args.time_limit, device=args.device, bf16=args.bf16,
                        activation_checkpointing=args.activation_checkpointing)
@@ -229,10 +248,11 @@ def prepare_job(args: argparse.Namespace) -> FinetuneJob:
     if len(batches) == 0:
         raise ConfigError(f"--batch-size {batch_size} is more than the {len(split.train)} training items, "
                           "and an epoch drops its last short batch; use a smaller batch size")
-    config = train_config(args, split, epochs * len(batches), len(batches))
+    scale = encoder_lr_scale(encoder, args.mode)
+    config = train_config(args, split, epochs * len(batches), len(batches), scale)
     settings = {key: value for key, value in command_settings(args).items() if key not in SCORING_ARGS}
     settings.update(epochs=epochs, batch_size=batch_size, pool=pool, lr=config.lr,  # as run, where defaults stood in
-                    training_data=split_digest(split, args.data))
+                    encoder_lr=encoder_lr(config), training_data=split_digest(split, args.data))
     return FinetuneJob(args, init_seed, encoder, split, pool, classifier, epochs, batch_size, batches, config,
                        settings)
 
@@ -310,6 +330,7 @@ def job_report(job: FinetuneJob, records: list[dict[str, Any]], validation: Opti
         "validation": validation,
         "batch_size": job.batch_size,
         "lr": job.config.lr,
+        "encoder_lr": encoder_lr(job.config),
         "train_seconds": round(records[-1]["elapsed"], 1),
         "wall_seconds_this_call": round(wall_seconds, 1),
         "loss_first_epoch": float(np.mean([r["loss"] for r in records[:window]])),
@@ -320,6 +341,11 @@ def job_report(job: FinetuneJob, records: list[dict[str, Any]], validation: Opti
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+
+
+def encoder_lr(config: TrainConfig) -> Optional[float]:
+    """The encoder's own peak lr where it differs from the head's (`encoder_lr_scale`), else None."""
+    return None if config.lr_scales is None else float(f"{config.lr * config.lr_scales[ENCODER_PARAMETERS]:.6g}")
 
 
 def origin(name: str, init_seed: Optional[int]) -> str:

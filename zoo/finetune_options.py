@@ -37,7 +37,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-regex", help="a regex matching the test files' names (default: a test/ folder)")
     parser.add_argument("--mode", choices=MODES, default="full",
                         help="linear: a head on the frozen encoder; weighted: a head on a learned mix of its layers, "
-                             "encoder frozen; full: head and encoder trained together (default: full)")
+                             "encoder frozen; full: head and encoder trained together (default: full; a T-JEPA with a "
+                             "standardised output: its encoder at 1e-4 of the head's lr, unclipped)")
     parser.add_argument("--layer", type=int, help="the layer the head reads (default: the last)")
     parser.add_argument("--pool", choices=("mean", "cls", "sum", "max"),
                         help="the mean of the layer's tokens, the encoder's cls token (GMML, T-JEPA), or a graph "
@@ -69,7 +70,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-batch-size", type=positive_int, default=64,
                         help="items per forward pass when scoring the validation and test splits (default: 64)")
     parser.add_argument("--lr", type=positive_float, help=f"peak learning rate (default by mode: {DEFAULT_LR}; a node "
-                        f"dataset: {DEFAULT_NODE_LR})")
+                        f"dataset: {DEFAULT_NODE_LR}); --mode full on a T-JEPA with a standardised output: the head's "
+                        f"(default: {DEFAULT_LR['linear']}), the encoder's being 1e-4 of it")
     parser.add_argument("--weight-decay", type=non_negative_float, default=0.01,
                         help="AdamW's weight decay (default: 0.01)")
     parser.add_argument("--seed", type=seed_int, default=0,

@@ -96,6 +96,10 @@ class TrainConfig:
             clipping (default: 10.0, fairseq's clip_norm for HuBERT).
         max_grad_value: clamp every gradient element to [-value, value] before the norm
             clipping; None leaves them (default: None; T-JEPA's recipe clamps at 1.0).
+        lr_scales: peak-lr multipliers of the parameters whose names start with a key (the first
+            key that matches), e.g. `{"classifier.encoder.": 1e-4}` for an encoder that must move
+            far slower than its head (`zoo finetune --mode full` on a standardised T-JEPA); the
+            logged lr is the unscaled one; None trains every parameter at `lr` (default: None).
         checkpoint_every: steps between checkpoints; the last step always writes one (default: 100).
         seed: seeds torch, numpy and Python's RNGs at the start of a fresh run (default: 0).
         device: where to train, e.g. "cpu" or "cuda:0" (default: "cpu").
@@ -123,6 +127,7 @@ class TrainConfig:
     schedule_every: int = 1
     max_grad_norm: Optional[float] = 10.0
     max_grad_value: Optional[float] = None
+    lr_scales: Optional[dict[str, float]] = None
     checkpoint_every: int = 100
     seed: int = 0
     device: str = "cpu"
@@ -159,6 +164,9 @@ class TrainConfig:
             raise ConfigError(f"max_grad_norm={self.max_grad_norm}; use a positive norm or None for no clipping")
         if self.max_grad_value is not None and self.max_grad_value <= 0:
             raise ConfigError(f"max_grad_value={self.max_grad_value}; use a positive value or None for no clamping")
+        if self.lr_scales is not None and not all(math.isfinite(scale) and scale > 0
+                                                  for scale in self.lr_scales.values()):
+            raise ConfigError(f"lr_scales={self.lr_scales}; give each parameter prefix a positive, finite multiplier")
         if self.time_limit is not None and self.time_limit < 0:
             raise ConfigError(f"time_limit={self.time_limit}; use seconds >= 0 or None to train to the end")
         try:
@@ -253,17 +261,30 @@ def weight_decay_at(step: int, start: float, end: float, total_steps: int) -> fl
 def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW that decays weight matrices only (decaying norms and biases only hurts) or, where a
     recipe was tuned so (`decay_every_parameter`), every parameter; or Adam with L2 decay of every
-    parameter where a recipe was tuned with it."""
+    parameter where a recipe was tuned with it. Parameters `config.lr_scales` names get their own lr."""
     if config.optimizer == "adam":
         params = [p for p in module.parameters() if p.requires_grad]
-        return torch.optim.Adam([{"params": params, "scheduled_decay": True}], lr=config.lr, betas=config.betas,
-                                eps=config.eps, weight_decay=config.weight_decay)
+        return torch.optim.Adam(lr_scaled(module, [{"params": params, "scheduled_decay": True}], config),
+                                lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
     decayed = (lambda p: True) if config.decay_every_parameter else (lambda p: p.dim() >= 2)
     decay = [p for p in module.parameters() if p.requires_grad and decayed(p)]
     no_decay = [p for p in module.parameters() if p.requires_grad and not decayed(p)]
     groups = [{"params": decay, "weight_decay": config.weight_decay, "scheduled_decay": True},
               {"params": no_decay, "weight_decay": 0.0, "scheduled_decay": False}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+    return torch.optim.AdamW(lr_scaled(module, groups, config), lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def lr_scaled(module: nn.Module, groups: list[dict[str, Any]], config: TrainConfig) -> list[dict[str, Any]]:
+    """`groups` split by `config.lr_scales`, each part at `config.lr` times its scale (kept as
+    "lr_scale", so that the log shows the unscaled lr), the unscaled part first; as they are
+    without scales."""
+    if not config.lr_scales:
+        return groups
+    scale_of = {id(p): next((scale for prefix, scale in config.lr_scales.items() if name.startswith(prefix)), 1.0)
+                for name, p in module.named_parameters()}
+    return [{**group, "params": [p for p in group["params"] if scale_of[id(p)] == scale], "lr": config.lr * scale,
+             "lr_scale": scale}
+            for group in groups for scale in sorted({scale_of[id(p)] for p in group["params"]}, reverse=True)]
 
 
 def move_to(batch: Any, device: torch.device) -> Any:
@@ -472,7 +493,8 @@ class Trainer:
             torch.nn.utils.clip_grad_value_(self.objective.parameters(), self.config.max_grad_value)
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), max_norm)
-        lr = self.optimizer.param_groups[0]["lr"]
+        first = self.optimizer.param_groups[0]
+        lr = first["lr"] / first.get("lr_scale", 1.0)
         decay = self.schedule_weight_decay()
         self.optimizer.step()
         self.scheduler.step()
