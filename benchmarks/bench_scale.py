@@ -9,12 +9,15 @@ Cases (each a fresh `zoo embed` process, its peak RSS from os.wait4):
 - audio-long-folder: N links to one WAV of M minutes in a folder (hubert-tiny-fsdd);
 - tokens: the same folders embedded with `--pool none` into .parquet, a row of tokens per file (beats-tiny);
 - table: N UCI Adult rows resampled, as .csv and .parquet (tjepa-adult);
-- images: N CIFAR-10 JPEGs in a folder, and the CIFAR-10 parquet file (gmml-vit-tiny-cifar10).
+- images: N CIFAR-10 JPEGs in a folder, and the CIFAR-10 parquet file (gmml-vit-tiny-cifar10);
+- graphs: a TU set of ../shared/data/tu by its readout, at the last layer and at layers 1 and 2
+  (graphmae-nci1's architecture, random init: NCI1's 4,110 graphs, 122,747 nodes).
 
     python benchmarks/bench_scale.py --cases audio-file --minutes 10,60 --markdown
     python benchmarks/bench_scale.py --cases audio-long-folder --long-files 1,12 --long-minutes 10 --markdown
     python benchmarks/bench_scale.py --cases table --rows 100000,1000000
     python benchmarks/bench_scale.py --cases tokens --long-files 1,12 --long-minutes 5 --threads 2 --markdown
+    python benchmarks/bench_scale.py --cases graphs --markdown
 """
 
 from __future__ import annotations
@@ -143,6 +146,11 @@ def cases(args: argparse.Namespace, work: Path):
             make_images(folder, count)
             yield "jpeg folder", f"{count} images", "gmml-vit-tiny-cifar10", ["gmml-vit-tiny-cifar10", str(folder),
                                                                              "-o", str(work / "out.npy")]
+    if "graphs" in args.cases:
+        for layer in ("-1", "1,2"):
+            yield f"TU set, --layer {layer}", args.graph_set, f"graphmae-{args.graph_set}", [
+                f"graphmae-{args.graph_set}", "--random-init", "0", "--dataset", args.graph_set, "--data",
+                str(SHARED / "tu"), "--layer", layer, "-o", str(work / "out.npy")]
 
 
 def main() -> None:
@@ -154,6 +162,7 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=10.0, help="audio-long-folder, tokens: minutes a file")
     parser.add_argument("--rows", default="100000,1000000", help="table: row counts")
     parser.add_argument("--images", default="2000,20000", help="images: image counts")
+    parser.add_argument("--graph-set", default="nci1", help="graphs: a TU set of ../shared/data/tu (lower case)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
