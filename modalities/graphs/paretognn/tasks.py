@@ -3,7 +3,9 @@
 Each task owns its heads and turns a graph into a scalar loss with
 `loss(encoder, data, generator)`, where `encoder(x, edge_index)` returns node embeddings
 (N, D). Constants and the order of operations follow upstream `src/model.py::PretrainModule`,
-`src/data_train.py::Universal_Collator` and what `pretrain_model_pareto.py` passes to it:
+`src/data_train.py::Universal_Collator` and what `pretrain_model_pareto.py` passes to it, with
+DGL 0.9.0 (upstream README's pin; from DGL 1.0 DropEdge returns a copy, which the collator
+discards, so there upstream's views keep every edge):
 
 - p_recon, `FeatureReconstruction`: drop 35% of edges, give 50% of the nodes a learned mask
   token instead of their features, encode, map by a bias-free linear layer, zero the masked
@@ -24,13 +26,18 @@ Each task owns its heads and turns a graph into a scalar loss with
 
 What differs from upstream:
 
-- Upstream draws a subgraph per task and step (p_minsg: the 3-hop in-neighbourhood of 1024
-  seed nodes; p_decor: GraphSAINT node sampling of `--decor_size` nodes; p_link: 10 × 1024
-  positive edges and 3-layer neighbour sampling (fanouts 15, 10, 5) of which the 2-layer
-  encoder uses two; p_ming: a 3-hop neighbourhood when the graph has more than
-  1024 × `--batch_size_multiplier_ming` nodes). Here every task sees the whole graph, and
-  p_link all edges or `positive_edges_per_step` of them. p_recon (and p_ming on PubMed,
-  multiplier 0) is full-graph upstream too. p_minsg's InfoNCE needs O(N²) memory.
+- Upstream draws a subgraph per step for p_link: 10 positive edges (its collator takes
+  `len(indices) × 10` edge ids and its DataLoader sets no batch size, so 1; the scripts'
+  `--per_gpu_batch_size` B, 1024 or 512, never reaches p_link), as many negatives, and 3-layer
+  neighbour sampling (fanouts 15, 10, 5) of which the 2-layer encoder uses two. The other tasks
+  draw one only on graphs above a size (p_minsg: the 3-hop in-neighbourhood of B seed nodes,
+  above B × `--batch_size_multiplier_minsg` nodes; p_decor: GraphSAINT node sampling of
+  `--decor_size` nodes, above that many; p_ming: a 3-hop neighbourhood of B seed nodes, above
+  B × `--batch_size_multiplier_ming` nodes; on ogbn-products, with `--use_saint`, p_minsg and
+  p_ming use GraphSAINT node sampling instead and p_recon GraphSAINT samples of 200,000 nodes).
+  Here every task sees the whole graph, and p_link all edges or `positive_edges_per_step` of
+  them. p_recon on the other graphs (and p_ming on PubMed, multiplier 0) is full-graph upstream
+  too. p_minsg's InfoNCE needs O(N²) memory.
 - p_link's negatives come from `torch_geometric.utils.negative_sampling`, DGL's GlobalUniform's
   upstream: both draw node pairs that are neither edges nor self-loops, from different random
   streams. Upstream's graph stores one self-loop per node, so its positives include
