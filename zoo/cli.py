@@ -18,7 +18,7 @@ from typing import Any, NoReturn, Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
-from zoo.errors import (CheckpointError, ConfigError, InputError, Stopped, UnknownModelError, ZooError, ZooWarning,
+from zoo.errors import (CheckpointError, ConfigError, InputError, UnknownModelError, ZooError, ZooWarning, exit_status,
                         warn)
 from zoo.finetune_options import add_finetune_arguments
 from zoo.io import check_writable_folder, visible_files
@@ -851,18 +851,13 @@ def format_warning(python_format: Any, message: Warning, category: type[Warning]
 def run(argv: list[str]) -> int:
     """`main` once its warnings are set up."""
     recipe = argv[1] if len(argv) > 1 and argv[0] == "pretrain" else None
-    try:
+
+    def command() -> None:
         args = parse(build_parser(recipe), argv)
         args.func(args)
-    except ZooError as err:
-        print(f"zoo: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"zoo: interrupted{RESUMABLE.get(argv[0] if argv else '', '')}", file=sys.stderr)
-        return 130
-    except Stopped as stop:
-        print(f"zoo: stopped by {stop}{RESUMABLE.get(argv[0] if argv else '', '')}", file=sys.stderr)
-        return 128 + stop.signum
+
+    try:
+        return exit_status("zoo", command, RESUMABLE.get(argv[0] if argv else "", ""))
     except BrokenPipeError:
         # the reader stopped early (`zoo list | head`): as other command-line tools, stop quietly;
         # stdout goes to /dev/null so that Python's final flush does not fail again
@@ -875,7 +870,6 @@ def run(argv: list[str]) -> int:
         print(f"zoo: error: could not write the output ({err.strerror}); free space where it goes, or send it "
               "elsewhere", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

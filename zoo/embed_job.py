@@ -158,7 +158,7 @@ def embedding_record(encoder: Any, layer: Any, pool: Optional[str]) -> dict[str,
     from zoo._version import __version__
 
     origin = getattr(encoder, "origin", None)
-    return {"model": origin[0] if origin else None, "family": encoder.family,
+    return {"model": origin.base_model if origin is not None else None, "family": encoder.family,
             "layer": layer if layer is None or isinstance(layer, (int, str)) else [int(i) for i in layer],
             "pool": pool, "zoo_version": __version__}
 

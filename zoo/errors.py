@@ -122,6 +122,25 @@ class Stopped(BaseException):
         self.signum = signum
 
 
+def exit_status(prog: str, command: Callable[[], Any], resumes: str = "") -> int:
+    """Run `command` as a command line ends: 0, else one line on stderr and the shell's status for
+    a zoo error (2: the message names the fix, so no traceback), Ctrl-C (130) or a scheduler's stop
+    signal (128 + its number, `Stopped`), the last two followed by `resumes`, what a rerun keeps.
+    The `zoo` command and the renderer share it, so that both report and exit alike."""
+    try:
+        command()
+    except ZooError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted{resumes}", file=sys.stderr)
+        return 130
+    except Stopped as stop:
+        print(f"{prog}: stopped by {stop}{resumes}", file=sys.stderr)
+        return 128 + stop.signum
+    return 0
+
+
 class ZooWarning(UserWarning):
     """What the zoo warns about: input it reads in a way that may not be meant (16-bit images,
     unseen categories, float audio past [-1, 1]). Its own class, so that

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from zoo.errors import ConfigError, InputError, Stopped, ZooError, on_stop_signals
+from zoo.errors import ConfigError, InputError, Stopped, exit_status, on_stop_signals
 from zoo.io import atomic_write_text, atomic_write_with
 from zoo.options import positive_float, positive_int
 from zoo.progress import progress_bar
@@ -381,21 +381,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         sub.add_argument("--sampling-rate", type=positive_int, default=16000, help="Hz (default: 16000)")
         sub.add_argument("--workers", type=positive_int, default=2, help="render processes (default: 2)")
     args = parser.parse_args(argv)
-    try:
-        if args.set == "notes":
-            render_notes(args.output, args.sampling_rate, args.seconds, args.limit, args.workers)
-        else:
-            render_clips(args.output, args.sampling_rate, args.clip_seconds, args.max_scores, workers=args.workers)
-    except ZooError as err:  # a missing fluidsynth or soundfont: the fix, not a traceback
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; {RESUMES}", file=sys.stderr)
-        return 130
-    except Stopped as stop:
-        print(f"{parser.prog}: stopped by {stop}; {RESUMES}", file=sys.stderr)
-        return 128 + stop.signum
-    return 0
+    if args.set == "notes":
+        render = partial(render_notes, args.output, args.sampling_rate, args.seconds, args.limit, args.workers)
+    else:
+        render = partial(render_clips, args.output, args.sampling_rate, args.clip_seconds, args.max_scores,
+                         workers=args.workers)
+    return exit_status(parser.prog, render, f"; {RESUMES}")  # a missing fluidsynth: the fix, not a traceback
 
 
 if __name__ == "__main__":
