@@ -258,3 +258,11 @@ def test_every_family_takes_batch_size_none_and_refuses_a_stray_option_alike(nam
     assert torch.equal(encoder.embed(items, batch_size=None, progress=False), encoder.embed(items, progress=False))
     with pytest.raises(InputError, match="inputs take .*; got bogus=: drop it"):
         encoder.embed(items, bogus=1, progress=False)
+
+
+@pytest.mark.parametrize("name, scale", [("hubert-tiny-fsdd", 1.0), ("gmml-vit-tiny-cifar10", 1.0),
+                                         ("graphmae-cora", 1.0), ("tjepa-adult", 1e-4)])
+def test_every_encoder_says_the_share_of_its_heads_lr_it_is_fine_tuned_at(name, scale):
+    """README's advice for a loop of one's own, `encoder.finetune_lr_scale`, was an AttributeError
+    outside T-JEPA; every encoder has it, 1 unless its output moves far more per step than a head."""
+    assert zoo.load(name).finetune_lr_scale == scale

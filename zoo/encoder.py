@@ -191,6 +191,13 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         there is refused at once rather than at its first use; every dtype is taken unless a family
         says otherwise."""
 
+    @property
+    def finetune_lr_scale(self) -> float:
+        """The share of its head's lr at which this encoder is fine-tuned whole (`zoo finetune --mode
+        full`, or a loop of one's own): 1 unless a family's output moves far more per step than its
+        head's (T-JEPA's standardised output)."""
+        return 1.0
+
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "Encoder":
         """nn.Module's casts and moves (`.to`, `.half()`, `.bfloat16()`, `.type()`), with `check_dtype`
         asked before any weight is cast: T-JEPA took `.to(torch.bfloat16)`, was refused only at its

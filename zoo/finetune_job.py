@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 import zoo
+from zoo.encoder import Encoder
 from zoo.errors import ConfigError
 from zoo.finetune_data import LabelledSplit, read_split, split_digest
 from zoo.finetune_objectives import (
@@ -182,10 +183,10 @@ def check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--layer {args.layer} is for --mode linear or full; --mode weighted mixes every layer")
 
 
-def encoder_lr_scale(encoder: nn.Module, mode: str) -> float:
-    """The share of the head's lr the encoder trains at: with `--mode full`, the family's own
-    (`finetune_lr_scale`), else (and without one) 1."""
-    return getattr(encoder, "finetune_lr_scale", 1.0) if mode == "full" else 1.0
+def encoder_lr_scale(encoder: Encoder, mode: str) -> float:
+    """The share of the head's lr the encoder trains at: with `--mode full`, its own
+    (`Encoder.finetune_lr_scale`), else 1."""
+    return encoder.finetune_lr_scale if mode == "full" else 1.0
 
 
 def train_config(args: argparse.Namespace, split: LabelledSplit, steps: int, epoch_steps: int,

@@ -234,12 +234,12 @@ class TJEPAEncoder(TabularEncoder):
 
     @property
     def finetune_lr_scale(self) -> float:
-        """The share of its head's lr at which `zoo finetune --mode full` trains this encoder. A
-        standardised output divides by stds near 0.006 (some 0.0003), so an AdamW step that suits
-        the head moves the output that much more: at a shared 1e-4 the head barely trained and the
-        encoder shook, the loss rising from 1.43 to 7.49 in 60 steps (2,000 Adult rows, a numeric
-        target). With the head at 1e-2, encoders at 3e-5 to 3e-4 of it scored alike (test RMSE
-        0.41-0.42), at 1e-3 of it worse (0.58). 1 without a standardised output."""
+        """`Encoder.finetune_lr_scale`, 1e-4 for a standardised output: it divides by stds near 0.006
+        (some 0.0003), so an AdamW step that suits the head moves the output that much more: at a
+        shared 1e-4 the head barely trained and the encoder shook, the loss rising from 1.43 to 7.49
+        in 60 steps (2,000 Adult rows, a numeric target). With the head at 1e-2, encoders at 3e-5 to
+        3e-4 of it scored alike (test RMSE 0.41-0.42), at 1e-3 of it worse (0.58). 1 without a
+        standardised output."""
         return STANDARDIZED_FINETUNE_LR_SCALE if self.config.standardize_output else 1.0
 
     def check_processor(self) -> None:
