@@ -170,6 +170,24 @@ def test_a_gated_repo_says_to_accept_its_conditions(offline_cache, monkeypatch):
     assert (f"Hub repo 'org/gated' is gated: accept its conditions at {constants.ENDPOINT}/org/gated while logged in "
             f"(`hf auth login`, or token=), then load again (the Hub said: {said})") in str(caught.value)
     assert "does not exist" not in str(caught.value)
+    assert "local folder" not in str(caught.value)  # the repo is there: no folder was meant
+
+
+def test_a_missing_revision_of_a_repo_there_is_named_without_the_local_folder_note(offline_cache, monkeypatch):
+    """The repo answered, so its name was not a misspelt folder: "...check the branch, tag or commit;
+    there is no local folder '/cwd/org/model' either" sent the reader looking for a folder."""
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    def no_revision(*args, **kwargs):
+        request = httpx2.Request("GET", f"{constants.ENDPOINT}/org/model/resolve/v9/config.json")
+        raise errors.RevisionNotFoundError("Invalid rev id: v9", response=httpx2.Response(404, request=request))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_revision)
+    with pytest.raises(UnknownModelError, match="Hub repo 'org/model' has no revision 'v9'") as caught:
+        zoo.load("org/model", revision="v9", cache_dir=offline_cache)
+    assert "local folder" not in str(caught.value)
 
 
 def test_a_token_goes_with_every_hub_file_and_into_no_message(offline_cache, tmp_path, monkeypatch):

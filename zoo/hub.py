@@ -110,6 +110,8 @@ def load(
             try:
                 folder = download_repo(name_or_path, revision or "main", cache_dir, local_files_only, pretrained)
             except (OfflineError, UnknownModelError) as err:
+                if repo_was_found(err):
+                    raise
                 where = str(path.absolute())
                 raise type(err)(f"{str(err).rstrip('.')}; there is no local folder {where!r} either") from err
             model = load_folder(folder, pretrained=pretrained)
@@ -395,6 +397,13 @@ def _fetch(repo_id: str, filename: str, revision: str, cache_dir, local_files_on
         raise ConfigError(f"cannot use the Hugging Face cache for {repo_id!r} ({type(err).__name__}: {err}); point "
                           f"HF_HOME or HF_HUB_CACHE (now {cache_dir or constants.HF_HUB_CACHE}) to a folder you can "
                           "write to") from err
+
+
+def repo_was_found(err: ZooError) -> bool:
+    """Whether the Hub answered for the repo itself (gated, or without the revision asked for): then
+    the name was meant as a repo id, and a note that no local folder has that name misleads."""
+    from huggingface_hub import errors
+    return isinstance(err.__cause__, (errors.GatedRepoError, errors.RevisionNotFoundError))
 
 
 def download_repo(repo_id: str, revision: Optional[str], cache_dir: Optional[str | Path] = None,
