@@ -759,8 +759,22 @@ def load_folder(folder: Path, entry: Optional[registry.ModelEntry] = None, pretr
             with naming_file(folder / CONFIG_FILE):
                 model = head_from_config(encoder, config_dict["head"])
     if pretrained:
+        check_saved_dtypes(encoder, state, folder)
         load_state(model, state if "head" in config_dict else model.weights_from_saved(state), folder)
     return model
+
+
+def check_saved_dtypes(encoder: Any, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Weights saved in a precision their encoder refuses (`check_dtype`) are rounded for good:
+    loaded into float32 they ran without a word, and a T-JEPA saved in half precision by a zoo that
+    let `.half()` through embedded rows 6.6 off."""
+    for dtype in sorted({value.dtype for value in state.values() if value.is_floating_point()}, key=str):
+        try:
+            encoder.check_dtype(dtype)
+        except ConfigError as err:
+            raise CheckpointError(f"{folder} holds its weights in {dtype}, which they cannot be used in: they were "
+                                  f"rounded when saved ({err}). Save the encoder again from weights that were never "
+                                  "cast, or pretrain it again") from err
 
 
 @contextlib.contextmanager

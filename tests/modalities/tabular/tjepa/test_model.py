@@ -8,7 +8,7 @@ import zoo
 from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder, with_output_scale
 from zoo.cli import main
-from zoo.errors import ConfigError, InputError
+from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.hub import load_folder
 
 TINY = dict(hidden_dim=16, num_layers=2, num_heads=2, dim_feedforward=32, num_reg_tokens=2)
@@ -149,6 +149,26 @@ def test_output_scale_standardises_the_last_tokens_and_round_trips(encoder, tabl
     assert main(["embed", str(tmp_path / "scaled"), str(tmp_path / "rows.csv"), "-o", str(tmp_path / "e.npy"),
                  "--dtype", "bfloat16"]) == 2  # was told to leave out dtype=, the Python spelling
     assert "load it in float32: leave out dtype= (zoo load) or --dtype (the zoo commands)" in capsys.readouterr().err
+
+
+def test_a_folder_saved_in_half_precision_is_refused_as_rounded(encoder, table, tmp_path):
+    """A zoo that let `.half()` through saved a standardised T-JEPA in float16, and it reloaded in
+    float32 without a word, its rows far off; such a folder is now named, with the fix."""
+    from safetensors.torch import load_file, save_file
+
+    scaled = with_output_scale(encoder, table)
+    scaled.save_pretrained(tmp_path / "half")
+    weights = tmp_path / "half" / "model.safetensors"
+    save_file({key: value.half() if value.is_floating_point() else value
+               for key, value in load_file(str(weights)).items()}, str(weights))
+    with pytest.raises(CheckpointError, match=r"half holds its weights in torch.float16, which they cannot be used "
+                                              r"in: they were rounded when saved \(this T-JEPA encoder cannot run"):
+        zoo.load(tmp_path / "half")
+    encoder.save_pretrained(tmp_path / "plain")  # no standardised output: half precision is its to take
+    weights = tmp_path / "plain" / "model.safetensors"
+    save_file({key: value.half() if value.is_floating_point() else value
+               for key, value in load_file(str(weights)).items()}, str(weights))
+    assert zoo.load(tmp_path / "plain").embed(table, progress=False).shape[0] == len(table)
 
 
 def test_errors(encoder, table):
