@@ -506,11 +506,9 @@ def family_module(family: str, module: str):
 
 
 def pretrain_options(family: str):
-    """The module that adds `zoo pretrain FAMILY`'s options: `<family>_pretrain_options.py` beside the
-    family's folder, which imports no torch. Any module inside the folder runs the family's __init__,
-    which imports its model: `zoo pretrain hubert -h` spent 6.3 s of CPU and 889 MB on it."""
-    package, _, folder = registry.family_modules()[family].rpartition(".")
-    return imported(f"{package}.{folder}_pretrain_options", family, "pretrain options")
+    """The module that adds `zoo pretrain FAMILY`'s options (`registry.options_module`, which imports
+    no torch): from inside the family's folder, `zoo pretrain hubert -h` spent 6.3 s of CPU and 889 MB."""
+    return imported(registry.options_module(family), family, "pretrain options")
 
 
 def imported(name: str, family: str, module: str):

@@ -186,6 +186,21 @@ def family_modules() -> dict[str, str]:
     return modules
 
 
+def options_module(family: str) -> str:
+    """The module of a family's torch-free facts: `<family>_pretrain_options.py` beside its folder
+    (`zoo pretrain FAMILY`'s options, the names of its sizes). A module inside the folder runs the
+    family's __init__, which imports its model, torch and all."""
+    package, _, folder = family_modules()[family].rpartition(".")
+    return f"{package}.{folder}_pretrain_options"
+
+
+def variant_names(family: str) -> tuple[str, ...]:
+    """A family's named sizes, read without importing it (its options module's VARIANT_NAMES, which
+    the tests keep equal to its model's VARIANTS): listing them imported every family, so a
+    mistyped name took 15 s to be refused, for the hint of an architecture it might have named."""
+    return tuple(getattr(importlib.import_module(options_module(family)), "VARIANT_NAMES", ()))
+
+
 def get_family(family: str) -> Family:
     """Import a family on first use and return what it registered. A family named by anything but
     text (a list in a hand-edited config.json) is unknown too: it was "unhashable type: 'list'"."""
@@ -248,7 +263,7 @@ def unknown_name_hint(name: str) -> str:
     weights), or zoo names close to it in any case."""
     close = difflib.get_close_matches(name.lower(), list(entries()), n=3)
     checkpoints = f"; did you mean {' or '.join(map(repr, close))}?" if close else "; run `zoo list` to see them"
-    if name in list_architectures():  # imports every family: only on this error path
+    if name in list_architectures():
         family = next(family for family in sorted(family_modules(), key=len, reverse=True)
                       if name.startswith(f"{family}-"))
         return (f": it is an architecture without weights (pretrain it with `zoo pretrain {family} --variant "
@@ -297,13 +312,13 @@ def name_matches(name: str, pattern: Optional[str]) -> bool:
 
 def list_architectures(family: Optional[str] = None, modality: Optional[str] = None) -> list[str]:
     """Named sizes without weights, "<family>-<variant>" (e.g. "gmml-vit-tiny-patch16"),
-    of one family, of one modality's families, or of all (which imports every family)."""
+    of one family, of one modality's families, or of all; no family is imported (`variant_names`)."""
     if modality is not None and modality not in MODALITIES:
         raise ConfigError(f"modality {modality!r} is not one of {MODALITIES}")
     families = [family] if family is not None else [
         name for name, module in family_modules().items()
         if modality is None or module.startswith(f"modalities.{MODALITY_FOLDERS[modality]}.")]
-    return sorted(f"{name}-{variant}" for name in families for variant in get_family(name).variants)
+    return sorted(f"{name}-{variant}" for name in families for variant in variant_names(name))
 
 
 def architecture_config(name: str, **overrides: Any) -> Any:
