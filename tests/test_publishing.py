@@ -185,6 +185,15 @@ def test_where_and_what_to_publish_are_named(offline_cache, micro_hubert, tmp_pa
         publish(folder, "me/enc")
 
 
+def test_a_folder_under_the_home_is_published_as_load_reads_it(offline_cache, micro_hubert, tmp_path, monkeypatch):
+    """zoo.load("~/ckpt") and zoo.info read the home's folder; publish said "there is no folder
+    '/cwd/~/ckpt'"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    micro_hubert.save_pretrained(tmp_path / "ckpt")
+    plan = publish("~/ckpt", "me/enc", dry_run=True)
+    assert f"from {tmp_path / 'ckpt'} to me/enc" in plan and "model.safetensors" in plan
+
+
 def test_cli_dry_run_lists_the_files_offline(offline_cache, capsys):
     assert main(["publish", "mert-tiny", "--dry-run"]) == 0
     out = capsys.readouterr().out
