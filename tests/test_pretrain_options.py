@@ -49,3 +49,16 @@ def test_a_mistyped_name_and_the_architectures_are_answered_without_torch():
             "'tabular.tjepa'))) if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split("\n")[:3] == ["[]", "['torch']", "['torch']"]
+
+
+@pytest.mark.parametrize("recipe, source", [("hubert", "HuBERT's 32k of 400k steps"), ("mert", "MERT's 32k of 400k"),
+                                            ("beats", "HuBERT's, as BEATs' pretraining code is unreleased"),
+                                            ("gmml", "upstream's 10 of 800 epochs")])
+def test_each_recipe_says_whose_warmup_its_default_is(recipe, source, capsys):
+    """A default source credited HuBERT in `zoo pretrain mert -h` and `beats -h` too."""
+    from zoo.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", recipe, "-h"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"linear warmup steps (default: {'1.25' if recipe == 'gmml' else '8'}% of --steps, {source}" in help_text

@@ -409,7 +409,7 @@ def test_activation_checkpointing_trains_the_same_steps_and_may_change_on_resume
     for key, value in runs[False].state_dict().items():
         assert torch.equal(value, runs[True].state_dict()[key]), key
     parser = argparse.ArgumentParser()
-    add_optimization_arguments(parser)
+    add_optimization_arguments(parser, "test")
     assert train_config_from_args(parser.parse_args(["--activation-checkpointing"])).activation_checkpointing
     torch.manual_seed(0)
     train(BlockStack(), toy_batches(), tmp_path / "switched", dataclasses.replace(config, time_limit=0.0))

@@ -134,18 +134,19 @@ def check_table_source(args: argparse.Namespace, others: dict[str, Any]) -> None
         raise ConfigError("--table needs --target COLUMN: the column holding each row's label")
 
 
-def add_optimization_arguments(parser: argparse.ArgumentParser, steps: int = 1000, batch_size: int = 16,
-                               lr: float = 5e-4, max_grad_norm: float = 10.0, weight_decay: float = 0.01,
-                               batch_unit: str = "crops", warmup_share: float = 0.08,
-                               warmup_source: str = "HuBERT's", lr_decay: str = "cosine",
+def add_optimization_arguments(parser: argparse.ArgumentParser, warmup_source: str, steps: int = 1000,
+                               batch_size: int = 16, lr: float = 5e-4, max_grad_norm: float = 10.0,
+                               weight_decay: float = 0.01, batch_unit: str = "crops", warmup_share: float = 0.08,
+                               lr_decay: str = "cosine",
                                decay_every_parameter: bool = False, lr_note: str = "") -> None:
     """The optimisation options the pretrain commands share (`train_config_from_args` reads them).
 
     `batch_unit` says in --help what a recipe's batch counts. Without --warmup-steps the
-    warmup is `warmup_share` of --steps (`warmup_source` says whose share it is): one number
-    gives both the help text and the value. `lr_decay` is the recipe's default `--lr-decay`;
-    `decay_every_parameter` its AdamW's reach (recorded in args.json, not an option); `lr_note`
-    ends the --lr help (how the recipe's paper sets its lr, where that differs).
+    warmup is `warmup_share` of --steps (`warmup_source`, which each recipe names, says whose share
+    it is: a default credited HuBERT in BEATs' help): one number gives both the help text and the
+    value. `lr_decay` is the recipe's default `--lr-decay`; `decay_every_parameter` its AdamW's
+    reach (recorded in args.json, not an option); `lr_note` ends the --lr help (how the recipe's
+    paper sets its lr, where that differs).
     """
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--steps", type=positive_int, default=steps, help=f"optimizer steps (default: {steps})")

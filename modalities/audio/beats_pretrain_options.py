@@ -52,4 +52,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field, e.g. --set encoder_layers=2")
 
-    add_optimization_arguments(parser, steps=2000)
+    add_optimization_arguments(parser, "HuBERT's, as BEATs' pretraining code is unreleased", steps=2000)

@@ -68,4 +68,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="noise segment length range (MERT-95M: 12000-24000 samples at 24 kHz) (default: 0.5 1.0)")
 
     # fairseq's recipe: polynomial_decay (power 1) after the warmup, and its Adam decays every parameter
-    add_optimization_arguments(parser, lr_decay="linear", decay_every_parameter=True)
+    add_optimization_arguments(parser, "MERT's 32k of 400k steps", lr_decay="linear", decay_every_parameter=True)

@@ -67,4 +67,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="gradient scale into the conv front end (HuBERT-base: 0.1) (default: 0.1)")
 
     # fairseq's recipe: polynomial_decay (power 1) after the warmup, and its Adam decays every parameter
-    add_optimization_arguments(parser, lr_decay="linear", decay_every_parameter=True)
+    add_optimization_arguments(parser, "HuBERT's 32k of 400k steps", lr_decay="linear",
+                               decay_every_parameter=True)

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--set", action="append", default=[], metavar="FIELD=JSON", dest="overrides",
                        help="override a config field, e.g. --set image_size=32 --set patch_size=4 --set depth=6")
 
-    add_optimization_arguments(parser, steps=1000, batch_size=64, lr=5e-4, max_grad_norm=3.0, weight_decay=0.04,
-                               batch_unit="images (each gives --views crops)",
-                               warmup_share=WARMUP_SHARE, warmup_source="upstream's 10 of 800 epochs",
+    add_optimization_arguments(parser, "upstream's 10 of 800 epochs", steps=1000, batch_size=64, lr=5e-4,
+                               max_grad_norm=3.0, weight_decay=0.04, batch_unit="images (each gives --views crops)",
+                               warmup_share=WARMUP_SHARE,
                                lr_note=", as given: upstream scales 5e-4 by images / 256 (1.25e-4 for 64)")
