@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: machine description, timing, peak memory, subprocess
+"""Helpers shared by the benchmarks: machine description, peak memory, subprocess
 workers and Markdown tables.
 
 Peak memory is resident set size (RSS) read from /proc/self/status: `VmHWM` (the
@@ -19,12 +19,11 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,33 +167,6 @@ class CudaPeakMemory(PeakMemory):
 def memory_header(summary: dict[str, Any]) -> str:
     """The memory column's title: GPU memory for a CUDA run, the process's RSS otherwise."""
     return "peak GPU memory added (MiB)" if summary["args"]["device"].startswith("cuda") else "peak RSS added (MiB)"
-
-
-@dataclass
-class Timing:
-    """Wall-clock seconds of repeated calls; `median` is the number to report."""
-
-    seconds: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def spread(self) -> tuple[float, float]:
-        return min(self.seconds), max(self.seconds)
-
-
-def time_call(function: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> Timing:
-    """Run `function` `warmup` times untimed, then `repeats` times timed."""
-    for _ in range(warmup):
-        function()
-    timing = Timing()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        timing.seconds.append(time.perf_counter() - start)
-    return timing
 
 
 def run_worker(script: str | Path, payload: dict[str, Any], timeout: float | None = None,

@@ -45,7 +45,6 @@ from zoo.hub import load
 from zoo.io import atomic_write_text, atomic_write_with
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"
-CLASSES = 10
 K = 20
 POOLS = ("cls", "mean")
 #: images per forward pass when embedding

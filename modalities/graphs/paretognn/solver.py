@@ -15,7 +15,7 @@ iterate is returned. Only the Gram matrix of the gradients is needed, computed i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -118,24 +118,3 @@ def _scale(grad: Tensor, loss: Tensor | float, kind: str) -> float:
     if kind in ("loss", "loss+"):
         scale *= float(loss)
     return max(scale, MIN_SCALE)
-
-
-def task_gradients(losses: Sequence[Tensor], parameters: Iterable[Tensor]) -> list[Tensor]:
-    """Flattened gradient of each loss w.r.t. the shared parameters (zeros where a loss does
-    not reach a parameter), keeping the graph so that the weighted sum can be backpropagated."""
-    params = [param for param in parameters if param.requires_grad]
-    flat = []
-    for loss in losses:
-        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        flat.append(
-            torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-        )
-    return flat
-
-
-def pareto_weights(losses: Sequence[Tensor], shared_parameters: Iterable[Tensor], normalization: str = "l2") -> Tensor:
-    """ParetoGNN's per-step task weights: gradients of `losses` w.r.t. the shared encoder,
-    normalised, then their min-norm point. Multiply the losses by these constants and sum."""
-    grads = task_gradients(losses, shared_parameters)
-    values = [loss.detach() for loss in losses]
-    return min_norm_weights(normalize_gradients(grads, values, normalization))
