@@ -28,10 +28,12 @@ def test_pretrain_help_and_refused_options_import_no_torch():
 
 
 @pytest.mark.parametrize("family", RECIPES)
-def test_variant_names_of_the_options_are_the_models(family):
-    """`--variant`'s choices and `zoo list --architectures` are named in the options module, which may
-    not import the model's VARIANTS; a family without sizes names none."""
+def test_variant_names_and_convert_formats_of_the_options_are_the_models(family):
+    """`--variant`'s choices, `zoo list --architectures` and `zoo convert -h` are named in the options
+    module, which may not import the model's VARIANTS and converters; a family without names none."""
     assert registry.variant_names(family) == tuple(registry.get_family(family).variants)
+    assert [name.split(" ")[0] for name in registry.convert_formats(family)] == list(
+        registry.get_family(family).converters)
 
 
 def test_a_mistyped_name_and_the_architectures_are_answered_without_torch():

@@ -664,18 +664,17 @@ def add_demo_parser(commands: Any) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
-#: each family's upstream formats, its default first (`zoo --help` imports no family to list them)
-CONVERT_FORMATS = ("beats: official; gmml: auto (read off the file), gmml, dino, timm; graphmae: graphmae; "
-                   "hubert: fairseq; mert: transformers, fairseq")
-
-
 def add_convert_parser(commands: Any) -> None:
-    """`zoo convert`: an upstream checkpoint into a verified zoo folder."""
+    """`zoo convert`: an upstream checkpoint into a verified zoo folder; the families and their
+    formats are listed from `registry.convert_formats`, which imports no family."""
+    formats = {family: registry.convert_formats(family) for family in sorted(registry.family_modules())}
+    convertible = [family for family, names in formats.items() if names]
     convert = commands.add_parser("convert", help="convert an upstream checkpoint into a zoo folder")
-    convert.add_argument("family", help="beats, gmml, graphmae, hubert or mert")
+    convert.add_argument("family", help=f"{', '.join(convertible[:-1])} or {convertible[-1]}")
     convert.add_argument("upstream_file", help="the upstream checkpoint file (a MERT repo: its folder)")
     convert.add_argument("out_dir", help="the zoo checkpoint folder to write")
-    convert.add_argument("--format", help=f"upstream format, by default the family's first: {CONVERT_FORMATS}")
+    listed = "; ".join(f"{family}: {', '.join(formats[family])}" for family in convertible)
+    convert.add_argument("--format", help=f"upstream format, by default the family's first: {listed}")
     convert.add_argument("--license", help="the upstream checkpoint's licence, as the Hub's identifier (e.g. mit, "
                          "cc-by-nc-4.0), for the card's metadata: a local file states none")
     convert.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -201,6 +201,13 @@ def variant_names(family: str) -> tuple[str, ...]:
     return tuple(getattr(importlib.import_module(options_module(family)), "VARIANT_NAMES", ()))
 
 
+def convert_formats(family: str) -> tuple[str, ...]:
+    """The upstream formats `zoo convert FAMILY` reads, its default first, as `zoo convert -h` lists
+    them without importing any family (its options module's CONVERT_FORMATS; a note in brackets
+    follows some names)."""
+    return tuple(getattr(importlib.import_module(options_module(family)), "CONVERT_FORMATS", ()))
+
+
 def get_family(family: str) -> Family:
     """Import a family on first use and return what it registered. A family named by anything but
     text (a list in a hand-edited config.json) is unknown too: it was "unhashable type: 'list'"."""

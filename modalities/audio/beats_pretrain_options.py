@@ -14,6 +14,9 @@ from zoo.options import add_init_argument, add_optimization_arguments, positive_
 #: the sizes of `modalities.audio.beats.model.VARIANTS`, named here without importing the model
 #: (test_pretrain_options holds them equal)
 VARIANT_NAMES = ("tiny", "base")
+#: the upstream formats `zoo convert` reads, its default first (`registry.convert_formats`), named
+#: without importing the converters (test_pretrain_options holds them equal)
+CONVERT_FORMATS = ("official",)
 STAGES = ("ssl", "tokenizer")
 
 

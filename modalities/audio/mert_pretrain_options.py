@@ -14,6 +14,9 @@ from zoo.options import Once, add_init_argument, add_optimization_arguments, pos
 #: the sizes of `modalities.audio.mert.model.VARIANTS`, named here without importing the model
 #: (test_pretrain_options holds them equal)
 VARIANT_NAMES = ("tiny", "95m", "330m")
+#: the upstream formats `zoo convert` reads, its default first (`registry.convert_formats`), named
+#: without importing the converters (test_pretrain_options holds them equal)
+CONVERT_FORMATS = ("transformers", "fairseq")
 CQT_TARGETS = ("magnitude", "log")
 
 

@@ -12,6 +12,10 @@ import argparse
 from modalities.graphs.pretrain_options import add_common_arguments
 from zoo.options import positive_int
 
+#: the upstream formats `zoo convert` reads, its default first (`registry.convert_formats`), named
+#: without importing the converters (test_pretrain_options holds them equal)
+CONVERT_FORMATS = ("graphmae",)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `zoo pretrain graphmae`: the graph families' shared ones, and --epochs over the recipe's."""

@@ -14,6 +14,9 @@ from zoo.options import Once, add_init_argument, add_optimization_arguments, pos
 #: the sizes of `modalities.speech.hubert.model.VARIANTS`, named here without importing the model
 #: (test_pretrain_options holds them equal)
 VARIANT_NAMES = ("tiny", "base", "large", "xlarge")
+#: the upstream formats `zoo convert` reads, its default first (`registry.convert_formats`), named
+#: without importing the converters (test_pretrain_options holds them equal)
+CONVERT_FORMATS = ("fairseq",)
 #: fairseq's k-means restarts (learn_kmeans.py's n_init)
 KMEANS_INITS = 20
 

@@ -14,6 +14,9 @@ from zoo.options import Once, add_init_argument, add_optimization_arguments, non
 #: the sizes of `modalities.vision.gmml.model.VARIANTS`, named here without importing the model
 #: (test_pretrain_options holds them equal)
 VARIANT_NAMES = ("vit-tiny-patch16", "vit-small-patch16", "vit-base-patch16")
+#: the upstream formats `zoo convert` reads, its default first (`registry.convert_formats`), named
+#: without importing the converters (test_pretrain_options holds them equal)
+CONVERT_FORMATS = ("auto (read off the file)", "gmml", "dino", "timm")
 #: `--variant tiny` etc. stand for the paper's patch-16 architectures
 SHORT_VARIANTS = {name.split("-")[1]: name for name in VARIANT_NAMES}
 #: upstream warms up for 10 of its 800 epochs
