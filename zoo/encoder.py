@@ -121,6 +121,11 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         return self.processor
 
     def forward(self, output_hidden_states: bool = False, **batch: torch.Tensor) -> EncoderOutput:
+        """The processor's tensors of one batch -> `EncoderOutput`, which each family writes:
+        `last_hidden_state` (B, T, D) over the tokens, `mask` (B, T) of the valid ones, `pooled`
+        (B, D), and with `output_hidden_states` every layer's (layer 0: the input embeddings).
+        Padding may not change an item's tokens: a part that would mix them (a GroupNorm over
+        the padded length) runs per item, so an item's output is the same in any batch."""
         raise NotImplementedError
 
     def as_item_list(self, inputs: Any) -> Sequence[Any]:

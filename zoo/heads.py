@@ -24,6 +24,8 @@ from zoo.pooling import check_pool, is_single_layer, layer_indices
 from zoo.saving import Checkpointable
 
 if TYPE_CHECKING:
+    from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
+
     from zoo.encoder import Encoder
 
 #: None (last layer), an int, or "weighted" (learned softmax-weighted sum of all layers)
@@ -335,7 +337,10 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         return self.layer_weights([self.encoder.pool_tokens(state, output.mask, self.pool)
                                    for state in output.hidden_states])
 
-    def forward(self, labels: Optional[torch.Tensor] = None, **batch: torch.Tensor):
+    def forward(self, labels: Optional[torch.Tensor] = None, **batch: torch.Tensor) -> SequenceClassifierOutput:
+        """Logits (B, num_outputs) from the processor's tensors of one batch, and with `labels`
+        (B,) or (B, num_outputs) their loss, as transformers' heads give them, so that its Trainer
+        trains a zoo head as it trains its own."""
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         features = self.features(**batch)
@@ -586,7 +591,7 @@ class EncoderForTokenClassification(LabelledHead):
         return tokens[:, self.leading_tokens:], mask[:, self.leading_tokens:]
 
     def forward(self, labels: Optional[torch.Tensor] = None, target_counts: Optional[torch.Tensor] = None,
-                **batch: torch.Tensor):
+                **batch: torch.Tensor) -> TokenClassifierOutput:
         """Logits (B, T, num_labels), and with `labels` (B, T') their loss; `target_counts` (B,),
         which `collate` gives, are the labels each example came with (see `check_label_counts`)."""
         from transformers.modeling_outputs import TokenClassifierOutput
