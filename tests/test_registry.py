@@ -188,7 +188,9 @@ def test_every_family_config_refuses_negative_sizes_and_dropout_outside_0_and_1(
 def test_every_family_config_refuses_nan_a_non_positive_epsilon_and_no_heads(family):
     """A checkpoint's config.json with `layer_norm_eps` NaN loaded, and every embedding it gave was
     NaN (exit 0); -1.0 gave other embeddings silently; `num_attention_heads` 0 or `hidden_size` 0
-    failed as a ZeroDivisionError while the model was built."""
+    failed as a ZeroDivisionError while the model was built, and a 0 in HuBERT's conv_dim, BEATs'
+    conv_pos_groups or num_buckets (among others) as a ZeroDivisionError, a "math domain error" or a
+    RuntimeError of torch's at the first embed."""
     config_class = registry.get_family(family).encoder_class.config_class
     entry = next(registry.get_entry(name) for name in zoo.list_models() if registry.get_entry(name).family == family
                  and registry.get_entry(name).architecture)
@@ -200,6 +202,10 @@ def test_every_family_config_refuses_nan_a_non_positive_epsilon_and_no_heads(fam
         if "eps" in name:
             with pytest.raises(ConfigError, match=rf"{name}=-1.0; an epsilon is a small positive number"):
                 config_class.from_dict({**defaults, name: -1.0})
-        if name.endswith("heads") or name in ("hidden_size", "encoder_embed_dim", "num_hidden"):
-            with pytest.raises(ConfigError, match=rf"{name}=0; a model has at least one attention head"):
-                config_class.from_dict({**defaults, name: 0})
+        if name.endswith("heads") or name in config_class.positive_fields:
+            zero = [0, *value[1:]] if isinstance(value, (list, tuple)) else 0
+            with pytest.raises(ConfigError, match=rf"{name}=[(\[]?0[^;]*; a model has at least one "
+                                                  "attention head, and widths, kernels, strides and groups of at "
+                                                  "least 1"):
+                config_class.from_dict({**defaults, name: zero})
+    assert set(config_class.positive_fields) <= set(defaults)

@@ -35,6 +35,9 @@ class EncoderConfig:
     """
 
     family: ClassVar[str] = ""
+    #: the fields (whole numbers or tuples of them) that are widths, kernels, strides or group
+    #: counts, which a layer divides by or builds from, so 0 fails inside torch; each family names its own
+    positive_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every family's fields are type-checked before its own `__post_init__` rules run, so a
@@ -99,28 +102,26 @@ def check_field_types(config: Any) -> None:
 
 def check_field_ranges(config: Any) -> None:
     """Refuse a negative whole number (every int field is a size, a count or an index), a count of
-    heads or a width of 0, a number that is not finite, an epsilon that is not positive and a
-    dropout-like rate (a field named with "drop") outside [0, 1), naming the field: each passes the
-    type check, and `num_heads=-1` even passes `hidden_size % num_heads == 0`, then fails as a
-    tensor of negative shape when the model first runs; a NaN `layer_norm_eps` made every output NaN."""
+    heads or a `positive_fields` entry of 0 (BEATs' conv_pos_groups=0 was a ZeroDivisionError), a
+    number that is not finite, an epsilon that is not positive and a dropout-like rate (a field
+    named with "drop") outside [0, 1), naming the field: each passes the type check, and
+    `num_heads=-1` even passes `hidden_size % num_heads == 0`, then fails as a tensor of negative
+    shape when the model first runs; a NaN `layer_norm_eps` made every output NaN."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         values = value if isinstance(value, (tuple, list)) else (value,)
         where = f"{type(config).__name__}: {field.name}={reprlib.repr(value)}"
         if any(isinstance(item, int) and not isinstance(item, bool) and item < 0 for item in values):
             raise ConfigError(f"{where}; sizes and counts are never negative")
-        if (field.name.endswith("heads") or field.name in WIDTHS) and value == 0:
-            raise ConfigError(f"{where}; a model has at least one attention head and a width of at least 1")
+        if (field.name.endswith("heads") or field.name in config.positive_fields) and 0 in values:
+            raise ConfigError(f"{where}; a model has at least one attention head, and widths, kernels, strides and "
+                              "groups of at least 1")
         if any(isinstance(item, float) and not math.isfinite(item) for item in values):
             raise ConfigError(f"{where}; settings are finite numbers")
         if "eps" in field.name and isinstance(value, (int, float)) and value <= 0:
             raise ConfigError(f"{where}; an epsilon is a small positive number, e.g. 1e-5")
         if "drop" in field.name and isinstance(value, float) and not 0 <= value < 1:
             raise ConfigError(f"{where}; a dropout rate lies in [0, 1)")
-
-
-#: the config fields that are a model's width, which a division or a power of it needs above 0
-WIDTHS = ("hidden_size", "encoder_embed_dim", "num_hidden", "intermediate_size", "encoder_ffn_embed_dim")
 
 
 def value_matches(value: Any, hint: Any) -> bool:

@@ -65,6 +65,8 @@ class BEATsConfig(EncoderConfig):
     """
 
     family = "beats"
+    positive_fields = ("embed_dim_patches", "encoder_embed_dim", "encoder_ffn_embed_dim", "conv_pos", "conv_pos_groups",
+                       "num_buckets", "max_distance")
 
     input_patch_size: int = 16
     embed_dim_patches: int = 512

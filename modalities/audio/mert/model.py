@@ -77,6 +77,7 @@ class MertEncoderConfig(HubertEncoderConfig):
     """
 
     family = "mert"
+    positive_fields = (*HubertEncoderConfig.positive_fields, "sample_rate")
 
     deepnorm: bool = False
     attention_relax: float = -1.0

@@ -43,6 +43,7 @@ class GraphMAEConfig(EncoderConfig):
     """
 
     family = "graphmae"
+    positive_fields = ("num_hidden",)
 
     in_dim: int = 1433
     num_hidden: int = 512

@@ -61,6 +61,8 @@ class HubertEncoderConfig(EncoderConfig):
     """
 
     family = "hubert"
+    positive_fields = ("hidden_size", "intermediate_size", "conv_dim", "conv_kernel", "conv_stride",
+                       "num_conv_pos_embeddings", "num_conv_pos_embedding_groups")
 
     hidden_size: int = 768
     num_hidden_layers: int = 12

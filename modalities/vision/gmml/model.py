@@ -68,6 +68,7 @@ class GmmlConfig(EncoderConfig):
     """
 
     family = "gmml"
+    positive_fields = ("hidden_size",)
 
     image_size: int = 224
     patch_size: int = 16
