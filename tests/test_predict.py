@@ -5,6 +5,7 @@ shards; models without a per-input head, and outputs of another kind, refused.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -266,6 +267,28 @@ def test_a_dataset_is_refused_beside_inputs_and_for_a_model_of_files(adult_table
     assert main(["predict", str(audio), "--dataset", "cora", "-o", str(tmp_path / "out.csv")]) == 2
     assert "graph and table datasets; speech encoders read files: pass them as INPUTS" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["embed", "predict"])
+def test_the_options_of_inputs_and_of_a_dataset_are_refused_with_the_other(adult_tables, tmp_path, capsys, command):
+    """Were taken and ignored: --shard-size and --sampling-rate with --dataset (a rerun would not
+    resume from shards it promised), and --data DIR beside INPUTS (meant for --dataset)."""
+    _, folder = adult_tables
+    name = "tjepa-adult"
+    if command == "predict":
+        torch.manual_seed(0)
+        name = str(saved(zoo.for_classification(zoo.load("tjepa-adult"), num_labels=2), tmp_path / "rows"))
+    out = str(tmp_path / f"out.{'csv' if command == 'predict' else 'npy'}")
+    for options, said in ((["--shard-size", "10"], "--shard-size go with INPUTS: --dataset adult is read and "
+                                                   "written in one pass, in no shards, and holds no audio"),
+                          (["--sampling-rate", "8000", "--shard-size", "5"], "--shard-size and --sampling-rate go "
+                                                                             "with INPUTS")):
+        assert main([command, name, "--dataset", "adult", "-o", out, *options]) == 2
+        assert said in capsys.readouterr().err
+    assert main([command, name, str(folder / "a.csv"), "--data", "/nowhere", "-o", out]) == 2
+    assert ("--data /nowhere is the folder --dataset NAME is read from; INPUTS are read from their own paths: drop "
+            "--data, or pass --dataset instead of INPUTS") in capsys.readouterr().err
+    assert not Path(out).exists()
 
 
 def test_a_job_without_a_batch_size_uses_the_encoders_own(adult_tables, monkeypatch):

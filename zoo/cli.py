@@ -154,8 +154,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     before the model loads, which may mean a download."""
     from zoo.embed_job import run_embed_job
 
-    if args.dataset or not args.inputs:
-        check_dataset_source(args)  # before the model loads, as the INPUTS' paths are checked
+    check_dataset_source(args)  # before the model loads, as the INPUTS' paths are checked
     check_input_paths(args.inputs)
     encoder = load_for_command(args)
     if args.ignore_extra_columns:
@@ -183,8 +182,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     check_top_k(args.top_k)
     check_prediction_output(Path(args.output))
-    if args.dataset or not args.inputs:
-        check_dataset_source(args)
+    check_dataset_source(args)
     check_input_paths(args.inputs)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -273,12 +271,22 @@ def fitted_random_init(encoder: Any, args: argparse.Namespace, inputs: Optional[
 
 
 def check_dataset_source(args: argparse.Namespace) -> None:
-    """`zoo embed` / `zoo predict` read INPUTS or one --dataset: exactly one of them."""
+    """`zoo embed` / `zoo predict` read INPUTS or one --dataset: exactly one of them, without the
+    other's options, which it would ignore (a --shard-size promised shards a rerun resumes from)."""
     if not args.dataset:
-        raise ConfigError("pass INPUTS (files or folders) or --dataset NAME (graph and table encoders)")
+        if not args.inputs:
+            raise ConfigError("pass INPUTS (files or folders) or --dataset NAME (graph and table encoders)")
+        if args.data:
+            raise ConfigError(f"--data {args.data} is the folder --dataset NAME is read from; INPUTS are read "
+                              "from their own paths: drop --data, or pass --dataset instead of INPUTS")
+        return
     if args.inputs:
         raise ConfigError(f"pass INPUTS or --dataset, not both (got {len(args.inputs)} input(s) and "
                           f"--dataset {args.dataset})")
+    given = [f"--{option.replace('_', '-')}" for option in ("shard_size", "sampling_rate") if getattr(args, option)]
+    if given:
+        raise ConfigError(f"{' and '.join(given)} go with INPUTS: --dataset {args.dataset} is read and written in "
+                          f"one pass, in no shards, and holds no audio; drop {' and '.join(given)}")
 
 
 #: `zoo probe` options that only --data files use, by their argparse names
