@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 import torch
-from helpers import shared_path
+from helpers import EXAMPLES, shared_path
 
 import zoo
 from zoo.cli import main, model_table
@@ -530,6 +530,11 @@ def test_a_sampling_rate_for_audio_files_is_refused(checkpoint, wav_folder, tmp_
     assert ("--sampling-rate 8000 gives the rate of audio arrays that carry none (rows of a parquet file); the 3 "
             "inputs are audio files, which carry their own rate, and each is resampled to the model's 16000 Hz: "
             "leave it out") in capsys.readouterr().err
+    assert not (tmp_path / "e.npy").exists()
+    rows = EXAMPLES / "tabular" / "adult_test_rows.csv"  # was taken, and the rows equal to a run without it
+    assert main(["embed", "tjepa-adult", str(rows), "-o", str(tmp_path / "e.npy"), "--sampling-rate", "5"]) == 2
+    assert ("--sampling-rate 5 is the rate of audio arrays; tjepa-adult reads tabular inputs: drop it"
+            in capsys.readouterr().err)
     assert not (tmp_path / "e.npy").exists()
 
 

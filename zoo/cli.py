@@ -215,7 +215,10 @@ def job_inputs(encoder: Any, args: argparse.Namespace, command: str) -> tuple[li
     # a folder given as input may hold the output of an earlier run: that file is not an input
     files = [item for item in expand_inputs(args.inputs, suffixes) if Path(item).resolve() != output]
     inputs, names = rows_of_parquet_files(files, encoder.processor.dataset_feature)
-    if args.sampling_rate and isinstance(inputs, list) and getattr(encoder.processor, "sampling_rate", None):
+    if args.sampling_rate and not hasattr(encoder.processor, "sampling_rate"):
+        raise ConfigError(f"--sampling-rate {args.sampling_rate} is the rate of audio arrays; {args.name} reads "
+                          f"{encoder.modality} inputs: drop it")
+    if args.sampling_rate and isinstance(inputs, list):
         given = "the input is an audio file" if len(inputs) == 1 else f"the {len(inputs)} inputs are audio files"
         raise ConfigError(f"--sampling-rate {args.sampling_rate} gives the rate of audio arrays that carry none "
                           f"(rows of a parquet file); {given}, which carry their own rate, and each is resampled "
