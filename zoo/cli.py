@@ -628,7 +628,7 @@ def add_probe_parser(commands: Any) -> None:
     add_table_arguments(probe)
     probe.add_argument("--seeds", type=seed_int, nargs="+",
                        help="with --dataset or --table: the protocol's seeds, one run each (default: 0); a --data "
-                            "probe has none, as its L-BFGS logistic regression and k-NN are deterministic")
+                            "probe and a set of graphs' svm-10fold protocol have none, as they draw no random numbers")
     probe.add_argument("--protocol", help="with --dataset or --table: the paper's protocol, linear-probe (node "
                        "datasets), svm-10fold (sets of graphs), mlp, resnet, mlp-raw, resnet-raw or xgboost (tables); "
                        "default: the dataset's own (a table's: mlp)")

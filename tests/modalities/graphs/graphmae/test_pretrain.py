@@ -131,6 +131,10 @@ def test_graph_sets_are_probed_with_the_svm_protocol(tmp_path, capsys):
         probe_dataset(load(out / "encoder"), "mutag", str(root), protocol="linear-probe")
     with pytest.raises(InputError, match="protocol 'knn' is not one of"):
         probe_dataset(load(out / "encoder"), "mutag", str(root), protocol="knn")
+    assert main(["probe", str(out / "encoder"), "--dataset", "mutag", "--data", str(root), "--seeds", "0", "1"]) == 2
+    assert ("seeds [0, 1]: dataset 'mutag' is scored with GraphMAE's svm-10fold protocol, whose folds and SVMs are "
+            "fixed (random_state 0 and 42, as upstream's), so every seed gives the same run; drop --seeds"
+            in capsys.readouterr().err)  # was taken, and the result was the one run's
 
 
 def write_tu_set(root, name: str, graphs: int = 40) -> None:
