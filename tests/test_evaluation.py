@@ -24,6 +24,16 @@ def test_separable_classes_are_found_by_both_classifiers():
     assert knn_accuracy(train_x, train_y, test_x, test_y, k=5) == 1.0
 
 
+def test_the_linear_probe_standardises_features_before_fitting():
+    """The one informative feature has scale 1e-3, four noise features scale 1: standardised, the
+    probe scores 0.995-1.0 (seeds 0-3); fitted on raw features, the L2 penalty keeps the tiny
+    feature's weight small and it scores 0.50-0.55."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=400)
+    x = np.column_stack([(2 * y - 1 + 0.3 * rng.normal(size=400)) * 1e-3, rng.normal(size=(400, 4))])
+    assert linear_probe(x[:200], y[:200], x[200:], y[200:]) >= 0.9
+
+
 def test_random_labels_stay_near_chance():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 8))
@@ -55,6 +65,20 @@ def test_rankme_of_equal_singular_values_is_the_rank():
     left, _ = np.linalg.qr(rng.normal(size=(200, 5)))
     right, _ = np.linalg.qr(rng.normal(size=(64, 5)))
     assert rankme(left @ right.T) == pytest.approx(5.0, abs=1e-3)
+
+
+def test_rankme_of_an_uneven_spectrum_weighs_singular_values_not_their_squares():
+    """Singular values (4, 2, 1, 0.5): p_k = s_k / sum(s) gives RankMe 3.117 (the paper's formula);
+    p_k from the squared values (the variance spectrum) would give 2.063. Equal values cannot tell
+    the two apart."""
+    rng = np.random.default_rng(5)
+    singular = np.array([4.0, 2.0, 1.0, 0.5])
+    left, _ = np.linalg.qr(rng.normal(size=(50, 4)))
+    right, _ = np.linalg.qr(rng.normal(size=(4, 4)))  # D = 4: no further (zero) singular values
+    p = singular / singular.sum() + 1e-7
+    expected = float(np.exp(-(p * np.log(p)).sum()))
+    assert expected == pytest.approx(3.117, abs=1e-3)
+    assert rankme(left @ np.diag(singular) @ right.T) == pytest.approx(expected, abs=1e-9)  # equal here (float64)
 
 
 def test_rankme_of_rank_deficient_data_is_close_to_its_rank():
