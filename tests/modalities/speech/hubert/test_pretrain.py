@@ -129,6 +129,35 @@ def test_crops_start_on_frame_boundaries_with_their_labels():
                        batches.batch(4)["labels"])
 
 
+def test_an_epoch_trains_on_every_recording_when_their_number_is_a_multiple_of_the_batch():
+    """16 recordings in batches of 4 make 4 batches an epoch, holding each recording once. Cutting
+    one batch too few (3) would leave out the 4 longest every epoch: the batches of a pool are cut
+    from its recordings sorted by length."""
+    field, hop = 400, 320
+    waves = [torch.zeros(field + hop * frames) for frames in range(20, 36)]
+    batches = CropBatches(waves, None, batch_size=4, max_frames=20, field=field, hop=hop, seed=0)
+    assert batches.batches_per_epoch == 4
+    for epoch in range(3):
+        drawn = np.concatenate(batches.epoch_batches(epoch))
+        assert sorted(drawn.tolist()) == list(range(16)), epoch
+
+
+def test_crop_starts_reach_both_ends_of_each_recording():
+    """A recording of T_i frames cropped to T may start at any frame 0..T_i - T, both ends
+    included: recordings of 5, 8 and 6 frames cropped to 5 start at {0}, {0..3} and {0, 1}.
+    Drawing from [0, T_i - T) never took the last frames of a recording longer than the crop."""
+    field, hop = 400, 320
+    frames = [5, 8, 6]
+    waves = [torch.zeros((count - 1) * hop + field) for count in frames]
+    labels = [100 * index + torch.arange(count) for index, count in enumerate(frames)]  # recording, frame
+    batches = CropBatches(waves, labels, batch_size=3, max_frames=50, field=field, hop=hop, seed=0)
+    starts = {index: set() for index in range(len(frames))}
+    for index in range(200):
+        for first in batches.batch(index)["labels"][:, 0].tolist():
+            starts[first // 100].add(first % 100)
+    assert starts == {index: set(range(count - 5 + 1)) for index, count in enumerate(frames)}
+
+
 def test_loss_counts_masked_frames_only():
     objective = HubertPretraining(micro_encoder(), num_clusters=8, final_dim=16, mask_prob=0.5, mask_length=3).eval()
     waves = torch.randn(2, 16000)
