@@ -86,6 +86,54 @@ def test_every_n_layers_and_offload():
                if p.grad is not None) <= 1e-6
 
 
+def test_every_n_layers_checkpoints_the_first_block_and_each_nth_after_it(monkeypatch):
+    """every_n_layers=3 over 8 blocks checkpoints blocks 0, 3 and 6, so a stack of fewer than n
+    blocks still has its first checkpointed; counting from block n - 1 (2 and 5) checkpointed
+    nothing in a stack of 2 blocks."""
+    import zoo.checkpointing
+
+    checkpointed = []
+
+    def spy(block, *args, **kwargs):
+        checkpointed.append(block.index)
+        return block(*args)
+
+    class Block:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def __call__(self, x):
+            return x + 1
+
+    monkeypatch.setattr(zoo.checkpointing, "checkpoint", spy)
+    for n, blocks, expected in ((3, 8, [0, 3, 6]), (3, 2, [0]), (1, 4, [0, 1, 2, 3]), (4, 8, [0, 4])):
+        checkpointed.clear()
+        setting = Checkpointing(every_n_layers=n)
+        assert [setting.run(index, Block(index), index) for index in range(blocks)] == list(range(1, blocks + 1))
+        assert checkpointed == expected, (n, blocks)
+
+
+def test_offload_holds_the_kept_tensors_in_host_memory_and_only_then(monkeypatch):
+    """offload=True runs each checkpointed block inside `torch.autograd.graph.save_on_cpu`
+    (pinned where CUDA is there); off, it is not entered. Outputs cannot tell: on the CPU the
+    two agree."""
+    entered = []
+    real = torch.autograd.graph.save_on_cpu
+
+    def spy(*args, **kwargs):
+        entered.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", spy)
+    x = torch.ones(3, requires_grad=True)
+    for offload, expected in ((False, []), (True, [{"pin_memory": torch.cuda.is_available()}] * 2)):
+        entered.clear()
+        setting = Checkpointing(every_n_layers=2, offload=offload)
+        out = sum(setting.run(index, torch.sin, x) for index in range(4))
+        out.sum().backward()
+        assert entered == expected, offload
+
+
 def test_bad_settings_and_batch_norm_blocks_are_refused():
     encoder = zoo.load("gmml-vit-tiny-cifar10")
     with pytest.raises(ConfigError, match="every_n_layers=0; use a positive integer"):
