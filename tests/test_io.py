@@ -74,6 +74,22 @@ def test_a_symbolic_link_is_written_through(tmp_path):
     assert (tmp_path / "notes.txt").is_symlink() and (tmp_path / "notes-v1.txt").read_text() == "new"
 
 
+def test_a_file_written_again_is_a_new_file_renamed_over_the_old_one(tmp_path):
+    """A reader that opened the old file reads its whole old content after a rewrite, and no
+    temporary is left. Copying the temporary's bytes into the old file instead truncated it
+    under the reader, which then read the new content (or a part of it)."""
+    from zoo.io import atomic_write_text
+
+    path = tmp_path / "notes.txt"
+    atomic_write_text(path, "old notes " * 1000)
+    before = path.stat().st_ino
+    with path.open(encoding="utf-8") as reader:
+        atomic_write_text(path, "new notes " * 2000)
+        assert reader.read() == "old notes " * 1000
+    assert path.stat().st_ino != before and path.read_text(encoding="utf-8") == "new notes " * 2000
+    assert [entry.name for entry in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def resave_while_reading(folder, seconds=1.5):
     """How many of the reads of `folder/config.json` found no file while a thread saved the folder
     again and again, and the reads made."""

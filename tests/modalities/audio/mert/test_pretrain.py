@@ -748,6 +748,36 @@ def test_a_pass_begun_for_other_files_or_frames_starts_again(tmp_path):
     assert done_passes(ours, record, outputs, [3, 5]) == 0  # the partial file's header is not these rows'
 
 
+def test_a_recording_cut_halfway_in_the_partial_file_is_written_again_whole(tmp_path):
+    """A kill in the middle of recording 2's write leaves 2 recordings whole and half of its
+    bytes (30 of 60) at the end of the partial file; the rerun goes on from recording 2 and gives
+    the rows of an uninterrupted pass. Kept, the half rows stood before recording 2's and shifted
+    every row after them."""
+    from zoo.frame_rows import frame_rows_writer, partial_rows, recordings_in_partial
+
+    frames, width = [3, 4, 5, 2], 6
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randn(count, width, generator=generator).half() for count in frames]
+    with frame_rows_writer(tmp_path / "whole.npy", frames, width, torch.float16) as append:
+        for block in rows:
+            append(block)
+    path = tmp_path / "rows.npy"
+    with pytest.raises(KeyboardInterrupt):
+        with frame_rows_writer(path, frames, width, torch.float16) as append:
+            append(rows[0])
+            append(rows[1])
+            raise KeyboardInterrupt
+    half = rows[2].numpy().tobytes()[:30]
+    with partial_rows(path).open("ab") as file:
+        file.write(half)
+    first = recordings_in_partial(path, frames, width, torch.float16)
+    assert first == 2
+    with frame_rows_writer(path, frames, width, torch.float16, first) as append:
+        for block in rows[first:]:
+            append(block)
+    assert path.read_bytes() == (tmp_path / "whole.npy").read_bytes()
+
+
 def test_encodec_codes_pass_through_a_file_and_a_stopped_pass_goes_on(music_folder, tmp_path, monkeypatch, capsys):
     """`--teacher encodec` gives each recording's codes as EnCodec gives them (torch.equal), through
     codes.npy, deleted once they are made. Was: the codes were held in memory as the pass went, so
