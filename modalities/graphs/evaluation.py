@@ -105,7 +105,8 @@ def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str] = None, s
 
     `settings` overrides `PROBE_DEFAULTS` (lr, weight_decay, epochs); by default the
     checkpoint's recipe gives them, when it has one. A set of graphs (the TU sets) is
-    scored with the svm-10fold protocol instead (deterministic, so `seeds` is unused).
+    scored with the svm-10fold protocol instead, whose folds and SVMs are fixed as GraphMAE's:
+    other `seeds` than (0,) are refused there, since they would name runs that are one.
     `protocol`, when given, must be the dataset's own (one of `PROTOCOLS`).
     """
     from modalities.graphs.datasets import load_dataset
@@ -118,6 +119,10 @@ def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str] = None, s
         raise InputError(f"dataset {dataset!r} is scored with GraphMAE's {own} protocol, not {protocol!r}; "
                          f"drop --protocol or pass --protocol {own}")
     if isinstance(data, list):
+        if tuple(seeds) != (0,):
+            raise InputError(f"seeds {list(seeds)}: dataset {dataset!r} is scored with GraphMAE's svm-10fold "
+                             "protocol, whose folds and SVMs are fixed (random_state 0 and 42, as upstream's), so "
+                             "every seed gives the same run; drop --seeds")
         return probe_graphs(encoder, data, dataset, device)
     check_split(data, dataset)
     options = {**PROBE_DEFAULTS, **(settings or {})}
