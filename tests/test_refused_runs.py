@@ -122,6 +122,31 @@ def test_a_refused_graph_run_writes_nothing(tmp_path, capsys, family, dataset, f
     assert not out.exists()  # was run/args.json
 
 
+@pytest.mark.parametrize("family, setting, message", [
+    ("hubert", ["--steps", "2", "--warmup-steps", "50"],
+     "warmup_steps=50 must lie in [0, steps=2]; train for more steps or warm up for fewer "
+     "(--steps N or --warmup-steps N)"),
+    ("beats", ["--bf16"],
+     "bf16=True is autocast for CUDA devices, not device='cpu'; train without it on CPU (drop --bf16)"),
+    ("paretognn", ["--steps", "2"],  # the recipe's 10 warmup steps
+     "warmup_steps=10 must lie in [0, steps=2]; train for more steps or warm up for fewer (--steps N or "
+     "--set warmup_steps=N)"),
+    ("tjepa", ["--bf16"], "train without it on CPU (drop --bf16)"),
+])
+def test_a_training_setting_is_refused_naming_the_recipes_option(tmp_path, wav_folder, capsys, family, setting,
+                                                                 message):
+    """Each recipe's own spelling of the field: every refusal said `--set warmup_steps=N`, which HuBERT's --set
+    refuses ("unknown config fields"), and "drop bf16", whose option is --bf16."""
+    table = tmp_path / "table.csv"
+    table.write_text("a,b\n1,2\n3,5\n")
+    data = {"hubert": ["--data", str(wav_folder)], "beats": ["--data", str(wav_folder)],
+            "tjepa": ["--table", str(table)],
+            "paretognn": ["--dataset", "cora", "--data", str(shared_path("data", "planetoid"))]}[family]
+    out = tmp_path / "run"
+    refused(["pretrain", family, *data, "-o", str(out), "--no-progress", *setting], capsys, message)
+    assert not out.exists()
+
+
 def test_a_resumed_runs_refusal_leaves_its_files(tmp_path, image_folder, capsys):
     out = tmp_path / "run"
     assert main(["pretrain", "gmml", "--data", str(image_folder), "-o", str(out), "--batch-size", "2",

@@ -53,7 +53,7 @@ from zoo.io import atomic_write_text
 from zoo.run_cards import run_card, shown_path, with_base_model, with_eval_result
 from zoo.finetune_options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_NODE_EPOCHS, DEFAULT_NODE_LR
 from zoo.run_folders import PLOT_FILE, command_settings, loss_curve, undone_if_refused, write_run_settings
-from zoo.training import TrainConfig, train
+from zoo.training import TrainConfig, naming_options, train
 
 #: a node dataset's run saves its checkpoint every this many steps (other runs: every epoch)
 NODE_CHECKPOINT_EVERY = 50
@@ -201,13 +201,14 @@ def train_config(args: argparse.Namespace, split: LabelledSplit, steps: int, epo
     mode = "linear" if scaled else args.mode
     lr = defaults[mode] if args.lr is None else args.lr  # --lr 0 is refused when parsed, not replaced
     checkpoint_every = epoch_steps if split.test_nodes is None else NODE_CHECKPOINT_EVERY
-    return TrainConfig(steps=steps, lr=lr, weight_decay=args.weight_decay,
-                       betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps),
-                       max_grad_norm=None if scaled else 1.0,
-                       lr_scales={ENCODER_PARAMETERS: encoder_scale} if scaled else None,
-                       checkpoint_every=checkpoint_every, seed=args.seed, progress=not args.no_progress,
-                       time_limit=args.time_limit, device=args.device, bf16=args.bf16,
-                       activation_checkpointing=args.activation_checkpointing)
+    with naming_options({"bf16": "drop --bf16"}):
+        return TrainConfig(steps=steps, lr=lr, weight_decay=args.weight_decay,
+                           betas=(0.9, 0.999), eps=1e-8, warmup_steps=math.ceil(0.1 * steps),
+                           max_grad_norm=None if scaled else 1.0,
+                           lr_scales={ENCODER_PARAMETERS: encoder_scale} if scaled else None,
+                           checkpoint_every=checkpoint_every, seed=args.seed, progress=not args.no_progress,
+                           time_limit=args.time_limit, device=args.device, bf16=args.bf16,
+                           activation_checkpointing=args.activation_checkpointing)
 
 
 @dataclasses.dataclass

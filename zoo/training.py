@@ -147,7 +147,7 @@ class TrainConfig:
             raise ConfigError(f"lr={self.lr}; the learning rate must be positive")
         if not 0 <= self.warmup_steps <= self.steps:
             raise ConfigError(f"warmup_steps={self.warmup_steps} must lie in [0, steps={self.steps}]; train for more "
-                              "steps or warm up for fewer (zoo pretrain: --set warmup_steps=N)")
+                              "steps or warm up for fewer")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
         if self.lr_decay not in LR_DECAYS:
@@ -176,7 +176,8 @@ class TrainConfig:
         if device.type == "cuda" and not torch.cuda.is_available():  # before a run writes anything
             raise ConfigError(f"device={self.device!r}, but torch sees no CUDA device here; use 'cpu'")
         if self.bf16 and device.type != "cuda":
-            raise ConfigError(f"bf16 autocast is for CUDA devices, not device={self.device!r}; drop bf16 on CPU")
+            raise ConfigError(f"bf16=True is autocast for CUDA devices, not device={self.device!r}; train without it "
+                              "on CPU")
 
     def check_finite(self) -> None:
         """Every number a finite one: a NaN passes each range check below (every comparison with it
@@ -229,16 +230,32 @@ def encoder_to_pretrain(args: argparse.Namespace, encoder_class: type, build: Ca
     return encoder.float().train()
 
 
+@contextmanager
+def naming_options(options: dict[str, str]) -> Iterator[None]:
+    """A TrainConfig made inside whose refusal of a field in `options` ends with the command line's
+    spelling of it (`{"warmup_steps": "--steps N or --warmup-steps N"}`): TrainConfig names its
+    fields (its messages start `field=`), as a Python caller has no command line, and each command
+    spells them its own way; one hint for all sent HuBERT's users to a `--set warmup_steps=N` it refuses."""
+    try:
+        yield
+    except ConfigError as err:
+        option = options.get(str(err).partition("=")[0])
+        if option is None:
+            raise
+        raise type(err)(f"{err} ({option})") from err
+
+
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of `add_optimization_arguments`' options."""
     warmup = round(args.warmup_share * args.steps) if args.warmup_steps is None else args.warmup_steps
-    return TrainConfig(
-        steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup, lr_decay=args.lr_decay,
-        decay_every_parameter=args.decay_every_parameter,
-        max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        device=args.device, bf16=args.bf16, progress=not args.no_progress, time_limit=args.time_limit,
-        activation_checkpointing=args.activation_checkpointing,
-    )
+    with naming_options({"warmup_steps": "--steps N or --warmup-steps N", "bf16": "drop --bf16"}):
+        return TrainConfig(
+            steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup, lr_decay=args.lr_decay,
+            decay_every_parameter=args.decay_every_parameter,
+            max_grad_norm=args.max_grad_norm, checkpoint_every=args.checkpoint_every, seed=args.seed,
+            device=args.device, bf16=args.bf16, progress=not args.no_progress, time_limit=args.time_limit,
+            activation_checkpointing=args.activation_checkpointing,
+        )
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float, decay: str = "cosine") -> float:

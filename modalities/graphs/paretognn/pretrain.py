@@ -26,7 +26,7 @@ from typing import Any
 from modalities.graphs.paretognn.model import ParetoGNNConfig, ParetoGNNEncoder
 from modalities.graphs.paretognn.objective import ParetoGNNPretraining
 from modalities.graphs.pretraining import GraphBatches, run_and_save, start_run
-from zoo.training import TrainConfig
+from zoo.training import TrainConfig, naming_options
 
 RECIPE_KEYS = ("steps", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "tasks", "grad_norm",
                "predictor_dim", "task_settings")
@@ -34,13 +34,15 @@ RECIPE_KEYS = ("steps", "lr", "weight_decay", "warmup_steps", "max_grad_norm", "
 
 def train_config(recipe: dict[str, Any], args: argparse.Namespace) -> TrainConfig:
     """The recipe's AdamW at a constant lr after its warmup; it decays every parameter, as
-    upstream's `torch.optim.AdamW(model.parameters(), ...)` does."""
-    return TrainConfig(
-        steps=recipe["steps"], lr=recipe["lr"], weight_decay=recipe["weight_decay"], decay_every_parameter=True,
-        warmup_steps=recipe["warmup_steps"], min_lr_ratio=1.0, max_grad_norm=recipe["max_grad_norm"],
-        betas=(0.9, 0.999), eps=1e-8, checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
-        progress=not args.no_progress, time_limit=args.time_limit,
-    )
+    upstream's `torch.optim.AdamW(model.parameters(), ...)` does. Its warmup is the recipe's, so a
+    --steps below it (10 steps on Cora) is refused naming `--set warmup_steps`."""
+    with naming_options({"warmup_steps": "--steps N or --set warmup_steps=N"}):
+        return TrainConfig(
+            steps=recipe["steps"], lr=recipe["lr"], weight_decay=recipe["weight_decay"], decay_every_parameter=True,
+            warmup_steps=recipe["warmup_steps"], min_lr_ratio=1.0, max_grad_norm=recipe["max_grad_norm"],
+            betas=(0.9, 0.999), eps=1e-8, checkpoint_every=args.checkpoint_every, seed=args.seed, device=args.device,
+            progress=not args.no_progress, time_limit=args.time_limit,
+        )
 
 
 def run(args: argparse.Namespace) -> None:

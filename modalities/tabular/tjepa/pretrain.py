@@ -46,7 +46,8 @@ from zoo.errors import ConfigError, InputError
 from zoo.registry import ModelEntry
 from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
-    TrainConfig, check_recipe_batch_size, named_recipe, refuse_recipe_records, save_trained, say, train,
+    TrainConfig, check_recipe_batch_size, named_recipe, naming_options, refuse_recipe_records, save_trained, say,
+    train,
 )
 
 ENCODER_FOLDER = "encoder"
@@ -159,12 +160,13 @@ def train_config(recipe: dict[str, Any], steps_per_epoch: int, args: argparse.Na
     """The recipe's epochs as optimizer steps: AdamW warmed up over `warmup_epochs` (at most the
     whole run), then a cosine to 0; gradients clamped element-wise at `max_grad_value`, norms unclipped."""
     steps = recipe["epochs"] * steps_per_epoch
-    return TrainConfig(
-        steps=steps, lr=recipe["lr"], weight_decay=recipe["weight_decay"], betas=(0.9, 0.999), eps=1e-8,
-        warmup_steps=min(steps, round(recipe["warmup_epochs"] * steps_per_epoch)), max_grad_norm=None,
-        max_grad_value=recipe["max_grad_value"], checkpoint_every=args.checkpoint_every, seed=args.seed,
-        device=args.device, bf16=args.bf16, progress=not args.no_progress, time_limit=args.time_limit,
-    )
+    with naming_options({"bf16": "drop --bf16"}):
+        return TrainConfig(
+            steps=steps, lr=recipe["lr"], weight_decay=recipe["weight_decay"], betas=(0.9, 0.999), eps=1e-8,
+            warmup_steps=min(steps, round(recipe["warmup_epochs"] * steps_per_epoch)), max_grad_norm=None,
+            max_grad_value=recipe["max_grad_value"], checkpoint_every=args.checkpoint_every, seed=args.seed,
+            device=args.device, bf16=args.bf16, progress=not args.no_progress, time_limit=args.time_limit,
+        )
 
 
 def run(args: argparse.Namespace) -> None:
