@@ -66,11 +66,23 @@ def start_run(args: argparse.Namespace, family: str, config_class: type, recipe_
         raise ConfigError(f"{length_key}={recipe[length_key]}; train for at least one (--{length_key} N)")
     check_recipe_batch_size(recipe)
     data = load_dataset(args.dataset, args.data)
+    if not isinstance(data, list):
+        refuse_graph_set_settings(overrides, args.dataset)
     if args.recipe and args.recipe.lower() != args.dataset.lower() and "in_dim" not in overrides:
         config, processor = fit_to_dataset(config, processor, data, args.dataset, args.data)
     processor, graphs = prepare_graphs(data, processor, args.dataset)
     torch.manual_seed(args.seed)
     return config, processor, recipe, graphs
+
+
+def refuse_graph_set_settings(overrides: dict[str, Any], dataset: str) -> None:
+    """Refuse a `--set` of what only a set of graphs uses on a dataset of one graph (Cora), where
+    `--set batch_size=4` was accepted and changed nothing. A borrowed recipe's own batch size
+    (`--recipe mutag`) is not the user's, so it is left to go unused."""
+    if "batch_size" in overrides:
+        raise ConfigError(f"--set batch_size={overrides['batch_size']}: dataset {dataset!r} is one graph, which "
+                          "every step trains on whole; batch_size counts the graphs of a mini-batch in a set of "
+                          "graphs (e.g. mutag, ppi): drop it")
 
 
 def fit_to_dataset(config: Any, processor: GraphProcessor, data: Any, dataset: str,

@@ -103,6 +103,17 @@ def test_pretrain_and_probe_commands_on_cora(tmp_path, capsys):
     assert "argument --epochs: 0 is not a positive number" in capsys.readouterr().err
 
 
+def test_a_graph_set_setting_is_refused_on_a_dataset_of_one_graph(tmp_path, capsys):
+    """`--set batch_size=4` on Cora was accepted and changed nothing: Cora is one graph, trained whole each step."""
+    root = shared_path("data", "planetoid")
+    args = ["pretrain", "graphmae", "--dataset", "cora", "--data", str(root), "--epochs", "1", "--no-progress"]
+    assert main([*args, "-o", str(tmp_path / "set"), "--set", "batch_size=4"]) == 2
+    assert "--set batch_size=4: dataset 'cora' is one graph, which every step trains on whole; batch_size counts " \
+        "the graphs of a mini-batch in a set of graphs (e.g. mutag, ppi): drop it" in capsys.readouterr().err
+    assert not (tmp_path / "set").exists()
+    assert main([*args, "-o", str(tmp_path / "borrowed"), "--recipe", "mutag"]) == 0  # its batch_size=64 is not ours
+
+
 def test_datasets_are_named_and_located_clearly(tmp_path):
     from modalities.graphs.datasets import load_dataset
     from zoo.errors import InputError
