@@ -199,6 +199,9 @@ def test_cli_dry_run_lists_the_files_offline(offline_cache, capsys):
     out = capsys.readouterr().out
     assert "MertEncoder (2,216,448 parameters)" in out and "to ssl-zoo/mert-tiny (revision main)" in out
     assert "loss.png" in out and "README.md" in out and "nothing was sent" in out
+    assert main(["publish", "mert-tiny", "me/x", "--dry-run", "--private", "--create-pr", "--revision", "dev"]) == 0
+    assert "to me/x (a pull request against revision dev; the repo made private if it does not exist yet):" \
+        in capsys.readouterr().out  # was "to me/x (revision dev):", the same as a push to the branch
     assert main(["publish", "mert-tiny"]) == 2
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
 

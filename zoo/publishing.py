@@ -49,10 +49,13 @@ class Publication:
     model_class: str
     parameters: int
 
-    def describe(self, revision: Optional[str] = None) -> str:
-        """The plan in lines, as `zoo publish --dry-run` prints it."""
-        lines = [f"{self.model_class} ({self.parameters:,} parameters) from {self.origin} "
-                 f"to {self.repo_id} (revision {revision or 'main'}):"]
+    def describe(self, revision: Optional[str] = None, private: bool = False, create_pr: bool = False) -> str:
+        """The plan in lines, as `zoo publish --dry-run` prints it, with how `upload` would push:
+        the dry run is the only check of a push, and it showed neither --private nor --create-pr."""
+        push = f"{'a pull request against ' if create_pr else ''}revision {revision or 'main'}"
+        if private:
+            push += "; the repo made private if it does not exist yet"
+        lines = [f"{self.model_class} ({self.parameters:,} parameters) from {self.origin} to {self.repo_id} ({push}):"]
         lines += [f"  {name:<28} {(self.folder / name).stat().st_size:>14,} bytes" for name in self.files]
         lines.append(f"  {CARD_FILE:<28} {len(self.card.encode()):>14,} bytes ({self.card_source})")
         if self.left_out:
@@ -91,7 +94,7 @@ def publish(
     with ExitStack() as stack:
         publication = prepare(source, repo_id, model_card, stack)
         if dry_run:
-            return publication.describe(revision)
+            return publication.describe(revision, private, create_pr)
         return upload(publication, revision=revision, private=private, create_pr=create_pr,
                       commit_message=commit_message, token=token)
 
