@@ -211,3 +211,67 @@ def test_token_rows_of_files_are_embedded_64_inputs_a_shard(tmp_path, monkeypatc
                                   (FakeTableEncoder(), "none", "t.parquet")]:
         run_embed_job(encoder, [1], tmp_path / output, pool=pool, progress=False)
     assert sizes == [64, 1024, 1024]
+
+
+class StoppingEncoder(FakeEncoder):
+    """`FakeEncoder` whose embed call numbered `stop_at` (from 1) raises KeyboardInterrupt, as Ctrl-C mid-job."""
+
+    def __init__(self, stop_at: int = 0) -> None:
+        self.stop_at, self.calls = stop_at, 0
+
+    def embed(self, chunk, **options):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return super().embed(chunk, **options)
+
+
+class FileEncoder(StoppingEncoder):
+    """A row per file: the number the file holds, read when it is embedded."""
+
+    def embed(self, chunk, **options):
+        return super().embed([{"path": f"{Path(name).read_text()}.png"} for name in chunk], **options)
+
+
+def test_a_resumed_job_makes_again_a_later_shard_whose_file_changed(tmp_path):
+    """Each shard's stamp must cover its own files: stamped with files 1 and 2 instead of 2 and 3,
+    shard 1 of 2-file shards kept file 3's old row (3.0) after file 3 was rewritten to hold 30."""
+    files = [tmp_path / f"{index}.txt" for index in range(6)]
+    for index, path in enumerate(files):
+        path.write_text(str(index))
+    output = tmp_path / "e.npy"
+    with pytest.raises(KeyboardInterrupt):  # shards 0 and 1 written, stopped in shard 2
+        run_embed_job(FileEncoder(stop_at=3), [str(path) for path in files], output, shard_size=2, progress=False)
+    files[3].write_text("30")  # another size: another stamp, whatever the clock's resolution
+    run_embed_job(FileEncoder(), [str(path) for path in files], output, shard_size=2, progress=False)
+    assert np.load(output)[:, 0].tolist() == [0.0, 1.0, 2.0, 30.0, 4.0, 5.0]
+
+
+@pytest.mark.parametrize("change, said", [({"order": True}, "inputs"), ({"pool": "max"}, "pool"),
+                                          ({"sampling_rate": 8000}, "prepare")])
+def test_a_resumed_job_with_other_input_order_pool_or_preprocessing_is_refused(tmp_path, change, said):
+    """Each of these changes the rows: a rerun over the same 4 items reversed took shard 0's rows
+    (items 0 and 1) for items 3 and 2, and one with another pool or preprocessing mixed its rows
+    with the first job's. The rerun is refused, naming what changed."""
+    items = [{"path": f"{index}.png"} for index in range(4)]
+    output = tmp_path / "e.npy"
+    with pytest.raises(KeyboardInterrupt):  # shard 0 written, stopped in shard 1
+        run_embed_job(StoppingEncoder(stop_at=2), items, output, shard_size=2, progress=False)
+    options = {key: value for key, value in change.items() if key != "order"}
+    rerun = items[::-1] if change.get("order") else items
+    with pytest.raises(InputError, match=f"holds shards of an interrupted job with other {said}; rerun it"):
+        run_embed_job(StoppingEncoder(), rerun, output, shard_size=2, progress=False, **options)
+
+
+def test_a_row_over_a_row_groups_size_starts_no_empty_row_group(tmp_path, monkeypatch):
+    """A row larger than `ROW_GROUP_BYTES` (a 30-minute recording's 69 MB of tokens, over 16 MiB)
+    goes alone in its row group: it must not first close an empty group, which wrote a row group
+    of 0 rows into the file before it (here 3 groups of 0, 1 and 1 rows, not 2 of 1)."""
+    import zoo.embed_job
+
+    monkeypatch.setattr(zoo.embed_job, "ROW_GROUP_BYTES", 16)  # a row of 10 float32 is 40 bytes
+    output = tmp_path / "tokens.parquet"
+    zoo.embed_job._write_parquet(output, ["a.wav", "b.wav"], [[np.zeros((2, 5), np.float32)] * 2])
+    metadata = pq.ParquetFile(output).metadata
+    assert [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)] == [1, 1]
+    assert pq.read_table(output)["input"].to_pylist() == ["a.wav", "b.wav"]
