@@ -347,13 +347,16 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, micro_hubert):
         zoo.load(folder)
 
 
-def test_weights_holding_nan_are_refused_by_tensor(tmp_path, micro_hubert):
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_weights_holding_nan_or_infinite_values_are_refused_by_tensor(tmp_path, micro_hubert, value):
+    """An infinite weight makes every output NaN as surely as a NaN does (inf - inf in a norm),
+    so both are refused, not NaN alone."""
     from safetensors.torch import load_file, save_file
 
     micro_hubert.save_pretrained(tmp_path / "ckpt")
     weights = load_file(tmp_path / "ckpt" / "model.safetensors")
     key = sorted(key for key, value in weights.items() if value.is_floating_point())[0]
-    weights[key][0] = float("nan")
+    weights[key][0] = value
     save_file(weights, tmp_path / "ckpt" / "model.safetensors", metadata={"format": "pt"})
     # named as the encoder names it: HuBERT's folder holds HubertModel's weights, without `model.`
     with pytest.raises(CheckpointError, match=rf"NaN or infinite values \(model\.{key}\); every output would be NaN"):
@@ -802,6 +805,19 @@ def test_a_missing_or_damaged_shard_is_named_with_the_fix(offline_cache, tmp_pat
     with pytest.raises(CheckpointError, match="lists shard '../whole/model.safetensors', which is not a file name "
                                               "beside it: it is damaged"):
         zoo.load(tmp_path / "sharded")
+
+
+@pytest.mark.parametrize("shard", ["/tmp/model.safetensors", "sub/model.safetensors", "", ".."])
+def test_an_index_listing_a_shard_that_is_not_a_file_name_beside_it_is_refused(tmp_path, shard):
+    """An absolute path in a weight_map read that file wherever it lay (joined to the folder, it
+    replaces it), and one in a subfolder read past the files the checkpoint lists; only a plain
+    file name beside the index is taken."""
+    from zoo.hub import listed_shards
+
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": "model-1.safetensors", "b": shard}}))
+    with pytest.raises(CheckpointError, match=re.escape(f"lists shard {shard!r}, which is not a file name beside it")):
+        listed_shards(index)
 
 
 def test_a_corrupt_file_is_named_and_a_pickle_error_gives_no_unsafe_advice(tmp_path, micro_hubert):

@@ -137,6 +137,27 @@ def test_features_of_a_stopped_table_job_are_not_scored_by_another_model(adult_t
     assert "holds shards of an interrupted job with other encoder, layer" in capsys.readouterr().err
 
 
+def test_a_run_stopped_after_its_features_were_written_scores_them_without_embedding_again(adult_tables, capsys,
+                                                                                           monkeypatch):
+    """Stopped while scoring (or writing OUT), a rerun of the same command reuses the finished
+    features file: it embedded all 30 rows again, which for a large set of files is the whole job."""
+    import zoo.predict_job
+    from modalities.tabular.encoder import TabularEncoder
+
+    rows, folder = adult_tables
+    model = saved(zoo.for_classification(zoo.load("tjepa-adult"), labels=["<=50K", ">50K"]), folder / "clf")
+    monkeypatch.setattr(zoo.predict_job, "write_predictions", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    command = ["predict", str(model), str(folder / "a.csv"), "-o", str(folder / "out.csv")]
+    assert main(command) == 130
+    monkeypatch.undo()
+    embedded = []
+    embed = TabularEncoder.embed
+    monkeypatch.setattr(TabularEncoder, "embed", lambda self, frame, **kwargs: embedded.append(len(frame)) or embed(
+        self, frame, **kwargs))
+    assert main(command) == 0
+    assert embedded == [] and len(pd.read_csv(folder / "out.csv")) == 30
+
+
 def test_a_header_only_table_among_others_gives_no_rows(adult_tables, capsys):
     """Was refused unnamed ("embed() got a table with no rows"), where the Python API embeds the
     others; one job over all the tables (not one a file) also names their rows."""

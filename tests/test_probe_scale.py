@@ -129,6 +129,17 @@ def test_the_cache_keys_of_records_are_their_content_digests_as_before(hub_set):
     assert item_names(rows) == [hashlib.sha256(record["bytes"]).hexdigest() for record, _, _ in every_record(hub_set)]
 
 
+def test_records_differing_past_their_headers_have_other_cache_keys():
+    """A record's key digests all its bytes: images of one format and size share their first
+    bytes (a PNG's first 64 here), and keyed by those, a --cache of a dataset replaced by other
+    images of that size gave the old images' embeddings to the new ones."""
+    header = b"\x89PNG\r\n\x1a\n" + bytes(56)
+    rows = [({"bytes": header + b"cat", "path": "0.png"}, "cat", False),
+            ({"bytes": header + b"dog", "path": "0.png"}, "dog", True)]
+    first, second = item_names(rows)
+    assert first != second and first == hashlib.sha256(header + b"cat").hexdigest()
+
+
 def test_rows_taken_as_tuples_are_the_records_read_once_in_order(hub_set, monkeypatch):
     """Finetuning takes the rows as (record, label, is_test) tuples in any order: each file is read
     once, whatever the order."""
