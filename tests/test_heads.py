@@ -186,11 +186,20 @@ def test_a_saved_head_says_what_it_is_in_its_card(micro_hubert, tmp_path):
             "encoder (2 layers, width 32,") in card and "training it updates the head and the encoder." in card
     assert 'model.predict(["clip.wav"], top_k=3)' in card
     zoo.for_regression(micro_hubert, pool="mean").save_pretrained(tmp_path / "reg")
-    assert "A regression head over 1 target on the mean of the tokens of the last layer" in (
-        tmp_path / "reg" / "README.md").read_text()
+    card = (tmp_path / "reg" / "README.md").read_text()
+    assert "A regression head over 1 target on the mean of the tokens of the last layer" in card
+    assert "training it updates the head only." in card  # frozen: was said to train the encoder too
     micro_hubert.save_pretrained(tmp_path / "enc")
     card = (tmp_path / "enc" / "README.md").read_text()
     assert "pipeline_tag: feature-extraction" in card and "model.embed([\"clip.wav\"])  # (N, 32)" in card
+
+
+def test_an_image_encoders_card_files_it_under_image_feature_extraction():
+    """The Hub's task for an image encoder is image-feature-extraction: a vision card saying
+    feature-extraction (the text and audio one) was filed, and searched for, with those."""
+    from zoo.cards import default_card
+
+    assert "pipeline_tag: image-feature-extraction\n" in default_card(zoo.load("gmml-vit-tiny-cifar10"))
 
 
 def test_each_kind_of_head_has_its_pipeline_tag_and_predict_line(micro_hubert):

@@ -279,6 +279,15 @@ def test_card_links_in_a_subfolder_or_percent_encoded_are_sent_and_not_left_out(
     assert all(name in plan for name in ("img/a.png", "loss curve.png", "b.png")) and "left out" not in plan
 
 
+def test_card_links_with_any_url_scheme_are_not_taken_for_files(tmp_path):
+    """`mailto:`, `ftp:` and `hf:` links are not files of the folder: only http(s) was known, so a
+    card with a contact address was refused ("links 'mailto:...', which is not a file")."""
+    from zoo.publishing import linked_files
+
+    card = "# enc\n[mail](mailto:me@example.org) [mirror](ftp://host/x.bin) [data](hf://datasets/me/x)\n"
+    assert linked_files(card, tmp_path) == []
+
+
 def forbidden() -> Exception:
     """A 403 as huggingface_hub raises it, whatever its HTTP library (requests, httpx)."""
     from types import SimpleNamespace

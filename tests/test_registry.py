@@ -1,6 +1,7 @@
 """hub_configs drive list_models/info/load; families are imported only when needed."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,17 @@ def test_every_licence_is_a_hub_identifier_and_its_card_says_the_same(name):
     assert LICENCE_ID.fullmatch(licence), licence
     card = Path(__file__).parents[1] / "model_cards" / f"{name}.md"
     assert ModelCard.load(card).data.license == licence
+
+
+@pytest.mark.parametrize("licence", ["unknown", "MIT licence", "-mit"])
+def test_a_licence_that_names_none_or_is_not_an_identifier_is_refused(licence):
+    """`zoo convert --license unknown` wrote "license: unknown" into the card: it names no terms,
+    where the card without one says that the upstream checkpoint's apply."""
+    from zoo.run_cards import check_licence
+
+    with pytest.raises(ConfigError, match=re.escape(f"--license {licence!r}; give the upstream")):
+        check_licence(licence)
+    assert check_licence("cc-by-nc-4.0") == "cc-by-nc-4.0"
 
 
 def test_hub_configs_validate_their_keys(tmp_path):

@@ -420,15 +420,17 @@ def test_activation_checkpointing_trains_the_same_steps_and_may_change_on_resume
 
 def test_a_run_card_lists_the_settings_that_made_the_weights():
     """Graph and table runs nest their settings: args unprefixed, recipe keys prefixed, the
-    architecture left to config.json, machine settings and unset ones left out, table cells escaped."""
+    architecture left to config.json, machine settings and unset ones left out, table cells escaped,
+    and a local --data folder shown by its last part (a published card said "/home/alice/clips")."""
     from zoo.run_cards import settings_rows
 
     settings = {"args": {"dataset": "cora", "output": "runs/x", "threads": 2, "seed": 0, "device": "cuda",
-                         "init": None},
+                         "init": None, "data": "/home/alice/clips"},
                 "recipe": {"lr": 0.001, "probe": {"protocol": "svm-10fold"}, "note": "a|b"},
                 "architecture": {"num_hidden": 512}}
-    assert settings_rows(settings) == [("dataset", "`cora`"), ("seed", "`0`"), ("recipe.lr", "`0.001`"),
-                                       ("recipe.probe.protocol", "`svm-10fold`"), ("recipe.note", "`a\\|b`")]
+    assert settings_rows(settings) == [("dataset", "`cora`"), ("seed", "`0`"), ("data", "`clips`"),
+                                       ("recipe.lr", "`0.001`"), ("recipe.probe.protocol", "`svm-10fold`"),
+                                       ("recipe.note", "`a\\|b`")]
 
 
 class EndsEarly(Regression):
