@@ -253,3 +253,16 @@ def test_a_fine_tuned_card_names_its_base_model_and_licence(tmp_path, monkeypatc
     assert base_model_of("runs/x") == Origin(None, "mit")  # a local run folder, not the Hub repo "runs/x"
     card = with_base_model("---\nlibrary_name: ssl-zoo\n---\n\n# model\n", "hubert-base-ls960")
     assert "base_model: facebook/hubert-base-ls960" in card and "license: apache-2.0" in card
+
+
+def test_train_limit_draws_its_items_by_the_runs_seed():
+    """`--train-limit 4 --seed S` keeps 2 training items a class, drawn by S (the test items all):
+    runs over seeds 0 and 1, meant to vary the subset, trained on the same 4 items when the draw
+    ignored the seed."""
+    from zoo.finetune_data import limit_training
+
+    rows = [(f"{label}{index}.wav", label, False) for label in "ab" for index in range(10)] + [("t.wav", "a", True)]
+    first, again, other = (limit_training(rows, 4, seed) for seed in (0, 0, 1))
+    for kept in (first, other):
+        assert sorted(label for _, label, test in kept if not test) == ["a", "a", "b", "b"] and kept[-1][0] == "t.wav"
+    assert first == again and set(first) != set(other)
