@@ -2,7 +2,7 @@
 
 import torch
 
-from modalities.tabular.downstream import MLP_ADULT, RESNET_ADULT, build_resnet, cosine_schedule
+from modalities.tabular.downstream import MLP_ADULT, RESNET_ADULT, Task, build_resnet, cosine_schedule
 
 
 def test_resnet_has_the_official_adult_shape():
@@ -38,3 +38,9 @@ def test_mlp_learning_rate_falls_once_over_the_epoch_budget():
     rates = learning_rates(MLP_ADULT, 200)
     assert all(later < earlier for earlier, later in zip(rates[1:], rates[2:]))
     assert rates[-1] > 0.99 * MLP_ADULT["lr"]
+
+
+def test_a_binary_task_predicts_the_positive_class_from_a_positive_logit():
+    """Binary logits are trained with BCE-with-logits, so probability 0.5 is logit 0: logit 0.3
+    (p = 0.57) is class 1 and -0.3 class 0 (a threshold of 0.5 on logits would call 0.3 negative)."""
+    assert Task("binary").predict(torch.tensor([[0.3], [-0.3], [0.7]])).tolist() == [1, 0, 1]

@@ -333,3 +333,20 @@ def test_true_or_false_in_a_numeric_column_is_refused_by_row(frame):
         processor.transform(mixed)
     as_objects = processor.transform(frame.astype({"age": object}))["numeric"]  # numbers as objects still read
     assert torch.equal(as_objects, processor.transform(frame)["numeric"])
+
+
+def test_a_numeric_category_column_with_gaps_matches_its_text_without_a_decimal_point():
+    """A code column with a gap is float64 in pandas (1.0, 2.0, NaN): its categories must be stored
+    as "1" and "2", so the same table's CSV text "2" (or the int 2) is seen, not read as missing
+    ("2.0" would make every row of the code column unknown)."""
+    processor = TableProcessor.fit(pd.DataFrame({"code": [1, 2, np.nan], "x": [0.0, 1.0, 2.0]}), categorical=["code"])
+    assert processor.columns[0]["categories"] == ["1", "2"]
+    assert processor.transform({"code": ["2", 1], "x": [0, 0]})["categorical"].tolist() == [[2], [1]]
+
+
+def test_a_column_constant_in_training_scales_by_a_unit_range():
+    """A column of one value in training (min = max = 5) has no range to divide by: values are
+    shifted by the minimum and divided by 1, so 6 embeds as 1.0 and 5 as 0.0 (exactly; a tiny
+    divisor such as 1e-6 would turn 6 into 1e6)."""
+    processor = TableProcessor.fit(pd.DataFrame({"k": [5.0, 5.0, 5.0], "x": [0.0, 1.0, 2.0]}))
+    assert processor.transform({"k": [5.0, 6.0], "x": [0, 0]})["numeric"][:, 0].tolist() == [0.0, 1.0]

@@ -11,7 +11,7 @@ from helpers import ctrl_c_at_step
 
 from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder
-from modalities.tabular.tjepa.masking import MaskSampler
+from modalities.tabular.tjepa.masking import MaskSampler, draw_between
 from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo.cli import main
 from zoo.errors import ConfigError
@@ -48,6 +48,23 @@ def test_masks_are_disjoint_and_sized_by_the_shares():
             assert len(context) == n_context
             for subset in masks.targets[:, row]:
                 assert len(set(subset.tolist())) == n_target and not context & set(subset.tolist())
+
+
+def test_each_prediction_draws_its_own_target_subset():
+    """The num_preds=4 targets of a row are drawn apart, as upstream: one draw shared by all four
+    would predict the same features four times. Over 32 rows of 14 features, some row's four
+    subsets must differ (all equal by chance: far below 1e-6)."""
+    masks = MaskSampler(14, 0.136, 0.368, 0.156, 0.622, num_preds=4)(32, torch.Generator().manual_seed(0))
+    assert any(len({tuple(sorted(subset.tolist())) for subset in masks.targets[:, row]}) > 1 for row in range(32))
+
+
+def test_mask_sizes_are_rounded_so_the_largest_share_is_drawn():
+    """draw_between(0, 2) is 0 + round(2u): 0, 1 and 2 with odds 1/4, 1/2, 1/4 (truncating would never
+    draw the largest context or target). 2000 draws: each share within 0.05 of its odds."""
+    generator = torch.Generator().manual_seed(0)
+    draws = [draw_between(0, 2, generator) for _ in range(2000)]
+    shares = [draws.count(value) / len(draws) for value in (0, 1, 2)]
+    assert shares == pytest.approx([0.25, 0.5, 0.25], abs=0.05)
 
 
 def test_mask_shares_that_cannot_fit_are_refused_at_once_with_flags_that_fit():
