@@ -75,6 +75,15 @@ def test_parquet_files_and_splits(tmp_path):
         open_images(tmp_path / "broken.parquet")
 
 
+def test_parquet_files_named_by_their_split_alone_are_read_by_split(tmp_path):
+    """train.parquet (3 rows) and test.parquet (2) are the two splits, as `<split>.parquet` is
+    documented: matching only `<split>-*` names or `<split>/` folders found neither and refused
+    both folders' default --split train."""
+    parquet_of(tmp_path, "train.parquet", 3)
+    parquet_of(tmp_path, "test.parquet", 2)
+    assert len(open_images(tmp_path)) == 3 and len(open_images(tmp_path, "test")) == 2
+
+
 def test_a_parquet_row_that_is_not_an_image_is_named(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

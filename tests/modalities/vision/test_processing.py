@@ -184,6 +184,25 @@ def test_palette_images_go_through_rgb(picture, processor):
     assert processor.prepare(palette).shape == (3, 32, 32)
 
 
+def test_palette_images_keep_their_colours(picture, processor):
+    """A palette ("P") image without transparency is read as the RGB image it shows: its crop
+    equals the crop of palette.convert("RGB") exactly (read as grey, a red-and-blue picture
+    would lose its colours and still have three channels)."""
+    palette = Image.fromarray(picture).quantize(16)
+    assert torch.equal(processor.prepare(palette), processor.prepare(np.asarray(palette.convert("RGB"))))
+
+
+def test_center_crop_rounds_its_offset_as_torchvision():
+    """torchvision's centre crop starts at round((H - S) / 2): 7 rows cropped to 4 start at row 2
+    (round(1.5)), and 10 columns cropped to 4 at column 3; flooring would start the rows at 1,
+    a one-pixel shift from the reference preprocessing."""
+    from modalities.vision.processing import center_crop
+
+    image = torch.arange(7.0)[:, None] * 100 + torch.arange(10.0)
+    crop = center_crop(image[None], 4)[0]
+    assert crop[0, 0].item() == 203.0 and crop.shape == (4, 4)
+
+
 def test_no_resize_when_the_shorter_side_already_fits(picture):
     processor = ImageProcessor(resize_size=40, crop_size=40)
     crop = processor.prepare(picture)
