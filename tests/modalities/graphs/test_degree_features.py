@@ -89,3 +89,26 @@ def test_a_node_count_guessed_from_raw_ids_is_refused():
     assert torch.equal(encoder.embed(Data(edge_index=edge_index), progress=False), renumbered)
     with_isolated = Data(edge_index=torch.tensor([[0, 2], [2, 0]]), num_nodes=3)  # node 1: isolated, and said so
     assert encoder.embed(with_isolated, pool="none", progress=False).shape == (3, 8)
+
+
+def test_degrees_beyond_the_cap_get_their_own_last_column(tmp_path, monkeypatch):
+    """A featureless TU set whose busiest node has 450 neighbours gets one-hot degrees 0..400
+    (MAX_DEGREE) as GraphMAE: 401 columns, degrees of 400 and above in the last, the features the
+    processor makes at in_dim 401 (400 columns would clip the hub at 399)."""
+    from modalities.graphs.datasets import MAX_DEGREE, load_dataset
+
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    raw = tmp_path / "data" / "HUB" / "raw"
+    raw.mkdir(parents=True)
+    leaves = 450
+    edges = [f"{a}, {b}" for leaf in range(2, leaves + 2) for a, b in ((1, leaf), (leaf, 1))]
+    edges += [f"{leaves + 2}, {leaves + 3}", f"{leaves + 3}, {leaves + 2}"]  # a second graph: one edge
+    for suffix, lines in (("A", edges), ("graph_indicator", ["1"] * (leaves + 1) + ["2", "2"]),
+                          ("graph_labels", ["1", "2"])):
+        (raw / f"HUB_{suffix}.txt").write_text("\n".join(lines) + "\n")
+    graphs = load_dataset("HUB", tmp_path / "data")
+    assert graphs[0].x.shape[1] == MAX_DEGREE + 1 == 401
+    assert graphs[0].x.argmax(dim=1)[:3].tolist() == [MAX_DEGREE, 1, 1]
+    processor = GraphProcessor(in_dim=MAX_DEGREE + 1, node_features="degree")
+    assert all(torch.equal(processor.prepare(Data(edge_index=g.edge_index, num_nodes=g.num_nodes)).x, g.x)
+               for g in graphs)

@@ -60,6 +60,25 @@ def test_pretraining_lowers_the_reconstruction_loss(tmp_path):
     assert last < 0.5 * first, (first, last)
 
 
+def test_drop_edge_rate_thins_the_encoders_graph_only(monkeypatch):
+    """drop_edge_rate=0.5 (GraphMAE's --drop_edge_rate) hands the encoder about half the graph's
+    edges (between 30% and 70% of them, self-loops aside); at 0.0 it gets every edge. A rate that
+    was read but never used trained the encoder on the full graph."""
+    torch.manual_seed(0)
+    encoder = GraphMAEEncoder(GraphMAEConfig(in_dim=12, num_hidden=16, num_heads=2, num_layers=2))
+    prepared = encoder.processor.prepare(community_graph())
+    batch = {"x": prepared.x, "edge_index": prepared.edge_index}
+    def edges(index: torch.Tensor) -> int:
+        return int((index[0] != index[1]).sum())
+
+    seen, node_layers = [], encoder.node_layers
+    monkeypatch.setattr(encoder, "node_layers", lambda x, index: seen.append(edges(index)) or node_layers(x, index))
+    for rate in (0.0, 0.5):
+        GraphMAEPretraining(encoder, drop_edge_rate=rate)(batch)
+    total = edges(prepared.edge_index)
+    assert seen[0] == total and 0.3 * total < seen[1] < 0.7 * total, (seen, total)
+
+
 def test_objective_refuses_bad_rates():
     encoder = GraphMAEEncoder(GraphMAEConfig(in_dim=4, num_hidden=4, num_heads=1))
     with pytest.raises(ConfigError, match="mask_rate"):

@@ -13,6 +13,7 @@ from modalities.graphs.paretognn.tasks import (
     LinkPrediction,
     build_tasks,
     drop_edges,
+    feature_dropout,
     mask_feature_columns,
     sample_negative_edges,
 )
@@ -82,6 +83,14 @@ def test_augmentations_drop_edges_and_whole_feature_columns():
     zeros = mask_feature_columns(torch.rand(50, 400, generator=generator) + 1.0, 0.3, generator) == 0
     assert torch.equal(zeros.any(dim=0), zeros.all(dim=0)), "a column is zeroed for every node or for none"
     assert 0.25 < zeros.all(dim=0).float().mean() < 0.35
+
+
+def test_feature_dropout_rescales_the_kept_features_as_f_dropout():
+    """Dropout at ratio 0.3 zeroes about 30% of the entries and multiplies the rest by 1 / 0.7, so
+    the mean is kept (within 0.02 over 40,000 ones); unscaled, it would fall to about 0.7."""
+    dropped = feature_dropout(torch.ones(200, 200), 0.3, torch.Generator().manual_seed(0))
+    assert dropped.unique().tolist() == [0.0, pytest.approx(1 / 0.7)]
+    assert float(dropped.mean()) == pytest.approx(1.0, abs=0.02)
 
 
 def test_negative_edges_avoid_edges_and_leave_python_random_alone(graph):

@@ -72,3 +72,15 @@ def test_drop_types_are_checked():
     assert parse_drop_types("noise-zeros") == ("noise", "zeros")
     with pytest.raises(ConfigError, match="'blur'"):
         parse_drop_types("noise-blur")
+
+
+def test_replaced_blocks_are_copied_from_other_rows_and_columns():
+    """A "replace" block is copied from a random place of the crop, both its rows and its columns
+    drawn: on a 32 x 32 crop whose pixels hold their row index, the copies change pixels (a source
+    at the block's own rows would copy the same values and corrupt nothing), as on one holding
+    column indices. Over 5 seeds; the chance a source keeps its rows is about 1/22 a block."""
+    rows = torch.arange(32.0)[:, None].expand(3, 32, 32)
+    for image in (rows, rows.transpose(-1, -2)):
+        changed = [not torch.equal(corrupt(image, np.random.default_rng(seed), drop_type="replace")[0], image)
+                   for seed in range(5)]
+        assert all(changed)
