@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import shared_path
+from torch.nn.functional import one_hot
 from torch_geometric.data import Data
+from torch_geometric.utils import degree, remove_self_loops, to_undirected
 
 from modalities.graphs.graphmae.model import GraphMAEConfig, GraphMAEEncoder
 from modalities.graphs.processing import GraphProcessor
@@ -52,6 +54,13 @@ def test_a_featureless_graph_embeds_like_its_loaded_copy():
                                                             num_nodes=1)]
     rows = encoder.embed(featureless, progress=False)
     assert rows.shape == (2, 8) and torch.isfinite(rows).all()
+    # the copy a TU loader gives: one-hot counts of distinct neighbours, clipped at in_dim - 1 (the centre has 4)
+    undirected, _ = remove_self_loops(to_undirected(STAR, num_nodes=6))
+    counts = degree(undirected[0], 6).long()
+    assert counts.tolist() == [4, 1, 1, 1, 1, 0]
+    loaded = [Data(x=one_hot(counts.clamp(max=3), 4).float(), edge_index=STAR),
+              Data(x=one_hot(torch.zeros(1, dtype=torch.long), 4).float(), edge_index=featureless[1].edge_index)]
+    assert torch.allclose(rows, encoder.embed(loaded, progress=False), atol=1e-6)  # measured 0.0
 
 
 @pytest.mark.parametrize("name, width", [("imdb-binary", 136), ("imdb-multi", 89)])
