@@ -873,6 +873,39 @@ def test_a_folder_that_hides_a_zoo_name_or_a_hub_repo_says_so(tmp_path, monkeypa
     assert "read in place" not in str(caught.value)
 
 
+def test_every_entry_point_reads_a_folder_spelt_as_a_zoo_name(micro_hubert, tmp_path, monkeypatch, capsys):
+    """load read the folder, but info, `zoo info`, publish and a fine-tune's card described the zoo
+    name: a HuBERT saved as ./graphmae-cora loaded as HuBERT and was shown as GraphMAE, and its card's
+    base_model named ssl-zoo/graphmae-cora. Now each reads the folder, as load does."""
+    from zoo.cli import main, probe_settings
+    from zoo.run_cards import Origin, base_model_of
+
+    monkeypatch.chdir(tmp_path)
+    micro_hubert.save_pretrained(tmp_path / "graphmae-cora")
+    assert type(zoo.load("graphmae-cora")).__name__ == "HubertEncoder"
+    assert zoo.info("graphmae-cora")["family"] == "hubert"
+    assert main(["info", "graphmae-cora"]) == 0 and json.loads(capsys.readouterr().out)["family"] == "hubert"
+    assert "HubertEncoder" in zoo.publish("graphmae-cora", "me/x", dry_run=True)
+    with pytest.raises(ConfigError, match="say where to publish"):  # not to ssl-zoo/graphmae-cora
+        zoo.publish("graphmae-cora", dry_run=True)
+    assert base_model_of("graphmae-cora", tmp_path / "graphmae-cora") == Origin(None, None)
+    assert probe_settings("graphmae-cora", "hubert", "cora") is None  # not GraphMAE's
+    (tmp_path / "graphmae-cora" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="is read in place of the zoo name 'graphmae-cora'"):
+        zoo.info("graphmae-cora")
+
+
+def test_a_home_folder_is_the_base_model_of_what_is_trained_from_it(micro_hubert, tmp_path, monkeypatch):
+    """base_model_of("~/ckpt") did not look in the home folder: a card of a model trained from it
+    lost the folder's base_model and licence."""
+    from zoo.run_cards import base_model_of
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    micro_hubert.save_pretrained(tmp_path / "ckpt", model_card="---\nlicense: mit\nbase_model: org/base\n---\n")
+    assert base_model_of("~/ckpt") == base_model_of(str(tmp_path / "ckpt"))
+    assert base_model_of("~/ckpt").license == "mit"
+
+
 def test_load_gives_float32_under_another_default_dtype(micro_hubert, tmp_path):
     """Models are built in torch's default dtype: under torch.set_default_dtype(torch.float64),
     `load` gave float64 weights where float32 is promised (and T-JEPA refused them)."""

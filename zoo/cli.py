@@ -87,7 +87,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     """`zoo info`: a zoo name's hub_config, printed without importing torch; a folder, a Hub repo
     or a --revision (of a Hub repo id, or of a zoo name's repo) goes to `zoo.hub.info`."""
-    if args.revision is None and registry.find(args.name) is not None:  # a hub_config: answered without torch
+    if args.revision is None and registry.named_entry(args.name) is not None:  # a hub_config: answered without torch
         print(json.dumps(registry.info(args.name), indent=2))
         return
     from zoo.hub import info
@@ -385,7 +385,7 @@ def probe_table(args: argparse.Namespace) -> dict:
 
 def probe_settings(name: str, family: str, dataset: str) -> Optional[dict]:
     """The probe settings of the checkpoint's recipe, else of its family's recipe for the dataset."""
-    entry = registry.find(name)
+    entry = registry.named_entry(name)
     if entry is None or "probe" not in entry.pretraining:
         try:
             entry = registry.recipe(family, dataset)

@@ -89,16 +89,16 @@ def load(
     refuse_other_keywords(others)
     check_name(name_or_path, "load")
     path = Path(name_or_path).expanduser()  # "~/ckpt" read a folder named ~ in the working folder
-    entry = registry.find(str(name_or_path))
+    entry = registry.named_entry(name_or_path)
     dtype = resolve_dtype(dtype) or float32_under_another_default()
     not_on_hub = path.is_dir() or (entry is not None and (entry.embedded or entry.upstream is not None))
     if revision is not None and not_on_hub:
         raise ConfigError(f"{str(name_or_path)!r} is not read from a Hub repo, so it has no revisions; "
-                          f"drop revision={revision!r}{shadowing(path, entry)}")
+                          f"drop revision={revision!r}{shadowing(name_or_path)}")
     folder = None
     with hub_token(token):
         if path.is_dir():
-            with naming_shadow(path, entry):
+            with naming_shadow(name_or_path):
                 folder = checkpoint_in(path)
             model = load_folder(folder, pretrained=pretrained)
         elif entry is not None and not pretrained and not entry.embedded:
@@ -134,10 +134,11 @@ def load(
     return model_to(model, device, dtype) if device is not None or dtype is not None else model
 
 
-def shadowing(path: Path, entry: Optional[registry.ModelEntry]) -> str:
+def shadowing(name: str | Path) -> str:
     """What to add where a local folder without a checkpoint is read in place of a zoo name or a
     Hub repo id of the same spelling (a results folder called `hubert-base-ls960`, an empty `org/name`)."""
-    if not path.is_dir() or path.is_absolute() or not (entry is not None or is_repo_id(str(path))):
+    path, entry = Path(name).expanduser(), registry.find(str(name))
+    if not path.is_dir() or path.is_absolute() or not (entry is not None or is_repo_id(str(name))):
         return ""
     if any((folder / CONFIG_FILE).is_file() for folder in (path, *path.iterdir())):
         return ""
@@ -147,12 +148,12 @@ def shadowing(path: Path, entry: Optional[registry.ModelEntry]) -> str:
 
 
 @contextlib.contextmanager
-def naming_shadow(path: Path, entry: Optional[registry.ModelEntry]) -> Iterator[None]:
+def naming_shadow(name: str | Path) -> Iterator[None]:
     """A folder that fails to load says which zoo name or Hub repo it hides, if any."""
     try:
         yield
     except ZooError as err:
-        hint = shadowing(path, entry)
+        hint = shadowing(name)
         if not hint:
             raise
         raise type(err)(f"{err}{hint}") from err
@@ -191,7 +192,7 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
     and head. The weights are neither read nor downloaded: a description should not cost a
     multi-gigabyte fetch. `token`: as `load`'s."""
     check_name(name_or_path, "info")
-    entry = registry.find(str(name_or_path))
+    entry = registry.named_entry(name_or_path)
     if entry is not None and revision is None:
         return registry.info(str(name_or_path))
     path = Path(name_or_path).expanduser()
@@ -202,7 +203,7 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
         elif from_hub:
             folder = download_repo(str(name_or_path), revision or "main", cache_dir, local_files_only, weights=False)
         elif path.is_dir() and revision is None:
-            with naming_shadow(path, None):
+            with naming_shadow(name_or_path):
                 folder = checkpoint_in(path)
         else:
             load(name_or_path, revision, cache_dir, local_files_only)  # raises load's error for this name
@@ -244,7 +245,7 @@ def load_trained(source: str | Path, option: str, run_folders: Sequence[str] = (
     """A trained model a `zoo pretrain` option names: a run folder (the first of its `run_folders`
     that holds a checkpoint, where it holds several), or anything `load` takes (a checkpoint
     folder, a zoo name such as an embedded model, a Hub repo id); its errors name the option."""
-    folder = Path(source)
+    folder = Path(source).expanduser()
     for sub in run_folders:
         if (folder / sub / CONFIG_FILE).is_file():
             return load(folder / sub)

@@ -111,12 +111,12 @@ def prepare(source: str | Path, repo_id: Optional[str], model_card: Optional[Car
     """Find the folder, load it strictly (a corrupt or mismatched checkpoint fails here, not for
     the people who download it), and decide the files and the card. A folder of another format
     (transformers', or pytorch_model.bin weights) is saved in the zoo's format first."""
+    entry = registry.named_entry(source)
     if Path(source).expanduser().is_dir():  # "~/ckpt", which load and info read as a folder of the home
         source = Path(source).expanduser()
-    entry = registry.find(str(source))
     # A zoo name's files are fetched or converted after the checks that need no network, so that
     # an offline dry run without a repo id says so; a local source's errors come first.
-    named = entry if entry is not None and entry.has_weights and not Path(source).is_dir() else None
+    named = entry if entry is not None and entry.has_weights else None
     folder = None if named else source_folder(source, entry)
     repo_id = repo_id or (entry.repo_id if entry is not None and entry.format == "zoo" else None)
     if repo_id is None:

@@ -257,6 +257,14 @@ def find(name: str) -> Optional[ModelEntry]:
     return entries().get(name)
 
 
+def named_entry(name: str | Path) -> Optional[ModelEntry]:
+    """The entry `name` stands for where it is read as a zoo name: None where a folder of that
+    spelling exists (a results folder called `hubert-base-ls960`, "~/mert-tiny"), since load,
+    info, publish and the CLI all read the folder in its place. One rule for all of them, so
+    that `zoo info` describes what `zoo.load` loads."""
+    return None if Path(name).expanduser().is_dir() else find(str(name))
+
+
 def get_entry(name: str) -> ModelEntry:
     """The entry of a zoo name; an unknown one raises, suggesting close names or the architecture it names."""
     entry = find(name)

@@ -144,11 +144,11 @@ def base_model_of(name: str, folder: Optional[Path] = None) -> Origin:
     from zoo import registry
     from zoo.hub import is_repo_id
 
-    entry = registry.find(name)
+    entry = registry.named_entry(name)
     if entry is not None:
         return Origin(entry.repo_id, entry.license if LICENCE_ID.fullmatch(entry.license) else None)
-    if Path(name).exists():  # "runs/x" is spelt as a repo id too
-        return card_origin(Path(name) if folder is None else folder)
+    if Path(name).expanduser().exists():  # "runs/x" is spelt as a repo id too
+        return card_origin(Path(name).expanduser() if folder is None else folder)
     if is_repo_id(name):
         return repo_origin(name, folder) if folder is not None else Origin(name, None)
     return Origin(None, None)
