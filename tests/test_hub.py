@@ -906,6 +906,16 @@ def test_a_home_folder_is_the_base_model_of_what_is_trained_from_it(micro_hubert
     assert base_model_of("~/ckpt").license == "mit"
 
 
+def test_a_run_folder_of_the_home_gives_its_named_checkpoint(micro_hubert, micro_hubert_stable, tmp_path, monkeypatch):
+    """load_trained("~/run", ...) did not look in the home folder for the run's subfolders: a run
+    of two checkpoints (BEATs' tokenizer/ and encoder/) was refused as holding two."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    micro_hubert.save_pretrained(tmp_path / "run" / "encoder")
+    micro_hubert_stable.save_pretrained(tmp_path / "run" / "tokenizer")
+    loaded = hub.load_trained("~/run", "--init", ("tokenizer", "encoder"))
+    assert loaded.config.do_stable_layer_norm
+
+
 def test_load_gives_float32_under_another_default_dtype(micro_hubert, tmp_path):
     """Models are built in torch's default dtype: under torch.set_default_dtype(torch.float64),
     `load` gave float64 weights where float32 is promised (and T-JEPA refused them)."""
