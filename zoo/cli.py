@@ -11,17 +11,15 @@ import json
 import os
 import sys
 import warnings
-from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
-from zoo.errors import (CheckpointError, ConfigError, InputError, UnknownModelError, ZooError, ZooWarning, exit_status,
-                        warn)
+from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError, ZooWarning, exit_status
 from zoo.finetune_options import add_finetune_arguments
-from zoo.io import check_writable_folder, visible_files
+from zoo.io import check_writable_folder, input_files
 from zoo.options import Once, add_table_arguments, check_table_source, positive_int, seed_int
 
 
@@ -474,25 +472,13 @@ def expand_inputs(inputs: Sequence[str], suffixes: Sequence[str] = ()) -> list[s
             raise InputError(f"input {item!r} is an empty path; pass a file or folder name")
         path = Path(item)
         if path.is_dir():
-            listed = visible_files(path)  # one walk: the files taken and those left out
-            wanted = {suffix.lower() for suffix in suffixes}
-            expanded.extend(str(file) for file in listed if not wanted or file.suffix.lower() in wanted)
-            note_left_out(path, [file for file in listed if wanted and file.suffix.lower() not in wanted])
+            expanded.extend(map(str, input_files(path, suffixes)))
         else:
             expanded.append(item)
     if not expanded:
         kinds = f" ({', '.join(suffixes)})" if suffixes else ""
         raise InputError(f"no input files{kinds} found in {list(inputs)}")
     return expanded
-
-
-def note_left_out(folder: Path, left_out: Sequence[Path]) -> None:
-    """Warn of the files in `folder` that its listing left out, by ending: a job said only "5 inputs"
-    where the folder held others the encoder does not read (a .txt, a .csv of labels)."""
-    endings = Counter(path.suffix.lower() or "no ending" for path in left_out)
-    if endings:
-        shown = ", ".join(f"{count} {ending}" for ending, count in sorted(endings.items()))
-        warn(f"left out {sum(endings.values())} file(s) in {str(folder)!r} that the encoder does not read ({shown})")
 
 
 def parse_layer(text: Optional[str]):

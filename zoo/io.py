@@ -11,11 +11,12 @@ import re
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from zoo.errors import ConfigError, WriteError, ZooError
+from zoo.errors import ConfigError, WriteError, ZooError, warn
 
 
 def _umask() -> int:
@@ -36,14 +37,41 @@ def visible_files(folder: str | Path, suffixes: Optional[Sequence[str]] = None) 
     folder linked from another disk is the usual way to lay out a dataset without copying it
     (`rglob` left them out without a word), except a link back to a folder above it."""
     wanted = None if suffixes is None else {suffix.lower() for suffix in suffixes}
-    found = []
+    found, broken = [], []
     for current, folders, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(current)
         folders[:] = [name for name in folders if not name.startswith(".")
                       and not is_within(real, os.path.realpath(os.path.join(current, name)))]
-        found += [Path(current, name) for name in files if not name.startswith(".")
-                  and (wanted is None or Path(name).suffix.lower() in wanted) and Path(current, name).is_file()]
+        for path in (Path(current, name) for name in files if not name.startswith(".")):
+            if wanted is not None and path.suffix.lower() not in wanted:
+                continue
+            (found if path.is_file() else broken).append(path)
+    note_unreadable(folder, broken)
     return sorted(found)
+
+
+def note_unreadable(folder: str | Path, entries: Sequence[Path]) -> None:
+    """Warn of the entries of a folder listing that are not files: a link to a moved or deleted
+    file was left out without a word, where the same path passed by name is an error."""
+    if entries:
+        shown = ", ".join(repr(path.name) for path in sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        warn(f"left out {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {str(folder)!r} that "
+             f"{'is' if len(entries) == 1 else 'are'} no readable file (a link to a moved or deleted file?): "
+             f"{shown}; fix or remove {'it' if len(entries) == 1 else 'them'}")
+
+
+def input_files(folder: str | Path, suffixes: Sequence[str] = ()) -> list[Path]:
+    """The files of `folder` a job reads (`visible_files`, those ending in one of `suffixes` when
+    there are some), warning of the others by ending: a job said only "5 inputs" where the folder
+    held others the encoder does not read (a .txt, a .csv of labels)."""
+    listed = visible_files(folder)  # one walk: the files taken and those left out
+    wanted = {suffix.lower() for suffix in suffixes}
+    left_out = Counter(path.suffix.lower() or "no ending" for path in listed
+                       if wanted and path.suffix.lower() not in wanted)
+    if left_out:
+        shown = ", ".join(f"{count} {ending}" for ending, count in sorted(left_out.items()))
+        warn(f"left out {left_out.total()} file(s) in {str(folder)!r} that the encoder does not read ({shown})")
+    return [path for path in listed if not wanted or path.suffix.lower() in wanted]
 
 
 def is_within(path: str, folder: str) -> bool:

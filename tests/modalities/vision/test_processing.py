@@ -69,7 +69,13 @@ def test_batches_and_folders_expand_to_images(picture, processor, tmp_path):
     (tmp_path / "._b.jpg").write_bytes(b"macOS resource fork, not a JPEG")
     (tmp_path / ".ipynb_checkpoints").mkdir()
     Image.fromarray(picture).save(tmp_path / ".ipynb_checkpoints" / "b.jpg")
-    assert processor(tmp_path)["pixel_values"].shape == (2, 3, 32, 32)
+    (tmp_path / "e.png").symlink_to(tmp_path / "gone.png")
+    with pytest.warns(UserWarning) as caught:  # said nothing, where `zoo embed` of the folder names both
+        assert processor(tmp_path)["pixel_values"].shape == (2, 3, 32, 32)
+    assert sorted(str(warning.message).split(" that ")[0] for warning in caught) == [
+        f"left out 1 entry in '{tmp_path}'", f"left out 1 file(s) in '{tmp_path}'"]
+    (tmp_path / "e.png").unlink()
+    (tmp_path / "notes.txt").unlink()
     Image.fromarray(picture).save(tmp_path / "c.jfif", format="JPEG")  # was left out of the folder, read by path
     Image.fromarray(picture).save(tmp_path / "d.tga")
     assert processor(tmp_path)["pixel_values"].shape == (4, 3, 32, 32)
