@@ -15,7 +15,7 @@ from helpers import EXAMPLES, shared_path
 
 import zoo
 from zoo.cli import main
-from zoo.errors import InputError
+from zoo.errors import ConfigError, InputError
 
 
 def saved(head, folder):
@@ -87,6 +87,8 @@ def test_a_tagger_scores_labels_independently_and_a_regressor_gives_its_values(a
     assert list(written.columns) == ["input", "prediction_1", "prediction_2"]
     expected = zoo.load(regressor).predict(rows.head(30)).double().numpy()
     assert np.abs(written[["prediction_1", "prediction_2"]].to_numpy() - expected).max() < 1e-5
+    with pytest.raises(ConfigError, match="top_k=2 asks for labels; this regressor predicts values"):
+        zoo.load(regressor).predict(rows.head(3), top_k=2)  # was "table inputs take no options"
 
 
 def test_an_interrupted_run_goes_on_from_its_shards_and_another_model_is_refused(adult_tables, capsys, monkeypatch):

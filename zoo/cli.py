@@ -597,7 +597,8 @@ def add_predict_parser(commands: Any) -> None:
     predict.add_argument("--dataset", help="graph and table models: a named dataset instead of INPUTS, e.g. cora "
                          "(a row per node), mutag (per graph) or adult (per row), named as zoo embed names them")
     predict.add_argument("--data", action=Once, help="with --dataset: the folder holding it (as zoo probe --dataset)")
-    predict.add_argument("--top-k", type=int, default=1, help="labels per input, most likely first (default: 1)")
+    predict.add_argument("--top-k", type=int, default=1,
+                         help="labels per input, most likely first (default: 1; Python's predict gives 5 unless told)")
     add_job_arguments(predict)
     add_run_arguments(predict, random_init=False)
     predict.set_defaults(func=cmd_predict)

@@ -520,8 +520,13 @@ class EncoderForRegression(EncoderWithHead):
         labels = labels.to(logits.device, logits.dtype)
         return nn.functional.mse_loss(logits.view_as(labels) if labels.dim() == 1 else logits, labels)
 
-    def predict(self, inputs: Any, **kwargs: Any) -> torch.Tensor:
-        """Raw inputs -> (N, num_outputs) predicted targets, one row per item (`logits` takes the kwargs)."""
+    def predict(self, inputs: Any, top_k: Optional[int] = None, **kwargs: Any) -> torch.Tensor:
+        """Raw inputs -> (N, num_outputs) predicted targets, one row per item (`logits` takes the
+        kwargs). `top_k` is refused as `zoo predict --top-k` refuses it: it went on to the
+        processor, which named it an unknown input option."""
+        if top_k is not None:
+            raise ConfigError(f"top_k={top_k!r} asks for labels; this regressor predicts values, one row per "
+                              "item: drop top_k")
         return self.logits(inputs, **kwargs)
 
 
