@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Optional, Sequence
 
 from zoo import registry
 from zoo.config import parse_overrides
-from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooError, ZooWarning, exit_status
+from zoo.errors import CheckpointError, ConfigError, InputError, UnknownModelError, ZooWarning, exit_status
 from zoo.finetune_options import add_finetune_arguments
 from zoo.io import check_writable_folder, input_files
 from zoo.options import Once, add_table_arguments, check_table_source, positive_int, seed_int
@@ -367,7 +367,7 @@ def probe_dataset(args: argparse.Namespace) -> dict:
     if probe is None:
         raise ConfigError(f"{encoder.modality} encoders have no --dataset protocols; use --data DIR")
     return probe(encoder, args.dataset, args.data, seeds=tuple(args.seeds or [0]), device=args.device,
-                 settings=probe_settings(args.name, encoder.family, args.dataset), protocol=args.protocol)
+                 protocol=args.protocol)
 
 
 def probe_table(args: argparse.Namespace) -> dict:
@@ -379,17 +379,6 @@ def probe_table(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--table is for table encoders; {args.name} reads {encoder.modality} inputs")
     return probe(encoder, args.table, args.target, args.test_table, args.task, seeds=tuple(args.seeds or [0]),
                  device=args.device, protocol=args.protocol)
-
-
-def probe_settings(name: str, family: str, dataset: str) -> Optional[dict]:
-    """The probe settings of the checkpoint's recipe, else of its family's recipe for the dataset."""
-    entry = registry.named_entry(name)
-    if entry is None or "probe" not in entry.pretraining:
-        try:
-            entry = registry.recipe(family, dataset)
-        except ZooError:
-            return None
-    return entry.pretraining.get("probe")
 
 
 def cmd_env(args: argparse.Namespace) -> None:

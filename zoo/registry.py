@@ -297,6 +297,18 @@ def recipe(family: str, dataset: str) -> ModelEntry:
     return matches[0]
 
 
+def probe_settings(family: str, dataset: str) -> dict[str, Any]:
+    """The downstream probe's settings in `family`'s recipe for `dataset`, else {}: GraphMAE's
+    configs keep a probe lr, weight decay and epochs per dataset. `zoo probe --dataset` and the
+    Python `probe_dataset` both default to them; the CLI took them from the checkpoint's own
+    recipe, so that a Cora checkpoint was probed on CiteSeer with Cora's weight decay, and Python
+    took none."""
+    try:
+        return dict(recipe(family, dataset).pretraining.get("probe", {}))
+    except UnknownModelError:
+        return {}
+
+
 def list_models(pattern: Optional[str | Sequence[str]] = None, modality: Optional[str] = None,
                 pretrained: bool = False) -> list[str]:
     """Zoo names, optionally filtered by a pattern (`name_matches`), or any of a list of them as

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from zoo import registry
 from zoo.errors import InputError
 
 #: GraphMAE's probe settings for Cora (lr_f, weight_decay_f, max_epoch_f)
@@ -103,11 +104,11 @@ def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str] = None, s
                   protocol: Optional[str] = None) -> dict[str, Any]:
     """Embed a dataset's nodes once and probe them with each seed; accuracies in %.
 
-    `settings` overrides `PROBE_DEFAULTS` (lr, weight_decay, epochs); by default the
-    checkpoint's recipe gives them, when it has one. A set of graphs (the TU sets) is
-    scored with the svm-10fold protocol instead, whose folds and SVMs are fixed as GraphMAE's:
-    other `seeds` than (0,) are refused there, since they would name runs that are one.
-    `protocol`, when given, must be the dataset's own (one of `PROTOCOLS`).
+    `settings` overrides `PROBE_DEFAULTS` (lr, weight_decay, epochs); by default the encoder's
+    family's recipe for `dataset` gives them, when there is one (`registry.probe_settings`). A
+    set of graphs (the TU sets) is scored with the svm-10fold protocol instead, whose folds and
+    SVMs are fixed as GraphMAE's: other `seeds` than (0,) are refused there, since they would
+    name runs that are one. `protocol`, when given, must be the dataset's own (one of `PROTOCOLS`).
     """
     from modalities.graphs.datasets import load_dataset
 
@@ -125,7 +126,7 @@ def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str] = None, s
                              "every seed gives the same run; drop --seeds")
         return probe_graphs(encoder, data, dataset, device)
     check_split(data, dataset)
-    options = {**PROBE_DEFAULTS, **(settings or {})}
+    options = {**PROBE_DEFAULTS, **(registry.probe_settings(encoder.family, dataset) if settings is None else settings)}
     options.pop("protocol", None)
     embeddings = encoder.embed(data, pool="none", device=device, progress=False).float()
     runs = [node_probe(embeddings, data.y, data.train_mask, data.val_mask, data.test_mask, seed=seed, **options)

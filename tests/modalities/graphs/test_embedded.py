@@ -53,3 +53,20 @@ def test_mutag_graph_embeddings_reach_the_reported_accuracy():
     reported = zoo.info("graphmae-mutag")["metrics"]["mutag_svm_10fold"]
     assert result["accuracy"] == pytest.approx(reported[0], abs=0.6)  # one graph moves the score by 0.53
     assert probe_graphs(encoder, graphs, "mutag", None, jobs=2) == result  # processes change the speed only
+
+
+def test_python_probe_dataset_takes_the_recipes_settings_for_the_dataset(monkeypatch):
+    """`zoo probe --dataset` passed the checkpoint's recipe's probe settings (a Cora checkpoint
+    probed on CiteSeer with Cora's weight decay), while Python's probe_dataset took none, though
+    its docstring promised the recipe's. Both take the family's recipe for the dataset now."""
+    from modalities.graphs import evaluation
+    from zoo import registry
+
+    assert registry.probe_settings("graphmae", "citeseer") == {"lr": 0.01, "weight_decay": 0.01, "epochs": 300}
+    assert registry.probe_settings("graphmae", "CiteSeer")["weight_decay"] == 0.01
+    assert registry.probe_settings("paretognn", "citeseer") == {}  # no recipe: PROBE_DEFAULTS
+    monkeypatch.setattr(registry, "probe_settings", lambda family, dataset: {"epochs": 3, "weight_decay": 0.5})
+    root = shared_path("data", "planetoid")
+    report = evaluation.probe_dataset(zoo.load("graphmae-cora"), "cora", root)
+    assert (report["epochs"], report["weight_decay"], report["lr"]) == (3, 0.5, 0.01)
+    assert evaluation.probe_dataset(zoo.load("graphmae-cora"), "cora", root, settings={"epochs": 2})["epochs"] == 2
