@@ -125,7 +125,7 @@ def test_bad_items_are_named_by_index(micro_hubert):
         micro_hubert.embed(waves(4000) + [np.zeros(0, dtype=np.float32)], sampling_rate=RATE, progress=False)
     with pytest.raises(InputError, match="no inputs"):
         micro_hubert.embed([], progress=False)
-    with pytest.raises(InputError, match="batch_size=0; use a positive number"):
+    with pytest.raises(ConfigError, match="batch_size=0; use a positive number"):
         micro_hubert.embed(waves(4000), sampling_rate=RATE, batch_size=0, progress=False)
     assert micro_hubert.embed(waves(4000), sampling_rate=RATE, batch_size=np.int64(2), progress=False).shape[0] == 1
 

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from zoo.errors import ConfigError, InputError
+from zoo.errors import ConfigError
 from zoo.outputs import EncoderOutput
 
 #: None = last layer; int (negative counts from the end); list (or 1-d integer array) of ints; "all"
@@ -85,7 +85,7 @@ def check_batch_sizes(**sizes: Optional[int]) -> None:
     work is done: `range(0, n, 0)` would otherwise fail deep inside with a bare ValueError."""
     for name, size in sizes.items():
         if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
-            raise InputError(f"{name}={size!r}; use a positive number of items")
+            raise ConfigError(f"{name}={size!r}; use a positive number of items")
 
 
 def is_single_layer(layer: LayerSpec) -> bool:

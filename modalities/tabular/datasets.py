@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from modalities.tabular.tables import SOURCE, read_table
-from zoo.errors import ConfigError, InputError, UnknownModelError
+from zoo.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from modalities.tabular.processing import TableProcessor
@@ -98,7 +98,7 @@ def load_dataset(name: str, folder: Optional[str | Path] = None) -> TableSplits:
         return load_adult(folder)
     if key == "diabetes":
         return load_diabetes()
-    raise UnknownModelError(f"unknown tabular dataset {name!r}; known: ['adult', 'diabetes']")
+    raise InputError(f"unknown tabular dataset {name!r}; known: ['adult', 'diabetes']")
 
 
 def embed_dataset(encoder: Any, name: str, folder: Optional[str | Path], layer: Any = None,

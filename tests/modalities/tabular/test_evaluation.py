@@ -11,7 +11,7 @@ from helpers import shared_path
 import zoo
 from modalities.tabular.datasets import load_dataset
 from zoo.cli import main
-from zoo.errors import UnknownModelError
+from zoo.errors import InputError
 
 TINY = ["--set", "hidden_dim=16", "--set", "num_layers=1", "--set", "dim_feedforward=16", "--set", "batch_size=64",
         "--set", 'predictor={"width": 8, "depth": 1, "heads": 2, "feedforward": 16, "dropout": 0.0}']
@@ -38,7 +38,8 @@ def test_regression_targets_pretrain_and_probe_with_rmse(tmp_path, capsys):
 
 
 def test_unknown_table_dataset():
-    with pytest.raises(UnknownModelError, match="unknown tabular dataset 'iris'"):
+    """An InputError, as an unknown graph dataset is (it was an UnknownModelError, the class of model names)."""
+    with pytest.raises(InputError, match="unknown tabular dataset 'iris'"):
         load_dataset("iris")
 
 

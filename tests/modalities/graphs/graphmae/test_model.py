@@ -211,7 +211,7 @@ def test_bad_configs_and_options_are_refused():
     with pytest.raises(InputError, match="single Data"):
         encoder().embed([random_graph(3, 3)], node_batch_size=2, progress=False)
     for sizes, message in [({"batch_size": 0}, "batch_size=0"), ({"node_batch_size": -4}, "node_batch_size=-4")]:
-        with pytest.raises(InputError, match=f"{message}; use a positive number"):
+        with pytest.raises(ConfigError, match=f"{message}; use a positive number"):  # a setting, as pool=
             encoder().embed(random_graph(3, 3), progress=False, **sizes)
 
 

@@ -174,7 +174,7 @@ def test_a_folder_saved_in_half_precision_is_refused_as_rounded(encoder, table, 
 def test_errors(encoder, table):
     with pytest.raises(InputError, match="no rows"):
         encoder.embed(table.iloc[:0], progress=False)
-    with pytest.raises(InputError, match="batch_size=0; use a positive number"):
+    with pytest.raises(ConfigError, match="batch_size=0; use a positive number"):
         encoder.embed(table, batch_size=0, progress=False)
     with pytest.raises(InputError, match=r"\['colour'\] are missing"):
         encoder.embed(table.drop(columns="colour"), progress=False)
