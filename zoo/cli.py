@@ -247,13 +247,14 @@ def embed_named_dataset(encoder: Any, args: argparse.Namespace) -> None:
 
     check_output(Path(args.output), pool_none=False)
     encoder = fitted_random_init(encoder, args)
-    names, rows = dataset_rows(encoder, args.dataset, args.data, layer=parse_layer(args.layer), pool=args.pool,
+    pool = args.pool or getattr(encoder.config, "pooling", "mean")  # a graph checkpoint's own: named in the record
+    names, rows = dataset_rows(encoder, args.dataset, args.data, layer=parse_layer(args.layer), pool=pool,
                                batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     if Path(args.output).suffix == ".npy" and "/" in names[0]:  # "graph#G/node#I": whose node a row is
         raise InputError(f"--pool none on {args.dataset}, a set of graphs, gives the nodes of every graph; an .npy "
                          "array of them would not say which graph each row belongs to: write .parquet, whose rows "
                          "are named graph#G/node#I")
-    record = embedding_record(encoder, parse_layer(args.layer), args.pool)
+    record = embedding_record(encoder, parse_layer(args.layer), pool)
     print(f"wrote {args.output}: {write_embeddings(Path(args.output), names, rows, record)}", file=sys.stderr)
 
 

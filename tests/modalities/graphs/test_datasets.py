@@ -48,6 +48,10 @@ def test_zoo_embed_writes_a_named_datasets_nodes_or_graphs(tmp_path, capsys):
     record = json.loads(pq.read_schema(tmp_path / "graphs.parquet").metadata[b"zoo"])
     assert record["family"] == "graphmae" and record["pool"] == "max" and record["layer"] is None
     assert np.array_equal(np.stack(table["embedding"]), expected.numpy())
+    assert main(["embed", "graphmae-mutag", "--dataset", "mutag", "--data", str(tu),
+                 "-o", str(tmp_path / "own.parquet")]) == 0
+    record = json.loads(pq.read_schema(tmp_path / "own.parquet").metadata[b"zoo"])
+    assert record["pool"] == zoo.load("graphmae-mutag").config.pooling == "sum"  # was None: the readout unnamed
     capsys.readouterr()
     assert main(["embed", "graphmae-cora", "x.pt", "--dataset", "cora", "-o", str(tmp_path / "x.npy")]) == 2
     assert "pass INPUTS or --dataset, not both" in capsys.readouterr().err
