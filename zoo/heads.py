@@ -760,9 +760,9 @@ def head_from_config(encoder: Encoder, config: dict[str, Any]) -> EncoderWithHea
 
 
 def default_pool(encoder: Encoder) -> str:
-    """What a head pools by when not told: the pool of the encoder's own `embed`, a graph
-    checkpoint's readout (its pretraining's and probe's; MUTAG's sum scored 85.1 % against the
-    mean's 80.8 %), else the mean of the tokens."""
+    """What a head pools by when not told: a graph checkpoint's readout (its pretraining's and
+    probe's; MUTAG's sum scored 85.1 % against the mean's 80.8 %; a node-level checkpoint's, whose
+    `embed` gives nodes, is the mean), else the mean of the tokens."""
     return getattr(encoder, "readout_pool", "mean")
 
 
@@ -775,12 +775,13 @@ def for_classification(encoder: Encoder, num_labels: Optional[int] = None, pool:
         encoder: what `zoo.load` gives (shared, not copied: the head trains it in place).
         num_labels: number of classes (default: the number of `labels`).
         pool: "mean" over valid tokens, "cls" (encoders with a cls token), or a graph encoder's
-            "sum" or "max" readout (default: what `encoder.embed` pools by, a graph checkpoint's own
-            readout, else "mean").
+            "sum" or "max" readout (default: a graph checkpoint's own readout, the mean for a
+            node-level one, whose `embed` gives nodes; else "mean").
         layer: None (last), an int, or "weighted" (learned weighted sum of all layers).
-        freeze: keep the encoder's weights fixed (linear probe) or fine-tune them too. Either
-            sets every encoder parameter (the encoder is shared, not copied): to train only
-            some blocks, freeze the others after making the head.
+        freeze: keep the encoder's weights fixed (the default: a linear probe) or fine-tune them
+            too (`zoo finetune`'s default, `--mode full`). Either sets every encoder parameter
+            (the encoder is shared, not copied): to train only some blocks, freeze the others
+            after making the head.
         dropout: the probability of dropping a feature before the head, in training.
         labels: the class names, in index order, that `predict` returns (default: "0", "1", ...),
             or transformers' id2label ({0: "cat"}) or label2id ({"cat": 0}) dict.
