@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.errors import InputError
+from zoo.errors import ConfigError, InputError
 from zoo.evaluation import knn_accuracy, linear_probe, rankme
 
 
@@ -58,6 +58,12 @@ def test_knn_uses_cosine_similarity_and_breaks_ties_by_similarity():
     # k=2: one vote each; the tie goes to the more similar neighbour
     assert knn_accuracy(train_x, train_y, np.array([[0.2, 1.0]]), np.array([1]), k=2) == 1.0
     assert knn_accuracy(train_x, train_y, np.array([[1.0, 0.2]]), np.array([0]), k=2) == 1.0
+    with pytest.raises(ConfigError, match="k=0; use a whole number of neighbours"):  # was an InputError
+        knn_accuracy(train_x, train_y, np.array([[1.0, 0.2]]), np.array([0]), k=0)
+    with pytest.raises(ConfigError, match="k=2.5"):
+        knn_accuracy(train_x, train_y, np.array([[1.0, 0.2]]), np.array([0]), k=2.5)
+    with pytest.raises(InputError, match=r"k=3 must lie in \[1, 2\] \(the number of training items\)"):
+        knn_accuracy(train_x, train_y, np.array([[1.0, 0.2]]), np.array([0]), k=3)
 
 
 def test_rankme_of_equal_singular_values_is_the_rank():

@@ -7,12 +7,13 @@ graphs and tables alike.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
 import torch
 
-from zoo.errors import InputError
+from zoo.errors import ConfigError, InputError
 
 #: bytes of one block of float64 test-against-training similarities in `knn_accuracy`: its
 #: test rows are as many as fit (1,024 rows against 50,000 training items were 410 MB, about
@@ -155,9 +156,11 @@ def knn_accuracy(train_x: Any, train_y: Any, test_x: Any, test_y: Any, k: int = 
     Returns:
         Test accuracy in [0, 1].
     """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # a setting, as `zoo probe --k` refuses
+        raise ConfigError(f"k={k!r}; use a whole number of neighbours, 1 or more")
     train, train_labels, test, test_labels = probe_inputs(train_x, train_y, test_x, test_y)
-    if not 1 <= k <= len(train):
-        raise InputError(f"k={k} must lie in [1, {len(train)}] (the number of training items)")
+    if k > len(train):
+        raise InputError(f"k={k} must lie in [1, {len(train)}] (the number of training items); pass a smaller k")
     classes, train_codes = np.unique(train_labels, return_inverse=True)
     train_unit = train / np.maximum(np.linalg.norm(train, axis=1, keepdims=True), 1e-12)
     test_unit = test / np.maximum(np.linalg.norm(test, axis=1, keepdims=True), 1e-12)
