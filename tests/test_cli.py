@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from helpers import EXAMPLES, shared_path
 
 import zoo
+from zoo import registry
 from zoo.cli import main, model_table
 from zoo.errors import ConfigError
 
@@ -670,6 +672,22 @@ def test_convert_help_lists_each_familys_formats_its_default_first(capsys):
     assert ("by default the family's first: beats: official; gmml: auto (read off the file), gmml, dino, timm; "
             "graphmae: graphmae; hubert: fairseq; mert: transformers, fairseq") in " ".join(
                 capsys.readouterr().out.split())
+
+
+def test_a_family_without_an_options_module_leaves_the_cli_working(monkeypatch, capsys):
+    """A new family folder without `<family>_pretrain_options.py` broke every command, `zoo --version`
+    and `zoo list` too, with a ModuleNotFoundError traceback: the CLI lists every family's convert
+    formats. A family without pretraining need not write one; `zoo pretrain` of it says it has none."""
+    modules = registry.family_modules()
+    monkeypatch.setattr(registry, "family_modules", lambda: {**modules, "mytoy": "modalities.audio.mytoy"})
+    assert registry.options_of("mytoy") is None and registry.variant_names("mytoy") == ()
+    assert main(["list"]) == 0 and "hubert-tiny-fsdd" in capsys.readouterr().out
+    assert main(["pretrain", "mytoy", "-o", "run"]) == 2
+    assert "family 'mytoy' has no pretrain options module yet" in capsys.readouterr().err
+    options = types.SimpleNamespace(__name__="modalities.audio.mytoy_pretrain_options")  # no add_arguments
+    monkeypatch.setattr("zoo.cli.imported", lambda name, family, module: options)
+    assert main(["pretrain", "mytoy", "-o", "run"]) == 2
+    assert "family 'mytoy' has no pretraining recipe" in capsys.readouterr().err
 
 
 def test_a_run_stopped_by_a_schedulers_signal_exits_as_the_shell_reports_that_signal(tmp_path, monkeypatch, capsys):

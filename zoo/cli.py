@@ -494,8 +494,12 @@ def family_module(family: str, module: str):
 
 def pretrain_options(family: str):
     """The module that adds `zoo pretrain FAMILY`'s options (`registry.options_module`, which imports
-    no torch): from inside the family's folder, `zoo pretrain hubert -h` spent 6.3 s of CPU and 889 MB."""
-    return imported(registry.options_module(family), family, "pretrain options")
+    no torch): from inside the family's folder, `zoo pretrain hubert -h` spent 6.3 s of CPU and 889 MB.
+    A family whose options module has no `add_arguments` has no recipe: that is said, not an AttributeError."""
+    module = imported(registry.options_module(family), family, "pretrain options")
+    if not hasattr(module, "add_arguments"):
+        raise ConfigError(f"family {family!r} has no pretraining recipe: {module.__name__} defines no add_arguments")
+    return module
 
 
 def imported(name: str, family: str, module: str):

@@ -198,14 +198,27 @@ def variant_names(family: str) -> tuple[str, ...]:
     """A family's named sizes, read without importing it (its options module's VARIANT_NAMES, which
     the tests keep equal to its model's VARIANTS): listing them imported every family, so a
     mistyped name took 15 s to be refused, for the hint of an architecture it might have named."""
-    return tuple(getattr(importlib.import_module(options_module(family)), "VARIANT_NAMES", ()))
+    return tuple(getattr(options_of(family), "VARIANT_NAMES", ()))
 
 
 def convert_formats(family: str) -> tuple[str, ...]:
     """The upstream formats `zoo convert FAMILY` reads, its default first, as `zoo convert -h` lists
     them without importing any family (its options module's CONVERT_FORMATS; a note in brackets
     follows some names)."""
-    return tuple(getattr(importlib.import_module(options_module(family)), "CONVERT_FORMATS", ()))
+    return tuple(getattr(options_of(family), "CONVERT_FORMATS", ()))
+
+
+def options_of(family: str) -> Any:
+    """A family's options module (`options_module`), or None where it has none: a family without
+    pretraining, sizes or converters need not write one. Its absence broke every `zoo` command,
+    `zoo --version` too, with a ModuleNotFoundError, since the CLI lists every family's formats."""
+    name = options_module(family)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name:  # a package the module imports is missing: say so
+            raise
+        return None
 
 
 def get_family(family: str) -> Family:
