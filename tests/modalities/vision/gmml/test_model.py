@@ -286,7 +286,7 @@ def test_bad_images_in_a_tensor_batch_are_named_as_image_by_image(tiny):
             with pytest.raises(InputError, match=message):
                 tiny.embed(inputs, batch_size=3, progress=False)
     for batch_size in (0, 2.5):
-        with pytest.raises(InputError, match=f"batch_size={batch_size}; use a positive number"):
+        with pytest.raises(ConfigError, match=f"batch_size={batch_size}; use a positive number"):
             tiny.embed(torch.rand(2, 3, 36, 36), batch_size=batch_size, progress=False)
 
 
