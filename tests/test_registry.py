@@ -111,6 +111,24 @@ def test_hub_configs_validate_their_keys(tmp_path):
     path.write_bytes(b"\xff\xfe not json")
     with pytest.raises(ConfigError, match="bad-entry.json is not valid JSON"):
         zoo.add_model_config(path)
+    good = {"name": "bad-entry", "family": "hubert", "modality": "audio", "description": "x", "repo_id": "a/b"}
+    for change, refused in [  # each was taken, or a TypeError or AttributeError naming no file, later or at once
+            ({"description": None}, r"bad-entry.json lacks the keys \['description'\]; see ModelEntry"),
+            ({"params": "5"}, "params is '5', not an integer or null"),
+            ({"params": True}, "params is True, not an integer or null"),
+            ({"embedded": "yes"}, "embedded is 'yes', not true or false"),
+            ({"metrics": [1]}, r"metrics is \[1\], not an object"),
+            ({"architecture": []}, r"architecture is \[\], not an object"),
+            ({"description": 3}, "description is 3, not a string"),
+            ({"family": ["hubert"]}, r"family is \['hubert'\], not a string"),
+            ({"family": "wav2vec9"}, r"family 'wav2vec9' is not one of \['beats', "),
+    ]:
+        entry = {key: value for key, value in {**good, **change}.items() if value is not None}
+        path.write_text(json.dumps(entry))
+        with pytest.raises(ConfigError, match=refused):
+            zoo.add_model_config(path)
+    path.write_text(json.dumps(good))
+    assert zoo.add_model_config(path).repo_id == "a/b"
 
 
 @pytest.mark.parametrize("upstream, refused", [

@@ -109,15 +109,20 @@ class ModelEntry:
     pretraining: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.upstream is not None:
+            check_upstream(self.name, self.upstream)
+        check_field_types(self)
         if self.modality not in MODALITIES:
             raise ConfigError(f"hub_config {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
+        modules = family_modules()
+        if self.family not in modules:
+            raise ConfigError(f"hub_config {self.name!r}: family {self.family!r} is not one of {sorted(modules)} "
+                              "(a family is a folder modalities/MODALITY/FAMILY/)")
         if not (self.has_weights or self.pretraining):
             raise ConfigError(
                 f"hub_config {self.name!r} names no location: set embedded, repo_id or upstream "
                 "(or a pretraining recipe)"
             )
-        if self.upstream is not None:
-            check_upstream(self.name, self.upstream)
 
     @property
     def has_weights(self) -> bool:
@@ -125,11 +130,39 @@ class ModelEntry:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ModelEntry":
+        """The entry a hub_config file holds; a missing or mistyped key is a ConfigError naming the
+        file (a file without "description" was a TypeError naming neither, and broke every name)."""
         data = read_json(path)
         check_keys(cls, data, f"hub_config {path}")
         if data.get("name") != Path(path).stem:
             raise ConfigError(f"hub_config {path}: name {data.get('name')!r} must equal the file stem")
+        missing = [field.name for field in dataclasses.fields(cls)
+                   if field.name not in data and field.default is dataclasses.MISSING
+                   and field.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"hub_config {path} lacks the keys {missing}; see ModelEntry's docstring for each")
         return cls(**data)
+
+
+def check_field_types(entry: ModelEntry) -> None:
+    """Refuse a hub_config value of the wrong JSON type (a string of params, a list of metrics, an
+    "embedded": "yes"), which was taken and failed later, in `zoo list` or at load, naming no file."""
+    for field in dataclasses.fields(entry):
+        value, kinds = getattr(entry, field.name), JSON_KINDS[field.name]
+        if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+            names = " or ".join(JSON_NAMES[kind] for kind in kinds)
+            raise ConfigError(f"hub_config {entry.name!r}: {field.name} is {reprlib.repr(value)}, not {names}")
+
+
+JSON_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "an object", type(None): "null"}
+
+#: the JSON types of a hub_config's keys (bool is kept apart from int)
+JSON_KINDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "family": (str,), "modality": (str,), "description": (str,), "format": (str,),
+    "repo_id": (str, type(None)), "revision": (str,), "upstream": (dict, type(None)), "embedded": (bool,),
+    "architecture": (dict,), "preprocessing": (dict,), "params": (int, type(None)), "license": (str,),
+    "citation": (str,), "source": (str,), "metrics": (dict,), "pretraining": (dict,),
+}
 
 
 @dataclasses.dataclass
@@ -178,6 +211,12 @@ def data_folder(name: str) -> Path:
 
 def family_modules() -> dict[str, str]:
     """family name -> module path, from the folders under `modalities/` (nothing imported)."""
+    return dict(_family_modules())
+
+
+@functools.lru_cache(maxsize=1)
+def _family_modules() -> dict[str, str]:
+    """The folders are listed once a process: every hub_config's family is checked against them."""
     root = Path(str(resources.files("modalities")))
     modules = {}
     for modality_dir in sorted(p for p in root.iterdir() if p.is_dir()):
