@@ -56,8 +56,26 @@ def test_info_returns_the_hub_config():
         zoo.load("MERT-v1-95M")
     with pytest.raises(UnknownModelError, match="'gmml-vit-small-patch16': it is an architecture without weights "
                                                  "\\(pretrain it with `zoo pretrain gmml --variant vit-small-patch16 "
-                                                 "-o OUT`"):
+                                                 "-o OUT`, or build it with fresh weights with "
+                                                 "zoo.load\\('gmml-vit-small-patch16', pretrained=False\\)\\)"):
         zoo.load("gmml-vit-small-patch16")
+
+
+def test_an_architecture_name_builds_with_fresh_weights_as_timms_create_model():
+    """zoo.load(size, pretrained=False) was refused as an unknown model whose hint gave its config,
+    and no document said how to build a model from that; timm's create_model(name, pretrained=False)
+    builds it."""
+    torch.manual_seed(0)
+    encoder = zoo.load("gmml-vit-small-patch16", pretrained=False)
+    assert encoder.config == registry.architecture_config("gmml-vit-small-patch16") and encoder.embed_dim == 384
+    assert encoder.processor.to_dict()["crop_size"] == 224  # the family's default preprocessing
+    torch.manual_seed(0)
+    assert torch.equal(zoo.load("gmml-vit-small-patch16", pretrained=False).state_dict()["backbone.cls_token"],
+                       encoder.state_dict()["backbone.cls_token"])  # seeded as the docstring says
+    with pytest.raises(UnknownModelError, match="family 'gmml' has no size 'vit-huge'"):
+        registry.architecture_config("gmml-vit-huge")
+    with pytest.raises(UnknownModelError, match="unknown model 'gmml-vit-huge'"):
+        zoo.load("gmml-vit-huge", pretrained=False)
 
 
 @pytest.mark.parametrize("name", zoo.list_models())

@@ -77,7 +77,8 @@ def load(
         pretrained: False gives the encoder of the same architecture and preprocessing with
             fresh random weights (seed them with `torch.manual_seed`), as timm's
             `create_model(name, pretrained=False)`: the random-init baseline of a probe or a
-            start for pretraining. No weights are read or downloaded: a hub_config's
+            start for pretraining. An architecture name (`zoo list --architectures`) builds
+            that size, with its family's default preprocessing. No weights are read or downloaded: a hub_config's
             architecture is enough (at another `revision`, its repo's config files), and a Hub
             repo gives only its config files. A head model's folder gives its encoder alone.
         token: the Hugging Face access token that every Hub file is fetched with, as
@@ -116,6 +117,8 @@ def load(
                 raise type(err)(f"{str(err).rstrip('.')}; there is no local folder {where!r} either") from err
             model = load_folder(folder, pretrained=pretrained)
             warn_processor_not_cached(model.processor, folder, str(name_or_path), revision or "main", cache_dir)
+        elif not pretrained and str(name_or_path) in registry.list_architectures():
+            model = architecture_encoder(str(name_or_path))
         elif path.is_file():
             raise CheckpointError(
                 f"{path} is a file, but a zoo checkpoint is a folder (config.json, model.safetensors, ...); "
@@ -132,6 +135,14 @@ def load(
 
         model.origin = base_model_of(str(name_or_path), folder)
     return model_to(model, device, dtype) if device is not None or dtype is not None else model
+
+
+def architecture_encoder(name: str) -> Any:
+    """A named size ("gmml-vit-small-patch16") with fresh weights and its family's default
+    preprocessing, as timm's `create_model(name, pretrained=False)`: the refusal of the name
+    pointed to its config only, and no document said how to build a model from that."""
+    config = registry.architecture_config(name)
+    return registry.get_family(config.family).encoder_class(config)
 
 
 def shadowing(name: str | Path) -> str:

@@ -333,9 +333,10 @@ def unknown_name_hint(name: str) -> str:
     if name in list_architectures():
         family = next(family for family in sorted(family_modules(), key=len, reverse=True)
                       if name.startswith(f"{family}-"))
-        return (f": it is an architecture without weights (pretrain it with `zoo pretrain {family} --variant "
-                f"{name[len(family) + 1:]} -o OUT`, or build its config with "
-                f"zoo.registry.architecture_config({name!r})){checkpoints}")
+        pretrain = (f"pretrain it with `zoo pretrain {family} --variant {name[len(family) + 1:]} -o OUT`, or "
+                    if hasattr(options_of(family), "add_arguments") else "")  # a family may have no recipe
+        return (f": it is an architecture without weights ({pretrain}build it with fresh weights with "
+                f"zoo.load({name!r}, pretrained=False)){checkpoints}")
     return checkpoints
 
 
