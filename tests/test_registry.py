@@ -147,6 +147,11 @@ def test_hub_configs_validate_their_keys(tmp_path):
             zoo.add_model_config(path)
     path.write_text(json.dumps(good))
     assert zoo.add_model_config(path).repo_id == "a/b"
+    path.write_text(json.dumps({**good, "architecture": registry.get_entry("hubert-tiny-fsdd").architecture,
+                                "preprocessing": {"sampling_rate": 16000, "bogus": 1}}))
+    zoo.add_model_config(path)
+    with pytest.raises(ConfigError, match=r"hub_config 'bad-entry': preprocessing has unknown keys \['bogus'\]"):
+        zoo.load("bad-entry", pretrained=False)  # was a TypeError from the processor's constructor
 
 
 @pytest.mark.parametrize("upstream, refused", [

@@ -25,7 +25,7 @@ import torch
 
 from zoo import registry
 from zoo.cards import CardSource, card_text, model_card_text, origin_card
-from zoo.config import read_json
+from zoo.config import check_keys, read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError, prefixed
 from zoo.io import NAME_MAX, atomic_folder, atomic_path, check_writable_folder, through_link, waited_for
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
@@ -856,6 +856,8 @@ def read_processor(folder: Optional[Path], encoder_class: type, config: Any, ent
     settings, over what the model config implies (`default_processor_settings`), over the
     processor's defaults."""
     processor_class = encoder_class.processor_class
+    if entry is not None:  # an unknown key was a TypeError from the processor's constructor, naming no file
+        check_keys(processor_class, entry.preprocessing, f"hub_config {entry.name!r}: preprocessing")
     settings = {**encoder_class.default_processor_settings(config), **(entry.preprocessing if entry else {})}
     path = folder / PROCESSOR_FILE if folder is not None else None
     if path is None or not path.is_file():
