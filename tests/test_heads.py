@@ -5,7 +5,7 @@ import functools
 import numpy as np
 import pytest
 import torch
-from helpers import EMBEDDED_INPUTS, cora_like_graph
+from helpers import EMBEDDED_INPUTS, MICRO_HUBERT, cora_like_graph
 
 import zoo
 from zoo.errors import ConfigError, InputError
@@ -185,6 +185,10 @@ def test_a_saved_head_says_what_it_is_in_its_card(micro_hubert, tmp_path):
     assert ("A classification head over 2 labels (yes, no) on the mean of the tokens of layer 1 of a hubert speech "
             "encoder (2 layers, width 32,") in card and "training it updates the head and the encoder." in card
     assert 'model.predict(["clip.wav"], top_k=3)' in card
+    from modalities.speech.hubert.model import HubertEncoder, HubertEncoderConfig
+
+    HubertEncoder(HubertEncoderConfig(**{**MICRO_HUBERT, "num_hidden_layers": 1})).save_pretrained(tmp_path / "one")
+    assert "(1 layer, width" in (tmp_path / "one" / "README.md").read_text()  # it said "1 layers"
     zoo.for_regression(micro_hubert, pool="mean").save_pretrained(tmp_path / "reg")
     card = (tmp_path / "reg" / "README.md").read_text()
     assert "A regression head over 1 target on the mean of the tokens of the last layer" in card

@@ -61,8 +61,9 @@ def default_card(model: Any) -> str:
     parameters = sum(p.numel() for p in encoder.parameters())
     inputs = CARD_INPUTS[encoder.modality]
     role, use = encoder.card_usage(inputs)
-    about = (f"a {encoder.family} {encoder.modality} {role} ({encoder.num_layers} layers, width {encoder.embed_dim}, "
-             f"{parameters:,} parameters)")
+    layers = f"{encoder.num_layers} layer{'s' * (encoder.num_layers != 1)}"  # "1 layers" was written
+    about = f"a {encoder.family} {encoder.modality} {role} ({layers}, width {encoder.embed_dim}, {parameters:,} " \
+            "parameters)"
     if head is None:
         title, about = role, about[0].upper() + about[1:]
     else:
