@@ -62,8 +62,8 @@ def default_card(model: Any) -> str:
     inputs = CARD_INPUTS[encoder.modality]
     role, use = encoder.card_usage(inputs)
     layers = f"{encoder.num_layers} layer{'s' * (encoder.num_layers != 1)}"  # "1 layers" was written
-    about = f"a {encoder.family} {encoder.modality} {role} ({layers}, width {encoder.embed_dim}, {parameters:,} " \
-            "parameters)"
+    about = (f"a {encoder.family} {encoder.modality} {role} ({layers}, width {encoder.embed_dim}, "
+             f"{parameters:,} parameters)")
     if head is None:
         title, about = role, about[0].upper() + about[1:]
     else:

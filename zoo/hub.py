@@ -78,9 +78,10 @@ def load(
             fresh random weights (seed them with `torch.manual_seed`), as timm's
             `create_model(name, pretrained=False)`: the random-init baseline of a probe or a
             start for pretraining. An architecture name (`zoo list --architectures`) builds
-            that size, with its family's default preprocessing. No weights are read or downloaded: a hub_config's
-            architecture is enough (at another `revision`, its repo's config files), and a Hub
-            repo gives only its config files. A head model's folder gives its encoder alone.
+            that size, with its family's default preprocessing. No weights are read or
+            downloaded: a hub_config's architecture is enough (at another `revision`, its repo's
+            config files), and a Hub repo gives only its config files. A head model's folder
+            gives its encoder alone.
         token: the Hugging Face access token that every Hub file is fetched with, as
             transformers' `token=` (for a private or gated repo); default: the one `hf auth login`
             stored, or $HF_TOKEN; False sends none. No message shows it.
