@@ -684,6 +684,11 @@ def test_an_outsized_config_a_name_too_long_and_fp8_weights_are_met_as_they_shou
         zoo.load(folder)
     with pytest.raises(UnknownModelError, match=r"a part of it is 5000 bytes long, longer than a file name can be"):
         zoo.load("a" * 5000)
+    from zoo.cli import main
+
+    assert main(["info", "a" * 5000]) == 2  # a traceback while named_entry looked for a folder of that name
+    with pytest.raises(UnknownModelError, match="a part of it is 300 bytes long"):
+        zoo.publish("a" * 300, "me/x", dry_run=True)  # an OSError from pathlib
 
 
 def test_a_folder_under_home_is_written_and_read_there(tmp_path, monkeypatch, micro_hubert):

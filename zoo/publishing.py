@@ -21,7 +21,8 @@ from zoo.cards import CardSource, card_text, model_card_text, origin_card
 from zoo.config import read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError
 from zoo.hub import (
-    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, checkpoint_in, entry_folder, is_offline, load_folder, save_folder,
+    CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, check_name, checkpoint_in, entry_folder, is_offline, load_folder,
+    save_folder,
 )
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 from zoo.run_cards import base_model_of
@@ -89,6 +90,7 @@ def publish(
         dry_run: return the plan (files, sizes, card, repo) without reaching the Hub.
         token: a Hugging Face token, instead of the one logged in (`hf auth login`, HF_TOKEN).
     """
+    check_name(source, "publish")  # a part too long for a file name was an OSError from pathlib
     if not dry_run:
         check_online(repr(str(source)) + (f" to {repo_id!r}" if repo_id else ""))
     with ExitStack() as stack:

@@ -314,7 +314,8 @@ def named_entry(name: str | Path) -> Optional[ModelEntry]:
     spelling exists (a results folder called `hubert-base-ls960`, "~/mert-tiny"), since load,
     info, publish and the CLI all read the folder in its place. One rule for all of them, so
     that `zoo info` describes what `zoo.load` loads."""
-    return None if Path(name).expanduser().is_dir() else find(str(name))
+    entry = find(str(name))  # first: a name no entry has may be no path at all (a part too long for one)
+    return None if entry is None or Path(name).expanduser().is_dir() else entry
 
 
 def get_entry(name: str) -> ModelEntry:
