@@ -78,6 +78,9 @@ def test_info_describes_a_checkpoint_folder(checkpoint, tmp_path, capsys):
     assert main(["info", str(tmp_path / "clf")]) == 0
     assert json.loads(capsys.readouterr().out)["head"]["labels"] == ["yes", "no"]
     assert zoo.info(tmp_path / "clf")["head"]["labels"] == ["yes", "no"]  # the Python API says the same
+    assert zoo.info(tmp_path / "clf")["license"] is None  # the default card states none
+    encoder.save_pretrained(tmp_path / "mit", model_card="---\nlicense: mit\n---\n# mine\n")
+    assert zoo.info(tmp_path / "mit")["license"] == "mit"  # a folder's info had no licence, a zoo name's has
     assert main(["list", "--architectures", "gmml-*"]) == 0
     names = capsys.readouterr().out.split()
     assert names == ["gmml-vit-base-patch16", "gmml-vit-small-patch16", "gmml-vit-tiny-patch16"]

@@ -200,9 +200,9 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
     """A zoo name's hub_config; for a checkpoint folder, a Hub repo of the zoo's format or a zoo
     name's Hub repo at a `revision`, what its config files say, built into the model `load` gives
     (so that what is shown is what loads): family, class, architecture, preprocessing, width of its
-    rows and layers (`embed_dim`, `num_layers`: the architecture names them five ways), parameters
-    and head. The weights are neither read nor downloaded: a description should not cost a
-    multi-gigabyte fetch. `token`: as `load`'s."""
+    rows and layers (`embed_dim`, `num_layers`: the architecture names them five ways), parameters,
+    head and the licence its card states (None where it states none). The weights are neither read
+    nor downloaded: a description should not cost a multi-gigabyte fetch. `token`: as `load`'s."""
     check_name(name_or_path, "info")
     entry = registry.named_entry(name_or_path)
     if entry is not None and revision is None:
@@ -223,11 +223,14 @@ def info(name_or_path: str | Path, revision: Optional[str] = None, cache_dir: Op
     encoder = getattr(model, "encoder", model)
     if from_hub:
         warn_processor_not_cached(encoder.processor, folder, str(name_or_path), revision or "main", cache_dir)
+    from zoo.run_cards import card_origin
+
     return {"family": encoder.family, "modality": encoder.modality, "class": type(model).__name__,
             "architecture": encoder.config.to_dict(), "preprocessing": encoder.processor.to_dict(),
             "embed_dim": encoder.embed_dim, "num_layers": encoder.num_layers,  # under one name in every family
             "params": sum(parameter.numel() for parameter in model.parameters()),
-            "head": model.head_config() if hasattr(model, "head_config") else None}
+            "head": model.head_config() if hasattr(model, "head_config") else None,
+            "license": card_origin(folder).license}  # its card's, as a zoo name's hub_config states one
 
 
 def check_name(name_or_path: Any, call: str) -> None:
