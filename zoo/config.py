@@ -131,6 +131,8 @@ def value_matches(value: Any, hint: Any) -> bool:
         return any(value_matches(value, arm) for arm in args)
     if origin is typing.Literal:
         return value in args
+    if origin is dict:
+        return isinstance(value, dict)
     if origin in (tuple, list, collections.abc.Sequence):
         if not isinstance(value, (tuple, list)):
             return False

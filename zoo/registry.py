@@ -15,12 +15,13 @@ import functools
 import importlib
 import re
 import reprlib
+import typing
 import urllib.parse
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from zoo.config import check_keys, read_json
+from zoo.config import check_keys, read_json, value_matches
 from zoo.errors import ConfigError, UnknownModelError
 
 MODALITIES = ("speech", "audio", "vision", "graph", "tabular")
@@ -111,7 +112,7 @@ class ModelEntry:
     def __post_init__(self) -> None:
         if self.upstream is not None:
             check_upstream(self.name, self.upstream)
-        check_field_types(self)
+        check_json_types(self)
         if self.modality not in MODALITIES:
             raise ConfigError(f"hub_config {self.name!r}: modality {self.modality!r} is not one of {MODALITIES}")
         modules = family_modules()
@@ -144,25 +145,25 @@ class ModelEntry:
         return cls(**data)
 
 
-def check_field_types(entry: ModelEntry) -> None:
+def check_json_types(entry: ModelEntry) -> None:
     """Refuse a hub_config value of the wrong JSON type (a string of params, a list of metrics, an
-    "embedded": "yes"), which was taken and failed later, in `zoo list` or at load, naming no file."""
+    "embedded": "yes"), which was taken and failed later, in `zoo list` or at load, naming no file.
+    The types are ModelEntry's annotations, checked as a config's fields are (`value_matches`)."""
+    hints = typing.get_type_hints(ModelEntry)
     for field in dataclasses.fields(entry):
-        value, kinds = getattr(entry, field.name), JSON_KINDS[field.name]
-        if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
-            names = " or ".join(JSON_NAMES[kind] for kind in kinds)
-            raise ConfigError(f"hub_config {entry.name!r}: {field.name} is {reprlib.repr(value)}, not {names}")
+        value, hint = getattr(entry, field.name), hints[field.name]
+        if not value_matches(value, hint):
+            raise ConfigError(f"hub_config {entry.name!r}: {field.name} is {reprlib.repr(value)}, not "
+                              f"{json_kinds(hint)}")
 
 
 JSON_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "an object", type(None): "null"}
 
-#: the JSON types of a hub_config's keys (bool is kept apart from int)
-JSON_KINDS: dict[str, tuple[type, ...]] = {
-    "name": (str,), "family": (str,), "modality": (str,), "description": (str,), "format": (str,),
-    "repo_id": (str, type(None)), "revision": (str,), "upstream": (dict, type(None)), "embedded": (bool,),
-    "architecture": (dict,), "preprocessing": (dict,), "params": (int, type(None)), "license": (str,),
-    "citation": (str,), "source": (str,), "metrics": (dict,), "pretraining": (dict,),
-}
+
+def json_kinds(hint: Any) -> str:
+    """An annotation as the JSON values it takes: Optional[int] is "an integer or null"."""
+    arms = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+    return " or ".join(JSON_NAMES[typing.get_origin(arm) or arm] for arm in arms)
 
 
 @dataclasses.dataclass
