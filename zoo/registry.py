@@ -333,8 +333,7 @@ def unknown_name_hint(name: str) -> str:
     close = difflib.get_close_matches(name.lower(), list(entries()), n=3)
     checkpoints = f"; did you mean {' or '.join(map(repr, close))}?" if close else "; run `zoo list` to see them"
     if name in list_architectures():
-        family = next(family for family in sorted(family_modules(), key=len, reverse=True)
-                      if name.startswith(f"{family}-"))
+        family = architecture_family(name)
         pretrain = (f"pretrain it with `zoo pretrain {family} --variant {name[len(family) + 1:]} -o OUT`, or "
                     if hasattr(options_of(family), "add_arguments") else "")  # a family may have no recipe
         return (f": it is an architecture without weights ({pretrain}build it with fresh weights with "
@@ -406,16 +405,21 @@ def list_architectures(family: Optional[str] = None, modality: Optional[str] = N
 def architecture_config(name: str, **overrides: Any) -> Any:
     """The config of a named size ("gmml-vit-tiny-patch16"), with `overrides` on top: an
     architecture to build and pretrain, where `get_entry` gives published checkpoints."""
-    for family_name in sorted(family_modules(), key=len, reverse=True):
-        if name.startswith(f"{family_name}-"):
-            family = get_family(family_name)
-            variant = name[len(family_name) + 1:]
-            if variant in family.variants:
-                return family.encoder_class.config_class(**{**family.variants[variant], **overrides})
-            raise UnknownModelError(f"family {family_name!r} has no size {variant!r}; its sizes are "
-                                    f"{list_architectures(family_name)}")
-    raise UnknownModelError(f"{name!r} names no family; architecture names are '<family>-<size>', "
-                            f"families: {sorted(family_modules())}")
+    family_name = architecture_family(name)
+    if family_name is None:
+        raise UnknownModelError(f"{name!r} names no family; architecture names are '<family>-<size>', "
+                                f"families: {sorted(family_modules())}")
+    family, variant = get_family(family_name), name[len(family_name) + 1:]
+    if variant not in family.variants:
+        raise UnknownModelError(f"family {family_name!r} has no size {variant!r}; its sizes are "
+                                f"{list_architectures(family_name)}")
+    return family.encoder_class.config_class(**{**family.variants[variant], **overrides})
+
+
+def architecture_family(name: str) -> Optional[str]:
+    """The family an architecture name "<family>-<size>" starts with, the longest that fits, or None."""
+    return next((family for family in sorted(family_modules(), key=len, reverse=True)
+                 if name.startswith(f"{family}-")), None)
 
 
 def info(name: str) -> dict[str, Any]:
