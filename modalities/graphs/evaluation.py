@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from zoo import registry
-from zoo.errors import InputError
+from zoo.errors import ConfigError, InputError
 
 #: GraphMAE's probe settings for Cora (lr_f, weight_decay_f, max_epoch_f)
 PROBE_DEFAULTS = {"lr": 0.01, "weight_decay": 1e-4, "epochs": 300}
@@ -113,15 +113,15 @@ def probe_dataset(encoder: Any, dataset: str, data_root: Optional[str] = None, s
     from modalities.graphs.datasets import load_dataset
 
     if protocol is not None and protocol not in PROTOCOLS:
-        raise InputError(f"protocol {protocol!r} is not one of {PROTOCOLS}")
+        raise ConfigError(f"protocol {protocol!r} is not one of {PROTOCOLS}")
     data = load_dataset(dataset, data_root)
     own = "svm-10fold" if isinstance(data, list) else "linear-probe"
     if protocol not in (None, own):
-        raise InputError(f"dataset {dataset!r} is scored with GraphMAE's {own} protocol, not {protocol!r}; "
+        raise ConfigError(f"dataset {dataset!r} is scored with GraphMAE's {own} protocol, not {protocol!r}; "
                          f"drop --protocol or pass --protocol {own}")
     if isinstance(data, list):
         if tuple(seeds) != (0,):
-            raise InputError(f"seeds {list(seeds)}: dataset {dataset!r} is scored with GraphMAE's svm-10fold "
+            raise ConfigError(f"seeds {list(seeds)}: dataset {dataset!r} is scored with GraphMAE's svm-10fold "
                              "protocol, whose folds and SVMs are fixed (random_state 0 and 42, as upstream's), so "
                              "every seed gives the same run; drop --seeds")
         return probe_graphs(encoder, data, dataset, device)

@@ -157,10 +157,12 @@ def test_graph_sets_are_probed_with_the_svm_protocol(tmp_path, capsys):
     from modalities.graphs.evaluation import probe_dataset
     from zoo.hub import load
 
-    with pytest.raises(InputError, match="scored with GraphMAE's svm-10fold protocol, not 'linear-probe'"):
+    with pytest.raises(ConfigError, match="scored with GraphMAE's svm-10fold protocol, not 'linear-probe'"):
         probe_dataset(load(out / "encoder"), "mutag", str(root), protocol="linear-probe")
-    with pytest.raises(InputError, match="protocol 'knn' is not one of"):
+    with pytest.raises(ConfigError, match="protocol 'knn' is not one of"):
         probe_dataset(load(out / "encoder"), "mutag", str(root), protocol="knn")
+    with pytest.raises(ConfigError, match="every seed gives the same run"):
+        probe_dataset(load(out / "encoder"), "mutag", str(root), seeds=(0, 1))
     assert main(["probe", str(out / "encoder"), "--dataset", "mutag", "--data", str(root), "--seeds", "0", "1"]) == 2
     assert ("seeds [0, 1]: dataset 'mutag' is scored with GraphMAE's svm-10fold protocol, whose folds and SVMs are "
             "fixed (random_state 0 and 42, as upstream's), so every seed gives the same run; drop --seeds"
