@@ -214,6 +214,13 @@ def test_a_model_without_a_head_or_an_output_of_another_kind_is_refused(name, ou
     assert said in capsys.readouterr().err
 
 
+def test_python_predict_on_an_encoder_without_a_head_names_the_fix(adult_tables):
+    encoder = zoo.load("tjepa-adult")
+    with pytest.raises(ConfigError, match=r"tjepa encoder has no head, so it has nothing to predict; put one on it "
+                                          r"\(zoo.for_classification"):
+        encoder.predict(adult_tables[0].head(2))
+
+
 def test_a_token_classifier_and_a_top_k_of_zero_are_refused(adult_tables, tmp_path, capsys):
     _, folder = adult_tables
     nodes = saved(zoo.for_token_classification(zoo.load("graphmae-cora"), num_labels=7), tmp_path / "nodes")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, NoReturn, Optional, Sequence
 
 import numpy as np
 import torch
@@ -190,6 +190,14 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         if is_single_layer(layer):
             rows = [row[0] for row in rows]
         return rows if pool == "none" else torch.stack(rows)
+
+    def predict(self, inputs: Any, **kwargs: Any) -> NoReturn:
+        """Refuse: an encoder alone has no labels or values to give. Without this, nn.Module's
+        `__getattr__` would answer with a bare AttributeError that names no way to get a head."""
+        raise ConfigError(f"this {self.family} encoder has no head, so it has nothing to predict; put one on it "
+                          "(zoo.for_classification(encoder, labels=[...]) or for_regression, then train it, as "
+                          "`zoo finetune` does) or load a fine-tuned classifier/ folder; for features, use "
+                          "encoder.embed(inputs)")
 
     def check_dtype(self, dtype: torch.dtype) -> None:
         """Raise a ConfigError where this encoder cannot run in `dtype`, so that loading or moving it
