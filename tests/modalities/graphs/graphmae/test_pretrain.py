@@ -135,7 +135,6 @@ def test_a_graph_set_setting_is_refused_on_a_dataset_of_one_graph(tmp_path, caps
 
 def test_datasets_are_named_and_located_clearly(tmp_path):
     from modalities.graphs.datasets import load_dataset
-    from zoo.errors import InputError
 
     with pytest.raises(InputError, match="unknown graph dataset 'squirrel'"):
         load_dataset("squirrel")
