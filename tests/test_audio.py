@@ -113,6 +113,27 @@ def test_a_files_bytes_or_the_file_open_are_inputs_as_for_images(tmp_path, micro
         micro_hubert.embed(b"RIFF junk", progress=False)
 
 
+def test_a_folder_is_its_audio_files_as_for_images_and_zoo_embed(tmp_path, micro_hubert):
+    """Python's audio `embed` refused a folder ("pass the files in it") that image `embed` and
+    `zoo embed` take: a folder now gives the rows of the audio files under it, sorted, alone or
+    in a list, warning of the files it leaves out."""
+    folder = tmp_path / "clips"
+    (folder / "b").mkdir(parents=True)
+    files = [str(folder / "a.wav"), str(folder / "b" / "c.flac")]
+    for index, file in enumerate(files):
+        soundfile.write(file, np.sin(np.arange(4000) * (index + 1) / 9).astype(np.float32), 16000)
+    (folder / "labels.txt").write_text("a 0")
+    expected = micro_hubert.embed(files, progress=False)
+    with pytest.warns(UserWarning, match=r"left out 1 file\(s\) in .* that the encoder does not read \(1 .txt\)"):
+        assert torch.equal(micro_hubert.embed(folder, progress=False), expected)
+    with pytest.warns(UserWarning, match="left out 1 file"):
+        mixed = micro_hubert.embed([files[1], str(folder)], progress=False)
+    assert torch.equal(mixed, torch.cat([expected[1:], expected]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"folder '.*empty' holds no audio files \(.wav, .flac"):
+        micro_hubert.embed(tmp_path / "empty", progress=False)
+
+
 def test_undecoded_rows_and_datasets_read_as_their_files(tmp_path, micro_hubert):
     """`datasets` >= 4 decodes Audio columns only through torchcodec, which does not load here:
     the zoo reads a Dataset's Audio column undecoded, and {"bytes", "path"} rows (Audio(decode=False),
@@ -177,7 +198,7 @@ def test_array_without_rate_and_bad_files(tmp_path, monkeypatch):
             AudioProcessor().prepare(url)
     with pytest.raises(InputError, match="is a parquet dataset, not one audio file; pass its rows: datasets.Dataset"):
         AudioProcessor().prepare(str(tmp_path / "train-00000.parquet"))  # was "Format not recognised"
-    with pytest.raises(InputError, match="is a folder, not an audio file; pass the files in it"):
+    with pytest.raises(InputError, match="is a folder, not an audio file; pass the files in it, or the folder"):
         AudioProcessor().prepare(tmp_path)
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"not audio at all")

@@ -57,8 +57,8 @@ def read_audio_file(path: str | Path, target_rate: int) -> torch.Tensor:
     check_file_input(path, "audio")
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"{str(path)!r} is a folder, not an audio file; pass the files in it (zoo embed and "
-                         "zoo predict take a folder for its audio files)")
+        raise InputError(f"{str(path)!r} is a folder, not an audio file; pass the files in it, or the folder "
+                         "to embed (or zoo embed), which reads the audio files under it")
     if not path.is_file():
         raise InputError(f"audio file {str(path)!r} does not exist; check the path")
     return decode_audio(str(path), f"audio file {str(path)!r}", target_rate, what=f"audio input {str(path)!r}")

@@ -17,6 +17,7 @@ from torch import nn
 from zoo.checkpointing import ActivationCheckpointing
 from zoo.config import EncoderConfig
 from zoo.errors import ConfigError, naming_input
+from zoo.io import folder_files, is_folder_input
 from zoo.outputs import EncoderOutput
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
                          select_layers)
@@ -129,11 +130,12 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         raise NotImplementedError
 
     def as_item_list(self, inputs: Any) -> Sequence[Any]:
-        """Split `inputs` into items; a single item (path, array, dict) becomes a list of one, and
-        a `datasets` Dataset (or its column `dataset[NAME]`) the rows of its column of the
-        processor's `dataset_feature`, read as they are reached (`DatasetRows`)."""
+        """Split `inputs` into items; a single item (path, array, dict) becomes a list of one, a
+        folder the files under it (`with_folders_opened`), and a `datasets` Dataset (or its column
+        `dataset[NAME]`) the rows of its column of the processor's `dataset_feature`, read as they
+        are reached (`DatasetRows`)."""
         if isinstance(inputs, (list, tuple)):
-            return list(inputs)
+            return self.with_folders_opened(inputs)
         column_source = column_as_dataset(inputs, self.processor.dataset_feature)
         if column_source is not None:
             return DatasetRows(column_source, self.processor.dataset_feature)
@@ -143,8 +145,22 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
             return iterable_dataset_rows(inputs, self.processor.dataset_feature)
         if isinstance(inputs, (str, bytes, bytearray, Path, dict, np.ndarray, torch.Tensor)) or is_file_object(
                 inputs) or not isinstance(inputs, Iterable):
-            return [inputs]
+            return self.with_folders_opened([inputs])
         return list(inputs)
+
+    def with_folders_opened(self, items: Sequence[Any]) -> list[Any]:
+        """`items` with each folder among them replaced by the files under it that the processor
+        reads, sorted (`io.folder_files`), as `zoo embed` reads a folder, so that one call does
+        in Python what one command does; a processor whose file holds many items (a table's rows)
+        reads its files one by one, and one without file endings (graphs) reads no files."""
+        processor = self.processor
+        if processor.file_holds != "item" or not processor.file_suffixes:
+            return list(items)
+        opened = []
+        for item in items:
+            opened.extend(map(str, folder_files(item, processor.file_suffixes, processor.processor_type))
+                          if is_folder_input(item) else [item])
+        return opened
 
     @torch.no_grad()
     def embed(
@@ -164,7 +180,8 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         valid tokens reach the pooling, so padding never changes a row.
 
         Args:
-            inputs: raw items (paths, arrays, graphs, rows...) or a single item.
+            inputs: raw items (paths, arrays, graphs, rows...) or a single item; a folder stands
+                for the files under it that the encoder reads, sorted (image and audio encoders).
             layer: None (last layer), an int (0 = input embeddings, negative from the end),
                 a list (or 1-d integer array) of ints, or "all".
             pool: "mean" over valid tokens, "cls" (the encoder's own leading token, where it has

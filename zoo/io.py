@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from zoo.errors import ConfigError, WriteError, ZooError, warn
+from zoo.errors import ConfigError, InputError, WriteError, ZooError, warn
 
 
 def _umask() -> int:
@@ -72,6 +72,22 @@ def input_files(folder: str | Path, suffixes: Sequence[str] = ()) -> list[Path]:
         shown = ", ".join(f"{count} {ending}" for ending, count in sorted(left_out.items()))
         warn(f"left out {left_out.total()} file(s) in {str(folder)!r} that the encoder does not read ({shown})")
     return [path for path in listed if not wanted or path.suffix.lower() in wanted]
+
+
+def folder_files(folder: str | Path, suffixes: Sequence[str], kind: str) -> list[Path]:
+    """`input_files` of a folder passed to `embed` as an input, as `zoo embed` takes one; a folder
+    without any is an InputError naming it, not a quiet empty list."""
+    files = input_files(folder, suffixes)
+    if not files:
+        raise InputError(f"folder {str(folder)!r} holds no {kind} files ({', '.join(suffixes)})")
+    return files
+
+
+def is_folder_input(item: Any) -> bool:
+    """Whether an input item names an existing folder: a path, not a URL, and not an empty string,
+    which Path reads as the current folder and the processor refuses by name."""
+    return isinstance(item, (str, Path)) and str(item).strip() != "" and "://" not in str(item) and Path(
+        item).is_dir()
 
 
 def is_within(path: str, folder: str) -> bool:

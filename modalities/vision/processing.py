@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.errors import ConfigError, InputError, naming_input, warn
-from zoo.io import input_files
+from zoo.io import folder_files
 from zoo.processing import (
     DatasetRows, Processor, check_file_input, column_as_dataset, is_dataset, is_file_object,
 )
@@ -84,10 +84,7 @@ def default_statistic(values: Optional[Sequence[float]], rgb: tuple[float, float
 def image_files(folder: Path) -> list[Path]:
     """The image files under `folder` (recursively, sorted, hidden ones left out), warning of
     the others, as `zoo embed` does; an empty folder is an error."""
-    files = input_files(folder, IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"folder {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-    return files
+    return folder_files(folder, IMAGE_SUFFIXES, "image")
 
 
 def expand_images(inputs: Any) -> Sequence[Any]:
