@@ -18,12 +18,13 @@ from zoo.checkpointing import ActivationCheckpointing
 from zoo.config import EncoderConfig
 from zoo.errors import ConfigError, naming_input
 from zoo.io import folder_files, is_folder_input
+from zoo.numerics import cast_input, non_finite_features
 from zoo.outputs import EncoderOutput
 from zoo.pooling import (LayerSpec, check_batch_sizes, check_pool, is_single_layer, layer_indices, pool_tokens,
                          select_layers)
 from zoo.processing import (
-    DatasetRows, Processor, column_as_dataset, is_dataset, is_file_object, is_iterable_dataset, iterable_dataset_rows,
-    require_items,
+    DatasetRows, Processor, column_as_dataset, first_non_finite, is_dataset, is_file_object, is_iterable_dataset,
+    iterable_dataset_rows, require_items,
 )
 from zoo.progress import progress_bar
 from zoo.saving import Checkpointable
@@ -104,7 +105,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         """Move a batch to the encoder's device; floating inputs also take its dtype, but for
         those in `full_precision_inputs`."""
         return {
-            key: value.to(self.device, self.dtype)
+            key: cast_input(value, self.dtype, key).to(self.device)
             if value.is_floating_point() and key not in self.full_precision_inputs else value.to(self.device)
             for key, value in batch.items()
         }
@@ -285,10 +286,24 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
     def _embed_items(self, items, indices, pool, batch_size, progress, prepare_kwargs) -> list[torch.Tensor]:
         rows: list[torch.Tensor] = []
         with self.progress_bar(len(items), progress) as bar:
-            for _, group in self.prepared_groups(items, **prepare_kwargs):
+            for start, group in self.prepared_groups(items, **prepare_kwargs):
                 rows.extend(self._embed_group(group, indices, pool, batch_size, bar))
+                self.check_finite_rows(rows[start:], start)
                 bar.update(len(group))
         return rows
+
+    def check_finite_rows(self, rows: torch.Tensor | Sequence[torch.Tensor], start: int = 0) -> None:
+        """Refuse, naming the input, a row (of a tensor, or a list of an item's rows each) holding NaN
+        or an infinity (`numerics.non_finite_features` says why it came); `start` is the first row's
+        input number."""
+        if torch.is_tensor(rows):
+            bad = first_non_finite(rows)
+            index = None if bad is None else bad[0]
+        else:
+            index = next((i for i, row in enumerate(rows) if first_non_finite(row) is not None), None)
+        if index is not None:
+            with naming_input(start + index):
+                raise non_finite_features(self)
 
     def prepared_groups(self, items: Sequence[Any], **prepare_kwargs: Any) -> Iterator[tuple[int, list[Any]]]:
         """`(start, prepared)`: the items prepared a group at a time, and the index of the group's

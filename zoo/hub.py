@@ -27,6 +27,7 @@ from zoo import registry
 from zoo.cards import CardSource, card_text, model_card_text, origin_card
 from zoo.config import check_keys, read_json
 from zoo.errors import CheckpointError, ConfigError, OfflineError, UnknownModelError, ZooError, prefixed
+from zoo.numerics import non_finite_weight
 from zoo.io import NAME_MAX, atomic_folder, atomic_path, check_writable_folder, through_link, waited_for
 from zoo.processing import FILE_NAME as PROCESSOR_FILE
 
@@ -716,8 +717,7 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: P
             f"{key_listing('wrong kinds of number', kinds)}. The config.json and "
             "the weights come from different models; re-download the checkpoint or save it again."
         )
-    broken = next((key for key, value in state.items() if value.is_floating_point()
-                   and not (value.float() if value.element_size() == 1 else value).isfinite().all()), None)  # fp8
+    broken = non_finite_weight(state)
     if broken is not None:
         raise CheckpointError(f"weights in {where} hold NaN or infinite values ({broken}); every output would be "
                               "NaN. The run that saved them diverged, or the file is damaged: save it again")
@@ -888,12 +888,23 @@ def save_folder(model: Any, folder: str | Path, model_card: Optional[CardSource]
     with atomic_folder(folder) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config_dict_to_save(), indent=2) + "\n", encoding="utf-8")
         state = {key: value.detach().cpu().contiguous() for key, value in model.weights_to_save().items()}
+        refuse_non_finite(state, folder)
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         model.processor.save(tmp)
         (tmp / CARD_FILE).write_text(model_card or origin_card(model), encoding="utf-8")
         for name, source in extra_files.items():
             shutil.copyfile(source, tmp / name)
     return folder
+
+
+def refuse_non_finite(state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Refuse to save weights holding NaN or infinities: `load` refuses them (every output would be
+    NaN), so the folder written was one that could never be used."""
+    broken = non_finite_weight(state)
+    if broken is not None:
+        raise CheckpointError(f"cannot save {folder}: the weights hold NaN or infinite values ({broken}), which "
+                              "load refuses, as every output would be NaN; the training that made them diverged: "
+                              "retrain with a lower learning rate")
 
 
 def check_save_target(folder: Path, extra_names: set[str] = frozenset()) -> None:

@@ -22,6 +22,7 @@ from modalities.graphs.neighbors import FullNeighborSampler
 from modalities.graphs.processing import GraphProcessor, check_index_layout, graphs_of
 from zoo.encoder import Encoder
 from zoo.errors import InputError
+from zoo.numerics import cast_input
 from zoo.outputs import EncoderOutput
 from zoo.pooling import LayerSpec, check_batch_sizes, is_single_layer
 from zoo.processing import first_non_finite
@@ -252,14 +253,16 @@ class GraphEncoder(Encoder):
         edge_index, edge_weight = self.layerwise_edges(prepared.edge_index, prepared.num_nodes)
         sampler = FullNeighborSampler(Data(edge_index=edge_index, num_nodes=prepared.num_nodes), num_layers=1)
         batches = torch.arange(prepared.num_nodes).split(node_batch_size)
-        x = prepared.x.to(self.dtype)
+        x = cast_input(prepared.x, self.dtype, "x")
         kept = {0: x.float()} if 0 in wanted else {}
         with self.embedding(device), self.progress_bar(len(batches) * self.num_layers, progress, unit="batch") as bar:
             for index in range(self.num_layers):
                 x = self.layer_of_all_nodes(index, x, sampler, edge_weight, batches, bar)
                 if index + 1 in wanted:
                     kept[index + 1] = x.float()
-        return kept[wanted[0]].unsqueeze(0) if len(wanted) == 1 else torch.stack([kept[i] for i in wanted])
+        nodes = kept[wanted[0]].unsqueeze(0) if len(wanted) == 1 else torch.stack([kept[i] for i in wanted])
+        self.check_finite_rows([nodes])
+        return nodes
 
     def layer_of_all_nodes(self, index: int, x: torch.Tensor, sampler: FullNeighborSampler,
                            edge_weight: Optional[torch.Tensor], batches: tuple[torch.Tensor, ...],

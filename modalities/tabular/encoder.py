@@ -72,14 +72,17 @@ class TabularEncoder(Encoder):
         batch_size = self.embed_batch_size if batch_size is None else batch_size
         check_batch_sizes(batch_size=batch_size)
         self.processor.check_options(prepare_kwargs)
+        start = 0
         with self.progress_bar(table_rows(table), progress, unit="row") as bar:
             for frame in self.table_chunks(table, chunk_rows):
                 batch = self.processor.transform(frame)  # checks the columns of an empty chunk too
                 if len(frame):  # a CSV of only a header line reads as one empty chunk
                     with self.embedding(device):  # a chunk at a time: not while the caller holds the generator
                         rows = self._embed_batch(batch, indices, pool, batch_size, squeeze)
+                    self.check_finite_rows(rows, start)
                     yield rows
                 bar.update(len(frame))
+                start += len(frame)
 
     def _embed_batch(self, batch: dict[str, torch.Tensor], indices, pool: str, batch_size: int,
                      squeeze: bool) -> torch.Tensor:
