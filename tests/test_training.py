@@ -293,11 +293,46 @@ def test_bad_settings_and_divergence_are_errors(tmp_path):
     with pytest.raises(ConfigError, match="no batches"):
         train(make_objective(), [], tmp_path / "empty", TrainConfig(steps=1, progress=False))
     nan_batch = [(torch.full((2, 4), float("nan")), torch.zeros(2))]
-    with pytest.raises(ZooError, match="loss is nan at step 1; .*; no checkpoint was saved yet, so a rerun in "):
+    with pytest.raises(ZooError, match=r"diverged: the loss is nan at step 1; rerun in a new output folder with a "
+                                       r"lower learning rate \(lr=0.0005\) .*\(no checkpoint was saved in "):
         train(make_objective(), nan_batch, tmp_path / "nan", TrainConfig(steps=1, progress=False))
     batches = [(torch.ones(2, 4), torch.zeros(2))] * 2 + nan_batch  # said a checkpoint was kept where none was
-    with pytest.raises(ZooError, match=r"loss is nan at step 3; .*; .*checkpoint.pt \(step 2\) is kept for a restart"):
+    with pytest.raises(ZooError, match=r"loss is nan at step 3; .*checkpoint.pt keeps step 2, but resumes only these"):
         train(make_objective(), batches, tmp_path / "later", TrainConfig(steps=3, checkpoint_every=2, progress=False))
+
+
+class RunawayStatistic(Regression):
+    """A model whose buffer (a BatchNorm's running_var, say) goes infinite while its loss stays
+    finite: GraphMAE at lr=1e6 trained on at loss 1.0 and saved weights that `load` refused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("running_var", torch.ones(4))
+
+    def after_step(self) -> None:
+        self.running_var.mul_(1e30)
+
+
+class InfiniteGradient(nn.Module):
+    """A finite loss (sqrt of 0) whose gradient is infinite: the step would write NaN into the weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(3))
+
+    def forward(self, batch) -> PretrainOutput:
+        return PretrainOutput(loss=torch.sqrt(self.weight - self.weight.detach()).sum(), logs={})
+
+
+def test_weights_gone_infinite_or_an_infinite_gradient_end_the_run_before_a_checkpoint_holds_them(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match=r"diverged: after step 2 the weights hold NaN or infinite values "
+                                          r"\(running_var\); .*no checkpoint was saved"):
+        train(RunawayStatistic(), toy_batches(4), tmp_path / "runaway",
+              TrainConfig(steps=4, checkpoint_every=2, progress=False))
+    assert not (tmp_path / "runaway" / CHECKPOINT_FILE).exists()
+    with pytest.raises(ConfigError, match="diverged: the gradient norm is inf at step 1"):
+        train(InfiniteGradient(), toy_batches(1), tmp_path / "steep", TrainConfig(steps=1, progress=False))
 
 
 def test_default_warmup_is_the_recipes_share_of_the_steps():

@@ -57,6 +57,7 @@ from zoo.errors import (CheckpointError, ConfigError, InputError, Stopped, Unkno
 from zoo.hub import model_to
 from zoo.io import atomic_torch_save, atomic_write_text
 from zoo.loss_plot import plot_losses
+from zoo.numerics import non_finite_weight
 from zoo.options import LR_DECAYS
 from zoo.outputs import PretrainOutput
 from zoo.progress import progress_bar
@@ -437,10 +438,14 @@ class Trainer:
         """Write checkpoint.pt, and redraw loss.png from the whole log at the `last` checkpoint of
         this call, or if `PLOT_INTERVAL` seconds have passed since it was drawn: drawn at every
         checkpoint, a 20,000-step run spent 61 s of CPU on it (0.45 s a drawing by its end)."""
+        weights = self.objective.state_dict()
+        broken = non_finite_weight(weights)
+        if broken is not None:  # a BatchNorm's running_var went infinite under a loss that stayed finite
+            raise self.diverged(f"after step {self.step} the weights hold NaN or infinite values ({broken})")
         state = {
             "step": self.step,
             "elapsed": self.elapsed,
-            "objective": self.objective.state_dict(),
+            "objective": weights,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
@@ -499,17 +504,15 @@ class Trainer:
             output: PretrainOutput = self.objective(move_to(batch, self.device))
         loss = output.loss
         if not torch.isfinite(loss):
-            kept = (f"{self.checkpoint_path} (step {self.saved_step}) is kept for a restart"
-                    if self.saved_step is not None else f"no checkpoint was saved yet, so a rerun in {self.out_dir} "
-                    "starts over")
-            raise ConfigError(f"the loss is {loss.item()} at step {self.step + 1}; lower the learning rate "
-                              f"(lr={self.config.lr}) or clip gradients harder; {kept}")
+            raise self.diverged(f"the loss is {loss.item()} at step {self.step + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_value is not None:
             torch.nn.utils.clip_grad_value_(self.objective.parameters(), self.config.max_grad_value)
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.objective.parameters(), max_norm)
+        if not torch.isfinite(grad_norm):  # the step would write NaN into every weight it clips
+            raise self.diverged(f"the gradient norm is {grad_norm.item()} at step {self.step + 1}")
         first = self.optimizer.param_groups[0]
         lr = first["lr"] / first.get("lr_scale", 1.0)
         decay = self.schedule_weight_decay()
@@ -519,6 +522,15 @@ class Trainer:
         decay_log = {} if decay is None else {"weight_decay": decay}
         return {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), **decay_log, **output.logs,
                 **(after or {})}
+
+    def diverged(self, what: str) -> ConfigError:
+        """The error that ends a run whose numbers went NaN or infinite. Its checkpoint (weights
+        checked finite before each is written) resumes only the same settings, which would diverge
+        again, so the way on is a new run with a lower learning rate."""
+        kept = (f"{self.checkpoint_path} keeps step {self.saved_step}, but resumes only these settings"
+                if self.saved_step is not None else f"no checkpoint was saved in {self.out_dir}")
+        return ConfigError(f"training diverged: {what}; rerun in a new output folder with a lower learning rate "
+                           f"(lr={self.config.lr}) or harder gradient clipping ({kept})")
 
     @property
     def finished(self) -> bool:
