@@ -51,7 +51,12 @@ def working_root(data_root: Optional[str | Path], folder: str) -> Path:
     The copy is made file by file, each written whole under a temporary name and renamed, so
     that runs started together (one per seed) never read a half-written file, and a file the
     copy lacks is copied again: PyG makes `raw/` before it downloads, so a run without --data
-    that failed offline left an empty `raw/` that stood for the copy until it was deleted."""
+    that failed offline left an empty `raw/` that stood for the copy until it was deleted.
+    A copy stands for its source while their sizes and modification times agree (each copy
+    takes its source's); where any file is copied again or the source has dropped it, PyG's
+    processed files are deleted, as PyG reuses them without looking at the raw files: another
+    --data root with files of the same sizes (or a file changed in place) gave the first
+    root's graphs without a word."""
     target = cache_root()
     if data_root is None:
         return target
@@ -59,20 +64,37 @@ def working_root(data_root: Optional[str | Path], folder: str) -> Path:
     if not source.is_dir():
         raise InputError(f"{source} does not exist; --data must hold {folder}/raw/ as PyG lays it out")
     copy = target / folder / "raw"
-    for file in sorted(path for path in source.rglob("*") if path.is_file()):
-        copied = copy / file.relative_to(source)
-        if not (copied.is_file() and copied.stat().st_size == file.stat().st_size):
-            copy_whole(file, copied)
+    files = {path.relative_to(source) for path in source.rglob("*") if path.is_file()}
+    stale = [path for path in copy.rglob("*") if path.is_file() and path.relative_to(copy) not in files
+             and not path.name.startswith(".")]  # another run's copy under way (`copy_whole`)
+    changed = [name for name in sorted(files) if not same_file(source / name, copy / name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    for name in changed:
+        copy_whole(source / name, copy / name)
+    if stale or changed:
+        shutil.rmtree(target / folder / "processed", ignore_errors=True)
     return target
 
 
+def same_file(source: Path, copied: Path) -> bool:
+    """Whether `copied` is still a copy of `source`: the same size and modification time."""
+    if not copied.is_file():
+        return False
+    original, copy = source.stat(), copied.stat()
+    return (original.st_size, original.st_mtime_ns) == (copy.st_size, copy.st_mtime_ns)
+
+
 def copy_whole(source: Path, target: Path) -> None:
-    """Copy `source` to `target` through a temporary file in the same folder and a rename."""
+    """Copy `source` to `target`, with its modification time, through a temporary file in the same
+    folder and a rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{target.name}.partial-", dir=target.parent)
     os.close(handle)
     try:
         shutil.copyfile(source, partial)
+        times = source.stat()
+        os.utime(partial, ns=(times.st_atime_ns, times.st_mtime_ns))
         os.replace(partial, target)
     finally:
         Path(partial).unlink(missing_ok=True)

@@ -32,6 +32,30 @@ def test_runs_started_together_copy_the_raw_files_once(tmp_path, monkeypatch):
     assert sorted(p.name for p in (copied / "raw").iterdir()) == sorted(p.name for p in source.iterdir())
 
 
+def test_another_root_or_a_file_changed_in_place_is_processed_again_not_read_from_the_cache(tmp_path, monkeypatch):
+    """PyG reuses its processed files without looking at the raw ones, and a raw file was copied
+    again only when its size changed: MUTAG with its node labels shuffled (the same size), from
+    another --data root or changed in place, gave the first graphs (max diff 0.0)."""
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root in (first, second):
+        shutil.copytree(shared_path("data", "tu") / "MUTAG", root / "MUTAG")
+    labels = second / "MUTAG" / "raw" / "MUTAG_node_labels.txt"
+    lines = labels.read_text().splitlines(keepends=True)
+    np.random.default_rng(0).shuffle(lines)
+    labels.write_text("".join(lines))
+    original = load_dataset("mutag", first)
+    shuffled = load_dataset("mutag", second)
+    assert not all(a.x.equal(b.x) for a, b in zip(original, shuffled))
+    assert all(a.x.equal(b.x) for a, b in zip(load_dataset("mutag", first), original))
+    shutil.copyfile(labels, first / "MUTAG" / "raw" / "MUTAG_node_labels.txt")  # changed in place
+    assert all(a.x.equal(b.x) for a, b in zip(load_dataset("mutag", first), shuffled))
+    extra = tmp_path / "cache" / "MUTAG" / "raw" / "MUTAG_node_attributes.txt"
+    extra.write_text("1.0\n")  # a file the source does not hold: TUDataset would read it as features
+    load_dataset("mutag", first)
+    assert not extra.exists()
+
+
 def test_zoo_embed_writes_a_named_datasets_nodes_or_graphs(tmp_path, capsys):
     """`zoo embed NAME --dataset D`: Cora's 2,708 nodes (the checkpoint's own pool) or one row per
     MUTAG graph, equal to `embed` on the loaded dataset; files and datasets are not mixed."""
