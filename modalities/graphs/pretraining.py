@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import random
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -20,6 +21,7 @@ from torch import nn
 from modalities.graphs.processing import GraphProcessor
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
+from zoo.finetune_data import item_key
 from zoo.registry import ModelEntry
 from zoo.run_folders import command_settings, write_run_settings
 from zoo.training import (
@@ -145,14 +147,23 @@ def prepare_graphs(data: Any, processor: GraphProcessor, dataset: str) -> tuple[
     return processor, [processor.prepare(graph) for graph in graphs]
 
 
+def graphs_digest(graphs: list[Any]) -> str:
+    """What a run trains on, wherever its --data lies: every tensor of its graphs, as prepared. A
+    resumed run on another root's graphs (the same dataset name) mixed the two into one run."""
+    digest = hashlib.sha256()
+    for graph in graphs:
+        digest.update(item_key(graph, None).encode())
+    return f"{len(graphs)} graph(s), sha256 {digest.hexdigest()[:16]}"
+
+
 def run_and_save(objective: nn.Module, encoder: Any, batches: GraphBatches, config: TrainConfig,
                  args: argparse.Namespace, recipe: dict[str, Any]) -> None:
     """Write the run's settings, train (resuming from the folder's checkpoint) and save `OUTPUT/encoder`."""
     out = Path(args.output)
-    settings = {"args": command_settings(args), "recipe": recipe,
-                "architecture": encoder.config.to_dict()}
-    write_run_settings(out, settings)
     graphs = batches.graphs
+    settings = {"args": command_settings(args), "recipe": recipe,
+                "architecture": encoder.config.to_dict(), "training_data": graphs_digest(graphs)}
+    write_run_settings(out, settings)
     tag = f"{encoder.family} pretrain"
     say(tag, f"{args.dataset}: {len(graphs)} graph(s), {sum(g.num_nodes for g in graphs)} nodes; {config.steps} steps")
     records = train(objective, batches, out, config)

@@ -11,9 +11,10 @@ Shapes: N images, H x W pixels.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +45,14 @@ class ImageFiles:
         """Image `index` as (3, H, W) float in [0, 1], decoded when a batch draws it."""
         return to_rgb(read_image_file(self.paths[index]), f"image file {str(self.paths[index])!r}")
 
+    def digest(self) -> str:
+        """Each file's name under the folder and its size, as `zoo finetune` records its files:
+        the folder may move, and reading every file of a large set again at each resume would
+        take minutes."""
+        names = (f"{path.relative_to(self.name).as_posix() if path.is_relative_to(self.name) else path.name}:"
+                 f"{path.stat().st_size}\n" for path in self.paths)
+        return images_digest(len(self), (name.encode("utf-8", "surrogateescape") for name in names))
+
 
 class EncodedImages:
     """Encoded image files (PNG, JPEG, ...) held as bytes, e.g. the rows of a parquet column."""
@@ -57,6 +66,10 @@ class EncodedImages:
     def load(self, index: int) -> torch.Tensor:
         where = f"image {index} of {self.name}"
         return to_rgb(decode_image(io.BytesIO(self.blobs[index]), where, "drop that row or re-encode it"), where)
+
+    def digest(self) -> str:
+        """The images' bytes, which are in memory already (0.2 s for CIFAR-10's 50,000)."""
+        return images_digest(len(self), (len(blob).to_bytes(8, "little") + blob for blob in self.blobs))
 
 
 class ArrayImages:
@@ -72,8 +85,21 @@ class ArrayImages:
         where = f"image {index} of {self.name}"
         return to_rgb(array_to_tensor(self.array[index], where), where)
 
+    def digest(self) -> str:
+        """The array's shape and bytes."""
+        return images_digest(len(self), [repr(self.array.shape).encode(), np.ascontiguousarray(self.array).tobytes()])
+
 
 ImageSet = ImageFiles | EncodedImages | ArrayImages
+
+
+def images_digest(count: int, parts: Iterable[bytes]) -> str:
+    """What a run's images are, wherever they lie, as `zoo pretrain gmml` records them: a resumed
+    run on other images of the same number (another parquet file) mixed the two into one run."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return f"{count} images, sha256 {digest.hexdigest()[:16]}"
 
 
 def open_images(path: str | Path, split: str = "train") -> ImageSet:

@@ -270,5 +270,5 @@ def run(args: argparse.Namespace) -> None:
     processor = encoder.processor
     batches = GmmlBatches(images, args.batch_size, processor.crop_size, processor.image_mean, processor.image_std,
                           args.views, corruption, AugmentConfig(), args.seed, args.workers)
-    settings = command_settings(args)
+    settings = {**command_settings(args), "training_data": images.digest()}
     train_and_save(objective, batches, args.output, train_config, encoder, "encoder", settings, "gmml pretrain")

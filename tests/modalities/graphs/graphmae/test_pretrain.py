@@ -227,6 +227,27 @@ def test_a_run_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path):
     assert max((whole[key] - resumed[key]).abs().max().item() for key in whole) == 0.0
 
 
+def test_a_run_resumed_on_another_roots_graphs_is_refused(tmp_path, capsys):
+    """--data may move between reruns; another root whose MUTAG differs (node labels shuffled)
+    went on training the run on those graphs."""
+    import shutil
+
+    for root in ("first", "other"):
+        shutil.copytree(shared_path("data", "tu") / "MUTAG", tmp_path / root / "MUTAG")
+    labels = tmp_path / "other" / "MUTAG" / "raw" / "MUTAG_node_labels.txt"
+    labels.write_text("".join(reversed(labels.read_text().splitlines(keepends=True))))
+
+    def pretrain(root, *extra):
+        return main(["pretrain", "graphmae", "--dataset", "mutag", "--data", str(tmp_path / root), "-o",
+                     str(tmp_path / "run"), "--epochs", "1", "--no-progress", "--set", "num_hidden=16", *extra])
+
+    assert pretrain("first", "--time-limit", "0") == 0
+    capsys.readouterr()
+    assert pretrain("other") == 2
+    assert "its run had other settings (training_data: '188 graph(s), sha256" in capsys.readouterr().err
+    assert pretrain("first") == 0
+
+
 def test_a_cosine_recipe_moves_its_lr_once_an_epoch_as_upstream(tmp_path):
     """Upstream GraphMAE steps its cosine after each epoch: MUTAG's 3 batches an epoch share one
     lr, the second epoch's being half the first's (cos at 1 / 2 epochs)."""

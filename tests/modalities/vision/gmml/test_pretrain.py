@@ -4,6 +4,7 @@ embeds and reconstructs, and bad input is refused with a zoo error."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -216,6 +217,27 @@ def test_cli_help_and_a_parquet_run(tmp_path, capsys):
     pq.write_table(pa.table({"img": rows, "label": list(range(4))}), tmp_path / "train-00000-of-00001.parquet")
     assert main(run_args(tmp_path / "train-00000-of-00001.parquet", tmp_path / "run", 2, "--batch-size", "2")) == 0
     assert len(losses(tmp_path / "run")) == 2
+
+
+def test_a_run_resumed_on_other_images_of_the_same_number_is_refused(tmp_path, capsys):
+    """`--data` may move between reruns, and the image count was all a resume checked: another
+    parquet file of as many images went on training the run on them (losses off by 0.31)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_images(tmp_path / "png", count=8)
+    blobs = [path.read_bytes() for path in sorted((tmp_path / "png").iterdir())]
+    for name, chosen in (("first", blobs[:4]), ("moved", blobs[:4]), ("other", blobs[4:])):
+        pq.write_table(pa.table({"img": [{"bytes": blob, "path": None} for blob in chosen]}),
+                       tmp_path / f"{name}.parquet")
+    out = tmp_path / "run"
+    assert main(run_args(tmp_path / "first.parquet", out, 3, "--batch-size", "2", "--time-limit", "0")) == 0
+    capsys.readouterr()
+    assert main(run_args(tmp_path / "other.parquet", out, 3, "--batch-size", "2")) == 2
+    assert re.search(r"cannot resume .*: its run had other settings \(training_data: '4 images, sha256 \w+' then, "
+                     r"'4 images, sha256 \w+' now\)", capsys.readouterr().err)
+    assert main(run_args(tmp_path / "moved.parquet", out, 3, "--batch-size", "2")) == 0  # the same images
+    assert len(losses(out)) == 3
 
 
 def test_bad_settings_are_zoo_errors(tmp_path):
