@@ -231,6 +231,19 @@ def test_integer_pcm_values_cast_to_float_are_warned_about():
         assert torch.equal(AudioProcessor().prepare(loud, sampling_rate=16000), torch.from_numpy(loud))
 
 
+def test_a_float_file_of_integer_counts_is_warned_about_as_an_array_is(tmp_path):
+    """The same counts in a FLOAT WAV file passed without a word: a float16 HuBERT made NaN of them."""
+    pcm = (np.sin(np.linspace(0, 900, 16000)) * 11207).astype(np.float32)
+    soundfile.write(tmp_path / "counts.wav", pcm, 16000, subtype="FLOAT")
+    with pytest.warns(UserWarning, match=r"audio input '.*counts.wav' holds float samples beyond ±256, but float "
+                                         r"audio lies in \[-1, 1\]: .*divide its samples by 32768"):
+        AudioProcessor().prepare(tmp_path / "counts.wav")
+    soundfile.write(tmp_path / "scaled.wav", pcm / 32768, 16000, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        AudioProcessor().prepare(tmp_path / "scaled.wav")
+
+
 def test_a_truncated_wav_file_is_read_with_a_warning(tmp_path):
     """Was read without a word: libsndfile decodes what a WAV cut short holds."""
     whole = tmp_path / "whole.wav"
@@ -308,6 +321,7 @@ def test_unknown_processor_keys_are_named():
     ({"sampling_rate": 10**8}, "sampling_rate=100000000; the model's rate"),  # resampled 0.45 s into 2.7 GB
     ({"sampling_rate": 16000.5}, "sampling_rate=16000.5"),
     ({"chunk_seconds": 0.0}, "chunk_seconds=0.0 must be positive"),
+    ({"normalize_eps": 0.0}, "normalize_eps=0.0; a small positive variance floor"),  # silence became NaN
     # was accepted, then a 1.5-window clip's 2400-sample pieces were refused by BEATs' forward mid-embed
     ({"chunk_seconds": 0.2, "min_samples": 2800}, "gives 3200-sample windows.*use chunk_seconds of at least 0.35"),
 ])

@@ -173,13 +173,20 @@ def read_mono(handle: Any, count: int, where: str, first: Optional[int] = None) 
 
 def checked_blocks(blocks: Iterable[torch.Tensor], what: str) -> Iterator[torch.Tensor]:
     """A recording's blocks as they come, refused after the last as `check_waveform` refuses a
-    whole recording: empty, or holding NaN or infinite samples (all of them counted)."""
+    whole recording: empty, or holding NaN or infinite samples (all of them counted); warned of
+    where its samples reach MAX_FLOAT_PEAK, as an array's are (`check_float_scale`)."""
     total = bad = 0
+    peak = 0.0
     for block in blocks:
         total, bad = total + block.numel(), bad + int((~torch.isfinite(block)).sum())
         if not bad:
+            peak = max(peak, float(block.abs().max())) if block.numel() else peak
             yield block
     refuse_bad_samples(total, bad, what)
+    if peak >= MAX_FLOAT_PEAK:  # a float file of int16 counts: float16 models overflowed on it
+        warn(f"{what} holds float samples beyond ±{MAX_FLOAT_PEAK:g}, but float audio lies in [-1, 1]: the file "
+             "seems to store integer PCM counts as floats; divide its samples by 32768 (16-bit) or save it as "
+             "16-bit PCM")
 
 
 #: input periods of the lower of two rates that torchaudio's sinc kernel reaches either side of a
@@ -527,9 +534,10 @@ class AudioProcessor(Processor):
                 or not 1 <= self.sampling_rate <= high):  # 1e8 Hz resampled a 0.45 s clip into 2.7 GB
             raise ConfigError(f"AudioProcessor: sampling_rate={self.sampling_rate!r}; the model's rate is a whole "
                               f"positive number of Hz, at most {high} (e.g. 16000)")
-        if not 0 <= self.normalize_eps < 1:
-            raise ConfigError(f"AudioProcessor: normalize_eps={self.normalize_eps!r}; a small variance floor such as "
-                              f"{TRANSFORMERS_NORMALIZE_EPS:g} (transformers) or {FAIRSEQ_NORMALIZE_EPS:g} (fairseq)")
+        if not 0 < self.normalize_eps < 1:  # 0 made silence or a constant offset NaN, blamed on the recording
+            raise ConfigError(f"AudioProcessor: normalize_eps={self.normalize_eps!r}; a small positive variance floor "
+                              f"such as {TRANSFORMERS_NORMALIZE_EPS:g} (transformers) or {FAIRSEQ_NORMALIZE_EPS:g} "
+                              "(fairseq)")
         if not self.chunk_seconds > 0 or isinstance(self.min_samples, bool) or self.min_samples < 0:
             raise ConfigError(f"AudioProcessor: chunk_seconds={self.chunk_seconds!r} must be positive and "
                               f"min_samples={self.min_samples!r} at least 0")
