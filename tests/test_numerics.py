@@ -70,6 +70,14 @@ def test_features_that_overflow_float32_from_sane_weights_name_the_inputs_scale(
         mutag.embed([graph], progress=False)
 
 
+def test_nan_weights_are_named_as_the_cause_of_nan_features(micro_hubert):
+    with torch.no_grad():
+        micro_hubert.model.encoder.layers[0].attention.q_proj.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"input 0: the model's weights hold NaN or infinite values "
+                                              r"\(model.encoder.layers.0.attention.q_proj.weight\)"):
+        micro_hubert.embed([LOUD / 32768], sampling_rate=16000, progress=False)
+
+
 def test_weights_holding_nan_are_not_saved_where_load_would_refuse_them(micro_hubert, tmp_path):
     head = zoo.for_classification(micro_hubert, labels=["a", "b"])
     with torch.no_grad():

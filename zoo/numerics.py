@@ -75,6 +75,11 @@ def non_finite_features(model: Any) -> ZooError:
     """The error for NaN or infinite features from finite inputs (every `forward` checks its inputs),
     which `embed`, `predict` and `zoo embed` returned and wrote without a word: float16 overflowed
     inside the model, its weights are a diverged training's, or the inputs' scale overflowed float32."""
+    broken = non_finite_weight(model.state_dict())
+    if broken is not None:  # a float16 AdamW step in a loop of one's own writes NaN into the weights
+        return CheckpointError(f"the model's weights hold NaN or infinite values ({broken}), so its features are "
+                               "NaN; the training that changed them diverged (in float16, train in float32 or "
+                               "bfloat16), or load the checkpoint again")
     if model.dtype == torch.float16:
         return ConfigError(f"the float16 model overflowed inside (float16 holds at most {FLOAT16_MAX:.0f}) and gave "
                            f"NaN or infinite features; {FLOAT16_ADVICE}")
