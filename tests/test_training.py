@@ -324,7 +324,7 @@ class InfiniteGradient(nn.Module):
         return PretrainOutput(loss=torch.sqrt(self.weight - self.weight.detach()).sum(), logs={})
 
 
-def test_weights_gone_infinite_or_an_infinite_gradient_end_the_run_before_a_checkpoint_holds_them(tmp_path):
+def test_weights_gone_infinite_an_infinite_gradient_or_an_overflowing_step_end_the_run_before_a_checkpoint(tmp_path):
     torch.manual_seed(0)
     with pytest.raises(ConfigError, match=r"diverged: after step 2 the weights hold NaN or infinite values "
                                           r"\(running_var\); .*no checkpoint was saved"):
@@ -333,6 +333,9 @@ def test_weights_gone_infinite_or_an_infinite_gradient_end_the_run_before_a_chec
     assert not (tmp_path / "runaway" / CHECKPOINT_FILE).exists()
     with pytest.raises(ConfigError, match="diverged: the gradient norm is inf at step 1"):
         train(InfiniteGradient(), toy_batches(1), tmp_path / "steep", TrainConfig(steps=1, progress=False))
+    with pytest.raises(ConfigError, match=r"diverged: the optimizer's step at step 1 overflows float32 \(value "
+                                          r"cannot be converted .*\); rerun .* lower learning rate \(lr=1e\+38\)"):
+        train(make_objective(), toy_batches(1), tmp_path / "huge", TrainConfig(steps=1, lr=1e38, progress=False))
 
 
 def test_default_warmup_is_the_recipes_share_of_the_steps():

@@ -516,12 +516,23 @@ class Trainer:
         first = self.optimizer.param_groups[0]
         lr = first["lr"] / first.get("lr_scale", 1.0)
         decay = self.schedule_weight_decay()
-        self.optimizer.step()
+        self.optimizer_step()
         self.scheduler.step()
         after = self.objective.after_step() if hasattr(self.objective, "after_step") else None
         decay_log = {} if decay is None else {"weight_decay": decay}
         return {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), **decay_log, **output.logs,
                 **(after or {})}
+
+    def optimizer_step(self) -> None:
+        """`optimizer.step()`, whose float32 overflow of AdamW's step size (lr divided by its bias
+        correction: lr=1e38 at step 1) ends the run as a divergence does, with the fix, not as
+        torch's bare RuntimeError."""
+        try:
+            self.optimizer.step()
+        except RuntimeError as err:
+            if "overflow" not in str(err):
+                raise
+            raise self.diverged(f"the optimizer's step at step {self.step + 1} overflows float32 ({err})") from err
 
     def diverged(self, what: str) -> ConfigError:
         """The error that ends a run whose numbers went NaN or infinite. Its checkpoint (weights
