@@ -59,9 +59,10 @@ def cast_input(value: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tens
     return cast
 
 
-def non_finite_weight(state: dict[str, torch.Tensor]) -> Optional[str]:
-    """The name of the first floating tensor of `state` holding NaN or an infinity, or None."""
-    return next((key for key, value in state.items() if value.is_floating_point()
+def non_finite_weight(state: dict[str, Any]) -> Optional[str]:
+    """The name of the first floating tensor of `state` holding NaN or an infinity, or None; other
+    entries (a module's extra state, such as a fine-tuning run's best-epoch record) are passed over."""
+    return next((key for key, value in state.items() if torch.is_tensor(value) and value.is_floating_point()
                  and not (value.float() if value.element_size() == 1 else value).isfinite().all()), None)  # fp8
 
 
