@@ -223,7 +223,7 @@ def split_digest(split: LabelledSplit, data_root: Optional[str | Path] = None) -
         digest.update(repr(as_plain(example["label"])).encode())
     for labels in (split.val_labels, split.test_labels):
         digest.update(repr(as_plain(labels)).encode())
-    return f"{len(split.train)} training {split.unit}, sha256 {digest.hexdigest()[:16]}"
+    return f"{split.train_count} training {split.unit}, sha256 {digest.hexdigest()[:16]}"
 
 
 def item_key(item: Any, root: Optional[Path]) -> str:

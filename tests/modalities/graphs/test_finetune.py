@@ -54,6 +54,8 @@ def test_a_node_dataset_trains_on_its_training_nodes_and_scores_its_test_nodes(t
     assert "dataset:\n      name: cora" in card
     settings = json.loads((tmp_path / "run" / "args.json").read_text())
     assert (settings["dataset"], settings["epochs"], settings["batch_size"]) == ("cora", 30, 1)
+    assert settings["training_data"].startswith("140 training nodes, sha256 ")  # said "1 training nodes" (the graph)
+    assert f"| training_data | `{settings['training_data']}` |" in card
 
 
 def test_a_set_of_graphs_is_scored_on_a_fold_of_the_svm_probe(tmp_path, capsys):
