@@ -77,12 +77,18 @@ def test_a_set_of_graphs_is_scored_on_a_fold_of_the_svm_probe(tmp_path, capsys):
 
 
 def test_a_head_alone_trains_at_lr_1e_2_by_default(tmp_path, capsys):
-    """At 1e-3 a head on the frozen encoder under-trained: MUTAG's fold 1 in 50 epochs 73.7 % (94.7 % at 1e-2;
-    over the ten folds 76.1 % against 81.4 %), FSDD digits 57 % against 68 %."""
-    report = finetune(capsys, "graphmae-mutag", "--dataset", "mutag", "--data", str(shared_path("data", "tu")),
-                      "--mode", "linear", "--epochs", "50", "--fold", "1", "-o", str(tmp_path / "run"))
-    assert (report["lr"], report["test_items"]) == (1e-2, 19)
-    assert report["test_accuracy"] > 0.85  # 18 of the 19 graphs here, 14 at 1e-3
+    """At 1e-3 a head on the frozen encoder under-trained: over MUTAG's ten folds in 50 epochs
+    76.1 % against 78.7 % at 1e-2 (benchmarks/README), FSDD digits 57 % against 68 %. One fold's
+    19 test graphs are too few to show it: its seed-0 score moved from 94.7 % to 73.7 % between
+    two installs of the same pinned torch (float rounding over 250 steps whose gradient norms
+    start in the hundreds), and seeds 0-4 give 73.7-89.5 % on one; the training loss reached
+    is the sturdy sign."""
+    command = ["graphmae-mutag", "--dataset", "mutag", "--data", str(shared_path("data", "tu")), "--mode", "linear",
+               "--epochs", "50", "--fold", "1"]
+    report = finetune(capsys, *command, "-o", str(tmp_path / "default"))
+    slower = finetune(capsys, *command, "--lr", "1e-3", "-o", str(tmp_path / "slower"))
+    assert (report["lr"], report["test_items"], slower["lr"]) == (1e-2, 19, 1e-3)
+    assert report["loss_last_epoch"] < 0.9 * slower["loss_last_epoch"]  # 0.343 against 0.419 measured
 
 
 @pytest.mark.parametrize("options, said", [
