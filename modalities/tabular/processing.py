@@ -40,6 +40,9 @@ UNKNOWN = 0
 EXTRA_COLUMNS = ("error", "ignore")
 #: largest |scaled value| accepted: far below where the float32 model overflows, far above any real outlier
 MAX_SCALED = 1e12
+#: |scaled value| from which a number is warned about: a hundred training ranges out is a mistaken
+#: unit (cents for dollars, days for years), not an outlier, and gives an extreme row
+FAR_SCALED = 100.0
 #: what `pd.api.types.infer_dtype` calls an object column of numbers (`astype(object)`, mixed
 #: sources, a Parquet decimal column), numeric as a float column is; text ("39") and bools stay categorical
 NUMBER_OBJECTS = ("integer", "floating", "mixed-integer-float", "decimal")
@@ -86,6 +89,7 @@ class TableProcessor(Processor):
                 raise InputError(f"column {column.get('name')!r} has kind {column.get('kind')!r}, not one of {KINDS}")
         self.columns = [strip_categories(column) for column in self.columns]
         self._named: dict[str, set[str]] = {}  # each column's unseen categories warned about (`warn_unseen`)
+        self._far: set[str] = set()  # the columns warned about for a value FAR_SCALED ranges out (`check_scaled`)
 
     @classmethod
     def fit(cls, table: Any, target: Optional[str] = None, categorical: Iterable[str] = (),
@@ -156,7 +160,7 @@ class TableProcessor(Processor):
         frame = to_frame(table)
         try:
             self.check_columns(list(frame.columns))
-            numeric = [scale_numeric(frame[column["name"]], column) for column in self.columns
+            numeric = [scale_numeric(frame[column["name"]], column, self._far) for column in self.columns
                        if column["kind"] == "numeric"]
             categorical = [self.encode_categories(frame[column["name"]], column) for column in self.columns
                            if column["kind"] == "categorical"]
@@ -273,14 +277,15 @@ def category_key(value: Any) -> Optional[str]:
     return None if key in NA_VALUES else key
 
 
-def scale_numeric(values: pd.Series, column: dict[str, Any]) -> np.ndarray:
-    """Min-max scale with the training range; missing values take the training mean first."""
+def scale_numeric(values: pd.Series, column: dict[str, Any], warned: set[str]) -> np.ndarray:
+    """Min-max scale with the training range; missing values take the training mean first.
+    `warned` holds the columns already warned about for a far value (`check_scaled`)."""
     numbers = to_numbers(values, column["name"]).fillna(column["fill"]).to_numpy()
     if not np.isfinite(numbers).all():
         raise InputError(f"column {column['name']!r} holds infinite values; replace them with numbers or NaN")
     span = column["max"] - column["min"]
     scaled = (numbers - column["min"]) / (span if span > 0 else 1.0)
-    check_scaled(numbers, scaled, column)
+    check_scaled(numbers, scaled, column, warned)
     return scaled.astype(np.float32)
 
 
@@ -325,15 +330,23 @@ def not_a_number(values: pd.Series, name: str, label: Any, value: Any, note: str
                       "numbers (missing values may be NaN or None)")
 
 
-def check_scaled(numbers: np.ndarray, scaled: np.ndarray, column: dict[str, Any]) -> None:
+def check_scaled(numbers: np.ndarray, scaled: np.ndarray, column: dict[str, Any], warned: set[str]) -> None:
     """Refuse values more than `MAX_SCALED` training ranges out: in float32 the model overflows
-    on them (tjepa-adult from about 1e21 ranges) and returns NaN rows."""
+    on them (tjepa-adult from about 1e21 ranges) and returns NaN rows. Warn, once per column (a
+    job transforms a table chunk by chunk), of one more than `FAR_SCALED` out: its row is finite
+    but extreme (tjepa-adult gave an age of 1e5 a row of 1,700 times the norm, unwarned)."""
+    where = f"times its training range [{column['min']:g}, {column['max']:g}] away"
     too_far = np.abs(scaled) > MAX_SCALED
     if too_far.any():
         raise InputError(f"column {column['name']!r} holds {float(numbers[too_far][0]):g}, more than "
-                         f"{MAX_SCALED:g} times its training range [{column['min']:g}, {column['max']:g}] away; "
-                         "so far out the float32 model overflows to NaN on such values. Check its units, or pass "
-                         "NaN to use the training mean")
+                         f"{MAX_SCALED:g} {where}; so far out the float32 model overflows to NaN on such values. "
+                         "Check its units, or pass NaN to use the training mean")
+    far = np.abs(scaled) > FAR_SCALED
+    if far.any() and column["name"] not in warned:
+        warned.add(column["name"])
+        warn(f"column {column['name']!r} holds {float(numbers[far][0]):g}, more than {FAR_SCALED:g} {where}: "
+             "the model never saw such a value and gives it an extreme row; check the column's units, or pass "
+             "NaN to use the training mean")
 
 
 def strip_categories(column: dict[str, Any]) -> dict[str, Any]:

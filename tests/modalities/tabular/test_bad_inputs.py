@@ -2,6 +2,7 @@
 pyarrow or torch error and never a silent wrong (NaN or nonsense) row."""
 
 import re
+import warnings
 
 import pandas as pd
 import pytest
@@ -10,7 +11,7 @@ import torch
 from modalities.tabular.processing import TableProcessor
 from modalities.tabular.tables import iter_frames
 from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder
-from zoo.errors import CheckpointError, ConfigError, InputError
+from zoo.errors import CheckpointError, ConfigError, InputError, ZooWarning
 from zoo.hub import load_folder
 
 TINY = dict(hidden_dim=16, num_layers=2, num_heads=2, dim_feedforward=32)
@@ -66,7 +67,23 @@ def test_values_that_overflow_the_model_are_refused(encoder, table, value):
     message = re.escape(f"column 'x' holds {value:g}, more than 1e+12 times its training range [0.5, 3] away")
     with pytest.raises(InputError, match=message):
         encoder.embed(table.assign(x=[value, 1.0, 2.0, 3.0]), progress=False)
-    assert torch.isfinite(encoder.embed(table.assign(x=[1e6, 1.0, 2.0, 3.0]), progress=False)).all()
+    with pytest.warns(ZooWarning, match=r"column 'x' holds 1e\+06, more than 100 times its training range"):
+        assert torch.isfinite(encoder.embed(table.assign(x=[1e6, 1.0, 2.0, 3.0]), progress=False)).all()
+
+
+def test_a_value_a_hundred_training_ranges_out_is_warned_about_once_per_column(encoder, table):
+    """A mistaken unit (an age in days) gave an extreme but finite row without a word:
+    tjepa-adult's row for an age of 1e5 had 1,700 times the norm of the same row at its age."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encoder.embed(table.assign(x=[-200.0, 250.0, 2.0, 3.0]), progress=False)  # 80 and 99 ranges out: no warning
+    far = table.assign(x=[300.0, 1.0, -300.0, 3.0])
+    with pytest.warns(ZooWarning) as caught:
+        encoder.embed(far, batch_size=1, progress=False)
+        encoder.embed(far, progress=False)  # the same processor: said once
+    assert [str(warning.message) for warning in caught if "training range" in str(warning.message)] == [
+        "column 'x' holds 300, more than 100 times its training range [0.5, 3] away: the model never saw such a "
+        "value and gives it an extreme row; check the column's units, or pass NaN to use the training mean"]
 
 
 @pytest.mark.parametrize("moment", [pd.Timestamp("2020-01-01"), pd.Timedelta("1D")])
