@@ -5,12 +5,16 @@ and `zoo embed` returned and wrote NaN rows without a word."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch_geometric.data import Data
 
 import zoo
+from modalities.tabular.processing import TableProcessor
+from modalities.tabular.tjepa import TJEPAConfig, TJEPAEncoder
 from zoo.cli import main
+from zoo.embed_job import run_embed_job
 from zoo.errors import CheckpointError, ConfigError, InputError
 
 #: a second of a full-scale square wave in int16 counts, passed as float samples: the first conv
@@ -86,3 +90,41 @@ def test_weights_holding_nan_are_not_saved_where_load_would_refuse_them(micro_hu
                                               r"\(head.weight\), which load refuses"):
         head.save_pretrained(tmp_path / "clf")
     assert not (tmp_path / "clf").exists()
+
+
+def test_a_nan_row_of_a_table_job_is_named_by_its_row_in_the_table(tmp_path):
+    """`zoo embed` and `zoo predict` of a table embed it a shard at a time: the bad row was named by
+    its place in its shard (input 0 for row 4 here)."""
+    table = pd.DataFrame({"x": [0.5, 1.5, 2.0, 3.0, 1.0], "colour": ["red", "blue", "red", None, "red"]})
+    torch.manual_seed(0)
+    processor = TableProcessor.fit(table)
+    encoder = TJEPAEncoder(TJEPAConfig.for_table(processor, hidden_dim=16, num_layers=2, num_heads=2,
+                                                 dim_feedforward=32), processor).eval()
+    forward = encoder.forward
+
+    def far_rows_nan(**batch):  # a model that fails on one row, past the first shard
+        output = forward(**batch)
+        output.last_hidden_state[batch["numeric"][:, 0] > 2] = float("nan")
+        return output
+
+    encoder.forward = far_rows_nan
+    table.assign(x=[0.5, 1.5, 2.0, 3.0, 9.0]).to_csv(tmp_path / "rows.csv", index=False)
+    with pytest.raises(InputError, match="^input 4: the model gave NaN or infinite features"):
+        run_embed_job(encoder, [str(tmp_path / "rows.csv")], tmp_path / "rows.npy", shard_size=2, progress=False)
+
+
+def test_a_batch_tensor_of_images_and_a_heads_scores_are_checked_too(micro_hubert):
+    """GMML embeds a (B, C, H, W) tensor on a path of its own, and a head's scores come from
+    its own weights: both gave NaN rows or probabilities without a word."""
+    encoder = zoo.load("gmml-vit-tiny-cifar10")
+    with torch.no_grad():
+        encoder.backbone.blocks[0].attn.qkv.weight[0, 0] = float("nan")
+    for pool in ("mean", "none"):
+        with pytest.raises(CheckpointError, match=r"^input 0: the model's weights hold NaN or infinite values "
+                                                  r"\(backbone.blocks.0.attn.qkv.weight\)"):
+            encoder.embed(torch.rand(3, 3, 32, 32), pool=pool, batch_size=2, progress=False)
+    head = zoo.for_classification(micro_hubert, labels=["a", "b"])
+    with torch.no_grad():
+        head.head.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"the model's weights hold NaN or infinite values \(head.weight\)"):
+        head.predict([LOUD / 32768], sampling_rate=16000)

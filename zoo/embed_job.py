@@ -359,7 +359,9 @@ def _run_table_job(encoder: Any, inputs: Sequence[Any], output: Path, parts: Pat
                     continue
                 shard = parts / f"shard-{len(shards):05d}.npy"
                 if not is_current(shard, [table]):
-                    rows = encoder.embed(frame, layer=layer, pool=pool, batch_size=batch_size, progress=False).numpy()
+                    with counting_from(done):  # a bad row is named by its row in the table, as `names` are
+                        rows = encoder.embed(frame, layer=layer, pool=pool, batch_size=batch_size,
+                                             progress=False).numpy()
                     atomic_write_with(shard, lambda tmp: _save_npy(tmp, rows))
                     write_stamp(shard, [table])
                 shards.append(shard)

@@ -20,7 +20,9 @@ from torch import nn
 
 from zoo.checkpointing import ActivationCheckpointing
 from zoo.errors import ConfigError, InputError
+from zoo.numerics import non_finite_features
 from zoo.pooling import check_pool, is_single_layer, layer_indices
+from zoo.processing import first_non_finite
 from zoo.saving import Checkpointable
 
 if TYPE_CHECKING:
@@ -380,7 +382,10 @@ class EncoderWithHead(ActivationCheckpointing, Checkpointable, nn.Module):
         features = features.to(self.head.weight.device, self.head.weight.dtype)
         if self.layer_weights is not None:
             features = self.layer_weights.mix(features)
-        return self.head(features).float().cpu()
+        scores = self.head(features).float().cpu()
+        if first_non_finite(scores) is not None:  # from finite features (embed checks them): the head's weights
+            raise non_finite_features(self)
+        return scores
 
     def check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         """Refuse labels that do not fit the batch or the head, naming them: torch's own errors

@@ -293,6 +293,7 @@ class GmmlEncoder(Encoder):
         if single_layer:
             features = features[:, 0]
         pooled = features[..., 1:, :] if pool == "none" else self.pool(features, pool)
+        self.check_finite_rows(pooled, first_index)  # as `embed` checks the rows of other inputs
         return pooled.cpu()
 
     def embed_patches(self, inputs: Any, layer: LayerSpec = None,
