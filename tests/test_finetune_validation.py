@@ -133,3 +133,13 @@ def test_a_validation_share_outside_0_and_1_is_refused_at_parsing(tmp_path, caps
     with pytest.raises(SystemExit):
         main(["finetune", "graphmae-cora", "--dataset", "cora", "--validation", "1.5", "-o", str(tmp_path / "run")])
     assert "argument --validation: 1.5 is not a share between 0 and 1; e.g. 0.1 for a tenth" in capsys.readouterr().err
+
+
+def test_a_run_that_diverges_is_said_to_diverge_when_its_validation_meets_the_nan(tmp_path, capsys):
+    """The validation after the first step embedded with weights of 1e30 and its NaN check blamed the
+    checkpoint, naming a validation graph as "input 0", where a run without --validation said it diverged."""
+    command = ["finetune", "graphmae-mutag", "--dataset", "mutag", "--data", str(shared_path("data", "tu")),
+               "--epochs", "3", "--validation", "--batch-size", "120", "--lr", "1e30", "--no-progress"]
+    assert main([*command, "-o", str(tmp_path / "run")]) == 2
+    assert ("zoo: error: training diverged: after step 1 the weights reach 1e+30; rerun in a new output folder "
+            "with a lower learning rate (lr=1e+30)") in capsys.readouterr().err

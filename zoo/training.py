@@ -57,7 +57,7 @@ from zoo.errors import (CheckpointError, ConfigError, InputError, Stopped, Unkno
 from zoo.hub import model_to
 from zoo.io import atomic_torch_save, atomic_write_text
 from zoo.loss_plot import plot_losses
-from zoo.numerics import non_finite_weight
+from zoo.numerics import DIVERGED_WEIGHT, largest_weight, non_finite_weight
 from zoo.options import LR_DECAYS
 from zoo.outputs import PretrainOutput
 from zoo.progress import progress_bar
@@ -518,10 +518,25 @@ class Trainer:
         decay = self.schedule_weight_decay()
         self.optimizer_step()
         self.scheduler.step()
-        after = self.objective.after_step() if hasattr(self.objective, "after_step") else None
+        after = self.after_step()
         decay_log = {} if decay is None else {"weight_decay": decay}
         return {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), **decay_log, **output.logs,
                 **(after or {})}
+
+    def after_step(self) -> Optional[dict[str, Any]]:
+        """The objective's `after_step`, if it has one (an EMA update, a validation score). After a
+        step that blew the weights up, a validation's `embed` refuses the NaN features it gets
+        as a bad checkpoint's, naming a validation item: said here as the divergence it is."""
+        if not hasattr(self.objective, "after_step"):
+            return None
+        try:
+            return self.objective.after_step()
+        except ZooError as err:
+            broken, largest = non_finite_weight(self.objective.state_dict()), largest_weight(self.objective)
+            if broken is None and largest < DIVERGED_WEIGHT:
+                raise
+            what = f"hold NaN or infinite values ({broken})" if broken is not None else f"reach {largest:.3g}"
+            raise self.diverged(f"after step {self.step + 1} the weights {what}") from err
 
     def optimizer_step(self) -> None:
         """`optimizer.step()`, whose float32 overflow of AdamW's step size (lr divided by its bias
