@@ -129,6 +129,8 @@ def test_a_folder_is_its_audio_files_as_for_images_and_zoo_embed(tmp_path, micro
     with pytest.warns(UserWarning, match="left out 1 file"):
         mixed = micro_hubert.embed([files[1], str(folder)], progress=False)
     assert torch.equal(mixed, torch.cat([expected[1:], expected]))
+    with pytest.warns(UserWarning, match="left out 1 file"):  # a generator's folder was refused as a file
+        assert torch.equal(micro_hubert.embed((item for item in [folder]), progress=False), expected)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"folder '.*empty' holds no audio files \(.wav, .flac"):
         micro_hubert.embed(tmp_path / "empty", progress=False)

@@ -147,7 +147,7 @@ class Encoder(ActivationCheckpointing, Checkpointable, nn.Module):
         if isinstance(inputs, (str, bytes, bytearray, Path, dict, np.ndarray, torch.Tensor)) or is_file_object(
                 inputs) or not isinstance(inputs, Iterable):
             return self.with_folders_opened([inputs])
-        return list(inputs)
+        return self.with_folders_opened(list(inputs))
 
     def with_folders_opened(self, items: Sequence[Any]) -> list[Any]:
         """`items` with each folder among them replaced by the files under it that the processor
