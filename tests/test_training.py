@@ -258,6 +258,11 @@ def test_a_run_an_older_zoo_began_resumes_without_the_records_it_did_not_keep(tm
     with pytest.raises(CheckpointError, match=r"schedule_every: None then, 1 now\); .*an older zoo began it, whose "
                                               "recipe had no schedule_every, so no option resumes it"):
         check_same_run(older, {**older, "schedule_every": 1}, tmp_path)
+    node_run = {**older, "training_data": "1 training nodes, sha256 3e65ed8910e5a155"}  # worded so before audit 11
+    check_same_run(node_run, {**older, "training_data": "140 training nodes, sha256 3e65ed8910e5a155"}, tmp_path)
+    with pytest.raises(CheckpointError, match="training_data: '1 training nodes, sha256 3e65ed8910e5a155' then, "
+                                              "'1 training nodes, sha256 0e65ed8910e5a155' now"):
+        check_same_run(node_run, {**older, "training_data": "1 training nodes, sha256 0e65ed8910e5a155"}, tmp_path)
 
 
 def test_a_pretrain_command_rerun_with_other_settings_keeps_its_args_json(tmp_path, micro_hubert):

@@ -31,6 +31,8 @@ RUN_LOCAL_SETTINGS = frozenset({"device", "bf16", "progress", "no_progress", "th
 #: what the zoo records of a run rather than what its command chose (a digest of the training data,
 #: to refuse a resume on other data); a run an older zoo began, which did not record it, still resumes
 RECORDED_SETTINGS = frozenset({"training_data"})
+#: what precedes the hash in a recorded digest
+DIGEST_MARK = "sha256 "
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -43,9 +45,16 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str
         old, new = saved.get(key), current.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
             changed += changed_settings(old, new, f"{prefix}{key}.")
-        elif old != new:
+        elif (digest_of(old) != digest_of(new)) if key in RECORDED_SETTINGS else old != new:
             changed.append(f"{prefix}{key}: {old!r} then, {new!r} now")
     return changed
+
+
+def digest_of(recorded: Any) -> Any:
+    """The hash in a recorded data digest ("140 training nodes, sha256 3e65ed89..."): the words
+    before it describe the data and may be worded anew (a node dataset's count said "1 training
+    nodes" once), which must not refuse the run the same data resumes."""
+    return recorded.rpartition(DIGEST_MARK)[2] if isinstance(recorded, str) and DIGEST_MARK in recorded else recorded
 
 
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path | str) -> None:
