@@ -27,6 +27,9 @@ TU = {name.lower(): name for name in ("MUTAG", "NCI1", "PROTEINS", "IMDB-BINARY"
                                       "REDDIT-BINARY")}
 #: GraphMAE clips one-hot degree features at this degree
 MAX_DEGREE = 400
+#: how far a raw file's copy may differ in modification time from its source and still stand for
+#: it: FAT keeps times to 2 s
+MTIME_SLACK_NS = 2_000_000_000
 #: the globals the Planetoid `ind.*` pickles name (scipy CSR features, numpy labels, an adjacency
 #: dict of lists), as written by Python 2 and as a newer numpy or scipy would write them again
 PLANETOID_GLOBALS = {
@@ -78,11 +81,13 @@ def working_root(data_root: Optional[str | Path], folder: str) -> Path:
 
 
 def same_file(source: Path, copied: Path) -> bool:
-    """Whether `copied` is still a copy of `source`: the same size and modification time."""
+    """Whether `copied` is still a copy of `source`: the same size and modification time, to
+    `MTIME_SLACK_NS` (a cache on a file system that keeps coarser times than the source's
+    would otherwise copy and process the dataset again on every run)."""
     if not copied.is_file():
         return False
     original, copy = source.stat(), copied.stat()
-    return (original.st_size, original.st_mtime_ns) == (copy.st_size, copy.st_mtime_ns)
+    return original.st_size == copy.st_size and abs(original.st_mtime_ns - copy.st_mtime_ns) < MTIME_SLACK_NS
 
 
 def copy_whole(source: Path, target: Path) -> None:
@@ -237,7 +242,7 @@ def has_node_features(name: str, data_root: Optional[str | Path] = None) -> bool
     folder = tu_folder(name, data_root)
     if folder is None:
         return True
-    with weights_only_processed_files():
+    with processing_lock(name.lower()), weights_only_processed_files():  # as `load_dataset`: it copies and processes
         dataset = tu_dataset(folder, data_root)
     return dataset.num_node_labels + dataset.num_node_attributes > 0
 

@@ -2,6 +2,7 @@
 `zoo embed --dataset` writes a named dataset's embeddings."""
 
 import json
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -54,6 +55,19 @@ def test_another_root_or_a_file_changed_in_place_is_processed_again_not_read_fro
     extra.write_text("1.0\n")  # a file the source does not hold: TUDataset would read it as features
     load_dataset("mutag", first)
     assert not extra.exists()
+
+
+def test_a_copy_whose_time_a_coarser_file_system_kept_stands_for_its_source(tmp_path, monkeypatch):
+    """A cache on a file system keeping coarser times (FAT: 2 s) than the source's copied and
+    processed the dataset again on every run, as if each file had changed."""
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    load_dataset("mutag", shared_path("data", "tu"))
+    copy = tmp_path / "cache" / "MUTAG" / "raw" / "MUTAG_A.txt"
+    times = copy.stat()
+    os.utime(copy, ns=(times.st_atime_ns, times.st_mtime_ns - 1_500_000_000))
+    kept = tmp_path / "cache" / "MUTAG" / "processed" / "kept"
+    kept.write_text("")
+    assert len(load_dataset("mutag", shared_path("data", "tu"))) == 188 and kept.exists()
 
 
 def test_zoo_embed_writes_a_named_datasets_nodes_or_graphs(tmp_path, capsys):
@@ -217,3 +231,30 @@ def test_a_run_waiting_for_another_preparing_the_dataset_says_so(tmp_path, monke
     held.wait()
     assert load_dataset("cora", shared_path("data", "planetoid")).num_nodes == 2708 and released.is_set()
     assert f"waiting for another process preparing dataset 'cora' in {tmp_path / 'cache'}" in capsys.readouterr().err
+
+
+def test_checking_a_sets_node_features_waits_for_a_run_preparing_it(tmp_path, monkeypatch, capsys):
+    """`zoo pretrain graphmae` asks whether a TU set has node features by loading it, which copied
+    and processed it outside the lock that `load_dataset` holds: beside a run preparing the set, it
+    could delete or read its processed files half-written."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from modalities.graphs.datasets import has_node_features
+
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    held, released = threading.Event(), threading.Event()
+
+    def another_run():
+        with FileLock(str(tmp_path / "cache" / ".mutag.lock")):
+            held.set()
+            time.sleep(1.0)
+            released.set()
+
+    threading.Thread(target=another_run).start()
+    held.wait()
+    assert has_node_features("mutag", shared_path("data", "tu")) and released.is_set()
+    assert "waiting for another process preparing dataset 'mutag'" in capsys.readouterr().err
