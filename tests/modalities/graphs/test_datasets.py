@@ -4,15 +4,19 @@
 import json
 import os
 import shutil
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from filelock import FileLock
 from helpers import shared_path
 
 import zoo
-from modalities.graphs.datasets import load_dataset, working_root
+from modalities.graphs.datasets import has_node_features, load_dataset, working_root
 from zoo.cli import main
 from zoo.errors import InputError
 
@@ -209,26 +213,28 @@ def test_a_read_only_dataset_cache_holding_the_processed_files_is_read(tmp_path,
     assert load_dataset("cora", shared_path("data", "planetoid")).num_nodes == data.num_nodes == 2708
 
 
-def test_a_run_waiting_for_another_preparing_the_dataset_says_so(tmp_path, monkeypatch, capsys):
-    """The second of two runs sat silent while the first processed the dataset (seconds for NCI1,
-    minutes for Reddit); it says what it waits for."""
-    import threading
-    import time
-
-    from filelock import FileLock
-
-    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
-    (tmp_path / "cache").mkdir()
+def another_run_preparing(lock: Path) -> threading.Event:
+    """Hold `lock` for a second in a thread, as another run preparing the dataset would; returns
+    once it is held, with the event set when it is let go."""
     held, released = threading.Event(), threading.Event()
 
     def another_run():
-        with FileLock(str(tmp_path / "cache" / ".cora.lock")):
+        with FileLock(str(lock)):
             held.set()
             time.sleep(1.0)
             released.set()
 
     threading.Thread(target=another_run).start()
     held.wait()
+    return released
+
+
+def test_a_run_waiting_for_another_preparing_the_dataset_says_so(tmp_path, monkeypatch, capsys):
+    """The second of two runs sat silent while the first processed the dataset (seconds for NCI1,
+    minutes for Reddit); it says what it waits for."""
+    monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    released = another_run_preparing(tmp_path / "cache" / ".cora.lock")
     assert load_dataset("cora", shared_path("data", "planetoid")).num_nodes == 2708 and released.is_set()
     assert f"waiting for another process preparing dataset 'cora' in {tmp_path / 'cache'}" in capsys.readouterr().err
 
@@ -237,24 +243,8 @@ def test_checking_a_sets_node_features_waits_for_a_run_preparing_it(tmp_path, mo
     """`zoo pretrain graphmae` asks whether a TU set has node features by loading it, which copied
     and processed it outside the lock that `load_dataset` holds: beside a run preparing the set, it
     could delete or read its processed files half-written."""
-    import threading
-    import time
-
-    from filelock import FileLock
-
-    from modalities.graphs.datasets import has_node_features
-
     monkeypatch.setenv("ZOO_DATASETS", str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()
-    held, released = threading.Event(), threading.Event()
-
-    def another_run():
-        with FileLock(str(tmp_path / "cache" / ".mutag.lock")):
-            held.set()
-            time.sleep(1.0)
-            released.set()
-
-    threading.Thread(target=another_run).start()
-    held.wait()
+    released = another_run_preparing(tmp_path / "cache" / ".mutag.lock")
     assert has_node_features("mutag", shared_path("data", "tu")) and released.is_set()
     assert "waiting for another process preparing dataset 'mutag'" in capsys.readouterr().err
