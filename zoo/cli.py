@@ -817,8 +817,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stops early."""
     argv = list(sys.argv[1:] if argv is None else argv)
     with warnings.catch_warnings():
-        # PyG scripts modules at import, which torch >= 2.10 warns about on every graph command
-        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+        # a command may import a family's libraries outside `registry.quiet_imports` (its pretrain module)
+        warnings.filterwarnings("ignore", message=registry.IMPORT_NOISE, category=FutureWarning)
         python_format = warnings.formatwarning  # which catch_warnings does not restore
         warnings.formatwarning = partial(format_warning, python_format)
         try:

@@ -17,16 +17,31 @@ import re
 import reprlib
 import typing
 import urllib.parse
+import warnings
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from zoo.config import check_keys, read_json, value_matches
 from zoo.errors import ConfigError, UnknownModelError
 
+#: what a family's libraries warn of at import, naming nothing the user can change: PyG scripts
+#: modules with `torch.jit.script`, which torch >= 2.10 calls deprecated on every graph load
+IMPORT_NOISE = "`torch.jit.script` is deprecated"
+
 MODALITIES = ("speech", "audio", "vision", "graph", "tabular")
 #: folder of each modality under `modalities/`
 MODALITY_FOLDERS = {"speech": "speech", "audio": "audio", "vision": "vision", "graph": "graphs", "tabular": "tabular"}
+
+
+@contextmanager
+def quiet_imports() -> Iterator[None]:
+    """Import a family's code without its libraries' `IMPORT_NOISE`: `zoo.load("graphmae-cora")`
+    printed PyG's FutureWarning in every Python session."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=IMPORT_NOISE, category=FutureWarning)
+        yield
 
 
 def modality_part(modality: str, part: str, function: str) -> Optional[Callable[..., Any]]:
@@ -35,7 +50,8 @@ def modality_part(modality: str, part: str, function: str) -> Optional[Callable[
     modality for what it knows by name."""
     name = f"modalities.{MODALITY_FOLDERS[modality]}.{part}"
     try:
-        module = importlib.import_module(name)
+        with quiet_imports():
+            module = importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name != name:  # the part exists but lacks a package it imports
             raise
@@ -269,7 +285,8 @@ def get_family(family: str) -> Family:
     modules = family_modules()
     if not isinstance(family, str) or family not in modules:
         raise UnknownModelError(f"unknown family {family!r}; known families: {sorted(modules)}")
-    importlib.import_module(modules[family])
+    with quiet_imports():
+        importlib.import_module(modules[family])
     return _FAMILIES[family]
 
 
