@@ -816,9 +816,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     130 when interrupted, 128 + N when a signal N stopped a run (143: SIGTERM), 141 when stdout's reader
     stops early."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    with warnings.catch_warnings():
-        # a command may import a family's libraries outside `registry.quiet_imports` (its pretrain module)
-        warnings.filterwarnings("ignore", message=registry.IMPORT_NOISE, category=FutureWarning)
+    with registry.quiet_imports():  # a command may import a family's libraries outside the registry (pretrain)
         python_format = warnings.formatwarning  # which catch_warnings does not restore
         warnings.formatwarning = partial(format_warning, python_format)
         try:

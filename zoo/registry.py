@@ -37,8 +37,8 @@ MODALITY_FOLDERS = {"speech": "speech", "audio": "audio", "vision": "vision", "g
 
 @contextmanager
 def quiet_imports() -> Iterator[None]:
-    """Import a family's code without its libraries' `IMPORT_NOISE`: `zoo.load("graphmae-cora")`
-    printed PyG's FutureWarning in every Python session."""
+    """Import a family's code (or run a whole `zoo` command) without its libraries'
+    `IMPORT_NOISE`: `zoo.load("graphmae-cora")` printed PyG's FutureWarning in every Python session."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=IMPORT_NOISE, category=FutureWarning)
         yield
