@@ -24,6 +24,7 @@ from zoo.options import check_table_source
 from zoo.heads import IGNORE_INDEX
 from zoo.io import name_bytes
 from zoo.probe_job import file_suffixes, labelled_files
+from zoo.run_folders import data_record
 
 @dataclasses.dataclass
 class LabelledSplit:
@@ -223,7 +224,7 @@ def split_digest(split: LabelledSplit, data_root: Optional[str | Path] = None) -
         digest.update(repr(as_plain(example["label"])).encode())
     for labels in (split.val_labels, split.test_labels):
         digest.update(repr(as_plain(labels)).encode())
-    return f"{split.train_count} training {split.unit}, sha256 {digest.hexdigest()[:16]}"
+    return data_record(split.train_count, f"training {split.unit}", digest)
 
 
 def item_key(item: Any, root: Optional[Path]) -> str:

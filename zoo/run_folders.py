@@ -50,6 +50,12 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str
     return changed
 
 
+def data_record(count: int, unit: str, digest: Any) -> str:
+    """A run's `training_data` record: its data described and hashed ("140 training nodes, sha256
+    3e65ed89..."; `digest` a hashlib object), in the one form `digest_of` reads back."""
+    return f"{count} {unit}, {DIGEST_MARK}{digest.hexdigest()[:16]}"
+
+
 def digest_of(recorded: Any) -> Any:
     """The hash in a recorded data digest ("140 training nodes, sha256 3e65ed89..."): the words
     before it describe the data and may be worded anew (a node dataset's count said "1 training

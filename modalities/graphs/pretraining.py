@@ -23,7 +23,7 @@ from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.finetune_data import item_key
 from zoo.registry import ModelEntry
-from zoo.run_folders import command_settings, write_run_settings
+from zoo.run_folders import command_settings, data_record, write_run_settings
 from zoo.training import (
     TrainConfig, check_recipe_batch_size, named_recipe, refuse_recipe_records, save_trained, say, train,
 )
@@ -153,7 +153,7 @@ def graphs_digest(graphs: list[Any]) -> str:
     digest = hashlib.sha256()
     for graph in graphs:
         digest.update(item_key(graph, None).encode())
-    return f"{len(graphs)} graph(s), sha256 {digest.hexdigest()[:16]}"
+    return data_record(len(graphs), "graph(s)", digest)
 
 
 def run_and_save(objective: nn.Module, encoder: Any, batches: GraphBatches, config: TrainConfig,

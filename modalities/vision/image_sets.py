@@ -22,6 +22,7 @@ import torch
 from modalities.vision.processing import array_to_tensor, decode_image, image_files, read_image_file, to_rgb
 from zoo.errors import InputError, warn
 from zoo.processing import parquet_feature_column, reading_parquet, undecoded_rows
+from zoo.run_folders import data_record
 
 #: MNIST's idx files (the only MNIST data in ../shared/data is the 10000-image test set)
 MNIST_IMAGES, MNIST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
@@ -99,7 +100,7 @@ def images_digest(count: int, parts: Iterable[bytes]) -> str:
     digest = hashlib.sha256()
     for part in parts:
         digest.update(part)
-    return f"{count} images, sha256 {digest.hexdigest()[:16]}"
+    return data_record(count, "images", digest)
 
 
 def open_images(path: str | Path, split: str = "train") -> ImageSet:

@@ -44,7 +44,7 @@ from modalities.tabular.tjepa.objective import TJEPAPretraining
 from zoo.config import check_override_types, parse_overrides
 from zoo.errors import ConfigError, InputError
 from zoo.registry import ModelEntry
-from zoo.run_folders import command_settings, write_run_settings
+from zoo.run_folders import command_settings, data_record, write_run_settings
 from zoo.training import (
     TrainConfig, check_recipe_batch_size, named_recipe, naming_options, refuse_recipe_records, save_trained, say,
     train,
@@ -112,7 +112,7 @@ def table_digest(frame: pd.DataFrame) -> str:
     """The rows a run trains on, whatever file holds them: a rerun on other rows or values went on
     from the checkpoint without a word (--table may move, as --data may)."""
     digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return f"{len(frame)} rows, sha256 {digest.hexdigest()[:16]}"
+    return data_record(len(frame), "rows", digest)
 
 
 def check_recipe(recipe: dict[str, Any]) -> None:
