@@ -185,22 +185,25 @@ def test_a_folder_is_removed_as_one_step(tmp_path):
     """rmtree deletes in directory order: a job killed while removing its OUT.parts/ could leave
     shards without their job.json, which every rerun refused although the output was whole. The
     folder is moved away first, into a hidden folder of its own: jobs whose outputs share their first
-    64 characters removed each other's (5 of 32 ended in a FileNotFoundError). What a removal killed
-    midway left goes with the next one."""
+    64 characters removed each other's (5 of 32 ended in a FileNotFoundError), and then one could
+    delete another's hidden folder before the move into it (a FileNotFoundError in 37 of 200 such
+    rounds, so 20 rounds here). What a removal killed midway left goes with the next one."""
     from concurrent.futures import ThreadPoolExecutor
 
     from zoo.io import remove_folder
 
-    stale = tmp_path / ".out.npy.parts.removed.k1ll3d00" / "out.npy.parts" / "shard-00001.npz"
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"x")
-    folders = [tmp_path / f"{'e' * 70}{index}.npy.parts" for index in range(16)] + [tmp_path / "out.npy.parts"]
-    for folder in folders:
-        (folder / "sub").mkdir(parents=True)
-        (folder / "job.json").write_text("{}")
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(remove_folder, folders))
-    assert list(tmp_path.iterdir()) == []
+    for round_ in range(20):
+        root = tmp_path / str(round_)
+        stale = root / ".out.npy.parts.removed.k1ll3d00" / "out.npy.parts" / "shard-00001.npz"
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(b"x")
+        folders = [root / f"{'e' * 70}{index}.npy.parts" for index in range(16)] + [root / "out.npy.parts"]
+        for folder in folders:
+            (folder / "sub").mkdir(parents=True)
+            (folder / "job.json").write_text("{}")
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(remove_folder, folders))
+        assert list(root.iterdir()) == []
 
 
 def test_a_new_folder_made_by_another_save_meanwhile_is_swapped_not_a_crash(tmp_path):

@@ -155,10 +155,18 @@ def remove_folder(folder: Path) -> None:
     that no one finds it half deleted (a job's shards folder whose job.json went before some
     shards, as rmtree deletes in directory order, was refused by every rerun though the output was
     whole). Such folders that a removal killed midway left are deleted too; two removals at once
-    may delete each other's, which both take in their stride."""
+    may delete each other's, which both take in their stride: one whose hidden folder another
+    deleted before the move (names sharing their first 64 characters share a prefix) makes a new
+    one, where it failed with FileNotFoundError (37 of 200 tries of 16 such removals at once)."""
     prefix = f"{temporary_prefix(folder)}removed."
-    gone = Path(tempfile.mkdtemp(prefix=prefix, dir=folder.parent))
-    os.replace(folder, gone / folder.name)
+    while True:
+        gone = Path(tempfile.mkdtemp(prefix=prefix, dir=folder.parent))
+        try:
+            os.replace(folder, gone / folder.name)
+            break
+        except FileNotFoundError:
+            if not folder.exists():
+                raise
     for removed in folder.parent.glob(glob.escape(prefix) + "*"):
         shutil.rmtree(removed, ignore_errors=True)
 
